@@ -1,0 +1,198 @@
+//! The [`CacheEntry`] entity: a cached value and what the cache knows about it.
+//!
+//! The cache does not store `CacheEntry` values internally (its per-entry record is packed
+//! tighter); [`CacheEntry`] is the self-contained view that [`crate::Cache::entry`] hands out and
+//! that callers can build and reason about on their own. Its domain methods follow the seed and
+//! read time from a [`Clock`], so tests drive them with a [`crate::ManualClock`].
+//!
+//! # Size accounting
+//!
+//! [`CacheEntry::charged_size`] is what an entry costs against a cache's byte budget: the value
+//! bytes, plus the key, plus [`ENTRY_OVERHEAD_BYTES`] for the cache's bookkeeping (hash-table
+//! slot, `Bytes` handle, expiry and access metadata, eviction-policy links). Charging the
+//! overhead keeps the budget close to real memory even for many tiny values.
+
+use bytes::Bytes;
+
+use crate::key::CacheKey;
+use crate::time::{Clock, Timestamp, Ttl};
+
+/// Fixed per-entry bookkeeping charged against a cache's byte budget, beyond value and key.
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// A cached value with its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    key: CacheKey,
+    value: Bytes,
+    created_at: Timestamp,
+    accessed_at: Timestamp,
+    ttl: Option<Ttl>,
+    access_count: u64,
+    size_bytes: usize,
+}
+
+impl CacheEntry {
+    /// A new entry created now, never accessed yet. `ttl: None` means it never expires.
+    pub fn new(
+        key: CacheKey,
+        value: impl Into<Bytes>,
+        ttl: Option<Ttl>,
+        clock: &dyn Clock,
+    ) -> CacheEntry {
+        let now = clock.now();
+        CacheEntry::from_parts(key, value.into(), now, now, ttl, 0)
+    }
+
+    /// An entry with every field given; `size_bytes` is derived from the value.
+    pub fn from_parts(
+        key: CacheKey,
+        value: Bytes,
+        created_at: Timestamp,
+        accessed_at: Timestamp,
+        ttl: Option<Ttl>,
+        access_count: u64,
+    ) -> CacheEntry {
+        let size_bytes = CacheEntry::charged_size(value.len());
+        CacheEntry {
+            key,
+            value,
+            created_at,
+            accessed_at,
+            ttl,
+            access_count,
+            size_bytes,
+        }
+    }
+
+    /// What an entry with a value of `value_len` bytes costs against a byte budget.
+    pub const fn charged_size(value_len: usize) -> usize {
+        value_len
+            .saturating_add(std::mem::size_of::<CacheKey>())
+            .saturating_add(ENTRY_OVERHEAD_BYTES)
+    }
+
+    /// The key.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The value.
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+
+    /// When the current value was stored.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// When the entry was last read (its creation time if never read).
+    pub fn accessed_at(&self) -> Timestamp {
+        self.accessed_at
+    }
+
+    /// The time to live, if any.
+    pub fn ttl(&self) -> Option<Ttl> {
+        self.ttl
+    }
+
+    /// How many times the entry was read.
+    pub fn access_count(&self) -> u64 {
+        self.access_count
+    }
+
+    /// The bytes charged against the budget: see [`CacheEntry::charged_size`].
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+
+    /// When the entry expires, if it has a TTL.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.ttl
+            .map(|ttl| self.created_at.saturating_add(ttl.as_duration()))
+    }
+
+    /// Whether the entry has expired: strictly after `created_at + ttl`, as in the seed.
+    pub fn is_expired(&self, clock: &dyn Clock) -> bool {
+        self.expires_at().is_some_and(|at| clock.now() > at)
+    }
+
+    /// Records a read: updates `accessed_at` and increments `access_count`.
+    pub fn touch(&mut self, clock: &dyn Clock) {
+        self.accessed_at = clock.now();
+        self.access_count = self.access_count.saturating_add(1);
+    }
+
+    /// Replaces the value and TTL and restarts the TTL from now, as in the seed.
+    pub fn update_value(&mut self, value: impl Into<Bytes>, ttl: Option<Ttl>, clock: &dyn Clock) {
+        self.value = value.into();
+        self.size_bytes = CacheEntry::charged_size(self.value.len());
+        self.ttl = ttl;
+        self.created_at = clock.now();
+    }
+
+    /// The value, consuming the entry.
+    pub fn into_value(self) -> Bytes {
+        self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+    use std::time::Duration;
+
+    fn key() -> CacheKey {
+        CacheKey::from_content(b"audio", "transcript").expect("valid prefix")
+    }
+
+    #[test]
+    fn expires_strictly_after_created_plus_ttl() {
+        let clock = ManualClock::new();
+        let ttl = Ttl::seconds(10).expect("positive");
+        let entry = CacheEntry::new(key(), &b"text"[..], Some(ttl), &clock);
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            !entry.is_expired(&clock),
+            "at exactly created + ttl it is still live"
+        );
+        clock.advance(Duration::from_nanos(1));
+        assert!(entry.is_expired(&clock));
+    }
+
+    #[test]
+    fn no_ttl_never_expires() {
+        let clock = ManualClock::new();
+        let entry = CacheEntry::new(key(), &b"text"[..], None, &clock);
+        clock.advance(Duration::MAX);
+        assert!(!entry.is_expired(&clock));
+    }
+
+    #[test]
+    fn touch_counts_and_stamps() {
+        let clock = ManualClock::new();
+        let mut entry = CacheEntry::new(key(), &b"text"[..], None, &clock);
+        clock.advance(Duration::from_secs(3));
+        entry.touch(&clock);
+        entry.touch(&clock);
+        assert_eq!(entry.access_count(), 2);
+        assert_eq!(entry.accessed_at(), clock.now());
+        assert_eq!(entry.created_at(), Timestamp::ZERO);
+    }
+
+    #[test]
+    fn update_value_restarts_ttl_and_resizes() {
+        let clock = ManualClock::new();
+        let ttl = Ttl::seconds(10).expect("positive");
+        let mut entry = CacheEntry::new(key(), &b"old"[..], Some(ttl), &clock);
+        clock.advance(Duration::from_secs(8));
+        entry.update_value(&b"a longer value"[..], Some(ttl), &clock);
+        clock.advance(Duration::from_secs(8));
+        assert!(!entry.is_expired(&clock), "TTL restarted at the update");
+        assert_eq!(entry.value().as_ref(), b"a longer value");
+        assert_eq!(entry.size_bytes(), CacheEntry::charged_size(14));
+        assert_eq!(CacheEntry::charged_size(14), 14 + 40 + ENTRY_OVERHEAD_BYTES);
+    }
+}

@@ -1,0 +1,413 @@
+//! Content-addressed keys: [`CacheKey`].
+//!
+//! # Design
+//!
+//! A key is a *prefix* (a namespace such as `transcript` or `chunk`) and the 32-byte SHA-256
+//! digest of whatever the cached value was computed from. The digest is kept as bytes, not as
+//! the seed's 64-character hex string: it halves the memory, and comparing or hashing it is a
+//! couple of word operations.
+//!
+//! Keys are cloned on hot paths, so [`Clone`] must not allocate. Prefixes are therefore
+//! *interned*: every distinct prefix string is stored once for the life of the process and a
+//! key holds a thin `&'static` reference to it, which makes a key 40 bytes and `Copy`-cheap.
+//! Equality compares the interned pointers. The interner keeps at most [`MAX_PREFIXES`]
+//! distinct prefixes so that keys parsed from untrusted text cannot grow it without bound;
+//! past that, new prefixes are refused with [`KeyError::TooManyPrefixes`].
+//!
+//! # Derivations
+//!
+//! * [`CacheKey::from_content`] / [`CacheKey::from_reader`]: SHA-256 of the bytes (the reader is
+//!   streamed through a fixed 64 KiB buffer, so multi-gigabyte files hash in constant memory).
+//! * [`CacheKey::from_parts`]: byte-for-byte the seed's `sha256(f"{file_hash}:{language}")`,
+//!   made unambiguous by validating both parts (see the method).
+//! * [`CacheKey::builder`]: several inputs, each *length-framed* so that no two different
+//!   lists of parts hash the same bytes. The digest is SHA-256 over
+//!   `b"memocache.parts.v1" || for each part: u64_le(len) || part`. Because every part carries
+//!   its length, the encoding is prefix-free: `["ab", "c"]` and `["a", "bc"]` differ in their
+//!   first length field, and `[]` and `[""]` differ in length.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+
+/// The number of bytes in a digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// The most distinct prefixes the process will intern.
+pub const MAX_PREFIXES: usize = 65_536;
+
+/// The longest prefix, in bytes.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// The longest `language` accepted by [`CacheKey::from_parts`].
+pub const MAX_LANGUAGE_LEN: usize = 35;
+
+/// The domain tag that starts every [`KeyBuilder`] encoding.
+const PARTS_DOMAIN: &[u8] = b"memocache.parts.v1";
+
+/// A content-addressed cache key: a prefix and a SHA-256 digest.
+///
+/// ```
+/// use memocache::CacheKey;
+///
+/// let key = CacheKey::from_content(b"", "transcript")?;
+/// assert_eq!(
+///     key.to_string(),
+///     "transcript:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+/// );
+/// assert_eq!(key.to_string().parse::<CacheKey>()?, key);
+/// # Ok::<(), memocache::KeyError>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct CacheKey {
+    digest: [u8; DIGEST_LEN],
+    prefix: &'static String,
+}
+
+/// Why a key could not be derived or parsed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The prefix is empty, too long, or has a byte outside `[A-Za-z0-9._-]`.
+    #[error("invalid key prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The prefix as given (lossily decoded).
+        prefix: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The interner already holds [`MAX_PREFIXES`] prefixes and this is a new one.
+    #[error("too many distinct key prefixes: at most {MAX_PREFIXES} per process")]
+    TooManyPrefixes,
+    /// `file_hash` is not exactly 64 hexadecimal digits.
+    #[error("invalid file hash {file_hash:?}: expected exactly 64 hexadecimal digits")]
+    InvalidFileHash {
+        /// The hash as given.
+        file_hash: String,
+    },
+    /// `language` is empty, longer than 35 characters, or not `[A-Za-z0-9_-]`.
+    #[error(
+        "invalid language {language:?}: expected 1 to {MAX_LANGUAGE_LEN} ASCII letters, digits, '-' or '_'"
+    )]
+    InvalidLanguage {
+        /// The language as given.
+        language: String,
+    },
+    /// A key string had no `:` between prefix and digest.
+    #[error("invalid key {input:?}: expected \"prefix:<64 hex digits>\", found no ':'")]
+    MissingSeparator {
+        /// The text that was parsed.
+        input: String,
+    },
+    /// The digest part of a key string is not 64 hexadecimal digits.
+    #[error("invalid key digest {digest:?}: expected exactly 64 hexadecimal digits")]
+    InvalidDigest {
+        /// The digest text.
+        digest: String,
+    },
+    /// Reading the content failed.
+    #[error("reading content to hash failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl CacheKey {
+    /// The key of `content` under `prefix`: SHA-256 of the bytes.
+    pub fn from_content(content: &[u8], prefix: &str) -> Result<CacheKey, KeyError> {
+        let prefix = intern(prefix)?;
+        Ok(CacheKey {
+            digest: Sha256::digest(content).into(),
+            prefix,
+        })
+    }
+
+    /// The key of everything `reader` yields, streamed in constant memory.
+    ///
+    /// Gives the same key as [`CacheKey::from_content`] over the same bytes. Reads interrupted
+    /// by a signal are retried; any other read error is returned.
+    pub fn from_reader(mut reader: impl Read, prefix: &str) -> Result<CacheKey, KeyError> {
+        let prefix = intern(prefix)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(KeyError::Io(e)),
+            }
+        }
+        Ok(CacheKey {
+            digest: hasher.finalize().into(),
+            prefix,
+        })
+    }
+
+    /// The seed's key for a file and a language: SHA-256 of `"{file_hash}:{language}"`.
+    ///
+    /// `file_hash` must be exactly 64 hex digits; upper case is accepted and lower-cased before
+    /// hashing, so both spellings give one key. `language` must be 1–35 ASCII letters, digits,
+    /// `-` or `_` and is hashed as given. With both parts constrained like this the `:` cannot
+    /// be confused with either part, so the combined string is unambiguous.
+    ///
+    /// ```
+    /// use memocache::CacheKey;
+    /// let hash = "AB".repeat(32);
+    /// let key = CacheKey::from_parts(&hash, "en", "transcript")?;
+    /// assert_eq!(key, CacheKey::from_content(format!("{}:en", "ab".repeat(32)).as_bytes(), "transcript")?);
+    /// assert!(CacheKey::from_parts("abc", "en", "transcript").is_err());
+    /// # Ok::<(), memocache::KeyError>(())
+    /// ```
+    pub fn from_parts(file_hash: &str, language: &str, prefix: &str) -> Result<CacheKey, KeyError> {
+        let prefix = intern(prefix)?;
+        if file_hash.len() != 2 * DIGEST_LEN || !file_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeyError::InvalidFileHash {
+                file_hash: file_hash.to_owned(),
+            });
+        }
+        let language_ok = (1..=MAX_LANGUAGE_LEN).contains(&language.len())
+            && language
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !language_ok {
+            return Err(KeyError::InvalidLanguage {
+                language: language.to_owned(),
+            });
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(file_hash.to_ascii_lowercase().as_bytes());
+        hasher.update(b":");
+        hasher.update(language.as_bytes());
+        Ok(CacheKey {
+            digest: hasher.finalize().into(),
+            prefix,
+        })
+    }
+
+    /// [`CacheKey::from_parts`] with the prefix `"transcript"`.
+    pub fn transcript(file_hash: &str, language: &str) -> Result<CacheKey, KeyError> {
+        CacheKey::from_parts(file_hash, language, "transcript")
+    }
+
+    /// A builder for a key over several length-framed parts (see the module docs).
+    ///
+    /// ```
+    /// use memocache::CacheKey;
+    /// let a = CacheKey::builder("summary")?.part("ab").part("c").finish();
+    /// let b = CacheKey::builder("summary")?.part("a").part("bc").finish();
+    /// assert_ne!(a, b);
+    /// # Ok::<(), memocache::KeyError>(())
+    /// ```
+    pub fn builder(prefix: &str) -> Result<KeyBuilder, KeyError> {
+        let prefix = intern(prefix)?;
+        let mut hasher = Sha256::new();
+        hasher.update(PARTS_DOMAIN);
+        Ok(KeyBuilder { hasher, prefix })
+    }
+
+    /// A key from an already computed digest.
+    pub fn from_digest(digest: [u8; DIGEST_LEN], prefix: &str) -> Result<CacheKey, KeyError> {
+        Ok(CacheKey {
+            digest,
+            prefix: intern(prefix)?,
+        })
+    }
+
+    /// The prefix (namespace) of the key.
+    pub fn prefix(&self) -> &'static str {
+        self.prefix.as_str()
+    }
+
+    /// The 32-byte SHA-256 digest.
+    pub fn digest(&self) -> &[u8; DIGEST_LEN] {
+        &self.digest
+    }
+
+    /// The digest as 64 lower-case hex digits.
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+}
+
+/// Builds a [`CacheKey`] over several inputs; see [`CacheKey::builder`].
+#[derive(Clone)]
+pub struct KeyBuilder {
+    hasher: Sha256,
+    prefix: &'static String,
+}
+
+impl KeyBuilder {
+    /// Appends one part, framed by its length.
+    #[must_use]
+    pub fn part(mut self, part: impl AsRef<[u8]>) -> KeyBuilder {
+        let part = part.as_ref();
+        self.hasher.update((part.len() as u64).to_le_bytes());
+        self.hasher.update(part);
+        self
+    }
+
+    /// The key of the parts appended so far.
+    pub fn finish(self) -> CacheKey {
+        CacheKey {
+            digest: self.hasher.finalize().into(),
+            prefix: self.prefix,
+        }
+    }
+}
+
+impl fmt::Debug for KeyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyBuilder")
+            .field("prefix", &self.prefix.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &CacheKey) -> bool {
+        // Interned: equal prefixes are the same allocation.
+        self.digest == other.digest && std::ptr::eq(self.prefix, other.prefix)
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+        self.prefix.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for CacheKey {
+    fn partial_cmp(&self, other: &CacheKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CacheKey {
+    fn cmp(&self, other: &CacheKey) -> std::cmp::Ordering {
+        self.prefix
+            .as_str()
+            .cmp(other.prefix.as_str())
+            .then_with(|| self.digest.cmp(&other.digest))
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut hex = [0u8; 2 * DIGEST_LEN];
+        // Cannot fail: the buffer is exactly twice the digest length.
+        hex::encode_to_slice(self.digest, &mut hex).map_err(|_| fmt::Error)?;
+        f.write_str(self.prefix)?;
+        f.write_str(":")?;
+        // Hex digits are ASCII, so this is always valid UTF-8.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+impl FromStr for CacheKey {
+    type Err = KeyError;
+
+    /// Parses `prefix:<64 hex digits>`; hex in either case.
+    fn from_str(s: &str) -> Result<CacheKey, KeyError> {
+        let Some((prefix, digest_hex)) = s.split_once(':') else {
+            return Err(KeyError::MissingSeparator {
+                input: s.to_owned(),
+            });
+        };
+        let mut digest = [0u8; DIGEST_LEN];
+        if digest_hex.len() != 2 * DIGEST_LEN
+            || hex::decode_to_slice(digest_hex, &mut digest).is_err()
+        {
+            return Err(KeyError::InvalidDigest {
+                digest: digest_hex.to_owned(),
+            });
+        }
+        CacheKey::from_digest(digest, prefix)
+    }
+}
+
+impl serde::Serialize for CacheKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CacheKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<CacheKey, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = CacheKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cache key \"prefix:<64 hex digits>\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CacheKey, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Checks a prefix and returns the process-wide copy of it.
+fn intern(prefix: &str) -> Result<&'static String, KeyError> {
+    let invalid = |reason| KeyError::InvalidPrefix {
+        prefix: prefix.to_owned(),
+        reason,
+    };
+    if prefix.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(invalid("it is longer than 64 bytes"));
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+
+    thread_local! {
+        // Most threads derive keys under one or two prefixes: skip the shared lock for them.
+        static LAST: std::cell::Cell<Option<&'static String>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some(last) = LAST.get().filter(|last| last.as_str() == prefix) {
+        return Ok(last);
+    }
+    static INTERNED: OnceLock<RwLock<HashMap<&'static str, &'static String>>> = OnceLock::new();
+    let interned = INTERNED.get_or_init(Default::default);
+    let found = interned.read().get(prefix).copied();
+    let found = match found {
+        Some(found) => found,
+        None => {
+            let mut map = interned.write();
+            match map.get(prefix) {
+                Some(&found) => found,
+                None if map.len() >= MAX_PREFIXES => return Err(KeyError::TooManyPrefixes),
+                None => {
+                    // Deliberate, bounded leak: interned prefixes live for the whole process.
+                    let leaked: &'static String = Box::leak(Box::new(prefix.to_owned()));
+                    map.insert(leaked.as_str(), leaked);
+                    leaked
+                }
+            }
+        }
+    };
+    LAST.set(Some(found));
+    Ok(found)
+}

@@ -1,0 +1,35 @@
+//! # memocache
+//!
+//! An in-process, content-addressed cache engine for memoizing expensive results — first of all
+//! transcriptions of audio files.
+//!
+//! ```
+//! use memocache::{CacheKey, Ttl};
+//!
+//! // Keys are derived from content: the same bytes always give the same key.
+//! let key = CacheKey::from_content(b"...audio bytes...", "transcript")?;
+//! assert_eq!(key.prefix(), "transcript");
+//! let ttl = Ttl::hours(24)?;
+//! assert_eq!(ttl.to_seconds(), 86_400);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Module map
+//!
+//! * [`key`] — [`CacheKey`]: prefix + SHA-256 digest, derivations, parsing.
+//! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
+//! * [`codec`] — the one place values are encoded (bincode 2 via serde).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod entry;
+pub mod key;
+pub mod time;
+
+pub use codec::CodecError;
+pub use entry::CacheEntry;
+pub use key::{CacheKey, KeyBuilder, KeyError};
+pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};

@@ -1,0 +1,272 @@
+//! Time: the [`Ttl`] value object and the [`Clock`] every time-dependent part of the crate reads.
+//!
+//! # Design
+//!
+//! Expiry is arithmetic on a **monotonic** clock. A [`Timestamp`] is nanoseconds since an
+//! arbitrary, per-clock epoch; it never goes backwards, so a wall-clock jump (NTP step, a user
+//! changing the date) neither expires nor revives entries. Timestamps from different clocks are
+//! not comparable, which is why the cache keeps the one clock it was built with.
+//!
+//! Tests use [`ManualClock`], which only moves when told to, so no test sleeps to observe expiry.
+//!
+//! The seed's `TTL` rejected non-positive durations at construction; [`Ttl`] does the same and
+//! its constructors return a [`TtlError`] instead of raising.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A positive time-to-live.
+///
+/// ```
+/// use memocache::Ttl;
+/// use std::time::Duration;
+///
+/// let ttl = Ttl::hours(24)?;
+/// assert_eq!(ttl.to_seconds(), 86_400);
+/// assert_eq!(ttl.as_duration(), Duration::from_secs(86_400));
+/// assert!(Ttl::new(Duration::ZERO).is_err());
+/// # Ok::<(), memocache::TtlError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ttl(Duration);
+
+/// Why a [`Ttl`] could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    /// The duration was zero; a TTL must be positive.
+    #[error("a TTL must be positive, got a zero duration")]
+    Zero,
+    /// The duration does not fit the 584-year range of a nanosecond `u64` timestamp.
+    #[error("a TTL of {0:?} is too long: at most u64::MAX nanoseconds (about 584 years)")]
+    TooLong(Duration),
+}
+
+impl Ttl {
+    /// The longest TTL: `u64::MAX` nanoseconds (about 584 years).
+    pub const MAX: Ttl = Ttl(Duration::from_nanos(u64::MAX));
+
+    /// A TTL of `duration`; zero, and anything longer than [`Ttl::MAX`], are errors.
+    pub fn new(duration: Duration) -> Result<Ttl, TtlError> {
+        if duration.is_zero() {
+            Err(TtlError::Zero)
+        } else if duration > Self::MAX.0 {
+            Err(TtlError::TooLong(duration))
+        } else {
+            Ok(Ttl(duration))
+        }
+    }
+
+    /// A TTL of `seconds` seconds.
+    pub fn seconds(seconds: u64) -> Result<Ttl, TtlError> {
+        Ttl::new(Duration::from_secs(seconds))
+    }
+
+    /// A TTL of `minutes` minutes.
+    pub fn minutes(minutes: u64) -> Result<Ttl, TtlError> {
+        Ttl::new(Duration::from_secs(minutes.saturating_mul(60)))
+    }
+
+    /// A TTL of `hours` hours.
+    pub fn hours(hours: u64) -> Result<Ttl, TtlError> {
+        Ttl::new(Duration::from_secs(hours.saturating_mul(3_600)))
+    }
+
+    /// A TTL of `days` days.
+    pub fn days(days: u64) -> Result<Ttl, TtlError> {
+        Ttl::new(Duration::from_secs(days.saturating_mul(86_400)))
+    }
+
+    /// Whole seconds, rounded down (as the seed's `to_seconds`).
+    pub fn to_seconds(self) -> u64 {
+        self.0.as_secs()
+    }
+
+    /// The TTL as a [`Duration`].
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+
+    /// The TTL in nanoseconds; always fits by construction.
+    pub(crate) fn as_nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl TryFrom<Duration> for Ttl {
+    type Error = TtlError;
+    fn try_from(duration: Duration) -> Result<Ttl, TtlError> {
+        Ttl::new(duration)
+    }
+}
+
+impl From<Ttl> for Duration {
+    fn from(ttl: Ttl) -> Duration {
+        ttl.0
+    }
+}
+
+/// A point on a [`Clock`]'s monotonic timeline: nanoseconds since that clock's epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The clock's epoch.
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    /// A timestamp `nanos` nanoseconds after the epoch.
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self + duration`, saturating at the end of time rather than wrapping.
+    pub fn saturating_add(self, duration: Duration) -> Timestamp {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(nanos))
+    }
+
+    /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", Duration::from_nanos(self.0))
+    }
+}
+
+/// A monotonic time source.
+///
+/// Implementations must never return a timestamp earlier than one they returned before.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The default clock: [`Instant`], measured from the first time any `SystemClock` is read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let nanos = Instant::now().saturating_duration_since(epoch).as_nanos();
+        Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that moves only when told to; for tests.
+///
+/// Cloning gives another handle to the same time, so a test can keep one handle and give the
+/// other to the cache.
+///
+/// ```
+/// use memocache::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let t0 = clock.now();
+/// clock.advance(Duration::from_secs(5));
+/// assert_eq!(clock.now().saturating_duration_since(t0), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock standing at its epoch.
+    pub fn new() -> ManualClock {
+        ManualClock::default()
+    }
+
+    /// Moves the clock forward by `by` (saturating at the end of time).
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        // fetch_update never fails here: the closure always returns Some.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.nanos.load(Ordering::Acquire))
+    }
+}
+
+/// The clock handle the crate passes around.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The default shared clock.
+pub fn system_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rejects_zero_and_overlong() {
+        assert_eq!(Ttl::new(Duration::ZERO), Err(TtlError::Zero));
+        assert_eq!(Ttl::minutes(0), Err(TtlError::Zero));
+        assert!(matches!(Ttl::new(Duration::MAX), Err(TtlError::TooLong(_))));
+        assert_eq!(Ttl::new(Duration::from_nanos(1)).map(Ttl::as_nanos), Ok(1));
+    }
+
+    #[test]
+    fn ttl_constructors_match_the_seed() {
+        assert_eq!(Ttl::minutes(3).map(Ttl::to_seconds), Ok(180));
+        assert_eq!(Ttl::hours(2).map(Ttl::to_seconds), Ok(7_200));
+        assert_eq!(Ttl::days(1).map(Ttl::to_seconds), Ok(86_400));
+        // Rounds down like the seed's int(total_seconds()).
+        let ttl = Ttl::new(Duration::from_millis(1_999)).map(Ttl::to_seconds);
+        assert_eq!(ttl, Ok(1));
+        // Saturating multiplication, then a range error instead of an overflow panic.
+        assert!(matches!(Ttl::days(u64::MAX), Err(TtlError::TooLong(_))));
+    }
+
+    #[test]
+    fn manual_clock_is_shared_between_clones_and_saturates() {
+        let clock = ManualClock::new();
+        let other = clock.clone();
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(other.now(), Timestamp::from_nanos(1_500_000_000));
+        other.advance(Duration::MAX);
+        assert_eq!(clock.now(), Timestamp::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn system_clock_is_monotonic() {
+        let clock = SystemClock;
+        let mut last = clock.now();
+        for _ in 0..1_000 {
+            let now = clock.now();
+            assert!(now >= last);
+            last = now;
+        }
+    }
+
+    #[test]
+    fn timestamp_arithmetic_saturates() {
+        let t = Timestamp::from_nanos(u64::MAX - 1);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(1)).as_nanos(),
+            u64::MAX
+        );
+        assert_eq!(Timestamp::ZERO.saturating_duration_since(t), Duration::ZERO);
+    }
+}
