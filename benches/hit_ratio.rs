@@ -110,13 +110,14 @@ fn percent(hits: u64, requests: usize) -> f64 {
 
 /// Replays `trace` at 1 % and 10 % of its distinct keys; one table row per capacity.
 fn rows(name: &str, trace: &Trace, table: &mut String) {
-    for fraction in [0.01, 0.10] {
-        let capacity = (trace.unique() as f64 * fraction) as usize;
+    // Integer division: floor(f × unique), the libCacheSim convention SOURCES.md uses.
+    for divisor in [100, 10] {
+        let capacity = trace.unique() / divisor;
         if capacity < 10 {
             continue;
         }
         let started = Instant::now();
-        let mut ratio =
+        let ratio =
             |policy: &mut dyn Policy| percent(replay(policy, trace.keys()).hits, trace.requests());
         let peers: Vec<f64> = PEERS
             .iter()
@@ -129,12 +130,10 @@ fn rows(name: &str, trace: &Trace, table: &mut String) {
             Some(m) => (format!("{m:.2}"), format!("{:+.2}", m - best)),
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
+        let peers: String = peers.iter().map(|p| format!("{p:.2} | ")).collect();
         let row = format!(
-            "| {name} | {capacity} | {} | {:.2} | {:.2} | {:.2} | {memo} | {opt:.2} | {delta} |",
+            "| {name} | {capacity} | {} | {peers}{memo} | {opt:.2} | {delta} |",
             trace.requests(),
-            peers[0],
-            peers[1],
-            peers[2],
         );
         eprintln!("{row}  ({:.1} s)", started.elapsed().as_secs_f64());
         table.push_str(&row);
@@ -160,9 +159,13 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let mut table = String::from(
-        "| trace | capacity | requests | LRU | moka | quick_cache | memocache | OPT | memocache − best(LRU,moka,qc) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    let names: Vec<&str> = PEERS.iter().map(|c| c.name).collect();
+    let mut table = format!(
+        "| trace | capacity | requests | {} | memocache | OPT | memocache − best({}) |\n\
+         |---|---:|---:|{}---:|---:|---:|\n",
+        names.join(" | "),
+        names.join(","),
+        "---:|".repeat(names.len()),
     );
     for exponent in [0.8, 1.0, 1.2] {
         let trace = Trace::from_keys(zipf(1_000_000, 100_000, exponent, 42));
