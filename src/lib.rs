@@ -37,3 +37,5 @@ pub use codec::CodecError;
 pub use entry::CacheEntry;
 pub use key::{CacheKey, KeyBuilder, KeyError};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
+pub mod cache;
+pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};

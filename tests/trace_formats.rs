@@ -251,6 +251,20 @@ fn bad_text_lines_are_parse_errors_with_line_numbers() {
 
     let err = keys_of(b"18446744073709551615 2 0 0\n", TraceFormat::ArcLis).unwrap_err();
     assert!(err.to_string().contains("overflows"), "{err}");
+    let err = keys_of(b"1 4294967296 0 0\n", TraceFormat::ArcLis).unwrap_err();
+    assert!(err.to_string().contains("32-bit"), "{err}");
+    assert_eq!(
+        keys_of(b"5 -1 0 0\n", TraceFormat::ArcLis)
+            .unwrap_err()
+            .to_string(),
+        "mem.trace:1: bad arc line: block count 18446744073709551615 is not a 32-bit count"
+    );
+
+    // A binary file read as text is not slurped whole looking for a newline.
+    let mut long = vec![b'7'; 10_000];
+    long.push(b'\n');
+    let err = keys_of(&long, TraceFormat::LirsText).unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
 
     let err = keys_of(b"x 2 0 0\n", TraceFormat::ArcLis).unwrap_err();
     assert!(matches!(err, TraceError::Parse { line: 1, .. }), "{err:?}");

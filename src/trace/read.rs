@@ -14,6 +14,10 @@ use super::{Compression, TraceFormat};
 /// per-record `dyn` calls hit memory, not the kernel or the decoder, almost every time.
 const BUF_SIZE: usize = 1 << 16;
 
+/// The longest line a text trace may have. Real lines are under 100 bytes; the bound keeps a
+/// binary file read as text from being slurped whole in search of a newline.
+const MAX_LINE: usize = 4096;
+
 /// Why a trace could not be read. Every variant names the file (or the label given to
 /// [`TraceReader::from_reader`]) and says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -286,8 +290,8 @@ impl TraceReader {
                 return Ok(Some(key));
             }
             self.line_buf.clear();
-            let n = self
-                .source
+            let n = (&mut self.source)
+                .take(MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut self.line_buf)
                 .map_err(|e| self.read_error(e))?;
             if n == 0 {
@@ -295,6 +299,9 @@ impl TraceReader {
             }
             self.offset += n as u64;
             self.line += 1;
+            if n > MAX_LINE {
+                return Err(self.parse_error(format!("longer than {MAX_LINE} bytes")));
+            }
             let line = self.line_buf.trim_ascii();
             if line.is_empty() {
                 continue;
@@ -363,7 +370,8 @@ fn parse_key(field: &[u8]) -> Result<u64, String> {
         .map_err(|_| format!("{:?} is not a decimal integer key", truncate(text)))
 }
 
-/// `start count ignore reqno` → the keys `start..start+count`.
+/// `start count ignore reqno` → the keys `start..start+count`. The count must fit 32 bits (Caffeine
+/// parses it as a Java `int`), so a corrupt line cannot demand 2^64 keys.
 fn parse_arc_line(line: &[u8]) -> Result<std::ops::Range<u64>, String> {
     let mut fields = line
         .split(|b| b.is_ascii_whitespace())
@@ -373,6 +381,9 @@ fn parse_arc_line(line: &[u8]) -> Result<std::ops::Range<u64>, String> {
     };
     let start = parse_key(start)?;
     let count = parse_key(count)?;
+    if count > u64::from(u32::MAX) {
+        return Err(format!("block count {count} is not a 32-bit count"));
+    }
     let end = start
         .checked_add(count)
         .ok_or_else(|| format!("block run {start} + {count} overflows u64"))?;
