@@ -18,7 +18,7 @@
 //!
 //! Environment:
 //! * `HIT_RATIO_TRACES=all` (default) replays every trace; `small` skips the four traces with
-//!   more than 4 M requests (P2, P6, w106, orm-night), a few minutes in all; `none` runs only
+//!   more than 4 M requests (P2, P6, w106, orm-night): 110 s in the same conditions; `none` runs only
 //!   the Zipf workloads.
 //! * `MEMOCACHE_TRACES=<dir>` reads the traces from elsewhere.
 
