@@ -13,13 +13,14 @@
 //! capacity between requests, as the other caches and the simulators do not.
 //!
 //! Run time (one run, 2-core machine shared with other builds and benches): 923 s wall,
-//! 292 s of CPU; moka took 73 % of it (the per-insert `run_pending_tasks`), memocache 13 %.
+//! 292 s of CPU; moka took 73 % of the replay time (its per-insert `run_pending_tasks`),
+//! memocache 13 %.
 //! The four traces with more than 4 M requests took about 740 s of the 923.
 //!
 //! Environment:
 //! * `HIT_RATIO_TRACES=all` (default) replays every trace; `small` skips the four traces with
-//!   more than 4 M requests (P2, P6, w106, orm-night): 110 s in the same conditions; `none` runs only
-//!   the Zipf workloads.
+//!   more than 4 M requests (P2, P6, w106, orm-night): 110 s in the same conditions; `none`
+//!   runs only the Zipf workloads.
 //! * `MEMOCACHE_TRACES=<dir>` reads the traces from elsewhere.
 
 use std::fmt::Write as _;
