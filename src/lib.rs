@@ -20,6 +20,8 @@
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
+//! * [`metrics`] — [`MetricSeries`] with numpy-exact percentiles, [`MetricsRegistry`] rendering
+//!   Prometheus text, [`AlertRule`]s evaluated by an [`AlertEvaluator`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,9 +29,15 @@
 pub mod codec;
 pub mod entry;
 pub mod key;
+pub mod metrics;
 pub mod time;
 
 pub use codec::CodecError;
 pub use entry::CacheEntry;
 pub use key::{CacheKey, KeyBuilder, KeyError};
+pub use metrics::{
+    Aggregation, AlertEvaluator, AlertRule, AlertRuleId, Comparison, MemoryNotifier, MetricError,
+    MetricSeries, MetricType, MetricValue, MetricsRegistry, Notifier, Percentile, SeriesId,
+    Severity, Tags, Threshold, TracingNotifier,
+};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
