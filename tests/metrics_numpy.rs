@@ -87,14 +87,22 @@ fn percentiles_and_means_match_numpy_exactly() {
                 let got = series.calculate_percentile(*p, all);
                 assert_bits(got, *want, &format!("{} {p} alone", case.name));
             }
-            assert_bits(series.get_average(all), case.mean, &format!("{} mean", case.name));
+            assert_bits(
+                series.get_average(all),
+                case.mean,
+                &format!("{} mean", case.name),
+            );
 
             // A window holding only the newest `tail` samples.
             let tail = SECOND * u32::try_from(case.tail).unwrap();
             assert_eq!(series.window_len(tail), case.tail);
             let got = series.calculate_percentiles(&percentiles, tail);
             for ((p, got), want) in percentiles.iter().zip(&got).zip(&case.tail_expected) {
-                assert_bits(*got, *want, &format!("{} tail {} {p}", case.name, case.tail));
+                assert_bits(
+                    *got,
+                    *want,
+                    &format!("{} tail {} {p}", case.name, case.tail),
+                );
             }
             let what = format!("{} tail mean", case.name);
             assert_bits(series.get_average(tail), case.tail_mean, &what);

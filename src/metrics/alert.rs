@@ -449,7 +449,10 @@ impl AlertEvaluator {
 
     /// The rule with this id.
     pub fn rule(&self, id: AlertRuleId) -> Option<&AlertRule> {
-        self.rules.iter().find(|(r, _)| r.id() == id).map(|(r, _)| r)
+        self.rules
+            .iter()
+            .find(|(r, _)| r.id() == id)
+            .map(|(r, _)| r)
     }
 
     /// The rules, in the order they were added.

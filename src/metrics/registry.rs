@@ -130,10 +130,17 @@ impl MetricsRegistry {
         help: &str,
         labels: &[(&str, &str)],
     ) -> Result<Counter, MetricError> {
-        self.get_or_register(name, help, labels, MetricType::Counter, |m| match m {
-            Metrics::Counter(map) => Some(map),
-            _ => None,
-        }, |_| Counter::default())
+        self.get_or_register(
+            name,
+            help,
+            labels,
+            MetricType::Counter,
+            |m| match m {
+                Metrics::Counter(map) => Some(map),
+                _ => None,
+            },
+            |_| Counter::default(),
+        )
     }
 
     /// The gauge `name{labels}` (starting at 0), registered with `help` if new.
@@ -145,10 +152,17 @@ impl MetricsRegistry {
     ) -> Result<Gauge, MetricError> {
         let clock = self.inner.clock.clone();
         let retention = self.inner.retention;
-        self.get_or_register(name, help, labels, MetricType::Gauge, |m| match m {
-            Metrics::Gauge(map) => Some(map),
-            _ => None,
-        }, |name| Gauge::new(MetricSeries::with_clock(name, retention, clock)))
+        self.get_or_register(
+            name,
+            help,
+            labels,
+            MetricType::Gauge,
+            |m| match m {
+                Metrics::Gauge(map) => Some(map),
+                _ => None,
+            },
+            |name| Gauge::new(MetricSeries::with_clock(name, retention, clock)),
+        )
     }
 
     /// The histogram `name{labels}`, registered with `help` if new.
@@ -160,10 +174,17 @@ impl MetricsRegistry {
     ) -> Result<Histogram, MetricError> {
         let clock = self.inner.clock.clone();
         let retention = self.inner.retention;
-        self.get_or_register(name, help, labels, MetricType::Histogram, |m| match m {
-            Metrics::Histogram(map) => Some(map),
-            _ => None,
-        }, |name| Histogram::new(MetricSeries::with_clock(name, retention, clock)))
+        self.get_or_register(
+            name,
+            help,
+            labels,
+            MetricType::Histogram,
+            |m| match m {
+                Metrics::Histogram(map) => Some(map),
+                _ => None,
+            },
+            |name| Histogram::new(MetricSeries::with_clock(name, retention, clock)),
+        )
     }
 
     /// Looks `name{labels}` up, registering it on first use. Nothing is registered on error.
@@ -250,7 +271,11 @@ impl MetricsRegistry {
     }
 }
 
-fn aggregate_series(series: &MetricSeries, aggregation: Aggregation, window: Duration) -> Option<f64> {
+fn aggregate_series(
+    series: &MetricSeries,
+    aggregation: Aggregation,
+    window: Duration,
+) -> Option<f64> {
     if series.window_len(window) == 0 {
         return None;
     }
@@ -277,7 +302,12 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
         }
         Metrics::Gauge(map) => {
             for (labels, gauge) in map {
-                writeln!(out, "{name}{} {}", LabelSet(labels, None), PromFloat(gauge.get()))?;
+                writeln!(
+                    out,
+                    "{name}{} {}",
+                    LabelSet(labels, None),
+                    PromFloat(gauge.get())
+                )?;
             }
         }
         Metrics::Histogram(map) => {
@@ -286,7 +316,8 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
                 let values = if cell.series.window_len(window) == 0 {
                     [f64::NAN; SUMMARY_QUANTILES.len()].to_vec()
                 } else {
-                    cell.series.calculate_percentiles(&SUMMARY_QUANTILES, window)
+                    cell.series
+                        .calculate_percentiles(&SUMMARY_QUANTILES, window)
                 };
                 for (p, v) in SUMMARY_QUANTILES.iter().zip(values) {
                     let quantile = p.quantile().to_string();
@@ -458,7 +489,9 @@ impl Gauge {
         let mut cell = self.0.lock();
         cell.current = value;
         // The only possible error is the non-finite value this documents skipping.
-        let _ = cell.history.add_value(MetricValue::gauge(value), Tags::new());
+        let _ = cell
+            .history
+            .add_value(MetricValue::gauge(value), Tags::new());
     }
 
     /// Adds `delta` (negative to subtract).
@@ -466,7 +499,9 @@ impl Gauge {
         let mut cell = self.0.lock();
         let value = cell.current + delta;
         cell.current = value;
-        let _ = cell.history.add_value(MetricValue::gauge(value), Tags::new());
+        let _ = cell
+            .history
+            .add_value(MetricValue::gauge(value), Tags::new());
     }
 
     /// The current value.
@@ -508,7 +543,8 @@ impl Histogram {
     /// change nothing.
     pub fn observe(&self, value: f64) -> Result<(), MetricError> {
         let mut cell = self.0.lock();
-        cell.series.add_value(MetricValue::histogram(value), Tags::new())?;
+        cell.series
+            .add_value(MetricValue::histogram(value), Tags::new())?;
         cell.count += 1;
         cell.sum += value;
         Ok(())
@@ -527,7 +563,10 @@ impl Histogram {
     /// Percentiles of the observations in the `window` ending now (numpy's `linear` method);
     /// each `0.0` for an empty window, as [`MetricSeries::calculate_percentiles`].
     pub fn percentiles(&self, percentiles: &[Percentile], window: Duration) -> Vec<f64> {
-        self.0.lock().series.calculate_percentiles(percentiles, window)
+        self.0
+            .lock()
+            .series
+            .calculate_percentiles(percentiles, window)
     }
 }
 

@@ -443,12 +443,7 @@ struct Split<'a> {
 impl<'a> Split<'a> {
     /// `len ≤ PW_BLOCKSIZE` values from `start` as one slice; only the block that straddles the
     /// two halves is copied into `scratch`.
-    fn block<'s>(
-        &self,
-        start: usize,
-        len: usize,
-        scratch: &'s mut [f64; PW_BLOCKSIZE],
-    ) -> &'s [f64]
+    fn block<'s>(&self, start: usize, len: usize, scratch: &'s mut [f64; PW_BLOCKSIZE]) -> &'s [f64]
     where
         'a: 's,
     {
@@ -467,7 +462,12 @@ impl<'a> Split<'a> {
 }
 
 /// numpy's `DOUBLE_pairwise_sum` over `view[start..start + n]`, operation for operation.
-fn pairwise_sum(view: &Split<'_>, start: usize, n: usize, scratch: &mut [f64; PW_BLOCKSIZE]) -> f64 {
+fn pairwise_sum(
+    view: &Split<'_>,
+    start: usize,
+    n: usize,
+    scratch: &mut [f64; PW_BLOCKSIZE],
+) -> f64 {
     if n < 8 {
         let mut res = 0.0;
         for &x in view.block(start, n, scratch) {
@@ -510,7 +510,15 @@ mod tests {
     #[test]
     fn selection_matches_a_sorted_reference_for_several_percentiles() {
         let data: Vec<f64> = (0..1_000).map(|i| ((i * 7919) % 1_000) as f64).collect();
-        let ps = [p(99.0), p(0.0), p(50.0), p(50.0), p(100.0), p(25.3), p(25.31)];
+        let ps = [
+            p(99.0),
+            p(0.0),
+            p(50.0),
+            p(50.0),
+            p(100.0),
+            p(25.3),
+            p(25.31),
+        ];
         let got = linear_percentiles(&mut data.clone(), &ps);
         let mut sorted = data;
         sorted.sort_by(f64::total_cmp);
@@ -528,11 +536,17 @@ mod tests {
 
     #[test]
     fn pairwise_sum_is_the_same_over_any_split() {
-        let data: Vec<f64> = (0..1_000).map(|i| (f64::from(i) * 0.1).sin() * 1e3).collect();
+        let data: Vec<f64> = (0..1_000)
+            .map(|i| (f64::from(i) * 0.1).sin() * 1e3)
+            .collect();
         let whole = numpy_sum(&data, &[]);
         for cut in [0, 1, 7, 8, 127, 128, 129, 500, 999, 1_000] {
             let (head, tail) = data.split_at(cut);
-            assert_eq!(numpy_sum(head, tail).to_bits(), whole.to_bits(), "cut {cut}");
+            assert_eq!(
+                numpy_sum(head, tail).to_bits(),
+                whole.to_bits(),
+                "cut {cut}"
+            );
         }
     }
 
@@ -543,13 +557,20 @@ mod tests {
         let mut s = MetricSeries::with_clock("x", Duration::from_secs(10), Arc::new(clock.clone()));
         for i in 0..1_000 {
             clock.advance(Duration::from_secs(1));
-            s.add_value(MetricValue::gauge(f64::from(i)), Tags::new()).unwrap();
+            s.add_value(MetricValue::gauge(f64::from(i)), Tags::new())
+                .unwrap();
             assert!(s.len() <= 10);
         }
         // Samples at t = 991..=1000 hold 990..=999; the last 5 s hold 995..=999.
         assert_eq!(s.len(), 10);
         assert_eq!(s.get_average(Duration::from_secs(5)), 997.0);
-        assert_eq!(s.calculate_percentile(p(100.0), Duration::from_secs(5)), 999.0);
-        assert_eq!(s.calculate_percentile(p(0.0), Duration::from_secs(5)), 995.0);
+        assert_eq!(
+            s.calculate_percentile(p(100.0), Duration::from_secs(5)),
+            999.0
+        );
+        assert_eq!(
+            s.calculate_percentile(p(0.0), Duration::from_secs(5)),
+            995.0
+        );
     }
 }
