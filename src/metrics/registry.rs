@@ -77,6 +77,88 @@ impl Metrics {
     }
 }
 
+/// The three handle types, so that one routine registers them all.
+trait Handle: Clone {
+    const TYPE: MetricType;
+    fn empty_family() -> Metrics;
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>>;
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>>;
+    fn new(name: &str, registry: &Inner) -> Self;
+}
+
+impl Handle for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+    fn empty_family() -> Metrics {
+        Metrics::Counter(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Counter(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Counter(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(_: &str, _: &Inner) -> Self {
+        Counter::default()
+    }
+}
+
+impl Handle for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+    fn empty_family() -> Metrics {
+        Metrics::Gauge(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Gauge(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Gauge(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(name: &str, registry: &Inner) -> Self {
+        Gauge::new(registry.series(name))
+    }
+}
+
+impl Handle for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+    fn empty_family() -> Metrics {
+        Metrics::Histogram(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Histogram(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Histogram(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(name: &str, registry: &Inner) -> Self {
+        Histogram::new(registry.series(name))
+    }
+}
+
+impl Inner {
+    /// A series on the registry's clock and retention.
+    fn series(&self, name: &str) -> MetricSeries {
+        MetricSeries::with_clock(name, self.retention, self.clock.clone())
+    }
+}
+
 impl fmt::Debug for MetricsRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsRegistry")
@@ -130,17 +212,7 @@ impl MetricsRegistry {
         help: &str,
         labels: &[(&str, &str)],
     ) -> Result<Counter, MetricError> {
-        self.get_or_register(
-            name,
-            help,
-            labels,
-            MetricType::Counter,
-            |m| match m {
-                Metrics::Counter(map) => Some(map),
-                _ => None,
-            },
-            |_| Counter::default(),
-        )
+        self.get_or_register(name, help, labels)
     }
 
     /// The gauge `name{labels}` (starting at 0), registered with `help` if new.
@@ -150,19 +222,7 @@ impl MetricsRegistry {
         help: &str,
         labels: &[(&str, &str)],
     ) -> Result<Gauge, MetricError> {
-        let clock = self.inner.clock.clone();
-        let retention = self.inner.retention;
-        self.get_or_register(
-            name,
-            help,
-            labels,
-            MetricType::Gauge,
-            |m| match m {
-                Metrics::Gauge(map) => Some(map),
-                _ => None,
-            },
-            |name| Gauge::new(MetricSeries::with_clock(name, retention, clock)),
-        )
+        self.get_or_register(name, help, labels)
     }
 
     /// The histogram `name{labels}`, registered with `help` if new.
@@ -172,49 +232,42 @@ impl MetricsRegistry {
         help: &str,
         labels: &[(&str, &str)],
     ) -> Result<Histogram, MetricError> {
-        let clock = self.inner.clock.clone();
-        let retention = self.inner.retention;
-        self.get_or_register(
-            name,
-            help,
-            labels,
-            MetricType::Histogram,
-            |m| match m {
-                Metrics::Histogram(map) => Some(map),
-                _ => None,
-            },
-            |name| Histogram::new(MetricSeries::with_clock(name, retention, clock)),
-        )
+        self.get_or_register(name, help, labels)
     }
 
     /// Looks `name{labels}` up, registering it on first use. Nothing is registered on error.
-    fn get_or_register<H: Clone>(
+    fn get_or_register<H: Handle>(
         &self,
         name: &str,
         help: &str,
         labels: &[(&str, &str)],
-        requested: MetricType,
-        select: impl Fn(&mut Metrics) -> Option<&mut BTreeMap<Tags, H>>,
-        make: impl FnOnce(&str) -> H,
     ) -> Result<H, MetricError> {
         validate_metric_name(name)?;
         let labels = to_tags(labels)?;
+        let conflict = |registered| MetricError::TypeConflict {
+            name: name.to_owned(),
+            registered,
+            requested: H::TYPE,
+        };
+        // Fast path under the shared lock: handles are usually asked for again and again.
+        if let Some(family) = self.inner.families.read().get(name) {
+            let map =
+                H::family(&family.metrics).ok_or_else(|| conflict(family.metrics.metric_type()))?;
+            if let Some(handle) = map.get(&labels) {
+                return Ok(handle.clone());
+            }
+        }
         let mut families = self.inner.families.write();
         let family = families.entry(name.to_owned()).or_insert_with(|| Family {
             help: help.to_owned(),
-            metrics: match requested {
-                MetricType::Counter => Metrics::Counter(BTreeMap::new()),
-                MetricType::Gauge => Metrics::Gauge(BTreeMap::new()),
-                MetricType::Histogram => Metrics::Histogram(BTreeMap::new()),
-            },
+            metrics: H::empty_family(),
         });
         let registered = family.metrics.metric_type();
-        let map = select(&mut family.metrics).ok_or_else(|| MetricError::TypeConflict {
-            name: name.to_owned(),
-            registered,
-            requested,
-        })?;
-        Ok(map.entry(labels).or_insert_with(|| make(name)).clone())
+        let map = H::family_mut(&mut family.metrics).ok_or_else(|| conflict(registered))?;
+        let handle = map
+            .entry(labels)
+            .or_insert_with(|| H::new(name, &self.inner));
+        Ok(handle.clone())
     }
 
     /// The type `name` is registered with, if it is.
