@@ -3,10 +3,11 @@
 //!
 //! # Storage and pruning
 //!
-//! Samples live in two [`VecDeque`]s kept in lockstep: one of timestamps and tags, one of the
-//! bare `f64` values. Timestamps come from a monotonic [`Clock`](crate::Clock), so both deques are sorted by
-//! time and everything older than the retention period is a prefix: [`MetricSeries::add_value`]
-//! pushes at the back and pops expired samples from the front, amortized O(1) per add. The seed
+//! Samples live in two [`VecDeque`]s kept in lockstep: one of timestamps and (boxed, usually
+//! absent) tags, one of the bare `f64` values. Timestamps come from a monotonic
+//! [`Clock`](crate::Clock), so both deques are sorted by time and everything older than the
+//! retention period is a prefix: [`MetricSeries::add_value`] pushes at the back and pops
+//! expired samples from the front, amortized O(1) per add. The seed
 //! rebuilt the whole list on every add (`self.values = [v for v in self.values if ...]`), which
 //! is O(n) per add and O(n²) to fill a window; `benches/metrics.rs` measures both.
 //!
@@ -85,11 +86,18 @@ impl fmt::Display for SeriesId {
 }
 
 /// The time and tags of one sample; its value lives in the parallel value deque.
+///
+/// Tags are boxed and absent when empty: most samples carry none (a registry puts labels on the
+/// series, not on samples), and 16 bytes per stamp instead of 32 halves the memory traffic of
+/// a full series' ring buffer.
 #[derive(Debug)]
 struct Stamp {
     at: Timestamp,
-    tags: Tags,
+    tags: Option<Box<Tags>>,
 }
+
+/// What samples without tags point to.
+static NO_TAGS: Tags = Tags::new();
 
 /// One sample of a series, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -242,6 +250,7 @@ impl MetricSeries {
         if let Some(last) = self.stamps.back() {
             at = at.max(last.at);
         }
+        let tags = (!tags.is_empty()).then(|| Box::new(tags));
         self.stamps.push_back(Stamp { at, tags });
         self.values.push_back(value.value());
         self.prune(at);
@@ -347,7 +356,7 @@ impl MetricSeries {
             timestamp: stamp.at,
             // Every sample has the series' type: the first add set it and later adds must match.
             value: MetricValue::new(value, self.metric_type.unwrap_or(MetricType::Gauge)),
-            tags: &stamp.tags,
+            tags: stamp.tags.as_deref().unwrap_or(&NO_TAGS),
         }
     }
 }
