@@ -19,7 +19,9 @@
 //!   Prometheus **summary**: `quantile="0.5"`, `"0.95"`, `"0.99"` lines computed exactly over
 //!   the retention window (`NaN` when it is empty, as Prometheus clients do), then `_sum` and
 //!   `_count`. Exact quantiles cost memory proportional to the observations in the window; that
-//!   is the trade for numbers that match `numpy` rather than bucket approximations.
+//!   is the trade for numbers that match `numpy` rather than bucket approximations. Percentiles
+//!   are selected from a copy of the window taken under the histogram's lock, so a concurrent
+//!   `observe` waits for a `memcpy`, not for the selection.
 //!
 //! Names are checked against Prometheus' grammar (`[a-zA-Z_:][a-zA-Z0-9_:]*` for metrics,
 //! `[a-zA-Z_][a-zA-Z0-9_]*` for labels, `__` prefixes and the `quantile`/`le` labels reserved).
@@ -38,6 +40,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::alert::Aggregation;
+use super::series::linear_percentiles;
 use super::{MetricError, MetricSeries, MetricType, MetricValue, Percentile, Tags};
 use crate::time::{SharedClock, system_clock};
 
@@ -306,7 +309,16 @@ impl MetricsRegistry {
                 }
             }
             Metrics::Histogram(map) => {
-                aggregate_series(&map.get(labels)?.0.lock().series, aggregation, window)
+                let histogram = map.get(labels)?;
+                if let Aggregation::Percentile(p) = aggregation {
+                    // Selected outside the histogram's lock: observers wait for the copy only.
+                    let mut data = histogram.window_values(window);
+                    if data.is_empty() {
+                        return None;
+                    }
+                    return linear_percentiles(&mut data, &[p]).first().copied();
+                }
+                aggregate_series(&histogram.0.lock().series, aggregation, window)
             }
         }
     }
@@ -365,12 +377,15 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
         }
         Metrics::Histogram(map) => {
             for (labels, histogram) in map {
-                let cell = histogram.0.lock();
-                let values = if cell.series.window_len(window) == 0 {
+                let (mut data, sum, count) = {
+                    let cell = histogram.0.lock();
+                    (cell.series.window_values(window), cell.sum, cell.count)
+                };
+                // Selected after releasing the histogram's lock: observers wait for the copy only.
+                let values = if data.is_empty() {
                     [f64::NAN; SUMMARY_QUANTILES.len()].to_vec()
                 } else {
-                    cell.series
-                        .calculate_percentiles(&SUMMARY_QUANTILES, window)
+                    linear_percentiles(&mut data, &SUMMARY_QUANTILES)
                 };
                 for (p, v) in SUMMARY_QUANTILES.iter().zip(values) {
                     let quantile = p.quantile().to_string();
@@ -378,8 +393,8 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
                     writeln!(out, "{name}{set} {}", PromFloat(v))?;
                 }
                 let set = LabelSet(labels, None);
-                writeln!(out, "{name}_sum{set} {}", PromFloat(cell.sum))?;
-                writeln!(out, "{name}_count{set} {}", cell.count)?;
+                writeln!(out, "{name}_sum{set} {}", PromFloat(sum))?;
+                writeln!(out, "{name}_count{set} {}", count)?;
             }
         }
     }
@@ -616,10 +631,12 @@ impl Histogram {
     /// Percentiles of the observations in the `window` ending now (numpy's `linear` method);
     /// each `0.0` for an empty window, as [`MetricSeries::calculate_percentiles`].
     pub fn percentiles(&self, percentiles: &[Percentile], window: Duration) -> Vec<f64> {
-        self.0
-            .lock()
-            .series
-            .calculate_percentiles(percentiles, window)
+        linear_percentiles(&mut self.window_values(window), percentiles)
+    }
+
+    /// A copy of the window's observations, taken under the lock; selection happens after.
+    fn window_values(&self, window: Duration) -> Vec<f64> {
+        self.0.lock().series.window_values(window)
     }
 }
 

@@ -304,11 +304,17 @@ impl MetricSeries {
     /// Several percentiles of one window, in the order asked, sharing one copy of the window;
     /// each is `0.0` for an empty window.
     pub fn calculate_percentiles(&self, percentiles: &[Percentile], window: Duration) -> Vec<f64> {
+        linear_percentiles(&mut self.window_values(window), percentiles)
+    }
+
+    /// A copy of the values in the window, oldest first (two `memcpy`s); lets a caller holding
+    /// the series behind a lock select percentiles after releasing it.
+    pub(super) fn window_values(&self, window: Duration) -> Vec<f64> {
         let (head, tail) = self.window_slices(window);
         let mut data = Vec::with_capacity(head.len() + tail.len());
         data.extend_from_slice(head);
         data.extend_from_slice(tail);
-        linear_percentiles(&mut data, percentiles)
+        data
     }
 
     /// The mean of the values in the window, as `numpy.mean` computes it; `0.0` for an empty
@@ -369,7 +375,7 @@ fn cutoff(now: Timestamp, span: Duration) -> Option<Timestamp> {
 }
 
 /// numpy's `linear` percentiles of `data` (reordered in place), in the order of `percentiles`.
-fn linear_percentiles(data: &mut [f64], percentiles: &[Percentile]) -> Vec<f64> {
+pub(super) fn linear_percentiles(data: &mut [f64], percentiles: &[Percentile]) -> Vec<f64> {
     let mut out = vec![0.0; percentiles.len()];
     let Some(last) = data.len().checked_sub(1) else {
         return out; // empty window: 0.0, as the seed
