@@ -376,3 +376,67 @@ fn the_tracing_notifier_accepts_every_transition() {
     depth.set(0.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The transitions a reference model of Prometheus' `for` / `keep_firing_for` produces for
+    /// evaluations `(time, condition)`.
+    fn reference(steps: &[(u64, bool)], pending: u64, keep: u64) -> Vec<(AlertTransition, u64)> {
+        let (mut firing, mut true_since, mut false_since) = (false, None, None);
+        let mut out = Vec::new();
+        for &(t, c) in steps {
+            if !firing {
+                if c {
+                    let since = *true_since.get_or_insert(t);
+                    if t - since >= pending {
+                        out.push((AlertTransition::Firing, t));
+                        (firing, false_since) = (true, None);
+                    }
+                } else {
+                    true_since = None;
+                }
+            } else if c {
+                false_since = None;
+            } else {
+                let since = *false_since.get_or_insert(t);
+                if t - since >= keep {
+                    out.push((AlertTransition::Resolved, t));
+                    (firing, true_since) = (false, None);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn transitions_match_the_reference_model(
+            pending in 0u64..20,
+            keep in 0u64..20,
+            steps in prop::collection::vec((0u64..8, any::<bool>()), 1..120),
+        ) {
+            let mut t = setup();
+            let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+            t.alerts.add_rule(
+                depth_rule()
+                    .with_pending_for(SECOND * u32::try_from(pending).unwrap())
+                    .with_keep_firing_for(SECOND * u32::try_from(keep).unwrap()),
+            );
+            let (mut now, mut timeline, mut got) = (0, Vec::new(), Vec::new());
+            for (dt, condition) in steps {
+                t.clock.advance(SECOND * u32::try_from(dt).unwrap());
+                now += dt;
+                depth.set(if condition { 500.0 } else { 5.0 });
+                timeline.push((now, condition));
+                for n in t.alerts.evaluate() {
+                    got.push((n.transition, n.at.as_nanos() / 1_000_000_000));
+                }
+            }
+            prop_assert_eq!(&got, &reference(&timeline, pending, keep));
+            // Delivered once per transition, to the rule's one channel.
+            prop_assert_eq!(t.pager.notifications().len(), got.len());
+        }
+    }
+}
