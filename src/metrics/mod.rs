@@ -52,8 +52,9 @@
 //!   [`MetricsRegistry::render_prometheus`].
 //! * [`alert`] — [`AlertRule`], [`AlertEvaluator`], the [`Notifier`] trait with
 //!   [`TracingNotifier`] and [`MemoryNotifier`].
-//! * [`wiring`] — adapters that publish the cache's and the job queue's statistics into a
-//!   registry under Prometheus names.
+//! * [`wiring`] — [`CacheMetrics`](wiring::CacheMetrics): publishes the cache's statistics into
+//!   a registry under Prometheus names. (The job queue's adapter is not written yet: the queue
+//!   was not on `main` when this module was.)
 //!
 //! # Fixes to the seed
 //!
