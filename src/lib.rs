@@ -22,6 +22,8 @@
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
 //! * `trace` (feature `trace`, on by default) — access-trace readers and exact LRU / OPT
 //!   simulators for hit-ratio measurements.
+//! * [`metrics`] — [`MetricSeries`] with numpy-exact percentiles, [`MetricsRegistry`] rendering
+//!   Prometheus text, [`AlertRule`]s evaluated by an [`AlertEvaluator`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +31,7 @@
 pub mod codec;
 pub mod entry;
 pub mod key;
+pub mod metrics;
 pub mod time;
 #[cfg(feature = "trace")]
 pub mod trace;
@@ -36,6 +39,11 @@ pub mod trace;
 pub use codec::CodecError;
 pub use entry::CacheEntry;
 pub use key::{CacheKey, KeyBuilder, KeyError};
+pub use metrics::{
+    Aggregation, AlertEvaluator, AlertRule, AlertRuleId, Comparison, MemoryNotifier, MetricError,
+    MetricSeries, MetricType, MetricValue, MetricsRegistry, Notifier, Percentile, SeriesId,
+    Severity, Tags, Threshold, TracingNotifier,
+};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
 pub mod cache;
 pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
