@@ -19,6 +19,7 @@
 //! * [`key`] — [`CacheKey`]: prefix + SHA-256 digest, derivations, parsing.
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
+//! * [`job`] — [`Job`], [`JobQueue`] and [`WorkerPool`]: memoized, prioritised background work.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
 
 #![forbid(unsafe_code)]
@@ -26,10 +27,17 @@
 
 pub mod codec;
 pub mod entry;
+pub mod job;
 pub mod key;
 pub mod time;
 
 pub use codec::CodecError;
 pub use entry::CacheEntry;
+pub use job::{
+    Backoff, ConcurrencyLimit, InvalidConcurrency, InvalidPriority, InvalidStateTransition, Job,
+    JobContext, JobError, JobId, JobIdError, JobPayload, JobPriority, JobQueue, JobQueueBuilder,
+    JobResult, JobStatus, JobType, Lease, MemoStore, PoolError, PoolStats, QueueConfigError,
+    QueueError, QueueStats, RetryConfig, RetryConfigError, Shutdown, WorkerId, WorkerPool,
+};
 pub use key::{CacheKey, KeyBuilder, KeyError};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
