@@ -16,8 +16,9 @@
 //! # Shutdown
 //!
 //! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they
-//! can handle is ready, then stop (jobs waiting out a retry delay stay queued: the queue
-//! outlives the pool). [`Shutdown::Now`] stops them after their current job; while stopping,
+//! can handle is ready and no job is running (a running job may fail and come back for an
+//! immediate retry), then stop. Jobs waiting out a retry delay stay queued: the queue outlives
+//! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
 //! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt.
 //! A thread cannot be preempted, so both modes wait for running handlers to return. Dropping
@@ -125,7 +126,7 @@ impl fmt::Debug for JobContext<'_> {
 /// How to shut a pool down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Run until no job the pool can handle is ready, then stop.
+    /// Run until no job the pool can handle is ready and none is running, then stop.
     Drain,
     /// Stop after the current job; handlers see [`JobContext::stop_requested`].
     Now,
@@ -378,7 +379,9 @@ impl Worker {
                 RUNNING => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
                 DRAINING => match self.queue.try_next_for(&self.id, &self.types) {
                     Some(lease) => Some(lease),
-                    None => return,
+                    // A job still running elsewhere may fail and come back for a retry.
+                    None if self.queue.is_drained_for(&self.types) => return,
+                    None => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
                 },
                 _ => return,
             };

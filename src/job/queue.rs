@@ -532,7 +532,14 @@ impl JobQueue {
         let mut st = inner.state.lock();
         let now = inner.clock.now();
         inner.check_lease(&mut st, lease, now)?;
-        inner.complete_leased(&mut st, lease, result, now)
+        inner.complete_leased(&mut st, lease, result, now)?;
+        // A draining pool waits for the last running job.
+        let last = st.leases.is_empty() && st.waiting > 0;
+        drop(st);
+        if last {
+            inner.available.notify_all();
+        }
+        Ok(())
     }
 
     /// Reports a failed attempt: the job is retried after the backoff delay, or dead-lettered
@@ -547,6 +554,7 @@ impl JobQueue {
         };
         let woke = inner.retry_or_bury(&mut st, lease.job_id, error.into(), now)?;
         st.leases.remove(&(deadline, lease_id));
+        let woke = woke || st.leases.is_empty();
         drop(st);
         if woke {
             inner.available.notify_all();
@@ -673,6 +681,21 @@ impl JobQueue {
     /// The queue's clock.
     pub fn clock(&self) -> &SharedClock {
         &self.inner.clock
+    }
+
+    /// Whether no job of `types` is ready and no job at all is running, i.e. nothing a
+    /// draining pool could still get to do (short of new submits or due retries).
+    pub(crate) fn is_drained_for(&self, types: &[JobType]) -> bool {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        let now = inner.clock.now();
+        inner.maintain(&mut st, now);
+        let mask = TypeMask::of(types);
+        st.leases.is_empty()
+            && st
+                .ready
+                .iter()
+                .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
     }
 
     /// Wakes every blocked taker so it re-reads the clock and its own stop conditions.
