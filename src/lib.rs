@@ -41,3 +41,5 @@ pub use job::{
 };
 pub use key::{CacheKey, KeyBuilder, KeyError};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
+pub mod cache;
+pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};

@@ -1,0 +1,180 @@
+//! Configuration: [`CacheBuilder`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Cache, CacheError, Listener, RemovalCause};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+use crate::time::{Clock, SharedClock, Ttl, system_clock};
+
+/// Most shards a cache may have.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Below this many entries per shard, fewer shards are used: per-shard eviction needs a few
+/// dozen entries to rank well.
+const MIN_ENTRIES_PER_SHARD: u64 = 64;
+
+/// Configures and builds a [`Cache`]. Start with [`Cache::builder`].
+///
+/// ```
+/// use memocache::{Cache, RemovalCause, Ttl};
+///
+/// let cache = Cache::builder()
+///     .max_bytes(64 * 1024 * 1024)
+///     .max_entries(100_000)
+///     .default_ttl(Ttl::hours(24)?)
+///     .eviction_listener(|key, _value, cause| {
+///         if cause == RemovalCause::Size {
+///             eprintln!("evicted {key}");
+///         }
+///     })
+///     .build()?;
+/// assert!(cache.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct CacheBuilder {
+    max_bytes: Option<u64>,
+    max_entries: Option<u64>,
+    default_ttl: Option<Ttl>,
+    clock: SharedClock,
+    listener: Option<Listener>,
+    shards: Option<usize>,
+    sweep_interval: Option<Duration>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> CacheBuilder {
+        CacheBuilder {
+            max_bytes: None,
+            max_entries: None,
+            default_ttl: None,
+            clock: system_clock(),
+            listener: None,
+            shards: None,
+            sweep_interval: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entries", &self.max_entries)
+            .field("default_ttl", &self.default_ttl)
+            .field("clock", &self.clock)
+            .field("listener", &self.listener.is_some())
+            .field("shards", &self.shards)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish()
+    }
+}
+
+impl CacheBuilder {
+    /// The byte budget (required): the sum of [`CacheEntry::charged_size`] over all entries
+    /// never exceeds it.
+    pub fn max_bytes(mut self, max_bytes: u64) -> CacheBuilder {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// A bound on the number of entries, on top of the byte budget.
+    pub fn max_entries(mut self, max_entries: u64) -> CacheBuilder {
+        self.max_entries = Some(max_entries);
+        self
+    }
+
+    /// The TTL of entries inserted without one. Without it, entries live until evicted.
+    pub fn default_ttl(mut self, ttl: Ttl) -> CacheBuilder {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// The clock for TTLs and access times (default: [`crate::SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> CacheBuilder {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The clock, as a shared handle.
+    pub fn shared_clock(mut self, clock: SharedClock) -> CacheBuilder {
+        self.clock = clock;
+        self
+    }
+
+    /// Called after every removal, with no cache lock held, so it may use the cache.
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync + 'static,
+    ) -> CacheBuilder {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// The number of shards, a power of two from 1 to [`MAX_SHARDS`]. By default four per
+    /// core, fewer for small caches.
+    pub fn shards(mut self, shards: usize) -> CacheBuilder {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Starts a background thread that removes expired entries every `interval`. The cache
+    /// owns the thread and stops it when its last handle is dropped.
+    pub fn sweep_interval(mut self, interval: Duration) -> CacheBuilder {
+        self.sweep_interval = Some(interval);
+        self
+    }
+
+    /// Builds the cache; an inconsistent configuration is an error that says what is wrong.
+    pub fn build(self) -> Result<Cache, CacheError> {
+        let invalid = |reason: String| Err(CacheError::InvalidConfig { reason });
+        let Some(max_bytes) = self.max_bytes else {
+            return invalid("max_bytes is required".into());
+        };
+        let min = CacheEntry::charged_size(0) as u64;
+        if max_bytes < min {
+            return invalid(format!(
+                "max_bytes is {max_bytes}, less than one empty entry ({min} bytes)"
+            ));
+        }
+        let max_entries = self.max_entries.unwrap_or(u64::MAX);
+        if max_entries == 0 {
+            return invalid("max_entries must be at least 1".into());
+        }
+        let shards = match self.shards {
+            Some(n) if !n.is_power_of_two() || n > MAX_SHARDS => {
+                return invalid(format!(
+                    "shards must be a power of two from 1 to {MAX_SHARDS}, got {n}"
+                ));
+            }
+            Some(n) => n,
+            None => default_shards(max_bytes / min, max_entries),
+        };
+        if self.sweep_interval.is_some_and(|i| i.is_zero()) {
+            return invalid("sweep_interval must be positive".into());
+        }
+        Ok(Cache::from_config(super::Config {
+            max_bytes,
+            max_entries,
+            default_ttl: self.default_ttl,
+            clock: self.clock,
+            listener: self.listener,
+            shards,
+            sweep_interval: self.sweep_interval,
+        }))
+    }
+}
+
+fn default_shards(entries_by_bytes: u64, max_entries: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let by_cores = (cores * 4).next_power_of_two().min(MAX_SHARDS);
+    let most_entries = entries_by_bytes.min(max_entries);
+    let by_size = (most_entries / MIN_ENTRIES_PER_SHARD).max(1);
+    // Largest power of two not above by_size.
+    let by_size = 1usize << (63 - by_size.leading_zeros()).min(10);
+    by_cores.min(by_size)
+}

@@ -1,0 +1,198 @@
+//! Proactive expiry: a hierarchical timer wheel per shard.
+//!
+//! # Design
+//!
+//! Expired entries are never *returned* (every read checks the deadline), but they also have to
+//! be *removed* without waiting for traffic on their key, or a cache full of dead entries keeps
+//! their memory. Each shard files every entry that has a deadline in a hierarchical timer wheel:
+//! six levels of 64 buckets, level `l` covering spans of `64^l` ticks of 2^30 ns (≈ 1.07 s). An
+//! entry is filed in the level of the highest 6-bit group in which its deadline tick differs
+//! from the wheel's current tick. Advancing the wheel visits only the buckets whose span has
+//! been passed; an entry found there is either due (handed back to the shard) or re-filed into a
+//! strictly lower level. An entry is therefore touched at most once per level: filing and
+//! expiring cost amortized O(1) each, however long the TTL, with no per-entry heap or links.
+//!
+//! Filings are not withdrawn when an entry is removed or replaced (that would need a back
+//! pointer per entry). A stale filing is recognised when its bucket comes up: the slot is empty,
+//! or holds an entry with another deadline. So that stale filings cannot pile up under a
+//! churn of long-TTL updates, the shard rebuilds the wheel from its live entries when filings
+//! outnumber live timed entries by more than 2:1 — O(n) work paid for by the ≥ n stale
+//! filings that triggered it.
+
+/// Bits of a [`crate::Timestamp`] below one wheel tick.
+const TICK_SHIFT: u32 = 30;
+/// Bits per level: 64 buckets a level.
+const LEVEL_BITS: u32 = 6;
+const SLOTS: usize = 1 << LEVEL_BITS;
+/// Six levels of six bits cover all 32-bit ticks (≈ 146 years).
+const LEVELS: usize = 6;
+
+/// One filing: which slot of the shard's slab, and the deadline tick it was filed for.
+#[derive(Clone, Copy, Debug)]
+struct Filing {
+    slot: u32,
+    tick: u32,
+}
+
+/// The tick of a deadline in nanoseconds, saturating at the last tick.
+pub(super) fn tick_of(nanos: u64) -> u32 {
+    u32::try_from(nanos >> TICK_SHIFT).unwrap_or(u32::MAX)
+}
+
+#[derive(Debug)]
+pub(super) struct TimerWheel {
+    levels: Vec<[Vec<Filing>; SLOTS]>,
+    /// The tick the wheel has advanced to.
+    elapsed: u32,
+    /// Number of filings held, live or stale.
+    filings: usize,
+}
+
+impl TimerWheel {
+    pub(super) fn new() -> TimerWheel {
+        TimerWheel {
+            levels: (0..LEVELS)
+                .map(|_| std::array::from_fn(|_| Vec::new()))
+                .collect(),
+            elapsed: 0,
+            filings: 0,
+        }
+    }
+
+    pub(super) fn filings(&self) -> usize {
+        self.filings
+    }
+
+    /// Files `slot` to come up when the wheel reaches `tick`.
+    pub(super) fn schedule(&mut self, slot: u32, tick: u32) {
+        let (level, index) = self.position(tick);
+        self.levels[level][index].push(Filing { slot, tick });
+        self.filings += 1;
+    }
+
+    fn position(&self, tick: u32) -> (usize, usize) {
+        if tick <= self.elapsed {
+            // Already due (or due within the current tick): the current level-0 bucket, which
+            // every advance visits.
+            return (0, (self.elapsed as usize) & (SLOTS - 1));
+        }
+        let differing = (self.elapsed ^ tick) | (SLOTS as u32 - 1);
+        let level = ((31 - differing.leading_zeros()) / LEVEL_BITS) as usize;
+        let index = (tick >> (LEVEL_BITS * level as u32)) as usize & (SLOTS - 1);
+        (level, index)
+    }
+
+    /// Advances to `now_tick` and hands every filing whose tick has come to `due`.
+    ///
+    /// `due(slot, tick)` returns `true` if the filing must stay (its entry lives on within the
+    /// current tick); such filings are re-filed in the current bucket.
+    pub(super) fn advance(&mut self, now_tick: u32, mut due: impl FnMut(u32, u32) -> bool) {
+        let old = self.elapsed;
+        let now_tick = now_tick.max(old);
+        self.elapsed = now_tick;
+        let mut refile = Vec::new();
+        // Top down, so that filings moved to a lower level are seen in this same advance.
+        for level in (0..LEVELS).rev() {
+            let shift = LEVEL_BITS * level as u32;
+            let (from, to) = (old >> shift, now_tick >> shift);
+            if from == to && level > 0 {
+                continue;
+            }
+            let count = (to - from).saturating_add(1).min(SLOTS as u32);
+            for step in 0..count {
+                let index = (from.wrapping_add(step)) as usize & (SLOTS - 1);
+                let bucket = std::mem::take(&mut self.levels[level][index]);
+                self.filings -= bucket.len();
+                for filing in bucket {
+                    if filing.tick > now_tick {
+                        let (l, i) = self.position(filing.tick);
+                        self.levels[l][i].push(filing);
+                        self.filings += 1;
+                    } else if due(filing.slot, filing.tick) {
+                        refile.push(filing);
+                    }
+                }
+            }
+        }
+        for filing in refile {
+            self.schedule(filing.slot, filing.tick);
+        }
+    }
+
+    /// Drops every filing (the shard re-files its live entries after this).
+    pub(super) fn clear(&mut self) {
+        for level in &mut self.levels {
+            for bucket in level.iter_mut() {
+                *bucket = Vec::new();
+            }
+        }
+        self.filings = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Files random ticks, advances in random steps, and checks every filing comes up exactly
+    /// when its tick is reached, never before.
+    #[test]
+    fn filings_come_up_exactly_when_due() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut wheel = TimerWheel::new();
+        let mut pending = BTreeSet::new();
+        let mut now = 0u32;
+        for slot in 0..20_000u32 {
+            let span = [3u64, 100, 5_000, 300_000, 40_000_000][slot as usize % 5];
+            let tick = now.saturating_add((next() % span) as u32);
+            wheel.schedule(slot, tick);
+            pending.insert((tick, slot));
+            if slot % 97 == 0 {
+                now = now.saturating_add((next() % 2_000) as u32);
+                let mut fired = Vec::new();
+                wheel.advance(now, |s, t| {
+                    fired.push((t, s));
+                    false
+                });
+                for (t, s) in fired {
+                    assert!(t <= now, "filing for tick {t} fired at {now}");
+                    assert!(pending.remove(&(t, s)));
+                }
+                assert!(
+                    pending.iter().all(|&(t, _)| t > now),
+                    "a due filing was missed"
+                );
+            }
+        }
+        wheel.advance(u32::MAX, |s, t| {
+            assert!(pending.remove(&(t, s)));
+            false
+        });
+        assert!(pending.is_empty());
+        assert_eq!(wheel.filings(), 0);
+    }
+
+    #[test]
+    fn kept_filings_stay_in_the_current_tick() {
+        let mut wheel = TimerWheel::new();
+        wheel.schedule(7, 5);
+        let mut seen = 0;
+        wheel.advance(5, |_, _| {
+            seen += 1;
+            true
+        });
+        wheel.advance(5, |_, _| {
+            seen += 1;
+            false
+        });
+        assert_eq!(seen, 2);
+        assert_eq!(wheel.filings(), 0);
+    }
+}

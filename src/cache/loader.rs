@@ -1,0 +1,182 @@
+//! Memoized loading: concurrent misses on one key run the loader once.
+//!
+//! # Design
+//!
+//! In-flight loads live in a [`DashMap`] from key to a *flight* (a mutex-guarded state and a
+//! condition variable). The first caller to miss inserts a flight and becomes its *leader*:
+//! it runs the loader with no lock held, stores the value in the cache, publishes the outcome
+//! on the flight and removes it from the map. Callers that find a flight wait on it and take
+//! the leader's outcome: the value, or the leader's error (shared as `Arc<E>`), which is not
+//! cached — the next call after the flight ends tries again.
+//!
+//! A loader that panics must not strand its waiters or poison the key: the leader catches
+//! the panic, marks the flight *abandoned*, removes it, and re-raises the panic in its own
+//! thread only. Each waiter wakes, sees the abandonment and starts over — one of them becomes
+//! the new leader and runs its own loader. Errors are shared only between callers whose error
+//! types match (they are stored type-erased and downcast); a waiter with another error type
+//! treats the flight like an abandoned one and loads for itself.
+//!
+//! A loader must not load its own key again (directly or through another cache call that
+//! waits on it): it would wait for itself forever.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::{Condvar, Mutex};
+
+use super::{Cache, CacheError};
+use crate::key::CacheKey;
+
+/// Why [`Cache::try_get_or_insert_with`] returned no value.
+#[derive(Debug)]
+pub enum LoadError<E> {
+    /// The loader returned an error (this call's loader, or the one it waited for).
+    Loader(Arc<E>),
+    /// The loaded value could not be stored (for example it is larger than the budget).
+    Cache(CacheError),
+}
+
+impl<E: fmt::Display> fmt::Display for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Loader(e) => write!(f, "the loader failed: {e}"),
+            LoadError::Cache(e) => write!(f, "the loaded value was not cached: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Loader(e) => Some(&**e),
+            LoadError::Cache(e) => Some(e),
+        }
+    }
+}
+
+enum FlightState {
+    Running,
+    Loaded(Bytes),
+    LoaderFailed(Arc<dyn Any + Send + Sync>),
+    NotCached(CacheError),
+    Abandoned,
+}
+
+struct Flight {
+    state: Mutex<FlightState>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn land(&self, state: FlightState) {
+        *self.state.lock() = state;
+        self.done.notify_all();
+    }
+}
+
+/// The in-flight loads of one cache.
+#[derive(Default)]
+pub(super) struct Loads {
+    flights: DashMap<CacheKey, Arc<Flight>>,
+}
+
+impl fmt::Debug for Loads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loads")
+            .field("in_flight", &self.flights.len())
+            .finish()
+    }
+}
+
+impl Loads {
+    pub(super) fn get_or_load<E: Send + Sync + 'static>(
+        &self,
+        cache: &Cache,
+        key: CacheKey,
+        load: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, LoadError<E>> {
+        loop {
+            if let Some(value) = cache.get(&key) {
+                return Ok(value);
+            }
+            let (flight, leader) = match self.flights.entry(key) {
+                Entry::Occupied(found) => (Arc::clone(found.get()), false),
+                Entry::Vacant(slot) => {
+                    let flight = Arc::new(Flight {
+                        state: Mutex::new(FlightState::Running),
+                        done: Condvar::new(),
+                    });
+                    slot.insert(Arc::clone(&flight));
+                    (flight, true)
+                }
+            };
+            if leader {
+                return self.lead(cache, key, &flight, load);
+            }
+            let mut state = flight.state.lock();
+            while matches!(*state, FlightState::Running) {
+                flight.done.wait(&mut state);
+            }
+            match &*state {
+                FlightState::Loaded(value) => return Ok(value.clone()),
+                FlightState::NotCached(e) => return Err(LoadError::Cache(e.clone())),
+                FlightState::LoaderFailed(e) => {
+                    if let Ok(e) = Arc::clone(e).downcast::<E>() {
+                        return Err(LoadError::Loader(e));
+                    }
+                }
+                FlightState::Abandoned | FlightState::Running => {}
+            }
+            // Abandoned, or an error of another type: start over.
+        }
+    }
+
+    fn lead<E: Send + Sync + 'static>(
+        &self,
+        cache: &Cache,
+        key: CacheKey,
+        flight: &Arc<Flight>,
+        load: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, LoadError<E>> {
+        let finish = |state: FlightState| {
+            flight.land(state);
+            self.flights.remove_if(&key, |_, f| Arc::ptr_eq(f, flight));
+        };
+        // Another leader may have stored the value between our miss and our flight.
+        if let Some(value) = cache.peek(&key) {
+            finish(FlightState::Loaded(value.clone()));
+            return Ok(value);
+        }
+        match panic::catch_unwind(AssertUnwindSafe(load)) {
+            Ok(Ok(value)) => {
+                cache.inner.count_load(&key, true);
+                match cache.insert(key, value.clone()) {
+                    Ok(()) => {
+                        finish(FlightState::Loaded(value.clone()));
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        finish(FlightState::NotCached(e.clone()));
+                        Err(LoadError::Cache(e))
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                cache.inner.count_load(&key, false);
+                let e = Arc::new(e);
+                finish(FlightState::LoaderFailed(e.clone()));
+                Err(LoadError::Loader(e))
+            }
+            Err(payload) => {
+                cache.inner.count_load(&key, false);
+                finish(FlightState::Abandoned);
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+}

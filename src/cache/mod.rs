@@ -1,0 +1,769 @@
+//! The cache engine: a concurrent, sharded, size-bounded map from [`CacheKey`] to bytes.
+//!
+//! # Design
+//!
+//! * **Shards.** Keys are spread over a power-of-two number of shards, each a
+//!   `parking_lot::RwLock` around a slab of records, a `hashbrown` index of slot numbers, the
+//!   eviction policy's queues and an expiry wheel. There is no global lock.
+//! * **Hits take no exclusive lock and allocate nothing.** A hit takes the shard's *read*
+//!   lock, checks the deadline, and records the access with atomics only (access time, access
+//!   count, the policy's 2-bit frequency). Values are [`Bytes`], so returning one is a
+//!   reference-count increment. (A `Bytes` built from a `Vec` allocates a shared header on its
+//!   first clone; the cache takes that clone at insert time so no hit ever pays it.)
+//! * **Hashing.** Keys are SHA-256 digests, but an attacker who controls content can grind
+//!   digests with shared low bits. Keys are re-mixed with a per-process random seed (see
+//!   `shard::KeyHasher`) before they pick a shard and a bucket.
+//! * **Budget.** Each entry is charged [`CacheEntry::charged_size`]: value + key + a fixed
+//!   overhead. Two global counters (bytes, entries) are *reserved* with compare-and-swap before
+//!   an entry is stored, and the inserter evicts — from its own shard first, then the others,
+//!   never holding two shard locks — until its reservation fits. The counters therefore never
+//!   exceed the bounds, under any interleaving: after every call, `size_bytes() <= max_bytes`
+//!   and `len() <= max_entries`. A value larger than the budget is refused with
+//!   [`CacheError::TooLarge`] before anything is evicted.
+//! * **Eviction policy.** S3-FIFO per shard — see [`policy`](self::policy) for why.
+//! * **Expiry.** An expired entry is never returned. Expired entries are also removed
+//!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
+//!   [`expiry`](self::expiry)) that [`Cache::purge_expired`] advances — by hand, or every
+//!   interval from a sweeper thread the builder can start
+//!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
+//! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
+//!   runs once per key; see [`loader`](self::loader).
+//! * **Listeners.** The eviction listener is called after the shard lock is released, with the
+//!   [`RemovalCause`].
+
+mod builder;
+mod expiry;
+mod loader;
+mod policy;
+mod shard;
+mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use builder::{CacheBuilder, MAX_SHARDS};
+pub use loader::LoadError;
+pub use stats::CacheStats;
+
+use loader::Loads;
+use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
+use stats::Counters;
+
+use crate::codec::{self, CodecError};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+use crate::time::{SharedClock, Ttl};
+
+/// Why an entry left the cache, as told to the eviction listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovalCause {
+    /// Evicted to keep the cache within its byte or entry budget.
+    Size,
+    /// Its TTL ran out.
+    Expired,
+    /// A newer value was inserted under the same key.
+    Replaced,
+    /// Removed by [`Cache::remove`] or [`Cache::clear`].
+    Removed,
+}
+
+/// Errors of the cache engine.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The builder's settings are inconsistent.
+    #[error("invalid cache configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The entry alone is larger than the whole byte budget; nothing was evicted.
+    #[error("an entry charged {size} bytes cannot fit a cache of max_bytes {max_bytes}")]
+    TooLarge {
+        /// The entry's charge ([`CacheEntry::charged_size`]).
+        size: u64,
+        /// The cache's budget.
+        max_bytes: u64,
+    },
+    /// A typed value could not be encoded.
+    #[error("encoding the value failed: {0}")]
+    Codec(#[source] Arc<CodecError>),
+}
+
+impl From<CodecError> for CacheError {
+    fn from(e: CodecError) -> CacheError {
+        CacheError::Codec(Arc::new(e))
+    }
+}
+
+type Listener = Arc<dyn Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync>;
+
+/// A shard lock on its own cache lines.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Resolved builder settings.
+struct Config {
+    max_bytes: u64,
+    max_entries: u64,
+    default_ttl: Option<Ttl>,
+    clock: SharedClock,
+    listener: Option<Listener>,
+    shards: usize,
+    sweep_interval: Option<Duration>,
+}
+
+/// A concurrent, size-bounded, content-addressed cache. Cloning gives another handle to the
+/// same cache.
+///
+/// ```
+/// use memocache::{Cache, CacheKey};
+///
+/// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+/// assert_eq!(cache.get(&key), None);
+/// cache.insert(key, "hello world")?;
+/// assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
+/// let loaded = cache.get_or_insert_with(key, || "not run: already cached")?;
+/// assert_eq!(&loaded[..], b"hello world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Padded<RwLock<Shard>>]>,
+    counters: Box<[Counters]>,
+    hasher: KeyHasher,
+    /// Right shift that turns a hash into a shard index.
+    shard_shift: u32,
+    max_bytes: u64,
+    max_entries: u64,
+    bytes: Padded<AtomicU64>,
+    entries: Padded<AtomicU64>,
+    default_ttl: Option<Ttl>,
+    clock: SharedClock,
+    listener: Option<Listener>,
+    loads: Loads,
+    sweeper: Mutex<Option<Sweeper>>,
+}
+
+struct Sweeper {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Removals to report once the locks are released.
+type Removed = Vec<(CacheKey, Bytes, RemovalCause)>;
+
+impl Cache {
+    /// A builder; `max_bytes` is required.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    fn from_config(config: Config) -> Cache {
+        let hasher = KeyHasher::random();
+        let shards = (0..config.shards)
+            .map(|_| Padded(RwLock::new(Shard::new(hasher, 0))))
+            .collect();
+        let counters = (0..config.shards).map(|_| Counters::default()).collect();
+        let inner = Arc::new(Inner {
+            shards,
+            counters,
+            hasher,
+            // shards is a power of two ≤ 1024; shifting a u64 by 64 is not allowed, so one
+            // shard uses index 0 explicitly (see `shard_of`).
+            shard_shift: 64 - config.shards.trailing_zeros(),
+            max_bytes: config.max_bytes,
+            max_entries: config.max_entries,
+            bytes: Padded(AtomicU64::new(0)),
+            entries: Padded(AtomicU64::new(0)),
+            default_ttl: config.default_ttl,
+            clock: config.clock,
+            listener: config.listener,
+            loads: Loads::default(),
+            sweeper: Mutex::new(None),
+        });
+        if let Some(interval) = config.sweep_interval {
+            Inner::start_sweeper(&inner, interval);
+        }
+        Cache { inner }
+    }
+
+    /// Stores `value` under `key` with the default TTL, replacing any previous value.
+    ///
+    /// Evicts as needed to stay within budget. An entry larger than the whole budget is
+    /// refused with [`CacheError::TooLarge`] and evicts nothing.
+    pub fn insert(&self, key: CacheKey, value: impl Into<Bytes>) -> Result<(), CacheError> {
+        self.inner.insert(key, value.into(), self.inner.default_ttl)
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl`.
+    pub fn insert_with_ttl(
+        &self,
+        key: CacheKey,
+        value: impl Into<Bytes>,
+        ttl: Ttl,
+    ) -> Result<(), CacheError> {
+        self.inner.insert(key, value.into(), Some(ttl))
+    }
+
+    /// The live value under `key`, recording the access.
+    #[inline]
+    pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        self.inner.read(key, true)
+    }
+
+    /// The live value under `key`, without recording an access or counting a hit or miss.
+    pub fn peek(&self, key: &CacheKey) -> Option<Bytes> {
+        self.inner.read(key, false)
+    }
+
+    /// A snapshot of the live entry under `key`, with its metadata; no access is recorded.
+    pub fn entry(&self, key: &CacheKey) -> Option<CacheEntry> {
+        let inner = &self.inner;
+        let hash = inner.hasher.hash(key);
+        let now = inner.clock.now().as_nanos();
+        let shard = inner.shard(hash).read();
+        shard
+            .find(hash, key)
+            .filter(|record| !record.is_expired(now))
+            .map(Record::to_entry)
+    }
+
+    /// Whether a live value is stored under `key`; no access is recorded.
+    pub fn contains_key(&self, key: &CacheKey) -> bool {
+        let inner = &self.inner;
+        let hash = inner.hasher.hash(key);
+        let now = inner.clock.now().as_nanos();
+        let shard = inner.shard(hash).read();
+        shard.find(hash, key).is_some_and(|r| !r.is_expired(now))
+    }
+
+    /// Removes the entry under `key`, returning its value if it was live.
+    pub fn remove(&self, key: &CacheKey) -> Option<Bytes> {
+        let inner = &self.inner;
+        let hash = inner.hasher.hash(key);
+        let now = inner.clock.now().as_nanos();
+        let index = inner.shard_of(hash);
+        let record = inner.shards[index].0.write().remove(hash, key)?;
+        let cause = if record.is_expired(now) {
+            RemovalCause::Expired
+        } else {
+            RemovalCause::Removed
+        };
+        let value = (cause == RemovalCause::Removed).then(|| record.value.clone());
+        inner.release(record.charge(), 1);
+        Counters::bump(inner.counters[index].removal(cause));
+        inner.notify(vec![(record.key, record.value, cause)]);
+        value
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        let inner = &self.inner;
+        for (index, shard) in inner.shards.iter().enumerate() {
+            let records = shard.0.write().clear();
+            let removed = inner.account_removals(index, records, RemovalCause::Removed);
+            inner.notify(removed);
+        }
+    }
+
+    /// The value under `key`, or else the value `load` returns, stored and returned.
+    ///
+    /// Concurrent calls for one key run `load` once; the others wait and receive its value.
+    /// If `load` panics, the panic propagates to its caller; the waiting callers are not
+    /// stranded — one of them runs its own `load`.
+    pub fn get_or_insert_with<V: Into<Bytes>>(
+        &self,
+        key: CacheKey,
+        load: impl FnOnce() -> V,
+    ) -> Result<Bytes, CacheError> {
+        self.inner
+            .loads
+            .get_or_load(self, key, || {
+                Ok::<_, std::convert::Infallible>(load().into())
+            })
+            .map_err(|e| match e {
+                LoadError::Cache(e) => e,
+                LoadError::Loader(never) => match *never {},
+            })
+    }
+
+    /// Like [`Cache::get_or_insert_with`], for a loader that can fail. An error is returned
+    /// to the caller and to every caller waiting on the same load, and is not cached.
+    pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
+        &self,
+        key: CacheKey,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Bytes, LoadError<E>> {
+        self.inner
+            .loads
+            .get_or_load(self, key, || load().map(Into::into))
+    }
+
+    /// Encodes `value` with the crate's codec (bincode 2) and stores it.
+    pub fn insert_typed<T: Serialize + ?Sized>(
+        &self,
+        key: CacheKey,
+        value: &T,
+    ) -> Result<(), CacheError> {
+        let bytes = codec::encode(value)?;
+        self.insert(key, bytes)
+    }
+
+    /// Reads and decodes a value stored by [`Cache::insert_typed`]. Bytes that do not decode
+    /// as `T` are an error, never a panic.
+    pub fn get_typed<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>, CodecError> {
+        self.get(key).map(|bytes| codec::decode(&bytes)).transpose()
+    }
+
+    /// Removes every expired entry now; returns how many were removed.
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    /// Number of entries (expired ones not yet purged included).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.inner.entries.0.load(Ordering::Acquire)).unwrap_or(usize::MAX)
+    }
+
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged against the budget now.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.bytes.0.load(Ordering::Acquire)
+    }
+
+    /// The byte budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// The entry bound (`u64::MAX` if none was set).
+    pub fn max_entries(&self) -> u64 {
+        self.inner.max_entries
+    }
+
+    /// The default TTL, if any.
+    pub fn default_ttl(&self) -> Option<Ttl> {
+        self.inner.default_ttl
+    }
+
+    /// The cache's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = Counters::sum(self.inner.counters.iter());
+        stats.entries = self.len() as u64;
+        stats.bytes = self.size_bytes();
+        stats
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.len())
+            .field("size_bytes", &self.size_bytes())
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("max_entries", &self.inner.max_entries)
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn shard_of(&self, hash: u64) -> usize {
+        if self.shards.len() == 1 {
+            0
+        } else {
+            // High bits: hashbrown uses the low bits for the bucket and the top 7 as a tag.
+            ((hash << 7) >> self.shard_shift) as usize
+        }
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[self.shard_of(hash)].0
+    }
+
+    #[inline]
+    fn read(&self, key: &CacheKey, touch: bool) -> Option<Bytes> {
+        let hash = self.hasher.hash(key);
+        let index = self.shard_of(hash);
+        let now = self.clock.now().as_nanos();
+        let shard = self.shards[index].0.read();
+        let (value, expired) = match shard.find(hash, key) {
+            Some(record) if !record.is_expired(now) => {
+                if touch {
+                    record.touch(now);
+                }
+                (Some(record.value.clone()), false)
+            }
+            Some(_) => (None, true),
+            None => (None, false),
+        };
+        drop(shard);
+        if touch {
+            let counters = &self.counters[index];
+            Counters::bump(if value.is_some() {
+                &counters.hits
+            } else {
+                &counters.misses
+            });
+        }
+        if expired {
+            self.remove_if_expired(index, hash, key, now);
+        }
+        value
+    }
+
+    fn remove_if_expired(&self, index: usize, hash: u64, key: &CacheKey, now: u64) {
+        let mut shard = self.shards[index].0.write();
+        if !shard.find(hash, key).is_some_and(|r| r.is_expired(now)) {
+            return;
+        }
+        let removed = shard.remove(hash, key);
+        drop(shard);
+        let removed = self.account_removals(index, removed, RemovalCause::Expired);
+        self.notify(removed);
+    }
+
+    fn insert(&self, key: CacheKey, value: Bytes, ttl: Option<Ttl>) -> Result<(), CacheError> {
+        let now = self.clock.now().as_nanos();
+        let expires_at = ttl.map_or(NEVER, |ttl| now.saturating_add(ttl.as_nanos()));
+        self.store(NewEntry {
+            key,
+            value,
+            now,
+            expires_at,
+            access_count: 0,
+            accessed_at: now,
+            freq: 0,
+            main: false,
+        })
+    }
+
+    fn store(&self, entry: NewEntry) -> Result<(), CacheError> {
+        let charge = CacheEntry::charged_size(entry.value.len()) as u64;
+        if charge > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                size: charge,
+                max_bytes: self.max_bytes,
+            });
+        }
+        // Pay the one-time shared-header allocation of a Vec-backed Bytes here, not on a hit.
+        drop(entry.value.clone());
+        let key = entry.key;
+        let hash = self.hasher.hash(&key);
+        let index = self.shard_of(hash);
+        let mut removed = Removed::new();
+        self.reserve(charge, index, entry.now, &mut removed);
+        let replaced = self.shards[index].0.write().insert(hash, entry);
+        let counters = &self.counters[index];
+        match replaced {
+            Some((old_value, old_charge)) => {
+                self.release(old_charge, 1);
+                Counters::bump(&counters.updates);
+                removed.push((key, old_value, RemovalCause::Replaced));
+            }
+            None => Counters::bump(&counters.inserts),
+        }
+        self.notify(removed);
+        Ok(())
+    }
+
+    /// Reserves `charge` bytes and one entry, evicting until they fit.
+    fn reserve(&self, charge: u64, home: usize, now: u64, removed: &mut Removed) {
+        loop {
+            if self.try_reserve(charge) {
+                return;
+            }
+            if !self.evict_one(home, now, removed) {
+                // Every shard is empty: the budget is held by reservations of inserts in
+                // flight, which will land (and become evictable) shortly.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn try_reserve(&self, charge: u64) -> bool {
+        let (max_bytes, max_entries) = (self.max_bytes, self.max_entries);
+        let bytes_ok = self
+            .bytes
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(charge).filter(|&sum| sum <= max_bytes)
+            })
+            .is_ok();
+        if !bytes_ok {
+            return false;
+        }
+        let entries_ok = self
+            .entries
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                (e < max_entries).then_some(e + 1)
+            })
+            .is_ok();
+        if !entries_ok {
+            self.bytes.0.fetch_sub(charge, Ordering::AcqRel);
+        }
+        entries_ok
+    }
+
+    fn release(&self, charge: u64, entries: u64) {
+        self.bytes.0.fetch_sub(charge, Ordering::AcqRel);
+        self.entries.0.fetch_sub(entries, Ordering::AcqRel);
+    }
+
+    /// Evicts one entry, preferring the `home` shard; expired entries go first.
+    fn evict_one(&self, home: usize, now: u64, removed: &mut Removed) -> bool {
+        let count = self.shards.len();
+        for step in 0..count {
+            let index = (home + step) & (count - 1);
+            let mut shard = self.shards[index].0.write();
+            if shard.len() == 0 {
+                continue;
+            }
+            let victim = shard.evict();
+            drop(shard);
+            if let Some(record) = victim {
+                let cause = if record.is_expired(now) {
+                    RemovalCause::Expired
+                } else {
+                    RemovalCause::Size
+                };
+                removed.extend(self.account_removals(index, Some(record), cause));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Releases the budget of removed records, counts them, and readies their notifications.
+    fn account_removals(
+        &self,
+        index: usize,
+        records: impl IntoIterator<Item = Record>,
+        cause: RemovalCause,
+    ) -> Removed {
+        let mut removed = Removed::new();
+        let (mut bytes, mut entries) = (0, 0);
+        for record in records {
+            bytes += record.charge();
+            entries += 1;
+            removed.push((record.key, record.value, cause));
+        }
+        if entries > 0 {
+            self.release(bytes, entries);
+            self.counters[index]
+                .removal(cause)
+                .fetch_add(entries, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn notify(&self, removed: Removed) {
+        if let Some(listener) = &self.listener {
+            for (key, value, cause) in &removed {
+                listener(key, value, *cause);
+            }
+        }
+    }
+
+    fn purge_expired(&self) -> usize {
+        let now = self.clock.now().as_nanos();
+        let mut total = 0;
+        let mut expired = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            shard.0.write().expire(now, &mut expired);
+            total += expired.len();
+            let removed = self.account_removals(index, expired.drain(..), RemovalCause::Expired);
+            self.notify(removed);
+        }
+        total
+    }
+
+    fn count_load(&self, key: &CacheKey, ok: bool) {
+        let counters = &self.counters[self.shard_of(self.hasher.hash(key))];
+        Counters::bump(if ok {
+            &counters.loads
+        } else {
+            &counters.load_failures
+        });
+    }
+
+    fn start_sweeper(inner: &Arc<Inner>, interval: Duration) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let stop_flag = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("memocache-sweeper".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    if stop_flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    match weak.upgrade() {
+                        Some(inner) => {
+                            inner.purge_expired();
+                        }
+                        None => break,
+                    }
+                }
+            });
+        // If no thread can be spawned, expiry still happens on reads and purge_expired.
+        if let Ok(thread) = spawned {
+            *inner.sweeper.lock() = Some(Sweeper { stop, thread });
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.get_mut().take() {
+            sweeper.stop.store(true, Ordering::Release);
+            sweeper.thread.thread().unpark();
+            // The sweeper itself may drop the last handle; it is exiting then anyway.
+            if sweeper.thread.thread().id() != std::thread::current().id() {
+                let _ = sweeper.thread.join();
+            }
+        }
+    }
+}
+
+/// One live entry as a snapshot sees it: enough to restore the value, its remaining TTL and its
+/// standing with the eviction policy.
+#[allow(dead_code)] // TODO(snapshot): used once the snapshot module lands
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EntryImage {
+    pub(crate) key: CacheKey,
+    pub(crate) value: Bytes,
+    /// Time left to live; `None` for entries without a TTL.
+    pub(crate) ttl_remaining: Option<Duration>,
+    pub(crate) access_count: u64,
+    /// The policy's frequency counter (0–3).
+    pub(crate) freq: u8,
+    /// Whether the entry is in the policy's main queue (it proved itself).
+    pub(crate) main: bool,
+}
+
+#[allow(dead_code)]
+impl EntryImage {
+    /// Policy rank: higher is more valuable (kept first when not everything fits).
+    pub(crate) fn rank(&self) -> (bool, u8, u64) {
+        (self.main, self.freq, self.access_count)
+    }
+}
+
+/// What [`Cache::import`] did.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ImportOutcome {
+    pub(crate) restored: usize,
+    pub(crate) restored_bytes: u64,
+    pub(crate) left_out: usize,
+    pub(crate) left_out_bytes: u64,
+}
+
+#[allow(dead_code)]
+impl Cache {
+    /// Number of shards (snapshots export shard by shard).
+    pub(crate) fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The live entries of one shard, least valuable first, taken under its read lock (values
+    /// are shared handles, not copies).
+    pub(crate) fn export_shard(&self, index: usize) -> Vec<EntryImage> {
+        let now = self.inner.clock.now().as_nanos();
+        let Some(shard) = self.inner.shards.get(index) else {
+            return Vec::new();
+        };
+        let shard = shard.0.read();
+        shard
+            .records_by_rank()
+            .filter(|record| !record.is_expired(now))
+            .map(|record| EntryImage {
+                key: record.key,
+                value: record.value.clone(),
+                ttl_remaining: (record.expires_at != NEVER)
+                    .then(|| Duration::from_nanos(record.expires_at - now)),
+                access_count: record.access_count(),
+                freq: record.freq(),
+                main: record.in_main(),
+            })
+            .collect()
+    }
+
+    /// Stores restored entries: the most valuable ones that fit the room left in the budget
+    /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
+    /// so that the queues come back in their old order. Entries with no time left are the
+    /// caller's to drop.
+    pub(crate) fn import(&self, mut images: Vec<EntryImage>) -> ImportOutcome {
+        let inner = &self.inner;
+        let mut room_bytes = inner.max_bytes.saturating_sub(self.size_bytes());
+        let mut room_entries = inner.max_entries.saturating_sub(self.len() as u64);
+        // Stable: equal ranks keep file order.
+        images.sort_by_key(|image| std::cmp::Reverse(image.rank()));
+        let mut outcome = ImportOutcome::default();
+        let mut chosen = Vec::with_capacity(images.len());
+        for image in images {
+            let charge = CacheEntry::charged_size(image.value.len()) as u64;
+            if charge <= room_bytes && room_entries > 0 {
+                room_bytes -= charge;
+                room_entries -= 1;
+                chosen.push(image);
+            } else {
+                outcome.left_out += 1;
+                outcome.left_out_bytes += charge;
+            }
+        }
+        let now = inner.clock.now().as_nanos();
+        for image in chosen.into_iter().rev() {
+            let charge = CacheEntry::charged_size(image.value.len()) as u64;
+            let expires_at = image.ttl_remaining.map_or(NEVER, |left| {
+                now.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
+            });
+            let stored = inner.store(NewEntry {
+                key: image.key,
+                value: image.value,
+                now,
+                expires_at,
+                access_count: image.access_count,
+                accessed_at: now,
+                freq: image.freq,
+                main: image.main,
+            });
+            // Charges were checked against the budget above, so the store cannot be refused.
+            if stored.is_ok() {
+                outcome.restored += 1;
+                outcome.restored_bytes += charge;
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests;

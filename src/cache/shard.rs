@@ -1,0 +1,432 @@
+//! One shard: a slab of entry records, a hash index over it, the eviction policy's queues and
+//! the expiry wheel — everything one lock protects.
+//!
+//! Records live in a slab (`Vec<Option<Record>>` plus a free list) and the hash index holds
+//! only `u32` slot numbers, so the index stays small (5 bytes a bucket) and the policy's lists
+//! and the wheel can name an entry with 4 bytes.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+
+use super::expiry::{TimerWheel, tick_of};
+use super::policy::{Links, Queue, S3Fifo, Slab};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+use crate::time::{Timestamp, Ttl};
+
+/// `expires_at` of an entry without a TTL.
+pub(super) const NEVER: u64 = u64::MAX;
+
+/// `access_count` stops counting here instead of wrapping.
+const COUNT_CEILING: u32 = u32::MAX - (1 << 16);
+
+/// Hashes keys for the shard index and shard choice.
+///
+/// Keys are SHA-256 digests, so their bits are already uniform — unless an attacker who
+/// controls content grinds digests that share their low bits, to pile entries into one bucket.
+/// Mixing 16 digest bytes with two per-process random words through a folded 64×64→128-bit
+/// multiply (as `foldhash`/`ahash` do) costs two multiplications and makes bucket positions
+/// unpredictable without the seed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KeyHasher {
+    k0: u64,
+    k1: u64,
+}
+
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl KeyHasher {
+    pub(super) fn random() -> KeyHasher {
+        let state = RandomState::new();
+        KeyHasher {
+            k0: state.hash_one(0x243F_6A88_85A3_08D3u64) | 1,
+            k1: state.hash_one(0x1319_8A2E_0370_7344u64) | 1,
+        }
+    }
+
+    #[inline]
+    pub(super) fn hash(&self, key: &CacheKey) -> u64 {
+        let digest = key.digest();
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&digest[..8]);
+        hi.copy_from_slice(&digest[8..16]);
+        // The prefix is interned, so its address identifies it.
+        let prefix = key.prefix().as_ptr() as u64;
+        let a = u64::from_le_bytes(lo) ^ self.k0 ^ prefix;
+        let b = u64::from_le_bytes(hi) ^ self.k1;
+        folded_multiply(folded_multiply(a, b) ^ self.k1, 0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// What a shard stores per entry.
+#[derive(Debug)]
+pub(super) struct Record {
+    pub(super) key: CacheKey,
+    pub(super) value: Bytes,
+    pub(super) created_at: u64,
+    pub(super) expires_at: u64,
+    accessed_at: AtomicU64,
+    access_count: AtomicU32,
+    pub(super) links: Links,
+}
+
+impl Record {
+    #[inline]
+    pub(super) fn is_expired(&self, now: u64) -> bool {
+        now > self.expires_at
+    }
+
+    /// Records a read; only atomics, so it runs under the shard's read lock.
+    #[inline]
+    pub(super) fn touch(&self, now: u64) {
+        self.accessed_at.store(now, Ordering::Relaxed);
+        if self.access_count.load(Ordering::Relaxed) < COUNT_CEILING {
+            self.access_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.links.hit();
+    }
+
+    pub(super) fn charge(&self) -> u64 {
+        CacheEntry::charged_size(self.value.len()) as u64
+    }
+
+    pub(super) fn access_count(&self) -> u64 {
+        u64::from(self.access_count.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn freq(&self) -> u8 {
+        self.links.freq()
+    }
+
+    pub(super) fn in_main(&self) -> bool {
+        self.links.queue == Queue::Main
+    }
+
+    pub(super) fn to_entry(&self) -> CacheEntry {
+        let ttl = (self.expires_at != NEVER)
+            .then(|| {
+                Ttl::new(std::time::Duration::from_nanos(
+                    self.expires_at - self.created_at,
+                ))
+                .ok()
+            })
+            .flatten();
+        CacheEntry::from_parts(
+            self.key,
+            self.value.clone(),
+            Timestamp::from_nanos(self.created_at),
+            Timestamp::from_nanos(self.accessed_at.load(Ordering::Relaxed)),
+            ttl,
+            self.access_count(),
+        )
+    }
+}
+
+/// What is known about an entry that is being inserted.
+#[derive(Debug)]
+pub(super) struct NewEntry {
+    pub(super) key: CacheKey,
+    pub(super) value: Bytes,
+    pub(super) now: u64,
+    pub(super) expires_at: u64,
+    /// Restored access history (snapshots); zero for fresh inserts.
+    pub(super) access_count: u64,
+    pub(super) accessed_at: u64,
+    pub(super) freq: u8,
+    pub(super) main: bool,
+}
+
+/// The slab half of a shard, split from the policy so both can be borrowed at once.
+#[derive(Debug)]
+struct Records {
+    slots: Vec<Option<Record>>,
+    free: Vec<u32>,
+    hasher: KeyHasher,
+}
+
+impl Records {
+    fn get(&self, slot: u32) -> Option<&Record> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn record(&self, slot: u32) -> &Record {
+        match self.get(slot) {
+            Some(record) => record,
+            None => unreachable!("the policy named an empty slot {slot}"),
+        }
+    }
+
+    fn record_mut(&mut self, slot: u32) -> &mut Record {
+        match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            Some(record) => record,
+            None => unreachable!("the policy named an empty slot {slot}"),
+        }
+    }
+}
+
+impl Slab for Records {
+    fn links(&self, slot: u32) -> &Links {
+        &self.record(slot).links
+    }
+    fn links_mut(&mut self, slot: u32) -> &mut Links {
+        &mut self.record_mut(slot).links
+    }
+    fn charge(&self, slot: u32) -> u64 {
+        self.record(slot).charge()
+    }
+    fn hash(&self, slot: u32) -> u64 {
+        self.hasher.hash(&self.record(slot).key)
+    }
+}
+
+/// One shard of the cache.
+#[derive(Debug)]
+pub(super) struct Shard {
+    records: Records,
+    index: HashTable<u32>,
+    policy: S3Fifo,
+    wheel: TimerWheel,
+    /// Live entries with a deadline (to know when the wheel is mostly stale filings).
+    timed: usize,
+}
+
+impl Shard {
+    pub(super) fn new(hasher: KeyHasher, capacity: usize) -> Shard {
+        let mut policy = S3Fifo::new();
+        policy.fit_ghost(capacity);
+        Shard {
+            records: Records {
+                slots: Vec::with_capacity(capacity),
+                free: Vec::new(),
+                hasher,
+            },
+            index: HashTable::with_capacity(capacity),
+            policy,
+            wheel: TimerWheel::new(),
+            timed: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    #[inline]
+    pub(super) fn find(&self, hash: u64, key: &CacheKey) -> Option<&Record> {
+        let slots = &self.records.slots;
+        self.index
+            .find(hash, |&slot| {
+                slots[slot as usize]
+                    .as_ref()
+                    .is_some_and(|record| record.key == *key)
+            })
+            .map(|&slot| self.records.record(slot))
+    }
+
+    /// Inserts or replaces. Returns the replaced record's value and charge.
+    pub(super) fn insert(&mut self, hash: u64, new: NewEntry) -> Option<(Bytes, u64)> {
+        let slots = &self.records.slots;
+        let existing = self
+            .index
+            .find(hash, |&slot| {
+                slots[slot as usize]
+                    .as_ref()
+                    .is_some_and(|record| record.key == new.key)
+            })
+            .copied();
+        if let Some(slot) = existing {
+            let record = self.records.record_mut(slot);
+            let old_charge = record.charge();
+            let old_value = std::mem::replace(&mut record.value, new.value);
+            let had_deadline = record.expires_at != NEVER;
+            record.created_at = new.now;
+            record.expires_at = new.expires_at;
+            // A rewrite is a use of the key: it keeps its place and gains a hit.
+            record.links.hit();
+            let (queue, new_charge) = (record.links.queue, record.charge());
+            self.policy.recharge(queue, old_charge, new_charge);
+            self.timed =
+                self.timed + usize::from(new.expires_at != NEVER) - usize::from(had_deadline);
+            self.file_deadline(slot, new.expires_at);
+            return Some((old_value, old_charge));
+        }
+
+        let queue = if new.main {
+            Queue::Main
+        } else {
+            self.policy.admission_queue(hash)
+        };
+        let mut links = Links::new(queue);
+        *links.freq.get_mut() = new.freq.min(super::policy::MAX_FREQ);
+        let record = Record {
+            key: new.key,
+            value: new.value,
+            created_at: new.now,
+            expires_at: new.expires_at,
+            accessed_at: AtomicU64::new(new.accessed_at),
+            access_count: AtomicU32::new(u32::try_from(new.access_count).unwrap_or(COUNT_CEILING)),
+            links,
+        };
+        let slot = match self.records.free.pop() {
+            Some(slot) => {
+                self.records.slots[slot as usize] = Some(record);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.records.slots.len())
+                    .unwrap_or_else(|_| unreachable!("more than 4 billion entries in one shard"));
+                self.records.slots.push(Some(record));
+                slot
+            }
+        };
+        let hasher = self.records.hasher;
+        let slots = &self.records.slots;
+        self.index.insert_unique(hash, slot, |&s| {
+            slots[s as usize]
+                .as_ref()
+                .map_or(0, |record| hasher.hash(&record.key))
+        });
+        self.policy.push(&mut self.records, slot);
+        self.policy.fit_ghost(self.index.len());
+        if new.expires_at != NEVER {
+            self.timed += 1;
+            self.file_deadline(slot, new.expires_at);
+        }
+        None
+    }
+
+    fn file_deadline(&mut self, slot: u32, expires_at: u64) {
+        if expires_at == NEVER {
+            return;
+        }
+        self.wheel.schedule(slot, tick_of(expires_at));
+        if self.wheel.filings() > 2 * self.timed + 1024 {
+            self.rebuild_wheel();
+        }
+    }
+
+    /// Re-files only live deadlines, dropping stale filings.
+    fn rebuild_wheel(&mut self) {
+        self.wheel.clear();
+        for (slot, record) in self.records.slots.iter().enumerate() {
+            if let Some(record) = record.as_ref().filter(|r| r.expires_at != NEVER) {
+                // Slots are u32 by construction.
+                self.wheel.schedule(slot as u32, tick_of(record.expires_at));
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, hash: u64, key: &CacheKey) -> Option<Record> {
+        let slots = &self.records.slots;
+        let slot = self
+            .index
+            .find(hash, |&slot| {
+                slots[slot as usize]
+                    .as_ref()
+                    .is_some_and(|record| record.key == *key)
+            })
+            .copied()?;
+        Some(self.remove_slot(hash, slot))
+    }
+
+    fn remove_slot(&mut self, hash: u64, slot: u32) -> Record {
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        self.policy.unlink(&mut self.records, slot);
+        self.release_slot(slot)
+    }
+
+    fn release_slot(&mut self, slot: u32) -> Record {
+        let record = match self.records.slots[slot as usize].take() {
+            Some(record) => record,
+            None => unreachable!("released an empty slot {slot}"),
+        };
+        self.records.free.push(slot);
+        if record.expires_at != NEVER {
+            self.timed -= 1;
+        }
+        record
+    }
+
+    /// Evicts the policy's victim.
+    pub(super) fn evict(&mut self) -> Option<Record> {
+        let slot = self.policy.evict(&mut self.records)?;
+        let hash = self.records.hash(slot);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        Some(self.release_slot(slot))
+    }
+
+    /// Removes every entry whose deadline has passed at `now`.
+    pub(super) fn expire(&mut self, now: u64, expired: &mut Vec<Record>) {
+        let mut due = Vec::new();
+        let records = &self.records;
+        self.wheel.advance(tick_of(now), |slot, tick| {
+            match records.get(slot) {
+                Some(record) if tick_of(record.expires_at) == tick => {
+                    if record.is_expired(now) {
+                        due.push(slot);
+                        false
+                    } else {
+                        // Due later within this tick: keep the filing.
+                        true
+                    }
+                }
+                // Removed, or replaced with another deadline (filed separately): stale.
+                _ => false,
+            }
+        });
+        for slot in due {
+            // A slot can be filed twice (re-inserted with the same deadline tick).
+            if self.records.get(slot).is_some_and(|r| r.is_expired(now)) {
+                let hash = self.records.hash(slot);
+                expired.push(self.remove_slot(hash, slot));
+            }
+        }
+    }
+
+    /// Removes everything.
+    pub(super) fn clear(&mut self) -> Vec<Record> {
+        let removed: Vec<Record> = self.records.slots.drain(..).flatten().collect();
+        self.records.free.clear();
+        self.index.clear();
+        self.policy.clear();
+        self.wheel.clear();
+        self.timed = 0;
+        removed
+    }
+
+    /// Live records in eviction order: least valuable (first to go) first.
+    pub(super) fn records_by_rank(&self) -> impl Iterator<Item = &Record> {
+        self.policy
+            .iter_queue(&self.records, Queue::Small)
+            .chain(self.policy.iter_queue(&self.records, Queue::Main))
+            .map(|slot| self.records.record(slot))
+    }
+
+    /// Checks the shard's internal invariants; for tests.
+    #[cfg(test)]
+    pub(super) fn check(&self) -> u64 {
+        let (small, main) = self.policy.lens();
+        assert_eq!(small + main, self.index.len());
+        let live = self.records.slots.iter().flatten().count();
+        assert_eq!(live, self.index.len());
+        assert_eq!(self.records_by_rank().count(), live);
+        self.records
+            .slots
+            .iter()
+            .flatten()
+            .map(Record::charge)
+            .sum()
+    }
+}

@@ -1,0 +1,76 @@
+//! Unit tests that need the engine's internals; behaviour tests live in `tests/cache_*.rs`.
+
+use super::*;
+
+fn key(i: u64) -> CacheKey {
+    CacheKey::from_content(&i.to_le_bytes(), "t").expect("valid prefix")
+}
+
+/// Recounts every shard and checks the global counters and each shard's structure.
+fn recount(cache: &Cache) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut entries = 0;
+    for shard in cache.inner.shards.iter() {
+        let shard = shard.0.read();
+        bytes += shard.check();
+        entries += shard.len() as u64;
+    }
+    (bytes, entries)
+}
+
+#[test]
+fn accounting_matches_contents() {
+    let cache = Cache::builder()
+        .max_bytes(50_000)
+        .build()
+        .expect("valid config");
+    for i in 0..2_000u64 {
+        cache
+            .insert(key(i % 700), vec![0u8; (i % 300) as usize])
+            .expect("fits");
+        if i % 7 == 0 {
+            cache.remove(&key(i % 500));
+        }
+        assert!(cache.size_bytes() <= 50_000);
+    }
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+}
+
+#[test]
+fn ground_keys_sharing_low_bits_spread_over_buckets() {
+    // Digests an attacker ground to share their low 16 bits (here: 24 bits) land in buckets
+    // that the per-process seed scatters: the mixed hashes' low 16 bits stay spread.
+    let hasher = KeyHasher::random();
+    let mut buckets = vec![0u32; 1 << 12];
+    let n = 1u32 << 16;
+    for i in 0..n {
+        let mut digest = [0u8; 32];
+        digest[3..7].copy_from_slice(&i.to_le_bytes());
+        let key = CacheKey::from_digest(digest, "ground").expect("valid prefix");
+        buckets[(hasher.hash(&key) & 0xFFF) as usize] += 1;
+    }
+    // 16 per bucket on average; a collapse would put thousands in a few buckets.
+    let fullest = buckets.iter().copied().max().unwrap_or(0);
+    assert!(fullest < 64, "fullest bucket holds {fullest} of {n}");
+    let empty = buckets.iter().filter(|&&b| b == 0).count();
+    assert!(empty < 16, "{empty} empty buckets");
+}
+
+#[test]
+fn hit_does_not_allocate_after_insert_promoted_the_bytes() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let k = key(1);
+    let value = Bytes::from(vec![7u8; 100]);
+    cache.insert(k, value).expect("fits");
+    let a = cache.get(&k).expect("hit");
+    let b = cache.get(&k).expect("hit");
+    // Both handles share one buffer: no copy was made on either hit.
+    assert_eq!(a.as_ptr(), b.as_ptr());
+}
+
+#[test]
+fn record_stays_compact() {
+    // The per-entry memory goal (≈ 120 bytes with index and policy) leaves room for this much.
+    let size = std::mem::size_of::<Option<Record>>();
+    assert!(size <= 112, "Record grew to {size} bytes");
+}
