@@ -6,10 +6,9 @@ use std::sync::{Arc, Once, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
-use memocache::job::MemoStoreError;
 use memocache::{
-    CacheKey, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
-    MemoStore, PoolError, RetryConfig, Shutdown, WorkerPool,
+    Cache, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
+    PoolError, RetryConfig, Shutdown, WorkerPool,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -185,20 +184,6 @@ fn dropping_a_pool_stops_its_threads() {
     assert!(!ran.load(Ordering::SeqCst));
 }
 
-/// A memo store in a map.
-#[derive(Debug, Default)]
-struct MapStore(Mutex<HashMap<CacheKey, Bytes>>);
-
-impl MemoStore for MapStore {
-    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
-        self.0.lock().get(key).cloned()
-    }
-    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {
-        self.0.lock().insert(key, value);
-        Ok(())
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Ok,
@@ -244,7 +229,7 @@ proptest! {
         let queue = JobQueue::builder()
             .retry(RetryConfig::fixed(MAX_RETRIES, Duration::ZERO))
             .lease(Duration::from_secs(600))
-            .memo_store(Arc::new(MapStore::default()))
+            .cache(Cache::builder().max_bytes(1 << 20).build().expect("valid"))
             .build()
             .expect("valid");
         let observed = Arc::new(Mutex::new(Observed::default()));

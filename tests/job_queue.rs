@@ -1,36 +1,18 @@
 //! JobQueue behaviour, driven by a ManualClock.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use memocache::job::MemoStoreError;
 use memocache::{
-    CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobQueueBuilder, JobStatus, JobType,
-    ManualClock, MemoStore, QueueError, RetryConfig, WorkerId,
+    Cache, CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobQueueBuilder, JobStatus, JobType,
+    ManualClock, QueueError, RetryConfig, WorkerId,
 };
-use parking_lot::Mutex;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// A memo store in a map, counting lookups.
-#[derive(Debug, Default)]
-struct MapStore {
-    map: Mutex<HashMap<CacheKey, Bytes>>,
-    lookups: AtomicUsize,
-}
-
-impl MemoStore for MapStore {
-    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        self.map.lock().get(key).cloned()
-    }
-    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {
-        self.map.lock().insert(key, value);
-        Ok(())
-    }
+fn cache() -> Cache {
+    Cache::builder().max_bytes(1 << 20).build().expect("valid")
 }
 
 fn builder(clock: &ManualClock) -> JobQueueBuilder {
@@ -464,16 +446,12 @@ fn takers_can_filter_by_job_type() {
 #[test]
 fn memo_hit_completes_at_submit_with_no_worker() {
     let clock = ManualClock::new();
-    let store = Arc::new(MapStore::default());
+    let store = cache();
     let key = CacheKey::transcript(&hash(1), "en").expect("valid");
     store
-        .map
-        .lock()
-        .insert(key, Bytes::from_static(b"cached text"));
-    let queue = builder(&clock)
-        .memo_store(store.clone())
-        .build()
-        .expect("valid");
+        .insert(key, Bytes::from_static(b"cached text"))
+        .expect("insert");
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
 
     let id = queue
         .submit(transcription(1, JobPriority::Low))
@@ -498,11 +476,8 @@ fn memo_hit_completes_at_submit_with_no_worker() {
 #[test]
 fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
     let clock = ManualClock::new();
-    let store = Arc::new(MapStore::default());
-    let queue = builder(&clock)
-        .memo_store(store.clone())
-        .build()
-        .expect("valid");
+    let store = cache();
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
     let a = queue
         .submit(transcription(1, JobPriority::Medium))
         .expect("submit");
@@ -537,7 +512,7 @@ fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
     );
     let key = CacheKey::transcript(&hash(1), "en").expect("valid");
     assert_eq!(
-        store.map.lock().get(&key).map(|v| v.as_ref().to_vec()),
+        store.peek(&key).map(|v| v.to_vec()),
         Some(b"text 1".to_vec())
     );
 
@@ -552,11 +527,8 @@ fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
 #[test]
 fn other_job_types_memoize_under_their_multi_part_key() {
     let clock = ManualClock::new();
-    let store = Arc::new(MapStore::default());
-    let queue = builder(&clock)
-        .memo_store(store.clone())
-        .build()
-        .expect("valid");
+    let store = cache();
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
     let summary = |model: &str| {
         Job::keyed(JobType::Summarization, ["transcript-key", model], &b""[..]).expect("valid")
     };
@@ -575,7 +547,7 @@ fn other_job_types_memoize_under_their_multi_part_key() {
         .part("transcript-key")
         .part("small")
         .finish();
-    assert!(store.map.lock().contains_key(&key));
+    assert!(store.contains_key(&key));
 }
 
 #[test]

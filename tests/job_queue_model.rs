@@ -5,28 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use memocache::job::MemoStoreError;
 use memocache::{
-    CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, Lease, ManualClock,
-    MemoStore, RetryConfig, WorkerId,
+    Cache, Clock, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, Lease, ManualClock,
+    RetryConfig, WorkerId,
 };
-use parking_lot::Mutex;
 use proptest::prelude::*;
 use proptest::sample::Index;
-
-#[derive(Debug, Default)]
-struct MapStore(Mutex<HashMap<CacheKey, Bytes>>);
-
-impl MemoStore for MapStore {
-    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
-        self.0.lock().get(key).cloned()
-    }
-    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {
-        self.0.lock().insert(key, value);
-        Ok(())
-    }
-}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -84,7 +68,7 @@ proptest! {
             .clock(Arc::new(clock.clone()))
             .retry(RetryConfig::fixed(2, Duration::from_secs(1)))
             .lease(Duration::from_secs(5))
-            .memo_store(Arc::new(MapStore::default()))
+            .cache(Cache::builder().max_bytes(1 << 20).build().expect("valid"))
             .build()
             .expect("valid");
         let mut m = Model::default();

@@ -25,13 +25,17 @@
 //!
 //! The queue depends only on the [`MemoStore`] trait, not on a particular cache, so it builds
 //! and runs without one (then nothing is memoized across time, but identical in-flight jobs are
-//! still coalesced). The crate's [`crate::Cache`] implements it.
+//! still coalesced). The crate's [`Cache`] implements it (build the queue with
+//! [`crate::JobQueueBuilder::cache`]): a lookup is a [`Cache::get`], so memo hits count as
+//! cache hits and refresh the entry, and a store is a [`Cache::insert`] under the cache's
+//! default TTL.
 
 use std::error::Error;
 use std::fmt;
 
 use bytes::Bytes;
 
+use crate::cache::Cache;
 use crate::key::CacheKey;
 
 /// The error a [`MemoStore`] reports when it could not store a result.
@@ -45,4 +49,14 @@ pub trait MemoStore: Send + Sync + fmt::Debug {
     /// Stores `value` under `key`. A failure does not fail the job (its result was computed);
     /// the queue counts it in [`crate::QueueStats::memo_store_failures`].
     fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError>;
+}
+
+impl MemoStore for Cache {
+    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
+        self.get(key)
+    }
+
+    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {
+        Ok(self.insert(key, value)?)
+    }
 }

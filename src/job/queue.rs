@@ -53,6 +53,7 @@ use super::memo::MemoStore;
 use super::model::{InvalidStateTransition, Job, JobId, JobPayload, JobPriority, JobResult};
 use super::model::{JobStatus, JobType, WorkerId};
 use super::retry::RetryConfig;
+use crate::cache::Cache;
 use crate::key::CacheKey;
 use crate::time::{SharedClock, Timestamp, system_clock};
 
@@ -304,6 +305,12 @@ impl JobQueueBuilder {
     pub fn memo_store(mut self, store: Arc<dyn MemoStore>) -> Self {
         self.memo = Some(store);
         self
+    }
+
+    /// Memoizes results in `cache` (shorthand for [`JobQueueBuilder::memo_store`]).
+    #[must_use]
+    pub fn cache(self, cache: Cache) -> Self {
+        self.memo_store(Arc::new(cache))
     }
 
     /// Builds the queue.

@@ -163,6 +163,8 @@ impl RetryConfig {
         let base = self.base_delay.as_nanos();
         let max = self.max_delay.as_nanos();
         let delay = match self.backoff {
+            // 0 * 2^attempt is 0 even where 2^attempt itself does not fit.
+            Backoff::Exponential if base == 0 => Some(0),
             Backoff::Exponential => 1u128
                 .checked_shl(attempt)
                 .and_then(|factor| base.checked_mul(factor)),
