@@ -42,8 +42,10 @@
 //! Memoized jobs (memo hits, coalescing, storing results) are described in [`crate::job::memo`].
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -412,7 +414,9 @@ enum Place {
 }
 
 struct Record {
-    job: Job,
+    /// Boxed so that table entries stay small: the table is probed on every operation and
+    /// keeps `retain_finished` old records, so its size decides how much of it stays cached.
+    job: Box<Job>,
     place: Place,
     /// Jobs coalesced onto this one.
     followers: Vec<JobId>,
@@ -420,7 +424,7 @@ struct Record {
 
 #[derive(Default)]
 struct State {
-    records: HashMap<JobId, Record>,
+    records: HashMap<JobId, Record, BuildHasherDefault<JobIdHasher>>,
     ready: [[VecDeque<Ready>; 4]; 3],
     delayed: BTreeMap<(Timestamp, u64), JobId>,
     leases: BTreeMap<(Timestamp, u64), JobId>,
@@ -434,6 +438,30 @@ struct State {
     /// Takers blocked in `next`.
     waiting: usize,
     stats: QueueStats,
+}
+
+/// The hasher of the job table: [`JobId`] hashes as one word of random UUID bits, which is
+/// already a good hash, so it is used as is instead of running SipHash over it. Safe against
+/// flooding because every id in the table came from [`JobId::generate`] (a job cannot be
+/// built with a chosen id), so no caller can pick colliding keys.
+#[derive(Default)]
+struct JobIdHasher(u64);
+
+impl Hasher for JobIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+
+    /// Not used by `JobId`; a plain FNV-1a fold so that the hasher is correct for any input.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// A set of job types a taker accepts.
@@ -469,6 +497,9 @@ impl JobQueue {
 
     /// Submits a new job. A memoized job may complete at once (memo hit) or be coalesced onto
     /// an identical job; see [`crate::job::memo`].
+    ///
+    /// A refused job leaves no trace in the queue, so a caller that wants to retry after
+    /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
     pub fn submit(&self, mut job: Job) -> Result<JobId, QueueError> {
         let id = job.id();
         if job.status() != JobStatus::Queued {
@@ -480,26 +511,25 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let now = inner.clock.now();
-        if st.records.contains_key(&id) {
-            return Err(QueueError::Duplicate(id));
-        }
-        if st.live >= inner.capacity {
+        if st.live >= inner.capacity && !st.records.contains_key(&id) {
             st.stats.rejected_full += 1;
             return Err(QueueError::Full {
                 capacity: inner.capacity,
             });
         }
-        job.stamp_submitted(now, inner.retry.max_retries());
-        st.records.insert(
-            id,
-            Record {
-                job,
-                place: Place::Done,
-                followers: Vec::new(),
-            },
-        );
+        match st.records.entry(id) {
+            Entry::Occupied(_) => return Err(QueueError::Duplicate(id)),
+            Entry::Vacant(slot) => {
+                job.stamp_submitted(now, inner.retry.max_retries());
+                slot.insert(Record {
+                    job: Box::new(job),
+                    place: Place::Done,
+                    followers: Vec::new(),
+                });
+            }
+        }
         st.stats.submitted += 1;
-        let woke = inner.admit(&mut st, id, now);
+        let woke = inner.admit(&mut st, id, now) && st.waiting > 0;
         drop(st);
         if woke {
             inner.available.notify_all();
@@ -538,8 +568,8 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let now = inner.clock.now();
-        inner.check_lease(&mut st, lease, now)?;
-        inner.complete_leased(&mut st, lease, result, now)?;
+        let held = inner.check_lease(&mut st, lease, now)?;
+        inner.complete_leased(&mut st, lease.job_id, held, result, now)?;
         // A draining pool waits for the last running job.
         let last = st.leases.is_empty() && st.waiting > 0;
         drop(st);
@@ -555,10 +585,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let now = inner.clock.now();
-        inner.check_lease(&mut st, lease, now)?;
-        let Place::Leased { deadline, lease_id } = st.place(lease.job_id) else {
-            unreachable_place()
-        };
+        let (deadline, lease_id) = inner.check_lease(&mut st, lease, now)?;
         let woke = inner.retry_or_bury(&mut st, lease.job_id, error.into(), now)?;
         st.leases.remove(&(deadline, lease_id));
         let woke = woke || st.leases.is_empty();
@@ -574,10 +601,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let now = inner.clock.now();
-        inner.check_lease(&mut st, lease, now)?;
-        let Place::Leased { deadline, lease_id } = st.place(lease.job_id) else {
-            unreachable_place()
-        };
+        let (deadline, lease_id) = inner.check_lease(&mut st, lease, now)?;
         st.record_mut(lease.job_id)?.job.release()?;
         st.leases.remove(&(deadline, lease_id));
         st.enqueue(lease.job_id, now);
@@ -591,10 +615,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let now = inner.clock.now();
-        inner.check_lease(&mut st, lease, now)?;
-        let Place::Leased { deadline, lease_id } = st.place(lease.job_id) else {
-            unreachable_place()
-        };
+        let (deadline, lease_id) = inner.check_lease(&mut st, lease, now)?;
         let new_deadline = now.saturating_add(inner.lease);
         st.leases.remove(&(deadline, lease_id));
         st.leases.insert((new_deadline, lease_id), lease.job_id);
@@ -652,7 +673,7 @@ impl JobQueue {
         let st = self.inner.state.lock();
         st.dead
             .iter()
-            .filter_map(|id| st.records.get(id).map(|r| r.job.clone()))
+            .filter_map(|id| st.records.get(id).map(|r| Job::clone(&r.job)))
             .collect()
     }
 
@@ -667,7 +688,7 @@ impl JobQueue {
         let mut st = inner.state.lock();
         let now = inner.clock.now();
         inner.maintain(&mut st, now);
-        st.records.get(&id).map(|r| r.job.clone())
+        st.records.get(&id).map(|r| Job::clone(&r.job))
     }
 
     /// Counts of jobs by status, and totals.
@@ -711,20 +732,10 @@ impl JobQueue {
     }
 }
 
-/// A `Place` that `check_lease` just verified to be `Leased` was something else: impossible
-/// while the lock is held. Kept as one function so the invariant is stated once.
-fn unreachable_place() -> ! {
-    unreachable!("check_lease verified the job is leased, under the same lock")
-}
-
 impl State {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
-    }
-
-    fn place(&self, id: JobId) -> Place {
-        self.records.get(&id).map_or(Place::Done, |r| r.place)
     }
 
     fn record_mut(&mut self, id: JobId) -> Result<&mut Record, QueueError> {
@@ -923,9 +934,15 @@ impl Inner {
         Ok(false)
     }
 
-    /// Verifies that `lease` is the job's current, unexpired lease. An expired one is taken
-    /// back here (as every due lease is), and reported as such.
-    fn check_lease(&self, st: &mut State, lease: &Lease, now: Timestamp) -> Result<(), QueueError> {
+    /// Verifies that `lease` is the job's current, unexpired lease and returns its key in
+    /// `leases` (deadline, lease id). An expired one is taken back here (as every due lease
+    /// is), and reported as such.
+    fn check_lease(
+        &self,
+        st: &mut State,
+        lease: &Lease,
+        now: Timestamp,
+    ) -> Result<(Timestamp, u64), QueueError> {
         let id = lease.job_id;
         let record = st.records.get(&id).ok_or(QueueError::NotFound(id))?;
         let verdict = match record.place {
@@ -936,7 +953,7 @@ impl Inner {
                         worker: lease.worker.clone(),
                     })
                 } else {
-                    Ok(())
+                    Ok((deadline, lease_id))
                 }
             }
             _ => Err(QueueError::StaleLease {
@@ -955,14 +972,11 @@ impl Inner {
     fn complete_leased(
         &self,
         st: &mut State,
-        lease: &Lease,
+        id: JobId,
+        (deadline, lease_id): (Timestamp, u64),
         result: JobResult,
         now: Timestamp,
     ) -> Result<(), QueueError> {
-        let id = lease.job_id;
-        let Place::Leased { deadline, lease_id } = st.place(id) else {
-            unreachable_place()
-        };
         let record = st.record_mut(id)?;
         record.job.complete(result.clone(), now)?;
         let followers = std::mem::take(&mut record.followers);
@@ -1127,7 +1141,8 @@ impl Inner {
     }
 
     fn take(&self, worker: &WorkerId, mask: TypeMask, timeout: Option<Duration>) -> Option<Lease> {
-        let started = Instant::now();
+        // Only a blocking take needs real time (and reading it is not free).
+        let started = timeout.map(|_| Instant::now());
         let mut st = self.state.lock();
         loop {
             let now = self.clock.now();
@@ -1137,7 +1152,7 @@ impl Inner {
             if let Some(lease) = self.try_take(&mut st, worker, mask, now) {
                 return Some(lease);
             }
-            let remaining = timeout?.checked_sub(started.elapsed())?;
+            let remaining = timeout?.checked_sub(started?.elapsed())?;
             if remaining.is_zero() {
                 return None;
             }
