@@ -1092,9 +1092,11 @@ impl Inner {
                 }
                 let aged = self.aging_nanos.map_or(0, |step| {
                     let waited = now.as_nanos().saturating_sub(head.since.as_nanos());
-                    usize::try_from(waited / step).unwrap_or(usize::MAX)
+                    // Two levels (Low to High) is all that can matter: compare, don't divide
+                    // (a 64-bit division was a tenth of a take).
+                    usize::from(waited >= step) + usize::from(waited >= step.saturating_mul(2))
                 });
-                let rank = (p.saturating_add(aged).min(2), Reverse(head.seq));
+                let rank = ((p + aged).min(2), Reverse(head.seq));
                 if best.is_none_or(|(b, _, _)| rank > b) {
                     best = Some((rank, p, t));
                 }
