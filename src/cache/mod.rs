@@ -20,14 +20,14 @@
 //!   exceed the bounds, under any interleaving: after every call, `size_bytes() <= max_bytes`
 //!   and `len() <= max_entries`. A value larger than the budget is refused with
 //!   [`CacheError::TooLarge`] before anything is evicted.
-//! * **Eviction policy.** S3-FIFO per shard — see [`policy`](self::policy) for why.
+//! * **Eviction policy.** S3-FIFO per shard — see `src/cache/policy.rs` for why.
 //! * **Expiry.** An expired entry is never returned. Expired entries are also removed
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
-//!   [`expiry`](self::expiry)) that [`Cache::purge_expired`] advances — by hand, or every
+//!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
 //!   interval from a sweeper thread the builder can start
 //!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
-//!   runs once per key; see [`loader`](self::loader).
+//!   runs once per key; see `src/cache/loader.rs`.
 //! * **Listeners.** The eviction listener is called after the shard lock is released, with the
 //!   [`RemovalCause`].
 
