@@ -15,7 +15,7 @@ pub const MAX_SHARDS: usize = 1024;
 
 /// Below this many entries per shard, fewer shards are used: per-shard eviction needs a few
 /// dozen entries to rank well.
-const MIN_ENTRIES_PER_SHARD: u64 = 64;
+const MIN_ENTRIES_PER_SHARD: u64 = 1024;
 
 /// Configures and builds a [`Cache`]. Start with [`Cache::builder`].
 ///

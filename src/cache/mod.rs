@@ -174,7 +174,13 @@ impl Cache {
     fn from_config(config: Config) -> Cache {
         let hasher = KeyHasher::random();
         let shards = (0..config.shards)
-            .map(|_| Padded(RwLock::new(Shard::new(hasher, 0))))
+            .map(|_| {
+                Padded(RwLock::new(Shard::new(
+                    hasher,
+                    config.max_bytes / config.shards as u64,
+                    config.max_entries / config.shards as u64,
+                )))
+            })
             .collect();
         let inner = Arc::new(Inner {
             shards,

@@ -199,8 +199,10 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    pub(super) fn new(hasher: KeyHasher, capacity: usize) -> Shard {
-        let mut policy = S3Fifo::new();
+    /// A shard holding about `share_bytes` / `share_entries` of the cache's budget.
+    pub(super) fn new(hasher: KeyHasher, share_bytes: u64, share_entries: u64) -> Shard {
+        let mut policy = S3Fifo::new(share_bytes, share_entries);
+        let capacity = 0;
         policy.fit_ghost(capacity);
         Shard {
             records: Records {
@@ -262,7 +264,8 @@ impl Shard {
         let queue = if new.main {
             Queue::Main
         } else {
-            self.policy.admission_queue(hash)
+            self.policy
+                .admission_queue(hash, CacheEntry::charged_size(new.value.len()) as u64)
         };
         let mut links = Links::new(queue);
         *links.freq.get_mut() = new.freq.min(super::policy::MAX_FREQ);
