@@ -1,6 +1,7 @@
 //! Unit tests that need the engine's internals; behaviour tests live in `tests/cache_*.rs`.
 
 use super::*;
+use crate::time::Clock;
 
 fn key(i: u64) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "t").expect("valid prefix")
@@ -73,4 +74,53 @@ fn record_stays_compact() {
     // The per-entry memory goal (≈ 120 bytes with index and policy) leaves room for this much.
     let size = std::mem::size_of::<Option<Record>>();
     assert!(size <= 112, "Record grew to {size} bytes");
+}
+
+#[test]
+fn access_count_is_exact_then_an_unbiased_estimate() {
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    let k = key(9);
+    cache.insert(k, "v").expect("fits");
+    for _ in 0..60_000 {
+        cache.get(&k);
+    }
+    let entry = cache.entry(&k).expect("live");
+    assert_eq!(entry.access_count(), 60_000, "exact below 65,536");
+    for _ in 0..340_000 {
+        cache.get(&k);
+    }
+    let count = cache.entry(&k).expect("live").access_count() as f64;
+    assert!(
+        (count / 400_000.0 - 1.0).abs() < 0.05,
+        "estimate {count} is more than 5 % off 400,000"
+    );
+}
+
+#[test]
+fn accessed_at_is_kept_to_the_millisecond() {
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    let k = key(10);
+    cache.insert(k, "v").expect("fits");
+    clock.advance(std::time::Duration::from_micros(400));
+    cache.get(&k);
+    let entry = cache.entry(&k).expect("live");
+    assert_eq!(
+        entry.accessed_at(),
+        crate::Timestamp::ZERO,
+        "within 1 ms: not rewritten"
+    );
+    clock.advance(std::time::Duration::from_millis(2));
+    cache.get(&k);
+    let entry = cache.entry(&k).expect("live");
+    assert_eq!(entry.accessed_at(), clock.now());
 }
