@@ -35,3 +35,5 @@ pub use key::{CacheKey, KeyBuilder, KeyError};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
 pub mod cache;
 pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
+pub mod snapshot;
+pub use snapshot::{SnapshotError, SnapshotReport};
