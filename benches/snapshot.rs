@@ -19,29 +19,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memocache::{Cache, CacheKey};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use sha2::{Digest, Sha256};
 
 const TOTAL: u64 = 1 << 30;
 const MIN_VALUE: f64 = 1024.0;
 const MAX_VALUE: f64 = 1024.0 * 1024.0;
 
-/// Values totalling ~1 GiB, sizes log-uniform in [1 KiB, 1 MiB] from a fixed-seed generator.
+/// Values totalling ~1 GiB, sizes log-uniform in [1 KiB, 1 MiB] from a fixed seed.
 fn values() -> Vec<Bytes> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        // xorshift64*: deterministic sizes without a dependency.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
+    let mut rng = SmallRng::seed_from_u64(0x5EED);
     let mut values = Vec::new();
     let mut total = 0u64;
     while total < TOTAL {
-        let unit = (next() >> 11) as f64 / (1u64 << 53) as f64;
-        let len = (MIN_VALUE * (MAX_VALUE / MIN_VALUE).powf(unit)) as usize;
-        let fill = next() as u8;
-        values.push(Bytes::from(vec![fill; len]));
+        let exponent: f64 = rng.random_range(MIN_VALUE.log2()..=MAX_VALUE.log2());
+        let len = exponent.exp2() as usize;
+        values.push(Bytes::from(vec![rng.random::<u8>(); len]));
         total += len as u64;
     }
     values
