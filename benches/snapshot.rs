@@ -1,7 +1,7 @@
 //! Snapshot save and load of 1 GiB of entries (values of 1 KiB to 1 MiB, log-uniform), next
 //! to their limits in the same run: a plain sequential write (+ fsync) and read of the same
-//! value bytes, and SHA-256 over them in memory (the checksum every snapshot byte goes
-//! through).
+//! value bytes, and SHA-256 over them in memory (`ring`, the checksum every snapshot byte
+//! goes through).
 //!
 //! Each operation on 1 GiB takes seconds, so this is a plain `harness = false` bench: a few
 //! rounds, each running every row once (interleaved, so that load from other processes hits
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use memocache::{Cache, CacheKey};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 const TOTAL: u64 = 1 << 30;
 const MIN_VALUE: f64 = 1024.0;
@@ -110,11 +110,11 @@ fn main() {
         drop(restored);
         times[3].push(t);
         let (t, _) = time(|| {
-            let mut hasher = Sha256::new();
+            let mut hasher = Context::new(&SHA256);
             for value in &values {
                 hasher.update(value);
             }
-            hasher.finalize()
+            hasher.finish()
         });
         times[4].push(t);
         eprintln!("round {} of {rounds} done", round + 1);

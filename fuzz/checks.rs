@@ -243,11 +243,17 @@ pub fn snapshot_decode(data: &[u8]) {
     );
     let mut longer = data.to_vec();
     longer.push(0);
-    assert!(read_snapshot(&longer[..]).is_err(), "a trailing byte was accepted");
+    assert!(
+        read_snapshot(&longer[..]).is_err(),
+        "a trailing byte was accepted"
+    );
     let keys: std::collections::HashSet<CacheKey> =
         snapshot.entries.iter().map(|e| e.key).collect();
     assert_eq!(keys.len(), snapshot.entries.len(), "duplicate keys");
-    assert!(snapshot.entries.iter().all(|e| e.freq <= 3), "frequency out of range");
+    assert!(
+        snapshot.entries.iter().all(|e| e.freq <= 3),
+        "frequency out of range"
+    );
 
     let cache = Cache::builder()
         .max_bytes(64 * 1024)

@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Deserializer, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
@@ -84,7 +84,7 @@ impl<'de> Deserialize<'de> for Prefix {
 /// Writes a snapshot: every byte goes through the hash.
 pub(super) struct Encoder<W> {
     out: W,
-    hasher: Sha256,
+    hasher: Context,
     written: u64,
     records: u64,
 }
@@ -94,7 +94,7 @@ impl<W: Write> Encoder<W> {
     pub(super) fn new(out: W, saved_at: SystemTime) -> io::Result<Encoder<W>> {
         let mut encoder = Encoder {
             out,
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             written: 0,
             records: 0,
         };
@@ -155,10 +155,10 @@ impl<W: Write> Encoder<W> {
         self.put(&[TAG_END])?;
         let records = self.records;
         self.put(&records.to_le_bytes())?;
-        let checksum = self.hasher.finalize();
-        self.out.write_all(&checksum)?;
+        let checksum = self.hasher.finish();
+        self.out.write_all(checksum.as_ref())?;
         self.out.flush()?;
-        Ok(self.written + checksum.len() as u64)
+        Ok(self.written + checksum.as_ref().len() as u64)
     }
 }
 
@@ -174,7 +174,7 @@ struct RawEntry {
 /// error messages.
 pub(super) struct Decoder<R> {
     input: R,
-    hasher: Sha256,
+    hasher: Context,
     pos: u64,
     /// The input's total length, when known (a file): lengths in the file are checked against
     /// it before anything is allocated.
@@ -187,7 +187,7 @@ impl<R: Read> Decoder<R> {
     pub(super) fn new(input: R, len: Option<u64>, name: String) -> Decoder<R> {
         Decoder {
             input,
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             pos: 0,
             len,
             name,
@@ -259,8 +259,8 @@ impl<R: Read> Decoder<R> {
         let count = u64::from_le_bytes(self.take_array()?);
         let mut stored = [0u8; 32];
         self.take_unhashed(&mut stored)?;
-        let computed: [u8; 32] = self.hasher.clone().finalize().into();
-        if stored != computed {
+        let computed = self.hasher.clone().finish();
+        if stored[..] != *computed.as_ref() {
             return Err(SnapshotError::ChecksumMismatch {
                 stored: hex::encode(stored),
                 computed: hex::encode(computed),
