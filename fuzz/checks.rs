@@ -13,7 +13,8 @@
 
 use std::io::{self, Read};
 
-use memocache::{CacheKey, KeyError};
+use memocache::snapshot::read_snapshot;
+use memocache::{Cache, CacheKey, KeyError};
 
 /// A property check over one fuzzer input; panics when the property is violated.
 pub type Check = fn(&[u8]);
@@ -23,6 +24,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("key_parse", key_parse),
     ("key_parts", key_parts),
     ("key_stream", key_stream),
+    ("snapshot_decode", snapshot_decode),
 ];
 
 /// `FromStr` never panics; whatever parses displays back as the input with its digest
@@ -221,4 +223,48 @@ impl<'a> Bytes<'a> {
         }
         out
     }
+}
+
+/// Decoding arbitrary bytes as a snapshot never panics and fails with a message; whatever
+/// decodes is exactly a whole snapshot (one byte less or one byte more is refused), holds
+/// unique keys and in-range policy state, and restores into a small cache within its bounds,
+/// with every entry accounted for.
+pub fn snapshot_decode(data: &[u8]) {
+    let snapshot = match read_snapshot(data) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    assert!(
+        read_snapshot(&data[..data.len() - 1]).is_err(),
+        "a snapshot missing its last byte decoded"
+    );
+    let mut longer = data.to_vec();
+    longer.push(0);
+    assert!(
+        read_snapshot(&longer[..]).is_err(),
+        "a trailing byte was accepted"
+    );
+    let keys: std::collections::HashSet<CacheKey> =
+        snapshot.entries.iter().map(|e| e.key).collect();
+    assert_eq!(keys.len(), snapshot.entries.len(), "duplicate keys");
+    assert!(
+        snapshot.entries.iter().all(|e| e.freq <= 3),
+        "frequency out of range"
+    );
+
+    let cache = Cache::builder()
+        .max_bytes(64 * 1024)
+        .max_entries(8)
+        .build()
+        .expect("a valid configuration");
+    let saved_at = snapshot.saved_at;
+    let entries = snapshot.entries.len() as u64;
+    let report = cache.restore_snapshot(snapshot, saved_at);
+    assert_eq!(report.entries, entries);
+    assert_eq!(report.restored + report.expired + report.left_out, entries);
+    assert_eq!(report.restored, cache.len() as u64);
+    assert!(cache.size_bytes() <= cache.max_bytes());
 }

@@ -21,6 +21,7 @@
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
 //! * [`job`] — [`Job`], [`JobQueue`] and [`WorkerPool`]: memoized, prioritised background work.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
+//! * [`snapshot`] — warm restarts: crash-safe snapshot files, verified all-or-nothing restore.
 //! * `trace` (feature `trace`, on by default) — access-trace readers and exact LRU / OPT
 //!   simulators for hit-ratio measurements.
 //! * [`metrics`] — [`MetricSeries`] with numpy-exact percentiles, [`MetricsRegistry`] rendering
@@ -35,6 +36,7 @@ pub mod entry;
 pub mod job;
 pub mod key;
 pub mod metrics;
+pub mod snapshot;
 pub mod time;
 #[cfg(feature = "trace")]
 pub mod trace;
@@ -54,4 +56,5 @@ pub use metrics::{
     MetricSeries, MetricType, MetricValue, MetricsRegistry, Notifier, Percentile, SeriesId,
     Severity, Tags, Threshold, TracingNotifier,
 };
+pub use snapshot::{SnapshotError, SnapshotReport};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};

@@ -1,5 +1,6 @@
 //! Configuration: [`CacheBuilder`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct CacheBuilder {
     listener: Option<Listener>,
     shards: Option<usize>,
     sweep_interval: Option<Duration>,
+    /// Set by `restore_from` (in the snapshot module).
+    pub(crate) restore_from: Option<PathBuf>,
 }
 
 impl Default for CacheBuilder {
@@ -56,6 +59,7 @@ impl Default for CacheBuilder {
             listener: None,
             shards: None,
             sweep_interval: None,
+            restore_from: None,
         }
     }
 }
@@ -70,6 +74,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("listener", &self.listener.is_some())
             .field("shards", &self.shards)
             .field("sweep_interval", &self.sweep_interval)
+            .field("restore_from", &self.restore_from)
             .finish()
     }
 }
@@ -157,7 +162,7 @@ impl CacheBuilder {
         if self.sweep_interval.is_some_and(|i| i.is_zero()) {
             return invalid("sweep_interval must be positive".into());
         }
-        Ok(Cache::from_config(super::Config {
+        let cache = Cache::from_config(super::Config {
             max_bytes,
             max_entries,
             default_ttl: self.default_ttl,
@@ -165,7 +170,11 @@ impl CacheBuilder {
             listener: self.listener,
             shards,
             sweep_interval: self.sweep_interval,
-        }))
+        });
+        if let Some(path) = &self.restore_from {
+            crate::snapshot::restore_on_build(&cache, path)?;
+        }
+        Ok(cache)
     }
 }
 

@@ -95,6 +95,9 @@ pub enum CacheError {
     /// A typed value could not be encoded.
     #[error("encoding the value failed: {0}")]
     Codec(#[source] Arc<CodecError>),
+    /// The snapshot named by [`CacheBuilder::restore_from`] could not be restored.
+    #[error("restoring the snapshot failed: {0}")]
+    Snapshot(#[source] Arc<crate::snapshot::SnapshotError>),
 }
 
 impl From<CodecError> for CacheError {
@@ -676,7 +679,6 @@ impl Drop for Inner {
 
 /// One live entry as a snapshot sees it: enough to restore the value, its remaining TTL and its
 /// standing with the eviction policy.
-#[allow(dead_code)] // TODO(snapshot): used once the snapshot module lands
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EntryImage {
     pub(crate) key: CacheKey,
@@ -690,7 +692,6 @@ pub(crate) struct EntryImage {
     pub(crate) main: bool,
 }
 
-#[allow(dead_code)]
 impl EntryImage {
     /// Policy rank: higher is more valuable (kept first when not everything fits).
     pub(crate) fn rank(&self) -> (bool, u8, u64) {
@@ -699,7 +700,6 @@ impl EntryImage {
 }
 
 /// What [`Cache::import`] did.
-#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ImportOutcome {
     pub(crate) restored: usize,
@@ -708,7 +708,6 @@ pub(crate) struct ImportOutcome {
     pub(crate) left_out_bytes: u64,
 }
 
-#[allow(dead_code)]
 impl Cache {
     /// Number of shards (snapshots export shard by shard).
     pub(crate) fn shard_count(&self) -> usize {

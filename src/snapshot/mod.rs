@@ -1,0 +1,430 @@
+//! Warm restarts: save a cache to a file and restore it, crash-safe.
+//!
+//! ```
+//! use memocache::{Cache, CacheKey, Ttl};
+//!
+//! let dir = std::env::temp_dir().join(format!("memocache-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("cache.snapshot");
+//!
+//! let cache = Cache::builder().max_bytes(1 << 20).build()?;
+//! let key = CacheKey::from_content(b"some audio", "transcript")?;
+//! cache.insert_with_ttl(key, "hello world", Ttl::hours(24)?)?;
+//! let saved = cache.save_snapshot(&path)?;
+//! assert_eq!(saved.entries, 1);
+//!
+//! // After a restart:
+//! let cache = Cache::builder().max_bytes(1 << 20).restore_from(&path).build()?;
+//! assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! * **Saving streams, shard by shard, while the cache serves.** [`Cache::save_snapshot`]
+//!   takes one shard's read lock at a time, just long enough to collect handles to its live
+//!   entries (values are reference-counted [`Bytes`], so nothing is copied), releases it, and
+//!   writes those entries. Readers and writers of the other shards never wait, and writers of
+//!   that shard wait only for the handle collection. Each entry is written whole from the
+//!   immutable value it had when its shard was visited; the file is therefore a consistent
+//!   image *per shard*, not one instant of the whole cache — an entry inserted into an
+//!   already-visited shard during a save is simply not in the file. Memory beyond the cache is
+//!   one shard's list of handles and a write buffer.
+//! * **Atomic replacement.** The file is written under a temporary name in the same
+//!   directory, fsynced, renamed over the target, and the directory is fsynced. A crash or a
+//!   full disk at any point leaves the previous snapshot as it was.
+//! * **Loading checks everything before it changes anything.** [`Cache::load_snapshot`] reads
+//!   the file in one streaming pass, checking its structure and hashing it, and holds the
+//!   decoded entries (they become the cache's values, so this is not a second copy of them).
+//!   Only when the end marker, record count and checksum all check out are the entries
+//!   inserted; on any error the cache is untouched. The file is opened read-only.
+//! * **Untrusted input.** Every length in the file is bounded: record heads by a fixed
+//!   maximum, values by the bytes left in the file (or, for a reader of unknown length, by
+//!   the bytes that actually arrive), so a corrupt length is an error, not a huge allocation.
+//!   Keys are interned only after the checksum matched, so garbage never reaches the
+//!   process-wide prefix table. No input makes the decoder panic (see the `snapshot_decode`
+//!   fuzz target).
+//! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
+//!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
+//!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
+//!   then is subtracted, entries with nothing left are dropped as expired, and the others get
+//!   their new deadline on the restoring cache's clock. A wall clock that went backwards
+//!   counts as no time passed. (Remaining TTLs are measured when each shard is visited and
+//!   shifted back to the save time, under-estimating by at most the wait for one shard lock.)
+//! * **Budget and ranking.** Restored entries must fit the restoring cache's room, which may
+//!   be smaller than the saved cache. The snapshot keeps each entry's standing with the
+//!   eviction policy (S3-FIFO queue and frequency) and its access count; when not everything
+//!   fits, the most valuable entries by that ranking are kept, and they are inserted least
+//!   valuable first so that the policy's queues come back in their old order. Existing
+//!   entries are never evicted to make room: restoring into a non-empty cache adds what fits.
+//!
+//! # File format, version 1
+//!
+//! All fixed-width integers are little-endian. Offsets are from the start of the file.
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic: `89 4D 43 53 4E 41 50 0A` (`\x89MCSNAP\n`) |
+//! | 8..12 | format version, `u32` = 1 |
+//! | 12..16 | flags, `u32`, reserved = 0 (a version-1 reader refuses anything else) |
+//! | 16..24 | save time, `u64` nanoseconds since the Unix epoch |
+//! | 24.. | zero or more entry records, then the end marker |
+//!
+//! An **entry record** is
+//!
+//! | size | field |
+//! |---|---|
+//! | 1 | tag `0x01` |
+//! | 4 | head length *h*, `u32`, 1 ≤ *h* ≤ 1024 |
+//! | *h* | head: the bincode 2 encoding (standard configuration: varint integers, little-endian; see [`crate::codec`]) of the struct below |
+//! | `value_len` | the value's bytes, raw |
+//!
+//! where the head's fields are, in order:
+//!
+//! | field | bincode type | meaning |
+//! |---|---|---|
+//! | `prefix` | `str` (varint length + UTF-8) | key prefix, 1–64 bytes of `[A-Za-z0-9._-]` |
+//! | `digest` | `[u8; 32]` (32 raw bytes) | key digest (SHA-256 of the content) |
+//! | `ttl_nanos` | `Option<u64>` (byte 0, or byte 1 + varint) | time left to live at the save time, nanoseconds; none = never expires |
+//! | `access_count` | `u64` varint | reads recorded so far |
+//! | `freq` | `u8` | eviction policy's frequency counter, 0–3 |
+//! | `main` | `bool` (byte 0 or 1) | whether the entry was in the policy's main queue |
+//! | `value_len` | `u64` varint | number of value bytes after the head |
+//!
+//! Because `value_len` is the last field and bincode encodes a byte string as a varint length
+//! and the raw bytes, head + value is exactly the bincode encoding of the same struct with a
+//! byte-string `value` in place of `value_len`. Records appear shard by shard, each shard's
+//! entries least valuable first; a key appears at most once.
+//!
+//! The **end marker** is the tag `0x00`, the number of entry records as `u64`, and the
+//! SHA-256 of every byte of the file before the hash itself (header, records, tag and count):
+//! 32 bytes, with which the file ends. A reader must see the end marker, a matching count and
+//! checksum, and nothing after it, before it may trust any record.
+
+mod file;
+mod format;
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+pub use format::{FORMAT_VERSION, MAGIC};
+
+use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+
+/// Buffer size for reading and writing snapshot files; values larger than this bypass it.
+const IO_BUFFER: usize = 1 << 20;
+
+/// Why a snapshot could not be saved or loaded. Every variant names the problem; errors
+/// about the file's content carry the byte offset where it was found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// An I/O operation failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done, and to which path.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The input does not start with [`MAGIC`]: it is not a snapshot.
+    #[error("not a memocache snapshot: bad magic bytes {}", hex::encode(found))]
+    BadMagic {
+        /// The bytes found where the magic belongs (fewer than 8 if the input is shorter).
+        found: Vec<u8>,
+    },
+    /// The file is a snapshot of a format version this build cannot read.
+    #[error(
+        "unsupported snapshot format version {version} (this build reads version {FORMAT_VERSION})"
+    )]
+    UnsupportedVersion {
+        /// The version in the file.
+        version: u32,
+    },
+    /// The input ended before the end marker and checksum were complete.
+    #[error("snapshot is truncated at byte {at}")]
+    Truncated {
+        /// The offset where more bytes were needed (the input's length).
+        at: u64,
+    },
+    /// An entry record does not decode.
+    #[error("corrupt record at byte {at}: {reason}")]
+    CorruptRecord {
+        /// Offset of the record's tag byte.
+        at: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The header or end marker is inconsistent, or bytes follow the checksum.
+    #[error("malformed snapshot at byte {at}: {reason}")]
+    Malformed {
+        /// Offset of the offending field.
+        at: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The content does not hash to the stored SHA-256: the file was damaged.
+    #[error("snapshot checksum mismatch: stored SHA-256 {stored}, content hashes to {computed}")]
+    ChecksumMismatch {
+        /// The checksum in the file, hex.
+        stored: String,
+        /// The checksum of the content, hex.
+        computed: String,
+    },
+}
+
+/// What a save or a load did.
+///
+/// Byte counts are charged bytes ([`CacheEntry::charged_size`]), the unit of the cache's
+/// budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotReport {
+    /// Entries in the file: written by a save, read by a load.
+    pub entries: u64,
+    /// Charged bytes of those entries.
+    pub bytes: u64,
+    /// Size of the file (0 for [`Cache::restore_snapshot`], which sees no file).
+    pub file_bytes: u64,
+    /// The save time recorded in the file.
+    pub saved_at: SystemTime,
+    /// Entries a load stored in the cache.
+    pub restored: u64,
+    /// Charged bytes of the restored entries.
+    pub restored_bytes: u64,
+    /// Entries a load dropped because their TTL ran out since the save.
+    pub expired: u64,
+    /// Charged bytes of the expired entries.
+    pub expired_bytes: u64,
+    /// Live entries a load left out because the cache had no room for them (the least
+    /// valuable by the eviction policy's ranking).
+    pub left_out: u64,
+    /// Charged bytes of the entries left out.
+    pub left_out_bytes: u64,
+}
+
+impl SnapshotReport {
+    fn new(saved_at: SystemTime) -> SnapshotReport {
+        SnapshotReport {
+            entries: 0,
+            bytes: 0,
+            file_bytes: 0,
+            saved_at,
+            restored: 0,
+            restored_bytes: 0,
+            expired: 0,
+            expired_bytes: 0,
+            left_out: 0,
+            left_out_bytes: 0,
+        }
+    }
+}
+
+/// A decoded, fully verified snapshot: what [`read_snapshot`] returns and
+/// [`Cache::restore_snapshot`] applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When it was saved (wall clock); remaining TTLs count from here.
+    pub saved_at: SystemTime,
+    /// The entries, in file order (shard by shard, least valuable first).
+    pub entries: Vec<SnapshotEntry>,
+}
+
+/// One entry of a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotEntry {
+    /// The key.
+    pub key: CacheKey,
+    /// The value.
+    pub value: Bytes,
+    /// Time left to live at [`Snapshot::saved_at`]; `None` if it never expires.
+    pub ttl_remaining: Option<Duration>,
+    /// Reads recorded so far.
+    pub access_count: u64,
+    /// The eviction policy's frequency counter (0–3).
+    pub freq: u8,
+    /// Whether the entry was in the eviction policy's main queue.
+    pub main: bool,
+}
+
+impl SnapshotEntry {
+    /// The engine's view of the entry, with the TTL it has left now.
+    fn into_image(self, ttl_remaining: Option<Duration>) -> EntryImage {
+        EntryImage {
+            key: self.key,
+            value: self.value,
+            ttl_remaining,
+            access_count: self.access_count,
+            freq: self.freq,
+            main: self.main,
+        }
+    }
+}
+
+/// Reads and verifies a whole snapshot from `reader`.
+///
+/// Returns entries only if the entire input is a valid snapshot: magic, version, every
+/// record, the end marker, the record count and the SHA-256 all checked, and nothing after
+/// the checksum. Never panics; a length field is never trusted for more memory than the input
+/// actually supplies. Reading from a file, [`read_snapshot_file`] can also check lengths
+/// against the file size up front.
+///
+/// ```
+/// use memocache::snapshot::{read_snapshot, SnapshotError};
+///
+/// let err = read_snapshot(&b"GIF89a..."[..]).unwrap_err();
+/// assert!(matches!(err, SnapshotError::BadMagic { .. }));
+/// ```
+pub fn read_snapshot(reader: impl Read) -> Result<Snapshot, SnapshotError> {
+    format::Decoder::new(reader, None, "the snapshot".into()).decode()
+}
+
+/// Reads and verifies the snapshot file at `path`; see [`read_snapshot`]. The file is opened
+/// read-only.
+pub fn read_snapshot_file(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
+    read_file(path.as_ref()).map(|(snapshot, _)| snapshot)
+}
+
+/// The snapshot at `path` and the file's size.
+fn read_file(path: &Path) -> Result<(Snapshot, u64), SnapshotError> {
+    let io_error = |action: &str, source| SnapshotError::Io {
+        action: format!("{action} {}", path.display()),
+        source,
+    };
+    let file = File::open(path).map_err(|e| io_error("opening", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_error("reading the metadata of", e))?
+        .len();
+    let input = BufReader::with_capacity(IO_BUFFER, file);
+    let snapshot = format::Decoder::new(input, Some(len), path.display().to_string()).decode()?;
+    Ok((snapshot, len))
+}
+
+impl Cache {
+    /// Writes every live entry to a snapshot file at `path`, atomically replacing any file
+    /// there, while the cache keeps serving. See the [module docs](crate::snapshot) for the
+    /// guarantees and the format.
+    ///
+    /// On error the previous file at `path`, if any, is left intact.
+    pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport, SnapshotError> {
+        let clock = self.clock();
+        let start = clock.now();
+        let saved_at = SystemTime::now();
+        let mut report = SnapshotReport::new(saved_at);
+        let file_bytes = file::replace_atomically(path.as_ref(), |file| {
+            let out = BufWriter::with_capacity(IO_BUFFER, file);
+            let mut out = format::Encoder::new(out, saved_at)?;
+            for shard in 0..self.shard_count() {
+                // Read before the export, so the shift is never more than the time that
+                // really passed: remaining TTLs err on the short side.
+                let since_start = clock.now().saturating_duration_since(start);
+                for image in self.export_shard(shard) {
+                    let ttl = image
+                        .ttl_remaining
+                        .map(|left| left.saturating_add(since_start));
+                    out.entry(
+                        &image.key,
+                        &image.value,
+                        ttl,
+                        image.access_count,
+                        image.freq,
+                        image.main,
+                    )?;
+                    report.entries += 1;
+                    report.bytes += CacheEntry::charged_size(image.value.len()) as u64;
+                }
+            }
+            out.finish()
+        })?;
+        report.file_bytes = file_bytes;
+        Ok(report)
+    }
+
+    /// Restores the snapshot file at `path` into this cache: all of it that is live and fits,
+    /// or — on any error — nothing. See [`Cache::restore_snapshot`] for what is kept.
+    ///
+    /// The file is verified completely before the cache is touched and is never modified.
+    pub fn load_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport, SnapshotError> {
+        let (snapshot, file_bytes) = read_file(path.as_ref())?;
+        let mut report = self.restore_snapshot(snapshot, SystemTime::now());
+        report.file_bytes = file_bytes;
+        Ok(report)
+    }
+
+    /// Stores the entries of a verified snapshot, as of wall-clock time `now`.
+    ///
+    /// Entries whose remaining TTL ran out between [`Snapshot::saved_at`] and `now` are
+    /// dropped; the others expire after what is left of their TTL, on this cache's clock. Of
+    /// the live entries, the most valuable by the eviction policy's ranking (main queue
+    /// first, then frequency, then access count) that fit the room left in the byte budget
+    /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
+    /// make room. An entry whose key is already present replaces it.
+    pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
+        let elapsed = now
+            .duration_since(snapshot.saved_at)
+            .unwrap_or(Duration::ZERO);
+        let mut report = SnapshotReport::new(snapshot.saved_at);
+        let mut images = Vec::with_capacity(snapshot.entries.len());
+        for entry in snapshot.entries {
+            let charge = CacheEntry::charged_size(entry.value.len()) as u64;
+            report.entries += 1;
+            report.bytes += charge;
+            let ttl = match entry.ttl_remaining {
+                None => None,
+                Some(left) => match left.checked_sub(elapsed).filter(|l| !l.is_zero()) {
+                    Some(left) => Some(left),
+                    None => {
+                        report.expired += 1;
+                        report.expired_bytes += charge;
+                        continue;
+                    }
+                },
+            };
+            images.push(entry.into_image(ttl));
+        }
+        let outcome = self.import(images);
+        report.restored = outcome.restored as u64;
+        report.restored_bytes = outcome.restored_bytes;
+        report.left_out = outcome.left_out as u64;
+        report.left_out_bytes = outcome.left_out_bytes;
+        report
+    }
+}
+
+impl CacheBuilder {
+    /// Restores the snapshot file at `path` into the cache when it is built (see
+    /// [`Cache::load_snapshot`]).
+    ///
+    /// A missing file is a first start: the cache is built empty. Any other problem with the
+    /// file fails [`CacheBuilder::build`] with [`CacheError::Snapshot`], so that a damaged
+    /// snapshot is noticed; to start empty anyway, build without this option. For the
+    /// counts of what was restored, call [`Cache::load_snapshot`] on the built cache instead.
+    pub fn restore_from(mut self, path: impl Into<PathBuf>) -> CacheBuilder {
+        self.restore_from = Some(path.into());
+        self
+    }
+}
+
+/// The restore step of [`CacheBuilder::build`].
+pub(crate) fn restore_on_build(cache: &Cache, path: &Path) -> Result<(), CacheError> {
+    match cache.load_snapshot(path) {
+        Ok(_) => Ok(()),
+        Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CacheError::Snapshot(Arc::new(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

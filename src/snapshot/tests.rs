@@ -1,0 +1,132 @@
+//! Failure paths that need the crate's internals: a write that fails midway (a full disk)
+//! must leave the previous snapshot intact and no temporary file behind.
+
+use std::io::{self, Write};
+
+use super::file::replace_atomically;
+use super::*;
+use crate::codec;
+use crate::key::CacheKey;
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("lists the directory")
+        .map(|entry| {
+            entry
+                .expect("reads an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A writer over the temp file that fails like a full disk after `room` bytes.
+struct FullDisk<'a> {
+    file: &'a File,
+    room: usize,
+}
+
+impl Write for FullDisk<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        self.file.write(&buf[..n])
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[test]
+fn a_full_disk_mid_save_keeps_the_previous_snapshot() {
+    let dir = tempfile::tempdir().expect("creates a temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..20u32 {
+        let key = CacheKey::from_content(&i.to_le_bytes(), "t").expect("key");
+        cache.insert(key, vec![i as u8; 1000]).expect("inserts");
+    }
+    cache.save_snapshot(&path).expect("first save");
+    let before = std::fs::read(&path).expect("reads the snapshot");
+    cache.clear();
+    cache
+        .insert(CacheKey::from_content(b"new", "t").expect("key"), "new")
+        .expect("inserts");
+
+    for room in [0, 1, 100, 5_000, 19_999] {
+        let result = replace_atomically(&path, |file| {
+            let out = FullDisk { file, room };
+            let mut out = format::Encoder::new(out, SystemTime::now())?;
+            for image in cache.export_shard(0) {
+                out.entry(&image.key, &image.value, None, 0, 0, false)?;
+            }
+            out.entry(
+                &CacheKey::from_content(b"big", "t").expect("key"),
+                &[7u8; 20_000],
+                None,
+                0,
+                0,
+                false,
+            )?;
+            out.finish()
+        });
+        let err = result.expect_err("the disk is full");
+        assert!(
+            matches!(&err, SnapshotError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull),
+            "{err}"
+        );
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("still there"), before);
+        assert_eq!(files_in(dir.path()), ["cache.snap"], "temp file removed");
+    }
+    // And the intact file still loads.
+    let restored = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    assert_eq!(restored.load_snapshot(&path).expect("loads").restored, 20);
+}
+
+#[test]
+fn a_save_into_a_missing_directory_is_a_clean_error() {
+    let dir = tempfile::tempdir().expect("creates a temp dir");
+    let path = dir.path().join("missing").join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let err = cache.save_snapshot(&path).expect_err("no such directory");
+    assert!(err.to_string().starts_with("creating "), "{err}");
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_prefix_longer_than_keys_allow_does_not_decode() {
+    use serde::Serialize;
+    #[derive(Serialize)]
+    struct Head<'a> {
+        prefix: &'a str,
+        digest: [u8; 32],
+    }
+    let long = "p".repeat(crate::key::MAX_PREFIX_LEN + 1);
+    let bytes = codec::encode(&Head {
+        prefix: &long,
+        digest: [0; 32],
+    })
+    .expect("encodes");
+    #[derive(serde::Deserialize)]
+    struct Decoded {
+        _prefix: format::Prefix,
+        _digest: [u8; 32],
+    }
+    assert!(codec::decode::<Decoded>(&bytes).is_err());
+    let ok = codec::encode(&Head {
+        prefix: "transcript",
+        digest: [0; 32],
+    })
+    .expect("encodes");
+    assert!(codec::decode::<Decoded>(&ok).is_ok());
+}

@@ -1,0 +1,108 @@
+//! Saving while writers and readers keep going: the file holds, for every key it contains, a
+//! whole value that some writer wrote for that key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use memocache::snapshot::read_snapshot_file;
+use memocache::{Cache, CacheKey};
+
+const KEYS: u32 = 256;
+const WRITERS: u32 = 3;
+
+fn key(i: u32) -> CacheKey {
+    CacheKey::from_content(&i.to_le_bytes(), "chunk").expect("valid key")
+}
+
+/// A value only `writer` writes for key `k` at step `seq`: a 12-byte tag, then a body whose
+/// length and bytes derive from the tag, so a torn or mixed-up value cannot pass `check`.
+fn value(k: u32, writer: u32, seq: u32) -> Vec<u8> {
+    let len = 16 + (k * 31 + seq * 17) as usize % 4_000;
+    let mut v = Vec::with_capacity(12 + len);
+    v.extend_from_slice(&k.to_le_bytes());
+    v.extend_from_slice(&writer.to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((0..len).map(|i| (i as u32 ^ k ^ writer.wrapping_mul(7) ^ seq) as u8));
+    v
+}
+
+fn check(k: u32, v: &[u8]) -> Result<(), String> {
+    let word = |i: usize| {
+        v.get(4 * i..4 * i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("value of {} bytes is too short", v.len()))
+    };
+    let (tag_key, writer, seq) = (word(0)?, word(1)?, word(2)?);
+    if tag_key != k {
+        return Err(format!("value of key {tag_key} stored under key {k}"));
+    }
+    if writer >= WRITERS {
+        return Err(format!("no writer {writer}"));
+    }
+    if v != value(k, writer, seq) {
+        return Err(format!("torn value: key {k} writer {writer} seq {seq}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_save_during_writes_holds_whole_values() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("busy.snap");
+    let cache = Cache::builder()
+        .max_bytes(512 * 1024)
+        .shards(8)
+        .build()
+        .expect("builds");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (cache, stop) = (cache.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut seq = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = (seq.wrapping_mul(2_654_435_761) ^ writer) % KEYS;
+                    match seq % 5 {
+                        0 => drop(cache.remove(&key(k))),
+                        1 => drop(cache.get(&key(k))),
+                        _ => cache.insert(key(k), value(k, writer, seq)).expect("fits"),
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+                seq
+            })
+        })
+        .collect();
+
+    let index: HashMap<CacheKey, u32> = (0..KEYS).map(|k| (key(k), k)).collect();
+    let mut saved_entries = 0;
+    for _ in 0..20 {
+        let report = cache.save_snapshot(&path).expect("saves");
+        let snapshot = read_snapshot_file(&path).expect("a complete, valid file");
+        assert_eq!(snapshot.entries.len() as u64, report.entries);
+        for entry in &snapshot.entries {
+            let k = index.get(&entry.key).expect("a key some writer used");
+            check(*k, &entry.value).unwrap_or_else(|e| panic!("{e}"));
+        }
+        saved_entries += snapshot.entries.len();
+        // Restoring a busy file also works while the writers go on.
+        let restored = Cache::builder()
+            .max_bytes(512 * 1024)
+            .build()
+            .expect("builds");
+        restored.load_snapshot(&path).expect("loads");
+        assert!(restored.size_bytes() <= restored.max_bytes());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let steps: u32 = workers
+        .into_iter()
+        .map(|w| w.join().expect("writer finished"))
+        .sum();
+    assert!(
+        steps > 1_000,
+        "writers made progress during the saves ({steps} steps)"
+    );
+    assert!(saved_entries > 0);
+    assert!(cache.size_bytes() <= cache.max_bytes());
+}

@@ -1,0 +1,203 @@
+//! Damaged files: every flipped byte and every truncation is a clean, named error, and the
+//! cache is left exactly as it was.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use memocache::snapshot::{SnapshotError, read_snapshot};
+use memocache::{Cache, CacheKey, Ttl};
+
+fn key(i: u32) -> CacheKey {
+    CacheKey::from_content(&i.to_le_bytes(), "chunk").expect("valid key")
+}
+
+/// A small but varied snapshot: several shards, TTLs and none, empty and larger values.
+fn small_snapshot(path: &Path) -> Vec<u8> {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(4)
+        .build()
+        .expect("builds");
+    for i in 0..12u32 {
+        let value = vec![i as u8; (i as usize * 37) % 200];
+        if i % 3 == 0 {
+            cache.insert(key(i), value).expect("inserts");
+        } else {
+            let ttl = Ttl::seconds(3_600 + u64::from(i)).expect("positive");
+            cache.insert_with_ttl(key(i), value, ttl).expect("inserts");
+        }
+        for _ in 0..i % 4 {
+            cache.get(&key(i));
+        }
+    }
+    cache.save_snapshot(path).expect("saves");
+    std::fs::read(path).expect("reads")
+}
+
+/// Everything observable about a cache's contents and counters.
+#[derive(Debug, PartialEq)]
+struct State {
+    len: usize,
+    size: u64,
+    inserts: u64,
+    updates: u64,
+    values: Vec<Option<Bytes>>,
+}
+
+fn state(cache: &Cache) -> State {
+    let stats = cache.stats();
+    State {
+        len: cache.len(),
+        size: cache.size_bytes(),
+        inserts: stats.inserts,
+        updates: stats.updates,
+        // Keys 0..12 are in the snapshot; 1000.. are the cache's own.
+        values: (0..12)
+            .chain(1000..1005)
+            .map(|i| cache.peek(&key(i)))
+            .collect(),
+    }
+}
+
+fn resident_cache() -> Cache {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 1000..1005 {
+        cache.insert(key(i), vec![1u8; 50]).expect("inserts");
+    }
+    // One key the snapshot also has, with another value: a partial restore would replace it.
+    cache.insert(key(4), "resident value").expect("inserts");
+    cache
+}
+
+#[test]
+fn every_flipped_byte_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good_path = dir.path().join("good.snap");
+    let good = small_snapshot(&good_path);
+    assert!(good.len() > 1_000, "covers records, not just the header");
+    let cache = resident_cache();
+    let before = state(&cache);
+    let path = dir.path().join("bad.snap");
+    std::fs::write(&path, &good).expect("writes");
+    // Damage the file in place (rewriting it whole would make the filesystem flush it).
+    let mut file = File::options().write(true).open(&path).expect("opens");
+    let mut put = |offset: usize, byte: u8| {
+        file.seek(SeekFrom::Start(offset as u64)).expect("seeks");
+        file.write_all(&[byte]).expect("writes");
+    };
+    for offset in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut bad = good.clone();
+            bad[offset] ^= flip;
+            put(offset, bad[offset]);
+            let err = cache
+                .load_snapshot(&path)
+                .expect_err("a damaged file is refused");
+            assert!(!err.to_string().is_empty());
+            assert!(read_snapshot(&bad[..]).is_err(), "offset {offset}");
+            assert_eq!(
+                state(&cache),
+                before,
+                "offset {offset} flip {flip:#x}: {err}"
+            );
+        }
+        put(offset, good[offset]);
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("reads"),
+        good,
+        "load never wrote"
+    );
+    // The undamaged file still loads.
+    assert_eq!(cache.load_snapshot(&good_path).expect("loads").restored, 12);
+}
+
+#[test]
+fn every_truncation_is_refused_with_its_length() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = small_snapshot(&dir.path().join("good.snap"));
+    let cache = resident_cache();
+    let before = state(&cache);
+    let path = dir.path().join("cut.snap");
+    std::fs::write(&path, &good).expect("writes");
+    let file = File::options().write(true).open(&path).expect("opens");
+    for len in (0..good.len()).rev() {
+        let cut = &good[..len];
+        file.set_len(len as u64).expect("truncates");
+        let err = cache.load_snapshot(&path).expect_err("truncated");
+        assert!(
+            matches!(err, SnapshotError::Truncated { at } if at == len as u64),
+            "length {len}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("snapshot is truncated at byte {len}")
+        );
+        let streamed = read_snapshot(cut).expect_err("truncated");
+        assert!(
+            matches!(streamed, SnapshotError::Truncated { at } if at == len as u64),
+            "length {len}: {streamed}"
+        );
+        assert_eq!(state(&cache), before, "length {len}");
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = small_snapshot(&dir.path().join("good.snap"));
+
+    let png = b"\x89PNG\r\n\x1a\n0000000000000000";
+    let err = read_snapshot(&png[..]).expect_err("foreign");
+    assert!(matches!(err, SnapshotError::BadMagic { .. }));
+    assert!(err.to_string().contains("bad magic"), "{err}");
+
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let err = read_snapshot(&newer[..]).expect_err("newer");
+    assert!(matches!(
+        err,
+        SnapshotError::UnsupportedVersion { version: 2 }
+    ));
+    assert!(
+        err.to_string()
+            .contains("unsupported snapshot format version 2"),
+        "{err}"
+    );
+
+    let mut damaged = good.clone();
+    let last_value_byte = good.len() - 42;
+    damaged[last_value_byte] ^= 1;
+    let err = read_snapshot(&damaged[..]).expect_err("damaged");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+    let mut tag = good.clone();
+    tag[24] = 0x07;
+    let err = read_snapshot(&tag[..]).expect_err("bad tag");
+    assert_eq!(
+        err.to_string(),
+        "corrupt record at byte 24: unknown record tag 0x07"
+    );
+
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let err = read_snapshot(&trailing[..]).expect_err("trailing");
+    assert!(matches!(err, SnapshotError::Malformed { .. }), "{err}");
+    let path = dir.path().join("trailing.snap");
+    std::fs::write(&path, &trailing).expect("writes");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let err = cache.load_snapshot(&path).expect_err("trailing");
+    assert!(err.to_string().contains("after the checksum"), "{err}");
+    assert!(cache.is_empty());
+
+    let err = cache
+        .load_snapshot(dir.path().join("missing.snap"))
+        .expect_err("missing");
+    assert!(err.to_string().starts_with("opening "), "{err}");
+}

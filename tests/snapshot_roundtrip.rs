@@ -1,0 +1,307 @@
+//! Save and restore: values, remaining TTLs, access counts and policy ranking survive;
+//! expired entries are dropped; a smaller cache keeps the most valuable entries.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use memocache::snapshot::{read_snapshot, read_snapshot_file};
+use memocache::{Cache, CacheError, CacheKey, ManualClock, Ttl};
+use proptest::prelude::*;
+
+fn key(i: u32) -> CacheKey {
+    CacheKey::from_content(&i.to_le_bytes(), "transcript").expect("valid key")
+}
+
+fn ttl(secs: u64) -> Ttl {
+    Ttl::seconds(secs).expect("positive TTL")
+}
+
+#[test]
+fn round_trip_keeps_values_ttls_and_access_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    cache.insert(key(1), "forever").expect("inserts");
+    cache
+        .insert_with_ttl(key(2), "long", ttl(100))
+        .expect("inserts");
+    cache
+        .insert_with_ttl(key(3), "short", ttl(10))
+        .expect("inserts");
+    for _ in 0..3 {
+        assert!(cache.get(&key(1)).is_some());
+    }
+    assert!(cache.get(&key(2)).is_some());
+    clock.advance(Duration::from_secs(5));
+
+    let saved = cache.save_snapshot(&path).expect("saves");
+    assert_eq!(saved.entries, 3);
+    assert_eq!(saved.bytes, cache.size_bytes());
+    assert_eq!(
+        saved.file_bytes,
+        std::fs::metadata(&path).expect("exists").len()
+    );
+
+    // The file holds TTLs as left at the save time: the manual clock did not move during it.
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    assert_eq!(snapshot.saved_at, saved.saved_at);
+    let ttl_of = |k: CacheKey| {
+        snapshot
+            .entries
+            .iter()
+            .find(|e| e.key == k)
+            .expect("saved")
+            .ttl_remaining
+    };
+    assert_eq!(ttl_of(key(1)), None);
+    assert_eq!(ttl_of(key(2)), Some(Duration::from_secs(95)));
+    assert_eq!(ttl_of(key(3)), Some(Duration::from_secs(5)));
+
+    // Restored 3 s of wall time later, into a cache whose clock has another epoch.
+    let clock2 = ManualClock::new();
+    clock2.advance(Duration::from_secs(1_000));
+    let restored = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock2.clone())
+        .build()
+        .expect("builds");
+    let report =
+        restored.restore_snapshot(snapshot.clone(), snapshot.saved_at + Duration::from_secs(3));
+    assert_eq!((report.entries, report.restored, report.expired), (3, 3, 0));
+    assert_eq!(report.left_out, 0);
+    assert_eq!(report.restored_bytes, restored.size_bytes());
+    let e1 = restored.entry(&key(1)).expect("restored");
+    assert_eq!(&e1.value()[..], b"forever");
+    assert_eq!(e1.ttl(), None);
+    assert_eq!(e1.access_count(), 3);
+    let e2 = restored.entry(&key(2)).expect("restored");
+    assert_eq!(e2.ttl(), Some(ttl(92)));
+    assert_eq!(e2.access_count(), 1);
+    assert_eq!(restored.entry(&key(3)).and_then(|e| e.ttl()), Some(ttl(2)));
+    // The short one lives exactly its remaining 2 s on the new clock.
+    clock2.advance(Duration::from_secs(2));
+    assert_eq!(restored.peek(&key(3)).as_deref(), Some(&b"short"[..]));
+    clock2.advance(Duration::from_nanos(1));
+    assert_eq!(restored.peek(&key(3)), None);
+
+    // Restored 6 s later: the short one is dropped as expired.
+    let late = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let report =
+        late.restore_snapshot(snapshot.clone(), snapshot.saved_at + Duration::from_secs(6));
+    assert_eq!((report.restored, report.expired), (2, 1));
+    assert_eq!(report.expired_bytes, report.bytes - report.restored_bytes);
+    assert!(!late.contains_key(&key(3)));
+
+    // A wall clock that went backwards counts as no time passed.
+    let early = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let report = early.restore_snapshot(
+        snapshot.clone(),
+        snapshot.saved_at - Duration::from_secs(60),
+    );
+    assert_eq!(report.restored, 3);
+
+    // And through the file, now.
+    let loaded = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let report = loaded.load_snapshot(&path).expect("loads");
+    assert_eq!(
+        (report.restored, report.expired, report.left_out),
+        (3, 0, 0)
+    );
+    assert_eq!(report.file_bytes, saved.file_bytes);
+    assert_eq!(loaded.get(&key(3)).as_deref(), Some(&b"short"[..]));
+}
+
+#[test]
+fn an_empty_cache_round_trips() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("empty.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let saved = cache.save_snapshot(&path).expect("saves");
+    assert_eq!((saved.entries, saved.file_bytes), (0, 24 + 41));
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!((report.entries, report.restored), (0, 0));
+}
+
+#[test]
+fn saving_replaces_the_previous_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    cache.insert(key(1), "one").expect("inserts");
+    cache.save_snapshot(&path).expect("saves");
+    cache.insert(key(2), "two").expect("inserts");
+    cache.save_snapshot(&path).expect("saves again");
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    assert_eq!(snapshot.entries.len(), 2);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["cache.snap"], "no temp files left");
+}
+
+/// With room for 20 of 100 equal-sized entries, the 20 the policy ranks highest come back.
+#[test]
+fn a_smaller_cache_keeps_the_highest_ranked_entries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(4)
+        .build()
+        .expect("builds");
+    for i in 0..100 {
+        cache.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    let hot: BTreeSet<u32> = (0..100).filter(|i| i % 5 == 0).collect();
+    for &i in &hot {
+        for _ in 0..3 {
+            assert!(cache.get(&key(i)).is_some());
+        }
+    }
+    // A few lukewarm entries rank between the hot and the cold ones.
+    for i in [1, 2, 3] {
+        assert!(cache.get(&key(i)).is_some());
+    }
+    cache.save_snapshot(&path).expect("saves");
+
+    let small = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(20)
+        .build()
+        .expect("builds");
+    let report = small.load_snapshot(&path).expect("loads");
+    assert_eq!(
+        (report.entries, report.restored, report.left_out),
+        (100, 20, 80)
+    );
+    assert_eq!(report.left_out_bytes, report.bytes - report.restored_bytes);
+    let kept: BTreeSet<u32> = (0..100).filter(|&i| small.contains_key(&key(i))).collect();
+    assert_eq!(kept, hot);
+    assert_eq!(small.entry(&key(0)).map(|e| e.access_count()), Some(3));
+
+    // By bytes: room for the hot ones and the three lukewarm ones.
+    let charge = memocache::CacheEntry::charged_size(100) as u64;
+    let by_bytes = Cache::builder()
+        .max_bytes(23 * charge)
+        .build()
+        .expect("builds");
+    let report = by_bytes.load_snapshot(&path).expect("loads");
+    assert_eq!(report.restored, 23);
+    assert!(by_bytes.size_bytes() <= by_bytes.max_bytes());
+    let kept: BTreeSet<u32> = (0..100)
+        .filter(|&i| by_bytes.contains_key(&key(i)))
+        .collect();
+    let expected: BTreeSet<u32> = hot.iter().copied().chain([1, 2, 3]).collect();
+    assert_eq!(kept, expected);
+}
+
+#[test]
+fn loading_into_a_full_cache_restores_only_what_fits_and_evicts_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..10 {
+        cache.insert(key(i), vec![0u8; 100]).expect("inserts");
+    }
+    cache.save_snapshot(&path).expect("saves");
+    let full = Cache::builder()
+        .max_entries(5)
+        .max_bytes(1 << 20)
+        .build()
+        .expect("builds");
+    for i in 100..105 {
+        full.insert(key(i), "resident").expect("inserts");
+    }
+    let report = full.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (0, 10));
+    assert!((100..105).all(|i| full.contains_key(&key(i))));
+}
+
+#[test]
+fn the_builder_restores_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+
+    // First start: no file yet.
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .restore_from(&path)
+        .build()
+        .expect("a missing snapshot is a first start");
+    assert!(cache.is_empty());
+    cache.insert(key(7), "seven").expect("inserts");
+    cache.save_snapshot(&path).expect("saves");
+
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .restore_from(&path)
+        .build()
+        .expect("builds");
+    assert_eq!(cache.get(&key(7)).as_deref(), Some(&b"seven"[..]));
+
+    // A damaged snapshot fails the build, naming the problem.
+    std::fs::write(&path, b"not a snapshot").expect("writes");
+    let err = Cache::builder()
+        .max_bytes(1 << 20)
+        .restore_from(&path)
+        .build()
+        .expect_err("damaged");
+    assert!(matches!(err, CacheError::Snapshot(_)));
+    assert!(err.to_string().contains("bad magic"), "{err}");
+}
+
+fn arb_entry() -> impl Strategy<Value = (u32, Vec<u8>, Option<u64>, u8)> {
+    (
+        0u32..64,
+        proptest::collection::vec(any::<u8>(), 0..300),
+        proptest::option::of(1u64..1_000_000),
+        0u8..4,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a cache holds, the file read back holds the same keys, values, TTLs and
+    /// access counts; and a cache restored from it holds the same values.
+    #[test]
+    fn saved_entries_read_back_unchanged(entries in proptest::collection::vec(arb_entry(), 0..40)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("p.snap");
+        let cache = Cache::builder()
+            .max_bytes(1 << 24)
+            .clock(ManualClock::new())
+            .build()
+            .expect("builds");
+        for (k, value, ttl_ms, reads) in &entries {
+            match ttl_ms {
+                Some(ms) => cache.insert_with_ttl(key(*k), value.clone(), Ttl::new(Duration::from_millis(*ms)).expect("positive")),
+                None => cache.insert(key(*k), value.clone()),
+            }
+            .expect("inserts");
+            for _ in 0..*reads {
+                cache.get(&key(*k));
+            }
+        }
+        cache.save_snapshot(&path).expect("saves");
+        let bytes = std::fs::read(&path).expect("reads");
+        let snapshot = read_snapshot(&bytes[..]).expect("decodes");
+        prop_assert_eq!(snapshot.entries.len(), cache.len());
+        for saved in &snapshot.entries {
+            let live = cache.entry(&saved.key).expect("in the cache");
+            prop_assert_eq!(&saved.value, live.value());
+            prop_assert_eq!(saved.ttl_remaining, live.ttl().map(Ttl::as_duration));
+            prop_assert_eq!(saved.access_count, live.access_count());
+        }
+        let restored = Cache::builder().max_bytes(1 << 24).build().expect("builds");
+        let report = restored.restore_snapshot(snapshot, SystemTime::UNIX_EPOCH);
+        prop_assert_eq!(report.restored as usize, cache.len());
+        prop_assert_eq!(restored.size_bytes(), cache.size_bytes());
+    }
+}
