@@ -35,3 +35,8 @@ pub use key::{CacheKey, KeyBuilder, KeyError};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
 pub mod cache;
 pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
+pub mod chunk;
+pub use chunk::{
+    AudioChunk, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor, ProcessingTask, TaskId,
+    TaskStatus,
+};
