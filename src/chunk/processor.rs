@@ -26,6 +26,10 @@
 //!   same moment (stretches of digital silence, say) may both compute them; the cache's
 //!   coalescing loader would prevent that but would require `E: Sync + 'static` and share
 //!   errors as `Arc<E>`, a poor trade for a rare case.
+//!   The key is the chunk's *content*: the chunk function must give a result that depends on
+//!   the chunk's bytes (and the identity and language) only, not on its [`ChunkInfo`] —
+//!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
+//!   placing them on the input's timeline is the merge step's job ([`merge_transcripts`]).
 //! * **Whole-file memoization.** The merged result is stored under
 //!   [`CacheKey::transcript`]`(sha256(file), language)`, the key the host uses for a file's
 //!   transcript. That key has no model identity in it (it is the seed's `from_parts`), so the
