@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memocache::chunk::{
-    AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, ConcurrencyLimit, RetryConfig,
-    RunOptions,
+    AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, ConcurrencyLimit, RetryConfig, RunOptions,
 };
 use memocache::{Cache, CacheKey};
 
@@ -72,7 +71,9 @@ fn speedup(c: &mut Criterion) {
     let data = input(16 * MIB);
     let plan = ChunkPlan::with_chunk_bytes(MIB as u64).expect("valid plan");
     let mut group = c.benchmark_group("chunks/speedup");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     for concurrency in [1, 2] {
         group.bench_function(format!("concurrency_{concurrency}"), |b| {
             b.iter_custom(|iters| {
@@ -99,7 +100,9 @@ fn rerun(c: &mut Criterion) {
     let edit_at = 3 * 25 * MIB + 12_345;
     let f = |chunk: &AudioChunk| crunch(chunk, 16);
     let mut group = c.benchmark_group("chunks/rerun_200MiB");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("sha256_pass", |b| {
         b.iter(|| black_box(CacheKey::from_content(&data, "file").expect("key")));
     });
@@ -122,22 +125,25 @@ fn rerun(c: &mut Criterion) {
         p.process_reader(Cursor::new(&data), &f, RunOptions::new())
             .expect("warm-up run");
         let mut edit = 0u64;
-        group.bench_function(format!("rerun_one_chunk_edit/concurrency_{concurrency}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    edit += 1;
-                    let value = edit | (u64::from(concurrency as u32) << 56);
-                    data[edit_at..edit_at + 8].copy_from_slice(&value.to_le_bytes());
-                    let started = Instant::now();
-                    let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
-                    total += started.elapsed();
-                    let out = out.expect("run");
-                    assert_eq!((out.computed, out.cached), (1, 7));
-                }
-                total
-            });
-        });
+        group.bench_function(
+            format!("rerun_one_chunk_edit/concurrency_{concurrency}"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        edit += 1;
+                        let value = edit | (u64::from(concurrency as u32) << 56);
+                        data[edit_at..edit_at + 8].copy_from_slice(&value.to_le_bytes());
+                        let started = Instant::now();
+                        let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
+                        total += started.elapsed();
+                        let out = out.expect("run");
+                        assert_eq!((out.computed, out.cached), (1, 7));
+                    }
+                    total
+                });
+            },
+        );
     }
     group.finish();
 }

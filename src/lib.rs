@@ -20,6 +20,8 @@
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
+//! * [`chunk`] — chunked parallel processing of long recordings: [`ChunkSize`], the
+//!   streaming splitter, [`ProcessingTask`], [`ChunkedProcessor`] with per-chunk memoization.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +39,7 @@ pub mod cache;
 pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
 pub mod chunk;
 pub use chunk::{
-    AudioChunk, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor, ProcessingTask, TaskId,
+    AudioChunk, CancelToken, ChunkInfo, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor,
+    ProcessError, ProcessOutput, ProcessingId, ProcessingTask, Progress, RunOptions, TaskId,
     TaskStatus,
 };

@@ -342,6 +342,42 @@ fn cancellation_interrupts_a_retry_wait() {
 }
 
 #[test]
+fn retry_backoff_follows_the_cache_clock() {
+    let data = input(2);
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let failed_once = AtomicUsize::new(0);
+    let (failed_tx, failed_rx) = mpsc::channel();
+    let failed_tx = Mutex::new(failed_tx);
+    let f = |chunk: &AudioChunk| {
+        if chunk.index() == 0 && failed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = failed_tx.lock().send(());
+            return Err("rate limited".to_owned());
+        }
+        Ok(describe(chunk))
+    };
+    // An hour of backoff passes when the test moves the clock, not in real time.
+    let p = processor(&cache, 2, RetryConfig::fixed(1, Duration::from_secs(3600)));
+    let started = Instant::now();
+    let out = std::thread::scope(|s| {
+        let clock = clock.clone();
+        s.spawn(move || {
+            failed_rx.recv().unwrap();
+            clock.advance(Duration::from_secs(3600));
+        });
+        p.process_reader(Cursor::new(&data), &f, RunOptions::new())
+            .unwrap()
+    });
+    assert_eq!((out.retries, out.chunks[0].attempts), (1, 2));
+    assert_eq!(texts(&out), expected(&data));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
 fn a_split_error_interrupts_a_retry_wait() {
     // A WAV whose header promises more frames than the file has: the splitter fails on the
     // last chunk while chunk 0 sits in a 60 s retry wait, which the failure must cut short.

@@ -38,8 +38,11 @@
 //!   chunks are merged should change the identity too.
 //! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
 //!   times, after `RetryConfig::calculate_delay(retry)`, through the [`ProcessingTask`] state
-//!   machine (`Processing → Failed → Pending → Processing`). The waits are real time but
-//!   interruptible: cancellation or another chunk's failure ends them at once.
+//!   machine (`Processing → Failed → Pending → Processing`). A wait ends when the cache's
+//!   clock reaches its deadline, checked at least every 10 ms, so with a `ManualClock` a test
+//!   moves past a one-hour backoff by advancing the clock (and a wait lasts until it does).
+//!   Waits are interruptible: another chunk's failure ends them at once, cancellation within
+//!   10 ms.
 //! * **Failure.** A chunk that exhausts its retries stops the run: no new chunk starts, queued
 //!   chunks are dropped, in-flight ones finish (and are memoized), and the error names the
 //!   chunk index, the attempts and the cause.
@@ -75,8 +78,9 @@ use crate::cache::Cache;
 use crate::key::{CacheKey, KeyError};
 use crate::time::{SharedClock, Timestamp};
 
-/// The longest a retry wait goes without looking at the caller's [`CancelToken`].
-const CANCEL_POLL: Duration = Duration::from_millis(10);
+/// The longest a retry wait goes without looking at the clock and the caller's
+/// [`CancelToken`].
+const POLL: Duration = Duration::from_millis(10);
 
 /// A handle to cancel a run; clones share the state.
 ///
@@ -492,12 +496,7 @@ impl<E> Run<'_, E> {
             if left.is_zero() {
                 return false;
             }
-            let slice = if self.user_cancel.is_some() {
-                left.min(CANCEL_POLL)
-            } else {
-                left
-            };
-            if self.stop.wait_timeout(slice) {
+            if self.stop.wait_timeout(left.min(POLL)) {
                 return true;
             }
         }
