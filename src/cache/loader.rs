@@ -154,7 +154,7 @@ impl Loads {
         }
         match panic::catch_unwind(AssertUnwindSafe(load)) {
             Ok(Ok(value)) => {
-                cache.inner.count_load(&key, true);
+                cache.inner.count_load(true);
                 match cache.insert(key, value.clone()) {
                     Ok(()) => {
                         finish(FlightState::Loaded(value.clone()));
@@ -167,13 +167,13 @@ impl Loads {
                 }
             }
             Ok(Err(e)) => {
-                cache.inner.count_load(&key, false);
+                cache.inner.count_load(false);
                 let e = Arc::new(e);
                 finish(FlightState::LoaderFailed(e.clone()));
                 Err(LoadError::Loader(e))
             }
             Err(payload) => {
-                cache.inner.count_load(&key, false);
+                cache.inner.count_load(false);
                 finish(FlightState::Abandoned);
                 panic::resume_unwind(payload)
             }

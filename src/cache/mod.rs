@@ -54,7 +54,7 @@ pub use stats::CacheStats;
 
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
-use stats::Counters;
+use stats::{Counters, StripedCounters};
 
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
@@ -142,7 +142,7 @@ pub struct Cache {
 
 struct Inner {
     shards: Box<[Padded<RwLock<Shard>>]>,
-    counters: Box<[Counters]>,
+    counters: StripedCounters,
     hasher: KeyHasher,
     /// Right shift that turns a hash into a shard index.
     shard_shift: u32,
@@ -176,10 +176,9 @@ impl Cache {
         let shards = (0..config.shards)
             .map(|_| Padded(RwLock::new(Shard::new(hasher, 0))))
             .collect();
-        let counters = (0..config.shards).map(|_| Counters::default()).collect();
         let inner = Arc::new(Inner {
             shards,
-            counters,
+            counters: StripedCounters::new(),
             hasher,
             // shards is a power of two ≤ 1024; shifting a u64 by 64 is not allowed, so one
             // shard uses index 0 explicitly (see `shard_of`).
@@ -264,7 +263,7 @@ impl Cache {
         };
         let value = (cause == RemovalCause::Removed).then(|| record.value.clone());
         inner.release(record.charge(), 1);
-        Counters::bump(inner.counters[index].removal(cause));
+        Counters::bump(inner.counters.local().removal(cause));
         inner.notify(vec![(record.key, record.value, cause)]);
         value
     }
@@ -272,9 +271,9 @@ impl Cache {
     /// Removes every entry.
     pub fn clear(&self) {
         let inner = &self.inner;
-        for (index, shard) in inner.shards.iter().enumerate() {
+        for shard in inner.shards.iter() {
             let records = shard.0.write().clear();
-            let removed = inner.account_removals(index, records, RemovalCause::Removed);
+            let removed = inner.account_removals(records, RemovalCause::Removed);
             inner.notify(removed);
         }
     }
@@ -370,7 +369,7 @@ impl Cache {
 
     /// The counters.
     pub fn stats(&self) -> CacheStats {
-        let mut stats = Counters::sum(self.inner.counters.iter());
+        let mut stats = self.inner.counters.sum();
         stats.entries = self.len() as u64;
         stats.bytes = self.size_bytes();
         stats
@@ -423,7 +422,7 @@ impl Inner {
         };
         drop(shard);
         if touch {
-            let counters = &self.counters[index];
+            let counters = self.counters.local();
             Counters::bump(if value.is_some() {
                 &counters.hits
             } else {
@@ -443,7 +442,7 @@ impl Inner {
         }
         let removed = shard.remove(hash, key);
         drop(shard);
-        let removed = self.account_removals(index, removed, RemovalCause::Expired);
+        let removed = self.account_removals(removed, RemovalCause::Expired);
         self.notify(removed);
     }
 
@@ -478,7 +477,7 @@ impl Inner {
         let mut removed = Removed::new();
         self.reserve(charge, index, entry.now, &mut removed);
         let replaced = self.shards[index].0.write().insert(hash, entry);
-        let counters = &self.counters[index];
+        let counters = self.counters.local();
         match replaced {
             Some((old_value, old_charge)) => {
                 self.release(old_charge, 1);
@@ -552,7 +551,7 @@ impl Inner {
                 } else {
                     RemovalCause::Size
                 };
-                removed.extend(self.account_removals(index, Some(record), cause));
+                removed.extend(self.account_removals(Some(record), cause));
                 return true;
             }
         }
@@ -562,7 +561,6 @@ impl Inner {
     /// Releases the budget of removed records, counts them, and readies their notifications.
     fn account_removals(
         &self,
-        index: usize,
         records: impl IntoIterator<Item = Record>,
         cause: RemovalCause,
     ) -> Removed {
@@ -575,7 +573,8 @@ impl Inner {
         }
         if entries > 0 {
             self.release(bytes, entries);
-            self.counters[index]
+            self.counters
+                .local()
                 .removal(cause)
                 .fetch_add(entries, Ordering::Relaxed);
         }
@@ -594,17 +593,17 @@ impl Inner {
         let now = self.clock.now().as_nanos();
         let mut total = 0;
         let mut expired = Vec::new();
-        for (index, shard) in self.shards.iter().enumerate() {
+        for shard in self.shards.iter() {
             shard.0.write().expire(now, &mut expired);
             total += expired.len();
-            let removed = self.account_removals(index, expired.drain(..), RemovalCause::Expired);
+            let removed = self.account_removals(expired.drain(..), RemovalCause::Expired);
             self.notify(removed);
         }
         total
     }
 
-    fn count_load(&self, key: &CacheKey, ok: bool) {
-        let counters = &self.counters[self.shard_of(self.hasher.hash(key))];
+    fn count_load(&self, ok: bool) {
+        let counters = self.counters.local();
         Counters::bump(if ok {
             &counters.loads
         } else {

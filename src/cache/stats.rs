@@ -1,6 +1,10 @@
-//! Always-on statistics, striped per shard so that counting a hit never contends on one line.
+//! Always-on statistics, striped per thread so that counting a hit never contends on one line.
+//!
+//! Each thread counts into one of a few cache-line-aligned stripes (chosen round-robin the first
+//! time the thread counts); [`CacheStats`] sums the stripes. Counting is a relaxed `fetch_add`
+//! on a line that, with no more threads than stripes, no other core writes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::RemovalCause;
 
@@ -59,7 +63,7 @@ impl CacheStats {
     }
 }
 
-/// One shard's counters, on their own cache lines.
+/// One stripe of counters, on its own cache lines.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(super) struct Counters {
@@ -105,5 +109,36 @@ impl Counters {
         }
         stats.replaced = stats.updates;
         stats
+    }
+}
+
+/// Per-thread stripes of [`Counters`].
+#[derive(Debug)]
+pub(super) struct StripedCounters {
+    stripes: Box<[Counters]>,
+}
+
+impl StripedCounters {
+    pub(super) fn new() -> StripedCounters {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stripes = (cores * 2).next_power_of_two();
+        StripedCounters {
+            stripes: (0..stripes).map(|_| Counters::default()).collect(),
+        }
+    }
+
+    /// The calling thread's stripe.
+    #[inline]
+    pub(super) fn local(&self) -> &Counters {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        let stripe = STRIPE.with(|s| *s);
+        &self.stripes[stripe & (self.stripes.len() - 1)]
+    }
+
+    pub(super) fn sum(&self) -> CacheStats {
+        Counters::sum(self.stripes.iter())
     }
 }

@@ -67,3 +67,10 @@ fn hit_does_not_allocate_after_insert_promoted_the_bytes() {
     // Both handles share one buffer: no copy was made on either hit.
     assert_eq!(a.as_ptr(), b.as_ptr());
 }
+
+#[test]
+fn record_stays_compact() {
+    // The per-entry memory goal (≈ 120 bytes with index and policy) leaves room for this much.
+    let size = std::mem::size_of::<Option<Record>>();
+    assert!(size <= 112, "Record grew to {size} bytes");
+}
