@@ -613,3 +613,42 @@ fn a_custom_merge_step_is_used_and_memoized() {
         (true, "3 chunks")
     );
 }
+
+#[test]
+fn progress_stays_ordered_under_concurrency() {
+    let data = input(120);
+    let cache = cache();
+    let p = processor(&cache, 4, no_retry());
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    // Half of the chunks cached beforehand, so cached and computed chunks interleave.
+    for chunk in memocache::chunk::split(&data[..], p.plan(), Some(data.len() as u64)).unwrap() {
+        let chunk = chunk.unwrap();
+        if chunk.index() % 2 == 1 {
+            cache
+                .insert_typed(p.chunk_key(&chunk).unwrap(), &describe(&chunk))
+                .unwrap();
+        }
+    }
+    let reports = Mutex::new(Vec::<Progress>::new());
+    let out = p
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
+        )
+        .unwrap();
+    assert_eq!((out.computed, out.cached), (60, 60));
+    let reports = reports.into_inner();
+    assert_eq!(reports.len(), 121);
+    for (k, pair) in reports.windows(2).enumerate() {
+        assert_eq!((pair[0].chunks_done, pair[1].chunks_done), (k, k + 1));
+        assert!(pair[1].bytes_done == pair[0].bytes_done + CHUNK);
+        assert!(pair[1].chunks_cached >= pair[0].chunks_cached);
+        assert!(pair[1].fraction() > pair[0].fraction());
+    }
+    let last = reports[120];
+    assert_eq!(
+        (last.fraction(), last.chunks_cached, last.bytes_done),
+        (1.0, 60, 120 * CHUNK)
+    );
+}

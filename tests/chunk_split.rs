@@ -334,3 +334,42 @@ fn raw_pcm_chunks_get_wav_headers() {
         Err(SplitError::PartialFrame { extra: 1 })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// WAV chunks of any layout, size and overlap: each is a valid WAV of at most the chunk
+    /// size whose samples are the input's at its start time, and the new frames of all chunks
+    /// are the input's frames exactly once.
+    #[test]
+    fn wav_chunks_tile_the_frames(
+        channels in 1u16..=3,
+        bits in prop::sample::select(vec![8u16, 16, 24, 32]),
+        frames in 1usize..700,
+        max in 120u64..900,
+        overlap_ms in 0u64..30,
+    ) {
+        let spec = spec(channels, bits);
+        let all = samples(frames * usize::from(channels), bits);
+        let input = wav(spec, &all);
+        let plan = plan(max).overlap(Duration::from_millis(overlap_ms));
+        let got: Result<Vec<AudioChunk>, _> = chunks(&input, &plan, None);
+        let got = match got {
+            Err(SplitError::OverlapTooLarge { .. } | SplitError::ChunkTooSmall { .. }) => return Ok(()),
+            other => other.unwrap(),
+        };
+        let ch = usize::from(channels);
+        let mut rebuilt = Vec::new();
+        for chunk in &got {
+            prop_assert!(chunk.data().len() as u64 <= max);
+            let (chunk_spec, chunk_samples) = parse(chunk);
+            prop_assert_eq!(chunk_spec, spec);
+            let info = chunk.info();
+            let start = (info.start_time.unwrap().as_nanos() * 8000).div_ceil(1_000_000_000) as usize;
+            prop_assert_eq!(&chunk_samples[..], &all[start * ch..start * ch + chunk_samples.len()]);
+            let overlap = (info.overlap.unwrap().as_nanos() * 8000).div_ceil(1_000_000_000) as usize;
+            rebuilt.extend_from_slice(&chunk_samples[overlap * ch..]);
+        }
+        prop_assert_eq!(rebuilt, all);
+    }
+}
