@@ -20,6 +20,8 @@
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
+//! * `trace` (feature `trace`, on by default) — access-trace readers and exact LRU / OPT
+//!   simulators for hit-ratio measurements.
 //! * [`chunk`] — chunked parallel processing of long recordings: [`ChunkSize`], the
 //!   streaming splitter, [`ProcessingTask`], [`ChunkedProcessor`] with per-chunk memoization.
 
@@ -30,6 +32,8 @@ pub mod codec;
 pub mod entry;
 pub mod key;
 pub mod time;
+#[cfg(feature = "trace")]
+pub mod trace;
 
 pub use codec::CodecError;
 pub use entry::CacheEntry;

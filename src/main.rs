@@ -1,0 +1,78 @@
+//! The `memocache` command: content keys, memoized transcription, trace replay and a demo.
+//!
+//! Every error a user can cause is printed as one line on stderr and exits with status 1
+//! (2 for usage errors, from clap); nothing panics on bad input.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use memocache::CacheKey;
+
+#[derive(Parser)]
+#[command(
+    name = "memocache",
+    version,
+    about = "A content-addressed cache engine for memoizing expensive results"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the content key of a file (streamed; works on files of any size).
+    Key {
+        /// The file to hash.
+        file: PathBuf,
+        /// With a language, print the transcript key of the file in that language.
+        #[arg(long)]
+        language: Option<String>,
+        /// The key prefix (namespace); `content`, or `transcript` with `--language`.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("memocache: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Key {
+            file,
+            language,
+            prefix,
+        } => {
+            let key = match language {
+                None => file_key(&file, prefix.as_deref().unwrap_or("content"))?,
+                Some(language) => {
+                    let prefix = prefix.as_deref().unwrap_or("transcript");
+                    let content = file_key(&file, prefix)?;
+                    CacheKey::from_parts(&content.digest_hex(), &language, prefix)
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+/// The content key of a file, streamed.
+fn file_key(path: &PathBuf, prefix: &str) -> Result<CacheKey, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    CacheKey::from_reader(BufReader::new(file), prefix)
+        .map_err(|e| format!("cannot hash {}: {e}", path.display()))
+}

@@ -1,0 +1,514 @@
+//! Streaming trace readers: a file (or any reader) in, an iterator of `u64` keys out.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+
+use super::sim::KeyHashBuilder;
+use super::{Compression, TraceFormat};
+
+/// Buffer size for both the compressed file and the decompressed stream: large enough that the
+/// per-record `dyn` calls hit memory, not the kernel or the decoder, almost every time.
+const BUF_SIZE: usize = 1 << 16;
+
+/// The longest line a text trace may have. Real lines are under 100 bytes; the bound keeps a
+/// binary file read as text from being slurped whole in search of a newline.
+const MAX_LINE: usize = 4096;
+
+/// Why a trace could not be read. Every variant names the file (or the label given to
+/// [`TraceReader::from_reader`]) and says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be opened.
+    #[error("{}: cannot open trace: {source}", path.display())]
+    Open {
+        /// The trace file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// No rule of [`TraceFormat::detect`] matches the file name.
+    #[error(
+        "{}: cannot tell the trace format from the file name (expected *.lis, *oracleGeneral*, \
+         scarab*, trace_vaultservice*, w<N>*, web<N>*, orm-*, *.trace or *.txt, optionally \
+         followed by .gz, .xz or .zst); name the format explicitly",
+        path.display()
+    )]
+    UnknownFormat {
+        /// The trace file.
+        path: PathBuf,
+    },
+    /// A format name that [`TraceFormat`]'s `FromStr` does not know.
+    #[error(
+        "unknown trace format {name:?}; expected one of: arc, i64be, i32be, oracle-general, lirs"
+    )]
+    UnknownFormatName {
+        /// The name given.
+        name: String,
+    },
+    /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
+    /// compressed stream (bad header, bad block, checksum mismatch, unexpected end).
+    #[error("{}: reading the {compression} stream failed: {source}", path.display())]
+    Read {
+        /// The trace file.
+        path: PathBuf,
+        /// The compression being decoded.
+        compression: Compression,
+        /// The error reported by the file or the decoder.
+        source: io::Error,
+    },
+    /// A binary trace ends inside a record.
+    #[error(
+        "{}: truncated {format} trace: the record at decompressed byte {offset} has {got} of \
+         {expected} bytes",
+        path.display()
+    )]
+    Truncated {
+        /// The trace file.
+        path: PathBuf,
+        /// The record format.
+        format: TraceFormat,
+        /// Offset of the incomplete record in the decompressed stream.
+        offset: u64,
+        /// Bytes present.
+        got: usize,
+        /// Bytes a record has.
+        expected: usize,
+    },
+    /// A line of a text trace is not what its format says it should be.
+    #[error("{}:{line}: bad {format} line: {reason}", path.display())]
+    Parse {
+        /// The trace file.
+        path: PathBuf,
+        /// The record format.
+        format: TraceFormat,
+        /// 1-based line number in the decompressed text.
+        line: u64,
+        /// What is wrong with the line.
+        reason: String,
+    },
+}
+
+/// A streaming reader of one trace: an iterator of keys, one per request.
+///
+/// The file is decompressed and parsed as it is iterated, in constant memory (a 64 KiB buffer
+/// plus the decoder's window). Iteration yields `Err` at most once — for an unreadable,
+/// corrupt or truncated stream — and then ends; it never panics on bad input.
+///
+/// ```no_run
+/// use memocache::trace::TraceReader;
+///
+/// let mut requests = 0u64;
+/// for key in TraceReader::open("../shared/traces/lirs/gli.trace.gz")? {
+///     let _key: u64 = key?;
+///     requests += 1;
+/// }
+/// println!("{requests} requests");
+/// # Ok::<(), memocache::trace::TraceError>(())
+/// ```
+pub struct TraceReader {
+    path: PathBuf,
+    format: TraceFormat,
+    layout: Layout,
+    compression: Compression,
+    source: Box<dyn BufRead + Send>,
+    /// Bytes of the decompressed stream consumed so far (for truncation reports).
+    offset: u64,
+    /// Lines consumed so far (text formats).
+    line: u64,
+    line_buf: Vec<u8>,
+    /// The rest of the current ARC run: keys `next..end` are still to be yielded.
+    run: std::ops::Range<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for TraceReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceReader")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("compression", &self.compression)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceReader {
+    /// Opens a trace, telling its format ([`TraceFormat::detect`]) and compression
+    /// ([`Compression::from_path`]) from the file name.
+    pub fn open(path: impl AsRef<Path>) -> Result<TraceReader, TraceError> {
+        let path = path.as_ref();
+        let format = TraceFormat::detect(path).ok_or_else(|| TraceError::UnknownFormat {
+            path: path.to_owned(),
+        })?;
+        TraceReader::open_as(path, format, Compression::from_path(path))
+    }
+
+    /// Opens a trace of a known format and compression, whatever its name.
+    pub fn open_as(
+        path: impl AsRef<Path>,
+        format: TraceFormat,
+        compression: Compression,
+    ) -> Result<TraceReader, TraceError> {
+        let path = path.as_ref();
+        let open_err = |source| TraceError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = BufReader::with_capacity(BUF_SIZE, File::open(path).map_err(open_err)?);
+        let source: Box<dyn BufRead + Send> = match compression {
+            Compression::None => Box::new(file),
+            // Multi-member: `gzip a b > c` concatenations are valid gzip files.
+            Compression::Gzip => Box::new(BufReader::with_capacity(
+                BUF_SIZE,
+                flate2::bufread::MultiGzDecoder::new(file),
+            )),
+            Compression::Xz => Box::new(BufReader::with_capacity(
+                BUF_SIZE,
+                lzma_rust2::XzReader::new(file, true),
+            )),
+            Compression::Zstd => {
+                let zstd = ZstdReader::new(file).map_err(|source| TraceError::Read {
+                    path: path.to_owned(),
+                    compression,
+                    source,
+                })?;
+                Box::new(BufReader::with_capacity(BUF_SIZE, zstd))
+            }
+        };
+        Ok(TraceReader::new(
+            path.to_owned(),
+            format,
+            compression,
+            source,
+        ))
+    }
+
+    /// Reads an already decompressed trace from any reader; `label` names it in errors.
+    pub fn from_reader(
+        reader: impl Read + Send + 'static,
+        format: TraceFormat,
+        label: impl Into<PathBuf>,
+    ) -> TraceReader {
+        let source = Box::new(BufReader::with_capacity(BUF_SIZE, reader));
+        TraceReader::new(label.into(), format, Compression::None, source)
+    }
+
+    fn new(
+        path: PathBuf,
+        format: TraceFormat,
+        compression: Compression,
+        source: Box<dyn BufRead + Send>,
+    ) -> TraceReader {
+        TraceReader {
+            path,
+            format,
+            layout: Layout::of(format),
+            compression,
+            source,
+            offset: 0,
+            line: 0,
+            line_buf: Vec::new(),
+            run: 0..0,
+            done: false,
+        }
+    }
+
+    /// The file (or label) being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record format being parsed.
+    pub fn format(&self) -> TraceFormat {
+        self.format
+    }
+
+    fn read_error(&self, source: io::Error) -> TraceError {
+        TraceError::Read {
+            path: self.path.clone(),
+            compression: self.compression,
+            source,
+        }
+    }
+
+    fn parse_error(&self, reason: String) -> TraceError {
+        TraceError::Parse {
+            path: self.path.clone(),
+            format: self.format,
+            line: self.line,
+            reason,
+        }
+    }
+
+    /// The next key, `Ok(None)` at a clean end of the stream.
+    fn next_key(&mut self) -> Result<Option<u64>, TraceError> {
+        match self.layout {
+            Layout::Binary { len, decode } => self.next_record(len, decode),
+            Layout::Lirs | Layout::Arc => self.next_text_key(),
+        }
+    }
+
+    fn next_record(
+        &mut self,
+        len: usize,
+        decode: fn(&[u8]) -> u64,
+    ) -> Result<Option<u64>, TraceError> {
+        let mut record = [0u8; 24];
+        let record = &mut record[..len];
+        let mut got = 0;
+        while got < len {
+            match self.source.read(&mut record[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < len {
+            return Err(TraceError::Truncated {
+                path: self.path.clone(),
+                format: self.format,
+                offset: self.offset,
+                got,
+                expected: len,
+            });
+        }
+        self.offset += len as u64;
+        Ok(Some(decode(record)))
+    }
+
+    fn next_text_key(&mut self) -> Result<Option<u64>, TraceError> {
+        loop {
+            if let Some(key) = self.run.next() {
+                return Ok(Some(key));
+            }
+            self.line_buf.clear();
+            let n = (&mut self.source)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.line_buf)
+                .map_err(|e| self.read_error(e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.offset += n as u64;
+            self.line += 1;
+            if n > MAX_LINE {
+                return Err(self.parse_error(format!("longer than {MAX_LINE} bytes")));
+            }
+            let line = self.line_buf.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            if matches!(self.layout, Layout::Arc) {
+                self.run = parse_arc_line(line).map_err(|reason| self.parse_error(reason))?;
+            } else if line != b"*" {
+                return parse_key(line)
+                    .map(Some)
+                    .map_err(|reason| self.parse_error(reason));
+            }
+        }
+    }
+}
+
+/// How a format's bytes are cut into keys, fixed when the reader is made so that the per-key
+/// path does not re-dispatch on the format.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Fixed-size records; `decode` gets exactly `len` bytes.
+    Binary {
+        len: usize,
+        decode: fn(&[u8]) -> u64,
+    },
+    /// One decimal key per line; `*` lines skipped.
+    Lirs,
+    /// `start count ...` lines, each a run of keys.
+    Arc,
+}
+
+impl Layout {
+    fn of(format: TraceFormat) -> Layout {
+        match format {
+            TraceFormat::Int64Be => Layout::Binary {
+                len: 8,
+                decode: |r| u64::from_be_bytes(field::<8>(r, 0)),
+            },
+            // Zero-extended: injective, so hit ratios equal those of Java's sign extension.
+            TraceFormat::Int32Be => Layout::Binary {
+                len: 4,
+                decode: |r| u64::from(u32::from_be_bytes(field::<4>(r, 0))),
+            },
+            TraceFormat::OracleGeneral => Layout::Binary {
+                len: 24,
+                decode: |r| u64::from_le_bytes(field::<8>(r, 4)),
+            },
+            TraceFormat::LirsText => Layout::Lirs,
+            TraceFormat::ArcLis => Layout::Arc,
+        }
+    }
+}
+
+/// The `N` bytes of `record` at `at`; `record` is always a full record of its layout, which
+/// covers the field, so the copy cannot fail.
+fn field<const N: usize>(record: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&record[at..at + N]);
+    out
+}
+
+/// A decimal key. Signed values (Java `Long.parseLong` accepts them) are reinterpreted as u64.
+fn parse_key(field: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(field).map_err(|_| "not UTF-8 text".to_owned())?;
+    text.parse::<u64>()
+        .or_else(|_| text.parse::<i64>().map(|k| k as u64))
+        .map_err(|_| format!("{:?} is not a decimal integer key", truncate(text)))
+}
+
+/// `start count ignore reqno` → the keys `start..start+count`. The count must fit 32 bits (Caffeine
+/// parses it as a Java `int`), so a corrupt line cannot demand 2^64 keys.
+fn parse_arc_line(line: &[u8]) -> Result<std::ops::Range<u64>, String> {
+    let mut fields = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let (Some(start), Some(count)) = (fields.next(), fields.next()) else {
+        return Err("expected `start count ignore reqno`".to_owned());
+    };
+    let start = parse_key(start)?;
+    let count = parse_key(count)?;
+    if count > u64::from(u32::MAX) {
+        return Err(format!("block count {count} is not a 32-bit count"));
+    }
+    let end = start
+        .checked_add(count)
+        .ok_or_else(|| format!("block run {start} + {count} overflows u64"))?;
+    Ok(start..end)
+}
+
+/// At most 40 characters of a bad field, so an error about a binary file read as text stays
+/// one readable line.
+fn truncate(text: &str) -> &str {
+    text.char_indices()
+        .nth(40)
+        .map_or(text, |(i, _)| &text[..i])
+}
+
+impl Iterator for TraceReader {
+    type Item = Result<u64, TraceError>;
+
+    fn next(&mut self) -> Option<Result<u64, TraceError>> {
+        if self.done {
+            return None;
+        }
+        match self.next_key() {
+            Ok(Some(key)) => Some(Ok(key)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for TraceReader {}
+
+/// A whole trace in memory, as the simulators need it (OPT looks into the future).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    keys: Vec<u64>,
+    unique: usize,
+}
+
+impl Trace {
+    /// Reads a whole trace ([`TraceReader::open`]).
+    pub fn load(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
+        TraceReader::open(path)?
+            .collect::<Result<Vec<u64>, TraceError>>()
+            .map(Trace::from_keys)
+    }
+
+    /// A trace made of the given requests.
+    pub fn from_keys(keys: Vec<u64>) -> Trace {
+        let unique = keys.iter().collect::<HashSet<_, KeyHashBuilder>>().len();
+        Trace { keys, unique }
+    }
+
+    /// The requests, in order.
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    /// The number of requests.
+    pub fn requests(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The number of distinct keys.
+    pub fn unique(&self) -> usize {
+        self.unique
+    }
+}
+
+/// Zstandard through `ruzstd`, over every frame of the file (the `zstd` tool writes several
+/// for large or concatenated inputs), verifying each frame's content checksum when present
+/// (`ruzstd`'s own `StreamingDecoder` reads one frame and leaves the checksum to the caller).
+struct ZstdReader<R: BufRead> {
+    source: R,
+    frame: FrameDecoder,
+}
+
+impl<R: BufRead> ZstdReader<R> {
+    fn new(mut source: R) -> io::Result<ZstdReader<R>> {
+        let mut frame = FrameDecoder::new();
+        frame.init(&mut source).map_err(io::Error::other)?;
+        Ok(ZstdReader { source, frame })
+    }
+}
+
+impl<R: BufRead> Read for ZstdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.frame.can_collect() > 0 {
+                return self.frame.read(buf);
+            }
+            if !self.frame.is_finished() {
+                // A source that ends mid-frame makes this fail, so the loop always progresses.
+                self.frame
+                    .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                    .map_err(io::Error::other)?;
+                continue;
+            }
+            // The frame is decoded and drained, so the calculated checksum is final.
+            if let (Some(stored), Some(computed)) = (
+                self.frame.get_checksum_from_data(),
+                self.frame.get_calculated_checksum(),
+            ) && stored != computed
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "zstd frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                    ),
+                ));
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            self.frame
+                .reset(&mut self.source)
+                .map_err(io::Error::other)?;
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Multi-threaded tests: the budget invariant and the accounting under a random concurrent mix,
+//! and memoized loading (runs once, shares errors, survives a panicking loader).
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use memocache::{Cache, CacheEntry, CacheKey, LoadError, ManualClock, RemovalCause, Ttl};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::key;
+
+/// Waits at most 10 s for `condition`.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::yield_now();
+    }
+}
+
+/// Receives `n` results, failing instead of hanging if a thread is stranded.
+fn collect<T>(results: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
+    (0..n)
+        .map(|i| {
+            results
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("caller {i} of {n} is stranded"))
+        })
+        .collect()
+}
+
+const CAUSES: [RemovalCause; 4] = [
+    RemovalCause::Size,
+    RemovalCause::Expired,
+    RemovalCause::Replaced,
+    RemovalCause::Removed,
+];
+
+fn cause_index(cause: RemovalCause) -> usize {
+    CAUSES
+        .iter()
+        .position(|&c| c == cause)
+        .expect("a known cause")
+}
+
+/// What the listener saw, by cause: (entries, charged bytes).
+#[derive(Default)]
+struct Tally {
+    entries: [AtomicU64; 4],
+    bytes: [AtomicU64; 4],
+}
+
+impl Tally {
+    fn add(&self, cause: RemovalCause, value: &Bytes) {
+        let i = cause_index(cause);
+        self.entries[i].fetch_add(1, Ordering::Relaxed);
+        self.bytes[i].fetch_add(
+            CacheEntry::charged_size(value.len()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn total(counters: &[AtomicU64; 4]) -> u64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A value for key `i`: every byte is `i`, so a reader can tell whose value it got.
+fn value_for(i: u64, len: usize) -> Bytes {
+    Bytes::from(vec![i as u8; len])
+}
+
+fn run_stress(shards: usize, seed: u64) {
+    const THREADS: u64 = 4;
+    const OPS: usize = 4_000;
+    const KEYS: u64 = 64;
+    let max_bytes = 6_000;
+    let max_entries = 24;
+
+    let clock = ManualClock::new();
+    let tally = Arc::new(Tally::default());
+    let sink = Arc::clone(&tally);
+    let cache = Cache::builder()
+        .max_bytes(max_bytes)
+        .max_entries(max_entries)
+        .shards(shards)
+        .clock(clock.clone())
+        .eviction_listener(move |_, value, cause| sink.add(cause, value))
+        .build()
+        .expect("valid");
+    let keys: Vec<CacheKey> = (0..KEYS).map(key).collect();
+    // Entries and charged bytes handed to the cache (inserts and loader runs).
+    let stored = AtomicU64::new(0);
+    let stored_bytes = AtomicU64::new(0);
+
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (cache, keys, clock) = (&cache, &keys, &clock);
+            let (stored, stored_bytes) = (&stored, &stored_bytes);
+            scope.spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(seed * 100 + t);
+                let store = |len: usize| {
+                    stored.fetch_add(1, Ordering::Relaxed);
+                    stored_bytes.fetch_add(CacheEntry::charged_size(len) as u64, Ordering::Relaxed);
+                };
+                let check_value = |i: u64, value: &Bytes| {
+                    assert!(
+                        value.iter().all(|&b| b == i as u8),
+                        "key {i} read another key's value"
+                    );
+                };
+                for _ in 0..OPS {
+                    let i = rng.random_range(0..KEYS);
+                    let k = keys[i as usize];
+                    let len = rng.random_range(0..400);
+                    match rng.random_range(0..100) {
+                        0..30 => {
+                            cache.insert(k, value_for(i, len)).expect("fits");
+                            store(len);
+                        }
+                        30..40 => {
+                            let ttl = Ttl::seconds(rng.random_range(1..4)).expect("positive");
+                            cache
+                                .insert_with_ttl(k, value_for(i, len), ttl)
+                                .expect("fits");
+                            store(len);
+                        }
+                        40..65 => {
+                            if let Some(v) = cache.get(&k) {
+                                check_value(i, &v);
+                            }
+                        }
+                        65..75 => {
+                            if let Some(v) = cache.remove(&k) {
+                                check_value(i, &v);
+                            }
+                        }
+                        75..88 => {
+                            let v = cache
+                                .get_or_insert_with(k, || {
+                                    store(len);
+                                    value_for(i, len)
+                                })
+                                .expect("fits");
+                            check_value(i, &v);
+                        }
+                        88..95 => {
+                            let fail = rng.random_bool(0.5);
+                            let loaded = cache.try_get_or_insert_with(k, || {
+                                if fail {
+                                    return Err("refused");
+                                }
+                                store(len);
+                                Ok(value_for(i, len))
+                            });
+                            match loaded {
+                                Ok(v) => check_value(i, &v),
+                                Err(LoadError::Loader(e)) => assert_eq!(*e, "refused"),
+                                Err(e) => panic!("unexpected {e}"),
+                            }
+                        }
+                        95..99 => {
+                            if let Some(entry) = cache.entry(&k) {
+                                check_value(i, entry.value());
+                                assert_eq!(entry.key(), &k);
+                            }
+                            cache.contains_key(&k);
+                            if let Some(v) = cache.peek(&k) {
+                                check_value(i, &v);
+                            }
+                        }
+                        _ => {
+                            if t == 0 {
+                                clock.advance(Duration::from_millis(700));
+                            }
+                            cache.purge_expired();
+                        }
+                    }
+                    assert!(
+                        cache.size_bytes() <= max_bytes,
+                        "{} bytes",
+                        cache.size_bytes()
+                    );
+                    assert!(cache.len() as u64 <= max_entries, "{} entries", cache.len());
+                }
+            });
+        }
+    });
+
+    // Quiescent now. Expired entries still stored are not visible through `entry`, so purge
+    // them first (the clock does not move any more).
+    cache.purge_expired();
+    let (mut live, mut live_bytes) = (0, 0);
+    for k in &keys {
+        if let Some(entry) = cache.entry(k) {
+            live += 1;
+            live_bytes += entry.size_bytes() as u64;
+        }
+    }
+    assert_eq!(live, cache.len(), "entry count matches the contents");
+    assert_eq!(
+        live_bytes,
+        cache.size_bytes(),
+        "byte count matches the contents"
+    );
+
+    // Everything stored is either still there or was reported once to the listener.
+    let stored = stored.load(Ordering::Relaxed);
+    let stored_bytes = stored_bytes.load(Ordering::Relaxed);
+    assert_eq!(stored, Tally::total(&tally.entries) + live as u64);
+    assert_eq!(stored_bytes, Tally::total(&tally.bytes) + live_bytes);
+
+    let stats = cache.stats();
+    assert_eq!(stats.inserts + stats.updates, stored);
+    for cause in CAUSES {
+        assert_eq!(
+            stats.removals(cause),
+            tally.entries[cause_index(cause)].load(Ordering::Relaxed),
+            "{cause:?}"
+        );
+    }
+    assert!(
+        stats.evictions_size > 1_000,
+        "the budget forced evictions: {stats:?}"
+    );
+    assert!(stats.evictions_expired > 0, "entries expired: {stats:?}");
+}
+
+#[test]
+fn concurrent_mix_keeps_the_budget_and_the_accounting() {
+    run_stress(4, 1);
+}
+
+#[test]
+fn concurrent_mix_on_one_shard() {
+    run_stress(1, 2);
+}
+
+#[test]
+fn loader_runs_once_for_concurrent_callers() {
+    const CALLERS: usize = 8;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let (send, results) = mpsc::channel();
+    for _ in 0..CALLERS {
+        let (cache, runs, barrier, send) =
+            (cache.clone(), runs.clone(), barrier.clone(), send.clone());
+        thread::spawn(move || {
+            barrier.wait();
+            let loaded = cache.get_or_insert_with(key(1), || {
+                // Hold the load until every caller has missed, then a little longer so that
+                // they are all waiting on it.
+                wait_until("all callers missed", || {
+                    cache.stats().misses >= CALLERS as u64
+                });
+                thread::sleep(Duration::from_millis(50));
+                runs.fetch_add(1, Ordering::SeqCst);
+                Bytes::from_static(b"loaded once")
+            });
+            let _ = send.send(loaded);
+        });
+    }
+    for loaded in collect(&results, CALLERS) {
+        assert_eq!(loaded.expect("stored").as_ref(), b"loaded once");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.inserts, stats.load_failures), (1, 1, 0));
+}
+
+#[derive(Debug, PartialEq)]
+struct LoadFailed(usize);
+
+#[test]
+fn loader_error_reaches_every_waiter_and_is_not_cached() {
+    const CALLERS: usize = 6;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let (send, results) = mpsc::channel();
+    for id in 0..CALLERS {
+        let (cache, runs, barrier, send) =
+            (cache.clone(), runs.clone(), barrier.clone(), send.clone());
+        thread::spawn(move || {
+            barrier.wait();
+            let loaded = cache.try_get_or_insert_with(key(1), || {
+                wait_until("all callers missed", || {
+                    cache.stats().misses >= CALLERS as u64
+                });
+                thread::sleep(Duration::from_millis(50));
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<Bytes, _>(LoadFailed(id))
+            });
+            let _ = send.send(loaded);
+        });
+    }
+    let errors: Vec<Arc<LoadFailed>> = collect(&results, CALLERS)
+        .into_iter()
+        .map(|loaded| match loaded {
+            Err(LoadError::Loader(e)) => e,
+            other => panic!("expected the loader's error, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(
+        errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])),
+        "one shared error"
+    );
+    assert_eq!(cache.stats().load_failures, 1);
+
+    assert!(!cache.contains_key(&key(1)), "the error was not cached");
+    let retried = cache
+        .try_get_or_insert_with(key(1), || Ok::<_, LoadFailed>("second try"))
+        .expect("the next call loads again");
+    assert_eq!(retried.as_ref(), b"second try");
+    assert_eq!(cache.get(&key(1)), Some(retried));
+}
+
+#[test]
+fn panicking_loader_strands_no_waiter_and_the_key_stays_loadable() {
+    const WAITERS: usize = 5;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let leading = Arc::new(AtomicBool::new(false));
+    let (send, results) = mpsc::channel();
+
+    let leader = {
+        let (cache, leading) = (cache.clone(), leading.clone());
+        thread::spawn(move || {
+            cache.get_or_insert_with(key(1), || -> Bytes {
+                leading.store(true, Ordering::SeqCst);
+                wait_until("all waiters missed", || {
+                    cache.stats().misses > WAITERS as u64 // the leader missed too
+                });
+                thread::sleep(Duration::from_millis(50));
+                panic!("loader exploded");
+            })
+        })
+    };
+    wait_until("the panicking loader runs", || {
+        leading.load(Ordering::SeqCst)
+    });
+    let takeovers = Arc::new(AtomicUsize::new(0));
+    for _ in 0..WAITERS {
+        let (cache, takeovers, send) = (cache.clone(), takeovers.clone(), send.clone());
+        thread::spawn(move || {
+            let loaded = cache.get_or_insert_with(key(1), || {
+                takeovers.fetch_add(1, Ordering::SeqCst);
+                "taken over"
+            });
+            let _ = send.send(loaded);
+        });
+    }
+
+    let payload = leader
+        .join()
+        .expect_err("the panic reaches the loader's caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"loader exploded"));
+    for loaded in collect(&results, WAITERS) {
+        assert_eq!(loaded.expect("a waiter took over").as_ref(), b"taken over");
+    }
+    assert_eq!(takeovers.load(Ordering::SeqCst), 1, "one waiter took over");
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.load_failures), (1, 1));
+
+    // Not poisoned: the key loads again, also after another panic in this thread.
+    cache.remove(&key(1));
+    let again = panic::catch_unwind(AssertUnwindSafe(|| {
+        cache.get_or_insert_with(key(1), || -> Bytes { panic!("again") })
+    }));
+    assert!(again.is_err());
+    let loaded = cache.get_or_insert_with(key(1), || "third").expect("fits");
+    assert_eq!(loaded.as_ref(), b"third");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"third"[..]));
+}

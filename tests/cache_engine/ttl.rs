@@ -1,0 +1,329 @@
+//! Expiry, driven by a `ManualClock`: default and per-entry TTLs, the exact deadline, purging
+//! and the background sweeper.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Timestamp, Ttl};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::{key, of_cause, recorded, secs};
+
+const NANO: Duration = Duration::from_nanos(1);
+
+/// Asserts that `k` is gone through every read path.
+fn assert_gone(cache: &Cache, k: &memocache::CacheKey) {
+    assert_eq!(cache.entry(k), None);
+    assert!(!cache.contains_key(k));
+    assert_eq!(cache.peek(k), None);
+    assert_eq!(cache.get(k), None);
+}
+
+#[test]
+fn default_ttl_expires_strictly_after_created_plus_ttl() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(7));
+    let (builder, events) = recorded(&clock);
+    let cache = builder.default_ttl(secs(10)).build().expect("valid");
+    let k = key(1);
+    cache.insert(k, "v").expect("fits");
+
+    let entry = cache.entry(&k).expect("live");
+    assert_eq!(entry.created_at(), Timestamp::from_nanos(7_000_000_000));
+    assert_eq!(entry.ttl(), Some(secs(10)));
+    assert_eq!(
+        entry.expires_at(),
+        Some(Timestamp::from_nanos(17_000_000_000))
+    );
+
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        cache.get(&k).as_deref(),
+        Some(&b"v"[..]),
+        "live at exactly created + ttl"
+    );
+    clock.advance(NANO);
+    assert_gone(&cache, &k);
+    assert_eq!(cache.len(), 0, "the read removed the expired entry");
+    assert_eq!(cache.size_bytes(), 0);
+    assert_eq!(
+        of_cause(&events, RemovalCause::Expired),
+        vec![(k, "v".into())]
+    );
+    assert_eq!(cache.stats().evictions_expired, 1);
+}
+
+#[test]
+fn per_entry_ttl_overrides_the_default_and_no_ttl_never_expires() {
+    let clock = ManualClock::new();
+    let (builder, _) = recorded(&clock);
+    let with_default = builder.default_ttl(secs(10)).build().expect("valid");
+    with_default.insert(key(1), "default").expect("fits");
+    with_default
+        .insert_with_ttl(key(2), "short", secs(3))
+        .expect("fits");
+    with_default
+        .insert_with_ttl(key(3), "long", secs(100))
+        .expect("fits");
+
+    clock.advance(Duration::from_secs(3) + NANO);
+    assert_gone(&with_default, &key(2));
+    assert!(with_default.contains_key(&key(1)));
+    clock.advance(Duration::from_secs(7));
+    assert_gone(&with_default, &key(1));
+    assert_eq!(
+        with_default.entry(&key(3)).map(|e| e.ttl()),
+        Some(Some(secs(100)))
+    );
+    clock.advance(Duration::from_secs(90));
+    assert_gone(&with_default, &key(3));
+
+    let (builder, _) = recorded(&clock);
+    let no_default = builder.build().expect("valid");
+    no_default.insert(key(4), "forever").expect("fits");
+    assert_eq!(no_default.entry(&key(4)).map(|e| e.ttl()), Some(None));
+    clock.advance(Duration::from_secs(1_000 * 86_400));
+    assert!(no_default.contains_key(&key(4)));
+    assert_eq!(no_default.purge_expired(), 0);
+}
+
+#[test]
+fn reinserting_restarts_the_ttl_and_can_drop_it() {
+    let clock = ManualClock::new();
+    let (builder, events) = recorded(&clock);
+    let cache = builder.default_ttl(secs(10)).build().expect("valid");
+    cache.insert(key(1), "old").expect("fits");
+    clock.advance(Duration::from_secs(8));
+    cache.insert(key(1), "new").expect("fits");
+    clock.advance(Duration::from_secs(8));
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"new"[..]));
+    // The old value's deadline (t = 10 s) must not expire the new value through the wheel.
+    assert_eq!(cache.purge_expired(), 0);
+    assert!(cache.contains_key(&key(1)));
+
+    // Replacing a timed entry with an untimed one removes its deadline.
+    cache
+        .insert_with_ttl(key(2), "timed", secs(1))
+        .expect("fits");
+    let untimed = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    untimed
+        .insert_with_ttl(key(3), "timed", secs(1))
+        .expect("fits");
+    untimed.insert(key(3), "untimed").expect("fits");
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(untimed.purge_expired(), 0);
+    assert_eq!(untimed.get(&key(3)).as_deref(), Some(&b"untimed"[..]));
+    assert_eq!(
+        cache.purge_expired(),
+        2,
+        "key 1 (t = 18 s) and key 2 (t = 17 s)"
+    );
+    assert_eq!(
+        of_cause(&events, RemovalCause::Replaced),
+        vec![(key(1), "old".into())]
+    );
+}
+
+#[test]
+fn purge_expired_removes_exactly_the_expired_entries_and_reports_them() {
+    let clock = ManualClock::new();
+    let (builder, events) = recorded(&clock);
+    let cache = builder.build().expect("valid");
+    for i in 0..100 {
+        cache
+            .insert_with_ttl(key(i), "short", secs(1))
+            .expect("fits");
+    }
+    for i in 100..150 {
+        cache
+            .insert_with_ttl(key(i), "long", secs(100))
+            .expect("fits");
+    }
+    for i in 150..160 {
+        cache.insert(key(i), "forever").expect("fits");
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        cache.purge_expired(),
+        0,
+        "nothing is expired at exactly the deadline"
+    );
+    clock.advance(NANO);
+    assert_eq!(cache.purge_expired(), 100);
+    assert_eq!(cache.purge_expired(), 0, "a second purge finds nothing");
+    assert_eq!(cache.len(), 60);
+    assert_eq!(
+        cache.size_bytes(),
+        50 * CacheEntry::charged_size(4) as u64 + 10 * CacheEntry::charged_size(7) as u64
+    );
+    let expired: HashSet<_> = of_cause(&events, RemovalCause::Expired)
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(v, "short");
+            k
+        })
+        .collect();
+    assert_eq!(expired, (0..100).map(key).collect());
+    assert_eq!(events.lock().len(), 100, "only Expired events");
+    assert_eq!(cache.stats().evictions_expired, 100);
+
+    clock.advance(Duration::from_secs(99));
+    assert_eq!(cache.purge_expired(), 50);
+    assert_eq!(cache.len(), 10);
+}
+
+/// Random TTLs from a nanosecond to days, the clock moved in random steps: after every purge,
+/// exactly the entries whose deadline has passed are gone (this walks all levels of the wheel).
+#[test]
+fn purge_tracks_random_deadlines_across_time_scales() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 24)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut deadlines = Vec::new();
+    let mut purged = 0;
+    for round in 0..60u64 {
+        for j in 0..50u64 {
+            let i = round * 50 + j;
+            let scale = [
+                1u64,
+                1_000_000,
+                1_000_000_000,
+                60_000_000_000,
+                86_400_000_000_000,
+            ][rng.random_range(0..5)];
+            let ttl = Duration::from_nanos(rng.random_range(1..=3 * scale));
+            cache
+                .insert_with_ttl(key(i), "", Ttl::new(ttl).expect("positive"))
+                .expect("fits");
+            deadlines.push(clock.now().as_nanos() + ttl.as_nanos() as u64);
+        }
+        let step = [1u64, 1_000_000_000, 90_000_000_000, 7_200_000_000_000][rng.random_range(0..4)];
+        clock.advance(Duration::from_nanos(rng.random_range(0..=step)));
+        purged += cache.purge_expired();
+        let now = clock.now().as_nanos();
+        let live = deadlines.iter().filter(|&&d| d >= now).count();
+        assert_eq!(cache.len(), live, "round {round}: only live entries remain");
+        assert_eq!(purged, deadlines.len() - live);
+    }
+}
+
+/// A clock that counts its readers' calls.
+#[derive(Debug, Clone)]
+struct CountingClock {
+    clock: ManualClock,
+    reads: Arc<AtomicU64>,
+}
+
+impl Clock for CountingClock {
+    fn now(&self) -> Timestamp {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.clock.now()
+    }
+}
+
+/// Threads of this process with the given name (Linux truncates names to 15 bytes).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (at most 10 s) until `count` threads carry `name`: a new thread names itself after it
+/// starts, and a joined thread leaves `/proc` a moment after it exits.
+fn wait_for_threads(name: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads_named(name) != count {
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} threads named {name}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn sweeper_removes_expired_entries_without_traffic_and_stops_on_drop() {
+    const SWEEPER: &str = "memocache-sweep";
+    let clock = ManualClock::new();
+    let reads = Arc::new(AtomicU64::new(0));
+    let counting = CountingClock {
+        clock: clock.clone(),
+        reads: Arc::clone(&reads),
+    };
+    let (_, events) = recorded(&clock);
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(counting)
+        .default_ttl(secs(60))
+        .sweep_interval(Duration::from_millis(2))
+        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+        .build()
+        .expect("valid");
+    if cfg!(target_os = "linux") {
+        wait_for_threads(SWEEPER, 1);
+    }
+    for i in 0..20 {
+        cache.insert(key(i), "x").expect("fits");
+    }
+    cache
+        .insert_with_ttl(key(99), "x", secs(600))
+        .expect("fits");
+
+    clock.advance(Duration::from_secs(61));
+    // No reads or writes from here on: only the sweeper can remove the entries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper did not purge within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(of_cause(&events, RemovalCause::Expired).len(), 20);
+    assert_eq!(cache.stats().evictions_expired, 20);
+
+    let handle = cache.clone();
+    drop(cache);
+    assert_eq!(
+        handle.len(),
+        1,
+        "a live handle keeps the cache and its sweeper"
+    );
+    drop(handle);
+    // Dropping the last handle joined the sweeper, which released its clock.
+    if cfg!(target_os = "linux") {
+        wait_for_threads(SWEEPER, 0);
+    }
+    assert_eq!(
+        Arc::strong_count(&reads),
+        1,
+        "the cache and its clock were freed"
+    );
+    let after = reads.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        after,
+        "nothing reads the clock any more"
+    );
+}
