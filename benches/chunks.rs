@@ -16,10 +16,8 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use memocache::chunk::{
-    AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, ConcurrencyLimit, RetryConfig, RunOptions,
-};
-use memocache::{Cache, CacheKey};
+use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions};
+use memocache::{Cache, CacheKey, ConcurrencyLimit, RetryConfig};
 
 const MIB: usize = 1024 * 1024;
 

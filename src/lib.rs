@@ -19,28 +19,44 @@
 //! * [`key`] — [`CacheKey`]: prefix + SHA-256 digest, derivations, parsing.
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
+//! * [`job`] — [`Job`], [`JobQueue`] and [`WorkerPool`]: memoized, prioritised background work.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
 //! * `trace` (feature `trace`, on by default) — access-trace readers and exact LRU / OPT
 //!   simulators for hit-ratio measurements.
+//! * [`metrics`] — [`MetricSeries`] with numpy-exact percentiles, [`MetricsRegistry`] rendering
+//!   Prometheus text, [`AlertRule`]s evaluated by an [`AlertEvaluator`].
 //! * [`chunk`] — chunked parallel processing of long recordings: [`ChunkSize`], the
 //!   streaming splitter, [`ProcessingTask`], [`ChunkedProcessor`] with per-chunk memoization.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod codec;
 pub mod entry;
+pub mod job;
 pub mod key;
+pub mod metrics;
 pub mod time;
 #[cfg(feature = "trace")]
 pub mod trace;
 
+pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
 pub use codec::CodecError;
 pub use entry::CacheEntry;
+pub use job::{
+    Backoff, ConcurrencyLimit, InvalidConcurrency, InvalidPriority, InvalidStateTransition, Job,
+    JobContext, JobError, JobId, JobIdError, JobPayload, JobPriority, JobQueue, JobQueueBuilder,
+    JobResult, JobStatus, JobType, Lease, MemoStore, PoolError, PoolStats, QueueConfigError,
+    QueueError, QueueStats, RetryConfig, RetryConfigError, Shutdown, WorkerId, WorkerPool,
+};
 pub use key::{CacheKey, KeyBuilder, KeyError};
+pub use metrics::{
+    Aggregation, AlertEvaluator, AlertRule, AlertRuleId, Comparison, MemoryNotifier, MetricError,
+    MetricSeries, MetricType, MetricValue, MetricsRegistry, Notifier, Percentile, SeriesId,
+    Severity, Tags, Threshold, TracingNotifier,
+};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
-pub mod cache;
-pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause};
 pub mod chunk;
 pub use chunk::{
     AudioChunk, CancelToken, ChunkInfo, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor,

@@ -89,7 +89,7 @@ impl Ttl {
     }
 
     /// The TTL in nanoseconds; always fits by construction.
-    pub(crate) fn as_nanos(self) -> u64 {
+    pub fn as_nanos(self) -> u64 {
         u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
     }
 }

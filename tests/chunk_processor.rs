@@ -7,10 +7,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memocache::chunk::{
-    AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ConcurrencyLimit,
-    ProcessError, Progress, RetryConfig, RunOptions, Segment, SplitError,
+    AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, Progress,
+    RunOptions, Segment, SplitError,
 };
-use memocache::{Cache, ManualClock};
+use memocache::{Cache, ConcurrencyLimit, ManualClock, RetryConfig};
 use parking_lot::{Condvar, Mutex};
 
 const CHUNK: u64 = 64;
@@ -351,26 +351,29 @@ fn retry_backoff_follows_the_cache_clock() {
         .build()
         .unwrap();
     let failed_once = AtomicUsize::new(0);
-    let (failed_tx, failed_rx) = mpsc::channel();
-    let failed_tx = Mutex::new(failed_tx);
     let f = |chunk: &AudioChunk| {
         if chunk.index() == 0 && failed_once.fetch_add(1, Ordering::SeqCst) == 0 {
-            let _ = failed_tx.lock().send(());
             return Err("rate limited".to_owned());
         }
         Ok(describe(chunk))
     };
-    // An hour of backoff passes when the test moves the clock, not in real time.
+    // An hour of backoff passes when the test moves the clock, not in real time. The wait's
+    // deadline is taken after the failure, so the clock keeps moving until the run is over.
     let p = processor(&cache, 2, RetryConfig::fixed(1, Duration::from_secs(3600)));
+    let done = std::sync::atomic::AtomicBool::new(false);
     let started = Instant::now();
     let out = std::thread::scope(|s| {
-        let clock = clock.clone();
-        s.spawn(move || {
-            failed_rx.recv().unwrap();
-            clock.advance(Duration::from_secs(3600));
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if failed_once.load(Ordering::SeqCst) > 0 {
+                    clock.advance(Duration::from_secs(600));
+                }
+                std::thread::yield_now();
+            }
         });
-        p.process_reader(Cursor::new(&data), &f, RunOptions::new())
-            .unwrap()
+        let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
+        done.store(true, Ordering::SeqCst);
+        out.unwrap()
     });
     assert_eq!((out.retries, out.chunks[0].attempts), (1, 2));
     assert_eq!(texts(&out), expected(&data));

@@ -20,14 +20,14 @@
 //!   exceed the bounds, under any interleaving: after every call, `size_bytes() <= max_bytes`
 //!   and `len() <= max_entries`. A value larger than the budget is refused with
 //!   [`CacheError::TooLarge`] before anything is evicted.
-//! * **Eviction policy.** S3-FIFO per shard — see [`policy`](self::policy) for why.
+//! * **Eviction policy.** S3-FIFO per shard — see `src/cache/policy.rs` for why.
 //! * **Expiry.** An expired entry is never returned. Expired entries are also removed
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
-//!   [`expiry`](self::expiry)) that [`Cache::purge_expired`] advances — by hand, or every
+//!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
 //!   interval from a sweeper thread the builder can start
 //!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
-//!   runs once per key; see [`loader`](self::loader).
+//!   runs once per key; see `src/cache/loader.rs`.
 //! * **Listeners.** The eviction listener is called after the shard lock is released, with the
 //!   [`RemovalCause`].
 
@@ -472,15 +472,41 @@ impl Inner {
         // Pay the one-time shared-header allocation of a Vec-backed Bytes here, not on a hit.
         drop(entry.value.clone());
         let key = entry.key;
+        let now = entry.now;
         let hash = self.hasher.hash(&key);
         let index = self.shard_of(hash);
         let mut removed = Removed::new();
-        self.reserve(charge, index, entry.now, &mut removed);
-        let replaced = self.shards[index].0.write().insert(hash, entry);
+        // Reserve under the shard lock, where it is known whether the key is present: an
+        // update needs only its growth in bytes, a new key its charge and one entry. Evicting
+        // happens with the lock released, so no thread ever holds two shard locks.
+        let mut shard = loop {
+            let shard = self.shards[index].0.write();
+            let fits = match shard.find(hash, &key) {
+                Some(old) => {
+                    charge <= old.charge() || self.try_reserve_bytes(charge - old.charge())
+                }
+                None => self.try_reserve(charge),
+            };
+            if fits {
+                break shard;
+            }
+            drop(shard);
+            if !self.evict_one(index, now, &mut removed) {
+                // Every shard is empty: the budget is held by reservations of inserts in
+                // flight, which will land (and become evictable) shortly.
+                std::thread::yield_now();
+            }
+        };
+        let replaced = shard.insert(hash, entry);
+        drop(shard);
         let counters = self.counters.local();
         match replaced {
             Some((old_value, old_charge)) => {
-                self.release(old_charge, 1);
+                if old_charge > charge {
+                    self.bytes
+                        .0
+                        .fetch_sub(old_charge - charge, Ordering::AcqRel);
+                }
                 Counters::bump(&counters.updates);
                 removed.push((key, old_value, RemovalCause::Replaced));
             }
@@ -490,32 +516,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Reserves `charge` bytes and one entry, evicting until they fit.
-    fn reserve(&self, charge: u64, home: usize, now: u64, removed: &mut Removed) {
-        loop {
-            if self.try_reserve(charge) {
-                return;
-            }
-            if !self.evict_one(home, now, removed) {
-                // Every shard is empty: the budget is held by reservations of inserts in
-                // flight, which will land (and become evictable) shortly.
-                std::thread::yield_now();
-            }
-        }
-    }
-
+    /// Reserves `charge` bytes and one entry if both fit.
     fn try_reserve(&self, charge: u64) -> bool {
-        let (max_bytes, max_entries) = (self.max_bytes, self.max_entries);
-        let bytes_ok = self
-            .bytes
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                b.checked_add(charge).filter(|&sum| sum <= max_bytes)
-            })
-            .is_ok();
-        if !bytes_ok {
+        if !self.try_reserve_bytes(charge) {
             return false;
         }
+        let max_entries = self.max_entries;
         let entries_ok = self
             .entries
             .0
@@ -527,6 +533,17 @@ impl Inner {
             self.bytes.0.fetch_sub(charge, Ordering::AcqRel);
         }
         entries_ok
+    }
+
+    /// Reserves `bytes` if they fit.
+    fn try_reserve_bytes(&self, bytes: u64) -> bool {
+        let max_bytes = self.max_bytes;
+        self.bytes
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(bytes).filter(|&sum| sum <= max_bytes)
+            })
+            .is_ok()
     }
 
     fn release(&self, charge: u64, entries: u64) {

@@ -3,7 +3,7 @@
 //! # Design
 //!
 //! A long recording is cut into chunks small enough for a speech-to-text upload (at most
-//! 25 MB), the chunks are processed in parallel under a [`ConcurrencyLimit`], and every chunk
+//! 25 MB), the chunks are processed in parallel under a [`ConcurrencyLimit`](crate::ConcurrencyLimit), and every chunk
 //! result is memoized in the [`Cache`](crate::Cache) under a key derived from the chunk's
 //! *content*. A re-run after an edit, a crash or a failure therefore redoes only the chunks
 //! whose bytes changed or that never finished; the merged result is memoized too, under the
@@ -28,16 +28,14 @@
 //! * Everything is hashed twice (the whole file, then each chunk); with SHA-NI that is a small
 //!   cost next to any model, and it is what lets an unchanged file return without splitting.
 //!
-//! `RetryConfig` and `ConcurrencyLimit` belong to the jobs layer (`src/job`); until it is
-//! merged, [`pending_deps`] holds clearly marked stand-ins with the same names.
+//! [`RetryConfig`](crate::RetryConfig) and [`ConcurrencyLimit`](crate::ConcurrencyLimit) are
+//! the jobs layer's value objects, shared with the job queue.
 
-pub mod pending_deps;
 pub mod processor;
 pub mod size;
 pub mod split;
 pub mod task;
 
-pub use pending_deps::{ConcurrencyLimit, RetryConfig};
 pub use processor::{
     CancelToken, ChunkOutcome, ChunkedProcessor, ChunkedProcessorBuilder, MergeFn, ProcessError,
     ProcessOutput, ProcessorConfigError, Progress, ProgressFn, RunOptions, merge_transcripts,

@@ -37,7 +37,8 @@
 //!   and is overwritten. The merge step is not part of any key: a caller who changes how
 //!   chunks are merged should change the identity too.
 //! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
-//!   times, after `RetryConfig::calculate_delay(retry)`, through the [`ProcessingTask`] state
+//!   times, after `RetryConfig::retry_delay(retry)` (the seed's `calculate_delay`, with the
+//!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`] state
 //!   machine (`Processing → Failed → Pending → Processing`). A wait ends when the cache's
 //!   clock reaches its deadline, checked at least every 10 ms, so with a `ManualClock` a test
 //!   moves past a one-hour backoff by advancing the clock (and a wait lasts until it does).
@@ -67,7 +68,6 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-use super::pending_deps::{ConcurrencyLimit, RetryConfig};
 use super::size::ChunkPlan;
 use super::split::{SplitError, split};
 use super::task::{
@@ -75,6 +75,7 @@ use super::task::{
     Segment,
 };
 use crate::cache::Cache;
+use crate::job::{ConcurrencyLimit, RetryConfig};
 use crate::key::{CacheKey, KeyError};
 use crate::time::{SharedClock, Timestamp};
 
@@ -867,7 +868,7 @@ impl ChunkedProcessor {
                             cause,
                         });
                     }
-                    if run.wait(self.retry.calculate_delay(retries)) {
+                    if run.wait(self.retry.retry_delay(retries)) {
                         return Err(Stop::Halted);
                     }
                     task.retry().map_err(Stop::Task)?;

@@ -1,0 +1,252 @@
+//! Job queue throughput: submit + take + complete, one thread and two (a producer and a worker),
+//! against a `Mutex<BinaryHeap>` + `Condvar` priority queue and a crossbeam channel (no
+//! priorities) in the same run.
+//!
+//! Every variant moves the same `Job` values (created with `Job::new`, priorities cycling
+//! Low/Medium/High) and makes the same state transitions on them, so the difference is the
+//! queueing: the baselines hand the job itself to the worker and forget it, `JobQueue` also keeps
+//! the record (status lookups, leases, retries, retention of finished jobs).
+//!
+//! Run with `cargo bench --bench queue`.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use memocache::{Job, JobPriority, JobQueue, JobResult, JobType, QueueError, Timestamp, WorkerId};
+use parking_lot::{Condvar, Mutex};
+
+/// Jobs submitted before they are taken, in the single-threaded loop.
+const BATCH: u64 = 64;
+
+fn make_job(n: u64) -> Job {
+    let priority = JobPriority::ALL[(n % 3) as usize];
+    Job::new(JobType::Transcription, &b"payload"[..]).with_priority(priority)
+}
+
+/// What a worker does with a job it got from a baseline: the same transitions the queue makes.
+fn run(mut job: Job, worker: &WorkerId) {
+    let now = Timestamp::ZERO;
+    let _ = job.start_processing(worker.clone(), now);
+    let _ = job.complete(JobResult::default(), now);
+    black_box(job);
+}
+
+// --- baseline: Mutex<BinaryHeap> + Condvar -------------------------------------------------
+
+struct Item {
+    priority: JobPriority,
+    seq: Reverse<u64>,
+    job: Job,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Item) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Item) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, other: &Item) -> Ordering {
+        (self.priority, self.seq).cmp(&(other.priority, other.seq))
+    }
+}
+
+#[derive(Default)]
+struct HeapQueue {
+    heap: Mutex<(BinaryHeap<Item>, u64)>,
+    ready: Condvar,
+}
+
+impl HeapQueue {
+    fn push(&self, job: Job) {
+        let mut guard = self.heap.lock();
+        let (heap, seq) = &mut *guard;
+        *seq += 1;
+        heap.push(Item {
+            priority: job.priority(),
+            seq: Reverse(*seq),
+            job,
+        });
+        drop(guard);
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> Job {
+        let mut guard = self.heap.lock();
+        loop {
+            if let Some(item) = guard.0.pop() {
+                return item.job;
+            }
+            self.ready.wait(&mut guard);
+        }
+    }
+}
+
+// --- the runs ---------------------------------------------------------------------------------
+
+/// The queue as configured by default.
+fn queue() -> JobQueue {
+    JobQueue::builder().build().expect("valid config")
+}
+
+/// Keeping few finished records shows what the default retention (10 000 records, mostly out
+/// of cache by the time they are dropped) costs per job.
+fn queue_small_retention() -> JobQueue {
+    JobQueue::builder()
+        .retain_finished(64)
+        .build()
+        .expect("valid config")
+}
+
+fn submit_blocking(queue: &JobQueue, mut job: Job) {
+    loop {
+        match queue.submit(job) {
+            Ok(_) => return,
+            // Backpressure: the worker is behind. Rebuild the job (it was consumed) and retry.
+            Err(QueueError::Full { .. }) => {
+                thread::yield_now();
+                job = make_job(0);
+            }
+            Err(e) => panic!("submit failed: {e}"),
+        }
+    }
+}
+
+fn jobqueue_1t(queue: JobQueue, iters: u64) -> Duration {
+    let worker = WorkerId::new("w");
+    let start = Instant::now();
+    let mut n = 0;
+    while n < iters {
+        let batch = BATCH.min(iters - n);
+        for i in 0..batch {
+            queue.submit(make_job(n + i)).expect("room");
+        }
+        for _ in 0..batch {
+            let lease = queue.try_next(&worker).expect("ready");
+            queue
+                .complete(&lease, JobResult::default())
+                .expect("current lease");
+        }
+        n += batch;
+    }
+    start.elapsed()
+}
+
+fn heap_1t(iters: u64) -> Duration {
+    let queue = HeapQueue::default();
+    let worker = WorkerId::new("w");
+    let start = Instant::now();
+    let mut n = 0;
+    while n < iters {
+        let batch = BATCH.min(iters - n);
+        for i in 0..batch {
+            queue.push(make_job(n + i));
+        }
+        for _ in 0..batch {
+            run(queue.pop(), &worker);
+        }
+        n += batch;
+    }
+    start.elapsed()
+}
+
+fn channel_1t(iters: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let worker = WorkerId::new("w");
+    let start = Instant::now();
+    let mut n = 0;
+    while n < iters {
+        let batch = BATCH.min(iters - n);
+        for i in 0..batch {
+            tx.send(make_job(n + i)).expect("open");
+        }
+        for _ in 0..batch {
+            run(rx.recv().expect("open"), &worker);
+        }
+        n += batch;
+    }
+    start.elapsed()
+}
+
+fn jobqueue_2t(iters: u64) -> Duration {
+    let queue = queue();
+    let start = Instant::now();
+    let producer = {
+        let queue = queue.clone();
+        thread::spawn(move || (0..iters).for_each(|n| submit_blocking(&queue, make_job(n))))
+    };
+    let worker = WorkerId::new("w");
+    for _ in 0..iters {
+        let lease = queue
+            .next(&worker, Duration::from_secs(10))
+            .expect("the producer keeps up");
+        queue
+            .complete(&lease, JobResult::default())
+            .expect("current lease");
+    }
+    producer.join().expect("producer");
+    start.elapsed()
+}
+
+fn heap_2t(iters: u64) -> Duration {
+    let queue = Arc::new(HeapQueue::default());
+    let start = Instant::now();
+    let producer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || (0..iters).for_each(|n| queue.push(make_job(n))))
+    };
+    let worker = WorkerId::new("w");
+    for _ in 0..iters {
+        run(queue.pop(), &worker);
+    }
+    producer.join().expect("producer");
+    start.elapsed()
+}
+
+fn channel_2t(iters: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let start = Instant::now();
+    let producer = thread::spawn(move || {
+        (0..iters).for_each(|n| tx.send(make_job(n)).expect("open"));
+    });
+    let worker = WorkerId::new("w");
+    for _ in 0..iters {
+        run(rx.recv().expect("open"), &worker);
+    }
+    producer.join().expect("producer");
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("submit_take_complete");
+    group
+        .throughput(Throughput::Elements(1))
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(15);
+    group.bench_function("1_thread/job_queue", |b| {
+        b.iter_custom(|iters| jobqueue_1t(queue(), iters))
+    });
+    group.bench_function("1_thread/job_queue_retain_64", |b| {
+        b.iter_custom(|iters| jobqueue_1t(queue_small_retention(), iters))
+    });
+    group.bench_function("1_thread/binary_heap_condvar", |b| b.iter_custom(heap_1t));
+    group.bench_function("1_thread/crossbeam_channel", |b| b.iter_custom(channel_1t));
+    group.bench_function("2_threads/job_queue", |b| b.iter_custom(jobqueue_2t));
+    group.bench_function("2_threads/binary_heap_condvar", |b| b.iter_custom(heap_2t));
+    group.bench_function("2_threads/crossbeam_channel", |b| b.iter_custom(channel_2t));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

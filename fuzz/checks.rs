@@ -1,0 +1,224 @@
+//! The fuzzing properties, shared by the cargo-fuzz targets in `fuzz_targets/` and by the
+//! stable-toolchain test `tests/fuzz_corpus.rs`, which replays every file under
+//! `fuzz/corpus/<target>/` through the same function. There is one copy of each check.
+//!
+//! Each check takes the raw fuzzer input, decodes what it needs from it with the small,
+//! total decoders below (every byte string is a valid input), and panics when a property is
+//! violated. A panic is what libFuzzer reports as a crash and what fails the corpus test.
+//!
+//! To add a target: write `pub fn name(data: &[u8])` here, add it to [`TARGETS`], add
+//! `fuzz_targets/name.rs` (a three-line `fuzz_target!` calling it) with its `[[bin]]` entry in
+//! `fuzz/Cargo.toml`, and commit seeds under `fuzz/corpus/name/`. The corpus test fails if a
+//! target file, a `TARGETS` entry or a corpus directory is missing.
+
+use std::io::{self, Read};
+
+use memocache::{CacheKey, KeyError};
+
+/// A property check over one fuzzer input; panics when the property is violated.
+pub type Check = fn(&[u8]);
+
+/// Every check by target name; the corpus test replays `fuzz/corpus/<name>/` through each.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("key_parse", key_parse),
+    ("key_parts", key_parts),
+    ("key_stream", key_stream),
+];
+
+/// `FromStr` never panics; whatever parses displays back as the input with its digest
+/// lower-cased (the prefix keeps its case), re-parses to the same key, and every well-formed
+/// input parses.
+pub fn key_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = text.parse::<CacheKey>();
+    let expected = well_formed_key(&text);
+    match (parsed, expected) {
+        (Ok(key), Some(display)) => {
+            assert_eq!(key.to_string(), display, "display of a parsed key");
+            assert_eq!(display.parse::<CacheKey>().ok(), Some(key), "re-parse");
+            assert_eq!(key.prefix(), display.split_once(':').map_or("", |p| p.0));
+        }
+        (Ok(key), None) => panic!("{text:?} is malformed but parsed as {key}"),
+        // The interner is bounded: a process that has seen too many prefixes refuses new ones.
+        (Err(KeyError::TooManyPrefixes), Some(_)) => {}
+        (Err(e), Some(_)) => panic!("{text:?} is well formed but was rejected: {e}"),
+        (Err(e), None) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// The display form of `text` if it is a well-formed key (`prefix:<64 hex digits>`), decided
+/// independently of the parser under test.
+fn well_formed_key(text: &str) -> Option<String> {
+    let (prefix, digest) = text.split_once(':')?;
+    let prefix_ok = (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let digest_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+    (prefix_ok && digest_ok).then(|| format!("{prefix}:{}", digest.to_ascii_lowercase()))
+}
+
+/// Distinct part lists never give equal keys through `CacheKey::builder` (in particular,
+/// re-splitting the same concatenated bytes at other boundaries changes the key), equal lists
+/// give equal keys, and `from_parts` never panics and agrees with the seed's derivation.
+pub fn key_parts(data: &[u8]) {
+    let mut input = Bytes(data);
+    let parts = input.parts();
+    // The same bytes as `parts`, cut at other places: the classic ["ab", "c"] / ["a", "bc"].
+    let concat = parts.concat();
+    let resplit = Bytes(&concat).resplit(&mut input);
+    let other = input.parts();
+
+    let key = |list: &[Vec<u8>]| -> CacheKey {
+        let builder = CacheKey::builder("fuzz").expect("a valid prefix");
+        list.iter().fold(builder, |b, part| b.part(part)).finish()
+    };
+    let base = key(&parts);
+    for list in [&resplit, &other] {
+        assert_eq!(
+            *list == parts,
+            key(list) == base,
+            "parts {parts:?} vs {list:?}: equal lists must give equal keys and only they"
+        );
+    }
+    let again = CacheKey::builder("fuzz").expect("a valid prefix");
+    assert_eq!(parts.iter().fold(again, |b, p| b.part(p)).finish(), base);
+
+    // from_parts over arbitrary text: never panics; Ok exactly when the inputs are valid,
+    // and then the key is SHA-256 of "{lower-case file_hash}:{language}".
+    let text = String::from_utf8_lossy(data);
+    let mut fields = text.splitn(3, '\n');
+    let file_hash = fields.next().unwrap_or("");
+    let language = fields.next().unwrap_or("");
+    let prefix = fields.next().unwrap_or("");
+    let valid = file_hash.len() == 64
+        && file_hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && (1..=35).contains(&language.len())
+        && language
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match CacheKey::from_parts(file_hash, language, prefix) {
+        Ok(key) => {
+            assert!(valid, "from_parts accepted {file_hash:?} / {language:?}");
+            let seed = format!("{}:{language}", file_hash.to_ascii_lowercase());
+            let expected = CacheKey::from_content(seed.as_bytes(), prefix).expect("prefix ok");
+            assert_eq!(key, expected, "from_parts must be the seed's derivation");
+        }
+        Err(KeyError::InvalidPrefix { .. } | KeyError::TooManyPrefixes) => {}
+        Err(e) => assert!(!valid, "from_parts rejected valid input: {e}"),
+    }
+    // The same through `transcript`, whose prefix is always valid.
+    let transcript = CacheKey::transcript(file_hash, language);
+    assert_eq!(
+        transcript.is_ok(),
+        valid,
+        "transcript({file_hash:?}, {language:?})"
+    );
+}
+
+/// `from_reader` over any split of the input (short reads, interrupted reads, reads that
+/// straddle its internal buffer) gives the same key as `from_content`.
+pub fn key_stream(data: &[u8]) {
+    let mut input = Bytes(data);
+    let schedule_len = usize::from(input.byte() % 16);
+    let schedule: Vec<Option<usize>> = input
+        .take(schedule_len)
+        .iter()
+        .map(|&b| {
+            // 0 stands for an interrupted read; the high bit scales up to cross buffer edges.
+            let n = usize::from(b & 0x7f);
+            let n = if b & 0x80 != 0 { n * 1021 } else { n };
+            (n != 0).then_some(n)
+        })
+        .collect();
+    // Repeating the rest lets short fuzz inputs produce content longer than the 64 KiB buffer.
+    let repeat = usize::from(input.byte() % 64) + 1;
+    let content = input.0.repeat(repeat);
+
+    let expected = CacheKey::from_content(&content, "stream").expect("a valid prefix");
+    let reader = SplitReader {
+        data: &content,
+        schedule: &schedule,
+        step: 0,
+    };
+    let streamed = CacheKey::from_reader(reader, "stream").expect("a valid prefix");
+    assert_eq!(
+        streamed,
+        expected,
+        "schedule {schedule:?}, {} bytes",
+        content.len()
+    );
+}
+
+/// A reader that hands out `data` in the sizes `schedule` gives, cycling; `None` is an
+/// `Interrupted` error, which `from_reader` must retry. An empty schedule reads all at once.
+struct SplitReader<'a> {
+    data: &'a [u8],
+    schedule: &'a [Option<usize>],
+    step: usize,
+}
+
+impl Read for SplitReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let size = match self.schedule {
+            [] => Some(self.data.len()),
+            s => s[self.step % s.len()],
+        };
+        self.step += 1;
+        // Bound the interruptions so that a schedule of only `None` still terminates.
+        let size = match size {
+            None if self.step < 1_000 => {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "fuzz"));
+            }
+            None => self.data.len(),
+            Some(n) => n,
+        };
+        let n = size.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// A total decoder over the fuzzer's bytes: running out of input yields zeros and empties.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn byte(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+
+    /// A list of up to 7 parts, each a length byte and that many bytes.
+    fn parts(&mut self) -> Vec<Vec<u8>> {
+        let count = usize::from(self.byte() % 8);
+        (0..count)
+            .map(|_| {
+                let len = usize::from(self.byte());
+                self.take(len).to_vec()
+            })
+            .collect()
+    }
+
+    /// All of `self` cut into parts at offsets read from `cuts` (empty parts included).
+    fn resplit(mut self, cuts: &mut Bytes<'_>) -> Vec<Vec<u8>> {
+        let count = usize::from(cuts.byte() % 8);
+        let mut out: Vec<Vec<u8>> = (0..count)
+            .map(|_| {
+                let len = usize::from(cuts.byte());
+                self.take(len % (self.0.len() + 1)).to_vec()
+            })
+            .collect();
+        if !self.0.is_empty() || count == 0 && cuts.byte() % 2 == 1 {
+            out.push(self.0.to_vec());
+        }
+        out
+    }
+}

@@ -1,0 +1,62 @@
+//! Memoized jobs: where the queue looks results up and stores them.
+//!
+//! # Design
+//!
+//! A job with a memo key ([`crate::Job::transcription`], [`crate::Job::keyed`],
+//! [`crate::Job::with_memo_key`]) names its computation by content: two jobs with the same key
+//! compute the same result. The queue uses that key three ways:
+//!
+//! 1. **Memo hit.** At submit, if the [`MemoStore`] holds the key, the job completes at once
+//!    with the stored result ([`crate::Job::complete_memoized`]); no worker ever sees it.
+//! 2. **Coalescing.** If an identical job (same key) is already queued or running, the new job
+//!    becomes its *follower*: it is not queued for a worker, and when the leader completes,
+//!    every follower completes with the same result. One execution per content key. A follower
+//!    more urgent than its leader raises the leader's priority (priority inheritance), so
+//!    coalescing never makes an urgent job wait behind low-priority work. If the leader is
+//!    cancelled, its first follower takes over as leader; if the leader fails for good, its
+//!    followers fail with it (and are dead-lettered), since they would fail the same way.
+//! 3. **Store.** When a memoized job completes, its result is stored under the key.
+//!
+//! The lookup at submit and the store at completion happen under the queue's lock, which closes
+//! the race where a submit misses the store just before a leader's result lands and then, the
+//! leader being gone, runs the computation again. The price is that the store's own code runs
+//! under the queue's lock, so a store (for example a cache eviction listener) must never call
+//! back into the queue.
+//!
+//! The queue depends only on the [`MemoStore`] trait, not on a particular cache, so it builds
+//! and runs without one (then nothing is memoized across time, but identical in-flight jobs are
+//! still coalesced). The crate's [`Cache`] implements it (build the queue with
+//! [`crate::JobQueueBuilder::cache`]): a lookup is a [`Cache::get`], so memo hits count as
+//! cache hits and refresh the entry, and a store is a [`Cache::insert`] under the cache's
+//! default TTL.
+
+use std::error::Error;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::cache::Cache;
+use crate::key::CacheKey;
+
+/// The error a [`MemoStore`] reports when it could not store a result.
+pub type MemoStoreError = Box<dyn Error + Send + Sync>;
+
+/// Where a [`crate::JobQueue`] looks up and stores memoized results.
+pub trait MemoStore: Send + Sync + fmt::Debug {
+    /// The stored result for `key`, if any.
+    fn lookup(&self, key: &CacheKey) -> Option<Bytes>;
+
+    /// Stores `value` under `key`. A failure does not fail the job (its result was computed);
+    /// the queue counts it in [`crate::QueueStats::memo_store_failures`].
+    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError>;
+}
+
+impl MemoStore for Cache {
+    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
+        self.get(key)
+    }
+
+    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {
+        Ok(self.insert(key, value)?)
+    }
+}

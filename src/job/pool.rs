@@ -1,0 +1,439 @@
+//! [`WorkerPool`]: threads that take jobs from a [`JobQueue`] and run a handler per job type.
+//!
+//! # Design
+//!
+//! Each of the pool's `ConcurrencyLimit` threads loops: take a job of a type the pool has a
+//! handler for ([`JobQueue::next_for`], so jobs of other types stay queued for someone else),
+//! run the handler, report the outcome. A handler returns `Ok(result)` (complete),
+//! `Err(JobError::Failed(..))` (a failed attempt: retry or dead letter), or
+//! `Err(JobError::Interrupted)` (give the job back unrun, see shutdown). A handler that
+//! **panics** is caught with `catch_unwind` and counts as a failed attempt with the panic
+//! message; the thread survives and takes the next job.
+//!
+//! Long handlers call [`JobContext::heartbeat`] to keep their lease; a refused heartbeat means
+//! the job was cancelled or taken back, and the handler should stop.
+//!
+//! # Shutdown
+//!
+//! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they
+//! can handle is ready and no job is running (a running job may fail and come back for an
+//! immediate retry), then stop. Jobs waiting out a retry delay stay queued: the queue outlives
+//! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
+//! [`JobContext::stop_requested`] is true so a long handler can return
+//! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt.
+//! A thread cannot be preempted, so both modes wait for running handlers to return. Dropping
+//! the pool is `shutdown(Shutdown::Now)`.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::concurrency::ConcurrencyLimit;
+use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
+use super::queue::{JobQueue, Lease, QueueError};
+
+/// How long an idle worker blocks in the queue before re-checking for shutdown.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Why a handler did not produce a result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The attempt failed; the job is retried or dead-lettered.
+    #[error("{0}")]
+    Failed(String),
+    /// The handler stopped because the pool is shutting down; the job is given back unrun.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> JobError {
+        JobError::Failed(message)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(message: &str) -> JobError {
+        JobError::Failed(message.to_owned())
+    }
+}
+
+/// A handler: runs one job.
+pub type Handler = Arc<dyn Fn(&JobContext<'_>) -> Result<JobResult, JobError> + Send + Sync>;
+
+/// What a handler sees of the job it runs.
+pub struct JobContext<'a> {
+    lease: &'a Lease,
+    queue: &'a JobQueue,
+    shared: &'a Shared,
+}
+
+impl JobContext<'_> {
+    /// The job.
+    pub fn job_id(&self) -> JobId {
+        self.lease.job_id()
+    }
+
+    /// The kind of work.
+    pub fn job_type(&self) -> JobType {
+        self.lease.job_type()
+    }
+
+    /// The input.
+    pub fn payload(&self) -> &JobPayload {
+        self.lease.payload()
+    }
+
+    /// 0 on the first attempt, then the number of retries so far.
+    pub fn attempt(&self) -> u32 {
+        self.lease.attempt()
+    }
+
+    /// The worker running the job.
+    pub fn worker(&self) -> &WorkerId {
+        self.lease.worker()
+    }
+
+    /// The lease, for the memo key and deadline.
+    pub fn lease(&self) -> &Lease {
+        self.lease
+    }
+
+    /// Extends the lease. An error means the job is no longer this worker's (cancelled or
+    /// taken back after a lease expiry): the handler should stop, its result would be refused.
+    pub fn heartbeat(&self) -> Result<(), QueueError> {
+        self.queue.heartbeat(self.lease).map(drop)
+    }
+
+    /// Whether the pool is shutting down with [`Shutdown::Now`].
+    pub fn stop_requested(&self) -> bool {
+        self.shared.mode.load(Ordering::Acquire) == STOPPING
+    }
+}
+
+impl fmt::Debug for JobContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("lease", self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to shut a pool down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Run until no job the pool can handle is ready and none is running, then stop.
+    Drain,
+    /// Stop after the current job; handlers see [`JobContext::stop_requested`].
+    Now,
+}
+
+/// What a pool did, counted across its workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Handler runs.
+    pub executed: u64,
+    /// Runs whose result the queue accepted.
+    pub completed: u64,
+    /// Runs that returned [`JobError::Failed`] or panicked.
+    pub failed: u64,
+    /// Of `failed`, runs that panicked.
+    pub panicked: u64,
+    /// Runs that returned [`JobError::Interrupted`] (job given back).
+    pub released: u64,
+    /// Outcomes the queue refused because the lease was no longer current.
+    pub stale: u64,
+}
+
+/// Why a pool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A pool with no handlers would take no jobs.
+    #[error("a worker pool needs at least one handler")]
+    NoHandlers,
+    /// The OS refused a thread. The threads already started were stopped.
+    #[error("spawning worker thread {index} failed: {source}")]
+    Spawn {
+        /// Which worker.
+        index: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
+
+struct Shared {
+    mode: AtomicU8,
+    executed: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    released: AtomicU64,
+    stale: AtomicU64,
+}
+
+impl Shared {
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            executed: self.executed.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Configures and starts a [`WorkerPool`].
+pub struct WorkerPoolBuilder {
+    queue: JobQueue,
+    handlers: [Option<Handler>; 4],
+    concurrency: ConcurrencyLimit,
+    name: String,
+}
+
+impl fmt::Debug for WorkerPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let types: Vec<_> = JobType::ALL
+            .iter()
+            .filter(|t| self.handlers[t.index()].is_some())
+            .collect();
+        f.debug_struct("WorkerPoolBuilder")
+            .field("handlers", &types)
+            .field("concurrency", &self.concurrency)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// Runs jobs of `job_type` with `handler` (replacing any earlier handler for the type).
+    #[must_use]
+    pub fn handler<F>(mut self, job_type: JobType, handler: F) -> Self
+    where
+        F: Fn(&JobContext<'_>) -> Result<JobResult, JobError> + Send + Sync + 'static,
+    {
+        self.handlers[job_type.index()] = Some(Arc::new(handler));
+        self
+    }
+
+    /// The number of worker threads (default [`ConcurrencyLimit::default`], 4).
+    #[must_use]
+    pub fn concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// The prefix of worker names and thread names (default `"worker"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the threads.
+    pub fn start(self) -> Result<WorkerPool, PoolError> {
+        let types: Vec<JobType> = JobType::ALL
+            .into_iter()
+            .filter(|t| self.handlers[t.index()].is_some())
+            .collect();
+        if types.is_empty() {
+            return Err(PoolError::NoHandlers);
+        }
+        let shared = Arc::new(Shared {
+            mode: AtomicU8::new(RUNNING),
+            executed: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        });
+        let handlers = Arc::new(self.handlers);
+        let types: Arc<[JobType]> = types.into();
+        let mut pool = WorkerPool {
+            queue: self.queue.clone(),
+            shared: Arc::clone(&shared),
+            threads: Vec::with_capacity(self.concurrency.get()),
+        };
+        for index in 0..self.concurrency.get() {
+            let worker = Worker {
+                id: WorkerId::new(format!("{}-{index}", self.name)),
+                queue: self.queue.clone(),
+                handlers: Arc::clone(&handlers),
+                types: Arc::clone(&types),
+                shared: Arc::clone(&shared),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(worker.id.to_string())
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => pool.threads.push(handle),
+                Err(source) => {
+                    // Dropping the pool stops and joins the threads already running.
+                    drop(pool);
+                    return Err(PoolError::Spawn { index, source });
+                }
+            }
+        }
+        Ok(pool)
+    }
+}
+
+/// A pool of worker threads over a [`JobQueue`]; see the module docs.
+///
+/// ```
+/// use memocache::{ConcurrencyLimit, Job, JobQueue, JobStatus, JobType, Shutdown, WorkerPool};
+///
+/// let queue = JobQueue::builder().build()?;
+/// let id = queue.submit(Job::new(JobType::Summarization, &b"transcript"[..]))?;
+/// let pool = WorkerPool::builder(queue.clone())
+///     .handler(JobType::Summarization, |ctx| Ok(ctx.payload().as_bytes().slice(0..5).into()))
+///     .concurrency(ConcurrencyLimit::new(2)?)
+///     .start()?;
+/// let stats = pool.shutdown(Shutdown::Drain);
+/// assert_eq!(stats.completed, 1);
+/// assert_eq!(queue.status(id), Some(JobStatus::Completed));
+/// assert_eq!(queue.get(id).and_then(|j| j.result().cloned()), Some(b"trans".to_vec().into()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct WorkerPool {
+    queue: JobQueue,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.threads.len())
+            .field("stats", &self.shared.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPool {
+    /// A builder for a pool over `queue`.
+    pub fn builder(queue: JobQueue) -> WorkerPoolBuilder {
+        WorkerPoolBuilder {
+            queue,
+            handlers: [None, None, None, None],
+            concurrency: ConcurrencyLimit::default(),
+            name: "worker".to_owned(),
+        }
+    }
+
+    /// What the pool has done so far.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats()
+    }
+
+    /// Stops the pool (see the module docs) and waits for its threads; returns what it did.
+    pub fn shutdown(mut self, mode: Shutdown) -> PoolStats {
+        self.stop(mode);
+        self.shared.stats()
+    }
+
+    fn stop(&mut self, mode: Shutdown) {
+        let code = match mode {
+            Shutdown::Drain => DRAINING,
+            Shutdown::Now => STOPPING,
+        };
+        // Never downgrade Now to Drain.
+        self.shared.mode.fetch_max(code, Ordering::AcqRel);
+        self.queue.wake_all();
+        for handle in self.threads.drain(..) {
+            // A worker catches handler panics, so its thread only ends by returning; a join
+            // error would mean a bug in the loop itself, and there is nothing left to undo.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop(Shutdown::Now);
+    }
+}
+
+struct Worker {
+    id: WorkerId,
+    queue: JobQueue,
+    handlers: Arc<[Option<Handler>; 4]>,
+    types: Arc<[JobType]>,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    fn run(self) {
+        loop {
+            let lease = match self.shared.mode.load(Ordering::Acquire) {
+                RUNNING => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
+                DRAINING => match self.queue.try_next_for(&self.id, &self.types) {
+                    Some(lease) => Some(lease),
+                    // A job still running elsewhere may fail and come back for a retry.
+                    None if self.queue.is_drained_for(&self.types) => return,
+                    None => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
+                },
+                _ => return,
+            };
+            if let Some(lease) = lease {
+                self.execute(&lease);
+            }
+        }
+    }
+
+    fn execute(&self, lease: &Lease) {
+        let Some(handler) = &self.handlers[lease.job_type().index()] else {
+            // Unreachable: the worker only takes types it has handlers for. Give it back.
+            let _ = self.queue.release(lease);
+            return;
+        };
+        let ctx = JobContext {
+            lease,
+            queue: &self.queue,
+            shared: &self.shared,
+        };
+        self.shared.executed.fetch_add(1, Ordering::Relaxed);
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
+        let reported = match outcome {
+            Ok(Ok(result)) => self.queue.complete(lease, result).map(|()| {
+                self.shared.completed.fetch_add(1, Ordering::Relaxed);
+            }),
+            Ok(Err(JobError::Failed(error))) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                self.queue.fail(lease, error)
+            }
+            Ok(Err(JobError::Interrupted)) => {
+                self.shared.released.fetch_add(1, Ordering::Relaxed);
+                self.queue.release(lease)
+            }
+            Err(panic) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.panicked.fetch_add(1, Ordering::Relaxed);
+                let error = format!("handler panicked: {}", panic_message(&*panic));
+                self.queue.fail(lease, error)
+            }
+        };
+        if reported.is_err() {
+            // Cancelled, expired or re-leased meanwhile: the queue already moved on.
+            self.shared.stale.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}

@@ -1,0 +1,608 @@
+//! Alert rules and their evaluation: [`AlertRule`], [`AlertEvaluator`], [`Notifier`].
+//!
+//! # States, as Prometheus has them
+//!
+//! Each rule the evaluator holds is in one [`AlertState`]. On every
+//! [`AlertEvaluator::evaluate`] the rule's metric is aggregated over the rule's window
+//! ([`Aggregation`]: average, a percentile or the last value) and compared with its
+//! [`Threshold`]:
+//!
+//! ```text
+//!            condition true                 held for `pending_for`
+//! Inactive ─────────────────▶ Pending ──────────────────────────────▶ Firing  (notify once)
+//!    ▲                          │ condition false                       │
+//!    └──────────────────────────┘                                       │ false for
+//!    └──────────────────────────────────────────────────────────────────┘ `keep_firing_for`
+//!                                                                         (notify "resolved")
+//! ```
+//!
+//! A short spike shorter than `pending_for` never fires, a firing rule notifies once rather than
+//! on every evaluation, and a value hovering around the threshold does not resolve and re-fire
+//! repeatedly because resolution waits for `keep_firing_for` of continuous "false". With both
+//! durations zero a rule fires on the first evaluation that sees the condition and resolves on
+//! the first that does not. "No data" (a missing metric, an empty window) counts as false, as in
+//! Prometheus, rather than as the `0.0` the seed returned for an empty window, which would
+//! trigger every `LessThan` rule on a quiet system.
+//!
+//! Durations are measured on the registry's [`Clock`](crate::Clock) at evaluation times, so the
+//! granularity is the evaluation interval the host chooses, and tests drive it with a
+//! [`ManualClock`](crate::ManualClock).
+//!
+//! # Notifications
+//!
+//! A rule names its channels; the evaluator maps channel names to [`Notifier`]s. Every
+//! transition to firing and to resolved produces one [`Notification`], delivered to each of the
+//! rule's channels and returned from `evaluate`. A failing or unknown channel is logged through
+//! `tracing` and does not stop delivery to the others or the evaluation of other rules.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::{MetricsRegistry, Percentile, Severity, Tags, Threshold};
+use crate::time::Timestamp;
+
+/// Identity of an [`AlertRule`] (a random UUID, as in the seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlertRuleId(Uuid);
+
+impl AlertRuleId {
+    /// A new random id.
+    pub fn generate() -> AlertRuleId {
+        AlertRuleId(Uuid::new_v4())
+    }
+
+    /// The UUID.
+    pub const fn as_uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for AlertRuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a rule reduces its metric's window to one number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Aggregation {
+    /// The latest value (a counter's total, a gauge's current value, a histogram's newest
+    /// observation in the window).
+    Last,
+    /// The mean of the values in the window.
+    Average,
+    /// A percentile of the values in the window.
+    Percentile(Percentile),
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aggregation::Last => f.write_str("last"),
+            Aggregation::Average => f.write_str("avg"),
+            Aggregation::Percentile(p) => p.fmt(f),
+        }
+    }
+}
+
+/// An alert rule: which metric, how aggregated over which window, compared with which
+/// threshold, how urgent, and whom to tell.
+///
+/// Built with [`AlertRule::new`] and the `with_*` methods. The defaults are
+/// [`Aggregation::Average`], no labels, `pending_for` and `keep_firing_for` zero, enabled, no
+/// channels.
+#[derive(Clone, Debug)]
+pub struct AlertRule {
+    id: AlertRuleId,
+    name: String,
+    metric_name: String,
+    labels: Tags,
+    threshold: Threshold,
+    severity: Severity,
+    window: Duration,
+    aggregation: Aggregation,
+    pending_for: Duration,
+    keep_firing_for: Duration,
+    enabled: bool,
+    last_triggered: Option<Timestamp>,
+    notification_channels: Vec<String>,
+}
+
+impl AlertRule {
+    /// A rule on `metric_name` (no labels), averaging over `window`.
+    pub fn new(
+        name: impl Into<String>,
+        metric_name: impl Into<String>,
+        threshold: Threshold,
+        severity: Severity,
+        window: Duration,
+    ) -> AlertRule {
+        AlertRule {
+            id: AlertRuleId::generate(),
+            name: name.into(),
+            metric_name: metric_name.into(),
+            labels: Tags::new(),
+            threshold,
+            severity,
+            window,
+            aggregation: Aggregation::Average,
+            pending_for: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            enabled: true,
+            last_triggered: None,
+            notification_channels: Vec::new(),
+        }
+    }
+
+    /// Aggregates the window with `aggregation`.
+    pub fn with_aggregation(mut self, aggregation: Aggregation) -> AlertRule {
+        self.aggregation = aggregation;
+        self
+    }
+
+    /// Selects the series of the metric with exactly this label (call again for more labels).
+    pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> AlertRule {
+        self.labels.insert(name.into(), value.into());
+        self
+    }
+
+    /// How long the condition must hold before the rule fires (Prometheus' `for`).
+    pub fn with_pending_for(mut self, pending_for: Duration) -> AlertRule {
+        self.pending_for = pending_for;
+        self
+    }
+
+    /// How long the condition must stay false before a firing rule resolves.
+    pub fn with_keep_firing_for(mut self, keep_firing_for: Duration) -> AlertRule {
+        self.keep_firing_for = keep_firing_for;
+        self
+    }
+
+    /// Adds a notification channel.
+    pub fn with_channel(mut self, channel: impl Into<String>) -> AlertRule {
+        self.notification_channels.push(channel.into());
+        self
+    }
+
+    /// The identity.
+    pub fn id(&self) -> AlertRuleId {
+        self.id
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The metric it watches.
+    pub fn metric_name(&self) -> &str {
+        &self.metric_name
+    }
+
+    /// The labels selecting the metric's series.
+    pub fn labels(&self) -> &Tags {
+        &self.labels
+    }
+
+    /// The threshold (and its comparison).
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
+
+    /// The severity.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// The window the metric is aggregated over.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How the window is aggregated.
+    pub fn aggregation(&self) -> Aggregation {
+        self.aggregation
+    }
+
+    /// How long the condition must hold before firing.
+    pub fn pending_for(&self) -> Duration {
+        self.pending_for
+    }
+
+    /// How long the condition must stay false before resolving.
+    pub fn keep_firing_for(&self) -> Duration {
+        self.keep_firing_for
+    }
+
+    /// Whether the rule is evaluated; a disabled rule's condition is always false.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Enables or disables the rule.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+
+    /// When the rule last fired, on the evaluator's clock.
+    pub fn last_triggered(&self) -> Option<Timestamp> {
+        self.last_triggered
+    }
+
+    /// The channels notified when the rule fires or resolves.
+    pub fn notification_channels(&self) -> &[String] {
+        &self.notification_channels
+    }
+
+    /// Whether `current` meets the threshold; always false for a disabled rule.
+    pub fn is_triggered(&self, current: f64) -> bool {
+        self.enabled && self.threshold.check(current)
+    }
+
+    /// Records that the rule fired at `at`.
+    pub fn trigger(&mut self, at: Timestamp) {
+        self.last_triggered = Some(at);
+    }
+
+    /// Forgets when the rule last fired.
+    pub fn reset(&mut self) {
+        self.last_triggered = None;
+    }
+}
+
+/// Where a rule is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertState {
+    /// The condition is false (or there is no data).
+    Inactive,
+    /// The condition has held since `since`, for less than `pending_for`.
+    Pending {
+        /// When the condition was first seen true.
+        since: Timestamp,
+    },
+    /// The rule fired and has not resolved.
+    Firing {
+        /// When the condition was first seen true (before the pending period).
+        active_since: Timestamp,
+        /// When it fired.
+        fired_at: Timestamp,
+        /// When the condition was first seen false again, if it is false now.
+        clear_since: Option<Timestamp>,
+    },
+}
+
+/// The two transitions that notify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertTransition {
+    /// Pending → firing (or inactive → firing with no pending period).
+    Firing,
+    /// Firing → inactive, after `keep_firing_for` of false.
+    Resolved,
+}
+
+impl fmt::Display for AlertTransition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AlertTransition::Firing => "firing",
+            AlertTransition::Resolved => "resolved",
+        })
+    }
+}
+
+/// What a [`Notifier`] is told when a rule fires or resolves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// The rule.
+    pub rule_id: AlertRuleId,
+    /// The rule's name.
+    pub rule_name: String,
+    /// The metric it watches.
+    pub metric_name: String,
+    /// The rule's labels.
+    pub labels: Tags,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// Fired or resolved.
+    pub transition: AlertTransition,
+    /// The aggregated value at this evaluation; `None` when there was no data.
+    pub value: Option<f64>,
+    /// The rule's threshold.
+    pub threshold: Threshold,
+    /// How the value was aggregated.
+    pub aggregation: Aggregation,
+    /// When the condition was first seen true.
+    pub active_since: Timestamp,
+    /// When this evaluation ran.
+    pub at: Timestamp,
+}
+
+/// A notifier failed to deliver.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("notification failed: {reason}")]
+pub struct NotifyError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl NotifyError {
+    /// An error with this reason.
+    pub fn new(reason: impl Into<String>) -> NotifyError {
+        NotifyError {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Delivers notifications to one channel (a pager, a chat room, a log).
+pub trait Notifier: Send + Sync {
+    /// Delivers one notification.
+    fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+/// Logs notifications through `tracing`: firing critical alerts at `ERROR`, other firing alerts
+/// at `WARN`, resolutions at `INFO`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracingNotifier;
+
+impl Notifier for TracingNotifier {
+    fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
+        let value = n.value.unwrap_or(f64::NAN);
+        match (n.transition, n.severity) {
+            (AlertTransition::Firing, Severity::Critical) => tracing::error!(
+                rule = %n.rule_name, metric = %n.metric_name, severity = %n.severity,
+                value, threshold = %n.threshold, aggregation = %n.aggregation, "alert firing"
+            ),
+            (AlertTransition::Firing, _) => tracing::warn!(
+                rule = %n.rule_name, metric = %n.metric_name, severity = %n.severity,
+                value, threshold = %n.threshold, aggregation = %n.aggregation, "alert firing"
+            ),
+            (AlertTransition::Resolved, _) => tracing::info!(
+                rule = %n.rule_name, metric = %n.metric_name, severity = %n.severity,
+                value, threshold = %n.threshold, aggregation = %n.aggregation, "alert resolved"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Collects notifications in memory, for tests; clones share the collection.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryNotifier {
+    received: Arc<Mutex<Vec<Notification>>>,
+}
+
+impl MemoryNotifier {
+    /// An empty collector.
+    pub fn new() -> MemoryNotifier {
+        MemoryNotifier::default()
+    }
+
+    /// Everything received so far, oldest first.
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.received.lock().clone()
+    }
+
+    /// Everything received so far, leaving the collector empty.
+    pub fn take(&self) -> Vec<Notification> {
+        std::mem::take(&mut *self.received.lock())
+    }
+}
+
+impl Notifier for MemoryNotifier {
+    fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+        self.received.lock().push(notification.clone());
+        Ok(())
+    }
+}
+
+/// Evaluates alert rules against a [`MetricsRegistry`] and notifies their channels.
+///
+/// The host calls [`AlertEvaluator::evaluate`] periodically (every 15 s, say); the evaluator
+/// spawns nothing itself.
+pub struct AlertEvaluator {
+    registry: MetricsRegistry,
+    rules: Vec<(AlertRule, AlertState)>,
+    channels: HashMap<String, Arc<dyn Notifier>>,
+}
+
+impl fmt::Debug for AlertEvaluator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertEvaluator")
+            .field("rules", &self.rules)
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertEvaluator {
+    /// An evaluator with no rules reading `registry` (and its clock).
+    pub fn new(registry: MetricsRegistry) -> AlertEvaluator {
+        AlertEvaluator {
+            registry,
+            rules: Vec::new(),
+            channels: HashMap::new(),
+        }
+    }
+
+    /// Routes the channel `name` to `notifier`, replacing any notifier it had.
+    pub fn add_channel(&mut self, name: impl Into<String>, notifier: Arc<dyn Notifier>) {
+        self.channels.insert(name.into(), notifier);
+    }
+
+    /// Adds a rule, inactive; returns its id.
+    pub fn add_rule(&mut self, rule: AlertRule) -> AlertRuleId {
+        let id = rule.id();
+        self.rules.push((rule, AlertState::Inactive));
+        id
+    }
+
+    /// Removes a rule without notifying; returns it if it was there.
+    pub fn remove_rule(&mut self, id: AlertRuleId) -> Option<AlertRule> {
+        let index = self.rules.iter().position(|(r, _)| r.id() == id)?;
+        Some(self.rules.remove(index).0)
+    }
+
+    /// The rule with this id.
+    pub fn rule(&self, id: AlertRuleId) -> Option<&AlertRule> {
+        self.rules
+            .iter()
+            .find(|(r, _)| r.id() == id)
+            .map(|(r, _)| r)
+    }
+
+    /// The rules, in the order they were added.
+    pub fn rules(&self) -> impl Iterator<Item = &AlertRule> {
+        self.rules.iter().map(|(r, _)| r)
+    }
+
+    /// Enables or disables a rule; false if there is no such rule. A disabled firing rule
+    /// resolves like any rule whose condition went false.
+    pub fn set_enabled(&mut self, id: AlertRuleId, enabled: bool) -> bool {
+        match self.rules.iter_mut().find(|(r, _)| r.id() == id) {
+            Some((rule, _)) => {
+                rule.set_enabled(enabled);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state of a rule.
+    pub fn state(&self, id: AlertRuleId) -> Option<AlertState> {
+        self.rules
+            .iter()
+            .find(|(r, _)| r.id() == id)
+            .map(|(_, s)| *s)
+    }
+
+    /// Evaluates every rule once at the registry clock's current time, delivers the
+    /// notifications of the rules that fired or resolved, and returns them.
+    pub fn evaluate(&mut self) -> Vec<Notification> {
+        let now = self.registry.clock().now();
+        let mut sent = Vec::new();
+        for (rule, state) in &mut self.rules {
+            let value = if rule.is_enabled() {
+                self.registry.aggregate(
+                    rule.metric_name(),
+                    rule.labels(),
+                    rule.aggregation(),
+                    rule.window(),
+                )
+            } else {
+                None
+            };
+            let condition = value.is_some_and(|v| rule.is_triggered(v));
+            let (next, transition) = step(*state, condition, now, rule);
+            *state = next;
+            let Some((transition, active_since)) = transition else {
+                continue;
+            };
+            if transition == AlertTransition::Firing {
+                rule.trigger(now);
+            }
+            let notification = Notification {
+                rule_id: rule.id(),
+                rule_name: rule.name().to_owned(),
+                metric_name: rule.metric_name().to_owned(),
+                labels: rule.labels().clone(),
+                severity: rule.severity(),
+                transition,
+                value,
+                threshold: rule.threshold(),
+                aggregation: rule.aggregation(),
+                active_since,
+                at: now,
+            };
+            deliver(&self.channels, rule, &notification);
+            sent.push(notification);
+        }
+        sent
+    }
+}
+
+/// One evaluation of the state machine; the transition, if any, with the alert's start time.
+fn step(
+    state: AlertState,
+    condition: bool,
+    now: Timestamp,
+    rule: &AlertRule,
+) -> (AlertState, Option<(AlertTransition, Timestamp)>) {
+    let held = |since: Timestamp| now.saturating_duration_since(since);
+    let fire = |active_since: Timestamp| {
+        let firing = AlertState::Firing {
+            active_since,
+            fired_at: now,
+            clear_since: None,
+        };
+        (firing, Some((AlertTransition::Firing, active_since)))
+    };
+    match state {
+        AlertState::Inactive if condition => {
+            if rule.pending_for().is_zero() {
+                fire(now)
+            } else {
+                (AlertState::Pending { since: now }, None)
+            }
+        }
+        AlertState::Inactive => (AlertState::Inactive, None),
+        AlertState::Pending { since } if condition => {
+            if held(since) >= rule.pending_for() {
+                fire(since)
+            } else {
+                (state, None)
+            }
+        }
+        // A pending alert that goes false was never announced: back to inactive silently.
+        AlertState::Pending { .. } => (AlertState::Inactive, None),
+        AlertState::Firing {
+            active_since,
+            fired_at,
+            clear_since,
+        } => {
+            if condition {
+                let firing = AlertState::Firing {
+                    active_since,
+                    fired_at,
+                    clear_since: None,
+                };
+                return (firing, None);
+            }
+            let clear_since = clear_since.unwrap_or(now);
+            if held(clear_since) >= rule.keep_firing_for() {
+                let resolved = Some((AlertTransition::Resolved, active_since));
+                (AlertState::Inactive, resolved)
+            } else {
+                let firing = AlertState::Firing {
+                    active_since,
+                    fired_at,
+                    clear_since: Some(clear_since),
+                };
+                (firing, None)
+            }
+        }
+    }
+}
+
+fn deliver(
+    channels: &HashMap<String, Arc<dyn Notifier>>,
+    rule: &AlertRule,
+    notification: &Notification,
+) {
+    for channel in rule.notification_channels() {
+        match channels.get(channel) {
+            Some(notifier) => {
+                if let Err(error) = notifier.notify(notification) {
+                    tracing::warn!(%channel, rule = %rule.name(), %error, "alert notification failed");
+                }
+            }
+            None => {
+                tracing::warn!(%channel, rule = %rule.name(), "alert names an unknown channel");
+            }
+        }
+    }
+}

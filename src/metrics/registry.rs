@@ -1,0 +1,672 @@
+//! [`MetricsRegistry`]: named, labelled counters, gauges and histograms, rendered in the
+//! Prometheus text exposition format.
+//!
+//! # Design
+//!
+//! A registry is a cheap, cloneable handle (`Arc` inside), `Send + Sync`. Asking it for a metric
+//! ([`MetricsRegistry::counter`], [`gauge`](MetricsRegistry::gauge),
+//! [`histogram`](MetricsRegistry::histogram)) registers the name and label set on first use and
+//! returns a handle that points straight at the metric's storage, so recording never touches the
+//! registry's map: code on a hot path asks once and keeps the handle.
+//!
+//! * [`Counter`] — an `AtomicU64`: an increment is one relaxed `fetch_add`, no lock. Counters
+//!   keep no history, so alert rules read them with [`Aggregation::Last`] only.
+//! * [`Gauge`] — the current value plus a [`MetricSeries`] of the values it was set to within
+//!   the registry's retention, so alerts can aggregate a gauge over a window (the average hit
+//!   ratio over five minutes). Setting a gauge takes a short mutex.
+//! * [`Histogram`] — every observation goes into a [`MetricSeries`] (retention as above) for
+//!   exact windowed percentiles, plus a running count and sum since creation. It is exposed as a
+//!   Prometheus **summary**: `quantile="0.5"`, `"0.95"`, `"0.99"` lines computed exactly over
+//!   the retention window (`NaN` when it is empty, as Prometheus clients do), then `_sum` and
+//!   `_count`. Exact quantiles cost memory proportional to the observations in the window; that
+//!   is the trade for numbers that match `numpy` rather than bucket approximations. Percentiles
+//!   are selected from a copy of the window taken under the histogram's lock, so a concurrent
+//!   `observe` waits for a `memcpy`, not for the selection.
+//!
+//! Names are checked against Prometheus' grammar (`[a-zA-Z_:][a-zA-Z0-9_:]*` for metrics,
+//! `[a-zA-Z_][a-zA-Z0-9_]*` for labels, `__` prefixes and the `quantile`/`le` labels reserved).
+//! A name keeps the type it was first registered with; asking for it as another type is a
+//! [`MetricError::TypeConflict`]. The first help text given for a name is the one rendered.
+//!
+//! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
+//! labels, so the output is deterministic and diffable.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::alert::Aggregation;
+use super::series::linear_percentiles;
+use super::{MetricError, MetricSeries, MetricType, MetricValue, Percentile, Tags};
+use crate::time::{SharedClock, system_clock};
+
+/// The quantiles a histogram exposes.
+const SUMMARY_QUANTILES: [Percentile; 3] = [Percentile::P50, Percentile::P95, Percentile::P99];
+
+/// A registry of metrics; clones share the same metrics.
+#[derive(Clone)]
+pub struct MetricsRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: SharedClock,
+    retention: Duration,
+    families: RwLock<BTreeMap<String, Family>>,
+}
+
+struct Family {
+    help: String,
+    metrics: Metrics,
+}
+
+enum Metrics {
+    Counter(BTreeMap<Tags, Counter>),
+    Gauge(BTreeMap<Tags, Gauge>),
+    Histogram(BTreeMap<Tags, Histogram>),
+}
+
+impl Metrics {
+    fn metric_type(&self) -> MetricType {
+        match self {
+            Metrics::Counter(_) => MetricType::Counter,
+            Metrics::Gauge(_) => MetricType::Gauge,
+            Metrics::Histogram(_) => MetricType::Histogram,
+        }
+    }
+}
+
+/// The three handle types, so that one routine registers them all.
+trait Handle: Clone {
+    const TYPE: MetricType;
+    fn empty_family() -> Metrics;
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>>;
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>>;
+    fn new(name: &str, registry: &Inner) -> Self;
+}
+
+impl Handle for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+    fn empty_family() -> Metrics {
+        Metrics::Counter(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Counter(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Counter(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(_: &str, _: &Inner) -> Self {
+        Counter::default()
+    }
+}
+
+impl Handle for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+    fn empty_family() -> Metrics {
+        Metrics::Gauge(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Gauge(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Gauge(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(name: &str, registry: &Inner) -> Self {
+        Gauge::new(registry.series(name))
+    }
+}
+
+impl Handle for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+    fn empty_family() -> Metrics {
+        Metrics::Histogram(BTreeMap::new())
+    }
+    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Histogram(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+        match metrics {
+            Metrics::Histogram(map) => Some(map),
+            _ => None,
+        }
+    }
+    fn new(name: &str, registry: &Inner) -> Self {
+        Histogram::new(registry.series(name))
+    }
+}
+
+impl Inner {
+    /// A series on the registry's clock and retention.
+    fn series(&self, name: &str) -> MetricSeries {
+        MetricSeries::with_clock(name, self.retention, self.clock.clone())
+    }
+}
+
+impl fmt::Debug for MetricsRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsRegistry")
+            .field("retention", &self.inner.retention)
+            .field("families", &self.inner.families.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MetricsRegistry {
+    fn default() -> Self {
+        MetricsRegistry::new()
+    }
+}
+
+impl MetricsRegistry {
+    /// How long gauges and histograms keep their recent values by default.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
+
+    /// An empty registry on the system clock with [`MetricsRegistry::DEFAULT_RETENTION`].
+    pub fn new() -> MetricsRegistry {
+        MetricsRegistry::with_clock(system_clock(), MetricsRegistry::DEFAULT_RETENTION)
+    }
+
+    /// An empty registry reading time from `clock`, keeping gauge and histogram values for
+    /// `retention` (windows longer than that see only `retention`).
+    pub fn with_clock(clock: SharedClock, retention: Duration) -> MetricsRegistry {
+        MetricsRegistry {
+            inner: Arc::new(Inner {
+                clock,
+                retention,
+                families: RwLock::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The clock the registry's series read.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// How long gauges and histograms keep their values.
+    pub fn retention(&self) -> Duration {
+        self.inner.retention
+    }
+
+    /// The counter `name{labels}`, registered with `help` if new.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Counter, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    /// The gauge `name{labels}` (starting at 0), registered with `help` if new.
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Gauge, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    /// The histogram `name{labels}`, registered with `help` if new.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Histogram, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    /// Looks `name{labels}` up, registering it on first use. Nothing is registered on error.
+    fn get_or_register<H: Handle>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<H, MetricError> {
+        validate_metric_name(name)?;
+        let labels = to_tags(labels)?;
+        let conflict = |registered| MetricError::TypeConflict {
+            name: name.to_owned(),
+            registered,
+            requested: H::TYPE,
+        };
+        // Fast path under the shared lock: handles are usually asked for again and again.
+        if let Some(family) = self.inner.families.read().get(name) {
+            let map =
+                H::family(&family.metrics).ok_or_else(|| conflict(family.metrics.metric_type()))?;
+            if let Some(handle) = map.get(&labels) {
+                return Ok(handle.clone());
+            }
+        }
+        let mut families = self.inner.families.write();
+        let family = families.entry(name.to_owned()).or_insert_with(|| Family {
+            help: help.to_owned(),
+            metrics: H::empty_family(),
+        });
+        let registered = family.metrics.metric_type();
+        let map = H::family_mut(&mut family.metrics).ok_or_else(|| conflict(registered))?;
+        let handle = map
+            .entry(labels)
+            .or_insert_with(|| H::new(name, &self.inner));
+        Ok(handle.clone())
+    }
+
+    /// The type `name` is registered with, if it is.
+    pub fn metric_type(&self, name: &str) -> Option<MetricType> {
+        let families = self.inner.families.read();
+        families.get(name).map(|f| f.metrics.metric_type())
+    }
+
+    /// `aggregation` of the metric `name{labels}` over the `window` ending now; `None` when the
+    /// metric does not exist or has no data for it.
+    ///
+    /// * Counters: [`Aggregation::Last`] is the total; windowed aggregations give `None` because
+    ///   counters keep no history.
+    /// * Gauges: `Last` is the current value; `Average` and `Percentile` aggregate the values the
+    ///   gauge was set to within the window.
+    /// * Histograms: `Last` is the newest observation within the window; `Average` and
+    ///   `Percentile` aggregate the observations within the window.
+    pub fn aggregate(
+        &self,
+        name: &str,
+        labels: &Tags,
+        aggregation: Aggregation,
+        window: Duration,
+    ) -> Option<f64> {
+        let families = self.inner.families.read();
+        match &families.get(name)?.metrics {
+            Metrics::Counter(map) => match aggregation {
+                Aggregation::Last => Some(map.get(labels)?.get() as f64),
+                Aggregation::Average | Aggregation::Percentile(_) => None,
+            },
+            Metrics::Gauge(map) => {
+                let cell = map.get(labels)?.0.lock();
+                match aggregation {
+                    Aggregation::Last => Some(cell.current),
+                    _ => aggregate_series(&cell.history, aggregation, window),
+                }
+            }
+            Metrics::Histogram(map) => {
+                let histogram = map.get(labels)?;
+                if let Aggregation::Percentile(p) = aggregation {
+                    // Selected outside the histogram's lock: observers wait for the copy only.
+                    let mut data = histogram.window_values(window);
+                    if data.is_empty() {
+                        return None;
+                    }
+                    return linear_percentiles(&mut data, &[p]).first().copied();
+                }
+                aggregate_series(&histogram.0.lock().series, aggregation, window)
+            }
+        }
+    }
+
+    /// All metrics in the Prometheus text exposition format (version 0.0.4), ready to be served
+    /// with `Content-Type: text/plain; version=0.0.4` from the host's HTTP endpoint.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let families = self.inner.families.read();
+        for (name, family) in families.iter() {
+            // Writing to a String cannot fail.
+            let _ = render_family(&mut out, name, family, self.inner.retention);
+        }
+        out
+    }
+}
+
+fn aggregate_series(
+    series: &MetricSeries,
+    aggregation: Aggregation,
+    window: Duration,
+) -> Option<f64> {
+    if series.window_len(window) == 0 {
+        return None;
+    }
+    Some(match aggregation {
+        Aggregation::Last => series.last()?.value.value(),
+        Aggregation::Average => series.get_average(window),
+        Aggregation::Percentile(p) => series.calculate_percentile(p, window),
+    })
+}
+
+fn render_family(out: &mut String, name: &str, family: &Family, window: Duration) -> fmt::Result {
+    let kind = match family.metrics {
+        Metrics::Counter(_) => "counter",
+        Metrics::Gauge(_) => "gauge",
+        Metrics::Histogram(_) => "summary",
+    };
+    writeln!(out, "# HELP {name} {}", escape_help(&family.help))?;
+    writeln!(out, "# TYPE {name} {kind}")?;
+    match &family.metrics {
+        Metrics::Counter(map) => {
+            for (labels, counter) in map {
+                writeln!(out, "{name}{} {}", LabelSet(labels, None), counter.get())?;
+            }
+        }
+        Metrics::Gauge(map) => {
+            for (labels, gauge) in map {
+                writeln!(
+                    out,
+                    "{name}{} {}",
+                    LabelSet(labels, None),
+                    PromFloat(gauge.get())
+                )?;
+            }
+        }
+        Metrics::Histogram(map) => {
+            for (labels, histogram) in map {
+                let (mut data, sum, count) = {
+                    let cell = histogram.0.lock();
+                    (cell.series.window_values(window), cell.sum, cell.count)
+                };
+                // Selected after releasing the histogram's lock: observers wait for the copy only.
+                let values = if data.is_empty() {
+                    [f64::NAN; SUMMARY_QUANTILES.len()].to_vec()
+                } else {
+                    linear_percentiles(&mut data, &SUMMARY_QUANTILES)
+                };
+                for (p, v) in SUMMARY_QUANTILES.iter().zip(values) {
+                    let quantile = p.quantile().to_string();
+                    let set = LabelSet(labels, Some(("quantile", &quantile)));
+                    writeln!(out, "{name}{set} {}", PromFloat(v))?;
+                }
+                let set = LabelSet(labels, None);
+                writeln!(out, "{name}_sum{set} {}", PromFloat(sum))?;
+                writeln!(out, "{name}_count{set} {}", count)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `{a="x",b="y"}` (or nothing for no labels), values escaped; `extra` goes last.
+struct LabelSet<'a>(&'a Tags, Option<(&'a str, &'a str)>);
+
+impl fmt::Display for LabelSet<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut pairs = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(self.1)
+            .peekable();
+        if pairs.peek().is_none() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, (k, v)) in pairs.enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}=\"")?;
+            for c in v.chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '"' => f.write_str("\\\"")?,
+                    '\n' => f.write_str("\\n")?,
+                    c => f.write_char(c)?,
+                }
+            }
+            f.write_str("\"")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// A float as the exposition format spells it: `NaN`, `+Inf`, `-Inf`, or the shortest decimal
+/// that round-trips.
+struct PromFloat(f64);
+
+impl fmt::Display for PromFloat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if v == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn validate_metric_name(name: &str) -> Result<(), MetricError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(MetricError::InvalidMetricName(name.to_owned()))
+    }
+}
+
+fn validate_label_name(name: &str) -> Result<(), MetricError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+        // Reserved by summaries and histograms for their own series.
+        && name != "quantile"
+        && name != "le";
+    if ok {
+        Ok(())
+    } else {
+        Err(MetricError::InvalidLabelName(name.to_owned()))
+    }
+}
+
+fn to_tags(labels: &[(&str, &str)]) -> Result<Tags, MetricError> {
+    let mut tags = Tags::new();
+    for &(k, v) in labels {
+        validate_label_name(k)?;
+        if tags.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(MetricError::DuplicateLabel(k.to_owned()));
+        }
+    }
+    Ok(tags)
+}
+
+/// A monotonically increasing count; clones share the count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        // Relaxed: a counter orders nothing else; readers only need an eventually exact total.
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Raises the count to `total` if it is below it; for mirroring a cumulative count kept
+    /// elsewhere (the cache's statistics). Taking the maximum keeps the counter monotonic even
+    /// when two threads publish snapshots out of order.
+    pub fn advance_to(&self, total: u64) {
+        self.0.fetch_max(total, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct GaugeCell {
+    current: f64,
+    history: MetricSeries,
+}
+
+/// A value that goes up and down, with a history for windowed aggregation; clones share it.
+#[derive(Clone)]
+pub struct Gauge(Arc<Mutex<GaugeCell>>);
+
+impl fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Gauge").field(&self.get()).finish()
+    }
+}
+
+impl Gauge {
+    fn new(history: MetricSeries) -> Gauge {
+        Gauge(Arc::new(Mutex::new(GaugeCell {
+            current: 0.0,
+            history,
+        })))
+    }
+
+    /// Sets the value. A non-finite value is exposed as such (`NaN`, `+Inf`) but is not added
+    /// to the history that windowed aggregations read.
+    pub fn set(&self, value: f64) {
+        let mut cell = self.0.lock();
+        cell.current = value;
+        // The only possible error is the non-finite value this documents skipping.
+        let _ = cell
+            .history
+            .add_value(MetricValue::gauge(value), Tags::new());
+    }
+
+    /// Adds `delta` (negative to subtract).
+    pub fn add(&self, delta: f64) {
+        let mut cell = self.0.lock();
+        let value = cell.current + delta;
+        cell.current = value;
+        let _ = cell
+            .history
+            .add_value(MetricValue::gauge(value), Tags::new());
+    }
+
+    /// The current value.
+    pub fn get(&self) -> f64 {
+        self.0.lock().current
+    }
+}
+
+struct HistogramCell {
+    count: u64,
+    sum: f64,
+    series: MetricSeries,
+}
+
+/// A distribution of observations with exact windowed percentiles; clones share it.
+#[derive(Clone)]
+pub struct Histogram(Arc<Mutex<HistogramCell>>);
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cell = self.0.lock();
+        f.debug_struct("Histogram")
+            .field("count", &cell.count)
+            .field("sum", &cell.sum)
+            .finish()
+    }
+}
+
+impl Histogram {
+    fn new(series: MetricSeries) -> Histogram {
+        Histogram(Arc::new(Mutex::new(HistogramCell {
+            count: 0,
+            sum: 0.0,
+            series,
+        })))
+    }
+
+    /// Records one observation; NaN and ±∞ are rejected with [`MetricError::NonFinite`] and
+    /// change nothing.
+    pub fn observe(&self, value: f64) -> Result<(), MetricError> {
+        let mut cell = self.0.lock();
+        cell.series
+            .add_value(MetricValue::histogram(value), Tags::new())?;
+        cell.count += 1;
+        cell.sum += value;
+        Ok(())
+    }
+
+    /// Observations since creation.
+    pub fn count(&self) -> u64 {
+        self.0.lock().count
+    }
+
+    /// Sum of the observations since creation.
+    pub fn sum(&self) -> f64 {
+        self.0.lock().sum
+    }
+
+    /// Percentiles of the observations in the `window` ending now (numpy's `linear` method);
+    /// each `0.0` for an empty window, as [`MetricSeries::calculate_percentiles`].
+    pub fn percentiles(&self, percentiles: &[Percentile], window: Duration) -> Vec<f64> {
+        linear_percentiles(&mut self.window_values(window), percentiles)
+    }
+
+    /// A copy of the window's observations, taken under the lock; selection happens after.
+    fn window_values(&self, window: Duration) -> Vec<f64> {
+        self.0.lock().series.window_values(window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_grammar() {
+        for good in ["a", "_a", ":a", "memocache_cache_hits_total", "a:b_c9"] {
+            assert!(validate_metric_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "9a", "a-b", "a b", "é"] {
+            assert!(validate_metric_name(bad).is_err(), "{bad}");
+        }
+        for good in ["a", "_a", "cause", "status_2"] {
+            assert!(validate_label_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "9a", "a:b", "__name__", "quantile", "le"] {
+            assert!(validate_label_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn floats_as_prometheus_spells_them() {
+        assert_eq!(PromFloat(f64::NAN).to_string(), "NaN");
+        assert_eq!(PromFloat(f64::INFINITY).to_string(), "+Inf");
+        assert_eq!(PromFloat(f64::NEG_INFINITY).to_string(), "-Inf");
+        assert_eq!(PromFloat(0.25).to_string(), "0.25");
+        assert_eq!(PromFloat(3.0).to_string(), "3");
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+    }
+}

@@ -1,0 +1,65 @@
+//! Replays the committed fuzz corpus through the fuzzing properties on the stable toolchain, so
+//! plain `cargo test` checks every seed and every input a fuzz run kept (`fuzz/corpus/<target>/`).
+//! The properties live in `fuzz/checks.rs`, shared with the cargo-fuzz targets.
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn file_names(dir: &Path) -> Vec<PathBuf> {
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every fuzz target has a check, every check has a target, and each has a non-empty corpus.
+#[test]
+fn every_fuzz_target_has_a_check_and_a_corpus() {
+    let targets: BTreeSet<String> = file_names(&fuzz_dir().join("fuzz_targets"))
+        .iter()
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    let checks: BTreeSet<String> = checks::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(targets, checks, "fuzz/fuzz_targets/*.rs vs checks::TARGETS");
+    for name in &checks {
+        let corpus = fuzz_dir().join("corpus").join(name);
+        assert!(
+            !file_names(&corpus).is_empty(),
+            "{} is empty",
+            corpus.display()
+        );
+    }
+}
+
+/// Every corpus file passes its target's check; failures are collected, not stopped at.
+#[test]
+fn corpus_replays_clean() {
+    let mut failures = Vec::new();
+    let mut replayed = 0;
+    for (name, check) in checks::TARGETS {
+        for path in file_names(&fuzz_dir().join("corpus").join(name)) {
+            let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if panic::catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
+                failures.push(path.display().to_string());
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no corpus files found");
+    assert!(
+        failures.is_empty(),
+        "corpus inputs failing their check: {failures:#?}"
+    );
+}

@@ -1,0 +1,227 @@
+//! The Job entity's state machine and value objects.
+
+use memocache::{
+    CacheKey, InvalidPriority, Job, JobId, JobPriority, JobStatus, JobType, Timestamp, WorkerId,
+};
+
+const T: Timestamp = Timestamp::from_nanos(7);
+
+fn job_in(status: JobStatus) -> Job {
+    let mut job = Job::new(JobType::Indexing, &b"payload"[..]);
+    match status {
+        JobStatus::Queued => {}
+        JobStatus::Processing => job.start_processing("w".into(), T).expect("start"),
+        JobStatus::Completed => {
+            job.start_processing("w".into(), T).expect("start");
+            job.complete(b"r".to_vec().into(), T).expect("complete");
+        }
+        JobStatus::Failed => job.fail("boom".into(), T).expect("fail"),
+        JobStatus::Cancelled => job.cancel(T).expect("cancel"),
+    }
+    assert_eq!(job.status(), status);
+    job
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Start,
+    Complete,
+    CompleteMemoized,
+    Fail,
+    ScheduleRetry,
+    Release,
+    Cancel,
+    Reopen,
+}
+
+impl Op {
+    const ALL: [Op; 8] = [
+        Op::Start,
+        Op::Complete,
+        Op::CompleteMemoized,
+        Op::Fail,
+        Op::ScheduleRetry,
+        Op::Release,
+        Op::Cancel,
+        Op::Reopen,
+    ];
+
+    fn apply(self, job: &mut Job) -> Result<(), memocache::InvalidStateTransition> {
+        match self {
+            Op::Start => job.start_processing("w2".into(), T),
+            Op::Complete => job.complete(b"x".to_vec().into(), T),
+            Op::CompleteMemoized => job.complete_memoized(b"x".to_vec().into(), T),
+            Op::Fail => job.fail("err".into(), T),
+            Op::ScheduleRetry => job.schedule_retry("err".into()),
+            Op::Release => job.release(),
+            Op::Cancel => job.cancel(T),
+            Op::Reopen => job.reopen(),
+        }
+    }
+
+    /// The table from the module docs: the allowed source statuses and the target.
+    fn rule(self) -> (&'static [JobStatus], JobStatus) {
+        use JobStatus::*;
+        match self {
+            Op::Start => (&[Queued], Processing),
+            Op::Complete => (&[Processing], Completed),
+            Op::CompleteMemoized => (&[Queued], Completed),
+            Op::Fail => (&[Queued, Processing], Failed),
+            Op::ScheduleRetry => (&[Processing], Queued),
+            Op::Release => (&[Processing], Queued),
+            Op::Cancel => (&[Queued, Processing], Cancelled),
+            Op::Reopen => (&[Failed], Queued),
+        }
+    }
+}
+
+#[test]
+fn whole_transition_table() {
+    let statuses = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    for op in Op::ALL {
+        let (from, to) = op.rule();
+        for status in statuses {
+            let mut job = job_in(status);
+            let before = format!("{job:?}");
+            match op.apply(&mut job) {
+                Ok(()) => {
+                    assert!(from.contains(&status), "{op:?} from {status} was allowed");
+                    assert_eq!(job.status(), to, "{op:?} from {status}");
+                }
+                Err(e) => {
+                    assert!(!from.contains(&status), "{op:?} from {status} refused: {e}");
+                    assert_eq!((e.from, e.to, e.job), (status, to, job.id()));
+                    assert_eq!(
+                        format!("{job:?}"),
+                        before,
+                        "a refused {op:?} changed the job"
+                    );
+                    let message = e.to_string();
+                    assert!(message.contains(&status.to_string()), "{message}");
+                    assert!(message.contains(&to.to_string()), "{message}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn schedule_retry_requires_can_retry() {
+    let mut job = Job::new(JobType::Translation, &b""[..]).with_max_retries(1);
+    job.start_processing("w".into(), T).expect("start");
+    assert!(job.can_retry());
+    job.schedule_retry("first".into())
+        .expect("one retry allowed");
+    assert_eq!(
+        (job.retry_count(), job.status(), job.error_message()),
+        (1, JobStatus::Queued, Some("first"))
+    );
+    assert_eq!(job.worker_id(), None);
+    assert_eq!(job.started_at(), None);
+    job.start_processing("w".into(), T).expect("start again");
+    assert!(!job.can_retry());
+    let err = job
+        .schedule_retry("second".into())
+        .expect_err("no retries left");
+    assert_eq!(
+        (err.from, err.to),
+        (JobStatus::Processing, JobStatus::Queued)
+    );
+    assert_eq!(job.retry_count(), 1);
+    // Reopening a dead letter restores the budget.
+    job.fail("second".into(), T).expect("fail");
+    job.reopen().expect("reopen");
+    assert_eq!((job.retry_count(), job.can_retry()), (0, true));
+    assert_eq!(job.completed_at(), None);
+}
+
+#[test]
+fn release_does_not_count_a_retry() {
+    let mut job = Job::new(JobType::Translation, &b""[..]).with_max_retries(0);
+    job.start_processing("w".into(), T).expect("start");
+    job.release().expect("release");
+    assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
+}
+
+#[test]
+fn domain_fields_follow_the_seed() {
+    let mut job = Job::new(JobType::Summarization, &b"in"[..]).with_priority(JobPriority::High);
+    assert_eq!(job.max_retries(), memocache::job::DEFAULT_MAX_RETRIES);
+    job.start_processing(WorkerId::new("worker-9"), Timestamp::from_nanos(10))
+        .expect("start");
+    assert_eq!(job.worker_id().map(WorkerId::as_str), Some("worker-9"));
+    assert_eq!(job.started_at(), Some(Timestamp::from_nanos(10)));
+    job.complete(b"out".to_vec().into(), Timestamp::from_nanos(20))
+        .expect("complete");
+    assert_eq!(job.completed_at(), Some(Timestamp::from_nanos(20)));
+    assert_eq!(
+        job.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"out"[..])
+    );
+    assert!(job.status().is_terminal());
+    // Identity equality.
+    let mut copy = job.clone();
+    assert_eq!(copy, job);
+    copy.reopen()
+        .expect_err("completed jobs cannot be reopened");
+    assert_ne!(Job::new(JobType::Summarization, &b"in"[..]), job);
+}
+
+#[test]
+fn value_objects() {
+    assert_eq!(JobPriority::try_from(1), Ok(JobPriority::Low));
+    assert_eq!(JobPriority::try_from(3), Ok(JobPriority::High));
+    assert_eq!(JobPriority::try_from(0), Err(InvalidPriority(0)));
+    assert_eq!(JobPriority::try_from(4), Err(InvalidPriority(4)));
+    assert!(JobPriority::High > JobPriority::Medium && JobPriority::Medium > JobPriority::Low);
+    assert_eq!(JobPriority::High.value(), 3);
+
+    let terminal: Vec<_> = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ]
+    .map(JobStatus::is_terminal)
+    .to_vec();
+    assert_eq!(terminal, [false, false, true, true, true]);
+
+    let id = JobId::generate();
+    assert_ne!(id, JobId::generate());
+    let parsed: JobId = id.to_string().parse().expect("round trip");
+    assert_eq!(parsed, id);
+    assert_eq!(parsed.as_uuid().get_version_num(), 4);
+    let err = "xyz".parse::<JobId>().expect_err("not a uuid");
+    assert!(err.to_string().contains("xyz"));
+}
+
+#[test]
+fn memo_keys() {
+    let hash = "ab".repeat(32);
+    let job = Job::transcription(&hash, "en", &b"audio"[..]).expect("valid");
+    assert_eq!(job.job_type(), JobType::Transcription);
+    assert_eq!(
+        job.memo_key(),
+        Some(&CacheKey::transcript(&hash, "en").expect("valid"))
+    );
+    assert!(Job::transcription("nothex", "en", &b""[..]).is_err());
+    assert!(Job::transcription(&hash, "", &b""[..]).is_err());
+
+    let a = Job::keyed(JobType::Summarization, ["doc", "v2"], &b""[..]).expect("valid");
+    let b = Job::keyed(JobType::Summarization, ["do", "cv2"], &b""[..]).expect("valid");
+    let want = CacheKey::builder("summary")
+        .expect("valid")
+        .part("doc")
+        .part("v2")
+        .finish();
+    assert_eq!(a.memo_key(), Some(&want));
+    assert_ne!(a.memo_key(), b.memo_key());
+    assert_eq!(Job::new(JobType::Indexing, &b""[..]).memo_key(), None);
+}

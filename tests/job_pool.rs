@@ -1,0 +1,332 @@
+//! WorkerPool behaviour, and the concurrent property test of queue + pool.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use memocache::{
+    Cache, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
+    PoolError, RetryConfig, Shutdown, WorkerPool,
+};
+use parking_lot::Mutex;
+use proptest::prelude::*;
+
+const INJECTED: &str = "injected panic";
+
+/// Keeps the default panic output for real failures but silences the injected panics.
+fn quiet_injected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&INJECTED) {
+                default(info);
+            }
+        }));
+    });
+}
+
+fn queue_with_immediate_retries(max_retries: u32) -> JobQueue {
+    JobQueue::builder()
+        .retry(RetryConfig::fixed(max_retries, Duration::ZERO))
+        .build()
+        .expect("valid")
+}
+
+#[test]
+fn runs_a_handler_per_type() {
+    let queue = queue_with_immediate_retries(0);
+    let s = queue
+        .submit(Job::new(JobType::Summarization, &b"abc"[..]))
+        .expect("submit");
+    let t = queue
+        .submit(Job::new(JobType::Translation, &b"xyz"[..]))
+        .expect("submit");
+    let i = queue
+        .submit(Job::new(JobType::Indexing, &b"no handler"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Summarization, |ctx| {
+            Ok(format!("summary of {:?}", ctx.payload().as_bytes()).into())
+        })
+        .handler(JobType::Translation, |ctx| {
+            let mut v = ctx.payload().as_bytes().to_vec();
+            v.reverse();
+            Ok(v.into())
+        })
+        .concurrency(ConcurrencyLimit::new(3).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.completed), (2, 2));
+    let result = |id| queue.get(id).and_then(|j| j.result().cloned());
+    assert_eq!(
+        result(s),
+        Some(JobResult::from(&b"summary of b\"abc\""[..]))
+    );
+    assert_eq!(result(t), Some(JobResult::from(&b"zyx"[..])));
+    assert_eq!(
+        queue.status(i),
+        Some(JobStatus::Queued),
+        "left for a pool with an Indexing handler"
+    );
+}
+
+#[test]
+fn a_panicking_handler_fails_the_job_not_the_pool() {
+    quiet_injected_panics();
+    let queue = queue_with_immediate_retries(1);
+    let flaky = queue
+        .submit(Job::new(JobType::Indexing, &b"flaky"[..]))
+        .expect("submit");
+    let broken = queue
+        .submit(Job::new(JobType::Indexing, &b"broken"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |ctx| {
+            if ctx.payload().as_bytes().as_ref() == b"broken" || ctx.attempt() == 0 {
+                std::panic::panic_any(INJECTED);
+            }
+            Ok(Bytes::from_static(b"indexed").into())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.panicked, stats.completed), (4, 3, 1));
+    assert_eq!(queue.status(flaky), Some(JobStatus::Completed));
+    let dead = queue.get(broken).expect("known");
+    assert_eq!(dead.status(), JobStatus::Failed);
+    assert_eq!(
+        dead.error_message(),
+        Some(format!("handler panicked: {INJECTED}").as_str())
+    );
+}
+
+#[test]
+fn handler_errors_are_retried_then_dead_lettered() {
+    let queue = queue_with_immediate_retries(2);
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b""[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |ctx| {
+            Err(format!("attempt {} failed", ctx.attempt()).into())
+        })
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.failed), (3, 3));
+    let dead = queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id(), id);
+    assert_eq!(dead[0].error_message(), Some("attempt 2 failed"));
+}
+
+#[test]
+fn shutdown_now_gives_back_an_interrupted_job() {
+    let queue = queue_with_immediate_retries(0);
+    let id = queue
+        .submit(Job::new(JobType::Transcription, &b"long audio"[..]))
+        .expect("submit");
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Transcription, move |ctx| {
+            let _ = started_tx.lock().send(ctx.job_id());
+            while !ctx.stop_requested() {
+                ctx.heartbeat()
+                    .map_err(|e| JobError::Failed(e.to_string()))?;
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            Err(JobError::Interrupted)
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    assert_eq!(started_rx.recv().expect("handler started"), id);
+    let stats = pool.shutdown(Shutdown::Now);
+    assert_eq!((stats.executed, stats.released, stats.failed), (1, 1, 0));
+    let job = queue.get(id).expect("known");
+    assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
+}
+
+#[test]
+fn a_pool_needs_a_handler() {
+    let queue = queue_with_immediate_retries(0);
+    assert!(matches!(
+        WorkerPool::builder(queue).start(),
+        Err(PoolError::NoHandlers)
+    ));
+}
+
+#[test]
+fn dropping_a_pool_stops_its_threads() {
+    let queue = queue_with_immediate_retries(0);
+    let ran = Arc::new(AtomicBool::new(false));
+    let pool = {
+        let ran = Arc::clone(&ran);
+        WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, move |_| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(JobResult::default())
+            })
+            .start()
+            .expect("start")
+    };
+    drop(pool);
+    queue
+        .submit(Job::new(JobType::Indexing, &b""[..]))
+        .expect("submit");
+    assert_eq!(queue.stats().queued, 1, "nobody takes it any more");
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Fail,
+    Panic,
+}
+
+/// What one property-test run observed from inside the handlers.
+#[derive(Default)]
+struct Observed {
+    in_flight: HashSet<JobId>,
+    /// Every (job, attempt) that ran.
+    runs: HashSet<(JobId, u32)>,
+    /// Successful runs: (content group, job).
+    successes: Vec<(u8, JobId)>,
+    violations: Vec<String>,
+}
+
+const MAX_RETRIES: u32 = 2;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Several workers, random failures and panics, identical jobs, concurrent cancels:
+    /// every submitted job ends Completed, Failed (dead-lettered) or Cancelled; none runs
+    /// twice (the lease outlives every run, so there is no expiry to excuse a re-run); none
+    /// is lost; each content group is computed successfully at most once (not counting runs
+    /// of jobs cancelled mid-run, whose results are refused).
+    #[test]
+    fn every_job_ends_in_a_terminal_state_exactly_once(
+        workers in 2usize..=6,
+        // Per content group, the outcome of attempts 0, 1, 2.
+        groups in prop::collection::vec(
+            prop::array::uniform3(prop_oneof![
+                3 => Just(Outcome::Ok), 1 => Just(Outcome::Fail), 1 => Just(Outcome::Panic)
+            ]),
+            4..24,
+        ),
+        job_groups in prop::collection::vec(any::<prop::sample::Index>(), 20..150),
+        cancels in prop::collection::vec(any::<prop::sample::Index>(), 0..15),
+    ) {
+        quiet_injected_panics();
+        let queue = JobQueue::builder()
+            .retry(RetryConfig::fixed(MAX_RETRIES, Duration::ZERO))
+            .lease(Duration::from_secs(600))
+            .cache(Cache::builder().max_bytes(1 << 20).build().expect("valid"))
+            .build()
+            .expect("valid");
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let group_of: Arc<Mutex<HashMap<JobId, u8>>> = Arc::default();
+        let pool = {
+            let (observed, group_of, groups) =
+                (Arc::clone(&observed), Arc::clone(&group_of), groups.clone());
+            WorkerPool::builder(queue.clone())
+                .handler(JobType::Transcription, move |ctx| {
+                    let id = ctx.job_id();
+                    let group = group_of.lock()[&id];
+                    {
+                        let mut o = observed.lock();
+                        if !o.in_flight.insert(id) {
+                            o.violations.push(format!("{id} ran concurrently with itself"));
+                        }
+                        if !o.runs.insert((id, ctx.attempt())) {
+                            o.violations.push(format!("{id} attempt {} ran twice", ctx.attempt()));
+                        }
+                    }
+                    std::thread::yield_now();
+                    let outcome = groups[usize::from(group)][ctx.attempt() as usize];
+                    let mut o = observed.lock();
+                    o.in_flight.remove(&id);
+                    match outcome {
+                        Outcome::Ok => {
+                            o.successes.push((group, id));
+                            Ok(vec![group].into())
+                        }
+                        Outcome::Fail => Err("injected failure".into()),
+                        Outcome::Panic => {
+                            drop(o);
+                            std::panic::panic_any(INJECTED)
+                        }
+                    }
+                })
+                .concurrency(ConcurrencyLimit::new(workers).expect("1..=10"))
+                .start()
+                .expect("start")
+        };
+
+        let mut submitted = Vec::new();
+        for (n, pick) in job_groups.iter().enumerate() {
+            let group = u8::try_from(pick.index(groups.len())).expect("< 24");
+            let job = Job::transcription(&format!("{group:02x}").repeat(32), "en", &b"audio"[..])
+                .expect("valid");
+            group_of.lock().insert(job.id(), group);
+            submitted.push((queue.submit(job).expect("capacity is ample"), group));
+            if let Some(c) = cancels.get(n) {
+                // Cancel some earlier job; it may already be finished.
+                let (victim, _) = submitted[c.index(submitted.len())];
+                let _ = queue.cancel(victim);
+            }
+        }
+        let stats = pool.shutdown(Shutdown::Drain);
+
+        let observed = observed.lock();
+        prop_assert!(observed.violations.is_empty(), "{:?}", observed.violations);
+        prop_assert!(observed.in_flight.is_empty());
+        // A run of a job cancelled mid-run is wasted (its result is refused) and the group's
+        // next job runs again; every other success is the group's only one.
+        let mut successes: HashMap<u8, u32> = HashMap::new();
+        for &(group, id) in &observed.successes {
+            if queue.status(id) != Some(JobStatus::Cancelled) {
+                *successes.entry(group).or_default() += 1;
+            }
+        }
+        for (group, n) in successes {
+            prop_assert_eq!(n, 1, "group {} computed successfully {} times", group, n);
+        }
+        let dead: HashSet<JobId> = queue.dead_letters().iter().map(Job::id).collect();
+        let mut cancelled = 0;
+        for &(id, group) in &submitted {
+            let job = queue.get(id).expect("no job is lost");
+            match job.status() {
+                JobStatus::Completed => {
+                    prop_assert_eq!(job.result().map(|r| r.as_bytes().to_vec()), Some(vec![group]));
+                    // A group completes only if one of its attempts succeeds.
+                    prop_assert!(groups[usize::from(group)].contains(&Outcome::Ok));
+                }
+                JobStatus::Failed => {
+                    prop_assert!(dead.contains(&id), "{} failed but is not dead-lettered", id);
+                    prop_assert!(!groups[usize::from(group)].contains(&Outcome::Ok));
+                }
+                JobStatus::Cancelled => cancelled += 1,
+                other => prop_assert!(false, "{} ended {}", id, other),
+            }
+            // A job runs at most once per attempt, and at most 1 + MAX_RETRIES attempts.
+            let runs = observed.runs.iter().filter(|(j, _)| *j == id).count();
+            prop_assert!(runs <= 1 + MAX_RETRIES as usize);
+        }
+        let qs = queue.stats();
+        prop_assert_eq!((qs.queued, qs.processing), (0, 0));
+        prop_assert_eq!(qs.cancelled, cancelled);
+        prop_assert_eq!(qs.submitted, submitted.len() as u64);
+        prop_assert_eq!(stats.executed as usize, observed.runs.len());
+        // No lease expired, so an outcome is refused only when its job was cancelled mid-run.
+        prop_assert!(stats.stale <= cancelled, "{} refused outcomes", stats.stale);
+    }
+}

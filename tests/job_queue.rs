@@ -1,0 +1,694 @@
+//! JobQueue behaviour, driven by a ManualClock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use memocache::{
+    Cache, CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobQueueBuilder, JobStatus, JobType,
+    ManualClock, QueueError, RetryConfig, WorkerId,
+};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn cache() -> Cache {
+    Cache::builder().max_bytes(1 << 20).build().expect("valid")
+}
+
+fn builder(clock: &ManualClock) -> JobQueueBuilder {
+    JobQueue::builder().clock(Arc::new(clock.clone()))
+}
+
+fn job(p: JobPriority) -> Job {
+    Job::new(JobType::Indexing, &b"x"[..]).with_priority(p)
+}
+
+fn w(name: &str) -> WorkerId {
+    WorkerId::new(name)
+}
+
+fn hash(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+fn transcription(n: u8, p: JobPriority) -> Job {
+    Job::transcription(&hash(n), "en", &b"audio"[..])
+        .expect("valid key")
+        .with_priority(p)
+}
+
+fn take_all(queue: &JobQueue) -> Vec<JobId> {
+    std::iter::from_fn(|| {
+        let lease = queue.try_next(&w("w"))?;
+        queue
+            .complete(&lease, Bytes::new().into())
+            .expect("complete");
+        Some(lease.job_id())
+    })
+    .collect()
+}
+
+#[test]
+fn priority_then_fifo() {
+    use JobPriority::*;
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(None).build().expect("valid");
+    let order = [Low, Medium, High, Low, High, Medium];
+    let ids: Vec<_> = order
+        .iter()
+        .map(|&p| queue.submit(job(p)).expect("submit"))
+        .collect();
+    assert_eq!(
+        take_all(&queue),
+        [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
+    );
+}
+
+#[test]
+fn fifo_across_job_types_within_a_priority() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let ids: Vec<_> = [
+        JobType::Translation,
+        JobType::Transcription,
+        JobType::Indexing,
+    ]
+    .into_iter()
+    .map(|t| queue.submit(Job::new(t, &b""[..])).expect("submit"))
+    .collect();
+    assert_eq!(take_all(&queue), ids);
+}
+
+#[test]
+fn aging_bounds_the_wait_of_low_work_under_steady_high_load() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .aging(Some(10 * SEC))
+        .build()
+        .expect("valid");
+    let low = queue.submit(job(JobPriority::Low)).expect("submit");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let mut taken = Vec::new();
+    // One High job arrives and one job is taken every second.
+    for _ in 0..30 {
+        clock.advance(SEC);
+        queue.submit(job(JobPriority::High)).expect("submit");
+        let lease = queue.try_next(&w("w")).expect("a job is ready");
+        queue
+            .complete(&lease, Bytes::new().into())
+            .expect("complete");
+        taken.push(lease.job_id());
+    }
+    let at = |id| taken.iter().position(|&t| t == id).expect("was taken");
+    // Medium is promoted to High after 10 s, Low after 20 s; both then win on age.
+    assert_eq!(at(medium), 9, "medium taken at t=10s");
+    assert_eq!(at(low), 19, "low taken at t=20s");
+
+    // Without aging the same load starves Low.
+    let strict = builder(&clock).aging(None).build().expect("valid");
+    let low = strict.submit(job(JobPriority::Low)).expect("submit");
+    for _ in 0..30 {
+        clock.advance(SEC);
+        strict.submit(job(JobPriority::High)).expect("submit");
+        let lease = strict.try_next(&w("w")).expect("a job is ready");
+        assert_ne!(lease.job_id(), low);
+        strict
+            .complete(&lease, Bytes::new().into())
+            .expect("complete");
+    }
+}
+
+#[test]
+fn retries_wait_out_the_backoff_then_dead_letter_and_resubmit() {
+    let clock = ManualClock::new();
+    let retry = RetryConfig::exponential(2, SEC).expect("valid");
+    let queue = builder(&clock).retry(retry).build().expect("valid");
+    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let worker = w("w");
+
+    let lease = queue.try_next(&worker).expect("ready");
+    assert_eq!(lease.attempt(), 0);
+    queue.fail(&lease, "first").expect("fail");
+    let job_now = queue.get(id).expect("known");
+    assert_eq!(
+        (job_now.status(), job_now.retry_count()),
+        (JobStatus::Queued, 1)
+    );
+    assert_eq!(job_now.error_message(), Some("first"));
+    assert_eq!(queue.stats().delayed, 1);
+
+    // First retry after calculate_delay(0) = 1 s, second after calculate_delay(1) = 2 s.
+    for (attempt, delay) in [(1, SEC), (2, 2 * SEC)] {
+        clock.advance(delay - Duration::from_nanos(1));
+        assert!(queue.try_next(&worker).is_none(), "not due yet");
+        clock.advance(Duration::from_nanos(1));
+        let lease = queue.try_next(&worker).expect("due");
+        assert_eq!(lease.attempt(), attempt);
+        queue
+            .fail(&lease, format!("failure {attempt}"))
+            .expect("fail");
+    }
+
+    // Retries exhausted: dead letter, never ready again.
+    assert_eq!(queue.status(id), Some(JobStatus::Failed));
+    clock.advance(3600 * SEC);
+    assert!(queue.try_next(&worker).is_none());
+    let dead = queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id(), id);
+    assert_eq!(dead[0].error_message(), Some("failure 2"));
+    let stats = queue.stats();
+    assert_eq!((stats.failed, stats.retries, stats.dead_letters), (1, 2, 1));
+
+    // Re-submit: a fresh budget.
+    queue.resubmit_dead_letter(id).expect("resubmit");
+    assert!(matches!(
+        queue.resubmit_dead_letter(id),
+        Err(QueueError::NotDeadLettered(_))
+    ));
+    assert!(queue.dead_letters().is_empty());
+    let lease = queue.try_next(&worker).expect("ready again");
+    assert_eq!(lease.attempt(), 0);
+    queue
+        .complete(&lease, b"ok".to_vec().into())
+        .expect("complete");
+    assert_eq!(queue.status(id), Some(JobStatus::Completed));
+}
+
+#[test]
+fn dead_letter_list_is_bounded() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::fixed(0, SEC))
+        .dead_letter_capacity(2)
+        .build()
+        .expect("valid");
+    let ids: Vec<_> = (0..3)
+        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .collect();
+    for _ in 0..3 {
+        let lease = queue.try_next(&w("w")).expect("ready");
+        queue.fail(&lease, "no").expect("fail");
+    }
+    let dead: Vec<_> = queue.dead_letters().iter().map(Job::id).collect();
+    assert_eq!(dead, ids[1..]);
+    assert_eq!(queue.stats().dead_letters_evicted, 1);
+    assert_eq!(queue.get(ids[0]).map(|j| j.status()), None);
+}
+
+#[test]
+fn lease_expiry_requeues_and_refuses_the_stale_completion() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(10 * SEC)
+        .retry(RetryConfig::fixed(3, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let (w1, w2) = (w("w1"), w("w2"));
+    let old = queue.try_next(&w1).expect("ready");
+    assert_eq!(old.deadline().as_nanos(), 10 * 1_000_000_000);
+
+    clock.advance(10 * SEC);
+    let new = queue.try_next(&w2).expect("taken back after the lease");
+    assert_eq!((new.job_id(), new.attempt()), (id, 1));
+    let job_now = queue.get(id).expect("known");
+    assert_eq!(job_now.worker_id(), Some(&w2));
+    assert_eq!(job_now.error_message(), Some("lease expired on worker w1"));
+
+    let err = queue
+        .complete(&old, b"late".to_vec().into())
+        .expect_err("stale");
+    assert!(
+        matches!(&err, QueueError::StaleLease { worker, status: JobStatus::Processing, .. } if *worker == w1),
+        "{err}"
+    );
+    assert!(queue.fail(&old, "late").is_err());
+    assert!(queue.heartbeat(&old).is_err());
+    queue
+        .complete(&new, b"ok".to_vec().into())
+        .expect("current");
+    let done = queue.get(id).expect("known");
+    assert_eq!(
+        done.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"ok"[..])
+    );
+    assert_eq!(queue.stats().lease_expirations, 1);
+}
+
+#[test]
+fn a_lease_is_checked_by_id_not_by_worker_name() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(SEC)
+        .retry(RetryConfig::fixed(3, Duration::ZERO))
+        .build()
+        .expect("valid");
+    queue.submit(job(JobPriority::Medium)).expect("submit");
+    let worker = w("same");
+    let first = queue.try_next(&worker).expect("ready");
+    clock.advance(SEC);
+    let second = queue
+        .try_next(&worker)
+        .expect("re-leased to the same worker");
+    assert!(matches!(
+        queue.complete(&first, Bytes::new().into()),
+        Err(QueueError::StaleLease { .. })
+    ));
+    queue
+        .complete(&second, Bytes::new().into())
+        .expect("current");
+}
+
+#[test]
+fn an_expired_lease_is_refused_even_before_anyone_reaps_it() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(SEC)
+        .retry(RetryConfig::fixed(0, SEC))
+        .build()
+        .expect("valid");
+    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    clock.advance(SEC);
+    assert!(matches!(
+        queue.complete(&lease, Bytes::new().into()),
+        Err(QueueError::LeaseExpired { .. })
+    ));
+    // No retries: the expiry dead-lettered it.
+    assert_eq!(queue.status(id), Some(JobStatus::Failed));
+    assert_eq!(queue.dead_letters().len(), 1);
+}
+
+#[test]
+fn heartbeat_extends_the_lease() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).lease(10 * SEC).build().expect("valid");
+    queue.submit(job(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    clock.advance(8 * SEC);
+    let deadline = queue.heartbeat(&lease).expect("current");
+    assert_eq!(deadline.as_nanos(), 18 * 1_000_000_000);
+    clock.advance(8 * SEC);
+    assert!(queue.try_next(&w("other")).is_none(), "still leased");
+    queue
+        .complete(&lease, Bytes::new().into())
+        .expect("within the extended lease");
+    assert_eq!(queue.stats().lease_expirations, 0);
+}
+
+#[test]
+fn lease_expiry_counts_attempts_so_a_hanging_job_ends_in_the_dead_letter() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(SEC)
+        .retry(RetryConfig::fixed(2, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    for _ in 0..3 {
+        queue.try_next(&w("hangs")).expect("ready");
+        clock.advance(SEC);
+    }
+    assert!(queue.try_next(&w("hangs")).is_none());
+    assert_eq!(queue.status(id), Some(JobStatus::Failed));
+    assert_eq!(queue.stats().lease_expirations, 3);
+}
+
+#[test]
+fn cancel_in_every_state() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::fixed(3, SEC))
+        .build()
+        .expect("valid");
+    let queued = queue.submit(job(JobPriority::High)).expect("submit");
+    let running = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let delayed = queue.submit(job(JobPriority::Low)).expect("submit");
+
+    queue.cancel(queued).expect("cancel queued");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), running, "the cancelled job is gone");
+    let retried = queue.try_next(&w("w")).expect("ready");
+    queue.fail(&retried, "later").expect("fail");
+    queue.cancel(delayed).expect("cancel delayed");
+    queue.cancel(running).expect("cancel running");
+
+    assert!(matches!(
+        queue.complete(&lease, Bytes::new().into()),
+        Err(QueueError::StaleLease {
+            status: JobStatus::Cancelled,
+            ..
+        })
+    ));
+    clock.advance(10 * SEC);
+    assert!(
+        queue.try_next(&w("w")).is_none(),
+        "the delayed retry is gone"
+    );
+    for id in [queued, running, delayed] {
+        assert_eq!(queue.status(id), Some(JobStatus::Cancelled));
+    }
+    assert!(matches!(
+        queue.cancel(queued),
+        Err(QueueError::InvalidTransition(_))
+    ));
+    assert!(matches!(
+        queue.cancel(JobId::generate()),
+        Err(QueueError::NotFound(_))
+    ));
+    let stats = queue.stats();
+    assert_eq!((stats.cancelled, stats.queued, stats.processing), (3, 0, 0));
+}
+
+#[test]
+fn capacity_is_backpressure_not_a_silent_drop() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).capacity(2).build().expect("valid");
+    queue.submit(job(JobPriority::Low)).expect("submit");
+    queue.submit(job(JobPriority::Low)).expect("submit");
+    let rejected = job(JobPriority::High);
+    let rejected_id = rejected.id();
+    let err = queue.submit(rejected).expect_err("full");
+    assert!(matches!(err, QueueError::Full { capacity: 2 }));
+    assert!(err.to_string().contains("full"));
+    assert_eq!(queue.status(rejected_id), None);
+    assert_eq!(queue.stats().rejected_full, 1);
+
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert!(
+        queue.submit(job(JobPriority::Low)).is_err(),
+        "running jobs count"
+    );
+    queue.complete(&lease, Bytes::new().into()).expect("done");
+    queue.submit(job(JobPriority::Low)).expect("room again");
+    assert!(JobQueue::builder().capacity(0).build().is_err());
+    assert!(JobQueue::builder().lease(Duration::ZERO).build().is_err());
+}
+
+#[test]
+fn submit_refuses_duplicates_and_non_new_jobs() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let original = job(JobPriority::Low);
+    let copy = original.clone();
+    let id = queue.submit(original).expect("submit");
+    assert!(matches!(queue.submit(copy), Err(QueueError::Duplicate(d)) if d == id));
+    let snapshot = queue.get(id).expect("known");
+    assert!(matches!(
+        queue.submit(snapshot),
+        Err(QueueError::Duplicate(_))
+    ));
+
+    let mut started = job(JobPriority::Low);
+    started
+        .start_processing(w("x"), clock.now())
+        .expect("start");
+    assert!(matches!(
+        queue.submit(started),
+        Err(QueueError::NotNew {
+            status: JobStatus::Processing,
+            ..
+        })
+    ));
+    assert_eq!(queue.stats().submitted, 1);
+}
+
+#[test]
+fn release_gives_a_job_back_without_an_attempt() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    queue.release(&lease).expect("release");
+    assert!(queue.release(&lease).is_err(), "the lease is spent");
+    let again = queue.try_next(&w("w")).expect("ready again");
+    assert_eq!((again.job_id(), again.attempt()), (id, 0));
+}
+
+#[test]
+fn takers_can_filter_by_job_type() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let t = queue
+        .submit(Job::new(JobType::Transcription, &b""[..]).with_priority(JobPriority::High))
+        .expect("submit");
+    let s = queue
+        .submit(Job::new(JobType::Summarization, &b""[..]))
+        .expect("submit");
+    let types = [JobType::Summarization, JobType::Indexing];
+    let lease = queue.try_next_for(&w("w"), &types).expect("one matches");
+    assert_eq!(lease.job_id(), s);
+    assert!(queue.try_next_for(&w("w"), &types).is_none());
+    assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(t));
+}
+
+#[test]
+fn memo_hit_completes_at_submit_with_no_worker() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let key = CacheKey::transcript(&hash(1), "en").expect("valid");
+    store
+        .insert(key, Bytes::from_static(b"cached text"))
+        .expect("insert");
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+
+    let id = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let done = queue.get(id).expect("known");
+    assert_eq!(done.status(), JobStatus::Completed);
+    assert_eq!(
+        done.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"cached text"[..])
+    );
+    assert_eq!(done.worker_id(), None);
+    assert!(queue.try_next(&w("w")).is_none(), "no worker runs it");
+    let stats = queue.stats();
+    assert_eq!((stats.memo_hits, stats.completed, stats.queued), (1, 1, 0));
+
+    // Another language is another key: a miss, queued.
+    let other = Job::transcription(&hash(1), "de", &b""[..]).expect("valid");
+    let other = queue.submit(other).expect("submit");
+    assert_eq!(queue.status(other), Some(JobStatus::Queued));
+}
+
+#[test]
+fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let a = queue
+        .submit(transcription(1, JobPriority::Medium))
+        .expect("submit");
+    let b = queue
+        .submit(transcription(1, JobPriority::Medium))
+        .expect("submit");
+    let c = queue
+        .submit(transcription(2, JobPriority::Medium))
+        .expect("submit");
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.coalesced, stats.coalesced_waiting, stats.queued),
+        (1, 1, 3)
+    );
+
+    let lease_a = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease_a.job_id(), a);
+    // The follower is not handed to a second worker while the leader runs.
+    let lease_c = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease_c.job_id(), c);
+    assert!(queue.try_next(&w("w")).is_none());
+    assert_eq!(queue.status(b), Some(JobStatus::Queued));
+
+    queue
+        .complete(&lease_a, b"text 1".to_vec().into())
+        .expect("complete");
+    let follower = queue.get(b).expect("known");
+    assert_eq!(follower.status(), JobStatus::Completed);
+    assert_eq!(
+        follower.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"text 1"[..])
+    );
+    let key = CacheKey::transcript(&hash(1), "en").expect("valid");
+    assert_eq!(
+        store.peek(&key).map(|v| v.to_vec()),
+        Some(b"text 1".to_vec())
+    );
+
+    // From now on a submit is a memo hit.
+    let d = queue
+        .submit(transcription(1, JobPriority::High))
+        .expect("submit");
+    assert_eq!(queue.status(d), Some(JobStatus::Completed));
+    assert_eq!(queue.stats().memo_hits, 1);
+}
+
+#[test]
+fn other_job_types_memoize_under_their_multi_part_key() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let summary = |model: &str| {
+        Job::keyed(JobType::Summarization, ["transcript-key", model], &b""[..]).expect("valid")
+    };
+    let first = queue.submit(summary("small")).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), first);
+    queue
+        .complete(&lease, b"sum".to_vec().into())
+        .expect("complete");
+    let hit = queue.submit(summary("small")).expect("submit");
+    assert_eq!(queue.status(hit), Some(JobStatus::Completed));
+    let miss = queue.submit(summary("large")).expect("submit");
+    assert_eq!(queue.status(miss), Some(JobStatus::Queued));
+    let key = CacheKey::builder("summary")
+        .expect("valid")
+        .part("transcript-key")
+        .part("small")
+        .finish();
+    assert!(store.contains_key(&key));
+}
+
+#[test]
+fn coalescing_works_without_a_memo_store() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let a = queue
+        .submit(transcription(3, JobPriority::Low))
+        .expect("submit");
+    let b = queue
+        .submit(transcription(3, JobPriority::Low))
+        .expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), a);
+    assert!(queue.try_next(&w("w")).is_none());
+    queue
+        .complete(&lease, b"t".to_vec().into())
+        .expect("complete");
+    assert_eq!(queue.status(b), Some(JobStatus::Completed));
+    // Nothing remembers it: a new identical job runs again.
+    let c = queue
+        .submit(transcription(3, JobPriority::Low))
+        .expect("submit");
+    assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(c));
+}
+
+#[test]
+fn an_urgent_follower_raises_its_leaders_priority() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(None).build().expect("valid");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let leader = queue
+        .submit(transcription(4, JobPriority::Low))
+        .expect("submit");
+    queue
+        .submit(transcription(4, JobPriority::High))
+        .expect("submit");
+    let first = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(first.job_id(), leader);
+    assert_eq!(first.priority(), JobPriority::High);
+    assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(medium));
+}
+
+#[test]
+fn a_cancelled_leader_hands_over_to_its_first_follower() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let a = queue
+        .submit(transcription(5, JobPriority::Low))
+        .expect("submit");
+    let b = queue
+        .submit(transcription(5, JobPriority::Low))
+        .expect("submit");
+    let c = queue
+        .submit(transcription(5, JobPriority::Low))
+        .expect("submit");
+    let old = queue.try_next(&w("w")).expect("ready");
+    queue.cancel(a).expect("cancel");
+    assert!(queue.complete(&old, Bytes::new().into()).is_err());
+    let lease = queue.try_next(&w("w")).expect("b took over");
+    assert_eq!(lease.job_id(), b);
+    assert!(queue.try_next(&w("w")).is_none(), "c still follows b");
+    queue
+        .complete(&lease, b"t".to_vec().into())
+        .expect("complete");
+    assert_eq!(queue.status(c), Some(JobStatus::Completed));
+    let stats = queue.stats();
+    assert_eq!((stats.queued, stats.coalesced_waiting), (0, 0));
+}
+
+#[test]
+fn a_follower_can_be_cancelled_alone() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let a = queue
+        .submit(transcription(6, JobPriority::Low))
+        .expect("submit");
+    let b = queue
+        .submit(transcription(6, JobPriority::Low))
+        .expect("submit");
+    queue.cancel(b).expect("cancel");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), a);
+    queue.complete(&lease, Bytes::new().into()).expect("ok");
+    assert_eq!(queue.status(b), Some(JobStatus::Cancelled));
+}
+
+#[test]
+fn followers_share_their_leaders_final_failure() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::fixed(0, SEC))
+        .build()
+        .expect("valid");
+    let a = queue
+        .submit(transcription(7, JobPriority::Low))
+        .expect("submit");
+    let b = queue
+        .submit(transcription(7, JobPriority::Low))
+        .expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    queue.fail(&lease, "bad audio").expect("fail");
+    let dead: Vec<_> = queue.dead_letters().iter().map(Job::id).collect();
+    assert_eq!(dead, [a, b]);
+    let follower = queue.get(b).expect("known");
+    assert_eq!(
+        follower.error_message(),
+        Some(format!("coalesced with job {a}, which failed: bad audio").as_str())
+    );
+    // Re-submitted, the two coalesce again.
+    queue.resubmit_dead_letter(b).expect("resubmit");
+    queue.resubmit_dead_letter(a).expect("resubmit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), b);
+    assert!(queue.try_next(&w("w")).is_none());
+    queue.complete(&lease, Bytes::new().into()).expect("ok");
+    assert_eq!(queue.status(a), Some(JobStatus::Completed));
+}
+
+#[test]
+fn finished_records_are_retained_up_to_a_bound() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).retain_finished(2).build().expect("valid");
+    let ids: Vec<_> = (0..3)
+        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .collect();
+    take_all(&queue);
+    assert_eq!(queue.status(ids[0]), None);
+    assert_eq!(queue.status(ids[2]), Some(JobStatus::Completed));
+    assert_eq!(queue.stats().completed, 3);
+}
+
+#[test]
+fn blocking_next_waits_for_a_submit_and_times_out_when_idle() {
+    let queue = JobQueue::builder().build().expect("valid");
+    assert!(queue.next(&w("w"), Duration::from_millis(20)).is_none());
+    let taker = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.next(&w("w"), Duration::from_secs(30)))
+    };
+    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let lease = taker.join().expect("no panic").expect("got the job");
+    assert_eq!(lease.job_id(), id);
+}

@@ -1,0 +1,442 @@
+//! Alert rules and the evaluator: pending → firing → resolved on a manual clock, one
+//! notification per firing, aggregations, disabled rules, failing and unknown channels.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use memocache::metrics::{AlertState, AlertTransition, Notification, NotifyError};
+use memocache::{
+    Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricsRegistry,
+    Notifier, Percentile, Severity, Threshold, Timestamp,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Setup {
+    clock: ManualClock,
+    registry: MetricsRegistry,
+    alerts: AlertEvaluator,
+    pager: MemoryNotifier,
+}
+
+fn setup() -> Setup {
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    let pager = MemoryNotifier::new();
+    alerts.add_channel("pager", Arc::new(pager.clone()));
+    Setup {
+        clock,
+        registry,
+        alerts,
+        pager,
+    }
+}
+
+fn depth_rule() -> AlertRule {
+    AlertRule::new(
+        "queue backed up",
+        "queue_depth",
+        Threshold::greater_than(100.0).unwrap(),
+        Severity::Critical,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("pager")
+}
+
+#[test]
+fn pending_then_firing_then_resolved() {
+    let mut t = setup();
+    let depth = t
+        .registry
+        .gauge("queue_depth", "Jobs waiting.", &[])
+        .unwrap();
+    let id = t.alerts.add_rule(
+        depth_rule()
+            .with_pending_for(30 * SECOND)
+            .with_keep_firing_for(20 * SECOND),
+    );
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+
+    depth.set(50.0);
+    assert!(t.alerts.evaluate().is_empty());
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+
+    t.clock.advance(SECOND); // t = 1
+    depth.set(500.0);
+    assert!(t.alerts.evaluate().is_empty());
+    let active_since = Timestamp::from_nanos(1_000_000_000);
+    assert_eq!(
+        t.alerts.state(id),
+        Some(AlertState::Pending {
+            since: active_since
+        })
+    );
+
+    t.clock.advance(30 * SECOND - Duration::from_nanos(1)); // held 1 ns short of 30 s
+    assert!(t.alerts.evaluate().is_empty());
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Pending { .. })
+    ));
+    assert!(t.pager.notifications().is_empty());
+
+    t.clock.advance(Duration::from_nanos(1)); // held exactly 30 s: fires
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    let n = &fired[0];
+    assert_eq!(n.transition, AlertTransition::Firing);
+    assert_eq!(n.rule_id, id);
+    assert_eq!(n.rule_name, "queue backed up");
+    assert_eq!(n.metric_name, "queue_depth");
+    assert_eq!(n.severity, Severity::Critical);
+    assert_eq!(n.value, Some(500.0));
+    assert_eq!(n.active_since, active_since);
+    assert_eq!(n.at, t.clock.now());
+    assert_eq!(t.pager.notifications(), fired);
+    assert_eq!(
+        t.alerts.rule(id).unwrap().last_triggered(),
+        Some(t.clock.now())
+    );
+
+    // Still true: stays firing, no second notification however often it is evaluated.
+    for _ in 0..5 {
+        t.clock.advance(10 * SECOND);
+        assert!(t.alerts.evaluate().is_empty());
+    }
+    assert_eq!(t.pager.notifications().len(), 1);
+
+    // False for less than keep_firing_for, then true again: no flap, no notification.
+    depth.set(10.0);
+    t.alerts.evaluate();
+    t.clock.advance(19 * SECOND);
+    assert!(t.alerts.evaluate().is_empty());
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Firing {
+            clear_since: Some(_),
+            ..
+        })
+    ));
+    depth.set(200.0);
+    assert!(t.alerts.evaluate().is_empty());
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Firing {
+            clear_since: None,
+            ..
+        })
+    ));
+
+    // False for keep_firing_for: resolves, once.
+    depth.set(10.0);
+    assert!(t.alerts.evaluate().is_empty());
+    t.clock.advance(20 * SECOND);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].value, Some(10.0));
+    assert_eq!(resolved[0].active_since, active_since);
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    t.clock.advance(60 * SECOND);
+    assert!(t.alerts.evaluate().is_empty());
+    let all = t.pager.take();
+    assert_eq!(
+        all.iter().map(|n| n.transition).collect::<Vec<_>>(),
+        [AlertTransition::Firing, AlertTransition::Resolved]
+    );
+}
+
+#[test]
+fn a_spike_shorter_than_pending_for_never_fires() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let id = t
+        .alerts
+        .add_rule(depth_rule().with_pending_for(30 * SECOND));
+    depth.set(500.0);
+    t.alerts.evaluate();
+    t.clock.advance(20 * SECOND);
+    depth.set(5.0);
+    t.alerts.evaluate();
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    // A new spike restarts the pending period from its own start.
+    depth.set(500.0);
+    t.alerts.evaluate();
+    t.clock.advance(20 * SECOND);
+    t.alerts.evaluate();
+    assert!(t.pager.notifications().is_empty());
+    t.clock.advance(10 * SECOND);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+}
+
+#[test]
+fn zero_durations_fire_and_resolve_immediately_and_refire_notifies_again() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    t.alerts.add_rule(depth_rule());
+    for (value, expect) in [
+        (500.0, Some(AlertTransition::Firing)),
+        (500.0, None),
+        (5.0, Some(AlertTransition::Resolved)),
+        (5.0, None),
+        (500.0, Some(AlertTransition::Firing)),
+    ] {
+        depth.set(value);
+        t.clock.advance(SECOND);
+        let got = t.alerts.evaluate();
+        assert_eq!(got.first().map(|n| n.transition), expect, "at {value}");
+        assert!(got.len() <= 1);
+    }
+    assert_eq!(t.pager.notifications().len(), 3);
+}
+
+#[test]
+fn no_data_is_false_not_zero() {
+    let mut t = setup();
+    // LessThan on a metric that does not exist, then on an empty window: never fires (the seed's
+    // 0.0 for an empty window would have).
+    let rule = AlertRule::new(
+        "hit ratio low",
+        "hit_ratio",
+        Threshold::less_than(0.5).unwrap(),
+        Severity::Warning,
+        60 * SECOND,
+    )
+    .with_channel("pager");
+    let id = t.alerts.add_rule(rule);
+    t.alerts.evaluate();
+    let ratio = t.registry.gauge("hit_ratio", "", &[]).unwrap();
+    t.alerts.evaluate();
+    assert!(t.pager.notifications().is_empty());
+    // With data: the average of the window.
+    ratio.set(0.2);
+    t.clock.advance(SECOND);
+    ratio.set(0.4);
+    assert_eq!(t.alerts.evaluate()[0].value, Some(0.30000000000000004));
+    // The values age out of the window: no data, which resolves the alert.
+    t.clock.advance(61 * SECOND);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].value, None);
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+}
+
+#[test]
+fn percentile_aggregation_over_a_histogram_window() {
+    let mut t = setup();
+    let latency = t
+        .registry
+        .histogram("job_duration_seconds", "", &[("queue", "audio")])
+        .unwrap();
+    let rule = AlertRule::new(
+        "slow jobs",
+        "job_duration_seconds",
+        Threshold::greater_than(2.0).unwrap(),
+        Severity::Warning,
+        60 * SECOND,
+    )
+    .with_label("queue", "audio")
+    .with_aggregation(Aggregation::Percentile(Percentile::p99()))
+    .with_channel("pager");
+    t.alerts.add_rule(rule);
+    for i in 0..100 {
+        latency.observe(f64::from(i) / 100.0).unwrap();
+    }
+    assert!(t.alerts.evaluate().is_empty()); // p99 = 0.9801
+    latency.observe(50.0).unwrap(); // one outlier among 101: p99 = 0.99 + 0.01·49.01 ≈ 1.48
+    assert!(t.alerts.evaluate().is_empty());
+    latency.observe(50.0).unwrap(); // two among 102: p99 ≈ 49.0
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert!(fired[0].value.unwrap() > 40.0);
+    // A rule on other labels sees no data.
+    let other = AlertRule::new(
+        "other",
+        "job_duration_seconds",
+        Threshold::greater_than(0.0).unwrap(),
+        Severity::Info,
+        60 * SECOND,
+    )
+    .with_label("queue", "video")
+    .with_aggregation(Aggregation::Last);
+    t.alerts.add_rule(other);
+    assert!(t.alerts.evaluate().is_empty());
+}
+
+#[test]
+fn counters_use_their_total() {
+    let mut t = setup();
+    let dead = t.registry.counter("dead_letters_total", "", &[]).unwrap();
+    let rule = AlertRule::new(
+        "dead letters",
+        "dead_letters_total",
+        Threshold::greater_than(0.0).unwrap(),
+        Severity::Critical,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("pager");
+    t.alerts.add_rule(rule.clone());
+    // A windowed aggregation of a counter has no data (counters keep no history).
+    t.alerts.add_rule(AlertRule::new(
+        "avg",
+        "dead_letters_total",
+        rule.threshold(),
+        Severity::Info,
+        SECOND,
+    ));
+    assert!(t.alerts.evaluate().is_empty());
+    dead.inc();
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, Some(1.0));
+}
+
+#[test]
+fn disabled_rules_do_not_fire_and_a_disabled_firing_rule_resolves() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let id = t.alerts.add_rule(depth_rule());
+    depth.set(500.0);
+    assert!(t.alerts.set_enabled(id, false));
+    assert!(t.alerts.evaluate().is_empty());
+    assert!(!t.alerts.rule(id).unwrap().is_triggered(500.0));
+    assert!(t.alerts.set_enabled(id, true));
+    assert_eq!(t.alerts.evaluate()[0].transition, AlertTransition::Firing);
+    t.alerts.set_enabled(id, false);
+    assert_eq!(t.alerts.evaluate()[0].transition, AlertTransition::Resolved);
+    let removed = t.alerts.remove_rule(id).unwrap();
+    assert_eq!(removed.id(), id);
+    assert!(t.alerts.rule(id).is_none());
+    assert!(!t.alerts.set_enabled(id, true));
+}
+
+#[test]
+fn rule_domain_methods() {
+    let mut rule = depth_rule();
+    assert!(rule.is_triggered(101.0));
+    assert!(!rule.is_triggered(100.0));
+    assert_eq!(rule.last_triggered(), None);
+    rule.trigger(Timestamp::from_nanos(5));
+    assert_eq!(rule.last_triggered(), Some(Timestamp::from_nanos(5)));
+    rule.reset();
+    assert_eq!(rule.last_triggered(), None);
+    assert_eq!(rule.notification_channels(), ["pager"]);
+    assert_eq!(rule.window(), 60 * SECOND);
+    assert_eq!(
+        Aggregation::Percentile(Percentile::p95()).to_string(),
+        "p95"
+    );
+}
+
+/// Counts calls and fails every one.
+struct Broken(Arc<AtomicUsize>);
+
+impl Notifier for Broken {
+    fn notify(&self, _: &Notification) -> Result<(), NotifyError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(NotifyError::new("pager service down"))
+    }
+}
+
+#[test]
+fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
+    let mut t = setup();
+    let calls = Arc::new(AtomicUsize::new(0));
+    t.alerts
+        .add_channel("broken", Arc::new(Broken(calls.clone())));
+    let log = MemoryNotifier::new();
+    t.alerts.add_channel("log", Arc::new(log.clone()));
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    t.alerts.add_rule(
+        depth_rule()
+            .with_channel("broken")
+            .with_channel("nowhere")
+            .with_channel("log"),
+    );
+    depth.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(t.pager.notifications().len(), 1);
+    assert_eq!(log.notifications().len(), 1);
+}
+
+#[test]
+fn the_tracing_notifier_accepts_every_transition() {
+    let mut t = setup();
+    t.alerts
+        .add_channel("log", Arc::new(memocache::TracingNotifier));
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    t.alerts.add_rule(depth_rule().with_channel("log"));
+    depth.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+    depth.set(0.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The transitions a reference model of Prometheus' `for` / `keep_firing_for` produces for
+    /// evaluations `(time, condition)`.
+    fn reference(steps: &[(u64, bool)], pending: u64, keep: u64) -> Vec<(AlertTransition, u64)> {
+        let (mut firing, mut true_since, mut false_since) = (false, None, None);
+        let mut out = Vec::new();
+        for &(t, c) in steps {
+            if !firing {
+                if c {
+                    let since = *true_since.get_or_insert(t);
+                    if t - since >= pending {
+                        out.push((AlertTransition::Firing, t));
+                        (firing, false_since) = (true, None);
+                    }
+                } else {
+                    true_since = None;
+                }
+            } else if c {
+                false_since = None;
+            } else {
+                let since = *false_since.get_or_insert(t);
+                if t - since >= keep {
+                    out.push((AlertTransition::Resolved, t));
+                    (firing, true_since) = (false, None);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn transitions_match_the_reference_model(
+            pending in 0u64..20,
+            keep in 0u64..20,
+            steps in prop::collection::vec((0u64..8, any::<bool>()), 1..120),
+        ) {
+            let mut t = setup();
+            let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+            t.alerts.add_rule(
+                depth_rule()
+                    .with_pending_for(SECOND * u32::try_from(pending).unwrap())
+                    .with_keep_firing_for(SECOND * u32::try_from(keep).unwrap()),
+            );
+            let (mut now, mut timeline, mut got) = (0, Vec::new(), Vec::new());
+            for (dt, condition) in steps {
+                t.clock.advance(SECOND * u32::try_from(dt).unwrap());
+                now += dt;
+                depth.set(if condition { 500.0 } else { 5.0 });
+                timeline.push((now, condition));
+                for n in t.alerts.evaluate() {
+                    got.push((n.transition, n.at.as_nanos() / 1_000_000_000));
+                }
+            }
+            prop_assert_eq!(&got, &reference(&timeline, pending, keep));
+            // Delivered once per transition, to the rule's one channel.
+            prop_assert_eq!(t.pager.notifications().len(), got.len());
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `MetricsRegistry`: registration rules, handles, aggregation, the Prometheus text format line
+//! by line, and concurrent recording.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use memocache::{
+    Aggregation, ManualClock, MetricError, MetricType, MetricsRegistry, Percentile, Tags,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn registry() -> (MetricsRegistry, ManualClock) {
+    let clock = ManualClock::new();
+    let r = MetricsRegistry::with_clock(Arc::new(clock.clone()), 60 * SECOND);
+    (r, clock)
+}
+
+fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn handles_share_storage_and_names_keep_their_type() {
+    let (r, _clock) = registry();
+    let a = r.counter("hits_total", "Hits.", &[]).unwrap();
+    let b = r.counter("hits_total", "ignored help", &[]).unwrap();
+    a.inc();
+    b.inc_by(4);
+    assert_eq!(a.get(), 5);
+    // Label order does not matter: same series.
+    let x = r
+        .counter("evictions_total", "", &[("cause", "size"), ("shard", "1")])
+        .unwrap();
+    let y = r
+        .counter("evictions_total", "", &[("shard", "1"), ("cause", "size")])
+        .unwrap();
+    x.inc();
+    assert_eq!(y.get(), 1);
+    assert_eq!(
+        r.gauge("hits_total", "", &[]).unwrap_err(),
+        MetricError::TypeConflict {
+            name: "hits_total".into(),
+            registered: MetricType::Counter,
+            requested: MetricType::Gauge,
+        }
+    );
+    assert_eq!(r.metric_type("hits_total"), Some(MetricType::Counter));
+    assert_eq!(r.metric_type("nope"), None);
+}
+
+#[test]
+fn invalid_names_and_labels_register_nothing() {
+    let (r, _clock) = registry();
+    assert!(matches!(
+        r.counter("bad-name", "", &[]),
+        Err(MetricError::InvalidMetricName(_))
+    ));
+    assert!(matches!(
+        r.gauge("ok", "", &[("bad-label", "x")]),
+        Err(MetricError::InvalidLabelName(_))
+    ));
+    assert!(matches!(
+        r.histogram("ok", "", &[("quantile", "x")]),
+        Err(MetricError::InvalidLabelName(_))
+    ));
+    assert_eq!(
+        r.counter("ok", "", &[("a", "1"), ("a", "2")]).unwrap_err(),
+        MetricError::DuplicateLabel("a".into())
+    );
+    assert_eq!(r.render_prometheus(), "");
+}
+
+#[test]
+fn counters_advance_monotonically() {
+    let (r, _clock) = registry();
+    let c = r.counter("loads_total", "", &[]).unwrap();
+    c.advance_to(10);
+    c.advance_to(7); // an older snapshot published late: ignored
+    assert_eq!(c.get(), 10);
+    c.advance_to(12);
+    assert_eq!(c.get(), 12);
+}
+
+#[test]
+fn aggregate_reads_each_kind() {
+    let (r, clock) = registry();
+    let c = r.counter("c_total", "", &[]).unwrap();
+    let g = r.gauge("g", "", &[("k", "v")]).unwrap();
+    let h = r.histogram("h_seconds", "", &[]).unwrap();
+    let none = Tags::new();
+    let kv = tags(&[("k", "v")]);
+    let w = 10 * SECOND;
+    c.inc_by(3);
+    assert_eq!(
+        r.aggregate("c_total", &none, Aggregation::Last, w),
+        Some(3.0)
+    );
+    assert_eq!(r.aggregate("c_total", &none, Aggregation::Average, w), None);
+    assert_eq!(r.aggregate("g", &kv, Aggregation::Last, w), Some(0.0));
+    assert_eq!(r.aggregate("g", &kv, Aggregation::Average, w), None); // never set
+    assert_eq!(r.aggregate("g", &none, Aggregation::Last, w), None); // other labels
+    g.set(1.0);
+    clock.advance(SECOND);
+    g.add(2.0);
+    clock.advance(SECOND);
+    g.set(f64::NAN); // exposed, not in the history
+    assert!(
+        r.aggregate("g", &kv, Aggregation::Last, w)
+            .unwrap()
+            .is_nan()
+    );
+    assert_eq!(r.aggregate("g", &kv, Aggregation::Average, w), Some(2.0));
+    let p100 = Aggregation::Percentile(Percentile::new(100.0).unwrap());
+    assert_eq!(r.aggregate("g", &kv, p100, w), Some(3.0));
+    assert_eq!(
+        r.aggregate("g", &kv, Aggregation::Average, 2 * SECOND),
+        Some(3.0)
+    );
+    for v in [0.1, 0.2, 0.3] {
+        h.observe(v).unwrap();
+    }
+    assert!(matches!(
+        h.observe(f64::NAN),
+        Err(MetricError::NonFinite { .. })
+    ));
+    assert_eq!(h.count(), 3);
+    assert_eq!(
+        r.aggregate("h_seconds", &none, Aggregation::Last, w),
+        Some(0.3)
+    );
+    assert_eq!(
+        r.aggregate(
+            "h_seconds",
+            &none,
+            Aggregation::Percentile(Percentile::P50),
+            w
+        ),
+        Some(0.2)
+    );
+    clock.advance(w);
+    assert_eq!(r.aggregate("h_seconds", &none, Aggregation::Last, w), None);
+    assert_eq!(h.percentiles(&[Percentile::P50], w), [0.0]);
+}
+
+#[test]
+fn prometheus_text_line_by_line() {
+    let (r, clock) = registry();
+    let hits = r
+        .counter(
+            "memocache_cache_hits_total",
+            "Cache lookups that found a value.",
+            &[],
+        )
+        .unwrap();
+    hits.inc_by(42);
+    for (cause, n) in [("size", 3), ("expired", 1)] {
+        r.counter(
+            "memocache_cache_evictions_total",
+            "Entries evicted, by cause.",
+            &[("cause", cause)],
+        )
+        .unwrap()
+        .inc_by(n);
+    }
+    r.gauge("memocache_cache_size_bytes", "Bytes charged.", &[])
+        .unwrap()
+        .set(1_048_576.0);
+    r.gauge(
+        "weird",
+        "Help with \\ and\nnewline.",
+        &[("path", "C:\\x \"q\"\nz")],
+    )
+    .unwrap()
+    .set(f64::INFINITY);
+    let latency = r
+        .histogram(
+            "memocache_job_duration_seconds",
+            "Job run time.",
+            &[("type", "transcription")],
+        )
+        .unwrap();
+    for i in 1..=100 {
+        clock.advance(Duration::from_millis(10));
+        latency.observe(f64::from(i) / 100.0).unwrap();
+    }
+    r.histogram("memocache_idle_seconds", "Never observed.", &[])
+        .unwrap();
+
+    let text = r.render_prometheus();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        "# HELP memocache_cache_evictions_total Entries evicted, by cause.",
+        "# TYPE memocache_cache_evictions_total counter",
+        "memocache_cache_evictions_total{cause=\"expired\"} 1",
+        "memocache_cache_evictions_total{cause=\"size\"} 3",
+        "# HELP memocache_cache_hits_total Cache lookups that found a value.",
+        "# TYPE memocache_cache_hits_total counter",
+        "memocache_cache_hits_total 42",
+        "# HELP memocache_cache_size_bytes Bytes charged.",
+        "# TYPE memocache_cache_size_bytes gauge",
+        "memocache_cache_size_bytes 1048576",
+        "# HELP memocache_idle_seconds Never observed.",
+        "# TYPE memocache_idle_seconds summary",
+        "memocache_idle_seconds{quantile=\"0.5\"} NaN",
+        "memocache_idle_seconds{quantile=\"0.95\"} NaN",
+        "memocache_idle_seconds{quantile=\"0.99\"} NaN",
+        "memocache_idle_seconds_sum 0",
+        "memocache_idle_seconds_count 0",
+        "# HELP memocache_job_duration_seconds Job run time.",
+        "# TYPE memocache_job_duration_seconds summary",
+        // numpy.percentile(np.arange(1, 101) / 100, [50, 95, 99]), to the last bit.
+        "memocache_job_duration_seconds{type=\"transcription\",quantile=\"0.5\"} 0.505",
+        "memocache_job_duration_seconds{type=\"transcription\",quantile=\"0.95\"} 0.9504999999999999",
+        "memocache_job_duration_seconds{type=\"transcription\",quantile=\"0.99\"} 0.9901000000000001",
+        "memocache_job_duration_seconds_sum{type=\"transcription\"} 50.5",
+        "memocache_job_duration_seconds_count{type=\"transcription\"} 100",
+        "# HELP weird Help with \\\\ and\\nnewline.",
+        "# TYPE weird gauge",
+        "weird{path=\"C:\\\\x \\\"q\\\"\\nz\"} +Inf",
+    ];
+    for (i, (got, want)) in lines.iter().zip(expected).enumerate() {
+        assert_eq!(*got, want, "line {}", i + 1);
+    }
+    assert_eq!(lines.len(), expected.len());
+    assert!(text.ends_with('\n'));
+    // The quantiles are the exact windowed percentiles; once the window is empty they are NaN
+    // while _sum and _count stay cumulative.
+    clock.advance(61 * SECOND);
+    let text = r.render_prometheus();
+    assert!(text.contains(
+        "memocache_job_duration_seconds{type=\"transcription\",quantile=\"0.99\"} NaN\n"
+    ));
+    assert!(text.contains("memocache_job_duration_seconds_count{type=\"transcription\"} 100\n"));
+}
+
+#[test]
+fn concurrent_recording_loses_nothing() {
+    let (r, _clock) = registry();
+    const THREADS: usize = 4;
+    const PER_THREAD: u64 = 10_000;
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let r = r.clone();
+            s.spawn(move || {
+                let label = if t % 2 == 0 { "even" } else { "odd" };
+                for i in 0..PER_THREAD {
+                    // Registering from every thread, and recording through fresh handles.
+                    r.counter("ops_total", "", &[]).unwrap().inc();
+                    r.counter("ops_by_parity_total", "", &[("parity", label)])
+                        .unwrap()
+                        .inc();
+                    r.gauge("level", "", &[]).unwrap().add(1.0);
+                    r.histogram("obs", "", &[])
+                        .unwrap()
+                        .observe(i as f64)
+                        .unwrap();
+                    if i % 2_500 == 0 {
+                        // Rendering concurrently with writers must not deadlock or tear.
+                        assert!(r.render_prometheus().contains("# TYPE ops_total counter"));
+                    }
+                }
+            });
+        }
+    });
+    let total = THREADS as u64 * PER_THREAD;
+    let none = Tags::new();
+    let last = |name| r.aggregate(name, &none, Aggregation::Last, SECOND);
+    assert_eq!(last("ops_total"), Some(total as f64));
+    let even = r.aggregate(
+        "ops_by_parity_total",
+        &tags(&[("parity", "even")]),
+        Aggregation::Last,
+        SECOND,
+    );
+    assert_eq!(even, Some((total / 2) as f64));
+    assert_eq!(last("level"), Some(total as f64));
+    let h = r.histogram("obs", "", &[]).unwrap();
+    assert_eq!(h.count(), total);
+    let expected_sum = THREADS as f64 * (PER_THREAD * (PER_THREAD - 1) / 2) as f64;
+    assert_eq!(h.sum(), expected_sum);
+}
