@@ -26,6 +26,8 @@
 //!   simulators for hit-ratio measurements.
 //! * [`metrics`] — [`MetricSeries`] with numpy-exact percentiles, [`MetricsRegistry`] rendering
 //!   Prometheus text, [`AlertRule`]s evaluated by an [`AlertEvaluator`].
+//! * [`chunk`] — chunked parallel processing of long recordings: [`ChunkSize`], the
+//!   streaming splitter, [`ProcessingTask`], [`ChunkedProcessor`] with per-chunk memoization.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -58,3 +60,9 @@ pub use metrics::{
 };
 pub use snapshot::{SnapshotError, SnapshotReport};
 pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
+pub mod chunk;
+pub use chunk::{
+    AudioChunk, CancelToken, ChunkInfo, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor,
+    ProcessError, ProcessOutput, ProcessingId, ProcessingTask, Progress, RunOptions, TaskId,
+    TaskStatus,
+};

@@ -1,0 +1,880 @@
+//! [`ChunkedProcessor`]: split an input, run a chunk function on up to
+//! [`ConcurrencyLimit`] chunks at once, memoize every chunk and the whole file.
+//!
+//! # Design
+//!
+//! * **Two streaming passes.** Pass one hashes the whole input (SHA-256, constant memory) to
+//!   derive the transcript key; a whole-file hit returns at once without splitting. Pass two
+//!   splits the input with [`split`] and feeds chunks to the workers. Both passes read from the
+//!   start of a `Read + Seek` input, so a file path or any seekable reader works, and the input
+//!   is never held whole: at most `2 × concurrency + 1` chunks are in memory (one being read,
+//!   `concurrency` queued in a bounded channel, `concurrency` being processed).
+//! * **Workers.** `min(concurrency, chunks)` scoped threads pull chunks from the bounded channel;
+//!   the splitting thread blocks when they are all busy, so reading is paced by processing.
+//!   Results land in a slot per chunk index, so the output is in chunk order whatever the
+//!   completion order.
+//! * **Per-chunk memoization.** A chunk's key is
+//!   `CacheKey::builder("chunk").part(sha256(chunk bytes)).part(identity).part(language)`:
+//!   the content digest (`CacheKey::from_content(bytes, "chunk")`), the processor identity
+//!   (model/version) and the language. The language is added to the issue's recipe because a
+//!   chunk transcribed as French is not the English result. Workers look the key up before
+//!   calling the chunk function and store each new result at once, so a run that fails or is
+//!   cancelled keeps everything it finished and the next run resumes from there. Results are
+//!   encoded with the crate codec; a stored value that does not decode is recomputed and
+//!   overwritten. A result the cache refuses (larger than its budget) is still returned and
+//!   counted in [`ProcessOutput::not_memoized`]. Two workers that meet identical chunks at the
+//!   same moment (stretches of digital silence, say) may both compute them; the cache's
+//!   coalescing loader would prevent that but would require `E: Sync + 'static` and share
+//!   errors as `Arc<E>`, a poor trade for a rare case.
+//!   The key is the chunk's *content*: the chunk function must give a result that depends on
+//!   the chunk's bytes (and the identity and language) only, not on its [`ChunkInfo`] —
+//!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
+//!   placing them on the input's timeline is the merge step's job ([`merge_transcripts`]).
+//! * **Whole-file memoization.** The merged result is stored under
+//!   [`CacheKey::transcript`]`(sha256(file), language)`, the key the host uses for a file's
+//!   transcript. That key has no model identity in it (it is the seed's `from_parts`), so the
+//!   stored record carries the identity and a record from another identity counts as a miss
+//!   and is overwritten. The merge step is not part of any key: a caller who changes how
+//!   chunks are merged should change the identity too.
+//! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
+//!   times, after `RetryConfig::retry_delay(retry)` (the seed's `calculate_delay`, with the
+//!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`] state
+//!   machine (`Processing → Failed → Pending → Processing`). A wait ends when the cache's
+//!   clock reaches its deadline, checked at least every 10 ms, so with a `ManualClock` a test
+//!   moves past a one-hour backoff by advancing the clock (and a wait lasts until it does).
+//!   Waits are interruptible: another chunk's failure ends them at once, cancellation within
+//!   10 ms.
+//! * **Failure.** A chunk that exhausts its retries stops the run: no new chunk starts, queued
+//!   chunks are dropped, in-flight ones finish (and are memoized), and the error names the
+//!   chunk index, the attempts and the cause.
+//! * **Cancellation.** [`CancelToken::cancel`] stops scheduling, drops queued chunks and
+//!   interrupts retry waits; the run returns as soon as the chunk functions already running
+//!   return. The chunk function is opaque and cannot be interrupted: one that runs long should
+//!   check a clone of the token itself.
+//! * **Progress.** After each chunk a worker updates the counters and calls the callback under
+//!   one lock, so the callback sees a non-decreasing sequence ending with
+//!   [`Progress::fraction`] exactly `1.0` (done == total), and must be quick. Elapsed time and
+//!   the ETA are read from the cache's [`Clock`](crate::Clock), so a `ManualClock` drives them
+//!   in tests. The ETA extrapolates bytes per second so far, which cached chunks make optimistic.
+
+use std::fmt;
+use std::io::{self, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use super::size::ChunkPlan;
+use super::split::{SplitError, split};
+use super::task::{
+    AudioChunk, ChunkInfo, ChunkResult, InvalidTaskTransition, ProcessingId, ProcessingTask,
+    Segment,
+};
+use crate::cache::Cache;
+use crate::job::{ConcurrencyLimit, RetryConfig};
+use crate::key::{CacheKey, KeyError};
+use crate::time::{SharedClock, Timestamp};
+
+/// The longest a retry wait goes without looking at the clock and the caller's
+/// [`CancelToken`].
+const POLL: Duration = Duration::from_millis(10);
+
+/// A handle to cancel a run; clones share the state.
+///
+/// ```
+/// use memocache::chunk::CancelToken;
+/// let token = CancelToken::new();
+/// let other = token.clone();
+/// other.cancel();
+/// assert!(token.is_cancelled());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Cancels every run holding the token; waits on it end at once.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::Release);
+        let _guard = self.inner.lock.lock();
+        self.inner.wake.notify_all();
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `timeout` or until cancelled; returns whether it was cancelled.
+    fn wait_timeout(&self, timeout: Duration) -> bool {
+        let mut guard = self.inner.lock.lock();
+        if !self.is_cancelled() {
+            self.inner
+                .wake
+                .wait_while_for(&mut guard, |_| !self.is_cancelled(), timeout);
+        }
+        self.is_cancelled()
+    }
+}
+
+/// Where a run stands; passed to the progress callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Chunks finished (computed or found in the cache).
+    pub chunks_done: usize,
+    /// Chunks in the input.
+    pub chunks_total: usize,
+    /// Of the finished chunks, those found in the cache.
+    pub chunks_cached: usize,
+    /// Input audio bytes covered by finished chunks (overlap counted once).
+    pub bytes_done: u64,
+    /// The input's audio bytes.
+    pub bytes_total: u64,
+    /// Time since the run started, on the cache's clock.
+    pub elapsed: Duration,
+    /// Estimated time to the end: the remaining bytes at the rate so far; `None` before the
+    /// first chunk finishes.
+    pub eta: Option<Duration>,
+}
+
+impl Progress {
+    /// `chunks_done / chunks_total`, exactly `1.0` once every chunk is done (or if there are
+    /// none).
+    pub fn fraction(&self) -> f64 {
+        if self.chunks_done >= self.chunks_total {
+            1.0
+        } else {
+            self.chunks_done as f64 / self.chunks_total as f64
+        }
+    }
+}
+
+/// One chunk's outcome in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Where the chunk lies in the input.
+    pub info: ChunkInfo,
+    /// Its result.
+    pub result: ChunkResult,
+    /// Found in the cache, so the chunk function did not run.
+    pub from_cache: bool,
+    /// Calls of the chunk function (0 when cached, 1 + retries otherwise).
+    pub attempts: u32,
+}
+
+/// What a successful run returns.
+#[derive(Clone, Debug)]
+pub struct ProcessOutput {
+    /// The merged result for the whole input.
+    pub result: ChunkResult,
+    /// Every chunk's outcome, in chunk order; empty on a whole-file hit.
+    pub chunks: Vec<ChunkOutcome>,
+    /// The whole-file key ([`CacheKey::transcript`] of the input's SHA-256 and the language).
+    pub file_key: CacheKey,
+    /// The whole result came from the cache; nothing was split or computed.
+    pub whole_file_hit: bool,
+    /// Chunks whose function ran.
+    pub computed: usize,
+    /// Chunks found in the cache.
+    pub cached: usize,
+    /// Retries over all chunks.
+    pub retries: u32,
+    /// Results (chunk or whole-file) that the cache refused to store.
+    pub not_memoized: usize,
+}
+
+/// Why a run produced no result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError<E> {
+    /// The input file could not be opened.
+    #[error("opening {path} failed: {source}")]
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading or seeking the input failed.
+    #[error("reading the input failed: {0}")]
+    Io(#[from] io::Error),
+    /// Hashing the input or deriving a key failed.
+    #[error("deriving a cache key failed: {0}")]
+    Key(#[from] KeyError),
+    /// The input could not be split.
+    #[error("splitting the input failed: {0}")]
+    Split(#[from] SplitError),
+    /// A chunk failed on every attempt. Chunks finished before the run stopped stay cached.
+    #[error("chunk {index} failed after {attempts} attempt(s): {cause}")]
+    Chunk {
+        /// The chunk's index.
+        index: usize,
+        /// Calls of the chunk function (1 + retries).
+        attempts: u32,
+        /// The last error the chunk function returned.
+        cause: E,
+    },
+    /// The run was cancelled. Chunks finished before it stopped stay cached.
+    #[error("cancelled after {completed} of {total} chunks")]
+    Cancelled {
+        /// Chunks finished.
+        completed: usize,
+        /// Chunks in the input (0 if cancelled before splitting).
+        total: usize,
+    },
+    /// A task state transition was refused: a bug in this module.
+    #[error("internal error: {0}")]
+    Task(#[from] InvalidTaskTransition),
+    /// A chunk left no outcome without any error: a bug in this module.
+    #[error("internal error: chunk {index} produced no outcome")]
+    Incomplete {
+        /// The chunk's index.
+        index: usize,
+    },
+}
+
+/// Why a [`ChunkedProcessor`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorConfigError {
+    /// The processor identity is empty.
+    #[error("the processor identity (model/version) must not be empty")]
+    EmptyIdentity,
+    /// The language is not usable in a transcript key.
+    #[error("invalid language: {0}")]
+    Language(#[source] KeyError),
+}
+
+/// The merge step: chunk outcomes in order to one result.
+pub type MergeFn<'a> = dyn Fn(&[ChunkOutcome]) -> ChunkResult + 'a;
+
+/// The progress callback.
+pub type ProgressFn<'a> = dyn Fn(&Progress) + Send + Sync + 'a;
+
+/// Per-run options: progress callback, cancellation, merge step.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    progress: Option<Box<ProgressFn<'a>>>,
+    cancel: Option<CancelToken>,
+    merge: Option<Box<MergeFn<'a>>>,
+}
+
+impl<'a> RunOptions<'a> {
+    /// No callback, no cancellation, the default merge ([`merge_transcripts`]).
+    pub fn new() -> RunOptions<'a> {
+        RunOptions::default()
+    }
+
+    /// Calls `callback` once at the start and after every chunk (see the module docs).
+    #[must_use]
+    pub fn on_progress(mut self, callback: impl Fn(&Progress) + Send + Sync + 'a) -> Self {
+        self.progress = Some(Box::new(callback));
+        self
+    }
+
+    /// Stops the run when `token` is cancelled.
+    #[must_use]
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Merges the chunk outcomes with `merge` instead of [`merge_transcripts`].
+    #[must_use]
+    pub fn merge(mut self, merge: impl Fn(&[ChunkOutcome]) -> ChunkResult + 'a) -> Self {
+        self.merge = Some(Box::new(merge));
+        self
+    }
+}
+
+impl fmt::Debug for RunOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel)
+            .field("merge", &self.merge.is_some())
+            .finish()
+    }
+}
+
+/// The default merge: texts joined with a space (empty ones skipped); segments shifted by their
+/// chunk's start time, without those that lie wholly in the overlap with the previous chunk
+/// (that chunk already has them). Text in an overlap is *not* de-duplicated: only segments carry
+/// the timing needed for that.
+pub fn merge_transcripts(chunks: &[ChunkOutcome]) -> ChunkResult {
+    let mut merged = ChunkResult::default();
+    for chunk in chunks {
+        let text = chunk.result.text.trim();
+        if !text.is_empty() {
+            if !merged.text.is_empty() {
+                merged.text.push(' ');
+            }
+            merged.text.push_str(text);
+        }
+        let offset = chunk.info.start_time.unwrap_or_default();
+        let overlap = chunk.info.overlap.unwrap_or_default();
+        merged.segments.extend(
+            chunk
+                .result
+                .segments
+                .iter()
+                .filter(|s| s.end > overlap || overlap.is_zero())
+                .map(|s| Segment {
+                    start: offset + s.start,
+                    end: offset + s.end,
+                    text: s.text.clone(),
+                }),
+        );
+    }
+    merged
+}
+
+/// What is stored under the whole-file key.
+#[derive(Serialize, Deserialize)]
+struct WholeFileRecord {
+    identity: String,
+    total_chunks: u64,
+    bytes_total: u64,
+    result: ChunkResult,
+}
+
+/// Builds a [`ChunkedProcessor`]; see [`ChunkedProcessor::builder`].
+#[derive(Clone, Debug)]
+pub struct ChunkedProcessorBuilder {
+    cache: Cache,
+    identity: String,
+    language: String,
+    plan: ChunkPlan,
+    concurrency: ConcurrencyLimit,
+    retry: RetryConfig,
+}
+
+impl ChunkedProcessorBuilder {
+    /// Where chunks fall (default: [`ChunkPlan::default`], the seed's size by file size).
+    #[must_use]
+    pub fn plan(mut self, plan: ChunkPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// How many chunks run at once (default 4).
+    #[must_use]
+    pub fn concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// How failing chunks are retried (default: the jobs layer's default).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The language of the transcripts (default `"und"`, undetermined): part of every key.
+    #[must_use]
+    pub fn language(mut self, language: impl Into<String>) -> Self {
+        self.language = language.into();
+        self
+    }
+
+    /// The processor; fails on an empty identity or a language a transcript key refuses.
+    pub fn build(self) -> Result<ChunkedProcessor, ProcessorConfigError> {
+        if self.identity.is_empty() {
+            return Err(ProcessorConfigError::EmptyIdentity);
+        }
+        // The language rules are the transcript key's: check them once, here.
+        CacheKey::transcript(&"0".repeat(64), &self.language)
+            .map_err(ProcessorConfigError::Language)?;
+        Ok(ChunkedProcessor {
+            cache: self.cache,
+            identity: self.identity,
+            language: self.language,
+            plan: self.plan,
+            concurrency: self.concurrency,
+            retry: self.retry,
+        })
+    }
+}
+
+/// Splits inputs into chunks, processes them in parallel, memoizes per chunk and per file.
+///
+/// ```
+/// use memocache::Cache;
+/// use memocache::chunk::{ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions};
+///
+/// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+/// let processor = ChunkedProcessor::builder(cache, "echo-model/1")
+///     .plan(ChunkPlan::with_chunk_bytes(4)?)
+///     .build()?;
+/// let transcribe = |chunk: &memocache::chunk::AudioChunk| {
+///     Ok::<_, String>(ChunkResult::from_text(String::from_utf8_lossy(chunk.data())))
+/// };
+/// let out = processor.process_reader(std::io::Cursor::new("abcdefghij"), &transcribe, RunOptions::new())?;
+/// assert_eq!(out.result.text, "abcd efgh ij");
+/// assert_eq!((out.computed, out.cached), (3, 0));
+/// // The same bytes again: the whole-file result is cached.
+/// let again = processor.process_reader(std::io::Cursor::new("abcdefghij"), &transcribe, RunOptions::new())?;
+/// assert!(again.whole_file_hit);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChunkedProcessor {
+    cache: Cache,
+    identity: String,
+    language: String,
+    plan: ChunkPlan,
+    concurrency: ConcurrencyLimit,
+    retry: RetryConfig,
+}
+
+/// Why a chunk stopped without an outcome.
+enum Stop<E> {
+    Failed {
+        index: usize,
+        attempts: u32,
+        cause: E,
+    },
+    Halted,
+    Key(KeyError),
+    Task(InvalidTaskTransition),
+}
+
+/// State shared by the workers of one run.
+struct Run<'a, E> {
+    id: ProcessingId,
+    total: usize,
+    bytes_total: u64,
+    clock: SharedClock,
+    started: Timestamp,
+    /// Set when a chunk fails for good; ends retry waits at once.
+    stop: CancelToken,
+    user_cancel: Option<&'a CancelToken>,
+    failure: Mutex<Option<Stop<E>>>,
+    counters: Mutex<Counters>,
+    callback: Option<&'a ProgressFn<'a>>,
+    retries: AtomicU32,
+    not_memoized: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Counters {
+    done: usize,
+    cached: usize,
+    bytes_done: u64,
+}
+
+impl<E> Run<'_, E> {
+    fn halted(&self) -> bool {
+        self.stop.is_cancelled() || self.user_cancel.is_some_and(CancelToken::is_cancelled)
+    }
+
+    /// Waits `delay` unless the run halts first; returns whether it halted.
+    fn wait(&self, delay: Duration) -> bool {
+        let deadline = self.clock.now().saturating_add(delay);
+        loop {
+            if self.halted() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(self.clock.now());
+            if left.is_zero() {
+                return false;
+            }
+            if self.stop.wait_timeout(left.min(POLL)) {
+                return true;
+            }
+        }
+    }
+
+    fn progress(&self, counters: &Counters) -> Progress {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        let eta = match counters.bytes_done {
+            0 => None,
+            done => {
+                let left = self.bytes_total.saturating_sub(done);
+                let nanos = elapsed.as_nanos() * u128::from(left) / u128::from(done);
+                Some(Duration::from_nanos(
+                    u64::try_from(nanos).unwrap_or(u64::MAX),
+                ))
+            }
+        };
+        Progress {
+            chunks_done: counters.done,
+            chunks_total: self.total,
+            chunks_cached: counters.cached,
+            bytes_done: counters.bytes_done,
+            bytes_total: self.bytes_total,
+            elapsed,
+            eta,
+        }
+    }
+
+    /// Counts a finished chunk and tells the callback, under one lock so reports stay ordered.
+    fn finished(&self, info: &ChunkInfo, cached: bool) {
+        let mut counters = self.counters.lock();
+        counters.done += 1;
+        counters.cached += usize::from(cached);
+        counters.bytes_done += info.new_bytes;
+        if let Some(callback) = self.callback {
+            callback(&self.progress(&counters));
+        }
+    }
+
+    fn report(&self) {
+        if let Some(callback) = self.callback {
+            callback(&self.progress(&self.counters.lock()));
+        }
+    }
+}
+
+impl ChunkedProcessor {
+    /// A builder for a processor storing into `cache`, whose chunk function is identified by
+    /// `identity` (model and version, e.g. `"whisper-large-v3/2024-06"`): change it whenever
+    /// the function's results would change, or stale results will be reused.
+    pub fn builder(cache: Cache, identity: impl Into<String>) -> ChunkedProcessorBuilder {
+        ChunkedProcessorBuilder {
+            cache,
+            identity: identity.into(),
+            language: "und".to_owned(),
+            plan: ChunkPlan::default(),
+            concurrency: ConcurrencyLimit::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+
+    /// The processor identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The language.
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// The chunk plan.
+    pub fn plan(&self) -> &ChunkPlan {
+        &self.plan
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The key `chunk`'s result is memoized under (see the module docs).
+    pub fn chunk_key(&self, chunk: &AudioChunk) -> Result<CacheKey, KeyError> {
+        let content = CacheKey::from_content(chunk.data(), "chunk")?;
+        Ok(CacheKey::builder("chunk")?
+            .part(content.digest())
+            .part(&self.identity)
+            .part(&self.language)
+            .finish())
+    }
+
+    /// Processes the file at `path`; see [`ChunkedProcessor::process_reader`].
+    pub fn process_path<F, E>(
+        &self,
+        path: impl AsRef<Path>,
+        f: &F,
+        options: RunOptions<'_>,
+    ) -> Result<ProcessOutput, ProcessError<E>>
+    where
+        F: Fn(&AudioChunk) -> Result<ChunkResult, E> + Sync,
+        E: fmt::Display + Send,
+    {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|source| ProcessError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.process_reader(file, f, options)
+    }
+
+    /// Processes everything `reader` holds from its start: whole-file memo check, split,
+    /// chunk function on each uncached chunk (in parallel, with retries), merge, memoize.
+    pub fn process_reader<R, F, E>(
+        &self,
+        mut reader: R,
+        f: &F,
+        options: RunOptions<'_>,
+    ) -> Result<ProcessOutput, ProcessError<E>>
+    where
+        R: Read + Seek,
+        F: Fn(&AudioChunk) -> Result<ChunkResult, E> + Sync,
+        E: fmt::Display + Send,
+    {
+        let clock = Arc::clone(self.cache.clock());
+        let started = clock.now();
+        let cancelled = || {
+            options
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled)
+        };
+
+        // Pass one: the whole-file hash and length.
+        reader.rewind()?;
+        let file_hash = CacheKey::from_reader(&mut reader, "file")?.digest_hex();
+        let input_len = reader.stream_position()?;
+        let file_key = CacheKey::transcript(&file_hash, &self.language)?;
+        if let Ok(Some(record)) = self.cache.get_typed::<WholeFileRecord>(&file_key)
+            && record.identity == self.identity
+        {
+            let total = usize::try_from(record.total_chunks).unwrap_or(usize::MAX);
+            if let Some(callback) = &options.progress {
+                callback(&Progress {
+                    chunks_done: total,
+                    chunks_total: total,
+                    chunks_cached: total,
+                    bytes_done: record.bytes_total,
+                    bytes_total: record.bytes_total,
+                    elapsed: clock.now().saturating_duration_since(started),
+                    eta: Some(Duration::ZERO),
+                });
+            }
+            return Ok(ProcessOutput {
+                result: record.result,
+                chunks: Vec::new(),
+                file_key,
+                whole_file_hit: true,
+                computed: 0,
+                cached: 0,
+                retries: 0,
+                not_memoized: 0,
+            });
+        }
+        if cancelled() {
+            return Err(ProcessError::Cancelled {
+                completed: 0,
+                total: 0,
+            });
+        }
+
+        // Pass two: split and process.
+        reader.rewind()?;
+        let mut stream = split(&mut reader, &self.plan, Some(input_len))?;
+        let bytes_total = stream.total_bytes().unwrap_or(input_len);
+        // Known: the input length was given.
+        let total = stream
+            .total_chunks()
+            .ok_or(ProcessError::Incomplete { index: 0 })?;
+        let run = Run {
+            id: ProcessingId::generate(),
+            total,
+            bytes_total,
+            clock,
+            started,
+            stop: CancelToken::new(),
+            user_cancel: options.cancel.as_ref(),
+            failure: Mutex::new(None),
+            counters: Mutex::new(Counters::default()),
+            callback: options.progress.as_deref(),
+            retries: AtomicU32::new(0),
+            not_memoized: AtomicUsize::new(0),
+        };
+        run.report();
+        let slots: Mutex<Vec<Option<ChunkOutcome>>> =
+            Mutex::new((0..total).map(|_| None).collect());
+        let workers = self.concurrency.get().min(total).max(1);
+        let mut split_error = None;
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<AudioChunk>(workers);
+            // Only workers hold the receiver: if they all die, sending fails instead of hanging.
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..workers {
+                let rx = Arc::clone(&rx);
+                let (run, slots) = (&run, &slots);
+                scope.spawn(move || self.worker(run, &rx, f, slots));
+            }
+            drop(rx);
+            for chunk in stream.by_ref() {
+                if run.halted() {
+                    break;
+                }
+                match chunk {
+                    Ok(chunk) => {
+                        if tx.send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        split_error = Some(e);
+                        run.stop.cancel();
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+        });
+
+        if let Some(e) = split_error {
+            return Err(ProcessError::Split(e));
+        }
+        let slots = slots.into_inner();
+        let completed = slots.iter().filter(|s| s.is_some()).count();
+        if completed < total {
+            return Err(match run.failure.into_inner() {
+                Some(Stop::Failed {
+                    index,
+                    attempts,
+                    cause,
+                }) => ProcessError::Chunk {
+                    index,
+                    attempts,
+                    cause,
+                },
+                Some(Stop::Key(e)) => ProcessError::Key(e),
+                Some(Stop::Task(e)) => ProcessError::Task(e),
+                Some(Stop::Halted) | None if cancelled() => {
+                    ProcessError::Cancelled { completed, total }
+                }
+                Some(Stop::Halted) | None => ProcessError::Incomplete {
+                    index: slots.iter().position(Option::is_none).unwrap_or(0),
+                },
+            });
+        }
+        let chunks: Vec<ChunkOutcome> = slots.into_iter().flatten().collect();
+        let result = match &options.merge {
+            Some(merge) => merge(&chunks),
+            None => merge_transcripts(&chunks),
+        };
+        let record = WholeFileRecord {
+            identity: self.identity.clone(),
+            total_chunks: total as u64,
+            bytes_total,
+            result,
+        };
+        if self.cache.insert_typed(file_key, &record).is_err() {
+            run.not_memoized.fetch_add(1, Ordering::Relaxed);
+        }
+        let cached = chunks.iter().filter(|c| c.from_cache).count();
+        Ok(ProcessOutput {
+            result: record.result,
+            computed: chunks.len() - cached,
+            cached,
+            chunks,
+            file_key,
+            whole_file_hit: false,
+            retries: run.retries.into_inner(),
+            not_memoized: run.not_memoized.into_inner(),
+        })
+    }
+
+    /// A worker: takes chunks until the channel closes; once the run halts it only drains.
+    fn worker<F, E>(
+        &self,
+        run: &Run<'_, E>,
+        jobs: &Mutex<Receiver<AudioChunk>>,
+        f: &F,
+        slots: &Mutex<Vec<Option<ChunkOutcome>>>,
+    ) where
+        F: Fn(&AudioChunk) -> Result<ChunkResult, E>,
+        E: fmt::Display,
+    {
+        loop {
+            let Ok(chunk) = jobs.lock().recv() else {
+                return;
+            };
+            if run.halted() {
+                continue;
+            }
+            match self.run_chunk(run, chunk, f) {
+                Ok(outcome) => {
+                    run.finished(&outcome.info, outcome.from_cache);
+                    if let Some(slot) = slots.lock().get_mut(outcome.info.index) {
+                        *slot = Some(outcome);
+                    }
+                }
+                Err(Stop::Halted) => {}
+                Err(stop) => {
+                    let mut failure = run.failure.lock();
+                    if failure.is_none() {
+                        *failure = Some(stop);
+                    }
+                    drop(failure);
+                    run.stop.cancel();
+                }
+            }
+        }
+    }
+
+    /// One chunk: cache lookup, then the chunk function with retries, then memoization.
+    fn run_chunk<F, E>(
+        &self,
+        run: &Run<'_, E>,
+        chunk: AudioChunk,
+        f: &F,
+    ) -> Result<ChunkOutcome, Stop<E>>
+    where
+        F: Fn(&AudioChunk) -> Result<ChunkResult, E>,
+        E: fmt::Display,
+    {
+        let key = self.chunk_key(&chunk).map_err(Stop::Key)?;
+        let info = *chunk.info();
+        if let Ok(Some(result)) = self.cache.get_typed::<ChunkResult>(&key) {
+            return Ok(ChunkOutcome {
+                info,
+                result,
+                from_cache: true,
+                attempts: 0,
+            });
+        }
+        let mut task = ProcessingTask::new(run.id, chunk, run.total);
+        loop {
+            task.start(run.clock.now()).map_err(Stop::Task)?;
+            match f(task.chunk()) {
+                Ok(result) => {
+                    if self.cache.insert_typed(key, &result).is_err() {
+                        run.not_memoized.fetch_add(1, Ordering::Relaxed);
+                    }
+                    task.complete(result.clone(), run.clock.now())
+                        .map_err(Stop::Task)?;
+                    return Ok(ChunkOutcome {
+                        info,
+                        result,
+                        from_cache: false,
+                        attempts: task.retry_count() + 1,
+                    });
+                }
+                Err(cause) => {
+                    task.fail(cause.to_string(), run.clock.now())
+                        .map_err(Stop::Task)?;
+                    let retries = task.retry_count();
+                    if run.halted() {
+                        return Err(Stop::Halted);
+                    }
+                    if retries >= self.retry.max_retries() {
+                        return Err(Stop::Failed {
+                            index: info.index,
+                            attempts: retries + 1,
+                            cause,
+                        });
+                    }
+                    if run.wait(self.retry.retry_delay(retries)) {
+                        return Err(Stop::Halted);
+                    }
+                    task.retry().map_err(Stop::Task)?;
+                    run.retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

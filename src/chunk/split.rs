@@ -1,0 +1,505 @@
+//! The streaming splitter: [`split`] turns a reader into a [`ChunkStream`] of [`AudioChunk`]s.
+//!
+//! # Design
+//!
+//! * **Streaming.** The stream reads one chunk's worth of new bytes per step and keeps only the
+//!   overlap tail of the previous chunk, so memory is one chunk, whatever the input's size.
+//! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header (or is declared
+//!   headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and every chunk
+//!   is a complete WAV file: a header written by `hound` for the input's format (container
+//!   size included), the frames, and a pad byte when the data length is odd, as RIFF requires.
+//!   The header is written once per stream as a template and only its two size fields are
+//!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
+//!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A WAV that
+//!   `hound` cannot parse (compressed WAV codecs, for instance) is an error rather than being
+//!   byte-split, so a broken header is never uploaded as audio; force
+//!   [`InputFormat::Bytes`] to byte-split it anyway.
+//! * **Other formats on byte boundaries.** Anything else (MP3, FLAC, M4A, …) is cut into byte
+//!   ranges. Such a chunk is *not* a well-formed file of its format: a frame can be cut in two,
+//!   and only the first chunk has the container's header. Frame-synchronised formats such as
+//!   MP3 survive this in tolerant decoders; containers such as M4A do not. Transcode to WAV
+//!   first when that matters.
+//! * **Sizes.** Every chunk — header, overlap and padding included — is at most
+//!   [`ChunkPlan::chunk_bytes_for`] bytes, which never exceeds the 25 MB API limit.
+//! * **Determinism.** Boundaries depend only on the input's bytes (and its length, for the
+//!   automatic chunk size) and on the [`ChunkPlan`]: chunk `i` starts at unit `i * stride`,
+//!   where a unit is a frame (or a byte), `stride = chunk_units - overlap_units`, and the last
+//!   chunk is the one that reaches the end. Re-running over the same bytes gives the same
+//!   chunks, and so the same cache keys.
+//! * **Overlap.** `overlap` seconds are rounded down to whole frames at the WAV's rate; for
+//!   byte-split input they need the plan's [`ChunkPlan::byte_rate`].
+//! * **Errors.** An empty input (no byte, or a WAV with no frame) is [`SplitError::Empty`]. When
+//!   the length is known in advance (WAV header, or the length the caller passes), an input
+//!   that ends early is [`SplitError::Truncated`], never a silently short run.
+
+use std::io::{self, Chain, Cursor, Read};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::size::{ChunkPlan, InputFormat, PcmSpec};
+use super::task::{AudioChunk, ChunkInfo, ChunkKind};
+
+/// Why an input could not be split.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SplitError {
+    /// The input has no audio: no byte at all, or a WAV with no sample frame.
+    #[error("the input is empty: there is nothing to split")]
+    Empty,
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Io(#[from] io::Error),
+    /// The input looks like WAV but its header could not be parsed or re-written.
+    #[error("invalid or unsupported WAV input: {0}")]
+    Wav(#[from] hound::Error),
+    /// A [`PcmSpec`] or WAV format that cannot be split on frames.
+    #[error("unsupported PCM layout: {reason}")]
+    InvalidPcm {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A chunk of `chunk_bytes` cannot hold the WAV header and one frame.
+    #[error(
+        "chunks of {chunk_bytes} bytes cannot hold a WAV header and one sample frame (need at least {min_bytes})"
+    )]
+    ChunkTooSmall {
+        /// The plan's chunk size.
+        chunk_bytes: u64,
+        /// The smallest chunk that would work.
+        min_bytes: u64,
+    },
+    /// The overlap is as long as a whole chunk, so splitting would never advance.
+    #[error(
+        "an overlap of {overlap:?} does not fit chunks of {chunk_units} units ({overlap_units} units of overlap)"
+    )]
+    OverlapTooLarge {
+        /// The plan's overlap.
+        overlap: Duration,
+        /// The overlap in frames (or bytes).
+        overlap_units: u64,
+        /// A chunk's size in frames (or bytes).
+        chunk_units: u64,
+    },
+    /// Overlap was asked for on byte-split input without a byte rate to convert it.
+    #[error(
+        "an overlap on byte-split input needs ChunkPlan::byte_rate to convert seconds to bytes"
+    )]
+    OverlapNeedsByteRate,
+    /// The input ended before its declared length.
+    #[error(
+        "the input ended after {got} of {expected} audio bytes (truncated, or changed while being read)"
+    )]
+    Truncated {
+        /// Audio bytes the header (or the caller) announced.
+        expected: u64,
+        /// Audio bytes actually read.
+        got: u64,
+    },
+    /// Headerless PCM of unknown length ended inside a frame.
+    #[error("the PCM input ends inside a sample frame ({extra} stray bytes)")]
+    PartialFrame {
+        /// Bytes after the last whole frame.
+        extra: u64,
+    },
+}
+
+/// Splits `reader` by `plan`. `input_len` is the input's length in bytes, when known: it picks
+/// the automatic chunk size, makes [`ChunkStream::total_chunks`] known for byte-split input,
+/// and turns an early end into [`SplitError::Truncated`].
+///
+/// ```
+/// use memocache::chunk::{split, ChunkPlan};
+/// let input = vec![7u8; 10];
+/// let plan = ChunkPlan::with_chunk_bytes(4)?;
+/// let stream = split(&input[..], &plan, Some(10))?;
+/// assert_eq!(stream.total_chunks(), Some(3));
+/// let sizes: Vec<usize> = stream.map(|c| c.map(|c| c.data().len())).collect::<Result<_, _>>()?;
+/// assert_eq!(sizes, [4, 4, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn split<R: Read>(
+    mut reader: R,
+    plan: &ChunkPlan,
+    input_len: Option<u64>,
+) -> Result<ChunkStream<R>, SplitError> {
+    // Sniff the first 12 bytes, then put them back in front of the rest.
+    let mut prefix = Vec::with_capacity(12);
+    (&mut reader).take(12).read_to_end(&mut prefix)?;
+    if prefix.is_empty() {
+        return Err(SplitError::Empty);
+    }
+    let looks_like_wav = prefix.len() == 12 && &prefix[..4] == b"RIFF" && &prefix[8..] == b"WAVE";
+    let mut reader = Cursor::new(prefix).chain(reader);
+    let chunk_bytes = plan.chunk_bytes_for(input_len);
+
+    let layout = match plan.input_format() {
+        InputFormat::Auto if looks_like_wav => {
+            let (spec_ex, data_start, data_len) = read_wav_header(&mut reader)?;
+            Layout::frames(spec_ex, data_start, Some(data_len), chunk_bytes, plan)?
+        }
+        InputFormat::RawPcm(spec) => {
+            Layout::frames(pcm_spec_ex(spec)?, 0, input_len, chunk_bytes, plan)?
+        }
+        _ => Layout::bytes(input_len, chunk_bytes, plan)?,
+    };
+    if layout.total_units == Some(0) {
+        return Err(SplitError::Empty);
+    }
+    Ok(ChunkStream {
+        reader,
+        layout,
+        read_units: 0,
+        next_start: 0,
+        next_index: 0,
+        carry: Vec::new(),
+        done: false,
+    })
+}
+
+/// A lazy sequence of chunks read from an input; see [`split`].
+///
+/// After the first error the stream ends.
+pub struct ChunkStream<R> {
+    reader: Chain<Cursor<Vec<u8>>, R>,
+    layout: Layout,
+    /// Units read from the input so far.
+    read_units: u64,
+    /// First unit of the next chunk.
+    next_start: u64,
+    next_index: usize,
+    /// The previous chunk's overlap tail: the first units of the next chunk.
+    carry: Vec<u8>,
+    done: bool,
+}
+
+/// How an input is cut into units (frames or bytes) and chunks.
+struct Layout {
+    kind: ChunkKind,
+    /// Bytes per unit: the WAV block align, or 1.
+    unit_bytes: u64,
+    /// Units per second, when known.
+    rate: Option<u64>,
+    /// Input offset of unit 0.
+    payload_start: u64,
+    /// A WAV header for zero frames, patched per chunk.
+    header: Option<Vec<u8>>,
+    chunk_units: u64,
+    overlap_units: u64,
+    total_units: Option<u64>,
+}
+
+impl Layout {
+    fn frames(
+        spec_ex: hound::WavSpecEx,
+        payload_start: u64,
+        total_bytes: Option<u64>,
+        chunk_bytes: u64,
+        plan: &ChunkPlan,
+    ) -> Result<Layout, SplitError> {
+        let unit_bytes = u64::from(spec_ex.spec.channels) * u64::from(spec_ex.bytes_per_sample);
+        if unit_bytes == 0 || spec_ex.spec.sample_rate == 0 {
+            return Err(SplitError::InvalidPcm {
+                reason: "zero channels, sample size or sample rate",
+            });
+        }
+        let mut header = Cursor::new(Vec::new());
+        hound::WavWriter::new_with_spec_ex(&mut header, spec_ex)?.finalize()?;
+        let header = header.into_inner();
+        // An odd block align can give an odd data length, which needs a pad byte.
+        let reserved = header.len() as u64 + unit_bytes % 2;
+        let chunk_units = chunk_bytes.saturating_sub(reserved) / unit_bytes;
+        if chunk_units == 0 {
+            return Err(SplitError::ChunkTooSmall {
+                chunk_bytes,
+                min_bytes: reserved + unit_bytes,
+            });
+        }
+        let total_units = match total_bytes {
+            Some(bytes) if !bytes.is_multiple_of(unit_bytes) => {
+                return Err(SplitError::PartialFrame {
+                    extra: bytes % unit_bytes,
+                });
+            }
+            bytes => bytes.map(|b| b / unit_bytes),
+        };
+        let rate = u64::from(spec_ex.spec.sample_rate);
+        Layout {
+            kind: ChunkKind::Wav,
+            unit_bytes,
+            rate: Some(rate),
+            payload_start,
+            header: Some(header),
+            chunk_units,
+            overlap_units: 0,
+            total_units,
+        }
+        .with_overlap(plan)
+    }
+
+    fn bytes(total: Option<u64>, chunk_bytes: u64, plan: &ChunkPlan) -> Result<Layout, SplitError> {
+        if plan.overlap_duration() > Duration::ZERO && plan.byte_rate_hint().is_none() {
+            return Err(SplitError::OverlapNeedsByteRate);
+        }
+        Layout {
+            kind: ChunkKind::Bytes,
+            unit_bytes: 1,
+            rate: plan.byte_rate_hint().filter(|&r| r > 0),
+            payload_start: 0,
+            header: None,
+            chunk_units: chunk_bytes,
+            overlap_units: 0,
+            total_units: total,
+        }
+        .with_overlap(plan)
+    }
+
+    fn with_overlap(mut self, plan: &ChunkPlan) -> Result<Layout, SplitError> {
+        let overlap = plan.overlap_duration();
+        let units = u128::from(self.rate.unwrap_or(0)) * overlap.as_nanos() / 1_000_000_000;
+        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        if units >= self.chunk_units {
+            return Err(SplitError::OverlapTooLarge {
+                overlap,
+                overlap_units: units,
+                chunk_units: self.chunk_units,
+            });
+        }
+        self.overlap_units = units;
+        Ok(self)
+    }
+
+    fn duration(&self, units: u64) -> Option<Duration> {
+        self.rate.map(|rate| {
+            let nanos = u128::from(units) * 1_000_000_000 / u128::from(rate);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        })
+    }
+}
+
+fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
+    if spec.float && spec.bits_per_sample != 32 {
+        return Err(SplitError::InvalidPcm {
+            reason: "float PCM must have 32 bits per sample",
+        });
+    }
+    Ok(hound::WavSpecEx {
+        spec: hound::WavSpec {
+            channels: spec.channels,
+            sample_rate: spec.sample_rate,
+            bits_per_sample: spec.bits_per_sample,
+            sample_format: if spec.float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        },
+        bytes_per_sample: spec.bits_per_sample.div_ceil(8),
+    })
+}
+
+impl<R: Read> ChunkStream<R> {
+    /// How many chunks the stream will yield, when the input's length is known (always for
+    /// WAV; for other input when [`split`] was given the length).
+    pub fn total_chunks(&self) -> Option<usize> {
+        let l = &self.layout;
+        let total = l.total_units?;
+        let count = if total <= l.chunk_units {
+            1
+        } else {
+            1 + (total - l.chunk_units).div_ceil(l.chunk_units - l.overlap_units)
+        };
+        usize::try_from(count).ok()
+    }
+
+    /// The input's audio bytes (for WAV, the `data` chunk's length), when known. The chunks'
+    /// [`ChunkInfo::new_bytes`] add up to this.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.layout.total_units.map(|u| u * self.layout.unit_bytes)
+    }
+
+    /// How the chunks are cut.
+    pub fn kind(&self) -> ChunkKind {
+        self.layout.kind
+    }
+
+    fn read_chunk(&mut self) -> Result<Option<AudioChunk>, SplitError> {
+        let l = &self.layout;
+        let header_len = l.header.as_ref().map_or(0, Vec::len);
+        let carry_units = self.carry.len() as u64 / l.unit_bytes;
+        let mut want = l.chunk_units - carry_units;
+        if let Some(total) = l.total_units {
+            want = want.min(total - self.read_units);
+        }
+        let want_bytes = want * l.unit_bytes;
+        let capacity = header_len + self.carry.len() + usize::try_from(want_bytes).unwrap_or(0) + 1;
+        let mut data = Vec::with_capacity(capacity);
+        data.extend_from_slice(l.header.as_deref().unwrap_or_default());
+        data.extend_from_slice(&self.carry);
+        let before = data.len();
+        (&mut self.reader).take(want_bytes).read_to_end(&mut data)?;
+        let got_bytes = (data.len() - before) as u64;
+        if got_bytes < want_bytes {
+            if let Some(total) = l.total_units {
+                return Err(SplitError::Truncated {
+                    expected: total * l.unit_bytes,
+                    got: self.read_units * l.unit_bytes + got_bytes,
+                });
+            }
+            if !got_bytes.is_multiple_of(l.unit_bytes) {
+                return Err(SplitError::PartialFrame {
+                    extra: got_bytes % l.unit_bytes,
+                });
+            }
+        }
+        let got_units = got_bytes / l.unit_bytes;
+        if got_units == 0 {
+            self.done = true;
+            return if self.next_index == 0 {
+                Err(SplitError::Empty)
+            } else {
+                Ok(None)
+            };
+        }
+        let last = match l.total_units {
+            Some(total) => self.read_units + got_units == total,
+            None => got_units < want,
+        };
+        let start = self.next_start;
+        let units = carry_units + got_units;
+        let payload_bytes = units * l.unit_bytes;
+        let info = ChunkInfo {
+            index: self.next_index,
+            kind: l.kind,
+            source_offset: l.payload_start + start * l.unit_bytes,
+            source_len: payload_bytes,
+            new_bytes: got_bytes,
+            start_time: l.duration(start),
+            duration: l.duration(units),
+            overlap: l.duration(if self.next_index == 0 { 0 } else { carry_units }),
+        };
+        self.carry = if last {
+            Vec::new()
+        } else {
+            // Not last, so the chunk is full and its tail is the next chunk's head.
+            data[data.len() - (l.overlap_units * l.unit_bytes) as usize..].to_vec()
+        };
+        if header_len > 0 {
+            patch_wav_sizes(&mut data, header_len, payload_bytes)?;
+        }
+        self.read_units += got_units;
+        self.next_start = start + l.chunk_units - l.overlap_units;
+        self.next_index += 1;
+        self.done = last;
+        Ok(Some(AudioChunk::new(info, Bytes::from(data))))
+    }
+}
+
+/// Writes the RIFF and `data` sizes into a chunk built from the zero-length header template,
+/// padding odd data to an even length as RIFF requires.
+fn patch_wav_sizes(data: &mut Vec<u8>, header_len: usize, payload: u64) -> Result<(), SplitError> {
+    if !payload.is_multiple_of(2) {
+        data.push(0);
+    }
+    // Chunks are at most 25 MB, so both sizes fit; the error is only for a broken invariant.
+    let too_big = || SplitError::InvalidPcm {
+        reason: "chunk larger than a WAV file can be",
+    };
+    let data_len = u32::try_from(payload).map_err(|_| too_big())?;
+    let riff_len = u32::try_from(data.len() - 8).map_err(|_| too_big())?;
+    data[4..8].copy_from_slice(&riff_len.to_le_bytes());
+    data[header_len - 4..header_len].copy_from_slice(&data_len.to_le_bytes());
+    Ok(())
+}
+
+impl<R: Read> Iterator for ChunkStream<R> {
+    type Item = Result<AudioChunk, SplitError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.read_chunk();
+        if next.is_err() {
+            self.done = true;
+        }
+        next.transpose()
+    }
+}
+
+impl<R: Read> std::iter::FusedIterator for ChunkStream<R> {}
+
+/// The longest `fmt ` chunk accepted (real ones are 16, 18 or 40 bytes).
+const MAX_FMT_LEN: u32 = 1024;
+
+/// Reads a WAV header up to the first byte of its `data` chunk; returns the format, the offset
+/// of the data and its length.
+///
+/// `hound` parses and validates the format, but its reader keeps the container size (block
+/// align) to itself, and the splitter needs it to cut frames. So this walks the RIFF chunks,
+/// keeps the `fmt ` chunk, skips the others, and hands `hound` a minimal header made of the
+/// RIFF preamble, that `fmt ` chunk and the `data` chunk header.
+fn read_wav_header(reader: &mut impl Read) -> Result<(hound::WavSpecEx, u64, u64), SplitError> {
+    let mut preamble = [0u8; 12];
+    reader.read_exact(&mut preamble)?;
+    let mut offset = 12u64;
+    let mut fmt: Option<Vec<u8>> = None;
+    loop {
+        let mut chunk_header = [0u8; 8];
+        reader
+            .read_exact(&mut chunk_header)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    SplitError::Wav(hound::Error::FormatError("no data chunk found"))
+                }
+                _ => SplitError::Io(e),
+            })?;
+        offset += 8;
+        let len = u32::from_le_bytes([
+            chunk_header[4],
+            chunk_header[5],
+            chunk_header[6],
+            chunk_header[7],
+        ]);
+        match &chunk_header[..4] {
+            b"data" => {
+                let fmt = fmt.ok_or(hound::Error::FormatError("missing fmt chunk"))?;
+                let mut minimal = Vec::with_capacity(28 + fmt.len());
+                minimal.extend_from_slice(&preamble);
+                minimal.extend_from_slice(&fmt);
+                minimal.extend_from_slice(&chunk_header);
+                let spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
+                // fmt layout: tag u16, channels u16, rate u32, byte rate u32, block align u16.
+                let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
+                let spec_ex = hound::WavSpecEx {
+                    spec,
+                    bytes_per_sample: block_align / spec.channels.max(1),
+                };
+                return Ok((spec_ex, offset, u64::from(len)));
+            }
+            b"fmt " if fmt.is_none() => {
+                if len > MAX_FMT_LEN {
+                    return Err(hound::Error::FormatError("fmt chunk too long").into());
+                }
+                let mut chunk = chunk_header.to_vec();
+                reader.take(u64::from(len)).read_to_end(&mut chunk)?;
+                if chunk.len() < 8 + 16 {
+                    return Err(hound::Error::FormatError("invalid fmt chunk size").into());
+                }
+                fmt = Some(chunk);
+                let pad = u64::from(len % 2);
+                io::copy(&mut reader.take(pad), &mut io::sink())?;
+                offset += u64::from(len) + pad;
+            }
+            _ => {
+                // RIFF chunks are padded to an even length.
+                let skip = u64::from(len) + u64::from(len % 2);
+                let skipped = io::copy(&mut reader.take(skip), &mut io::sink())?;
+                if skipped < skip {
+                    return Err(hound::Error::FormatError("no data chunk found").into());
+                }
+                offset += skip;
+            }
+        }
+    }
+}

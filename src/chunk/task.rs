@@ -1,0 +1,494 @@
+//! The seed's `ProcessingTask` entity and the values it carries: [`TaskId`], [`TaskStatus`],
+//! [`AudioChunk`] (with its [`ChunkInfo`]) and [`ChunkResult`].
+//!
+//! # Differences from the seed
+//!
+//! * Ids are process-unique counters, not UUIDs: a task lives inside one process and one run,
+//!   so a 64-bit counter is unique where it matters and costs no randomness or dependency.
+//! * Every illegal transition is an [`InvalidTaskTransition`] naming both states. The seed let
+//!   `fail` run from any state, which would turn a completed task (with a result) into a
+//!   failed one; here `fail` is allowed from `Pending` and `Processing` only.
+//! * [`ProcessingTask::retry`] (`Failed → Pending`, counting the retry) is added: the seed has
+//!   a `retry_count` but no transition that uses it.
+//! * Times are [`Timestamp`]s of the run's [`Clock`](crate::Clock), so tests drive them with a
+//!   `ManualClock`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Identity of a [`ProcessingTask`]: unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(u64);
+
+/// Identity of one processing run (all the tasks of one input): unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessingId(u64);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl TaskId {
+    /// A new, process-unique id.
+    pub fn generate() -> TaskId {
+        TaskId(next_id())
+    }
+
+    /// The number behind the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl ProcessingId {
+    /// A new, process-unique id.
+    pub fn generate() -> ProcessingId {
+        ProcessingId(next_id())
+    }
+
+    /// The number behind the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task-{}", self.0)
+    }
+}
+
+impl fmt::Display for ProcessingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "processing-{}", self.0)
+    }
+}
+
+/// Where a [`ProcessingTask`] is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting to run (again, after [`ProcessingTask::retry`]).
+    Pending,
+    /// Running.
+    Processing,
+    /// Finished with a result.
+    Completed,
+    /// Finished with an error.
+    Failed,
+}
+
+impl TaskStatus {
+    /// Completed or failed.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskStatus::Pending => "Pending",
+            TaskStatus::Processing => "Processing",
+            TaskStatus::Completed => "Completed",
+            TaskStatus::Failed => "Failed",
+        })
+    }
+}
+
+/// A transition the task's state machine does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task transition: cannot move a task from {from} to {to}")]
+pub struct InvalidTaskTransition {
+    /// The state the task was in (and is still in).
+    pub from: TaskStatus,
+    /// The state that was asked for.
+    pub to: TaskStatus,
+}
+
+/// How a chunk's bytes were cut from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChunkKind {
+    /// Whole sample frames with a WAV header of their own: a valid WAV file.
+    Wav,
+    /// A byte range of the input, as is.
+    Bytes,
+}
+
+/// Where a chunk lies in its input; everything about a chunk except its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    /// Position in the input, from 0.
+    pub index: usize,
+    /// How the bytes were cut.
+    pub kind: ChunkKind,
+    /// Offset in the input of the first audio byte of the chunk (for WAV, of its first frame).
+    pub source_offset: u64,
+    /// Input bytes the chunk covers, overlap included (for WAV, without the new header).
+    pub source_len: u64,
+    /// Input bytes first covered by this chunk (`source_len` minus the overlap with the
+    /// previous chunk); these add up to the input's audio bytes.
+    pub new_bytes: u64,
+    /// Time offset of the chunk's start in the input, when the rate is known.
+    pub start_time: Option<Duration>,
+    /// Length of the chunk's audio, when the rate is known.
+    pub duration: Option<Duration>,
+    /// Audio shared with the previous chunk (zero for the first chunk), when the rate is known.
+    pub overlap: Option<Duration>,
+}
+
+/// One chunk: its [`ChunkInfo`] and its bytes — for [`ChunkKind::Wav`] a complete WAV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioChunk {
+    info: ChunkInfo,
+    data: Bytes,
+}
+
+impl AudioChunk {
+    /// A chunk of `data` described by `info`.
+    pub fn new(info: ChunkInfo, data: Bytes) -> AudioChunk {
+        AudioChunk { info, data }
+    }
+
+    /// Where the chunk lies in its input.
+    pub fn info(&self) -> &ChunkInfo {
+        &self.info
+    }
+
+    /// Position in the input, from 0.
+    pub fn index(&self) -> usize {
+        self.info.index
+    }
+
+    /// The chunk's bytes, ready to upload.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+}
+
+/// A timed piece of a transcript, relative to the start of its chunk (or of the whole input,
+/// after merging).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Start time.
+    pub start: Duration,
+    /// End time.
+    pub end: Duration,
+    /// The words.
+    pub text: String,
+}
+
+/// What processing one chunk gives: text and optional timed segments. Serialisable, because
+/// it is what the cache memoizes per chunk and, merged, per file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkResult {
+    /// The chunk's text.
+    pub text: String,
+    /// Timed segments, relative to the chunk's start; may be empty.
+    pub segments: Vec<Segment>,
+}
+
+impl ChunkResult {
+    /// A result with `text` and no segments.
+    pub fn from_text(text: impl Into<String>) -> ChunkResult {
+        ChunkResult {
+            text: text.into(),
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// The seed's `ProcessingTask`: one chunk's way through processing.
+///
+/// ```
+/// use memocache::chunk::{AudioChunk, ChunkInfo, ChunkKind, ChunkResult, ProcessingId,
+///     ProcessingTask, TaskStatus};
+/// use memocache::Timestamp;
+///
+/// let info = ChunkInfo { index: 1, kind: ChunkKind::Bytes, source_offset: 10, source_len: 10,
+///     new_bytes: 10, start_time: None, duration: None, overlap: None };
+/// let chunk = AudioChunk::new(info, bytes::Bytes::from_static(&[0; 10]));
+/// let mut task = ProcessingTask::new(ProcessingId::generate(), chunk, 4);
+/// assert_eq!(task.get_progress(), 0.25);
+/// task.start(Timestamp::from_nanos(5))?;
+/// task.complete(ChunkResult::from_text("hi"), Timestamp::from_nanos(9))?;
+/// assert_eq!((task.status(), task.get_progress()), (TaskStatus::Completed, 0.5));
+/// let err = task.start(Timestamp::from_nanos(10)).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid task transition: cannot move a task from Completed to Processing");
+/// # Ok::<(), memocache::chunk::InvalidTaskTransition>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessingTask {
+    id: TaskId,
+    processing_id: ProcessingId,
+    chunk: AudioChunk,
+    index: usize,
+    total_chunks: usize,
+    status: TaskStatus,
+    retry_count: u32,
+    started_at: Option<Timestamp>,
+    completed_at: Option<Timestamp>,
+    result: Option<ChunkResult>,
+    error: Option<String>,
+}
+
+impl ProcessingTask {
+    /// A pending task for `chunk`, one of `total_chunks` in run `processing_id`.
+    pub fn new(
+        processing_id: ProcessingId,
+        chunk: AudioChunk,
+        total_chunks: usize,
+    ) -> ProcessingTask {
+        ProcessingTask {
+            id: TaskId::generate(),
+            processing_id,
+            index: chunk.index(),
+            chunk,
+            total_chunks,
+            status: TaskStatus::Pending,
+            retry_count: 0,
+            started_at: None,
+            completed_at: None,
+            result: None,
+            error: None,
+        }
+    }
+
+    fn transition(
+        &mut self,
+        allowed: &[TaskStatus],
+        to: TaskStatus,
+    ) -> Result<(), InvalidTaskTransition> {
+        if allowed.contains(&self.status) {
+            self.status = to;
+            Ok(())
+        } else {
+            Err(InvalidTaskTransition {
+                from: self.status,
+                to,
+            })
+        }
+    }
+
+    /// `Pending → Processing`.
+    pub fn start(&mut self, now: Timestamp) -> Result<(), InvalidTaskTransition> {
+        self.transition(&[TaskStatus::Pending], TaskStatus::Processing)?;
+        self.started_at = Some(now);
+        Ok(())
+    }
+
+    /// `Processing → Completed`, keeping `result`.
+    pub fn complete(
+        &mut self,
+        result: ChunkResult,
+        now: Timestamp,
+    ) -> Result<(), InvalidTaskTransition> {
+        self.transition(&[TaskStatus::Processing], TaskStatus::Completed)?;
+        self.completed_at = Some(now);
+        self.result = Some(result);
+        Ok(())
+    }
+
+    /// `Pending | Processing → Failed`, keeping `error`.
+    pub fn fail(
+        &mut self,
+        error: impl Into<String>,
+        now: Timestamp,
+    ) -> Result<(), InvalidTaskTransition> {
+        self.transition(
+            &[TaskStatus::Pending, TaskStatus::Processing],
+            TaskStatus::Failed,
+        )?;
+        self.completed_at = Some(now);
+        self.error = Some(error.into());
+        Ok(())
+    }
+
+    /// `Failed → Pending`, counting one retry; the last error is kept until the next outcome.
+    pub fn retry(&mut self) -> Result<(), InvalidTaskTransition> {
+        self.transition(&[TaskStatus::Failed], TaskStatus::Pending)?;
+        self.retry_count += 1;
+        self.started_at = None;
+        self.completed_at = None;
+        Ok(())
+    }
+
+    /// The seed's progress contribution: `(index + 1) / total` once completed, `index / total`
+    /// before. It is the fraction of the input *up to and including* this chunk, which is the
+    /// overall progress only when chunks finish in order; a parallel run's overall progress is
+    /// [`Progress::fraction`](super::Progress::fraction) instead. Zero chunks count as done.
+    pub fn get_progress(&self) -> f64 {
+        if self.total_chunks == 0 {
+            return 1.0;
+        }
+        let position = if self.status == TaskStatus::Completed {
+            self.index + 1
+        } else {
+            self.index
+        };
+        position as f64 / self.total_chunks as f64
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The run the task belongs to.
+    pub fn processing_id(&self) -> ProcessingId {
+        self.processing_id
+    }
+
+    /// The chunk.
+    pub fn chunk(&self) -> &AudioChunk {
+        &self.chunk
+    }
+
+    /// Position in the input.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Chunks in the run.
+    pub fn total_chunks(&self) -> usize {
+        self.total_chunks
+    }
+
+    /// The current state.
+    pub fn status(&self) -> TaskStatus {
+        self.status
+    }
+
+    /// Retries so far.
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+
+    /// When the current attempt started.
+    pub fn started_at(&self) -> Option<Timestamp> {
+        self.started_at
+    }
+
+    /// When the task completed or failed.
+    pub fn completed_at(&self) -> Option<Timestamp> {
+        self.completed_at
+    }
+
+    /// The result, once completed.
+    pub fn result(&self) -> Option<&ChunkResult> {
+        self.result.as_ref()
+    }
+
+    /// The last error, if any attempt failed.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The result, taken out of a completed task.
+    pub fn into_result(self) -> Option<ChunkResult> {
+        self.result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(index: usize, total: usize) -> ProcessingTask {
+        let info = ChunkInfo {
+            index,
+            kind: ChunkKind::Bytes,
+            source_offset: 0,
+            source_len: 1,
+            new_bytes: 1,
+            start_time: None,
+            duration: None,
+            overlap: None,
+        };
+        ProcessingTask::new(
+            ProcessingId::generate(),
+            AudioChunk::new(info, Bytes::from_static(b"x")),
+            total,
+        )
+    }
+
+    const T: Timestamp = Timestamp::from_nanos(7);
+
+    #[test]
+    fn legal_lifecycle_with_a_retry() {
+        let mut t = task(2, 4);
+        assert_eq!((t.status(), t.get_progress()), (TaskStatus::Pending, 0.5));
+        t.start(T).unwrap();
+        t.fail("boom", T).unwrap();
+        assert_eq!((t.status(), t.error()), (TaskStatus::Failed, Some("boom")));
+        t.retry().unwrap();
+        assert_eq!(
+            (t.status(), t.retry_count(), t.started_at()),
+            (TaskStatus::Pending, 1, None)
+        );
+        t.start(T).unwrap();
+        t.complete(ChunkResult::from_text("ok"), T).unwrap();
+        assert_eq!(t.get_progress(), 0.75);
+        assert_eq!(t.result().map(|r| r.text.as_str()), Some("ok"));
+        let last = task(3, 4);
+        assert_eq!(last.get_progress(), 0.75);
+        assert_eq!(task(0, 0).get_progress(), 1.0);
+        assert_ne!(t.id(), last.id());
+    }
+
+    #[test]
+    fn every_illegal_transition_is_refused_and_changes_nothing() {
+        use TaskStatus::*;
+        type Op = fn(&mut ProcessingTask) -> Result<(), InvalidTaskTransition>;
+        let ops: [(TaskStatus, Op); 4] = [
+            (Processing, |t| t.start(T)),
+            (Completed, |t| t.complete(ChunkResult::default(), T)),
+            (Failed, |t| t.fail("x", T)),
+            (Pending, |t| t.retry()),
+        ];
+        let legal = |from: TaskStatus, to: TaskStatus| {
+            matches!(
+                (from, to),
+                (Pending, Processing)
+                    | (Processing, Completed)
+                    | (Pending | Processing, Failed)
+                    | (Failed, Pending)
+            )
+        };
+        let reach = |status: TaskStatus| {
+            let mut t = task(0, 1);
+            match status {
+                Pending => {}
+                Processing => t.start(T).unwrap(),
+                Completed => {
+                    t.start(T).unwrap();
+                    t.complete(ChunkResult::default(), T).unwrap();
+                }
+                Failed => t.fail("f", T).unwrap(),
+            }
+            t
+        };
+        for from in [Pending, Processing, Completed, Failed] {
+            for (to, op) in ops {
+                let mut t = reach(from);
+                let before = format!("{t:?}");
+                match op(&mut t) {
+                    Ok(()) => assert!(legal(from, to), "{from} -> {to} was allowed"),
+                    Err(e) => {
+                        assert!(!legal(from, to), "{from} -> {to} was refused");
+                        assert_eq!(e, InvalidTaskTransition { from, to });
+                        assert!(e.to_string().contains(&format!("from {from} to {to}")));
+                        assert_eq!(format!("{t:?}"), before);
+                    }
+                }
+            }
+        }
+    }
+}

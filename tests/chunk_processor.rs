@@ -1,0 +1,657 @@
+//! The processor: ordering, retries, failure and resume, cancellation, memo hits, progress.
+
+use std::collections::HashSet;
+use std::io::{Cursor, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use memocache::chunk::{
+    AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, Progress,
+    RunOptions, Segment, SplitError,
+};
+use memocache::{Cache, ConcurrencyLimit, ManualClock, RetryConfig};
+use parking_lot::{Condvar, Mutex};
+
+const CHUNK: u64 = 64;
+
+fn cache() -> Cache {
+    Cache::builder().max_bytes(64 << 20).build().unwrap()
+}
+
+fn processor(cache: &Cache, concurrency: usize, retry: RetryConfig) -> ChunkedProcessor {
+    ChunkedProcessor::builder(cache.clone(), "test-model/1")
+        .plan(ChunkPlan::with_chunk_bytes(CHUNK).unwrap())
+        .concurrency(ConcurrencyLimit::new(concurrency).unwrap())
+        .retry(retry)
+        .language("en")
+        .build()
+        .unwrap()
+}
+
+fn no_retry() -> RetryConfig {
+    RetryConfig::fixed(0, Duration::ZERO)
+}
+
+/// `chunks` chunks of pseudo-random bytes (no two chunks alike).
+fn input(chunks: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..chunks as u64 * CHUNK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The chunk function under test. Like any memoizable function it depends on the chunk's
+/// bytes only: identical chunks share one cache entry, whatever their index.
+fn describe(chunk: &AudioChunk) -> ChunkResult {
+    ChunkResult::from_text(hex(chunk.data()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn expected(data: &[u8]) -> Vec<String> {
+    data.chunks(CHUNK as usize).map(hex).collect()
+}
+
+fn texts(out: &memocache::chunk::ProcessOutput) -> Vec<String> {
+    out.chunks.iter().map(|c| c.result.text.clone()).collect()
+}
+
+/// Records which chunk indices the function was called for.
+#[derive(Default)]
+struct Calls(Mutex<Vec<usize>>);
+
+impl Calls {
+    fn record(&self, chunk: &AudioChunk) {
+        self.0.lock().push(chunk.index());
+    }
+    fn take(&self) -> Vec<usize> {
+        let mut calls = std::mem::take(&mut *self.0.lock());
+        calls.sort_unstable();
+        calls
+    }
+}
+
+#[test]
+fn results_are_in_chunk_order_when_chunks_finish_out_of_order() {
+    let data = input(12);
+    let cache = cache();
+    // Each even chunk waits until its odd neighbour has finished, so with two workers every
+    // pair completes in reverse order.
+    let finished = Mutex::new(HashSet::new());
+    let cv = Condvar::new();
+    let order = Mutex::new(Vec::new());
+    let f = |chunk: &AudioChunk| {
+        let i = chunk.index();
+        let mut done = finished.lock();
+        if i.is_multiple_of(2) {
+            cv.wait_while(&mut done, |d| !d.contains(&(i + 1)));
+        }
+        done.insert(i);
+        order.lock().push(i);
+        cv.notify_all();
+        Ok::<_, String>(describe(chunk))
+    };
+    let out = processor(&cache, 2, no_retry())
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(texts(&out), expected(&data));
+    let order = order.into_inner();
+    assert_eq!(order[..4], [1, 0, 3, 2]);
+    assert_eq!(out.result.text, expected(&data).join(" "));
+    assert_eq!(
+        (out.computed, out.cached, out.whole_file_hit),
+        (12, 0, false)
+    );
+}
+
+#[test]
+fn failing_chunks_are_retried() {
+    let data = input(4);
+    let attempts = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        if chunk.index() == 1 && attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err("flaky upload".to_owned());
+        }
+        Ok(describe(chunk))
+    };
+    let out = processor(&cache(), 2, RetryConfig::fixed(2, Duration::from_millis(1)))
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(texts(&out), expected(&data));
+    assert_eq!(out.retries, 2);
+    assert_eq!(out.chunks[1].attempts, 3);
+    assert_eq!(out.chunks[0].attempts, 1);
+}
+
+#[test]
+fn a_chunk_that_exhausts_its_retries_fails_the_run_by_name_and_the_next_run_resumes() {
+    let data = input(10);
+    let cache = cache();
+    let calls = Calls::default();
+    let failing = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        if chunk.index() == 6 {
+            return Err(format!("HTTP 500 on chunk of {} bytes", chunk.data().len()));
+        }
+        Ok(describe(chunk))
+    };
+    let p = processor(&cache, 2, RetryConfig::fixed(1, Duration::from_millis(1)));
+    let err = p
+        .process_reader(Cursor::new(&data), &failing, RunOptions::new())
+        .unwrap_err();
+    match &err {
+        ProcessError::Chunk {
+            index,
+            attempts,
+            cause,
+        } => {
+            assert_eq!((*index, *attempts), (6, 2));
+            assert_eq!(cause, "HTTP 500 on chunk of 64 bytes");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "chunk 6 failed after 2 attempt(s): HTTP 500 on chunk of 64 bytes"
+    );
+    let first: HashSet<usize> = calls.take().into_iter().filter(|&i| i != 6).collect();
+    assert!(
+        (0..6).all(|i| first.contains(&i)),
+        "chunks before 6 ran: {first:?}"
+    );
+
+    // The resumed run computes exactly what the failed run did not finish.
+    let ok = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        Ok::<_, String>(describe(chunk))
+    };
+    let out = p
+        .process_reader(Cursor::new(&data), &ok, RunOptions::new())
+        .unwrap();
+    let second = calls.take();
+    let missing: Vec<usize> = (0..10).filter(|i| !first.contains(i)).collect();
+    assert_eq!(second, missing);
+    assert_eq!((out.computed, out.cached), (missing.len(), first.len()));
+    assert_eq!(texts(&out), expected(&data));
+}
+
+#[test]
+fn editing_one_chunk_recomputes_exactly_that_chunk() {
+    let mut data = input(10);
+    let cache = cache();
+    let calls = Calls::default();
+    let f = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        Ok::<_, String>(describe(chunk))
+    };
+    let p = processor(&cache, 3, no_retry());
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!((calls.take().len(), out.computed), (10, 10));
+
+    data[4 * CHUNK as usize + 17] ^= 0xff;
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(calls.take(), [4]);
+    assert_eq!(
+        (out.computed, out.cached, out.whole_file_hit),
+        (1, 9, false)
+    );
+    assert_eq!(texts(&out), expected(&data));
+
+    // Unchanged input: the whole-file result, no chunk touched.
+    let again = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert!(again.whole_file_hit);
+    assert!(calls.take().is_empty());
+    assert_eq!(again.result, out.result);
+    assert_eq!(again.file_key, out.file_key);
+
+    // Another model version shares nothing, not even the whole-file key's record.
+    let v2 = ChunkedProcessor::builder(cache.clone(), "test-model/2")
+        .plan(ChunkPlan::with_chunk_bytes(CHUNK).unwrap())
+        .language("en")
+        .build()
+        .unwrap();
+    let out = v2
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!((out.whole_file_hit, out.computed), (false, 10));
+    assert_eq!(calls.take().len(), 10);
+    // Another language: same.
+    let fr = ChunkedProcessor::builder(cache.clone(), "test-model/1")
+        .plan(ChunkPlan::with_chunk_bytes(CHUNK).unwrap())
+        .language("fr")
+        .build()
+        .unwrap();
+    assert_eq!(
+        fr.process_reader(Cursor::new(&data), &f, RunOptions::new())
+            .unwrap()
+            .computed,
+        10
+    );
+    assert_ne!(
+        fr.chunk_key(&chunk0(&data)).unwrap(),
+        p.chunk_key(&chunk0(&data)).unwrap()
+    );
+}
+
+fn chunk0(data: &[u8]) -> AudioChunk {
+    memocache::chunk::split(data, &ChunkPlan::with_chunk_bytes(CHUNK).unwrap(), None)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn chunk_keys_are_built_from_the_content_digest_and_identity() {
+    let data = input(2);
+    let p = processor(&cache(), 1, no_retry());
+    let chunk = chunk0(&data);
+    let content = memocache::CacheKey::from_content(chunk.data(), "chunk").unwrap();
+    let expected = memocache::CacheKey::builder("chunk")
+        .unwrap()
+        .part(content.digest())
+        .part("test-model/1")
+        .part("en")
+        .finish();
+    assert_eq!(p.chunk_key(&chunk).unwrap(), expected);
+}
+
+#[test]
+fn cancellation_stops_scheduling() {
+    let data = input(50);
+    let token = CancelToken::new();
+    let calls = Calls::default();
+    let f = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        if chunk.index() == 0 {
+            token.cancel();
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let err = processor(&cache(), 2, no_retry())
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().cancel_token(token.clone()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, ProcessError::Cancelled { completed, total: 50 } if completed <= 2),
+        "{err:?}"
+    );
+    // Only the chunks already running when the token was cancelled were called.
+    assert!(calls.take().len() <= 2);
+}
+
+#[test]
+fn cancellation_interrupts_a_retry_wait() {
+    let data = input(3);
+    let token = CancelToken::new();
+    let (failed_tx, failed_rx) = mpsc::channel();
+    let failed_tx = Mutex::new(failed_tx);
+    let f = |_: &AudioChunk| {
+        let _ = failed_tx.lock().send(());
+        Err::<ChunkResult, _>("always down")
+    };
+    // A 60 s wait before each retry: returning promptly is only possible if the wait is cut.
+    let p = processor(&cache(), 1, RetryConfig::fixed(3, Duration::from_secs(60)));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let canceller = token.clone();
+        s.spawn(move || {
+            failed_rx.recv().unwrap();
+            canceller.cancel();
+        });
+        let err = p
+            .process_reader(
+                Cursor::new(&data),
+                &f,
+                RunOptions::new().cancel_token(token.clone()),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProcessError::Cancelled {
+                    completed: 0,
+                    total: 3
+                }
+            ),
+            "{err:?}"
+        );
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn retry_backoff_follows_the_cache_clock() {
+    let data = input(2);
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let failed_once = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        if chunk.index() == 0 && failed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("rate limited".to_owned());
+        }
+        Ok(describe(chunk))
+    };
+    // An hour of backoff passes when the test moves the clock, not in real time. The wait's
+    // deadline is taken after the failure, so the clock keeps moving until the run is over.
+    let p = processor(&cache, 2, RetryConfig::fixed(1, Duration::from_secs(3600)));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if failed_once.load(Ordering::SeqCst) > 0 {
+                    clock.advance(Duration::from_secs(600));
+                }
+                std::thread::yield_now();
+            }
+        });
+        let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
+        done.store(true, Ordering::SeqCst);
+        out.unwrap()
+    });
+    assert_eq!((out.retries, out.chunks[0].attempts), (1, 2));
+    assert_eq!(texts(&out), expected(&data));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_split_error_interrupts_a_retry_wait() {
+    // A WAV whose header promises more frames than the file has: the splitter fails on the
+    // last chunk while chunk 0 sits in a 60 s retry wait, which the failure must cut short.
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for i in 0..300 {
+        writer.write_sample(i as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let mut wav = wav.into_inner();
+    wav.truncate(wav.len() - 10);
+    let f = |_: &AudioChunk| Err::<ChunkResult, _>("down");
+    let p = ChunkedProcessor::builder(cache(), "m/1")
+        .plan(ChunkPlan::with_chunk_bytes(244).unwrap())
+        .concurrency(ConcurrencyLimit::new(1).unwrap())
+        .retry(RetryConfig::fixed(3, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = p
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, ProcessError::Split(SplitError::Truncated { .. })),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
+    let data = input(5);
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let reports = Mutex::new(Vec::<Progress>::new());
+    let f = |chunk: &AudioChunk| {
+        clock.advance(Duration::from_secs(2));
+        Ok::<_, String>(describe(chunk))
+    };
+    let p = processor(&cache, 1, no_retry());
+    let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
+    p.process_reader(Cursor::new(&data), &f, options).unwrap();
+    let reports = reports.into_inner();
+    assert_eq!(reports.len(), 6);
+    assert_eq!(
+        (
+            reports[0].chunks_done,
+            reports[0].fraction(),
+            reports[0].eta
+        ),
+        (0, 0.0, None)
+    );
+    for (k, r) in reports.iter().enumerate() {
+        assert_eq!(
+            (r.chunks_done, r.chunks_total, r.bytes_total),
+            (k, 5, 5 * CHUNK)
+        );
+        assert_eq!(r.bytes_done, k as u64 * CHUNK);
+        assert_eq!(r.elapsed, Duration::from_secs(2 * k as u64));
+        if k > 0 {
+            // 2 s per chunk so far: the rest takes 2 s per remaining chunk.
+            assert_eq!(r.eta, Some(Duration::from_secs(2 * (5 - k as u64))));
+        }
+    }
+    let last = reports.last().unwrap();
+    assert_eq!(last.fraction(), 1.0);
+    assert_eq!(last.eta, Some(Duration::ZERO));
+
+    // A whole-file hit reports completion at once.
+    let reports = Mutex::new(Vec::<Progress>::new());
+    let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
+    assert!(
+        p.process_reader(Cursor::new(&data), &f, options)
+            .unwrap()
+            .whole_file_hit
+    );
+    let reports = reports.into_inner();
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].fraction(), reports[0].chunks_cached), (1.0, 5));
+}
+
+#[test]
+fn concurrency_is_bounded_and_concurrent_runs_agree() {
+    let data = input(40);
+    let cache = cache();
+    let in_flight = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        // A little work so that calls overlap.
+        let mut x = 0u64;
+        for b in chunk.data().iter().cycle().take(20_000) {
+            x = x.wrapping_mul(31).wrapping_add(u64::from(*b));
+        }
+        std::hint::black_box(x);
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        Ok::<_, String>(describe(chunk))
+    };
+    let p = processor(&cache, 3, no_retry());
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| p.process_reader(Cursor::new(&data), &f, RunOptions::new())))
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap().unwrap();
+            if !out.whole_file_hit {
+                assert_eq!(texts(&out), expected(&data));
+            }
+            assert_eq!(out.result.text, expected(&data).join(" "));
+        }
+    });
+    // Four runs of at most three workers each.
+    assert!(peak.load(Ordering::SeqCst) <= 12);
+    peak.store(0, Ordering::SeqCst);
+    cache.clear();
+    p.process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+}
+
+#[test]
+fn wav_input_merges_segments_on_the_input_timeline() {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for i in 0..1000 {
+        writer.write_sample((i % 300) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let wav = wav.into_inner();
+    // (244 - 44) / 2 = 100 frames = 100 ms per chunk, 20 ms overlap: stride 80 ms.
+    let p = ChunkedProcessor::builder(cache(), "segmenter/1")
+        .plan(
+            ChunkPlan::with_chunk_bytes(244)
+                .unwrap()
+                .overlap(Duration::from_millis(20)),
+        )
+        .build()
+        .unwrap();
+    // One segment per 10 ms of each chunk.
+    let f = |chunk: &AudioChunk| {
+        let reader =
+            hound::WavReader::new(Cursor::new(chunk.data().to_vec())).map_err(|e| e.to_string())?;
+        let ms = u64::from(reader.duration());
+        let segments = (0..ms / 10)
+            .map(|k| Segment {
+                start: Duration::from_millis(10 * k),
+                end: Duration::from_millis(10 * (k + 1)),
+                text: format!("c{}", chunk.index()),
+            })
+            .collect();
+        Ok::<_, String>(ChunkResult {
+            text: format!("c{}", chunk.index()),
+            segments,
+        })
+    };
+    let out = p
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(out.chunks.len(), 1 + (1000 - 100usize).div_ceil(80));
+    // Segments tile 0..1000 ms once each: overlap segments of later chunks are dropped.
+    let starts: Vec<u64> = out
+        .result
+        .segments
+        .iter()
+        .map(|s| s.start.as_millis() as u64)
+        .collect();
+    assert_eq!(starts, (0..100).map(|k| 10 * k).collect::<Vec<_>>());
+    assert_eq!(out.result.segments[10].text, "c1"); // 100 ms: the first segment chunk 1 adds
+}
+
+#[test]
+fn paths_and_empty_inputs() {
+    let data = input(3);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&data).unwrap();
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let p = processor(&cache(), 2, no_retry());
+    let out = p.process_path(file.path(), &f, RunOptions::new()).unwrap();
+    assert_eq!(texts(&out), expected(&data));
+
+    let err = p
+        .process_reader(Cursor::new(Vec::new()), &f, RunOptions::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, ProcessError::Split(SplitError::Empty)),
+        "{err:?}"
+    );
+    let err = p
+        .process_path("/nonexistent/audio.wav", &f, RunOptions::new())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("opening /nonexistent/audio.wav failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_custom_merge_step_is_used_and_memoized() {
+    let data = input(3);
+    let cache = cache();
+    let p = processor(&cache, 2, no_retry());
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let merge = |chunks: &[memocache::chunk::ChunkOutcome]| {
+        ChunkResult::from_text(format!("{} chunks", chunks.len()))
+    };
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new().merge(merge))
+        .unwrap();
+    assert_eq!(out.result.text, "3 chunks");
+    let hit = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(
+        (hit.whole_file_hit, hit.result.text.as_str()),
+        (true, "3 chunks")
+    );
+}
+
+#[test]
+fn progress_stays_ordered_under_concurrency() {
+    let data = input(120);
+    let cache = cache();
+    let p = processor(&cache, 4, no_retry());
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    // Half of the chunks cached beforehand, so cached and computed chunks interleave.
+    for chunk in memocache::chunk::split(&data[..], p.plan(), Some(data.len() as u64)).unwrap() {
+        let chunk = chunk.unwrap();
+        if chunk.index() % 2 == 1 {
+            cache
+                .insert_typed(p.chunk_key(&chunk).unwrap(), &describe(&chunk))
+                .unwrap();
+        }
+    }
+    let reports = Mutex::new(Vec::<Progress>::new());
+    let out = p
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
+        )
+        .unwrap();
+    assert_eq!((out.computed, out.cached), (60, 60));
+    let reports = reports.into_inner();
+    assert_eq!(reports.len(), 121);
+    for (k, pair) in reports.windows(2).enumerate() {
+        assert_eq!((pair[0].chunks_done, pair[1].chunks_done), (k, k + 1));
+        assert!(pair[1].bytes_done == pair[0].bytes_done + CHUNK);
+        assert!(pair[1].chunks_cached >= pair[0].chunks_cached);
+        assert!(pair[1].fraction() > pair[0].fraction());
+    }
+    let last = reports[120];
+    assert_eq!(
+        (last.fraction(), last.chunks_cached, last.bytes_done),
+        (1.0, 60, 120 * CHUNK)
+    );
+}

@@ -1,0 +1,375 @@
+//! The splitter: boundaries, WAV validity, errors.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, InputFormat, PcmSpec, SplitError, split};
+use proptest::prelude::*;
+
+fn chunks(input: &[u8], plan: &ChunkPlan, len: Option<u64>) -> Result<Vec<AudioChunk>, SplitError> {
+    split(input, plan, len)?.collect()
+}
+
+fn plan(bytes: u64) -> ChunkPlan {
+    ChunkPlan::with_chunk_bytes(bytes).unwrap()
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn byte_boundaries_exact_partial_and_tiny() {
+    let input = noise(12, 1);
+    for len in [Some(12), None] {
+        let got = chunks(&input, &plan(4), len).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(
+            got.iter()
+                .all(|c| c.data().len() == 4 && c.info().kind == ChunkKind::Bytes)
+        );
+        assert_eq!(got[2].info().source_offset, 8);
+    }
+    let got = chunks(&input[..10], &plan(4), Some(10)).unwrap();
+    let sizes: Vec<_> = got.iter().map(|c| c.data().len()).collect();
+    assert_eq!(sizes, [4, 4, 2]);
+    assert_eq!(&got[2].data()[..], &input[8..10]);
+    let tiny = chunks(&input[..1], &plan(4), None).unwrap();
+    assert_eq!((tiny.len(), &tiny[0].data()[..]), (1, &input[..1]));
+    // Chunk size exactly the input.
+    assert_eq!(chunks(&input, &plan(12), Some(12)).unwrap().len(), 1);
+    assert_eq!(
+        split(&input[..], &plan(4), Some(12))
+            .unwrap()
+            .total_chunks(),
+        Some(3)
+    );
+}
+
+#[test]
+fn empty_input_is_an_error() {
+    for len in [Some(0), None] {
+        assert!(matches!(
+            split(&[][..], &plan(4), len),
+            Err(SplitError::Empty)
+        ));
+    }
+    let empty_wav = wav(spec(1, 16), &[]);
+    assert!(matches!(
+        split(&empty_wav[..], &plan(1000), None),
+        Err(SplitError::Empty)
+    ));
+}
+
+#[test]
+fn byte_overlap_needs_a_rate_and_must_be_shorter_than_a_chunk() {
+    let input = noise(100, 2);
+    let with_overlap = plan(10).overlap(Duration::from_millis(500));
+    assert!(matches!(
+        split(&input[..], &with_overlap, None),
+        Err(SplitError::OverlapNeedsByteRate)
+    ));
+    // 500 ms at 20 B/s = 10 bytes = the whole chunk.
+    assert!(matches!(
+        split(&input[..], &with_overlap.byte_rate(20), None),
+        Err(SplitError::OverlapTooLarge {
+            overlap_units: 10,
+            chunk_units: 10,
+            ..
+        })
+    ));
+    // 500 ms at 8 B/s = 4 bytes of overlap, stride 6.
+    let got = chunks(&input, &with_overlap.byte_rate(8), Some(100)).unwrap();
+    assert_eq!(got.len(), 1 + (100 - 10usize).div_ceil(6));
+    assert_eq!(&got[1].data()[..4], &got[0].data()[6..]);
+    assert_eq!(got[1].info().start_time, Some(Duration::from_millis(750)));
+    assert_eq!(got[1].info().overlap, Some(Duration::from_millis(500)));
+    assert_eq!(got[0].info().overlap, Some(Duration::ZERO));
+}
+
+#[test]
+fn a_stream_shorter_than_its_declared_length_is_truncated() {
+    let input = noise(10, 3);
+    let result = chunks(&input, &plan(4), Some(12));
+    assert!(
+        matches!(
+            result,
+            Err(SplitError::Truncated {
+                expected: 12,
+                got: 10
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Chunks tile the input: each is the input's bytes at its offset, none is over the size,
+    /// new bytes add up to the input, offsets follow the stride, and the count is announced.
+    #[test]
+    fn byte_chunks_tile_the_input(
+        len in 1usize..3000,
+        size in 1u64..400,
+        overlap_ms in 0u64..2000,
+        known in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let input = noise(len, seed);
+        // 100 B/s: overlap_ms / 10 bytes.
+        let overlap_units = overlap_ms / 10;
+        let plan = plan(size).overlap(Duration::from_millis(overlap_ms)).byte_rate(100);
+        let stream = split(&input[..], &plan, known.then_some(len as u64));
+        if overlap_units >= size {
+            let too_large = matches!(stream, Err(SplitError::OverlapTooLarge { .. }));
+            prop_assert!(too_large);
+            return Ok(());
+        }
+        let stream = stream.unwrap();
+        let announced = stream.total_chunks();
+        let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().unwrap();
+        if known {
+            prop_assert_eq!(announced, Some(got.len()));
+        }
+        let stride = size - overlap_units;
+        let mut rebuilt = Vec::new();
+        for (i, c) in got.iter().enumerate() {
+            let info = c.info();
+            prop_assert_eq!(info.index, i);
+            prop_assert_eq!(info.source_offset, i as u64 * stride);
+            prop_assert!(c.data().len() as u64 <= size);
+            let at = info.source_offset as usize;
+            prop_assert_eq!(&c.data()[..], &input[at..at + c.data().len()]);
+            let new = info.new_bytes as usize;
+            rebuilt.extend_from_slice(&c.data()[c.data().len() - new..]);
+        }
+        prop_assert_eq!(rebuilt, input.clone());
+        // The last chunk reaches the end and the one before does not.
+        let last = got.last().unwrap().info();
+        prop_assert_eq!(last.source_offset + last.source_len, len as u64);
+        if got.len() > 1 {
+            let prev = got[got.len() - 2].info();
+            prop_assert!(prev.source_offset + prev.source_len < len as u64);
+        }
+        // Deterministic.
+        let again: Vec<AudioChunk> = split(&input[..], &plan, None).unwrap().collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(again, got);
+    }
+}
+
+fn spec(channels: u16, bits: u16) -> hound::WavSpec {
+    hound::WavSpec {
+        channels,
+        sample_rate: 8000,
+        bits_per_sample: bits,
+        sample_format: hound::SampleFormat::Int,
+    }
+}
+
+/// A WAV file of `samples` (interleaved), written by hound.
+fn wav(spec: hound::WavSpec, samples: &[i32]) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+    for &s in samples {
+        writer.write_sample(s).unwrap();
+    }
+    writer.finalize().unwrap();
+    out.into_inner()
+}
+
+fn samples(count: usize, bits: u16) -> Vec<i32> {
+    let half = 1i64 << (bits - 1);
+    noise(count * 4, u64::from(bits))
+        .chunks(4)
+        .map(|b| (i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) % half) as i32)
+        .collect()
+}
+
+/// Re-parses a chunk as WAV; returns its spec and samples.
+fn parse(chunk: &AudioChunk) -> (hound::WavSpec, Vec<i32>) {
+    let mut reader = hound::WavReader::new(Cursor::new(chunk.data().to_vec())).unwrap();
+    let samples = reader.samples::<i32>().collect::<Result<_, _>>().unwrap();
+    (reader.spec(), samples)
+}
+
+#[test]
+fn wav_chunks_are_valid_wavs_on_frame_boundaries() {
+    for (channels, bits, frames) in [
+        (2u16, 16u16, 2_000usize),
+        (1, 8, 3_001),
+        (3, 24, 777),
+        (1, 32, 500),
+    ] {
+        let spec = spec(channels, bits);
+        let all = samples(frames * usize::from(channels), bits);
+        let input = wav(spec, &all);
+        let max = 1_000u64;
+        let overlap = Duration::from_millis(5); // 40 frames at 8 kHz
+        let plan = plan(max).overlap(overlap);
+        let stream = split(&input[..], &plan, None).unwrap();
+        assert_eq!(stream.kind(), ChunkKind::Wav);
+        let block = usize::from(channels) * usize::from(bits.div_ceil(8));
+        assert_eq!(stream.total_bytes(), Some((frames * block) as u64));
+        let total = stream.total_chunks();
+        let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().unwrap();
+        assert_eq!(total, Some(got.len()));
+        assert!(
+            got.len() > 2,
+            "{channels}ch {bits}bit gave {} chunks",
+            got.len()
+        );
+        let mut next_new_frame = 0;
+        for chunk in &got {
+            assert!(
+                chunk.data().len() as u64 <= max,
+                "chunk of {} bytes",
+                chunk.data().len()
+            );
+            let (chunk_spec, chunk_samples) = parse(chunk);
+            assert_eq!(chunk_spec, spec);
+            let info = chunk.info();
+            let start_frame = (info.start_time.unwrap().as_nanos() * 8000 / 1_000_000_000) as usize;
+            let n_frames = chunk_samples.len() / usize::from(channels);
+            assert_eq!(info.source_len as usize, n_frames * block);
+            let from = start_frame * usize::from(channels);
+            assert_eq!(
+                chunk_samples,
+                all[from..from + chunk_samples.len()],
+                "chunk {}",
+                info.index
+            );
+            let overlap_frames = if info.index == 0 { 0 } else { 40 };
+            assert_eq!(start_frame + overlap_frames, next_new_frame);
+            assert_eq!(info.new_bytes as usize, (n_frames - overlap_frames) * block);
+            next_new_frame = start_frame + n_frames;
+            assert_eq!(chunk.data().len() % 2, 0, "RIFF data is padded to even");
+        }
+        assert_eq!(next_new_frame, frames);
+    }
+}
+
+#[test]
+fn wav_chunks_around_other_riff_chunks() {
+    let spec = spec(1, 16);
+    let all = samples(300, 16);
+    let plain = wav(spec, &all);
+    // RIFF preamble, a JUNK chunk of odd length (padded), fmt, data, then a trailing LIST.
+    let mut input = plain[..12].to_vec();
+    input.extend_from_slice(b"JUNK\x03\x00\x00\x00abc\x00");
+    input.extend_from_slice(&plain[12..]);
+    input.extend_from_slice(b"LIST\x04\x00\x00\x00info");
+    let riff = (input.len() - 8) as u32;
+    input[4..8].copy_from_slice(&riff.to_le_bytes());
+    let got = chunks(&input, &plan(244), None).unwrap(); // (244 - 44) / 2 = 100 frames
+    assert_eq!(got.len(), 3);
+    let rebuilt: Vec<i32> = got.iter().flat_map(|c| parse(c).1).collect();
+    assert_eq!(rebuilt, all);
+    // Preamble 12, JUNK 8 + 3 + pad 1, fmt 8 + 16, data header 8.
+    assert_eq!(got[0].info().source_offset, 12 + 12 + 24 + 8);
+}
+
+#[test]
+fn wav_errors() {
+    let input = wav(spec(2, 16), &samples(200, 16));
+    assert!(matches!(
+        split(&input[..], &plan(47), None),
+        Err(SplitError::ChunkTooSmall {
+            chunk_bytes: 47,
+            min_bytes: 48
+        })
+    ));
+    assert!(split(&input[..], &plan(48), None).is_ok());
+    // The header promises more frames than there are.
+    let cut = &input[..input.len() - 6];
+    let result = chunks(cut, &plan(100), None);
+    assert!(
+        matches!(result, Err(SplitError::Truncated { .. })),
+        "{result:?}"
+    );
+    // ADPCM (format tag 2) is refused as WAV, and byte-split when forced.
+    let mut adpcm = input.clone();
+    adpcm[20] = 2;
+    assert!(matches!(
+        split(&adpcm[..], &plan(100), None),
+        Err(SplitError::Wav(_))
+    ));
+    let forced = chunks(&adpcm, &plan(100).format(InputFormat::Bytes), None).unwrap();
+    assert_eq!(forced[0].info().kind, ChunkKind::Bytes);
+    assert_eq!(forced.len(), adpcm.len().div_ceil(100));
+}
+
+#[test]
+fn raw_pcm_chunks_get_wav_headers() {
+    let pcm = noise(2 * 500, 9); // 500 frames of 16-bit mono
+    let format = InputFormat::RawPcm(PcmSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        float: false,
+    });
+    let got = chunks(&pcm, &plan(244).format(format), Some(1000)).unwrap();
+    assert_eq!(got.len(), 5);
+    for chunk in &got {
+        let (spec, samples) = parse(chunk);
+        assert_eq!(
+            (spec.channels, spec.sample_rate, samples.len()),
+            (1, 8000, 100)
+        );
+        assert_eq!(
+            &chunk.data()[44..],
+            &pcm[chunk.info().source_offset as usize..][..200]
+        );
+    }
+    assert!(matches!(
+        split(&pcm[..999], &plan(244).format(format), Some(999)),
+        Err(SplitError::PartialFrame { extra: 1 })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// WAV chunks of any layout, size and overlap: each is a valid WAV of at most the chunk
+    /// size whose samples are the input's at its start time, and the new frames of all chunks
+    /// are the input's frames exactly once.
+    #[test]
+    fn wav_chunks_tile_the_frames(
+        channels in 1u16..=3,
+        bits in prop::sample::select(vec![8u16, 16, 24, 32]),
+        frames in 1usize..700,
+        max in 120u64..900,
+        overlap_ms in 0u64..30,
+    ) {
+        let spec = spec(channels, bits);
+        let all = samples(frames * usize::from(channels), bits);
+        let input = wav(spec, &all);
+        let plan = plan(max).overlap(Duration::from_millis(overlap_ms));
+        let got: Result<Vec<AudioChunk>, _> = chunks(&input, &plan, None);
+        let got = match got {
+            Err(SplitError::OverlapTooLarge { .. } | SplitError::ChunkTooSmall { .. }) => return Ok(()),
+            other => other.unwrap(),
+        };
+        let ch = usize::from(channels);
+        let mut rebuilt = Vec::new();
+        for chunk in &got {
+            prop_assert!(chunk.data().len() as u64 <= max);
+            let (chunk_spec, chunk_samples) = parse(chunk);
+            prop_assert_eq!(chunk_spec, spec);
+            let info = chunk.info();
+            let start = (info.start_time.unwrap().as_nanos() * 8000).div_ceil(1_000_000_000) as usize;
+            prop_assert_eq!(&chunk_samples[..], &all[start * ch..start * ch + chunk_samples.len()]);
+            let overlap = (info.overlap.unwrap().as_nanos() * 8000).div_ceil(1_000_000_000) as usize;
+            rebuilt.extend_from_slice(&chunk_samples[overlap * ch..]);
+        }
+        prop_assert_eq!(rebuilt, all);
+    }
+}
