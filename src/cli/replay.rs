@@ -28,6 +28,9 @@
 //!   first means a failed write is reported as one clear I/O error and never leaves a
 //!   half-drawn file. The output folder is checked before any replay so a wrong path fails
 //!   fast.
+//! * **memocache's ratio is not bit-for-bit repeatable**: the engine seeds its key hash per
+//!   cache (against hash flooding), which changes how keys spread over shards, so its hit
+//!   ratio moves by a few hundredths of a percent between runs. LRU and OPT are exact.
 //! * **Progress** is shown on stderr only when it is a terminal, so logs and tests see
 //!   nothing but the result (or the error line).
 
@@ -38,7 +41,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use memocache::trace::{
     CachePolicy, Compression, Lru, Opt, Policy, ReplayStats, Trace, TraceError, TraceFormat,
     TraceReader, replay,
@@ -120,14 +123,17 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
             grouped(per_second as u64),
         );
     }
-    println!("\nOne thread each; OPT's time includes its planning pass over the trace.");
+    println!(
+        "\nOne thread each; OPT's time includes its planning pass over the trace.\n\
+         memocache seeds its key hash per cache: its ratio varies slightly between runs."
+    );
     let rejected: u64 = runs.iter().map(|(_, run)| run.rejected).sum();
     if rejected > 0 {
         println!("note: memocache refused {rejected} inserts; they count as misses.");
     }
 
     if let Some(out) = &args.curve {
-        let points = curve(&trace, entries)?;
+        let points = curve(&trace, entries, &runs)?;
         let title = format!(
             "{name}: {} requests, {} unique keys",
             grouped(trace.requests() as u64),
@@ -315,12 +321,15 @@ const CURVE_POINTS: usize = 12;
 /// Hit ratio (percent) against capacity, one series per [`Contender::ALL`] entry.
 type Curve = Vec<(Contender, Vec<(usize, f64)>)>;
 
-/// Replays every (capacity, policy) pair of the curve, spread over the available cores.
-fn curve(trace: &Trace, requested: usize) -> Result<Curve, String> {
+/// Replays every (capacity, policy) pair of the curve, spread over the available cores. The
+/// requested capacity's `runs` are reused, so the curve and the table agree at that point
+/// (memocache's ratio varies slightly from one cache to the next; see the module docs).
+fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<Curve, String> {
     let capacities = curve_capacities(trace.unique(), requested);
     let jobs: Vec<(Contender, usize)> = Contender::ALL
         .into_iter()
         .flat_map(|c| capacities.iter().map(move |&capacity| (c, capacity)))
+        .filter(|&(_, capacity)| capacity != requested)
         .collect();
     let bar = progress(
         Some(jobs.len() as u64 * trace.requests() as u64),
@@ -351,14 +360,19 @@ fn curve(trace: &Trace, requested: usize) -> Result<Curve, String> {
             .collect::<Result<Vec<_>, String>>()
     })?;
     bar.finish_and_clear();
+    let table = runs
+        .iter()
+        .map(|(contender, run)| (*contender, requested, 100.0 * run.stats.hit_ratio()));
     Ok(Contender::ALL
         .into_iter()
         .map(|contender| {
             let mut points: Vec<(usize, f64)> = results
                 .iter()
                 .flatten()
+                .copied()
+                .chain(table.clone())
                 .filter(|(c, _, _)| *c == contender)
-                .map(|&(_, capacity, ratio)| (capacity, ratio))
+                .map(|(_, capacity, ratio)| (capacity, ratio))
                 .collect();
             points.sort_by_key(|&(capacity, _)| capacity);
             (contender, points)
@@ -426,7 +440,7 @@ fn render_svg(
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 520)).into_drawing_area();
         root.fill(&WHITE)?;
-        let root = root.titled(title, ("sans-serif", 22))?;
+        let root = root.margin(10, 0, 0, 0).titled(title, ("sans-serif", 22))?;
         let (plot, panel) = root.split_horizontally(WIDTH - PANEL);
 
         let mut chart = ChartBuilder::on(&plot)
@@ -511,7 +525,7 @@ fn progress(len: Option<u64>, message: String) -> ProgressBar {
     let (bar, template) = match len {
         Some(len) => (
             ProgressBar::new(len),
-            "{msg} [{bar:30}] {percent}% {human_pos}/{human_len} requests, {per_sec}, eta {eta}",
+            "{msg} [{bar:30}] {percent}% {human_pos}/{human_len} requests, {rate}/s, eta {eta}",
         ),
         None => (
             ProgressBar::new_spinner(),
@@ -520,6 +534,11 @@ fn progress(len: Option<u64>, message: String) -> ProgressBar {
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+            // Whole requests per second, grouped like the table (indicatif's own `per_sec`
+            // prints fractions of a request).
+            let _ = w.write_str(&grouped(state.per_sec() as u64));
+        })
         .progress_chars("=> ");
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.with_style(style).with_message(message)
