@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use memocache::trace::{Lru, Opt, Policy, Trace, replay};
+use memocache::trace::{CachePolicy, Lru, Opt, Policy, Trace, replay};
 
 #[path = "../tests/trace_support/mod.rs"]
 mod trace_support;
@@ -57,41 +57,14 @@ const PEERS: [Contender; 3] = [
     },
 ];
 
-/// memocache, bounded by entries. (An `Option` so the bench ran before the engine existed.)
+/// memocache, bounded by entries, with the crate's trace-id → key mapping. (An `Option` so the
+/// bench ran before the engine existed.)
 const MEMOCACHE: Option<Contender> = Some(Contender {
     name: "memocache",
     make: |capacity| {
-        let cache = memocache::Cache::builder()
-            .max_bytes(u64::MAX)
-            .max_entries(u64::try_from(capacity).unwrap_or(u64::MAX))
-            .build()
-            .expect("a valid entry-bounded configuration");
-        Box::new(Memocache(cache))
+        Box::new(CachePolicy::with_capacity(capacity).expect("a valid entry-bounded configuration"))
     },
 });
-
-struct Memocache(memocache::Cache);
-
-impl Policy for Memocache {
-    fn access(&mut self, id: u64) -> bool {
-        // The id in the first 8 digest bytes, bijective mixes of it in the rest, so the key
-        // looks like a real digest to whatever part of the engine reads it.
-        let mut digest = [0u8; 32];
-        digest[..8].copy_from_slice(&id.to_le_bytes());
-        for (lane, bytes) in digest.chunks_exact_mut(8).enumerate().skip(1) {
-            let mixed = (id ^ lane as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            bytes.copy_from_slice(&mixed.to_le_bytes());
-        }
-        let key = memocache::CacheKey::from_digest(digest, "trace").expect("a valid prefix");
-        if self.0.get(&key).is_some() {
-            return true;
-        }
-        self.0
-            .insert(key, bytes::Bytes::new())
-            .expect("an empty value fits an unbounded byte budget");
-        false
-    }
-}
 
 struct Moka(moka::sync::Cache<u64, ()>);
 

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use memocache::CacheKey;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "memocache",
@@ -35,6 +37,8 @@ enum Command {
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// Replay an access trace; print hit ratio and throughput for memocache, LRU and OPT.
+    Replay(cli::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn run(command: Command) -> Result<(), String> {
             println!("{key}");
             Ok(())
         }
+        Command::Replay(args) => cli::replay::run(args),
     }
 }
 

@@ -39,6 +39,8 @@
 //! interface (`access(key) -> hit`) every contender of a replay is driven through. [`Opt`]
 //! borrows the trace it was planned for rather than copying it; both reproduce the reference
 //! numbers of `SOURCES.md` exactly (see `tests/trace_reference.rs`).
+//! [`CachePolicy`] drives memocache's own [`Cache`](crate::Cache) the same way, with trace ids
+//! mapped to keys by [`trace_key`].
 //!
 //! ```
 //! use memocache::trace::{replay, Lru, Opt, Trace};
@@ -51,10 +53,12 @@
 //! assert!(opt.hit_ratio() > 0.6);
 //! ```
 
+mod engine;
 mod format;
 mod read;
 mod sim;
 
+pub use engine::{CachePolicy, TRACE_KEY_PREFIX, trace_key};
 pub use format::{Compression, TraceFormat};
 pub use read::{Trace, TraceError, TraceReader};
 pub use sim::{Lru, Opt, Policy, ReplayStats, replay};

@@ -1,0 +1,3 @@
+//! Subcommands of the `memocache` command that need more than a few lines: one module each.
+
+pub mod replay;

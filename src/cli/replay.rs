@@ -1,0 +1,618 @@
+//! `memocache replay TRACE --capacity N[%] [--format NAME] [--curve OUT.svg]`: how well would
+//! memocache serve this access pattern, next to an exact LRU and the offline optimum?
+//!
+//! The trace is loaded whole ([`memocache::trace`] reads every format of
+//! `../shared/traces/SOURCES.md`), because Bélády's OPT needs the future. Each policy then
+//! replays it, one request at a time, on this thread: memocache through
+//! [`CachePolicy`] (an entry-bounded [`Cache`](memocache::Cache), trace ids mapped to keys by
+//! [`trace_key`](memocache::trace::trace_key), exactly as the `hit_ratio` benchmark does), and
+//! the exact [`Lru`] and [`Opt`] simulators. The table gives each one's request hit ratio and
+//! its replay throughput; OPT's time includes its planning pass (finding every request's next
+//! use), since it cannot run without it.
+//!
+//! Design choices:
+//!
+//! * **Capacity in entries or percent.** `--capacity 5000` is absolute; `--capacity 10%` is
+//!   `floor(10 % × unique keys)`, the libCacheSim convention `SOURCES.md` uses, so `10%` of a
+//!   shared trace lands exactly on a column of its reference table. The text is validated
+//!   before the trace is read, so a typo fails at once, not after a long load.
+//! * **One error line.** Options that need validating (`--capacity`, `--format`) are taken as
+//!   text and checked here rather than by clap, whose errors span several lines; every error
+//!   ends up as the single `memocache: error: …` line `main` prints.
+//! * **The curve is computed in parallel, the table is not.** The throughput column must not
+//!   share the CPU with other replays, so the requested capacity is replayed alone. The
+//!   `--curve` points (12 capacities log-spaced from 0.1 % to 80 % of the unique keys, plus the
+//!   requested one) only need hit ratios, so they are spread over the available cores.
+//! * **The SVG is rendered to memory, then written.** plotters' SVG backend needs no system
+//!   fonts (it writes `<text>` elements and the viewer picks the font); rendering to a string
+//!   first means a failed write is reported as one clear I/O error and never leaves a
+//!   half-drawn file. The output folder is checked before any replay so a wrong path fails
+//!   fast.
+//! * **memocache's ratio is not bit-for-bit repeatable**: the engine seeds its key hash per
+//!   cache (against hash flooding), which changes how keys spread over shards, so its hit
+//!   ratio moves by a few hundredths of a percent between runs. LRU and OPT are exact.
+//! * **Progress** is shown on stderr only when it is a terminal, so logs and tests see
+//!   nothing but the result (or the error line).
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use memocache::trace::{
+    CachePolicy, Compression, Lru, Opt, Policy, ReplayStats, Trace, TraceError, TraceFormat,
+    TraceReader, replay,
+};
+
+/// Arguments of `memocache replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The trace file. Its compression (.gz, .xz, .zst) and record format are told from the
+    /// name; see --format.
+    trace: PathBuf,
+    /// Cache capacity: a number of entries (5000) or a percent of the trace's unique keys
+    /// (10%, 0.5%).
+    #[arg(long, value_name = "N[%]", allow_hyphen_values = true)]
+    capacity: String,
+    /// The record format, when the file name does not tell it: arc, i64be, i32be,
+    /// oracle-general or lirs.
+    #[arg(long, value_name = "NAME")]
+    format: Option<String>,
+    /// Also draw hit ratio against capacity for the three policies, as SVG, to this file.
+    #[arg(long, value_name = "OUT.svg")]
+    curve: Option<PathBuf>,
+}
+
+/// Runs `memocache replay`; the error is the one line to print.
+pub fn run(args: ReplayArgs) -> Result<(), String> {
+    let capacity: Capacity = args.capacity.parse()?;
+    let format = args
+        .format
+        .as_deref()
+        .map(TraceFormat::from_str)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if let Some(out) = &args.curve {
+        check_output_folder(out)?;
+    }
+
+    let (trace, format) = load(&args.trace, format)?;
+    if trace.requests() == 0 {
+        return Err(format!(
+            "{}: the trace has no requests",
+            args.trace.display()
+        ));
+    }
+    let entries = capacity.resolve(trace.unique())?;
+    let name = file_name(&args.trace);
+    println!(
+        "trace     {name}: {} requests, {} unique keys ({format}, {})",
+        grouped(trace.requests() as u64),
+        grouped(trace.unique() as u64),
+        Compression::from_path(&args.trace),
+    );
+    match capacity {
+        Capacity::Entries(_) => println!("capacity  {} entries", grouped(entries as u64)),
+        Capacity::Percent(p) => println!(
+            "capacity  {} entries ({p}% of the unique keys)",
+            grouped(entries as u64)
+        ),
+    }
+
+    let bar = progress(
+        Some(Contender::ALL.len() as u64 * trace.requests() as u64),
+        format!("replaying at {} entries", grouped(entries as u64)),
+    );
+    let mut runs = Vec::new();
+    for contender in Contender::ALL {
+        runs.push((contender, contender.run(trace.keys(), entries, &bar)?));
+    }
+    bar.finish_and_clear();
+
+    println!();
+    println!("{:<10} {:>10} {:>14}", "policy", "hit ratio", "requests/s");
+    for (contender, run) in &runs {
+        let per_second = run.stats.requests as f64 / run.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "{:<10} {:>8.2} % {:>14}",
+            contender.to_string(),
+            100.0 * run.stats.hit_ratio(),
+            grouped(per_second as u64),
+        );
+    }
+    println!(
+        "\nOne thread each; OPT's time includes its planning pass over the trace.\n\
+         memocache seeds its key hash per cache: its ratio varies slightly between runs."
+    );
+    let rejected: u64 = runs.iter().map(|(_, run)| run.rejected).sum();
+    if rejected > 0 {
+        println!("note: memocache refused {rejected} inserts; they count as misses.");
+    }
+
+    if let Some(out) = &args.curve {
+        let points = curve(&trace, entries, &runs)?;
+        let title = format!(
+            "{name}: {} requests, {} unique keys",
+            grouped(trace.requests() as u64),
+            grouped(trace.unique() as u64)
+        );
+        draw_curve(out, &title, &points, entries)?;
+        println!("\ncurve written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// A `--capacity` as given: entries, or a percent of the unique keys still to be resolved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Capacity {
+    Entries(usize),
+    Percent(f64),
+}
+
+impl FromStr for Capacity {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Capacity, String> {
+        let invalid = |why: &str| format!("invalid capacity {text:?}: {why}");
+        let expected = "expected a number of entries (5000) or a percent of the trace's unique \
+                        keys (10%, 0.5%)";
+        let text = text.trim();
+        if let Some(percent) = text.strip_suffix('%') {
+            let value: f64 = percent
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| invalid(expected))?;
+            if value <= 0.0 {
+                return Err(invalid("a percent must be more than 0%"));
+            }
+            if value > 100.0 {
+                return Err(invalid("a percent of the unique keys cannot exceed 100%"));
+            }
+            return Ok(Capacity::Percent(value));
+        }
+        if text.starts_with('-') {
+            return Err(invalid("must be at least 1 entry"));
+        }
+        match text.parse::<usize>() {
+            Ok(0) => Err(invalid("must be at least 1 entry")),
+            Ok(n) => Ok(Capacity::Entries(n)),
+            Err(_) => Err(invalid(expected)),
+        }
+    }
+}
+
+impl Capacity {
+    /// The capacity in entries for a trace of `unique` distinct keys: `floor(p % × unique)`
+    /// for a percent (computed as `p × unique / 100`, exact for whole and half percents).
+    fn resolve(self, unique: usize) -> Result<usize, String> {
+        match self {
+            Capacity::Entries(n) => Ok(n),
+            Capacity::Percent(p) => {
+                let entries = (p * unique as f64 / 100.0).floor() as usize;
+                if entries == 0 {
+                    Err(format!(
+                        "capacity {p}% of {} unique keys is less than one entry",
+                        grouped(unique as u64)
+                    ))
+                } else {
+                    Ok(entries)
+                }
+            }
+        }
+    }
+}
+
+/// The policies every replay compares, in table and legend order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contender {
+    Memocache,
+    Lru,
+    Opt,
+}
+
+/// One policy's replay at one capacity.
+struct Run {
+    stats: ReplayStats,
+    elapsed: Duration,
+    /// Requests memocache could not insert (always 0 for the simulators).
+    rejected: u64,
+}
+
+impl Contender {
+    const ALL: [Contender; 3] = [Contender::Memocache, Contender::Lru, Contender::Opt];
+
+    /// Replays `keys` through a fresh policy of `capacity` entries, advancing `bar`.
+    fn run(self, keys: &[u64], capacity: usize, bar: &ProgressBar) -> Result<Run, String> {
+        let started = Instant::now();
+        let (stats, rejected) = match self {
+            Contender::Memocache => {
+                let mut cache = CachePolicy::with_capacity(capacity).map_err(|e| e.to_string())?;
+                let stats = replay_with_progress(&mut cache, keys, bar);
+                (stats, cache.rejected())
+            }
+            Contender::Lru => (replay_with_progress(&mut Lru::new(capacity), keys, bar), 0),
+            Contender::Opt => (
+                replay_with_progress(&mut Opt::new(keys, capacity), keys, bar),
+                0,
+            ),
+        };
+        Ok(Run {
+            stats,
+            elapsed: started.elapsed(),
+            rejected,
+        })
+    }
+}
+
+impl fmt::Display for Contender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Contender::Memocache => "memocache",
+            Contender::Lru => "LRU",
+            Contender::Opt => "OPT",
+        })
+    }
+}
+
+/// Requests between progress updates: rare enough to cost nothing next to the replay.
+const PROGRESS_CHUNK: usize = 1 << 16;
+
+/// [`replay`] in chunks, so the bar moves; the policy sees the same requests in the same order.
+fn replay_with_progress<P: Policy>(policy: &mut P, keys: &[u64], bar: &ProgressBar) -> ReplayStats {
+    let mut total = ReplayStats::default();
+    for chunk in keys.chunks(PROGRESS_CHUNK) {
+        let stats = replay(policy, chunk);
+        total.requests += stats.requests;
+        total.hits += stats.hits;
+        bar.inc(chunk.len() as u64);
+    }
+    total
+}
+
+/// Reads the whole trace, with the given format or the one its name tells.
+fn load(path: &Path, format: Option<TraceFormat>) -> Result<(Trace, TraceFormat), String> {
+    let reader = match format {
+        Some(format) => TraceReader::open_as(path, format, Compression::from_path(path)),
+        None => TraceReader::open(path),
+    }
+    .map_err(|e| match e {
+        TraceError::UnknownFormat { .. } => format!("{e} with --format NAME"),
+        e => e.to_string(),
+    })?;
+    let format = reader.format();
+    let bar = progress(None, format!("loading {}", file_name(path)));
+    let mut keys = Vec::new();
+    for key in reader {
+        keys.push(key.map_err(|e| e.to_string())?);
+        if keys.len().is_multiple_of(PROGRESS_CHUNK) {
+            bar.set_position(keys.len() as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok((Trace::from_keys(keys), format))
+}
+
+/// The capacities of the curve: [`CURVE_POINTS`] log-spaced from 0.1 % to 80 % of the unique
+/// keys (`floor`, as for `--capacity N%`), plus `requested`; sorted, distinct, at least 1.
+fn curve_capacities(unique: usize, requested: usize) -> Vec<usize> {
+    const LOW: f64 = 0.001;
+    const HIGH: f64 = 0.8;
+    let mut capacities: Vec<usize> = (0..CURVE_POINTS)
+        .map(|i| {
+            let fraction = LOW * (HIGH / LOW).powf(i as f64 / (CURVE_POINTS - 1) as f64);
+            (fraction * unique as f64).floor() as usize
+        })
+        .filter(|&c| c > 0)
+        .chain([requested])
+        .collect();
+    capacities.sort_unstable();
+    capacities.dedup();
+    capacities
+}
+
+/// Number of log-spaced capacities on a curve (before the requested one is added).
+const CURVE_POINTS: usize = 12;
+
+/// Hit ratio (percent) against capacity, one series per [`Contender::ALL`] entry.
+type Curve = Vec<(Contender, Vec<(usize, f64)>)>;
+
+/// Replays every (capacity, policy) pair of the curve, spread over the available cores. The
+/// requested capacity's `runs` are reused, so the curve and the table agree at that point
+/// (memocache's ratio varies slightly from one cache to the next; see the module docs).
+fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<Curve, String> {
+    let capacities = curve_capacities(trace.unique(), requested);
+    let jobs: Vec<(Contender, usize)> = Contender::ALL
+        .into_iter()
+        .flat_map(|c| capacities.iter().map(move |&capacity| (c, capacity)))
+        .filter(|&(_, capacity)| capacity != requested)
+        .collect();
+    let bar = progress(
+        Some(jobs.len() as u64 * trace.requests() as u64),
+        format!("curve: {} capacities", capacities.len()),
+    );
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len());
+    let next = AtomicUsize::new(0);
+    // Each worker takes the next job until none is left, so a slow job (a large memocache)
+    // does not hold up a fixed share of the others.
+    let worker = || -> Result<Vec<(Contender, usize, f64)>, String> {
+        let mut done = Vec::new();
+        while let Some(&(contender, capacity)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let run = contender.run(trace.keys(), capacity, &bar)?;
+            done.push((contender, capacity, 100.0 * run.stats.hit_ratio()));
+        }
+        Ok(done)
+    };
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a replay thread panicked".to_owned()))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    bar.finish_and_clear();
+    let table = runs
+        .iter()
+        .map(|(contender, run)| (*contender, requested, 100.0 * run.stats.hit_ratio()));
+    Ok(Contender::ALL
+        .into_iter()
+        .map(|contender| {
+            let mut points: Vec<(usize, f64)> = results
+                .iter()
+                .flatten()
+                .copied()
+                .chain(table.clone())
+                .filter(|(c, _, _)| *c == contender)
+                .map(|(_, capacity, ratio)| (capacity, ratio))
+                .collect();
+            points.sort_by_key(|&(capacity, _)| capacity);
+            (contender, points)
+        })
+        .collect())
+}
+
+/// Fails unless the folder `out` would be written in exists.
+fn check_output_folder(out: &Path) -> Result<(), String> {
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if folder.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot write the curve to {}: no folder {}",
+            out.display(),
+            folder.display()
+        ))
+    }
+}
+
+/// Draws the curve as SVG and writes it to `out`.
+fn draw_curve(out: &Path, title: &str, curve: &Curve, requested: usize) -> Result<(), String> {
+    let svg =
+        render_svg(title, curve, requested).map_err(|e| format!("cannot draw the curve: {e}"))?;
+    std::fs::write(out, svg)
+        .map_err(|e| format!("cannot write the curve to {}: {e}", out.display()))
+}
+
+/// The colour of each contender's curve (colour-blind-safe blue, orange, green).
+fn color(contender: Contender) -> plotters::style::RGBColor {
+    use plotters::style::RGBColor;
+    match contender {
+        Contender::Memocache => RGBColor(0x1f, 0x77, 0xb4),
+        Contender::Lru => RGBColor(0xe6, 0x7e, 0x22),
+        Contender::Opt => RGBColor(0x2c, 0xa0, 0x2c),
+    }
+}
+
+/// The chart on the left, the legend in a panel on the right: curves fill every corner of the
+/// plot on one trace or another, so a legend inside it always hides some of them.
+fn render_svg(
+    title: &str,
+    curve: &Curve,
+    requested: usize,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    const WIDTH: u32 = 900;
+    const PANEL: u32 = 220;
+    let (low, high) = curve
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|&(c, _)| c as f64))
+        .fold((f64::MAX, f64::MIN), |(lo, hi), c| (lo.min(c), hi.max(c)));
+    // A little room either side on the log axis; the `max` keeps a one-point curve's range
+    // non-empty.
+    let x_range = (low / 1.2)..(high * 1.2).max(low * 1.5);
+    let marker = BLACK.mix(0.35).stroke_width(1);
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.margin(10, 0, 0, 0).titled(title, ("sans-serif", 22))?;
+        let (plot, panel) = root.split_horizontally(WIDTH - PANEL);
+
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range.log_scale(), 0f64..100f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("cache capacity (entries, log scale)")
+            .y_desc("hit ratio (%)")
+            .axis_desc_style(("sans-serif", 17))
+            .label_style(("sans-serif", 14))
+            .x_label_formatter(&|c| grouped(c.round() as u64))
+            .y_label_formatter(&|r| format!("{r:.0}"))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(requested as f64, 0.0), (requested as f64, 100.0)],
+            marker,
+        )))?;
+        for (contender, points) in curve {
+            chart.draw_series(
+                LineSeries::new(
+                    points.iter().map(|&(c, r)| (c as f64, r)),
+                    color(*contender).stroke_width(2),
+                )
+                .point_size(3),
+            )?;
+        }
+
+        // Legend: a line sample and the contender's hit ratio at the requested capacity.
+        let text =
+            TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        let small =
+            TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        let mut y = 40;
+        panel.draw(&Text::new(
+            format!("hit ratio at {} entries", grouped(requested as u64)),
+            (8, y),
+            text.clone(),
+        ))?;
+        for (contender, points) in curve {
+            y += 28;
+            let at_requested = points
+                .iter()
+                .find(|&&(c, _)| c == requested)
+                .map_or_else(String::new, |&(_, r)| format!("{r:.2} %"));
+            panel.draw(&PathElement::new(
+                vec![(8, y), (36, y)],
+                color(*contender).stroke_width(2),
+            ))?;
+            panel.draw(&Text::new(contender.to_string(), (44, y), text.clone()))?;
+            panel.draw(&Text::new(at_requested, (140, y), text.clone()))?;
+        }
+        y += 28;
+        panel.draw(&PathElement::new(vec![(8, y), (36, y)], marker))?;
+        panel.draw(&Text::new(
+            format!("--capacity {}", grouped(requested as u64)),
+            (44, y),
+            text.clone(),
+        ))?;
+        y += 40;
+        for line in [
+            "OPT: Bélády's optimum, which",
+            "knows the future; no cache",
+            "can beat it.",
+        ] {
+            panel.draw(&Text::new(line, (8, y), small.clone()))?;
+            y += 17;
+        }
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// A spinner (`len` unknown) or bar on stderr, or a hidden one when stderr is not a terminal.
+fn progress(len: Option<u64>, message: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match len {
+        Some(len) => (
+            ProgressBar::new(len),
+            "{msg} [{bar:30}] {percent}% {human_pos}/{human_len} requests, {rate}/s, eta {eta}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {msg}: {human_pos} requests [{elapsed}]",
+        ),
+    };
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+            // Whole requests per second, grouped like the table (indicatif's own `per_sec`
+            // prints fractions of a request).
+            let _ = w.write_str(&grouped(state.per_sec() as u64));
+        })
+        .progress_chars("=> ");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.with_style(style).with_message(message)
+}
+
+/// The last component of `path`, for display.
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// `1234567` → `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities_parse_as_entries_or_percent() {
+        assert_eq!("5000".parse(), Ok(Capacity::Entries(5000)));
+        assert_eq!(" 10% ".parse(), Ok(Capacity::Percent(10.0)));
+        assert_eq!("0.5%".parse(), Ok(Capacity::Percent(0.5)));
+        assert_eq!("100%".parse(), Ok(Capacity::Percent(100.0)));
+        for bad in [
+            "", "0", "-5", "abc", "5k", "1.5", "0%", "-1%", "100.5%", "nan%", "inf%", "%",
+        ] {
+            let err = bad.parse::<Capacity>().expect_err(bad);
+            assert!(err.starts_with("invalid capacity"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn percents_resolve_to_floor_of_the_unique_keys() {
+        // The sizes SOURCES.md lists for sprite.trace.gz (7,075 unique keys).
+        assert_eq!(Capacity::Percent(10.0).resolve(7075), Ok(707));
+        assert_eq!(Capacity::Percent(0.3).resolve(7075), Ok(21));
+        assert_eq!(Capacity::Percent(80.0).resolve(7075), Ok(5660));
+        assert_eq!(Capacity::Entries(9).resolve(3), Ok(9));
+        assert!(Capacity::Percent(0.001).resolve(7075).is_err());
+    }
+
+    #[test]
+    fn curve_capacities_span_the_range_and_include_the_requested_one() {
+        let caps = curve_capacities(7075, 707);
+        assert_eq!(caps.first(), Some(&7));
+        assert_eq!(caps.last(), Some(&5660));
+        assert!(caps.contains(&707));
+        assert!(caps.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(caps.len(), CURVE_POINTS + 1);
+        // A tiny trace: the smallest fractions round to nothing and are dropped.
+        let caps = curve_capacities(10, 3);
+        assert!(caps.iter().all(|&c| (1..=8).contains(&c)));
+        assert!(caps.contains(&3));
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(133_996), "133,996");
+        assert_eq!(grouped(12_729_495), "12,729,495");
+    }
+}

@@ -1,0 +1,318 @@
+//! `memocache replay`, run as a user runs it: the built binary, its stdout, stderr and status.
+//!
+//! The reference numbers come from `../shared/traces/SOURCES.md` itself; where the shared traces
+//! are absent those tests print why and pass (`MEMOCACHE_TRACES=<dir>` points them elsewhere).
+//! The error-path tests and the `--format` test make their own files and always run.
+
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod trace_support;
+
+fn memocache(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run the memocache binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A shared trace by file name, or `None` (with the reason printed) where there are none.
+fn shared_trace(name: &str) -> Option<PathBuf> {
+    let dir = trace_support::traces_dir()?;
+    let found = trace_support::trace_files(&dir)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name));
+    if found.is_none() {
+        eprintln!("skipped: no {name} in {}", dir.display());
+    }
+    found
+}
+
+/// The LRU and OPT hit ratios (as printed, two decimals) SOURCES.md lists for `file` at
+/// `size` entries.
+fn reference(file: &str, size: usize) -> (String, String) {
+    let dir = trace_support::traces_dir().expect("traces present");
+    let text = std::fs::read_to_string(dir.join("SOURCES.md")).expect("read SOURCES.md");
+    let section = text
+        .split("\n#### ")
+        .find(|s| s.starts_with(file))
+        .unwrap_or_else(|| panic!("no section for {file} in SOURCES.md"));
+    let row = |label: &str| -> Vec<String> {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("{file}: no `{label}` row"));
+        line.trim_matches('|')
+            .split('|')
+            .skip(1)
+            .map(|c| c.trim().to_owned())
+            .collect()
+    };
+    let column = row("cache size")
+        .iter()
+        .position(|c| c.parse() == Ok(size))
+        .unwrap_or_else(|| panic!("{file}: no column for {size} entries"));
+    (
+        row("LRU hit %")[column].clone(),
+        row("OPT (Belady")[column].clone(),
+    )
+}
+
+/// The hit ratio (the text before ` %`) and requests/s printed in `policy`'s table row.
+fn table_row(out: &str, policy: &str) -> (String, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(policy))
+        .unwrap_or_else(|| panic!("no {policy} row in:\n{out}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "row {line:?}");
+    assert_eq!(fields[2], "%", "row {line:?}");
+    let per_second = fields[3]
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|e| panic!("requests/s in {line:?}: {e}"));
+    (fields[1].to_owned(), per_second)
+}
+
+/// The replay succeeded and printed the three rows; returns (memocache, LRU, OPT) hit ratios.
+fn replay_table(args: &[&str]) -> (String, [String; 3]) {
+    let output = memocache(args);
+    let out = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        stderr(&output)
+    );
+    let ratios = ["memocache", "LRU", "OPT"].map(|policy| {
+        let (ratio, per_second) = table_row(&out, policy);
+        let value: f64 = ratio.parse().expect("a hit ratio");
+        assert!((0.0..=100.0).contains(&value), "{policy}: {ratio}");
+        assert!(per_second > 0, "{policy}: no throughput in:\n{out}");
+        ratio
+    });
+    (out, ratios)
+}
+
+#[test]
+fn sprite_matches_the_reference_lru_and_opt_at_absolute_and_percent_capacities() {
+    let Some(sprite) = shared_trace("sprite.trace.gz") else {
+        return;
+    };
+    let sprite = sprite.to_str().expect("a UTF-8 path");
+    // 10 % and 0.3 % of sprite's 7,075 unique keys are 707 and 21 entries (floor), both
+    // columns of SOURCES.md's table.
+    for (capacity, entries) in [("707", 707), ("10%", 707), ("0.3%", 21)] {
+        let (out, [_, lru, opt]) = replay_table(&["replay", sprite, "--capacity", capacity]);
+        assert!(
+            out.contains("sprite.trace.gz: 133,996 requests, 7,075 unique keys (lirs, gzip)"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("capacity  {entries} entries")),
+            "--capacity {capacity}: {out}"
+        );
+        let (want_lru, want_opt) = reference("sprite.trace.gz", entries);
+        assert_eq!((lru, opt), (want_lru, want_opt), "--capacity {capacity}");
+    }
+}
+
+#[test]
+fn curve_writes_an_svg_with_the_three_series() {
+    let Some(gli) = shared_trace("gli.trace.gz") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let svg_path = dir.path().join("gli.svg");
+    let (out, _) = replay_table(&[
+        "replay",
+        gli.to_str().expect("a UTF-8 path"),
+        "--capacity",
+        "10%",
+        "--curve",
+        svg_path.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(
+        out.contains(&format!("curve written to {}", svg_path.display())),
+        "{out}"
+    );
+    let svg = std::fs::read_to_string(&svg_path).expect("the curve was written");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    // The three curves are the polylines with more than the two points of a legend sample or
+    // the capacity marker: 12 log-spaced capacities plus the requested one, for gli 13.
+    let curves: Vec<usize> = svg
+        .split("<polyline")
+        .skip(1)
+        .map(|p| {
+            let points = p.split("points=\"").nth(1).expect("points attribute");
+            points[..points.find('"').expect("closing quote")]
+                .split_whitespace()
+                .count()
+        })
+        .filter(|&n| n > 2)
+        .collect();
+    assert_eq!(curves, vec![13, 13, 13], "series point counts");
+    // plotters writes each `<text>` element's text on a line of its own.
+    for label in [
+        "memocache",
+        "LRU",
+        "OPT",
+        "cache capacity (entries, log scale)",
+        "hit ratio (%)",
+        "--capacity 252",
+    ] {
+        assert!(
+            svg.lines().any(|l| l.trim() == label),
+            "no {label:?} text in the SVG"
+        );
+    }
+}
+
+/// Writes `name` in a fresh temp dir; returns the dir (kept alive by the caller) and the path.
+fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write the temp file");
+    (dir, path)
+}
+
+/// A loop over 3 keys, 30 requests: every policy with 3 slots hits all but the first 3.
+fn loop_trace() -> Vec<u8> {
+    "1\n2\n3\n".repeat(10).into_bytes()
+}
+
+#[test]
+fn format_overrides_the_file_name() {
+    let (_dir, path) = temp_file("keys.dat", &loop_trace());
+    let path = path.to_str().expect("a UTF-8 path");
+    let (out, ratios) = replay_table(&["replay", path, "--capacity", "3", "--format", "LIRS"]);
+    assert_eq!(
+        ratios,
+        ["90.00", "90.00", "90.00"].map(String::from),
+        "{out}"
+    );
+    assert!(out.contains("keys.dat: 30 requests, 3 unique keys (lirs, uncompressed)"));
+    // Without --format the name tells nothing, and the error says what to do.
+    let (_, message) = fails(&["replay", path, "--capacity", "3"]);
+    assert!(message.contains("--format NAME"), "{message}");
+}
+
+/// The command failed cleanly: status 1, nothing on stdout, exactly one `memocache: error:`
+/// line on stderr and no panic. Returns the path-independent part of that line too.
+fn fails(args: &[&str]) -> (Output, String) {
+    let output = memocache(args);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(stdout(&output), "", "{args:?}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+    assert!(err.starts_with("memocache: error: "), "{args:?}: {err:?}");
+    assert!(!err.contains("panicked"), "{args:?}: {err:?}");
+    let line = err.trim_end().to_owned();
+    (output, line)
+}
+
+#[test]
+fn a_missing_unreadable_or_corrupt_trace_is_one_error_line() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let missing = loop_path.with_file_name("missing.trace");
+    let (_, message) = fails(&["replay", path(&missing), "--capacity", "5"]);
+    assert!(message.contains("cannot open trace"), "{message}");
+
+    // Not gzip at all, and gzip cut short: both are decoding errors, not panics.
+    let (_d1, garbage) = temp_file("garbage.trace.gz", b"this is not gzip data at all");
+    fails(&["replay", path(&garbage), "--capacity", "5"]);
+    let (_d2, truncated) = temp_file("cut.trace.gz", &gzip_prefix());
+    fails(&["replay", path(&truncated), "--capacity", "5"]);
+
+    // A text trace with a line that is not a key names the line.
+    let (_d3, bad_line) = temp_file("bad.trace", b"1\n2\nthree\n");
+    let (_, message) = fails(&["replay", path(&bad_line), "--capacity", "5"]);
+    assert!(message.contains("bad.trace:3: bad lirs line"), "{message}");
+
+    // A folder is not a trace.
+    fails(&[
+        "replay",
+        path(loop_path.parent().expect("dir")),
+        "--capacity",
+        "5",
+    ]);
+
+    let (_d4, empty) = temp_file("empty.trace", b"");
+    let (_, message) = fails(&["replay", path(&empty), "--capacity", "5"]);
+    assert!(message.contains("no requests"), "{message}");
+}
+
+/// The first half of a real gzip stream (the shared gli trace if present, else a stored
+/// header that promises more than it has).
+fn gzip_prefix() -> Vec<u8> {
+    match trace_support::traces_dir().map(|d| d.join("lirs/gli.trace.gz")) {
+        Some(gli) if gli.is_file() => {
+            let bytes = std::fs::read(gli).expect("read gli");
+            bytes[..bytes.len() / 2].to_vec()
+        }
+        // gzip magic, deflate, no flags, then a deflate block that is never finished.
+        _ => vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x4b, 0x4c],
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn a_bad_capacity_is_one_error_line_before_the_trace_is_read() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let missing = loop_path.with_file_name("missing.trace");
+    for capacity in [
+        "0", "-5", "abc", "5k", "1.5", "101%", "0%", "-1%", "nan%", "",
+    ] {
+        // Validated first: the missing trace is never reached.
+        let (_, message) = fails(&["replay", path(&missing), "--capacity", capacity]);
+        assert!(
+            message.contains(&format!("invalid capacity {capacity:?}")),
+            "{capacity:?}: {message}"
+        );
+    }
+    // A percent is resolved against the trace: 1 % of 3 unique keys is no entry at all.
+    let (_, message) = fails(&["replay", path(&loop_path), "--capacity", "1%"]);
+    assert!(message.contains("less than one entry"), "{message}");
+}
+
+#[test]
+fn an_unknown_format_or_curve_folder_is_one_error_line() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let (_, message) = fails(&[
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        message.contains("unknown trace format \"csv\""),
+        "{message}"
+    );
+
+    let nowhere = loop_path.with_file_name("no/such/folder/out.svg");
+    let (_, message) = fails(&[
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--curve",
+        path(&nowhere),
+    ]);
+    assert!(message.contains("cannot write the curve"), "{message}");
+}
