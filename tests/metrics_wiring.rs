@@ -51,7 +51,8 @@ fn every_cache_statistic_is_published_under_its_name() {
         .unwrap();
     clock.advance(2 * SECOND);
     cache.purge_expired();
-    cache.remove(&key(5));
+    cache.insert(key(300), "removed").unwrap();
+    assert!(cache.remove(&key(300)).is_some());
     cache.get_or_insert_with(key(200), || "loaded").unwrap();
     let failed: Result<_, _> = cache.try_get_or_insert_with(key(201), || Err::<&str, _>("no"));
     assert!(failed.is_err());
