@@ -38,6 +38,7 @@ pub mod entry;
 pub mod job;
 pub mod key;
 pub mod metrics;
+pub mod pipeline;
 pub mod snapshot;
 pub mod time;
 #[cfg(feature = "trace")]

@@ -1,0 +1,212 @@
+//! `memocache demo`: the whole pipeline on generated audio, with no setup.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memocache::chunk::ChunkPlan;
+use memocache::metrics::{Aggregation, AlertTransition, MemoryNotifier, Notification};
+use memocache::pipeline::{FileProgress, Pipeline, StandInTranscriber, Transcriber};
+use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
+
+use super::transcribe::{Bars, describe, fmt_duration, print_summary};
+
+/// Chunk size of the demo: small, so that a few seconds of audio make several chunks.
+const DEMO_CHUNK_BYTES: u64 = 256 * 1024;
+/// Sample rate of the generated audio.
+const RATE: u32 = 16_000;
+
+pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
+    let scratch;
+    let dir = match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            dir
+        }
+        None => {
+            scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+            scratch.path().to_owned()
+        }
+    };
+    println!("memocache demo — working in {}\n", dir.display());
+
+    let files = [
+        ("interview.wav", 40),
+        ("lecture.wav", 55),
+        ("podcast.wav", 30),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, seconds))| {
+        let path = dir.join(name);
+        write_wav(&path, *seconds, i as u64)?;
+        Ok(path)
+    })
+    .collect::<Result<Vec<_>, String>>()?;
+    println!(
+        "generated {} WAV files (16 kHz mono), cut into {} KiB chunks",
+        files.len(),
+        DEMO_CHUNK_BYTES / 1024
+    );
+    let engine = Arc::new(StandInTranscriber::new(60));
+    println!(
+        "engine: STAND-IN `{}` — deterministic and CPU-bound, it does NOT recognise speech\n",
+        engine.identity()
+    );
+
+    let cache = Cache::builder()
+        .max_bytes(256 * 1024 * 1024)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let notifier = Arc::new(MemoryNotifier::new());
+    let slow = AlertRule::new(
+        "SlowTranscription",
+        "memocache_transcription_duration_seconds",
+        Threshold::greater_than(0.05).map_err(|e| e.to_string())?,
+        Severity::Warning,
+        Duration::from_secs(3600),
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("demo");
+    let bars = Bars::new(0);
+    let chunk_bar = bars.chunks.clone();
+    let pipeline = Pipeline::builder(cache.clone(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(DEMO_CHUNK_BYTES).map_err(|e| e.to_string())?)
+        .chunk_concurrency(ConcurrencyLimit::new(2).map_err(|e| e.to_string())?)
+        .alert_rule(slow)
+        .notifier("demo", notifier.clone())
+        .on_progress(move |p: &FileProgress| {
+            chunk_bar.set_length(p.progress.chunks_total as u64);
+            chunk_bar.set_position(p.progress.chunks_done as u64);
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let pass = |title: &str, files: &[PathBuf]| -> Result<(), String> {
+        println!("== {title}");
+        bars.files.set_length(files.len() as u64);
+        bars.files.set_position(0);
+        for file in files {
+            let outcome = pipeline.transcribe(file, "en").map_err(|e| e.to_string())?;
+            bars.println(&describe(&outcome, Some(80)));
+            bars.files.inc(1);
+        }
+        for n in pipeline.evaluate_alerts() {
+            bars.println(&alert_line(&n));
+        }
+        bars.println("");
+        Ok(())
+    };
+    pass("pass 1: cold cache, every chunk goes to the engine", &files)?;
+    pass(
+        "pass 2: the same files again, served from the cache",
+        &files,
+    )?;
+
+    // Change a few bytes in the middle of one file: only the chunk holding them is redone.
+    edit_middle(&files[1])?;
+    pass(
+        "pass 3: lecture.wav edited in one place — only that chunk is transcribed again",
+        &files[1..2],
+    )?;
+
+    let snapshot = dir.join("cache.snapshot");
+    let report = cache
+        .save_snapshot(&snapshot)
+        .map_err(|e| format!("cannot save a snapshot: {e}"))?;
+    let restarted = Cache::builder()
+        .max_bytes(256 * 1024 * 1024)
+        .restore_from(&snapshot)
+        .build()
+        .map_err(|e| format!("cannot restore the snapshot: {e}"))?;
+    println!(
+        "== warm restart: snapshot of {} entries saved and restored into a new cache ({} entries)",
+        report.entries,
+        restarted.len()
+    );
+    let after_restart = Pipeline::builder(restarted, engine)
+        .plan(ChunkPlan::with_chunk_bytes(DEMO_CHUNK_BYTES).map_err(|e| e.to_string())?)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let outcome = after_restart
+        .transcribe(&files[0], "en")
+        .map_err(|e| e.to_string())?;
+    println!("{}\n", describe(&outcome, Some(80)));
+    bars.finish();
+
+    println!("== metrics (Prometheus text, excerpt)");
+    let text = pipeline.registry().render_prometheus();
+    for line in text.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.starts_with("memocache_cache_hit")
+                || l.starts_with("memocache_cache_misses")
+                || l.starts_with("memocache_cache_entries")
+                || l.starts_with("memocache_transcriptions_total")
+                || l.starts_with("memocache_transcription_duration_seconds{")
+                || l.starts_with("memocache_transcription_saved"))
+    }) {
+        println!("  {line}");
+    }
+    println!(
+        "\nalerts delivered to the `demo` channel: {}",
+        notifier.notifications().len()
+    );
+    print_summary(&pipeline.stats(), &report, &snapshot);
+    println!(
+        "time saved is the compute time of the runs whose results the cache served ({}).",
+        fmt_duration(pipeline.stats().time_saved)
+    );
+    Ok(())
+}
+
+fn alert_line(n: &Notification) -> String {
+    let verb = match n.transition {
+        AlertTransition::Firing => "FIRING",
+        AlertTransition::Resolved => "resolved",
+    };
+    let value = n
+        .value
+        .map_or_else(|| "no data".to_owned(), |v| format!("{v:.3}"));
+    format!(
+        "  alert {verb}: {} ({:?}) — {} {} is {value}, threshold {}",
+        n.rule_name, n.severity, n.aggregation, n.metric_name, n.threshold
+    )
+}
+
+/// A deterministic mix of tones and noise, `seconds` long.
+fn write_wav(path: &Path, seconds: u32, seed: u64) -> Result<(), String> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let fail = |e: hound::Error| format!("cannot write {}: {e}", path.display());
+    let mut writer = hound::WavWriter::create(path, spec).map_err(fail)?;
+    let mut noise = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    for n in 0..seconds * RATE {
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        let t = f64::from(n) / f64::from(RATE);
+        let tone = (t * (220.0 + 40.0 * seed as f64) * std::f64::consts::TAU).sin();
+        let jitter = (noise >> 53) as f64 / f64::from(1u32 << 11) - 0.5;
+        let sample = (tone * 8_000.0 + jitter * 2_000.0) as i16;
+        writer.write_sample(sample).map_err(fail)?;
+    }
+    writer.finalize().map_err(fail)
+}
+
+/// Overwrites a few samples in the middle of the file (one chunk's worth of change).
+fn edit_middle(path: &Path) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom, Write};
+    let fail = |e: std::io::Error| format!("cannot edit {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    let len = file.metadata().map_err(fail)?.len();
+    file.seek(SeekFrom::Start(len / 2)).map_err(fail)?;
+    file.write_all(&[0x55; 64]).map_err(fail)
+}

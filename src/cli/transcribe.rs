@@ -1,0 +1,213 @@
+//! `memocache transcribe`: files through the memoized transcription pipeline, with the cache
+//! kept in a directory across runs (as a snapshot).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use memocache::chunk::{ChunkPlan, ChunkSize};
+use memocache::pipeline::{
+    CommandTranscriber, FileProgress, Pipeline, PipelineStats, StandInTranscriber, Transcriber,
+    TranscriptOutcome,
+};
+use memocache::{Cache, RetryConfig, SnapshotReport};
+
+/// The snapshot file inside a cache directory.
+pub const SNAPSHOT_FILE: &str = "cache.snapshot";
+
+/// Options of `memocache transcribe`.
+pub struct Options {
+    pub files: Vec<PathBuf>,
+    pub language: String,
+    pub engine_cmd: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_mb: u64,
+    pub chunk_mb: Option<u32>,
+}
+
+pub fn run(options: Options) -> Result<(), String> {
+    let cache_dir = match options.cache_dir {
+        Some(dir) => dir,
+        None => default_cache_dir()?,
+    };
+    std::fs::create_dir_all(&cache_dir).map_err(|e| {
+        format!(
+            "cannot create the cache directory {}: {e}",
+            cache_dir.display()
+        )
+    })?;
+    let snapshot = cache_dir.join(SNAPSHOT_FILE);
+    let cache = Cache::builder()
+        .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
+        .restore_from(&snapshot)
+        .build()
+        .map_err(|e| format!("cannot open the cache in {}: {e}", cache_dir.display()))?;
+
+    let transcriber: Arc<dyn Transcriber> = match options.engine_cmd {
+        Some(cmd) => Arc::new(CommandTranscriber::new(cmd).map_err(|e| e.to_string())?),
+        None => {
+            eprintln!(
+                "note: no --engine-cmd given: using the built-in STAND-IN engine, which does not \
+                 recognise speech"
+            );
+            Arc::new(StandInTranscriber::new(2))
+        }
+    };
+    let plan = match options.chunk_mb {
+        Some(mb) => ChunkPlan::new(ChunkSize::new(mb).map_err(|e| e.to_string())?),
+        None => ChunkPlan::default(),
+    };
+    let bars = Bars::new(options.files.len());
+    let chunk_bar = bars.chunks.clone();
+    let pipeline = Pipeline::builder(cache.clone(), transcriber)
+        .plan(plan)
+        // One quick retry per chunk: an engine command that fails twice is reported, not
+        // backed off for seconds.
+        .retry(RetryConfig::fixed(1, Duration::from_millis(200)))
+        .on_progress(move |p: &FileProgress| {
+            chunk_bar.set_length(p.progress.chunks_total as u64);
+            chunk_bar.set_position(p.progress.chunks_done as u64);
+            chunk_bar.set_message(file_name(&p.path));
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let mut failures = Vec::new();
+    for file in &options.files {
+        bars.files.set_message(file_name(file));
+        match pipeline.transcribe(file, &options.language) {
+            Ok(outcome) => bars.println(&describe(&outcome, None)),
+            Err(e) => failures.push(e.to_string()),
+        }
+        bars.files.inc(1);
+    }
+    bars.finish();
+    let stats = pipeline.stats();
+    drop(pipeline);
+    let report = cache
+        .save_snapshot(&snapshot)
+        .map_err(|e| format!("cannot save the cache to {}: {e}", snapshot.display()))?;
+    print_summary(&stats, &report, &snapshot);
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        n => Err(format!(
+            "{n} files failed; the first: {}",
+            failures.remove(0)
+        )),
+    }
+}
+
+/// `$XDG_CACHE_HOME/memocache`, else `$HOME/.cache/memocache`.
+fn default_cache_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("memocache"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("memocache")),
+        None => Err("no --cache-dir given and neither XDG_CACHE_HOME nor HOME is set".into()),
+    }
+}
+
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Where a file's transcript came from and how long it took, then its text (cut to
+/// `max_chars` characters if given).
+pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String {
+    let t = &outcome.transcript;
+    let took = fmt_duration(outcome.elapsed);
+    let source = if outcome.from_cache {
+        format!("from cache in {took}")
+    } else if t.chunks_computed == t.chunks {
+        format!("computed in {took} (all {} chunks transcribed)", t.chunks)
+    } else {
+        format!(
+            "computed in {took} ({} of {} chunks transcribed, the others from the cache)",
+            t.chunks_computed, t.chunks
+        )
+    };
+    let text = match max_chars {
+        Some(max) if t.text.chars().count() > max => {
+            format!("{}…", t.text.chars().take(max).collect::<String>())
+        }
+        _ => t.text.clone(),
+    };
+    format!("{}: {source}\n    {text}", file_name(&outcome.path))
+}
+
+pub fn print_summary(stats: &PipelineStats, report: &SnapshotReport, snapshot: &Path) {
+    let [p50, p95, p99] = stats.latency_p50_p95_p99;
+    println!(
+        "\nhits {}  misses {}  time saved {}  latency p50 {} p95 {} p99 {}",
+        stats.hits,
+        stats.misses,
+        fmt_duration(stats.time_saved),
+        fmt_secs(p50),
+        fmt_secs(p95),
+        fmt_secs(p99),
+    );
+    println!(
+        "cache saved to {} ({} entries, {} bytes)",
+        snapshot.display(),
+        report.entries,
+        report.file_bytes
+    );
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    fmt_secs(d.as_secs_f64())
+}
+
+pub fn fmt_secs(secs: f64) -> String {
+    if secs.is_nan() {
+        "-".into()
+    } else if secs < 1.0 {
+        format!("{:.1} ms", secs * 1000.0)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+/// A bar for files and one for the chunks of the current file; drawn only on a terminal.
+pub struct Bars {
+    multi: MultiProgress,
+    pub files: ProgressBar,
+    pub chunks: ProgressBar,
+}
+
+impl Bars {
+    pub fn new(files: usize) -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let files = multi.add(ProgressBar::new(files as u64));
+        files.set_style(style.clone());
+        files.set_prefix("files");
+        let chunks = multi.add(ProgressBar::new(0));
+        chunks.set_style(style);
+        chunks.set_prefix("chunks");
+        Bars {
+            multi,
+            files,
+            chunks,
+        }
+    }
+
+    pub fn println(&self, line: &str) {
+        if self.multi.println(line).is_err() || self.files.is_hidden() {
+            println!("{line}");
+        }
+    }
+
+    pub fn finish(&self) {
+        self.chunks.finish_and_clear();
+        self.files.finish_and_clear();
+    }
+}

@@ -1,0 +1,185 @@
+//! Speech engines: the [`Transcriber`] trait, an engine run as a command, and a stand-in.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::chunk::{AudioChunk, ChunkResult, Segment};
+use crate::key::CacheKey;
+
+/// One chunk of audio in, text (and optionally timed segments) out.
+///
+/// Implementations must be deterministic for a given [`Transcriber::identity`]: results are
+/// memoized per chunk under a key that includes the identity, so change the identity whenever
+/// the engine, its model or its settings change.
+pub trait Transcriber: Send + Sync {
+    /// The engine, model and settings, as part of every chunk's cache key.
+    fn identity(&self) -> &str;
+
+    /// Transcribes one chunk. For WAV input the chunk is a complete WAV file.
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError>;
+}
+
+/// Why an engine produced no text for a chunk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranscribeError {
+    /// The chunk could not be handed to the engine (temporary file, spawn).
+    #[error("running the engine failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The engine exited unsuccessfully.
+    #[error("the engine command `{command}` exited with {status}: {stderr}")]
+    EngineFailed {
+        /// The command as run.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+    /// The engine wrote something that is not UTF-8 text.
+    #[error("the engine command `{command}` wrote output that is not UTF-8")]
+    NotText {
+        /// The command as run.
+        command: String,
+    },
+}
+
+/// Any command-line speech engine, run once per chunk through `sh -c`.
+///
+/// `{chunk}` in the template is replaced by the path of a temporary WAV file holding the
+/// chunk; the command's standard output is the chunk's text. So a user plugs in the engine
+/// they already have, e.g. `pocketsphinx_continuous -infile {chunk} -logfn /dev/null`.
+#[derive(Clone, Debug)]
+pub struct CommandTranscriber {
+    template: String,
+    identity: String,
+}
+
+impl CommandTranscriber {
+    /// An engine run as `template` (which must contain `{chunk}`).
+    pub fn new(template: impl Into<String>) -> Result<CommandTranscriber, TranscribeError> {
+        let template = template.into();
+        if !template.contains("{chunk}") {
+            return Err(TranscribeError::EngineFailed {
+                command: template,
+                status: "not run".into(),
+                stderr: "the engine command must contain {chunk}, the chunk file's path".into(),
+            });
+        }
+        let identity = format!("cmd:{template}");
+        Ok(CommandTranscriber { template, identity })
+    }
+}
+
+impl Transcriber for CommandTranscriber {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        let mut file = tempfile::Builder::new()
+            .prefix("memocache-chunk-")
+            .suffix(".wav")
+            .tempfile()?;
+        file.write_all(chunk.data())?;
+        file.flush()?;
+        // The path is ours (a temp dir name plus random letters), so single quotes suffice.
+        let path = file.path().display().to_string().replace('\'', r"'\''");
+        let command = self.template.replace("{chunk}", &format!("'{path}'"));
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: String = stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect();
+            return Err(TranscribeError::EngineFailed {
+                command: self.template.clone(),
+                status: output.status.to_string(),
+                stderr: tail,
+            });
+        }
+        let text = String::from_utf8(output.stdout).map_err(|_| TranscribeError::NotText {
+            command: self.template.clone(),
+        })?;
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(chunk_result(chunk, text))
+    }
+}
+
+/// A deterministic, CPU-bound stand-in for a speech engine, for demos and benchmarks.
+///
+/// It does not recognise speech: it hashes the chunk `rounds` times and turns the digest into
+/// words from a fixed vocabulary, and says so in every text it returns (`[stand-in] ...`).
+#[derive(Clone, Debug)]
+pub struct StandInTranscriber {
+    rounds: u32,
+    identity: String,
+}
+
+impl StandInTranscriber {
+    /// A stand-in hashing each chunk `rounds` times (the CPU cost knob).
+    pub fn new(rounds: u32) -> StandInTranscriber {
+        StandInTranscriber {
+            rounds: rounds.max(1),
+            identity: format!("stand-in/v1/rounds={}", rounds.max(1)),
+        }
+    }
+}
+
+const VOCABULARY: [&str; 32] = [
+    "the", "cache", "keeps", "what", "was", "heard", "before", "so", "nothing", "is", "computed",
+    "twice", "audio", "chunk", "words", "quiet", "signal", "river", "morning", "light", "green",
+    "stone", "window", "paper", "seven", "blue", "music", "open", "field", "north", "slow",
+    "bright",
+];
+
+impl Transcriber for StandInTranscriber {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        // `rounds` full passes of SHA-256 over the chunk, each seeded by the last digest.
+        let mut digest = [0u8; 32];
+        for _ in 0..self.rounds {
+            let key = CacheKey::builder("stand-in")
+                .map_err(|e| TranscribeError::Io(std::io::Error::other(e)))?
+                .part(digest)
+                .part(chunk.data())
+                .finish();
+            digest = *key.digest();
+        }
+        let words: Vec<&str> = digest
+            .iter()
+            .take(8)
+            .map(|b| VOCABULARY[usize::from(*b) % VOCABULARY.len()])
+            .collect();
+        Ok(chunk_result(
+            chunk,
+            format!("[stand-in] {}", words.join(" ")),
+        ))
+    }
+}
+
+/// A result with one segment spanning the chunk, when its duration is known.
+fn chunk_result(chunk: &AudioChunk, text: String) -> ChunkResult {
+    let segments = match chunk.info().duration {
+        Some(duration) if !text.is_empty() => vec![Segment {
+            start: Duration::ZERO,
+            end: duration,
+            text: text.clone(),
+        }],
+        _ => Vec::new(),
+    };
+    ChunkResult { text, segments }
+}

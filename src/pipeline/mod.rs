@@ -1,0 +1,523 @@
+//! The memoized transcription pipeline: every layer of the crate, composed.
+//!
+//! [`Pipeline::transcribe`] takes an audio file and a language and:
+//!
+//! 1. derives the transcript key from the file's content (SHA-256, streamed) and the language
+//!    ([`CacheKey::transcript`]);
+//! 2. on a cache hit, returns the transcript at once;
+//! 3. otherwise submits a Transcription [`Job`] to the [`JobQueue`] — concurrent requests for
+//!    the same content and language coalesce into one job there;
+//! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
+//!    chunks, chunks already transcribed (by this or an earlier run) come from the cache, the
+//!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
+//! 5. the merged [`Transcript`] is the job's result, which the queue stores in the cache;
+//! 6. latency and cache/queue figures go to the [`MetricsRegistry`], and the alert rules are
+//!    evaluated.
+//!
+//! The layers meet only through their public APIs; this module owns no caching or scheduling
+//! logic of its own.
+//!
+//! Jobs are submitted with no job-level retries: the chunk processor already retries each
+//! chunk by its [`RetryConfig`], and a file whose chunk keeps failing should fail promptly
+//! with that chunk's error rather than be re-split after a back-off.
+
+mod engine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transcriber};
+
+use crate::cache::Cache;
+use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment};
+use crate::codec::{self, CodecError};
+use crate::job::{
+    ConcurrencyLimit, Job, JobContext, JobError, JobQueue, JobResult, JobStatus, JobType,
+    QueueError, RetryConfig, Shutdown, WorkerPool,
+};
+use crate::key::{CacheKey, KeyError};
+use crate::metrics::wiring::CacheMetrics;
+use crate::metrics::{
+    AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification, Notifier,
+    Percentile,
+};
+use crate::time::SharedClock;
+
+/// A whole file's transcript, as memoized under its transcript key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The language it was transcribed in.
+    pub language: String,
+    /// The text, chunk texts joined in order.
+    pub text: String,
+    /// Timed segments, relative to the start of the file.
+    pub segments: Vec<Segment>,
+    /// The engine identity that produced it.
+    pub engine: String,
+    /// Chunks the file was split into.
+    pub chunks: usize,
+    /// Of those, chunks the engine had to transcribe (the rest came from the cache).
+    pub chunks_computed: usize,
+    /// Time the computing run took; what a later cache hit saves.
+    pub compute_time: Duration,
+}
+
+/// What [`Pipeline::transcribe`] returns.
+#[derive(Clone, Debug)]
+pub struct TranscriptOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// Its transcript key.
+    pub key: CacheKey,
+    /// The transcript.
+    pub transcript: Transcript,
+    /// Served from the cache: no job ran.
+    pub from_cache: bool,
+    /// Time this call took.
+    pub elapsed: Duration,
+}
+
+/// Why a file produced no transcript.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The language (or the file's hash) is not usable in a key.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// The job queue refused the job.
+    #[error("the job queue refused the transcription: {0}")]
+    Queue(#[from] QueueError),
+    /// Transcription failed (the engine, splitting, ...).
+    #[error("transcribing {path} failed: {message}")]
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored transcript could not be encoded or decoded.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// Metrics could not be registered.
+    #[error("{0}")]
+    Metrics(#[from] MetricError),
+    /// The pipeline could not be started.
+    #[error("cannot start the pipeline: {0}")]
+    Start(String),
+}
+
+/// Where one file's transcription stands; passed to the progress callback.
+#[derive(Clone, Debug)]
+pub struct FileProgress {
+    /// The file being transcribed.
+    pub path: PathBuf,
+    /// The chunk processor's progress.
+    pub progress: Progress,
+}
+
+type ProgressCallback = Arc<dyn Fn(&FileProgress) + Send + Sync>;
+
+/// Totals since the pipeline started.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PipelineStats {
+    /// Transcripts served from the cache.
+    pub hits: u64,
+    /// Transcripts that had to be computed.
+    pub misses: u64,
+    /// Compute time the cache hits saved (the original runs' times).
+    pub time_saved: Duration,
+    /// Per-file latency percentiles (p50, p95, p99) in seconds; `NaN` before the first file.
+    pub latency_p50_p95_p99: [f64; 3],
+}
+
+/// Configures a [`Pipeline`]; start with [`Pipeline::builder`].
+#[must_use]
+pub struct PipelineBuilder {
+    cache: Cache,
+    transcriber: Arc<dyn Transcriber>,
+    plan: ChunkPlan,
+    chunk_concurrency: ConcurrencyLimit,
+    workers: ConcurrencyLimit,
+    retry: RetryConfig,
+    registry: Option<MetricsRegistry>,
+    rules: Vec<AlertRule>,
+    channels: Vec<(String, Arc<dyn Notifier>)>,
+    progress: Option<ProgressCallback>,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("engine", &self.transcriber.identity())
+            .field("plan", &self.plan)
+            .field("chunk_concurrency", &self.chunk_concurrency)
+            .field("workers", &self.workers)
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineBuilder {
+    /// How files are cut into chunks (default: the seed's [`crate::ChunkSize`] rule).
+    pub fn plan(mut self, plan: ChunkPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// Chunks transcribed at once within a file (default 4).
+    pub fn chunk_concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.chunk_concurrency = limit;
+        self
+    }
+
+    /// Files transcribed at once (worker threads of the job pool; default 1).
+    pub fn workers(mut self, limit: ConcurrencyLimit) -> Self {
+        self.workers = limit;
+        self
+    }
+
+    /// How a failing chunk is retried.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The registry to publish into (default: a new one on the cache's clock).
+    pub fn registry(mut self, registry: MetricsRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// An alert rule, evaluated after every file.
+    pub fn alert_rule(mut self, rule: AlertRule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// A notification channel the alert rules can name.
+    pub fn notifier(mut self, channel: impl Into<String>, notifier: Arc<dyn Notifier>) -> Self {
+        self.channels.push((channel.into(), notifier));
+        self
+    }
+
+    /// Called as chunks finish (from worker threads).
+    pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(callback));
+        self
+    }
+
+    /// Starts the queue and its workers.
+    pub fn build(self) -> Result<Pipeline, PipelineError> {
+        let clock: SharedClock = Arc::clone(self.cache.clock());
+        let registry = self.registry.unwrap_or_else(|| {
+            MetricsRegistry::with_clock(Arc::clone(&clock), Duration::from_secs(3600))
+        });
+        let queue = JobQueue::builder()
+            .cache(self.cache.clone())
+            .clock(Arc::clone(&clock))
+            .build()
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let runner = Arc::new(Runner {
+            cache: self.cache.clone(),
+            transcriber: self.transcriber,
+            plan: self.plan,
+            concurrency: self.chunk_concurrency,
+            retry: self.retry,
+            progress: self.progress,
+            clock: Arc::clone(&clock),
+        });
+        let pool = WorkerPool::builder(queue.clone())
+            .name("transcriber")
+            .concurrency(self.workers)
+            .handler(JobType::Transcription, move |ctx| runner.run(ctx))
+            .start()
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let mut alerts = AlertEvaluator::new(registry.clone());
+        for (channel, notifier) in self.channels {
+            alerts.add_channel(channel, notifier);
+        }
+        for rule in self.rules {
+            alerts.add_rule(rule);
+        }
+        Ok(Pipeline {
+            cache_metrics: CacheMetrics::register(&registry)?,
+            latency: registry.histogram(
+                "memocache_transcription_duration_seconds",
+                "Time to serve one file's transcript, cache hits included.",
+                &[],
+            )?,
+            served: [
+                registry.counter(
+                    "memocache_transcriptions_total",
+                    "Transcripts served, by where they came from.",
+                    &[("source", "cache")],
+                )?,
+                registry.counter(
+                    "memocache_transcriptions_total",
+                    "Transcripts served, by where they came from.",
+                    &[("source", "computed")],
+                )?,
+            ],
+            saved: registry.gauge(
+                "memocache_transcription_saved_seconds",
+                "Compute time that cache hits saved since the pipeline started.",
+                &[],
+            )?,
+            cache: self.cache,
+            queue,
+            pool: Mutex::new(Some(pool)),
+            registry,
+            alerts: Mutex::new(alerts),
+            clock,
+        })
+    }
+}
+
+/// The memoized transcription pipeline. Shuts its workers down (draining) when dropped.
+pub struct Pipeline {
+    cache: Cache,
+    queue: JobQueue,
+    pool: Mutex<Option<WorkerPool>>,
+    registry: MetricsRegistry,
+    cache_metrics: CacheMetrics,
+    latency: Histogram,
+    served: [crate::metrics::Counter; 2],
+    saved: crate::metrics::Gauge,
+    alerts: Mutex<AlertEvaluator>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Transcription job's payload carries.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    path: PathBuf,
+    language: String,
+}
+
+/// Runs Transcription jobs on the worker threads.
+struct Runner {
+    cache: Cache,
+    transcriber: Arc<dyn Transcriber>,
+    plan: ChunkPlan,
+    concurrency: ConcurrencyLimit,
+    retry: RetryConfig,
+    progress: Option<ProgressCallback>,
+    clock: SharedClock,
+}
+
+impl Runner {
+    fn run(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
+        let request: Request = codec::decode(ctx.payload().as_bytes())
+            .map_err(|e| JobError::Failed(format!("bad transcription request: {e}")))?;
+        let started = self.clock.now();
+        let processor = ChunkedProcessor::builder(self.cache.clone(), self.transcriber.identity())
+            .plan(self.plan)
+            .concurrency(self.concurrency)
+            .retry(self.retry)
+            .language(request.language.clone())
+            .build()
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+        let mut options = RunOptions::new();
+        if let Some(callback) = &self.progress {
+            let path = request.path.clone();
+            options = options.on_progress(move |progress: &Progress| {
+                callback(&FileProgress {
+                    path: path.clone(),
+                    progress: *progress,
+                });
+            });
+        }
+        let transcriber = &self.transcriber;
+        let output = processor
+            .process_path(
+                &request.path,
+                &|chunk| transcriber.transcribe(chunk),
+                options,
+            )
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+        let transcript = Transcript {
+            language: request.language,
+            text: output.result.text,
+            segments: output.result.segments,
+            engine: self.transcriber.identity().to_owned(),
+            chunks: output.computed + output.cached,
+            chunks_computed: output.computed,
+            compute_time: self.clock.now().saturating_duration_since(started),
+        };
+        let bytes = codec::encode(&transcript).map_err(|e| JobError::Failed(e.to_string()))?;
+        Ok(JobResult::from(bytes))
+    }
+}
+
+impl Pipeline {
+    /// A pipeline storing into `cache` and transcribing with `transcriber`.
+    pub fn builder(cache: Cache, transcriber: Arc<dyn Transcriber>) -> PipelineBuilder {
+        PipelineBuilder {
+            cache,
+            transcriber,
+            plan: ChunkPlan::default(),
+            chunk_concurrency: ConcurrencyLimit::default(),
+            workers: ConcurrencyLimit::new(1).unwrap_or_default(),
+            retry: RetryConfig::default(),
+            registry: None,
+            rules: Vec::new(),
+            channels: Vec::new(),
+            progress: None,
+        }
+    }
+
+    /// The transcript of the file at `path` in `language`: from the cache, or computed.
+    pub fn transcribe(
+        &self,
+        path: impl AsRef<Path>,
+        language: &str,
+    ) -> Result<TranscriptOutcome, PipelineError> {
+        let path = path.as_ref();
+        let started = self.clock.now();
+        let read_error = |source| PipelineError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let file_hash = CacheKey::from_reader(std::io::BufReader::new(file), "file")
+            .map_err(|e| match e {
+                KeyError::Io(source) => read_error(source),
+                other => PipelineError::Key(other),
+            })?
+            .digest_hex();
+        let key = CacheKey::transcript(&file_hash, language)?;
+
+        let cached = self.cache.get_typed::<Transcript>(&key).ok().flatten();
+        let (transcript, from_cache) = match cached {
+            Some(transcript) => (transcript, true),
+            None => (self.compute(path, language, &file_hash)?, false),
+        };
+        let elapsed = self.clock.now().saturating_duration_since(started);
+        self.record(&transcript, from_cache, elapsed);
+        Ok(TranscriptOutcome {
+            path: path.to_owned(),
+            key,
+            transcript,
+            from_cache,
+            elapsed,
+        })
+    }
+
+    /// Submits the job and waits for it (or for the job it coalesced with).
+    fn compute(
+        &self,
+        path: &Path,
+        language: &str,
+        file_hash: &str,
+    ) -> Result<Transcript, PipelineError> {
+        let request = Request {
+            path: path.to_owned(),
+            language: language.to_owned(),
+        };
+        let job =
+            Job::transcription(file_hash, language, codec::encode(&request)?)?.with_max_retries(0);
+        let id = self.queue.submit(job)?;
+        let failed = |message: String| PipelineError::Failed {
+            path: path.to_owned(),
+            message,
+        };
+        // The queue has no completion callback; poll with a short, growing pause.
+        let mut pause = Duration::from_micros(200);
+        let job = loop {
+            match self.queue.get(id) {
+                Some(job) if job.status().is_terminal() => break job,
+                Some(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                None => return Err(failed("the job vanished from the queue".into())),
+            }
+        };
+        match (job.status(), job.result()) {
+            (JobStatus::Completed, Some(result)) => Ok(codec::decode(result.as_bytes())?),
+            _ => Err(failed(
+                job.error_message()
+                    .unwrap_or("the job ended without a result")
+                    .to_owned(),
+            )),
+        }
+    }
+
+    fn record(&self, transcript: &Transcript, from_cache: bool, elapsed: Duration) {
+        // A non-finite latency is impossible (it comes from a Duration); nothing to report.
+        let _ = self.latency.observe(elapsed.as_secs_f64());
+        self.served[usize::from(!from_cache)].inc();
+        if from_cache {
+            self.saved.add(transcript.compute_time.as_secs_f64());
+        }
+        self.cache_metrics.publish(&self.cache.stats());
+    }
+
+    /// Evaluates the alert rules now; returns what fired or resolved (also sent to the rules'
+    /// channels).
+    pub fn evaluate_alerts(&self) -> Vec<Notification> {
+        self.alerts.lock().evaluate()
+    }
+
+    /// Totals since the pipeline started.
+    pub fn stats(&self) -> PipelineStats {
+        let percentiles = [Percentile::p50(), Percentile::p95(), Percentile::p99()];
+        let values = self
+            .latency
+            .percentiles(&percentiles, self.registry.retention());
+        let mut latency = [f64::NAN; 3];
+        for (slot, value) in latency.iter_mut().zip(values) {
+            *slot = value;
+        }
+        PipelineStats {
+            hits: self.served[0].get(),
+            misses: self.served[1].get(),
+            time_saved: Duration::from_secs_f64(self.saved.get().max(0.0)),
+            latency_p50_p95_p99: latency,
+        }
+    }
+
+    /// The registry the pipeline publishes into (render it with
+    /// [`MetricsRegistry::render_prometheus`]).
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The job queue.
+    pub fn queue(&self) -> &JobQueue {
+        &self.queue
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.get_mut().take() {
+            pool.shutdown(Shutdown::Drain);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The memoized transcription pipeline, end to end in the library.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult};
+use memocache::pipeline::{
+    Pipeline, PipelineError, StandInTranscriber, TranscribeError, Transcriber,
+};
+use memocache::{Cache, ConcurrencyLimit, RetryConfig};
+
+/// Counts calls; fails on chunks whose first data byte is `fail_on`.
+struct Counting {
+    calls: AtomicUsize,
+    fail_on: Option<u8>,
+}
+
+impl Transcriber for Counting {
+    fn identity(&self) -> &str {
+        "counting/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail_on
+            .is_some_and(|b| chunk.data().first() == Some(&b))
+        {
+            return Err(TranscribeError::Io(std::io::Error::other("engine crashed")));
+        }
+        // Results may depend only on the chunk's bytes: identical chunks share one entry.
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+fn counting(fail_on: Option<u8>) -> Arc<Counting> {
+    Arc::new(Counting {
+        calls: AtomicUsize::new(0),
+        fail_on,
+    })
+}
+
+fn cache() -> Cache {
+    Cache::builder().max_bytes(64 << 20).build().expect("valid")
+}
+
+fn pipeline(cache: Cache, engine: Arc<dyn Transcriber>) -> Pipeline {
+    Pipeline::builder(cache, engine)
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(2).expect("valid"))
+        .retry(RetryConfig::fixed(1, std::time::Duration::from_millis(1)))
+        .build()
+        .expect("starts")
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("writable temp dir");
+}
+
+#[test]
+fn second_request_is_served_from_the_cache_without_the_engine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a.bin");
+    write(&file, &[7u8; 4500]);
+    let engine = counting(None);
+    let p = pipeline(cache(), engine.clone());
+    let first = p.transcribe(&file, "en").expect("transcribed");
+    assert!(!first.from_cache);
+    assert_eq!(first.transcript.chunks, 5);
+    assert_eq!(
+        first.transcript.text,
+        "len1000 len1000 len1000 len1000 len500"
+    );
+    // Identical chunk bytes share one cache entry: two distinct chunks, two engine calls
+    // (a third at most, if two workers raced on the same chunk).
+    let calls = engine.calls.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&calls), "{calls} engine calls");
+    let second = p.transcribe(&file, "en").expect("transcribed");
+    assert!(second.from_cache);
+    assert_eq!(second.transcript, first.transcript);
+    assert_eq!(
+        engine.calls.load(Ordering::SeqCst),
+        calls,
+        "the engine ran again"
+    );
+    // Another language is another transcript.
+    assert!(!p.transcribe(&file, "fr").expect("transcribed").from_cache);
+    let stats = p.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+}
+
+#[test]
+fn concurrent_requests_for_one_file_coalesce_into_one_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("b.bin");
+    let bytes: Vec<u8> = (0..8000u32).map(|i| (i * 7 % 251) as u8).collect();
+    write(&file, &bytes);
+    let engine = counting(None);
+    let p = pipeline(cache(), engine.clone());
+    let texts: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| p.transcribe(&file, "en").expect("transcribed")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic").transcript.text)
+            .collect()
+    });
+    assert!(texts.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        engine.calls.load(Ordering::SeqCst),
+        8,
+        "each chunk transcribed once"
+    );
+}
+
+#[test]
+fn failures_name_the_file_and_the_chunk_and_nothing_is_cached_wrongly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("c.bin");
+    let mut bytes = vec![1u8; 3000];
+    bytes[2000] = 9; // the first byte of chunk 2
+    write(&file, &bytes);
+    let p = pipeline(cache(), counting(Some(9)));
+    let error = p.transcribe(&file, "en").expect_err("chunk 2 fails");
+    let message = error.to_string();
+    assert!(matches!(error, PipelineError::Failed { .. }), "{message}");
+    assert!(
+        message.contains("c.bin") && message.contains("chunk 2"),
+        "{message}"
+    );
+
+    let missing = p
+        .transcribe(dir.path().join("nope.wav"), "en")
+        .expect_err("no file");
+    assert!(matches!(missing, PipelineError::Read { .. }), "{missing}");
+    let bad_language = p.transcribe(&file, "e n").expect_err("bad language");
+    assert!(
+        matches!(bad_language, PipelineError::Key(_)),
+        "{bad_language}"
+    );
+}
+
+#[test]
+fn the_stand_in_is_deterministic_and_says_what_it_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("d.bin");
+    write(&file, b"some audio bytes");
+    let a = pipeline(cache(), Arc::new(StandInTranscriber::new(3)));
+    let b = pipeline(cache(), Arc::new(StandInTranscriber::new(3)));
+    let ta = a.transcribe(&file, "en").expect("ok").transcript.text;
+    let tb = b.transcribe(&file, "en").expect("ok").transcript.text;
+    assert_eq!(ta, tb);
+    assert!(ta.starts_with("[stand-in]"), "{ta}");
+}
