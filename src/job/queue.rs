@@ -222,6 +222,44 @@ impl Lease {
     }
 }
 
+/// A job that reached `Completed`, as reported to the hook set with
+/// [`JobQueueBuilder::on_complete`] (for example to record its latency in a metrics registry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobCompletion {
+    /// The job.
+    pub id: JobId,
+    /// The kind of work.
+    pub job_type: JobType,
+    /// When the queue accepted the job (its `created_at`; a re-submitted dead letter keeps its
+    /// first submit time).
+    pub submitted_at: Timestamp,
+    /// When it completed.
+    pub completed_at: Timestamp,
+    /// Whether it completed at submit from the memo store, without a worker.
+    pub memo_hit: bool,
+}
+
+impl JobCompletion {
+    /// Time from submit to completion on the queue's clock.
+    pub fn latency(&self) -> Duration {
+        self.completed_at
+            .saturating_duration_since(self.submitted_at)
+    }
+
+    fn of(job: &Job, memo_hit: bool) -> JobCompletion {
+        JobCompletion {
+            id: job.id(),
+            job_type: job.job_type(),
+            submitted_at: job.created_at(),
+            completed_at: job.completed_at().unwrap_or_default(),
+            memo_hit,
+        }
+    }
+}
+
+/// The hook [`JobQueueBuilder::on_complete`] sets.
+type CompletionHook = Arc<dyn Fn(&JobCompletion) + Send + Sync>;
+
 /// Configures and builds a [`JobQueue`].
 #[derive(Clone)]
 pub struct JobQueueBuilder {
@@ -233,6 +271,7 @@ pub struct JobQueueBuilder {
     dead_letter_capacity: usize,
     clock: Option<SharedClock>,
     memo: Option<Arc<dyn MemoStore>>,
+    on_complete: Option<CompletionHook>,
 }
 
 impl fmt::Debug for JobQueueBuilder {
@@ -245,6 +284,7 @@ impl fmt::Debug for JobQueueBuilder {
             .field("retain_finished", &self.retain_finished)
             .field("dead_letter_capacity", &self.dead_letter_capacity)
             .field("memo", &self.memo)
+            .field("on_complete", &self.on_complete.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -315,6 +355,17 @@ impl JobQueueBuilder {
         self.memo_store(Arc::new(cache))
     }
 
+    /// Calls `hook` once for every job that completes: by a worker, as a memo hit at submit, or
+    /// with the leader it was coalesced onto. The hook runs on the completing thread after the
+    /// queue's lock is released, so it may call the queue; it should be quick, since that
+    /// thread is usually a worker. Failed and cancelled jobs are not reported (their counts are
+    /// in [`JobQueue::stats`]).
+    #[must_use]
+    pub fn on_complete(mut self, hook: impl Fn(&JobCompletion) + Send + Sync + 'static) -> Self {
+        self.on_complete = Some(Arc::new(hook));
+        self
+    }
+
     /// Builds the queue.
     pub fn build(self) -> Result<JobQueue, QueueConfigError> {
         if self.capacity == 0 {
@@ -341,6 +392,7 @@ impl JobQueueBuilder {
                 aging_nanos,
                 retain_finished: self.retain_finished,
                 dead_letter_capacity: self.dead_letter_capacity,
+                on_complete: self.on_complete,
             }),
         })
     }
@@ -388,6 +440,7 @@ struct Inner {
     aging_nanos: Option<u64>,
     retain_finished: usize,
     dead_letter_capacity: usize,
+    on_complete: Option<CompletionHook>,
 }
 
 /// A ready job in its (priority, type) deque.
@@ -438,6 +491,8 @@ struct State {
     /// Takers blocked in `next`.
     waiting: usize,
     stats: QueueStats,
+    /// Completions to report to the hook once the lock is released (empty without a hook).
+    completions: Vec<JobCompletion>,
 }
 
 /// The hasher of the job table: [`JobId`] hashes as one word of random UUID bits, which is
@@ -492,6 +547,7 @@ impl JobQueue {
             dead_letter_capacity: 10_000,
             clock: None,
             memo: None,
+            on_complete: None,
         }
     }
 
@@ -530,10 +586,12 @@ impl JobQueue {
         }
         st.stats.submitted += 1;
         let woke = inner.admit(&mut st, id, now) && st.waiting > 0;
+        let completions = std::mem::take(&mut st.completions);
         drop(st);
         if woke {
             inner.available.notify_all();
         }
+        inner.report(&completions);
         Ok(id)
     }
 
@@ -572,10 +630,12 @@ impl JobQueue {
         inner.complete_leased(&mut st, lease.job_id, held, result, now)?;
         // A draining pool waits for the last running job.
         let last = st.leases.is_empty() && st.waiting > 0;
+        let completions = std::mem::take(&mut st.completions);
         drop(st);
         if last {
             inner.available.notify_all();
         }
+        inner.report(&completions);
         Ok(())
     }
 
@@ -661,10 +721,12 @@ impl JobQueue {
         st.dead.remove(pos);
         st.stats.dead_letters = st.dead.len();
         let woke = inner.admit(&mut st, id, now);
+        let completions = std::mem::take(&mut st.completions);
         drop(st);
         if woke {
             inner.available.notify_all();
         }
+        inner.report(&completions);
         Ok(())
     }
 
@@ -796,6 +858,13 @@ impl State {
 }
 
 impl Inner {
+    /// Calls the completion hook, if any, for jobs completed under the lock just released.
+    fn report(&self, completions: &[JobCompletion]) {
+        if let Some(hook) = &self.on_complete {
+            completions.iter().for_each(|c| hook(c));
+        }
+    }
+
     /// Places a queued job whose record is in `records` (a new submit or a reopened dead
     /// letter): memo hit, follower, or ready. Returns whether a taker should be woken.
     fn admit(&self, st: &mut State, id: JobId, now: Timestamp) -> bool {
@@ -814,6 +883,9 @@ impl Inner {
             {
                 // Only a queued job reaches here, so the transition cannot be refused.
                 if record.job.complete_memoized(value.into(), now).is_ok() {
+                    if self.on_complete.is_some() {
+                        st.completions.push(JobCompletion::of(&record.job, true));
+                    }
                     st.stats.memo_hits += 1;
                     st.stats.completed += 1;
                     st.finished(id, self.retain_finished);
@@ -981,6 +1053,10 @@ impl Inner {
         record.job.complete(result.clone(), now)?;
         let followers = std::mem::take(&mut record.followers);
         let key = record.job.memo_key().copied();
+        if self.on_complete.is_some() {
+            let completion = JobCompletion::of(&record.job, false);
+            st.completions.push(completion);
+        }
         st.leases.remove(&(deadline, lease_id));
         st.live -= 1;
         st.stats.completed += 1;
@@ -997,6 +1073,10 @@ impl Inner {
             if let Some(r) = st.records.get_mut(&f)
                 && r.job.complete_memoized(result.clone(), now).is_ok()
             {
+                if self.on_complete.is_some() {
+                    let completion = JobCompletion::of(&r.job, false);
+                    st.completions.push(completion);
+                }
                 st.live -= 1;
                 st.followers -= 1;
                 st.stats.completed += 1;
