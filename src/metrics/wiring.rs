@@ -71,7 +71,7 @@
 //! holds that has not completed or been cancelled; the two `of the queued` gauges are separate
 //! families so that they are not counted twice. The latency summary exposes p50, p95 and p99
 //! over the registry's retention window, computed exactly (see
-//! [`MetricsRegistry`](super::MetricsRegistry)). It covers jobs completed by a worker and the
+//! [`MetricsRegistry`]). It covers jobs completed by a worker and the
 //! followers completed with them (their wait is real); memo hits complete at submit with no
 //! wait and are left out, so that a high hit ratio does not pull the percentiles to zero — they
 //! are counted by `memocache_job_memo_hits_total`. A re-submitted dead letter is measured from
