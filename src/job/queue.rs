@@ -55,8 +55,10 @@
 //!   and its slot is reused by the next submit while it is still in cache. The retention bound
 //!   drops the oldest finished job from the front of the ring: records are read back in the
 //!   order they were written, which the hardware prefetcher streams, instead of from wherever
-//!   their slots were. Dropping a cold record from a hash table of 10 000 on every completion
-//!   was the largest cost per job before this layout.
+//!   their slots were, and once the ring holds `retain_finished` jobs (its capacity is capped
+//!   there) the newly finished job is written into the place the dropped one just vacated.
+//!   Dropping a cold record from a hash table of 10 000 on every completion was the largest
+//!   cost per job before this layout.
 //! * The clock is read once per operation (submit, take, complete); a blocking take reads
 //!   real time only once it actually has to wait.
 //!
@@ -1043,18 +1045,26 @@ impl State {
             self.unindex(id);
             return;
         }
-        let seq = self.retained_base + self.retained.len() as u64;
-        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.0 == id) {
-            entry.1 = Loc::Finished(seq);
-        }
-        self.retained.push_back(record.job);
-        while self.retained.len() > retain {
+        // Drop first, then push: once the ring's capacity is exactly `retain`, the push
+        // reuses the slot the drop just read, which is in cache, instead of writing to cold
+        // memory elsewhere in the ring.
+        while self.retained.len() >= retain {
             let Some(old) = self.retained.pop_front() else {
                 break;
             };
             self.unindex(old.id());
             self.retained_base += 1;
         }
+        let len = self.retained.len();
+        if len == self.retained.capacity() {
+            // Geometric growth, but never past `retain` (which `VecDeque` would overshoot).
+            self.retained.reserve_exact(len.max(16).min(retain - len));
+        }
+        let seq = self.retained_base + len as u64;
+        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.0 == id) {
+            entry.1 = Loc::Finished(seq);
+        }
+        self.retained.push_back(record.job);
     }
 
     /// Adds a job that just failed for good to the dead letter, dropping the oldest beyond
