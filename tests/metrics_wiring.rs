@@ -1,13 +1,15 @@
-//! The cache publishing into a registry: every statistic under its Prometheus name, and an
-//! alert on the published hit ratio.
+//! The cache and the job queue publishing into a registry: every statistic under its
+//! Prometheus name, job latency percentiles, and an alert on the published hit ratio.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use memocache::metrics::wiring::CacheMetrics;
+use memocache::job::JobCompletion;
+use memocache::metrics::wiring::{CacheMetrics, QueueMetrics};
 use memocache::{
-    Aggregation, AlertEvaluator, AlertRule, Cache, CacheKey, ManualClock, MemoryNotifier,
-    MetricError, MetricsRegistry, Severity, Tags, Threshold, Ttl,
+    Aggregation, AlertEvaluator, AlertRule, Cache, CacheKey, Job, JobPriority, JobQueue, JobType,
+    ManualClock, MemoryNotifier, MetricError, MetricsRegistry, QueueError, QueueStats, RetryConfig,
+    Severity, Tags, Threshold, Ttl, WorkerId,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -180,4 +182,259 @@ fn an_alert_on_the_published_hit_ratio() {
     assert!(ratio.unwrap() > 0.9);
     assert_eq!(alerts.evaluate().len(), 1);
     assert_eq!(pager.take().len(), 1);
+}
+
+// --- the job queue ----------------------------------------------------------------------------
+
+fn audio(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+fn worker() -> WorkerId {
+    WorkerId::new("w")
+}
+
+/// The lines of the family `name`, from its `# HELP` line to the next family.
+fn family<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let help = format!("# HELP {name} ");
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(&help));
+    let first = lines.next().unwrap_or_else(|| panic!("no family {name}"));
+    std::iter::once(first)
+        .chain(lines.take_while(|l| !l.starts_with("# HELP ")))
+        .collect()
+}
+
+#[test]
+fn every_queue_statistic_is_published_under_its_name() {
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let metrics = QueueMetrics::register(&registry).unwrap();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .capacity(4)
+        .lease(60 * SECOND)
+        .retry(RetryConfig::fixed(1, 10 * SECOND))
+        .cache(cache)
+        .on_complete(metrics.completion_hook())
+        .build()
+        .unwrap();
+    let plain = |p| Job::new(JobType::Indexing, &b"doc"[..]).with_priority(p);
+    let transcription = |n| Job::transcription(&audio(n), "en", &b"audio"[..]).unwrap();
+
+    // A: completed by a worker after 2 s.
+    queue.submit(plain(JobPriority::Medium)).unwrap();
+    let a = queue.try_next(&worker()).unwrap();
+    clock.advance(2 * SECOND);
+    queue.complete(&a, b"a".to_vec().into()).unwrap();
+    // B: fails, is retried after 10 s, fails again: dead-lettered.
+    queue.submit(plain(JobPriority::Medium)).unwrap();
+    let b = queue.try_next(&worker()).unwrap();
+    queue.fail(&b, "first").unwrap();
+    clock.advance(10 * SECOND);
+    let b = queue.try_next(&worker()).unwrap();
+    queue.fail(&b, "second").unwrap();
+    // C: cancelled.
+    let c = queue.submit(plain(JobPriority::Medium)).unwrap();
+    queue.cancel(c).unwrap();
+    // D: a transcription completed after 3 s; E: the same audio, a memo hit at submit.
+    queue.submit(transcription(1)).unwrap();
+    let d = queue.try_next(&worker()).unwrap();
+    clock.advance(3 * SECOND);
+    queue.complete(&d, b"hello".to_vec().into()).unwrap();
+    queue.submit(transcription(1)).unwrap();
+    // F and G: the same new audio, G coalesced onto F; both wait.
+    queue
+        .submit(transcription(2).with_priority(JobPriority::Low))
+        .unwrap();
+    queue
+        .submit(transcription(2).with_priority(JobPriority::Low))
+        .unwrap();
+    // I: taken, its worker hangs: the lease expires and it waits out a retry delay.
+    queue.submit(plain(JobPriority::High)).unwrap();
+    let _hung = queue.try_next(&worker()).unwrap();
+    // H: taken 50 s later, still running at the end.
+    queue.submit(plain(JobPriority::High)).unwrap();
+    clock.advance(50 * SECOND);
+    let _running = queue.try_next(&worker()).unwrap();
+    clock.advance(10 * SECOND);
+    // F, G, H and I fill the queue: one more is refused.
+    assert!(matches!(
+        queue.submit(plain(JobPriority::High)),
+        Err(QueueError::Full { .. })
+    ));
+
+    let stats = queue.stats();
+    metrics.publish(&stats);
+    let text = registry.render_prometheus();
+    let expected = [
+        ("memocache_jobs{status=\"queued\"}", 3.0),
+        ("memocache_jobs{status=\"processing\"}", 1.0),
+        ("memocache_jobs{status=\"failed\"}", 1.0),
+        ("memocache_jobs_delayed", 1.0),
+        ("memocache_jobs_coalesced_waiting", 1.0),
+        ("memocache_jobs_submitted_total", 9.0),
+        ("memocache_jobs_rejected_total", 1.0),
+        ("memocache_jobs_finished_total{status=\"completed\"}", 3.0),
+        ("memocache_jobs_finished_total{status=\"failed\"}", 1.0),
+        ("memocache_jobs_finished_total{status=\"cancelled\"}", 1.0),
+        ("memocache_job_retries_total", 2.0),
+        ("memocache_job_dead_letters_total", 1.0),
+        ("memocache_job_dead_letters_evicted_total", 0.0),
+        ("memocache_job_lease_expirations_total", 1.0),
+        ("memocache_job_memo_hits_total", 1.0),
+        ("memocache_job_coalesced_total", 1.0),
+        ("memocache_job_memo_store_failures_total", 0.0),
+        // A (2 s) and D (3 s); the memo hit E is not a latency.
+        ("memocache_job_latency_seconds_count", 2.0),
+        ("memocache_job_latency_seconds_sum", 5.0),
+    ];
+    for (series, want) in expected {
+        assert_eq!(sample(&text, series), want, "{series}");
+    }
+    // The depth family, line by line: disjoint statuses sorted by label, no ids or hashes.
+    assert_eq!(
+        family(&text, "memocache_jobs"),
+        [
+            "# HELP memocache_jobs Jobs the queue holds, by status (queued: waiting, including \
+             delayed retries and coalesced followers; processing: leased to a worker; failed: \
+             in the dead letter list).",
+            "# TYPE memocache_jobs gauge",
+            "memocache_jobs{status=\"failed\"} 1",
+            "memocache_jobs{status=\"processing\"} 1",
+            "memocache_jobs{status=\"queued\"} 3",
+        ]
+    );
+    for family in [
+        "# TYPE memocache_jobs_finished_total counter",
+        "# TYPE memocache_job_retries_total counter",
+        "# TYPE memocache_job_dead_letters_total counter",
+        "# TYPE memocache_job_latency_seconds summary",
+    ] {
+        assert!(text.lines().any(|l| l == family), "{family}");
+    }
+    assert_eq!(
+        (stats.queued, stats.processing, stats.dead_letters),
+        (3, 1, 1)
+    );
+
+    // A late, older snapshot moves no counter backwards; gauges take the newest publish.
+    let old = stats;
+    registry.record_queue(&queue.stats()).unwrap();
+    metrics.publish(&QueueStats::default());
+    metrics.publish(&old);
+    let text = registry.render_prometheus();
+    assert_eq!(sample(&text, "memocache_jobs_submitted_total"), 9.0);
+    assert_eq!(sample(&text, "memocache_jobs{status=\"queued\"}"), 3.0);
+}
+
+#[test]
+fn job_latency_percentiles_come_from_the_completion_hook() {
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let metrics = QueueMetrics::register(&registry).unwrap();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .on_complete(metrics.completion_hook())
+        .build()
+        .unwrap();
+    // 101 jobs submitted at t = 0; job i completes at t = i s: latencies 0, 1, ..., 100 s.
+    for _ in 0..=100 {
+        queue
+            .submit(Job::new(JobType::Summarization, &b"text"[..]))
+            .unwrap();
+    }
+    for i in 0..=100 {
+        if i > 0 {
+            clock.advance(SECOND);
+        }
+        let lease = queue.try_next(&worker()).unwrap();
+        queue.complete(&lease, b"summary".to_vec().into()).unwrap();
+    }
+    let text = registry.render_prometheus();
+    // numpy.percentile([0..=100], [50, 95, 99]) = 50, 95, 99; sum 5050.
+    assert_eq!(
+        family(&text, "memocache_job_latency_seconds"),
+        [
+            "# HELP memocache_job_latency_seconds Seconds from submit to completion of jobs run \
+             by a worker or coalesced onto one (memo hits excluded).",
+            "# TYPE memocache_job_latency_seconds summary",
+            "memocache_job_latency_seconds{quantile=\"0.5\"} 50",
+            "memocache_job_latency_seconds{quantile=\"0.95\"} 95",
+            "memocache_job_latency_seconds{quantile=\"0.99\"} 99",
+            "memocache_job_latency_seconds_sum 5050",
+            "memocache_job_latency_seconds_count 101",
+        ]
+    );
+
+    // The summary is over the registry's retention: 10 minutes later the window is empty and
+    // the quantiles are NaN, while the sum and count keep everything since creation.
+    clock.advance(601 * SECOND);
+    let text = registry.render_prometheus();
+    assert!(text.contains("memocache_job_latency_seconds{quantile=\"0.99\"} NaN\n"));
+    assert_eq!(sample(&text, "memocache_job_latency_seconds_count"), 101.0);
+}
+
+#[test]
+fn a_follower_is_timed_from_its_own_submit_and_the_hook_may_call_the_queue() {
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let metrics = QueueMetrics::register(&registry).unwrap();
+    // The hook publishes the queue's stats on every completion: it runs outside the queue's
+    // lock, so calling the queue from it does not deadlock.
+    let handle: Arc<OnceLock<JobQueue>> = Arc::new(OnceLock::new());
+    let hook = {
+        let (handle, metrics) = (Arc::clone(&handle), metrics.clone());
+        let observe = metrics.completion_hook();
+        move |done: &JobCompletion| {
+            observe(done);
+            if let Some(queue) = handle.get() {
+                metrics.publish(&queue.stats());
+            }
+        }
+    };
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .on_complete(hook)
+        .build()
+        .unwrap();
+    handle.set(queue.clone()).unwrap();
+
+    let job = || Job::transcription(&audio(7), "de", &b"audio"[..]).unwrap();
+    queue.submit(job()).unwrap();
+    clock.advance(4 * SECOND);
+    queue.submit(job()).unwrap();
+    let lease = queue.try_next(&worker()).unwrap();
+    clock.advance(6 * SECOND);
+    queue.complete(&lease, b"hallo".to_vec().into()).unwrap();
+
+    let text = registry.render_prometheus();
+    // Leader 10 s, follower 6 s; both completed, published from inside the hook.
+    assert_eq!(sample(&text, "memocache_job_latency_seconds_count"), 2.0);
+    assert_eq!(sample(&text, "memocache_job_latency_seconds_sum"), 16.0);
+    assert_eq!(
+        sample(&text, "memocache_jobs_finished_total{status=\"completed\"}"),
+        2.0
+    );
+    assert_eq!(sample(&text, "memocache_jobs{status=\"queued\"}"), 0.0);
+}
+
+#[test]
+fn a_conflicting_queue_metric_name_is_reported() {
+    let registry = MetricsRegistry::new();
+    registry
+        .counter("memocache_jobs", "taken", &[("status", "queued")])
+        .unwrap();
+    assert!(matches!(
+        QueueMetrics::register(&registry),
+        Err(MetricError::TypeConflict { .. })
+    ));
+    assert!(matches!(
+        registry.record_queue(&QueueStats::default()),
+        Err(MetricError::TypeConflict { .. })
+    ));
 }

@@ -47,5 +47,7 @@ pub use model::{
 pub use pool::{
     Handler, JobContext, JobError, PoolError, PoolStats, Shutdown, WorkerPool, WorkerPoolBuilder,
 };
-pub use queue::{JobQueue, JobQueueBuilder, Lease, QueueConfigError, QueueError, QueueStats};
+pub use queue::{
+    JobCompletion, JobQueue, JobQueueBuilder, Lease, QueueConfigError, QueueError, QueueStats,
+};
 pub use retry::{Backoff, RetryConfig, RetryConfigError};

@@ -52,9 +52,9 @@
 //!   [`MetricsRegistry::render_prometheus`].
 //! * [`alert`] — [`AlertRule`], [`AlertEvaluator`], the [`Notifier`] trait with
 //!   [`TracingNotifier`] and [`MemoryNotifier`].
-//! * [`wiring`] — [`CacheMetrics`](wiring::CacheMetrics): publishes the cache's statistics into
-//!   a registry under Prometheus names. (The job queue's adapter is not written yet: the queue
-//!   was not on `main` when this module was.)
+//! * [`wiring`] — [`CacheMetrics`](wiring::CacheMetrics) and
+//!   [`QueueMetrics`](wiring::QueueMetrics): publish the cache's and the job queue's statistics
+//!   (and job latencies) into a registry under Prometheus names.
 //!
 //! # Fixes to the seed
 //!

@@ -1,22 +1,29 @@
-//! Adapters publishing the cache's statistics into a [`MetricsRegistry`].
+//! Adapters publishing the cache's and the job queue's statistics into a [`MetricsRegistry`].
 //!
 //! # Design
 //!
-//! The cache counts with its own striped atomics ([`CacheStats`]) and knows nothing of metrics;
-//! an adapter copies a snapshot into registry metrics when the host asks, typically right before
-//! rendering `/metrics` and before each alert evaluation. Publishing is pull-based, so the cache's
-//! hot paths pay nothing for metrics.
+//! The cache counts with its own striped atomics ([`CacheStats`]) and the queue under its own
+//! lock ([`QueueStats`]); neither knows anything of metrics. An adapter copies a snapshot into
+//! registry metrics when the host asks, typically right before rendering `/metrics` and before
+//! each alert evaluation. Publishing is pull-based, so the hot paths pay nothing for metrics.
 //!
-//! The cache's counters are cumulative, so they are mirrored with [`Counter::advance_to`], which
-//! keeps each exposed counter monotonic even if two threads publish snapshots out of order.
-//! Levels (entries, bytes, hit ratio) are gauges, and each publish adds a sample to the gauge's
-//! history, so alert rules can average them over a window (the hit ratio over five minutes).
+//! Cumulative counts are mirrored with [`Counter::advance_to`], which keeps each exposed counter
+//! monotonic even if two threads publish snapshots out of order. Levels (entries, bytes, hit
+//! ratio, queue depth) are gauges, and each publish adds a sample to the gauge's history, so
+//! alert rules can average them over a window (the hit ratio over five minutes).
+//!
+//! Job latency is the one thing a snapshot cannot carry: percentiles need every job's latency,
+//! not a total. It is pushed instead, through the queue's completion hook
+//! ([`JobQueueBuilder::on_complete`](crate::JobQueueBuilder::on_complete)), which calls
+//! [`QueueMetrics::observe`] once per completed job outside the queue's lock.
 //!
 //! # Names
 //!
-//! Prometheus conventions: a `memocache_cache_` prefix, `_total` on counters, base units
-//! (`_bytes`), and labels with a small fixed set of values (`cause`) — never keys or content
-//! hashes.
+//! Prometheus conventions: a `memocache_` prefix, `_total` on counters, base units (`_bytes`,
+//! `_seconds`), and labels with a small fixed set of values (`cause`, `status`) — never keys,
+//! job ids or content hashes.
+//!
+//! ## Cache ([`CacheMetrics`])
 //!
 //! | metric | type | from |
 //! |---|---|---|
@@ -36,9 +43,43 @@
 //! Explicit removals and replacements are not evictions (the cache did not choose them), so
 //! they are separate families; `sum(memocache_cache_evictions_total)` is what the policy and the
 //! TTLs removed.
+//!
+//! ## Job queue ([`QueueMetrics`])
+//!
+//! | metric | type | from |
+//! |---|---|---|
+//! | `memocache_jobs{status="queued"}` | gauge | `queued` (ready, delayed and coalesced) |
+//! | `memocache_jobs{status="processing"}` | gauge | `processing` |
+//! | `memocache_jobs{status="failed"}` | gauge | `dead_letters` (failed jobs held in the dead letter) |
+//! | `memocache_jobs_delayed` | gauge | `delayed` (of the queued, waiting out a retry delay) |
+//! | `memocache_jobs_coalesced_waiting` | gauge | `coalesced_waiting` (of the queued, followers) |
+//! | `memocache_jobs_submitted_total` | counter | `submitted` |
+//! | `memocache_jobs_rejected_total` | counter | `rejected_full` (backpressure) |
+//! | `memocache_jobs_finished_total{status="completed"}` | counter | `completed` |
+//! | `memocache_jobs_finished_total{status="failed"}` | counter | `failed` |
+//! | `memocache_jobs_finished_total{status="cancelled"}` | counter | `cancelled` |
+//! | `memocache_job_retries_total` | counter | `retries` |
+//! | `memocache_job_dead_letters_total` | counter | `failed` (every job that fails for good is dead-lettered) |
+//! | `memocache_job_dead_letters_evicted_total` | counter | `dead_letters_evicted` |
+//! | `memocache_job_lease_expirations_total` | counter | `lease_expirations` |
+//! | `memocache_job_memo_hits_total` | counter | `memo_hits` |
+//! | `memocache_job_coalesced_total` | counter | `coalesced` |
+//! | `memocache_job_memo_store_failures_total` | counter | `memo_store_failures` |
+//! | `memocache_job_latency_seconds` | summary | submit → completion, per job, from the hook |
+//!
+//! The depth gauge's statuses are disjoint, so `sum(memocache_jobs)` is every job the queue
+//! holds that has not completed or been cancelled; the two `of the queued` gauges are separate
+//! families so that they are not counted twice. The latency summary exposes p50, p95 and p99
+//! over the registry's retention window, computed exactly (see
+//! [`MetricsRegistry`]). It covers jobs completed by a worker and the
+//! followers completed with them (their wait is real); memo hits complete at submit with no
+//! wait and are left out, so that a high hit ratio does not pull the percentiles to zero — they
+//! are counted by `memocache_job_memo_hits_total`. A re-submitted dead letter is measured from
+//! its first submit.
 
-use super::{Counter, Gauge, MetricError, MetricsRegistry};
+use super::{Counter, Gauge, Histogram, MetricError, MetricsRegistry};
 use crate::cache::CacheStats;
+use crate::job::{JobCompletion, QueueStats};
 
 /// Registry handles for a cache's statistics; [`CacheMetrics::publish`] copies a snapshot in.
 ///
@@ -156,6 +197,196 @@ impl MetricsRegistry {
     /// looks the metrics up by name; a host publishing often can keep a [`CacheMetrics`].
     pub fn record_cache(&self, stats: &CacheStats) -> Result<(), MetricError> {
         CacheMetrics::register(self)?.publish(stats);
+        Ok(())
+    }
+}
+
+/// Registry handles for a job queue's statistics and latencies.
+///
+/// Counts and depths are pulled: [`QueueMetrics::publish`] copies a [`QueueStats`] snapshot in.
+/// Latency cannot be pulled from totals, so it is pushed: [`QueueMetrics::observe`] records one
+/// completion, and [`QueueMetrics::completion_hook`] returns a closure for
+/// [`JobQueueBuilder::on_complete`](crate::JobQueueBuilder::on_complete) that does so for every
+/// job the queue completes.
+///
+/// ```
+/// use memocache::metrics::wiring::QueueMetrics;
+/// use memocache::{Job, JobQueue, JobType, MetricsRegistry, WorkerId};
+///
+/// let registry = MetricsRegistry::new();
+/// let metrics = QueueMetrics::register(&registry)?;
+/// let queue = JobQueue::builder().on_complete(metrics.completion_hook()).build()?;
+///
+/// queue.submit(Job::new(JobType::Indexing, &b"doc"[..]))?;
+/// let lease = queue.try_next(&WorkerId::new("w1")).expect("a job is ready");
+/// queue.complete(&lease, b"done".to_vec().into())?;
+/// metrics.publish(&queue.stats());
+///
+/// let text = registry.render_prometheus();
+/// assert!(text.contains("memocache_jobs_finished_total{status=\"completed\"} 1\n"));
+/// assert!(text.contains("memocache_job_latency_seconds_count 1\n"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueueMetrics {
+    queued: Gauge,
+    processing: Gauge,
+    dead_lettered: Gauge,
+    delayed: Gauge,
+    coalesced_waiting: Gauge,
+    submitted: Counter,
+    rejected: Counter,
+    completed: Counter,
+    failed: Counter,
+    cancelled: Counter,
+    retries: Counter,
+    dead_letters: Counter,
+    dead_letters_evicted: Counter,
+    lease_expirations: Counter,
+    memo_hits: Counter,
+    coalesced: Counter,
+    memo_store_failures: Counter,
+    latency: Histogram,
+}
+
+impl QueueMetrics {
+    /// Registers (or finds) the queue metrics in `registry`. Fails only if one of the names is
+    /// already registered with another type.
+    pub fn register(registry: &MetricsRegistry) -> Result<QueueMetrics, MetricError> {
+        let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
+        let depth = |status: &str| {
+            registry.gauge(
+                "memocache_jobs",
+                "Jobs the queue holds, by status (queued: waiting, including delayed retries \
+                 and coalesced followers; processing: leased to a worker; failed: in the dead \
+                 letter list).",
+                &[("status", status)],
+            )
+        };
+        let finished = |status: &str| {
+            registry.counter(
+                "memocache_jobs_finished_total",
+                "Jobs that reached a terminal status, by status.",
+                &[("status", status)],
+            )
+        };
+        let gauge = |name: &str, help: &str| registry.gauge(name, help, &[]);
+        Ok(QueueMetrics {
+            queued: depth("queued")?,
+            processing: depth("processing")?,
+            dead_lettered: depth("failed")?,
+            delayed: gauge(
+                "memocache_jobs_delayed",
+                "Of the queued jobs, those waiting out a retry delay.",
+            )?,
+            coalesced_waiting: gauge(
+                "memocache_jobs_coalesced_waiting",
+                "Of the queued jobs, those coalesced onto an identical job.",
+            )?,
+            submitted: counter("memocache_jobs_submitted_total", "Jobs the queue accepted.")?,
+            rejected: counter(
+                "memocache_jobs_rejected_total",
+                "Submits refused because the queue was full (backpressure).",
+            )?,
+            completed: finished("completed")?,
+            failed: finished("failed")?,
+            cancelled: finished("cancelled")?,
+            retries: counter(
+                "memocache_job_retries_total",
+                "Retries scheduled after a failed attempt or an expired lease.",
+            )?,
+            dead_letters: counter(
+                "memocache_job_dead_letters_total",
+                "Jobs moved to the dead letter list after exhausting their retries.",
+            )?,
+            dead_letters_evicted: counter(
+                "memocache_job_dead_letters_evicted_total",
+                "Dead letters dropped because the list was full.",
+            )?,
+            lease_expirations: counter(
+                "memocache_job_lease_expirations_total",
+                "Leases that expired (a worker died or hung).",
+            )?,
+            memo_hits: counter(
+                "memocache_job_memo_hits_total",
+                "Jobs completed at submit from the memo store, without a worker.",
+            )?,
+            coalesced: counter(
+                "memocache_job_coalesced_total",
+                "Jobs coalesced onto an identical queued or running job.",
+            )?,
+            memo_store_failures: counter(
+                "memocache_job_memo_store_failures_total",
+                "Results the memo store refused to store.",
+            )?,
+            latency: registry.histogram(
+                "memocache_job_latency_seconds",
+                "Seconds from submit to completion of jobs run by a worker or coalesced onto one \
+                 (memo hits excluded).",
+                &[],
+            )?,
+        })
+    }
+
+    /// Copies a statistics snapshot into the registry.
+    pub fn publish(&self, stats: &QueueStats) {
+        for (counter, total) in [
+            (&self.submitted, stats.submitted),
+            (&self.rejected, stats.rejected_full),
+            (&self.completed, stats.completed),
+            (&self.failed, stats.failed),
+            (&self.cancelled, stats.cancelled),
+            (&self.retries, stats.retries),
+            // Every job that fails for good is dead-lettered, so this equals `failed`; it is
+            // kept as its own family because alert rules are written against it by name.
+            (&self.dead_letters, stats.failed),
+            (&self.dead_letters_evicted, stats.dead_letters_evicted),
+            (&self.lease_expirations, stats.lease_expirations),
+            (&self.memo_hits, stats.memo_hits),
+            (&self.coalesced, stats.coalesced),
+            (&self.memo_store_failures, stats.memo_store_failures),
+        ] {
+            counter.advance_to(total);
+        }
+        for (gauge, level) in [
+            (&self.queued, stats.queued),
+            (&self.processing, stats.processing),
+            (&self.dead_lettered, stats.dead_letters),
+            (&self.delayed, stats.delayed),
+            (&self.coalesced_waiting, stats.coalesced_waiting),
+        ] {
+            gauge.set(level as f64);
+        }
+    }
+
+    /// Records one completion's latency in `memocache_job_latency_seconds`; memo hits
+    /// (completed at submit, with no wait and no worker) are skipped so that they do not drag
+    /// the percentiles towards zero.
+    pub fn observe(&self, completion: &JobCompletion) {
+        observe_latency(&self.latency, completion);
+    }
+
+    /// A hook for [`JobQueueBuilder::on_complete`](crate::JobQueueBuilder::on_complete) that
+    /// calls [`QueueMetrics::observe`].
+    pub fn completion_hook(&self) -> impl Fn(&JobCompletion) + Send + Sync + 'static {
+        let latency = self.latency.clone();
+        move |completion| observe_latency(&latency, completion)
+    }
+}
+
+fn observe_latency(latency: &Histogram, completion: &JobCompletion) {
+    if completion.memo_hit {
+        return;
+    }
+    // A Duration always converts to a finite f64, the only kind `observe` accepts.
+    let _ = latency.observe(completion.latency().as_secs_f64());
+}
+
+impl MetricsRegistry {
+    /// Publishes a queue statistics snapshot (see [`QueueMetrics`] for the names). Latencies
+    /// are not in the snapshot: build the queue with [`QueueMetrics::completion_hook`].
+    pub fn record_queue(&self, stats: &QueueStats) -> Result<(), MetricError> {
+        QueueMetrics::register(self)?.publish(stats);
         Ok(())
     }
 }
