@@ -144,7 +144,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
                 || l.starts_with("memocache_cache_entries")
                 || l.starts_with("memocache_transcriptions_total")
                 || l.starts_with("memocache_transcription_duration_seconds{")
-                || l.starts_with("memocache_transcription_saved"))
+                || l.starts_with("memocache_transcription_saved")
+                || l.starts_with("memocache_job_latency_seconds{")
+                || l.starts_with("memocache_jobs_finished_total"))
     }) {
         println!("  {line}");
     }

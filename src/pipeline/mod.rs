@@ -40,7 +40,7 @@ use crate::job::{
     QueueError, RetryConfig, Shutdown, WorkerPool,
 };
 use crate::key::{CacheKey, KeyError};
-use crate::metrics::wiring::CacheMetrics;
+use crate::metrics::wiring::{CacheMetrics, QueueMetrics};
 use crate::metrics::{
     AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification, Notifier,
     Percentile,
@@ -224,9 +224,11 @@ impl PipelineBuilder {
         let registry = self.registry.unwrap_or_else(|| {
             MetricsRegistry::with_clock(Arc::clone(&clock), Duration::from_secs(3600))
         });
+        let queue_metrics = QueueMetrics::register(&registry)?;
         let queue = JobQueue::builder()
             .cache(self.cache.clone())
             .clock(Arc::clone(&clock))
+            .on_complete(queue_metrics.completion_hook())
             .build()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let runner = Arc::new(Runner {
@@ -253,6 +255,7 @@ impl PipelineBuilder {
         }
         Ok(Pipeline {
             cache_metrics: CacheMetrics::register(&registry)?,
+            queue_metrics,
             latency: registry.histogram(
                 "memocache_transcription_duration_seconds",
                 "Time to serve one file's transcript, cache hits included.",
@@ -292,6 +295,7 @@ pub struct Pipeline {
     pool: Mutex<Option<WorkerPool>>,
     registry: MetricsRegistry,
     cache_metrics: CacheMetrics,
+    queue_metrics: QueueMetrics,
     latency: Histogram,
     served: [crate::metrics::Counter; 2],
     saved: crate::metrics::Gauge,
@@ -471,6 +475,7 @@ impl Pipeline {
             self.saved.add(transcript.compute_time.as_secs_f64());
         }
         self.cache_metrics.publish(&self.cache.stats());
+        self.queue_metrics.publish(&self.queue.stats());
     }
 
     /// Evaluates the alert rules now; returns what fired or resolved (also sent to the rules'
