@@ -6,34 +6,51 @@ use std::error::Error;
 #[test]
 fn readme_example_runs() -> Result<(), Box<dyn Error>> {
     // README-BEGIN
-    use memocache::{CacheKey, Ttl};
+    use memocache::{Cache, CacheKey, RemovalCause, Ttl};
     use std::time::Duration;
 
-    // An audio file's key is the SHA-256 of its bytes, streamed in constant memory.
+    // A cache of at most 64 MiB whose entries live a day unless evicted first.
+    let cache = Cache::builder()
+        .max_bytes(64 * 1024 * 1024)
+        .default_ttl(Ttl::hours(24)?)
+        .eviction_listener(|key, _value, cause| {
+            if cause == RemovalCause::Size {
+                eprintln!("evicted {key}");
+            }
+        })
+        .build()?;
+
+    // An audio file's key is the SHA-256 of its bytes (streamed), and its transcript is keyed by
+    // that hash and the language, exactly as the seed derives it.
     let audio: &[u8] = b"RIFF\x24\x00\x00\x00WAVEfmt ";
-    let file_key = CacheKey::from_reader(audio, "audio")?;
-    assert_eq!(file_key, CacheKey::from_content(audio, "audio")?);
+    let file_hash = CacheKey::from_reader(audio, "audio")?.digest_hex();
+    let key = CacheKey::transcript(&file_hash, "en")?;
 
-    // Its transcript is keyed by the file hash and the language, as the seed derives it.
-    let transcript = CacheKey::transcript(&file_key.digest_hex(), "en")?;
-    assert_eq!(transcript.prefix(), "transcript");
+    // Concurrent callers for one key run the loader once; the others wait for its value.
+    let text = cache.get_or_insert_with(key, || "hello world")?;
+    assert_eq!(&text[..], b"hello world");
+    assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
 
-    // Several inputs: length-framed parts, so ["ab", "c"] and ["a", "bc"] never collide.
+    // Keys print as `prefix:<64 hex digits>` and parse back; several inputs are length-framed.
+    assert_eq!(key.to_string().parse::<CacheKey>()?, key);
     let summary = CacheKey::builder("summary")?
-        .part(transcript.digest())
+        .part(key.digest())
         .part("model=small")
-        .part("temperature=0.2")
         .finish();
+    assert_ne!(summary, key);
 
-    // Keys print as `prefix:<64 hex digits>` and parse back.
-    let text = summary.to_string();
-    assert!(text.starts_with("summary:") && text.len() == "summary:".len() + 64);
-    assert_eq!(text.parse::<CacheKey>()?, summary);
-
-    // Time-to-live values are positive durations.
-    let ttl = Ttl::hours(24)?;
-    assert_eq!(ttl.as_duration(), Duration::from_secs(86_400));
-    assert!(Ttl::new(Duration::ZERO).is_err());
+    // Typed values go through one codec (bincode 2); entries carry their metadata.
+    cache.insert_typed(summary, &vec!["a summary".to_string()])?;
+    assert_eq!(
+        cache.get_typed::<Vec<String>>(&summary)?,
+        Some(vec!["a summary".to_string()])
+    );
+    let entry = cache.entry(&key).expect("live");
+    assert_eq!(
+        entry.ttl().map(Ttl::as_duration),
+        Some(Duration::from_secs(86_400))
+    );
+    assert_eq!(cache.stats().hits, 2);
     // README-END
     Ok(())
 }
