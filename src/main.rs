@@ -40,28 +40,7 @@ enum Command {
     /// Replay an access trace; print hit ratio and throughput for memocache, LRU and OPT.
     Replay(cli::replay::ReplayArgs),
     /// Transcribe audio files through the memoized pipeline; the cache persists in a directory.
-    Transcribe {
-        /// The audio files (WAV files are cut on sample-frame boundaries).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// The language, part of the transcript key (1–35 letters, digits, `-`, `_`).
-        #[arg(long)]
-        language: String,
-        /// The speech engine, run once per chunk: `{chunk}` is replaced by the chunk's WAV
-        /// path and its stdout is the text. Without it, a labelled stand-in engine runs.
-        #[arg(long)]
-        engine_cmd: Option<String>,
-        /// Where the cache is kept between runs (default: $XDG_CACHE_HOME/memocache or
-        /// ~/.cache/memocache).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// The cache's byte budget, in MiB.
-        #[arg(long, default_value_t = 1024)]
-        cache_mb: u64,
-        /// Chunk size in MB (10–25; default: chosen from the file size as the seed does).
-        #[arg(long)]
-        chunk_mb: Option<u32>,
-    },
+    Transcribe(cli::transcribe::Options),
     /// The main job, with no setup: generated audio transcribed twice by a stand-in engine,
     /// the second pass served from the cache, with metrics and an alert.
     Demo {
@@ -103,21 +82,7 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Replay(args) => cli::replay::run(args),
-        Command::Transcribe {
-            files,
-            language,
-            engine_cmd,
-            cache_dir,
-            cache_mb,
-            chunk_mb,
-        } => cli::transcribe::run(cli::transcribe::Options {
-            files,
-            language,
-            engine_cmd,
-            cache_dir,
-            cache_mb,
-            chunk_mb,
-        }),
+        Command::Transcribe(options) => cli::transcribe::run(options),
         Command::Demo { dir } => cli::demo::run(dir),
     }
 }

@@ -76,14 +76,19 @@ fn record_stays_compact() {
     assert!(size <= 112, "Record grew to {size} bytes");
 }
 
-#[test]
-fn access_count_is_exact_then_an_unbiased_estimate() {
+fn cache_on_manual_clock() -> (Cache, crate::ManualClock) {
     let clock = crate::ManualClock::new();
     let cache = Cache::builder()
         .max_bytes(1 << 20)
         .clock(clock.clone())
         .build()
         .expect("valid");
+    (cache, clock)
+}
+
+#[test]
+fn access_count_is_exact_then_an_unbiased_estimate() {
+    let (cache, _clock) = cache_on_manual_clock();
     let k = key(9);
     cache.insert(k, "v").expect("fits");
     for _ in 0..60_000 {
@@ -103,12 +108,7 @@ fn access_count_is_exact_then_an_unbiased_estimate() {
 
 #[test]
 fn accessed_at_is_kept_to_the_millisecond() {
-    let clock = crate::ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .expect("valid");
+    let (cache, clock) = cache_on_manual_clock();
     let k = key(10);
     cache.insert(k, "v").expect("fits");
     clock.advance(std::time::Duration::from_micros(400));

@@ -17,13 +17,28 @@ use memocache::{Cache, RetryConfig, SnapshotReport};
 pub const SNAPSHOT_FILE: &str = "cache.snapshot";
 
 /// Options of `memocache transcribe`.
+#[derive(clap::Args)]
 pub struct Options {
-    pub files: Vec<PathBuf>,
-    pub language: String,
-    pub engine_cmd: Option<String>,
-    pub cache_dir: Option<PathBuf>,
-    pub cache_mb: u64,
-    pub chunk_mb: Option<u32>,
+    /// The audio files (WAV files are cut on sample-frame boundaries).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The language, part of the transcript key (1–35 letters, digits, `-`, `_`).
+    #[arg(long)]
+    language: String,
+    /// The speech engine, run once per chunk: `{chunk}` is replaced by the chunk's WAV path
+    /// and its stdout is the text. Without it, a labelled stand-in engine runs.
+    #[arg(long)]
+    engine_cmd: Option<String>,
+    /// Where the cache is kept between runs (default: $XDG_CACHE_HOME/memocache or
+    /// ~/.cache/memocache).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// The cache's byte budget, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    cache_mb: u64,
+    /// Chunk size in MB (10–25; default: chosen from the file size as the seed does).
+    #[arg(long)]
+    chunk_mb: Option<u32>,
 }
 
 pub fn run(options: Options) -> Result<(), String> {
