@@ -21,6 +21,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -79,10 +80,45 @@ impl Flight {
     }
 }
 
+/// A key with its seeded hash from the cache's `KeyHasher`, so the flights map hashes nothing
+/// again (`DashMap`'s default SipHash over 40 bytes costs more than the rest of a miss).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FlightKey {
+    hash: u64,
+    key: CacheKey,
+}
+
+impl Hash for FlightKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a [`FlightKey`]'s precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `FlightKey`, which writes one u64; kept correct regardless.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The in-flight loads of one cache.
 #[derive(Default)]
 pub(super) struct Loads {
-    flights: DashMap<CacheKey, Arc<Flight>>,
+    flights: DashMap<FlightKey, Arc<Flight>, BuildHasherDefault<PassThrough>>,
 }
 
 impl fmt::Debug for Loads {
@@ -104,7 +140,11 @@ impl Loads {
             if let Some(value) = cache.get(&key) {
                 return Ok(value);
             }
-            let (flight, leader) = match self.flights.entry(key) {
+            let flight_key = FlightKey {
+                hash: cache.inner.hasher.hash(&key),
+                key,
+            };
+            let (flight, leader) = match self.flights.entry(flight_key) {
                 Entry::Occupied(found) => (Arc::clone(found.get()), false),
                 Entry::Vacant(slot) => {
                     let flight = Arc::new(Flight {
@@ -116,7 +156,7 @@ impl Loads {
                 }
             };
             if leader {
-                return self.lead(cache, key, &flight, load);
+                return self.lead(cache, flight_key, &flight, load);
             }
             let mut state = flight.state.lock();
             while matches!(*state, FlightState::Running) {
@@ -139,13 +179,14 @@ impl Loads {
     fn lead<E: Send + Sync + 'static>(
         &self,
         cache: &Cache,
-        key: CacheKey,
+        flight_key: FlightKey,
         flight: &Arc<Flight>,
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
+        let key = flight_key.key;
         let finish = |state: FlightState| {
             flight.land(state);
-            self.flights.remove_if(&key, |_, f| Arc::ptr_eq(f, flight));
+            self.flights.remove_if(&flight_key, |_, f| Arc::ptr_eq(f, flight));
         };
         // Another leader may have stored the value between our miss and our flight.
         if let Some(value) = cache.peek(&key) {
