@@ -186,7 +186,8 @@ impl Loads {
         let key = flight_key.key;
         let finish = |state: FlightState| {
             flight.land(state);
-            self.flights.remove_if(&flight_key, |_, f| Arc::ptr_eq(f, flight));
+            self.flights
+                .remove_if(&flight_key, |_, f| Arc::ptr_eq(f, flight));
         };
         // Another leader may have stored the value between our miss and our flight.
         if let Some(value) = cache.peek(&key) {
