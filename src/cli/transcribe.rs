@@ -139,6 +139,8 @@ pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String
     let took = fmt_duration(outcome.elapsed);
     let source = if outcome.from_cache {
         format!("from cache in {took}")
+    } else if t.chunks == 1 {
+        format!("computed in {took} (one chunk, transcribed)")
     } else if t.chunks_computed == t.chunks {
         format!("computed in {took} (all {} chunks transcribed)", t.chunks)
     } else {
