@@ -271,29 +271,24 @@ fn hits(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `workload` on a fresh cache of each kind at `CAPACITY`, so every contender starts cold.
+fn bench_fresh_caches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    digests: &[Digest],
+    sequences: &[Vec<u32>],
+    workload: Workload,
+) {
+    bench_one(group, &Memo::new(CAPACITY, digests), sequences, workload);
+    bench_one(group, &quick(CAPACITY, digests), sequences, workload);
+    bench_one(group, &moka(CAPACITY, digests), sequences, workload);
+}
+
 fn get_or_insert(c: &mut Criterion) {
     let digests = digests(KEY_SPACE);
     let mut group = c.benchmark_group("get_or_insert_zipf1.0_500k_keys_cap50k");
     for threads in [1, 2] {
         let sequences = zipf_sequences(KEY_SPACE, threads);
-        bench_one(
-            &mut group,
-            &Memo::new(CAPACITY, &digests),
-            &sequences,
-            Workload::GetOrInsert,
-        );
-        bench_one(
-            &mut group,
-            &quick(CAPACITY, &digests),
-            &sequences,
-            Workload::GetOrInsert,
-        );
-        bench_one(
-            &mut group,
-            &moka(CAPACITY, &digests),
-            &sequences,
-            Workload::GetOrInsert,
-        );
+        bench_fresh_caches(&mut group, &digests, &sequences, Workload::GetOrInsert);
     }
     group.finish();
 }
@@ -303,24 +298,7 @@ fn insert(c: &mut Criterion) {
     let mut group = c.benchmark_group("insert_uniform_500k_keys_cap50k");
     for threads in [1, 2] {
         let sequences = uniform_sequences(KEY_SPACE, threads);
-        bench_one(
-            &mut group,
-            &Memo::new(CAPACITY, &digests),
-            &sequences,
-            Workload::Insert,
-        );
-        bench_one(
-            &mut group,
-            &quick(CAPACITY, &digests),
-            &sequences,
-            Workload::Insert,
-        );
-        bench_one(
-            &mut group,
-            &moka(CAPACITY, &digests),
-            &sequences,
-            Workload::Insert,
-        );
+        bench_fresh_caches(&mut group, &digests, &sequences, Workload::Insert);
     }
     group.finish();
 }
