@@ -196,6 +196,6 @@ mod tests {
         assert!(!entry.is_expired(&clock), "TTL restarted at the update");
         assert_eq!(entry.value().as_ref(), b"a longer value");
         assert_eq!(entry.size_bytes(), CacheEntry::charged_size(14));
-        assert_eq!(CacheEntry::charged_size(14), 14 + 40 + ENTRY_OVERHEAD_BYTES);
+        assert_eq!(CacheEntry::charged_size(14), 14 + 34 + ENTRY_OVERHEAD_BYTES);
     }
 }

@@ -7,12 +7,14 @@
 //! the seed's 64-character hex string: it halves the memory, and comparing or hashing it is a
 //! couple of word operations.
 //!
-//! Keys are cloned on hot paths, so [`Clone`] must not allocate. Prefixes are therefore
-//! *interned*: every distinct prefix string is stored once for the life of the process and a
-//! key holds a thin `&'static` reference to it, which makes a key 40 bytes and `Copy`-cheap.
-//! Equality compares the interned pointers. The interner keeps at most [`MAX_PREFIXES`]
-//! distinct prefixes so that keys parsed from untrusted text cannot grow it without bound;
-//! past that, new prefixes are refused with [`KeyError::TooManyPrefixes`].
+//! Keys are cloned on hot paths and stored once per cache entry, so they must be small and
+//! must not allocate. Prefixes are therefore *interned*: every distinct prefix string is stored
+//! once for the life of the process and a key holds only its 16-bit number in the interner's
+//! table, which makes a key 34 bytes and `Copy`. Equality compares the numbers. The interner
+//! keeps at most [`MAX_PREFIXES`] (2^16) distinct prefixes, which is also what lets a number
+//! fit in 16 bits, and means keys parsed from untrusted text cannot grow it without bound; past
+//! that, new prefixes are refused with [`KeyError::TooManyPrefixes`]. Reading a prefix's name
+//! back takes no lock: the table's cells are written once, before their number is handed out.
 //!
 //! SHA-256 is computed with `ring`, whose assembly picks SHA-NI, AVX or SSSE3 at run time (and
 //! ARMv8 crypto instructions on aarch64). Hashing is the whole cost of deriving a key from
@@ -72,7 +74,32 @@ const PARTS_DOMAIN: &[u8] = b"memocache.parts.v1";
 #[derive(Clone, Copy)]
 pub struct CacheKey {
     digest: [u8; DIGEST_LEN],
-    prefix: &'static String,
+    prefix: Prefix,
+}
+
+/// An interned prefix: its number in the process-wide table of prefixes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Prefix(u16);
+
+/// Cells of the prefix table, in pages of 256 so that an unused page costs one pointer.
+type NamePage = [OnceLock<&'static str>; 256];
+
+/// The names of interned prefixes by number. A cell is set once, by [`intern`] under its lock
+/// and before the number is used in any key, and is read without a lock.
+static NAMES: [OnceLock<Box<NamePage>>; 256] = [const { OnceLock::new() }; 256];
+
+impl Prefix {
+    fn name(self) -> &'static str {
+        let [page, cell] = self.0.to_be_bytes();
+        match NAMES[usize::from(page)]
+            .get()
+            .and_then(|page| page[usize::from(cell)].get())
+        {
+            Some(name) => name,
+            // A `Prefix` is only made by `intern`, after it has set the cell.
+            None => unreachable!("prefix number {} was never interned", self.0),
+        }
+    }
 }
 
 /// Why a key could not be derived or parsed.
@@ -225,7 +252,13 @@ impl CacheKey {
 
     /// The prefix (namespace) of the key.
     pub fn prefix(&self) -> &'static str {
-        self.prefix.as_str()
+        self.prefix.name()
+    }
+
+    /// The prefix's number in this process's interner: equal numbers mean equal prefixes.
+    /// Not stable across processes; for hashing.
+    pub(crate) fn prefix_number(&self) -> u16 {
+        self.prefix.0
     }
 
     /// The 32-byte SHA-256 digest.
@@ -243,7 +276,7 @@ impl CacheKey {
 #[derive(Clone)]
 pub struct KeyBuilder {
     hasher: Context,
-    prefix: &'static String,
+    prefix: Prefix,
 }
 
 impl KeyBuilder {
@@ -268,15 +301,15 @@ impl KeyBuilder {
 impl fmt::Debug for KeyBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyBuilder")
-            .field("prefix", &self.prefix.as_str())
+            .field("prefix", &self.prefix.name())
             .finish_non_exhaustive()
     }
 }
 
 impl PartialEq for CacheKey {
     fn eq(&self, other: &CacheKey) -> bool {
-        // Interned: equal prefixes are the same allocation.
-        self.digest == other.digest && std::ptr::eq(self.prefix, other.prefix)
+        // Interned: equal prefixes have the same number.
+        self.digest == other.digest && self.prefix == other.prefix
     }
 }
 
@@ -285,7 +318,7 @@ impl Eq for CacheKey {}
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.digest.hash(state);
-        self.prefix.as_str().hash(state);
+        self.prefix.hash(state);
     }
 }
 
@@ -298,8 +331,8 @@ impl PartialOrd for CacheKey {
 impl Ord for CacheKey {
     fn cmp(&self, other: &CacheKey) -> std::cmp::Ordering {
         self.prefix
-            .as_str()
-            .cmp(other.prefix.as_str())
+            .name()
+            .cmp(other.prefix.name())
             .then_with(|| self.digest.cmp(&other.digest))
     }
 }
@@ -309,7 +342,7 @@ impl fmt::Display for CacheKey {
         let mut hex = [0u8; 2 * DIGEST_LEN];
         // Cannot fail: the buffer is exactly twice the digest length.
         hex::encode_to_slice(self.digest, &mut hex).map_err(|_| fmt::Error)?;
-        f.write_str(self.prefix)?;
+        f.write_str(self.prefix.name())?;
         f.write_str(":")?;
         // Hex digits are ASCII, so this is always valid UTF-8.
         f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
@@ -374,8 +407,8 @@ fn digest_bytes(digest: ring::digest::Digest) -> [u8; DIGEST_LEN] {
     bytes
 }
 
-/// Checks a prefix and returns the process-wide copy of it.
-fn intern(prefix: &str) -> Result<&'static String, KeyError> {
+/// Checks a prefix and returns its number in the process-wide table.
+fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     let invalid = |reason| KeyError::InvalidPrefix {
         prefix: prefix.to_owned(),
         reason,
@@ -397,12 +430,12 @@ fn intern(prefix: &str) -> Result<&'static String, KeyError> {
 
     thread_local! {
         // Most threads derive keys under one or two prefixes: skip the shared lock for them.
-        static LAST: std::cell::Cell<Option<&'static String>> = const { std::cell::Cell::new(None) };
+        static LAST: std::cell::Cell<Option<(&'static str, Prefix)>> = const { std::cell::Cell::new(None) };
     }
-    if let Some(last) = LAST.get().filter(|last| last.as_str() == prefix) {
+    if let Some((_, last)) = LAST.get().filter(|(name, _)| *name == prefix) {
         return Ok(last);
     }
-    static INTERNED: OnceLock<RwLock<HashMap<&'static str, &'static String>>> = OnceLock::new();
+    static INTERNED: OnceLock<RwLock<HashMap<&'static str, Prefix>>> = OnceLock::new();
     let interned = INTERNED.get_or_init(Default::default);
     let found = interned.read().get(prefix).copied();
     let found = match found {
@@ -411,16 +444,21 @@ fn intern(prefix: &str) -> Result<&'static String, KeyError> {
             let mut map = interned.write();
             match map.get(prefix) {
                 Some(&found) => found,
-                None if map.len() >= MAX_PREFIXES => return Err(KeyError::TooManyPrefixes),
                 None => {
+                    let number = u16::try_from(map.len()).map_err(|_| KeyError::TooManyPrefixes)?;
                     // Deliberate, bounded leak: interned prefixes live for the whole process.
-                    let leaked: &'static String = Box::leak(Box::new(prefix.to_owned()));
-                    map.insert(leaked.as_str(), leaked);
-                    leaked
+                    let name: &'static str = Box::leak(prefix.to_owned().into_boxed_str());
+                    let [page, cell] = number.to_be_bytes();
+                    let page = NAMES[usize::from(page)]
+                        .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+                    // Numbers are handed out in order under the write lock: the cell is unset.
+                    let _ = page[usize::from(cell)].set(name);
+                    map.insert(name, Prefix(number));
+                    Prefix(number)
                 }
             }
         }
     };
-    LAST.set(Some(found));
+    LAST.set(Some((found.name(), found)));
     Ok(found)
 }

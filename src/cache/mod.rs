@@ -728,8 +728,8 @@ impl Cache {
             .map(|record| EntryImage {
                 key: record.key,
                 value: record.value.clone(),
-                ttl_remaining: (record.expires_at != NEVER)
-                    .then(|| Duration::from_nanos(record.expires_at - now)),
+                ttl_remaining: (record.expires_at() != NEVER)
+                    .then(|| Duration::from_nanos(record.expires_at() - now)),
                 access_count: record.access_count(),
                 freq: record.freq(),
                 main: record.in_main(),

@@ -6,7 +6,7 @@
 //! and the wheel can name an entry with 4 bytes.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -28,6 +28,41 @@ const EXACT_COUNT: u32 = 1 << 16;
 
 /// `accessed_at` is not rewritten within this many nanoseconds of its value (1 ms).
 const ACCESSED_AT_GRANULE: u64 = 1_000_000;
+
+/// Durations in 32 bits, for the two metadata times a record keeps besides one exact
+/// timestamp: 30 bits count units of the finest of 1 µs, 1 ms, 1 s or 1 min that holds the
+/// duration (up to 17.9 minutes, 12.4 days, 34 years, and beyond [`Ttl::MAX`]), and 2 bits name
+/// the unit. A duration is rounded down to its unit.
+///
+/// Three `u64` timestamps would make every record 8 bytes larger; with this a record is 96
+/// bytes. Deadlines are not rounded (see [`Record`]): only the reported creation and access
+/// times are, by less than one unit.
+mod span {
+    /// Nanoseconds per unit, by 2-bit tag.
+    const UNITS: [u64; 4] = [1_000, 1_000_000, 1_000_000_000, 60_000_000_000];
+    const COUNT_BITS: u32 = 30;
+    const COUNT_MASK: u32 = (1 << COUNT_BITS) - 1;
+    /// "No duration" (no TTL). Never made by [`encode`]: `u64::MAX` nanoseconds are fewer than
+    /// `COUNT_MASK` minutes.
+    pub(super) const NONE: u32 = u32::MAX;
+
+    /// `nanos`, rounded down to the finest unit that holds it.
+    pub(super) fn encode(nanos: u64) -> u32 {
+        let mut tag = 0;
+        while tag < 3 && nanos / UNITS[tag] > u64::from(COUNT_MASK) {
+            tag += 1;
+        }
+        let count = u32::try_from(nanos / UNITS[tag])
+            .unwrap_or(COUNT_MASK)
+            .min(COUNT_MASK - 1);
+        ((tag as u32) << COUNT_BITS) | count
+    }
+
+    #[inline]
+    pub(super) fn decode(span: u32) -> u64 {
+        u64::from(span & COUNT_MASK) * UNITS[(span >> COUNT_BITS) as usize]
+    }
+}
 
 /// Hashes keys for the shard index and shard choice.
 ///
@@ -64,8 +99,8 @@ impl KeyHasher {
         let mut hi = [0u8; 8];
         lo.copy_from_slice(&digest[..8]);
         hi.copy_from_slice(&digest[8..16]);
-        // The prefix is interned, so its address identifies it.
-        let prefix = key.prefix().as_ptr() as u64;
+        // The prefix is interned, so its number identifies it.
+        let prefix = u64::from(key.prefix_number());
         let a = u64::from_le_bytes(lo) ^ self.k0 ^ prefix;
         let b = u64::from_le_bytes(hi) ^ self.k1;
         folded_multiply(folded_multiply(a, b) ^ self.k1, 0x9E37_79B9_7F4A_7C15)
@@ -91,22 +126,62 @@ fn sample_one_in(n: u32) -> bool {
     })
 }
 
-/// What a shard stores per entry.
+/// What a shard stores per entry: 96 bytes (checked by a test), the bulk of the memory an
+/// entry costs beyond its value.
 #[derive(Debug)]
 pub(super) struct Record {
     pub(super) key: CacheKey,
     pub(super) value: Bytes,
-    pub(super) created_at: u64,
-    pub(super) expires_at: u64,
-    accessed_at: AtomicU64,
+    /// The exact deadline if the entry has a TTL, else the exact creation time: expiry checks,
+    /// the only hot use of time, read this alone.
+    base: u64,
+    /// The TTL as a [`span`] (so the creation time is `base` minus it, rounded up by less than
+    /// one unit); [`span::NONE`] without a TTL.
+    ttl: u32,
+    /// How long after the creation time the last recorded access was, as a [`span`].
+    accessed: AtomicU32,
     access_count: AtomicU32,
     pub(super) links: Links,
 }
 
 impl Record {
+    /// The deadline, or [`NEVER`].
+    #[inline]
+    pub(super) fn expires_at(&self) -> u64 {
+        if self.ttl == span::NONE {
+            NEVER
+        } else {
+            self.base
+        }
+    }
+
+    fn created_at(&self) -> u64 {
+        if self.ttl == span::NONE {
+            self.base
+        } else {
+            self.base.saturating_sub(span::decode(self.ttl))
+        }
+    }
+
     #[inline]
     pub(super) fn is_expired(&self, now: u64) -> bool {
-        now > self.expires_at
+        now > self.expires_at()
+    }
+
+    fn accessed_at(&self) -> u64 {
+        self.created_at()
+            .saturating_add(span::decode(self.accessed.load(Ordering::Relaxed)))
+    }
+
+    /// Sets the creation time and deadline of a new or rewritten value.
+    fn set_lifetime(&mut self, now: u64, expires_at: u64) {
+        if expires_at == NEVER {
+            self.base = now;
+            self.ttl = span::NONE;
+        } else {
+            self.base = expires_at;
+            self.ttl = span::encode(expires_at.saturating_sub(now));
+        }
     }
 
     /// Records a read; only atomics, so it runs under the shard's read lock.
@@ -119,8 +194,9 @@ impl Record {
     /// only a small fraction of its hits.
     #[inline]
     pub(super) fn touch(&self, now: u64) {
-        if now.saturating_sub(self.accessed_at.load(Ordering::Relaxed)) >= ACCESSED_AT_GRANULE {
-            self.accessed_at.store(now, Ordering::Relaxed);
+        if now.saturating_sub(self.accessed_at()) >= ACCESSED_AT_GRANULE {
+            let age = now.saturating_sub(self.created_at());
+            self.accessed.store(span::encode(age), Ordering::Relaxed);
         }
         let count = self.access_count.load(Ordering::Relaxed);
         if count < EXACT_COUNT {
@@ -151,19 +227,15 @@ impl Record {
     }
 
     pub(super) fn to_entry(&self) -> CacheEntry {
-        let ttl = (self.expires_at != NEVER)
-            .then(|| {
-                Ttl::new(std::time::Duration::from_nanos(
-                    self.expires_at - self.created_at,
-                ))
-                .ok()
-            })
+        let created_at = self.created_at();
+        let ttl = (self.ttl != span::NONE)
+            .then(|| Ttl::new(std::time::Duration::from_nanos(self.base - created_at)).ok())
             .flatten();
         CacheEntry::from_parts(
             self.key,
             self.value.clone(),
-            Timestamp::from_nanos(self.created_at),
-            Timestamp::from_nanos(self.accessed_at.load(Ordering::Relaxed)),
+            Timestamp::from_nanos(created_at),
+            Timestamp::from_nanos(self.accessed_at()),
             ttl,
             self.access_count(),
         )
@@ -288,16 +360,16 @@ impl Shard {
             let record = self.records.record_mut(slot);
             let old_charge = record.charge();
             let old_value = std::mem::replace(&mut record.value, new.value);
-            let had_deadline = record.expires_at != NEVER;
-            record.created_at = new.now;
-            record.expires_at = new.expires_at;
+            let had_deadline = record.ttl != span::NONE;
+            record.set_lifetime(new.now, new.expires_at);
             // A rewrite is a use of the key: it keeps its place and gains a hit.
+            *record.accessed.get_mut() = 0;
             record.links.hit();
+            let expires_at = record.expires_at();
             let (queue, new_charge) = (record.links.queue, record.charge());
             self.policy.recharge(queue, old_charge, new_charge);
-            self.timed =
-                self.timed + usize::from(new.expires_at != NEVER) - usize::from(had_deadline);
-            self.file_deadline(slot, new.expires_at);
+            self.timed = self.timed + usize::from(expires_at != NEVER) - usize::from(had_deadline);
+            self.file_deadline(slot, expires_at);
             return Some((old_value, old_charge));
         }
 
@@ -309,15 +381,17 @@ impl Shard {
         };
         let mut links = Links::new(queue);
         *links.freq.get_mut() = new.freq.min(super::policy::MAX_FREQ);
-        let record = Record {
+        let mut record = Record {
             key: new.key,
             value: new.value,
-            created_at: new.now,
-            expires_at: new.expires_at,
-            accessed_at: AtomicU64::new(new.accessed_at),
+            base: new.now,
+            ttl: span::NONE,
+            accessed: AtomicU32::new(span::encode(new.accessed_at.saturating_sub(new.now))),
             access_count: AtomicU32::new(u32::try_from(new.access_count).unwrap_or(COUNT_CEILING)),
             links,
         };
+        record.set_lifetime(new.now, new.expires_at);
+        let expires_at = record.expires_at();
         let slot = match self.records.free.pop() {
             Some(slot) => {
                 self.records.slots[slot as usize] = Some(record);
@@ -339,9 +413,9 @@ impl Shard {
         });
         self.policy.push(&mut self.records, slot);
         self.policy.fit_ghost(self.index.len());
-        if new.expires_at != NEVER {
+        if expires_at != NEVER {
             self.timed += 1;
-            self.file_deadline(slot, new.expires_at);
+            self.file_deadline(slot, expires_at);
         }
         None
     }
@@ -360,9 +434,13 @@ impl Shard {
     fn rebuild_wheel(&mut self) {
         self.wheel.clear();
         for (slot, record) in self.records.slots.iter().enumerate() {
-            if let Some(record) = record.as_ref().filter(|r| r.expires_at != NEVER) {
+            if let Some(expires_at) = record
+                .as_ref()
+                .map(Record::expires_at)
+                .filter(|&at| at != NEVER)
+            {
                 // Slots are u32 by construction.
-                self.wheel.schedule(slot as u32, tick_of(record.expires_at));
+                self.wheel.schedule(slot as u32, tick_of(expires_at));
             }
         }
     }
@@ -394,7 +472,7 @@ impl Shard {
             None => unreachable!("released an empty slot {slot}"),
         };
         self.records.free.push(slot);
-        if record.expires_at != NEVER {
+        if record.ttl != span::NONE {
             self.timed -= 1;
         }
         record
@@ -416,7 +494,7 @@ impl Shard {
         let records = &self.records;
         self.wheel.advance(tick_of(now), |slot, tick| {
             match records.get(slot) {
-                Some(record) if tick_of(record.expires_at) == tick => {
+                Some(record) if tick_of(record.expires_at()) == tick => {
                     if record.is_expired(now) {
                         due.push(slot);
                         false
@@ -471,5 +549,53 @@ impl Shard {
             .flatten()
             .map(Record::charge)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_96_bytes() {
+        assert_eq!(std::mem::size_of::<CacheKey>(), 34);
+        assert_eq!(std::mem::size_of::<Option<Record>>(), 104);
+    }
+
+    #[test]
+    fn spans_round_down_by_at_most_one_unit() {
+        let cases = [
+            (0, 0),
+            (999, 0),
+            (1_000, 1_000),
+            (5_000_000_000, 5_000_000_000),
+            // 17.9 minutes and beyond: milliseconds.
+            ((1 << 30) * 1_000 + 123_456, 1_073_741_000_000),
+            (86_400_000_000_123, 86_400_000_000_000),
+            // 12.4 days and beyond: seconds.
+            (
+                30 * 86_400_000_000_000 + 999_999_999,
+                30 * 86_400_000_000_000,
+            ),
+            // 34 years and beyond: minutes; `u64::MAX` nanoseconds still fits.
+            (u64::MAX, u64::MAX / 60_000_000_000 * 60_000_000_000),
+        ];
+        for (nanos, kept) in cases {
+            assert_eq!(span::decode(span::encode(nanos)), kept, "{nanos} ns");
+            assert_ne!(span::encode(nanos), span::NONE);
+        }
+    }
+
+    #[test]
+    fn span_encoding_keeps_order() {
+        let mut previous = 0;
+        for exponent in 0..64 {
+            for nanos in [(1u64 << exponent) - 1, 1 << exponent, (1 << exponent) + 1] {
+                let kept = span::decode(span::encode(nanos));
+                assert!(kept <= nanos, "{nanos} ns came back as {kept}");
+                assert!(kept >= previous.min(nanos), "order lost at {nanos} ns");
+                previous = previous.max(kept);
+            }
+        }
     }
 }
