@@ -690,6 +690,15 @@ impl Hasher for JobIdHasher {
     }
 }
 
+/// The job at `loc`, given the two places jobs are kept (so that a caller can hold the index
+/// mutably at the same time).
+fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Option<&'a Job> {
+    match loc {
+        Loc::Live(slot) => records.get(slot).map(|r| &r.job),
+        Loc::Finished(seq) => retained.get(seq),
+    }
+}
+
 /// The hash of a job id in the index.
 fn hash_id(id: JobId) -> u64 {
     BuildHasherDefault::<JobIdHasher>::default().hash_one(id)
@@ -750,30 +759,43 @@ impl JobQueue {
         let mut guard = inner.state.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        let known = st.find(id).is_some();
-        if st.live >= inner.capacity && !known {
+        // One probe both rules out a duplicate and finds the place of the new entry.
+        let hash = hash_id(id);
+        let State {
+            index,
+            records,
+            retained,
+            ..
+        } = st;
+        let is_id = |e: &IndexEntry| {
+            e.hash == hash
+                && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
+        };
+        let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
+        else {
+            return Err(QueueError::Duplicate(id));
+        };
+        if st.live >= inner.capacity {
             st.stats.rejected_full += 1;
             return Err(QueueError::Full {
                 capacity: inner.capacity,
             });
         }
-        if known {
-            return Err(QueueError::Duplicate(id));
-        }
+        // The slab fills its vacant key next, so the entry can name the slot before the record
+        // is in it.
+        let slot = records.vacant_key();
+        vacant.insert(IndexEntry {
+            hash,
+            loc: PackedLoc::pack(Loc::Live(slot)),
+        });
         job.stamp_submitted(now, inner.retry.max_retries());
-        let slot = st.records.insert(Record {
+        let slot = records.insert(Record {
             job,
             place: Place::Done,
             followers: Vec::new(),
             prev: NIL,
             next: NIL,
         });
-        // The probe just made by `find` left the line in cache.
-        let entry = IndexEntry {
-            hash: hash_id(id),
-            loc: PackedLoc::pack(Loc::Live(slot)),
-        };
-        st.index.insert_unique(entry.hash, entry, |e| e.hash);
         st.stats.submitted += 1;
         let woke = inner.admit(st, slot, now) && st.waiting > 0;
         let completions = std::mem::take(&mut st.completions);
@@ -1031,10 +1053,7 @@ impl State {
 
     /// The job at `loc`.
     fn job_at(&self, loc: Loc) -> Option<&Job> {
-        match loc {
-            Loc::Live(slot) => self.records.get(slot).map(|r| &r.job),
-            Loc::Finished(seq) => self.retained.get(seq),
-        }
+        job_in(&self.records, &self.retained, loc)
     }
 
     /// The record in `slot`, which holds job `id` (the id only names the job in the error).
