@@ -8,10 +8,12 @@
 //! makes every transition atomic (a job is never seen half-moved between two structures).
 //!
 //! * **Ready jobs** live in one FIFO `VecDeque` per (priority, job type), each entry stamped
-//!   with a queue-wide sequence number. A take looks at the (at most 12) heads and picks the
-//!   highest *effective* priority, then the lowest sequence number: High before Medium before
-//!   Low, FIFO within a priority. Splitting by type lets a worker take only the types it has
-//!   handlers for without scanning past the others.
+//!   with a queue-wide sequence number. A take looks at the heads and picks the highest
+//!   *effective* priority, then the lowest sequence number: High before Medium before Low,
+//!   FIFO within a priority. Splitting by type lets a worker take only the types it has
+//!   handlers for without scanning past the others. A 12-bit mask of the non-empty deques
+//!   (kept up to date by every push and pop) makes a take visit only the heads that exist —
+//!   usually one to three — instead of all twelve.
 //! * **Aging**: a job's effective priority rises one level per `aging_step` it has waited, up
 //!   to High. Heads are the oldest jobs of their deque, so looking at heads suffices. A Low job
 //!   therefore waits at most about `2 * aging_step` before it competes with fresh High work on
@@ -44,23 +46,34 @@
 //! * The records of live jobs (and dead letters) sit in a **slab**; a job keeps its slot until
 //!   it finishes. Ready deques, retries, followers and leases refer to slots, and a [`Lease`]
 //!   carries its job's slot, so a take or a completion reaches the record without a hash
-//!   lookup. An index (job id → location) serves the calls that name a job by id; it holds
-//!   ids and locations only, so it stays small.
+//!   lookup. An index (job id → location) serves the calls that name a job by id. An entry is
+//!   16 bytes, the id's 64-bit hash and a location packed in one word, so the index of the
+//!   10 000 retained jobs is half the size it was with whole ids in it. A probe reads the
+//!   job it lands on only when the full hash matches, to confirm the id: generated ids never
+//!   collide in practice, but a parsed [`JobId`] can be chosen to collide, and it must not
+//!   reach another job. The hash is the id's random bits folded (no SipHash).
 //! * **Leases** form a doubly linked list threaded through the records, earliest deadline
 //!   first. Every lease lasts the same time and the clock is monotonic, so a new lease goes at
 //!   the back in O(1); completing unlinks in O(1); expiry reads the head. Nothing is allocated
 //!   or freed per lease (a `BTreeMap` allocated a node as it filled and freed one as it
 //!   emptied).
 //! * A job that finishes leaves the slab for a **ring of finished jobs** in finishing order,
-//!   and its slot is reused by the next submit while it is still in cache. The retention bound
-//!   drops the oldest finished job from the front of the ring: records are read back in the
-//!   order they were written, which the hardware prefetcher streams, instead of from wherever
-//!   their slots were, and once the ring holds `retain_finished` jobs (its capacity is capped
-//!   there) the newly finished job is written into the place the dropped one just vacated.
-//!   Dropping a cold record from a hash table of 10 000 on every completion was the largest
-//!   cost per job before this layout.
+//!   and its slot is reused by the next submit while it is still in cache, so the live slab
+//!   stays as small as the backlog. The ring is a `Vec` of at most `retain_finished` jobs;
+//!   once full, the job that finished `n`-th is *assigned over* the one at `n % retain`, which
+//!   drops the oldest job in place and writes the new one into the memory just read: one copy
+//!   of a job per finish (a pop and a push moved it three times), and the ring is walked in
+//!   address order, which the hardware prefetcher streams. This is the one cost per job that
+//!   the baselines do not have: with 10 000 jobs of about 200 bytes the ring is larger than
+//!   a core's L2 cache, so each finish streams a job out and one in, and the index entry of
+//!   the dropped job is a cache miss. `retain_finished` trades readable history for it.
+//! * **Maintenance** (due retries, expired leases) runs at the start of every operation, but
+//!   a lower bound of the next due time (`next_due`, lowered whenever a retry or lease is
+//!   filed and recomputed when maintenance runs) makes it a single comparison until something
+//!   is due.
 //! * The clock is read once per operation (submit, take, complete); a blocking take reads
-//!   real time only once it actually has to wait.
+//!   real time only once it actually has to wait. Nothing is allocated per job in the steady
+//!   state: slots, deque entries and ring places are reused.
 //!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
@@ -489,6 +502,42 @@ enum Loc {
     Finished(u64),
 }
 
+/// A [`Loc`] packed in one word (the top bit tells a finished job's sequence number from a
+/// slot), so that an index entry is 16 bytes and four fit in a cache line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedLoc(u64);
+
+impl PackedLoc {
+    const FINISHED: u64 = 1 << 63;
+
+    /// Slots and sequence numbers never reach 2^63 (a slot is an index into memory, and a
+    /// sequence number counts finished jobs), so the flag bit is free.
+    fn pack(loc: Loc) -> PackedLoc {
+        match loc {
+            Loc::Live(slot) => PackedLoc(slot as u64),
+            Loc::Finished(seq) => PackedLoc(seq | Self::FINISHED),
+        }
+    }
+
+    fn unpack(self) -> Loc {
+        if self.0 & Self::FINISHED == 0 {
+            Loc::Live(self.0 as Slot)
+        } else {
+            Loc::Finished(self.0 & !Self::FINISHED)
+        }
+    }
+}
+
+/// An entry of the job index: the hash of the job's id and where the job is. The id itself
+/// is not stored (it is in the record the location names), which halves the index: a probe
+/// compares hashes and reads the job only on a full 64-bit match, which in practice is the
+/// job looked for (and is then read anyway).
+#[derive(Clone, Copy)]
+struct IndexEntry {
+    hash: u64,
+    loc: PackedLoc,
+}
+
 /// A ready job in its (priority, type) deque.
 #[derive(Clone, Copy)]
 struct Ready {
@@ -526,18 +575,20 @@ struct Record {
 struct State {
     /// The records of live jobs and dead letters.
     records: Slab<Record>,
-    /// Where each job is, for the calls that name a job by id. The id is stored with its
-    /// location so that a probe never has to read a job (finished ones are likely out of
-    /// cache) to rule it out.
-    index: HashTable<(JobId, Loc)>,
+    /// Where each job is, for the calls that name a job by id.
+    index: HashTable<IndexEntry>,
     ready: [[VecDeque<Ready>; 4]; 3],
+    /// Bit `4 * priority + type` is set when `ready[priority][type]` is not empty, so that a
+    /// take looks only at the heads that exist.
+    nonempty: u16,
+    /// No retry is due and no lease ends before this time: a lower bound, so that
+    /// [`Inner::maintain`] is one comparison until something is due.
+    next_due: Timestamp,
     delayed: BTreeMap<(Timestamp, u64), Slot>,
     leases: LeaseList,
     leaders: HashMap<CacheKey, Slot>,
-    /// Finished (completed or cancelled) jobs, oldest first, kept for `get`; the front one
-    /// has sequence number `retained_base`.
-    retained: VecDeque<Job>,
-    retained_base: u64,
+    /// Finished (completed or cancelled) jobs, kept for `get`.
+    retained: Retained,
     dead: VecDeque<Slot>,
     seq: u64,
     /// Jobs queued or running (what `capacity` bounds).
@@ -548,6 +599,53 @@ struct State {
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
+}
+
+/// The finished jobs kept readable: a ring of at most `retain` jobs in finishing order.
+///
+/// The job that finished `seq`-th (counting from 0) sits at `seq % retain`. Once the ring is
+/// full, a newly finished job is assigned over the oldest one, which drops that job in place
+/// and writes the new one into the same, just-read memory: one copy of a job per finish, no
+/// shifting, and the ring is walked in address order, which the hardware prefetcher streams.
+#[derive(Default)]
+struct Retained {
+    jobs: Vec<Job>,
+    /// How many jobs were ever retained: the sequence number of the next one.
+    next: u64,
+}
+
+impl Retained {
+    /// The job that finished `seq`-th, if it is still kept.
+    fn get(&self, seq: u64) -> Option<&Job> {
+        let kept = self.jobs.len() as u64;
+        if seq >= self.next || self.next - seq > kept {
+            return None;
+        }
+        // Until the ring is full its length is `next`, so `seq % len` is `seq` itself; once
+        // full, its length is `retain`.
+        self.jobs.get(usize::try_from(seq % kept).ok()?)
+    }
+
+    /// Keeps `job` (`retain` is at least 1) and returns the id of the job it replaced.
+    fn push(&mut self, job: Job, retain: usize) -> Option<JobId> {
+        let seq = self.next;
+        self.next += 1;
+        if self.jobs.len() < retain {
+            self.jobs.push(job);
+            return None;
+        }
+        let place = self
+            .jobs
+            .get_mut(usize::try_from(seq % retain as u64).ok()?)?;
+        let old = place.id();
+        *place = job;
+        Some(old)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
 }
 
 /// The leased jobs, earliest deadline first: a doubly linked list threaded through the
@@ -592,6 +690,15 @@ impl Hasher for JobIdHasher {
     }
 }
 
+/// The job at `loc`, given the two places jobs are kept (so that a caller can hold the index
+/// mutably at the same time).
+fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Option<&'a Job> {
+    match loc {
+        Loc::Live(slot) => records.get(slot).map(|r| &r.job),
+        Loc::Finished(seq) => retained.get(seq),
+    }
+}
+
 /// The hash of a job id in the index.
 fn hash_id(id: JobId) -> u64 {
     BuildHasherDefault::<JobIdHasher>::default().hash_one(id)
@@ -610,6 +717,12 @@ impl TypeMask {
 
     fn contains(self, t: usize) -> bool {
         self.0 & (1 << t) != 0
+    }
+
+    /// The bits of [`State::nonempty`] this mask accepts: its type bits at every priority.
+    fn ready_bits(self) -> u16 {
+        let m = u16::from(self.0);
+        m | m << 4 | m << 8
     }
 }
 
@@ -646,27 +759,43 @@ impl JobQueue {
         let mut guard = inner.state.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        let known = st.find(id).is_some();
-        if st.live >= inner.capacity && !known {
+        // One probe both rules out a duplicate and finds the place of the new entry.
+        let hash = hash_id(id);
+        let State {
+            index,
+            records,
+            retained,
+            ..
+        } = st;
+        let is_id = |e: &IndexEntry| {
+            e.hash == hash
+                && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
+        };
+        let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
+        else {
+            return Err(QueueError::Duplicate(id));
+        };
+        if st.live >= inner.capacity {
             st.stats.rejected_full += 1;
             return Err(QueueError::Full {
                 capacity: inner.capacity,
             });
         }
-        if known {
-            return Err(QueueError::Duplicate(id));
-        }
+        // The slab fills its vacant key next, so the entry can name the slot before the record
+        // is in it.
+        let slot = records.vacant_key();
+        vacant.insert(IndexEntry {
+            hash,
+            loc: PackedLoc::pack(Loc::Live(slot)),
+        });
         job.stamp_submitted(now, inner.retry.max_retries());
-        let slot = st.records.insert(Record {
+        let slot = records.insert(Record {
             job,
             place: Place::Done,
             followers: Vec::new(),
             prev: NIL,
             next: NIL,
         });
-        // The probe just made by `find` left the line in cache.
-        st.index
-            .insert_unique(hash_id(id), (id, Loc::Live(slot)), |e| hash_id(e.0));
         st.stats.submitted += 1;
         let woke = inner.admit(st, slot, now) && st.waiting > 0;
         let completions = std::mem::take(&mut st.completions);
@@ -833,7 +962,7 @@ impl JobQueue {
         let st = self.inner.state.lock();
         st.dead
             .iter()
-            .filter_map(|&slot| st.records.get(slot).map(|r| r.job.clone()))
+            .filter_map(|&slot| st.records.get(slot).map(|r| Job::clone(&r.job)))
             .collect()
     }
 
@@ -904,7 +1033,14 @@ impl State {
 
     /// Where job `id` is, if the queue still has it.
     fn find(&self, id: JobId) -> Option<Loc> {
-        self.index.find(hash_id(id), |e| e.0 == id).map(|e| e.1)
+        let hash = hash_id(id);
+        // Equal hashes of different ids are all but impossible for generated ids, but a parsed
+        // id can be chosen to collide, so a hash match is confirmed against the job itself.
+        self.index
+            .find(hash, |e| {
+                e.hash == hash && self.job_at(e.loc.unpack()).is_some_and(|j| j.id() == id)
+            })
+            .map(|e| e.loc.unpack())
     }
 
     /// The slot of job `id`, if it is live or dead-lettered.
@@ -917,13 +1053,7 @@ impl State {
 
     /// The job at `loc`.
     fn job_at(&self, loc: Loc) -> Option<&Job> {
-        match loc {
-            Loc::Live(slot) => self.records.get(slot).map(|r| &r.job),
-            Loc::Finished(seq) => {
-                let i = usize::try_from(seq.checked_sub(self.retained_base)?).ok()?;
-                self.retained.get(i)
-            }
-        }
+        job_in(&self.records, &self.retained, loc)
     }
 
     /// The record in `slot`, which holds job `id` (the id only names the job in the error).
@@ -942,15 +1072,31 @@ impl State {
             let (p, t) = (record.job.priority().index(), record.job.job_type().index());
             record.place = Place::Ready { seq };
             self.ready[p][t].push_back(Ready { slot, seq, since });
+            self.nonempty |= 1 << (4 * p + t);
         }
+    }
+
+    /// Takes the head of `ready[p][t]`.
+    fn pop_ready(&mut self, p: usize, t: usize) -> Option<Ready> {
+        let deque = &mut self.ready[p][t];
+        let ready = deque.pop_front();
+        if deque.is_empty() {
+            self.nonempty &= !(1 << (4 * p + t));
+        }
+        ready
     }
 
     /// Takes a ready job out of its deque (for cancel or a priority change).
     fn unready(&mut self, priority: JobPriority, job_type: JobType, seq: u64) -> Option<Ready> {
-        let deque = &mut self.ready[priority.index()][job_type.index()];
+        let (p, t) = (priority.index(), job_type.index());
+        let deque = &mut self.ready[p][t];
         // Sequence numbers only grow and are pushed at the back, so each deque is sorted.
         let pos = deque.binary_search_by_key(&seq, |r| r.seq).ok()?;
-        deque.remove(pos)
+        let ready = deque.remove(pos);
+        if deque.is_empty() {
+            self.nonempty &= !(1 << (4 * p + t));
+        }
+        ready
     }
 
     /// The deadline of a leased job's lease.
@@ -972,6 +1118,7 @@ impl State {
     /// monotonic, so a new deadline is the latest and this appends in O(1); the walk back only
     /// guards the order against a clock that breaks its promise.
     fn link_lease(&mut self, slot: Slot, deadline: Timestamp) {
+        self.next_due = self.next_due.min(deadline);
         let mut after = self.leases.tail;
         while after != NIL && self.deadline_of(after).is_some_and(|d| d > deadline) {
             after = self.records.get(after).map_or(NIL, |r| r.prev);
@@ -1013,9 +1160,11 @@ impl State {
         self.leases.len -= 1;
     }
 
-    /// Forgets job `id`.
-    fn unindex(&mut self, id: JobId) {
-        if let Ok(entry) = self.index.find_entry(hash_id(id), |e| e.0 == id) {
+    /// Forgets job `id`, which is at `loc` (the location alone identifies the entry, so the
+    /// job is not read again).
+    fn unindex(&mut self, id: JobId, loc: Loc) {
+        let loc = PackedLoc::pack(loc);
+        if let Ok(entry) = self.index.find_entry(hash_id(id), |e| e.loc == loc) {
             entry.remove();
         }
     }
@@ -1023,48 +1172,31 @@ impl State {
     /// Drops a dead letter's record: its slot is free for the next submit.
     fn drop_record(&mut self, slot: Slot) {
         if let Some(record) = self.records.try_remove(slot) {
-            self.unindex(record.job.id());
+            self.unindex(record.job.id(), Loc::Live(slot));
         }
     }
 
-    /// Moves a job that just finished (completed or cancelled) out of the slab to the back of
-    /// `retained`, and drops the oldest finished jobs beyond the retention bound. Nothing
-    /// refers to the slot any more (the caller took the job out of every structure), so it is
-    /// free for the next submit.
-    ///
-    /// Why a separate ring: finished jobs are dropped in the order they finished, so they are
-    /// read back in address order, which the hardware prefetcher streams, instead of from
-    /// wherever their slots were (a cache miss per record, most of a completion's cost when
-    /// 10 000 are kept).
+    /// Moves a job that just finished (completed or cancelled) out of the slab into the
+    /// finished ring, where it takes the place of the oldest finished job once the ring holds
+    /// `retain`. Nothing refers to the slot any more (the caller took the job out of every
+    /// structure), so it is free for the next submit.
     fn finished(&mut self, slot: Slot, retain: usize) {
         let Some(record) = self.records.try_remove(slot) else {
             return;
         };
         let id = record.job.id();
         if retain == 0 {
-            self.unindex(id);
+            self.unindex(id, Loc::Live(slot));
             return;
         }
-        // Drop first, then push: once the ring's capacity is exactly `retain`, the push
-        // reuses the slot the drop just read, which is in cache, instead of writing to cold
-        // memory elsewhere in the ring.
-        while self.retained.len() >= retain {
-            let Some(old) = self.retained.pop_front() else {
-                break;
-            };
-            self.unindex(old.id());
-            self.retained_base += 1;
+        let seq = self.retained.next;
+        let live = PackedLoc::pack(Loc::Live(slot));
+        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.loc == live) {
+            entry.loc = PackedLoc::pack(Loc::Finished(seq));
         }
-        let len = self.retained.len();
-        if len == self.retained.capacity() {
-            // Geometric growth, but never past `retain` (which `VecDeque` would overshoot).
-            self.retained.reserve_exact(len.max(16).min(retain - len));
+        if let Some(old) = self.retained.push(record.job, retain) {
+            self.unindex(old, Loc::Finished(seq - retain as u64));
         }
-        let seq = self.retained_base + len as u64;
-        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.0 == id) {
-            entry.1 = Loc::Finished(seq);
-        }
-        self.retained.push_back(record.job);
     }
 
     /// Adds a job that just failed for good to the dead letter, dropping the oldest beyond
@@ -1144,6 +1276,9 @@ impl Inner {
     /// Moves due retries to the ready deques and takes back expired leases. Returns whether a
     /// job became ready.
     fn maintain(&self, st: &mut State, now: Timestamp) -> bool {
+        if now < st.next_due {
+            return false;
+        }
         let mut woke = false;
         while let Some(entry) = st.delayed.first_entry() {
             if entry.key().0 > now {
@@ -1160,6 +1295,13 @@ impl Inner {
             st.unlink_lease(slot);
             woke |= self.expire(st, slot, now);
         }
+        let next_retry = st.delayed.first_key_value().map(|((at, _), _)| *at);
+        let next_expiry = st.first_lease().map(|(at, _)| at);
+        st.next_due = [next_retry, next_expiry]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Timestamp::from_nanos(u64::MAX));
         woke
     }
 
@@ -1199,6 +1341,7 @@ impl Inner {
             let due = now.saturating_add(delay);
             let seq = st.next_seq();
             st.delayed.insert((due, seq), slot);
+            st.next_due = st.next_due.min(due);
             st.record_mut(slot, id)?.place = Place::Delayed { due, seq };
             return Ok(false);
         }
@@ -1414,22 +1557,24 @@ impl Inner {
         // Rank: (effective priority index, older first); the best rank wins.
         type Rank = (usize, Reverse<u64>);
         let mut best: Option<(Rank, usize, usize)> = None;
-        for (p, by_type) in st.ready.iter().enumerate() {
-            for (t, deque) in by_type.iter().enumerate() {
-                let Some(head) = deque.front() else { continue };
-                if !mask.contains(t) {
-                    continue;
-                }
-                let aged = self.aging_nanos.map_or(0, |step| {
-                    let waited = now.as_nanos().saturating_sub(head.since.as_nanos());
-                    // Two levels (Low to High) is all that can matter: compare, don't divide
-                    // (a 64-bit division was a tenth of a take).
-                    usize::from(waited >= step) + usize::from(waited >= step.saturating_mul(2))
-                });
-                let rank = ((p + aged).min(2), Reverse(head.seq));
-                if best.is_none_or(|(b, _, _)| rank > b) {
-                    best = Some((rank, p, t));
-                }
+        // Only the deques that hold jobs of an accepted type: usually one to three.
+        let mut bits = st.nonempty & mask.ready_bits();
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let (p, t) = (i / 4, i % 4);
+            let Some(head) = st.ready[p][t].front() else {
+                continue;
+            };
+            let aged = self.aging_nanos.map_or(0, |step| {
+                let waited = now.as_nanos().saturating_sub(head.since.as_nanos());
+                // Two levels (Low to High) is all that can matter: compare, don't divide
+                // (a 64-bit division was a tenth of a take).
+                usize::from(waited >= step) + usize::from(waited >= step.saturating_mul(2))
+            });
+            let rank = ((p + aged).min(2), Reverse(head.seq));
+            if best.is_none_or(|(b, _, _)| rank > b) {
+                best = Some((rank, p, t));
             }
         }
         best.map(|(_, p, t)| (p, t))
@@ -1444,7 +1589,7 @@ impl Inner {
     ) -> Option<Lease> {
         loop {
             let (p, t) = self.pick(st, mask, now)?;
-            let ready = st.ready[p][t].pop_front()?;
+            let ready = st.pop_ready(p, t)?;
             let lease_id = st.next_seq();
             let deadline = now.saturating_add(self.lease);
             let Some(record) = st.records.get_mut(ready.slot) else {
@@ -1591,6 +1736,104 @@ mod tests {
         assert_eq!((stats.lease_expirations, stats.processing), (2, 1));
         assert_eq!(lease_deadlines(&queue), [160]);
         assert_eq!(queue.dead_letters().len(), 2);
+    }
+
+    /// Checks the structures that shadow each other: the ready bitmask against the deques,
+    /// and the index against the slab and the finished ring.
+    fn assert_consistent(queue: &JobQueue) {
+        let st = queue.inner.state.lock();
+        for (p, by_type) in st.ready.iter().enumerate() {
+            for (t, deque) in by_type.iter().enumerate() {
+                let bit = st.nonempty & (1 << (4 * p + t)) != 0;
+                assert_eq!(bit, !deque.is_empty(), "nonempty bit of ready[{p}][{t}]");
+            }
+        }
+        assert_eq!(st.index.len(), st.records.len() + st.retained.len());
+        for e in st.index.iter() {
+            let job = st
+                .job_at(e.loc.unpack())
+                .expect("an index entry names a job");
+            assert_eq!(hash_id(job.id()), e.hash);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever mix of completions and cancellations, exactly the last `retain` finished
+        /// jobs are readable, and every structure agrees with the others.
+        #[test]
+        fn the_finished_ring_keeps_exactly_the_last_jobs(
+            retain in 0usize..6,
+            ops in proptest::collection::vec((0u8..3, 0u8..3), 1..60),
+        ) {
+            let queue = JobQueue::builder().retain_finished(retain).build().expect("valid");
+            let worker = WorkerId::new("w");
+            let mut finished = Vec::new();
+            let mut queued = VecDeque::new();
+            for (op, priority) in ops {
+                match op {
+                    0 => {
+                        let job = Job::new(JobType::Indexing, &b""[..])
+                            .with_priority(JobPriority::ALL[usize::from(priority)]);
+                        queued.push_back(queue.submit(job).expect("submit"));
+                    }
+                    1 => {
+                        if let Some(lease) = queue.try_next(&worker) {
+                            queued.retain(|&id| id != lease.job_id());
+                            queue.complete(&lease, JobResult::default()).expect("current");
+                            finished.push(lease.job_id());
+                        }
+                    }
+                    _ => {
+                        if let Some(id) = queued.pop_front() {
+                            queue.cancel(id).expect("queued");
+                            finished.push(id);
+                        }
+                    }
+                }
+                assert_consistent(&queue);
+                let kept = finished.len().saturating_sub(retain);
+                for (i, &id) in finished.iter().enumerate() {
+                    let status = queue.status(id);
+                    proptest::prop_assert_eq!(status.is_some(), i >= kept, "finished job {}", i);
+                }
+                for &id in &queued {
+                    proptest::prop_assert_eq!(queue.status(id), Some(JobStatus::Queued));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_chosen_to_collide_with_a_job_does_not_reach_it() {
+        let queue = JobQueue::builder()
+            .retain_finished(4)
+            .build()
+            .expect("valid");
+        let worker = WorkerId::new("w");
+        let queued = queue
+            .submit(Job::new(JobType::Indexing, &b""[..]))
+            .expect("submit");
+        let done = queue
+            .submit(Job::new(JobType::Indexing, &b""[..]))
+            .expect("submit");
+        let lease = queue.try_next(&worker).expect("ready");
+        queue
+            .complete(&lease, JobResult::default())
+            .expect("current");
+        // Flipping the same bits in both halves keeps the index hash (hi ^ lo) unchanged.
+        let twin = |id: JobId| -> JobId {
+            let (hi, lo) = id.as_uuid().as_u64_pair();
+            let twin = uuid::Uuid::from_u64_pair(hi ^ 0xff, lo ^ 0xff).to_string();
+            twin.parse().expect("a UUID")
+        };
+        for id in [queued, done] {
+            let other = twin(id);
+            assert_eq!(hash_id(other), hash_id(id));
+            assert!(queue.get(other).is_none());
+            assert!(matches!(queue.cancel(other), Err(QueueError::NotFound(_))));
+            assert!(queue.get(id).is_some());
+        }
+        assert_consistent(&queue);
     }
 
     #[test]
