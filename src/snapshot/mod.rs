@@ -104,6 +104,7 @@
 
 mod file;
 mod format;
+mod hash;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read};
@@ -113,7 +114,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-pub use format::{FORMAT_VERSION, MAGIC};
+pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 
 use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
 use crate::entry::CacheEntry;
@@ -144,7 +145,7 @@ pub enum SnapshotError {
     },
     /// The file is a snapshot of a format version this build cannot read.
     #[error(
-        "unsupported snapshot format version {version} (this build reads version {FORMAT_VERSION})"
+        "unsupported snapshot format version {version} (this build reads versions {FORMAT_VERSION_1} and {FORMAT_VERSION})"
     )]
     UnsupportedVersion {
         /// The version in the file.
@@ -172,12 +173,33 @@ pub enum SnapshotError {
         /// What is wrong.
         reason: String,
     },
-    /// The content does not hash to the stored SHA-256: the file was damaged.
+    /// The content does not hash to the stored SHA-256: the file was damaged. In a
+    /// version-1 file this is the checksum of the whole content; in a version-2 file it is the
+    /// root over the header and the list of block digests (a damaged block is reported as
+    /// [`SnapshotError::BlockChecksumMismatch`]).
     #[error("snapshot checksum mismatch: stored SHA-256 {stored}, content hashes to {computed}")]
     ChecksumMismatch {
         /// The checksum in the file, hex.
         stored: String,
         /// The checksum of the content, hex.
+        computed: String,
+    },
+    /// One block of a version-2 file's record stream does not hash to its listed SHA-256: the
+    /// file was damaged in that block.
+    #[error(
+        "snapshot checksum mismatch in block {block} (bytes {start}..{end}): stored SHA-256 \
+         {stored}, content hashes to {computed}"
+    )]
+    BlockChecksumMismatch {
+        /// The block's number, from 0.
+        block: u64,
+        /// File offset of the block's first byte.
+        start: u64,
+        /// File offset just past the block's last byte.
+        end: u64,
+        /// The digest listed in the trailer, hex.
+        stored: String,
+        /// The digest of the block's content, hex.
         computed: String,
     },
 }
@@ -325,7 +347,7 @@ impl Cache {
         let mut report = SnapshotReport::new(saved_at);
         let file_bytes = file::replace_atomically(path.as_ref(), |file| {
             let out = BufWriter::with_capacity(IO_BUFFER, file);
-            let mut out = format::Encoder::new(out, saved_at)?;
+            let mut out = format::Encoder::new(out, saved_at, format::BLOCK_SIZE)?;
             for shard in 0..self.shard_count() {
                 // Read before the export, so the shift is never more than the time that
                 // really passed: remaining TTLs err on the short side.

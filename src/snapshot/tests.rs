@@ -65,13 +65,13 @@ fn a_full_disk_mid_save_keeps_the_previous_snapshot() {
     for room in [0, 1, 100, 5_000, 19_999] {
         let result = replace_atomically(&path, |file| {
             let out = FullDisk { file, room };
-            let mut out = format::Encoder::new(out, SystemTime::now())?;
+            let mut out = format::Encoder::new(out, SystemTime::now(), format::BLOCK_SIZE)?;
             for image in cache.export_shard(0) {
                 out.entry(&image.key, &image.value, None, 0, 0, false)?;
             }
             out.entry(
                 &CacheKey::from_content(b"big", "t").expect("key"),
-                &[7u8; 20_000],
+                &Bytes::from(vec![7u8; 20_000]),
                 None,
                 0,
                 0,
