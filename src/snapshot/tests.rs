@@ -24,12 +24,12 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// A writer over the temp file that fails like a full disk after `room` bytes.
-struct FullDisk<'a> {
-    file: &'a File,
+struct FullDisk<'a, 'f> {
+    file: &'a mut file::Output<'f>,
     room: usize,
 }
 
-impl Write for FullDisk<'_> {
+impl Write for FullDisk<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.room == 0 {
             return Err(io::Error::new(
