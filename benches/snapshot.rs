@@ -10,8 +10,10 @@
 //! twice: *cold*, from the disk, after both files' pages were dropped from the page cache
 //! (`posix_fadvise(POSIX_FADV_DONTNEED)` on the fsynced file), and *warm*, from the page cache
 //! (right after the cold read). Each row also reports the process CPU time it used (all
-//! threads): on a machine shared with other work, CPU time ÷ cores bounds what the row would
-//! take alone, where wall time is inflated by the load.
+//! threads) and the calling thread's: on a machine shared with other work, where wall time is
+//! inflated by the load, the larger of the caller's CPU time and the process's ÷ cores is
+//! what the row's computation needs at least on an idle machine (waits for the disk come on
+//! top).
 //!
 //! Run with `cargo bench --bench snapshot`; `SNAPSHOT_BENCH_ROUNDS` sets the rounds (3).
 
@@ -47,17 +49,26 @@ fn values() -> Vec<Bytes> {
     values
 }
 
-fn cpu_time() -> Duration {
-    let t = clock_gettime(ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+/// Time used so far: (process CPU, this thread's CPU).
+fn cpu_time() -> (Duration, Duration) {
+    let at = |clock| {
+        let t = clock_gettime(clock);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    (at(ClockId::ProcessCPUTime), at(ClockId::ThreadCPUTime))
 }
 
-/// Wall time and process CPU time of `f`.
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, Duration, T) {
-    let cpu = cpu_time();
+/// What one run of a row took: wall time, process CPU time, calling thread's CPU time.
+type Times = (Duration, Duration, Duration);
+
+/// The times of `f`, and its result.
+fn time<T>(f: impl FnOnce() -> T) -> (Times, T) {
+    let (process, thread) = cpu_time();
     let start = Instant::now();
     let out = black_box(f());
-    (start.elapsed(), cpu_time() - cpu, out)
+    let wall = start.elapsed();
+    let (process_now, thread_now) = cpu_time();
+    ((wall, process_now - process, thread_now - thread), out)
 }
 
 /// Drops the (fsynced, hence clean) pages of the file at `path` from the page cache, so the
@@ -119,29 +130,31 @@ fn main() {
 
     let mut wall: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
     let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
-    let mut record = |row: usize, (w, c): (Duration, Duration)| {
+    let mut caller: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
+    let mut record = |row: usize, (w, c, t): Times| {
         wall[row].push(w);
         cpu[row].push(c);
+        caller[row].push(t);
     };
     let load = |row: usize| {
         let restored = Cache::builder()
             .max_bytes(2 * TOTAL)
             .build()
             .expect("builds");
-        let (w, c, report) = time(|| restored.load_snapshot(&snap_path).expect("loads"));
+        let (times, report) = time(|| restored.load_snapshot(&snap_path).expect("loads"));
         assert_eq!(report.restored as usize, values.len(), "{}", ROWS[row]);
         // Freeing 1 GiB is not part of the load.
         drop(restored);
-        (w, c)
+        times
     };
     let read = || {
-        let (w, c, plain) = time(|| std::fs::read(&plain_path).expect("reads"));
+        let (times, plain) = time(|| std::fs::read(&plain_path).expect("reads"));
         assert_eq!(plain.len() as u64, bytes);
         drop(plain);
-        (w, c)
+        times
     };
     for round in 0..rounds {
-        let (w, c, ()) = time(|| {
+        let (times, ()) = time(|| {
             let file = File::create(&plain_path).expect("creates");
             let mut out = BufWriter::with_capacity(1 << 20, &file);
             for value in &values {
@@ -151,10 +164,10 @@ fn main() {
             drop(out);
             file.sync_all().expect("syncs");
         });
-        record(0, (w, c));
-        let (w, c, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
+        record(0, times);
+        let (times, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
         assert_eq!(report.entries as usize, values.len());
-        record(1, (w, c));
+        record(1, times);
 
         drop_from_page_cache(&plain_path);
         drop_from_page_cache(&snap_path);
@@ -163,15 +176,15 @@ fn main() {
         record(4, read());
         record(5, load(5));
 
-        let (w, c, _) = time(|| {
+        let (times, _) = time(|| {
             let mut hasher = Context::new(&SHA256);
             for value in &values {
                 hasher.update(value);
             }
             hasher.finish()
         });
-        record(6, (w, c));
-        let (w, c, ()) = time(|| {
+        record(6, times);
+        let (times, ()) = time(|| {
             std::thread::scope(|scope| {
                 for t in 0..cores {
                     let values = &values;
@@ -183,7 +196,7 @@ fn main() {
                 }
             })
         });
-        record(7, (w, c));
+        record(7, times);
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
@@ -195,8 +208,8 @@ fn main() {
     };
     let medians: Vec<f64> = wall.iter().map(|ts| mib_s(median(ts))).collect();
     println!(
-        "{:<20} {:>9} {:>13} {:>11} {:>10} {:>9}",
-        "row", "median s", "median MiB/s", "best MiB/s", "median CPU s", "vs plain"
+        "{:<20} {:>9} {:>13} {:>11} {:>13} {:>16} {:>9}",
+        "row", "median s", "median MiB/s", "best MiB/s", "median CPU s", "caller CPU s", "vs plain"
     );
     for (i, row) in ROWS.iter().enumerate() {
         let best = wall[i].iter().min().copied().unwrap_or_default();
@@ -204,11 +217,12 @@ fn main() {
             .map(|b| format!("{:.0} %", 100.0 * medians[i] / medians[b]))
             .unwrap_or_default();
         println!(
-            "{row:<20} {:>9.2} {:>13.1} {:>11.1} {:>12.2} {:>9}",
+            "{row:<20} {:>9.2} {:>13.1} {:>11.1} {:>13.2} {:>16.2} {:>9}",
             median(&wall[i]).as_secs_f64(),
             medians[i],
             mib_s(best),
             median(&cpu[i]).as_secs_f64(),
+            median(&caller[i]).as_secs_f64(),
             ratio
         );
     }
