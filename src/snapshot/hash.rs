@@ -136,7 +136,8 @@ pub(super) struct BlockHasher {
     blocks: usize,
     /// Digests computed on this thread, by block index.
     local: Vec<(usize, Digest)>,
-    /// `None` until the first block completes, and if no worker could be started.
+    /// `None` until a block completes after [`POOL_AFTER`] bytes, and if no worker could be
+    /// started.
     pool: Option<Pool>,
     /// Whether starting the pool was already tried.
     tried_pool: bool,
