@@ -1,20 +1,26 @@
 //! Snapshot save and load of 1 GiB of entries (values of 1 KiB to 1 MiB, log-uniform), next
 //! to their limits in the same run: a plain sequential write (+ fsync) and read of the same
-//! value bytes, and SHA-256 over them in memory (`ring`, the checksum every snapshot byte
-//! goes through).
+//! value bytes, and SHA-256 over them in memory (`ring`, the hash every snapshot byte goes
+//! through) on one thread and split over all cores.
 //!
 //! Each operation on 1 GiB takes seconds, so this is a plain `harness = false` bench: a few
 //! rounds, each running every row once (interleaved, so that load from other processes hits
 //! all rows alike), then a table of the median and best MiB/s. Every row counts the same
-//! bytes: the sum of the value sizes. Reads come from the page cache for both the plain file
-//! and the snapshot (both were just written, and RAM is far larger than 2 GiB); writes are
-//! fsynced in both.
+//! bytes: the sum of the value sizes. Writes are fsynced in both rows. Reads are measured
+//! twice: *cold*, from the disk, after both files' pages were dropped from the page cache
+//! (`posix_fadvise(POSIX_FADV_DONTNEED)` on the fsynced file), and *warm*, from the page cache
+//! (right after the cold read). Each row also reports the process CPU time it used (all
+//! threads) and the calling thread's: on a machine shared with other work, where wall time is
+//! inflated by the load, the larger of the caller's CPU time and the process's ÷ cores is
+//! what the row's computation needs at least on an idle machine (waits for the disk come on
+//! top).
 //!
 //! Run with `cargo bench --bench snapshot`; `SNAPSHOT_BENCH_ROUNDS` sets the rounds (3).
 
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +28,8 @@ use memocache::{Cache, CacheKey};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use ring::digest::{Context, SHA256};
+use rustix::fs::{Advice, fadvise};
+use rustix::time::{ClockId, clock_gettime};
 
 const TOTAL: u64 = 1 << 30;
 const MIN_VALUE: f64 = 1024.0;
@@ -41,10 +49,55 @@ fn values() -> Vec<Bytes> {
     values
 }
 
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+/// Time used so far: (process CPU, this thread's CPU).
+fn cpu_time() -> (Duration, Duration) {
+    let at = |clock| {
+        let t = clock_gettime(clock);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    (at(ClockId::ProcessCPUTime), at(ClockId::ThreadCPUTime))
+}
+
+/// What one run of a row took: wall time, process CPU time, calling thread's CPU time.
+type Times = (Duration, Duration, Duration);
+
+/// The times of `f`, and its result.
+fn time<T>(f: impl FnOnce() -> T) -> (Times, T) {
+    let (process, thread) = cpu_time();
     let start = Instant::now();
     let out = black_box(f());
-    (start.elapsed(), out)
+    let wall = start.elapsed();
+    let (process_now, thread_now) = cpu_time();
+    ((wall, process_now - process, thread_now - thread), out)
+}
+
+/// Drops the (fsynced, hence clean) pages of the file at `path` from the page cache, so the
+/// next read comes from the disk.
+fn drop_from_page_cache(path: &Path) {
+    let file = File::open(path).expect("opens");
+    file.sync_all().expect("syncs");
+    fadvise(&file, 0, None, Advice::DontNeed).expect("fadvise");
+}
+
+const ROWS: [&str; 8] = [
+    "plain_write_fsync",
+    "save_snapshot",
+    "plain_read_cold",
+    "load_snapshot_cold",
+    "plain_read_warm",
+    "load_snapshot_warm",
+    "sha256_1_thread",
+    "sha256_all_cores",
+];
+
+/// The row each snapshot row is compared with.
+fn baseline(row: usize) -> Option<usize> {
+    match ROWS[row] {
+        "save_snapshot" => Some(0),
+        "load_snapshot_cold" => Some(2),
+        "load_snapshot_warm" => Some(4),
+        _ => None,
+    }
 }
 
 fn main() {
@@ -56,6 +109,7 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let snap_path = dir.path().join("bench.snap");
     let plain_path = dir.path().join("bench.plain");
@@ -70,20 +124,37 @@ fn main() {
         cache.insert(key, value.clone()).expect("fits");
     }
     println!(
-        "{} entries, {bytes} value bytes; {rounds} rounds",
+        "{} entries, {bytes} value bytes; {rounds} rounds; {cores} cores",
         values.len()
     );
 
-    let rows = [
-        "plain_write_fsync",
-        "save_snapshot",
-        "plain_read",
-        "load_snapshot",
-        "sha256_in_memory",
-    ];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
+    let mut wall: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
+    let mut caller: Vec<Vec<Duration>> = vec![Vec::new(); ROWS.len()];
+    let mut record = |row: usize, (w, c, t): Times| {
+        wall[row].push(w);
+        cpu[row].push(c);
+        caller[row].push(t);
+    };
+    let load = |row: usize| {
+        let restored = Cache::builder()
+            .max_bytes(2 * TOTAL)
+            .build()
+            .expect("builds");
+        let (times, report) = time(|| restored.load_snapshot(&snap_path).expect("loads"));
+        assert_eq!(report.restored as usize, values.len(), "{}", ROWS[row]);
+        // Freeing 1 GiB is not part of the load.
+        drop(restored);
+        times
+    };
+    let read = || {
+        let (times, plain) = time(|| std::fs::read(&plain_path).expect("reads"));
+        assert_eq!(plain.len() as u64, bytes);
+        drop(plain);
+        times
+    };
     for round in 0..rounds {
-        let (t, ()) = time(|| {
+        let (times, ()) = time(|| {
             let file = File::create(&plain_path).expect("creates");
             let mut out = BufWriter::with_capacity(1 << 20, &file);
             for value in &values {
@@ -93,30 +164,39 @@ fn main() {
             drop(out);
             file.sync_all().expect("syncs");
         });
-        times[0].push(t);
-        let (t, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
+        record(0, times);
+        let (times, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
         assert_eq!(report.entries as usize, values.len());
-        times[1].push(t);
-        let (t, plain) = time(|| std::fs::read(&plain_path).expect("reads"));
-        assert_eq!(plain.len() as u64, bytes);
-        drop(plain);
-        times[2].push(t);
-        let restored = Cache::builder()
-            .max_bytes(2 * TOTAL)
-            .build()
-            .expect("builds");
-        let (t, report) = time(|| restored.load_snapshot(&snap_path).expect("loads"));
-        assert_eq!(report.restored as usize, values.len());
-        drop(restored);
-        times[3].push(t);
-        let (t, _) = time(|| {
+        record(1, times);
+
+        drop_from_page_cache(&plain_path);
+        drop_from_page_cache(&snap_path);
+        record(2, read());
+        record(3, load(3));
+        record(4, read());
+        record(5, load(5));
+
+        let (times, _) = time(|| {
             let mut hasher = Context::new(&SHA256);
             for value in &values {
                 hasher.update(value);
             }
             hasher.finish()
         });
-        times[4].push(t);
+        record(6, times);
+        let (times, ()) = time(|| {
+            std::thread::scope(|scope| {
+                for t in 0..cores {
+                    let values = &values;
+                    scope.spawn(move || {
+                        for value in values.iter().skip(t).step_by(cores) {
+                            black_box(ring::digest::digest(&SHA256, value));
+                        }
+                    });
+                }
+            })
+        });
+        record(7, times);
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
@@ -126,23 +206,23 @@ fn main() {
         ts.sort();
         ts[ts.len() / 2]
     };
-    let medians: Vec<f64> = times.iter().map(|ts| mib_s(median(ts))).collect();
+    let medians: Vec<f64> = wall.iter().map(|ts| mib_s(median(ts))).collect();
     println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>10}",
-        "row", "median s", "median MiB/s", "best MiB/s", "vs plain"
+        "{:<20} {:>9} {:>13} {:>11} {:>13} {:>16} {:>9}",
+        "row", "median s", "median MiB/s", "best MiB/s", "median CPU s", "caller CPU s", "vs plain"
     );
-    for (i, row) in rows.iter().enumerate() {
-        let best = times[i].iter().min().copied().unwrap_or_default();
-        let ratio = match i {
-            1 => format!("{:.0} %", 100.0 * medians[1] / medians[0]),
-            3 => format!("{:.0} %", 100.0 * medians[3] / medians[2]),
-            _ => String::new(),
-        };
+    for (i, row) in ROWS.iter().enumerate() {
+        let best = wall[i].iter().min().copied().unwrap_or_default();
+        let ratio = baseline(i)
+            .map(|b| format!("{:.0} %", 100.0 * medians[i] / medians[b]))
+            .unwrap_or_default();
         println!(
-            "{row:<20} {:>12.2} {:>12.1} {:>12.1} {:>10}",
-            median(&times[i]).as_secs_f64(),
+            "{row:<20} {:>9.2} {:>13.1} {:>11.1} {:>13.2} {:>16.2} {:>9}",
+            median(&wall[i]).as_secs_f64(),
             medians[i],
             mib_s(best),
+            median(&cpu[i]).as_secs_f64(),
+            median(&caller[i]).as_secs_f64(),
             ratio
         );
     }

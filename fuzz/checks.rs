@@ -229,6 +229,9 @@ impl<'a> Bytes<'a> {
 /// decodes is exactly a whole snapshot (one byte less or one byte more is refused), holds
 /// unique keys and in-range policy state, and restores into a small cache within its bounds,
 /// with every entry accounted for.
+///
+/// Both format versions are covered: the corpus holds version-1 files and version-2 files
+/// with 1 MiB blocks and with 64-byte blocks (so records cross block boundaries).
 pub fn snapshot_decode(data: &[u8]) {
     let snapshot = match read_snapshot(data) {
         Ok(snapshot) => snapshot,

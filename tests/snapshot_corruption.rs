@@ -155,34 +155,52 @@ fn errors_name_the_problem() {
     assert!(err.to_string().contains("bad magic"), "{err}");
 
     let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     let err = read_snapshot(&newer[..]).expect_err("newer");
     assert!(matches!(
         err,
-        SnapshotError::UnsupportedVersion { version: 2 }
+        SnapshotError::UnsupportedVersion { version: 3 }
     ));
     assert!(
         err.to_string()
-            .contains("unsupported snapshot format version 2"),
+            .contains("unsupported snapshot format version 3"),
         "{err}"
     );
 
+    // One block: the trailer is its count, one digest and the root (72 bytes), after the end
+    // marker (9 bytes).
     let mut damaged = good.clone();
-    let last_value_byte = good.len() - 42;
+    let last_value_byte = good.len() - 72 - 9 - 1;
     damaged[last_value_byte] ^= 1;
     let err = read_snapshot(&damaged[..]).expect_err("damaged");
     assert!(
-        matches!(err, SnapshotError::ChecksumMismatch { .. }),
+        matches!(err, SnapshotError::BlockChecksumMismatch { block: 0, start: 28, end, .. }
+            if end == good.len() as u64 - 72),
         "{err}"
     );
-    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert!(
+        err.to_string().contains("checksum mismatch in block 0"),
+        "{err}"
+    );
+
+    // A damaged digest list or root fails the root check.
+    for offset in [good.len() - 64, good.len() - 1] {
+        let mut damaged = good.clone();
+        damaged[offset] ^= 1;
+        let err = read_snapshot(&damaged[..]).expect_err("damaged");
+        assert!(
+            matches!(err, SnapshotError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
 
     let mut tag = good.clone();
-    tag[24] = 0x07;
+    tag[28] = 0x07;
     let err = read_snapshot(&tag[..]).expect_err("bad tag");
     assert_eq!(
         err.to_string(),
-        "corrupt record at byte 24: unknown record tag 0x07"
+        "corrupt record at byte 28: unknown record tag 0x07"
     );
 
     let mut trailing = good.clone();
@@ -200,4 +218,93 @@ fn errors_name_the_problem() {
         .load_snapshot(dir.path().join("missing.snap"))
         .expect_err("missing");
     assert!(err.to_string().starts_with("opening "), "{err}");
+}
+
+/// A snapshot of several blocks (the record stream is cut into 1 MiB blocks, hashed on
+/// worker threads): damage in any block is refused naming that block, sampled damage and
+/// truncations anywhere are refused, and the cache never changes.
+#[test]
+fn damage_in_a_multi_block_snapshot_names_its_block() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good_path = dir.path().join("big.snap");
+    let cache = Cache::builder()
+        .max_bytes(16 << 20)
+        .build()
+        .expect("builds");
+    for i in 0..40u32 {
+        // 40 values of 1–140 KiB: about 2.9 MiB, three blocks.
+        let value: Vec<u8> = (0..(i as usize + 1) * 3_500)
+            .map(|b| (b as u32 ^ i) as u8)
+            .collect();
+        cache.insert(key(i), value).expect("inserts");
+    }
+    cache.save_snapshot(&good_path).expect("saves");
+    let good = std::fs::read(&good_path).expect("reads");
+    let trailer = 8 + 32 * 3 + 32;
+    assert_eq!(
+        u64::from_le_bytes(
+            good[good.len() - trailer..][..8]
+                .try_into()
+                .expect("8 bytes")
+        ),
+        3,
+        "three blocks"
+    );
+    let restored = Cache::builder()
+        .max_bytes(16 << 20)
+        .build()
+        .expect("builds");
+    assert_eq!(
+        restored.load_snapshot(&good_path).expect("loads").restored,
+        40
+    );
+    assert_eq!(restored.get(&key(39)), cache.get(&key(39)));
+
+    let resident = resident_cache();
+    let before = state(&resident);
+    let path = dir.path().join("bad.snap");
+    std::fs::write(&path, &good).expect("writes");
+    let mut file = File::options().write(true).open(&path).expect("opens");
+    let mut put = |offset: usize, byte: u8| {
+        file.seek(SeekFrom::Start(offset as u64)).expect("seeks");
+        file.write_all(&[byte]).expect("writes");
+    };
+    let stream_end = good.len() - trailer;
+    for offset in (0..good.len()).step_by(49_999).chain([
+        28,
+        (1 << 20) + 27,
+        (1 << 20) + 28,
+        stream_end - 1,
+        stream_end,
+        good.len() - 1,
+    ]) {
+        put(offset, good[offset] ^ 0x40);
+        let err = resident.load_snapshot(&path).expect_err("damaged");
+        assert_eq!(state(&resident), before, "offset {offset}: {err}");
+        if let SnapshotError::BlockChecksumMismatch {
+            block, start, end, ..
+        } = err
+        {
+            let expected = (offset as u64 - 28) >> 20;
+            assert_eq!(block, expected, "offset {offset}");
+            assert!((start..end).contains(&(offset as u64)), "offset {offset}");
+        }
+        put(offset, good[offset]);
+    }
+    let file = File::options().write(true).open(&path).expect("opens");
+    let mut lengths: Vec<usize> = (0..good.len())
+        .step_by(39_989)
+        .chain([stream_end, good.len() - 1])
+        .collect();
+    // Longest first: `set_len` to a longer length would pad the file with zeros.
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    for len in lengths {
+        file.set_len(len as u64).expect("truncates");
+        let err = resident.load_snapshot(&path).expect_err("truncated");
+        assert!(
+            matches!(err, SnapshotError::Truncated { at } if at == len as u64),
+            "length {len}: {err}"
+        );
+        assert_eq!(state(&resident), before, "length {len}");
+    }
 }

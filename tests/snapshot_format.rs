@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use memocache::snapshot::{FORMAT_VERSION, MAGIC, SnapshotError, read_snapshot};
+use memocache::snapshot::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC, SnapshotError, read_snapshot};
 use memocache::{Cache, CacheKey, codec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -41,17 +41,10 @@ fn record<'a>(prefix: &'a str, digest: u8, value: &'a [u8]) -> Record<'a> {
     }
 }
 
-/// Header, records and end marker per the module docs; `count` overrides the record count.
-fn write_file(saved_at: SystemTime, records: &[Record], count: Option<u64>) -> Vec<u8> {
+/// The record stream per the module docs: records, then the end marker; `count` overrides
+/// the record count.
+fn stream(records: &[Record], count: Option<u64>) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let nanos = saved_at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after the epoch")
-        .as_nanos() as u64;
-    out.extend_from_slice(&nanos.to_le_bytes());
     for record in records {
         let head = codec::encode(&record.head).expect("encodes");
         out.push(0x01);
@@ -62,6 +55,69 @@ fn write_file(saved_at: SystemTime, records: &[Record], count: Option<u64>) -> V
     out.push(0x00);
     let count = count.unwrap_or(records.len() as u64);
     out.extend_from_slice(&count.to_le_bytes());
+    out
+}
+
+fn nanos(saved_at: SystemTime) -> u64 {
+    saved_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_nanos() as u64
+}
+
+/// A version-2 header: magic, version, flags, save time, block size.
+fn header(saved_at: SystemTime, flags: u32, block_size: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&nanos(saved_at).to_le_bytes());
+    out.extend_from_slice(&block_size.to_le_bytes());
+    out
+}
+
+/// A version-2 file: `header`, the stream, then the trailer (block count, block digests,
+/// root over the header and the trailer so far). `blocks` overrides the block count.
+fn v2_file(header: &[u8], block_size: usize, stream: &[u8], blocks: Option<u64>) -> Vec<u8> {
+    let digests: Vec<[u8; 32]> = stream
+        .chunks(block_size)
+        .map(|block| Sha256::digest(block).into())
+        .collect();
+    let mut trailer = Vec::new();
+    trailer.extend_from_slice(&blocks.unwrap_or(digests.len() as u64).to_le_bytes());
+    for digest in &digests {
+        trailer.extend_from_slice(digest);
+    }
+    let root = Sha256::new()
+        .chain_update(header)
+        .chain_update(&trailer)
+        .finalize();
+    [header, stream, &trailer, &root].concat()
+}
+
+/// A version-2 file of `records`, in blocks of `block_size` bytes.
+fn write_file(
+    saved_at: SystemTime,
+    block_size: u32,
+    records: &[Record],
+    count: Option<u64>,
+) -> Vec<u8> {
+    v2_file(
+        &header(saved_at, 0, block_size),
+        block_size as usize,
+        &stream(records, count),
+        None,
+    )
+}
+
+/// A version-1 file: header, stream, SHA-256 of everything before it.
+fn v1_file(saved_at: SystemTime, records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION_1.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&nanos(saved_at).to_le_bytes());
+    out.extend_from_slice(&stream(records, None));
     let checksum = Sha256::digest(&out);
     out.extend_from_slice(&checksum);
     out
@@ -83,7 +139,13 @@ fn a_hand_written_file_loads() {
     let mut fresh = record("chunk", 3, b"fresh");
     fresh.head.ttl_nanos = Some(Duration::from_secs(7_200).as_nanos() as u64);
     // Saved an hour ago: the 30-minute entry has expired since, the 2-hour one has not.
-    let bytes = write_file(now - Duration::from_secs(3_600), &[stale, fresh, hot], None);
+    // 64-byte blocks: the records span several.
+    let bytes = write_file(
+        now - Duration::from_secs(3_600),
+        64,
+        &[stale, fresh, hot],
+        None,
+    );
 
     let snapshot = read_snapshot(&bytes[..]).expect("decodes");
     assert_eq!(snapshot.entries.len(), 3);
@@ -128,35 +190,35 @@ fn checksummed_nonsense_is_refused_without_touching_the_cache() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "invalid key prefix",
-            write_file(now, &[record("no spaces", 1, b"x")], None),
+            write_file(now, 64, &[record("no spaces", 1, b"x")], None),
         ),
-        ("frequency", write_file(now, &[bad_freq], None)),
+        ("frequency", write_file(now, 64, &[bad_freq], None)),
         (
             "appears twice",
-            write_file(now, &[record("t", 1, b"a"), record("t", 1, b"b")], None),
+            write_file(now, 64, &[record("t", 1, b"a"), record("t", 1, b"b")], None),
         ),
         (
             "end marker counts 3",
-            write_file(now, &[record("t", 1, b"a")], Some(3)),
+            write_file(now, 64, &[record("t", 1, b"a")], Some(3)),
         ),
-        ("truncated at byte", write_file(now, &[huge], None)),
+        ("truncated at byte", write_file(now, 64, &[huge], None)),
         ("head length 0", {
-            let mut bytes = write_file(now, &[], None);
-            bytes.truncate(24);
-            bytes.extend_from_slice(&[0x01, 0, 0, 0, 0, 0x00]);
-            bytes.extend_from_slice(&0u64.to_le_bytes());
-            let checksum = Sha256::digest(&bytes);
-            bytes.extend_from_slice(&checksum);
-            bytes
+            let mut stream = vec![0x01, 0, 0, 0, 0, 0x00];
+            stream.extend_from_slice(&0u64.to_le_bytes());
+            v2_file(&header(now, 0, 64), 64, &stream, None)
         }),
-        ("reserved header flags", {
-            let mut bytes = write_file(now, &[], None);
-            bytes.truncate(bytes.len() - 32);
-            bytes[12] = 1;
-            let checksum = Sha256::digest(&bytes);
-            bytes.extend_from_slice(&checksum);
-            bytes
-        }),
+        (
+            "reserved header flags",
+            v2_file(&header(now, 1, 64), 64, &stream(&[], None), None),
+        ),
+        (
+            "block size 63 is outside 64..=1073741824",
+            v2_file(&header(now, 0, 63), 63, &stream(&[], None), None),
+        ),
+        (
+            "trailer lists 2 block digests but the 9-byte record stream has 1 blocks",
+            v2_file(&header(now, 0, 64), 64, &stream(&[], None), Some(2)),
+        ),
     ];
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
@@ -174,9 +236,51 @@ fn checksummed_nonsense_is_refused_without_touching_the_cache() {
     // The huge claimed length is checked against the input, not allocated.
     let mut huge = record("t", 1, b"");
     huge.head.value_len = 1 << 62;
-    let bytes = write_file(now, &[huge], None);
+    let bytes = write_file(now, 64, &[huge], None);
     assert!(matches!(
         read_snapshot(&bytes[..]),
         Err(SnapshotError::Truncated { .. })
     ));
+}
+
+/// Version-1 files (one SHA-256 over everything) are still read.
+#[test]
+fn a_version_1_file_still_loads() {
+    let now = SystemTime::now();
+    let mut hot = record("transcript", 1, b"hello");
+    hot.head.main = true;
+    let bytes = v1_file(now, &[record("chunk", 2, b"x"), hot]);
+    let snapshot = read_snapshot(&bytes[..]).expect("decodes");
+    assert_eq!(snapshot.entries.len(), 2);
+    assert_eq!(snapshot.entries[1].key, key("transcript", 1));
+    assert!(snapshot.entries[1].main);
+
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 33;
+    damaged[last] ^= 1;
+    assert!(matches!(
+        read_snapshot(&damaged[..]),
+        Err(SnapshotError::ChecksumMismatch { .. })
+    ));
+}
+
+/// The block size is the writer's choice: one file, many block sizes, same entries.
+#[test]
+fn any_block_size_in_range_reads_the_same() {
+    let now = SystemTime::now();
+    let value = vec![5u8; 5_000];
+    let records = [
+        record("t", 1, b"a"),
+        record("t", 2, &value),
+        record("t", 3, b""),
+    ];
+    let expected = read_snapshot(&write_file(now, 1 << 20, &records, None)[..]).expect("decodes");
+    for block_size in [64, 65, 100, 4096, 5_000, 5_100, 1 << 30] {
+        let bytes = write_file(now, block_size, &records, None);
+        assert_eq!(
+            read_snapshot(&bytes[..]).expect("decodes"),
+            expected,
+            "block size {block_size}"
+        );
+    }
 }

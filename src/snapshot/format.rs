@@ -1,5 +1,6 @@
 //! The bytes of a snapshot file (layout in the [module docs](super)): an encoder that writes
-//! them and a decoder that reads and checks them, both hashing every byte they pass.
+//! version 2 and a decoder that reads and checks versions 1 and 2, both hashing every byte
+//! they pass (version 2's record stream on the worker threads of [`super::hash`]).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -7,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ring::digest::{Context, SHA256};
+
+use super::hash::{BlockHasher, Digest};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
@@ -17,8 +20,26 @@ use crate::key::{CacheKey, DIGEST_LEN, MAX_PREFIX_LEN};
 /// final newline catches text-mode newline translation, as in PNG's signature.
 pub const MAGIC: [u8; 8] = *b"\x89MCSNAP\n";
 
-/// The format version this crate writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes. It also reads [`FORMAT_VERSION_1`].
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first format version (one SHA-256 over the whole file), still read, no longer written.
+pub const FORMAT_VERSION_1: u32 = 1;
+
+/// Length of a version-2 header: magic, version, flags, save time, block size.
+const HEADER_LEN: usize = 28;
+
+/// The block size this crate writes: large enough that handing a block to a hash worker costs
+/// nothing next to hashing it (milliseconds), small enough that a few blocks per core in
+/// flight is little memory.
+pub(super) const BLOCK_SIZE: u32 = 1 << 20;
+
+/// Smallest block size a reader accepts: bounds the list of block digests to half the record
+/// stream's size whatever the file says.
+const MIN_BLOCK_SIZE: u32 = 64;
+
+/// Largest block size a reader accepts.
+const MAX_BLOCK_SIZE: u32 = 1 << 30;
 
 /// Tag byte of an entry record.
 const TAG_ENTRY: u8 = 0x01;
@@ -81,39 +102,44 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
-/// Writes a snapshot: every byte goes through the hash.
+/// Writes a version-2 snapshot: the header, the record stream through a [`BlockHasher`],
+/// then the trailer of block digests and their root.
 pub(super) struct Encoder<W> {
     out: W,
-    hasher: Context,
-    written: u64,
+    header: [u8; HEADER_LEN],
+    blocks: BlockHasher,
     records: u64,
 }
 
 impl<W: Write> Encoder<W> {
-    /// Writes the header.
-    pub(super) fn new(out: W, saved_at: SystemTime) -> io::Result<Encoder<W>> {
-        let mut encoder = Encoder {
-            out,
-            hasher: Context::new(&SHA256),
-            written: 0,
-            records: 0,
-        };
+    /// Writes the header; the record stream will be hashed in blocks of `block_size` bytes
+    /// (within the range a reader accepts).
+    pub(super) fn new(mut out: W, saved_at: SystemTime, block_size: u32) -> io::Result<Encoder<W>> {
+        let block_size = block_size.clamp(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
         let saved_at = saved_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| {
                 u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
             });
-        encoder.put(&MAGIC)?;
-        encoder.put(&FORMAT_VERSION.to_le_bytes())?;
-        encoder.put(&0u32.to_le_bytes())?;
-        encoder.put(&saved_at.to_le_bytes())?;
-        Ok(encoder)
+        let mut header = [0u8; HEADER_LEN];
+        header[0..8].copy_from_slice(&MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&0u32.to_le_bytes());
+        header[16..24].copy_from_slice(&saved_at.to_le_bytes());
+        header[24..28].copy_from_slice(&block_size.to_le_bytes());
+        out.write_all(&header)?;
+        Ok(Encoder {
+            out,
+            header,
+            blocks: BlockHasher::new(block_size as usize),
+            records: 0,
+        })
     }
 
+    /// Writes bytes of the record stream that the hasher copies.
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
-        self.hasher.update(bytes);
-        self.written += bytes.len() as u64;
+        self.blocks.copy(bytes);
         Ok(())
     }
 
@@ -121,7 +147,7 @@ impl<W: Write> Encoder<W> {
     pub(super) fn entry(
         &mut self,
         key: &CacheKey,
-        value: &[u8],
+        value: &Bytes,
         ttl: Option<Duration>,
         access_count: u64,
         freq: u8,
@@ -145,20 +171,37 @@ impl<W: Write> Encoder<W> {
         self.put(&[TAG_ENTRY])?;
         self.put(&head_len.to_le_bytes())?;
         self.put(&head)?;
-        self.put(value)?;
+        // The value is written from the cache's own buffer and hashed from it by a worker.
+        self.out.write_all(value)?;
+        self.blocks.share(value);
         self.records += 1;
         Ok(())
     }
 
-    /// Writes the end marker and the checksum, flushes, and returns the bytes written.
+    /// Writes the end marker and the trailer, flushes, and returns the bytes written.
     pub(super) fn finish(mut self) -> io::Result<u64> {
         self.put(&[TAG_END])?;
         let records = self.records;
         self.put(&records.to_le_bytes())?;
-        let checksum = self.hasher.finish();
-        self.out.write_all(checksum.as_ref())?;
+        let stream = self.blocks.len();
+        let digests = self.blocks.finish().map_err(|missing| {
+            io::Error::other(format!(
+                "a hash worker stopped before hashing block {}",
+                missing.block
+            ))
+        })?;
+        let mut root = Context::new(&SHA256);
+        root.update(&self.header);
+        let count = (digests.len() as u64).to_le_bytes();
+        self.out.write_all(&count)?;
+        root.update(&count);
+        for digest in &digests {
+            self.out.write_all(digest)?;
+            root.update(digest);
+        }
+        self.out.write_all(root.finish().as_ref())?;
         self.out.flush()?;
-        Ok(self.written + checksum.as_ref().len() as u64)
+        Ok(HEADER_LEN as u64 + stream + 8 + 32 * digests.len() as u64 + 32)
     }
 }
 
@@ -174,7 +217,12 @@ struct RawEntry {
 /// error messages.
 pub(super) struct Decoder<R> {
     input: R,
+    /// Version 1: every byte before the checksum. Version 2: the header and the trailer
+    /// before the root (the root's input).
     hasher: Context,
+    /// Version 2, until the end marker: the record stream's block hasher, which takes the
+    /// bytes `hasher` does not.
+    blocks: Option<BlockHasher>,
     pos: u64,
     /// The input's total length, when known (a file): lengths in the file are checked against
     /// it before anything is allocated.
@@ -183,11 +231,19 @@ pub(super) struct Decoder<R> {
     name: String,
 }
 
+/// What the header says.
+struct Header {
+    saved_at: SystemTime,
+    /// Version 2 only.
+    block_size: u32,
+}
+
 impl<R: Read> Decoder<R> {
     pub(super) fn new(input: R, len: Option<u64>, name: String) -> Decoder<R> {
         Decoder {
             input,
             hasher: Context::new(&SHA256),
+            blocks: None,
             pos: 0,
             len,
             name,
@@ -227,7 +283,10 @@ impl<R: Read> Decoder<R> {
     /// Reads exactly `buf.len()` bytes and hashes them.
     fn take(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
         self.take_unhashed(buf)?;
-        self.hasher.update(&*buf);
+        match self.blocks.as_mut() {
+            Some(blocks) => blocks.copy(buf),
+            None => self.hasher.update(buf),
+        }
         Ok(())
     }
 
@@ -240,7 +299,7 @@ impl<R: Read> Decoder<R> {
     /// Reads, checks and returns a whole snapshot. Nothing is returned unless every byte
     /// checked out.
     pub(super) fn decode(mut self) -> Result<Snapshot, SnapshotError> {
-        let saved_at = self.header()?;
+        let header = self.header()?;
         let mut raw = Vec::new();
         loop {
             let at = self.pos;
@@ -257,14 +316,13 @@ impl<R: Read> Decoder<R> {
         }
         let count_at = self.pos;
         let count = u64::from_le_bytes(self.take_array()?);
-        let mut stored = [0u8; 32];
-        self.take_unhashed(&mut stored)?;
-        let computed = self.hasher.clone().finish();
-        if stored[..] != *computed.as_ref() {
-            return Err(SnapshotError::ChecksumMismatch {
-                stored: hex::encode(stored),
-                computed: hex::encode(computed),
-            });
+        match self.blocks.take() {
+            Some(blocks) => self.check_blocks(blocks, header.block_size)?,
+            None => {
+                let mut stored = [0u8; 32];
+                self.take_unhashed(&mut stored)?;
+                check_digest(&stored, self.hasher.clone().finish().as_ref())?;
+            }
         }
         if count != raw.len() as u64 {
             return Err(SnapshotError::Malformed {
@@ -296,10 +354,58 @@ impl<R: Read> Decoder<R> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Snapshot { saved_at, entries })
+        Ok(Snapshot {
+            saved_at: header.saved_at,
+            entries,
+        })
     }
 
-    fn header(&mut self) -> Result<SystemTime, SnapshotError> {
+    /// Version 2, after the end marker: reads the trailer and checks the root over the header
+    /// and the listed block digests, then each block's digest against its content.
+    fn check_blocks(&mut self, blocks: BlockHasher, block_size: u32) -> Result<(), SnapshotError> {
+        let stream = blocks.len();
+        let computed = blocks.finish().map_err(|missing| SnapshotError::Io {
+            action: format!("hashing block {} of {}", missing.block, self.name),
+            source: io::Error::other("a hash worker stopped"),
+        })?;
+        let count_at = self.pos;
+        let count = u64::from_le_bytes(self.take_array()?);
+        if count != computed.len() as u64 {
+            return Err(SnapshotError::Malformed {
+                at: count_at,
+                reason: format!(
+                    "the trailer lists {count} block digests but the {stream}-byte record \
+                     stream has {} blocks of {block_size} bytes",
+                    computed.len()
+                ),
+            });
+        }
+        // `count` is checked against blocks that were actually read: this allocation is
+        // bounded by the input.
+        let mut stored: Vec<Digest> = Vec::with_capacity(computed.len());
+        for _ in 0..count {
+            stored.push(self.take_array()?);
+        }
+        let mut root = [0u8; 32];
+        self.take_unhashed(&mut root)?;
+        check_digest(&root, self.hasher.clone().finish().as_ref())?;
+        let first = HEADER_LEN as u64;
+        for (block, (stored, computed)) in stored.iter().zip(&computed).enumerate() {
+            if stored != computed {
+                let start = first + block as u64 * u64::from(block_size);
+                return Err(SnapshotError::BlockChecksumMismatch {
+                    block: block as u64,
+                    start,
+                    end: (start + u64::from(block_size)).min(first + stream),
+                    stored: hex::encode(stored),
+                    computed: hex::encode(computed),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&mut self) -> Result<Header, SnapshotError> {
         let mut magic = [0u8; 8];
         let got = self.fill(&mut magic)?;
         self.hasher.update(&magic[..got]);
@@ -312,7 +418,7 @@ impl<R: Read> Decoder<R> {
             return Err(SnapshotError::Truncated { at: self.pos });
         }
         let version = u32::from_le_bytes(self.take_array()?);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
             return Err(SnapshotError::UnsupportedVersion { version });
         }
         let flags_at = self.pos;
@@ -324,7 +430,29 @@ impl<R: Read> Decoder<R> {
             });
         }
         let nanos = u64::from_le_bytes(self.take_array()?);
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+        let saved_at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+        if version == FORMAT_VERSION_1 {
+            return Ok(Header {
+                saved_at,
+                block_size: 0,
+            });
+        }
+        let size_at = self.pos;
+        let block_size = u32::from_le_bytes(self.take_array()?);
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+            return Err(SnapshotError::Malformed {
+                at: size_at,
+                reason: format!(
+                    "block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"
+                ),
+            });
+        }
+        // From here to the end marker, bytes go to the block hasher.
+        self.blocks = Some(BlockHasher::new(block_size as usize));
+        Ok(Header {
+            saved_at,
+            block_size,
+        })
     }
 
     /// Reads the record whose tag byte was at `at`.
@@ -371,8 +499,13 @@ impl<R: Read> Decoder<R> {
         if (value.len() as u64) < len {
             return Err(SnapshotError::Truncated { at: self.pos });
         }
-        self.hasher.update(&value);
-        Ok(Bytes::from(value))
+        let value = Bytes::from(value);
+        match self.blocks.as_mut() {
+            // Shared with the hash workers, not copied: these bytes become the cache's value.
+            Some(blocks) => blocks.share(&value),
+            None => self.hasher.update(&value),
+        }
+        Ok(value)
     }
 
     /// Checks that the checksum was the last thing in the input.
@@ -390,4 +523,16 @@ impl<R: Read> Decoder<R> {
         }
         Ok(())
     }
+}
+
+/// Compares a stored whole-content (version 1) or root (version 2) checksum with the computed
+/// one.
+fn check_digest(stored: &[u8; 32], computed: &[u8]) -> Result<(), SnapshotError> {
+    if stored[..] != *computed {
+        return Err(SnapshotError::ChecksumMismatch {
+            stored: hex::encode(stored),
+            computed: hex::encode(computed),
+        });
+    }
+    Ok(())
 }

@@ -24,12 +24,12 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// A writer over the temp file that fails like a full disk after `room` bytes.
-struct FullDisk<'a> {
-    file: &'a File,
+struct FullDisk<'a, 'f> {
+    file: &'a mut file::Output<'f>,
     room: usize,
 }
 
-impl Write for FullDisk<'_> {
+impl Write for FullDisk<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.room == 0 {
             return Err(io::Error::new(
@@ -65,13 +65,13 @@ fn a_full_disk_mid_save_keeps_the_previous_snapshot() {
     for room in [0, 1, 100, 5_000, 19_999] {
         let result = replace_atomically(&path, |file| {
             let out = FullDisk { file, room };
-            let mut out = format::Encoder::new(out, SystemTime::now())?;
+            let mut out = format::Encoder::new(out, SystemTime::now(), format::BLOCK_SIZE)?;
             for image in cache.export_shard(0) {
                 out.entry(&image.key, &image.value, None, 0, 0, false)?;
             }
             out.entry(
                 &CacheKey::from_content(b"big", "t").expect("key"),
-                &[7u8; 20_000],
+                &Bytes::from(vec![7u8; 20_000]),
                 None,
                 0,
                 0,

@@ -1,0 +1,346 @@
+//! The block hash list of format version 2: the record stream is cut into blocks of a fixed
+//! size and each block's SHA-256 is computed on a pool of worker threads, pipelined with the
+//! encoding and writing (save) or reading and decoding (load) that the caller's thread does.
+//!
+//! # Why blocks
+//!
+//! SHA-256 is inherently sequential over one message, and on a CPU without SHA extensions it
+//! runs at a few hundred MB/s: slower than writing a file and far slower than reading one from
+//! the page cache. Hashing fixed-size blocks independently lets every core hash at once, and a
+//! final SHA-256 over the list of block digests (a one-level hash list, see the
+//! [format docs](super)) still makes every byte of the file part of one SHA-256 check.
+//!
+//! # No copies of values
+//!
+//! A block is not a contiguous buffer. It is a list of [`Bytes`] pieces: values of
+//! [`SHARE_AT_LEAST`] bytes or more are shared by reference count (on save they are the
+//! cache's own values, on load the buffers the values were just read into, which become the
+//! cache's values), and everything else — record heads, small values — is copied into a small
+//! staging buffer. So the hash workers read the very bytes that were written or read, and the
+//! only extra memory is the bounded queue of blocks in flight.
+//!
+//! # Threads
+//!
+//! Workers are started only once [`POOL_AFTER`] bytes have gone by, so a small snapshot is
+//! hashed on the caller's thread and costs no thread start; this keeps decoding of small
+//! inputs (tests, the fuzzer, whatever block size they claim) cheap. At most `2 × workers` blocks wait in the queue, which
+//! bounds memory and makes the caller wait when the hashing falls behind. If a worker cannot
+//! be started, or has gone, blocks are hashed on the caller's thread instead: slower, never
+//! wrong. Dropping a [`BlockHasher`] (an error path) closes the queue and joins the workers.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::{self, JoinHandle};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use ring::digest::{Context, SHA256};
+
+/// A SHA-256 digest.
+pub(super) type Digest = [u8; 32];
+
+/// Pieces at least this long are shared by reference count instead of copied into the
+/// staging buffer: below it, the copy is cheaper than one more piece to track and hash.
+const SHARE_AT_LEAST: usize = 4096;
+
+/// Record streams shorter than this are hashed on the caller's thread: starting workers costs
+/// more than hashing a few blocks.
+const POOL_AFTER: u64 = 1 << 20;
+
+/// Most hash workers started for one save or load.
+const MAX_WORKERS: usize = 8;
+
+/// One complete block handed to a worker.
+struct Job {
+    index: usize,
+    pieces: Vec<Bytes>,
+}
+
+fn digest_of(pieces: &[Bytes]) -> Digest {
+    let mut context = Context::new(&SHA256);
+    for piece in pieces {
+        context.update(piece);
+    }
+    let mut digest = [0; 32];
+    digest.copy_from_slice(context.finish().as_ref());
+    digest
+}
+
+/// Worker threads hashing jobs from a shared queue.
+struct Pool {
+    /// `None` once closed.
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<(usize, Digest)>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts up to `count` workers; `None` if not even one could be started.
+    fn start(count: usize) -> Option<Pool> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(2 * count);
+        let queue = Arc::new(Mutex::new(queue));
+        let (done, results) = mpsc::channel();
+        let workers: Vec<JoinHandle<()>> = (0..count)
+            .map_while(|i| {
+                let queue = Arc::clone(&queue);
+                let done: Sender<(usize, Digest)> = done.clone();
+                thread::Builder::new()
+                    .name(format!("memocache-snapshot-hash-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only to take a job, never while hashing.
+                            let job = queue.lock().recv();
+                            let Ok(job) = job else { break };
+                            if done.send((job.index, digest_of(&job.pieces))).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        (!workers.is_empty()).then_some(Pool {
+            jobs: Some(jobs),
+            results,
+            workers,
+        })
+    }
+
+    /// Closes the queue and waits for the workers to finish what is queued.
+    fn close(&mut self) {
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            // A worker that panicked has simply not reported its digests: the caller sees
+            // them missing.
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The bytes of a record stream in order, cut into blocks of `block_size` and hashed.
+pub(super) struct BlockHasher {
+    block_size: usize,
+    /// Bytes in the current block so far.
+    filled: usize,
+    /// The current block's pieces before `staging`.
+    pieces: Vec<Bytes>,
+    /// Copied bytes not yet made a piece.
+    staging: BytesMut,
+    /// Blocks completed so far.
+    blocks: usize,
+    /// Digests computed on this thread, by block index.
+    local: Vec<(usize, Digest)>,
+    /// `None` until a block completes after [`POOL_AFTER`] bytes, and if no worker could be
+    /// started.
+    pool: Option<Pool>,
+    /// Whether starting the pool was already tried.
+    tried_pool: bool,
+    /// Stream length from which a completed block starts the pool.
+    pool_after: u64,
+}
+
+/// Some block's digest never arrived: a hash worker stopped (it panicked).
+#[derive(Debug)]
+pub(super) struct MissingDigest {
+    /// The first block without a digest.
+    pub(super) block: usize,
+}
+
+impl BlockHasher {
+    /// `block_size` must be positive.
+    pub(super) fn new(block_size: usize) -> BlockHasher {
+        BlockHasher {
+            block_size: block_size.max(1),
+            filled: 0,
+            pieces: Vec::new(),
+            staging: BytesMut::new(),
+            blocks: 0,
+            local: Vec::new(),
+            pool: None,
+            tried_pool: false,
+            pool_after: POOL_AFTER,
+        }
+    }
+
+    /// Appends bytes by copying them.
+    pub(super) fn copy(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(self.block_size - self.filled);
+            self.staging.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            self.advance(take);
+        }
+    }
+
+    /// Appends bytes, sharing them if they are long enough to be worth it.
+    pub(super) fn share(&mut self, bytes: &Bytes) {
+        if bytes.len() < SHARE_AT_LEAST {
+            return self.copy(bytes);
+        }
+        let mut start = 0;
+        while start < bytes.len() {
+            let take = (bytes.len() - start).min(self.block_size - self.filled);
+            self.flush_staging();
+            self.pieces.push(bytes.slice(start..start + take));
+            start += take;
+            self.advance(take);
+        }
+    }
+
+    fn flush_staging(&mut self) {
+        if !self.staging.is_empty() {
+            self.pieces.push(self.staging.split().freeze());
+        }
+    }
+
+    fn advance(&mut self, bytes: usize) {
+        self.filled += bytes;
+        if self.filled == self.block_size {
+            self.seal(false);
+        }
+    }
+
+    /// Hands the current block to the pool (or hashes it here).
+    fn seal(&mut self, last: bool) {
+        self.flush_staging();
+        let job = Job {
+            index: self.blocks,
+            pieces: std::mem::take(&mut self.pieces),
+        };
+        self.blocks += 1;
+        self.filled = 0;
+        if !last && !self.tried_pool && self.len() >= self.pool_after {
+            self.tried_pool = true;
+            let workers = thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS);
+            self.pool = Pool::start(workers);
+        }
+        let unsent = match self.pool.as_ref().and_then(|pool| pool.jobs.as_ref()) {
+            Some(jobs) => jobs.send(job).err().map(|mpsc::SendError(job)| job),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
+            self.local.push((job.index, digest_of(&job.pieces)));
+        }
+    }
+
+    /// Bytes appended so far.
+    pub(super) fn len(&self) -> u64 {
+        self.blocks as u64 * self.block_size as u64 + self.filled as u64
+    }
+
+    /// Completes the last block and returns every block's digest, in order. A stream of `n`
+    /// bytes has `ceil(n / block_size)` blocks, the last one possibly short.
+    pub(super) fn finish(mut self) -> Result<Vec<Digest>, MissingDigest> {
+        if self.filled > 0 {
+            self.seal(true);
+        }
+        let mut digests: Vec<Option<Digest>> = vec![None; self.blocks];
+        if let Some(pool) = self.pool.as_mut() {
+            pool.close();
+            for (index, digest) in pool.results.try_iter() {
+                if let Some(slot) = digests.get_mut(index) {
+                    *slot = Some(digest);
+                }
+            }
+        }
+        for &(index, digest) in &self.local {
+            if let Some(slot) = digests.get_mut(index) {
+                *slot = Some(digest);
+            }
+        }
+        digests
+            .into_iter()
+            .enumerate()
+            .map(|(block, digest)| digest.ok_or(MissingDigest { block }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sha2::{Digest as _, Sha256};
+
+    /// What the block digests must be: SHA-256 of each `block_size` slice of the whole stream,
+    /// computed with another implementation.
+    fn expected(stream: &[u8], block_size: usize) -> Vec<Digest> {
+        stream
+            .chunks(block_size)
+            .map(|block| Sha256::digest(block).into())
+            .collect()
+    }
+
+    /// Feeds `pieces` (bytes, and whether to share or copy them) and returns the digests.
+    fn hash(block_size: usize, pool_after: u64, pieces: &[(Vec<u8>, bool)]) -> Vec<Digest> {
+        let mut hasher = BlockHasher::new(block_size);
+        hasher.pool_after = pool_after;
+        for (bytes, share) in pieces {
+            if *share {
+                hasher.share(&Bytes::from(bytes.clone()));
+            } else {
+                hasher.copy(bytes);
+            }
+        }
+        let len: usize = pieces.iter().map(|(b, _)| b.len()).sum();
+        assert_eq!(hasher.len(), len as u64);
+        hasher.finish().expect("every digest arrives")
+    }
+
+    proptest! {
+        // Few cases: each may start workers, and the reference hash is unoptimized in tests.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// However the stream is cut into pieces, copied or shared, hashed here or on the
+        /// workers (whose results arrive in any order), each block's digest is the SHA-256
+        /// of exactly that block.
+        #[test]
+        fn block_digests_are_the_sha256_of_each_block(
+            block_size in 64usize..9000,
+            pool_after in prop_oneof![Just(0u64), Just(POOL_AFTER)],
+            pieces in prop::collection::vec(
+                (prop::collection::vec(any::<u8>(), 0..12_000), any::<bool>()),
+                0..12,
+            ),
+        ) {
+            let stream: Vec<u8> = pieces.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            prop_assert_eq!(hash(block_size, pool_after, &pieces), expected(&stream, block_size));
+        }
+    }
+
+    /// Many small blocks through the workers at once: every digest arrives, in its place.
+    #[test]
+    fn workers_under_load_report_every_block_in_order() {
+        let stream: Vec<u8> = (0..1_200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let pieces: Vec<(Vec<u8>, bool)> = stream
+            .chunks(70_001)
+            .enumerate()
+            .map(|(i, chunk)| (chunk.to_vec(), i % 3 != 0))
+            .collect();
+        for block_size in [64, 4096, 1 << 19] {
+            assert_eq!(
+                hash(block_size, 0, &pieces),
+                expected(&stream, block_size),
+                "block size {block_size}"
+            );
+        }
+    }
+
+    /// A hasher dropped midway (an error path) stops its workers.
+    #[test]
+    fn dropping_a_hasher_midway_joins_its_workers() {
+        let mut hasher = BlockHasher::new(64);
+        hasher.pool_after = 0;
+        hasher.copy(&[1u8; 100_000]);
+        assert!(hasher.pool.is_some(), "workers were started");
+        drop(hasher);
+    }
+}
