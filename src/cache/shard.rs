@@ -315,7 +315,7 @@ impl Shard {
     pub(super) fn new(hasher: KeyHasher, share_bytes: u64, share_entries: u64) -> Shard {
         let mut policy = S3Fifo::new(share_bytes, share_entries);
         let capacity = 0;
-        policy.fit_ghost(capacity);
+        policy.fit(capacity);
         Shard {
             records: Records {
                 slots: Vec::with_capacity(capacity),
@@ -376,8 +376,11 @@ impl Shard {
         let queue = if new.main {
             Queue::Main
         } else {
-            self.policy
-                .admission_queue(hash, CacheEntry::charged_size(new.value.len()) as u64)
+            self.policy.admission_queue(
+                &self.records,
+                hash,
+                CacheEntry::charged_size(new.value.len()) as u64,
+            )
         };
         let mut links = Links::new(queue);
         *links.freq.get_mut() = new.freq.min(super::policy::MAX_FREQ);
@@ -412,7 +415,7 @@ impl Shard {
                 .map_or(0, |record| hasher.hash(&record.key))
         });
         self.policy.push(&mut self.records, slot);
-        self.policy.fit_ghost(self.index.len());
+        self.policy.fit(self.index.len());
         if expires_at != NEVER {
             self.timed += 1;
             self.file_deadline(slot, expires_at);
