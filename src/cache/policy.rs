@@ -115,22 +115,52 @@ pub(super) enum Queue {
 }
 
 /// The policy fields of an entry.
+///
+/// The neighbours' slot numbers are kept as pairs of 16-bit halves: that gives the struct a
+/// 2-byte alignment, so its 10 bytes take 10 in a record instead of being padded to 12, and
+/// beside the 34-byte key a record stays at 96 bytes.
 #[derive(Debug)]
 pub(super) struct Links {
-    pub(super) prev: u32,
-    pub(super) next: u32,
+    prev: [u16; 2],
+    next: [u16; 2],
     pub(super) queue: Queue,
     pub(super) freq: AtomicU8,
+}
+
+fn halves(slot: u32) -> [u16; 2] {
+    [(slot >> 16) as u16, slot as u16]
+}
+
+fn whole([high, low]: [u16; 2]) -> u32 {
+    (u32::from(high) << 16) | u32::from(low)
 }
 
 impl Links {
     pub(super) fn new(queue: Queue) -> Links {
         Links {
-            prev: NIL,
-            next: NIL,
+            prev: halves(NIL),
+            next: halves(NIL),
             queue,
             freq: AtomicU8::new(0),
         }
+    }
+
+    /// The next older entry on the same queue, or [`NIL`].
+    pub(super) fn prev(&self) -> u32 {
+        whole(self.prev)
+    }
+
+    /// The next newer entry on the same queue, or [`NIL`].
+    pub(super) fn next(&self) -> u32 {
+        whole(self.next)
+    }
+
+    fn set_prev(&mut self, slot: u32) {
+        self.prev = halves(slot);
+    }
+
+    fn set_next(&mut self, slot: u32) {
+        self.next = halves(slot);
     }
 
     /// Records a hit. Racy by design: two concurrent hits may count once.
@@ -371,10 +401,10 @@ impl S3Fifo {
         list.len += 1;
         list.bytes += charge;
         let links = slab.links_mut(slot);
-        links.prev = NIL;
-        links.next = old_head;
+        links.set_prev(NIL);
+        links.set_next(old_head);
         if old_head != NIL {
-            slab.links_mut(old_head).prev = slot;
+            slab.links_mut(old_head).set_prev(slot);
         }
     }
 
@@ -382,12 +412,12 @@ impl S3Fifo {
     pub(super) fn unlink(&mut self, slab: &mut impl Slab, slot: u32) {
         let charge = slab.charge(slot);
         let links = slab.links(slot);
-        let (prev, next, queue) = (links.prev, links.next, links.queue);
+        let (prev, next, queue) = (links.prev(), links.next(), links.queue);
         if prev != NIL {
-            slab.links_mut(prev).next = next;
+            slab.links_mut(prev).set_next(next);
         }
         if next != NIL {
-            slab.links_mut(next).prev = prev;
+            slab.links_mut(next).set_prev(prev);
         }
         let list = self.list(queue);
         if list.head == slot {
@@ -545,7 +575,7 @@ impl S3Fifo {
         std::iter::from_fn(move || {
             (slot != NIL).then(|| {
                 let current = slot;
-                slot = slab.links(current).prev;
+                slot = slab.links(current).prev();
                 current
             })
         })

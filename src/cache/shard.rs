@@ -562,7 +562,7 @@ mod tests {
     #[test]
     fn a_record_is_96_bytes() {
         assert_eq!(std::mem::size_of::<CacheKey>(), 34);
-        assert_eq!(std::mem::size_of::<Option<Record>>(), 104);
+        assert_eq!(std::mem::size_of::<Option<Record>>(), 96);
     }
 
     #[test]
