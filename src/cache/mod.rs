@@ -20,7 +20,11 @@
 //!   exceed the bounds, under any interleaving: after every call, `size_bytes() <= max_bytes`
 //!   and `len() <= max_entries`. A value larger than the budget is refused with
 //!   [`CacheError::TooLarge`] before anything is evicted.
-//! * **Eviction policy.** S3-FIFO per shard — see `src/cache/policy.rs` for why.
+//! * **Eviction policy.** S3-FIFO per shard, its small/main split adapted by ghost hits as
+//!   ARC adapts its lists, and re-admission from the ghost gated by a TinyLFU frequency sketch
+//!   — see `src/cache/policy.rs` for why.
+//! * **Memory.** A record is 96 bytes, key (34) included; deadlines are exact, creation and
+//!   access times are kept as 32-bit offsets (see `shard::Record`).
 //! * **Expiry.** An expired entry is never returned. Expired entries are also removed
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
 //!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
