@@ -3,13 +3,13 @@
 //! * `chunks/speedup`: a CPU-bound chunk function over 16 chunks of 1 MiB, at concurrency 1
 //!   (the baseline) and 2 (goal: ≥ 1.8× faster on a 2-core machine). Every iteration uses an
 //!   empty cache, so every chunk is computed. Two weights of chunk function: `light` (24
-//!   rounds of the mix, ≈ 10 ms per MiB: about three times the cost of hashing the chunk) and
-//!   `model` (128 rounds, ≈ 55 ms per MiB — still far lighter than speech recognition, which
-//!   spends seconds per MiB of audio). Each run first hashes the whole input for the
-//!   whole-file memo check, which no number of workers can speed up (SHA-256 is sequential,
-//!   ≈ 50 ms for 16 MiB on a CPU without SHA-NI): by Amdahl's law that serial pass caps the
-//!   light function's speed-up well below 2×, while a function of realistic weight gets close
-//!   to it.
+//!   rounds of the mix, ≈ 7 ms per MiB on the development VM: about the cost of hashing the
+//!   chunk) and `model` (128 rounds, ≈ 34 ms per MiB — still far lighter than speech
+//!   recognition, which spends seconds per MiB of audio). Each run first hashes the whole
+//!   input for the whole-file memo check, which no number of workers can speed up (SHA-256 is
+//!   sequential, ≈ 90 ms for 16 MiB on that CPU, which has no SHA-NI): by Amdahl's law that
+//!   serial pass caps the light function's speed-up well below 2×, while the heavier a
+//!   function is, the closer it gets to 2×.
 //! * `chunks/rerun_200MiB`: a 200 MiB input split by the seed's size for it (25 MiB, 8
 //!   chunks). Baselines: `sha256_pass` (one hashing pass over the input) and `full_run` (empty
 //!   cache). `rerun_one_chunk_edit` changes 8 bytes inside chunk 3 before each timed run (a

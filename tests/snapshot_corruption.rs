@@ -61,6 +61,17 @@ fn state(cache: &Cache) -> State {
     }
 }
 
+/// Writes `good` to `path` and returns a function that overwrites one byte of it in place
+/// (rewriting the file whole for every damage would make the filesystem flush it each time).
+fn damage_in_place(path: &Path, good: &[u8]) -> impl FnMut(usize, u8) {
+    std::fs::write(path, good).expect("writes");
+    let mut file = File::options().write(true).open(path).expect("opens");
+    move |offset: usize, byte: u8| {
+        file.seek(SeekFrom::Start(offset as u64)).expect("seeks");
+        file.write_all(&[byte]).expect("writes");
+    }
+}
+
 fn resident_cache() -> Cache {
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
     for i in 1000..1005 {
@@ -80,13 +91,7 @@ fn every_flipped_byte_is_refused_and_changes_nothing() {
     let cache = resident_cache();
     let before = state(&cache);
     let path = dir.path().join("bad.snap");
-    std::fs::write(&path, &good).expect("writes");
-    // Damage the file in place (rewriting it whole would make the filesystem flush it).
-    let mut file = File::options().write(true).open(&path).expect("opens");
-    let mut put = |offset: usize, byte: u8| {
-        file.seek(SeekFrom::Start(offset as u64)).expect("seeks");
-        file.write_all(&[byte]).expect("writes");
-    };
+    let mut put = damage_in_place(&path, &good);
     for offset in 0..good.len() {
         for flip in [0x01u8, 0x80, 0xFF] {
             let mut bad = good.clone();
@@ -263,12 +268,7 @@ fn damage_in_a_multi_block_snapshot_names_its_block() {
     let resident = resident_cache();
     let before = state(&resident);
     let path = dir.path().join("bad.snap");
-    std::fs::write(&path, &good).expect("writes");
-    let mut file = File::options().write(true).open(&path).expect("opens");
-    let mut put = |offset: usize, byte: u8| {
-        file.seek(SeekFrom::Start(offset as u64)).expect("seeks");
-        file.write_all(&[byte]).expect("writes");
-    };
+    let mut put = damage_in_place(&path, &good);
     let stream_end = good.len() - trailer;
     for offset in (0..good.len()).step_by(49_999).chain([
         28,
