@@ -47,15 +47,24 @@ mod span {
     pub(super) const NONE: u32 = u32::MAX;
 
     /// `nanos`, rounded down to the finest unit that holds it.
+    ///
+    /// Runs on every hit that restamps an entry's access time, so each unit's division is by a
+    /// constant (a multiplication), not by a value loaded from `UNITS`.
+    #[inline]
     pub(super) fn encode(nanos: u64) -> u32 {
-        let mut tag = 0;
-        while tag < 3 && nanos / UNITS[tag] > u64::from(COUNT_MASK) {
-            tag += 1;
-        }
-        let count = u32::try_from(nanos / UNITS[tag])
-            .unwrap_or(COUNT_MASK)
-            .min(COUNT_MASK - 1);
-        ((tag as u32) << COUNT_BITS) | count
+        // The largest count kept: one below the mask, so that `NONE` is never produced.
+        const MAX: u64 = COUNT_MASK as u64 - 1;
+        let (tag, count) = if nanos / 1_000 <= MAX {
+            (0, nanos / 1_000)
+        } else if nanos / 1_000_000 <= MAX {
+            (1, nanos / 1_000_000)
+        } else if nanos / 1_000_000_000 <= MAX {
+            (2, nanos / 1_000_000_000)
+        } else {
+            (3, (nanos / 60_000_000_000).min(MAX))
+        };
+        // `count <= MAX < 2^30`: the cast is exact.
+        (tag << COUNT_BITS) | count as u32
     }
 
     #[inline]
@@ -155,6 +164,7 @@ impl Record {
         }
     }
 
+    #[inline]
     fn created_at(&self) -> u64 {
         if self.ttl == span::NONE {
             self.base
@@ -168,6 +178,7 @@ impl Record {
         now > self.expires_at()
     }
 
+    #[inline]
     fn accessed_at(&self) -> u64 {
         self.created_at()
             .saturating_add(span::decode(self.accessed.load(Ordering::Relaxed)))
