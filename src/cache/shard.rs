@@ -205,8 +205,10 @@ impl Record {
     /// only a small fraction of its hits.
     #[inline]
     pub(super) fn touch(&self, now: u64) {
-        if now.saturating_sub(self.accessed_at()) >= ACCESSED_AT_GRANULE {
-            let age = now.saturating_sub(self.created_at());
+        // Ages since creation: the creation time is derived once, not once per comparison.
+        let age = now.saturating_sub(self.created_at());
+        let accessed_age = span::decode(self.accessed.load(Ordering::Relaxed));
+        if age.saturating_sub(accessed_age) >= ACCESSED_AT_GRANULE {
             self.accessed.store(span::encode(age), Ordering::Relaxed);
         }
         let count = self.access_count.load(Ordering::Relaxed);
