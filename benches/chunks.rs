@@ -5,11 +5,13 @@
 //!   empty cache, so every chunk is computed. Two weights of chunk function: `light` (24
 //!   rounds of the mix, ≈ 7 ms per MiB on the development VM: about the cost of hashing the
 //!   chunk) and `model` (128 rounds, ≈ 34 ms per MiB — still far lighter than speech
-//!   recognition, which spends seconds per MiB of audio). Each run first hashes the whole
-//!   input for the whole-file memo check, which no number of workers can speed up (SHA-256 is
-//!   sequential, ≈ 90 ms for 16 MiB on that CPU, which has no SHA-NI): by Amdahl's law that
-//!   serial pass caps the light function's speed-up well below 2×, while the heavier a
-//!   function is, the closer it gets to 2×.
+//!   recognition, which spends seconds per MiB of audio). Each weight runs twice:
+//!   `hashing/…` first hashes the whole input for the whole-file memo check, which no number
+//!   of workers can speed up (SHA-256 is sequential, ≈ 90 ms for 16 MiB on that CPU, which has
+//!   no SHA-NI) — by Amdahl's law that serial pass caps the light function's speed-up well
+//!   below 2×, while the heavier a function is, the closer it gets to 2×; `hash_known/…` is
+//!   given the hash ([`RunOptions::file_hash`], as a caller that named the job by it does),
+//!   so what remains is reading, chunk keys and the chunk function.
 //! * `chunks/rerun_200MiB`: a 200 MiB input split by the seed's size for it (25 MiB, 8
 //!   chunks). Baselines: `sha256_pass` (one hashing pass over the input) and `full_run` (empty
 //!   cache). `rerun_one_chunk_edit` changes 8 bytes inside chunk 3 before each timed run (a
@@ -79,22 +81,32 @@ fn speedup(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(4));
+    let file_hash = CacheKey::from_content(&data, "file")
+        .expect("key")
+        .digest_hex();
     for (weight, rounds) in [("light", 24), ("model", 128)] {
-        for concurrency in [1, 2] {
-            group.bench_function(format!("{weight}/concurrency_{concurrency}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let p = processor(&empty_cache(), plan, concurrency);
-                        let f = |chunk: &AudioChunk| crunch(chunk, rounds);
-                        let started = Instant::now();
-                        let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
-                        total += started.elapsed();
-                        assert_eq!(out.expect("run").computed, 16);
-                    }
-                    total
+        for hash in ["hashing", "hash_known"] {
+            for concurrency in [1, 2] {
+                let name = format!("{weight}/{hash}/concurrency_{concurrency}");
+                group.bench_function(name, |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let p = processor(&empty_cache(), plan, concurrency);
+                            let f = |chunk: &AudioChunk| crunch(chunk, rounds);
+                            let options = match hash {
+                                "hash_known" => RunOptions::new().file_hash(&file_hash),
+                                _ => RunOptions::new(),
+                            };
+                            let started = Instant::now();
+                            let out = p.process_reader(Cursor::new(&data), &f, options);
+                            total += started.elapsed();
+                            assert_eq!(out.expect("run").computed, 16);
+                        }
+                        total
+                    });
                 });
-            });
+            }
         }
     }
     group.finish();

@@ -655,3 +655,127 @@ fn progress_stays_ordered_under_concurrency() {
         (1.0, 60, 120 * CHUNK)
     );
 }
+
+/// A reader that counts the bytes read through it, to tell one pass from two.
+struct Counting<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Counting<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+fn counting(data: &[u8]) -> (Counting<Cursor<&[u8]>>, std::rc::Rc<std::cell::Cell<usize>>) {
+    let read = std::rc::Rc::default();
+    let reader = Counting {
+        inner: Cursor::new(data),
+        read: std::rc::Rc::clone(&read),
+    };
+    (reader, read)
+}
+
+#[test]
+fn a_known_file_hash_skips_the_hashing_pass_and_finds_the_same_key() {
+    let data = input(6);
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let cache = cache();
+    let p = processor(&cache, 2, no_retry());
+
+    let (reader, read) = counting(&data);
+    let hashed = p.process_reader(reader, &f, RunOptions::new()).unwrap();
+    assert_eq!(read.get(), 2 * data.len(), "hash pass + split pass");
+
+    // Same key from the hash the caller knows: a whole-file hit, read nowhere.
+    let file_hash = memocache::CacheKey::from_content(&data, "file")
+        .unwrap()
+        .digest_hex();
+    let (reader, read) = counting(&data);
+    let known = p
+        .process_reader(reader, &f, RunOptions::new().file_hash(&file_hash))
+        .unwrap();
+    assert!(known.whole_file_hit);
+    assert_eq!(known.file_key, hashed.file_key);
+    assert_eq!(known.result, hashed.result);
+    assert_eq!(read.get(), 0);
+
+    // On an empty cache the known hash costs one pass, and stores under that same key.
+    let empty = self::cache();
+    let p = processor(&empty, 2, no_retry());
+    let (reader, read) = counting(&data);
+    let out = p
+        .process_reader(reader, &f, RunOptions::new().file_hash(&file_hash))
+        .unwrap();
+    assert_eq!((out.computed, out.whole_file_hit), (6, false));
+    assert_eq!(read.get(), data.len());
+    assert_eq!(out.file_key, hashed.file_key);
+    assert!(empty.contains_key(&out.file_key.unwrap()));
+}
+
+#[test]
+fn a_file_hash_that_is_not_a_sha256_is_a_key_error_before_any_work() {
+    let data = input(3);
+    let calls = Calls::default();
+    let f = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        Ok::<_, String>(describe(chunk))
+    };
+    let p = processor(&cache(), 1, no_retry());
+    let err = p
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().file_hash("not-a-hash"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::Key(_)), "{err}");
+    assert!(err.to_string().contains("not-a-hash"), "{err}");
+    assert!(calls.take().is_empty());
+}
+
+#[test]
+fn skipping_the_whole_file_memo_reads_once_stores_chunks_only() {
+    let data = input(5);
+    let calls = Calls::default();
+    let f = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        Ok::<_, String>(describe(chunk))
+    };
+    let cache = cache();
+    let p = processor(&cache, 2, no_retry());
+    let (reader, read) = counting(&data);
+    let out = p
+        .process_reader(reader, &f, RunOptions::new().skip_whole_file_memo())
+        .unwrap();
+    assert_eq!(read.get(), data.len());
+    assert_eq!((out.file_key, out.computed), (None, 5));
+    assert_eq!(texts(&out), expected(&data));
+    assert_eq!(
+        cache.len(),
+        5,
+        "five chunk results and no whole-file record"
+    );
+    assert_eq!(calls.take(), [0, 1, 2, 3, 4]);
+
+    // The next run is not a whole-file hit, but every chunk comes from the cache.
+    let again = p
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().skip_whole_file_memo(),
+        )
+        .unwrap();
+    assert_eq!((again.whole_file_hit, again.cached), (false, 5));
+    assert!(calls.take().is_empty());
+    assert_eq!(again.result, out.result);
+}

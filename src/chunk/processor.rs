@@ -3,12 +3,20 @@
 //!
 //! # Design
 //!
-//! * **Two streaming passes.** Pass one hashes the whole input (SHA-256, constant memory) to
-//!   derive the transcript key; a whole-file hit returns at once without splitting. Pass two
-//!   splits the input with [`split`] and feeds chunks to the workers. Both passes read from the
-//!   start of a `Read + Seek` input, so a file path or any seekable reader works, and the input
-//!   is never held whole: at most `2 × concurrency + 1` chunks are in memory (one being read,
-//!   `concurrency` queued in a bounded channel, `concurrency` being processed).
+//! * **One or two streaming passes.** Pass one hashes the whole input (SHA-256, constant
+//!   memory) to derive the transcript key; a whole-file hit returns at once without splitting.
+//!   Pass two splits the input with [`split`] and feeds chunks to the workers. Both passes read
+//!   from the start of a `Read + Seek` input, so a file path or any seekable reader works, and
+//!   the input is never held whole: at most `2 × concurrency + 1` chunks are in memory (one
+//!   being read, `concurrency` queued in a bounded channel, `concurrency` being processed).
+//! * **Pass one is the serial part.** SHA-256 is sequential, so no number of workers shortens
+//!   it, and on a CPU without SHA-NI it costs about as much as a light chunk function: by
+//!   Amdahl's law it caps the speed-up of the whole run. A caller that already knows the
+//!   input's hash — a Transcription job is named by it — passes it with
+//!   [`RunOptions::file_hash`] and the run goes straight to pass two. A caller that memoizes
+//!   the whole result itself (the [pipeline](crate::pipeline) stores the job's result under
+//!   the transcript key) turns the processor's own whole-file memo off with
+//!   [`RunOptions::skip_whole_file_memo`], so the key does not hold two kinds of record.
 //! * **Workers.** `min(concurrency, chunks)` scoped threads pull chunks from the bounded channel;
 //!   the splitting thread blocks when they are all busy, so reading is paced by processing.
 //!   Results land in a slot per chunk index, so the output is in chunk order whatever the
@@ -58,7 +66,7 @@
 //!   in tests. The ETA extrapolates bytes per second so far, which cached chunks make optimistic.
 
 use std::fmt;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -186,8 +194,9 @@ pub struct ProcessOutput {
     pub result: ChunkResult,
     /// Every chunk's outcome, in chunk order; empty on a whole-file hit.
     pub chunks: Vec<ChunkOutcome>,
-    /// The whole-file key ([`CacheKey::transcript`] of the input's SHA-256 and the language).
-    pub file_key: CacheKey,
+    /// The whole-file key ([`CacheKey::transcript`] of the input's SHA-256 and the language);
+    /// `None` when the run was told to [skip](RunOptions::skip_whole_file_memo) it.
+    pub file_key: Option<CacheKey>,
     /// The whole result came from the cache; nothing was split or computed.
     pub whole_file_hit: bool,
     /// Chunks whose function ran.
@@ -268,12 +277,14 @@ pub type MergeFn<'a> = dyn Fn(&[ChunkOutcome]) -> ChunkResult + 'a;
 /// The progress callback.
 pub type ProgressFn<'a> = dyn Fn(&Progress) + Send + Sync + 'a;
 
-/// Per-run options: progress callback, cancellation, merge step.
+/// Per-run options: progress callback, cancellation, merge step, whole-file memo.
 #[derive(Default)]
 pub struct RunOptions<'a> {
     progress: Option<Box<ProgressFn<'a>>>,
     cancel: Option<CancelToken>,
     merge: Option<Box<MergeFn<'a>>>,
+    file_hash: Option<String>,
+    skip_whole_file_memo: bool,
 }
 
 impl<'a> RunOptions<'a> {
@@ -302,6 +313,25 @@ impl<'a> RunOptions<'a> {
         self.merge = Some(Box::new(merge));
         self
     }
+
+    /// Uses `file_hash` (the input's SHA-256, hex) for the whole-file key instead of hashing
+    /// the input: the run skips its serial hashing pass. The caller vouches for the hash; a
+    /// wrong one files the result under another file's key. A hash that is not usable in a
+    /// key fails the run with [`ProcessError::Key`].
+    #[must_use]
+    pub fn file_hash(mut self, file_hash: impl Into<String>) -> Self {
+        self.file_hash = Some(file_hash.into());
+        self
+    }
+
+    /// Neither looks up nor stores the whole-file result, and so does not hash the input:
+    /// for a caller that memoizes the whole result under the transcript key itself. Chunks are
+    /// still memoized; [`ProcessOutput::file_key`] is `None`.
+    #[must_use]
+    pub fn skip_whole_file_memo(mut self) -> Self {
+        self.skip_whole_file_memo = true;
+        self
+    }
 }
 
 impl fmt::Debug for RunOptions<'_> {
@@ -310,6 +340,8 @@ impl fmt::Debug for RunOptions<'_> {
             .field("progress", &self.progress.is_some())
             .field("cancel", &self.cancel)
             .field("merge", &self.merge.is_some())
+            .field("file_hash", &self.file_hash)
+            .field("skip_whole_file_memo", &self.skip_whole_file_memo)
             .finish()
     }
 }
@@ -630,14 +662,24 @@ impl ChunkedProcessor {
                 .is_some_and(CancelToken::is_cancelled)
         };
 
-        // Pass one: the whole-file hash and length.
-        reader.rewind()?;
-        let file_hash = CacheKey::from_reader(&mut reader, "file")?.digest_hex();
-        let input_len = reader.stream_position()?;
-        let file_key = CacheKey::transcript(&file_hash, &self.language)?;
-        if let Ok(Some(record)) = self.cache.get_typed::<WholeFileRecord>(&file_key)
-            && record.identity == self.identity
-        {
+        let input_len = reader.seek(SeekFrom::End(0))?;
+        // Pass one, unless the caller knows the hash or memoizes the whole file itself.
+        let file_key = if options.skip_whole_file_memo {
+            None
+        } else if let Some(file_hash) = &options.file_hash {
+            Some(CacheKey::transcript(file_hash, &self.language)?)
+        } else {
+            reader.rewind()?;
+            let file_hash = CacheKey::from_reader(&mut reader, "file")?.digest_hex();
+            Some(CacheKey::transcript(&file_hash, &self.language)?)
+        };
+        if let Some(record) = file_key.as_ref().and_then(|key| {
+            self.cache
+                .get_typed::<WholeFileRecord>(key)
+                .ok()
+                .flatten()
+                .filter(|record| record.identity == self.identity)
+        }) {
             let total = usize::try_from(record.total_chunks).unwrap_or(usize::MAX);
             if let Some(callback) = &options.progress {
                 callback(&Progress {
@@ -762,7 +804,9 @@ impl ChunkedProcessor {
             bytes_total,
             result,
         };
-        if self.cache.insert_typed(file_key, &record).is_err() {
+        if let Some(key) = file_key
+            && self.cache.insert_typed(key, &record).is_err()
+        {
             run.not_memoized.fetch_add(1, Ordering::Relaxed);
         }
         let cached = chunks.iter().filter(|c| c.from_cache).count();

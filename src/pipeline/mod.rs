@@ -341,7 +341,9 @@ impl Runner {
             .language(request.language.clone())
             .build()
             .map_err(|e| JobError::Failed(e.to_string()))?;
-        let mut options = RunOptions::new();
+        // The queue memoizes the transcript under the transcript key when the job completes,
+        // and the file was hashed to name the job: the processor does neither again.
+        let mut options = RunOptions::new().skip_whole_file_memo();
         if let Some(callback) = &self.progress {
             let path = request.path.clone();
             options = options.on_progress(move |progress: &Progress| {
