@@ -18,7 +18,10 @@
 //!   an entry is stored, and the inserter evicts — from its own shard first, then the others,
 //!   never holding two shard locks — until its reservation fits. The counters therefore never
 //!   exceed the bounds, under any interleaving: after every call, `size_bytes() <= max_bytes`
-//!   and `len() <= max_entries`. A value larger than the budget is refused with
+//!   and `len() <= max_entries`. In a full cache, a new key takes over its victims' budget
+//!   under the shard lock it already holds, so the shared counters move only by the
+//!   difference in size, if any: two threads inserting into a full cache do not pass the
+//!   counters' cache lines back and forth on every insert. A value larger than the budget is refused with
 //!   [`CacheError::TooLarge`] before anything is evicted.
 //! * **Eviction policy.** S3-FIFO per shard, its small/main split adapted by ghost hits as
 //!   ARC adapts its lists, and re-admission from the ghost gated by a TinyLFU frequency sketch
@@ -170,7 +173,42 @@ struct Sweeper {
 }
 
 /// Removals to report once the locks are released.
-type Removed = Vec<(CacheKey, Bytes, RemovalCause)>;
+/// One removed entry, for the listener.
+type Removal = (CacheKey, Bytes, RemovalCause);
+
+/// Entries a call removed, held until its shard lock is released so that the listener runs
+/// and their values are dropped outside it. The first sits inline: an insert into a full
+/// cache usually evicts exactly one entry, and it should not allocate to say so.
+#[derive(Default)]
+struct Removed {
+    first: Option<Removal>,
+    rest: Vec<Removal>,
+}
+
+impl Removed {
+    fn new() -> Removed {
+        Removed::default()
+    }
+
+    fn one(removal: Removal) -> Removed {
+        Removed {
+            first: Some(removal),
+            rest: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, removal: Removal) {
+        if self.first.is_none() {
+            self.first = Some(removal);
+        } else {
+            self.rest.push(removal);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Removal> {
+        self.first.iter().chain(&self.rest)
+    }
+}
 
 impl Cache {
     /// A builder; `max_bytes` is required.
@@ -277,7 +315,7 @@ impl Cache {
         let value = (cause == RemovalCause::Removed).then(|| record.value.clone());
         inner.release(record.charge(), 1);
         Counters::bump(inner.counters.local().removal(cause));
-        inner.notify(vec![(record.key, record.value, cause)]);
+        inner.notify(Removed::one((record.key, record.value, cause)));
         value
     }
 
@@ -490,15 +528,20 @@ impl Inner {
         let index = self.shard_of(hash);
         let mut removed = Removed::new();
         // Reserve under the shard lock, where it is known whether the key is present: an
-        // update needs only its growth in bytes, a new key its charge and one entry. Evicting
-        // happens with the lock released, so no thread ever holds two shard locks.
+        // update needs only its growth in bytes, a new key its charge and one entry. A new key
+        // that does not fit first takes over the budget of victims from its own shard, under
+        // the lock it already holds; only if that shard runs dry does eviction move to the
+        // others, with the lock released, so no thread ever holds two shard locks.
         let mut shard = loop {
-            let shard = self.shards[index].0.write();
+            let mut shard = self.shards[index].0.write();
             let fits = match shard.find(hash, &key) {
                 Some(old) => {
                     charge <= old.charge() || self.try_reserve_bytes(charge - old.charge())
                 }
-                None => self.try_reserve(charge),
+                None => {
+                    self.try_reserve(charge)
+                        || self.make_room(&mut shard, charge, now, &mut removed)
+                }
             };
             if fits {
                 break shard;
@@ -560,8 +603,43 @@ impl Inner {
     }
 
     fn release(&self, charge: u64, entries: u64) {
-        self.bytes.0.fetch_sub(charge, Ordering::AcqRel);
-        self.entries.0.fetch_sub(entries, Ordering::AcqRel);
+        if charge > 0 {
+            self.bytes.0.fetch_sub(charge, Ordering::AcqRel);
+        }
+        if entries > 0 {
+            self.entries.0.fetch_sub(entries, Ordering::AcqRel);
+        }
+    }
+
+    /// Evicts from the locked `shard` until its victims' budget covers a new entry charged
+    /// `charge`, and hands that budget over to the new entry: the global counters move only
+    /// by the difference (usually nothing, or one subtraction), which is what keeps a full
+    /// cache's inserts from bouncing them between cores. Returns false, with the victims'
+    /// budget released, if the shard empties first.
+    fn make_room(&self, shard: &mut Shard, charge: u64, now: u64, removed: &mut Removed) -> bool {
+        let (mut bytes, mut entries) = (0, 0);
+        while bytes < charge || entries == 0 {
+            let Some(record) = shard.evict() else {
+                self.release(bytes, entries);
+                return false;
+            };
+            bytes += record.charge();
+            entries += 1;
+            self.tally(record, now, removed);
+        }
+        self.release(bytes - charge, entries - 1);
+        true
+    }
+
+    /// Counts an evicted record by its cause and readies its notification.
+    fn tally(&self, record: Record, now: u64, removed: &mut Removed) {
+        let cause = if record.is_expired(now) {
+            RemovalCause::Expired
+        } else {
+            RemovalCause::Size
+        };
+        Counters::bump(self.counters.local().removal(cause));
+        removed.push((record.key, record.value, cause));
     }
 
     /// Evicts one entry, preferring the `home` shard; expired entries go first.
@@ -576,12 +654,8 @@ impl Inner {
             let victim = shard.evict();
             drop(shard);
             if let Some(record) = victim {
-                let cause = if record.is_expired(now) {
-                    RemovalCause::Expired
-                } else {
-                    RemovalCause::Size
-                };
-                removed.extend(self.account_removals(Some(record), cause));
+                self.release(record.charge(), 1);
+                self.tally(record, now, removed);
                 return true;
             }
         }
@@ -613,7 +687,7 @@ impl Inner {
 
     fn notify(&self, removed: Removed) {
         if let Some(listener) = &self.listener {
-            for (key, value, cause) in &removed {
+            for (key, value, cause) in removed.iter() {
                 listener(key, value, *cause);
             }
         }

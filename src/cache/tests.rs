@@ -124,3 +124,45 @@ fn accessed_at_is_kept_to_the_millisecond() {
     let entry = cache.entry(&k).expect("live");
     assert_eq!(entry.accessed_at(), clock.now());
 }
+
+#[test]
+fn evicting_inserts_hand_over_budget_exactly() {
+    let evicted = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&evicted);
+    let cache = Cache::builder()
+        .max_bytes(40 * CacheEntry::charged_size(100) as u64)
+        .shards(4)
+        .eviction_listener(move |_, _, cause| {
+            assert_eq!(cause, RemovalCause::Size);
+            seen.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .expect("valid config");
+    // Equal sizes: every insert into the full cache takes over one victim's budget.
+    for i in 0..400u64 {
+        cache.insert(key(i), vec![1u8; 100]).expect("fits");
+        assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    }
+    assert_eq!(cache.len(), 40);
+    assert_eq!(evicted.load(Ordering::Relaxed), 360);
+    // Smaller values: a victim's surplus goes back to the budget.
+    for i in 400..440u64 {
+        cache.insert(key(i), vec![1u8; 10]).expect("fits");
+    }
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    // One value worth half the budget: more than its own shard of a full cache holds, so
+    // eviction moves on to the other shards once its own runs dry.
+    let before = (cache.len() as u64, evicted.load(Ordering::Relaxed));
+    let half = (cache.inner.max_bytes / 2) as usize - CacheEntry::charged_size(0);
+    cache.insert(key(1_000), vec![2u8; half]).expect("fits");
+    assert!(cache.contains_key(&key(1_000)));
+    assert!(cache.size_bytes() <= cache.inner.max_bytes);
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    let gone = evicted.load(Ordering::Relaxed) - before.1;
+    assert_eq!(before.0 + 1 - gone, cache.len() as u64);
+    let stats = cache.stats();
+    assert_eq!(
+        stats.removals(RemovalCause::Size),
+        evicted.load(Ordering::Relaxed)
+    );
+}
