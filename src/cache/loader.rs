@@ -3,11 +3,17 @@
 //! # Design
 //!
 //! In-flight loads live in a [`DashMap`] from key to a *flight* (a mutex-guarded state and a
-//! condition variable). The first caller to miss inserts a flight and becomes its *leader*:
-//! it runs the loader with no lock held, stores the value in the cache, publishes the outcome
-//! on the flight and removes it from the map. Callers that find a flight wait on it and take
-//! the leader's outcome: the value, or the leader's error (shared as `Arc<E>`), which is not
-//! cached — the next call after the flight ends tries again.
+//! condition variable). The first caller to miss claims the key and becomes its *leader*:
+//! it runs the loader with no lock held, stores the value in the cache, removes its claim
+//! from the map and publishes the outcome on the flight. Callers that find a claim wait on
+//! its flight and take the leader's outcome: the value, or the leader's error (shared as
+//! `Arc<E>`), which is not cached — the next call after the flight ends tries again.
+//!
+//! Most misses have no company, so the flight is allocated by the first *waiter*, not by the
+//! leader: a claim starts empty, and a lone leader's miss costs one map insert and one
+//! removal, with no allocation, mutex or condition variable. Only the leader removes its
+//! claim, so the entry it removes is always its own; a caller that arrives after the removal
+//! finds no claim, leads, and finds the stored value on its re-check.
 //!
 //! A loader that panics must not strand its waiters or poison the key: the leader catches
 //! the panic, marks the flight *abandoned*, removes it, and re-raises the panic in its own
@@ -74,6 +80,13 @@ struct Flight {
 }
 
 impl Flight {
+    fn new() -> Flight {
+        Flight {
+            state: Mutex::new(FlightState::Running),
+            done: Condvar::new(),
+        }
+    }
+
     fn land(&self, state: FlightState) {
         *self.state.lock() = state;
         self.done.notify_all();
@@ -118,7 +131,8 @@ impl Hasher for PassThrough {
 /// The in-flight loads of one cache.
 #[derive(Default)]
 pub(super) struct Loads {
-    flights: DashMap<FlightKey, Arc<Flight>, BuildHasherDefault<PassThrough>>,
+    /// Claimed keys; the flight exists once somebody waits for it.
+    flights: DashMap<FlightKey, Option<Arc<Flight>>, BuildHasherDefault<PassThrough>>,
 }
 
 impl fmt::Debug for Loads {
@@ -144,20 +158,17 @@ impl Loads {
                 hash: cache.inner.hasher.hash(&key),
                 key,
             };
-            let (flight, leader) = match self.flights.entry(flight_key) {
-                Entry::Occupied(found) => (Arc::clone(found.get()), false),
+            let flight = match self.flights.entry(flight_key) {
+                Entry::Occupied(mut found) => Arc::clone(
+                    found
+                        .get_mut()
+                        .get_or_insert_with(|| Arc::new(Flight::new())),
+                ),
                 Entry::Vacant(slot) => {
-                    let flight = Arc::new(Flight {
-                        state: Mutex::new(FlightState::Running),
-                        done: Condvar::new(),
-                    });
-                    slot.insert(Arc::clone(&flight));
-                    (flight, true)
+                    slot.insert(None);
+                    return self.lead(cache, flight_key, load);
                 }
             };
-            if leader {
-                return self.lead(cache, flight_key, &flight, load);
-            }
             let mut state = flight.state.lock();
             while matches!(*state, FlightState::Running) {
                 flight.done.wait(&mut state);
@@ -180,14 +191,13 @@ impl Loads {
         &self,
         cache: &Cache,
         flight_key: FlightKey,
-        flight: &Arc<Flight>,
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
         let key = flight_key.key;
         let finish = |state: FlightState| {
-            flight.land(state);
-            self.flights
-                .remove_if(&flight_key, |_, f| Arc::ptr_eq(f, flight));
+            if let Some((_, Some(flight))) = self.flights.remove(&flight_key) {
+                flight.land(state);
+            }
         };
         // Another leader may have stored the value between our miss and our flight.
         if let Some(value) = cache.peek(&key) {
