@@ -52,7 +52,7 @@
 //! 2017) agrees: the key's estimated frequency must be at least that of *main*'s tail, the
 //! next victim candidate; otherwise it enters *small* like a new key and has to earn its place
 //! with a hit there. The estimates come from a per-shard count-min sketch of 4-bit counters
-//! (1–2 bytes an entry of the shard, halved every 10 × entries increments). A hit cannot
+//! (sized and aged as below). A hit cannot
 //! update it (that would be a write to shared memory under the read lock), so the sketch
 //! counts every miss and learns of hits late, from the entries' own counters: the hits a
 //! *small* entry had when it leaves *small*, and one hit each time CLOCK spends one on a
@@ -70,8 +70,31 @@
 //! `cpp`, `multi1/2`, `sprite` at 1 % — still trail moka's TinyLFU, which counts every hit,
 //! and `cpp` and `multi1/2` lost up to 2.4 points to the adaptation. Those rows also vary by
 //! about a point from run to run, as the shard hash is seeded per process and a ghost of
-//! 16–64 slots is sensitive to collisions. A sketch twice as large (2–4 bytes an entry) lifted
-//! P6 at 10 % by about 1.2 points in a trial run; it is kept within 2 bytes an entry here.
+//! 16–64 slots is sensitive to collisions.
+//!
+//! # Sizing the sketch
+//!
+//! At 1–2 bytes an entry a sketch for a shard of a few dozen entries has 8–16 words: with
+//! thousands of distinct keys behind them its estimates are mostly collisions, and the gate
+//! ranks by noise. So a shard of up to 4,096 entries now gets one word (16 counters) per entry,
+//! and shards between 4,096 and 16,384 entries get 4,096 words (32 KiB); larger shards keep
+//! 1–2 bytes an entry, so a cache of a million entries costs what it did. The halving period
+//! stays 10 × max(entries, counters / 4), which makes it 20–40 × entries for the enlarged
+//! sketches. On the `hit_ratio` traces without the four largest (three replays a row), the
+//! sum of the shortfalls went from about −29.5 to −23.3 points (sprite at 1 % from −2.7 to
+//! −0.4, the Zipf rows from −0.5…−0.1 to −0.1…+0.7); P6 at 10 % from −2.4 to −1.1 (two runs),
+//! P2 at 10 % from −0.7 to −0.5. Two variants lost and are not in the code: a sketch of one
+//! word per entry with no cap (P6 at 10 % fell to −3.7: its period grew to 34 × entries; at a
+//! 10 × period it was −1.2, but the small-cache rows lost about a point each), and a period of
+//! 10 × entries for the small shards (sum −27 to −28).
+//!
+//! Two W-TinyLFU mechanisms were tried on top and lost, so they are not in the code either:
+//! counting every hit in the sketch (a 4-bit count of pending hits in the entry's frequency
+//! byte, flushed into the sketch whenever eviction looked at the entry, which costs a hit
+//! nothing more) made the gate stricter against *main*'s tail and cost `cpp`, `multi1/2` and
+//! P3 at 10 % 1–5 points (sum −38.9); admitting *small*'s unhit victims that outscore
+//! *main*'s tail cost the loops and scans up to 10 points (`gli`, `scan`, `loop`), and with a
+//! margin of 3–4 counts it was a wash within run-to-run noise.
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
@@ -103,6 +126,13 @@ const FILL_PERCENT: u64 = 95;
 /// Fingerprint bit of a ghost entry: the key was evicted from `main` (clear: from `small`).
 /// Bit 0 is always set so that no fingerprint is 0, the empty slot.
 const GHOST_MAIN: u32 = 2;
+
+/// A shard's sketch gets at least this many 64-bit words (32 KiB) if it holds as many
+/// entries: a word per entry for small shards, whose estimates a sketch of 2 bytes an entry
+/// left too noisy to rank keys, and at most 8 bytes an entry (at 4,096 entries) for the shards
+/// in between. Shards of 16,384 entries and more are sized by 2 bytes an entry as before, so the
+/// memory per entry of large caches does not change.
+const SKETCH_FLOOR_WORDS: usize = 4096;
 
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
@@ -225,12 +255,15 @@ impl Sketch {
         }
     }
 
-    /// Sizes the sketch for a shard of `entries` keys: 2 to 4 counters (1 to 2 bytes) per key
-    /// — the largest power of two of words within 2 bytes a key, at least 8 words — halved
-    /// every 10 × `entries` increments, TinyLFU's sample period. Like the ghost, it only grows
-    /// (while the shard fills), and starts over when it does.
+    /// Sizes the sketch for a shard of `entries` keys: one word (16 counters) per key up to
+    /// [`SKETCH_FLOOR_WORDS`] words, and beyond that 2 to 4 counters (1 to 2 bytes) per key —
+    /// in both cases the largest power of two of words within that, at least 8 words. Counters
+    /// are halved every 10 × max(`entries`, counters / 4) increments: 10 × `entries`,
+    /// TinyLFU's sample period, for large shards; 20–40 × `entries` for shards of up to 4096
+    /// entries, which scored better here than the shorter period. Like the ghost, it only
+    /// grows (while the shard fills), and starts over when it does.
     fn fit(&mut self, entries: usize) {
-        let words = (entries / 4).max(8);
+        let words = (entries / 4).max(entries.min(SKETCH_FLOOR_WORDS)).max(8);
         let want = 1 << words.ilog2();
         if self.words.len() < want {
             self.words = vec![0; want];
