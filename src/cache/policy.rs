@@ -754,6 +754,29 @@ mod tests {
     }
 
     #[test]
+    fn sketch_has_a_word_per_entry_up_to_the_floor_then_two_bytes() {
+        let words = |entries| {
+            let mut sketch = Sketch::new();
+            sketch.fit(entries);
+            (sketch.words.len(), sketch.period)
+        };
+        assert_eq!(words(0), (8, 320));
+        // Small shards: the largest power of two of words not above the entries.
+        assert_eq!(words(30), (16, 640));
+        assert_eq!(words(100), (64, 2_560));
+        assert_eq!(words(4_096), (4_096, 163_840));
+        // In between: the 32 KiB floor.
+        assert_eq!(words(10_000), (4_096, 163_840));
+        // Large shards: 1 to 2 bytes an entry, halved every 10 × entries.
+        assert_eq!(words(100_000), (16_384, 1_000_000));
+        // It only grows.
+        let mut sketch = Sketch::new();
+        sketch.fit(1_000);
+        sketch.fit(10);
+        assert_eq!(sketch.words.len(), 512);
+    }
+
+    #[test]
     fn ghost_hits_move_the_split_both_ways_within_bounds() {
         let mut sim = Sim::new(100);
         for key in 0..200 {
