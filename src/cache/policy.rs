@@ -62,11 +62,11 @@
 //! and lost badly on loops and scans: *main*'s residents' hits reach the sketch too late, so
 //! fresh keys outscored them and the resident set of the filling phase was flushed.
 //!
-//! Effect, on one full run of the `hit_ratio` bench (the README's table), against the fixed
-//! 5 % split: the worst row went from −9.13 to −4.84 points below the best of LRU, moka and
-//! quick_cache, and the sum of the shortfalls from −51.2 to −32.8; `backf`, `zigzag` and P6 at
-//! 10 % moved from 7–9 points below to 2–2.5. The number of rows more than 0.5 below did not
-//! fall (17 before, 18 now): small caches (12–100 entries) of frequency-skewed traces — `ps`,
+//! Effect, on one full run of the `hit_ratio` bench before the sketch was enlarged (below),
+//! against the fixed 5 % split: the worst row went from −9.13 to −4.84 points below the best
+//! of LRU, moka and quick_cache, and the sum of the shortfalls from −51.2 to −32.8; `backf`,
+//! `zigzag` and P6 at 10 % moved from 7–9 points below to 2–2.5. The number of rows more than
+//! 0.5 below did not fall (17 before, 18 after): small caches (12–100 entries) of frequency-skewed traces — `ps`,
 //! `cpp`, `multi1/2`, `sprite` at 1 % — still trail moka's TinyLFU, which counts every hit,
 //! and `cpp` and `multi1/2` lost up to 2.4 points to the adaptation. Those rows also vary by
 //! about a point from run to run, as the shard hash is seeded per process and a ghost of
@@ -78,15 +78,17 @@
 //! thousands of distinct keys behind them its estimates are mostly collisions, and the gate
 //! ranks by noise. So a shard of up to 4,096 entries now gets one word (16 counters) per entry,
 //! and shards between 4,096 and 16,384 entries get 4,096 words (32 KiB); larger shards keep
-//! 1–2 bytes an entry, so a cache of a million entries costs what it did. The halving period
-//! stays 10 × max(entries, counters / 4), which makes it 20–40 × entries for the enlarged
-//! sketches. On the `hit_ratio` traces without the four largest (three replays a row), the
-//! sum of the shortfalls went from about −29.5 to −23.3 points (sprite at 1 % from −2.7 to
-//! −0.4, the Zipf rows from −0.5…−0.1 to −0.1…+0.7); P6 at 10 % from −2.4 to −1.1 (two runs),
-//! P2 at 10 % from −0.7 to −0.5. Two variants lost and are not in the code: a sketch of one
-//! word per entry with no cap (P6 at 10 % fell to −3.7: its period grew to 34 × entries; at a
-//! 10 × period it was −1.2, but the small-cache rows lost about a point each), and a period of
-//! 10 × entries for the small shards (sum −27 to −28).
+//! 1–2 bytes an entry, so a cache of a million entries in 8 shards costs what it did. The
+//! halving period stays 10 × max(entries, counters / 4), which makes it 20–40 × entries for
+//! the enlarged sketches. On the `hit_ratio` traces without the four largest (memocache
+//! alone, three replays a row for caches under 2,000 entries), the sum of the shortfalls went
+//! from −29.5…−29.8 to −23.3…−24.7 points (two runs before, three after): sprite at 1 % from
+//! about −2.7 to −0.4, the Zipf rows from −0.5…−0.1 to −0.1…+0.7. P6 at 10 % went from −2.4
+//! to −1.05…−1.29 (three runs), P2 at 10 % from −0.7 to −0.5. The README's table is one full
+//! run with it. Variants that lost: a cap of 8,192 or 16,384 words instead of 4,096 (P6's
+//! 9,700-entry shards get 8,192 words and a period of 34 × entries: P6 at 10 % fell to −3.6;
+//! with the period cut to 10 × entries it was −1.2), and a period of 10 × entries for the
+//! small shards too (sum −27.3 and −28.4 against −24.7 and −22.3 with the longer period).
 //!
 //! Two W-TinyLFU mechanisms were tried on top and lost, so they are not in the code either:
 //! counting every hit in the sketch (a 4-bit count of pending hits in the entry's frequency
