@@ -52,7 +52,7 @@
 //! 2017) agrees: the key's estimated frequency must be at least that of *main*'s tail, the
 //! next victim candidate; otherwise it enters *small* like a new key and has to earn its place
 //! with a hit there. The estimates come from a per-shard count-min sketch of 4-bit counters
-//! (1–2 bytes an entry of the shard, halved every 10 × entries increments). A hit cannot
+//! (sized and aged as below). A hit cannot
 //! update it (that would be a write to shared memory under the read lock), so the sketch
 //! counts every miss and learns of hits late, from the entries' own counters: the hits a
 //! *small* entry had when it leaves *small*, and one hit each time CLOCK spends one on a
@@ -62,16 +62,41 @@
 //! and lost badly on loops and scans: *main*'s residents' hits reach the sketch too late, so
 //! fresh keys outscored them and the resident set of the filling phase was flushed.
 //!
-//! Effect, on one full run of the `hit_ratio` bench (the README's table), against the fixed
-//! 5 % split: the worst row went from −9.13 to −4.84 points below the best of LRU, moka and
-//! quick_cache, and the sum of the shortfalls from −51.2 to −32.8; `backf`, `zigzag` and P6 at
-//! 10 % moved from 7–9 points below to 2–2.5. The number of rows more than 0.5 below did not
-//! fall (17 before, 18 now): small caches (12–100 entries) of frequency-skewed traces — `ps`,
+//! Effect, on one full run of the `hit_ratio` bench before the sketch was enlarged (below),
+//! against the fixed 5 % split: the worst row went from −9.13 to −4.84 points below the best
+//! of LRU, moka and quick_cache, and the sum of the shortfalls from −51.2 to −32.8; `backf`,
+//! `zigzag` and P6 at 10 % moved from 7–9 points below to 2–2.5. The number of rows more than
+//! 0.5 below did not fall (17 before, 18 after): small caches (12–100 entries) of frequency-skewed traces — `ps`,
 //! `cpp`, `multi1/2`, `sprite` at 1 % — still trail moka's TinyLFU, which counts every hit,
 //! and `cpp` and `multi1/2` lost up to 2.4 points to the adaptation. Those rows also vary by
 //! about a point from run to run, as the shard hash is seeded per process and a ghost of
-//! 16–64 slots is sensitive to collisions. A sketch twice as large (2–4 bytes an entry) lifted
-//! P6 at 10 % by about 1.2 points in a trial run; it is kept within 2 bytes an entry here.
+//! 16–64 slots is sensitive to collisions.
+//!
+//! # Sizing the sketch
+//!
+//! At 1–2 bytes an entry a sketch for a shard of a few dozen entries has 8–16 words: with
+//! thousands of distinct keys behind them its estimates are mostly collisions, and the gate
+//! ranks by noise. So a shard of up to 4,096 entries now gets one word (16 counters) per entry,
+//! and shards between 4,096 and 16,384 entries get 4,096 words (32 KiB); larger shards keep
+//! 1–2 bytes an entry, so a cache of a million entries in 8 shards costs what it did. The
+//! halving period stays 10 × max(entries, counters / 4), which makes it 20–40 × entries for
+//! the enlarged sketches. On the `hit_ratio` traces without the four largest (memocache
+//! alone, three replays a row for caches under 2,000 entries), the sum of the shortfalls went
+//! from −29.5…−29.8 to −23.3…−24.7 points (two runs before, three after): sprite at 1 % from
+//! about −2.7 to −0.4, the Zipf rows from −0.5…−0.1 to −0.1…+0.7. P6 at 10 % went from −2.4
+//! to −1.05…−1.29 (three runs), P2 at 10 % from −0.7 to −0.5. The README's table is one full
+//! run with it. Variants that lost: a cap of 8,192 or 16,384 words instead of 4,096 (P6's
+//! 9,700-entry shards get 8,192 words and a period of 34 × entries: P6 at 10 % fell to −3.6;
+//! with the period cut to 10 × entries it was −1.2), and a period of 10 × entries for the
+//! small shards too (sum −27.3 and −28.4 against −24.7 and −22.3 with the longer period).
+//!
+//! Two W-TinyLFU mechanisms were tried on top and lost, so they are not in the code either:
+//! counting every hit in the sketch (a 4-bit count of pending hits in the entry's frequency
+//! byte, flushed into the sketch whenever eviction looked at the entry, which costs a hit
+//! nothing more) made the gate stricter against *main*'s tail and cost `cpp`, `multi1/2` and
+//! P3 at 10 % 1–5 points (sum −38.9); admitting *small*'s unhit victims that outscore
+//! *main*'s tail cost the loops and scans up to 10 points (`gli`, `scan`, `loop`), and with a
+//! margin of 3–4 counts it was a wash within run-to-run noise.
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
@@ -103,6 +128,13 @@ const FILL_PERCENT: u64 = 95;
 /// Fingerprint bit of a ghost entry: the key was evicted from `main` (clear: from `small`).
 /// Bit 0 is always set so that no fingerprint is 0, the empty slot.
 const GHOST_MAIN: u32 = 2;
+
+/// A shard's sketch gets at least this many 64-bit words (32 KiB) if it holds as many
+/// entries: a word per entry for small shards, whose estimates a sketch of 2 bytes an entry
+/// left too noisy to rank keys, and at most 8 bytes an entry (at 4,096 entries) for the shards
+/// in between. Shards of 16,384 entries and more are sized by 2 bytes an entry as before, so the
+/// memory per entry of large caches does not change.
+const SKETCH_FLOOR_WORDS: usize = 4096;
 
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
@@ -225,12 +257,15 @@ impl Sketch {
         }
     }
 
-    /// Sizes the sketch for a shard of `entries` keys: 2 to 4 counters (1 to 2 bytes) per key
-    /// — the largest power of two of words within 2 bytes a key, at least 8 words — halved
-    /// every 10 × `entries` increments, TinyLFU's sample period. Like the ghost, it only grows
-    /// (while the shard fills), and starts over when it does.
+    /// Sizes the sketch for a shard of `entries` keys: one word (16 counters) per key up to
+    /// [`SKETCH_FLOOR_WORDS`] words, and beyond that 2 to 4 counters (1 to 2 bytes) per key —
+    /// in both cases the largest power of two of words within that, at least 8 words. Counters
+    /// are halved every 10 × max(`entries`, counters / 4) increments: 10 × `entries`,
+    /// TinyLFU's sample period, for large shards; 20–40 × `entries` for shards of up to 4096
+    /// entries, which scored better here than the shorter period. Like the ghost, it only
+    /// grows (while the shard fills), and starts over when it does.
     fn fit(&mut self, entries: usize) {
-        let words = (entries / 4).max(8);
+        let words = (entries / 4).max(entries.min(SKETCH_FLOOR_WORDS)).max(8);
         let want = 1 << words.ilog2();
         if self.words.len() < want {
             self.words = vec![0; want];
@@ -718,6 +753,29 @@ mod tests {
         }
         assert!(sketch.estimate(a) <= 8, "halved: {}", sketch.estimate(a));
         assert!(sketch.estimate(a) >= 7);
+    }
+
+    #[test]
+    fn sketch_has_a_word_per_entry_up_to_the_floor_then_two_bytes() {
+        let words = |entries| {
+            let mut sketch = Sketch::new();
+            sketch.fit(entries);
+            (sketch.words.len(), sketch.period)
+        };
+        assert_eq!(words(0), (8, 320));
+        // Small shards: the largest power of two of words not above the entries.
+        assert_eq!(words(30), (16, 640));
+        assert_eq!(words(100), (64, 2_560));
+        assert_eq!(words(4_096), (4_096, 163_840));
+        // In between: the 32 KiB floor.
+        assert_eq!(words(10_000), (4_096, 163_840));
+        // Large shards: 1 to 2 bytes an entry, halved every 10 × entries.
+        assert_eq!(words(100_000), (16_384, 1_000_000));
+        // It only grows.
+        let mut sketch = Sketch::new();
+        sketch.fit(1_000);
+        sketch.fit(10);
+        assert_eq!(sketch.words.len(), 512);
     }
 
     #[test]
