@@ -615,14 +615,16 @@ impl Inner {
         }
     }
 
-    /// Evicts from the locked `shard` until its victims' budget covers a new entry charged
-    /// `charge`, and hands that budget over to the new entry: the global counters move only
-    /// by the difference (usually nothing, or one subtraction), which is what keeps a full
-    /// cache's inserts from bouncing them between cores. Returns false, with the victims'
-    /// budget released, if the shard empties first.
+    /// Evicts from the locked `shard` until its victims' budget — topped up from the shared
+    /// counters if they have room — covers a new entry charged `charge`, and hands that budget
+    /// over to the new entry: the shared counters move only by the difference (usually
+    /// nothing, or one subtraction), which is what keeps a full cache's inserts from bouncing
+    /// them between cores. A cache full by entries loses one victim for a large value, not as
+    /// many as its bytes. Returns false, with the victims' budget released, if the shard
+    /// empties first.
     fn make_room(&self, shard: &mut Shard, charge: u64, now: u64, removed: &mut Removed) -> bool {
         let (mut bytes, mut entries) = (0, 0);
-        while bytes < charge || entries == 0 {
+        while entries == 0 || (bytes < charge && !self.try_reserve_bytes(charge - bytes)) {
             let Some(record) = shard.evict() else {
                 self.release(bytes, entries);
                 return false;
@@ -631,7 +633,7 @@ impl Inner {
             entries += 1;
             self.tally(record, now, removed);
         }
-        self.release(bytes - charge, entries - 1);
+        self.release(bytes.saturating_sub(charge), entries - 1);
         true
     }
 

@@ -166,3 +166,20 @@ fn evicting_inserts_hand_over_budget_exactly() {
         evicted.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn a_large_value_in_a_cache_full_by_entries_evicts_one_entry() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 30)
+        .max_entries(10)
+        .shards(1)
+        .build()
+        .expect("valid config");
+    for i in 0..10u64 {
+        cache.insert(key(i), vec![0u8; 8]).expect("fits");
+    }
+    cache.insert(key(100), vec![0u8; 64 * 1024]).expect("fits");
+    assert_eq!(cache.len(), 10);
+    assert_eq!(cache.stats().removals(RemovalCause::Size), 1);
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+}
