@@ -21,9 +21,10 @@
 //!   non-zero counter is moved back to the head with the counter decremented, otherwise evicted.
 //! * **ghost**: fingerprints of entries recently evicted, from either queue, with one bit
 //!   saying which. A key that comes back while its fingerprint is still there was evicted too
-//!   early. The ghost is a direct-mapped table of 32-bit fingerprints (4 bytes an entry, no
-//!   links), sized to the shard's entry count; a newer fingerprint overwrites an older one in
-//!   its slot, which ages the ghost roughly like a FIFO of the same length.
+//!   early. The ghost is a table of 32-bit fingerprints (4 bytes an entry, no links), sized to
+//!   the shard's entry count. In shards of more than 4,096 entries it is direct-mapped: a newer
+//!   fingerprint overwrites an older one in its slot, which ages the ghost roughly like a FIFO
+//!   of the same length. In smaller shards it is two-way (see *Small shards* below).
 //!
 //! While a shard is filling (it has never had to evict), new entries go straight to *main*
 //! as long as main is under 95 % of the shard's share of the budget, as quick_cache does. On a
@@ -96,12 +97,68 @@
 //! nothing more) made the gate stricter against *main*'s tail and cost `cpp`, `multi1/2` and
 //! P3 at 10 % 1–5 points (sum −38.9); admitting *small*'s unhit victims that outscore
 //! *main*'s tail cost the loops and scans up to 10 points (`gli`, `scan`, `loop`), and with a
-//! margin of 3–4 counts it was a wash within run-to-run noise.
+//! margin of 3–4 counts it was a wash within run-to-run noise. A variant of the latter that
+//! also counts the tail's pending hits is now in the code, for small shards only (next).
+//!
+//! # Small shards: a two-way ghost and frequency admission
+//!
+//! Shards of up to 4,096 entries ([`SMALL_SHARD`], the size up to which the sketch has a word
+//! per entry) differ in two ways; the hit path is the same in all shards.
+//!
+//! * **A two-way ghost.** Slots pair up into buckets, each a FIFO of two: a new fingerprint
+//!   takes the first slot, the one there moves to the second, and the one there is forgotten.
+//!   A direct-mapped ghost of 16–256 slots forgets a key whenever one later eviction lands in
+//!   its slot, and which keys collide depends on the per-process hash seed: on `zigzag` at
+//!   10 % (200 entries) ten replays ranged from 5.1 % to 8.9 %. Two ways keep a key until two
+//!   later evictions land in its bucket, so recently evicted keys are remembered far more
+//!   reliably (older ones less); the ghost hits that drive ARC's rule arrive when they should.
+//! * **Frequency admission of *small*'s unhit victims.** A key leaving *small* without a hit
+//!   still joins *main* if the sketch has seen it more than [`ADMIT_MARGIN`] (2) times more
+//!   often than *main*'s tail — the tail's sketch estimate *plus* the hits still pending in its
+//!   entry counter. This is W-TinyLFU's admission, and it is what lets hot keys whose reuse
+//!   distance exceeds the ghost's reach into a tiny cache at all. The tail's pending hits are
+//!   what keeps a loop's resident set: its residents' hits reach the sketch only when CLOCK
+//!   passes over them, and without them every newcomer of a loop outscores them. The margin
+//!   keeps the sketch's noise from flushing *main* (margin 0: `loop` at 1 % and `scan` at 1 %
+//!   fell to 0 %, `gli` at 10 % by 9 points).
+//!
+//! Effect, measured with memocache alone over the `hit_ratio` rows without the four largest
+//! traces, the mean of up to 10 replays a row (fewer for traces above 100k requests), against
+//! the best peer of the README's table: rows more than 0.5 below went from 13 to 12 and the
+//! sum of the shortfalls from −24.6 to −21.2. `zigzag` at 10 % went from −2.14 to −0.56 (and
+//! its replays from 5.1–8.9 % to 8.97–9.12 %), `backf` from −1.82 to −0.99, `multi2` at 1 %
+//! from −2.38 to −1.30, `ps` at 1 % from −5.35 to −4.95. Forty replays each of the tiny
+//! frequency-skewed rows, before → after: `cpp` 12 entries 11.03 → 11.18 %, `ps` 30 entries
+//! 9.39 → 9.91 %, `multi1` 26 entries 15.15 → 15.25 %, `multi2` 56 entries 20.39 → 21.30 %,
+//! `multi3` 74 entries 22.55 → 22.97 %; their 10 % rows moved by 0.1–0.2 either way. The two
+//! mechanisms alone: the ghost 12 rows, −23.4 (it cost `multi1` at 1 % 1.3 points, which the
+//! admission wins back); the admission 13 rows, −22.1.
+//!
+//! Why not in large shards: on P6 at 10 % (8 shards of 9,700 entries; one replay each) the
+//! two-way ghost cost 0.85 points (63.44 → 62.59 %) and a direct-mapped ghost of twice the
+//! size 0.7, so these shards do better with the shorter memory; the admission moved P6 by
+//! +0.14 and P2 at 10 % by −0.11. Variants that lost on the small-trace rows: a margin of 1
+//! (16 rows more than 0.5 below) or 3 (12 rows, −21.6); a margin of 0 with the candidate
+//! required to have been seen at least 2 or 3 times (21–22 rows); a ghost of at least 64,
+//! 256 or 1,024 slots (13, 14 and 20 rows — `cpp` at 1 % fell to 2.7, 0.9 and 0.6 %, as the
+//! longer memory drives ARC's rule towards an LRU-like split); the tail's score counting every
+//! hit (a 4-bit hit count in the spare bits of the entry's frequency byte, halved or flushed
+//! into the sketch when CLOCK passes the entry; 12–13 rows, −21.3 to −23.9).
+//!
+//! The split itself is not what keeps the tiny frequency-skewed caches behind moka: with the
+//! share of *small* fixed anywhere from 1 % to 20 %, `ps` at 1 % never rose above 9.3 % and
+//! `multi1` at 1 % above 15.6 % (moka: 14.6 and 18.2), and on the recency traces even the
+//! best fixed split (99 %) reaches only 8.35 % on `backf` (LRU 9.17) and 9.11 % on `zigzag`
+//! (LRU 9.57): a FIFO with promotion is not an LRU. So Caffeine-style hill climbing of the
+//! split, which would need a hit signal the policy does not have, could gain little here and
+//! was not built. Growing *small* by a whole entry per ghost hit instead of half an entry
+//! cost the frequency-skewed traces again (12 rows, −32.5; two entries: 21 rows, −79.1).
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
-//! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts or moves an entry whose
-//! counter it decrements or clears, and the gate costs two sketch lookups per ghost hit.
+//! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
+//! *small* to *main* (once per stay in *small*), or moves an entry whose counter it decrements;
+//! the gates cost two sketch lookups per ghost hit or unhit *small* victim.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
