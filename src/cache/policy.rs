@@ -128,11 +128,11 @@
 //!   later evictions land in its bucket, so recently evicted keys are remembered far more
 //!   reliably (older ones less); the ghost hits that drive ARC's rule arrive when they should.
 //! * **Frequency admission of *small*'s unhit victims.** A key leaving *small* without a hit
-//!   still joins *main* if the sketch has seen it more than [`ADMIT_MARGIN`] (2) times more
-//!   often than *main*'s tail — the tail's sketch estimate *plus* the hits still pending in its
-//!   entry counter. This is W-TinyLFU's admission, and it is what lets hot keys whose reuse
-//!   distance exceeds the ghost's reach into a tiny cache at all. The tail's pending hits are
-//!   what keeps a loop's resident set: its residents' hits reach the sketch only when CLOCK
+//!   still joins *main* if its sketch estimate exceeds by more than [`ADMIT_MARGIN`] (2)
+//!   counts the score of *main*'s tail — the tail's sketch estimate *plus* the hits still
+//!   pending in its entry counter. This is W-TinyLFU's admission, and it is what lets hot
+//!   keys whose reuse distance exceeds the ghost's reach into a tiny cache at all. The tail's
+//!   pending hits are what keeps a loop's resident set: its residents' hits reach the sketch only when CLOCK
 //!   passes over them, and without them every newcomer of a loop outscores them. The margin
 //!   keeps the sketch's noise from flushing *main* (margin 0: `loop` at 1 % and `scan` at 1 %
 //!   fell to 0 %, `gli` at 10 % by 9 points).
@@ -211,10 +211,10 @@ const GHOST_MAIN: u32 = 2;
 /// memory per entry of large caches does not change.
 const SKETCH_FLOOR_WORDS: usize = 4096;
 
-/// A `small` victim that was never hit still joins `main` if the sketch has seen it more than
-/// this many times more often than `main`'s tail (its sketch estimate plus the hits its entry
-/// counter holds that the sketch has not been told of yet). Only in shards of up to
-/// [`SMALL_SHARD`] entries.
+/// A `small` victim that was never hit still joins `main` if its sketch estimate exceeds the
+/// score of `main`'s tail (its sketch estimate plus the hits its entry counter holds that the
+/// sketch has not been told of yet) by more than this. Only in shards of up to [`SMALL_SHARD`]
+/// entries.
 const ADMIT_MARGIN: u64 = 2;
 
 /// Shards of up to this many entries have a sketch of a word per entry, a two-way ghost, and
@@ -540,8 +540,8 @@ impl S3Fifo {
     }
 
     /// TinyLFU's admission test for a `small` victim that was never hit (its `hash`): whether
-    /// the sketch has seen it more than [`ADMIT_MARGIN`] times more often than `main`'s tail has been
-    /// used, counting the tail's hits that are still only in its entry counter. Without those
+    /// its sketch estimate exceeds by more than [`ADMIT_MARGIN`] that of `main`'s tail plus the
+    /// tail's hits that are still only in its entry counter. Without those
     /// the residents of a loop, whose hits reach the sketch only when CLOCK passes over them,
     /// lose to every newcomer; without the margin the sketch's noise on small shards flushes
     /// them all the same.
