@@ -773,7 +773,7 @@ impl JobQueue {
     /// would rather wait than spin.
     ///
     /// A full queue wakes its waiting producers once it has drained by a sixteenth of its
-    /// capacity (or to one free place, for capacities under 16), not at every finished job:
+    /// capacity (at least one place), not at every finished job:
     /// each wake is a system call on both sides, and a producer woken for a single free place
     /// would fill it and sleep again at once.
     pub fn submit_timeout(&self, job: Job, timeout: Duration) -> Result<JobId, QueueError> {
