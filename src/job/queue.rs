@@ -727,6 +727,7 @@ struct TypeMask(u8);
 
 impl TypeMask {
     const ALL: TypeMask = TypeMask(0b1111);
+    const NONE: TypeMask = TypeMask(0);
 
     fn of(types: &[JobType]) -> TypeMask {
         TypeMask(types.iter().fold(0, |m, t| m | 1 << t.index()))
@@ -808,22 +809,10 @@ impl JobQueue {
     /// Completes the leased job with `result` (and every job coalesced onto it); a memoized
     /// result is stored.
     pub fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), QueueError> {
-        let inner = &*self.inner;
-        let mut guard = inner.state.lock();
-        let st = &mut *guard;
-        let now = inner.clock.now();
-        let (slot, _) = inner.check_lease(st, lease, now)?;
-        inner.complete_leased(st, slot, lease.job_id, result, now)?;
-        inner.signal_room(st);
-        // A draining pool waits for the last running job.
-        let last = st.leases.len == 0 && st.waiting > 0;
-        let completions = std::mem::take(&mut st.completions);
-        drop(guard);
-        if last {
-            inner.available.notify_all();
-        }
-        inner.report(&completions);
-        Ok(())
+        // A take restricted to no job type takes nothing.
+        self.inner
+            .complete_then_take(lease, result, TypeMask::NONE, Duration::ZERO)
+            .map(drop)
     }
 
     /// Completes the leased job like [`JobQueue::complete`] and leases the next ready job to
@@ -1723,7 +1712,7 @@ impl Inner {
         self.complete_leased(st, slot, lease.job_id, result, now)?;
         self.signal_room(st);
         let next = self.try_take(st, &lease.worker, mask, now);
-        // As in `complete`: a draining pool waits for the last running job.
+        // A draining pool waits for the last running job.
         let last = next.is_none() && st.leases.len == 0 && st.waiting > 0;
         let completions = std::mem::take(&mut st.completions);
         drop(guard);
