@@ -97,7 +97,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use slab::Slab;
 
 use super::memo::MemoStore;
@@ -727,7 +727,6 @@ struct TypeMask(u8);
 
 impl TypeMask {
     const ALL: TypeMask = TypeMask(0b1111);
-    const NONE: TypeMask = TypeMask(0);
 
     fn of(types: &[JobType]) -> TypeMask {
         TypeMask(types.iter().fold(0, |m, t| m | 1 << t.index()))
@@ -809,10 +808,11 @@ impl JobQueue {
     /// Completes the leased job with `result` (and every job coalesced onto it); a memoized
     /// result is stored.
     pub fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), QueueError> {
-        // A take restricted to no job type takes nothing.
-        self.inner
-            .complete_then_take(lease, result, TypeMask::NONE, Duration::ZERO)
-            .map(drop)
+        let inner = &*self.inner;
+        let mut guard = inner.state.lock();
+        inner.complete_locked(&mut guard, lease, result)?;
+        inner.after_completion(guard);
+        Ok(())
     }
 
     /// Completes the leased job like [`JobQueue::complete`] and leases the next ready job to
@@ -1698,6 +1698,35 @@ impl Inner {
         }
     }
 
+    /// Checks the lease and completes its job, under the lock; returns the time it read.
+    #[inline]
+    fn complete_locked(
+        &self,
+        st: &mut State,
+        lease: &Lease,
+        result: JobResult,
+    ) -> Result<Timestamp, QueueError> {
+        let now = self.clock.now();
+        let (slot, _) = self.check_lease(st, lease, now)?;
+        self.complete_leased(st, slot, lease.job_id, result, now)?;
+        self.signal_room(st);
+        Ok(now)
+    }
+
+    /// Releases the lock after a completion, then wakes a draining pool if no job is running
+    /// any more (it waits for the last one) and reports the completions to the hook.
+    #[inline]
+    fn after_completion(&self, mut guard: MutexGuard<'_, State>) {
+        let st = &mut *guard;
+        let last = st.leases.len == 0 && st.waiting > 0;
+        let completions = std::mem::take(&mut st.completions);
+        drop(guard);
+        if last {
+            self.available.notify_all();
+        }
+        self.report(&completions);
+    }
+
     fn complete_then_take(
         &self,
         lease: &Lease,
@@ -1706,20 +1735,9 @@ impl Inner {
         timeout: Duration,
     ) -> Result<Option<Lease>, QueueError> {
         let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let now = self.clock.now();
-        let (slot, _) = self.check_lease(st, lease, now)?;
-        self.complete_leased(st, slot, lease.job_id, result, now)?;
-        self.signal_room(st);
-        let next = self.try_take(st, &lease.worker, mask, now);
-        // A draining pool waits for the last running job.
-        let last = next.is_none() && st.leases.len == 0 && st.waiting > 0;
-        let completions = std::mem::take(&mut st.completions);
-        drop(guard);
-        if last {
-            self.available.notify_all();
-        }
-        self.report(&completions);
+        let now = self.complete_locked(&mut guard, lease, result)?;
+        let next = self.try_take(&mut guard, &lease.worker, mask, now);
+        self.after_completion(guard);
         Ok(match next {
             Some(next) => Some(next),
             None if timeout.is_zero() => None,
