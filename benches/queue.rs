@@ -7,6 +7,11 @@
 //! queueing: the baselines hand the job itself to the worker and forget it, `JobQueue` also keeps
 //! the record (status lookups, leases, retries, retention of finished jobs).
 //!
+//! `JobQueue` runs twice: with `next` + `complete` (the worker loop every queue has), and with
+//! `complete_and_next`, which does both under one lock acquisition (what `WorkerPool` uses).
+//! The two-thread producer submits with `submit_timeout`, sleeping while the bounded queue is
+//! full; the baselines are unbounded, so their producer never waits.
+//!
 //! Run with `cargo bench --bench queue`.
 
 use std::cmp::{Ordering, Reverse};
@@ -17,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memocache::{Job, JobPriority, JobQueue, JobResult, JobType, QueueError, Timestamp, WorkerId};
+use memocache::{Job, JobPriority, JobQueue, JobResult, JobType, Timestamp, WorkerId};
 use parking_lot::{Condvar, Mutex};
 
 /// Jobs submitted before they are taken, in the single-threaded loop.
@@ -108,22 +113,48 @@ fn queue_small_retention() -> JobQueue {
         .expect("valid config")
 }
 
-fn submit_blocking(queue: &JobQueue, mut job: Job) {
-    loop {
-        match queue.submit(job) {
-            Ok(_) => return,
-            // Backpressure: the worker is behind. Rebuild the job (it was consumed) and retry.
-            Err(QueueError::Full { .. }) => {
-                thread::yield_now();
-                job = make_job(0);
+/// How a `JobQueue` worker takes and completes its jobs.
+#[derive(Clone, Copy)]
+enum WorkerLoop {
+    /// `next`, then `complete`: two trips through the queue's lock per job.
+    NextThenComplete,
+    /// `complete_and_next`: one trip per job.
+    CompleteAndNext,
+}
+
+/// Takes and completes `count` jobs (which are, or will be, submitted), waiting up to `wait`
+/// for each.
+fn work(queue: &JobQueue, count: u64, how: WorkerLoop, wait: Duration) {
+    let worker = WorkerId::new("w");
+    let take = || queue.next(&worker, wait).expect("a job is ready in time");
+    match how {
+        WorkerLoop::NextThenComplete => {
+            for _ in 0..count {
+                let lease = take();
+                queue
+                    .complete(&lease, JobResult::default())
+                    .expect("current lease");
             }
-            Err(e) => panic!("submit failed: {e}"),
+        }
+        WorkerLoop::CompleteAndNext => {
+            let Some(mut lease) = (count > 0).then(take) else {
+                return;
+            };
+            for _ in 1..count {
+                lease = queue
+                    .complete_and_next(&lease, JobResult::default(), wait)
+                    .expect("current lease")
+                    .expect("a job is ready in time");
+            }
+            // The last job: nothing follows it, so do not wait for one.
+            queue
+                .complete(&lease, JobResult::default())
+                .expect("current lease");
         }
     }
 }
 
-fn jobqueue_1t(queue: JobQueue, iters: u64) -> Duration {
-    let worker = WorkerId::new("w");
+fn jobqueue_1t(queue: JobQueue, how: WorkerLoop, iters: u64) -> Duration {
     let start = Instant::now();
     let mut n = 0;
     while n < iters {
@@ -131,12 +162,7 @@ fn jobqueue_1t(queue: JobQueue, iters: u64) -> Duration {
         for i in 0..batch {
             queue.submit(make_job(n + i)).expect("room");
         }
-        for _ in 0..batch {
-            let lease = queue.try_next(&worker).expect("ready");
-            queue
-                .complete(&lease, JobResult::default())
-                .expect("current lease");
-        }
+        work(&queue, batch, how, Duration::ZERO);
         n += batch;
     }
     start.elapsed()
@@ -178,22 +204,20 @@ fn channel_1t(iters: u64) -> Duration {
     start.elapsed()
 }
 
-fn jobqueue_2t(iters: u64) -> Duration {
+fn jobqueue_2t(how: WorkerLoop, iters: u64) -> Duration {
     let queue = queue();
     let start = Instant::now();
     let producer = {
         let queue = queue.clone();
-        thread::spawn(move || (0..iters).for_each(|n| submit_blocking(&queue, make_job(n))))
+        thread::spawn(move || {
+            for n in 0..iters {
+                queue
+                    .submit_timeout(make_job(n), Duration::from_secs(10))
+                    .expect("the worker makes room");
+            }
+        })
     };
-    let worker = WorkerId::new("w");
-    for _ in 0..iters {
-        let lease = queue
-            .next(&worker, Duration::from_secs(10))
-            .expect("the producer keeps up");
-        queue
-            .complete(&lease, JobResult::default())
-            .expect("current lease");
-    }
+    work(&queue, iters, how, Duration::from_secs(10));
     producer.join().expect("producer");
     start.elapsed()
 }
@@ -234,15 +258,24 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .sample_size(15);
+    use WorkerLoop::{CompleteAndNext, NextThenComplete};
     group.bench_function("1_thread/job_queue", |b| {
-        b.iter_custom(|iters| jobqueue_1t(queue(), iters))
+        b.iter_custom(|iters| jobqueue_1t(queue(), NextThenComplete, iters))
+    });
+    group.bench_function("1_thread/job_queue_complete_and_next", |b| {
+        b.iter_custom(|iters| jobqueue_1t(queue(), CompleteAndNext, iters))
     });
     group.bench_function("1_thread/job_queue_retain_64", |b| {
-        b.iter_custom(|iters| jobqueue_1t(queue_small_retention(), iters))
+        b.iter_custom(|iters| jobqueue_1t(queue_small_retention(), NextThenComplete, iters))
     });
     group.bench_function("1_thread/binary_heap_condvar", |b| b.iter_custom(heap_1t));
     group.bench_function("1_thread/crossbeam_channel", |b| b.iter_custom(channel_1t));
-    group.bench_function("2_threads/job_queue", |b| b.iter_custom(jobqueue_2t));
+    group.bench_function("2_threads/job_queue", |b| {
+        b.iter_custom(|iters| jobqueue_2t(NextThenComplete, iters))
+    });
+    group.bench_function("2_threads/job_queue_complete_and_next", |b| {
+        b.iter_custom(|iters| jobqueue_2t(CompleteAndNext, iters))
+    });
     group.bench_function("2_threads/binary_heap_condvar", |b| b.iter_custom(heap_2t));
     group.bench_function("2_threads/crossbeam_channel", |b| b.iter_custom(channel_2t));
     group.finish();

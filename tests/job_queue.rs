@@ -692,3 +692,189 @@ fn blocking_next_waits_for_a_submit_and_times_out_when_idle() {
     let lease = taker.join().expect("no panic").expect("got the job");
     assert_eq!(lease.job_id(), id);
 }
+
+#[test]
+fn complete_and_next_completes_then_leases_the_next_job_in_order() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let low = queue.submit(job(JobPriority::Low)).expect("submit");
+    let high = queue.submit(job(JobPriority::High)).expect("submit");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let other_type = queue
+        .submit(transcription(1, JobPriority::High))
+        .expect("submit");
+
+    let worker = w("w");
+    let first = queue
+        .try_next_for(&worker, &[JobType::Indexing])
+        .expect("ready");
+    assert_eq!(first.job_id(), high);
+    let mut order = vec![first.job_id()];
+    let mut lease = first;
+    while let Some(next) = queue
+        .complete_and_next_for(
+            &lease,
+            Bytes::new().into(),
+            &[JobType::Indexing],
+            Duration::ZERO,
+        )
+        .expect("current lease")
+    {
+        assert_eq!(next.worker(), &worker);
+        assert_eq!(queue.status(lease.job_id()), Some(JobStatus::Completed));
+        assert_eq!(queue.status(next.job_id()), Some(JobStatus::Processing));
+        order.push(next.job_id());
+        lease = next;
+    }
+    assert_eq!(order, [high, medium, low]);
+    assert_eq!(queue.status(low), Some(JobStatus::Completed));
+    // The type filter held: the transcription job is still queued, and any-type takes it.
+    assert_eq!(queue.status(other_type), Some(JobStatus::Queued));
+    let stats = queue.stats();
+    assert_eq!((stats.completed, stats.processing, stats.queued), (3, 0, 1));
+}
+
+#[test]
+fn a_refused_completion_takes_no_next_job() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).lease(10 * SEC).build().expect("valid");
+    queue.submit(job(JobPriority::High)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    let waiting = queue.submit(job(JobPriority::Low)).expect("submit");
+    clock.advance(11 * SEC);
+    let err = queue
+        .complete_and_next(&lease, Bytes::new().into(), Duration::ZERO)
+        .expect_err("the lease expired");
+    assert!(matches!(err, QueueError::LeaseExpired { .. }), "{err}");
+    assert_eq!(queue.status(waiting), Some(JobStatus::Queued));
+    assert_eq!(queue.stats().processing, 0);
+    assert_eq!(queue.stats().completed, 0);
+}
+
+#[test]
+fn complete_and_next_waits_up_to_its_timeout() {
+    let queue = JobQueue::builder().build().expect("valid");
+    queue.submit(job(JobPriority::Low)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    let second = queue.submit(job(JobPriority::Low)).expect("submit");
+    let lease = queue
+        .complete_and_next(&lease, Bytes::new().into(), Duration::from_millis(20))
+        .expect("current")
+        .expect("the second job was ready");
+    assert_eq!(lease.job_id(), second);
+    // Nothing else is queued: it completes, waits out the timeout, and takes nothing.
+    let none = queue
+        .complete_and_next(&lease, Bytes::new().into(), Duration::from_millis(20))
+        .expect("current");
+    assert!(none.is_none());
+    assert_eq!(queue.status(second), Some(JobStatus::Completed));
+
+    // A job submitted while it waits is handed to it.
+    queue.submit(job(JobPriority::Low)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    let taker = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            queue.complete_and_next(&lease, Bytes::new().into(), Duration::from_secs(30))
+        })
+    };
+    let third = queue.submit(job(JobPriority::Low)).expect("submit");
+    let got = taker.join().expect("no panic").expect("current");
+    assert_eq!(got.map(|l| l.job_id()), Some(third));
+}
+
+#[test]
+fn submit_timeout_gives_up_with_full_and_leaves_no_trace() {
+    let queue = JobQueue::builder().capacity(1).build().expect("valid");
+    queue.submit(job(JobPriority::Low)).expect("submit");
+    let refused = job(JobPriority::High);
+    let refused_id = refused.id();
+    let started = std::time::Instant::now();
+    let err = queue
+        .submit_timeout(refused, Duration::from_millis(30))
+        .expect_err("still full");
+    assert!(started.elapsed() >= Duration::from_millis(30), "it waited");
+    assert!(matches!(err, QueueError::Full { capacity: 1 }), "{err}");
+    assert_eq!(queue.status(refused_id), None);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.rejected_full, stats.submitted, stats.queued),
+        (1, 1, 1)
+    );
+    // A duplicate is refused as such, full queue or not, without waiting.
+    let twin = job(JobPriority::Low);
+    queue.submit(twin.clone()).expect_err("full");
+    let twin_id = twin.id();
+    let lease = queue.try_next(&w("w")).expect("ready");
+    queue.complete(&lease, Bytes::new().into()).expect("done");
+    queue.submit(twin.clone()).expect("room");
+    let err = queue
+        .submit_timeout(twin, Duration::from_secs(30))
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, QueueError::Duplicate(id) if id == twin_id),
+        "{err}"
+    );
+}
+
+/// Producers blocked in `submit_timeout` on a tiny queue and a worker looping on
+/// `complete_and_next`: every job gets in (none refused, none lost), each runs once, and the
+/// queue never holds more than its capacity.
+#[test]
+fn blocked_producers_and_a_complete_and_next_worker_lose_nothing() {
+    const PRODUCERS: usize = 3;
+    const PER_PRODUCER: usize = 200;
+    const CAPACITY: usize = 4;
+    let queue = JobQueue::builder()
+        .capacity(CAPACITY)
+        .retain_finished(PRODUCERS * PER_PRODUCER)
+        .build()
+        .expect("valid");
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                (0..PER_PRODUCER)
+                    .map(|i| {
+                        let priority = JobPriority::ALL[(p + i) % 3];
+                        queue
+                            .submit_timeout(job(priority), Duration::from_secs(30))
+                            .expect("room within the timeout")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let worker = w("w");
+    let mut ran = Vec::new();
+    let mut lease = None;
+    while ran.len() < PRODUCERS * PER_PRODUCER {
+        let current = match lease.take() {
+            Some(current) => current,
+            None => queue
+                .next(&worker, Duration::from_secs(30))
+                .expect("producers keep submitting"),
+        };
+        let stats = queue.stats();
+        assert!(stats.queued + stats.processing <= CAPACITY, "{stats:?}");
+        ran.push(current.job_id());
+        lease = queue
+            .complete_and_next(&current, Bytes::new().into(), Duration::ZERO)
+            .expect("current lease");
+    }
+    assert!(lease.is_none(), "no job beyond those submitted");
+    let mut submitted: Vec<JobId> = producers
+        .into_iter()
+        .flat_map(|p| p.join().expect("producer"))
+        .collect();
+    let stats = queue.stats();
+    assert_eq!(stats.rejected_full, 0);
+    assert_eq!(stats.completed as usize, PRODUCERS * PER_PRODUCER);
+    submitted.sort();
+    ran.sort();
+    assert_eq!(ran, submitted, "each job ran exactly once");
+    assert!(
+        ran.iter()
+            .all(|&id| queue.status(id) == Some(JobStatus::Completed))
+    );
+}

@@ -34,7 +34,15 @@
 //! * **Finished jobs** (completed, cancelled) stay readable through [`JobQueue::get`] until
 //!   `retain_finished` newer ones have finished; the queue does not grow without bound.
 //! * **Capacity**: at most `capacity` jobs may be queued or running; a submit beyond that is
-//!   refused with [`QueueError::Full`], never dropped.
+//!   refused with [`QueueError::Full`], never dropped. [`JobQueue::submit_timeout`] waits for
+//!   room instead, up to a timeout: a full queue wakes its waiting producers once it has
+//!   drained by a sixteenth of its capacity, so a producer that outruns its workers sleeps
+//!   and then submits a batch, rather than being woken (two system calls) for every finished
+//!   job or spinning on the lock that the workers need.
+//! * **A worker's loop in one call**: [`JobQueue::complete_and_next`] completes a job and
+//!   leases the next under one lock acquisition and one clock read. A busy worker then takes
+//!   the lock once per job instead of twice, which matters most when producers contend for
+//!   it; the [`crate::WorkerPool`] works this way.
 //! * **Cancel** is O(queue length) in the worst case (a `VecDeque` removal); it is rare, and
 //!   the hot paths stay free of tombstones.
 //!
@@ -89,7 +97,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use slab::Slab;
 
 use super::memo::MemoStore;
@@ -427,6 +435,8 @@ impl JobQueueBuilder {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 available: Condvar::new(),
+                room: Condvar::new(),
+                room_mark: self.capacity - (self.capacity / 16).max(1),
                 clock: self.clock.unwrap_or_else(system_clock),
                 memo: self.memo,
                 capacity: self.capacity,
@@ -474,7 +484,12 @@ impl fmt::Debug for JobQueue {
 
 struct Inner {
     state: Mutex<State>,
+    /// Signalled when a job becomes ready (or the last lease ends, for a draining pool).
     available: Condvar,
+    /// Signalled when a full queue has drained to `room_mark`.
+    room: Condvar,
+    /// The number of live jobs at or below which waiting submitters are woken.
+    room_mark: usize,
     clock: SharedClock,
     memo: Option<Arc<dyn MemoStore>>,
     capacity: usize,
@@ -596,6 +611,8 @@ struct State {
     followers: usize,
     /// Takers blocked in `next`.
     waiting: usize,
+    /// Submitters blocked in `submit_timeout`, waiting for room.
+    submitters_waiting: usize,
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
@@ -747,64 +764,20 @@ impl JobQueue {
     ///
     /// A refused job leaves no trace in the queue, so a caller that wants to retry after
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
-    pub fn submit(&self, mut job: Job) -> Result<JobId, QueueError> {
-        let id = job.id();
-        if job.status() != JobStatus::Queued {
-            return Err(QueueError::NotNew {
-                id,
-                status: job.status(),
-            });
-        }
-        let inner = &*self.inner;
-        let mut guard = inner.state.lock();
-        let st = &mut *guard;
-        let now = inner.clock.now();
-        // One probe both rules out a duplicate and finds the place of the new entry.
-        let hash = hash_id(id);
-        let State {
-            index,
-            records,
-            retained,
-            ..
-        } = st;
-        let is_id = |e: &IndexEntry| {
-            e.hash == hash
-                && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
-        };
-        let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
-        else {
-            return Err(QueueError::Duplicate(id));
-        };
-        if st.live >= inner.capacity {
-            st.stats.rejected_full += 1;
-            return Err(QueueError::Full {
-                capacity: inner.capacity,
-            });
-        }
-        // The slab fills its vacant key next, so the entry can name the slot before the record
-        // is in it.
-        let slot = records.vacant_key();
-        vacant.insert(IndexEntry {
-            hash,
-            loc: PackedLoc::pack(Loc::Live(slot)),
-        });
-        job.stamp_submitted(now, inner.retry.max_retries());
-        let slot = records.insert(Record {
-            job,
-            place: Place::Done,
-            followers: Vec::new(),
-            prev: NIL,
-            next: NIL,
-        });
-        st.stats.submitted += 1;
-        let woke = inner.admit(st, slot, now) && st.waiting > 0;
-        let completions = std::mem::take(&mut st.completions);
-        drop(guard);
-        if woke {
-            inner.available.notify_all();
-        }
-        inner.report(&completions);
-        Ok(id)
+    pub fn submit(&self, job: Job) -> Result<JobId, QueueError> {
+        self.inner.submit(job, None)
+    }
+
+    /// Submits like [`JobQueue::submit`], but if the queue is full waits up to `timeout` for
+    /// room before giving up with [`QueueError::Full`]: backpressure for a producer that
+    /// would rather wait than spin.
+    ///
+    /// A full queue wakes its waiting producers once it has drained by a sixteenth of its
+    /// capacity (at least one place), not at every finished job:
+    /// each wake is a system call on both sides, and a producer woken for a single free place
+    /// would fill it and sleep again at once.
+    pub fn submit_timeout(&self, job: Job, timeout: Duration) -> Result<JobId, QueueError> {
+        self.inner.submit(job, Some(timeout))
     }
 
     /// The next ready job, leased to `worker`, without waiting.
@@ -837,19 +810,40 @@ impl JobQueue {
     pub fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.state.lock();
-        let st = &mut *guard;
-        let now = inner.clock.now();
-        let (slot, _) = inner.check_lease(st, lease, now)?;
-        inner.complete_leased(st, slot, lease.job_id, result, now)?;
-        // A draining pool waits for the last running job.
-        let last = st.leases.len == 0 && st.waiting > 0;
-        let completions = std::mem::take(&mut st.completions);
-        drop(guard);
-        if last {
-            inner.available.notify_all();
-        }
-        inner.report(&completions);
+        inner.complete_locked(&mut guard, lease, result)?;
+        inner.after_completion(guard);
         Ok(())
+    }
+
+    /// Completes the leased job like [`JobQueue::complete`] and leases the next ready job to
+    /// the same worker, waiting up to `timeout` for one (a zero timeout does not wait).
+    ///
+    /// This is a worker's loop in one call: the completion and the take share one lock
+    /// acquisition and one clock read, which halves the worker's trips through the queue's
+    /// lock — the lock that producers submitting at the same time contend for. If the
+    /// completion is refused, nothing is taken and the error is returned as
+    /// [`JobQueue::complete`] returns it; `Ok(None)` means the job completed and no job became
+    /// ready within `timeout`.
+    pub fn complete_and_next(
+        &self,
+        lease: &Lease,
+        result: JobResult,
+        timeout: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        self.inner
+            .complete_then_take(lease, result, TypeMask::ALL, timeout)
+    }
+
+    /// [`JobQueue::complete_and_next`] for a worker that takes only jobs of `types`.
+    pub fn complete_and_next_for(
+        &self,
+        lease: &Lease,
+        result: JobResult,
+        types: &[JobType],
+        timeout: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        self.inner
+            .complete_then_take(lease, result, TypeMask::of(types), timeout)
     }
 
     /// Reports a failed attempt: the job is retried after the backoff delay, or dead-lettered
@@ -870,6 +864,7 @@ impl JobQueue {
                 return Err(e);
             }
         };
+        inner.signal_room(st);
         drop(guard);
         if woke {
             inner.available.notify_all();
@@ -918,6 +913,7 @@ impl JobQueue {
         let now = inner.clock.now();
         inner.maintain(st, now);
         let woke = inner.cancel_locked(st, id, now)?;
+        inner.signal_room(st);
         drop(guard);
         if woke {
             inner.available.notify_all();
@@ -1616,6 +1612,137 @@ impl Inner {
             st.link_lease(ready.slot, deadline);
             return Some(lease);
         }
+    }
+
+    fn submit(&self, mut job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
+        let id = job.id();
+        if job.status() != JobStatus::Queued {
+            return Err(QueueError::NotNew {
+                id,
+                status: job.status(),
+            });
+        }
+        let hash = hash_id(id);
+        let mut guard = self.state.lock();
+        // When a waiting submit started waiting: real time, read only once it has to wait.
+        let mut started: Option<Instant> = None;
+        let now = loop {
+            let st = &mut *guard;
+            let now = self.clock.now();
+            // One probe both rules out a duplicate and finds the place of the new entry.
+            let State {
+                index,
+                records,
+                retained,
+                live,
+                ..
+            } = st;
+            let is_id = |e: &IndexEntry| {
+                e.hash == hash
+                    && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
+            };
+            let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
+            else {
+                return Err(QueueError::Duplicate(id));
+            };
+            if *live < self.capacity {
+                // The slab fills its vacant key next, so the entry can name the slot before
+                // the record is in it.
+                let slot = records.vacant_key();
+                vacant.insert(IndexEntry {
+                    hash,
+                    loc: PackedLoc::pack(Loc::Live(slot)),
+                });
+                break now;
+            }
+            let started = *started.get_or_insert_with(Instant::now);
+            let remaining = timeout.and_then(|t| t.checked_sub(started.elapsed()));
+            let Some(remaining) = remaining.filter(|r| !r.is_zero()) else {
+                st.stats.rejected_full += 1;
+                return Err(QueueError::Full {
+                    capacity: self.capacity,
+                });
+            };
+            // Room can also appear on paths that do not signal it (a lease expiring into the
+            // dead letter), so the wait is sliced as a taker's is.
+            st.submitters_waiting += 1;
+            self.room
+                .wait_for(&mut guard, remaining.min(MAX_WAIT_SLICE));
+            guard.submitters_waiting -= 1;
+        };
+        let st = &mut *guard;
+        job.stamp_submitted(now, self.retry.max_retries());
+        let slot = st.records.insert(Record {
+            job,
+            place: Place::Done,
+            followers: Vec::new(),
+            prev: NIL,
+            next: NIL,
+        });
+        st.stats.submitted += 1;
+        let woke = self.admit(st, slot, now) && st.waiting > 0;
+        let completions = std::mem::take(&mut st.completions);
+        drop(guard);
+        if woke {
+            self.available.notify_all();
+        }
+        self.report(&completions);
+        Ok(id)
+    }
+
+    /// Wakes the submitters waiting for room once the queue has drained enough (see
+    /// [`JobQueue::submit_timeout`]). Called with the lock held, after `live` went down.
+    fn signal_room(&self, st: &State) {
+        if st.submitters_waiting > 0 && st.live <= self.room_mark {
+            self.room.notify_all();
+        }
+    }
+
+    /// Checks the lease and completes its job, under the lock; returns the time it read.
+    #[inline]
+    fn complete_locked(
+        &self,
+        st: &mut State,
+        lease: &Lease,
+        result: JobResult,
+    ) -> Result<Timestamp, QueueError> {
+        let now = self.clock.now();
+        let (slot, _) = self.check_lease(st, lease, now)?;
+        self.complete_leased(st, slot, lease.job_id, result, now)?;
+        self.signal_room(st);
+        Ok(now)
+    }
+
+    /// Releases the lock after a completion, then wakes a draining pool if no job is running
+    /// any more (it waits for the last one) and reports the completions to the hook.
+    #[inline]
+    fn after_completion(&self, mut guard: MutexGuard<'_, State>) {
+        let st = &mut *guard;
+        let last = st.leases.len == 0 && st.waiting > 0;
+        let completions = std::mem::take(&mut st.completions);
+        drop(guard);
+        if last {
+            self.available.notify_all();
+        }
+        self.report(&completions);
+    }
+
+    fn complete_then_take(
+        &self,
+        lease: &Lease,
+        result: JobResult,
+        mask: TypeMask,
+        timeout: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        let mut guard = self.state.lock();
+        let now = self.complete_locked(&mut guard, lease, result)?;
+        let next = self.try_take(&mut guard, &lease.worker, mask, now);
+        self.after_completion(guard);
+        Ok(match next {
+            Some(next) => Some(next),
+            None if timeout.is_zero() => None,
+            None => self.take(&lease.worker, mask, Some(timeout)),
+        })
     }
 
     fn take(&self, worker: &WorkerId, mask: TypeMask, timeout: Option<Duration>) -> Option<Lease> {
