@@ -24,8 +24,9 @@
 //!   counters' cache lines back and forth on every insert. A value larger than the budget is refused with
 //!   [`CacheError::TooLarge`] before anything is evicted.
 //! * **Eviction policy.** S3-FIFO per shard, its small/main split adapted by ghost hits as
-//!   ARC adapts its lists, and re-admission from the ghost gated by a TinyLFU frequency sketch
-//!   — see `src/cache/policy.rs` for why.
+//!   ARC adapts its lists, and re-admission from the ghost gated by a TinyLFU frequency sketch;
+//!   in shards of up to 4,096 entries a key leaving *small* unhit may still enter *main* if the
+//!   sketch ranks it clearly above *main*'s next victim — see `src/cache/policy.rs` for why.
 //! * **Memory.** A record is 96 bytes, key (34) included; deadlines are exact, creation and
 //!   access times are kept as 32-bit offsets (see `shard::Record`).
 //! * **Expiry.** An expired entry is never returned. Expired entries are also removed
