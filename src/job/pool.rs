@@ -6,11 +6,12 @@
 //! handler for ([`JobQueue::next_for`], so jobs of other types stay queued for someone else),
 //! run the handler, report the outcome. A completion also takes the next ready job in the
 //! same call ([`JobQueue::complete_and_next_for`]), so a busy worker goes through the queue's
-//! lock once per job instead of twice, and only an idle one blocks in `next_for`. A handler returns `Ok(result)` (complete),
-//! `Err(JobError::Failed(..))` (a failed attempt: retry or dead letter), or
-//! `Err(JobError::Interrupted)` (give the job back unrun, see shutdown). A handler that
-//! **panics** is caught with `catch_unwind` and counts as a failed attempt with the panic
-//! message; the thread survives and takes the next job.
+//! lock once per job instead of twice, and only an idle one blocks in `next_for`.
+//!
+//! A handler returns `Ok(result)` (complete), `Err(JobError::Failed(..))` (a failed attempt:
+//! retry or dead letter), or `Err(JobError::Interrupted)` (give the job back unrun, see
+//! shutdown). A handler that **panics** is caught with `catch_unwind` and counts as a failed
+//! attempt with the panic message; the thread survives and takes the next job.
 //!
 //! Long handlers call [`JobContext::heartbeat`] to keep their lease; a refused heartbeat means
 //! the job was cancelled or taken back, and the handler should stop.
@@ -22,8 +23,9 @@
 //! immediate retry), then stop. Jobs waiting out a retry delay stay queued: the queue outlives
 //! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
-//! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt.
-//! A thread cannot be preempted, so both modes wait for running handlers to return. Dropping
+//! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt,
+//! as does a job a worker took along with its last completion just before the stop. A thread
+//! cannot be preempted, so both modes wait for running handlers to return. Dropping
 //! the pool is `shutdown(Shutdown::Now)`.
 
 use std::any::Any;
