@@ -815,6 +815,16 @@ mod tests {
     }
 
     impl Sim {
+        /// A 100-entry shard that has seen 200 distinct keys, so it is past its filling phase
+        /// and evicting.
+        fn past_filling() -> Sim {
+            let mut sim = Sim::new(100);
+            for key in 0..200 {
+                sim.access(key);
+            }
+            sim
+        }
+
         fn new(capacity: usize) -> Sim {
             Sim {
                 policy: S3Fifo::new(u64::MAX, capacity as u64),
@@ -941,10 +951,7 @@ mod tests {
 
     #[test]
     fn ghost_hits_move_the_split_both_ways_within_bounds() {
-        let mut sim = Sim::new(100);
-        for key in 0..200 {
-            sim.access(key);
-        }
+        let mut sim = Sim::past_filling();
         let start = sim.policy.share;
         let half_entry = SHARE_ONE / 100 / 2;
         // A key just dropped from small, back: small grows by half an entry times ARC's ratio
@@ -977,10 +984,7 @@ mod tests {
 
     #[test]
     fn ghost_hit_enters_main_only_if_seen_as_often_as_mains_tail() {
-        let mut sim = Sim::new(100);
-        for key in 0..200 {
-            sim.access(key);
-        }
+        let mut sim = Sim::past_filling();
         let tail = sim.policy.main.tail;
         let tail_hash = sim.slab.hash(tail);
         for _ in 0..4 {
@@ -1047,10 +1051,7 @@ mod tests {
 
     #[test]
     fn victims_that_never_come_back_shrink_small() {
-        let mut sim = Sim::new(100);
-        for key in 0..200 {
-            sim.access(key);
-        }
+        let mut sim = Sim::past_filling();
         // One-off keys: `small` drops each unhit, and every 512th drop shrinks it by an entry.
         let start = sim.policy.share;
         let mut key = 1_000;
@@ -1070,10 +1071,7 @@ mod tests {
 
     #[test]
     fn ghost_buckets_keep_the_two_newest_keys() {
-        let mut sim = Sim::new(100);
-        for key in 0..200 {
-            sim.access(key);
-        }
+        let mut sim = Sim::past_filling();
         sim.policy.ghost.fill(0);
         (sim.policy.ghost_small, sim.policy.ghost_main) = (0, 0);
         // Three keys of one bucket (same low bits, different fingerprints).
@@ -1104,10 +1102,7 @@ mod tests {
 
     #[test]
     fn unhit_small_victim_must_outscore_mains_tail_and_its_pending_hits() {
-        let mut sim = Sim::new(100);
-        for key in 0..200 {
-            sim.access(key);
-        }
+        let mut sim = Sim::past_filling();
         let tail = sim.policy.main.tail;
         let tail_hash = sim.slab.hash(tail);
         sim.policy.sketch.increment(tail_hash);
