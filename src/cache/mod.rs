@@ -62,7 +62,7 @@ pub use stats::CacheStats;
 
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
-use stats::{Counters, StripedCounters};
+use stats::{Counter, StripedCounters};
 
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
@@ -315,7 +315,7 @@ impl Cache {
         };
         let value = (cause == RemovalCause::Removed).then(|| record.value.clone());
         inner.release(record.charge(), 1);
-        Counters::bump(inner.counters.local().removal(cause));
+        inner.counters.local().bump(Counter::Removal(cause));
         inner.notify(Removed::one((record.key, record.value, cause)));
         value
     }
@@ -474,11 +474,10 @@ impl Inner {
         };
         drop(shard);
         if touch {
-            let counters = self.counters.local();
-            Counters::bump(if value.is_some() {
-                &counters.hits
+            self.counters.local().bump(if value.is_some() {
+                Counter::Hits
             } else {
-                &counters.misses
+                Counter::Misses
             });
         }
         if expired {
@@ -564,10 +563,10 @@ impl Inner {
                         .0
                         .fetch_sub(old_charge - charge, Ordering::AcqRel);
                 }
-                Counters::bump(&counters.updates);
+                counters.bump(Counter::Updates);
                 removed.push((key, old_value, RemovalCause::Replaced));
             }
-            None => Counters::bump(&counters.inserts),
+            None => counters.bump(Counter::Inserts),
         }
         self.notify(removed);
         Ok(())
@@ -645,7 +644,7 @@ impl Inner {
         } else {
             RemovalCause::Size
         };
-        Counters::bump(self.counters.local().removal(cause));
+        self.counters.local().bump(Counter::Removal(cause));
         removed.push((record.key, record.value, cause));
     }
 
@@ -684,10 +683,7 @@ impl Inner {
         }
         if entries > 0 {
             self.release(bytes, entries);
-            self.counters
-                .local()
-                .removal(cause)
-                .fetch_add(entries, Ordering::Relaxed);
+            self.counters.local().add(Counter::Removal(cause), entries);
         }
         removed
     }
@@ -714,11 +710,10 @@ impl Inner {
     }
 
     fn count_load(&self, ok: bool) {
-        let counters = self.counters.local();
-        Counters::bump(if ok {
-            &counters.loads
+        self.counters.local().bump(if ok {
+            Counter::Loads
         } else {
-            &counters.load_failures
+            Counter::LoadFailures
         });
     }
 

@@ -1,10 +1,17 @@
 //! Always-on statistics, striped per thread so that counting a hit never contends on one line.
 //!
-//! Each thread counts into one of a few cache-line-aligned stripes (chosen round-robin the first
-//! time the thread counts); [`CacheStats`] sums the stripes. Counting is a relaxed `fetch_add`
-//! on a line that, with no more threads than stripes, no other core writes.
+//! Every thread gets a process-wide *thread number*, unique among live threads and handed to
+//! a new thread once its holder has exited, so the numbers stay as small as the number of
+//! threads. A cache has a few cache-line-aligned stripes per core. A thread whose number is
+//! below that count owns the stripe of that number: nobody else writes it, so it counts with a
+//! relaxed load and store, which is exact and cheaper than a locked read-modify-write (the
+//! `lock` prefix also stalls the core's later loads, the cache misses a hit is made of, until
+//! it completes). Threads beyond the owned stripes share a second set of stripes and count with
+//! `fetch_add`. [`CacheStats`] sums all stripes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use super::RemovalCause;
 
@@ -78,18 +85,30 @@ pub(super) struct Counters {
     pub(super) load_failures: AtomicU64,
 }
 
-impl Counters {
-    #[inline]
-    pub(super) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// One of the counters a [`Stripe`] counts into.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Counter {
+    Hits,
+    Misses,
+    Inserts,
+    Updates,
+    Loads,
+    LoadFailures,
+    Removal(RemovalCause),
+}
 
-    pub(super) fn removal(&self, cause: RemovalCause) -> &AtomicU64 {
-        match cause {
-            RemovalCause::Size => &self.evictions_size,
-            RemovalCause::Expired => &self.evictions_expired,
-            RemovalCause::Removed => &self.removals_explicit,
-            RemovalCause::Replaced => &self.updates,
+impl Counters {
+    fn get(&self, counter: Counter) -> &AtomicU64 {
+        match counter {
+            Counter::Hits => &self.hits,
+            Counter::Misses => &self.misses,
+            Counter::Inserts => &self.inserts,
+            Counter::Updates | Counter::Removal(RemovalCause::Replaced) => &self.updates,
+            Counter::Loads => &self.loads,
+            Counter::LoadFailures => &self.load_failures,
+            Counter::Removal(RemovalCause::Size) => &self.evictions_size,
+            Counter::Removal(RemovalCause::Expired) => &self.evictions_expired,
+            Counter::Removal(RemovalCause::Removed) => &self.removals_explicit,
         }
     }
 
@@ -112,33 +131,148 @@ impl Counters {
     }
 }
 
-/// Per-thread stripes of [`Counters`].
+/// Per-thread stripes of [`Counters`]: `owned` ones, each written only by the thread whose
+/// number it has, then `shared` ones for the threads beyond them.
 #[derive(Debug)]
 pub(super) struct StripedCounters {
-    stripes: Box<[Counters]>,
+    owned: Box<[Counters]>,
+    shared: Box<[Counters]>,
+}
+
+/// The calling thread's stripe; see the module docs.
+pub(super) struct Stripe<'a> {
+    counters: &'a Counters,
+    /// No other thread writes `counters`.
+    owned: bool,
+}
+
+impl Stripe<'_> {
+    #[inline]
+    pub(super) fn bump(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    #[inline]
+    pub(super) fn add(&self, counter: Counter, n: u64) {
+        let counter = self.counters.get(counter);
+        if self.owned {
+            // Sole writer: no update can come between the load and the store.
+            counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        } else {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl StripedCounters {
     pub(super) fn new() -> StripedCounters {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let stripes = (cores * 2).next_power_of_two();
+        let make = || (0..stripes).map(|_| Counters::default()).collect();
         StripedCounters {
-            stripes: (0..stripes).map(|_| Counters::default()).collect(),
+            owned: make(),
+            shared: make(),
         }
     }
 
     /// The calling thread's stripe.
     #[inline]
-    pub(super) fn local(&self) -> &Counters {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn local(&self) -> Stripe<'_> {
+        match thread_number::current() {
+            Some(n) if n < self.owned.len() => Stripe {
+                counters: &self.owned[n],
+                owned: true,
+            },
+            // A thread past the owned stripes, or one whose number is already gone because it
+            // is running thread-local destructors.
+            n => Stripe {
+                counters: &self.shared[n.unwrap_or(0) & (self.shared.len() - 1)],
+                owned: false,
+            },
         }
-        let stripe = STRIPE.with(|s| *s);
-        &self.stripes[stripe & (self.stripes.len() - 1)]
     }
 
     pub(super) fn sum(&self) -> CacheStats {
-        Counters::sum(self.stripes.iter())
+        Counters::sum(self.owned.iter().chain(self.shared.iter()))
+    }
+}
+
+/// Process-wide thread numbers: the smallest free ones are not sought, but a number is given
+/// back when its thread exits and handed to the next new thread, so they stay about as small as
+/// the number of live threads.
+mod thread_number {
+    use super::{AtomicUsize, Mutex, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static FREED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    struct Number(usize);
+
+    impl Drop for Number {
+        fn drop(&mut self) {
+            // The mutex orders this thread's last counting before the next holder's first.
+            FREED.lock().push(self.0);
+        }
+    }
+
+    thread_local! {
+        static NUMBER: Number = Number(
+            FREED.lock().pop().unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed)),
+        );
+    }
+
+    /// The calling thread's number; `None` once its thread-local storage is being destroyed,
+    /// when the number may already belong to another thread.
+    #[inline]
+    pub(super) fn current() -> Option<usize> {
+        NUMBER.try_with(|n| n.0).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::thread;
+
+    use super::thread_number;
+
+    #[test]
+    fn live_threads_have_distinct_numbers() {
+        const THREADS: usize = 16;
+        let barrier = Barrier::new(THREADS);
+        let mut numbers: Vec<usize> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let n = thread_number::current();
+                        // Every thread holds its number until all have taken one.
+                        barrier.wait();
+                        n
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic").expect("a number"))
+                .collect()
+        });
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), THREADS);
+    }
+
+    #[test]
+    fn numbers_of_exited_threads_are_handed_on() {
+        // Without reuse, 1 000 threads one after another would take 1 000 numbers; with it they
+        // take a few (other tests' threads may hold some meanwhile).
+        let most = (0..1_000)
+            .map(|_| {
+                thread::spawn(thread_number::current)
+                    .join()
+                    .expect("no panic")
+                    .expect("a number")
+            })
+            .max();
+        assert!(most.is_some_and(|n| n < 500), "largest number {most:?}");
     }
 }

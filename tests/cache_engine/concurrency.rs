@@ -242,6 +242,42 @@ fn concurrent_mix_on_one_shard() {
     run_stress(1, 2);
 }
 
+/// Hits and misses are counted exactly, however many threads count at once: threads beyond the
+/// cache's owned stripes share stripes, and threads that exit hand their stripes on to new ones
+/// (a lost count would show if two live threads ever owned one stripe).
+#[test]
+fn stats_count_every_read_of_many_threads_exactly() {
+    const READS: u64 = 20_000;
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // More threads than the cache has stripes of either kind (2 × cores, rounded up).
+    let threads = 4 * cores.next_power_of_two() + 3;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    cache.insert(key(1), "present").expect("fits");
+    for wave in 1..=3u64 {
+        let barrier = Barrier::new(threads);
+        thread::scope(|scope| {
+            for t in 0..threads {
+                let (cache, barrier) = (&cache, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for i in 0..READS {
+                        let k = if (i + t as u64).is_multiple_of(4) {
+                            2
+                        } else {
+                            1
+                        };
+                        cache.get(&key(k));
+                    }
+                });
+            }
+        });
+        let stats = cache.stats();
+        let reads = wave * threads as u64 * READS;
+        assert_eq!(stats.hits + stats.misses, reads, "wave {wave}: {stats:?}");
+        assert_eq!(stats.misses, reads / 4, "wave {wave}: {stats:?}");
+    }
+}
+
 #[test]
 fn loader_runs_once_for_concurrent_callers() {
     const CALLERS: usize = 8;
