@@ -681,6 +681,26 @@ fn finished_records_are_retained_up_to_a_bound() {
 }
 
 #[test]
+fn by_default_the_last_1024_finished_jobs_stay_readable() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).build().expect("valid");
+    let ids: Vec<_> = (0..1_025)
+        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .collect();
+    take_all(&queue);
+    assert_eq!(
+        queue.status(ids[0]),
+        None,
+        "the oldest finished job is dropped"
+    );
+    assert!(
+        ids[1..]
+            .iter()
+            .all(|&id| queue.status(id) == Some(JobStatus::Completed))
+    );
+}
+
+#[test]
 fn blocking_next_waits_for_a_submit_and_times_out_when_idle() {
     let queue = JobQueue::builder().build().expect("valid");
     assert!(queue.next(&w("w"), Duration::from_millis(20)).is_none());

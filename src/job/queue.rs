@@ -56,7 +56,7 @@
 //!   carries its job's slot, so a take or a completion reaches the record without a hash
 //!   lookup. An index (job id → location) serves the calls that name a job by id. An entry is
 //!   16 bytes, the id's 64-bit hash and a location packed in one word, so the index of the
-//!   10 000 retained jobs is half the size it was with whole ids in it. A probe reads the
+//!   retained jobs is half the size it was with whole ids in it. A probe reads the
 //!   job it lands on only when the full hash matches, to confirm the id: generated ids never
 //!   collide in practice, but a parsed [`JobId`] can be chosen to collide, and it must not
 //!   reach another job. The hash is the id's random bits folded (no SipHash).
@@ -72,9 +72,13 @@
 //!   drops the oldest job in place and writes the new one into the memory just read: one copy
 //!   of a job per finish (a pop and a push moved it three times), and the ring is walked in
 //!   address order, which the hardware prefetcher streams. This is the one cost per job that
-//!   the baselines do not have: with 10 000 jobs of about 200 bytes the ring is larger than
-//!   a core's L2 cache, so each finish streams a job out and one in, and the index entry of
-//!   the dropped job is a cache miss. `retain_finished` trades readable history for it.
+//!   the baselines do not have, and its size is set by `retain_finished`: the default 1 024
+//!   jobs of about 200 bytes (220 KB) stay in a core's L2 cache, while 10 000 (the earlier
+//!   default) do not, so each finish streams a job out and one in and the dropped job's index
+//!   entry is a cache miss — on one pinned core that made a job about 30 % slower (see the
+//!   README's queue section). A kept job also holds its payload and
+//!   result alive outside any cache's byte budget, which is the other reason the default is
+//!   small: history belongs in the memo cache, whose budget bounds it.
 //! * **Maintenance** (due retries, expired leases) runs at the start of every operation, but
 //!   a lower bound of the next due time (`next_due`, lowered whenever a retry or lease is
 //!   filed and recomputed when maintenance runs) makes it a single comparison until something
@@ -107,6 +111,10 @@ use super::retry::RetryConfig;
 use crate::cache::Cache;
 use crate::key::CacheKey;
 use crate::time::{SharedClock, Timestamp, system_clock};
+
+/// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
+/// it just ran, few enough that the ring stays in a core's cache (about 220 KB of records).
+const DEFAULT_RETAIN_FINISHED: usize = 1_024;
 
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
 const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -371,8 +379,13 @@ impl JobQueueBuilder {
         self
     }
 
-    /// Keep the records of this many finished (completed or cancelled) jobs readable
-    /// (default 10 000).
+    /// Keep the records of this many finished (completed or cancelled) jobs readable through
+    /// [`JobQueue::get`] and [`JobQueue::status`] (default 1 024).
+    ///
+    /// A kept job holds its payload and result alive, outside any cache's byte budget, and
+    /// past a few thousand jobs the ring no longer fits a core's cache, which makes every
+    /// finish slower (see the module docs). Raise it when callers poll old jobs by id; use a
+    /// memo cache to keep results.
     #[must_use]
     pub fn retain_finished(mut self, n: usize) -> Self {
         self.retain_finished = n;
@@ -751,7 +764,7 @@ impl JobQueue {
             retry: RetryConfig::default(),
             lease: Duration::from_secs(300),
             aging_step: Some(Duration::from_secs(30)),
-            retain_finished: 10_000,
+            retain_finished: DEFAULT_RETAIN_FINISHED,
             dead_letter_capacity: 10_000,
             clock: None,
             memo: None,
