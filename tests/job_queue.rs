@@ -392,6 +392,7 @@ fn submit_refuses_duplicates_and_non_new_jobs() {
     let queue = builder(&clock).build().expect("valid");
     let original = job(JobPriority::Low);
     let copy = original.clone();
+    let late_copy = original.clone();
     let id = queue.submit(original).expect("submit");
     assert!(matches!(queue.submit(copy), Err(QueueError::Duplicate(d)) if d == id));
     let snapshot = queue.get(id).expect("known");
@@ -399,6 +400,10 @@ fn submit_refuses_duplicates_and_non_new_jobs() {
         queue.submit(snapshot),
         Err(QueueError::Duplicate(_))
     ));
+    // Finished and still retained: the id is still taken.
+    assert_eq!(take_all(&queue), [id]);
+    assert!(matches!(queue.submit(late_copy), Err(QueueError::Duplicate(d)) if d == id));
+    assert_eq!(queue.status(id), Some(JobStatus::Completed));
 
     let mut started = job(JobPriority::Low);
     started
