@@ -211,6 +211,16 @@ const GHOST_MAIN: u32 = 2;
 /// memory per entry of large caches does not change.
 const SKETCH_FLOOR_WORDS: usize = 4096;
 
+/// No sketch has fewer words than this (1 KiB, 2,048 counters): shards of under 128 entries
+/// get this many, and are halved every [`TINY_SKETCH_PERIOD`] increments. A sketch of a word
+/// per entry is still mostly collisions when a few dozen entries face thousands of keys.
+const SKETCH_MIN_WORDS: usize = 128;
+
+/// The halving period of a sketch of [`SKETCH_MIN_WORDS`] words: 2,560 increments, what the
+/// rule for larger shards gives a shard of 128 entries, so a shard of 12 or 30 entries keeps a
+/// frequency for 85–210 × its entries instead of 27.
+const TINY_SKETCH_PERIOD: u32 = 2560;
+
 /// A `small` victim that was never hit still joins `main` if its sketch estimate exceeds the
 /// score of `main`'s tail (its sketch estimate plus the hits its entry counter holds that the
 /// sketch has not been told of yet) by more than this. Only in shards of up to [`SMALL_SHARD`]
@@ -346,19 +356,23 @@ impl Sketch {
 
     /// Sizes the sketch for a shard of `entries` keys: one word (16 counters) per key up to
     /// [`SKETCH_FLOOR_WORDS`] words, and beyond that 2 to 4 counters (1 to 2 bytes) per key —
-    /// in both cases the largest power of two of words within that, at least 8 words. Counters
-    /// are halved every 10 × max(`entries`, counters / 4) increments: 10 × `entries`,
-    /// TinyLFU's sample period, for large shards; 20–40 × `entries` for shards of up to 4096
-    /// entries, which scored better here than the shorter period. Like the ghost, it only
+    /// in both cases the largest power of two of words within that, at least
+    /// [`SKETCH_MIN_WORDS`]. Counters are halved every 10 × max(`entries`, counters / 4)
+    /// increments: 10 × `entries`, TinyLFU's sample period, for large shards; 20–40 ×
+    /// `entries` for shards of 256 to 4096 entries, which scored better here than the shorter
+    /// period; [`TINY_SKETCH_PERIOD`] at the minimum size. Like the ghost, it only
     /// grows (while the shard fills), and starts over when it does.
     fn fit(&mut self, entries: usize) {
-        let words = (entries / 4).max(entries.min(SKETCH_FLOOR_WORDS)).max(8);
-        let want = 1 << words.ilog2();
+        let words = (entries / 4).max(entries.min(SKETCH_FLOOR_WORDS));
+        let want = 1 << words.max(SKETCH_MIN_WORDS).ilog2();
         if self.words.len() < want {
             self.words = vec![0; want];
             self.samples = 0;
-            self.period =
-                u32::try_from(entries.max(want * 4).saturating_mul(10)).unwrap_or(u32::MAX);
+            self.period = if want == SKETCH_MIN_WORDS {
+                TINY_SKETCH_PERIOD
+            } else {
+                u32::try_from(entries.max(want * 4).saturating_mul(10)).unwrap_or(u32::MAX)
+            };
         }
     }
 
@@ -927,16 +941,18 @@ mod tests {
     }
 
     #[test]
-    fn sketch_has_a_word_per_entry_up_to_the_floor_then_two_bytes() {
+    fn sketch_has_a_minimum_then_a_word_per_entry_up_to_the_floor_then_two_bytes() {
         let words = |entries| {
             let mut sketch = Sketch::new();
             sketch.fit(entries);
             (sketch.words.len(), sketch.period)
         };
-        assert_eq!(words(0), (8, 320));
+        // Tiny shards: the 1 KiB minimum, halved every 2,560 increments.
+        assert_eq!(words(0), (128, 2_560));
+        assert_eq!(words(30), (128, 2_560));
+        assert_eq!(words(100), (128, 2_560));
         // Small shards: the largest power of two of words not above the entries.
-        assert_eq!(words(30), (16, 640));
-        assert_eq!(words(100), (64, 2_560));
+        assert_eq!(words(300), (256, 10_240));
         assert_eq!(words(4_096), (4_096, 163_840));
         // In between: the 32 KiB floor.
         assert_eq!(words(10_000), (4_096, 163_840));
@@ -1147,6 +1163,33 @@ mod tests {
         sim.check();
         // Without the frequency test none of them ever hits.
         assert!(hits * 4 >= hot, "{hits} of {hot} hot requests hit");
+    }
+
+    #[test]
+    fn tiny_shard_remembers_frequencies_over_many_times_its_size() {
+        // Twenty hot keys, each back every 420 requests, among one-off keys, in a cache of 30:
+        // LRU never hits and the ghost forgets them long before they return. A key seen once
+        // per 420 requests gains about one count per 640 increments of the sketch, which a
+        // sketch halved every 640 increments (the old rule for a shard of 30) erases as fast;
+        // halved every 2,560 it ranks them clearly above the one-off keys.
+        let mut sim = Sim::new(30);
+        let (mut hits, mut hot) = (0, 0);
+        let mut unique = 1_000u64;
+        for round in 0..60 {
+            for key in 0..20 {
+                let hit = sim.access(key);
+                if round >= 30 {
+                    hot += 1;
+                    hits += u32::from(hit);
+                }
+                for _ in 0..20 {
+                    unique += 1;
+                    sim.access(unique);
+                }
+            }
+        }
+        sim.check();
+        assert!(hits * 2 >= hot, "{hits} of {hot} hot requests hit");
     }
 
     proptest! {
