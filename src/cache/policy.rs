@@ -212,7 +212,8 @@
 //! nothing beyond noise. What still keeps `cpp` and `multi1` at 1 % 2–2.5 points behind moka
 //! was not found. Shards of 256 to 4,096 entries did not gain from the same medicine either:
 //! halving their sketch every 5 or 20 × max(entries, counters / 4) increments instead of 10,
-//! or giving it two words an entry, moved their 16 rows by 0.3 points or less (20 replays).
+//! or giving it two words an entry, moved the 12 such rows of the traces above by 0.31 points
+//! or less (20 replays a row; `multi2` at 10 % −0.31 with the shorter period).
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
