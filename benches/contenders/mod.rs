@@ -1,0 +1,235 @@
+//! The workloads and the three caches the throughput benches compare, shared by
+//! `throughput.rs` (criterion, one row per cache) and `paired.rs` (the caches take turns).
+//!
+//! Each bench uses only part of this module.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use memocache::{Cache, CacheKey};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+/// Operations per thread per iteration.
+pub const BATCH: usize = 50_000;
+pub const HOT_KEYS: usize = 50_000;
+pub const HIT_CAPACITY: usize = 100_000;
+pub const CAPACITY: usize = 50_000;
+pub const KEY_SPACE: usize = 10 * CAPACITY;
+pub const STATIC_VALUE: &[u8; 16] = b"0123456789abcdef";
+
+pub type Digest = [u8; 32];
+
+pub fn digests(n: usize) -> Vec<Digest> {
+    let mut rng = SmallRng::seed_from_u64(0xD16E57);
+    (0..n).map(|_| rng.random()).collect()
+}
+
+/// One index sequence per thread.
+pub fn zipf_sequences(keys: usize, threads: usize) -> Vec<Vec<u32>> {
+    let zipf = Zipf::new(keys as f64, 1.0).expect("valid Zipf parameters");
+    (0..threads)
+        .map(|t| {
+            let mut rng = SmallRng::seed_from_u64(100 + t as u64);
+            // Zipf samples ranks 1..=keys.
+            (0..BATCH)
+                .map(|_| zipf.sample(&mut rng) as u32 - 1)
+                .collect()
+        })
+        .collect()
+}
+
+pub fn uniform_sequences(keys: usize, threads: usize) -> Vec<Vec<u32>> {
+    (0..threads)
+        .map(|t| {
+            let mut rng = SmallRng::seed_from_u64(200 + t as u64);
+            (0..BATCH)
+                .map(|_| rng.random_range(0..keys as u32))
+                .collect()
+        })
+        .collect()
+}
+
+/// The three operations, by key index, for each cache.
+pub trait Contender: Sync {
+    const NAME: &'static str;
+    fn get(&self, i: u32) -> Option<Bytes>;
+    fn get_or_insert(&self, i: u32) -> Bytes;
+    fn insert(&self, i: u32, value: Bytes);
+}
+
+pub struct Memo {
+    cache: Cache,
+    keys: Vec<CacheKey>,
+}
+
+impl Memo {
+    pub fn new(capacity: usize, digests: &[Digest]) -> Memo {
+        let cache = Cache::builder()
+            .max_bytes(1 << 40)
+            .max_entries(capacity as u64)
+            .build()
+            .expect("valid");
+        let keys = digests
+            .iter()
+            .map(|d| CacheKey::from_digest(*d, "bench").expect("valid prefix"))
+            .collect();
+        Memo { cache, keys }
+    }
+}
+
+impl Contender for Memo {
+    const NAME: &'static str = "memocache";
+    #[inline]
+    fn get(&self, i: u32) -> Option<Bytes> {
+        self.cache.get(&self.keys[i as usize])
+    }
+    #[inline]
+    fn get_or_insert(&self, i: u32) -> Bytes {
+        self.cache
+            .get_or_insert_with(self.keys[i as usize], || Bytes::from_static(STATIC_VALUE))
+            .expect("fits")
+    }
+    #[inline]
+    fn insert(&self, i: u32, value: Bytes) {
+        self.cache
+            .insert(self.keys[i as usize], value)
+            .expect("fits");
+    }
+}
+
+pub struct Quick {
+    cache: quick_cache::sync::Cache<Digest, Bytes>,
+    keys: Vec<Digest>,
+}
+
+impl Contender for Quick {
+    const NAME: &'static str = "quick_cache";
+    #[inline]
+    fn get(&self, i: u32) -> Option<Bytes> {
+        self.cache.get(&self.keys[i as usize])
+    }
+    #[inline]
+    fn get_or_insert(&self, i: u32) -> Bytes {
+        let loaded = self.cache.get_or_insert_with(&self.keys[i as usize], || {
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(STATIC_VALUE))
+        });
+        match loaded {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+    #[inline]
+    fn insert(&self, i: u32, value: Bytes) {
+        self.cache.insert(self.keys[i as usize], value);
+    }
+}
+
+pub struct Moka {
+    cache: moka::sync::Cache<Digest, Bytes>,
+    keys: Vec<Digest>,
+}
+
+impl Contender for Moka {
+    const NAME: &'static str = "moka";
+    #[inline]
+    fn get(&self, i: u32) -> Option<Bytes> {
+        self.cache.get(&self.keys[i as usize])
+    }
+    #[inline]
+    fn get_or_insert(&self, i: u32) -> Bytes {
+        self.cache
+            .get_with(self.keys[i as usize], || Bytes::from_static(STATIC_VALUE))
+    }
+    #[inline]
+    fn insert(&self, i: u32, value: Bytes) {
+        self.cache.insert(self.keys[i as usize], value);
+    }
+}
+
+pub fn quick(capacity: usize, digests: &[Digest]) -> Quick {
+    Quick {
+        cache: quick_cache::sync::Cache::new(capacity),
+        keys: digests.to_vec(),
+    }
+}
+
+pub fn moka(capacity: usize, digests: &[Digest]) -> Moka {
+    Moka {
+        cache: moka::sync::Cache::new(capacity as u64),
+        keys: digests.to_vec(),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Workload {
+    Hits,
+    GetOrInsert,
+    Insert,
+}
+
+/// Runs one batch per sequence, each on its own thread (the caller's thread for one). Inserts
+/// add `shift` to every key index.
+pub fn run<C: Contender>(cache: &C, sequences: &[Vec<u32>], workload: Workload, shift: u32) {
+    let batch = |sequence: &[u32]| match workload {
+        Workload::Hits => {
+            for &i in sequence {
+                black_box(cache.get(i));
+            }
+        }
+        Workload::GetOrInsert => {
+            for &i in sequence {
+                black_box(cache.get_or_insert(i));
+            }
+        }
+        Workload::Insert => {
+            for &i in sequence {
+                let key = (i + shift) % KEY_SPACE as u32;
+                cache.insert(key, Bytes::from_static(STATIC_VALUE));
+            }
+        }
+    };
+    match sequences {
+        [only] => batch(only),
+        _ => std::thread::scope(|scope| {
+            for sequence in sequences {
+                scope.spawn(move || batch(sequence));
+            }
+        }),
+    }
+}
+
+/// Stores one 16-byte heap value per hot key in every cache and checks they are all there.
+pub fn fill_hot<C: Contender>(cache: &C) {
+    for i in 0..HOT_KEYS as u32 {
+        let value = Bytes::from(i.to_le_bytes().repeat(4));
+        // Pay a Vec-backed Bytes' one-time shared-header allocation before timing.
+        drop(value.clone());
+        cache.insert(i, value);
+    }
+}
+
+pub fn assert_all_hot<C: Contender>(cache: &C) {
+    let missing = (0..HOT_KEYS as u32)
+        .filter(|&i| cache.get(i).is_none())
+        .count();
+    assert_eq!(missing, 0, "{} lost {missing} hot keys", C::NAME);
+}
+
+/// The three caches of the hit workload, each holding all `HOT_KEYS` keys.
+pub fn hot_caches() -> (Memo, Quick, Moka) {
+    let digests = digests(HOT_KEYS);
+    let memo = Memo::new(HIT_CAPACITY, &digests);
+    let quick = quick(HIT_CAPACITY, &digests);
+    let moka = moka(HIT_CAPACITY, &digests);
+    fill_hot(&memo);
+    fill_hot(&quick);
+    fill_hot(&moka);
+    moka.cache.run_pending_tasks();
+    assert_all_hot(&memo);
+    assert_all_hot(&quick);
+    assert_all_hot(&moka);
+    (memo, quick, moka)
+}
