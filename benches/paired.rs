@@ -1,5 +1,6 @@
 //! The throughput workloads of `throughput.rs`, with memocache, quick_cache and moka taking
-//! turns: `cargo bench --bench paired`.
+//! turns, then those of `queue.rs`, with `JobQueue` and the `BinaryHeap` baseline taking turns:
+//! `cargo bench --bench paired`.
 //!
 //! Criterion measures one cache after another, so on a machine whose speed drifts (a shared
 //! VM) a ratio between two of its rows also measures the drift between them. Here every round
@@ -8,36 +9,26 @@
 //! geometric mean of those ratios and in how many rounds memocache was ahead, beside each
 //! cache's median rate.
 //!
-//! A turn is `TURN_BATCHES` batches of `contenders::BATCH` operations per thread. The caches are
-//! built once per workload, and an untimed round warms them first. Set `PAIRED_ROUNDS` to
-//! change the number of rounds (default 10).
+//! A cache's turn is `TURN_BATCHES` batches of `contenders::BATCH` operations per thread. The
+//! caches are built once per workload, and an untimed round warms them first. A queue's turn
+//! submits, takes and completes `QUEUE_TURN_JOBS` jobs on a new queue (the criterion bench's
+//! loops, with its default configuration). Set `PAIRED_ROUNDS` to change the number of rounds
+//! (default 10).
 
 mod contenders;
+mod queues;
 
 use std::time::Instant;
 
 use contenders::*;
+use queues::{WorkerLoop, heap_1t, heap_2t, jobqueue_1t, jobqueue_2t, queue};
 
 /// Batches per timed turn: a turn of a million operations per thread lasts long enough that
 /// thread start-up and timer resolution do not matter.
 const TURN_BATCHES: u32 = 20;
 
-/// Times one turn of `cache` and returns operations per second. Inserts continue the key
-/// shift from the previous turn, so that they keep evicting.
-fn turn<C: Contender>(
-    cache: &C,
-    sequences: &[Vec<u32>],
-    workload: Workload,
-    shift: &mut u32,
-) -> f64 {
-    let start = Instant::now();
-    for _ in 0..TURN_BATCHES {
-        run(cache, sequences, workload, *shift);
-        *shift = (*shift + BATCH as u32) % KEY_SPACE as u32;
-    }
-    let ops = f64::from(TURN_BATCHES) * (sequences.len() * BATCH) as f64;
-    ops / start.elapsed().as_secs_f64()
-}
+/// Jobs per timed queue turn.
+const QUEUE_TURN_JOBS: u64 = 500_000;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -53,6 +44,31 @@ fn geometric_mean(xs: &[f64]) -> f64 {
     (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp()
 }
 
+/// Times `rounds` rounds (after an untimed one) in which every contender takes one turn, each
+/// round starting with the next contender; returns each contender's rates by round.
+fn rounds_of(turns: &mut [&mut dyn FnMut() -> f64], rounds: usize) -> Vec<Vec<f64>> {
+    let n = turns.len();
+    let mut rates = vec![Vec::with_capacity(rounds); n];
+    for round in 0..=rounds {
+        for k in 0..n {
+            let which = (round + k) % n;
+            let rate = turns[which]();
+            if round > 0 {
+                rates[which].push(rate);
+            }
+        }
+    }
+    rates
+}
+
+/// The geometric mean of contender `a`'s per-round ratios to contender `b`'s, and in how many
+/// rounds `a` was ahead.
+fn ratio(rates: &[Vec<f64>], a: usize, b: usize) -> (f64, usize) {
+    let ratios: Vec<f64> = rates[a].iter().zip(&rates[b]).map(|(a, b)| a / b).collect();
+    let ahead = ratios.iter().filter(|&&r| r > 1.0).count();
+    (geometric_mean(&ratios), ahead)
+}
+
 /// Runs `rounds` rounds on the three caches and prints one line.
 fn compare(
     label: &str,
@@ -61,41 +77,65 @@ fn compare(
     workload: Workload,
     rounds: usize,
 ) {
-    let mut shift = 0;
-    // rates[cache][round]: 0 memocache, 1 quick_cache, 2 moka.
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
-    for round in 0..=rounds {
-        let mut this_round = [0.0; 3];
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            this_round[which] = match which {
-                0 => turn(memo, sequences, workload, &mut shift),
-                1 => turn(quick, sequences, workload, &mut shift),
-                _ => turn(moka, sequences, workload, &mut shift),
-            };
+    let shift = std::cell::Cell::new(0);
+    let turn_of = |cache: &dyn Fn(u32)| {
+        let start = Instant::now();
+        for _ in 0..TURN_BATCHES {
+            cache(shift.get());
+            shift.set((shift.get() + BATCH as u32) % KEY_SPACE as u32);
         }
-        // Round 0 warms the caches and is not counted.
-        if round > 0 {
-            for (rate, r) in rates.iter_mut().zip(this_round) {
-                rate.push(r);
-            }
-        }
-    }
-    let ratio = |other: usize| -> (f64, usize) {
-        let ratios: Vec<f64> = rates[0]
-            .iter()
-            .zip(&rates[other])
-            .map(|(m, o)| m / o)
-            .collect();
-        let ahead = ratios.iter().filter(|&&r| r > 1.0).count();
-        (geometric_mean(&ratios), ahead)
+        let ops = f64::from(TURN_BATCHES) * (sequences.len() * BATCH) as f64;
+        ops / start.elapsed().as_secs_f64()
     };
-    let (vs_quick, ahead_quick) = ratio(1);
-    let (vs_moka, ahead_moka) = ratio(2);
-    let [m, q, k] = rates.map(|r| median(r) / 1e6);
+    let rates = rounds_of(
+        &mut [
+            &mut || turn_of(&|s| run(memo, sequences, workload, s)),
+            &mut || turn_of(&|s| run(quick, sequences, workload, s)),
+            &mut || turn_of(&|s| run(moka, sequences, workload, s)),
+        ],
+        rounds,
+    );
+    let (vs_quick, ahead_quick) = ratio(&rates, 0, 1);
+    let (vs_moka, ahead_moka) = ratio(&rates, 0, 2);
+    let [m, q, k] = [0, 1, 2].map(|i| median(rates[i].clone()) / 1e6);
     println!(
         "| {label} | {m:.2} M | {q:.2} M | {k:.2} M | {vs_quick:.2} ({ahead_quick}/{rounds}) | \
          {vs_moka:.2} ({ahead_moka}/{rounds}) |"
+    );
+}
+
+/// Runs `rounds` rounds of `JobQueue` (both worker loops) and the heap and prints one line.
+fn compare_queues(threads: usize, rounds: usize) {
+    let jobs_per_second =
+        |elapsed: std::time::Duration| QUEUE_TURN_JOBS as f64 / elapsed.as_secs_f64();
+    let job_queue = |how| {
+        jobs_per_second(if threads == 1 {
+            jobqueue_1t(queue(), how, QUEUE_TURN_JOBS)
+        } else {
+            jobqueue_2t(how, QUEUE_TURN_JOBS)
+        })
+    };
+    let heap = || {
+        jobs_per_second(if threads == 1 {
+            heap_1t(QUEUE_TURN_JOBS)
+        } else {
+            heap_2t(QUEUE_TURN_JOBS)
+        })
+    };
+    let rates = rounds_of(
+        &mut [
+            &mut || job_queue(WorkerLoop::NextThenComplete),
+            &mut || job_queue(WorkerLoop::CompleteAndNext),
+            &mut || heap(),
+        ],
+        rounds,
+    );
+    let (plain, ahead_plain) = ratio(&rates, 0, 2);
+    let (one_call, ahead_one_call) = ratio(&rates, 1, 2);
+    let [p, c, h] = [0, 1, 2].map(|i| median(rates[i].clone()) / 1e6);
+    println!(
+        "| {threads} thread(s) | {p:.2} M | {c:.2} M | {h:.2} M | {plain:.2} ({ahead_plain}/{rounds}) | \
+         {one_call:.2} ({ahead_one_call}/{rounds}) |"
     );
 }
 
@@ -144,5 +184,18 @@ fn main() {
             let label = format!("{name}, {threads} thread(s)");
             compare(&label, caches, &sequences, workload, rounds);
         }
+    }
+
+    println!(
+        "\nJob queue: {QUEUE_TURN_JOBS} jobs a turn; JobQueue (default configuration) ÷ \
+         Mutex<BinaryHeap> + Condvar\n"
+    );
+    println!(
+        "| threads | JobQueue, next + complete | JobQueue, complete_and_next | BinaryHeap | \
+         ÷ heap, next + complete | ÷ heap, complete_and_next |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for threads in [1, 2] {
+        compare_queues(threads, rounds);
     }
 }
