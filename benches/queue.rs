@@ -14,43 +14,27 @@
 
 mod queues;
 
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memocache::WorkerId;
 use queues::*;
 
 fn channel_1t(iters: u64) -> Duration {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let worker = WorkerId::new("w");
-    let start = Instant::now();
-    let mut n = 0;
-    while n < iters {
-        let batch = BATCH.min(iters - n);
-        for i in 0..batch {
-            tx.send(make_job(n + i)).expect("open");
-        }
-        for _ in 0..batch {
-            run(rx.recv().expect("open"), &worker);
-        }
-        n += batch;
-    }
-    start.elapsed()
+    baseline_1t(
+        iters,
+        |job| tx.send(job).expect("open"),
+        || rx.recv().expect("open"),
+    )
 }
 
 fn channel_2t(iters: u64) -> Duration {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let start = Instant::now();
-    let producer = thread::spawn(move || {
-        (0..iters).for_each(|n| tx.send(make_job(n)).expect("open"));
-    });
-    let worker = WorkerId::new("w");
-    for _ in 0..iters {
-        run(rx.recv().expect("open"), &worker);
-    }
-    producer.join().expect("producer");
-    start.elapsed()
+    baseline_2t(
+        iters,
+        move |job| tx.send(job).expect("open"),
+        || rx.recv().expect("open"),
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -162,22 +162,44 @@ pub fn jobqueue_1t(queue: JobQueue, how: WorkerLoop, iters: u64) -> Duration {
     start.elapsed()
 }
 
-pub fn heap_1t(iters: u64) -> Duration {
-    let queue = HeapQueue::default();
+/// A baseline on one thread: `BATCH` jobs pushed, then popped and run, until `iters` ran.
+pub fn baseline_1t(iters: u64, push: impl Fn(Job), pop: impl Fn() -> Job) -> Duration {
     let worker = WorkerId::new("w");
     let start = Instant::now();
     let mut n = 0;
     while n < iters {
         let batch = BATCH.min(iters - n);
         for i in 0..batch {
-            queue.push(make_job(n + i));
+            push(make_job(n + i));
         }
         for _ in 0..batch {
-            run(queue.pop(), &worker);
+            run(pop(), &worker);
         }
         n += batch;
     }
     start.elapsed()
+}
+
+/// A baseline on two threads: a producer pushes `iters` jobs while this thread pops and runs
+/// them.
+pub fn baseline_2t(
+    iters: u64,
+    push: impl Fn(Job) + Send + 'static,
+    pop: impl Fn() -> Job,
+) -> Duration {
+    let start = Instant::now();
+    let producer = thread::spawn(move || (0..iters).for_each(|n| push(make_job(n))));
+    let worker = WorkerId::new("w");
+    for _ in 0..iters {
+        run(pop(), &worker);
+    }
+    producer.join().expect("producer");
+    start.elapsed()
+}
+
+pub fn heap_1t(iters: u64) -> Duration {
+    let queue = HeapQueue::default();
+    baseline_1t(iters, |job| queue.push(job), || queue.pop())
 }
 
 pub fn jobqueue_2t(how: WorkerLoop, iters: u64) -> Duration {
@@ -200,15 +222,6 @@ pub fn jobqueue_2t(how: WorkerLoop, iters: u64) -> Duration {
 
 pub fn heap_2t(iters: u64) -> Duration {
     let queue = Arc::new(HeapQueue::default());
-    let start = Instant::now();
-    let producer = {
-        let queue = Arc::clone(&queue);
-        thread::spawn(move || (0..iters).for_each(|n| queue.push(make_job(n))))
-    };
-    let worker = WorkerId::new("w");
-    for _ in 0..iters {
-        run(queue.pop(), &worker);
-    }
-    producer.join().expect("producer");
-    start.elapsed()
+    let producer_queue = Arc::clone(&queue);
+    baseline_2t(iters, move |job| producer_queue.push(job), || queue.pop())
 }
