@@ -9,6 +9,11 @@
 //! geometric mean of those ratios and in how many rounds memocache was ahead, beside each
 //! cache's median rate.
 //!
+//! The hit workload also times a bare `HashMap` (see `contenders::Bare`): the same lookups
+//! with no lock and no bookkeeping at all, which is about how fast the machine can serve them,
+//! and so what a cache's locking, statistics and access tracking cost on top (the README
+//! discusses it).
+//!
 //! A cache's turn is `TURN_BATCHES` batches of `contenders::BATCH` operations per thread. The
 //! caches are built once per workload, and an untimed round warms them first. A queue's turn
 //! submits, takes and completes `QUEUE_TURN_JOBS` jobs on a new queue (the criterion bench's
@@ -69,10 +74,12 @@ fn ratio(rates: &[Vec<f64>], a: usize, b: usize) -> (f64, usize) {
     (geometric_mean(&ratios), ahead)
 }
 
-/// Runs `rounds` rounds on the three caches and prints one line.
+/// Runs `rounds` rounds on the three caches, and on the bare map if there is one (the hit
+/// workload), and prints one line.
 fn compare(
     label: &str,
     (memo, quick, moka): (&Memo, &Quick, &Moka),
+    bare: Option<&Bare>,
     sequences: &[Vec<u32>],
     workload: Workload,
     rounds: usize,
@@ -87,20 +94,35 @@ fn compare(
         let ops = f64::from(TURN_BATCHES) * (sequences.len() * BATCH) as f64;
         ops / start.elapsed().as_secs_f64()
     };
-    let rates = rounds_of(
-        &mut [
-            &mut || turn_of(&|s| run(memo, sequences, workload, s)),
-            &mut || turn_of(&|s| run(quick, sequences, workload, s)),
-            &mut || turn_of(&|s| run(moka, sequences, workload, s)),
-        ],
-        rounds,
-    );
+    let mut memo_turn = || turn_of(&|s| run(memo, sequences, workload, s));
+    let mut quick_turn = || turn_of(&|s| run(quick, sequences, workload, s));
+    let mut moka_turn = || turn_of(&|s| run(moka, sequences, workload, s));
+    let mut bare_turn = || {
+        turn_of(&|s| {
+            bare.into_iter()
+                .for_each(|b| run(b, sequences, workload, s))
+        })
+    };
+    let mut turns: Vec<&mut dyn FnMut() -> f64> =
+        vec![&mut memo_turn, &mut quick_turn, &mut moka_turn];
+    if bare.is_some() {
+        turns.push(&mut bare_turn);
+    }
+    let rates = rounds_of(&mut turns, rounds);
     let (vs_quick, ahead_quick) = ratio(&rates, 0, 1);
     let (vs_moka, ahead_moka) = ratio(&rates, 0, 2);
     let [m, q, k] = [0, 1, 2].map(|i| median(rates[i].clone()) / 1e6);
+    let (bare_rate, vs_bare) = match rates.get(3) {
+        Some(bare_rates) => {
+            let (vs_bare, _) = ratio(&rates, 0, 3);
+            let b = median(bare_rates.clone()) / 1e6;
+            (format!("{b:.2} M"), format!("{vs_bare:.2}"))
+        }
+        None => ("—".into(), "—".into()),
+    };
     println!(
-        "| {label} | {m:.2} M | {q:.2} M | {k:.2} M | {vs_quick:.2} ({ahead_quick}/{rounds}) | \
-         {vs_moka:.2} ({ahead_moka}/{rounds}) |"
+        "| {label} | {m:.2} M | {q:.2} M | {k:.2} M | {bare_rate} | \
+         {vs_quick:.2} ({ahead_quick}/{rounds}) | {vs_moka:.2} ({ahead_moka}/{rounds}) | {vs_bare} |"
     );
 }
 
@@ -150,16 +172,21 @@ fn main() {
         "{rounds} rounds; medians of operations per second; memocache ÷ peer as the geometric \
          mean of the per-round ratios (rounds memocache was ahead)\n"
     );
-    println!("| workload | memocache | quick_cache | moka | ÷ quick_cache | ÷ moka |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| workload | memocache | quick_cache | moka | bare HashMap | ÷ quick_cache | ÷ moka | \
+         ÷ bare HashMap |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
 
     let (hot_memo, hot_quick, hot_moka) = hot_caches();
+    let bare = hot_bare();
     for threads in [1, 2] {
         let sequences = zipf_sequences(HOT_KEYS, threads);
         let label = format!("hits, {threads} thread(s)");
         compare(
             &label,
             (&hot_memo, &hot_quick, &hot_moka),
+            Some(&bare),
             &sequences,
             Workload::Hits,
             rounds,
@@ -182,7 +209,7 @@ fn main() {
                 &moka(CAPACITY, &keys),
             );
             let label = format!("{name}, {threads} thread(s)");
-            compare(&label, caches, &sequences, workload, rounds);
+            compare(&label, caches, None, &sequences, workload, rounds);
         }
     }
 

@@ -4,6 +4,8 @@
 //! Each bench uses only part of this module.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
 
 use bytes::Bytes;
@@ -149,6 +151,45 @@ impl Contender for Moka {
     }
 }
 
+/// Not a cache: a `HashMap` filled once and then only read, with no lock, no statistics, no
+/// access tracking and a hash that is the digest's first word. What a lookup of the same keys
+/// costs the machine with none of a concurrent cache's bookkeeping: a ceiling for the hit
+/// workload, and the only workload it serves.
+pub struct Bare {
+    map: HashMap<Digest, Bytes, BuildHasherDefault<FirstWord>>,
+    keys: Vec<Digest>,
+}
+
+/// Hashes a digest as its first eight bytes (they are already uniformly random).
+#[derive(Default)]
+pub struct FirstWord(u64);
+
+impl Hasher for FirstWord {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+}
+
+impl Contender for Bare {
+    const NAME: &'static str = "bare HashMap";
+    #[inline]
+    fn get(&self, i: u32) -> Option<Bytes> {
+        self.map.get(&self.keys[i as usize]).cloned()
+    }
+    fn get_or_insert(&self, _: u32) -> Bytes {
+        unreachable!("the bare map is only read")
+    }
+    fn insert(&self, _: u32, _: Bytes) {
+        unreachable!("the bare map is only read")
+    }
+}
+
 pub fn quick(capacity: usize, digests: &[Digest]) -> Quick {
     Quick {
         cache: quick_cache::sync::Cache::new(capacity),
@@ -201,13 +242,18 @@ pub fn run<C: Contender>(cache: &C, sequences: &[Vec<u32>], workload: Workload, 
     }
 }
 
+/// The 16-byte heap value of hot key `i`. A `Vec`-backed `Bytes` allocates a shared header on
+/// its first clone; that one-time cost is paid here, before anything is timed.
+fn hot_value(i: u32) -> Bytes {
+    let value = Bytes::from(i.to_le_bytes().repeat(4));
+    drop(value.clone());
+    value
+}
+
 /// Stores one 16-byte heap value per hot key in every cache and checks they are all there.
 pub fn fill_hot<C: Contender>(cache: &C) {
     for i in 0..HOT_KEYS as u32 {
-        let value = Bytes::from(i.to_le_bytes().repeat(4));
-        // Pay a Vec-backed Bytes' one-time shared-header allocation before timing.
-        drop(value.clone());
-        cache.insert(i, value);
+        cache.insert(i, hot_value(i));
     }
 }
 
@@ -216,6 +262,18 @@ pub fn assert_all_hot<C: Contender>(cache: &C) {
         .filter(|&i| cache.get(i).is_none())
         .count();
     assert_eq!(missing, 0, "{} lost {missing} hot keys", C::NAME);
+}
+
+/// The bare map of the hit workload, holding all `HOT_KEYS` keys with the values `fill_hot`
+/// stores.
+pub fn hot_bare() -> Bare {
+    let keys = digests(HOT_KEYS);
+    let map = (0..HOT_KEYS as u32)
+        .map(|i| (keys[i as usize], hot_value(i)))
+        .collect();
+    let bare = Bare { map, keys };
+    assert_all_hot(&bare);
+    bare
 }
 
 /// The three caches of the hit workload, each holding all `HOT_KEYS` keys.
