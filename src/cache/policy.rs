@@ -280,8 +280,27 @@ const ADMIT_MARGIN: u64 = 2;
 /// 10 %).
 const SMALL_SHARD: usize = SKETCH_FLOOR_WORDS;
 
+/// Shards of this many entries get a ghost of half the usual size (see [`ghost_slots`]).
+const SHORT_GHOST: std::ops::RangeInclusive<usize> = 129..=1024;
+
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
+
+/// The ghost's slots for a shard of `entries` entries: the power of two at or above them (at
+/// least 16), so 1 to 2 × `entries` — except in shards of [`SHORT_GHOST`] entries, which get
+/// half of that, 0.5 to 1 × `entries`. There a ghost that remembers up to twice the shard's
+/// evictions reports, as keys `small` dropped too early, keys whose reuse distance no split
+/// of the shard could serve, and ARC's rule grows `small` for them at `main`'s expense (see
+/// *A shorter ghost for shards of 129 to 1,024 entries* above). Never fewer slots for more
+/// entries, so the ghost only grows as the shard fills.
+fn ghost_slots(entries: usize) -> usize {
+    let slots = entries.max(16).next_power_of_two();
+    if SHORT_GHOST.contains(&entries) {
+        slots / 2
+    } else {
+        slots
+    }
+}
 
 /// Which queue an entry is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -710,15 +729,14 @@ impl S3Fifo {
         }
     }
 
-    /// Resizes the ghost (about `entries` fingerprints, a power of two) and the sketch for a
-    /// shard of `entries` entries.
+    /// Resizes the ghost (see [`ghost_slots`]) and the sketch for a shard of `entries` entries.
     pub(super) fn fit(&mut self, entries: usize) {
-        let want = entries.max(16).next_power_of_two();
-        if self.ghost.len() < want {
+        let slots = ghost_slots(entries);
+        if self.ghost.len() < slots {
             // Growing re-hashes nothing: fingerprints of the old size would land in the wrong
             // slots, and a ghost is only a hint, so it simply starts over.
-            self.ghost = vec![0; want];
-            self.small_shard = want <= SMALL_SHARD;
+            self.ghost = vec![0; slots];
+            self.small_shard = entries <= SMALL_SHARD;
             self.ghost_small = 0;
             self.ghost_main = 0;
         }
@@ -1228,6 +1246,64 @@ mod tests {
         let mut sim = Sim::new(30);
         let hits = hot_keys_among_one_offs(&mut sim, 20, 60, 20);
         assert!(hits * 2 >= 600, "{hits} of 600 hot requests hit");
+    }
+
+    #[test]
+    fn returns_beyond_the_shards_reach_do_not_grow_small() {
+        // A hot set of half the cache, and one-off keys that each come back once, 1.2 × the
+        // cache's size of steps (2.4 × its size of evictions) later: no split can keep them,
+        // LRU included. A ghost of 1 to 2 × the shard's entries remembers many of them, and
+        // each return grew `small` (to 10–45 % of these shards, at `main`'s expense); the
+        // shorter ghost has forgotten them, so `small` ends at its minimum.
+        for capacity in [300u64, 500, 900] {
+            let mut sim = Sim::new(capacity as usize);
+            let (hot, gap, steps) = (capacity / 2, capacity * 6 / 5, 40 * capacity);
+            let mut hot_hits = 0;
+            for step in 0..steps {
+                let hit = sim.access(step % hot);
+                if step >= steps / 2 {
+                    hot_hits += u64::from(hit);
+                }
+                sim.access(1_000_000 + step);
+                if step >= gap {
+                    sim.access(1_000_000 + step - gap);
+                }
+            }
+            sim.check();
+            assert!(
+                sim.policy.share <= SHARE_ONE / 50,
+                "{capacity}: small's share grew to {} %",
+                sim.policy.share * 100 / SHARE_ONE
+            );
+            assert!(
+                hot_hits * 100 >= steps / 2 * 99,
+                "{capacity}: {hot_hits} hot hits"
+            );
+        }
+    }
+
+    #[test]
+    fn ghost_is_half_as_long_in_shards_of_129_to_1024_entries() {
+        let slots = |entries| {
+            let mut sim = Sim::new(entries);
+            sim.policy.fit(entries);
+            sim.policy.ghost.len()
+        };
+        assert_eq!(slots(10), 16);
+        assert_eq!(slots(100), 128);
+        assert_eq!(slots(128), 128);
+        assert_eq!(slots(129), 128);
+        assert_eq!(slots(300), 256);
+        assert_eq!(slots(1024), 512);
+        assert_eq!(slots(1025), 2048);
+        assert_eq!(slots(5000), 8192);
+        // It never shrinks while the shard fills.
+        let mut last = 0;
+        for entries in 1..5000 {
+            let now = ghost_slots(entries);
+            assert!(now >= last, "{entries}: {now} < {last}");
+            last = now;
+        }
     }
 
     proptest! {
