@@ -22,7 +22,8 @@
 //! * **ghost**: fingerprints of entries recently evicted, from either queue, with one bit
 //!   saying which. A key that comes back while its fingerprint is still there was evicted too
 //!   early. The ghost is a table of 32-bit fingerprints (4 bytes an entry, no links), sized to
-//!   the shard's entry count. In shards of more than 4,096 entries it is direct-mapped: a newer
+//!   the shard's entry count: the power of two at or above it, or half that in shards of 129 to
+//!   1,024 entries (see *A shorter ghost* below). In shards of more than 4,096 entries it is direct-mapped: a newer
 //!   fingerprint overwrites an older one in its slot, which ages the ghost roughly like a FIFO
 //!   of the same length. In smaller shards it is two-way (see *Small shards* below).
 //!
@@ -214,6 +215,77 @@
 //! halving their sketch every 5 or 20 × max(entries, counters / 4) increments instead of 10,
 //! or giving it two words an entry, moved the 12 such rows of the traces above by 0.31 points
 //! or less (20 replays a row; `multi2` at 10 % −0.31 with the shorter period).
+//!
+//! # A shorter ghost for shards of 129 to 1,024 entries
+//!
+//! A ghost of the power of two at or above the shard's entries remembers the last 1 to 2 ×
+//! `entries` evictions, depending only on where the size falls between two powers: 1.05 × for
+//! a shard of 122, 1.8 × for 568, 1.97 × for 260. The longer the memory, the more keys come
+//! back "too early" from *small*'s ghost, and by ARC's rule each grows *small* at *main*'s
+//! expense — also for keys whose reuse distance no split of the shard could serve. So shards of
+//! 129 to 1,024 entries ([`SHORT_GHOST`]) get half of it: 0.5 to 1 × `entries` (a shard of 568
+//! entries, 512 fingerprints instead of 1,024, 2 KiB less). The test
+//! `returns_beyond_the_shards_reach_do_not_grow_small` shows the mechanism: a hot set of half
+//! the cache and one-off keys that come back once, 2.4 × the cache's size of evictions later;
+//! with the longer ghost *small* grew to 8–45 % of shards of 300, 500 and 900 entries, with
+//! the shorter one it stays at its minimum.
+//!
+//! Measured with memocache alone against the best peer of the README's previous table, over
+//! the 45 rows of the traces of up to 4 M requests (20 replays a row; 3 above 200,000
+//! requests), before → after: rows more than 0.5 below went from 9 to 7 and the sum of the
+//! shortfalls from −13.9 to −10.8. `multi1` at 10 % 48.54 → 49.39 % (quick_cache 49.41),
+//! `multi2` at 10 % 49.99 → 50.94 % (moka 50.98), `multi3` at 10 % 47.36 → 47.75 %, `web12` at
+//! 1 % 39.97 → 40.51 %, `web07` at 1 % 42.27 → 42.58 %, Zipf 0.8 / 1.0 / 1.2 at 1 % +0.34 /
+//! +0.24 / +0.10, `orm-night` at 1 % 65.97 → 66.43 % (3 replays); lost: `gli` at 10 % 16.21 →
+//! 15.89 % (quick_cache 15.78) and `ps` at 10 % 53.03 → 52.92 %; every other row moved by
+//! 0.1 or less, or is a shard the rule does not touch. An evicting insert costs 4
+//! instructions more in `S3Fifo::fit` (callgrind, 400,000 distinct keys into a cache of
+//! 50,000 entries: 46 → 50 an insert there, about 1,200 in all).
+//!
+//! The band is where it measured better. Below it (the halved ghost for every shard of up
+//! to 1,024 entries; 12 replays a row) `multi1` at 1 % gained 0.8 and `sprite` at 1 % 0.5, but
+//! `multi2` at 1 % lost 0.9 and `multi3` at 1 % 1.4. Above it (up to 4,096 entries) `OLTP` at 1 %
+//! gained 0.4 but `cloudPhysics` at 10 % (shards of 1,224) lost 0.4. In shards of more than
+//! 4,096 entries (one replay each) it raised P6 at 10 % from 63.44 to 64.13 % and P2 at 10 %
+//! from 52.75 to 53.27 %, but cost P3 at 10 % 0.9 and `scarab-recs` at 10 % 0.3, and left P6
+//! more than 0.5 below moka. A ghost of exactly 1 or 0.75 × `entries` (not a power of two,
+//! indexed by a multiply-shift) did no better than the halved one on `multi*` and cost
+//! `cloudPhysics` at 10 % 0.3–0.5; twice the ghost for these shards cost `gli` and `cs` at
+//! 10 % 4–6 points.
+//!
+//! Tried in the same session and lost (memocache alone, 6–8 replays a row unless said):
+//!
+//! * **Hill climbing of the split** (Caffeine's: every 10 × `entries` requests, move *small*'s
+//!   share by a step of 6.25 % that decays by 0.98 a period, in the direction that last raised
+//!   the hit rate, reversing when it fell). The policy learned the hits without a new write on
+//!   the hit path: from each record's access count, whose value at the policy's last look was
+//!   kept in the 6 spare bits of the frequency byte, credited whenever eviction passed the
+//!   entry. Alone it stranded the recency traces on the plateau of low shares (`zigzag` at 10
+//!   % 1.49 %, `backf` 1.74 %, where a fixed 99 % split scores 9.47 and 9.17) and cost `loop`
+//!   at 10 % 2.8 points; with ARC's rule kept, 11 rows of 20 more than 0.5 below instead of 9;
+//!   larger periods and steps were no better. In large shards alone, even with an exact hit
+//!   count (the access counts of all residents summed once a period, plus those of the
+//!   evicted), P6 at 10 % fell to 59.77 % alone and 62.79 % with ARC's rule (63.44 without).
+//!   Credit that arrives when CLOCK passes an entry favours whatever spins CLOCK faster, and
+//!   P6's hit rate moves between its phases by more than the split moves it.
+//! * **The split's ceiling.** With the share of *small* fixed (1 %, 5, 15, 30, 60, 99 %):
+//!   `backf` 9.17 % and `zigzag` at 10 % 9.47 % at 99 % (the older measurement in *Small
+//!   shards* above, 8.35 and 9.11 %, predates the sketch changes); `sprite` at 10 % 86.08 % at
+//!   15 %; `cloudPhysics` at 10 % 24.45 % at 1–5 %; P6 at 10 % 64.83 % at 1 % (60.26 % at 10
+//!   %); `cpp` at 10 % and `multi1/2` never above the adaptive split. A controller that found
+//!   each trace's best split would close `backf`, `zigzag` and P6 at 10 % — ARC's rule ends
+//!   `backf`'s 9,000 requests at 98 % but scores 7.7–8.1 % on it, and on P6 it rises to 17 %
+//!   in one phase before settling at 1–2 %.
+//! * **Faster growth of *small*:** a whole entry per ghost hit (`backf` −1.34 → −0.79, `zigzag`
+//!   at 10 % and `sprite` at 10 % within 0.5, but `cpp` at 1 % 13.1 → 8.5 %, `cloudPhysics` at
+//!   10 % 24.1 → 22.6 %, `sprite` at 1 % 23.9 → 21.5 %); a step growing with each ghost hit of
+//!   *small* since the last one of *main* (`cloudPhysics` at 10 % −3.7); the faster step only
+//!   for keys the sketch has seen at most twice; no growth at all for keys seen more than 2, 4
+//!   or 7 times (P6 at 10 % up to 64.13 %, but `OLTP` at 10 % 67.31 → 65.76 % at 2); *small*
+//!   starting at 20 or 50 % (`loop`, `scan` and `gli` at 10 % −1 to −6).
+//! * **Large shards only:** *small* fixed at 1 % (P6 at 10 % 64.84 %, but `OLTP` at 10 % −1.97
+//!   and `scarab-recs` at 10 % −0.6); *small* shrinking every 64 or 8 unhit drops instead of
+//!   512 (P6 63.30 and 64.25 %, `OLTP` at 10 % −0.3 and −1.75).
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
