@@ -250,8 +250,10 @@
 //! from 52.75 to 53.27 %, but cost P3 at 10 % 0.9 and `scarab-recs` at 10 % 0.3, and left P6
 //! more than 0.5 below moka. A ghost of exactly 1 or 0.75 × `entries` (not a power of two,
 //! indexed by a multiply-shift) did no better than the halved one on `multi*` and cost
-//! `cloudPhysics` at 10 % 0.3–0.5; twice the ghost for these shards cost `gli` and `cs` at
-//! 10 % 4–6 points.
+//! `cloudPhysics` at 10 % 0.3–0.5; a quarter of the usual size (0.25 to 0.5 × `entries`) lost
+//! what the half gained on `multi*` at 10 % (`multi2` 50.27, `multi1` 49.12, `multi3` 47.31 %
+//! against 50.92, 49.40 and 47.74 % with the half; 12 replays); twice the ghost for these
+//! shards cost `gli` and `cs` at 10 % 4–6 points.
 //!
 //! Tried in the same session and lost (memocache alone, 6–8 replays a row unless said):
 //!
