@@ -116,7 +116,7 @@ use crate::key::CacheKey;
 use crate::time::{SharedClock, Timestamp, system_clock};
 
 /// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
-/// it just ran, few enough that their records stay in a core's cache (about 300 KB).
+/// it just ran, few enough that the ring stays in a core's cache (about 220 KB of records).
 const DEFAULT_RETAIN_FINISHED: usize = 1_024;
 
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
