@@ -51,44 +51,41 @@
 //! What a job costs the queue decides its throughput, so the layout is chosen for the hot path
 //! (submit, take, complete):
 //!
-//! * Every job the queue has — live, dead-lettered or finished and retained — has its record
-//!   in a **slab**, and keeps its slot from submit until the record is dropped. Ready
-//!   deques, retries, followers, leases and the finished list refer to slots, and a [`Lease`]
+//! * The records of live jobs (and dead letters) sit in a **slab**; a job keeps its slot until
+//!   it finishes. Ready deques, retries, followers and leases refer to slots, and a [`Lease`]
 //!   carries its job's slot, so a take or a completion reaches the record without a hash
-//!   lookup. An index (job id → slot) serves the calls that name a job by id. An entry is 16
-//!   bytes, the id's 64-bit hash and the slot, so the index is half the size it would be with
-//!   whole ids in it. A probe reads the record it lands on only when the full hash matches, to
-//!   confirm the id: generated ids never collide in practice, but a parsed [`JobId`] can be
-//!   chosen to collide, and it must not reach another job. The hash is the id's random bits
-//!   folded (no SipHash).
+//!   lookup. An index (job id → location) serves the calls that name a job by id. An entry is
+//!   16 bytes, the id's 64-bit hash and a location packed in one word, so the index of the
+//!   retained jobs is half the size it was with whole ids in it. A probe reads the
+//!   job it lands on only when the full hash matches, to confirm the id: generated ids never
+//!   collide in practice, but a parsed [`JobId`] can be chosen to collide, and it must not
+//!   reach another job. The hash is the id's random bits folded (no SipHash).
 //! * **Leases** form a doubly linked list threaded through the records, earliest deadline
 //!   first. Every lease lasts the same time and the clock is monotonic, so a new lease goes at
 //!   the back in O(1); completing unlinks in O(1); expiry reads the head. Nothing is allocated
 //!   or freed per lease (a `BTreeMap` allocated a node as it filled and freed one as it
 //!   emptied).
-//! * A job that finishes **stays where it is**: its record is marked finished and its slot
-//!   goes to the back of the **finished list** (a `VecDeque` of slots, oldest first). Once the
-//!   list holds more than `retain_finished`, the oldest finished job's record and index entry
-//!   are dropped, and the slab hands that slot — just touched — to the next submit. So a
-//!   finish moves no job and rewrites no index entry: one index removal and one record drop
-//!   per job, against a removal, an index update, a copy into a ring of finished jobs and
-//!   the drop of the ring's oldest in the design before (about 110 instructions a job fewer
-//!   in callgrind; see the README's queue section). Keeping finished jobs in the slab was
-//!   slower when 10 000 were kept, because the slab then outgrew a core's L2 cache; at the
-//!   default 1 024 (records of 280 bytes, about 300 KB with a backlog of 64) it stays there.
-//!   That is the one cost per job the baselines do not have, and its size is set by
-//!   `retain_finished`: past a few thousand kept jobs every finish drops a record and every
-//!   submit fills a slot that has left the cache (on one pinned core 10 000 kept made a job
-//!   about 30 % slower). A kept job also holds its payload and result alive outside any
-//!   cache's byte budget, which is the other reason the default is small: history belongs in
-//!   the memo cache, whose budget bounds it.
+//! * A job that finishes leaves the slab for a **ring of finished jobs** in finishing order,
+//!   and its slot is reused by the next submit while it is still in cache, so the live slab
+//!   stays as small as the backlog. The ring is a `Vec` of at most `retain_finished` jobs;
+//!   once full, the job that finished `n`-th is *assigned over* the one at `n % retain`, which
+//!   drops the oldest job in place and writes the new one into the memory just read: one copy
+//!   of a job per finish (a pop and a push moved it three times), and the ring is walked in
+//!   address order, which the hardware prefetcher streams. This is the one cost per job that
+//!   the baselines do not have, and its size is set by `retain_finished`: the default 1 024
+//!   jobs of about 200 bytes (220 KB) stay in a core's L2 cache, while 10 000 (the earlier
+//!   default) do not, so each finish streams a job out and one in and the dropped job's index
+//!   entry is a cache miss — on one pinned core that made a job about 30 % slower (see the
+//!   README's queue section). A kept job also holds its payload and
+//!   result alive outside any cache's byte budget, which is the other reason the default is
+//!   small: history belongs in the memo cache, whose budget bounds it.
 //! * **Maintenance** (due retries, expired leases) runs at the start of every operation, but
 //!   a lower bound of the next due time (`next_due`, lowered whenever a retry or lease is
 //!   filed and recomputed when maintenance runs) makes it a single comparison until something
 //!   is due.
 //! * The clock is read once per operation (submit, take, complete); a blocking take reads
 //!   real time only once it actually has to wait. Nothing is allocated per job in the steady
-//!   state: slots and deque entries are reused.
+//!   state: slots, deque entries and ring places are reused.
 //!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
@@ -386,7 +383,7 @@ impl JobQueueBuilder {
     /// [`JobQueue::get`] and [`JobQueue::status`] (default 1 024).
     ///
     /// A kept job holds its payload and result alive, outside any cache's byte budget, and
-    /// past a few thousand jobs their records no longer fit a core's cache, which makes every
+    /// past a few thousand jobs the ring no longer fits a core's cache, which makes every
     /// finish slower (see the module docs). Raise it when callers poll old jobs by id; use a
     /// memo cache to keep results.
     #[must_use]
@@ -524,14 +521,49 @@ type Slot = usize;
 /// "No slot", the end of the lease list.
 const NIL: Slot = usize::MAX;
 
-/// An entry of the job index: the hash of the job's id and the slot of its record. The id
-/// itself is not stored (it is in the record), which halves the index: a probe compares
-/// hashes and reads the record only on a full 64-bit match, which in practice is the job
-/// looked for (and is then read anyway).
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loc {
+    /// Live or dead-lettered: its record is in this slot.
+    Live(Slot),
+    /// Finished: it is in `retained` with this sequence number.
+    Finished(u64),
+}
+
+/// A [`Loc`] packed in one word (the top bit tells a finished job's sequence number from a
+/// slot), so that an index entry is 16 bytes and four fit in a cache line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedLoc(u64);
+
+impl PackedLoc {
+    const FINISHED: u64 = 1 << 63;
+
+    /// Slots and sequence numbers never reach 2^63 (a slot is an index into memory, and a
+    /// sequence number counts finished jobs), so the flag bit is free.
+    fn pack(loc: Loc) -> PackedLoc {
+        match loc {
+            Loc::Live(slot) => PackedLoc(slot as u64),
+            Loc::Finished(seq) => PackedLoc(seq | Self::FINISHED),
+        }
+    }
+
+    fn unpack(self) -> Loc {
+        if self.0 & Self::FINISHED == 0 {
+            Loc::Live(self.0 as Slot)
+        } else {
+            Loc::Finished(self.0 & !Self::FINISHED)
+        }
+    }
+}
+
+/// An entry of the job index: the hash of the job's id and where the job is. The id itself
+/// is not stored (it is in the record the location names), which halves the index: a probe
+/// compares hashes and reads the job only on a full 64-bit match, which in practice is the
+/// job looked for (and is then read anyway).
 #[derive(Clone, Copy)]
 struct IndexEntry {
     hash: u64,
-    slot: Slot,
+    loc: PackedLoc,
 }
 
 /// A ready job in its (priority, type) deque.
@@ -553,11 +585,8 @@ enum Place {
     Leased { deadline: Timestamp, lease_id: u64 },
     /// Waiting for the result of the leader in this slot.
     Follower { leader: Slot },
-    /// Failed for good: in `dead`.
+    /// Failed for good: in `dead`. (Completed and cancelled jobs leave the slab.)
     Done,
-    /// Completed or cancelled: in `finished`, kept readable until `retain_finished` newer
-    /// jobs have finished.
-    Finished,
 }
 
 struct Record {
@@ -572,7 +601,7 @@ struct Record {
 
 #[derive(Default)]
 struct State {
-    /// The records of every job the queue has: live, dead-lettered and retained finished.
+    /// The records of live jobs and dead letters.
     records: Slab<Record>,
     /// Where each job is, for the calls that name a job by id.
     index: HashTable<IndexEntry>,
@@ -586,8 +615,8 @@ struct State {
     delayed: BTreeMap<(Timestamp, u64), Slot>,
     leases: LeaseList,
     leaders: HashMap<CacheKey, Slot>,
-    /// The slots of the retained finished (completed or cancelled) jobs, oldest first.
-    finished: VecDeque<Slot>,
+    /// Finished (completed or cancelled) jobs, kept for `get`.
+    retained: Retained,
     dead: VecDeque<Slot>,
     seq: u64,
     /// Jobs queued or running (what `capacity` bounds).
@@ -600,6 +629,53 @@ struct State {
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
+}
+
+/// The finished jobs kept readable: a ring of at most `retain` jobs in finishing order.
+///
+/// The job that finished `seq`-th (counting from 0) sits at `seq % retain`. Once the ring is
+/// full, a newly finished job is assigned over the oldest one, which drops that job in place
+/// and writes the new one into the same, just-read memory: one copy of a job per finish, no
+/// shifting, and the ring is walked in address order, which the hardware prefetcher streams.
+#[derive(Default)]
+struct Retained {
+    jobs: Vec<Job>,
+    /// How many jobs were ever retained: the sequence number of the next one.
+    next: u64,
+}
+
+impl Retained {
+    /// The job that finished `seq`-th, if it is still kept.
+    fn get(&self, seq: u64) -> Option<&Job> {
+        let kept = self.jobs.len() as u64;
+        if seq >= self.next || self.next - seq > kept {
+            return None;
+        }
+        // Until the ring is full its length is `next`, so `seq % len` is `seq` itself; once
+        // full, its length is `retain`.
+        self.jobs.get(usize::try_from(seq % kept).ok()?)
+    }
+
+    /// Keeps `job` (`retain` is at least 1) and returns the id of the job it replaced.
+    fn push(&mut self, job: Job, retain: usize) -> Option<JobId> {
+        let seq = self.next;
+        self.next += 1;
+        if self.jobs.len() < retain {
+            self.jobs.push(job);
+            return None;
+        }
+        let place = self
+            .jobs
+            .get_mut(usize::try_from(seq % retain as u64).ok()?)?;
+        let old = place.id();
+        *place = job;
+        Some(old)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
 }
 
 /// The leased jobs, earliest deadline first: a doubly linked list threaded through the
@@ -641,6 +717,15 @@ impl Hasher for JobIdHasher {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+/// The job at `loc`, given the two places jobs are kept (so that a caller can hold the index
+/// mutably at the same time).
+fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Option<&'a Job> {
+    match loc {
+        Loc::Live(slot) => records.get(slot).map(|r| &r.job),
+        Loc::Finished(seq) => retained.get(seq),
     }
 }
 
@@ -857,7 +942,7 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let slot = st.find(id);
+        let slot = st.slot_of(id);
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
             return Err(QueueError::NotDeadLettered(id));
         };
@@ -902,8 +987,8 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let slot = st.find(id)?;
-        st.records.get(slot).map(|r| r.job.clone())
+        let loc = st.find(id)?;
+        st.job_at(loc).cloned()
     }
 
     /// Counts of jobs by status, and totals.
@@ -955,16 +1040,29 @@ impl State {
         self.seq
     }
 
-    /// The slot of job `id`, if the queue still has its record.
-    fn find(&self, id: JobId) -> Option<Slot> {
+    /// Where job `id` is, if the queue still has it.
+    fn find(&self, id: JobId) -> Option<Loc> {
         let hash = hash_id(id);
         // Equal hashes of different ids are all but impossible for generated ids, but a parsed
         // id can be chosen to collide, so a hash match is confirmed against the job itself.
         self.index
             .find(hash, |e| {
-                e.hash == hash && self.records.get(e.slot).is_some_and(|r| r.job.id() == id)
+                e.hash == hash && self.job_at(e.loc.unpack()).is_some_and(|j| j.id() == id)
             })
-            .map(|e| e.slot)
+            .map(|e| e.loc.unpack())
+    }
+
+    /// The slot of job `id`, if it is live or dead-lettered.
+    fn slot_of(&self, id: JobId) -> Option<Slot> {
+        match self.find(id)? {
+            Loc::Live(slot) => Some(slot),
+            Loc::Finished(_) => None,
+        }
+    }
+
+    /// The job at `loc`.
+    fn job_at(&self, loc: Loc) -> Option<&Job> {
+        job_in(&self.records, &self.retained, loc)
     }
 
     /// The record in `slot`, which holds job `id` (the id only names the job in the error).
@@ -1071,33 +1169,42 @@ impl State {
         self.leases.len -= 1;
     }
 
-    /// Drops the record in `slot` (a dead letter or finished job past its bound) and its
-    /// index entry: the slot is free for the next submit. The entry is found by the slot
-    /// alone, so the record is read once, for its id's hash.
-    fn drop_record(&mut self, slot: Slot) {
-        let Some(hash) = self.records.get(slot).map(|r| hash_id(r.job.id())) else {
-            return;
-        };
-        if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
+    /// Forgets job `id`, which is at `loc` (the location alone identifies the entry, so the
+    /// job is not read again).
+    fn unindex(&mut self, id: JobId, loc: Loc) {
+        let loc = PackedLoc::pack(loc);
+        if let Ok(entry) = self.index.find_entry(hash_id(id), |e| e.loc == loc) {
             entry.remove();
         }
-        self.records.remove(slot);
     }
 
-    /// Files a job that just finished (completed or cancelled) as the newest retained one,
-    /// dropping the oldest once more than `retain` are kept. The caller took the job out of
-    /// every other structure. The record stays where it is: neither it nor its index entry
-    /// moves, and the slot the oldest job frees is the one the next submit fills.
+    /// Drops a dead letter's record: its slot is free for the next submit.
+    fn drop_record(&mut self, slot: Slot) {
+        if let Some(record) = self.records.try_remove(slot) {
+            self.unindex(record.job.id(), Loc::Live(slot));
+        }
+    }
+
+    /// Moves a job that just finished (completed or cancelled) out of the slab into the
+    /// finished ring, where it takes the place of the oldest finished job once the ring holds
+    /// `retain`. Nothing refers to the slot any more (the caller took the job out of every
+    /// structure), so it is free for the next submit.
     fn finished(&mut self, slot: Slot, retain: usize) {
-        let Some(record) = self.records.get_mut(slot) else {
+        let Some(record) = self.records.try_remove(slot) else {
             return;
         };
-        record.place = Place::Finished;
-        self.finished.push_back(slot);
-        while self.finished.len() > retain {
-            if let Some(old) = self.finished.pop_front() {
-                self.drop_record(old);
-            }
+        let id = record.job.id();
+        if retain == 0 {
+            self.unindex(id, Loc::Live(slot));
+            return;
+        }
+        let seq = self.retained.next;
+        let live = PackedLoc::pack(Loc::Live(slot));
+        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.loc == live) {
+            entry.loc = PackedLoc::pack(Loc::Finished(seq));
+        }
+        if let Some(old) = self.retained.push(record.job, retain) {
+            self.unindex(old, Loc::Finished(seq - retain as u64));
         }
     }
 
@@ -1280,11 +1387,22 @@ impl Inner {
         now: Timestamp,
     ) -> Result<(Slot, Timestamp), QueueError> {
         let id = lease.job_id;
-        // A job keeps its slot until its record is dropped, so the lease's slot is where it
-        // is, unless the lease is from another queue.
+        // A job keeps its slot while it is live, so the lease's slot is where it is unless
+        // it finished (or the lease is from another queue).
         let slot = match st.records.get(lease.slot) {
             Some(r) if r.job.id() == id => lease.slot,
-            _ => st.find(id).ok_or(QueueError::NotFound(id))?,
+            _ => match st.find(id) {
+                Some(Loc::Live(slot)) => slot,
+                Some(loc @ Loc::Finished(_)) => {
+                    let status = st.job_at(loc).map_or(JobStatus::Completed, Job::status);
+                    return Err(QueueError::StaleLease {
+                        id,
+                        worker: lease.worker.clone(),
+                        status,
+                    });
+                }
+                None => return Err(QueueError::NotFound(id)),
+            },
         };
         let record = st.records.get(slot).ok_or(QueueError::NotFound(id))?;
         let verdict = match record.place {
@@ -1362,12 +1480,19 @@ impl Inner {
     }
 
     fn cancel_locked(&self, st: &mut State, id: JobId, now: Timestamp) -> Result<bool, QueueError> {
-        let slot = st.find(id).ok_or(QueueError::NotFound(id))?;
+        let slot = match st.find(id) {
+            Some(Loc::Live(slot)) => slot,
+            Some(loc @ Loc::Finished(_)) => {
+                // Finished jobs are terminal: let the state machine word the refusal.
+                let mut job = st.job_at(loc).cloned().ok_or(QueueError::NotFound(id))?;
+                job.cancel(now)?;
+                return Ok(false);
+            }
+            None => return Err(QueueError::NotFound(id)),
+        };
         let record = st.record_mut(slot, id)?;
         let (priority, job_type, place) =
             (record.job.priority(), record.job.job_type(), record.place);
-        // A finished or dead-lettered job is terminal: the state machine words the refusal
-        // and changes nothing.
         record.job.cancel(now)?;
         let followers = std::mem::take(&mut record.followers);
         let key = record.job.memo_key().copied();
@@ -1385,7 +1510,7 @@ impl Inner {
                     lead.followers.retain(|&f| f != slot);
                 }
             }
-            Place::Done | Place::Finished => {}
+            Place::Done => {}
         }
         st.live -= 1;
         st.stats.cancelled += 1;
@@ -1521,11 +1646,13 @@ impl Inner {
             let State {
                 index,
                 records,
+                retained,
                 live,
                 ..
             } = st;
             let is_id = |e: &IndexEntry| {
-                e.hash == hash && records.get(e.slot).is_some_and(|r| r.job.id() == id)
+                e.hash == hash
+                    && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
             };
             let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
             else {
@@ -1535,7 +1662,10 @@ impl Inner {
                 // The slab fills its vacant key next, so the entry can name the slot before
                 // the record is in it.
                 let slot = records.vacant_key();
-                vacant.insert(IndexEntry { hash, slot });
+                vacant.insert(IndexEntry {
+                    hash,
+                    loc: PackedLoc::pack(Loc::Live(slot)),
+                });
                 break now;
             }
             let started = *started.get_or_insert_with(Instant::now);
@@ -1749,7 +1879,7 @@ mod tests {
     }
 
     /// Checks the structures that shadow each other: the ready bitmask against the deques,
-    /// the index against the slab, and the finished list against the records' places.
+    /// and the index against the slab and the finished ring.
     fn assert_consistent(queue: &JobQueue) {
         let st = queue.inner.state.lock();
         for (p, by_type) in st.ready.iter().enumerate() {
@@ -1758,22 +1888,12 @@ mod tests {
                 assert_eq!(bit, !deque.is_empty(), "nonempty bit of ready[{p}][{t}]");
             }
         }
-        assert_eq!(st.index.len(), st.records.len());
+        assert_eq!(st.index.len(), st.records.len() + st.retained.len());
         for e in st.index.iter() {
-            let record = st
-                .records
-                .get(e.slot)
-                .expect("an index entry names a record");
-            assert_eq!(hash_id(record.job.id()), e.hash);
-        }
-        let finished = st
-            .records
-            .iter()
-            .filter(|(_, r)| r.place == Place::Finished)
-            .count();
-        assert_eq!(finished, st.finished.len());
-        for &slot in &st.finished {
-            assert_eq!(st.records.get(slot).map(|r| r.place), Some(Place::Finished));
+            let job = st
+                .job_at(e.loc.unpack())
+                .expect("an index entry names a job");
+            assert_eq!(hash_id(job.id()), e.hash);
         }
     }
 
@@ -1857,7 +1977,7 @@ mod tests {
     }
 
     #[test]
-    fn finished_jobs_keep_their_slot_until_newer_ones_push_them_out() {
+    fn finished_jobs_leave_the_slab_and_are_found_in_the_ring() {
         let queue = JobQueue::builder()
             .retain_finished(3)
             .build()
@@ -1873,16 +1993,11 @@ mod tests {
                 .complete(&lease, JobResult::default())
                 .expect("current");
             ids.push(id);
-            // The slab holds the retained jobs and no more: the job pushed out frees the slot
-            // the next submit fills.
+            // One slot is enough: each finished job frees its slot for the next submit.
             let st = queue.inner.state.lock();
-            assert_eq!(st.records.len(), ids.len().min(3));
-            assert_eq!(st.finished.len(), ids.len().min(3));
-            assert_eq!(st.index.len(), st.records.len());
-            assert!(
-                st.records.iter().all(|(slot, _)| slot < 4),
-                "slots are reused"
-            );
+            assert_eq!(st.records.len(), 0);
+            assert_eq!(st.retained.len(), ids.len().min(3));
+            assert_eq!(st.index.len(), st.retained.len());
         }
         let kept: Vec<_> = ids.iter().map(|&id| queue.status(id)).collect();
         let done = Some(JobStatus::Completed);
