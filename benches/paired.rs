@@ -97,16 +97,11 @@ fn compare(
     let mut memo_turn = || turn_of(&|s| run(memo, sequences, workload, s));
     let mut quick_turn = || turn_of(&|s| run(quick, sequences, workload, s));
     let mut moka_turn = || turn_of(&|s| run(moka, sequences, workload, s));
-    let mut bare_turn = || {
-        turn_of(&|s| {
-            bare.into_iter()
-                .for_each(|b| run(b, sequences, workload, s))
-        })
-    };
+    let mut bare_turn = bare.map(|bare| move || turn_of(&|s| run(bare, sequences, workload, s)));
     let mut turns: Vec<&mut dyn FnMut() -> f64> =
         vec![&mut memo_turn, &mut quick_turn, &mut moka_turn];
-    if bare.is_some() {
-        turns.push(&mut bare_turn);
+    if let Some(bare_turn) = bare_turn.as_mut() {
+        turns.push(bare_turn);
     }
     let rates = rounds_of(&mut turns, rounds);
     let (vs_quick, ahead_quick) = ratio(&rates, 0, 1);
