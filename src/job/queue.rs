@@ -1072,15 +1072,33 @@ impl State {
 
     /// Puts a queued job at the back of its ready deque.
     fn enqueue(&mut self, slot: Slot, now: Timestamp) {
-        self.enqueue_since(slot, now);
-    }
-
-    fn enqueue_since(&mut self, slot: Slot, since: Timestamp) {
         let seq = self.next_seq();
         if let Some(record) = self.records.get_mut(slot) {
             let (p, t) = (record.job.priority().index(), record.job.job_type().index());
             record.place = Place::Ready { seq };
-            self.ready[p][t].push_back(Ready { slot, seq, since });
+            self.ready[p][t].push_back(Ready {
+                slot,
+                seq,
+                since: now,
+            });
+            self.nonempty |= 1 << (4 * p + t);
+        }
+    }
+
+    /// Puts a ready job taken out of one deque into the deque of its (new) priority, at the
+    /// place its sequence number gives it: a raised job keeps its age *and* its turn.
+    ///
+    /// Pushing it at the back with its old `since` would leave an older job behind younger
+    /// heads; since a take looks only at heads, it would then wait for every younger job of
+    /// its new deque to be taken or aged, beyond the aging bound (and out of FIFO order).
+    /// Sequence numbers and `since` grow together, so the deque stays sorted by both.
+    fn reinsert_ready(&mut self, ready: Ready) {
+        if let Some(record) = self.records.get_mut(ready.slot) {
+            let (p, t) = (record.job.priority().index(), record.job.job_type().index());
+            record.place = Place::Ready { seq: ready.seq };
+            let deque = &mut self.ready[p][t];
+            let at = deque.partition_point(|r| r.seq < ready.seq);
+            deque.insert(at, ready);
             self.nonempty |= 1 << (4 * p + t);
         }
     }
@@ -1543,7 +1561,7 @@ impl Inner {
     }
 
     /// Raises a job's priority (priority inheritance); a ready job moves to the more urgent
-    /// deque, keeping its age for aging.
+    /// deque, keeping its age and its turn (see [`State::reinsert_ready`]).
     fn raise(&self, st: &mut State, slot: Slot, priority: JobPriority) {
         let Some(record) = st.records.get_mut(slot) else {
             return;
@@ -1556,7 +1574,7 @@ impl Inner {
         if let Place::Ready { seq } = place
             && let Some(ready) = st.unready(old, job_type, seq)
         {
-            st.enqueue_since(slot, ready.since);
+            st.reinsert_ready(ready);
         }
     }
 
