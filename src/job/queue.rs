@@ -1660,6 +1660,14 @@ impl Inner {
         let now = loop {
             let st = &mut *guard;
             let now = self.clock.now();
+            // Expired leases are taken back before the capacity check and the coalescing
+            // check: a lease that ran out on a job with no retries left frees its place (else
+            // a full queue refuses, and a waiting submit waits out its timeout, while it has
+            // room), and a new identical job must not be coalesced onto a leader that is about
+            // to be dead-lettered. One comparison until something is due.
+            if self.maintain(st, now) && st.waiting > 0 {
+                self.available.notify_all();
+            }
             // One probe both rules out a duplicate and finds the place of the new entry.
             let State {
                 index,
