@@ -186,3 +186,552 @@ proptest! {
         }
     }
 }
+
+/// A reference model of the whole queue, one job at a time and as plainly as possible: where
+/// each job is, in which order the next take must pick, what every bound drops, and every
+/// count. [`queue_matches_the_reference_model`] runs the same random operations as the lease
+/// model above against it, on small bounds (capacity, finished records kept, dead letters
+/// kept) so that every refusal and every drop is exercised.
+mod reference {
+    use std::collections::{HashMap, VecDeque};
+
+    use memocache::{JobId, JobPriority, JobStatus, QueueStats};
+
+    pub const LEASE: u64 = 5_000_000_000;
+    pub const DELAY: u64 = 1_000_000_000;
+    pub const MAX_RETRIES: u32 = 2;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Place {
+        /// Ready since this time, in turn `seq`.
+        Ready { seq: u64, since: u64 },
+        /// Waiting out a retry until `due`, filed `seq`-th.
+        Delayed { due: u64, seq: u64 },
+        /// Leased under the model's lease number `lease`, until `deadline`, linked `link`-th.
+        Leased {
+            lease: usize,
+            deadline: u64,
+            link: u64,
+        },
+        /// Coalesced onto the job at this index.
+        Follower { leader: usize },
+        /// In the dead-letter list.
+        Dead,
+        /// In the finished ring.
+        Finished,
+        /// Dropped by a bound (ring or dead-letter list): the queue no longer knows it.
+        Gone,
+    }
+
+    pub struct MJob {
+        pub id: JobId,
+        pub group: Option<u8>,
+        pub priority: JobPriority,
+        pub status: JobStatus,
+        pub retries: u32,
+        pub place: Place,
+        pub followers: Vec<usize>,
+    }
+
+    /// Why the model expects a lease to be refused.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Refusal {
+        Stale,
+        NotFound,
+    }
+
+    pub struct Model {
+        pub capacity: usize,
+        pub retain: usize,
+        pub dead_capacity: usize,
+        pub aging: Option<u64>,
+        pub jobs: Vec<MJob>,
+        /// The job each lease number was handed out for.
+        pub lease_jobs: Vec<usize>,
+        pub leaders: HashMap<u8, usize>,
+        pub memo: Vec<u8>,
+        pub ring: VecDeque<usize>,
+        pub dead: VecDeque<usize>,
+        pub counter: u64,
+        pub resubmitted: u64,
+        pub stats: QueueStats,
+    }
+
+    impl Model {
+        pub fn new(
+            capacity: usize,
+            retain: usize,
+            dead_capacity: usize,
+            aging: Option<u64>,
+        ) -> Self {
+            Model {
+                capacity,
+                retain,
+                dead_capacity,
+                aging,
+                jobs: Vec::new(),
+                lease_jobs: Vec::new(),
+                leaders: HashMap::new(),
+                memo: Vec::new(),
+                ring: VecDeque::new(),
+                dead: VecDeque::new(),
+                counter: 0,
+                resubmitted: 0,
+                stats: QueueStats::default(),
+            }
+        }
+
+        fn tick(&mut self) -> u64 {
+            self.counter += 1;
+            self.counter
+        }
+
+        pub fn live(&self) -> usize {
+            self.jobs
+                .iter()
+                .filter(|j| {
+                    matches!(
+                        j.place,
+                        Place::Ready { .. }
+                            | Place::Delayed { .. }
+                            | Place::Leased { .. }
+                            | Place::Follower { .. }
+                    )
+                })
+                .count()
+        }
+
+        fn enqueue(&mut self, j: usize, now: u64) {
+            let seq = self.tick();
+            self.jobs[j].place = Place::Ready { seq, since: now };
+        }
+
+        fn raise(&mut self, j: usize, priority: JobPriority) {
+            // A raised ready job keeps its turn and its age.
+            let job = &mut self.jobs[j];
+            job.priority = job.priority.max(priority);
+        }
+
+        fn finish(&mut self, j: usize) {
+            self.jobs[j].place = Place::Finished;
+            self.ring.push_back(j);
+            while self.ring.len() > self.retain {
+                let old = self.ring.pop_front().expect("non-empty");
+                self.jobs[old].place = Place::Gone;
+            }
+        }
+
+        fn bury(&mut self, j: usize) {
+            self.jobs[j].status = JobStatus::Failed;
+            self.jobs[j].place = Place::Dead;
+            self.stats.failed += 1;
+            self.dead.push_back(j);
+            while self.dead.len() > self.dead_capacity {
+                let old = self.dead.pop_front().expect("non-empty");
+                self.jobs[old].place = Place::Gone;
+                self.stats.dead_letters_evicted += 1;
+            }
+        }
+
+        /// A failed attempt of the leased job `j` (its lease already ended).
+        fn retry_or_bury(&mut self, j: usize, now: u64) {
+            if self.jobs[j].retries < MAX_RETRIES {
+                self.jobs[j].retries += 1;
+                self.jobs[j].status = JobStatus::Queued;
+                self.stats.retries += 1;
+                let seq = self.tick();
+                self.jobs[j].place = Place::Delayed {
+                    due: now + DELAY,
+                    seq,
+                };
+                return;
+            }
+            if let Some(g) = self.jobs[j].group {
+                self.leaders.remove(&g);
+            }
+            let followers = std::mem::take(&mut self.jobs[j].followers);
+            self.bury(j);
+            for f in followers {
+                self.bury(f);
+            }
+        }
+
+        /// Due retries become ready (in due order), then expired leases are failed attempts
+        /// (in deadline order).
+        pub fn maintain(&mut self, now: u64) {
+            let mut due: Vec<(u64, u64, usize)> = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter_map(|(j, job)| match job.place {
+                    Place::Delayed { due, seq } if due <= now => Some((due, seq, j)),
+                    _ => None,
+                })
+                .collect();
+            due.sort_unstable();
+            for (_, _, j) in due {
+                self.enqueue(j, now);
+            }
+            let mut expired: Vec<(u64, u64, usize)> = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter_map(|(j, job)| match job.place {
+                    Place::Leased { deadline, link, .. } if deadline <= now => {
+                        Some((deadline, link, j))
+                    }
+                    _ => None,
+                })
+                .collect();
+            expired.sort_unstable();
+            for (_, _, j) in expired {
+                self.stats.lease_expirations += 1;
+                self.retry_or_bury(j, now);
+            }
+        }
+
+        /// Places a queued job: follower, memo hit or ready.
+        fn admit(&mut self, j: usize, now: u64) {
+            if let Some(g) = self.jobs[j].group {
+                if let Some(&leader) = self.leaders.get(&g) {
+                    self.jobs[j].place = Place::Follower { leader };
+                    self.jobs[leader].followers.push(j);
+                    self.stats.coalesced += 1;
+                    let p = self.jobs[j].priority;
+                    self.raise(leader, p);
+                    return;
+                }
+                if self.memo.contains(&g) {
+                    self.jobs[j].status = JobStatus::Completed;
+                    self.stats.memo_hits += 1;
+                    self.stats.completed += 1;
+                    self.finish(j);
+                    return;
+                }
+                self.leaders.insert(g, j);
+            }
+            self.enqueue(j, now);
+        }
+
+        /// Whether a submit is accepted; if so the job is at index `jobs.len() - 1`.
+        pub fn submit(
+            &mut self,
+            id: JobId,
+            group: Option<u8>,
+            priority: JobPriority,
+            now: u64,
+        ) -> bool {
+            if self.live() >= self.capacity {
+                self.stats.rejected_full += 1;
+                return false;
+            }
+            self.stats.submitted += 1;
+            self.jobs.push(MJob {
+                id,
+                group,
+                priority,
+                status: JobStatus::Queued,
+                retries: 0,
+                place: Place::Gone,
+                followers: Vec::new(),
+            });
+            self.admit(self.jobs.len() - 1, now);
+            true
+        }
+
+        /// The job the next take must lease: highest effective priority, then oldest turn.
+        pub fn pick(&self, now: u64) -> Option<usize> {
+            self.jobs
+                .iter()
+                .enumerate()
+                .filter_map(|(j, job)| match job.place {
+                    Place::Ready { seq, since } => {
+                        let aged = self.aging.map_or(0, |step| {
+                            let waited = now - since;
+                            usize::from(waited >= step) + usize::from(waited >= 2 * step)
+                        });
+                        let p = usize::from(job.priority.value()) - 1;
+                        Some(((p + aged).min(2), std::cmp::Reverse(seq), j))
+                    }
+                    _ => None,
+                })
+                .max()
+                .map(|(_, _, j)| j)
+        }
+
+        /// Leases job `j` (the pick); returns the lease number.
+        pub fn take(&mut self, j: usize, now: u64) -> usize {
+            let link = self.tick();
+            let lease = self.lease_jobs.len();
+            self.lease_jobs.push(j);
+            self.jobs[j].status = JobStatus::Processing;
+            self.jobs[j].place = Place::Leased {
+                lease,
+                deadline: now + LEASE,
+                link,
+            };
+            lease
+        }
+
+        /// Whether lease `lease` is current, else how it is refused.
+        pub fn check(&self, lease: usize) -> Result<usize, Refusal> {
+            let j = self.lease_jobs[lease];
+            match self.jobs[j].place {
+                Place::Leased { lease: l, .. } if l == lease => Ok(j),
+                Place::Gone => Err(Refusal::NotFound),
+                _ => Err(Refusal::Stale),
+            }
+        }
+
+        pub fn complete(&mut self, j: usize) {
+            self.jobs[j].status = JobStatus::Completed;
+            self.stats.completed += 1;
+            self.finish(j);
+            if let Some(g) = self.jobs[j].group {
+                if !self.memo.contains(&g) {
+                    self.memo.push(g);
+                }
+                self.leaders.remove(&g);
+            }
+            for f in std::mem::take(&mut self.jobs[j].followers) {
+                self.jobs[f].status = JobStatus::Completed;
+                self.stats.completed += 1;
+                self.finish(f);
+            }
+        }
+
+        pub fn fail(&mut self, j: usize, now: u64) {
+            self.retry_or_bury(j, now);
+        }
+
+        pub fn heartbeat(&mut self, j: usize, now: u64) -> u64 {
+            let link = self.tick();
+            let Place::Leased { lease, .. } = self.jobs[j].place else {
+                unreachable!("checked");
+            };
+            self.jobs[j].place = Place::Leased {
+                lease,
+                deadline: now + LEASE,
+                link,
+            };
+            now + LEASE
+        }
+
+        pub fn release(&mut self, j: usize, now: u64) {
+            self.jobs[j].status = JobStatus::Queued;
+            self.enqueue(j, now);
+        }
+
+        /// `Ok` if job `j` is cancelled; `Err(true)` if it is unknown, `Err(false)` if it is
+        /// terminal.
+        pub fn cancel(&mut self, j: usize, now: u64) -> Result<(), bool> {
+            match self.jobs[j].place {
+                Place::Gone => return Err(true),
+                Place::Dead | Place::Finished => return Err(false),
+                Place::Follower { leader } => self.jobs[leader].followers.retain(|&f| f != j),
+                _ => {}
+            }
+            self.jobs[j].status = JobStatus::Cancelled;
+            self.stats.cancelled += 1;
+            let followers = std::mem::take(&mut self.jobs[j].followers);
+            let group = self.jobs[j].group;
+            let leads = group.is_some_and(|g| self.leaders.get(&g) == Some(&j));
+            self.finish(j);
+            if let (true, Some(g)) = (leads, group) {
+                self.leaders.remove(&g);
+                if let Some((&first, rest)) = followers.split_first() {
+                    // The first follower takes over, the others follow it.
+                    self.leaders.insert(g, first);
+                    self.enqueue(first, now);
+                    let mut best = JobPriority::Low;
+                    for &f in rest {
+                        self.jobs[f].place = Place::Follower { leader: first };
+                        best = best.max(self.jobs[f].priority);
+                    }
+                    self.jobs[first].followers = rest.to_vec();
+                    self.raise(first, best);
+                }
+            }
+            Ok(())
+        }
+
+        /// `Ok` if dead letter `j` is queued again; `Err(true)` if it is not a dead letter,
+        /// `Err(false)` if the queue is full.
+        pub fn resubmit(&mut self, j: usize, now: u64) -> Result<(), bool> {
+            if self.jobs[j].place != Place::Dead {
+                return Err(true);
+            }
+            if self.live() >= self.capacity {
+                self.stats.rejected_full += 1;
+                return Err(false);
+            }
+            self.dead.retain(|&d| d != j);
+            self.jobs[j].status = JobStatus::Queued;
+            self.jobs[j].retries = 0;
+            self.resubmitted += 1;
+            self.admit(j, now);
+            Ok(())
+        }
+
+        /// The gauges and totals the queue must report.
+        pub fn expected_stats(&self) -> QueueStats {
+            let count =
+                |f: &dyn Fn(&Place) -> bool| self.jobs.iter().filter(|j| f(&j.place)).count();
+            let mut stats = self.stats;
+            stats.processing = count(&|p| matches!(p, Place::Leased { .. }));
+            stats.queued = self.live() - stats.processing;
+            stats.delayed = count(&|p| matches!(p, Place::Delayed { .. }));
+            stats.coalesced_waiting = count(&|p| matches!(p, Place::Follower { .. }));
+            stats.dead_letters = self.dead.len();
+            stats
+        }
+
+        /// The status `status(id)` must report.
+        pub fn status(&self, j: usize) -> Option<JobStatus> {
+            (self.jobs[j].place != Place::Gone).then_some(self.jobs[j].status)
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Random operations on small bounds against [`reference::Model`]: every take picks the job
+    /// the model picks, every refusal is the model's, every job's status and every count agree
+    /// after each step, and no job is lost (each is live, finished, dead-lettered, or dropped
+    /// by a bound and counted).
+    #[test]
+    fn queue_matches_the_reference_model(
+        capacity in 1usize..=6,
+        retain in 0usize..=4,
+        dead_capacity in 0usize..=3,
+        aging in prop::option::of(1u64..=4),
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
+        use memocache::QueueError;
+        use reference::{Model, Refusal};
+
+        let aging = aging.map(|s| s * 1_000_000_000);
+        let clock = ManualClock::new();
+        let queue = JobQueue::builder()
+            .clock(Arc::new(clock.clone()))
+            .capacity(capacity)
+            .retain_finished(retain)
+            .dead_letter_capacity(dead_capacity)
+            .aging(aging.map(Duration::from_nanos))
+            .retry(RetryConfig::fixed(reference::MAX_RETRIES, Duration::from_nanos(reference::DELAY)))
+            .lease(Duration::from_nanos(reference::LEASE))
+            .cache(Cache::builder().max_bytes(1 << 20).build().expect("valid"))
+            .build()
+            .expect("valid");
+        let mut m = Model::new(capacity, retain, dead_capacity, aging);
+        let mut leases: Vec<Lease> = Vec::new();
+
+        for op in ops {
+            let now = clock.now().as_nanos();
+            match op {
+                Op::Submit { priority, group } => {
+                    let p = JobPriority::try_from(priority).expect("1..=3");
+                    let job = match group {
+                        Some(g) => Job::transcription(&format!("{g:02x}").repeat(32), "en", &b""[..])
+                            .expect("valid"),
+                        None => Job::new(JobType::Indexing, &b""[..]),
+                    };
+                    let id = job.id();
+                    let got = queue.submit(job.with_priority(p));
+                    let accepted = m.submit(id, group, p, now);
+                    prop_assert_eq!(got.is_ok(), accepted, "submit: {:?}", got);
+                    if !accepted {
+                        prop_assert!(matches!(got, Err(QueueError::Full { .. })), "{:?}", got);
+                    }
+                }
+                Op::Take { worker } => {
+                    let worker = WorkerId::new(format!("w{worker}"));
+                    let got = queue.try_next(&worker);
+                    let want = m.pick(now);
+                    prop_assert_eq!(
+                        got.as_ref().map(Lease::job_id),
+                        want.map(|j| m.jobs[j].id),
+                        "take"
+                    );
+                    if let (Some(lease), Some(j)) = (got, want) {
+                        prop_assert_eq!(lease.worker(), &worker);
+                        prop_assert_eq!(lease.attempt(), m.jobs[j].retries);
+                        prop_assert_eq!(lease.priority(), m.jobs[j].priority);
+                        let n = m.take(j, now);
+                        prop_assert_eq!(n, leases.len());
+                        leases.push(lease);
+                    }
+                }
+                Op::Complete(i) | Op::Fail(i) | Op::Heartbeat(i) | Op::Release(i)
+                    if !leases.is_empty() =>
+                {
+                    let i = i.index(leases.len());
+                    let lease = &leases[i];
+                    let want = m.check(i);
+                    let got = match op {
+                        Op::Complete(_) => queue.complete(lease, vec![1].into()).map(drop),
+                        Op::Fail(_) => queue.fail(lease, "x"),
+                        Op::Release(_) => queue.release(lease),
+                        _ => queue.heartbeat(lease).map(|deadline| {
+                            if let Ok(j) = want {
+                                assert_eq!(deadline.as_nanos(), m.heartbeat(j, now));
+                            }
+                        }),
+                    };
+                    match (&got, &want) {
+                        (Ok(()), Ok(j)) => match op {
+                            Op::Complete(_) => m.complete(*j),
+                            Op::Fail(_) => m.fail(*j, now),
+                            Op::Release(_) => m.release(*j, now),
+                            _ => {}
+                        },
+                        (Err(QueueError::StaleLease { .. }), Err(Refusal::Stale))
+                        | (Err(QueueError::NotFound(_)), Err(Refusal::NotFound)) => {}
+                        _ => prop_assert!(false, "{:?} on lease {}: got {:?}, want {:?}", op, i, got, want),
+                    }
+                }
+                Op::Cancel(i) if !m.jobs.is_empty() => {
+                    let j = i.index(m.jobs.len());
+                    let got = queue.cancel(m.jobs[j].id);
+                    match (&got, m.cancel(j, now)) {
+                        (Ok(()), Ok(()))
+                        | (Err(QueueError::NotFound(_)), Err(true))
+                        | (Err(QueueError::InvalidTransition(_)), Err(false)) => {}
+                        (got, want) => prop_assert!(false, "cancel: got {:?}, want {:?}", got, want),
+                    }
+                }
+                Op::Resubmit(i) if !m.jobs.is_empty() => {
+                    let j = i.index(m.jobs.len());
+                    let got = queue.resubmit_dead_letter(m.jobs[j].id);
+                    match (&got, m.resubmit(j, now)) {
+                        (Ok(()), Ok(()))
+                        | (Err(QueueError::NotDeadLettered(_)), Err(true))
+                        | (Err(QueueError::Full { .. }), Err(false)) => {}
+                        (got, want) => prop_assert!(false, "resubmit: got {:?}, want {:?}", got, want),
+                    }
+                }
+                Op::Advance(ms) => {
+                    clock.advance(Duration::from_millis(ms));
+                    m.maintain(clock.now().as_nanos());
+                }
+                _ => {}
+            }
+
+            // Every job where the model says, every count as the model counts.
+            prop_assert_eq!(queue.stats(), m.expected_stats());
+            for (j, job) in m.jobs.iter().enumerate() {
+                prop_assert_eq!(queue.status(job.id), m.status(j), "job {}", j);
+            }
+            let dead: Vec<JobId> = queue.dead_letters().iter().map(Job::id).collect();
+            let want: Vec<JobId> = m.dead.iter().map(|&j| m.jobs[j].id).collect();
+            prop_assert_eq!(dead, want);
+            // None lost: each accepted submit or re-submit is live or ended exactly once.
+            let s = queue.stats();
+            prop_assert_eq!(
+                s.submitted + m.resubmitted,
+                s.completed + s.failed + s.cancelled + (s.queued + s.processing) as u64
+            );
+        }
+    }
+}
