@@ -1,13 +1,15 @@
 //! An adversarial audit of JobQueue (issue #5): edge cases the behaviour tests in
 //! `job_queue.rs` do not reach. Each test names the promise it holds the queue to.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
 use memocache::{
-    Cache, CacheKey, Job, JobId, JobPriority, JobQueue, JobQueueBuilder, JobStatus, JobType,
-    ManualClock, QueueError, RetryConfig, WorkerId,
+    Cache, CacheKey, ConcurrencyLimit, Job, JobError, JobId, JobPriority, JobQueue,
+    JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown, WorkerId,
+    WorkerPool,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -343,4 +345,84 @@ fn a_job_memoized_while_an_identical_one_runs_completes_once_with_one_result() {
     let stats = queue.stats();
     assert_eq!(stats.completed, 2);
     assert_eq!(stats.memo_hits + stats.coalesced, 1);
+}
+
+#[test]
+fn a_draining_pool_stops_with_a_retry_still_delayed_and_a_later_pool_runs_it() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::fixed(1, 60 * SEC))
+        .build()
+        .expect("valid");
+    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let pool = |queue: &JobQueue| {
+        WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, |ctx| match ctx.attempt() {
+                0 => Err(JobError::Failed("first attempt".into())),
+                _ => Ok(b"second".to_vec().into()),
+            })
+            .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+            .start()
+            .expect("start")
+    };
+    // The retry is due in a minute of a clock that does not move: a draining pool must not
+    // wait for it, and must not lose it.
+    let stats = pool(&queue).shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.failed), (1, 1));
+    let job_now = queue.get(id).expect("kept");
+    assert_eq!(
+        (job_now.status(), job_now.retry_count()),
+        (JobStatus::Queued, 1)
+    );
+    assert_eq!(queue.stats().delayed, 1);
+
+    clock.advance(60 * SEC);
+    let stats = pool(&queue).shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.completed), (1, 1));
+    assert_eq!(queue.status(id), Some(JobStatus::Completed));
+}
+
+const HOOK_PANIC: &str = "injected completion-hook panic";
+
+#[test]
+fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
+    // Keeps the default panic output for real failures only.
+    static QUIET: Once = Once::new();
+    QUIET.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&HOOK_PANIC) {
+                default(info);
+            }
+        }));
+    });
+    let armed = Arc::new(AtomicBool::new(true));
+    let queue = {
+        let armed = Arc::clone(&armed);
+        JobQueue::builder()
+            .on_complete(move |_| {
+                if armed.swap(false, Ordering::SeqCst) {
+                    std::panic::panic_any(HOOK_PANIC);
+                }
+            })
+            .build()
+            .expect("valid")
+    };
+    let ids: Vec<JobId> = (0..3)
+        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .collect();
+    // One worker: its first completion also leases the second job, then the hook panics.
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |_| Ok(b"done".to_vec().into()))
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert!(!armed.load(Ordering::SeqCst), "the hook did panic");
+    for id in ids {
+        assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    }
+    assert_eq!((stats.executed, stats.completed, stats.stale), (3, 3, 0));
+    let q = queue.stats();
+    assert_eq!((q.processing, q.queued, q.lease_expirations), (0, 0, 0));
 }

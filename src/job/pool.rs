@@ -11,7 +11,9 @@
 //! A handler returns `Ok(result)` (complete), `Err(JobError::Failed(..))` (a failed attempt:
 //! retry or dead letter), or `Err(JobError::Interrupted)` (give the job back unrun, see
 //! shutdown). A handler that **panics** is caught with `catch_unwind` and counts as a failed
-//! attempt with the panic message; the thread survives and takes the next job.
+//! attempt with the panic message; the thread survives and takes the next job. So does a
+//! panic of the queue's completion hook, which runs on the completing worker: the completion
+//! stands, and a job leased along with it is given back.
 //!
 //! Long handlers call [`JobContext::heartbeat`] to keep their lease; a refused heartbeat means
 //! the job was cancelled or taken back, and the handler should stop.
@@ -421,13 +423,20 @@ impl Worker {
         let mut next = None;
         let reported = match outcome {
             Ok(Ok(result)) => {
-                let done = if self.shared.mode.load(Ordering::Acquire) == STOPPING {
-                    self.queue.complete(lease, result)
-                } else {
-                    self.queue
-                        .complete_and_next_for(lease, result, &self.types, Duration::ZERO)
-                        .map(|taken| next = taken)
-                };
+                // A completion calls the queue's completion hook on this thread, after the
+                // outcome is recorded; a hook that panics must not take the worker down with
+                // it (the queue gives back a job leased along with the completion). The
+                // panic has been reported by the panic hook; the completion stands.
+                let done = catch_unwind(AssertUnwindSafe(|| {
+                    if self.shared.mode.load(Ordering::Acquire) == STOPPING {
+                        self.queue.complete(lease, result)
+                    } else {
+                        self.queue
+                            .complete_and_next_for(lease, result, &self.types, Duration::ZERO)
+                            .map(|taken| next = taken)
+                    }
+                }))
+                .unwrap_or(Ok(()));
                 done.map(|()| {
                     self.shared.completed.fetch_add(1, Ordering::Relaxed);
                 })

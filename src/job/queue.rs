@@ -97,6 +97,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -887,17 +888,7 @@ impl JobQueue {
 
     /// Gives the job back unrun, without counting an attempt (for example on shutdown).
     pub fn release(&self, lease: &Lease) -> Result<(), QueueError> {
-        let inner = &*self.inner;
-        let mut guard = inner.state.lock();
-        let st = &mut *guard;
-        let now = inner.clock.now();
-        let (slot, _) = inner.check_lease(st, lease, now)?;
-        st.record_mut(slot, lease.job_id)?.job.release()?;
-        st.unlink_lease(slot);
-        st.enqueue(slot, now);
-        drop(guard);
-        inner.available.notify_all();
-        Ok(())
+        self.inner.release(lease)
     }
 
     /// Extends the lease to `now + lease`; returns the new deadline.
@@ -1766,6 +1757,19 @@ impl Inner {
         self.report(&completions);
     }
 
+    fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let now = self.clock.now();
+        let (slot, _) = self.check_lease(st, lease, now)?;
+        st.record_mut(slot, lease.job_id)?.job.release()?;
+        st.unlink_lease(slot);
+        st.enqueue(slot, now);
+        drop(guard);
+        self.available.notify_all();
+        Ok(())
+    }
+
     fn complete_then_take(
         &self,
         lease: &Lease,
@@ -1776,7 +1780,17 @@ impl Inner {
         let mut guard = self.state.lock();
         let now = self.complete_locked(&mut guard, lease, result)?;
         let next = self.try_take(&mut guard, &lease.worker, mask, now);
-        self.after_completion(guard);
+        // The completion hook runs in `after_completion`, on this thread. If it panics, the
+        // job just leased would be dropped with the unwinding and stay leased to nobody
+        // until its lease ran out (then count as an attempt it never made): give it back
+        // unrun first, then let the panic go on.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.after_completion(guard))) {
+            if let Some(next) = &next {
+                // Just leased under the lock and not yet seen by anyone: it is current.
+                let _ = self.release(next);
+            }
+            resume_unwind(panic);
+        }
         Ok(match next {
             Some(next) => Some(next),
             None if timeout.is_zero() => None,
