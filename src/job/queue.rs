@@ -1323,6 +1323,16 @@ impl Inner {
         woke
     }
 
+    /// [`Inner::maintain`], waking blocked takers if a job became ready: for a path that
+    /// does not take a job itself, called only once something is due.
+    #[cold]
+    #[inline(never)]
+    fn catch_up(&self, st: &mut State, now: Timestamp) {
+        if self.maintain(st, now) && st.waiting > 0 {
+            self.available.notify_all();
+        }
+    }
+
     /// Handles an expired lease (already unlinked) as a failed attempt.
     fn expire(&self, st: &mut State, slot: Slot, now: Timestamp) -> bool {
         st.stats.lease_expirations += 1;
@@ -1655,9 +1665,10 @@ impl Inner {
             // check: a lease that ran out on a job with no retries left frees its place (else
             // a full queue refuses, and a waiting submit waits out its timeout, while it has
             // room), and a new identical job must not be coalesced onto a leader that is about
-            // to be dead-lettered. One comparison until something is due.
-            if self.maintain(st, now) && st.waiting > 0 {
-                self.available.notify_all();
+            // to be dead-lettered. Only the comparison is inline: the rest is out of line so
+            // that submit's hot path keeps its size (and the inlining it had).
+            if now >= st.next_due {
+                self.catch_up(st, now);
             }
             // One probe both rules out a duplicate and finds the place of the new entry.
             let State {
