@@ -130,7 +130,10 @@ pub enum QueueError {
         /// The configured capacity.
         capacity: usize,
     },
-    /// A job with this id was already submitted.
+    /// A job with this id was already submitted. Detected while the queue keeps the job's
+    /// record: while it is live or dead-lettered, and after it finished for as long as it is
+    /// among the `retain_finished` most recent finished jobs. (Ids are random v4 UUIDs, so only
+    /// a clone of a submitted job can collide.)
     #[error("job {0} was already submitted to this queue")]
     Duplicate(JobId),
     /// Only a new job (status Queued) can be submitted.
@@ -909,7 +912,9 @@ impl JobQueue {
     }
 
     /// Cancels a queued or running job. A worker running it finds out when its completion,
-    /// failure or heartbeat is refused with [`QueueError::StaleLease`].
+    /// failure or heartbeat is refused: with [`QueueError::StaleLease`] while the cancelled
+    /// job's record is kept, with [`QueueError::NotFound`] once it has left the finished jobs
+    /// (see [`JobQueueBuilder::retain_finished`]; at 0 that is at once).
     pub fn cancel(&self, id: JobId) -> Result<(), QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.state.lock();
