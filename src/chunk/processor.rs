@@ -55,6 +55,11 @@
 //! * **Failure.** A chunk that exhausts its retries stops the run: no new chunk starts, queued
 //!   chunks are dropped, in-flight ones finish (and are memoized), and the error names the
 //!   chunk index, the attempts and the cause.
+//! * **Panics.** A chunk function (or progress callback) that panics stops the run the same
+//!   way — chunks finished before it stay memoized — and once the other workers have returned,
+//!   the panic is resumed on the caller's thread with its own payload, so the caller (or the
+//!   job pool, which reports a handler's panic message) sees the original message rather than
+//!   the generic "a scoped thread panicked" a worker thread's death would give.
 //! * **Cancellation.** [`CancelToken::cancel`] stops scheduling, drops queued chunks and
 //!   interrupts retry waits; the run returns as soon as the chunk functions already running
 //!   return. The chunk function is opaque and cannot be interrupted: one that runs long should
@@ -65,8 +70,10 @@
 //!   the ETA are read from the cache's [`Clock`](crate::Clock), so a `ManualClock` drives them
 //!   in tests. The ETA extrapolates bytes per second so far, which cached chunks make optimistic.
 
+use std::any::Any;
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -487,6 +494,8 @@ enum Stop<E> {
     Halted,
     Key(KeyError),
     Task(InvalidTaskTransition),
+    /// The chunk function or the progress callback panicked with this payload.
+    Panicked(Box<dyn Any + Send>),
 }
 
 /// State shared by the workers of one run.
@@ -767,13 +776,18 @@ impl ChunkedProcessor {
             drop(tx);
         });
 
+        let failure = match run.failure.into_inner() {
+            // Before any error: a bug in the caller's code must not hide behind it.
+            Some(Stop::Panicked(payload)) => resume_unwind(payload),
+            failure => failure,
+        };
         if let Some(e) = split_error {
             return Err(ProcessError::Split(e));
         }
         let slots = slots.into_inner();
         let completed = slots.iter().filter(|s| s.is_some()).count();
         if completed < total {
-            return Err(match run.failure.into_inner() {
+            return Err(match failure {
                 Some(Stop::Failed {
                     index,
                     attempts,
@@ -788,7 +802,7 @@ impl ChunkedProcessor {
                 Some(Stop::Halted) | None if cancelled() => {
                     ProcessError::Cancelled { completed, total }
                 }
-                Some(Stop::Halted) | None => ProcessError::Incomplete {
+                Some(Stop::Halted | Stop::Panicked(_)) | None => ProcessError::Incomplete {
                     index: slots.iter().position(Option::is_none).unwrap_or(0),
                 },
             });
@@ -840,9 +854,16 @@ impl ChunkedProcessor {
             if run.halted() {
                 continue;
             }
-            match self.run_chunk(run, chunk, f) {
+            // A panic in the caller's code is caught so that it stops the run like a failure
+            // and reaches the caller with its own payload (see the module docs); letting the
+            // thread die would lose the payload and let the run go on to the last chunk.
+            let done = catch_unwind(AssertUnwindSafe(|| {
+                let outcome = self.run_chunk(run, chunk, f)?;
+                run.finished(&outcome.info, outcome.from_cache);
+                Ok(outcome)
+            }));
+            match done.unwrap_or_else(|panic| Err(Stop::Panicked(panic))) {
                 Ok(outcome) => {
-                    run.finished(&outcome.info, outcome.from_cache);
                     if let Some(slot) = slots.lock().get_mut(outcome.info.index) {
                         *slot = Some(outcome);
                     }

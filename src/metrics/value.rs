@@ -115,7 +115,9 @@ impl Percentile {
     pub fn new(p: f64) -> Result<Percentile, MetricError> {
         // The range check is false for NaN, so NaN is rejected too.
         if (0.0..=100.0).contains(&p) {
-            Ok(Percentile(p))
+            // −0.0 is in the range; adding +0.0 makes it +0.0, so it prints as `p0` (and its
+            // quantile as `0`) instead of `p-0`.
+            Ok(Percentile(p + 0.0))
         } else {
             Err(MetricError::InvalidPercentile(p))
         }
@@ -237,11 +239,15 @@ impl Threshold {
         self.comparison
     }
 
-    /// Whether `actual` meets the threshold. A NaN `actual` never does.
+    /// Whether `actual` meets the threshold. A NaN `actual` never does, nor does an infinite
+    /// one meet [`Comparison::Equal`] (the threshold is finite).
     pub fn check(self, actual: f64) -> bool {
         match self.comparison {
             Comparison::GreaterThan => actual > self.value,
             Comparison::LessThan => actual < self.value,
+            // The tolerance scales with |actual|: an infinite actual would make it infinite
+            // and "equal" to every threshold.
+            Comparison::Equal if !actual.is_finite() => false,
             Comparison::Equal => {
                 let scale = 1.0_f64.max(actual.abs()).max(self.value.abs());
                 (actual - self.value).abs() <= Threshold::EQUAL_EPSILON * scale

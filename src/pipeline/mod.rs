@@ -42,10 +42,13 @@ use crate::job::{
 use crate::key::{CacheKey, KeyError};
 use crate::metrics::wiring::{CacheMetrics, QueueMetrics};
 use crate::metrics::{
-    AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification, Notifier,
-    Percentile,
+    Aggregation, AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification,
+    Notifier, Percentile, Tags,
 };
 use crate::time::SharedClock;
+
+/// The per-file latency histogram.
+const LATENCY_METRIC: &str = "memocache_transcription_duration_seconds";
 
 /// A whole file's transcript, as memoized under its transcript key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +141,8 @@ pub struct PipelineStats {
     pub misses: u64,
     /// Compute time the cache hits saved (the original runs' times).
     pub time_saved: Duration,
-    /// Per-file latency percentiles (p50, p95, p99) in seconds; `NaN` before the first file.
+    /// Per-file latency percentiles (p50, p95, p99) in seconds; `NaN` when no file was served
+    /// within the registry's retention (before the first file, for one).
     pub latency_p50_p95_p99: [f64; 3],
 }
 
@@ -228,9 +232,16 @@ impl PipelineBuilder {
         let queue = JobQueue::builder()
             .cache(self.cache.clone())
             .clock(Arc::clone(&clock))
+            // A lease takes a job back from a worker that stopped reporting. The pool's workers
+            // are threads of this process that report every outcome (a handler's panic is
+            // caught), so a lease could only expire under a transcription still running — a
+            // long recording takes a real engine far beyond the default five minutes — and
+            // fail the file (jobs here have no retries) while its worker carries on.
+            .lease(Duration::MAX)
             .on_complete(queue_metrics.completion_hook())
             .build()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
+        let engine = self.transcriber.identity().to_owned();
         let runner = Arc::new(Runner {
             cache: self.cache.clone(),
             transcriber: self.transcriber,
@@ -257,7 +268,7 @@ impl PipelineBuilder {
             cache_metrics: CacheMetrics::register(&registry)?,
             queue_metrics,
             latency: registry.histogram(
-                "memocache_transcription_duration_seconds",
+                LATENCY_METRIC,
                 "Time to serve one file's transcript, cache hits included.",
                 &[],
             )?,
@@ -279,6 +290,7 @@ impl PipelineBuilder {
                 &[],
             )?,
             cache: self.cache,
+            engine,
             queue,
             pool: Mutex::new(Some(pool)),
             registry,
@@ -291,6 +303,8 @@ impl PipelineBuilder {
 /// The memoized transcription pipeline. Shuts its workers down (draining) when dropped.
 pub struct Pipeline {
     cache: Cache,
+    /// The transcriber's identity: what a cached transcript must have been made by.
+    engine: String,
     queue: JobQueue,
     pool: Mutex<Option<WorkerPool>>,
     registry: MetricsRegistry,
@@ -413,10 +427,18 @@ impl Pipeline {
             .digest_hex();
         let key = CacheKey::transcript(&file_hash, language)?;
 
-        let cached = self.cache.get_typed::<Transcript>(&key).ok().flatten();
-        let (transcript, from_cache) = match cached {
-            Some(transcript) => (transcript, true),
-            None => (self.compute(path, language, &file_hash)?, false),
+        // The transcript key has no engine in it (it is the seed's key), so what it holds may
+        // come from another engine — or not be a transcript at all (a `ChunkedProcessor` run
+        // with its own whole-file memo stores its record there). Either is a miss, and is
+        // removed first: the queue looks the key up at submit and would hand it back as the
+        // job's result. The new transcript then replaces it.
+        let (transcript, from_cache) = match self.cache.get_typed::<Transcript>(&key) {
+            Ok(Some(transcript)) if transcript.engine == self.engine => (transcript, true),
+            Ok(None) => (self.compute(path, language, &file_hash)?, false),
+            Ok(Some(_)) | Err(_) => {
+                self.cache.remove(&key);
+                (self.compute(path, language, &file_hash)?, false)
+            }
         };
         let elapsed = self.clock.now().saturating_duration_since(started);
         self.record(&transcript, from_cache, elapsed);
@@ -489,17 +511,31 @@ impl Pipeline {
     /// Totals since the pipeline started.
     pub fn stats(&self) -> PipelineStats {
         let percentiles = [Percentile::p50(), Percentile::p95(), Percentile::p99()];
-        let values = self
-            .latency
-            .percentiles(&percentiles, self.registry.retention());
-        let mut latency = [f64::NAN; 3];
-        for (slot, value) in latency.iter_mut().zip(values) {
-            *slot = value;
-        }
+        // `Histogram::percentiles` gives 0.0 for an empty window (the seed's rule), which
+        // would read as a latency of zero; NaN says "no file", as documented. `aggregate`
+        // tells an empty window apart.
+        let retention = self.registry.retention();
+        let empty = self
+            .registry
+            .aggregate(LATENCY_METRIC, &Tags::new(), Aggregation::Last, retention)
+            .is_none();
+        let latency = if empty {
+            [f64::NAN; 3]
+        } else {
+            let values = self.latency.percentiles(&percentiles, retention);
+            let mut latency = [f64::NAN; 3];
+            for (slot, value) in latency.iter_mut().zip(values) {
+                *slot = value;
+            }
+            latency
+        };
+        // The sum of stored compute times can exceed what a Duration holds (a stored
+        // transcript is the host's data); `from_secs_f64` would panic on it.
+        let saved = Duration::try_from_secs_f64(self.saved.get().max(0.0));
         PipelineStats {
             hits: self.served[0].get(),
             misses: self.served[1].get(),
-            time_saved: Duration::from_secs_f64(self.saved.get().max(0.0)),
+            time_saved: saved.unwrap_or(Duration::MAX),
             latency_p50_p95_p99: latency,
         }
     }

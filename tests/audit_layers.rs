@@ -1,0 +1,309 @@
+//! An adversarial audit of the layers over the engine (issues #6, #7, #8): each test pins a
+//! behaviour the existing suites did not reach — most of them a bug this audit found and fixed.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions};
+use memocache::metrics::{Aggregation, AlertEvaluator, AlertRule, MemoryNotifier};
+use memocache::pipeline::{Pipeline, TranscribeError, Transcriber, Transcript};
+use memocache::{
+    Cache, ConcurrencyLimit, ManualClock, MetricsRegistry, Percentile, RetryConfig, Severity,
+    Threshold,
+};
+
+fn cache() -> Cache {
+    Cache::builder().max_bytes(64 << 20).build().expect("valid")
+}
+
+/// An engine that answers with its own name and counts its calls.
+struct Named {
+    identity: &'static str,
+    calls: AtomicUsize,
+}
+
+impl Named {
+    fn new(identity: &'static str) -> Arc<Named> {
+        Arc::new(Named {
+            identity,
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Transcriber for Named {
+    fn identity(&self) -> &str {
+        self.identity
+    }
+
+    fn transcribe(&self, _: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(ChunkResult::from_text(self.identity))
+    }
+}
+
+fn pipeline(cache: Cache, engine: Arc<dyn Transcriber>) -> Pipeline {
+    Pipeline::builder(cache, engine)
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .build()
+        .expect("starts")
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("writable temp dir");
+}
+
+/// The transcript key has no engine in it (it is the seed's `from_parts(hash, language)`), so
+/// a transcript made by one engine must not be served to a pipeline running another: a user
+/// who switches from the stand-in to a real engine (`memocache transcribe --engine-cmd ...`
+/// over the same `--cache-dir`) would otherwise get the stand-in's words back.
+#[test]
+fn a_transcript_from_another_engine_is_not_served_and_is_replaced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    write(&audio, &[7u8; 2500]);
+    let cache = cache();
+
+    let old = Named::new("old-engine/1");
+    let first = pipeline(cache.clone(), old.clone())
+        .transcribe(&audio, "en")
+        .expect("transcribed");
+    assert_eq!(first.transcript.engine, "old-engine/1");
+
+    let new = Named::new("new-engine/2");
+    let pipe = pipeline(cache.clone(), new.clone());
+    let second = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert!(!second.from_cache, "another engine's transcript was served");
+    assert_eq!(second.transcript.engine, "new-engine/2");
+    assert!(second.transcript.text.starts_with("new-engine/2"));
+    assert!(new.calls.load(Ordering::SeqCst) > 0);
+
+    // The new engine's transcript replaced the old one under the same key, and is served.
+    let third = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert!(third.from_cache);
+    assert_eq!(third.transcript.engine, "new-engine/2");
+    let stored: Transcript = cache
+        .get_typed(&third.key)
+        .expect("decodes")
+        .expect("stored");
+    assert_eq!(stored.engine, "new-engine/2");
+}
+
+/// What the transcript key holds may not be a transcript at all: a `ChunkedProcessor` run
+/// with its whole-file memo on stores its own record under the same key. The pipeline used to
+/// skip it, submit the job, get those bytes back from the queue's memo lookup and fail the file
+/// with a decoding error on every run.
+#[test]
+fn a_value_under_the_transcript_key_that_is_not_a_transcript_is_replaced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    write(&audio, b"some audio bytes");
+    let cache = cache();
+    let processor = ChunkedProcessor::builder(cache.clone(), "other-model/1")
+        .language("en")
+        .build()
+        .expect("valid");
+    let echo =
+        |c: &AudioChunk| Ok::<_, String>(ChunkResult::from_text(format!("{}", c.data().len())));
+    let processed = processor
+        .process_path(&audio, &echo, RunOptions::new())
+        .expect("processed");
+    let key = processed.file_key.expect("whole-file memo on");
+    assert!(
+        cache.get_typed::<Transcript>(&key).is_err(),
+        "not a transcript"
+    );
+
+    let pipe = pipeline(cache.clone(), Named::new("e/1"));
+    let outcome = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert_eq!(outcome.key, key);
+    assert!(!outcome.from_cache);
+    assert_eq!(outcome.transcript.text, "e/1");
+    assert!(pipe.transcribe(&audio, "en").expect("served").from_cache);
+}
+
+/// An engine that takes `took` of the cache's (manual) clock per chunk.
+struct Slow {
+    clock: ManualClock,
+    took: Duration,
+}
+
+impl Transcriber for Slow {
+    fn identity(&self) -> &str {
+        "slow/1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.clock.advance(self.took);
+        Ok(ChunkResult::from_text(format!(
+            "{} bytes",
+            chunk.data().len()
+        )))
+    }
+}
+
+/// A long recording takes a real engine far longer than the job queue's default five-minute
+/// lease. The pipeline's workers are threads of this process that report every outcome (a
+/// panicking handler is caught), so a lease expiring under a running transcription must not
+/// fail the file.
+#[test]
+fn a_file_that_takes_longer_than_a_job_lease_is_still_transcribed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("long.raw");
+    // Three different chunks, so each one costs the engine its time.
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i / 1000) as u8).collect();
+    write(&audio, &bytes);
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(64 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    let engine = Arc::new(Slow {
+        clock: clock.clone(),
+        took: Duration::from_secs(4 * 60),
+    });
+    let pipe = Pipeline::builder(cache, engine)
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .chunk_concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .build()
+        .expect("starts");
+    let outcome = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert_eq!(outcome.transcript.chunks, 3);
+    assert_eq!(outcome.transcript.text, "1000 bytes 1000 bytes 1000 bytes");
+    assert_eq!(pipe.queue().stats().lease_expirations, 0);
+}
+
+/// `PipelineStats::latency_p50_p95_p99` is documented as NaN before the first file (the
+/// command prints `-` for it), not as a latency of zero.
+#[test]
+fn latency_percentiles_are_nan_until_a_file_is_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipe = pipeline(cache(), Named::new("e/1"));
+    assert!(pipe.stats().latency_p50_p95_p99.iter().all(|v| v.is_nan()));
+    // A failed file is not a served one.
+    assert!(
+        pipe.transcribe(dir.path().join("missing.wav"), "en")
+            .is_err()
+    );
+    assert!(pipe.stats().latency_p50_p95_p99.iter().all(|v| v.is_nan()));
+    let audio = dir.path().join("a.raw");
+    write(&audio, &[2u8; 10]);
+    pipe.transcribe(&audio, "en").expect("transcribed");
+    assert!(
+        pipe.stats()
+            .latency_p50_p95_p99
+            .iter()
+            .all(|v| v.is_finite())
+    );
+}
+
+/// The time saved adds up the compute times of the transcripts served from the cache; a stored
+/// transcript is data the host controls, and a huge compute time must not panic `stats`.
+#[test]
+fn stats_survive_a_stored_transcript_with_a_huge_compute_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    write(&audio, &[3u8; 10]);
+    let cache = cache();
+    let pipe = pipeline(cache.clone(), Named::new("e/1"));
+    let first = pipe.transcribe(&audio, "en").expect("transcribed");
+    let mut stored = first.transcript.clone();
+    stored.compute_time = Duration::MAX;
+    cache.insert_typed(first.key, &stored).expect("stored");
+    for _ in 0..2 {
+        assert!(pipe.transcribe(&audio, "en").expect("served").from_cache);
+    }
+    assert_eq!(pipe.stats().time_saved, Duration::MAX);
+}
+
+/// `Comparison::Equal` compares within a tolerance scaled by the values; an infinite actual
+/// value scaled the tolerance to infinity and so "equalled" every threshold. A gauge can hold
+/// +Inf (it is exposed as such), so an `Equal` rule on it fired.
+#[test]
+fn an_infinite_value_equals_no_finite_threshold() {
+    let equal = Threshold::equal(5.0).expect("finite");
+    assert!(!equal.check(f64::INFINITY));
+    assert!(!equal.check(f64::NEG_INFINITY));
+    assert!(equal.check(5.0));
+
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(60));
+    let gauge = registry.gauge("level", "A level.", &[]).expect("valid");
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    let pager = MemoryNotifier::new();
+    alerts.add_channel("pager", Arc::new(pager.clone()));
+    alerts.add_rule(
+        AlertRule::new(
+            "exactly five",
+            "level",
+            equal,
+            Severity::Info,
+            Duration::from_secs(60),
+        )
+        .with_aggregation(Aggregation::Last)
+        .with_channel("pager"),
+    );
+    gauge.set(f64::INFINITY);
+    assert!(alerts.evaluate().is_empty());
+    assert!(pager.notifications().is_empty());
+}
+
+/// `Percentile::new(-0.0)` is accepted (−0 is within 0..=100) and must print as `p0`, with a
+/// Prometheus quantile of `0`, not `p-0` and `-0`.
+#[test]
+fn negative_zero_percentile_prints_as_zero() {
+    let p = Percentile::new(-0.0).expect("in range");
+    assert_eq!(p.to_string(), "p0");
+    assert_eq!(p.quantile().to_string(), "0");
+    assert_eq!(p, Percentile::new(0.0).expect("in range"));
+}
+
+/// A chunk function that panics: the panic reaches the caller with its own message (a worker
+/// thread's death used to surface as the generic "a scoped thread panicked", which is all the
+/// job pool could then report), and the chunks finished before it stay memoized, so a re-run
+/// computes only what is missing.
+#[test]
+fn a_panicking_chunk_function_keeps_the_other_chunks_memoized() {
+    let cache = cache();
+    let processor = ChunkedProcessor::builder(cache.clone(), "panicky/1")
+        .plan(ChunkPlan::with_chunk_bytes(4).expect("valid"))
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let input = b"aaaabbbbccccdddd";
+    let calls = AtomicUsize::new(0);
+    let panicking = |chunk: &AudioChunk| -> Result<ChunkResult, String> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        if &chunk.data()[..] == b"bbbb" {
+            panic!("engine bug");
+        }
+        Ok(ChunkResult::from_text(String::from_utf8_lossy(
+            chunk.data(),
+        )))
+    };
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        processor.process_reader(Cursor::new(&input[..]), &panicking, RunOptions::new())
+    }));
+    let payload = run.expect_err("the panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"engine bug"));
+    let computed = AtomicUsize::new(0);
+    let fine = |chunk: &AudioChunk| -> Result<ChunkResult, String> {
+        computed.fetch_add(1, Ordering::SeqCst);
+        Ok(ChunkResult::from_text(String::from_utf8_lossy(
+            chunk.data(),
+        )))
+    };
+    let out = processor
+        .process_reader(Cursor::new(&input[..]), &fine, RunOptions::new())
+        .expect("runs");
+    assert_eq!(out.result.text, "aaaa bbbb cccc dddd");
+    // Everything the first run finished came from the cache.
+    let first_done = calls.load(Ordering::SeqCst) - 1;
+    assert_eq!(computed.load(Ordering::SeqCst), 4 - first_done);
+}
