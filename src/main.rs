@@ -1,13 +1,15 @@
 //! The `memocache` command: content keys, memoized transcription, trace replay and a demo.
 //!
-//! Every error a user can cause is printed as one line on stderr and exits with status 1
-//! (2 for usage errors, from clap); nothing panics on bad input.
+//! Every error a user can cause is printed as one line on stderr and exits with status 1 —
+//! usage errors too: clap's own report (several lines and status 2) is folded into that one
+//! line. `--help` and `--version` print to stdout with status 0. Nothing panics on bad input.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use memocache::CacheKey;
 
@@ -52,7 +54,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version`: clap prints them to stdout and exits with status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("memocache: error: {}", usage_error(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -85,6 +95,25 @@ fn run(command: Command) -> Result<(), String> {
         Command::Transcribe(options) => cli::transcribe::run(options),
         Command::Demo { dir } => cli::demo::run(dir),
     }
+}
+
+/// clap's report of a usage error on one line: its message without the `error:` label, the
+/// usage block and the closing hint, and a pointer to `--help` instead.
+fn usage_error(error: &clap::Error) -> String {
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap's "message" for this kind is the whole help text.
+        return "no command given; `memocache --help` lists the commands".to_owned();
+    }
+    let report = error.render().to_string();
+    let message: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see `memocache --help`)")
 }
 
 /// The content key of a file, streamed.
