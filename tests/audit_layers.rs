@@ -307,3 +307,67 @@ fn a_panicking_chunk_function_keeps_the_other_chunks_memoized() {
     let first_done = calls.load(Ordering::SeqCst) - 1;
     assert_eq!(computed.load(Ordering::SeqCst), 4 - first_done);
 }
+
+/// An engine that always fails.
+struct Broken;
+
+impl Transcriber for Broken {
+    fn identity(&self) -> &str {
+        "broken/1"
+    }
+
+    fn transcribe(&self, _: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        Err(TranscribeError::Io(std::io::Error::other("engine down")))
+    }
+}
+
+/// The builder documents its alert rules as "evaluated after every file" (and the issue has
+/// the pipeline end with "metrics recorded and alert rules evaluated"), but nothing was
+/// evaluated until the host called `evaluate_alerts`; and a failed file published nothing, so
+/// a rule on failed jobs could not see it.
+#[test]
+fn alert_rules_are_evaluated_after_every_file_served_or_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    write(&audio, b"audio");
+    let pager = MemoryNotifier::new();
+    let rule = |name: &str, metric: &str, label: (&str, &str)| {
+        AlertRule::new(
+            name,
+            metric,
+            Threshold::greater_than(0.0).expect("finite"),
+            Severity::Warning,
+            Duration::from_secs(60),
+        )
+        .with_aggregation(Aggregation::Last)
+        .with_label(label.0, label.1)
+        .with_channel("pager")
+    };
+    let build = |engine: Arc<dyn Transcriber>| {
+        Pipeline::builder(cache(), engine)
+            .retry(RetryConfig::fixed(0, Duration::ZERO))
+            .alert_rule(rule(
+                "computed",
+                "memocache_transcriptions_total",
+                ("source", "computed"),
+            ))
+            .alert_rule(rule(
+                "failed",
+                "memocache_jobs_finished_total",
+                ("status", "failed"),
+            ))
+            .notifier("pager", Arc::new(pager.clone()))
+            .build()
+            .expect("starts")
+    };
+
+    let working = build(Named::new("e/1"));
+    working.transcribe(&audio, "en").expect("transcribed");
+    let fired: Vec<String> = pager.take().into_iter().map(|n| n.rule_name).collect();
+    assert_eq!(fired, ["computed"]);
+
+    let broken = build(Arc::new(Broken));
+    assert!(broken.transcribe(&audio, "en").is_err());
+    let fired: Vec<String> = pager.take().into_iter().map(|n| n.rule_name).collect();
+    assert_eq!(fired, ["failed"]);
+}

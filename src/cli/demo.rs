@@ -83,6 +83,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
 
+    let shown = std::cell::Cell::new(0);
     let pass = |title: &str, files: &[PathBuf]| -> Result<(), String> {
         println!("== {title}");
         bars.files.set_length(files.len() as u64);
@@ -92,8 +93,11 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
             bars.println(&describe(&outcome, Some(80)));
             bars.files.inc(1);
         }
-        for n in pipeline.evaluate_alerts() {
-            bars.println(&alert_line(&n));
+        // The pipeline evaluates its rules after every file; show what reached the channel
+        // during this pass.
+        let delivered = notifier.notifications();
+        for n in delivered.iter().skip(shown.replace(delivered.len())) {
+            bars.println(&alert_line(n));
         }
         bars.println("");
         Ok(())

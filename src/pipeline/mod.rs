@@ -406,13 +406,29 @@ impl Pipeline {
         }
     }
 
-    /// The transcript of the file at `path` in `language`: from the cache, or computed.
+    /// The transcript of the file at `path` in `language`: from the cache, or computed. The
+    /// metrics are recorded and the alert rules evaluated afterwards, whatever the outcome.
     pub fn transcribe(
         &self,
         path: impl AsRef<Path>,
         language: &str,
     ) -> Result<TranscriptOutcome, PipelineError> {
         let path = path.as_ref();
+        let outcome = self.transcribe_file(path, language);
+        if let Ok(outcome) = &outcome {
+            self.record(&outcome.transcript, outcome.from_cache, outcome.elapsed);
+        }
+        // After every file, served or failed, as the builder documents (a rule on failed jobs
+        // must see a failure without waiting for the next success).
+        self.evaluate_alerts();
+        outcome
+    }
+
+    fn transcribe_file(
+        &self,
+        path: &Path,
+        language: &str,
+    ) -> Result<TranscriptOutcome, PipelineError> {
         let started = self.clock.now();
         let read_error = |source| PipelineError::Read {
             path: path.to_owned(),
@@ -441,7 +457,6 @@ impl Pipeline {
             }
         };
         let elapsed = self.clock.now().saturating_duration_since(started);
-        self.record(&transcript, from_cache, elapsed);
         Ok(TranscriptOutcome {
             path: path.to_owned(),
             key,
@@ -498,13 +513,14 @@ impl Pipeline {
         if from_cache {
             self.saved.add(transcript.compute_time.as_secs_f64());
         }
-        self.cache_metrics.publish(&self.cache.stats());
-        self.queue_metrics.publish(&self.queue.stats());
     }
 
-    /// Evaluates the alert rules now; returns what fired or resolved (also sent to the rules'
-    /// channels).
+    /// Publishes the cache's and the queue's statistics, then evaluates the alert rules now;
+    /// returns what fired or resolved (also sent to the rules' channels). [`Pipeline::transcribe`]
+    /// does this after every file; a host with rules on time windows calls it on a timer too.
     pub fn evaluate_alerts(&self) -> Vec<Notification> {
+        self.cache_metrics.publish(&self.cache.stats());
+        self.queue_metrics.publish(&self.queue.stats());
         self.alerts.lock().evaluate()
     }
 
