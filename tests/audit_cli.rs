@@ -188,3 +188,25 @@ fn switching_engines_over_one_cache_dir_transcribes_again() {
         assert!(!stdout.contains("[stand-in]"), "{stdout}");
     }
 }
+
+/// `memocache key FILE --language L` prints the key the pipeline stores the file's transcript
+/// under, so a user can look a transcript up (or evict it) from a script.
+#[test]
+fn the_printed_transcript_key_is_the_pipelines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, b"some audio").expect("writable");
+    let output = memocache(&["key", path(&audio), "--language", "en"]);
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let file = std::fs::File::open(&audio).expect("readable");
+    let hash = memocache::CacheKey::from_reader(file, "file")
+        .expect("hashed")
+        .digest_hex();
+    let key = memocache::CacheKey::transcript(&hash, "en").expect("valid");
+    assert_eq!(printed, key.to_string());
+    // Without a language: the content key, whose digest is the same SHA-256.
+    let output = memocache(&["key", path(&audio)]);
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(printed, format!("content:{hash}"));
+}
