@@ -4,7 +4,8 @@
 //!
 //! 1. derives the transcript key from the file's content (SHA-256, streamed) and the language
 //!    ([`CacheKey::transcript`]);
-//! 2. on a cache hit, returns the transcript at once;
+//! 2. on a cache hit — a transcript made by this pipeline's engine: the key has no engine in
+//!    it, so anything else under it is a miss and is replaced — returns the transcript at once;
 //! 3. otherwise submits a Transcription [`Job`] to the [`JobQueue`] — concurrent requests for
 //!    the same content and language coalesce into one job there;
 //! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
@@ -12,7 +13,7 @@
 //!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
 //! 5. the merged [`Transcript`] is the job's result, which the queue stores in the cache;
 //! 6. latency and cache/queue figures go to the [`MetricsRegistry`], and the alert rules are
-//!    evaluated.
+//!    evaluated (after a failed file too).
 //!
 //! The layers meet only through their public APIs; this module owns no caching or scheduling
 //! logic of its own.
