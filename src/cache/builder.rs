@@ -111,7 +111,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Called after every removal, with no cache lock held, so it may use the cache.
+    /// Called after every removal, with no cache lock held, so it may use the cache. If it
+    /// panics, the cache still finishes the call (every removal is reported) and then
+    /// re-raises the first panic to the caller.
     pub fn eviction_listener(
         mut self,
         listener: impl Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync + 'static,

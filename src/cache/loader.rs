@@ -22,6 +22,11 @@
 //! types match (they are stored type-erased and downcast); a waiter with another error type
 //! treats the flight like an abandoned one and loads for itself.
 //!
+//! The same holds for a panic anywhere else on the leader's path: its claim is a guard that
+//! lands the flight as abandoned when dropped unlanded. The eviction listener, which the
+//! leader's store may call, runs only after the flight has landed, so a listener that loads
+//! through the cache never waits on a flight its own thread holds.
+//!
 //! A loader must not load its own key again (directly or through another cache call that
 //! waits on it): it would wait for itself forever.
 
@@ -194,41 +199,75 @@ impl Loads {
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
         let key = flight_key.key;
-        let finish = |state: FlightState| {
-            if let Some((_, Some(flight))) = self.flights.remove(&flight_key) {
-                flight.land(state);
-            }
+        let inner = &cache.inner;
+        let claim = Claim {
+            loads: self,
+            key: flight_key,
         };
-        // Another leader may have stored the value between our miss and our flight.
-        if let Some(value) = cache.peek(&key) {
-            finish(FlightState::Loaded(value.clone()));
+        // Another leader may have stored the value between our miss and our flight. Not
+        // `peek`: it would remove an expired entry and run the listener while we hold the claim.
+        if let Some(value) = inner.live_value(&key) {
+            claim.land(FlightState::Loaded(value.clone()));
             return Ok(value);
         }
         match panic::catch_unwind(AssertUnwindSafe(load)) {
             Ok(Ok(value)) => {
-                cache.inner.count_load(true);
-                match cache.insert(key, value.clone()) {
-                    Ok(()) => {
-                        finish(FlightState::Loaded(value.clone()));
+                inner.count_load(true);
+                // The listener hears of the removals only after the flight has landed: a
+                // listener that loads through the cache must not wait for this flight (or for
+                // a flight whose leader waits, in its own listener, for ours), and a panicking
+                // listener must not leave the flight unlanded.
+                match inner.insert_unreported(key, value.clone(), inner.default_ttl) {
+                    Ok(removed) => {
+                        claim.land(FlightState::Loaded(value.clone()));
+                        inner.notify(removed);
                         Ok(value)
                     }
                     Err(e) => {
-                        finish(FlightState::NotCached(e.clone()));
+                        claim.land(FlightState::NotCached(e.clone()));
                         Err(LoadError::Cache(e))
                     }
                 }
             }
             Ok(Err(e)) => {
-                cache.inner.count_load(false);
+                inner.count_load(false);
                 let e = Arc::new(e);
-                finish(FlightState::LoaderFailed(e.clone()));
+                claim.land(FlightState::LoaderFailed(e.clone()));
                 Err(LoadError::Loader(e))
             }
             Err(payload) => {
-                cache.inner.count_load(false);
-                finish(FlightState::Abandoned);
+                inner.count_load(false);
+                // Dropping the claim lands the flight as abandoned.
+                drop(claim);
                 panic::resume_unwind(payload)
             }
         }
+    }
+}
+
+/// A leader's claim on a key. Landing it removes it from the map and wakes the waiters;
+/// dropping it unlanded — the leader is unwinding — lands it as abandoned, so that no panic
+/// on the leader's path strands a waiter or leaves the key claimed for ever.
+struct Claim<'a> {
+    loads: &'a Loads,
+    key: FlightKey,
+}
+
+impl Claim<'_> {
+    fn land(self, state: FlightState) {
+        self.finish(state);
+        std::mem::forget(self);
+    }
+
+    fn finish(&self, state: FlightState) {
+        if let Some((_, Some(flight))) = self.loads.flights.remove(&self.key) {
+            flight.land(state);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.finish(FlightState::Abandoned);
     }
 }

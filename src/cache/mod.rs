@@ -37,7 +37,12 @@
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
 //!   runs once per key; see `src/cache/loader.rs`.
 //! * **Listeners.** The eviction listener is called after the shard lock is released, with the
-//!   [`RemovalCause`].
+//!   [`RemovalCause`] (an insert over an expired, not yet purged value reports it as
+//!   `Expired`, and counts as an insert). It may use the cache, loads included: a loader's
+//!   removals are reported after its waiters are released. A panicking listener does not
+//!   stop the call's work: every removal is still reported and every shard of a `clear` or
+//!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
+//!   thread survives it).
 
 mod builder;
 mod expiry;
@@ -46,6 +51,7 @@ mod policy;
 mod shard;
 mod stats;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -186,6 +192,19 @@ struct Removed {
     rest: Vec<Removal>,
 }
 
+/// The first panic of the eviction listener during a call, re-raised when the call's work is
+/// done (see `Inner::report`).
+#[derive(Default)]
+struct ListenerPanic(Option<Box<dyn std::any::Any + Send>>);
+
+impl ListenerPanic {
+    fn resume(self) {
+        if let Some(payload) = self.0 {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+
 impl Removed {
     fn new() -> Removed {
         Removed::default()
@@ -323,11 +342,14 @@ impl Cache {
     /// Removes every entry.
     pub fn clear(&self) {
         let inner = &self.inner;
+        // Every shard is cleared even if the listener panics; the panic is re-raised after.
+        let mut panicked = ListenerPanic::default();
         for shard in inner.shards.iter() {
             let records = shard.0.write().clear();
             let removed = inner.account_removals(records, RemovalCause::Removed);
-            inner.notify(removed);
+            inner.report(removed, &mut panicked);
         }
+        panicked.resume();
     }
 
     /// The value under `key`, or else the value `load` returns, stored and returned.
@@ -497,7 +519,32 @@ impl Inner {
         self.notify(removed);
     }
 
+    /// The live value under `key`, recording no access and leaving an expired entry in place,
+    /// so that no listener runs (see `loader.rs`).
+    fn live_value(&self, key: &CacheKey) -> Option<Bytes> {
+        let hash = self.hasher.hash(key);
+        let now = self.clock.now().as_nanos();
+        let shard = self.shard(hash).read();
+        shard
+            .find(hash, key)
+            .filter(|record| !record.is_expired(now))
+            .map(|record| record.value.clone())
+    }
+
     fn insert(&self, key: CacheKey, value: Bytes, ttl: Option<Ttl>) -> Result<(), CacheError> {
+        let removed = self.insert_unreported(key, value, ttl)?;
+        self.notify(removed);
+        Ok(())
+    }
+
+    /// Inserts like [`Inner::insert`] but hands the removals back instead of reporting them,
+    /// for a caller that must do something first (see `loader.rs`).
+    fn insert_unreported(
+        &self,
+        key: CacheKey,
+        value: Bytes,
+        ttl: Option<Ttl>,
+    ) -> Result<Removed, CacheError> {
         let now = self.clock.now().as_nanos();
         let expires_at = ttl.map_or(NEVER, |ttl| now.saturating_add(ttl.as_nanos()));
         self.store(NewEntry {
@@ -512,7 +559,8 @@ impl Inner {
         })
     }
 
-    fn store(&self, entry: NewEntry) -> Result<(), CacheError> {
+    /// Stores `entry`; returns the removals it caused, for the caller to report.
+    fn store(&self, entry: NewEntry) -> Result<Removed, CacheError> {
         let charge = CacheEntry::charged_size(entry.value.len()) as u64;
         if charge > self.max_bytes {
             return Err(CacheError::TooLarge {
@@ -557,19 +605,26 @@ impl Inner {
         drop(shard);
         let counters = self.counters.local();
         match replaced {
-            Some((old_value, old_charge)) => {
-                if old_charge > charge {
+            Some(old) => {
+                if old.charge > charge {
                     self.bytes
                         .0
-                        .fetch_sub(old_charge - charge, Ordering::AcqRel);
+                        .fetch_sub(old.charge - charge, Ordering::AcqRel);
                 }
-                counters.bump(Counter::Updates);
-                removed.push((key, old_value, RemovalCause::Replaced));
+                if old.expired {
+                    // The old value had expired (not yet purged): it left by expiry, and the
+                    // key was absent as far as any reader could tell, so this is an insert.
+                    counters.bump(Counter::Removal(RemovalCause::Expired));
+                    counters.bump(Counter::Inserts);
+                    removed.push((key, old.value, RemovalCause::Expired));
+                } else {
+                    counters.bump(Counter::Updates);
+                    removed.push((key, old.value, RemovalCause::Replaced));
+                }
             }
             None => counters.bump(Counter::Inserts),
         }
-        self.notify(removed);
-        Ok(())
+        Ok(removed)
     }
 
     /// Reserves `charge` bytes and one entry if both fit.
@@ -688,10 +743,25 @@ impl Inner {
         removed
     }
 
+    /// Reports `removed` to the listener; a panic of the listener is re-raised once every
+    /// removal has been reported.
     fn notify(&self, removed: Removed) {
+        let mut panicked = ListenerPanic::default();
+        self.report(removed, &mut panicked);
+        panicked.resume();
+    }
+
+    /// Reports `removed` to the listener, keeping its first panic in `panicked` instead of
+    /// unwinding. A listener is user code: if its panic unwound through the cache, the other
+    /// removals of the call would never be reported and a call that works shard by shard
+    /// (`clear`, `purge_expired`) would stop half done — and the sweeper thread would die.
+    fn report(&self, removed: Removed, panicked: &mut ListenerPanic) {
         if let Some(listener) = &self.listener {
             for (key, value, cause) in removed.iter() {
-                listener(key, value, *cause);
+                let call = panic::catch_unwind(AssertUnwindSafe(|| listener(key, value, *cause)));
+                if let Err(payload) = call {
+                    panicked.0.get_or_insert(payload);
+                }
             }
         }
     }
@@ -700,12 +770,15 @@ impl Inner {
         let now = self.clock.now().as_nanos();
         let mut total = 0;
         let mut expired = Vec::new();
+        // Every shard is purged even if the listener panics; the panic is re-raised after.
+        let mut panicked = ListenerPanic::default();
         for shard in self.shards.iter() {
             shard.0.write().expire(now, &mut expired);
             total += expired.len();
             let removed = self.account_removals(expired.drain(..), RemovalCause::Expired);
-            self.notify(removed);
+            self.report(removed, &mut panicked);
         }
+        panicked.resume();
         total
     }
 
@@ -731,7 +804,10 @@ impl Inner {
                     }
                     match weak.upgrade() {
                         Some(inner) => {
-                            inner.purge_expired();
+                            // A panicking listener must not end expiry for the cache's
+                            // lifetime: the purge completed regardless (see `report`), and
+                            // the panic hook has already printed the panic.
+                            let _ = panic::catch_unwind(AssertUnwindSafe(|| inner.purge_expired()));
                         }
                         None => break,
                     }
@@ -841,6 +917,9 @@ impl Cache {
             }
         }
         let now = inner.clock.now().as_nanos();
+        // Every chosen entry is stored even if the listener panics (it hears of replaced
+        // values); the panic is re-raised after.
+        let mut panicked = ListenerPanic::default();
         for image in chosen.into_iter().rev() {
             let charge = CacheEntry::charged_size(image.value.len()) as u64;
             let expires_at = image.ttl_remaining.map_or(NEVER, |left| {
@@ -857,11 +936,13 @@ impl Cache {
                 main: image.main,
             });
             // Charges were checked against the budget above, so the store cannot be refused.
-            if stored.is_ok() {
+            if let Ok(removed) = stored {
+                inner.report(removed, &mut panicked);
                 outcome.restored += 1;
                 outcome.restored_bytes += charge;
             }
         }
+        panicked.resume();
         outcome
     }
 }

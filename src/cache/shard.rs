@@ -169,7 +169,10 @@ impl Record {
         if self.ttl == span::NONE {
             self.base
         } else {
-            self.base.saturating_sub(span::decode(self.ttl))
+            // At least 1 ns before the deadline: a TTL under 1 µs is kept as 0 µs, and
+            // a creation time equal to the deadline would report a zero TTL, which `Ttl`
+            // cannot hold — `Cache::entry` would then say the entry never expires.
+            self.base.saturating_sub(span::decode(self.ttl).max(1))
         }
     }
 
@@ -253,6 +256,15 @@ impl Record {
             self.access_count(),
         )
     }
+}
+
+/// The value an insert replaced in place.
+#[derive(Debug)]
+pub(super) struct Replaced {
+    pub(super) value: Bytes,
+    pub(super) charge: u64,
+    /// Whether it had expired by the insert's `now` (and was not purged yet).
+    pub(super) expired: bool,
 }
 
 /// What is known about an entry that is being inserted.
@@ -358,8 +370,8 @@ impl Shard {
             .map(|&slot| self.records.record(slot))
     }
 
-    /// Inserts or replaces. Returns the replaced record's value and charge.
-    pub(super) fn insert(&mut self, hash: u64, new: NewEntry) -> Option<(Bytes, u64)> {
+    /// Inserts or replaces. Returns what was replaced.
+    pub(super) fn insert(&mut self, hash: u64, new: NewEntry) -> Option<Replaced> {
         let slots = &self.records.slots;
         let existing = self
             .index
@@ -372,6 +384,7 @@ impl Shard {
         if let Some(slot) = existing {
             let record = self.records.record_mut(slot);
             let old_charge = record.charge();
+            let expired = record.is_expired(new.now);
             let old_value = std::mem::replace(&mut record.value, new.value);
             let had_deadline = record.ttl != span::NONE;
             record.set_lifetime(new.now, new.expires_at);
@@ -383,7 +396,11 @@ impl Shard {
             self.policy.recharge(queue, old_charge, new_charge);
             self.timed = self.timed + usize::from(expires_at != NEVER) - usize::from(had_deadline);
             self.file_deadline(slot, expires_at);
-            return Some((old_value, old_charge));
+            return Some(Replaced {
+                value: old_value,
+                charge: old_charge,
+                expired,
+            });
         }
 
         let queue = if new.main {

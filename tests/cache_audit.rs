@@ -1,0 +1,627 @@
+//! An adversarial audit of the cache engine's promises (issue #3), through the public API.
+//!
+//! Each test is a probe that tried to make the engine break one promise at an edge the other
+//! suites (`tests/cache_engine/`, `src/cache/tests.rs`) do not reach: listeners that panic or
+//! call back into the cache (during loads too), inserts over expired values, TTLs under a
+//! microsecond, one entry spread over many shards, loads that race inserts and clears, error
+//! types that differ between a leader and its waiters, snapshots of expired values, clocks
+//! that step back, and allocation on a hit. The first six found bugs that are fixed; the
+//! others pass and stay as coverage.
+//!
+//! This binary installs a counting global allocator (per thread, so tests running in parallel
+//! do not disturb each other's counts) for the hit-allocation test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use memocache::{
+    Cache, CacheEntry, CacheKey, Clock, LoadError, ManualClock, RemovalCause, Timestamp, Ttl,
+};
+use parking_lot::Mutex;
+
+fn key(i: u64) -> CacheKey {
+    CacheKey::from_content(&i.to_le_bytes(), "audit").expect("valid prefix")
+}
+
+fn secs(s: u64) -> Ttl {
+    Ttl::seconds(s).expect("positive")
+}
+
+/// Waits at most 10 s for `condition`.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::yield_now();
+    }
+}
+
+/// Runs `f` on another thread and returns its result, failing instead of hanging if it does
+/// not finish within 10 s (a deadlock).
+fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, result) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    result
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s: deadlock"))
+}
+
+/// A load of `key(id)` that blocks in its loader until released, so that a test can act while
+/// it is in flight.
+struct HeldLoad {
+    running: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+}
+
+impl HeldLoad {
+    fn new() -> HeldLoad {
+        HeldLoad {
+            running: Arc::new(AtomicBool::new(false)),
+            release: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A loader that signals it runs, waits for the release, then returns `load()`.
+    fn loader<T, L: FnOnce() -> T>(&self, load: L) -> impl FnOnce() -> T + use<T, L> {
+        let (running, release) = (Arc::clone(&self.running), Arc::clone(&self.release));
+        move || {
+            running.store(true, Ordering::SeqCst);
+            wait_until("the load is released", || release.load(Ordering::SeqCst));
+            load()
+        }
+    }
+
+    fn wait_running(&self) {
+        wait_until("the loader runs", || self.running.load(Ordering::SeqCst));
+    }
+
+    fn release(&self) {
+        self.release.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Bug: the leader stored its value — which runs the listener — before it landed its flight,
+/// so a panicking listener unwound past the landing: the waiters waited for ever, and the key
+/// stayed claimed, so every later load of it (once evicted) hung too.
+#[test]
+fn a_panicking_listener_during_a_load_strands_no_waiter_and_the_key_stays_loadable() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let trip = Arc::clone(&armed);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .shards(1)
+        .eviction_listener(move |_, _, _| {
+            if trip.swap(false, Ordering::SeqCst) {
+                panic!("listener exploded");
+            }
+        })
+        .build()
+        .expect("valid");
+    cache.insert(key(0), "evicted by the load").expect("fits");
+
+    let held = HeldLoad::new();
+    let leader = {
+        let cache = cache.clone();
+        let load = held.loader(move || {
+            // The store that follows evicts key 0: the listener panics then.
+            armed.store(true, Ordering::SeqCst);
+            "loaded"
+        });
+        thread::spawn(move || cache.get_or_insert_with(key(1), load))
+    };
+    held.wait_running();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.get_or_insert_with(key(1), || "waiter's own"))
+    };
+    wait_until("the waiter missed", || cache.stats().misses >= 2);
+    held.release();
+
+    let payload = leader
+        .join()
+        .expect_err("the panic reaches the leader's caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"listener exploded"));
+    let got = within_10s("the waiter", move || waiter.join());
+    assert_eq!(
+        got.expect("no panic").expect("stored").as_ref(),
+        b"loaded",
+        "the value was stored before the listener ran"
+    );
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"loaded"[..]));
+
+    // Evicted, the key loads again: nobody holds a claim on it.
+    cache.insert(key(2), "evicts key 1").expect("fits");
+    let again = {
+        let cache = cache.clone();
+        within_10s("a later load", move || {
+            cache.get_or_insert_with(key(1), || "again")
+        })
+    };
+    assert_eq!(again.expect("stored").as_ref(), b"again");
+}
+
+/// Bug: a listener that reloads evicted keys — a refresh-on-evict pattern, and the builder
+/// says a listener "may use the cache" — deadlocked: the leader ran the listener while it
+/// still held its claim, so a reload that evicted the key being led back out waited for that
+/// claim, on the thread holding it.
+#[test]
+fn a_listener_that_reloads_evicted_keys_does_not_deadlock_a_load() {
+    let slot: Arc<Mutex<Option<Cache>>> = Arc::default();
+    let handle = Arc::clone(&slot);
+    let reloads = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reloads);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .shards(1)
+        .eviction_listener(move |evicted, _, cause| {
+            // Bounded: with room for one entry, reloads would evict each other for ever.
+            if cause == RemovalCause::Size && counted.fetch_add(1, Ordering::SeqCst) < 2 {
+                let cache = handle.lock().clone().expect("set");
+                cache
+                    .get_or_insert_with(*evicted, || "reloaded")
+                    .expect("fits");
+            }
+        })
+        .build()
+        .expect("valid");
+    *slot.lock() = Some(cache.clone());
+    cache.insert(key(0), "first").expect("fits");
+
+    // Loading key 1 evicts key 0; its reload evicts key 1; its reload evicts key 0.
+    let loaded = {
+        let cache = cache.clone();
+        within_10s("the load", move || {
+            cache.get_or_insert_with(key(1), || "loaded")
+        })
+    };
+    assert_eq!(loaded.expect("stored").as_ref(), b"loaded");
+    assert_eq!(reloads.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"reloaded"[..]));
+    assert_eq!(cache.stats().loads, 3);
+    *slot.lock() = None; // breaks the cache → listener → cache cycle
+}
+
+/// Bug: a panicking listener unwound out of `clear` and `purge_expired` after the first shard,
+/// leaving the other shards uncleared (or unpurged) and the other removals unreported.
+#[test]
+fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
+    let clock = ManualClock::new();
+    let reported = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&reported);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(4)
+        .clock(clock.clone())
+        .eviction_listener(move |_, _, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            panic!("listener exploded");
+        })
+        .build()
+        .expect("valid");
+    for i in 0..100 {
+        cache.insert(key(i), "v").expect("fits");
+    }
+    let cleared = panic::catch_unwind(AssertUnwindSafe(|| cache.clear()));
+    let payload = cleared.expect_err("the panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"listener exploded"));
+    assert_eq!(
+        (cache.len(), cache.size_bytes()),
+        (0, 0),
+        "every shard cleared"
+    );
+    assert_eq!(
+        reported.load(Ordering::SeqCst),
+        100,
+        "every removal reported"
+    );
+    assert_eq!(cache.stats().removals_explicit, 100);
+
+    for i in 0..100 {
+        cache.insert_with_ttl(key(i), "v", secs(1)).expect("fits");
+    }
+    clock.advance(Duration::from_secs(2));
+    let purged = panic::catch_unwind(AssertUnwindSafe(|| cache.purge_expired()));
+    assert!(purged.is_err(), "the panic reaches the caller");
+    assert_eq!(
+        (cache.len(), cache.size_bytes()),
+        (0, 0),
+        "every shard purged"
+    );
+    assert_eq!(reported.load(Ordering::SeqCst), 200);
+    assert_eq!(cache.stats().evictions_expired, 100);
+}
+
+/// Bug: a panicking listener killed the sweeper thread, so expiry silently stopped for the
+/// rest of the cache's life.
+#[test]
+fn the_sweeper_survives_a_panicking_listener() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .sweep_interval(Duration::from_millis(1))
+        .eviction_listener(|_, _, _| panic!("listener exploded"))
+        .build()
+        .expect("valid");
+    for round in 0..3 {
+        cache
+            .insert_with_ttl(key(round), "v", secs(1))
+            .expect("fits");
+        clock.advance(Duration::from_secs(2));
+        wait_until("the sweeper purges", || cache.is_empty());
+    }
+    assert_eq!(cache.stats().evictions_expired, 3);
+}
+
+/// Bug: an insert over an expired value that no purge had removed yet counted as an update
+/// and told the listener `Replaced`, although `CacheStats::updates` counts inserts "that
+/// replaced a live value" and no reader could see the old one.
+#[test]
+fn inserting_over_an_expired_value_reports_it_expired_and_counts_an_insert() {
+    let clock = ManualClock::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+        .build()
+        .expect("valid");
+    cache.insert_with_ttl(key(1), "old", secs(1)).expect("fits");
+    clock.advance(Duration::from_secs(1));
+    cache.insert(key(1), "live").expect("fits"); // at the deadline: still live
+    clock.advance(Duration::from_secs(5));
+    cache
+        .insert_with_ttl(key(1), "expired", secs(1))
+        .expect("fits");
+    clock.advance(Duration::from_secs(2));
+    cache.insert(key(1), "new").expect("fits");
+
+    assert_eq!(
+        *events.lock(),
+        vec![
+            (key(1), Bytes::from("old"), RemovalCause::Replaced),
+            (key(1), Bytes::from("live"), RemovalCause::Replaced),
+            (key(1), Bytes::from("expired"), RemovalCause::Expired),
+        ]
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.inserts, stats.updates, stats.evictions_expired),
+        (2, 2, 1)
+    );
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"new"[..]));
+    assert_eq!(cache.size_bytes(), CacheEntry::charged_size(3) as u64);
+}
+
+/// Bug: a TTL under a microsecond (valid: `Ttl::new` takes any positive duration) is kept as
+/// zero microseconds, and `Cache::entry` then reported the entry as never expiring.
+#[test]
+fn a_sub_microsecond_ttl_is_reported_with_its_deadline() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(3));
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    let ttl = Ttl::new(Duration::from_nanos(500)).expect("positive");
+    cache.insert_with_ttl(key(1), "brief", ttl).expect("fits");
+    let deadline = Timestamp::from_nanos(3_000_000_500);
+    let entry = cache.entry(&key(1)).expect("live");
+    assert_eq!(entry.expires_at(), Some(deadline));
+    assert!(entry.ttl().is_some());
+    clock.advance(Duration::from_nanos(500));
+    assert!(cache.contains_key(&key(1)), "live at its deadline");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(cache.get(&key(1)), None);
+}
+
+/// A listener that uses the cache — reads, inserts, removes, purges and loads — while three
+/// threads insert, remove, clear and load: no deadlock, and the budget holds. (Before the fix
+/// of the load path it could deadlock here, as above, depending on the interleaving.)
+#[test]
+fn a_listener_may_use_the_cache_from_many_threads() {
+    let slot: Arc<Mutex<Option<Cache>>> = Arc::default();
+    let handle = Arc::clone(&slot);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let cache = Cache::builder()
+        .max_bytes(20 * CacheEntry::charged_size(10) as u64)
+        .shards(2)
+        .eviction_listener(move |k, _, cause| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let Some(cache) = handle.lock().clone() else {
+                return;
+            };
+            let _ = cache.get(k);
+            let _ = cache.peek(k);
+            let _ = cache.contains_key(k);
+            cache.purge_expired();
+            if cause == RemovalCause::Size {
+                let _ = cache.insert(key(10_000), vec![0u8; 10]);
+                let _ = cache.remove(&key(10_001));
+                let _ = cache.get_or_insert_with(key(10_002), || vec![1u8; 10]);
+            }
+        })
+        .build()
+        .expect("valid");
+    *slot.lock() = Some(cache.clone());
+    let workers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                for i in 0..2_000u64 {
+                    let k = key(t * 100_000 + i % 60);
+                    cache.insert(k, vec![0u8; 10]).expect("fits");
+                    if i % 13 == 0 {
+                        cache.remove(&k);
+                    }
+                    if i % 97 == 0 {
+                        cache.clear();
+                    }
+                    cache
+                        .get_or_insert_with(key(i % 30), || vec![2u8; 10])
+                        .expect("fits");
+                    assert!(cache.size_bytes() <= cache.max_bytes());
+                }
+            })
+        })
+        .collect();
+    within_10s("the workers", move || {
+        for worker in workers {
+            worker.join().expect("no panic");
+        }
+    });
+    *slot.lock() = None;
+    assert!(calls.load(Ordering::Relaxed) > 1_000);
+}
+
+/// `len() <= max_entries` at 1 with 64 shards: every insert must evict across shards (the
+/// path that drops its lock, evicts elsewhere and retries), under four threads, with loads.
+#[test]
+fn one_entry_over_many_shards_holds_under_concurrent_inserts_and_loads() {
+    const THREADS: u64 = 4;
+    const OPS: u64 = 3_000;
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .shards(64)
+        .build()
+        .expect("valid");
+    let barrier = Barrier::new(THREADS as usize);
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (cache, barrier) = (&cache, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                for i in 0..OPS {
+                    let value = vec![0u8; (i % 100) as usize];
+                    cache.insert(key(100 + t * OPS + i), value).expect("fits");
+                    assert!(cache.len() <= 1, "{} entries", cache.len());
+                    if i % 7 == 0 {
+                        cache
+                            .get_or_insert_with(key(i % 3), || vec![1u8; 50])
+                            .expect("fits");
+                        assert!(cache.len() <= 1, "{} entries", cache.len());
+                    }
+                }
+            });
+        }
+    });
+    let live: Vec<CacheEntry> = (0..100 + THREADS * OPS)
+        .filter_map(|i| cache.entry(&key(i)))
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.size_bytes(), live[0].size_bytes() as u64);
+}
+
+#[derive(Debug)]
+struct OtherError;
+
+/// A waiter whose error type differs from the leader's cannot take the leader's error: it
+/// runs its own loader, as `loader.rs` promises.
+#[test]
+fn a_waiter_with_another_error_type_runs_its_own_loader() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let held = HeldLoad::new();
+    let leader = {
+        let cache = cache.clone();
+        let load = held.loader(|| Err::<Bytes, _>("the leader's error"));
+        thread::spawn(move || cache.try_get_or_insert_with(key(1), load))
+    };
+    held.wait_running();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.try_get_or_insert_with(key(1), || Err::<Bytes, _>(OtherError)))
+    };
+    wait_until("the waiter missed", || cache.stats().misses >= 2);
+    held.release();
+    match leader.join().expect("no panic") {
+        Err(LoadError::Loader(e)) => assert_eq!(*e, "the leader's error"),
+        other => panic!("expected the leader's error, got {other:?}"),
+    }
+    let got = within_10s("the waiter", move || waiter.join().expect("no panic"));
+    assert!(matches!(got, Err(LoadError::Loader(e)) if matches!(*e, OtherError)));
+    assert_eq!(cache.stats().load_failures, 2);
+    assert!(cache.is_empty());
+}
+
+/// An insert, a remove and a clear while a load is in flight neither block nor cancel it:
+/// readers see the inserted value meanwhile, and the load's value, stored last, wins.
+#[test]
+fn inserts_removes_and_clears_during_a_load_do_not_stop_it() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let held = HeldLoad::new();
+    let leader = {
+        let cache = cache.clone();
+        let load = held.loader(|| "loaded");
+        thread::spawn(move || cache.get_or_insert_with(key(1), load))
+    };
+    held.wait_running();
+    cache.insert(key(1), "inserted").expect("fits");
+    let hit = cache.get_or_insert_with(key(1), || "not run");
+    assert_eq!(hit.expect("a hit").as_ref(), b"inserted");
+    assert_eq!(cache.remove(&key(1)).as_deref(), Some(&b"inserted"[..]));
+    cache.insert(key(2), "other").expect("fits");
+    cache.clear();
+    held.release();
+    let loaded = leader.join().expect("no panic").expect("stored");
+    assert_eq!(loaded.as_ref(), b"loaded");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"loaded"[..]));
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.size_bytes(), CacheEntry::charged_size(6) as u64);
+}
+
+/// A snapshot holds only live values: an expired value no purge has removed yet is left out.
+/// Restored into a cache too small for one of them, that one is left out and the rest fit.
+#[test]
+fn a_snapshot_skips_unpurged_expired_values_and_leaves_out_what_cannot_fit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    cache
+        .insert_with_ttl(key(1), "expired", secs(1))
+        .expect("fits");
+    cache
+        .insert_with_ttl(key(2), "timed", secs(3))
+        .expect("fits");
+    cache.insert(key(3), vec![0u8; 10_000]).expect("fits");
+    cache.insert(key(4), "small").expect("fits");
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(cache.len(), 4, "key 1 expired but is not purged");
+    let saved = cache.save_snapshot(&path).expect("saves");
+    assert_eq!(saved.entries, 3);
+
+    let small = Cache::builder().max_bytes(5_000).build().expect("valid");
+    let report = small.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (2, 1));
+    assert_eq!(
+        report.left_out_bytes,
+        CacheEntry::charged_size(10_000) as u64
+    );
+    assert!(small.contains_key(&key(2)) && small.contains_key(&key(4)));
+    assert!(!small.contains_key(&key(1)) && !small.contains_key(&key(3)));
+}
+
+/// A clock that breaks the monotonic contract: it jumps back and forth on every read.
+#[derive(Debug, Default)]
+struct SteppingBackClock(AtomicU64);
+
+impl Clock for SteppingBackClock {
+    fn now(&self) -> Timestamp {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        Timestamp::from_nanos(if n.is_multiple_of(2) {
+            5_000_000_000 + n * 1_000_000
+        } else {
+            1_000
+        })
+    }
+}
+
+/// A clock is caller-supplied code; one that steps back (against the `Clock` contract) must
+/// not make the cache's time arithmetic panic (debug builds check overflow), nor break its
+/// accounting.
+#[test]
+fn a_clock_that_steps_back_panics_nowhere() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 16)
+        .clock(SteppingBackClock::default())
+        .build()
+        .expect("valid");
+    for i in 0..2_000u64 {
+        let ttl = Ttl::new(Duration::from_millis(1 + i % 7)).expect("positive");
+        let value = vec![0u8; (i % 300) as usize];
+        cache
+            .insert_with_ttl(key(i % 50), value, ttl)
+            .expect("fits");
+        cache.get(&key(i % 37));
+        cache.entry(&key(i % 41));
+        cache.purge_expired();
+        assert!(cache.size_bytes() <= cache.max_bytes());
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    cache
+        .save_snapshot(dir.path().join("cache.snap"))
+        .expect("saves");
+}
+
+thread_local! {
+    /// Allocations made by this thread; const-initialised, so reading it allocates nothing.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The system allocator, counting allocations per thread.
+struct CountingAllocator;
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// "A hit allocates nothing", for values of every origin: a `Vec` (exact and with spare
+/// capacity), a `String`, a static string, and a loader's `Vec`. Values built from a `Vec` get
+/// a shared header on their first clone; the cache must take it at insert time.
+#[test]
+fn a_hit_allocates_nothing() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    cache.insert(key(1), vec![1u8; 100]).expect("fits");
+    cache.insert(key(2), String::from("text")).expect("fits");
+    cache.insert(key(3), "static").expect("fits");
+    let mut spare = Vec::with_capacity(200);
+    spare.extend_from_slice(&[3u8; 50]);
+    cache.insert(key(4), spare).expect("fits");
+    cache
+        .get_or_insert_with(key(5), || vec![5u8; 10])
+        .expect("fits");
+    let keys: Vec<CacheKey> = (1..=5).map(key).collect();
+    // The first read of the clock and of the thread's stripe number may set them up.
+    for k in &keys {
+        cache.get(k);
+    }
+    let before = allocations();
+    let probe = vec![0u8; 8];
+    assert_eq!(allocations(), before + 1, "the counter counts");
+    drop(probe);
+    let before = allocations();
+    for _ in 0..1_000 {
+        for k in &keys {
+            assert!(cache.get(k).is_some());
+        }
+    }
+    assert_eq!(allocations() - before, 0, "allocations in 5,000 hits");
+}
