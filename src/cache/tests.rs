@@ -183,3 +183,82 @@ fn a_large_value_in_a_cache_full_by_entries_evicts_one_entry() {
     assert_eq!(cache.stats().removals(RemovalCause::Size), 1);
     assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
 }
+
+/// Four threads churn one small cache — inserts with and without TTLs (over live and expired
+/// values), removes, loads, clears and purges racing a moving clock. Afterwards every shard's
+/// structure is intact, the global counters match a recount, and once the clock has passed
+/// every deadline one purge leaves exactly the entries without a TTL: no deadline was lost
+/// from the timer wheels, whatever replaced or removed its entry meanwhile.
+#[test]
+fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
+    use std::time::Duration;
+
+    const THREADS: u64 = 4;
+    const OPS: u64 = 3_000;
+    const KEYS: u64 = 96;
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(40 * CacheEntry::charged_size(200) as u64)
+        .shards(4)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (cache, clock) = (&cache, &clock);
+            scope.spawn(move || {
+                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                for _ in 0..OPS {
+                    let r = next();
+                    let k = key(r % KEYS);
+                    let value = vec![t as u8; (r >> 8) as usize % 200];
+                    let ttl =
+                        Ttl::new(Duration::from_millis(1 + (r >> 20) % 2_000)).expect("positive");
+                    match (r >> 40) % 100 {
+                        0..35 => cache.insert_with_ttl(k, value, ttl).expect("fits"),
+                        35..55 => cache.insert(k, value).expect("fits"),
+                        55..70 => drop(cache.get(&k)),
+                        70..80 => drop(cache.remove(&k)),
+                        80..92 => drop(cache.get_or_insert_with(k, || value).expect("fits")),
+                        92..98 => {
+                            clock.advance(Duration::from_millis(50));
+                            cache.purge_expired();
+                        }
+                        _ => {
+                            if t == 0 && (r >> 50) % 8 == 0 {
+                                cache.clear();
+                            }
+                        }
+                    }
+                    assert!(cache.size_bytes() <= cache.max_bytes());
+                }
+            });
+        }
+    });
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+
+    let untimed = (0..KEYS)
+        .filter(|&i| cache.entry(&key(i)).is_some_and(|e| e.ttl().is_none()))
+        .count();
+    clock.advance(Duration::from_secs(3));
+    cache.purge_expired();
+    assert_eq!(cache.len(), untimed, "a timed entry outlived its deadline");
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    let stats = cache.stats();
+    let removals: u64 = [
+        RemovalCause::Size,
+        RemovalCause::Expired,
+        RemovalCause::Removed,
+        RemovalCause::Replaced,
+    ]
+    .into_iter()
+    .map(|cause| stats.removals(cause))
+    .sum();
+    assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
+}
