@@ -3,10 +3,10 @@
 //! Each test is a probe that tried to make the engine break one promise at an edge the other
 //! suites (`tests/cache_engine/`, `src/cache/tests.rs`) do not reach: listeners that panic or
 //! call back into the cache (during loads too), inserts over expired values, TTLs under a
-//! microsecond, one entry spread over many shards, loads that race inserts and clears, error
-//! types that differ between a leader and its waiters, snapshots of expired values, clocks
-//! that step back, and allocation on a hit. The first six found bugs that are fixed; the
-//! others pass and stay as coverage.
+//! microsecond, updates that grow in a full cache, one entry spread over many shards, loads
+//! that race inserts and clears, error types that differ between a leader and its waiters,
+//! snapshots of expired values, clocks that step back, and allocation on a hit. The first
+//! seven found bugs, now fixed; the others pass and stay as coverage.
 //!
 //! This binary installs a counting global allocator (per thread, so tests running in parallel
 //! do not disturb each other's counts) for the hit-allocation test.
@@ -327,6 +327,60 @@ fn a_sub_microsecond_ttl_is_reported_with_its_deadline() {
     assert!(cache.contains_key(&key(1)), "live at its deadline");
     clock.advance(Duration::from_nanos(1));
     assert_eq!(cache.get(&key(1)), None);
+}
+
+/// Bug: an update with a larger value in a full cache made room through the eviction policy,
+/// which could choose the key being updated: its old value was reported as evicted for size
+/// (not replaced), the update was counted as an insert, one more entry than the growth needed
+/// was evicted, and the key lost its standing with the policy. Tried on every key of a full
+/// cache of one shard and of four.
+#[test]
+fn a_growing_update_in_a_full_cache_replaces_the_value_and_evicts_only_others() {
+    const KEYS: u64 = 40;
+    for shards in [1, 4] {
+        let budget = 10 * CacheEntry::charged_size(100) as u64;
+        for pick in 0..10 {
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&events);
+            let cache = Cache::builder()
+                .max_bytes(budget)
+                .shards(shards)
+                .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.len(), cause)))
+                .build()
+                .expect("valid");
+            for i in 0..KEYS {
+                cache.insert(key(i), vec![0u8; 100]).expect("fits");
+            }
+            let present: Vec<u64> = (0..KEYS).filter(|&i| cache.contains_key(&key(i))).collect();
+            let Some(&updated) = present.get(pick) else {
+                continue;
+            };
+            events.lock().clear();
+            let before = cache.stats();
+            cache.insert(key(updated), vec![1u8; 150]).expect("fits");
+
+            let events = events.lock();
+            let of_key: Vec<_> = events.iter().filter(|e| e.0 == key(updated)).collect();
+            assert_eq!(
+                of_key,
+                [&(key(updated), 100, RemovalCause::Replaced)],
+                "{shards} shards, key {updated}: {events:?}"
+            );
+            // 50 more bytes need exactly one victim of 100 bytes.
+            let evicted = events.iter().filter(|e| e.2 == RemovalCause::Size).count();
+            assert_eq!(evicted, 1, "{shards} shards, key {updated}: {events:?}");
+            let stats = cache.stats();
+            assert_eq!(stats.updates - before.updates, 1);
+            assert_eq!(stats.inserts, before.inserts);
+            assert_eq!(cache.get(&key(updated)).map(|v| v.len()), Some(150));
+            let live: u64 = (0..KEYS)
+                .filter_map(|i| cache.entry(&key(i)))
+                .map(|e| e.size_bytes() as u64)
+                .sum();
+            assert_eq!(live, cache.size_bytes());
+            assert!(cache.size_bytes() <= budget);
+        }
+    }
 }
 
 /// A listener that uses the cache — reads, inserts, removes, purges and loads — while three

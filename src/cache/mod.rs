@@ -21,8 +21,10 @@
 //!   and `len() <= max_entries`. In a full cache, a new key takes over its victims' budget
 //!   under the shard lock it already holds, so the shared counters move only by the
 //!   difference in size, if any: two threads inserting into a full cache do not pass the
-//!   counters' cache lines back and forth on every insert. A value larger than the budget is refused with
-//!   [`CacheError::TooLarge`] before anything is evicted.
+//!   counters' cache lines back and forth on every insert. An update that grows makes room
+//!   the same way but spares its own key, whose old value is replaced, not evicted. A value
+//!   larger than the budget is refused with [`CacheError::TooLarge`] before anything is
+//!   evicted.
 //! * **Eviction policy.** S3-FIFO per shard, its small/main split adapted by ghost hits as
 //!   ARC adapts its lists, and re-admission from the ghost gated by a TinyLFU frequency sketch;
 //!   in shards of up to 4,096 entries a key leaving *small* unhit may still enter *main* if the
@@ -582,9 +584,19 @@ impl Inner {
         // others, with the lock released, so no thread ever holds two shard locks.
         let mut shard = loop {
             let mut shard = self.shards[index].0.write();
-            let fits = match shard.find(hash, &key) {
+            let old_charge = shard.find(hash, &key).map(Record::charge);
+            let fits = match old_charge {
                 Some(old) => {
-                    charge <= old.charge() || self.try_reserve_bytes(charge - old.charge())
+                    charge <= old
+                        || self.try_reserve_bytes(charge - old)
+                        || self.make_room_for_growth(
+                            &mut shard,
+                            hash,
+                            &key,
+                            charge - old,
+                            now,
+                            &mut removed,
+                        )
                 }
                 None => {
                     self.try_reserve(charge)
@@ -595,7 +607,10 @@ impl Inner {
                 break shard;
             }
             drop(shard);
-            if !self.evict_one(index, now, &mut removed) {
+            // An update's own shard has nothing left to evict but the key being updated:
+            // look in the other shards first, so that it is evicted only as a last resort.
+            let first = index + usize::from(old_charge.is_some());
+            if !self.evict_one(first, now, &mut removed) {
                 // Every shard is empty: the budget is held by reservations of inserts in
                 // flight, which will land (and become evictable) shortly.
                 std::thread::yield_now();
@@ -690,6 +705,46 @@ impl Inner {
         }
         self.release(bytes.saturating_sub(charge), entries - 1);
         true
+    }
+
+    /// Evicts from the locked `shard` until its victims' bytes — topped up from the shared
+    /// counter if it has room — cover `growth`, the extra bytes of a new value for the present
+    /// `key`, which is spared: an update must not evict the very value it replaces and report
+    /// it as evicted for size (nor evict one more entry than the growth needs). The victims'
+    /// entries are released (an update needs none). Returns false, with the victims' budget
+    /// released, if the shard has nothing else left to evict.
+    fn make_room_for_growth(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &CacheKey,
+        growth: u64,
+        now: u64,
+        removed: &mut Removed,
+    ) -> bool {
+        let Some(spared) = shard.spare(hash, key) else {
+            return false;
+        };
+        let (mut bytes, mut entries) = (0, 0);
+        let fits = loop {
+            if bytes >= growth || self.try_reserve_bytes(growth - bytes) {
+                break true;
+            }
+            let Some(record) = shard.evict() else {
+                break false;
+            };
+            bytes += record.charge();
+            entries += 1;
+            self.tally(record, now, removed);
+        };
+        shard.unspare(spared);
+        let surplus = if fits {
+            bytes.saturating_sub(growth)
+        } else {
+            bytes
+        };
+        self.release(surplus, entries);
+        fits
     }
 
     /// Counts an evicted record by its cause and readies its notification.

@@ -358,6 +358,19 @@ impl Shard {
         self.index.len()
     }
 
+    /// The slot of the entry under `key`.
+    #[inline]
+    fn slot_of(&self, hash: u64, key: &CacheKey) -> Option<u32> {
+        let slots = &self.records.slots;
+        self.index
+            .find(hash, |&slot| {
+                slots[slot as usize]
+                    .as_ref()
+                    .is_some_and(|record| record.key == *key)
+            })
+            .copied()
+    }
+
     #[inline]
     pub(super) fn find(&self, hash: u64, key: &CacheKey) -> Option<&Record> {
         let slots = &self.records.slots;
@@ -372,16 +385,7 @@ impl Shard {
 
     /// Inserts or replaces. Returns what was replaced.
     pub(super) fn insert(&mut self, hash: u64, new: NewEntry) -> Option<Replaced> {
-        let slots = &self.records.slots;
-        let existing = self
-            .index
-            .find(hash, |&slot| {
-                slots[slot as usize]
-                    .as_ref()
-                    .is_some_and(|record| record.key == new.key)
-            })
-            .copied();
-        if let Some(slot) = existing {
+        if let Some(slot) = self.slot_of(hash, &new.key) {
             let record = self.records.record_mut(slot);
             let old_charge = record.charge();
             let expired = record.is_expired(new.now);
@@ -479,15 +483,7 @@ impl Shard {
     }
 
     pub(super) fn remove(&mut self, hash: u64, key: &CacheKey) -> Option<Record> {
-        let slots = &self.records.slots;
-        let slot = self
-            .index
-            .find(hash, |&slot| {
-                slots[slot as usize]
-                    .as_ref()
-                    .is_some_and(|record| record.key == *key)
-            })
-            .copied()?;
+        let slot = self.slot_of(hash, key)?;
         Some(self.remove_slot(hash, slot))
     }
 
@@ -509,6 +505,21 @@ impl Shard {
             self.timed -= 1;
         }
         record
+    }
+
+    /// Takes the entry under `key` off the policy's queues, so that [`Shard::evict`] cannot
+    /// choose it, and returns its slot. It must be put back with [`Shard::unspare`] before the
+    /// shard's lock is released.
+    pub(super) fn spare(&mut self, hash: u64, key: &CacheKey) -> Option<u32> {
+        let slot = self.slot_of(hash, key)?;
+        self.policy.unlink(&mut self.records, slot);
+        Some(slot)
+    }
+
+    /// Puts an entry taken off by [`Shard::spare`] back, at the head of its queue: it is being
+    /// rewritten, which counts as a use.
+    pub(super) fn unspare(&mut self, slot: u32) {
+        self.policy.push(&mut self.records, slot);
     }
 
     /// Evicts the policy's victim.
