@@ -41,7 +41,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::{Condvar, Mutex};
 
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, Removed};
 use crate::key::CacheKey;
 
 /// Why [`Cache::try_get_or_insert_with`] returned no value.
@@ -217,8 +217,9 @@ impl Loads {
                 // listener that loads through the cache must not wait for this flight (or for
                 // a flight whose leader waits, in its own listener, for ours), and a panicking
                 // listener must not leave the flight unlanded.
-                match inner.insert_unreported(key, value.clone(), inner.default_ttl) {
-                    Ok(removed) => {
+                let mut removed = Removed::new();
+                match inner.insert_unreported(key, value.clone(), inner.default_ttl, &mut removed) {
+                    Ok(()) => {
                         claim.land(FlightState::Loaded(value.clone()));
                         inner.notify(removed);
                         Ok(value)
