@@ -567,8 +567,8 @@ impl Inner {
     }
 
     /// Stores `entry`; adds the removals it caused to `removed`, for the caller to report.
-    /// (Passed in rather than returned: moving them through a `Result` cost an evicting
-    /// insert about 40 instructions.)
+    /// (Passed in rather than returned: moving them out through a `Result` cost an evicting
+    /// insert about 28 instructions, by callgrind.)
     fn store(&self, entry: NewEntry, removed: &mut Removed) -> Result<(), CacheError> {
         let charge = CacheEntry::charged_size(entry.value.len()) as u64;
         if charge > self.max_bytes {
