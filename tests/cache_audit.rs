@@ -6,7 +6,9 @@
 //! microsecond, updates that grow in a full cache, one entry spread over many shards, loads
 //! that race inserts and clears, error types that differ between a leader and its waiters,
 //! snapshots of expired values, clocks that step back, and allocation on a hit. The first
-//! seven found bugs, now fixed; the others pass and stay as coverage.
+//! seven found bugs, now fixed; the others pass and stay as coverage. A property test at the
+//! end rebuilds the cache's contents from the listener's reports alone and checks them, and
+//! the counters, against the cache after every operation.
 //!
 //! This binary installs a counting global allocator (per thread, so tests running in parallel
 //! do not disturb each other's counts) for the hit-allocation test.
@@ -678,4 +680,188 @@ fn a_hit_allocates_nothing() {
         }
     }
     assert_eq!(allocations() - before, 0, "allocations in 5,000 hits");
+}
+
+mod listener_model {
+    //! The listener as the ground truth: a model rebuilt only from inserts and the listener's
+    //! reports must agree with the cache after every operation.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Ttl};
+    use parking_lot::Mutex;
+    use proptest::prelude::*;
+
+    use super::key;
+
+    const KEYS: u64 = 6;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert {
+            key: u64,
+            len: usize,
+            ttl_ms: Option<u64>,
+        },
+        Get {
+            key: u64,
+        },
+        Remove {
+            key: u64,
+        },
+        Load {
+            key: u64,
+            len: usize,
+        },
+        Advance {
+            ms: u64,
+        },
+        Purge,
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..KEYS, 0..300usize, prop::option::of(1..2_000u64))
+                .prop_map(|(key, len, ttl_ms)| Op::Insert { key, len, ttl_ms }),
+            3 => (0..KEYS).prop_map(|key| Op::Get { key }),
+            1 => (0..KEYS).prop_map(|key| Op::Remove { key }),
+            2 => (0..KEYS, 0..300usize).prop_map(|(key, len)| Op::Load { key, len }),
+            2 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
+            1 => Just(Op::Purge),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    /// What the cache holds for a key, by the model: the value and its deadline.
+    type Held = HashMap<u64, (Bytes, Option<u64>)>;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Every removal the listener reports is of a value the model holds, with the cause
+        /// the model predicts for an insert over it (`Expired` past its deadline, else
+        /// `Replaced`); an insert never reports its own key as evicted for size; and after
+        /// every operation the model's entries and charges equal `len()` and `size_bytes()`,
+        /// and the counters equal the reports.
+        #[test]
+        fn the_listener_accounts_for_every_value(
+            ops in prop::collection::vec(op(), 1..60),
+            entries in prop::option::of(1..5u64),
+            shards in prop::sample::select(vec![1usize, 2]),
+        ) {
+            let clock = ManualClock::new();
+            let events: Arc<Mutex<Vec<(u64, Bytes, RemovalCause)>>> = Arc::default();
+            let sink = Arc::clone(&events);
+            let cache = Cache::builder()
+                .max_bytes(4 * CacheEntry::charged_size(300) as u64)
+                .max_entries(entries.unwrap_or(u64::MAX))
+                .shards(shards)
+                .clock(clock.clone())
+                .eviction_listener(move |k, v, cause| {
+                    let i = (0..KEYS).find(|&i| key(i) == *k).expect("one of ours");
+                    sink.lock().push((i, v.clone(), cause));
+                })
+                .build()
+                .expect("valid");
+            let mut held = Held::new();
+            let mut stores = 0u64;
+            let mut serial = 0u8;
+            let mut reported = [0u64; 4];
+            for op in &ops {
+                let now = clock.now().as_nanos();
+                // The cause an insert over `k` must report, if the model holds it.
+                let mut expected_own = None;
+                let mut stored = None;
+                match *op {
+                    Op::Insert { key: k, len, ttl_ms } => {
+                        serial = serial.wrapping_add(1);
+                        let value = Bytes::from(vec![serial; len]);
+                        match ttl_ms {
+                            Some(ms) => cache.insert_with_ttl(
+                                key(k),
+                                value.clone(),
+                                Ttl::new(Duration::from_millis(ms)).expect("positive"),
+                            ),
+                            None => cache.insert(key(k), value.clone()),
+                        }
+                        .expect("fits");
+                        expected_own = held.get(&k).map(|(_, deadline)| {
+                            if deadline.is_some_and(|d| now > d) {
+                                RemovalCause::Expired
+                            } else {
+                                RemovalCause::Replaced
+                            }
+                        });
+                        let deadline = ttl_ms.map(|ms| now + ms * 1_000_000);
+                        stored = Some((k, value, deadline));
+                        stores += 1;
+                    }
+                    Op::Load { key: k, len } => {
+                        serial = serial.wrapping_add(1);
+                        let value = Bytes::from(vec![serial; len]);
+                        let live = held.get(&k).filter(|(_, d)| !d.is_some_and(|d| now > d));
+                        let got = cache
+                            .get_or_insert_with(key(k), || value.clone())
+                            .expect("fits");
+                        match live {
+                            Some((v, _)) => prop_assert_eq!(&got, v),
+                            None => {
+                                prop_assert_eq!(&got, &value);
+                                // A load replaces only an expired value it could not see.
+                                expected_own = held.get(&k).map(|_| RemovalCause::Expired);
+                                stored = Some((k, value, None));
+                                stores += 1;
+                            }
+                        }
+                    }
+                    Op::Get { key: k } => {
+                        let got = cache.get(&key(k));
+                        let live = held.get(&k).filter(|(_, d)| !d.is_some_and(|d| now > d));
+                        prop_assert_eq!(got.as_ref(), live.map(|(v, _)| v));
+                    }
+                    Op::Remove { key: k } => drop(cache.remove(&key(k))),
+                    Op::Advance { ms } => clock.advance(Duration::from_millis(ms)),
+                    Op::Purge => drop(cache.purge_expired()),
+                    Op::Clear => cache.clear(),
+                }
+                let mut own = Vec::new();
+                for (k, value, cause) in events.lock().drain(..) {
+                    let (held_value, _) = held.remove(&k).expect("reported a value not held");
+                    prop_assert_eq!(&value, &held_value, "key {} reported another value", k);
+                    reported[cause as usize] += 1;
+                    if stored.as_ref().is_some_and(|(s, _, _)| *s == k)
+                        && matches!(cause, RemovalCause::Replaced | RemovalCause::Expired)
+                    {
+                        own.push(cause);
+                    } else if stored.as_ref().is_some_and(|(s, _, _)| *s == k) {
+                        prop_assert!(false, "{:?}: the insert evicted its own key ({:?})", op, cause);
+                    }
+                }
+                prop_assert_eq!(own, expected_own.into_iter().collect::<Vec<_>>(), "{:?}", op);
+                if let Some((k, value, deadline)) = stored {
+                    held.insert(k, (value, deadline));
+                }
+                let charges: u64 = held
+                    .values()
+                    .map(|(v, _)| CacheEntry::charged_size(v.len()) as u64)
+                    .sum();
+                prop_assert_eq!(cache.len(), held.len(), "{:?}", op);
+                prop_assert_eq!(cache.size_bytes(), charges, "{:?}", op);
+                let stats = cache.stats();
+                prop_assert_eq!(stats.inserts + stats.updates, stores);
+                for cause in [
+                    RemovalCause::Size,
+                    RemovalCause::Expired,
+                    RemovalCause::Replaced,
+                    RemovalCause::Removed,
+                ] {
+                    prop_assert_eq!(stats.removals(cause), reported[cause as usize], "{:?}", cause);
+                }
+            }
+        }
+    }
 }
