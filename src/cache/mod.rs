@@ -482,19 +482,29 @@ impl Inner {
 
     #[inline]
     fn read(&self, key: &CacheKey, touch: bool) -> Option<Bytes> {
-        let hash = self.hasher.hash(key);
+        self.read_hashed(self.hasher.hash(key), key, touch)
+    }
+
+    /// [`Inner::read`] for a caller that already hashed the key (the loader, which needs the
+    /// hash for its own map too).
+    #[inline(always)]
+    pub(super) fn read_hashed(&self, hash: u64, key: &CacheKey, touch: bool) -> Option<Bytes> {
         let index = self.shard_of(hash);
-        let now = self.clock.now().as_nanos();
         let shard = self.shards[index].0.read();
-        let (value, expired) = match shard.find(hash, key) {
-            Some(record) if !record.is_expired(now) => {
-                if touch {
-                    record.touch(now);
+        // The clock is read only when there is an entry to check: a miss needs no time.
+        let (value, expired_at) = match shard.find(hash, key) {
+            None => (None, None),
+            Some(record) => {
+                let now = self.clock.now().as_nanos();
+                if record.is_expired(now) {
+                    (None, Some(now))
+                } else {
+                    if touch {
+                        record.touch(now);
+                    }
+                    (Some(record.value.clone()), None)
                 }
-                (Some(record.value.clone()), false)
             }
-            Some(_) => (None, true),
-            None => (None, false),
         };
         drop(shard);
         if touch {
@@ -504,7 +514,7 @@ impl Inner {
                 Counter::Misses
             });
         }
-        if expired {
+        if let Some(now) = expired_at {
             self.remove_if_expired(index, hash, key, now);
         }
         value
@@ -523,27 +533,27 @@ impl Inner {
 
     /// The live value under `key`, recording no access and leaving an expired entry in place,
     /// so that no listener runs (see `loader.rs`).
-    fn live_value(&self, key: &CacheKey) -> Option<Bytes> {
-        let hash = self.hasher.hash(key);
-        let now = self.clock.now().as_nanos();
+    fn live_value(&self, hash: u64, key: &CacheKey) -> Option<Bytes> {
         let shard = self.shard(hash).read();
-        shard
-            .find(hash, key)
-            .filter(|record| !record.is_expired(now))
-            .map(|record| record.value.clone())
+        let record = shard.find(hash, key)?;
+        // As in `read_hashed`, no clock read for a miss.
+        let now = self.clock.now().as_nanos();
+        (!record.is_expired(now)).then(|| record.value.clone())
     }
 
     fn insert(&self, key: CacheKey, value: Bytes, ttl: Option<Ttl>) -> Result<(), CacheError> {
         let mut removed = Removed::new();
-        let stored = self.insert_unreported(key, value, ttl, &mut removed);
+        let stored = self.insert_unreported(self.hasher.hash(&key), key, value, ttl, &mut removed);
         self.notify(removed);
         stored
     }
 
     /// Inserts like [`Inner::insert`] but adds the removals to `removed` instead of reporting
-    /// them, for a caller that must do something first (see `loader.rs`).
+    /// them, for a caller that must do something first (see `loader.rs`); `hash` is the key's.
+    #[inline]
     fn insert_unreported(
         &self,
+        hash: u64,
         key: CacheKey,
         value: Bytes,
         ttl: Option<Ttl>,
@@ -552,6 +562,7 @@ impl Inner {
         let now = self.clock.now().as_nanos();
         let expires_at = ttl.map_or(NEVER, |ttl| now.saturating_add(ttl.as_nanos()));
         self.store(
+            hash,
             NewEntry {
                 key,
                 value,
@@ -569,7 +580,7 @@ impl Inner {
     /// Stores `entry`; adds the removals it caused to `removed`, for the caller to report.
     /// (Passed in rather than returned: moving them out through a `Result` cost an evicting
     /// insert about 28 instructions, by callgrind.)
-    fn store(&self, entry: NewEntry, removed: &mut Removed) -> Result<(), CacheError> {
+    fn store(&self, hash: u64, entry: NewEntry, removed: &mut Removed) -> Result<(), CacheError> {
         let charge = CacheEntry::charged_size(entry.value.len()) as u64;
         if charge > self.max_bytes {
             return Err(CacheError::TooLarge {
@@ -581,7 +592,6 @@ impl Inner {
         drop(entry.value.clone());
         let key = entry.key;
         let now = entry.now;
-        let hash = self.hasher.hash(&key);
         let index = self.shard_of(hash);
         // Reserve under the shard lock, where it is known whether the key is present: an
         // update needs only its growth in bytes, a new key its charge and one entry. A new key
@@ -991,6 +1001,7 @@ impl Cache {
             });
             let mut removed = Removed::new();
             let stored = inner.store(
+                inner.hasher.hash(&image.key),
                 NewEntry {
                     key: image.key,
                     value: image.value,

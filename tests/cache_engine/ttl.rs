@@ -57,6 +57,36 @@ fn default_ttl_expires_strictly_after_created_plus_ttl() {
 }
 
 #[test]
+fn a_loaded_value_takes_the_default_ttl_and_is_loaded_again_once_expired() {
+    let clock = ManualClock::new();
+    let (builder, events) = recorded(&clock);
+    let cache = builder.default_ttl(secs(10)).build().expect("valid");
+    let k = key(1);
+    let first = cache.get_or_insert_with(k, || "first").expect("fits");
+    assert_eq!(&first[..], b"first");
+    assert_eq!(cache.entry(&k).expect("live").ttl(), Some(secs(10)));
+
+    clock.advance(Duration::from_secs(10));
+    let cached = cache.get_or_insert_with(k, || "not loaded").expect("fits");
+    assert_eq!(&cached[..], b"first", "live at exactly created + ttl");
+
+    clock.advance(NANO);
+    let reloaded = cache.get_or_insert_with(k, || "second").expect("fits");
+    assert_eq!(
+        &reloaded[..],
+        b"second",
+        "an expired value is never returned"
+    );
+    assert_eq!(cache.get(&k).as_deref(), Some(&b"second"[..]));
+    assert_eq!(
+        of_cause(&events, RemovalCause::Expired),
+        vec![(k, "first".into())]
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.inserts, stats.hits), (2, 2, 2));
+}
+
+#[test]
 fn per_entry_ttl_overrides_the_default_and_no_ttl_never_expires() {
     let clock = ManualClock::new();
     let (builder, _) = recorded(&clock);
