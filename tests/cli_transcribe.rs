@@ -1,23 +1,8 @@
 //! `memocache transcribe` and `memocache demo` as a user runs them.
 
-use std::process::{Command, Output};
+mod cli_support;
 
-fn memocache(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memocache"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn one_error_line(output: &Output) -> String {
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();
-    assert_eq!(lines.len(), 1, "stderr: {stderr}");
-    assert!(lines[0].starts_with("memocache: error: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
+use cli_support::{memocache, one_error_line};
 
 #[test]
 fn demo_shows_the_second_pass_served_from_the_cache() {

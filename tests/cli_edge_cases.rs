@@ -7,35 +7,10 @@
 #![cfg(feature = "cli")]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn memocache(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memocache"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run the memocache binary")
-}
+mod cli_support;
 
-/// Status 1 and exactly one `memocache: error:` line on stderr (the stand-in engine's `note:`
-/// aside), no panic; returns that line.
-fn one_error_line(args: &[&str]) -> String {
-    let output = memocache(args);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: {stderr:?}");
-    assert!(
-        lines[0].starts_with("memocache: error: "),
-        "{args:?}: {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr:?}");
-    lines[0].to_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
+use cli_support::{memocache, one_error_line, path};
 
 /// clap reported usage errors on several lines with status 2; the README and the issue promise
 /// one line and status 1 for every error a user can cause.
@@ -54,7 +29,7 @@ fn missing_or_garbled_arguments_are_one_line_and_status_1() {
         (&["frobnicate"], "frobnicate"),
         (&[], "no command given"),
     ] {
-        let line = one_error_line(args);
+        let line = one_error_line(&memocache(args));
         assert!(line.contains(says), "{args:?}: {line}");
         assert!(!line.contains("Usage:"), "{args:?}: {line}");
     }
@@ -76,14 +51,14 @@ fn a_binary_trace_cut_inside_a_record_is_one_error_line() {
     bytes.extend_from_slice(&2u64.to_be_bytes());
     bytes.extend_from_slice(&[0, 0, 0]);
     std::fs::write(&trace, bytes).expect("writable");
-    let line = one_error_line(&[
+    let line = one_error_line(&memocache(&[
         "replay",
         path(&trace),
         "--capacity",
         "2",
         "--format",
         "i64be",
-    ]);
+    ]));
     assert!(line.contains("truncated"), "{line}");
 }
 
@@ -102,7 +77,7 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
             path(cache_dir),
         ];
         args.extend_from_slice(extra);
-        one_error_line(&args)
+        one_error_line(&memocache(&args))
     };
 
     // A cache directory that is a file, or lies under one.
