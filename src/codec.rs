@@ -6,6 +6,17 @@
 //! corrupt length prefix produces an error instead of a huge allocation. bincode 3.0.0 is a
 //! stub that does not build, hence the pin to 2.
 //!
+//! The limit must be sized to the input. bincode allocates a string or byte buffer of the
+//! claimed length *before* reading its bytes, and only the limit stands in the way, so with a
+//! fixed 4 GiB limit six corrupt bytes made it ask for gigabytes (harmless where the kernel
+//! hands out untouched memory lazily, an abort where it does not, and a crash under a
+//! fuzzer's malloc limit). [`decode`] therefore picks the limit from the input's length: the
+//! limit counts the in-memory size of what is decoded, at most 16 bytes per input byte (a
+//! `u128` from a one-byte varint), so a limit of at least 16 times the input never refuses a
+//! valid encoding, and a corrupt length can claim at most that much (and at least 64 KiB).
+//! [`decode_from`] cannot know how much its reader holds and keeps the fixed limit: use it
+//! only on trusted input.
+//!
 //! Decoding untrusted bytes never panics: a value that does not decode is a [`CodecError`].
 
 use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
@@ -55,8 +66,28 @@ pub fn encode_into<T: Serialize + ?Sized>(
 }
 
 /// Decodes a whole `T` from `bytes`; trailing bytes are an error.
+///
+/// A length prefix is trusted for at most 16 times `bytes.len()` (at least 64 KiB) of
+/// allocation; see the module docs.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG)?;
+    // Limits in steps of 16, so that few copies of the decoder are instantiated per type.
+    fn with_limit<T: DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, config::standard().with_limit::<LIMIT>())
+    }
+    let claimable = bytes.len().saturating_mul(16);
+    let (value, used) = if claimable <= 1 << 16 {
+        with_limit::<T, { 1 << 16 }>(bytes)
+    } else if claimable <= 1 << 20 {
+        with_limit::<T, { 1 << 20 }>(bytes)
+    } else if claimable <= 1 << 24 {
+        with_limit::<T, { 1 << 24 }>(bytes)
+    } else if claimable <= 1 << 28 {
+        with_limit::<T, { 1 << 28 }>(bytes)
+    } else {
+        with_limit::<T, DECODE_LIMIT>(bytes)
+    }?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes {
             trailing: bytes.len() - used,
@@ -67,6 +98,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Decodes one `T` from a reader, leaving the reader just after it.
+///
+/// The reader's length is unknown, so a length prefix is trusted up to [`DECODE_LIMIT`]: a
+/// corrupt one can make this allocate that much before the read fails. Use [`decode`] for
+/// untrusted bytes.
 pub fn decode_from<T: DeserializeOwned>(reader: &mut impl std::io::Read) -> Result<T, CodecError> {
     Ok(bincode::serde::decode_from_std_read(reader, CONFIG)?)
 }
@@ -90,6 +125,25 @@ mod tests {
         };
         let bytes = encode(&t).expect("encodes");
         assert_eq!(decode::<Transcript>(&bytes).expect("decodes"), t);
+    }
+
+    /// The decode limit follows the input's size (see the module docs): values whose
+    /// in-memory size is 16 times their encoding (a `u128` per one-byte varint), at every
+    /// size around the limit's steps, still decode.
+    #[test]
+    fn dense_values_decode_at_every_limit_step() {
+        for encoded in [1usize << 12, 1 << 16, 1 << 20] {
+            for delta in [-1i64, 0, 1] {
+                let len = (encoded as i64 + delta) as usize;
+                let zeros = vec![0u128; len];
+                let bytes = encode(&zeros).expect("encodes");
+                assert_eq!(
+                    decode::<Vec<u128>>(&bytes).expect("decodes"),
+                    zeros,
+                    "{len}"
+                );
+            }
+        }
     }
 
     #[test]
