@@ -7,7 +7,7 @@
 //! fsynced *after* it so that the rename itself survives a power cut. Until the rename, the
 //! old file is never opened for writing: a crash or a full disk mid-write costs only the
 //! temporary file, which is removed on every error path (a crash leaves it behind, under a
-//! name no reader looks at).
+//! name no reader looks at, and which a later save with the same process id steps over).
 //!
 //! **Early writeback.** Left alone, the kernel keeps a large write dirty in the page cache
 //! and the final fsync then waits for all of it to reach the disk, after the writer is done.
@@ -48,6 +48,10 @@ fn io_error(action: &str, path: &Path, source: io::Error) -> SnapshotError {
         source,
     }
 }
+
+/// Temporary names tried past taken ones before a save gives up: far more than the leftovers
+/// of crashed saves that could share this process's id.
+const MAX_TEMP_ATTEMPTS: u32 = 4096;
 
 /// Bytes written between two requests for an early sync: a few per second of writing, each
 /// a sizeable write for the disk.
@@ -148,22 +152,39 @@ pub(super) fn replace_atomically<T>(
     };
     // Unique per process and call, so concurrent saves to one path never share a temp file.
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temp_path = || {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        dir.join(temp_name)
+    };
     let mut temp = TempFile {
-        path: dir.join(temp_name),
+        path: temp_path(),
         armed: false,
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp.path)
-        .map_err(|e| io_error("creating", &temp.path, e))?;
+    // A name can still be taken: a save that crashed before its rename leaves its temp file,
+    // and a later process may get the same id (a container's PID 1 always does) and count
+    // from 0 again; so can a process of another PID namespace sharing the directory. Such a
+    // file is not ours to remove, so take the next number instead of failing the save.
+    let mut attempts = 0;
+    let file = loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)
+        {
+            Ok(file) => break file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < MAX_TEMP_ATTEMPTS => {
+                attempts += 1;
+                temp.path = temp_path();
+            }
+            Err(e) => return Err(io_error("creating", &temp.path, e)),
+        }
+    };
     temp.armed = true;
     let mut output = Output {
         file: &file,
