@@ -98,3 +98,112 @@ fn concurrent_saves_to_one_path_leave_one_whole_snapshot() {
         assert_eq!(files_in(dir.path()), ["shared.snap"]);
     }
 }
+
+/// Reads a whole trace file named `name` (its format and compression told from the name).
+#[cfg(feature = "trace")]
+fn trace_keys(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Vec<u64>, memocache::trace::TraceError> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("writes");
+    memocache::trace::TraceReader::open(&path)?.collect()
+}
+
+/// Zstandard skippable frames (magic `0x184D2A5?`, a length, opaque bytes) are part of a
+/// valid stream and carry no data: `pzstd` starts every file with one. They are skipped,
+/// wherever they are; a skippable frame cut short is still an error.
+#[cfg(feature = "trace")]
+#[test]
+fn zstd_skippable_frames_are_skipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let frame = |text: &[u8]| {
+        ruzstd::encoding::compress_to_vec(text, ruzstd::encoding::CompressionLevel::Fastest)
+    };
+    let skippable = |nibble: u8, payload: &[u8]| {
+        let mut out = vec![0x50 | nibble, 0x2A, 0x4D, 0x18];
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    };
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "pzstd",
+            [skippable(0, &[0x13, 0, 0, 0]), frame(b"1\n2\n3\n")].concat(),
+        ),
+        (
+            "between",
+            [frame(b"1\n2\n"), skippable(0xF, b"metadata"), frame(b"3\n")].concat(),
+        ),
+        (
+            "empty",
+            [skippable(7, b""), frame(b"1\n2\n3\n"), skippable(1, b"end")].concat(),
+        ),
+        (
+            "only skippable before data",
+            [
+                skippable(2, b"a"),
+                skippable(3, b"bc"),
+                frame(b"1\n"),
+                frame(b"2\n3\n"),
+            ]
+            .concat(),
+        ),
+    ];
+    for (case, bytes) in cases {
+        assert_eq!(
+            trace_keys(dir.path(), "skip.trace.zst", &bytes)
+                .unwrap_or_else(|e| panic!("{case}: {e}")),
+            [1, 2, 3],
+            "{case}"
+        );
+    }
+    // Nothing but skippable frames is an empty trace, as `zstd -d` reads it; an empty file
+    // and a skippable frame cut short are errors.
+    let only = [skippable(0, b"x"), skippable(1, b"")].concat();
+    assert_eq!(
+        trace_keys(dir.path(), "only.trace.zst", &only).expect("reads"),
+        []
+    );
+    assert!(trace_keys(dir.path(), "nothing.trace.zst", b"").is_err());
+    let cut = [frame(b"1\n"), skippable(0, b"metadata")].concat();
+    assert!(trace_keys(dir.path(), "cut.trace.zst", &cut[..cut.len() - 1]).is_err());
+}
+
+/// xz streams may be concatenated, with stream padding (a multiple of four zero bytes)
+/// between or after them, as `xz` itself reads them.
+#[cfg(feature = "trace")]
+#[test]
+fn concatenated_and_padded_xz_streams_are_read_whole() {
+    // `printf '1\n2\n3\n' | xz` and `printf '4\n5\n' | xz`.
+    const A: &[u8] = &[
+        0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x04, 0xe6, 0xd6, 0xb4, 0x46, 0x02, 0x00, 0x21,
+        0x01, 0x16, 0x00, 0x00, 0x00, 0x74, 0x2f, 0xe5, 0xa3, 0x01, 0x00, 0x05, 0x31, 0x0a, 0x32,
+        0x0a, 0x33, 0x0a, 0x00, 0x00, 0x00, 0xe3, 0xc1, 0xb1, 0x7e, 0x5b, 0xb8, 0x57, 0x4e, 0x00,
+        0x01, 0x1e, 0x06, 0xc1, 0x2f, 0xa4, 0x1d, 0x1f, 0xb6, 0xf3, 0x7d, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x04, 0x59, 0x5a,
+    ];
+    const B: &[u8] = &[
+        0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x04, 0xe6, 0xd6, 0xb4, 0x46, 0x02, 0x00, 0x21,
+        0x01, 0x16, 0x00, 0x00, 0x00, 0x74, 0x2f, 0xe5, 0xa3, 0x01, 0x00, 0x03, 0x34, 0x0a, 0x35,
+        0x0a, 0x00, 0x6c, 0x79, 0xd2, 0xa0, 0x37, 0xda, 0xa2, 0xb5, 0x00, 0x01, 0x1c, 0x04, 0x6f,
+        0x2c, 0x9c, 0xc1, 0x1f, 0xb6, 0xf3, 0x7d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x04, 0x59, 0x5a,
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pad = [0u8; 8];
+    for (case, bytes) in [
+        ("concatenated", [A, B].concat()),
+        ("padded between", [A, &pad, B].concat()),
+        ("padded after", [A, B, &pad[..4]].concat()),
+    ] {
+        assert_eq!(
+            trace_keys(dir.path(), "two.trace.xz", &bytes)
+                .unwrap_or_else(|e| panic!("{case}: {e}")),
+            [1, 2, 3, 4, 5],
+            "{case}"
+        );
+    }
+    // Padding that is not a multiple of four bytes is invalid.
+    assert!(trace_keys(dir.path(), "bad.trace.xz", &[A, &pad[..3], B].concat()).is_err());
+}

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
 use super::sim::KeyHashBuilder;
@@ -461,16 +462,58 @@ impl Trace {
 /// Zstandard through `ruzstd`, over every frame of the file (the `zstd` tool writes several
 /// for large or concatenated inputs), verifying each frame's content checksum when present
 /// (`ruzstd`'s own `StreamingDecoder` reads one frame and leaves the checksum to the caller).
+/// Skippable frames, which carry no data (`pzstd` starts every file with one), are skipped.
 struct ZstdReader<R: BufRead> {
     source: R,
     frame: FrameDecoder,
+    /// Whether a data frame has been started and not yet checked and finished.
+    in_frame: bool,
 }
 
 impl<R: BufRead> ZstdReader<R> {
     fn new(mut source: R) -> io::Result<ZstdReader<R>> {
+        // An empty file is not a zstd stream (the `zstd` tool refuses it too).
+        if source.fill_buf()?.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "empty file: no zstd frame",
+            ));
+        }
         let mut frame = FrameDecoder::new();
-        frame.init(&mut source).map_err(io::Error::other)?;
-        Ok(ZstdReader { source, frame })
+        let in_frame = next_zstd_frame(&mut frame, &mut source)?;
+        Ok(ZstdReader {
+            source,
+            frame,
+            in_frame,
+        })
+    }
+}
+
+/// Starts the next data frame of `source`, skipping skippable frames; `false` at the end of
+/// the input.
+fn next_zstd_frame(frame: &mut FrameDecoder, source: &mut impl BufRead) -> io::Result<bool> {
+    loop {
+        if source.fill_buf()?.is_empty() {
+            return Ok(false);
+        }
+        match frame.reset(&mut *source) {
+            Ok(()) => return Ok(true),
+            // The frame's magic and length are read; its content is `length` opaque bytes.
+            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                length,
+                ..
+            })) => {
+                let length = u64::from(length);
+                let skipped = io::copy(&mut (&mut *source).take(length), &mut io::sink())?;
+                if skipped < length {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("zstd skippable frame of {length} bytes ends after {skipped}"),
+                    ));
+                }
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        }
     }
 }
 
@@ -483,32 +526,34 @@ impl<R: BufRead> Read for ZstdReader<R> {
             if self.frame.can_collect() > 0 {
                 return self.frame.read(buf);
             }
-            if !self.frame.is_finished() {
-                // A source that ends mid-frame makes this fail, so the loop always progresses.
-                self.frame
-                    .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
-                    .map_err(io::Error::other)?;
-                continue;
+            if self.in_frame {
+                if !self.frame.is_finished() {
+                    // A source that ends mid-frame makes this fail, so the loop always
+                    // progresses.
+                    self.frame
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                    continue;
+                }
+                // The frame is decoded and drained, so the calculated checksum is final.
+                if let (Some(stored), Some(computed)) = (
+                    self.frame.get_checksum_from_data(),
+                    self.frame.get_calculated_checksum(),
+                ) && stored != computed
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "zstd frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                        ),
+                    ));
+                }
+                self.in_frame = false;
             }
-            // The frame is decoded and drained, so the calculated checksum is final.
-            if let (Some(stored), Some(computed)) = (
-                self.frame.get_checksum_from_data(),
-                self.frame.get_calculated_checksum(),
-            ) && stored != computed
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "zstd frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-                    ),
-                ));
-            }
-            if self.source.fill_buf()?.is_empty() {
+            if !next_zstd_frame(&mut self.frame, &mut self.source)? {
                 return Ok(0);
             }
-            self.frame
-                .reset(&mut self.source)
-                .map_err(io::Error::other)?;
+            self.in_frame = true;
         }
     }
 }
