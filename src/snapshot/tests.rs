@@ -130,3 +130,46 @@ fn a_prefix_longer_than_keys_allow_does_not_decode() {
     .expect("encodes");
     assert!(codec::decode::<Decoded>(&ok).is_ok());
 }
+
+/// Times at the edges of what the file can say: a TTL of `u64::MAX` nanoseconds (what a
+/// longer one is saved as), a save time at the Unix epoch (more than 50 years of elapsed
+/// wall-clock time on restore) and one at the end of the `u64` range (in the future, so no
+/// time has passed). Nothing overflows; only what ran out is dropped as expired.
+#[test]
+fn extreme_ttls_and_save_times_restore_without_overflow() {
+    let entries: [(u32, Option<Duration>); 4] = [
+        (0, None),
+        (1, Some(Duration::MAX)),
+        (2, Some(Duration::from_secs(100 * 365 * 24 * 3600))),
+        (3, Some(Duration::from_secs(3600))),
+    ];
+    let write = |saved_at: SystemTime| {
+        let mut bytes = Vec::new();
+        let mut out = format::Encoder::new(&mut bytes, saved_at, format::BLOCK_SIZE)?;
+        for (i, ttl) in entries {
+            let key = CacheKey::from_content(&i.to_le_bytes(), "t").expect("key");
+            out.entry(&key, &Bytes::from_static(b"v"), ttl, 0, 0, false)?;
+        }
+        out.finish()?;
+        io::Result::Ok(bytes)
+    };
+    let far_future = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::MAX);
+    for (saved_at, live) in [
+        (SystemTime::UNIX_EPOCH, 3),
+        (SystemTime::UNIX_EPOCH - Duration::from_secs(1), 3),
+        (far_future, 4),
+    ] {
+        let bytes = write(saved_at).expect("encodes");
+        let snapshot = read_snapshot(&bytes[..]).expect("decodes");
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .clock(crate::ManualClock::new())
+            .build()
+            .expect("builds");
+        let report = cache.restore_snapshot(snapshot, SystemTime::now());
+        assert_eq!(report.restored, live, "saved at {saved_at:?}");
+        assert_eq!(report.expired, 4 - live, "saved at {saved_at:?}");
+        let forever = CacheKey::from_content(&1u32.to_le_bytes(), "t").expect("key");
+        assert!(cache.get(&forever).is_some());
+    }
+}
