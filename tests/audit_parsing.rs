@@ -207,3 +207,34 @@ fn concatenated_and_padded_xz_streams_are_read_whole() {
     // Padding that is not a multiple of four bytes is invalid.
     assert!(trace_keys(dir.path(), "bad.trace.xz", &[A, &pad[..3], B].concat()).is_err());
 }
+
+/// A snapshot read through a named pipe (`load_snapshot("/dev/stdin")`, a FIFO): the "file"
+/// has no size, so lengths in it cannot be checked against one, but it is still a snapshot.
+#[cfg(unix)]
+#[test]
+fn a_snapshot_streamed_through_a_fifo_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..10 {
+        cache.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    cache.save_snapshot(&path).expect("saves");
+    let bytes = std::fs::read(&path).expect("reads");
+
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("runs mkfifo");
+    assert!(status.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).expect("writes the pipe"))
+    };
+    let restored = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let report = restored.load_snapshot(&fifo).expect("loads from the pipe");
+    writer.join().expect("writer");
+    assert_eq!(report.restored, 10);
+    assert_eq!(restored.get(&key(3)).as_deref(), Some(&[3u8; 100][..]));
+}

@@ -296,9 +296,9 @@ impl<R: Read> Decoder<R> {
         Ok(buf)
     }
 
-    /// Reads, checks and returns a whole snapshot. Nothing is returned unless every byte
-    /// checked out.
-    pub(super) fn decode(mut self) -> Result<Snapshot, SnapshotError> {
+    /// Reads, checks and returns a whole snapshot and its length in bytes. Nothing is
+    /// returned unless every byte checked out.
+    pub(super) fn decode(mut self) -> Result<(Snapshot, u64), SnapshotError> {
         let header = self.header()?;
         let mut raw = Vec::new();
         loop {
@@ -354,10 +354,11 @@ impl<R: Read> Decoder<R> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             saved_at: header.saved_at,
             entries,
-        })
+        };
+        Ok((snapshot, self.pos))
     }
 
     /// Version 2, after the end marker: reads the trailer and checks the root over the header

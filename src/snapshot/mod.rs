@@ -335,7 +335,7 @@ impl SnapshotEntry {
 /// Returns entries only if the entire input is a valid snapshot: magic, version, every
 /// record, the end marker, the record count and the SHA-256 all checked, and nothing after
 /// the checksum. Never panics; a length field is never trusted for more memory than the input
-/// actually supplies. Reading from a file, [`read_snapshot_file`] can also check lengths
+/// actually supplies. Reading a regular file, [`read_snapshot_file`] can also check lengths
 /// against the file size up front.
 ///
 /// ```
@@ -345,7 +345,9 @@ impl SnapshotEntry {
 /// assert!(matches!(err, SnapshotError::BadMagic { .. }));
 /// ```
 pub fn read_snapshot(reader: impl Read) -> Result<Snapshot, SnapshotError> {
-    format::Decoder::new(reader, None, "the snapshot".into()).decode()
+    format::Decoder::new(reader, None, "the snapshot".into())
+        .decode()
+        .map(|(snapshot, _)| snapshot)
 }
 
 /// Reads and verifies the snapshot file at `path`; see [`read_snapshot`]. The file is opened
@@ -354,20 +356,22 @@ pub fn read_snapshot_file(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotEr
     read_file(path.as_ref()).map(|(snapshot, _)| snapshot)
 }
 
-/// The snapshot at `path` and the file's size.
+/// The snapshot at `path` and its length in bytes.
 fn read_file(path: &Path) -> Result<(Snapshot, u64), SnapshotError> {
     let io_error = |action: &str, source| SnapshotError::Io {
         action: format!("{action} {}", path.display()),
         source,
     };
     let file = File::open(path).map_err(|e| io_error("opening", e))?;
-    let len = file
+    let metadata = file
         .metadata()
-        .map_err(|e| io_error("reading the metadata of", e))?
-        .len();
+        .map_err(|e| io_error("reading the metadata of", e))?;
+    // Only a regular file's size is its content's length: a pipe or a device reports 0 (or
+    // anything), and trusting that refused every value of a snapshot streamed through a FIFO
+    // as truncated. Those are read like any reader, as bytes arrive.
+    let len = metadata.is_file().then(|| metadata.len());
     let input = BufReader::with_capacity(IO_BUFFER, file);
-    let snapshot = format::Decoder::new(input, Some(len), path.display().to_string()).decode()?;
-    Ok((snapshot, len))
+    format::Decoder::new(input, len, path.display().to_string()).decode()
 }
 
 impl Cache {
