@@ -369,7 +369,7 @@ fn read_file(path: &Path) -> Result<(Snapshot, u64), SnapshotError> {
     // Only a regular file's size is its content's length: a pipe or a device reports 0 (or
     // anything), and trusting that refused every value of a snapshot streamed through a FIFO
     // as truncated. Those are read like any reader, as bytes arrive.
-    let len = metadata.is_file().then(|| metadata.len());
+    let len = metadata.is_file().then_some(metadata.len());
     let input = BufReader::with_capacity(IO_BUFFER, file);
     format::Decoder::new(input, len, path.display().to_string()).decode()
 }
