@@ -182,6 +182,25 @@ impl Read for SplitReader<'_> {
     }
 }
 
+/// A reader that hands out its bytes in small, varying pieces (1, 2, 3, 5, 8 or 13 bytes).
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const SIZES: [usize; 6] = [1, 2, 3, 5, 8, 13];
+        let n = SIZES[self.step % SIZES.len()]
+            .min(buf.len())
+            .min(self.data.len());
+        self.step += 1;
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
 /// A total decoder over the fuzzer's bytes: running out of input yields zeros and empties.
 struct Bytes<'a>(&'a [u8]);
 
@@ -225,15 +244,25 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// Decoding arbitrary bytes as a snapshot never panics and fails with a message; whatever
-/// decodes is exactly a whole snapshot (one byte less or one byte more is refused), holds
-/// unique keys and in-range policy state, and restores into a small cache within its bounds,
-/// with every entry accounted for.
+/// Decoding arbitrary bytes as a snapshot never panics and fails with a message, the same
+/// whatever the sizes of the reads that deliver the input; whatever decodes is exactly a
+/// whole snapshot (one byte less or one byte more is refused), holds unique keys and in-range
+/// policy state, and restores into a small cache within its bounds, with every entry
+/// accounted for.
 ///
 /// Both format versions are covered: the corpus holds version-1 files and version-2 files
 /// with 1 MiB blocks and with 64-byte blocks (so records cross block boundaries).
 pub fn snapshot_decode(data: &[u8]) {
-    let snapshot = match read_snapshot(data) {
+    let result = read_snapshot(data);
+    // How the input arrives must not matter: read a few bytes at a time, the same snapshot
+    // or the same error (with the same offset) comes out.
+    let trickled = read_snapshot(Trickle { data, step: 0 });
+    assert_eq!(
+        format!("{trickled:?}"),
+        format!("{result:?}"),
+        "decoding depends on read sizes"
+    );
+    let snapshot = match result {
         Ok(snapshot) => snapshot,
         Err(e) => {
             assert!(!e.to_string().is_empty());
