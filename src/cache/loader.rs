@@ -12,8 +12,9 @@
 //! Most misses have no company, so the flight is allocated by the first *waiter*, not by the
 //! leader: a claim starts empty, and a lone leader's miss costs one map insert and one
 //! removal, with no allocation, mutex or condition variable. The key is hashed once, for the
-//! flights map and for the cache's lookups and store alike, and a lookup that finds nothing
-//! reads no clock, so a miss pays for one clock read (the store's), not three. Only the leader removes its
+//! flights map and for the cache's lookups and store alike, and the re-check after claiming the
+//! key reads the clock only if it finds an entry, so a miss reads it twice (the first lookup
+//! and the store), not three times. Only the leader removes its
 //! claim, so the entry it removes is always its own; a caller that arrives after the removal
 //! finds no claim, leads, and finds the stored value on its re-check.
 //!
