@@ -90,6 +90,19 @@ fn snapshot_claiming(value_len: u64, present: usize) -> Vec<u8> {
     out
 }
 
+/// Asserts that a read of a snapshot claiming a `claim`-byte value was refused as truncated,
+/// having allocated at most [`BOUND`] bytes at once.
+fn refused_within_bound<T: std::fmt::Debug>(
+    claim: u64,
+    (result, largest): (Result<T, SnapshotError>, usize),
+) {
+    assert!(
+        matches!(result, Err(SnapshotError::Truncated { .. })),
+        "{claim}: {result:?}"
+    );
+    assert!(largest <= BOUND, "claim {claim}: allocated {largest} bytes");
+}
+
 #[test]
 fn huge_length_claims_are_refused_without_a_huge_allocation() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -99,26 +112,10 @@ fn huge_length_claims_are_refused_without_a_huge_allocation() {
     for value_len in [1 << 60, u64::MAX, 3 << 30, 1 << 31] {
         let bytes = snapshot_claiming(value_len, 100);
         // Through a reader of unknown length: the value is read as it arrives.
-        let (result, largest) = largest_allocation(|| read_snapshot(&bytes[..]));
-        assert!(
-            matches!(result, Err(SnapshotError::Truncated { .. })),
-            "{value_len}: {result:?}"
-        );
-        assert!(
-            largest <= BOUND,
-            "claim {value_len}: allocated {largest} bytes"
-        );
+        refused_within_bound(value_len, largest_allocation(|| read_snapshot(&bytes[..])));
         // From a file: the claim is checked against the file's size.
         std::fs::write(&path, &bytes).expect("writes");
-        let (result, largest) = largest_allocation(|| cache.load_snapshot(&path));
-        assert!(
-            matches!(result, Err(SnapshotError::Truncated { .. })),
-            "{value_len}: {result:?}"
-        );
-        assert!(
-            largest <= BOUND,
-            "claim {value_len}: allocated {largest} bytes"
-        );
+        refused_within_bound(value_len, largest_allocation(|| cache.load_snapshot(&path)));
     }
     assert!(cache.is_empty());
 }

@@ -25,6 +25,16 @@ enum Op {
     Advance(u64),
 }
 
+/// A new job: a transcription of file `g` (identical ones coalesce) or an indexing job.
+fn job_of(group: Option<u8>) -> Job {
+    match group {
+        Some(g) => {
+            Job::transcription(&format!("{g:02x}").repeat(32), "en", &b""[..]).expect("valid")
+        }
+        None => Job::new(JobType::Indexing, &b""[..]),
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1u8..=3, prop::option::of(0u8..3))
@@ -81,11 +91,7 @@ proptest! {
             match op {
                 Op::Submit { priority, group } => {
                     let p = JobPriority::try_from(priority).expect("1..=3");
-                    let job = match group {
-                        Some(g) => Job::transcription(&format!("{g:02x}").repeat(32), "en", &b""[..])
-                            .expect("valid"),
-                        None => Job::new(JobType::Indexing, &b""[..]),
-                    };
+                    let job = job_of(group);
                     let id = queue.submit(job.with_priority(p)).expect("capacity is ample");
                     m.submitted.push((id, group));
                 }
@@ -632,11 +638,7 @@ proptest! {
             match op {
                 Op::Submit { priority, group } => {
                     let p = JobPriority::try_from(priority).expect("1..=3");
-                    let job = match group {
-                        Some(g) => Job::transcription(&format!("{g:02x}").repeat(32), "en", &b""[..])
-                            .expect("valid"),
-                        None => Job::new(JobType::Indexing, &b""[..]),
-                    };
+                    let job = job_of(group);
                     let id = job.id();
                     let got = queue.submit(job.with_priority(p));
                     let accepted = m.submit(id, group, p, now);
