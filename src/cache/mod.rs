@@ -923,7 +923,13 @@ pub(crate) struct EntryImage {
 impl EntryImage {
     /// Policy rank: higher is more valuable (kept first when not everything fits).
     pub(crate) fn rank(&self) -> (bool, u8, u64) {
-        (self.main, self.freq, self.access_count)
+        EntryImage::rank_of(self.main, self.freq, self.access_count)
+    }
+
+    /// The rank of an entry with this standing, for callers (a snapshot's first pass) that
+    /// choose before they hold the values.
+    pub(crate) fn rank_of(main: bool, freq: u8, access_count: u64) -> (bool, u8, u64) {
+        (main, freq, access_count)
     }
 }
 
@@ -965,29 +971,57 @@ impl Cache {
             .collect()
     }
 
-    /// Stores restored entries: the most valuable ones that fit the room left in the budget
-    /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
-    /// so that the queues come back in their old order. Entries with no time left are the
-    /// caller's to drop.
-    pub(crate) fn import(&self, mut images: Vec<EntryImage>) -> ImportOutcome {
-        let inner = &self.inner;
-        let mut room_bytes = inner.max_bytes.saturating_sub(self.size_bytes());
-        let mut room_entries = inner.max_entries.saturating_sub(self.len() as u64);
-        // Stable: equal ranks keep file order.
-        images.sort_by_key(|image| std::cmp::Reverse(image.rank()));
-        let mut outcome = ImportOutcome::default();
-        let mut chosen = Vec::with_capacity(images.len());
-        for image in images {
-            let charge = CacheEntry::charged_size(image.value.len()) as u64;
+    /// What [`Cache::import`] would keep of `items` given the room left now: sorted most
+    /// valuable first by `rank` (stable: equal ranks keep their order), each taken if its
+    /// `charge` and one more entry fit what is left. Returns the chosen items, most valuable
+    /// first, and counts the others in `outcome`'s `left_out` fields. Shared with a
+    /// snapshot load that decides which values to read before it reads them.
+    pub(crate) fn choose_for_import<T>(
+        &self,
+        mut items: Vec<T>,
+        rank: impl Fn(&T) -> (bool, u8, u64),
+        charge: impl Fn(&T) -> u64,
+        outcome: &mut ImportOutcome,
+    ) -> Vec<T> {
+        let (mut room_bytes, mut room_entries) = self.room();
+        items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
+        let mut chosen = Vec::with_capacity(items.len());
+        for item in items {
+            let charge = charge(&item);
             if charge <= room_bytes && room_entries > 0 {
                 room_bytes -= charge;
                 room_entries -= 1;
-                chosen.push(image);
+                chosen.push(item);
             } else {
                 outcome.left_out += 1;
                 outcome.left_out_bytes += charge;
             }
         }
+        chosen
+    }
+
+    /// The room left in the budget now: charged bytes and entries.
+    pub(crate) fn room(&self) -> (u64, u64) {
+        let inner = &self.inner;
+        (
+            inner.max_bytes.saturating_sub(self.size_bytes()),
+            inner.max_entries.saturating_sub(self.len() as u64),
+        )
+    }
+
+    /// Stores restored entries: the most valuable ones that fit the room left in the budget
+    /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
+    /// so that the queues come back in their old order. Entries with no time left are the
+    /// caller's to drop.
+    pub(crate) fn import(&self, images: Vec<EntryImage>) -> ImportOutcome {
+        let inner = &self.inner;
+        let mut outcome = ImportOutcome::default();
+        let chosen = self.choose_for_import(
+            images,
+            EntryImage::rank,
+            |image| CacheEntry::charged_size(image.value.len()) as u64,
+            &mut outcome,
+        );
         let now = inner.clock.now().as_nanos();
         // Every chosen entry is stored even if the listener panics (it hears of replaced
         // values); the panic is re-raised after.

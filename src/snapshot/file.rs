@@ -6,8 +6,36 @@
 //! that the name can never point at data that is not on disk yet, and the directory is
 //! fsynced *after* it so that the rename itself survives a power cut. Until the rename, the
 //! old file is never opened for writing: a crash or a full disk mid-write costs only the
-//! temporary file, which is removed on every error path (a crash leaves it behind, under a
-//! name no reader looks at, and which a later save with the same process id steps over).
+//! temporary file, which is removed on every error path.
+//!
+//! **Permissions.** The new file replaces the old one under its name, so it gets the old
+//! file's permission bits (on unix), set before any data is written: a snapshot kept
+//! `0600` stays `0600`. With no old file it has the default a newly created file gets
+//! (`0666` less the umask). Owner and group are the saver's (changing them needs
+//! privileges).
+//!
+//! **The directory sync.** Once the rename happened the new file is in place, complete;
+//! a failed directory fsync after it only means the rename may not survive a power cut (the
+//! old file could come back, never a partial one). The save therefore does not report it as
+//! a failed save but as [`SnapshotError::NotDurable`], which says exactly that and carries
+//! the save's report; saving again may make it durable.
+//!
+//! **Leftovers of crashed saves.** A crash between creating the temporary file and the
+//! rename leaves the file behind, named `.<target>.<pid>.<sequence>.tmp`, where no reader
+//! looks. Each save first removes such leftovers *for its own target*, and only the ones
+//! no live save is writing: a saver holds an advisory lock ([`File::try_lock`], `flock` on
+//! unix) on its temporary file from just after creating it until after the rename, and the
+//! kernel drops the lock when its process dies. A cleaner removes a file only if it can
+//! lock it and the name still leads to the file it locked; a saver whose file a cleaner
+//! got to in the moment between creation and lock (it cannot lock it, or the name is gone
+//! or another file's) gives that name up and takes the next. No age threshold or process
+//! id check is needed, and savers in other processes, PID namespaces or containers sharing
+//! the directory are told apart the same way. Limits: on a filesystem without advisory
+//! locks nothing is removed (a cleaner removes only what it locked); off unix no cleanup
+//! runs; and a cleaner removes by name after checking it, so two cleaners and a new saver
+//! that reuses the very same name (same process id and sequence number) in that instant
+//! could cost that saver its file — its save then fails on the rename, leaving the previous
+//! snapshot intact.
 //!
 //! **Early writeback.** Left alone, the kernel keeps a large write dirty in the page cache
 //! and the final fsync then waits for all of it to reach the disk, after the writer is done.
@@ -18,7 +46,8 @@
 //! into the next one. An error from an early sync fails the save (after a failed fsync the
 //! kernel may consider the pages clean, so the final fsync could not be trusted).
 
-use std::fs::{File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,12 +162,25 @@ impl Drop for Output<'_> {
     }
 }
 
-/// Replaces `path` with what `write` puts into a fresh file. On any error `path` is untouched
-/// and the temporary file is gone.
+/// What [`replace_atomically`] did once the new file was renamed into place.
+#[derive(Debug)]
+pub(super) struct Replaced<T> {
+    /// What the writer returned.
+    pub(super) value: T,
+    /// Whether the directory sync after the rename worked; if not, the directory and the
+    /// error. The new file is in place either way: only its durability is in doubt.
+    pub(super) dir_sync: Result<(), (PathBuf, io::Error)>,
+}
+
+/// Replaces `path` with what `write` puts into a fresh file, then makes the rename durable
+/// with `sync_dir`. On error `path` is untouched and the temporary file is gone. The new
+/// file gets the old one's permissions (on unix). Temporary files that crashed saves to
+/// `path` left behind are removed first (see [`remove_stale_temps`]).
 pub(super) fn replace_atomically<T>(
     path: &Path,
+    sync_dir: fn(&Path) -> io::Result<()>,
     write: impl FnOnce(&mut Output<'_>) -> io::Result<T>,
-) -> Result<T, SnapshotError> {
+) -> Result<Replaced<T>, SnapshotError> {
     let name = path.file_name().ok_or_else(|| {
         io_error(
             "saving a snapshot to",
@@ -150,77 +192,254 @@ pub(super) fn replace_atomically<T>(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    // The mode the new file must have: the old file's, or (no old file) the default a
+    // new file gets. Read before anything is written, so a failure costs nothing.
+    let old_permissions = match std::fs::metadata(path) {
+        Ok(metadata) => Some(metadata.permissions()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error("reading the permissions of", path, e)),
+    };
+    // Before this save's own file takes space: a crashed save's leftover may be as large.
+    remove_stale_temps(dir, name);
     // Unique per process and call, so concurrent saves to one path never share a temp file.
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let temp_path = || {
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(
-            ".{}.{}.tmp",
+        dir.join(temp_name(
+            name,
             std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        dir.join(temp_name)
+            SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        ))
     };
     let mut temp = TempFile {
         path: temp_path(),
         armed: false,
     };
-    // A name can still be taken: a save that crashed before its rename leaves its temp file,
-    // and a later process may get the same id (a container's PID 1 always does) and count
-    // from 0 again; so can a process of another PID namespace sharing the directory. Such a
-    // file is not ours to remove, so take the next number instead of failing the save.
+    // A name can still be taken: by a live save, or by a leftover that the cleanup above
+    // could not remove, or that a saver of the same process id (a container's PID 1 always
+    // has it) left since; take the next number instead of failing the save. A file that a
+    // cleaner removed between its creation and its lock is given up the same way.
     let mut attempts = 0;
     let file = loop {
-        match OpenOptions::new()
+        let created = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&temp.path)
-        {
-            Ok(file) => break file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < MAX_TEMP_ATTEMPTS => {
-                attempts += 1;
-                temp.path = temp_path();
+            .open(&temp.path);
+        match created {
+            Ok(file) => {
+                if claim(&file, &temp.path).map_err(|e| io_error("locking", &temp.path, e))? {
+                    break file;
+                }
             }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error("creating", &temp.path, e)),
         }
+        if attempts == MAX_TEMP_ATTEMPTS {
+            return Err(io_error(
+                "creating",
+                &temp.path,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{MAX_TEMP_ATTEMPTS} temporary names were all taken"),
+                ),
+            ));
+        }
+        attempts += 1;
+        temp.path = temp_path();
     };
     temp.armed = true;
+    #[cfg(unix)]
+    if let Some(permissions) = old_permissions {
+        // Set before any data is written, so the content is never readable by more than
+        // the old file was. (Owner and group stay the saver's: changing them needs
+        // privileges.)
+        file.set_permissions(permissions)
+            .map_err(|e| io_error("setting the permissions of", &temp.path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = old_permissions;
     let mut output = Output {
         file: &file,
         unrequested: 0,
         syncer: None,
         tried: false,
     };
-    let out = write(&mut output).map_err(|e| io_error("writing", &temp.path, e))?;
+    let value = write(&mut output).map_err(|e| io_error("writing", &temp.path, e))?;
     output
         .finish()
         .map_err(|e| io_error("syncing", &temp.path, e))?;
     drop(output);
     file.sync_all()
         .map_err(|e| io_error("syncing", &temp.path, e))?;
-    drop(file);
     std::fs::rename(&temp.path, path).map_err(|e| io_error("renaming into", path, e))?;
     temp.armed = false;
-    sync_dir(dir).map_err(|e| io_error("syncing directory", dir, e))?;
-    Ok(out)
+    // The lock goes with the file, after the rename: until then a cleaner must not take it.
+    drop(file);
+    // The rename happened: from here on the new snapshot is in place whatever happens, so a
+    // failed directory sync is not a failed save. It is reported as what it is.
+    let dir_sync = sync_dir(dir).map_err(|e| (dir.to_path_buf(), e));
+    Ok(Replaced { value, dir_sync })
 }
+
+/// The temporary name a save to the file `name` uses: `.<name>.<pid>.<sequence>.tmp`.
+fn temp_name(name: &OsStr, pid: u32, sequence: u64) -> OsString {
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".{pid}.{sequence}.tmp"));
+    temp
+}
+
+/// Whether `file_name` is one of [`temp_name`]'s names for `name`, whatever the numbers.
+fn is_temp_name(file_name: &OsStr, name: &OsStr) -> bool {
+    let file_name = file_name.as_encoded_bytes();
+    let name = name.as_encoded_bytes();
+    let Some(rest) = file_name
+        .strip_prefix(b".")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix(b"."))
+        .and_then(|rest| rest.strip_suffix(b".tmp"))
+    else {
+        return false;
+    };
+    let mut numbers = rest.split(|&b| b == b'.');
+    let number = |part: Option<&[u8]>| {
+        part.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+    };
+    number(numbers.next()) && number(numbers.next()) && numbers.next().is_none()
+}
+
+/// Takes the advisory lock that marks a freshly created temporary file as a live save's, and
+/// checks that the name still leads to it. `false`: a cleaner got to the file first (it holds
+/// the lock, or already removed the name), so the save must use another name.
+fn claim(file: &File, path: &Path) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(false),
+        // No advisory locks on this filesystem: no cleaner can lock the file either, and a
+        // cleaner removes only what it locked, so the file is safe unlocked.
+        Err(TryLockError::Error(_)) => return Ok(true),
+    }
+    // Between the creation and the lock a cleaner may have locked, checked and removed the
+    // file (it looked like a crashed save's); then the name is gone or someone else's.
+    same_file(file, path)
+}
+
+/// Whether `path` (not following a symlink) is the file `file` has open.
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Without inode numbers the check is not possible; no cleaner runs there (see
+/// [`remove_stale_temps`]), so the name is still the file's.
+#[cfg(not(unix))]
+fn same_file(_file: &File, _path: &Path) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Removes the temporary files that crashed saves to `name` in `dir` left behind. Only
+/// regular files named by [`temp_name`] for this target are considered, and of those only
+/// the ones no live save holds: a saver keeps an advisory lock ([`File::try_lock`]) on its
+/// temporary file from just after creating it until after the rename, and the lock dies with
+/// its process. So a file this can lock is no live save's, and it is removed if the name
+/// still leads to the file that was locked. Best effort: errors only mean a leftover stays.
+///
+/// Unix only: elsewhere an open file generally cannot be removed, and there are no inode
+/// numbers to check a name against.
+#[cfg(unix)]
+fn remove_stale_temps(dir: &Path, name: &OsStr) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !is_temp_name(&entry.file_name(), name) {
+            continue;
+        }
+        // Never open anything but a regular file: opening a FIFO would block.
+        if !entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && same_file(&file, &path).unwrap_or(false) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn remove_stale_temps(_dir: &Path, _name: &OsStr) {}
 
 /// Makes a rename in `dir` durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Windows cannot open a directory as a file; its renames are journaled by NTFS.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    /// A cleaner that got to a saver's fresh file before the saver locked it: the saver
+    /// cannot claim it, whether the cleaner still holds it or already removed it, and claims
+    /// a file of its own.
+    #[test]
+    fn a_saver_does_not_claim_a_file_a_cleaner_got_to_first() {
+        let dir = tempfile::tempdir().expect("creates a temp dir");
+        let path = dir.path().join(".t.1.0.tmp");
+        let saver = File::create_new(&path).expect("creates");
+        let cleaner = File::open(&path).expect("opens");
+        cleaner.try_lock().expect("locks: nobody holds it yet");
+        assert!(
+            !claim(&saver, &path).expect("claims"),
+            "the cleaner holds it"
+        );
+        std::fs::remove_file(&path).expect("the cleaner removes it");
+        drop(cleaner);
+        assert!(!claim(&saver, &path).expect("claims"), "the name is gone");
+        // Someone else's file under the name now: still not the saver's.
+        File::create_new(&path).expect("creates");
+        assert!(!claim(&saver, &path).expect("claims"), "another file");
+
+        let mine = dir.path().join(".t.1.1.tmp");
+        let file = File::create_new(&mine).expect("creates");
+        assert!(claim(&file, &mine).expect("claims"));
+        // Claimed: a cleaner cannot lock it, so leaves it alone.
+        remove_stale_temps(dir.path(), OsStr::new("t"));
+        assert!(mine.exists(), "a claimed file is not removed");
+        assert!(!path.exists(), "an unclaimed leftover is");
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        let name = OsStr::new("cache.snap");
+        assert!(is_temp_name(&temp_name(name, 17, 3), name));
+        for other in [
+            ".cache.snap.17.3.tmp.x",
+            ".cache.snap.17.tmp",
+            ".cache.snap..3.tmp",
+            ".cache.snap.17.3a.tmp",
+            "cache.snap.17.3.tmp",
+            ".cache.snapx.17.3.tmp",
+            ".other.17.3.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(other), name), "{other}");
+        }
+    }
 
     /// A write longer than [`WRITEBACK_EVERY`] starts the helper, which syncs while the
     /// writing goes on; the file ends up exactly as written and the helper is gone.
@@ -230,14 +449,15 @@ mod tests {
         let path = dir.path().join("big");
         let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
         let chunks = ((2 * WRITEBACK_EVERY) >> 20) + 3;
-        let started = replace_atomically(&path, |out| {
+        let started = replace_atomically(&path, sync_dir, |out| {
             assert!(out.syncer.is_none(), "no helper for a short write");
             for _ in 0..chunks {
                 out.write_all(&chunk)?;
             }
             Ok(out.syncer.is_some())
         })
-        .expect("writes");
+        .expect("writes")
+        .value;
         assert!(started, "the helper was started");
         let written = std::fs::read(&path).expect("reads");
         assert_eq!(written.len() as u64, chunks << 20);

@@ -2,7 +2,7 @@
 //! version 2 and a decoder that reads and checks versions 1 and 2, both hashing every byte
 //! they pass (version 2's record stream on the worker threads of [`super::hash`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
-use crate::key::{CacheKey, DIGEST_LEN, MAX_PREFIX_LEN};
+use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN};
 
 /// The first eight bytes of every snapshot. The high first byte catches 7-bit channels and the
 /// final newline catches text-mode newline translation, as in PNG's signature.
@@ -57,6 +57,10 @@ const MAX_FREQ: u8 = 3;
 /// Capacity reserved up front for a value of unknown trustworthiness when the reader cannot
 /// check its length against the remaining input; larger values grow as bytes actually arrive.
 const UNCHECKED_RESERVE: u64 = 64 * 1024;
+
+/// Buffer size for a value that is hashed but not kept: large enough that a chunk is a
+/// worthwhile piece for the hash workers, small next to any cache.
+const SKIP_CHUNK: usize = 1 << 20;
 
 /// The structured part of one record, encoded with [`crate::codec`] (bincode 2, standard
 /// configuration). The value's bytes follow it raw; `value_len` is their count, and it is the
@@ -153,9 +157,33 @@ impl<W: Write> Encoder<W> {
         freq: u8,
         main: bool,
     ) -> io::Result<()> {
+        self.record(
+            key.prefix(),
+            key.digest(),
+            value,
+            ttl,
+            access_count,
+            freq,
+            main,
+        )
+    }
+
+    /// Writes one entry record from a prefix string and digest, as [`Encoder::entry`] does
+    /// for a key. Tests use it to write prefixes no key can have.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &mut self,
+        prefix: &str,
+        digest: &[u8; DIGEST_LEN],
+        value: &Bytes,
+        ttl: Option<Duration>,
+        access_count: u64,
+        freq: u8,
+        main: bool,
+    ) -> io::Result<()> {
         let head = codec::encode(&RecordHead {
-            prefix: key.prefix(),
-            digest: *key.digest(),
+            prefix,
+            digest: *digest,
             ttl_nanos: ttl.map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
             access_count,
             freq,
@@ -205,12 +233,98 @@ impl<W: Write> Encoder<W> {
     }
 }
 
-/// A record read from a file whose checksum has not been checked yet: its key stays
-/// uninterned until then (interning is process-wide and bounded, so garbage must not reach it).
-struct RawEntry {
-    at: u64,
-    head: RecordHead<Prefix>,
-    value: Bytes,
+/// One record as the decoder read it. Its prefix is a number in [`Scan::prefixes`], a table of
+/// the file's distinct prefix strings: nothing is interned while reading (interning is
+/// process-wide and permanent, so only a file that checked out completely may reach it, see
+/// [`Scan::keys`]).
+pub(super) struct Record {
+    /// Offset of the record's tag byte.
+    pub(super) at: u64,
+    /// Number of the prefix in [`Scan::prefixes`].
+    prefix: u32,
+    digest: [u8; DIGEST_LEN],
+    /// Time left to live at the save time; `None` if it never expires.
+    pub(super) ttl_remaining: Option<Duration>,
+    pub(super) access_count: u64,
+    pub(super) freq: u8,
+    pub(super) main: bool,
+    pub(super) value_len: u64,
+    /// The value, if the caller of [`Decoder::scan`] asked for it; otherwise its bytes were
+    /// hashed and dropped.
+    pub(super) value: Option<Bytes>,
+}
+
+/// A completely checked snapshot as [`Decoder::scan`] returns it: every record's head, and the
+/// values that were asked for.
+pub(super) struct Scan {
+    pub(super) saved_at: SystemTime,
+    /// In file order.
+    pub(super) records: Vec<Record>,
+    /// The distinct prefixes, by number, checked against the key rules but not interned.
+    prefixes: Vec<String>,
+    /// The stored whole-content checksum (version 1) or root (version 2): equal values mean
+    /// equal files, which is how a second read of the same file is matched with the first.
+    pub(super) checksum: Digest,
+    /// Bytes read.
+    pub(super) len: u64,
+}
+
+impl Scan {
+    /// Interns the prefixes and returns every record's key, in order. The only step that
+    /// touches the process-wide prefix table, so call it only with everything else decided.
+    pub(super) fn keys(&self) -> Result<Vec<CacheKey>, SnapshotError> {
+        self.records
+            .iter()
+            .map(|record| {
+                CacheKey::from_digest(record.digest, &self.prefixes[record.prefix as usize])
+                    .map_err(|e| SnapshotError::CorruptRecord {
+                        at: record.at,
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The whole snapshot, values and interned keys; every value must have been asked for.
+    pub(super) fn into_snapshot(self) -> Result<Snapshot, SnapshotError> {
+        let keys = self.keys()?;
+        let entries = self
+            .records
+            .into_iter()
+            .zip(keys)
+            .map(|(record, key)| SnapshotEntry {
+                key,
+                value: record.value.unwrap_or_default(),
+                ttl_remaining: record.ttl_remaining,
+                access_count: record.access_count,
+                freq: record.freq,
+                main: record.main,
+            })
+            .collect();
+        Ok(Snapshot {
+            saved_at: self.saved_at,
+            entries,
+        })
+    }
+}
+
+/// Why a prefix read from a file cannot be a key's, checked without interning it. This is
+/// [`CacheKey`]'s rule (1–64 bytes of `[A-Za-z0-9._-]`), restated because `crate::key` has no
+/// way to check a prefix without interning it; [`Scan::keys`] still applies the real rule, so
+/// a drift between the two can only turn into a clean error, after the file checked out.
+fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.is_empty() {
+        Some("it is empty")
+    } else if prefix.len() > MAX_PREFIX_LEN {
+        Some("it is longer than 64 bytes")
+    } else if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    }
 }
 
 /// Reads a snapshot, hashing every byte before the checksum and tracking the offset for
@@ -229,6 +343,9 @@ pub(super) struct Decoder<R> {
     len: Option<u64>,
     /// Names the input in I/O errors.
     name: String,
+    /// The distinct prefixes read so far and their numbers.
+    prefixes: Vec<String>,
+    prefix_numbers: HashMap<String, u32>,
 }
 
 /// What the header says.
@@ -247,6 +364,8 @@ impl<R: Read> Decoder<R> {
             pos: 0,
             len,
             name,
+            prefixes: Vec::new(),
+            prefix_numbers: HashMap::new(),
         }
     }
 
@@ -296,15 +415,36 @@ impl<R: Read> Decoder<R> {
         Ok(buf)
     }
 
-    /// Reads, checks and returns a whole snapshot and its length in bytes. Nothing is
-    /// returned unless every byte checked out.
-    pub(super) fn decode(mut self) -> Result<(Snapshot, u64), SnapshotError> {
+    /// Reads, checks and returns a whole snapshot with every value. Nothing is returned unless
+    /// every byte checked out.
+    pub(super) fn decode(self) -> Result<Snapshot, SnapshotError> {
+        self.scan(|_, _, _| true)?.into_snapshot()
+    }
+
+    /// Reads and checks a whole snapshot, keeping the values of the records for which
+    /// `keep(index, saved_at, record)` says so (the record's `value` is still `None` then); the other
+    /// values are hashed through a bounded buffer and dropped, so memory is the kept values,
+    /// one small head per record and a bounded buffer, whatever the file's size. Nothing is
+    /// returned unless every byte checked out, every prefix is a valid key prefix and no key
+    /// appears twice; nothing is interned.
+    pub(super) fn scan(
+        mut self,
+        mut keep: impl FnMut(usize, SystemTime, &Record) -> bool,
+    ) -> Result<Scan, SnapshotError> {
         let header = self.header()?;
-        let mut raw = Vec::new();
+        let mut records = Vec::new();
         loop {
             let at = self.pos;
             match self.take_array::<1>()? {
-                [TAG_ENTRY] => raw.push(self.entry(at)?),
+                [TAG_ENTRY] => {
+                    let mut record = self.entry(at)?;
+                    if keep(records.len(), header.saved_at, &record) {
+                        record.value = Some(self.value(record.value_len)?);
+                    } else {
+                        self.skip_value(record.value_len)?;
+                    }
+                    records.push(record);
+                }
                 [TAG_END] => break,
                 [tag] => {
                     return Err(SnapshotError::CorruptRecord {
@@ -316,54 +456,64 @@ impl<R: Read> Decoder<R> {
         }
         let count_at = self.pos;
         let count = u64::from_le_bytes(self.take_array()?);
-        match self.blocks.take() {
+        let checksum = match self.blocks.take() {
             Some(blocks) => self.check_blocks(blocks, header.block_size)?,
             None => {
                 let mut stored = [0u8; 32];
                 self.take_unhashed(&mut stored)?;
                 check_digest(&stored, self.hasher.clone().finish().as_ref())?;
+                stored
             }
-        }
-        if count != raw.len() as u64 {
+        };
+        if count != records.len() as u64 {
             return Err(SnapshotError::Malformed {
                 at: count_at,
                 reason: format!(
                     "the end marker counts {count} records but {} precede it",
-                    raw.len()
+                    records.len()
                 ),
             });
         }
         self.expect_end()?;
-        let mut seen = HashSet::with_capacity(raw.len());
-        let entries = raw
-            .into_iter()
-            .map(|raw| {
-                let corrupt = |reason: String| SnapshotError::CorruptRecord { at: raw.at, reason };
-                let key = CacheKey::from_digest(raw.head.digest, &raw.head.prefix.0)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                if !seen.insert(key) {
-                    return Err(corrupt(format!("key {key} appears twice")));
+        // Checked, record by record in file order, before any prefix is interned.
+        let bad_prefix: Vec<Option<&'static str>> =
+            self.prefixes.iter().map(|p| prefix_problem(p)).collect();
+        let mut seen = HashSet::with_capacity(records.len());
+        for record in &records {
+            let prefix = &self.prefixes[record.prefix as usize];
+            let reason = if let Some(reason) = bad_prefix[record.prefix as usize] {
+                KeyError::InvalidPrefix {
+                    prefix: prefix.clone(),
+                    reason,
                 }
-                Ok(SnapshotEntry {
-                    key,
-                    value: raw.value,
-                    ttl_remaining: raw.head.ttl_nanos.map(Duration::from_nanos),
-                    access_count: raw.head.access_count,
-                    freq: raw.head.freq,
-                    main: raw.head.main,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let snapshot = Snapshot {
+                .to_string()
+            } else if !seen.insert((record.prefix, record.digest)) {
+                format!("key {prefix}:{} appears twice", hex::encode(record.digest))
+            } else {
+                continue;
+            };
+            return Err(SnapshotError::CorruptRecord {
+                at: record.at,
+                reason,
+            });
+        }
+        Ok(Scan {
             saved_at: header.saved_at,
-            entries,
-        };
-        Ok((snapshot, self.pos))
+            records,
+            prefixes: self.prefixes,
+            checksum,
+            len: self.pos,
+        })
     }
 
     /// Version 2, after the end marker: reads the trailer and checks the root over the header
-    /// and the listed block digests, then each block's digest against its content.
-    fn check_blocks(&mut self, blocks: BlockHasher, block_size: u32) -> Result<(), SnapshotError> {
+    /// and the listed block digests, then each block's digest against its content; returns the
+    /// root.
+    fn check_blocks(
+        &mut self,
+        blocks: BlockHasher,
+        block_size: u32,
+    ) -> Result<Digest, SnapshotError> {
         let stream = blocks.len();
         let computed = blocks.finish().map_err(|missing| SnapshotError::Io {
             action: format!("hashing block {} of {}", missing.block, self.name),
@@ -403,7 +553,7 @@ impl<R: Read> Decoder<R> {
                 });
             }
         }
-        Ok(())
+        Ok(root)
     }
 
     fn header(&mut self) -> Result<Header, SnapshotError> {
@@ -456,8 +606,8 @@ impl<R: Read> Decoder<R> {
         })
     }
 
-    /// Reads the record whose tag byte was at `at`.
-    fn entry(&mut self, at: u64) -> Result<RawEntry, SnapshotError> {
+    /// Reads the head of the record whose tag byte was at `at`; its value comes next.
+    fn entry(&mut self, at: u64) -> Result<Record, SnapshotError> {
         let corrupt = |reason: String| SnapshotError::CorruptRecord { at, reason };
         let head_len = u32::from_le_bytes(self.take_array()?);
         if head_len == 0 || head_len > MAX_HEAD_LEN {
@@ -476,19 +626,70 @@ impl<R: Read> Decoder<R> {
                 head.freq
             )));
         }
-        let value = self.value(head.value_len)?;
-        Ok(RawEntry { at, head, value })
+        let Prefix(name) = head.prefix;
+        let prefix = match self.prefix_numbers.get(&name) {
+            Some(&number) => number,
+            None => {
+                // At most one new prefix per record, so the count fits: a record is more
+                // than one byte.
+                let number = u32::try_from(self.prefixes.len())
+                    .map_err(|_| corrupt("too many distinct prefixes".into()))?;
+                self.prefixes.push(name.clone());
+                self.prefix_numbers.insert(name, number);
+                number
+            }
+        };
+        Ok(Record {
+            at,
+            prefix,
+            digest: head.digest,
+            ttl_remaining: head.ttl_nanos.map(Duration::from_nanos),
+            access_count: head.access_count,
+            freq: head.freq,
+            main: head.main,
+            value_len: head.value_len,
+            value: None,
+        })
+    }
+
+    /// Fails early if the input's known length leaves no room for `len` more bytes.
+    fn check_room(&self, len: u64) -> Result<(), SnapshotError> {
+        match self.len {
+            Some(total) if len > total.saturating_sub(self.pos) => {
+                Err(SnapshotError::Truncated { at: total })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and hashes `len` value bytes without keeping them, [`SKIP_CHUNK`] bytes at a
+    /// time.
+    fn skip_value(&mut self, len: u64) -> Result<(), SnapshotError> {
+        self.check_room(len)?;
+        let mut left = len;
+        while left > 0 {
+            // Each chunk is a fresh buffer that the hash workers share and free once hashed:
+            // no copy, and no more than the workers' bounded queue in memory.
+            let chunk = left.min(SKIP_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; chunk];
+            if self.fill(&mut buf)? < chunk {
+                return Err(SnapshotError::Truncated { at: self.pos });
+            }
+            let buf = Bytes::from(buf);
+            match self.blocks.as_mut() {
+                Some(blocks) => blocks.share(&buf),
+                None => self.hasher.update(&buf),
+            }
+            left -= chunk as u64;
+        }
+        Ok(())
     }
 
     /// Reads `len` value bytes, allocating no more than the input can actually supply.
     fn value(&mut self, len: u64) -> Result<Bytes, SnapshotError> {
+        self.check_room(len)?;
         let reserve = match self.len {
-            Some(total) => {
-                if len > total.saturating_sub(self.pos) {
-                    return Err(SnapshotError::Truncated { at: total });
-                }
-                len
-            }
+            Some(_) => len,
             None => len.min(UNCHECKED_RESERVE),
         };
         let reserve =

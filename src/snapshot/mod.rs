@@ -143,7 +143,7 @@ mod format;
 mod hash;
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -238,6 +238,37 @@ pub enum SnapshotError {
         /// The digest of the block's content, hex.
         computed: String,
     },
+    /// A load that had to read the file twice (not everything fit the cache) read two
+    /// different, each complete and valid, snapshots: the file was replaced or rewritten in
+    /// place between the reads. Nothing was restored.
+    #[error(
+        "the snapshot changed while it was loaded: its checksum was {first} on the first read \
+         and {second} on the second; nothing was restored"
+    )]
+    ChangedWhileLoading {
+        /// The stored checksum (version 1) or root (version 2) of the first read, hex.
+        first: String,
+        /// The same of the second read, hex.
+        second: String,
+    },
+    /// A save wrote the new snapshot and renamed it over the old one, but syncing the
+    /// directory failed: the new file is in place and complete, yet after a crash the
+    /// directory may still show the previous snapshot (or, if there was none, no file). Not
+    /// a half-written file in any case; saving again may make it durable.
+    #[error(
+        "snapshot saved, but syncing directory {} failed, so a crash may bring back the \
+         previous file: {source}",
+        dir.display()
+    )]
+    NotDurable {
+        /// The directory that could not be synced.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+        /// What the save wrote.
+        report: SnapshotReport,
+    },
 }
 
 /// What a save or a load did.
@@ -316,27 +347,14 @@ pub struct SnapshotEntry {
     pub main: bool,
 }
 
-impl SnapshotEntry {
-    /// The engine's view of the entry, with the TTL it has left now.
-    fn into_image(self, ttl_remaining: Option<Duration>) -> EntryImage {
-        EntryImage {
-            key: self.key,
-            value: self.value,
-            ttl_remaining,
-            access_count: self.access_count,
-            freq: self.freq,
-            main: self.main,
-        }
-    }
-}
-
 /// Reads and verifies a whole snapshot from `reader`.
 ///
 /// Returns entries only if the entire input is a valid snapshot: magic, version, every
 /// record, the end marker, the record count and the SHA-256 all checked, and nothing after
 /// the checksum. Never panics; a length field is never trusted for more memory than the input
 /// actually supplies. Reading a regular file, [`read_snapshot_file`] can also check lengths
-/// against the file size up front.
+/// against the file size up front. Holds every value: to restore into a cache, prefer
+/// [`Cache::load_snapshot`], whose memory is bounded by what the cache keeps.
 ///
 /// ```
 /// use memocache::snapshot::{read_snapshot, SnapshotError};
@@ -345,33 +363,82 @@ impl SnapshotEntry {
 /// assert!(matches!(err, SnapshotError::BadMagic { .. }));
 /// ```
 pub fn read_snapshot(reader: impl Read) -> Result<Snapshot, SnapshotError> {
-    format::Decoder::new(reader, None, "the snapshot".into())
-        .decode()
-        .map(|(snapshot, _)| snapshot)
+    format::Decoder::new(reader, None, "the snapshot".into()).decode()
 }
 
 /// Reads and verifies the snapshot file at `path`; see [`read_snapshot`]. The file is opened
 /// read-only.
 pub fn read_snapshot_file(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
-    read_file(path.as_ref()).map(|(snapshot, _)| snapshot)
+    let path = path.as_ref();
+    let (file, len) = open(path)?;
+    decoder(path, &file, len).decode()
 }
 
-/// The snapshot at `path` and its length in bytes.
-fn read_file(path: &Path) -> Result<(Snapshot, u64), SnapshotError> {
-    let io_error = |action: &str, source| SnapshotError::Io {
-        action: format!("{action} {}", path.display()),
-        source,
-    };
-    let file = File::open(path).map_err(|e| io_error("opening", e))?;
+/// Opens the snapshot at `path` read-only; returns it and, if it is a regular file, its
+/// length.
+fn open(path: &Path) -> Result<(File, Option<u64>), SnapshotError> {
+    let file = File::open(path).map_err(|e| io_error("opening", path, e))?;
+    let len = regular_len(path, &file)?;
+    Ok((file, len))
+}
+
+/// The length of `file` if it is a regular file.
+fn regular_len(path: &Path, file: &File) -> Result<Option<u64>, SnapshotError> {
     let metadata = file
         .metadata()
-        .map_err(|e| io_error("reading the metadata of", e))?;
+        .map_err(|e| io_error("reading the metadata of", path, e))?;
     // Only a regular file's size is its content's length: a pipe or a device reports 0 (or
     // anything), and trusting that refused every value of a snapshot streamed through a FIFO
     // as truncated. Those are read like any reader, as bytes arrive.
-    let len = metadata.is_file().then_some(metadata.len());
+    Ok(metadata.is_file().then_some(metadata.len()))
+}
+
+/// A decoder over `file` (read from its current position) through a buffer.
+fn decoder<'f>(
+    path: &Path,
+    file: &'f File,
+    len: Option<u64>,
+) -> format::Decoder<BufReader<&'f File>> {
     let input = BufReader::with_capacity(IO_BUFFER, file);
-    format::Decoder::new(input, len, path.display().to_string()).decode()
+    format::Decoder::new(input, len, path.display().to_string())
+}
+
+fn io_error(action: &str, path: &Path, source: io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        action: format!("{action} {}", path.display()),
+        source,
+    }
+}
+
+/// Charged bytes of a value of `len` bytes (saturating for lengths no value can have).
+fn charge_of(len: u64) -> u64 {
+    usize::try_from(len).map_or(u64::MAX, |len| CacheEntry::charged_size(len) as u64)
+}
+
+/// What is left of `ttl` (counted from the save time) after `elapsed`: `None` inside means
+/// the entry never expires, `None` outside that it has expired.
+fn ttl_left(ttl: Option<Duration>, elapsed: Duration) -> Option<Option<Duration>> {
+    match ttl {
+        None => Some(None),
+        Some(left) => left.checked_sub(elapsed).filter(|l| !l.is_zero()).map(Some),
+    }
+}
+
+/// Wall-clock time from the save to `now`; a clock that went backwards counts as none.
+fn since(saved_at: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(saved_at).unwrap_or(Duration::ZERO)
+}
+
+/// One entry on its way into the cache: its value if it was read (a load reads only what it
+/// may keep), its value's length either way.
+struct Restorable {
+    key: CacheKey,
+    value: Option<Bytes>,
+    value_len: u64,
+    ttl_remaining: Option<Duration>,
+    access_count: u64,
+    freq: u8,
+    main: bool,
 }
 
 impl Cache {
@@ -379,13 +446,25 @@ impl Cache {
     /// there, while the cache keeps serving. See the [module docs](crate::snapshot) for the
     /// guarantees and the format.
     ///
-    /// On error the previous file at `path`, if any, is left intact.
+    /// On error the previous file at `path`, if any, is left intact — except for
+    /// [`SnapshotError::NotDurable`], which says the new file did replace it but the
+    /// replacement may not survive a crash.
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport, SnapshotError> {
+        self.save_snapshot_with(path.as_ref(), file::sync_dir)
+    }
+
+    /// [`Cache::save_snapshot`], making the rename durable with `sync_dir` (tests inject a
+    /// failure here).
+    fn save_snapshot_with(
+        &self,
+        path: &Path,
+        sync_dir: fn(&Path) -> io::Result<()>,
+    ) -> Result<SnapshotReport, SnapshotError> {
         let clock = self.clock();
         let start = clock.now();
         let saved_at = SystemTime::now();
         let mut report = SnapshotReport::new(saved_at);
-        let file_bytes = file::replace_atomically(path.as_ref(), |file| {
+        let replaced = file::replace_atomically(path, sync_dir, |file| {
             let out = BufWriter::with_capacity(IO_BUFFER, file);
             let mut out = format::Encoder::new(out, saved_at, format::BLOCK_SIZE)?;
             for shard in 0..self.shard_count() {
@@ -410,17 +489,140 @@ impl Cache {
             }
             out.finish()
         })?;
-        report.file_bytes = file_bytes;
-        Ok(report)
+        report.file_bytes = replaced.value;
+        match replaced.dir_sync {
+            Ok(()) => Ok(report),
+            Err((dir, source)) => Err(SnapshotError::NotDurable {
+                dir,
+                source,
+                report,
+            }),
+        }
     }
 
     /// Restores the snapshot file at `path` into this cache: all of it that is live and fits,
     /// or — on any error — nothing. See [`Cache::restore_snapshot`] for what is kept.
     ///
     /// The file is verified completely before the cache is touched and is never modified.
+    /// Memory is bounded by what the cache can keep, not by the file's size: see the
+    /// [module docs](crate::snapshot) (a pipe is the exception: it is read once, whole).
     pub fn load_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport, SnapshotError> {
-        let (snapshot, file_bytes) = read_file(path.as_ref())?;
-        let mut report = self.restore_snapshot(snapshot, SystemTime::now());
+        self.load_snapshot_with(path.as_ref(), || {})
+    }
+
+    /// [`Cache::load_snapshot`], calling `between_passes` before a second pass (tests change
+    /// the file there).
+    fn load_snapshot_with(
+        &self,
+        path: &Path,
+        between_passes: impl FnOnce(),
+    ) -> Result<SnapshotReport, SnapshotError> {
+        let (file, len) = open(path)?;
+        let started = SystemTime::now();
+        // A pipe cannot be read twice: it is read in one pass holding every live value, as
+        // before the two-pass load existed.
+        let rereadable = len.is_some();
+        let (mut room_bytes, mut room_entries) = self.room();
+        let mut all_fit = true;
+        let first = decoder(path, &file, len).scan(|_, saved_at, record| {
+            let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
+                return false;
+            };
+            if !rereadable {
+                return true;
+            }
+            // Values are kept while every live entry so far fits the room: the usual case,
+            // a load into a cache as large as the saved one, stays one pass. Past that the
+            // values kept are a prefix of the file, at most the room; a second pass reads
+            // the ones the ranking keeps.
+            let charge = charge_of(record.value_len);
+            if all_fit && charge <= room_bytes && room_entries > 0 {
+                room_bytes -= charge;
+                room_entries -= 1;
+                true
+            } else {
+                all_fit = false;
+                false
+            }
+        })?;
+        if all_fit || !rereadable {
+            return self.apply_scan(first);
+        }
+        between_passes();
+        self.load_second_pass(path, &file, first)
+    }
+
+    /// The second pass of [`Cache::load_snapshot`] when not everything fits: chooses from the
+    /// first pass's record heads what the ranking keeps, re-reads the file (the same open
+    /// file, from its start) keeping only those values, and applies them if the second read
+    /// checked out in full and is the same file as the first.
+    fn load_second_pass(
+        &self,
+        path: &Path,
+        file: &File,
+        mut first: format::Scan,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        for record in &mut first.records {
+            // The first pass's values go before the second pass reads the chosen ones, so at
+            // most one set of kept values is held.
+            record.value = None;
+        }
+        let elapsed = since(first.saved_at, SystemTime::now());
+        let live = first
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| ttl_left(record.ttl_remaining, elapsed).is_some())
+            .collect();
+        let chosen = self.choose_for_import(
+            live,
+            |(_, r)| EntryImage::rank_of(r.main, r.freq, r.access_count),
+            |(_, r)| charge_of(r.value_len),
+            &mut Default::default(),
+        );
+        let mut wanted = vec![false; first.records.len()];
+        for (index, _) in chosen {
+            wanted[index] = true;
+        }
+        let mut input = file;
+        input
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| io_error("rewinding", path, e))?;
+        // The length again: a file that grew or shrank in between is read as it is now,
+        // and then fails the check below or the second read's own checks.
+        let len = regular_len(path, file)?;
+        let second =
+            decoder(path, file, len).scan(|index, _, _| wanted.get(index) == Some(&true))?;
+        // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
+        // so the choice made from the first read's heads is a choice among these records.
+        if second.checksum != first.checksum || second.records.len() != first.records.len() {
+            return Err(SnapshotError::ChangedWhileLoading {
+                first: hex::encode(first.checksum),
+                second: hex::encode(second.checksum),
+            });
+        }
+        self.apply_scan(second)
+    }
+
+    /// Applies a completely checked scan: interns its keys (only now, so a failed load
+    /// interns nothing) and restores what was read.
+    fn apply_scan(&self, scan: format::Scan) -> Result<SnapshotReport, SnapshotError> {
+        let keys = scan.keys()?;
+        let file_bytes = scan.len;
+        let entries = scan
+            .records
+            .into_iter()
+            .zip(keys)
+            .map(|(record, key)| Restorable {
+                key,
+                value: record.value,
+                value_len: record.value_len,
+                ttl_remaining: record.ttl_remaining,
+                access_count: record.access_count,
+                freq: record.freq,
+                main: record.main,
+            });
+        let mut report = self.restore(scan.saved_at, entries, SystemTime::now());
         report.file_bytes = file_bytes;
         Ok(report)
     }
@@ -434,33 +636,57 @@ impl Cache {
     /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
     /// make room. An entry whose key is already present replaces it.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
-        let elapsed = now
-            .duration_since(snapshot.saved_at)
-            .unwrap_or(Duration::ZERO);
-        let mut report = SnapshotReport::new(snapshot.saved_at);
-        let mut images = Vec::with_capacity(snapshot.entries.len());
-        for entry in snapshot.entries {
-            let charge = CacheEntry::charged_size(entry.value.len()) as u64;
+        let entries = snapshot.entries.into_iter().map(|entry| Restorable {
+            key: entry.key,
+            value_len: entry.value.len() as u64,
+            value: Some(entry.value),
+            ttl_remaining: entry.ttl_remaining,
+            access_count: entry.access_count,
+            freq: entry.freq,
+            main: entry.main,
+        });
+        self.restore(snapshot.saved_at, entries, now)
+    }
+
+    /// [`Cache::restore_snapshot`] over entries whose values may be missing: a live entry
+    /// without its value was left out by a load's first pass.
+    fn restore(
+        &self,
+        saved_at: SystemTime,
+        entries: impl Iterator<Item = Restorable>,
+        now: SystemTime,
+    ) -> SnapshotReport {
+        let elapsed = since(saved_at, now);
+        let mut report = SnapshotReport::new(saved_at);
+        let mut images = Vec::new();
+        for entry in entries {
+            let charge = charge_of(entry.value_len);
             report.entries += 1;
             report.bytes += charge;
-            let ttl = match entry.ttl_remaining {
-                None => None,
-                Some(left) => match left.checked_sub(elapsed).filter(|l| !l.is_zero()) {
-                    Some(left) => Some(left),
-                    None => {
-                        report.expired += 1;
-                        report.expired_bytes += charge;
-                        continue;
-                    }
-                },
+            let Some(ttl) = ttl_left(entry.ttl_remaining, elapsed) else {
+                report.expired += 1;
+                report.expired_bytes += charge;
+                continue;
             };
-            images.push(entry.into_image(ttl));
+            let Some(value) = entry.value else {
+                report.left_out += 1;
+                report.left_out_bytes += charge;
+                continue;
+            };
+            images.push(EntryImage {
+                key: entry.key,
+                value,
+                ttl_remaining: ttl,
+                access_count: entry.access_count,
+                freq: entry.freq,
+                main: entry.main,
+            });
         }
         let outcome = self.import(images);
         report.restored = outcome.restored as u64;
         report.restored_bytes = outcome.restored_bytes;
-        report.left_out = outcome.left_out as u64;
-        report.left_out_bytes = outcome.left_out_bytes;
+        report.left_out += outcome.left_out as u64;
+        report.left_out_bytes += outcome.left_out_bytes;
         report
     }
 }

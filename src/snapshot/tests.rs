@@ -1,6 +1,7 @@
 //! Failure paths that need the crate's internals: a write that fails midway (a full disk)
 //! must leave the previous snapshot intact and no temporary file behind.
 
+use std::fs::File;
 use std::io::{self, Write};
 
 use super::file::replace_atomically;
@@ -63,7 +64,7 @@ fn a_full_disk_mid_save_keeps_the_previous_snapshot() {
         .expect("inserts");
 
     for room in [0, 1, 100, 5_000, 19_999] {
-        let result = replace_atomically(&path, |file| {
+        let result = replace_atomically(&path, file::sync_dir, |file| {
             let out = FullDisk { file, room };
             let mut out = format::Encoder::new(out, SystemTime::now(), format::BLOCK_SIZE)?;
             for image in cache.export_shard(0) {
@@ -179,37 +180,261 @@ fn audit_key(i: u32) -> CacheKey {
 }
 
 /// A save that crashed between creating its temporary file and the rename leaves the file
-/// behind, named after the process id and a per-process sequence number. A later process
-/// with the same id (a container's PID 1 restarting, or ids wrapping) must still be able to
-/// save: its temporary names run into the leftovers.
+/// behind, named after the process id and a per-process sequence number. The next save to
+/// that target removes such leftovers — including ones named with this very process id (a
+/// container's PID 1 restarting, or ids wrapping) — but not a temporary file a live save
+/// holds, nor anything that is not a temporary name of this target.
 #[test]
-fn a_temp_file_left_by_a_crashed_save_does_not_block_later_saves() {
+fn a_save_removes_stale_temp_files_of_its_target_but_not_a_live_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
     let pid = std::process::id();
     // Every name this process could use for its next saves, as a crashed predecessor with
-    // the same id would have left them.
-    let stale: Vec<String> = (0..64)
+    // the same id would have left them, and one of another process.
+    let mut stale: Vec<String> = (0..64)
         .map(|seq| format!(".cache.snap.{pid}.{seq}.tmp"))
         .collect();
+    stale.push(".cache.snap.1.0.tmp".into());
     for name in &stale {
         std::fs::write(dir.path().join(name), b"half a snapshot").expect("writes");
     }
+    // Not this target's temporary names: never touched.
+    let unrelated = [
+        ".other.snap.1.0.tmp",
+        "cache.snap.1.0.tmp",
+        ".cache.snap.1.x.tmp",
+        ".cache.snap.1.0.1.tmp",
+        ".cache.snap.1.0.tmp.bak",
+    ];
+    for name in unrelated {
+        std::fs::write(dir.path().join(name), b"someone's").expect("writes");
+    }
+    // A save in progress elsewhere (another thread or process) holds its file's lock.
+    let live_name = ".cache.snap.4242.7.tmp";
+    let live = File::create(dir.path().join(live_name)).expect("creates");
+    live.lock().expect("locks");
 
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
     cache.insert(audit_key(1), "one").expect("inserts");
-    let report = cache
-        .save_snapshot(&path)
-        .expect("saves despite the leftovers");
+    let report = cache.save_snapshot(&path).expect("saves");
     assert_eq!(report.entries, 1);
     assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 1);
 
-    // The leftovers are not the save's to judge (another process might own them); only the
-    // snapshot was added.
-    let mut expected = stale.clone();
+    let mut expected: Vec<String> = unrelated.iter().map(|n| n.to_string()).collect();
+    expected.push(live_name.into());
     expected.push("cache.snap".into());
     expected.sort();
+    assert_eq!(
+        files_in(dir.path()),
+        expected,
+        "stale temps removed, the rest kept"
+    );
+
+    // Once its saver is gone (the lock dies with it), it is a leftover like the others.
+    drop(live);
+    cache.save_snapshot(&path).expect("saves");
+    expected.retain(|name| name != live_name);
     assert_eq!(files_in(dir.path()), expected);
+}
+
+/// Savers that clean up each other's leftovers while they save: the moment between a saver
+/// creating its temporary file and locking it is open to another saver's cleanup, which must
+/// never cost a save. Many small saves to one path from several threads all succeed, and the
+/// path always holds one whole snapshot.
+#[test]
+fn savers_cleaning_up_concurrently_never_fail_each_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("busy.snap");
+    const SAVERS: u8 = 6;
+    const SAVES: usize = 40;
+    let caches: Vec<Cache> = (0..SAVERS)
+        .map(|s| {
+            let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+            cache.insert(audit_key(0), vec![s; 64]).expect("inserts");
+            cache
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for cache in &caches {
+            let path = &path;
+            scope.spawn(move || {
+                for _ in 0..SAVES {
+                    cache.save_snapshot(path).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    let snapshot = read_snapshot_file(&path).expect("a whole snapshot");
+    assert_eq!(snapshot.entries.len(), 1);
+    assert_eq!(files_in(dir.path()), ["busy.snap"]);
+}
+
+/// The directory sync comes after the rename: when it fails, the new snapshot is already in
+/// place. The save says so — [`SnapshotError::NotDurable`], with the save's report — instead
+/// of reporting a failed save, and the file there is the new, complete snapshot.
+#[test]
+fn a_failed_directory_sync_is_reported_as_saved_but_not_durable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    cache.insert(audit_key(1), "old").expect("inserts");
+    cache.save_snapshot(&path).expect("saves");
+    cache.insert(audit_key(2), "new").expect("inserts");
+
+    fn failing_sync(_dir: &Path) -> io::Result<()> {
+        Err(io::Error::other("injected: fsync of the directory failed"))
+    }
+    let err = cache
+        .save_snapshot_with(&path, failing_sync)
+        .expect_err("the directory sync failed");
+    let SnapshotError::NotDurable {
+        dir: synced,
+        source,
+        report,
+    } = &err
+    else {
+        panic!("expected NotDurable, got {err}");
+    };
+    assert_eq!(synced, dir.path());
+    assert!(source.to_string().contains("injected"), "{source}");
+    assert_eq!(report.entries, 2);
+    assert_eq!(
+        report.file_bytes,
+        std::fs::metadata(&path).expect("stat").len()
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with("snapshot saved, but syncing directory"),
+        "{message}"
+    );
+    // The new snapshot is in place, whole, and nothing else is left.
+    assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 2);
+    assert_eq!(files_in(dir.path()), ["cache.snap"]);
+}
+
+/// A correctly checksummed file whose first record has a prefix never seen before and whose
+/// later record is refused (a duplicate key, or a prefix no key may have): the load fails and
+/// the new prefix was not interned (interning is process-wide and permanent).
+#[test]
+fn a_snapshot_refused_late_interns_none_of_its_prefixes() {
+    /// Writes the records after the first.
+    type Rest = fn(&mut format::Encoder<&mut Vec<u8>>) -> io::Result<()>;
+    let cases: [(&str, &str, Rest); 2] = [
+        ("fresh-d2-dup", "appears twice", |out| {
+            let known = audit_key(1);
+            out.entry(&known, &Bytes::from_static(b"a"), None, 0, 0, false)?;
+            out.entry(&known, &Bytes::from_static(b"b"), None, 0, 0, false)
+        }),
+        ("fresh-d2-bad", "invalid key prefix", |out| {
+            let value = Bytes::from_static(b"x");
+            out.record("no spaces", &[2; 32], &value, None, 0, 0, false)
+        }),
+    ];
+    for (fresh, problem, rest) in cases {
+        let mut bytes = Vec::new();
+        let mut out =
+            format::Encoder::new(&mut bytes, SystemTime::now(), 64).expect("writes a header");
+        out.record(
+            fresh,
+            &[1; 32],
+            &Bytes::from_static(b"v"),
+            None,
+            0,
+            0,
+            false,
+        )
+        .expect("writes");
+        rest(&mut out).expect("writes");
+        out.finish().expect("writes");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("crafted.snap");
+        std::fs::write(&path, &bytes).expect("writes");
+
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+        let err = cache.load_snapshot(&path).expect_err("refused");
+        assert!(err.to_string().contains(problem), "{err}");
+        assert!(cache.is_empty());
+        let err = read_snapshot(&bytes[..]).expect_err("refused");
+        assert!(err.to_string().contains(problem), "{err}");
+
+        // Numbers are handed out in order: had the load interned `fresh`, it would have a
+        // lower number than a prefix interned only now.
+        let probe = CacheKey::from_digest([0; 32], &format!("{fresh}-probe")).expect("key");
+        let fresh = CacheKey::from_digest([0; 32], fresh).expect("key");
+        assert!(
+            fresh.prefix_number() > probe.prefix_number(),
+            "the refused file's prefix was interned"
+        );
+    }
+}
+
+/// A load that needs a second pass (not everything fits) and finds the file rewritten in
+/// place between the passes — a different, itself valid snapshot — refuses it and leaves the
+/// cache untouched. A file *replaced* by a rename in between is another file: the load goes
+/// on reading the one it opened, whole.
+#[test]
+fn a_snapshot_changed_between_the_two_passes_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saved = |marker: u8, path: &Path| {
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+        for i in 0..10 {
+            cache
+                .insert(audit_key(i), vec![marker; 1000])
+                .expect("inserts");
+        }
+        cache.save_snapshot(path).expect("saves");
+    };
+    saved(1, &path);
+    let other = dir.path().join("other.snap");
+    saved(2, &other);
+    let small = || {
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entries(3)
+            .build()
+            .expect("builds");
+        cache.insert(audit_key(100), "resident").expect("inserts");
+        cache
+    };
+
+    let cache = small();
+    let mut rewritten = false;
+    let err = cache
+        .load_snapshot_with(&path, || {
+            // In place: same file, new content.
+            let content = std::fs::read(&other).expect("reads");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .and_then(|mut file| file.write_all(&content))
+                .expect("rewrites");
+            rewritten = true;
+        })
+        .expect_err("the file changed");
+    assert!(rewritten, "the load made a second pass");
+    assert!(
+        matches!(err, SnapshotError::ChangedWhileLoading { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was restored"), "{err}");
+    assert_eq!(cache.len(), 1, "the cache is untouched");
+
+    // Replaced by a rename: the open file is still the one of the first pass.
+    saved(1, &path);
+    let cache = small();
+    let report = cache
+        .load_snapshot_with(&path, || {
+            std::fs::rename(&other, &path).expect("renames");
+        })
+        .expect("reads the file it opened");
+    assert_eq!((report.restored, report.left_out), (2, 8));
+    for i in 0..10 {
+        if let Some(value) = cache.get(&audit_key(i)) {
+            assert!(value.iter().all(|&b| b == 1), "a value of the first file");
+        }
+    }
 }
 
 /// Threads saving different caches to one path at once: every save succeeds, the file left
@@ -248,5 +473,35 @@ fn concurrent_saves_to_one_path_leave_one_whole_snapshot() {
             );
         }
         assert_eq!(files_in(dir.path()), ["shared.snap"]);
+    }
+}
+
+/// The new file replaces the old one under its name and keeps its permission bits: a
+/// snapshot locked down to `0600` (or opened up to `0644`) stays so after a save. A first
+/// save gets the default of any new file (`0666` less the umask).
+#[cfg(unix)]
+#[test]
+fn a_save_keeps_the_permissions_of_the_file_it_replaces() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mode = |path: &Path| std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    cache.insert(audit_key(1), "one").expect("inserts");
+
+    let path = dir.path().join("cache.snap");
+    cache.save_snapshot(&path).expect("saves");
+    let default = dir.path().join("plain");
+    File::create(&default).expect("creates");
+    assert_eq!(
+        mode(&path),
+        mode(&default),
+        "a new snapshot has the default mode"
+    );
+
+    for kept in [0o600, 0o640, 0o604, 0o400] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(kept)).expect("chmod");
+        cache.save_snapshot(&path).expect("saves");
+        assert_eq!(mode(&path), kept, "mode {kept:o} kept");
+        assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 1);
     }
 }
