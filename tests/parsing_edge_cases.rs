@@ -121,6 +121,8 @@ fn concatenated_and_padded_xz_streams_are_read_whole() {
 
 /// A snapshot read through a named pipe (`load_snapshot("/dev/stdin")`, a FIFO): the "file"
 /// has no size, so lengths in it cannot be checked against one, but it is still a snapshot.
+/// A pipe cannot be read twice, so a load into a cache too small for all of it reads it in
+/// one pass (holding its live values) and still keeps the highest ranked entries.
 #[cfg(unix)]
 #[test]
 fn a_snapshot_streamed_through_a_fifo_loads() {
@@ -129,6 +131,10 @@ fn a_snapshot_streamed_through_a_fifo_loads() {
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
     for i in 0..10 {
         cache.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    // Entries 6..10 are read, so they rank above the others.
+    for i in 6..10 {
+        assert!(cache.get(&key(i)).is_some());
     }
     cache.save_snapshot(&path).expect("saves");
     let bytes = std::fs::read(&path).expect("reads");
@@ -139,13 +145,26 @@ fn a_snapshot_streamed_through_a_fifo_loads() {
         .status()
         .expect("runs mkfifo");
     assert!(status.success());
-    let writer = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::write(fifo, bytes).expect("writes the pipe"))
-    };
-    let restored = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    let report = restored.load_snapshot(&fifo).expect("loads from the pipe");
-    writer.join().expect("writer");
-    assert_eq!(report.restored, 10);
-    assert_eq!(restored.get(&key(3)).as_deref(), Some(&[3u8; 100][..]));
+    for (max_entries, kept) in [(100, 0..10), (4, 6..10)] {
+        let writer = {
+            let (fifo, bytes) = (fifo.clone(), bytes.clone());
+            std::thread::spawn(move || std::fs::write(fifo, bytes).expect("writes the pipe"))
+        };
+        let restored = Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entries(max_entries)
+            .build()
+            .expect("builds");
+        let report = restored.load_snapshot(&fifo).expect("loads from the pipe");
+        writer.join().expect("writer");
+        assert_eq!(report.restored, kept.len() as u64);
+        assert_eq!(report.left_out, 10 - kept.len() as u64);
+        for i in kept {
+            assert_eq!(
+                restored.get(&key(i)).as_deref(),
+                Some(&[i as u8; 100][..]),
+                "entry {i}"
+            );
+        }
+    }
 }
