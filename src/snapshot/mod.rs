@@ -33,12 +33,33 @@
 //!   one shard's list of handles and a write buffer.
 //! * **Atomic replacement.** The file is written under a temporary name in the same
 //!   directory, fsynced, renamed over the target, and the directory is fsynced. A crash or a
-//!   full disk at any point leaves the previous snapshot as it was.
-//! * **Loading checks everything before it changes anything.** [`Cache::load_snapshot`] reads
-//!   the file in one streaming pass, checking its structure and hashing it, and holds the
-//!   decoded entries (they become the cache's values, so this is not a second copy of them).
-//!   Only when the end marker, record count and every checksum check out are the entries
-//!   inserted; on any error the cache is untouched. The file is opened read-only.
+//!   full disk at any point leaves the previous snapshot as it was. The new file gets the
+//!   old one's permission bits (unix). If only the final directory fsync fails, the new
+//!   file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
+//!   report), not an error that claims nothing changed. Each save first removes the
+//!   temporary files that crashed saves to the same target left, never one a live save
+//!   holds (savers lock their temporary file). Details in `file.rs`.
+//! * **Loading checks everything before it changes anything, in memory bounded by what it
+//!   keeps.** [`Cache::load_snapshot`] reads the file in a streaming pass that checks its
+//!   structure and hashes every byte. While every live entry read so far fits the room left
+//!   in the cache, it keeps their values (they become the cache's values: not a second
+//!   copy); when everything fits — a restart with the same budget — that one pass is the
+//!   whole load. Once something does not fit, it stops keeping values (those already kept
+//!   are at most the room) and goes on hashing the rest through a bounded buffer, keeping
+//!   only each record's head (key, TTL, rank, length: tens of bytes). With the whole file
+//!   checked, it chooses from those heads what the policy's ranking keeps (the same choice
+//!   the insertion makes), drops the first pass's values, and reads the *same open file*
+//!   again from its start, keeping only the chosen values and checking every byte again.
+//!   Only if the second read checks out too and has the same stored checksum as the first
+//!   (so it read the same bytes) are the entries inserted; a file rewritten in place between
+//!   the reads is refused with [`SnapshotError::ChangedWhileLoading`] (one replaced by a
+//!   rename is not seen: the open file is still the old one, read whole). Peak memory is
+//!   thus the kept values, the record heads and bounded buffers (a read buffer, a 1 MiB
+//!   chunk, and the blocks queued for the hash workers), not the file's size; the price is
+//!   reading and hashing the file twice when the cache is smaller than the snapshot. A pipe
+//!   (a FIFO, `/dev/stdin`) cannot be read twice: it is loaded in one pass holding every
+//!   live value, as before. On any error the cache is untouched. The file is opened
+//!   read-only.
 //! * **Hashing on every core, off the critical path.** One SHA-256 over the whole file is a
 //!   single thread's work, and without SHA CPU instructions it runs at a few hundred MB/s:
 //!   slower than writing the file, and far slower than reading it from the page cache. Since
@@ -54,9 +75,14 @@
 //!   the bytes that actually arrive), so a corrupt length is an error, not a huge allocation.
 //!   The block size has a minimum, so the list of block digests a reader computes is at most
 //!   half the size of the record stream it read, and the stored list is read only once its
-//!   length matched that computed count. Keys are interned only after the checksum matched, so garbage never reaches the
-//!   process-wide prefix table. No input makes the decoder panic (see the `snapshot_decode`
-//!   fuzz target).
+//!   length matched that computed count. Prefixes are collected as strings while reading and
+//!   interned only after the whole file checked out — checksums, structure, every prefix a
+//!   valid key prefix, no key twice — so neither garbage nor a crafted file that fails late
+//!   adds to the process-wide prefix table. (Validity is checked against `crate::key`'s
+//!   rule restated in `format.rs`, since that module cannot check a prefix without
+//!   interning it; only a full prefix table, [`crate::KeyError::TooManyPrefixes`], can
+//!   still fail a load after some of its prefixes were interned.) No input makes the
+//!   decoder panic (see the `snapshot_decode` fuzz target).
 //! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
 //!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
