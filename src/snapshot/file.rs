@@ -226,6 +226,8 @@ pub(super) fn replace_atomically<T>(
             .open(&temp.path);
         match created {
             Ok(file) => {
+                // On an error here the file is not removed: the name may no longer be ours.
+                // Unlocked, it is a leftover the next save's cleanup takes.
                 if claim(&file, &temp.path).map_err(|e| io_error("locking", &temp.path, e))? {
                     break file;
                 }

@@ -51,9 +51,10 @@
 //!   the insertion makes), drops the first pass's values, and reads the *same open file*
 //!   again from its start, keeping only the chosen values and checking every byte again.
 //!   Only if the second read checks out too and has the same stored checksum as the first
-//!   (so it read the same bytes) are the entries inserted; a file rewritten in place between
-//!   the reads is refused with [`SnapshotError::ChangedWhileLoading`] (one replaced by a
-//!   rename is not seen: the open file is still the old one, read whole). Peak memory is
+//!   (so it read the same bytes) are the entries inserted. A file rewritten in place between
+//!   the reads is refused: with [`SnapshotError::ChangedWhileLoading`] if the second read is
+//!   itself a valid snapshot, else with what is wrong with it. (One replaced by a rename is
+//!   not seen: the open file is still the old one, read whole.) Peak memory is
 //!   thus the kept values, the record heads and bounded buffers (a read buffer, a 1 MiB
 //!   chunk, and the blocks queued for the hash workers), not the file's size; the price is
 //!   reading and hashing the file twice when the cache is smaller than the snapshot. A pipe
