@@ -407,25 +407,31 @@ fn digest_bytes(digest: ring::digest::Digest) -> [u8; DIGEST_LEN] {
     bytes
 }
 
-/// Checks a prefix and returns its number in the process-wide table.
-fn intern(prefix: &str) -> Result<Prefix, KeyError> {
-    let invalid = |reason| KeyError::InvalidPrefix {
-        prefix: prefix.to_owned(),
-        reason,
-    };
+/// Why `prefix` cannot be a key prefix, or `None` if it can. The one statement of the rule:
+/// interning applies it, and a snapshot load applies it to every prefix of a file before it
+/// interns any of them.
+pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
     if prefix.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if prefix.len() > MAX_PREFIX_LEN {
-        return Err(invalid("it is longer than 64 bytes"));
-    }
-    if !prefix
+        Some("it is empty")
+    } else if prefix.len() > MAX_PREFIX_LEN {
+        Some("it is longer than 64 bytes")
+    } else if !prefix
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(invalid(
-            "only ASCII letters, digits, '.', '_' and '-' are allowed",
-        ));
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    }
+}
+
+/// Checks a prefix and returns its number in the process-wide table.
+fn intern(prefix: &str) -> Result<Prefix, KeyError> {
+    if let Some(reason) = prefix_problem(prefix) {
+        return Err(KeyError::InvalidPrefix {
+            prefix: prefix.to_owned(),
+            reason,
+        });
     }
 
     thread_local! {

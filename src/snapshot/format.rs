@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
-use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN};
+use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, prefix_problem};
 
 /// The first eight bytes of every snapshot. The high first byte catches 7-bit channels and the
 /// final newline catches text-mode newline translation, as in PNG's signature.
@@ -305,25 +305,6 @@ impl Scan {
             saved_at: self.saved_at,
             entries,
         })
-    }
-}
-
-/// Why a prefix read from a file cannot be a key's, checked without interning it. This is
-/// [`CacheKey`]'s rule (1–64 bytes of `[A-Za-z0-9._-]`), restated because `crate::key` has no
-/// way to check a prefix without interning it; [`Scan::keys`] still applies the real rule, so
-/// a drift between the two can only turn into a clean error, after the file checked out.
-fn prefix_problem(prefix: &str) -> Option<&'static str> {
-    if prefix.is_empty() {
-        Some("it is empty")
-    } else if prefix.len() > MAX_PREFIX_LEN {
-        Some("it is longer than 64 bytes")
-    } else if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
-    } else {
-        None
     }
 }
 

@@ -79,10 +79,10 @@
 //!   length matched that computed count. Prefixes are collected as strings while reading and
 //!   interned only after the whole file checked out — checksums, structure, every prefix a
 //!   valid key prefix, no key twice — so neither garbage nor a crafted file that fails late
-//!   adds to the process-wide prefix table. (Validity is checked against `crate::key`'s
-//!   rule restated in `format.rs`, since that module cannot check a prefix without
-//!   interning it; only a full prefix table, [`crate::KeyError::TooManyPrefixes`], can
-//!   still fail a load after some of its prefixes were interned.) No input makes the
+//!   adds to the process-wide prefix table. (Validity is checked with `crate::key`'s own
+//!   rule, which it exposes to the crate without interning; only a full prefix table,
+//!   [`crate::KeyError::TooManyPrefixes`], can still fail a load after some of its prefixes
+//!   were interned.) No input makes the
 //!   decoder panic (see the `snapshot_decode` fuzz target).
 //! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
