@@ -331,6 +331,176 @@ fn a_sub_microsecond_ttl_is_reported_with_its_deadline() {
     assert_eq!(cache.get(&key(1)), None);
 }
 
+/// Bug: a deadline past the clock's end of time saturated to `u64::MAX`, the deadline that
+/// means "no TTL": an entry inserted with `Ttl::MAX` was reported by `Cache::entry` as never
+/// expiring, and no purge ever removed it. It now expires at the last nanosecond before the
+/// end of time, and reports the TTL it was stored with, rounded down to the record's unit
+/// (minutes, for TTLs of 34 years and more).
+#[test]
+fn ttl_max_is_reported_as_a_ttl_and_still_expires() {
+    for start in [Duration::ZERO, Duration::from_secs(3_600)] {
+        let clock = ManualClock::new();
+        clock.advance(start);
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .clock(clock.clone())
+            .build()
+            .expect("valid");
+        cache
+            .insert_with_ttl(key(1), "long", Ttl::MAX)
+            .expect("fits");
+        let entry = cache.entry(&key(1)).expect("live");
+        let ttl = entry.ttl().expect("Ttl::MAX is a TTL, not none");
+        let end = Timestamp::from_nanos(u64::MAX - 1);
+        assert_eq!(entry.expires_at(), Some(end), "from {start:?}");
+        // What is left to the end of time, less under one minute of rounding.
+        let left = end.saturating_duration_since(Timestamp::ZERO.saturating_add(start));
+        assert!(ttl.as_duration() <= left, "{ttl:?} from {start:?}");
+        assert!(
+            left - ttl.as_duration() < Duration::from_secs(60),
+            "{ttl:?} from {start:?}"
+        );
+        clock.advance(Duration::MAX);
+        assert!(!cache.contains_key(&key(1)), "expired at the end of time");
+        assert_eq!(
+            cache.purge_expired(),
+            1,
+            "the expiry wheel knows its deadline"
+        );
+    }
+}
+
+/// A snapshot of a `Ttl::MAX` entry restored later (where its deadline passes the end of
+/// time again) comes back with a TTL too.
+#[test]
+fn a_restored_ttl_max_entry_keeps_a_ttl() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(ManualClock::new())
+        .build()
+        .expect("valid");
+    cache
+        .insert_with_ttl(key(1), "long", Ttl::MAX)
+        .expect("fits");
+    cache.save_snapshot(&path).expect("saves");
+    let later = ManualClock::new();
+    later.advance(Duration::from_secs(86_400));
+    let restored = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(later)
+        .build()
+        .expect("valid");
+    assert_eq!(restored.load_snapshot(&path).expect("loads").restored, 1);
+    let entry = restored.entry(&key(1)).expect("live");
+    assert!(entry.ttl().is_some(), "restored as never expiring");
+    assert_eq!(
+        entry.expires_at(),
+        Some(Timestamp::from_nanos(u64::MAX - 1))
+    );
+}
+
+/// `remove_if` removes the live value only if the predicate accepts it, and records the
+/// removal like `remove`; it never shows the predicate an absent or expired value.
+#[test]
+fn remove_if_removes_only_a_live_value_the_predicate_accepts() {
+    let clock = ManualClock::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+        .build()
+        .expect("valid");
+    cache.insert(key(1), "kept").expect("fits");
+    assert_eq!(cache.remove_if(&key(1), |v| v == "other"), None);
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"kept"[..]));
+    assert_eq!(
+        cache.remove_if(&key(1), |v| v == "kept"),
+        Some(Bytes::from("kept"))
+    );
+    assert!(!cache.contains_key(&key(1)));
+    assert_eq!(cache.size_bytes(), 0);
+    assert_eq!(
+        cache.remove_if(&key(1), |_| panic!("called for an absent key")),
+        None
+    );
+    cache.insert_with_ttl(key(2), "old", secs(1)).expect("fits");
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        cache.remove_if(&key(2), |_| panic!("called for an expired value")),
+        None
+    );
+    assert_eq!(cache.len(), 0, "the expired value is removed, as by remove");
+    assert_eq!(
+        *events.lock(),
+        vec![
+            (key(1), Bytes::from("kept"), RemovalCause::Removed),
+            (key(2), Bytes::from("old"), RemovalCause::Expired),
+        ]
+    );
+}
+
+/// Compare-and-remove under concurrency: threads store their own values under one key and
+/// each removes the key only if it still holds its own value. A removal that checked and
+/// removed in two steps would, when another thread stored between them, remove (and return)
+/// that thread's value.
+#[test]
+fn remove_if_checks_and_removes_in_one_step_under_concurrency() {
+    const THREADS: u64 = 4;
+    const ROUNDS: u64 = 20_000;
+    let removed = Arc::new(AtomicU64::new(0));
+    let heard = Arc::clone(&removed);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .eviction_listener(move |_, _, cause| {
+            if cause == RemovalCause::Removed {
+                heard.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .build()
+        .expect("valid");
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (cache, start) = (cache.clone(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                let mut own_removed = 0u64;
+                for round in 0..ROUNDS {
+                    let mine = Bytes::from(format!("{t}:{round}"));
+                    cache.insert(key(1), mine.clone()).expect("fits");
+                    if let Some(value) = cache.remove_if(&key(1), |current| *current == mine) {
+                        assert_eq!(value, mine, "thread {t} removed another thread's value");
+                        own_removed += 1;
+                    }
+                }
+                own_removed
+            })
+        })
+        .collect();
+    let total: u64 = threads
+        .into_iter()
+        .map(|t| t.join().expect("no thread panicked"))
+        .sum();
+    assert!(total > 0, "no removal succeeded");
+    assert_eq!(
+        removed.load(Ordering::Relaxed),
+        total,
+        "one report per removal"
+    );
+    let left = u64::from(cache.contains_key(&key(1)));
+    assert_eq!(cache.len() as u64, left);
+    let stats = cache.stats();
+    assert_eq!(
+        stats.inserts,
+        total + left,
+        "every removal was of a fresh insert"
+    );
+}
+
 /// Bug: an update with a larger value in a full cache made room through the eviction policy,
 /// which could choose the key being updated: its old value was reported as evicted for size
 /// (not replaced), the update was counted as an insert, one more entry than the growth needed

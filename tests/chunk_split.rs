@@ -307,6 +307,38 @@ fn wav_errors() {
     assert_eq!(forced.len(), adpcm.len().div_ceil(100));
 }
 
+/// Bug: streaming WAV writers (and `ffmpeg` writing to a pipe) cannot seek back to fill in
+/// the data size, and leave it 0 or 0xFFFFFFFF; such a WAV holding audio failed as "the input
+/// is empty" (or, for 0xFFFFFFFF, as truncated). Both values now mean "to the end of the
+/// input", as in common readers, whether or not the input's length is known.
+#[test]
+fn a_streamed_wav_with_an_unknown_data_size_is_split_to_the_end() {
+    let all = samples(300, 16);
+    let finished = wav(spec(1, 16), &all);
+    for unknown in [0u32, u32::MAX] {
+        let mut streamed = finished.clone();
+        // The RIFF size is unknown too; 44 is the header hound writes.
+        streamed[4..8].copy_from_slice(&unknown.to_le_bytes());
+        streamed[40..44].copy_from_slice(&unknown.to_le_bytes());
+        for len in [None, Some(streamed.len() as u64)] {
+            let stream = split(&streamed[..], &plan(244), len).expect("a WAV");
+            let known = len.map(|_| 600);
+            assert_eq!(stream.total_bytes(), known, "{unknown:#x}, {len:?}");
+            let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().expect("splits");
+            assert_eq!(got.len(), 3, "{unknown:#x}, {len:?}");
+            let rebuilt: Vec<i32> = got.iter().flat_map(|c| parse(c).1).collect();
+            assert_eq!(rebuilt, all, "{unknown:#x}, {len:?}");
+        }
+        // A streamed WAV with no sample at all is still empty.
+        for len in [None, Some(44)] {
+            assert!(matches!(
+                split(&streamed[..44], &plan(244), len),
+                Err(SplitError::Empty)
+            ));
+        }
+    }
+}
+
 #[test]
 fn raw_pcm_chunks_get_wav_headers() {
     let pcm = noise(2 * 500, 9); // 500 frames of 16-bit mono

@@ -11,8 +11,8 @@ use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, Run
 use memocache::metrics::{Aggregation, AlertEvaluator, AlertRule, MemoryNotifier};
 use memocache::pipeline::{Pipeline, TranscribeError, Transcriber, Transcript};
 use memocache::{
-    Cache, ConcurrencyLimit, ManualClock, MetricsRegistry, Percentile, RetryConfig, Severity,
-    Threshold,
+    Cache, CacheKey, Clock, ConcurrencyLimit, ManualClock, MetricsRegistry, Percentile,
+    RetryConfig, Severity, Threshold, Timestamp,
 };
 
 fn cache() -> Cache {
@@ -124,6 +124,107 @@ fn a_value_under_the_transcript_key_that_is_not_a_transcript_is_replaced() {
     assert!(!outcome.from_cache);
     assert_eq!(outcome.transcript.text, "e/1");
     assert!(pipe.transcribe(&audio, "en").expect("served").from_cache);
+}
+
+/// What [`Interposing`] stores, and where, once it fires.
+struct Interposition {
+    cache: Cache,
+    key: CacheKey,
+    transcript: Transcript,
+}
+
+/// A clock that plays another thread at the worst moment: the first time `thread` reads it
+/// after the cache counted a hit, it stores a transcript, as another pipeline's job finishing
+/// just then would. (The cache reads its clock before it takes a shard lock, so storing from
+/// here deadlocks nothing.)
+#[derive(Clone)]
+struct Interposing {
+    time: ManualClock,
+    thread: std::thread::ThreadId,
+    /// Taken when it fires, so it fires once (its own insert reads the clock too) and the
+    /// cycle cache → clock → cache is broken.
+    pending: Arc<parking_lot::Mutex<Option<Interposition>>>,
+}
+
+impl std::fmt::Debug for Interposing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interposing").finish_non_exhaustive()
+    }
+}
+
+impl Clock for Interposing {
+    fn now(&self) -> Timestamp {
+        if std::thread::current().id() == self.thread {
+            let pending = self.pending.lock().take();
+            if let Some(pending) = pending {
+                if pending.cache.stats().hits > 0 {
+                    pending
+                        .cache
+                        .insert_typed(pending.key, &pending.transcript)
+                        .expect("fits");
+                } else {
+                    *self.pending.lock() = Some(pending);
+                }
+            }
+        }
+        self.time.now()
+    }
+}
+
+/// Bug: the pipeline read the transcript key, found another engine's transcript and removed
+/// the key, unconditionally; a transcript of this engine stored in between (by a concurrent
+/// call whose job had just finished) was thrown away and computed again. The removal now
+/// takes only the value that was read, and the transcript stored in between is served.
+#[test]
+fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    let bytes = [7u8; 2500];
+    write(&audio, &bytes);
+    let pending = Arc::new(parking_lot::Mutex::new(None));
+    let clock = Interposing {
+        time: ManualClock::new(),
+        thread: std::thread::current().id(),
+        pending: Arc::clone(&pending),
+    };
+    let cache = Cache::builder()
+        .max_bytes(64 << 20)
+        .clock(clock)
+        .build()
+        .expect("valid");
+    let file_hash = CacheKey::from_content(&bytes, "file")
+        .expect("valid prefix")
+        .digest_hex();
+    let key = CacheKey::transcript(&file_hash, "en").expect("valid key");
+    let transcript = |engine: &str, text: &str| Transcript {
+        language: "en".into(),
+        text: text.into(),
+        segments: Vec::new(),
+        engine: engine.into(),
+        chunks: 3,
+        chunks_computed: 3,
+        compute_time: Duration::from_secs(1),
+    };
+    cache
+        .insert_typed(key, &transcript("old-engine/1", "stale"))
+        .expect("fits");
+    let fresh = transcript("e/1", "stored meanwhile");
+    *pending.lock() = Some(Interposition {
+        cache: cache.clone(),
+        key,
+        transcript: fresh.clone(),
+    });
+    let engine = Named::new("e/1");
+    let pipe = pipeline(cache.clone(), engine.clone());
+    let outcome = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert!(pending.lock().is_none(), "the interposed store never ran");
+    assert_eq!(
+        outcome.transcript, fresh,
+        "the transcript stored meanwhile was lost"
+    );
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 0, "computed again");
+    let stored: Transcript = cache.get_typed(&key).expect("decodes").expect("stored");
+    assert_eq!(stored, fresh);
 }
 
 /// An engine that takes `took` of the cache's (manual) clock per chunk.

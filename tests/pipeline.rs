@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult};
+use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, split};
 use memocache::pipeline::{
-    Pipeline, PipelineError, StandInTranscriber, TranscribeError, Transcriber,
+    CommandTranscriber, Pipeline, PipelineError, StandInTranscriber, TranscribeError, Transcriber,
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
@@ -153,4 +153,45 @@ fn the_stand_in_is_deterministic_and_says_what_it_is() {
     let tb = b.transcribe(&file, "en").expect("ok").transcript.text;
     assert_eq!(ta, tb);
     assert!(ta.starts_with("[stand-in]"), "{ta}");
+}
+
+/// Bug: the command engine's chunk file was always named `*.wav`, also for a byte range of
+/// MP3, FLAC, M4A, ... input, so an engine that picks its decoder by extension read it as WAV.
+/// A byte-range chunk is now named `*.bin`; a WAV chunk (a complete WAV file) stays `*.wav`.
+#[test]
+fn the_command_engine_names_a_chunk_file_for_what_it_holds() {
+    let engine = CommandTranscriber::new("basename {chunk}").expect("has {chunk}");
+    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+    let named = |input: &[u8]| {
+        let chunk = split(input, &plan, None)
+            .expect("splits")
+            .next()
+            .expect("one chunk")
+            .expect("reads");
+        let name = engine.transcribe(&chunk).expect("runs").text;
+        (chunk.info().kind, name)
+    };
+
+    let (kind, name) = named(b"ID3\x04\x00 an mp3 file, cut as bytes");
+    assert_eq!(kind, ChunkKind::Bytes);
+    assert!(
+        name.starts_with("memocache-chunk-") && name.ends_with(".bin"),
+        "{name}"
+    );
+
+    let mut wav = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::new(&mut wav, spec).expect("header");
+    for sample in 0..100i16 {
+        writer.write_sample(sample).expect("sample");
+    }
+    writer.finalize().expect("finalized");
+    let (kind, name) = named(&wav.into_inner());
+    assert_eq!(kind, ChunkKind::Wav);
+    assert!(name.ends_with(".wav"), "{name}");
 }

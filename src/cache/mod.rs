@@ -324,11 +324,37 @@ impl Cache {
 
     /// Removes the entry under `key`, returning its value if it was live.
     pub fn remove(&self, key: &CacheKey) -> Option<Bytes> {
+        self.remove_if(key, |_| true)
+    }
+
+    /// Removes the entry under `key` if its live value satisfies `predicate`; returns the
+    /// value removed.
+    ///
+    /// The check and the removal are one step under the shard's lock, so a value another
+    /// thread stores after the caller looked is never removed by mistake: compare-and-remove
+    /// is `cache.remove_if(&key, |value| *value == seen)`. `predicate` is not called when
+    /// there is no live value; an expired value is removed as by [`Cache::remove`] (reported
+    /// as [`RemovalCause::Expired`]). A removal is counted and reported as by
+    /// [`Cache::remove`].
+    ///
+    /// `predicate` runs under the shard's write lock: keep it short, and do not use this cache
+    /// from it (that deadlocks). If it panics, nothing is removed.
+    pub fn remove_if(
+        &self,
+        key: &CacheKey,
+        predicate: impl FnOnce(&Bytes) -> bool,
+    ) -> Option<Bytes> {
         let inner = &self.inner;
         let hash = inner.hasher.hash(key);
         let now = inner.clock.now().as_nanos();
         let index = inner.shard_of(hash);
-        let record = inner.shards[index].0.write().remove(hash, key)?;
+        let mut shard = inner.shards[index].0.write();
+        let found = shard.find(hash, key)?;
+        if !found.is_expired(now) && !predicate(&found.value) {
+            return None;
+        }
+        let record = shard.remove(hash, key)?;
+        drop(shard);
         let cause = if record.is_expired(now) {
             RemovalCause::Expired
         } else {
@@ -464,6 +490,17 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// The deadline of an entry stored at `now` to live `ttl_nanos` more nanoseconds.
+///
+/// Saturating, but never [`NEVER`], which means "no TTL": a TTL whose deadline passes the
+/// clock's end of time (`Ttl::MAX`, from any time) would otherwise be stored, reported and
+/// expired as no TTL at all. It expires one nanosecond before the end of time instead (about
+/// 584 years after the clock's epoch).
+#[inline]
+fn deadline(now: u64, ttl_nanos: u64) -> u64 {
+    now.saturating_add(ttl_nanos).min(NEVER - 1)
+}
+
 impl Inner {
     #[inline]
     fn shard_of(&self, hash: u64) -> usize {
@@ -558,7 +595,7 @@ impl Inner {
         removed: &mut Removed,
     ) -> Result<(), CacheError> {
         let now = self.clock.now().as_nanos();
-        let expires_at = ttl.map_or(NEVER, |ttl| now.saturating_add(ttl.as_nanos()));
+        let expires_at = ttl.map_or(NEVER, |ttl| deadline(now, ttl.as_nanos()));
         self.store(
             hash,
             NewEntry {
@@ -1029,7 +1066,7 @@ impl Cache {
         for image in chosen.into_iter().rev() {
             let charge = CacheEntry::charged_size(image.value.len()) as u64;
             let expires_at = image.ttl_remaining.map_or(NEVER, |left| {
-                now.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
+                deadline(now, u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
             });
             let mut removed = Removed::new();
             let stored = inner.store(

@@ -76,14 +76,23 @@ mod span {
 /// Hashes keys for the shard index and shard choice.
 ///
 /// Keys are SHA-256 digests, so their bits are already uniform — unless an attacker who
-/// controls content grinds digests that share their low bits, to pile entries into one bucket.
-/// Mixing 16 digest bytes with two per-process random words through a folded 64×64→128-bit
-/// multiply (as `foldhash`/`ahash` do) costs two multiplications and makes bucket positions
-/// unpredictable without the seed.
+/// controls content grinds digests that share their low bits, or one who can choose digests
+/// outright ([`CacheKey::from_digest`], a parsed key) picks them to differ only where the hash
+/// does not look, to pile entries into one bucket. So every bit that key equality compares is
+/// mixed with per-process random words: the four 8-byte words of the digest go through two
+/// folded 64×64→128-bit multiplies (`(w0 ^ k0) × (w1 ^ k1)` and `(w2 ^ k2) × (w3 ^ k3)`, as
+/// `foldhash` hashes 32 bytes), whose results are combined, and the prefix's number joins
+/// before a final multiply. The two multiplies are independent, so they overlap in the CPU;
+/// reading all 32 bytes, not 16, costs a handful of instructions per lookup (the README's
+/// cache section has the callgrind figures).
+///
+/// Nothing is XORed into a digest word before the seeded multiply but a key word: a prefix
+/// number folded in there could be cancelled by a chosen digest (`w0 ^ p == w0' ^ p'`),
+/// making two different keys collide for every seed. The four key words are distinct
+/// random values, so swapping `w2` and `w3` (the multiply commutes) does not collide either.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct KeyHasher {
-    k0: u64,
-    k1: u64,
+    keys: [u64; 4],
 }
 
 #[inline]
@@ -96,23 +105,29 @@ impl KeyHasher {
     pub(super) fn random() -> KeyHasher {
         let state = RandomState::new();
         KeyHasher {
-            k0: state.hash_one(0x243F_6A88_85A3_08D3u64) | 1,
-            k1: state.hash_one(0x1319_8A2E_0370_7344u64) | 1,
+            keys: [
+                0x243F_6A88_85A3_08D3u64,
+                0x1319_8A2E_0370_7344,
+                0xA409_3822_299F_31D0,
+                0x082E_FA98_EC4E_6C89,
+            ]
+            .map(|salt| state.hash_one(salt) | 1),
         }
     }
 
     #[inline]
     pub(super) fn hash(&self, key: &CacheKey) -> u64 {
         let digest = key.digest();
-        let mut lo = [0u8; 8];
-        let mut hi = [0u8; 8];
-        lo.copy_from_slice(&digest[..8]);
-        hi.copy_from_slice(&digest[8..16]);
-        // The prefix is interned, so its number identifies it.
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest[8 * i..8 * i + 8]);
+            u64::from_le_bytes(bytes) ^ self.keys[i]
+        };
+        let mixed = folded_multiply(word(0), word(1)) ^ folded_multiply(word(2), word(3));
+        // The prefix is interned, so its number identifies it; it joins the seeded result, where
+        // no chosen digest can cancel it.
         let prefix = u64::from(key.prefix_number());
-        let a = u64::from_le_bytes(lo) ^ self.k0 ^ prefix;
-        let b = u64::from_le_bytes(hi) ^ self.k1;
-        folded_multiply(folded_multiply(a, b) ^ self.k1, 0x9E37_79B9_7F4A_7C15)
+        folded_multiply(mixed ^ prefix, 0x9E37_79B9_7F4A_7C15)
     }
 }
 

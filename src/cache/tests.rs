@@ -58,6 +58,54 @@ fn ground_keys_sharing_low_bits_spread_over_buckets() {
 }
 
 #[test]
+fn chosen_keys_sharing_digest_bytes_0_to_15_spread_over_buckets() {
+    // Digests chosen outright (`from_digest`, a parsed key) to share bytes 0–15 and differ
+    // only in bytes 16–31 — in their first, middle or last bytes there — land in buckets as
+    // spread as the ground keys above: the hash reads all 32 bytes.
+    let hasher = KeyHasher::random();
+    for at in [16, 20, 28] {
+        let mut buckets = vec![0u32; 1 << 12];
+        let n = 1u32 << 16;
+        for i in 0..n {
+            let mut digest = [0xA5u8; 32];
+            digest[at..at + 4].copy_from_slice(&i.to_le_bytes());
+            let key = CacheKey::from_digest(digest, "chosen").expect("valid prefix");
+            buckets[(hasher.hash(&key) & 0xFFF) as usize] += 1;
+        }
+        let fullest = buckets.iter().copied().max().unwrap_or(0);
+        assert!(
+            fullest < 64,
+            "bytes {at}..: fullest bucket holds {fullest} of {n}"
+        );
+        let empty = buckets.iter().filter(|&&b| b == 0).count();
+        assert!(empty < 16, "bytes {at}..: {empty} empty buckets");
+    }
+}
+
+#[test]
+fn a_chosen_digest_cannot_cancel_the_prefix() {
+    // Two prefixes, and for each digest under the first the digest under the second that
+    // differs exactly by the XOR of the two prefix numbers: were the number folded into a
+    // digest word before the seeded mixing, each such pair would collide under every seed.
+    let first = CacheKey::from_digest([0; 32], "cancel-a").expect("valid prefix");
+    let second = CacheKey::from_digest([0; 32], "cancel-b").expect("valid prefix");
+    let delta = u64::from(first.prefix_number() ^ second.prefix_number());
+    let hasher = KeyHasher::random();
+    let colliding = (0..10_000u64)
+        .filter(|&i| {
+            let mut a = [0u8; 32];
+            a[..8].copy_from_slice(&i.to_le_bytes());
+            let mut b = a;
+            b[..8].copy_from_slice(&(i ^ delta).to_le_bytes());
+            let a = CacheKey::from_digest(a, "cancel-a").expect("valid prefix");
+            let b = CacheKey::from_digest(b, "cancel-b").expect("valid prefix");
+            hasher.hash(&a) == hasher.hash(&b)
+        })
+        .count();
+    assert_eq!(colliding, 0);
+}
+
+#[test]
 fn hit_does_not_allocate_after_insert_promoted_the_bytes() {
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
     let k = key(1);

@@ -10,7 +10,10 @@
 //!   size included), the frames, and a pad byte when the data length is odd, as RIFF requires.
 //!   The header is written once per stream as a template and only its two size fields are
 //!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
-//!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A WAV that
+//!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A `data` size of
+//!   0 or 0xFFFFFFFF, which streaming writers leave when they cannot seek back, means "to the
+//!   end of the input", as in common readers; the cost is that an empty WAV with metadata
+//!   after its `data` header would have that metadata read as samples. A WAV that
 //!   `hound` cannot parse (compressed WAV codecs, for instance) is an error rather than being
 //!   byte-split, so a broken header is never uploaded as audio; force
 //!   [`InputFormat::Bytes`] to byte-split it anyway.
@@ -45,7 +48,7 @@ use super::task::{AudioChunk, ChunkInfo, ChunkKind};
 #[non_exhaustive]
 pub enum SplitError {
     /// The input has no audio: no byte at all, or a WAV with no sample frame.
-    #[error("the input is empty: there is nothing to split")]
+    #[error("the input has no audio to split: it is empty, or a WAV with no sample frame")]
     Empty,
     /// Reading the input failed.
     #[error("reading the input failed: {0}")]
@@ -136,7 +139,11 @@ pub fn split<R: Read>(
     let layout = match plan.input_format() {
         InputFormat::Auto if looks_like_wav => {
             let (spec_ex, data_start, data_len) = read_wav_header(&mut reader)?;
-            Layout::frames(spec_ex, data_start, Some(data_len), chunk_bytes, plan)?
+            // A streamed WAV's data runs to the end of the input: known from its length, if
+            // the caller gave it, else found by reading.
+            let data_len =
+                data_len.or_else(|| input_len.and_then(|len| len.checked_sub(data_start)));
+            Layout::frames(spec_ex, data_start, data_len, chunk_bytes, plan)?
         }
         InputFormat::RawPcm(spec) => {
             Layout::frames(pcm_spec_ex(spec)?, 0, input_len, chunk_bytes, plan)?
@@ -429,17 +436,26 @@ impl<R: Read> Iterator for ChunkStream<R> {
 
 impl<R: Read> std::iter::FusedIterator for ChunkStream<R> {}
 
+/// `data` chunk sizes that mean "to the end of the input". A writer that streams (to a pipe,
+/// or live) cannot seek back to fill in the size once it knows it, and leaves 0 or
+/// 0xFFFFFFFF there (`ffmpeg` writing to a pipe does). Common readers, `ffmpeg`'s among them,
+/// read both as "unknown: read to the end", and so does the splitter. (A WAV that really holds no samples
+/// still has nothing after its header, and is still [`SplitError::Empty`].)
+const STREAMED_SIZES: [u32; 2] = [0, u32::MAX];
+
 /// The longest `fmt ` chunk accepted (real ones are 16, 18 or 40 bytes).
 const MAX_FMT_LEN: u32 = 1024;
 
 /// Reads a WAV header up to the first byte of its `data` chunk; returns the format, the offset
-/// of the data and its length.
+/// of the data and its length — `None` when the header does not say (see [`STREAMED_SIZES`]).
 ///
 /// `hound` parses and validates the format, but its reader keeps the container size (block
 /// align) to itself, and the splitter needs it to cut frames. So this walks the RIFF chunks,
 /// keeps the `fmt ` chunk, skips the others, and hands `hound` a minimal header made of the
 /// RIFF preamble, that `fmt ` chunk and the `data` chunk header.
-fn read_wav_header(reader: &mut impl Read) -> Result<(hound::WavSpecEx, u64, u64), SplitError> {
+fn read_wav_header(
+    reader: &mut impl Read,
+) -> Result<(hound::WavSpecEx, u64, Option<u64>), SplitError> {
     let mut preamble = [0u8; 12];
     reader.read_exact(&mut preamble)?;
     let mut offset = 12u64;
@@ -475,7 +491,8 @@ fn read_wav_header(reader: &mut impl Read) -> Result<(hound::WavSpecEx, u64, u64
                     spec,
                     bytes_per_sample: block_align / spec.channels.max(1),
                 };
-                return Ok((spec_ex, offset, u64::from(len)));
+                let len = (!STREAMED_SIZES.contains(&len)).then_some(u64::from(len));
+                return Ok((spec_ex, offset, len));
             }
             b"fmt " if fmt.is_none() => {
                 if len > MAX_FMT_LEN {

@@ -25,8 +25,9 @@ pub struct Options {
     /// The language, part of the transcript key (1–35 letters, digits, `-`, `_`).
     #[arg(long)]
     language: String,
-    /// The speech engine, run once per chunk: `{chunk}` is replaced by the chunk's WAV path
-    /// and its stdout is the text. Without it, a labelled stand-in engine runs.
+    /// The speech engine, run once per chunk: `{chunk}` is replaced by the chunk file's path
+    /// (`*.wav` for WAV input, `*.bin` for a byte range of any other format) and its stdout
+    /// is the text. Without it, a labelled stand-in engine runs.
     #[arg(long)]
     engine_cmd: Option<String>,
     /// Where the cache is kept between runs (default: $XDG_CACHE_HOME/memocache or

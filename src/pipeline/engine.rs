@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::chunk::{AudioChunk, ChunkResult, Segment};
+use crate::chunk::{AudioChunk, ChunkKind, ChunkResult, Segment};
 use crate::key::CacheKey;
 
 /// One chunk of audio in, text (and optionally timed segments) out.
@@ -47,9 +47,13 @@ pub enum TranscribeError {
 
 /// Any command-line speech engine, run once per chunk through `sh -c`.
 ///
-/// `{chunk}` in the template is replaced by the path of a temporary WAV file holding the
-/// chunk; the command's standard output is the chunk's text. So a user plugs in the engine
-/// they already have, e.g. `pocketsphinx_continuous -infile {chunk} -logfn /dev/null`.
+/// `{chunk}` in the template is replaced by the path of a temporary file holding the chunk;
+/// the command's standard output is the chunk's text. So a user plugs in the engine they
+/// already have, e.g. `pocketsphinx_continuous -infile {chunk} -logfn /dev/null`. The file is
+/// named for what it holds: `*.wav` for a chunk of WAV (or declared raw PCM) input, which is a
+/// complete WAV file, and `*.bin` for a byte range of any other input (see
+/// [`ChunkKind::Bytes`]: not a well-formed file of the input's format, so it does not take the
+/// input's extension either).
 #[derive(Clone, Debug)]
 pub struct CommandTranscriber {
     template: String,
@@ -78,9 +82,15 @@ impl Transcriber for CommandTranscriber {
     }
 
     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        // Named for what it holds: an engine (or the decoder it calls) may pick a format by
+        // extension, and a byte range of MP3, FLAC, ... input read as WAV is noise or an error.
+        let suffix = match chunk.info().kind {
+            ChunkKind::Wav => ".wav",
+            ChunkKind::Bytes => ".bin",
+        };
         let mut file = tempfile::Builder::new()
             .prefix("memocache-chunk-")
-            .suffix(".wav")
+            .suffix(suffix)
             .tempfile()?;
         file.write_all(chunk.data())?;
         file.flush()?;

@@ -449,13 +449,17 @@ impl Pipeline {
         // with its own whole-file memo stores its record there). Either is a miss, and is
         // removed first: the queue looks the key up at submit and would hand it back as the
         // job's result. The new transcript then replaces it.
-        let (transcript, from_cache) = match self.cache.get_typed::<Transcript>(&key) {
-            Ok(Some(transcript)) if transcript.engine == self.engine => (transcript, true),
-            Ok(None) => (self.compute(path, language, &file_hash)?, false),
-            Ok(Some(_)) | Err(_) => {
-                self.cache.remove(&key);
-                (self.compute(path, language, &file_hash)?, false)
-            }
+        let (transcript, from_cache) = match self.cache.get(&key) {
+            None => (self.compute(path, language, &file_hash)?, false),
+            Some(stored) => match codec::decode::<Transcript>(&stored) {
+                Ok(transcript) if transcript.engine == self.engine => (transcript, true),
+                _ => {
+                    // Only the value that was read: a concurrent call's job may have stored
+                    // this engine's transcript since, and the submit below is then served it.
+                    self.cache.remove_if(&key, |current| *current == stored);
+                    (self.compute(path, language, &file_hash)?, false)
+                }
+            },
         };
         let elapsed = self.clock.now().saturating_duration_since(started);
         Ok(TranscriptOutcome {
