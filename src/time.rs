@@ -45,6 +45,10 @@ pub enum TtlError {
 
 impl Ttl {
     /// The longest TTL: `u64::MAX` nanoseconds (about 584 years).
+    ///
+    /// A [`crate::Cache`] stores an entry with it — or with any TTL whose deadline passes the
+    /// end of its clock's range — with the deadline one nanosecond before that end: the entry
+    /// keeps a TTL (see [`crate::CacheEntry::ttl`]) and expires then.
     pub const MAX: Ttl = Ttl(Duration::from_nanos(u64::MAX));
 
     /// A TTL of `duration`; zero, and anything longer than [`Ttl::MAX`], are errors.

@@ -143,6 +143,15 @@ pub fn split<R: Read>(
             // the caller gave it, else found by reading.
             let data_len =
                 data_len.or_else(|| input_len.and_then(|len| len.checked_sub(data_start)));
+            if data_len.is_none() {
+                // Nothing tells its length: look for a first byte of audio now, so that a
+                // streamed WAV with none is `Empty` here, as a finished one is.
+                let (audio, rest) = peek_byte(reader)?;
+                reader = rest;
+                if !audio {
+                    return Err(SplitError::Empty);
+                }
+            }
             Layout::frames(spec_ex, data_start, data_len, chunk_bytes, plan)?
         }
         InputFormat::RawPcm(spec) => {
@@ -162,6 +171,21 @@ pub fn split<R: Read>(
         carry: Vec::new(),
         done: false,
     })
+}
+
+/// Whether `reader` has another byte; the reader is given back with that byte still ahead.
+fn peek_byte<R: Read>(
+    reader: Chain<Cursor<Vec<u8>>, R>,
+) -> io::Result<(bool, Chain<Cursor<Vec<u8>>, R>)> {
+    let (head, mut rest) = reader.into_inner();
+    let consumed = usize::try_from(head.position()).unwrap_or(usize::MAX);
+    let mut ahead = head.into_inner();
+    // The sniffed bytes not read yet: none after a WAV header, which is longer.
+    ahead.drain(..consumed.min(ahead.len()));
+    if ahead.is_empty() {
+        (&mut rest).take(1).read_to_end(&mut ahead)?;
+    }
+    Ok((!ahead.is_empty(), Cursor::new(ahead).chain(rest)))
 }
 
 /// A lazy sequence of chunks read from an input; see [`split`].
@@ -480,10 +504,13 @@ fn read_wav_header(
         match &chunk_header[..4] {
             b"data" => {
                 let fmt = fmt.ok_or(hound::Error::FormatError("missing fmt chunk"))?;
+                let len = (!STREAMED_SIZES.contains(&len)).then_some(len);
                 let mut minimal = Vec::with_capacity(28 + fmt.len());
                 minimal.extend_from_slice(&preamble);
                 minimal.extend_from_slice(&fmt);
-                minimal.extend_from_slice(&chunk_header);
+                minimal.extend_from_slice(b"data");
+                // hound checks the size against the frame size; an unknown one is no size.
+                minimal.extend_from_slice(&len.unwrap_or(0).to_le_bytes());
                 let spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
                 // fmt layout: tag u16, channels u16, rate u32, byte rate u32, block align u16.
                 let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
@@ -491,8 +518,7 @@ fn read_wav_header(
                     spec,
                     bytes_per_sample: block_align / spec.channels.max(1),
                 };
-                let len = (!STREAMED_SIZES.contains(&len)).then_some(u64::from(len));
-                return Ok((spec_ex, offset, len));
+                return Ok((spec_ex, offset, len.map(u64::from)));
             }
             b"fmt " if fmt.is_none() => {
                 if len > MAX_FMT_LEN {
