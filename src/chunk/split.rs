@@ -173,10 +173,11 @@ pub fn split<R: Read>(
     })
 }
 
+/// The input with the bytes already read to sniff it put back in front.
+type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
+
 /// Whether `reader` has another byte; the reader is given back with that byte still ahead.
-fn peek_byte<R: Read>(
-    reader: Chain<Cursor<Vec<u8>>, R>,
-) -> io::Result<(bool, Chain<Cursor<Vec<u8>>, R>)> {
+fn peek_byte<R: Read>(reader: Sniffed<R>) -> io::Result<(bool, Sniffed<R>)> {
     let (head, mut rest) = reader.into_inner();
     let consumed = usize::try_from(head.position()).unwrap_or(usize::MAX);
     let mut ahead = head.into_inner();
@@ -192,7 +193,7 @@ fn peek_byte<R: Read>(
 ///
 /// After the first error the stream ends.
 pub struct ChunkStream<R> {
-    reader: Chain<Cursor<Vec<u8>>, R>,
+    reader: Sniffed<R>,
     layout: Layout,
     /// Units read from the input so far.
     read_units: u64,
