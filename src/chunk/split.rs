@@ -464,8 +464,8 @@ impl<R: Read> std::iter::FusedIterator for ChunkStream<R> {}
 /// `data` chunk sizes that mean "to the end of the input". A writer that streams (to a pipe,
 /// or live) cannot seek back to fill in the size once it knows it, and leaves 0 or
 /// 0xFFFFFFFF there (`ffmpeg` writing to a pipe does). Common readers, `ffmpeg`'s among them,
-/// read both as "unknown: read to the end", and so does the splitter. (A WAV that really holds no samples
-/// still has nothing after its header, and is still [`SplitError::Empty`].)
+/// read both as "unknown: read to the end", and so does the splitter. (A WAV that really
+/// holds no samples still has nothing after its header, and is still [`SplitError::Empty`].)
 const STREAMED_SIZES: [u32; 2] = [0, u32::MAX];
 
 /// The longest `fmt ` chunk accepted (real ones are 16, 18 or 40 bytes).
