@@ -348,13 +348,12 @@ impl Cache {
         let hash = inner.hasher.hash(key);
         let now = inner.clock.now().as_nanos();
         let index = inner.shard_of(hash);
-        let mut shard = inner.shards[index].0.write();
-        let found = shard.find(hash, key)?;
-        if !found.is_expired(now) && !predicate(&found.value) {
-            return None;
-        }
-        let record = shard.remove(hash, key)?;
-        drop(shard);
+        let record = inner.shards[index]
+            .0
+            .write()
+            .remove_if(hash, key, |found| {
+                found.is_expired(now) || predicate(&found.value)
+            })?;
         let cause = if record.is_expired(now) {
             RemovalCause::Expired
         } else {

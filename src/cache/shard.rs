@@ -499,7 +499,21 @@ impl Shard {
     }
 
     pub(super) fn remove(&mut self, hash: u64, key: &CacheKey) -> Option<Record> {
+        self.remove_if(hash, key, |_| true)
+    }
+
+    /// Removes the entry under `key` if `accept` says so, with one probe of the index for the
+    /// key (a compare-and-remove under the lock the caller holds).
+    pub(super) fn remove_if(
+        &mut self,
+        hash: u64,
+        key: &CacheKey,
+        accept: impl FnOnce(&Record) -> bool,
+    ) -> Option<Record> {
         let slot = self.slot_of(hash, key)?;
+        if !accept(self.records.record(slot)) {
+            return None;
+        }
         Some(self.remove_slot(hash, slot))
     }
 
