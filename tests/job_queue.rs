@@ -1305,3 +1305,215 @@ fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
     let q = queue.stats();
     assert_eq!((q.processing, q.queued, q.lease_expirations), (0, 0, 0));
 }
+
+// Issue #5's two late defects (session 8): a full queue refused a job the memo store answers,
+// and a follower that took over from a cancelled leader queued as if submitted at the takeover.
+
+/// A cache holding the transcripts of the files `ns`.
+fn cache_with(ns: &[u8]) -> Cache {
+    let cache = cache();
+    for &n in ns {
+        let key = CacheKey::transcript(&hash(n), "en").expect("valid");
+        cache
+            .insert(key, Bytes::from_static(b"memo"))
+            .expect("insert");
+    }
+    cache
+}
+
+#[test]
+fn a_full_queue_accepts_a_job_the_memo_answers_and_it_takes_no_place() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .capacity(1)
+        .cache(cache_with(&[1]))
+        .build()
+        .expect("valid");
+    let filler = queue.submit(job(JobPriority::Low)).expect("room");
+    let hit = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("a memo hit needs no room");
+    // Nor does it wait for room: a full queue would hold this call for the whole minute.
+    let waited = queue
+        .submit_timeout(transcription(1, JobPriority::Low), 60 * SEC)
+        .expect("a memo hit needs no room");
+    for id in [hit, waited] {
+        let job = queue.get(id).expect("kept");
+        assert_eq!(job.status(), JobStatus::Completed);
+        assert_eq!(
+            job.result().map(|r| r.as_bytes().as_ref()),
+            Some(&b"memo"[..])
+        );
+    }
+    // A job the memo does not answer is still refused, and the filler kept its place.
+    assert!(matches!(
+        queue.submit(transcription(2, JobPriority::Low)),
+        Err(QueueError::Full { capacity: 1 })
+    ));
+    assert_eq!(queue.status(filler), Some(JobStatus::Queued));
+    let stats = queue.stats();
+    assert_eq!((stats.memo_hits, stats.completed), (2, 2));
+    assert_eq!(
+        (stats.submitted, stats.rejected_full, stats.queued),
+        (3, 1, 1)
+    );
+}
+
+/// A follower holds its record (payload included) until its leader finishes, and nothing else
+/// bounds how many a leader gathers, so a follower takes a place like any queued job.
+#[test]
+fn a_follower_takes_a_place_so_a_full_queue_refuses_it() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).capacity(2).build().expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let follower = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("room for one follower");
+    let refused = transcription(1, JobPriority::Low);
+    let refused_id = refused.id();
+    assert!(matches!(
+        queue.submit(refused),
+        Err(QueueError::Full { capacity: 2 })
+    ));
+    assert_eq!(queue.status(refused_id), None);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.queued, stats.coalesced_waiting, stats.coalesced),
+        (2, 1, 1)
+    );
+    assert_eq!(stats.rejected_full, 1);
+    // The leader's completion frees both places.
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), leader);
+    queue
+        .complete(&lease, Bytes::new().into())
+        .expect("current");
+    assert_eq!(queue.status(follower), Some(JobStatus::Completed));
+    assert_eq!(queue.stats().queued, 0);
+}
+
+/// With an identical job in flight *and* the key in the memo store, a queue with room coalesces
+/// the new job (it completes with the leader); a full one completes it from the memo store
+/// rather than refuse it. Either way it ends with a result and no second execution.
+#[test]
+fn a_full_queue_answers_from_the_memo_a_job_it_has_no_room_to_coalesce() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let queue = builder(&clock)
+        .capacity(1)
+        .cache(store.clone())
+        .build()
+        .expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    let key = CacheKey::transcript(&hash(1), "en").expect("valid");
+    store
+        .insert(key, Bytes::from_static(b"elsewhere"))
+        .expect("insert");
+    let late = queue
+        .submit(transcription(1, JobPriority::High))
+        .expect("answered by the memo store");
+    assert_eq!(queue.status(late), Some(JobStatus::Completed));
+    assert!(queue.try_next(&w("w2")).is_none(), "no second execution");
+    queue
+        .complete(&lease, b"ran".to_vec().into())
+        .expect("current");
+    assert_eq!(queue.status(leader), Some(JobStatus::Completed));
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.memo_hits, stats.coalesced, stats.completed),
+        (1, 0, 2)
+    );
+}
+
+#[test]
+fn a_full_queue_resubmits_a_dead_letter_the_memo_now_answers() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let queue = builder(&clock)
+        .capacity(1)
+        .retry(RetryConfig::fixed(0, SEC))
+        .cache(store.clone())
+        .build()
+        .expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    queue.fail(&lease, "bad").expect("current");
+    queue.submit(job(JobPriority::Low)).expect("room");
+    // The transcript arrives in the cache some other way.
+    let key = CacheKey::transcript(&hash(1), "en").expect("valid");
+    store
+        .insert(key, Bytes::from_static(b"later"))
+        .expect("insert");
+    queue
+        .resubmit_dead_letter(leader)
+        .expect("answered by the memo store");
+    let job = queue.get(leader).expect("kept");
+    assert_eq!(job.status(), JobStatus::Completed);
+    assert_eq!(
+        job.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"later"[..])
+    );
+    assert!(queue.dead_letters().is_empty());
+    let stats = queue.stats();
+    assert_eq!((stats.memo_hits, stats.completed, stats.failed), (1, 1, 1));
+    assert_eq!(
+        (stats.queued, stats.dead_letters, stats.rejected_full),
+        (1, 0, 0)
+    );
+}
+
+#[test]
+fn a_follower_that_takes_over_keeps_its_fifo_turn() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(None).build().expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let follower = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let later = queue.submit(job(JobPriority::Low)).expect("submit");
+    queue.try_next(&w("w")).expect("the leader");
+    queue.cancel(leader).expect("cancel");
+    // The follower was submitted before `later`, so it runs first.
+    assert_eq!(take_all(&queue), [follower, later]);
+}
+
+#[test]
+fn a_follower_that_takes_over_keeps_its_aging_credit() {
+    let step = 10 * SEC;
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(Some(step)).build().expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let follower = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let running = queue.try_next(&w("w")).expect("the leader");
+    assert_eq!(running.job_id(), leader);
+    // The leader is cancelled after one and a half steps, under a steady High load.
+    clock.advance(step + step / 2);
+    queue.cancel(leader).expect("cancel");
+    let high = queue.submit(job(JobPriority::High)).expect("submit");
+    let take = || {
+        let lease = queue.try_next(&w("w")).expect("ready");
+        queue
+            .complete(&lease, Bytes::new().into())
+            .expect("current");
+        lease.job_id()
+    };
+    assert_eq!(take(), high, "after one step the follower is only Medium");
+    // At two steps since its submit (not since the takeover) it competes as High, and is older.
+    clock.advance(step / 2);
+    let younger = queue.submit(job(JobPriority::High)).expect("submit");
+    assert_eq!(take(), follower);
+    assert_eq!(take(), younger);
+}

@@ -219,8 +219,9 @@ mod reference {
             deadline: u64,
             link: u64,
         },
-        /// Coalesced onto the job at this index.
-        Follower { leader: usize },
+        /// Coalesced onto the job at this index at time `since`, in turn `seq` (which it keeps
+        /// if it takes over as leader).
+        Follower { leader: usize, seq: u64, since: u64 },
         /// In the dead-letter list.
         Dead,
         /// In the finished ring.
@@ -396,11 +397,29 @@ mod reference {
             }
         }
 
+        /// Completes the queued job `j` from the memo: it takes no place.
+        fn memo_hit(&mut self, j: usize) {
+            self.jobs[j].status = JobStatus::Completed;
+            self.stats.memo_hits += 1;
+            self.stats.completed += 1;
+            self.finish(j);
+        }
+
+        /// Whether a full queue still accepts job `j`: only if the memo answers it.
+        fn answered_when_full(&self, j: usize) -> bool {
+            self.jobs[j].group.is_some_and(|g| self.memo.contains(&g))
+        }
+
         /// Places a queued job: follower, memo hit or ready.
         fn admit(&mut self, j: usize, now: u64) {
             if let Some(g) = self.jobs[j].group {
                 if let Some(&leader) = self.leaders.get(&g) {
-                    self.jobs[j].place = Place::Follower { leader };
+                    let seq = self.tick();
+                    self.jobs[j].place = Place::Follower {
+                        leader,
+                        seq,
+                        since: now,
+                    };
                     self.jobs[leader].followers.push(j);
                     self.stats.coalesced += 1;
                     let p = self.jobs[j].priority;
@@ -408,10 +427,7 @@ mod reference {
                     return;
                 }
                 if self.memo.contains(&g) {
-                    self.jobs[j].status = JobStatus::Completed;
-                    self.stats.memo_hits += 1;
-                    self.stats.completed += 1;
-                    self.finish(j);
+                    self.memo_hit(j);
                     return;
                 }
                 self.leaders.insert(g, j);
@@ -427,11 +443,6 @@ mod reference {
             priority: JobPriority,
             now: u64,
         ) -> bool {
-            if self.live() >= self.capacity {
-                self.stats.rejected_full += 1;
-                return false;
-            }
-            self.stats.submitted += 1;
             self.jobs.push(MJob {
                 id,
                 group,
@@ -441,7 +452,19 @@ mod reference {
                 place: Place::Gone,
                 followers: Vec::new(),
             });
-            self.admit(self.jobs.len() - 1, now);
+            let j = self.jobs.len() - 1;
+            if self.live() >= self.capacity {
+                if !self.answered_when_full(j) {
+                    self.jobs.pop();
+                    self.stats.rejected_full += 1;
+                    return false;
+                }
+                self.stats.submitted += 1;
+                self.memo_hit(j);
+                return true;
+            }
+            self.stats.submitted += 1;
+            self.admit(j, now);
             true
         }
 
@@ -534,7 +557,7 @@ mod reference {
             match self.jobs[j].place {
                 Place::Gone => return Err(true),
                 Place::Dead | Place::Finished => return Err(false),
-                Place::Follower { leader } => self.jobs[leader].followers.retain(|&f| f != j),
+                Place::Follower { leader, .. } => self.jobs[leader].followers.retain(|&f| f != j),
                 _ => {}
             }
             self.jobs[j].status = JobStatus::Cancelled;
@@ -546,12 +569,18 @@ mod reference {
             if let (true, Some(g)) = (leads, group) {
                 self.leaders.remove(&g);
                 if let Some((&first, rest)) = followers.split_first() {
-                    // The first follower takes over, the others follow it.
+                    // The first follower takes over with its own turn and age, the others
+                    // follow it.
                     self.leaders.insert(g, first);
-                    self.enqueue(first, now);
+                    let Place::Follower { seq, since, .. } = self.jobs[first].place else {
+                        unreachable!("a leader's followers follow it");
+                    };
+                    self.jobs[first].place = Place::Ready { seq, since };
                     let mut best = JobPriority::Low;
                     for &f in rest {
-                        self.jobs[f].place = Place::Follower { leader: first };
+                        if let Place::Follower { leader, .. } = &mut self.jobs[f].place {
+                            *leader = first;
+                        }
                         best = best.max(self.jobs[f].priority);
                     }
                     self.jobs[first].followers = rest.to_vec();
@@ -567,7 +596,8 @@ mod reference {
             if self.jobs[j].place != Place::Dead {
                 return Err(true);
             }
-            if self.live() >= self.capacity {
+            let full = self.live() >= self.capacity;
+            if full && !self.answered_when_full(j) {
                 self.stats.rejected_full += 1;
                 return Err(false);
             }
@@ -575,7 +605,11 @@ mod reference {
             self.jobs[j].status = JobStatus::Queued;
             self.jobs[j].retries = 0;
             self.resubmitted += 1;
-            self.admit(j, now);
+            if full {
+                self.memo_hit(j);
+            } else {
+                self.admit(j, now);
+            }
             Ok(())
         }
 

@@ -7,14 +7,21 @@
 //! compute the same result. The queue uses that key three ways:
 //!
 //! 1. **Memo hit.** At submit, if the [`MemoStore`] holds the key, the job completes at once
-//!    with the stored result ([`crate::Job::complete_memoized`]); no worker ever sees it.
+//!    with the stored result ([`crate::Job::complete_memoized`]); no worker ever sees it. It
+//!    never holds a place, so a full queue accepts it rather than refuse it or make
+//!    [`crate::JobQueue::submit_timeout`] wait (a full queue looks the key up before it
+//!    refuses, even when an identical job is in flight, which with room it would follow).
 //! 2. **Coalescing.** If an identical job (same key) is already queued or running, the new job
 //!    becomes its *follower*: it is not queued for a worker, and when the leader completes,
 //!    every follower completes with the same result. One execution per content key. A follower
 //!    more urgent than its leader raises the leader's priority (priority inheritance), so
 //!    coalescing never makes an urgent job wait behind low-priority work. If the leader is
-//!    cancelled, its first follower takes over as leader; if the leader fails for good, its
-//!    followers fail with it (and are dead-lettered), since they would fail the same way.
+//!    cancelled, its first follower takes over as leader, with its own age and FIFO turn
+//!    (those of its submit: a follower is given a turn when it is coalesced), so aging bounds
+//!    its wait as it bounds any job's; if the leader fails for good, its followers fail with
+//!    it (and are dead-lettered), since they would fail the same way. A follower takes a
+//!    place under the queue's capacity: it holds its record and payload until the leader
+//!    finishes, and nothing else bounds how many a leader gathers.
 //! 3. **Store.** When a memoized job completes, its result is stored under the key.
 //!
 //! The lookup at submit and the store at completion happen under the queue's lock, which closes

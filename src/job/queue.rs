@@ -34,7 +34,13 @@
 //! * **Finished jobs** (completed, cancelled) stay readable through [`JobQueue::get`] until
 //!   `retain_finished` newer ones have finished; the queue does not grow without bound.
 //! * **Capacity**: at most `capacity` jobs may be queued or running; a submit beyond that is
-//!   refused with [`QueueError::Full`], never dropped. [`JobQueue::submit_timeout`] waits for
+//!   refused with [`QueueError::Full`], never dropped. A follower (a job coalesced onto an
+//!   identical one, see [`crate::job::memo`]) counts: it holds its record and payload until its
+//!   leader finishes, and nothing else bounds how many a leader gathers. A job the memo store
+//!   answers at submit does not: it completes at once and never holds a place, so a full queue
+//!   accepts it (and [`JobQueue::submit_timeout`] does not wait), as does
+//!   [`JobQueue::resubmit_dead_letter`]. A full queue looks the key up only then; with room,
+//!   an identical job in flight is followed first, as always. [`JobQueue::submit_timeout`] waits for
 //!   room instead, up to a timeout: a full queue wakes its waiting producers once it has
 //!   drained by a sixteenth of its capacity, so a producer that outruns its workers sleeps
 //!   and then submits a batch, rather than being woken (two system calls) for every finished
@@ -101,6 +107,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use slab::Slab;
@@ -587,8 +594,13 @@ enum Place {
     Delayed { due: Timestamp, seq: u64 },
     /// In the lease list until `deadline`, under this lease id.
     Leased { deadline: Timestamp, lease_id: u64 },
-    /// Waiting for the result of the leader in this slot.
-    Follower { leader: Slot },
+    /// Coalesced: waiting for the result of its leader, which is always the leader of its
+    /// memo key in `leaders` (a leader leaves that map only as it finishes, fails with its
+    /// followers, or hands them over). `seq` and `since` are the turn and the start of the
+    /// wait it was given when it was coalesced, which it keeps if it takes over as leader (see
+    /// [`Inner::cancel_locked`]). Naming the leader here too would grow every record by a
+    /// word.
+    Follower { seq: u64, since: Timestamp },
     /// Failed for good: in `dead`. (Completed and cancelled jobs leave the slab.)
     Done,
 }
@@ -779,6 +791,9 @@ impl JobQueue {
     /// Submits a new job. A memoized job may complete at once (memo hit) or be coalesced onto
     /// an identical job; see [`crate::job::memo`].
     ///
+    /// [`QueueError::Full`] when `capacity` jobs are queued or running (followers included),
+    /// unless the memo store answers the job: a memo hit takes no place.
+    ///
     /// A refused job leaves no trace in the queue, so a caller that wants to retry after
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
     pub fn submit(&self, job: Job) -> Result<JobId, QueueError> {
@@ -931,7 +946,8 @@ impl JobQueue {
     }
 
     /// Gives a dead-lettered job a fresh retry budget and queues it again (memo and
-    /// coalescing apply as on submit).
+    /// coalescing apply as on submit, so a full queue refuses it with [`QueueError::Full`]
+    /// unless the memo store answers it).
     pub fn resubmit_dead_letter(&self, id: JobId) -> Result<(), QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.state.lock();
@@ -942,23 +958,27 @@ impl JobQueue {
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
             return Err(QueueError::NotDeadLettered(id));
         };
-        if st.live >= inner.capacity {
-            st.stats.rejected_full += 1;
-            return Err(QueueError::Full {
-                capacity: inner.capacity,
-            });
-        }
         let slot = st.dead[pos];
+        // As on submit, a job the memo store answers takes no place, so a full queue does
+        // not refuse it.
+        let mut hit = None;
+        if st.live >= inner.capacity {
+            let key = st.records.get(slot).and_then(|r| r.job.memo_key());
+            hit = inner.memo_lookup(key);
+            if hit.is_none() {
+                st.stats.rejected_full += 1;
+                return Err(QueueError::Full {
+                    capacity: inner.capacity,
+                });
+            }
+        }
         st.record_mut(slot, id)?.job.reopen()?;
         st.dead.remove(pos);
         st.stats.dead_letters = st.dead.len();
-        let woke = inner.admit(st, slot, now);
-        let completions = std::mem::take(&mut st.completions);
-        drop(guard);
-        if woke {
-            inner.available.notify_all();
-        }
-        inner.report(&completions);
+        // A hit completes the job; anything else is admitted as usual.
+        let answered = hit.is_some_and(|value| inner.memo_hit(st, slot, value, now));
+        let woke = !answered && inner.admit(st, slot, now);
+        inner.unlock_and_report(guard, woke);
         Ok(())
     }
 
@@ -1066,6 +1086,21 @@ impl State {
         self.records.get_mut(slot).ok_or(QueueError::NotFound(id))
     }
 
+    /// Puts a job just submitted in a record of its own (its place is left to
+    /// [`Inner::admit`]), stamped with the submit time and its retry budget.
+    #[inline]
+    fn add_submitted(&mut self, mut job: Job, now: Timestamp, default_max_retries: u32) -> Slot {
+        job.stamp_submitted(now, default_max_retries);
+        self.stats.submitted += 1;
+        self.records.insert(Record {
+            job,
+            place: Place::Done,
+            followers: Vec::new(),
+            prev: NIL,
+            next: NIL,
+        })
+    }
+
     /// Puts a queued job at the back of its ready deque.
     fn enqueue(&mut self, slot: Slot, now: Timestamp) {
         let seq = self.next_seq();
@@ -1082,7 +1117,9 @@ impl State {
     }
 
     /// Puts a ready job taken out of one deque into the deque of its (new) priority, at the
-    /// place its sequence number gives it: a raised job keeps its age *and* its turn.
+    /// place its sequence number gives it: a raised job keeps its age *and* its turn. (A
+    /// follower taking over from a cancelled leader comes in the same way, with the turn and
+    /// the time it was given when it was coalesced.)
     ///
     /// Pushing it at the back with its old `since` would leave an older job behind younger
     /// heads; since a take looks only at heads, it would then wait for every younger job of
@@ -1256,23 +1293,12 @@ impl Inner {
         let (key, priority) = (record.job.memo_key().copied(), record.job.priority());
         if let Some(key) = key {
             if let Some(&leader) = st.leaders.get(&key) {
-                self.follow(st, slot, leader, priority);
+                self.follow(st, slot, leader, priority, now);
                 return false;
             }
-            let hit = self.memo.as_ref().and_then(|m| m.lookup(&key));
-            if let Some(value) = hit
-                && let Some(record) = st.records.get_mut(slot)
-            {
-                // Only a queued job reaches here, so the transition cannot be refused.
-                if record.job.complete_memoized(value.into(), now).is_ok() {
-                    if self.on_complete.is_some() {
-                        st.completions.push(JobCompletion::of(&record.job, true));
-                    }
-                    st.stats.memo_hits += 1;
-                    st.stats.completed += 1;
-                    st.finished(slot, self.retain_finished);
-                    return false;
-                }
+            let hit = self.memo_lookup(Some(&key));
+            if hit.is_some_and(|value| self.memo_hit(st, slot, value, now)) {
+                return false;
             }
             st.leaders.insert(key, slot);
         }
@@ -1281,14 +1307,47 @@ impl Inner {
         true
     }
 
+    /// The memo store's result for `key`, if there are both.
+    fn memo_lookup(&self, key: Option<&CacheKey>) -> Option<Bytes> {
+        self.memo.as_ref().zip(key).and_then(|(m, k)| m.lookup(k))
+    }
+
+    /// Completes the queued job in `slot` (not yet counted in `live`) with a memoized result:
+    /// it finishes at once and takes no place. Returns false, changing nothing, if the job's
+    /// state machine refuses (not reachable: only queued jobs get here).
+    fn memo_hit(&self, st: &mut State, slot: Slot, value: Bytes, now: Timestamp) -> bool {
+        let Some(record) = st.records.get_mut(slot) else {
+            return false;
+        };
+        if record.job.complete_memoized(value.into(), now).is_err() {
+            return false;
+        }
+        if self.on_complete.is_some() {
+            st.completions.push(JobCompletion::of(&record.job, true));
+        }
+        st.stats.memo_hits += 1;
+        st.stats.completed += 1;
+        st.finished(slot, self.retain_finished);
+        true
+    }
+
     /// Coalesces the job in `slot` onto `leader`, raising the leader's priority if the job is
-    /// more urgent.
-    fn follow(&self, st: &mut State, slot: Slot, leader: Slot, priority: JobPriority) {
+    /// more urgent. The follower takes a turn now, as a ready job would, so that if it takes
+    /// over from a cancelled leader it competes with its own age, not the takeover's.
+    fn follow(
+        &self,
+        st: &mut State,
+        slot: Slot,
+        leader: Slot,
+        priority: JobPriority,
+        now: Timestamp,
+    ) {
         st.live += 1;
         st.followers += 1;
         st.stats.coalesced += 1;
+        let seq = st.next_seq();
         if let Some(r) = st.records.get_mut(slot) {
-            r.place = Place::Follower { leader };
+            r.place = Place::Follower { seq, since: now };
         }
         if let Some(lead) = st.records.get_mut(leader) {
             lead.followers.push(slot);
@@ -1528,9 +1587,10 @@ impl Inner {
                 st.delayed.remove(&(due, seq));
             }
             Place::Leased { .. } => st.unlink_lease(slot),
-            Place::Follower { leader } => {
+            Place::Follower { .. } => {
                 st.followers -= 1;
-                if let Some(lead) = st.records.get_mut(leader) {
+                let leader = key.and_then(|key| st.leaders.get(&key).copied());
+                if let Some(lead) = leader.and_then(|leader| st.records.get_mut(leader)) {
                     lead.followers.retain(|&f| f != slot);
                 }
             }
@@ -1548,14 +1608,24 @@ impl Inner {
             if let Some((&first, rest)) = followers.split_first() {
                 st.followers -= 1;
                 st.leaders.insert(key, first);
-                st.enqueue(first, now);
-                let mut best = JobPriority::Low;
-                for &f in rest {
-                    if let Some(r) = st.records.get_mut(f) {
-                        r.place = Place::Follower { leader: first };
-                        best = best.max(r.job.priority());
-                    }
+                // The new leader joins the ready jobs with the turn and the wait it has had
+                // since it was coalesced. Enqueued as new, it would lose its aging credit and
+                // its FIFO turn to every job submitted after it, and aging's bound (a Low job
+                // competes as High after about two steps) would restart at the takeover.
+                match st.records.get(first).map(|r| r.place) {
+                    Some(Place::Follower { seq, since }) => st.reinsert_ready(Ready {
+                        slot: first,
+                        seq,
+                        since,
+                    }),
+                    _ => st.enqueue(first, now),
                 }
+                let best = rest
+                    .iter()
+                    .filter_map(|&f| st.records.get(f))
+                    .map(|r| r.job.priority())
+                    .max()
+                    .unwrap_or(JobPriority::Low);
                 if let Some(lead) = st.records.get_mut(first) {
                     lead.followers = rest.to_vec();
                 }
@@ -1651,7 +1721,7 @@ impl Inner {
         }
     }
 
-    fn submit(&self, mut job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
+    fn submit(&self, job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
         let id = job.id();
         if job.status() != JobStatus::Queued {
             return Err(QueueError::NotNew {
@@ -1691,15 +1761,22 @@ impl Inner {
             else {
                 return Err(QueueError::Duplicate(id));
             };
+            // The slab fills its vacant key next, so the entry can name the slot before the
+            // record is in it.
+            let entry = IndexEntry {
+                hash,
+                loc: PackedLoc::pack(Loc::Live(records.vacant_key())),
+            };
             if *live < self.capacity {
-                // The slab fills its vacant key next, so the entry can name the slot before
-                // the record is in it.
-                let slot = records.vacant_key();
-                vacant.insert(IndexEntry {
-                    hash,
-                    loc: PackedLoc::pack(Loc::Live(slot)),
-                });
+                vacant.insert(entry);
                 break now;
+            }
+            // A job the memo store answers completes at once and takes no place, so a full
+            // queue neither refuses it nor makes it wait. Looked up only when full: with room,
+            // `admit` looks (after coalescing, which also ends with a result).
+            if let Some(value) = self.memo_lookup(job.memo_key()) {
+                vacant.insert(entry);
+                return Ok(self.submit_answered(guard, job, value, now));
             }
             let started = *started.get_or_insert_with(Instant::now);
             let remaining = timeout.and_then(|t| t.checked_sub(started.elapsed()));
@@ -1717,23 +1794,43 @@ impl Inner {
             guard.submitters_waiting -= 1;
         };
         let st = &mut *guard;
-        job.stamp_submitted(now, self.retry.max_retries());
-        let slot = st.records.insert(Record {
-            job,
-            place: Place::Done,
-            followers: Vec::new(),
-            prev: NIL,
-            next: NIL,
-        });
-        st.stats.submitted += 1;
+        let slot = st.add_submitted(job, now, self.retry.max_retries());
         let woke = self.admit(st, slot, now) && st.waiting > 0;
-        let completions = std::mem::take(&mut st.completions);
+        self.unlock_and_report(guard, woke);
+        Ok(id)
+    }
+
+    /// The rest of a submit that a full queue accepts because the memo store answers it
+    /// (its index entry is in place): out of line, so that the common submit keeps its size.
+    #[cold]
+    #[inline(never)]
+    fn submit_answered(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        job: Job,
+        value: Bytes,
+        now: Timestamp,
+    ) -> JobId {
+        let id = job.id();
+        let st = &mut *guard;
+        let slot = st.add_submitted(job, now, self.retry.max_retries());
+        // The hit cannot be refused (the job is new); were it, the job would be admitted
+        // rather than lost.
+        let woke = !self.memo_hit(st, slot, value, now) && self.admit(st, slot, now);
+        let woke = woke && st.waiting > 0;
+        self.unlock_and_report(guard, woke);
+        id
+    }
+
+    /// Releases the lock after a submit or a re-submit, then wakes the blocked takers if a job
+    /// became ready and reports completions (memo hits) to the hook.
+    fn unlock_and_report(&self, mut guard: MutexGuard<'_, State>, woke: bool) {
+        let completions = std::mem::take(&mut guard.completions);
         drop(guard);
         if woke {
             self.available.notify_all();
         }
         self.report(&completions);
-        Ok(id)
     }
 
     /// Wakes the submitters waiting for room once the queue has drained enough (see
