@@ -1517,3 +1517,31 @@ fn a_follower_that_takes_over_keeps_its_aging_credit() {
     assert_eq!(take(), follower);
     assert_eq!(take(), younger);
 }
+
+// Probes of the memo, coalescing and cancel interactions (session 8) that no test above covers.
+
+/// Priority flows from followers to their leader, never back: a follower that takes over from
+/// a more urgent cancelled leader runs at its own priority.
+#[test]
+fn a_follower_taking_over_from_an_urgent_leader_keeps_its_own_priority() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(None).build().expect("valid");
+    let leader = queue
+        .submit(transcription(1, JobPriority::High))
+        .expect("submit");
+    let follower = queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("submit");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    queue.cancel(leader).expect("cancel");
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.queued, stats.coalesced_waiting, stats.cancelled),
+        (2, 0, 1)
+    );
+    assert_eq!(take_all(&queue), [medium, follower]);
+    assert_eq!(
+        queue.get(follower).map(|j| j.priority()),
+        Some(JobPriority::Low)
+    );
+}

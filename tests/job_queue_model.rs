@@ -553,7 +553,7 @@ mod reference {
 
         /// `Ok` if job `j` is cancelled; `Err(true)` if it is unknown, `Err(false)` if it is
         /// terminal.
-        pub fn cancel(&mut self, j: usize, now: u64) -> Result<(), bool> {
+        pub fn cancel(&mut self, j: usize) -> Result<(), bool> {
             match self.jobs[j].place {
                 Place::Gone => return Err(true),
                 Place::Dead | Place::Finished => return Err(false),
@@ -730,7 +730,7 @@ proptest! {
                 Op::Cancel(i) if !m.jobs.is_empty() => {
                     let j = i.index(m.jobs.len());
                     let got = queue.cancel(m.jobs[j].id);
-                    match (&got, m.cancel(j, now)) {
+                    match (&got, m.cancel(j)) {
                         (Ok(()), Ok(()))
                         | (Err(QueueError::NotFound(_)), Err(true))
                         | (Err(QueueError::InvalidTransition(_)), Err(false)) => {}

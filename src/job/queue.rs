@@ -40,11 +40,11 @@
 //!   answers at submit does not: it completes at once and never holds a place, so a full queue
 //!   accepts it (and [`JobQueue::submit_timeout`] does not wait), as does
 //!   [`JobQueue::resubmit_dead_letter`]. A full queue looks the key up only then; with room,
-//!   an identical job in flight is followed first, as always. [`JobQueue::submit_timeout`] waits for
-//!   room instead, up to a timeout: a full queue wakes its waiting producers once it has
-//!   drained by a sixteenth of its capacity, so a producer that outruns its workers sleeps
-//!   and then submits a batch, rather than being woken (two system calls) for every finished
-//!   job or spinning on the lock that the workers need.
+//!   an identical job in flight is followed first, as always. [`JobQueue::submit_timeout`]
+//!   waits for room instead of refusing, up to a timeout: a full queue wakes its waiting
+//!   producers once it has drained by a sixteenth of its capacity, so a producer that
+//!   outruns its workers sleeps and then submits a batch, rather than being woken (two system
+//!   calls) for every finished job or spinning on the lock that the workers need.
 //! * **A worker's loop in one call**: [`JobQueue::complete_and_next`] completes a job and
 //!   leases the next under one lock acquisition and one clock read. A busy worker then takes
 //!   the lock once per job instead of twice, which matters most when producers contend for
@@ -1087,18 +1087,21 @@ impl State {
     }
 
     /// Puts a job just submitted in a record of its own (its place is left to
-    /// [`Inner::admit`]), stamped with the submit time and its retry budget.
+    /// [`Inner::admit`]), stamped with the submit time and its retry budget. (A function of
+    /// its own: written out in `submit`, the same lines cost 5–8 more instructions a job in a
+    /// one-thread callgrind loop, session 8.)
     #[inline]
     fn add_submitted(&mut self, mut job: Job, now: Timestamp, default_max_retries: u32) -> Slot {
         job.stamp_submitted(now, default_max_retries);
-        self.stats.submitted += 1;
-        self.records.insert(Record {
+        let slot = self.records.insert(Record {
             job,
             place: Place::Done,
             followers: Vec::new(),
             prev: NIL,
             next: NIL,
-        })
+        });
+        self.stats.submitted += 1;
+        slot
     }
 
     /// Puts a queued job at the back of its ready deque.
@@ -1733,6 +1736,8 @@ impl Inner {
         let mut guard = self.state.lock();
         // When a waiting submit started waiting: real time, read only once it has to wait.
         let mut started: Option<Instant> = None;
+        // What the memo store answered, if a full queue looked.
+        let mut hit = None;
         let now = loop {
             let st = &mut *guard;
             let now = self.clock.now();
@@ -1774,9 +1779,10 @@ impl Inner {
             // A job the memo store answers completes at once and takes no place, so a full
             // queue neither refuses it nor makes it wait. Looked up only when full: with room,
             // `admit` looks (after coalescing, which also ends with a result).
-            if let Some(value) = self.memo_lookup(job.memo_key()) {
+            hit = self.memo_lookup(job.memo_key());
+            if hit.is_some() {
                 vacant.insert(entry);
-                return Ok(self.submit_answered(guard, job, value, now));
+                break now;
             }
             let started = *started.get_or_insert_with(Instant::now);
             let remaining = timeout.and_then(|t| t.checked_sub(started.elapsed()));
@@ -1795,35 +1801,28 @@ impl Inner {
         };
         let st = &mut *guard;
         let slot = st.add_submitted(job, now, self.retry.max_retries());
-        let woke = self.admit(st, slot, now) && st.waiting > 0;
+        let woke = match hit {
+            None => self.admit(st, slot, now),
+            Some(value) => self.admit_answered(st, slot, value, now),
+        } && st.waiting > 0;
         self.unlock_and_report(guard, woke);
         Ok(id)
     }
 
-    /// The rest of a submit that a full queue accepts because the memo store answers it
-    /// (its index entry is in place): out of line, so that the common submit keeps its size.
+    /// Completes a job just submitted that a full queue accepted because the memo store
+    /// answers it: out of line, so that the common submit keeps its size. Returns whether a
+    /// taker should be woken.
     #[cold]
     #[inline(never)]
-    fn submit_answered(
-        &self,
-        mut guard: MutexGuard<'_, State>,
-        job: Job,
-        value: Bytes,
-        now: Timestamp,
-    ) -> JobId {
-        let id = job.id();
-        let st = &mut *guard;
-        let slot = st.add_submitted(job, now, self.retry.max_retries());
+    fn admit_answered(&self, st: &mut State, slot: Slot, value: Bytes, now: Timestamp) -> bool {
         // The hit cannot be refused (the job is new); were it, the job would be admitted
         // rather than lost.
-        let woke = !self.memo_hit(st, slot, value, now) && self.admit(st, slot, now);
-        let woke = woke && st.waiting > 0;
-        self.unlock_and_report(guard, woke);
-        id
+        !self.memo_hit(st, slot, value, now) && self.admit(st, slot, now)
     }
 
     /// Releases the lock after a submit or a re-submit, then wakes the blocked takers if a job
     /// became ready and reports completions (memo hits) to the hook.
+    #[inline(always)]
     fn unlock_and_report(&self, mut guard: MutexGuard<'_, State>, woke: bool) {
         let completions = std::mem::take(&mut guard.completions);
         drop(guard);
