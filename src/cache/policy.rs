@@ -289,6 +289,46 @@
 //!   and `scarab-recs` at 10 % −0.6); *small* shrinking every 64 or 8 unhit drops instead of
 //!   512 (P6 63.30 and 64.25 %, `OLTP` at 10 % −0.3 and −1.75).
 //!
+//! # Tried for the tiny shards and P6, and lost
+//!
+//! Measured with memocache alone against the best peer of the README's table (at e917a66), over
+//! the 29 rows of the LIRS and web traces, 40 replays a row (5 for `loop`). Two runs of the
+//! unchanged policy: 7 rows more than 0.5 below, sums of the shortfalls −10.71 and −10.51
+//! (`cpp` at 1 % 12.61 and 12.77 %, `multi1` at 1 % 16.08 and 16.01 %, `multi2` at 1 % 21.78
+//! and 21.77 %, `cpp` at 10 % 79.76 and 79.77 %). "Tiny" shards below are those of up to 255
+//! entries, the ones with the minimum sketch. Nothing below took a row off that list:
+//!
+//! * **[`ADMIT_MARGIN`] 1 in tiny shards only:** 7 rows, −10.34 and −10.57 (two runs); `cpp` at
+//!   1 % 12.87 and 12.71 %, `multi2` at 1 % 21.98 and 21.95 %, `ps` at 1 % +0.2, `gli` at 1 %
+//!   +0.3; `multi1` at 1 % 16.04 and 15.85 %, `cs` at 10 % −0.1. In shards of up to 64 entries
+//!   only: 7 rows, −10.17 (`cpp` at 1 % 12.90 %). All within the spread of the two unchanged
+//!   runs. Margin 0 in tiny shards: 13 rows, −29.88 (`scan` at 1 % 0.00 % and at 10 % 0.74 %,
+//!   `loop` at 1 % 0.35 %, `cs` at 10 % 3.52 %, `gli` at 10 % 14.02 %).
+//! * **Admitting a new key by frequency:** a key that is not in the ghost joins *main*
+//!   directly in a full tiny shard if its estimate exceeds *main*'s tail's score (estimate plus
+//!   pending hits) by more than 2 or 4: 7 rows, −10.17 and −10.40, no row moved beyond noise
+//!   (`cpp` at 1 % 12.82 and 12.66 %) — the gate at *small*'s exit admits such a key one miss
+//!   later anyway. With a margin of 0: 10 rows, −26.70 (`cs` at 10 % 3.21 %, `scan` at 10 %
+//!   1.02 %, `loop` at 10 % 8.61 %, `multi1` at 1 % 14.05 %).
+//! * **The ghost gate counting the tail's pending hits** in tiny shards (a returning key needs
+//!   the tail's estimate plus its entry counter): 9 rows, −14.32 (`cpp` at 1 % 10.83 %,
+//!   `2_pools` at 1 % 47.34 %, `multi2` at 1 % 21.18 %, `multi3` at 1 % 22.22 %); only
+//!   `multi1` at 1 % gained, to 16.47 %.
+//! * **The halved ghost for shards of 65 to 128 entries too** (64 slots): 7 rows, −11.06 and
+//!   −10.84; `cpp` at 10 % (122 entries) 79.58 and 79.62 %, so a ghost of half the cache —
+//!   quick_cache's, 80.74 % there — is not what it lacks; `multi3` at 1 % −1.1, `2_pools` at
+//!   1 % −0.13, `sprite` at 1 % +0.46.
+//! * **A sketch-gated promotion from *small* to *main* in large shards** (P6 at 10 %, 8 shards
+//!   of about 9,700 entries, one replay each): an entry hit in *small* joins *main* only if its
+//!   estimate, its hits counted, is at least that of *main*'s tail, else it is dropped to the
+//!   ghost. Gating the entries hit once: 62.99 %; all of them: 62.85 %; all of them with one
+//!   count of slack: 63.14 %; unchanged: 63.21 % (moka 65.20). Whatever moka's TinyLFU keeps
+//!   on P6 that this policy evicts, it is not the keys a stricter promotion would keep out.
+//!
+//! Not measured, a guess for whoever comes next: eviction runs before the new key is
+//! inserted, so in a shard of 12 the newest key holds a slot in *small* at least until the
+//! next miss and the hot set has at most 11, where moka, deciding at insertion, can keep 12.
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
