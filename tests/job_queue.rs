@@ -1545,3 +1545,135 @@ fn a_follower_taking_over_from_an_urgent_leader_keeps_its_own_priority() {
         Some(JobPriority::Low)
     );
 }
+
+// Issue #5 (session 8): a cancelled follower's priority boost, and a takeover the memo answers.
+
+/// A leader waits at the highest of its own priority and its waiting followers'. Once the
+/// urgent follower is cancelled, the leader falls back to its remaining follower's Medium
+/// (keeping its turn: behind the earlier Medium job, ahead of the earlier Low one), and `get`
+/// reports the priority it was submitted with throughout.
+#[test]
+fn a_cancelled_followers_boost_ends_with_it() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock).aging(None).build().expect("valid");
+    let low = queue.submit(job(JobPriority::Low)).expect("submit");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let leader = queue
+        .submit(transcription(3, JobPriority::Low))
+        .expect("submit");
+    queue
+        .submit(transcription(3, JobPriority::Medium))
+        .expect("submit");
+    let urgent = queue
+        .submit(transcription(3, JobPriority::High))
+        .expect("submit");
+    assert_eq!(
+        queue.get(leader).map(|j| j.priority()),
+        Some(JobPriority::Low),
+        "the raise is the queue's, not the job's"
+    );
+    queue.cancel(urgent).expect("cancel");
+    assert_eq!(
+        queue.get(leader).map(|j| j.priority()),
+        Some(JobPriority::Low)
+    );
+    let first = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(
+        first.job_id(),
+        medium,
+        "the cancelled follower's boost is gone"
+    );
+    queue.complete(&first, Bytes::new().into()).expect("ok");
+    let second = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(second.job_id(), leader);
+    assert_eq!(
+        second.priority(),
+        JobPriority::Medium,
+        "taken at its remaining follower's priority"
+    );
+    queue.complete(&second, Bytes::new().into()).expect("ok");
+    assert_eq!(take_all(&queue), [low]);
+}
+
+/// The same when the follower is cancelled while its leader runs: a retry of the leader waits
+/// at its own priority again.
+#[test]
+fn a_retried_leader_no_longer_has_the_boost_of_a_follower_cancelled_while_it_ran() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .aging(None)
+        .retry(RetryConfig::fixed(1, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let leader = queue
+        .submit(transcription(3, JobPriority::Low))
+        .expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    let urgent = queue
+        .submit(transcription(3, JobPriority::High))
+        .expect("submit");
+    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    queue.cancel(urgent).expect("cancel");
+    queue.fail(&lease, "transient").expect("current");
+    assert_eq!(take_all(&queue), [medium, leader]);
+    assert_eq!(
+        queue.get(leader).map(|j| j.priority()),
+        Some(JobPriority::Low)
+    );
+}
+
+/// A leader is cancelled after the key was stored some other way while it ran: its followers
+/// are answered from the memo store, as a submit would be, and nothing runs again.
+#[test]
+fn followers_of_a_cancelled_leader_take_a_result_stored_meanwhile_without_running() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&reported);
+    let queue = builder(&clock)
+        .cache(store.clone())
+        .on_complete(move |c| sink.lock().expect("not poisoned").push((c.id, c.memo_hit)))
+        .build()
+        .expect("valid");
+    let leader = queue
+        .submit(transcription(8, JobPriority::Low))
+        .expect("submit");
+    let followers = [JobPriority::Low, JobPriority::High]
+        .map(|p| queue.submit(transcription(8, p)).expect("submit"));
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), leader);
+    let key = CacheKey::transcript(&hash(8), "en").expect("valid");
+    store
+        .insert(key, Bytes::from_static(b"elsewhere"))
+        .expect("insert");
+    queue.cancel(leader).expect("cancel");
+    assert!(queue.try_next(&w("w")).is_none(), "no second execution");
+    for id in followers {
+        let job = queue.get(id).expect("kept");
+        assert_eq!(job.status(), JobStatus::Completed);
+        assert_eq!(
+            job.result().map(|r| r.as_bytes().as_ref()),
+            Some(&b"elsewhere"[..])
+        );
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.queued, stats.coalesced_waiting, stats.processing),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (stats.completed, stats.memo_hits, stats.cancelled),
+        (2, 2, 1)
+    );
+    assert_eq!(
+        *reported.lock().expect("not poisoned"),
+        followers.map(|id| (id, true))
+    );
+    // The key has no leader left: an identical job is a plain memo hit.
+    let later = queue
+        .submit(transcription(8, JobPriority::Low))
+        .expect("submit");
+    assert_eq!(queue.status(later), Some(JobStatus::Completed));
+    assert!(queue.try_next(&w("w")).is_none());
+    assert!(queue.complete(&lease, Bytes::new().into()).is_err());
+}

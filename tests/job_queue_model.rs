@@ -5,17 +5,23 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use memocache::{
-    Cache, Clock, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, Lease, ManualClock,
-    RetryConfig, WorkerId,
+    Cache, CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, Lease,
+    ManualClock, RetryConfig, WorkerId,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Submit { priority: u8, group: Option<u8> },
-    Take { worker: u8 },
+    Submit {
+        priority: u8,
+        group: Option<u8>,
+    },
+    Take {
+        worker: u8,
+    },
     Complete(Index),
     Fail(Index),
     Heartbeat(Index),
@@ -23,16 +29,22 @@ enum Op {
     Cancel(Index),
     Resubmit(Index),
     Advance(u64),
+    /// The transcript of file `g` is stored in the memo cache some other way (not by the
+    /// queue), as a host inserting it directly would.
+    Store(u8),
 }
 
 /// A new job: a transcription of file `g` (identical ones coalesce) or an indexing job.
 fn job_of(group: Option<u8>) -> Job {
     match group {
-        Some(g) => {
-            Job::transcription(&format!("{g:02x}").repeat(32), "en", &b""[..]).expect("valid")
-        }
+        Some(g) => Job::transcription(&file_hash(g), "en", &b""[..]).expect("valid"),
         None => Job::new(JobType::Indexing, &b""[..]),
     }
+}
+
+/// The content hash of file `g`.
+fn file_hash(g: u8) -> String {
+    format!("{g:02x}").repeat(32)
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -47,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<Index>().prop_map(Op::Cancel),
         1 => any::<Index>().prop_map(Op::Resubmit),
         2 => (0u64..4_000).prop_map(Op::Advance),
+        1 => (0u8..3).prop_map(Op::Store),
     ]
 }
 
@@ -233,6 +246,7 @@ mod reference {
     pub struct MJob {
         pub id: JobId,
         pub group: Option<u8>,
+        /// As submitted: what `get` reports. The job waits at [`Model::effective`].
         pub priority: JobPriority,
         pub status: JobStatus,
         pub retries: u32,
@@ -313,10 +327,15 @@ mod reference {
             self.jobs[j].place = Place::Ready { seq, since: now };
         }
 
-        fn raise(&mut self, j: usize, priority: JobPriority) {
-            // A raised ready job keeps its turn and its age.
-            let job = &mut self.jobs[j];
-            job.priority = job.priority.max(priority);
+        /// The priority job `j` waits at: the highest of its own and its waiting followers'
+        /// (priority inheritance, for as long as the follower waits). Its turn and age are its
+        /// own whatever its priority.
+        pub fn effective(&self, j: usize) -> JobPriority {
+            let job = &self.jobs[j];
+            job.followers
+                .iter()
+                .map(|&f| self.jobs[f].priority)
+                .fold(job.priority, JobPriority::max)
         }
 
         fn finish(&mut self, j: usize) {
@@ -422,8 +441,6 @@ mod reference {
                     };
                     self.jobs[leader].followers.push(j);
                     self.stats.coalesced += 1;
-                    let p = self.jobs[j].priority;
-                    self.raise(leader, p);
                     return;
                 }
                 if self.memo.contains(&g) {
@@ -479,7 +496,7 @@ mod reference {
                             let waited = now - since;
                             usize::from(waited >= step) + usize::from(waited >= 2 * step)
                         });
-                        let p = usize::from(job.priority.value()) - 1;
+                        let p = usize::from(self.effective(j).value()) - 1;
                         Some(((p + aged).min(2), std::cmp::Reverse(seq), j))
                     }
                     _ => None,
@@ -568,7 +585,12 @@ mod reference {
             self.finish(j);
             if let (true, Some(g)) = (leads, group) {
                 self.leaders.remove(&g);
-                if let Some((&first, rest)) = followers.split_first() {
+                if !followers.is_empty() && self.memo.contains(&g) {
+                    // Stored meanwhile: the followers are answered, none runs.
+                    for f in followers {
+                        self.memo_hit(f);
+                    }
+                } else if let Some((&first, rest)) = followers.split_first() {
                     // The first follower takes over with its own turn and age, the others
                     // follow it.
                     self.leaders.insert(g, first);
@@ -576,15 +598,12 @@ mod reference {
                         unreachable!("a leader's followers follow it");
                     };
                     self.jobs[first].place = Place::Ready { seq, since };
-                    let mut best = JobPriority::Low;
                     for &f in rest {
                         if let Place::Follower { leader, .. } = &mut self.jobs[f].place {
                             *leader = first;
                         }
-                        best = best.max(self.jobs[f].priority);
                     }
                     self.jobs[first].followers = rest.to_vec();
-                    self.raise(first, best);
                 }
             }
             Ok(())
@@ -653,6 +672,7 @@ proptest! {
 
         let aging = aging.map(|s| s * 1_000_000_000);
         let clock = ManualClock::new();
+        let store = Cache::builder().max_bytes(1 << 20).build().expect("valid");
         let queue = JobQueue::builder()
             .clock(Arc::new(clock.clone()))
             .capacity(capacity)
@@ -661,7 +681,7 @@ proptest! {
             .aging(aging.map(Duration::from_nanos))
             .retry(RetryConfig::fixed(reference::MAX_RETRIES, Duration::from_nanos(reference::DELAY)))
             .lease(Duration::from_nanos(reference::LEASE))
-            .cache(Cache::builder().max_bytes(1 << 20).build().expect("valid"))
+            .cache(store.clone())
             .build()
             .expect("valid");
         let mut m = Model::new(capacity, retain, dead_capacity, aging);
@@ -693,7 +713,7 @@ proptest! {
                     if let (Some(lease), Some(j)) = (got, want) {
                         prop_assert_eq!(lease.worker(), &worker);
                         prop_assert_eq!(lease.attempt(), m.jobs[j].retries);
-                        prop_assert_eq!(lease.priority(), m.jobs[j].priority);
+                        prop_assert_eq!(lease.priority(), m.effective(j), "taken at");
                         let n = m.take(j, now);
                         prop_assert_eq!(n, leases.len());
                         leases.push(lease);
@@ -751,13 +771,25 @@ proptest! {
                     clock.advance(Duration::from_millis(ms));
                     m.maintain(clock.now().as_nanos());
                 }
+                Op::Store(g) => {
+                    let key = CacheKey::transcript(&file_hash(g), "en").expect("valid");
+                    store.insert(key, Bytes::from_static(b"stored")).expect("fits");
+                    if !m.memo.contains(&g) {
+                        m.memo.push(g);
+                    }
+                }
                 _ => {}
             }
 
             // Every job where the model says, every count as the model counts.
             prop_assert_eq!(queue.stats(), m.expected_stats());
             for (j, job) in m.jobs.iter().enumerate() {
-                prop_assert_eq!(queue.status(job.id), m.status(j), "job {}", j);
+                let got = queue.get(job.id);
+                prop_assert_eq!(got.as_ref().map(Job::status), m.status(j), "job {}", j);
+                // A raise is the queue's: the job keeps the priority it was submitted with.
+                if let Some(got) = got {
+                    prop_assert_eq!(got.priority(), job.priority, "job {}", j);
+                }
             }
             let dead: Vec<JobId> = queue.dead_letters().iter().map(Job::id).collect();
             let want: Vec<JobId> = m.dead.iter().map(|&j| m.jobs[j].id).collect();

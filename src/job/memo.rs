@@ -15,20 +15,29 @@
 //!    becomes its *follower*: it is not queued for a worker, and when the leader completes,
 //!    every follower completes with the same result. One execution per content key. A follower
 //!    more urgent than its leader raises the leader's priority (priority inheritance), so
-//!    coalescing never makes an urgent job wait behind low-priority work. If the leader is
-//!    cancelled, its first follower takes over as leader, with its own age and FIFO turn
-//!    (those of its submit: a follower is given a turn when it is coalesced), so aging bounds
-//!    its wait as it bounds any job's; if the leader fails for good, its followers fail with
-//!    it (and are dead-lettered), since they would fail the same way. A follower takes a
-//!    place under the queue's capacity: it holds its record and payload until the leader
-//!    finishes, and nothing else bounds how many a leader gathers.
+//!    coalescing never makes an urgent job wait behind low-priority work. The raise lasts
+//!    only as long as a follower needs it: a leader waits at the highest of its own priority
+//!    and its followers', so cancelling the urgent follower puts it back (keeping its turn)
+//!    rather than letting it run ahead of earlier work for a job nobody waits for. The raise
+//!    is the queue's: the leader itself keeps the priority it was submitted with
+//!    ([`crate::JobQueue::get`] reports that one), and a [`crate::Lease`] tells the priority
+//!    the job was taken at. If the leader is cancelled, the memo store is asked first, as at
+//!    submit: the result may have been stored some other way while the leader waited or ran
+//!    (a direct cache insert, another queue sharing the store), and then every follower
+//!    completes with it as a memo hit and nothing runs again. Otherwise its first follower
+//!    takes over as leader, with its own priority (raised by the followers it now leads), age
+//!    and FIFO turn (those of its submit: a follower is given a turn when it is coalesced),
+//!    so aging bounds its wait as it bounds any job's. If the leader fails for good, its
+//!    followers fail with it (and are dead-lettered), since they would fail the same way. A
+//!    follower takes a place under the queue's capacity: it holds its record and payload
+//!    until the leader finishes, and nothing else bounds how many a leader gathers.
 //! 3. **Store.** When a memoized job completes, its result is stored under the key.
 //!
-//! The lookup at submit and the store at completion happen under the queue's lock, which closes
-//! the race where a submit misses the store just before a leader's result lands and then, the
-//! leader being gone, runs the computation again. The price is that the store's own code runs
-//! under the queue's lock, so a store (for example a cache eviction listener) must never call
-//! back into the queue.
+//! The lookups (at submit and at a takeover) and the store at completion happen under the
+//! queue's lock, which closes the race where a submit misses the store just before a leader's
+//! result lands and then, the leader being gone, runs the computation again. The price is
+//! that the store's own code runs under the queue's lock, so a store (for example a cache
+//! eviction listener) must never call back into the queue.
 //!
 //! The queue depends only on the [`MemoStore`] trait, not on a particular cache, so it builds
 //! and runs without one (then nothing is memoized across time, but identical in-flight jobs are

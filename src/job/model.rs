@@ -496,7 +496,9 @@ impl Job {
         &self.payload
     }
 
-    /// The priority.
+    /// The priority, as submitted. A queue may run the job at a higher one while a more
+    /// urgent identical job is coalesced onto it (see [`crate::job::memo`]); that raise is
+    /// the queue's and is not written here.
     pub fn priority(&self) -> JobPriority {
         self.priority
     }
@@ -689,11 +691,5 @@ impl Job {
     pub(crate) fn stamp_submitted(&mut self, now: Timestamp, default_max_retries: u32) {
         self.created_at = now;
         self.max_retries.get_or_insert(default_max_retries);
-    }
-
-    /// Raises the priority (priority inheritance when a more urgent job is coalesced onto
-    /// this one).
-    pub(crate) fn raise_priority(&mut self, priority: JobPriority) {
-        self.priority = self.priority.max(priority);
     }
 }

@@ -214,7 +214,8 @@ pub struct QueueStats {
     pub rejected_full: u64,
     /// Jobs completed (by a worker, a memo hit, or a coalesced leader).
     pub completed: u64,
-    /// Of `completed`, memo hits at submit.
+    /// Of `completed`, memo hits: jobs the memo store answered at submit, and followers it
+    /// answered when their leader was cancelled (see [`crate::job::memo`]).
     pub memo_hits: u64,
     /// Jobs coalesced onto an identical queued or running job.
     pub coalesced: u64,
@@ -266,7 +267,9 @@ impl Lease {
         self.job_type
     }
 
-    /// The job's priority.
+    /// The priority the job was taken at: its own, or a more urgent follower's that raised
+    /// it (priority inheritance, see [`crate::job::memo`]). The job itself keeps the priority
+    /// it was submitted with ([`Job::priority`]).
     pub fn priority(&self) -> JobPriority {
         self.priority
     }
@@ -305,7 +308,8 @@ pub struct JobCompletion {
     pub submitted_at: Timestamp,
     /// When it completed.
     pub completed_at: Timestamp,
-    /// Whether it completed at submit from the memo store, without a worker.
+    /// Whether the memo store answered it, without a worker: at submit, or as a follower
+    /// whose leader was cancelled after the result was stored some other way.
     pub memo_hit: bool,
 }
 
@@ -588,8 +592,14 @@ struct Ready {
 /// Where a non-terminal job is held, so that moving it touches exactly one structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
-    /// In `ready[priority][type]` with this sequence number.
-    Ready { seq: u64 },
+    /// In `ready[priority][type]` with this sequence number. `priority` is the job's
+    /// *effective* priority, the deque it is in: the highest of its own and its followers'
+    /// (priority inheritance, see [`Inner::follow`]). It is kept here, in the place's
+    /// padding (a `Place` is 24 bytes either way), rather than written into the job, so that
+    /// the job keeps the priority it was submitted with and a cancelled follower's boost can
+    /// be undone (see [`Inner::cancel_locked`]). A job that is not ready waits in no deque:
+    /// it is placed by [`State::effective_priority`] when it becomes ready again.
+    Ready { seq: u64, priority: JobPriority },
     /// In `delayed` under this key.
     Delayed { due: Timestamp, seq: u64 },
     /// In the lease list until `deadline`, under this lease id.
@@ -938,10 +948,8 @@ impl JobQueue {
         inner.maintain(st, now);
         let woke = inner.cancel_locked(st, id, now)?;
         inner.signal_room(st);
-        drop(guard);
-        if woke {
-            inner.available.notify_all();
-        }
+        // A takeover the memo store answers completes the followers: report them.
+        inner.unlock_and_report(guard, woke);
         Ok(())
     }
 
@@ -1104,12 +1112,30 @@ impl State {
         slot
     }
 
-    /// Puts a queued job at the back of its ready deque.
-    fn enqueue(&mut self, slot: Slot, now: Timestamp) {
+    /// The priority a job waits at: the highest of its own and its followers' (priority
+    /// inheritance: coalescing never makes an urgent job wait behind less urgent work).
+    /// O(followers); only a job with followers that becomes ready again (a retry, a release,
+    /// a takeover or a cancelled follower) needs it.
+    fn effective_priority(&self, slot: Slot) -> JobPriority {
+        let Some(record) = self.records.get(slot) else {
+            return JobPriority::Low;
+        };
+        record
+            .followers
+            .iter()
+            .filter_map(|&f| self.records.get(f))
+            .map(|r| r.job.priority())
+            .fold(record.job.priority(), JobPriority::max)
+    }
+
+    /// Puts a queued job at the back of the ready deque of `priority`, its effective priority
+    /// (its own for a new job, which has no followers yet; see
+    /// [`State::effective_priority`]).
+    fn enqueue(&mut self, slot: Slot, priority: JobPriority, now: Timestamp) {
         let seq = self.next_seq();
         if let Some(record) = self.records.get_mut(slot) {
-            let (p, t) = (record.job.priority().index(), record.job.job_type().index());
-            record.place = Place::Ready { seq };
+            let (p, t) = (priority.index(), record.job.job_type().index());
+            record.place = Place::Ready { seq, priority };
             self.ready[p][t].push_back(Ready {
                 slot,
                 seq,
@@ -1128,14 +1154,33 @@ impl State {
     /// heads; since a take looks only at heads, it would then wait for every younger job of
     /// its new deque to be taken or aged, beyond the aging bound (and out of FIFO order).
     /// Sequence numbers and `since` grow together, so the deque stays sorted by both.
-    fn reinsert_ready(&mut self, ready: Ready) {
+    fn reinsert_ready(&mut self, ready: Ready, priority: JobPriority) {
         if let Some(record) = self.records.get_mut(ready.slot) {
-            let (p, t) = (record.job.priority().index(), record.job.job_type().index());
-            record.place = Place::Ready { seq: ready.seq };
+            let (p, t) = (priority.index(), record.job.job_type().index());
+            record.place = Place::Ready {
+                seq: ready.seq,
+                priority,
+            };
             let deque = &mut self.ready[p][t];
             let at = deque.partition_point(|r| r.seq < ready.seq);
             deque.insert(at, ready);
             self.nonempty |= 1 << (4 * p + t);
+        }
+    }
+
+    /// Moves a ready job to the deque of `priority`, its new effective priority, keeping its
+    /// age and its turn (see [`State::reinsert_ready`]). A job that is not ready is left
+    /// alone: it is placed by [`State::effective_priority`] when it becomes ready again.
+    fn move_ready(&mut self, slot: Slot, priority: JobPriority) {
+        let Some(record) = self.records.get(slot) else {
+            return;
+        };
+        let (job_type, place) = (record.job.job_type(), record.place);
+        if let Place::Ready { seq, priority: old } = place
+            && priority != old
+            && let Some(ready) = self.unready(old, job_type, seq)
+        {
+            self.reinsert_ready(ready, priority);
         }
     }
 
@@ -1306,7 +1351,7 @@ impl Inner {
             st.leaders.insert(key, slot);
         }
         st.live += 1;
-        st.enqueue(slot, now);
+        st.enqueue(slot, priority, now);
         true
     }
 
@@ -1315,9 +1360,10 @@ impl Inner {
         self.memo.as_ref().zip(key).and_then(|(m, k)| m.lookup(k))
     }
 
-    /// Completes the queued job in `slot` (not yet counted in `live`) with a memoized result:
-    /// it finishes at once and takes no place. Returns false, changing nothing, if the job's
-    /// state machine refuses (not reachable: only queued jobs get here).
+    /// Completes the queued job in `slot` with a memoized result: it finishes at once and
+    /// takes no place (the caller uncounts a follower from `live` and `followers`; a new job
+    /// was never counted). Returns false, changing nothing, if the job's state machine
+    /// refuses (not reachable: only queued jobs get here).
     fn memo_hit(&self, st: &mut State, slot: Slot, value: Bytes, now: Timestamp) -> bool {
         let Some(record) = st.records.get_mut(slot) else {
             return false;
@@ -1352,10 +1398,18 @@ impl Inner {
         if let Some(r) = st.records.get_mut(slot) {
             r.place = Place::Follower { seq, since: now };
         }
-        if let Some(lead) = st.records.get_mut(leader) {
-            lead.followers.push(slot);
+        let Some(lead) = st.records.get_mut(leader) else {
+            return;
+        };
+        lead.followers.push(slot);
+        // Priority inheritance. A follower can only raise its leader's effective priority,
+        // so this is O(1); the leader's own priority (what `get` reports) is left as
+        // submitted, so that the boost can be undone if this follower is cancelled.
+        if let Place::Ready { priority: old, .. } = lead.place
+            && priority > old
+        {
+            st.move_ready(leader, priority);
         }
-        self.raise(st, leader, priority);
     }
 
     /// Moves due retries to the ready deques and takes back expired leases. Returns whether a
@@ -1370,7 +1424,8 @@ impl Inner {
                 break;
             }
             let slot = entry.remove();
-            st.enqueue(slot, now);
+            let priority = st.effective_priority(slot);
+            st.enqueue(slot, priority, now);
             woke = true;
         }
         while let Some((deadline, slot)) = st.first_lease() {
@@ -1430,7 +1485,8 @@ impl Inner {
             record.job.schedule_retry(error)?;
             st.stats.retries += 1;
             if delay.is_zero() {
-                st.enqueue(slot, now);
+                let priority = st.effective_priority(slot);
+                st.enqueue(slot, priority, now);
                 return Ok(true);
             }
             let due = now.saturating_add(delay);
@@ -1577,13 +1633,12 @@ impl Inner {
             None => return Err(QueueError::NotFound(id)),
         };
         let record = st.record_mut(slot, id)?;
-        let (priority, job_type, place) =
-            (record.job.priority(), record.job.job_type(), record.place);
+        let (job_type, place) = (record.job.job_type(), record.place);
         record.job.cancel(now)?;
         let followers = std::mem::take(&mut record.followers);
         let key = record.job.memo_key().copied();
         match place {
-            Place::Ready { seq } => {
+            Place::Ready { seq, priority } => {
                 st.unready(priority, job_type, seq);
             }
             Place::Delayed { due, seq } => {
@@ -1593,8 +1648,17 @@ impl Inner {
             Place::Follower { .. } => {
                 st.followers -= 1;
                 let leader = key.and_then(|key| st.leaders.get(&key).copied());
-                if let Some(lead) = leader.and_then(|leader| st.records.get_mut(leader)) {
-                    lead.followers.retain(|&f| f != slot);
+                if let Some(leader) = leader {
+                    if let Some(lead) = st.records.get_mut(leader) {
+                        lead.followers.retain(|&f| f != slot);
+                    }
+                    // The boost this follower gave its leader ends with it: a waiting leader
+                    // goes back to the highest of its own priority and its remaining
+                    // followers' (keeping its turn), so that it no longer runs ahead of
+                    // earlier work on behalf of a job nobody waits for. O(followers), and
+                    // cancelling is rare.
+                    let priority = st.effective_priority(leader);
+                    st.move_ready(leader, priority);
                 }
             }
             Place::Done => {}
@@ -1608,53 +1672,51 @@ impl Inner {
         let mut woke = false;
         if let Some(key) = leader_of {
             st.leaders.remove(&key);
-            if let Some((&first, rest)) = followers.split_first() {
+            // The key may have been stored some other way while the leader waited or ran (a
+            // direct cache insert, another queue sharing the store): then the followers are
+            // answered as a submit would be, and the work does not run again. Looked up only
+            // when someone waits for it, since a lookup refreshes the entry and counts a hit.
+            let hit = if followers.is_empty() {
+                None
+            } else {
+                self.memo_lookup(Some(&key))
+            };
+            if let Some(value) = hit {
+                for &f in &followers {
+                    // Followers are always queued, so the hit is accepted; were one refused,
+                    // it would stay counted rather than be lost from the gauges.
+                    if self.memo_hit(st, f, value.clone(), now) {
+                        st.live -= 1;
+                        st.followers -= 1;
+                    }
+                }
+            } else if let Some((&first, rest)) = followers.split_first() {
                 st.followers -= 1;
                 st.leaders.insert(key, first);
+                if let Some(lead) = st.records.get_mut(first) {
+                    lead.followers = rest.to_vec();
+                }
+                // It waits at the highest of its own priority and its remaining followers'.
+                let priority = st.effective_priority(first);
                 // The new leader joins the ready jobs with the turn and the wait it has had
                 // since it was coalesced. Enqueued as new, it would lose its aging credit and
                 // its FIFO turn to every job submitted after it, and aging's bound (a Low job
                 // competes as High after about two steps) would restart at the takeover.
                 match st.records.get(first).map(|r| r.place) {
-                    Some(Place::Follower { seq, since }) => st.reinsert_ready(Ready {
-                        slot: first,
-                        seq,
-                        since,
-                    }),
-                    _ => st.enqueue(first, now),
+                    Some(Place::Follower { seq, since }) => st.reinsert_ready(
+                        Ready {
+                            slot: first,
+                            seq,
+                            since,
+                        },
+                        priority,
+                    ),
+                    _ => st.enqueue(first, priority, now),
                 }
-                let best = rest
-                    .iter()
-                    .filter_map(|&f| st.records.get(f))
-                    .map(|r| r.job.priority())
-                    .max()
-                    .unwrap_or(JobPriority::Low);
-                if let Some(lead) = st.records.get_mut(first) {
-                    lead.followers = rest.to_vec();
-                }
-                self.raise(st, first, best);
                 woke = true;
             }
         }
         Ok(woke)
-    }
-
-    /// Raises a job's priority (priority inheritance); a ready job moves to the more urgent
-    /// deque, keeping its age and its turn (see [`State::reinsert_ready`]).
-    fn raise(&self, st: &mut State, slot: Slot, priority: JobPriority) {
-        let Some(record) = st.records.get_mut(slot) else {
-            return;
-        };
-        let (old, job_type, place) = (record.job.priority(), record.job.job_type(), record.place);
-        if priority <= old {
-            return;
-        }
-        record.job.raise_priority(priority);
-        if let Place::Ready { seq } = place
-            && let Some(ready) = st.unready(old, job_type, seq)
-        {
-            st.reinsert_ready(ready);
-        }
     }
 
     /// Picks the deque whose head should run next: highest effective priority, then FIFO.
@@ -1706,6 +1768,11 @@ impl Inner {
                 // than hand out a job twice.
                 continue;
             }
+            // The deque it was taken from: its own priority or one a follower raised it to.
+            let priority = match record.place {
+                Place::Ready { priority, .. } => priority,
+                _ => record.job.priority(),
+            };
             record.place = Place::Leased { deadline, lease_id };
             let lease = Lease {
                 job_id: record.job.id(),
@@ -1713,7 +1780,7 @@ impl Inner {
                 lease_id,
                 worker: worker.clone(),
                 job_type: record.job.job_type(),
-                priority: record.job.priority(),
+                priority,
                 payload: record.job.payload().clone(),
                 attempt: record.job.retry_count(),
                 deadline,
@@ -1876,7 +1943,8 @@ impl Inner {
         let (slot, _) = self.check_lease(st, lease, now)?;
         st.record_mut(slot, lease.job_id)?.job.release()?;
         st.unlink_lease(slot);
-        st.enqueue(slot, now);
+        let priority = st.effective_priority(slot);
+        st.enqueue(slot, priority, now);
         drop(guard);
         self.available.notify_all();
         Ok(())
