@@ -36,6 +36,22 @@ fn secs(s: u64) -> Ttl {
     Ttl::seconds(s).expect("positive")
 }
 
+/// Every removal the listener reports, in order.
+type Removals = Arc<Mutex<Vec<(CacheKey, Bytes, RemovalCause)>>>;
+
+/// A 1 MiB cache on `clock` whose listener records every removal.
+fn recording_cache(clock: &ManualClock) -> (Cache, Removals) {
+    let events: Removals = Arc::default();
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+        .build()
+        .expect("valid");
+    (cache, events)
+}
+
 /// Waits at most 10 s for `condition`.
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,14 +289,7 @@ fn the_sweeper_survives_a_panicking_listener() {
 #[test]
 fn inserting_over_an_expired_value_reports_it_expired_and_counts_an_insert() {
     let clock = ManualClock::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
-        .build()
-        .expect("valid");
+    let (cache, events) = recording_cache(&clock);
     cache.insert_with_ttl(key(1), "old", secs(1)).expect("fits");
     clock.advance(Duration::from_secs(1));
     cache.insert(key(1), "live").expect("fits"); // at the deadline: still live
@@ -406,14 +415,7 @@ fn a_restored_ttl_max_entry_keeps_a_ttl() {
 #[test]
 fn remove_if_removes_only_a_live_value_the_predicate_accepts() {
     let clock = ManualClock::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
-        .build()
-        .expect("valid");
+    let (cache, events) = recording_cache(&clock);
     cache.insert(key(1), "kept").expect("fits");
     assert_eq!(cache.remove_if(&key(1), |v| v == "other"), None);
     assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"kept"[..]));
