@@ -86,9 +86,10 @@ mod span {
 /// CPU. The third is needed: without it, keys that differ only in the high half of one word
 /// reach the low bits (the bucket) only through the product's high word, a multiplicative hash
 /// of those 32 bits by one random word, and for about one seed in five that left 800 of 4,096
-/// buckets empty in the chosen-keys test below (it failed 20 runs of 100). Reading all 32 bytes
-/// instead of 16 costs about 6 instructions a hit and the stirring about 2 more (callgrind,
-/// 1,000,000 Zipf gets: 441.7 → 447.3 → 449.1 an iteration of the driver).
+/// buckets empty in the chosen-keys test (it failed 20 runs of 100). Reading all 32 bytes
+/// instead of 16, stirred, costs about 6 instructions a hit (callgrind, 1,000,000 Zipf gets
+/// over 50,000 keys, setup and quanta's calibration subtracted: 441.7 → 448.1 an iteration of
+/// the driver, whose Zipf draw is in both).
 ///
 /// Nothing but a key word is XORed into a digest word before its multiply: a prefix number
 /// folded in there could be cancelled by a chosen digest (`w0 ^ p == w0' ^ p'`), making two
