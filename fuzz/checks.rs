@@ -12,9 +12,11 @@
 //! target file, a `TARGETS` entry or a corpus directory is missing.
 
 use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
-use memocache::snapshot::read_snapshot;
-use memocache::{Cache, CacheKey, KeyError};
+use memocache::snapshot::{Snapshot, read_snapshot};
+use memocache::{Cache, CacheEntry, CacheKey, KeyError, ManualClock};
 
 /// A property check over one fuzzer input; panics when the property is violated.
 pub type Check = fn(&[u8]);
@@ -250,10 +252,14 @@ impl<'a> Bytes<'a> {
 /// policy state, and restores into a small cache within its bounds, with every entry
 /// accounted for.
 ///
+/// The same bytes as a file go through [`Cache::load_snapshot`] too, into a cache too small
+/// for most snapshots (see [`check_file_load`]): its two-pass load parses the file on its own.
+///
 /// Both format versions are covered: the corpus holds version-1 files and version-2 files
 /// with 1 MiB blocks and with 64-byte blocks (so records cross block boundaries).
 pub fn snapshot_decode(data: &[u8]) {
     let result = read_snapshot(data);
+    check_file_load(data, &result);
     // How the input arrives must not matter: read a few bytes at a time, the same snapshot
     // or the same error (with the same offset) comes out.
     let trickled = read_snapshot(Trickle { data, step: 0 });
@@ -299,4 +305,89 @@ pub fn snapshot_decode(data: &[u8]) {
     assert_eq!(report.restored + report.expired + report.left_out, entries);
     assert_eq!(report.restored, cache.len() as u64);
     assert!(cache.size_bytes() <= cache.max_bytes());
+}
+
+/// The entry every [`check_file_load`] cache holds before the load: a load must leave it alone
+/// (a failed one must leave the cache exactly as it was).
+const PREFILL: &[u8] = b"the entry that was there before the load";
+
+/// A cache with room for two more small entries after [`PREFILL`]: most snapshots do not fit,
+/// so a load goes through its two-pass path (one that fits stays one pass). Both caches of a
+/// check share one `ManualClock`, so that their entries' times can be compared.
+fn small_cache(clock: &ManualClock, prefill: CacheKey) -> Cache {
+    let charge = |len: usize| CacheEntry::charged_size(len) as u64;
+    let cache = Cache::builder()
+        .max_entries(3)
+        .max_bytes(charge(PREFILL.len()) + 2 * charge(48))
+        .clock(clock.clone())
+        .build()
+        .expect("a valid configuration");
+    cache.insert(prefill, PREFILL).expect("the prefill fits");
+    cache
+}
+
+/// A path for this process and thread to write the input to; reused for every input (the
+/// fuzz loop runs millions), and the file is removed after each load.
+fn load_path() -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
+    std::env::temp_dir().join(format!(
+        "memocache-fuzz-{}-{thread}.snapshot",
+        std::process::id()
+    ))
+}
+
+/// Loading `data` from a file with [`Cache::load_snapshot`] into a small pre-filled cache
+/// agrees with decoding it with [`read_snapshot`] (whose result is `decoded`): it never
+/// panics; it fails exactly when the decoder does, with the same message (both read the same
+/// bytes with the same checks, and name no path in content errors); on success the cache
+/// holds what [`Cache::restore_snapshot`] of the decoded snapshot keeps in an identical cache
+/// (the same entries with the same values, access counts and TTL presence) with the same
+/// report but for the file size, within its budget; on failure it is exactly as before.
+fn check_file_load(data: &[u8], decoded: &Result<Snapshot, memocache::SnapshotError>) {
+    let prefill = CacheKey::from_content(b"prefill", "fuzz").expect("a valid prefix");
+    let clock = ManualClock::new();
+    let loaded = small_cache(&clock, prefill);
+    let path = load_path();
+    std::fs::write(&path, data).expect("writing the input to a temporary file");
+    let result = loaded.load_snapshot(&path);
+    std::fs::remove_file(&path).expect("removing the temporary file");
+
+    let snapshot = match (result, decoded) {
+        (Ok(report), Ok(snapshot)) => (report, snapshot),
+        (Err(load), Err(decode)) => {
+            assert_eq!(load.to_string(), decode.to_string(), "load vs decode error");
+            assert_eq!(loaded.len(), 1, "a failed load changed the cache");
+            assert_eq!(
+                loaded.size_bytes(),
+                CacheEntry::charged_size(PREFILL.len()) as u64
+            );
+            assert_eq!(loaded.peek(&prefill).as_deref(), Some(PREFILL));
+            return;
+        }
+        (Ok(report), Err(e)) => panic!("the decoder refused ({e}) what the load took: {report:?}"),
+        (Err(e), Ok(_)) => panic!("the load refused ({e}) what the decoder took"),
+    };
+    let (report, snapshot) = snapshot;
+    let restored = small_cache(&clock, prefill);
+    // After the load: an entry that expires in between is dropped here and kept there, which
+    // a fuzzer cannot aim at (it would need a save time and TTL ending within microseconds).
+    let mut expected = restored.restore_snapshot(snapshot.clone(), SystemTime::now());
+    expected.file_bytes = data.len() as u64;
+    assert_eq!(report, expected, "load vs restore_snapshot report");
+    assert_eq!(loaded.len(), restored.len());
+    assert_eq!(loaded.size_bytes(), restored.size_bytes());
+    assert!(loaded.len() as u64 <= loaded.max_entries());
+    assert!(loaded.size_bytes() <= loaded.max_bytes());
+    // With equal lengths, equal entries under the prefill's key and every key in the file
+    // mean equal key sets: nothing else can be in either cache.
+    for key in std::iter::once(&prefill).chain(snapshot.entries.iter().map(|e| &e.key)) {
+        let (got, want) = (loaded.entry(key), restored.entry(key));
+        assert_eq!(got.is_some(), want.is_some(), "{key} kept by one only");
+        if let (Some(got), Some(want)) = (got, want) {
+            assert_eq!(got.value(), want.value(), "{key}");
+            assert_eq!(got.access_count(), want.access_count(), "{key}");
+            assert_eq!(got.ttl().is_some(), want.ttl().is_some(), "{key}");
+        }
+    }
 }
