@@ -39,6 +39,11 @@ fn transcription(n: u8, p: JobPriority) -> Job {
         .with_priority(p)
 }
 
+/// The priority `get` reports for job `id` (the one it was submitted with), if it is known.
+fn priority_of(queue: &JobQueue, id: JobId) -> Option<JobPriority> {
+    queue.get(id).map(|j| j.priority())
+}
+
 fn take_all(queue: &JobQueue) -> Vec<JobId> {
     std::iter::from_fn(|| {
         let lease = queue.try_next(&w("w"))?;
@@ -1540,10 +1545,7 @@ fn a_follower_taking_over_from_an_urgent_leader_keeps_its_own_priority() {
         (2, 0, 1)
     );
     assert_eq!(take_all(&queue), [medium, follower]);
-    assert_eq!(
-        queue.get(follower).map(|j| j.priority()),
-        Some(JobPriority::Low)
-    );
+    assert_eq!(priority_of(&queue, follower), Some(JobPriority::Low));
 }
 
 // Issue #5 (session 8): a cancelled follower's priority boost, and a takeover the memo answers.
@@ -1568,15 +1570,12 @@ fn a_cancelled_followers_boost_ends_with_it() {
         .submit(transcription(3, JobPriority::High))
         .expect("submit");
     assert_eq!(
-        queue.get(leader).map(|j| j.priority()),
+        priority_of(&queue, leader),
         Some(JobPriority::Low),
         "the raise is the queue's, not the job's"
     );
     queue.cancel(urgent).expect("cancel");
-    assert_eq!(
-        queue.get(leader).map(|j| j.priority()),
-        Some(JobPriority::Low)
-    );
+    assert_eq!(priority_of(&queue, leader), Some(JobPriority::Low));
     let first = queue.try_next(&w("w")).expect("ready");
     assert_eq!(
         first.job_id(),
@@ -1616,10 +1615,7 @@ fn a_retried_leader_no_longer_has_the_boost_of_a_follower_cancelled_while_it_ran
     queue.cancel(urgent).expect("cancel");
     queue.fail(&lease, "transient").expect("current");
     assert_eq!(take_all(&queue), [medium, leader]);
-    assert_eq!(
-        queue.get(leader).map(|j| j.priority()),
-        Some(JobPriority::Low)
-    );
+    assert_eq!(priority_of(&queue, leader), Some(JobPriority::Low));
 }
 
 /// A leader is cancelled after the key was stored some other way while it ran: its followers
@@ -1676,4 +1672,79 @@ fn followers_of_a_cancelled_leader_take_a_result_stored_meanwhile_without_runnin
     assert_eq!(queue.status(later), Some(JobStatus::Completed));
     assert!(queue.try_next(&w("w")).is_none());
     assert!(queue.complete(&lease, Bytes::new().into()).is_err());
+}
+
+// Issue #5 (session 9): what a submit's memo check counts in the cache's stats. The cache is
+// the host's; a user reading `cache.stats()` must see one lookup per submit that asked for a
+// result, not one per capacity check.
+
+/// A full queue checks the memo store before it refuses or waits, and that check counts
+/// nothing: a submit it refuses counts neither a hit nor a miss, however many times a waiting
+/// one re-checked (every 50 ms slice), and one the memo answers counts exactly one hit.
+#[test]
+fn a_full_queue_counts_one_hit_per_answered_submit_and_no_miss_for_a_refused_one() {
+    let store = cache_with(&[1]);
+    let queue = JobQueue::builder()
+        .capacity(1)
+        .cache(store.clone())
+        .build()
+        .expect("valid");
+    queue.submit(job(JobPriority::Low)).expect("room");
+    assert!(matches!(
+        queue.submit(transcription(2, JobPriority::Low)),
+        Err(QueueError::Full { capacity: 1 })
+    ));
+    let err = queue
+        .submit_timeout(
+            transcription(2, JobPriority::Low),
+            Duration::from_millis(120),
+        )
+        .expect_err("still full");
+    assert!(matches!(err, QueueError::Full { capacity: 1 }), "{err}");
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0), "refused: nothing asked");
+    queue
+        .submit(transcription(1, JobPriority::Low))
+        .expect("a memo hit needs no room");
+    queue
+        .submit_timeout(transcription(1, JobPriority::Low), 60 * SEC)
+        .expect("a memo hit needs no room");
+    let stats = store.stats();
+    assert_eq!(
+        (stats.hits, stats.misses),
+        (2, 0),
+        "one hit per answered submit"
+    );
+    assert_eq!(queue.stats().memo_hits, 2);
+}
+
+/// A submit whose job is queued to run counts one miss, also when a full queue refused the
+/// same job before and held it while it waited for room.
+#[test]
+fn a_submit_that_waited_for_room_counts_one_miss_when_its_job_is_queued() {
+    let store = cache();
+    let queue = JobQueue::builder()
+        .capacity(1)
+        .cache(store.clone())
+        .build()
+        .expect("valid");
+    queue.submit(job(JobPriority::Low)).expect("room");
+    let work = transcription(2, JobPriority::Low);
+    assert!(matches!(
+        queue.submit(work.clone()),
+        Err(QueueError::Full { capacity: 1 })
+    ));
+    let producer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.submit_timeout(work, 30 * SEC))
+    };
+    // Room appears whether or not the producer waits already: either way its job gets in.
+    let lease = queue.next(&w("w"), 30 * SEC).expect("the filler");
+    queue
+        .complete(&lease, Bytes::new().into())
+        .expect("current");
+    let id = producer.join().expect("no panic").expect("room");
+    assert_eq!(queue.status(id), Some(JobStatus::Queued));
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 1));
 }

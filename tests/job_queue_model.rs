@@ -208,7 +208,7 @@ proptest! {
 
 /// A reference model of the whole queue, one job at a time and as plainly as possible: where
 /// each job is, in which order the next take must pick, what every bound drops, and every
-/// count. [`queue_matches_the_reference_model`] runs the same random operations as the lease
+/// count, the memo cache's hits and misses included. [`queue_matches_the_reference_model`] runs the same random operations as the lease
 /// model above against it, on small bounds (capacity, finished records kept, dead letters
 /// kept) so that every refusal and every drop is exercised.
 mod reference {
@@ -276,6 +276,11 @@ mod reference {
         pub counter: u64,
         pub resubmitted: u64,
         pub stats: QueueStats,
+        /// The hits and misses the memo cache must count: one a submit (or re-submit) that
+        /// the memo answers or that queues work, none for a follower or a refusal, however
+        /// the queue checked for room (see *Counting* in `memocache::job::memo`).
+        pub cache_hits: u64,
+        pub cache_misses: u64,
     }
 
     impl Model {
@@ -299,6 +304,8 @@ mod reference {
                 counter: 0,
                 resubmitted: 0,
                 stats: QueueStats::default(),
+                cache_hits: 0,
+                cache_misses: 0,
             }
         }
 
@@ -444,9 +451,11 @@ mod reference {
                     return;
                 }
                 if self.memo.contains(&g) {
+                    self.cache_hits += 1;
                     self.memo_hit(j);
                     return;
                 }
+                self.cache_misses += 1;
                 self.leaders.insert(g, j);
             }
             self.enqueue(j, now);
@@ -477,6 +486,7 @@ mod reference {
                     return false;
                 }
                 self.stats.submitted += 1;
+                self.cache_hits += 1;
                 self.memo_hit(j);
                 return true;
             }
@@ -585,14 +595,18 @@ mod reference {
             self.finish(j);
             if let (true, Some(g)) = (leads, group) {
                 self.leaders.remove(&g);
+                // One lookup for all the followers, if any wait: a hit, or a miss for the
+                // one that takes over and runs.
                 if !followers.is_empty() && self.memo.contains(&g) {
                     // Stored meanwhile: the followers are answered, none runs.
+                    self.cache_hits += 1;
                     for f in followers {
                         self.memo_hit(f);
                     }
                 } else if let Some((&first, rest)) = followers.split_first() {
                     // The first follower takes over with its own turn and age, the others
                     // follow it.
+                    self.cache_misses += 1;
                     self.leaders.insert(g, first);
                     let Place::Follower { seq, since, .. } = self.jobs[first].place else {
                         unreachable!("a leader's followers follow it");
@@ -625,6 +639,7 @@ mod reference {
             self.jobs[j].retries = 0;
             self.resubmitted += 1;
             if full {
+                self.cache_hits += 1;
                 self.memo_hit(j);
             } else {
                 self.admit(j, now);
@@ -783,6 +798,8 @@ proptest! {
 
             // Every job where the model says, every count as the model counts.
             prop_assert_eq!(queue.stats(), m.expected_stats());
+            let cache = store.stats();
+            prop_assert_eq!((cache.hits, cache.misses), (m.cache_hits, m.cache_misses), "cache");
             for (j, job) in m.jobs.iter().enumerate() {
                 let got = queue.get(job.id);
                 prop_assert_eq!(got.as_ref().map(Job::status), m.status(j), "job {}", j);

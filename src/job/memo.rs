@@ -9,7 +9,7 @@
 //! 1. **Memo hit.** At submit, if the [`MemoStore`] holds the key, the job completes at once
 //!    with the stored result ([`crate::Job::complete_memoized`]); no worker ever sees it. It
 //!    never holds a place, so a full queue accepts it rather than refuse it or make
-//!    [`crate::JobQueue::submit_timeout`] wait (a full queue looks the key up before it
+//!    [`crate::JobQueue::submit_timeout`] wait (a full queue checks the key before it
 //!    refuses, even when an identical job is in flight, which with room it would follow).
 //! 2. **Coalescing.** If an identical job (same key) is already queued or running, the new job
 //!    becomes its *follower*: it is not queued for a worker, and when the leader completes,
@@ -39,12 +39,35 @@
 //! that the store's own code runs under the queue's lock, so a store (for example a cache
 //! eviction listener) must never call back into the queue.
 //!
+//! # Counting
+//!
+//! A store that counts lookups (the [`Cache`] does, in [`crate::CacheStats`]) is the host's,
+//! and its counts must say what was asked of it, so the queue counts each submit (and each
+//! re-submitted dead letter) once, for what it is:
+//!
+//! * one **hit** if the memo store answers it, whether the queue had room or not;
+//! * one **miss** if its job is queued to run (it becomes a leader);
+//! * **nothing** if it is coalesced onto an identical job in flight (no lookup is made: the
+//!   leader's result will answer it) or refused because the queue is full.
+//!
+//! A full queue must know whether the store answers a job before it refuses it or makes
+//! [`crate::JobQueue::submit_timeout`] wait, and a waiting submit checks again each time it
+//! wakes. Those checks are [`MemoStore::peek`]s, which count nothing; only when the key is
+//! there does the queue make the [`MemoStore::lookup`] that counts the hit. (Should the entry
+//! go between the two calls, that lookup counts a miss and the queue answers with the peeked
+//! result: a content-addressed result that was there a moment ago is still the right one.)
+//! So a submit that waited and
+//! re-checked a hundred times still counts one miss, when its job is finally queued (the
+//! lookup `admit` makes with room, after coalescing), or nothing if it gives up. A leader
+//! cancelled with followers waiting makes one lookup for them all: a hit if they are
+//! answered, else a miss for the follower that takes over and runs.
+//!
 //! The queue depends only on the [`MemoStore`] trait, not on a particular cache, so it builds
 //! and runs without one (then nothing is memoized across time, but identical in-flight jobs are
 //! still coalesced). The crate's [`Cache`] implements it (build the queue with
 //! [`crate::JobQueueBuilder::cache`]): a lookup is a [`Cache::get`], so memo hits count as
-//! cache hits and refresh the entry, and a store is a [`Cache::insert`] under the cache's
-//! default TTL.
+//! cache hits and refresh the entry, a peek is a [`Cache::peek`], which counts and refreshes
+//! nothing, and a store is a [`Cache::insert`] under the cache's default TTL.
 
 use std::error::Error;
 use std::fmt;
@@ -59,8 +82,21 @@ pub type MemoStoreError = Box<dyn Error + Send + Sync>;
 
 /// Where a [`crate::JobQueue`] looks up and stores memoized results.
 pub trait MemoStore: Send + Sync + fmt::Debug {
-    /// The stored result for `key`, if any.
+    /// The stored result for `key`, if any. The queue asks this once for a submit whose
+    /// result it uses or whose work it queues (see *Counting* in [`crate::job::memo`]), so a
+    /// store that counts lookups counts what its callers asked for.
     fn lookup(&self, key: &CacheKey) -> Option<Bytes>;
+
+    /// The stored result for `key`, if any, as a check that is not a lookup: a store that
+    /// counts lookups or refreshes entries on them must do neither here. A full queue asks
+    /// this before it refuses a job or makes it wait, and again each time a waiting submit
+    /// wakes; it asks [`MemoStore::lookup`] only once the key is there.
+    ///
+    /// The default is [`MemoStore::lookup`], right for a store whose lookups have no side
+    /// effects; [`Cache`] answers with [`Cache::peek`].
+    fn peek(&self, key: &CacheKey) -> Option<Bytes> {
+        self.lookup(key)
+    }
 
     /// Stores `value` under `key`. A failure does not fail the job (its result was computed);
     /// the queue counts it in [`crate::QueueStats::memo_store_failures`].
@@ -70,6 +106,10 @@ pub trait MemoStore: Send + Sync + fmt::Debug {
 impl MemoStore for Cache {
     fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
         self.get(key)
+    }
+
+    fn peek(&self, key: &CacheKey) -> Option<Bytes> {
+        Cache::peek(self, key)
     }
 
     fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError> {

@@ -39,8 +39,10 @@
 //!   leader finishes, and nothing else bounds how many a leader gathers. A job the memo store
 //!   answers at submit does not: it completes at once and never holds a place, so a full queue
 //!   accepts it (and [`JobQueue::submit_timeout`] does not wait), as does
-//!   [`JobQueue::resubmit_dead_letter`]. A full queue looks the key up only then; with room,
-//!   an identical job in flight is followed first, as always. [`JobQueue::submit_timeout`]
+//!   [`JobQueue::resubmit_dead_letter`]. A full queue checks the key only then, with a check
+//!   the memo store does not count (a refused or waiting submit is no cache miss; see
+//!   *Counting* in [`crate::job::memo`]); with room, an identical job in flight is followed
+//!   first, as always. [`JobQueue::submit_timeout`]
 //!   waits for room instead of refusing, up to a timeout: a full queue wakes its waiting
 //!   producers once it has drained by a sixteenth of its capacity, so a producer that
 //!   outruns its workers sleeps and then submits a batch, rather than being woken (two system
@@ -968,11 +970,11 @@ impl JobQueue {
         };
         let slot = st.dead[pos];
         // As on submit, a job the memo store answers takes no place, so a full queue does
-        // not refuse it.
+        // not refuse it (and a refusal counts nothing in the store).
         let mut hit = None;
         if st.live >= inner.capacity {
             let key = st.records.get(slot).and_then(|r| r.job.memo_key());
-            hit = inner.memo_lookup(key);
+            hit = inner.memo_answer_when_full(key);
             if hit.is_none() {
                 st.stats.rejected_full += 1;
                 return Err(QueueError::Full {
@@ -1358,6 +1360,22 @@ impl Inner {
     /// The memo store's result for `key`, if there are both.
     fn memo_lookup(&self, key: Option<&CacheKey>) -> Option<Bytes> {
         self.memo.as_ref().zip(key).and_then(|(m, k)| m.lookup(k))
+    }
+
+    /// The memo store's result for a job a full queue has no room for, if it has one. The
+    /// check is a [`MemoStore::peek`], which counts nothing, because it is made before the
+    /// queue refuses the job or makes it wait, and again on every wake of a waiting submit:
+    /// as a lookup it counted a miss each time, misses no caller asked for (see *Counting* in
+    /// [`crate::job::memo`]). Only a key that is there is looked up, to count the hit and
+    /// refresh the entry as any memo hit does. Out of line: only a full queue asks.
+    #[cold]
+    #[inline(never)]
+    fn memo_answer_when_full(&self, key: Option<&CacheKey>) -> Option<Bytes> {
+        let (memo, key) = self.memo.as_ref().zip(key)?;
+        let peeked = memo.peek(key)?;
+        // Should the entry go between the two calls (expired, evicted, removed), the result
+        // peeked a moment ago is still this key's: answer with it rather than refuse.
+        Some(memo.lookup(key).unwrap_or(peeked))
     }
 
     /// Completes the queued job in `slot` with a memoized result: it finishes at once and
@@ -1844,9 +1862,11 @@ impl Inner {
                 break now;
             }
             // A job the memo store answers completes at once and takes no place, so a full
-            // queue neither refuses it nor makes it wait. Looked up only when full: with room,
-            // `admit` looks (after coalescing, which also ends with a result).
-            hit = self.memo_lookup(job.memo_key());
+            // queue neither refuses it nor makes it wait. Checked only when full: with room,
+            // `admit` looks (after coalescing, which also ends with a result). The check
+            // counts nothing in the store unless it answers, so that a submit that waits and
+            // re-checks on every wake still counts once (see `memo_answer_when_full`).
+            hit = self.memo_answer_when_full(job.memo_key());
             if hit.is_some() {
                 vacant.insert(entry);
                 break now;
