@@ -330,3 +330,54 @@ proptest! {
         prop_assert!(stats.stale <= cancelled, "{} refused outcomes", stats.stale);
     }
 }
+
+/// A draining pool waits for a running job it could see again (one of its types may fail and
+/// come back for a retry), not for a job of a type it has no handler for: a pool for one type
+/// shuts down while another pool's long job of another type still runs.
+#[test]
+fn a_draining_pool_does_not_wait_for_another_pools_job_of_another_type() {
+    let queue = queue_with_immediate_retries(0);
+    let (started_tx, started_rx) = mpsc::channel();
+    let (finish_tx, finish_rx) = mpsc::channel::<()>();
+    let finish_rx = Mutex::new(finish_rx);
+    let long = WorkerPool::builder(queue.clone())
+        .handler(JobType::Transcription, move |_| {
+            started_tx.send(()).expect("test waits");
+            finish_rx.lock().recv().expect("test finishes it");
+            Ok(Bytes::from_static(b"transcript").into())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let short = WorkerPool::builder(queue.clone())
+        .handler(JobType::Summarization, |_| Ok(JobResult::default()))
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let transcription = queue
+        .submit(Job::new(JobType::Transcription, &b"audio"[..]))
+        .expect("submit");
+    let summary = queue
+        .submit(Job::new(JobType::Summarization, &b"text"[..]))
+        .expect("submit");
+    started_rx.recv().expect("the long job runs");
+    let (done_tx, done_rx) = mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let stats = short.shutdown(Shutdown::Drain);
+        let _ = done_tx.send(());
+        stats
+    });
+    // A correct drain returns at once; a wrong one waits for the long job, which only ends
+    // once this test lets it (after the bound: the test then fails rather than hangs).
+    let drained = done_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+    finish_tx.send(()).expect("the long handler waits");
+    let stats = drain.join().expect("no panic");
+    assert!(
+        drained,
+        "the drain waited for a job of a type it does not run"
+    );
+    assert_eq!(stats.completed, 1);
+    assert_eq!(queue.status(summary), Some(JobStatus::Completed));
+    assert_eq!(long.shutdown(Shutdown::Drain).completed, 1);
+    assert_eq!(queue.status(transcription), Some(JobStatus::Completed));
+}

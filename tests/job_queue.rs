@@ -1748,3 +1748,23 @@ fn a_submit_that_waited_for_room_counts_one_miss_when_its_job_is_queued() {
     let stats = store.stats();
     assert_eq!((stats.hits, stats.misses), (0, 1));
 }
+
+// Audit of session 9 (issue #5): defects a user would hit.
+
+/// A job whose last lease ran out is dead-lettered by whichever call comes first, and
+/// `dead_letters` is such a call: it lists the job even when no other call noticed first.
+#[test]
+fn dead_letters_lists_a_job_whose_last_lease_ran_out_without_another_call() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(SEC)
+        .retry(RetryConfig::fixed(0, SEC))
+        .build()
+        .expect("valid");
+    let hung = queue.submit(job(JobPriority::Low)).expect("submit");
+    queue.try_next(&w("dies")).expect("ready");
+    clock.advance(SEC);
+    let dead: Vec<JobId> = queue.dead_letters().iter().map(Job::id).collect();
+    assert_eq!(dead, [hung]);
+    assert_eq!(queue.status(hung), Some(JobStatus::Failed));
+}

@@ -21,8 +21,9 @@
 //! # Shutdown
 //!
 //! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they
-//! can handle is ready and no job is running (a running job may fail and come back for an
-//! immediate retry), then stop. Jobs waiting out a retry delay stay queued: the queue outlives
+//! can handle is ready or running (a running one may fail and come back for an immediate
+//! retry), then stop. A running job of a type the pool has no handler for (another pool's)
+//! is not waited for: it could only come back as that type. Jobs waiting out a retry delay stay queued: the queue outlives
 //! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
 //! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt,
@@ -132,7 +133,7 @@ impl fmt::Debug for JobContext<'_> {
 /// How to shut a pool down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Run until no job the pool can handle is ready and none is running, then stop.
+    /// Run until no job the pool can handle is ready or running, then stop.
     Drain,
     /// Stop after the current job; handlers see [`JobContext::stop_requested`].
     Now,

@@ -992,9 +992,15 @@ impl JobQueue {
         Ok(())
     }
 
-    /// The dead letters, oldest first.
+    /// The dead letters, oldest first (a job whose last lease has run out among them).
     pub fn dead_letters(&self) -> Vec<Job> {
-        let st = self.inner.state.lock();
+        let inner = &*self.inner;
+        let mut guard = inner.state.lock();
+        let st = &mut *guard;
+        // Expired leases are taken back first, as for every call that reports jobs: without
+        // this, a job whose worker died on its last attempt was missing from the list until
+        // some other call happened to reap it, although `status` already reported it Failed.
+        inner.maintain(st, inner.clock.now());
         st.dead
             .iter()
             .filter_map(|&slot| st.records.get(slot).map(|r| Job::clone(&r.job)))
@@ -1038,8 +1044,8 @@ impl JobQueue {
         &self.inner.clock
     }
 
-    /// Whether no job of `types` is ready and no job at all is running, i.e. nothing a
-    /// draining pool could still get to do (short of new submits or due retries).
+    /// Whether no job of `types` is ready or running, i.e. nothing a draining pool for
+    /// `types` could still get to do (short of new submits or due retries).
     pub(crate) fn is_drained_for(&self, types: &[JobType]) -> bool {
         let inner = &*self.inner;
         let mut guard = inner.state.lock();
@@ -1047,11 +1053,20 @@ impl JobQueue {
         let now = inner.clock.now();
         inner.maintain(st, now);
         let mask = TypeMask::of(types);
-        st.leases.len == 0
-            && st
-                .ready
-                .iter()
-                .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
+        // Only a running job of `types` can fail and come back for this pool to retry: one
+        // of another type (another pool's) would come back as that type. Waiting for every
+        // running job held a pool's drain for as long as another pool's longest job ran.
+        // The lease list holds one entry per running job, a handful: walking it is cheap.
+        let mut slot = st.leases.head;
+        while let Some(record) = st.records.get(slot) {
+            if mask.contains(record.job.job_type().index()) {
+                return false;
+            }
+            slot = record.next;
+        }
+        st.ready
+            .iter()
+            .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
     }
 
     /// Wakes every blocked taker so it re-reads the clock and its own stop conditions.
@@ -1943,7 +1958,9 @@ impl Inner {
     }
 
     /// Releases the lock after a completion, then wakes a draining pool if no job is running
-    /// any more (it waits for the last one) and reports the completions to the hook.
+    /// any more (it waits for the last one of its types) and reports the completions to the
+    /// hook. Checking the types here would cost the hot path a walk; a draining pool whose
+    /// last job ends while another type's still runs notices within a wait slice instead.
     #[inline]
     fn after_completion(&self, mut guard: MutexGuard<'_, State>) {
         let st = &mut *guard;
