@@ -15,6 +15,8 @@
 //! fit in 16 bits, and means keys parsed from untrusted text cannot grow it without bound; past
 //! that, new prefixes are refused with [`KeyError::TooManyPrefixes`]. Reading a prefix's name
 //! back takes no lock: the table's cells are written once, before their number is handed out.
+//! A snapshot load interns all of a file's prefixes at once, all or none (`intern_all`): a
+//! file whose new prefixes do not all fit leaves the table as it was.
 //!
 //! SHA-256 is computed with `ring`, whose assembly picks SHA-NI, AVX or SSSE3 at run time (and
 //! ARMv8 crypto instructions on aarch64). Hashing is the whole cost of deriving a key from
@@ -79,7 +81,7 @@ pub struct CacheKey {
 
 /// An interned prefix: its number in the process-wide table of prefixes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Prefix(u16);
+pub(crate) struct Prefix(u16);
 
 /// Cells of the prefix table, in pages of 256 so that an unused page costs one pointer.
 type NamePage = [OnceLock<&'static str>; 256];
@@ -114,7 +116,8 @@ pub enum KeyError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The interner already holds [`MAX_PREFIXES`] prefixes and this is a new one.
+    /// The interner already holds [`MAX_PREFIXES`] prefixes and this is a new one (for a
+    /// snapshot load: the file's new prefixes do not all fit, and none was interned).
     #[error("too many distinct key prefixes: at most {MAX_PREFIXES} per process")]
     TooManyPrefixes,
     /// `file_hash` is not exactly 64 hexadecimal digits.
@@ -248,6 +251,11 @@ impl CacheKey {
             digest,
             prefix: intern(prefix)?,
         })
+    }
+
+    /// A key from a digest and a prefix [`intern_all`] returned.
+    pub(crate) fn from_interned(digest: [u8; DIGEST_LEN], prefix: Prefix) -> CacheKey {
+        CacheKey { digest, prefix }
     }
 
     /// The prefix (namespace) of the key.
@@ -425,6 +433,31 @@ pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
     }
 }
 
+/// The process-wide map from interned prefix to number. Numbers are handed out in order under
+/// its write lock, so the map's length is the next number.
+fn table() -> &'static RwLock<HashMap<&'static str, Prefix>> {
+    static INTERNED: OnceLock<RwLock<HashMap<&'static str, Prefix>>> = OnceLock::new();
+    INTERNED.get_or_init(Default::default)
+}
+
+/// Returns `prefix`'s number, interning it if it is new; `map` is the table, write-locked.
+/// The caller has checked the prefix.
+fn get_or_add(map: &mut HashMap<&'static str, Prefix>, prefix: &str) -> Result<Prefix, KeyError> {
+    if let Some(&found) = map.get(prefix) {
+        return Ok(found);
+    }
+    let number = u16::try_from(map.len()).map_err(|_| KeyError::TooManyPrefixes)?;
+    // Deliberate, bounded leak: interned prefixes live for the whole process.
+    let name: &'static str = Box::leak(prefix.to_owned().into_boxed_str());
+    let [page, cell] = number.to_be_bytes();
+    let page =
+        NAMES[usize::from(page)].get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+    // Numbers are handed out in order under the write lock: the cell is unset.
+    let _ = page[usize::from(cell)].set(name);
+    map.insert(name, Prefix(number));
+    Ok(Prefix(number))
+}
+
 /// Checks a prefix and returns its number in the process-wide table.
 fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     if let Some(reason) = prefix_problem(prefix) {
@@ -441,30 +474,62 @@ fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     if let Some((_, last)) = LAST.get().filter(|(name, _)| *name == prefix) {
         return Ok(last);
     }
-    static INTERNED: OnceLock<RwLock<HashMap<&'static str, Prefix>>> = OnceLock::new();
-    let interned = INTERNED.get_or_init(Default::default);
+    let interned = table();
     let found = interned.read().get(prefix).copied();
     let found = match found {
         Some(found) => found,
-        None => {
-            let mut map = interned.write();
-            match map.get(prefix) {
-                Some(&found) => found,
-                None => {
-                    let number = u16::try_from(map.len()).map_err(|_| KeyError::TooManyPrefixes)?;
-                    // Deliberate, bounded leak: interned prefixes live for the whole process.
-                    let name: &'static str = Box::leak(prefix.to_owned().into_boxed_str());
-                    let [page, cell] = number.to_be_bytes();
-                    let page = NAMES[usize::from(page)]
-                        .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
-                    // Numbers are handed out in order under the write lock: the cell is unset.
-                    let _ = page[usize::from(cell)].set(name);
-                    map.insert(name, Prefix(number));
-                    Prefix(number)
-                }
-            }
-        }
+        None => get_or_add(&mut interned.write(), prefix)?,
     };
     LAST.set(Some((found.name(), found)));
     Ok(found)
+}
+
+/// Interns every one of `prefixes` or none of them, and returns their numbers in order.
+///
+/// For a snapshot load, which needs all of a file's prefixes: interning them one by one
+/// could intern some and then meet a full table, leaving the ones before it in the table for
+/// the life of the process although the load failed. Here the prefixes not yet interned are
+/// counted and, only if they all fit, added, all under one hold of the write lock, so another
+/// thread interning meanwhile cannot take the room between the count and the additions.
+///
+/// On error, the index in `prefixes` of the prefix at fault (the first invalid one, or the
+/// first new one when they do not all fit) and why; nothing was interned.
+pub(crate) fn intern_all<S: AsRef<str>>(prefixes: &[S]) -> Result<Vec<Prefix>, (usize, KeyError)> {
+    for (index, prefix) in prefixes.iter().enumerate() {
+        let prefix = prefix.as_ref();
+        if let Some(reason) = prefix_problem(prefix) {
+            let prefix = prefix.to_owned();
+            return Err((index, KeyError::InvalidPrefix { prefix, reason }));
+        }
+    }
+    let interned = table();
+    let known: Option<Vec<Prefix>> = {
+        let map = interned.read();
+        prefixes
+            .iter()
+            .map(|p| map.get(p.as_ref()).copied())
+            .collect()
+    };
+    if let Some(known) = known {
+        return Ok(known);
+    }
+    let mut map = interned.write();
+    // Distinct new prefixes: a name listed twice takes one number.
+    let mut new = std::collections::HashSet::new();
+    let mut first_new = None;
+    for (index, prefix) in prefixes.iter().enumerate() {
+        let prefix = prefix.as_ref();
+        if !map.contains_key(prefix) && new.insert(prefix) {
+            first_new.get_or_insert(index);
+        }
+    }
+    if map.len() + new.len() > MAX_PREFIXES {
+        return Err((first_new.unwrap_or(0), KeyError::TooManyPrefixes));
+    }
+    // Cannot fail: every new prefix fits, checked under this same lock.
+    prefixes
+        .iter()
+        .enumerate()
+        .map(|(index, p)| get_or_add(&mut map, p.as_ref()).map_err(|e| (index, e)))
+        .collect()
 }

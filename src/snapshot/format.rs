@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
-use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, prefix_problem};
+use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, intern_all, prefix_problem};
 
 /// The first eight bytes of every snapshot. The high first byte catches 7-bit channels and the
 /// final newline catches text-mode newline translation, as in PNG's signature.
@@ -272,17 +272,26 @@ pub(super) struct Scan {
 impl Scan {
     /// Interns the prefixes and returns every record's key, in order. The only step that
     /// touches the process-wide prefix table, so call it only with everything else decided.
+    /// All or nothing: if the file's new prefixes do not all fit the table, none is interned
+    /// (see `crate::key::intern_all`).
     pub(super) fn keys(&self) -> Result<Vec<CacheKey>, SnapshotError> {
-        self.records
+        let numbers = intern_all(&self.prefixes).map_err(|(prefix, e)| {
+            // Every prefix in the table came from a record: report the first one using it.
+            let at = self
+                .records
+                .iter()
+                .find(|record| record.prefix as usize == prefix)
+                .map_or(0, |record| record.at);
+            SnapshotError::CorruptRecord {
+                at,
+                reason: format!("{e}; none of the file's key prefixes was interned"),
+            }
+        })?;
+        Ok(self
+            .records
             .iter()
-            .map(|record| {
-                CacheKey::from_digest(record.digest, &self.prefixes[record.prefix as usize])
-                    .map_err(|e| SnapshotError::CorruptRecord {
-                        at: record.at,
-                        reason: e.to_string(),
-                    })
-            })
-            .collect()
+            .map(|record| CacheKey::from_interned(record.digest, numbers[record.prefix as usize]))
+            .collect())
     }
 
     /// The whole snapshot, values and interned keys; every value must have been asked for.

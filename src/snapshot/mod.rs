@@ -80,10 +80,11 @@
 //!   interned only after the whole file checked out — checksums, structure, every prefix a
 //!   valid key prefix, no key twice — so neither garbage nor a crafted file that fails late
 //!   adds to the process-wide prefix table. (Validity is checked with `crate::key`'s own
-//!   rule, which it exposes to the crate without interning; only a full prefix table,
-//!   [`crate::KeyError::TooManyPrefixes`], can still fail a load after some of its prefixes
-//!   were interned.) No input makes the
-//!   decoder panic (see the `snapshot_decode` fuzz target).
+//!   rule, which it exposes to the crate without interning.) The file's prefixes are then
+//!   interned all at once or not at all: if the ones not yet in the table do not all fit
+//!   ([`crate::KeyError::TooManyPrefixes`]), the load fails having interned none of them,
+//!   even while other threads intern prefixes. No input makes the decoder panic (see the
+//!   `snapshot_decode` fuzz target).
 //! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
 //!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
