@@ -8,11 +8,18 @@
 //! old file is never opened for writing: a crash or a full disk mid-write costs only the
 //! temporary file, which is removed on every error path.
 //!
-//! **Permissions.** The new file replaces the old one under its name, so it gets the old
-//! file's permission bits (on unix), set before any data is written: a snapshot kept
-//! `0600` stays `0600`. With no old file it has the default a newly created file gets
-//! (`0666` less the umask). Owner and group are the saver's (changing them needs
-//! privileges).
+//! **Permissions and ownership.** The new file replaces the old one under its name, so it
+//! gets the old file's permission bits, owner and group (on unix), set before any data is
+//! written: a snapshot kept `0600` stays `0600`, and one a root process saves over a file
+//! owned by the service's user stays that user's (else the service could no longer read
+//! it). The owner and group are given with `fchown` on the temporary file, before its mode
+//! is set (a change of owner may clear set-id bits, which the mode then restores). Changing
+//! a file's owner needs privileges (`CAP_CHOWN`) and its group membership of that group, so
+//! for a saver without them this is best effort: it keeps what it may — the group alone if
+//! the saver may give that (it owns the new file and is a member of the old file's group),
+//! else neither — and the file is the saver's, as a new file would be. A save never fails
+//! over ownership: a save that worked before still works. With no old file the new one has
+//! the default a newly created file gets (the saver's owner, `0666` less the umask).
 //!
 //! **The directory sync.** Once the rename happened the new file is in place, complete;
 //! a failed directory fsync after it only means the rename may not survive a power cut (the
@@ -174,7 +181,8 @@ pub(super) struct Replaced<T> {
 
 /// Replaces `path` with what `write` puts into a fresh file, then makes the rename durable
 /// with `sync_dir`. On error `path` is untouched and the temporary file is gone. The new
-/// file gets the old one's permissions (on unix). Temporary files that crashed saves to
+/// file gets the old one's permissions and, where the process may give them, its owner and
+/// group (on unix). Temporary files that crashed saves to
 /// `path` left behind are removed first (see [`remove_stale_temps`]).
 pub(super) fn replace_atomically<T>(
     path: &Path,
@@ -192,10 +200,11 @@ pub(super) fn replace_atomically<T>(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // The mode the new file must have: the old file's, or (no old file) the default a
-    // new file gets. Read before anything is written, so a failure costs nothing.
-    let old_permissions = match std::fs::metadata(path) {
-        Ok(metadata) => Some(metadata.permissions()),
+    // The mode (and on unix the owner) the new file must have: the old file's, or (no old
+    // file) the default a new file gets. Read before anything is written, so a failure
+    // costs nothing.
+    let old_metadata = match std::fs::metadata(path) {
+        Ok(metadata) => Some(metadata),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_error("reading the permissions of", path, e)),
     };
@@ -250,15 +259,19 @@ pub(super) fn replace_atomically<T>(
     };
     temp.armed = true;
     #[cfg(unix)]
-    if let Some(permissions) = old_permissions {
+    if let Some(old) = old_metadata {
+        use std::os::unix::fs::MetadataExt;
+        // Owner first: a change of owner may clear set-id bits, which the mode restores.
+        keep_owner(&file, (old.uid(), old.gid()), |file, uid, gid| {
+            std::os::unix::fs::fchown(file, uid, gid)
+        });
         // Set before any data is written, so the content is never readable by more than
-        // the old file was. (Owner and group stay the saver's: changing them needs
-        // privileges.)
-        file.set_permissions(permissions)
+        // the old file was.
+        file.set_permissions(old.permissions())
             .map_err(|e| io_error("setting the permissions of", &temp.path, e))?;
     }
     #[cfg(not(unix))]
-    let _ = old_permissions;
+    let _ = old_metadata;
     let mut output = Output {
         file: &file,
         unrequested: 0,
@@ -280,6 +293,31 @@ pub(super) fn replace_atomically<T>(
     // failed directory sync is not a failed save. It is reported as what it is.
     let dir_sync = sync_dir(dir).map_err(|e| (dir.to_path_buf(), e));
     Ok(Replaced { value, dir_sync })
+}
+
+/// Gives the freshly created `file` the owner and group `(uid, gid)` of the file it will
+/// replace, with `chown` (`fchown`; tests inject refusals). Best effort, never an error (see
+/// the module docs): without the privilege to give the owner, the group alone is tried, and
+/// without that the file stays the saver's, which is what a save did before it kept owners.
+#[cfg(unix)]
+fn keep_owner(
+    file: &File,
+    (uid, gid): (u32, u32),
+    chown: impl Fn(&File, Option<u32>, Option<u32>) -> io::Result<()>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    // Unknown: try to set both; `fchown` to the owner and group a file has is a no-op.
+    let (own_uid, own_gid) = file
+        .metadata()
+        .map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));
+    if own_uid == Some(uid) && own_gid == Some(gid) {
+        return;
+    }
+    // Any error, not only EPERM: the user namespace may not map the old owner (EINVAL), and
+    // the saver's ownership is still a working file.
+    if chown(file, Some(uid), Some(gid)).is_err() && own_gid != Some(gid) {
+        let _ = chown(file, None, Some(gid));
+    }
 }
 
 /// The temporary name a save to the file `name` uses: `.<name>.<pid>.<sequence>.tmp`.
@@ -424,6 +462,52 @@ mod tests {
         remove_stale_temps(dir.path(), OsStr::new("t"));
         assert!(mine.exists(), "a claimed file is not removed");
         assert!(!path.exists(), "an unclaimed leftover is");
+    }
+
+    /// A saver that may not give the old file's owner gives its group if it may, and else
+    /// leaves the file as created; neither fails the save.
+    #[cfg(unix)]
+    #[test]
+    fn a_saver_without_the_privilege_keeps_what_it_may_of_the_owner() {
+        use std::cell::RefCell;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("creates a temp dir");
+        let file = File::create_new(dir.path().join("f")).expect("creates");
+        let (uid, gid) = file.metadata().map(|m| (m.uid(), m.gid())).expect("stat");
+        let refused = || io::Error::from(io::ErrorKind::PermissionDenied);
+
+        // Group allowed, owner not: the second call gives the group.
+        let calls = RefCell::new(Vec::new());
+        keep_owner(&file, (uid + 1, gid + 1), |_, u, g| {
+            calls.borrow_mut().push((u, g));
+            if u.is_some() { Err(refused()) } else { Ok(()) }
+        });
+        assert_eq!(
+            *calls.borrow(),
+            [(Some(uid + 1), Some(gid + 1)), (None, Some(gid + 1))]
+        );
+
+        // Neither allowed: both tried, nothing else, no error.
+        let calls = RefCell::new(Vec::new());
+        keep_owner(&file, (uid + 1, gid + 1), |_, u, g| {
+            calls.borrow_mut().push((u, g));
+            Err(refused())
+        });
+        assert_eq!(
+            *calls.borrow(),
+            [(Some(uid + 1), Some(gid + 1)), (None, Some(gid + 1))]
+        );
+
+        // Only the owner differs: a refusal leaves the group, which is already right.
+        let calls = RefCell::new(Vec::new());
+        keep_owner(&file, (uid + 1, gid), |_, u, g| {
+            calls.borrow_mut().push((u, g));
+            Err(refused())
+        });
+        assert_eq!(*calls.borrow(), [(Some(uid + 1), Some(gid))]);
+
+        // Already the old owner and group: nothing to do.
+        keep_owner(&file, (uid, gid), |_, _, _| panic!("no chown needed"));
     }
 
     #[test]

@@ -34,7 +34,8 @@
 //! * **Atomic replacement.** The file is written under a temporary name in the same
 //!   directory, fsynced, renamed over the target, and the directory is fsynced. A crash or a
 //!   full disk at any point leaves the previous snapshot as it was. The new file gets the
-//!   old one's permission bits (unix). If only the final directory fsync fails, the new
+//!   old one's permission bits and, where the saver may give them (root may; others only
+//!   a group they belong to), its owner and group (unix); it is never an error if not. If only the final directory fsync fails, the new
 //!   file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
 //!   report), not an error that claims nothing changed. Each save first removes the
 //!   temporary files that crashed saves to the same target left, never one a live save

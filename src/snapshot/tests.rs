@@ -505,3 +505,31 @@ fn a_save_keeps_the_permissions_of_the_file_it_replaces() {
         assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 1);
     }
 }
+
+/// The new file keeps the owner and group of the file it replaces: a root process saving
+/// over a snapshot owned by a service's user leaves it that user's (and its mode as it was).
+/// Needs the privilege to give files away, which the test run has as root; without it
+/// there is nothing to check here (the unprivileged path is `file.rs`'s test).
+#[cfg(unix)]
+#[test]
+fn a_save_keeps_the_owner_and_group_of_the_file_it_replaces() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    cache.insert(audit_key(1), "one").expect("inserts");
+    cache.save_snapshot(&path).expect("saves");
+    let (service_uid, service_gid) = (4242, 4343);
+    if std::os::unix::fs::chown(&path, Some(service_uid), Some(service_gid)).is_err() {
+        eprintln!("skipped: this process may not give files away (not root)");
+        return;
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+
+    cache.insert(audit_key(2), "two").expect("inserts");
+    cache.save_snapshot(&path).expect("saves over it");
+    let saved = std::fs::metadata(&path).expect("stat");
+    assert_eq!((saved.uid(), saved.gid()), (service_uid, service_gid));
+    assert_eq!(saved.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 2);
+}
