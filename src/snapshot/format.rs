@@ -254,12 +254,62 @@ pub(super) struct Record {
     pub(super) value: Option<Bytes>,
 }
 
+/// What choosing which records to keep needs of one: its ranking inputs, its TTL and its
+/// value's length. 32 bytes, where a [`Record`] is over 100: a load's first pass, which holds
+/// one per record of a file larger than the cache, keeps only this (see [`Keep::RanksOnly`]).
+pub(super) struct Rank {
+    pub(super) access_count: u64,
+    pub(super) value_len: u64,
+    /// Time left to live at the save time, in nanoseconds; `u64::MAX` for none. The same
+    /// for deciding whether an entry is live: no wall clock is 584 years past a save time
+    /// after 1970.
+    ttl_nanos: u64,
+    pub(super) freq: u8,
+    pub(super) main: bool,
+}
+
+impl Rank {
+    fn of(record: &Record) -> Rank {
+        Rank {
+            access_count: record.access_count,
+            value_len: record.value_len,
+            ttl_nanos: record.ttl_remaining.map_or(u64::MAX, |ttl| {
+                u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)
+            }),
+            freq: record.freq,
+            main: record.main,
+        }
+    }
+
+    /// Time left to live at the save time; `None` if it never expires.
+    pub(super) fn ttl_remaining(&self) -> Option<Duration> {
+        (self.ttl_nanos != u64::MAX).then(|| Duration::from_nanos(self.ttl_nanos))
+    }
+}
+
+/// What [`Decoder::scan`] keeps of a record, as its caller decides.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// The whole record, value included.
+    Value,
+    /// The record without its value (hashed and dropped).
+    Head,
+    /// From this record on, only each record's [`Rank`]: the records kept so far are cut down
+    /// to theirs too (their values dropped), and the caller is not asked again. The scan
+    /// then still checks every byte but not the keys (it no longer has them): a caller that
+    /// goes on to use the records must read them again with a full scan, which does.
+    RanksOnly,
+}
+
 /// A completely checked snapshot as [`Decoder::scan`] returns it: every record's head, and the
 /// values that were asked for.
 pub(super) struct Scan {
     pub(super) saved_at: SystemTime,
-    /// In file order.
+    /// In file order; empty if the scan kept ranks only.
     pub(super) records: Vec<Record>,
+    /// Every record's rank, in file order, if the caller asked for ranks only
+    /// ([`Keep::RanksOnly`]).
+    pub(super) ranks: Option<Vec<Rank>>,
     /// The distinct prefixes, by number, checked against the key rules but not interned.
     prefixes: Vec<String>,
     /// The stored whole-content checksum (version 1) or root (version 2): equal values mean
@@ -408,32 +458,49 @@ impl<R: Read> Decoder<R> {
     /// Reads, checks and returns a whole snapshot with every value. Nothing is returned unless
     /// every byte checked out.
     pub(super) fn decode(self) -> Result<Snapshot, SnapshotError> {
-        self.scan(|_, _, _| true)?.into_snapshot()
+        self.scan(|_, _, _| Keep::Value)?.into_snapshot()
     }
 
-    /// Reads and checks a whole snapshot, keeping the values of the records for which
-    /// `keep(index, saved_at, record)` says so (the record's `value` is still `None` then); the other
-    /// values are hashed through a bounded buffer and dropped, so memory is the kept values,
+    /// Reads and checks a whole snapshot, keeping of each record what
+    /// `keep(index, saved_at, record)` says (the record's `value` is still `None` then); values
+    /// not kept are hashed through a bounded buffer and dropped, so memory is the kept values,
     /// one small head per record and a bounded buffer, whatever the file's size. Nothing is
     /// returned unless every byte checked out, every prefix is a valid key prefix and no key
-    /// appears twice; nothing is interned.
+    /// appears twice (these two checked only if the scan kept the records, see
+    /// [`Keep::RanksOnly`]); nothing is interned.
     pub(super) fn scan(
         mut self,
-        mut keep: impl FnMut(usize, SystemTime, &Record) -> bool,
+        mut keep: impl FnMut(usize, SystemTime, &Record) -> Keep,
     ) -> Result<Scan, SnapshotError> {
         let header = self.header()?;
         let mut records = Vec::new();
+        let mut ranks: Option<Vec<Rank>> = None;
+        let mut count = 0usize;
         loop {
             let at = self.pos;
             match self.take_array::<1>()? {
                 [TAG_ENTRY] => {
                     let mut record = self.entry(at)?;
-                    if keep(records.len(), header.saved_at, &record) {
+                    let keep = match ranks {
+                        Some(_) => Keep::RanksOnly,
+                        None => keep(count, header.saved_at, &record),
+                    };
+                    if keep == Keep::Value {
                         record.value = Some(self.value(record.value_len)?);
                     } else {
                         self.skip_value(record.value_len)?;
                     }
-                    records.push(record);
+                    if keep == Keep::RanksOnly {
+                        // The records so far go now, values and all: from here on a third
+                        // of the memory per record, and no values held while reading on.
+                        let ranks = ranks.get_or_insert_with(|| {
+                            std::mem::take(&mut records).iter().map(Rank::of).collect()
+                        });
+                        ranks.push(Rank::of(&record));
+                    } else {
+                        records.push(record);
+                    }
+                    count += 1;
                 }
                 [TAG_END] => break,
                 [tag] => {
@@ -445,7 +512,7 @@ impl<R: Read> Decoder<R> {
             }
         }
         let count_at = self.pos;
-        let count = u64::from_le_bytes(self.take_array()?);
+        let stored_count = u64::from_le_bytes(self.take_array()?);
         let checksum = match self.blocks.take() {
             Some(blocks) => self.check_blocks(blocks, header.block_size)?,
             None => {
@@ -455,17 +522,17 @@ impl<R: Read> Decoder<R> {
                 stored
             }
         };
-        if count != records.len() as u64 {
+        if stored_count != count as u64 {
             return Err(SnapshotError::Malformed {
                 at: count_at,
                 reason: format!(
-                    "the end marker counts {count} records but {} precede it",
-                    records.len()
+                    "the end marker counts {stored_count} records but {count} precede it"
                 ),
             });
         }
         self.expect_end()?;
-        // Checked, record by record in file order, before any prefix is interned.
+        // Checked, record by record in file order, before any prefix is interned. (With ranks
+        // only there are no records here to check: the full read that must follow does.)
         let bad_prefix: Vec<Option<&'static str>> =
             self.prefixes.iter().map(|p| prefix_problem(p)).collect();
         let mut seen = HashSet::with_capacity(records.len());
@@ -490,6 +557,7 @@ impl<R: Read> Decoder<R> {
         Ok(Scan {
             saved_at: header.saved_at,
             records,
+            ranks,
             prefixes: self.prefixes,
             checksum,
             len: self.pos,

@@ -45,18 +45,20 @@
 //!   structure and hashes every byte. While every live entry read so far fits the room left
 //!   in the cache, it keeps their values (they become the cache's values: not a second
 //!   copy); when everything fits — a restart with the same budget — that one pass is the
-//!   whole load. Once something does not fit, it stops keeping values (those already kept
-//!   are at most the room) and goes on hashing the rest through a bounded buffer, keeping
-//!   only each record's head (key, TTL, rank, length: tens of bytes). With the whole file
-//!   checked, it chooses from those heads what the policy's ranking keeps (the same choice
-//!   the insertion makes), drops the first pass's values, and reads the *same open file*
-//!   again from its start, keeping only the chosen values and checking every byte again.
+//!   whole load. Once something does not fit, it drops the values kept so far (at most the
+//!   room) and goes on hashing the rest through a bounded buffer, keeping of each record
+//!   only what the choice needs: its rank, TTL and length (32 bytes, not the 110 or so of
+//!   a full head with its key and offset). With the whole file checked, it chooses from
+//!   those what the policy's ranking keeps (the same choice the insertion makes), drops
+//!   them, and reads the *same open file* again from its start, keeping only the chosen
+//!   values and checking every byte again — this time including the checks that need the
+//!   keys (valid prefixes, no key twice), which the first pass could no longer make.
 //!   Only if the second read checks out too and has the same stored checksum as the first
 //!   (so it read the same bytes) are the entries inserted. A file rewritten in place between
 //!   the reads is refused: with [`SnapshotError::ChangedWhileLoading`] if the second read is
 //!   itself a valid snapshot, else with what is wrong with it. (One replaced by a rename is
 //!   not seen: the open file is still the old one, read whole.) Peak memory is
-//!   thus the kept values, the record heads and bounded buffers (a read buffer, a 1 MiB
+//!   thus the kept values, one set of record heads and bounded buffers (a read buffer, a 1 MiB
 //!   chunk, and the blocks queued for the hash workers), not the file's size; the price is
 //!   reading and hashing the file twice when the cache is smaller than the snapshot. A pipe
 //!   (a FIFO, `/dev/stdin`) cannot be read twice: it is loaded in one pass holding every
@@ -184,6 +186,7 @@ pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
+use format::Keep;
 
 /// Buffer size for reading and writing snapshot files; values larger than this bypass it.
 const IO_BUFFER: usize = 1 << 20;
@@ -552,56 +555,50 @@ impl Cache {
         // before the two-pass load existed.
         let rereadable = len.is_some();
         let (mut room_bytes, mut room_entries) = self.room();
-        let mut all_fit = true;
-        let first = decoder(path, &file, len).scan(|_, saved_at, record| {
+        let mut first = decoder(path, &file, len).scan(|_, saved_at, record| {
             let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
-                return false;
+                return Keep::Head;
             };
             if !rereadable {
-                return true;
+                return Keep::Value;
             }
             // Values are kept while every live entry so far fits the room: the usual case,
-            // a load into a cache as large as the saved one, stays one pass. Past that the
-            // values kept are a prefix of the file, at most the room; a second pass reads
-            // the ones the ranking keeps.
+            // a load into a cache as large as the saved one, stays one pass. At the first
+            // that does not, the values kept so far (at most the room) are dropped and only
+            // what the choice needs is kept of each record; a second pass reads the values
+            // the ranking keeps.
             let charge = charge_of(record.value_len);
-            if all_fit && charge <= room_bytes && room_entries > 0 {
+            if charge <= room_bytes && room_entries > 0 {
                 room_bytes -= charge;
                 room_entries -= 1;
-                true
+                Keep::Value
             } else {
-                all_fit = false;
-                false
+                Keep::RanksOnly
             }
         })?;
-        if all_fit || !rereadable {
+        let Some(ranks) = first.ranks.take() else {
             return self.apply_scan(first);
-        }
+        };
         between_passes();
-        self.load_second_pass(path, &file, first)
+        self.load_second_pass(path, &file, first, ranks)
     }
 
     /// The second pass of [`Cache::load_snapshot`] when not everything fits: chooses from the
-    /// first pass's record heads what the ranking keeps, re-reads the file (the same open
-    /// file, from its start) keeping only those values, and applies them if the second read
-    /// checked out in full and is the same file as the first.
+    /// first pass's `ranks` (one per record) what the ranking keeps, re-reads the file (the
+    /// same open file, from its start) keeping only those values, and applies them if the
+    /// second read checked out in full and is the same file as the first.
     fn load_second_pass(
         &self,
         path: &Path,
         file: &File,
-        mut first: format::Scan,
+        first: format::Scan,
+        ranks: Vec<format::Rank>,
     ) -> Result<SnapshotReport, SnapshotError> {
-        for record in &mut first.records {
-            // The first pass's values go before the second pass reads the chosen ones, so at
-            // most one set of kept values is held.
-            record.value = None;
-        }
         let elapsed = since(first.saved_at, SystemTime::now());
-        let live = first
-            .records
+        let live = ranks
             .iter()
             .enumerate()
-            .filter(|(_, record)| ttl_left(record.ttl_remaining, elapsed).is_some())
+            .filter(|(_, rank)| ttl_left(rank.ttl_remaining(), elapsed).is_some())
             .collect();
         let chosen = self.choose_for_import(
             live,
@@ -609,10 +606,14 @@ impl Cache {
             |(_, r)| charge_of(r.value_len),
             &mut Default::default(),
         );
-        let mut wanted = vec![false; first.records.len()];
+        let count = ranks.len();
+        let mut wanted = vec![false; count];
         for (index, _) in chosen {
             wanted[index] = true;
         }
+        // Chosen: the ranks go before the second read, whose full heads are then the only
+        // per-record memory held.
+        drop(ranks);
         let mut input = file;
         input
             .seek(SeekFrom::Start(0))
@@ -620,11 +621,16 @@ impl Cache {
         // The length again: a file that grew or shrank in between is read as it is now,
         // and then fails the check below or the second read's own checks.
         let len = regular_len(path, file)?;
-        let second =
-            decoder(path, file, len).scan(|index, _, _| wanted.get(index) == Some(&true))?;
+        let second = decoder(path, file, len).scan(|index, _, _| {
+            if wanted.get(index) == Some(&true) {
+                Keep::Value
+            } else {
+                Keep::Head
+            }
+        })?;
         // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
         // so the choice made from the first read's heads is a choice among these records.
-        if second.checksum != first.checksum || second.records.len() != first.records.len() {
+        if second.checksum != first.checksum || second.records.len() != count {
             return Err(SnapshotError::ChangedWhileLoading {
                 first: hex::encode(first.checksum),
                 second: hex::encode(second.checksum),
