@@ -253,8 +253,9 @@ impl<'a> Bytes<'a> {
 /// policy state, and restores into a small cache within its bounds, with every entry
 /// accounted for.
 ///
-/// The same bytes as a file go through [`Cache::load_snapshot`] too, into a cache too small
-/// for most snapshots (see [`check_file_load`]): its two-pass load parses the file on its own.
+/// The same bytes go through [`Cache::load_snapshot`] too, into a cache too small for most
+/// snapshots (see [`check_file_load`]): from a file, whose two-pass load parses it on its
+/// own, and from a pipe, which takes the one-pass path.
 ///
 /// Both format versions are covered: the corpus holds version-1 files and version-2 files
 /// with 1 MiB blocks and with 64-byte blocks (so records cross block boundaries).
@@ -384,26 +385,71 @@ fn load_path() -> PathBuf {
     ))
 }
 
-/// Loading `data` from a file with [`Cache::load_snapshot`] into a small pre-filled cache
-/// agrees with decoding it with [`read_snapshot`] (whose result is `decoded`): it never
-/// panics; it fails exactly when the decoder does, with the same message (both read the same
-/// bytes with the same checks, and name no path in content errors); on success the cache
-/// holds what [`Cache::restore_snapshot`] of the decoded snapshot keeps in an identical cache
-/// (the same entries with the same values, access counts and TTL presence) with the same
-/// report but for the file size, within its budget; on failure it is exactly as before.
+/// Loading `data` with [`Cache::load_snapshot`] into a small pre-filled cache agrees with
+/// decoding it with [`read_snapshot`] (whose result is `decoded`), both from a regular file
+/// (the two-pass load when the snapshot does not fit) and from a pipe (which cannot be read
+/// twice: the one-pass load holding every live value): it never panics; it fails exactly
+/// when the decoder does, with the same message (both read the same bytes with the same
+/// checks, and name no path in content errors); on success the cache holds what
+/// [`Cache::restore_snapshot`] of the decoded snapshot keeps in an identical cache (the same
+/// entries with the same values, access counts and TTL presence) with the same report but
+/// for the file size, within its budget; on failure it is exactly as before.
 fn check_file_load(data: &[u8], decoded: &Result<Snapshot, memocache::SnapshotError>) {
+    check_load(data, decoded, "file", |cache| {
+        let path = load_path();
+        std::fs::write(&path, data).expect("writing the input to a temporary file");
+        let result = cache.load_snapshot(&path);
+        std::fs::remove_file(&path).expect("removing the temporary file");
+        result
+    });
+    #[cfg(target_os = "linux")]
+    check_load(data, decoded, "pipe", |cache| load_from_pipe(cache, data));
+}
+
+/// [`Cache::load_snapshot`] of `data` written into a pipe by another thread, opened by its
+/// `/dev/fd` path as a caller would open a FIFO or `/dev/stdin`.
+#[cfg(target_os = "linux")]
+fn load_from_pipe(
+    cache: &Cache,
+    data: &[u8],
+) -> Result<memocache::SnapshotReport, memocache::SnapshotError> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (mut reader, mut writer) = io::pipe().expect("creating a pipe");
+    std::thread::scope(|scope| {
+        // Write errors are ignored: the load may stop reading early, and what it read is
+        // what is checked. This end of the reader stays open meanwhile, so a write never
+        // meets a pipe without readers (SIGPIPE would end a fuzzer's process).
+        scope.spawn(move || {
+            let _ = writer.write_all(data);
+        });
+        let result = cache.load_snapshot(format!("/dev/fd/{}", reader.as_raw_fd()));
+        // Whatever the load left unread: the writer finishes, and its end closes.
+        io::copy(&mut reader, &mut io::sink()).expect("draining the pipe");
+        result
+    })
+}
+
+/// One source of [`check_file_load`]: `load` loads `data` into the cache it is given.
+fn check_load(
+    data: &[u8],
+    decoded: &Result<Snapshot, memocache::SnapshotError>,
+    source: &str,
+    load: impl FnOnce(&Cache) -> Result<memocache::SnapshotReport, memocache::SnapshotError>,
+) {
     let prefill = CacheKey::from_content(b"prefill", "fuzz").expect("a valid prefix");
     let clock = ManualClock::new();
     let loaded = small_cache(&clock, prefill);
-    let path = load_path();
-    std::fs::write(&path, data).expect("writing the input to a temporary file");
-    let result = loaded.load_snapshot(&path);
-    std::fs::remove_file(&path).expect("removing the temporary file");
+    let result = load(&loaded);
 
     let snapshot = match (result, decoded) {
         (Ok(report), Ok(snapshot)) => (report, snapshot),
         (Err(load), Err(decode)) => {
-            assert_eq!(load.to_string(), decode.to_string(), "load vs decode error");
+            assert_eq!(
+                load.to_string(),
+                decode.to_string(),
+                "load from a {source} vs decode error"
+            );
             assert_eq!(loaded.len(), 1, "a failed load changed the cache");
             assert_eq!(
                 loaded.size_bytes(),
@@ -412,8 +458,10 @@ fn check_file_load(data: &[u8], decoded: &Result<Snapshot, memocache::SnapshotEr
             assert_eq!(loaded.peek(&prefill).as_deref(), Some(PREFILL));
             return;
         }
-        (Ok(report), Err(e)) => panic!("the decoder refused ({e}) what the load took: {report:?}"),
-        (Err(e), Ok(_)) => panic!("the load refused ({e}) what the decoder took"),
+        (Ok(report), Err(e)) => {
+            panic!("the decoder refused ({e}) what the load from a {source} took: {report:?}")
+        }
+        (Err(e), Ok(_)) => panic!("the load from a {source} refused ({e}) what the decoder took"),
     };
     let (report, snapshot) = snapshot;
     let restored = small_cache(&clock, prefill);
@@ -421,7 +469,10 @@ fn check_file_load(data: &[u8], decoded: &Result<Snapshot, memocache::SnapshotEr
     // a fuzzer cannot aim at (it would need a save time and TTL ending within microseconds).
     let mut expected = restored.restore_snapshot(snapshot.clone(), SystemTime::now());
     expected.file_bytes = data.len() as u64;
-    assert_eq!(report, expected, "load vs restore_snapshot report");
+    assert_eq!(
+        report, expected,
+        "load from a {source} vs restore_snapshot report"
+    );
     assert_eq!(loaded.len(), restored.len());
     assert_eq!(loaded.size_bytes(), restored.size_bytes());
     assert!(loaded.len() as u64 <= loaded.max_entries());
