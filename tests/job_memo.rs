@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
 use memocache::{
     Cache, CacheKey, ConcurrencyLimit, Job, JobPriority, JobQueue, JobStatus, JobType, ManualClock,
-    RetryConfig, Shutdown, Ttl, WorkerId, WorkerPool,
+    MemoStore, QueueError, RetryConfig, Shutdown, Ttl, WorkerId, WorkerPool,
 };
 use parking_lot::Mutex;
 
@@ -149,4 +152,295 @@ fn a_pool_transcribes_each_audio_file_once() {
         .submit(Job::transcription(&hash(0), "en", vec![0]).expect("valid"))
         .expect("submit");
     assert_eq!(queue.status(later), Some(JobStatus::Completed));
+}
+
+/// A host's memo store with a bug: a cache whose lookups, peeks or stores panic while the
+/// matching switch is on (or, with `every` set, on every `every`-th call of any kind).
+#[derive(Debug, Default)]
+struct PanickyStore {
+    cache: Option<Cache>,
+    lookup: AtomicBool,
+    peek: AtomicBool,
+    store: AtomicBool,
+    every: u64,
+    calls: AtomicU64,
+}
+
+impl PanickyStore {
+    fn over(cache: &Cache) -> PanickyStore {
+        PanickyStore {
+            cache: Some(cache.clone()),
+            ..PanickyStore::default()
+        }
+    }
+
+    fn check(&self, switch: &AtomicBool, call: &str) {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if switch.load(Ordering::Relaxed) || (self.every > 0 && n.is_multiple_of(self.every)) {
+            panic!("the host's memo store has a bug in {call}");
+        }
+    }
+}
+
+impl MemoStore for PanickyStore {
+    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
+        self.check(&self.lookup, "lookup");
+        self.cache.as_ref()?.get(key)
+    }
+
+    fn peek(&self, key: &CacheKey) -> Option<Bytes> {
+        self.check(&self.peek, "peek");
+        self.cache.as_ref()?.peek(key)
+    }
+
+    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        self.check(&self.store, "store");
+        match &self.cache {
+            Some(cache) => Ok(cache.insert(key, value)?),
+            None => Ok(()),
+        }
+    }
+}
+
+fn transcription(file: u8) -> Job {
+    Job::transcription(&hash(file), "en", vec![file]).expect("valid")
+}
+
+fn key(file: u8) -> CacheKey {
+    CacheKey::transcript(&hash(file), "en").expect("valid")
+}
+
+fn result_of(queue: &JobQueue, id: memocache::JobId) -> Option<Vec<u8>> {
+    let job = queue.get(id)?;
+    job.result().map(|r| r.as_bytes().to_vec())
+}
+
+/// A lookup that panics answers "not there": the submit is placed (queued to run, not left
+/// recorded and nowhere), a cancelled leader hands over to its follower, and nothing
+/// unwinds out of the queue.
+#[test]
+fn a_memo_lookup_that_panics_is_a_miss_and_every_job_still_runs() {
+    let cache = cache();
+    cache.insert(key(1), &b"stored"[..]).expect("insert");
+    let store = Arc::new(PanickyStore::over(&cache));
+    store.lookup.store(true, Ordering::Relaxed);
+    let queue = JobQueue::builder()
+        .memo_store(store.clone())
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+
+    // At submit: the stored result is not seen, so the job runs.
+    let first = queue.submit(transcription(1)).expect("submit");
+    assert_eq!(queue.status(first), Some(JobStatus::Queued));
+    let follower = queue.submit(transcription(1)).expect("submit");
+    let lease = queue.try_next(&worker).expect("queued to run");
+    assert_eq!(lease.job_id(), first);
+    queue
+        .complete(&lease, b"ran".to_vec().into())
+        .expect("complete");
+    for id in [first, follower] {
+        assert_eq!(result_of(&queue, id).as_deref(), Some(&b"ran"[..]));
+    }
+
+    // At a takeover: a cancelled leader's follower takes over and runs.
+    let leader = queue.submit(transcription(2)).expect("submit");
+    let (next, last) = (
+        queue.submit(transcription(2)).expect("submit"),
+        queue.submit(transcription(2)).expect("submit"),
+    );
+    cache.insert(key(2), &b"stored"[..]).expect("insert");
+    queue.cancel(leader).expect("cancel");
+    let lease = queue.try_next(&worker).expect("the follower took over");
+    assert_eq!(lease.job_id(), next);
+    queue
+        .complete(&lease, b"ran".to_vec().into())
+        .expect("complete");
+    assert_eq!(result_of(&queue, last).as_deref(), Some(&b"ran"[..]));
+
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.submitted, stats.completed, stats.cancelled),
+        (5, 4, 1)
+    );
+    assert_eq!((stats.queued, stats.processing, stats.memo_hits), (0, 0, 0));
+
+    // The lock is not poisoned and the queue answers from the store again once it works.
+    store.lookup.store(false, Ordering::Relaxed);
+    let hit = queue.submit(transcription(1)).expect("submit");
+    assert_eq!(result_of(&queue, hit).as_deref(), Some(&b"ran"[..]));
+    assert_eq!(queue.stats().memo_hits, 1);
+}
+
+/// A peek that panics answers "not there": a full queue refuses the job (or the dead letter)
+/// as it does any job the store does not answer, and is unchanged.
+#[test]
+fn a_memo_peek_that_panics_on_a_full_queue_refuses_and_changes_nothing() {
+    let cache = cache();
+    let store = Arc::new(PanickyStore::over(&cache));
+    let queue = JobQueue::builder()
+        .memo_store(store.clone())
+        .capacity(2)
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+    let dead = queue.submit(transcription(1)).expect("submit");
+    let lease = queue.try_next(&worker).expect("ready");
+    queue.fail(&lease, "boom").expect("fail");
+    queue.submit(transcription(2)).expect("submit");
+    queue.submit(transcription(3)).expect("submit");
+    cache.insert(key(1), &b"stored"[..]).expect("insert");
+    cache.insert(key(4), &b"stored"[..]).expect("insert");
+
+    store.peek.store(true, Ordering::Relaxed);
+    let before = queue.stats();
+    assert!(matches!(
+        queue.submit(transcription(4)),
+        Err(QueueError::Full { capacity: 2 })
+    ));
+    assert!(matches!(
+        queue.submit_timeout(transcription(4), Duration::ZERO),
+        Err(QueueError::Full { .. })
+    ));
+    assert!(matches!(
+        queue.resubmit_dead_letter(dead),
+        Err(QueueError::Full { .. })
+    ));
+    let after = queue.stats();
+    assert_eq!(after.rejected_full, before.rejected_full + 3);
+    assert_eq!(
+        (after.submitted, after.queued, after.dead_letters),
+        (before.submitted, 2, 1)
+    );
+    assert_eq!(queue.status(dead), Some(JobStatus::Failed));
+
+    // A peek that answers, then a lookup that panics: the peeked result answers the job.
+    store.peek.store(false, Ordering::Relaxed);
+    store.lookup.store(true, Ordering::Relaxed);
+    let hit = queue
+        .submit(transcription(4))
+        .expect("answered by the peek");
+    assert_eq!(result_of(&queue, hit).as_deref(), Some(&b"stored"[..]));
+    queue
+        .resubmit_dead_letter(dead)
+        .expect("answered by the peek");
+    assert_eq!(result_of(&queue, dead).as_deref(), Some(&b"stored"[..]));
+    assert_eq!(queue.stats().memo_hits, 2);
+}
+
+/// A store that panics is a failed store: the leader and its followers complete with the
+/// result, the key has no leader any more (an identical job runs rather than waiting on a
+/// job that is gone), and the failure is counted.
+#[test]
+fn a_memo_store_that_panics_is_a_failed_store_and_the_jobs_still_complete() {
+    let cache = cache();
+    let store = Arc::new(PanickyStore::over(&cache));
+    store.store.store(true, Ordering::Relaxed);
+    let queue = JobQueue::builder()
+        .memo_store(store.clone())
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+    let ids: Vec<_> = (0..3)
+        .map(|_| queue.submit(transcription(1)).expect("submit"))
+        .collect();
+    let lease = queue.try_next(&worker).expect("ready");
+    queue
+        .complete(&lease, b"ran".to_vec().into())
+        .expect("the completion stands");
+    for &id in &ids {
+        assert_eq!(result_of(&queue, id).as_deref(), Some(&b"ran"[..]));
+    }
+    let stats = queue.stats();
+    assert_eq!(stats.memo_store_failures, 1);
+    assert_eq!((stats.completed, stats.queued, stats.processing), (3, 0, 0));
+    assert!(cache.peek(&key(1)).is_none(), "nothing was stored");
+
+    // The next identical job leads and runs; complete_and_next survives the panic too.
+    let again = queue.submit(transcription(1)).expect("submit");
+    let other = queue.submit(transcription(2)).expect("submit");
+    assert_eq!(
+        queue.stats().coalesced,
+        2,
+        "not coalesced onto the finished job"
+    );
+    let lease = queue.try_next(&worker).expect("ready");
+    assert_eq!(lease.job_id(), again);
+    let next = queue
+        .complete_and_next(&lease, b"ran".to_vec().into(), Duration::ZERO)
+        .expect("the completion stands")
+        .expect("the next job is leased");
+    assert_eq!(next.job_id(), other);
+    assert_eq!(queue.stats().memo_store_failures, 2);
+
+    // Once the store works again, results are stored.
+    store.store.store(false, Ordering::Relaxed);
+    queue
+        .complete(&next, b"two".to_vec().into())
+        .expect("complete");
+    assert_eq!(cache.peek(&key(2)).as_deref(), Some(&b"two"[..]));
+}
+
+/// Producers and a pool over a store that panics on every few calls: every job completes
+/// with its file's transcript, none is lost or left waiting, and no thread sees a panic.
+#[test]
+fn a_store_that_panics_under_load_loses_no_job() {
+    let store = Arc::new(PanickyStore {
+        cache: Some(cache()),
+        every: 3,
+        ..PanickyStore::default()
+    });
+    let queue = JobQueue::builder()
+        .memo_store(store.clone())
+        .retain_finished(10_000)
+        .build()
+        .expect("valid");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Transcription, |ctx| {
+            Ok(format!("transcript of file {}", ctx.payload().as_bytes()[0]).into())
+        })
+        .concurrency(ConcurrencyLimit::new(3).expect("valid"))
+        .start()
+        .expect("start");
+    let producers: Vec<_> = (0..4u8)
+        .map(|p| {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                (0..300u16)
+                    .map(|i| {
+                        let file = (u16::from(p) * 7 + i) as u8 % 8;
+                        let id = queue
+                            .submit(transcription(file))
+                            .expect("capacity is ample");
+                        (id, file)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: Vec<_> = producers
+        .into_iter()
+        .flat_map(|p| p.join().expect("no producer saw a panic"))
+        .collect();
+    let pool_stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!(
+        pool_stats.panicked, 0,
+        "the store's panics never reach a handler"
+    );
+    for (id, file) in ids {
+        let want = format!("transcript of file {file}");
+        assert_eq!(
+            result_of(&queue, id).as_deref(),
+            Some(want.as_bytes()),
+            "job {id}"
+        );
+    }
+    let stats = queue.stats();
+    assert_eq!((stats.submitted, stats.completed), (1_200, 1_200));
+    assert_eq!((stats.queued, stats.processing, stats.failed), (0, 0, 0));
+    assert!(
+        store.calls.load(Ordering::Relaxed) >= 3,
+        "the store was called"
+    );
 }

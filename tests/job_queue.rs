@@ -438,6 +438,43 @@ fn release_gives_a_job_back_without_an_attempt() {
     assert_eq!((again.job_id(), again.attempt()), (id, 0));
 }
 
+/// A job given back unrun (a pool shutting down, an interrupted handler) was not at fault: it
+/// keeps its FIFO turn ahead of jobs submitted after it, and the time it has waited counts
+/// towards aging as if it had never been taken.
+#[test]
+fn a_released_job_keeps_its_fifo_turn_and_its_aging_credit() {
+    use JobPriority::*;
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .aging(Some(10 * SEC))
+        .build()
+        .expect("valid");
+
+    // Its turn: taken first, given back, it is still first.
+    let a = queue.submit(job(Medium)).expect("submit");
+    let b = queue.submit(job(Medium)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), a);
+    let c = queue.submit(job(Medium)).expect("submit");
+    queue.release(&lease).expect("release");
+    assert_eq!(take_all(&queue), [a, b, c]);
+
+    // Its age: a Low job that has been in the queue two aging steps competes as High, so
+    // it goes before High work submitted after it, released or not.
+    let low = queue.submit(job(Low)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.job_id(), low);
+    clock.advance(20 * SEC);
+    let high = queue.submit(job(High)).expect("submit");
+    queue.release(&lease).expect("release");
+    let again = queue.try_next(&w("w")).expect("ready");
+    assert_eq!((again.job_id(), again.attempt()), (low, 0));
+    queue
+        .release(&again)
+        .expect("released twice, still in turn");
+    assert_eq!(take_all(&queue), [low, high]);
+}
+
 #[test]
 fn takers_can_filter_by_job_type() {
     let clock = ManualClock::new();

@@ -39,6 +39,30 @@
 //! that the store's own code runs under the queue's lock, so a store (for example a cache
 //! eviction listener) must never call back into the queue.
 //!
+//! # A store that panics
+//!
+//! A store is the host's code (the crate's [`Cache`] does not panic), and its calls come in
+//! the middle of the queue's transitions: a submit's lookup after the job is recorded but
+//! before it is placed, a cancelled leader's lookup after it has left and before its
+//! followers are answered or handed over, a store after the leader has completed and before
+//! its followers do. A panic unwinding from there would leave the queue half changed (a job
+//! recorded but never placed, followers stranded, a finished leader still named for its
+//! key). So the queue catches a panic of each call and carries on with the answer that is
+//! safe whatever the store meant:
+//!
+//! * a **lookup** or a **peek** that panics answers "not there": the job is queued to run
+//!   (or, on a full queue, refused or made to wait), a cancelled leader's first follower
+//!   takes over. The work may run once more than needed; no job is lost or answered wrongly.
+//! * a **store** that panics is a failed store, counted in
+//!   [`crate::QueueStats::memo_store_failures`]: the job and its followers complete with the
+//!   result all the same, as they do when the store returns an error.
+//!
+//! The queue's lock is a `parking_lot` mutex, which a panic does not poison, and the panic
+//! is not let out of the queue's call. It is still reported by the process's panic hook,
+//! which runs under the queue's lock and so must not call the queue either. Whether the
+//! store's own state survived its panic is for the store to say. (In a build with
+//! `panic = "abort"` nothing is caught: the process ends.)
+//!
 //! # Counting
 //!
 //! A store that counts lookups (the [`Cache`] does, in [`crate::CacheStats`]) is the host's,
@@ -99,7 +123,9 @@ pub trait MemoStore: Send + Sync + fmt::Debug {
     }
 
     /// Stores `value` under `key`. A failure does not fail the job (its result was computed);
-    /// the queue counts it in [`crate::QueueStats::memo_store_failures`].
+    /// the queue counts it in [`crate::QueueStats::memo_store_failures`]. A panic counts as a
+    /// failure (see *A store that panics* in [`crate::job::memo`]); a panicking
+    /// [`MemoStore::lookup`] or [`MemoStore::peek`] answers "not there".
     fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError>;
 }
 

@@ -27,7 +27,10 @@
 //!   failure or heartbeat presents its [`Lease`]; one that is no longer current (expired,
 //!   cancelled, or the job was leased again — possibly to the same worker, which is why a
 //!   lease id and not the worker name is checked) is refused with [`QueueError::StaleLease`]
-//!   or [`QueueError::LeaseExpired`].
+//!   or [`QueueError::LeaseExpired`]. A worker that gives a job back unrun
+//!   ([`JobQueue::release`]: a pool shutting down, an interrupted handler) counts no attempt,
+//!   and the job gets back the FIFO turn and the age it was taken with, which its [`Lease`]
+//!   carries: it is not put behind the jobs submitted after it, nor does its aging restart.
 //! * **Dead letter**: a job that exhausts its retries is `Failed` and kept in a dead-letter
 //!   list, oldest first, for inspection and [`JobQueue::resubmit_dead_letter`]. The list is
 //!   bounded (`dead_letter_capacity`); overflow drops the oldest and is counted.
@@ -229,7 +232,7 @@ pub struct QueueStats {
     pub retries: u64,
     /// Leases that expired.
     pub lease_expirations: u64,
-    /// Results the memo store refused.
+    /// Results the memo store refused, or panicked on (see [`crate::job::memo`]).
     pub memo_store_failures: u64,
     /// Dead letters dropped because the list was full.
     pub dead_letters_evicted: u64,
@@ -251,6 +254,12 @@ pub struct Lease {
     attempt: u32,
     deadline: Timestamp,
     memo_key: Option<CacheKey>,
+    /// The turn (sequence number) and the start of the wait the job had in its ready deque
+    /// when it was taken, which a release gives back (see [`JobQueue::release`]). Kept in
+    /// the lease rather than the record: only the current lease can be released, and the
+    /// record's `Leased` place has no room for them without growing every record.
+    seq: u64,
+    since: Timestamp,
 }
 
 impl Lease {
@@ -757,6 +766,18 @@ fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Op
     }
 }
 
+/// Runs one call into the memo store, catching a panic; `None` if it panicked.
+///
+/// The store is the host's code and runs under the queue's lock, in the middle of a
+/// transition (a submit's record is in the slab but not yet placed; a finished leader's
+/// followers are not yet completed or handed over). A panic unwinding from there would leave
+/// the transition half applied, so the queue catches it and goes on with a safe answer
+/// instead (see *A store that panics* in [`crate::job::memo`]). Catching is table-driven
+/// unwinding: a call that returns pays only for the call, a job without a memo key nothing.
+fn memo_call<T>(call: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(call)).ok()
+}
+
 /// The hash of a job id in the index.
 fn hash_id(id: JobId) -> u64 {
     BuildHasherDefault::<JobIdHasher>::default().hash_one(id)
@@ -917,6 +938,14 @@ impl JobQueue {
     }
 
     /// Gives the job back unrun, without counting an attempt (for example on shutdown).
+    ///
+    /// The job goes back to the ready jobs with the FIFO turn and the age it had when it was
+    /// taken, not at the back with a fresh age: being given back is not the job's doing (a
+    /// worker shutting down, a handler interrupted), so it keeps its place ahead of the jobs
+    /// submitted after it, and the time it has waited (running time included) still counts
+    /// towards aging, as a follower that takes over from a cancelled leader keeps its own.
+    /// It waits at its effective priority as of the release (its followers may have changed
+    /// while it ran).
     pub fn release(&self, lease: &Lease) -> Result<(), QueueError> {
         self.inner.release(lease)
     }
@@ -1165,7 +1194,8 @@ impl State {
     /// Puts a ready job taken out of one deque into the deque of its (new) priority, at the
     /// place its sequence number gives it: a raised job keeps its age *and* its turn. (A
     /// follower taking over from a cancelled leader comes in the same way, with the turn and
-    /// the time it was given when it was coalesced.)
+    /// the time it was given when it was coalesced, and so does a released job, with those
+    /// it was taken with.)
     ///
     /// Pushing it at the back with its old `since` would leave an older job behind younger
     /// heads; since a take looks only at heads, it would then wait for every younger job of
@@ -1372,9 +1402,11 @@ impl Inner {
         true
     }
 
-    /// The memo store's result for `key`, if there are both.
+    /// The memo store's result for `key`, if there are both. A lookup that panics answers
+    /// "not there" (see *A store that panics* in [`crate::job::memo`]).
     fn memo_lookup(&self, key: Option<&CacheKey>) -> Option<Bytes> {
-        self.memo.as_ref().zip(key).and_then(|(m, k)| m.lookup(k))
+        let (memo, key) = self.memo.as_ref().zip(key)?;
+        memo_call(|| memo.lookup(key)).flatten()
     }
 
     /// The memo store's result for a job a full queue has no room for, if it has one. The
@@ -1387,10 +1419,11 @@ impl Inner {
     #[inline(never)]
     fn memo_answer_when_full(&self, key: Option<&CacheKey>) -> Option<Bytes> {
         let (memo, key) = self.memo.as_ref().zip(key)?;
-        let peeked = memo.peek(key)?;
+        // A peek or a lookup that panics answers "not there", as in `memo_lookup`.
+        let peeked = memo_call(|| memo.peek(key)).flatten()?;
         // Should the entry go between the two calls (expired, evicted, removed), the result
         // peeked a moment ago is still this key's: answer with it rather than refuse.
-        Some(memo.lookup(key).unwrap_or(peeked))
+        Some(memo_call(|| memo.lookup(key)).flatten().unwrap_or(peeked))
     }
 
     /// Completes the queued job in `slot` with a memoized result: it finishes at once and
@@ -1630,8 +1663,14 @@ impl Inner {
             return Ok(());
         };
         if let Some(key) = key {
+            // The job has finished and left the slab: a panic let out of the store here
+            // would strand its followers and leave `leaders` naming a freed slot, so one is
+            // a failed store like any other (see *A store that panics* in `memo`).
             if let Some(memo) = &self.memo
-                && memo.store(key, result.as_bytes().clone()).is_err()
+                && !matches!(
+                    memo_call(|| memo.store(key, result.as_bytes().clone())),
+                    Some(Ok(()))
+                )
             {
                 st.stats.memo_store_failures += 1;
             }
@@ -1818,6 +1857,8 @@ impl Inner {
                 attempt: record.job.retry_count(),
                 deadline,
                 memo_key: record.job.memo_key().copied(),
+                seq: ready.seq,
+                since: ready.since,
             };
             st.link_lease(ready.slot, deadline);
             return Some(lease);
@@ -1981,7 +2022,18 @@ impl Inner {
         st.record_mut(slot, lease.job_id)?.job.release()?;
         st.unlink_lease(slot);
         let priority = st.effective_priority(slot);
-        st.enqueue(slot, priority, now);
+        // Back in the turn and with the age it was taken with (the lease kept them): enqueued
+        // as new, a job given back on shutdown lost its place to every job submitted after
+        // it, and its aging credit with it, through no fault of its own. Its sequence number
+        // was not reused meanwhile (they only grow), so it sorts in its deque as it did.
+        st.reinsert_ready(
+            Ready {
+                slot,
+                seq: lease.seq,
+                since: lease.since,
+            },
+            priority,
+        );
         drop(guard);
         self.available.notify_all();
         Ok(())
