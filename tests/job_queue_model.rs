@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use memocache::{
     Cache, CacheKey, Clock, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, Lease,
-    ManualClock, RetryConfig, WorkerId,
+    ManualClock, MemoStore, RetryConfig, WorkerId,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -32,6 +33,8 @@ enum Op {
     /// The transcript of file `g` is stored in the memo cache some other way (not by the
     /// queue), as a host inserting it directly would.
     Store(u8),
+    /// From now on the memo store's calls panic as these bits say (see [`Faults`]).
+    Faults(u8),
 }
 
 /// A new job: a transcription of file `g` (identical ones coalesce) or an indexing job.
@@ -60,7 +63,70 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<Index>().prop_map(Op::Resubmit),
         2 => (0u64..4_000).prop_map(Op::Advance),
         1 => (0u8..3).prop_map(Op::Store),
+        1 => (0u8..8).prop_map(Op::Faults),
     ]
+}
+
+/// Which calls of the memo store panic: bit 0 lookups, bit 1 peeks, bit 2 stores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Faults(u8);
+
+impl Faults {
+    fn lookup(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    fn peek(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    fn store(self) -> bool {
+        self.0 & 4 != 0
+    }
+}
+
+/// The memo cache as a host with a buggy store would wrap it: a call panics (before it
+/// reaches the cache, so the cache counts nothing) while its fault is set. The queue must
+/// treat a panicking lookup or peek as "not there" and a panicking store as a failed one,
+/// and lose nothing (see *A store that panics* in `memocache::job::memo`).
+#[derive(Debug)]
+struct FaultyStore {
+    cache: Cache,
+    faults: AtomicU8,
+}
+
+impl FaultyStore {
+    fn faults(&self) -> Faults {
+        Faults(self.faults.load(Ordering::Relaxed))
+    }
+
+    fn fail(&self, call: &str) -> ! {
+        // Unwinds without the panic hook, so that thousands of cases print nothing.
+        std::panic::resume_unwind(Box::new(format!("the memo store's {call} panicked")))
+    }
+}
+
+impl MemoStore for FaultyStore {
+    fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
+        if self.faults().lookup() {
+            self.fail("lookup");
+        }
+        self.cache.get(key)
+    }
+
+    fn peek(&self, key: &CacheKey) -> Option<Bytes> {
+        if self.faults().peek() {
+            self.fail("peek");
+        }
+        self.cache.peek(key)
+    }
+
+    fn store(&self, key: CacheKey, value: Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        if self.faults().store() {
+            self.fail("store");
+        }
+        Ok(self.cache.insert(key, value)?)
+    }
 }
 
 /// What the model knows.
@@ -226,11 +292,14 @@ mod reference {
         Ready { seq: u64, since: u64 },
         /// Waiting out a retry until `due`, filed `seq`-th.
         Delayed { due: u64, seq: u64 },
-        /// Leased under the model's lease number `lease`, until `deadline`, linked `link`-th.
+        /// Leased under the model's lease number `lease`, until `deadline`, linked `link`-th;
+        /// taken from turn `seq`, ready since `since`, which a release gives back.
         Leased {
             lease: usize,
             deadline: u64,
             link: u64,
+            seq: u64,
+            since: u64,
         },
         /// Coalesced onto the job at this index at time `since`, in turn `seq` (which it keeps
         /// if it takes over as leader).
@@ -271,6 +340,10 @@ mod reference {
         pub lease_jobs: Vec<usize>,
         pub leaders: HashMap<u8, usize>,
         pub memo: Vec<u8>,
+        /// Which calls of the memo store panic (the test's `FaultyStore`): a lookup or a peek
+        /// that panics answers "not there" and counts nothing in the cache; a store that
+        /// panics stores nothing and counts a store failure.
+        pub faults: super::Faults,
         pub ring: VecDeque<usize>,
         pub dead: VecDeque<usize>,
         pub counter: u64,
@@ -299,6 +372,7 @@ mod reference {
                 lease_jobs: Vec::new(),
                 leaders: HashMap::new(),
                 memo: Vec::new(),
+                faults: super::Faults::default(),
                 ring: VecDeque::new(),
                 dead: VecDeque::new(),
                 counter: 0,
@@ -431,9 +505,18 @@ mod reference {
             self.finish(j);
         }
 
-        /// Whether a full queue still accepts job `j`: only if the memo answers it.
+        /// Whether a full queue still accepts job `j`: only if the memo answers it (a peek
+        /// that panics does not).
         fn answered_when_full(&self, j: usize) -> bool {
-            self.jobs[j].group.is_some_and(|g| self.memo.contains(&g))
+            !self.faults.peek() && self.jobs[j].group.is_some_and(|g| self.memo.contains(&g))
+        }
+
+        /// The lookup after a peek that found the key: counts the hit unless it panics (the
+        /// peeked result answers the job either way).
+        fn count_peeked_hit(&mut self) {
+            if !self.faults.lookup() {
+                self.cache_hits += 1;
+            }
         }
 
         /// Places a queued job: follower, memo hit or ready.
@@ -450,12 +533,15 @@ mod reference {
                     self.stats.coalesced += 1;
                     return;
                 }
-                if self.memo.contains(&g) {
-                    self.cache_hits += 1;
-                    self.memo_hit(j);
-                    return;
+                // A lookup that panics is "not there", and the cache counts nothing.
+                if !self.faults.lookup() {
+                    if self.memo.contains(&g) {
+                        self.cache_hits += 1;
+                        self.memo_hit(j);
+                        return;
+                    }
+                    self.cache_misses += 1;
                 }
-                self.cache_misses += 1;
                 self.leaders.insert(g, j);
             }
             self.enqueue(j, now);
@@ -486,7 +572,7 @@ mod reference {
                     return false;
                 }
                 self.stats.submitted += 1;
-                self.cache_hits += 1;
+                self.count_peeked_hit();
                 self.memo_hit(j);
                 return true;
             }
@@ -517,6 +603,9 @@ mod reference {
 
         /// Leases job `j` (the pick); returns the lease number.
         pub fn take(&mut self, j: usize, now: u64) -> usize {
+            let Place::Ready { seq, since } = self.jobs[j].place else {
+                unreachable!("only a ready job is picked");
+            };
             let link = self.tick();
             let lease = self.lease_jobs.len();
             self.lease_jobs.push(j);
@@ -525,6 +614,8 @@ mod reference {
                 lease,
                 deadline: now + LEASE,
                 link,
+                seq,
+                since,
             };
             lease
         }
@@ -544,7 +635,9 @@ mod reference {
             self.stats.completed += 1;
             self.finish(j);
             if let Some(g) = self.jobs[j].group {
-                if !self.memo.contains(&g) {
+                if self.faults.store() {
+                    self.stats.memo_store_failures += 1;
+                } else if !self.memo.contains(&g) {
                     self.memo.push(g);
                 }
                 self.leaders.remove(&g);
@@ -562,20 +655,29 @@ mod reference {
 
         pub fn heartbeat(&mut self, j: usize, now: u64) -> u64 {
             let link = self.tick();
-            let Place::Leased { lease, .. } = self.jobs[j].place else {
+            let Place::Leased {
+                lease, seq, since, ..
+            } = self.jobs[j].place
+            else {
                 unreachable!("checked");
             };
             self.jobs[j].place = Place::Leased {
                 lease,
                 deadline: now + LEASE,
                 link,
+                seq,
+                since,
             };
             now + LEASE
         }
 
-        pub fn release(&mut self, j: usize, now: u64) {
+        /// Gives leased job `j` back unrun: it keeps the turn and the age it was taken with.
+        pub fn release(&mut self, j: usize) {
+            let Place::Leased { seq, since, .. } = self.jobs[j].place else {
+                unreachable!("checked");
+            };
             self.jobs[j].status = JobStatus::Queued;
-            self.enqueue(j, now);
+            self.jobs[j].place = Place::Ready { seq, since };
         }
 
         /// `Ok` if job `j` is cancelled; `Err(true)` if it is unknown, `Err(false)` if it is
@@ -597,7 +699,9 @@ mod reference {
                 self.leaders.remove(&g);
                 // One lookup for all the followers, if any wait: a hit, or a miss for the
                 // one that takes over and runs.
-                if !followers.is_empty() && self.memo.contains(&g) {
+                // (A lookup that panics is "not there" and counts nothing.)
+                let looked = !followers.is_empty() && !self.faults.lookup();
+                if looked && self.memo.contains(&g) {
                     // Stored meanwhile: the followers are answered, none runs.
                     self.cache_hits += 1;
                     for f in followers {
@@ -606,7 +710,9 @@ mod reference {
                 } else if let Some((&first, rest)) = followers.split_first() {
                     // The first follower takes over with its own turn and age, the others
                     // follow it.
-                    self.cache_misses += 1;
+                    if looked {
+                        self.cache_misses += 1;
+                    }
                     self.leaders.insert(g, first);
                     let Place::Follower { seq, since, .. } = self.jobs[first].place else {
                         unreachable!("a leader's followers follow it");
@@ -639,7 +745,7 @@ mod reference {
             self.jobs[j].retries = 0;
             self.resubmitted += 1;
             if full {
-                self.cache_hits += 1;
+                self.count_peeked_hit();
                 self.memo_hit(j);
             } else {
                 self.admit(j, now);
@@ -688,6 +794,7 @@ proptest! {
         let aging = aging.map(|s| s * 1_000_000_000);
         let clock = ManualClock::new();
         let store = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+        let faulty = Arc::new(FaultyStore { cache: store.clone(), faults: AtomicU8::new(0) });
         let queue = JobQueue::builder()
             .clock(Arc::new(clock.clone()))
             .capacity(capacity)
@@ -696,7 +803,7 @@ proptest! {
             .aging(aging.map(Duration::from_nanos))
             .retry(RetryConfig::fixed(reference::MAX_RETRIES, Duration::from_nanos(reference::DELAY)))
             .lease(Duration::from_nanos(reference::LEASE))
-            .cache(store.clone())
+            .memo_store(faulty.clone())
             .build()
             .expect("valid");
         let mut m = Model::new(capacity, retain, dead_capacity, aging);
@@ -754,7 +861,7 @@ proptest! {
                         (Ok(()), Ok(j)) => match op {
                             Op::Complete(_) => m.complete(*j),
                             Op::Fail(_) => m.fail(*j, now),
-                            Op::Release(_) => m.release(*j, now),
+                            Op::Release(_) => m.release(*j),
                             _ => {}
                         },
                         (Err(QueueError::StaleLease { .. }), Err(Refusal::Stale))
@@ -785,6 +892,10 @@ proptest! {
                 Op::Advance(ms) => {
                     clock.advance(Duration::from_millis(ms));
                     m.maintain(clock.now().as_nanos());
+                }
+                Op::Faults(bits) => {
+                    faulty.faults.store(bits, Ordering::Relaxed);
+                    m.faults = Faults(bits);
                 }
                 Op::Store(g) => {
                     let key = CacheKey::transcript(&file_hash(g), "en").expect("valid");
