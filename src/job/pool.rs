@@ -27,9 +27,10 @@
 //! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
 //! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt,
-//! as does a job a worker took along with its last completion just before the stop. A thread
-//! cannot be preempted, so both modes wait for running handlers to return. Dropping
-//! the pool is `shutdown(Shutdown::Now)`.
+//! as does a job a worker took along with its last completion just before the stop. A job
+//! given back keeps its turn and its age ([`JobQueue::release`]): stopping a pool does not
+//! send it behind the jobs submitted after it. A thread cannot be preempted, so both modes
+//! wait for running handlers to return. Dropping the pool is `shutdown(Shutdown::Now)`.
 
 use std::any::Any;
 use std::fmt;

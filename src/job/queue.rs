@@ -772,8 +772,8 @@ fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Op
 /// transition (a submit's record is in the slab but not yet placed; a finished leader's
 /// followers are not yet completed or handed over). A panic unwinding from there would leave
 /// the transition half applied, so the queue catches it and goes on with a safe answer
-/// instead (see *A store that panics* in [`crate::job::memo`]). Catching is table-driven
-/// unwinding: a call that returns pays only for the call, a job without a memo key nothing.
+/// instead (see *A store that panics* in [`crate::job::memo`]). Unwinding is table-driven,
+/// so a call that returns does no more work than the call itself.
 fn memo_call<T>(call: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(call)).ok()
 }
