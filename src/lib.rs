@@ -14,8 +14,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The cache itself: a byte budget (required), optionally an entry bound and a default TTL;
+//! concurrent loads of one key run the loader once.
+//!
+//! ```
+//! use memocache::{Cache, CacheKey, Ttl};
+//!
+//! let cache = Cache::builder()
+//!     .max_bytes(64 * 1024 * 1024)
+//!     .max_entries(10_000)
+//!     .default_ttl(Ttl::hours(24)?)
+//!     .build()?;
+//! let key = CacheKey::from_content(b"...audio bytes...", "transcript")?;
+//! let text = cache.get_or_insert_with(key, || "hello world")?;
+//! assert_eq!(&text[..], b"hello world");
+//! assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Module map
 //!
+//! * [`cache`] — [`Cache`] and its [`CacheBuilder`]: the sharded, byte-budgeted engine
+//!   (S3-FIFO eviction, TTLs, coalesced loads, removal listener, optional sweeper thread).
 //! * [`key`] — [`CacheKey`]: prefix + SHA-256 digest, derivations, parsing.
 //! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
@@ -28,6 +48,8 @@
 //!   Prometheus text, [`AlertRule`]s evaluated by an [`AlertEvaluator`].
 //! * [`chunk`] — chunked parallel processing of long recordings: [`ChunkSize`], the
 //!   streaming splitter, [`ProcessingTask`], [`ChunkedProcessor`] with per-chunk memoization.
+//! * [`pipeline`] — the transcription pipeline that composes all of the above (what the
+//!   `memocache transcribe` command runs), with the [`pipeline::Transcriber`] engines.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

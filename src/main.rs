@@ -116,8 +116,13 @@ fn usage_error(error: &clap::Error) -> String {
     format!("{message} (see `memocache --help`)")
 }
 
-/// The content key of a file, streamed.
+/// The content key of a file, streamed. The prefix is checked first, so that a bad one is
+/// not reported as a failure to hash the file.
 fn file_key(path: &PathBuf, prefix: &str) -> Result<CacheKey, String> {
+    CacheKey::from_digest([0; 32], prefix).map_err(|e| e.to_string())?;
+    if path.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     CacheKey::from_reader(BufReader::new(file), prefix)
         .map_err(|e| format!("cannot hash {}: {e}", path.display()))

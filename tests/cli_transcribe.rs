@@ -23,6 +23,13 @@ fn demo_shows_the_second_pass_served_from_the_cache() {
     assert!(stdout.contains("1 of 7 chunks transcribed"), "{stdout}");
     assert!(stdout.contains("alert FIRING"), "{stdout}");
     assert!(stdout.contains("memocache_cache_hits_total"), "{stdout}");
+    // The snapshot it reports saving is in a temporary directory: the user is told it is
+    // gone and how to keep it.
+    assert!(stdout.contains("`--dir DIR` keeps"), "{stdout}");
+    assert!(
+        stdout.contains("temporary directory is removed"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -18,8 +18,10 @@ const RATE: u32 = 16_000;
 
 pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
     let scratch;
+    let kept = dir.is_some();
     let dir = match dir {
         Some(dir) => {
+            check_demo_dir(&dir)?;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             dir
@@ -29,7 +31,14 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
             scratch.path().to_owned()
         }
     };
-    println!("memocache demo — working in {}\n", dir.display());
+    if kept {
+        println!("memocache demo — working in {}\n", dir.display());
+    } else {
+        println!(
+            "memocache demo — working in {} (removed at the end; `--dir DIR` keeps the files)\n",
+            dir.display()
+        );
+    }
 
     let files = [
         ("interview.wav", 40),
@@ -163,6 +172,32 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         "time saved is the compute time of the runs whose results the cache served ({}).",
         fmt_duration(pipeline.stats().time_saved)
     );
+    if !kept {
+        println!(
+            "the temporary directory is removed now; `memocache demo --dir DIR` keeps the WAV \
+             files and the snapshot."
+        );
+    }
+    Ok(())
+}
+
+/// The demo writes `interview.wav`, `lecture.wav`, `podcast.wav` and `cache.snapshot`, and
+/// edits `lecture.wav` in place: into a directory of the user's own files that would destroy
+/// any of theirs with those names, so `--dir` must be new or empty.
+fn check_demo_dir(dir: &Path) -> Result<(), String> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A missing directory is created; anything else (a file, no permission) is reported
+        // by the creation or the first write, with its cause.
+        Err(_) => return Ok(()),
+    };
+    if entries.next().is_some() {
+        return Err(format!(
+            "{} is not empty: the demo writes interview.wav, lecture.wav, podcast.wav and \
+             cache.snapshot there, so give a new or empty directory",
+            dir.display()
+        ));
+    }
     Ok(())
 }
 

@@ -380,8 +380,26 @@ fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<C
         .collect())
 }
 
-/// Fails unless the folder `out` would be written in exists.
+/// Fails, before any replay, unless `out` can name the SVG file: not a directory, an `.svg`
+/// (or no) extension, in a folder that exists.
 fn check_output_folder(out: &Path) -> Result<(), String> {
+    let cannot = |why: &str| {
+        Err(format!(
+            "cannot write the curve to {}: {why}",
+            out.display()
+        ))
+    };
+    if out.is_dir() {
+        return cannot("it is a directory");
+    }
+    // The curve is always SVG: a name like `curve.png` would hold SVG text no image viewer
+    // opens as a PNG. A name with no extension is taken as given.
+    if out
+        .extension()
+        .is_some_and(|ext| !ext.eq_ignore_ascii_case("svg"))
+    {
+        return cannot("the curve is drawn as SVG; name the file *.svg");
+    }
     let folder = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -11,7 +11,7 @@ use memocache::pipeline::{
     CommandTranscriber, FileProgress, Pipeline, PipelineStats, StandInTranscriber, Transcriber,
     TranscriptOutcome,
 };
-use memocache::{Cache, RetryConfig, SnapshotReport};
+use memocache::{Cache, CacheKey, RetryConfig, SnapshotReport};
 
 /// The snapshot file inside a cache directory.
 pub const SNAPSHOT_FILE: &str = "cache.snapshot";
@@ -43,6 +43,23 @@ pub struct Options {
 }
 
 pub fn run(options: Options) -> Result<(), String> {
+    // Everything the user typed is checked before the cache directory is touched, so a typo
+    // (a misspelt file, a bad language or chunk size, an engine command without `{chunk}`)
+    // is one error line and neither creates a cache directory nor rewrites its snapshot.
+    CacheKey::transcript(&"0".repeat(64), &options.language).map_err(|e| e.to_string())?;
+    for file in &options.files {
+        check_input(file)?;
+    }
+    let plan = match options.chunk_mb {
+        Some(mb) => ChunkPlan::new(ChunkSize::new(mb).map_err(|e| e.to_string())?),
+        None => ChunkPlan::default(),
+    };
+    let engine = options
+        .engine_cmd
+        .map(CommandTranscriber::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+
     let cache_dir = match options.cache_dir {
         Some(dir) => dir,
         None => default_cache_dir()?,
@@ -60,8 +77,8 @@ pub fn run(options: Options) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot open the cache in {}: {e}", cache_dir.display()))?;
 
-    let transcriber: Arc<dyn Transcriber> = match options.engine_cmd {
-        Some(cmd) => Arc::new(CommandTranscriber::new(cmd).map_err(|e| e.to_string())?),
+    let transcriber: Arc<dyn Transcriber> = match engine {
+        Some(engine) => Arc::new(engine),
         None => {
             eprintln!(
                 "note: no --engine-cmd given: using the built-in STAND-IN engine, which does not \
@@ -69,10 +86,6 @@ pub fn run(options: Options) -> Result<(), String> {
             );
             Arc::new(StandInTranscriber::new(2))
         }
-    };
-    let plan = match options.chunk_mb {
-        Some(mb) => ChunkPlan::new(ChunkSize::new(mb).map_err(|e| e.to_string())?),
-        None => ChunkPlan::default(),
     };
     let bars = Bars::new(options.files.len());
     let chunk_bar = bars.chunks.clone();
@@ -94,7 +107,12 @@ pub fn run(options: Options) -> Result<(), String> {
         bars.files.set_message(file_name(file));
         match pipeline.transcribe(file, &options.language) {
             Ok(outcome) => bars.println(&describe(&outcome, None)),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                // Every failure is listed with the results, since the error line names only
+                // the first of several.
+                bars.println(&format!("{}: FAILED: {e}", file_name(file)));
+                failures.push(e.to_string());
+            }
         }
         bars.files.inc(1);
     }
@@ -109,10 +127,28 @@ pub fn run(options: Options) -> Result<(), String> {
         0 => Ok(()),
         1 => Err(failures.remove(0)),
         n => Err(format!(
-            "{n} files failed; the first: {}",
+            "{n} of {} files failed (each is listed above); the first: {}",
+            options.files.len(),
             failures.remove(0)
         )),
     }
+}
+
+/// An input the pipeline could not read at all: missing, a directory, or unreadable. Only
+/// regular files are opened here (a FIFO or `/dev/stdin` would be consumed by the check).
+fn check_input(path: &Path) -> Result<(), String> {
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let metadata = std::fs::metadata(path).map_err(cannot_read)?;
+    if metadata.is_dir() {
+        return Err(format!(
+            "{} is a directory, not an audio file",
+            path.display()
+        ));
+    }
+    if metadata.is_file() {
+        std::fs::File::open(path).map_err(cannot_read)?;
+    }
+    Ok(())
 }
 
 /// `$XDG_CACHE_HOME/memocache`, else `$HOME/.cache/memocache`.

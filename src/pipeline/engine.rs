@@ -37,6 +37,15 @@ pub enum TranscribeError {
         /// The end of what it wrote to stderr.
         stderr: String,
     },
+    /// The engine command has no `{chunk}` placeholder, so the engine would never be given
+    /// the chunk: refused by [`CommandTranscriber::new`] before anything runs.
+    #[error(
+        "the engine command `{command}` has no {{chunk}} placeholder for the chunk file's path"
+    )]
+    NoChunkPlaceholder {
+        /// The command as given.
+        command: String,
+    },
     /// The engine wrote something that is not UTF-8 text.
     #[error("the engine command `{command}` wrote output that is not UTF-8")]
     NotText {
@@ -65,11 +74,7 @@ impl CommandTranscriber {
     pub fn new(template: impl Into<String>) -> Result<CommandTranscriber, TranscribeError> {
         let template = template.into();
         if !template.contains("{chunk}") {
-            return Err(TranscribeError::EngineFailed {
-                command: template,
-                status: "not run".into(),
-                stderr: "the engine command must contain {chunk}, the chunk file's path".into(),
-            });
+            return Err(TranscribeError::NoChunkPlaceholder { command: template });
         }
         let identity = format!("cmd:{template}");
         Ok(CommandTranscriber { template, identity })

@@ -1,0 +1,162 @@
+//! What tripped a new user in a first hour with the `memocache` command (session 9): typos
+//! that created or rewrote a cache directory, a garbled engine-command error, failures of a
+//! multi-file run that were never named, a curve written over a directory or as a `.png`
+//! only after the whole replay, and a demo that overwrote files in a directory it was given.
+
+#![cfg(feature = "cli")]
+
+use std::path::Path;
+
+mod cli_support;
+
+use cli_support::{memocache, one_error_line, path};
+
+fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["transcribe"];
+    args.extend(files.iter().map(|f| path(f)));
+    if !extra.contains(&"--language") {
+        args.extend_from_slice(&["--language", "en"]);
+    }
+    args.extend_from_slice(&["--cache-dir", path(cache_dir)]);
+    args.extend_from_slice(extra);
+    memocache(&args)
+}
+
+/// Each of these is a typo: one error line naming it, and the cache directory is neither
+/// created nor (when it exists) its snapshot rewritten.
+#[test]
+fn a_typo_in_transcribe_touches_no_cache_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![7u8; 3000]).expect("writable");
+    let missing = dir.path().join("missing.wav");
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).expect("writable");
+    let cache_dir = dir.path().join("cache");
+
+    let cases: [(&[&Path], &[&str], &str); 6] = [
+        (&[&audio, &missing], &[], "missing.wav"),
+        (&[&folder], &[], "is a directory"),
+        (&[&audio], &["--language", "e n"], "invalid language"),
+        (&[&audio], &["--chunk-mb", "5"], "between 10 and 25 MB"),
+        (
+            &[&audio],
+            &["--engine-cmd", "cat"],
+            "no {chunk} placeholder",
+        ),
+        (&[&audio], &["--engine-cmd", ""], "no {chunk} placeholder"),
+    ];
+    for (files, extra, says) in cases {
+        let output = transcribe(files, &cache_dir, extra);
+        let line = one_error_line(&output);
+        assert!(line.contains(says), "{extra:?}: {line}");
+        assert!(!line.contains("exited with"), "{extra:?}: {line}");
+        // Checked before anything else: not even the stand-in engine's note is printed.
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains("note:"),
+            "{extra:?}"
+        );
+        assert!(
+            !cache_dir.exists(),
+            "{extra:?}: the cache directory was created"
+        );
+    }
+
+    // With a cache in place, a typo leaves its snapshot byte for byte as it was.
+    assert!(transcribe(&[&audio], &cache_dir, &[]).status.success());
+    let snapshot = cache_dir.join("cache.snapshot");
+    let before = std::fs::read(&snapshot).expect("saved");
+    one_error_line(&transcribe(&[&missing], &cache_dir, &[]));
+    assert_eq!(std::fs::read(&snapshot).expect("still there"), before);
+}
+
+/// A run of several files goes on past a failing one; every failure is named with the
+/// results and the one error line counts them.
+#[test]
+fn every_failed_file_of_a_run_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.raw");
+    std::fs::write(&good, vec![1u8; 3000]).expect("writable");
+    let empty1 = dir.path().join("empty1.wav");
+    let empty2 = dir.path().join("empty2.wav");
+    std::fs::write(&empty1, b"").expect("writable");
+    std::fs::write(&empty2, b"").expect("writable");
+    let output = transcribe(&[&empty1, &good, &empty2], &dir.path().join("cache"), &[]);
+    let line = one_error_line(&output);
+    assert!(line.contains("2 of 3 files failed"), "{line}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("empty1.wav: FAILED"), "{stdout}");
+    assert!(stdout.contains("empty2.wav: FAILED"), "{stdout}");
+    assert!(stdout.contains("good.raw: computed"), "{stdout}");
+}
+
+/// `--curve` is refused before the trace is replayed when it names a directory or a
+/// non-SVG file; the replay's table is not printed first.
+#[test]
+fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("t.trace");
+    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let png = dir.path().join("curve.png");
+    for (out, says) in [(dir.path(), "is a directory"), (png.as_path(), "*.svg")] {
+        let output = memocache(&[
+            "replay",
+            path(&trace),
+            "--capacity",
+            "2",
+            "--curve",
+            path(out),
+        ]);
+        let line = one_error_line(&output);
+        assert!(line.contains(says), "{line}");
+        assert!(output.stdout.is_empty(), "{line}");
+    }
+    assert!(!png.exists());
+    // `.SVG` and a name with no extension are fine.
+    for name in ["curve.SVG", "curve"] {
+        let out = dir.path().join(name);
+        let output = memocache(&[
+            "replay",
+            path(&trace),
+            "--capacity",
+            "2",
+            "--curve",
+            path(&out),
+        ]);
+        assert!(output.status.success(), "{name}");
+        assert!(
+            std::fs::read_to_string(&out)
+                .expect("written")
+                .starts_with("<svg")
+        );
+    }
+}
+
+/// `demo --dir` writes and edits files with fixed names: a directory that already holds
+/// anything is refused, and what it holds is left alone.
+#[test]
+fn demo_refuses_a_directory_that_is_not_empty() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mine = dir.path().join("interview.wav");
+    std::fs::write(&mine, b"my own recording").expect("writable");
+    let line = one_error_line(&memocache(&["demo", "--dir", path(dir.path())]));
+    assert!(line.contains("not empty"), "{line}");
+    assert_eq!(
+        std::fs::read(&mine).expect("still there"),
+        b"my own recording"
+    );
+}
+
+/// `key`: a bad prefix is reported as a bad prefix, not as a failure to hash the file, and a
+/// directory is named as one.
+#[test]
+fn key_names_a_bad_prefix_and_a_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a.raw");
+    std::fs::write(&file, b"abc").expect("writable");
+    let line = one_error_line(&memocache(&["key", path(&file), "--prefix", "a:b"]));
+    assert!(line.contains("invalid key prefix"), "{line}");
+    assert!(!line.contains("cannot hash"), "{line}");
+    let line = one_error_line(&memocache(&["key", path(dir.path())]));
+    assert!(line.contains("is a directory"), "{line}");
+}
