@@ -105,7 +105,7 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
     let line = transcribe(&fresh, &audio, &["--chunk-mb", "5"]);
     assert!(line.contains("between 10 and 25 MB"), "{line}");
     let line = transcribe(&fresh, &audio, &["--cache-mb", "0"]);
-    assert!(line.contains("max_bytes"), "{line}");
+    assert!(line.contains("--cache-mb"), "{line}");
 
     // A WAV header with no data chunk, a WAV whose header promises more audio than the file
     // holds, and an empty file.

@@ -34,11 +34,12 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
     std::fs::create_dir(&folder).expect("writable");
     let cache_dir = dir.path().join("cache");
 
-    let cases: [(&[&Path], &[&str], &str); 6] = [
+    let cases: [(&[&Path], &[&str], &str); 7] = [
         (&[&audio, &missing], &[], "missing.wav"),
         (&[&folder], &[], "is a directory"),
         (&[&audio], &["--language", "e n"], "invalid language"),
         (&[&audio], &["--chunk-mb", "5"], "between 10 and 25 MB"),
+        (&[&audio], &["--cache-mb", "0"], "--cache-mb"),
         (
             &[&audio],
             &["--engine-cmd", "cat"],
@@ -60,6 +61,18 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
             !cache_dir.exists(),
             "{extra:?}: the cache directory was created"
         );
+    }
+
+    // A cache directory the snapshot cannot be written in is refused before any file is
+    // transcribed (the work would be lost at the end). `/proc` refuses new files even to root.
+    if Path::new("/proc/self").exists() {
+        let output = transcribe(&[&audio], Path::new("/proc"), &[]);
+        let line = one_error_line(&output);
+        assert!(
+            line.contains("cannot write in the cache directory"),
+            "{line}"
+        );
+        assert!(output.stdout.is_empty(), "{line}");
     }
 
     // With a cache in place, a typo leaves its snapshot byte for byte as it was.

@@ -35,7 +35,7 @@ pub struct Options {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// The cache's byte budget, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     cache_mb: u64,
     /// Chunk size in MB (10–25; default: chosen from the file size as the seed does).
     #[arg(long)]
@@ -70,6 +70,17 @@ pub fn run(options: Options) -> Result<(), String> {
             cache_dir.display()
         )
     })?;
+    // The snapshot is written only at the end: a directory it cannot be written in must fail
+    // now, not after every file has been transcribed and the work would be lost.
+    tempfile::Builder::new()
+        .prefix(".memocache-write-check")
+        .tempfile_in(&cache_dir)
+        .map_err(|e| {
+            format!(
+                "cannot write in the cache directory {}: {e}",
+                cache_dir.display()
+            )
+        })?;
     let snapshot = cache_dir.join(SNAPSHOT_FILE);
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
