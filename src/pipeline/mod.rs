@@ -18,6 +18,27 @@
 //! The layers meet only through their public APIs; this module owns no caching or scheduling
 //! logic of its own.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use memocache::Cache;
+//! use memocache::pipeline::{Pipeline, StandInTranscriber};
+//!
+//! let audio = std::env::temp_dir().join(format!("memocache-doc-{}.raw", std::process::id()));
+//! std::fs::write(&audio, vec![7u8; 5000])?;
+//!
+//! let cache = Cache::builder().max_bytes(64 * 1024 * 1024).build()?;
+//! // Any `Transcriber`: `CommandTranscriber` runs a command-line engine per chunk; the
+//! // stand-in does not recognise speech.
+//! let pipeline = Pipeline::builder(cache, Arc::new(StandInTranscriber::new(1))).build()?;
+//! let first = pipeline.transcribe(&audio, "en")?;
+//! assert!(!first.from_cache);
+//! let second = pipeline.transcribe(&audio, "en")?;
+//! assert!(second.from_cache);
+//! assert_eq!(second.transcript.text, first.transcript.text);
+//! # std::fs::remove_file(&audio)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Jobs are submitted with no job-level retries: the chunk processor already retries each
 //! chunk by its [`RetryConfig`], and a file whose chunk keeps failing should fail promptly
 //! with that chunk's error rather than be re-split after a back-off.
