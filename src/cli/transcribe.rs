@@ -1,5 +1,19 @@
 //! `memocache transcribe`: files through the memoized transcription pipeline, with the cache
 //! kept in a directory across runs (as a snapshot).
+//!
+//! Design choices:
+//!
+//! * **Typos fail before anything is touched.** The language, every input path (it must exist
+//!   and not be a directory), the chunk size and the engine command are checked first, then
+//!   that the cache directory can be written in; only then is the snapshot loaded. So a typo
+//!   never creates a cache directory or rewrites a snapshot, and an unwritable directory is
+//!   found before an hour of transcription, not when the snapshot is saved.
+//! * **A run goes on past a failing file.** Each failure is listed with the results, the cache
+//!   keeps what the other files produced, and the one error line counts the failures and
+//!   gives the first.
+//! * **The snapshot is saved once, at the end.** A run that is killed keeps nothing new, and
+//!   two runs over one cache directory at the same time each save what they loaded plus their
+//!   own results: the last to finish replaces the other's file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +51,8 @@ pub struct Options {
     /// The cache's byte budget, in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     cache_mb: u64,
-    /// Chunk size in MB (10–25; default: chosen from the file size as the seed does).
+    /// Chunk size in MB of 1,048,576 bytes, as the seed counts them (10–25; default: chosen
+    /// from the file size as the seed does).
     #[arg(long)]
     chunk_mb: Option<u32>,
 }
