@@ -384,6 +384,10 @@ impl Cache {
     /// Concurrent calls for one key run `load` once; the others wait and receive its value.
     /// If `load` panics, the panic propagates to its caller; the waiting callers are not
     /// stranded — one of them runs its own `load`.
+    ///
+    /// `load` may use the cache, loads of other keys included, but must not load the same key
+    /// (itself, or through a thread it waits for): that load waits for its own result and
+    /// never returns.
     pub fn get_or_insert_with<V: Into<Bytes>>(
         &self,
         key: CacheKey,
@@ -401,7 +405,8 @@ impl Cache {
     }
 
     /// Like [`Cache::get_or_insert_with`], for a loader that can fail. An error is returned
-    /// to the caller and to every caller waiting on the same load, and is not cached.
+    /// to the caller and to every caller waiting on the same load, and is not cached. As
+    /// there, `load` must not load the same key.
     pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
         &self,
         key: CacheKey,
