@@ -3,9 +3,17 @@
 //! Every error a user can cause is printed as one line on stderr and exits with status 1 —
 //! usage errors too: clap's own report (several lines and status 2) is folded into that one
 //! line. `--help` and `--version` print to stdout with status 0. Nothing panics on bad input.
+//!
+//! Standard output closed early (`memocache replay … | head`) makes Rust's `println!` panic,
+//! since the runtime ignores SIGPIPE. Rather than route every line through error handling,
+//! that one panic is recognised: its message is not printed, the run unwinds (temporary files
+//! are removed) and the command exits with status 1 and nothing on stderr, as a tool killed
+//! by SIGPIPE prints nothing.
 
+use std::any::Any;
 use std::fs::File;
 use std::io::BufReader;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,13 +71,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_closed_stdout(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run(cli.command))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(message)) => {
             eprintln!("memocache: error: {message}");
             ExitCode::FAILURE
         }
+        Err(payload) if is_closed_stdout(&*payload) => ExitCode::FAILURE,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+/// Whether a panic is `println!`'s on a standard output whose reader has gone.
+fn is_closed_stdout(payload: &(dyn Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("os error 32"))
 }
 
 fn run(command: Command) -> Result<(), String> {

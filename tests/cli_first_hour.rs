@@ -173,3 +173,41 @@ fn key_names_a_bad_prefix_and_a_directory() {
     let line = one_error_line(&memocache(&["key", path(dir.path())]));
     assert!(line.contains("is a directory"), "{line}");
 }
+
+/// Output piped into a reader that stops early (`memocache replay … | head`): no panic, no
+/// backtrace, nothing on stderr, a failure status. The pipe's read end is closed before the
+/// command starts, so its first line already meets a broken pipe.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("t.trace");
+    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![2u8; 3000]).expect("writable");
+    let cache_dir = dir.path().join("cache");
+    for args in [
+        vec!["replay", path(&trace), "--capacity", "2"],
+        vec!["key", path(&audio)],
+        vec![
+            "transcribe",
+            path(&audio),
+            "--language",
+            "en",
+            "--cache-dir",
+            path(&cache_dir),
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_memocache"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(writer)
+            .output()
+            .expect("run the memocache binary");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();
+        assert!(lines.is_empty(), "{args:?}: {stderr}");
+    }
+}
