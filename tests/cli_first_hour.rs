@@ -34,9 +34,10 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
     std::fs::create_dir(&folder).expect("writable");
     let cache_dir = dir.path().join("cache");
 
-    let cases: [(&[&Path], &[&str], &str); 7] = [
+    let cases: [(&[&Path], &[&str], &str); 8] = [
         (&[&audio, &missing], &[], "missing.wav"),
         (&[&folder], &[], "is a directory"),
+        (&[Path::new("/dev/null")], &[], "not a regular file"),
         (&[&audio], &["--language", "e n"], "invalid language"),
         (&[&audio], &["--chunk-mb", "5"], "between 10 and 25 MB"),
         (&[&audio], &["--cache-mb", "0"], "--cache-mb"),

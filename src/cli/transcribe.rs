@@ -3,8 +3,8 @@
 //!
 //! Design choices:
 //!
-//! * **Typos fail before anything is touched.** The language, every input path (it must exist
-//!   and not be a directory), the chunk size and the engine command are checked first, then
+//! * **Typos fail before anything is touched.** The language, every input path (it must be a
+//!   readable regular file), the chunk size and the engine command are checked first, then
 //!   that the cache directory can be written in; only then is the snapshot loaded. So a typo
 //!   never creates a cache directory or rewrites a snapshot, and an unwritable directory is
 //!   found before an hour of transcription, not when the snapshot is saved.
@@ -160,8 +160,8 @@ pub fn run(options: Options) -> Result<(), String> {
     }
 }
 
-/// An input the pipeline could not read at all: missing, a directory, or unreadable. Only
-/// regular files are opened here (a FIFO or `/dev/stdin` would be consumed by the check).
+/// An input the pipeline cannot read: missing, unreadable, or not a regular file (a
+/// directory, or a pipe or device, which the pipeline cannot seek in).
 fn check_input(path: &Path) -> Result<(), String> {
     let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let metadata = std::fs::metadata(path).map_err(cannot_read)?;
@@ -171,9 +171,14 @@ fn check_input(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    if metadata.is_file() {
-        std::fs::File::open(path).map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "{} is not a regular file (a pipe or device): the pipeline seeks in its inputs, so \
+             save the stream to a file first",
+            path.display()
+        ));
     }
+    std::fs::File::open(path).map_err(cannot_read)?;
     Ok(())
 }
 
