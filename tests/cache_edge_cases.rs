@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memocache::{
-    Cache, CacheEntry, CacheKey, Clock, LoadError, ManualClock, RemovalCause, Timestamp, Ttl,
+    Cache, CacheEntry, CacheError, CacheKey, Clock, LoadError, ManualClock, RemovalCause,
+    Timestamp, Ttl,
 };
 use parking_lot::Mutex;
 
@@ -608,11 +609,13 @@ fn a_listener_may_use_the_cache_from_many_threads() {
             })
         })
         .collect();
-    within_10s("the workers", move || {
-        for worker in workers {
-            worker.join().expect("no panic");
-        }
+    let joined = within_10s("the workers", move || {
+        workers
+            .into_iter()
+            .map(|worker| worker.join().is_ok())
+            .collect::<Vec<_>>()
     });
+    assert!(joined.iter().all(|&ok| ok), "a worker panicked");
     *slot.lock() = None;
     assert!(calls.load(Ordering::Relaxed) > 1_000);
 }
@@ -686,6 +689,147 @@ fn a_waiter_with_another_error_type_runs_its_own_loader() {
     assert!(matches!(got, Err(LoadError::Loader(e)) if matches!(*e, OtherError)));
     assert_eq!(cache.stats().load_failures, 2);
     assert!(cache.is_empty());
+}
+
+/// Bug (user review): a loader that loaded its own key again, on its own thread, waited for
+/// its own flight for ever. The inner call now fails with `ReentrantLoad` naming the key, and
+/// the outer load stores its value; with `try_get_or_insert_with` too.
+#[test]
+fn a_loader_that_loads_its_own_key_gets_a_reentrant_load_error() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let (outer, inner) = {
+        let cache = cache.clone();
+        within_10s("the re-entrant load", move || {
+            let mut inner = None;
+            let outer = cache.get_or_insert_with(key(1), || {
+                inner = Some(cache.get_or_insert_with(key(1), || "inner"));
+                "outer"
+            });
+            (outer, inner)
+        })
+    };
+    let err = inner
+        .expect("the loader ran")
+        .expect_err("the inner load is refused");
+    assert!(
+        matches!(err, CacheError::ReentrantLoad { key: k } if k == key(1)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&key(1).to_string()), "{err}");
+    assert_eq!(outer.expect("stored").as_ref(), b"outer");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"outer"[..]));
+
+    let (outer, inner) = {
+        let cache = cache.clone();
+        within_10s("the re-entrant fallible load", move || {
+            let mut inner = None;
+            let outer = cache.try_get_or_insert_with(key(2), || {
+                inner = Some(cache.try_get_or_insert_with(key(2), || Ok::<_, OtherError>("inner")));
+                Ok::<_, OtherError>("outer")
+            });
+            (outer, inner)
+        })
+    };
+    let err = inner
+        .expect("the loader ran")
+        .expect_err("the inner load is refused");
+    assert!(
+        matches!(err, LoadError::Cache(CacheError::ReentrantLoad { key: k }) if k == key(2)),
+        "{err:?}"
+    );
+    assert_eq!(outer.expect("stored").as_ref(), b"outer");
+}
+
+/// A re-entrant load is refused only to the leader's own thread: a caller on another thread
+/// that waits on the same flight meanwhile still gets the leader's value.
+#[test]
+fn a_reentrant_load_does_not_disturb_waiters_on_other_threads() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let waiter_missed = Arc::new(AtomicBool::new(false));
+    let leader = {
+        let cache = cache.clone();
+        let waiter_missed = Arc::clone(&waiter_missed);
+        thread::spawn(move || {
+            let mut inner = None;
+            let outer = cache.get_or_insert_with(key(1), || {
+                // Once a waiter is on the flight, the claim has its flight allocated.
+                wait_until("the waiter waits", || waiter_missed.load(Ordering::SeqCst));
+                inner = Some(cache.get_or_insert_with(key(1), || "inner"));
+                "outer"
+            });
+            (outer, inner)
+        })
+    };
+    wait_until("the leader missed", || cache.stats().misses >= 1);
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.get_or_insert_with(key(1), || "waiter's own"))
+    };
+    wait_until("the waiter missed", || cache.stats().misses >= 2);
+    waiter_missed.store(true, Ordering::SeqCst);
+    let (outer, inner) = within_10s("the leader", move || leader.join().expect("no panic"));
+    assert!(
+        matches!(inner, Some(Err(CacheError::ReentrantLoad { .. }))),
+        "{inner:?}"
+    );
+    assert_eq!(outer.expect("stored").as_ref(), b"outer");
+    let got = within_10s("the waiter", move || waiter.join().expect("no panic"));
+    assert_eq!(got.expect("the leader's value").as_ref(), b"outer");
+}
+
+/// Stress: threads load a few keys, each loader re-entering its own key, while others remove
+/// them so that loads keep starting. Every inner call is refused (none waits on another
+/// thread's flight by mistake, none hangs), and every outer call gets a value.
+#[test]
+fn reentrant_loads_under_contention_are_always_refused_and_never_hang() {
+    const THREADS: u64 = 4;
+    const ROUNDS: u64 = 300;
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let refused = Arc::new(AtomicU64::new(0));
+    let loaded = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (cache, refused, loaded, start) = (
+                cache.clone(),
+                Arc::clone(&refused),
+                Arc::clone(&loaded),
+                Arc::clone(&start),
+            );
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..ROUNDS {
+                    let k = key((i + t) % 3);
+                    let value = cache.get_or_insert_with(k, || {
+                        loaded.fetch_add(1, Ordering::SeqCst);
+                        match cache.get_or_insert_with(k, || "inner") {
+                            Err(CacheError::ReentrantLoad { key }) if key == k => {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => panic!("a re-entrant load got {other:?}"),
+                        }
+                        "outer"
+                    });
+                    assert_eq!(value.expect("stored").as_ref(), b"outer");
+                    if i % 2 == 0 {
+                        cache.remove(&k);
+                    }
+                }
+            })
+        })
+        .collect();
+    let joined = within_10s("the workers", move || {
+        workers
+            .into_iter()
+            .map(|worker| worker.join().is_ok())
+            .collect::<Vec<_>>()
+    });
+    assert!(joined.iter().all(|&ok| ok), "a worker panicked");
+    assert!(loaded.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        loaded.load(Ordering::SeqCst)
+    );
 }
 
 /// An insert, a remove and a clear while a load is in flight neither block nor cancel it:

@@ -30,14 +30,23 @@
 //! leader's store may call, runs only after the flight has landed, so a listener that loads
 //! through the cache never waits on a flight its own thread holds.
 //!
-//! A loader must not load its own key again (directly or through another cache call that
-//! waits on it): it would wait for itself forever.
+//! # A loader that loads its own key
+//!
+//! A loader that loads its own key again on its own thread would wait on the flight its own
+//! thread leads, for ever. A claim therefore records its leader's [`ThreadId`], and a caller
+//! that finds a claim compares it with its own before waiting: if its own thread leads the
+//! flight, it gets [`CacheError::ReentrantLoad`] naming the key instead (the outer load goes on
+//! and may store its value). Only a caller that finds a claim pays the comparison; the leader
+//! pays one thread-local read to record its id, and a hit pays nothing. A cycle through
+//! *another* thread — a loader waiting on a thread that loads the same key — is not detected:
+//! it still waits for ever, and is the caller's to avoid.
 
 use std::any::Any;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::thread::{self, ThreadId};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -136,11 +145,26 @@ impl Hasher for PassThrough {
     }
 }
 
+/// A claimed key: who leads its load, and the flight once somebody waits for it.
+struct Claimed {
+    leader: ThreadId,
+    flight: Option<Arc<Flight>>,
+}
+
+/// The calling thread's id. Cached in a thread-local: `thread::current()` clones and drops
+/// the thread's handle (two atomic operations), which every leader would pay.
+fn this_thread() -> ThreadId {
+    thread_local! {
+        static ID: ThreadId = thread::current().id();
+    }
+    ID.with(|id| *id)
+}
+
 /// The in-flight loads of one cache.
 #[derive(Default)]
 pub(super) struct Loads {
-    /// Claimed keys; the flight exists once somebody waits for it.
-    flights: DashMap<FlightKey, Option<Arc<Flight>>, BuildHasherDefault<PassThrough>>,
+    /// Claimed keys.
+    flights: DashMap<FlightKey, Claimed, BuildHasherDefault<PassThrough>>,
 }
 
 impl fmt::Debug for Loads {
@@ -168,13 +192,24 @@ impl Loads {
                 return Ok(value);
             }
             let flight = match self.flights.entry(flight_key) {
-                Entry::Occupied(mut found) => Arc::clone(
-                    found
-                        .get_mut()
-                        .get_or_insert_with(|| Arc::new(Flight::new())),
-                ),
+                Entry::Occupied(mut found) => {
+                    let claimed = found.get_mut();
+                    // Our own thread leads this load: we are inside its loader, and waiting
+                    // would wait for ourselves.
+                    if claimed.leader == this_thread() {
+                        return Err(LoadError::Cache(CacheError::ReentrantLoad { key }));
+                    }
+                    Arc::clone(
+                        claimed
+                            .flight
+                            .get_or_insert_with(|| Arc::new(Flight::new())),
+                    )
+                }
                 Entry::Vacant(slot) => {
-                    slot.insert(None);
+                    slot.insert(Claimed {
+                        leader: this_thread(),
+                        flight: None,
+                    });
                     return self.lead(cache, flight_key, load);
                 }
             };
@@ -271,7 +306,14 @@ impl Claim<'_> {
     }
 
     fn finish(&self, state: FlightState) {
-        if let Some((_, Some(flight))) = self.loads.flights.remove(&self.key) {
+        if let Some((
+            _,
+            Claimed {
+                flight: Some(flight),
+                ..
+            },
+        )) = self.loads.flights.remove(&self.key)
+        {
             flight.land(state);
         }
     }

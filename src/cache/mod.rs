@@ -37,7 +37,8 @@
 //!   interval from a sweeper thread the builder can start
 //!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
-//!   runs once per key; see `src/cache/loader.rs`.
+//!   runs once per key; a loader that loads its own key again on its own thread gets
+//!   [`CacheError::ReentrantLoad`] rather than waiting for itself. See `src/cache/loader.rs`.
 //! * **Listeners.** The eviction listener is called after the shard lock is released, with the
 //!   [`RemovalCause`] (an insert over an expired, not yet purged value reports it as
 //!   `Expired`, and counts as an insert). It may use the cache, loads included: a loader's
@@ -114,6 +115,14 @@ pub enum CacheError {
     /// The snapshot named by [`CacheBuilder::restore_from`] could not be restored.
     #[error("restoring the snapshot failed: {0}")]
     Snapshot(#[source] Arc<crate::snapshot::SnapshotError>),
+    /// A loader given to [`Cache::get_or_insert_with`] or [`Cache::try_get_or_insert_with`]
+    /// loaded its own key again on its own thread, which would wait for itself for ever. The
+    /// inner call fails with this; the outer load is not affected.
+    #[error("the loader of key {key} loaded the same key again, which would wait for itself")]
+    ReentrantLoad {
+        /// The key being loaded.
+        key: CacheKey,
+    },
 }
 
 impl From<CodecError> for CacheError {
@@ -385,9 +394,10 @@ impl Cache {
     /// If `load` panics, the panic propagates to its caller; the waiting callers are not
     /// stranded — one of them runs its own `load`.
     ///
-    /// `load` may use the cache, loads of other keys included, but must not load the same key
-    /// (itself, or through a thread it waits for): that load waits for its own result and
-    /// never returns.
+    /// `load` may use the cache, loads of other keys included. If it loads the same key on
+    /// its own thread, that inner call returns [`CacheError::ReentrantLoad`] instead of
+    /// waiting for its own result. It must not load the same key through another thread it
+    /// waits for: that is not detected, and never returns.
     pub fn get_or_insert_with<V: Into<Bytes>>(
         &self,
         key: CacheKey,
@@ -406,7 +416,8 @@ impl Cache {
 
     /// Like [`Cache::get_or_insert_with`], for a loader that can fail. An error is returned
     /// to the caller and to every caller waiting on the same load, and is not cached. As
-    /// there, `load` must not load the same key.
+    /// there, `load` loading the same key on its own thread gets
+    /// `LoadError::Cache(CacheError::ReentrantLoad { .. })`.
     pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
         &self,
         key: CacheKey,
