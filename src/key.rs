@@ -13,10 +13,13 @@
 //! table, which makes a key 34 bytes and `Copy`. Equality compares the numbers. The interner
 //! keeps at most [`MAX_PREFIXES`] (2^16) distinct prefixes, which is also what lets a number
 //! fit in 16 bits, and means keys parsed from untrusted text cannot grow it without bound; past
-//! that, new prefixes are refused with [`KeyError::TooManyPrefixes`]. Reading a prefix's name
-//! back takes no lock: the table's cells are written once, before their number is handed out.
-//! A snapshot load interns all of a file's prefixes at once, all or none (`intern_all`): a
-//! file whose new prefixes do not all fit leaves the table as it was.
+//! that, new prefixes are refused with [`KeyError::TooManyPrefixes`]. Since a cell is never
+//! given back, every constructor checks all its other inputs (and reads its input, for
+//! [`CacheKey::from_reader`]) before it interns: a call that fails leaves the table as it
+//! was. Reading a prefix's name back takes no lock: the table's cells are written once,
+//! before their number is handed out. A snapshot load interns all of a file's prefixes at
+//! once, all or none (`intern_all`): a file whose new prefixes do not all fit leaves the table
+//! as it was.
 //!
 //! SHA-256 is computed with `ring`, whose assembly picks SHA-NI, AVX or SSSE3 at run time (and
 //! ARMv8 crypto instructions on aarch64). Hashing is the whole cost of deriving a key from
@@ -166,7 +169,9 @@ impl CacheKey {
     /// Gives the same key as [`CacheKey::from_content`] over the same bytes. Reads interrupted
     /// by a signal are retried; any other read error is returned.
     pub fn from_reader(mut reader: impl Read, prefix: &str) -> Result<CacheKey, KeyError> {
-        let prefix = intern(prefix)?;
+        // Checked before the read, interned after it: a failed read must not take a cell of
+        // the process-wide table.
+        check_prefix(prefix)?;
         let mut hasher = Context::new(&SHA256);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -179,7 +184,7 @@ impl CacheKey {
         }
         Ok(CacheKey {
             digest: digest_bytes(hasher.finish()),
-            prefix,
+            prefix: intern(prefix)?,
         })
     }
 
@@ -199,7 +204,8 @@ impl CacheKey {
     /// # Ok::<(), memocache::KeyError>(())
     /// ```
     pub fn from_parts(file_hash: &str, language: &str, prefix: &str) -> Result<CacheKey, KeyError> {
-        let prefix = intern(prefix)?;
+        // Both parts are checked before the prefix is interned, so that a refused call does
+        // not take a cell of the process-wide table.
         if file_hash.len() != 2 * DIGEST_LEN || !file_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyError::InvalidFileHash {
                 file_hash: file_hash.to_owned(),
@@ -220,7 +226,7 @@ impl CacheKey {
         hasher.update(language.as_bytes());
         Ok(CacheKey {
             digest: digest_bytes(hasher.finish()),
-            prefix,
+            prefix: intern(prefix)?,
         })
     }
 
@@ -458,14 +464,23 @@ fn get_or_add(map: &mut HashMap<&'static str, Prefix>, prefix: &str) -> Result<P
     Ok(Prefix(number))
 }
 
-/// Checks a prefix and returns its number in the process-wide table.
-fn intern(prefix: &str) -> Result<Prefix, KeyError> {
-    if let Some(reason) = prefix_problem(prefix) {
-        return Err(KeyError::InvalidPrefix {
+/// [`prefix_problem`] as an error.
+fn check_prefix(prefix: &str) -> Result<(), KeyError> {
+    match prefix_problem(prefix) {
+        Some(reason) => Err(KeyError::InvalidPrefix {
             prefix: prefix.to_owned(),
             reason,
-        });
+        }),
+        None => Ok(()),
     }
+}
+
+/// Checks a prefix and returns its number in the process-wide table.
+///
+/// A constructor calls it only once nothing else can fail, so that a refused call leaves
+/// the table as it was: the table is bounded ([`MAX_PREFIXES`]) and never shrinks.
+fn intern(prefix: &str) -> Result<Prefix, KeyError> {
+    check_prefix(prefix)?;
 
     thread_local! {
         // Most threads derive keys under one or two prefixes: skip the shared lock for them.
@@ -532,4 +547,65 @@ pub(crate) fn intern_all<S: AsRef<str>>(prefixes: &[S]) -> Result<Vec<Prefix>, (
         .enumerate()
         .map(|(index, p)| get_or_add(&mut map, p.as_ref()).map_err(|e| (index, e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `prefix` holds a cell of the process-wide table. Each test uses prefixes of
+    /// its own, so tests running in parallel do not disturb the answer.
+    fn interned(prefix: &str) -> bool {
+        table().read().contains_key(prefix)
+    }
+
+    #[test]
+    fn a_refused_from_parts_call_interns_nothing() {
+        let hash = "ab".repeat(32);
+        let prefix = "key-test.from-parts";
+        let err = CacheKey::from_parts("not a hash", "en", prefix).unwrap_err();
+        assert!(matches!(err, KeyError::InvalidFileHash { .. }), "{err:?}");
+        let err = CacheKey::from_parts(&hash, "no spaces", prefix).unwrap_err();
+        assert!(matches!(err, KeyError::InvalidLanguage { .. }), "{err:?}");
+        assert!(!interned(prefix), "a refused call took a cell");
+
+        let key = CacheKey::from_parts(&hash, "en", prefix).expect("valid");
+        assert_eq!(key.prefix(), prefix);
+        assert!(interned(prefix));
+    }
+
+    /// A reader that fails, counting how often it was asked.
+    struct Failing(usize);
+
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            self.0 += 1;
+            Err(io::Error::other("disk gone"))
+        }
+    }
+
+    #[test]
+    fn a_failed_from_reader_call_interns_nothing_and_a_bad_prefix_reads_nothing() {
+        let prefix = "key-test.from-reader";
+        let err = CacheKey::from_reader(Failing(0), prefix).unwrap_err();
+        assert!(matches!(err, KeyError::Io(_)), "{err:?}");
+        assert!(!interned(prefix), "a failed read took a cell");
+
+        let mut reader = Failing(0);
+        let err = CacheKey::from_reader(&mut reader, "bad prefix").unwrap_err();
+        assert!(matches!(err, KeyError::InvalidPrefix { .. }), "{err:?}");
+        assert_eq!(reader.0, 0, "the prefix is checked before anything is read");
+
+        let key = CacheKey::from_reader(&b"abc"[..], prefix).expect("valid");
+        assert_eq!(key, CacheKey::from_content(b"abc", prefix).expect("valid"));
+        assert!(interned(prefix));
+    }
+
+    #[test]
+    fn a_refused_key_string_interns_nothing() {
+        let prefix = "key-test.from-str";
+        let err = format!("{prefix}:xyz").parse::<CacheKey>().unwrap_err();
+        assert!(matches!(err, KeyError::InvalidDigest { .. }), "{err:?}");
+        assert!(!interned(prefix));
+    }
 }
