@@ -142,6 +142,58 @@ fn failures_name_the_file_and_the_chunk_and_nothing_is_cached_wrongly() {
     );
 }
 
+/// An in-process engine's own error type, as a user's engine would have one.
+#[derive(Debug)]
+struct ModelNotLoaded;
+
+impl std::fmt::Display for ModelNotLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("model not loaded")
+    }
+}
+
+impl std::error::Error for ModelNotLoaded {}
+
+/// An engine run in process, failing with its own error.
+struct InProcess;
+
+impl Transcriber for InProcess {
+    fn identity(&self) -> &str {
+        "in-process/v1"
+    }
+
+    fn transcribe(&self, _: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        Err(TranscribeError::Engine(Box::new(ModelNotLoaded)))
+    }
+}
+
+/// Review: an in-process engine had no variant for its own error and had to pass it off as
+/// I/O ("running the engine failed: ..."). `Engine` says the engine failed, shows its error
+/// and keeps it as the source, down to its type.
+#[test]
+fn an_in_process_engine_reports_its_own_error_as_an_engine_failure() {
+    let error = TranscribeError::Engine(Box::new(ModelNotLoaded));
+    assert_eq!(error.to_string(), "the engine failed: model not loaded");
+    let source = std::error::Error::source(&error).expect("the engine's error is the source");
+    assert!(
+        source.downcast_ref::<ModelNotLoaded>().is_some(),
+        "{source:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("e.bin");
+    write(&file, b"some audio bytes");
+    let error = pipeline(cache(), Arc::new(InProcess))
+        .transcribe(&file, "en")
+        .expect_err("the engine fails");
+    let message = error.to_string();
+    assert!(
+        message.contains("the engine failed: model not loaded")
+            && !message.contains("running the engine"),
+        "{message}"
+    );
+}
+
 #[test]
 fn the_stand_in_is_deterministic_and_says_what_it_is() {
     let dir = tempfile::tempdir().expect("temp dir");

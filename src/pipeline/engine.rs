@@ -16,7 +16,8 @@ pub trait Transcriber: Send + Sync {
     /// The engine, model and settings, as part of every chunk's cache key.
     fn identity(&self) -> &str;
 
-    /// Transcribes one chunk. For WAV input the chunk is a complete WAV file.
+    /// Transcribes one chunk. For WAV input the chunk is a complete WAV file. An engine run
+    /// in process returns its own errors as [`TranscribeError::Engine`].
     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError>;
 }
 
@@ -52,6 +53,10 @@ pub enum TranscribeError {
         /// The command as run.
         command: String,
     },
+    /// The engine's own error, for a [`Transcriber`] that runs an engine in process: wrap it
+    /// with `TranscribeError::Engine(Box::new(e))` (or `e.into()` for a `String`).
+    #[error("the engine failed: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Any command-line speech engine, run once per chunk through `sh -c`.
@@ -168,7 +173,7 @@ impl Transcriber for StandInTranscriber {
         let mut digest = [0u8; 32];
         for _ in 0..self.rounds {
             let key = CacheKey::builder("stand-in")
-                .map_err(|e| TranscribeError::Io(std::io::Error::other(e)))?
+                .map_err(|e| TranscribeError::Engine(Box::new(e)))?
                 .part(digest)
                 .part(chunk.data())
                 .finish();
