@@ -344,7 +344,59 @@ fn assert_damage_is_detected(stem: &str, ext: &str, compressed: &[u8], intact: &
         &format!("{stem}-garbage.{ext}"),
         b"not compressed",
     ));
-    assert!(matches!(err, Some(TraceError::Read { .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(TraceError::NotCompressed { .. })),
+        "{err:?}"
+    );
+}
+
+/// Review: a `.gz` file that was not gzip said "reading the gzip stream failed: unexpected
+/// end of file". A file whose first bytes are not its compression's magic number (text, or
+/// another compression, or nothing) is now refused at open, saying it is not such a file.
+#[test]
+fn a_file_not_of_its_compression_is_refused_as_not_that_format() {
+    let (text, _) = lirs_text(100);
+    let cases: [(&str, &str, &[u8]); 7] = [
+        ("plain.trace.gz", "the file is not gzip", &text),
+        ("plain.trace.xz", "the file is not xz", &text),
+        ("plain.trace.zst", "the file is not zstd", &text),
+        ("zstd-inside.trace.gz", "the file is not gzip", &zstd(&text)),
+        (
+            "gzip-inside.trace.zst",
+            "the file is not zstd",
+            &gzip(&text),
+        ),
+        ("one-byte.trace.gz", "the file is not gzip", &[0x1f]),
+        ("empty.trace.xz", "the file is not xz: it is empty", &[]),
+    ];
+    for (name, says, bytes) in cases {
+        let err = TraceReader::open(scratch_file(name, bytes)).expect_err(name);
+        assert!(matches!(err, TraceError::NotCompressed { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(name) && message.contains(says),
+            "{name}: {message}"
+        );
+    }
+    let err = TraceReader::open(scratch_file("text.trace.gz", b"12\n13\n")).unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "the file is not gzip: it starts with the bytes 31 32 0a 31 33 0a, \
+             not with gzip's magic number 1f 8b"
+        ),
+        "{err}"
+    );
+}
+
+/// `pzstd` starts a file with a skippable frame, not a data frame: both magic numbers pass.
+#[test]
+fn a_zstd_file_starting_with_a_skippable_frame_is_read() {
+    let (text, keys) = lirs_text(500);
+    let mut bytes = vec![0x5a, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'a', b'b', b'c'];
+    bytes.extend(zstd(&text));
+    let (read, err) = read_file(&scratch_file("skippable.trace.zst", &bytes));
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(read, keys);
 }
 
 #[test]

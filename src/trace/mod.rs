@@ -28,8 +28,10 @@
 //!   decoding is a small part of a replay (P2's 12.7 M requests decode in about a second).
 //! * **Streaming, in constant memory**: a reader never holds more than its buffers and the
 //!   decoder's window, so `memocache replay` can count a trace larger than memory.
-//! * **Errors, never panics**: a missing file, a name no rule matches, a corrupt or truncated
-//!   compressed stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
+//! * **Errors, never panics**: a missing file, a name no rule matches, a file that is not of
+//!   its compression (its magic number is checked at open, so a `.gz` file of text says it is
+//!   not gzip rather than what the decoder makes of it), a corrupt or truncated compressed
+//!   stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
 //!   trace ending mid-record or an unparsable line all give a [`TraceError`] naming the file
 //!   and, where it applies, the line or byte offset.
 //!

@@ -50,6 +50,21 @@ pub enum TraceError {
         /// The name given.
         name: String,
     },
+    /// The compression (told by the file name, or given) is gzip, xz or zstd, but the file
+    /// does not start with that format's magic number: it is not such a file, or is empty.
+    #[error(
+        "{}: the file is not {compression}: {}",
+        path.display(),
+        describe_head(*compression, head)
+    )]
+    NotCompressed {
+        /// The trace file.
+        path: PathBuf,
+        /// The compression the file was to be decoded with.
+        compression: Compression,
+        /// The file's first bytes (at most 6).
+        head: Vec<u8>,
+    },
     /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
     /// compressed stream (bad header, bad block, checksum mismatch, unexpected end).
     #[error("{}: reading the {compression} stream failed: {source}", path.display())]
@@ -159,7 +174,29 @@ impl TraceReader {
             path: path.to_owned(),
             source,
         };
-        let file = BufReader::with_capacity(BUF_SIZE, File::open(path).map_err(open_err)?);
+        let read_err = |source| TraceError::Read {
+            path: path.to_owned(),
+            compression,
+            source,
+        };
+        let mut file = File::open(path).map_err(open_err)?;
+        // The magic number is checked up front: a decoder fed another format fails with its
+        // own words ("unexpected end of file"), which do not say the file is of another kind.
+        let mut head = [0u8; MAGIC_LEN];
+        let head_len = read_head(&mut file, &mut head).map_err(read_err)?;
+        if !has_magic(compression, &head[..head_len]) {
+            return Err(TraceError::NotCompressed {
+                path: path.to_owned(),
+                compression,
+                head: head[..head_len].to_vec(),
+            });
+        }
+        // The bytes read are put back in front of the rest: `open_as` also takes a pipe's
+        // path, which cannot seek back.
+        let file = BufReader::with_capacity(
+            BUF_SIZE,
+            io::Cursor::new(head).take(head_len as u64).chain(file),
+        );
         let source: Box<dyn BufRead + Send> = match compression {
             Compression::None => Box::new(file),
             // Multi-member: `gzip a b > c` concatenations are valid gzip files.
@@ -172,11 +209,7 @@ impl TraceReader {
                 lzma_rust2::XzReader::new(file, true),
             )),
             Compression::Zstd => {
-                let zstd = ZstdReader::new(file).map_err(|source| TraceError::Read {
-                    path: path.to_owned(),
-                    compression,
-                    source,
-                })?;
+                let zstd = ZstdReader::new(file).map_err(read_err)?;
                 Box::new(BufReader::with_capacity(BUF_SIZE, zstd))
             }
         };
@@ -316,6 +349,62 @@ impl TraceReader {
             }
         }
     }
+}
+
+/// The longest magic number checked: xz's.
+const MAGIC_LEN: usize = 6;
+
+/// Reads up to `head.len()` bytes, fewer only at the end of the file; returns how many.
+fn read_head(file: &mut impl Read, head: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The magic number a file of `compression` starts with (for zstd, that of a data frame);
+/// empty for an uncompressed file.
+fn magic(compression: Compression) -> &'static [u8] {
+    match compression {
+        Compression::None => &[],
+        Compression::Gzip => &[0x1f, 0x8b],
+        Compression::Xz => &[0xfd, b'7', b'z', b'X', b'Z', 0],
+        Compression::Zstd => &[0x28, 0xb5, 0x2f, 0xfd],
+    }
+}
+
+/// Whether `head`, a file's first bytes, starts as a file of `compression` must.
+fn has_magic(compression: Compression, head: &[u8]) -> bool {
+    head.starts_with(magic(compression))
+        // A zstd file may also start with a skippable frame (magic 0x184D2A50 to 0x184D2A5F,
+        // little-endian), as every file `pzstd` writes does.
+        || (compression == Compression::Zstd
+            && matches!(head, [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..]))
+}
+
+/// What is wrong with a file's first bytes, for [`TraceError::NotCompressed`].
+fn describe_head(compression: Compression, head: &[u8]) -> String {
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if head.is_empty() {
+        return "it is empty".to_owned();
+    }
+    format!(
+        "it starts with the bytes {}, not with {compression}'s magic number {}",
+        hex(head),
+        hex(magic(compression))
+    )
 }
 
 /// How a format's bytes are cut into keys, fixed when the reader is made so that the per-key
@@ -471,14 +560,8 @@ struct ZstdReader<R: BufRead> {
 }
 
 impl<R: BufRead> ZstdReader<R> {
+    /// `source` is not empty: [`TraceReader::open_as`] has checked its magic number.
     fn new(mut source: R) -> io::Result<ZstdReader<R>> {
-        // An empty file is not a zstd stream (the `zstd` tool refuses it too).
-        if source.fill_buf()?.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "empty file: no zstd frame",
-            ));
-        }
         let mut frame = FrameDecoder::new();
         let in_frame = next_zstd_frame(&mut frame, &mut source)?;
         Ok(ZstdReader {
