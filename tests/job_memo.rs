@@ -68,6 +68,42 @@ fn a_completed_transcription_is_stored_in_the_cache() {
     assert_eq!(cache.peek(&key).as_deref(), Some(&b"bonjour"[..]));
 }
 
+/// Only a job with a memo key is memoized (the `job` module docs say so at the diagram): two
+/// identical jobs made by `Job::new` both run, neither follows the other, and nothing is
+/// looked up in or stored into the cache.
+#[test]
+fn a_job_without_a_memo_key_always_runs_and_stores_nothing() {
+    let cache = cache();
+    let queue = JobQueue::builder()
+        .cache(cache.clone())
+        .build()
+        .expect("valid");
+    let first = queue
+        .submit(Job::new(JobType::Transcription, &b"audio"[..]))
+        .expect("submit");
+    let second = queue
+        .submit(Job::new(JobType::Transcription, &b"audio"[..]))
+        .expect("submit");
+    let worker = WorkerId::new("w");
+    for id in [first, second] {
+        let lease = queue
+            .try_next(&worker)
+            .expect("each job is queued for a worker");
+        assert_eq!(lease.job_id(), id);
+        queue
+            .complete(&lease, b"text".to_vec().into())
+            .expect("complete");
+    }
+    assert!(queue.try_next(&worker).is_none());
+    assert_eq!(
+        queue.get(first).expect("known").status(),
+        JobStatus::Completed
+    );
+    assert!(cache.is_empty(), "nothing stored");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0), "nothing looked up");
+}
+
 #[test]
 fn an_expired_memo_runs_the_job_again() {
     let clock = ManualClock::new();

@@ -2,10 +2,18 @@
 //! and memoized jobs over the cache.
 //!
 //! The queue lives in the host process. It is how expensive work (transcription,
-//! summarization, indexing, translation) gets run once and its result memoized:
+//! summarization, indexing, translation) gets run once and its result memoized.
+//!
+//! Only a job with a *memo key* is memoized: one made by [`Job::transcription`] or
+//! [`Job::keyed`], or given a key with [`Job::with_memo_key`]. A job made by [`Job::new`] has
+//! none: it skips the memo steps of the diagram (no memo lookup, no coalescing with an
+//! identical job, no result stored) and runs every time it is submitted.
 //!
 //! ```text
-//!  submit(Job) ──► memo hit? ──yes──► Completed (no worker)
+//!  submit(Job) ──► memo key? ──no──► straight to the ready deques below
+//!                     │ yes
+//!                     ▼
+//!                 memo hit? ──yes──► Completed (no worker)
 //!                     │ no
 //!                     ▼
 //!              identical job in flight? ──yes──► follower: completes with it
@@ -17,7 +25,7 @@
 //!              Processing (lease + heartbeat) ────────────────┤
 //!                     │ complete                              ▼ retries exhausted
 //!                     ▼                                  Failed (dead letter) ─► resubmit
-//!              Completed, result stored in the memo store
+//!              Completed; with a memo key, result stored in the memo store
 //! ```
 //!
 //! * [`model`] — [`Job`] and its value objects ([`JobId`], [`JobType`], [`JobPriority`],
