@@ -34,6 +34,7 @@ pub struct Ttl(Duration);
 
 /// Why a [`Ttl`] could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TtlError {
     /// The duration was zero; a TTL must be positive.
     #[error("a TTL must be positive, got a zero duration")]

@@ -49,6 +49,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Why a handler did not produce a result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
     /// The attempt failed; the job is retried or dead-lettered.
     #[error("{0}")]
@@ -159,6 +160,7 @@ pub struct PoolStats {
 
 /// Why a pool could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// A pool with no handlers would take no jobs.
     #[error("a worker pool needs at least one handler")]

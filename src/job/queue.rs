@@ -188,6 +188,7 @@ pub enum QueueError {
 
 /// Why a [`JobQueue`] could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueConfigError {
     /// A capacity of zero would refuse every job.
     #[error("queue capacity must be at least 1")]

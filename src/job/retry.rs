@@ -29,6 +29,7 @@ pub enum Backoff {
 
 /// Why a [`RetryConfig`] could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RetryConfigError {
     /// The cap is below the base delay.
     #[error("max_delay {max_delay:?} is below base_delay {base_delay:?}")]

@@ -86,6 +86,7 @@ pub use value::{Comparison, MetricType, MetricValue, Percentile, Severity, Thres
 
 /// What went wrong in the metrics layer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetricError {
     /// A value was NaN or infinite; series hold finite values only.
     #[error("metric values must be finite, got {value} for series `{series}`")]

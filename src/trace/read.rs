@@ -22,6 +22,7 @@ const MAX_LINE: usize = 4096;
 /// Why a trace could not be read. Every variant names the file (or the label given to
 /// [`TraceReader::from_reader`]) and says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TraceError {
     /// The file could not be opened.
     #[error("{}: cannot open trace: {source}", path.display())]
