@@ -5,16 +5,35 @@
 //!
 //! * **Typos fail before anything is touched.** The language, every input path (it must be a
 //!   readable regular file), the chunk size and the engine command are checked first, then
-//!   that the cache directory can be written in; only then is the snapshot loaded. So a typo
-//!   never creates a cache directory or rewrites a snapshot, and an unwritable directory is
-//!   found before an hour of transcription, not when the snapshot is saved.
+//!   that the cache directory can be written in and that no other run holds it (below); only
+//!   then is the snapshot loaded. So a typo never creates a cache directory or rewrites a
+//!   snapshot, and an unwritable directory is found before an hour of transcription, not
+//!   when the snapshot is saved.
 //! * **A run goes on past a failing file.** Each failure is listed with the results, the cache
 //!   keeps what the other files produced, and the one error line counts the failures and
 //!   gives the first.
-//! * **The snapshot is saved once, at the end.** A run that is killed keeps nothing new, and
-//!   two runs over one cache directory at the same time each save what they loaded plus their
-//!   own results: the last to finish replaces the other's file.
+//! * **The snapshot is saved once, at the end.** A run that is killed keeps nothing new.
+//! * **One run at a time per cache directory.** A run loads the snapshot at its start and
+//!   replaces it at its end, so of two concurrent runs the last to finish would replace the
+//!   other's snapshot and lose its transcripts. Merging on save instead is not safe: the
+//!   merge would have to re-read the snapshot and rename over it with nothing to stop a third
+//!   run saving in between, and two runs that computed the same key with different engines
+//!   would have no rule for which transcript wins. So a run holds an exclusive advisory lock
+//!   ([`File::try_lock`], `flock` on Unix) on [`LOCK_FILE`] in the directory from before it
+//!   loads the snapshot until after it has saved it, and a second run finds the directory
+//!   locked and fails at once with one line, before it loads the snapshot or transcribes
+//!   anything — it does not wait, since the first run may take an hour.
+//!
+//!   The lock file is left in place after a run. The lock, not the file, is what excludes:
+//!   the kernel drops an advisory lock when its process dies, so a run that is killed never
+//!   blocks the next one, and there is no stale-lock cleanup to get wrong. Removing the file
+//!   at the end would even break the exclusion: a run that opened the old file just before
+//!   its removal would lock an unlinked file while a third run creates and locks a new one.
+//!   Files are opened close-on-exec, so the engine commands a run starts do not inherit the
+//!   lock and cannot keep it alive after the run ends. On a filesystem without advisory locks
+//!   the run fails with the error rather than run unprotected.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +48,10 @@ use memocache::{Cache, CacheKey, RetryConfig, SnapshotReport};
 
 /// The snapshot file inside a cache directory.
 pub const SNAPSHOT_FILE: &str = "cache.snapshot";
+
+/// The lock file inside a cache directory: a run holds an exclusive advisory lock on it from
+/// before it loads the snapshot until after it saves it.
+pub const LOCK_FILE: &str = "cache.lock";
 
 /// Options of `memocache transcribe`.
 #[derive(clap::Args)]
@@ -96,6 +119,8 @@ pub fn run(options: Options) -> Result<(), String> {
                 cache_dir.display()
             )
         })?;
+    // Held to the end of `run`, after the snapshot is saved: dropping the file releases it.
+    let _lock = lock_cache_dir(&cache_dir)?;
     let snapshot = cache_dir.join(SNAPSHOT_FILE);
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
@@ -156,6 +181,33 @@ pub fn run(options: Options) -> Result<(), String> {
             "{n} of {} files failed (each is listed above); the first: {}",
             options.files.len(),
             failures.remove(0)
+        )),
+    }
+}
+
+/// Takes the exclusive advisory lock on the cache directory's [`LOCK_FILE`] without waiting;
+/// the returned file holds it until dropped.
+fn lock_cache_dir(cache_dir: &Path) -> Result<File, String> {
+    let path = cache_dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        // The file's contents mean nothing; never truncate what a user may have put there.
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(format!(
+            "the cache directory {} is in use by another `memocache transcribe`: wait for it to \
+             finish, or give another --cache-dir",
+            cache_dir.display()
+        )),
+        Err(TryLockError::Error(e)) => Err(format!(
+            "cannot lock the cache directory {} (with {}): {e}",
+            cache_dir.display(),
+            path.display()
         )),
     }
 }
