@@ -218,7 +218,7 @@ fn a_killed_run_does_not_block_the_next_one() {
         ": {{chunk}}; echo $$ > {}.tmp && mv {0}.tmp {0}; exec sleep 600",
         path(&engine_pid)
     );
-    let mut first = Command::new(env!("CARGO_BIN_EXE_memocache"))
+    let first = Command::new(env!("CARGO_BIN_EXE_memocache"))
         .args(["transcribe", path(&audio), "--language", "en"])
         .args(["--cache-dir", path(&cache_dir), "--engine-cmd", &engine])
         .stdin(Stdio::null())
@@ -226,19 +226,20 @@ fn a_killed_run_does_not_block_the_next_one() {
         .stderr(Stdio::null())
         .spawn()
         .expect("run the memocache binary");
+    let mut first = KillOnDrop {
+        run: first,
+        engine_pid,
+    };
     // Waiting on another process, not measuring time: the deadline only turns a hang into a
     // failure.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let pid = loop {
-        if let Ok(pid) = std::fs::read_to_string(&engine_pid) {
-            break pid.trim().to_owned();
-        }
-        if let Some(status) = first.try_wait().expect("wait") {
+    while !first.engine_pid.exists() {
+        if let Some(status) = first.run.try_wait().expect("wait") {
             panic!("the first run ended ({status}) before its engine started");
         }
         assert!(Instant::now() < deadline, "the engine never started");
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
 
     let line = one_error_line(&transcribe(&[&audio], &cache_dir, &[]));
     assert!(line.contains("another `memocache transcribe`"), "{line}");
@@ -247,16 +248,8 @@ fn a_killed_run_does_not_block_the_next_one() {
         Err(TryLockError::WouldBlock)
     ));
 
-    first.kill().expect("kill the first run");
-    first.wait().expect("reap the first run");
-    // The engine outlives the run it was started by; it never held the lock (files are
-    // opened close-on-exec), but it must not be left running.
-    let killed = Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "kill -9 {pid}");
-
+    // Killed (SIGKILL) in the middle of its work, with the lock held.
+    drop(first);
     assert!(cache_dir.join("cache.lock").exists(), "left in place");
     let next = transcribe(&[&audio], &cache_dir, &[]);
     let stdout = String::from_utf8_lossy(&next.stdout);
@@ -267,4 +260,25 @@ fn a_killed_run_does_not_block_the_next_one() {
     );
     // The killed run saved nothing.
     assert!(stdout.contains("a.raw: computed"), "{stdout}");
+}
+
+/// A run started by a test and the engine it started, both killed when the test is done with
+/// them, or fails: the engine outlives the run it was started by.
+#[cfg(unix)]
+struct KillOnDrop {
+    run: std::process::Child,
+    /// Where the engine wrote its pid.
+    engine_pid: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SIGKILL: the run gets no chance to release anything itself.
+        let _ = self.run.kill();
+        let _ = self.run.wait();
+        if let Ok(pid) = std::fs::read_to_string(&self.engine_pid) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
 }
