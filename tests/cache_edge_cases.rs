@@ -74,6 +74,17 @@ fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
         .unwrap_or_else(|_| panic!("{what} did not finish within 10 s: deadlock"))
 }
 
+/// Joins `workers`, failing if one panicked or if they do not all finish within 10 s.
+fn join_within_10s(workers: Vec<thread::JoinHandle<()>>) {
+    let joined = within_10s("the workers", move || {
+        workers
+            .into_iter()
+            .map(|worker| worker.join().is_ok())
+            .collect::<Vec<_>>()
+    });
+    assert!(joined.iter().all(|&ok| ok), "a worker panicked");
+}
+
 /// A load of `key(id)` that blocks in its loader until released, so that a test can act while
 /// it is in flight.
 struct HeldLoad {
@@ -609,13 +620,7 @@ fn a_listener_may_use_the_cache_from_many_threads() {
             })
         })
         .collect();
-    let joined = within_10s("the workers", move || {
-        workers
-            .into_iter()
-            .map(|worker| worker.join().is_ok())
-            .collect::<Vec<_>>()
-    });
-    assert!(joined.iter().all(|&ok| ok), "a worker panicked");
+    join_within_10s(workers);
     *slot.lock() = None;
     assert!(calls.load(Ordering::Relaxed) > 1_000);
 }
@@ -818,13 +823,7 @@ fn reentrant_loads_under_contention_are_always_refused_and_never_hang() {
             })
         })
         .collect();
-    let joined = within_10s("the workers", move || {
-        workers
-            .into_iter()
-            .map(|worker| worker.join().is_ok())
-            .collect::<Vec<_>>()
-    });
-    assert!(joined.iter().all(|&ok| ok), "a worker panicked");
+    join_within_10s(workers);
     assert!(loaded.load(Ordering::SeqCst) > 0);
     assert_eq!(
         refused.load(Ordering::SeqCst),

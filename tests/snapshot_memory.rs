@@ -7,6 +7,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memocache::{Cache, CacheEntry, CacheKey};
 
@@ -59,6 +60,22 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The tests of this binary take turns: the counters are process-wide, and the test harness
+/// runs tests on parallel threads, so one test's save would count in the other's peak.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f` and returns its result with the heap's peak above what was live when it began.
+fn peak_heap_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let result = f();
+    (result, PEAK.load(Ordering::Relaxed) - before)
+}
+
 const VALUE: usize = 1 << 20;
 const VALUES: u32 = 64;
 const KEPT: u64 = 3;
@@ -72,6 +89,7 @@ fn key(i: u32) -> CacheKey {
 /// and the three kept are the ones ranked highest.
 #[test]
 fn a_load_into_a_smaller_cache_holds_what_it_keeps_not_the_file() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("big.snap");
     {
@@ -92,10 +110,7 @@ fn a_load_into_a_smaller_cache_holds_what_it_keeps_not_the_file() {
         .max_entries(KEPT)
         .build()
         .expect("builds");
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = small.load_snapshot(&path).expect("loads");
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let (report, peak) = peak_heap_during(|| small.load_snapshot(&path).expect("loads"));
 
     assert_eq!(
         (report.restored, report.left_out),
@@ -119,13 +134,14 @@ fn a_load_into_a_smaller_cache_holds_what_it_keeps_not_the_file() {
 /// Small records, many of them.
 const SMALL: u32 = 100_000;
 
-/// 200 000 records of 8-byte values loaded into a cache that keeps 10: what the load holds
+/// 100 000 records of 8-byte values loaded into a cache that keeps 10: what the load holds
 /// per record it does not keep is its heads. The first pass keeps only what the choice
 /// needs (ranking inputs, TTL, length: 32 bytes) and drops it once the choice is made; the
 /// second pass's full heads (key, TTL, rank, length, offset) and its duplicate-key check
 /// are then the peak. Printed for the record.
 #[test]
 fn a_load_of_many_small_records_holds_one_set_of_heads() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("small.snap");
     {
@@ -142,10 +158,7 @@ fn a_load_of_many_small_records_holds_one_set_of_heads() {
         .max_entries(10)
         .build()
         .expect("builds");
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = small.load_snapshot(&path).expect("loads");
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let (report, peak) = peak_heap_during(|| small.load_snapshot(&path).expect("loads"));
     assert_eq!(report.restored, 10);
     let per_record = peak as f64 / f64::from(SMALL);
     eprintln!("peak heap {peak} bytes during the load: {per_record:.1} bytes per record");
