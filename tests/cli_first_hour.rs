@@ -159,6 +159,8 @@ fn demo_refuses_a_directory_that_is_not_empty() {
         std::fs::read(&mine).expect("still there"),
         b"my own recording"
     );
+    // Not even the lock file is left in the user's directory.
+    assert!(!dir.path().join("cache.lock").exists());
 }
 
 /// `key`: a bad prefix is reported as a bad prefix, not as a failure to hash the file, and a

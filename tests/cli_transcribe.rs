@@ -258,8 +258,207 @@ fn a_killed_run_does_not_block_the_next_one() {
         "{}",
         String::from_utf8_lossy(&next.stderr)
     );
-    // The killed run saved nothing.
+    // The killed run had finished nothing, so it saved nothing.
     assert!(stdout.contains("a.raw: computed"), "{stdout}");
+}
+
+/// The transcript key of a file in English, as the pipeline stores it.
+fn transcript_key(file: &Path) -> memocache::CacheKey {
+    let hash = memocache::CacheKey::from_reader(File::open(file).expect("readable"), "file")
+        .expect("hashed")
+        .digest_hex();
+    memocache::CacheKey::transcript(&hash, "en").expect("valid")
+}
+
+/// Waits (for another process, not to measure time) until `done` holds; the deadline only
+/// turns a hang into a failure, and the run ending first is one too.
+#[cfg(unix)]
+fn wait_for(run: &mut std::process::Child, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if let Some(status) = run.try_wait().expect("wait") {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// An engine that prints a checksum of its chunk, except for the chunk that equals `hang_on`
+/// while the file `hang_flag` exists: then it writes its pid to `pid` and hangs until killed.
+/// Its command line is the same either way, so its transcripts count on the next run.
+#[cfg(unix)]
+fn engine_hanging_on(hang_on: &Path, hang_flag: &Path, pid: &Path) -> String {
+    format!(
+        "if [ -e {flag} ] && cmp -s {{chunk}} {hang}; then echo $$ > {pid}.tmp && \
+         mv {pid}.tmp {pid}; exec sleep 600; fi; cksum < {{chunk}}",
+        flag = path(hang_flag),
+        hang = path(hang_on),
+        pid = path(pid)
+    )
+}
+
+/// `memocache transcribe FILES --language en --cache-dir CACHE_DIR EXTRA…`, started.
+#[cfg(unix)]
+fn spawn_transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .arg("transcribe")
+        .args(files.iter().map(|f| path(f)))
+        .args(["--language", "en", "--cache-dir", path(cache_dir)])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the memocache binary")
+}
+
+/// A run killed in the middle of its third file has saved checkpoints of the two it
+/// finished: the snapshot it leaves is whole and holds their transcripts, and the next run
+/// serves them from the cache and computes only the third.
+#[cfg(unix)]
+#[test]
+fn a_killed_run_keeps_the_files_it_finished() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
+        .iter()
+        .zip(1u8..)
+        .map(|(name, byte)| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
+            file
+        })
+        .collect();
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let cache_dir = dir.path().join("cache");
+    let snapshot = cache_dir.join("cache.snapshot");
+    let hang_flag = dir.path().join("hang");
+    std::fs::write(&hang_flag, b"").expect("writable");
+    let engine_pid = dir.path().join("engine.pid");
+    let engine = engine_hanging_on(files[2], &hang_flag, &engine_pid);
+    let checkpoint = ["--checkpoint-secs", "0.005", "--engine-cmd", &engine];
+
+    let mut run = KillOnDrop {
+        run: spawn_transcribe(&files, &cache_dir, &checkpoint),
+        engine_pid: engine_pid.clone(),
+    };
+    // The engine hangs on c.raw: a.raw and b.raw are done and stored.
+    wait_for(&mut run.run, "the engine started on c.raw", || {
+        engine_pid.exists()
+    });
+    let finished = [transcript_key(files[0]), transcript_key(files[1])];
+    let holds_finished = || {
+        // A checkpoint replaces the file by a rename: what is read is one whole snapshot.
+        std::fs::File::open(&snapshot).is_ok_and(|file| {
+            let saved = memocache::snapshot::read_snapshot(file).expect("a whole snapshot");
+            finished
+                .iter()
+                .all(|key| saved.entries.iter().any(|e| &e.key == key))
+        })
+    };
+    wait_for(
+        &mut run.run,
+        "a checkpoint held a.raw and b.raw",
+        holds_finished,
+    );
+    // Killed (SIGKILL) in the middle of c.raw.
+    drop(run);
+    memocache::snapshot::read_snapshot_file(&snapshot).expect("whole after the kill");
+
+    std::fs::remove_file(&hang_flag).expect("removable");
+    let next = transcribe(&files, &cache_dir, &checkpoint);
+    let stdout = String::from_utf8_lossy(&next.stdout);
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert!(stdout.contains("a.raw: from cache"), "{stdout}");
+    assert!(stdout.contains("b.raw: from cache"), "{stdout}");
+    assert!(stdout.contains("c.raw: computed"), "{stdout}");
+    assert!(stdout.contains("hits 2  misses 1"), "{stdout}");
+}
+
+/// A run killed while a checkpoint is being written leaves the previous snapshot as it was,
+/// byte for byte, and the temporary file of the interrupted save is removed by the next
+/// run's save. The snapshot is made large so that the test sees the save in progress.
+#[cfg(unix)]
+#[test]
+fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir).expect("create");
+    let snapshot = cache_dir.join("cache.snapshot");
+    // A previous run's snapshot, large enough that a checkpoint takes a while to write.
+    let previous = memocache::Cache::builder()
+        .max_bytes(64 << 20)
+        .build()
+        .expect("cache");
+    for i in 0u32..2_000 {
+        let value: Vec<u8> = (0..4096u32)
+            .map(|j| (i ^ j.wrapping_mul(31)) as u8)
+            .collect();
+        let key = memocache::CacheKey::from_content(&i.to_le_bytes(), "content").expect("key");
+        previous.insert(key, value).expect("insert");
+    }
+    previous.save_snapshot(&snapshot).expect("saved");
+    let before = std::fs::read(&snapshot).expect("saved");
+    let inode = std::fs::metadata(&snapshot).expect("saved").ino();
+
+    let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
+    std::fs::write(&a, vec![1u8; 30_000]).expect("writable");
+    std::fs::write(&b, vec![2u8; 30_000]).expect("writable");
+    let hang_flag = dir.path().join("hang");
+    std::fs::write(&hang_flag, b"").expect("writable");
+    let engine_pid = dir.path().join("engine.pid");
+    let engine = engine_hanging_on(&b, &hang_flag, &engine_pid);
+    let checkpoint = ["--checkpoint-secs", "0.001", "--engine-cmd", &engine];
+    let temp_files = || {
+        names(&cache_dir)
+            .into_iter()
+            .filter(|n| n.starts_with(".cache.snapshot.") && n.ends_with(".tmp"))
+            .collect::<Vec<_>>()
+    };
+
+    let mut run = KillOnDrop {
+        run: spawn_transcribe(&[&a, &b], &cache_dir, &checkpoint),
+        engine_pid: engine_pid.clone(),
+    };
+    // a.raw is stored (the engine hangs on b.raw), so a checkpoint starts: kill the run
+    // while its temporary file is being written.
+    wait_for(&mut run.run, "a checkpoint started after a.raw", || {
+        let replaced = std::fs::metadata(&snapshot).expect("there").ino() != inode;
+        assert!(!replaced, "the checkpoint ended before the test saw it");
+        engine_pid.exists() && !temp_files().is_empty()
+    });
+    drop(run);
+
+    assert_eq!(
+        std::fs::metadata(&snapshot).expect("there").ino(),
+        inode,
+        "the kill came after the checkpoint's rename"
+    );
+    assert_eq!(temp_files().len(), 1, "the interrupted save's file is left");
+    assert!(
+        std::fs::read(&snapshot).expect("there") == before,
+        "changed"
+    );
+
+    std::fs::remove_file(&hang_flag).expect("removable");
+    let next = transcribe(&[&a, &b], &cache_dir, &checkpoint);
+    let stdout = String::from_utf8_lossy(&next.stdout);
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    // The killed checkpoint saved nothing; the previous entries are all there.
+    assert!(stdout.contains("a.raw: computed"), "{stdout}");
+    let saved = memocache::snapshot::read_snapshot_file(&snapshot).expect("whole");
+    assert!(saved.entries.len() > 2_000, "{}", saved.entries.len());
+    assert!(temp_files().is_empty(), "{:?}", temp_files());
 }
 
 /// A run started by a test and the engine it started, both killed when the test is done with
@@ -281,4 +480,59 @@ impl Drop for KillOnDrop {
             let _ = Command::new("kill").args(["-9", pid.trim()]).status();
         }
     }
+}
+
+/// `demo --dir` holds the same lock as `transcribe`: a demo on a directory a run holds is
+/// refused with the lock's error (also when the directory is a cache directory that is not
+/// empty) and creates nothing there; while a demo runs, a `transcribe` or a second demo on
+/// its directory is refused with that same error.
+#[cfg(unix)]
+#[test]
+fn demo_and_transcribe_exclude_each_other_on_one_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let in_use = |output: &std::process::Output, flag: &str| {
+        let line = one_error_line(output);
+        assert!(
+            line.contains("is in use by another `memocache transcribe` or `memocache demo`"),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!("give another {flag}")), "{line}");
+    };
+
+    // A run holds an empty directory (it has only created the lock file so far).
+    let held_dir = dir.path().join("held");
+    std::fs::create_dir(&held_dir).expect("create");
+    let held = open_lock_file(&held_dir);
+    held.try_lock().expect("free");
+    in_use(&memocache(&["demo", "--dir", path(&held_dir)]), "--dir");
+    assert_eq!(names(&held_dir), ["cache.lock"]);
+    // The same for a cache directory with a snapshot: the lock's error, not "not empty".
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![3u8; 30_000]).expect("writable");
+    held.unlock().expect("unlock");
+    assert!(transcribe(&[&audio], &held_dir, &[]).status.success());
+    held.try_lock().expect("free");
+    in_use(&memocache(&["demo", "--dir", path(&held_dir)]), "--dir");
+    drop(held);
+
+    // A demo in progress: it holds the lock from before it writes its first file.
+    let demo_dir = dir.path().join("demo");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(["demo", "--dir", path(&demo_dir)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the memocache binary");
+    wait_for(&mut demo, "the demo wrote a file", || {
+        demo_dir.join("interview.wav").exists()
+    });
+    // The demo takes seconds more (debug build): these are refused while it runs.
+    in_use(&transcribe(&[&audio], &demo_dir, &[]), "--cache-dir");
+    in_use(&memocache(&["demo", "--dir", path(&demo_dir)]), "--dir");
+    let status = demo.wait().expect("wait");
+    assert!(status.success(), "the first demo failed");
+    // Once it is done, the directory is free (and no longer empty).
+    let line = one_error_line(&memocache(&["demo", "--dir", path(&demo_dir)]));
+    assert!(line.contains("not empty"), "{line}");
 }

@@ -1,4 +1,10 @@
 //! `memocache demo`: the whole pipeline on generated audio, with no setup.
+//!
+//! With `--dir`, the demo writes its files and `cache.snapshot` in a directory the user
+//! names, which could also be a `transcribe` cache directory: it holds that directory's
+//! lock ([`super::lock`]) for the whole demo, so two demos, or a demo and a `transcribe`, on
+//! one directory are refused with the same error. A temporary directory is the demo's own and
+//! is not locked.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +15,8 @@ use memocache::metrics::{Aggregation, AlertTransition, MemoryNotifier, Notificat
 use memocache::pipeline::{FileProgress, Pipeline, StandInTranscriber, Transcriber};
 use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
-use super::transcribe::{Bars, describe, fmt_duration, print_summary};
+use super::lock::{DirLock, LOCK_FILE, lock_dir};
+use super::transcribe::{Bars, SNAPSHOT_FILE, describe, fmt_duration, print_summary};
 
 /// Chunk size of the demo: small, so that a few seconds of audio make several chunks.
 const DEMO_CHUNK_BYTES: u64 = 256 * 1024;
@@ -18,15 +25,30 @@ const RATE: u32 = 16_000;
 
 pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
     let scratch;
+    // Held to the end of `run`, after the snapshot is saved.
+    let _lock: Option<DirLock>;
     let kept = dir.is_some();
     let dir = match dir {
         Some(dir) => {
+            // A run in progress there has created the lock file: it is refused with the lock's
+            // error, not as "not empty". The lock file is not created in a directory that is
+            // then refused as not empty: a user's directory gets no stray file.
+            let early = if dir.join(LOCK_FILE).exists() {
+                Some(lock_dir(&dir, "--dir")?)
+            } else {
+                None
+            };
             check_demo_dir(&dir)?;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            _lock = Some(match early {
+                Some(lock) => lock,
+                None => lock_dir(&dir, "--dir")?,
+            });
             dir
         }
         None => {
+            _lock = None;
             scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
             scratch.path().to_owned()
         }
@@ -124,7 +146,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         &files[1..2],
     )?;
 
-    let snapshot = dir.join("cache.snapshot");
+    let snapshot = dir.join(SNAPSHOT_FILE);
     let report = cache
         .save_snapshot(&snapshot)
         .map_err(|e| format!("cannot save a snapshot: {e}"))?;
@@ -183,7 +205,8 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
 
 /// The demo writes `interview.wav`, `lecture.wav`, `podcast.wav` and `cache.snapshot`, and
 /// edits `lecture.wav` in place: into a directory of the user's own files that would destroy
-/// any of theirs with those names, so `--dir` must be new or empty.
+/// any of theirs with those names, so `--dir` must be new or empty — but for the lock file,
+/// whose contents mean nothing (a run that was refused or killed there leaves it).
 fn check_demo_dir(dir: &Path) -> Result<(), String> {
     let mut entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -191,10 +214,10 @@ fn check_demo_dir(dir: &Path) -> Result<(), String> {
         // by the creation or the first write, with its cause.
         Err(_) => return Ok(()),
     };
-    if entries.next().is_some() {
+    if entries.any(|entry| entry.map_or(true, |e| e.file_name() != LOCK_FILE)) {
         return Err(format!(
-            "{} is not empty: the demo writes interview.wav, lecture.wav, podcast.wav and \
-             cache.snapshot there, so give a new or empty directory",
+            "{} is not empty: the demo writes interview.wav, lecture.wav, podcast.wav, \
+             cache.snapshot and cache.lock there, so give a new or empty directory",
             dir.display()
         ));
     }

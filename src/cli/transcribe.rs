@@ -12,28 +12,17 @@
 //! * **A run goes on past a failing file.** Each failure is listed with the results, the cache
 //!   keeps what the other files produced, and the one error line counts the failures and
 //!   gives the first.
-//! * **The snapshot is saved once, at the end.** A run that is killed keeps nothing new.
-//! * **One run at a time per cache directory.** A run loads the snapshot at its start and
-//!   replaces it at its end, so of two concurrent runs the last to finish would replace the
-//!   other's snapshot and lose its transcripts. Merging on save instead is not safe: the
-//!   merge would have to re-read the snapshot and rename over it with nothing to stop a third
-//!   run saving in between, and two runs that computed the same key with different engines
-//!   would have no rule for which transcript wins. So a run holds an exclusive advisory lock
-//!   ([`File::try_lock`], `flock` on Unix) on [`LOCK_FILE`] in the directory from before it
-//!   loads the snapshot until after it has saved it, and a second run finds the directory
-//!   locked and fails at once with one line, before it loads the snapshot or transcribes
-//!   anything — it does not wait, since the first run may take an hour.
-//!
-//!   The lock file is left in place after a run. The lock, not the file, is what excludes:
-//!   the kernel drops an advisory lock when its process dies, so a run that is killed never
-//!   blocks the next one, and there is no stale-lock cleanup to get wrong. Removing the file
-//!   at the end would even break the exclusion: a run that opened the old file just before
-//!   its removal would lock an unlinked file while a third run creates and locks a new one.
-//!   Files are opened close-on-exec, so the engine commands a run starts do not inherit the
-//!   lock and cannot keep it alive after the run ends. On a filesystem without advisory locks
-//!   the run fails with the error rather than run unprotected.
+//! * **The snapshot is saved as the run goes, and at its end.** A checkpoint thread saves it
+//!   every `--checkpoint-secs` (30 s by default) while the cache has stored something new,
+//!   so a run killed at 90 % keeps the files (and the chunks of the current file) it had
+//!   finished by the last checkpoint; each save is atomic, so a kill during one leaves the
+//!   previous snapshot whole. See [`super::checkpoint`].
+//! * **One run at a time per cache directory.** A run holds an exclusive advisory lock on
+//!   the directory's lock file from before it loads the snapshot until after its last save;
+//!   a second run is refused at once with one line, before it loads the snapshot or
+//!   transcribes anything. On a filesystem without advisory locks the run goes on without
+//!   the lock, with a warning. See [`super::lock`].
 
-use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +35,11 @@ use memocache::pipeline::{
 };
 use memocache::{Cache, CacheKey, RetryConfig, SnapshotReport};
 
+use super::checkpoint::Checkpoints;
+use super::lock::lock_dir;
+
 /// The snapshot file inside a cache directory.
 pub const SNAPSHOT_FILE: &str = "cache.snapshot";
-
-/// The lock file inside a cache directory: a run holds an exclusive advisory lock on it from
-/// before it loads the snapshot until after it saves it.
-pub const LOCK_FILE: &str = "cache.lock";
 
 /// Options of `memocache transcribe`.
 #[derive(clap::Args)]
@@ -78,6 +66,10 @@ pub struct Options {
     /// from the file size as the seed does).
     #[arg(long)]
     chunk_mb: Option<u32>,
+    /// Save the cache at least this many seconds apart while the run stores new results, so
+    /// a killed run keeps what it finished (fractions allowed; 0: only at the end).
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    checkpoint_secs: Duration,
 }
 
 pub fn run(options: Options) -> Result<(), String> {
@@ -108,8 +100,8 @@ pub fn run(options: Options) -> Result<(), String> {
             cache_dir.display()
         )
     })?;
-    // The snapshot is written only at the end: a directory it cannot be written in must fail
-    // now, not after every file has been transcribed and the work would be lost.
+    // The snapshot is written at checkpoints and at the end: a directory it cannot be written
+    // in must fail now, not after files have been transcribed and the work would be lost.
     tempfile::Builder::new()
         .prefix(".memocache-write-check")
         .tempfile_in(&cache_dir)
@@ -119,8 +111,8 @@ pub fn run(options: Options) -> Result<(), String> {
                 cache_dir.display()
             )
         })?;
-    // Held to the end of `run`, after the snapshot is saved: dropping the file releases it.
-    let _lock = lock_cache_dir(&cache_dir)?;
+    // Held to the end of `run`, after the last save: dropping it releases the lock.
+    let _lock = lock_dir(&cache_dir, "--cache-dir")?;
     let snapshot = cache_dir.join(SNAPSHOT_FILE);
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
@@ -153,6 +145,13 @@ pub fn run(options: Options) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
 
+    let warn_bar = bars.files.clone();
+    let checkpoints = Checkpoints::start(
+        cache.clone(),
+        snapshot.clone(),
+        options.checkpoint_secs,
+        move |warning| warn_bar.suspend(|| eprintln!("warning: {warning}")),
+    )?;
     let mut failures = Vec::new();
     for file in &options.files {
         bars.files.set_message(file_name(file));
@@ -167,6 +166,8 @@ pub fn run(options: Options) -> Result<(), String> {
         }
         bars.files.inc(1);
     }
+    // Waits for a checkpoint in progress, so that the final save is the last rename.
+    drop(checkpoints);
     bars.finish();
     let stats = pipeline.stats();
     drop(pipeline);
@@ -185,31 +186,14 @@ pub fn run(options: Options) -> Result<(), String> {
     }
 }
 
-/// Takes the exclusive advisory lock on the cache directory's [`LOCK_FILE`] without waiting;
-/// the returned file holds it until dropped.
-fn lock_cache_dir(cache_dir: &Path) -> Result<File, String> {
-    let path = cache_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        // The file's contents mean nothing; never truncate what a user may have put there.
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(format!(
-            "the cache directory {} is in use by another `memocache transcribe`: wait for it to \
-             finish, or give another --cache-dir",
-            cache_dir.display()
-        )),
-        Err(TryLockError::Error(e)) => Err(format!(
-            "cannot lock the cache directory {} (with {}): {e}",
-            cache_dir.display(),
-            path.display()
-        )),
-    }
+/// `--checkpoint-secs`: a finite, non-negative number of seconds.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, such as 30 or 0.5".to_owned())?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| "expected a number of seconds from 0 up, such as 30 or 0.5".to_owned())
 }
 
 /// An input the pipeline cannot read: missing, unreadable, or not a regular file (a

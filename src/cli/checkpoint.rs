@@ -1,0 +1,253 @@
+//! Checkpoints: `transcribe` saves its cache while it works, so a run that is killed keeps
+//! what it finished.
+//!
+//! * **A thread of its own, on a timer.** A checkpoint thread wakes every interval
+//!   (`--checkpoint-secs`) and, if the cache stored anything since its last save, saves the
+//!   snapshot. The files are transcribed on the run's thread meanwhile: a save streams the
+//!   cache shard by shard while it serves (see [`memocache::snapshot`]), so the workers wait
+//!   at most for one shard's handle collection, never for the file to be written. Saving
+//!   between files on the run's thread instead would stop the run for every save, and would
+//!   keep nothing of a long file until it ends; the thread also keeps the chunks a file has
+//!   finished so far, since they are cached entries like the transcripts.
+//! * **"Stored anything" is the cache's insert and update counters**, read just before a
+//!   save, so what is stored during a save is saved by the next one, and a run served from
+//!   the cache does not rewrite an unchanged snapshot every interval.
+//! * **The interval runs from the end of the last save** (or check), so at most one save
+//!   runs at a time and saves take at most `save / (save + interval)` of the time, however
+//!   large the cache. A file stored just after a check waits up to two intervals.
+//! * **Atomic.** Each save writes a temporary file and renames it over the snapshot
+//!   ([`memocache::Cache::save_snapshot`]): a run killed during a checkpoint leaves the
+//!   previous snapshot whole, and the next save removes the temporary file it left.
+//! * **A failed checkpoint does not stop the run.** Its work is still in memory and the run
+//!   saves at its end, where a failure is the run's error. The first failure is printed as
+//!   one warning (later ones are not, so a full disk does not flood the terminal); the
+//!   changes stay pending, so the next tick tries again.
+//! * **Stopping waits for a save in progress**, so the run's final save never races a
+//!   checkpoint (the later rename must be the newer snapshot).
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use memocache::{Cache, SnapshotError};
+
+/// The checkpoint thread of a run; stopped (after any save in progress) when dropped.
+pub struct Checkpoints {
+    /// Dropping it wakes the thread and tells it to stop.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    /// Saves `cache` to `snapshot` every `interval` while it has changed, printing failures
+    /// with `warn`. A zero interval saves nothing (the run saves only at its end).
+    pub fn start(
+        cache: Cache,
+        snapshot: PathBuf,
+        interval: Duration,
+        warn: impl Fn(&str) + Send + 'static,
+    ) -> Result<Checkpoints, String> {
+        if interval.is_zero() {
+            return Ok(Checkpoints {
+                stop: None,
+                thread: None,
+            });
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let mut saver = Saver::new(cache, snapshot);
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                // Nothing is ever sent: the sender's drop ends the wait (`Disconnected`).
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    if let Tick::FirstFailure(message) = saver.tick() {
+                        warn(&message);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
+        Ok(Checkpoints {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only saves and prints; if it panicked, the run's final save still
+            // happens, so there is nothing to add to the panic's own report.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What one wake of the checkpoint thread did.
+#[derive(Debug, PartialEq)]
+enum Tick {
+    /// Nothing was stored since the last save.
+    Unchanged,
+    /// The snapshot was saved.
+    Saved,
+    /// The save failed, for the first time this run: the warning to print.
+    FirstFailure(String),
+    /// The save failed again (not printed).
+    Failed,
+}
+
+/// Saves a cache when it has changed since its last save.
+struct Saver {
+    cache: Cache,
+    snapshot: PathBuf,
+    /// The cache's stores as of the last save (or the start).
+    saved_stores: u64,
+    warned: bool,
+}
+
+impl Saver {
+    fn new(cache: Cache, snapshot: PathBuf) -> Saver {
+        let saved_stores = stores(&cache);
+        Saver {
+            cache,
+            snapshot,
+            saved_stores,
+            warned: false,
+        }
+    }
+
+    fn tick(&mut self) -> Tick {
+        let now = stores(&self.cache);
+        if now == self.saved_stores {
+            return Tick::Unchanged;
+        }
+        match self.cache.save_snapshot(&self.snapshot) {
+            // Not durable: the new file is in place, only the rename may not survive a power
+            // cut; the next checkpoint or the final save syncs the directory again.
+            Ok(_) | Err(SnapshotError::NotDurable { .. }) => {
+                self.saved_stores = now;
+                Tick::Saved
+            }
+            Err(_) if self.warned => Tick::Failed,
+            Err(e) => {
+                self.warned = true;
+                Tick::FirstFailure(format!(
+                    "cannot save a checkpoint of the cache to {}: {e}; the run goes on and \
+                     saves again at the next checkpoint and at its end (later checkpoint \
+                     failures are not shown)",
+                    self.snapshot.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Values the cache has stored so far (new keys and replaced values).
+fn stores(cache: &Cache) -> u64 {
+    let stats = cache.stats();
+    stats.inserts.wrapping_add(stats.updates)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use memocache::CacheKey;
+    use memocache::snapshot::read_snapshot_file;
+
+    use super::*;
+
+    fn cache() -> Cache {
+        Cache::builder().max_bytes(1 << 20).build().expect("cache")
+    }
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey::from_content(&[n], "transcript").expect("key")
+    }
+
+    /// A save only when something was stored since the last one; a failed save is warned
+    /// about once and retried at the next tick, which then saves what is pending.
+    #[test]
+    fn a_tick_saves_only_changes_and_warns_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache();
+        cache.insert(key(0), "restored").expect("insert");
+        // Not yet there: saves fail until it is created.
+        let snapshot = dir.path().join("sub").join("cache.snapshot");
+        let mut saver = Saver::new(cache.clone(), snapshot.clone());
+        assert_eq!(
+            saver.tick(),
+            Tick::Unchanged,
+            "nothing stored since the start"
+        );
+        assert!(!snapshot.exists());
+
+        cache.insert(key(1), "one").expect("insert");
+        let Tick::FirstFailure(warning) = saver.tick() else {
+            panic!("the first failed save is warned about")
+        };
+        assert!(
+            warning.contains(&snapshot.display().to_string()),
+            "{warning}"
+        );
+        assert!(!warning.contains('\n'), "{warning}");
+        assert_eq!(saver.tick(), Tick::Failed, "warned once");
+
+        std::fs::create_dir(dir.path().join("sub")).expect("create");
+        assert_eq!(saver.tick(), Tick::Saved, "the pending change is retried");
+        assert_eq!(
+            read_snapshot_file(&snapshot).expect("whole").entries.len(),
+            2
+        );
+        assert_eq!(saver.tick(), Tick::Unchanged);
+
+        cache.insert(key(1), "one, replaced").expect("update");
+        assert_eq!(saver.tick(), Tick::Saved, "an update is a change");
+    }
+
+    /// The thread saves what is stored while the run goes on, without being stopped.
+    #[test]
+    fn the_thread_saves_while_the_run_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join("cache.snapshot");
+        let cache = cache();
+        let checkpoints = Checkpoints::start(
+            cache.clone(),
+            snapshot.clone(),
+            Duration::from_millis(1),
+            |w| panic!("{w}"),
+        )
+        .expect("started");
+        cache.insert(key(7), "seven").expect("insert");
+        // Waiting on the other thread, not measuring time: the deadline turns a hang into a
+        // failure.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !snapshot.exists() {
+            assert!(Instant::now() < deadline, "no checkpoint was saved");
+            std::thread::yield_now();
+        }
+        let saved = read_snapshot_file(&snapshot).expect("a whole snapshot");
+        assert_eq!(saved.entries.len(), 1);
+        assert_eq!(saved.entries[0].key, key(7));
+        drop(checkpoints);
+    }
+
+    /// Interval 0: no thread, nothing saved before the run's own save at its end.
+    #[test]
+    fn a_zero_interval_saves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join("cache.snapshot");
+        let cache = cache();
+        let checkpoints =
+            Checkpoints::start(cache.clone(), snapshot.clone(), Duration::ZERO, |w| {
+                panic!("{w}")
+            })
+            .expect("started");
+        assert!(checkpoints.thread.is_none());
+        cache.insert(key(1), "one").expect("insert");
+        drop(checkpoints);
+        assert!(!snapshot.exists());
+    }
+}
