@@ -117,6 +117,18 @@ fn user_errors_are_one_line_and_a_failure_status() {
     ]);
     one_error_line(&bad_language);
 
+    let bad_interval = memocache(&[
+        "transcribe",
+        audio,
+        "--language",
+        "en",
+        "--cache-dir",
+        cache_dir,
+        "--checkpoint-secs",
+        "-1",
+    ]);
+    assert!(one_error_line(&bad_interval).contains("--checkpoint-secs"));
+
     let missing_key_file = memocache(&["key", "/no/such/file"]);
     one_error_line(&missing_key_file);
 }

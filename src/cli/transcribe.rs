@@ -68,7 +68,13 @@ pub struct Options {
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
     /// a killed run keeps what it finished (fractions allowed; 0: only at the end).
-    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "30",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
     checkpoint_secs: Duration,
 }
 
@@ -330,5 +336,20 @@ impl Bars {
     pub fn finish(&self) {
         self.chunks.finish_and_clear();
         self.files.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_seconds_are_finite_and_not_negative() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "inf", "NaN", "1e30", "30s", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
     }
 }
