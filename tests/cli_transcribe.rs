@@ -539,9 +539,21 @@ fn demo_and_transcribe_exclude_each_other_on_one_directory() {
     wait_for(&mut demo, "the demo wrote a file", || {
         demo_dir.join("interview.wav").exists()
     });
-    // The demo takes seconds more (debug build): these are refused while it runs.
+    // Stopped (SIGSTOP) so that it still holds the lock however slowly the checks below
+    // run: these are refused while it is in progress.
+    let demo_pid = demo.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &demo_pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {name} failed");
+    };
+    signal("-STOP");
+    assert!(demo.try_wait().expect("wait").is_none(), "the demo ended");
     in_use(&transcribe(&[&audio], &demo_dir, &[]), "--cache-dir");
     in_use(&memocache(&["demo", "--dir", path(&demo_dir)]), "--dir");
+    signal("-CONT");
     let status = demo.wait().expect("wait");
     assert!(status.success(), "the first demo failed");
     // Once it is done, the directory is free (and no longer empty).
