@@ -5,8 +5,9 @@
 //! call back into the cache (during loads too), inserts over expired values, TTLs under a
 //! microsecond, updates that grow in a full cache, one entry spread over many shards, loads
 //! that race inserts and clears, error types that differ between a leader and its waiters,
-//! snapshots of expired values, clocks that step back, and allocation on a hit. The first
-//! seven found bugs, now fixed; the others pass and stay as coverage. A property test at the
+//! snapshots of expired values, clocks that step back, and allocation on a hit, and loads that
+//! wait on each other in a cycle across threads. The first seven found bugs, now fixed; the
+//! others pass and stay as coverage. A property test at the
 //! end rebuilds the cache's contents from the listener's reports alone and checks them, and
 //! the counters, against the cache after every operation.
 //!
@@ -828,6 +829,303 @@ fn reentrant_loads_under_contention_are_always_refused_and_never_hang() {
     assert_eq!(
         refused.load(Ordering::SeqCst),
         loaded.load(Ordering::SeqCst)
+    );
+}
+
+/// The value thread `t` of a ring of loads stores under its key.
+fn ring_value(t: u64) -> Bytes {
+    Bytes::from(format!("ring {t}"))
+}
+
+/// Loads `k` with `get_or_insert_with`, or with `try_get_or_insert_with` if `fallible`.
+fn load_with(
+    cache: &Cache,
+    k: CacheKey,
+    fallible: bool,
+    load: impl FnOnce() -> Bytes,
+) -> Result<Bytes, CacheError> {
+    if fallible {
+        cache
+            .try_get_or_insert_with(k, || Ok::<_, OtherError>(load()))
+            .map_err(|e| match e {
+                LoadError::Cache(e) => e,
+                LoadError::Loader(e) => panic!("no loader here fails, got {e:?}"),
+            })
+    } else {
+        cache.get_or_insert_with(k, load)
+    }
+}
+
+/// What one thread of a ring got: its own load's result, and its loader's load of the next
+/// thread's key.
+type RingLoad = (Result<Bytes, CacheError>, Option<Result<Bytes, CacheError>>);
+
+/// Runs a ring of `n` loads on `n` threads: thread `t` leads `key(first + t)`, and once all
+/// `n` loaders run, each loads the next thread's key, so that every loader waits for the next
+/// one — a cycle of waits, as long as `n`. Fails instead of hanging if the ring deadlocks.
+fn load_ring(cache: &Cache, first: u64, n: u64, fallible: bool) -> Vec<RingLoad> {
+    let all_running = Arc::new(Barrier::new(n as usize));
+    let threads: Vec<_> = (0..n)
+        .map(|t| {
+            let (cache, all_running) = (cache.clone(), Arc::clone(&all_running));
+            thread::spawn(move || {
+                let mut inner = None;
+                let outer = load_with(&cache, key(first + t), fallible, || {
+                    all_running.wait();
+                    let next = key(first + (t + 1) % n);
+                    inner = Some(load_with(&cache, next, fallible, || {
+                        Bytes::from_static(b"the next key was not being loaded")
+                    }));
+                    ring_value(t)
+                });
+                (outer, inner)
+            })
+        })
+        .collect();
+    within_10s(&format!("a ring of {n} loads"), move || {
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("no panic"))
+            .collect()
+    })
+}
+
+/// Checks a ring's outcome: exactly one thread's load of the next key was refused with
+/// `LoadCycle` naming that key, every other thread's got the next thread's value, and every
+/// thread's own load stored its value.
+fn assert_one_load_of_the_ring_refused(cache: &Cache, first: u64, ring: &[RingLoad]) {
+    let n = ring.len() as u64;
+    let mut refused = 0;
+    for (t, (outer, inner)) in (0..n).zip(ring) {
+        let next = (t + 1) % n;
+        match inner {
+            Some(Err(e @ CacheError::LoadCycle { key: k })) => {
+                assert_eq!(*k, key(first + next), "thread {t} was refused another key");
+                assert!(e.to_string().contains(&k.to_string()), "{e}");
+                refused += 1;
+            }
+            Some(Ok(value)) => assert_eq!(*value, ring_value(next), "thread {t}'s inner load"),
+            other => panic!("thread {t}'s inner load got {other:?}"),
+        }
+        assert_eq!(
+            outer.as_ref().expect("every outer load stores"),
+            &ring_value(t)
+        );
+        assert_eq!(cache.get(&key(first + t)), Some(ring_value(t)));
+    }
+    assert_eq!(refused, 1, "{ring:?}");
+}
+
+/// Bug (issue #3): thread A led key 1 and its loader loaded key 2, which thread B led, whose
+/// loader loaded key 1: A waited for B's flight and B for A's, for ever (the single-thread
+/// version already got `ReentrantLoad`). Now the load that would close the cycle is refused
+/// with `LoadCycle` naming the key, and the other thread gets its value; with
+/// `try_get_or_insert_with` too.
+#[test]
+fn a_cycle_of_loads_across_two_threads_refuses_one_load_and_strands_none() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let ring = load_ring(&cache, 10, 2, false);
+    assert_one_load_of_the_ring_refused(&cache, 10, &ring);
+    let ring = load_ring(&cache, 20, 2, true);
+    assert_one_load_of_the_ring_refused(&cache, 20, &ring);
+}
+
+/// The same across three threads, A → B → C → A: the check follows the chain of leaders.
+#[test]
+fn a_cycle_of_loads_across_three_threads_refuses_one_load_and_strands_none() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let ring = load_ring(&cache, 10, 3, false);
+    assert_one_load_of_the_ring_refused(&cache, 10, &ring);
+    let ring = load_ring(&cache, 20, 3, true);
+    assert_one_load_of_the_ring_refused(&cache, 20, &ring);
+}
+
+/// Stress: rings of 2 to 5 threads close at once, again and again. The check and the record
+/// are one step under a lock, so exactly one load of each ring is refused: never none (a
+/// deadlock) and never two.
+#[test]
+fn cycles_closing_at_once_refuse_exactly_one_load_each() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    for round in 0..100 {
+        let first = 100 + round * 10;
+        let ring = load_ring(&cache, first, 2 + round % 4, round % 2 == 1);
+        assert_one_load_of_the_ring_refused(&cache, first, &ring);
+    }
+}
+
+/// A waiter that takes over a load after its leader panicked becomes the flight's leader, and
+/// the records follow: a cycle through the new leader is refused, not left to hang.
+#[test]
+fn a_cycle_through_a_leader_that_took_over_after_a_panic_is_refused() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let held = HeldLoad::new();
+    let panicking = {
+        let cache = cache.clone();
+        let load = held.loader(|| -> Bytes { panic!("the first leader's loader panics") });
+        thread::spawn(move || cache.get_or_insert_with(key(1), load))
+    };
+    held.wait_running();
+    // B waits on key 1; when the leader panics it takes over, and its loader then loads key
+    // 2, whose loader (on C) loads key 1.
+    let both_running = Arc::new(Barrier::new(2));
+    let took_over = Arc::new(AtomicBool::new(false));
+    let b = {
+        let (cache, both_running, took_over) = (
+            cache.clone(),
+            Arc::clone(&both_running),
+            Arc::clone(&took_over),
+        );
+        thread::spawn(move || {
+            let mut inner = None;
+            let outer = cache.get_or_insert_with(key(1), || {
+                took_over.store(true, Ordering::SeqCst);
+                both_running.wait();
+                inner = Some(cache.get_or_insert_with(key(2), || "not loaded by C"));
+                "B"
+            });
+            (outer, inner)
+        })
+    };
+    wait_until("B waits on key 1", || cache.stats().misses >= 2);
+    held.release();
+    assert!(panicking.join().is_err(), "the first leader panics");
+    wait_until("B took over key 1", || took_over.load(Ordering::SeqCst));
+    let c = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            let mut inner = None;
+            let outer = cache.get_or_insert_with(key(2), || {
+                both_running.wait();
+                inner = Some(cache.get_or_insert_with(key(1), || "not loaded by B"));
+                "C"
+            });
+            (outer, inner)
+        })
+    };
+    let ring = within_10s("B and C", move || {
+        vec![
+            b.join().expect("B does not panic"),
+            c.join().expect("C does not panic"),
+        ]
+    });
+    let refused = ring
+        .iter()
+        .filter(|(_, inner)| matches!(inner, Some(Err(CacheError::LoadCycle { .. }))))
+        .count();
+    assert_eq!(refused, 1, "{ring:?}");
+    let [(b_outer, b_inner), (c_outer, c_inner)] = &ring[..] else {
+        unreachable!("two threads")
+    };
+    assert_eq!(b_outer.as_ref().expect("stored").as_ref(), b"B");
+    assert_eq!(c_outer.as_ref().expect("stored").as_ref(), b"C");
+    for (inner, other_thread_value, cycle_key) in [(b_inner, "C", key(2)), (c_inner, "B", key(1))] {
+        match inner {
+            Some(Ok(value)) => assert_eq!(value.as_ref(), other_thread_value.as_bytes()),
+            Some(Err(CacheError::LoadCycle { key: k })) => assert_eq!(*k, cycle_key),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Loads keys whose loaders load other keys first, along acyclic dependencies.
+struct DependentLoads {
+    cache: Cache,
+    /// The keys each key's loader loads first: all greater than the key, so no cycle.
+    deps: Vec<Vec<u64>>,
+    /// A bit per key whose loader is running.
+    running: AtomicU64,
+    /// Loads, made inside a loader, of a key whose loader was running meanwhile: chains of
+    /// waits.
+    nested_waits: AtomicU64,
+    /// Every error or wrong value seen.
+    failures: Mutex<Vec<String>>,
+}
+
+impl DependentLoads {
+    /// Loads `key(i)`, checking the value of each dependency its loader loads.
+    fn load(&self, i: u64) -> Result<Bytes, CacheError> {
+        self.cache.get_or_insert_with(key(i), || {
+            self.running.fetch_or(1 << i, Ordering::SeqCst);
+            for &j in &self.deps[i as usize] {
+                if self.running.load(Ordering::SeqCst) & (1 << j) != 0 {
+                    self.nested_waits.fetch_add(1, Ordering::Relaxed);
+                }
+                match self.load(j) {
+                    Ok(value) if value == ring_value(j) => {}
+                    other => self
+                        .failures
+                        .lock()
+                        .push(format!("{i}'s loader loading {j} got {other:?}")),
+                }
+            }
+            // Long enough a flight that other threads find it and wait on it.
+            for _ in 0..20 {
+                thread::yield_now();
+            }
+            self.running.fetch_and(!(1 << i), Ordering::SeqCst);
+            ring_value(i)
+        })
+    }
+}
+
+/// Stress: many threads load random keys whose loaders load other keys along random but
+/// acyclic dependencies, while keys are removed so that loads keep starting; chains of
+/// threads waiting on each other's loads form all the time. No load is ever refused as a
+/// cycle (stale records of waits that ended must not count), none hangs, and every value is
+/// right.
+#[test]
+fn acyclic_dependencies_between_loads_are_never_refused_as_cycles() {
+    use rand::rngs::SmallRng;
+    use rand::{RngExt, SeedableRng};
+
+    const KEYS: u64 = 32;
+    const THREADS: u64 = 8;
+    const ROUNDS: u64 = 1000;
+    let mut rng = SmallRng::seed_from_u64(3);
+    let loads = Arc::new(DependentLoads {
+        cache: Cache::builder().max_bytes(1 << 20).build().expect("valid"),
+        deps: (0..KEYS)
+            .map(|i| {
+                (i + 1..KEYS)
+                    .filter(|_| rng.random_range(0..8) == 0)
+                    .collect()
+            })
+            .collect(),
+        running: AtomicU64::new(0),
+        nested_waits: AtomicU64::new(0),
+        failures: Mutex::new(Vec::new()),
+    });
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (loads, start) = (Arc::clone(&loads), Arc::clone(&start));
+            thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(100 + t);
+                start.wait();
+                for _ in 0..ROUNDS {
+                    let i = rng.random_range(0..KEYS);
+                    match loads.load(i) {
+                        Ok(value) if value == ring_value(i) => {}
+                        other => loads
+                            .failures
+                            .lock()
+                            .push(format!("loading {i} got {other:?}")),
+                    }
+                    loads.cache.remove(&key(rng.random_range(0..KEYS)));
+                }
+            })
+        })
+        .collect();
+    join_within_10s(workers);
+    let failures = loads.failures.lock();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        loads.nested_waits.load(Ordering::Relaxed) > 0,
+        "no chain of waits formed"
     );
 }
 

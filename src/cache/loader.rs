@@ -37,11 +37,42 @@
 //! that finds a claim compares it with its own before waiting: if its own thread leads the
 //! flight, it gets [`CacheError::ReentrantLoad`] naming the key instead (the outer load goes on
 //! and may store its value). Only a caller that finds a claim pays the comparison; the leader
-//! pays one thread-local read to record its id, and a hit pays nothing. A cycle through
-//! *another* thread — a loader waiting on a thread that loads the same key — is not detected:
-//! it still waits for ever, and is the caller's to avoid.
+//! pays one thread-local read to record its id, and a hit pays nothing.
+//!
+//! # Cycles of loads across threads
+//!
+//! The same deadlock spans threads: thread A leads key K1 and its loader loads K2, which
+//! thread B leads, and B's loader loads K1 — A waits for B's flight and B for A's (and so on
+//! for A→B→C→A). Every waiting thread therefore records, in one map of *thread → flight it
+//! waits on*, the flight it waits on, and a flight records its leader. Before a caller waits
+//! it follows the chain — the flight's leader, the flight that leader waits on, that flight's
+//! leader, ... — and if the chain comes back to a flight its own thread leads, waiting would
+//! close a cycle: it gets [`CacheError::LoadCycle`] naming the key instead. Its loader goes on
+//! (it may store a value or fail), its flight lands, and every other thread of the cycle is
+//! released with the value or the error of the flight it waits on: one thread of the cycle
+//! is refused, none is stranded.
+//!
+//! The check and the record are made under one mutex, so they are atomic with respect to
+//! every other waiter's: of two threads closing a cycle at once, the second sees the first's
+//! record and is refused — they cannot both pass. That makes the records acyclic, so a walk
+//! ends within one step per record. A record is removed by its own thread (a guard, so on
+//! every exit, unwinding included) after its wait ends; until then the record is *stale* —
+//! its flight has landed and its thread is waking, not waiting — so the walk stops at a flight
+//! that is no longer running rather than report a cycle that is not there. A flight's leader
+//! never changes: a waiter that takes over after a panicking leader claims the key afresh,
+//! and those who then wait record the new flight, led by the new leader. Lock order: the
+//! records' mutex, then (in the walk) one flight's state at a time; a waiter releases its
+//! flight's state before it removes its record.
+//!
+//! Only callers that find a flight pay for this — a mutex, a walk as long as the chain of
+//! waits, and a map insert and removal — and they are about to sleep anyway; a hit and a lone
+//! miss touch none of it. What is not seen: a thread that waits for another by other means
+//! (`join`, a channel, a lock) is invisible to the cache, so a loader that waits that way for
+//! a thread loading a key the loader's own thread leads still waits for ever, and is the
+//! caller's to avoid.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
@@ -92,16 +123,24 @@ enum FlightState {
 }
 
 struct Flight {
+    /// The thread that runs the load: fixed for the flight's life (a takeover after a panic
+    /// is a new claim with a new flight).
+    leader: ThreadId,
     state: Mutex<FlightState>,
     done: Condvar,
 }
 
 impl Flight {
-    fn new() -> Flight {
+    fn new(leader: ThreadId) -> Flight {
         Flight {
+            leader,
             state: Mutex::new(FlightState::Running),
             done: Condvar::new(),
         }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(*self.state.lock(), FlightState::Running)
     }
 
     fn land(&self, state: FlightState) {
@@ -165,17 +204,72 @@ fn this_thread() -> ThreadId {
 pub(super) struct Loads {
     /// Claimed keys.
     flights: DashMap<FlightKey, Claimed, BuildHasherDefault<PassThrough>>,
+    /// The flight each waiting thread waits on: the edges of the wait-for graph that the
+    /// cycle check walks (see the module docs).
+    waiting: Mutex<HashMap<ThreadId, Arc<Flight>>>,
 }
 
 impl fmt::Debug for Loads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loads")
             .field("in_flight", &self.flights.len())
+            .field("waiting", &self.waiting.lock().len())
             .finish()
     }
 }
 
+/// Whether waiting on `flight` would close a cycle of waits: its leader waits on a flight
+/// whose leader waits on ... a flight that `me` leads. `waiting` holds every waiting thread's
+/// record; a record whose flight is no longer running is stale (its thread is waking) and
+/// ends the chain.
+fn closes_cycle(waiting: &HashMap<ThreadId, Arc<Flight>>, me: ThreadId, flight: &Flight) -> bool {
+    let mut next = flight;
+    // The records are acyclic (each was checked against the others when it was made), so the
+    // chain ends within one step per record; bounding the walk keeps that from being a
+    // matter of trust while the records' mutex is held.
+    for _ in 0..=waiting.len() {
+        if !next.is_running() {
+            return false;
+        }
+        if next.leader == me {
+            return true;
+        }
+        match waiting.get(&next.leader) {
+            Some(waited) => next = waited,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// This thread's record of the flight it waits on; dropping it removes the record.
+struct Waiting<'a> {
+    loads: &'a Loads,
+    thread: ThreadId,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.loads.waiting.lock().remove(&self.thread);
+    }
+}
+
 impl Loads {
+    /// Records that this thread waits on `flight`, or `None` if that would close a cycle of
+    /// waits — checked and recorded under one lock, so two threads cannot both close a cycle.
+    fn start_waiting(&self, flight: &Arc<Flight>) -> Option<Waiting<'_>> {
+        let me = this_thread();
+        let mut waiting = self.waiting.lock();
+        if closes_cycle(&waiting, me, flight) {
+            return None;
+        }
+        waiting.insert(me, Arc::clone(flight));
+        Some(Waiting {
+            loads: self,
+            thread: me,
+        })
+    }
+
     pub(super) fn get_or_load<E: Send + Sync + 'static>(
         &self,
         cache: &Cache,
@@ -194,15 +288,16 @@ impl Loads {
             let flight = match self.flights.entry(flight_key) {
                 Entry::Occupied(mut found) => {
                     let claimed = found.get_mut();
+                    let leader = claimed.leader;
                     // Our own thread leads this load: we are inside its loader, and waiting
                     // would wait for ourselves.
-                    if claimed.leader == this_thread() {
+                    if leader == this_thread() {
                         return Err(LoadError::Cache(CacheError::ReentrantLoad { key }));
                     }
                     Arc::clone(
                         claimed
                             .flight
-                            .get_or_insert_with(|| Arc::new(Flight::new())),
+                            .get_or_insert_with(|| Arc::new(Flight::new(leader))),
                     )
                 }
                 Entry::Vacant(slot) => {
@@ -213,21 +308,32 @@ impl Loads {
                     return self.lead(cache, flight_key, load);
                 }
             };
+            // Checked after the shard's lock is released: the walk takes the records' mutex
+            // and other flights' states, which no one takes while holding a shard.
+            let Some(waiting) = self.start_waiting(&flight) else {
+                return Err(LoadError::Cache(CacheError::LoadCycle { key }));
+            };
             let mut state = flight.state.lock();
             while matches!(*state, FlightState::Running) {
                 flight.done.wait(&mut state);
             }
-            match &*state {
-                FlightState::Loaded(value) => return Ok(value.clone()),
-                FlightState::NotCached(e) => return Err(LoadError::Cache(e.clone())),
-                FlightState::LoaderFailed(e) => {
-                    if let Ok(e) = Arc::clone(e).downcast::<E>() {
-                        return Err(LoadError::Loader(e));
-                    }
-                }
-                FlightState::Abandoned | FlightState::Running => {}
+            let outcome = match &*state {
+                FlightState::Loaded(value) => Some(Ok(value.clone())),
+                FlightState::NotCached(e) => Some(Err(LoadError::Cache(e.clone()))),
+                FlightState::LoaderFailed(e) => Arc::clone(e)
+                    .downcast::<E>()
+                    .ok()
+                    .map(|e| Err(LoadError::Loader(e))),
+                FlightState::Abandoned | FlightState::Running => None,
+            };
+            // In this order: the cycle check takes the records' mutex before a flight's
+            // state, so no one may take them the other way round.
+            drop(state);
+            drop(waiting);
+            if let Some(outcome) = outcome {
+                return outcome;
             }
-            // Abandoned, or an error of another type: start over.
+            // Abandoned, or an error of another type: start over (and perhaps lead).
         }
     }
 

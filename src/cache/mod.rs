@@ -38,7 +38,9 @@
 //!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
 //!   runs once per key; a loader that loads its own key again on its own thread gets
-//!   [`CacheError::ReentrantLoad`] rather than waiting for itself. See `src/cache/loader.rs`.
+//!   [`CacheError::ReentrantLoad`] rather than waiting for itself, and a load that would
+//!   close a cycle of loads waiting on each other across threads gets
+//!   [`CacheError::LoadCycle`]. See `src/cache/loader.rs`.
 //! * **Listeners.** The eviction listener is called after the shard lock is released, with the
 //!   [`RemovalCause`] (an insert over an expired, not yet purged value reports it as
 //!   `Expired`, and counts as an insert). It may use the cache, loads included: a loader's
@@ -121,6 +123,21 @@ pub enum CacheError {
     #[error("the loader of key {key} loaded the same key again, which would wait for itself")]
     ReentrantLoad {
         /// The key being loaded.
+        key: CacheKey,
+    },
+    /// A call to [`Cache::get_or_insert_with`] or [`Cache::try_get_or_insert_with`] found
+    /// `key` being loaded by another thread whose loader waits, directly or through other
+    /// threads' loads, for a load that the calling thread's own loader is running: waiting
+    /// would close a cycle in which every thread waits for ever. This call fails instead of
+    /// waiting; the load it is called from goes on, and the other threads of the cycle then
+    /// get their values (or their loaders' errors).
+    #[error(
+        "loading key {key} would wait for ever: its loader, on another thread, waits (directly \
+         or through other threads' loads) for a load this thread's loader is running; loaders \
+         must not depend on each other's keys in a cycle"
+    )]
+    LoadCycle {
+        /// The key whose load this call would have waited for.
         key: CacheKey,
     },
 }
@@ -395,9 +412,17 @@ impl Cache {
     /// stranded — one of them runs its own `load`.
     ///
     /// `load` may use the cache, loads of other keys included. If it loads the same key on
-    /// its own thread, that inner call returns [`CacheError::ReentrantLoad`] instead of
-    /// waiting for its own result. It must not load the same key through another thread it
-    /// waits for: that is not detected, and never returns.
+    /// its own thread, directly or through other keys' loaders, that inner call returns
+    /// [`CacheError::ReentrantLoad`] instead of waiting for its own result. If loads wait on
+    /// each other in a cycle across threads — this thread's loader waits for a key another
+    /// thread is loading, whose loader waits (perhaps through more threads' loads) for a key
+    /// this thread is loading — the call that would close the cycle returns
+    /// [`CacheError::LoadCycle`] instead of waiting: one thread of the cycle gets it (which
+    /// one depends on timing), and the others get their values once its loader returns.
+    ///
+    /// Only waits inside the cache are seen. A loader that waits for another thread by
+    /// other means — `join`, a channel, a lock — while that thread loads a key this thread
+    /// is loading is invisible to the cache: that never returns, and is the caller's to avoid.
     pub fn get_or_insert_with<V: Into<Bytes>>(
         &self,
         key: CacheKey,
@@ -417,7 +442,10 @@ impl Cache {
     /// Like [`Cache::get_or_insert_with`], for a loader that can fail. An error is returned
     /// to the caller and to every caller waiting on the same load, and is not cached. As
     /// there, `load` loading the same key on its own thread gets
-    /// `LoadError::Cache(CacheError::ReentrantLoad { .. })`.
+    /// `LoadError::Cache(CacheError::ReentrantLoad { .. })`, and the call that would close a
+    /// cycle of loads across threads gets `LoadError::Cache(CacheError::LoadCycle { .. })`;
+    /// a thread that waits for another by other means (`join`, a channel, a lock) is
+    /// invisible to the cache, and a cycle through it is not detected.
     pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
         &self,
         key: CacheKey,
