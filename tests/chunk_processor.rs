@@ -380,10 +380,33 @@ fn retry_backoff_follows_the_cache_clock() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// A reader whose reads fail once it reaches `limit` (a disk or a network share going away).
+struct FailingAt {
+    inner: Cursor<Vec<u8>>,
+    limit: u64,
+}
+
+impl std::io::Read for FailingAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.limit.saturating_sub(self.inner.position());
+        if left == 0 {
+            return Err(std::io::Error::other("the disk went away"));
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+impl std::io::Seek for FailingAt {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 #[test]
 fn a_split_error_interrupts_a_retry_wait() {
-    // A WAV whose header promises more frames than the file has: the splitter fails on the
-    // last chunk while chunk 0 sits in a 60 s retry wait, which the failure must cut short.
+    // Reading fails inside the last chunk while chunk 0 sits in a 60 s retry wait, which the
+    // failure must cut short.
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 1000,
@@ -396,8 +419,8 @@ fn a_split_error_interrupts_a_retry_wait() {
         writer.write_sample(i as i16).unwrap();
     }
     writer.finalize().unwrap();
-    let mut wav = wav.into_inner();
-    wav.truncate(wav.len() - 10);
+    let wav = wav.into_inner();
+    let limit = wav.len() as u64 - 10;
     let f = |_: &AudioChunk| Err::<ChunkResult, _>("down");
     let p = ChunkedProcessor::builder(cache(), "m/1")
         .plan(ChunkPlan::with_chunk_bytes(244).unwrap())
@@ -406,14 +429,77 @@ fn a_split_error_interrupts_a_retry_wait() {
         .build()
         .unwrap();
     let started = Instant::now();
+    let reader = FailingAt {
+        inner: Cursor::new(wav),
+        limit,
+    };
     let err = p
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .process_reader(reader, &f, RunOptions::new().skip_whole_file_memo())
         .unwrap_err();
     assert!(
-        matches!(err, ProcessError::Split(SplitError::Truncated { .. })),
+        matches!(err, ProcessError::Split(SplitError::Io(_))),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Bug: a WAV header is untrusted input, and the processor sized its run by it. A 144-byte file
+/// whose `data` chunk declared 4 GiB of 1-byte frames made the run allocate a slot for each of
+/// the ~4 billion chunks promised — the process aborted — and a smaller lie had every real
+/// chunk processed (and progress report a chunk count that was never there) before the run
+/// failed as truncated. The run now fails at once, before any chunk runs or is reported.
+#[test]
+fn a_wav_header_declaring_more_audio_than_the_file_holds_fails_before_any_chunk() {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 8,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for i in 0..300 {
+        writer.write_sample((i % 100) as i8).unwrap();
+    }
+    writer.finalize().unwrap();
+    let mut wav = wav.into_inner();
+    // 30,000 frames declared where 300 are: some 300 chunks of 99 frames (4 GiB aborted).
+    wav[40..44].copy_from_slice(&30_000u32.to_le_bytes());
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Ok::<_, String>(describe(chunk))
+    };
+    let reports = Mutex::new(Vec::new());
+    let p = ChunkedProcessor::builder(cache(), "m/1")
+        .plan(ChunkPlan::with_chunk_bytes(144).unwrap())
+        .concurrency(ConcurrencyLimit::new(1).unwrap())
+        .retry(no_retry())
+        .build()
+        .unwrap();
+    let err = p
+        .process_reader(
+            Cursor::new(&wav),
+            &f,
+            RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Split(SplitError::Truncated {
+                expected: 30_000,
+                got: 300
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(calls.into_inner(), 0, "no chunk runs on a lying header");
+    assert_eq!(
+        reports.into_inner(),
+        Vec::new(),
+        "no progress for chunks that are not there"
+    );
 }
 
 #[test]

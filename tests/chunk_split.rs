@@ -307,6 +307,34 @@ fn wav_errors() {
     assert_eq!(forced.len(), adpcm.len().div_ceil(100));
 }
 
+/// Bug: a WAV header declaring more audio than an input of known length holds was believed
+/// until the reading ran out: `total_chunks` reported the chunks of the declared size (4 GiB
+/// here, billions of chunks), which a processor allocates bookkeeping for. It is `Truncated`
+/// at once now, naming both sizes; without a known length the early end is still caught.
+#[test]
+fn a_wav_declaring_more_audio_than_the_input_holds_is_truncated_at_once() {
+    let mut input = wav(spec(1, 8), &samples(100, 8));
+    input[40..44].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let len = Some(input.len() as u64);
+    assert!(matches!(
+        split(&input[..], &plan(46), len),
+        Err(SplitError::Truncated {
+            expected: 0xFFFF_FFF0,
+            got: 100
+        })
+    ));
+    // The header may declare less than the input holds: what follows `data` is other chunks.
+    input[40..44].copy_from_slice(&60u32.to_le_bytes());
+    let stream = split(&input[..], &plan(46), len).unwrap();
+    assert_eq!(stream.total_bytes(), Some(60));
+    // Without the length, the lie shows when the input ends.
+    input[40..44].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    assert!(matches!(
+        chunks(&input, &plan(1000), None),
+        Err(SplitError::Truncated { .. })
+    ));
+}
+
 /// Bug: streaming WAV writers (and `ffmpeg` writing to a pipe) cannot seek back to fill in
 /// the data size, and leave it 0 or 0xFFFFFFFF; such a WAV holding audio failed as "the input
 /// is empty" (or, for 0xFFFFFFFF, as truncated). Both values now mean "to the end of the

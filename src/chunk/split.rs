@@ -33,7 +33,11 @@
 //!   byte-split input they need the plan's [`ChunkPlan::byte_rate`].
 //! * **Errors.** An empty input (no byte, or a WAV with no frame) is [`SplitError::Empty`]. When
 //!   the length is known in advance (WAV header, or the length the caller passes), an input
-//!   that ends early is [`SplitError::Truncated`], never a silently short run.
+//!   that ends early is [`SplitError::Truncated`], never a silently short run. A WAV header
+//!   that declares more audio than an input of known length holds is `Truncated` at once, by
+//!   [`split`] itself: a header is untrusted input, and its size must not decide how many
+//!   chunks a run plans for (a 100-byte file declaring 4 GiB of 1-byte frames would otherwise
+//!   have a [`ChunkedProcessor`](super::ChunkedProcessor) allocate a slot per promised chunk).
 
 use std::io::{self, Chain, Cursor, Read};
 use std::time::Duration;
@@ -109,7 +113,8 @@ pub enum SplitError {
 
 /// Splits `reader` by `plan`. `input_len` is the input's length in bytes, when known: it picks
 /// the automatic chunk size, makes [`ChunkStream::total_chunks`] known for byte-split input,
-/// and turns an early end into [`SplitError::Truncated`].
+/// and turns an early end into [`SplitError::Truncated`] — at once for a WAV whose header
+/// declares more audio than `input_len` leaves room for.
 ///
 /// ```
 /// use memocache::chunk::{split, ChunkPlan};
@@ -139,10 +144,21 @@ pub fn split<R: Read>(
     let layout = match plan.input_format() {
         InputFormat::Auto if looks_like_wav => {
             let (spec_ex, data_start, data_len) = read_wav_header(&mut reader)?;
+            let available = input_len.and_then(|len| len.checked_sub(data_start));
+            // A header that declares more audio than the input holds is truncated or lying:
+            // say so now, before the declared size sizes anything (the chunk count a run
+            // allocates its bookkeeping by, its progress) or any chunk is processed.
+            if let (Some(declared), Some(available)) = (data_len, available)
+                && declared > available
+            {
+                return Err(SplitError::Truncated {
+                    expected: declared,
+                    got: available,
+                });
+            }
             // A streamed WAV's data runs to the end of the input: known from its length, if
             // the caller gave it, else found by reading.
-            let data_len =
-                data_len.or_else(|| input_len.and_then(|len| len.checked_sub(data_start)));
+            let data_len = data_len.or(available);
             if data_len.is_none() {
                 // Nothing tells its length: look for a first byte of audio now, so that a
                 // streamed WAV with none is `Empty` here, as a finished one is.
