@@ -654,6 +654,53 @@ fn wav_input_merges_segments_on_the_input_timeline() {
     assert_eq!(out.result.segments[10].text, "c1"); // 100 ms: the first segment chunk 1 adds
 }
 
+/// Bug: the merge shifted segment times with `+`, which panics past `Duration::MAX`. The times
+/// come from the chunk function, or from a result stored in the cache (a restored snapshot is
+/// a file), so a bogus segment time crashed the run. Shifted times now saturate.
+#[test]
+fn merging_a_segment_time_past_the_duration_range_saturates_instead_of_panicking() {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for i in 0..300 {
+        writer.write_sample(i as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let wav = wav.into_inner();
+    let p = ChunkedProcessor::builder(cache(), "bogus-times/1")
+        .plan(ChunkPlan::with_chunk_bytes(244).unwrap()) // 100 ms chunks
+        .build()
+        .unwrap();
+    let f = |chunk: &AudioChunk| {
+        Ok::<_, String>(ChunkResult {
+            text: format!("c{}", chunk.index()),
+            segments: vec![Segment {
+                start: Duration::from_millis(5),
+                end: Duration::MAX,
+                text: format!("c{}", chunk.index()),
+            }],
+        })
+    };
+    let out = p
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap();
+    let times: Vec<(Duration, Duration)> = out
+        .result
+        .segments
+        .iter()
+        .map(|s| (s.start, s.end))
+        .collect();
+    assert_eq!(
+        times,
+        [0u64, 100, 200].map(|ms| (Duration::from_millis(ms + 5), Duration::MAX))
+    );
+}
+
 #[test]
 fn paths_and_empty_inputs() {
     let data = input(3);

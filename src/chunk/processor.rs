@@ -356,7 +356,7 @@ impl fmt::Debug for RunOptions<'_> {
 /// The default merge: texts joined with a space (empty ones skipped); segments shifted by their
 /// chunk's start time, without those that lie wholly in the overlap with the previous chunk
 /// (that chunk already has them). Text in an overlap is *not* de-duplicated: only segments carry
-/// the timing needed for that.
+/// the timing needed for that. A shifted time beyond [`Duration::MAX`] saturates there.
 pub fn merge_transcripts(chunks: &[ChunkOutcome]) -> ChunkResult {
     let mut merged = ChunkResult::default();
     for chunk in chunks {
@@ -375,9 +375,11 @@ pub fn merge_transcripts(chunks: &[ChunkOutcome]) -> ChunkResult {
                 .segments
                 .iter()
                 .filter(|s| s.end > overlap || overlap.is_zero())
+                // Saturating: segment times come from the chunk function or from a stored
+                // result (a restored snapshot), and a time past `Duration::MAX` must not panic.
                 .map(|s| Segment {
-                    start: offset + s.start,
-                    end: offset + s.end,
+                    start: offset.saturating_add(s.start),
+                    end: offset.saturating_add(s.end),
                     text: s.text.clone(),
                 }),
         );
