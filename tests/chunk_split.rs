@@ -395,6 +395,38 @@ fn raw_pcm_chunks_get_wav_headers() {
     ));
 }
 
+/// Bug: a raw PCM layout whose frame size does not fit the WAV header's 16 bits, or whose byte
+/// rate does not fit its 32, reached `hound`'s header writer, which overflowed computing the
+/// byte rate (a panic in debug builds, a header with a wrapped rate and block align in
+/// release). Such a layout has no valid WAV header: it is `InvalidPcm` now.
+#[test]
+fn raw_pcm_layouts_too_large_for_a_wav_header_are_refused() {
+    let pcm = noise(64, 3);
+    let layout = |channels, sample_rate, bits_per_sample| {
+        plan(1 << 20).format(InputFormat::RawPcm(PcmSpec {
+            channels,
+            sample_rate,
+            bits_per_sample,
+            float: false,
+        }))
+    };
+    for plan in [
+        layout(2, u32::MAX, 16),     // byte rate 4 × (2^32 − 1)
+        layout(1, 1 << 30, 32),      // byte rate 2^32
+        layout(u16::MAX, 8_000, 16), // block align 131,070
+    ] {
+        let result = split(&pcm[..], &plan, Some(64));
+        assert!(
+            matches!(result, Err(SplitError::InvalidPcm { .. })),
+            "{plan:?}: {:?}",
+            result.map(|s| s.total_bytes())
+        );
+    }
+    // The largest layouts that fit still split.
+    assert!(split(&pcm[..], &layout(1, u32::MAX / 4, 32), Some(64)).is_ok());
+    assert!(split(&pcm[..], &layout(32_767, 1, 16), Some(65_534)).is_ok());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
 

@@ -101,6 +101,11 @@ pub enum InputFormat {
 }
 
 /// The layout of headerless PCM input ([`InputFormat::RawPcm`]).
+///
+/// Every chunk gets a WAV header for this layout, so it must fit one: a frame (channels ×
+/// bytes per sample) of at most 65,535 bytes and a byte rate (frame × sample rate) below
+/// 2³²; [`split`](super::split()) refuses others with
+/// [`SplitError::InvalidPcm`](super::SplitError::InvalidPcm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PcmSpec {
     /// Interleaved channels.

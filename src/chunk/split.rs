@@ -331,6 +331,19 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
             reason: "float PCM must have 32 bits per sample",
         });
     }
+    let bytes_per_sample = spec.bits_per_sample.div_ceil(8);
+    // The header stores the frame size (block align) in 16 bits and the byte rate in 32; a
+    // layout beyond them has no valid header, and `hound` would overflow computing it. (A
+    // parsed WAV always fits: its header held both.)
+    let byte_rate = spec
+        .channels
+        .checked_mul(bytes_per_sample)
+        .and_then(|block_align| u32::from(block_align).checked_mul(spec.sample_rate));
+    if byte_rate.is_none() {
+        return Err(SplitError::InvalidPcm {
+            reason: "frame size or byte rate too large for a WAV header",
+        });
+    }
     Ok(hound::WavSpecEx {
         spec: hound::WavSpec {
             channels: spec.channels,
@@ -342,7 +355,7 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
                 hound::SampleFormat::Int
             },
         },
-        bytes_per_sample: spec.bits_per_sample.div_ceil(8),
+        bytes_per_sample,
     })
 }
 
