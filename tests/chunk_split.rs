@@ -77,6 +77,11 @@ fn byte_overlap_needs_a_rate_and_must_be_shorter_than_a_chunk() {
         split(&input[..], &with_overlap, None),
         Err(SplitError::OverlapNeedsByteRate)
     ));
+    // Bug: a zero byte rate passed the check and the chunks silently had no overlap.
+    assert!(matches!(
+        split(&input[..], &with_overlap.byte_rate(0), Some(100)),
+        Err(SplitError::OverlapNeedsByteRate)
+    ));
     // 500 ms at 20 B/s = 10 bytes = the whole chunk.
     assert!(matches!(
         split(&input[..], &with_overlap.byte_rate(20), None),

@@ -212,7 +212,8 @@ impl ChunkPlan {
 
     /// The average bytes per second of a byte-split input (for example a constant-bitrate
     /// MP3's `bitrate / 8`). Byte-split chunks use it to turn the overlap into bytes and to
-    /// report time offsets; WAV input ignores it (its header has the exact rate).
+    /// report time offsets; WAV input ignores it (its header has the exact rate). A rate of 0
+    /// counts as no rate: no time offsets, and an overlap is refused.
     #[must_use]
     pub fn byte_rate(mut self, bytes_per_second: u64) -> ChunkPlan {
         self.byte_rate = Some(bytes_per_second);

@@ -88,9 +88,9 @@ pub enum SplitError {
         /// A chunk's size in frames (or bytes).
         chunk_units: u64,
     },
-    /// Overlap was asked for on byte-split input without a byte rate to convert it.
+    /// Overlap was asked for on byte-split input without a (non-zero) byte rate to convert it.
     #[error(
-        "an overlap on byte-split input needs ChunkPlan::byte_rate to convert seconds to bytes"
+        "an overlap on byte-split input needs a non-zero ChunkPlan::byte_rate to convert seconds to bytes"
     )]
     OverlapNeedsByteRate,
     /// The input ended before its declared length.
@@ -286,13 +286,16 @@ impl Layout {
     }
 
     fn bytes(total: Option<u64>, chunk_bytes: u64, plan: &ChunkPlan) -> Result<Layout, SplitError> {
-        if plan.overlap_duration() > Duration::ZERO && plan.byte_rate_hint().is_none() {
+        // A zero rate converts no overlap to bytes: refused like a missing one, rather than
+        // splitting silently without the overlap asked for.
+        let rate = plan.byte_rate_hint().filter(|&r| r > 0);
+        if plan.overlap_duration() > Duration::ZERO && rate.is_none() {
             return Err(SplitError::OverlapNeedsByteRate);
         }
         Layout {
             kind: ChunkKind::Bytes,
             unit_bytes: 1,
-            rate: plan.byte_rate_hint().filter(|&r| r > 0),
+            rate,
             payload_start: 0,
             header: None,
             chunk_units: chunk_bytes,
