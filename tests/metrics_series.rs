@@ -191,8 +191,18 @@ impl Model {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Add { dt: u64, v: f64 },
-    Query { window: u64, ps: Vec<f64> },
+    Add {
+        dt: u64,
+        v: f64,
+    },
+    /// Time passes and the series is pruned without an add.
+    Prune {
+        dt: u64,
+    },
+    Query {
+        window: u64,
+        ps: Vec<f64>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -200,6 +210,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..5, -1e6f64..1e6).prop_map(|(dt, v)| Op::Add { dt, v }),
         // Few distinct values too, to exercise ties.
         1 => (0u64..5, 0u8..4).prop_map(|(dt, v)| Op::Add { dt, v: f64::from(v) }),
+        1 => (0u64..10).prop_map(|dt| Op::Prune { dt }),
         1 => (0u64..40, prop::collection::vec(0.0f64..=100.0, 1..6))
             .prop_map(|(window, ps)| Op::Query { window, ps }),
     ]
@@ -219,6 +230,13 @@ proptest! {
                     add(&mut s, v);
                     model.samples.push((now, v));
                     // The seed's prune-by-copy.
+                    model.samples.retain(|&(t, _)| now < retention || t > now - retention);
+                    prop_assert_eq!(values(&s), model.window(now, u64::MAX));
+                }
+                Op::Prune { dt } => {
+                    clock.advance(Duration::from_nanos(dt));
+                    now += dt;
+                    s.prune_expired();
                     model.samples.retain(|&(t, _)| now < retention || t > now - retention);
                     prop_assert_eq!(values(&s), model.window(now, u64::MAX));
                 }

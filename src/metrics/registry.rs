@@ -23,6 +23,11 @@
 //!   are selected from a copy of the window taken under the histogram's lock, so a concurrent
 //!   `observe` waits for a `memcpy`, not for the selection.
 //!
+//! Reads (rendering, [`MetricsRegistry::aggregate`], [`Histogram::percentiles`]) prune the
+//! series they read ([`MetricSeries::prune_expired`]) under the lock they take anyway, so a
+//! gauge or histogram that stops being recorded does not keep its last retention period of
+//! values, however large, for as long as the registry lives.
+//!
 //! Names are checked against Prometheus' grammar (`[a-zA-Z_:][a-zA-Z0-9_:]*` for metrics,
 //! `[a-zA-Z_][a-zA-Z0-9_]*` for labels, `__` prefixes and the `quantile`/`le` labels reserved).
 //! A name keeps the type it was first registered with; asking for it as another type is a
@@ -302,7 +307,8 @@ impl MetricsRegistry {
                 Aggregation::Average | Aggregation::Percentile(_) => None,
             },
             Metrics::Gauge(map) => {
-                let cell = map.get(labels)?.0.lock();
+                let mut cell = map.get(labels)?.0.lock();
+                cell.history.prune_expired();
                 match aggregation {
                     Aggregation::Last => Some(cell.current),
                     _ => aggregate_series(&cell.history, aggregation, window),
@@ -318,7 +324,9 @@ impl MetricsRegistry {
                     }
                     return linear_percentiles(&mut data, &[p]).first().copied();
                 }
-                aggregate_series(&histogram.0.lock().series, aggregation, window)
+                let mut cell = histogram.0.lock();
+                cell.series.prune_expired();
+                aggregate_series(&cell.series, aggregation, window)
             }
         }
     }
@@ -367,18 +375,24 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
         }
         Metrics::Gauge(map) => {
             for (labels, gauge) in map {
+                let current = {
+                    let mut cell = gauge.0.lock();
+                    cell.history.prune_expired();
+                    cell.current
+                };
                 writeln!(
                     out,
                     "{name}{} {}",
                     LabelSet(labels, None),
-                    PromFloat(gauge.get())
+                    PromFloat(current)
                 )?;
             }
         }
         Metrics::Histogram(map) => {
             for (labels, histogram) in map {
                 let (mut data, sum, count) = {
-                    let cell = histogram.0.lock();
+                    let mut cell = histogram.0.lock();
+                    cell.series.prune_expired();
                     (cell.series.window_values(window), cell.sum, cell.count)
                 };
                 // Selected after releasing the histogram's lock: observers wait for the copy only.
@@ -636,7 +650,9 @@ impl Histogram {
 
     /// A copy of the window's observations, taken under the lock; selection happens after.
     fn window_values(&self, window: Duration) -> Vec<f64> {
-        self.0.lock().series.window_values(window)
+        let mut cell = self.0.lock();
+        cell.series.prune_expired();
+        cell.series.window_values(window)
     }
 }
 

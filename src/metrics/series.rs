@@ -7,7 +7,10 @@
 //! absent) tags, one of the bare `f64` values. Timestamps come from a monotonic
 //! [`Clock`](crate::Clock), so both deques are sorted by time and everything older than the
 //! retention period is a prefix: [`MetricSeries::add_value`] pushes at the back and pops
-//! expired samples from the front, amortized O(1) per add. The seed
+//! expired samples from the front, amortized O(1) per add; once the deques are a quarter full
+//! they shrink to twice their length, so the memory of a burst is given back (a `VecDeque`
+//! never shrinks by itself). Only adds prune, as reads take `&self`: a holder that reads a
+//! series that has gone quiet calls [`MetricSeries::prune_expired`] (the registry does). The seed
 //! rebuilt the whole list on every add (`self.values = [v for v in self.values if ...]`), which
 //! is O(n) per add and O(n²) to fill a window; `benches/metrics.rs` measures both.
 //!
@@ -98,6 +101,10 @@ struct Stamp {
 
 /// What samples without tags point to.
 static NO_TAGS: Tags = Tags::new();
+
+/// Deques up to this capacity are not shrunk: the memory is small and steady series would
+/// otherwise reallocate back and forth.
+const MIN_SPARE_CAPACITY: usize = 1024;
 
 /// One sample of a series, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -258,14 +265,37 @@ impl MetricSeries {
         Ok(())
     }
 
-    /// Pops the samples at or before `now − retention` (the seed keeps `timestamp > cutoff`).
+    /// Drops the samples older than the retention period now, as every add does, and gives
+    /// back the memory a burst of them left behind. Windows never include expired samples, so
+    /// no result changes; this is for a holder that reads a series long after its last add
+    /// (the [`MetricsRegistry`](super::MetricsRegistry) does, on every render and alert
+    /// evaluation), so that a series that went quiet does not keep its last burst forever.
+    pub fn prune_expired(&mut self) {
+        self.prune(self.clock.now());
+    }
+
+    /// Pops the samples at or before `now − retention` (the seed keeps `timestamp > cutoff`),
+    /// then releases spare capacity.
     fn prune(&mut self, now: Timestamp) {
-        let Some(cutoff) = cutoff(now, self.retention_period) else {
-            return;
-        };
-        while self.stamps.front().is_some_and(|s| s.at <= cutoff) {
-            self.stamps.pop_front();
-            self.values.pop_front();
+        if let Some(cutoff) = cutoff(now, self.retention_period) {
+            while self.stamps.front().is_some_and(|s| s.at <= cutoff) {
+                self.stamps.pop_front();
+                self.values.pop_front();
+            }
+        }
+        self.release_spare();
+    }
+
+    /// Shrinks the deques to twice their length once they are at most a quarter full. A
+    /// `VecDeque` never shrinks by itself, so a burst of adds would otherwise pin its peak
+    /// memory for the life of the series. The bound stays amortized O(1): a shrink copies
+    /// `len` samples, and the next one needs the length to halve again (`len / 2` pops), or
+    /// growth to refill the doubled room (`len` pushes).
+    fn release_spare(&mut self) {
+        let len = self.values.len();
+        if self.values.capacity() > MIN_SPARE_CAPACITY && len <= self.values.capacity() / 4 {
+            self.values.shrink_to(len * 2);
+            self.stamps.shrink_to(len * 2);
         }
     }
 
