@@ -86,6 +86,23 @@ fn counters_advance_monotonically() {
     assert_eq!(c.get(), 12);
 }
 
+/// Bug: `inc_by` was a wrapping `fetch_add`, so a counter near `u64::MAX` wrapped to a small
+/// number — a counter going backwards, which Prometheus reads as a reset. It saturates now.
+#[test]
+fn counters_saturate_instead_of_wrapping_backwards() {
+    let (r, _clock) = registry();
+    let c = r.counter("bytes_total", "", &[]).unwrap();
+    c.inc_by(u64::MAX - 1);
+    c.inc_by(5);
+    assert_eq!(c.get(), u64::MAX);
+    c.inc();
+    assert_eq!(c.get(), u64::MAX);
+    assert!(
+        r.render_prometheus()
+            .contains(&format!("bytes_total {}\n", u64::MAX))
+    );
+}
+
 #[test]
 fn aggregate_reads_each_kind() {
     let (r, clock) = registry();

@@ -9,8 +9,9 @@
 //! returns a handle that points straight at the metric's storage, so recording never touches the
 //! registry's map: code on a hot path asks once and keeps the handle.
 //!
-//! * [`Counter`] — an `AtomicU64`: an increment is one relaxed `fetch_add`, no lock. Counters
-//!   keep no history, so alert rules read them with [`Aggregation::Last`] only.
+//! * [`Counter`] — an `AtomicU64`: an increment is one relaxed compare-and-swap (retried only
+//!   under contention), no lock, saturating at `u64::MAX` so that it never wraps backwards.
+//!   Counters keep no history, so alert rules read them with [`Aggregation::Last`] only.
 //! * [`Gauge`] — the current value plus a [`MetricSeries`] of the values it was set to within
 //!   the registry's retention, so alerts can aggregate a gauge over a window (the average hit
 //!   ratio over five minutes). Setting a gauge takes a short mutex.
@@ -523,10 +524,17 @@ impl Counter {
         self.inc_by(1);
     }
 
-    /// Adds `n`.
+    /// Adds `n`, saturating at `u64::MAX`: a counter never goes backwards, and a wrap to 0
+    /// would read as a counter reset to a scraper.
     pub fn inc_by(&self, n: u64) {
         // Relaxed: a counter orders nothing else; readers only need an eventually exact total.
-        self.0.fetch_add(n, Ordering::Relaxed);
+        // A compare-and-swap loop rather than `fetch_add`, which wraps; uncontended it is one
+        // locked instruction as well.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                Some(count.saturating_add(n))
+            });
     }
 
     /// Raises the count to `total` if it is below it; for mirroring a cumulative count kept
