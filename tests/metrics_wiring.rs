@@ -184,6 +184,52 @@ fn an_alert_on_the_published_hit_ratio() {
     assert_eq!(pager.take().len(), 1);
 }
 
+/// Bug: a cache that had not been read published a hit ratio of 0, so a "hit ratio below X"
+/// rule fired on an idle system that had served nothing — the false alert that treating an
+/// empty window as "no data" exists to prevent. The ratio is NaN ("no data") until the first
+/// read, for every aggregation.
+#[test]
+fn an_unread_cache_publishes_no_hit_ratio_and_fires_no_low_ratio_alert() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let metrics = CacheMetrics::register(&registry).unwrap();
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    let rule = |aggregation| {
+        AlertRule::new(
+            "cache hit ratio low",
+            "memocache_cache_hit_ratio",
+            Threshold::less_than(0.5).unwrap(),
+            Severity::Warning,
+            60 * SECOND,
+        )
+        .with_aggregation(aggregation)
+    };
+    alerts.add_rule(rule(Aggregation::Last));
+    alerts.add_rule(rule(Aggregation::Average));
+    cache.insert(key(0), "written, never read").unwrap();
+    for _ in 0..4 {
+        metrics.publish(&cache.stats());
+        assert_eq!(alerts.evaluate(), Vec::new());
+        clock.advance(15 * SECOND);
+    }
+    let text = registry.render_prometheus();
+    assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
+    // The first read defines it: one miss is a ratio of 0, and both rules fire.
+    cache.get(&key(1));
+    metrics.publish(&cache.stats());
+    assert_eq!(alerts.evaluate().len(), 2);
+    assert!(
+        registry
+            .render_prometheus()
+            .contains("\nmemocache_cache_hit_ratio 0\n")
+    );
+}
+
 // --- the job queue ----------------------------------------------------------------------------
 
 fn audio(n: u8) -> String {

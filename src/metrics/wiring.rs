@@ -38,7 +38,12 @@
 //! | `memocache_cache_load_failures_total` | counter | `load_failures` |
 //! | `memocache_cache_entries` | gauge | `entries` |
 //! | `memocache_cache_size_bytes` | gauge | `bytes` |
-//! | `memocache_cache_hit_ratio` | gauge | `hit_ratio()`, since the cache was built |
+//! | `memocache_cache_hit_ratio` | gauge | `hit_ratio()`, since the cache was built; `NaN` before the first read |
+//!
+//! The hit ratio of a cache that has not been read is 0/0, published as `NaN` rather than the
+//! 0.0 of [`CacheStats::hit_ratio`]: like an empty window, it is "no data" to an alert rule
+//! (no threshold meets NaN), where a 0 would fire every "hit ratio below X" rule on an idle
+//! system.
 //!
 //! Explicit removals and replacements are not evictions (the cache did not choose them), so
 //! they are separate families; `sum(memocache_cache_evictions_total)` is what the policy and the
@@ -166,7 +171,7 @@ impl CacheMetrics {
             )?,
             hit_ratio: gauge(
                 "memocache_cache_hit_ratio",
-                "Hits / (hits + misses) since the cache was built; 0 before the first read.",
+                "Hits / (hits + misses) since the cache was built; NaN before the first read.",
             )?,
         })
     }
@@ -188,7 +193,15 @@ impl CacheMetrics {
         }
         self.entries.set(stats.entries as f64);
         self.bytes.set(stats.bytes as f64);
-        self.hit_ratio.set(stats.hit_ratio());
+        // Before the first read the ratio is 0/0: NaN, which no threshold meets and which the
+        // gauge's history skips, so alert rules see "no data". `CacheStats::hit_ratio`'s 0.0
+        // would fire every "hit ratio below X" rule on a cache that has served nothing.
+        let ratio = if stats.hits == 0 && stats.misses == 0 {
+            f64::NAN
+        } else {
+            stats.hit_ratio()
+        };
+        self.hit_ratio.set(ratio);
     }
 }
 
