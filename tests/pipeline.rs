@@ -115,6 +115,56 @@ fn concurrent_requests_for_one_file_coalesce_into_one_run() {
     );
 }
 
+/// Names each chunk by its first byte.
+struct FirstByte;
+
+impl Transcriber for FirstByte {
+    fn identity(&self) -> &str {
+        "first-byte/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        let first = chunk.data().first().copied().unwrap_or_default();
+        Ok(ChunkResult::from_text(format!("b{first}")))
+    }
+}
+
+/// Bug: the transcript key is the hash the pipeline takes when the request arrives, but the
+/// job reads the file again, later — after any queueing. A file rewritten in between had the
+/// transcript of its new bytes stored under the key of its old ones, and a later request for
+/// the old bytes was served that wrong transcript from the cache. A file that changed while it
+/// was being transcribed now fails, storing nothing under the stale key.
+#[test]
+fn a_file_rewritten_during_its_transcription_stores_no_transcript_under_its_old_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("edited.bin");
+    let original = vec![1u8; 3000];
+    write(&file, &original);
+    let edited = std::sync::atomic::AtomicBool::new(false);
+    let target = file.clone();
+    let p = Pipeline::builder(cache(), Arc::new(FirstByte))
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        // The first report comes after the job opened the file, before it reads the chunks.
+        .on_progress(move |_| {
+            if !edited.swap(true, Ordering::SeqCst) {
+                write(&target, &[2u8; 4000]);
+            }
+        })
+        .build()
+        .expect("starts");
+    let error = p.transcribe(&file, "en").expect_err("the file changed");
+    let message = error.to_string();
+    assert!(
+        matches!(error, PipelineError::Failed { .. }) && message.contains("changed"),
+        "{message}"
+    );
+    // The original bytes again: their transcript, not the edited file's.
+    write(&file, &original);
+    let outcome = p.transcribe(&file, "en").expect("transcribed");
+    assert!(!outcome.from_cache);
+    assert_eq!(outcome.transcript.text, "b1 b1 b1");
+}
+
 #[test]
 fn failures_name_the_file_and_the_chunk_and_nothing_is_cached_wrongly() {
     let dir = tempfile::tempdir().expect("temp dir");

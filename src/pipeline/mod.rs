@@ -11,7 +11,10 @@
 //! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
 //!    chunks, chunks already transcribed (by this or an earlier run) come from the cache, the
 //!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
-//! 5. the merged [`Transcript`] is the job's result, which the queue stores in the cache;
+//! 5. the merged [`Transcript`] is the job's result, which the queue stores in the cache —
+//!    unless the file's length or modification time changed since it was hashed in step 1:
+//!    its bytes are then not the ones the key names, and the job fails instead of storing
+//!    another content's transcript under that key;
 //! 6. latency and cache/queue figures go to the [`MetricsRegistry`], and the alert rules are
 //!    evaluated (after a failed file too).
 //!
@@ -352,6 +355,33 @@ impl std::fmt::Debug for Pipeline {
 struct Request {
     path: PathBuf,
     language: String,
+    /// The file as it was when it was hashed for the job's key.
+    hashed: Fingerprint,
+}
+
+/// A file's length and modification time: a cheap witness that its bytes are the ones that
+/// were hashed. The job reads the file again, after any queueing, so a file rewritten in
+/// between would have its new bytes' transcript stored under its old bytes' key (and served
+/// to the next request for those); a job whose file no longer matches fails instead. Hashing
+/// the file again would be exact but costs the serial pass the job is spared; a rewrite that
+/// keeps the length within the file system's timestamp granularity goes unseen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Fingerprint {
+    len: u64,
+    /// Since the Unix epoch; `None` where the platform keeps no modification time.
+    modified: Option<Duration>,
+}
+
+impl Fingerprint {
+    fn of(metadata: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            len: metadata.len(),
+            modified: metadata
+                .modified()
+                .ok()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()),
+        }
+    }
 }
 
 /// Runs Transcription jobs on the worker threads.
@@ -397,6 +427,16 @@ impl Runner {
                 options,
             )
             .map_err(|e| JobError::Failed(e.to_string()))?;
+        // The transcript is stored under the key of the bytes that were hashed: refuse it if
+        // the file was rewritten since (see `Fingerprint`). Chunk results stay cached, keyed by
+        // their own bytes, so a retry costs only what changed.
+        let now = std::fs::metadata(&request.path).map(|m| Fingerprint::of(&m));
+        if now.ok() != Some(request.hashed) {
+            return Err(JobError::Failed(format!(
+                "{} changed while it was being transcribed; nothing was stored for it",
+                request.path.display()
+            )));
+        }
         let transcript = Transcript {
             language: request.language,
             text: output.result.text,
@@ -457,6 +497,8 @@ impl Pipeline {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_error)?;
+        // Taken before hashing, so that a rewrite during the hashing shows too.
+        let hashed = Fingerprint::of(&file.metadata().map_err(read_error)?);
         let file_hash = CacheKey::from_reader(std::io::BufReader::new(file), "file")
             .map_err(|e| match e {
                 KeyError::Io(source) => read_error(source),
@@ -471,14 +513,14 @@ impl Pipeline {
         // removed first: the queue looks the key up at submit and would hand it back as the
         // job's result. The new transcript then replaces it.
         let (transcript, from_cache) = match self.cache.get(&key) {
-            None => (self.compute(path, language, &file_hash)?, false),
+            None => (self.compute(path, language, &file_hash, hashed)?, false),
             Some(stored) => match codec::decode::<Transcript>(&stored) {
                 Ok(transcript) if transcript.engine == self.engine => (transcript, true),
                 _ => {
                     // Only the value that was read: a concurrent call's job may have stored
                     // this engine's transcript since, and the submit below is then served it.
                     self.cache.remove_if(&key, |current| *current == stored);
-                    (self.compute(path, language, &file_hash)?, false)
+                    (self.compute(path, language, &file_hash, hashed)?, false)
                 }
             },
         };
@@ -498,10 +540,12 @@ impl Pipeline {
         path: &Path,
         language: &str,
         file_hash: &str,
+        hashed: Fingerprint,
     ) -> Result<Transcript, PipelineError> {
         let request = Request {
             path: path.to_owned(),
             language: language.to_owned(),
+            hashed,
         };
         let job =
             Job::transcription(file_hash, language, codec::encode(&request)?)?.with_max_retries(0);
