@@ -86,6 +86,42 @@ fn counters_advance_monotonically() {
     assert_eq!(c.get(), 12);
 }
 
+/// Bug: a histogram `h` renders `h_sum` and `h_count` lines, and nothing stopped another
+/// metric from being registered under one of those names, so the exposition held the same
+/// series name twice (as a counter and as part of a summary), which scrapers reject. Either
+/// order of registration is refused now, and nothing is registered.
+#[test]
+fn names_a_histogram_renders_cannot_be_registered_as_other_metrics() {
+    let (r, _clock) = registry();
+    r.histogram("latency_seconds", "", &[]).unwrap();
+    for name in ["latency_seconds_count", "latency_seconds_sum"] {
+        assert_eq!(
+            r.counter(name, "", &[]).unwrap_err(),
+            MetricError::NameCollision {
+                name: name.to_owned(),
+                histogram: "latency_seconds".to_owned(),
+                series: name.to_owned(),
+            }
+        );
+    }
+    r.gauge("queue_sum", "", &[]).unwrap();
+    assert_eq!(
+        r.histogram("queue", "", &[]).unwrap_err(),
+        MetricError::NameCollision {
+            name: "queue".to_owned(),
+            histogram: "queue".to_owned(),
+            series: "queue_sum".to_owned(),
+        }
+    );
+    assert_eq!(r.metric_type("queue"), None);
+    assert_eq!(r.metric_type("latency_seconds_count"), None);
+    // Unrelated suffixes, and a `_count` of a non-histogram, are fine.
+    r.counter("requests", "", &[]).unwrap();
+    r.counter("requests_count", "", &[]).unwrap();
+    r.histogram("latency_seconds", "", &[("path", "/")])
+        .unwrap();
+}
+
 /// Bug: `inc_by` was a wrapping `fetch_add`, so a counter near `u64::MAX` wrapped to a small
 /// number — a counter going backwards, which Prometheus reads as a reset. It saturates now.
 #[test]

@@ -124,6 +124,18 @@ pub enum MetricError {
     /// The same label name was given twice.
     #[error("label `{0}` given twice")]
     DuplicateLabel(String),
+    /// A metric name that is one of the `_sum`/`_count` series a histogram (rendered as a
+    /// summary) writes, or a histogram whose `_sum`/`_count` series is a registered name: the
+    /// exposition would hold the same series name twice, which scrapers reject.
+    #[error("metric `{name}` collides with the `{series}` series of histogram `{histogram}`")]
+    NameCollision {
+        /// The name asked for.
+        name: String,
+        /// The histogram.
+        histogram: String,
+        /// The series name both would write.
+        series: String,
+    },
     /// A metric name is already registered with another type.
     #[error("metric `{name}` is registered as a {registered}, not a {requested}")]
     TypeConflict {

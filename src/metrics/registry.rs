@@ -32,7 +32,10 @@
 //! Names are checked against Prometheus' grammar (`[a-zA-Z_:][a-zA-Z0-9_:]*` for metrics,
 //! `[a-zA-Z_][a-zA-Z0-9_]*` for labels, `__` prefixes and the `quantile`/`le` labels reserved).
 //! A name keeps the type it was first registered with; asking for it as another type is a
-//! [`MetricError::TypeConflict`]. The first help text given for a name is the one rendered.
+//! [`MetricError::TypeConflict`]. A histogram `h` also writes the series `h_sum` and
+//! `h_count`, so those names and `h` exclude each other ([`MetricError::NameCollision`]):
+//! an exposition with a series name twice is rejected by scrapers. The first help text given
+//! for a name is the one rendered.
 //!
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
@@ -267,6 +270,9 @@ impl MetricsRegistry {
             }
         }
         let mut families = self.inner.families.write();
+        if !families.contains_key(name) {
+            check_summary_names(&families, name, H::TYPE)?;
+        }
         let family = families.entry(name.to_owned()).or_insert_with(|| Family {
             help: help.to_owned(),
             metrics: H::empty_family(),
@@ -343,6 +349,39 @@ impl MetricsRegistry {
         }
         out
     }
+}
+
+/// The series a histogram writes besides its own name (see [`render_family`]).
+const SUMMARY_SUFFIXES: [&str; 2] = ["_sum", "_count"];
+
+/// Refuses a new family `name` of type `kind` whose rendered series would repeat a name
+/// another family renders: a histogram `h` writes `h_sum` and `h_count` too.
+fn check_summary_names(
+    families: &BTreeMap<String, Family>,
+    name: &str,
+    kind: MetricType,
+) -> Result<(), MetricError> {
+    let collision = |histogram: &str, series: String| MetricError::NameCollision {
+        name: name.to_owned(),
+        histogram: histogram.to_owned(),
+        series,
+    };
+    for suffix in SUMMARY_SUFFIXES {
+        if kind == MetricType::Histogram {
+            let series = format!("{name}{suffix}");
+            if families.contains_key(&series) {
+                return Err(collision(name, series));
+            }
+        }
+        if let Some(base) = name.strip_suffix(suffix)
+            && families
+                .get(base)
+                .is_some_and(|f| f.metrics.metric_type() == MetricType::Histogram)
+        {
+            return Err(collision(base, name.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 fn aggregate_series(
