@@ -51,11 +51,12 @@ pub struct CacheStats {
 impl CacheStats {
     /// `hits / (hits + misses)`; 0.0 before the first read.
     pub fn hit_ratio(&self) -> f64 {
-        let reads = self.hits + self.misses;
-        if reads == 0 {
+        // In floating point: the sum of two u64 counts can exceed u64::MAX.
+        let reads = self.hits as f64 + self.misses as f64;
+        if reads == 0.0 {
             0.0
         } else {
-            self.hits as f64 / reads as f64
+            self.hits as f64 / reads
         }
     }
 
@@ -233,6 +234,16 @@ mod thread_number {
 mod tests {
     use std::sync::Barrier;
     use std::thread;
+
+    #[test]
+    fn hit_ratio_of_counts_near_u64_max_does_not_overflow() {
+        let stats = super::CacheStats {
+            hits: u64::MAX,
+            misses: u64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(stats.hit_ratio(), 0.5);
+    }
 
     use super::thread_number;
 
