@@ -62,34 +62,36 @@
 //! What a job costs the queue decides its throughput, so the layout is chosen for the hot path
 //! (submit, take, complete):
 //!
-//! * The records of live jobs (and dead letters) sit in a **slab**; a job keeps its slot until
-//!   it finishes. Ready deques, retries, followers and leases refer to slots, and a [`Lease`]
-//!   carries its job's slot, so a take or a completion reaches the record without a hash
-//!   lookup. An index (job id → location) serves the calls that name a job by id. An entry is
-//!   16 bytes, the id's 64-bit hash and a location packed in one word, so the index of the
-//!   retained jobs is half the size it was with whole ids in it. A probe reads the
-//!   job it lands on only when the full hash matches, to confirm the id: generated ids never
-//!   collide in practice, but a parsed [`JobId`] can be chosen to collide, and it must not
-//!   reach another job. The hash is the id's random bits folded (no SipHash).
+//! * Every job the queue has — live, dead-lettered, or finished and retained — has its record
+//!   in a **slab**, and keeps its slot from submit until the record is dropped. Ready deques,
+//!   retries, followers, leases and the finished ring refer to slots, and a [`Lease`] carries
+//!   its job's slot, so a take or a completion reaches the record without a hash lookup. An
+//!   index (job id → slot) serves the calls that name a job by id. An entry is 16 bytes, the
+//!   id's 64-bit hash and the slot, so the index is half the size it would be with whole ids
+//!   in it. A probe reads the record it lands on only when the full hash matches, to confirm
+//!   the id: generated ids never collide in practice, but a parsed [`JobId`] can be chosen to
+//!   collide, and it must not reach another job. The hash is the id's random bits folded (no
+//!   SipHash).
 //! * **Leases** form a doubly linked list threaded through the records, earliest deadline
 //!   first. Every lease lasts the same time and the clock is monotonic, so a new lease goes at
 //!   the back in O(1); completing unlinks in O(1); expiry reads the head. Nothing is allocated
 //!   or freed per lease (a `BTreeMap` allocated a node as it filled and freed one as it
 //!   emptied).
-//! * A job that finishes leaves the slab for a **ring of finished jobs** in finishing order,
-//!   and its slot is reused by the next submit while it is still in cache, so the live slab
-//!   stays as small as the backlog. The ring is a `Vec` of at most `retain_finished` jobs;
-//!   once full, the job that finished `n`-th is *assigned over* the one at `n % retain`, which
-//!   drops the oldest job in place and writes the new one into the memory just read: one copy
-//!   of a job per finish (a pop and a push moved it three times), and the ring is walked in
-//!   address order, which the hardware prefetcher streams. This is the one cost per job that
-//!   the baselines do not have, and its size is set by `retain_finished`: the default 1 024
-//!   jobs of about 200 bytes (220 KB) stay in a core's L2 cache, while 10 000 (the earlier
-//!   default) do not, so each finish streams a job out and one in and the dropped job's index
-//!   entry is a cache miss — on one pinned core that made a job about 30 % slower (see the
-//!   README's queue section). A kept job also holds its payload and
-//!   result alive outside any cache's byte budget, which is the other reason the default is
-//!   small: history belongs in the memo cache, whose budget bounds it.
+//! * A job that finishes **stays where it is**: its record is marked finished
+//!   (`Place::Finished`) and its slot is written into a **ring of slots** in finishing order,
+//!   at most `retain_finished` of them. Once the ring is full, the new slot is written over
+//!   the oldest one, whose record and index entry are then dropped; the slab hands that slot,
+//!   just touched, to the next submit. So a finish moves no job and rewrites no index entry:
+//!   it writes one slot number, and the only other work is dropping the oldest record (one
+//!   index removal). The design before moved the record out of the slab and the job into a
+//!   ring of jobs (two copies of a 216-byte job) and rewrote the index entry to say so. The
+//!   slab now holds the backlog *and* the retained jobs, so its size is set by
+//!   `retain_finished`: at the default 1 024 (records of about 280 bytes, some 290 KB) it
+//!   stays in a core's L2 cache, while at 10 000 (the earlier default) each finish drops a
+//!   record and each submit fills a slot that have left the cache — on one pinned core that
+//!   made a job about 30 % slower (see the README's queue section). A kept job also holds its
+//!   payload and result alive outside any cache's byte budget, which is the other reason the
+//!   default is small: history belongs in the memo cache, whose budget bounds it.
 //! * **Maintenance** (due retries, expired leases) runs at the start of every operation, but
 //!   a lower bound of the next due time (`next_due`, lowered whenever a retry or lease is
 //!   filed and recomputed when maintenance runs) makes it a single comparison until something
@@ -410,7 +412,7 @@ impl JobQueueBuilder {
     /// [`JobQueue::get`] and [`JobQueue::status`] (default 1 024).
     ///
     /// A kept job holds its payload and result alive, outside any cache's byte budget, and
-    /// past a few thousand jobs the ring no longer fits a core's cache, which makes every
+    /// past a few thousand jobs their records no longer fit a core's cache, which makes every
     /// finish slower (see the module docs). Raise it when callers poll old jobs by id; use a
     /// memo cache to keep results.
     #[must_use]
@@ -548,49 +550,15 @@ type Slot = usize;
 /// "No slot", the end of the lease list.
 const NIL: Slot = usize::MAX;
 
-/// Where a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loc {
-    /// Live or dead-lettered: its record is in this slot.
-    Live(Slot),
-    /// Finished: it is in `retained` with this sequence number.
-    Finished(u64),
-}
-
-/// A [`Loc`] packed in one word (the top bit tells a finished job's sequence number from a
-/// slot), so that an index entry is 16 bytes and four fit in a cache line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PackedLoc(u64);
-
-impl PackedLoc {
-    const FINISHED: u64 = 1 << 63;
-
-    /// Slots and sequence numbers never reach 2^63 (a slot is an index into memory, and a
-    /// sequence number counts finished jobs), so the flag bit is free.
-    fn pack(loc: Loc) -> PackedLoc {
-        match loc {
-            Loc::Live(slot) => PackedLoc(slot as u64),
-            Loc::Finished(seq) => PackedLoc(seq | Self::FINISHED),
-        }
-    }
-
-    fn unpack(self) -> Loc {
-        if self.0 & Self::FINISHED == 0 {
-            Loc::Live(self.0 as Slot)
-        } else {
-            Loc::Finished(self.0 & !Self::FINISHED)
-        }
-    }
-}
-
-/// An entry of the job index: the hash of the job's id and where the job is. The id itself
-/// is not stored (it is in the record the location names), which halves the index: a probe
-/// compares hashes and reads the job only on a full 64-bit match, which in practice is the
-/// job looked for (and is then read anyway).
+/// An entry of the job index: the hash of the job's id and the slot of its record. The id
+/// itself is not stored (it is in the record), which halves the index: a probe compares
+/// hashes and reads the record only on a full 64-bit match, which in practice is the job
+/// looked for (and is then read anyway). A job's entry is written once, at submit, and
+/// removed with its record: finishing leaves it as it is.
 #[derive(Clone, Copy)]
 struct IndexEntry {
     hash: u64,
-    loc: PackedLoc,
+    slot: Slot,
 }
 
 /// A ready job in its (priority, type) deque.
@@ -623,8 +591,11 @@ enum Place {
     /// [`Inner::cancel_locked`]). Naming the leader here too would grow every record by a
     /// word.
     Follower { seq: u64, since: Timestamp },
-    /// Failed for good: in `dead`. (Completed and cancelled jobs leave the slab.)
+    /// Failed for good: in `dead`. (Also a new record's place until it is admitted.)
     Done,
+    /// Completed or cancelled: its slot is in `retained`, and the record stays until
+    /// `retain_finished` newer jobs have finished.
+    Finished,
 }
 
 struct Record {
@@ -639,7 +610,8 @@ struct Record {
 
 #[derive(Default)]
 struct State {
-    /// The records of live jobs and dead letters.
+    /// The records of every job the queue has: live, dead-lettered, and finished and
+    /// retained.
     records: Slab<Record>,
     /// Where each job is, for the calls that name a job by id.
     index: HashTable<IndexEntry>,
@@ -653,7 +625,7 @@ struct State {
     delayed: BTreeMap<(Timestamp, u64), Slot>,
     leases: LeaseList,
     leaders: HashMap<CacheKey, Slot>,
-    /// Finished (completed or cancelled) jobs, kept for `get`.
+    /// The slots of the finished (completed or cancelled) jobs kept for `get`.
     retained: Retained,
     dead: VecDeque<Slot>,
     seq: u64,
@@ -669,50 +641,40 @@ struct State {
     completions: Vec<JobCompletion>,
 }
 
-/// The finished jobs kept readable: a ring of at most `retain` jobs in finishing order.
+/// The finished jobs kept readable: a ring of the slots of at most `retain` jobs, in
+/// finishing order. Their records stay in the slab, marked [`Place::Finished`].
 ///
-/// The job that finished `seq`-th (counting from 0) sits at `seq % retain`. Once the ring is
-/// full, a newly finished job is assigned over the oldest one, which drops that job in place
-/// and writes the new one into the same, just-read memory: one copy of a job per finish, no
-/// shifting, and the ring is walked in address order, which the hardware prefetcher streams.
+/// Until the ring is full a finished job's slot is appended; after that it is written over
+/// the oldest one, at `at`, and the oldest is handed back for its record to be dropped. A
+/// finish thus writes one word here, and the ring never shifts or allocates.
 #[derive(Default)]
 struct Retained {
-    jobs: Vec<Job>,
-    /// How many jobs were ever retained: the sequence number of the next one.
-    next: u64,
+    slots: Vec<Slot>,
+    /// Where the oldest slot is once the ring is full.
+    at: usize,
 }
 
 impl Retained {
-    /// The job that finished `seq`-th, if it is still kept.
-    fn get(&self, seq: u64) -> Option<&Job> {
-        let kept = self.jobs.len() as u64;
-        if seq >= self.next || self.next - seq > kept {
+    /// Keeps `slot` (`retain` is at least 1) and returns the slot of the job it pushed out,
+    /// whose record the caller drops.
+    fn push(&mut self, slot: Slot, retain: usize) -> Option<Slot> {
+        if self.slots.len() < retain {
+            self.slots.push(slot);
             return None;
         }
-        // Until the ring is full its length is `next`, so `seq % len` is `seq` itself; once
-        // full, its length is `retain`.
-        self.jobs.get(usize::try_from(seq % kept).ok()?)
-    }
-
-    /// Keeps `job` (`retain` is at least 1) and returns the id of the job it replaced.
-    fn push(&mut self, job: Job, retain: usize) -> Option<JobId> {
-        let seq = self.next;
-        self.next += 1;
-        if self.jobs.len() < retain {
-            self.jobs.push(job);
-            return None;
-        }
-        let place = self
-            .jobs
-            .get_mut(usize::try_from(seq % retain as u64).ok()?)?;
-        let old = place.id();
-        *place = job;
-        Some(old)
+        let oldest = self.slots.get_mut(self.at)?;
+        // A compare, not `% retain`: a 64-bit division would cost more than the rest of this.
+        self.at = if self.at + 1 >= retain {
+            0
+        } else {
+            self.at + 1
+        };
+        Some(std::mem::replace(oldest, slot))
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.jobs.len()
+        self.slots.len()
     }
 }
 
@@ -755,15 +717,6 @@ impl Hasher for JobIdHasher {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-    }
-}
-
-/// The job at `loc`, given the two places jobs are kept (so that a caller can hold the index
-/// mutably at the same time).
-fn job_in<'a>(records: &'a Slab<Record>, retained: &'a Retained, loc: Loc) -> Option<&'a Job> {
-    match loc {
-        Loc::Live(slot) => records.get(slot).map(|r| &r.job),
-        Loc::Finished(seq) => retained.get(seq),
     }
 }
 
@@ -994,7 +947,7 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let slot = st.slot_of(id);
+        let slot = st.find(id);
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
             return Err(QueueError::NotDeadLettered(id));
         };
@@ -1049,8 +1002,8 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let loc = st.find(id)?;
-        st.job_at(loc).cloned()
+        let slot = st.find(id)?;
+        st.records.get(slot).map(|r| r.job.clone())
     }
 
     /// Counts of jobs by status, and totals.
@@ -1111,29 +1064,16 @@ impl State {
         self.seq
     }
 
-    /// Where job `id` is, if the queue still has it.
-    fn find(&self, id: JobId) -> Option<Loc> {
+    /// The slot of job `id`, if the queue still has its record.
+    fn find(&self, id: JobId) -> Option<Slot> {
         let hash = hash_id(id);
         // Equal hashes of different ids are all but impossible for generated ids, but a parsed
         // id can be chosen to collide, so a hash match is confirmed against the job itself.
         self.index
             .find(hash, |e| {
-                e.hash == hash && self.job_at(e.loc.unpack()).is_some_and(|j| j.id() == id)
+                e.hash == hash && self.records.get(e.slot).is_some_and(|r| r.job.id() == id)
             })
-            .map(|e| e.loc.unpack())
-    }
-
-    /// The slot of job `id`, if it is live or dead-lettered.
-    fn slot_of(&self, id: JobId) -> Option<Slot> {
-        match self.find(id)? {
-            Loc::Live(slot) => Some(slot),
-            Loc::Finished(_) => None,
-        }
-    }
-
-    /// The job at `loc`.
-    fn job_at(&self, loc: Loc) -> Option<&Job> {
-        job_in(&self.records, &self.retained, loc)
+            .map(|e| e.slot)
     }
 
     /// The record in `slot`, which holds job `id` (the id only names the job in the error).
@@ -1316,42 +1256,30 @@ impl State {
         self.leases.len -= 1;
     }
 
-    /// Forgets job `id`, which is at `loc` (the location alone identifies the entry, so the
-    /// job is not read again).
-    fn unindex(&mut self, id: JobId, loc: Loc) {
-        let loc = PackedLoc::pack(loc);
-        if let Ok(entry) = self.index.find_entry(hash_id(id), |e| e.loc == loc) {
-            entry.remove();
-        }
-    }
-
-    /// Drops a dead letter's record: its slot is free for the next submit.
+    /// Drops the record in `slot` (a dead letter, or a finished job pushed out of the ring)
+    /// and its index entry: the slot is free for the next submit. The entry is found by the
+    /// slot alone, so the job is read once, for its id's hash.
     fn drop_record(&mut self, slot: Slot) {
         if let Some(record) = self.records.try_remove(slot) {
-            self.unindex(record.job.id(), Loc::Live(slot));
+            let hash = hash_id(record.job.id());
+            if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
+                entry.remove();
+            }
         }
     }
 
-    /// Moves a job that just finished (completed or cancelled) out of the slab into the
-    /// finished ring, where it takes the place of the oldest finished job once the ring holds
-    /// `retain`. Nothing refers to the slot any more (the caller took the job out of every
-    /// structure), so it is free for the next submit.
+    /// Files a job that just finished (completed or cancelled) as the newest retained one,
+    /// dropping the oldest once `retain` are kept. The caller took the job out of every other
+    /// structure. The record stays where it is: neither it nor its index entry moves.
     fn finished(&mut self, slot: Slot, retain: usize) {
-        let Some(record) = self.records.try_remove(slot) else {
+        let Some(record) = self.records.get_mut(slot) else {
             return;
         };
-        let id = record.job.id();
+        record.place = Place::Finished;
         if retain == 0 {
-            self.unindex(id, Loc::Live(slot));
-            return;
-        }
-        let seq = self.retained.next;
-        let live = PackedLoc::pack(Loc::Live(slot));
-        if let Some(entry) = self.index.find_mut(hash_id(id), |e| e.loc == live) {
-            entry.loc = PackedLoc::pack(Loc::Finished(seq));
-        }
-        if let Some(old) = self.retained.push(record.job, retain) {
-            self.unindex(old, Loc::Finished(seq - retain as u64));
+            self.drop_record(slot);
+        } else if let Some(oldest) = self.retained.push(slot, retain) {
+            self.drop_record(oldest);
         }
     }
 
@@ -1596,22 +1524,11 @@ impl Inner {
         now: Timestamp,
     ) -> Result<(Slot, Timestamp), QueueError> {
         let id = lease.job_id;
-        // A job keeps its slot while it is live, so the lease's slot is where it is unless
-        // it finished (or the lease is from another queue).
+        // A job keeps its slot until its record is dropped, so the lease's slot is where it
+        // is, finished or not, unless the record is gone (or the lease is from another queue).
         let slot = match st.records.get(lease.slot) {
             Some(r) if r.job.id() == id => lease.slot,
-            _ => match st.find(id) {
-                Some(Loc::Live(slot)) => slot,
-                Some(loc @ Loc::Finished(_)) => {
-                    let status = st.job_at(loc).map_or(JobStatus::Completed, Job::status);
-                    return Err(QueueError::StaleLease {
-                        id,
-                        worker: lease.worker.clone(),
-                        status,
-                    });
-                }
-                None => return Err(QueueError::NotFound(id)),
-            },
+            _ => st.find(id).ok_or(QueueError::NotFound(id))?,
         };
         let record = st.records.get(slot).ok_or(QueueError::NotFound(id))?;
         let verdict = match record.place {
@@ -1695,18 +1612,11 @@ impl Inner {
     }
 
     fn cancel_locked(&self, st: &mut State, id: JobId, now: Timestamp) -> Result<bool, QueueError> {
-        let slot = match st.find(id) {
-            Some(Loc::Live(slot)) => slot,
-            Some(loc @ Loc::Finished(_)) => {
-                // Finished jobs are terminal: let the state machine word the refusal.
-                let mut job = st.job_at(loc).cloned().ok_or(QueueError::NotFound(id))?;
-                job.cancel(now)?;
-                return Ok(false);
-            }
-            None => return Err(QueueError::NotFound(id)),
-        };
+        let slot = st.find(id).ok_or(QueueError::NotFound(id))?;
         let record = st.record_mut(slot, id)?;
         let (job_type, place) = (record.job.job_type(), record.place);
+        // A finished or dead-lettered job is terminal: the state machine words the refusal,
+        // before anything has changed.
         record.job.cancel(now)?;
         let followers = std::mem::take(&mut record.followers);
         let key = record.job.memo_key().copied();
@@ -1734,7 +1644,7 @@ impl Inner {
                     st.move_ready(leader, priority);
                 }
             }
-            Place::Done => {}
+            Place::Done | Place::Finished => {}
         }
         st.live -= 1;
         st.stats.cancelled += 1;
@@ -1896,13 +1806,11 @@ impl Inner {
             let State {
                 index,
                 records,
-                retained,
                 live,
                 ..
             } = st;
             let is_id = |e: &IndexEntry| {
-                e.hash == hash
-                    && job_in(records, retained, e.loc.unpack()).is_some_and(|j| j.id() == id)
+                e.hash == hash && records.get(e.slot).is_some_and(|r| r.job.id() == id)
             };
             let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
             else {
@@ -1912,7 +1820,7 @@ impl Inner {
             // record is in it.
             let entry = IndexEntry {
                 hash,
-                loc: PackedLoc::pack(Loc::Live(records.vacant_key())),
+                slot: records.vacant_key(),
             };
             if *live < self.capacity {
                 vacant.insert(entry);
@@ -2189,7 +2097,7 @@ mod tests {
     }
 
     /// Checks the structures that shadow each other: the ready bitmask against the deques,
-    /// and the index against the slab and the finished ring.
+    /// the index against the slab, and the finished ring against the records' places.
     fn assert_consistent(queue: &JobQueue) {
         let st = queue.inner.state.lock();
         for (p, by_type) in st.ready.iter().enumerate() {
@@ -2198,12 +2106,23 @@ mod tests {
                 assert_eq!(bit, !deque.is_empty(), "nonempty bit of ready[{p}][{t}]");
             }
         }
-        assert_eq!(st.index.len(), st.records.len() + st.retained.len());
+        assert_eq!(st.index.len(), st.records.len());
         for e in st.index.iter() {
-            let job = st
-                .job_at(e.loc.unpack())
-                .expect("an index entry names a job");
-            assert_eq!(hash_id(job.id()), e.hash);
+            let record = st
+                .records
+                .get(e.slot)
+                .expect("an index entry names a record");
+            assert_eq!(hash_id(record.job.id()), e.hash);
+        }
+        let finished = st
+            .records
+            .iter()
+            .filter(|(_, r)| r.place == Place::Finished)
+            .count();
+        assert_eq!(finished, st.retained.len());
+        for &slot in &st.retained.slots {
+            let place = st.records.get(slot).map(|r| r.place);
+            assert_eq!(place, Some(Place::Finished), "retained slot {slot}");
         }
     }
 
@@ -2287,7 +2206,7 @@ mod tests {
     }
 
     #[test]
-    fn finished_jobs_leave_the_slab_and_are_found_in_the_ring() {
+    fn finished_jobs_keep_their_slot_until_newer_ones_push_them_out() {
         let queue = JobQueue::builder()
             .retain_finished(3)
             .build()
@@ -2303,11 +2222,16 @@ mod tests {
                 .complete(&lease, JobResult::default())
                 .expect("current");
             ids.push(id);
-            // One slot is enough: each finished job frees its slot for the next submit.
+            // The slab holds the retained jobs and no more: the job pushed out frees the slot
+            // the next submit fills.
             let st = queue.inner.state.lock();
-            assert_eq!(st.records.len(), 0);
+            assert_eq!(st.records.len(), ids.len().min(3));
             assert_eq!(st.retained.len(), ids.len().min(3));
-            assert_eq!(st.index.len(), st.retained.len());
+            assert_eq!(st.index.len(), st.records.len());
+            assert!(
+                st.records.iter().all(|(slot, _)| slot < 4),
+                "slots are reused"
+            );
         }
         let kept: Vec<_> = ids.iter().map(|&id| queue.status(id)).collect();
         let done = Some(JobStatus::Completed);
