@@ -83,13 +83,14 @@
 //!   the oldest one, whose record and index entry are then dropped; the slab hands that slot,
 //!   just touched, to the next submit. So a finish moves no job and rewrites no index entry:
 //!   it writes one slot number, and the only other work is dropping the oldest record (one
-//!   index removal). The design before moved the record out of the slab and the job into a
-//!   ring of jobs (two copies of a 216-byte job) and rewrote the index entry to say so. The
-//!   slab now holds the backlog *and* the retained jobs, so its size is set by
-//!   `retain_finished`: at the default 1 024 (records of about 280 bytes, some 290 KB) it
+//!   index removal). Until session 10 a finish moved the record out of the slab and its job
+//!   into a ring of jobs (two copies of a 216-byte job) and rewrote the job's index entry;
+//!   this costs about 100 instructions a job fewer (see the README's queue section). The
+//!   price is that the slab holds the retained jobs besides the live ones, at about 280
+//!   bytes a record instead of 216 a job: at the default 1 024 that is some 290 KB, which
 //!   stays in a core's L2 cache, while at 10 000 (the earlier default) each finish drops a
-//!   record and each submit fills a slot that have left the cache — on one pinned core that
-//!   made a job about 30 % slower (see the README's queue section). A kept job also holds its
+//!   record and each submit fills a slot that has left the cache (with the ring of jobs, 10
+//!   000 kept made a job about 30 % slower on one pinned core). A kept job also holds its
 //!   payload and result alive outside any cache's byte budget, which is the other reason the
 //!   default is small: history belongs in the memo cache, whose budget bounds it.
 //! * **Maintenance** (due retries, expired leases) runs at the start of every operation, but
