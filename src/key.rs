@@ -19,7 +19,10 @@
 //! was. Reading a prefix's name back takes no lock: the table's cells are written once,
 //! before their number is handed out. A snapshot load interns all of a file's prefixes at
 //! once, all or none (`intern_all`): a file whose new prefixes do not all fit leaves the table
-//! as it was.
+//! as it was. Because the table only grows, a prefix that does not fit now never will: a
+//! reader refuses it before it reads anything ([`CacheKey::from_reader`]), and a snapshot
+//! load as soon as the file's new prefixes outnumber the free cells (`prefix_demand`), not
+//! after reading the whole input.
 //!
 //! SHA-256 is computed with `ring`, whose assembly picks SHA-NI, AVX or SSSE3 at run time (and
 //! ARMv8 crypto instructions on aarch64). Hashing is the whole cost of deriving a key from
@@ -170,8 +173,13 @@ impl CacheKey {
     /// by a signal are retried; any other read error is returned.
     pub fn from_reader(mut reader: impl Read, prefix: &str) -> Result<CacheKey, KeyError> {
         // Checked before the read, interned after it: a failed read must not take a cell of
-        // the process-wide table.
+        // the process-wide table. A new prefix meeting a full table is refused before the
+        // read, not after hashing a file in vain: the table never frees a cell.
         check_prefix(prefix)?;
+        let (missing, free) = prefix_demand(&[prefix]);
+        if missing > free {
+            return Err(KeyError::TooManyPrefixes);
+        }
         let mut hasher = Context::new(&SHA256);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -497,6 +505,23 @@ fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     };
     LAST.set(Some((found.name(), found)));
     Ok(found)
+}
+
+/// Of `prefixes` (distinct), how many the table does not hold, and how many free cells it has,
+/// read under one hold of its lock.
+///
+/// The table only grows, so once more are missing than are free, interning them all
+/// ([`intern_all`]) fails whenever it is tried: another thread can intern some of them, but
+/// each one it interns takes a free cell too. A caller that learns prefixes as it reads (a
+/// snapshot load) thus refuses its input as soon as this says so, with no chance of refusing
+/// one that would have fit.
+pub(crate) fn prefix_demand<S: AsRef<str>>(prefixes: &[S]) -> (usize, usize) {
+    let map = table().read();
+    let missing = prefixes
+        .iter()
+        .filter(|prefix| !map.contains_key(prefix.as_ref()))
+        .count();
+    (missing, MAX_PREFIXES.saturating_sub(map.len()))
 }
 
 /// Interns every one of `prefixes` or none of them, and returns their numbers in order.

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::{Cursor, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use memocache::chunk::{
     AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, Progress,
     RunOptions, Segment, SplitError,
 };
-use memocache::{Cache, ConcurrencyLimit, ManualClock, RetryConfig};
+use memocache::{Cache, CacheKey, ConcurrencyLimit, ManualClock, RetryConfig};
 use parking_lot::{Condvar, Mutex};
 
 const CHUNK: u64 = 64;
@@ -726,6 +726,86 @@ fn paths_and_empty_inputs() {
             .starts_with("opening /nonexistent/audio.wav failed"),
         "{err}"
     );
+}
+
+/// Overwrites the file at `path` with `bytes` in place, never shortening it on the way (the
+/// run reads it meanwhile, and a shorter file would fail the split instead).
+fn overwrite_in_place(path: &std::path::Path, bytes: &[u8]) -> std::fs::File {
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+    file
+}
+
+/// Bug: `process_path` hashed the file for the whole-file key, then read it again to split
+/// it. A file rewritten in place in between had the result of its new bytes stored under the
+/// key of its old bytes, and the next run on the old bytes was served it. The run now fails
+/// naming the file and stores no whole-file record; the chunks it finished stay, keyed by
+/// their own bytes.
+#[test]
+fn a_file_rewritten_during_a_run_stores_no_whole_file_record_under_its_old_key() {
+    for same_length in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edited.raw");
+        let original = input(4);
+        std::fs::write(&path, &original).unwrap();
+        let old_key = CacheKey::transcript(
+            &CacheKey::from_content(&original, "file")
+                .unwrap()
+                .digest_hex(),
+            "en",
+        )
+        .unwrap();
+        // Other bytes: the same length, or longer (the run reads the length it saw first).
+        let edited: Vec<u8> = if same_length {
+            original.iter().map(|b| !b).collect()
+        } else {
+            input(6).iter().map(|b| !b).collect()
+        };
+        let cache = cache();
+        let p = processor(&cache, 1, no_retry());
+        let rewritten = AtomicBool::new(false);
+        let f = |chunk: &AudioChunk| {
+            if !rewritten.swap(true, Ordering::SeqCst) {
+                let file = overwrite_in_place(&path, &edited);
+                if same_length {
+                    // Only the modification time can tell, and two writes within the file
+                    // system's timestamp granularity (a clock tick) may share one: move it
+                    // on as a later write would.
+                    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+                    file.set_modified(before + Duration::from_secs(1)).unwrap();
+                }
+            }
+            Ok::<_, String>(describe(chunk))
+        };
+        let error = p
+            .process_path(&path, &f, RunOptions::new())
+            .expect_err("the file changed during the run");
+        assert!(
+            matches!(&error, ProcessError::Changed { path: at } if at == &path),
+            "same length {same_length}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("edited.raw") && message.contains("changed"),
+            "{message}"
+        );
+        assert!(
+            !cache.contains_key(&old_key),
+            "same length {same_length}: a whole-file record under the old bytes' key"
+        );
+        assert!(!cache.is_empty(), "the chunks the run finished stay cached");
+
+        // The original bytes again: their own result, computed, not the edited file's.
+        std::fs::write(&path, &original).unwrap();
+        let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+        let out = p.process_path(&path, &f, RunOptions::new()).unwrap();
+        assert!(!out.whole_file_hit);
+        assert_eq!(out.result.text, expected(&original).join(" "));
+        assert_eq!(out.file_key, Some(old_key));
+        assert!(cache.contains_key(&old_key));
+        let hit = p.process_path(&path, &f, RunOptions::new()).unwrap();
+        assert!(hit.whole_file_hit);
+    }
 }
 
 #[test]

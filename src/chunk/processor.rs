@@ -44,6 +44,20 @@
 //!   stored record carries the identity and a record from another identity counts as a miss
 //!   and is overwritten. The merge step is not part of any key: a caller who changes how
 //!   chunks are merged should change the identity too.
+//! * **A file that changes under the run.** The whole-file key names the bytes of pass one;
+//!   the result is made from the bytes of pass two. A file rewritten in place between the
+//!   passes (or during either) would have its new bytes' result stored under its old bytes'
+//!   key, and the next request for the old bytes served it. So
+//!   [`process_path`](ChunkedProcessor::process_path) takes the open file's [`Fingerprint`]
+//!   (length and modification time) before pass one and compares it just before it stores
+//!   the whole-file record: on a mismatch it stores none and fails with
+//!   [`ProcessError::Changed`]. Chunk results stay: each is keyed by the bytes it was made
+//!   from, so a rerun costs only what changed. The open file is checked, not the path: a file
+//!   *replaced* by a rename is not the one the run reads, and its bytes are consistent. A
+//!   bare reader has no such witness:
+//!   [`process_reader`](ChunkedProcessor::process_reader) trusts it to hold still, and a
+//!   caller whose reader may change passes [`RunOptions::file_hash`] of the bytes it means or
+//!   turns the whole-file memo off ([`RunOptions::skip_whole_file_memo`]).
 //! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
 //!   times, after `RetryConfig::retry_delay(retry)` (the seed's `calculate_delay`, with the
 //!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`] state
@@ -72,6 +86,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
@@ -234,6 +249,14 @@ pub enum ProcessError<E> {
     /// Hashing the input or deriving a key failed.
     #[error("deriving a cache key failed: {0}")]
     Key(#[from] KeyError),
+    /// The file's length or modification time changed while it was processed, so the
+    /// result may not be the transcript of the bytes its whole-file key names: no whole-file
+    /// record was stored. Chunk results, keyed by their own bytes, stay cached.
+    #[error("{path} changed while it was being processed; no whole-file result was stored for it")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
     /// The input could not be split.
     #[error("splitting the input failed: {0}")]
     Split(#[from] SplitError),
@@ -385,6 +408,52 @@ pub fn merge_transcripts(chunks: &[ChunkOutcome]) -> ChunkResult {
         );
     }
     merged
+}
+
+/// A file's length and modification time: a cheap witness that its bytes are still the ones
+/// that were hashed for its key. Hashing the file again would be exact but costs the serial
+/// pass that a caller with a known hash is spared; a rewrite that keeps the length within the
+/// file system's timestamp granularity goes unseen. Shared with the
+/// [pipeline](crate::pipeline), whose job payload carries it (hence serde).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Fingerprint {
+    len: u64,
+    /// Since the Unix epoch; `None` where the platform keeps no modification time.
+    modified: Option<Duration>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of the file `metadata` describes.
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            len: metadata.len(),
+            modified: metadata
+                .modified()
+                .ok()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()),
+        }
+    }
+}
+
+/// What `process_path` checks before it stores a whole-file record: the file it opened, as it
+/// was before the hash pass.
+struct Unchanged<'a> {
+    path: &'a Path,
+    file: &'a File,
+    before: Fingerprint,
+}
+
+impl Unchanged<'_> {
+    fn check<E>(&self) -> Result<(), ProcessError<E>> {
+        let now = self.file.metadata()?;
+        if Fingerprint::of(&now) == self.before {
+            Ok(())
+        } else {
+            Err(ProcessError::Changed {
+                path: self.path.to_owned(),
+            })
+        }
+    }
 }
 
 /// What is stored under the whole-file key.
@@ -633,6 +702,10 @@ impl ChunkedProcessor {
     }
 
     /// Processes the file at `path`; see [`ChunkedProcessor::process_reader`].
+    ///
+    /// If the file's length or modification time changed between the start of the run and
+    /// the storing of the whole-file record, the run stores no such record and fails with
+    /// [`ProcessError::Changed`] (see the module docs).
     pub fn process_path<F, E>(
         &self,
         path: impl AsRef<Path>,
@@ -644,20 +717,51 @@ impl ChunkedProcessor {
         E: fmt::Display + Send,
     {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|source| ProcessError::Open {
+        let open_error = |source| ProcessError::Open {
             path: path.to_owned(),
             source,
-        })?;
-        self.process_reader(file, f, options)
+        };
+        let file = File::open(path).map_err(open_error)?;
+        // Taken before the hash pass, so that a rewrite during it shows too.
+        let unchanged = Unchanged {
+            path,
+            before: Fingerprint::of(&file.metadata().map_err(open_error)?),
+            file: &file,
+        };
+        self.run(&file, f, options, Some(&unchanged))
     }
 
     /// Processes everything `reader` holds from its start: whole-file memo check, split,
     /// chunk function on each uncached chunk (in parallel, with retries), merge, memoize.
+    ///
+    /// The reader is read twice (hashed, then split) unless the options spare the hash pass,
+    /// and nothing can tell whether it held the same bytes both times: a caller whose reader
+    /// may change meanwhile (a file others write) passes [`RunOptions::file_hash`] of the
+    /// bytes it means or [`RunOptions::skip_whole_file_memo`], or else another content's
+    /// result may be stored under the whole-file key. [`ChunkedProcessor::process_path`]
+    /// checks a file for this itself.
     pub fn process_reader<R, F, E>(
+        &self,
+        reader: R,
+        f: &F,
+        options: RunOptions<'_>,
+    ) -> Result<ProcessOutput, ProcessError<E>>
+    where
+        R: Read + Seek,
+        F: Fn(&AudioChunk) -> Result<ChunkResult, E> + Sync,
+        E: fmt::Display + Send,
+    {
+        self.run(reader, f, options, None)
+    }
+
+    /// A run of [`ChunkedProcessor::process_reader`]; `unchanged`, if given, must pass before
+    /// the whole-file record is stored.
+    fn run<R, F, E>(
         &self,
         mut reader: R,
         f: &F,
         options: RunOptions<'_>,
+        unchanged: Option<&Unchanged<'_>>,
     ) -> Result<ProcessOutput, ProcessError<E>>
     where
         R: Read + Seek,
@@ -820,10 +924,14 @@ impl ChunkedProcessor {
             bytes_total,
             result,
         };
-        if let Some(key) = file_key
-            && self.cache.insert_typed(key, &record).is_err()
-        {
-            run.not_memoized.fetch_add(1, Ordering::Relaxed);
+        if let Some(key) = file_key {
+            // Last thing before the store: the result must be of the bytes the key names.
+            if let Some(unchanged) = unchanged {
+                unchanged.check()?;
+            }
+            if self.cache.insert_typed(key, &record).is_err() {
+                run.not_memoized.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let cached = chunks.iter().filter(|c| c.from_cache).count();
         Ok(ProcessOutput {

@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transcriber};
 
 use crate::cache::Cache;
+use crate::chunk::processor::Fingerprint;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment};
 use crate::codec::{self, CodecError};
 use crate::job::{
@@ -357,31 +358,6 @@ struct Request {
     language: String,
     /// The file as it was when it was hashed for the job's key.
     hashed: Fingerprint,
-}
-
-/// A file's length and modification time: a cheap witness that its bytes are the ones that
-/// were hashed. The job reads the file again, after any queueing, so a file rewritten in
-/// between would have its new bytes' transcript stored under its old bytes' key (and served
-/// to the next request for those); a job whose file no longer matches fails instead. Hashing
-/// the file again would be exact but costs the serial pass the job is spared; a rewrite that
-/// keeps the length within the file system's timestamp granularity goes unseen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Fingerprint {
-    len: u64,
-    /// Since the Unix epoch; `None` where the platform keeps no modification time.
-    modified: Option<Duration>,
-}
-
-impl Fingerprint {
-    fn of(metadata: &std::fs::Metadata) -> Fingerprint {
-        Fingerprint {
-            len: metadata.len(),
-            modified: metadata
-                .modified()
-                .ok()
-                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()),
-        }
-    }
 }
 
 /// Runs Transcription jobs on the worker threads.

@@ -14,7 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
-use crate::key::{CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, intern_all, prefix_problem};
+use crate::key::{
+    CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, intern_all, prefix_demand, prefix_problem,
+};
 
 /// The first eight bytes of every snapshot. The high first byte catches 7-bit channels and the
 /// final newline catches text-mode newline translation, as in PNG's signature.
@@ -332,10 +334,7 @@ impl Scan {
                 .iter()
                 .find(|record| record.prefix as usize == prefix)
                 .map_or(0, |record| record.at);
-            SnapshotError::CorruptRecord {
-                at,
-                reason: format!("{e}; none of the file's key prefixes was interned"),
-            }
+            not_interned(at, &e)
         })?;
         Ok(self
             .records
@@ -386,6 +385,9 @@ pub(super) struct Decoder<R> {
     /// The distinct prefixes read so far and their numbers.
     prefixes: Vec<String>,
     prefix_numbers: HashMap<String, u32>,
+    /// Of those, the valid ones the prefix table did not hold when they were first read (an
+    /// upper bound on the cells interning them will take: another thread may intern some).
+    prefixes_missing: usize,
 }
 
 /// What the header says.
@@ -406,6 +408,7 @@ impl<R: Read> Decoder<R> {
             name,
             prefixes: Vec::new(),
             prefix_numbers: HashMap::new(),
+            prefixes_missing: 0,
         }
     }
 
@@ -692,6 +695,7 @@ impl<R: Read> Decoder<R> {
                 // than one byte.
                 let number = u32::try_from(self.prefixes.len())
                     .map_err(|_| corrupt("too many distinct prefixes".into()))?;
+                self.check_prefix_room(&name, at)?;
                 self.prefixes.push(name.clone());
                 self.prefix_numbers.insert(name, number);
                 number
@@ -708,6 +712,36 @@ impl<R: Read> Decoder<R> {
             value_len: head.value_len,
             value: None,
         })
+    }
+
+    /// Fails as soon as the file's new prefixes, with `name` (first read in the record at
+    /// `at`), cannot all fit the process-wide prefix table: they never will (see
+    /// `crate::key::prefix_demand`), so reading on would only delay the refusal. Interns
+    /// nothing; an invalid prefix is left to the checks after the read.
+    fn check_prefix_room(&mut self, name: &str, at: u64) -> Result<(), SnapshotError> {
+        if prefix_problem(name).is_some() {
+            return Ok(());
+        }
+        let (missing, free) = prefix_demand(&[name]);
+        self.prefixes_missing += missing;
+        if self.prefixes_missing <= free {
+            return Ok(());
+        }
+        // The count may be stale (another thread may have interned some of the file's
+        // prefixes since): count again, with the free cells, under one lock.
+        let valid: Vec<&str> = self
+            .prefixes
+            .iter()
+            .map(String::as_str)
+            .chain([name])
+            .filter(|prefix| prefix_problem(prefix).is_none())
+            .collect();
+        let (missing, free) = prefix_demand(&valid);
+        self.prefixes_missing = missing;
+        if missing > free {
+            return Err(not_interned(at, &KeyError::TooManyPrefixes));
+        }
+        Ok(())
     }
 
     /// Fails early if the input's known length leaves no room for `len` more bytes.
@@ -782,6 +816,15 @@ impl<R: Read> Decoder<R> {
             });
         }
         Ok(())
+    }
+}
+
+/// A file refused for its prefixes (the record at `at` has the one at fault), having interned
+/// none.
+fn not_interned(at: u64, e: &KeyError) -> SnapshotError {
+    SnapshotError::CorruptRecord {
+        at,
+        reason: format!("{e}; none of the file's key prefixes was interned"),
     }
 }
 

@@ -86,8 +86,15 @@
 //!   rule, which it exposes to the crate without interning.) The file's prefixes are then
 //!   interned all at once or not at all: if the ones not yet in the table do not all fit
 //!   ([`crate::KeyError::TooManyPrefixes`]), the load fails having interned none of them,
-//!   even while other threads intern prefixes. No input makes the decoder panic (see the
-//!   `snapshot_decode` fuzz target).
+//!   even while other threads intern prefixes. That refusal does not wait for the end of
+//!   the file: the format lists no prefixes up front, but the decoder counts each new valid
+//!   prefix that the table does not hold as it first meets it, and stops at the record whose
+//!   prefix makes them outnumber the table's free cells. The table never frees a cell, so such
+//!   a file could not be loaded later in the read either (a prefix another thread interns
+//!   meanwhile stops needing a cell but takes one); reading on would only read, hash and
+//!   hold values in vain. A file damaged further on is then reported for its prefixes, not
+//!   for the damage. No input makes the decoder panic (see the `snapshot_decode` fuzz
+//!   target).
 //! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
 //!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
