@@ -740,21 +740,18 @@ fn overwrite_in_place(path: &std::path::Path, bytes: &[u8]) -> std::fs::File {
 /// it. A file rewritten in place in between had the result of its new bytes stored under the
 /// key of its old bytes, and the next run on the old bytes was served it. The run now fails
 /// naming the file and stores no whole-file record; the chunks it finished stay, keyed by
-/// their own bytes.
+/// their own bytes. The same holds for a rewrite during a run given the file's hash.
 #[test]
 fn a_file_rewritten_during_a_run_stores_no_whole_file_record_under_its_old_key() {
-    for same_length in [true, false] {
+    for (same_length, known_hash) in [(true, false), (false, false), (true, true)] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edited.raw");
         let original = input(4);
         std::fs::write(&path, &original).unwrap();
-        let old_key = CacheKey::transcript(
-            &CacheKey::from_content(&original, "file")
-                .unwrap()
-                .digest_hex(),
-            "en",
-        )
-        .unwrap();
+        let original_hash = CacheKey::from_content(&original, "file")
+            .unwrap()
+            .digest_hex();
+        let old_key = CacheKey::transcript(&original_hash, "en").unwrap();
         // Other bytes: the same length, or longer (the run reads the length it saw first).
         let edited: Vec<u8> = if same_length {
             original.iter().map(|b| !b).collect()
@@ -777,12 +774,17 @@ fn a_file_rewritten_during_a_run_stores_no_whole_file_record_under_its_old_key()
             }
             Ok::<_, String>(describe(chunk))
         };
+        let options = if known_hash {
+            RunOptions::new().file_hash(original_hash)
+        } else {
+            RunOptions::new()
+        };
         let error = p
-            .process_path(&path, &f, RunOptions::new())
+            .process_path(&path, &f, options)
             .expect_err("the file changed during the run");
         assert!(
             matches!(&error, ProcessError::Changed { path: at } if at == &path),
-            "same length {same_length}: {error:?}"
+            "same length {same_length}, known hash {known_hash}: {error:?}"
         );
         let message = error.to_string();
         assert!(
@@ -791,7 +793,8 @@ fn a_file_rewritten_during_a_run_stores_no_whole_file_record_under_its_old_key()
         );
         assert!(
             !cache.contains_key(&old_key),
-            "same length {same_length}: a whole-file record under the old bytes' key"
+            "same length {same_length}, known hash {known_hash}: a whole-file record under \
+             the old bytes' key"
         );
         assert!(!cache.is_empty(), "the chunks the run finished stay cached");
 

@@ -95,9 +95,10 @@ fn a_load_that_does_not_fit_the_prefix_table_interns_none_of_its_prefixes() {
         .chain(&new)
         .map(|prefix| record(prefix, 7, b"value"))
         .collect();
-    let refusing = records.len();
-    records.extend((0..64u8).map(|i| record("fill-1", i, &value)));
-    let (refusing, last_new) = (&records[..refusing], &records[..refusing - 1]);
+    let before_tail = records.len();
+    // (Digests other than 7, so that no key appears twice: the file is valid throughout.)
+    records.extend((100..164u8).map(|i| record("fill-1", i, &value)));
+    let (refusing, last_new) = (&records[..before_tail], &records[..before_tail - 1]);
     let early = write_file(SystemTime::now(), 1 << 20, &records, None);
     // Where the tail starts (the stream of the records before it, less its end marker), and
     // where the record of the last new prefix starts.

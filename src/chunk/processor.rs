@@ -48,16 +48,18 @@
 //!   the result is made from the bytes of pass two. A file rewritten in place between the
 //!   passes (or during either) would have its new bytes' result stored under its old bytes'
 //!   key, and the next request for the old bytes served it. So
-//!   [`process_path`](ChunkedProcessor::process_path) takes the open file's [`Fingerprint`]
-//!   (length and modification time) before pass one and compares it just before it stores
-//!   the whole-file record: on a mismatch it stores none and fails with
-//!   [`ProcessError::Changed`]. Chunk results stay: each is keyed by the bytes it was made
-//!   from, so a rerun costs only what changed. The open file is checked, not the path: a file
-//!   *replaced* by a rename is not the one the run reads, and its bytes are consistent. A
-//!   bare reader has no such witness:
-//!   [`process_reader`](ChunkedProcessor::process_reader) trusts it to hold still, and a
-//!   caller whose reader may change passes [`RunOptions::file_hash`] of the bytes it means or
-//!   turns the whole-file memo off ([`RunOptions::skip_whole_file_memo`]).
+//!   [`process_path`](ChunkedProcessor::process_path) takes the open file's fingerprint
+//!   (`Fingerprint`: length and modification time, as the pipeline does for its jobs) before
+//!   pass one and compares it just before it stores the whole-file record: on a mismatch it
+//!   stores none and fails with [`ProcessError::Changed`]. Chunk results stay: each is keyed
+//!   by the bytes it was made from, so a rerun costs only what changed. (With a
+//!   [`RunOptions::file_hash`] the check covers the run, from opening the file to the store;
+//!   the time before is the caller's.) The open file is checked, not the path: a file
+//!   *replaced* by a rename is not the one the run reads, whose bytes stay consistent. A bare
+//!   reader has no such witness: [`process_reader`](ChunkedProcessor::process_reader) trusts
+//!   it to hold still, and a caller whose reader may change passes
+//!   [`RunOptions::file_hash`] of the bytes it means or turns the whole-file memo off
+//!   ([`RunOptions::skip_whole_file_memo`]).
 //! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
 //!   times, after `RetryConfig::retry_delay(retry)` (the seed's `calculate_delay`, with the
 //!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`] state
