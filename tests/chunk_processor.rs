@@ -29,6 +29,23 @@ fn processor(cache: &Cache, concurrency: usize, retry: RetryConfig) -> ChunkedPr
         .unwrap()
 }
 
+/// A WAV of 300 ms: 300 mono 16-bit samples at 1 kHz (600 bytes of audio).
+fn wav_300ms() -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for i in 0..300 {
+        writer.write_sample(i as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    wav.into_inner()
+}
+
 fn no_retry() -> RetryConfig {
     RetryConfig::fixed(0, Duration::ZERO)
 }
@@ -407,19 +424,7 @@ impl std::io::Seek for FailingAt {
 fn a_split_error_interrupts_a_retry_wait() {
     // Reading fails inside the last chunk while chunk 0 sits in a 60 s retry wait, which the
     // failure must cut short.
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 1000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
-    for i in 0..300 {
-        writer.write_sample(i as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-    let wav = wav.into_inner();
+    let wav = wav_300ms();
     let limit = wav.len() as u64 - 10;
     let f = |_: &AudioChunk| Err::<ChunkResult, _>("down");
     let p = ChunkedProcessor::builder(cache(), "m/1")
@@ -659,19 +664,7 @@ fn wav_input_merges_segments_on_the_input_timeline() {
 /// a file), so a bogus segment time crashed the run. Shifted times now saturate.
 #[test]
 fn merging_a_segment_time_past_the_duration_range_saturates_instead_of_panicking() {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 1000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
-    for i in 0..300 {
-        writer.write_sample(i as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-    let wav = wav.into_inner();
+    let wav = wav_300ms();
     let p = ChunkedProcessor::builder(cache(), "bogus-times/1")
         .plan(ChunkPlan::with_chunk_bytes(244).unwrap()) // 100 ms chunks
         .build()
