@@ -300,12 +300,15 @@ fn a_memo_lookup_that_panics_is_a_miss_and_every_job_still_runs() {
         (5, 4, 1)
     );
     assert_eq!((stats.queued, stats.processing, stats.memo_hits), (0, 0, 0));
+    // Two leaders' submits and the takeover looked up, and each lookup panicked.
+    assert_eq!(stats.memo_lookup_failures, 3);
 
     // The lock is not poisoned and the queue answers from the store again once it works.
     store.lookup.store(false, Ordering::Relaxed);
     let hit = queue.submit(transcription(1)).expect("submit");
     assert_eq!(result_of(&queue, hit).as_deref(), Some(&b"ran"[..]));
     assert_eq!(queue.stats().memo_hits, 1);
+    assert_eq!(queue.stats().memo_lookup_failures, 3);
 }
 
 /// A peek that panics answers "not there": a full queue refuses the job (or the dead letter)
@@ -345,6 +348,7 @@ fn a_memo_peek_that_panics_on_a_full_queue_refuses_and_changes_nothing() {
     ));
     let after = queue.stats();
     assert_eq!(after.rejected_full, before.rejected_full + 3);
+    assert_eq!(after.memo_lookup_failures, before.memo_lookup_failures + 3);
     assert_eq!(
         (after.submitted, after.queued, after.dead_letters),
         (before.submitted, 2, 1)
@@ -363,6 +367,78 @@ fn a_memo_peek_that_panics_on_a_full_queue_refuses_and_changes_nothing() {
         .expect("answered by the peek");
     assert_eq!(result_of(&queue, dead).as_deref(), Some(&b"stored"[..]));
     assert_eq!(queue.stats().memo_hits, 2);
+    assert_eq!(
+        queue.stats().memo_lookup_failures,
+        after.memo_lookup_failures + 2
+    );
+}
+
+/// Every lookup or peek that panics is counted once in `memo_lookup_failures`, wherever the
+/// queue catches it (a submit with room, a cancelled leader's takeover, a full queue's peek
+/// and the lookup after it), and the job goes on as if the store had nothing. Calls that
+/// are not made (a follower, a job with no key) and stores count nothing there.
+#[test]
+fn every_memo_lookup_or_peek_that_panics_is_counted_once() {
+    let cache = cache();
+    cache.insert(key(1), &b"stored"[..]).expect("insert");
+    let store = Arc::new(PanickyStore::over(&cache));
+    store.lookup.store(true, Ordering::Relaxed);
+    let queue = JobQueue::builder()
+        .memo_store(store.clone())
+        .capacity(3)
+        .build()
+        .expect("valid");
+    let failures = || queue.stats().memo_lookup_failures;
+    let calls = || store.calls.load(Ordering::Relaxed);
+
+    // A submit with room: one lookup, which panics; the job is queued to run all the same.
+    let leader = queue.submit(transcription(1)).expect("submit");
+    assert_eq!(queue.status(leader), Some(JobStatus::Queued));
+    assert_eq!((failures(), calls()), (1, 1));
+    let stats = queue.stats();
+    assert_eq!((stats.queued, stats.memo_hits), (1, 0));
+
+    // A follower and a job with no key ask the store nothing, so nothing is counted.
+    let follower = queue.submit(transcription(1)).expect("submit");
+    queue
+        .submit(Job::new(JobType::Summarization, &b"text"[..]))
+        .expect("submit");
+    assert_eq!((failures(), calls()), (1, 1));
+    assert_eq!(queue.stats().coalesced_waiting, 1);
+
+    // A leader cancelled with a follower waiting: one lookup for it, which panics; the
+    // follower takes over rather than being answered from the store.
+    queue.cancel(leader).expect("cancel");
+    assert_eq!((failures(), calls()), (2, 2));
+    let stats = queue.stats();
+    assert_eq!((stats.queued, stats.coalesced_waiting), (2, 0));
+    assert_eq!(queue.status(follower), Some(JobStatus::Queued));
+
+    // Fill the queue: another leader, another panicking lookup.
+    queue.submit(transcription(2)).expect("submit");
+    assert_eq!((failures(), calls()), (3, 3));
+
+    // Full: the peek finds the key, the lookup after it panics (one count), and the peeked
+    // result answers the job.
+    let answered = queue
+        .submit(transcription(1))
+        .expect("answered by the peek");
+    assert_eq!(result_of(&queue, answered).as_deref(), Some(&b"stored"[..]));
+    assert_eq!((failures(), calls()), (4, 5));
+
+    // Full, and the peek panics too: one count, no lookup, the job is refused.
+    store.peek.store(true, Ordering::Relaxed);
+    assert!(matches!(
+        queue.submit(transcription(1)),
+        Err(QueueError::Full { capacity: 3 })
+    ));
+    assert_eq!((failures(), calls()), (5, 6));
+
+    // Nothing the store did counted in the cache, and no store was made or failed.
+    assert_eq!((cache.stats().hits, cache.stats().misses), (0, 0));
+    let stats = queue.stats();
+    assert_eq!((stats.memo_store_failures, stats.memo_hits), (0, 1));
+    assert_eq!((stats.submitted, stats.rejected_full), (5, 1));
 }
 
 /// A store that panics is a failed store: the leader and its followers complete with the
@@ -390,6 +466,7 @@ fn a_memo_store_that_panics_is_a_failed_store_and_the_jobs_still_complete() {
     }
     let stats = queue.stats();
     assert_eq!(stats.memo_store_failures, 1);
+    assert_eq!(stats.memo_lookup_failures, 0, "a store is not a lookup");
     assert_eq!((stats.completed, stats.queued, stats.processing), (3, 0, 0));
     assert!(cache.peek(&key(1)).is_none(), "nothing was stored");
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use memocache::{
     Cache, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
-    PoolError, RetryConfig, Shutdown, WorkerPool,
+    ManualClock, PoolError, RetryConfig, Shutdown, WorkerPool,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -123,6 +123,46 @@ fn handler_errors_are_retried_then_dead_lettered() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id(), id);
     assert_eq!(dead[0].error_message(), Some("attempt 2 failed"));
+}
+
+/// A drain does not wait out a retry delay: the job stays queued (the queue outlives the
+/// pool), the queue's stats show it as `delayed`, and a pool started once it is due runs it
+/// (the way the docs give to wait for such jobs).
+#[test]
+fn a_drain_leaves_a_delayed_retry_queued_for_a_later_pool() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(1, Duration::from_secs(10)))
+        .build()
+        .expect("valid");
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b"flaky"[..]))
+        .expect("submit");
+    let start = || {
+        WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, |ctx| match ctx.attempt() {
+                0 => Err("first attempt fails".into()),
+                _ => Ok(Bytes::from_static(b"indexed").into()),
+            })
+            .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+            .start()
+            .expect("start")
+    };
+
+    let stats = start().shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.failed, stats.completed), (1, 1, 0));
+    assert_eq!(queue.status(id), Some(JobStatus::Queued));
+    let left = queue.stats();
+    assert_eq!((left.queued, left.delayed, left.retries), (1, 1, 1));
+
+    // Not due yet: a new pool drains at once and leaves it.
+    assert_eq!(start().shutdown(Shutdown::Drain).executed, 0);
+    clock.advance(Duration::from_secs(10));
+    let stats = start().shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.completed), (1, 1));
+    assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    assert_eq!((queue.stats().queued, queue.stats().delayed), (0, 0));
 }
 
 #[test]

@@ -506,15 +506,24 @@ mod reference {
         }
 
         /// Whether a full queue still accepts job `j`: only if the memo answers it (a peek
-        /// that panics does not).
-        fn answered_when_full(&self, j: usize) -> bool {
-            !self.faults.peek() && self.jobs[j].group.is_some_and(|g| self.memo.contains(&g))
+        /// that panics does not, and is counted). Only a job with a key is peeked.
+        fn answered_when_full(&mut self, j: usize) -> bool {
+            let Some(g) = self.jobs[j].group else {
+                return false;
+            };
+            if self.faults.peek() {
+                self.stats.memo_lookup_failures += 1;
+                return false;
+            }
+            self.memo.contains(&g)
         }
 
         /// The lookup after a peek that found the key: counts the hit unless it panics (the
-        /// peeked result answers the job either way).
+        /// peeked result answers the job either way; the panic is counted).
         fn count_peeked_hit(&mut self) {
-            if !self.faults.lookup() {
+            if self.faults.lookup() {
+                self.stats.memo_lookup_failures += 1;
+            } else {
                 self.cache_hits += 1;
             }
         }
@@ -533,8 +542,11 @@ mod reference {
                     self.stats.coalesced += 1;
                     return;
                 }
-                // A lookup that panics is "not there", and the cache counts nothing.
-                if !self.faults.lookup() {
+                // A lookup that panics is "not there", and the cache counts nothing; the
+                // queue counts the panic.
+                if self.faults.lookup() {
+                    self.stats.memo_lookup_failures += 1;
+                } else {
                     if self.memo.contains(&g) {
                         self.cache_hits += 1;
                         self.memo_hit(j);
@@ -699,8 +711,13 @@ mod reference {
                 self.leaders.remove(&g);
                 // One lookup for all the followers, if any wait: a hit, or a miss for the
                 // one that takes over and runs.
-                // (A lookup that panics is "not there" and counts nothing.)
-                let looked = !followers.is_empty() && !self.faults.lookup();
+                // (A lookup that panics is "not there", counts nothing in the cache, and
+                // is counted by the queue.)
+                let asked = !followers.is_empty();
+                if asked && self.faults.lookup() {
+                    self.stats.memo_lookup_failures += 1;
+                }
+                let looked = asked && !self.faults.lookup();
                 if looked && self.memo.contains(&g) {
                     // Stored meanwhile: the followers are answered, none runs.
                     self.cache_hits += 1;

@@ -53,6 +53,8 @@
 //! * a **lookup** or a **peek** that panics answers "not there": the job is queued to run
 //!   (or, on a full queue, refused or made to wait), a cancelled leader's first follower
 //!   takes over. The work may run once more than needed; no job is lost or answered wrongly.
+//!   Each such call is counted in [`crate::QueueStats::memo_lookup_failures`], so a store
+//!   whose lookups keep failing shows in the queue's stats, not only as work run again.
 //! * a **store** that panics is a failed store, counted in
 //!   [`crate::QueueStats::memo_store_failures`]: the job and its followers complete with the
 //!   result all the same, as they do when the store returns an error.
@@ -125,7 +127,8 @@ pub trait MemoStore: Send + Sync + fmt::Debug {
     /// Stores `value` under `key`. A failure does not fail the job (its result was computed);
     /// the queue counts it in [`crate::QueueStats::memo_store_failures`]. A panic counts as a
     /// failure (see *A store that panics* in [`crate::job::memo`]); a panicking
-    /// [`MemoStore::lookup`] or [`MemoStore::peek`] answers "not there".
+    /// [`MemoStore::lookup`] or [`MemoStore::peek`] answers "not there" and is counted in
+    /// [`crate::QueueStats::memo_lookup_failures`].
     fn store(&self, key: CacheKey, value: Bytes) -> Result<(), MemoStoreError>;
 }
 

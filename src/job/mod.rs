@@ -45,6 +45,7 @@ pub mod model;
 pub mod pool;
 pub mod queue;
 pub mod retry;
+mod slab;
 
 pub use concurrency::{ConcurrencyLimit, InvalidConcurrency};
 pub use memo::{MemoStore, MemoStoreError};

@@ -23,8 +23,22 @@
 //! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they
 //! can handle is ready or running (a running one may fail and come back for an immediate
 //! retry), then stop. A running job of a type the pool has no handler for (another pool's)
-//! is not waited for: it could only come back as that type. Jobs waiting out a retry delay stay queued: the queue outlives
-//! the pool. [`Shutdown::Now`] stops them after their current job; while stopping,
+//! is not waited for: it could only come back as that type.
+//!
+//! Nor is a job **waiting out a retry delay**: a drain that waited for it would sleep for up
+//! to the retry's `max_delay` on work that may fail again. It stays queued, since the queue
+//! outlives the pool; one whose delay ends while the pool is still busy is run like any
+//! ready job, but one still waiting when the pool runs out of work is left behind. The
+//! returned [`PoolStats`] count what the pool ran, not what it left: the queue tells that
+//! ([`crate::QueueStats::delayed`] in [`JobQueue::stats`], on the caller's clone of the
+//! queue; `queued` also counts the ready jobs of types the pool had no handler for). There
+//! is no call that blocks until delayed jobs are done. A caller who wants them run either
+//! starts a pool again once they are due (the queue keeps them, with their retry counts),
+//! or keeps this pool running and polls [`JobQueue::stats`] until `delayed` and
+//! `processing` are both zero before draining (a running job can still fail into a delay
+//! until then; retries are bounded, so this ends).
+//!
+//! [`Shutdown::Now`] stops the workers after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
 //! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt,
 //! as does a job a worker took along with its last completion just before the stop. A job
@@ -135,7 +149,9 @@ impl fmt::Debug for JobContext<'_> {
 /// How to shut a pool down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Run until no job the pool can handle is ready or running, then stop.
+    /// Run until no job the pool can handle is ready or running, then stop. Jobs waiting out
+    /// a retry delay are not waited for: they stay queued (see *Shutdown* in
+    /// [`crate::job::pool`]).
     Drain,
     /// Stop after the current job; handlers see [`JobContext::stop_requested`].
     Now,
@@ -346,7 +362,10 @@ impl WorkerPool {
         self.shared.stats()
     }
 
-    /// Stops the pool (see the module docs) and waits for its threads; returns what it did.
+    /// Stops the pool (see *Shutdown* in [`crate::job::pool`]) and waits for its threads;
+    /// returns what it did. What it left in the queue, such as retries still waiting out
+    /// their delay after a [`Shutdown::Drain`], is in the queue's [`JobQueue::stats`]
+    /// ([`crate::QueueStats::delayed`]).
     pub fn shutdown(mut self, mode: Shutdown) -> PoolStats {
         self.stop(mode);
         self.shared.stats()

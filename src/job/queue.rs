@@ -83,7 +83,10 @@
 //!   the oldest one, whose record and index entry are then dropped; the slab hands that slot,
 //!   just touched, to the next submit. So a finish moves no job and rewrites no index entry:
 //!   it writes one slot number, and the only other work is dropping the oldest record (one
-//!   index removal). Until session 10 a finish moved the record out of the slab and its job
+//!   index removal). The record is dropped where it lies: the slab is the queue's own
+//!   (`job/slab.rs`), because the `slab` crate's removal moves the record out to return it,
+//!   a 280-byte copy a job (callgrind: about 58 instructions a job of the 1 670). Until
+//!   session 10 a finish moved the record out of the slab and its job
 //!   into a ring of jobs (two copies of a 216-byte job) and rewrote the job's index entry;
 //!   this costs about 100 instructions a job fewer (see the README's queue section). The
 //!   price is that the slab holds the retained jobs besides the live ones, at about 280
@@ -118,12 +121,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use slab::Slab;
 
 use super::memo::MemoStore;
 use super::model::{InvalidStateTransition, Job, JobId, JobPayload, JobPriority, JobResult};
 use super::model::{JobStatus, JobType, WorkerId};
 use super::retry::RetryConfig;
+use super::slab::Slab;
 use crate::cache::Cache;
 use crate::key::CacheKey;
 use crate::time::{SharedClock, Timestamp, system_clock};
@@ -205,7 +208,11 @@ pub enum QueueConfigError {
 }
 
 /// Counts of a queue's jobs: current gauges, and totals since the queue was built.
+///
+/// Non-exhaustive, so that a later counter is not a breaking change: outside the crate a
+/// `QueueStats` comes from [`JobQueue::stats`] or [`QueueStats::default`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Jobs waiting (ready, waiting out a retry delay, or coalesced onto a leader).
     pub queued: usize,
@@ -238,6 +245,10 @@ pub struct QueueStats {
     pub lease_expirations: u64,
     /// Results the memo store refused, or panicked on (see [`crate::job::memo`]).
     pub memo_store_failures: u64,
+    /// Memo store lookups and peeks that panicked, each answered "not there" (see
+    /// [`crate::job::memo`]): one per call, so a full queue's peek and the lookup after it
+    /// can count two for one submit.
+    pub memo_lookup_failures: u64,
     /// Dead letters dropped because the list was full.
     pub dead_letters_evicted: u64,
 }
@@ -721,16 +732,22 @@ impl Hasher for JobIdHasher {
     }
 }
 
-/// Runs one call into the memo store, catching a panic; `None` if it panicked.
+/// Runs one call into the memo store, catching a panic; `None` if it panicked, which adds
+/// one to `panics` (the [`QueueStats`] counter for the kind of call).
 ///
 /// The store is the host's code and runs under the queue's lock, in the middle of a
 /// transition (a submit's record is in the slab but not yet placed; a finished leader's
 /// followers are not yet completed or handed over). A panic unwinding from there would leave
 /// the transition half applied, so the queue catches it and goes on with a safe answer
-/// instead (see *A store that panics* in [`crate::job::memo`]). Unwinding is table-driven,
+/// instead (see *A store that panics* in [`crate::job::memo`]). The counter is taken here,
+/// not at the call sites, so that no caught panic goes uncounted. Unwinding is table-driven,
 /// so a call that returns does no more work than the call itself.
-fn memo_call<T>(call: impl FnOnce() -> T) -> Option<T> {
-    catch_unwind(AssertUnwindSafe(call)).ok()
+fn memo_call<T>(panics: &mut u64, call: impl FnOnce() -> T) -> Option<T> {
+    let answer = catch_unwind(AssertUnwindSafe(call)).ok();
+    if answer.is_none() {
+        *panics += 1;
+    }
+    answer
 }
 
 /// The hash of a job id in the index.
@@ -958,7 +975,7 @@ impl JobQueue {
         let mut hit = None;
         if st.live >= inner.capacity {
             let key = st.records.get(slot).and_then(|r| r.job.memo_key());
-            hit = inner.memo_answer_when_full(key);
+            hit = inner.memo_answer_when_full(&mut st.stats, key);
             if hit.is_none() {
                 st.stats.rejected_full += 1;
                 return Err(QueueError::Full {
@@ -1259,13 +1276,16 @@ impl State {
 
     /// Drops the record in `slot` (a dead letter, or a finished job pushed out of the ring)
     /// and its index entry: the slot is free for the next submit. The entry is found by the
-    /// slot alone, so the job is read once, for its id's hash.
+    /// slot alone, so the job is read once, for its id's hash. The record is dropped where
+    /// it lies, not moved out first (see [`Slab::remove`]).
     fn drop_record(&mut self, slot: Slot) {
-        if let Some(record) = self.records.try_remove(slot) {
-            let hash = hash_id(record.job.id());
-            if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
-                entry.remove();
-            }
+        let Some(record) = self.records.get(slot) else {
+            return;
+        };
+        let hash = hash_id(record.job.id());
+        self.records.remove(slot);
+        if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
+            entry.remove();
         }
     }
 
@@ -1321,7 +1341,7 @@ impl Inner {
                 self.follow(st, slot, leader, priority, now);
                 return false;
             }
-            let hit = self.memo_lookup(Some(&key));
+            let hit = self.memo_lookup(&mut st.stats, Some(&key));
             if hit.is_some_and(|value| self.memo_hit(st, slot, value, now)) {
                 return false;
             }
@@ -1333,10 +1353,11 @@ impl Inner {
     }
 
     /// The memo store's result for `key`, if there are both. A lookup that panics answers
-    /// "not there" (see *A store that panics* in [`crate::job::memo`]).
-    fn memo_lookup(&self, key: Option<&CacheKey>) -> Option<Bytes> {
+    /// "not there" and is counted in `stats` (see *A store that panics* in
+    /// [`crate::job::memo`]).
+    fn memo_lookup(&self, stats: &mut QueueStats, key: Option<&CacheKey>) -> Option<Bytes> {
         let (memo, key) = self.memo.as_ref().zip(key)?;
-        memo_call(|| memo.lookup(key)).flatten()
+        memo_call(&mut stats.memo_lookup_failures, || memo.lookup(key)).flatten()
     }
 
     /// The memo store's result for a job a full queue has no room for, if it has one. The
@@ -1347,13 +1368,23 @@ impl Inner {
     /// refresh the entry as any memo hit does. Out of line: only a full queue asks.
     #[cold]
     #[inline(never)]
-    fn memo_answer_when_full(&self, key: Option<&CacheKey>) -> Option<Bytes> {
+    fn memo_answer_when_full(
+        &self,
+        stats: &mut QueueStats,
+        key: Option<&CacheKey>,
+    ) -> Option<Bytes> {
         let (memo, key) = self.memo.as_ref().zip(key)?;
-        // A peek or a lookup that panics answers "not there", as in `memo_lookup`.
-        let peeked = memo_call(|| memo.peek(key)).flatten()?;
+        // A peek or a lookup that panics answers "not there", and is counted, as in
+        // `memo_lookup`.
+        let panics = &mut stats.memo_lookup_failures;
+        let peeked = memo_call(panics, || memo.peek(key)).flatten()?;
         // Should the entry go between the two calls (expired, evicted, removed), the result
         // peeked a moment ago is still this key's: answer with it rather than refuse.
-        Some(memo_call(|| memo.lookup(key)).flatten().unwrap_or(peeked))
+        Some(
+            memo_call(panics, || memo.lookup(key))
+                .flatten()
+                .unwrap_or(peeked),
+        )
     }
 
     /// Completes the queued job in `slot` with a memoized result: it finishes at once and
@@ -1585,11 +1616,11 @@ impl Inner {
             // The job has finished and left the slab: a panic let out of the store here
             // would strand its followers and leave `leaders` naming a freed slot, so one is
             // a failed store like any other (see *A store that panics* in `memo`).
+            // `memo_call` counts a panic; an error is counted here.
             if let Some(memo) = &self.memo
-                && !matches!(
-                    memo_call(|| memo.store(key, result.as_bytes().clone())),
-                    Some(Ok(()))
-                )
+                && let Some(Err(_)) = memo_call(&mut st.stats.memo_store_failures, || {
+                    memo.store(key, result.as_bytes().clone())
+                })
             {
                 st.stats.memo_store_failures += 1;
             }
@@ -1663,7 +1694,7 @@ impl Inner {
             let hit = if followers.is_empty() {
                 None
             } else {
-                self.memo_lookup(Some(&key))
+                self.memo_lookup(&mut st.stats, Some(&key))
             };
             if let Some(value) = hit {
                 for &f in &followers {
@@ -1808,6 +1839,7 @@ impl Inner {
                 index,
                 records,
                 live,
+                stats,
                 ..
             } = st;
             let is_id = |e: &IndexEntry| {
@@ -1832,7 +1864,7 @@ impl Inner {
             // `admit` looks (after coalescing, which also ends with a result). The check
             // counts nothing in the store unless it answers, so that a submit that waits and
             // re-checks on every wake still counts once (see `memo_answer_when_full`).
-            hit = self.memo_answer_when_full(job.memo_key());
+            hit = self.memo_answer_when_full(stats, job.memo_key());
             if hit.is_some() {
                 vacant.insert(entry);
                 break now;
@@ -2042,7 +2074,7 @@ mod tests {
         let st = queue.inner.state.lock();
         let (mut at, mut prev, mut out) = (st.leases.head, NIL, Vec::new());
         while at != NIL {
-            let record = &st.records[at];
+            let record = st.records.get(at).expect("a linked slot holds a record");
             assert_eq!(record.prev, prev, "back link of slot {at}");
             let Place::Leased { deadline, .. } = record.place else {
                 panic!("slot {at} is linked but not leased");
