@@ -86,9 +86,9 @@
 //!   index removal). The record is dropped where it lies: the slab is the queue's own
 //!   (`job/slab.rs`), because the `slab` crate's removal moves the record out to return it,
 //!   a 280-byte copy a job (callgrind: about 58 instructions a job of the 1 670). Until
-//!   session 10 a finish moved the record out of the slab and its job
-//!   into a ring of jobs (two copies of a 216-byte job) and rewrote the job's index entry;
-//!   this costs about 100 instructions a job fewer (see the README's queue section). The
+//!   session 10 a finish moved the record out of the slab and its job into a ring of jobs
+//!   (two copies of a 216-byte job) and rewrote the job's index entry; this costs about
+//!   100 instructions a job fewer (see the README's queue section). The
 //!   price is that the slab holds the retained jobs besides the live ones, at about 280
 //!   bytes a record instead of 216 a job: at the default 1 024 that is some 290 KB, which
 //!   stays in a core's L2 cache, while at 10 000 (the earlier default) each finish drops a
