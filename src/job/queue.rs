@@ -1613,8 +1613,9 @@ impl Inner {
             return Ok(());
         };
         if let Some(key) = key {
-            // The job has finished and left the slab: a panic let out of the store here
-            // would strand its followers and leave `leaders` naming a freed slot, so one is
+            // The job has finished (its record is kept in the finished ring, or already
+            // dropped): a panic let out of the store here would strand its followers and
+            // leave `leaders` naming a finished or freed slot, so one is
             // a failed store like any other (see *A store that panics* in `memo`).
             // `memo_call` counts a panic; an error is counted here.
             if let Some(memo) = &self.memo
