@@ -335,6 +335,7 @@ fn every_queue_statistic_is_published_under_its_name() {
         ("memocache_job_memo_hits_total", 1.0),
         ("memocache_job_coalesced_total", 1.0),
         ("memocache_job_memo_store_failures_total", 0.0),
+        ("memocache_job_memo_lookup_failures_total", 0.0),
         // A (2 s) and D (3 s); the memo hit E is not a latency.
         ("memocache_job_latency_seconds_count", 2.0),
         ("memocache_job_latency_seconds_sum", 5.0),
@@ -483,4 +484,48 @@ fn a_conflicting_queue_metric_name_is_reported() {
         registry.record_queue(&QueueStats::default()),
         Err(MetricError::TypeConflict { .. })
     ));
+}
+
+/// A memo store that panics on every call.
+#[derive(Debug)]
+struct BrokenMemo;
+
+impl memocache::MemoStore for BrokenMemo {
+    fn lookup(&self, _: &CacheKey) -> Option<bytes::Bytes> {
+        panic!("the memo store is down")
+    }
+    fn store(&self, _: CacheKey, _: bytes::Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        panic!("the memo store is down")
+    }
+}
+
+#[test]
+fn memo_store_failures_are_published() {
+    let registry = MetricsRegistry::new();
+    let metrics = QueueMetrics::register(&registry).unwrap();
+    let queue = JobQueue::builder()
+        .memo_store(Arc::new(BrokenMemo))
+        .build()
+        .unwrap();
+    // Two transcriptions: each submit's lookup panics (the job is queued), and the first's
+    // result cannot be stored.
+    queue
+        .submit(Job::transcription(&audio(1), "en", &b"audio"[..]).unwrap())
+        .unwrap();
+    queue
+        .submit(Job::transcription(&audio(2), "en", &b"audio"[..]).unwrap())
+        .unwrap();
+    let lease = queue.try_next(&worker()).unwrap();
+    queue.complete(&lease, b"text".to_vec().into()).unwrap();
+
+    metrics.publish(&queue.stats());
+    let text = registry.render_prometheus();
+    assert_eq!(
+        sample(&text, "memocache_job_memo_lookup_failures_total"),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "memocache_job_memo_store_failures_total"),
+        1.0
+    );
 }

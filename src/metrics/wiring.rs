@@ -70,6 +70,7 @@
 //! | `memocache_job_memo_hits_total` | counter | `memo_hits` |
 //! | `memocache_job_coalesced_total` | counter | `coalesced` |
 //! | `memocache_job_memo_store_failures_total` | counter | `memo_store_failures` |
+//! | `memocache_job_memo_lookup_failures_total` | counter | `memo_lookup_failures` |
 //! | `memocache_job_latency_seconds` | summary | submit → completion, per job, from the hook |
 //!
 //! The depth gauge's statuses are disjoint, so `sum(memocache_jobs)` is every job the queue
@@ -259,6 +260,7 @@ pub struct QueueMetrics {
     memo_hits: Counter,
     coalesced: Counter,
     memo_store_failures: Counter,
+    memo_lookup_failures: Counter,
     latency: Histogram,
 }
 
@@ -330,7 +332,11 @@ impl QueueMetrics {
             )?,
             memo_store_failures: counter(
                 "memocache_job_memo_store_failures_total",
-                "Results the memo store refused to store.",
+                "Results the memo store refused to store, or panicked on.",
+            )?,
+            memo_lookup_failures: counter(
+                "memocache_job_memo_lookup_failures_total",
+                "Memo store lookups that panicked (the job ran as if nothing was stored).",
             )?,
             latency: registry.histogram(
                 "memocache_job_latency_seconds",
@@ -358,6 +364,7 @@ impl QueueMetrics {
             (&self.memo_hits, stats.memo_hits),
             (&self.coalesced, stats.coalesced),
             (&self.memo_store_failures, stats.memo_store_failures),
+            (&self.memo_lookup_failures, stats.memo_lookup_failures),
         ] {
             counter.advance_to(total);
         }
