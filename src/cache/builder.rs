@@ -129,8 +129,13 @@ impl CacheBuilder {
         self
     }
 
-    /// Starts a background thread that removes expired entries every `interval`. The cache
-    /// owns the thread and stops it when its last handle is dropped.
+    /// Starts a background thread that removes expired entries every `interval`, as
+    /// [`Cache::purge_expired`] does. The cache owns the thread and stops it when its last
+    /// handle is dropped. `interval` is wall-clock time, while what has expired is judged on
+    /// the cache's clock (with a [`crate::ManualClock`], what the test has advanced it past).
+    /// A zero interval fails [`CacheBuilder::build`]. Without a sweeper, expired entries
+    /// stay counted and charged until [`Cache::purge_expired`] or an access to their key
+    /// removes them.
     pub fn sweep_interval(mut self, interval: Duration) -> CacheBuilder {
         self.sweep_interval = Some(interval);
         self

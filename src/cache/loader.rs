@@ -88,11 +88,54 @@ use super::{Cache, CacheError, Removed};
 use crate::key::CacheKey;
 
 /// Why [`Cache::try_get_or_insert_with`] returned no value.
+///
+/// `LoadError<E>` implements [`std::error::Error`] when `E` does, so `?` converts it into a
+/// `Box<dyn Error>`; a loader error type that is not an `Error` (a `String`, say) is matched
+/// instead.
+///
+/// ```
+/// use memocache::{Cache, CacheError, CacheKey, LoadError};
+///
+/// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+///
+/// // The loader's error reaches the caller (shared: `Arc<E>`) and is not cached.
+/// let err = cache
+///     .try_get_or_insert_with(key, || Err::<&str, String>("engine down".into()))
+///     .unwrap_err();
+/// assert!(matches!(&err, LoadError::Loader(e) if e.as_str() == "engine down"));
+/// assert_eq!(err.to_string(), "the loader failed: engine down");
+/// assert!(!cache.contains_key(&key));
+///
+/// // A loader that loads its own key on its own thread is refused, and says so.
+/// let inner = cache.clone();
+/// let outer = cache.try_get_or_insert_with(key, || {
+///     let err = inner
+///         .try_get_or_insert_with(key, || Ok::<_, String>("inner"))
+///         .unwrap_err();
+///     assert!(matches!(err, LoadError::Cache(CacheError::ReentrantLoad { .. })));
+///     assert!(err.to_string().starts_with("the loader of key transcript:"));
+///     Ok::<_, String>("outer")
+/// });
+/// assert_eq!(&outer.unwrap()[..], b"outer");
+///
+/// // A value larger than the whole budget is returned as an error and not stored.
+/// let small = Cache::builder().max_bytes(200).build()?;
+/// let err = small
+///     .try_get_or_insert_with(key, || Ok::<_, String>(vec![0u8; 1000]))
+///     .unwrap_err();
+/// assert!(matches!(err, LoadError::Cache(CacheError::TooLarge { .. })));
+/// assert!(err.to_string().starts_with("the loaded value was not cached: an entry charged"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum LoadError<E> {
     /// The loader returned an error (this call's loader, or the one it waited for).
     Loader(Arc<E>),
-    /// The loaded value could not be stored (for example it is larger than the budget).
+    /// The cache refused the load: the loaded value could not be stored (for example it is
+    /// larger than the whole budget, [`CacheError::TooLarge`]), or, before any loader ran,
+    /// waiting for the key would never end ([`CacheError::ReentrantLoad`],
+    /// [`CacheError::LoadCycle`]).
     Cache(CacheError),
 }
 
@@ -100,6 +143,10 @@ impl<E: fmt::Display> fmt::Display for LoadError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Loader(e) => write!(f, "the loader failed: {e}"),
+            // No value was loaded for these: this call's loader never ran.
+            LoadError::Cache(
+                e @ (CacheError::ReentrantLoad { .. } | CacheError::LoadCycle { .. }),
+            ) => write!(f, "{e}"),
             LoadError::Cache(e) => write!(f, "the loaded value was not cached: {e}"),
         }
     }

@@ -89,7 +89,7 @@ pub enum RemovalCause {
     Expired,
     /// A newer value was inserted under the same key.
     Replaced,
-    /// Removed by [`Cache::remove`] or [`Cache::clear`].
+    /// Removed by [`Cache::remove`], [`Cache::remove_if`] or [`Cache::clear`].
     Removed,
 }
 
@@ -445,7 +445,8 @@ impl Cache {
     /// `LoadError::Cache(CacheError::ReentrantLoad { .. })`, and the call that would close a
     /// cycle of loads across threads gets `LoadError::Cache(CacheError::LoadCycle { .. })`;
     /// a thread that waits for another by other means (`join`, a channel, a lock) is
-    /// invisible to the cache, and a cycle through it is not detected.
+    /// invisible to the cache, and a cycle through it is not detected. [`LoadError`] has an
+    /// example of each.
     pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
         &self,
         key: CacheKey,
@@ -473,6 +474,37 @@ impl Cache {
     }
 
     /// Removes every expired entry now; returns how many were removed.
+    ///
+    /// An expired entry is never returned, but it is counted by [`Cache::len`] and charged
+    /// against the budget until it is purged — by this call, by a read or an insert of its
+    /// key, or by the sweeper thread of [`CacheBuilder::sweep_interval`]. Each removal is
+    /// reported to the eviction listener as [`RemovalCause::Expired`].
+    ///
+    /// ```
+    /// use memocache::{Cache, CacheKey, ManualClock, RemovalCause, Ttl};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let causes = Arc::new(Mutex::new(Vec::new()));
+    /// let heard = Arc::clone(&causes);
+    /// let cache = Cache::builder()
+    ///     .max_bytes(1 << 20)
+    ///     .default_ttl(Ttl::minutes(5)?)
+    ///     .clock(clock.clone())
+    ///     .eviction_listener(move |_key, _value, cause| heard.lock().unwrap().push(cause))
+    ///     .build()?;
+    /// for n in 0..3u8 {
+    ///     cache.insert(CacheKey::from_content(&[n], "transcript")?, "text")?;
+    /// }
+    /// clock.advance(Duration::from_secs(5 * 60 + 1));
+    /// assert_eq!(cache.len(), 3); // expired, but not yet purged
+    /// assert_eq!(cache.purge_expired(), 3);
+    /// assert!(cache.is_empty());
+    /// assert_eq!(*causes.lock().unwrap(), [RemovalCause::Expired; 3]);
+    /// assert_eq!(cache.stats().evictions_expired, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn purge_expired(&self) -> usize {
         self.inner.purge_expired()
     }

@@ -34,7 +34,7 @@ pub struct CacheStats {
     pub evictions_size: u64,
     /// Entries removed because their TTL ran out.
     pub evictions_expired: u64,
-    /// Entries removed by `remove` or `clear`.
+    /// Entries removed by `remove`, `remove_if` or `clear`.
     pub removals_explicit: u64,
     /// Values replaced by a newer insert of the same key (equals `updates`).
     pub replaced: u64,
@@ -42,7 +42,7 @@ pub struct CacheStats {
     pub loads: u64,
     /// Loader runs that returned an error or panicked.
     pub load_failures: u64,
-    /// Live entries now.
+    /// Entries now, as [`Cache::len`](crate::Cache::len): expired ones not yet purged included.
     pub entries: u64,
     /// Bytes charged now (see [`crate::CacheEntry::charged_size`]).
     pub bytes: u64,

@@ -493,7 +493,10 @@ impl ChunkedProcessorBuilder {
         self
     }
 
-    /// How failing chunks are retried (default: the jobs layer's default).
+    /// How failing chunks are retried (default: [`RetryConfig::default`], 3 retries after
+    /// 1 s, 2 s and 4 s, so a chunk that always fails stops the run after about 7 s; a test
+    /// or a host whose engine fails fast passes a shorter policy, or drives the waits with a
+    /// [`ManualClock`](crate::ManualClock) on the cache).
     #[must_use]
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;

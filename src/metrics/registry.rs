@@ -218,6 +218,36 @@ impl MetricsRegistry {
     }
 
     /// The counter `name{labels}`, registered with `help` if new.
+    ///
+    /// Errors, registering nothing: [`MetricError::InvalidMetricName`],
+    /// [`MetricError::InvalidLabelName`] or [`MetricError::DuplicateLabel`] for names outside
+    /// Prometheus' grammar, [`MetricError::TypeConflict`] if `name` is registered as another
+    /// type, and [`MetricError::NameCollision`] if `name` is a histogram's `_sum`/`_count`
+    /// series (see the [module docs](self)). The same holds for
+    /// [`gauge`](MetricsRegistry::gauge) and [`histogram`](MetricsRegistry::histogram).
+    ///
+    /// ```
+    /// use memocache::{MetricError, MetricsRegistry};
+    ///
+    /// let registry = MetricsRegistry::new();
+    /// let served = registry.counter("files_served_total", "Files served.", &[("source", "cache")])?;
+    /// served.inc();
+    /// assert_eq!(registry.counter("files_served_total", "", &[("source", "cache")])?.get(), 1);
+    /// assert!(matches!(
+    ///     registry.gauge("files_served_total", "", &[]),
+    ///     Err(MetricError::TypeConflict { .. })
+    /// ));
+    /// registry.histogram("upload_seconds", "Upload time.", &[])?;
+    /// assert!(matches!(
+    ///     registry.counter("upload_seconds_count", "", &[]),
+    ///     Err(MetricError::NameCollision { .. })
+    /// ));
+    /// assert!(matches!(
+    ///     registry.counter("files served", "", &[]),
+    ///     Err(MetricError::InvalidMetricName(_))
+    /// ));
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn counter(
         &self,
         name: &str,
@@ -227,7 +257,8 @@ impl MetricsRegistry {
         self.get_or_register(name, help, labels)
     }
 
-    /// The gauge `name{labels}` (starting at 0), registered with `help` if new.
+    /// The gauge `name{labels}` (starting at 0), registered with `help` if new. Errors as
+    /// for [`MetricsRegistry::counter`].
     pub fn gauge(
         &self,
         name: &str,
@@ -237,7 +268,9 @@ impl MetricsRegistry {
         self.get_or_register(name, help, labels)
     }
 
-    /// The histogram `name{labels}`, registered with `help` if new.
+    /// The histogram `name{labels}`, registered with `help` if new; rendered as a summary
+    /// that also writes `name_sum` and `name_count`. Errors as for
+    /// [`MetricsRegistry::counter`].
     pub fn histogram(
         &self,
         name: &str,

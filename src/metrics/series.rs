@@ -219,7 +219,7 @@ impl MetricSeries {
     }
 
     /// Number of retained samples (some may be older than the retention period until the next
-    /// add prunes them; windows never include them).
+    /// add or [`MetricSeries::prune_expired`] prunes them; windows never include them).
     pub fn len(&self) -> usize {
         self.values.len()
     }

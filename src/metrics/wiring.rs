@@ -98,7 +98,7 @@ use crate::job::{JobCompletion, QueueStats};
 /// let metrics = CacheMetrics::register(&registry)?;
 ///
 /// let key = CacheKey::from_content(b"audio", "transcript")?;
-/// cache.insert(key.clone(), "hello")?;
+/// cache.insert(key, "hello")?;
 /// cache.get(&key);
 /// metrics.publish(&cache.stats());
 ///
@@ -122,8 +122,10 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    /// Registers (or finds) the cache metrics in `registry`. Fails only if one of the names is
-    /// already registered with another type.
+    /// Registers (or finds) the cache metrics in `registry`. Fails only if one of the names
+    /// (see [`CacheMetrics`]) is already registered with another type
+    /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
+    /// ([`MetricError::NameCollision`]).
     pub fn register(registry: &MetricsRegistry) -> Result<CacheMetrics, MetricError> {
         let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
         let eviction = |cause: &str| {
@@ -265,8 +267,22 @@ pub struct QueueMetrics {
 }
 
 impl QueueMetrics {
-    /// Registers (or finds) the queue metrics in `registry`. Fails only if one of the names is
-    /// already registered with another type.
+    /// Registers (or finds) the queue metrics in `registry`. Fails only if one of the names
+    /// (see [`QueueMetrics`]) is already registered with another type
+    /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
+    /// ([`MetricError::NameCollision`]: the latency summary `memocache_job_latency_seconds`
+    /// writes `memocache_job_latency_seconds_sum` and `_count`).
+    ///
+    /// ```
+    /// use memocache::metrics::wiring::QueueMetrics;
+    /// use memocache::{MetricError, MetricsRegistry};
+    ///
+    /// let registry = MetricsRegistry::new();
+    /// registry.counter("memocache_job_latency_seconds_count", "Taken already.", &[])?;
+    /// let err = QueueMetrics::register(&registry).unwrap_err();
+    /// assert!(matches!(err, MetricError::NameCollision { .. }));
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn register(registry: &MetricsRegistry) -> Result<QueueMetrics, MetricError> {
         let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
         let depth = |status: &str| {

@@ -11,7 +11,71 @@ use crate::key::CacheKey;
 ///
 /// Implementations must be deterministic for a given [`Transcriber::identity`]: results are
 /// memoized per chunk under a key that includes the identity, so change the identity whenever
-/// the engine, its model or its settings change.
+/// the engine, its model or its settings change. A transcriber is shared by the pipeline's
+/// workers (`Send + Sync`) and called for up to
+/// [`chunk_concurrency`](super::PipelineBuilder::chunk_concurrency) chunks of a file at once.
+///
+/// An engine run in process:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::time::Duration;
+/// use memocache::{Cache, RetryConfig};
+/// use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult};
+/// use memocache::pipeline::{Pipeline, PipelineError, TranscribeError, Transcriber};
+///
+/// struct ByteCounter {
+///     calls: AtomicUsize,
+/// }
+///
+/// impl Transcriber for ByteCounter {
+///     fn identity(&self) -> &str {
+///         "byte-counter/1"
+///     }
+///
+///     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+///         self.calls.fetch_add(1, Ordering::Relaxed);
+///         if chunk.data().iter().all(|&b| b == 0) {
+///             return Err(TranscribeError::Engine("nothing but silence".into()));
+///         }
+///         Ok(ChunkResult::from_text(format!("{} bytes", chunk.data().len())))
+///     }
+/// }
+///
+/// let dir = std::env::temp_dir().join(format!("memocache-doc-engine-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let (audio, silence) = (dir.join("talk.raw"), dir.join("silence.raw"));
+/// std::fs::write(&audio, vec![7u8; 10_000])?;
+/// std::fs::write(&silence, vec![0u8; 100])?;
+///
+/// let engine = Arc::new(ByteCounter { calls: AtomicUsize::new(0) });
+/// let cache = Cache::builder().max_bytes(64 * 1024 * 1024).build()?;
+/// let pipeline = Pipeline::builder(cache, engine.clone())
+///     .plan(ChunkPlan::with_chunk_bytes(4096)?) // small chunks, for the example
+///     // No retries: the default retries a failing chunk after 1, 2 and 4 seconds.
+///     .retry(RetryConfig::exponential(0, Duration::from_millis(10))?)
+///     .build()?;
+///
+/// let first = pipeline.transcribe(&audio, "en")?;
+/// assert_eq!(first.transcript.text, "4096 bytes 4096 bytes 1808 bytes");
+/// assert_eq!(first.transcript.engine, "byte-counter/1");
+/// // The two identical chunks share one memoized result: the engine ran twice, not three times.
+/// assert_eq!(engine.calls.load(Ordering::Relaxed), 2);
+///
+/// let second = pipeline.transcribe(&audio, "en")?;
+/// assert!(second.from_cache);
+/// assert_eq!(engine.calls.load(Ordering::Relaxed), 2);
+///
+/// // An engine error fails the file, with a message that names the file, the chunk and the
+/// // engine's error; nothing is cached for it.
+/// let err = pipeline.transcribe(&silence, "en").unwrap_err();
+/// assert!(matches!(err, PipelineError::Failed { .. }));
+/// assert!(err.to_string().contains("chunk 0 failed after 1 attempt(s)"), "{err}");
+/// assert!(err.to_string().ends_with("nothing but silence"), "{err}");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Transcriber: Send + Sync {
     /// The engine, model and settings, as part of every chunk's cache key.
     fn identity(&self) -> &str;

@@ -218,13 +218,22 @@ impl PipelineBuilder {
         self
     }
 
-    /// How a failing chunk is retried.
+    /// How a failing chunk is retried (default: [`RetryConfig::default`], 3 retries after
+    /// 1 s, 2 s and 4 s, so a file whose chunk always fails fails after about 7 s).
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
     }
 
-    /// The registry to publish into (default: a new one on the cache's clock).
+    /// The registry to publish into (default: a new one on the cache's clock, keeping an
+    /// hour of gauge and histogram values). Besides the cache's and the queue's metrics (see
+    /// [`wiring`](crate::metrics::wiring)), the pipeline registers
+    /// `memocache_transcriptions_total{source="cache"|"computed"}` (counter, files served),
+    /// `memocache_transcription_duration_seconds` (summary, the time to serve one file, cache
+    /// hits included) and `memocache_transcription_saved_seconds` (gauge, compute time the
+    /// hits saved): alert rules can name any of them. [`PipelineBuilder::build`] fails with
+    /// [`PipelineError::Metrics`] if a given registry cannot take one of these names (see
+    /// [`MetricsRegistry::counter`] for why a name is refused).
     pub fn registry(mut self, registry: MetricsRegistry) -> Self {
         self.registry = Some(registry);
         self
@@ -444,8 +453,11 @@ impl Pipeline {
         }
     }
 
-    /// The transcript of the file at `path` in `language`: from the cache, or computed. The
-    /// metrics are recorded and the alert rules evaluated afterwards, whatever the outcome.
+    /// The transcript of the file at `path` in `language`: from the cache, or computed.
+    /// Afterwards, whatever the outcome, the cache's and the queue's statistics are published
+    /// and the alert rules evaluated ([`Pipeline::evaluate_alerts`]); a file served also
+    /// counts in the pipeline's own metrics (see [`PipelineBuilder::registry`]) and
+    /// [`Pipeline::stats`], a failed one does not.
     pub fn transcribe(
         &self,
         path: impl AsRef<Path>,
