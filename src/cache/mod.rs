@@ -423,6 +423,30 @@ impl Cache {
     /// Only waits inside the cache are seen. A loader that waits for another thread by
     /// other means — `join`, a channel, a lock — while that thread loads a key this thread
     /// is loading is invisible to the cache: that never returns, and is the caller's to avoid.
+    ///
+    /// ```
+    /// use memocache::{Cache, CacheKey};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+    /// let key = CacheKey::from_content(b"some audio", "transcript")?;
+    /// let runs = AtomicUsize::new(0);
+    /// std::thread::scope(|scope| {
+    ///     for _ in 0..4 {
+    ///         scope.spawn(|| {
+    ///             let text = cache.get_or_insert_with(key, || {
+    ///                 runs.fetch_add(1, Ordering::Relaxed);
+    ///                 "hello world" // an expensive transcription, in real use
+    ///             });
+    ///             assert_eq!(&text.unwrap()[..], b"hello world");
+    ///         });
+    ///     }
+    /// });
+    /// // Whether a caller waited for the load or came after it, the loader ran once.
+    /// assert_eq!(runs.load(Ordering::Relaxed), 1);
+    /// assert_eq!(cache.stats().loads, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_or_insert_with<V: Into<Bytes>>(
         &self,
         key: CacheKey,

@@ -711,6 +711,74 @@ impl ChunkedProcessor {
     /// If the file's length or modification time changed between the start of the run and
     /// the storing of the whole-file record, the run stores no such record and fails with
     /// [`ProcessError::Changed`] (see the module docs).
+    ///
+    /// A WAV file is cut on sample-frame boundaries, and every chunk is a complete WAV file:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memocache::{Cache, ConcurrencyLimit, RetryConfig};
+    /// use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, ChunkedProcessor,
+    ///     ProcessError, RunOptions};
+    ///
+    /// // Three seconds of 16 kHz mono 16-bit audio: 96,000 bytes of samples.
+    /// let dir = std::env::temp_dir().join(format!("memocache-doc-wav-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let wav = dir.join("talk.wav");
+    /// let spec = hound::WavSpec {
+    ///     channels: 1,
+    ///     sample_rate: 16_000,
+    ///     bits_per_sample: 16,
+    ///     sample_format: hound::SampleFormat::Int,
+    /// };
+    /// let mut writer = hound::WavWriter::create(&wav, spec)?;
+    /// for n in 0..48_000 {
+    ///     writer.write_sample((n % 1000) as i16)?;
+    /// }
+    /// writer.finalize()?;
+    ///
+    /// let cache = Cache::builder().max_bytes(64 * 1024 * 1024).build()?;
+    /// let processor = ChunkedProcessor::builder(cache, "frame-counter/1")
+    ///     // At most 32,000 bytes a chunk (one second), for the example; real plans use
+    ///     // a `ChunkSize` of 10 to 25 MB.
+    ///     .plan(ChunkPlan::with_chunk_bytes(32_000)?)
+    ///     .concurrency(ConcurrencyLimit::new(2)?)
+    ///     .retry(RetryConfig::exponential(0, Duration::from_millis(10))?)
+    ///     .language("en")
+    ///     .build()?;
+    /// let frames = |chunk: &AudioChunk| {
+    ///     assert_eq!(chunk.info().kind, ChunkKind::Wav);
+    ///     let reader = hound::WavReader::new(&chunk.data()[..]).map_err(|e| e.to_string())?;
+    ///     Ok::<_, String>(ChunkResult::from_text(format!("{} frames", reader.duration())))
+    /// };
+    /// let out = processor.process_path(&wav, &frames, RunOptions::new())?;
+    /// // 32,000 bytes hold a 44-byte header and 15,978 frames; the last chunk has the other 66.
+    /// assert_eq!(out.result.text, "15978 frames 15978 frames 15978 frames 66 frames");
+    /// assert_eq!(out.chunks[1].info.start_time, Some(Duration::from_micros(998_625)));
+    /// assert_eq!(out.computed, 4);
+    /// assert!(processor.process_path(&wav, &frames, RunOptions::new())?.whole_file_hit);
+    ///
+    /// // A file that grows while it is processed is refused, and no whole-file record is
+    /// // stored for it; its chunk results stay cached. (Another identity: the results of
+    /// // "frame-counter/1" are not this function's.)
+    /// let growing = dir.join("growing.wav");
+    /// std::fs::copy(&wav, &growing)?;
+    /// let processor = ChunkedProcessor::builder(processor.cache().clone(), "appender/1")
+    ///     .plan(ChunkPlan::with_chunk_bytes(32_000)?)
+    ///     .build()?;
+    /// let append = |chunk: &AudioChunk| {
+    ///     use std::io::Write as _;
+    ///     let mut file = std::fs::OpenOptions::new().append(true).open(&growing).map_err(|e| e.to_string())?;
+    ///     file.write_all(&[0; 2]).map_err(|e| e.to_string())?;
+    ///     Ok::<_, String>(ChunkResult::from_text(format!("chunk {}", chunk.index())))
+    /// };
+    /// let err = processor.process_path(&growing, &append, RunOptions::new()).unwrap_err();
+    /// assert!(matches!(err, ProcessError::Changed { .. }));
+    /// assert!(err.to_string().ends_with("changed while it was being processed; no whole-file result was stored for it"));
+    /// let again = processor.process_path(&growing, &append, RunOptions::new());
+    /// assert!(matches!(again, Ok(out) if out.computed == 0 && out.cached == 4));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn process_path<F, E>(
         &self,
         path: impl AsRef<Path>,

@@ -97,12 +97,18 @@ use crate::job::{JobCompletion, QueueStats};
 /// let registry = MetricsRegistry::new();
 /// let metrics = CacheMetrics::register(&registry)?;
 ///
+/// // Before the first read the hit ratio is "no data": NaN, which no alert threshold meets.
+/// metrics.publish(&cache.stats());
+/// assert!(registry.render_prometheus().contains("memocache_cache_hit_ratio NaN\n"));
+///
 /// let key = CacheKey::from_content(b"audio", "transcript")?;
 /// cache.insert(key, "hello")?;
 /// cache.get(&key);
 /// metrics.publish(&cache.stats());
 ///
-/// assert!(registry.render_prometheus().contains("memocache_cache_hits_total 1\n"));
+/// let text = registry.render_prometheus();
+/// assert!(text.contains("memocache_cache_hits_total 1\n"));
+/// assert!(text.contains("memocache_cache_hit_ratio 1\n"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
