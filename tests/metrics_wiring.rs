@@ -529,3 +529,44 @@ fn memo_store_failures_are_published() {
         1.0
     );
 }
+
+/// Registration is all or nothing: a name taken further down the list leaves the registry as
+/// it was — no family the failed call created, no series it added to a family that was
+/// there, and the series that were there still in place.
+#[test]
+fn a_failed_registration_registers_nothing() {
+    let registry = MetricsRegistry::new();
+    registry
+        .gauge("memocache_jobs", "Jobs.", &[("status", "queued")])
+        .unwrap()
+        .set(7.0);
+    registry
+        .counter("memocache_job_latency_seconds_count", "Taken.", &[])
+        .unwrap();
+    let before = registry.render_prometheus();
+    assert!(matches!(
+        QueueMetrics::register(&registry),
+        Err(MetricError::NameCollision { .. })
+    ));
+    assert_eq!(registry.render_prometheus(), before);
+    assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
+
+    let cache_registry = MetricsRegistry::new();
+    cache_registry
+        .histogram("memocache_cache_entries", "Taken as a histogram.", &[])
+        .unwrap();
+    let before = cache_registry.render_prometheus();
+    assert!(matches!(
+        CacheMetrics::register(&cache_registry),
+        Err(MetricError::TypeConflict { .. })
+    ));
+    assert_eq!(cache_registry.render_prometheus(), before);
+    // Once the name is free, the same call registers everything.
+    let free = MetricsRegistry::new();
+    QueueMetrics::register(&free).unwrap();
+    CacheMetrics::register(&free).unwrap();
+    assert_eq!(
+        free.metric_type("memocache_jobs_submitted_total"),
+        Some(memocache::MetricType::Counter)
+    );
+}

@@ -297,3 +297,22 @@ fn the_command_engine_names_a_chunk_file_for_what_it_holds() {
     assert_eq!(kind, ChunkKind::Wav);
     assert!(name.ends_with(".wav"), "{name}");
 }
+
+/// A registry whose names clash with the pipeline's is left as it was when the pipeline
+/// refuses to start (the pipeline registers all its metrics before it starts anything).
+#[test]
+fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
+    let registry = memocache::MetricsRegistry::new();
+    registry
+        .gauge("memocache_transcriptions_total", "Taken as a gauge.", &[])
+        .unwrap();
+    let before = registry.render_prometheus();
+    let started = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .build();
+    assert!(
+        matches!(started, Err(PipelineError::Metrics(_))),
+        "{started:?}"
+    );
+    assert_eq!(registry.render_prometheus(), before);
+}

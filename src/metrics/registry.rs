@@ -40,13 +40,14 @@
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use super::alert::Aggregation;
 use super::series::linear_percentiles;
@@ -85,6 +86,15 @@ impl Metrics {
             Metrics::Counter(_) => MetricType::Counter,
             Metrics::Gauge(_) => MetricType::Gauge,
             Metrics::Histogram(_) => MetricType::Histogram,
+        }
+    }
+
+    /// Forgets the series `labels` (a failed [`Batch`] taking back what it added).
+    fn remove(&mut self, labels: &Tags) {
+        match self {
+            Metrics::Counter(map) => drop(map.remove(labels)),
+            Metrics::Gauge(map) => drop(map.remove(labels)),
+            Metrics::Histogram(map) => drop(map.remove(labels)),
         }
     }
 }
@@ -302,20 +312,34 @@ impl MetricsRegistry {
                 return Ok(handle.clone());
             }
         }
-        let mut families = self.inner.families.write();
-        if !families.contains_key(name) {
-            check_summary_names(&families, name, H::TYPE)?;
+        let (handle, _) = insert(
+            &mut self.inner.families.write(),
+            &self.inner,
+            name,
+            help,
+            labels,
+        )?;
+        Ok(handle)
+    }
+
+    /// Registers several metrics all or nothing: `register` asks the [`Batch`] for each
+    /// handle, and if it returns an error, every family and series the batch created is
+    /// taken back. The registry's write lock is held throughout, so no one sees a batch
+    /// half done (and `register` must not call the registry itself: it would deadlock).
+    pub(crate) fn register_all<T>(
+        &self,
+        register: impl FnOnce(&Batch<'_>) -> Result<T, MetricError>,
+    ) -> Result<T, MetricError> {
+        let batch = Batch {
+            inner: &self.inner,
+            families: RefCell::new(self.inner.families.write()),
+            added: RefCell::new(Vec::new()),
+        };
+        let registered = register(&batch);
+        if registered.is_err() {
+            batch.undo();
         }
-        let family = families.entry(name.to_owned()).or_insert_with(|| Family {
-            help: help.to_owned(),
-            metrics: H::empty_family(),
-        });
-        let registered = family.metrics.metric_type();
-        let map = H::family_mut(&mut family.metrics).ok_or_else(|| conflict(registered))?;
-        let handle = map
-            .entry(labels)
-            .or_insert_with(|| H::new(name, &self.inner));
-        Ok(handle.clone())
+        registered
     }
 
     /// The type `name` is registered with, if it is.
@@ -386,6 +410,110 @@ impl MetricsRegistry {
 
 /// The series a histogram writes besides its own name (see [`render_family`]).
 const SUMMARY_SUFFIXES: [&str; 2] = ["_sum", "_count"];
+
+/// Looks the series `name{labels}` up in `families`, adding it (and its family) if new.
+/// Returns the handle and, when it added the series, whether it created the family too.
+/// Nothing is added on error.
+fn insert<H: Handle>(
+    families: &mut BTreeMap<String, Family>,
+    inner: &Inner,
+    name: &str,
+    help: &str,
+    labels: Tags,
+) -> Result<(H, Option<bool>), MetricError> {
+    let created = !families.contains_key(name);
+    if created {
+        check_summary_names(families, name, H::TYPE)?;
+    }
+    let family = families.entry(name.to_owned()).or_insert_with(|| Family {
+        help: help.to_owned(),
+        metrics: H::empty_family(),
+    });
+    let registered = family.metrics.metric_type();
+    let map = H::family_mut(&mut family.metrics).ok_or_else(|| MetricError::TypeConflict {
+        name: name.to_owned(),
+        registered,
+        requested: H::TYPE,
+    })?;
+    if let Some(handle) = map.get(&labels) {
+        return Ok((handle.clone(), None));
+    }
+    let handle = H::new(name, inner);
+    map.insert(labels, handle.clone());
+    Ok((handle, Some(created)))
+}
+
+/// Registration of several metrics as one step; see [`MetricsRegistry::register_all`].
+/// Its methods are those of the registry, with the same errors.
+pub(crate) struct Batch<'a> {
+    inner: &'a Inner,
+    families: RefCell<RwLockWriteGuard<'a, BTreeMap<String, Family>>>,
+    /// The series the batch added, with whether it created their family: what a failed
+    /// batch takes back.
+    added: RefCell<Vec<(String, Tags, bool)>>,
+}
+
+impl Batch<'_> {
+    /// [`MetricsRegistry::counter`], in the batch.
+    pub(crate) fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Counter, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    /// [`MetricsRegistry::gauge`], in the batch.
+    pub(crate) fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Gauge, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    /// [`MetricsRegistry::histogram`], in the batch.
+    pub(crate) fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Histogram, MetricError> {
+        self.get_or_register(name, help, labels)
+    }
+
+    fn get_or_register<H: Handle>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<H, MetricError> {
+        validate_metric_name(name)?;
+        let labels = to_tags(labels)?;
+        let mut families = self.families.borrow_mut();
+        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone())?;
+        if let Some(created) = added {
+            self.added
+                .borrow_mut()
+                .push((name.to_owned(), labels, created));
+        }
+        Ok(handle)
+    }
+
+    /// Takes back everything the batch added, newest first.
+    fn undo(self) {
+        let mut families = self.families.into_inner();
+        for (name, labels, created) in self.added.into_inner().into_iter().rev() {
+            if created {
+                families.remove(&name);
+            } else if let Some(family) = families.get_mut(&name) {
+                family.metrics.remove(&labels);
+            }
+        }
+    }
+}
 
 /// Refuses a new family `name` of type `kind` whose rendered series would repeat a name
 /// another family renders: a histogram `h` writes `h_sum` and `h_count` too.

@@ -83,6 +83,7 @@
 //! are counted by `memocache_job_memo_hits_total`. A re-submitted dead letter is measured from
 //! its first submit.
 
+use super::registry::Batch;
 use super::{Counter, Gauge, Histogram, MetricError, MetricsRegistry};
 use crate::cache::CacheStats;
 use crate::job::{JobCompletion, QueueStats};
@@ -132,7 +133,14 @@ impl CacheMetrics {
     /// (see [`CacheMetrics`]) is already registered with another type
     /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
     /// ([`MetricError::NameCollision`]).
+    ///
+    /// A failed registration registers nothing.
     pub fn register(registry: &MetricsRegistry) -> Result<CacheMetrics, MetricError> {
+        registry.register_all(CacheMetrics::register_in)
+    }
+
+    /// [`CacheMetrics::register`] as part of a larger batch.
+    pub(crate) fn register_in(registry: &Batch<'_>) -> Result<CacheMetrics, MetricError> {
         let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
         let eviction = |cause: &str| {
             registry.counter(
@@ -277,7 +285,8 @@ impl QueueMetrics {
     /// (see [`QueueMetrics`]) is already registered with another type
     /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
     /// ([`MetricError::NameCollision`]: the latency summary `memocache_job_latency_seconds`
-    /// writes `memocache_job_latency_seconds_sum` and `_count`).
+    /// writes `memocache_job_latency_seconds_sum` and `_count`). A failed registration
+    /// registers nothing.
     ///
     /// ```
     /// use memocache::metrics::wiring::QueueMetrics;
@@ -287,9 +296,16 @@ impl QueueMetrics {
     /// registry.counter("memocache_job_latency_seconds_count", "Taken already.", &[])?;
     /// let err = QueueMetrics::register(&registry).unwrap_err();
     /// assert!(matches!(err, MetricError::NameCollision { .. }));
+    /// // All or nothing: the queue metrics registered before the collision are taken back.
+    /// assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn register(registry: &MetricsRegistry) -> Result<QueueMetrics, MetricError> {
+        registry.register_all(QueueMetrics::register_in)
+    }
+
+    /// [`QueueMetrics::register`] as part of a larger batch.
+    pub(crate) fn register_in(registry: &Batch<'_>) -> Result<QueueMetrics, MetricError> {
         let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
         let depth = |status: &str| {
             registry.gauge(

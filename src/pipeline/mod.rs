@@ -263,7 +263,33 @@ impl PipelineBuilder {
         let registry = self.registry.unwrap_or_else(|| {
             MetricsRegistry::with_clock(Arc::clone(&clock), Duration::from_secs(3600))
         });
-        let queue_metrics = QueueMetrics::register(&registry)?;
+        // Every metric first, all or nothing: a name taken in the caller's registry leaves it
+        // as it was, and nothing has been started yet.
+        let metrics = registry.register_all(|batch| {
+            let served = |source: &str| {
+                batch.counter(
+                    "memocache_transcriptions_total",
+                    "Transcripts served, by where they came from.",
+                    &[("source", source)],
+                )
+            };
+            Ok(PipelineMetrics {
+                queue: QueueMetrics::register_in(batch)?,
+                cache: CacheMetrics::register_in(batch)?,
+                latency: batch.histogram(
+                    LATENCY_METRIC,
+                    "Time to serve one file's transcript, cache hits included.",
+                    &[],
+                )?,
+                served: [served("cache")?, served("computed")?],
+                saved: batch.gauge(
+                    "memocache_transcription_saved_seconds",
+                    "Compute time that cache hits saved since the pipeline started.",
+                    &[],
+                )?,
+            })
+        })?;
+        let queue_metrics = metrics.queue;
         let queue = JobQueue::builder()
             .cache(self.cache.clone())
             .clock(Arc::clone(&clock))
@@ -300,30 +326,11 @@ impl PipelineBuilder {
             alerts.add_rule(rule);
         }
         Ok(Pipeline {
-            cache_metrics: CacheMetrics::register(&registry)?,
+            cache_metrics: metrics.cache,
             queue_metrics,
-            latency: registry.histogram(
-                LATENCY_METRIC,
-                "Time to serve one file's transcript, cache hits included.",
-                &[],
-            )?,
-            served: [
-                registry.counter(
-                    "memocache_transcriptions_total",
-                    "Transcripts served, by where they came from.",
-                    &[("source", "cache")],
-                )?,
-                registry.counter(
-                    "memocache_transcriptions_total",
-                    "Transcripts served, by where they came from.",
-                    &[("source", "computed")],
-                )?,
-            ],
-            saved: registry.gauge(
-                "memocache_transcription_saved_seconds",
-                "Compute time that cache hits saved since the pipeline started.",
-                &[],
-            )?,
+            latency: metrics.latency,
+            served: metrics.served,
+            saved: metrics.saved,
             cache: self.cache,
             engine,
             queue,
@@ -358,6 +365,15 @@ impl std::fmt::Debug for Pipeline {
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
+}
+
+/// The handles [`PipelineBuilder::build`] registers, in one batch.
+struct PipelineMetrics {
+    queue: QueueMetrics,
+    cache: CacheMetrics,
+    latency: Histogram,
+    served: [crate::metrics::Counter; 2],
+    saved: crate::metrics::Gauge,
 }
 
 /// What a Transcription job's payload carries.
