@@ -38,11 +38,19 @@ pub enum CodecError {
     #[error("encoding a value failed: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     /// The bytes are not a valid encoding of the requested type.
-    #[error("decoding a value failed: {0}")]
-    Decode(#[from] bincode::error::DecodeError),
+    #[error("decoding a value as {type_name} failed: {source}")]
+    Decode {
+        /// The type asked for (`std::any::type_name`), so that a value stored as one type
+        /// and read as another says so.
+        type_name: &'static str,
+        /// What the decoder found wrong.
+        source: bincode::error::DecodeError,
+    },
     /// The bytes decoded, but not all of them were used.
-    #[error("decoding a value left {trailing} trailing bytes of {total}")]
+    #[error("decoding a value as {type_name} left {trailing} trailing bytes of {total}")]
     TrailingBytes {
+        /// The type asked for.
+        type_name: &'static str,
         /// Bytes left over.
         trailing: usize,
         /// Bytes given.
@@ -87,9 +95,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         with_limit::<T, { 1 << 28 }>(bytes)
     } else {
         with_limit::<T, DECODE_LIMIT>(bytes)
-    }?;
+    }
+    .map_err(decode_error::<T>)?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes {
+            type_name: std::any::type_name::<T>(),
             trailing: bytes.len() - used,
             total: bytes.len(),
         });
@@ -103,7 +113,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// corrupt one can make this allocate that much before the read fails. Use [`decode`] for
 /// untrusted bytes.
 pub fn decode_from<T: DeserializeOwned>(reader: &mut impl std::io::Read) -> Result<T, CodecError> {
-    Ok(bincode::serde::decode_from_std_read(reader, CONFIG)?)
+    bincode::serde::decode_from_std_read(reader, CONFIG).map_err(decode_error::<T>)
+}
+
+/// A decoder's error, naming the type that was asked for.
+fn decode_error<T>(source: bincode::error::DecodeError) -> CodecError {
+    CodecError::Decode {
+        type_name: std::any::type_name::<T>(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +165,21 @@ mod tests {
     }
 
     #[test]
+    fn a_decode_error_names_the_type_asked_for() {
+        let stored = encode(&Transcript {
+            language: "en".into(),
+            segments: vec![],
+        })
+        .expect("encodes");
+        let err = decode::<Vec<String>>(&stored).expect_err("a transcript is not a list");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("decoding a value as alloc::vec::Vec<alloc::string::String>"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         // A varint length prefix claiming u64::MAX elements.
         let bytes = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
@@ -157,6 +190,7 @@ mod tests {
         assert!(matches!(
             decode::<u32>(&good),
             Err(CodecError::TrailingBytes {
+                type_name: "u32",
                 trailing: 1,
                 total: 2
             })

@@ -130,7 +130,10 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     claim.push(b'x');
 
     let (result, largest) = largest_allocation(|| codec::decode::<String>(&claim));
-    assert!(matches!(result, Err(CodecError::Decode(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(CodecError::Decode { .. })),
+        "{result:?}"
+    );
     assert!(largest <= BOUND, "String: allocated {largest} bytes");
 
     #[derive(Debug, serde::Deserialize)]
@@ -142,14 +145,20 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     let mut nested = vec![2, b'e', b'n', 1, 0];
     nested.extend_from_slice(&claim);
     let (result, largest) = largest_allocation(|| codec::decode::<Transcript>(&nested));
-    assert!(matches!(result, Err(CodecError::Decode(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(CodecError::Decode { .. })),
+        "{result:?}"
+    );
     assert!(largest <= BOUND, "nested String: allocated {largest} bytes");
 
     // In a larger input, a claim beyond what the input could hold is still refused.
     let mut padded = claim.clone();
     padded.resize(200_000, 0);
     let (result, largest) = largest_allocation(|| codec::decode::<String>(&padded));
-    assert!(matches!(result, Err(CodecError::Decode(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(CodecError::Decode { .. })),
+        "{result:?}"
+    );
     assert!(
         largest <= 16 * padded.len(),
         "padded: allocated {largest} bytes"

@@ -21,7 +21,7 @@ use crate::key::CacheKey;
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::time::Duration;
-/// use memocache::{Cache, RetryConfig};
+/// use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 /// use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult};
 /// use memocache::pipeline::{Pipeline, PipelineError, TranscribeError, Transcriber};
 ///
@@ -53,6 +53,9 @@ use crate::key::CacheKey;
 /// let cache = Cache::builder().max_bytes(64 * 1024 * 1024).build()?;
 /// let pipeline = Pipeline::builder(cache, engine.clone())
 ///     .plan(ChunkPlan::with_chunk_bytes(4096)?) // small chunks, for the example
+///     // One chunk at a time, so that the second of two identical chunks finds the first's
+///     // result (run side by side, both would go to the engine).
+///     .chunk_concurrency(ConcurrencyLimit::new(1)?)
 ///     // No retries: the default retries a failing chunk after 1, 2 and 4 seconds.
 ///     .retry(RetryConfig::exponential(0, Duration::from_millis(10))?)
 ///     .build()?;
