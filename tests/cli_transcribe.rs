@@ -142,6 +142,17 @@ fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process
     memocache(&args)
 }
 
+/// [`transcribe`], which must succeed: its standard output.
+fn transcribe_ok(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> String {
+    let output = transcribe(files, cache_dir, extra);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The cache directory's lock file, opened as a run opens it (created if missing).
 fn open_lock_file(cache_dir: &Path) -> File {
     OpenOptions::new()
@@ -196,19 +207,11 @@ fn a_run_on_a_cache_directory_in_use_is_refused_and_changes_nothing() {
     assert_eq!(names(&cache_dir), names_with_lock);
 
     held.unlock().expect("unlock");
-    let after = transcribe(&[&b], &cache_dir, &[]);
-    let stdout = String::from_utf8_lossy(&after.stdout);
-    assert!(
-        after.status.success(),
-        "{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
+    let stdout = transcribe_ok(&[&b], &cache_dir, &[]);
     // The refused run stored nothing: `b` is transcribed now.
     assert!(stdout.contains("b.raw: computed"), "{stdout}");
     // And this run kept the first run's transcript along with its own.
-    let both = transcribe(&[&a, &b], &cache_dir, &[]);
-    let stdout = String::from_utf8_lossy(&both.stdout);
-    assert!(both.status.success());
+    let stdout = transcribe_ok(&[&a, &b], &cache_dir, &[]);
     assert!(stdout.contains("hits 2  misses 0"), "{stdout}");
     // The lock file is left in place, and does not block the next run (its lock does).
     assert!(cache_dir.join("cache.lock").exists());
@@ -263,13 +266,7 @@ fn a_killed_run_does_not_block_the_next_one() {
     // Killed (SIGKILL) in the middle of its work, with the lock held.
     drop(first);
     assert!(cache_dir.join("cache.lock").exists(), "left in place");
-    let next = transcribe(&[&audio], &cache_dir, &[]);
-    let stdout = String::from_utf8_lossy(&next.stdout);
-    assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
-    );
+    let stdout = transcribe_ok(&[&audio], &cache_dir, &[]);
     // The killed run had finished nothing, so it saved nothing.
     assert!(stdout.contains("a.raw: computed"), "{stdout}");
 }
@@ -378,13 +375,7 @@ fn a_killed_run_keeps_the_files_it_finished() {
     memocache::snapshot::read_snapshot_file(&snapshot).expect("whole after the kill");
 
     std::fs::remove_file(&hang_flag).expect("removable");
-    let next = transcribe(&files, &cache_dir, &checkpoint);
-    let stdout = String::from_utf8_lossy(&next.stdout);
-    assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
-    );
+    let stdout = transcribe_ok(&files, &cache_dir, &checkpoint);
     assert!(stdout.contains("a.raw: from cache"), "{stdout}");
     assert!(stdout.contains("b.raw: from cache"), "{stdout}");
     assert!(stdout.contains("c.raw: computed"), "{stdout}");
@@ -459,13 +450,7 @@ fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
     );
 
     std::fs::remove_file(&hang_flag).expect("removable");
-    let next = transcribe(&[&a, &b], &cache_dir, &checkpoint);
-    let stdout = String::from_utf8_lossy(&next.stdout);
-    assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
-    );
+    let stdout = transcribe_ok(&[&a, &b], &cache_dir, &checkpoint);
     // The killed checkpoint saved nothing; the previous entries are all there.
     assert!(stdout.contains("a.raw: computed"), "{stdout}");
     let saved = memocache::snapshot::read_snapshot_file(&snapshot).expect("whole");
