@@ -23,6 +23,8 @@ use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::key::CacheKey;
+
 /// Largest value [`decode`] will materialise: 4 GiB.
 pub const DECODE_LIMIT: usize = 1 << 32;
 
@@ -55,6 +57,14 @@ pub enum CodecError {
         trailing: usize,
         /// Bytes given.
         total: usize,
+    },
+    /// A value read from a cache did not decode: which key it was stored under, and why.
+    #[error("the value under {key}: {source}")]
+    AtKey {
+        /// The key the value was read from.
+        key: CacheKey,
+        /// Why it did not decode ([`CodecError::Decode`] or [`CodecError::TrailingBytes`]).
+        source: Box<CodecError>,
     },
 }
 

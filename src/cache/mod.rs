@@ -492,9 +492,16 @@ impl Cache {
     }
 
     /// Reads and decodes a value stored by [`Cache::insert_typed`]. Bytes that do not decode
-    /// as `T` are an error, never a panic.
+    /// as `T` are an error, never a panic: [`CodecError::AtKey`], naming `key`.
     pub fn get_typed<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>, CodecError> {
-        self.get(key).map(|bytes| codec::decode(&bytes)).transpose()
+        self.get(key)
+            .map(|bytes| {
+                codec::decode(&bytes).map_err(|source| CodecError::AtKey {
+                    key: *key,
+                    source: Box::new(source),
+                })
+            })
+            .transpose()
     }
 
     /// Removes every expired entry now; returns how many were removed.

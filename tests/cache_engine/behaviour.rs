@@ -195,7 +195,13 @@ fn typed_values_round_trip_and_bad_bytes_are_an_error() {
     let err: CodecError = cache
         .get_typed::<Transcript>(&key(3))
         .expect_err("does not decode");
-    assert!(!err.to_string().is_empty());
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("the value under {}: decoding a value as ", key(3)))
+            && message.contains("Transcript"),
+        "names the key and the type: {message}"
+    );
+    assert!(matches!(&err, CodecError::AtKey { key: at, .. } if *at == key(3)));
     cache
         .insert(key(4), "not bincode at all, \u{1F600}")
         .expect("fits");
