@@ -61,7 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::{self, JoinHandle};
 
-use super::SnapshotError;
+use super::{SnapshotError, io_error};
 
 /// Removes the temporary file unless the rename happened.
 struct TempFile {
@@ -75,13 +75,6 @@ impl Drop for TempFile {
             // Best effort: the error being returned matters more than a leftover temp file.
             let _ = std::fs::remove_file(&self.path);
         }
-    }
-}
-
-fn io_error(action: &str, path: &Path, source: io::Error) -> SnapshotError {
-    SnapshotError::Io {
-        action: format!("{action} {}", path.display()),
-        source,
     }
 }
 
@@ -242,6 +235,17 @@ pub(super) fn replace_atomically<T>(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            // Name what the caller gave, not the temporary file they never heard of.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                return Err(SnapshotError::Io {
+                    action: format!(
+                        "saving a snapshot to {}: its directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ),
+                    source: e,
+                });
+            }
             Err(e) => return Err(io_error("creating", &temp.path, e)),
         }
         if attempts == MAX_TEMP_ATTEMPTS {

@@ -100,7 +100,15 @@ fn a_save_into_a_missing_directory_is_a_clean_error() {
     let path = dir.path().join("missing").join("cache.snap");
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
     let err = cache.save_snapshot(&path).expect_err("no such directory");
-    assert!(err.to_string().starts_with("creating "), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "saving a snapshot to {}: its directory {} does not exist",
+            path.display(),
+            dir.path().join("missing").display()
+        )),
+        "{message}"
+    );
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 
