@@ -3,6 +3,7 @@
 mod cli_support;
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -380,6 +381,86 @@ fn a_killed_run_keeps_the_files_it_finished() {
     assert!(stdout.contains("b.raw: from cache"), "{stdout}");
     assert!(stdout.contains("c.raw: computed"), "{stdout}");
     assert!(stdout.contains("hits 2  misses 1"), "{stdout}");
+}
+
+/// Ctrl-C (SIGINT) in the middle of a run's third file saves the two it finished, though no
+/// checkpoint was taken, and ends the run with status 130; the next run serves them from the
+/// cache and computes only the third.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_the_files_a_run_finished() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
+        .iter()
+        .zip(1u8..)
+        .map(|(name, byte)| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
+            file
+        })
+        .collect();
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let cache_dir = dir.path().join("cache");
+    let snapshot = cache_dir.join("cache.snapshot");
+    let hang_flag = dir.path().join("hang");
+    std::fs::write(&hang_flag, b"").expect("writable");
+    let engine_pid = dir.path().join("engine.pid");
+    let engine = engine_hanging_on(files[2], &hang_flag, &engine_pid);
+    let options = ["--checkpoint-secs", "0", "--engine-cmd", &engine];
+
+    let mut run = KillOnDrop {
+        run: Command::new(env!("CARGO_BIN_EXE_memocache"))
+            .arg("transcribe")
+            .args(files.iter().map(|f| path(f)))
+            .args(["--language", "en", "--cache-dir", path(&cache_dir)])
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the memocache binary"),
+        engine_pid: engine_pid.clone(),
+    };
+    wait_for(&mut run.run, "the engine started on c.raw", || {
+        engine_pid.exists()
+    });
+    assert!(!snapshot.exists(), "no checkpoints: only Ctrl-C saves");
+    let sent = Command::new("kill")
+        .args(["-INT", &run.run.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    // Waiting for the run, not timing it: the deadline turns a hang into a failure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = run.run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+    let mut stderr = run.run.stderr.take().expect("piped");
+    // Kills the engine, which still hangs on c.raw.
+    drop(run);
+    let mut said = String::new();
+    stderr.read_to_string(&mut said).expect("utf-8");
+    assert!(
+        said.contains("interrupted: saving what is finished"),
+        "{said}"
+    );
+    assert!(said.contains("saved "), "{said}");
+
+    let saved = memocache::snapshot::read_snapshot_file(&snapshot).expect("whole");
+    for file in &files[..2] {
+        let key = transcript_key(file);
+        assert!(saved.entries.iter().any(|e| e.key == key), "{file:?}");
+    }
+    std::fs::remove_file(&hang_flag).expect("removable");
+    let stdout = transcribe_ok(&files, &cache_dir, &options);
+    assert!(stdout.contains("a.raw: from cache"), "{stdout}");
+    assert!(stdout.contains("b.raw: from cache"), "{stdout}");
+    assert!(stdout.contains("c.raw: computed"), "{stdout}");
 }
 
 /// A run killed while a checkpoint is being written leaves the previous snapshot as it was,

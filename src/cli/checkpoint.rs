@@ -24,53 +24,116 @@
 //!   changes stay pending, so the next tick tries again.
 //! * **Stopping waits for a save in progress**, so the run's final save never races a
 //!   checkpoint (the later rename must be the newer snapshot).
+//! * **Ctrl-C saves too** ([`Checkpoints::save_on_interrupt`]): the first one saves what the
+//!   cache holds and ends the process with status 130, so an interrupted run loses nothing it
+//!   finished, not even what it stored since the last checkpoint; a second one quits at once
+//!   without saving (the snapshot on disk is then the last checkpoint's, whole). The save takes
+//!   the same lock as a checkpoint, so a checkpoint in progress finishes first and none starts
+//!   after it: its rename is the last. An engine still working on a chunk is not waited for;
+//!   its chunk file is left in the temporary directory, as after any kill.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use memocache::{Cache, SnapshotError};
+use memocache::{Cache, SnapshotError, SnapshotReport};
+use parking_lot::Mutex;
+
+/// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it.
+pub const INTERRUPTED: i32 = 130;
+
+/// Prints one line to the user (above the progress bars).
+type Say = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The checkpoint thread of a run; stopped (after any save in progress) when dropped.
 pub struct Checkpoints {
     /// Dropping it wakes the thread and tells it to stop.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Shared with the thread and the Ctrl-C handler: one save at a time.
+    saver: Arc<Mutex<Saver>>,
+    say: Say,
 }
 
 impl Checkpoints {
-    /// Saves `cache` to `snapshot` every `interval` while it has changed, printing failures
-    /// with `warn`. A zero interval saves nothing (the run saves only at its end).
+    /// Saves `cache` to `snapshot` every `interval` while it has changed, printing warnings
+    /// and notes with `say`. A zero interval saves nothing (the run saves only at its end).
     pub fn start(
         cache: Cache,
         snapshot: PathBuf,
         interval: Duration,
-        warn: impl Fn(&str) + Send + 'static,
+        say: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<Checkpoints, String> {
+        let say: Say = Arc::new(say);
+        let saver = Arc::new(Mutex::new(Saver::new(cache, snapshot)));
         if interval.is_zero() {
             return Ok(Checkpoints {
                 stop: None,
                 thread: None,
+                saver,
+                say,
             });
         }
         let (stop, stopped) = mpsc::channel::<()>();
-        let mut saver = Saver::new(cache, snapshot);
-        let thread = std::thread::Builder::new()
-            .name("checkpoint".into())
-            .spawn(move || {
-                // Nothing is ever sent: the sender's drop ends the wait (`Disconnected`).
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    if let Tick::FirstFailure(message) = saver.tick() {
-                        warn(&message);
+        let thread = {
+            let saver = Arc::clone(&saver);
+            let say = Arc::clone(&say);
+            std::thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || {
+                    // Nothing is ever sent: the sender's drop ends the wait (`Disconnected`).
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                        if let Tick::FirstFailure(message) = saver.lock().tick() {
+                            say(&message);
+                        }
                     }
-                }
-            })
-            .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
+                })
+                .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?
+        };
         Ok(Checkpoints {
             stop: Some(stop),
             thread: Some(thread),
+            saver,
+            say,
         })
+    }
+
+    /// Makes Ctrl-C (SIGINT) save the cache and end the process with [`INTERRUPTED`]; a
+    /// second Ctrl-C during that save ends it at once, without saving. Can be called once per
+    /// process.
+    pub fn save_on_interrupt(&self) -> Result<(), String> {
+        let saver = Arc::clone(&self.saver);
+        let say = Arc::clone(&self.say);
+        let mut interrupted = false;
+        ctrlc::set_handler(move || {
+            if interrupted {
+                say("interrupted again: quitting without saving (the snapshot on disk is the \
+                     last checkpoint's)");
+                std::process::exit(INTERRUPTED);
+            }
+            interrupted = true;
+            // The save runs on a thread of its own: the handler must return to hear a second
+            // Ctrl-C.
+            let saver = Arc::clone(&saver);
+            let say_there = Arc::clone(&say);
+            let saving = std::thread::Builder::new()
+                .name("interrupt-save".into())
+                .spawn(move || {
+                    let say = say_there;
+                    say("interrupted: saving what is finished (Ctrl-C again to quit without saving)");
+                    // Held until the process ends, so no checkpoint starts after this save.
+                    let mut saver = saver.lock();
+                    say(&saver.save_on_interrupt());
+                    std::process::exit(INTERRUPTED);
+                });
+            if saving.is_err() {
+                say("interrupted: cannot start a thread to save the cache; quitting without saving");
+                std::process::exit(INTERRUPTED);
+            }
+        })
+        .map_err(|e| format!("cannot catch Ctrl-C: {e}"))
     }
 }
 
@@ -118,28 +181,59 @@ impl Saver {
         }
     }
 
-    fn tick(&mut self) -> Tick {
+    /// Saves the snapshot if the cache stored anything since the last save: `Ok(None)` if
+    /// it did not.
+    fn save_if_changed(&mut self) -> Result<Option<SnapshotReport>, SnapshotError> {
         let now = stores(&self.cache);
         if now == self.saved_stores {
-            return Tick::Unchanged;
+            return Ok(None);
         }
         match self.cache.save_snapshot(&self.snapshot) {
+            Ok(report) => {
+                self.saved_stores = now;
+                Ok(Some(report))
+            }
             // Not durable: the new file is in place, only the rename may not survive a power
             // cut; the next checkpoint or the final save syncs the directory again.
-            Ok(_) | Err(SnapshotError::NotDurable { .. }) => {
+            Err(SnapshotError::NotDurable { report, .. }) => {
                 self.saved_stores = now;
-                Tick::Saved
+                Ok(Some(report))
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tick(&mut self) -> Tick {
+        match self.save_if_changed() {
+            Ok(None) => Tick::Unchanged,
+            Ok(Some(_)) => Tick::Saved,
             Err(_) if self.warned => Tick::Failed,
             Err(e) => {
                 self.warned = true;
                 Tick::FirstFailure(format!(
-                    "cannot save a checkpoint of the cache to {}: {e}; the run goes on and \
-                     saves again at the next checkpoint and at its end (later checkpoint \
+                    "warning: cannot save a checkpoint of the cache to {}: {e}; the run goes on \
+                     and saves again at the next checkpoint and at its end (later checkpoint \
                      failures are not shown)",
                     self.snapshot.display()
                 ))
             }
+        }
+    }
+
+    /// The save Ctrl-C asks for; what to tell the user.
+    fn save_on_interrupt(&mut self) -> String {
+        let saved = self.save_if_changed();
+        let snapshot = self.snapshot.display();
+        match saved {
+            Ok(None) => format!("nothing new to save: {snapshot} holds everything finished"),
+            Ok(Some(report)) => format!(
+                "saved {} entries to {snapshot}; the next run starts from them",
+                report.entries
+            ),
+            Err(e) => format!(
+                "cannot save the cache to {snapshot}: {e} (the snapshot there is the last \
+                 checkpoint's)"
+            ),
         }
     }
 }

@@ -16,7 +16,8 @@
 //!   every `--checkpoint-secs` (30 s by default) while the cache has stored something new,
 //!   so a run killed at 90 % keeps the files (and the chunks of the current file) it had
 //!   finished by the last checkpoint; each save is atomic, so a kill during one leaves the
-//!   previous snapshot whole. See [`super::checkpoint`].
+//!   previous snapshot whole. Ctrl-C saves what is finished and ends the run with status
+//!   130 (a second Ctrl-C quits without saving). See [`super::checkpoint`].
 //! * **One run at a time per cache directory.** A run holds an exclusive advisory lock on
 //!   the directory's lock file from before it loads the snapshot until after its last save;
 //!   a second run is refused at once with one line, before it loads the snapshot or
@@ -156,8 +157,9 @@ pub fn run(options: Options) -> Result<(), String> {
         cache.clone(),
         snapshot.clone(),
         options.checkpoint_secs,
-        move |warning| warn_bar.suspend(|| eprintln!("warning: {warning}")),
+        move |line| warn_bar.suspend(|| eprintln!("{line}")),
     )?;
+    checkpoints.save_on_interrupt()?;
     let mut failures = Vec::new();
     for file in &options.files {
         bars.files.set_message(file_name(file));
