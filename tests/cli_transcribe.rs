@@ -308,9 +308,63 @@ fn engine_hanging_on(hang_on: &Path, hang_flag: &Path, pid: &Path) -> String {
     )
 }
 
+/// Three files of a run, and an engine that hangs on the third while `hang_flag` exists.
+#[cfg(unix)]
+struct HangingOnThird {
+    /// a.raw, b.raw and c.raw, 30,000 bytes each.
+    files: Vec<std::path::PathBuf>,
+    /// The run's `--cache-dir`, not yet created, and the snapshot in it.
+    cache_dir: std::path::PathBuf,
+    snapshot: std::path::PathBuf,
+    /// Created: remove it for the engine to stop hanging.
+    hang_flag: std::path::PathBuf,
+    /// Where the engine writes its pid once it hangs.
+    engine_pid: std::path::PathBuf,
+    /// The `--engine-cmd`.
+    engine: String,
+}
+
+/// [`HangingOnThird`], in `dir`.
+#[cfg(unix)]
+fn hanging_on_third(dir: &Path) -> HangingOnThird {
+    let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
+        .iter()
+        .zip(1u8..)
+        .map(|(name, byte)| {
+            let file = dir.join(name);
+            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
+            file
+        })
+        .collect();
+    let hang_flag = dir.join("hang");
+    std::fs::write(&hang_flag, b"").expect("writable");
+    let engine_pid = dir.join("engine.pid");
+    let engine = engine_hanging_on(&files[2], &hang_flag, &engine_pid);
+    let cache_dir = dir.join("cache");
+    HangingOnThird {
+        files,
+        snapshot: cache_dir.join("cache.snapshot"),
+        cache_dir,
+        hang_flag,
+        engine_pid,
+        engine,
+    }
+}
+
 /// `memocache transcribe FILES --language en --cache-dir CACHE_DIR EXTRA…`, started.
 #[cfg(unix)]
 fn spawn_transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Child {
+    spawn_transcribe_to(files, cache_dir, extra, Stdio::null())
+}
+
+/// [`spawn_transcribe`], its stderr going to `stderr`.
+#[cfg(unix)]
+fn spawn_transcribe_to(
+    files: &[&Path],
+    cache_dir: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_memocache"))
         .arg("transcribe")
         .args(files.iter().map(|f| path(f)))
@@ -318,7 +372,7 @@ fn spawn_transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::p
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("run the memocache binary")
 }
@@ -330,22 +384,15 @@ fn spawn_transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::p
 #[test]
 fn a_killed_run_keeps_the_files_it_finished() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
-        .iter()
-        .zip(1u8..)
-        .map(|(name, byte)| {
-            let file = dir.path().join(name);
-            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
-            file
-        })
-        .collect();
+    let HangingOnThird {
+        files,
+        cache_dir,
+        snapshot,
+        hang_flag,
+        engine_pid,
+        engine,
+    } = hanging_on_third(dir.path());
     let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let cache_dir = dir.path().join("cache");
-    let snapshot = cache_dir.join("cache.snapshot");
-    let hang_flag = dir.path().join("hang");
-    std::fs::write(&hang_flag, b"").expect("writable");
-    let engine_pid = dir.path().join("engine.pid");
-    let engine = engine_hanging_on(files[2], &hang_flag, &engine_pid);
     let checkpoint = ["--checkpoint-secs", "0.005", "--engine-cmd", &engine];
 
     let mut run = KillOnDrop {
@@ -390,35 +437,19 @@ fn a_killed_run_keeps_the_files_it_finished() {
 #[test]
 fn ctrl_c_saves_the_files_a_run_finished() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
-        .iter()
-        .zip(1u8..)
-        .map(|(name, byte)| {
-            let file = dir.path().join(name);
-            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
-            file
-        })
-        .collect();
+    let HangingOnThird {
+        files,
+        cache_dir,
+        snapshot,
+        hang_flag,
+        engine_pid,
+        engine,
+    } = hanging_on_third(dir.path());
     let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let cache_dir = dir.path().join("cache");
-    let snapshot = cache_dir.join("cache.snapshot");
-    let hang_flag = dir.path().join("hang");
-    std::fs::write(&hang_flag, b"").expect("writable");
-    let engine_pid = dir.path().join("engine.pid");
-    let engine = engine_hanging_on(files[2], &hang_flag, &engine_pid);
     let options = ["--checkpoint-secs", "0", "--engine-cmd", &engine];
 
     let mut run = KillOnDrop {
-        run: Command::new(env!("CARGO_BIN_EXE_memocache"))
-            .arg("transcribe")
-            .args(files.iter().map(|f| path(f)))
-            .args(["--language", "en", "--cache-dir", path(&cache_dir)])
-            .args(options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run the memocache binary"),
+        run: spawn_transcribe_to(&files, &cache_dir, &options, Stdio::piped()),
         engine_pid: engine_pid.clone(),
     };
     wait_for(&mut run.run, "the engine started on c.raw", || {
