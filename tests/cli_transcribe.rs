@@ -504,23 +504,8 @@ fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let cache_dir = dir.path().join("cache");
-    std::fs::create_dir(&cache_dir).expect("create");
     let snapshot = cache_dir.join("cache.snapshot");
-    // A previous run's snapshot, large enough that a checkpoint takes a while to write.
-    let previous = memocache::Cache::builder()
-        .max_bytes(64 << 20)
-        .build()
-        .expect("cache");
-    for i in 0u32..2_000 {
-        let value: Vec<u8> = (0..4096u32)
-            .map(|j| (i ^ j.wrapping_mul(31)) as u8)
-            .collect();
-        let key = memocache::CacheKey::from_content(&i.to_le_bytes(), "content").expect("key");
-        previous.insert(key, value).expect("insert");
-    }
-    previous.save_snapshot(&snapshot).expect("saved");
-    let before = std::fs::read(&snapshot).expect("saved");
-    let inode = std::fs::metadata(&snapshot).expect("saved").ino();
+    let (before, inode) = large_snapshot(&snapshot);
 
     let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
     std::fs::write(&a, vec![1u8; 30_000]).expect("writable");
@@ -530,12 +515,7 @@ fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
     let engine_pid = dir.path().join("engine.pid");
     let engine = engine_hanging_on(&b, &hang_flag, &engine_pid);
     let checkpoint = ["--checkpoint-secs", "0.001", "--engine-cmd", &engine];
-    let temp_files = || {
-        names(&cache_dir)
-            .into_iter()
-            .filter(|n| n.starts_with(".cache.snapshot.") && n.ends_with(".tmp"))
-            .collect::<Vec<_>>()
-    };
+    let temp_files = || temp_files(&cache_dir);
 
     let mut run = KillOnDrop {
         run: spawn_transcribe(&[&a, &b], &cache_dir, &checkpoint),
@@ -568,6 +548,102 @@ fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
     let saved = memocache::snapshot::read_snapshot_file(&snapshot).expect("whole");
     assert!(saved.entries.len() > 2_000, "{}", saved.entries.len());
     assert!(temp_files().is_empty(), "{:?}", temp_files());
+}
+
+/// A second Ctrl-C while the first one's save is being written quits at once: the run ends
+/// with status 130 and the snapshot on disk is the previous one, byte for byte.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_quits_without_saving() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let HangingOnThird {
+        files,
+        cache_dir,
+        snapshot,
+        hang_flag: _,
+        engine_pid,
+        engine,
+    } = hanging_on_third(dir.path());
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let (before, inode) = large_snapshot(&snapshot);
+    let options = ["--checkpoint-secs", "0", "--engine-cmd", &engine];
+    let mut run = KillOnDrop {
+        run: spawn_transcribe_to(&files, &cache_dir, &options, Stdio::piped()),
+        engine_pid: engine_pid.clone(),
+    };
+    let interrupt = |run: &std::process::Child| {
+        let sent = Command::new("kill")
+            .args(["-INT", &run.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+    };
+    wait_for(&mut run.run, "the engine started on c.raw", || {
+        engine_pid.exists()
+    });
+    interrupt(&run.run);
+    wait_for(&mut run.run, "the Ctrl-C save started", || {
+        let replaced = std::fs::metadata(&snapshot).expect("there").ino() != inode;
+        assert!(!replaced, "the save ended before the test saw it");
+        !temp_files(&cache_dir).is_empty()
+    });
+    interrupt(&run.run);
+    // Waiting for the run, not timing it: the deadline turns a hang into a failure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = run.run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+    let mut stderr = run.run.stderr.take().expect("piped");
+    drop(run);
+    let mut said = String::new();
+    stderr.read_to_string(&mut said).expect("utf-8");
+    assert!(
+        said.contains("interrupted again: quitting without saving"),
+        "{said}"
+    );
+    assert!(!said.contains("saved "), "{said}");
+    assert!(
+        std::fs::read(&snapshot).expect("there") == before,
+        "changed"
+    );
+}
+
+/// Writes a snapshot of 2,000 entries of 4 KiB at `snapshot` (creating its directory), large
+/// enough that a save of it takes a while; returns its bytes and its inode.
+#[cfg(unix)]
+fn large_snapshot(snapshot: &Path) -> (Vec<u8>, u64) {
+    use std::os::unix::fs::MetadataExt;
+
+    std::fs::create_dir_all(snapshot.parent().expect("in a directory")).expect("create");
+    let previous = memocache::Cache::builder()
+        .max_bytes(64 << 20)
+        .build()
+        .expect("cache");
+    for i in 0u32..2_000 {
+        let value: Vec<u8> = (0..4096u32)
+            .map(|j| (i ^ j.wrapping_mul(31)) as u8)
+            .collect();
+        let key = memocache::CacheKey::from_content(&i.to_le_bytes(), "content").expect("key");
+        previous.insert(key, value).expect("insert");
+    }
+    previous.save_snapshot(snapshot).expect("saved");
+    let bytes = std::fs::read(snapshot).expect("saved");
+    (bytes, std::fs::metadata(snapshot).expect("saved").ino())
+}
+
+/// The temporary files of saves of `cache_dir`'s snapshot.
+fn temp_files(cache_dir: &Path) -> Vec<String> {
+    names(cache_dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".cache.snapshot.") && n.ends_with(".tmp"))
+        .collect()
 }
 
 /// A run started by a test and the engine it started, both killed when the test is done with
