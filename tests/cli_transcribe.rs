@@ -456,26 +456,8 @@ fn ctrl_c_saves_the_files_a_run_finished() {
         engine_pid.exists()
     });
     assert!(!snapshot.exists(), "no checkpoints: only Ctrl-C saves");
-    let sent = Command::new("kill")
-        .args(["-INT", &run.run.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    // Waiting for the run, not timing it: the deadline turns a hang into a failure.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = run.run.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(status.code(), Some(130), "{status}");
-    let mut stderr = run.run.stderr.take().expect("piped");
-    // Kills the engine, which still hangs on c.raw.
-    drop(run);
-    let mut said = String::new();
-    stderr.read_to_string(&mut said).expect("utf-8");
+    interrupt(&run.run);
+    let said = exits_interrupted(run);
     assert!(
         said.contains("interrupted: saving what is finished"),
         "{said}"
@@ -573,13 +555,6 @@ fn a_second_ctrl_c_quits_without_saving() {
         run: spawn_transcribe_to(&files, &cache_dir, &options, Stdio::piped()),
         engine_pid: engine_pid.clone(),
     };
-    let interrupt = |run: &std::process::Child| {
-        let sent = Command::new("kill")
-            .args(["-INT", &run.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-    };
     wait_for(&mut run.run, "the engine started on c.raw", || {
         engine_pid.exists()
     });
@@ -590,6 +565,32 @@ fn a_second_ctrl_c_quits_without_saving() {
         !temp_files(&cache_dir).is_empty()
     });
     interrupt(&run.run);
+    let said = exits_interrupted(run);
+    assert!(
+        said.contains("interrupted again: quitting without saving"),
+        "{said}"
+    );
+    assert!(!said.contains("saved "), "{said}");
+    assert!(
+        std::fs::read(&snapshot).expect("there") == before,
+        "changed"
+    );
+}
+
+/// Sends `run` a SIGINT, as Ctrl-C does.
+#[cfg(unix)]
+fn interrupt(run: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+}
+
+/// Waits for an interrupted run to end, checks that it ended with status 130, kills its
+/// engine, and returns what the run printed on stderr (piped).
+#[cfg(unix)]
+fn exits_interrupted(mut run: KillOnDrop) -> String {
     // Waiting for the run, not timing it: the deadline turns a hang into a failure.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -601,18 +602,11 @@ fn a_second_ctrl_c_quits_without_saving() {
     };
     assert_eq!(status.code(), Some(130), "{status}");
     let mut stderr = run.run.stderr.take().expect("piped");
+    // Kills the engine, which may still hang; the pipe then has no writer left.
     drop(run);
     let mut said = String::new();
     stderr.read_to_string(&mut said).expect("utf-8");
-    assert!(
-        said.contains("interrupted again: quitting without saving"),
-        "{said}"
-    );
-    assert!(!said.contains("saved "), "{said}");
-    assert!(
-        std::fs::read(&snapshot).expect("there") == before,
-        "changed"
-    );
+    said
 }
 
 /// Writes a snapshot of 2,000 entries of 4 KiB at `snapshot` (creating its directory), large
@@ -639,6 +633,7 @@ fn large_snapshot(snapshot: &Path) -> (Vec<u8>, u64) {
 }
 
 /// The temporary files of saves of `cache_dir`'s snapshot.
+#[cfg(unix)]
 fn temp_files(cache_dir: &Path) -> Vec<String> {
     names(cache_dir)
         .into_iter()
