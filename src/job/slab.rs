@@ -55,7 +55,10 @@ impl<T> Slab<T> {
         self.next
     }
 
-    /// Stores `value` in the slot [`Slab::vacant_key`] names and returns that slot.
+    /// Stores `value` in the slot [`Slab::vacant_key`] names and returns that slot. Inline:
+    /// out of line, the record was built on the caller's stack and copied in by a call
+    /// (callgrind, one thread: about 13 instructions a job more).
+    #[inline]
     pub(super) fn insert(&mut self, value: T) -> usize {
         let slot = self.next;
         match self.entries.get_mut(slot) {
