@@ -1791,6 +1791,19 @@ impl Inner {
         // Rank: (effective priority index, older first); the best rank wins.
         type Rank = (usize, Reverse<u64>);
         let mut best: Option<(Rank, usize, usize)> = None;
+        // A head has aged one level if it has waited at least one step (`since <= now -
+        // step`), two at two steps; two levels (Low to High) is all that can matter. The
+        // bounds are worked out once per pick, so that a head costs two comparisons (a
+        // 64-bit division was a tenth of a take). A bound of 0 ages nothing: without aging,
+        // or before a step has passed since the epoch.
+        let below = |steps: u64| {
+            now.as_nanos()
+                .checked_sub(steps)
+                .map_or(0, |latest| latest + 1)
+        };
+        let (one, two) = self
+            .aging_nanos
+            .map_or((0, 0), |step| (below(step), below(step.saturating_mul(2))));
         // Only the deques that hold jobs of an accepted type: usually one to three.
         let mut bits = st.nonempty & mask.ready_bits();
         while bits != 0 {
@@ -1800,12 +1813,8 @@ impl Inner {
             let Some(head) = st.ready[p][t].front() else {
                 continue;
             };
-            let aged = self.aging_nanos.map_or(0, |step| {
-                let waited = now.as_nanos().saturating_sub(head.since.as_nanos());
-                // Two levels (Low to High) is all that can matter: compare, don't divide
-                // (a 64-bit division was a tenth of a take).
-                usize::from(waited >= step) + usize::from(waited >= step.saturating_mul(2))
-            });
+            let since = head.since.as_nanos();
+            let aged = usize::from(since < one) + usize::from(since < two);
             let rank = ((p + aged).min(2), Reverse(head.seq));
             if best.is_none_or(|(b, _, _)| rank > b) {
                 best = Some((rank, p, t));
