@@ -1849,22 +1849,30 @@ impl Inner {
                 _ => record.job.priority(),
             };
             record.place = Place::Leased { deadline, lease_id };
-            let lease = Lease {
-                job_id: record.job.id(),
+            let (job_id, job_type, attempt) = (
+                record.job.id(),
+                record.job.job_type(),
+                record.job.retry_count(),
+            );
+            let (payload, memo_key) =
+                (record.job.payload().clone(), record.job.memo_key().copied());
+            // Linked before the lease is built, so that the lease is built where it is
+            // returned (built first, it was built on the stack and copied out).
+            st.link_lease(ready.slot, deadline);
+            return Some(Lease {
+                job_id,
                 slot: ready.slot,
                 lease_id,
                 worker: worker.clone(),
-                job_type: record.job.job_type(),
+                job_type,
                 priority,
-                payload: record.job.payload().clone(),
-                attempt: record.job.retry_count(),
+                payload,
+                attempt,
                 deadline,
-                memo_key: record.job.memo_key().copied(),
+                memo_key,
                 seq: ready.seq,
                 since: ready.since,
-            };
-            st.link_lease(ready.slot, deadline);
-            return Some(lease);
+            });
         }
     }
 
