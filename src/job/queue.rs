@@ -2012,7 +2012,7 @@ impl Inner {
     /// any more (it waits for the last one of its types) and reports the completions to the
     /// hook. Checking the types here would cost the hot path a walk; a draining pool whose
     /// last job ends while another type's still runs notices within a wait slice instead.
-    #[inline]
+    #[inline(always)]
     fn after_completion(&self, mut guard: MutexGuard<'_, State>) {
         let st = &mut *guard;
         let last = st.leases.len == 0 && st.waiting > 0;
