@@ -1349,6 +1349,7 @@ impl Inner {
 
     /// Places a queued job whose record is in `slot` (a new submit or a reopened dead letter):
     /// memo hit, follower, or ready. Returns whether a taker should be woken.
+    #[inline(always)]
     fn admit(&self, st: &mut State, slot: Slot, now: Timestamp) -> bool {
         let Some(record) = st.records.get(slot) else {
             return false;
