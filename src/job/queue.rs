@@ -1824,6 +1824,7 @@ impl Inner {
         best.map(|(_, p, t)| (p, t))
     }
 
+    #[inline(always)]
     fn try_take(
         &self,
         st: &mut State,
