@@ -37,7 +37,8 @@
 //! * [`cache`] — [`Cache`] and its [`CacheBuilder`]: the sharded, byte-budgeted engine
 //!   (S3-FIFO eviction, TTLs, coalesced loads, removal listener, optional sweeper thread).
 //! * [`key`] — [`CacheKey`]: prefix + SHA-256 digest, derivations, parsing.
-//! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! * [`time`] — [`Ttl`], the [`Clock`] trait, [`SystemClock`], [`CoarseClock`] and
+//!   [`ManualClock`].
 //! * [`entry`] — the [`CacheEntry`] entity and the byte-budget charge of an entry.
 //! * [`job`] — [`Job`], [`JobQueue`] and [`WorkerPool`]: memoized, prioritised background work.
 //! * [`codec`] — the one place values are encoded (bincode 2 via serde).
@@ -82,7 +83,9 @@ pub use metrics::{
     Severity, Tags, Threshold, TracingNotifier,
 };
 pub use snapshot::{SnapshotError, SnapshotReport};
-pub use time::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError};
+pub use time::{
+    Clock, CoarseClock, ManualClock, SharedClock, SystemClock, Timestamp, Ttl, TtlError,
+};
 pub mod chunk;
 pub use chunk::{
     AudioChunk, CancelToken, ChunkInfo, ChunkPlan, ChunkResult, ChunkSize, ChunkedProcessor,

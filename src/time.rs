@@ -9,6 +9,12 @@
 //!
 //! Tests use [`ManualClock`], which only moves when told to, so no test sleeps to observe expiry.
 //!
+//! Two real clocks trade resolution for the cost of a read. [`SystemClock`] (the time-stamp
+//! counter, nanoseconds) is the cache's: a TTL may be short, and a hit's `accessed_at` is
+//! kept to the millisecond. [`CoarseClock`] (the kernel's last tick, 1–4 ms) is the job
+//! queue's, which reads the clock under its lock on every submit, take and completion for
+//! times that are counted in seconds (leases, retry delays, aging steps).
+//!
 //! The seed's `TTL` rejected non-positive durations at construction; [`Ttl`] does the same and
 //! its constructors return a [`TtlError`] instead of raising.
 
@@ -177,6 +183,49 @@ impl Clock for SystemClock {
     }
 }
 
+/// A monotonic clock that is cheap to read but moves in steps of a few milliseconds; the
+/// [`JobQueue`](crate::JobQueue)'s default.
+///
+/// On Linux it reads `CLOCK_MONOTONIC_COARSE`: the time of the kernel's last scheduler tick,
+/// so it moves in steps of 1–4 ms (the kernel's `HZ`), read through the vDSO with no system
+/// call and no time-stamp counter. On this project's 2-core VM a read took about 4 ns where
+/// [`SystemClock`]'s took about 15, and with it the queue's one-thread submit + take +
+/// complete loop went from 290–367 ns a job to 220–250 (three rounds each; the `Mutex<BinaryHeap>`
+/// baseline 195–237 in the same rounds). Elsewhere it is [`SystemClock`].
+///
+/// Its epoch is the first time any `CoarseClock` is read; its timestamps are not comparable
+/// with [`SystemClock`]'s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock;
+
+impl Clock for CoarseClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        #[cfg(target_os = "linux")]
+        {
+            static EPOCH: OnceLock<u64> = OnceLock::new();
+            let now = coarse_monotonic_nanos();
+            // A thread that read before another set the epoch gets 0, not a time before it.
+            Timestamp(now.saturating_sub(*EPOCH.get_or_init(|| now)))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            SystemClock.now()
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds.
+#[cfg(target_os = "linux")]
+#[inline]
+fn coarse_monotonic_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // A monotonic clock counts from boot: its fields are never negative.
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// A clock that moves only when told to; for tests.
 ///
 /// Cloning gives another handle to the same time, so a test can keep one handle and give the
@@ -231,6 +280,39 @@ pub fn system_clock() -> SharedClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Never backwards, on any thread, and it follows real time to within its steps.
+    #[test]
+    fn the_coarse_clock_is_monotonic_and_follows_real_time() {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut last = CoarseClock.now();
+                    for _ in 0..200_000 {
+                        let now = CoarseClock.now();
+                        assert!(now >= last, "{now:?} after {last:?}");
+                        last = now;
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().expect("monotonic");
+        }
+        // The real interval between the two coarse reads is at least the sleep and at most
+        // `real`, which brackets them; the coarse clock may lag each read by one kernel tick
+        // (at most 10 ms, at HZ = 100).
+        let real_start = std::time::Instant::now();
+        let start = CoarseClock.now();
+        std::thread::sleep(Duration::from_millis(100));
+        let moved = CoarseClock.now().saturating_duration_since(start);
+        let real = real_start.elapsed();
+        let tick = Duration::from_millis(10);
+        assert!(
+            moved + tick >= Duration::from_millis(100) && moved <= real + tick,
+            "moved {moved:?} in {real:?}"
+        );
+    }
 
     #[test]
     fn ttl_rejects_zero_and_overlong() {
