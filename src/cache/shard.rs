@@ -560,6 +560,8 @@ impl Shard {
     }
 
     /// Evicts the policy's victim.
+    // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
+    #[inline(never)]
     pub(super) fn evict(&mut self) -> Option<Record> {
         let slot = self.policy.evict(&mut self.records)?;
         let hash = self.records.hash(slot);
