@@ -384,6 +384,21 @@
 //! not what holds it back — and `trace_vaultservice` at 1 % from −0.10 to −0.02…0.00, every
 //! other row within 0.1; not worth a second constant.
 //!
+//! Tried on top of it and not kept, for want of a clear win: a four-way ghost in shards of up
+//! to [`SMALL_SHARD`] entries (buckets of four fingerprints, each a FIFO, in the same slots).
+//! On the recency traces a random hash seed loses keys to collisions in two-way buckets before
+//! they return (this module's test simulation, whose golden-ratio multiply spreads consecutive
+//! keys evenly, scores `zigzag` at 10 % 9.15 % with any of six seeds; the cache 8.9 % on
+//! average), and four ways forget fewer. 200 replays a row (10 for the traces
+//! of 200,000 to 4 M requests), over the 36 rows with such shards: `zigzag` at 10 % −0.68 →
+//! −0.51 against LRU, `backf` −1.10 → −0.79, `cpp` at 1 % −1.83 → −1.41, but `multi1` at 1 %
+//! −1.71 → −2.13, `multi2` at 1 % −0.89 → −1.03, `sprite` at 1 % −0.28 → −0.37 and `multi3` at
+//! 1 % +1.04 → +0.94 (a longer reliable memory grows *small* on the frequency-skewed traces
+//! too); the sum of the shortfalls −9.07 → −8.62, the rows more than 0.5 below still 7. It
+//! would also move the 1 % rows of P2 and P6 and both rows of `orm-night` and `w106`, which
+//! were not replayed. Eight ways (40 replays): `multi1` at 1 % −2.40, `ps` at 1 % +0.10 →
+//! −0.17, `zigzag` at 10 % −0.50.
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
