@@ -399,6 +399,22 @@
 //! were not replayed. Eight ways (40 replays): `multi1` at 1 % −2.40, `ps` at 1 % +0.10 →
 //! −0.17, `zigzag` at 10 % −0.50.
 //!
+//! A four-way bucket also tells roughly how long ago a key was evicted (its slot), which
+//! ARC's rule ignores. Letting only ghost hits in a bucket's newest slot move the split (100
+//! replays a row, same 36 rows, against the two-way ghost's 200): the frequency-skewed rows
+//! gained a lot — `web12` at 1 % +0.84 → +2.10, `OLTP` at 1 % +1.55 → +2.24, `cpp` at 1 %
+//! −1.83 → −0.93, `sprite` at 1 % −0.28 → +0.43 and at 10 % −0.88 → −0.69, `ps` at 1 % +0.08 →
+//! +0.41 — and the recency traces collapsed (`zigzag` at 10 % −5.51, `backf` −4.34), which
+//! need the older hits to grow *small* at all; the sum −9.07 → −17.42, 8 rows more than 0.5
+//! below. The newest two of four slots: `zigzag` −1.98, `backf` −1.86; three: −0.87 and
+//! −1.08, `sprite` at 10 % −0.67, `multi1` at 1 % −2.24 (sum −8.72). The newest slot at a
+//! full step and the older ones at half a step: −8.88 (`web12` at 1 % +1.25, `cpp` at 1 %
+//! −1.08, `multi1` at 1 % −2.36, `zigzag` at 10 % −0.72), at a third: −9.33. The same with the
+//! two-way ghost (older slot at half a step): −8.98. None took a row off the list, but the
+//! age of a ghost hit is a signal worth more work: a rule that tells a recency trace (all
+//! ghost hits in *small*'s ghost, none in *main*'s) from a frequency-skewed one could let
+//! only the latter ignore the older hits.
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
