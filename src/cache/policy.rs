@@ -384,36 +384,47 @@
 //! not what holds it back — and `trace_vaultservice` at 1 % from −0.10 to −0.02…0.00, every
 //! other row within 0.1; not worth a second constant.
 //!
-//! Tried on top of it and not kept, for want of a clear win: a four-way ghost in shards of up
-//! to [`SMALL_SHARD`] entries (buckets of four fingerprints, each a FIFO, in the same slots).
-//! On the recency traces a random hash seed loses keys to collisions in two-way buckets before
-//! they return (this module's test simulation, whose golden-ratio multiply spreads consecutive
-//! keys evenly, scores `zigzag` at 10 % 9.15 % with any of six seeds; the cache 8.9 % on
-//! average), and four ways forget fewer. 200 replays a row (10 for the traces
-//! of 200,000 to 4 M requests), over the 36 rows with such shards: `zigzag` at 10 % −0.68 →
-//! −0.51 against LRU, `backf` −1.10 → −0.79, `cpp` at 1 % −1.83 → −1.41, but `multi1` at 1 %
-//! −1.71 → −2.13, `multi2` at 1 % −0.89 → −1.03, `sprite` at 1 % −0.28 → −0.37 and `multi3` at
-//! 1 % +1.04 → +0.94 (a longer reliable memory grows *small* on the frequency-skewed traces
-//! too); the sum of the shortfalls −9.07 → −8.62, the rows more than 0.5 below still 7. It
-//! would also move the 1 % rows of P2 and P6 and both rows of `orm-night` and `w106`, which
-//! were not replayed. Eight ways (40 replays): `multi1` at 1 % −2.40, `ps` at 1 % +0.10 →
-//! −0.17, `zigzag` at 10 % −0.50.
+//! # Older ghost hits (tried, not kept: the best hit-ratio result of session 11, too costly)
 //!
-//! A four-way bucket also tells roughly how long ago a key was evicted (its slot), which
-//! ARC's rule ignores. Letting only ghost hits in a bucket's newest slot move the split (100
-//! replays a row, same 36 rows, against the two-way ghost's 200): the frequency-skewed rows
-//! gained a lot — `web12` at 1 % +0.84 → +2.10, `OLTP` at 1 % +1.55 → +2.24, `cpp` at 1 %
-//! −1.83 → −0.93, `sprite` at 1 % −0.28 → +0.43 and at 10 % −0.88 → −0.69, `ps` at 1 % +0.08 →
-//! +0.41 — and the recency traces collapsed (`zigzag` at 10 % −5.51, `backf` −4.34), which
-//! need the older hits to grow *small* at all; the sum −9.07 → −17.42, 8 rows more than 0.5
-//! below. The newest two of four slots: `zigzag` −1.98, `backf` −1.86; three: −0.87 and
-//! −1.08, `sprite` at 10 % −0.67, `multi1` at 1 % −2.24 (sum −8.72). The newest slot at a
-//! full step and the older ones at half a step: −8.88 (`web12` at 1 % +1.25, `cpp` at 1 %
-//! −1.08, `multi1` at 1 % −2.36, `zigzag` at 10 % −0.72), at a third: −9.33. The same with the
-//! two-way ghost (older slot at half a step): −8.98. None took a row off the list, but the
-//! age of a ghost hit is a signal worth more work: a rule that tells a recency trace (all
-//! ghost hits in *small*'s ghost, none in *main*'s) from a frequency-skewed one could let
-//! only the latter ignore the older hits.
+//! Tried on top of the rounding above. A four-way ghost in shards of up to [`SMALL_SHARD`]
+//! entries (buckets of four fingerprints, each a FIFO, in the same slots): on the recency
+//! traces a random hash seed loses keys to collisions in two-way buckets before they return
+//! (this module's test simulation, whose golden-ratio multiply spreads consecutive keys
+//! evenly, scores `zigzag` at 10 % 9.15 % with any of six seeds; the cache averages 8.9 %),
+//! and four ways forget fewer. 200 replays a row (10 for the traces of 200,000 to 4 M
+//! requests), over the 36 rows with such shards, against the best peer of the README's table:
+//! `zigzag` at 10 % −0.68 → −0.51, `backf` −1.10 → −0.79, `cpp` at 1 % −1.83 → −1.41, but
+//! `multi1` at 1 % −1.71 → −2.13, `multi2` at 1 % −0.89 → −1.03, `sprite` at 1 % −0.28 → −0.37
+//! (a longer reliable memory grows *small* on the frequency-skewed traces too); the sum of the
+//! shortfalls −9.07 → −8.62, rows more than 0.5 below still 7. Eight ways (40 replays):
+//! `multi1` at 1 % −2.40, `ps` at 1 % +0.10 → −0.17.
+//!
+//! A four-way bucket also tells whether a ghost hit was its bucket's newest fingerprint (no
+//! later eviction landed there) or an older one, which ARC's rule ignores. Letting only the
+//! newest hits move the split (100 replays a row): the frequency-skewed rows gained a lot —
+//! `web12` at 1 % +0.84 → +2.10, `OLTP` at 1 % +1.55 → +2.24, `cpp` at 1 % −1.83 → −0.93,
+//! `sprite` at 1 % −0.28 → +0.43 and at 10 % −0.88 → −0.69 — and the recency traces collapsed
+//! (`zigzag` at 10 % −5.51, `backf` −4.34): there the older hits are the only evidence that
+//! grows *small* from 5 % to the 98 % they need. So older hits moved the split only while
+//! *main*'s ghost hits were at most one in 16 of *small*'s over the last 128–256 ghost hits (a
+//! recency trace: keys come back once, only *small* can keep them). 200 replays a row, same 36
+//! rows: sum −9.07 → −7.75, rows more than 0.5 below 7 → 7 (`zigzag` at 10 % −0.51); `web12`
+//! at 1 % +2.11 and at 10 % +0.28 → +0.55, `OLTP` at 1 % +2.26, `cpp` at 1 % −0.95, `sprite`
+//! at 1 % +0.44 and at 10 % −0.65, `backf` −0.79, `multi2` at 10 % −0.11 → +0.08, `web07` at
+//! 10 % −0.09 → +0.04; lost: `multi1` at 1 % −2.17, `cpp` at 10 % −0.78 → −1.14; P2 at 1 %
+//! 11.20 → 10.69 %, P6 at 1 % 6.73 → 6.61 %, `orm-night` and `w106` +0.00 to +0.35 (one or two
+//! replays; all still above their best peer). One in 8 or 32 instead of 16, or a window of
+//! 1,024: −7.71, −8.03, −7.62 (100 replays). The newest two or three of four slots moving
+//! the split everywhere: −10.73 and −8.72; older hits at half or a third of a step: −8.88 and
+//! −9.33; two ways with older hits at half a step: −8.98.
+//!
+//! Not kept because of its cost: an evicting insert (callgrind, as in the rounding section,
+//! one or two seeds) cost 1,275–1,304 instructions in `Inner::insert` at 50,000 entries
+//! (1,239–1,248 before the rounding) and 1,502–1,506 at 100 entries (1,415–1,438): a
+//! four-way bucket to search and shift on every miss and eviction, and `copy_within`'s
+//! `memmove` until it was replaced by a loop. A cheaper form — the same age signal from a
+//! two-way ghost plus something else that keeps keys through collisions, or the rule alone in
+//! the shards that gain — is the lead this leaves.
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
