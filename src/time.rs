@@ -9,11 +9,15 @@
 //!
 //! Tests use [`ManualClock`], which only moves when told to, so no test sleeps to observe expiry.
 //!
-//! Two real clocks trade resolution for the cost of a read. [`SystemClock`] (the time-stamp
-//! counter, nanoseconds) is the cache's: a TTL may be short, and a hit's `accessed_at` is
-//! kept to the millisecond. [`CoarseClock`] (the kernel's last tick, 1–4 ms) is the job
-//! queue's, which reads the clock under its lock on every submit, take and completion for
-//! times that are counted in seconds (leases, retry delays, aging steps).
+//! Two real clocks trade resolution for the cost of a read. [`CoarseClock`] (the kernel's
+//! last tick: steps of 1–10 ms, 4 ms at the common `HZ` of 250) is the default of the cache
+//! and of the job queue, which read the clock on every hit, insert, submit, take and
+//! completion, for times counted in seconds and up: TTLs, leases, retry delays, aging steps.
+//! [`SystemClock`] (the CPU's time-stamp counter, nanoseconds) is there for a cache whose TTLs
+//! need sub-millisecond precision: pass it to [`CacheBuilder::clock`](crate::CacheBuilder::clock).
+//! With the coarse clock an entry's deadline is checked against the last tick, so by real time
+//! an entry may be served up to one tick past it, never more, and never after the cache's own
+//! clock has passed it.
 //!
 //! The seed's `TTL` rejected non-positive durations at construction; [`Ttl`] does the same and
 //! its constructors return a [`TtlError`] instead of raising.
@@ -162,11 +166,13 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
 }
 
-/// The default clock: a monotonic clock measured from the first time any `SystemClock` is read.
+/// A monotonic clock of nanosecond resolution, measured from the first time any
+/// `SystemClock` is read.
 ///
-/// It reads the CPU's time-stamp counter through [`quanta`] where that counter is invariant
-/// (a few nanoseconds a read, which matters because every cache hit reads the clock to stamp
-/// `accessed_at`), and falls back to the operating system's monotonic clock elsewhere.
+/// It reads the CPU's time-stamp counter through [`quanta`] where that counter is invariant,
+/// and falls back to the operating system's monotonic clock elsewhere. The cache and the job
+/// queue default to the cheaper [`CoarseClock`]; this one is for TTLs (or timings) that need
+/// better than a few milliseconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -183,15 +189,23 @@ impl Clock for SystemClock {
     }
 }
 
-/// A monotonic clock that is cheap to read but moves in steps of a few milliseconds; the
-/// [`JobQueue`](crate::JobQueue)'s default.
+/// A monotonic clock that is cheap to read but moves in steps of a few milliseconds: the
+/// default of the [`Cache`](crate::Cache) and the [`JobQueue`](crate::JobQueue).
 ///
 /// On Linux it reads `CLOCK_MONOTONIC_COARSE`: the time of the kernel's last scheduler tick,
-/// so it moves in steps of 1–4 ms (the kernel's `HZ`), read through the vDSO with no system
-/// call and no time-stamp counter. On this project's 2-core VM a read took about 4 ns where
-/// [`SystemClock`]'s took about 15, and with it the queue's one-thread submit + take +
-/// complete loop went from 290–367 ns a job to 220–250 (three rounds each; the `Mutex<BinaryHeap>`
-/// baseline 195–237 in the same rounds). Elsewhere it is [`SystemClock`].
+/// so it moves in steps of 1–10 ms (the kernel's `HZ`; 4 ms on this project's machines),
+/// read through the vDSO with no system call and no time-stamp counter. Elsewhere it is
+/// [`SystemClock`].
+///
+/// Why it is the default: every cache hit reads the clock (to check the deadline and stamp
+/// `accessed_at`), and so does every queue operation, under the queue's lock. On this
+/// project's 2-core VM a read took about 4 ns where [`SystemClock`]'s took about 15 (20
+/// million reads, one pinned core), and in one paired run each (`cargo bench --bench paired`,
+/// 10 rounds) the coarse clock took memocache's hits from 0.60 to 0.78 of quick_cache's rate
+/// on one thread (0.66 to 0.83 on two) and its get-or-inserts from 0.47 to 0.76 (0.58 to
+/// 0.63); the queue's one-thread loop ran at 0.87–0.91 of the `Mutex<BinaryHeap>` baseline's
+/// rate where it had run at 0.66–0.68. The price is resolution: by real time an entry may be
+/// served up to one tick past its deadline (see the [module docs](self)).
 ///
 /// Its epoch is the first time any `CoarseClock` is read; its timestamps are not comparable
 /// with [`SystemClock`]'s.

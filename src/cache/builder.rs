@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{Cache, CacheError, Listener, RemovalCause};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
-use crate::time::{Clock, SharedClock, Ttl, system_clock};
+use crate::time::{Clock, CoarseClock, SharedClock, Ttl};
 
 /// Most shards a cache may have.
 pub const MAX_SHARDS: usize = 1024;
@@ -55,7 +55,7 @@ impl Default for CacheBuilder {
             max_bytes: None,
             max_entries: None,
             default_ttl: None,
-            clock: system_clock(),
+            clock: Arc::new(CoarseClock),
             listener: None,
             shards: None,
             sweep_interval: None,
@@ -99,7 +99,9 @@ impl CacheBuilder {
         self
     }
 
-    /// The clock for TTLs and access times (default: [`crate::SystemClock`]).
+    /// The clock for TTLs and access times (default: [`crate::CoarseClock`], which moves in
+    /// steps of a few milliseconds; [`crate::SystemClock`] for finer TTLs, at a cost on every
+    /// hit — see [`crate::time`]).
     pub fn clock(mut self, clock: impl Clock + 'static) -> CacheBuilder {
         self.clock = Arc::new(clock);
         self

@@ -31,7 +31,10 @@
 //!   sketch ranks it clearly above *main*'s next victim — see `src/cache/policy.rs` for why.
 //! * **Memory.** A record is 96 bytes, key (34) included; deadlines are exact, creation and
 //!   access times are kept as 32-bit offsets (see `shard::Record`).
-//! * **Expiry.** An expired entry is never returned. Expired entries are also removed
+//! * **Expiry.** An expired entry is never returned: expired by the cache's clock, which is
+//!   by default [`CoarseClock`](crate::CoarseClock), the kernel's tick clock, read for a
+//!   fraction of what the time-stamp counter costs a hit (see [`crate::time`] for the
+//!   measurements and for what the ticks mean for a deadline). Expired entries are also removed
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
 //!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
 //!   interval from a sweeper thread the builder can start

@@ -441,7 +441,7 @@ impl JobQueueBuilder {
     }
 
     /// The clock for delays, aging and leases (default [`CoarseClock`]: a few milliseconds'
-    /// resolution, for a third of the cost of a read of [`SystemClock`](crate::SystemClock)).
+    /// resolution, at a fraction of the cost of a read of [`SystemClock`](crate::SystemClock)).
     #[must_use]
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
