@@ -324,6 +324,27 @@ struct HangingOnThird {
     engine: String,
 }
 
+#[cfg(unix)]
+impl HangingOnThird {
+    fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.as_path()).collect()
+    }
+
+    /// Starts a run of the three files with `options` (which give the engine), its stderr
+    /// going to `stderr`, and waits until the engine hangs on c.raw: a.raw and b.raw are then
+    /// done and stored.
+    fn start_until_hanging(&self, options: &[&str], stderr: Stdio) -> KillOnDrop {
+        let mut run = KillOnDrop {
+            run: spawn_transcribe_to(&self.files(), &self.cache_dir, options, stderr),
+            engine_pid: self.engine_pid.clone(),
+        };
+        wait_for(&mut run.run, "the engine started on c.raw", || {
+            self.engine_pid.exists()
+        });
+        run
+    }
+}
+
 /// [`HangingOnThird`], in `dir`.
 #[cfg(unix)]
 fn hanging_on_third(dir: &Path) -> HangingOnThird {
@@ -384,29 +405,14 @@ fn spawn_transcribe_to(
 #[test]
 fn a_killed_run_keeps_the_files_it_finished() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let HangingOnThird {
-        files,
-        cache_dir,
-        snapshot,
-        hang_flag,
-        engine_pid,
-        engine,
-    } = hanging_on_third(dir.path());
-    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let checkpoint = ["--checkpoint-secs", "0.005", "--engine-cmd", &engine];
-
-    let mut run = KillOnDrop {
-        run: spawn_transcribe(&files, &cache_dir, &checkpoint),
-        engine_pid: engine_pid.clone(),
-    };
-    // The engine hangs on c.raw: a.raw and b.raw are done and stored.
-    wait_for(&mut run.run, "the engine started on c.raw", || {
-        engine_pid.exists()
-    });
+    let setup = hanging_on_third(dir.path());
+    let (files, snapshot) = (setup.files(), &setup.snapshot);
+    let checkpoint = ["--checkpoint-secs", "0.005", "--engine-cmd", &setup.engine];
+    let mut run = setup.start_until_hanging(&checkpoint, Stdio::null());
     let finished = [transcript_key(files[0]), transcript_key(files[1])];
     let holds_finished = || {
         // A checkpoint replaces the file by a rename: what is read is one whole snapshot.
-        std::fs::File::open(&snapshot).is_ok_and(|file| {
+        std::fs::File::open(snapshot).is_ok_and(|file| {
             let saved = memocache::snapshot::read_snapshot(file).expect("a whole snapshot");
             finished
                 .iter()
@@ -420,10 +426,10 @@ fn a_killed_run_keeps_the_files_it_finished() {
     );
     // Killed (SIGKILL) in the middle of c.raw.
     drop(run);
-    memocache::snapshot::read_snapshot_file(&snapshot).expect("whole after the kill");
+    memocache::snapshot::read_snapshot_file(snapshot).expect("whole after the kill");
 
-    std::fs::remove_file(&hang_flag).expect("removable");
-    let stdout = transcribe_ok(&files, &cache_dir, &checkpoint);
+    std::fs::remove_file(&setup.hang_flag).expect("removable");
+    let stdout = transcribe_ok(&files, &setup.cache_dir, &checkpoint);
     assert!(stdout.contains("a.raw: from cache"), "{stdout}");
     assert!(stdout.contains("b.raw: from cache"), "{stdout}");
     assert!(stdout.contains("c.raw: computed"), "{stdout}");
@@ -437,24 +443,10 @@ fn a_killed_run_keeps_the_files_it_finished() {
 #[test]
 fn ctrl_c_saves_the_files_a_run_finished() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let HangingOnThird {
-        files,
-        cache_dir,
-        snapshot,
-        hang_flag,
-        engine_pid,
-        engine,
-    } = hanging_on_third(dir.path());
-    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let options = ["--checkpoint-secs", "0", "--engine-cmd", &engine];
-
-    let mut run = KillOnDrop {
-        run: spawn_transcribe_to(&files, &cache_dir, &options, Stdio::piped()),
-        engine_pid: engine_pid.clone(),
-    };
-    wait_for(&mut run.run, "the engine started on c.raw", || {
-        engine_pid.exists()
-    });
+    let setup = hanging_on_third(dir.path());
+    let (files, snapshot) = (setup.files(), &setup.snapshot);
+    let options = ["--checkpoint-secs", "0", "--engine-cmd", &setup.engine];
+    let run = setup.start_until_hanging(&options, Stdio::piped());
     assert!(!snapshot.exists(), "no checkpoints: only Ctrl-C saves");
     interrupt(&run.run);
     let said = exits_interrupted(run);
@@ -464,13 +456,13 @@ fn ctrl_c_saves_the_files_a_run_finished() {
     );
     assert!(said.contains("saved "), "{said}");
 
-    let saved = memocache::snapshot::read_snapshot_file(&snapshot).expect("whole");
+    let saved = memocache::snapshot::read_snapshot_file(snapshot).expect("whole");
     for file in &files[..2] {
         let key = transcript_key(file);
         assert!(saved.entries.iter().any(|e| e.key == key), "{file:?}");
     }
-    std::fs::remove_file(&hang_flag).expect("removable");
-    let stdout = transcribe_ok(&files, &cache_dir, &options);
+    std::fs::remove_file(&setup.hang_flag).expect("removable");
+    let stdout = transcribe_ok(&files, &setup.cache_dir, &options);
     assert!(stdout.contains("a.raw: from cache"), "{stdout}");
     assert!(stdout.contains("b.raw: from cache"), "{stdout}");
     assert!(stdout.contains("c.raw: computed"), "{stdout}");
@@ -540,29 +532,16 @@ fn a_second_ctrl_c_quits_without_saving() {
     use std::os::unix::fs::MetadataExt;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let HangingOnThird {
-        files,
-        cache_dir,
-        snapshot,
-        hang_flag: _,
-        engine_pid,
-        engine,
-    } = hanging_on_third(dir.path());
-    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let (before, inode) = large_snapshot(&snapshot);
-    let options = ["--checkpoint-secs", "0", "--engine-cmd", &engine];
-    let mut run = KillOnDrop {
-        run: spawn_transcribe_to(&files, &cache_dir, &options, Stdio::piped()),
-        engine_pid: engine_pid.clone(),
-    };
-    wait_for(&mut run.run, "the engine started on c.raw", || {
-        engine_pid.exists()
-    });
+    let setup = hanging_on_third(dir.path());
+    let (snapshot, cache_dir) = (&setup.snapshot, &setup.cache_dir);
+    let (before, inode) = large_snapshot(snapshot);
+    let options = ["--checkpoint-secs", "0", "--engine-cmd", &setup.engine];
+    let mut run = setup.start_until_hanging(&options, Stdio::piped());
     interrupt(&run.run);
     wait_for(&mut run.run, "the Ctrl-C save started", || {
-        let replaced = std::fs::metadata(&snapshot).expect("there").ino() != inode;
+        let replaced = std::fs::metadata(snapshot).expect("there").ino() != inode;
         assert!(!replaced, "the save ended before the test saw it");
-        !temp_files(&cache_dir).is_empty()
+        !temp_files(cache_dir).is_empty()
     });
     interrupt(&run.run);
     let said = exits_interrupted(run);
@@ -571,10 +550,7 @@ fn a_second_ctrl_c_quits_without_saving() {
         "{said}"
     );
     assert!(!said.contains("saved "), "{said}");
-    assert!(
-        std::fs::read(&snapshot).expect("there") == before,
-        "changed"
-    );
+    assert!(std::fs::read(snapshot).expect("there") == before, "changed");
 }
 
 /// Sends `run` a SIGINT, as Ctrl-C does.
