@@ -31,16 +31,21 @@ fn processor(cache: &Cache, concurrency: usize, retry: RetryConfig) -> ChunkedPr
 
 /// A WAV of 300 ms: 300 mono 16-bit samples at 1 kHz (600 bytes of audio).
 fn wav_300ms() -> Vec<u8> {
+    mono_wav(1000, (0..300).map(|i| i as i16))
+}
+
+/// A mono integer-PCM WAV of `samples` at `sample_rate`, its sample width that of `S`.
+fn mono_wav<S: hound::Sample>(sample_rate: u32, samples: impl IntoIterator<Item = S>) -> Vec<u8> {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 1000,
-        bits_per_sample: 16,
+        sample_rate,
+        bits_per_sample: 8 * std::mem::size_of::<S>() as u16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut wav = Cursor::new(Vec::new());
     let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
-    for i in 0..300 {
-        writer.write_sample(i as i16).unwrap();
+    for sample in samples {
+        writer.write_sample(sample).unwrap();
     }
     writer.finalize().unwrap();
     wav.into_inner()
@@ -455,19 +460,7 @@ fn a_split_error_interrupts_a_retry_wait() {
 /// failed as truncated. The run now fails at once, before any chunk runs or is reported.
 #[test]
 fn a_wav_header_declaring_more_audio_than_the_file_holds_fails_before_any_chunk() {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 8,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
-    for i in 0..300 {
-        writer.write_sample((i % 100) as i8).unwrap();
-    }
-    writer.finalize().unwrap();
-    let mut wav = wav.into_inner();
+    let mut wav = mono_wav(8000, (0..300).map(|i| (i % 100) as i8));
     // 30,000 frames declared where 300 are: some 300 chunks of 99 frames (4 GiB aborted).
     wav[40..44].copy_from_slice(&30_000u32.to_le_bytes());
     let calls = AtomicUsize::new(0);
@@ -605,19 +598,7 @@ fn concurrency_is_bounded_and_concurrent_runs_agree() {
 
 #[test]
 fn wav_input_merges_segments_on_the_input_timeline() {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 1000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut wav, spec).unwrap();
-    for i in 0..1000 {
-        writer.write_sample((i % 300) as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-    let wav = wav.into_inner();
+    let wav = mono_wav(1000, (0..1000).map(|i| (i % 300) as i16));
     // (244 - 44) / 2 = 100 frames = 100 ms per chunk, 20 ms overlap: stride 80 ms.
     let p = ChunkedProcessor::builder(cache(), "segmenter/1")
         .plan(

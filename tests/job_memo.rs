@@ -218,6 +218,15 @@ impl PanickyStore {
     }
 }
 
+/// A cache holding `key(1)`, and a store over it whose every lookup panics.
+fn stored_key_1_behind_panicking_lookups() -> (Cache, Arc<PanickyStore>) {
+    let cache = cache();
+    cache.insert(key(1), &b"stored"[..]).expect("insert");
+    let store = Arc::new(PanickyStore::over(&cache));
+    store.lookup.store(true, Ordering::Relaxed);
+    (cache, store)
+}
+
 impl MemoStore for PanickyStore {
     fn lookup(&self, key: &CacheKey) -> Option<Bytes> {
         self.check(&self.lookup, "lookup");
@@ -256,10 +265,7 @@ fn result_of(queue: &JobQueue, id: memocache::JobId) -> Option<Vec<u8>> {
 /// unwinds out of the queue.
 #[test]
 fn a_memo_lookup_that_panics_is_a_miss_and_every_job_still_runs() {
-    let cache = cache();
-    cache.insert(key(1), &b"stored"[..]).expect("insert");
-    let store = Arc::new(PanickyStore::over(&cache));
-    store.lookup.store(true, Ordering::Relaxed);
+    let (cache, store) = stored_key_1_behind_panicking_lookups();
     let queue = JobQueue::builder()
         .memo_store(store.clone())
         .build()
@@ -379,10 +385,7 @@ fn a_memo_peek_that_panics_on_a_full_queue_refuses_and_changes_nothing() {
 /// are not made (a follower, a job with no key) and stores count nothing there.
 #[test]
 fn every_memo_lookup_or_peek_that_panics_is_counted_once() {
-    let cache = cache();
-    cache.insert(key(1), &b"stored"[..]).expect("insert");
-    let store = Arc::new(PanickyStore::over(&cache));
-    store.lookup.store(true, Ordering::Relaxed);
+    let (cache, store) = stored_key_1_behind_panicking_lookups();
     let queue = JobQueue::builder()
         .memo_store(store.clone())
         .capacity(3)
