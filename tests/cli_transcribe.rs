@@ -343,6 +343,17 @@ impl HangingOnThird {
         });
         run
     }
+
+    /// Lets the engine stop hanging and runs again with `options`: a.raw and b.raw come
+    /// from the cache, c.raw is computed.
+    fn next_run_computes_only_the_third(&self, options: &[&str]) {
+        std::fs::remove_file(&self.hang_flag).expect("removable");
+        let stdout = transcribe_ok(&self.files(), &self.cache_dir, options);
+        assert!(stdout.contains("a.raw: from cache"), "{stdout}");
+        assert!(stdout.contains("b.raw: from cache"), "{stdout}");
+        assert!(stdout.contains("c.raw: computed"), "{stdout}");
+        assert!(stdout.contains("hits 2  misses 1"), "{stdout}");
+    }
 }
 
 /// [`HangingOnThird`], in `dir`.
@@ -428,12 +439,7 @@ fn a_killed_run_keeps_the_files_it_finished() {
     drop(run);
     memocache::snapshot::read_snapshot_file(snapshot).expect("whole after the kill");
 
-    std::fs::remove_file(&setup.hang_flag).expect("removable");
-    let stdout = transcribe_ok(&files, &setup.cache_dir, &checkpoint);
-    assert!(stdout.contains("a.raw: from cache"), "{stdout}");
-    assert!(stdout.contains("b.raw: from cache"), "{stdout}");
-    assert!(stdout.contains("c.raw: computed"), "{stdout}");
-    assert!(stdout.contains("hits 2  misses 1"), "{stdout}");
+    setup.next_run_computes_only_the_third(&checkpoint);
 }
 
 /// Ctrl-C (SIGINT) in the middle of a run's third file saves the two it finished, though no
@@ -461,11 +467,7 @@ fn ctrl_c_saves_the_files_a_run_finished() {
         let key = transcript_key(file);
         assert!(saved.entries.iter().any(|e| e.key == key), "{file:?}");
     }
-    std::fs::remove_file(&setup.hang_flag).expect("removable");
-    let stdout = transcribe_ok(&files, &setup.cache_dir, &options);
-    assert!(stdout.contains("a.raw: from cache"), "{stdout}");
-    assert!(stdout.contains("b.raw: from cache"), "{stdout}");
-    assert!(stdout.contains("c.raw: computed"), "{stdout}");
+    setup.next_run_computes_only_the_third(&options);
 }
 
 /// A run killed while a checkpoint is being written leaves the previous snapshot as it was,
