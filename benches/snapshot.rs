@@ -4,18 +4,26 @@
 //! through) on one thread and split over all cores.
 //!
 //! Each operation on 1 GiB takes seconds, so this is a plain `harness = false` bench: a few
-//! rounds, each running every row once (interleaved, so that load from other processes hits
-//! all rows alike), then a table of the median and best MiB/s. Every row counts the same
-//! bytes: the sum of the value sizes. Writes are fsynced in both rows. Reads are measured
-//! twice: *cold*, from the disk, after both files' pages were dropped from the page cache
-//! (`posix_fadvise(POSIX_FADV_DONTNEED)` on the fsynced file), and *warm*, from the page cache
-//! (right after the cold read). Each row also reports the process CPU time it used (all
-//! threads) and the calling thread's: on a machine shared with other work, where wall time is
-//! inflated by the load, the larger of the caller's CPU time and the process's ÷ cores is
-//! what the row's computation needs at least on an idle machine (waits for the disk come on
-//! top).
+//! rounds, each running every row once, then a table of the median and best MiB/s (each
+//! round's figures go to stderr as it ends). Every row counts the same bytes: the sum of the
+//! value sizes. Writes are fsynced in both rows. Reads are measured twice: *cold*, from the
+//! disk, right after the file's pages were dropped from the page cache
+//! (`posix_fadvise(POSIX_FADV_DONTNEED)` on the fsynced file), and *warm*, from the page
+//! cache.
 //!
-//! Run with `cargo bench --bench snapshot`; `SNAPSHOT_BENCH_ROUNDS` sets the rounds (3).
+//! **Order.** Each snapshot row runs right next to its plain row, and the two swap places
+//! every round. On a virtual machine the order matters a lot: here (a Firecracker guest that
+//! reports freed memory to its host) the second of two cold reads in a row ran at a third to
+//! a half of the first's rate, whichever file it read. Swapping gives both rows of a pair the
+//! same share of each place; the default of 6 rounds gives each 3, and the median of an even
+//! count is the mean of the middle two.
+//!
+//! Each row also reports the process CPU time it used (all threads) and the calling
+//! thread's: on a machine shared with other work, where wall time is inflated by the load,
+//! the larger of the caller's CPU time and the process's ÷ cores is what the row's
+//! computation needs at least on an idle machine (waits for the disk come on top).
+//!
+//! Run with `cargo bench --bench snapshot`; `SNAPSHOT_BENCH_ROUNDS` sets the rounds (6).
 
 use std::fs::File;
 use std::hint::black_box;
@@ -108,7 +116,7 @@ fn main() {
     let rounds: usize = std::env::var("SNAPSHOT_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(6);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let snap_path = dir.path().join("bench.snap");
@@ -135,6 +143,7 @@ fn main() {
         wall[row].push(w);
         cpu[row].push(c);
         caller[row].push(t);
+        w
     };
     let load = |row: usize| {
         let restored = Cache::builder()
@@ -153,58 +162,100 @@ fn main() {
         drop(plain);
         times
     };
-    for round in 0..rounds {
-        let (times, ()) = time(|| {
-            let file = File::create(&plain_path).expect("creates");
-            let mut out = BufWriter::with_capacity(1 << 20, &file);
-            for value in &values {
-                out.write_all(value).expect("writes");
+    let run = |row: usize| -> Times {
+        match ROWS[row] {
+            "plain_write_fsync" => {
+                time(|| {
+                    let file = File::create(&plain_path).expect("creates");
+                    let mut out = BufWriter::with_capacity(1 << 20, &file);
+                    for value in &values {
+                        out.write_all(value).expect("writes");
+                    }
+                    out.flush().expect("flushes");
+                    drop(out);
+                    file.sync_all().expect("syncs");
+                })
+                .0
             }
-            out.flush().expect("flushes");
-            drop(out);
-            file.sync_all().expect("syncs");
-        });
-        record(0, times);
-        let (times, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
-        assert_eq!(report.entries as usize, values.len());
-        record(1, times);
-
-        drop_from_page_cache(&plain_path);
-        drop_from_page_cache(&snap_path);
-        record(2, read());
-        record(3, load(3));
-        record(4, read());
-        record(5, load(5));
-
-        let (times, _) = time(|| {
-            let mut hasher = Context::new(&SHA256);
-            for value in &values {
-                hasher.update(value);
+            "save_snapshot" => {
+                let (times, report) = time(|| cache.save_snapshot(&snap_path).expect("saves"));
+                assert_eq!(report.entries as usize, values.len());
+                times
             }
-            hasher.finish()
-        });
-        record(6, times);
-        let (times, ()) = time(|| {
-            std::thread::scope(|scope| {
-                for t in 0..cores {
-                    let values = &values;
-                    scope.spawn(move || {
-                        for value in values.iter().skip(t).step_by(cores) {
-                            black_box(ring::digest::digest(&SHA256, value));
+            "plain_read_cold" => {
+                drop_from_page_cache(&plain_path);
+                read()
+            }
+            "load_snapshot_cold" => {
+                drop_from_page_cache(&snap_path);
+                load(row)
+            }
+            "plain_read_warm" => read(),
+            "load_snapshot_warm" => load(row),
+            "sha256_1_thread" => {
+                time(|| {
+                    let mut hasher = Context::new(&SHA256);
+                    for value in &values {
+                        hasher.update(value);
+                    }
+                    hasher.finish()
+                })
+                .0
+            }
+            "sha256_all_cores" => {
+                time(|| {
+                    std::thread::scope(|scope| {
+                        for t in 0..cores {
+                            let values = &values;
+                            scope.spawn(move || {
+                                for value in values.iter().skip(t).step_by(cores) {
+                                    black_box(ring::digest::digest(&SHA256, value));
+                                }
+                            });
                         }
-                    });
-                }
-            })
-        });
-        record(7, times);
-        eprintln!("round {} of {rounds} done", round + 1);
+                    })
+                })
+                .0
+            }
+            other => unreachable!("no row {other}"),
+        }
+    };
+    let mib_s = |t: Duration| bytes as f64 / (1 << 20) as f64 / t.as_secs_f64();
+    for round in 0..rounds {
+        // Each snapshot row runs next to its plain row, first in even rounds and second in
+        // odd ones: what one operation leaves behind (freed memory the host has or has not
+        // taken back yet, pages being written back) then favours neither row of a pair.
+        let mut this_round = vec![Duration::ZERO; ROWS.len()];
+        for pair in [[0, 1], [2, 3], [4, 5], [6, 7]] {
+            let order = if round % 2 == 0 {
+                pair
+            } else {
+                [pair[1], pair[0]]
+            };
+            for row in order {
+                this_round[row] = record(row, run(row));
+            }
+        }
+        let figures: Vec<String> = this_round
+            .iter()
+            .map(|&t| format!("{:.0}", mib_s(t)))
+            .collect();
+        eprintln!(
+            "round {} of {rounds}, MiB/s by row: {}",
+            round + 1,
+            figures.join(" ")
+        );
     }
 
-    let mib_s = |t: Duration| bytes as f64 / (1 << 20) as f64 / t.as_secs_f64();
     let median = |ts: &[Duration]| {
         let mut ts = ts.to_vec();
         ts.sort();
-        ts[ts.len() / 2]
+        let mid = ts.len() / 2;
+        if ts.len().is_multiple_of(2) {
+            (ts[mid - 1] + ts[mid]) / 2
+        } else {
+            ts[mid]
+        }
     };
     let medians: Vec<f64> = wall.iter().map(|ts| mib_s(median(ts))).collect();
     println!(
