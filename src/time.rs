@@ -164,6 +164,24 @@ impl fmt::Display for Timestamp {
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// A finer clock to time work with, if this one is too coarse for it; `None` (the
+    /// default) if this one will do.
+    ///
+    /// [`CoarseClock`] returns a [`SystemClock`]: its ticks of a few milliseconds would round
+    /// the duration of short work to zero or to whole ticks. The crate's layers that time
+    /// work (the chunk processor, the transcription pipeline's latency and compute time) use
+    /// the cache's clock for that unless it names a finer one here, so that a
+    /// [`ManualClock`] still drives them in tests. A duration is the difference of two
+    /// readings of one clock; timestamps of different clocks are not comparable.
+    fn for_timing(&self) -> Option<SharedClock> {
+        None
+    }
+}
+
+/// The clock to time work with where `clock` keeps time (see [`Clock::for_timing`]).
+pub(crate) fn timing_clock(clock: &SharedClock) -> SharedClock {
+    clock.for_timing().unwrap_or_else(|| Arc::clone(clock))
 }
 
 /// A monotonic clock of nanosecond resolution, measured from the first time any
@@ -226,6 +244,10 @@ impl Clock for CoarseClock {
         {
             SystemClock.now()
         }
+    }
+
+    fn for_timing(&self) -> Option<SharedClock> {
+        Some(system_clock())
     }
 }
 
@@ -294,6 +316,26 @@ pub fn system_clock() -> SharedClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work is timed on the clock itself unless it is the coarse one: a manual clock still
+    /// drives the layers that time work, the coarse clock hands them a fine one.
+    #[test]
+    fn timing_clock_is_the_clock_itself_except_for_the_coarse_one() {
+        let manual = ManualClock::new();
+        let shared: SharedClock = Arc::new(manual.clone());
+        let timer = timing_clock(&shared);
+        manual.advance(Duration::from_secs(7));
+        assert_eq!(timer.now(), Timestamp::from_nanos(7_000_000_000));
+
+        let coarse: SharedClock = Arc::new(CoarseClock);
+        let timer = timing_clock(&coarse);
+        let start = timer.now();
+        std::thread::sleep(Duration::from_micros(300));
+        let elapsed = timer.now().saturating_duration_since(start);
+        // Under a tick, yet seen: the coarse clock would show 0 or a whole tick.
+        assert!(elapsed >= Duration::from_micros(300), "{elapsed:?}");
+        assert_ne!(elapsed.as_nanos() % 1_000_000, 0, "{elapsed:?}");
+    }
 
     /// Never backwards, on any thread, and it follows real time to within its steps.
     #[test]

@@ -556,6 +556,39 @@ fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     assert_eq!((reports[0].fraction(), reports[0].chunks_cached), (1.0, 5));
 }
 
+/// On a default cache, whose clock ticks every few milliseconds, the run is timed on a
+/// finer clock (`Clock::for_timing`): a chunk that takes 1 ms shows as at least 1 ms and not
+/// as a whole number of milliseconds. Timed on the coarse clock, it failed 3 tries of 3 with
+/// timings like `[0ns, 0ns, 4ms, 8ms, 0ns]`: 0 or whole ticks, so the second check cannot
+/// pass there.
+#[test]
+fn a_run_on_a_default_cache_is_timed_finer_than_its_clock_ticks() {
+    let cache = cache();
+    let p = processor(&cache, 1, no_retry());
+    let mut timings = Vec::new();
+    for run in 0..5u8 {
+        let data = input(1).into_iter().map(|b| b ^ run).collect::<Vec<u8>>();
+        let reports = Mutex::new(Vec::<Progress>::new());
+        let f = |chunk: &AudioChunk| {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok::<_, String>(describe(chunk))
+        };
+        let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
+        p.process_reader(Cursor::new(&data), &f, options).unwrap();
+        let last = *reports.lock().last().expect("a final report");
+        assert_eq!(last.chunks_done, 1, "run {run} computed its chunk");
+        timings.push(last.elapsed);
+    }
+    assert!(
+        timings.iter().all(|t| *t >= Duration::from_millis(1)),
+        "1 ms chunks timed as {timings:?}"
+    );
+    assert!(
+        timings.iter().any(|t| t.as_nanos() % 1_000_000 != 0),
+        "every timing is whole milliseconds: {timings:?}"
+    );
+}
+
 #[test]
 fn concurrency_is_bounded_and_concurrent_runs_agree() {
     let data = input(40);

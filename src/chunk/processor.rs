@@ -109,7 +109,7 @@ use super::task::{
 use crate::cache::Cache;
 use crate::job::{ConcurrencyLimit, RetryConfig};
 use crate::key::{CacheKey, KeyError};
-use crate::time::{SharedClock, Timestamp};
+use crate::time::{SharedClock, Timestamp, timing_clock};
 
 /// The longest a retry wait goes without looking at the clock and the caller's
 /// [`CancelToken`].
@@ -179,7 +179,8 @@ pub struct Progress {
     pub bytes_done: u64,
     /// The input's audio bytes.
     pub bytes_total: u64,
-    /// Time since the run started, on the cache's clock.
+    /// Time since the run started, on the cache's clock (or the finer one it names for
+    /// timing: [`crate::Clock::for_timing`]).
     pub elapsed: Duration,
     /// Estimated time to the end: the remaining bytes at the rate so far; `None` before the
     /// first chunk finishes.
@@ -841,7 +842,7 @@ impl ChunkedProcessor {
         F: Fn(&AudioChunk) -> Result<ChunkResult, E> + Sync,
         E: fmt::Display + Send,
     {
-        let clock = Arc::clone(self.cache.clock());
+        let clock = timing_clock(self.cache.clock());
         let started = clock.now();
         let cancelled = || {
             options

@@ -340,7 +340,9 @@ pub struct JobCompletion {
 }
 
 impl JobCompletion {
-    /// Time from submit to completion on the queue's clock.
+    /// Time from submit to completion on the queue's clock: with the default
+    /// [`crate::CoarseClock`], in whole ticks of a few milliseconds (give the queue a
+    /// [`crate::SystemClock`] to time jobs finer).
     pub fn latency(&self) -> Duration {
         self.completed_at
             .saturating_duration_since(self.submitted_at)

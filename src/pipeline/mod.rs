@@ -71,7 +71,7 @@ use crate::metrics::{
     Aggregation, AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification,
     Notifier, Percentile, Tags,
 };
-use crate::time::SharedClock;
+use crate::time::{SharedClock, timing_clock};
 
 /// The per-file latency histogram.
 const LATENCY_METRIC: &str = "memocache_transcription_duration_seconds";
@@ -310,7 +310,7 @@ impl PipelineBuilder {
             concurrency: self.chunk_concurrency,
             retry: self.retry,
             progress: self.progress,
-            clock: Arc::clone(&clock),
+            clock: timing_clock(&clock),
         });
         let pool = WorkerPool::builder(queue.clone())
             .name("transcriber")
@@ -337,7 +337,7 @@ impl PipelineBuilder {
             pool: Mutex::new(Some(pool)),
             registry,
             alerts: Mutex::new(alerts),
-            clock,
+            clock: timing_clock(&clock),
         })
     }
 }
@@ -356,6 +356,7 @@ pub struct Pipeline {
     served: [crate::metrics::Counter; 2],
     saved: crate::metrics::Gauge,
     alerts: Mutex<AlertEvaluator>,
+    /// Times each file's service (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
 }
 
@@ -393,6 +394,7 @@ struct Runner {
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
     progress: Option<ProgressCallback>,
+    /// Times the compute (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
 }
 
