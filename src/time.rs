@@ -226,7 +226,9 @@ impl Clock for SystemClock {
 /// served up to one tick past its deadline (see the [module docs](self)).
 ///
 /// Its epoch is the first time any `CoarseClock` is read; its timestamps are not comparable
-/// with [`SystemClock`]'s.
+/// with [`SystemClock`]'s. It works under valgrind, where it falls back to the system call
+/// (`tests/under_valgrind.rs`; rustix is built to find the vDSO through libc, see
+/// `Cargo.toml`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CoarseClock;
 
