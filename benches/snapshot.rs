@@ -12,9 +12,10 @@
 //! cache.
 //!
 //! **Order.** Each snapshot row runs right next to its plain row, and the two swap places
-//! every round. On a virtual machine the order matters a lot: here (a Firecracker guest that
-//! reports freed memory to its host) the second of two cold reads in a row ran at a third to
-//! a half of the first's rate, whichever file it read. Swapping gives both rows of a pair the
+//! every round. On a virtual machine the order matters a lot: on this project's (a
+//! Firecracker guest that reports freed memory to its host) the second of two cold reads in a
+//! row often ran at under half the first's rate, whichever file it read, and the second of
+//! two writes was slowed too. Swapping gives both rows of a pair the
 //! same share of each place; the default of 6 rounds gives each 3, and the median of an even
 //! count is the mean of the middle two.
 //!
