@@ -300,8 +300,8 @@ fn wait_for(run: &mut std::process::Child, what: &str, mut done: impl FnMut() ->
 #[cfg(unix)]
 fn engine_hanging_on(hang_on: &Path, hang_flag: &Path, pid: &Path) -> String {
     format!(
-        "if [ -e {flag} ] && cmp -s {{chunk}} {hang}; then echo $$ > {pid}.tmp && \
-         mv {pid}.tmp {pid}; exec sleep 600; fi; cksum < {{chunk}}",
+        "if [ -e {flag} ] && cmp -s {{chunk}} {hang}; then echo {{chunk}} > {pid}.chunk && \
+         echo $$ > {pid}.tmp && mv {pid}.tmp {pid}; exec sleep 600; fi; cksum < {{chunk}}",
         flag = path(hang_flag),
         hang = path(hang_on),
         pid = path(pid)
@@ -328,6 +328,13 @@ struct HangingOnThird {
 impl HangingOnThird {
     fn files(&self) -> Vec<&Path> {
         self.files.iter().map(|f| f.as_path()).collect()
+    }
+
+    /// The chunk file the engine hangs on, as the engine recorded it once it hung.
+    fn hanging_chunk(&self) -> std::path::PathBuf {
+        let record = format!("{}.chunk", self.engine_pid.display());
+        let said = std::fs::read_to_string(&record).expect("the hanging engine says its chunk");
+        std::path::PathBuf::from(said.trim_end())
     }
 
     /// Starts a run of the three files with `options` (which give the engine), its stderr
@@ -443,8 +450,9 @@ fn a_killed_run_keeps_the_files_it_finished() {
 }
 
 /// Ctrl-C (SIGINT) in the middle of a run's third file saves the two it finished, though no
-/// checkpoint was taken, and ends the run with status 130; the next run serves them from the
-/// cache and computes only the third.
+/// checkpoint was taken, and ends the run with status 130, leaving no chunk file behind
+/// though the engine still runs on one; the next run serves them from the cache and computes
+/// only the third.
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_the_files_a_run_finished() {
@@ -454,8 +462,13 @@ fn ctrl_c_saves_the_files_a_run_finished() {
     let options = ["--checkpoint-secs", "0", "--engine-cmd", &setup.engine];
     let run = setup.start_until_hanging(&options, Stdio::piped());
     assert!(!snapshot.exists(), "no checkpoints: only Ctrl-C saves");
+    let chunk = setup.hanging_chunk();
+    assert!(chunk.exists(), "{chunk:?}");
     interrupt(&run.run);
     let said = exits_interrupted(run);
+    assert!(!chunk.exists(), "left behind: {chunk:?}");
+    let chunk_dir = chunk.parent().expect("in a directory");
+    assert!(!chunk_dir.exists(), "left behind: {chunk_dir:?}");
     assert!(
         said.contains("interrupted: saving what is finished"),
         "{said}"
@@ -545,8 +558,10 @@ fn a_second_ctrl_c_quits_without_saving() {
         assert!(!replaced, "the save ended before the test saw it");
         !temp_files(cache_dir).is_empty()
     });
+    let chunk = setup.hanging_chunk();
     interrupt(&run.run);
     let said = exits_interrupted(run);
+    assert!(!chunk.exists(), "left behind: {chunk:?}");
     assert!(
         said.contains("interrupted again: quitting without saving"),
         "{said}"

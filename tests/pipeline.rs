@@ -257,6 +257,36 @@ fn the_stand_in_is_deterministic_and_says_what_it_is() {
     assert!(ta.starts_with("[stand-in]"), "{ta}");
 }
 
+/// `CommandTranscriber::chunk_dir`: the engine gets its chunk file in the directory given,
+/// and the file is gone once the engine ran; without it, the file is in the system's
+/// temporary directory.
+#[test]
+fn the_command_engine_writes_chunk_files_where_it_is_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+    let chunk = split(&b"a byte range"[..], &plan, None)
+        .expect("splits")
+        .next()
+        .expect("one chunk")
+        .expect("reads");
+    let path_given = |engine: CommandTranscriber| {
+        std::path::PathBuf::from(engine.transcribe(&chunk).expect("runs").text)
+    };
+
+    let engine = CommandTranscriber::new("echo {chunk}").expect("has {chunk}");
+    let path = path_given(engine.clone().chunk_dir(dir.path()));
+    assert_eq!(path.parent(), Some(dir.path()), "{path:?}");
+    assert!(!path.exists(), "removed after the run: {path:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("lists").count(), 0);
+
+    let path = path_given(engine);
+    assert_eq!(
+        path.parent(),
+        Some(std::env::temp_dir().as_path()),
+        "{path:?}"
+    );
+}
+
 /// Bug: the command engine's chunk file was always named `*.wav`, also for a byte range of
 /// MP3, FLAC, M4A, ... input, so an engine that picks its decoder by extension read it as WAV.
 /// A byte-range chunk is now named `*.bin`; a WAV chunk (a complete WAV file) stays `*.wav`.

@@ -29,8 +29,9 @@
 //!   finished, not even what it stored since the last checkpoint; a second one quits at once
 //!   without saving (the snapshot on disk is then the last checkpoint's, whole). The save takes
 //!   the same lock as a checkpoint, so a checkpoint in progress finishes first and none starts
-//!   after it: its rename is the last. An engine still working on a chunk is not waited for;
-//!   its chunk file is left in the temporary directory, as after any kill.
+//!   after it: its rename is the last. An engine still working on a chunk is not waited for,
+//!   but its chunk file does not outlive the run: a run's chunk files are in a directory of
+//!   its own, which Ctrl-C removes (a kill still leaves it, in the temporary directory).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,23 +102,26 @@ impl Checkpoints {
     }
 
     /// Makes Ctrl-C (SIGINT) save the cache and end the process with [`INTERRUPTED`]; a
-    /// second Ctrl-C during that save ends it at once, without saving. Can be called once per
-    /// process.
-    pub fn save_on_interrupt(&self) -> Result<(), String> {
+    /// second Ctrl-C during that save ends it at once, without saving. Either way `scratch`,
+    /// if given, is removed before the process ends: the run's chunk files, which an engine
+    /// still running would otherwise leave behind. Can be called once per process.
+    pub fn save_on_interrupt(&self, scratch: Option<PathBuf>) -> Result<(), String> {
         let saver = Arc::clone(&self.saver);
         let say = Arc::clone(&self.say);
         let mut interrupted = false;
+        let scratch = Arc::new(scratch);
         ctrlc::set_handler(move || {
             if interrupted {
                 say("interrupted again: quitting without saving (the snapshot on disk is the \
                      last checkpoint's)");
-                std::process::exit(INTERRUPTED);
+                end_interrupted(scratch.as_deref());
             }
             interrupted = true;
             // The save runs on a thread of its own: the handler must return to hear a second
             // Ctrl-C.
             let saver = Arc::clone(&saver);
             let say_there = Arc::clone(&say);
+            let scratch_there = Arc::clone(&scratch);
             let saving = std::thread::Builder::new()
                 .name("interrupt-save".into())
                 .spawn(move || {
@@ -126,15 +130,25 @@ impl Checkpoints {
                     // Held until the process ends, so no checkpoint starts after this save.
                     let mut saver = saver.lock();
                     say(&saver.save_on_interrupt());
-                    std::process::exit(INTERRUPTED);
+                    end_interrupted(scratch_there.as_deref());
                 });
             if saving.is_err() {
                 say("interrupted: cannot start a thread to save the cache; quitting without saving");
-                std::process::exit(INTERRUPTED);
+                end_interrupted(scratch.as_deref());
             }
         })
         .map_err(|e| format!("cannot catch Ctrl-C: {e}"))
     }
+}
+
+/// Ends an interrupted run: removes `scratch` (see [`Checkpoints::save_on_interrupt`]), then
+/// exits with [`INTERRUPTED`]. Unlinking a file an engine still has open does not disturb it
+/// (unix), and its output is not waited for anyway.
+fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    std::process::exit(INTERRUPTED);
 }
 
 impl Drop for Checkpoints {

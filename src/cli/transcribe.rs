@@ -127,6 +127,19 @@ pub fn run(options: Options) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot open the cache in {}: {e}", cache_dir.display()))?;
 
+    // The engine's chunk files go in a directory of the run's own, which outlives the
+    // pipeline (declared before it) and which Ctrl-C removes: an engine still running then
+    // leaves no file behind.
+    let (engine, chunk_dir) = match engine {
+        Some(engine) => {
+            let dir = tempfile::Builder::new()
+                .prefix("memocache-chunks-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a directory for chunk files: {e}"))?;
+            (Some(engine.chunk_dir(dir.path())), Some(dir))
+        }
+        None => (None, None),
+    };
     let transcriber: Arc<dyn Transcriber> = match engine {
         Some(engine) => Arc::new(engine),
         None => {
@@ -159,7 +172,7 @@ pub fn run(options: Options) -> Result<(), String> {
         options.checkpoint_secs,
         move |line| warn_bar.suspend(|| eprintln!("{line}")),
     )?;
-    checkpoints.save_on_interrupt()?;
+    checkpoints.save_on_interrupt(chunk_dir.as_ref().map(|dir| dir.path().to_path_buf()))?;
     let mut failures = Vec::new();
     for file in &options.files {
         bars.files.set_message(file_name(file));

@@ -1,6 +1,7 @@
 //! Speech engines: the [`Transcriber`] trait, an engine run as a command, and a stand-in.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -139,6 +140,8 @@ pub enum TranscribeError {
 pub struct CommandTranscriber {
     template: String,
     identity: String,
+    /// Where chunk files go; the system's temporary directory if `None`.
+    chunk_dir: Option<PathBuf>,
 }
 
 impl CommandTranscriber {
@@ -149,7 +152,22 @@ impl CommandTranscriber {
             return Err(TranscribeError::NoChunkPlaceholder { command: template });
         }
         let identity = format!("cmd:{template}");
-        Ok(CommandTranscriber { template, identity })
+        Ok(CommandTranscriber {
+            template,
+            identity,
+            chunk_dir: None,
+        })
+    }
+
+    /// Writes the chunk files into `dir` (which must exist) instead of the system's temporary
+    /// directory. Each file is removed once its engine run ends; a process that may end
+    /// without that (`std::process::exit` on Ctrl-C, with an engine still running) gives its
+    /// run a directory of its own and removes it as it ends, so no chunk file outlives it.
+    /// Not part of the [`identity`](Transcriber::identity): where the file lies does not
+    /// change the text.
+    pub fn chunk_dir(mut self, dir: impl Into<PathBuf>) -> CommandTranscriber {
+        self.chunk_dir = Some(dir.into());
+        self
     }
 }
 
@@ -165,10 +183,12 @@ impl Transcriber for CommandTranscriber {
             ChunkKind::Wav => ".wav",
             ChunkKind::Bytes => ".bin",
         };
-        let mut file = tempfile::Builder::new()
-            .prefix("memocache-chunk-")
-            .suffix(suffix)
-            .tempfile()?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("memocache-chunk-").suffix(suffix);
+        let mut file = match &self.chunk_dir {
+            Some(dir) => builder.tempfile_in(dir)?,
+            None => builder.tempfile()?,
+        };
         file.write_all(chunk.data())?;
         file.flush()?;
         // The path is ours (a temp dir name plus random letters), so single quotes suffice.
