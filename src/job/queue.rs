@@ -1121,7 +1121,7 @@ impl State {
     /// [`Inner::admit`]), stamped with the submit time and its retry budget. (A function of
     /// its own: written out in `submit`, the same lines cost 5–8 more instructions a job in a
     /// one-thread callgrind loop, session 8.)
-    #[inline]
+    #[inline(always)]
     fn add_submitted(&mut self, mut job: Job, now: Timestamp, default_max_retries: u32) -> Slot {
         job.stamp_submitted(now, default_max_retries);
         let slot = self.records.insert(Record {
@@ -1824,6 +1824,7 @@ impl Inner {
 
     /// Picks the deque whose head should run next: highest effective priority, then FIFO.
     /// Returns (priority index, type index).
+    #[inline(always)]
     fn pick(&self, st: &State, mask: TypeMask, now: Timestamp) -> Option<(usize, usize)> {
         // Rank: (effective priority index, older first); the best rank wins.
         type Rank = (usize, Reverse<u64>);
@@ -1926,58 +1927,95 @@ impl Inner {
         }
         let hash = hash_id(id);
         let mut guard = self.state.lock();
-        // When a waiting submit started waiting: real time, read only once it has to wait.
-        let mut started: Option<Instant> = None;
-        // What the memo store answered, if a full queue looked.
-        let mut hit = None;
-        let now = loop {
+        let now = self.clock.now();
+        if !self.reserve(&mut guard, id, hash, now)? {
+            return self.submit_when_full(guard, job, hash, timeout, now);
+        }
+        self.enter(guard, job, now, None);
+        Ok(id)
+    }
+
+    /// The start of a submit, under the lock: takes back expired leases, rules out a
+    /// duplicate and, if there is room, files the job's index entry. `Ok(false)` when the
+    /// queue is full, with nothing filed.
+    ///
+    /// Expired leases are taken back before the capacity check and the coalescing check: a
+    /// lease that ran out on a job with no retries left frees its place (else a full queue
+    /// refuses, and a waiting submit waits out its timeout, while it has room), and a new
+    /// identical job must not be coalesced onto a leader that is about to be dead-lettered.
+    /// Only the comparison is inline: the rest is out of line so that submit's hot path keeps
+    /// its size (and the inlining it had).
+    #[inline(always)]
+    fn reserve(
+        &self,
+        st: &mut State,
+        id: JobId,
+        hash: u64,
+        now: Timestamp,
+    ) -> Result<bool, QueueError> {
+        if now >= st.next_due {
+            self.catch_up(st, now);
+        }
+        // One probe both rules out a duplicate and finds the place of the new entry.
+        let State {
+            index,
+            records,
+            live,
+            ..
+        } = st;
+        let is_id = |e: &IndexEntry| {
+            e.hash == hash && records.get(e.slot).is_some_and(|r| r.job.id() == id)
+        };
+        let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
+        else {
+            return Err(QueueError::Duplicate(id));
+        };
+        if *live >= self.capacity {
+            return Ok(false);
+        }
+        // The slab fills its vacant key next, so the entry can name the slot before the
+        // record is in it.
+        vacant.insert(IndexEntry {
+            hash,
+            slot: records.vacant_key(),
+        });
+        Ok(true)
+    }
+
+    /// A submit that found the queue full (see [`Inner::reserve`]; `now` is the time it read):
+    /// accepts a job the memo store answers, else waits for room up to `timeout`, or refuses.
+    /// Out of line, with the waiting loop, so that a submit with room does not carry them:
+    /// in one function with it, the hot path kept the loop's state in registers and on the
+    /// stack.
+    #[cold]
+    #[inline(never)]
+    fn submit_when_full(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        job: Job,
+        hash: u64,
+        timeout: Option<Duration>,
+        mut now: Timestamp,
+    ) -> Result<JobId, QueueError> {
+        let id = job.id();
+        // When the waiting started: real time, read only once a submit has to wait.
+        let started = Instant::now();
+        loop {
             let st = &mut *guard;
-            let now = self.clock.now();
-            // Expired leases are taken back before the capacity check and the coalescing
-            // check: a lease that ran out on a job with no retries left frees its place (else
-            // a full queue refuses, and a waiting submit waits out its timeout, while it has
-            // room), and a new identical job must not be coalesced onto a leader that is about
-            // to be dead-lettered. Only the comparison is inline: the rest is out of line so
-            // that submit's hot path keeps its size (and the inlining it had).
-            if now >= st.next_due {
-                self.catch_up(st, now);
-            }
-            // One probe both rules out a duplicate and finds the place of the new entry.
-            let State {
-                index,
-                records,
-                live,
-                stats,
-                ..
-            } = st;
-            let is_id = |e: &IndexEntry| {
-                e.hash == hash && records.get(e.slot).is_some_and(|r| r.job.id() == id)
-            };
-            let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
-            else {
-                return Err(QueueError::Duplicate(id));
-            };
-            // The slab fills its vacant key next, so the entry can name the slot before the
-            // record is in it.
-            let entry = IndexEntry {
-                hash,
-                slot: records.vacant_key(),
-            };
-            if *live < self.capacity {
-                vacant.insert(entry);
-                break now;
-            }
             // A job the memo store answers completes at once and takes no place, so a full
             // queue neither refuses it nor makes it wait. Checked only when full: with room,
             // `admit` looks (after coalescing, which also ends with a result). The check
             // counts nothing in the store unless it answers, so that a submit that waits and
             // re-checks on every wake still counts once (see `memo_answer_when_full`).
-            hit = self.memo_answer_when_full(stats, job.memo_key());
-            if hit.is_some() {
-                vacant.insert(entry);
-                break now;
+            if let Some(value) = self.memo_answer_when_full(&mut st.stats, job.memo_key()) {
+                let entry = IndexEntry {
+                    hash,
+                    slot: st.records.vacant_key(),
+                };
+                st.index.insert_unique(hash, entry, |e| e.hash);
+                self.enter(guard, job, now, Some(value));
+                return Ok(id);
             }
-            let started = *started.get_or_insert_with(Instant::now);
             let remaining = timeout.and_then(|t| t.checked_sub(started.elapsed()));
             let Some(remaining) = remaining.filter(|r| !r.is_zero()) else {
                 st.stats.rejected_full += 1;
@@ -1991,7 +2029,24 @@ impl Inner {
             self.room
                 .wait_for(&mut guard, remaining.min(MAX_WAIT_SLICE));
             guard.submitters_waiting -= 1;
-        };
+            now = self.clock.now();
+            if self.reserve(&mut guard, id, hash, now)? {
+                self.enter(guard, job, now, None);
+                return Ok(id);
+            }
+        }
+    }
+
+    /// The end of a submit whose index entry is filed: records the job, places it (or
+    /// completes it with `hit`, the memo store's answer to a full queue), and unlocks.
+    #[inline(always)]
+    fn enter(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        job: Job,
+        now: Timestamp,
+        hit: Option<Bytes>,
+    ) {
         let st = &mut *guard;
         let slot = st.add_submitted(job, now, self.retry.max_retries());
         let woke = match hit {
@@ -1999,7 +2054,6 @@ impl Inner {
             Some(value) => self.admit_answered(st, slot, value, now),
         } && st.waiting > 0;
         self.unlock_and_report(guard, woke);
-        Ok(id)
     }
 
     /// Completes a job just submitted that a full queue accepted because the memo store
@@ -2133,19 +2187,35 @@ impl Inner {
 
     fn take(&self, worker: &WorkerId, mask: TypeMask, timeout: Option<Duration>) -> Option<Lease> {
         let mut guard = self.state.lock();
-        // When a blocking take started waiting: real time, read only once it has to wait.
-        let mut started: Option<Instant> = None;
+        let st = &mut *guard;
+        let now = self.clock.now();
+        if now >= st.next_due {
+            self.catch_up(st, now);
+        }
+        if let Some(lease) = self.try_take(st, worker, mask, now) {
+            return Some(lease);
+        }
+        self.wait_and_take(guard, worker, mask, timeout?, now)
+    }
+
+    /// A take that found nothing ready at `now` and may wait up to `timeout`. Out of line, as
+    /// [`Inner::submit_when_full`] is: in one function with the waiting loop, a take that
+    /// finds a job kept the loop's state in registers and on the stack (callgrind, one
+    /// thread: about 40 instructions a take).
+    #[cold]
+    #[inline(never)]
+    fn wait_and_take(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        worker: &WorkerId,
+        mask: TypeMask,
+        timeout: Duration,
+        mut now: Timestamp,
+    ) -> Option<Lease> {
+        // When the waiting started: real time, read only once a take has to wait.
+        let started = Instant::now();
         loop {
             let st = &mut *guard;
-            let now = self.clock.now();
-            if now >= st.next_due {
-                self.catch_up(st, now);
-            }
-            if let Some(lease) = self.try_take(st, worker, mask, now) {
-                return Some(lease);
-            }
-            let timeout = timeout?;
-            let started = *started.get_or_insert_with(Instant::now);
             let remaining = timeout.checked_sub(started.elapsed())?;
             if remaining.is_zero() {
                 return None;
@@ -2164,6 +2234,14 @@ impl Inner {
             st.waiting += 1;
             self.available.wait_for(&mut guard, wait);
             guard.waiting -= 1;
+            let st = &mut *guard;
+            now = self.clock.now();
+            if now >= st.next_due {
+                self.catch_up(st, now);
+            }
+            if let Some(lease) = self.try_take(st, worker, mask, now) {
+                return Some(lease);
+            }
         }
     }
 }

@@ -58,7 +58,7 @@ impl<T> Slab<T> {
     /// Stores `value` in the slot [`Slab::vacant_key`] names and returns that slot. Inline:
     /// out of line, the record was built on the caller's stack and copied in by a call
     /// (callgrind, one thread: about 13 instructions a job more).
-    #[inline]
+    #[inline(always)]
     pub(super) fn insert(&mut self, value: T) -> usize {
         let slot = self.next;
         match self.entries.get_mut(slot) {
