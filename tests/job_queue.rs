@@ -475,6 +475,29 @@ fn a_released_job_keeps_its_fifo_turn_and_its_aging_credit() {
     assert_eq!(take_all(&queue), [low, high]);
 }
 
+/// A take that finds no job old enough to have aged looks only at the highest priority it
+/// has; a job given back with the age it was taken with must still count as aged.
+#[test]
+fn a_job_given_back_counts_as_aged_after_takes_that_saw_only_fresh_work() {
+    use JobPriority::*;
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .aging(Some(10 * SEC))
+        .build()
+        .expect("valid");
+    let low = queue.submit(job(Low)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    clock.advance(15 * SEC);
+    let first = queue.submit(job(Medium)).expect("submit");
+    let second = queue.submit(job(Medium)).expect("submit");
+    // Nothing ready has waited a step.
+    assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(first));
+    clock.advance(SEC);
+    queue.release(&lease).expect("release");
+    // Low has waited 16 s, more than a step: it competes as Medium, and it is older.
+    assert_eq!(take_all(&queue), [low, second]);
+}
+
 #[test]
 fn takers_can_filter_by_job_type() {
     let clock = ManualClock::new();
