@@ -13,7 +13,9 @@
 //!   FIFO within a priority. Splitting by type lets a worker take only the types it has
 //!   handlers for without scanning past the others. A 12-bit mask of the non-empty deques
 //!   (kept up to date by every push and pop) makes a take visit only the heads that exist —
-//!   usually one to three — instead of all twelve.
+//!   usually one to three — instead of all twelve. While no ready job has waited an aging
+//!   step (the usual case; `ready_since` is a lower bound of their wait starts) none has
+//!   aged, and a take looks only at the deques of the highest priority that has jobs.
 //! * **Aging**: a job's effective priority rises one level per `aging_step` it has waited, up
 //!   to High. Heads are the oldest jobs of their deque, so looking at heads suffices. A Low job
 //!   therefore waits at most about `2 * aging_step` before it competes with fresh High work on
@@ -72,6 +74,11 @@
 //!   the id: generated ids never collide in practice, but a parsed [`JobId`] can be chosen to
 //!   collide, and it must not reach another job. The hash is the id's random bits folded (no
 //!   SipHash).
+//! * A record is the job, its place and its lease links: **256 bytes**, the most that
+//!   `memcpy` copies on its short path, and a submit copies the record into the slab. A
+//!   leader's followers are kept with it in `leaders` (the memo key's entry), not in the
+//!   record, where an empty list took 24 bytes of every job's (session 12: the copy went from
+//!   58 instructions to 29).
 //! * **Leases** form a doubly linked list threaded through the records, earliest deadline
 //!   first. Every lease lasts the same time and the clock is monotonic, so a new lease goes at
 //!   the back in O(1); completing unlinks in O(1); expiry reads the head. Nothing is allocated
@@ -85,12 +92,12 @@
 //!   it writes one slot number, and the only other work is dropping the oldest record (one
 //!   index removal). The record is dropped where it lies: the slab is the queue's own
 //!   (`job/slab.rs`), because the `slab` crate's removal moves the record out to return it,
-//!   a 280-byte copy a job (callgrind: about 58 instructions a job of the 1 670). Until
-//!   session 10 a finish moved the record out of the slab and its job into a ring of jobs
-//!   (two copies of a 216-byte job) and rewrote the job's index entry; this costs about
-//!   100 instructions a job fewer (see the README's queue section). The
-//!   price is that the slab holds the retained jobs besides the live ones, at about 280
-//!   bytes a record instead of 216 a job: at the default 1 024 that is some 290 KB, which
+//!   a copy of the record a job (280 bytes then; callgrind: about 58 instructions a job of
+//!   the 1 670). Until session 10 a finish moved the record out of the slab and its job into
+//!   a ring of jobs (two copies of a 216-byte job) and rewrote the job's index entry; this
+//!   costs about 100 instructions a job fewer (see the README's queue section). The price
+//!   is that the slab holds the retained jobs besides the live ones, at 256 bytes a record
+//!   instead of 216 a job: at the default 1 024 that is some 260 KB, which
 //!   stays in a core's L2 cache, while at 10 000 (the earlier default) each finish drops a
 //!   record and each submit fills a slot that has left the cache (with the ring of jobs, 10
 //!   000 kept made a job about 30 % slower on one pinned core). A kept job also holds its
@@ -103,6 +110,16 @@
 //! * The clock is read once per operation (submit, take, complete); a blocking take reads
 //!   real time only once it actually has to wait. Nothing is allocated per job in the steady
 //!   state: slots, deque entries and ring places are reused.
+//! * A take or submit that has to wait does so in a function of its own
+//!   (`Inner::wait_and_take`, `Inner::submit_when_full`), so that the first attempt,
+//!   which nearly always succeeds, does not carry the waiting loop's state.
+//!
+//! Session 12's cuts (the record, the waiting loops out of line, the one-deque take),
+//! callgrind, one thread, the bench's loop, instructions a job: `next` + `complete` 1,454–1,466
+//! → 1,292–1,297, `complete_and_next` 1,401–1,407 → 1,266–1,289, the `Mutex<BinaryHeap>`
+//! baseline 1,134; under the queue's lock, a submit 334 → 301, a take 403 → 284, a
+//! completion 379 → 358, `complete_and_next` 702 → 596 (see the README's queue section for how
+//! these were counted).
 //!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
@@ -1863,7 +1880,7 @@ impl Inner {
         // No ready job has waited a whole step, so none has aged: the highest priority with
         // a job wins, then the oldest head among its types. This is the usual case (jobs wait
         // less than a step), and it looks at one deque instead of every non-empty one
-        // (callgrind, one thread, three priorities in use: about 75 instructions a take).
+        // (callgrind, one thread, three priorities in use: about 90 instructions a take).
         if st.ready_since.as_nanos() >= one {
             let p = (15 - accepted.leading_zeros() as usize) / 4;
             let types = (accepted >> (4 * p)) & 0b1111;
@@ -2244,7 +2261,7 @@ impl Inner {
     /// A take that found nothing ready at `now` and may wait up to `timeout`. Out of line, as
     /// [`Inner::submit_when_full`] is: in one function with the waiting loop, a take that
     /// finds a job kept the loop's state in registers and on the stack (callgrind, one
-    /// thread: about 40 instructions a take).
+    /// thread: about 25 instructions a take).
     #[cold]
     #[inline(never)]
     fn wait_and_take(
