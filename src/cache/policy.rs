@@ -44,9 +44,12 @@
 //! ARC's ratio of the two ghosts' populations, between 1 % and 99 %. The steps are asymmetric
 //! — half an entry towards *small*, a whole one towards *main* — because at ARC's full step
 //! the frequency-skewed LIRS traces (multi*, cpp, sprite) drifted to a too large *small*; the
-//! recency traces still get there within a few thousand requests. The signal comes from misses
-//! only, so the hit path stays as it was. (Caffeine instead hill-climbs on the hit rate; the
-//! policy does not see hits, and why it was not built is under *Small shards* below.)
+//! recency traces still get there within a few thousand requests (in shards of up to 255
+//! entries, where that was too slow, the step towards *small* is a whole entry once a trace
+//! looks recency-only: see *Faster growth of small on recency traces in tiny shards*). The
+//! signal comes from misses only, so the hit path stays as it was. (Caffeine instead
+//! hill-climbs on the hit rate; the policy does not see hits, and why it was not built is
+//! under *Small shards* below.)
 //!
 //! ARC's rule only hears from keys that come back while the ghost remembers them. When none
 //! do — a loop longer than the cache and its ghost, a scan, hot keys whose reuse distance is
@@ -445,6 +448,64 @@
 //! * **Older hits at a fraction of a step**, everywhere: four ways, half or a third: −8.88 and
 //!   −9.33; two ways, half: −8.98 (`backf` −1.44, `zigzag` at 10 % −0.91).
 //!
+//! # Faster growth of small on recency traces in tiny shards
+//!
+//! On `backf` and `zigzag` at 10 % what ARC's rule lacked was speed, not a ceiling: started at
+//! 99 % instead of 5 %, the same adaptive policy scored 9.14 % on `backf` (LRU 9.17) and 9.48 %
+//! on `zigzag` at 10 % (LRU 9.57; 40 replays each), against 8.03 and 8.89 % from 5 %. At half
+//! an entry a ghost hit, `small` reached 98 % only after about 2,000 of `backf`'s 8,300
+//! misses, and 95 % after 6,000 of `zigzag`'s 47,000 (three of its 26 sweeps; one replay
+//! each). So in shards of up to
+//! [`FAST_GROWTH_UP_TO`] (255) entries — those with the minimum sketch — a ghost hit of a key
+//! `small` dropped grows it by a whole entry instead of half while the trace looks
+//! recency-only: at most one in [`RECENCY_ONLY`] of the recent ghost hits are `main`'s (the
+//! test *Older ghost hits* uses), and at least [`FAST_GROWTH_EVIDENCE`] (32) are `small`'s.
+//! See [`S3Fifo::grows_fast`]. The step towards `main` and every larger shard are unchanged.
+//!
+//! Why both conditions. Every trace starts with ghost hits of `small`'s keys only: the
+//! filling phase puts the first keys in `main`, and nothing has left `main` yet. On `ps` at
+//! 1 % (30 entries) those first hits took `small` from 5 to 34 % within 500 misses even at
+//! half an entry, and the 512-drop shrink needed 5,000 more to bring it back to 1 % (one
+//! replay); at a whole entry a step they cost `ps` half a point (below), and the minimum of
+//! 32 hits is what keeps it. In `cloudPhysics` at 10 % (four shards of about 1,224 entries) whole phases
+//! bring ghost hits of `small`'s keys only — 150–220 a window, none of `main`'s, for the first
+//! 8,000 misses of a shard — and a faster `small` there went to 46 % where it went to 28 %
+//! (one replay) and the row lost 1.2 points; shards of that size are left alone.
+//!
+//! Measured with memocache alone against the best peer of the README's table, 200 replays a
+//! row, the 31 rows of the traces of up to 200,000 requests, before → after: rows more than
+//! 0.5 below 7 → 6, sum of the shortfalls −7.30 → −6.96. `zigzag` at 10 % 8.89 → 9.08 %
+//! (−0.68 → −0.49 against LRU; its worst replay 8.23 → 8.87 %), `backf` 8.03 → 8.33 % (−1.14
+//! → −0.84); lost: `multi2` at 1 % 21.98 → 21.86 % (−0.79 → −0.91), `multi1` at 1 % 16.39 →
+//! 16.33 % (a spread of 13.8–17.9 % a replay), `ps` at 1 % 14.68 → 14.62 %, `multi3` at 1 %
+//! 23.24 → 23.20 %; every other row within 0.03. A second run of the three rows that moved
+//! most, 400 replays each: `zigzag` at 10 % 8.88 → 9.09 %, `backf` 8.07 → 8.34 %, `multi2` at
+//! 1 % 21.98 → 21.87 %. `loop` (20 replays): at 1 % 0.89 → 0.89 %,
+//! at 10 % 9.61 → 9.57 % (a spread of 9.38–9.87 % both). No other row of the table has a
+//! shard this small. An evicting insert (fresh keys never hit the ghost), callgrind, a loop
+//! of fresh keys into a full cache, instructions in `Inner::insert` per insert from the
+//! difference of 400,000 and 200,000 inserts, with `SystemClock` (under valgrind rustix's
+//! vDSO lookup for `CoarseClock` crashed in this build): 50,000 entries, four hash seeds,
+//! 1,249–1,279 before (mean 1,262), 1,251–1,277 after (mean 1,266); 100 entries, one seed,
+//! 1,422 → 1,426.
+//!
+//! Variants (100 replays a row over the same 31 rows, against −7.30, unless said):
+//!
+//! * **The whole-entry step on recency-only ghost hits in every shard**, no minimum of hits:
+//!   −8.17 (`zigzag` at 10 % −0.46, `backf` −0.85, but `cloudPhysics` at 10 % +0.23 → −0.96,
+//!   `ps` at 1 % +0.18 → −0.33, `multi2` at 10 % −0.14); two entries: −13.35 (`cloudPhysics`
+//!   at 10 % −3.36, `ps` at 1 % −1.65); only while `main`'s ghost hits are at most one in 64,
+//!   or none: −8.07 and −7.91 (`cloudPhysics` at 10 % −0.85 and −0.68, `ps` at 1 % −0.33 and
+//!   −0.41). With the minimum of 32 hits but in every shard: −7.79 (`cloudPhysics` at 10 %
+//!   −0.95); two entries a step: −10.54; two entries and a minimum of 64: −9.83.
+//! * **Only while `small` already holds a quarter or half of the shard**: −7.26 and −7.21,
+//!   `zigzag` at 10 % −0.57 and −0.66 — the time lost is in the climb from 5 %.
+//! * **Only for keys the sketch has seen at most twice or three times** (a key that comes
+//!   back once): −8.33 and −8.42, `ps` at 1 % −0.57 and −0.61.
+//! * **As kept, but two or four entries a step:** −7.14 and −7.45 (`multi2` at 1 % −1.05 and
+//!   −1.40); one in 64 of `main`'s ghost hits instead of one in 16 (200 replays): −7.07
+//!   (`backf` −0.89, `multi2` at 1 % −0.84, `multi1` at 1 % −1.75).
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
@@ -517,6 +578,16 @@ const RECENCY_ONLY: u32 = 16;
 
 /// The two counts of recent ghost hits are halved whenever together they reach this many.
 const GHOST_HIT_WINDOW: u32 = 256;
+
+/// In shards of up to this many entries (those with the minimum sketch), `small` grows by a
+/// whole entry per ghost hit, not half, once the trace looks recency-only (see
+/// [`S3Fifo::grows_fast`]).
+const FAST_GROWTH_UP_TO: usize = 255;
+
+/// That faster growth also needs at least this many recent ghost hits of keys `small`
+/// dropped, so that the first few ghost hits after the filling phase, before `main`'s ghost
+/// has had a chance to hit, do not count as a recency trace.
+const FAST_GROWTH_EVIDENCE: u32 = 32;
 
 /// In shards of up to this many entries `small`'s share, while under half, is rounded down to
 /// whole entries, not up (see [`S3Fifo::small_rounds_down`]).
@@ -831,7 +902,8 @@ impl S3Fifo {
     /// key `main` dropped for a larger `main`, each by a step scaled by how much rarer hits in
     /// its ghost are than in the other one (at least 1). Steps are in entries of the shard: half
     /// an entry towards `small`, a whole one towards `main` — growing `small` on every such
-    /// ghost hit at full speed let frequency-skewed traces drift towards an LRU-like split.
+    /// ghost hit at full speed let frequency-skewed traces drift towards an LRU-like split
+    /// (but see [`S3Fifo::grows_fast`] for recency traces in tiny shards).
     fn adapt(&mut self, from_main: bool) {
         let entries = (self.small.len + self.main.len).max(1) as u64;
         let half_entry = (u64::from(SHARE_ONE) / entries / 2).max(1);
@@ -843,9 +915,12 @@ impl S3Fifo {
                 .max(u64::from(SHARE_MIN))
         } else {
             let ratio = (self.ghost_main / self.ghost_small.max(1)).max(1) as u64;
-            share
-                .saturating_add(half_entry * ratio)
-                .min(u64::from(SHARE_MAX))
+            let step = if self.grows_fast(entries) {
+                2 * half_entry
+            } else {
+                half_entry
+            };
+            share.saturating_add(step * ratio).min(u64::from(SHARE_MAX))
         };
         // Clamped to SHARE_MAX above.
         self.share = u32::try_from(share).unwrap_or(SHARE_MAX);
@@ -873,6 +948,22 @@ impl S3Fifo {
     /// newest hits still move the split there. See *Older ghost hits*.
     fn older_ghost_hits_count(&self) -> bool {
         self.recent_hits_main * RECENCY_ONLY <= self.recent_hits_small
+    }
+
+    /// Whether a ghost hit of a key `small` dropped grows `small` by a whole entry instead of
+    /// half: in a shard of up to [`FAST_GROWTH_UP_TO`] entries, on a recency trace (the
+    /// recent ghost hits are nearly all `small`'s, [`RECENCY_ONLY`], and there are at least
+    /// [`FAST_GROWTH_EVIDENCE`] of them). There only a `small` of nearly the whole shard keeps
+    /// anything, and at half an entry a step it got there only after a large part of a short
+    /// trace (`backf`, `zigzag`): started at 99 %, ARC's rule scores nearly what LRU does on
+    /// both.
+    /// Where `main`'s ghost hits too the step stays half an entry (see *Adapting the split*);
+    /// in larger shards a phase of only `small`'s ghost hits is no such evidence
+    /// (`cloudPhysics`). See *Faster growth of small on recency traces in tiny shards*.
+    fn grows_fast(&self, entries: u64) -> bool {
+        entries <= FAST_GROWTH_UP_TO as u64
+            && self.recent_hits_small >= FAST_GROWTH_EVIDENCE
+            && self.older_ghost_hits_count()
     }
 
     /// Counts a victim `small` dropped without a hit; every [`DROPS_PER_SHRINK`] of them shrink
@@ -1525,6 +1616,58 @@ mod tests {
         // Older, where all ghost hits, or all but one in 16, are `small`'s: a step.
         assert!(grows(1, 100, 0));
         assert!(grows(1, 160, 10));
+    }
+
+    #[test]
+    fn small_grows_a_whole_entry_a_ghost_hit_only_on_recency_traces_in_tiny_shards() {
+        // A shard of `capacity`, past its filling phase, with the given counts of recent ghost
+        // hits; a key `small` dropped comes back (the only fingerprint in the ghost, so ARC's
+        // ratio is 1). Returns the step in half entries of the shard.
+        let step = |capacity: usize, hits_small: u32, hits_main: u32| {
+            let mut sim = Sim::new(capacity);
+            for key in 0..2 * capacity as u64 {
+                sim.access(key);
+            }
+            sim.policy.ghost.fill(0);
+            (sim.policy.ghost_small, sim.policy.ghost_main) = (0, 0);
+            (sim.policy.recent_hits_small, sim.policy.recent_hits_main) = (hits_small, hits_main);
+            sim.policy.share = SHARE_ONE / 4;
+            let key = 0x1234_5678_0000_0040;
+            sim.policy.ghost_put(key, false);
+            let (small, main) = sim.policy.lens();
+            let half_entry = SHARE_ONE / (small + main) as u32 / 2;
+            let _ = sim.policy.admission_queue(&sim.slab, key, 1);
+            (sim.policy.share - SHARE_ONE / 4) / half_entry
+        };
+        // A recency trace (no ghost hits of `main`'s keys, or one in 16) in a tiny shard.
+        assert_eq!(step(100, 100, 0), 2);
+        assert_eq!(step(FAST_GROWTH_UP_TO, 160, 10), 2);
+        // `main`'s ghost hits too: a frequency-skewed trace.
+        assert_eq!(step(100, 100, 7), 1);
+        // Too few ghost hits yet to tell (this one counts).
+        assert_eq!(step(100, FAST_GROWTH_EVIDENCE - 2, 0), 1);
+        assert_eq!(step(100, FAST_GROWTH_EVIDENCE - 1, 0), 2);
+        // A larger shard.
+        assert_eq!(step(FAST_GROWTH_UP_TO + 2, 100, 0), 1);
+    }
+
+    #[test]
+    fn recency_trace_in_a_tiny_shard_reaches_an_lru_like_split_sooner() {
+        // Keys requested twice, 90 new keys apart, in a cache of 100: a FIFO of 100 hits all
+        // 910 re-references (only 90 keys are inserted between a key's two requests). The
+        // filling phase leaves `small` at 5 %, which keeps none of them, and ARC's rule has to
+        // grow it first: at half an entry a ghost hit 510 of them hit, at a whole entry once
+        // the trace is seen to be recency-only 609.
+        let mut sim = Sim::new(100);
+        let mut hits = 0;
+        for i in 0..1_000 {
+            sim.access(i);
+            if i >= 90 && sim.access(i - 90) {
+                hits += 1;
+            }
+        }
+        sim.check();
+        assert!(hits >= 580, "{hits} of 910 re-references hit");
     }
 
     #[test]
