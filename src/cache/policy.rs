@@ -504,7 +504,14 @@
 //!   back once): −8.33 and −8.42, `ps` at 1 % −0.57 and −0.61.
 //! * **As kept, but two or four entries a step:** −7.14 and −7.45 (`multi2` at 1 % −1.05 and
 //!   −1.40); one in 64 of `main`'s ghost hits instead of one in 16 (200 replays): −7.07
-//!   (`backf` −0.89, `multi2` at 1 % −0.84, `multi1` at 1 % −1.75).
+//!   (`backf` −0.89, `multi2` at 1 % −0.84, `multi1` at 1 % −1.75); one and a half entries a
+//!   step (200 replays): `multi2` at 1 % −1.04; shards of up to 127 entries only (200
+//!   replays): `zigzag` at 10 %, a shard of 200, stays at −0.66.
+//! * **A minimum of 16 or 8 ghost hits instead of 32** (400 replays of `backf`, `cpp`,
+//!   `multi1`, `multi2`, `ps` at 1 % and `zigzag` at 10 %): 16 the same within noise (sum of
+//!   the six −4.86 against −4.91; `multi2` at 1 % −0.84 against −0.90, `cpp` at 1 % −1.07
+//!   against −1.02, `ps` at 1 % +0.12 against +0.17); 8 cost `ps` at 1 % 0.48 (+0.17 →
+//!   −0.31), so 32 keeps a margin from that edge.
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
