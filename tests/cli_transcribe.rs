@@ -602,21 +602,22 @@ fn exits_interrupted(mut run: KillOnDrop) -> String {
     said
 }
 
-/// Writes a snapshot of 2,000 entries of 4 KiB at `snapshot` (creating its directory), large
-/// enough that a save of it takes a while; returns its bytes and its inode.
+/// Writes a snapshot of 2,000 entries of 32 KiB (64 MiB) at `snapshot` (creating its
+/// directory), large enough that a save of it takes a while even when saves get faster (with
+/// 4 KiB entries, 8 MiB, a checkpoint once ended between two looks of a test on a loaded
+/// machine); returns its bytes and its inode.
 #[cfg(unix)]
 fn large_snapshot(snapshot: &Path) -> (Vec<u8>, u64) {
     use std::os::unix::fs::MetadataExt;
 
     std::fs::create_dir_all(snapshot.parent().expect("in a directory")).expect("create");
     let previous = memocache::Cache::builder()
-        .max_bytes(64 << 20)
+        .max_bytes(256 << 20)
         .build()
         .expect("cache");
     for i in 0u32..2_000 {
-        let value: Vec<u8> = (0..4096u32)
-            .map(|j| (i ^ j.wrapping_mul(31)) as u8)
-            .collect();
+        let mut value = vec![(i % 251) as u8; 32 << 10];
+        value[..4].copy_from_slice(&i.to_le_bytes());
         let key = memocache::CacheKey::from_content(&i.to_le_bytes(), "content").expect("key");
         previous.insert(key, value).expect("insert");
     }
