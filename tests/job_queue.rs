@@ -21,6 +21,11 @@ fn builder(clock: &ManualClock) -> JobQueueBuilder {
     JobQueue::builder().clock(Arc::new(clock.clone()))
 }
 
+/// A queue on `clock` whose jobs age one priority level every 10 s.
+fn aging_every_10_s(clock: &ManualClock) -> JobQueue {
+    builder(clock).aging(Some(10 * SEC)).build().expect("valid")
+}
+
 fn job(p: JobPriority) -> Job {
     Job::new(JobType::Indexing, &b"x"[..]).with_priority(p)
 }
@@ -89,10 +94,7 @@ fn fifo_across_job_types_within_a_priority() {
 #[test]
 fn aging_bounds_the_wait_of_low_work_under_steady_high_load() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .aging(Some(10 * SEC))
-        .build()
-        .expect("valid");
+    let queue = aging_every_10_s(&clock);
     let low = queue.submit(job(JobPriority::Low)).expect("submit");
     let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
     let mut taken = Vec::new();
@@ -445,10 +447,7 @@ fn release_gives_a_job_back_without_an_attempt() {
 fn a_released_job_keeps_its_fifo_turn_and_its_aging_credit() {
     use JobPriority::*;
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .aging(Some(10 * SEC))
-        .build()
-        .expect("valid");
+    let queue = aging_every_10_s(&clock);
 
     // Its turn: taken first, given back, it is still first.
     let a = queue.submit(job(Medium)).expect("submit");
@@ -481,10 +480,7 @@ fn a_released_job_keeps_its_fifo_turn_and_its_aging_credit() {
 fn a_job_given_back_counts_as_aged_after_takes_that_saw_only_fresh_work() {
     use JobPriority::*;
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .aging(Some(10 * SEC))
-        .build()
-        .expect("valid");
+    let queue = aging_every_10_s(&clock);
     let low = queue.submit(job(Low)).expect("submit");
     let lease = queue.try_next(&w("w")).expect("ready");
     clock.advance(15 * SEC);

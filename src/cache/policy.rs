@@ -1319,11 +1319,11 @@ mod tests {
     }
 
     impl Sim {
-        /// A 100-entry shard that has seen 200 distinct keys, so it is past its filling phase
-        /// and evicting.
-        fn past_filling() -> Sim {
-            let mut sim = Sim::new(100);
-            for key in 0..200 {
+        /// A shard of `capacity` that has seen twice as many distinct keys, so it is past its
+        /// filling phase and evicting.
+        fn past_filling(capacity: usize) -> Sim {
+            let mut sim = Sim::new(capacity);
+            for key in 0..2 * capacity as u64 {
                 sim.access(key);
             }
             sim
@@ -1458,7 +1458,7 @@ mod tests {
 
     #[test]
     fn ghost_hits_move_the_split_both_ways_within_bounds() {
-        let mut sim = Sim::past_filling();
+        let mut sim = Sim::past_filling(100);
         let start = sim.policy.share;
         let half_entry = SHARE_ONE / 100 / 2;
         // A key just dropped from small, back: small grows by half an entry times ARC's ratio
@@ -1491,7 +1491,7 @@ mod tests {
 
     #[test]
     fn ghost_hit_enters_main_only_if_seen_as_often_as_mains_tail() {
-        let mut sim = Sim::past_filling();
+        let mut sim = Sim::past_filling(100);
         let tail = sim.policy.main.tail;
         let tail_hash = sim.slab.hash(tail);
         for _ in 0..4 {
@@ -1558,7 +1558,7 @@ mod tests {
 
     #[test]
     fn victims_that_never_come_back_shrink_small() {
-        let mut sim = Sim::past_filling();
+        let mut sim = Sim::past_filling(100);
         // One-off keys: `small` drops each unhit, and every 512th drop shrinks it by an entry.
         let start = sim.policy.share;
         let mut key = 1_000;
@@ -1578,7 +1578,7 @@ mod tests {
 
     #[test]
     fn ghost_buckets_keep_the_two_newest_keys() {
-        let mut sim = Sim::past_filling();
+        let mut sim = Sim::past_filling(100);
         sim.policy.ghost.fill(0);
         (sim.policy.ghost_small, sim.policy.ghost_main) = (0, 0);
         // Three keys of one bucket (same low bits, different fingerprints).
@@ -1613,7 +1613,7 @@ mod tests {
         // `key` comes back from `small`'s ghost, after `later` more evictions in its bucket;
         // returns whether `small`'s share grew.
         let grows = |later: u64, hits_small: u32, hits_main: u32| {
-            let mut sim = Sim::past_filling();
+            let mut sim = Sim::past_filling(100);
             sim.policy.share = SHARE_ONE / 4;
             (sim.policy.recent_hits_small, sim.policy.recent_hits_main) = (hits_small, hits_main);
             let key = (7 << 40) | 0x40;
@@ -1641,10 +1641,7 @@ mod tests {
         // hits; a key `small` dropped comes back (the only fingerprint in the ghost, so ARC's
         // ratio is 1). Returns the step in half entries of the shard.
         let step = |capacity: usize, hits_small: u32, hits_main: u32| {
-            let mut sim = Sim::new(capacity);
-            for key in 0..2 * capacity as u64 {
-                sim.access(key);
-            }
+            let mut sim = Sim::past_filling(capacity);
             sim.policy.ghost.fill(0);
             (sim.policy.ghost_small, sim.policy.ghost_main) = (0, 0);
             (sim.policy.recent_hits_small, sim.policy.recent_hits_main) = (hits_small, hits_main);
@@ -1689,7 +1686,7 @@ mod tests {
 
     #[test]
     fn unhit_small_victim_must_outscore_mains_tail_and_its_pending_hits() {
-        let mut sim = Sim::past_filling();
+        let mut sim = Sim::past_filling(100);
         let tail = sim.policy.main.tail;
         let tail_hash = sim.slab.hash(tail);
         sim.policy.sketch.increment(tail_hash);
@@ -1794,10 +1791,7 @@ mod tests {
         // `small`'s length after `misses` new keys, each of which takes a victim from `main`
         // while `small` grows.
         let small_after = |capacity: usize, entries: f64, misses: u64| {
-            let mut sim = Sim::new(capacity);
-            for key in 0..2 * capacity as u64 {
-                sim.access(key);
-            }
+            let mut sim = Sim::past_filling(capacity);
             sim.policy.share = (f64::from(SHARE_ONE) * entries / capacity as f64) as u32;
             // No ghost hits (fresh keys) and too few unhit drops to shrink the share.
             for key in 0..misses {
