@@ -260,6 +260,8 @@ impl PipelineBuilder {
     /// Starts the queue and its workers.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         let clock: SharedClock = Arc::clone(self.cache.clock());
+        // Work is timed on a finer clock than the coarse one (see `Clock::for_timing`).
+        let timer = timing_clock(&clock);
         let registry = self.registry.unwrap_or_else(|| {
             MetricsRegistry::with_clock(Arc::clone(&clock), Duration::from_secs(3600))
         });
@@ -310,7 +312,7 @@ impl PipelineBuilder {
             concurrency: self.chunk_concurrency,
             retry: self.retry,
             progress: self.progress,
-            clock: timing_clock(&clock),
+            clock: Arc::clone(&timer),
         });
         let pool = WorkerPool::builder(queue.clone())
             .name("transcriber")
@@ -337,7 +339,7 @@ impl PipelineBuilder {
             pool: Mutex::new(Some(pool)),
             registry,
             alerts: Mutex::new(alerts),
-            clock: timing_clock(&clock),
+            clock: timer,
         })
     }
 }
