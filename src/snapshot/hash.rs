@@ -349,6 +349,76 @@ mod tests {
         }
     }
 
+    /// A hasher whose pool has no worker threads: the test plays the workers through the
+    /// returned queue and result sender, so it decides when (and whether) blocks are taken.
+    fn hasher_with_stalled_pool(
+        block_size: usize,
+        queue_len: usize,
+    ) -> (BlockHasher, Receiver<Job>, Sender<(usize, Digest)>) {
+        let (jobs, queue) = mpsc::sync_channel(queue_len);
+        let (done, results) = mpsc::channel();
+        let mut hasher = BlockHasher::new(block_size);
+        hasher.tried_pool = true;
+        hasher.pool = Some(Pool {
+            jobs: Some(jobs),
+            results,
+            workers: Vec::new(),
+        });
+        (hasher, queue, done)
+    }
+
+    fn numbered_stream(len: u32) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
+    }
+
+    /// Workers that have fallen behind leave the queue full; the caller then hashes each
+    /// further block itself instead of waiting for room, and the digests still come out in
+    /// order once the workers catch up.
+    #[test]
+    fn a_full_queue_has_the_caller_hash_the_block_itself() {
+        let (mut hasher, queue, done) = hasher_with_stalled_pool(64, 2);
+        let stream = numbered_stream(64 * 5);
+        // On another thread, so that a caller that waits for room fails the test instead of
+        // hanging it.
+        let (fed, hasher_back) = mpsc::channel();
+        let feed = stream.clone();
+        thread::spawn(move || {
+            hasher.copy(&feed);
+            let _ = fed.send(hasher);
+        });
+        let hasher = hasher_back
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the caller hashes instead of waiting for room in a full queue");
+        let local: Vec<usize> = hasher.local.iter().map(|&(index, _)| index).collect();
+        assert_eq!(local, [2, 3, 4], "blocks 0 and 1 filled the queue");
+        // The stalled workers catch up.
+        for job in queue.try_iter() {
+            done.send((job.index, digest_of(&job.pieces)))
+                .expect("the hasher holds the results");
+        }
+        assert_eq!(
+            hasher.finish().expect("every digest arrives"),
+            expected(&stream, 64)
+        );
+    }
+
+    /// With every worker gone (the queue's receiving end dropped), blocks are hashed on the
+    /// caller's thread; a block a worker took and never reported is named as missing.
+    #[test]
+    fn blocks_are_hashed_by_the_caller_once_the_workers_are_gone() {
+        let (mut hasher, queue, done) = hasher_with_stalled_pool(64, 4);
+        let stream = numbered_stream(64 * 3 + 10);
+        hasher.copy(&stream[..64]);
+        // A worker takes block 0, then every worker stops before reporting it.
+        let taken = queue.try_recv().expect("block 0 was queued");
+        assert_eq!(taken.index, 0);
+        drop((queue, done));
+        hasher.copy(&stream[64..]);
+        let local: Vec<usize> = hasher.local.iter().map(|&(index, _)| index).collect();
+        assert_eq!(local, [1, 2], "the short last block waits for finish");
+        assert_eq!(hasher.finish().map_err(|missing| missing.block), Err(0));
+    }
+
     /// A hasher dropped midway (an error path) stops its workers.
     #[test]
     fn dropping_a_hasher_midway_joins_its_workers() {
