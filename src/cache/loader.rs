@@ -2,21 +2,33 @@
 //!
 //! # Design
 //!
-//! In-flight loads live in a [`DashMap`] from key to a *flight* (a mutex-guarded state and a
-//! condition variable). The first caller to miss claims the key and becomes its *leader*:
-//! it runs the loader with no lock held, stores the value in the cache, removes its claim
-//! from the map and publishes the outcome on the flight. Callers that find a claim wait on
-//! its flight and take the leader's outcome: the value, or the leader's error (shared as
-//! `Arc<E>`), which is not cached — the next call after the flight ends tries again.
+//! In-flight loads are *claims*: a key and a *flight* (a mutex-guarded state and a condition
+//! variable). The first caller to miss claims the key and becomes its *leader*: it runs the
+//! loader with no lock held, stores the value in the cache, removes its claim and publishes
+//! the outcome on the flight. Callers that find a claim wait on its flight and take the
+//! leader's outcome: the value, or the leader's error (shared as `Arc<E>`), which is not
+//! cached — the next call after the flight ends tries again.
 //!
 //! Most misses have no company, so the flight is allocated by the first *waiter*, not by the
-//! leader: a claim starts empty, and a lone leader's miss costs one map insert and one
-//! removal, with no allocation, mutex or condition variable. The key is hashed once, for the
-//! flights map and for the cache's lookups and store alike, and the re-check after claiming the
-//! key reads the clock only if it finds an entry, so a miss reads it twice (the first lookup
-//! and the store), not three times. Only the leader removes its
-//! claim, so the entry it removes is always its own; a caller that arrives after the removal
-//! finds no claim, leads, and finds the stored value on its re-check.
+//! leader: a claim starts empty, and a lone leader's miss costs one push and one
+//! `swap_remove`, with no allocation, flight mutex or condition variable. The key is hashed
+//! once, for the claims and for the cache's lookups and store alike, and the re-check after
+//! claiming the key reads the clock only if it finds an entry, so a miss reads it twice (the
+//! first lookup and the store), not three times. Only the leader removes its claim, so the
+//! claim it removes is always its own; a caller that arrives after the removal finds no
+//! claim, leads, and finds the stored value on its re-check.
+//!
+//! ## Where claims live
+//!
+//! Claims sit in *stripes*, as many as the cache has shards, picked by the key's hash: each
+//! a short list under its own mutex. Only the keys being loaded at this moment are in a
+//! stripe — about as many as there are threads loading, and spread over the stripes — so a
+//! claim is a scan of a list that is nearly always empty, a push, and later a `swap_remove`.
+//! Until session 13 they were a `DashMap`, whose insert and removal cost a lone miss about 120
+//! instructions more (callgrind, get-or-insert at Zipf(1.0) over 10× the capacity, 26 %
+//! misses: 685 → 654 instructions an operation). The price is a linear scan, which many
+//! concurrent loads of keys in one stripe would lengthen; they number at most the threads
+//! loading, and the stripes spread them.
 //!
 //! A loader that panics must not strand its waiters or poison the key: the leader catches
 //! the panic, marks the flight *abandoned*, removes it, and re-raises the panic in its own
@@ -65,7 +77,7 @@
 //! flight's state before it removes its record.
 //!
 //! Only callers that find a flight pay for this — a mutex, a walk as long as the chain of
-//! waits, and a map insert and removal — and they are about to sleep anyway; a hit and a lone
+//! waits, and a map insert and removal in the records — and they are about to sleep anyway; a hit and a lone
 //! miss touch none of it. What is not seen: a thread that waits for another by other means
 //! (`join`, a channel, a lock) is invisible to the cache, so a loader that waits that way for
 //! a thread loading a key the loader's own thread leads still waits for ever, and is the
@@ -74,17 +86,14 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, ThreadId};
 
 use bytes::Bytes;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use parking_lot::{Condvar, Mutex};
 
-use super::{Cache, CacheError, Removed};
+use super::{Cache, CacheError, Padded, Removed};
 use crate::key::CacheKey;
 
 /// Why [`Cache::try_get_or_insert_with`] returned no value.
@@ -196,39 +205,12 @@ impl Flight {
     }
 }
 
-/// A key with its seeded hash from the cache's `KeyHasher`, so the flights map hashes nothing
-/// again (`DashMap`'s default SipHash over a 34-byte key costs more than the rest of a miss).
+/// A key with its seeded hash from the cache's `KeyHasher`: the hash picks the key's stripe of
+/// the flights and serves the cache's lookups and store, so a miss hashes its key once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FlightKey {
     hash: u64,
     key: CacheKey,
-}
-
-impl Hash for FlightKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Passes a [`FlightKey`]'s precomputed hash through.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `FlightKey`, which writes one u64; kept correct regardless.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// A claimed key: who leads its load, and the flight once somebody waits for it.
@@ -246,11 +228,17 @@ fn this_thread() -> ThreadId {
     ID.with(|id| *id)
 }
 
+/// The claimed keys of one stripe, with their claims.
+type Stripe = Vec<(FlightKey, Claimed)>;
+
 /// The in-flight loads of one cache.
-#[derive(Default)]
 pub(super) struct Loads {
-    /// Claimed keys.
-    flights: DashMap<FlightKey, Claimed, BuildHasherDefault<PassThrough>>,
+    /// Claimed keys, in stripes picked by the key's hash (a power of two of them). A stripe is
+    /// a short list under its own mutex: it holds only the keys being loaded at this moment,
+    /// which are about as many as the threads loading, so a scan of a few entries finds a key
+    /// and a claim is a push and a `swap_remove` — cheaper than a hash map's insert and
+    /// removal (see the module docs).
+    stripes: Box<[Padded<Mutex<Stripe>>]>,
     /// The flight each waiting thread waits on: the edges of the wait-for graph that the
     /// cycle check walks (see the module docs).
     waiting: Mutex<HashMap<ThreadId, Arc<Flight>>>,
@@ -259,7 +247,7 @@ pub(super) struct Loads {
 impl fmt::Debug for Loads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loads")
-            .field("in_flight", &self.flights.len())
+            .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting.lock().len())
             .finish()
     }
@@ -302,6 +290,29 @@ impl Drop for Waiting<'_> {
 }
 
 impl Loads {
+    /// Flights in `stripes` stripes, rounded up to a power of two.
+    pub(super) fn new(stripes: usize) -> Loads {
+        Loads {
+            stripes: (0..stripes.max(1).next_power_of_two())
+                .map(|_| Padded(Mutex::new(Vec::new())))
+                .collect(),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many keys are claimed.
+    pub(super) fn in_flight(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.lock().len())
+            .sum()
+    }
+
+    fn stripe(&self, hash: u64) -> &Mutex<Stripe> {
+        // Low bits: the shard index takes the high ones.
+        &self.stripes[(hash as usize) & (self.stripes.len() - 1)].0
+    }
+
     /// Records that this thread waits on `flight`, or `None` if that would close a cycle of
     /// waits — checked and recorded under one lock, so two threads cannot both close a cycle.
     fn start_waiting(&self, flight: &Arc<Flight>) -> Option<Waiting<'_>> {
@@ -323,7 +334,7 @@ impl Loads {
         key: CacheKey,
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
-        // One hash serves the cache's lookups and store and the flights map.
+        // One hash serves the cache's lookups and store and the claims' stripe.
         let flight_key = FlightKey {
             hash: cache.inner.hasher.hash(&key),
             key,
@@ -332,9 +343,12 @@ impl Loads {
             if let Some(value) = cache.inner.read_hashed(flight_key.hash, &key, true) {
                 return Ok(value);
             }
-            let flight = match self.flights.entry(flight_key) {
-                Entry::Occupied(mut found) => {
-                    let claimed = found.get_mut();
+            let mut stripe = self.stripe(flight_key.hash).lock();
+            let flight = match stripe
+                .iter_mut()
+                .find(|(claimed, _)| *claimed == flight_key)
+            {
+                Some((_, claimed)) => {
                     let leader = claimed.leader;
                     // Our own thread leads this load: we are inside its loader, and waiting
                     // would wait for ourselves.
@@ -347,16 +361,21 @@ impl Loads {
                             .get_or_insert_with(|| Arc::new(Flight::new(leader))),
                     )
                 }
-                Entry::Vacant(slot) => {
-                    slot.insert(Claimed {
-                        leader: this_thread(),
-                        flight: None,
-                    });
+                None => {
+                    stripe.push((
+                        flight_key,
+                        Claimed {
+                            leader: this_thread(),
+                            flight: None,
+                        },
+                    ));
+                    drop(stripe);
                     return self.lead(cache, flight_key, load);
                 }
             };
-            // After the shard's lock is released: the cycle check takes the records' mutex
-            // and other flights' states, which no one takes while holding a shard.
+            drop(stripe);
+            // After the stripe's lock is released: the cycle check takes the records' mutex
+            // and other flights' states, which no one takes while holding a stripe.
             if let Some(outcome) = self.wait(&flight, key) {
                 return outcome;
             }
@@ -460,7 +479,7 @@ impl Loads {
     }
 }
 
-/// A leader's claim on a key. Landing it removes it from the map and wakes the waiters;
+/// A leader's claim on a key. Landing it removes it from its stripe and wakes the waiters;
 /// dropping it unlanded — the leader is unwinding — lands it as abandoned, so that no panic
 /// on the leader's path strands a waiter or leaves the key claimed for ever.
 struct Claim<'a> {
@@ -475,13 +494,15 @@ impl Claim<'_> {
     }
 
     fn finish(&self, state: FlightState) {
-        if let Some((
-            _,
-            Claimed {
-                flight: Some(flight),
-                ..
-            },
-        )) = self.loads.flights.remove(&self.key)
+        let claimed = {
+            let mut stripe = self.loads.stripe(self.key.hash).lock();
+            let at = stripe.iter().position(|(claimed, _)| *claimed == self.key);
+            at.map(|at| stripe.swap_remove(at).1)
+        };
+        if let Some(Claimed {
+            flight: Some(flight),
+            ..
+        }) = claimed
         {
             flight.land(state);
         }

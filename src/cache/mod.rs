@@ -4,7 +4,11 @@
 //!
 //! * **Shards.** Keys are spread over a power-of-two number of shards, each a
 //!   `parking_lot::RwLock` around a slab of records, a `hashbrown` index of slot numbers, the
-//!   eviction policy's queues and an expiry wheel. There is no global lock.
+//!   eviction policy's queues and an expiry wheel. There is no global lock. (Not `DashMap`,
+//!   the map the product card named: a shard carries its policy, wheel and slab under the
+//!   same lock as its index, which `DashMap`'s shards have no room for, and a bare
+//!   `DashMap<[u8; 32], Bytes>` takes more memory an entry than this whole cache does — see
+//!   the README's memory table. `dashmap` stays as that bench's baseline.)
 //! * **Hits take no exclusive lock and allocate nothing.** A hit takes the shard's *read*
 //!   lock, checks the deadline, and records the access with atomics only (access time, access
 //!   count, the policy's 2-bit frequency). Values are [`Bytes`], so returning one is a
@@ -153,7 +157,7 @@ impl From<CodecError> for CacheError {
 
 type Listener = Arc<dyn Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync>;
 
-/// A shard lock on its own cache lines.
+/// A lock on its own cache lines (a shard's, a loader stripe's) or a shared counter.
 #[repr(align(128))]
 struct Padded<T>(T);
 
@@ -292,7 +296,7 @@ impl Cache {
             default_ttl: config.default_ttl,
             clock: config.clock,
             listener: config.listener,
-            loads: Loads::default(),
+            loads: Loads::new(config.shards),
             sweeper: Mutex::new(None),
         });
         if let Some(interval) = config.sweep_interval {

@@ -314,3 +314,53 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
     .sum();
     assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
 }
+
+/// Every way a load can end — a value, a loader error, a value too large to store, a panic,
+/// a refused re-entrant load — removes its claim, so no key stays claimed (a claim left behind
+/// would make the next load of its key wait for ever). Many keys share each stripe here.
+#[test]
+fn every_load_removes_its_claim() {
+    let cache = Cache::builder()
+        .max_bytes(10_000)
+        .shards(2)
+        .build()
+        .expect("valid config");
+    for i in 0..200u64 {
+        let k = key(i);
+        match i % 5 {
+            0 => {
+                let value = cache.get_or_insert_with(k, || vec![1u8; 10]);
+                assert_eq!(value.expect("stored").len(), 10);
+            }
+            1 => {
+                let err = cache.try_get_or_insert_with(k, || Err::<Bytes, _>("down"));
+                assert!(matches!(err, Err(LoadError::Loader(_))));
+            }
+            2 => {
+                let err = cache.get_or_insert_with(k, || vec![0u8; 20_000]);
+                assert!(matches!(err, Err(CacheError::TooLarge { .. })));
+            }
+            3 => {
+                let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    cache.get_or_insert_with(k, || -> Bytes { panic!("loader panics") })
+                }));
+                assert!(panicked.is_err());
+            }
+            _ => {
+                let inner = cache.clone();
+                let outer = cache.get_or_insert_with(k, || {
+                    let refused = inner.get_or_insert_with(k, || Bytes::from_static(b"inner"));
+                    assert!(matches!(refused, Err(CacheError::ReentrantLoad { .. })));
+                    Bytes::from_static(b"outer")
+                });
+                assert_eq!(&outer.expect("stored")[..], b"outer");
+            }
+        }
+        assert_eq!(cache.inner.loads.in_flight(), 0, "after load {i}");
+    }
+    // And each key loads again.
+    for i in 0..200u64 {
+        let value = cache.get_or_insert_with(key(i), || Bytes::from_static(b"again"));
+        assert!(value.is_ok(), "key {i}");
+    }
+}
