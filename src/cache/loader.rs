@@ -22,18 +22,18 @@
 //!
 //! Claims sit in *stripes*, as many as the cache has shards, picked by the key's hash: each
 //! a short list under its own mutex. Only the keys being loaded at this moment are in a
-//! stripe — about as many as there are threads loading, and spread over the stripes — so a
-//! claim is a scan of a list that is nearly always empty, a push, and later a `swap_remove`.
-//! Until session 13 they were a `DashMap`, whose insert and removal cost a lone miss about 126
-//! instructions more. The price is a linear scan, which many concurrent loads of keys in one
-//! stripe would lengthen; they number at most the threads loading, and the stripes spread
-//! them. A lone miss also no longer clones its value for a flight that nobody waits on
-//! ([`Claim::land`] builds the outcome only for waiters): 56 instructions a miss less.
-//! Measured with callgrind on get-or-insert at Zipf(1.0) over 10× the capacity, 400,000
-//! operations with 26 % misses, four runs of each build (each process seeds its key hasher
-//! anew, which moves a run's total by up to 1 M): the whole run took 724.3–724.7 M
-//! instructions with the `DashMap`, 711.3–712.1 M with stripes, and 705.6–706.3 M with both
-//! changes — about 685, 653 and 638 instructions an operation in the loop.
+//! stripe — about as many as there are threads loading, spread over the stripes — so a claim
+//! is a scan of a list that is nearly always empty, a push, and later a `swap_remove`. Until
+//! session 13 they were a `DashMap`, whose insert and removal cost a lone miss about 126
+//! instructions more. The price is the scan, which grows with the loads in flight in one
+//! stripe: never more than the threads loading. A lone miss also no longer clones its value
+//! for a flight that nobody waits on ([`Claim::land`] builds the outcome only for waiters):
+//! 56 instructions a miss less. Measured with callgrind on get-or-insert at Zipf(1.0) over
+//! 10× the capacity, 400,000 operations with 26 % misses, four runs of each build (each
+//! process seeds its key hasher anew, which moves a run's total by up to 1 M): the whole run
+//! took 724.3–724.7 M instructions with the `DashMap`, 711.3–712.1 M with stripes, and
+//! 705.6–706.3 M with both changes — about 685, 653 and 638 instructions an operation in
+//! the loop.
 //!
 //! A loader that panics must not strand its waiters or poison the key: the leader catches
 //! the panic, marks the flight *abandoned*, removes it, and re-raises the panic in its own
@@ -82,11 +82,11 @@
 //! flight's state before it removes its record.
 //!
 //! Only callers that find a flight pay for this — a mutex, a walk as long as the chain of
-//! waits, and a map insert and removal in the records — and they are about to sleep anyway; a hit and a lone
-//! miss touch none of it. What is not seen: a thread that waits for another by other means
-//! (`join`, a channel, a lock) is invisible to the cache, so a loader that waits that way for
-//! a thread loading a key the loader's own thread leads still waits for ever, and is the
-//! caller's to avoid.
+//! waits, and an insert and a removal in the records — and they are about to sleep anyway; a
+//! hit and a lone miss touch none of it. What is not seen: a thread that waits for another
+//! by other means (`join`, a channel, a lock) is invisible to the cache, so a loader that
+//! waits that way for a thread loading a key the loader's own thread leads still waits for
+//! ever, and is the caller's to avoid.
 
 use std::any::Any;
 use std::collections::HashMap;
