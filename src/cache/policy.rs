@@ -533,9 +533,9 @@
 //! passes is at 0 whenever the hand comes round before its next request. On `multi1` at 1 %
 //! (26 entries) that churned *main*'s hot keys through the ghost: in the module's test
 //! simulation (20 hash seeds), 594 evictions from *main* in a replay, 464 keys let back in by
-//! the ghost gate. So in shards of up to [`LEAST_FREQUENT_UP_TO`] (64; at first 32) entries, once CLOCK
-//! reaches an entry whose counter is 0, the victim is the entry with the lowest sketch estimate
-//! of all those on *main* whose counter is 0, the oldest of them on a tie
+//! the ghost gate. So in shards of up to [`LEAST_FREQUENT_UP_TO`] (64; at first 32) entries,
+//! once CLOCK reaches an entry whose counter is 0, the victim is the entry with the lowest
+//! sketch estimate of all those on *main* whose counter is 0, the oldest of them on a tie
 //! ([`S3Fifo::least_frequent_unhit`]); entries with a counter keep it and their place. A key
 //! admitted on one lucky estimate now leaves before a resident the sketch knows to be frequent.
 //! In the same simulation *main*'s evictions fell to 358 and the ghost's admissions to 252.
