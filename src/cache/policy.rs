@@ -71,7 +71,8 @@
 //! # The TinyLFU gate
 //!
 //! A ghost hit used to go straight to *main*. Now it does only if TinyLFU (Einziger et al.,
-//! 2017) agrees: the key's estimated frequency must be at least that of *main*'s tail, the
+//! 2017) agrees (except in shards of 101 to 255 entries: see *No ghost gate in shards of 101
+//! to 255 entries*): the key's estimated frequency must be at least that of *main*'s tail, the
 //! next victim candidate; otherwise it enters *small* like a new key and has to earn its place
 //! with a hit there. The estimates come from a per-shard count-min sketch of 4-bit counters
 //! (sized and aged as below). A hit cannot
@@ -629,6 +630,56 @@
 //! 24.30) and `2_pools` at 1 % 48.63 → 48.59 %; `loop` at 10 % (101 entries) 9.63 → 9.76 %.
 //! Shards of 6,250 entries, as in the callgrind loop above, take neither path at either bound.
 //!
+//! # No ghost gate in shards of 101 to 255 entries
+//!
+//! In shards of [`UNGATED_GHOST`] entries a key back from the ghost joins *main* without
+//! TinyLFU's test against *main*'s tail, as in plain S3-FIFO and quick_cache (whose ghost hits
+//! all enter its hot queue). On `cpp` at 10 % (122 entries, 80 % of requests hits) the gate
+//! kept the row about a point behind quick_cache. The likely reason, not proven: the sketch
+//! ages by its increments, which come from misses (hits only reach it late, when an entry
+//! leaves *small* or CLOCK spends a counter), so where most requests hit, the minimum sketch's
+//! period of 2,560 increments spans much of the trace (about 1,800 misses in 9,047 requests,
+//! plus the late hits), the tail's estimate still holds the counts of earlier phases, and the
+//! gate turns away keys of the current one. Halving that sketch every 640 increments in shards of 65 to 255 entries
+//! instead raised `cpp` at 10 % as much (+1.12), but cost `sprite` at 1 % 3.3 points, `gli` at
+//! 10 % 0.53, `2_pools` at 1 % 0.65 and `cs` at 10 % 0.45 (100 replays a row).
+//!
+//! Measured with memocache alone against the best peer of the README's table, 400 replays a
+//! row, before → after, hit ratio in percent: `cpp` at 10 % 79.49 → 80.78 (−0.96 → +0.33
+//! against quick_cache; its worst replay 78.77 → 80.46), `web12` at 1 % (137 entries) 41.23 →
+//! 41.37; `cs` at 10 % 7.64 → 7.65, `scan` at 10 % 9.22 → 9.21, `zigzag` at 10 % 9.06 → 9.09,
+//! `web07` at 1 % 42.87 → 42.87; `loop` at 10 % (101 entries, 40 replays) 9.62 → 9.60. No
+//! other row of the table has a shard of this size, and every other shard decides as before.
+//! An evicting insert costs what it did (fresh keys never hit the ghost; callgrind,
+//! instructions in `Inner::insert` per insert from the difference of 400,000 and 200,000
+//! inserts of fresh keys into a full cache): 1,287 before (three runs), 1,286–1,288 after at
+//! 50,000 entries; 1,452 before and after at 122 entries (two runs each).
+//!
+//! The band is where it measured better. Over the 31 rows of the traces of up to 200,000
+//! requests (100 replays a row; the unchanged policy: sum of the shortfalls −5.20, six rows
+//! more than 0.5 below), with the gate off in every shard of 65 to 1,024 entries: −11.66, 7
+//! rows — `sprite` at 1 % (70 entries) 24.50 → 19.01 %, `2_pools` at 1 % (99) 48.63 → 47.92 %
+//! (+0.18 → −0.53 against moka), `multi2` at 10 % (568) −1.07, `multi3` at 10 % (745) −0.73,
+//! `multi1` at 10 % (260) −0.37 — though `sprite` at 10 % (707) rose from 85.73 to 86.03 %
+//! (−0.75 → −0.45 against LRU). Variants of the gate in that band, which lost: one or two
+//! counts of slack (a returning key needs the tail's estimate less 1 or 2): −5.45 and −6.81
+//! (`cpp` at 10 % +0.24 and +0.54, `sprite` at 1 % −0.57 with one, `multi2` at 10 % −0.56
+//! with two); no gate only while CLOCK spends at least 0.5, 1 or 2 counters an eviction from
+//! *main* (over the last 128–256 such evictions; a stand-in for the hit ratio the policy does
+//! not see): −11.11, −9.20 and −6.97, `multi2` at 10 % −0.76 even at 2.
+//!
+//! Also tried in the same band (65 to 1,024 entries) for `cpp` at 10 %, `sprite` at 10 % and
+//! `backf`, and lost (same 31 rows, 100 replays a row, against −5.20): no admission of
+//! *small*'s unhit victims by frequency (as in large shards): −6.09 (`gli` at 10 % −0.55, `cs`
+//! at 10 % −0.47); promotion from *small* only after two hits: −6.03 (`cs` at 10 % +1.39,
+//! `web07` at 1 % +0.82, but `cpp` at 10 % −0.56); [`ADMIT_MARGIN`] 1 or 4: −5.30 and −5.68
+//! (`gli` at 10 % +0.36 and −0.48); entry counters cut to 1 when CLOCK passes an entry (a
+//! reference bit, nearer LRU) or to 2 (quick_cache's ceiling): −5.21 (`cpp` at 10 % +0.50, but
+//! `web07` and `web12` at 1 % −1.0) and −5.07 (`sprite` at 10 % +0.21, `cpp` at 10 % +0.13,
+//! `web12` at 1 % −0.38; no row off the list); an entry promoted from *small* keeping its
+//! counter less one, as quick_cache does, or all of it: −5.44 and −6.11; *small*'s share
+//! capped at 30 %: −16.72 (`backf` 8.33 → 2.49 %).
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
@@ -726,6 +777,10 @@ const ROUND_DOWN_UP_TO: usize = 128;
 /// sketch) of its entries that were not hit since CLOCK last passed them, not the first one
 /// CLOCK reaches (see [`S3Fifo::least_frequent_unhit`]).
 const LEAST_FREQUENT_UP_TO: usize = 64;
+
+/// In shards of this many entries a key back from the ghost joins `main` without TinyLFU's
+/// test against `main`'s tail (see [`S3Fifo::admits`]).
+const UNGATED_GHOST: std::ops::RangeInclusive<usize> = 101..=255;
 
 /// Shards of this many entries get a ghost of half the usual size (see [`ghost_slots`]).
 const SHORT_GHOST: std::ops::RangeInclusive<usize> = 129..=1024;
@@ -1123,11 +1178,16 @@ impl S3Fifo {
     }
 
     /// TinyLFU's admission test for a key returning from the ghost: it joins `main` only if
-    /// it has been seen at least as often as `main`'s next victim candidate, the tail.
+    /// it has been seen at least as often as `main`'s next victim candidate, the tail. Not in
+    /// shards of [`UNGATED_GHOST`] entries, where every such key joins `main`: there the
+    /// test kept out more keys that were about to be hit than it kept out churn (see *No
+    /// ghost gate in shards of 101 to 255 entries*).
     fn admits(&self, slab: &impl Slab, hash: u64) -> bool {
         let tail = self.main.tail;
         !self.full
             || tail == NIL
+            // The new key is not in yet: a full shard holds one entry more than its queues.
+            || UNGATED_GHOST.contains(&(self.small.len + self.main.len + 1))
             || self.sketch.estimate(hash) >= self.sketch.estimate(slab.hash(tail))
     }
 
@@ -1650,7 +1710,8 @@ mod tests {
 
     #[test]
     fn ghost_hit_enters_main_only_if_seen_as_often_as_mains_tail() {
-        let mut sim = Sim::past_filling(100);
+        // A shard outside `UNGATED_GHOST`, where the gate applies.
+        let mut sim = Sim::past_filling(300);
         let tail = sim.policy.main.tail;
         let tail_hash = sim.slab.hash(tail);
         for _ in 0..4 {
@@ -1841,6 +1902,33 @@ mod tests {
         }
         sim.check();
         assert!(hits >= 580, "{hits} of 910 re-references hit");
+    }
+
+    #[test]
+    fn ghost_hit_enters_main_ungated_only_in_shards_of_101_to_255_entries() {
+        let queue_of_rare_ghost_hit = |capacity: usize| {
+            let mut sim = Sim::past_filling(capacity);
+            let tail_hash = sim.slab.hash(sim.policy.main.tail);
+            for _ in 0..4 {
+                sim.policy.sketch.increment(tail_hash);
+            }
+            // Seen once before, plus this miss: well below the tail.
+            let rare = 0x7777_0000_0000_0001;
+            sim.policy.sketch.increment(rare);
+            sim.policy.ghost_put(rare, false);
+            assert!(sim.policy.sketch.estimate(rare) + 1 < sim.policy.sketch.estimate(tail_hash));
+            // As the shard drives it: the victim leaves before the new key is admitted.
+            let victim = sim.policy.evict(&mut sim.slab).expect("a full shard");
+            sim.index.remove(&sim.slab.hash(victim));
+            assert_eq!(sim.slab.hash(sim.policy.main.tail), tail_hash);
+            sim.policy.admission_queue(&sim.slab, rare, 1)
+        };
+        assert_eq!(queue_of_rare_ghost_hit(100), Queue::Small);
+        assert_eq!(queue_of_rare_ghost_hit(101), Queue::Main);
+        assert_eq!(queue_of_rare_ghost_hit(122), Queue::Main);
+        assert_eq!(queue_of_rare_ghost_hit(255), Queue::Main);
+        assert_eq!(queue_of_rare_ghost_hit(256), Queue::Small);
+        assert_eq!(queue_of_rare_ghost_hit(707), Queue::Small);
     }
 
     #[test]
