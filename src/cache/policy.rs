@@ -678,7 +678,11 @@
 //! `web07` and `web12` at 1 % −1.0) and −5.07 (`sprite` at 10 % +0.21, `cpp` at 10 % +0.13,
 //! `web12` at 1 % −0.38; no row off the list); an entry promoted from *small* keeping its
 //! counter less one, as quick_cache does, or all of it: −5.44 and −6.11; *small*'s share
-//! capped at 30 %: −16.72 (`backf` 8.33 → 2.49 %).
+//! capped at 30 %: −16.72 (`backf` 8.33 → 2.49 %). In shards of 256 to 1,024 entries only,
+//! for `sprite` at 10 %: no ghost gate while CLOCK spends at least 4 counters an eviction from
+//! *main*: −5.24 (`sprite` at 10 % +0.08, `multi3` at 10 % −0.26); at least 3, with counters
+//! cut to 2: −5.24 (+0.13, −0.27); counters cut to 2 alone: −5.11 (`sprite` at 10 % 85.73 →
+//! 85.95 %, still −0.53 against LRU; the other rows with such shards within 0.07).
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
