@@ -632,17 +632,17 @@
 //!
 //! # No ghost gate in shards of 101 to 255 entries
 //!
-//! In shards of [`UNGATED_GHOST`] entries a key back from the ghost joins *main* without
-//! TinyLFU's test against *main*'s tail, as in plain S3-FIFO and quick_cache (whose ghost hits
-//! all enter its hot queue). On `cpp` at 10 % (122 entries, 80 % of requests hits) the gate
-//! kept the row about a point behind quick_cache. The likely reason, not proven: the sketch
-//! ages by its increments, which come from misses (hits only reach it late, when an entry
-//! leaves *small* or CLOCK spends a counter), so where most requests hit, the minimum sketch's
-//! period of 2,560 increments spans much of the trace (about 1,800 misses in 9,047 requests,
-//! plus the late hits), the tail's estimate still holds the counts of earlier phases, and the
-//! gate turns away keys of the current one. Halving that sketch every 640 increments in shards of 65 to 255 entries
-//! instead raised `cpp` at 10 % as much (+1.12), but cost `sprite` at 1 % 3.3 points, `gli` at
-//! 10 % 0.53, `2_pools` at 1 % 0.65 and `cs` at 10 % 0.45 (100 replays a row).
+//! In shards of [`UNGATED_GHOST`] entries a key back from the ghost joins *main* without TinyLFU's
+//! test against *main*'s tail, as in plain S3-FIFO and quick_cache (whose ghost hits all enter its
+//! hot queue). On `cpp` at 10 % (122 entries, 80 % of requests hits) the gate kept the row about a
+//! point behind quick_cache. The likely reason, not proven: the sketch ages by its increments,
+//! which come from misses (hits only reach it late, when an entry leaves *small* or CLOCK spends a
+//! counter), so where most requests hit, the minimum sketch's period of 2,560 increments spans much
+//! of the trace (about 1,800 misses in 9,047 requests, plus the late hits), the tail's estimate
+//! still holds the counts of earlier phases, and the gate turns away keys of the current one.
+//! Halving that sketch every 640 increments in shards of 65 to 255 entries instead raised `cpp` at
+//! 10 % as much (+1.12), but cost `sprite` at 1 % 3.3 points, `gli` at 10 % 0.53, `2_pools` at 1 %
+//! 0.65 and `cs` at 10 % 0.45 (100 replays a row).
 //!
 //! Measured with memocache alone against the best peer of the README's table, 400 replays a
 //! row, before → after, hit ratio in percent: `cpp` at 10 % 79.49 → 80.78 (−0.96 → +0.33
