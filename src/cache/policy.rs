@@ -1045,6 +1045,12 @@ pub(super) struct S3Fifo {
 }
 
 impl S3Fifo {
+    /// Entries on the two queues: the shard's entry count, but during an eviction or an
+    /// admission, when the victim has left or the new key is not in yet (the callers say which).
+    fn queued(&self) -> usize {
+        self.small.len + self.main.len
+    }
+
     pub(super) fn new(share_bytes: u64, share_entries: u64) -> S3Fifo {
         S3Fifo {
             small: List::new(),
@@ -1098,7 +1104,7 @@ impl S3Fifo {
     /// ghost hit at full speed let frequency-skewed traces drift towards an LRU-like split
     /// (but see [`S3Fifo::grows_fast`] for recency traces in tiny shards).
     fn adapt(&mut self, from_main: bool) {
-        let entries = (self.small.len + self.main.len).max(1) as u64;
+        let entries = self.queued().max(1) as u64;
         let half_entry = (u64::from(SHARE_ONE) / entries / 2).max(1);
         let share = u64::from(self.share);
         let share = if from_main {
@@ -1171,7 +1177,7 @@ impl S3Fifo {
         if self.unhit_drops >= DROPS_PER_SHRINK {
             self.unhit_drops = 0;
             // The victim just left: the shard holds one more entry than its queues now.
-            let entries = (self.small.len + self.main.len + 1) as u64;
+            let entries = (self.queued() + 1) as u64;
             let entry = (u64::from(SHARE_ONE) / entries).max(1);
             let share = u64::from(self.share)
                 .saturating_sub(entry)
@@ -1191,7 +1197,7 @@ impl S3Fifo {
         !self.full
             || tail == NIL
             // The new key is not in yet: a full shard holds one entry more than its queues.
-            || UNGATED_GHOST.contains(&(self.small.len + self.main.len + 1))
+            || UNGATED_GHOST.contains(&(self.queued() + 1))
             || self.sketch.estimate(hash) >= self.sketch.estimate(slab.hash(tail))
     }
 
@@ -1209,7 +1215,7 @@ impl S3Fifo {
             let resident = u64::from(self.sketch.estimate(slab.hash(tail)))
                 + u64::from(slab.links(tail).freq());
             // The candidate has left `small`: the shard holds one entry more than its queues.
-            let margin = if self.small.len + self.main.len < LEAST_FREQUENT_UP_TO {
+            let margin = if self.queued() < LEAST_FREQUENT_UP_TO {
                 TINIEST_ADMIT_MARGIN
             } else {
                 ADMIT_MARGIN
@@ -1305,9 +1311,7 @@ impl S3Fifo {
             if slot == NIL {
                 return None;
             }
-            if slab.links(slot).freq() == 0
-                && self.small.len + self.main.len <= LEAST_FREQUENT_UP_TO
-            {
+            if slab.links(slot).freq() == 0 && self.queued() <= LEAST_FREQUENT_UP_TO {
                 slot = self.least_frequent_unhit(slab, slot);
             }
             self.unlink(slab, slot);
@@ -1360,7 +1364,7 @@ impl S3Fifo {
     /// traces) it keeps the fraction, as before. See *Rounding small's share down in tiny
     /// shards*.
     fn small_rounds_down(&self, slab: &impl Slab) -> bool {
-        self.small.len + self.main.len <= ROUND_DOWN_UP_TO
+        self.queued() <= ROUND_DOWN_UP_TO
             && self.share < SHARE_ONE / 2
             && u128::from(self.small.bytes + slab.charge(self.small.tail)) * u128::from(SHARE_ONE)
                 > u128::from(self.small.bytes + self.main.bytes) * u128::from(self.share)
