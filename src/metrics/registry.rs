@@ -108,71 +108,41 @@ trait Handle: Clone {
     fn new(name: &str, registry: &Inner) -> Self;
 }
 
-impl Handle for Counter {
-    const TYPE: MetricType = MetricType::Counter;
-    fn empty_family() -> Metrics {
-        Metrics::Counter(BTreeMap::new())
-    }
-    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Counter(map) => Some(map),
-            _ => None,
+/// Implements [`Handle`] for a handle type whose family is the [`Metrics`] variant and whose
+/// [`MetricType`] variant share its name; `$new` makes a handle for a new series.
+macro_rules! impl_handle {
+    ($handle:ident, $new:expr) => {
+        impl Handle for $handle {
+            const TYPE: MetricType = MetricType::$handle;
+            fn empty_family() -> Metrics {
+                Metrics::$handle(BTreeMap::new())
+            }
+            fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
+                match metrics {
+                    Metrics::$handle(map) => Some(map),
+                    _ => None,
+                }
+            }
+            fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
+                match metrics {
+                    Metrics::$handle(map) => Some(map),
+                    _ => None,
+                }
+            }
+            fn new(name: &str, registry: &Inner) -> Self {
+                $new(name, registry)
+            }
         }
-    }
-    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Counter(map) => Some(map),
-            _ => None,
-        }
-    }
-    fn new(_: &str, _: &Inner) -> Self {
-        Counter::default()
-    }
+    };
 }
 
-impl Handle for Gauge {
-    const TYPE: MetricType = MetricType::Gauge;
-    fn empty_family() -> Metrics {
-        Metrics::Gauge(BTreeMap::new())
-    }
-    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Gauge(map) => Some(map),
-            _ => None,
-        }
-    }
-    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Gauge(map) => Some(map),
-            _ => None,
-        }
-    }
-    fn new(name: &str, registry: &Inner) -> Self {
-        Gauge::new(registry.series(name))
-    }
-}
-
-impl Handle for Histogram {
-    const TYPE: MetricType = MetricType::Histogram;
-    fn empty_family() -> Metrics {
-        Metrics::Histogram(BTreeMap::new())
-    }
-    fn family(metrics: &Metrics) -> Option<&BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Histogram(map) => Some(map),
-            _ => None,
-        }
-    }
-    fn family_mut(metrics: &mut Metrics) -> Option<&mut BTreeMap<Tags, Self>> {
-        match metrics {
-            Metrics::Histogram(map) => Some(map),
-            _ => None,
-        }
-    }
-    fn new(name: &str, registry: &Inner) -> Self {
-        Histogram::new(registry.series(name))
-    }
-}
+impl_handle!(Counter, |_: &str, _: &Inner| Counter::default());
+impl_handle!(Gauge, |name: &str, registry: &Inner| Gauge::new(
+    registry.series(name)
+));
+impl_handle!(Histogram, |name: &str, registry: &Inner| {
+    Histogram::new(registry.series(name))
+});
 
 impl Inner {
     /// A series on the registry's clock and retention.
