@@ -684,6 +684,54 @@
 //! cut to 2: −5.24 (+0.13, −0.27); counters cut to 2 alone: −5.11 (`sprite` at 10 % 85.73 →
 //! 85.95 %, still −0.53 against LRU; the other rows with such shards within 0.07).
 //!
+//! # Recency stamps (tried, lost)
+//!
+//! The policy sees hits only as a 2-bit counter, so it cannot tell which entry was used least
+//! recently; session 14 gave it recency stamps to try. Prototype (not kept): a `u32` stamp in the
+//! record (104 bytes instead of 96), a per-shard epoch advanced on every insertion of a new key,
+//! and a hit storing the epoch into its entry when it differs. Measured with memocache alone, 100
+//! replays a row, against the unchanged policy's 200 (at 1e16a8f, hit ratio in percent): `backf`
+//! 8.32, `cpp` at 1 % 14.44 and at 10 % 80.77, `multi2` at 1 % 22.13 and at 10 % 51.01, `sprite` at
+//! 1 % 24.52 and at 10 % 85.74. Variants:
+//!
+//! * **`main` as an exact LRU** (the victim is the oldest stamp on `main`, counters only promote
+//!   from `small`): `sprite` at 10 % 85.93, but at 1 % 20.03, `multi2` at 1 % 19.75 and at 10 %
+//!   50.01, `cpp` at 1 % 12.64. Only in shards of more than 64 entries: `sprite` at 1 % 20.03,
+//!   `multi2` at 10 % 49.89.
+//! * **CLOCK kept, but once it reaches an unhit tail the victim is the least recently stamped of
+//!   all unhit entries on `main`** (a walk of all of `main`), in shards of more than 64 entries:
+//!   `sprite` at 10 % 86.09 (−0.39 against LRU), but at 1 % 24.16 (+0.22 → −0.14 against moka),
+//!   `multi2` at 10 % 50.89, `cpp` at 10 % 80.69. In shards of 256 to 1,023 entries only, over the
+//!   11 rows with such shards (100 replays, 6 for the Zipf traces; the unchanged policy in the same
+//!   run in brackets): `sprite` at 10 % 86.09 (85.75), `multi3` at 10 % 48.03 (47.71), but
+//!   `zipf-0.8` at 1 % 31.69 (31.99), `zipf-1.0` at 1 % 58.75 (58.88), `multi1` at 10 % 49.14
+//!   (49.45), `multi2` at 10 % 50.90 (51.02); rows more than 0.5 below 1 → 0 but the band's sum of
+//!   shortfalls −0.97 → −1.21, for a walk of up to 1,023 entries on every eviction from `main`.
+//!   The walk bounded to `main`'s 8, 16, 32, 64 or 256 oldest entries kept little of it: `sprite`
+//!   at 10 % 85.79, 85.81, 85.81, 85.84 and 85.95. In every shard (in place of the least frequent
+//!   unhit victim up to 64 entries): `cpp` at 1 % 14.17, `multi2` at 1 % 22.23.
+//! * **Stamps as the tie-break of the least frequent unhit victim** (shards of up to 64 entries):
+//!   `cpp` at 1 % 14.22, `multi2` at 1 % 22.22; nothing else moves.
+//! * **Stale counters:** `main`'s tail, though its counter holds hits, evicted as unhit when it was
+//!   last hit more than 0.5, 1 or 2 × `main`'s length of misses ago. Shards of more than 64
+//!   entries: `sprite` at 10 % 85.94, 86.01 and 85.87, but at 1 % 22.59, 23.25 and 23.98, `multi2`
+//!   at 10 % 50.12, 50.84 and 50.94. Shards of 256 to 1,023 entries at 1, 1.5 and 4 ×: `zipf-0.8`
+//!   at 1 % 28.72, 29.03 and 29.97 (31.99 unchanged), `zipf-1.0` at 1 % 56.59, 56.90 and 57.87
+//!   (58.88), `sprite` at 10 % 86.01, 85.97 and 85.77. On Zipf traces a key's hits come seldom but
+//!   for good, and evicting it for a gap between them is LRU's mistake.
+//!
+//! `backf` stayed at 8.32–8.35 % under every variant, as it must: what it lacks is its first turn
+//! (see *Faster growth of small*), and before the first re-reference no entry has been hit, so the
+//! stamps are only insertion order and no rule on them can tell `backf` from a scan or a loop, on
+//! which keeping the newest keys scores 0.
+//!
+//! To keep the record at 96 bytes the stamp would have to share a word: in the same session a
+//! 13-bit stamp, the 2-bit counter and the queue bit in one `AtomicU16` (the `Links` stay 10 bytes;
+//! the epoch advancing only in shards of 256 to 1,023 entries, so that elsewhere a hit never writes
+//! a stamp) cost a hit about 10 instructions more (callgrind, 200,000 Zipf(1.0) gets over 50,000
+//! resident keys in shards of 6,250, three hash seeds each: `get` less `peek`, 44.5 → 56.2
+//! instructions a get), twice what a hit may grow by.
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
