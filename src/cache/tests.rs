@@ -364,3 +364,68 @@ fn every_load_removes_its_claim() {
         assert!(value.is_ok(), "key {i}");
     }
 }
+
+/// Bug: a caller that waited on a load and then had to start over — its leader panicked, or
+/// failed with an error of another type — looked the key up again, counting a second read:
+/// one call counted two misses (or a miss and a hit), so `hits + misses` no longer matched
+/// the calls made. Each call now counts one lookup, whatever follows it.
+#[test]
+fn a_waiter_that_starts_over_counts_one_read() {
+    #[derive(Debug)]
+    struct LeaderError;
+    #[derive(Debug)]
+    struct WaiterError;
+
+    // Case 0: the leader's loader panics, the waiter takes over. Case 1: the leader's loader
+    // fails with an error type the waiter cannot receive, so the waiter loads for itself.
+    for case in 0..2 {
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .shards(1)
+            .build()
+            .expect("valid");
+        let k = key(case);
+        let running = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let leader = {
+            let (cache, running, release) = (cache.clone(), running.clone(), release.clone());
+            std::thread::spawn(move || {
+                cache.try_get_or_insert_with(k, || {
+                    running.store(true, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    if case == 0 {
+                        panic!("the leader's loader panics");
+                    }
+                    Err::<Bytes, _>(LeaderError)
+                })
+            })
+        };
+        while !running.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let waiter = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache.try_get_or_insert_with(k, || Ok::<_, WaiterError>("the waiter's own"))
+            })
+        };
+        // The waiter has found the claim and made its flight: it waits on this load.
+        while cache.inner.loads.waited_on() == 0 {
+            std::thread::yield_now();
+        }
+        release.store(true, Ordering::SeqCst);
+        // Only a panic reaches `join` as an error; the loader's error is the call's result.
+        let panicked = leader.join().is_err();
+        assert_eq!(panicked, case == 0, "case {case}");
+        let loaded = waiter.join().expect("no panic").expect("loaded");
+        assert_eq!(&loaded[..], b"the waiter's own", "case {case}");
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.loads, stats.load_failures),
+            (0, 2, 1, 1),
+            "case {case}: two calls, two reads"
+        );
+    }
+}
