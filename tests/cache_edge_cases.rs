@@ -6,8 +6,9 @@
 //! microsecond, updates that grow in a full cache, one entry spread over many shards, loads
 //! that race inserts and clears, error types that differ between a leader and its waiters,
 //! snapshots of expired values, clocks that step back, and allocation on a hit, and loads that
-//! wait on each other in a cycle across threads. The first seven found bugs, now fixed; the
-//! others pass and stay as coverage. A property test at the
+//! wait on each other in a cycle across threads (and across caches). The first seven found
+//! bugs, now fixed, as did the cycles (within one cache, then through two); the others pass
+//! and stay as coverage. A property test at the
 //! end rebuilds the cache's contents from the listener's reports alone and checks them, and
 //! the counters, against the cache after every operation.
 //!
@@ -860,20 +861,28 @@ fn load_with(
 /// thread's key.
 type RingLoad = (Result<Bytes, CacheError>, Option<Result<Bytes, CacheError>>);
 
-/// Runs a ring of `n` loads on `n` threads: thread `t` leads `key(first + t)`, and once all
-/// `n` loaders run, each loads the next thread's key, so that every loader waits for the next
-/// one — a cycle of waits, as long as `n`. Fails instead of hanging if the ring deadlocks.
-fn load_ring(cache: &Cache, first: u64, n: u64, fallible: bool) -> Vec<RingLoad> {
+/// The cache that holds thread `t`'s key in a ring of loads over `caches`.
+fn ring_cache(caches: &[Cache], t: u64) -> &Cache {
+    &caches[t as usize % caches.len()]
+}
+
+/// Runs a ring of `n` loads on `n` threads: thread `t` leads `key(first + t)` in
+/// `ring_cache(caches, t)`, and once all `n` loaders run, each loads the next thread's key
+/// (from that thread's cache), so that every loader waits for the next one — a cycle of
+/// waits, as long as `n`. Fails instead of hanging if the ring deadlocks.
+fn load_ring(caches: &[Cache], first: u64, n: u64, fallible: bool) -> Vec<RingLoad> {
     let all_running = Arc::new(Barrier::new(n as usize));
     let threads: Vec<_> = (0..n)
         .map(|t| {
-            let (cache, all_running) = (cache.clone(), Arc::clone(&all_running));
+            let own = ring_cache(caches, t).clone();
+            let next_cache = ring_cache(caches, (t + 1) % n).clone();
+            let all_running = Arc::clone(&all_running);
             thread::spawn(move || {
                 let mut inner = None;
-                let outer = load_with(&cache, key(first + t), fallible, || {
+                let outer = load_with(&own, key(first + t), fallible, || {
                     all_running.wait();
                     let next = key(first + (t + 1) % n);
-                    inner = Some(load_with(&cache, next, fallible, || {
+                    inner = Some(load_with(&next_cache, next, fallible, || {
                         Bytes::from_static(b"the next key was not being loaded")
                     }));
                     ring_value(t)
@@ -893,7 +902,7 @@ fn load_ring(cache: &Cache, first: u64, n: u64, fallible: bool) -> Vec<RingLoad>
 /// Checks a ring's outcome: exactly one thread's load of the next key was refused with
 /// `LoadCycle` naming that key, every other thread's got the next thread's value, and every
 /// thread's own load stored its value.
-fn assert_one_load_of_the_ring_refused(cache: &Cache, first: u64, ring: &[RingLoad]) {
+fn assert_one_load_of_the_ring_refused(caches: &[Cache], first: u64, ring: &[RingLoad]) {
     let n = ring.len() as u64;
     let mut refused = 0;
     for (t, (outer, inner)) in (0..n).zip(ring) {
@@ -911,7 +920,10 @@ fn assert_one_load_of_the_ring_refused(cache: &Cache, first: u64, ring: &[RingLo
             outer.as_ref().expect("every outer load stores"),
             &ring_value(t)
         );
-        assert_eq!(cache.get(&key(first + t)), Some(ring_value(t)));
+        assert_eq!(
+            ring_cache(caches, t).get(&key(first + t)),
+            Some(ring_value(t))
+        );
     }
     assert_eq!(refused, 1, "{ring:?}");
 }
@@ -923,21 +935,36 @@ fn assert_one_load_of_the_ring_refused(cache: &Cache, first: u64, ring: &[RingLo
 /// `try_get_or_insert_with` too.
 #[test]
 fn a_cycle_of_loads_across_two_threads_refuses_one_load_and_strands_none() {
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
-    let ring = load_ring(&cache, 10, 2, false);
-    assert_one_load_of_the_ring_refused(&cache, 10, &ring);
-    let ring = load_ring(&cache, 20, 2, true);
-    assert_one_load_of_the_ring_refused(&cache, 20, &ring);
+    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
+    let ring = load_ring(&caches, 10, 2, false);
+    assert_one_load_of_the_ring_refused(&caches, 10, &ring);
+    let ring = load_ring(&caches, 20, 2, true);
+    assert_one_load_of_the_ring_refused(&caches, 20, &ring);
 }
 
 /// The same across three threads, A → B → C → A: the check follows the chain of leaders.
 #[test]
 fn a_cycle_of_loads_across_three_threads_refuses_one_load_and_strands_none() {
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
-    let ring = load_ring(&cache, 10, 3, false);
-    assert_one_load_of_the_ring_refused(&cache, 10, &ring);
-    let ring = load_ring(&cache, 20, 3, true);
-    assert_one_load_of_the_ring_refused(&cache, 20, &ring);
+    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
+    let ring = load_ring(&caches, 10, 3, false);
+    assert_one_load_of_the_ring_refused(&caches, 10, &ring);
+    let ring = load_ring(&caches, 20, 3, true);
+    assert_one_load_of_the_ring_refused(&caches, 20, &ring);
+}
+
+/// Bug: each cache kept its own records of waiting threads, so a cycle through two caches —
+/// thread A leads a key of cache X and its loader loads a key of cache Y that thread B leads,
+/// whose loader loads A's key of X — was invisible to both: each cache saw one wait and no
+/// cycle, and A and B waited for each other for ever. A loader of one cache that loads from
+/// another (a transcript cache whose loader reads an audio-features cache) is ordinary use;
+/// the records are now one process-wide map, and such a cycle is refused like any other.
+#[test]
+fn a_cycle_of_loads_through_two_caches_refuses_one_load_and_strands_none() {
+    let caches = [0, 1].map(|_| Cache::builder().max_bytes(1 << 20).build().expect("valid"));
+    for (first, n, fallible) in [(10, 2, false), (20, 2, true), (30, 4, false)] {
+        let ring = load_ring(&caches, first, n, fallible);
+        assert_one_load_of_the_ring_refused(&caches, first, &ring);
+    }
 }
 
 /// Stress: rings of 2 to 5 threads close at once, again and again. The check and the record
@@ -945,11 +972,11 @@ fn a_cycle_of_loads_across_three_threads_refuses_one_load_and_strands_none() {
 /// deadlock) and never two.
 #[test]
 fn cycles_closing_at_once_refuse_exactly_one_load_each() {
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
     for round in 0..100 {
         let first = 100 + round * 10;
-        let ring = load_ring(&cache, first, 2 + round % 4, round % 2 == 1);
-        assert_one_load_of_the_ring_refused(&cache, first, &ring);
+        let ring = load_ring(&caches, first, 2 + round % 4, round % 2 == 1);
+        assert_one_load_of_the_ring_refused(&caches, first, &ring);
     }
 }
 

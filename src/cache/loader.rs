@@ -60,14 +60,15 @@
 //!
 //! The same deadlock spans threads: thread A leads key K1 and its loader loads K2, which
 //! thread B leads, and B's loader loads K1 — A waits for B's flight and B for A's (and so on
-//! for A→B→C→A). Every waiting thread therefore records, in one map of *thread → flight it
-//! waits on*, the flight it waits on, and a flight records its leader. Before a caller waits
-//! it follows the chain — the flight's leader, the flight that leader waits on, that flight's
-//! leader, ... — and if the chain comes back to a flight its own thread leads, waiting would
-//! close a cycle: it gets [`CacheError::LoadCycle`] naming the key instead. Its loader goes on
-//! (it may store a value or fail), its flight lands, and every other thread of the cycle is
-//! released with the value or the error of the flight it waits on: one thread of the cycle
-//! is refused, none is stranded.
+//! for A→B→C→A), and alike when the keys are in different caches (A's loader loads from
+//! another cache). Every waiting thread therefore records, in one map of *thread → flight it
+//! waits on* shared by every cache of the process, the flight it waits on, and a flight
+//! records its leader. Before a caller waits it follows the chain — the flight's leader, the
+//! flight that leader waits on, that flight's leader, ... — and if the chain comes back to a
+//! flight its own thread leads, waiting would close a cycle: it gets [`CacheError::LoadCycle`]
+//! naming the key instead. Its loader goes on (it may store a value or fail), its flight
+//! lands, and every other thread of the cycle is released with the value or the error of the
+//! flight it waits on: one thread of the cycle is refused, none is stranded.
 //!
 //! The check and the record are made under one mutex, so they are atomic with respect to
 //! every other waiter's: of two threads closing a cycle at once, the second sees the first's
@@ -81,18 +82,19 @@
 //! records' mutex, then (in the walk) one flight's state at a time; a waiter releases its
 //! flight's state before it removes its record.
 //!
-//! Only callers that find a flight pay for this — a mutex, a walk as long as the chain of
-//! waits, and an insert and a removal in the records — and they are about to sleep anyway; a
-//! hit and a lone miss touch none of it. What is not seen: a thread that waits for another
-//! by other means (`join`, a channel, a lock) is invisible to the cache, so a loader that
-//! waits that way for a thread loading a key the loader's own thread leads still waits for
-//! ever, and is the caller's to avoid.
+//! Only callers that find a flight pay for this — a mutex (one for the process, so that a
+//! cycle through two caches is seen), a walk as long as the chain of waits, and an insert and
+//! a removal in the records — and they are about to sleep anyway; a hit and a lone miss touch
+//! none of it. What is not seen: a thread that waits for another by other means (`join`, a
+//! channel, a lock) is invisible to the cache, so a loader that waits that way for a thread
+//! loading a key the loader's own thread leads still waits for ever, and is the caller's to
+//! avoid.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread::{self, ThreadId};
 
 use bytes::Bytes;
@@ -244,16 +246,20 @@ pub(super) struct Loads {
     /// and a claim is a push and a `swap_remove` — cheaper than a hash map's insert and
     /// removal (see the module docs).
     stripes: Box<[Padded<Mutex<Stripe>>]>,
-    /// The flight each waiting thread waits on: the edges of the wait-for graph that the
-    /// cycle check walks (see the module docs).
-    waiting: Mutex<HashMap<ThreadId, Arc<Flight>>>,
 }
+
+/// The flight each waiting thread waits on: the edges of the wait-for graph that the cycle
+/// check walks (see the module docs). One map for the whole process, not one per cache: a
+/// loader of one cache may load from another, and a cycle of waits through two caches is
+/// seen only if both caches' waits are in one graph (with a map per cache, each saw half of
+/// it and the threads waited for ever). Flights are led by threads, whatever their cache, so
+/// the walk needs nothing else.
+static WAITING: LazyLock<Mutex<HashMap<ThreadId, Arc<Flight>>>> = LazyLock::new(Mutex::default);
 
 impl fmt::Debug for Loads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loads")
             .field("in_flight", &self.in_flight())
-            .field("waiting", &self.waiting.lock().len())
             .finish()
     }
 }
@@ -283,14 +289,13 @@ fn closes_cycle(waiting: &HashMap<ThreadId, Arc<Flight>>, me: ThreadId, flight: 
 }
 
 /// This thread's record of the flight it waits on; dropping it removes the record.
-struct Waiting<'a> {
-    loads: &'a Loads,
+struct Waiting {
     thread: ThreadId,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.loads.waiting.lock().remove(&self.thread);
+        WAITING.lock().remove(&self.thread);
     }
 }
 
@@ -301,7 +306,6 @@ impl Loads {
             stripes: (0..stripes.max(1).next_power_of_two())
                 .map(|_| Padded(Mutex::new(Vec::new())))
                 .collect(),
-            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -333,17 +337,14 @@ impl Loads {
 
     /// Records that this thread waits on `flight`, or `None` if that would close a cycle of
     /// waits — checked and recorded under one lock, so two threads cannot both close a cycle.
-    fn start_waiting(&self, flight: &Arc<Flight>) -> Option<Waiting<'_>> {
+    fn start_waiting(flight: &Arc<Flight>) -> Option<Waiting> {
         let me = this_thread();
-        let mut waiting = self.waiting.lock();
+        let mut waiting = WAITING.lock();
         if closes_cycle(&waiting, me, flight) {
             return None;
         }
         waiting.insert(me, Arc::clone(flight));
-        Some(Waiting {
-            loads: self,
-            thread: me,
-        })
+        Some(Waiting { thread: me })
     }
 
     pub(super) fn get_or_load<E: Send + Sync + 'static>(
@@ -418,7 +419,7 @@ impl Loads {
         flight: &Arc<Flight>,
         key: CacheKey,
     ) -> Option<Result<Bytes, LoadError<E>>> {
-        let Some(waiting) = self.start_waiting(flight) else {
+        let Some(waiting) = Loads::start_waiting(flight) else {
             return Some(Err(LoadError::Cache(CacheError::LoadCycle { key })));
         };
         let mut state = flight.state.lock();

@@ -427,9 +427,11 @@ impl Cache {
     /// [`CacheError::LoadCycle`] instead of waiting: one thread of the cycle gets it (which
     /// one depends on timing), and the others get their values once its loader returns.
     ///
-    /// Only waits inside the cache are seen. A loader that waits for another thread by
-    /// other means — `join`, a channel, a lock — while that thread loads a key this thread
-    /// is loading is invisible to the cache: that never returns, and is the caller's to avoid.
+    /// The cycle may run through loads of other caches (a loader of this cache that loads
+    /// from another): waits in every cache of the process are seen. A loader that waits for
+    /// another thread by other means — `join`, a channel, a lock — while that thread loads a
+    /// key this thread is loading is invisible to the cache: that never returns, and is the
+    /// caller's to avoid.
     ///
     /// ```
     /// use memocache::{Cache, CacheKey};
