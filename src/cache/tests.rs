@@ -365,6 +365,47 @@ fn every_load_removes_its_claim() {
     }
 }
 
+/// Lets a test hold a loader until another call for its key waits on the load.
+#[derive(Default)]
+struct Gate {
+    running: AtomicBool,
+    open: AtomicBool,
+}
+
+impl Gate {
+    /// Called by the loader: says it runs, then waits until the gate opens.
+    fn pass(&self) {
+        self.running.store(true, Ordering::SeqCst);
+        while !self.open.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Runs `lead`, a call whose loader passes the gate it is given, on one thread; once that
+/// loader runs, runs `wait`, another call for the same key, on a second thread; once that
+/// call has found the load in flight and made its flight (it is committed to waiting on it),
+/// opens the gate. Returns both threads' results (a panic is an `Err`).
+fn lead_and_wait<L: Send, W: Send>(
+    cache: &Cache,
+    lead: impl FnOnce(&Gate) -> L + Send,
+    wait: impl FnOnce() -> W + Send,
+) -> (std::thread::Result<L>, std::thread::Result<W>) {
+    let gate = Gate::default();
+    std::thread::scope(|scope| {
+        let leader = scope.spawn(|| lead(&gate));
+        while !gate.running.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let waiter = scope.spawn(wait);
+        while cache.inner.loads.waited_on() == 0 {
+            std::thread::yield_now();
+        }
+        gate.open.store(true, Ordering::SeqCst);
+        (leader.join(), waiter.join())
+    })
+}
+
 /// Bug: a caller that waited on a load and then had to start over — its leader panicked, or
 /// failed with an error of another type — looked the key up again, counting a second read:
 /// one call counted two misses (or a miss and a hit), so `hits + misses` no longer matched
@@ -385,41 +426,22 @@ fn a_waiter_that_starts_over_counts_one_read() {
             .build()
             .expect("valid");
         let k = key(case);
-        let running = Arc::new(AtomicBool::new(false));
-        let release = Arc::new(AtomicBool::new(false));
-        let leader = {
-            let (cache, running, release) = (cache.clone(), running.clone(), release.clone());
-            std::thread::spawn(move || {
+        let (led, waited) = lead_and_wait(
+            &cache,
+            |gate| {
                 cache.try_get_or_insert_with(k, || {
-                    running.store(true, Ordering::SeqCst);
-                    while !release.load(Ordering::SeqCst) {
-                        std::thread::yield_now();
-                    }
+                    gate.pass();
                     if case == 0 {
                         panic!("the leader's loader panics");
                     }
                     Err::<Bytes, _>(LeaderError)
                 })
-            })
-        };
-        while !running.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
-        let waiter = {
-            let cache = cache.clone();
-            std::thread::spawn(move || {
-                cache.try_get_or_insert_with(k, || Ok::<_, WaiterError>("the waiter's own"))
-            })
-        };
-        // The waiter has found the claim and made its flight: it waits on this load.
-        while cache.inner.loads.waited_on() == 0 {
-            std::thread::yield_now();
-        }
-        release.store(true, Ordering::SeqCst);
+            },
+            || cache.try_get_or_insert_with(k, || Ok::<_, WaiterError>("the waiter's own")),
+        );
         // Only a panic reaches `join` as an error; the loader's error is the call's result.
-        let panicked = leader.join().is_err();
-        assert_eq!(panicked, case == 0, "case {case}");
-        let loaded = waiter.join().expect("no panic").expect("loaded");
+        assert_eq!(led.is_err(), case == 0, "case {case}");
+        let loaded = waited.expect("no panic").expect("loaded");
         assert_eq!(&loaded[..], b"the waiter's own", "case {case}");
         let stats = cache.stats();
         assert_eq!(
@@ -428,4 +450,99 @@ fn a_waiter_that_starts_over_counts_one_read() {
             "case {case}: two calls, two reads"
         );
     }
+}
+
+/// A loaded value too large for the whole budget reaches the callers waiting on the load as
+/// `TooLarge` too — whatever their loader's error type, as the cache refused it, not the
+/// loader — evicts nothing, counts one load (it produced a value) and no insert, and leaves
+/// the key loadable.
+#[test]
+fn a_too_large_load_reaches_its_waiters_as_too_large_and_evicts_nothing() {
+    let cache = Cache::builder()
+        .max_bytes(10_000)
+        .shards(1)
+        .build()
+        .expect("valid");
+    cache.insert(key(1), vec![1u8; 100]).expect("fits");
+    let (bytes, before) = (cache.size_bytes(), cache.stats());
+    let (led, waited) = lead_and_wait(
+        &cache,
+        |gate| {
+            cache.get_or_insert_with(key(2), || {
+                gate.pass();
+                vec![0u8; 20_000]
+            })
+        },
+        || cache.try_get_or_insert_with(key(2), || Ok::<_, String>("not run")),
+    );
+    assert!(matches!(
+        led.expect("no panic"),
+        Err(CacheError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        waited.expect("no panic"),
+        Err(LoadError::Cache(CacheError::TooLarge { .. }))
+    ));
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.misses,
+            stats.loads,
+            stats.load_failures,
+            stats.inserts
+        ),
+        (before.misses + 2, before.loads + 1, 0, before.inserts)
+    );
+    assert_eq!(stats.removals(RemovalCause::Size), 0);
+    assert_eq!((cache.len(), cache.size_bytes()), (1, bytes));
+    assert!(cache.contains_key(&key(1)));
+    assert_eq!(cache.inner.loads.in_flight(), 0);
+    let again = cache.get_or_insert_with(key(2), || "fits").expect("stored");
+    assert_eq!(&again[..], b"fits");
+}
+
+/// A loader may write its own key while it loads: its inserts and removes take effect at
+/// once (a read inside the loader hits), and the loaded value, stored last, replaces whatever
+/// is there and reaches the waiters. Every write is counted once, and the accounting matches
+/// the contents.
+#[test]
+fn a_loader_that_writes_its_own_key_stores_its_value_last() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(1)
+        .build()
+        .expect("valid");
+    let k = key(3);
+    let (led, waited) = lead_and_wait(
+        &cache,
+        |gate| {
+            cache.get_or_insert_with(k, || {
+                gate.pass();
+                cache.insert(k, "by the loader").expect("fits");
+                // Present now, so this is a hit, not a re-entrant load.
+                let hit = cache.get_or_insert_with(k, || "not run").expect("a hit");
+                assert_eq!(&hit[..], b"by the loader");
+                assert_eq!(cache.remove(&k).as_deref(), Some(&b"by the loader"[..]));
+                cache.insert(k, "again").expect("fits");
+                "loaded"
+            })
+        },
+        || cache.get_or_insert_with(k, || "not run"),
+    );
+    assert_eq!(&led.expect("no panic").expect("stored")[..], b"loaded");
+    assert_eq!(&waited.expect("no panic").expect("stored")[..], b"loaded");
+    assert_eq!(cache.get(&k).as_deref(), Some(&b"loaded"[..]));
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.hits,
+            stats.misses,
+            stats.loads,
+            stats.inserts,
+            stats.updates,
+            stats.removals_explicit
+        ),
+        (2, 2, 1, 2, 1, 1)
+    );
+    assert_eq!(recount(&cache), (cache.size_bytes(), 1));
 }
