@@ -416,7 +416,9 @@ impl Cache {
     ///
     /// Concurrent calls for one key run `load` once; the others wait and receive its value.
     /// If `load` panics, the panic propagates to its caller; the waiting callers are not
-    /// stranded — one of them runs its own `load`.
+    /// stranded — one of them runs its own `load`. A [`Cache::remove`] or [`Cache::clear`]
+    /// while `load` runs does not cancel the load: its value is stored when `load` returns,
+    /// after them, as an insert made then would be.
     ///
     /// `load` may use the cache, loads of other keys included. If it loads the same key on
     /// its own thread, directly or through other keys' loaders, that inner call returns
