@@ -546,3 +546,135 @@ fn a_loader_that_writes_its_own_key_stores_its_value_last() {
     );
     assert_eq!(recount(&cache), (cache.size_bytes(), 1));
 }
+
+/// Four threads load, read, insert and remove a few keys, with loaders that return a value,
+/// a value too large to store, an error of one of two types, or panic, and a clock that
+/// moves under a default TTL. Afterwards no key is claimed, the accounting matches the
+/// contents, and every counter agrees with what the threads did: one hit or miss per read
+/// (`get` or a load call, however it ended: waited, took over, refused), one load per loader
+/// run that produced a value, one failure per loader run that failed or panicked.
+#[test]
+fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct ErrorA;
+    #[derive(Debug)]
+    struct ErrorB;
+
+    const THREADS: u64 = 4;
+    const OPS: u64 = 2_000;
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(6 * CacheEntry::charged_size(100) as u64)
+        .shards(2)
+        .default_ttl(Ttl::new(Duration::from_millis(20)).expect("positive"))
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    let too_large = cache.max_bytes() as usize;
+    let (reads, produced, failed) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (cache, clock) = (&cache, &clock);
+            let (reads, produced, failed) = (&reads, &produced, &failed);
+            scope.spawn(move || {
+                let mut state = 0x2545_F491_4F6C_DD1Du64 ^ (t + 1);
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                for _ in 0..OPS {
+                    let r = next();
+                    let k = key(r % 12);
+                    // What the loader of this call does, if it runs: 0–5 a value, 6 a value
+                    // too large to store, 7–8 an error, 9 a panic.
+                    let outcome = (r >> 8) % 10;
+                    let load = || {
+                        // Give other threads time to find the load in flight and wait on it.
+                        for _ in 0..(r >> 16) % 50 {
+                            std::thread::yield_now();
+                        }
+                        match outcome {
+                            0..6 => {
+                                produced.fetch_add(1, Ordering::Relaxed);
+                                Ok(vec![t as u8; (r >> 24) as usize % 100])
+                            }
+                            6 => {
+                                produced.fetch_add(1, Ordering::Relaxed);
+                                Ok(vec![0u8; too_large])
+                            }
+                            7 | 8 => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                Err(())
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                // Not `panic!`: no panic message for each of these.
+                                std::panic::resume_unwind(Box::new("the loader panics"))
+                            }
+                        }
+                    };
+                    match (r >> 40) % 10 {
+                        0..6 => {
+                            reads.fetch_add(1, Ordering::Relaxed);
+                            // Two error types, so that some waiters cannot take the error.
+                            let _ =
+                                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    if (r >> 44) % 2 == 0 {
+                                        drop(cache.try_get_or_insert_with(k, || {
+                                            load().map_err(|()| ErrorA)
+                                        }));
+                                    } else {
+                                        drop(cache.try_get_or_insert_with(k, || {
+                                            load().map_err(|()| ErrorB)
+                                        }));
+                                    }
+                                }));
+                        }
+                        6 | 7 => {
+                            reads.fetch_add(1, Ordering::Relaxed);
+                            drop(cache.get(&k));
+                        }
+                        8 => drop(cache.insert(k, vec![1u8; 50])),
+                        _ => {
+                            if (r >> 48) % 2 == 0 {
+                                drop(cache.remove(&k));
+                            } else {
+                                clock.advance(Duration::from_millis(5));
+                                cache.purge_expired();
+                            }
+                        }
+                    }
+                    assert!(cache.size_bytes() <= cache.max_bytes());
+                }
+            });
+        }
+    });
+    assert_eq!(cache.inner.loads.in_flight(), 0);
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    let stats = cache.stats();
+    assert_eq!(
+        stats.hits + stats.misses,
+        reads.load(Ordering::Relaxed),
+        "{stats:?}"
+    );
+    assert_eq!(stats.loads, produced.load(Ordering::Relaxed), "{stats:?}");
+    assert_eq!(
+        stats.load_failures,
+        failed.load(Ordering::Relaxed),
+        "{stats:?}"
+    );
+    let removals: u64 = [
+        RemovalCause::Size,
+        RemovalCause::Expired,
+        RemovalCause::Removed,
+        RemovalCause::Replaced,
+    ]
+    .into_iter()
+    .map(|cause| stats.removals(cause))
+    .sum();
+    assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
+}
