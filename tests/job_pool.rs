@@ -193,6 +193,41 @@ fn shutdown_now_gives_back_an_interrupted_job() {
     assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
 }
 
+/// A job given back on a stop is not run again by the stopping pool's idle workers.
+///
+/// The workers that are idle at the stop are blocked in the queue (up to their idle wait),
+/// and a job the interrupted worker gives back wakes them: before the fix one took it and
+/// ran it, so `Shutdown::Now` started new work after the stop (two or three runs of the one
+/// job instead of one, in five runs of this test; a handler that does not watch `stop_requested` ran it to the end).
+#[test]
+fn shutdown_now_does_not_run_a_given_back_job_on_another_worker() {
+    let queue = queue_with_immediate_retries(0);
+    let id = queue
+        .submit(Job::new(JobType::Transcription, &b"long audio"[..]))
+        .expect("submit");
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Transcription, move |ctx| {
+            let _ = started_tx.lock().send(ctx.job_id());
+            while !ctx.stop_requested() {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            Err(JobError::Interrupted)
+        })
+        // Two idle workers, so that one is still blocked in the queue when the job comes
+        // back even if the other's idle wait has just run out.
+        .concurrency(ConcurrencyLimit::new(3).expect("valid"))
+        .start()
+        .expect("start");
+    assert_eq!(started_rx.recv().expect("handler started"), id);
+    let stats = pool.shutdown(Shutdown::Now);
+    assert_eq!((stats.executed, stats.released), (1, 1), "{stats:?}");
+    let job = queue.get(id).expect("known");
+    assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
+    assert_eq!(queue.stats().processing, 0);
+}
+
 #[test]
 fn a_pool_needs_a_handler() {
     let queue = queue_with_immediate_retries(0);

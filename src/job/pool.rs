@@ -41,7 +41,9 @@
 //! [`Shutdown::Now`] stops the workers after their current job; while stopping,
 //! [`JobContext::stop_requested`] is true so a long handler can return
 //! [`JobError::Interrupted`] and the job goes back to the queue without counting an attempt,
-//! as does a job a worker took along with its last completion just before the stop. A job
+//! as does a job a worker took along with its last completion just before the stop, or
+//! took from the queue after it (an idle worker blocked in the queue does not see the stop
+//! until its take returns, perhaps with a job another worker just gave back). A job
 //! given back keeps its turn and its age ([`JobQueue::release`]): stopping a pool does not
 //! send it behind the jobs submitted after it. A thread cannot be preempted, so both modes
 //! wait for running handlers to return. Dropping the pool is `shutdown(Shutdown::Now)`.
@@ -407,12 +409,7 @@ impl Worker {
         let mut held = None;
         loop {
             let lease = match (held.take(), self.shared.mode.load(Ordering::Acquire)) {
-                (Some(lease), RUNNING | DRAINING) => Some(lease),
-                (Some(lease), _) => {
-                    // Taken just before the pool was told to stop: give it back unrun.
-                    let _ = self.queue.release(&lease);
-                    return;
-                }
+                (Some(lease), _) => Some(lease),
                 (None, RUNNING) => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
                 (None, DRAINING) => match self.queue.try_next_for(&self.id, &self.types) {
                     Some(lease) => Some(lease),
@@ -422,9 +419,18 @@ impl Worker {
                 },
                 (None, _) => return,
             };
-            if let Some(lease) = lease {
-                held = self.execute(&lease);
+            let Some(lease) = lease else { continue };
+            // The stop is checked after the take, not only before it: a take blocks in the
+            // queue for up to `IDLE_WAIT` without seeing the stop, and the job it gets may be
+            // one another worker has just given back because of that stop (or one taken
+            // along with this worker's last completion). Run, it would be new work started
+            // after `Shutdown::Now`, and a handler that does not watch `stop_requested`
+            // would hold the shutdown for its whole run: give it back unrun instead.
+            if self.shared.mode.load(Ordering::Acquire) == STOPPING {
+                let _ = self.queue.release(&lease);
+                return;
             }
+            held = self.execute(&lease);
         }
     }
 
