@@ -1324,9 +1324,8 @@ fn a_draining_pool_stops_with_a_retry_still_delayed_and_a_later_pool_runs_it() {
 
 const HOOK_PANIC: &str = "injected completion-hook panic";
 
-#[test]
-fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
-    // Keeps the default panic output for real failures only.
+/// Keeps the default panic output for real failures only.
+fn quiet_hook_panics() {
     static QUIET: Once = Once::new();
     QUIET.call_once(|| {
         let default = std::panic::take_hook();
@@ -1336,6 +1335,11 @@ fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
             }
         }));
     });
+}
+
+#[test]
+fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
+    quiet_hook_panics();
     let armed = Arc::new(AtomicBool::new(true));
     let queue = {
         let armed = Arc::clone(&armed);
@@ -1365,6 +1369,52 @@ fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
     assert_eq!((stats.executed, stats.completed, stats.stale), (3, 3, 0));
     let q = queue.stats();
     assert_eq!((q.processing, q.queued, q.lease_expirations), (0, 0, 0));
+}
+
+/// A leader's completion reports its followers' in the same call: a hook that panics on one
+/// job must not keep the others from being reported. Before the fix the panic left the
+/// loop, so the two followers' completions were never reported (one hook call of three) and
+/// a metrics hook under-counted what completed.
+#[test]
+fn a_completion_hook_that_panics_on_one_job_still_hears_of_the_others() {
+    quiet_hook_panics();
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let queue = {
+        let heard = Arc::clone(&heard);
+        JobQueue::builder()
+            .on_complete(move |c| {
+                let mut heard = heard.lock();
+                heard.push(c.id);
+                if heard.len() == 1 {
+                    drop(heard);
+                    std::panic::panic_any(HOOK_PANIC);
+                }
+            })
+            .build()
+            .expect("valid")
+    };
+    let ids: Vec<JobId> = (0..3)
+        .map(|_| {
+            queue
+                .submit(transcription(1, JobPriority::Medium))
+                .expect("submit")
+        })
+        .collect();
+    assert_eq!(queue.stats().coalesced_waiting, 2);
+    let lease = queue.try_next(&w("w")).expect("the leader");
+    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        queue.complete(&lease, b"text".to_vec().into())
+    }));
+    assert!(completed.is_err(), "the hook's panic reaches the caller");
+    let mut heard = heard.lock().clone();
+    heard.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(heard, want, "every completion is reported once");
+    for id in ids {
+        assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    }
+    assert_eq!(queue.stats().completed, 3);
 }
 
 // Issue #5's two late defects (session 8): a full queue refused a job the memo store answers,

@@ -376,8 +376,9 @@ impl JobCompletion {
     }
 }
 
-/// The hook [`JobQueueBuilder::on_complete`] sets.
-type CompletionHook = Arc<dyn Fn(&JobCompletion) + Send + Sync>;
+/// The hook [`JobQueueBuilder::on_complete`] sets, wrapped to take the jobs completed
+/// together (see [`Inner::report`]).
+type CompletionHook = Arc<dyn Fn(&[JobCompletion]) + Send + Sync>;
 
 /// Configures and builds a [`JobQueue`].
 #[derive(Clone)]
@@ -487,7 +488,23 @@ impl JobQueueBuilder {
     /// in [`JobQueue::stats`]).
     #[must_use]
     pub fn on_complete(mut self, hook: impl Fn(&JobCompletion) + Send + Sync + 'static) -> Self {
-        self.on_complete = Some(Arc::new(hook));
+        // Each job is reported even if the hook panics on another, and the first panic goes
+        // on afterwards (see `Inner::report`). The loop is here, in the stored hook, rather
+        // than in the queue's `report`: written there with its unwinding guards, it cost a
+        // queue without a hook about 50 instructions a job (callgrind, one thread,
+        // `complete_and_next`); here, about 15, all of it an inlining change (the ready
+        // deque's `push_back` in submit is no longer inlined).
+        self.on_complete = Some(Arc::new(move |completions: &[JobCompletion]| {
+            let mut panic = None;
+            for c in completions {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| hook(c))) {
+                    panic.get_or_insert(p);
+                }
+            }
+            if let Some(panic) = panic {
+                resume_unwind(panic);
+            }
+        }));
         self
     }
 
@@ -1408,9 +1425,16 @@ impl Inner {
     }
 
     /// Calls the completion hook, if any, for jobs completed under the lock just released.
+    ///
+    /// Each job is reported even if the hook panics on another: one completion reports a
+    /// leader and its followers together, and a panic let out of the loop at once left the
+    /// rest unreported (a hook counting completions for metrics missed them for good, though
+    /// the jobs had completed). The first panic goes on once every job has been reported,
+    /// so that the caller still sees it as before. The loop that does this is the stored
+    /// hook itself (see [`JobQueueBuilder::on_complete`]), so that this is one call.
     fn report(&self, completions: &[JobCompletion]) {
         if let Some(hook) = &self.on_complete {
-            completions.iter().for_each(|c| hook(c));
+            hook(completions);
         }
     }
 
