@@ -2569,4 +2569,171 @@ mod tests {
         let done = Some(JobStatus::Completed);
         assert_eq!(kept, [None, None, done, done, done]);
     }
+
+    /// Checks what the model tests cannot see from outside: every live job is in exactly the
+    /// structure its place names, `live`, `followers` and the lease count match the records,
+    /// every follower is in its key's leader's list once, every leader is live and ready,
+    /// delayed or leased, and each ready deque is sorted by turn and by wait.
+    fn assert_placed(queue: &JobQueue) {
+        let st = queue.inner.state.lock();
+        let (mut live, mut followers, mut leased) = (0, 0, 0);
+        for (slot, r) in st.records.iter() {
+            let status = r.job.status();
+            match r.place {
+                Place::Ready { seq, priority } => {
+                    let deque = &st.ready[priority.index()][r.job.job_type().index()];
+                    assert!(
+                        deque.iter().any(|e| e.slot == slot && e.seq == seq),
+                        "{slot}"
+                    );
+                    assert_eq!(status, JobStatus::Queued);
+                }
+                Place::Delayed { due, seq } => {
+                    assert_eq!(st.delayed.get(&(due, seq)), Some(&slot));
+                    assert_eq!(status, JobStatus::Queued);
+                }
+                Place::Leased { .. } => {
+                    leased += 1;
+                    assert_eq!(status, JobStatus::Processing);
+                }
+                Place::Follower { .. } => {
+                    followers += 1;
+                    assert_eq!(status, JobStatus::Queued);
+                    let key = r.job.memo_key().expect("a follower has a memo key");
+                    let lead = st.leaders.get(key).expect("its key has a leader");
+                    assert_eq!(lead.followers.iter().filter(|&&f| f == slot).count(), 1);
+                }
+                Place::Done => {
+                    assert_eq!(status, JobStatus::Failed);
+                    assert!(
+                        st.dead.contains(&slot),
+                        "{slot} failed but not dead-lettered"
+                    );
+                    continue;
+                }
+                Place::Finished => {
+                    assert!(status.is_terminal());
+                    continue;
+                }
+            }
+            live += 1;
+        }
+        for (key, lead) in &st.leaders {
+            let r = st.records.get(lead.slot).expect("a leader has a record");
+            assert_eq!(r.job.memo_key(), Some(key));
+            let waits_or_runs = matches!(
+                r.place,
+                Place::Ready { .. } | Place::Delayed { .. } | Place::Leased { .. }
+            );
+            assert!(waits_or_runs, "a leader is {:?}", r.place);
+        }
+        for deque in st.ready.iter().flatten() {
+            let pairs = deque.iter().zip(deque.iter().skip(1));
+            assert!(
+                pairs
+                    .clone()
+                    .all(|(a, b)| a.seq < b.seq && a.since <= b.since)
+            );
+        }
+        assert_eq!(
+            (st.live, st.followers, st.leases.len),
+            (live, followers, leased)
+        );
+        assert!(st.live <= queue.inner.capacity);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The paths the model tests (`tests/job_queue_model.rs`) leave out, at random and
+        /// on small bounds: takes and `complete_and_next` for one job type only, memo keys
+        /// shared by jobs of two types, and a completion hook, which must hear of exactly the
+        /// jobs `stats` counts as completed. After every step each job is where its place
+        /// says (see [`assert_placed`]).
+        #[test]
+        fn typed_takes_shared_keys_and_the_hook_keep_every_job_placed(
+            capacity in 1usize..6,
+            retain in 0usize..3,
+            dead_capacity in 0usize..3,
+            ops in proptest::collection::vec((0u8..12, 0u8..8, 0u8..8), 1..120),
+        ) {
+            let clock = Arc::new(crate::time::ManualClock::new());
+            let heard = Arc::new(AtomicU64::new(0));
+            let queue = {
+                let heard = Arc::clone(&heard);
+                JobQueue::builder()
+                    .clock(clock.clone())
+                    .capacity(capacity)
+                    .retain_finished(retain)
+                    .dead_letter_capacity(dead_capacity)
+                    .aging(Some(Duration::from_secs(2)))
+                    .retry(RetryConfig::fixed(1, Duration::from_secs(1)))
+                    .lease(Duration::from_secs(3))
+                    .on_complete(move |_| {
+                        heard.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .build()
+                    .expect("valid")
+            };
+            let types = [JobType::Indexing, JobType::Summarization];
+            let (mut ids, mut leases) = (Vec::new(), Vec::<Lease>::new());
+            for (op, a, b) in ops {
+                let worker = WorkerId::new(format!("w{}", a % 2));
+                let one_type = &types[usize::from(b % 2)..=usize::from(b % 2)];
+                let lease = |leases: &[Lease]| leases[usize::from(a) % leases.len()].clone();
+                match op {
+                    0 | 1 => {
+                        let mut job = Job::new(types[usize::from(a % 2)], &b""[..])
+                            .with_priority(JobPriority::ALL[usize::from(b % 3)]);
+                        // Three keys shared by both types, and some jobs with none.
+                        if b % 4 != 3 {
+                            let file = format!("{:02x}", b % 3).repeat(32);
+                            let key = CacheKey::transcript(&file, "en").expect("valid");
+                            job = job.with_memo_key(key);
+                        }
+                        if let Ok(id) = queue.submit(job) {
+                            ids.push(id);
+                        }
+                    }
+                    2 => leases.extend(queue.try_next_for(&worker, one_type)),
+                    3 => leases.extend(queue.try_next(&worker)),
+                    4 if !leases.is_empty() => {
+                        let done = queue.complete_and_next_for(
+                            &lease(&leases),
+                            JobResult::default(),
+                            one_type,
+                            Duration::ZERO,
+                        );
+                        leases.extend(done.ok().flatten());
+                    }
+                    5 if !leases.is_empty() => {
+                        let _ = queue.complete(&lease(&leases), JobResult::default());
+                    }
+                    6 if !leases.is_empty() => {
+                        let _ = queue.fail(&lease(&leases), "x");
+                    }
+                    7 if !leases.is_empty() => {
+                        let _ = queue.release(&lease(&leases));
+                    }
+                    8 if !leases.is_empty() => {
+                        let _ = queue.heartbeat(&lease(&leases));
+                    }
+                    9 if !ids.is_empty() => {
+                        let _ = queue.cancel(ids[usize::from(a) % ids.len()]);
+                    }
+                    10 if !ids.is_empty() => {
+                        let _ = queue.resubmit_dead_letter(ids[usize::from(a) % ids.len()]);
+                    }
+                    11 => clock.advance(Duration::from_millis(u64::from(b) * 300)),
+                    _ => {}
+                }
+                let completed = queue.stats().completed;
+                assert_placed(&queue);
+                proptest::prop_assert_eq!(heard.load(Ordering::Relaxed), completed);
+            }
+        }
+    }
 }
