@@ -708,6 +708,10 @@ struct State {
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
+    /// How many times [`JobQueue::wake_all`] has been called (a pool stopping): a taker
+    /// blocked when it changes gives up at once (see [`Inner::wait_and_take`]). Last, so
+    /// that the fields the hot paths use keep their places.
+    stops: u64,
 }
 
 /// The finished jobs kept readable: a ring of the slots of at most `retain` jobs, in
@@ -885,11 +889,15 @@ impl JobQueue {
     }
 
     /// The next ready job, leased to `worker`, waiting up to `timeout` for one.
+    ///
+    /// `None` if none became ready in time, or at once if a [`crate::WorkerPool`] over this
+    /// queue is shut down while this waits (it wakes its idle workers, which wait here too).
     pub fn next(&self, worker: &WorkerId, timeout: Duration) -> Option<Lease> {
         self.inner.take(worker, TypeMask::ALL, Some(timeout))
     }
 
-    /// The next ready job of one of `types`, leased to `worker`, waiting up to `timeout`.
+    /// The next ready job of one of `types`, leased to `worker`, waiting up to `timeout`
+    /// (`None` as [`JobQueue::next`] returns it).
     pub fn next_for(
         &self,
         worker: &WorkerId,
@@ -1127,8 +1135,10 @@ impl JobQueue {
             .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
     }
 
-    /// Wakes every blocked taker so it re-reads the clock and its own stop conditions.
+    /// Makes every taker blocked now return `None` at once, so that a stopping pool's idle
+    /// workers see the stop (see [`Inner::wait_and_take`]).
     pub(crate) fn wake_all(&self) {
+        self.inner.state.lock().stops += 1;
         self.inner.available.notify_all();
     }
 }
@@ -2298,6 +2308,13 @@ impl Inner {
     ) -> Option<Lease> {
         // When the waiting started: real time, read only once a take has to wait.
         let started = Instant::now();
+        // A pool that stops wakes its idle workers, which are blocked here and can see the
+        // stop only once this returns. Woken, they used to re-check for a job and wait out
+        // the rest of their timeout (a pool's idle wait, 100 ms): an idle pool took up to
+        // that long to shut down, and a job given back by an interrupted worker meanwhile
+        // was taken by one of them. Whoever else waits here then returns early too, as
+        // after a timeout; a blocked take has to handle `None` anyway.
+        let stops = guard.stops;
         loop {
             let st = &mut *guard;
             let remaining = timeout.checked_sub(started.elapsed())?;
@@ -2318,6 +2335,9 @@ impl Inner {
             st.waiting += 1;
             self.available.wait_for(&mut guard, wait);
             guard.waiting -= 1;
+            if guard.stops != stops {
+                return None;
+            }
             let st = &mut *guard;
             now = self.clock.now();
             if now >= st.next_due {
