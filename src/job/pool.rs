@@ -404,18 +404,26 @@ struct Worker {
 }
 
 impl Worker {
+    /// Waits up to `IDLE_WAIT` for a job, giving up as soon as the pool leaves `mode` (a
+    /// stop wakes the queue's takers): an idle pool stops at once, not after its idle wait.
+    fn idle_wait(&self, mode: u8) -> Option<Lease> {
+        let stop = || self.shared.mode.load(Ordering::Acquire) != mode;
+        self.queue
+            .next_for_until(&self.id, &self.types, IDLE_WAIT, &stop)
+    }
+
     fn run(self) {
         // The job taken along with the last completion, if any.
         let mut held = None;
         loop {
             let lease = match (held.take(), self.shared.mode.load(Ordering::Acquire)) {
                 (Some(lease), _) => Some(lease),
-                (None, RUNNING) => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
+                (None, RUNNING) => self.idle_wait(RUNNING),
                 (None, DRAINING) => match self.queue.try_next_for(&self.id, &self.types) {
                     Some(lease) => Some(lease),
                     // A job still running elsewhere may fail and come back for a retry.
                     None if self.queue.is_drained_for(&self.types) => return,
-                    None => self.queue.next_for(&self.id, &self.types, IDLE_WAIT),
+                    None => self.idle_wait(DRAINING),
                 },
                 (None, _) => return,
             };

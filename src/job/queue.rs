@@ -708,10 +708,6 @@ struct State {
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
-    /// How many times [`JobQueue::wake_all`] has been called (a pool stopping): a taker
-    /// blocked when it changes gives up at once (see [`Inner::wait_and_take`]). Last, so
-    /// that the fields the hot paths use keep their places.
-    stops: u64,
 }
 
 /// The finished jobs kept readable: a ring of the slots of at most `retain` jobs, in
@@ -889,15 +885,11 @@ impl JobQueue {
     }
 
     /// The next ready job, leased to `worker`, waiting up to `timeout` for one.
-    ///
-    /// `None` if none became ready in time, or at once if a [`crate::WorkerPool`] over this
-    /// queue is shut down while this waits (it wakes its idle workers, which wait here too).
     pub fn next(&self, worker: &WorkerId, timeout: Duration) -> Option<Lease> {
         self.inner.take(worker, TypeMask::ALL, Some(timeout))
     }
 
-    /// The next ready job of one of `types`, leased to `worker`, waiting up to `timeout`
-    /// (`None` as [`JobQueue::next`] returns it).
+    /// The next ready job of one of `types`, leased to `worker`, waiting up to `timeout`.
     pub fn next_for(
         &self,
         worker: &WorkerId,
@@ -1135,10 +1127,27 @@ impl JobQueue {
             .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
     }
 
-    /// Makes every taker blocked now return `None` at once, so that a stopping pool's idle
-    /// workers see the stop (see [`Inner::wait_and_take`]).
+    /// [`JobQueue::next_for`], giving up with `None` as soon as `stop` returns true once
+    /// [`JobQueue::wake_all`] has woken it: how a pool's idle worker waits, so that a pool
+    /// that stops is not held up by its workers' idle waits. Other takers are not affected.
+    pub(crate) fn next_for_until(
+        &self,
+        worker: &WorkerId,
+        types: &[JobType],
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Lease> {
+        self.inner
+            .take_until(worker, TypeMask::of(types), Some(timeout), Some(stop))
+    }
+
+    /// Wakes every blocked taker, so that it re-reads the clock and a pool's idle worker its
+    /// stop condition ([`JobQueue::next_for_until`]).
     pub(crate) fn wake_all(&self) {
-        self.inner.state.lock().stops += 1;
+        // Under the lock: a taker checks its stop condition and starts waiting in one hold of
+        // it, so a stop made before this cannot fall between the check and the wait (and be
+        // missed until the wait times out).
+        let _state = self.inner.state.lock();
         self.inner.available.notify_all();
     }
 }
@@ -2279,7 +2288,20 @@ impl Inner {
         })
     }
 
+    #[inline]
     fn take(&self, worker: &WorkerId, mask: TypeMask, timeout: Option<Duration>) -> Option<Lease> {
+        self.take_until(worker, mask, timeout, None)
+    }
+
+    /// [`Inner::take`], whose wait (if any) gives up once `stop` returns true.
+    #[inline(always)]
+    fn take_until(
+        &self,
+        worker: &WorkerId,
+        mask: TypeMask,
+        timeout: Option<Duration>,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Option<Lease> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let now = self.clock.now();
@@ -2289,7 +2311,7 @@ impl Inner {
         if let Some(lease) = self.try_take(st, worker, mask, now) {
             return Some(lease);
         }
-        self.wait_and_take(guard, worker, mask, timeout?, now)
+        self.wait_and_take(guard, worker, mask, timeout?, stop, now)
     }
 
     /// A take that found nothing ready at `now` and may wait up to `timeout`. Out of line, as
@@ -2304,21 +2326,20 @@ impl Inner {
         worker: &WorkerId,
         mask: TypeMask,
         timeout: Duration,
+        stop: Option<&dyn Fn() -> bool>,
         mut now: Timestamp,
     ) -> Option<Lease> {
         // When the waiting started: real time, read only once a take has to wait.
         let started = Instant::now();
-        // A pool that stops wakes its idle workers, which are blocked here and can see the
-        // stop only once this returns. Woken, they used to re-check for a job and wait out
-        // the rest of their timeout (a pool's idle wait, 100 ms): an idle pool took up to
-        // that long to shut down, and a job given back by an interrupted worker meanwhile
-        // was taken by one of them. Whoever else waits here then returns early too, as
-        // after a timeout; a blocked take has to handle `None` anyway.
-        let stops = guard.stops;
         loop {
             let st = &mut *guard;
             let remaining = timeout.checked_sub(started.elapsed())?;
-            if remaining.is_zero() {
+            // A stopping pool wakes its idle workers, which wait here and see the stop only
+            // once this returns. Woken, they used to look for a job and wait out the rest of
+            // their idle wait (100 ms): an idle pool took that long to shut down, and a job
+            // given back meanwhile by an interrupted worker was taken by one of them. Checked
+            // under the lock, before each wait (see `JobQueue::wake_all`).
+            if remaining.is_zero() || stop.is_some_and(|stop| stop()) {
                 return None;
             }
             // Sleep until the next retry or lease deadline, but never past the timeout and
@@ -2335,7 +2356,7 @@ impl Inner {
             st.waiting += 1;
             self.available.wait_for(&mut guard, wait);
             guard.waiting -= 1;
-            if guard.stops != stops {
+            if stop.is_some_and(|stop| stop()) {
                 return None;
             }
             let st = &mut *guard;
@@ -2590,30 +2611,58 @@ mod tests {
         assert_eq!(kept, [None, None, done, done, done]);
     }
 
-    /// A taker blocked when [`JobQueue::wake_all`] is called (a pool stopping) returns at
-    /// once, so that a stopping pool's idle workers see the stop. Before the fix it looked
-    /// for a job and waited out the rest of its timeout (here 5 s; a pool's idle wait is
-    /// 100 ms, and an idle pool took 95.4-96.2 ms to shut down in five runs of a pool test,
-    /// about a millisecond with the fix). Deterministic: the taker is known to be waiting
-    /// once `waiting` is counted, since it counts itself and waits under one lock hold.
+    /// A pool's idle worker, blocked in [`JobQueue::next_for_until`], returns at once when
+    /// its stop condition turns true and [`JobQueue::wake_all`] wakes it, so that a stopping
+    /// pool's idle workers see the stop. Before the fix it looked for a job and waited out
+    /// the rest of its timeout (here 5 s; a pool's idle wait is 100 ms, and an idle pool took
+    /// 95.4-96.2 ms to shut down in five runs of a pool test, about a millisecond with the
+    /// fix). A plain taker woken by the same call waits on: only the pool's own workers give
+    /// up. Deterministic: a taker is known to be waiting once `waiting` counts it, since it
+    /// counts itself and starts waiting in one hold of the lock.
     #[test]
-    fn wake_all_releases_a_blocked_taker_at_once() {
+    fn wake_all_releases_a_pool_worker_at_once_and_no_other_taker() {
+        use std::sync::atomic::AtomicBool;
+
         let queue = JobQueue::builder().build().expect("valid");
-        let taker = {
-            let queue = queue.clone();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let pool_worker = {
+            let (queue, stopped) = (queue.clone(), Arc::clone(&stopped));
             std::thread::spawn(move || {
                 let started = Instant::now();
-                let got = queue.next(&WorkerId::new("w"), Duration::from_secs(5));
+                let stop = || stopped.load(Ordering::Acquire);
+                let types = [JobType::Indexing];
+                let got = queue.next_for_until(
+                    &WorkerId::new("p"),
+                    &types,
+                    Duration::from_secs(5),
+                    &stop,
+                );
                 (got.is_none(), started.elapsed())
             })
         };
-        while queue.inner.state.lock().waiting == 0 {
+        let plain_wait = Duration::from_millis(300);
+        let plain_taker = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let got = queue.next(&WorkerId::new("w"), plain_wait);
+                (got.is_none(), started.elapsed())
+            })
+        };
+        while queue.inner.state.lock().waiting < 2 {
             std::thread::sleep(Duration::from_millis(1));
         }
+        stopped.store(true, Ordering::Release);
         queue.wake_all();
-        let (none, took) = taker.join().expect("the taker returns");
+        let (none, took) = pool_worker.join().expect("the pool worker returns");
         assert!(none, "nothing was ready");
-        assert!(took < Duration::from_secs(2), "returned after {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "the pool worker returned after {took:?}"
+        );
+        let (none, took) = plain_taker.join().expect("the plain taker returns");
+        assert!(none, "nothing was ready");
+        assert!(took >= plain_wait, "the plain taker gave up after {took:?}");
     }
 
     /// Checks what the model tests cannot see from outside: every live job is in exactly the
