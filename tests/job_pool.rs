@@ -228,6 +228,43 @@ fn shutdown_now_does_not_run_a_given_back_job_on_another_worker() {
     assert_eq!(queue.stats().processing, 0);
 }
 
+/// A handler that returns `Interrupted` while the pool is not stopping fails the attempt.
+/// Before the fix the job was given back, and the running pool took it straight again: the
+/// worker spun on it for ever (still Queued after 10 s here, the handler run 8,489,628
+/// times).
+#[test]
+fn interrupted_outside_a_shutdown_is_a_failed_attempt_not_a_spin() {
+    let queue = queue_with_immediate_retries(1);
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b"doc"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |_| Err(JobError::Interrupted))
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while queue.status(id) != Some(JobStatus::Failed) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = pool.shutdown(Shutdown::Now);
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.status(), JobStatus::Failed, "{stats:?}");
+    assert!(
+        job.error_message()
+            .is_some_and(|e| e.contains("Interrupted")),
+        "{:?}",
+        job.error_message()
+    );
+    // One attempt and one retry, each a failure; nothing given back.
+    assert_eq!(
+        (stats.executed, stats.failed, stats.released),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(queue.dead_letters().len(), 1);
+}
+
 #[test]
 fn a_pool_needs_a_handler() {
     let queue = queue_with_immediate_retries(0);

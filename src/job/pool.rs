@@ -10,7 +10,9 @@
 //!
 //! A handler returns `Ok(result)` (complete), `Err(JobError::Failed(..))` (a failed attempt:
 //! retry or dead letter), or `Err(JobError::Interrupted)` (give the job back unrun, see
-//! shutdown). A handler that **panics** is caught with `catch_unwind` and counts as a failed
+//! shutdown; outside a [`Shutdown::Now`] it is a failed attempt, since a job given back to a
+//! running pool is taken straight again, and a handler that keeps returning it would spin a
+//! worker on that job for ever). A handler that **panics** is caught with `catch_unwind` and counts as a failed
 //! attempt with the panic message; the thread survives and takes the next job. So does a
 //! panic of the queue's completion hook, which runs on the completing worker: the completion
 //! stands, and a job leased along with it is given back.
@@ -70,7 +72,9 @@ pub enum JobError {
     /// The attempt failed; the job is retried or dead-lettered.
     #[error("{0}")]
     Failed(String),
-    /// The handler stopped because the pool is shutting down; the job is given back unrun.
+    /// The handler stopped because the pool is shutting down ([`JobContext::stop_requested`]);
+    /// the job is given back unrun. Returned while the pool is not stopping, it counts as a
+    /// failed attempt instead (see the module docs).
     #[error("interrupted by shutdown")]
     Interrupted,
 }
@@ -192,6 +196,11 @@ pub enum PoolError {
         source: std::io::Error,
     },
 }
+
+/// The error of a failed attempt whose handler returned [`JobError::Interrupted`] while the
+/// pool was not stopping.
+const INTERRUPTED_UNASKED: &str =
+    "the handler returned Interrupted while the pool was not stopping";
 
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -482,9 +491,15 @@ impl Worker {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
                 self.queue.fail(lease, error)
             }
-            Ok(Err(JobError::Interrupted)) => {
+            Ok(Err(JobError::Interrupted))
+                if self.shared.mode.load(Ordering::Acquire) == STOPPING =>
+            {
                 self.shared.released.fetch_add(1, Ordering::Relaxed);
                 self.queue.release(lease)
+            }
+            Ok(Err(JobError::Interrupted)) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                self.queue.fail(lease, INTERRUPTED_UNASKED.to_owned())
             }
             Err(panic) => {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
