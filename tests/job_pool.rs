@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use memocache::{
     Cache, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
-    ManualClock, PoolError, RetryConfig, Shutdown, WorkerPool,
+    ManualClock, PoolError, PoolStats, RetryConfig, Shutdown, WorkerPool,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -165,8 +165,9 @@ fn a_drain_leaves_a_delayed_retry_queued_for_a_later_pool() {
     assert_eq!((queue.stats().queued, queue.stats().delayed), (0, 0));
 }
 
-#[test]
-fn shutdown_now_gives_back_an_interrupted_job() {
+/// Runs one long job on a pool of `workers` whose handler heartbeats until
+/// `Shutdown::Now`, then returns `Interrupted`; shuts the pool down once the job started.
+fn interrupt_a_running_job(workers: usize) -> (PoolStats, Job, JobQueue) {
     let queue = queue_with_immediate_retries(0);
     let id = queue
         .submit(Job::new(JobType::Transcription, &b"long audio"[..]))
@@ -183,13 +184,19 @@ fn shutdown_now_gives_back_an_interrupted_job() {
             }
             Err(JobError::Interrupted)
         })
-        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .concurrency(ConcurrencyLimit::new(workers).expect("valid"))
         .start()
         .expect("start");
     assert_eq!(started_rx.recv().expect("handler started"), id);
     let stats = pool.shutdown(Shutdown::Now);
-    assert_eq!((stats.executed, stats.released, stats.failed), (1, 1, 0));
     let job = queue.get(id).expect("known");
+    (stats, job, queue)
+}
+
+#[test]
+fn shutdown_now_gives_back_an_interrupted_job() {
+    let (stats, job, _) = interrupt_a_running_job(1);
+    assert_eq!((stats.executed, stats.released, stats.failed), (1, 1, 0));
     assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
 }
 
@@ -198,32 +205,13 @@ fn shutdown_now_gives_back_an_interrupted_job() {
 /// The workers that are idle at the stop are blocked in the queue (up to their idle wait),
 /// and a job the interrupted worker gives back wakes them: before the fix one took it and
 /// ran it, so `Shutdown::Now` started new work after the stop (two or three runs of the one
-/// job instead of one, in five runs of this test; a handler that does not watch `stop_requested` ran it to the end).
+/// job instead of one, in five runs of this test; a handler that does not watch
+/// `stop_requested` ran it to the end). Two idle workers, so that one is still blocked in the
+/// queue when the job comes back even if the other's idle wait has just run out.
 #[test]
 fn shutdown_now_does_not_run_a_given_back_job_on_another_worker() {
-    let queue = queue_with_immediate_retries(0);
-    let id = queue
-        .submit(Job::new(JobType::Transcription, &b"long audio"[..]))
-        .expect("submit");
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    let pool = WorkerPool::builder(queue.clone())
-        .handler(JobType::Transcription, move |ctx| {
-            let _ = started_tx.lock().send(ctx.job_id());
-            while !ctx.stop_requested() {
-                std::thread::park_timeout(Duration::from_millis(1));
-            }
-            Err(JobError::Interrupted)
-        })
-        // Two idle workers, so that one is still blocked in the queue when the job comes
-        // back even if the other's idle wait has just run out.
-        .concurrency(ConcurrencyLimit::new(3).expect("valid"))
-        .start()
-        .expect("start");
-    assert_eq!(started_rx.recv().expect("handler started"), id);
-    let stats = pool.shutdown(Shutdown::Now);
+    let (stats, job, queue) = interrupt_a_running_job(3);
     assert_eq!((stats.executed, stats.released), (1, 1), "{stats:?}");
-    let job = queue.get(id).expect("known");
     assert_eq!((job.status(), job.retry_count()), (JobStatus::Queued, 0));
     assert_eq!(queue.stats().processing, 0);
 }
