@@ -8,6 +8,17 @@ fn key(i: u64) -> CacheKey {
 }
 
 /// Recounts every shard and checks the global counters and each shard's structure.
+/// A xorshift64 generator from `seed` (not zero): cheap, reproducible randomness for the
+/// stress tests' threads.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 fn recount(cache: &Cache) -> (u64, u64) {
     let mut bytes = 0;
     let mut entries = 0;
@@ -259,13 +270,7 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
         for t in 0..THREADS {
             let (cache, clock) = (&cache, &clock);
             scope.spawn(move || {
-                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
-                let mut next = move || {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state
-                };
+                let mut next = xorshift(0x9E37_79B9_7F4A_7C15 ^ (t + 1));
                 for _ in 0..OPS {
                     let r = next();
                     let k = key(r % KEYS);
@@ -283,7 +288,7 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
                             cache.purge_expired();
                         }
                         _ => {
-                            if t == 0 && (r >> 50) % 8 == 0 {
+                            if t == 0 && (r >> 50).is_multiple_of(8) {
                                 cache.clear();
                             }
                         }
@@ -582,13 +587,7 @@ fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
             let (cache, clock) = (&cache, &clock);
             let (reads, produced, failed) = (&reads, &produced, &failed);
             scope.spawn(move || {
-                let mut state = 0x2545_F491_4F6C_DD1Du64 ^ (t + 1);
-                let mut next = move || {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state
-                };
+                let mut next = xorshift(0x2545_F491_4F6C_DD1D ^ (t + 1));
                 for _ in 0..OPS {
                     let r = next();
                     let k = key(r % 12);
@@ -626,7 +625,7 @@ fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
                             // Two error types, so that some waiters cannot take the error.
                             let _ =
                                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    if (r >> 44) % 2 == 0 {
+                                    if (r >> 44).is_multiple_of(2) {
                                         drop(cache.try_get_or_insert_with(k, || {
                                             load().map_err(|()| ErrorA)
                                         }));
@@ -643,7 +642,7 @@ fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
                         }
                         8 => drop(cache.insert(k, vec![1u8; 50])),
                         _ => {
-                            if (r >> 48) % 2 == 0 {
+                            if (r >> 48).is_multiple_of(2) {
                                 drop(cache.remove(&k));
                             } else {
                                 clock.advance(Duration::from_millis(5));
