@@ -8,6 +8,25 @@ fn key(i: u64) -> CacheKey {
 }
 
 /// Recounts every shard and checks the global counters and each shard's structure.
+/// Every value stored (an insert or an update) has left by exactly one removal cause or is
+/// still there.
+fn assert_every_value_left_once_or_stays(stats: &CacheStats) {
+    let removals: u64 = [
+        RemovalCause::Size,
+        RemovalCause::Expired,
+        RemovalCause::Removed,
+        RemovalCause::Replaced,
+    ]
+    .into_iter()
+    .map(|cause| stats.removals(cause))
+    .sum();
+    assert_eq!(
+        stats.inserts + stats.updates,
+        removals + stats.entries,
+        "{stats:?}"
+    );
+}
+
 /// A xorshift64 generator from `seed` (not zero): cheap, reproducible randomness for the
 /// stress tests' threads.
 fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
@@ -308,16 +327,7 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
     assert_eq!(cache.len(), untimed, "a timed entry outlived its deadline");
     assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
     let stats = cache.stats();
-    let removals: u64 = [
-        RemovalCause::Size,
-        RemovalCause::Expired,
-        RemovalCause::Removed,
-        RemovalCause::Replaced,
-    ]
-    .into_iter()
-    .map(|cause| stats.removals(cause))
-    .sum();
-    assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
+    assert_every_value_left_once_or_stays(&stats);
 }
 
 /// Every way a load can end — a value, a loader error, a value too large to store, a panic,
@@ -669,14 +679,5 @@ fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
         failed.load(Ordering::Relaxed),
         "{stats:?}"
     );
-    let removals: u64 = [
-        RemovalCause::Size,
-        RemovalCause::Expired,
-        RemovalCause::Removed,
-        RemovalCause::Replaced,
-    ]
-    .into_iter()
-    .map(|cause| stats.removals(cause))
-    .sum();
-    assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
+    assert_every_value_left_once_or_stays(&stats);
 }
