@@ -1002,3 +1002,123 @@ fn skipping_the_whole_file_memo_reads_once_stores_chunks_only() {
     assert!(calls.take().is_empty());
     assert_eq!(again.result, out.result);
 }
+
+/// A chunk function that panics stops the run like a failure: the caller gets the original
+/// payload, later chunks are never started, the chunks finished before it stay memoized, and
+/// the same processor runs again (no worker was lost) computing only what is missing.
+#[test]
+fn a_panicking_chunk_function_fails_the_run_with_its_payload_and_keeps_finished_chunks() {
+    let data = input(4);
+    let cache = cache();
+    // One worker: the order of calls, and so what was finished before the panic, is fixed.
+    let p = processor(&cache, 1, no_retry());
+    let calls = Calls::default();
+    let panicking = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        if chunk.index() == 2 {
+            panic!("boom in chunk 2");
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.process_reader(Cursor::new(&data), &panicking, RunOptions::new())
+    }))
+    .expect_err("the panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom in chunk 2"));
+    assert_eq!(calls.take(), [0, 1, 2], "no chunk starts after the panic");
+
+    let f = |chunk: &AudioChunk| {
+        calls.record(chunk);
+        Ok::<_, String>(describe(chunk))
+    };
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(texts(&out), expected(&data));
+    assert_eq!((out.computed, out.cached), (2, 2));
+    assert_eq!(calls.take(), [2, 3]);
+}
+
+/// A progress callback that panics stops the run the same way, with its own payload; the chunk
+/// it was reporting was already memoized.
+#[test]
+fn a_panicking_progress_callback_fails_the_run_with_its_payload() {
+    let data = input(3);
+    let cache = cache();
+    let p = processor(&cache, 2, no_retry());
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let options = RunOptions::new().on_progress(|progress: &Progress| {
+            if progress.chunks_done == 1 {
+                panic!("progress callback broke");
+            }
+        });
+        p.process_reader(Cursor::new(&data), &f, options)
+    }))
+    .expect_err("the panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"progress callback broke")
+    );
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(texts(&out), expected(&data));
+    assert!(out.cached >= 1, "the reported chunk was memoized: {out:?}");
+}
+
+/// Inputs of exactly one chunk, one byte more, and one byte: chunk count, sizes, and progress
+/// ending with every byte and chunk counted exactly once.
+#[test]
+fn inputs_at_the_chunk_boundary() {
+    let data = input(2);
+    for len in [
+        1,
+        CHUNK as usize - 1,
+        CHUNK as usize,
+        CHUNK as usize + 1,
+        2 * CHUNK as usize,
+    ] {
+        let data = &data[..len];
+        let last = Mutex::new(None::<Progress>);
+        let sizes = |chunk: &AudioChunk| {
+            Ok::<_, String>(ChunkResult::from_text(chunk.data().len().to_string()))
+        };
+        let options = RunOptions::new().on_progress(|progress: &Progress| {
+            let mut last = last.lock();
+            if let Some(before) = *last {
+                assert!(progress.chunks_done >= before.chunks_done, "{len}");
+                assert!(progress.bytes_done >= before.bytes_done, "{len}");
+            }
+            assert!(
+                progress.chunks_done <= progress.chunks_total,
+                "{len}: {progress:?}"
+            );
+            assert!(
+                progress.bytes_done <= progress.bytes_total,
+                "{len}: {progress:?}"
+            );
+            *last = Some(*progress);
+        });
+        let out = processor(&cache(), 2, no_retry())
+            .process_reader(Cursor::new(data), &sizes, options)
+            .unwrap();
+        let want: Vec<String> = data
+            .chunks(CHUNK as usize)
+            .map(|c| c.len().to_string())
+            .collect();
+        assert_eq!(texts(&out), want, "{len}");
+        let last = last.lock().expect("progress was reported");
+        assert_eq!(
+            (
+                last.chunks_done,
+                last.chunks_total,
+                last.bytes_done,
+                last.bytes_total
+            ),
+            (want.len(), want.len(), len as u64, len as u64),
+            "{len}"
+        );
+        assert_eq!(last.fraction(), 1.0);
+    }
+}

@@ -440,3 +440,57 @@ mod model {
         }
     }
 }
+
+/// Edge cases of the rule's inputs: a window longer than the registry's retention reads what
+/// is retained (no more, no panic); a label set matches whatever order its pairs were given in;
+/// NaN never meets a threshold and +∞ meets `GreaterThan`.
+#[test]
+fn long_windows_label_order_and_non_finite_gauges() {
+    let mut t = setup();
+    // Retention is 600 s; the window a day.
+    let load = t
+        .registry
+        .gauge("load", "", &[("host", "a"), ("dc", "x")])
+        .unwrap();
+    let rule = AlertRule::new(
+        "load high",
+        "load",
+        Threshold::greater_than(10.0).unwrap(),
+        Severity::Warning,
+        86_400 * SECOND,
+    )
+    .with_aggregation(Aggregation::Average)
+    .with_label("dc", "x")
+    .with_label("host", "a")
+    .with_channel("pager");
+    let id = t.alerts.add_rule(rule);
+    load.set(100.0);
+    t.clock.advance(700 * SECOND); // the 100 leaves the retention
+    load.set(1.0);
+    assert!(
+        t.alerts.evaluate().is_empty(),
+        "only the retained 1.0 counts"
+    );
+    load.set(40.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, Some(20.5));
+
+    // Last: NaN is no threshold's, and resolves; +∞ fires again, once.
+    let mut rule = t.alerts.remove_rule(id).unwrap();
+    rule = rule.with_aggregation(Aggregation::Last);
+    let id = t.alerts.add_rule(rule);
+    load.set(f64::NAN);
+    assert!(t.alerts.evaluate().is_empty());
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    load.set(f64::INFINITY);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].transition, AlertTransition::Firing);
+    assert!(t.alerts.evaluate().is_empty());
+    load.set(f64::NAN);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(t.pager.notifications().len(), 3);
+}
