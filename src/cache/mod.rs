@@ -85,7 +85,7 @@ use stats::{Counter, StripedCounters};
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
-use crate::time::{SharedClock, Ttl};
+use crate::time::{SharedClock, Timestamp, Ttl};
 
 /// Why an entry left the cache, as told to the eviction listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1166,8 +1166,9 @@ impl Cache {
     /// Stores restored entries: the most valuable ones that fit the room left in the budget
     /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
     /// so that the queues come back in their old order. Entries with no time left are the
-    /// caller's to drop.
-    pub(crate) fn import(&self, images: Vec<EntryImage>) -> ImportOutcome {
+    /// caller's to drop. Deadlines count from `now`, a reading of this cache's clock that the
+    /// caller took no later than the wall-clock time it measured the TTLs left at.
+    pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
         let inner = &self.inner;
         let mut outcome = ImportOutcome::default();
         let chosen = self.choose_for_import(
@@ -1176,7 +1177,7 @@ impl Cache {
             |image| CacheEntry::charged_size(image.value.len()) as u64,
             &mut outcome,
         );
-        let now = inner.clock.now().as_nanos();
+        let now = now.as_nanos();
         // Every chosen entry is stored even if the listener panics (it hears of replaced
         // values); the panic is re-raised after.
         let mut panicked = ListenerPanic::default();

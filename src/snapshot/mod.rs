@@ -198,6 +198,7 @@ pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
+use crate::time::Timestamp;
 use format::Keep;
 
 /// Buffer size for reading and writing snapshot files. Values larger than this bypass it:
@@ -672,7 +673,9 @@ impl Cache {
                 freq: record.freq,
                 main: record.main,
             });
-        let mut report = self.restore(scan.saved_at, entries, SystemTime::now());
+        // The cache's clock first, then the wall clock: see `restore`.
+        let clock_now = self.clock().now();
+        let mut report = self.restore(scan.saved_at, entries, SystemTime::now(), clock_now);
         report.file_bytes = file_bytes;
         Ok(report)
     }
@@ -684,7 +687,9 @@ impl Cache {
     /// the live entries, the most valuable by the eviction policy's ranking (main queue
     /// first, then frequency, then access count) that fit the room left in the byte budget
     /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
-    /// make room. An entry whose key is already present replaces it.
+    /// make room. An entry whose key is already present replaces it. What is left counts
+    /// from this cache's clock as read during the call, so pass the wall-clock time of just
+    /// before it: a `now` taken earlier makes every restored entry live that much longer.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
         let entries = snapshot.entries.into_iter().map(|entry| Restorable {
             key: entry.key,
@@ -695,16 +700,24 @@ impl Cache {
             freq: entry.freq,
             main: entry.main,
         });
-        self.restore(snapshot.saved_at, entries, now)
+        let clock_now = self.clock().now();
+        self.restore(snapshot.saved_at, entries, now, clock_now)
     }
 
     /// [`Cache::restore_snapshot`] over entries whose values may be missing: a live entry
     /// without its value was left out by a load's first pass.
+    ///
+    /// `clock_now` is the cache's clock read no later than the wall-clock `now`: deadlines are
+    /// `clock_now` plus what is left at `now`, so they err on the short side by the time
+    /// between the two readings. (The import read its own clock after collecting and
+    /// sorting every entry, which made each restored entry live that much longer than its
+    /// TTL — an expired entry could be returned.)
     fn restore(
         &self,
         saved_at: SystemTime,
         entries: impl Iterator<Item = Restorable>,
         now: SystemTime,
+        clock_now: Timestamp,
     ) -> SnapshotReport {
         let elapsed = since(saved_at, now);
         let mut report = SnapshotReport::new(saved_at);
@@ -732,7 +745,7 @@ impl Cache {
                 main: entry.main,
             });
         }
-        let outcome = self.import(images);
+        let outcome = self.import(images, clock_now);
         report.restored = outcome.restored as u64;
         report.restored_bytes = outcome.restored_bytes;
         report.left_out += outcome.left_out as u64;

@@ -541,3 +541,58 @@ fn a_save_keeps_the_owner_and_group_of_the_file_it_replaces() {
     assert_eq!(saved.permissions().mode() & 0o7777, 0o640);
     assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 2);
 }
+
+/// A clock on the wall clock's scale (nanoseconds since the Unix epoch) whose every reading
+/// takes `lag` before and after it is sampled, as on a preempted thread: whatever a load
+/// does between reading the wall clock and reading the cache's clock then takes real time.
+#[derive(Debug)]
+struct LaggingWallClock {
+    lag: Duration,
+}
+
+impl crate::time::Clock for LaggingWallClock {
+    fn now(&self) -> crate::time::Timestamp {
+        std::thread::sleep(self.lag);
+        let nanos = since(SystemTime::UNIX_EPOCH, SystemTime::now()).as_nanos();
+        std::thread::sleep(self.lag);
+        crate::time::Timestamp::from_nanos(u64::try_from(nanos).expect("before 2554"))
+    }
+}
+
+/// A restored entry must expire no later than the snapshot says (saved_at + TTL left), or
+/// a get could return it after its TTL ran out. The import used to read the cache's clock
+/// after the wall clock that the elapsed time was measured with, so every restored
+/// deadline was late by the time in between (here at least `lag`, with a real clock the
+/// time to collect and sort the entries).
+#[test]
+fn a_restored_deadline_is_never_later_than_the_saved_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let key = CacheKey::from_content(b"lagging", "ttl").expect("key");
+    let saver = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    saver
+        .insert_with_ttl(key, "v", crate::Ttl::seconds(60).expect("ttl"))
+        .expect("inserts");
+    saver.save_snapshot(&path).expect("saves");
+    let file = read_snapshot_file(&path).expect("reads");
+    let saved = &file.entries[0];
+    let saved_deadline =
+        since(SystemTime::UNIX_EPOCH, file.saved_at) + saved.ttl_remaining.expect("has a TTL");
+
+    let lag = Duration::from_millis(50);
+    let loader = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(LaggingWallClock { lag })
+        .build()
+        .expect("builds");
+    let report = loader.load_snapshot(&path).expect("loads");
+    assert_eq!(report.restored, 1);
+    let entry = loader.entry(&key).expect("restored and live");
+    let deadline = entry.expires_at().expect("has a TTL").as_nanos();
+    let saved_deadline = u64::try_from(saved_deadline.as_nanos()).expect("fits");
+    assert!(
+        deadline <= saved_deadline,
+        "restored deadline is {} ns past the saved one",
+        deadline - saved_deadline
+    );
+}
