@@ -164,3 +164,39 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
         "padded: allocated {largest} bytes"
     );
 }
+
+/// A sparse file can really be terabytes long while taking no disk, so checking a value's
+/// length against the bytes left in the file does not make its allocation feasible: the
+/// reader reserved the whole value up front and the process aborted ("memory allocation of
+/// 8796093022208 bytes failed") when the allocator refused. A refused reservation is an
+/// error instead.
+#[test]
+fn a_value_too_large_to_allocate_in_a_sparse_file_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sparse.snap");
+    // 8 TiB: within ext4's 16 TiB file size limit, beyond any machine's memory here.
+    let claim: u64 = 1 << 43;
+    let bytes = snapshot_claiming(claim, 0);
+    let file = std::fs::File::create(&path).expect("creates");
+    std::io::Write::write_all(&mut &file, &bytes).expect("writes");
+    if file.set_len(bytes.len() as u64 + claim).is_err() {
+        eprintln!("skipped: this file system does not hold an 8 TiB sparse file");
+        return;
+    }
+    drop(file);
+    let result = memocache::snapshot::read_snapshot_file(&path);
+    assert!(
+        matches!(&result, Err(SnapshotError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::OutOfMemory),
+        "{result:?}"
+    );
+    // A cache whose byte budget holds the value keeps it, so it reads it the same way.
+    let unbounded = Cache::builder().max_bytes(1 << 50).build().expect("builds");
+    let result = unbounded.load_snapshot(&path);
+    assert!(
+        matches!(&result, Err(SnapshotError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::OutOfMemory),
+        "{result:?}"
+    );
+    assert!(unbounded.is_empty());
+}

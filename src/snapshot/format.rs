@@ -786,7 +786,19 @@ impl<R: Read> Decoder<R> {
         };
         let reserve =
             usize::try_from(reserve).map_err(|_| SnapshotError::Truncated { at: self.pos })?;
-        let mut value = Vec::with_capacity(reserve);
+        // Fallible: a length within the file's size can still be more than memory holds (a
+        // sparse file is terabytes long on no disk), and `with_capacity` aborts the process
+        // when the allocator refuses.
+        let mut value = Vec::new();
+        value
+            .try_reserve_exact(reserve)
+            .map_err(|_| SnapshotError::Io {
+                action: format!(
+                    "allocating {reserve} bytes for the value at byte {} of {}",
+                    self.pos, self.name
+                ),
+                source: io::ErrorKind::OutOfMemory.into(),
+            })?;
         let read = (&mut self.input).take(len).read_to_end(&mut value);
         self.pos += value.len() as u64;
         read.map_err(|e| self.io_error(e))?;

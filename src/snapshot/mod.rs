@@ -82,6 +82,8 @@
 //! * **Untrusted input.** Every length in the file is bounded: record heads by a fixed
 //!   maximum, values by the bytes left in the file (or, for a reader of unknown length, by
 //!   the bytes that actually arrive), so a corrupt length is an error, not a huge allocation.
+//!   (A sparse file can be terabytes long on no disk: a value the allocator refuses is an
+//!   error too, never an abort.)
 //!   The block size has a minimum, so the list of block digests a reader computes is at most
 //!   half the size of the record stream it read, and the stored list is read only once its
 //!   length matched that computed count. Prefixes are collected as strings while reading and
