@@ -224,6 +224,59 @@ fn loading_into_a_full_cache_restores_only_what_fits_and_evicts_nothing() {
     assert!((100..105).all(|i| full.contains_key(&key(i))));
 }
 
+/// "Existing entries are never evicted to make room" must hold when the cache fills up
+/// while a load runs. The room is measured before the entries are stored; writers (here
+/// the eviction listener, which hears of the restored value it replaces) can take it in
+/// between, and the restore then evicted their entries to store its own.
+#[test]
+fn a_load_evicts_nothing_even_when_writers_fill_the_cache_meanwhile() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saver = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    saver.insert(key(1), "restored first").expect("inserts");
+    saver.insert(key(2), "restored second").expect("inserts");
+    // Read key 2, so that it ranks higher and is stored after key 1.
+    for _ in 0..3 {
+        assert!(saver.get(&key(2)).is_some());
+    }
+    saver.save_snapshot(&path).expect("saves");
+
+    let this: Arc<OnceLock<Cache>> = Arc::new(OnceLock::new());
+    let filled = Arc::new(AtomicBool::new(false));
+    let loader = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(3)
+        .eviction_listener({
+            let this = Arc::clone(&this);
+            let filled = Arc::clone(&filled);
+            move |_, _, _| {
+                // Once, when key 1's restore replaces its resident value: two writers'
+                // entries take the room left.
+                if let Some(cache) = this.get()
+                    && !filled.swap(true, Ordering::SeqCst)
+                {
+                    cache.insert(key(101), "writer").expect("inserts");
+                    cache.insert(key(102), "writer").expect("inserts");
+                }
+            }
+        })
+        .build()
+        .expect("builds");
+    assert!(this.set(loader.clone()).is_ok());
+    loader.insert(key(1), "resident").expect("inserts");
+
+    let report = loader.load_snapshot(&path).expect("loads");
+    assert!(filled.load(Ordering::SeqCst), "the listener ran");
+    for k in [1, 101, 102] {
+        assert!(loader.contains_key(&key(k)), "key {k} was evicted");
+    }
+    assert!(!loader.contains_key(&key(2)), "no room was left for key 2");
+    assert_eq!((report.restored, report.left_out), (1, 1));
+}
+
 #[test]
 fn the_builder_restores_from_a_snapshot() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -713,7 +713,7 @@ impl Inner {
     ) -> Result<(), CacheError> {
         let now = self.clock.now().as_nanos();
         let expires_at = ttl.map_or(NEVER, |ttl| deadline(now, ttl.as_nanos()));
-        self.store(
+        self.store::<true>(
             hash,
             NewEntry {
                 key,
@@ -727,12 +727,23 @@ impl Inner {
             },
             removed,
         )
+        .map(|_| ())
     }
 
     /// Stores `entry`; adds the removals it caused to `removed`, for the caller to report.
     /// (Passed in rather than returned: moving them out through a `Result` cost an evicting
     /// insert about 28 instructions, by callgrind.)
-    fn store(&self, hash: u64, entry: NewEntry, removed: &mut Removed) -> Result<(), CacheError> {
+    ///
+    /// With `EVICT` false, nothing is evicted: an entry that does not fit the room left is
+    /// not stored, and `Ok(false)` says so. A snapshot restore stores that way, because it
+    /// promises to evict nothing, and the room it measured before storing may have been
+    /// taken by other writers since. With `EVICT` true the result is always `Ok(true)`.
+    fn store<const EVICT: bool>(
+        &self,
+        hash: u64,
+        entry: NewEntry,
+        removed: &mut Removed,
+    ) -> Result<bool, CacheError> {
         let charge = CacheEntry::charged_size(entry.value.len()) as u64;
         if charge > self.max_bytes {
             return Err(CacheError::TooLarge {
@@ -757,21 +768,26 @@ impl Inner {
                 Some(old) => {
                     charge <= old
                         || self.try_reserve_bytes(charge - old)
-                        || self.make_room_for_growth(
-                            &mut shard,
-                            hash,
-                            &key,
-                            charge - old,
-                            now,
-                            removed,
-                        )
+                        || (EVICT
+                            && self.make_room_for_growth(
+                                &mut shard,
+                                hash,
+                                &key,
+                                charge - old,
+                                now,
+                                removed,
+                            ))
                 }
                 None => {
-                    self.try_reserve(charge) || self.make_room(&mut shard, charge, now, removed)
+                    self.try_reserve(charge)
+                        || (EVICT && self.make_room(&mut shard, charge, now, removed))
                 }
             };
             if fits {
                 break shard;
+            }
+            if !EVICT {
+                return Ok(false);
             }
             drop(shard);
             // An update's own shard has nothing left to evict but the key being updated:
@@ -806,7 +822,7 @@ impl Inner {
             }
             None => counters.bump(Counter::Inserts),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reserves `charge` bytes and one entry if both fit.
@@ -1187,7 +1203,8 @@ impl Cache {
                 deadline(now, u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
             });
             let mut removed = Removed::new();
-            let stored = inner.store(
+            // Without evicting: writers may have taken the room chosen against above.
+            let stored = inner.store::<false>(
                 inner.hasher.hash(&image.key),
                 NewEntry {
                     key: image.key,
@@ -1202,10 +1219,12 @@ impl Cache {
                 &mut removed,
             );
             inner.report(removed, &mut panicked);
-            // Charges were checked against the budget above, so the store cannot be refused.
-            if stored.is_ok() {
+            if let Ok(true) = stored {
                 outcome.restored += 1;
                 outcome.restored_bytes += charge;
+            } else {
+                outcome.left_out += 1;
+                outcome.left_out_bytes += charge;
             }
         }
         panicked.resume();
