@@ -510,9 +510,12 @@ impl Cache {
         path: &Path,
         sync_dir: fn(&Path) -> io::Result<()>,
     ) -> Result<SnapshotReport, SnapshotError> {
+        // The wall clock first: TTLs are counted from `start` but stored as counting from
+        // `saved_at`, so `saved_at` must not be later than `start` or every saved deadline
+        // is late by the time between the readings.
+        let saved_at = SystemTime::now();
         let clock = self.clock();
         let start = clock.now();
-        let saved_at = SystemTime::now();
         let mut report = SnapshotReport::new(saved_at);
         let replaced = file::replace_atomically(path, sync_dir, |file| {
             let out = BufWriter::with_capacity(IO_BUFFER, file);

@@ -542,19 +542,33 @@ fn a_save_keeps_the_owner_and_group_of_the_file_it_replaces() {
     assert_eq!(read_snapshot_file(&path).expect("reads").entries.len(), 2);
 }
 
-/// A clock on the wall clock's scale (nanoseconds since the Unix epoch) whose every reading
-/// takes `lag` before and after it is sampled, as on a preempted thread: whatever a load
-/// does between reading the wall clock and reading the cache's clock then takes real time.
+/// A clock on the wall clock's scale (nanoseconds since the Unix epoch) whose readings take
+/// `lag`, as on a preempted thread, so that what a save or load does between reading the
+/// wall clock and reading the cache's clock takes real time: with `every_reading`, every
+/// reading lags before and after it is sampled; otherwise only the first reading after
+/// `armed` is set lags, after it is sampled.
 #[derive(Debug)]
 struct LaggingWallClock {
     lag: Duration,
+    every_reading: bool,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl crate::time::Clock for LaggingWallClock {
     fn now(&self) -> crate::time::Timestamp {
-        std::thread::sleep(self.lag);
+        let around = if self.every_reading {
+            self.lag
+        } else {
+            Duration::ZERO
+        };
+        let after = if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.lag
+        } else {
+            around
+        };
+        std::thread::sleep(around);
         let nanos = since(SystemTime::UNIX_EPOCH, SystemTime::now()).as_nanos();
-        std::thread::sleep(self.lag);
+        std::thread::sleep(after);
         crate::time::Timestamp::from_nanos(u64::try_from(nanos).expect("before 2554"))
     }
 }
@@ -582,7 +596,11 @@ fn a_restored_deadline_is_never_later_than_the_saved_one() {
     let lag = Duration::from_millis(50);
     let loader = Cache::builder()
         .max_bytes(1 << 20)
-        .clock(LaggingWallClock { lag })
+        .clock(LaggingWallClock {
+            lag,
+            every_reading: true,
+            armed: Default::default(),
+        })
         .build()
         .expect("builds");
     let report = loader.load_snapshot(&path).expect("loads");
@@ -594,5 +612,49 @@ fn a_restored_deadline_is_never_later_than_the_saved_one() {
         deadline <= saved_deadline,
         "restored deadline is {} ns past the saved one",
         deadline - saved_deadline
+    );
+}
+
+/// The saved TTL is counted from the cache-clock reading a save starts with but labelled
+/// with the wall-clock save time: that time must not be later than the reading, or every
+/// saved deadline is late by the gap. The save read the cache's clock first, so a thread
+/// preempted between the two readings saved deadlines that late (here `lag`).
+#[test]
+fn a_saved_deadline_is_never_later_than_the_entry_s() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let key = CacheKey::from_content(b"lagging", "ttl").expect("key");
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(LaggingWallClock {
+            lag: Duration::from_millis(50),
+            every_reading: false,
+            armed: std::sync::Arc::clone(&armed),
+        })
+        .build()
+        .expect("builds");
+    cache
+        .insert_with_ttl(key, "v", crate::Ttl::seconds(60).expect("ttl"))
+        .expect("inserts");
+    let deadline = cache
+        .entry(&key)
+        .and_then(|entry| entry.expires_at())
+        .expect("has a TTL")
+        .as_nanos();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    cache.save_snapshot(&path).expect("saves");
+    assert!(
+        !armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the save read the clock"
+    );
+    let file = read_snapshot_file(&path).expect("reads");
+    let saved = since(SystemTime::UNIX_EPOCH, file.saved_at)
+        + file.entries[0].ttl_remaining.expect("has a TTL");
+    let saved = u64::try_from(saved.as_nanos()).expect("fits");
+    assert!(
+        saved <= deadline,
+        "saved deadline is {} ns past the entry's",
+        saved - deadline
     );
 }
