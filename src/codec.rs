@@ -14,6 +14,11 @@
 //! limit counts the in-memory size of what is decoded, at most 16 bytes per input byte (a
 //! `u128` from a one-byte varint), so a limit of at least 16 times the input never refuses a
 //! valid encoding, and a corrupt length can claim at most that much (and at least 64 KiB).
+//! Sequences are the exception: bincode does not count them against the limit, and serde
+//! preallocates up to 1 MiB for one whatever its claimed length (nine bytes decoded as a
+//! `Vec<u64>` or `Vec<u8>` request 1 MiB), bounded but more than the limit. Nor is the
+//! count of a sequence of zero-sized values (`Vec<()>`) bounded: decoding loops as many
+//! times as it claims (a known defect, see the ignored test in this module).
 //! [`decode_from`] cannot know how much its reader holds and keeps the fixed limit: use it
 //! only on trusted input.
 //!
