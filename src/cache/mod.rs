@@ -1181,7 +1181,8 @@ impl Cache {
 
     /// Stores restored entries: the most valuable ones that fit the room left in the budget
     /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
-    /// so that the queues come back in their old order. Entries with no time left are the
+    /// so that the queues come back in their old order. Nothing is evicted: an entry whose
+    /// room other writers took meanwhile is left out. Entries with no time left are the
     /// caller's to drop. Deadlines count from `now`, a reading of this cache's clock that the
     /// caller took no later than the wall-clock time it measured the TTLs left at.
     pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
