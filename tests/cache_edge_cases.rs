@@ -1493,12 +1493,7 @@ mod listener_model {
                 prop_assert_eq!(cache.size_bytes(), charges, "{:?}", op);
                 let stats = cache.stats();
                 prop_assert_eq!(stats.inserts + stats.updates, stores);
-                for cause in [
-                    RemovalCause::Size,
-                    RemovalCause::Expired,
-                    RemovalCause::Replaced,
-                    RemovalCause::Removed,
-                ] {
+                for cause in RemovalCause::ALL {
                     prop_assert_eq!(stats.removals(cause), reported[cause as usize], "{:?}", cause);
                 }
             }

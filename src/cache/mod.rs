@@ -100,6 +100,16 @@ pub enum RemovalCause {
     Removed,
 }
 
+impl RemovalCause {
+    /// Every cause, in declaration order (to total [`CacheStats::removals`] over them, say).
+    pub const ALL: [RemovalCause; 4] = [
+        RemovalCause::Size,
+        RemovalCause::Expired,
+        RemovalCause::Replaced,
+        RemovalCause::Removed,
+    ];
+}
+
 /// Errors of the cache engine.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -11,15 +11,10 @@ fn key(i: u64) -> CacheKey {
 /// Every value stored (an insert or an update) has left by exactly one removal cause or is
 /// still there.
 fn assert_every_value_left_once_or_stays(stats: &CacheStats) {
-    let removals: u64 = [
-        RemovalCause::Size,
-        RemovalCause::Expired,
-        RemovalCause::Removed,
-        RemovalCause::Replaced,
-    ]
-    .into_iter()
-    .map(|cause| stats.removals(cause))
-    .sum();
+    let removals: u64 = RemovalCause::ALL
+        .into_iter()
+        .map(|cause| stats.removals(cause))
+        .sum();
     assert_eq!(
         stats.inserts + stats.updates,
         removals + stats.entries,
@@ -680,4 +675,13 @@ fn concurrent_loads_of_every_outcome_keep_the_stats_exact() {
         "{stats:?}"
     );
     assert_every_value_left_once_or_stays(&stats);
+}
+
+/// `RemovalCause::ALL` lists every cause once, in declaration order (callers index by
+/// `cause as usize`).
+#[test]
+fn removal_cause_all_is_in_declaration_order() {
+    for (i, cause) in RemovalCause::ALL.into_iter().enumerate() {
+        assert_eq!(cause as usize, i, "{cause:?}");
+    }
 }

@@ -620,7 +620,7 @@ fn a_restored_deadline_is_never_later_than_the_saved_one() {
 /// saved deadline is late by the gap. The save read the cache's clock first, so a thread
 /// preempted between the two readings saved deadlines that late (here `lag`).
 #[test]
-fn a_saved_deadline_is_never_later_than_the_entry_s() {
+fn a_saved_deadline_is_never_later_than_the_entrys_deadline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
     let key = CacheKey::from_content(b"lagging", "ttl").expect("key");

@@ -155,15 +155,10 @@ fn stats_count_every_kind_of_operation() {
     assert_eq!(stats.entries, cache.len() as u64);
     assert!((stats.hit_ratio() - 0.4).abs() < 1e-12);
     // Every stored value left by exactly one cause or is still there.
-    let removals: u64 = [
-        RemovalCause::Size,
-        RemovalCause::Expired,
-        RemovalCause::Removed,
-        RemovalCause::Replaced,
-    ]
-    .into_iter()
-    .map(|c| stats.removals(c))
-    .sum();
+    let removals: u64 = RemovalCause::ALL
+        .into_iter()
+        .map(|c| stats.removals(c))
+        .sum();
     assert_eq!(stats.inserts + stats.updates, removals + stats.entries);
 }
 

@@ -35,15 +35,8 @@ fn collect<T>(results: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
         .collect()
 }
 
-const CAUSES: [RemovalCause; 4] = [
-    RemovalCause::Size,
-    RemovalCause::Expired,
-    RemovalCause::Replaced,
-    RemovalCause::Removed,
-];
-
 fn cause_index(cause: RemovalCause) -> usize {
-    CAUSES
+    RemovalCause::ALL
         .iter()
         .position(|&c| c == cause)
         .expect("a known cause")
@@ -218,7 +211,7 @@ fn run_stress(shards: usize, seed: u64) {
 
     let stats = cache.stats();
     assert_eq!(stats.inserts + stats.updates, stored);
-    for cause in CAUSES {
+    for cause in RemovalCause::ALL {
         assert_eq!(
             stats.removals(cause),
             tally.entries[cause_index(cause)].load(Ordering::Relaxed),
