@@ -2,11 +2,13 @@
 //! one `memocache: error:` line on stderr and status 1 — missing and garbled arguments, a trace
 //! cut inside a record, a cache directory that cannot be one, a corrupt snapshot in it, and
 //! audio the splitter refuses — and switching engines over one cache directory never serves
-//! the previous engine's words.
+//! the previous engine's words. Output and interruption (session 15): a curve that cannot be
+//! written whole leaves the previous one.
 
 #![cfg(feature = "cli")]
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 mod cli_support;
 
@@ -184,4 +186,69 @@ fn the_printed_transcript_key_is_the_pipelines() {
     let output = memocache(&["key", path(&audio)]);
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     assert_eq!(printed, format!("content:{hash}"));
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("a readable dir")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The curve was written in place: a write that failed part-way (a full disk) had already
+/// truncated the file, so the previous curve was lost and the first 2 KiB of the new one left
+/// in its place, behind an error line.
+#[cfg(unix)]
+#[test]
+fn a_curve_that_cannot_be_written_whole_leaves_the_previous_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("loop.trace");
+    std::fs::write(&trace, "1\n2\n3\n".repeat(10)).expect("writable");
+    let out = dir.path().join("curve.svg");
+    let previous = "<svg>the previous curve</svg>";
+    std::fs::write(&out, previous).expect("writable");
+    // `ulimit -f 4` caps a file the command writes at 2 KiB (a curve is over 10 KiB); with
+    // SIGXFSZ ignored (which `exec` keeps), a write past it fails with EFBIG, as one on a
+    // full disk fails with ENOSPC.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 4; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .args(["replay", path(&trace), "--capacity", "2", "--curve"])
+        .arg(&out)
+        .output()
+        .expect("run sh");
+    let line = one_error_line(&output);
+    assert!(line.contains("cannot write the curve"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("still there"),
+        previous
+    );
+    // The temporary file is gone with the failed write.
+    assert_eq!(names(dir.path()), ["curve.svg", "loop.trace"]);
+
+    // Without the limit, the new curve replaces the old one, with a new file's permissions.
+    let line = memocache(&[
+        "replay",
+        path(&trace),
+        "--capacity",
+        "2",
+        "--curve",
+        path(&out),
+    ]);
+    assert!(line.status.success());
+    assert!(
+        std::fs::read_to_string(&out)
+            .expect("written")
+            .contains("</svg>")
+    );
+    assert_eq!(names(dir.path()), ["curve.svg", "loop.trace"]);
 }

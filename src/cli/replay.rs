@@ -25,9 +25,10 @@
 //!   requested one) only need hit ratios, so they are spread over the available cores.
 //! * **The SVG is rendered to memory, then written.** plotters' SVG backend needs no system
 //!   fonts (it writes `<text>` elements and the viewer picks the font); rendering to a string
-//!   first means a failed write is reported as one clear I/O error and never leaves a
-//!   half-drawn file. The output folder is checked before any replay so a wrong path fails
-//!   fast.
+//!   first means a failed write is reported as one clear I/O error, and writing it to a
+//!   temporary file renamed over the target means a failed write never leaves a half-drawn
+//!   file nor costs the previous curve. The output folder is checked before any replay so a
+//!   wrong path fails fast.
 //! * **memocache's ratio is not bit-for-bit repeatable**: the engine seeds its key hash per
 //!   cache (against hash flooding), which changes how keys spread over shards, so its hit
 //!   ratio moves by a few hundredths of a percent between runs. LRU and OPT are exact.
@@ -419,8 +420,49 @@ fn check_output_folder(out: &Path) -> Result<(), String> {
 fn draw_curve(out: &Path, title: &str, curve: &Curve, requested: usize) -> Result<(), String> {
     let svg =
         render_svg(title, curve, requested).map_err(|e| format!("cannot draw the curve: {e}"))?;
-    std::fs::write(out, svg)
+    replace_file(out, svg.as_bytes())
         .map_err(|e| format!("cannot write the curve to {}: {e}", out.display()))
+}
+
+/// Writes `bytes` to `out` through a temporary file in its folder, renamed over it once
+/// whole. Written in place, a write that fails part-way (a full disk, a file size limit) had
+/// already truncated `out`: the previous curve was lost and the first part of the new one
+/// left under its name. Now `out` is the old file or the new one, never a part.
+///
+/// The new file gets the old one's permission bits, or those a new file gets (`0666` less
+/// the umask), not the temporary file's private `0600`; its owner is the writer. A symbolic
+/// link stays a link to the replaced file. A target that is not a regular file
+/// (`/dev/stdout`, a pipe) is written to directly, as is a file in a folder the user cannot
+/// create files in: a rename would replace the device, and cannot be done in that folder.
+fn replace_file(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+
+    let existing = std::fs::metadata(out).ok();
+    if existing.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::write(out, bytes);
+    }
+    let target = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
+    let folder = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".memocache-curve-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut temp = match builder.tempfile_in(folder) {
+        Ok(temp) => temp,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && existing.is_some() => {
+            return std::fs::write(out, bytes);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(old) = existing {
+        temp.as_file().set_permissions(old.permissions())?;
+    }
+    temp.write_all(bytes)?;
+    temp.persist(&target).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// The colour of each contender's curve (colour-blind-safe blue, orange, green).
