@@ -3,7 +3,7 @@
 //! cut inside a record, a cache directory that cannot be one, a corrupt snapshot in it, and
 //! audio the splitter refuses — and switching engines over one cache directory never serves
 //! the previous engine's words. Output and interruption (session 15): a curve that cannot be
-//! written whole leaves the previous one.
+//! written whole leaves the previous one, and Ctrl-C during `demo` leaves no temporary files.
 
 #![cfg(feature = "cli")]
 
@@ -251,4 +251,38 @@ fn a_curve_that_cannot_be_written_whole_leaves_the_previous_one() {
             .contains("</svg>")
     );
     assert_eq!(names(dir.path()), ["curve.svg", "loop.trace"]);
+}
+
+/// Ctrl-C ended the demo without running destructors: its temporary directory, with the
+/// megabytes of WAV files it had generated so far, was left behind on every interrupted run.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
+    use std::io::BufRead as _;
+
+    // The demo's own temporary folder, so that what it leaves can be seen.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    // Its first line comes before any audio is generated, and the rest of the demo takes
+    // far longer than the signal takes to arrive.
+    // The pipe stays open to the end: a closed one would end the demo by another path.
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("a first line");
+    assert!(first.contains("working in"), "{first}");
+    let sent = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    std::io::copy(&mut stdout, &mut std::io::sink()).expect("read to the end");
+    let status = demo.wait().expect("wait");
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "{status}");
+    assert_eq!(status.code(), Some(130), "{status}");
 }

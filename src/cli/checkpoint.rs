@@ -141,12 +141,20 @@ impl Checkpoints {
     }
 }
 
-/// Ends an interrupted run: removes `scratch` (see [`Checkpoints::save_on_interrupt`]), then
-/// exits with [`INTERRUPTED`]. Unlinking a file an engine still has open does not disturb it
-/// (unix), and its output is not waited for anyway.
-fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
+/// Ends an interrupted run: removes `scratch` (see [`Checkpoints::save_on_interrupt`]; `demo`
+/// passes its temporary directory), then exits with [`INTERRUPTED`]. Unlinking a file an
+/// engine still has open does not disturb it (unix), and its output is not waited for anyway.
+pub fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
     if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
+        // The run's other threads go on meanwhile: a file one of them creates between the
+        // listing and the final `rmdir` fails the removal as "not empty"; another pass
+        // removes it.
+        for _ in 0..3 {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+                _ => break,
+            }
+        }
     }
     std::process::exit(INTERRUPTED);
 }

@@ -4,7 +4,7 @@
 //! names, which could also be a `transcribe` cache directory: it holds that directory's
 //! lock ([`super::lock`]) for the whole demo, so two demos, or a demo and a `transcribe`, on
 //! one directory are refused with the same error. A temporary directory is the demo's own and
-//! is not locked.
+//! is not locked, and Ctrl-C removes it before the process ends (status 130).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use memocache::metrics::{Aggregation, AlertTransition, MemoryNotifier, Notificat
 use memocache::pipeline::{FileProgress, Pipeline, StandInTranscriber, Transcriber};
 use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
+use super::checkpoint::end_interrupted;
 use super::lock::{DirLock, LOCK_FILE, lock_dir};
 use super::transcribe::{Bars, SNAPSHOT_FILE, describe, fmt_duration, print_summary};
 
@@ -50,6 +51,13 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         None => {
             _lock = None;
             scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+            // Ctrl-C ends the process without running destructors, so the temporary
+            // directory, which `scratch` removes when dropped, would be left in the system's
+            // temporary folder with megabytes of generated audio: remove it, then exit with
+            // the status `transcribe` uses. (`--dir` is the user's and is kept, as documented.)
+            let path = scratch.path().to_owned();
+            ctrlc::set_handler(move || end_interrupted(Some(&path)))
+                .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
             scratch.path().to_owned()
         }
     };
