@@ -3,7 +3,8 @@
 //! cut inside a record, a cache directory that cannot be one, a corrupt snapshot in it, and
 //! audio the splitter refuses — and switching engines over one cache directory never serves
 //! the previous engine's words. Output and interruption (session 15): a curve that cannot be
-//! written whole leaves the previous one, and Ctrl-C during `demo` leaves no temporary files.
+//! written whole leaves the previous one, Ctrl-C during `demo` leaves no temporary files, and
+//! a trace too large for memory is an error line, not an allocation abort.
 
 #![cfg(feature = "cli")]
 
@@ -285,4 +286,28 @@ fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
     let status = demo.wait().expect("wait");
     assert_eq!(names(tmp.path()), Vec::<String>::new(), "{status}");
     assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// One ARC line stands for up to 2^32 requests, and `replay` holds the whole trace: the key
+/// list grew with `push` until an allocation failed, which aborted the process ("memory
+/// allocation of 268435456 bytes failed", a backtrace, SIGABRT).
+#[cfg(unix)]
+#[test]
+fn a_trace_too_large_for_memory_is_one_error_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("huge.lis");
+    std::fs::write(&trace, "0 4294967295 0 0\n").expect("writable");
+    // 200 MB of address space: enough for the command, not for 2^32 keys.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 200000; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .args(["replay", path(&trace), "--capacity", "5"])
+        .output()
+        .expect("run sh");
+    let line = one_error_line(&output);
+    assert!(
+        line.contains("huge.lis: the trace does not fit in memory"),
+        "{line}"
+    );
 }
