@@ -346,3 +346,25 @@ fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
     );
     assert_eq!(registry.render_prometheus(), before);
 }
+
+/// The job payload carried the path as a serde `PathBuf`, which bincode encodes as a string:
+/// a file whose name is not UTF-8 (any bytes but `/` and NUL make a Linux file name) failed
+/// with "encoding a value failed: OtherString(\"path contains invalid UTF-8 characters\")"
+/// before any work.
+#[cfg(unix)]
+#[test]
+fn a_file_whose_name_is_not_utf8_is_transcribed() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.bin"));
+    write(&file, &[3u8; 2500]);
+    let p = pipeline(cache(), counting(None));
+    let first = p.transcribe(&file, "en").expect("transcribed");
+    assert!(!first.from_cache);
+    assert_eq!(first.path, file);
+    assert_eq!(first.transcript.text, "len1000 len1000 len500");
+    assert!(p.transcribe(&file, "en").expect("transcribed").from_cache);
+}

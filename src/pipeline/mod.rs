@@ -382,7 +382,10 @@ struct PipelineMetrics {
 /// What a Transcription job's payload carries.
 #[derive(Serialize, Deserialize)]
 struct Request {
-    path: PathBuf,
+    /// The file's path as bytes ([`path_to_bytes`]), not a `PathBuf`: serde encodes that as a
+    /// string and refuses one that is not UTF-8, which a file name on Linux need not be, so
+    /// such a file failed before any work with "path contains invalid UTF-8 characters".
+    path: Vec<u8>,
     language: String,
     /// The file as it was when it was hashed for the job's key.
     hashed: Fingerprint,
@@ -404,6 +407,8 @@ impl Runner {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
         let request: Request = codec::decode(ctx.payload().as_bytes())
             .map_err(|e| JobError::Failed(format!("bad transcription request: {e}")))?;
+        let path = path_from_bytes(request.path)
+            .map_err(|e| JobError::Failed(format!("bad transcription request: {e}")))?;
         let started = self.clock.now();
         let processor = ChunkedProcessor::builder(self.cache.clone(), self.transcriber.identity())
             .plan(self.plan)
@@ -416,7 +421,7 @@ impl Runner {
         // and the file was hashed to name the job: the processor does neither again.
         let mut options = RunOptions::new().skip_whole_file_memo();
         if let Some(callback) = &self.progress {
-            let path = request.path.clone();
+            let path = path.clone();
             options = options.on_progress(move |progress: &Progress| {
                 callback(&FileProgress {
                     path: path.clone(),
@@ -426,20 +431,16 @@ impl Runner {
         }
         let transcriber = &self.transcriber;
         let output = processor
-            .process_path(
-                &request.path,
-                &|chunk| transcriber.transcribe(chunk),
-                options,
-            )
+            .process_path(&path, &|chunk| transcriber.transcribe(chunk), options)
             .map_err(|e| JobError::Failed(e.to_string()))?;
         // The transcript is stored under the key of the bytes that were hashed: refuse it if
         // the file was rewritten since (see `Fingerprint`). Chunk results stay cached, keyed by
         // their own bytes, so a retry costs only what changed.
-        let now = std::fs::metadata(&request.path).map(|m| Fingerprint::of(&m));
+        let now = std::fs::metadata(&path).map(|m| Fingerprint::of(&m));
         if now.ok() != Some(request.hashed) {
             return Err(JobError::Failed(format!(
                 "{} changed while it was being transcribed; nothing was stored for it",
-                request.path.display()
+                path.display()
             )));
         }
         let transcript = Transcript {
@@ -454,6 +455,26 @@ impl Runner {
         let bytes = codec::encode(&transcript).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(JobResult::from(bytes))
     }
+}
+
+/// A path as [`Request`] carries it: the bytes of its name on unix, where any bytes but NUL
+/// may name a file; elsewhere its encoded bytes, of which [`path_from_bytes`] takes back
+/// only UTF-8 (as the `PathBuf` encoding did).
+fn path_to_bytes(path: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    #[cfg(not(unix))]
+    let bytes = path.as_os_str().as_encoded_bytes();
+    bytes.to_vec()
+}
+
+/// The path [`path_to_bytes`] encoded.
+fn path_from_bytes(bytes: Vec<u8>) -> Result<PathBuf, std::string::FromUtf8Error> {
+    #[cfg(unix)]
+    let name = Ok(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes));
+    #[cfg(not(unix))]
+    let name = String::from_utf8(bytes).map(std::ffi::OsString::from);
+    name.map(PathBuf::from)
 }
 
 impl Pipeline {
@@ -551,7 +572,7 @@ impl Pipeline {
         hashed: Fingerprint,
     ) -> Result<Transcript, PipelineError> {
         let request = Request {
-            path: path.to_owned(),
+            path: path_to_bytes(path),
             language: language.to_owned(),
             hashed,
         };
