@@ -287,6 +287,44 @@ fn the_command_engine_writes_chunk_files_where_it_is_told() {
     );
 }
 
+/// The chunk file's path was pasted into the engine command as text in single quotes: a
+/// placeholder the user had double-quoted (`"{chunk}"`) gave the engine the path with the
+/// quotes in it, and a path that is not UTF-8 (any `TMPDIR`) reached it with U+FFFD in place
+/// of its bytes; either way the engine found no such file ("cannot open '/tmp/...'"). Every
+/// way of writing the placeholder now gives the engine the path, in a folder whose name has
+/// a space, both quotes and a byte that is not UTF-8.
+#[cfg(unix)]
+#[test]
+fn the_command_engine_gets_the_chunk_path_however_the_placeholder_is_quoted() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"it's a \"dir\" \xff"));
+    std::fs::create_dir(&odd).expect("creates");
+    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+    let chunk = split(&[1u8; 321][..], &plan, None)
+        .expect("splits")
+        .next()
+        .expect("one chunk")
+        .expect("reads");
+    for template in [
+        "wc -c < {chunk}",
+        "wc -c < \"{chunk}\"",
+        "wc -c < '{chunk}'",
+        "cat \"$(echo {chunk})\" | wc -c",
+        "sh -c 'wc -c < \"$0\"' {chunk}",
+        "echo \"it's \\\"quoted\\\"\" >/dev/null; wc -c < {chunk}",
+    ] {
+        let engine = CommandTranscriber::new(template)
+            .expect("has {chunk}")
+            .chunk_dir(&odd);
+        let text = engine.transcribe(&chunk).map(|r| r.text);
+        assert_eq!(text.as_deref().ok(), Some("321"), "{template}: {text:?}");
+    }
+}
+
 /// Bug: the command engine's chunk file was always named `*.wav`, also for a byte range of
 /// MP3, FLAC, M4A, ... input, so an engine that picks its decoder by extension read it as WAV.
 /// A byte-range chunk is now named `*.bin`; a WAV chunk (a complete WAV file) stays `*.wav`.

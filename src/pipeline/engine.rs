@@ -129,8 +129,9 @@ pub enum TranscribeError {
 
 /// Any command-line speech engine, run once per chunk through `sh -c`.
 ///
-/// `{chunk}` in the template is replaced by the path of a temporary file holding the chunk;
-/// the command's standard output is the chunk's text. So a user plugs in the engine they
+/// `{chunk}` in the template stands for the path of a temporary file holding the chunk, as
+/// one word, whether it is written bare or in quotes (see [`CommandTranscriber::new`]); the
+/// command's standard output is the chunk's text. So a user plugs in the engine they
 /// already have, e.g. `pocketsphinx_continuous -infile {chunk} -logfn /dev/null`. The file is
 /// named for what it holds: `*.wav` for a chunk of WAV (or declared raw PCM) input, which is a
 /// complete WAV file, and `*.bin` for a byte range of any other input (see
@@ -145,7 +146,12 @@ pub struct CommandTranscriber {
 }
 
 impl CommandTranscriber {
-    /// An engine run as `template` (which must contain `{chunk}`).
+    /// An engine run as `template` (which must contain `{chunk}`). The chunk file's path is
+    /// handed to `sh` as a positional parameter and each `{chunk}` becomes its expansion,
+    /// quoted to fit where it stands: bare (`-infile {chunk}`), in double quotes
+    /// (`"{chunk}"`) or in single quotes, the path's exact bytes make one word of the
+    /// command. (A command that hands a single-quoted string to another shell, as
+    /// `sh -c 'engine {chunk}'`, has that shell parse the path again.)
     pub fn new(template: impl Into<String>) -> Result<CommandTranscriber, TranscribeError> {
         let template = template.into();
         if !template.contains("{chunk}") {
@@ -191,12 +197,12 @@ impl Transcriber for CommandTranscriber {
         };
         file.write_all(chunk.data())?;
         file.flush()?;
-        // The path is ours (a temp dir name plus random letters), so single quotes suffice.
-        let path = file.path().display().to_string().replace('\'', r"'\''");
-        let command = self.template.replace("{chunk}", &format!("'{path}'"));
+        // The path is `sh`'s first positional parameter (after `$0`), not text in the command.
         let output = Command::new("sh")
             .arg("-c")
-            .arg(&command)
+            .arg(substitute_chunk(&self.template))
+            .arg("sh")
+            .arg(file.path())
             .stdin(Stdio::null())
             .output()?;
         if !output.status.success() {
@@ -221,6 +227,55 @@ impl Transcriber for CommandTranscriber {
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(chunk_result(chunk, text))
     }
+}
+
+/// The engine command with each `{chunk}` turned into an expansion of `$1`, the chunk file's
+/// path, fitting the quotes the placeholder stands in: `"$1"` outside quotes, `$1` inside
+/// double quotes, `'"$1"'` (close, expand, reopen) inside single quotes. So the shell gives
+/// the engine the exact bytes of the path as one word, wherever the user put `{chunk}`.
+///
+/// The path used to be pasted into the command in single quotes, as text: a path that is not
+/// UTF-8 (from a `TMPDIR` of any bytes) reached the engine with U+FFFD in place of its bytes,
+/// and a placeholder the user had double-quoted (`"{chunk}"`) handed the engine a name with
+/// the quotes in it; either way the engine found no such file.
+fn substitute_chunk(template: &str) -> String {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut out = String::with_capacity(template.len() + 8);
+    let mut quote = Quote::None;
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("{chunk}") {
+            out.push_str(match quote {
+                Quote::None => "\"$1\"",
+                Quote::Double => "$1",
+                Quote::Single => "'\"$1\"'",
+            });
+            rest = after;
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+        match (quote, c) {
+            // A backslash outside single quotes keeps the next character from opening or
+            // closing quotes (`\"`, `\'`, `\\`); it is copied as is.
+            (Quote::None | Quote::Double, '\\') => {
+                if let Some(next) = rest.chars().next() {
+                    out.push(next);
+                    rest = &rest[next.len_utf8()..];
+                }
+            }
+            (Quote::None, '\'') => quote = Quote::Single,
+            (Quote::None, '"') => quote = Quote::Double,
+            (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A deterministic, CPU-bound stand-in for a speech engine, for demos and benchmarks.
