@@ -325,6 +325,30 @@ fn the_command_engine_gets_the_chunk_path_however_the_placeholder_is_quoted() {
     }
 }
 
+/// An engine that failed without a word on stderr gave a message ending in a bare `: `
+/// ("... exited with exit status: 1: "), which reads as if its cause had been cut off.
+#[test]
+fn an_engine_that_fails_silently_is_reported_as_such() {
+    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+    let chunk = split(&b"a byte range"[..], &plan, None)
+        .expect("splits")
+        .next()
+        .expect("one chunk")
+        .expect("reads");
+    let silent = CommandTranscriber::new("exit 4; {chunk}").expect("has {chunk}");
+    let message = silent.transcribe(&chunk).expect_err("fails").to_string();
+    assert!(
+        message.ends_with("exited with exit status: 4 and wrote nothing on stderr"),
+        "{message}"
+    );
+    let loud = CommandTranscriber::new("echo no model >&2; exit 4; {chunk}").expect("has it");
+    let message = loud.transcribe(&chunk).expect_err("fails").to_string();
+    assert!(
+        message.ends_with("exited with exit status: 4: no model"),
+        "{message}"
+    );
+}
+
 /// Bug: the command engine's chunk file was always named `*.wav`, also for a byte range of
 /// MP3, FLAC, M4A, ... input, so an engine that picks its decoder by extension read it as WAV.
 /// A byte-range chunk is now named `*.bin`; a WAV chunk (a complete WAV file) stays `*.wav`.

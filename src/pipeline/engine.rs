@@ -97,13 +97,16 @@ pub enum TranscribeError {
     #[error("running the engine failed: {0}")]
     Io(#[from] std::io::Error),
     /// The engine exited unsuccessfully.
-    #[error("the engine command `{command}` exited with {status}: {stderr}")]
+    #[error(
+        "the engine command `{command}` exited with {status}{}",
+        after_status(stderr)
+    )]
     EngineFailed {
         /// The command as run.
         command: String,
         /// Its exit status.
         status: String,
-        /// The end of what it wrote to stderr.
+        /// The end of what it wrote to stderr (empty if it wrote nothing there).
         stderr: String,
     },
     /// The engine command has no `{chunk}` placeholder, so the engine would never be given
@@ -125,6 +128,17 @@ pub enum TranscribeError {
     /// with `TranscribeError::Engine(Box::new(e))` (or `e.into()` for a `String`).
     #[error("the engine failed: {0}")]
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What follows the exit status in [`TranscribeError::EngineFailed`]'s message: the end of
+/// the engine's stderr, or that it wrote nothing there (a message ending in a bare `: `
+/// reads as if its cause had been lost).
+fn after_status(stderr: &str) -> String {
+    if stderr.is_empty() {
+        " and wrote nothing on stderr".to_owned()
+    } else {
+        format!(": {stderr}")
+    }
 }
 
 /// Any command-line speech engine, run once per chunk through `sh -c`.
