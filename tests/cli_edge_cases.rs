@@ -4,7 +4,8 @@
 //! audio the splitter refuses — and switching engines over one cache directory never serves
 //! the previous engine's words. Output and interruption (session 15): a curve that cannot be
 //! written whole leaves the previous one, Ctrl-C during `demo` leaves no temporary files, and
-//! a trace too large for memory is an error line, not an allocation abort.
+//! a trace too large for memory is an error line, not an allocation abort; results go to
+//! stdout while the progress bars are drawn on a terminal.
 
 #![cfg(feature = "cli")]
 
@@ -310,4 +311,39 @@ fn a_trace_too_large_for_memory_is_one_error_line() {
         line.contains("huge.lis: the trace does not fit in memory"),
         "{line}"
     );
+}
+
+/// With the progress bars drawn (stderr a terminal), result lines went through indicatif's
+/// `MultiProgress::println`, which writes to the bars' stderr: `transcribe … > out.txt` in a
+/// terminal put the transcripts on the screen and only the summary in the file.
+#[cfg(unix)]
+#[test]
+fn transcripts_go_to_stdout_while_the_bars_are_drawn() {
+    // `script` (util-linux) runs the command on a pseudo-terminal, as a user's shell does.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command to give the run a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let out = dir.path().join("out.txt");
+    let command = format!(
+        "'{}' transcribe '{}' --language en --cache-dir '{}' > '{}'",
+        env!("CARGO_BIN_EXE_memocache"),
+        path(&audio),
+        path(&dir.path().join("cache")),
+        path(&out),
+    );
+    let status = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run script");
+    assert!(status.success(), "{status}");
+    let printed = std::fs::read_to_string(&out).expect("written");
+    assert!(printed.contains("a.raw: computed"), "{printed:?}");
+    assert!(printed.contains("[stand-in]"), "{printed:?}");
+    assert!(printed.contains("hits 0  misses 1"), "{printed:?}");
 }

@@ -342,8 +342,18 @@ impl Bars {
         }
     }
 
+    /// Prints a result line on stdout, with the bars lifted while it is written. Not
+    /// `MultiProgress::println`: that writes to the bars' own target, stderr, whenever they
+    /// are drawn, so with stderr on a terminal and stdout redirected (`transcribe … >
+    /// out.txt`) the transcripts went to the screen and the file got only the summary.
     pub fn println(&self, line: &str) {
-        if self.multi.println(line).is_err() || self.files.is_hidden() {
+        use std::io::Write as _;
+        // `suspend` holds the bars' lock while it runs the write: a `println!` panic there (a
+        // closed stdout, which `main` recognises) would poison it, and dropping the bars would
+        // then panic on it with a backtrace. So the write there is fallible, and a failure is
+        // raised by `println!` after the lock is released.
+        let written = self.multi.suspend(|| writeln!(std::io::stdout(), "{line}"));
+        if written.is_err() {
             println!("{line}");
         }
     }
