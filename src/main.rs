@@ -54,8 +54,8 @@ enum Command {
     /// The main job, with no setup: generated audio transcribed twice by a stand-in engine,
     /// the second pass served from the cache, with metrics and an alert.
     Demo {
-        /// Keep the generated files and the snapshot in this directory (default: a temporary
-        /// directory, removed afterwards).
+        /// Keep the generated files and the snapshot in this directory, which must be new or
+        /// empty (default: a temporary directory, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
     },

@@ -161,6 +161,9 @@ fn demo_refuses_a_directory_that_is_not_empty() {
     );
     // Not even the lock file is left in the user's directory.
     assert!(!dir.path().join("cache.lock").exists());
+    // And `--help` says so before the user finds out (it did not, until session 15).
+    let help = String::from_utf8_lossy(&memocache(&["demo", "--help"]).stdout).into_owned();
+    assert!(help.contains("must be new or empty"), "{help}");
 }
 
 /// `key`: a bad prefix is reported as a bad prefix, not as a failure to hash the file, and a
