@@ -507,6 +507,13 @@ fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     Ok(found)
 }
 
+/// `prefix`'s number if it is interned, interning nothing. No key can have a prefix that is
+/// not interned, so a snapshot load asks this to find which of a file's keys a cache may
+/// already hold while it reads the file, before the file has checked out and may intern.
+pub(crate) fn interned(prefix: &str) -> Option<Prefix> {
+    table().read().get(prefix).copied()
+}
+
 /// Of `prefixes` (distinct), how many the table does not hold, and how many free cells it has,
 /// read under one hold of its lock.
 ///

@@ -137,10 +137,15 @@ fn every_flipped_byte_is_refused_and_changes_nothing() {
         good,
         "load never wrote"
     );
-    // The undamaged file still loads, whole or the three that fit.
+    // The undamaged file still loads, whole or the three that fit and key 4, whose value
+    // replaces the resident one and so needs no room of its own.
     assert_eq!(roomy.load_snapshot(&good_path).expect("loads").restored, 12);
     let report = small.load_snapshot(&good_path).expect("loads");
-    assert_eq!((report.restored, report.left_out), (3, 9));
+    assert_eq!((report.restored, report.left_out), (4, 8));
+    assert_eq!(
+        small.peek(&key(4)),
+        Some(Bytes::from(vec![4u8; 1 + 4 * 37]))
+    );
 }
 
 #[test]

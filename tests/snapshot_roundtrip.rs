@@ -2,6 +2,7 @@
 //! expired entries are dropped; a smaller cache keeps the most valuable entries.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use memocache::snapshot::{read_snapshot, read_snapshot_file};
@@ -224,14 +225,119 @@ fn loading_into_a_full_cache_restores_only_what_fits_and_evicts_nothing() {
     assert!((100..105).all(|i| full.contains_key(&key(i))));
 }
 
+/// A cache full by bytes and by entries, holding `key(i)` → `[i; len]` for `i` in `0..n`,
+/// with a listener that records every removal's cause.
+fn full_cache(
+    n: u32,
+    len: usize,
+    extra_bytes: u64,
+) -> (Cache, Arc<Mutex<Vec<memocache::RemovalCause>>>) {
+    let charge = memocache::CacheEntry::charged_size(len) as u64;
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    let cache = Cache::builder()
+        .max_bytes(u64::from(n) * charge + extra_bytes)
+        .max_entries(u64::from(n))
+        .shards(4)
+        .eviction_listener({
+            let causes = Arc::clone(&causes);
+            move |_, _, cause| causes.lock().expect("not poisoned").push(cause)
+        })
+        .build()
+        .expect("builds");
+    for i in 0..n {
+        cache.insert(key(i), vec![i as u8; len]).expect("inserts");
+    }
+    assert_eq!(cache.len(), n as usize);
+    (cache, causes)
+}
+
+/// Reloading a snapshot into the full cache it was saved from replaces every value in place.
+/// A present key needs no room beyond its value's growth (an update frees the old charge),
+/// but the load charged each one in full against the room left — none, in a full cache — and
+/// left every entry out: a warm reload restored nothing.
+#[test]
+fn a_reload_into_the_full_cache_it_was_saved_from_leaves_nothing_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let (cache, causes) = full_cache(20, 100, 0);
+    assert_eq!(cache.size_bytes(), cache.max_bytes(), "full by bytes too");
+    cache.save_snapshot(&path).expect("saves");
+    let contents = |cache: &Cache| -> Vec<Option<bytes::Bytes>> {
+        (0..20).map(|i| cache.peek(&key(i))).collect()
+    };
+    let before = contents(&cache);
+
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!(
+        (report.entries, report.restored, report.left_out),
+        (20, 20, 0)
+    );
+    assert_eq!(contents(&cache), before);
+    assert_eq!((cache.len(), cache.size_bytes()), (20, cache.max_bytes()));
+    // An update, as an insert over a present key is: each old value reported replaced,
+    // nothing evicted.
+    let stats = cache.stats();
+    assert_eq!((stats.updates, stats.replaced), (20, 20));
+    assert_eq!(stats.evictions_size, 0);
+    let heard = std::mem::take(&mut *causes.lock().expect("not poisoned"));
+    assert_eq!(heard, vec![memocache::RemovalCause::Replaced; 20]);
+
+    // The same through a decoded snapshot.
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    let report = cache.restore_snapshot(snapshot, SystemTime::now());
+    assert_eq!((report.restored, report.left_out), (20, 0));
+    assert_eq!(contents(&cache), before);
+    assert_eq!(cache.stats().updates, 40);
+}
+
+/// A reload whose values grew: each present key needs only its growth, and what does not
+/// fit the room is still left out (keeping its old value) — the budget is never overshot.
+/// With room for five growths, the five ranked highest are replaced; charged in full and
+/// as new entries, as the load did, none fitted a cache full by entries.
+#[test]
+fn a_reload_of_grown_values_replaces_what_fits_and_never_overshoots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let (cache, causes) = full_cache(20, 100, 5 * 100);
+    {
+        let grown = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+        for i in 0..20 {
+            grown.insert(key(i), vec![i as u8; 200]).expect("inserts");
+        }
+        // Keys 10..15 rank highest.
+        for i in 10..15 {
+            for _ in 0..3 {
+                assert!(grown.get(&key(i)).is_some());
+            }
+        }
+        grown.save_snapshot(&path).expect("saves");
+    }
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (5, 15));
+    assert!(cache.size_bytes() <= cache.max_bytes());
+    assert_eq!(cache.len(), 20, "nothing evicted, nothing added");
+    for i in 0..20 {
+        let len = cache.peek(&key(i)).map(|v| v.len());
+        let want = if (10..15).contains(&i) { 200 } else { 100 };
+        assert_eq!(len, Some(want), "key {i}");
+    }
+    assert_eq!(cache.stats().evictions_size, 0);
+    assert_eq!(causes.lock().expect("not poisoned").len(), 5);
+
+    // Nothing more fits now: a second reload replaces only what does not grow.
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (5, 15));
+    assert!(cache.size_bytes() <= cache.max_bytes());
+}
+
 /// "Existing entries are never evicted to make room" must hold when the cache fills up
 /// while a load runs. The room is measured before the entries are stored; writers (here
 /// the eviction listener, which hears of the restored value it replaces) can take it in
 /// between, and the restore then evicted their entries to store its own.
 #[test]
 fn a_load_evicts_nothing_even_when_writers_fill_the_cache_meanwhile() {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, OnceLock};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");

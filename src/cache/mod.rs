@@ -1113,6 +1113,38 @@ impl EntryImage {
     }
 }
 
+/// Room left in a cache's budget, as an import counts it down while it chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Room {
+    pub(crate) bytes: u64,
+    pub(crate) entries: u64,
+}
+
+impl Room {
+    /// Takes the room an entry charged `charge` needs, if it is there; `held` is the charge
+    /// of the entry its key already has in the cache, if any.
+    ///
+    /// A present key's value is replaced, not added: it needs no entry and only the bytes by
+    /// which it outgrows the old value, which is what storing it reserves (see
+    /// `Inner::store`). Charging it in full refused every entry of a snapshot reloaded into
+    /// the full cache it was saved from. A value smaller than the one it replaces frees
+    /// bytes, but they are not added to the room: entries are stored least valuable first,
+    /// in the reverse of the order they are chosen in, so the less valuable ones this room
+    /// would go to are stored before the replacement frees it, and would not fit then.
+    pub(crate) fn take(&mut self, charge: u64, held: Option<u64>) -> bool {
+        let (bytes, entries) = match held {
+            Some(old) => (charge.saturating_sub(old), 0),
+            None => (charge, 1),
+        };
+        if bytes > self.bytes || entries > self.entries {
+            return false;
+        }
+        self.bytes -= bytes;
+        self.entries -= entries;
+        true
+    }
+}
+
 /// What [`Cache::import`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ImportOutcome {
@@ -1152,25 +1184,25 @@ impl Cache {
     }
 
     /// What [`Cache::import`] would keep of `items` given the room left now: sorted most
-    /// valuable first by `rank` (stable: equal ranks keep their order), each taken if its
-    /// `charge` and one more entry fit what is left. Returns the chosen items, most valuable
-    /// first, and counts the others in `outcome`'s `left_out` fields. Shared with a
-    /// snapshot load that decides which values to read before it reads them.
+    /// valuable first by `rank` (stable: equal ranks keep their order), each taken if it fits
+    /// what is left (see [`Room::take`]: `charge` is its charge, `held` the charge its key
+    /// already holds in the cache, if present). Returns the chosen items, most valuable first,
+    /// and counts the others in `outcome`'s `left_out` fields. Shared with a snapshot load
+    /// that decides which values to read before it reads them.
     pub(crate) fn choose_for_import<T>(
         &self,
         mut items: Vec<T>,
         rank: impl Fn(&T) -> (bool, u8, u64),
         charge: impl Fn(&T) -> u64,
+        held: impl Fn(&T) -> Option<u64>,
         outcome: &mut ImportOutcome,
     ) -> Vec<T> {
-        let (mut room_bytes, mut room_entries) = self.room();
+        let mut room = self.room();
         items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
         let mut chosen = Vec::with_capacity(items.len());
         for item in items {
             let charge = charge(&item);
-            if charge <= room_bytes && room_entries > 0 {
-                room_bytes -= charge;
-                room_entries -= 1;
+            if room.take(charge, held(&item)) {
                 chosen.push(item);
             } else {
                 outcome.left_out += 1;
@@ -1181,18 +1213,29 @@ impl Cache {
     }
 
     /// The room left in the budget now: charged bytes and entries.
-    pub(crate) fn room(&self) -> (u64, u64) {
+    pub(crate) fn room(&self) -> Room {
         let inner = &self.inner;
-        (
-            inner.max_bytes.saturating_sub(self.size_bytes()),
-            inner.max_entries.saturating_sub(self.len() as u64),
-        )
+        Room {
+            bytes: inner.max_bytes.saturating_sub(self.size_bytes()),
+            entries: inner.max_entries.saturating_sub(self.len() as u64),
+        }
+    }
+
+    /// The charge of the entry under `key`, if there is one — expired or not, as a store over
+    /// it counts it — recording no access.
+    pub(crate) fn held_charge(&self, key: &CacheKey) -> Option<u64> {
+        let inner = &self.inner;
+        let hash = inner.hasher.hash(key);
+        inner.shard(hash).read().find(hash, key).map(Record::charge)
     }
 
     /// Stores restored entries: the most valuable ones that fit the room left in the budget
     /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
     /// so that the queues come back in their old order. Nothing is evicted: an entry whose
-    /// room other writers took meanwhile is left out. Entries with no time left are the
+    /// room other writers took meanwhile is left out. An entry whose key is present replaces
+    /// its value as an insert does (an update: the old value is reported as `Replaced`, or
+    /// `Expired` if it had expired), so it needs only the room by which it outgrows the old
+    /// one (see [`Room::take`]). Entries with no time left are the
     /// caller's to drop. Deadlines count from `now`, a reading of this cache's clock that the
     /// caller took no later than the wall-clock time it measured the TTLs left at.
     pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
@@ -1202,6 +1245,7 @@ impl Cache {
             images,
             EntryImage::rank,
             |image| CacheEntry::charged_size(image.value.len()) as u64,
+            |image| self.held_charge(&image.key),
             &mut outcome,
         );
         let now = now.as_nanos();

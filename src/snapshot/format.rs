@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{Snapshot, SnapshotEntry, SnapshotError};
 use crate::codec;
 use crate::key::{
-    CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, intern_all, prefix_demand, prefix_problem,
+    self, CacheKey, DIGEST_LEN, KeyError, MAX_PREFIX_LEN, intern_all, prefix_demand, prefix_problem,
 };
 
 /// The first eight bytes of every snapshot. The high first byte catches 7-bit channels and the
@@ -251,17 +251,23 @@ pub(super) struct Record {
     pub(super) freq: u8,
     pub(super) main: bool,
     pub(super) value_len: u64,
+    /// The charge its key holds in the cache being loaded, if the key is there (as the
+    /// `held` function given to [`Decoder::scan`] answers).
+    pub(super) held: Option<u64>,
     /// The value, if the caller of [`Decoder::scan`] asked for it; otherwise its bytes were
     /// hashed and dropped.
     pub(super) value: Option<Bytes>,
 }
 
-/// What choosing which records to keep needs of one: its ranking inputs, its TTL and its
-/// value's length. 32 bytes, where a [`Record`] is over 100: a load's first pass, which holds
-/// one per record of a file larger than the cache, keeps only this (see [`Keep::RanksOnly`]).
+/// What choosing which records to keep needs of one: its ranking inputs, its TTL, its
+/// value's length and the charge its key already holds. 40 bytes, where a [`Record`] is over
+/// 100: a load's first pass, which holds one per record of a file larger than the cache, keeps
+/// only this (see [`Keep::RanksOnly`]).
 pub(super) struct Rank {
     pub(super) access_count: u64,
     pub(super) value_len: u64,
+    /// [`Record::held`], 0 for none: every entry is charged more than 0 bytes.
+    held: u64,
     /// Time left to live at the save time, in nanoseconds; `u64::MAX` for none. The same
     /// for deciding whether an entry is live: no wall clock is 584 years past a save time
     /// after 1970.
@@ -275,6 +281,7 @@ impl Rank {
         Rank {
             access_count: record.access_count,
             value_len: record.value_len,
+            held: record.held.unwrap_or(0),
             ttl_nanos: record.ttl_remaining.map_or(u64::MAX, |ttl| {
                 u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)
             }),
@@ -286,6 +293,11 @@ impl Rank {
     /// Time left to live at the save time; `None` if it never expires.
     pub(super) fn ttl_remaining(&self) -> Option<Duration> {
         (self.ttl_nanos != u64::MAX).then(|| Duration::from_nanos(self.ttl_nanos))
+    }
+
+    /// The charge the record's key held in the cache when it was read, if it was there.
+    pub(super) fn held(&self) -> Option<u64> {
+        (self.held != 0).then_some(self.held)
     }
 }
 
@@ -385,6 +397,11 @@ pub(super) struct Decoder<R> {
     /// The distinct prefixes read so far and their numbers.
     prefixes: Vec<String>,
     prefix_numbers: HashMap<String, u32>,
+    /// Of those, by number, the ones that were already interned when first read, with their
+    /// table numbers: only their keys can be in a cache (see [`Record::held`]). One interned
+    /// by another thread later is taken as absent; its keys are then charged in full, which
+    /// can only leave out what would have fit, never overfill (the store checks again).
+    interned: Vec<Option<key::Prefix>>,
     /// Of those, the valid ones the prefix table did not hold when they were first read (an
     /// upper bound on the cells interning them will take: another thread may intern some).
     prefixes_missing: usize,
@@ -408,6 +425,7 @@ impl<R: Read> Decoder<R> {
             name,
             prefixes: Vec::new(),
             prefix_numbers: HashMap::new(),
+            interned: Vec::new(),
             prefixes_missing: 0,
         }
     }
@@ -461,11 +479,13 @@ impl<R: Read> Decoder<R> {
     /// Reads, checks and returns a whole snapshot with every value. Nothing is returned unless
     /// every byte checked out.
     pub(super) fn decode(self) -> Result<Snapshot, SnapshotError> {
-        self.scan(|_, _, _| Keep::Value)?.into_snapshot()
+        self.scan(|_| None, |_, _, _| Keep::Value)?.into_snapshot()
     }
 
     /// Reads and checks a whole snapshot, keeping of each record what
-    /// `keep(index, saved_at, record)` says (the record's `value` is still `None` then); values
+    /// `keep(index, saved_at, record)` says (the record's `value` is still `None` then, and its
+    /// `held` is what `held` answers for its key, asked only if the key can exist: its prefix
+    /// is interned); values
     /// not kept are hashed through a bounded buffer and dropped, so memory is the kept values,
     /// one small head per record and a bounded buffer, whatever the file's size. Nothing is
     /// returned unless every byte checked out, every prefix is a valid key prefix and no key
@@ -473,6 +493,7 @@ impl<R: Read> Decoder<R> {
     /// [`Keep::RanksOnly`]); nothing is interned.
     pub(super) fn scan(
         mut self,
+        held: impl Fn(&CacheKey) -> Option<u64>,
         mut keep: impl FnMut(usize, SystemTime, &Record) -> Keep,
     ) -> Result<Scan, SnapshotError> {
         let header = self.header()?;
@@ -484,6 +505,8 @@ impl<R: Read> Decoder<R> {
             match self.take_array::<1>()? {
                 [TAG_ENTRY] => {
                     let mut record = self.entry(at)?;
+                    record.held = self.interned[record.prefix as usize]
+                        .and_then(|prefix| held(&CacheKey::from_interned(record.digest, prefix)));
                     let keep = match ranks {
                         Some(_) => Keep::RanksOnly,
                         None => keep(count, header.saved_at, &record),
@@ -696,6 +719,7 @@ impl<R: Read> Decoder<R> {
                 let number = u32::try_from(self.prefixes.len())
                     .map_err(|_| corrupt("too many distinct prefixes".into()))?;
                 self.check_prefix_room(&name, at)?;
+                self.interned.push(key::interned(&name));
                 self.prefixes.push(name.clone());
                 self.prefix_numbers.insert(name, number);
                 number
@@ -710,6 +734,7 @@ impl<R: Read> Decoder<R> {
             freq: head.freq,
             main: head.main,
             value_len: head.value_len,
+            held: None,
             value: None,
         })
     }

@@ -49,8 +49,9 @@
 //!   copy); when everything fits — a restart with the same budget — that one pass is the
 //!   whole load. Once something does not fit, it drops the values kept so far (at most the
 //!   room) and goes on hashing the rest through a bounded buffer, keeping of each record
-//!   only what the choice needs: its rank, TTL and length (32 bytes, not the 110 or so of
-//!   a full head with its key and offset). With the whole file checked, it chooses from
+//!   only what the choice needs: its rank, TTL, length and the charge its key already
+//!   holds in the cache, if any (40 bytes, not the 110 or so of a full head with its key
+//!   and offset). With the whole file checked, it chooses from
 //!   those what the policy's ranking keeps (the same choice the insertion makes), drops
 //!   them, and reads the *same open file* again from its start, keeping only the chosen
 //!   values and checking every byte again — this time including the checks that need the
@@ -115,6 +116,14 @@
 //!   fits, the most valuable entries by that ranking are kept, and they are inserted least
 //!   valuable first so that the policy's queues come back in their old order. Existing
 //!   entries are never evicted to make room: restoring into a non-empty cache adds what fits.
+//!   An entry whose key the cache holds replaces its value, as an insert does (an update:
+//!   the old value is reported [`RemovalCause::Replaced`](crate::RemovalCause)), and needs
+//!   only the bytes by which it outgrows the old value, not a new entry: a snapshot reloaded
+//!   into the full cache it was saved from is restored whole. (Until session 15 each was
+//!   charged in full, and such a reload left every entry out.) A value smaller than the one
+//!   it replaces frees room that the choice does not count on (see `Room::take`). Presence
+//!   is looked up as the file is read, for keys whose prefix is interned (no other key can
+//!   be in a cache), and again when the entries are stored.
 //!
 //! # File format, version 2
 //!
@@ -575,8 +584,11 @@ impl Cache {
         // A pipe cannot be read twice: it is read in one pass holding every live value, as
         // before the two-pass load existed.
         let rereadable = len.is_some();
-        let (mut room_bytes, mut room_entries) = self.room();
-        let mut first = decoder(path, &file, len).scan(|_, saved_at, record| {
+        let mut room = self.room();
+        // Whether each key is present already, and its charge: a reload into the cache the
+        // file was saved from replaces values, which needs no room beyond any growth.
+        let held = |key: &CacheKey| self.held_charge(key);
+        let mut first = decoder(path, &file, len).scan(held, |_, saved_at, record| {
             let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
                 return Keep::Head;
             };
@@ -588,10 +600,7 @@ impl Cache {
             // that does not, the values kept so far (at most the room) are dropped and only
             // what the choice needs is kept of each record; a second pass reads the values
             // the ranking keeps.
-            let charge = charge_of(record.value_len);
-            if charge <= room_bytes && room_entries > 0 {
-                room_bytes -= charge;
-                room_entries -= 1;
+            if room.take(charge_of(record.value_len), record.held) {
                 Keep::Value
             } else {
                 Keep::RanksOnly
@@ -625,6 +634,7 @@ impl Cache {
             live,
             |(_, r)| EntryImage::rank_of(r.main, r.freq, r.access_count),
             |(_, r)| charge_of(r.value_len),
+            |(_, r)| r.held(),
             &mut Default::default(),
         );
         let count = ranks.len();
@@ -642,13 +652,17 @@ impl Cache {
         // The length again: a file that grew or shrank in between is read as it is now,
         // and then fails the check below or the second read's own checks.
         let len = regular_len(path, file)?;
-        let second = decoder(path, file, len).scan(|index, _, _| {
-            if wanted.get(index) == Some(&true) {
-                Keep::Value
-            } else {
-                Keep::Head
-            }
-        })?;
+        // Presence was asked in the first pass, for the choice; the import asks again.
+        let second = decoder(path, file, len).scan(
+            |_| None,
+            |index, _, _| {
+                if wanted.get(index) == Some(&true) {
+                    Keep::Value
+                } else {
+                    Keep::Head
+                }
+            },
+        )?;
         // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
         // so the choice made from the first read's heads is a choice among these records.
         if second.checksum != first.checksum || second.records.len() != count {
@@ -692,7 +706,9 @@ impl Cache {
     /// the live entries, the most valuable by the eviction policy's ranking (main queue
     /// first, then frequency, then access count) that fit the room left in the byte budget
     /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
-    /// make room. An entry whose key is already present replaces it. What is left counts
+    /// make room. An entry whose key is already present replaces it, as an insert does (an
+    /// update), and so needs only the bytes by which its value outgrows the present one, and
+    /// no entry of the room. What is left counts
     /// from this cache's clock as read during the call, so pass the wall-clock time of just
     /// before it: a `now` taken earlier makes every restored entry live that much longer.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
