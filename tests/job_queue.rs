@@ -1417,6 +1417,66 @@ fn a_completion_hook_that_panics_on_one_job_still_hears_of_the_others() {
     assert_eq!(queue.stats().completed, 3);
 }
 
+/// A submit the memo store answers completes its job at once, on the submitter's thread, so
+/// the completion hook hears of it there. A hook that panics reaches the submitter, as it
+/// reaches a worker's `complete`, after the queue's work is done: the job is accepted,
+/// completed and counted, its id is the one the job had before the submit, and the queue is
+/// neither locked nor half changed.
+#[test]
+fn a_memo_hit_whose_completion_hook_panics_completes_and_the_panic_reaches_the_submitter() {
+    quiet_hook_panics();
+    let clock = ManualClock::new();
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let queue = {
+        let heard = Arc::clone(&heard);
+        builder(&clock)
+            .capacity(1)
+            .cache(cache_with(&[1]))
+            .on_complete(move |c| {
+                heard.lock().push(c.id);
+                if c.memo_hit {
+                    std::panic::panic_any(HOOK_PANIC);
+                }
+            })
+            .build()
+            .expect("valid")
+    };
+    let submit_panics = |submit: &dyn Fn(Job) -> Result<JobId, QueueError>| -> JobId {
+        let hit = transcription(1, JobPriority::Low);
+        let (id, again) = (hit.id(), hit.clone());
+        let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| submit(hit)));
+        let payload = submitted.expect_err("the hook's panic reaches the submitter");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&HOOK_PANIC));
+        let job = queue.get(id).expect("accepted and kept");
+        assert_eq!(job.status(), JobStatus::Completed);
+        assert_eq!(
+            job.result().map(|r| r.as_bytes().as_ref()),
+            Some(&b"memo"[..])
+        );
+        assert!(matches!(queue.submit(again), Err(QueueError::Duplicate(d)) if d == id));
+        id
+    };
+    // With room, and on a full queue (a memo hit takes no place and does not wait).
+    let with_room = submit_panics(&|job| queue.submit(job));
+    let filler = queue
+        .submit(job(JobPriority::Low))
+        .expect("the hit took no place");
+    let when_full = submit_panics(&|job| queue.submit_timeout(job, 60 * SEC));
+    let stats = queue.stats();
+    assert_eq!((stats.memo_hits, stats.completed), (2, 2));
+    assert_eq!((stats.submitted, stats.queued, stats.processing), (3, 1, 0));
+    assert_eq!(*heard.lock(), [with_room, when_full]);
+
+    // The queue works on: the filler is taken and completed, and the hook hears of it.
+    let lease = queue.try_next(&w("w")).expect("the filler is ready");
+    assert_eq!(lease.job_id(), filler);
+    queue
+        .complete(&lease, b"done".to_vec().into())
+        .expect("completes");
+    assert_eq!(queue.stats().completed, 3);
+    assert_eq!(*heard.lock(), [with_room, when_full, filler]);
+}
+
 // Issue #5's two late defects (session 8): a full queue refused a job the memo store answers,
 // and a follower that took over from a cancelled leader queued as if submitted at the takeover.
 

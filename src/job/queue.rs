@@ -486,6 +486,16 @@ impl JobQueueBuilder {
     /// queue's lock is released, so it may call the queue; it should be quick, since that
     /// thread is usually a worker. Failed and cancelled jobs are not reported (their counts are
     /// in [`JobQueue::stats`]).
+    ///
+    /// A hook that panics does not undo or interrupt anything: every job of the call is still
+    /// reported, the jobs stay completed and counted, and the queue is unlocked. The first
+    /// panic then goes on to the caller of the call that completed the jobs, as a panic of
+    /// the cache's eviction listener goes on to the caller of the cache's call: a worker's
+    /// [`JobQueue::complete`] or [`JobQueue::complete_and_next`] (which first gives back a
+    /// job it leased), and for a memo hit, [`JobQueue::submit`], [`JobQueue::submit_timeout`],
+    /// [`JobQueue::cancel`] (followers answered by the memo store) or
+    /// [`JobQueue::resubmit_dead_letter`]. A [`crate::WorkerPool`]'s workers catch it, so
+    /// that the worker survives.
     #[must_use]
     pub fn on_complete(mut self, hook: impl Fn(&JobCompletion) + Send + Sync + 'static) -> Self {
         // Each job is reported even if the hook panics on another, and the first panic goes
@@ -858,6 +868,16 @@ impl JobQueue {
     ///
     /// A refused job leaves no trace in the queue, so a caller that wants to retry after
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
+    ///
+    /// A memo hit completes on this thread, so the completion hook
+    /// ([`JobQueueBuilder::on_complete`]) hears of it here, once the queue's lock is released.
+    /// If the hook panics, the panic goes on to this call's caller, as it goes on to a
+    /// worker's [`JobQueue::complete`]: after the queue's work is done. The job is then
+    /// accepted, completed and counted, and the queue unlocked and consistent; only the
+    /// returned [`JobId`] is lost, and it is the job's own ([`Job::id`], readable before the
+    /// submit; a clone submitted again is refused as [`QueueError::Duplicate`]). Swallowing
+    /// the panic would hide a host's bug from the one caller that can see it; the cache
+    /// re-raises its listeners' panics to its callers the same way.
     pub fn submit(&self, job: Job) -> Result<JobId, QueueError> {
         self.inner.submit(job, None)
     }
@@ -870,6 +890,9 @@ impl JobQueue {
     /// capacity (at least one place), not at every finished job:
     /// each wake is a system call on both sides, and a producer woken for a single free place
     /// would fill it and sleep again at once.
+    ///
+    /// A memo hit's completion hook runs on this thread, and its panic reaches the caller, as
+    /// for [`JobQueue::submit`].
     pub fn submit_timeout(&self, job: Job, timeout: Duration) -> Result<JobId, QueueError> {
         self.inner.submit(job, Some(timeout))
     }
