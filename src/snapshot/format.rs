@@ -3,7 +3,8 @@
 //! they pass (version 2's record stream on the worker threads of [`super::hash`]).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -214,12 +215,18 @@ impl<W: Write> Encoder<W> {
         let records = self.records;
         self.put(&records.to_le_bytes())?;
         let stream = self.blocks.len();
-        let digests = self.blocks.finish().map_err(|missing| {
+        let missing = |block: usize| {
             io::Error::other(format!(
-                "a hash worker stopped before hashing block {}",
-                missing.block
+                "a hash worker stopped before hashing block {block}"
             ))
-        })?;
+        };
+        let digests = self.blocks.finish().map_err(|m| missing(m.block))?;
+        // The encoder passes over no block: every digest is there.
+        let digests: Vec<Digest> = digests
+            .into_iter()
+            .enumerate()
+            .map(|(block, digest)| digest.ok_or_else(|| missing(block)))
+            .collect::<io::Result<_>>()?;
         let mut root = Context::new(&SHA256);
         root.update(&self.header);
         let count = (digests.len() as u64).to_le_bytes();
@@ -378,6 +385,39 @@ impl Scan {
     }
 }
 
+/// What a [`Decoder`] reads from: bytes in order, and for a file, a way past bytes it need
+/// not read.
+pub(super) trait Input: Read {
+    /// Moves `bytes` on without reading them, if this input can; returns whether it did.
+    fn pass(&mut self, bytes: u64) -> io::Result<bool>;
+}
+
+/// A regular file (the loader's input; a pipe opened as a file is never asked to pass).
+impl Input for BufReader<&File> {
+    fn pass(&mut self, bytes: u64) -> io::Result<bool> {
+        let Ok(offset) = i64::try_from(bytes) else {
+            return Ok(false);
+        };
+        self.seek_relative(offset)?;
+        Ok(true)
+    }
+}
+
+/// Any reader, read through: what [`super::read_snapshot`] decodes.
+pub(super) struct Stream<R>(pub(super) R);
+
+impl<R: Read> Read for Stream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> Input for Stream<R> {
+    fn pass(&mut self, _bytes: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
 /// Reads a snapshot, hashing every byte before the checksum and tracking the offset for
 /// error messages.
 pub(super) struct Decoder<R> {
@@ -405,6 +445,9 @@ pub(super) struct Decoder<R> {
     /// Of those, the valid ones the prefix table did not hold when they were first read (an
     /// upper bound on the cells interning them will take: another thread may intern some).
     prefixes_missing: usize,
+    /// Values longer than this that the caller does not keep are passed over unread where
+    /// they cover whole blocks (see [`Decoder::passing_values_over`]).
+    pass_values_over: Option<u64>,
 }
 
 /// What the header says.
@@ -414,7 +457,7 @@ struct Header {
     block_size: u32,
 }
 
-impl<R: Read> Decoder<R> {
+impl<R: Input> Decoder<R> {
     pub(super) fn new(input: R, len: Option<u64>, name: String) -> Decoder<R> {
         Decoder {
             input,
@@ -427,7 +470,21 @@ impl<R: Read> Decoder<R> {
             prefix_numbers: HashMap::new(),
             interned: Vec::new(),
             prefixes_missing: 0,
+            pass_values_over: None,
         }
+    }
+
+    /// Passes over, without reading or hashing, the whole blocks inside any value longer
+    /// than `len` bytes that the scan does not keep, in a version-2 file of known length. For
+    /// a load, `len` is the longest value the cache's whole budget can hold: a longer one can
+    /// never be stored, so its bytes cannot matter to what the load restores, and reading
+    /// them only took time — a sparse file's terabyte of value was read and hashed twice.
+    /// What is passed over is not checked: damage inside such a value is not noticed (see
+    /// the [module docs](super)). The bytes around it, to the nearest block boundaries, are
+    /// read and checked as usual, so every record head, the end marker and the trailer are.
+    pub(super) fn passing_values_over(mut self, len: u64) -> Decoder<R> {
+        self.pass_values_over = Some(len);
+        self
     }
 
     fn io_error(&self, source: io::Error) -> SnapshotError {
@@ -626,6 +683,11 @@ impl<R: Read> Decoder<R> {
         check_digest(&root, self.hasher.clone().finish().as_ref())?;
         let first = HEADER_LEN as u64;
         for (block, (stored, computed)) in stored.iter().zip(&computed).enumerate() {
+            // A block passed over has no digest to compare: it lay inside a value the caller
+            // can never keep (see `Decoder::passing_values_over`).
+            let Some(computed) = computed else {
+                continue;
+            };
             if stored != computed {
                 let start = first + block as u64 * u64::from(block_size);
                 return Err(SnapshotError::BlockChecksumMismatch {
@@ -779,10 +841,46 @@ impl<R: Read> Decoder<R> {
         }
     }
 
-    /// Reads and hashes `len` value bytes without keeping them, [`SKIP_CHUNK`] bytes at a
-    /// time.
+    /// Reads and hashes `len` value bytes without keeping them, or passes over the whole
+    /// blocks inside them (see [`Decoder::passing_values_over`]).
     fn skip_value(&mut self, len: u64) -> Result<(), SnapshotError> {
         self.check_room(len)?;
+        let passable = self.len.is_some() && self.pass_values_over.is_some_and(|max| len > max);
+        let (before, blocks) = match &self.blocks {
+            Some(hasher) if passable => {
+                let before = (hasher.to_boundary() as u64).min(len);
+                (before, (len - before) / hasher.block_size() as u64)
+            }
+            _ => (len, 0),
+        };
+        self.hash_unkept(before)?;
+        let passed = self.pass_blocks(blocks)?;
+        self.hash_unkept(len - before - passed)
+    }
+
+    /// Passes over `count` whole blocks from a block boundary, if the input can; returns the
+    /// bytes passed over (0 if it could not: they are then read as usual).
+    fn pass_blocks(&mut self, count: u64) -> Result<u64, SnapshotError> {
+        let (Some(hasher), Ok(blocks)) = (self.blocks.as_ref(), usize::try_from(count)) else {
+            return Ok(0);
+        };
+        if blocks == 0 || hasher.to_boundary() != 0 {
+            return Ok(0);
+        }
+        let bytes = count.saturating_mul(hasher.block_size() as u64);
+        if !self.input.pass(bytes).map_err(|e| self.io_error(e))? {
+            return Ok(0);
+        }
+        // At a block boundary, checked above: the hasher takes the gap.
+        if let Some(hasher) = self.blocks.as_mut() {
+            hasher.pass_blocks(blocks);
+        }
+        self.pos += bytes;
+        Ok(bytes)
+    }
+
+    /// Reads and hashes `len` bytes without keeping them, [`SKIP_CHUNK`] bytes at a time.
+    fn hash_unkept(&mut self, len: u64) -> Result<(), SnapshotError> {
         let mut left = len;
         while left > 0 {
             // Each chunk is a fresh buffer that the hash workers share and free once hashed:

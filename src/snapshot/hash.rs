@@ -150,6 +150,8 @@ pub(super) struct BlockHasher {
     tried_pool: bool,
     /// Stream length from which a completed block starts the pool.
     pool_after: u64,
+    /// Blocks passed over unhashed (see [`BlockHasher::pass_blocks`]), as index ranges.
+    passed: Vec<std::ops::Range<usize>>,
 }
 
 /// Some block's digest never arrived: a hash worker stopped (it panicked).
@@ -172,7 +174,31 @@ impl BlockHasher {
             pool: None,
             tried_pool: false,
             pool_after: POOL_AFTER,
+            passed: Vec::new(),
         }
+    }
+
+    /// The block size.
+    pub(super) fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Bytes from here to the end of the current block; 0 at a block boundary.
+    pub(super) fn to_boundary(&self) -> usize {
+        (self.block_size - self.filled) % self.block_size
+    }
+
+    /// Counts the next `count` whole blocks as passed over: their bytes are not appended or
+    /// hashed, and [`BlockHasher::finish`] reports no digest for them. Only at a block
+    /// boundary; returns false, passing nothing, elsewhere.
+    pub(super) fn pass_blocks(&mut self, count: usize) -> bool {
+        if self.filled != 0 {
+            return false;
+        }
+        let first = self.blocks;
+        self.blocks += count;
+        self.passed.push(first..self.blocks);
+        true
     }
 
     /// Appends bytes by copying them.
@@ -251,9 +277,10 @@ impl BlockHasher {
         self.blocks as u64 * self.block_size as u64 + self.filled as u64
     }
 
-    /// Completes the last block and returns every block's digest, in order. A stream of `n`
-    /// bytes has `ceil(n / block_size)` blocks, the last one possibly short.
-    pub(super) fn finish(mut self) -> Result<Vec<Digest>, MissingDigest> {
+    /// Completes the last block and returns every block's digest, in order, `None` for the
+    /// blocks passed over ([`BlockHasher::pass_blocks`]). A stream of `n` bytes has
+    /// `ceil(n / block_size)` blocks, the last one possibly short.
+    pub(super) fn finish(mut self) -> Result<Vec<Option<Digest>>, MissingDigest> {
         if self.filled > 0 {
             self.seal(true);
         }
@@ -271,11 +298,15 @@ impl BlockHasher {
                 *slot = Some(digest);
             }
         }
-        digests
-            .into_iter()
+        let passed = |block: usize| self.passed.iter().any(|range| range.contains(&block));
+        match digests
+            .iter()
             .enumerate()
-            .map(|(block, digest)| digest.ok_or(MissingDigest { block }))
-            .collect()
+            .find(|&(block, digest)| digest.is_none() && !passed(block))
+        {
+            Some((block, _)) => Err(MissingDigest { block }),
+            None => Ok(digests),
+        }
     }
 }
 
@@ -307,7 +338,16 @@ mod tests {
         }
         let len: usize = pieces.iter().map(|(b, _)| b.len()).sum();
         assert_eq!(hasher.len(), len as u64);
-        hasher.finish().expect("every digest arrives")
+        all_digests(hasher)
+    }
+
+    /// The digests of a hasher that passed over no block.
+    fn all_digests(hasher: BlockHasher) -> Vec<Digest> {
+        let digests = hasher.finish().expect("every digest arrives");
+        digests
+            .into_iter()
+            .map(|d| d.expect("none passed over"))
+            .collect()
     }
 
     proptest! {
@@ -396,10 +436,7 @@ mod tests {
             done.send((job.index, digest_of(&job.pieces)))
                 .expect("the hasher holds the results");
         }
-        assert_eq!(
-            hasher.finish().expect("every digest arrives"),
-            expected(&stream, 64)
-        );
+        assert_eq!(all_digests(hasher), expected(&stream, 64));
     }
 
     /// With every worker gone (the queue's receiving end dropped), blocks are hashed on the
@@ -417,6 +454,31 @@ mod tests {
         let local: Vec<usize> = hasher.local.iter().map(|&(index, _)| index).collect();
         assert_eq!(local, [1, 2], "the short last block waits for finish");
         assert_eq!(hasher.finish().map_err(|missing| missing.block), Err(0));
+    }
+
+    /// Blocks passed over count in the stream's length and have no digest; the blocks
+    /// around them are hashed as usual, on the workers too. Passing is refused off a block
+    /// boundary.
+    #[test]
+    fn passed_blocks_have_no_digest_and_the_others_are_right() {
+        let stream = numbered_stream(64 * 10 + 5);
+        let want = expected(&stream, 64);
+        for pool_after in [0, POOL_AFTER] {
+            let mut hasher = BlockHasher::new(64);
+            hasher.pool_after = pool_after;
+            hasher.copy(&stream[..100]);
+            assert_eq!(hasher.to_boundary(), 28);
+            assert!(!hasher.pass_blocks(1), "not at a boundary");
+            hasher.copy(&stream[100..128]);
+            assert_eq!(hasher.to_boundary(), 0);
+            assert!(hasher.pass_blocks(3));
+            assert_eq!(hasher.len(), 64 * 5);
+            hasher.share(&Bytes::copy_from_slice(&stream[64 * 5..]));
+            let digests = hasher.finish().expect("every digest arrives");
+            let mut with_gap: Vec<Option<Digest>> = want.iter().copied().map(Some).collect();
+            with_gap[2..5].fill(None);
+            assert_eq!(digests, with_gap, "pool after {pool_after}");
+        }
     }
 
     /// A hasher dropped midway (an error path) stops its workers.
