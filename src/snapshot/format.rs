@@ -258,9 +258,6 @@ pub(super) struct Record {
     pub(super) freq: u8,
     pub(super) main: bool,
     pub(super) value_len: u64,
-    /// The charge its key holds in the cache being loaded, if the key is there (as the
-    /// `held` function given to [`Decoder::scan`] answers).
-    pub(super) held: Option<u64>,
     /// The value, if the caller of [`Decoder::scan`] asked for it; otherwise its bytes were
     /// hashed and dropped.
     pub(super) value: Option<Bytes>,
@@ -273,7 +270,9 @@ pub(super) struct Record {
 pub(super) struct Rank {
     pub(super) access_count: u64,
     pub(super) value_len: u64,
-    /// [`Record::held`], 0 for none: every entry is charged more than 0 bytes.
+    /// The charge the record's key held in the cache being loaded when it was read (as the
+    /// `held` function given to [`Decoder::scan`] answers), 0 for none: every entry is
+    /// charged more than 0 bytes.
     held: u64,
     /// Time left to live at the save time, in nanoseconds; `u64::MAX` for none. The same
     /// for deciding whether an entry is live: no wall clock is 584 years past a save time
@@ -284,11 +283,11 @@ pub(super) struct Rank {
 }
 
 impl Rank {
-    fn of(record: &Record) -> Rank {
+    fn of(record: &Record, held: Option<u64>) -> Rank {
         Rank {
             access_count: record.access_count,
             value_len: record.value_len,
-            held: record.held.unwrap_or(0),
+            held: held.unwrap_or(0),
             ttl_nanos: record.ttl_remaining.map_or(u64::MAX, |ttl| {
                 u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)
             }),
@@ -438,7 +437,7 @@ pub(super) struct Decoder<R> {
     prefixes: Vec<String>,
     prefix_numbers: HashMap<String, u32>,
     /// Of those, by number, the ones that were already interned when first read, with their
-    /// table numbers: only their keys can be in a cache (see [`Record::held`]). One interned
+    /// table numbers: only their keys can be in a cache (see [`Decoder::scan`]). One interned
     /// by another thread later is taken as absent; its keys are then charged in full, which
     /// can only leave out what would have fit, never overfill (the store checks again).
     interned: Vec<Option<key::Prefix>>,
@@ -536,13 +535,15 @@ impl<R: Input> Decoder<R> {
     /// Reads, checks and returns a whole snapshot with every value. Nothing is returned unless
     /// every byte checked out.
     pub(super) fn decode(self) -> Result<Snapshot, SnapshotError> {
-        self.scan(|_| None, |_, _, _| Keep::Value)?.into_snapshot()
+        self.scan(|_| None, |_, _, _, _| Keep::Value)?
+            .into_snapshot()
     }
 
     /// Reads and checks a whole snapshot, keeping of each record what
-    /// `keep(index, saved_at, record)` says (the record's `value` is still `None` then, and its
-    /// `held` is what `held` answers for its key, asked only if the key can exist: its prefix
-    /// is interned); values
+    /// `keep(index, saved_at, record, key)` says (the record's `value` is still `None` then;
+    /// `key` is its key if the key can be in a cache now, its prefix being interned, so that
+    /// the caller can look it up). Of each record kept as a [`Rank`], the charge its key
+    /// holds is what `held` answers for the key (asked only if the key can be there); values
     /// not kept are hashed through a bounded buffer and dropped, so memory is the kept values,
     /// one small head per record and a bounded buffer, whatever the file's size. Nothing is
     /// returned unless every byte checked out, every prefix is a valid key prefix and no key
@@ -551,7 +552,7 @@ impl<R: Input> Decoder<R> {
     pub(super) fn scan(
         mut self,
         held: impl Fn(&CacheKey) -> Option<u64>,
-        mut keep: impl FnMut(usize, SystemTime, &Record) -> Keep,
+        mut keep: impl FnMut(usize, SystemTime, &Record, Option<&CacheKey>) -> Keep,
     ) -> Result<Scan, SnapshotError> {
         let header = self.header()?;
         let mut records = Vec::new();
@@ -562,11 +563,10 @@ impl<R: Input> Decoder<R> {
             match self.take_array::<1>()? {
                 [TAG_ENTRY] => {
                     let mut record = self.entry(at)?;
-                    record.held = self.interned[record.prefix as usize]
-                        .and_then(|prefix| held(&CacheKey::from_interned(record.digest, prefix)));
+                    let key = self.key_of(&record);
                     let keep = match ranks {
                         Some(_) => Keep::RanksOnly,
-                        None => keep(count, header.saved_at, &record),
+                        None => keep(count, header.saved_at, &record, key.as_ref()),
                     };
                     if keep == Keep::Value {
                         record.value = Some(self.value(record.value_len)?);
@@ -577,9 +577,11 @@ impl<R: Input> Decoder<R> {
                         // The records so far go now, values and all: from here on a third
                         // of the memory per record, and no values held while reading on.
                         let ranks = ranks.get_or_insert_with(|| {
-                            std::mem::take(&mut records).iter().map(Rank::of).collect()
+                            let records = std::mem::take(&mut records);
+                            let held_by = |r: &Record| self.key_of(r).and_then(|k| held(&k));
+                            records.iter().map(|r| Rank::of(r, held_by(r))).collect()
                         });
-                        ranks.push(Rank::of(&record));
+                        ranks.push(Rank::of(&record, key.and_then(|k| held(&k))));
                     } else {
                         records.push(record);
                     }
@@ -796,9 +798,19 @@ impl<R: Input> Decoder<R> {
             freq: head.freq,
             main: head.main,
             value_len: head.value_len,
-            held: None,
             value: None,
         })
+    }
+
+    /// The key of `record` if it can be in a cache now: its prefix was interned when first
+    /// read. Interns nothing.
+    fn key_of(&self, record: &Record) -> Option<CacheKey> {
+        let prefix = self
+            .interned
+            .get(record.prefix as usize)
+            .copied()
+            .flatten()?;
+        Some(CacheKey::from_interned(record.digest, prefix))
     }
 
     /// Fails as soon as the file's new prefixes, with `name` (first read in the record at

@@ -607,7 +607,7 @@ impl Cache {
         // file was saved from replaces values, which needs no room beyond any growth.
         let held = |key: &CacheKey| self.held_charge(key);
         let first = decoder(path, &file, len).passing_values_over(self.largest_value());
-        let mut first = first.scan(held, |_, saved_at, record| {
+        let mut first = first.scan(held, |_, saved_at, record, key| {
             let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
                 return Keep::Head;
             };
@@ -618,8 +618,15 @@ impl Cache {
             // a load into a cache as large as the saved one, stays one pass. At the first
             // that does not, the values kept so far (at most the room) are dropped and only
             // what the choice needs is kept of each record; a second pass reads the values
-            // the ranking keeps.
-            if room.take(charge_of(record.value_len), record.held) {
+            // the ranking keeps. Presence is asked only of an entry that does not fit as a
+            // new one. Asked of every record (and of every entry by the import), presence
+            // cost a load of 100,000 entries of 16 bytes into an empty cache 2.7 % more
+            // instructions than before it was asked at all (callgrind); asked only when it
+            // can matter, 0.5 %. Charging a present key in full when it fits anyway can only
+            // send the load to its second pass sooner, whose choice asks presence of every
+            // entry.
+            let charge = charge_of(record.value_len);
+            if room.take(charge, None) || room.take(charge, key.and_then(held)) {
                 Keep::Value
             } else {
                 Keep::RanksOnly
@@ -675,7 +682,7 @@ impl Cache {
         let second = decoder(path, file, len).passing_values_over(self.largest_value());
         let second = second.scan(
             |_| None,
-            |index, _, _| {
+            |index, _, _, _| {
                 if wanted.get(index) == Some(&true) {
                     Keep::Value
                 } else {
