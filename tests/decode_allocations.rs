@@ -165,6 +165,23 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     );
 }
 
+/// A sequence's claimed length is checked against the codec's element budget (64 Ki
+/// elements for a short input) before serde reserves room for it: nine bytes claiming 2^40
+/// `u64`s used to reserve serde's 1 MiB maximum, 100,000 times the input.
+#[test]
+fn a_huge_sequence_claim_reserves_nothing() {
+    // bincode varint: 0xFD = a u64 follows.
+    let mut claim = vec![0xFD];
+    claim.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let (result, largest) = largest_allocation(|| codec::decode::<Vec<u64>>(&claim));
+    assert!(
+        matches!(result, Err(CodecError::TooManyElements { .. })),
+        "{result:?}"
+    );
+    // The refusal's message is all that is allocated.
+    assert!(largest <= 16 * claim.len(), "allocated {largest} bytes");
+}
+
 /// A sparse file can really be terabytes long while taking no disk, so checking a value's
 /// length against the bytes left in the file does not make its allocation feasible: the
 /// reader reserved the whole value up front and the process aborted ("memory allocation of
