@@ -73,7 +73,7 @@ pub enum CodecError {
     /// budget (see the module docs): refused before they were decoded.
     #[error(
         "decoding a value as {type_name} failed: its sequences and maps claim at least \
-         {claimed} elements, more than the {budget} allowed for an input of its size"
+         {claimed} elements, more than its element budget of {budget}"
     )]
     TooManyElements {
         /// The type asked for.
