@@ -331,6 +331,45 @@ fn inserting_over_an_expired_value_reports_it_expired_and_counts_an_insert() {
     assert_eq!(cache.size_bytes(), CacheEntry::charged_size(3) as u64);
 }
 
+/// Bug: an insert over an expired value not yet purged is counted as an insert, but it kept
+/// the dead value's record: [`Cache::entry`] reported the dead value's reads as the new value's
+/// `access_count`, and the eviction policy credited the new value with the dead one's hits and
+/// place. The same insert after a read had removed the dead value started from nothing:
+/// what the entry reports must not depend on whether a purge came first.
+#[test]
+fn an_insert_over_an_unpurged_expired_value_starts_with_no_reads() {
+    let clock = ManualClock::new();
+    let (cache, _) = recording_cache(&clock);
+    for k in [key(1), key(2)] {
+        cache.insert_with_ttl(k, "old", secs(1)).expect("fits");
+        for _ in 0..3 {
+            assert!(cache.get(&k).is_some());
+        }
+    }
+    clock.advance(Duration::from_secs(2));
+    // key(2)'s dead value is removed by a read first; key(1)'s is still stored.
+    assert_eq!(cache.get(&key(2)), None);
+    for k in [key(1), key(2)] {
+        cache.insert(k, "new").expect("fits");
+    }
+    let unpurged = cache.entry(&key(1)).expect("live");
+    let purged = cache.entry(&key(2)).expect("live");
+    assert_eq!(
+        unpurged.access_count(),
+        0,
+        "the dead value's reads were kept"
+    );
+    assert_eq!(
+        (
+            unpurged.created_at(),
+            unpurged.accessed_at(),
+            unpurged.ttl()
+        ),
+        (purged.created_at(), purged.accessed_at(), purged.ttl())
+    );
+    assert_eq!(purged.access_count(), 0);
+}
+
 /// Bug: a TTL under a microsecond (valid: `Ttl::new` takes any positive duration) is kept as
 /// zero microseconds, and `Cache::entry` then reported the entry as never expiring.
 #[test]

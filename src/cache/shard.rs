@@ -407,29 +407,56 @@ impl Shard {
     }
 
     /// Inserts or replaces. Returns what was replaced.
+    ///
+    /// A live value is rewritten in place: the key keeps its record, its reads and its place
+    /// with the policy. An expired one is removed and the new value inserted as a new key:
+    /// to every reader the key was absent (the cache counts this as an insert), so the new
+    /// value must not inherit the dead one's access count, hits or place — nor report
+    /// anything other than what it would had a purge removed the dead value first.
     pub(super) fn insert(&mut self, hash: u64, new: NewEntry) -> Option<Replaced> {
+        let mut replaced_expired = None;
         if let Some(slot) = self.slot_of(hash, &new.key) {
-            let record = self.records.record_mut(slot);
-            let old_charge = record.charge();
-            let expired = record.is_expired(new.now);
-            let old_value = std::mem::replace(&mut record.value, new.value);
-            let had_deadline = record.ttl != span::NONE;
-            record.set_lifetime(new.now, new.expires_at);
-            // A rewrite is a use of the key: it keeps its place and gains a hit.
-            *record.accessed.get_mut() = 0;
-            record.links.hit();
-            let expires_at = record.expires_at();
-            let (queue, new_charge) = (record.links.queue, record.charge());
-            self.policy.recharge(queue, old_charge, new_charge);
-            self.timed = self.timed + usize::from(expires_at != NEVER) - usize::from(had_deadline);
-            self.file_deadline(slot, expires_at);
-            return Some(Replaced {
-                value: old_value,
-                charge: old_charge,
-                expired,
-            });
+            if self.records.record(slot).is_expired(new.now) {
+                let old = self.remove_slot(hash, slot);
+                replaced_expired = Some(Replaced {
+                    charge: old.charge(),
+                    value: old.value,
+                    expired: true,
+                });
+            } else {
+                return Some(self.rewrite(slot, new));
+            }
         }
+        self.insert_new(hash, new);
+        replaced_expired
+    }
 
+    /// Rewrites the live record in `slot` with `new`'s value and lifetime.
+    #[inline]
+    fn rewrite(&mut self, slot: u32, new: NewEntry) -> Replaced {
+        let record = self.records.record_mut(slot);
+        let old_charge = record.charge();
+        let old_value = std::mem::replace(&mut record.value, new.value);
+        let had_deadline = record.ttl != span::NONE;
+        record.set_lifetime(new.now, new.expires_at);
+        // A rewrite is a use of the key: it keeps its place and gains a hit.
+        *record.accessed.get_mut() = 0;
+        record.links.hit();
+        let expires_at = record.expires_at();
+        let (queue, new_charge) = (record.links.queue, record.charge());
+        self.policy.recharge(queue, old_charge, new_charge);
+        self.timed = self.timed + usize::from(expires_at != NEVER) - usize::from(had_deadline);
+        self.file_deadline(slot, expires_at);
+        Replaced {
+            value: old_value,
+            charge: old_charge,
+            expired: false,
+        }
+    }
+
+    /// Inserts `new`, whose key is absent.
+    #[inline]
+    fn insert_new(&mut self, hash: u64, new: NewEntry) {
         let queue = if new.main {
             Queue::Main
         } else {
@@ -477,7 +504,6 @@ impl Shard {
             self.timed += 1;
             self.file_deadline(slot, expires_at);
         }
-        None
     }
 
     fn file_deadline(&mut self, slot: u32, expires_at: u64) {
