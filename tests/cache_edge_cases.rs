@@ -370,6 +370,87 @@ fn an_insert_over_an_unpurged_expired_value_starts_with_no_reads() {
     assert_eq!(purged.access_count(), 0);
 }
 
+/// A cache of `max_entries` entries and `max_bytes` bytes in `shards` shards, on `clock`,
+/// whose listener records every removal.
+fn full_recording_cache(
+    clock: &ManualClock,
+    max_bytes: u64,
+    max_entries: u64,
+    shards: usize,
+) -> (Cache, Removals) {
+    let events: Removals = Arc::default();
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(max_bytes)
+        .max_entries(max_entries)
+        .shards(shards)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+        .build()
+        .expect("valid");
+    (cache, events)
+}
+
+/// Bug: a full cache chose its victims by the eviction policy alone, so it evicted live
+/// entries for size (reported `Size`) while expired ones, not yet purged, kept their place
+/// and their budget — in the inserter's own shard and in the others. Now the first insert
+/// of each tick of the expiry wheel that must evict first removes every expired entry.
+#[test]
+fn a_full_cache_evicts_expired_entries_before_live_ones() {
+    let clock = ManualClock::new();
+    let (cache, events) = full_recording_cache(&clock, 1 << 20, 8, 4);
+    for i in 0..4 {
+        cache
+            .insert_with_ttl(key(i), "dead", secs(1))
+            .expect("fits");
+        cache.insert(key(100 + i), "live").expect("fits");
+    }
+    clock.advance(Duration::from_secs(5));
+    for i in 0..4 {
+        cache.insert(key(200 + i), "new").expect("fits");
+    }
+    let mut seen = events.lock().clone();
+    seen.sort_by_key(|event| event.0);
+    let mut dead: Vec<_> = (0..4)
+        .map(|i| (key(i), Bytes::from("dead"), RemovalCause::Expired))
+        .collect();
+    dead.sort_by_key(|event| event.0);
+    assert_eq!(seen, dead);
+    for i in 0..4 {
+        assert!(
+            cache.contains_key(&key(100 + i)),
+            "live key {i} was evicted"
+        );
+        assert!(cache.contains_key(&key(200 + i)));
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.evictions_size, stats.evictions_expired), (0, 4));
+}
+
+/// The same for an update that grows in a cache full by bytes: the expired entry makes the
+/// room, not a live one.
+#[test]
+fn a_growing_update_in_a_full_cache_evicts_an_expired_entry_before_a_live_one() {
+    let clock = ManualClock::new();
+    let charge = CacheEntry::charged_size(10) as u64;
+    let (cache, events) = full_recording_cache(&clock, 3 * charge, u64::MAX, 1);
+    let ten = "0123456789";
+    cache.insert_with_ttl(key(1), ten, secs(1)).expect("fits");
+    cache.insert(key(2), ten).expect("fits");
+    cache.insert(key(3), ten).expect("fits");
+    clock.advance(Duration::from_secs(5));
+    cache.insert(key(2), "01234567890123456789").expect("fits");
+    assert_eq!(
+        *events.lock(),
+        vec![
+            (key(1), Bytes::from(ten), RemovalCause::Expired),
+            (key(2), Bytes::from(ten), RemovalCause::Replaced),
+        ]
+    );
+    assert!(cache.contains_key(&key(3)), "a live entry was evicted");
+    assert!(cache.size_bytes() <= cache.max_bytes());
+}
+
 /// Bug: a TTL under a microsecond (valid: `Ttl::new` takes any positive duration) is kept as
 /// zero microseconds, and `Cache::entry` then reported the entry as never expiring.
 #[test]

@@ -42,7 +42,11 @@
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
 //!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
 //!   interval from a sweeper thread the builder can start
-//!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic.
+//!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic. A full cache
+//!   evicts expired entries before live ones: the first insert of each wheel tick (2^30 ns,
+//!   about a second) that has to evict purges every shard first, so no live entry is evicted
+//!   for size while an entry whose deadline passed before the current tick is still stored
+//!   (but by inserts that race that purge). Not before every eviction: see `Inner::store`.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
 //!   runs once per key; a loader that loads its own key again on its own thread gets
 //!   [`CacheError::ReentrantLoad`] rather than waiting for itself, and a load that would
@@ -64,7 +68,7 @@ mod shard;
 mod stats;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -78,6 +82,7 @@ pub use builder::{CacheBuilder, MAX_SHARDS};
 pub use loader::LoadError;
 pub use stats::CacheStats;
 
+use expiry::tick_of;
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
 use stats::{Counter, StripedCounters};
@@ -212,6 +217,10 @@ struct Inner {
     max_entries: u64,
     bytes: Padded<AtomicU64>,
     entries: Padded<AtomicU64>,
+    /// The expiry wheels' tick (see `expiry.rs`) up to which every shard has been purged:
+    /// by [`Cache::purge_expired`], or by the first insert of a later tick that had to evict
+    /// (see `Inner::store`). Read only by inserts that must evict, written once a tick.
+    purged_tick: AtomicU32,
     default_ttl: Option<Ttl>,
     clock: SharedClock,
     listener: Option<Listener>,
@@ -303,6 +312,7 @@ impl Cache {
             max_entries: config.max_entries,
             bytes: Padded(AtomicU64::new(0)),
             entries: Padded(AtomicU64::new(0)),
+            purged_tick: AtomicU32::new(0),
             default_ttl: config.default_ttl,
             clock: config.clock,
             listener: config.listener,
@@ -416,7 +426,8 @@ impl Cache {
         let mut panicked = ListenerPanic::default();
         for shard in inner.shards.iter() {
             let records = shard.0.write().clear();
-            let removed = inner.account_removals(records, RemovalCause::Removed);
+            let mut removed = Removed::new();
+            inner.account_removals(records, RemovalCause::Removed, &mut removed);
             inner.report(removed, &mut panicked);
         }
         panicked.resume();
@@ -529,7 +540,8 @@ impl Cache {
     ///
     /// An expired entry is never returned, but it is counted by [`Cache::len`] and charged
     /// against the budget until it is purged — by this call, by a read or an insert of its
-    /// key, or by the sweeper thread of [`CacheBuilder::sweep_interval`]. Each removal is
+    /// key, by the first insert of a later tick of the expiry wheel (about a second) that
+    /// finds the cache full, or by the sweeper thread of [`CacheBuilder::sweep_interval`]. Each removal is
     /// reported to the eviction listener as [`RemovalCause::Expired`].
     ///
     /// ```
@@ -687,9 +699,10 @@ impl Inner {
         if !shard.find(hash, key).is_some_and(|r| r.is_expired(now)) {
             return;
         }
-        let removed = shard.remove(hash, key);
+        let record = shard.remove(hash, key);
         drop(shard);
-        let removed = self.account_removals(removed, RemovalCause::Expired);
+        let mut removed = Removed::new();
+        self.account_removals(record, RemovalCause::Expired, &mut removed);
         self.notify(removed);
     }
 
@@ -774,30 +787,36 @@ impl Inner {
         let mut shard = loop {
             let mut shard = self.shards[index].0.write();
             let old_charge = shard.find(hash, &key).map(Record::charge);
-            let fits = match old_charge {
-                Some(old) => {
-                    charge <= old
-                        || self.try_reserve_bytes(charge - old)
-                        || (EVICT
-                            && self.make_room_for_growth(
-                                &mut shard,
-                                hash,
-                                &key,
-                                charge - old,
-                                now,
-                                removed,
-                            ))
-                }
-                None => {
-                    self.try_reserve(charge)
-                        || (EVICT && self.make_room(&mut shard, charge, now, removed))
-                }
+            let reserved = match old_charge {
+                Some(old) => charge <= old || self.try_reserve_bytes(charge - old),
+                None => self.try_reserve(charge),
             };
-            if fits {
+            if reserved {
                 break shard;
             }
             if !EVICT {
                 return Ok(false);
+            }
+            // Expired entries go before live ones: an entry still stored after its deadline
+            // holds budget that no reader can use, and the policy, which knows nothing of
+            // deadlines, would evict live entries (reported as `Size`) around it. So the
+            // first insert of each wheel tick that must evict purges every shard first, one
+            // lock at a time (then looks again: the key itself may have expired). Once a
+            // tick, not before every eviction: the wheel's current bucket holds the entries
+            // due later in the tick, and advancing it at every insert would visit them all.
+            if self.claim_expiry_pass(now) {
+                drop(shard);
+                self.expire_all(now, removed);
+                continue;
+            }
+            let made_room = match old_charge {
+                Some(old) => {
+                    self.make_room_for_growth(&mut shard, hash, &key, charge - old, now, removed)
+                }
+                None => self.make_room(&mut shard, charge, now, removed),
+            };
+            if made_room {
+                break shard;
             }
             drop(shard);
             // An update's own shard has nothing left to evict but the key being updated:
@@ -951,7 +970,8 @@ impl Inner {
         removed.push((record.key, record.value, cause));
     }
 
-    /// Evicts one entry, preferring the `home` shard; expired entries go first.
+    /// Evicts the policy's victim of the first shard that has one, from `home` on. (Expired
+    /// entries were purged before: see `Inner::store`.)
     fn evict_one(&self, home: usize, now: u64, removed: &mut Removed) -> bool {
         let count = self.shards.len();
         for step in 0..count {
@@ -971,13 +991,14 @@ impl Inner {
         false
     }
 
-    /// Releases the budget of removed records, counts them, and readies their notifications.
+    /// Releases the budget of removed records, counts them, and readies their notifications
+    /// in `removed`.
     fn account_removals(
         &self,
         records: impl IntoIterator<Item = Record>,
         cause: RemovalCause,
-    ) -> Removed {
-        let mut removed = Removed::new();
+        removed: &mut Removed,
+    ) {
         let (mut bytes, mut entries) = (0, 0);
         for record in records {
             bytes += record.charge();
@@ -988,7 +1009,6 @@ impl Inner {
             self.release(bytes, entries);
             self.counters.local().add(Counter::Removal(cause), entries);
         }
-        removed
     }
 
     /// Reports `removed` to the listener; a panic of the listener is re-raised once every
@@ -1020,18 +1040,53 @@ impl Inner {
 
     fn purge_expired(&self) -> usize {
         let now = self.clock.now().as_nanos();
+        // Inserts that must evict later in this tick need not purge again.
+        self.purged_tick.fetch_max(tick_of(now), Ordering::Relaxed);
         let mut total = 0;
-        let mut expired = Vec::new();
+        let mut scratch = Vec::new();
         // Every shard is purged even if the listener panics; the panic is re-raised after.
         let mut panicked = ListenerPanic::default();
-        for shard in self.shards.iter() {
-            shard.0.write().expire(now, &mut expired);
-            total += expired.len();
-            let removed = self.account_removals(expired.drain(..), RemovalCause::Expired);
+        for index in 0..self.shards.len() {
+            let mut removed = Removed::new();
+            total += self.expire_shard(index, now, &mut scratch, &mut removed);
             self.report(removed, &mut panicked);
         }
         panicked.resume();
         total
+    }
+
+    /// Removes the expired entries of shard `index` (through `scratch`, left empty) and
+    /// accounts for them, their notifications added to `removed`; returns how many.
+    fn expire_shard(
+        &self,
+        index: usize,
+        now: u64,
+        scratch: &mut Vec<Record>,
+        removed: &mut Removed,
+    ) -> usize {
+        self.shards[index].0.write().expire(now, scratch);
+        let count = scratch.len();
+        self.account_removals(scratch.drain(..), RemovalCause::Expired, removed);
+        count
+    }
+
+    /// Whether the calling insert, which must evict, is the first to find that the wheels'
+    /// tick has moved on since every shard was last purged; it then owns the purge of this
+    /// tick (see `Inner::store`).
+    fn claim_expiry_pass(&self, now: u64) -> bool {
+        let tick = tick_of(now);
+        // A load first: the other evicting inserts of the tick only read the line.
+        self.purged_tick.load(Ordering::Relaxed) < tick
+            && self.purged_tick.fetch_max(tick, Ordering::Relaxed) < tick
+    }
+
+    /// Purges every shard of its expired entries, one shard lock at a time, for an insert
+    /// that reports them with its other removals.
+    fn expire_all(&self, now: u64, removed: &mut Removed) {
+        let mut scratch = Vec::new();
+        for index in 0..self.shards.len() {
+            self.expire_shard(index, now, &mut scratch, removed);
+        }
     }
 
     fn count_load(&self, ok: bool) {
