@@ -370,6 +370,33 @@ fn an_insert_over_an_unpurged_expired_value_starts_with_no_reads() {
     assert_eq!(purged.access_count(), 0);
 }
 
+/// Bug: `clear` reported (and counted) an expired value not yet purged as `Removed`, where
+/// `remove`, `remove_if`, a read or an insert of its key, a purge and an eviction all report
+/// it as `Expired`: the cause of one entry's removal depended on the call that removed it.
+#[test]
+fn clear_reports_an_unpurged_expired_value_as_expired() {
+    let clock = ManualClock::new();
+    let (cache, events) = recording_cache(&clock);
+    cache
+        .insert_with_ttl(key(1), "dead", secs(1))
+        .expect("fits");
+    cache.insert(key(2), "live").expect("fits");
+    clock.advance(Duration::from_secs(2));
+    cache.clear();
+    let mut seen = events.lock().clone();
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        seen,
+        vec![
+            (key(1), Bytes::from("dead"), RemovalCause::Expired),
+            (key(2), Bytes::from("live"), RemovalCause::Removed),
+        ]
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.evictions_expired, stats.removals_explicit), (1, 1));
+    assert!(cache.is_empty());
+}
+
 /// A cache of `max_entries` entries and `max_bytes` bytes in `shards` shards, on `clock`,
 /// whose listener records every removal.
 fn full_recording_cache(

@@ -101,7 +101,7 @@ pub enum RemovalCause {
     Expired,
     /// A newer value was inserted under the same key.
     Replaced,
-    /// Removed by [`Cache::remove`], [`Cache::remove_if`] or [`Cache::clear`].
+    /// Removed, while live, by [`Cache::remove`], [`Cache::remove_if`] or [`Cache::clear`].
     Removed,
 }
 
@@ -419,15 +419,25 @@ impl Cache {
         value
     }
 
-    /// Removes every entry.
+    /// Removes every entry. Live ones are reported as [`RemovalCause::Removed`]; expired
+    /// ones not yet purged as [`RemovalCause::Expired`], as every other call that removes
+    /// them reports them.
     pub fn clear(&self) {
         let inner = &self.inner;
+        let now = inner.clock.now().as_nanos();
         // Every shard is cleared even if the listener panics; the panic is re-raised after.
         let mut panicked = ListenerPanic::default();
         for shard in inner.shards.iter() {
             let records = shard.0.write().clear();
+            // A value that had expired left by expiry, whichever call found it: `remove`, a
+            // read, an insert, a purge and an eviction all say so, and so must `clear`, or
+            // the listener's cause and the stats would depend on which came first.
+            let (expired, live): (Vec<Record>, Vec<Record>) = records
+                .into_iter()
+                .partition(|record| record.is_expired(now));
             let mut removed = Removed::new();
-            inner.account_removals(records, RemovalCause::Removed, &mut removed);
+            inner.account_removals(expired, RemovalCause::Expired, &mut removed);
+            inner.account_removals(live, RemovalCause::Removed, &mut removed);
             inner.report(removed, &mut panicked);
         }
         panicked.resume();
