@@ -640,4 +640,61 @@ mod tests {
         assert!(matches!(err, KeyError::InvalidDigest { .. }), "{err:?}");
         assert!(!interned(prefix));
     }
+
+    /// Key strings: either case of hex parses to one key, written back in lower case, through
+    /// `Display`/`FromStr` and serde alike; every malformed string is the error that names
+    /// its fault, never a panic.
+    #[test]
+    fn key_strings_round_trip_and_malformed_ones_are_errors() {
+        let lower = "0123456789abcdef".repeat(4);
+        let key: CacheKey = format!("key-test.parse:{lower}").parse().expect("valid");
+        let upper: CacheKey = format!("key-test.parse:{}", lower.to_ascii_uppercase())
+            .parse()
+            .expect("upper-case hex is accepted");
+        assert_eq!(upper, key);
+        assert_eq!(upper.to_string(), format!("key-test.parse:{lower}"));
+        assert_eq!(key.digest_hex(), lower);
+
+        let json = serde_json::to_string(&key).expect("serializes");
+        assert_eq!(json, format!("\"key-test.parse:{lower}\""));
+        assert_eq!(
+            serde_json::from_str::<CacheKey>(&json).expect("parses"),
+            key
+        );
+        let bytes = crate::codec::encode(&key).expect("encodes");
+        assert_eq!(
+            crate::codec::decode::<CacheKey>(&bytes).expect("decodes"),
+            key
+        );
+        assert!(serde_json::from_str::<CacheKey>("42").is_err());
+        assert!(serde_json::from_str::<CacheKey>("\"key-test.parse:00\"").is_err());
+
+        let digest = |s: &str| matches!(s.parse::<CacheKey>(), Err(KeyError::InvalidDigest { .. }));
+        let prefix = |s: &str| matches!(s.parse::<CacheKey>(), Err(KeyError::InvalidPrefix { .. }));
+        assert!(digest(&format!("p:{}", &lower[1..])), "63 digits");
+        assert!(digest(&format!("p:{lower}0")), "65 digits");
+        assert!(digest(&format!("p:0x{}", &lower[2..])), "a 0x prefix");
+        assert!(digest(&format!("p:{}g", &lower[1..])), "a non-hex digit");
+        assert!(digest(&format!("p:{lower}\n")), "trailing whitespace");
+        assert!(
+            digest(&format!("p:{}", "é".repeat(32))),
+            "64 bytes, not digits"
+        );
+        assert!(digest(&format!("a:b:{lower}")), "a second ':'");
+        assert!(digest("p:"), "no digest");
+        assert!(prefix(&format!(":{lower}")), "no prefix");
+        assert!(prefix(&format!(" p:{lower}")), "leading whitespace");
+        assert!(prefix(&format!(
+            "{}:{lower}",
+            "p".repeat(MAX_PREFIX_LEN + 1)
+        )));
+        assert!(matches!(
+            lower.parse::<CacheKey>(),
+            Err(KeyError::MissingSeparator { .. })
+        ));
+        assert!(matches!(
+            "".parse::<CacheKey>(),
+            Err(KeyError::MissingSeparator { .. })
+        ));
+    }
 }

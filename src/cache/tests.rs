@@ -265,19 +265,37 @@ fn a_large_value_in_a_cache_full_by_entries_evicts_one_entry() {
 /// values), removes, loads, clears and purges racing a moving clock. Afterwards every shard's
 /// structure is intact, the global counters match a recount, and once the clock has passed
 /// every deadline one purge leaves exactly the entries without a TTL: no deadline was lost
-/// from the timer wheels, whatever replaced or removed its entry meanwhile.
+/// from the timer wheels, whatever replaced or removed its entry meanwhile. The listener
+/// hears of every removal with the cause the stats count it under.
 #[test]
 fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
+    churn(true);
+}
+
+/// The same churn with no purge while it runs: the full cache's inserts purge expired
+/// entries themselves, once a tick, racing each other and the other operations.
+#[test]
+fn churn_without_purges_keeps_structure_accounting_and_every_deadline() {
+    churn(false);
+}
+
+fn churn(purge: bool) {
     use std::time::Duration;
 
     const THREADS: u64 = 4;
     const OPS: u64 = 3_000;
     const KEYS: u64 = 96;
     let clock = crate::ManualClock::new();
+    let heard: Arc<[AtomicU64; 4]> = Arc::default();
+    let counts = Arc::clone(&heard);
     let cache = Cache::builder()
         .max_bytes(40 * CacheEntry::charged_size(200) as u64)
         .shards(4)
         .clock(clock.clone())
+        .eviction_listener(move |_, _, cause| {
+            let index = RemovalCause::ALL.iter().position(|&c| c == cause);
+            counts[index.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+        })
         .build()
         .expect("valid config");
     std::thread::scope(|scope| {
@@ -299,7 +317,9 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
                         80..92 => drop(cache.get_or_insert_with(k, || value).expect("fits")),
                         92..98 => {
                             clock.advance(Duration::from_millis(50));
-                            cache.purge_expired();
+                            if purge {
+                                cache.purge_expired();
+                            }
                         }
                         _ => {
                             if t == 0 && (r >> 50).is_multiple_of(8) {
@@ -323,6 +343,13 @@ fn churn_with_purges_keeps_structure_accounting_and_every_deadline() {
     assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
     let stats = cache.stats();
     assert_every_value_left_once_or_stays(&stats);
+    for (cause, heard) in RemovalCause::ALL.into_iter().zip(heard.iter()) {
+        assert_eq!(
+            heard.load(Ordering::Relaxed),
+            stats.removals(cause),
+            "{cause:?}"
+        );
+    }
 }
 
 /// Every way a load can end — a value, a loader error, a value too large to store, a panic,
