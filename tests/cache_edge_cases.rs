@@ -8,7 +8,9 @@
 //! snapshots of expired values, clocks that step back, and allocation on a hit, and loads that
 //! wait on each other in a cycle across threads (and across caches). The first seven found
 //! bugs, now fixed, as did the cycles (within one cache, then through two); the others pass
-//! and stay as coverage. A property test at the
+//! and stay as coverage. Later probes — the metadata of an insert over an expired value,
+//! `clear` of expired values, full caches that still hold expired entries — found bugs too,
+//! now fixed. A property test at the
 //! end rebuilds the cache's contents from the listener's reports alone and checks them, and
 //! the counters, against the cache after every operation.
 //!

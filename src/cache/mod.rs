@@ -44,9 +44,10 @@
 //!   interval from a sweeper thread the builder can start
 //!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic. A full cache
 //!   evicts expired entries before live ones: the first insert of each wheel tick (2^30 ns,
-//!   about a second) that has to evict purges every shard first, so no live entry is evicted
-//!   for size while an entry whose deadline passed before the current tick is still stored
-//!   (but by inserts that race that purge). Not before every eviction: see `Inner::store`.
+//!   about a second) that has to evict purges every shard first, so that, but for inserts
+//!   racing that purge, no live entry is evicted for size while an entry whose deadline
+//!   passed before the current tick is still stored. Not before every eviction: see
+//!   `Inner::store`.
 //! * **Loading.** [`Cache::get_or_insert_with`] coalesces concurrent misses so the loader
 //!   runs once per key; a loader that loads its own key again on its own thread gets
 //!   [`CacheError::ReentrantLoad`] rather than waiting for itself, and a load that would
@@ -551,8 +552,8 @@ impl Cache {
     /// An expired entry is never returned, but it is counted by [`Cache::len`] and charged
     /// against the budget until it is purged — by this call, by a read or an insert of its
     /// key, by the first insert of a later tick of the expiry wheel (about a second) that
-    /// finds the cache full, or by the sweeper thread of [`CacheBuilder::sweep_interval`]. Each removal is
-    /// reported to the eviction listener as [`RemovalCause::Expired`].
+    /// finds the cache full, or by the sweeper thread of [`CacheBuilder::sweep_interval`].
+    /// Each removal is reported to the eviction listener as [`RemovalCause::Expired`].
     ///
     /// ```
     /// use memocache::{Cache, CacheKey, ManualClock, RemovalCause, Ttl};
