@@ -798,16 +798,6 @@ impl Inner {
         let mut shard = loop {
             let mut shard = self.shards[index].0.write();
             let old_charge = shard.find(hash, &key).map(Record::charge);
-            let reserved = match old_charge {
-                Some(old) => charge <= old || self.try_reserve_bytes(charge - old),
-                None => self.try_reserve(charge),
-            };
-            if reserved {
-                break shard;
-            }
-            if !EVICT {
-                return Ok(false);
-            }
             // Expired entries go before live ones: an entry still stored after its deadline
             // holds budget that no reader can use, and the policy, which knows nothing of
             // deadlines, would evict live entries (reported as `Size`) around it. So the
@@ -815,19 +805,44 @@ impl Inner {
             // lock at a time (then looks again: the key itself may have expired). Once a
             // tick, not before every eviction: the wheel's current bucket holds the entries
             // due later in the tick, and advancing it at every insert would visit them all.
-            if self.claim_expiry_pass(now) {
+            // The claim is made where eviction would start, once the room is known to be
+            // short; an insert that fits never reads it.
+            let mut purge = false;
+            let fits = match old_charge {
+                Some(old) => {
+                    charge <= old
+                        || self.try_reserve_bytes(charge - old)
+                        || (EVICT && {
+                            purge = self.claim_expiry_pass(now);
+                            !purge
+                                && self.make_room_for_growth(
+                                    &mut shard,
+                                    hash,
+                                    &key,
+                                    charge - old,
+                                    now,
+                                    removed,
+                                )
+                        })
+                }
+                None => {
+                    self.try_reserve(charge)
+                        || (EVICT && {
+                            purge = self.claim_expiry_pass(now);
+                            !purge && self.make_room(&mut shard, charge, now, removed)
+                        })
+                }
+            };
+            if fits {
+                break shard;
+            }
+            if !EVICT {
+                return Ok(false);
+            }
+            if purge {
                 drop(shard);
                 self.expire_all(now, removed);
                 continue;
-            }
-            let made_room = match old_charge {
-                Some(old) => {
-                    self.make_room_for_growth(&mut shard, hash, &key, charge - old, now, removed)
-                }
-                None => self.make_room(&mut shard, charge, now, removed),
-            };
-            if made_room {
-                break shard;
             }
             drop(shard);
             // An update's own shard has nothing left to evict but the key being updated:

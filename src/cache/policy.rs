@@ -1132,7 +1132,7 @@ impl S3Fifo {
 
     /// The queue a new entry with this hash and charge should join. This is a miss, so it is
     /// counted in the frequency sketch, and a ghost hit steers `small`'s share.
-    // Inlined into `Shard::insert` (through `Shard::insert_new`): see `evict`.
+    // Inlined into `Shard::insert`: see `evict`.
     #[inline]
     pub(super) fn admission_queue(&mut self, slab: &impl Slab, hash: u64, charge: u64) -> Queue {
         self.sketch.increment(hash);
