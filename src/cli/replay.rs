@@ -96,16 +96,17 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
         Compression::from_path(&args.trace),
     );
     match capacity {
-        Capacity::Entries(_) => println!("capacity  {} entries", grouped(entries as u64)),
+        Capacity::Entries(_) => println!("capacity  {}", count_of_entries(entries)),
         Capacity::Percent(p) => println!(
-            "capacity  {} entries ({p}% of the unique keys)",
-            grouped(entries as u64)
+            "capacity  {} ({}% of the unique keys)",
+            count_of_entries(entries),
+            percent(p)
         ),
     }
 
     let bar = progress(
         Some(Contender::ALL.len() as u64 * trace.requests() as u64),
-        format!("replaying at {} entries", grouped(entries as u64)),
+        format!("replaying at {}", count_of_entries(entries)),
     );
     let mut runs = Vec::new();
     for contender in Contender::ALL {
@@ -176,7 +177,9 @@ impl FromStr for Capacity {
             }
             return Ok(Capacity::Percent(value));
         }
-        if text.starts_with('-') {
+        // A negative number gets its own message; other text after a `-` (`-abc`, `--`, a
+        // flag given where the value belongs) is just not a capacity.
+        if text.starts_with('-') && text[1..].parse::<u128>().is_ok() {
             return Err(invalid("must be at least 1 entry"));
         }
         match text.parse::<usize>() {
@@ -197,7 +200,8 @@ impl Capacity {
                 let entries = (p * unique as f64 / 100.0).floor() as usize;
                 if entries == 0 {
                     Err(format!(
-                        "capacity {p}% of {} unique keys is less than one entry",
+                        "capacity {}% of {} unique keys is less than one entry",
+                        percent(p),
                         grouped(unique as u64)
                     ))
                 } else {
@@ -628,6 +632,25 @@ fn file_name(path: &Path) -> String {
     )
 }
 
+/// `1` → `1 entry`, `1234` → `1,234 entries`.
+fn count_of_entries(n: usize) -> String {
+    match n {
+        1 => "1 entry".to_owned(),
+        n => format!("{} entries", grouped(n as u64)),
+    }
+}
+
+/// A percent as the user would write it: `10`, `0.5`; in scientific notation when the plain
+/// form would be long (`1e-300`, which `Display` spells with 300 digits).
+fn percent(p: f64) -> String {
+    let plain = p.to_string();
+    if plain.len() <= 12 {
+        plain
+    } else {
+        format!("{p:e}")
+    }
+}
+
 /// `1234567` → `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -667,6 +690,41 @@ mod tests {
         assert_eq!(Capacity::Percent(80.0).resolve(7075), Ok(5660));
         assert_eq!(Capacity::Entries(9).resolve(3), Ok(9));
         assert!(Capacity::Percent(0.001).resolve(7075).is_err());
+    }
+
+    #[test]
+    fn only_a_negative_number_is_told_it_must_be_at_least_one_entry() {
+        for negative in ["-5", "-0", "-99999999999999999999"] {
+            let err = negative.parse::<Capacity>().expect_err(negative);
+            assert!(
+                err.ends_with("must be at least 1 entry"),
+                "{negative}: {err}"
+            );
+        }
+        for not_a_number in ["-abc", "--", "-", "-5x", "--capacity"] {
+            let err = not_a_number.parse::<Capacity>().expect_err(not_a_number);
+            assert!(
+                err.contains("expected a number of entries"),
+                "{not_a_number}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_and_percents_read_as_written() {
+        assert_eq!(count_of_entries(1), "1 entry");
+        assert_eq!(count_of_entries(0), "0 entries");
+        assert_eq!(count_of_entries(1234), "1,234 entries");
+        assert_eq!(percent(10.0), "10");
+        assert_eq!(percent(0.5), "0.5");
+        assert_eq!(percent(1e-300), "1e-300");
+        let err = Capacity::Percent(1e-300)
+            .resolve(7075)
+            .expect_err("too small");
+        assert_eq!(
+            err,
+            "capacity 1e-300% of 7,075 unique keys is less than one entry"
+        );
     }
 
     #[test]
