@@ -89,6 +89,14 @@ fn detects_the_format_of_every_shared_trace_from_its_name() {
         ("mine/keys.txt", LirsText, Compression::None),
         ("cache2k/newtrace.bin", Int32Be, Compression::None),
         ("corda/other.gz", Int64Be, Compression::Gzip),
+        // Extensions in any case (a file copied from a system that upper-cases names).
+        ("corda/OTHER.GZ", Int64Be, Compression::Gzip),
+        (
+            "x/w44.oracleGeneral.bin.Zst",
+            OracleGeneral,
+            Compression::Zstd,
+        ),
+        ("lirs/loop.trace.XZ", LirsText, Compression::Xz),
     ];
     for (name, format, compression) in cases {
         let path = Path::new(name);

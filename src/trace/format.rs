@@ -21,10 +21,12 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The compression named by the last extension of `path` (`.gz`, `.xz`, `.zst`/`.zstd`);
-    /// any other name is [`Compression::None`].
+    /// The compression named by the last extension of `path` (`.gz`, `.xz`, `.zst`/`.zstd`,
+    /// in any case: a file copied from a system that upper-cases names is still gzip); any
+    /// other name is [`Compression::None`].
     pub fn from_path(path: &Path) -> Compression {
-        match path.extension().and_then(|e| e.to_str()) {
+        let extension = path.extension().and_then(|e| e.to_str());
+        match extension.map(str::to_ascii_lowercase).as_deref() {
             Some("gz") => Compression::Gzip,
             Some("xz") => Compression::Xz,
             Some("zst" | "zstd") => Compression::Zstd,
