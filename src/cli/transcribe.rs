@@ -68,7 +68,7 @@ pub struct Options {
     #[arg(long)]
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
-    /// a killed run keeps what it finished (fractions allowed; 0: only at the end).
+    /// a killed run keeps what it finished (fractions from 0.01 allowed; 0: only at the end).
     #[arg(
         long,
         value_name = "SECS",
@@ -207,14 +207,28 @@ pub fn run(options: Options) -> Result<(), String> {
     }
 }
 
-/// `--checkpoint-secs`: a finite, non-negative number of seconds.
+/// The shortest `--checkpoint-secs` other than 0. The interval runs from the end of one check
+/// to the start of the next, so a microsecond made the checkpoint thread wake a million times
+/// a second for the whole run; a save itself takes milliseconds.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// `--checkpoint-secs`: 0 (save only at the end), or a finite number of seconds from
+/// [`MIN_CHECKPOINT_INTERVAL`] up.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
         .parse()
         .map_err(|_| "expected a number of seconds, such as 30 or 0.5".to_owned())?;
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| "expected a number of seconds from 0 up, such as 30 or 0.5".to_owned())
+    let interval = Duration::try_from_secs_f64(secs)
+        .map_err(|_| "expected a number of seconds from 0 up, such as 30 or 0.5".to_owned())?;
+    // On the number as given: 1e-300 s rounds to a zero `Duration`, which would read as 0.
+    if secs > 0.0 && interval < MIN_CHECKPOINT_INTERVAL {
+        return Err(format!(
+            "expected 0 (save only at the end) or at least {} seconds",
+            MIN_CHECKPOINT_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(interval)
 }
 
 /// An input the pipeline cannot read: missing, unreadable, or not a regular file (a
@@ -375,6 +389,15 @@ mod tests {
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         for bad in ["-1", "inf", "NaN", "1e30", "30s", ""] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_interval_shorter_than_the_minimum_is_refused() {
+        assert_eq!(parse_seconds("0.01"), Ok(MIN_CHECKPOINT_INTERVAL));
+        for too_short in ["1e-6", "0.009", "1e-300"] {
+            let err = parse_seconds(too_short).expect_err(too_short);
+            assert!(err.contains("at least 0.01 seconds"), "{too_short}: {err}");
         }
     }
 }
