@@ -197,6 +197,19 @@ mod tests {
     }
 
     #[test]
+    fn created_at_is_the_time_of_creation_then_of_the_last_update() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(5));
+        let mut entry = CacheEntry::new(key(), &b"old"[..], None, &clock);
+        assert_eq!(entry.created_at(), Timestamp::from_nanos(5_000_000_000));
+        assert_eq!(entry.accessed_at(), entry.created_at(), "never read yet");
+        clock.advance(Duration::from_secs(2));
+        entry.update_value(&b"new"[..], None, &clock);
+        assert_eq!(entry.created_at(), Timestamp::from_nanos(7_000_000_000));
+        assert_eq!(entry.into_value().as_ref(), b"new");
+    }
+
+    #[test]
     fn update_value_restarts_ttl_and_resizes() {
         let clock = ManualClock::new();
         let ttl = Ttl::seconds(10).expect("positive");

@@ -153,6 +153,7 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// The time since the clock's epoch, written as a duration (`1.5s`, `250ms`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", Duration::from_nanos(self.0))
     }
@@ -377,6 +378,11 @@ mod tests {
         assert_eq!(Ttl::new(Duration::ZERO), Err(TtlError::Zero));
         assert_eq!(Ttl::minutes(0), Err(TtlError::Zero));
         assert!(matches!(Ttl::new(Duration::MAX), Err(TtlError::TooLong(_))));
+        // The bound is inclusive: `Ttl::MAX` itself is a valid TTL, one nanosecond more is not.
+        let max = Ttl::MAX.as_duration();
+        assert_eq!(Ttl::new(max), Ok(Ttl::MAX));
+        let over = max + Duration::from_nanos(1);
+        assert_eq!(Ttl::new(over), Err(TtlError::TooLong(over)));
         assert_eq!(Ttl::new(Duration::from_nanos(1)).map(Ttl::as_nanos), Ok(1));
     }
 
@@ -411,6 +417,14 @@ mod tests {
             assert!(now >= last);
             last = now;
         }
+    }
+
+    #[test]
+    fn conversions_and_display_keep_the_value() {
+        let ttl = Ttl::new(Duration::from_millis(1_500)).expect("positive");
+        assert_eq!(Duration::from(ttl), Duration::from_millis(1_500));
+        assert_eq!(Timestamp::from_nanos(1_500_000_000).to_string(), "1.5s");
+        assert_eq!(Timestamp::from_nanos(250_000_000).to_string(), "250ms");
     }
 
     #[test]

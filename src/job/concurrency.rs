@@ -85,6 +85,19 @@ mod tests {
             );
         }
         assert_eq!(ConcurrencyLimit::new(11), Err(InvalidConcurrency(11)));
+        // The conversion enforces the same range.
+        assert_eq!(ConcurrencyLimit::try_from(0), Err(InvalidConcurrency(0)));
+        assert_eq!(ConcurrencyLimit::try_from(11), Err(InvalidConcurrency(11)));
+        assert_eq!(
+            ConcurrencyLimit::try_from(7).map(ConcurrencyLimit::get),
+            Ok(7)
+        );
+    }
+
+    #[test]
+    fn displays_as_the_number() {
+        assert_eq!(ConcurrencyLimit::default().to_string(), "4");
+        assert_eq!(ConcurrencyLimit::from_api_limit(40).to_string(), "10");
     }
 
     #[test]

@@ -238,6 +238,42 @@ mod tests {
         assert_eq!(RetryConfig::default(), exp);
     }
 
+    /// `linear` is `new(.., Backoff::Linear, base, 60 s)`: it grows by `base` per attempt up to
+    /// the one-minute cap.
+    #[test]
+    fn linear_grows_by_the_base_up_to_a_minute() {
+        let lin = RetryConfig::linear(2, Duration::from_secs(25)).expect("valid");
+        assert_eq!(
+            lin,
+            RetryConfig::new(
+                2,
+                Backoff::Linear,
+                Duration::from_secs(25),
+                RetryConfig::DEFAULT_MAX_DELAY
+            )
+            .expect("valid")
+        );
+        let delays: Vec<_> = (0..4).map(|a| lin.calculate_delay(a).as_secs()).collect();
+        assert_eq!(delays, [25, 50, 60, 60]);
+    }
+
+    #[test]
+    fn accessors_report_the_policy_as_built() {
+        let retry = RetryConfig::new(5, Backoff::Linear, 2 * MS, 30 * MS)
+            .expect("valid")
+            .with_full_jitter(true);
+        assert_eq!(
+            (
+                retry.max_retries(),
+                retry.backoff(),
+                retry.base_delay(),
+                retry.max_delay(),
+                retry.full_jitter()
+            ),
+            (5, Backoff::Linear, 2 * MS, 30 * MS, true)
+        );
+    }
+
     #[test]
     fn saturates_instead_of_overflowing() {
         let huge =
