@@ -1,7 +1,8 @@
 //! The Job entity's state machine and value objects.
 
 use memocache::{
-    CacheKey, InvalidPriority, Job, JobId, JobPriority, JobStatus, JobType, Timestamp, WorkerId,
+    CacheKey, InvalidPriority, Job, JobId, JobPriority, JobResult, JobStatus, JobType, Timestamp,
+    WorkerId,
 };
 
 const T: Timestamp = Timestamp::from_nanos(7);
@@ -224,4 +225,61 @@ fn memo_keys() {
     assert_eq!(a.memo_key(), Some(&want));
     assert_ne!(a.memo_key(), b.memo_key());
     assert_eq!(Job::new(JobType::Indexing, &b""[..]).memo_key(), None);
+}
+
+/// The names the seed printed; error messages and logs show them.
+#[test]
+fn display_names_follow_the_seed() {
+    let types = JobType::ALL.map(|t| t.to_string());
+    assert_eq!(
+        types,
+        ["TRANSCRIPTION", "SUMMARIZATION", "INDEXING", "TRANSLATION"]
+    );
+    assert_eq!(
+        JobPriority::ALL.map(|p| p.to_string()),
+        ["LOW", "MEDIUM", "HIGH"]
+    );
+    let statuses = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ]
+    .map(|s| s.to_string());
+    assert_eq!(
+        statuses,
+        ["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+    );
+    let mut job = job_in(JobStatus::Completed);
+    let err = job.fail("late".into(), T).expect_err("terminal");
+    assert!(
+        err.to_string().contains("from COMPLETED to FAILED"),
+        "{err}"
+    );
+    let worker = WorkerId::from(String::from("worker-3"));
+    assert_eq!(
+        (worker.as_str(), worker.to_string()),
+        ("worker-3", "worker-3".to_owned())
+    );
+}
+
+/// Payloads and results are opaque bytes (the host encrypts them) that must not end up in
+/// logs: `Debug` shows their length only, also inside a job's `Debug`. The bytes themselves
+/// come back unchanged.
+#[test]
+fn payloads_and_results_are_kept_but_not_shown() {
+    let mut job = Job::new(JobType::Indexing, &b"secret-input"[..]).with_priority(JobPriority::Low);
+    assert_eq!(job.priority(), JobPriority::Low);
+    job.start_processing("w".into(), T).expect("start");
+    job.complete(JobResult::from(&b"secret-output"[..]), T)
+        .expect("complete");
+    let debug = format!("{job:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+    assert!(debug.contains("JobPayload(12 bytes)"), "{debug}");
+    assert!(debug.contains("JobResult(13 bytes)"), "{debug}");
+    assert_eq!(job.payload().as_bytes().as_ref(), b"secret-input");
+    assert_eq!(job.payload().clone().into_bytes().as_ref(), b"secret-input");
+    let result = job.result().cloned().map(JobResult::into_bytes);
+    assert_eq!(result.as_deref(), Some(&b"secret-output"[..]));
 }
