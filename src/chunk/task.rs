@@ -444,6 +444,60 @@ mod tests {
     }
 
     #[test]
+    fn a_task_reports_its_run_position_times_and_outcome() {
+        let run = ProcessingId::generate();
+        let info = ChunkInfo {
+            index: 2,
+            kind: ChunkKind::Wav,
+            source_offset: 44,
+            source_len: 3,
+            new_bytes: 3,
+            start_time: None,
+            duration: None,
+            overlap: None,
+        };
+        let chunk = AudioChunk::new(info, Bytes::from_static(b"abc"));
+        let mut t = ProcessingTask::new(run, chunk.clone(), 5);
+        assert_eq!(t.processing_id(), run);
+        assert_eq!((t.index(), t.total_chunks()), (2, 5));
+        assert_eq!(t.chunk(), &chunk);
+        assert!(!t.status().is_terminal());
+        assert_eq!((t.started_at(), t.completed_at()), (None, None));
+
+        let [t1, t2, t3, t4] = [7, 9, 11, 13].map(Timestamp::from_nanos);
+        t.start(t1).unwrap();
+        assert!(!t.status().is_terminal());
+        assert_eq!((t.started_at(), t.completed_at()), (Some(t1), None));
+        t.fail("boom", t2).unwrap();
+        assert!(t.status().is_terminal());
+        assert_eq!((t.started_at(), t.completed_at()), (Some(t1), Some(t2)));
+        // A retry starts a new attempt: neither time belongs to it yet.
+        t.retry().unwrap();
+        assert_eq!((t.started_at(), t.completed_at()), (None, None));
+        t.start(t3).unwrap();
+        t.complete(ChunkResult::from_text("ok"), t4).unwrap();
+        assert!(t.status().is_terminal());
+        assert_eq!((t.started_at(), t.completed_at()), (Some(t3), Some(t4)));
+        let err = t.start(t4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid task transition: cannot move a task from Completed to Processing"
+        );
+        assert_eq!(t.into_result(), Some(ChunkResult::from_text("ok")));
+        assert_eq!(task(0, 1).into_result(), None, "not completed");
+    }
+
+    #[test]
+    fn ids_are_distinct_and_display_their_number() {
+        let (a, b) = (TaskId::generate(), TaskId::generate());
+        assert_ne!(a.get(), b.get());
+        assert_eq!(a.to_string(), format!("task-{}", a.get()));
+        let (p, q) = (ProcessingId::generate(), ProcessingId::generate());
+        assert_ne!(p.get(), q.get());
+        assert_eq!(p.to_string(), format!("processing-{}", p.get()));
+    }
+
+    #[test]
     fn every_illegal_transition_is_refused_and_changes_nothing() {
         use TaskStatus::*;
         type Op = fn(&mut ProcessingTask) -> Result<(), InvalidTaskTransition>;
