@@ -432,6 +432,51 @@ fn raw_pcm_layouts_too_large_for_a_wav_header_are_refused() {
     assert!(split(&pcm[..], &layout(32_767, 1, 16), Some(65_534)).is_ok());
 }
 
+#[test]
+fn raw_pcm_layouts_with_a_zero_field_are_refused() {
+    let pcm = noise(64, 4);
+    for (channels, sample_rate, bits_per_sample) in [(0, 8_000, 16), (1, 0, 16), (1, 8_000, 0)] {
+        let format = InputFormat::RawPcm(PcmSpec {
+            channels,
+            sample_rate,
+            bits_per_sample,
+            float: false,
+        });
+        let result = split(&pcm[..], &plan(1 << 20).format(format), Some(64));
+        assert!(
+            matches!(result, Err(SplitError::InvalidPcm { .. })),
+            "{format:?}: {:?}",
+            result.map(|s| s.total_bytes())
+        );
+    }
+}
+
+#[test]
+fn float_pcm_is_32_bit_and_its_chunks_say_float() {
+    let pcm = noise(8 * 20, 5); // 20 frames of 32-bit float stereo
+    let layout = |bits_per_sample| {
+        plan(1 << 20).format(InputFormat::RawPcm(PcmSpec {
+            channels: 2,
+            sample_rate: 8_000,
+            bits_per_sample,
+            float: true,
+        }))
+    };
+    let got = chunks(&pcm, &layout(32), Some(160)).unwrap();
+    let reader = hound::WavReader::new(Cursor::new(got[0].data().to_vec())).unwrap();
+    assert_eq!(
+        (reader.spec().sample_format, reader.spec().bits_per_sample),
+        (hound::SampleFormat::Float, 32)
+    );
+    assert_eq!(&got[0].data()[got[0].data().len() - 160..], &pcm[..]);
+    for bits in [16, 24] {
+        assert!(matches!(
+            split(&pcm[..], &layout(bits), Some(160)),
+            Err(SplitError::InvalidPcm { .. })
+        ));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
 

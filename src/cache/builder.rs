@@ -196,3 +196,67 @@ fn default_shards(entries_by_bytes: u64, max_entries: u64) -> usize {
     let by_size = 1usize << (63 - by_size.leading_zeros()).min(10);
     by_cores.min(by_size)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shard count a cache of `max_bytes` and `max_entries` is built with by default.
+    fn shards_for(max_bytes: u64, max_entries: Option<u64>) -> usize {
+        let builder = Cache::builder().max_bytes(max_bytes);
+        let builder = match max_entries {
+            Some(n) => builder.max_entries(n),
+            None => builder,
+        };
+        builder.build().expect("valid").shard_count()
+    }
+
+    #[test]
+    fn debug_shows_the_settings_and_only_whether_a_listener_is_set() {
+        let builder = Cache::builder()
+            .max_bytes(4096)
+            .shards(2)
+            .eviction_listener(|_, _, _| {});
+        let shown = format!("{builder:?}");
+        for field in ["max_bytes: Some(4096)", "shards: Some(2)", "listener: true"] {
+            assert!(shown.contains(field), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_shared_clock_is_the_one_ttls_are_judged_on() {
+        let clock = Arc::new(crate::time::ManualClock::new());
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .default_ttl(Ttl::seconds(10).expect("valid"))
+            .shared_clock(clock.clone())
+            .build()
+            .expect("valid");
+        let key = CacheKey::from_content(b"k", "t").expect("valid prefix");
+        cache.insert(key, &b"v"[..]).expect("fits");
+        clock.advance(Duration::from_secs(9));
+        assert!(
+            cache.get(&key).is_some(),
+            "not yet expired on the shared clock"
+        );
+        clock.advance(Duration::from_secs(2));
+        assert!(cache.get(&key).is_none(), "expired on the shared clock");
+    }
+
+    #[test]
+    fn default_shards_are_four_per_core_and_fewer_for_small_caches() {
+        let entry = CacheEntry::charged_size(0) as u64;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_core = (cores * 4).next_power_of_two().min(MAX_SHARDS);
+        // Large: four per core (rounded up to a power of two).
+        assert_eq!(shards_for(1 << 40, None), per_core);
+        // Small: one shard per MIN_ENTRIES_PER_SHARD entries the budget holds, rounded down
+        // to a power of two, whichever of bytes and entries is the tighter bound.
+        let per_shard = MIN_ENTRIES_PER_SHARD;
+        assert_eq!(shards_for(100 * entry, None), 1);
+        assert_eq!(shards_for(3 * per_shard * entry, None), 2);
+        assert_eq!(shards_for(1 << 40, Some(3 * per_shard)), 2);
+        assert_eq!(shards_for(3 * per_shard * entry, Some(1 << 40)), 2);
+        assert_eq!(shards_for(1 << 40, Some(per_shard - 1)), 1);
+    }
+}
