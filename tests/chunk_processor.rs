@@ -335,7 +335,9 @@ fn cancellation_interrupts_a_retry_wait() {
     std::thread::scope(|s| {
         let canceller = token.clone();
         s.spawn(move || {
-            failed_rx.recv().unwrap();
+            // Bounded: if the run ends before any attempt (a split error), the scope would
+            // otherwise wait here forever and the test hang instead of failing.
+            let _ = failed_rx.recv_timeout(Duration::from_secs(30));
             canceller.cancel();
         });
         let err = p
