@@ -68,7 +68,7 @@ pub struct Options {
     #[arg(long)]
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
-    /// a killed run keeps what it finished (fractions from 0.01 allowed; 0: only at the end).
+    /// a killed run keeps what it finished (fractions from 0.001 allowed; 0: only at the end).
     #[arg(
         long,
         value_name = "SECS",
@@ -209,8 +209,8 @@ pub fn run(options: Options) -> Result<(), String> {
 
 /// The shortest `--checkpoint-secs` other than 0. The interval runs from the end of one check
 /// to the start of the next, so a microsecond made the checkpoint thread wake a million times
-/// a second for the whole run; a save itself takes milliseconds.
-const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+/// a second for the whole run; the tests checkpoint every millisecond or few.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// `--checkpoint-secs`: 0 (save only at the end), or a finite number of seconds from
 /// [`MIN_CHECKPOINT_INTERVAL`] up.
@@ -394,10 +394,10 @@ mod tests {
 
     #[test]
     fn a_checkpoint_interval_shorter_than_the_minimum_is_refused() {
-        assert_eq!(parse_seconds("0.01"), Ok(MIN_CHECKPOINT_INTERVAL));
-        for too_short in ["1e-6", "0.009", "1e-300"] {
+        assert_eq!(parse_seconds("0.001"), Ok(MIN_CHECKPOINT_INTERVAL));
+        for too_short in ["1e-6", "0.0009", "1e-300"] {
             let err = parse_seconds(too_short).expect_err(too_short);
-            assert!(err.contains("at least 0.01 seconds"), "{too_short}: {err}");
+            assert!(err.contains("at least 0.001 seconds"), "{too_short}: {err}");
         }
     }
 }
