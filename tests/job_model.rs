@@ -5,6 +5,15 @@ use memocache::{
     WorkerId,
 };
 
+/// Every status, in the seed's order.
+const STATUSES: [JobStatus; 5] = [
+    JobStatus::Queued,
+    JobStatus::Processing,
+    JobStatus::Completed,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
+
 const T: Timestamp = Timestamp::from_nanos(7);
 
 fn job_in(status: JobStatus) -> Job {
@@ -78,13 +87,7 @@ impl Op {
 
 #[test]
 fn whole_transition_table() {
-    let statuses = [
-        JobStatus::Queued,
-        JobStatus::Processing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
+    let statuses = STATUSES;
     for op in Op::ALL {
         let (from, to) = op.rule();
         for status in statuses {
@@ -183,15 +186,7 @@ fn value_objects() {
     assert!(JobPriority::High > JobPriority::Medium && JobPriority::Medium > JobPriority::Low);
     assert_eq!(JobPriority::High.value(), 3);
 
-    let terminal: Vec<_> = [
-        JobStatus::Queued,
-        JobStatus::Processing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ]
-    .map(JobStatus::is_terminal)
-    .to_vec();
+    let terminal: Vec<_> = STATUSES.map(JobStatus::is_terminal).to_vec();
     assert_eq!(terminal, [false, false, true, true, true]);
 
     let id = JobId::generate();
@@ -239,14 +234,7 @@ fn display_names_follow_the_seed() {
         JobPriority::ALL.map(|p| p.to_string()),
         ["LOW", "MEDIUM", "HIGH"]
     );
-    let statuses = [
-        JobStatus::Queued,
-        JobStatus::Processing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ]
-    .map(|s| s.to_string());
+    let statuses = STATUSES.map(|s| s.to_string());
     assert_eq!(
         statuses,
         ["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
