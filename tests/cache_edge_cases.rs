@@ -729,6 +729,7 @@ fn a_listener_may_use_the_cache_from_many_threads() {
     let handle = Arc::clone(&slot);
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
+    let own = [key(10_000), key(10_001), key(10_002)];
     let cache = Cache::builder()
         .max_bytes(20 * CacheEntry::charged_size(10) as u64)
         .shards(2)
@@ -741,10 +742,12 @@ fn a_listener_may_use_the_cache_from_many_threads() {
             let _ = cache.peek(k);
             let _ = cache.contains_key(k);
             cache.purge_expired();
-            if cause == RemovalCause::Size {
-                let _ = cache.insert(key(10_000), vec![0u8; 10]);
-                let _ = cache.remove(&key(10_001));
-                let _ = cache.get_or_insert_with(key(10_002), || vec![1u8; 10]);
+            // Not for its own keys' evictions: two keys evicting each other would be a chain
+            // with no end, run by the cache in a loop on this thread.
+            if cause == RemovalCause::Size && !own.contains(k) {
+                let _ = cache.insert(own[0], vec![0u8; 10]);
+                let _ = cache.remove(&own[1]);
+                let _ = cache.get_or_insert_with(own[2], || vec![1u8; 10]);
             }
         })
         .build()
@@ -774,6 +777,108 @@ fn a_listener_may_use_the_cache_from_many_threads() {
     join_within_10s(workers);
     *slot.lock() = None;
     assert!(calls.load(Ordering::Relaxed) > 1_000);
+}
+
+/// A listener that inserts into a full cache on every size eviction starts a chain: each
+/// insert evicts, which calls the listener, which inserts. The cache reports the chain's
+/// removals in a loop, not by nesting listener calls, so a 20,000-long chain runs on a
+/// 256 KiB stack with listener calls never more than one deep. (Before, each round nested
+/// one call deeper; three threads churning a small cache whose listener inserted overflowed
+/// a 2 MiB stack, which aborts the process.)
+#[test]
+fn a_listener_that_refills_a_full_cache_runs_its_chain_in_a_loop_not_a_recursion() {
+    const CHAIN: usize = 20_000;
+    let slot: Arc<Mutex<Option<Cache>>> = Arc::default();
+    let handle = Arc::clone(&slot);
+    let heard = Arc::new(AtomicUsize::new(0));
+    let (depth, deepest) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, inside, max_inside) =
+        (Arc::clone(&heard), Arc::clone(&depth), Arc::clone(&deepest));
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .eviction_listener(move |_, _, cause| {
+            let now_inside = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            max_inside.fetch_max(now_inside, Ordering::SeqCst);
+            let round = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            if cause == RemovalCause::Size && round < CHAIN {
+                let cache = handle.lock().clone().expect("set before the first insert");
+                cache
+                    .insert(key(round as u64 + 1), vec![0u8; 10])
+                    .expect("fits");
+            }
+            inside.fetch_sub(1, Ordering::SeqCst);
+        })
+        .build()
+        .expect("valid");
+    *slot.lock() = Some(cache.clone());
+    let worker = thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            cache.insert(key(0), vec![0u8; 10]).expect("fits");
+            cache.insert(key(1), vec![0u8; 10]).expect("fits");
+            cache
+        })
+        .expect("spawned");
+    let cache = within_10s("the chain", move || worker.join().expect("no panic"));
+    *slot.lock() = None;
+    assert_eq!(heard.load(Ordering::SeqCst), CHAIN);
+    assert_eq!(deepest.load(Ordering::SeqCst), 1, "listener calls nested");
+    assert_eq!(cache.len(), 1);
+    assert!(cache.contains_key(&key(CHAIN as u64)));
+    assert_eq!(cache.stats().evictions_size, CHAIN as u64);
+}
+
+/// Removals made from inside a listener are reported after it returns, still every one of
+/// them, and a panic of the listener while reporting them reaches the outermost caller once
+/// the chain is done.
+#[test]
+fn a_panic_in_a_chained_listener_call_reaches_the_outermost_caller_after_the_chain() {
+    const CHAIN: usize = 10;
+    let slot: Arc<Mutex<Option<Cache>>> = Arc::default();
+    let handle = Arc::clone(&slot);
+    let heard: Arc<Mutex<Vec<(CacheKey, RemovalCause)>>> = Arc::default();
+    let recorded = Arc::clone(&heard);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .eviction_listener(move |k, _, cause| {
+            let round = {
+                let mut heard = recorded.lock();
+                heard.push((*k, cause));
+                heard.len()
+            };
+            if round < CHAIN {
+                let cache = handle.lock().clone().expect("set before the first insert");
+                cache
+                    .insert(key(round as u64 + 1), vec![0u8; 10])
+                    .expect("fits");
+                assert_eq!(
+                    recorded.lock().len(),
+                    round,
+                    "a removal made inside the listener was reported inside it"
+                );
+            }
+            assert_ne!(round, 5, "the fifth removal");
+        })
+        .build()
+        .expect("valid");
+    *slot.lock() = Some(cache.clone());
+    cache.insert(key(0), vec![0u8; 10]).expect("fits");
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| cache.insert(key(1), vec![0u8; 10])));
+    *slot.lock() = None;
+    let payload = outcome.expect_err("the panic reaches the outermost caller");
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("the fifth removal"), "{message}");
+    let expected: Vec<_> = (0..CHAIN as u64)
+        .map(|i| (key(i), RemovalCause::Size))
+        .collect();
+    assert_eq!(*heard.lock(), expected);
+    assert_eq!(cache.len(), 1);
+    assert!(cache.contains_key(&key(CHAIN as u64)));
 }
 
 /// `len() <= max_entries` at 1 with 64 shards: every insert must evict across shards (the

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Cache, CacheError, Listener, RemovalCause};
+use super::listener::Listener;
+use super::{Cache, CacheError, RemovalCause};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::time::{Clock, CoarseClock, SharedClock, Ttl};
@@ -116,6 +117,13 @@ impl CacheBuilder {
     /// Called after every removal, with no cache lock held, so it may use the cache. If it
     /// panics, the cache still finishes the call (every removal is reported) and then
     /// re-raises the first panic to the caller.
+    ///
+    /// Removals made by the listener's own calls (an insert into a full cache evicts) are not
+    /// reported from inside it, which could nest without bound and overflow the stack: they
+    /// are queued and reported, in order, when it returns, by the call that first called it
+    /// on this thread. That call re-raises their panics too. A listener that answers every
+    /// eviction with an insert that evicts again therefore loops rather than crashes: give
+    /// the chain an end.
     pub fn eviction_listener(
         mut self,
         listener: impl Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync + 'static,

@@ -100,7 +100,8 @@ use std::thread::{self, ThreadId};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
-use super::{Cache, CacheError, Padded, Removed};
+use super::listener::Removed;
+use super::{Cache, CacheError, Padded};
 use crate::key::CacheKey;
 
 /// Why [`Cache::try_get_or_insert_with`] returned no value.

@@ -59,10 +59,13 @@
 //!   removals are reported after its waiters are released. A panicking listener does not
 //!   stop the call's work: every removal is still reported and every shard of a `clear` or
 //!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
-//!   thread survives it).
+//!   thread survives it). Removals made by the listener's own calls are queued and reported
+//!   after it returns, in a loop, never by a nested listener call: a listener that inserts
+//!   into a full cache cannot grow the stack without bound (see `src/cache/listener.rs`).
 
 mod builder;
 mod expiry;
+mod listener;
 mod loader;
 mod policy;
 mod shard;
@@ -84,6 +87,7 @@ pub use loader::LoadError;
 pub use stats::CacheStats;
 
 use expiry::tick_of;
+use listener::{Listener, ListenerPanic, Removed};
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
 use stats::{Counter, StripedCounters};
@@ -171,8 +175,6 @@ impl From<CodecError> for CacheError {
     }
 }
 
-type Listener = Arc<dyn Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync>;
-
 /// A lock on its own cache lines (a shard's, a loader stripe's) or a shared counter.
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -232,57 +234,6 @@ struct Inner {
 struct Sweeper {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
-}
-
-/// Removals to report once the locks are released.
-/// One removed entry, for the listener.
-type Removal = (CacheKey, Bytes, RemovalCause);
-
-/// Entries a call removed, held until its shard lock is released so that the listener runs
-/// and their values are dropped outside it. The first sits inline: an insert into a full
-/// cache usually evicts exactly one entry, and it should not allocate to say so.
-#[derive(Default)]
-struct Removed {
-    first: Option<Removal>,
-    rest: Vec<Removal>,
-}
-
-/// The first panic of the eviction listener during a call, re-raised when the call's work is
-/// done (see `Inner::report`).
-#[derive(Default)]
-struct ListenerPanic(Option<Box<dyn std::any::Any + Send>>);
-
-impl ListenerPanic {
-    fn resume(self) {
-        if let Some(payload) = self.0 {
-            panic::resume_unwind(payload);
-        }
-    }
-}
-
-impl Removed {
-    fn new() -> Removed {
-        Removed::default()
-    }
-
-    fn one(removal: Removal) -> Removed {
-        Removed {
-            first: Some(removal),
-            rest: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, removal: Removal) {
-        if self.first.is_none() {
-            self.first = Some(removal);
-        } else {
-            self.rest.push(removal);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Removal> {
-        self.first.iter().chain(&self.rest)
-    }
 }
 
 impl Cache {
@@ -1049,18 +1000,11 @@ impl Inner {
         }
     }
 
-    /// Reports `removed` to the listener, keeping its first panic in `panicked` instead of
-    /// unwinding. A listener is user code: if its panic unwound through the cache, the other
-    /// removals of the call would never be reported and a call that works shard by shard
-    /// (`clear`, `purge_expired`) would stop half done — and the sweeper thread would die.
+    /// Reports `removed` to the listener, keeping its first panic in `panicked` (see
+    /// `listener::report`).
     fn report(&self, removed: Removed, panicked: &mut ListenerPanic) {
         if let Some(listener) = &self.listener {
-            for (key, value, cause) in removed.iter() {
-                let call = panic::catch_unwind(AssertUnwindSafe(|| listener(key, value, *cause)));
-                if let Err(payload) = call {
-                    panicked.0.get_or_insert(payload);
-                }
-            }
+            listener::report(listener, removed, panicked);
         }
     }
 
