@@ -1934,3 +1934,122 @@ fn dead_letters_lists_a_job_whose_last_lease_ran_out_without_another_call() {
     assert_eq!(dead, [hung]);
     assert_eq!(queue.status(hung), Some(JobStatus::Failed));
 }
+
+/// A completion hook may use the queue, and a submit the memo store answers completes at
+/// once, which calls the hook, which may submit again: a chain (a hook that submits the next
+/// stage of a pipeline whose results are cached). The queue reports the chain's completions
+/// in a loop, not by nesting hook calls, so a 20,000-long chain runs on a 256 KiB stack with
+/// hook calls never more than one deep. Before, each round nested one hook call (and a
+/// submit, a report and two `catch_unwind` frames) deeper, and the chain overflowed the
+/// thread's stack, which aborts the whole test process (`thread ... has overflowed its
+/// stack`, SIGABRT), as the cache's refilling eviction listener did.
+#[test]
+fn a_completion_hook_that_submits_memo_hits_runs_its_chain_in_a_loop_not_a_recursion() {
+    const CHAIN: usize = 20_000;
+    let slot: Arc<parking_lot::Mutex<Option<JobQueue>>> = Arc::default();
+    let (heard, depth, deepest) = (
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let queue = {
+        let (handle, heard, depth, deepest) = (
+            Arc::clone(&slot),
+            Arc::clone(&heard),
+            Arc::clone(&depth),
+            Arc::clone(&deepest),
+        );
+        JobQueue::builder()
+            .cache(cache_with(&[1]))
+            .on_complete(move |c| {
+                let inside = depth.fetch_add(1, Ordering::SeqCst) + 1;
+                deepest.fetch_max(inside, Ordering::SeqCst);
+                let round = heard.fetch_add(1, Ordering::SeqCst) + 1;
+                assert!(c.memo_hit);
+                if round < CHAIN {
+                    let queue = handle.lock().clone().expect("set before the first submit");
+                    queue
+                        .submit(transcription(1, JobPriority::Low))
+                        .expect("a memo hit is accepted");
+                }
+                depth.fetch_sub(1, Ordering::SeqCst);
+            })
+            .build()
+            .expect("valid")
+    };
+    *slot.lock() = Some(queue.clone());
+    let submitter = {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || queue.submit(transcription(1, JobPriority::Low)))
+            .expect("spawned")
+    };
+    submitter.join().expect("no panic").expect("accepted");
+    *slot.lock() = None;
+    assert_eq!(heard.load(Ordering::SeqCst), CHAIN);
+    assert_eq!(deepest.load(Ordering::SeqCst), 1, "hook calls nested");
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.submitted, stats.completed),
+        (CHAIN as u64, CHAIN as u64)
+    );
+    assert_eq!((stats.memo_hits, stats.queued), (CHAIN as u64, 0));
+}
+
+/// Jobs completed by a call from inside the completion hook are reported after the hook
+/// returns, every one of them, and a panic of the hook while hearing them reaches the
+/// outermost caller once the chain is done, the queue unlocked and every job completed.
+#[test]
+fn a_panic_in_a_chained_hook_call_reaches_the_outermost_caller_after_the_chain() {
+    quiet_hook_panics();
+    const CHAIN: usize = 10;
+    let slot: Arc<parking_lot::Mutex<Option<JobQueue>>> = Arc::default();
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let queue = {
+        let (handle, recorded) = (Arc::clone(&slot), Arc::clone(&heard));
+        JobQueue::builder()
+            .cache(cache_with(&[1]))
+            .on_complete(move |c| {
+                let round = {
+                    let mut heard = recorded.lock();
+                    heard.push(c.id);
+                    heard.len()
+                };
+                if round < CHAIN {
+                    let queue = handle.lock().clone().expect("set before the first submit");
+                    queue
+                        .submit(transcription(1, JobPriority::Low))
+                        .expect("a memo hit is accepted");
+                    assert_eq!(
+                        recorded.lock().len(),
+                        round,
+                        "a job completed inside the hook was reported inside it"
+                    );
+                }
+                if round == 5 {
+                    std::panic::panic_any(HOOK_PANIC);
+                }
+            })
+            .build()
+            .expect("valid")
+    };
+    *slot.lock() = Some(queue.clone());
+    let first = transcription(1, JobPriority::Low);
+    let first_id = first.id();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| queue.submit(first)));
+    *slot.lock() = None;
+    let payload = outcome.expect_err("the panic reaches the outermost caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&HOOK_PANIC));
+    let heard = heard.lock().clone();
+    assert_eq!(heard.len(), CHAIN);
+    assert_eq!(heard[0], first_id, "reported in the order completed");
+    for id in heard {
+        assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.completed, stats.memo_hits),
+        (CHAIN as u64, CHAIN as u64)
+    );
+}

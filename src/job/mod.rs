@@ -40,6 +40,7 @@
 //! * [`memo`] — [`MemoStore`]: memo hits, coalescing of identical jobs, storing results.
 
 pub mod concurrency;
+mod hook;
 pub mod memo;
 pub mod model;
 pub mod pool;

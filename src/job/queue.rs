@@ -139,6 +139,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::hook::{self, CompletionHook};
 use super::memo::MemoStore;
 use super::model::{InvalidStateTransition, Job, JobId, JobPayload, JobPriority, JobResult};
 use super::model::{JobStatus, JobType, WorkerId};
@@ -376,10 +377,6 @@ impl JobCompletion {
     }
 }
 
-/// The hook [`JobQueueBuilder::on_complete`] sets, wrapped to take the jobs completed
-/// together (see [`Inner::report`]).
-type CompletionHook = Arc<dyn Fn(&[JobCompletion]) + Send + Sync>;
-
 /// Configures and builds a [`JobQueue`].
 #[derive(Clone)]
 pub struct JobQueueBuilder {
@@ -486,6 +483,13 @@ impl JobQueueBuilder {
     /// queue's lock is released, so it may call the queue; it should be quick, since that
     /// thread is usually a worker. Failed and cancelled jobs are not reported (their counts are
     /// in [`JobQueue::stats`]).
+    ///
+    /// A call the hook makes that completes jobs (a submit the memo store answers, a
+    /// completion) returns before they are reported: they are reported on the same thread
+    /// once the hook call that made it returns, in the order they completed, so that a hook
+    /// that keeps submitting memo hits runs a loop, not a recursion that overflows the
+    /// stack. A panic of the hook while hearing of them goes on to the
+    /// outermost caller, after the whole chain has been reported.
     ///
     /// A hook that panics does not undo or interrupt anything: every job of the call is still
     /// reported, the jobs stay completed and counted, and the queue is unlocked. The first
@@ -870,7 +874,8 @@ impl JobQueue {
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
     ///
     /// A memo hit completes on this thread, so the completion hook
-    /// ([`JobQueueBuilder::on_complete`]) hears of it here, once the queue's lock is released.
+    /// ([`JobQueueBuilder::on_complete`]) hears of it here, once the queue's lock is released
+    /// (from inside the hook itself: once that hook call returns).
     /// If the hook panics, the panic goes on to this call's caller, as it goes on to a
     /// worker's [`JobQueue::complete`]: after the queue's work is done. The job is then
     /// accepted, completed and counted, and the queue unlocked and consistent; only the
@@ -1474,9 +1479,14 @@ impl Inner {
     /// the jobs had completed). The first panic goes on once every job has been reported,
     /// so that the caller still sees it as before. The loop that does this is the stored
     /// hook itself (see [`JobQueueBuilder::on_complete`]), so that this is one call.
+    ///
+    /// From inside a hook call (a hook that submits, completes or cancels), the jobs are
+    /// only queued, and reported by the outermost report on this thread once its hook call
+    /// returns: called here, each round of a hook that submits memo hits nested one hook
+    /// call deeper, without bound (see `job/hook.rs`).
     fn report(&self, completions: &[JobCompletion]) {
-        if let Some(hook) = &self.on_complete {
-            hook(completions);
+        if let Some(on_complete) = &self.on_complete {
+            hook::report(on_complete, completions);
         }
     }
 
