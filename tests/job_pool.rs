@@ -481,3 +481,45 @@ fn a_draining_pool_does_not_wait_for_another_pools_job_of_another_type() {
     assert_eq!(long.shutdown(Shutdown::Drain).completed, 1);
     assert_eq!(queue.status(transcription), Some(JobStatus::Completed));
 }
+
+/// A panic payload of the handler's own type whose drop panics in turn.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        std::panic::panic_any(INJECTED);
+    }
+}
+
+/// A handler's panic payload is the handler's value, and dropping it runs the handler's
+/// code: a payload whose drop panics must fail the job, as any panic does, and not end the
+/// worker. Before the fix the worker failed the job, then dropped the payload in its loop,
+/// and that second panic unwound out of the thread: with one worker, the pool ran nothing
+/// more (`executed` 1, both jobs left `Queued`), and the drain returned as if done.
+#[test]
+fn a_panic_payload_whose_drop_panics_fails_the_job_not_the_worker() {
+    quiet_injected_panics();
+    let queue = queue_with_immediate_retries(1);
+    let bomb = queue
+        .submit(Job::new(JobType::Indexing, &b"bomb"[..]))
+        .expect("submit");
+    let plain = queue
+        .submit(Job::new(JobType::Indexing, &b"plain"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |ctx| {
+            if ctx.payload().as_bytes().as_ref() == b"bomb" && ctx.attempt() == 0 {
+                std::panic::panic_any(PanicsWhenDropped);
+            }
+            Ok(Bytes::from_static(b"indexed").into())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.panicked, stats.completed), (3, 1, 2));
+    assert_eq!(queue.status(bomb), Some(JobStatus::Completed));
+    assert_eq!(queue.status(plain), Some(JobStatus::Completed));
+    let retried = queue.get(bomb).expect("known");
+    assert_eq!(retried.retry_count(), 1);
+}

@@ -2053,3 +2053,58 @@ fn a_panic_in_a_chained_hook_call_reaches_the_outermost_caller_after_the_chain()
         (CHAIN as u64, CHAIN as u64)
     );
 }
+
+/// A panic payload of the hook's own type whose drop panics in turn.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        std::panic::panic_any(HOOK_PANIC);
+    }
+}
+
+/// A hook's panic payload is the hook's value, and dropping it runs the hook's code. The
+/// queue keeps the first panic of a call and drops the others: a payload whose drop panics
+/// must not keep the rest of the batch from being reported. Before the fix, the second
+/// payload's drop panicked inside the reporting loop, so the third job was never reported,
+/// and that panic, unwinding past the first payload (whose drop panicked too), aborted the
+/// test process ("panic in a destructor during cleanup", SIGABRT).
+#[test]
+fn a_hook_panic_payload_whose_drop_panics_does_not_cut_the_batch_short() {
+    quiet_hook_panics();
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let queue = {
+        let heard = Arc::clone(&heard);
+        JobQueue::builder()
+            .on_complete(move |c| {
+                let mut heard = heard.lock();
+                heard.push(c.id);
+                if heard.len() <= 2 {
+                    drop(heard);
+                    std::panic::panic_any(PanicsWhenDropped);
+                }
+            })
+            .build()
+            .expect("valid")
+    };
+    let ids: Vec<JobId> = (0..3)
+        .map(|_| {
+            queue
+                .submit(transcription(1, JobPriority::Medium))
+                .expect("submit")
+        })
+        .collect();
+    let lease = queue.try_next(&w("w")).expect("the leader");
+    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        queue.complete(&lease, b"text".to_vec().into())
+    }));
+    let payload = completed.expect_err("the hook's first panic reaches the caller");
+    assert!(payload.is::<PanicsWhenDropped>());
+    // Dropping it would panic here, in the test.
+    std::mem::forget(payload);
+    let mut heard = heard.lock().clone();
+    heard.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(heard, want, "every completion is reported once");
+}

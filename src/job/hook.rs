@@ -17,7 +17,11 @@
 //! and a panic of the hook while hearing them is re-raised to the outermost caller once the
 //! chain is done, not to the inner call. Calls from outside any hook report before they
 //! return, as before.
+//!
+//! Here too is how the job layer drops the panics it catches from the host's code (the
+//! hook's and a pool's handlers'), whose payloads are the host's values: [`drop_payload`].
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -89,11 +93,33 @@ pub(super) fn report(hook: &CompletionHook, completions: &[JobCompletion]) {
         };
         for (hook, completions) in batch {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| hook(&completions))) {
-                panic.get_or_insert(p);
+                keep_first(&mut panic, p);
             }
         }
     }
     if let Some(panic) = panic {
         resume_unwind(panic);
+    }
+}
+
+/// Keeps `payload` in `first` if it is the first panic caught, else drops it (see
+/// [`drop_payload`]).
+pub(super) fn keep_first(first: &mut Option<Box<dyn Any + Send>>, payload: Box<dyn Any + Send>) {
+    match first {
+        None => *first = Some(payload),
+        Some(_) => drop_payload(payload),
+    }
+}
+
+/// Drops a caught panic's payload without letting a panic of its drop out. A payload is the
+/// host's value (a handler's, a hook's), so dropping it runs the host's code, and a payload
+/// whose drop panics started a second panic where it was dropped: in a pool's worker loop it
+/// ended the thread (the pool ran one worker short from then on), and in the completion
+/// hook's loop it left the batch's other jobs unreported and, unwinding past the first
+/// panic's payload, aborted the process if that one's drop panicked too. The payload of such
+/// a second panic is forgotten, not dropped, since its drop could panic again.
+pub(super) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }

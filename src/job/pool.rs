@@ -59,6 +59,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::concurrency::ConcurrencyLimit;
+use super::hook::drop_payload;
 use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
 use super::queue::{JobQueue, Lease, QueueError};
 
@@ -482,7 +483,10 @@ impl Worker {
                             .map(|taken| next = taken)
                     }
                 }))
-                .unwrap_or(Ok(()));
+                .unwrap_or_else(|panic| {
+                    drop_payload(panic);
+                    Ok(())
+                });
                 done.map(|()| {
                     self.shared.completed.fetch_add(1, Ordering::Relaxed);
                 })
@@ -505,6 +509,7 @@ impl Worker {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
                 self.shared.panicked.fetch_add(1, Ordering::Relaxed);
                 let error = format!("handler panicked: {}", panic_message(&*panic));
+                drop_payload(panic);
                 self.queue.fail(lease, error)
             }
         };

@@ -139,7 +139,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::hook::{self, CompletionHook};
+use super::hook::{self, CompletionHook, keep_first};
 use super::memo::MemoStore;
 use super::model::{InvalidStateTransition, Job, JobId, JobPayload, JobPriority, JobResult};
 use super::model::{JobStatus, JobType, WorkerId};
@@ -512,7 +512,7 @@ impl JobQueueBuilder {
             let mut panic = None;
             for c in completions {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| hook(c))) {
-                    panic.get_or_insert(p);
+                    keep_first(&mut panic, p);
                 }
             }
             if let Some(panic) = panic {
