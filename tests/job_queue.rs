@@ -2108,3 +2108,38 @@ fn a_hook_panic_payload_whose_drop_panics_does_not_cut_the_batch_short() {
     want.sort();
     assert_eq!(heard, want, "every completion is reported once");
 }
+
+/// A heartbeat is checked like a completion: one that comes at or after its lease's deadline
+/// is refused as expired (and the job is taken back), and one from an old lease, after the
+/// job was leased again to a worker of the same name, is refused as stale and extends
+/// nothing: the new lease still ends when it would have.
+#[test]
+fn a_heartbeat_after_expiry_or_from_an_old_lease_is_refused_and_extends_nothing() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .lease(10 * SEC)
+        .retry(RetryConfig::fixed(3, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let old = queue.try_next(&w("w")).expect("ready");
+    clock.advance(10 * SEC);
+    assert!(matches!(
+        queue.heartbeat(&old),
+        Err(QueueError::LeaseExpired { id: e, .. }) if e == id
+    ));
+    assert_eq!(queue.status(id), Some(JobStatus::Queued), "taken back");
+    let new = queue.try_next(&w("w")).expect("ready again");
+    assert_eq!(new.attempt(), 1);
+    clock.advance(5 * SEC);
+    assert!(matches!(
+        queue.heartbeat(&old),
+        Err(QueueError::StaleLease { id: e, status: JobStatus::Processing, .. }) if e == id
+    ));
+    clock.advance(5 * SEC);
+    assert!(matches!(
+        queue.complete(&new, Bytes::new().into()),
+        Err(QueueError::LeaseExpired { .. })
+    ));
+    assert_eq!(queue.stats().lease_expirations, 2);
+}
