@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+mod callback;
 pub mod codec;
 pub mod entry;
 pub mod job;

@@ -779,6 +779,53 @@ fn a_listener_may_use_the_cache_from_many_threads() {
     assert!(calls.load(Ordering::Relaxed) > 1_000);
 }
 
+/// A panic payload whose own drop panics (the host's value, so the host's code).
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("the payload's drop panicked");
+    }
+}
+
+/// A listener whose panics carry payloads that panic when dropped: `clear` still clears
+/// every shard and reports every removal, and the first payload reaches the caller. Before,
+/// the second payload was dropped inside the reporting loop, so its drop's panic unwound
+/// out of the cache mid-`clear`, past the first payload — whose drop panicked too, which
+/// aborts the process.
+#[test]
+fn a_listener_panic_payload_whose_drop_panics_does_not_cut_a_clear_short() {
+    let reported = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&reported);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(4)
+        .eviction_listener(move |_, _, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            panic::panic_any(PanicsWhenDropped);
+        })
+        .build()
+        .expect("valid");
+    for i in 0..100 {
+        cache.insert(key(i), "v").expect("fits");
+    }
+    let cleared = panic::catch_unwind(AssertUnwindSafe(|| cache.clear()));
+    let payload = cleared.expect_err("the panic reaches the caller");
+    assert!(payload.is::<PanicsWhenDropped>());
+    // Dropping it would panic here, in the test.
+    std::mem::forget(payload);
+    assert_eq!(
+        (cache.len(), cache.size_bytes()),
+        (0, 0),
+        "every shard cleared"
+    );
+    assert_eq!(
+        reported.load(Ordering::SeqCst),
+        100,
+        "every removal reported"
+    );
+}
+
 /// A listener that inserts into a full cache on every size eviction starts a chain: each
 /// insert evicts, which calls the listener, which inserts. The cache reports the chain's
 /// removals in a loop, not by nesting listener calls, so a 20,000-long chain runs on a

@@ -87,11 +87,12 @@ pub use loader::LoadError;
 pub use stats::CacheStats;
 
 use expiry::tick_of;
-use listener::{Listener, ListenerPanic, Removed};
+use listener::{Listener, Removed};
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
 use stats::{Counter, StripedCounters};
 
+use crate::callback::FirstPanic;
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
@@ -378,7 +379,7 @@ impl Cache {
         let inner = &self.inner;
         let now = inner.clock.now().as_nanos();
         // Every shard is cleared even if the listener panics; the panic is re-raised after.
-        let mut panicked = ListenerPanic::default();
+        let mut panicked = FirstPanic::default();
         for shard in inner.shards.iter() {
             let records = shard.0.write().clear();
             // A value that had expired left by expiry, whichever call found it: `remove`, a
@@ -994,7 +995,7 @@ impl Inner {
     fn notify(&self, removed: Removed) {
         // Checked here, inline, so that a cache without a listener pays no call.
         if self.listener.is_some() {
-            let mut panicked = ListenerPanic::default();
+            let mut panicked = FirstPanic::default();
             self.report(removed, &mut panicked);
             panicked.resume();
         }
@@ -1002,7 +1003,7 @@ impl Inner {
 
     /// Reports `removed` to the listener, keeping its first panic in `panicked` (see
     /// `listener::report`).
-    fn report(&self, removed: Removed, panicked: &mut ListenerPanic) {
+    fn report(&self, removed: Removed, panicked: &mut FirstPanic) {
         if let Some(listener) = &self.listener {
             listener::report(listener, removed, panicked);
         }
@@ -1015,7 +1016,7 @@ impl Inner {
         let mut total = 0;
         let mut scratch = Vec::new();
         // Every shard is purged even if the listener panics; the panic is re-raised after.
-        let mut panicked = ListenerPanic::default();
+        let mut panicked = FirstPanic::default();
         for index in 0..self.shards.len() {
             let mut removed = Removed::new();
             total += self.expire_shard(index, now, &mut scratch, &mut removed);
@@ -1284,7 +1285,7 @@ impl Cache {
         let now = now.as_nanos();
         // Every chosen entry is stored even if the listener panics (it hears of replaced
         // values); the panic is re-raised after.
-        let mut panicked = ListenerPanic::default();
+        let mut panicked = FirstPanic::default();
         for image in chosen.into_iter().rev() {
             let charge = CacheEntry::charged_size(image.value.len()) as u64;
             let expires_at = image.ttl_remaining.map_or(NEVER, |left| {

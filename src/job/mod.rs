@@ -40,7 +40,6 @@
 //! * [`memo`] — [`MemoStore`]: memo hits, coalescing of identical jobs, storing results.
 
 pub mod concurrency;
-mod hook;
 pub mod memo;
 pub mod model;
 pub mod pool;

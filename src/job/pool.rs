@@ -59,9 +59,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::concurrency::ConcurrencyLimit;
-use super::hook::drop_payload;
 use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
 use super::queue::{JobQueue, Lease, QueueError};
+use crate::callback::drop_payload;
 
 /// How long an idle worker blocks in the queue before re-checking for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
