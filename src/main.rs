@@ -77,7 +77,11 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    match std::panic::catch_unwind(AssertUnwindSafe(|| run(cli.command))) {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(cli.command)));
+    // Once Ctrl-C's handler has begun ending the process, the run's outcome (often an error
+    // its cleanup caused) is not reported: this waits, and the handler ends the process.
+    cli::checkpoint::claim_exit();
+    match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(message)) => {
             eprintln!("memocache: error: {message}");

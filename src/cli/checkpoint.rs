@@ -141,10 +141,30 @@ impl Checkpoints {
     }
 }
 
+/// Held by whoever decides how the process ends: the run's main thread or an interrupt
+/// (see [`claim_exit`]).
+static EXIT: Mutex<()> = Mutex::new(());
+
+/// Claims the right to end the process, for good: the first caller returns and must then
+/// end it; a later caller blocks until the process ends under it.
+///
+/// An interrupt ends the process from another thread while the run goes on, and its cleanup
+/// can fail the run: `demo` writes its audio into the temporary directory that Ctrl-C
+/// removes, and a write into the removed directory returned an error that made `main` exit
+/// with status 1 ("cannot write ...") before the handler's `exit(130)` — in 24 of 185 runs
+/// of the Ctrl-C test under load. Both ends claim first, so an interrupt that has begun
+/// ends the process with its status and cleanup whatever the run does meanwhile, and a run
+/// that has finished (its own cleanup done) is not cut short by a late Ctrl-C.
+pub fn claim_exit() {
+    std::mem::forget(EXIT.lock());
+}
+
 /// Ends an interrupted run: removes `scratch` (see [`Checkpoints::save_on_interrupt`]; `demo`
 /// passes its temporary directory), then exits with [`INTERRUPTED`]. Unlinking a file an
 /// engine still has open does not disturb it (unix), and its output is not waited for anyway.
+/// Returns never, and never ends the process if the run has claimed its exit first.
 pub fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
+    claim_exit();
     if let Some(dir) = scratch {
         // The run's other threads go on meanwhile: a file one of them creates between the
         // listing and the final `rmdir` fails the removal as "not empty"; another pass
@@ -348,6 +368,26 @@ mod tests {
         assert_eq!(saved.entries.len(), 1);
         assert_eq!(saved.entries[0].key, key(7));
         drop(checkpoints);
+    }
+
+    /// The first claim on the exit holds for good: a later one (the run's `main` after an
+    /// interrupt began to end the process, or an interrupt after `main` claimed) never
+    /// returns. The only test in this binary that claims the exit.
+    #[test]
+    fn the_first_claim_on_the_exit_holds_off_every_later_one() {
+        claim_exit();
+        let (claimed, second) = mpsc::channel();
+        std::thread::spawn(move || {
+            claim_exit();
+            let _ = claimed.send(());
+        });
+        // A claim that wrongly returns does so at once; one that waits, as it must, never
+        // sends.
+        assert_eq!(
+            second.recv_timeout(Duration::from_millis(300)),
+            Err(RecvTimeoutError::Timeout),
+            "a second claim returned"
+        );
     }
 
     /// Interval 0: no thread, nothing saved before the run's own save at its end.
