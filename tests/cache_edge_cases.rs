@@ -89,6 +89,30 @@ fn join_within_10s(workers: Vec<thread::JoinHandle<()>>) {
     assert!(joined.iter().all(|&ok| ok), "a worker panicked");
 }
 
+/// Joins `workers`, failing if one panicked or if `progress` (which they advance as they
+/// work) stands still for 10 s (a deadlock). For stress tests whose total time is the
+/// machine's business: 8 threads whose loaders yield the CPU took 0.26–14 s for the same
+/// work on a loaded 2-core machine (0.2 s of CPU each time), so a bound on the total failed
+/// runs that were slow, not stuck.
+fn join_while_progressing(workers: Vec<thread::JoinHandle<()>>, progress: &AtomicU64) {
+    let (mut seen, mut since) = (progress.load(Ordering::SeqCst), Instant::now());
+    while !workers.iter().all(|worker| worker.is_finished()) {
+        let now = progress.load(Ordering::SeqCst);
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "no progress for 10 s after {seen} steps: deadlock"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        workers.into_iter().all(|worker| worker.join().is_ok()),
+        "a worker panicked"
+    );
+}
+
 /// A load of `key(id)` that blocks in its loader until released, so that a test can act while
 /// it is in flight.
 struct HeldLoad {
@@ -1424,9 +1448,11 @@ fn acyclic_dependencies_between_loads_are_never_refused_as_cycles() {
         failures: Mutex::new(Vec::new()),
     });
     let start = Arc::new(Barrier::new(THREADS as usize));
+    let rounds_done = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let (loads, start) = (Arc::clone(&loads), Arc::clone(&start));
+            let rounds_done = Arc::clone(&rounds_done);
             thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(100 + t);
                 start.wait();
@@ -1440,11 +1466,13 @@ fn acyclic_dependencies_between_loads_are_never_refused_as_cycles() {
                             .push(format!("loading {i} got {other:?}")),
                     }
                     loads.cache.remove(&key(rng.random_range(0..KEYS)));
+                    rounds_done.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
-    join_within_10s(workers);
+    // A deadlock stops every round; a slow machine only slows them (see the helper).
+    join_while_progressing(workers, &rounds_done);
     let failures = loads.failures.lock();
     assert!(
         failures.is_empty(),
