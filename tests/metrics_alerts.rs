@@ -1,8 +1,9 @@
 //! Alert rules and the evaluator: pending → firing → resolved on a manual clock, one
 //! notification per firing, aggregations, disabled rules, failing and unknown channels.
 
-use std::sync::Arc;
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memocache::metrics::{AlertState, AlertTransition, Notification, NotifyError};
@@ -300,8 +301,10 @@ fn disabled_rules_do_not_fire_and_a_disabled_firing_rule_resolves() {
     let mut t = setup();
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let id = t.alerts.add_rule(depth_rule());
+    assert!(t.alerts.rule(id).unwrap().is_enabled());
     depth.set(500.0);
     assert!(t.alerts.set_enabled(id, false));
+    assert!(!t.alerts.rule(id).unwrap().is_enabled());
     assert!(t.alerts.evaluate().is_empty());
     assert!(!t.alerts.rule(id).unwrap().is_triggered(500.0));
     assert!(t.alerts.set_enabled(id, true));
@@ -330,6 +333,24 @@ fn rule_domain_methods() {
         Aggregation::Percentile(Percentile::p95()).to_string(),
         "p95"
     );
+    assert_eq!(
+        [AlertTransition::Firing, AlertTransition::Resolved].map(|t| t.to_string()),
+        ["firing", "resolved"]
+    );
+}
+
+/// Rule ids are random UUIDs and print as one; the evaluator lists its rules in the order
+/// they were added.
+#[test]
+fn rule_ids_and_the_rule_list() {
+    let mut t = setup();
+    let first = t.alerts.add_rule(depth_rule());
+    let second = t.alerts.add_rule(depth_rule());
+    assert_ne!(first, second);
+    assert_eq!(first.as_uuid().get_version_num(), 4);
+    assert_eq!(first.to_string(), first.as_uuid().to_string());
+    let listed: Vec<_> = t.alerts.rules().map(AlertRule::id).collect();
+    assert_eq!(listed, [first, second]);
 }
 
 /// Counts calls and fails every one.
@@ -364,17 +385,85 @@ fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
     assert_eq!(log.notifications().len(), 1);
 }
 
+/// The events logged on the thread it is the default subscriber of: level, message and the
+/// fields as `name=value`.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = String::new();
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn fmt::Debug| {
+                text.push_str(&format!(" {}={value:?}", field.name()));
+            },
+        );
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), text));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// `TracingNotifier` logs a firing critical alert at ERROR, another firing alert at WARN and a
+/// resolution at INFO, each with the rule, metric and value.
 #[test]
-fn the_tracing_notifier_accepts_every_transition() {
-    let mut t = setup();
-    t.alerts
-        .add_channel("log", Arc::new(memocache::TracingNotifier));
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    t.alerts.add_rule(depth_rule().with_channel("log"));
-    depth.set(500.0);
-    assert_eq!(t.alerts.evaluate().len(), 1);
-    depth.set(0.0);
-    assert_eq!(t.alerts.evaluate().len(), 1);
+fn the_tracing_notifier_logs_at_the_documented_levels() {
+    let events = Events::default();
+    tracing::subscriber::with_default(events.clone(), || {
+        let mut t = setup();
+        t.alerts
+            .add_channel("log", Arc::new(memocache::TracingNotifier));
+        let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+        t.alerts.add_rule(depth_rule().with_channel("log"));
+        let warning = AlertRule::new(
+            "queue growing",
+            "queue_depth",
+            Threshold::greater_than(100.0).unwrap(),
+            Severity::Warning,
+            60 * SECOND,
+        )
+        .with_aggregation(Aggregation::Last)
+        .with_channel("log");
+        t.alerts.add_rule(warning);
+        depth.set(500.0);
+        assert_eq!(t.alerts.evaluate().len(), 2);
+        depth.set(0.0);
+        assert_eq!(t.alerts.evaluate().len(), 2);
+    });
+    let logged = events.0.lock().unwrap().clone();
+    let alerts: Vec<_> = logged
+        .iter()
+        .filter(|(_, text)| text.starts_with(" message=alert "))
+        .collect();
+    let expected = [
+        (tracing::Level::ERROR, "firing", "queue backed up", 500),
+        (tracing::Level::WARN, "firing", "queue growing", 500),
+        (tracing::Level::INFO, "resolved", "queue backed up", 0),
+        (tracing::Level::INFO, "resolved", "queue growing", 0),
+    ];
+    assert_eq!(alerts.len(), expected.len(), "{logged:?}");
+    for ((level, text), (want_level, transition, rule, value)) in alerts.iter().zip(expected) {
+        assert_eq!(*level, want_level, "{text}");
+        for part in [
+            format!("message=alert {transition}"),
+            format!("rule={rule}"),
+            "metric=queue_depth".to_owned(),
+            format!("value={value}"),
+        ] {
+            assert!(text.contains(&part), "{part:?} not in {text}");
+        }
+    }
 }
 
 mod model {

@@ -324,6 +324,19 @@ mod tests {
         assert!(zero.check(1e-10) && !zero.check(1e-8));
         let big = Threshold::equal(1e12).unwrap();
         assert!(big.check(1e12 + 100.0) && !big.check(1e12 + 10_000.0));
+        // An infinite actual would scale the tolerance to infinity and equal everything.
+        assert!(!eq.check(f64::INFINITY) && !eq.check(f64::NEG_INFINITY));
+        assert!(gt.check(f64::INFINITY) && lt.check(f64::NEG_INFINITY));
+    }
+
+    /// What alert logs and notifications show of a rule's threshold.
+    #[test]
+    fn threshold_parts_and_display() {
+        let t = Threshold::less_than(0.5).unwrap();
+        assert_eq!((t.value(), t.comparison()), (0.5, Comparison::LessThan));
+        assert_eq!(t.to_string(), "< 0.5");
+        assert_eq!(Threshold::greater_than(-2.0).unwrap().to_string(), "> -2");
+        assert_eq!(Threshold::equal(1e-3).unwrap().to_string(), "== 0.001");
     }
 
     #[test]
