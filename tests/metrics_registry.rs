@@ -54,6 +54,16 @@ fn handles_share_storage_and_names_keep_their_type() {
 }
 
 #[test]
+fn retention_is_the_one_given_or_the_default() {
+    let (r, _clock) = registry();
+    assert_eq!(r.retention(), 60 * SECOND);
+    assert_eq!(
+        MetricsRegistry::new().retention(),
+        MetricsRegistry::DEFAULT_RETENTION
+    );
+}
+
+#[test]
 fn invalid_names_and_labels_register_nothing() {
     let (r, _clock) = registry();
     assert!(matches!(
@@ -160,6 +170,7 @@ fn aggregate_reads_each_kind() {
     g.set(1.0);
     clock.advance(SECOND);
     g.add(2.0);
+    assert_eq!(g.get(), 3.0);
     clock.advance(SECOND);
     g.set(f64::NAN); // exposed, not in the history
     assert!(
@@ -182,6 +193,9 @@ fn aggregate_reads_each_kind() {
         Err(MetricError::NonFinite { .. })
     ));
     assert_eq!(h.count(), 3);
+    // In the order asked.
+    let max = Percentile::new(100.0).unwrap();
+    assert_eq!(h.percentiles(&[max, Percentile::P50], w), [0.3, 0.2]);
     assert_eq!(
         r.aggregate("h_seconds", &none, Aggregation::Last, w),
         Some(0.3)
