@@ -151,6 +151,8 @@ fn tags_and_timestamps_are_kept() {
     assert_eq!(s.name(), "latency");
     assert_eq!(s.retention_period(), 60 * SECOND);
     assert_ne!(s.id(), series(SECOND).0.id());
+    assert_eq!(s.id().to_string(), s.id().as_uuid().to_string());
+    assert_eq!((s.len(), s.is_empty()), (2, false));
 }
 
 /// The seed's algorithm: keep a list, filter it by time, sort, interpolate as numpy does.
