@@ -169,6 +169,8 @@ mod tests {
                     pending.iter().all(|&(t, _)| t > now),
                     "a due filing was missed"
                 );
+                // The count the shard's rebuild rule reads: here every filing is live.
+                assert_eq!(wheel.filings(), pending.len());
             }
         }
         wheel.advance(u32::MAX, |s, t| {
@@ -194,5 +196,73 @@ mod tests {
         });
         assert_eq!(seen, 2);
         assert_eq!(wheel.filings(), 0);
+    }
+
+    /// Slots fired by advancing `wheel` to `now`.
+    fn fired(wheel: &mut TimerWheel, now: u32) -> Vec<u32> {
+        let mut fired = Vec::new();
+        wheel.advance(now, |slot, _| {
+            fired.push(slot);
+            false
+        });
+        fired.sort_unstable();
+        fired
+    }
+
+    /// One advance over a long idle stretch, of any length, fires every filing it passed,
+    /// whichever level it was filed in, and none beyond.
+    #[test]
+    fn one_long_advance_fires_exactly_what_it_passed() {
+        for jump in [63, 64, 4_096, 1 << 18, 1 << 24, 1 << 26, 1 << 30, 1 << 31] {
+            let mut wheel = TimerWheel::new();
+            let ticks = [
+                1,
+                100,
+                5_000,
+                300_000,
+                20_000_000,
+                1 << 28,
+                1 << 31,
+                u32::MAX,
+            ];
+            for (slot, &tick) in ticks.iter().enumerate() {
+                wheel.schedule(slot as u32, tick);
+            }
+            let due: Vec<u32> = (0..ticks.len() as u32)
+                .filter(|&slot| ticks[slot as usize] <= jump)
+                .collect();
+            assert_eq!(fired(&mut wheel, jump), due, "advance to {jump}");
+            assert_eq!(wheel.filings(), ticks.len() - due.len());
+        }
+    }
+
+    /// A deadline tick the wheel has already passed (an insert that read the clock before
+    /// another thread's purge advanced the wheel) comes up at the next advance, not when the
+    /// wheel comes round again. Ticks near the 32-bit end (saturated deadlines) come up only
+    /// there.
+    #[test]
+    fn past_and_last_ticks_come_up_when_due() {
+        let mut wheel = TimerWheel::new();
+        assert!(fired(&mut wheel, 1_000).is_empty());
+        wheel.schedule(1, 5);
+        wheel.schedule(2, 1_000);
+        assert_eq!(fired(&mut wheel, 1_001), [1, 2]);
+
+        wheel.schedule(3, u32::MAX);
+        wheel.schedule(4, u32::MAX - 1);
+        assert_eq!(fired(&mut wheel, u32::MAX - 1), [4]);
+        assert_eq!(fired(&mut wheel, u32::MAX), [3]);
+    }
+
+    /// `clear` drops every filing: none comes up afterwards.
+    #[test]
+    fn cleared_filings_never_come_up() {
+        let mut wheel = TimerWheel::new();
+        for slot in 0..100 {
+            wheel.schedule(slot, slot * 1_000);
+        }
+        wheel.clear();
+        assert_eq!(wheel.filings(), 0);
+        assert!(fired(&mut wheel, u32::MAX).is_empty());
     }
 }

@@ -245,6 +245,32 @@ mod tests {
         assert_eq!(stats.hit_ratio(), 0.5);
     }
 
+    /// Both ways of counting are exact: a stripe's owner (a load and a store) and the
+    /// threads that share a stripe (`fetch_add`). Which one a given test thread uses depends
+    /// on its thread number, so each is checked here directly.
+    #[test]
+    fn owned_and_shared_stripes_count_exactly() {
+        use super::{Counter, Counters, RemovalCause, Stripe};
+        for owned in [true, false] {
+            let counters = Counters::default();
+            let stripe = Stripe {
+                counters: &counters,
+                owned,
+            };
+            stripe.bump(Counter::Hits);
+            stripe.bump(Counter::Hits);
+            stripe.add(Counter::Misses, 5);
+            stripe.add(Counter::Misses, 2);
+            stripe.add(Counter::Removal(RemovalCause::Replaced), 3);
+            let stats = Counters::sum(std::iter::once(&counters));
+            assert_eq!(
+                (stats.hits, stats.misses, stats.updates, stats.replaced),
+                (2, 7, 3, 3),
+                "owned: {owned}"
+            );
+        }
+    }
+
     use super::thread_number;
 
     #[test]
