@@ -271,6 +271,28 @@ mod tests {
         }
     }
 
+    /// Many threads counting at once, owners and sharers alike (64 live threads hold 64
+    /// distinct numbers, more than there are owned stripes), lose no count.
+    #[test]
+    fn counts_from_many_live_threads_are_exact() {
+        use super::{Counter, StripedCounters};
+        const THREADS: usize = 64;
+        const BUMPS: u64 = 1_000;
+        let counters = StripedCounters::new();
+        let barrier = Barrier::new(THREADS);
+        thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..BUMPS {
+                        counters.local().bump(Counter::Hits);
+                    }
+                });
+            }
+        });
+        assert_eq!(counters.sum().hits, THREADS as u64 * BUMPS);
+    }
+
     use super::thread_number;
 
     #[test]

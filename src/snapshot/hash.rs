@@ -481,6 +481,55 @@ mod tests {
         }
     }
 
+    /// A hasher whose one worker starts taking blocks only after `delay`, and sets the flag
+    /// when it has stopped: the test can tell whether the hasher waited for it.
+    fn hasher_with_slow_worker(
+        block_size: usize,
+        delay: std::time::Duration,
+    ) -> (BlockHasher, Arc<std::sync::atomic::AtomicBool>) {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(8);
+        let (done, results) = mpsc::channel();
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stopped);
+        let worker = thread::spawn(move || {
+            thread::sleep(delay);
+            for job in queue {
+                let _ = done.send((job.index, digest_of(&job.pieces)));
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut hasher = BlockHasher::new(block_size);
+        hasher.tried_pool = true;
+        hasher.pool = Some(Pool {
+            jobs: Some(jobs),
+            results,
+            workers: vec![worker],
+        });
+        (hasher, stopped)
+    }
+
+    /// `finish` waits for the workers to hash every block still queued, however slow they
+    /// are, rather than reporting those blocks missing.
+    #[test]
+    fn finish_waits_for_slow_workers() {
+        let (mut hasher, _) = hasher_with_slow_worker(64, std::time::Duration::from_millis(200));
+        let stream = numbered_stream(64 * 3 + 10);
+        hasher.copy(&stream);
+        assert!(hasher.local.is_empty(), "every full block was queued");
+        assert_eq!(all_digests(hasher), expected(&stream, 64));
+    }
+
+    /// Dropping a hasher (an error path) closes the queue and joins its workers: none is
+    /// left running.
+    #[test]
+    fn dropping_a_hasher_joins_its_workers() {
+        let (mut hasher, stopped) =
+            hasher_with_slow_worker(64, std::time::Duration::from_millis(200));
+        hasher.copy(&numbered_stream(64 * 2));
+        drop(hasher);
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
     /// A hasher dropped midway (an error path) stops its workers.
     #[test]
     fn dropping_a_hasher_midway_joins_its_workers() {
