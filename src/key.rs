@@ -697,4 +697,48 @@ mod tests {
             Err(KeyError::MissingSeparator { .. })
         ));
     }
+
+    /// Fails every other read with `Interrupted`, as a read cut short by a signal does.
+    struct Interrupting<'a> {
+        bytes: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl Read for Interrupting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.bytes.len()).min(2);
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// Reads interrupted by a signal are retried: the key is that of all the bytes.
+    #[test]
+    fn from_reader_retries_interrupted_reads() {
+        let prefix = "key-test.interrupted";
+        let reader = Interrupting {
+            bytes: b"hello world",
+            interrupt: false,
+        };
+        let key = CacheKey::from_reader(reader, prefix).expect("interruptions are retried");
+        assert_eq!(
+            key,
+            CacheKey::from_content(b"hello world", prefix).expect("valid")
+        );
+    }
+
+    /// The length limits are inclusive: a prefix of [`MAX_PREFIX_LEN`] bytes is a prefix.
+    #[test]
+    fn a_prefix_of_the_longest_length_is_accepted() {
+        let longest = format!("key-test.{}", "p".repeat(MAX_PREFIX_LEN - 9));
+        let key = CacheKey::from_digest([7; DIGEST_LEN], &longest).expect("64 bytes is allowed");
+        assert_eq!(key.prefix(), longest);
+        let parsed: CacheKey = key.to_string().parse().expect("parses back");
+        assert_eq!(parsed, key);
+    }
 }
