@@ -480,6 +480,38 @@ fn a_full_cache_evicts_expired_entries_before_live_ones() {
     assert_eq!((stats.evictions_size, stats.evictions_expired), (0, 4));
 }
 
+/// The purge before evicting comes in every later tick of the expiry wheel, not only the
+/// first: the scenario above, played again in later ticks, goes the same way each time.
+#[test]
+fn a_full_cache_evicts_expired_entries_first_in_every_later_tick() {
+    let clock = ManualClock::new();
+    let (cache, events) = full_recording_cache(&clock, 1 << 20, 8, 4);
+    for round in 0..3 {
+        cache.clear();
+        events.lock().clear();
+        let base = 1_000 * round;
+        for i in 0..4 {
+            cache
+                .insert_with_ttl(key(base + i), "dead", secs(1))
+                .expect("fits");
+            cache.insert(key(base + 100 + i), "live").expect("fits");
+        }
+        // Past the deadlines and into a later tick (a tick is 2^30 ns).
+        clock.advance(Duration::from_secs(5));
+        for i in 0..4 {
+            cache.insert(key(base + 200 + i), "new").expect("fits");
+        }
+        let causes: Vec<RemovalCause> = events.lock().iter().map(|event| event.2).collect();
+        assert_eq!(causes, [RemovalCause::Expired; 4], "round {round}");
+        for i in 0..4 {
+            assert!(
+                cache.contains_key(&key(base + 100 + i)),
+                "round {round}: live key {i}"
+            );
+        }
+    }
+}
+
 /// The same for an update that grows in a cache full by bytes: the expired entry makes the
 /// room, not a live one.
 #[test]
