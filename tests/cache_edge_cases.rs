@@ -251,11 +251,14 @@ fn a_listener_that_reloads_evicted_keys_does_not_deadlock_a_load() {
     *slot.lock() = None; // breaks the cache → listener → cache cycle
 }
 
-/// Bug: a panicking listener unwound out of `clear` and `purge_expired` after the first shard,
-/// leaving the other shards uncleared (or unpurged) and the other removals unreported.
-#[test]
-fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
-    let clock = ManualClock::new();
+/// Clears a 4-shard cache of 100 entries whose listener (on `clock`) counts each removal and
+/// then calls `panic`, and checks that every shard was cleared and every removal reported all
+/// the same. Returns the cache, the count of removals reported, and the panic that reached
+/// the caller.
+fn clear_under_a_panicking_listener(
+    clock: &ManualClock,
+    panic: fn(),
+) -> (Cache, Arc<AtomicUsize>, Box<dyn std::any::Any + Send>) {
     let reported = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&reported);
     let cache = Cache::builder()
@@ -264,7 +267,7 @@ fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
         .clock(clock.clone())
         .eviction_listener(move |_, _, _| {
             seen.fetch_add(1, Ordering::SeqCst);
-            panic!("listener exploded");
+            panic();
         })
         .build()
         .expect("valid");
@@ -273,7 +276,6 @@ fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
     }
     let cleared = panic::catch_unwind(AssertUnwindSafe(|| cache.clear()));
     let payload = cleared.expect_err("the panic reaches the caller");
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"listener exploded"));
     assert_eq!(
         (cache.len(), cache.size_bytes()),
         (0, 0),
@@ -284,6 +286,18 @@ fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
         100,
         "every removal reported"
     );
+    (cache, reported, payload)
+}
+
+/// Bug: a panicking listener unwound out of `clear` and `purge_expired` after the first shard,
+/// leaving the other shards uncleared (or unpurged) and the other removals unreported.
+#[test]
+fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
+    let clock = ManualClock::new();
+    let (cache, reported, payload) = clear_under_a_panicking_listener(&clock, || {
+        panic!("listener exploded");
+    });
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"listener exploded"));
     assert_eq!(cache.stats().removals_explicit, 100);
 
     for i in 0..100 {
@@ -851,35 +865,12 @@ impl Drop for PanicsWhenDropped {
 /// aborts the process.
 #[test]
 fn a_listener_panic_payload_whose_drop_panics_does_not_cut_a_clear_short() {
-    let reported = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&reported);
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .shards(4)
-        .eviction_listener(move |_, _, _| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            panic::panic_any(PanicsWhenDropped);
-        })
-        .build()
-        .expect("valid");
-    for i in 0..100 {
-        cache.insert(key(i), "v").expect("fits");
-    }
-    let cleared = panic::catch_unwind(AssertUnwindSafe(|| cache.clear()));
-    let payload = cleared.expect_err("the panic reaches the caller");
+    let (_, _, payload) = clear_under_a_panicking_listener(&ManualClock::new(), || {
+        panic::panic_any(PanicsWhenDropped)
+    });
     assert!(payload.is::<PanicsWhenDropped>());
     // Dropping it would panic here, in the test.
     std::mem::forget(payload);
-    assert_eq!(
-        (cache.len(), cache.size_bytes()),
-        (0, 0),
-        "every shard cleared"
-    );
-    assert_eq!(
-        reported.load(Ordering::SeqCst),
-        100,
-        "every removal reported"
-    );
 }
 
 /// A listener that inserts into a full cache on every size eviction starts a chain: each

@@ -205,15 +205,21 @@ fn dead_letter_list_is_bounded() {
     assert_eq!(queue.get(ids[0]).map(|j| j.status()), None);
 }
 
-#[test]
-fn lease_expiry_requeues_and_refuses_the_stale_completion() {
-    let clock = ManualClock::new();
-    let queue = builder(&clock)
+/// A queue on `clock` with 10 s leases and three immediate retries, holding one submitted job.
+fn one_job_with_a_10s_lease(clock: &ManualClock) -> (JobQueue, JobId) {
+    let queue = builder(clock)
         .lease(10 * SEC)
         .retry(RetryConfig::fixed(3, Duration::ZERO))
         .build()
         .expect("valid");
     let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    (queue, id)
+}
+
+#[test]
+fn lease_expiry_requeues_and_refuses_the_stale_completion() {
+    let clock = ManualClock::new();
+    let (queue, id) = one_job_with_a_10s_lease(&clock);
     let (w1, w2) = (w("w1"), w("w2"));
     let old = queue.try_next(&w1).expect("ready");
     assert_eq!(old.deadline().as_nanos(), 10 * 1_000_000_000);
@@ -1377,6 +1383,29 @@ fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
 /// a metrics hook under-counted what completed.
 #[test]
 fn a_completion_hook_that_panics_on_one_job_still_hears_of_the_others() {
+    let (queue, ids, completed) = complete_a_leader_and_two_followers(
+        |heard| heard == 1,
+        || std::panic::panic_any(HOOK_PANIC),
+    );
+    assert!(completed.is_err(), "the hook's panic reaches the caller");
+    for id in ids {
+        assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    }
+    assert_eq!(queue.stats().completed, 3);
+}
+
+/// Submits three identical jobs (a leader and two followers) to a queue whose completion hook
+/// records every job it hears of and then calls `panic` when `panics_at(jobs heard so
+/// far)`, completes the leader, and checks that the hook heard of each job once. Returns the
+/// queue, the ids and what the completion returned.
+fn complete_a_leader_and_two_followers(
+    panics_at: impl Fn(usize) -> bool + Send + Sync + 'static,
+    panic: fn(),
+) -> (
+    JobQueue,
+    Vec<JobId>,
+    std::thread::Result<Result<(), QueueError>>,
+) {
     quiet_hook_panics();
     let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let queue = {
@@ -1385,9 +1414,10 @@ fn a_completion_hook_that_panics_on_one_job_still_hears_of_the_others() {
             .on_complete(move |c| {
                 let mut heard = heard.lock();
                 heard.push(c.id);
-                if heard.len() == 1 {
-                    drop(heard);
-                    std::panic::panic_any(HOOK_PANIC);
+                let count = heard.len();
+                drop(heard);
+                if panics_at(count) {
+                    panic();
                 }
             })
             .build()
@@ -1405,16 +1435,12 @@ fn a_completion_hook_that_panics_on_one_job_still_hears_of_the_others() {
     let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         queue.complete(&lease, b"text".to_vec().into())
     }));
-    assert!(completed.is_err(), "the hook's panic reaches the caller");
     let mut heard = heard.lock().clone();
     heard.sort();
     let mut want = ids.clone();
     want.sort();
     assert_eq!(heard, want, "every completion is reported once");
-    for id in ids {
-        assert_eq!(queue.status(id), Some(JobStatus::Completed));
-    }
-    assert_eq!(queue.stats().completed, 3);
+    (queue, ids, completed)
 }
 
 /// A submit the memo store answers completes its job at once, on the submitter's thread, so
@@ -2071,42 +2097,14 @@ impl Drop for PanicsWhenDropped {
 /// test process ("panic in a destructor during cleanup", SIGABRT).
 #[test]
 fn a_hook_panic_payload_whose_drop_panics_does_not_cut_the_batch_short() {
-    quiet_hook_panics();
-    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let queue = {
-        let heard = Arc::clone(&heard);
-        JobQueue::builder()
-            .on_complete(move |c| {
-                let mut heard = heard.lock();
-                heard.push(c.id);
-                if heard.len() <= 2 {
-                    drop(heard);
-                    std::panic::panic_any(PanicsWhenDropped);
-                }
-            })
-            .build()
-            .expect("valid")
-    };
-    let ids: Vec<JobId> = (0..3)
-        .map(|_| {
-            queue
-                .submit(transcription(1, JobPriority::Medium))
-                .expect("submit")
-        })
-        .collect();
-    let lease = queue.try_next(&w("w")).expect("the leader");
-    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        queue.complete(&lease, b"text".to_vec().into())
-    }));
+    let (_, _, completed) = complete_a_leader_and_two_followers(
+        |heard| heard <= 2,
+        || std::panic::panic_any(PanicsWhenDropped),
+    );
     let payload = completed.expect_err("the hook's first panic reaches the caller");
     assert!(payload.is::<PanicsWhenDropped>());
     // Dropping it would panic here, in the test.
     std::mem::forget(payload);
-    let mut heard = heard.lock().clone();
-    heard.sort();
-    let mut want = ids;
-    want.sort();
-    assert_eq!(heard, want, "every completion is reported once");
 }
 
 /// A heartbeat is checked like a completion: one that comes at or after its lease's deadline
@@ -2116,12 +2114,7 @@ fn a_hook_panic_payload_whose_drop_panics_does_not_cut_the_batch_short() {
 #[test]
 fn a_heartbeat_after_expiry_or_from_an_old_lease_is_refused_and_extends_nothing() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(10 * SEC)
-        .retry(RetryConfig::fixed(3, Duration::ZERO))
-        .build()
-        .expect("valid");
-    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let (queue, id) = one_job_with_a_10s_lease(&clock);
     let old = queue.try_next(&w("w")).expect("ready");
     clock.advance(10 * SEC);
     assert!(matches!(
