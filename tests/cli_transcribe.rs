@@ -237,6 +237,8 @@ fn a_killed_run_does_not_block_the_next_one() {
     let first = Command::new(env!("CARGO_BIN_EXE_memocache"))
         .args(["transcribe", path(&audio), "--language", "en"])
         .args(["--cache-dir", path(&cache_dir), "--engine-cmd", &engine])
+        // A killed run cannot remove its chunk directory: it goes in the test's own.
+        .env("TMPDIR", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -396,7 +398,9 @@ fn spawn_transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::p
     spawn_transcribe_to(files, cache_dir, extra, Stdio::null())
 }
 
-/// [`spawn_transcribe`], its stderr going to `stderr`.
+/// [`spawn_transcribe`], its stderr going to `stderr`. The run's temporary directory is
+/// `cache_dir`'s parent (the test's own directory): a run the test kills cannot remove its
+/// chunk directory, which would otherwise be left in the system's.
 #[cfg(unix)]
 fn spawn_transcribe_to(
     files: &[&Path],
@@ -404,11 +408,15 @@ fn spawn_transcribe_to(
     extra: &[&str],
     stderr: Stdio,
 ) -> std::process::Child {
+    let test_dir = cache_dir
+        .parent()
+        .expect("the cache directory is in the test's");
     Command::new(env!("CARGO_BIN_EXE_memocache"))
         .arg("transcribe")
         .args(files.iter().map(|f| path(f)))
         .args(["--language", "en", "--cache-dir", path(cache_dir)])
         .args(extra)
+        .env("TMPDIR", test_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -445,6 +453,10 @@ fn a_killed_run_keeps_the_files_it_finished() {
     // Killed (SIGKILL) in the middle of c.raw.
     drop(run);
     memocache::snapshot::read_snapshot_file(snapshot).expect("whole after the kill");
+    // The run's chunk files went in the temporary directory it was given (the test's),
+    // so the kill leaves nothing in the system's.
+    let chunk = setup.hanging_chunk();
+    assert!(chunk.starts_with(dir.path()), "{chunk:?}");
 
     setup.next_run_computes_only_the_third(&checkpoint);
 }
