@@ -57,9 +57,14 @@ fn recording_cache(clock: &ManualClock) -> (Cache, Removals) {
     (cache, events)
 }
 
-/// Waits at most 10 s for `condition`.
+/// How long a test waits for what can only fail to come by a deadlock or a lost wake-up.
+/// Far above what the work takes (milliseconds), so that a loaded machine cannot fail a run
+/// that is only slow; a passing run never waits it out.
+const DEADLOCK_AFTER: Duration = Duration::from_secs(60);
+
+/// Waits for `condition`, failing after [`DEADLOCK_AFTER`].
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + DEADLOCK_AFTER;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         thread::yield_now();
@@ -67,20 +72,21 @@ fn wait_until(what: &str, condition: impl Fn() -> bool) {
 }
 
 /// Runs `f` on another thread and returns its result, failing instead of hanging if it does
-/// not finish within 10 s (a deadlock).
-fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+/// not finish within [`DEADLOCK_AFTER`] (a deadlock).
+fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (send, result) = mpsc::channel();
     thread::spawn(move || {
         let _ = send.send(f());
     });
     result
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s: deadlock"))
+        .recv_timeout(DEADLOCK_AFTER)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLOCK_AFTER:?}: deadlock"))
 }
 
-/// Joins `workers`, failing if one panicked or if they do not all finish within 10 s.
-fn join_within_10s(workers: Vec<thread::JoinHandle<()>>) {
-    let joined = within_10s("the workers", move || {
+/// Joins `workers`, failing if one panicked or if they do not all finish within
+/// [`DEADLOCK_AFTER`].
+fn join_within_deadline(workers: Vec<thread::JoinHandle<()>>) {
+    let joined = within_deadline("the workers", move || {
         workers
             .into_iter()
             .map(|worker| worker.join().is_ok())
@@ -189,7 +195,7 @@ fn a_panicking_listener_during_a_load_strands_no_waiter_and_the_key_stays_loadab
         .join()
         .expect_err("the panic reaches the leader's caller");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"listener exploded"));
-    let got = within_10s("the waiter", move || waiter.join());
+    let got = within_deadline("the waiter", move || waiter.join());
     assert_eq!(
         got.expect("no panic").expect("stored").as_ref(),
         b"loaded",
@@ -201,7 +207,7 @@ fn a_panicking_listener_during_a_load_strands_no_waiter_and_the_key_stays_loadab
     cache.insert(key(2), "evicts key 1").expect("fits");
     let again = {
         let cache = cache.clone();
-        within_10s("a later load", move || {
+        within_deadline("a later load", move || {
             cache.get_or_insert_with(key(1), || "again")
         })
     };
@@ -239,7 +245,7 @@ fn a_listener_that_reloads_evicted_keys_does_not_deadlock_a_load() {
     // Loading key 1 evicts key 0; its reload evicts key 1; its reload evicts key 0.
     let loaded = {
         let cache = cache.clone();
-        within_10s("the load", move || {
+        within_deadline("the load", move || {
             cache.get_or_insert_with(key(1), || "loaded")
         })
     };
@@ -844,7 +850,7 @@ fn a_listener_may_use_the_cache_from_many_threads() {
             })
         })
         .collect();
-    join_within_10s(workers);
+    join_within_deadline(workers);
     *slot.lock() = None;
     assert!(calls.load(Ordering::Relaxed) > 1_000);
 }
@@ -914,7 +920,7 @@ fn a_listener_that_refills_a_full_cache_runs_its_chain_in_a_loop_not_a_recursion
             cache
         })
         .expect("spawned");
-    let cache = within_10s("the chain", move || worker.join().expect("no panic"));
+    let cache = within_deadline("the chain", move || worker.join().expect("no panic"));
     *slot.lock() = None;
     assert_eq!(heard.load(Ordering::SeqCst), CHAIN);
     assert_eq!(deepest.load(Ordering::SeqCst), 1, "listener calls nested");
@@ -1040,7 +1046,7 @@ fn a_waiter_with_another_error_type_runs_its_own_loader() {
         Err(LoadError::Loader(e)) => assert_eq!(*e, "the leader's error"),
         other => panic!("expected the leader's error, got {other:?}"),
     }
-    let got = within_10s("the waiter", move || waiter.join().expect("no panic"));
+    let got = within_deadline("the waiter", move || waiter.join().expect("no panic"));
     assert!(matches!(got, Err(LoadError::Loader(e)) if matches!(*e, OtherError)));
     assert_eq!(cache.stats().load_failures, 2);
     assert!(cache.is_empty());
@@ -1054,7 +1060,7 @@ fn a_loader_that_loads_its_own_key_gets_a_reentrant_load_error() {
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
     let (outer, inner) = {
         let cache = cache.clone();
-        within_10s("the re-entrant load", move || {
+        within_deadline("the re-entrant load", move || {
             let mut inner = None;
             let outer = cache.get_or_insert_with(key(1), || {
                 inner = Some(cache.get_or_insert_with(key(1), || "inner"));
@@ -1076,7 +1082,7 @@ fn a_loader_that_loads_its_own_key_gets_a_reentrant_load_error() {
 
     let (outer, inner) = {
         let cache = cache.clone();
-        within_10s("the re-entrant fallible load", move || {
+        within_deadline("the re-entrant fallible load", move || {
             let mut inner = None;
             let outer = cache.try_get_or_insert_with(key(2), || {
                 inner = Some(cache.try_get_or_insert_with(key(2), || Ok::<_, OtherError>("inner")));
@@ -1122,13 +1128,13 @@ fn a_reentrant_load_does_not_disturb_waiters_on_other_threads() {
     };
     wait_until("the waiter missed", || cache.stats().misses >= 2);
     waiter_missed.store(true, Ordering::SeqCst);
-    let (outer, inner) = within_10s("the leader", move || leader.join().expect("no panic"));
+    let (outer, inner) = within_deadline("the leader", move || leader.join().expect("no panic"));
     assert!(
         matches!(inner, Some(Err(CacheError::ReentrantLoad { .. }))),
         "{inner:?}"
     );
     assert_eq!(outer.expect("stored").as_ref(), b"outer");
-    let got = within_10s("the waiter", move || waiter.join().expect("no panic"));
+    let got = within_deadline("the waiter", move || waiter.join().expect("no panic"));
     assert_eq!(got.expect("the leader's value").as_ref(), b"outer");
 }
 
@@ -1173,7 +1179,7 @@ fn reentrant_loads_under_contention_are_always_refused_and_never_hang() {
             })
         })
         .collect();
-    join_within_10s(workers);
+    join_within_deadline(workers);
     assert!(loaded.load(Ordering::SeqCst) > 0);
     assert_eq!(
         refused.load(Ordering::SeqCst),
@@ -1239,7 +1245,7 @@ fn load_ring(caches: &[Cache], first: u64, n: u64, fallible: bool) -> Vec<RingLo
             })
         })
         .collect();
-    within_10s(&format!("a ring of {n} loads"), move || {
+    within_deadline(&format!("a ring of {n} loads"), move || {
         threads
             .into_iter()
             .map(|thread| thread.join().expect("no panic"))
@@ -1377,7 +1383,7 @@ fn a_cycle_through_a_leader_that_took_over_after_a_panic_is_refused() {
             (outer, inner)
         })
     };
-    let ring = within_10s("B and C", move || {
+    let ring = within_deadline("B and C", move || {
         vec![
             b.join().expect("B does not panic"),
             c.join().expect("C does not panic"),
