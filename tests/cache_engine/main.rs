@@ -6,6 +6,7 @@
 mod behaviour;
 mod concurrency;
 mod model;
+mod stats_model;
 mod ttl;
 
 use std::sync::Arc;
