@@ -797,12 +797,22 @@ impl Inner {
                 continue;
             }
             drop(shard);
-            // An update's own shard has nothing left to evict but the key being updated:
-            // look in the other shards first, so that it is evicted only as a last resort.
-            let first = index + usize::from(old_charge.is_some());
-            if !self.evict_one(first, now, removed) {
-                // Every shard is empty: the budget is held by reservations of inserts in
-                // flight, which will land (and become evictable) shortly.
+            // An update's own shard has nothing left to evict but the key being updated, and
+            // that key never has to go: with nothing else stored, the budget holds just the
+            // new value's charge, which fits (it is not `TooLarge`), so what is short is
+            // budget in flight (below). Evicting the key anyway, as a last resort, reported
+            // the value being replaced as evicted for `Size` and counted an insert instead of
+            // an update whenever the update raced a removal in another shard. So an update
+            // evicts only from the other shards here; entries that reach its own shard
+            // meanwhile are evicted, sparing the key, on the next round.
+            let (first, shards) = match old_charge {
+                Some(_) => (index + 1, self.shards.len() - 1),
+                None => (index, self.shards.len()),
+            };
+            if !self.evict_one(first, shards, now, removed) {
+                // Nothing to evict: the budget is held in flight, for a moment — by inserts
+                // that reserved it under a shard lock and will land (and become evictable),
+                // or by removals that have unlocked their shard but not yet released it.
                 std::thread::yield_now();
             }
         };
@@ -948,11 +958,12 @@ impl Inner {
         removed.push((record.key, record.value, cause));
     }
 
-    /// Evicts the policy's victim of the first shard that has one, from `home` on. (Expired
-    /// entries were purged before: see `Inner::store`.)
-    fn evict_one(&self, home: usize, now: u64, removed: &mut Removed) -> bool {
+    /// Evicts the policy's victim of the first shard that has one among the `shards` shards
+    /// from `home` on (wrapping round). (Expired entries were purged before: see
+    /// `Inner::store`.)
+    fn evict_one(&self, home: usize, shards: usize, now: u64, removed: &mut Removed) -> bool {
         let count = self.shards.len();
-        for step in 0..count {
+        for step in 0..shards {
             let index = (home + step) & (count - 1);
             let mut shard = self.shards[index].0.write();
             if shard.len() == 0 {
