@@ -1021,6 +1021,67 @@ fn one_entry_over_many_shards_holds_under_concurrent_inserts_and_loads() {
     assert_eq!(cache.size_bytes(), live[0].size_bytes() as u64);
 }
 
+/// A byte budget of exactly one 100-byte value over 1,024 shards, so that each shard's share
+/// of it rounds down to no bytes at all: a value of exactly the budget, a smaller one and an
+/// empty one are each stored, by an insert or a load, evicting the one entry there (for
+/// size) and nothing else — never refused, never looping; and the lone entry growing to the
+/// whole budget is an update that replaces it, not an eviction of it. With and without an
+/// entry bound of one.
+#[test]
+fn a_budget_of_one_value_over_1024_shards_stores_every_value_that_fits() {
+    let budget = CacheEntry::charged_size(100) as u64;
+    for max_entries in [None, Some(1)] {
+        let events: Removals = Arc::default();
+        let sink = Arc::clone(&events);
+        let mut builder = Cache::builder()
+            .max_bytes(budget)
+            .shards(1024)
+            .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)));
+        if let Some(n) = max_entries {
+            builder = builder.max_entries(n);
+        }
+        let cache = builder.build().expect("valid");
+        let mut previous: Option<(CacheKey, Bytes)> = None;
+        for i in 0..60u64 {
+            let value = Bytes::from(vec![i as u8; [100, 37, 0][i as usize % 3]]);
+            if i % 2 == 0 {
+                cache.insert(key(i), value.clone()).expect("fits");
+            } else {
+                let got = cache
+                    .get_or_insert_with(key(i), || value.clone())
+                    .expect("fits");
+                assert_eq!(got, value);
+            }
+            let evicted: Vec<_> = previous
+                .iter()
+                .map(|(k, v)| (*k, v.clone(), RemovalCause::Size))
+                .collect();
+            assert_eq!(*events.lock(), evicted, "value {i}, {max_entries:?}");
+            events.lock().clear();
+            assert_eq!(cache.len(), 1);
+            assert_eq!(
+                cache.size_bytes(),
+                CacheEntry::charged_size(value.len()) as u64
+            );
+            assert!(cache.size_bytes() <= budget);
+            previous = Some((key(i), value));
+        }
+        let (k, old) = previous.expect("stored");
+        let grown = Bytes::from(vec![0xEE; 100]);
+        cache.insert(k, grown.clone()).expect("fits");
+        assert!(old.is_empty(), "the last value stored is the empty one");
+        assert_eq!(*events.lock(), [(k, old, RemovalCause::Replaced)]);
+        assert_eq!(cache.get(&k), Some(grown));
+        assert_eq!(cache.size_bytes(), budget);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.inserts, stats.updates, stats.evictions_size),
+            (60, 1, 59),
+            "{max_entries:?}"
+        );
+    }
+}
+
 #[derive(Debug)]
 struct OtherError;
 

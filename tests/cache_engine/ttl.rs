@@ -357,3 +357,23 @@ fn sweeper_removes_expired_entries_without_traffic_and_stops_on_drop() {
         "nothing reads the clock any more"
     );
 }
+
+/// The longest sweep interval there is: the sweeper sleeps for good between sweeps (a
+/// `park_timeout` whose deadline overflows the clock), yet dropping the cache wakes it and
+/// joins it at once.
+#[test]
+fn a_sweeper_with_the_longest_interval_stops_at_once_on_drop() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .sweep_interval(Duration::MAX)
+        .build()
+        .expect("valid");
+    cache.insert(key(1), "x").expect("fits");
+    let started = Instant::now();
+    drop(cache);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drop waited {:?} for the sweeper",
+        started.elapsed()
+    );
+}
