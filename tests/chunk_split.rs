@@ -372,6 +372,96 @@ fn a_streamed_wav_with_an_unknown_data_size_is_split_to_the_end() {
     }
 }
 
+/// `plain` (a 44-byte-header WAV from hound) in the 64-bit RF64 form a recorder or `ffmpeg
+/// -rf64 auto` writes past 4 GiB: `RF64` tag, a `ds64` chunk holding the sizes (a `data` size
+/// of `ds64_data`), 0xFFFFFFFF in both 32-bit size fields, then `trailer` after the data.
+fn rf64(plain: &[u8], ds64_data: u64, trailer: &[u8]) -> Vec<u8> {
+    let mut out = b"RF64\xff\xff\xff\xffWAVE".to_vec();
+    out.extend_from_slice(b"ds64");
+    out.extend_from_slice(&28u32.to_le_bytes()); // 24 bytes of sizes, a table of 0 entries
+    let riff = (plain.len() - 8 + 36 + trailer.len()) as u64;
+    out.extend_from_slice(&riff.to_le_bytes());
+    out.extend_from_slice(&ds64_data.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes()); // sample count: only needed for compressed audio
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&plain[12..40]); // fmt, then the data tag
+    out.extend_from_slice(&u32::MAX.to_le_bytes());
+    out.extend_from_slice(&plain[44..]);
+    out.extend_from_slice(trailer);
+    out
+}
+
+/// Bug: a WAV past 4 GiB — the long recording chunking exists for — is written as RF64 (or
+/// BW64), and the splitter took only `RIFF` for WAV. Such a file was byte-split: its first
+/// chunk carried a header whose sizes all say "see ds64" and the others none at all, so no
+/// chunk was a WAV an API accepts, against the "every chunk its own valid WAV header".
+/// It is now split on frames, its data size read from `ds64`, with a RIFF header per chunk.
+#[test]
+fn an_rf64_wav_is_split_on_frames_by_its_ds64_data_size() {
+    let all = samples(300, 16);
+    let plain = wav(spec(1, 16), &all);
+    // A LIST chunk after the data: the ds64 size, not the end of the input, bounds the audio.
+    let input = rf64(&plain, 600, b"LIST\x04\x00\x00\x00info");
+    for len in [None, Some(input.len() as u64)] {
+        let stream = split(&input[..], &plan(244), len).expect("a WAV");
+        assert_eq!(stream.kind(), ChunkKind::Wav, "{len:?}");
+        assert_eq!(stream.total_bytes(), Some(600), "{len:?}");
+        assert_eq!(stream.total_chunks(), Some(3), "{len:?}");
+        let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().expect("splits");
+        let rebuilt: Vec<i32> = got.iter().flat_map(|c| parse(c).1).collect();
+        assert_eq!(rebuilt, all, "{len:?}");
+        assert!(got.iter().all(|c| &c.data()[..4] == b"RIFF"));
+        // Preamble 12, ds64 8 + 28, fmt 8 + 16, data header 8.
+        assert_eq!(got[0].info().source_offset, 12 + 36 + 24 + 8);
+    }
+    // A ds64 size beyond the input is a truncation, as a 32-bit one is.
+    let lying = rf64(&plain, 1 << 40, b"");
+    assert!(matches!(
+        split(&lying[..], &plan(244), Some(lying.len() as u64)),
+        Err(SplitError::Truncated {
+            expected: 0x100_0000_0000,
+            got: 600
+        })
+    ));
+    // A ds64 size of 0 is a streaming writer's: to the end, like a 32-bit 0.
+    let streamed = rf64(&plain, 0, b"");
+    let got = chunks(&streamed, &plan(244), None).unwrap();
+    assert_eq!(got.iter().flat_map(|c| parse(c).1).collect::<Vec<_>>(), all);
+    // BW64 is the same layout under another tag.
+    let mut bw64 = input.clone();
+    bw64[..4].copy_from_slice(b"BW64");
+    assert_eq!(chunks(&bw64, &plan(244), None).unwrap().len(), 3);
+}
+
+/// Bug: a `WAVE_FORMAT_EXTENSIBLE` WAV whose valid bits are narrower than its container (20
+/// bits in 24, as some recorders write) parses in `hound`, which reports the valid bits, but
+/// `hound` writes only 8, 16, 24 or 32 bits, so the splitter failed it as an unsupported WAV.
+/// Its chunks now declare the container's 24 bits: the same bytes, the same sample values.
+#[test]
+fn an_extensible_wav_with_fewer_valid_bits_than_its_container_is_split() {
+    let all = samples(2 * 300, 24);
+    let mut input = wav(spec(2, 24), &all);
+    // hound wrote WAVE_FORMAT_EXTENSIBLE (24 bits); its valid-bits field is at offset 38.
+    assert_eq!(&input[20..22], &0xFFFEu16.to_le_bytes());
+    input[38..40].copy_from_slice(&20u16.to_le_bytes());
+    assert_eq!(
+        hound::WavReader::new(&input[..])
+            .unwrap()
+            .spec()
+            .bits_per_sample,
+        20
+    );
+    let got = chunks(&input, &plan(668), None).expect("splits"); // (668 - 68) / 6 = 100 frames
+    assert_eq!(got.len(), 3);
+    let mut rebuilt = Vec::new();
+    for chunk in &got {
+        let (chunk_spec, chunk_samples) = parse(chunk);
+        assert_eq!(chunk_spec, spec(2, 24));
+        rebuilt.extend(chunk_samples);
+    }
+    assert_eq!(rebuilt, all);
+}
+
 #[test]
 fn raw_pcm_chunks_get_wav_headers() {
     let pcm = noise(2 * 500, 9); // 500 frames of 16-bit mono

@@ -4,10 +4,14 @@
 //!
 //! * **Streaming.** The stream reads one chunk's worth of new bytes per step and keeps only the
 //!   overlap tail of the previous chunk, so memory is one chunk, whatever the input's size.
-//! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header (or is declared
+//! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its 64-bit
+//!   `RF64`/`BW64` form, whose `data` size is read from the `ds64` chunk — (or is declared
 //!   headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and every chunk
-//!   is a complete WAV file: a header written by `hound` for the input's format (container
+//!   is a complete (RIFF) WAV file: a header written by `hound` for the input's format (container
 //!   size included), the frames, and a pad byte when the data length is odd, as RIFF requires.
+//!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits are not 8, 16, 24 or 32 (20 bits in a
+//!   24-bit container, say) gets chunks that declare the container's width, which `hound` can
+//!   write: the same bytes, read as the same left-justified values.
 //!   The header is written once per stream as a template and only its two size fields are
 //!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
 //!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A `data` size of
@@ -137,7 +141,8 @@ pub fn split<R: Read>(
     if prefix.is_empty() {
         return Err(SplitError::Empty);
     }
-    let looks_like_wav = prefix.len() == 12 && &prefix[..4] == b"RIFF" && &prefix[8..] == b"WAVE";
+    let looks_like_wav =
+        prefix.len() == 12 && RIFF_MAGICS.contains(&&prefix[..4]) && &prefix[8..] == b"WAVE";
     let mut reader = Cursor::new(prefix).chain(reader);
     let chunk_bytes = plan.chunk_bytes_for(input_len);
 
@@ -503,8 +508,18 @@ const STREAMED_SIZES: [u32; 2] = [0, u32::MAX];
 /// The longest `fmt ` chunk accepted (real ones are 16, 18 or 40 bytes).
 const MAX_FMT_LEN: u32 = 1024;
 
-/// Reads a WAV header up to the first byte of its `data` chunk; returns the format, the offset
-/// of the data and its length — `None` when the header does not say (see [`STREAMED_SIZES`]).
+/// The container tags of a WAV file: `RIFF`, and the 64-bit `RF64` (EBU Tech 3306) and `BW64`
+/// (ITU-R BS.2088) that recorders and `ffmpeg` write once a recording passes 4 GiB — the long
+/// recordings chunking is for. The last two keep their sizes in a `ds64` chunk and put
+/// 0xFFFFFFFF in the 32-bit fields; otherwise their chunks are RIFF's.
+const RIFF_MAGICS: [&[u8]; 3] = [b"RIFF", b"RF64", b"BW64"];
+
+/// The part of a `ds64` chunk read: RIFF size, `data` size and sample count, 64 bits each.
+const DS64_LEN: u32 = 24;
+
+/// Reads a WAV header (RIFF, RF64 or BW64) up to the first byte of its `data` chunk; returns
+/// the format, the offset of the data and its length — `None` when the header does not say
+/// (see [`STREAMED_SIZES`]).
 ///
 /// `hound` parses and validates the format, but its reader keeps the container size (block
 /// align) to itself, and the splitter needs it to cut frames. So this walks the RIFF chunks,
@@ -515,8 +530,11 @@ fn read_wav_header(
 ) -> Result<(hound::WavSpecEx, u64, Option<u64>), SplitError> {
     let mut preamble = [0u8; 12];
     reader.read_exact(&mut preamble)?;
+    let is_64 = &preamble[..4] != b"RIFF";
     let mut offset = 12u64;
     let mut fmt: Option<Vec<u8>> = None;
+    // An RF64/BW64 file's `data` size, from its `ds64` chunk.
+    let mut ds64_data_len: Option<u64> = None;
     loop {
         let mut chunk_header = [0u8; 8];
         reader
@@ -537,21 +555,56 @@ fn read_wav_header(
         match &chunk_header[..4] {
             b"data" => {
                 let fmt = fmt.ok_or(hound::Error::FormatError("missing fmt chunk"))?;
-                let len = (!STREAMED_SIZES.contains(&len)).then_some(len);
+                let len32 = (!STREAMED_SIZES.contains(&len)).then_some(len);
+                // An RF64 `data` size of 0xFFFFFFFF says "see ds64"; a ds64 size of 0 is a
+                // streaming writer's, like a 32-bit 0.
+                let len = match ds64_data_len {
+                    Some(ds64) if len == u32::MAX => (ds64 != 0).then_some(ds64),
+                    _ => len32.map(u64::from),
+                };
                 let mut minimal = Vec::with_capacity(28 + fmt.len());
-                minimal.extend_from_slice(&preamble);
+                // hound reads RIFF only; past the tag, RF64's chunks are RIFF's.
+                minimal.extend_from_slice(b"RIFF");
+                minimal.extend_from_slice(&preamble[4..]);
                 minimal.extend_from_slice(&fmt);
                 minimal.extend_from_slice(b"data");
-                // hound checks the size against the frame size; an unknown one is no size.
-                minimal.extend_from_slice(&len.unwrap_or(0).to_le_bytes());
-                let spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
+                // hound checks the size against the frame size; an unknown one (or one only
+                // ds64 holds) is no size, and the splitter checks frames itself.
+                minimal.extend_from_slice(&len32.unwrap_or(0).to_le_bytes());
+                let mut spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
                 // fmt layout: tag u16, channels u16, rate u32, byte rate u32, block align u16.
                 let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
+                let bytes_per_sample = block_align / spec.channels.max(1);
+                // hound reads a WAVE_FORMAT_EXTENSIBLE header's *valid* bits (20 in a 24-bit
+                // container, 12 in 16) but writes 8, 16, 24 or 32 only, so such a file was
+                // refused as unsupported. Its chunks declare the container's width instead:
+                // the samples are left-justified in their containers, so the same bytes read
+                // as the same values, with the unused low bits zero.
+                if !matches!(spec.bits_per_sample, 8 | 16 | 24 | 32) {
+                    spec.bits_per_sample = bytes_per_sample.saturating_mul(8);
+                }
                 let spec_ex = hound::WavSpecEx {
                     spec,
-                    bytes_per_sample: block_align / spec.channels.max(1),
+                    bytes_per_sample,
                 };
-                return Ok((spec_ex, offset, len.map(u64::from)));
+                return Ok((spec_ex, offset, len));
+            }
+            b"ds64" if is_64 && ds64_data_len.is_none() => {
+                if len < DS64_LEN {
+                    return Err(hound::Error::FormatError("ds64 chunk too short").into());
+                }
+                let mut sizes = [0u8; DS64_LEN as usize];
+                reader.read_exact(&mut sizes)?;
+                let mut data_len = [0u8; 8];
+                data_len.copy_from_slice(&sizes[8..16]);
+                ds64_data_len = Some(u64::from_le_bytes(data_len));
+                // The rest (a table of other chunks' sizes) is not needed.
+                let skip = u64::from(len - DS64_LEN) + u64::from(len % 2);
+                let skipped = io::copy(&mut reader.take(skip), &mut io::sink())?;
+                if skipped < skip {
+                    return Err(hound::Error::FormatError("no data chunk found").into());
+                }
+                offset += u64::from(len) + u64::from(len % 2);
             }
             b"fmt " if fmt.is_none() => {
                 if len > MAX_FMT_LEN {
