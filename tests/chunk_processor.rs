@@ -319,6 +319,77 @@ fn cancellation_stops_scheduling() {
     assert!(calls.take().len() <= 2);
 }
 
+/// A long input never held in memory: `len` zero bytes made as they are read. It cancels
+/// `token` once `cancel_at` bytes were read, and counts the bytes read.
+struct LongInput {
+    pos: u64,
+    len: u64,
+    cancel_at: u64,
+    token: CancelToken,
+    read: u64,
+}
+
+impl std::io::Read for LongInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.cancel_at {
+            self.token.cancel();
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.len - self.pos).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.pos += n as u64;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for LongInput {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = match pos {
+            std::io::SeekFrom::Start(at) => at,
+            std::io::SeekFrom::End(back) => self.len.saturating_add_signed(back),
+            std::io::SeekFrom::Current(by) => self.pos.saturating_add_signed(by),
+        };
+        Ok(self.pos)
+    }
+}
+
+/// Bug: the whole-file hashing pass did not look at the cancel token, so a run cancelled while
+/// it hashed a long recording read and hashed all of it (256 MiB here; seconds a GiB without
+/// SHA-NI) before it returned `Cancelled`. The pass now stops at the next read.
+#[test]
+fn cancellation_interrupts_the_hashing_pass() {
+    let token = CancelToken::new();
+    let mut input = LongInput {
+        pos: 0,
+        len: 256 << 20,
+        cancel_at: 1 << 20,
+        token: token.clone(),
+        read: 0,
+    };
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let err = processor(&cache(), 2, no_retry())
+        .process_reader(&mut input, &f, RunOptions::new().cancel_token(token))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Cancelled {
+                completed: 0,
+                total: 0
+            }
+        ),
+        "{err:?}"
+    );
+    // The read that cancelled, and no other: from_reader reads 64 KiB at a time.
+    assert!(
+        input.read <= (1 << 20) + (64 << 10),
+        "read {} bytes",
+        input.read
+    );
+}
+
 #[test]
 fn cancellation_interrupts_a_retry_wait() {
     let data = input(3);

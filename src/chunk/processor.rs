@@ -77,8 +77,8 @@
 //!   job pool, which reports a handler's panic message) sees the original message rather than
 //!   the generic "a scoped thread panicked" a worker thread's death would give.
 //! * **Cancellation.** [`CancelToken::cancel`] stops scheduling, drops queued chunks and
-//!   interrupts retry waits; the run returns as soon as the chunk functions already running
-//!   return. The chunk function is opaque and cannot be interrupted: one that runs long should
+//!   interrupts retry waits and the whole-file hashing pass (between two reads of the input);
+//!   the run returns as soon as the chunk functions already running return. The chunk function is opaque and cannot be interrupted: one that runs long should
 //!   check a clone of the token itself.
 //! * **Progress.** After each chunk a worker updates the counters and calls the callback under
 //!   one lock, so the callback sees a non-decreasing sequence ending with
@@ -456,6 +456,22 @@ impl Unchanged<'_> {
                 path: self.path.to_owned(),
             })
         }
+    }
+}
+
+/// A reader that fails once `cancelled` says so, so that a hashing pass stops between reads.
+struct Watched<'a, R, C> {
+    reader: &'a mut R,
+    cancelled: &'a C,
+}
+
+impl<R: Read, C: Fn() -> bool> Read for Watched<'_, R, C> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.cancelled)() {
+            // Not `Interrupted`, which readers retry.
+            return Err(io::Error::other("the run was cancelled"));
+        }
+        self.reader.read(buf)
     }
 }
 
@@ -859,7 +875,21 @@ impl ChunkedProcessor {
             Some(CacheKey::transcript(file_hash, &self.language)?)
         } else {
             reader.rewind()?;
-            let file_hash = CacheKey::from_reader(&mut reader, "file")?.digest_hex();
+            // Pass one reads the whole input, seconds for a long recording: a cancelled run
+            // must not wait for it, so the token is checked between reads.
+            let watched = Watched {
+                reader: &mut reader,
+                cancelled: &cancelled,
+            };
+            let file_hash = match CacheKey::from_reader(watched, "file") {
+                Err(KeyError::Io(_)) if cancelled() => {
+                    return Err(ProcessError::Cancelled {
+                        completed: 0,
+                        total: 0,
+                    });
+                }
+                hashed => hashed?.digest_hex(),
+            };
             Some(CacheKey::transcript(&file_hash, &self.language)?)
         };
         if let Some(record) = file_key.as_ref().and_then(|key| {
