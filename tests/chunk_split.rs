@@ -462,6 +462,51 @@ fn an_extensible_wav_with_fewer_valid_bits_than_its_container_is_split() {
     assert_eq!(rebuilt, all);
 }
 
+/// Bug: `hound` reads a float `WAVE_FORMAT_EXTENSIBLE` header's valid bits (24 here), and its
+/// writer panics on a float of any width but 32 — so 68 bytes of crafted header made `split`,
+/// a library call on untrusted input, panic. A float whose container is 32 bits is now split
+/// as 32-bit floats (the container's); one in another container is a `Wav` error.
+#[test]
+fn a_float_wav_with_odd_valid_bits_is_split_by_its_container_or_refused_without_a_panic() {
+    let float = hound::WavSpec {
+        sample_format: hound::SampleFormat::Float,
+        ..spec(3, 32)
+    };
+    let all: Vec<f32> = (0..3 * 200).map(|i| i as f32 / 8.0).collect();
+    let mut out = Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, float).unwrap();
+    for &sample in &all {
+        writer.write_sample(sample).unwrap();
+    }
+    writer.finalize().unwrap();
+    let mut input = out.into_inner();
+    assert_eq!(&input[20..22], &0xFFFEu16.to_le_bytes()); // extensible: 3 channels
+    input[38..40].copy_from_slice(&24u16.to_le_bytes()); // 24 valid bits in 32
+    let got = chunks(&input, &plan(668), None).expect("splits"); // (668 - 68) / 12 = 50 frames
+    assert_eq!(got.len(), 4);
+    let mut rebuilt = Vec::new();
+    for chunk in &got {
+        let mut reader = hound::WavReader::new(&chunk.data()[..]).unwrap();
+        assert_eq!(reader.spec(), float);
+        rebuilt.extend(reader.samples::<f32>().map(Result::unwrap));
+    }
+    assert_eq!(rebuilt, all);
+    // 16-bit float containers: 6-byte frames, 16 bits in the size field and the valid bits.
+    input[28..32].copy_from_slice(&(6u32 * 8000).to_le_bytes());
+    input[32..34].copy_from_slice(&6u16.to_le_bytes());
+    input[34..36].copy_from_slice(&16u16.to_le_bytes());
+    input[38..40].copy_from_slice(&16u16.to_le_bytes());
+    let spec16 = hound::WavReader::new(&input[..]).unwrap().spec();
+    assert_eq!(
+        (spec16.bits_per_sample, spec16.sample_format),
+        (16, hound::SampleFormat::Float)
+    );
+    assert!(matches!(
+        split(&input[..], &plan(668), None),
+        Err(SplitError::Wav(hound::Error::Unsupported))
+    ));
+}
+
 #[test]
 fn raw_pcm_chunks_get_wav_headers() {
     let pcm = noise(2 * 500, 9); // 500 frames of 16-bit mono

@@ -9,9 +9,10 @@
 //!   headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and every chunk
 //!   is a complete (RIFF) WAV file: a header written by `hound` for the input's format (container
 //!   size included), the frames, and a pad byte when the data length is odd, as RIFF requires.
-//!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits are not 8, 16, 24 or 32 (20 bits in a
-//!   24-bit container, say) gets chunks that declare the container's width, which `hound` can
-//!   write: the same bytes, read as the same left-justified values.
+//!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits `hound` cannot write (20 bits in a
+//!   24-bit container, say, or a float of other than 32 bits in a 32-bit one) gets chunks that
+//!   declare the container's width: the same bytes, read as the same left-justified values.
+//!   Float samples in a container other than 32 bits are refused.
 //!   The header is written once per stream as a template and only its two size fields are
 //!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
 //!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A `data` size of
@@ -576,12 +577,23 @@ fn read_wav_header(
                 let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
                 let bytes_per_sample = block_align / spec.channels.max(1);
                 // hound reads a WAVE_FORMAT_EXTENSIBLE header's *valid* bits (20 in a 24-bit
-                // container, 12 in 16) but writes 8, 16, 24 or 32 only, so such a file was
-                // refused as unsupported. Its chunks declare the container's width instead:
-                // the samples are left-justified in their containers, so the same bytes read
-                // as the same values, with the unused low bits zero.
-                if !matches!(spec.bits_per_sample, 8 | 16 | 24 | 32) {
+                // container, 12 in 16) but writes integers of 8, 16, 24 or 32 bits and floats
+                // of 32 only, so such a file was refused as unsupported — and a float one
+                // made hound's writer panic. Its chunks declare the container's width instead:
+                // integer samples are left-justified in their containers, so the same bytes
+                // read as the same values, with the unused low bits zero; float samples are
+                // the container's floats.
+                let writable = match spec.sample_format {
+                    hound::SampleFormat::Int => matches!(spec.bits_per_sample, 8 | 16 | 24 | 32),
+                    hound::SampleFormat::Float => spec.bits_per_sample == 32,
+                };
+                if !writable {
                     spec.bits_per_sample = bytes_per_sample.saturating_mul(8);
+                }
+                // hound's writer panics on any other float width (a header is untrusted input):
+                // refuse it here, as its reader refuses a plain IEEE-float header of that width.
+                if spec.sample_format == hound::SampleFormat::Float && spec.bits_per_sample != 32 {
+                    return Err(hound::Error::Unsupported.into());
                 }
                 let spec_ex = hound::WavSpecEx {
                     spec,
