@@ -131,11 +131,13 @@ struct Interposition {
     cache: Cache,
     key: CacheKey,
     transcript: Transcript,
+    /// Whether the cache's statistics say it is time.
+    when: fn(&memocache::CacheStats) -> bool,
 }
 
 /// A clock that plays another thread at the worst moment: the first time `thread` reads it
-/// after the cache counted a hit, it stores a transcript, as another pipeline's job finishing
-/// just then would. (The cache reads its clock before it takes a shard lock, so storing from
+/// after the cache's statistics meet the interposition's `when` (a hit counted, a miss), it
+/// stores a transcript, as another pipeline's job finishing just then would. (The cache reads its clock before it takes a shard lock, so storing from
 /// here deadlocks nothing.)
 #[derive(Clone)]
 struct Interposing {
@@ -157,7 +159,7 @@ impl Clock for Interposing {
         if std::thread::current().id() == self.thread {
             let pending = self.pending.lock().take();
             if let Some(pending) = pending {
-                if pending.cache.stats().hits > 0 {
+                if (pending.when)(&pending.cache.stats()) {
                     pending
                         .cache
                         .insert_typed(pending.key, &pending.transcript)
@@ -213,6 +215,7 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
         cache: cache.clone(),
         key,
         transcript: fresh.clone(),
+        when: |stats| stats.hits > 0,
     });
     let engine = Named::new("e/1");
     let pipe = pipeline(cache.clone(), engine.clone());
@@ -225,6 +228,62 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
     assert_eq!(engine.calls.load(Ordering::SeqCst), 0, "computed again");
     let stored: Transcript = cache.get_typed(&key).expect("decodes").expect("stored");
     assert_eq!(stored, fresh);
+}
+
+/// Bug: the pipeline checked the engine of a transcript it read from the cache, but not of one
+/// its job returned, and the job queue answers a job from the cache at submit. A pipeline whose
+/// read missed, while another engine's pipeline over the same cache stored this file's
+/// transcript before the submit, was handed that engine's transcript as its own result. It is
+/// now taken for the stale value it is: removed, and the file transcribed by this engine.
+#[test]
+fn another_engines_transcript_stored_before_the_submit_is_not_returned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    // Three chunks of 1000 bytes or less, no two alike: three calls of the engine.
+    let bytes: Vec<u8> = (0..2500u32).map(|i| (i / 1000) as u8).collect();
+    write(&audio, &bytes);
+    let pending = Arc::new(parking_lot::Mutex::new(None));
+    let clock = Interposing {
+        time: ManualClock::new(),
+        thread: std::thread::current().id(),
+        pending: Arc::clone(&pending),
+    };
+    let cache = Cache::builder()
+        .max_bytes(64 << 20)
+        .clock(clock)
+        .build()
+        .expect("valid");
+    let file_hash = CacheKey::from_content(&bytes, "file")
+        .expect("valid prefix")
+        .digest_hex();
+    let key = CacheKey::transcript(&file_hash, "en").expect("valid key");
+    let engine = Named::new("e/1");
+    let pipe = pipeline(cache.clone(), engine.clone());
+    // After the pipeline's read of the key misses: another engine's job finishing then.
+    *pending.lock() = Some(Interposition {
+        cache: cache.clone(),
+        key,
+        transcript: Transcript {
+            language: "en".into(),
+            text: "other words".into(),
+            segments: Vec::new(),
+            engine: "other-engine/1".into(),
+            chunks: 3,
+            chunks_computed: 3,
+            compute_time: Duration::from_secs(1),
+        },
+        when: |stats| stats.misses > 0,
+    });
+    let outcome = pipe.transcribe(&audio, "en").expect("transcribed");
+    assert!(pending.lock().is_none(), "the interposed store never ran");
+    assert_eq!(
+        outcome.transcript.engine, "e/1",
+        "another engine's transcript"
+    );
+    assert_eq!(outcome.transcript.text, "e/1 e/1 e/1");
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 3);
+    let stored: Transcript = cache.get_typed(&key).expect("decodes").expect("stored");
+    assert_eq!(stored, outcome.transcript);
 }
 
 /// An engine that takes `took` of the cache's (manual) clock per chunk.

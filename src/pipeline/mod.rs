@@ -7,7 +7,10 @@
 //! 2. on a cache hit — a transcript made by this pipeline's engine: the key has no engine in
 //!    it, so anything else under it is a miss and is replaced — returns the transcript at once;
 //! 3. otherwise submits a Transcription [`Job`] to the [`JobQueue`] — concurrent requests for
-//!    the same content and language coalesce into one job there;
+//!    the same content and language coalesce into one job there; the queue answers a job from
+//!    the cache if the key holds a value by then, and an answer from another engine (stored
+//!    meanwhile by a pipeline sharing the cache) is stale as in step 2: removed, and the job
+//!    submitted again;
 //! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
 //!    chunks, chunks already transcribed (by this or an earlier run) come from the cache, the
 //!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
@@ -542,14 +545,20 @@ impl Pipeline {
         // removed first: the queue looks the key up at submit and would hand it back as the
         // job's result. The new transcript then replaces it.
         let (transcript, from_cache) = match self.cache.get(&key) {
-            None => (self.compute(path, language, &file_hash, hashed)?, false),
-            Some(stored) => match codec::decode::<Transcript>(&stored) {
-                Ok(transcript) if transcript.engine == self.engine => (transcript, true),
-                _ => {
+            None => (
+                self.compute(path, language, &file_hash, hashed, &key)?,
+                false,
+            ),
+            Some(stored) => match self.ours(&stored) {
+                Some(transcript) => (transcript, true),
+                None => {
                     // Only the value that was read: a concurrent call's job may have stored
                     // this engine's transcript since, and the submit below is then served it.
                     self.cache.remove_if(&key, |current| *current == stored);
-                    (self.compute(path, language, &file_hash, hashed)?, false)
+                    (
+                        self.compute(path, language, &file_hash, hashed, &key)?,
+                        false,
+                    )
                 }
             },
         };
@@ -563,21 +572,61 @@ impl Pipeline {
         })
     }
 
+    /// The transcript in a value stored under a transcript key, if this pipeline's engine made
+    /// it; `None` for another engine's, or for a value that is not a transcript.
+    fn ours(&self, stored: &[u8]) -> Option<Transcript> {
+        codec::decode::<Transcript>(stored)
+            .ok()
+            .filter(|transcript| transcript.engine == self.engine)
+    }
+
     /// Submits the job and waits for it (or for the job it coalesced with).
+    ///
+    /// The queue answers a job from the cache when `key` holds a value at submit, and the key
+    /// has no engine in it: another engine's pipeline over the same cache may have stored its
+    /// transcript there since this call's read missed. Such an answer is stale here, as it is
+    /// on a read: it is removed (that value only) and the job submitted again, a few times
+    /// at most, so that two engines storing in turn cannot keep this call looping.
     fn compute(
         &self,
         path: &Path,
         language: &str,
         file_hash: &str,
         hashed: Fingerprint,
+        key: &CacheKey,
     ) -> Result<Transcript, PipelineError> {
-        let request = Request {
+        const SUBMITS: usize = 3;
+        let request = codec::encode(&Request {
             path: path_to_bytes(path),
             language: language.to_owned(),
             hashed,
-        };
-        let job =
-            Job::transcription(file_hash, language, codec::encode(&request)?)?.with_max_retries(0);
+        })?;
+        for _ in 0..SUBMITS {
+            let result = self.run_job(path, language, file_hash, request.clone())?;
+            if let Some(transcript) = self.ours(&result) {
+                return Ok(transcript);
+            }
+            self.cache.remove_if(key, |current| *current == result);
+        }
+        Err(PipelineError::Failed {
+            path: path.to_owned(),
+            message: format!(
+                "another engine's result was stored under its transcript key at each of \
+                 {SUBMITS} submits"
+            ),
+        })
+    }
+
+    /// Submits a Transcription job and waits for it (or for the job it coalesced with);
+    /// returns its result.
+    fn run_job(
+        &self,
+        path: &Path,
+        language: &str,
+        file_hash: &str,
+        request: Vec<u8>,
+    ) -> Result<bytes::Bytes, PipelineError> {
+        let job = Job::transcription(file_hash, language, request)?.with_max_retries(0);
         let id = self.queue.submit(job)?;
         let failed = |message: String| PipelineError::Failed {
             path: path.to_owned(),
@@ -596,7 +645,7 @@ impl Pipeline {
             }
         };
         match (job.status(), job.result()) {
-            (JobStatus::Completed, Some(result)) => Ok(codec::decode(result.as_bytes())?),
+            (JobStatus::Completed, Some(result)) => Ok(result.as_bytes().clone()),
             _ => Err(failed(
                 job.error_message()
                     .unwrap_or("the job ended without a result")
