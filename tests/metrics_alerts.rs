@@ -583,3 +583,64 @@ fn long_windows_label_order_and_non_finite_gauges() {
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     assert_eq!(t.pager.notifications().len(), 3);
 }
+
+/// A clock that can be set anywhere, backwards too: a host's custom [`Clock`] that breaks the
+/// monotonic promise (a wall clock stepped back by NTP).
+#[derive(Clone, Debug, Default)]
+struct Settable(Arc<std::sync::atomic::AtomicU64>);
+
+impl Settable {
+    fn set(&self, at: Duration) {
+        let nanos = u64::try_from(at.as_nanos()).unwrap();
+        self.0.store(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Clock for Settable {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A clock that stands still never lets a pending rule fire, and one that jumps back neither
+/// fires a rule early nor unsorts a series: a sample taken after the jump is stamped with the
+/// newest time already held, so windows and retention still cut a sorted series.
+#[test]
+fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows_sorted() {
+    let clock = Settable::default();
+    clock.set(100 * SECOND);
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let latency = registry.histogram("latency_seconds", "", &[]).unwrap();
+    let tags = memocache::Tags::new();
+    let average =
+        |window| registry.aggregate("latency_seconds", &tags, Aggregation::Average, window);
+    latency.observe(1.0).unwrap();
+    clock.set(50 * SECOND);
+    latency.observe(3.0).unwrap(); // stamped 100 s, not 50 s
+    assert_eq!(average(10 * SECOND), Some(2.0));
+    clock.set(105 * SECOND);
+    assert_eq!(average(10 * SECOND), Some(2.0));
+    clock.set(111 * SECOND); // both samples are 11 s old: out of a 10 s window together
+    assert_eq!(average(10 * SECOND), None);
+
+    let depth = registry.gauge("queue_depth", "", &[]).unwrap();
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    let pager = MemoryNotifier::new();
+    alerts.add_channel("pager", Arc::new(pager.clone()));
+    let id = alerts.add_rule(depth_rule().with_pending_for(30 * SECOND));
+    clock.set(200 * SECOND);
+    depth.set(500.0);
+    let pending = Some(AlertState::Pending {
+        since: Timestamp::from_nanos(200_000_000_000),
+    });
+    for at in [200, 200, 200, 150, 229] {
+        clock.set(at * SECOND);
+        assert!(alerts.evaluate().is_empty(), "fired at {at} s");
+        assert_eq!(alerts.state(id), pending, "at {at} s");
+    }
+    clock.set(230 * SECOND);
+    assert_eq!(alerts.evaluate().len(), 1);
+    clock.set(10 * SECOND);
+    assert!(alerts.evaluate().is_empty(), "a firing rule notifies once");
+    assert_eq!(pager.notifications().len(), 1);
+}
