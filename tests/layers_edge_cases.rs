@@ -137,8 +137,8 @@ struct Interposition {
 
 /// A clock that plays another thread at the worst moment: the first time `thread` reads it
 /// after the cache's statistics meet the interposition's `when` (a hit counted, a miss), it
-/// stores a transcript, as another pipeline's job finishing just then would. (The cache reads its clock before it takes a shard lock, so storing from
-/// here deadlocks nothing.)
+/// stores a transcript, as another pipeline's job finishing just then would. (The cache reads
+/// its clock before it takes a shard lock, so storing from here deadlocks nothing.)
 #[derive(Clone)]
 struct Interposing {
     time: ManualClock,

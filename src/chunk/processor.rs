@@ -78,8 +78,9 @@
 //!   the generic "a scoped thread panicked" a worker thread's death would give.
 //! * **Cancellation.** [`CancelToken::cancel`] stops scheduling, drops queued chunks and
 //!   interrupts retry waits and the whole-file hashing pass (between two reads of the input);
-//!   the run returns as soon as the chunk functions already running return. The chunk function is opaque and cannot be interrupted: one that runs long should
-//!   check a clone of the token itself.
+//!   the run returns as soon as the chunk functions already running return. The chunk
+//!   function is opaque and cannot be interrupted: one that runs long should check a clone of
+//!   the token itself.
 //! * **Progress.** After each chunk a worker updates the counters and calls the callback under
 //!   one lock, so the callback sees a non-decreasing sequence ending with
 //!   [`Progress::fraction`] exactly `1.0` (done == total), and must be quick. Elapsed time and

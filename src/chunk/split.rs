@@ -4,11 +4,12 @@
 //!
 //! * **Streaming.** The stream reads one chunk's worth of new bytes per step and keeps only the
 //!   overlap tail of the previous chunk, so memory is one chunk, whatever the input's size.
-//! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its 64-bit
-//!   `RF64`/`BW64` form, whose `data` size is read from the `ds64` chunk — (or is declared
-//!   headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and every chunk
-//!   is a complete (RIFF) WAV file: a header written by `hound` for the input's format (container
-//!   size included), the frames, and a pad byte when the data length is odd, as RIFF requires.
+//! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its
+//!   64-bit `RF64`/`BW64` form, whose `data` size is read from the `ds64` chunk — (or is
+//!   declared headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and
+//!   every chunk is a complete (RIFF) WAV file: a header written by `hound` for the input's
+//!   format (container size included), the frames, and a pad byte when the data length is
+//!   odd, as RIFF requires.
 //!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits `hound` cannot write (20 bits in a
 //!   24-bit container, say, or a float of other than 32 bits in a 32-bit one) gets chunks that
 //!   declare the container's width: the same bytes, read as the same left-justified values.
