@@ -1195,3 +1195,47 @@ fn inputs_at_the_chunk_boundary() {
         assert_eq!(last.fraction(), 1.0);
     }
 }
+
+/// Not a defect, pinned: boundaries and keys depend on the bytes and the plan only. A WAV with
+/// overlap run through a path and then through a reader over the same bytes finds every chunk
+/// (and the whole file) under the keys the first run stored, with the same boundaries.
+#[test]
+fn a_path_and_a_reader_over_the_same_bytes_give_the_same_chunks_and_keys() {
+    let wav = mono_wav(1000, (0..3000).map(|i| (i * 7 % 501) as i16));
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&wav).unwrap();
+    let p = ChunkedProcessor::builder(cache(), "m/1")
+        .plan(
+            ChunkPlan::with_chunk_bytes(1044)
+                .unwrap()
+                .overlap(Duration::from_millis(100)),
+        )
+        .build()
+        .unwrap();
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let by_path = p
+        .process_path(file.path(), &f, RunOptions::new().skip_whole_file_memo())
+        .unwrap();
+    let by_reader = p
+        .process_reader(
+            Cursor::new(&wav),
+            &f,
+            RunOptions::new().skip_whole_file_memo(),
+        )
+        .unwrap();
+    // 500 frames a chunk, 100 of them shared with the previous one: 1 + ceil(2500 / 400).
+    assert_eq!((by_path.computed, by_path.cached), (8, 0));
+    assert_eq!((by_reader.computed, by_reader.cached), (0, 8));
+    let infos = |out: &memocache::chunk::ProcessOutput| {
+        out.chunks.iter().map(|c| c.info).collect::<Vec<_>>()
+    };
+    assert_eq!(infos(&by_path), infos(&by_reader));
+    assert_eq!(by_path.result, by_reader.result);
+    // The whole-file key too: stored through the path, found through the reader.
+    let stored = p.process_path(file.path(), &f, RunOptions::new()).unwrap();
+    let found = p
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap();
+    assert!(!stored.whole_file_hit && found.whole_file_hit);
+    assert_eq!(stored.file_key, found.file_key);
+}
