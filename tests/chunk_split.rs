@@ -462,6 +462,43 @@ fn an_extensible_wav_with_fewer_valid_bits_than_its_container_is_split() {
     assert_eq!(rebuilt, all);
 }
 
+/// Bug: a mono (or stereo) `WAVE_FORMAT_EXTENSIBLE` WAV of 16 valid bits in 32-bit containers
+/// got chunks whose header `hound` writes as plain PCM, 16 bits in 4-byte frames: a header
+/// with no valid-bits field, whose block align contradicts its bits, and which `sox` reads as
+/// two packed 16-bit samples per frame (twice the duration, a zero between every two
+/// samples). The chunks now declare 32-bit samples, so every header says what its bytes hold.
+#[test]
+fn a_narrow_extensible_wav_gets_chunk_headers_that_say_what_their_frames_hold() {
+    // 16-bit samples left-justified in 32 bits, as WAVE_FORMAT_EXTENSIBLE: hound writes that
+    // header for 3 channels of 32 bits; made mono, with 16 valid bits, here.
+    let left_justified: Vec<i32> = samples(300, 16).iter().map(|s| s << 16).collect();
+    let mut input = wav(spec(3, 32), &left_justified);
+    assert_eq!(&input[20..22], &0xFFFEu16.to_le_bytes());
+    input[38..40].copy_from_slice(&16u16.to_le_bytes()); // valid bits
+    input[22..24].copy_from_slice(&1u16.to_le_bytes()); // channels
+    input[28..32].copy_from_slice(&(4u32 * 8000).to_le_bytes()); // byte rate
+    input[32..34].copy_from_slice(&4u16.to_le_bytes()); // block align
+    input[40..44].copy_from_slice(&1u32.to_le_bytes()); // channel mask
+    assert_eq!(
+        hound::WavReader::new(&input[..]).unwrap().spec(),
+        spec(1, 16)
+    );
+    let got = chunks(&input, &plan(468), None).expect("splits"); // (468 - 68) / 4 = 100 frames
+    assert_eq!(got.len(), 3);
+    let mut rebuilt = Vec::new();
+    for chunk in &got {
+        let data = chunk.data();
+        // The fmt chunk's block align and bits per sample (the container's): 4 bytes, 32 bits.
+        let block_align = u16::from_le_bytes([data[32], data[33]]);
+        let bits = u16::from_le_bytes([data[34], data[35]]);
+        assert_eq!((block_align, bits), (4, 32), "chunk {}", chunk.index());
+        let (chunk_spec, chunk_samples) = parse(chunk);
+        assert_eq!(chunk_spec, spec(1, 32));
+        rebuilt.extend(chunk_samples);
+    }
+    assert_eq!(rebuilt, left_justified);
+}
+
 /// Bug: `hound` reads a float `WAVE_FORMAT_EXTENSIBLE` header's valid bits (24 here), and its
 /// writer panics on a float of any width but 32 — so 68 bytes of crafted header made `split`,
 /// a library call on untrusted input, panic. A float whose container is 32 bits is now split

@@ -10,10 +10,11 @@
 //!   every chunk is a complete (RIFF) WAV file: a header written by `hound` for the input's
 //!   format (container size included), the frames, and a pad byte when the data length is
 //!   odd, as RIFF requires.
-//!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits `hound` cannot write (20 bits in a
-//!   24-bit container, say, or a float of other than 32 bits in a 32-bit one) gets chunks that
-//!   declare the container's width: the same bytes, read as the same left-justified values.
-//!   Float samples in a container other than 32 bits are refused.
+//!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits are narrower than its container, where
+//!   `hound` cannot write them (20 bits in 24) or would write them in a plain PCM header that
+//!   readers misread (16 bits in 32, mono or stereo), gets chunks that declare the container's
+//!   width: the same bytes, read as the same left-justified values. Float samples in a
+//!   container other than 32 bits are refused.
 //!   The header is written once per stream as a template and only its two size fields are
 //!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
 //!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A `data` size of
@@ -573,33 +574,10 @@ fn read_wav_header(
                 // hound checks the size against the frame size; an unknown one (or one only
                 // ds64 holds) is no size, and the splitter checks frames itself.
                 minimal.extend_from_slice(&len32.unwrap_or(0).to_le_bytes());
-                let mut spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
+                let spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
                 // fmt layout: tag u16, channels u16, rate u32, byte rate u32, block align u16.
                 let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
-                let bytes_per_sample = block_align / spec.channels.max(1);
-                // hound reads a WAVE_FORMAT_EXTENSIBLE header's *valid* bits (20 in a 24-bit
-                // container, 12 in 16) but writes integers of 8, 16, 24 or 32 bits and floats
-                // of 32 only, so such a file was refused as unsupported — and a float one
-                // made hound's writer panic. Its chunks declare the container's width instead:
-                // integer samples are left-justified in their containers, so the same bytes
-                // read as the same values, with the unused low bits zero; float samples are
-                // the container's floats.
-                let writable = match spec.sample_format {
-                    hound::SampleFormat::Int => matches!(spec.bits_per_sample, 8 | 16 | 24 | 32),
-                    hound::SampleFormat::Float => spec.bits_per_sample == 32,
-                };
-                if !writable {
-                    spec.bits_per_sample = bytes_per_sample.saturating_mul(8);
-                }
-                // hound's writer panics on any other float width (a header is untrusted input):
-                // refuse it here, as its reader refuses a plain IEEE-float header of that width.
-                if spec.sample_format == hound::SampleFormat::Float && spec.bits_per_sample != 32 {
-                    return Err(hound::Error::Unsupported.into());
-                }
-                let spec_ex = hound::WavSpecEx {
-                    spec,
-                    bytes_per_sample,
-                };
+                let spec_ex = chunk_format(spec, block_align / spec.channels.max(1))?;
                 return Ok((spec_ex, offset, len));
             }
             b"ds64" if is_64 && ds64_data_len.is_none() => {
@@ -644,4 +622,41 @@ fn read_wav_header(
             }
         }
     }
+}
+
+/// The format the chunks of a WAV input declare: the input's, but with its container's width
+/// as the bits per sample where `hound` cannot write the input's own, or would write them in a
+/// header that misleads.
+///
+/// `hound` reads a `WAVE_FORMAT_EXTENSIBLE` header's *valid* bits (20 in a 24-bit container,
+/// 16 in 32), but it writes integers of 8, 16, 24 or 32 bits and floats of 32 only (its writer
+/// panics on another float width), and for up to 2 channels of up to 16 bits it writes a plain
+/// PCM header, which has no valid-bits field: 16 bits in a 4-byte frame there reads, to `sox`
+/// among others, as two packed samples per frame. So such chunks declare the container's
+/// width: integer samples are left-justified in their containers, so the same bytes read as
+/// the same values (the unused low bits zero), and float samples are the container's floats.
+/// A float container of other than 32 bits is refused, as `hound` refuses a plain one.
+fn chunk_format(
+    mut spec: hound::WavSpec,
+    bytes_per_sample: u16,
+) -> Result<hound::WavSpecEx, SplitError> {
+    let bits = spec.bits_per_sample;
+    let container_bits = bytes_per_sample.saturating_mul(8);
+    let plain_pcm_header = spec.channels <= 2 && bits <= 16;
+    let keeps_its_bits = match spec.sample_format {
+        hound::SampleFormat::Int => {
+            matches!(bits, 8 | 16 | 24 | 32) && !(plain_pcm_header && bits < container_bits)
+        }
+        hound::SampleFormat::Float => bits == 32 && container_bits == 32,
+    };
+    if !keeps_its_bits {
+        spec.bits_per_sample = container_bits;
+    }
+    if spec.sample_format == hound::SampleFormat::Float && spec.bits_per_sample != 32 {
+        return Err(hound::Error::Unsupported.into());
+    }
+    Ok(hound::WavSpecEx {
+        spec,
+        bytes_per_sample,
+    })
 }
