@@ -1521,8 +1521,10 @@ impl Inner {
     /// rounds in a debug build (see [`crate::callback`]).
     #[inline(always)]
     fn report(&self, completions: Option<Completions>) {
-        if let Some(on_complete) = &self.on_complete
-            && let Some(completions) = completions
+        // The completions first: they are `None` without a hook, known before the unlock,
+        // while the hook would be read again after it.
+        if let Some(completions) = completions
+            && let Some(on_complete) = &self.on_complete
         {
             let completions = match &completions {
                 Completions::One(one) => std::slice::from_ref(one),
