@@ -147,6 +147,52 @@ fn saving_replaces_the_previous_file() {
     assert_eq!(names, ["cache.snap"], "no temp files left");
 }
 
+/// A snapshot path that is a symbolic link (a cache directory on a small disk linking its
+/// snapshot to a larger one) is loaded through the link, so a save must write through it
+/// too: the rename used to replace the link itself with a regular file, so the snapshot
+/// moved onto the small disk and the linked file was left stale.
+#[cfg(unix)]
+#[test]
+fn saving_through_a_symlink_replaces_the_linked_file_and_keeps_the_link() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let elsewhere = dir.path().join("big-disk");
+    let cache_dir = dir.path().join("cache-dir");
+    std::fs::create_dir(&elsewhere).expect("creates");
+    std::fs::create_dir(&cache_dir).expect("creates");
+    let target = elsewhere.join("cache.snap");
+    let link = cache_dir.join("cache.snap");
+    std::os::unix::fs::symlink("../big-disk/cache.snap", &link).expect("links");
+
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    cache.insert(key(1), "one").expect("inserts");
+    cache
+        .save_snapshot(&target)
+        .expect("saves the first snapshot");
+    cache.insert(key(2), "two").expect("inserts");
+    cache.save_snapshot(&link).expect("saves through the link");
+
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("still there")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let snapshot = read_snapshot_file(&target).expect("reads the linked file");
+    assert_eq!(
+        snapshot.entries.len(),
+        2,
+        "the linked file has the new save"
+    );
+    for folder in [&elsewhere, &cache_dir] {
+        let names: Vec<_> = std::fs::read_dir(folder)
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["cache.snap"], "no temp files left in {folder:?}");
+    }
+}
+
 /// With room for 20 of 100 equal-sized entries, the 20 the policy ranks highest come back.
 #[test]
 fn a_smaller_cache_keeps_the_highest_ranked_entries() {

@@ -21,6 +21,10 @@
 //! over ownership: a save that worked before still works. With no old file the new one has
 //! the default a newly created file gets (the saver's owner, `0666` less the umask).
 //!
+//! **Symbolic links.** A target that is a symbolic link to an existing file is replaced
+//! where the link leads (the temporary file is made in that file's directory), and the link
+//! stays: the load read through it. A dangling link is replaced like any missing file.
+//!
 //! **The directory sync.** Once the rename happened the new file is in place, complete;
 //! a failed directory fsync after it only means the rename may not survive a power cut (the
 //! old file could come back, never a partial one). The save therefore does not report it as
@@ -182,6 +186,8 @@ pub(super) fn replace_atomically<T>(
     sync_dir: fn(&Path) -> io::Result<()>,
     write: impl FnOnce(&mut Output<'_>) -> io::Result<T>,
 ) -> Result<Replaced<T>, SnapshotError> {
+    let resolved = link_target(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let name = path.file_name().ok_or_else(|| {
         io_error(
             "saving a snapshot to",
@@ -303,10 +309,21 @@ pub(super) fn replace_atomically<T>(
     Ok(Replaced { value, dir_sync })
 }
 
-/// Gives the freshly created `file` the owner and group `(uid, gid)` of the file it will
-/// replace, with `chown` (`fchown`; tests inject refusals). Best effort, never an error (see
-/// the module docs): without the privilege to give the owner, the group alone is tried, and
-/// without that the file stays the saver's, which is what a save did before it kept owners.
+/// Where the symbolic link `path` leads, if it is one and its target exists. A load reads
+/// through the link, so the save must write there too: renaming over the link replaced the
+/// link itself with a regular file, which moved the snapshot into the link's directory
+/// (perhaps the small disk the link was made to avoid) and left the linked file stale, to
+/// be loaded by anything else that links to it. A dangling link has no file to replace and
+/// is replaced as a plain name would be.
+fn link_target(path: &Path) -> Option<PathBuf> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link {
+        std::fs::canonicalize(path).ok()
+    } else {
+        None
+    }
+}
+
 /// Drops the page-cache pages of the old snapshot at `path`, best effort. They are freed at
 /// the rename anyway; dropped now, the new file's pages take their place, so a save needs
 /// page cache for one snapshot, not two at once, as a plain rewrite (which truncates first)
@@ -322,6 +339,10 @@ fn drop_cached_pages(path: &Path) {
     }
 }
 
+/// Gives the freshly created `file` the owner and group `(uid, gid)` of the file it will
+/// replace, with `chown` (`fchown`; tests inject refusals). Best effort, never an error (see
+/// the module docs): without the privilege to give the owner, the group alone is tried, and
+/// without that the file stays the saver's, which is what a save did before it kept owners.
 #[cfg(unix)]
 fn keep_owner(
     file: &File,

@@ -35,7 +35,9 @@
 //!   directory, fsynced, renamed over the target, and the directory is fsynced. A crash or a
 //!   full disk at any point leaves the previous snapshot as it was. The new file gets the
 //!   old one's permission bits and, where the saver may give them (root may; others only
-//!   a group they belong to), its owner and group (unix); it is never an error if not. If only the final directory fsync fails, the new
+//!   a group they belong to), its owner and group (unix); it is never an error if not. A
+//!   path that is a symbolic link is saved through it: the linked file is replaced and the
+//!   link stays. If only the final directory fsync fails, the new
 //!   file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
 //!   report), not an error that claims nothing changed. Each save first removes the
 //!   temporary files that crashed saves to the same target left, never one a live save
