@@ -347,3 +347,41 @@ fn transcripts_go_to_stdout_while_the_bars_are_drawn() {
     assert!(printed.contains("[stand-in]"), "{printed:?}");
     assert!(printed.contains("hits 0  misses 1"), "{printed:?}");
 }
+
+/// The XDG Base Directory specification makes a relative `$XDG_CACHE_HOME` invalid, to be
+/// ignored: it was joined as given, so each run put its cache under whatever directory it
+/// was started in (and a second run elsewhere found none of it). The fallback is
+/// `$HOME/.cache`, as when the variable is unset.
+#[test]
+fn a_relative_xdg_cache_home_is_ignored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let home = dir.path().join("home");
+    let started_in = dir.path().join("cwd");
+    std::fs::create_dir(&started_in).expect("writable");
+    let output = Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(["transcribe", path(&audio), "--language", "en"])
+        .current_dir(&started_in)
+        .env("XDG_CACHE_HOME", "relative/cache")
+        .env("HOME", &home)
+        .output()
+        .expect("run the memocache binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let snapshot = home.join(".cache/memocache/cache.snapshot");
+    assert!(snapshot.is_file(), "{printed}");
+    assert!(
+        printed.contains(&format!("cache saved to {}", snapshot.display())),
+        "{printed}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&started_in).expect("lists").count(),
+        0,
+        "nothing is created where the run started"
+    );
+}

@@ -255,12 +255,14 @@ fn check_input(path: &Path) -> Result<(), String> {
 
 /// `$XDG_CACHE_HOME/memocache`, else `$HOME/.cache/memocache`.
 fn default_cache_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+    // A relative value is ignored, as the XDG Base Directory specification requires: joined
+    // as given, it put the cache under whatever directory each run was started in.
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| Path::new(d).is_absolute()) {
         return Ok(PathBuf::from(dir).join("memocache"));
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".cache").join("memocache")),
-        None => Err("no --cache-dir given and neither XDG_CACHE_HOME nor HOME is set".into()),
+        None => Err("no --cache-dir given, no absolute XDG_CACHE_HOME and no HOME".into()),
     }
 }
 
