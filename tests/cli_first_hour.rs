@@ -146,6 +146,35 @@ fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
     }
 }
 
+/// The trace given again as `--curve` (a name with no extension, or `*.svg` with
+/// `--format`, reached by another spelling of its path) was replaced by the SVG once the
+/// replay ended: the input trace, perhaps hours of recording, was lost. It is refused
+/// before the replay, and the trace is left as it was.
+#[test]
+fn the_trace_given_again_as_the_curve_is_refused_and_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("requests");
+    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let again = dir.path().join(".").join("requests");
+    let output = memocache(&[
+        "replay",
+        path(&trace),
+        "--format",
+        "lirs",
+        "--capacity",
+        "2",
+        "--curve",
+        path(&again),
+    ]);
+    let line = one_error_line(&output);
+    assert!(line.contains("it is the trace"), "{line}");
+    assert!(output.stdout.is_empty(), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(&trace).expect("still there"),
+        "1\n2\n1\n3\n"
+    );
+}
+
 /// `demo --dir` writes and edits files with fixed names: a directory that already holds
 /// anything is refused, and what it holds is left alone.
 #[test]

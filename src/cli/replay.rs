@@ -77,7 +77,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     if let Some(out) = &args.curve {
-        check_output_folder(out)?;
+        check_output_folder(out, &args.trace)?;
     }
 
     let (trace, format) = load(&args.trace, format)?;
@@ -401,9 +401,9 @@ fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<C
         .collect())
 }
 
-/// Fails, before any replay, unless `out` can name the SVG file: not a directory, an `.svg`
-/// (or no) extension, in a folder that exists.
-fn check_output_folder(out: &Path) -> Result<(), String> {
+/// Fails, before any replay, unless `out` can name the SVG file: not a directory, not the
+/// trace, an `.svg` (or no) extension, in a folder that exists.
+fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
     let cannot = |why: &str| {
         Err(format!(
             "cannot write the curve to {}: {why}",
@@ -412,6 +412,14 @@ fn check_output_folder(out: &Path) -> Result<(), String> {
     };
     if out.is_dir() {
         return cannot("it is a directory");
+    }
+    // The curve replaces its file once the replay is done: given the trace's own path (a
+    // name with no extension, or `*.svg` read with `--format`), it replaced the input trace
+    // with the SVG. Compared as resolved paths, so `./t` or a symlink to the trace count.
+    if let (Ok(out), Ok(trace)) = (std::fs::canonicalize(out), std::fs::canonicalize(trace)) {
+        if out == trace {
+            return cannot("it is the trace being replayed; name another file");
+        }
     }
     // The curve is always SVG: a name like `curve.png` would hold SVG text no image viewer
     // opens as a PNG. A name with no extension is taken as given.
