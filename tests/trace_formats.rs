@@ -108,6 +108,27 @@ fn detects_the_format_of_every_shared_trace_from_its_name() {
     }
 }
 
+/// Linux file names are bytes: a name or folder that is not UTF-8 (`café` in Latin-1) was
+/// not detected at all, though every rule is about its ASCII parts.
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_are_detected_by_their_ascii_parts() {
+    use TraceFormat::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    for (name, format) in [
+        (&b"caf\xe9.trace"[..], LirsText),
+        (b"caf\xe9.lis.gz", ArcLis),
+        (b"w106-caf\xe9.trace.xz", Int32Be),
+        (b"corda/\xe9t\xe9.gz", Int64Be),
+    ] {
+        let path = Path::new(OsStr::from_bytes(name));
+        assert_eq!(TraceFormat::detect(path), Some(format), "{path:?}");
+    }
+    let folder = Path::new(OsStr::from_bytes(b"caf\xe9")).join("data.bin");
+    assert_eq!(TraceFormat::detect(&folder), None);
+}
+
 #[test]
 fn every_shared_trace_is_detected() {
     let Some(dir) = trace_support::traces_dir() else {

@@ -107,17 +107,22 @@ impl TraceFormat {
     /// the safe one, because binary bytes fail to parse as decimal lines (a loud error) whereas
     /// text read as binary would give silent garbage. Returns `None` when no rule matches.
     pub fn detect(path: &Path) -> Option<TraceFormat> {
-        let name = path.file_name()?.to_str()?;
+        // Lossily: every rule is about ASCII text, which a byte that is not UTF-8 (a Latin-1
+        // name on Linux) cannot be part of, so replacing such bytes changes no match. With
+        // `to_str`, `caf\xe9.trace` was "cannot tell the trace format".
+        let name = path.file_name()?.to_string_lossy();
         let inner = match Compression::from_path(path) {
             Compression::None => name,
             // The extension is ASCII and present, so the stem is `name` minus ".ext".
-            _ => path.file_stem()?.to_str()?,
+            _ => path.file_stem()?.to_string_lossy(),
         };
+        let inner = inner.as_ref();
         let folder = path
             .parent()
             .and_then(Path::file_name)
-            .and_then(|f| f.to_str())
-            .unwrap_or("");
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
+        let folder = folder.as_ref();
         if inner.ends_with(".lis") {
             Some(TraceFormat::ArcLis)
         } else if inner.contains("oracleGeneral") {
