@@ -1,8 +1,9 @@
 //! The `memocache` command: content keys, memoized transcription, trace replay and a demo.
 //!
-//! Every error a user can cause is printed as one line on stderr and exits with status 1 —
-//! usage errors too: clap's own report (several lines and status 2) is folded into that one
-//! line. `--help` and `--version` print to stdout with status 0. Nothing panics on bad input.
+//! Every error a user can cause is printed as one line on stderr (control characters in it,
+//! such as a newline in a file name, escaped) and exits with status 1 — usage errors too:
+//! clap's own report (several lines and status 2) is folded into that one line. `--help` and
+//! `--version` print to stdout with status 0. Nothing panics on bad input.
 //!
 //! Standard output closed early (`memocache replay … | head`) makes Rust's `println!` panic,
 //! since the runtime ignores SIGPIPE. Rather than route every line through error handling,
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         // `--help` and `--version`: clap prints them to stdout and exits with status 0.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            eprintln!("memocache: error: {}", usage_error(&e));
+            eprintln!("memocache: error: {}", one_line(&usage_error(&e)));
             return ExitCode::FAILURE;
         }
     };
@@ -84,12 +85,27 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(message)) => {
-            eprintln!("memocache: error: {message}");
+            eprintln!("memocache: error: {}", one_line(&message));
             ExitCode::FAILURE
         }
         Err(payload) if is_closed_stdout(&*payload) => ExitCode::FAILURE,
         Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+/// `message` with its control characters escaped (`\n`, `\u{1b}`): messages quote paths
+/// and values as given, and a Linux file name may hold a newline, which broke the one error
+/// line in two, or a terminal escape, which the terminal would act on.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
 }
 
 /// Whether a panic is `println!`'s on a standard output whose reader has gone.

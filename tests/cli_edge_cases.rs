@@ -385,3 +385,23 @@ fn a_relative_xdg_cache_home_is_ignored() {
         "nothing is created where the run started"
     );
 }
+
+/// Error lines quote paths as given, and a Linux file name may hold a newline (or a
+/// terminal escape): the one error line became two, with the second not starting with
+/// `memocache: error:`. Control characters in the line are now escaped.
+#[test]
+fn a_path_with_a_newline_is_still_one_error_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no\nsuch\u{1b}[2J.wav");
+    let line = one_error_line(&memocache(&["key", path(&missing)]));
+    assert!(line.contains(r"no\nsuch\u{1b}[2J.wav"), "{line}");
+    let line = one_error_line(&memocache(&[
+        "transcribe",
+        path(&missing),
+        "--language",
+        "en",
+        "--cache-dir",
+        path(&dir.path().join("cache")),
+    ]));
+    assert!(line.contains(r"no\nsuch"), "{line}");
+}
