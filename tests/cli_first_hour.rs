@@ -126,6 +126,24 @@ fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
         assert!(output.stdout.is_empty(), "{line}");
     }
     assert!(!png.exists());
+    // A folder the curve cannot be written in was found only when the curve was written,
+    // after the replay and the curve's own replays. `/proc` refuses new files even to root.
+    if Path::new("/proc/self").exists() {
+        let output = memocache(&[
+            "replay",
+            path(&trace),
+            "--capacity",
+            "2",
+            "--curve",
+            "/proc/curve.svg",
+        ]);
+        let line = one_error_line(&output);
+        assert!(
+            line.contains("cannot write the curve to /proc/curve.svg"),
+            "{line}"
+        );
+        assert!(output.stdout.is_empty(), "{line}");
+    }
     // `.SVG` and a name with no extension are fine.
     for name in ["curve.SVG", "curve"] {
         let out = dir.path().join(name);

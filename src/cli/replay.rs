@@ -27,8 +27,9 @@
 //!   fonts (it writes `<text>` elements and the viewer picks the font); rendering to a string
 //!   first means a failed write is reported as one clear I/O error, and writing it to a
 //!   temporary file renamed over the target means a failed write never leaves a half-drawn
-//!   file nor costs the previous curve. The output folder is checked before any replay so a
-//!   wrong path fails fast.
+//!   file nor costs the previous curve. The output path is checked before any replay (a
+//!   folder that exists, and a file the curve can be written to, tried as the write will
+//!   be) so a wrong path fails fast.
 //! * **memocache's ratio is not bit-for-bit repeatable**: the engine seeds its key hash per
 //!   cache (against hash flooding), which changes how keys spread over shards, so its hit
 //!   ratio moves by a few hundredths of a percent between runs. LRU and OPT are exact.
@@ -433,14 +434,30 @@ fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if folder.is_dir() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !folder.is_dir() {
+        return Err(format!(
             "cannot write the curve to {}: no folder {}",
             out.display(),
             folder.display()
-        ))
+        ));
+    }
+    // A folder the file cannot be written in (read-only, another user's, `/proc`) was found
+    // only by the write, after the replay and the curve's own replays. So the write is tried
+    // now as `replace_file` will make it: a temporary file in the target's folder (removed
+    // at once), or, where that is refused, the existing file opened for writing (not
+    // truncated). A target that is not a regular file (`/dev/stdout`) is written directly.
+    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
+        return Ok(());
+    }
+    match temp_beside(out) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && std::fs::OpenOptions::new().write(true).open(out).is_ok() =>
+        {
+            Ok(())
+        }
+        Err(e) => cannot(&e.to_string()),
     }
 }
 
@@ -469,17 +486,8 @@ fn replace_file(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if existing.as_ref().is_some_and(|m| !m.is_file()) {
         return std::fs::write(out, bytes);
     }
-    let target = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
-    let folder = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".memocache-curve-").suffix(".tmp");
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut temp = match builder.tempfile_in(folder) {
-        Ok(temp) => temp,
+    let (target, mut temp) = match temp_beside(out) {
+        Ok(made) => made,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && existing.is_some() => {
             return std::fs::write(out, bytes);
         }
@@ -491,6 +499,22 @@ fn replace_file(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temp.write_all(bytes)?;
     temp.persist(&target).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The file `out` names (a symbolic link resolved) and a new temporary file in its folder,
+/// to be renamed over it.
+fn temp_beside(out: &Path) -> std::io::Result<(PathBuf, tempfile::NamedTempFile)> {
+    let target = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
+    let folder = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".memocache-curve-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let temp = builder.tempfile_in(folder)?;
+    Ok((target, temp))
 }
 
 /// The colour of each contender's curve (colour-blind-safe blue, orange, green).
