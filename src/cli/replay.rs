@@ -417,10 +417,10 @@ fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
     // The curve replaces its file once the replay is done: given the trace's own path (a
     // name with no extension, or `*.svg` read with `--format`), it replaced the input trace
     // with the SVG. Compared as resolved paths, so `./t` or a symlink to the trace count.
-    if let (Ok(out), Ok(trace)) = (std::fs::canonicalize(out), std::fs::canonicalize(trace)) {
-        if out == trace {
-            return cannot("it is the trace being replayed; name another file");
-        }
+    if let (Ok(out), Ok(trace)) = (std::fs::canonicalize(out), std::fs::canonicalize(trace))
+        && out == trace
+    {
+        return cannot("it is the trace being replayed; name another file");
     }
     // The curve is always SVG: a name like `curve.png` would hold SVG text no image viewer
     // opens as a PNG. A name with no extension is taken as given.
