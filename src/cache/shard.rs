@@ -591,8 +591,7 @@ impl Shard {
     // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
     #[inline(never)]
     pub(super) fn evict(&mut self) -> Option<Record> {
-        let slot = self.policy.evict(&mut self.records)?;
-        let hash = self.records.hash(slot);
+        let (slot, hash) = self.policy.evict(&mut self.records)?;
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
