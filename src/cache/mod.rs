@@ -747,9 +747,10 @@ impl Inner {
         // that does not fit first takes over the budget of victims from its own shard, under
         // the lock it already holds; only if that shard runs dry does eviction move to the
         // others, with the lock released, so no thread ever holds two shard locks.
-        let mut shard = loop {
+        let (mut shard, found) = loop {
             let mut shard = self.shards[index].0.write();
-            let old_charge = shard.find(hash, &key).map(Record::charge);
+            let found = shard.slot_of(hash, &key);
+            let old_charge = found.map(|slot| shard.charge_of(slot));
             // Expired entries go before live ones: an entry still stored after its deadline
             // holds budget that no reader can use, and the policy, which knows nothing of
             // deadlines, would evict live entries (reported as `Size`) around it. So the
@@ -786,7 +787,7 @@ impl Inner {
                 }
             };
             if fits {
-                break shard;
+                break (shard, found);
             }
             if !EVICT {
                 return Ok(false);
@@ -816,7 +817,7 @@ impl Inner {
                 std::thread::yield_now();
             }
         };
-        let replaced = shard.insert(hash, entry);
+        let replaced = shard.insert(hash, found, entry);
         drop(shard);
         let counters = self.counters.local();
         match replaced {
