@@ -377,6 +377,45 @@ fn inserting_over_an_expired_value_reports_it_expired_and_counts_an_insert() {
     assert_eq!(cache.size_bytes(), CacheEntry::charged_size(3) as u64);
 }
 
+/// A value another leader stores between a get-or-insert's miss and its claim on the key is
+/// returned without running the loader again. Here the other leader is the eviction
+/// listener, which the miss calls when the value it found had expired, before it claims the
+/// key. (A leader looks the key up again only if anything was stored in the shard since its
+/// miss: the listener's store must count.)
+#[test]
+fn a_value_loaded_between_the_miss_and_the_claim_is_returned_without_loading_again() {
+    let clock = ManualClock::new();
+    let handle: Arc<std::sync::OnceLock<Cache>> = Arc::default();
+    let listener_handle = Arc::clone(&handle);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, cause| {
+            if cause == RemovalCause::Expired {
+                let cache = listener_handle.get().expect("set before the first removal");
+                cache.get_or_insert_with(*k, || "fresh").expect("fits");
+            }
+        })
+        .build()
+        .expect("valid");
+    handle.set(cache.clone()).expect("set once");
+    cache.insert_with_ttl(key(1), "old", secs(1)).expect("fits");
+    clock.advance(Duration::from_secs(2));
+
+    let loaded = cache
+        .get_or_insert_with(key(1), || -> Bytes {
+            panic!("the listener loaded the key")
+        })
+        .expect("fits");
+    assert_eq!(&loaded[..], b"fresh");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.loads, stats.misses, stats.evictions_expired),
+        (1, 2, 1)
+    );
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"fresh"[..]));
+}
+
 /// Bug: an insert over an expired value not yet purged is counted as an insert, but it kept
 /// the dead value's record: [`Cache::entry`] reported the dead value's reads as the new value's
 /// `access_count`, and the eviction policy credited the new value with the dead one's hits and

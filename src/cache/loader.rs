@@ -16,7 +16,13 @@
 //! claiming the key reads the clock only if it finds an entry, so a miss reads it twice (the
 //! first lookup and the store), not three times. Only the leader removes its claim, so the
 //! claim it removes is always its own; a caller that arrives after the removal finds no
-//! claim, leads, and finds the stored value on its re-check.
+//! claim, leads, and finds the stored value on its re-check. The re-check itself (a read
+//! lock and a probe) runs only if the key's shard has stored anything since the caller's
+//! miss, which a count of the shard's stores, read by the miss under its lock, tells with
+//! one load (see `Inner::stored_since`). By callgrind, in `get_or_load` over operations
+//! 200,000 to 400,000 of get-or-insert at Zipf(1.0) over 500,000 keys into 50,000 entries
+//! (22.5 % misses), three runs each: 630.2–634.5 instructions an operation with the
+//! re-check on every miss, 613.6–615.2 without, about 85 fewer a miss.
 //!
 //! ## Where claims live
 //!
@@ -363,7 +369,11 @@ impl Loads {
         // over (its flight was abandoned, or failed with another error type) goes straight
         // to the claims, where it waits again or leads — and a leader re-checks the cache
         // anyway. Looking up again would count one call as two reads.
-        if let Some(value) = cache.inner.read_hashed(flight_key.hash, &key, true) {
+        let mut stores = 0;
+        if let Some(value) = cache
+            .inner
+            .read_hashed(flight_key.hash, &key, true, &mut stores)
+        {
             return Ok(value);
         }
         loop {
@@ -394,7 +404,7 @@ impl Loads {
                         },
                     ));
                     drop(stripe);
-                    return self.lead(cache, flight_key, load);
+                    return self.lead(cache, flight_key, stores, load);
                 }
             };
             drop(stripe);
@@ -447,6 +457,7 @@ impl Loads {
         &self,
         cache: &Cache,
         flight_key: FlightKey,
+        stores: u64,
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
         let FlightKey { hash, key } = flight_key;
@@ -455,9 +466,12 @@ impl Loads {
             loads: self,
             key: flight_key,
         };
-        // Another leader may have stored the value between our miss and our flight. Not
+        // Another leader may have stored the value between our miss and our flight, but only
+        // if anything was stored in the shard since the miss (`stores`, its count then). Not
         // `peek`: it would remove an expired entry and run the listener while we hold the claim.
-        if let Some(value) = inner.live_value(hash, &key) {
+        if inner.stored_since(hash, stores)
+            && let Some(value) = inner.live_value(hash, &key)
+        {
             claim.land(|| FlightState::Loaded(value.clone()));
             return Ok(value);
         }

@@ -37,7 +37,7 @@ fn recount(cache: &Cache) -> (u64, u64) {
     let mut bytes = 0;
     let mut entries = 0;
     for shard in cache.inner.shards.iter() {
-        let shard = shard.0.read();
+        let shard = shard.0.lock.read();
         bytes += shard.check();
         entries += shard.len() as u64;
     }
