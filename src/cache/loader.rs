@@ -483,6 +483,8 @@ impl Loads {
                 // a flight whose leader waits, in its own listener, for ours), and a panicking
                 // listener must not leave the flight unlanded.
                 let mut removed = Removed::new();
+                // The clone also gives a `Vec`-backed value its shared header before it is
+                // stored (see `Inner::store`).
                 match inner.insert_unreported(
                     hash,
                     key,
