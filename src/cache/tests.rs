@@ -747,7 +747,7 @@ fn a_growing_update_waits_for_budget_in_flight_instead_of_evicting_itself() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let start = Instant::now();
-            while inner.shards[own].0.read().len() == 1
+            while inner.shards[own].0.lock.read().len() == 1
                 && start.elapsed() < Duration::from_millis(200)
             {
                 std::thread::yield_now();
