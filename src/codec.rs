@@ -33,6 +33,15 @@
 //! reserves at most `min(budget, 1 MiB / size)` elements of `size` bytes (five bytes decoded
 //! as a `Vec<u64>` may still reserve 512 KiB: bounded, but more than 16 times the input).
 //!
+//! Recursion is bounded too. A recursive type (`enum Tree { Leaf, Node(Box<Tree>) }`, a linked
+//! list) nests as deep as its bytes say, one byte a level, and serde decodes each level in a
+//! nested call: 3,001 bytes decoded as such a tree overflowed a 2 MiB thread stack (a debug
+//! build; about 1 KB of stack a level), which aborts the whole process, so no error could be
+//! returned. Both decoders therefore refuse a value whose compound parts (options, newtypes,
+//! sequences, maps, tuples, structs, enum values) nest more than [`MAX_DEPTH`] deep, with
+//! [`CodecError::TooDeep`]. A value that deep cannot be decoded whatever its encoding; no
+//! non-recursive type comes near the limit.
+//!
 //! Decoding untrusted bytes never panics: a value that does not decode is a [`CodecError`].
 
 mod bounded;
@@ -48,6 +57,13 @@ use bounded::{Bounded, Budget, Seed};
 
 /// Largest value [`decode`] will materialise: 4 GiB.
 pub const DECODE_LIMIT: usize = 1 << 32;
+
+/// How deep the compound parts of a decoded value may nest (see the module docs): as deep as
+/// the default recursion limit of serde_json (128) for a linked list, whose nodes take two
+/// levels (a struct and an `Option`). A value at the limit fits any thread's stack: 256
+/// levels of a recursive enum took under 330 KB of stack in a debug build (about 1.2 KB a
+/// level), a sixth of the 2 MiB a spawned thread gets by default.
+pub const MAX_DEPTH: usize = 256;
 
 type Config = Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>>;
 
@@ -83,6 +99,17 @@ pub enum CodecError {
         /// The element budget: the decode limit.
         budget: usize,
     },
+    /// The bytes' values nest deeper than [`MAX_DEPTH`] (see the module docs): refused at
+    /// that depth, before the decoder's recursion could overflow the stack.
+    #[error(
+        "decoding a value as {type_name} failed: its values nest more than {limit} levels deep"
+    )]
+    TooDeep {
+        /// The type asked for.
+        type_name: &'static str,
+        /// The deepest nesting allowed: [`MAX_DEPTH`].
+        limit: usize,
+    },
     /// The bytes decoded, but not all of them were used.
     #[error("decoding a value as {type_name} left {trailing} trailing bytes of {total}")]
     TrailingBytes {
@@ -98,8 +125,8 @@ pub enum CodecError {
     AtKey {
         /// The key the value was read from.
         key: CacheKey,
-        /// Why it did not decode ([`CodecError::Decode`], [`CodecError::TooManyElements`] or
-        /// [`CodecError::TrailingBytes`]).
+        /// Why it did not decode ([`CodecError::Decode`], [`CodecError::TooManyElements`],
+        /// [`CodecError::TooDeep`] or [`CodecError::TrailingBytes`]).
         source: Box<CodecError>,
     },
 }
@@ -187,9 +214,9 @@ impl<R: std::io::Read> bincode::de::read::Reader for StdReader<'_, R> {
     }
 }
 
-/// A decoder's result, its error naming the type that was asked for. An exceeded budget is
-/// reported as such whatever the decoder made of the refusal (bincode passes it up as a
-/// string).
+/// A decoder's result, its error naming the type that was asked for. An exceeded budget or
+/// depth is reported as such whatever the decoder made of the refusal (bincode passes it up
+/// as a string).
 fn within_budget<T, V>(
     decoded: Result<V, bincode::error::DecodeError>,
     budget: &Budget,
@@ -200,6 +227,10 @@ fn within_budget<T, V>(
             type_name,
             claimed,
             budget: budget.limit(),
+        }),
+        (_, None) if budget.too_deep() => Err(CodecError::TooDeep {
+            type_name,
+            limit: MAX_DEPTH,
         }),
         (Err(source), None) => Err(CodecError::Decode { type_name, source }),
         (Ok(value), None) => Ok(value),
@@ -538,5 +569,129 @@ mod tests {
         let bytes = encode(&rich).expect("encodes");
         assert_eq!(decode::<Rich>(&bytes).expect("decodes"), rich);
         assert_eq!(decode_from::<Rich>(&mut &bytes[..]).expect("decodes"), rich);
+    }
+
+    /// Recursive types: each level is one byte, and one nested call of the decoder.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    /// Two levels a node: the struct and the `Option`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct List {
+        value: u8,
+        next: Option<Box<List>>,
+    }
+
+    /// The encoding of a `Tree` of `levels` levels (`levels - 1` nodes and a leaf).
+    fn tree(levels: usize) -> Vec<u8> {
+        let mut bytes = vec![1; levels - 1];
+        bytes.push(0);
+        bytes
+    }
+
+    /// The encoding of a `List` of `nodes` nodes, each holding 7.
+    fn list(nodes: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..nodes).flat_map(|_| [7, 1]).collect();
+        bytes.pop();
+        bytes.push(0);
+        bytes
+    }
+
+    /// `err` is the depth refusal, naming `T`.
+    fn assert_too_deep<T>(err: &CodecError) {
+        let type_name = std::any::type_name::<T>();
+        assert!(
+            matches!(err, CodecError::TooDeep { type_name: t, limit: MAX_DEPTH } if *t == type_name),
+            "{err:?}"
+        );
+    }
+
+    /// A value nested deeper than [`MAX_DEPTH`] is an error. It was a stack overflow: 3,001
+    /// bytes decoded as a `Tree` overflowed a 2 MiB thread stack, which aborts the process
+    /// (SIGABRT), so the decodes run in a child process, this test run again, and the test
+    /// fails if that child does not exit cleanly. Up to the limit, values decode, on a thread
+    /// stack of 512 KiB.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        const CHILD: &str = "MEMOCACHE_DEEP_DECODE_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = concat!(
+                module_path!(),
+                "::deep_nesting_is_an_error_not_a_stack_overflow"
+            );
+            // Test names leave out the crate's name.
+            let name = name.split_once("::").map_or(name, |(_, name)| name);
+            let exe = std::env::current_exe().expect("the test binary");
+            let child = std::process::Command::new(exe)
+                .args([name, "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .expect("runs");
+            let stdout = String::from_utf8_lossy(&child.stdout);
+            assert!(
+                child.status.success() && stdout.contains("1 passed"),
+                "{}\n{stdout}\n{}",
+                child.status,
+                String::from_utf8_lossy(&child.stderr)
+            );
+            return;
+        }
+
+        let deep = tree(1_000_000);
+        assert_too_deep::<Tree>(&decode::<Tree>(&deep).expect_err("refused"));
+        let err = decode_from::<Tree>(&mut &deep[..]).expect_err("refused");
+        assert_too_deep::<Tree>(&err);
+        let deep = list(1_000_000);
+        assert_too_deep::<List>(&decode::<List>(&deep).expect_err("refused"));
+
+        let at_the_limit = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(|| {
+                assert!(decode::<Tree>(&tree(MAX_DEPTH)).is_ok());
+                let err = decode::<Tree>(&tree(MAX_DEPTH + 1)).expect_err("refused");
+                assert_too_deep::<Tree>(&err);
+                let decoded = decode::<List>(&list(MAX_DEPTH / 2)).expect("decodes");
+                assert_eq!(decoded.value, 7);
+                let err = decode::<List>(&list(MAX_DEPTH / 2 + 1)).expect_err("refused");
+                assert_too_deep::<List>(&err);
+            })
+            .expect("spawns");
+        at_the_limit.join().expect("decodes at the limit");
+    }
+
+    /// Bytes no value of the type encodes to are decode errors, never a panic or a wrong
+    /// value: a `bool` other than 0 or 1, an `Option` tag other than 0 or 1, a `char` that is
+    /// a surrogate or past U+10FFFF, a `String` of invalid UTF-8, an enum variant the type
+    /// does not have, a varint too wide for its integer. A NaN keeps its exact bits.
+    #[test]
+    fn malformed_scalars_are_decode_errors() {
+        let decode_error = |err: CodecError| matches!(err, CodecError::Decode { .. });
+        assert!(decode_error(decode::<bool>(&[2]).expect_err("not a bool")));
+        assert!(decode_error(
+            decode::<Option<u8>>(&[2, 0]).expect_err("tag 2")
+        ));
+        for bad in [&[0xED, 0xA0, 0x80][..], &[0xF4, 0x90, 0x80, 0x80], &[0xFF]] {
+            assert!(
+                decode_error(decode::<char>(bad).expect_err("not a char")),
+                "{bad:?}"
+            );
+        }
+        assert!(decode_error(
+            decode::<String>(&[2, 0xC3, 0x28]).expect_err("not UTF-8")
+        ));
+        assert!(decode_error(
+            decode::<Shapes>(&[4]).expect_err("no variant 4")
+        ));
+        // 252 announces a u32, which does not fit a u16.
+        let wide = [252, 0, 0, 1, 0];
+        assert!(decode_error(decode::<u16>(&wide).expect_err("too wide")));
+
+        let nan = f64::from_bits(0x7FF8_0000_DEAD_BEEF);
+        let bytes = encode(&nan).expect("encodes");
+        let decoded = decode::<f64>(&bytes).expect("decodes");
+        assert_eq!(decoded.to_bits(), nan.to_bits());
     }
 }
