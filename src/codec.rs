@@ -13,9 +13,16 @@
 //! fuzzer's malloc limit). [`decode`] therefore picks the limit from the input's length: the
 //! limit counts the in-memory size of what is decoded, at most 16 bytes per input byte (a
 //! `u128` from a one-byte varint), so a limit of at least 16 times the input never refuses a
-//! valid encoding, and a corrupt length can claim at most that much (and at least 64 KiB).
-//! [`decode_from`] cannot know how much its reader holds and keeps the fixed limit: use it
-//! only on trusted input.
+//! valid encoding. It is the first of 64 KiB, 1 MiB, 16 MiB, 256 MiB and 4 GiB at or above
+//! that (steps of 16, so that few copies of the decoder are instantiated per type): up to
+//! 256 times the input. That alone still let a corrupt length allocate up to the limit (a
+//! `String` in 4,097 bytes allocated 1 MB, one in 16 MiB and a byte 1 GiB), so the decoders
+//! never let bincode allocate an owned string or byte buffer: they read it as a borrowed one,
+//! whose claimed length bincode checks against the input left before it allocates anything,
+//! and the visitor copies what is there (the `bounded` submodule does it). A corrupt string
+//! length allocates nothing. [`decode_from`] cannot know how much its reader holds and keeps
+//! the fixed limit: its reader decoder reads both kinds by allocating first, so use it only
+//! on trusted input.
 //!
 //! Sequences and maps are not counted against the limit by bincode, and a sequence of values
 //! that decode from no bytes (`Vec<()>`, `Vec<[u8; 0]>`, `PhantomData`, unit structs) takes
@@ -148,9 +155,10 @@ pub fn encode_into<T: Serialize + ?Sized>(
 
 /// Decodes a whole `T` from `bytes`; trailing bytes are an error.
 ///
-/// A length prefix is trusted for at most 16 times `bytes.len()` (at least 64 KiB) of
-/// allocation, and the value's sequences and maps for as many elements in all; see the
-/// module docs.
+/// A string's or byte buffer's length prefix is checked against the bytes left before
+/// anything is allocated, and the value's sequences and maps may claim as many elements in
+/// all as the decode limit (the first step of 16 at or above 16 times `bytes.len()`, at
+/// least 64 Ki), with serde preallocating at most 1 MiB for one; see the module docs.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     // Limits in steps of 16, so that few copies of the decoder are instantiated per type.
     fn with_limit<T: DeserializeOwned, const LIMIT: usize>(

@@ -165,6 +165,56 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     );
 }
 
+/// The decode limit grows with the input in steps of 16 (64 KiB, 1 MiB, 16 MiB, 256 MiB,
+/// 4 GiB), so it is up to 256 times the input, not 16: a `String` claiming less than the
+/// limit but more than the input holds was allocated in full before its bytes were read
+/// (1,000,000 bytes for a 4,097-byte input; 1 GiB for a 16 MiB one, whose limit is 4 GiB).
+/// Owned strings and byte buffers are now read the way borrowed ones are, with the claim
+/// checked against the bytes left first: the claim allocates nothing.
+#[test]
+fn a_length_claim_under_the_limit_but_past_the_input_is_not_allocated() {
+    for (input_len, claim) in [
+        (4_097, 1_000_000u32),
+        (65_537, 16_000_000),
+        ((16 << 20) + 1, 1 << 30),
+    ] {
+        // bincode varint: 0xFC = a u32 follows.
+        let mut bytes = vec![0xFC];
+        bytes.extend_from_slice(&claim.to_le_bytes());
+        bytes.resize(input_len, b'x');
+        let (result, largest) = largest_allocation(|| codec::decode::<String>(&bytes));
+        assert!(
+            matches!(result, Err(CodecError::Decode { .. })),
+            "{result:?}"
+        );
+        assert!(
+            largest < input_len,
+            "String in {input_len} bytes: allocated {largest} bytes"
+        );
+        let (result, largest) = largest_allocation(|| codec::decode::<std::ffi::CString>(&bytes));
+        assert!(
+            matches!(result, Err(CodecError::Decode { .. })),
+            "{result:?}"
+        );
+        assert!(
+            largest < input_len,
+            "byte buffer in {input_len} bytes: allocated {largest} bytes"
+        );
+    }
+    // What is there is decoded: strings and byte buffers of every size still round-trip.
+    for len in [0, 1, 250, 251, 70_000] {
+        let text = "é".repeat(len);
+        let bytes = codec::encode(&text).expect("encodes");
+        assert_eq!(codec::decode::<String>(&bytes).expect("decodes"), text);
+        let buffer = std::ffi::CString::new(vec![b'z'; len]).expect("no NUL");
+        let bytes = codec::encode(&buffer).expect("encodes");
+        assert_eq!(
+            codec::decode::<std::ffi::CString>(&bytes).expect("decodes"),
+            buffer
+        );
+    }
+}
+
 /// A sequence's claimed length is checked against the codec's element budget (64 Ki
 /// elements for a short input) before serde reserves room for it: nine bytes claiming 2^40
 /// `u64`s used to reserve serde's 1 MiB maximum, 100,000 times the input.

@@ -197,8 +197,26 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
         deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
         deserialize_f32 deserialize_f64 deserialize_char
-        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+        deserialize_str deserialize_bytes
         deserialize_unit deserialize_identifier deserialize_ignored_any
+    }
+
+    /// Read as a borrowed string, which the visitor copies (an owned `String`'s visitor
+    /// takes either): bincode's slice decoder allocates an owned string of the claimed
+    /// length before it reads a byte of it, so a corrupt length cost up to the decode limit
+    /// (256 times the input), where a borrowed one is checked against the input left first
+    /// and allocates nothing. The reader decoder reads both the same way.
+    #[inline]
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = self.visitor::<V, true>(visitor);
+        self.inner.deserialize_str(visitor)
+    }
+
+    /// Read as borrowed bytes, for the reason given at `deserialize_string`.
+    #[inline]
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = self.visitor::<V, true>(visitor);
+        self.inner.deserialize_bytes(visitor)
     }
 
     forward_nested! {
