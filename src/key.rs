@@ -741,4 +741,57 @@ mod tests {
         let parsed: CacheKey = key.to_string().parse().expect("parses back");
         assert_eq!(parsed, key);
     }
+
+    /// The builder's digest is the documented encoding, checked with another SHA-256
+    /// implementation: `b"memocache.parts.v1"`, then each part's `u64` little-endian length
+    /// and bytes. Empty and large parts are framed the same way.
+    #[test]
+    fn the_builder_hashes_its_documented_encoding() {
+        use sha2::{Digest as _, Sha256};
+        let big = vec![0x5Au8; (1 << 20) + 3];
+        let parts: [&[u8]; 4] = [b"ab", b"", &big, b"c"];
+        let mut expected = Sha256::new();
+        expected.update(b"memocache.parts.v1");
+        for part in parts {
+            expected.update((part.len() as u64).to_le_bytes());
+            expected.update(part);
+        }
+        let expected: [u8; DIGEST_LEN] = expected.finalize().into();
+        let builder = CacheKey::builder("key-test.builder").expect("valid");
+        let key = parts.iter().fold(builder, |b, part| b.part(part)).finish();
+        assert_eq!(key.digest(), &expected);
+        assert_eq!(key.prefix(), "key-test.builder");
+    }
+
+    /// `Ord` orders by prefix name, then digest, whatever order the prefixes were interned
+    /// in, and agrees with `Eq`; equal keys made on different threads hash alike; keys serve
+    /// as JSON map keys in their string form.
+    #[test]
+    fn ord_hash_and_map_keys_agree_with_eq() {
+        use std::collections::HashMap;
+        use std::hash::BuildHasher;
+        // Interned z first, so that its number is the smaller one.
+        let z = CacheKey::from_digest([1; DIGEST_LEN], "key-test.ord-z").expect("valid");
+        let a = CacheKey::from_digest([2; DIGEST_LEN], "key-test.ord-a").expect("valid");
+        assert!(z.prefix_number() < a.prefix_number());
+        assert!(a < z, "by name, not by interning order");
+        let a1 = CacheKey::from_digest([1; DIGEST_LEN], "key-test.ord-a").expect("valid");
+        assert!(a1 < a && a1 != a);
+        let same = std::thread::spawn(|| {
+            CacheKey::from_digest([2; DIGEST_LEN], "key-test.ord-a").expect("valid")
+        })
+        .join()
+        .expect("derives");
+        assert_eq!(same.cmp(&a), std::cmp::Ordering::Equal);
+        assert_eq!(same, a);
+        let hasher = std::collections::hash_map::RandomState::new();
+        assert_eq!(hasher.hash_one(same), hasher.hash_one(a));
+
+        let map: HashMap<CacheKey, u8> = [(a, 1), (z, 2), (a1, 3)].into_iter().collect();
+        let json = serde_json::to_string(&map).expect("serializes");
+        let back: HashMap<CacheKey, u8> = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, map);
+        let sorted: std::collections::BTreeSet<CacheKey> = map.into_keys().collect();
+        assert!(sorted.into_iter().eq([a1, a, z]));
+    }
 }
