@@ -176,6 +176,29 @@ mod tests {
         assert!(entry.is_expired(&clock));
     }
 
+    /// A clock behind the entry's creation (another clock's timestamps) does not expire it,
+    /// and a deadline past the end of time saturates there instead of wrapping to the past.
+    #[test]
+    fn deadlines_before_creation_and_past_the_end_of_time() {
+        let clock = ManualClock::new();
+        let ttl = Ttl::seconds(1).expect("positive");
+        let later = Timestamp::from_nanos(5_000_000_000);
+        let entry = CacheEntry::from_parts(key(), Bytes::new(), later, later, Some(ttl), 0);
+        assert!(!entry.is_expired(&clock), "now is before creation");
+        assert_eq!(
+            entry.expires_at(),
+            Some(Timestamp::from_nanos(6_000_000_000))
+        );
+
+        let entry = CacheEntry::from_parts(key(), Bytes::new(), later, later, Some(Ttl::MAX), 0);
+        assert_eq!(entry.expires_at(), Some(Timestamp::from_nanos(u64::MAX)));
+        clock.advance(Duration::MAX);
+        assert!(
+            !entry.is_expired(&clock),
+            "never strictly after the end of time"
+        );
+    }
+
     #[test]
     fn no_ttl_never_expires() {
         let clock = ManualClock::new();

@@ -73,22 +73,26 @@ impl Ttl {
         }
     }
 
-    /// A TTL of `seconds` seconds.
+    /// A TTL of `seconds` seconds; zero is [`TtlError::Zero`], and more than [`Ttl::MAX`]
+    /// (about 584 years) is [`TtlError::TooLong`], never an overflow.
     pub fn seconds(seconds: u64) -> Result<Ttl, TtlError> {
         Ttl::new(Duration::from_secs(seconds))
     }
 
-    /// A TTL of `minutes` minutes.
+    /// A TTL of `minutes` minutes; zero is [`TtlError::Zero`], and more than [`Ttl::MAX`]
+    /// (about 584 years) is [`TtlError::TooLong`], never an overflow.
     pub fn minutes(minutes: u64) -> Result<Ttl, TtlError> {
         Ttl::new(Duration::from_secs(minutes.saturating_mul(60)))
     }
 
-    /// A TTL of `hours` hours.
+    /// A TTL of `hours` hours; zero is [`TtlError::Zero`], and more than [`Ttl::MAX`]
+    /// (about 584 years) is [`TtlError::TooLong`], never an overflow.
     pub fn hours(hours: u64) -> Result<Ttl, TtlError> {
         Ttl::new(Duration::from_secs(hours.saturating_mul(3_600)))
     }
 
-    /// A TTL of `days` days.
+    /// A TTL of `days` days; zero is [`TtlError::Zero`], and more than [`Ttl::MAX`]
+    /// (about 584 years) is [`TtlError::TooLong`], never an overflow.
     pub fn days(days: u64) -> Result<Ttl, TtlError> {
         Ttl::new(Duration::from_secs(days.saturating_mul(86_400)))
     }
@@ -396,6 +400,27 @@ mod tests {
         assert_eq!(ttl, Ok(1));
         // Saturating multiplication, then a range error instead of an overflow panic.
         assert!(matches!(Ttl::days(u64::MAX), Err(TtlError::TooLong(_))));
+    }
+
+    /// Each unit's constructor accepts its largest count within [`Ttl::MAX`] and refuses the
+    /// next, whose product overflows neither `u64` seconds nor the nanosecond range.
+    #[test]
+    fn ttl_constructors_accept_up_to_the_max_and_refuse_beyond() {
+        type Unit = fn(u64) -> Result<Ttl, TtlError>;
+        let units: [(Unit, u64, u64); 4] = [
+            (Ttl::seconds, 18_446_744_073, 1),
+            (Ttl::minutes, 307_445_734, 60),
+            (Ttl::hours, 5_124_095, 3_600),
+            (Ttl::days, 213_503, 86_400),
+        ];
+        for (unit, largest, seconds) in units {
+            assert_eq!(unit(largest).map(Ttl::to_seconds), Ok(largest * seconds));
+            let over = Duration::from_secs((largest + 1) * seconds);
+            assert_eq!(unit(largest + 1), Err(TtlError::TooLong(over)));
+            assert!(matches!(unit(u64::MAX), Err(TtlError::TooLong(_))));
+            assert_eq!(unit(0), Err(TtlError::Zero));
+        }
+        assert_eq!(Ttl::MAX.to_seconds(), 18_446_744_073);
     }
 
     #[test]
