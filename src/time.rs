@@ -315,7 +315,8 @@ impl Clock for ManualClock {
 /// The clock handle the crate passes around.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// The default shared clock.
+/// A shared [`SystemClock`]: the metrics' default clock (the cache and the job queue default
+/// to [`CoarseClock`]).
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
