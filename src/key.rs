@@ -40,6 +40,15 @@
 //!   `b"memocache.parts.v1" || for each part: u64_le(len) || part`. Because every part carries
 //!   its length, the encoding is prefix-free: `["ab", "c"]` and `["a", "bc"]` differ in their
 //!   first length field, and `[]` and `[""]` differ in length.
+//!
+//! The derivations are separate from one another only through their inputs, since all are
+//! SHA-256 of a byte string. A builder's bytes start with the tag `memocache.parts.v1` and a
+//! `from_parts` string with a hex digit, so those two never meet. But `from_content` hashes
+//! whatever it is given: content that is itself a builder encoding (the tag, then framed
+//! parts) has that builder's digest, and under the same prefix the same key. Where the
+//! content comes from someone else (uploaded files), keep content keys and built keys under
+//! different prefixes, as the crate's own layers do (`transcript` from `from_parts`,
+//! `chunk` and the job types' prefixes from builders).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -761,6 +770,19 @@ mod tests {
         let key = parts.iter().fold(builder, |b, part| b.part(part)).finish();
         assert_eq!(key.digest(), &expected);
         assert_eq!(key.prefix(), "key-test.builder");
+    }
+
+    /// The caveat of the module docs: content that is a builder encoding has the builder's
+    /// key under the same prefix, and only a different prefix tells them apart.
+    #[test]
+    fn content_that_is_a_builder_encoding_has_the_builders_key() {
+        let prefix = "key-test.caveat";
+        let built = CacheKey::builder(prefix).expect("valid").part("a").finish();
+        let content = [PARTS_DOMAIN, &1u64.to_le_bytes(), b"a"].concat();
+        let from_content = CacheKey::from_content(&content, prefix).expect("valid");
+        assert_eq!(from_content, built);
+        let elsewhere = CacheKey::from_content(&content, "key-test.caveat-content");
+        assert_ne!(elsewhere.expect("valid"), built);
     }
 
     /// `Ord` orders by prefix name, then digest, whatever order the prefixes were interned
