@@ -284,6 +284,50 @@ fn dropping_a_pool_stops_its_threads() {
     assert!(!ran.load(Ordering::SeqCst));
 }
 
+/// A handler may shut down or drop the pool it runs in: the call returns instead of
+/// waiting for its own thread (which panicked, "Resource deadlock avoided") or, in a drain,
+/// for workers that wait for the caller's job (which never returned); the job completes and
+/// every worker thread ends on its own.
+#[test]
+fn a_handler_can_shut_down_its_own_pool() {
+    for mode in [Some(Shutdown::Drain), Some(Shutdown::Now), None] {
+        let queue = queue_with_immediate_retries(0);
+        let slot: Arc<Mutex<Option<WorkerPool>>> = Arc::default();
+        // Sent once the shutdown returned; disconnected once the handler is dropped, which
+        // happens when the last worker thread has ended.
+        let (tx, rx) = mpsc::channel();
+        let in_handler = Arc::clone(&slot);
+        let pool = WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, move |_| {
+                let pool = in_handler.lock().take();
+                if let Some(pool) = pool {
+                    match mode {
+                        Some(mode) => drop(pool.shutdown(mode)),
+                        None => drop(pool),
+                    }
+                    let _ = tx.send(());
+                }
+                Ok(JobResult::default())
+            })
+            .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+            .start()
+            .expect("start");
+        *slot.lock() = Some(pool);
+        let id = queue
+            .submit(Job::new(JobType::Indexing, &b""[..]))
+            .expect("submit");
+        // Deadlock guards only: both come at once.
+        let guard = Duration::from_secs(30);
+        assert_eq!(rx.recv_timeout(guard), Ok(()), "{mode:?}: the shutdown returned");
+        assert_eq!(
+            rx.recv_timeout(guard),
+            Err(mpsc::RecvTimeoutError::Disconnected),
+            "{mode:?}: every worker thread ended"
+        );
+        assert_eq!(queue.status(id), Some(JobStatus::Completed), "{mode:?}");
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Ok,

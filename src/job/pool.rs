@@ -49,6 +49,11 @@
 //! given back keeps its turn and its age ([`JobQueue::release`]): stopping a pool does not
 //! send it behind the jobs submitted after it. A thread cannot be preempted, so both modes
 //! wait for running handlers to return. Dropping the pool is `shutdown(Shutdown::Now)`.
+//!
+//! A handler may shut down (or drop) the pool it runs in, but then nothing waits: the
+//! calling thread cannot wait for itself, and a drain's other workers wait for the caller's
+//! job. The call sets the mode and returns what the pool has done so far; the threads end
+//! on their own as they would have, the caller's once its handler returns.
 
 use std::any::Any;
 use std::fmt;
@@ -377,7 +382,8 @@ impl WorkerPool {
     /// Stops the pool (see *Shutdown* in [`crate::job::pool`]) and waits for its threads;
     /// returns what it did. What it left in the queue, such as retries still waiting out
     /// their delay after a [`Shutdown::Drain`], is in the queue's [`JobQueue::stats`]
-    /// ([`crate::QueueStats::delayed`]).
+    /// ([`crate::QueueStats::delayed`]). Called from one of the pool's own handlers, it
+    /// does not wait (see the module docs), and the stats are those so far.
     pub fn shutdown(mut self, mode: Shutdown) -> PoolStats {
         self.stop(mode);
         self.shared.stats()
@@ -391,6 +397,16 @@ impl WorkerPool {
         // Never downgrade Now to Drain.
         self.shared.mode.fetch_max(code, Ordering::AcqRel);
         self.queue.wake_all();
+        // Stopped from one of its own handlers (or dropped there), the pool cannot wait for
+        // its threads: joining the calling thread panicked ("Resource deadlock avoided"),
+        // and in a drain the other workers wait for the caller's own job to finish, so
+        // joining them first never returned. The mode is set, so every thread ends on its
+        // own as it would have (the caller's once its handler returns); they are detached.
+        let me = std::thread::current().id();
+        if self.threads.iter().any(|h| h.thread().id() == me) {
+            self.threads.clear();
+            return;
+        }
         for handle in self.threads.drain(..) {
             // A worker catches handler panics, so its thread only ends by returning; a join
             // error would mean a bug in the loop itself, and there is nothing left to undo.
