@@ -286,17 +286,18 @@ fn dropping_a_pool_stops_its_threads() {
 
 /// A handler may shut down or drop the pool it runs in: the call returns instead of
 /// waiting for its own thread (which panicked, "Resource deadlock avoided") or, in a drain,
-/// for workers that wait for the caller's job (which never returned); the job completes and
-/// every worker thread ends on its own.
+/// for workers that wait for the caller's job (which never returned). The pool stops as
+/// asked (a drain runs the jobs submitted while the caller's job still runs, a stop does
+/// not), the caller's job completes, and every worker thread ends on its own.
 #[test]
 fn a_handler_can_shut_down_its_own_pool() {
     for mode in [Some(Shutdown::Drain), Some(Shutdown::Now), None] {
         let queue = queue_with_immediate_retries(0);
         let slot: Arc<Mutex<Option<WorkerPool>>> = Arc::default();
-        // Sent once the shutdown returned; disconnected once the handler is dropped, which
-        // happens when the last worker thread has ended.
+        // Sent once the shutdown returned, with the jobs submitted after it; disconnected
+        // once the handler is dropped, which happens when the last worker thread has ended.
         let (tx, rx) = mpsc::channel();
-        let in_handler = Arc::clone(&slot);
+        let (in_handler, in_queue) = (Arc::clone(&slot), queue.clone());
         let pool = WorkerPool::builder(queue.clone())
             .handler(JobType::Indexing, move |_| {
                 let pool = in_handler.lock().take();
@@ -305,7 +306,11 @@ fn a_handler_can_shut_down_its_own_pool() {
                         Some(mode) => drop(pool.shutdown(mode)),
                         None => drop(pool),
                     }
-                    let _ = tx.send(());
+                    let later: Vec<JobId> = (0..3)
+                        .map(|_| in_queue.submit(Job::new(JobType::Indexing, &b""[..])))
+                        .collect::<Result<_, _>>()
+                        .expect("submit");
+                    let _ = tx.send(later);
                 }
                 Ok(JobResult::default())
             })
@@ -318,13 +323,20 @@ fn a_handler_can_shut_down_its_own_pool() {
             .expect("submit");
         // Deadlock guards only: both come at once.
         let guard = Duration::from_secs(30);
-        assert_eq!(rx.recv_timeout(guard), Ok(()), "{mode:?}: the shutdown returned");
+        let later = rx.recv_timeout(guard).expect("the shutdown returned");
         assert_eq!(
             rx.recv_timeout(guard),
             Err(mpsc::RecvTimeoutError::Disconnected),
             "{mode:?}: every worker thread ended"
         );
         assert_eq!(queue.status(id), Some(JobStatus::Completed), "{mode:?}");
+        let want = match mode {
+            Some(Shutdown::Drain) => JobStatus::Completed,
+            _ => JobStatus::Queued,
+        };
+        for id in later {
+            assert_eq!(queue.status(id), Some(want), "{mode:?}");
+        }
     }
 }
 

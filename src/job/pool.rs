@@ -417,7 +417,11 @@ impl WorkerPool {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        self.stop(Shutdown::Now);
+        // A pool shut down already has no threads left to stop; stopping it again would turn
+        // a drain that a handler asked for (whose threads run on, detached) into a stop.
+        if !self.threads.is_empty() {
+            self.stop(Shutdown::Now);
+        }
     }
 }
 
