@@ -71,6 +71,35 @@ fn a_completed_transcription_is_stored_in_the_cache() {
 /// Only a job with a memo key is memoized (the `job` module docs say so at the diagram): two
 /// identical jobs made by `Job::new` both run, neither follows the other, and nothing is
 /// looked up in or stored into the cache.
+/// A result the cache refuses (larger than its whole budget) is a failed store: the job and
+/// its follower complete with it all the same, and nothing is stored.
+#[test]
+fn a_result_too_large_for_the_cache_is_counted_and_the_jobs_still_complete() {
+    let cache = Cache::builder().max_bytes(1024).build().expect("valid");
+    let queue = JobQueue::builder()
+        .cache(cache.clone())
+        .build()
+        .expect("valid");
+    let keyed = || Job::keyed(JobType::Summarization, ["doc"], &b""[..]).expect("valid");
+    let leader = queue.submit(keyed()).expect("submit");
+    let follower = queue.submit(keyed()).expect("submit");
+    let lease = queue.try_next(&WorkerId::new("w")).expect("leased");
+    queue
+        .complete(&lease, vec![7_u8; 4096].into())
+        .expect("complete");
+    for id in [leader, follower] {
+        let job = queue.get(id).expect("known");
+        assert_eq!(job.status(), JobStatus::Completed);
+        assert_eq!(job.result().map(|r| r.as_bytes().len()), Some(4096));
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.memo_store_failures, stats.completed, stats.coalesced),
+        (1, 2, 1)
+    );
+    assert_eq!(cache.len(), 0);
+}
+
 #[test]
 fn a_job_without_a_memo_key_always_runs_and_stores_nothing() {
     let cache = cache();

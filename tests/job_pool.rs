@@ -165,6 +165,87 @@ fn a_drain_leaves_a_delayed_retry_queued_for_a_later_pool() {
     assert_eq!((queue.stats().queued, queue.stats().delayed), (0, 0));
 }
 
+/// A handler that hangs past its lease: the job is taken back and run again on another
+/// worker, whose result stands; the hung handler's late result is refused (counted `stale`),
+/// and its thread comes back to the pool once the handler returns, so a drain ends.
+#[test]
+fn a_hung_handler_is_overtaken_after_its_lease_and_its_late_result_refused() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(1, Duration::ZERO))
+        .lease(Duration::from_secs(10))
+        .build()
+        .expect("valid");
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b""[..]))
+        .expect("submit");
+    let (started_tx, started_rx) = mpsc::channel();
+    let (unblock_tx, unblock_rx) = mpsc::channel::<()>();
+    let unblock_rx = Mutex::new(unblock_rx);
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, move |ctx| {
+            if ctx.attempt() == 0 {
+                let _ = started_tx.send(ctx.worker().clone());
+                let _ = unblock_rx.lock().recv();
+                Ok(Bytes::from_static(b"late").into())
+            } else {
+                let _ = unblock_tx.send(());
+                Ok(Bytes::from_static(b"retried").into())
+            }
+        })
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .start()
+        .expect("start");
+    let hung = started_rx.recv().expect("first attempt started");
+    // The idle worker re-reads the clock at its next idle-wait slice and takes the job back.
+    clock.advance(Duration::from_secs(11));
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!(
+        (stats.executed, stats.completed, stats.stale, stats.failed),
+        (2, 1, 1, 0)
+    );
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.status(), JobStatus::Completed);
+    assert_eq!(
+        job.result().map(|r| r.as_bytes().clone()),
+        Some(Bytes::from_static(b"retried"))
+    );
+    assert_ne!(
+        job.worker_id(),
+        Some(&hung),
+        "run again on the other worker"
+    );
+    let left = queue.stats();
+    assert_eq!(
+        (left.lease_expirations, left.retries, left.completed),
+        (1, 1, 1)
+    );
+}
+
+/// A panic whose payload is neither `&str` nor `String` fails the job with a fixed message.
+#[test]
+fn a_panic_with_a_non_string_payload_fails_the_job() {
+    quiet_injected_panics();
+    let queue = queue_with_immediate_retries(0);
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b""[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |_| std::panic::panic_any(42_u32))
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.failed, stats.panicked), (1, 1));
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(
+        job.error_message(),
+        Some("handler panicked: non-string panic payload")
+    );
+}
+
 /// Runs one long job on a pool of `workers` whose handler heartbeats until
 /// `Shutdown::Now`, then returns `Interrupted`; shuts the pool down once the job started.
 fn interrupt_a_running_job(workers: usize) -> (PoolStats, Job, JobQueue) {

@@ -184,6 +184,59 @@ fn retries_wait_out_the_backoff_then_dead_letter_and_resubmit() {
     assert_eq!(queue.status(id), Some(JobStatus::Completed));
 }
 
+/// A job's own `max_retries` overrides the queue's retry policy, both ways.
+#[test]
+fn a_jobs_own_retry_budget_overrides_the_queues() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::fixed(3, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let submit = |job: Job| queue.submit(job).expect("submit");
+    let none = submit(Job::new(JobType::Indexing, &b""[..]).with_max_retries(0));
+    let five = submit(Job::new(JobType::Indexing, &b""[..]).with_max_retries(5));
+    let default = submit(Job::new(JobType::Indexing, &b""[..]));
+    let mut runs = std::collections::HashMap::new();
+    while let Some(lease) = queue.try_next(&w("w")) {
+        *runs.entry(lease.job_id()).or_insert(0) += 1;
+        queue.fail(&lease, "no").expect("fail");
+    }
+    assert_eq!((runs[&none], runs[&five], runs[&default]), (1, 6, 4));
+    let stats = queue.stats();
+    assert_eq!((stats.dead_letters, stats.retries, stats.failed), (3, 8, 3));
+}
+
+/// A clock that jumps far past several retry delays makes them all ready in one step, in
+/// the order they fell due (not the order they failed or were submitted in).
+#[test]
+fn retries_all_due_after_a_clock_jump_run_in_due_order() {
+    let clock = ManualClock::new();
+    let queue = builder(&clock)
+        .retry(RetryConfig::linear(2, SEC).expect("valid"))
+        .aging(None)
+        .build()
+        .expect("valid");
+    let ids: Vec<JobId> = (0..3)
+        .map(|_| queue.submit(job(JobPriority::Medium)).expect("submit"))
+        .collect();
+    let leases: Vec<_> = (0..3)
+        .map(|_| queue.try_next(&w("w")).expect("ready"))
+        .collect();
+    // Due at 1 s, 1.5 s and 1.6 s: job 0, then job 2, then job 1.
+    queue.fail(&leases[0], "x").expect("fail");
+    clock.advance(Duration::from_millis(500));
+    queue.fail(&leases[2], "x").expect("fail");
+    clock.advance(Duration::from_millis(100));
+    queue.fail(&leases[1], "x").expect("fail");
+    assert_eq!(queue.stats().delayed, 3);
+    clock.advance(Duration::from_secs(3600));
+    let stats = queue.stats();
+    assert_eq!((stats.delayed, stats.queued), (0, 3));
+    let order: Vec<JobId> =
+        std::iter::from_fn(|| queue.try_next(&w("w")).map(|l| l.job_id())).collect();
+    assert_eq!(order, [ids[0], ids[2], ids[1]]);
+}
+
 #[test]
 fn dead_letter_list_is_bounded() {
     let clock = ManualClock::new();
