@@ -343,6 +343,20 @@ fn a_pool_needs_a_handler() {
     ));
 }
 
+/// A name with a NUL byte cannot name a thread: it is refused, where spawning panicked.
+#[test]
+fn a_pool_name_with_a_nul_byte_is_refused() {
+    let queue = queue_with_immediate_retries(0);
+    let start = |name: &str| {
+        WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, |_| Ok(JobResult::default()))
+            .name(name)
+            .start()
+    };
+    assert!(matches!(start("a\0b"), Err(PoolError::InvalidName(name)) if name == "a\0b"));
+    assert!(start("a b").is_ok());
+}
+
 #[test]
 fn dropping_a_pool_stops_its_threads() {
     let queue = queue_with_immediate_retries(0);

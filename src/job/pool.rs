@@ -193,6 +193,9 @@ pub enum PoolError {
     /// A pool with no handlers would take no jobs.
     #[error("a worker pool needs at least one handler")]
     NoHandlers,
+    /// The name holds a NUL byte, which an OS thread name cannot.
+    #[error("a worker pool's name may not contain a NUL byte: {0:?}")]
+    InvalidName(String),
     /// The OS refused a thread. The threads already started were stopped.
     #[error("spawning worker thread {index} failed: {source}")]
     Spawn {
@@ -275,7 +278,8 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// The prefix of worker names and thread names (default `"worker"`).
+    /// The prefix of worker names and thread names (default `"worker"`); one with a NUL byte
+    /// is refused by [`WorkerPoolBuilder::start`].
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -290,6 +294,11 @@ impl WorkerPoolBuilder {
             .collect();
         if types.is_empty() {
             return Err(PoolError::NoHandlers);
+        }
+        // The name becomes the threads' names, and std panics on spawning a thread whose
+        // name has a NUL byte: refused here, before any thread starts.
+        if self.name.contains('\0') {
+            return Err(PoolError::InvalidName(self.name));
         }
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(RUNNING),
