@@ -223,6 +223,37 @@ fn a_hung_handler_is_overtaken_after_its_lease_and_its_late_result_refused() {
     );
 }
 
+/// A handler's heartbeat tells it the extended deadline (the lease it sees keeps the one of
+/// the take); it discarded it, so a handler could not know when its lease now ran out.
+#[test]
+fn a_handlers_heartbeat_returns_the_new_deadline() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease(Duration::from_secs(10))
+        .build()
+        .expect("valid");
+    queue
+        .submit(Job::new(JobType::Indexing, &b""[..]))
+        .expect("submit");
+    let (tx, rx) = mpsc::channel();
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, move |ctx| {
+            let taken = ctx.lease().deadline();
+            clock.advance(Duration::from_secs(4));
+            let extended = ctx.heartbeat().map_err(|e| e.to_string())?;
+            let _ = tx.send((taken, extended, ctx.lease().deadline()));
+            Ok(JobResult::default())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let (taken, extended, seen) = rx.recv().expect("ran");
+    assert_eq!(pool.shutdown(Shutdown::Drain).completed, 1);
+    assert_eq!(extended, taken.saturating_add(Duration::from_secs(4)));
+    assert_eq!(seen, taken, "the lease keeps the deadline of the take");
+}
+
 /// A panic whose payload is neither `&str` nor `String` fails the job with a fixed message.
 #[test]
 fn a_panic_with_a_non_string_payload_fails_the_job() {

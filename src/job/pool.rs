@@ -67,6 +67,7 @@ use super::concurrency::ConcurrencyLimit;
 use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
 use super::queue::{JobQueue, Lease, QueueError};
 use crate::callback::drop_payload;
+use crate::time::Timestamp;
 
 /// How long an idle worker blocks in the queue before re-checking for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -138,10 +139,12 @@ impl JobContext<'_> {
         self.lease
     }
 
-    /// Extends the lease. An error means the job is no longer this worker's (cancelled or
-    /// taken back after a lease expiry): the handler should stop, its result would be refused.
-    pub fn heartbeat(&self) -> Result<(), QueueError> {
-        self.queue.heartbeat(self.lease).map(drop)
+    /// Extends the lease and returns its new deadline ([`JobContext::lease`]'s
+    /// [`Lease::deadline`] stays the one of the take, so this is the only way a handler
+    /// learns it). An error means the job is no longer this worker's (cancelled or taken
+    /// back after a lease expiry): the handler should stop, its result would be refused.
+    pub fn heartbeat(&self) -> Result<Timestamp, QueueError> {
+        self.queue.heartbeat(self.lease)
     }
 
     /// Whether the pool is shutting down with [`Shutdown::Now`].
