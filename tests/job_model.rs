@@ -196,6 +196,33 @@ fn value_objects() {
     assert_eq!(parsed.as_uuid().get_version_num(), 4);
     let err = "xyz".parse::<JobId>().expect_err("not a uuid");
     assert!(err.to_string().contains("xyz"));
+
+    // Malformed UUIDs are refused: a bad digit, one digit short or long, a misplaced
+    // hyphen, nothing at all.
+    let text = id.to_string();
+    let bad_digit = format!("g{}", &text[1..]);
+    let short = &text[..text.len() - 1];
+    let long = format!("{text}0");
+    let hyphen = format!("{}-{}", &text[..7], &text[9..]);
+    for bad in [bad_digit.as_str(), short, &long, &hyphen, ""] {
+        assert!(bad.parse::<JobId>().is_err(), "{bad:?}");
+    }
+    // The other spellings of the same UUID name the same job; it displays as hyphenated
+    // lower case.
+    let simple = text.replace('-', "");
+    for other in [
+        text.to_uppercase(),
+        simple,
+        format!("{{{text}}}"),
+        format!("urn:uuid:{text}"),
+    ] {
+        let parsed: JobId = other.parse().expect("a spelling of a UUID");
+        assert_eq!((parsed, parsed.to_string()), (id, text.clone()), "{other}");
+    }
+    assert_eq!(
+        JobPriority::try_from(u8::MAX),
+        Err(InvalidPriority(u8::MAX))
+    );
 }
 
 #[test]

@@ -374,6 +374,47 @@ fn a_pool_needs_a_handler() {
     ));
 }
 
+/// Under load the pool runs at most its `ConcurrencyLimit` of handlers at once, and reaches
+/// it: the first three calls wait for each other at a barrier, which would never open with
+/// fewer threads.
+#[test]
+fn a_pool_runs_exactly_its_concurrency_limit_of_handlers_at_once() {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+    const LIMIT: usize = 3;
+    let queue = queue_with_immediate_retries(0);
+    for _ in 0..200 {
+        queue
+            .submit(Job::new(JobType::Indexing, &b""[..]))
+            .expect("submit");
+    }
+    let (running, most, calls) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        AtomicUsize::new(0),
+    );
+    let barrier = Barrier::new(LIMIT);
+    let (r, m) = (Arc::clone(&running), Arc::clone(&most));
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, move |_| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            if calls.fetch_add(1, Ordering::SeqCst) < LIMIT {
+                barrier.wait();
+            }
+            std::thread::yield_now();
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(JobResult::default())
+        })
+        .concurrency(ConcurrencyLimit::new(LIMIT).expect("valid"))
+        .start()
+        .expect("start");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!((stats.executed, stats.completed), (200, 200));
+    assert_eq!(most.load(Ordering::SeqCst), LIMIT);
+    assert_eq!(running.load(Ordering::SeqCst), 0);
+}
+
 /// A name with a NUL byte cannot name a thread: it is refused, where spawning panicked.
 #[test]
 fn a_pool_name_with_a_nul_byte_is_refused() {
