@@ -677,6 +677,43 @@ fn other_job_types_memoize_under_their_multi_part_key() {
     assert!(store.contains_key(&key));
 }
 
+/// Every keyed type stores its result under its own prefix's multi-part key: the same parts
+/// under two types are two computations, neither coalesced nor answered by the other.
+#[test]
+fn each_job_type_memoizes_under_its_own_prefix() {
+    let clock = ManualClock::new();
+    let store = cache();
+    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let types = [
+        JobType::Summarization,
+        JobType::Indexing,
+        JobType::Translation,
+    ];
+    for t in types {
+        queue
+            .submit(Job::keyed(t, ["doc", "v1"], &b""[..]).expect("valid"))
+            .expect("submit");
+    }
+    assert_eq!(queue.stats().coalesced, 0);
+    while let Some(lease) = queue.try_next(&w("w")) {
+        let result = lease.job_type().to_string().into_bytes();
+        queue.complete(&lease, result.into()).expect("complete");
+    }
+    for t in types {
+        let key = CacheKey::builder(t.key_prefix())
+            .expect("valid")
+            .part("doc")
+            .part("v1")
+            .finish();
+        assert_eq!(
+            store.peek(&key).map(|v| v.to_vec()),
+            Some(t.to_string().into_bytes()),
+            "{t}"
+        );
+    }
+    assert_eq!(queue.stats().completed, 3);
+}
+
 #[test]
 fn coalescing_works_without_a_memo_store() {
     let clock = ManualClock::new();
