@@ -154,6 +154,33 @@ impl std::fmt::Debug for Interposing {
     }
 }
 
+/// A cache on an [`Interposing`] clock that plays no part until its slot is filled, and the
+/// transcript key of `bytes` in English.
+type InterposedCache = (
+    Cache,
+    Arc<parking_lot::Mutex<Option<Interposition>>>,
+    CacheKey,
+);
+
+fn interposed_cache(bytes: &[u8]) -> InterposedCache {
+    let pending = Arc::new(parking_lot::Mutex::new(None));
+    let clock = Interposing {
+        time: ManualClock::new(),
+        thread: std::thread::current().id(),
+        pending: Arc::clone(&pending),
+    };
+    let cache = Cache::builder()
+        .max_bytes(64 << 20)
+        .clock(clock)
+        .build()
+        .expect("valid");
+    let file_hash = CacheKey::from_content(bytes, "file")
+        .expect("valid prefix")
+        .digest_hex();
+    let key = CacheKey::transcript(&file_hash, "en").expect("valid key");
+    (cache, pending, key)
+}
+
 impl Clock for Interposing {
     fn now(&self) -> Timestamp {
         if std::thread::current().id() == self.thread {
@@ -183,21 +210,7 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
     let audio = dir.path().join("a.raw");
     let bytes = [7u8; 2500];
     write(&audio, &bytes);
-    let pending = Arc::new(parking_lot::Mutex::new(None));
-    let clock = Interposing {
-        time: ManualClock::new(),
-        thread: std::thread::current().id(),
-        pending: Arc::clone(&pending),
-    };
-    let cache = Cache::builder()
-        .max_bytes(64 << 20)
-        .clock(clock)
-        .build()
-        .expect("valid");
-    let file_hash = CacheKey::from_content(&bytes, "file")
-        .expect("valid prefix")
-        .digest_hex();
-    let key = CacheKey::transcript(&file_hash, "en").expect("valid key");
+    let (cache, pending, key) = interposed_cache(&bytes);
     let transcript = |engine: &str, text: &str| Transcript {
         language: "en".into(),
         text: text.into(),
@@ -242,21 +255,7 @@ fn another_engines_transcript_stored_before_the_submit_is_not_returned() {
     // Three chunks of 1000 bytes or less, no two alike: three calls of the engine.
     let bytes: Vec<u8> = (0..2500u32).map(|i| (i / 1000) as u8).collect();
     write(&audio, &bytes);
-    let pending = Arc::new(parking_lot::Mutex::new(None));
-    let clock = Interposing {
-        time: ManualClock::new(),
-        thread: std::thread::current().id(),
-        pending: Arc::clone(&pending),
-    };
-    let cache = Cache::builder()
-        .max_bytes(64 << 20)
-        .clock(clock)
-        .build()
-        .expect("valid");
-    let file_hash = CacheKey::from_content(&bytes, "file")
-        .expect("valid prefix")
-        .digest_hex();
-    let key = CacheKey::transcript(&file_hash, "en").expect("valid key");
+    let (cache, pending, key) = interposed_cache(&bytes);
     let engine = Named::new("e/1");
     let pipe = pipeline(cache.clone(), engine.clone());
     // After the pipeline's read of the key misses: another engine's job finishing then.
