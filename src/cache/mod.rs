@@ -491,6 +491,9 @@ impl Cache {
     }
 
     /// Encodes `value` with the crate's codec (bincode 2) and stores it.
+    ///
+    /// Encoding does not check nesting: a value nested deeper than [`crate::codec::MAX_DEPTH`]
+    /// is stored, but [`Cache::get_typed`] refuses it with [`CodecError::TooDeep`].
     pub fn insert_typed<T: Serialize + ?Sized>(
         &self,
         key: CacheKey,
