@@ -92,6 +92,89 @@ fn empty_windows_give_zero_as_the_seed() {
     assert_eq!((stats.count, stats.sum, stats.mean), (0, 0.0, 0.0));
 }
 
+/// Windows of one sample, of equal values, and of signed zeros give what
+/// `numpy.percentile` (numpy 2.4.6) gives, bit for bit.
+///
+/// Bug: the top of the range (`h ≥ n − 1`, so p100) returned the largest value as it is, but
+/// numpy computes it with `_lerp(x, x, h + 1)` (its lower index is clamped to −1), which is
+/// `x + 0.0` once there are two values or more: a window whose largest value is −0.0 gave
+/// −0.0 where numpy gives +0.0 (the `[-0.0, -0.0]`, `[-0.0; 3]`, `[-1.0, -0.0]` and
+/// `[-0.0 × 5, -3.0]` rows below). One sample keeps its sign, in numpy as here.
+#[test]
+fn one_sample_equal_values_and_signed_zeros_match_numpy_bit_for_bit() {
+    let neg_zeros_and_three = [-0.0, -0.0, -0.0, -0.0, -0.0, -3.0];
+    let cases: [(&[f64], &[(f64, f64)]); 7] = [
+        (&[7.25], &[(0.0, 7.25), (50.0, 7.25), (100.0, 7.25)]),
+        (&[5.0; 4], &[(0.0, 5.0), (37.5, 5.0), (100.0, 5.0)]),
+        (&[-0.0], &[(0.0, -0.0), (50.0, -0.0), (100.0, -0.0)]),
+        (
+            &[-0.0, -0.0],
+            &[(0.0, 0.0), (50.0, -0.0), (99.0, -0.0), (100.0, 0.0)],
+        ),
+        (
+            &[-0.0; 3],
+            &[(0.0, 0.0), (50.0, 0.0), (99.0, -0.0), (100.0, 0.0)],
+        ),
+        (&[-1.0, -0.0], &[(0.0, -1.0), (50.0, -0.5), (100.0, 0.0)]),
+        (
+            &neg_zeros_and_three,
+            &[(0.0, -3.0), (50.0, -0.0), (99.9, -0.0), (100.0, 0.0)],
+        ),
+    ];
+    for (values, expected) in cases {
+        let (mut s, clock) = series(60 * SECOND);
+        for &v in values {
+            clock.advance(SECOND);
+            add(&mut s, v);
+        }
+        let ps: Vec<Percentile> = expected
+            .iter()
+            .map(|&(p, _)| Percentile::new(p).unwrap())
+            .collect();
+        // One at a time and all together (a shared selection) must agree with numpy.
+        let together = s.calculate_percentiles(&ps, 60 * SECOND);
+        for ((p, want), both) in ps.iter().zip(expected.iter().map(|e| e.1)).zip(together) {
+            let alone = s.calculate_percentile(*p, 60 * SECOND);
+            assert_eq!(
+                alone.to_bits(),
+                want.to_bits(),
+                "{p} of {values:?}: {alone:?}"
+            );
+            assert_eq!(
+                both.to_bits(),
+                want.to_bits(),
+                "{p} of {values:?}: {both:?}"
+            );
+        }
+    }
+}
+
+/// Bug: a span longer than the clock's range (a `Duration::MAX` retention, meaning "keep
+/// everything", or window) was clamped to `u64::MAX` nanoseconds, so once the clock stood at
+/// the end of its range (a manual clock advanced by `Duration::MAX` saturates there) the
+/// cutoff was the epoch itself: a sample stamped at the epoch was pruned by that retention
+/// and left out of that window.
+#[test]
+fn spans_longer_than_the_clocks_range_exclude_nothing_at_the_end_of_time() {
+    let (mut s, clock) = series(Duration::MAX);
+    add(&mut s, 1.0); // t = 0
+    clock.advance(Duration::MAX); // saturates at u64::MAX ns
+    assert_eq!(s.window_len(Duration::MAX), 1);
+    add(&mut s, 2.0);
+    assert_eq!(values(&s), [1.0, 2.0]);
+    assert_eq!(s.get_average(Duration::MAX), 1.5);
+    // A span of exactly u64::MAX ns does reach back to the epoch, and the window
+    // (now − span, now] leaves t = 0 out.
+    assert_eq!(s.window_len(Duration::from_nanos(u64::MAX)), 1);
+    // A jump that far with a finite retention drops everything older at once.
+    let (mut s, clock) = series(60 * SECOND);
+    add(&mut s, 1.0);
+    clock.advance(Duration::MAX);
+    assert_eq!(s.window_len(Duration::MAX), 1, "only adds prune");
+    add(&mut s, 2.0);
+    assert_eq!(values(&s), [2.0]);
+}
+
 #[test]
 fn non_finite_values_are_rejected_and_change_nothing() {
     let (mut s, clock) = series(60 * SECOND);
