@@ -85,6 +85,67 @@ fn invalid_names_and_labels_register_nothing() {
     assert_eq!(r.render_prometheus(), "");
 }
 
+/// Bug: a label with an empty value made a series of its own, rendered beside the series
+/// without that label (`requests_total{path=""} 2` and `requests_total 1`). Prometheus ingests
+/// a label with an empty value as no label at all (prometheus/docs#548), so the scrape held
+/// one series twice. An empty value now names the series without that label, for
+/// registration and for aggregation (an alert rule's labels) alike.
+#[test]
+fn an_empty_label_value_is_the_series_without_that_label() {
+    let (r, _clock) = registry();
+    let bare = r.counter("requests_total", "", &[]).unwrap();
+    let empty = r.counter("requests_total", "", &[("path", "")]).unwrap();
+    bare.inc();
+    empty.inc_by(2);
+    assert_eq!(bare.get(), 3, "one series");
+    r.gauge("temp", "", &[("room", "a"), ("floor", "")])
+        .unwrap()
+        .set(20.0);
+    assert_eq!(r.gauge("temp", "", &[("room", "a")]).unwrap().get(), 20.0);
+    // Every pair given is still checked: a repeated name, even with an empty value.
+    assert_eq!(
+        r.counter("requests_total", "", &[("path", ""), ("path", "/")])
+            .unwrap_err(),
+        MetricError::DuplicateLabel("path".into())
+    );
+    assert!(matches!(
+        r.counter("requests_total", "", &[("bad-name", "")]),
+        Err(MetricError::InvalidLabelName(_))
+    ));
+    let last =
+        |name, labels: &[(&str, &str)]| r.aggregate(name, &tags(labels), Aggregation::Last, SECOND);
+    assert_eq!(last("requests_total", &[("path", "")]), Some(3.0));
+    assert_eq!(last("temp", &[("floor", ""), ("room", "a")]), Some(20.0));
+    assert_eq!(last("temp", &[("floor", "")]), None, "other labels");
+    let text = r.render_prometheus();
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(samples, ["requests_total 3", "temp{room=\"a\"} 20"]);
+}
+
+/// Label values are written as given apart from the three escapes (`\\`, `\"`, `\n`):
+/// non-ASCII text and other control characters pass through unchanged, as the exposition
+/// format (UTF-8) allows. Label names stay ASCII.
+#[test]
+fn non_ascii_label_values_pass_through_and_label_names_stay_ascii() {
+    let (r, _clock) = registry();
+    r.counter(
+        "files_total",
+        "Fichiers traités.",
+        &[("name", "café\tçà 日本")],
+    )
+    .unwrap()
+    .inc();
+    assert!(matches!(
+        r.counter("files_total", "", &[("nom_é", "x")]),
+        Err(MetricError::InvalidLabelName(_))
+    ));
+    assert_eq!(
+        r.render_prometheus(),
+        "# HELP files_total Fichiers traités.\n# TYPE files_total counter\n\
+         files_total{name=\"café\tçà 日本\"} 1\n"
+    );
+}
+
 #[test]
 fn counters_advance_monotonically() {
     let (r, _clock) = registry();

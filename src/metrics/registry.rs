@@ -34,12 +34,14 @@
 //! A name keeps the type it was first registered with; asking for it as another type is a
 //! [`MetricError::TypeConflict`]. A histogram `h` also writes the series `h_sum` and
 //! `h_count`, so those names and `h` exclude each other ([`MetricError::NameCollision`]):
-//! an exposition with a series name twice is rejected by scrapers. The first help text given
-//! for a name is the one rendered.
+//! an exposition with a series name twice is rejected by scrapers. A label with an empty value
+//! is no label, as Prometheus ingests it: `x{a=""}` is the series `x`. The first help text
+//! given for a name is the one rendered.
 //!
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -319,7 +321,8 @@ impl MetricsRegistry {
     }
 
     /// `aggregation` of the metric `name{labels}` over the `window` ending now; `None` when the
-    /// metric does not exist or has no data for it.
+    /// metric does not exist or has no data for it. A label with an empty value is no label, as
+    /// at registration.
     ///
     /// * Counters: [`Aggregation::Last`] is the total; windowed aggregations give `None` because
     ///   counters keep no history.
@@ -334,6 +337,7 @@ impl MetricsRegistry {
         aggregation: Aggregation,
         window: Duration,
     ) -> Option<f64> {
+        let labels = &*without_empty(labels);
         let families = self.inner.families.read();
         match &families.get(name)?.metrics {
             Metrics::Counter(map) => match aggregation {
@@ -673,6 +677,7 @@ fn validate_label_name(name: &str) -> Result<(), MetricError> {
     }
 }
 
+/// The label set `labels` names, checked; empty values are dropped (see [`without_empty`]).
 fn to_tags(labels: &[(&str, &str)]) -> Result<Tags, MetricError> {
     let mut tags = Tags::new();
     for &(k, v) in labels {
@@ -681,7 +686,25 @@ fn to_tags(labels: &[(&str, &str)]) -> Result<Tags, MetricError> {
             return Err(MetricError::DuplicateLabel(k.to_owned()));
         }
     }
+    // Dropped after the checks, so that a repeated or invalid name is an error either way.
+    tags.retain(|_, v| !v.is_empty());
     Ok(tags)
+}
+
+/// `labels` without the labels whose value is empty, borrowed when there are none.
+///
+/// Prometheus ingests a label with an empty value as no label at all (prometheus/docs#548),
+/// so `x{a=""}` and `x` are one series to a scraper: kept apart here, they rendered as two
+/// samples of that one series. Registration and lookups both drop empty values, so they name
+/// the same series.
+fn without_empty(labels: &Tags) -> Cow<'_, Tags> {
+    if labels.values().any(String::is_empty) {
+        let mut owned = labels.clone();
+        owned.retain(|_, v| !v.is_empty());
+        Cow::Owned(owned)
+    } else {
+        Cow::Borrowed(labels)
+    }
 }
 
 /// A monotonically increasing count; clones share the count.
