@@ -644,3 +644,80 @@ fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows
     assert!(alerts.evaluate().is_empty(), "a firing rule notifies once");
     assert_eq!(pager.notifications().len(), 1);
 }
+
+/// A value exactly at the threshold, as an evaluated aggregate (the average of 99 and 101):
+/// `GreaterThan` and `LessThan` are strict, as in the seed, and `Equal` is met.
+#[test]
+fn an_aggregate_exactly_at_the_threshold_meets_only_equal() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let rule = |name: &str, threshold| {
+        AlertRule::new(name, "queue_depth", threshold, Severity::Info, 60 * SECOND)
+            .with_channel("pager")
+    };
+    t.alerts
+        .add_rule(rule("gt", Threshold::greater_than(100.0).unwrap()));
+    t.alerts
+        .add_rule(rule("lt", Threshold::less_than(100.0).unwrap()));
+    let eq = t
+        .alerts
+        .add_rule(rule("eq", Threshold::equal(100.0).unwrap()));
+    depth.set(99.0);
+    t.clock.advance(SECOND);
+    depth.set(101.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!((fired[0].rule_id, fired[0].value), (eq, Some(100.0)));
+}
+
+/// A rule whose metric is registered and set by another thread while the evaluator runs:
+/// no data until then (no panic, no firing on a missing series), then one firing.
+#[test]
+fn a_rule_on_a_metric_another_thread_registers_meanwhile_fires_once() {
+    let mut t = setup();
+    t.alerts.add_rule(depth_rule());
+    let registry = t.registry.clone();
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || {
+            for name in ["a", "b", "c", "d"] {
+                registry
+                    .counter(&format!("other_{name}_total"), "", &[])
+                    .unwrap();
+            }
+            registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
+        });
+        let mut notified = 0;
+        while !writer.is_finished() {
+            notified += t.alerts.evaluate().len();
+        }
+        writer.join().unwrap();
+        notified += t.alerts.evaluate().len();
+        notified += t.alerts.evaluate().len();
+        assert_eq!(notified, 1);
+    });
+    assert_eq!(t.pager.notifications().len(), 1);
+}
+
+/// The clock jumping to the end of its range: a pending rule fires on the next evaluation,
+/// timed from when its condition was first seen, and a rule whose condition goes false there
+/// resolves once `keep_firing_for` (zero here) has passed; nothing overflows.
+#[test]
+fn pending_for_across_a_jump_to_the_end_of_time() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let id = t
+        .alerts
+        .add_rule(depth_rule().with_pending_for(3_600 * SECOND));
+    depth.set(500.0);
+    assert!(t.alerts.evaluate().is_empty());
+    t.clock.advance(Duration::MAX);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].active_since, Timestamp::ZERO);
+    assert_eq!(fired[0].at, Timestamp::from_nanos(u64::MAX));
+    assert!(t.alerts.evaluate().is_empty(), "notifies once");
+    depth.set(5.0);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+}

@@ -1,10 +1,11 @@
 //! `MetricsRegistry`: registration rules, handles, aggregation, the Prometheus text format line
 //! by line, and concurrent recording.
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use memocache::metrics::wiring::QueueMetrics;
 use memocache::{
     Aggregation, ManualClock, MetricError, MetricType, MetricsRegistry, Percentile, Tags,
 };
@@ -411,4 +412,60 @@ fn concurrent_recording_loses_nothing() {
     assert_eq!(h.count(), total);
     let expected_sum = THREADS as f64 * (PER_THREAD * (PER_THREAD - 1) / 2) as f64;
     assert_eq!(h.sum(), expected_sum);
+}
+
+/// Registrations racing on one name from several threads: exactly one type wins, and every
+/// other thread is told which (a `TypeConflict`), never a second family. A batch
+/// (`QueueMetrics::register`) racing a registration it collides with: exactly one of them
+/// succeeds, a failed batch leaves none of its names behind, and a render running meanwhile
+/// sees the batch whole or not at all.
+#[test]
+fn racing_registrations_have_one_winner_and_a_batch_is_seen_whole_or_not_at_all() {
+    const LATENCY_COUNT: &str = "memocache_job_latency_seconds_count";
+    for round in 0..100 {
+        let (r, _clock) = registry();
+        let start = Barrier::new(4);
+        let (counter, gauge, batch, taken) = thread::scope(|s| {
+            let counter = s.spawn(|| {
+                start.wait();
+                r.counter("x", "", &[]).map(drop)
+            });
+            let gauge = s.spawn(|| {
+                start.wait();
+                r.gauge("x", "", &[("k", "v")]).map(drop)
+            });
+            let batch = s.spawn(|| {
+                start.wait();
+                QueueMetrics::register(&r).map(drop)
+            });
+            start.wait();
+            let taken = r.counter(LATENCY_COUNT, "", &[]).map(drop);
+            for _ in 0..20 {
+                let text = r.render_prometheus();
+                // The batch registers the latency summary last: its first family without its
+                // last one would be a batch seen half done.
+                let first = text.contains("# TYPE memocache_jobs gauge");
+                let last = text.contains("# TYPE memocache_job_latency_seconds summary");
+                assert_eq!(first, last, "round {round}: a batch seen half done");
+            }
+            let join = |h: thread::ScopedJoinHandle<'_, _>| h.join().unwrap();
+            (join(counter), join(gauge), join(batch), taken)
+        });
+        assert!(counter.is_ok() != gauge.is_ok(), "round {round}");
+        let winner = r.metric_type("x").unwrap();
+        let loser = counter.err().or(gauge.err()).unwrap();
+        assert!(
+            matches!(loser, MetricError::TypeConflict { registered, .. } if registered == winner),
+            "round {round}: {loser}"
+        );
+        assert!(batch.is_ok() != taken.is_ok(), "round {round}");
+        if batch.is_ok() {
+            assert!(matches!(taken, Err(MetricError::NameCollision { .. })));
+            assert_eq!(r.metric_type(LATENCY_COUNT), None);
+        } else {
+            assert!(matches!(batch, Err(MetricError::NameCollision { .. })));
+            assert_eq!(r.metric_type("memocache_jobs_submitted_total"), None);
+            assert_eq!(r.metric_type(LATENCY_COUNT), Some(MetricType::Counter));
+        }
+    }
 }
