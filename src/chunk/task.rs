@@ -329,7 +329,9 @@ impl ProcessingTask {
             return 1.0;
         }
         let position = if self.status == TaskStatus::Completed {
-            self.index + 1
+            // Saturating: the index comes from the caller's `ChunkInfo`, and `usize::MAX + 1`
+            // panicked (debug) or wrapped to a progress of 0 (release).
+            self.index.saturating_add(1)
         } else {
             self.index
         };
@@ -485,6 +487,18 @@ mod tests {
         );
         assert_eq!(t.into_result(), Some(ChunkResult::from_text("ok")));
         assert_eq!(task(0, 1).into_result(), None, "not completed");
+    }
+
+    /// Bug: a completed task's position was `index + 1` in `usize`, which overflowed for the
+    /// largest index a caller can give ([`ChunkInfo::index`] is public): a panic in a debug
+    /// build, and in a release build a wrap to 0, a progress of 0 for a finished chunk.
+    #[test]
+    fn progress_of_a_completed_task_at_the_largest_index_does_not_overflow() {
+        let mut t = task(usize::MAX, usize::MAX);
+        assert_eq!(t.get_progress(), 1.0);
+        t.start(T).unwrap();
+        t.complete(ChunkResult::default(), T).unwrap();
+        assert_eq!(t.get_progress(), 1.0);
     }
 
     #[test]
