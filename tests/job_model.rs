@@ -223,6 +223,45 @@ fn value_objects() {
         JobPriority::try_from(u8::MAX),
         Err(InvalidPriority(u8::MAX))
     );
+    // Nothing is trimmed or half-accepted: surrounding whitespace, a trailing newline (a line
+    // read from a file), an unbalanced or misplaced brace, a braced URN.
+    for bad in [
+        format!(" {text}"),
+        format!("{text}\n"),
+        format!("{{{text}"),
+        format!("{text}}}"),
+        format!("urn:uuid:{{{text}}}"),
+    ] {
+        let err = bad.parse::<JobId>().expect_err("not a UUID spelling");
+        assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+    }
+}
+
+/// Full jitter at the largest attempt number, for every backoff: never above the seed's delay
+/// (itself capped), never a panic, also with a cap too long for nanoseconds in a `u64`.
+#[test]
+fn jitter_at_the_largest_attempt_stays_within_the_delay() {
+    use memocache::{Backoff, RetryConfig};
+    use std::time::Duration;
+    let ms = Duration::from_millis(1);
+    for backoff in [Backoff::Exponential, Backoff::Linear, Backoff::Fixed] {
+        for max in [Duration::from_secs(60), Duration::MAX] {
+            let retry = RetryConfig::new(3, backoff, ms, max)
+                .expect("valid")
+                .with_full_jitter(true);
+            let delay = retry.calculate_delay(u32::MAX);
+            let want = match backoff {
+                Backoff::Exponential => max,
+                Backoff::Linear => (ms * u32::MAX + ms).min(max),
+                Backoff::Fixed => ms,
+            };
+            assert_eq!(delay, want, "{backoff:?} up to {max:?}");
+            for _ in 0..50 {
+                let waited = retry.retry_delay(u32::MAX);
+                assert!(waited <= delay, "{backoff:?}: {waited:?} > {delay:?}");
+            }
+        }
+    }
 }
 
 #[test]
