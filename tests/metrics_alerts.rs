@@ -385,6 +385,63 @@ fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
     assert_eq!(log.notifications().len(), 1);
 }
 
+/// Counts calls and panics in every one: a host's notifier with a bug.
+struct Panicking(Arc<AtomicUsize>);
+
+impl Notifier for Panicking {
+    fn notify(&self, _: &Notification) -> Result<(), NotifyError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        panic!("pager client bug");
+    }
+}
+
+/// Bug: a notifier that panicked unwound straight out of `evaluate`, after the rule had
+/// already moved to firing: the rule's later channels never heard of it (and never would: a
+/// firing rule notifies once), and the rules after it were not evaluated. As with the
+/// crate's other host callbacks (`src/callback.rs`), every channel of every rule is served
+/// now, and then the first panic goes on.
+#[test]
+fn a_panicking_notifier_neither_silences_the_other_channels_nor_skips_rules() {
+    let mut t = setup();
+    let calls = Arc::new(AtomicUsize::new(0));
+    t.alerts
+        .add_channel("buggy", Arc::new(Panicking(calls.clone())));
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let first = t.alerts.add_rule(
+        AlertRule::new(
+            "first",
+            "queue_depth",
+            Threshold::greater_than(100.0).unwrap(),
+            Severity::Critical,
+            60 * SECOND,
+        )
+        .with_aggregation(Aggregation::Last)
+        .with_channel("buggy")
+        .with_channel("pager"),
+    );
+    // Channels "pager", then "buggy".
+    let second = t.alerts.add_rule(depth_rule().with_channel("buggy"));
+    depth.set(500.0);
+    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
+    let payload = evaluated.expect_err("the notifier's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"pager client bug"));
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        2,
+        "both rules reached the buggy channel"
+    );
+    let paged: Vec<_> = t.pager.notifications().iter().map(|n| n.rule_id).collect();
+    assert_eq!(paged, [first, second], "the pager heard of both firings");
+    for id in [first, second] {
+        assert!(matches!(
+            t.alerts.state(id),
+            Some(AlertState::Firing { .. })
+        ));
+    }
+    // Firing notifies once: nothing more is sent, and nothing panics.
+    assert!(t.alerts.evaluate().is_empty());
+}
+
 /// The events logged on the thread it is the default subscriber of: level, message and the
 /// fields as `name=value`.
 #[derive(Clone, Default)]

@@ -33,7 +33,11 @@
 //! A rule names its channels; the evaluator maps channel names to [`Notifier`]s. Every
 //! transition to firing and to resolved produces one [`Notification`], delivered to each of the
 //! rule's channels and returned from `evaluate`. A failing or unknown channel is logged through
-//! `tracing` and does not stop delivery to the others or the evaluation of other rules.
+//! `tracing` and does not stop delivery to the others or the evaluation of other rules. Nor
+//! does a notifier that panics: a notifier is the host's code, so as with the crate's other
+//! callbacks every rule is evaluated and every channel served, and then `evaluate` re-raises
+//! the first panic. Let out at once, it skipped the rule's later channels for good (the rule
+//! had already moved to firing, which notifies once) and the rules after it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,6 +48,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::{MetricsRegistry, Percentile, Severity, Tags, Threshold};
+use crate::callback::FirstPanic;
 use crate::time::Timestamp;
 
 /// Identity of an [`AlertRule`] (a random UUID, as in the seed).
@@ -482,9 +487,15 @@ impl AlertEvaluator {
 
     /// Evaluates every rule once at the registry clock's current time, delivers the
     /// notifications of the rules that fired or resolved, and returns them.
+    ///
+    /// # Panics
+    ///
+    /// Re-raises the first panic of a [`Notifier`], once every rule is evaluated and every
+    /// notification delivered (see the [module docs](self)).
     pub fn evaluate(&mut self) -> Vec<Notification> {
         let now = self.registry.clock().now();
         let mut sent = Vec::new();
+        let mut panics = FirstPanic::default();
         for (rule, state) in &mut self.rules {
             let value = if rule.is_enabled() {
                 self.registry.aggregate(
@@ -518,9 +529,10 @@ impl AlertEvaluator {
                 active_since,
                 at: now,
             };
-            deliver(&self.channels, rule, &notification);
+            deliver(&self.channels, rule, &notification, &mut panics);
             sent.push(notification);
         }
+        panics.resume();
         sent
     }
 }
@@ -588,18 +600,21 @@ fn step(
     }
 }
 
+/// Sends `notification` to each of the rule's channels; a notifier's panic is kept in
+/// `panics` and the next channel is served.
 fn deliver(
     channels: &HashMap<String, Arc<dyn Notifier>>,
     rule: &AlertRule,
     notification: &Notification,
+    panics: &mut FirstPanic,
 ) {
     for channel in rule.notification_channels() {
         match channels.get(channel) {
-            Some(notifier) => {
+            Some(notifier) => panics.catch(|| {
                 if let Err(error) = notifier.notify(notification) {
                     tracing::warn!(%channel, rule = %rule.name(), %error, "alert notification failed");
                 }
-            }
+            }),
             None => {
                 tracing::warn!(%channel, rule = %rule.name(), "alert names an unknown channel");
             }
