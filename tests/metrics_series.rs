@@ -100,10 +100,15 @@ fn empty_windows_give_zero_as_the_seed() {
 /// `x + 0.0` once there are two values or more: a window whose largest value is −0.0 gave
 /// −0.0 where numpy gives +0.0 (the `[-0.0, -0.0]`, `[-0.0; 3]`, `[-1.0, -0.0]` and
 /// `[-0.0 × 5, -3.0]` rows below). One sample keeps its sign, in numpy as here.
+///
+/// Windows mixing +0.0 and −0.0 are left out: numpy's partition takes them as equal and leaves
+/// them in an order of its own, so the sign of a zero result there is an artefact of numpy's
+/// selection algorithm (13 of 300 such cases with up to five values differ in sign only).
 #[test]
 fn one_sample_equal_values_and_signed_zeros_match_numpy_bit_for_bit() {
-    let neg_zeros_and_three = [-0.0, -0.0, -0.0, -0.0, -0.0, -3.0];
-    let cases: [(&[f64], &[(f64, f64)]); 7] = [
+    /// The window's values, then pairs of a percentile and numpy's result.
+    type Case = (&'static [f64], &'static [(f64, f64)]);
+    let cases: [Case; 7] = [
         (&[7.25], &[(0.0, 7.25), (50.0, 7.25), (100.0, 7.25)]),
         (&[5.0; 4], &[(0.0, 5.0), (37.5, 5.0), (100.0, 5.0)]),
         (&[-0.0], &[(0.0, -0.0), (50.0, -0.0), (100.0, -0.0)]),
@@ -117,7 +122,7 @@ fn one_sample_equal_values_and_signed_zeros_match_numpy_bit_for_bit() {
         ),
         (&[-1.0, -0.0], &[(0.0, -1.0), (50.0, -0.5), (100.0, 0.0)]),
         (
-            &neg_zeros_and_three,
+            &[-0.0, -0.0, -0.0, -0.0, -0.0, -3.0],
             &[(0.0, -3.0), (50.0, -0.0), (99.9, -0.0), (100.0, 0.0)],
         ),
     ];
