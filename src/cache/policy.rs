@@ -32,7 +32,9 @@
 //! While a shard is filling (it has never had to evict), new entries go straight to *main*
 //! as long as main is under 95 % of the shard's share of the budget, as quick_cache does. On a
 //! loop or scan larger than the cache this keeps a fixed set resident instead of cycling
-//! everything through *small*: LRU and plain S3-FIFO score 0 % on such traces.
+//! everything through *small*: LRU and plain S3-FIFO score 0 % on such traces. (In shards of
+//! up to 128 entries a long scan at the start is hedged the other way, and *main* refilled
+//! like this if the scan turns out to loop: see *Hedging a scan's start in tiny shards*.)
 //!
 //! # Adapting the split (ARC's rule)
 //!
@@ -502,6 +504,8 @@
 //! (8.35 and 9.14 % at the end). On `zigzag` at 10 % likewise: 0.02 and 0.38 % after 3,000
 //! requests (the first turn), 9.07 and 9.47 % at the end. Until that first turn the trace
 //! looks like a scan, for which keeping the filling phase's keys in *main* is the point.
+//! (Session 18 hedged that scan instead, in shards of up to 128 entries: see *Hedging a
+//! scan's start in tiny shards*; `backf` 8.33 → 9.04 %.)
 //!
 //! Variants (100 replays a row over the same 31 rows, against −7.30, unless said):
 //!
@@ -744,6 +748,93 @@
 //! resident keys in shards of 6,250, three hash seeds each: `get` less `peek`, 44.5 → 56.2
 //! instructions a get), twice what a hit may grow by.
 //!
+//! # Hedging a scan's start in tiny shards
+//!
+//! `backf` (75 entries) scans 750 keys, turns, scans them back down, and does so six times:
+//! LRU's 9.17 % (OPT's too) is the last 75 keys of each scan, hit at each turn. The policy
+//! scored 8.33 %, and the whole gap was the first turn: the filling phase had put the first
+//! 71 keys on *main*, *small* (5 %) held the newest 3 or 4, and the keys the turn came back
+//! to were in the ghost, not the cache (see *Faster growth of small*; from the second turn
+//! on ARC's rule has *small* at 98 % and the policy gains what LRU does). Before the turn
+//! the trace is a scan, and a scan that loops (`loop`, `scan`, much of `cs` and `gli`)
+//! comes back to the *oldest* keys, which is what the filling phase keeps; one that turns
+//! comes back to the newest. No rule can tell the two apart before the scan's end, so the
+//! policy hedges, and lets the first sign after it settle which way.
+//!
+//! In a shard of up to [`HEDGE_UP_TO`] (128) entries that has become full, while nothing has
+//! been hit (no victim of *small* had a hit, no second chance in *main*, no ghost hit),
+//! [`HEDGE_AFTER`] × `entries` victims dropped unhit from *small* in a row raise *small*'s
+//! share to [`HEDGE_SHARE`] (90 %): *main* gives up most of the filling phase's keys and
+//! *small* holds the newest keys of the scan ([`S3Fifo::watch_scan`]). Then:
+//!
+//! * **It turns** (`backf`, `zigzag`): the first ghost hit is of a key *small* dropped. The
+//!   hedge was right; the share stays where it is, for ARC's rule to move from there.
+//! * **It loops**: [`LOOP_EVIDENCE`] (16) misses in a row of keys the sketch had seen before
+//!   — a loop's returning keys, which are long gone from the ghost; the estimate comes from
+//!   the miss's own sketch update, so the test costs no lookup — or a ghost hit of a key
+//!   *main* dropped, or a second chance in *main*. The hedge was wrong: *small* gets its
+//!   starting share back, and new keys go straight to *main* while it has room, as in the
+//!   filling phase, so that one round of the loop later *main* holds as many of its keys as
+//!   without the hedge ([`S3Fifo::watch_loop`], [`S3Fifo::scout_evidence`]).
+//!
+//! Any hit before the scan is long enough ends the watching, so a frequency-skewed trace
+//! (`cpp`, `multi*`, `ps`, `sprite`), whose first hits come within a few requests of the
+//! shard filling, should never be hedged; those rows moved by no more than noise. A loop
+//! pays for the hedge with most of one round's hits, a turn gains most of one turn's: on
+//! `backf` (12 turns) that is 0.7 points, on `loop` (500 rounds) and `scan` (25) at most
+//! 0.01. Larger shards are left alone (below).
+//!
+//! Measured with memocache alone against the best peer of the README's table, 400 replays a
+//! row (100 for `loop`), the 15 rows whose caches have at most 128 entries, the only ones the
+//! change can reach (every larger cache of the table has one shard of more than 128 entries,
+//! or shards of at least 1,024), before → after, hit ratio in percent: `backf` 8.34 → 9.05
+//! (−0.83 → −0.12 against LRU; its worst replay 7.69 → 8.38); `multi1` at 1 % 17.56 → 17.60,
+//! `cpp` at 1 % 14.43 → 14.45, `ps` at 1 % 15.18 → 15.19; lost: `scan` at 1 % 0.90 → 0.89,
+//! `multi2` at 1 % 22.14 → 22.13, `cpp` at 10 % 80.78 → 80.77, `loop` at 10 % 9.61 → 9.60;
+//! `2_pools`, `cs`, `gli`, `multi3`, `sprite` and `zigzag` at 1 % and `loop` at 1 % unchanged.
+//! The sum of the shortfalls of these 15 rows −3.28 → −2.55, rows more than 0.5 below 3 → 2
+//! (`backf` left the list; `cpp` and `multi2` at 1 % stay). Over the 31 rows of the traces
+//! of up to 200,000 requests and `loop` (200 replays a row, 100 for `loop`): the sum of the
+//! shortfalls −4.75 → −4.03; no row of more than 128 entries moved by more than 0.03 (they
+//! decide as before; what moves is the replays' hash seeds).
+//!
+//! An evicting insert costs about what it did (callgrind, a loop of fresh keys into a full
+//! cache, instructions in `Inner::insert` per insert from the difference of 400,000 and
+//! 200,000 inserts, one hash seed a run): 1,164–1,165 → 1,170–1,172 at 50,000 entries (three
+//! runs before, three after; shards of 6,250 never watch or hedge, and only check that they
+//! do not); 1,334 → 1,336–1,337 at 100 entries and 1,348 → 1,351 at 20 (one or two runs
+//! each): there the fresh keys are a scan, hedged, and the sketch soon ends the hedge as a
+//! loop's (next paragraph).
+//!
+//! The sketch limits the hedge to scans of about a thousand keys. A shard of under 256
+//! entries has the minimum sketch of 2,048 counters; as a scan's new keys fill it, more and
+//! more of them look seen before, and 16 in a row end the hedge as a loop's. In the module's
+//! test simulation, fresh keys into a shard of 100 start the hedge at the 297th key and end
+//! it at the 1,399th. So `zigzag` at 1 % (scans of 2,001 keys, 20 entries) is not helped
+//! (0.86 % before and after), and neither were larger shards (the last variant below).
+//!
+//! Variants (memocache alone; 100 replays a row unless said):
+//!
+//! * **The hedge from the first eviction, never undone** (*small*'s share 30, 50 or 75 % once
+//!   the shard is full, no watching and no refill): `backf` 8.52, 8.73 and 8.92 %, but `cpp`
+//!   at 1 % 14.40, 14.02 and 13.21 %, `multi1` at 1 % 17.32, 17.14 and 16.43 %, `scan` at 1 %
+//!   0.86, 0.69 and 0.45 %, `gli` at 1 % 1.99, 1.77 and 1.49 %. Frequency-skewed traces lose
+//!   the filling phase's hot keys; a loop never gets *main* back.
+//! * **Other shares during the hedge**, with the watching and the refill as kept: 50, 75 and
+//!   99 %: `backf` 8.72, 8.95 and 9.08 % (9.04 at 90 %), no other row of up to 128 entries
+//!   moved by more than 0.05. At 99 % (200 replays, 32 misses of evidence) `backf` 9.11 %,
+//!   but `scan` at 1 % 0.87 % and `zigzag` at 1 % a worst replay of 0.48 % (0.84 % as kept):
+//!   90 % keeps *main* a few keys to hit in the loop's second round.
+//! * **32 or 64 misses of evidence for a loop** (200 replays, the rows of `backf`, `cs`,
+//!   `gli`, `loop`, `scan` and `zigzag` of up to 101 entries): `backf` 9.06 and 9.03 %, but
+//!   `zigzag` at 1 % had worst replays of 0.32 and 0.66 % (0.84 % with 16), and `loop` at
+//!   10 % (20 replays) 9.51 and 9.57 % (9.66 % with 16).
+//! * **Up to 255 or 1,024 entries** (hedge at 90 %, 16 misses): `zigzag` at 10 % (200
+//!   entries) fell from 9.09 to 9.04 and 9.03 % (worst replay 8.13 and 7.77 %, against 8.84).
+//!   Presumably the sketch: `zigzag`'s 2,001 keys fill a minimum sketch of 2,048 counters,
+//!   nearly every new key then looks seen before, and the hedge ends as a loop's before the
+//!   turn. No other row moved by more than 0.11 (`ps` at 10 %, 308 entries, +0.11 at 1,024).
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
@@ -848,6 +939,21 @@ const UNGATED_GHOST: std::ops::RangeInclusive<usize> = 101..=255;
 
 /// Shards of this many entries get a ghost of half the usual size (see [`ghost_slots`]).
 const SHORT_GHOST: std::ops::RangeInclusive<usize> = 129..=1024;
+
+/// In shards of up to this many entries a long scan at the start of a trace raises `small`'s
+/// share to [`HEDGE_SHARE`] until the trace shows whether it turns back or loops (see
+/// [`S3Fifo::watch_scan`]).
+const HEDGE_UP_TO: usize = 128;
+
+/// The scan that starts the hedge: this many times the shard's entries of victims `small`
+/// dropped unhit in a row, with nothing hit since the shard became full.
+const HEDGE_AFTER: u64 = 2;
+
+/// `small`'s share during the hedge: 90 %.
+const HEDGE_SHARE: u32 = SHARE_ONE / 10 * 9;
+
+/// Misses in a row of keys the sketch had seen before that end a hedge as a loop's.
+const LOOP_EVIDENCE: u32 = 16;
 
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
@@ -1035,14 +1141,16 @@ impl Sketch {
         })
     }
 
-    fn increment(&mut self, hash: u64) {
+    /// Counts `hash` once more, and returns its estimate from before: how often the sketch
+    /// had seen it (which the hedge of *Hedging a scan's start* reads on a miss, for free).
+    fn increment(&mut self, hash: u64) -> u8 {
         let Some((index, shifts)) = self.slots(hash) else {
-            return;
+            return 0;
         };
         let word = &mut self.words[index];
         let min = shifts.iter().map(|&s| (*word >> s) & 15).min().unwrap_or(0);
         if min == 15 {
-            return;
+            return 15;
         }
         // Conservative update: only the smallest counters grow, which keeps the estimates of
         // keys sharing counters closer to the truth.
@@ -1058,6 +1166,8 @@ impl Sketch {
                 *word = (*word >> 1) & 0x7777_7777_7777_7777;
             }
         }
+        // At most 14 here: it was under 15.
+        min as u8
     }
 
     fn clear(&mut self) {
@@ -1105,6 +1215,28 @@ pub(super) struct S3Fifo {
     /// One more than the most entries [`S3Fifo::fit`] has sized the ghost and the sketch for
     /// (0 before the first sizing).
     fit_from: usize,
+    /// How far a shard of up to [`HEDGE_UP_TO`] entries is in telling a scan's start from a
+    /// loop's (see *Hedging a scan's start*).
+    scout: Scout,
+    /// Victims `small` dropped unhit in a row since the shard became full, while watching.
+    scan_run: u32,
+    /// Misses in a row of keys the sketch had seen before, while hedging.
+    seen_run: u32,
+    /// New keys go to `main` while it has room, as in the filling phase: set when a hedge
+    /// turns out to be a loop's, cleared when `main` is full again.
+    refilling: bool,
+}
+
+/// The stages of [`S3Fifo`]'s hedge of a scan's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scout {
+    /// Not hedging, nor watching for a reason to.
+    Off,
+    /// Full, and nothing has been hit yet: every victim `small` dropped so far was unhit.
+    Watching,
+    /// A long scan was seen and `small` was raised to [`HEDGE_SHARE`]; waiting to learn
+    /// whether the scan turns (a ghost hit of `small`'s) or loops (keys seen before return).
+    Hedging,
 }
 
 impl S3Fifo {
@@ -1131,6 +1263,10 @@ impl S3Fifo {
             recent_hits_small: 0,
             recent_hits_main: 0,
             fit_from: 0,
+            scout: Scout::Off,
+            scan_run: 0,
+            seen_run: 0,
+            refilling: false,
         }
     }
 
@@ -1139,8 +1275,9 @@ impl S3Fifo {
     // Inlined into `Shard::insert`: see `evict`.
     #[inline]
     pub(super) fn admission_queue(&mut self, slab: &impl Slab, hash: u64, charge: u64) -> Queue {
-        self.sketch.increment(hash);
+        let seen = self.sketch.increment(hash);
         if let Some(hit) = self.ghost_take(hash) {
+            self.scout_evidence(hit.from_main);
             self.count_ghost_hit(hit.from_main);
             if hit.newest || self.older_ghost_hits_count() {
                 self.adapt(hit.from_main);
@@ -1151,14 +1288,18 @@ impl S3Fifo {
                 Queue::Small
             };
         }
+        if self.scout == Scout::Hedging {
+            self.watch_loop(seen);
+        }
+        // A full shard that is not refilling (nearly every miss) skips the arithmetic.
+        if self.full && !self.refilling {
+            return Queue::Small;
+        }
         let room = (self.main.bytes + charge) * 100
             <= self.share_bytes.saturating_mul(FILL_PERCENT)
             && (self.main.len as u64 + 1) * 100 <= self.share_entries.saturating_mul(FILL_PERCENT);
-        if !self.full && room {
-            Queue::Main
-        } else {
-            Queue::Small
-        }
+        self.refilling &= room;
+        if room { Queue::Main } else { Queue::Small }
     }
 
     /// ARC's rule on a ghost hit: a key `small` dropped too early asks for a larger `small`, a
@@ -1187,6 +1328,49 @@ impl S3Fifo {
         };
         // Clamped to SHARE_MAX above.
         self.share = u32::try_from(share).unwrap_or(SHARE_MAX);
+    }
+
+    /// While watching a full shard of up to [`HEDGE_UP_TO`] entries in which nothing has been
+    /// hit: counts a victim `small` dropped unhit, and after [`HEDGE_AFTER`] × `entries` of
+    /// them in a row raises `small`'s share to [`HEDGE_SHARE`]. The trace so far is a scan;
+    /// if it turns back (`backf`) the keys it returns to are the newest, which only `small`
+    /// holds; if it loops, the oldest, which `main` kept from the filling phase and which
+    /// [`S3Fifo::watch_loop`] lets `main` take back. See *Hedging a scan's start*.
+    #[inline(never)]
+    fn watch_scan(&mut self) {
+        self.scan_run += 1;
+        if u64::from(self.scan_run) >= HEDGE_AFTER * self.queued() as u64 {
+            self.scout = Scout::Hedging;
+            self.share = self.share.max(HEDGE_SHARE);
+        }
+    }
+
+    /// While hedging, a miss of a key the sketch had `seen` before: after [`LOOP_EVIDENCE`]
+    /// of them in a row (one can be a collision in the sketch, that many hardly) the scan is
+    /// a loop's, and the hedge ends in its favour.
+    fn watch_loop(&mut self, seen: u8) {
+        if seen == 0 {
+            self.seen_run = 0;
+            return;
+        }
+        self.seen_run += 1;
+        if self.seen_run >= LOOP_EVIDENCE {
+            self.scout_evidence(true);
+        }
+    }
+
+    /// The first sign of what the trace is, while watching or hedging: `looping` is a key
+    /// `main` dropped coming back, a second chance in `main`, or a loop's returning keys (see
+    /// [`S3Fifo::watch_loop`]); a ghost hit of a key `small` dropped is not. Watching ends
+    /// either way. A hedge that was wrong, a loop's, gives `small` its starting share back
+    /// and lets new keys refill `main` as in the filling phase; a hedge that was right, a
+    /// scan turning back, is left to ARC's rule from the share it has.
+    fn scout_evidence(&mut self, looping: bool) {
+        if self.scout == Scout::Hedging && looping {
+            self.share = SHARE_START;
+            self.refilling = true;
+        }
+        self.scout = Scout::Off;
     }
 
     fn count_ghost_hit(&mut self, from_main: bool) {
@@ -1355,6 +1539,9 @@ impl S3Fifo {
     // insert cost 20–50 instructions more (callgrind) for the same work.
     #[inline]
     pub(super) fn evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
+        if !self.full && self.queued() <= HEDGE_UP_TO {
+            self.scout = Scout::Watching;
+        }
         self.full = true;
         loop {
             let total = self.small.bytes + self.main.bytes;
@@ -1370,7 +1557,12 @@ impl S3Fifo {
                 let hash = slab.hash(slot);
                 // The hits it had in `small` were not counted when they happened (a hit
                 // only bumps the entry's counter); the sketch learns of them now.
-                (0..freq).for_each(|_| self.sketch.increment(hash));
+                for _ in 0..freq {
+                    self.sketch.increment(hash);
+                }
+                if freq > 0 && self.scout == Scout::Watching {
+                    self.scout = Scout::Off;
+                }
                 if freq >= PROMOTE_AT || self.outscores_mains_tail(slab, hash) {
                     let links = slab.links_mut(slot);
                     links.queue = Queue::Main;
@@ -1380,6 +1572,9 @@ impl S3Fifo {
                 }
                 self.ghost_put(hash, false);
                 self.dropped_unhit();
+                if self.scout == Scout::Watching {
+                    self.watch_scan();
+                }
                 return Some((slot, hash));
             }
             let mut slot = self.main.tail;
@@ -1395,6 +1590,7 @@ impl S3Fifo {
                 *freq -= 1;
                 // One recorded hit is spent on this second chance: the sketch counts it.
                 self.sketch.increment(slab.hash(slot));
+                self.scout_evidence(true);
                 self.push(slab, slot);
                 continue;
             }
@@ -1557,6 +1753,10 @@ impl S3Fifo {
         self.unhit_drops = 0;
         self.recent_hits_small = 0;
         self.recent_hits_main = 0;
+        self.scout = Scout::Off;
+        self.scan_run = 0;
+        self.seen_run = 0;
+        self.refilling = false;
     }
 
     fn list(&mut self, queue: Queue) -> &mut List {
@@ -1725,7 +1925,11 @@ mod tests {
         for _ in 0..5 {
             sketch.increment(a);
         }
-        sketch.increment(b);
+        assert_eq!(
+            sketch.increment(b),
+            0,
+            "an increment returns the estimate before it"
+        );
         assert_eq!(sketch.estimate(a), 5);
         assert_eq!(sketch.estimate(b), 1);
         assert_eq!(sketch.estimate(0x4242_4242_4242_4242), 0);
@@ -1733,6 +1937,7 @@ mod tests {
             sketch.increment(a);
         }
         assert_eq!(sketch.estimate(a), 15, "4-bit counters saturate");
+        assert_eq!(sketch.increment(a), 15);
         // Other keys fill the sample period (increments of saturated counters do not count):
         // then every counter is halved once.
         let mut i = 0u64;
@@ -1887,6 +2092,8 @@ mod tests {
     #[test]
     fn victims_that_never_come_back_shrink_small() {
         let mut sim = Sim::past_filling(100);
+        // Not hedging this scan: see `tiny_shard_hedges_a_long_scan_for_a_turn…`.
+        sim.policy.scout = Scout::Off;
         // One-off keys: `small` drops each unhit, and every 512th drop shrinks it by an entry.
         let start = sim.policy.share;
         let mut key = 1_000;
@@ -2151,6 +2358,8 @@ mod tests {
         // while `small` grows.
         let small_after = |capacity: usize, entries: f64, misses: u64| {
             let mut sim = Sim::past_filling(capacity);
+            // New keys alone would be a scan to hedge (see `tiny_shard_hedges_a_long_scan…`).
+            sim.policy.scout = Scout::Off;
             sim.policy.share = (f64::from(SHARE_ONE) * entries / capacity as f64) as u32;
             // No ghost hits (fresh keys) and too few unhit drops to shrink the share.
             for key in 0..misses {
@@ -2253,7 +2462,7 @@ mod tests {
             // (not again, but hit since it came in: CLOCK would give it a second chance).
             for key in (0..on_main).filter(|&key| key != 3) {
                 let times = if key == 7 { 1 } else { 4 };
-                (0..times).for_each(|_| sim.policy.sketch.increment(Sim::hash(key)));
+                (0..times).for_each(|_| _ = sim.policy.sketch.increment(Sim::hash(key)));
             }
             sim.slab.links(slot_of(&sim, 3)).hit();
             sim.policy.share = SHARE_ONE / 2;
@@ -2268,5 +2477,51 @@ mod tests {
         assert_eq!(victim(64), 7);
         // Larger shards: CLOCK's victim, the unhit tail.
         assert_eq!(victim(65), 0);
+    }
+
+    #[test]
+    fn tiny_shard_hedges_a_long_scan_for_a_turn_and_gives_a_loop_main_back() {
+        // A scan of 750 keys that turns back (`backf`): the keys it returns to first are the
+        // newest, 749, 748, …, which an LRU of 75 holds. With `small` at its starting 5 % the
+        // shard held 4 of them (the filling phase's keys, on `main`, come back last); hedged
+        // at 90 %, about 67.
+        let mut sim = Sim::new(75);
+        (0..750).for_each(|key| _ = sim.access(key));
+        assert_eq!(sim.policy.scout, Scout::Hedging);
+        let turn = (675..750).rev().filter(|&key| sim.access(key)).count();
+        assert!(turn >= 60, "{turn} of the turn's 75 requests hit");
+        assert_eq!(
+            sim.policy.scout,
+            Scout::Off,
+            "a ghost hit of `small`'s ends the hedge"
+        );
+        assert!(
+            sim.policy.share >= HEDGE_SHARE,
+            "and leaves the share to ARC's rule"
+        );
+        sim.check();
+
+        // A scan of the same length that loops (`loop`, `scan`): the keys it returns to are
+        // the oldest, which the filling phase put on `main`, and the hedge took most of them.
+        // The returning keys, seen before, end it in the loop's favour, and new keys refill
+        // `main`: from the third round on it keeps nearly the whole shard, as without a hedge.
+        let mut sim = Sim::new(75);
+        let mut hits = [0; 4];
+        for round in &mut hits {
+            for key in 0..1_011 {
+                *round += u32::from(sim.access(key));
+            }
+        }
+        assert_eq!(sim.policy.scout, Scout::Off);
+        // Back at the start, less what the rounds' unhit drops have shrunk it by since.
+        assert!(sim.policy.share <= SHARE_START);
+        assert!(hits[2] >= 65 && hits[3] >= 65, "hits a round: {hits:?}");
+        sim.check();
+
+        // A shard past the hedge's bound never hedges.
+        let mut sim = Sim::new(HEDGE_UP_TO + 1);
+        (0..2_000).for_each(|key| _ = sim.access(key));
+        assert_eq!(sim.policy.scout, Scout::Off);
+        assert!(sim.policy.share <= SHARE_START);
     }
 }
