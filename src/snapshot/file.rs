@@ -24,6 +24,8 @@
 //! **Symbolic links.** A target that is a symbolic link to an existing file is replaced
 //! where the link leads (the temporary file is made in that file's directory), and the link
 //! stays: the load read through it. A dangling link is replaced like any missing file.
+//! A target that exists but is not a regular file (a directory, FIFO, socket or device) is
+//! refused before anything is written: renaming over it would replace the node itself.
 //!
 //! **The directory sync.** Once the rename happened the new file is in place, complete;
 //! a failed directory fsync after it only means the rename may not survive a power cut (the
@@ -207,10 +209,29 @@ pub(super) fn replace_atomically<T>(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_error("reading the permissions of", path, e)),
     };
+    // Only a regular file is replaced. The rename replaces whatever node holds the name, so a
+    // save to a FIFO, a socket or a device (`/dev/null`, `/dev/full`, `/dev/stdout`) put a
+    // regular file in its place and reported success: the process reading the FIFO waited
+    // forever, and a root process destroyed the device node (the whole snapshot went to
+    // a file named `/dev/full`). A directory was refused only by the rename, after the
+    // whole snapshot had been written. Both are refused here, before anything is written.
+    if let Some(old) = old_metadata.as_ref().filter(|old| !old.is_file()) {
+        let what = if old.is_dir() {
+            "it is a directory"
+        } else {
+            "it is not a regular file (a FIFO, socket or device); a save replaces a regular \
+             file by renaming a new one over it, which would put a file in that node's place"
+        };
+        return Err(io_error(
+            "saving a snapshot to",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, what),
+        ));
+    }
     // Before this save's own file takes space: a crashed save's leftover may be as large.
     remove_stale_temps(dir, name);
     #[cfg(target_os = "linux")]
-    if old_metadata.as_ref().is_some_and(|old| old.is_file()) {
+    if old_metadata.is_some() {
         drop_cached_pages(path);
     }
     // Unique per process and call, so concurrent saves to one path never share a temp file.

@@ -37,8 +37,10 @@
 //!   old one's permission bits and, where the saver may give them (root may; others only
 //!   a group they belong to), its owner and group (unix); it is never an error if not. A
 //!   path that is a symbolic link is saved through it: the linked file is replaced and the
-//!   link stays. If only the final directory fsync fails, the new
-//!   file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
+//!   link stays. Only a regular file is replaced: a directory, FIFO, socket or device at
+//!   the path (or where its link leads) is refused before anything is written, since the
+//!   rename would put a regular file in that node's place. If only the final directory
+//!   fsync fails, the new file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
 //!   report), not an error that claims nothing changed. Each save first removes the
 //!   temporary files that crashed saves to the same target left, never one a live save
 //!   holds (savers lock their temporary file). Before writing, a save drops the old file's

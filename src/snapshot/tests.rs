@@ -112,6 +112,57 @@ fn a_save_into_a_missing_directory_is_a_clean_error() {
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 
+/// Bug: a save renamed its temporary file over whatever held the name. A FIFO (or, for a
+/// root process, a device such as `/dev/full`) was replaced by a regular file and the save
+/// reported success; a directory was refused only by the rename, after the whole snapshot
+/// had been written. Now anything but a regular file is refused before a byte is written,
+/// and the node is left as it was (a link to a FIFO too: the save follows links).
+#[cfg(unix)]
+#[test]
+fn a_save_refuses_a_target_that_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().expect("creates a temp dir");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..10u32 {
+        let key = CacheKey::from_content(&i.to_le_bytes(), "t").expect("key");
+        cache.insert(key, vec![i as u8; 100]).expect("inserts");
+    }
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("runs mkfifo");
+    assert!(status.success());
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&fifo, &link).expect("links");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).expect("creates a directory");
+    std::fs::write(sub.join("inner"), b"kept").expect("writes");
+
+    for (target, named, why) in [
+        (&fifo, &fifo, "it is not a regular file"),
+        (&link, &fifo, "it is not a regular file"),
+        (&sub, &sub, "it is a directory"),
+    ] {
+        let err = cache.save_snapshot(target).expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("saving a snapshot to {}: {why}", named.display())),
+            "{message}"
+        );
+    }
+    let kind = |path: &Path| std::fs::symlink_metadata(path).expect("exists").file_type();
+    assert!(kind(&fifo).is_fifo(), "the FIFO is still a FIFO");
+    assert!(kind(&link).is_symlink(), "the link is still a link");
+    assert!(kind(&sub).is_dir());
+    assert_eq!(std::fs::read(sub.join("inner")).expect("reads"), b"kept");
+    assert_eq!(
+        files_in(dir.path()),
+        ["link", "pipe", "sub"],
+        "no temporary file"
+    );
+}
+
 #[test]
 fn a_prefix_longer_than_keys_allow_does_not_decode() {
     use serde::Serialize;
