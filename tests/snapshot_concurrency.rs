@@ -118,3 +118,80 @@ fn a_save_during_writes_holds_whole_values() {
     assert!(saved_entries > 0);
     assert!(cache.size_bytes() <= cache.max_bytes());
 }
+
+/// Two savers to one path and a loader of it, while writers insert, remove and now and then
+/// clear the whole cache: every save succeeds, every load finds a whole snapshot (the one
+/// either saver renamed into place last), each holds only whole values, and no temporary
+/// file is left. (The test above has one saver and no `clear`.)
+#[test]
+fn concurrent_saves_and_loads_of_one_path_during_clears_see_whole_snapshots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("shared.snap");
+    let cache = Cache::builder()
+        .max_bytes(512 * 1024)
+        .shards(8)
+        .build()
+        .expect("builds");
+    cache.save_snapshot(&path).expect("first save");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clears = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (cache, stop, clears) = (cache.clone(), Arc::clone(&stop), Arc::clone(&clears));
+            std::thread::spawn(move || {
+                let mut seq = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = (seq.wrapping_mul(2_654_435_761) ^ writer) % KEYS;
+                    match seq % 200 {
+                        0 => {
+                            cache.clear();
+                            clears.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n if n % 5 == 1 => drop(cache.remove(&key(k))),
+                        _ => cache.insert(key(k), value(k, writer, seq)).expect("fits"),
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+            })
+        })
+        .collect();
+    let index: HashMap<CacheKey, u32> = (0..KEYS).map(|k| (key(k), k)).collect();
+    let verify = |entries: &[memocache::snapshot::SnapshotEntry]| {
+        for entry in entries {
+            let k = index.get(&entry.key).expect("a key some writer used");
+            check(*k, &entry.value).unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..15 {
+                    let report = cache.save_snapshot(&path).expect("saves");
+                    assert!(report.entries <= u64::from(KEYS));
+                }
+            });
+        }
+        scope.spawn(|| {
+            for _ in 0..15 {
+                verify(&read_snapshot_file(&path).expect("a whole file").entries);
+                let restored = Cache::builder()
+                    .max_bytes(512 * 1024)
+                    .build()
+                    .expect("builds");
+                let report = restored.load_snapshot(&path).expect("loads a whole file");
+                assert_eq!(report.restored + report.left_out, report.entries);
+            }
+        });
+    });
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("writer finished");
+    }
+    assert!(clears.load(Ordering::Relaxed) > 0, "the writers cleared");
+    verify(&read_snapshot_file(&path).expect("a whole file").entries);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["shared.snap"], "no temporary file is left");
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use memocache::snapshot::{read_snapshot, read_snapshot_file};
-use memocache::{Cache, CacheError, CacheKey, ManualClock, Ttl};
+use memocache::{Cache, CacheError, CacheKey, Clock, ManualClock, Ttl};
 use proptest::prelude::*;
 
 fn key(i: u32) -> CacheKey {
@@ -509,5 +509,94 @@ proptest! {
         let report = restored.restore_snapshot(snapshot, SystemTime::UNIX_EPOCH);
         prop_assert_eq!(report.restored as usize, cache.len());
         prop_assert_eq!(restored.size_bytes(), cache.size_bytes());
+    }
+}
+
+/// Time and room at their edges in one load. An entry saved at its exact deadline (still
+/// served by the saving cache, with nothing left) and one saved with a microsecond left (gone
+/// by the time any load runs) are reported expired, not restored. A cache whose clock is a
+/// century past every saved deadline restores the live entries with what is left of their
+/// TTLs, counted from its own clock. With room for fewer entries than are live (the two-pass
+/// load) it keeps the highest ranked, and the report's counts add up, in entries and bytes.
+#[test]
+fn a_load_reports_every_entry_once_at_the_edges_of_time_and_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    let micro = Duration::from_micros(1);
+    cache
+        .insert_with_ttl(key(1), "at its deadline", ttl(10))
+        .expect("inserts");
+    let almost = Ttl::new(Duration::from_secs(10) + micro).expect("positive TTL");
+    cache
+        .insert_with_ttl(key(2), "a microsecond left", almost)
+        .expect("inserts");
+    for i in 3..=12 {
+        cache
+            .insert_with_ttl(key(i), vec![i as u8; 100], ttl(3600))
+            .expect("inserts");
+    }
+    for i in 13..=17 {
+        cache.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    // Keys 3..=7 are read, so they rank above the other live ones.
+    for i in 3..=7 {
+        for _ in 0..3 {
+            assert!(cache.get(&key(i)).is_some());
+        }
+    }
+    clock.advance(Duration::from_secs(10));
+    assert!(cache.get(&key(1)).is_some(), "live at its deadline");
+    let saved = cache.save_snapshot(&path).expect("saves");
+    assert_eq!(saved.entries, 17);
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    let left = |k| {
+        snapshot
+            .entries
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.ttl_remaining)
+    };
+    assert_eq!(left(key(1)), Some(Some(Duration::ZERO)));
+    assert_eq!(left(key(2)), Some(Some(micro)));
+
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    for (max_entries, restored) in [(100, 15), (5, 5)] {
+        let later = ManualClock::new();
+        later.advance(century);
+        let small = Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entries(max_entries)
+            .clock(later.clone())
+            .build()
+            .expect("builds");
+        let report = small.load_snapshot(&path).expect("loads");
+        assert_eq!(
+            (report.entries, report.expired, report.restored),
+            (17, 2, restored),
+            "{report:?}"
+        );
+        assert_eq!(report.left_out, 15 - restored);
+        assert_eq!(
+            report.bytes,
+            report.restored_bytes + report.expired_bytes + report.left_out_bytes
+        );
+        assert_eq!(report.restored_bytes, small.size_bytes());
+        assert!(!small.contains_key(&key(1)) && !small.contains_key(&key(2)));
+        for i in 3..=7 {
+            let entry = small.entry(&key(i)).expect("a highest ranked entry");
+            let deadline = entry.expires_at().expect("has a TTL");
+            let left = deadline.saturating_duration_since(later.now());
+            // The hour less the wall time between the save and the load.
+            assert!(
+                left <= Duration::from_secs(3600) && left > Duration::from_secs(3500),
+                "{left:?}"
+            );
+        }
     }
 }
