@@ -430,3 +430,46 @@ fn a_file_whose_name_is_not_utf8_is_transcribed() {
     assert_eq!(first.transcript.text, "len1000 len1000 len500");
     assert!(p.transcribe(&file, "en").expect("transcribed").from_cache);
 }
+
+/// Bug: the pipeline reads its input twice (to hash it for the key, then in the job to cut
+/// it into chunks), and the library call accepted any path. A FIFO's open waited for a
+/// writer; with one, the hashing took its bytes and the job's open then waited for another
+/// writer, forever, holding the worker and everything queued behind it. (The `transcribe`
+/// command checks its inputs itself; the library did not.) A path that is not a regular
+/// file is now refused at once, a link to a FIFO too, and the pipeline goes on serving.
+#[cfg(unix)]
+#[test]
+fn a_pipe_is_refused_at_once_not_waited_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("pipe.wav");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("runs mkfifo");
+    assert!(status.success());
+    let link = dir.path().join("link.wav");
+    std::os::unix::fs::symlink(&fifo, &link).expect("links");
+    let file = dir.path().join("a.bin");
+    write(&file, &[7u8; 1500]);
+    let (done, outcome) = std::sync::mpsc::channel();
+    // On its own thread: on the old code the call never returns.
+    std::thread::spawn(move || {
+        let p = pipeline(cache(), counting(None));
+        let refused = [&fifo, &link].map(|path| {
+            p.transcribe(path, "en")
+                .map(|_| ())
+                .map_err(|e| (matches!(e, PipelineError::Read { .. }), e.to_string()))
+        });
+        let served = p.transcribe(&file, "en").map(|o| o.transcript.text);
+        let _ = done.send((refused, served));
+    });
+    let (refused, served) = outcome
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the pipeline answered within 30 s");
+    for result in refused {
+        let (is_read, message) = result.expect_err("a pipe is refused");
+        assert!(is_read, "{message}");
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+    assert_eq!(served.expect("a regular file is served"), "len1000 len500");
+}

@@ -460,6 +460,22 @@ impl Runner {
     }
 }
 
+/// Refuses what is not a regular file. The pipeline reads its input twice — here to hash it
+/// for the key, then in the job to cut it into chunks — and a pipe or a device cannot be read
+/// twice: a FIFO's hashing took its bytes and the job's open then waited for a writer that
+/// never came, forever, holding a worker (the `transcribe` command refused such inputs
+/// itself; the library call hung), and `/dev/zero` was hashed without end.
+fn regular_file(metadata: &std::fs::Metadata) -> std::io::Result<()> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "not a regular file (a directory, pipe or device): the pipeline reads its input \
+         twice, to hash it and to cut it into chunks",
+    ))
+}
+
 /// A path as [`Request`] carries it: the bytes of its name on unix, where any bytes but NUL
 /// may name a file; elsewhere its encoded bytes, of which [`path_from_bytes`] takes back
 /// only UTF-8 (as the `PathBuf` encoding did).
@@ -498,6 +514,8 @@ impl Pipeline {
     }
 
     /// The transcript of the file at `path` in `language`: from the cache, or computed.
+    /// `path` must name a regular file (or a link to one): the file is read twice, so a pipe
+    /// or a device is refused with [`PipelineError::Read`].
     /// Afterwards, whatever the outcome, the cache's and the queue's statistics are published
     /// and the alert rules evaluated ([`Pipeline::evaluate_alerts`]); a file served also
     /// counts in the pipeline's own metrics (see [`PipelineBuilder::registry`]) and
@@ -528,9 +546,14 @@ impl Pipeline {
             path: path.to_owned(),
             source,
         };
+        // Checked before the open: opening a FIFO waits for a writer, perhaps forever.
+        regular_file(&std::fs::metadata(path).map_err(read_error)?).map_err(read_error)?;
         let file = std::fs::File::open(path).map_err(read_error)?;
         // Taken before hashing, so that a rewrite during the hashing shows too.
-        let hashed = Fingerprint::of(&file.metadata().map_err(read_error)?);
+        let metadata = file.metadata().map_err(read_error)?;
+        // Again on what was opened: the name may lead elsewhere since the check above.
+        regular_file(&metadata).map_err(read_error)?;
+        let hashed = Fingerprint::of(&metadata);
         let file_hash = CacheKey::from_reader(std::io::BufReader::new(file), "file")
             .map_err(|e| match e {
                 KeyError::Io(source) => read_error(source),
