@@ -473,3 +473,97 @@ fn a_pipe_is_refused_at_once_not_waited_on() {
     }
     assert_eq!(served.expect("a regular file is served"), "len1000 len500");
 }
+
+/// Panics on chunks whose first byte is 9, after a pause (so that concurrent requests find
+/// the job still running and coalesce onto it).
+struct PanicsOnNine;
+
+impl Transcriber for PanicsOnNine {
+    fn identity(&self) -> &str {
+        "panics-on-nine/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if chunk.data().first() == Some(&9) {
+            panic!("engine bug");
+        }
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+/// An engine that panics on one chunk, under requests that coalesce onto one job: each
+/// request gets an error that names the file and the panic (none waits forever or gets a
+/// result), nothing is stored under the file's transcript key, the failure reaches the
+/// queue's metrics, and the pipeline's single worker survives to serve the next file.
+#[test]
+fn a_panicking_engine_fails_every_coalesced_request_and_the_worker_survives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.bin");
+    let mut bytes = vec![1u8; 3000];
+    bytes[2000] = 9;
+    write(&file, &bytes);
+    let cache = cache();
+    let p = Pipeline::builder(cache.clone(), Arc::new(PanicsOnNine))
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .retry(RetryConfig::fixed(0, std::time::Duration::ZERO))
+        .build()
+        .expect("starts");
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| p.transcribe(&file, "en").expect_err("chunk 2 panics")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic reaches the caller").to_string())
+            .collect()
+    });
+    for message in &errors {
+        assert!(
+            message.contains("bad.bin") && message.contains("panicked: engine bug"),
+            "{message}"
+        );
+    }
+    let file_hash = memocache::CacheKey::from_content(&bytes, "file")
+        .expect("key")
+        .digest_hex();
+    let key = memocache::CacheKey::transcript(&file_hash, "en").expect("key");
+    assert!(
+        !cache.contains_key(&key),
+        "nothing stored for the failed file"
+    );
+    assert!(p.queue().stats().failed >= 1);
+    let metrics = p.registry().render_prometheus();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("memocache_jobs_finished_total{status=\"failed\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    let good = dir.path().join("good.bin");
+    write(&good, &[1u8; 1500]);
+    let served = p.transcribe(&good, "en").expect("the worker still serves");
+    assert_eq!(served.transcript.text, "len1000 len500");
+}
+
+/// An empty file has no audio: it fails with a clear error, every time (nothing is cached
+/// for it that a second call could be served), without calling the engine.
+#[test]
+fn an_empty_file_fails_clearly_without_the_engine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("empty.wav");
+    write(&file, b"");
+    let engine = counting(None);
+    let p = pipeline(cache(), engine.clone());
+    for _ in 0..2 {
+        let error = p.transcribe(&file, "en").expect_err("no audio");
+        let message = error.to_string();
+        assert!(matches!(error, PipelineError::Failed { .. }), "{message}");
+        assert!(
+            message.contains("empty.wav") && message.contains("no audio"),
+            "{message}"
+        );
+    }
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
+}
