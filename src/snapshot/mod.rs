@@ -40,10 +40,10 @@
 //!   link stays. Only a regular file is replaced: a directory, FIFO, socket or device at
 //!   the path (or where its link leads) is refused before anything is written, since the
 //!   rename would put a regular file in that node's place. If only the final directory
-//!   fsync fails, the new file is already in place: the save returns [`SnapshotError::NotDurable`] (with its
-//!   report), not an error that claims nothing changed. Each save first removes the
-//!   temporary files that crashed saves to the same target left, never one a live save
-//!   holds (savers lock their temporary file). Before writing, a save drops the old file's
+//!   fsync fails, the new file is already in place: the save returns
+//!   [`SnapshotError::NotDurable`] (with its report), not an error that claims nothing
+//!   changed. Each save first removes the temporary files that crashed saves to the same
+//!   target left, never one a live save holds (savers lock their temporary file). Before writing, a save drops the old file's
 //!   cached pages (Linux; they are freed at the rename anyway), so it needs page cache for
 //!   one snapshot at a time, not two. Details in `file.rs`.
 //! * **Loading checks everything before it changes anything, in memory bounded by what it
