@@ -43,9 +43,10 @@
 //!   fsync fails, the new file is already in place: the save returns
 //!   [`SnapshotError::NotDurable`] (with its report), not an error that claims nothing
 //!   changed. Each save first removes the temporary files that crashed saves to the same
-//!   target left, never one a live save holds (savers lock their temporary file). Before writing, a save drops the old file's
-//!   cached pages (Linux; they are freed at the rename anyway), so it needs page cache for
-//!   one snapshot at a time, not two. Details in `file.rs`.
+//!   target left, never one a live save holds (savers lock their temporary file). Before
+//!   writing, a save drops the old file's cached pages (Linux; they are freed at the rename
+//!   anyway), so it needs page cache for one snapshot at a time, not two. Details in
+//!   `file.rs`.
 //! * **Loading checks everything before it changes anything, in memory bounded by what it
 //!   keeps.** [`Cache::load_snapshot`] reads the file in a streaming pass that checks its
 //!   structure and hashes every byte. While every live entry read so far fits the room left
