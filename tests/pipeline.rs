@@ -567,3 +567,98 @@ fn an_empty_file_fails_clearly_without_the_engine() {
     }
     assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
 }
+
+/// Holds every call until the gate opens; counts the calls that arrived.
+#[derive(Default)]
+struct Gated {
+    arrived: AtomicUsize,
+    open: parking_lot::Mutex<bool>,
+    opened: parking_lot::Condvar,
+}
+
+impl Gated {
+    fn open(&self) {
+        *self.open.lock() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Transcriber for Gated {
+    fn identity(&self) -> &str {
+        "gated/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock();
+        while !*open {
+            self.opened.wait(&mut open);
+        }
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+/// Waits (up to a minute: a deadlock guard, not a timing claim) until `ready` holds.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Bug: requests coalesce by content, so a request for one file could wait on the job of
+/// *another* file with the same bytes — and when that file was deleted before its job ran,
+/// the request failed with "coalesced with job …, which failed: opening …/p1 failed",
+/// although its own file was there all along. It is now submitted again and served.
+#[test]
+fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (busy, p1, p2) = (
+        dir.path().join("busy.bin"),
+        dir.path().join("p1.bin"),
+        dir.path().join("p2.bin"),
+    );
+    write(&busy, &[1u8; 300]);
+    write(&p1, &[2u8; 500]);
+    write(&p2, &[2u8; 500]);
+    let engine = Arc::new(Gated::default());
+    let p = Pipeline::builder(cache(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .build()
+        .expect("starts");
+    std::thread::scope(|s| {
+        // The one worker is held on `busy`, so the next two requests wait in the queue.
+        let first = s.spawn(|| p.transcribe(&busy, "en"));
+        wait_until("the worker runs busy.bin", || {
+            engine.arrived.load(Ordering::SeqCst) == 1
+        });
+        let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
+        wait_until("p1's job is queued", || p.queue().stats().submitted == 2);
+        let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
+        wait_until("p2 coalesced onto p1's job", || {
+            p.queue().stats().coalesced == 1
+        });
+        std::fs::remove_file(&p1).expect("removes p1");
+        engine.open();
+        assert_eq!(
+            first
+                .join()
+                .expect("no panic")
+                .expect("served")
+                .transcript
+                .text,
+            "len300"
+        );
+        let error = from_p1.join().expect("no panic").expect_err("p1 is gone");
+        assert!(error.to_string().contains("p1.bin"), "{error}");
+        let served = from_p2.join().expect("no panic");
+        let served = served.unwrap_or_else(|e| panic!("p2 failed for p1's sake: {e}"));
+        assert_eq!(served.transcript.text, "len500");
+        assert!(!served.from_cache);
+    });
+}

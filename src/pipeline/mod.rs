@@ -10,7 +10,8 @@
 //!    the same content and language coalesce into one job there; the queue answers a job from
 //!    the cache if the key holds a value by then, and an answer from another engine (stored
 //!    meanwhile by a pipeline sharing the cache) is stale as in step 2: removed, and the job
-//!    submitted again;
+//!    submitted again; so is a job that failed with the job it coalesced onto, which may have
+//!    been another file's with the same bytes, while this file is as it was hashed;
 //! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
 //!    chunks, chunks already transcribed (by this or an earlier run) come from the cache, the
 //!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
@@ -394,6 +395,14 @@ struct Request {
     hashed: Fingerprint,
 }
 
+/// How a submitted Transcription job ended, when it did not fail on its own.
+enum JobEnd {
+    /// Completed (or answered from the cache at submit) with this value.
+    Result(bytes::Bytes),
+    /// Coalesced onto another request's job, which failed before this one ever ran.
+    LeaderFailed(PipelineError),
+}
+
 /// Runs Transcription jobs on the worker threads.
 struct Runner {
     cache: Cache,
@@ -610,6 +619,16 @@ impl Pipeline {
     /// transcript there since this call's read missed. Such an answer is stale here, as it is
     /// on a read: it is removed (that value only) and the job submitted again, a few times
     /// at most, so that two engines storing in turn cannot keep this call looping.
+    ///
+    /// The job is submitted again, too, when it was coalesced onto another request's job and
+    /// that job failed while this file is as it was hashed. Requests coalesce by content, so
+    /// the job that ran may have read *another file* with the same bytes, and failed for that
+    /// file's sake: deleted, or rewritten, before its worker read it. Returned as is, that
+    /// failure failed this request too, whose own file was fine. The price is paid when the
+    /// content itself fails (an engine that refuses a chunk): the requests that waited on the
+    /// failed job resubmit and coalesce again, one of them runs and the rest wait again, up
+    /// to `SUBMITS` runs in all — each redoing only the chunks that failed, since the others'
+    /// results are cached. A request whose own file is gone or changed does not resubmit.
     fn compute(
         &self,
         path: &Path,
@@ -624,31 +643,42 @@ impl Pipeline {
             language: language.to_owned(),
             hashed,
         })?;
+        let mut leader_failed = None;
         for _ in 0..SUBMITS {
-            let result = self.run_job(path, language, file_hash, request.clone())?;
-            if let Some(transcript) = self.ours(&result) {
-                return Ok(transcript);
+            match self.run_job(path, language, file_hash, request.clone())? {
+                JobEnd::Result(result) => {
+                    if let Some(transcript) = self.ours(&result) {
+                        return Ok(transcript);
+                    }
+                    self.cache.remove_if(key, |current| *current == result);
+                }
+                JobEnd::LeaderFailed(error) => {
+                    let now = std::fs::metadata(path).map(|m| Fingerprint::of(&m));
+                    if now.ok() != Some(hashed) {
+                        return Err(error);
+                    }
+                    leader_failed = Some(error);
+                }
             }
-            self.cache.remove_if(key, |current| *current == result);
         }
-        Err(PipelineError::Failed {
+        Err(leader_failed.unwrap_or_else(|| PipelineError::Failed {
             path: path.to_owned(),
             message: format!(
                 "another engine's result was stored under its transcript key at each of \
                  {SUBMITS} submits"
             ),
-        })
+        }))
     }
 
     /// Submits a Transcription job and waits for it (or for the job it coalesced with);
-    /// returns its result.
+    /// returns how it ended.
     fn run_job(
         &self,
         path: &Path,
         language: &str,
         file_hash: &str,
         request: Vec<u8>,
-    ) -> Result<bytes::Bytes, PipelineError> {
+    ) -> Result<JobEnd, PipelineError> {
         let job = Job::transcription(file_hash, language, request)?.with_max_retries(0);
         let id = self.queue.submit(job)?;
         let failed = |message: String| PipelineError::Failed {
@@ -667,13 +697,18 @@ impl Pipeline {
                 None => return Err(failed("the job vanished from the queue".into())),
             }
         };
-        match (job.status(), job.result()) {
-            (JobStatus::Completed, Some(result)) => Ok(result.as_bytes().clone()),
-            _ => Err(failed(
-                job.error_message()
-                    .unwrap_or("the job ended without a result")
-                    .to_owned(),
-            )),
+        if let (JobStatus::Completed, Some(result)) = (job.status(), job.result()) {
+            return Ok(JobEnd::Result(result.as_bytes().clone()));
+        }
+        let error = failed(
+            job.error_message()
+                .unwrap_or("the job ended without a result")
+                .to_owned(),
+        );
+        // A job fails without ever being leased only as a follower, with its leader.
+        match job.status() == JobStatus::Failed && job.started_at().is_none() {
+            true => Ok(JobEnd::LeaderFailed(error)),
+            false => Err(error),
         }
     }
 
