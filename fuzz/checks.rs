@@ -28,6 +28,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("key_stream", key_stream),
     ("snapshot_decode", snapshot_decode),
     ("snapshot_load", snapshot_load),
+    #[cfg(feature = "trace")]
+    ("trace_parse", trace_parse),
+    ("codec_decode", codec_decode),
 ];
 
 /// `FromStr` never panics; whatever parses displays back as the input with its digest
@@ -185,21 +188,34 @@ impl Read for SplitReader<'_> {
     }
 }
 
-/// A reader that hands out its bytes in small, varying pieces (1, 2, 3, 5, 8 or 13 bytes).
-struct Trickle<'a> {
-    data: &'a [u8],
+/// A reader that hands out the bytes of `data` (borrowed, or owned where the reader must be
+/// `'static`) in small, varying pieces (1, 2, 3, 5, 8 or 13 bytes).
+struct Trickle<D> {
+    data: D,
+    at: usize,
     step: usize,
 }
 
-impl Read for Trickle<'_> {
+impl<D: AsRef<[u8]>> Trickle<D> {
+    fn new(data: D) -> Trickle<D> {
+        Trickle {
+            data,
+            at: 0,
+            step: 0,
+        }
+    }
+}
+
+impl<D: AsRef<[u8]>> Read for Trickle<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         const SIZES: [usize; 6] = [1, 2, 3, 5, 8, 13];
+        let rest = &self.data.as_ref()[self.at..];
         let n = SIZES[self.step % SIZES.len()]
             .min(buf.len())
-            .min(self.data.len());
+            .min(rest.len());
         self.step += 1;
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
         Ok(n)
     }
 }
@@ -264,7 +280,7 @@ pub fn snapshot_decode(data: &[u8]) {
     check_file_load(data, &result);
     // How the input arrives must not matter: read a few bytes at a time, the same snapshot
     // or the same error (with the same offset) comes out.
-    let trickled = read_snapshot(Trickle { data, step: 0 });
+    let trickled = read_snapshot(Trickle::new(data));
     assert_eq!(
         format!("{trickled:?}"),
         format!("{result:?}"),
@@ -493,4 +509,329 @@ fn check_load(
             assert_eq!(got.ttl().is_some(), want.ttl().is_some(), "{key}");
         }
     }
+}
+
+/// How many keys [`trace_parse`] reads of one trace at most: one ARC line may stand for 2^32
+/// keys, which is a valid trace but not one a fuzzer can wait for.
+#[cfg(feature = "trace")]
+const MAX_TRACE_KEYS: usize = 1 << 16;
+
+/// Any file, read as a trace of every format through the entry point `memocache replay` uses
+/// ([`TraceReader::open_as`] with the compression its name gives, then iterating), gives keys
+/// and then either a clean end or one typed error naming the file, never a panic, and the
+/// iteration ends after the error. The first input byte picks the compression (none, gzip,
+/// xz, zstd; the file is named `….trace`, `.trace.gz`, `.trace.xz` or `.trace.zst`
+/// accordingly), the rest is the file. Only up to [`MAX_TRACE_KEYS`] keys are read.
+///
+/// An uncompressed file is also checked against [`expected_trace`], the formats as their
+/// documentation describes them: the same keys, and the error at the same line (text) or
+/// byte offset (binary). And it reads the same from [`TraceReader::from_reader`] delivering
+/// it a few bytes at a time: how the bytes arrive must not matter.
+///
+/// Memory is left to the fuzzer's limits. A zstd frame reserves the window its header
+/// declares, up to 128 MiB, when it starts (`seed-zstd-64mib-window` declares 64 MiB in 155
+/// bytes), so `-malloc_limit_mb` below 160 reports that bounded reservation as a crash.
+#[cfg(feature = "trace")]
+pub fn trace_parse(data: &[u8]) {
+    use memocache::trace::{Compression, TraceError, TraceFormat, TraceReader};
+
+    let (&mode, content) = data.split_first().unwrap_or((&0, &[]));
+    let extension = ["trace", "trace.gz", "trace.xz", "trace.zst"][usize::from(mode % 4)];
+    let path = load_path().with_extension(extension);
+    std::fs::write(&path, content).expect("writing the input to a temporary file");
+    let compression = Compression::from_path(&path);
+    let shown = path.display().to_string();
+    for format in TraceFormat::ALL {
+        let read = match TraceReader::open_as(&path, format, compression) {
+            Ok(reader) => drain_trace(reader),
+            Err(e) => (Vec::new(), TraceEnd::Error(e)),
+        };
+        if let TraceEnd::Error(e) = &read.1 {
+            let message = e.to_string();
+            assert!(
+                message.contains(&shown),
+                "{format}: {message:?} does not name the file"
+            );
+            match e {
+                TraceError::NotCompressed { head, .. } => {
+                    assert_ne!(compression, Compression::None, "{message}");
+                    assert_eq!(head[..], content[..content.len().min(6)], "{message}");
+                }
+                TraceError::Parse { line, reason, .. } => {
+                    assert!(*line >= 1 && !reason.is_empty(), "{message}");
+                }
+                TraceError::Truncated {
+                    offset,
+                    got,
+                    expected,
+                    ..
+                } => {
+                    assert!(0 < *got && got < expected, "{message}");
+                    assert_eq!(*offset, (read.0.len() * expected) as u64, "{message}");
+                }
+                TraceError::Read { .. } => {
+                    assert_ne!(
+                        compression,
+                        Compression::None,
+                        "{message}: a file read fails"
+                    );
+                }
+                _ => panic!("{format}: unexpected error for an existing file: {message}"),
+            }
+        }
+        if compression != Compression::None {
+            continue;
+        }
+        let expected = expected_trace(content, format);
+        assert_eq!(read.0, expected.0, "{format}: keys");
+        match (&read.1, &expected.1) {
+            (TraceEnd::Clean, TraceEnd::Clean) | (TraceEnd::Capped, TraceEnd::Capped) => {}
+            (TraceEnd::Error(TraceError::Parse { line, .. }), TraceEnd::BadLine(want)) => {
+                assert_eq!(line, want, "{format}: the bad line");
+            }
+            (
+                TraceEnd::Error(TraceError::Truncated {
+                    offset,
+                    got,
+                    expected,
+                    ..
+                }),
+                TraceEnd::Truncated(want),
+            ) => assert_eq!((*offset, *got, *expected), *want, "{format}: truncation"),
+            (got, want) => panic!("{format}: read {got:?}, expected {want:?}"),
+        }
+        // Owned: `from_reader` takes a `'static` reader.
+        let owned = content.to_vec();
+        let trickled = drain_trace(TraceReader::from_reader(Trickle::new(owned), format, &path));
+        assert_eq!(
+            format!("{trickled:?}"),
+            format!("{read:?}"),
+            "{format}: reading depends on read sizes"
+        );
+    }
+    std::fs::remove_file(&path).expect("removing the temporary file");
+}
+
+/// How reading a trace ended, for [`trace_parse`]; `BadLine` and `Truncated` are
+/// [`expected_trace`]'s predictions of the reader's errors.
+#[cfg(feature = "trace")]
+#[derive(Debug)]
+enum TraceEnd {
+    Clean,
+    /// [`MAX_TRACE_KEYS`] keys were read; the rest was not looked at.
+    Capped,
+    Error(memocache::trace::TraceError),
+    /// A `Parse` error at this 1-based line.
+    BadLine(u64),
+    /// A `Truncated` error: the record's offset, bytes present, bytes a record has.
+    Truncated((u64, usize, usize)),
+}
+
+/// Up to [`MAX_TRACE_KEYS`] keys of `reader` and how it ended; after an error the reader must
+/// yield nothing more.
+#[cfg(feature = "trace")]
+fn drain_trace(mut reader: memocache::trace::TraceReader) -> (Vec<u64>, TraceEnd) {
+    let mut keys = Vec::new();
+    while keys.len() < MAX_TRACE_KEYS {
+        match reader.next() {
+            None => return (keys, TraceEnd::Clean),
+            Some(Ok(key)) => keys.push(key),
+            Some(Err(e)) => {
+                assert!(reader.next().is_none(), "the reader goes on after {e}");
+                return (keys, TraceEnd::Error(e));
+            }
+        }
+    }
+    (keys, TraceEnd::Capped)
+}
+
+/// What an uncompressed trace of `format` holding `content` reads as, per the formats' docs
+/// (`memocache::trace::TraceFormat`), decided without the reader: binary records of 8 (`i64be`,
+/// big-endian), 4 (`i32be`, big-endian, zero-extended) or 24 bytes (`oracle-general`, the
+/// little-endian `u64` at byte 4), a partial last record being a truncation; text lines of at
+/// most 4,096 bytes with their newline, blank ones skipped, `lirs` a decimal key (signed ones
+/// reinterpreted) or `*`, `arc` `start count …` with a count that fits 32 bits standing for
+/// the keys `start..start + count`. At most [`MAX_TRACE_KEYS`] keys.
+#[cfg(feature = "trace")]
+fn expected_trace(content: &[u8], format: memocache::trace::TraceFormat) -> (Vec<u64>, TraceEnd) {
+    use memocache::trace::TraceFormat;
+
+    fn decimal(field: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(field).ok()?;
+        (text.parse::<u64>().ok()).or_else(|| text.parse::<i64>().ok().map(|k| k as u64))
+    }
+    // Pushes a key; `true` once the cap is reached.
+    let mut keys = Vec::new();
+    let mut push = |key: u64| {
+        keys.push(key);
+        keys.len() == MAX_TRACE_KEYS
+    };
+    let record = match format {
+        TraceFormat::Int64Be => 8,
+        TraceFormat::Int32Be => 4,
+        TraceFormat::OracleGeneral => 24,
+        TraceFormat::LirsText | TraceFormat::ArcLis => 0,
+    };
+    if record > 0 {
+        let records = content.chunks_exact(record);
+        let rest = records.remainder().len();
+        for r in records {
+            let key = match format {
+                TraceFormat::Int64Be => u64::from_be_bytes(r.try_into().expect("8 bytes")),
+                TraceFormat::Int32Be => {
+                    u64::from(u32::from_be_bytes(r.try_into().expect("4 bytes")))
+                }
+                _ => u64::from_le_bytes(r[4..12].try_into().expect("8 bytes")),
+            };
+            if push(key) {
+                return (keys, TraceEnd::Capped);
+            }
+        }
+        if rest > 0 {
+            let offset = (content.len() - rest) as u64;
+            return (keys, TraceEnd::Truncated((offset, rest, record)));
+        }
+        return (keys, TraceEnd::Clean);
+    }
+    for (index, line) in content.split_inclusive(|&b| b == b'\n').enumerate() {
+        let bad = TraceEnd::BadLine(index as u64 + 1);
+        if line.len() > 4096 {
+            return (keys, bad);
+        }
+        let line = line.trim_ascii();
+        if line.is_empty() || (format == TraceFormat::LirsText && line == b"*") {
+            continue;
+        }
+        // A run of `count` keys from `start`.
+        let run = if format == TraceFormat::LirsText {
+            decimal(line).map(|key| (key, 1))
+        } else {
+            let mut fields = line
+                .split(u8::is_ascii_whitespace)
+                .filter(|f| !f.is_empty());
+            let start = fields.next().and_then(decimal);
+            let count = fields.next().and_then(decimal);
+            start.zip(count).filter(|&(start, count)| {
+                count <= u64::from(u32::MAX) && start.checked_add(count).is_some()
+            })
+        };
+        let Some((start, count)) = run else {
+            return (keys, bad);
+        };
+        for i in 0..count {
+            if push(start + i) {
+                return (keys, TraceEnd::Capped);
+            }
+        }
+    }
+    (keys, TraceEnd::Clean)
+}
+
+/// A recursive type for [`codec_decode`]: every kind of nesting the depth bound must stop
+/// (newtype, tuple and struct variants, boxes, options, sequences and maps of itself), with
+/// string and byte fields whose lengths come from the input.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Tree {
+    Leaf,
+    Node(Box<Tree>),
+    Pair(Box<Tree>, Box<Tree>),
+    Named {
+        label: String,
+        child: Option<Box<Tree>>,
+    },
+    Bytes(Vec<u8>),
+    List(Vec<Tree>),
+    Map(std::collections::BTreeMap<String, Tree>),
+    Units(Vec<()>),
+    Scalars(bool, char, f64, i128),
+}
+
+impl Tree {
+    /// Levels of `Tree` on the deepest path: 1 for a leaf.
+    fn depth(&self) -> usize {
+        1 + match self {
+            Tree::Node(t) | Tree::Named { child: Some(t), .. } => t.depth(),
+            Tree::Pair(a, b) => a.depth().max(b.depth()),
+            Tree::List(list) => list.iter().map(Tree::depth).max().unwrap_or(0),
+            Tree::Map(map) => map.values().map(Tree::depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// Any bytes decoded by [`memocache::codec::decode`] — as the transcripts the pipeline
+/// memoizes, as a recursive [`Tree`], as a cache key and as a list of units — give a value or
+/// a `CodecError` naming the type, never a panic, a stack overflow (the `Tree` nests at most
+/// [`memocache::codec::MAX_DEPTH`] levels) or an allocation the fuzzer's malloc limit
+/// catches. A decoded value re-encodes to at most as many bytes (bincode's varints may be
+/// longer than needed, never shorter), and that encoding decodes to a value that re-encodes
+/// to it again. [`Cache::get_typed`] of the same bytes stored under a key gives the same value
+/// or the same error, wrapped with the key.
+pub fn codec_decode(data: &[u8]) {
+    codec_case::<memocache::pipeline::Transcript>(data);
+    codec_case::<CacheKey>(data);
+    codec_case::<Vec<()>>(data);
+    if let Some(tree) = codec_case::<Tree>(data) {
+        assert!(tree.depth() <= memocache::codec::MAX_DEPTH, "{tree:?}");
+    }
+
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .build()
+        .expect("a valid configuration");
+    let key = CacheKey::from_content(data, "fuzz").expect("a valid prefix");
+    if cache.insert(key, data.to_vec()).is_ok() {
+        let direct = memocache::codec::decode::<Tree>(data).map(|t| format!("{t:?}"));
+        match (cache.get_typed::<Tree>(&key), direct) {
+            (Ok(Some(got)), Ok(want)) => assert_eq!(format!("{got:?}"), want),
+            (Err(memocache::CodecError::AtKey { key: at, source }), Err(want)) => {
+                assert_eq!(at, key);
+                assert_eq!(source.to_string(), want.to_string());
+            }
+            (got, want) => panic!("get_typed gave {got:?}, decode {want:?}"),
+        }
+    }
+}
+
+/// [`codec_decode`]'s checks for one type; the decoded value, if any.
+fn codec_case<T>(data: &[u8]) -> Option<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use memocache::{CodecError, codec};
+
+    let type_name = std::any::type_name::<T>();
+    let value = match codec::decode::<T>(data) {
+        Ok(value) => value,
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains(type_name), "{message}");
+            match e {
+                CodecError::TooDeep { limit, .. } => assert_eq!(limit, codec::MAX_DEPTH),
+                CodecError::TooManyElements {
+                    claimed, budget, ..
+                } => assert!(claimed > budget, "{message}"),
+                CodecError::TrailingBytes {
+                    trailing, total, ..
+                } => assert!(0 < trailing && trailing <= total && total == data.len()),
+                CodecError::Decode { .. } => {}
+                e => panic!("{type_name}: unexpected error {e}"),
+            }
+            return None;
+        }
+    };
+    let encoded = codec::encode(&value).expect("a decoded value encodes");
+    assert!(
+        encoded.len() <= data.len(),
+        "{type_name}: {value:?} re-encodes to {} bytes from {}",
+        encoded.len(),
+        data.len()
+    );
+    let again = codec::decode::<T>(&encoded).expect("a re-encoded value decodes");
+    assert_eq!(
+        codec::encode(&again).expect("encodes"),
+        encoded,
+        "{type_name}: {value:?} does not round-trip"
+    );
+    Some(value)
 }

@@ -27,10 +27,13 @@ fn file_names(dir: &Path) -> Vec<PathBuf> {
 /// Every fuzz target has a check, every check has a target, and each has a non-empty corpus.
 #[test]
 fn every_fuzz_target_has_a_check_and_a_corpus() {
-    let targets: BTreeSet<String> = file_names(&fuzz_dir().join("fuzz_targets"))
+    #[allow(unused_mut)] // Without the `trace` feature, one target has no check to compare.
+    let mut targets: BTreeSet<String> = file_names(&fuzz_dir().join("fuzz_targets"))
         .iter()
         .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
         .collect();
+    #[cfg(not(feature = "trace"))]
+    targets.remove("trace_parse");
     let checks: BTreeSet<String> = checks::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(targets, checks, "fuzz/fuzz_targets/*.rs vs checks::TARGETS");
     for name in &checks {
