@@ -7,7 +7,8 @@
 //! plain `is_err()` test and then aborts the process on a machine (or under a fuzzer's malloc
 //! limit) where the request is refused. This test binary therefore installs a global
 //! allocator that records the largest single request made by the current thread, and checks
-//! it against a bound.
+//! it against a bound; it can also refuse requests above a size, as a machine out of memory
+//! does, to show that a refusal is an error rather than an abort.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -16,28 +17,36 @@ use std::time::{Duration, SystemTime};
 use memocache::snapshot::{FORMAT_VERSION, MAGIC, SnapshotError, read_snapshot};
 use memocache::{Cache, CodecError, codec};
 
-/// The system allocator, recording the largest request of each thread.
+/// The system allocator, recording the largest request of each thread and refusing those
+/// above the thread's [`REFUSE_ABOVE`].
 struct Recording;
 
 thread_local! {
     // Const-initialised and without a destructor: using it never allocates.
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static REFUSE_ABOVE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn record(size: usize) {
+/// Records a request; `false` if it is to be refused.
+fn record(size: usize) -> bool {
     let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    size <= REFUSE_ABOVE.try_with(Cell::get).unwrap_or(usize::MAX)
 }
 
 // SAFETY: every call is forwarded unchanged to `System`; recording a size touches only a
 // thread-local `Cell`.
 unsafe impl GlobalAlloc for Recording {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
+        if !record(layout.size()) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
+        if !record(layout.size()) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -46,7 +55,10 @@ unsafe impl GlobalAlloc for Recording {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
+        // A refused `realloc` leaves the block as it was, as its contract requires.
+        if !record(new_size) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -61,6 +73,15 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     LARGEST.with(|largest| largest.set(0));
     let out = f();
     (out, LARGEST.with(Cell::get))
+}
+
+/// Runs `f` on this thread with every allocation request above `limit` bytes refused.
+#[cfg(feature = "trace")]
+fn refusing_above<T>(limit: usize, f: impl FnOnce() -> T) -> T {
+    REFUSE_ABOVE.with(|refuse| refuse.set(limit));
+    let out = f();
+    REFUSE_ABOVE.with(|refuse| refuse.set(usize::MAX));
+    out
 }
 
 /// Generous for a few tiny inputs (the file reader's 1 MiB buffer is the largest legitimate
@@ -433,4 +454,30 @@ fn a_value_larger_than_the_cache_is_passed_over_unread() {
         "{err}"
     );
     assert!(cache.is_empty());
+}
+
+/// One 17-byte ARC line stands for 2^32 requests, 32 GiB of keys. `Trace::load` gathered them
+/// with `collect`, which aborts the process when an allocation is refused ("memory allocation
+/// of 134217728 bytes failed" here, then SIGABRT); only `memocache replay` grew its list
+/// fallibly. Both now read through `Trace::read`, which makes the refusal an error.
+#[cfg(feature = "trace")]
+#[test]
+fn a_trace_larger_than_the_memory_is_an_error_not_an_abort() {
+    use memocache::trace::{Trace, TraceError};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("huge.lis");
+    std::fs::write(&path, "0 4294967295 0 0\n").expect("writes");
+    // Room for 2^23 keys in one block, and not for the doubling after that.
+    let result = refusing_above(64 << 20, || Trace::load(&path));
+    let Err(e @ TraceError::TooLarge { requests, .. }) = &result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(*requests, 1 << 23);
+    assert!(
+        e.to_string().ends_with(
+            "huge.lis: the trace does not fit in memory: it ran out after 8388608 requests"
+        ),
+        "{e}"
+    );
 }

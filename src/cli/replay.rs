@@ -292,31 +292,18 @@ fn load(path: &Path, format: Option<TraceFormat>) -> Result<(Trace, TraceFormat)
     })?;
     let format = reader.format();
     let bar = progress(None, format!("loading {}", file_name(path)));
-    let mut keys: Vec<u64> = Vec::new();
-    for key in reader {
-        let key = key.map_err(|e| e.to_string())?;
-        // The whole trace is held (OPT needs its future), and one corrupt ARC line stands for
-        // up to 2^32 requests (32 GiB of keys): `push` would abort the process, backtrace and
-        // all, when an allocation fails. Growing by a fallible reservation (doubling, as
-        // `push` does) makes that one error line.
-        if keys.len() == keys.capacity() {
-            keys.try_reserve(keys.len().max(PROGRESS_CHUNK))
-                .map_err(|_| {
-                    format!(
-                        "{}: the trace does not fit in memory: it ran out after {} requests \
-                         (a replay holds the whole trace)",
-                        path.display(),
-                        grouped(keys.len() as u64)
-                    )
-                })?;
-        }
-        keys.push(key);
-        if keys.len().is_multiple_of(PROGRESS_CHUNK) {
-            bar.set_position(keys.len() as u64);
-        }
-    }
+    let trace = Trace::read(reader, |keys| bar.set_position(keys as u64)).map_err(|e| match e {
+        // The count grouped, as every count this command prints.
+        TraceError::TooLarge { path, requests } => format!(
+            "{}: the trace does not fit in memory: it ran out after {} requests (a replay \
+             holds the whole trace)",
+            path.display(),
+            grouped(requests)
+        ),
+        e => e.to_string(),
+    })?;
     bar.finish_and_clear();
-    Ok((Trace::from_keys(keys), format))
+    Ok((trace, format))
 }
 
 /// The capacities of the curve: [`CURVE_POINTS`] log-spaced from 0.1 % to 80 % of the unique

@@ -27,12 +27,17 @@
 //!   builds with no C toolchain and fast. They are slower than zlib/liblzma/libzstd, but
 //!   decoding is a small part of a replay (P2's 12.7 M requests decode in about a second).
 //! * **Streaming, in constant memory**: a reader never holds more than its buffers and the
-//!   decoder's window, so `memocache replay` can count a trace larger than memory.
+//!   decoder's window, so `memocache replay` can count a trace larger than memory. A zstd
+//!   frame's window is the size its header declares, up to 128 MiB (`ruzstd`'s limit, which
+//!   is libzstd's default too), and is reserved when the frame starts, so a file of a few
+//!   bytes can reserve that much; the pages cost nothing until output fills them. The shared
+//!   traces' frames declare 2 MiB.
 //! * **Errors, never panics**: a missing file, a name no rule matches, a file that is not of
 //!   its compression (its magic number is checked at open, so a `.gz` file of text says it is
 //!   not gzip rather than what the decoder makes of it), a corrupt or truncated compressed
 //!   stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
-//!   trace ending mid-record or an unparsable line all give a [`TraceError`] naming the file
+//!   trace ending mid-record, an unparsable line, or a trace read whole ([`Trace::load`],
+//!   [`Trace::read`]) that does not fit in memory all give a [`TraceError`] naming the file
 //!   and, where it applies, the line or byte offset.
 //!
 //! ## Simulating

@@ -95,6 +95,18 @@ pub enum TraceError {
         /// Bytes a record has.
         expected: usize,
     },
+    /// A trace read whole ([`Trace::load`], [`Trace::read`]) has more requests than the memory
+    /// can hold: one ARC line stands for up to 2^32 of them, 32 GiB of keys.
+    #[error(
+        "{}: the trace does not fit in memory: it ran out after {requests} requests",
+        path.display()
+    )]
+    TooLarge {
+        /// The trace file.
+        path: PathBuf,
+        /// Requests read before the memory ran out.
+        requests: u64,
+    },
     /// A line of a text trace is not what its format says it should be.
     #[error("{}:{line}: bad {format} line: {reason}", path.display())]
     Parse {
@@ -520,11 +532,38 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Reads a whole trace ([`TraceReader::open`]).
+    /// Reads a whole trace ([`TraceReader::open`], then [`Trace::read`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
-        TraceReader::open(path)?
-            .collect::<Result<Vec<u64>, TraceError>>()
-            .map(Trace::from_keys)
+        Trace::read(TraceReader::open(path)?, |_| {})
+    }
+
+    /// Reads every key of `reader`, calling `progress` with the number read so far every
+    /// 65,536 keys. When the allocator refuses to grow the key list, the result is
+    /// [`TraceError::TooLarge`], not an abort (a system that overcommits memory may instead
+    /// end the process once the pages it promised run out; `ulimit -v` makes it refuse).
+    pub fn read(reader: TraceReader, mut progress: impl FnMut(usize)) -> Result<Trace, TraceError> {
+        const STEP: usize = 1 << 16;
+        let path = reader.path().to_owned();
+        let mut keys: Vec<u64> = Vec::new();
+        for key in reader {
+            let key = key?;
+            // One ARC line of a few bytes stands for up to 2^32 requests (32 GiB of keys), and
+            // `push` or `collect` aborts the process when an allocation fails: a 17-byte file
+            // ended `Trace::load` in "memory allocation of … bytes failed" and SIGABRT. Growing
+            // by a fallible reservation (doubling, as `push` does) makes that an error.
+            if keys.len() == keys.capacity() {
+                keys.try_reserve(keys.len().max(STEP))
+                    .map_err(|_| TraceError::TooLarge {
+                        path: path.clone(),
+                        requests: keys.len() as u64,
+                    })?;
+            }
+            keys.push(key);
+            if keys.len().is_multiple_of(STEP) {
+                progress(keys.len());
+            }
+        }
+        Ok(Trace::from_keys(keys))
     }
 
     /// A trace made of the given requests.
