@@ -2,10 +2,65 @@
 //!
 //! # Design
 //!
-//! All state sits behind **one mutex**. Every operation is a handful of O(1) or O(log n) steps
-//! on small structures, so the lock is held for well under a microsecond and a single lock
-//! beats finer-grained schemes at the ≤ 10 workers a [`crate::ConcurrencyLimit`] allows; it also
-//! makes every transition atomic (a job is never seen half-moved between two structures).
+//! The queue's state sits behind **one main mutex**, but for the intake (below). Every
+//! operation is a handful of O(1) or O(log n) steps on small structures, so the lock is held
+//! for well under a microsecond and a single lock beats finer-grained schemes at the ≤ 10
+//! workers a [`crate::ConcurrencyLimit`] allows; it also makes every transition atomic (a job
+//! is never seen half-moved between two structures).
+//!
+//! * **The intake**: a plain submit does not take the main lock. A producer submitting while a
+//!   worker takes and completes jobs made the two threads hand the main lock (and the records
+//!   under it) back and forth on every job, and the queue's critical sections are about twice
+//!   the `Mutex<BinaryHeap>` baseline's, so two threads ran at 0.67–0.87 of it while one ran
+//!   at par. A submit with no memo key, while the queue has room by a conservative count, takes
+//!   only the **intake lock**: it checks the job index for a duplicate, takes a slot for the
+//!   record, files the index entry and pushes the job, stamped with the time it read before
+//!   the lock, onto the intake's list. Every call that takes the main lock first **drains** the
+//!   intake: it moves the jobs into their records and ready deques in submission order, under
+//!   the main lock, holding the intake lock only to swap the list with an empty one. So a job
+//!   whose submit returned before a call is seen by that call, and sequential callers see the
+//!   order, priorities, sequence numbers and ages they saw with one lock. Everything else is
+//!   the **slow path**, under the main lock after a drain, as every submit was before: a memo
+//!   key (memo hit, coalescing), a count that says full (then the exact count decides, and the
+//!   submit may wait for room), or an id already in the index, which is a duplicate or the
+//!   entry of a record just dropped whose removal is not handed back yet (see *Storage*).
+//!
+//!   - *Drain check*: a call looks at one flag (`Signals::pending`), which a fast submit writes
+//!     only when it makes the intake non-empty and the drain clears, so a worker does not pull
+//!     the line the producer writes at every submit. The flag is written under the intake lock
+//!     and read `Relaxed`: a submit that returned *before* a call (ordered before it by the
+//!     program or by whatever synchronisation made it "before") happens-before the call's
+//!     load, which then reads its `true` or a later value, and a later `false` is written only
+//!     by a drain, under the main lock, which the call then holds: the job is in `State`
+//!     either way. A submit concurrent with the call may be missed; it is then concurrent.
+//!   - *Capacity*: a fast submit has room if `Signals::live` plus the intake's length is below
+//!     the capacity. `Signals::live` is at least the true `State::live`: it is written only
+//!     by the main lock's holder, under the intake lock too, by a drain (the live jobs plus
+//!     the ones it takes, in the same hold of the intake lock as the swap) and by a slow path
+//!     that claims a place (`State::live + 1`, before admitting the job); `State::live` only
+//!     goes down in between. So the intake's
+//!     jobs and the live ones never exceed the capacity; finishing jobs are noticed at the
+//!     next drain, and until then a producer at the limit takes the slow path, whose exact
+//!     count decides.
+//!   - *Waking a taker*: a notify made without the main lock could fall between a taker's last
+//!     look for a job and its wait. A fast submit reads `Signals::waiting` (the takers blocked
+//!     in [`JobQueue::next`]) after releasing the intake lock, and if it is above zero takes
+//!     the main lock (which drains), then notifies. A taker about to wait writes
+//!     `Signals::waiting`, then looks at the intake under the intake lock, and waits (releasing
+//!     the main lock atomically) only if it is empty. Either the submit's hold of the intake
+//!     lock came first, and the taker sees its job, or the taker's did, and the submit, taking
+//!     the lock after it, sees the count (lock release and acquire order the write before the
+//!     read), and its notify under the main lock comes after the taker started waiting.
+//!   - *Trade-offs*: a plain submit costs one lock as before, but the job is copied twice
+//!     (into the intake, then into its record) instead of once, a worker takes the intake lock
+//!     at every drain, and the index removals go through a list (session 18, callgrind, one
+//!     thread with a drain for every job: 1,250 → 1,382 instructions a job with `next` +
+//!     `complete`, 1,236 → 1,360 with `complete_and_next`). In return the producer no longer
+//!     waits for the lock a busy worker holds: in the paired bench's two-thread rows the queue
+//!     ran at 1.08–1.33 of the heap in nine runs at load averages of 2 to 8, where the single
+//!     lock gave 0.87–1.54 in the same runs (see the README's queue section). The index needs
+//!     the whole id in every entry (see *Storage*), and the slab spans a few more slots (those
+//!     dropped since the last drain).
 //!
 //! * **Ready jobs** live in one FIFO `VecDeque` per (priority, job type), each entry stamped
 //!   with a queue-wide sequence number. A take looks at the heads and picks the highest
@@ -68,12 +123,21 @@
 //!   in a **slab**, and keeps its slot from submit until the record is dropped. Ready deques,
 //!   retries, followers, leases and the finished ring refer to slots, and a [`Lease`] carries
 //!   its job's slot, so a take or a completion reaches the record without a hash lookup. An
-//!   index (job id → slot) serves the calls that name a job by id. An entry is 16 bytes, the
-//!   id's 64-bit hash and the slot, so the index is half the size it would be with whole ids
-//!   in it. A probe reads the record it lands on only when the full hash matches, to confirm
-//!   the id: generated ids never collide in practice, but a parsed [`JobId`] can be chosen to
-//!   collide, and it must not reach another job. The hash is the id's random bits folded (no
-//!   SipHash).
+//!   index (job id → slot) serves the calls that name a job by id and refuses duplicates.
+//!   The index and the **slot allocator** sit in the intake, behind the intake lock, so that a
+//!   fast submit can refuse a duplicate and name its record's slot at once; the slab is
+//!   behind the main lock and fills the slot it is given (`job/slab.rs`). An entry holds the
+//!   whole id and the slot, 24 bytes: with only the id's hash (16 bytes, before the intake) a
+//!   probe had to read the record to confirm the id, and a fast submit cannot read records (a
+//!   parsed [`JobId`] can be chosen to collide with a job's hash, and must not reach it). The
+//!   hash is the id's random bits folded (no SipHash).
+//! * **Dropping a record** does not touch the intake: the worker side notes the id and slot,
+//!   and the next drain removes the entries and gives the slots back in one hold of the
+//!   intake lock, entry first, so a slot is never reused while an entry names it. Until then
+//!   the entry is stale: a call under the main lock ignores an entry whose slot does not hold
+//!   its job, and a fast submit that finds one takes the slow path, which hands back first
+//!   (a clone of a job pushed out of the finished ring is accepted there). The slab thus
+//!   spans the slots dropped since the last drain besides the records it holds.
 //! * A record is the job, its place and its lease links: **256 bytes**, the most that
 //!   `memcpy` copies on its short path, and a submit copies the record into the slab. A
 //!   leader's followers are kept with it in `leaders` (the memo key's entry), not in the
@@ -87,10 +151,12 @@
 //! * A job that finishes **stays where it is**: its record is marked finished
 //!   (`Place::Finished`) and its slot is written into a **ring of slots** in finishing order,
 //!   at most `retain_finished` of them. Once the ring is full, the new slot is written over
-//!   the oldest one, whose record and index entry are then dropped; the slab hands that slot,
-//!   just touched, to the next submit. So a finish moves no job and rewrites no index entry:
+//!   the oldest one, whose record is then dropped; the allocator hands that slot, just
+//!   touched, to a submit after the next drain. So a finish moves no job and rewrites no
+//!   index entry:
 //!   it writes one slot number, and the only other work is dropping the oldest record (one
-//!   index removal). The record is dropped where it lies: the slab is the queue's own
+//!   index removal, at the next drain). The record is dropped where it lies: the slab is the
+//!   queue's own
 //!   (`job/slab.rs`), because the `slab` crate's removal moves the record out to return it,
 //!   a copy of the record a job (280 bytes then; callgrind: about 58 instructions a job of
 //!   the 1 670). Until session 10 a finish moved the record out of the slab and its job into
@@ -133,6 +199,7 @@ use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -143,7 +210,7 @@ use super::memo::MemoStore;
 use super::model::{InvalidStateTransition, Job, JobId, JobPayload, JobPriority, JobResult};
 use super::model::{JobStatus, JobType, WorkerId};
 use super::retry::RetryConfig;
-use super::slab::Slab;
+use super::slab::{Slab, Slots};
 use crate::cache::Cache;
 use crate::callback::{self, FirstPanic, Turn};
 use crate::key::CacheKey;
@@ -567,7 +634,9 @@ impl JobQueueBuilder {
             .map(|s| u64::try_from(s.as_nanos()).unwrap_or(u64::MAX));
         Ok(JobQueue {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Padded(Mutex::new(State::default())),
+                intake: Padded(Mutex::new(Intake::default())),
+                signals: Padded(Signals::default()),
                 available: Condvar::new(),
                 room: Condvar::new(),
                 room_mark: self.capacity - (self.capacity / 16).max(1),
@@ -617,7 +686,11 @@ impl fmt::Debug for JobQueue {
 }
 
 struct Inner {
-    state: Mutex<State>,
+    state: Padded<Mutex<State>>,
+    /// The fast path's submits, the job index and the slot allocator (see *Storage*). Always
+    /// taken after `state` when both are held.
+    intake: Padded<Mutex<Intake>>,
+    signals: Padded<Signals>,
     /// Signalled when a job becomes ready (or the last lease ends, for a draining pool).
     available: Condvar,
     /// Signalled when a full queue has drained to `room_mark`.
@@ -636,6 +709,57 @@ struct Inner {
     on_complete: Option<CompletionHook>,
 }
 
+/// A field on cache lines of its own, so that what one thread writes often does not share a
+/// line with what the other reads often: the main lock, the intake lock and the signals each
+/// move between the cores only when their own users alternate (128 bytes: x86 fetches lines in
+/// adjacent pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What a submit on the fast path and the holders of the main lock tell each other without
+/// taking the other's lock (see *The intake* in the module docs for the orderings).
+#[derive(Default)]
+struct Signals {
+    /// The intake holds jobs. Written under the intake lock, and only on the intake's empty →
+    /// non-empty transition and by the drain that empties it, so that the main lock's holders,
+    /// which read it at every call, do not pull a line the producer writes at every submit.
+    pending: AtomicBool,
+    /// Places taken outside the intake, as of the last drain or claim: at least
+    /// `State::live`, which only goes down in between. Written by the main lock's holder, under
+    /// the intake lock; a fast submit adds the intake's length to it to decide there is room.
+    live: AtomicUsize,
+    /// `State::waiting`, for a fast submit to see whether it must wake a taker.
+    waiting: AtomicUsize,
+}
+
+/// The jobs submitted on the fast path and not yet in `State`, the job index and the slot
+/// allocator: everything a submit needs to accept a job without the main lock.
+#[derive(Default)]
+struct Intake {
+    /// In submission order. A deque rather than a `Vec` so that a drain moves each job out
+    /// by `pop_front`, keeping the buffer without a `Drain` to drop (callgrind, one thread, a
+    /// drain for every job: about 27 instructions a job).
+    jobs: VecDeque<Pending>,
+    /// Where each job is, for the calls that name a job by id, and to refuse duplicates.
+    index: HashTable<IndexEntry>,
+    slots: Slots,
+}
+
+/// A job accepted on the fast path, stamped with its submit time, and the slot reserved for
+/// its record.
+struct Pending {
+    job: Job,
+    slot: Slot,
+}
+
 /// Where a record sits in the slab. A job keeps its slot from submit until its record is
 /// dropped, so leases, deques and links can point at it directly.
 type Slot = usize;
@@ -643,14 +767,14 @@ type Slot = usize;
 /// "No slot", the end of the lease list.
 const NIL: Slot = usize::MAX;
 
-/// An entry of the job index: the hash of the job's id and the slot of its record. The id
-/// itself is not stored (it is in the record), which halves the index: a probe compares
-/// hashes and reads the record only on a full 64-bit match, which in practice is the job
-/// looked for (and is then read anyway). A job's entry is written once, at submit, and
-/// removed with its record: finishing leaves it as it is.
+/// An entry of the job index: the job's id and the slot of its record. The whole id is kept
+/// (not only its hash, as before the intake) because the index is behind the intake lock and
+/// the records behind the main lock: a submit must confirm a duplicate without reading a
+/// record. A job's entry is written at submit, before its record exists, and removed after
+/// its record is dropped (see *Storage*): finishing leaves it as it is.
 #[derive(Clone, Copy)]
 struct IndexEntry {
-    hash: u64,
+    id: JobId,
     slot: Slot,
 }
 
@@ -720,8 +844,12 @@ struct State {
     /// The records of every job the queue has: live, dead-lettered, and finished and
     /// retained.
     records: Slab<Record>,
-    /// Where each job is, for the calls that name a job by id.
-    index: HashTable<IndexEntry>,
+    /// Records dropped since the last drain: their index entries are to be removed and their
+    /// slots given back, under the intake lock, at the next drain (see *Storage*).
+    dropped: Vec<(JobId, Slot)>,
+    /// The buffer a drain swaps with the intake's list of jobs, empty between drains, so that
+    /// neither side allocates per drain.
+    drained: VecDeque<Pending>,
     ready: [[VecDeque<Ready>; 4]; 3],
     /// Bit `4 * priority + type` is set when `ready[priority][type]` is not empty, so that a
     /// take looks only at the heads that exist.
@@ -850,6 +978,21 @@ fn memo_call<T>(panics: &mut u64, call: impl FnOnce() -> T) -> Option<T> {
     answer
 }
 
+/// Removes the index entries of the records dropped since the last drain and gives their
+/// slots back, entry first, so that a slot is never reused while an entry still names it.
+/// Under both locks. Inlined into the drain: as a call, it cost about 20 instructions a job
+/// more (callgrind, one thread, a drain for every job).
+#[inline(always)]
+fn hand_back(st: &mut State, intake: &mut Intake) {
+    // Popped, not drained: the order does not matter, and a `Drain` costs its drop.
+    while let Some((id, slot)) = st.dropped.pop() {
+        if let Ok(entry) = intake.index.find_entry(hash_id(id), |e| e.slot == slot) {
+            entry.remove();
+        }
+        intake.slots.give_back(slot);
+    }
+}
+
 /// The hash of a job id in the index.
 fn hash_id(id: JobId) -> u64 {
     BuildHasherDefault::<JobIdHasher>::default().hash_one(id)
@@ -960,7 +1103,7 @@ impl JobQueue {
     /// result is stored.
     pub fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), QueueError> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         inner.complete_locked(&mut guard, lease, result)?;
         inner.after_completion(guard);
         Ok(())
@@ -1001,7 +1144,7 @@ impl JobQueue {
     /// if it has no retries left.
     pub fn fail(&self, lease: &Lease, error: impl Into<String>) -> Result<(), QueueError> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         let (slot, deadline) = inner.check_lease(st, lease, now)?;
@@ -1039,7 +1182,7 @@ impl JobQueue {
     /// Extends the lease to `now + lease`; returns the new deadline.
     pub fn heartbeat(&self, lease: &Lease) -> Result<Timestamp, QueueError> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         let (slot, _) = inner.check_lease(st, lease, now)?;
@@ -1059,7 +1202,7 @@ impl JobQueue {
     /// (see [`JobQueueBuilder::retain_finished`]; at 0 that is at once).
     pub fn cancel(&self, id: JobId) -> Result<(), QueueError> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
@@ -1075,11 +1218,11 @@ impl JobQueue {
     /// unless the memo store answers it).
     pub fn resubmit_dead_letter(&self, id: JobId) -> Result<(), QueueError> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let slot = st.find(id);
+        let slot = inner.find(st, id);
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
             return Err(QueueError::NotDeadLettered(id));
         };
@@ -1087,7 +1230,7 @@ impl JobQueue {
         // As on submit, a job the memo store answers takes no place, so a full queue does
         // not refuse it (and a refusal counts nothing in the store).
         let mut hit = None;
-        if st.live >= inner.capacity {
+        if !inner.claim_place(st) {
             let key = st.records.get(slot).and_then(|r| r.job.memo_key());
             hit = inner.memo_answer_when_full(&mut st.stats, key);
             if hit.is_none() {
@@ -1110,7 +1253,7 @@ impl JobQueue {
     /// The dead letters, oldest first (a job whose last lease has run out among them).
     pub fn dead_letters(&self) -> Vec<Job> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         // Expired leases are taken back first, as for every call that reports jobs: without
         // this, a job whose worker died on its last attempt was missing from the list until
@@ -1130,18 +1273,18 @@ impl JobQueue {
     /// A snapshot of the job, if the queue still has its record.
     pub fn get(&self, id: JobId) -> Option<Job> {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
-        let slot = st.find(id)?;
+        let slot = inner.find(st, id)?;
         st.records.get(slot).map(|r| r.job.clone())
     }
 
     /// Counts of jobs by status, and totals.
     pub fn stats(&self) -> QueueStats {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
@@ -1163,7 +1306,7 @@ impl JobQueue {
     /// `types` could still get to do (short of new submits or due retries).
     pub(crate) fn is_drained_for(&self, types: &[JobType]) -> bool {
         let inner = &*self.inner;
-        let mut guard = inner.state.lock();
+        let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
@@ -1215,38 +1358,63 @@ impl State {
         self.seq
     }
 
-    /// The slot of job `id`, if the queue still has its record.
-    fn find(&self, id: JobId) -> Option<Slot> {
-        let hash = hash_id(id);
-        // Equal hashes of different ids are all but impossible for generated ids, but a parsed
-        // id can be chosen to collide, so a hash match is confirmed against the job itself.
-        self.index
-            .find(hash, |e| {
-                e.hash == hash && self.records.get(e.slot).is_some_and(|r| r.job.id() == id)
-            })
-            .map(|e| e.slot)
-    }
-
     /// The record in `slot`, which holds job `id` (the id only names the job in the error).
     fn record_mut(&mut self, slot: Slot, id: JobId) -> Result<&mut Record, QueueError> {
         self.records.get_mut(slot).ok_or(QueueError::NotFound(id))
     }
 
-    /// Puts a job just submitted in a record of its own (its place is left to
-    /// [`Inner::admit`]), stamped with the submit time and its retry budget. (A function of
-    /// its own: written out in `submit`, the same lines cost 5–8 more instructions a job in a
-    /// one-thread callgrind loop, session 8.)
+    /// Puts a job just submitted on the slow path in a record of its own in `slot` (its place
+    /// is left to [`Inner::admit`]), stamped with the submit time and its retry budget. (A
+    /// function of its own: written out in `submit`, the same lines cost 5–8 more
+    /// instructions a job in a one-thread callgrind loop, session 8.)
     #[inline(always)]
-    fn add_submitted(&mut self, mut job: Job, now: Timestamp, default_max_retries: u32) -> Slot {
-        job.stamp_submitted(now, default_max_retries);
-        let slot = self.records.insert(Record {
-            job,
-            place: Place::Done,
-            prev: NIL,
-            next: NIL,
-        });
+    fn add_submitted(&mut self, mut job: Job, slot: Slot, now: Timestamp, max_retries: u32) {
+        job.stamp_submitted(now, max_retries);
+        self.records.insert_at(
+            slot,
+            Record {
+                job,
+                place: Place::Done,
+                prev: NIL,
+                next: NIL,
+            },
+        );
         self.stats.submitted += 1;
-        slot
+    }
+
+    /// Moves a job from the intake into its record in `slot` and the back of its ready deque:
+    /// a job of the fast path has no memo key, so it neither coalesces nor asks the memo
+    /// store, and it takes a place (already counted in [`Signals::live`] by the drain).
+    #[inline(always)]
+    fn admit_pending(&mut self, job: Job, slot: Slot) {
+        // The record goes into the slab first and is read there: the job is moved once, from
+        // the intake's buffer into its slot.
+        let (job_type, priority, created_at) = (job.job_type(), job.priority(), job.created_at());
+        let seq = self.next_seq();
+        self.records.insert_at(
+            slot,
+            Record {
+                job,
+                place: Place::Ready { seq, priority },
+                prev: NIL,
+                next: NIL,
+            },
+        );
+        let (p, t) = (priority.index(), job_type.index());
+        let deque = &mut self.ready[p][t];
+        // Its wait started when its producer read the clock, which can be before the wait of
+        // a job this side made ready since (a retry that fell due, at the time of the call
+        // that moved it): no earlier than the job ahead of it, so that every deque stays
+        // sorted by wait as well as by turn (a take looks only at heads).
+        let since = match deque.back() {
+            Some(ahead) if ahead.since > created_at => ahead.since,
+            _ => created_at,
+        };
+        deque.push_back(Ready { slot, seq, since });
+        self.nonempty |= 1 << (4 * p + t);
+        self.note_ready_since(since);
+        self.live += 1;
+        self.stats.submitted += 1;
     }
 
     /// The priority a job waits at: the highest of its own and its followers' (priority
@@ -1436,18 +1604,15 @@ impl State {
     }
 
     /// Drops the record in `slot` (a dead letter, or a finished job pushed out of the ring)
-    /// and its index entry: the slot is free for the next submit. The entry is found by the
-    /// slot alone, so the job is read once, for its id's hash. The record is dropped where
-    /// it lies, not moved out first (see [`Slab::remove`]).
+    /// where it lies, not moved out first (see [`Slab::remove`]). Its index entry is removed
+    /// and the slot given back at the next drain ([`hand_back`]): the index is behind the
+    /// intake lock, which this side takes once per drain rather than once per job.
     fn drop_record(&mut self, slot: Slot) {
         let Some(record) = self.records.get(slot) else {
             return;
         };
-        let hash = hash_id(record.job.id());
+        self.dropped.push((record.job.id(), slot));
         self.records.remove(slot);
-        if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
-            entry.remove();
-        }
     }
 
     /// Files a job that just finished (completed or cancelled) as the newest retained one,
@@ -1564,6 +1729,18 @@ impl Inner {
         }
         st.live += 1;
         st.enqueue(slot, priority, now);
+        true
+    }
+
+    /// Counts a place for a job about to be admitted under the main lock, if the queue has room
+    /// (the jobs still in the intake hold places too). Under the intake lock, so that no fast
+    /// submit takes the place meanwhile.
+    fn claim_place(&self, st: &State) -> bool {
+        let intake = self.intake.lock();
+        if st.live + intake.jobs.len() >= self.capacity {
+            return false;
+        }
+        self.signals.live.store(st.live + 1, Ordering::Relaxed);
         true
     }
 
@@ -1803,7 +1980,7 @@ impl Inner {
         let id = lease.job_id;
         let slot = match st.records.get(lease.slot) {
             Some(r) if r.job.id() == id => lease.slot,
-            _ => st.find(id).ok_or(QueueError::NotFound(id))?,
+            _ => self.find(st, id).ok_or(QueueError::NotFound(id))?,
         };
         let record = st.records.get(slot).ok_or(QueueError::NotFound(id))?;
         let verdict = match record.place {
@@ -1886,7 +2063,7 @@ impl Inner {
     }
 
     fn cancel_locked(&self, st: &mut State, id: JobId, now: Timestamp) -> Result<bool, QueueError> {
-        let slot = st.find(id).ok_or(QueueError::NotFound(id))?;
+        let slot = self.find(st, id).ok_or(QueueError::NotFound(id))?;
         let record = st.record_mut(slot, id)?;
         let (job_type, place) = (record.job.job_type(), record.place);
         // A finished or dead-lettered job is terminal: the state machine words the refusal,
@@ -2097,7 +2274,65 @@ impl Inner {
         }
     }
 
-    fn submit(&self, job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
+    /// Locks the main lock and moves the intake's jobs into `State` first, if it has any:
+    /// every call that takes the main lock comes through here (or drains after its waits), so
+    /// a job whose submit returned before a call is seen by it (see *The intake*).
+    #[inline(always)]
+    fn lock(&self) -> MutexGuard<'_, State> {
+        let mut guard = self.state.lock();
+        self.drain_if_pending(&mut guard);
+        guard
+    }
+
+    /// Drains the intake if its flag says it holds jobs. One load of a line the producer
+    /// writes only when the intake goes from empty to non-empty.
+    #[inline(always)]
+    fn drain_if_pending(&self, st: &mut State) {
+        if self.signals.pending.load(Ordering::Relaxed) {
+            self.drain(st);
+        }
+    }
+
+    /// Moves every job of the intake into `State`, in submission order, after handing back
+    /// the index entries and slots of the records dropped since the last drain. The intake
+    /// lock is held only for two swaps and the hand-back; the jobs are admitted after it is
+    /// released. Out of line: a take that finds nothing to drain does not carry it.
+    #[inline(never)]
+    fn drain(&self, st: &mut State) {
+        let mut intake = self.intake.lock();
+        hand_back(st, &mut intake);
+        std::mem::swap(&mut intake.jobs, &mut st.drained);
+        self.signals.pending.store(false, Ordering::Relaxed);
+        // Every drained job takes a place: counted before the intake lock is released, so
+        // that a fast submit sees them either in the intake's length or here.
+        self.signals
+            .live
+            .store(st.live + st.drained.len(), Ordering::Relaxed);
+        drop(intake);
+        while let Some(Pending { job, slot }) = st.drained.pop_front() {
+            st.admit_pending(job, slot);
+        }
+    }
+
+    /// The slot of job `id`, if the queue has its record. Takes the intake lock for the
+    /// index. An entry whose record is not in its slot does not count: a record dropped whose
+    /// entry is not removed yet, or a job still in the intake (submitted after this call's
+    /// drain, so concurrently with it). A slot is given back only with its entry removed, so
+    /// an entry never names another job's record.
+    fn find(&self, st: &State, id: JobId) -> Option<Slot> {
+        let slot = self
+            .intake
+            .lock()
+            .index
+            .find(hash_id(id), |e| e.id == id)?
+            .slot;
+        st.records
+            .get(slot)
+            .is_some_and(|r| r.job.id() == id)
+            .then_some(slot)
+    }
+
+    fn submit(&self, mut job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
         let id = job.id();
         if job.status() != JobStatus::Queued {
             return Err(QueueError::NotNew {
@@ -2105,61 +2340,116 @@ impl Inner {
                 status: job.status(),
             });
         }
-        let hash = hash_id(id);
-        let mut guard = self.state.lock();
-        let now = self.clock.now();
-        if !self.reserve(&mut guard, id, hash, now)? {
-            return self.submit_when_full(guard, job, hash, timeout, now);
+        // A job with a memo key may complete at once or coalesce, which needs `State`.
+        if job.memo_key().is_some() {
+            return self.submit_slow(job, timeout);
         }
-        self.enter(guard, job, now, None);
+        // The fast path: the clock is read before the lock, so that the lock is held only
+        // for the index probe and the push.
+        job.stamp_submitted(self.clock.now(), self.retry.max_retries());
+        let mut intake = self.intake.lock();
+        let Some(slot) = self.file_fast(&mut intake, id) else {
+            drop(intake);
+            return self.submit_slow(job, timeout);
+        };
+        if intake.jobs.is_empty() {
+            self.signals.pending.store(true, Ordering::Relaxed);
+        }
+        intake.jobs.push_back(Pending { job, slot });
+        drop(intake);
+        // See *The intake* for why this cannot miss a taker about to sleep.
+        if self.signals.waiting.load(Ordering::Relaxed) > 0 {
+            self.wake_takers();
+        }
         Ok(id)
     }
 
-    /// The start of a submit, under the lock: takes back expired leases, rules out a
-    /// duplicate and, if there is room, files the job's index entry. `Ok(false)` when the
-    /// queue is full, with nothing filed.
+    /// Files the index entry of a job for the intake, with a slot for its record, if the queue
+    /// has room by a count that is never below the true one and no entry has its id; `None`
+    /// sends the job to the slow path (a full queue, a duplicate, or the stale entry of a
+    /// record just dropped). The job is not moved here, so that the slow path gets it where
+    /// it is: returned from a function that took it, it was copied on every submit.
+    #[inline(always)]
+    fn file_fast(&self, intake: &mut Intake, id: JobId) -> Option<Slot> {
+        let Intake { jobs, index, slots } = intake;
+        if self.signals.live.load(Ordering::Relaxed) + jobs.len() >= self.capacity {
+            return None;
+        }
+        let hashbrown::hash_table::Entry::Vacant(vacant) =
+            index.entry(hash_id(id), |e| e.id == id, |e| hash_id(e.id))
+        else {
+            return None;
+        };
+        let slot = slots.take();
+        vacant.insert(IndexEntry { id, slot });
+        Some(slot)
+    }
+
+    /// Wakes the blocked takers after a fast submit, under the main lock (see *The intake*);
+    /// the drain that taking it makes gives them the job at once.
+    #[cold]
+    #[inline(never)]
+    fn wake_takers(&self) {
+        drop(self.lock());
+        self.available.notify_all();
+    }
+
+    /// A submit the fast path did not take: the main lock, the intake drained, then the
+    /// whole submit (maintenance, memo and coalescing, capacity, waiting for room).
+    #[cold]
+    #[inline(never)]
+    fn submit_slow(&self, job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
+        let id = job.id();
+        let mut guard = self.lock();
+        let now = self.clock.now();
+        match self.reserve(&mut guard, id, now)? {
+            Some(slot) => {
+                self.enter(guard, job, slot, now, None);
+                Ok(id)
+            }
+            None => self.submit_when_full(guard, job, timeout, now),
+        }
+    }
+
+    /// The start of a slow submit, under the main lock: takes back expired leases, rules out a
+    /// duplicate and, if there is room, files the job's index entry with a slot for its
+    /// record, and counts its place. `Ok(None)` when the queue is full, with nothing filed.
     ///
     /// Expired leases are taken back before the capacity check and the coalescing check: a
     /// lease that ran out on a job with no retries left frees its place (else a full queue
     /// refuses, and a waiting submit waits out its timeout, while it has room), and a new
     /// identical job must not be coalesced onto a leader that is about to be dead-lettered.
-    /// Only the comparison is inline: the rest is out of line so that submit's hot path keeps
-    /// its size (and the inlining it had).
-    #[inline(always)]
     fn reserve(
         &self,
         st: &mut State,
         id: JobId,
-        hash: u64,
         now: Timestamp,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Option<Slot>, QueueError> {
         if now >= st.next_due {
             self.catch_up(st, now);
         }
+        let mut guard = self.intake.lock();
+        // The entries of records dropped since the last drain go first: a clone of a job
+        // pushed out of the finished ring is no duplicate any more.
+        hand_back(st, &mut guard);
+        let Intake { jobs, index, slots } = &mut *guard;
         // One probe both rules out a duplicate and finds the place of the new entry.
-        let State {
-            index,
-            records,
-            live,
-            ..
-        } = st;
-        let is_id = |e: &IndexEntry| {
-            e.hash == hash && records.get(e.slot).is_some_and(|r| r.job.id() == id)
-        };
-        let hashbrown::hash_table::Entry::Vacant(vacant) = index.entry(hash, is_id, |e| e.hash)
+        let hashbrown::hash_table::Entry::Vacant(vacant) =
+            index.entry(hash_id(id), |e| e.id == id, |e| hash_id(e.id))
         else {
             return Err(QueueError::Duplicate(id));
         };
-        if *live >= self.capacity {
-            return Ok(false);
+        // The jobs still in the intake (submitted since this call drained) hold places too.
+        if st.live + jobs.len() >= self.capacity {
+            return Ok(None);
         }
-        // The slab fills its vacant key next, so the entry can name the slot before the
-        // record is in it.
-        vacant.insert(IndexEntry {
-            hash,
-            slot: records.vacant_key(),
-        });
-        Ok(true)
+        let slot = slots.take();
+        vacant.insert(IndexEntry { id, slot });
+        // Counted under the intake lock, before the job is admitted, so that no fast submit
+        // takes this place meanwhile (a memo hit leaves the count one high until the next
+        // drain: only stricter).
+        self.signals.live.store(st.live + 1, Ordering::Relaxed);
+        Ok(Some(slot))
     }
 
     /// A submit that found the queue full (see [`Inner::reserve`]; `now` is the time it read):
@@ -2173,7 +2463,6 @@ impl Inner {
         &self,
         mut guard: MutexGuard<'_, State>,
         job: Job,
-        hash: u64,
         timeout: Option<Duration>,
         mut now: Timestamp,
     ) -> Result<JobId, QueueError> {
@@ -2188,12 +2477,20 @@ impl Inner {
             // counts nothing in the store unless it answers, so that a submit that waits and
             // re-checks on every wake still counts once (see `memo_answer_when_full`).
             if let Some(value) = self.memo_answer_when_full(&mut st.stats, job.memo_key()) {
-                let entry = IndexEntry {
-                    hash,
-                    slot: st.records.vacant_key(),
+                let slot = {
+                    let mut intake = self.intake.lock();
+                    let Intake { index, slots, .. } = &mut *intake;
+                    // The intake lock was let go since `reserve` ruled out a duplicate.
+                    let hashbrown::hash_table::Entry::Vacant(vacant) =
+                        index.entry(hash_id(id), |e| e.id == id, |e| hash_id(e.id))
+                    else {
+                        return Err(QueueError::Duplicate(id));
+                    };
+                    let slot = slots.take();
+                    vacant.insert(IndexEntry { id, slot });
+                    slot
                 };
-                st.index.insert_unique(hash, entry, |e| e.hash);
-                self.enter(guard, job, now, Some(value));
+                self.enter(guard, job, slot, now, Some(value));
                 return Ok(id);
             }
             let remaining = timeout.and_then(|t| t.checked_sub(started.elapsed()));
@@ -2209,26 +2506,28 @@ impl Inner {
             self.room
                 .wait_for(&mut guard, remaining.min(MAX_WAIT_SLICE));
             guard.submitters_waiting -= 1;
+            self.drain_if_pending(&mut guard);
             now = self.clock.now();
-            if self.reserve(&mut guard, id, hash, now)? {
-                self.enter(guard, job, now, None);
+            if let Some(slot) = self.reserve(&mut guard, id, now)? {
+                self.enter(guard, job, slot, now, None);
                 return Ok(id);
             }
         }
     }
 
-    /// The end of a submit whose index entry is filed: records the job, places it (or
-    /// completes it with `hit`, the memo store's answer to a full queue), and unlocks.
+    /// The end of a slow submit whose index entry is filed: records the job in `slot`, places
+    /// it (or completes it with `hit`, the memo store's answer to a full queue), and unlocks.
     #[inline(always)]
     fn enter(
         &self,
         mut guard: MutexGuard<'_, State>,
         job: Job,
+        slot: Slot,
         now: Timestamp,
         hit: Option<Bytes>,
     ) {
         let st = &mut *guard;
-        let slot = st.add_submitted(job, now, self.retry.max_retries());
+        st.add_submitted(job, slot, now, self.retry.max_retries());
         let woke = match hit {
             None => self.admit(st, slot, now),
             Some(value) => self.admit_answered(st, slot, value, now),
@@ -2243,8 +2542,14 @@ impl Inner {
     #[inline(never)]
     fn admit_answered(&self, st: &mut State, slot: Slot, value: Bytes, now: Timestamp) -> bool {
         // The hit cannot be refused (the job is new); were it, the job would be admitted
-        // rather than lost.
-        !self.memo_hit(st, slot, value, now) && self.admit(st, slot, now)
+        // rather than lost, its place counted first.
+        if self.memo_hit(st, slot, value, now) {
+            return false;
+        }
+        let intake = self.intake.lock();
+        self.signals.live.store(st.live + 1, Ordering::Relaxed);
+        drop(intake);
+        self.admit(st, slot, now)
     }
 
     /// Releases the lock after a submit or a re-submit, then wakes the blocked takers if a job
@@ -2304,7 +2609,7 @@ impl Inner {
     }
 
     fn release(&self, lease: &Lease) -> Result<(), QueueError> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         let now = self.clock.now();
         let (slot, _) = self.check_lease(st, lease, now)?;
@@ -2335,7 +2640,7 @@ impl Inner {
         mask: TypeMask,
         timeout: Duration,
     ) -> Result<Option<Lease>, QueueError> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let now = self.complete_locked(&mut guard, lease, result)?;
         if self.on_complete.is_some() {
             let next = self.try_take(&mut guard, &lease.worker, mask, now);
@@ -2384,7 +2689,7 @@ impl Inner {
         timeout: Option<Duration>,
         stop: Option<&dyn Fn() -> bool>,
     ) -> Option<Lease> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         let now = self.clock.now();
         if now >= st.next_due {
@@ -2436,12 +2741,20 @@ impl Inner {
                 .unwrap_or(MAX_WAIT_SLICE);
             let wait = remaining.min(next_event).min(MAX_WAIT_SLICE);
             st.waiting += 1;
-            self.available.wait_for(&mut guard, wait);
+            self.signals.waiting.store(st.waiting, Ordering::Relaxed);
+            // A fast submit wakes takers only if it sees `waiting` above zero after its push
+            // (see *The intake*): the count is written before this look at the intake, under
+            // the intake lock, so either that submit sees it or this look sees its job.
+            if self.intake.lock().jobs.is_empty() {
+                self.available.wait_for(&mut guard, wait);
+            }
             guard.waiting -= 1;
+            self.signals.waiting.store(guard.waiting, Ordering::Relaxed);
             if stop.is_some_and(|stop| stop()) {
                 return None;
             }
             let st = &mut *guard;
+            self.drain_if_pending(st);
             now = self.clock.now();
             if now >= st.next_due {
                 self.catch_up(st, now);
@@ -2536,11 +2849,19 @@ mod tests {
         assert_eq!(queue.dead_letters().len(), 2);
     }
 
+    /// The main lock and the intake lock, the intake drained and the dropped records' entries
+    /// removed: the structures as they are between calls, once the hand-back is done.
+    fn settled(queue: &JobQueue) -> (MutexGuard<'_, State>, MutexGuard<'_, Intake>) {
+        let mut st = queue.inner.state.lock();
+        queue.inner.drain(&mut st);
+        (st, queue.inner.intake.lock())
+    }
+
     /// Checks the structures that shadow each other: the ready bitmask and `ready_since`
     /// against the deques, the index against the slab, and the finished ring against the
     /// records' places.
     fn assert_consistent(queue: &JobQueue) {
-        let st = queue.inner.state.lock();
+        let (st, intake) = settled(queue);
         for (p, by_type) in st.ready.iter().enumerate() {
             for (t, deque) in by_type.iter().enumerate() {
                 let bit = st.nonempty & (1 << (4 * p + t)) != 0;
@@ -2553,13 +2874,14 @@ mod tests {
                 }
             }
         }
-        assert_eq!(st.index.len(), st.records.len());
-        for e in st.index.iter() {
+        assert!(intake.jobs.is_empty() && st.dropped.is_empty());
+        assert_eq!(intake.index.len(), st.records.len());
+        for e in intake.index.iter() {
             let record = st
                 .records
                 .get(e.slot)
                 .expect("an index entry names a record");
-            assert_eq!(hash_id(record.job.id()), e.hash);
+            assert_eq!(record.job.id(), e.id);
         }
         let finished = st
             .records
@@ -2712,14 +3034,17 @@ mod tests {
                 .complete(&lease, JobResult::default())
                 .expect("current");
             ids.push(id);
-            // The slab holds the retained jobs and no more: the job pushed out frees the slot
-            // the next submit fills.
+            // The slab holds the retained jobs and no more: the job pushed out frees its slot,
+            // which goes back to the allocator with its index entry removed at the next drain
+            // (the `try_next` after the next submit), so the submit after that fills it. The
+            // slab thus spans one slot more than the retained and the running job.
             let st = queue.inner.state.lock();
             assert_eq!(st.records.len(), ids.len().min(3));
             assert_eq!(st.retained.len(), ids.len().min(3));
-            assert_eq!(st.index.len(), st.records.len());
+            let entries = queue.inner.intake.lock().index.len();
+            assert_eq!(entries, st.records.len() + st.dropped.len());
             assert!(
-                st.records.iter().all(|(slot, _)| slot < 4),
+                st.records.iter().all(|(slot, _)| slot < 5),
                 "slots are reused"
             );
         }
@@ -2949,5 +3274,230 @@ mod tests {
                 proptest::prop_assert_eq!(heard.load(Ordering::Relaxed), completed);
             }
         }
+    }
+
+    /// The jobs in the intake, not yet drained into `State`.
+    fn in_intake(queue: &JobQueue) -> usize {
+        queue.inner.intake.lock().jobs.len()
+    }
+
+    fn plain(priority: JobPriority) -> Job {
+        Job::new(JobType::Indexing, &b""[..]).with_priority(priority)
+    }
+
+    /// A clone of a job still in the intake is refused at once, by the fast path's look at
+    /// the index: nothing else would catch it before the drain.
+    #[test]
+    fn a_duplicate_of_a_job_still_in_the_intake_is_refused() {
+        let queue = JobQueue::builder().build().expect("valid");
+        let job = plain(JobPriority::Medium);
+        let id = queue.submit(job.clone()).expect("submit");
+        assert_eq!(in_intake(&queue), 1);
+        assert!(matches!(queue.submit(job), Err(QueueError::Duplicate(d)) if d == id));
+        let stats = queue.stats();
+        assert_eq!((stats.submitted, stats.queued), (1, 1));
+    }
+
+    /// A clone of a job whose record was dropped (pushed out of the finished ring) is a new
+    /// job again, although its index entry is still there until the next drain: the fast
+    /// path finds the entry, and the slow path hands the dropped entries back first.
+    #[test]
+    fn a_clone_of_a_dropped_job_is_accepted_although_its_entry_is_stale() {
+        let queue = JobQueue::builder()
+            .retain_finished(0)
+            .build()
+            .expect("valid");
+        let job = plain(JobPriority::Medium);
+        let id = queue.submit(job.clone()).expect("submit");
+        let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+        queue
+            .complete(&lease, JobResult::default())
+            .expect("current");
+        assert_eq!(queue.status(id), None, "the record was dropped at once");
+        {
+            let st = queue.inner.state.lock();
+            assert_eq!(st.dropped.len(), 1, "its entry is not removed yet");
+            let entries = queue.inner.intake.lock().index.len();
+            assert_eq!(entries, 1);
+        }
+        assert_eq!(queue.submit(job).expect("a new job again"), id);
+        assert_eq!(queue.status(id), Some(JobStatus::Queued));
+        assert_consistent(&queue);
+    }
+
+    /// Status, get and cancel of a job whose submit returned but which is still in the intake
+    /// see it: every call under the main lock drains first.
+    #[test]
+    fn status_get_and_cancel_see_a_job_still_in_the_intake() {
+        let queue = JobQueue::builder().build().expect("valid");
+        let kept = queue.submit(plain(JobPriority::Low)).expect("submit");
+        assert_eq!(in_intake(&queue), 1);
+        assert_eq!(queue.status(kept), Some(JobStatus::Queued));
+        assert_eq!(in_intake(&queue), 0, "drained");
+
+        let read = queue.submit(plain(JobPriority::High)).expect("submit");
+        assert_eq!(in_intake(&queue), 1);
+        let job = queue.get(read).expect("known");
+        assert_eq!((job.id(), job.status()), (read, JobStatus::Queued));
+
+        let cancelled = queue.submit(plain(JobPriority::High)).expect("submit");
+        assert_eq!(in_intake(&queue), 1);
+        queue.cancel(cancelled).expect("queued");
+        assert_eq!(queue.status(cancelled), Some(JobStatus::Cancelled));
+        let worker = WorkerId::new("w");
+        let taken: Vec<JobId> = std::iter::from_fn(|| queue.try_next(&worker))
+            .map(|lease| lease.job_id())
+            .collect();
+        assert_eq!(taken, [read, kept]);
+        assert_consistent(&queue);
+    }
+
+    /// A taker blocked in `next` is woken by a submit on the fast path from another thread.
+    /// A liveness check, not a timing claim: a lost wake-up would leave the taker to its next
+    /// wait slice (50 ms), so the bound only catches a taker that is never woken and never
+    /// drains (it waits far beyond it: 30 s).
+    #[test]
+    fn a_taker_blocked_in_next_is_woken_by_a_fast_submit() {
+        let queue = JobQueue::builder().build().expect("valid");
+        for _ in 0..3 {
+            let taker = {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let lease = queue.next(&WorkerId::new("w"), Duration::from_secs(30));
+                    (lease.map(|l| l.job_id()), started.elapsed())
+                })
+            };
+            while queue.inner.state.lock().waiting == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let id = queue.submit(plain(JobPriority::Medium)).expect("submit");
+            let (got, took) = taker.join().expect("the taker returns");
+            assert_eq!(got, Some(id));
+            assert!(
+                took < Duration::from_secs(5),
+                "the taker returned after {took:?}"
+            );
+            assert_eq!(queue.inner.signals.waiting.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    /// The jobs still in the intake hold places: with no call in between to drain them, a
+    /// submit beyond the capacity is refused (by the slow path, which the fast path's count
+    /// sends it to), and it waits its timeout out while they are there.
+    #[test]
+    fn jobs_still_in_the_intake_count_against_the_capacity() {
+        let queue = JobQueue::builder().capacity(2).build().expect("valid");
+        queue.submit(plain(JobPriority::Low)).expect("room");
+        queue.submit(plain(JobPriority::Low)).expect("room");
+        assert_eq!(in_intake(&queue), 2);
+        let refused = queue.submit_timeout(plain(JobPriority::Low), Duration::from_millis(1));
+        assert!(matches!(refused, Err(QueueError::Full { capacity: 2 })));
+        let stats = queue.stats();
+        assert_eq!((stats.queued, stats.rejected_full), (2, 1));
+    }
+
+    /// Several producers and a worker: after every call the live jobs (queued and running)
+    /// are within the capacity, whether the submits took the fast path or the slow one, and
+    /// every job accepted is completed once.
+    #[test]
+    fn the_capacity_holds_with_two_producers_and_a_worker() {
+        const CAPACITY: usize = 8;
+        const PER_PRODUCER: usize = 3_000;
+        let queue = JobQueue::builder()
+            .capacity(CAPACITY)
+            .build()
+            .expect("valid");
+        let within = |queue: &JobQueue| {
+            let stats = queue.stats();
+            assert!(
+                stats.queued + stats.processing <= CAPACITY,
+                "{} queued and {} running",
+                stats.queued,
+                stats.processing
+            );
+            assert!(queue.inner.state.lock().live <= CAPACITY);
+        };
+        let producers: Vec<_> = (0..3)
+            .map(|p| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let mut accepted = 0;
+                    for n in 0..PER_PRODUCER {
+                        // Plain jobs take the fast path while it sees room; every tenth has a
+                        // memo key and takes the slow one.
+                        let mut job = plain(JobPriority::ALL[n % 3]);
+                        if n % 10 == 0 {
+                            let file = format!("{:02x}", (p * 7 + n) % 256).repeat(32);
+                            let key = CacheKey::transcript(&file, "en").expect("valid");
+                            job = job.with_memo_key(key);
+                        }
+                        if queue.submit(job).is_ok() {
+                            accepted += 1;
+                        }
+                        within(&queue);
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = {
+            let (queue, done) = (queue.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let worker = WorkerId::new("w");
+                let mut completed = std::collections::HashSet::new();
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    match queue.next(&worker, Duration::from_millis(1)) {
+                        Some(lease) => {
+                            within(&queue);
+                            queue
+                                .complete(&lease, JobResult::default())
+                                .expect("current");
+                            assert!(completed.insert(lease.job_id()), "ran twice");
+                            within(&queue);
+                        }
+                        None if finished => return completed.len(),
+                        None => {}
+                    }
+                }
+            })
+        };
+        let accepted: usize = producers
+            .into_iter()
+            .map(|p| p.join().expect("producer"))
+            .sum();
+        done.store(true, Ordering::Release);
+        let ran = worker.join().expect("worker");
+        let stats = queue.stats();
+        assert_eq!(stats.submitted, accepted as u64);
+        // A follower completes with its leader, without a lease.
+        assert_eq!(stats.completed, accepted as u64);
+        assert_eq!(ran as u64 + stats.coalesced, accepted as u64);
+        assert!(stats.rejected_full > 0, "the queue was full at times");
+        assert_consistent(&queue);
+    }
+
+    /// Sequential submits keep their order across the two paths: a memo-keyed job (slow path)
+    /// submitted after plain ones (fast path, still in the intake) gets its turn after them,
+    /// because the slow path drains first.
+    #[test]
+    fn sequential_submits_keep_their_order_across_the_fast_and_slow_paths() {
+        let queue = JobQueue::builder().build().expect("valid");
+        let key = CacheKey::transcript(&"ab".repeat(32), "en").expect("valid");
+        let first = queue.submit(plain(JobPriority::Medium)).expect("submit");
+        let keyed = queue
+            .submit(plain(JobPriority::Medium).with_memo_key(key))
+            .expect("submit");
+        let last = queue.submit(plain(JobPriority::Medium)).expect("submit");
+        let urgent = queue.submit(plain(JobPriority::High)).expect("submit");
+        assert_eq!(in_intake(&queue), 2, "the last two are in the intake");
+        let worker = WorkerId::new("w");
+        let taken: Vec<JobId> = std::iter::from_fn(|| queue.try_next(&worker))
+            .map(|lease| lease.job_id())
+            .collect();
+        assert_eq!(taken, [urgent, first, keyed, last]);
+        assert_placed(&queue);
     }
 }

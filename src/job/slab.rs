@@ -1,34 +1,30 @@
-//! The job queue's slab: records by slot number, with the vacant slots chained into a free
-//! list, so a slot is reused by the next insert.
+//! The job queue's slab: records by slot number, and the allocator that hands out the slots.
 //!
-//! It is the layout of the `slab` crate (a `Vec` of occupied-or-vacant entries, the free
-//! list threaded through the vacant ones, the most recently freed slot reused first), with
-//! one difference the queue needs: [`Slab::remove`] drops the value **in place** and returns
-//! nothing. The `slab` crate's removal returns the value, so it moves the whole record (some
-//! 280 bytes) out of its slot only for the queue to drop it: a copy on every finished job
-//! pushed out of the retained ring. Overwriting the entry with a vacant one runs the record's
-//! destructor where it lies and writes only the entry's tag and the free-list link.
+//! The two are apart because they sit behind different locks (see *Storage* in the queue's
+//! module docs): a submit on the fast path names its record's slot under the queue's intake
+//! lock, in the job index, before the record reaches the slab, which is behind the main lock.
+//! So the slab does not choose slots: [`Slab::insert_at`] fills the slot the allocator gave
+//! out, and [`Slab::remove`] frees one without reusing it; the queue hands freed slots back to
+//! the [`Slots`] allocator (after their index entries are gone), which reuses the most
+//! recently freed first, as the `slab` crate's free list does, so that a new record lands
+//! where a record was just dropped, in cache.
+//!
+//! [`Slab::remove`] drops the value **in place** and returns nothing: the `slab` crate's
+//! removal returns the value, so it moves the whole record (some 280 bytes) out of its slot
+//! only for the queue to drop it, a copy on every finished job pushed out of the retained
+//! ring.
 //!
 //! Only what the queue uses is here.
 
-/// One slot: a value, or a link to the next vacant slot.
-enum Entry<T> {
-    Vacant(usize),
-    Occupied(T),
-}
-
 /// Values by slot number; see the module docs.
 pub(super) struct Slab<T> {
-    entries: Vec<Entry<T>>,
-    /// The first vacant slot; `entries.len()` when none is (the next insert pushes).
-    next: usize,
+    entries: Vec<Option<T>>,
 }
 
 impl<T> Default for Slab<T> {
     fn default() -> Slab<T> {
         Slab {
             entries: Vec::new(),
-            next: 0,
         }
     }
 }
@@ -36,57 +32,39 @@ impl<T> Default for Slab<T> {
 impl<T> Slab<T> {
     /// The value in `slot`, if it holds one.
     pub(super) fn get(&self, slot: usize) -> Option<&T> {
-        match self.entries.get(slot) {
-            Some(Entry::Occupied(value)) => Some(value),
-            _ => None,
-        }
+        self.entries.get(slot)?.as_ref()
     }
 
     /// The value in `slot`, if it holds one.
     pub(super) fn get_mut(&mut self, slot: usize) -> Option<&mut T> {
-        match self.entries.get_mut(slot) {
-            Some(Entry::Occupied(value)) => Some(value),
-            _ => None,
-        }
+        self.entries.get_mut(slot)?.as_mut()
     }
 
-    /// The slot the next [`Slab::insert`] fills.
-    pub(super) fn vacant_key(&self) -> usize {
-        self.next
-    }
-
-    /// Stores `value` in the slot [`Slab::vacant_key`] names and returns that slot. Inline:
+    /// Stores `value` in `slot`, which [`Slots::take`] gave out and which is vacant. Inline:
     /// out of line, the record was built on the caller's stack and copied in by a call
     /// (callgrind, one thread: about 13 instructions a job more).
     #[inline(always)]
-    pub(super) fn insert(&mut self, value: T) -> usize {
-        let slot = self.next;
-        match self.entries.get_mut(slot) {
-            Some(entry) => {
-                let Entry::Vacant(next) = *entry else {
-                    unreachable!("the free list named occupied slot {slot}");
-                };
-                self.next = next;
-                // Known vacant, so nothing is dropped, and the value is written straight
-                // into the slot (with a possible drop in between, it went through a
-                // temporary: a second copy of the record).
-                *entry = Entry::Occupied(value);
-            }
-            None => {
-                self.entries.push(Entry::Occupied(value));
-                self.next = self.entries.len();
-            }
+    pub(super) fn insert_at(&mut self, slot: usize, value: T) {
+        if slot >= self.entries.len() {
+            // Slots are given out in order, so this is usually a push of one.
+            self.entries.resize_with(slot + 1, || None);
         }
-        slot
+        match &mut self.entries[slot] {
+            // Known vacant, so nothing is dropped, and the value is written straight into
+            // the slot (with a possible drop in between, it went through a temporary: a
+            // second copy of the record).
+            entry @ None => *entry = Some(value),
+            Some(_) => unreachable!("slot {slot} was given out while occupied"),
+        }
     }
 
-    /// Drops the value in `slot` where it lies, freeing the slot; false if it held none.
+    /// Drops the value in `slot` where it lies; false if it held none. The slot is not
+    /// reused until it is given back to the allocator ([`Slots::give_back`]).
     pub(super) fn remove(&mut self, slot: usize) -> bool {
         match self.entries.get_mut(slot) {
-            Some(entry @ Entry::Occupied(_)) => {
-                // The assignment drops the old value in place: nothing is moved out.
-                *entry = Entry::Vacant(self.next);
-                self.next = slot;
+            // The assignment drops the old value in place: nothing is moved out.
+            Some(entry @ Some(_)) => {
+                *entry = None;
                 true
             }
             _ => false,
@@ -105,10 +83,34 @@ impl<T> Slab<T> {
         self.entries
             .iter()
             .enumerate()
-            .filter_map(|(slot, entry)| match entry {
-                Entry::Occupied(value) => Some((slot, value)),
-                Entry::Vacant(_) => None,
-            })
+            .filter_map(|(slot, entry)| Some((slot, entry.as_ref()?)))
+    }
+}
+
+/// Gives out slot numbers: the most recently given back first, else the next never used.
+#[derive(Default)]
+pub(super) struct Slots {
+    free: Vec<usize>,
+    /// The first slot never given out.
+    next: usize,
+}
+
+impl Slots {
+    /// A slot to fill.
+    #[inline]
+    pub(super) fn take(&mut self) -> usize {
+        match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.next += 1;
+                self.next - 1
+            }
+        }
+    }
+
+    /// Makes `slot` (vacant in the slab, and named by no index entry) available again.
+    pub(super) fn give_back(&mut self, slot: usize) {
+        self.free.push(slot);
     }
 }
 
@@ -116,39 +118,51 @@ impl<T> Slab<T> {
 mod tests {
     use std::rc::Rc;
 
-    use super::Slab;
+    use super::{Slab, Slots};
 
     #[test]
-    fn slots_are_reused_most_recently_freed_first() {
+    fn slots_are_reused_most_recently_given_back_first() {
+        let mut slots = Slots::default();
+        let taken: Vec<usize> = (0..4).map(|_| slots.take()).collect();
+        assert_eq!(taken, [0, 1, 2, 3]);
+        slots.give_back(1);
+        slots.give_back(2);
+        assert_eq!([slots.take(), slots.take(), slots.take()], [2, 1, 4]);
+    }
+
+    #[test]
+    fn values_go_where_they_are_told_and_removal_frees_in_place() {
         let mut slab = Slab::default();
-        assert_eq!((slab.vacant_key(), slab.len()), (0, 0));
-        let slots: Vec<usize> = (0..4).map(|v| slab.insert(v)).collect();
-        assert_eq!(slots, [0, 1, 2, 3]);
+        slab.insert_at(0, 0);
+        slab.insert_at(2, 20);
+        assert_eq!((slab.get(1), slab.get(2), slab.len()), (None, Some(&20), 2));
+        slab.insert_at(1, 10);
         assert!(slab.remove(1));
-        assert!(slab.remove(2));
-        assert!(!slab.remove(2), "already vacant");
+        assert!(!slab.remove(1), "already vacant");
         assert!(!slab.remove(9), "out of range");
-        assert_eq!((slab.get(1), slab.get(2), slab.len()), (None, None, 2));
-        assert_eq!(slab.vacant_key(), 2);
-        assert_eq!(slab.insert(20), 2);
-        assert_eq!(slab.insert(10), 1);
-        assert_eq!(slab.vacant_key(), 4);
-        assert_eq!(slab.insert(40), 4);
+        slab.insert_at(1, 11);
         if let Some(v) = slab.get_mut(0) {
             *v = 5;
         }
         let all: Vec<(usize, i32)> = slab.iter().map(|(s, &v)| (s, v)).collect();
-        assert_eq!(all, [(0, 5), (1, 10), (2, 20), (3, 3), (4, 40)]);
-        assert_eq!(slab.len(), 5);
+        assert_eq!(all, [(0, 5), (1, 11), (2, 20)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "occupied")]
+    fn filling_an_occupied_slot_is_a_bug() {
+        let mut slab = Slab::default();
+        slab.insert_at(0, 1);
+        slab.insert_at(0, 2);
     }
 
     #[test]
     fn remove_drops_the_value() {
         let value = Rc::new(());
         let mut slab = Slab::default();
-        let slot = slab.insert(Rc::clone(&value));
+        slab.insert_at(0, Rc::clone(&value));
         assert_eq!(Rc::strong_count(&value), 2);
-        assert!(slab.remove(slot));
+        assert!(slab.remove(0));
         assert_eq!(Rc::strong_count(&value), 1);
     }
 }
