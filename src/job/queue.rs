@@ -57,8 +57,9 @@
 //!     thread with a drain for every job: 1,250 → 1,382 instructions a job with `next` +
 //!     `complete`, 1,236 → 1,360 with `complete_and_next`). In return the producer no longer
 //!     waits for the lock a busy worker holds: in the paired bench's two-thread rows the queue
-//!     ran at 1.08–1.33 of the heap in nine runs at load averages of 2 to 8, where the single
-//!     lock gave 0.87–1.54 in the same runs (see the README's queue section). The index needs
+//!     ran at 1.05–1.35 of the heap in twelve runs at load averages of 2 to 8, steadier than
+//!     the single lock's 0.87–1.61 in the runs alternating with them but lower in most (see
+//!     the README's queue section; the idle machine was not measured). The index needs
 //!     the whole id in every entry (see *Storage*), and the slab spans a few more slots (those
 //!     dropped since the last drain).
 //!
