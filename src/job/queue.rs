@@ -58,8 +58,10 @@
 //!     `complete`, 1,236 → 1,360 with `complete_and_next`). In return the producer no longer
 //!     waits for the lock a busy worker holds: in the paired bench's two-thread rows the queue
 //!     ran at 1.05–1.35 of the heap in twelve runs at load averages of 2 to 8, steadier than
-//!     the single lock's 0.87–1.61 in the runs alternating with them but lower in most (see
-//!     the README's queue section; the idle machine was not measured). The index needs
+//!     the single lock's 0.87–1.61 in the runs alternating with them but lower in most; on
+//!     the idle machine, where the single lock fell short of the heap on two threads
+//!     (0.70–1.00 in six runs), the intake reached 0.97–1.20, while one thread fell from
+//!     0.90–1.03 to 0.83–0.97 (see the README's queue section). The index needs
 //!     the whole id in every entry (see *Storage*), and the slab spans a few more slots (those
 //!     dropped since the last drain).
 //!
