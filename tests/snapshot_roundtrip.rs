@@ -13,20 +13,26 @@ fn key(i: u32) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "transcript").expect("valid key")
 }
 
-fn ttl(secs: u64) -> Ttl {
-    Ttl::seconds(secs).expect("positive TTL")
-}
-
-#[test]
-fn round_trip_keeps_values_ttls_and_access_counts() {
+/// A temporary directory for the snapshot, and a 1 MiB cache on a manual clock.
+fn manual_cache() -> (tempfile::TempDir, ManualClock, Cache) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
     let clock = ManualClock::new();
     let cache = Cache::builder()
         .max_bytes(1 << 20)
         .clock(clock.clone())
         .build()
         .expect("builds");
+    (dir, clock, cache)
+}
+
+fn ttl(secs: u64) -> Ttl {
+    Ttl::seconds(secs).expect("positive TTL")
+}
+
+#[test]
+fn round_trip_keeps_values_ttls_and_access_counts() {
+    let (dir, clock, cache) = manual_cache();
+    let path = dir.path().join("cache.snap");
     cache.insert(key(1), "forever").expect("inserts");
     cache
         .insert_with_ttl(key(2), "long", ttl(100))
@@ -520,14 +526,8 @@ proptest! {
 /// load) it keeps the highest ranked, and the report's counts add up, in entries and bytes.
 #[test]
 fn a_load_reports_every_entry_once_at_the_edges_of_time_and_room() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, clock, cache) = manual_cache();
     let path = dir.path().join("cache.snap");
-    let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .expect("builds");
     let micro = Duration::from_micros(1);
     cache
         .insert_with_ttl(key(1), "at its deadline", ttl(10))
