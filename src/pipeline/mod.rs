@@ -395,6 +395,12 @@ struct Request {
     hashed: Fingerprint,
 }
 
+/// Whether the file at `path` still has the length and modification time it had when it was
+/// hashed (see [`Fingerprint`]); a file that cannot be read is not.
+fn still_as_hashed(path: &Path, hashed: Fingerprint) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| Fingerprint::of(&m) == hashed)
+}
+
 /// How a submitted Transcription job ended, when it did not fail on its own.
 enum JobEnd {
     /// Completed (or answered from the cache at submit) with this value.
@@ -448,8 +454,7 @@ impl Runner {
         // The transcript is stored under the key of the bytes that were hashed: refuse it if
         // the file was rewritten since (see `Fingerprint`). Chunk results stay cached, keyed by
         // their own bytes, so a retry costs only what changed.
-        let now = std::fs::metadata(&path).map(|m| Fingerprint::of(&m));
-        if now.ok() != Some(request.hashed) {
+        if !still_as_hashed(&path, request.hashed) {
             return Err(JobError::Failed(format!(
                 "{} changed while it was being transcribed; nothing was stored for it",
                 path.display()
@@ -653,8 +658,7 @@ impl Pipeline {
                     self.cache.remove_if(key, |current| *current == result);
                 }
                 JobEnd::LeaderFailed(error) => {
-                    let now = std::fs::metadata(path).map(|m| Fingerprint::of(&m));
-                    if now.ok() != Some(hashed) {
+                    if !still_as_hashed(path, hashed) {
                         return Err(error);
                     }
                     leader_failed = Some(error);
@@ -706,9 +710,10 @@ impl Pipeline {
                 .to_owned(),
         );
         // A job fails without ever being leased only as a follower, with its leader.
-        match job.status() == JobStatus::Failed && job.started_at().is_none() {
-            true => Ok(JobEnd::LeaderFailed(error)),
-            false => Err(error),
+        if job.status() == JobStatus::Failed && job.started_at().is_none() {
+            Ok(JobEnd::LeaderFailed(error))
+        } else {
+            Err(error)
         }
     }
 
