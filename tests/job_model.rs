@@ -237,6 +237,30 @@ fn value_objects() {
     }
 }
 
+/// A job id is a version-4 UUID: a well-formed UUID of another version or variant names no job
+/// and is refused with an error that says which it is.
+#[test]
+fn job_ids_of_other_uuid_versions_are_refused() {
+    for (text, says) in [
+        ("00000000-0000-0000-0000-000000000000", "the nil UUID"),
+        ("ffffffff-ffff-ffff-ffff-ffffffffffff", "variant"),
+        ("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "version 1"),
+        ("a3bb189e-8bf9-3888-9912-ace4e6543002", "version 3"),
+        ("017f22e2-79b0-7cc3-98c4-dc0c0c07398f", "version 7"),
+        ("6ba7b810-9dad-41d1-00b4-00c04fd430c8", "variant"),
+    ] {
+        let err = text.parse::<JobId>().expect_err(text);
+        let message = err.to_string();
+        assert!(
+            message.contains(text) && message.contains(says),
+            "{text}: {message}"
+        );
+        assert!(message.contains("version 4"), "{message}");
+    }
+    let v4 = "6ba7b810-9dad-41d1-80b4-00c04fd430c8";
+    assert_eq!(v4.parse::<JobId>().expect("v4").to_string(), v4);
+}
+
 /// Full jitter at the largest attempt number, for every backoff: never above the seed's delay
 /// (itself capped), never a panic, also with a cap too long for nanoseconds in a `u64`.
 #[test]

@@ -778,3 +778,45 @@ fn pending_for_across_a_jump_to_the_end_of_time() {
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
 }
+
+/// `AlertRule` is `Clone` and a clone keeps its id; added twice, the two rules must still be
+/// told apart: the second is given a fresh id, and each id reaches its own rule.
+#[test]
+fn a_clone_added_again_gets_its_own_id() {
+    let mut t = setup();
+    let depth = t
+        .registry
+        .gauge("queue_depth", "Jobs waiting.", &[])
+        .unwrap();
+    let rule = depth_rule();
+    let first = t.alerts.add_rule(rule.clone());
+    let second = t
+        .alerts
+        .add_rule(rule.clone().with_pending_for(30 * SECOND));
+    assert_eq!(first, rule.id());
+    assert_ne!(first, second, "one id for two rules");
+    assert_eq!(t.alerts.rules().count(), 2);
+    assert_eq!(
+        t.alerts.rule(second).map(|r| r.pending_for()),
+        Some(30 * SECOND)
+    );
+
+    depth.set(500.0);
+    t.alerts.evaluate();
+    assert!(matches!(
+        t.alerts.state(first),
+        Some(AlertState::Firing { .. })
+    ));
+    assert!(matches!(
+        t.alerts.state(second),
+        Some(AlertState::Pending { .. })
+    ));
+
+    let removed = t.alerts.remove_rule(second).expect("the clone is there");
+    assert_eq!(removed.pending_for(), 30 * SECOND);
+    assert!(matches!(
+        t.alerts.state(first),
+        Some(AlertState::Firing { .. })
+    ));
+    assert_eq!(t.alerts.state(second), None);
+}

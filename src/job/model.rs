@@ -48,17 +48,31 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// let id = JobId::generate();
 /// assert_eq!(id.to_string().parse::<JobId>()?, id);
 /// assert!("not-a-uuid".parse::<JobId>().is_err());
+/// // Only version 4 names a job: the nil UUID and other versions are refused.
+/// assert!("00000000-0000-0000-0000-000000000000".parse::<JobId>().is_err());
+/// assert!("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse::<JobId>().is_err());
 /// # Ok::<(), memocache::JobIdError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct JobId(Uuid);
 
-/// A string that is not a UUID was parsed as a [`JobId`].
+/// A string that is not a version-4 UUID was parsed as a [`JobId`].
 #[derive(Debug, thiserror::Error)]
-#[error("invalid job id {input:?}: {source}")]
+#[error("invalid job id {input:?}: {problem}")]
 pub struct JobIdError {
     input: String,
-    source: uuid::Error,
+    problem: JobIdProblem,
+}
+
+/// What is wrong with a string parsed as a [`JobId`].
+#[derive(Debug, thiserror::Error)]
+enum JobIdProblem {
+    #[error("{0}")]
+    NotAUuid(#[source] uuid::Error),
+    /// A well-formed UUID of another version (or variant): no [`JobId::generate`] makes one,
+    /// so it cannot name a job, and saying so beats a lookup that finds nothing.
+    #[error("a job id is a random (version 4) UUID, this one is {0}")]
+    NotVersion4(String),
 }
 
 impl JobId {
@@ -85,10 +99,18 @@ impl Hash for JobId {
 impl FromStr for JobId {
     type Err = JobIdError;
     fn from_str(s: &str) -> Result<JobId, JobIdError> {
-        Uuid::parse_str(s).map(JobId).map_err(|source| JobIdError {
+        let error = |problem| JobIdError {
             input: s.to_owned(),
-            source,
-        })
+            problem,
+        };
+        let uuid = Uuid::parse_str(s).map_err(|e| error(JobIdProblem::NotAUuid(e)))?;
+        let kind = match (uuid.get_variant(), uuid.get_version_num()) {
+            (uuid::Variant::RFC4122, 4) => return Ok(JobId(uuid)),
+            _ if uuid.is_nil() => "the nil UUID".to_owned(),
+            (uuid::Variant::RFC4122, version) => format!("version {version}"),
+            (variant, _) => format!("of the {variant:?} variant, not RFC 4122"),
+        };
+        Err(error(JobIdProblem::NotVersion4(kind)))
     }
 }
 

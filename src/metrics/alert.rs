@@ -439,8 +439,16 @@ impl AlertEvaluator {
         self.channels.insert(name.into(), notifier);
     }
 
-    /// Adds a rule, inactive; returns its id.
-    pub fn add_rule(&mut self, rule: AlertRule) -> AlertRuleId {
+    /// Adds a rule, inactive; returns its id, the one to pass to [`state`](Self::state),
+    /// [`remove_rule`](Self::remove_rule) and the other lookups.
+    ///
+    /// A rule whose id is already here (a clone of a rule added before: `AlertRule` is `Clone`
+    /// and a clone keeps the id) is given a fresh id first. Two rules sharing an id would make
+    /// every lookup by id see only the first of them.
+    pub fn add_rule(&mut self, mut rule: AlertRule) -> AlertRuleId {
+        while self.rule(rule.id()).is_some() {
+            rule.id = AlertRuleId::generate();
+        }
         let id = rule.id();
         self.rules.push((rule, AlertState::Inactive));
         id
