@@ -16,8 +16,10 @@
 //!   only the **intake lock**: it checks the job index for a duplicate, takes a slot for the
 //!   record, files the index entry and pushes the job, stamped with the time it read before
 //!   the lock, onto the intake's list. Every call that takes the main lock first **drains** the
-//!   intake: it moves the jobs into their records and ready deques in submission order, under
-//!   the main lock, holding the intake lock only to swap the list with an empty one. So a job
+//!   intake: it moves the jobs into their records and ready deques in submission order, each
+//!   after the retries and expired leases that fell due by its submit time (the maintenance a
+//!   submit under the main lock ran), under the main lock, holding the intake lock only to
+//!   swap the list with an empty one. So a job
 //!   whose submit returned before a call is seen by that call, and sequential callers see the
 //!   order, priorities, sequence numbers and ages they saw with one lock. Everything else is
 //!   the **slow path**, under the main lock after a drain, as every submit was before: a memo
@@ -2313,6 +2315,16 @@ impl Inner {
             .store(st.live + st.drained.len(), Ordering::Relaxed);
         drop(intake);
         while let Some(Pending { job, slot }) = st.drained.pop_front() {
+            // What fell due by the time the job was submitted (a retry, an expired lease)
+            // goes first, as when every submit ran maintenance under the main lock: else a
+            // retry due before a plain submit was queued behind it, and behind every job
+            // submitted until some call ran maintenance. One comparison until something is
+            // due; the times it runs at only grow (after it, `next_due` is later), so the
+            // deques stay sorted by wait.
+            let submitted = job.created_at();
+            if submitted >= st.next_due {
+                self.catch_up(st, submitted);
+            }
             st.admit_pending(job, slot);
         }
     }

@@ -1,0 +1,366 @@
+//! JobQueue and WorkerPool paths the other job tests leave out: the intake (plain submits that
+//! skip the main lock) racing other threads' calls, the capacity under concurrent submits,
+//! stale leases after a re-lease, and dead letters given another chance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use memocache::{
+    CacheKey, ConcurrencyLimit, Job, JobId, JobPriority, JobQueue, JobStatus, JobType, ManualClock,
+    QueueError, RetryConfig, Shutdown, WorkerId, WorkerPool,
+};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn plain(priority: JobPriority) -> Job {
+    Job::new(JobType::Indexing, &b""[..]).with_priority(priority)
+}
+
+/// A job whose payload names its producer and its number, keyed (so it takes the slow path)
+/// if `keyed`; every key is its own, so nothing coalesces.
+fn numbered(producer: usize, n: usize, keyed: bool) -> Job {
+    let payload = format!("{producer}:{n}").into_bytes();
+    let job = Job::new(JobType::Indexing, payload);
+    if !keyed {
+        return job;
+    }
+    let key = CacheKey::builder("race")
+        .expect("valid prefix")
+        .part(producer.to_le_bytes())
+        .part(n.to_le_bytes())
+        .finish();
+    job.with_memo_key(key)
+}
+
+fn producer_and_number(payload: &[u8]) -> (usize, usize) {
+    let text = std::str::from_utf8(payload).expect("utf-8");
+    let (p, n) = text.split_once(':').expect("p:n");
+    (p.parse().expect("p"), n.parse().expect("n"))
+}
+
+/// A retry that fell due before a plain submit goes first, as it did when every submit ran
+/// the queue's maintenance: the module docs say a due job moves to the back of its ready
+/// deque "at the next operation that reads the clock", and the submit is one.
+#[test]
+fn a_retry_due_before_a_plain_submit_is_taken_before_it() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(1, SEC))
+        .aging(None)
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+    let retried = queue.submit(plain(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&worker).expect("ready");
+    queue.fail(&lease, "once").expect("current");
+    clock.advance(2 * SEC);
+    // Due at 1 s; the new job is submitted at 2 s.
+    let later = queue.submit(plain(JobPriority::Medium)).expect("submit");
+    let first = queue.try_next(&worker).expect("ready").job_id();
+    let second = queue.try_next(&worker).expect("ready").job_id();
+    assert_eq!([first, second], [retried, later]);
+}
+
+/// Several threads submitting at once never put more than `capacity` jobs in the queue:
+/// with no worker, exactly `capacity` are accepted and every other submit is refused with
+/// `Full` and counted, whichever path (intake or main lock) each took.
+#[test]
+fn concurrent_submits_fill_the_capacity_exactly() {
+    const CAPACITY: usize = 37;
+    const THREADS: usize = 4;
+    const EACH: usize = 200;
+    for round in 0..20 {
+        let queue = JobQueue::builder()
+            .capacity(CAPACITY)
+            .build()
+            .expect("valid");
+        let start = Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|p| {
+                let (queue, start) = (queue.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut accepted = 0;
+                    for n in 0..EACH {
+                        // Every fifth a keyed job (the slow path), one in three of those
+                        // with a short wait for room.
+                        let job = numbered(p, n, n % 5 == 0);
+                        let outcome = if n % 15 == 0 {
+                            queue.submit_timeout(job, Duration::from_millis(1))
+                        } else {
+                            queue.submit(job)
+                        };
+                        match outcome {
+                            Ok(_) => accepted += 1,
+                            Err(QueueError::Full { capacity }) => assert_eq!(capacity, CAPACITY),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let accepted: usize = threads.into_iter().map(|t| t.join().expect("ok")).sum();
+        let stats = queue.stats();
+        assert_eq!(accepted, CAPACITY, "round {round}");
+        assert_eq!(
+            (stats.queued, stats.submitted, stats.rejected_full),
+            (
+                CAPACITY,
+                CAPACITY as u64,
+                (THREADS * EACH - CAPACITY) as u64
+            ),
+            "round {round}"
+        );
+    }
+}
+
+/// Each producer's jobs of one priority are taken in the order it submitted them, while
+/// other producers submit and a worker takes at the same time, whether a job took the
+/// intake (plain) or the main lock (keyed): FIFO within a priority holds across the two
+/// paths for every sequence of submits that one thread makes.
+#[test]
+fn each_producers_jobs_are_taken_in_its_order_across_both_submit_paths() {
+    const PRODUCERS: usize = 3;
+    const EACH: usize = 1_500;
+    let queue = JobQueue::builder().aging(None).build().expect("valid");
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    queue.submit(numbered(p, n, n % 4 == 0)).expect("room");
+                }
+            })
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (queue, done) = (queue.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let worker = WorkerId::new("w");
+            let mut taken = Vec::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                match queue.next(&worker, Duration::from_millis(1)) {
+                    Some(lease) => {
+                        taken.push(producer_and_number(lease.payload().as_bytes()));
+                        queue
+                            .complete(&lease, Bytes::new().into())
+                            .expect("current");
+                    }
+                    None if finished => return taken,
+                    None => {}
+                }
+            }
+        })
+    };
+    for p in producers {
+        p.join().expect("producer");
+    }
+    done.store(true, Ordering::Release);
+    let taken = worker.join().expect("worker");
+    assert_eq!(taken.len(), PRODUCERS * EACH, "every job ran once");
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for (p, n) in taken {
+        if let Some(&before) = last.get(&p) {
+            assert!(n > before, "producer {p}: job {n} ran after job {before}");
+        }
+        last.insert(p, n);
+    }
+}
+
+/// A job whose submit returned on one thread is there for any call another thread makes
+/// after learning its id: that call drains the intake first. Repeated, so that the id
+/// crosses while the job is still in the intake most of the time.
+#[test]
+fn a_submitted_job_is_seen_by_a_call_on_the_thread_it_is_handed_to() {
+    let queue = JobQueue::builder().build().expect("valid");
+    let (ids, received) = std::sync::mpsc::channel::<JobId>();
+    let canceller = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for id in received {
+                queue.cancel(id).expect("the job is known and queued");
+                n += 1;
+            }
+            n
+        })
+    };
+    // Another producer keeps the intake busy, so that the drains interleave.
+    let noise = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            for _ in 0..2_000 {
+                queue.submit(plain(JobPriority::Low)).expect("room");
+            }
+        })
+    };
+    for _ in 0..2_000 {
+        let id = queue.submit(plain(JobPriority::High)).expect("room");
+        ids.send(id).expect("the canceller listens");
+    }
+    drop(ids);
+    assert_eq!(canceller.join().expect("canceller"), 2_000);
+    noise.join().expect("noise");
+    let stats = queue.stats();
+    assert_eq!((stats.cancelled, stats.queued), (2_000, 2_000));
+}
+
+/// A dead letter given another chance starts over: attempt 0, no worker, no start time, the
+/// whole retry budget again (it fails `max_retries + 1` more times before it is dead again),
+/// while the last error stays readable until the next attempt.
+#[test]
+fn a_resubmitted_dead_letter_starts_over_with_a_full_retry_budget() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(2, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+    let id = queue.submit(plain(JobPriority::Medium)).expect("submit");
+    let run_to_the_dead_letter = |round: usize| {
+        for attempt in 0..3 {
+            let lease = queue.try_next(&worker).expect("ready");
+            assert_eq!(lease.attempt(), attempt, "round {round}");
+            clock.advance(SEC);
+            queue
+                .fail(&lease, format!("round {round} attempt {attempt}"))
+                .expect("current");
+        }
+        assert!(queue.try_next(&worker).is_none(), "round {round}: dead");
+        assert_eq!(queue.status(id), Some(JobStatus::Failed));
+    };
+    run_to_the_dead_letter(0);
+    queue.resubmit_dead_letter(id).expect("dead-lettered");
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.status(), JobStatus::Queued);
+    assert_eq!(job.retry_count(), 0);
+    assert_eq!(job.worker_id(), None);
+    assert_eq!(job.started_at(), None);
+    assert_eq!(job.completed_at(), None);
+    assert_eq!(job.error_message(), Some("round 0 attempt 2"));
+    assert_eq!(queue.stats().dead_letters, 0);
+    run_to_the_dead_letter(1);
+    let stats = queue.stats();
+    assert_eq!((stats.failed, stats.retries, stats.dead_letters), (2, 4, 1));
+}
+
+/// A worker whose lease ran out and whose job was leased to another worker gets nothing from
+/// a late `complete_and_next`: the completion is refused, no job is taken for it (the ready
+/// one stays ready), and the new worker's lease stays current and completes.
+#[test]
+fn a_late_complete_and_next_from_an_overtaken_worker_takes_nothing() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease(10 * SEC)
+        .retry(RetryConfig::fixed(3, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let (old_worker, new_worker) = (WorkerId::new("old"), WorkerId::new("new"));
+    let id = queue.submit(plain(JobPriority::High)).expect("submit");
+    let old = queue.try_next(&old_worker).expect("ready");
+    clock.advance(10 * SEC);
+    let new = queue
+        .try_next(&new_worker)
+        .expect("taken back and leased again");
+    assert_eq!(new.job_id(), id);
+    let waiting = queue.submit(plain(JobPriority::Low)).expect("submit");
+    let refused = queue.complete_and_next(&old, Bytes::new().into(), Duration::ZERO);
+    assert!(
+        matches!(
+            refused,
+            Err(QueueError::StaleLease {
+                status: JobStatus::Processing,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(queue.status(waiting), Some(JobStatus::Queued));
+    assert_eq!(queue.stats().processing, 1);
+    queue.heartbeat(&new).expect("the new lease is current");
+    let next = queue
+        .complete_and_next(&new, b"ok".to_vec().into(), Duration::ZERO)
+        .expect("current")
+        .expect("the waiting job");
+    assert_eq!(next.job_id(), waiting);
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.worker_id(), Some(&new_worker));
+    assert_eq!(
+        job.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"ok"[..])
+    );
+}
+
+/// A pool stopped (`Shutdown::Now`) while a producer is still submitting loses nothing: every
+/// job the queue accepted either ran to completion or is still queued, and none is left
+/// leased to a stopped worker.
+#[test]
+fn a_pool_stopped_while_jobs_are_submitted_loses_none() {
+    let queue = JobQueue::builder()
+        .retain_finished(10_000)
+        .build()
+        .expect("valid");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |_| Ok(Bytes::new().into()))
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .start()
+        .expect("started");
+    let producer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            (0..3_000)
+                .map(|n| queue.submit(numbered(0, n, n % 7 == 0)).expect("room"))
+                .collect::<Vec<_>>()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2));
+    let ran = pool.shutdown(Shutdown::Now);
+    let ids = producer.join().expect("producer");
+    let stats = queue.stats();
+    assert_eq!(stats.processing, 0, "nothing is left leased");
+    assert_eq!(stats.completed, ran.completed);
+    assert_eq!(stats.completed + stats.queued as u64, ids.len() as u64);
+    for id in ids {
+        let status = queue.status(id);
+        assert!(
+            matches!(status, Some(JobStatus::Completed | JobStatus::Queued)),
+            "{status:?}"
+        );
+    }
+}
+
+/// Likewise a lease that ran out before a plain submit: the job it held is taken back (here
+/// for an immediate retry) before the new job is queued, so it runs first.
+#[test]
+fn a_job_whose_lease_ran_out_before_a_plain_submit_is_taken_before_it() {
+    let clock = ManualClock::new();
+    let queue = JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease(10 * SEC)
+        .retry(RetryConfig::fixed(1, Duration::ZERO))
+        .aging(None)
+        .build()
+        .expect("valid");
+    let expired = queue.submit(plain(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&WorkerId::new("hung")).expect("ready");
+    clock.advance(11 * SEC);
+    // The lease ran out at 10 s; the new job is submitted at 11 s.
+    let later = queue.submit(plain(JobPriority::Medium)).expect("submit");
+    let worker = WorkerId::new("w");
+    let first = queue.try_next(&worker).expect("ready");
+    assert_eq!((first.job_id(), first.attempt()), (expired, 1));
+    assert_eq!(queue.try_next(&worker).expect("ready").job_id(), later);
+    assert!(matches!(
+        queue.complete(&lease, Bytes::new().into()),
+        Err(QueueError::StaleLease { .. })
+    ));
+}
