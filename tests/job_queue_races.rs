@@ -364,3 +364,187 @@ fn a_job_whose_lease_ran_out_before_a_plain_submit_is_taken_before_it() {
         Err(QueueError::StaleLease { .. })
     ));
 }
+
+/// A memo store whose entry is there for a peek and gone by the lookup after it (expired or
+/// evicted in between), counting the lookups.
+#[derive(Debug, Default)]
+struct GoneByTheLookup {
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl memocache::MemoStore for GoneByTheLookup {
+    fn lookup(&self, _: &CacheKey) -> Option<Bytes> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn peek(&self, _: &CacheKey) -> Option<Bytes> {
+        Some(Bytes::from_static(b"peeked"))
+    }
+
+    fn store(&self, _: CacheKey, _: Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        Ok(())
+    }
+}
+
+/// A full queue that peeks a key's result and then finds it gone at the lookup (the entry
+/// expired in between) still answers the job with the result it peeked, as the docs say,
+/// rather than refusing a job whose content-addressed result it just saw.
+#[test]
+fn a_full_queue_answers_with_the_peeked_result_when_the_entry_goes_before_the_lookup() {
+    let store = Arc::new(GoneByTheLookup::default());
+    let queue = JobQueue::builder()
+        .capacity(1)
+        .memo_store(store.clone())
+        .build()
+        .expect("valid");
+    queue.submit(plain(JobPriority::Low)).expect("room");
+    let id = queue
+        .submit(numbered(0, 0, true))
+        .expect("answered by the memo store, so no place is needed");
+    let job = queue.get(id).expect("known");
+    assert_eq!(job.status(), JobStatus::Completed);
+    assert_eq!(
+        job.result().map(|r| r.as_bytes().as_ref()),
+        Some(&b"peeked"[..])
+    );
+    assert_eq!(store.lookups.load(Ordering::Relaxed), 1);
+    let stats = queue.stats();
+    assert_eq!((stats.memo_hits, stats.queued), (1, 1));
+}
+
+/// Three threads making random calls on one small queue (real clock, leases and retry delays
+/// of milliseconds, a memo cache, a completion hook) for a few thousand calls each: the
+/// counts add up afterwards (every job accepted, or re-submitted from the dead letter, is
+/// completed, dead-lettered, cancelled or still live), the hook heard of exactly the jobs
+/// counted as completed, and the live jobs never exceed the capacity.
+#[test]
+fn random_calls_from_three_threads_keep_the_counts_whole() {
+    use std::sync::atomic::AtomicU64;
+    const CAPACITY: usize = 12;
+    for round in 0..10u64 {
+        let heard = Arc::new(AtomicU64::new(0));
+        let queue = JobQueue::builder()
+            .capacity(CAPACITY)
+            .retain_finished(3)
+            .dead_letter_capacity(3)
+            .lease(Duration::from_millis(3))
+            .aging(Some(Duration::from_millis(2)))
+            .retry(RetryConfig::fixed(1, Duration::from_millis(1)))
+            .cache(
+                memocache::Cache::builder()
+                    .max_bytes(1 << 16)
+                    .build()
+                    .expect("valid"),
+            )
+            .on_complete({
+                let heard = Arc::clone(&heard);
+                move |_| {
+                    heard.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build()
+            .expect("valid");
+        let resubmitted = Arc::new(AtomicU64::new(0));
+        let ids = Arc::new(std::sync::Mutex::new(Vec::<JobId>::new()));
+        let threads: Vec<_> = (0..3u64)
+            .map(|t| {
+                let (queue, resubmitted, ids) =
+                    (queue.clone(), Arc::clone(&resubmitted), Arc::clone(&ids));
+                std::thread::spawn(move || {
+                    // xorshift64, seeded per thread and round.
+                    let mut state = t * 7_919 + round * 104_729 + 1;
+                    let worker = WorkerId::new(format!("w{t}"));
+                    let mut leases = Vec::new();
+                    let known = |r: u64| {
+                        let ids = ids.lock().expect("ids");
+                        (!ids.is_empty()).then(|| ids[(r >> 8) as usize % ids.len()])
+                    };
+                    for _ in 0..2_000 {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let r = state;
+                        let any = |len: usize| (r >> 8) as usize % len;
+                        match r % 14 {
+                            0..=2 => {
+                                let mut job =
+                                    Job::new(JobType::ALL[(r >> 3) as usize % 2], &b""[..])
+                                        .with_priority(JobPriority::ALL[(r >> 5) as usize % 3]);
+                                if r % 3 == 0 {
+                                    let file = format!("{:02x}", (r >> 9) % 3).repeat(32);
+                                    let key = CacheKey::transcript(&file, "en").expect("valid");
+                                    job = job.with_memo_key(key);
+                                }
+                                let submitted = if r % 5 == 0 {
+                                    queue.submit_timeout(job, Duration::from_micros(200))
+                                } else {
+                                    queue.submit(job)
+                                };
+                                if let Ok(id) = submitted {
+                                    ids.lock().expect("ids").push(id);
+                                }
+                            }
+                            3 | 4 => leases.extend(queue.try_next(&worker)),
+                            5 => leases.extend(queue.next_for(
+                                &worker,
+                                &[JobType::ALL[0]],
+                                Duration::from_micros(300),
+                            )),
+                            6 | 7 if !leases.is_empty() => {
+                                let lease = leases.swap_remove(any(leases.len()));
+                                let done = queue.complete_and_next(
+                                    &lease,
+                                    Bytes::new().into(),
+                                    Duration::ZERO,
+                                );
+                                leases.extend(done.ok().flatten());
+                            }
+                            8 if !leases.is_empty() => {
+                                let _ = queue.fail(&leases.swap_remove(any(leases.len())), "x");
+                            }
+                            9 if !leases.is_empty() => {
+                                let _ = queue.release(&leases.swap_remove(any(leases.len())));
+                            }
+                            10 if !leases.is_empty() => {
+                                let _ = queue.heartbeat(&leases[any(leases.len())]);
+                            }
+                            11 => {
+                                if let Some(id) = known(r) {
+                                    let _ = queue.cancel(id);
+                                }
+                            }
+                            12 => {
+                                if let Some(id) = known(r)
+                                    && queue.resubmit_dead_letter(id).is_ok()
+                                {
+                                    resubmitted.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            13 => {
+                                let stats = queue.stats();
+                                assert!(stats.queued + stats.processing <= CAPACITY);
+                            }
+                            _ => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no call panicked");
+        }
+        let stats = queue.stats();
+        let live = (stats.queued + stats.processing) as u64;
+        assert_eq!(
+            stats.submitted + resubmitted.load(Ordering::Relaxed),
+            stats.completed + stats.failed + stats.cancelled + live,
+            "round {round}: {stats:?}"
+        );
+        assert_eq!(
+            heard.load(Ordering::Relaxed),
+            stats.completed,
+            "round {round}"
+        );
+    }
+}
