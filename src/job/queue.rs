@@ -1333,8 +1333,9 @@ impl JobQueue {
     }
 
     /// [`JobQueue::next_for`], giving up with `None` as soon as `stop` returns true once
-    /// [`JobQueue::wake_all`] has woken it: how a pool's idle worker waits, so that a pool
-    /// that stops is not held up by its workers' idle waits. Other takers are not affected.
+    /// [`JobQueue::wake_all`] has woken it, or once any wake brings it no job: how a pool's
+    /// idle worker waits, so that a pool that stops, or drains and sees its last job end, is
+    /// not held up by its workers' idle waits. Other takers are not affected.
     pub(crate) fn next_for_until(
         &self,
         worker: &WorkerId,
@@ -2605,7 +2606,8 @@ impl Inner {
     /// Releases the lock after a completion, then wakes a draining pool if no job is running
     /// any more (it waits for the last one of its types) and reports the completions to the
     /// hook. Checking the types here would cost the hot path a walk; a draining pool whose
-    /// last job ends while another type's still runs notices within a wait slice instead.
+    /// last job ends while another type's still runs notices at the end of its idle wait
+    /// instead (100 ms, see `crate::job::pool`).
     ///
     /// Always inlined, as are `admit` and `try_take`: the compiler kept these three out of
     /// line (this one despite `#[inline]`, `admit` with it too), and inlined they save their
@@ -2760,8 +2762,9 @@ impl Inner {
             // A fast submit wakes takers only if it sees `waiting` above zero after its push
             // (see *The intake*): the count is written before this look at the intake, under
             // the intake lock, so either that submit sees it or this look sees its job.
+            let mut woken = false;
             if self.intake.lock().jobs.is_empty() {
-                self.available.wait_for(&mut guard, wait);
+                woken = !self.available.wait_for(&mut guard, wait).timed_out();
             }
             guard.waiting -= 1;
             self.signals.waiting.store(guard.waiting, Ordering::Relaxed);
@@ -2776,6 +2779,14 @@ impl Inner {
             }
             if let Some(lease) = self.try_take(st, worker, mask, now) {
                 return Some(lease);
+            }
+            // A pool's worker (a taker with a stop condition) woken without a job goes back
+            // to its loop: the wake may be the end of the last lease, which a draining pool
+            // waits for (see `after_completion`), and only the pool's loop looks for that.
+            // Waiting on here, it slept out the rest of its idle wait, so a drain took 100 ms
+            // after its last job ended however short the job.
+            if woken && stop.is_some() {
+                return None;
             }
         }
     }
