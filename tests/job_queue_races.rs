@@ -585,3 +585,42 @@ fn a_draining_pool_stops_soon_after_its_last_job_ends() {
         "the fastest drain took {fastest:?}"
     );
 }
+
+/// Likewise when the last running job is cancelled rather than finished: its handler learns
+/// of it from a refused heartbeat and returns, and the idle worker, woken as for a last
+/// completion, sees nothing left. Before the fix a cancel woke no one, and the drain took
+/// the idle worker's 100 ms idle wait.
+#[test]
+fn a_draining_pool_stops_soon_after_its_last_job_is_cancelled() {
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let queue = JobQueue::builder().build().expect("valid");
+        let (started, running) = std::sync::mpsc::channel();
+        let pool = WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, move |ctx| {
+                let _ = started.send(());
+                while ctx.heartbeat().is_ok() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err("cancelled".into())
+            })
+            .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+            .start()
+            .expect("started");
+        let id = queue.submit(plain(JobPriority::Medium)).expect("room");
+        running
+            .recv()
+            .expect("the job runs; the other worker is idle");
+        let began = std::time::Instant::now();
+        let drain = std::thread::spawn(move || pool.shutdown(Shutdown::Drain));
+        std::thread::sleep(Duration::from_millis(5));
+        queue.cancel(id).expect("running");
+        let stats = drain.join().expect("the drain returns");
+        fastest = fastest.min(began.elapsed());
+        assert_eq!((stats.executed, stats.stale), (1, 1));
+    }
+    assert!(
+        fastest < Duration::from_millis(60),
+        "the fastest drain took {fastest:?}"
+    );
+}

@@ -1211,10 +1211,15 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.maintain(st, now);
+        let leased = st.leases.len;
         let woke = inner.cancel_locked(st, id, now)?;
+        // Cancelling the last running job wakes the takers, as its completion or failure
+        // would: a draining pool waits for it (see `after_completion`), and without the wake
+        // it slept out its idle wait after the job's handler had returned.
+        let last = st.leases.len == 0 && leased > 0;
         inner.signal_room(st);
         // A takeover the memo store answers completes the followers: report them.
-        inner.unlock_and_report(guard, woke);
+        inner.unlock_and_report(guard, woke || last);
         Ok(())
     }
 
