@@ -447,7 +447,9 @@ struct Worker {
 
 impl Worker {
     /// Waits up to `IDLE_WAIT` for a job, giving up as soon as the pool leaves `mode` (a
-    /// stop wakes the queue's takers): an idle pool stops at once, not after its idle wait.
+    /// stop wakes the queue's takers) or a wake brings no job (as the end of the last running
+    /// job does): an idle pool stops at once, and a draining one once its last job ends, not
+    /// after the idle wait.
     fn idle_wait(&self, mode: u8) -> Option<Lease> {
         let stop = || self.shared.mode.load(Ordering::Acquire) != mode;
         self.queue
