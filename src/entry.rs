@@ -87,6 +87,10 @@ impl CacheEntry {
     }
 
     /// When the current value was stored.
+    ///
+    /// A cache derives it from the exact deadline of an entry with a TTL, less the TTL as the
+    /// cache keeps it (see [`CacheEntry::ttl`]): it may be early by less than that TTL's unit,
+    /// never later than the insert.
     pub fn created_at(&self) -> Timestamp {
         self.created_at
     }
@@ -99,12 +103,14 @@ impl CacheEntry {
 
     /// The time to live, if any.
     ///
-    /// A cache reports the TTL an entry was stored with, rounded down to the unit its record
+    /// A cache reports the TTL an entry was stored with, rounded up to the unit its record
     /// keeps it in (1 µs below 17.9 minutes, 1 ms below 12.4 days, 1 s below 34 years, 1 minute
-    /// beyond) and at least 1 ns; the deadline itself is exact (see
-    /// [`CacheEntry::expires_at`]). A TTL whose deadline would pass the end of the cache's
-    /// clock (`u64::MAX` ns after its epoch: [`Ttl::MAX`] does from any time) is cut to end one
-    /// nanosecond before it, and reported as that shorter TTL — still a TTL, never `None`.
+    /// beyond) — up, so that [`CacheEntry::created_at`], the deadline less this, is never
+    /// later than the insert — but never back past the clock's epoch, and at least 1 ns; the
+    /// deadline itself is exact (see [`CacheEntry::expires_at`]). A TTL whose deadline would
+    /// pass the end of the cache's clock (`u64::MAX` ns after its epoch: [`Ttl::MAX`] does
+    /// from any time) is cut to end one nanosecond before it, and reported as that shorter
+    /// TTL — still a TTL, never `None`.
     pub fn ttl(&self) -> Option<Ttl> {
         self.ttl
     }

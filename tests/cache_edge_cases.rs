@@ -621,8 +621,8 @@ fn a_sub_microsecond_ttl_is_reported_with_its_deadline() {
 /// Bug: a deadline past the clock's end of time saturated to `u64::MAX`, the deadline that
 /// means "no TTL": an entry inserted with `Ttl::MAX` was reported by `Cache::entry` as never
 /// expiring, and no purge ever removed it. It now expires at the last nanosecond before the
-/// end of time, and reports the TTL it was stored with, rounded down to the record's unit
-/// (minutes, for TTLs of 34 years and more).
+/// end of time, and reports the TTL it was stored with up to that deadline, rounded up to the
+/// record's unit (minutes, for TTLs of 34 years and more) as far as its creation time allows.
 #[test]
 fn ttl_max_is_reported_as_a_ttl_and_still_expires() {
     for start in [Duration::ZERO, Duration::from_secs(3_600)] {
@@ -640,13 +640,15 @@ fn ttl_max_is_reported_as_a_ttl_and_still_expires() {
         let ttl = entry.ttl().expect("Ttl::MAX is a TTL, not none");
         let end = Timestamp::from_nanos(u64::MAX - 1);
         assert_eq!(entry.expires_at(), Some(end), "from {start:?}");
-        // What is left to the end of time, less under one minute of rounding.
+        // What is left to the end of time, and under one minute of rounding, which moves the
+        // reported creation time back (never past the clock's epoch), not forward.
         let left = end.saturating_duration_since(Timestamp::ZERO.saturating_add(start));
-        assert!(ttl.as_duration() <= left, "{ttl:?} from {start:?}");
+        assert!(ttl.as_duration() >= left, "{ttl:?} from {start:?}");
         assert!(
-            left - ttl.as_duration() < Duration::from_secs(60),
+            ttl.as_duration() - left < Duration::from_secs(60),
             "{ttl:?} from {start:?}"
         );
+        assert!(entry.created_at() <= clock.now(), "from {start:?}");
         clock.advance(Duration::MAX);
         assert!(!cache.contains_key(&key(1)), "expired at the end of time");
         assert_eq!(
@@ -654,6 +656,69 @@ fn ttl_max_is_reported_as_a_ttl_and_still_expires() {
             1,
             "the expiry wheel knows its deadline"
         );
+    }
+}
+
+/// Bug: a record keeps an entry's TTL in a coarse unit beyond 17.9 minutes and derives the
+/// creation time as the exact deadline minus it. The TTL was rounded down, so the creation
+/// time came out late, after the insert: by up to a minute for `Ttl::MAX` (33.7 s from a clock
+/// at zero), by 0.891 s for a TTL of 1,234,567.891 s. `Cache::entry` then reported a value
+/// created, and last read, in the future, and reads did not move its `accessed_at` until the
+/// clock caught up. The TTL is now rounded up: the creation time is early by under one unit,
+/// never late, and the deadline stays exact.
+#[test]
+fn entry_times_of_long_and_odd_ttls_are_never_in_the_future() {
+    let ttls = [
+        Ttl::new(Duration::from_nanos(500)).expect("positive"),
+        Ttl::new(Duration::from_nanos(1_234_567)).expect("positive"),
+        Ttl::new(Duration::from_millis(1_234_567_891)).expect("positive"),
+        Ttl::new(Duration::from_secs(40 * 365 * 86_400 + 30)).expect("positive"),
+        Ttl::MAX,
+    ];
+    for start in [Duration::ZERO, Duration::from_secs(1_000)] {
+        let clock = ManualClock::new();
+        clock.advance(start);
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .clock(clock.clone())
+            .build()
+            .expect("valid");
+        for (i, &ttl) in ttls.iter().enumerate() {
+            let now = clock.now();
+            cache
+                .insert_with_ttl(key(i as u64), "v", ttl)
+                .expect("fits");
+            let deadline = now
+                .saturating_add(ttl.as_duration())
+                .as_nanos()
+                .min(u64::MAX - 1);
+            let entry = cache.entry(&key(i as u64)).expect("live");
+            let what = format!("{ttl:?} from {start:?}: {entry:?}");
+            assert!(entry.created_at() <= now, "created late: {what}");
+            assert!(entry.accessed_at() <= now, "read in the future: {what}");
+            assert_eq!(
+                entry.expires_at(),
+                Some(Timestamp::from_nanos(deadline)),
+                "{what}"
+            );
+            let unit = if ttl.as_duration() < Duration::from_secs(1_000) {
+                Duration::from_micros(1)
+            } else {
+                Duration::from_secs(60)
+            };
+            let early = now.saturating_duration_since(entry.created_at());
+            assert!(early < unit, "created {early:?} early: {what}");
+        }
+        // The long-lived ones, read later: read now, not in the future.
+        clock.advance(Duration::from_secs(5));
+        for i in 2..ttls.len() as u64 {
+            cache.get(&key(i));
+            let entry = cache.entry(&key(i)).expect("live");
+            // To within the 1 ms `CacheEntry::accessed_at` promises, and never ahead.
+            let behind = clock.now().saturating_duration_since(entry.accessed_at());
+            assert!(entry.accessed_at() <= clock.now(), "{entry:?}");
+            assert!(behind < Duration::from_millis(1), "{behind:?}: {entry:?}");
+        }
     }
 }
 

@@ -32,11 +32,12 @@ const ACCESSED_AT_GRANULE: u64 = 1_000_000;
 /// Durations in 32 bits, for the two metadata times a record keeps besides one exact
 /// timestamp: 30 bits count units of the finest of 1 µs, 1 ms, 1 s or 1 min that holds the
 /// duration (up to 17.9 minutes, 12.4 days, 34 years, and beyond [`Ttl::MAX`]), and 2 bits name
-/// the unit. A duration is rounded down to its unit.
+/// the unit. An access time's offset is rounded down to its unit, a TTL up (so that the
+/// creation time derived from it is early, not late).
 ///
 /// Three `u64` timestamps would make every record 8 bytes larger; with this a record is 96
 /// bytes. Deadlines are not rounded (see [`Record`]): only the reported creation and access
-/// times are, by less than one unit.
+/// times are, by less than one unit, and never into the future.
 mod span {
     /// Nanoseconds per unit, by 2-bit tag.
     const UNITS: [u64; 4] = [1_000, 1_000_000, 1_000_000_000, 60_000_000_000];
@@ -65,6 +66,25 @@ mod span {
         };
         // `count <= MAX < 2^30`: the cast is exact.
         (tag << COUNT_BITS) | count as u32
+    }
+
+    /// `nanos`, rounded up to the unit [`encode`] picks for it: for a TTL, so that the creation
+    /// time derived from the exact deadline (the deadline minus this) is never later than the
+    /// real one (see `Record::created_at`). Within a minute of `u64::MAX` nanoseconds the
+    /// result is more than `u64::MAX` nanoseconds: decode it with [`decode_saturating`].
+    pub(super) fn encode_up(nanos: u64) -> u32 {
+        let down = encode(nanos);
+        // One more unit. The count stays within its 30 bits (`encode` keeps it at most
+        // `COUNT_MASK - 1`), so it cannot carry into the tag; and it is never `NONE`: a count
+        // in minutes is at most `u64::MAX / 60e9 + 1`, far below `COUNT_MASK`.
+        if decode(down) < nanos { down + 1 } else { down }
+    }
+
+    /// [`decode`] of a span [`encode_up`] may have rounded past `u64::MAX` nanoseconds: that
+    /// much, at most.
+    #[inline]
+    pub(super) fn decode_saturating(span: u32) -> u64 {
+        u64::from(span & COUNT_MASK).saturating_mul(UNITS[(span >> COUNT_BITS) as usize])
     }
 
     #[inline]
@@ -167,8 +187,8 @@ pub(super) struct Record {
     /// The exact deadline if the entry has a TTL, else the exact creation time: expiry checks,
     /// the only hot use of time, read this alone.
     base: u64,
-    /// The TTL as a [`span`] (so the creation time is `base` minus it, rounded up by less than
-    /// one unit); [`span::NONE`] without a TTL.
+    /// The TTL as a [`span`], rounded up (so the creation time is `base` minus it, early by
+    /// less than one unit, never late); [`span::NONE`] without a TTL.
     ttl: u32,
     /// How long after the creation time the last recorded access was, as a [`span`].
     accessed: AtomicU32,
@@ -192,10 +212,14 @@ impl Record {
         if self.ttl == span::NONE {
             self.base
         } else {
-            // At least 1 ns before the deadline: a TTL under 1 µs is kept as 0 µs, and
-            // a creation time equal to the deadline would report a zero TTL, which `Ttl`
-            // cannot hold — `Cache::entry` would then say the entry never expires.
-            self.base.saturating_sub(span::decode(self.ttl).max(1))
+            // At least 1 ns before the deadline: a deadline cut to the end of time at or
+            // after it (see `deadline`) leaves a TTL of 0, and a creation time equal to the
+            // deadline would report a zero TTL, which `Ttl` cannot hold — `Cache::entry`
+            // would then say the entry never expires. Saturating: a TTL rounded up (see `set_lifetime`) from within a minute of the
+            // end of time is more nanoseconds than a `u64` holds; it puts the creation time
+            // at the epoch, where it can only be early.
+            self.base
+                .saturating_sub(span::decode_saturating(self.ttl).max(1))
         }
     }
 
@@ -217,7 +241,11 @@ impl Record {
             self.ttl = span::NONE;
         } else {
             self.base = expires_at;
-            self.ttl = span::encode(expires_at.saturating_sub(now));
+            // Rounded up, not down: the creation time is derived as the deadline minus this,
+            // and a TTL rounded down put it in the future, by up to a minute for `Ttl::MAX`
+            // (a second for a TTL of 14.1 days and a fraction), so that `Cache::entry`
+            // reported a value created, and read, after the clock's present.
+            self.ttl = span::encode_up(expires_at.saturating_sub(now));
         }
     }
 
@@ -707,6 +735,45 @@ mod tests {
         for (nanos, kept) in cases {
             assert_eq!(span::decode(span::encode(nanos)), kept, "{nanos} ns");
             assert_ne!(span::encode(nanos), span::NONE);
+        }
+    }
+
+    /// Rounding up moves by less than one unit of the finest unit that holds the duration,
+    /// keeps exact values exact, never produces `NONE`, and saturates within a minute of
+    /// `u64::MAX` nanoseconds.
+    #[test]
+    fn spans_rounded_up_are_at_most_one_unit_over() {
+        let cases = [
+            (1, 1_000),
+            (999, 1_000),
+            (1_000, 1_000),
+            (1_001, 2_000),
+            ((1 << 30) * 1_000 + 123_456, 1_073_742_000_000),
+            (
+                30 * 86_400_000_000_000 + 1,
+                30 * 86_400_000_000_000 + 1_000_000_000,
+            ),
+            // Past the end of time: saturated.
+            (u64::MAX - 1, u64::MAX),
+        ];
+        for (nanos, kept) in cases {
+            assert_eq!(
+                span::decode_saturating(span::encode_up(nanos)),
+                kept,
+                "{nanos} ns"
+            );
+            assert_ne!(span::encode_up(nanos), span::NONE);
+        }
+        // Every count just below each unit's switch, where the count is at its largest.
+        for unit in [1_000u64, 1_000_000, 1_000_000_000] {
+            let largest = ((1u64 << 30) - 2) * unit;
+            for nanos in [largest - 1, largest, largest + 1] {
+                let up = span::decode_saturating(span::encode_up(nanos));
+                assert!(
+                    up >= nanos && up - nanos < 60_000_000_000,
+                    "{nanos} ns: {up}"
+                );
+            }
         }
     }
 
