@@ -26,9 +26,6 @@ const COUNT_CEILING: u32 = u32::MAX - (1 << 20);
 /// `access_count` is exact below this; see [`Record::touch`].
 const EXACT_COUNT: u32 = 1 << 16;
 
-/// `accessed_at` is not rewritten within this many nanoseconds of its value (1 ms).
-const ACCESSED_AT_GRANULE: u64 = 1_000_000;
-
 /// Durations in 32 bits, for the two metadata times a record keeps besides one exact
 /// timestamp: 30 bits count units of the finest of 1 µs, 1 ms, 1 s or 1 min that holds the
 /// duration (up to 17.9 minutes, 12.4 days, 34 years, and beyond [`Ttl::MAX`]), and 2 bits name
@@ -90,6 +87,22 @@ mod span {
     #[inline]
     pub(super) fn decode(span: u32) -> u64 {
         u64::from(span & COUNT_MASK) * UNITS[(span >> COUNT_BITS) as usize]
+    }
+
+    /// How far behind a read's age an access time kept in each unit (by tag) may fall before
+    /// the read rewrites it: 1 ms, or the unit where that is coarser. Not 1 ms throughout: an
+    /// age kept in seconds (an entry created 12.4 days or more before the read) is always a
+    /// fraction of a second behind, so every hit of such an entry rewrote it — with the value
+    /// it already held, until the second turned — and wrote the hot entry's cache line on
+    /// every hit, which the rule exists to avoid.
+    const STALE_AFTER: [u64; 4] = [1_000_000, 1_000_000, 1_000_000_000, 60_000_000_000];
+
+    /// The access time to record for a read `age` nanoseconds after the creation time, if the
+    /// one recorded, `accessed`, is stale (see [`STALE_AFTER`]).
+    #[inline]
+    pub(super) fn restamp(age: u64, accessed: u32) -> Option<u32> {
+        let stale_after = STALE_AFTER[(accessed >> COUNT_BITS) as usize];
+        (age.saturating_sub(decode(accessed)) >= stale_after).then(|| encode(age))
     }
 }
 
@@ -252,8 +265,9 @@ impl Record {
     /// Records a read; only atomics, so it runs under the shard's read lock.
     ///
     /// A write to a hot entry moves its cache line away from every other core reading it, so
-    /// a hit avoids writing when it can: `accessed_at` is rewritten only once it is 1 ms old,
-    /// and past 65,536 hits `access_count` counts in sampled steps — adding `2^k` with
+    /// a hit avoids writing when it can: `accessed_at` is rewritten only once it is 1 ms old
+    /// (1 s or 1 minute for an entry old enough that its age is kept in those units: see
+    /// `span::restamp`), and past 65,536 hits `access_count` counts in sampled steps — adding `2^k` with
     /// probability `2^-k`, where `2^k` is about 1/4096 of the count — which keeps it an
     /// unbiased estimate (relative standard error under 2 %) while a hot entry is written on
     /// only a small fraction of its hits.
@@ -261,9 +275,8 @@ impl Record {
     pub(super) fn touch(&self, now: u64) {
         // Ages since creation: the creation time is derived once, not once per comparison.
         let age = now.saturating_sub(self.created_at());
-        let accessed_age = span::decode(self.accessed.load(Ordering::Relaxed));
-        if age.saturating_sub(accessed_age) >= ACCESSED_AT_GRANULE {
-            self.accessed.store(span::encode(age), Ordering::Relaxed);
+        if let Some(accessed) = span::restamp(age, self.accessed.load(Ordering::Relaxed)) {
+            self.accessed.store(accessed, Ordering::Relaxed);
         }
         let count = self.access_count.load(Ordering::Relaxed);
         if count < EXACT_COUNT {
@@ -736,6 +749,44 @@ mod tests {
             assert_eq!(span::decode(span::encode(nanos)), kept, "{nanos} ns");
             assert_ne!(span::encode(nanos), span::NONE);
         }
+    }
+
+    /// A read rewrites the access time once it is 1 ms behind, or one unit where the age is
+    /// kept in a coarser one — not on every hit of an entry whose age is kept in seconds.
+    #[test]
+    fn an_access_time_is_rewritten_once_a_granule_or_unit_behind() {
+        const MS: u64 = 1_000_000;
+        const S: u64 = 1_000_000_000;
+        const DAY: u64 = 86_400 * S;
+        // Ages in microseconds and milliseconds: 1 ms.
+        let young = span::encode(0);
+        assert_eq!(span::restamp(400_000, young), None);
+        assert_eq!(span::restamp(MS, young), Some(span::encode(MS)));
+        let hour = span::encode(3_600 * S + 5 * MS);
+        assert_eq!(span::restamp(3_600 * S + 5 * MS + 999_999, hour), None);
+        assert_eq!(
+            span::restamp(3_600 * S + 6 * MS, hour),
+            Some(span::encode(3_600 * S + 6 * MS))
+        );
+        // In seconds: a second. (Every one of these reads was a write before.)
+        let old = span::encode(13 * DAY);
+        for behind in [MS, 500 * MS, S - 1] {
+            assert_eq!(span::restamp(13 * DAY + behind, old), None, "{behind} ns");
+        }
+        assert_eq!(
+            span::restamp(13 * DAY + S, old),
+            Some(span::encode(13 * DAY + S))
+        );
+        // An age that moves into seconds from a stamp kept in milliseconds is restamped.
+        let before = span::encode(12 * DAY);
+        assert_eq!(
+            span::restamp(13 * DAY, before),
+            Some(span::encode(13 * DAY))
+        );
+        // In minutes: a minute.
+        let ancient = span::encode(40 * 365 * DAY);
+        assert_eq!(span::restamp(40 * 365 * DAY + 59 * S, ancient), None);
+        assert!(span::restamp(40 * 365 * DAY + 60 * S, ancient).is_some());
     }
 
     /// Rounding up moves by less than one unit of the finest unit that holds the duration,
