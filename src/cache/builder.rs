@@ -114,8 +114,10 @@ impl CacheBuilder {
         self
     }
 
-    /// Called after every removal, with no cache lock held, so it may use the cache. If it
-    /// panics, the cache still finishes the call (every removal is reported) and then
+    /// Called after every removal, with no cache lock held, so it may use the cache —
+    /// through a [`crate::WeakCache`]: the listener is part of the cache, so a [`Cache`]
+    /// handle it holds keeps the cache, its values and its sweeper thread alive for ever. If
+    /// it panics, the cache still finishes the call (every removal is reported) and then
     /// re-raises the first panic to the caller.
     ///
     /// Removals made by the listener's own calls (an insert into a full cache evicts) are not

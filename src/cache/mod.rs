@@ -609,6 +609,72 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// A handle to a [`Cache`] that does not keep it alive: for an eviction listener, or anything
+/// else the cache owns, that uses the cache.
+///
+/// The listener is part of the cache, so a [`Cache`] handle captured by it is a cycle: the
+/// cache, its values and its sweeper thread ([`CacheBuilder::sweep_interval`]) are then never
+/// freed, even once every other handle is dropped. A `WeakCache` breaks the cycle:
+/// [`WeakCache::upgrade`] gives a handle for the length of a call, and `None` once the last
+/// [`Cache`] handle is gone.
+///
+/// ```
+/// use memocache::{Cache, CacheKey, RemovalCause, WeakCache};
+/// use std::sync::{Arc, OnceLock};
+///
+/// let this: Arc<OnceLock<WeakCache>> = Arc::default();
+/// let listener_this = Arc::clone(&this);
+/// let cache = Cache::builder()
+///     .max_bytes(1 << 20)
+///     .eviction_listener(move |key, _value, cause| {
+///         // Keep a tombstone of removed keys, in the cache itself.
+///         if cause == RemovalCause::Removed
+///             && let Some(cache) = listener_this.get().and_then(WeakCache::upgrade)
+///         {
+///             let tombstone = CacheKey::from_content(key.digest(), "tombstone").unwrap();
+///             cache.insert(tombstone, "removed").unwrap();
+///         }
+///     })
+///     .build()?;
+/// this.set(cache.downgrade()).unwrap();
+/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+/// cache.insert(key, "text")?;
+/// cache.remove(&key);
+/// assert_eq!(cache.len(), 1);
+/// let weak = cache.downgrade();
+/// drop(cache);
+/// assert!(weak.upgrade().is_none(), "the listener did not keep the cache alive");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct WeakCache {
+    inner: Weak<Inner>,
+}
+
+impl Cache {
+    /// A [`WeakCache`] handle to this cache: one that does not keep it alive.
+    pub fn downgrade(&self) -> WeakCache {
+        WeakCache {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+impl WeakCache {
+    /// A handle to the cache, or `None` if its last [`Cache`] handle has been dropped.
+    pub fn upgrade(&self) -> Option<Cache> {
+        self.inner.upgrade().map(|inner| Cache { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakCache")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
+}
+
 /// The deadline of an entry stored at `now` to live `ttl_nanos` more nanoseconds.
 ///
 /// Saturating, but never [`NEVER`], which means "no TTL": a TTL whose deadline passes the

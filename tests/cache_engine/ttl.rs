@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Timestamp, Ttl};
+use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Timestamp, Ttl, WeakCache};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -376,4 +376,102 @@ fn a_sweeper_with_the_longest_interval_stops_at_once_on_drop() {
         "the drop waited {:?} for the sweeper",
         started.elapsed()
     );
+}
+
+/// Waits (at most 10 s) for `done`, sleeping between looks: for what a sweeper does on its
+/// own thread.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// An eviction listener that uses its cache through a `WeakCache` (here, on the sweeper's
+/// thread) does not keep it alive: once the last `Cache` handle is dropped, the cache and
+/// its listener are freed and the sweeper stops. One holding a `Cache` handle would be a
+/// cycle that keeps them for ever (checked too, so that the test shows what it guards).
+#[test]
+fn a_listener_holding_a_weak_handle_lets_its_cache_and_sweeper_go() {
+    for weak in [true, false] {
+        let clock = ManualClock::new();
+        let alive = Arc::new(());
+        let in_listener = Arc::clone(&alive);
+        let weak_slot: Arc<std::sync::OnceLock<WeakCache>> = Arc::default();
+        let strong_slot: Arc<parking_lot::Mutex<Option<Cache>>> = Arc::default();
+        let (weak_handle, strong_handle) = (Arc::clone(&weak_slot), Arc::clone(&strong_slot));
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .clock(clock.clone())
+            .sweep_interval(Duration::from_millis(1))
+            .eviction_listener(move |k, _, cause| {
+                let _ = &in_listener;
+                let cache = weak_handle
+                    .get()
+                    .and_then(WeakCache::upgrade)
+                    .or_else(|| strong_handle.lock().clone());
+                if let Some(cache) = cache
+                    && cause == RemovalCause::Expired
+                {
+                    cache.insert(*k, "again").expect("fits");
+                }
+            })
+            .build()
+            .expect("valid");
+        if weak {
+            weak_slot.set(cache.downgrade()).expect("set once");
+        } else {
+            *strong_slot.lock() = Some(cache.clone());
+        }
+        cache.insert_with_ttl(key(1), "x", secs(1)).expect("fits");
+        clock.advance(Duration::from_secs(2));
+        wait_for("the sweeper's listener re-inserted the key", || {
+            cache.peek(&key(1)).as_deref() == Some(&b"again"[..])
+        });
+        let watch = cache.downgrade();
+        drop(cache);
+        if weak {
+            wait_for("the cache is freed", || Arc::strong_count(&alive) == 1);
+            assert!(watch.upgrade().is_none());
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(Arc::strong_count(&alive), 2, "the cycle keeps the cache");
+            assert!(watch.upgrade().is_some());
+            // Broken by hand, so that no sweeper outlives the test.
+            let last = strong_slot.lock().take();
+            drop(last);
+            wait_for("the cache is freed", || Arc::strong_count(&alive) == 1);
+        }
+    }
+}
+
+/// The last handle dropped from inside the sweeper's own listener call: the cache is freed
+/// on the sweeper's thread when its purge returns, without the thread joining itself (which
+/// fails) or deadlocking, and nothing is left running or held.
+#[test]
+fn the_last_handle_dropped_in_the_sweepers_listener_frees_the_cache() {
+    let clock = ManualClock::new();
+    let alive = Arc::new(());
+    let in_listener = Arc::clone(&alive);
+    let slot: Arc<parking_lot::Mutex<Option<Cache>>> = Arc::default();
+    let listener_slot = Arc::clone(&slot);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .sweep_interval(Duration::from_millis(1))
+        .eviction_listener(move |_, _, _| {
+            let _ = &in_listener;
+            // Taken out of the lock first: the cache is not dropped while the lock is held.
+            let last = listener_slot.lock().take();
+            drop(last);
+        })
+        .build()
+        .expect("valid");
+    cache.insert_with_ttl(key(1), "x", secs(1)).expect("fits");
+    let watch = cache.downgrade();
+    *slot.lock() = Some(cache);
+    clock.advance(Duration::from_secs(2));
+    wait_for("the cache is freed", || Arc::strong_count(&alive) == 1);
+    assert!(watch.upgrade().is_none());
 }
