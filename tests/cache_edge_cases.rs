@@ -1705,6 +1705,35 @@ fn inserts_removes_and_clears_during_a_load_do_not_stop_it() {
     assert_eq!(cache.size_bytes(), CacheEntry::charged_size(6) as u64);
 }
 
+/// An insert of the key being loaded, while its load runs, is overwritten when the load
+/// returns, as `Cache::get_or_insert_with` says: the inserted value is reported `Replaced`
+/// and counted as an update, and the budget holds the loaded value alone.
+#[test]
+fn an_insert_during_a_load_of_its_key_is_replaced_by_the_loaded_value() {
+    let clock = ManualClock::new();
+    let (cache, events) = recording_cache(&clock);
+    let held = HeldLoad::new();
+    let leader = {
+        let cache = cache.clone();
+        let load = held.loader(|| "loaded value");
+        thread::spawn(move || cache.get_or_insert_with(key(1), load))
+    };
+    held.wait_running();
+    cache.insert(key(1), "inserted").expect("fits");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"inserted"[..]));
+    held.release();
+    let loaded = leader.join().expect("no panic").expect("stored");
+    assert_eq!(&loaded[..], b"loaded value");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"loaded value"[..]));
+    assert_eq!(
+        *events.lock(),
+        [(key(1), Bytes::from("inserted"), RemovalCause::Replaced)]
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.inserts, stats.updates, stats.loads), (1, 1, 1));
+    assert_eq!(cache.size_bytes(), CacheEntry::charged_size(12) as u64);
+}
+
 /// A snapshot holds only live values: an expired value no purge has removed yet is left out.
 /// Restored into a cache too small for one of them, that one is left out and the rest fit.
 #[test]

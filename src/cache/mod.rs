@@ -414,9 +414,11 @@ impl Cache {
     ///
     /// Concurrent calls for one key run `load` once; the others wait and receive its value.
     /// If `load` panics, the panic propagates to its caller; the waiting callers are not
-    /// stranded — one of them runs its own `load`. A [`Cache::remove`] or [`Cache::clear`]
-    /// while `load` runs does not cancel the load: its value is stored when `load` returns,
-    /// after them, as an insert made then would be.
+    /// stranded — one of them runs its own `load`. An insert, a [`Cache::remove`] or a
+    /// [`Cache::clear`] while `load` runs does not cancel the load: its value is stored when
+    /// `load` returns, after them, as an insert made then would be — so the loaded value
+    /// replaces a value inserted meanwhile (reported as [`RemovalCause::Replaced`]), and
+    /// reads see the inserted value until then.
     ///
     /// `load` may use the cache, loads of other keys included. If it loads the same key on
     /// its own thread, directly or through other keys' loaders, that inner call returns

@@ -1,12 +1,15 @@
 //! Expiry, driven by a `ManualClock`: default and per-entry TTLs, the exact deadline, purging
-//! and the background sweeper.
+//! and the background sweeper; and one check on the real clocks.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Timestamp, Ttl, WeakCache};
+use memocache::{
+    Cache, CacheEntry, Clock, CoarseClock, ManualClock, RemovalCause, SystemClock, Timestamp, Ttl,
+    WeakCache,
+};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -474,4 +477,52 @@ fn the_last_handle_dropped_in_the_sweepers_listener_frees_the_cache() {
     clock.advance(Duration::from_secs(2));
     wait_for("the cache is freed", || Arc::strong_count(&alive) == 1);
     assert!(watch.upgrade().is_none());
+}
+
+/// With the real clocks and TTLs of a few microseconds to a few milliseconds, no read returns
+/// a value whose deadline a clock reading taken before the read had passed, and once a value
+/// is gone it stays gone on every read path. (`CoarseClock` moves in kernel ticks, so its
+/// entries live up to a tick; the promise is about the cache's own clock, which the test reads
+/// too.)
+#[test]
+fn real_clocks_never_serve_a_value_past_its_deadline() {
+    let clocks: [Arc<dyn Clock>; 2] = [Arc::new(SystemClock), Arc::new(CoarseClock)];
+    for clock in clocks {
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .shared_clock(Arc::clone(&clock))
+            .build()
+            .expect("valid");
+        let mut reads = 0u64;
+        for i in 0..30u64 {
+            let ttl = Ttl::new(Duration::from_micros(1 + i * i * 2)).expect("positive");
+            cache.insert_with_ttl(key(i), "v", ttl).expect("fits");
+            // Gone already, on a fine clock and a tiny TTL: nothing to check.
+            let Some(entry) = cache.entry(&key(i)) else {
+                continue;
+            };
+            let deadline = entry.expires_at().expect("a TTL");
+            assert_eq!(
+                Some(deadline),
+                entry
+                    .ttl()
+                    .map(|ttl| entry.created_at().saturating_add(ttl.as_duration()))
+            );
+            loop {
+                let before = clock.now();
+                let value = cache.get(&key(i));
+                let after = clock.now();
+                reads += 1;
+                match value {
+                    Some(_) => assert!(before <= deadline, "{clock:?}: served past {deadline}"),
+                    None => {
+                        assert!(after > deadline, "{clock:?}: gone before {deadline}");
+                        assert_gone(&cache, &key(i));
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(reads > 30, "{clock:?}: {reads} reads");
+    }
 }
