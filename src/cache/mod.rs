@@ -507,6 +507,11 @@ impl Cache {
 
     /// Reads and decodes a value stored by [`Cache::insert_typed`]. Bytes that do not decode
     /// as `T` are an error, never a panic: [`CodecError::AtKey`], naming `key`.
+    ///
+    /// The encoding does not record the type, so a value stored as another type whose bytes
+    /// happen to decode as `T` is returned as a `T`: a `u32` read as a `u64`, a struct read as
+    /// another whose fields have the same types in the same order. Keys whose content names
+    /// the type (a [`CacheKey`] prefix per type, say) keep types apart.
     pub fn get_typed<T: DeserializeOwned>(&self, key: &CacheKey) -> Result<Option<T>, CodecError> {
         self.get(key)
             .map(|bytes| {

@@ -206,6 +206,10 @@ fn typed_values_round_trip_and_bad_bytes_are_an_error() {
     assert_eq!(cache.get_typed::<u64>(&key(5)).expect("decodes"), Some(7));
     cache.insert(key(6), vec![7u8, 0, 0]).expect("fits");
     assert!(cache.get_typed::<u64>(&key(6)).is_err(), "trailing bytes");
+    // The encoding carries no type, as `get_typed` says: another type's bytes that decode
+    // are taken for a `T`.
+    cache.insert_typed(key(7), &7u32).expect("fits");
+    assert_eq!(cache.get_typed::<u64>(&key(7)).expect("decodes"), Some(7));
 }
 
 #[test]
