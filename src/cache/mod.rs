@@ -622,8 +622,8 @@ impl std::fmt::Debug for Cache {
 /// The listener is part of the cache, so a [`Cache`] handle captured by it is a cycle: the
 /// cache, its values and its sweeper thread ([`CacheBuilder::sweep_interval`]) are then never
 /// freed, even once every other handle is dropped. A `WeakCache` breaks the cycle:
-/// [`WeakCache::upgrade`] gives a handle for the length of a call, and `None` once the last
-/// [`Cache`] handle is gone.
+/// [`WeakCache::upgrade`] gives a handle for the length of a call, and `None` once the cache
+/// is gone.
 ///
 /// ```
 /// use memocache::{Cache, CacheKey, RemovalCause, WeakCache};
@@ -668,7 +668,10 @@ impl Cache {
 }
 
 impl WeakCache {
-    /// A handle to the cache, or `None` if its last [`Cache`] handle has been dropped.
+    /// A handle to the cache, or `None` once the cache is gone: its last [`Cache`] handle has
+    /// been dropped, and so has the sweeper's, which holds one while it sweeps (so a sweep in
+    /// progress, and its listener calls, may still upgrade for a moment after the last
+    /// handle of the caller's is dropped).
     pub fn upgrade(&self) -> Option<Cache> {
         self.inner.upgrade().map(|inner| Cache { inner })
     }
