@@ -228,9 +228,10 @@ impl Record {
             // At least 1 ns before the deadline: a deadline cut to the end of time at or
             // after it (see `deadline`) leaves a TTL of 0, and a creation time equal to the
             // deadline would report a zero TTL, which `Ttl` cannot hold — `Cache::entry`
-            // would then say the entry never expires. Saturating: a TTL rounded up (see `set_lifetime`) from within a minute of the
-            // end of time is more nanoseconds than a `u64` holds; it puts the creation time
-            // at the epoch, where it can only be early.
+            // would then say the entry never expires. Saturating: a TTL rounded up (see
+            // `set_lifetime`) from within a minute of the end of time is more nanoseconds
+            // than a `u64` holds; it puts the creation time at the epoch, where it can only
+            // be early.
             self.base
                 .saturating_sub(span::decode_saturating(self.ttl).max(1))
         }
@@ -267,10 +268,10 @@ impl Record {
     /// A write to a hot entry moves its cache line away from every other core reading it, so
     /// a hit avoids writing when it can: `accessed_at` is rewritten only once it is 1 ms old
     /// (1 s or 1 minute for an entry old enough that its age is kept in those units: see
-    /// `span::restamp`), and past 65,536 hits `access_count` counts in sampled steps — adding `2^k` with
-    /// probability `2^-k`, where `2^k` is about 1/4096 of the count — which keeps it an
-    /// unbiased estimate (relative standard error under 2 %) while a hot entry is written on
-    /// only a small fraction of its hits.
+    /// `span::restamp`), and past 65,536 hits `access_count` counts in sampled steps —
+    /// adding `2^k` with probability `2^-k`, where `2^k` is about 1/4096 of the count — which
+    /// keeps it an unbiased estimate (relative standard error under 2 %) while a hot entry is
+    /// written on only a small fraction of its hits.
     #[inline]
     pub(super) fn touch(&self, now: u64) {
         // Ages since creation: the creation time is derived once, not once per comparison.
