@@ -5,6 +5,15 @@
 //! that callers can build and reason about on their own. Its domain methods follow the seed and
 //! read time from a [`Clock`], so tests drive them with a [`crate::ManualClock`].
 //!
+//! # Differences from the seed
+//!
+//! * The TTL is optional (`None`: the entry never expires), as a cache's default TTL is
+//!   (issue 3); the seed required one.
+//! * The seed's `is_expired` added the `TTL` value object itself to a datetime, which raises a
+//!   `TypeError`; [`CacheEntry::is_expired`] adds the TTL's duration, as it evidently meant.
+//! * `size_bytes` is derived, not given: the bytes charged against a budget (below). The seed
+//!   left its meaning open, and its `update_value` did not change it with the value.
+//!
 //! # Size accounting
 //!
 //! [`CacheEntry::charged_size`] is what an entry costs against a cache's byte budget: the value
@@ -99,6 +108,10 @@ impl CacheEntry {
     /// within 1 ms, so that hits on hot entries do not all write it — within 1 s once the
     /// read is 12.4 days or more after the entry's creation time, and 1 minute past 34 years,
     /// the units in which it keeps ages that long.
+    ///
+    /// A cache also stamps it when an insert replaces a live value, where the seed's
+    /// `update_value` (and [`CacheEntry::update_value`]) leave it at the last read; both keep
+    /// the read count.
     pub fn accessed_at(&self) -> Timestamp {
         self.accessed_at
     }
@@ -146,7 +159,9 @@ impl CacheEntry {
         self.access_count = self.access_count.saturating_add(1);
     }
 
-    /// Replaces the value and TTL and restarts the TTL from now, as in the seed.
+    /// Replaces the value and TTL and restarts the TTL from now, as in the seed; reads
+    /// (`access_count`, `accessed_at`) are kept. Unlike the seed, `size_bytes` follows the new
+    /// value.
     pub fn update_value(&mut self, value: impl Into<Bytes>, ttl: Option<Ttl>, clock: &dyn Clock) {
         self.value = value.into();
         self.size_bytes = CacheEntry::charged_size(self.value.len());

@@ -168,6 +168,11 @@ pub enum KeyError {
 
 impl CacheKey {
     /// The key of `content` under `prefix`: SHA-256 of the bytes.
+    ///
+    /// The prefix must be 1–64 bytes of ASCII letters, digits, `.`, `_` or `-`
+    /// ([`KeyError::InvalidPrefix`] otherwise). The seed took any string, so a `:` in a prefix
+    /// made its `prefix:hash` form ambiguous; here that form always parses back
+    /// ([`FromStr`]).
     pub fn from_content(content: &[u8], prefix: &str) -> Result<CacheKey, KeyError> {
         let prefix = intern(prefix)?;
         Ok(CacheKey {
@@ -211,6 +216,10 @@ impl CacheKey {
     /// hashing, so both spellings give one key. `language` must be 1–35 ASCII letters, digits,
     /// `-` or `_` and is hashed as given. With both parts constrained like this the `:` cannot
     /// be confused with either part, so the combined string is unambiguous.
+    ///
+    /// Differences from the seed, which took any strings: parts it accepted that fail these
+    /// checks are errors here, and an upper-case `file_hash` gives the key of its lower-case
+    /// spelling, where the seed hashed it as given and so gave the same file a second key.
     ///
     /// ```
     /// use memocache::CacheKey;

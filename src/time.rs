@@ -20,7 +20,9 @@
 //! clock has passed it.
 //!
 //! The seed's `TTL` rejected non-positive durations at construction; [`Ttl`] does the same and
-//! its constructors return a [`TtlError`] instead of raising.
+//! its constructors return a [`TtlError`] instead of raising. Its range differs: the seed's
+//! `timedelta` counted microseconds up to 999,999,999 days, a [`Ttl`] counts nanoseconds up to
+//! [`Ttl::MAX`] (about 584 years), the span of the cache's 64-bit timestamps.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +100,10 @@ impl Ttl {
     }
 
     /// Whole seconds, rounded down (as the seed's `to_seconds`).
+    ///
+    /// Exact for every TTL. The seed's `int(total_seconds())` went through a float, which
+    /// from 2^34 s (about 544 years) on rounds a TTL 1 µs short of a whole second up to it:
+    /// 2^34 s + 999,999 µs gave 2^34 + 1, where this gives 2^34.
     pub fn to_seconds(self) -> u64 {
         self.0.as_secs()
     }

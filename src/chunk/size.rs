@@ -36,6 +36,9 @@ pub enum ChunkSizeError {
 /// The 25 MB ceiling is the upload limit of speech-to-text APIs: every chunk file the splitter
 /// produces — header and overlap included — is at most this many bytes.
 ///
+/// The bounds are constants. In the seed `MIN_MB` and `MAX_MB` were dataclass fields (no
+/// `ClassVar`), so its constructor also took other bounds, and they took part in equality.
+///
 /// ```
 /// use memocache::ChunkSize;
 /// assert_eq!(ChunkSize::new(12)?.to_bytes(), 12 * 1024 * 1024);
@@ -237,6 +240,10 @@ impl ChunkPlan {
 
     /// The largest chunk, in bytes, for an input of `input_len` bytes. Without a length the
     /// automatic choice is that of a small file (15 MB).
+    ///
+    /// The automatic choice is [`ChunkSize::from_file_size`] of the length in whole MB
+    /// (MiB), rounded down: the seed took a number of MB without saying how to get it from a
+    /// length, so here 50 MB less one byte counts as 49 MB and gets 15 MB chunks.
     pub fn chunk_bytes_for(&self, input_len: Option<u64>) -> u64 {
         match self.size {
             PlanSize::Auto => ChunkSize::from_file_size(input_len.unwrap_or(0) / MIB).to_bytes(),

@@ -12,6 +12,7 @@
 //!   a `retry_count` but no transition that uses it.
 //! * Times are [`Timestamp`]s of the run's [`Clock`](crate::Clock), so tests drive them with a
 //!   `ManualClock`.
+//! * [`TaskStatus`] is an enum; the seed used a `TaskStatus` it never defined.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -323,7 +324,12 @@ impl ProcessingTask {
     /// The seed's progress contribution: `(index + 1) / total` once completed, `index / total`
     /// before. It is the fraction of the input *up to and including* this chunk, which is the
     /// overall progress only when chunks finish in order; a parallel run's overall progress is
-    /// [`Progress::fraction`](super::Progress::fraction) instead. Zero chunks count as done.
+    /// [`Progress::fraction`](super::Progress::fraction) instead.
+    ///
+    /// Differences from the seed: zero chunks count as done (1.0), where the seed raised
+    /// `ZeroDivisionError`; and the division is in `f64`, so above 2^53 chunks the result may
+    /// differ in the last bits from the seed's exactly rounded integer division. As in the
+    /// seed, nothing checks `index < total_chunks`: chunk 5 of 4, completed, gives 1.5.
     pub fn get_progress(&self) -> f64 {
         if self.total_chunks == 0 {
             return 1.0;

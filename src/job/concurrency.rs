@@ -7,6 +7,9 @@ use std::fmt;
 /// A number of concurrent tasks between [`ConcurrencyLimit::MIN`] and
 /// [`ConcurrencyLimit::MAX`].
 ///
+/// The bounds are constants. In the seed `MIN` and `MAX` were dataclass fields (no
+/// `ClassVar`), so its constructor also took other bounds, and they took part in equality.
+///
 /// ```
 /// use memocache::ConcurrencyLimit;
 /// assert_eq!(ConcurrencyLimit::default().get(), 4);

@@ -21,6 +21,11 @@
 //! [`JobStatus::Cancelled`] is not in the seed, whose four statuses had no way to say "nobody
 //! wants this any more"; a cancelled job is terminal like a completed or failed one.
 //!
+//! The two checks the seed did make could never pass as written: they compared with
+//! `JobStatus.QUEUED` and `JobStatus.PROCESSING`, class variables it declared but left at
+//! `None`, so every `start_processing` and `complete` raised. The value objects here are enums,
+//! and the checks are the ones the seed evidently meant (a status equal to `queued()`).
+//!
 //! # Time
 //!
 //! Timestamps come from the [`crate::Clock`] of the queue that runs the job, so the domain
@@ -42,6 +47,11 @@ use crate::time::Timestamp;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// A job's identity: a random (version 4) UUID.
+///
+/// Parsing is stricter than the seed's `from_string` (Python's `UUID(s)`). It accepts the
+/// standard spellings (hyphenated, simple, braced, URN; any case), not Python's looser ones
+/// (hyphens anywhere, an unbalanced brace), and only a version-4 UUID, where the seed took any
+/// version (the nil UUID too), none of which its `generate` makes.
 ///
 /// ```
 /// use memocache::JobId;
@@ -176,6 +186,10 @@ impl fmt::Display for JobType {
 }
 
 /// How urgent a job is: `High > Medium > Low`, numbered 3, 2, 1 as in the seed.
+///
+/// The order is total here; the seed defined only `>` (and Python's reflected `<`), so `>=`
+/// raised. The default, [`JobPriority::Medium`] (what [`Job::new`] gives), is not in the seed,
+/// whose jobs always named one.
 ///
 /// ```
 /// use memocache::JobPriority;

@@ -359,6 +359,12 @@ impl MetricSeries {
 
     /// The mean of the values in the window, as `numpy.mean` computes it; `0.0` for an empty
     /// window.
+    ///
+    /// The seed computed `sum(values) / len(values)`, adding left to right. numpy's pairwise
+    /// summation (issue 7 asks for numpy's figures) adds in that same order up to 7 values, so
+    /// small windows give the seed's result to the bit. From 8 values on the two can differ:
+    /// in the last bits (eight 0.1s: the seed's 0.09999999999999999, numpy's and this 0.1), or
+    /// by more where large values cancel (`tests/seed_conformance.rs` has cases).
     pub fn get_average(&self, window: Duration) -> f64 {
         self.window_stats(window).mean
     }

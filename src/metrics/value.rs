@@ -91,6 +91,9 @@ impl MetricValue {
 /// `Display` gives `p50`, `p95`, `p99`; the seed printed `p{int(value)}`, which showed p99.9 as
 /// `p99`, so fractional percentiles keep their fraction here (`p99.9`).
 ///
+/// The seed's `P50`, `P95` and `P99` class variables were declared but left at `None`; here
+/// they are the constants their names say.
+///
 /// ```
 /// use memocache::Percentile;
 ///
@@ -263,6 +266,9 @@ impl fmt::Display for Threshold {
 }
 
 /// How urgent an alert is; ordered `Info < Warning < Critical`.
+///
+/// The seed's rule held a string, `INFO`, `WARNING` or `CRITICAL`; the names here
+/// ([`Severity::as_str`], `Display`, what the tracing notifier logs) are lower case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// Worth knowing.
