@@ -458,13 +458,17 @@ fn task_progress_matches_the_seed_for_every_position() {
             "done {case}"
         );
     }
-    // No check on `index < total_chunks`, in the seed or here: index 5 of 4, completed.
+    // Differs (documented at `ProcessingTask::get_progress`): the seed does not check
+    // `index < total_chunks` and gives 1.5 for index 5 of 4, completed; here a chunk at or past
+    // the total counts as the last, so progress never passes 1.0.
     let mut beyond = task(5, 4);
+    assert_eq!(beyond.get_progress(), 1.0);
     beyond.start(t).expect("pending starts");
     beyond
         .complete(ChunkResult::default(), t)
         .expect("processing completes");
-    assert_eq!(beyond.get_progress(), 1.5);
+    assert_eq!(beyond.get_progress(), 1.0);
+    assert_eq!(task(4, 4).get_progress(), 1.0);
     // Differs (documented at `ProcessingTask::get_progress`): zero chunks raised
     // ZeroDivisionError in the seed; here they count as done.
     assert_eq!(task(0, 0).get_progress(), 1.0);

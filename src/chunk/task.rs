@@ -328,8 +328,10 @@ impl ProcessingTask {
     ///
     /// Differences from the seed: zero chunks count as done (1.0), where the seed raised
     /// `ZeroDivisionError`; and the division is in `f64`, so above 2^53 chunks the result may
-    /// differ in the last bits from the seed's exactly rounded integer division. As in the
-    /// seed, nothing checks `index < total_chunks`: chunk 5 of 4, completed, gives 1.5.
+    /// differ in the last bits from the seed's exactly rounded integer division; and a chunk
+    /// numbered at or past the total (which the seed did not check either) counts as the
+    /// last one, so the result is never above 1.0 — the seed gave 1.5 for chunk 5 of 4,
+    /// completed, a fraction no progress bar can show.
     pub fn get_progress(&self) -> f64 {
         if self.total_chunks == 0 {
             return 1.0;
@@ -341,7 +343,7 @@ impl ProcessingTask {
         } else {
             self.index
         };
-        position as f64 / self.total_chunks as f64
+        position.min(self.total_chunks) as f64 / self.total_chunks as f64
     }
 
     /// The task's id.
