@@ -252,40 +252,79 @@ impl Transcriber for CommandTranscriber {
 /// UTF-8 (from a `TMPDIR` of any bytes) reached the engine with U+FFFD in place of its bytes,
 /// and a placeholder the user had double-quoted (`"{chunk}"`) handed the engine a name with
 /// the quotes in it; either way the engine found no such file.
+///
+/// The quotes are tracked as a stack because a command substitution (`$(...)` or backquotes)
+/// starts a new, unquoted context even inside double quotes: in `"$(realpath {chunk})"` the
+/// placeholder stands unquoted, and a bare `$1` there was split into words and globbed (a
+/// `TMPDIR` of `a  b*` reached the engine as `a b*`). Parentheses are counted within `$(`
+/// so that a subshell's `)` does not end it. Comments, here-documents and `$'...'` are not
+/// parsed: a quote in them is taken as a real one.
 fn substitute_chunk(template: &str) -> String {
     #[derive(Clone, Copy, PartialEq)]
-    enum Quote {
-        None,
+    enum Context {
+        /// Unquoted, at the top or in a backquoted substitution.
+        Bare,
         Single,
         Double,
+        /// Unquoted, in `$(`, with this many `(` open inside it.
+        Substitution(usize),
+        /// Unquoted, in `` ` ``.
+        Backquote,
     }
     let mut out = String::with_capacity(template.len() + 8);
-    let mut quote = Quote::None;
+    let mut stack = vec![Context::Bare];
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
+        let context = *stack.last().unwrap_or(&Context::Bare);
         if let Some(after) = rest.strip_prefix("{chunk}") {
-            out.push_str(match quote {
-                Quote::None => "\"$1\"",
-                Quote::Double => "$1",
-                Quote::Single => "'\"$1\"'",
+            out.push_str(match context {
+                Context::Double => "$1",
+                Context::Single => "'\"$1\"'",
+                Context::Bare | Context::Substitution(_) | Context::Backquote => "\"$1\"",
             });
             rest = after;
             continue;
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
-        match (quote, c) {
+        match (context, c) {
+            (Context::Single, '\'') => {
+                stack.pop();
+            }
+            (Context::Single, _) => {}
             // A backslash outside single quotes keeps the next character from opening or
-            // closing quotes (`\"`, `\'`, `\\`); it is copied as is.
-            (Quote::None | Quote::Double, '\\') => {
+            // closing anything (`\"`, `\'`, `\\`, `\$`); it is copied as is.
+            (_, '\\') => {
                 if let Some(next) = rest.chars().next() {
                     out.push(next);
                     rest = &rest[next.len_utf8()..];
                 }
             }
-            (Quote::None, '\'') => quote = Quote::Single,
-            (Quote::None, '"') => quote = Quote::Double,
-            (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
+            (Context::Double, '"') => {
+                stack.pop();
+            }
+            (_, '$') if rest.starts_with('(') => {
+                out.push('(');
+                rest = &rest[1..];
+                stack.push(Context::Substitution(0));
+            }
+            (Context::Backquote, '`') => {
+                stack.pop();
+            }
+            (_, '`') => stack.push(Context::Backquote),
+            (Context::Double, _) => {}
+            (_, '\'') => stack.push(Context::Single),
+            (_, '"') => stack.push(Context::Double),
+            (Context::Substitution(open), '(') => {
+                stack.pop();
+                stack.push(Context::Substitution(open + 1));
+            }
+            (Context::Substitution(open), ')') => {
+                stack.pop();
+                if open > 0 {
+                    stack.push(Context::Substitution(open - 1));
+                }
+            }
             _ => {}
         }
     }
