@@ -430,3 +430,49 @@ fn metrics_after_failures_add_up() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
 }
+
+/// Bug: a panic in the chunk function is resumed on the caller's thread "before any error: a
+/// bug in the caller's code must not hide behind it" — but only if it came first. A worker
+/// that panicked after another chunk had failed found the failure slot taken and dropped the
+/// payload, so the caller got the other chunk's ordinary error and never saw the panic. A
+/// panic now takes the slot from an error.
+#[test]
+fn a_panic_after_another_chunks_failure_still_reaches_the_caller() {
+    let p = ChunkedProcessor::builder(cache(), "panics-late/1")
+        .plan(ChunkPlan::with_chunk_bytes(64).expect("valid"))
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .build()
+        .expect("valid");
+    let data: Vec<u8> = (0..128u8).collect();
+    let (failing_tx, failing_rx) = std::sync::mpsc::channel::<()>();
+    let failing_tx = Mutex::new(failing_tx);
+    let failing_rx = Mutex::new(failing_rx);
+    // Both chunks start before either ends.
+    let both_started = std::sync::Barrier::new(2);
+    let f = |chunk: &AudioChunk| {
+        both_started.wait();
+        if chunk.index() == 0 {
+            let _ = failing_tx.lock().send(());
+            return Err("an ordinary error".to_owned());
+        }
+        // Chunk 1 panics once chunk 0's error has had time to be recorded.
+        let _ = failing_rx.lock().recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+        panic!("a bug in the chunk function");
+    };
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.process_reader(Cursor::new(&data), &f, RunOptions::new())
+    }));
+    let payload = match caught {
+        Err(payload) => payload,
+        Ok(out) => panic!(
+            "the panic was swallowed; the run returned {:?}",
+            out.map(|o| o.result)
+        ),
+    };
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"a bug in the chunk function")
+    );
+}

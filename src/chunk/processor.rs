@@ -73,9 +73,10 @@
 //!   chunk index, the attempts and the cause.
 //! * **Panics.** A chunk function (or progress callback) that panics stops the run the same
 //!   way — chunks finished before it stay memoized — and once the other workers have returned,
-//!   the panic is resumed on the caller's thread with its own payload, so the caller (or the
-//!   job pool, which reports a handler's panic message) sees the original message rather than
-//!   the generic "a scoped thread panicked" a worker thread's death would give.
+//!   the panic is resumed on the caller's thread with its own payload (even if another chunk
+//!   failed first), so the caller (or the job pool, which reports a handler's panic message)
+//!   sees the original message rather than the generic "a scoped thread panicked" a worker
+//!   thread's death would give.
 //! * **Cancellation.** [`CancelToken::cancel`] stops scheduling, drops queued chunks and
 //!   interrupts retry waits and the whole-file hashing pass (between two reads of the input);
 //!   the run returns as soon as the chunk functions already running return. The chunk
@@ -1086,7 +1087,12 @@ impl ChunkedProcessor {
                 Err(Stop::Halted) => {}
                 Err(stop) => {
                     let mut failure = run.failure.lock();
-                    if failure.is_none() {
+                    // The first stop wins, except that a panic displaces an ordinary error:
+                    // the caller must see a bug in its code (it is resumed before any error
+                    // is returned), not the error of a chunk that happened to fail first.
+                    let displace = matches!(stop, Stop::Panicked(_))
+                        && !matches!(*failure, Some(Stop::Panicked(_)));
+                    if failure.is_none() || displace {
                         *failure = Some(stop);
                     }
                     drop(failure);
