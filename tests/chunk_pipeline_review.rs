@@ -64,7 +64,9 @@ fn wav(samples: usize) -> Vec<u8> {
 #[test]
 fn the_chunk_path_is_one_word_inside_a_command_substitution() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let odd = dir.path().join("a  b*");
+    // Two spaces and a glob (word splitting and pathname expansion would change them), and
+    // a `$` and a backquote (which must not be expanded again).
+    let odd = dir.path().join("a  b* $HOME `x`");
     std::fs::create_dir(&odd).expect("creates");
     let chunk = one_chunk(&[5u8; 123]);
     for template in [

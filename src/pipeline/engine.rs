@@ -163,8 +163,8 @@ impl CommandTranscriber {
     /// An engine run as `template` (which must contain `{chunk}`). The chunk file's path is
     /// handed to `sh` as a positional parameter and each `{chunk}` becomes its expansion,
     /// quoted to fit where it stands: bare (`-infile {chunk}`), in double quotes
-    /// (`"{chunk}"`) or in single quotes, the path's exact bytes make one word of the
-    /// command. (A command that hands a single-quoted string to another shell, as
+    /// (`"{chunk}"`), in single quotes or in a command substitution (`"$(realpath {chunk})"`),
+    /// the path's exact bytes make one word of the command. (A command that hands a single-quoted string to another shell, as
     /// `sh -c 'engine {chunk}'`, has that shell parse the path again.)
     pub fn new(template: impl Into<String>) -> Result<CommandTranscriber, TranscribeError> {
         let template = template.into();
