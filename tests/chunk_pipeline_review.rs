@@ -277,6 +277,12 @@ fn the_concurrency_limit_holds_with_retries_and_memo_hits() {
     let f = |chunk: &AudioChunk| {
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         peak.fetch_max(now, Ordering::SeqCst);
+        // Until the limit has been reached once, a call waits (a few seconds at most) for the
+        // others, so that reaching it does not depend on how the threads are scheduled.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while peak.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(2));
         // The first call for every third chunk fails.
         let first = failed.lock().insert(chunk.index());
@@ -343,7 +349,9 @@ fn a_cancelled_run_keeps_its_in_flight_chunks_and_leaves_no_chunk_files() {
                 RunOptions::new().cancel_token(token.clone()),
             )
         });
-        while gate.started.load(Ordering::SeqCst) < 2 {
+        // A deadlock guard, not a timing claim.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while gate.started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         token.cancel();
