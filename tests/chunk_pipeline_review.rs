@@ -287,7 +287,7 @@ fn the_concurrency_limit_holds_with_retries_and_memo_hits() {
         // The first call for every third chunk fails.
         let first = failed.lock().insert(chunk.index());
         in_flight.fetch_sub(1, Ordering::SeqCst);
-        if first && chunk.index() % 3 == 0 {
+        if first && chunk.index().is_multiple_of(3) {
             return Err("transient".to_owned());
         }
         Ok(ChunkResult::from_text(chunk.index().to_string()))
