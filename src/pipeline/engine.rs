@@ -164,8 +164,9 @@ impl CommandTranscriber {
     /// handed to `sh` as a positional parameter and each `{chunk}` becomes its expansion,
     /// quoted to fit where it stands: bare (`-infile {chunk}`), in double quotes
     /// (`"{chunk}"`), in single quotes or in a command substitution (`"$(realpath {chunk})"`),
-    /// the path's exact bytes make one word of the command. (A command that hands a single-quoted string to another shell, as
-    /// `sh -c 'engine {chunk}'`, has that shell parse the path again.)
+    /// the path's exact bytes make one word of the command. (A command that hands a
+    /// single-quoted string to another shell, as `sh -c 'engine {chunk}'`, has that shell
+    /// parse the path again.)
     pub fn new(template: impl Into<String>) -> Result<CommandTranscriber, TranscribeError> {
         let template = template.into();
         if !template.contains("{chunk}") {
