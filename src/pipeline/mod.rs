@@ -167,7 +167,11 @@ type ProgressCallback = Arc<dyn Fn(&FileProgress) + Send + Sync>;
 pub struct PipelineStats {
     /// Transcripts served from the cache.
     pub hits: u64,
-    /// Transcripts that had to be computed.
+    /// Transcripts that had to be computed: not in the cache when the request read it. A
+    /// request that coalesced onto another's job for the same content counts here too (its
+    /// transcript was computed, if not by its own job), as does one the queue answered from
+    /// a value stored between that read and its submit; so with concurrent requests for one
+    /// file this counts requests, not engine runs.
     pub misses: u64,
     /// Compute time the cache hits saved (the original runs' times).
     pub time_saved: Duration,
@@ -232,7 +236,8 @@ impl PipelineBuilder {
     /// The registry to publish into (default: a new one on the cache's clock, keeping an
     /// hour of gauge and histogram values). Besides the cache's and the queue's metrics (see
     /// [`wiring`](crate::metrics::wiring)), the pipeline registers
-    /// `memocache_transcriptions_total{source="cache"|"computed"}` (counter, files served),
+    /// `memocache_transcriptions_total{source="cache"|"computed"}` (counter, files served;
+    /// "computed" counts requests that missed the cache, as [`PipelineStats::misses`] does),
     /// `memocache_transcription_duration_seconds` (summary, the time to serve one file, cache
     /// hits included) and `memocache_transcription_saved_seconds` (gauge, compute time the
     /// hits saved): alert rules can name any of them. [`PipelineBuilder::build`] fails with
