@@ -544,6 +544,53 @@ fn a_float_wav_with_odd_valid_bits_is_split_by_its_container_or_refused_without_
     ));
 }
 
+/// Bug: a WAV whose block align is not a multiple of its channel count (3-byte frames of 2
+/// channels of 8 bits) parses in `hound`, which takes `block_align / channels` bytes per
+/// sample, so its chunks were cut in, and declared, 2-byte frames that straddle the input's
+/// 3-byte ones. No WAV header holds such frames: it is `InvalidPcm` now.
+#[test]
+fn a_wav_whose_block_align_is_not_whole_samples_per_channel_is_refused() {
+    let mut input = wav(spec(2, 8), &samples(2 * 30, 8)); // 60 bytes: 20 frames of 3 bytes
+    input[28..32].copy_from_slice(&(3u32 * 8000).to_le_bytes()); // byte rate
+    input[32..34].copy_from_slice(&3u16.to_le_bytes()); // block align
+    assert_eq!(
+        hound::WavReader::new(&input[..]).unwrap().spec(),
+        spec(2, 8)
+    );
+    for len in [None, Some(input.len() as u64)] {
+        let result = chunks(&input, &plan(100), len);
+        assert!(
+            matches!(result, Err(SplitError::InvalidPcm { .. })),
+            "{len:?}: {result:?}"
+        );
+    }
+}
+
+/// Bug: a `WAVE_FORMAT_EXTENSIBLE` header whose valid bits exceed its container (32 valid bits
+/// in 16-bit samples) is read by `hound` at its word, and the chunks declared the same: 32-bit
+/// samples in 2-byte containers, a header no reader can take literally (`hound` itself cannot
+/// read its samples). The chunks now declare the container's 16 bits, which the bytes hold.
+#[test]
+fn an_extensible_wav_with_more_valid_bits_than_its_container_declares_the_container() {
+    let all = samples(3 * 100, 16);
+    let mut input = wav(spec(3, 16), &all); // WAVE_FORMAT_EXTENSIBLE: 3 channels
+    assert_eq!(&input[20..22], &0xFFFEu16.to_le_bytes());
+    input[38..40].copy_from_slice(&32u16.to_le_bytes()); // valid bits
+    assert_eq!(
+        hound::WavReader::new(&input[..]).unwrap().spec(),
+        spec(3, 32)
+    );
+    let got = chunks(&input, &plan(368), None).expect("splits"); // (368 - 68) / 6 = 50 frames
+    assert_eq!(got.len(), 2);
+    let mut rebuilt = Vec::new();
+    for chunk in &got {
+        let (chunk_spec, chunk_samples) = parse(chunk);
+        assert_eq!(chunk_spec, spec(3, 16));
+        rebuilt.extend(chunk_samples);
+    }
+    assert_eq!(rebuilt, all);
+}
+
 #[test]
 fn raw_pcm_chunks_get_wav_headers() {
     let pcm = noise(2 * 500, 9); // 500 frames of 16-bit mono

@@ -13,8 +13,9 @@
 //!   A `WAVE_FORMAT_EXTENSIBLE` input whose valid bits are narrower than its container, where
 //!   `hound` cannot write them (20 bits in 24) or would write them in a plain PCM header that
 //!   readers misread (16 bits in 32, mono or stereo), gets chunks that declare the container's
-//!   width: the same bytes, read as the same left-justified values. Float samples in a
-//!   container other than 32 bits are refused.
+//!   width: the same bytes, read as the same left-justified values; so do chunks of one whose
+//!   valid bits claim more than its container holds. Float samples in a container other than
+//!   32 bits are refused, and so is a block align that is not whole samples per channel.
 //!   The header is written once per stream as a template and only its two size fields are
 //!   patched per chunk; the samples are copied as raw bytes, never decoded. Chunks after the
 //!   WAV `data` chunk (for example `LIST` metadata) are not part of any chunk. A `data` size of
@@ -577,7 +578,16 @@ fn read_wav_header(
                 let spec = hound::WavReader::new(Cursor::new(minimal))?.spec();
                 // fmt layout: tag u16, channels u16, rate u32, byte rate u32, block align u16.
                 let block_align = u16::from_le_bytes([fmt[20], fmt[21]]);
-                let spec_ex = chunk_format(spec, block_align / spec.channels.max(1))?;
+                let channels = spec.channels.max(1);
+                // hound takes `block_align / channels` bytes per sample and drops the rest: 3-byte
+                // frames of 2 channels would be cut and declared as 2-byte frames, straddling the
+                // input's. No header hound writes holds such frames, so they are refused.
+                if block_align % channels != 0 {
+                    return Err(SplitError::InvalidPcm {
+                        reason: "the WAV's block align is not a whole number of bytes per channel",
+                    });
+                }
+                let spec_ex = chunk_format(spec, block_align / channels)?;
                 return Ok((spec_ex, offset, len));
             }
             b"ds64" if is_64 && ds64_data_len.is_none() => {
@@ -644,8 +654,11 @@ fn chunk_format(
     let container_bits = bytes_per_sample.saturating_mul(8);
     let plain_pcm_header = spec.channels <= 2 && bits <= 16;
     let keeps_its_bits = match spec.sample_format {
+        // Valid bits wider than the container (32 in 2-byte samples) are a broken header that
+        // hound takes at its word; the container's width is what the bytes hold.
         hound::SampleFormat::Int => {
-            matches!(bits, 8 | 16 | 24 | 32) && !(plain_pcm_header && bits < container_bits)
+            matches!(bits, 8 | 16 | 24 | 32)
+                && (bits == container_bits || (bits < container_bits && !plain_pcm_header))
         }
         hound::SampleFormat::Float => bits == 32 && container_bits == 32,
     };
