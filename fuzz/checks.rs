@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use memocache::chunk::{ChunkInfo, ChunkKind, InputFormat};
 use memocache::snapshot::{Snapshot, read_snapshot};
 use memocache::{Cache, CacheEntry, CacheKey, KeyError, ManualClock, Ttl};
 
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     #[cfg(feature = "trace")]
     ("trace_parse", trace_parse),
     ("codec_decode", codec_decode),
+    ("chunk_split", chunk_split),
 ];
 
 /// `FromStr` never panics; whatever parses displays back as the input with its digest
@@ -834,4 +836,320 @@ where
         "{type_name}: {value:?} does not round-trip"
     );
     Some(value)
+}
+
+/// The audio splitter over any input bytes and a plan drawn from the input's first 8 bytes
+/// (see [`split_case`]): `split` and the stream never panic; each chunk is at most the plan's
+/// chunk size (so a header's declared size never sizes a buffer); and the stream either
+/// fails with a `SplitError`, after which it yields nothing, or yields chunks that tile the
+/// input's audio:
+///
+/// * byte-split chunks are the input's bytes at their offsets, and their new bytes,
+///   concatenated, are the input's bytes from the start (all of them when the length given
+///   was right or none was given and the stream ended cleanly);
+/// * WAV chunks (a WAV input, or raw PCM) are each a WAV file `hound` reads, whose sizes say
+///   what it holds and whose frame size is the input's block align, holding whole input
+///   frames that lie inside the input's `data` chunk (or its declared size), new frames
+///   following on from the previous chunk's;
+/// * `total_chunks` and `total_bytes`, when known, are what a cleanly ended stream yielded;
+/// * reading the input a few bytes at a time gives the same chunks or the same error.
+pub fn chunk_split(data: &[u8]) {
+    use memocache::chunk::split;
+
+    let mut input = Bytes(data);
+    let case = split_case(&mut input);
+    let content = input.0;
+    let input_len = case.input_len(content.len() as u64);
+    let chunk_max = case.plan.chunk_bytes_for(input_len);
+    let looks_like_wav = content.len() >= 12
+        && [&b"RIFF"[..], b"RF64", b"BW64"].contains(&&content[..4])
+        && &content[8..12] == b"WAVE";
+
+    let streamed = split(content, &case.plan, input_len);
+    let trickled = split(Trickle::new(content), &case.plan, input_len);
+    let (mut stream, mut trickled) = match (streamed, trickled) {
+        (Ok(s), Ok(t)) => (s, t),
+        (Err(e), Err(t)) => {
+            assert_eq!(
+                format!("{e:?}"),
+                format!("{t:?}"),
+                "split depends on read sizes"
+            );
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+        (s, t) => panic!(
+            "split depends on read sizes: {:?} vs {:?}",
+            s.err(),
+            t.err()
+        ),
+    };
+    let kind = stream.kind();
+    let expected_kind = match case.plan.input_format() {
+        InputFormat::RawPcm(_) => ChunkKind::Wav,
+        InputFormat::Auto if looks_like_wav => ChunkKind::Wav,
+        _ => ChunkKind::Bytes,
+    };
+    assert_eq!(
+        kind, expected_kind,
+        "a WAV is split on frames, nothing else is"
+    );
+    // Where the audio is, decided independently of the splitter: the whole input for bytes.
+    let audio = match (case.plan.input_format(), kind) {
+        (_, ChunkKind::Bytes) => None,
+        (InputFormat::RawPcm(spec), _) => Some(AudioRange {
+            start: 0,
+            declared: input_len,
+            frame: u64::from(spec.channels) * u64::from(spec.bits_per_sample.div_ceil(8)),
+        }),
+        _ => Some(wav_audio_range(content).expect("split took this input for a WAV")),
+    };
+    let total_chunks = stream.total_chunks();
+    let total_bytes = stream.total_bytes();
+
+    let mut count = 0usize;
+    // The end, in the input, of the audio the chunks so far have covered.
+    let mut covered = audio.as_ref().map_or(0, |a| a.start);
+    let ended = loop {
+        let (item, again) = (stream.next(), trickled.next());
+        assert_eq!(
+            format!("{item:?}"),
+            format!("{again:?}"),
+            "chunks depend on read sizes"
+        );
+        let chunk = match item {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(chunk)) => chunk,
+        };
+        let info = *chunk.info();
+        let bytes = chunk.data();
+        assert_eq!((info.index, info.kind), (count, kind));
+        assert!(
+            bytes.len() as u64 <= chunk_max,
+            "a chunk of {} bytes, over the plan's {chunk_max}",
+            bytes.len()
+        );
+        assert!(
+            0 < info.new_bytes && info.new_bytes <= info.source_len,
+            "{info:?}"
+        );
+        // The chunk's first new byte is the first byte no earlier chunk covered.
+        assert_eq!(
+            info.source_offset + info.source_len - info.new_bytes,
+            covered,
+            "{info:?}"
+        );
+        let end = info.source_offset + info.source_len;
+        assert!(end <= content.len() as u64, "{info:?} past the input");
+        let source = &content[info.source_offset as usize..end as usize];
+        match &audio {
+            None => assert_eq!(&bytes[..], source, "{info:?}"),
+            Some(audio) => check_wav_chunk(bytes, &info, source, audio),
+        }
+        covered = end;
+        count += 1;
+    };
+    assert!(
+        stream.next().is_none() && trickled.next().is_none(),
+        "a chunk after the end"
+    );
+    match ended {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(()) => {
+            let start = audio.as_ref().map_or(0, |a| a.start);
+            if let Some(total) = total_chunks {
+                assert_eq!(count, total, "total_chunks");
+            }
+            if let Some(total) = total_bytes {
+                assert_eq!(covered - start, total, "total_bytes");
+            }
+            // The audio ends where the WAV header says, else at the end of the input. (A
+            // wrong length given makes the stream fail or stop early; that is all it promises.)
+            let declared = audio.as_ref().and_then(|a| a.declared);
+            let header_says = kind == ChunkKind::Wav
+                && !matches!(case.plan.input_format(), InputFormat::RawPcm(_))
+                && declared.is_some();
+            if header_says || matches!(case.length, Length::Right | Length::Unknown) {
+                let end = declared.map_or(content.len() as u64, |d| start + d);
+                assert_eq!(covered, end, "the chunks stop short of the audio's end");
+            }
+        }
+    }
+}
+
+/// Where a WAV-split input's audio lies, found without the splitter.
+struct AudioRange {
+    /// Input offset of the first frame.
+    start: u64,
+    /// The audio's length in bytes, when the header (or the caller, for raw PCM) says.
+    declared: Option<u64>,
+    /// Bytes per frame: the input's block align.
+    frame: u64,
+}
+
+/// Walks the RIFF chunks of a `RIFF`/`RF64`/`BW64` input to its first `data` chunk: where
+/// its audio starts, the size its header (or `ds64`) declares (none for the streaming sizes
+/// 0 and 0xFFFFFFFF), and the block align of its first `fmt ` chunk.
+fn wav_audio_range(wav: &[u8]) -> Option<AudioRange> {
+    let u32_at = |at: usize| Some(u32::from_le_bytes(wav.get(at..at + 4)?.try_into().ok()?));
+    let is_64 = &wav[..4] != b"RIFF";
+    let (mut at, mut frame, mut ds64) = (12usize, None, None);
+    loop {
+        let (tag, len) = (wav.get(at..at + 4)?, u32_at(at + 4)?);
+        let body = at + 8;
+        match tag {
+            b"data" => {
+                let declared = match (len, ds64) {
+                    (u32::MAX, Some(ds64)) if ds64 != 0 => Some(ds64),
+                    (0 | u32::MAX, _) => None,
+                    (len, _) => Some(u64::from(len)),
+                };
+                return Some(AudioRange {
+                    start: body as u64,
+                    declared,
+                    frame: frame?,
+                });
+            }
+            b"fmt " if frame.is_none() => {
+                frame = Some(u64::from(u16::from_le_bytes(
+                    wav.get(body + 12..body + 14)?.try_into().ok()?,
+                )));
+            }
+            b"ds64" if is_64 && ds64.is_none() => {
+                ds64 = Some(u64::from_le_bytes(
+                    wav.get(body + 8..body + 16)?.try_into().ok()?,
+                ));
+            }
+            _ => {}
+        }
+        at = body + len as usize + len as usize % 2;
+    }
+}
+
+/// A WAV chunk is a RIFF file whose sizes say what it holds and that `hound` reads, holding
+/// `source` (whole frames of the input, inside its audio) after its header.
+fn check_wav_chunk(bytes: &[u8], info: &ChunkInfo, source: &[u8], audio: &AudioRange) {
+    let payload = source.len();
+    let pad = payload % 2;
+    assert!(
+        bytes.len() >= 44 + payload + pad,
+        "{info:?}: {} bytes",
+        bytes.len()
+    );
+    let header = bytes.len() - payload - pad;
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()));
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(u32_at(4), bytes.len() as u64 - 8, "RIFF size");
+    assert_eq!(&bytes[header - 8..header - 4], b"data");
+    assert_eq!(u32_at(header - 4), payload as u64, "data size");
+    assert_eq!(&bytes[header..header + payload], source, "{info:?}");
+    let frame = u64::from(u16::from_le_bytes([bytes[32], bytes[33]]));
+    assert_eq!(frame, audio.frame, "the chunk's frames are not the input's");
+    assert!(
+        info.source_offset >= audio.start,
+        "{info:?} before the audio"
+    );
+    assert_eq!(
+        (info.source_offset - audio.start) % frame,
+        0,
+        "{info:?} not on a frame"
+    );
+    assert_eq!(info.source_len % frame, 0, "{info:?} not whole frames");
+    if let Some(declared) = audio.declared {
+        assert!(
+            info.source_offset + info.source_len <= audio.start + declared,
+            "{info:?} past the declared {declared} bytes of audio"
+        );
+    }
+    let reader = hound::WavReader::new(io::Cursor::new(bytes)).expect("a chunk is a WAV file");
+    let sample_bytes = frame / u64::from(reader.spec().channels);
+    assert!(
+        u64::from(reader.spec().bits_per_sample) <= 8 * sample_bytes,
+        "{:?} in {sample_bytes}-byte samples",
+        reader.spec()
+    );
+    assert_eq!(
+        u64::from(reader.len()) * sample_bytes,
+        payload as u64,
+        "hound's sample count"
+    );
+}
+
+/// How [`chunk_split`] passes the input's length to `split`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Length {
+    Unknown,
+    Right,
+    Longer(u64),
+    Shorter(u64),
+}
+
+/// A plan and a length mode drawn from the fuzzer's bytes.
+struct SplitCase {
+    plan: memocache::chunk::ChunkPlan,
+    length: Length,
+}
+
+impl SplitCase {
+    fn input_len(&self, real: u64) -> Option<u64> {
+        match self.length {
+            Length::Unknown => None,
+            Length::Right => Some(real),
+            Length::Longer(by) => Some(real.saturating_add(by)),
+            Length::Shorter(by) => Some(real.saturating_sub(by)),
+        }
+    }
+}
+
+/// Decodes 8 bytes into a [`SplitCase`]: format (auto, bytes, raw PCM), length (none, right,
+/// too long or too short by 1 to 15 bytes or by 2^60), overlap, byte rate, chunk size (1 byte to 64 KiB, a `ChunkSize`, or
+/// the automatic one), and a raw PCM layout that may be invalid.
+fn split_case(input: &mut Bytes<'_>) -> SplitCase {
+    use memocache::chunk::{ChunkPlan, ChunkSize, PcmSpec};
+
+    let flags = input.byte();
+    let size = u64::from(u16::from_le_bytes([input.byte(), input.byte()]));
+    let overlap = input.byte();
+    let rate = input.byte();
+    let (channels, bits, sample_rate) = (input.byte(), input.byte(), input.byte());
+    let mut plan = match flags >> 6 {
+        3 if size % 2 == 0 => ChunkPlan::default(),
+        3 => ChunkPlan::new(ChunkSize::new(10 + (size % 16) as u32).expect("10 to 25 MB")),
+        _ => ChunkPlan::with_chunk_bytes(size + 1).expect("1 byte to 64 KiB"),
+    };
+    plan = plan.format(match flags & 3 {
+        2 => InputFormat::Bytes,
+        3 => InputFormat::RawPcm(PcmSpec {
+            channels: u16::from(channels % 8),
+            sample_rate: match sample_rate % 4 {
+                0 => 8000,
+                1 => 1,
+                2 => 0,
+                _ => u32::MAX / (u32::from(sample_rate) + 1),
+            },
+            bits_per_sample: u16::from(bits % 41),
+            float: bits & 0x80 != 0,
+        }),
+        _ => InputFormat::Auto,
+    });
+    if flags & 0x10 != 0 {
+        // Up to 127.5 ms: a few frames at 8 kHz, many bytes at a high byte rate.
+        plan = plan.overlap(Duration::from_micros(u64::from(overlap) * 500));
+    }
+    if flags & 0x20 != 0 {
+        plan = plan.byte_rate(u64::from(rate) * 16);
+    }
+    // 1 to 15 bytes off, or wildly: a length no input has must not size anything either.
+    let by = match rate % 16 {
+        15 => 1 << 60,
+        off => u64::from(off) + 1,
+    };
+    let length = match (flags >> 2) & 3 {
+        0 => Length::Unknown,
+        1 => Length::Right,
+        2 => Length::Longer(by),
+        _ => Length::Shorter(by),
+    };
+    SplitCase { plan, length }
 }
