@@ -971,7 +971,7 @@ pub fn chunk_split(data: &[u8]) {
                 && !matches!(case.plan.input_format(), InputFormat::RawPcm(_))
                 && declared.is_some();
             if header_says || matches!(case.length, Length::Right | Length::Unknown) {
-                let end = declared.map_or(content.len() as u64, |d| start + d);
+                let end = declared.map_or(content.len() as u64, |d| start.saturating_add(d));
                 assert_eq!(covered, end, "the chunks stop short of the audio's end");
             }
         }
@@ -1057,8 +1057,9 @@ fn check_wav_chunk(bytes: &[u8], info: &ChunkInfo, source: &[u8], audio: &AudioR
     );
     assert_eq!(info.source_len % frame, 0, "{info:?} not whole frames");
     if let Some(declared) = audio.declared {
+        // A header may declare up to 2^64 - 1 bytes (ds64): saturate rather than overflow.
         assert!(
-            info.source_offset + info.source_len <= audio.start + declared,
+            info.source_offset + info.source_len <= audio.start.saturating_add(declared),
             "{info:?} past the declared {declared} bytes of audio"
         );
     }
