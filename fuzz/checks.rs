@@ -1104,8 +1104,8 @@ impl SplitCase {
 }
 
 /// Decodes 8 bytes into a [`SplitCase`]: format (auto, bytes, raw PCM), length (none, right,
-/// too long or too short by 1 to 15 bytes or by 2^60), overlap, byte rate, chunk size (1 byte to 64 KiB, a `ChunkSize`, or
-/// the automatic one), and a raw PCM layout that may be invalid.
+/// too long or too short by 1 to 15 bytes or by 2^60), overlap, byte rate, chunk size (1 byte
+/// to 64 KiB, a `ChunkSize`, or the automatic one), and a raw PCM layout that may be invalid.
 fn split_case(input: &mut Bytes<'_>) -> SplitCase {
     use memocache::chunk::{ChunkPlan, ChunkSize, PcmSpec};
 
