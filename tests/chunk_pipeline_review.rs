@@ -418,9 +418,12 @@ fn metrics_after_failures_add_up() {
     assert!(pipeline.transcribe(&good, "en").expect("cached").from_cache);
     for _ in 0..2 {
         let err = pipeline.transcribe(&bad, "en").expect_err("fails");
+        // Every chunk of the file fails and they run concurrently, so any of them may be the
+        // one reported.
         assert!(
-            err.to_string()
-                .contains("chunk 0 failed after 2 attempt(s)"),
+            (0..3).any(|i| err
+                .to_string()
+                .contains(&format!("chunk {i} failed after 2 attempt(s)"))),
             "{err}"
         );
     }
