@@ -851,7 +851,11 @@ where
 ///   what it holds and whose frame size is the input's block align, holding whole input
 ///   frames that lie inside the input's `data` chunk (or its declared size), new frames
 ///   following on from the previous chunk's;
-/// * `total_chunks` and `total_bytes`, when known, are what a cleanly ended stream yielded;
+/// * `total_chunks` and `total_bytes` are known exactly when a length was given (a header's
+///   declared size alone is no total), and then are what a cleanly ended stream yielded;
+/// * a stream that ends cleanly has covered the audio to its end: the WAV header's declared
+///   size, else the end of the input, whatever length was given (a wrong one fails the
+///   stream; it never stops it short or lets it run on);
 /// * reading the input a few bytes at a time gives the same chunks or the same error.
 pub fn chunk_split(data: &[u8]) {
     use memocache::chunk::split;
@@ -906,6 +910,11 @@ pub fn chunk_split(data: &[u8]) {
     };
     let total_chunks = stream.total_chunks();
     let total_bytes = stream.total_bytes();
+    assert_eq!(
+        (total_chunks.is_some(), total_bytes.is_some()),
+        (input_len.is_some(), input_len.is_some()),
+        "totals known without a length, or unknown with one"
+    );
 
     let mut count = 0usize;
     // The end, in the input, of the audio the chunks so far have covered.
@@ -964,16 +973,19 @@ pub fn chunk_split(data: &[u8]) {
             if let Some(total) = total_bytes {
                 assert_eq!(covered - start, total, "total_bytes");
             }
-            // The audio ends where the WAV header says, else at the end of the input. (A
-            // wrong length given makes the stream fail or stop early; that is all it promises.)
-            let declared = audio.as_ref().and_then(|a| a.declared);
-            let header_says = kind == ChunkKind::Wav
-                && !matches!(case.plan.input_format(), InputFormat::RawPcm(_))
-                && declared.is_some();
-            if header_says || matches!(case.length, Length::Right | Length::Unknown) {
-                let end = declared.map_or(content.len() as u64, |d| start.saturating_add(d));
-                assert_eq!(covered, end, "the chunks stop short of the audio's end");
-            }
+            // The audio ends where the WAV header says, else at the end of the input, whatever
+            // length was given: a wrong one fails the stream (`Truncated` if too long,
+            // `LongerThanGiven` if too short where it would end the audio).
+            let header_says = match (&audio, case.plan.input_format()) {
+                (_, InputFormat::RawPcm(_)) | (None, _) => None,
+                (Some(audio), _) => audio.declared,
+            };
+            let end = header_says.map_or(content.len() as u64, |d| start.saturating_add(d));
+            assert_eq!(
+                covered, end,
+                "the chunks do not end where the audio does ({:?})",
+                case.length
+            );
         }
     }
 }

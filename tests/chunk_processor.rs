@@ -809,11 +809,42 @@ fn paths_and_empty_inputs() {
 }
 
 /// Overwrites the file at `path` with `bytes` in place, never shortening it on the way (the
-/// run reads it meanwhile, and a shorter file would fail the split instead).
+/// run reads it meanwhile; a file cut short is the case of
+/// `a_file_cut_short_during_a_run_is_reported_as_changed`).
 fn overwrite_in_place(path: &std::path::Path, bytes: &[u8]) -> std::fs::File {
     let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     file.write_all(bytes).unwrap();
     file
+}
+
+/// A file cut short while `process_path` splits it fails the split as truncated, which is
+/// how the splitter sees it; the run now reports what happened instead, the file's change,
+/// naming the file (`ProcessError::Changed`), as it does for a file that grows (which the
+/// splitter now refuses as longer than its length). It reported `Split(Truncated)`.
+#[test]
+fn a_file_cut_short_during_a_run_is_reported_as_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shrinking.raw");
+    std::fs::write(&path, input(4)).unwrap();
+    let cache = cache();
+    let p = processor(&cache, 1, no_retry());
+    let cut = AtomicBool::new(false);
+    let f = |chunk: &AudioChunk| {
+        if !cut.swap(true, Ordering::SeqCst) {
+            // One worker, a channel of one: the splitter has read at most chunks 0 to 2, so
+            // chunk 3 is read after the cut, and short.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(3 * CHUNK + CHUNK / 2).unwrap();
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let error = p
+        .process_path(&path, &f, RunOptions::new())
+        .expect_err("the file changed during the run");
+    assert!(
+        matches!(&error, ProcessError::Changed { path: at } if at == &path),
+        "{error:?}"
+    );
 }
 
 /// Bug: `process_path` hashed the file for the whole-file key, then read it again to split

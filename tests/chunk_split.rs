@@ -220,13 +220,20 @@ fn wav_chunks_are_valid_wavs_on_frame_boundaries() {
         let max = 1_000u64;
         let overlap = Duration::from_millis(5); // 40 frames at 8 kHz
         let plan = plan(max).overlap(overlap);
-        let stream = split(&input[..], &plan, None).unwrap();
+        let stream = split(&input[..], &plan, Some(input.len() as u64)).unwrap();
         assert_eq!(stream.kind(), ChunkKind::Wav);
         let block = usize::from(channels) * usize::from(bits.div_ceil(8));
         assert_eq!(stream.total_bytes(), Some((frames * block) as u64));
         let total = stream.total_chunks();
         let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().unwrap();
         assert_eq!(total, Some(got.len()));
+        // Without the length: the same chunks, and no totals (the header's are unchecked).
+        let no_length = split(&input[..], &plan, None).unwrap();
+        assert_eq!(
+            (no_length.total_bytes(), no_length.total_chunks()),
+            (None, None)
+        );
+        assert_eq!(no_length.collect::<Result<Vec<_>, _>>().unwrap(), got);
         assert!(
             got.len() > 2,
             "{channels}ch {bits}bit gave {} chunks",
@@ -405,9 +412,12 @@ fn an_rf64_wav_is_split_on_frames_by_its_ds64_data_size() {
     for len in [None, Some(input.len() as u64)] {
         let stream = split(&input[..], &plan(244), len).expect("a WAV");
         assert_eq!(stream.kind(), ChunkKind::Wav, "{len:?}");
-        assert_eq!(stream.total_bytes(), Some(600), "{len:?}");
-        assert_eq!(stream.total_chunks(), Some(3), "{len:?}");
+        // Known once checked against the input's length (see
+        // `a_header_alone_gives_no_totals_and_an_input_past_its_given_length_is_refused`).
+        assert_eq!(stream.total_bytes(), len.map(|_| 600), "{len:?}");
+        assert_eq!(stream.total_chunks(), len.map(|_| 3), "{len:?}");
         let got: Vec<AudioChunk> = stream.collect::<Result<_, _>>().expect("splits");
+        assert_eq!(got.len(), 3, "{len:?}");
         let rebuilt: Vec<i32> = got.iter().flat_map(|c| parse(c).1).collect();
         assert_eq!(rebuilt, all, "{len:?}");
         assert!(got.iter().all(|c| &c.data()[..4] == b"RIFF"));
@@ -431,6 +441,106 @@ fn an_rf64_wav_is_split_on_frames_by_its_ds64_data_size() {
     let mut bw64 = input.clone();
     bw64[..4].copy_from_slice(b"BW64");
     assert_eq!(chunks(&bw64, &plan(244), None).unwrap().len(), 3);
+}
+
+/// Bug: without the input's length, `total_chunks` and `total_bytes` took a WAV header at its
+/// word. An RF64 header declaring 2^62 bytes of data over 600 real ones announced 2.3 × 10^16
+/// chunks of 100 frames (a caller sizing its bookkeeping by the count would abort), and the
+/// lie showed only as `Truncated` once the input ran out. The totals are now known only when
+/// the length was given, against which the header is checked at once; the stream itself
+/// still stops at the declared size, and still fails as `Truncated` at the input's end.
+#[test]
+fn a_wav_header_alone_gives_no_totals() {
+    let all = samples(300, 16);
+    let lying = rf64(&wav(spec(1, 16), &all), 1 << 62, b"");
+    let stream = split(&lying[..], &plan(244), None).expect("a WAV");
+    assert_eq!((stream.total_chunks(), stream.total_bytes()), (None, None));
+    let got: Vec<Result<AudioChunk, SplitError>> = stream.collect();
+    assert_eq!(got.len(), 4, "three chunks, then the error");
+    assert!(got[..3].iter().all(Result::is_ok));
+    assert!(matches!(
+        got[3],
+        Err(SplitError::Truncated {
+            expected: 0x4000_0000_0000_0000,
+            got: 600
+        })
+    ));
+    // An honest plain WAV, too: its totals come with its length.
+    let honest = wav(spec(1, 16), &all);
+    let stream = split(&honest[..], &plan(244), None).expect("a WAV");
+    assert_eq!((stream.total_chunks(), stream.total_bytes()), (None, None));
+    let stream = split(&honest[..], &plan(244), Some(honest.len() as u64)).expect("a WAV");
+    assert_eq!(
+        (stream.total_chunks(), stream.total_bytes()),
+        (Some(3), Some(600))
+    );
+}
+
+/// Bug: an input that went on past the length given to `split` was cut off there without a
+/// word wherever that length ends the audio (byte-split input, raw PCM, a streamed WAV): the
+/// chunks covered the first `given` bytes and the stream ended cleanly, so a transcript of
+/// part of the input passed for the whole. The stream now reads one byte past the length
+/// before it yields its last chunk, and a byte there fails it, naming both lengths. A length
+/// shorter than the WAV header already read is refused at once; for a WAV whose header
+/// gives the data size, the header ends the audio, and only the header must fit.
+#[test]
+fn an_input_longer_than_its_given_length_is_refused() {
+    let longer = |stream: Result<Vec<AudioChunk>, SplitError>| match stream {
+        Err(SplitError::LongerThanGiven { given, at_least }) => (given, at_least),
+        other => panic!("not LongerThanGiven: {other:?}"),
+    };
+    // Bytes: the chunks of the first 10 of 12 bytes, then the error in place of the last.
+    let input = noise(12, 3);
+    let stream = split(&input[..], &plan(4), Some(10)).unwrap();
+    let got: Vec<Result<AudioChunk, SplitError>> = stream.collect();
+    assert_eq!(got.len(), 3);
+    assert!(got[..2].iter().all(Result::is_ok));
+    let error = got[2]
+        .as_ref()
+        .expect_err("the input goes on past 10 bytes");
+    assert!(matches!(
+        error,
+        SplitError::LongerThanGiven {
+            given: 10,
+            at_least: 11
+        }
+    ));
+    let message = error.to_string();
+    assert!(
+        message.contains("10") && message.contains("11"),
+        "{message}"
+    );
+    // Said to be empty, it is not.
+    assert_eq!(longer(chunks(&input, &plan(4), Some(0))), (0, 1));
+    // Raw PCM: 500 frames given, 501 there.
+    let pcm = plan(244).format(InputFormat::RawPcm(PcmSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        float: false,
+    }));
+    let frames = noise(1002, 4);
+    assert_eq!(longer(chunks(&frames, &pcm, Some(1000))), (1000, 1001));
+    // A streamed WAV, whose data runs to the end of the input, one frame past the length.
+    let mut streamed = wav(spec(1, 16), &samples(300, 16));
+    streamed[40..44].copy_from_slice(&0u32.to_le_bytes());
+    let len = streamed.len() as u64;
+    assert_eq!(
+        longer(chunks(&streamed, &plan(244), Some(len - 2))),
+        (len - 2, len - 1)
+    );
+    // A length that does not even cover the header just read.
+    assert_eq!(longer(chunks(&streamed, &plan(244), Some(40))), (40, 44));
+    // The right lengths split as before.
+    assert_eq!(chunks(&input, &plan(4), Some(12)).unwrap().len(), 3);
+    assert_eq!(chunks(&frames, &pcm, Some(1002)).unwrap().len(), 6);
+    assert_eq!(chunks(&streamed, &plan(244), Some(len)).unwrap().len(), 3);
+    // A WAV whose header gives its data size ends its audio there: a length that leaves out
+    // only what follows the data (here a LIST chunk) loses no audio, and is not checked.
+    let mut tagged = wav(spec(1, 16), &samples(300, 16));
+    tagged.extend_from_slice(b"LIST\x04\x00\x00\x00info");
+    let got = chunks(&tagged, &plan(244), Some(644)).unwrap();
+    assert_eq!(got.iter().map(|c| c.info().new_bytes).sum::<u64>(), 600);
 }
 
 /// Bug: a `WAVE_FORMAT_EXTENSIBLE` WAV whose valid bits are narrower than its container (20

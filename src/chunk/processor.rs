@@ -51,8 +51,11 @@
 //!   [`process_path`](ChunkedProcessor::process_path) takes the open file's fingerprint
 //!   (`Fingerprint`: length and modification time, as the pipeline does for its jobs) before
 //!   pass one and compares it just before it stores the whole-file record: on a mismatch it
-//!   stores none and fails with [`ProcessError::Changed`]. Chunk results stay: each is keyed
-//!   by the bytes it was made from, so a rerun costs only what changed. (With a
+//!   stores none and fails with [`ProcessError::Changed`]. So it does when the split fails on
+//!   a file that changed length under it, which the splitter sees as truncated or as longer
+//!   than its length ([`SplitError::LongerThanGiven`](super::SplitError::LongerThanGiven)).
+//!   Chunk results stay: each is keyed by the bytes it was made from, so a rerun costs only
+//!   what changed. (With a
 //!   [`RunOptions::file_hash`] the check covers the run, from opening the file to the store;
 //!   the time before is the caller's.) The open file is checked, not the path: a file
 //!   *replaced* by a rename is not the one the run reads, whose bytes stay consistent. A bare
@@ -994,6 +997,11 @@ impl ChunkedProcessor {
             failure => failure,
         };
         if let Some(e) = split_error {
+            // A file that grew or shrank under the run reads as too long or truncated to the
+            // splitter; what happened is that it changed, which names the file.
+            if let Some(unchanged) = unchanged {
+                unchanged.check()?;
+            }
             return Err(ProcessError::Split(e));
         }
         let slots = slots.into_inner();

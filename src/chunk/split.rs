@@ -46,6 +46,23 @@
 //!   [`split`] itself: a header is untrusted input, and its size must not decide how many
 //!   chunks a run plans for (a 100-byte file declaring 4 GiB of 1-byte frames would otherwise
 //!   have a [`ChunkedProcessor`](super::ChunkedProcessor) allocate a slot per promised chunk).
+//!   Nor is an input that goes on past the length the caller gave cut short there: where that
+//!   length ends the audio (byte-split input, raw PCM, a streamed WAV), the stream reads one
+//!   byte more before it yields its last chunk, and a byte there is
+//!   [`SplitError::LongerThanGiven`] instead of that chunk. The audio past the length would
+//!   otherwise be dropped without a word, and a transcript of part of a file pass for the
+//!   whole. (A WAV whose header gives the `data` size ends its audio there itself: what
+//!   follows is other chunks, which are not read. Its header must still fit in the length.)
+//! * **Totals.** [`ChunkStream::total_chunks`] and [`ChunkStream::total_bytes`] are known only
+//!   when [`split`] was given the input's length, against which a WAV's declared size has
+//!   been checked. Without it they are `None`, even for a WAV whose header declares its size:
+//!   that size is a claim until the input bears it out (an RF64 `ds64` chunk can declare up
+//!   to 2^64 - 1 bytes: one declaring 2^62 over 600 bytes of audio announced 2.3 × 10^16
+//!   chunks of 100 frames), and a caller sizing anything by a count must not be handed one
+//!   that a file made up.
+//!   The stream still stops at the declared size, and fails as `Truncated` if the input ends
+//!   first. Refusing such a header up front would need a limit, and no size is too large for
+//!   a recording; a caller who wants the totals passes the length (a file's metadata has it).
 
 use std::io::{self, Chain, Cursor, Read};
 use std::time::Duration;
@@ -111,6 +128,18 @@ pub enum SplitError {
         /// Audio bytes actually read.
         got: u64,
     },
+    /// The input goes on past the length [`split`] was given, where that length ends its
+    /// audio (or its WAV header runs past it): splitting to the given length would drop the
+    /// rest without a word. The length is wrong, or the input grew while it was read.
+    #[error(
+        "the input holds at least {at_least} bytes, more than the {given} it was said to hold (the length is wrong, or the input grew while it was read)"
+    )]
+    LongerThanGiven {
+        /// The input length passed to [`split`].
+        given: u64,
+        /// Bytes the input was found to hold: a lower bound, since the rest is not read.
+        at_least: u64,
+    },
     /// Headerless PCM of unknown length ended inside a frame.
     #[error("the PCM input ends inside a sample frame ({extra} stray bytes)")]
     PartialFrame {
@@ -120,9 +149,11 @@ pub enum SplitError {
 }
 
 /// Splits `reader` by `plan`. `input_len` is the input's length in bytes, when known: it picks
-/// the automatic chunk size, makes [`ChunkStream::total_chunks`] known for byte-split input,
-/// and turns an early end into [`SplitError::Truncated`] — at once for a WAV whose header
-/// declares more audio than `input_len` leaves room for.
+/// the automatic chunk size, makes [`ChunkStream::total_chunks`] and
+/// [`ChunkStream::total_bytes`] known, and turns an early end into [`SplitError::Truncated`] —
+/// at once for a WAV whose header declares more audio than `input_len` leaves room for — and
+/// input past it, where it ends the audio, into [`SplitError::LongerThanGiven`] (see the
+/// module docs).
 ///
 /// ```
 /// use memocache::chunk::{split, ChunkPlan};
@@ -149,11 +180,22 @@ pub fn split<R: Read>(
         prefix.len() == 12 && RIFF_MAGICS.contains(&&prefix[..4]) && &prefix[8..] == b"WAVE";
     let mut reader = Cursor::new(prefix).chain(reader);
     let chunk_bytes = plan.chunk_bytes_for(input_len);
+    // The length given, where it is also where the audio ends.
+    let mut audio_ends_input = None;
 
     let layout = match plan.input_format() {
         InputFormat::Auto if looks_like_wav => {
             let (spec_ex, data_start, data_len) = read_wav_header(&mut reader)?;
-            let available = input_len.and_then(|len| len.checked_sub(data_start));
+            // The header has been read: an input said to be shorter than it is longer.
+            let available = match input_len {
+                Some(given) => Some(given.checked_sub(data_start).ok_or(
+                    SplitError::LongerThanGiven {
+                        given,
+                        at_least: data_start,
+                    },
+                )?),
+                None => None,
+            };
             // A header that declares more audio than the input holds is truncated or lying:
             // say so now, before the declared size sizes anything (the chunk count a run
             // allocates its bookkeeping by, its progress) or any chunk is processed.
@@ -166,7 +208,10 @@ pub fn split<R: Read>(
                 });
             }
             // A streamed WAV's data runs to the end of the input: known from its length, if
-            // the caller gave it, else found by reading.
+            // the caller gave it (which must then be the end), else found by reading.
+            if data_len.is_none() {
+                audio_ends_input = input_len;
+            }
             let data_len = data_len.or(available);
             if data_len.is_none() {
                 // Nothing tells its length: look for a first byte of audio now, so that a
@@ -180,16 +225,32 @@ pub fn split<R: Read>(
             Layout::frames(spec_ex, data_start, data_len, chunk_bytes, plan)?
         }
         InputFormat::RawPcm(spec) => {
+            audio_ends_input = input_len;
             Layout::frames(pcm_spec_ex(spec)?, 0, input_len, chunk_bytes, plan)?
         }
-        _ => Layout::bytes(input_len, chunk_bytes, plan)?,
+        _ => {
+            audio_ends_input = input_len;
+            Layout::bytes(input_len, chunk_bytes, plan)?
+        }
     };
     if layout.total_units == Some(0) {
+        // No audio by the length given; unless the input goes on past it.
+        if let Some(given) = audio_ends_input {
+            let (more, _) = peek_byte(reader)?;
+            if more {
+                return Err(SplitError::LongerThanGiven {
+                    given,
+                    at_least: given.saturating_add(1),
+                });
+            }
+        }
         return Err(SplitError::Empty);
     }
     Ok(ChunkStream {
         reader,
         layout,
+        length_given: input_len.is_some(),
+        audio_ends_input,
         read_units: 0,
         next_start: 0,
         next_index: 0,
@@ -220,6 +281,10 @@ fn peek_byte<R: Read>(reader: Sniffed<R>) -> io::Result<(bool, Sniffed<R>)> {
 pub struct ChunkStream<R> {
     reader: Sniffed<R>,
     layout: Layout,
+    /// Whether [`split`] was given the input's length: only then are the totals known.
+    length_given: bool,
+    /// The length [`split`] was given, where it ends the audio: the input must end there.
+    audio_ends_input: Option<u64>,
     /// Units read from the input so far.
     read_units: u64,
     /// First unit of the next chunk.
@@ -372,11 +437,15 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
 }
 
 impl<R: Read> ChunkStream<R> {
-    /// How many chunks the stream will yield, when the input's length is known (always for
-    /// WAV; for other input when [`split`] was given the length).
+    /// How many chunks the stream will yield if the input is what its length says, when
+    /// [`split`] was given that length. Without it `None`, for WAV too: a header's declared
+    /// size is not checked against anything until the input ends, and a count made from it
+    /// (2.3 × 10^16 chunks for an RF64 header's 2^62 bytes) must not size a caller's
+    /// bookkeeping.
+    /// See *Totals* in the module docs.
     pub fn total_chunks(&self) -> Option<usize> {
         let l = &self.layout;
-        let total = l.total_units?;
+        let total = l.total_units.filter(|_| self.length_given)?;
         let count = if total <= l.chunk_units {
             1
         } else {
@@ -385,10 +454,12 @@ impl<R: Read> ChunkStream<R> {
         usize::try_from(count).ok()
     }
 
-    /// The input's audio bytes (for WAV, the `data` chunk's length), when known. The chunks'
-    /// [`ChunkInfo::new_bytes`] add up to this.
+    /// The input's audio bytes (for WAV, the `data` chunk's length), when [`split`] was given
+    /// the input's length (as for [`ChunkStream::total_chunks`]). The chunks'
+    /// [`ChunkInfo::new_bytes`] add up to this, unless the stream fails.
     pub fn total_bytes(&self) -> Option<u64> {
-        self.layout.total_units.map(|u| u * self.layout.unit_bytes)
+        let units = self.layout.total_units.filter(|_| self.length_given)?;
+        Some(units * self.layout.unit_bytes)
     }
 
     /// How the chunks are cut.
@@ -438,6 +509,18 @@ impl<R: Read> ChunkStream<R> {
             Some(total) => self.read_units + got_units == total,
             None => got_units < want,
         };
+        // Where the caller's length ends the audio, the input must end there too: a byte
+        // past it fails the stream in place of its last chunk, which would pass a part of
+        // the input's audio for the whole.
+        if last
+            && let Some(given) = self.audio_ends_input
+            && io::copy(&mut (&mut self.reader).take(1), &mut io::sink())? > 0
+        {
+            return Err(SplitError::LongerThanGiven {
+                given,
+                at_least: given.saturating_add(1),
+            });
+        }
         let start = self.next_start;
         let units = carry_units + got_units;
         let payload_bytes = units * l.unit_bytes;
