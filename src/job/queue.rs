@@ -194,7 +194,9 @@
 //!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
-//! cannot see a clock move, a blocked taker re-checks at least every 50 ms.
+//! cannot see a clock move, a blocked taker re-checks at least every 50 ms. Any call that
+//! makes a job ready wakes the blocked takers at once, including a retry fallen due that the
+//! maintenance at the start of a `cancel`, `get` or `stats` moves (see `Inner::catch_up`).
 //!
 //! Memoized jobs (memo hits, coalescing, storing results) are described in [`crate::job::memo`].
 
@@ -1210,7 +1212,7 @@ impl JobQueue {
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        inner.maintain(st, now);
+        inner.catch_up(st, now);
         let leased = st.leases.len;
         let woke = inner.cancel_locked(st, id, now)?;
         // Cancelling the last running job wakes the takers, as its completion or failure
@@ -1231,7 +1233,7 @@ impl JobQueue {
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        inner.maintain(st, now);
+        inner.catch_up(st, now);
         let slot = inner.find(st, id);
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
             return Err(QueueError::NotDeadLettered(id));
@@ -1268,7 +1270,7 @@ impl JobQueue {
         // Expired leases are taken back first, as for every call that reports jobs: without
         // this, a job whose worker died on its last attempt was missing from the list until
         // some other call happened to reap it, although `status` already reported it Failed.
-        inner.maintain(st, inner.clock.now());
+        inner.catch_up(st, inner.clock.now());
         st.dead
             .iter()
             .filter_map(|&slot| st.records.get(slot).map(|r| Job::clone(&r.job)))
@@ -1286,7 +1288,7 @@ impl JobQueue {
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        inner.maintain(st, now);
+        inner.catch_up(st, now);
         let slot = inner.find(st, id)?;
         st.records.get(slot).map(|r| r.job.clone())
     }
@@ -1297,7 +1299,7 @@ impl JobQueue {
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        inner.maintain(st, now);
+        inner.catch_up(st, now);
         let mut stats = st.stats;
         stats.processing = st.leases.len;
         stats.queued = st.live - stats.processing;
@@ -1319,7 +1321,7 @@ impl JobQueue {
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
-        inner.maintain(st, now);
+        inner.catch_up(st, now);
         let mask = TypeMask::of(types);
         // Only a running job of `types` can fail and come back for this pool to retry: one
         // of another type (another pool's) would come back as that type. Waiting for every
@@ -1875,11 +1877,14 @@ impl Inner {
         woke
     }
 
-    /// [`Inner::maintain`], waking blocked takers if a job became ready, called only once
-    /// something is due: the callers on the hot paths (submit, take, a lease check) compare
-    /// the time with `next_due` inline, so that until then maintenance costs them one
-    /// comparison and no call (callgrind, one thread: 30–60 instructions a job fewer than
-    /// calling `maintain` each time).
+    /// [`Inner::maintain`], waking blocked takers if a job became ready: every call runs it,
+    /// whatever it is for, since a retry it makes ready is a job for them (`cancel`, `get`,
+    /// `stats` and the like called `maintain` itself and woke no one, so a blocked taker got
+    /// such a job only at its next re-check, up to 50 ms later). The callers on the hot paths
+    /// (submit, take, a lease check) call it only once something is due, comparing the time
+    /// with `next_due` inline, so that until then maintenance costs them one comparison and
+    /// no call (callgrind, one thread: 30–60 instructions a job fewer than calling `maintain`
+    /// each time).
     #[cold]
     #[inline(never)]
     fn catch_up(&self, st: &mut State, now: Timestamp) {
@@ -3144,6 +3149,55 @@ mod tests {
         let (none, took) = plain_taker.join().expect("the plain taker returns");
         assert!(none, "nothing was ready");
         assert!(took >= plain_wait, "the plain taker gave up after {took:?}");
+    }
+
+    /// A draining pool's check for work left, [`JobQueue::is_drained_for`], runs the queue's
+    /// maintenance as every call does, and a retry that it makes ready wakes the blocked
+    /// takers as any call's does (the public calls are tested in `tests/job_queue_races.rs`).
+    /// Before the fix a taker of the job got it only at its next re-check, 50 ms into its
+    /// wait. The taker is known to be waiting once `waiting` counts it; the fastest of five
+    /// runs is measured, so that load cannot fail the fixed code.
+    #[test]
+    fn a_retry_that_a_drain_check_makes_ready_wakes_a_blocked_taker() {
+        let fastest = (0..5)
+            .map(|_| {
+                let clock = crate::ManualClock::new();
+                let queue = JobQueue::builder()
+                    .clock(Arc::new(clock.clone()))
+                    .retry(RetryConfig::fixed(1, Duration::from_secs(1)))
+                    .build()
+                    .expect("valid");
+                let id = queue
+                    .submit(Job::new(JobType::Indexing, &b""[..]))
+                    .expect("room");
+                let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+                queue.fail(&lease, "once").expect("current");
+                let taker = {
+                    let queue = queue.clone();
+                    std::thread::spawn(move || {
+                        let got = queue.next(&WorkerId::new("t"), Duration::from_secs(5));
+                        (got.map(|lease| lease.job_id()), Instant::now())
+                    })
+                };
+                while queue.inner.state.lock().waiting < 1 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                clock.advance(Duration::from_secs(2));
+                let called = Instant::now();
+                assert!(
+                    !queue.is_drained_for(&[JobType::Indexing]),
+                    "a retry is ready"
+                );
+                let (got, returned) = taker.join().expect("the taker returns");
+                assert_eq!(got, Some(id));
+                returned.saturating_duration_since(called)
+            })
+            .min()
+            .expect("five runs");
+        assert!(
+            fastest < Duration::from_millis(25),
+            "the fastest taker got the retry {fastest:?} after the check"
+        );
     }
 
     /// Checks what the model tests cannot see from outside: every live job is in exactly the
