@@ -53,9 +53,8 @@
 //!   pass one and compares it just before it stores the whole-file record: on a mismatch it
 //!   stores none and fails with [`ProcessError::Changed`]. So it does when the split fails on
 //!   a file that changed length under it, which the splitter sees as truncated or as longer
-//!   than its length ([`SplitError::LongerThanGiven`](super::SplitError::LongerThanGiven)).
-//!   Chunk results stay: each is keyed by the bytes it was made from, so a rerun costs only
-//!   what changed. (With a
+//!   than its length ([`SplitError::LongerThanGiven`]). Chunk results stay: each is keyed by
+//!   the bytes it was made from, so a rerun costs only what changed. (With a
 //!   [`RunOptions::file_hash`] the check covers the run, from opening the file to the store;
 //!   the time before is the caller's.) The open file is checked, not the path: a file
 //!   *replaced* by a rename is not the one the run reads, whose bytes stay consistent. A bare
