@@ -600,3 +600,67 @@ fn a_load_reports_every_entry_once_at_the_edges_of_time_and_room() {
         }
     }
 }
+
+/// Expired entries that nothing has purged yet are no reader's, so they do not hold room
+/// against a load: it purges them (reported `Expired`) when not everything fits, as an insert
+/// that must evict does. They used to count as residents, and a cache whose entries had all
+/// expired restored nothing, reporting every entry as left out for want of room.
+#[test]
+fn a_load_purges_expired_residents_instead_of_leaving_entries_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..5 {
+        saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    saved.save_snapshot(&path).expect("saves");
+
+    let clock = ManualClock::new();
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    // Full by entries and, with a value of 10 KiB each, nearly full by bytes.
+    let charge = memocache::CacheEntry::charged_size(10_000) as u64;
+    let cache = Cache::builder()
+        .max_bytes(5 * charge)
+        .max_entries(5)
+        .clock(clock.clone())
+        .eviction_listener({
+            let causes = Arc::clone(&causes);
+            move |_, _, cause| causes.lock().expect("not poisoned").push(cause)
+        })
+        .build()
+        .expect("builds");
+    for i in 100..105 {
+        cache
+            .insert_with_ttl(key(i), vec![0u8; 10_000], ttl(1))
+            .expect("inserts");
+    }
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(cache.len(), 5, "expired, not yet purged");
+
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (5, 0), "{report:?}");
+    assert_eq!(cache.len(), 5);
+    assert!(cache.size_bytes() <= cache.max_bytes());
+    assert!((0..5).all(|i| cache.peek(&key(i)) == Some(vec![i as u8; 100].into())));
+    assert_eq!(
+        *causes.lock().expect("not poisoned"),
+        [memocache::RemovalCause::Expired; 5]
+    );
+
+    // A restore from a decoded snapshot chooses the same way.
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(5)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    for i in 100..105 {
+        cache
+            .insert_with_ttl(key(i), "old", ttl(1))
+            .expect("inserts");
+    }
+    clock.advance(Duration::from_secs(2));
+    let report = cache.restore_snapshot(snapshot, SystemTime::now());
+    assert_eq!((report.restored, report.left_out), (5, 0), "{report:?}");
+}

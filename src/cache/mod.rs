@@ -1360,6 +1360,11 @@ impl Cache {
     /// already holds in the cache, if present). Returns the chosen items, most valuable first,
     /// and counts the others in `outcome`'s `left_out` fields. Shared with a snapshot load
     /// that decides which values to read before it reads them.
+    ///
+    /// If not everything fits, expired entries are purged first (reported as `Expired`), as
+    /// an insert that must evict does: they hold budget no reader can use. Counted as
+    /// residents, a cache whose entries had all expired restored nothing and reported every
+    /// entry of the snapshot as left out for want of room.
     pub(crate) fn choose_for_import<T>(
         &self,
         mut items: Vec<T>,
@@ -1368,7 +1373,6 @@ impl Cache {
         held: impl Fn(&T) -> Option<u64>,
         outcome: &mut ImportOutcome,
     ) -> Vec<T> {
-        let mut room = self.room();
         items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
         // If everything fits as new entries (a restart into a cache as large as the saved
         // one), presence cannot change the choice: it is not asked, which saves a shard
@@ -1376,7 +1380,13 @@ impl Cache {
         let need = items
             .iter()
             .fold(0u64, |sum, item| sum.saturating_add(charge(item)));
-        let all_fit = need <= room.bytes && items.len() as u64 <= room.entries;
+        let fits = |room: &Room| need <= room.bytes && items.len() as u64 <= room.entries;
+        let mut room = self.room();
+        let mut all_fit = fits(&room);
+        if !all_fit && self.purge_expired() > 0 {
+            room = self.room();
+            all_fit = fits(&room);
+        }
         let mut chosen = Vec::with_capacity(items.len());
         for item in items {
             let charge = charge(&item);
@@ -1410,8 +1420,9 @@ impl Cache {
 
     /// Stores restored entries: the most valuable ones that fit the room left in the budget
     /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
-    /// so that the queues come back in their old order. Nothing is evicted: an entry whose
-    /// room other writers took meanwhile is left out. An entry whose key is present replaces
+    /// so that the queues come back in their old order. No live entry is evicted (expired
+    /// ones may be purged, see [`Cache::choose_for_import`]): an entry whose room other
+    /// writers took meanwhile is left out. An entry whose key is present replaces
     /// its value as an insert does (an update: the old value is reported as `Replaced`, or
     /// `Expired` if it had expired), so it needs only the room by which it outgrows the old
     /// one (see [`Room::take`]). Entries with no time left are the

@@ -70,7 +70,8 @@
 //!   chunk, and the blocks queued for the hash workers), not the file's size; the price is
 //!   reading and hashing the file twice when the cache is smaller than the snapshot. A pipe
 //!   (a FIFO, `/dev/stdin`) cannot be read twice: it is loaded in one pass holding every
-//!   live value, as before. On any error the cache is untouched. The file is opened
+//!   live value, as before. On any error the cache is untouched (but for expired entries
+//!   purged before the second read, see below). The file is opened
 //!   read-only.
 //! * **Except values the cache can never hold.** A value whose charge exceeds the loading
 //!   cache's whole byte budget cannot be stored however the choice goes, so its bytes cannot
@@ -134,6 +135,10 @@
 //!   fits, the most valuable entries by that ranking are kept, and they are inserted least
 //!   valuable first so that the policy's queues come back in their old order. Existing
 //!   entries are never evicted to make room: restoring into a non-empty cache adds what fits.
+//!   Expired ones are not counted as existing: when not everything fits, they are purged
+//!   before the choice (reported [`RemovalCause::Expired`](crate::RemovalCause)), as an
+//!   insert that must evict purges them. (Until session 20 they held their room, and a
+//!   cache whose entries had all expired restored nothing, every entry "left out".)
 //!   An entry whose key the cache holds replaces its value, as an insert does (an update:
 //!   the old value is reported [`RemovalCause::Replaced`](crate::RemovalCause)), and needs
 //!   only the bytes by which it outgrows the old value, not a new entry: a snapshot reloaded
@@ -745,11 +750,12 @@ impl Cache {
     /// the live entries, the most valuable by the eviction policy's ranking (main queue
     /// first, then frequency, then access count) that fit the room left in the byte budget
     /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
-    /// make room. An entry whose key is already present replaces it, as an insert does (an
-    /// update), and so needs only the bytes by which its value outgrows the present one, and
-    /// no entry of the room. What is left counts
-    /// from this cache's clock as read during the call, so pass the wall-clock time of just
-    /// before it: a `now` taken earlier makes every restored entry live that much longer.
+    /// make room, but expired ones are purged (reported as expired) if not everything fits.
+    /// An entry whose key is already present replaces it, as an insert does (an update), and
+    /// so needs only the bytes by which its value outgrows the present one, and no entry of
+    /// the room. What is left counts from this cache's clock as read during the call, so pass
+    /// the wall-clock time of just before it: a `now` taken earlier makes every restored
+    /// entry live that much longer.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
         let entries = snapshot.entries.into_iter().map(|entry| Restorable {
             key: entry.key,
