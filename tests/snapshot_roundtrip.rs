@@ -664,3 +664,47 @@ fn a_load_purges_expired_residents_instead_of_leaving_entries_out() {
     let report = cache.restore_snapshot(snapshot, SystemTime::now());
     assert_eq!((report.restored, report.left_out), (5, 0), "{report:?}");
 }
+
+/// A cache built with a default TTL bounds the life of every entry, restored ones included:
+/// an entry saved without a TTL (by a cache without a default) gets the restoring cache's
+/// default, as an insert without a TTL does. It used to be restored without a deadline and
+/// never expired, and every later save and restart carried that on. An entry with its own
+/// TTL keeps what is left of it.
+#[test]
+fn an_entry_saved_without_a_ttl_gets_the_restoring_caches_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    saved.insert(key(1), "no ttl").expect("inserts");
+    saved
+        .insert_with_ttl(key(2), "own ttl", ttl(1000))
+        .expect("inserts");
+    saved.save_snapshot(&path).expect("saves");
+
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .default_ttl(ttl(10))
+        .clock(clock.clone())
+        .restore_from(&path)
+        .build()
+        .expect("builds");
+    let left = |k| {
+        let deadline = cache.entry(&k).and_then(|e| e.expires_at())?;
+        Some(deadline.saturating_duration_since(clock.now()))
+    };
+    assert_eq!(left(key(1)), Some(Duration::from_secs(10)));
+    assert!(left(key(2)).is_some_and(|l| l > Duration::from_secs(990)));
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(cache.get(&key(1)), None, "expired after the default TTL");
+    assert!(cache.get(&key(2)).is_some(), "its own TTL is longer");
+
+    // Without a default TTL it still never expires.
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .restore_from(&path)
+        .build()
+        .expect("builds");
+    assert_eq!(cache.entry(&key(1)).map(|e| e.expires_at()), Some(None));
+}

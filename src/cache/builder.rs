@@ -94,7 +94,8 @@ impl CacheBuilder {
         self
     }
 
-    /// The TTL of entries inserted without one. Without it, entries live until evicted.
+    /// The TTL of entries inserted without one, and of entries a snapshot restores without
+    /// one (saved by a cache without a default TTL). Without it, entries live until evicted.
     pub fn default_ttl(mut self, ttl: Ttl) -> CacheBuilder {
         self.default_ttl = Some(ttl);
         self

@@ -1425,7 +1425,8 @@ impl Cache {
     /// writers took meanwhile is left out. An entry whose key is present replaces
     /// its value as an insert does (an update: the old value is reported as `Replaced`, or
     /// `Expired` if it had expired), so it needs only the room by which it outgrows the old
-    /// one (see [`Room::take`]). Entries with no time left are the
+    /// one (see [`Room::take`]). An entry without a TTL gets the cache's default TTL, if it
+    /// has one. Entries with no time left are the
     /// caller's to drop. Deadlines count from `now`, a reading of this cache's clock that the
     /// caller took no later than the wall-clock time it measured the TTLs left at.
     pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
@@ -1444,7 +1445,13 @@ impl Cache {
         let mut panicked = FirstPanic::default();
         for image in chosen.into_iter().rev() {
             let charge = CacheEntry::charged_size(image.value.len()) as u64;
-            let expires_at = image.ttl_remaining.map_or(NEVER, |left| {
+            // Saved without a TTL, an entry gets this cache's default, as an insert without
+            // one does: restored ones lived for ever in a cache built to bound every entry's
+            // life, and every save and restart carried them on.
+            let ttl = image
+                .ttl_remaining
+                .or(inner.default_ttl.map(Ttl::as_duration));
+            let expires_at = ttl.map_or(NEVER, |left| {
                 deadline(now, u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
             });
             let mut removed = Removed::new();

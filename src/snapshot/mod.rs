@@ -126,7 +126,10 @@
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
 //!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
 //!   then is subtracted, entries with nothing left are dropped as expired, and the others get
-//!   their new deadline on the restoring cache's clock. A wall clock that went backwards
+//!   their new deadline on the restoring cache's clock. An entry saved without a TTL gets
+//!   the restoring cache's [default TTL](crate::CacheBuilder::default_ttl), if it has one,
+//!   as an insert without a TTL does (until session 20 it never expired there, and each
+//!   save and restore carried that on). A wall clock that went backwards
 //!   counts as no time passed. (Remaining TTLs are measured when each shard is visited and
 //!   shifted back to the save time, under-estimating by at most the wait for one shard lock.)
 //! * **Budget and ranking.** Restored entries must fit the restoring cache's room, which may
@@ -746,7 +749,8 @@ impl Cache {
     /// Stores the entries of a verified snapshot, as of wall-clock time `now`.
     ///
     /// Entries whose remaining TTL ran out between [`Snapshot::saved_at`] and `now` are
-    /// dropped; the others expire after what is left of their TTL, on this cache's clock. Of
+    /// dropped; the others expire after what is left of their TTL, on this cache's clock
+    /// (entries without a TTL after this cache's default TTL, if it has one). Of
     /// the live entries, the most valuable by the eviction policy's ranking (main queue
     /// first, then frequency, then access count) that fit the room left in the byte budget
     /// and entry bound are stored; the rest are left out. Existing entries are not evicted to
