@@ -481,3 +481,50 @@ fn a_trace_larger_than_the_memory_is_an_error_not_an_abort() {
         "{e}"
     );
 }
+
+/// A value passed over unread (too large for the cache) still counts its blocks, and the
+/// reader kept a digest slot for every one of them — 33 bytes a block, allocated at the end
+/// marker — and then a list of as many stored digests. The block size is the file's to say
+/// (64 bytes at least), so a file of a few hundred bytes around a hole claiming 1 GiB made
+/// the load allocate 550 MB at once, and one claiming 1 TiB made it ask for 567 GB, which
+/// aborted the process. Blocks passed over now take no memory, and the stored digests are
+/// compared as they are read. Here the file ends after the end marker: its trailer is
+/// missing, which the load reports as truncation.
+#[test]
+fn blocks_passed_over_take_no_memory_whatever_the_block_size() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("small-blocks.snap");
+    for claim in [1u64 << 30, 1 << 40] {
+        let mut file = std::fs::File::create(&path).expect("creates");
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&1_700_000_000_000_000_000u64.to_le_bytes());
+        header.extend_from_slice(&64u32.to_le_bytes());
+        file.write_all(&header).expect("writes");
+        file.write_all(&record_head(7, claim)).expect("writes");
+        if file.seek(SeekFrom::Current(claim as i64)).is_err() {
+            eprintln!("skipped {claim}: this file system does not hold the sparse file");
+            continue;
+        }
+        let mut end = vec![0x00];
+        end.extend_from_slice(&1u64.to_le_bytes());
+        if file.write_all(&end).is_err() {
+            eprintln!("skipped {claim}: this file system does not hold the sparse file");
+            continue;
+        }
+        drop(file);
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+        let (result, largest) = largest_allocation(|| cache.load_snapshot(&path));
+        assert!(
+            matches!(result, Err(SnapshotError::Truncated { .. })),
+            "{claim}: {result:?}"
+        );
+        assert!(
+            largest <= BOUND,
+            "claim {claim}: allocated {largest} bytes at once"
+        );
+        assert!(cache.is_empty());
+    }
+}

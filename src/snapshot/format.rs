@@ -223,9 +223,9 @@ impl<W: Write> Encoder<W> {
         let digests = self.blocks.finish().map_err(|m| missing(m.block))?;
         // The encoder passes over no block: every digest is there.
         let digests: Vec<Digest> = digests
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(block, digest)| digest.ok_or_else(|| missing(block)))
+            .map(|(block, digest)| digest.copied().ok_or_else(|| missing(block)))
             .collect::<io::Result<_>>()?;
         let mut root = Context::new(&SHA256);
         root.update(&self.header);
@@ -674,32 +674,34 @@ impl<R: Input> Decoder<R> {
                 ),
             });
         }
-        // `count` is checked against blocks that were actually read: this allocation is
-        // bounded by the input.
-        let mut stored: Vec<Digest> = Vec::with_capacity(computed.len());
-        for _ in 0..count {
-            stored.push(self.take_array()?);
+        // Compared as they are read, not collected first: `count` includes the blocks
+        // passed over, which were never read, so a list of them was memory per block of a
+        // value the load never holds. The first mismatch is reported after the root checked
+        // out, as before.
+        let mut mismatch = None;
+        for (block, computed) in computed.iter().enumerate() {
+            let stored: Digest = self.take_array()?;
+            // A block passed over has no digest to compare: it lay inside a value the caller
+            // can never keep (see `Decoder::passing_values_over`).
+            if let Some(computed) = computed
+                && mismatch.is_none()
+                && stored != *computed
+            {
+                mismatch = Some((block, stored, *computed));
+            }
         }
         let mut root = [0u8; 32];
         self.take_unhashed(&mut root)?;
         check_digest(&root, self.hasher.clone().finish().as_ref())?;
-        let first = HEADER_LEN as u64;
-        for (block, (stored, computed)) in stored.iter().zip(&computed).enumerate() {
-            // A block passed over has no digest to compare: it lay inside a value the caller
-            // can never keep (see `Decoder::passing_values_over`).
-            let Some(computed) = computed else {
-                continue;
-            };
-            if stored != computed {
-                let start = first + block as u64 * u64::from(block_size);
-                return Err(SnapshotError::BlockChecksumMismatch {
-                    block: block as u64,
-                    start,
-                    end: (start + u64::from(block_size)).min(first + stream),
-                    stored: hex::encode(stored),
-                    computed: hex::encode(computed),
-                });
-            }
+        if let Some((block, stored, computed)) = mismatch {
+            let start = HEADER_LEN as u64 + block as u64 * u64::from(block_size);
+            return Err(SnapshotError::BlockChecksumMismatch {
+                block: block as u64,
+                start,
+                end: (start + u64::from(block_size)).min(HEADER_LEN as u64 + stream),
+                stored: hex::encode(stored),
+                computed: hex::encode(computed),
+            });
         }
         Ok(root)
     }

@@ -35,6 +35,7 @@
 //! be started, or has gone, blocks are hashed on the caller's thread instead: slower, never
 //! wrong. Dropping a [`BlockHasher`] (an error path) closes the queue and joins the workers.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::thread::{self, JoinHandle};
@@ -151,7 +152,41 @@ pub(super) struct BlockHasher {
     /// Stream length from which a completed block starts the pool.
     pool_after: u64,
     /// Blocks passed over unhashed (see [`BlockHasher::pass_blocks`]), as index ranges.
-    passed: Vec<std::ops::Range<usize>>,
+    passed: Vec<Range<usize>>,
+}
+
+/// Every block's digest, in order, as [`BlockHasher::finish`] returns them. Blocks passed
+/// over have none, and take no memory here: a slot each cost 33 bytes a block of a value never
+/// read, and a file says its block size (64 bytes at least), so a few hundred bytes around a
+/// sparse hole claiming 1 TiB made a load ask for 567 GB at once, which aborted the process.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Digests {
+    /// The digests of the blocks not passed over, in block order.
+    hashed: Vec<Digest>,
+    /// The blocks passed over, ascending and disjoint.
+    passed: Vec<Range<usize>>,
+    /// Blocks in all.
+    count: usize,
+}
+
+impl Digests {
+    /// Blocks in all, passed over or not.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Each block's digest in block order, `None` for a block passed over.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Option<&Digest>> {
+        let mut hashed = self.hashed.iter();
+        let mut passed = self.passed.iter().peekable();
+        (0..self.count).map(move |block| {
+            while passed.next_if(|range| range.end <= block).is_some() {}
+            match passed.peek() {
+                Some(range) if range.contains(&block) => None,
+                _ => hashed.next(),
+            }
+        })
+    }
 }
 
 /// Some block's digest never arrived: a hash worker stopped (it panicked).
@@ -277,36 +312,36 @@ impl BlockHasher {
         self.blocks as u64 * self.block_size as u64 + self.filled as u64
     }
 
-    /// Completes the last block and returns every block's digest, in order, `None` for the
+    /// Completes the last block and returns every block's digest, in order, none for the
     /// blocks passed over ([`BlockHasher::pass_blocks`]). A stream of `n` bytes has
-    /// `ceil(n / block_size)` blocks, the last one possibly short.
-    pub(super) fn finish(mut self) -> Result<Vec<Option<Digest>>, MissingDigest> {
+    /// `ceil(n / block_size)` blocks, the last one possibly short. Memory and time are per
+    /// block hashed, not per block passed over.
+    pub(super) fn finish(mut self) -> Result<Digests, MissingDigest> {
         if self.filled > 0 {
             self.seal(true);
         }
-        let mut digests: Vec<Option<Digest>> = vec![None; self.blocks];
+        let mut arrived = std::mem::take(&mut self.local);
         if let Some(pool) = self.pool.as_mut() {
             pool.close();
-            for (index, digest) in pool.results.try_iter() {
-                if let Some(slot) = digests.get_mut(index) {
-                    *slot = Some(digest);
-                }
+            arrived.extend(pool.results.try_iter());
+        }
+        arrived.sort_unstable_by_key(|&(index, _)| index);
+        let mut arrived = arrived.into_iter().peekable();
+        // The blocks not passed over: those between the passed ranges, which are in order.
+        let starts = std::iter::once(0).chain(self.passed.iter().map(|range| range.end));
+        let ends = (self.passed.iter().map(|range| range.start)).chain([self.blocks]);
+        let mut hashed = Vec::with_capacity(arrived.len());
+        for block in starts.zip(ends).flat_map(|(start, end)| start..end) {
+            match arrived.next_if(|&(index, _)| index == block) {
+                Some((_, digest)) => hashed.push(digest),
+                None => return Err(MissingDigest { block }),
             }
         }
-        for &(index, digest) in &self.local {
-            if let Some(slot) = digests.get_mut(index) {
-                *slot = Some(digest);
-            }
-        }
-        let passed = |block: usize| self.passed.iter().any(|range| range.contains(&block));
-        match digests
-            .iter()
-            .enumerate()
-            .find(|&(block, digest)| digest.is_none() && !passed(block))
-        {
-            Some((block, _)) => Err(MissingDigest { block }),
-            None => Ok(digests),
-        }
+        Ok(Digests {
+            hashed,
+            passed: std::mem::take(&mut self.passed),
+            count: self.blocks,
+        })
     }
 }
 
@@ -345,8 +380,8 @@ mod tests {
     fn all_digests(hasher: BlockHasher) -> Vec<Digest> {
         let digests = hasher.finish().expect("every digest arrives");
         digests
-            .into_iter()
-            .map(|d| d.expect("none passed over"))
+            .iter()
+            .map(|d| *d.expect("none passed over"))
             .collect()
     }
 
@@ -477,6 +512,7 @@ mod tests {
             let digests = hasher.finish().expect("every digest arrives");
             let mut with_gap: Vec<Option<Digest>> = want.iter().copied().map(Some).collect();
             with_gap[2..5].fill(None);
+            let digests: Vec<Option<Digest>> = digests.iter().map(|d| d.copied()).collect();
             assert_eq!(digests, with_gap, "pool after {pool_after}");
         }
     }
