@@ -261,7 +261,9 @@ pub(super) fn replace_atomically<T>(
             Ok(file) => {
                 // On an error here the file is not removed: the name may no longer be ours.
                 // Unlocked, it is a leftover the next save's cleanup takes.
-                if claim(&file, &temp.path).map_err(|e| io_error("locking", &temp.path, e))? {
+                if claim(&file, &temp.path)
+                    .map_err(|e| temp_error(path, "locking", &temp.path, e))?
+                {
                     break file;
                 }
             }
@@ -277,10 +279,11 @@ pub(super) fn replace_atomically<T>(
                     source: e,
                 });
             }
-            Err(e) => return Err(io_error("creating", &temp.path, e)),
+            Err(e) => return Err(temp_error(path, "creating", &temp.path, e)),
         }
         if attempts == MAX_TEMP_ATTEMPTS {
-            return Err(io_error(
+            return Err(temp_error(
+                path,
                 "creating",
                 &temp.path,
                 io::Error::new(
@@ -303,7 +306,7 @@ pub(super) fn replace_atomically<T>(
         // Set before any data is written, so the content is never readable by more than
         // the old file was.
         file.set_permissions(old.permissions())
-            .map_err(|e| io_error("setting the permissions of", &temp.path, e))?;
+            .map_err(|e| temp_error(path, "setting the permissions of", &temp.path, e))?;
     }
     #[cfg(not(unix))]
     let _ = old_metadata;
@@ -313,13 +316,13 @@ pub(super) fn replace_atomically<T>(
         syncer: None,
         tried: false,
     };
-    let value = write(&mut output).map_err(|e| io_error("writing", &temp.path, e))?;
+    let value = write(&mut output).map_err(|e| temp_error(path, "writing", &temp.path, e))?;
     output
         .finish()
-        .map_err(|e| io_error("syncing", &temp.path, e))?;
+        .map_err(|e| temp_error(path, "syncing", &temp.path, e))?;
     drop(output);
     file.sync_all()
-        .map_err(|e| io_error("syncing", &temp.path, e))?;
+        .map_err(|e| temp_error(path, "syncing", &temp.path, e))?;
     std::fs::rename(&temp.path, path).map_err(|e| io_error("renaming into", path, e))?;
     temp.armed = false;
     // The lock goes with the file, after the rename: until then a cleaner must not take it.
@@ -328,6 +331,20 @@ pub(super) fn replace_atomically<T>(
     // failed directory sync is not a failed save. It is reported as what it is.
     let dir_sync = sync_dir(dir).map_err(|e| (dir.to_path_buf(), e));
     Ok(Replaced { value, dir_sync })
+}
+
+/// An error about the temporary file of a save to `path`, naming `path` first: the caller
+/// never heard of the temporary name, and an error that named only it (a full disk's
+/// "writing /d/.cache.snap.7.0.tmp: No space left on device") did not say which save failed.
+fn temp_error(path: &Path, action: &str, temp: &Path, source: io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        action: format!(
+            "saving a snapshot to {}: {action} its temporary file {}",
+            path.display(),
+            temp.display()
+        ),
+        source,
+    }
 }
 
 /// Where the symbolic link `path` leads, if it is one and its target exists. A load reads

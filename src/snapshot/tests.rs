@@ -86,6 +86,12 @@ fn a_full_disk_mid_save_keeps_the_previous_snapshot() {
             "{err}"
         );
         assert!(err.to_string().contains("No space left"), "{err}");
+        // The save asked for is named, not only the temporary file.
+        let named = format!(
+            "saving a snapshot to {}: writing its temporary file ",
+            path.display()
+        );
+        assert!(err.to_string().starts_with(&named), "{err}");
         assert_eq!(std::fs::read(&path).expect("still there"), before);
         assert_eq!(files_in(dir.path()), ["cache.snap"], "temp file removed");
     }
