@@ -9,7 +9,10 @@
 //! since the runtime ignores SIGPIPE. Rather than route every line through error handling,
 //! that one panic is recognised: its message is not printed, the run unwinds (temporary files
 //! are removed) and the command exits with status 1 and nothing on stderr, as a tool killed
-//! by SIGPIPE prints nothing.
+//! by SIGPIPE prints nothing. Any other failure to write standard output (a full disk under
+//! `> out.txt`) is the same panic with another cause: it unwinds the same way and is then
+//! reported as the one error line `cannot write to standard output: <cause>`, not as a panic
+//! with a backtrace and status 101.
 
 use std::any::Any;
 use std::fs::File;
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
     };
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !is_closed_stdout(info.payload()) {
+        if stdout_failure(info.payload()).is_none() {
             default_hook(info);
         }
     }));
@@ -88,8 +91,18 @@ fn main() -> ExitCode {
             eprintln!("memocache: error: {}", one_line(&message));
             ExitCode::FAILURE
         }
-        Err(payload) if is_closed_stdout(&*payload) => ExitCode::FAILURE,
-        Err(payload) => std::panic::resume_unwind(payload),
+        Err(payload) => match stdout_failure(&*payload) {
+            // A reader that has gone: silent, as a tool killed by SIGPIPE.
+            Some(cause) if cause.contains("os error 32") => ExitCode::FAILURE,
+            Some(cause) => {
+                eprintln!(
+                    "memocache: error: {}",
+                    one_line(&format!("cannot write to standard output: {cause}"))
+                );
+                ExitCode::FAILURE
+            }
+            None => std::panic::resume_unwind(payload),
+        },
     }
 }
 
@@ -108,13 +121,14 @@ fn one_line(message: &str) -> String {
     line
 }
 
-/// Whether a panic is `println!`'s on a standard output whose reader has gone.
-fn is_closed_stdout(payload: &(dyn Any + Send)) -> bool {
+/// The cause (`Broken pipe (os error 32)`, `No space left on device (os error 28)`) if a
+/// panic is `println!`'s failing to write standard output.
+fn stdout_failure(payload: &(dyn Any + Send)) -> Option<&str> {
     let message = payload
         .downcast_ref::<String>()
         .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied());
-    message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("os error 32"))
+        .or_else(|| payload.downcast_ref::<&str>().copied())?;
+    message.strip_prefix("failed printing to stdout: ")
 }
 
 fn run(command: Command) -> Result<(), String> {

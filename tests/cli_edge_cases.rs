@@ -405,3 +405,37 @@ fn a_path_with_a_newline_is_still_one_error_line() {
     ]));
     assert!(line.contains(r"no\nsuch"), "{line}");
 }
+
+/// A standard output that fails for another reason than a closed pipe — a full disk under
+/// `memocache … > out.txt`, here `/dev/full` — made `println!` panic with its message and a
+/// backtrace and exit with status 101. It is one error line naming the cause, status 1.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_under_stdout_is_one_error_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let trace = dir.path().join("t.trace");
+    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    for args in [
+        vec!["key", path(&audio)],
+        vec!["replay", path(&trace), "--capacity", "2"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = Command::new(env!("CARGO_BIN_EXE_memocache"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(full)
+            .output()
+            .expect("run the memocache binary");
+        let line = one_error_line(&output);
+        assert!(
+            line.contains("cannot write to standard output")
+                && line.contains("No space left on device"),
+            "{args:?}: {line}"
+        );
+    }
+}
