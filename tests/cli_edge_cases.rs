@@ -439,3 +439,33 @@ fn a_full_disk_under_stdout_is_one_error_line() {
         );
     }
 }
+
+/// `replay` told the format from the name before it looked at the file, so a mistyped path
+/// without a trace extension, or a directory, was "cannot tell the trace format from the file
+/// name … name the format explicitly with --format NAME" — and with `--format`, a directory
+/// was "reading the uncompressed stream failed". The error names the real problem.
+#[test]
+fn replay_of_a_missing_file_or_a_directory_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("sprite");
+    let line = one_error_line(&memocache(&["replay", path(&missing), "--capacity", "5"]));
+    assert!(line.contains("No such file"), "{line}");
+    assert!(!line.contains("--format"), "{line}");
+    for args in [
+        vec!["replay", path(dir.path()), "--capacity", "5"],
+        vec![
+            "replay",
+            path(dir.path()),
+            "--capacity",
+            "5",
+            "--format",
+            "lirs",
+        ],
+    ] {
+        let line = one_error_line(&memocache(&args));
+        assert!(
+            line.contains("is a directory, not a trace file"),
+            "{args:?}: {line}"
+        );
+    }
+}

@@ -282,6 +282,20 @@ fn replay_with_progress<P: Policy>(policy: &mut P, keys: &[u64], bar: &ProgressB
 
 /// Reads the whole trace, with the given format or the one its name tells.
 fn load(path: &Path, format: Option<TraceFormat>) -> Result<(Trace, TraceFormat), String> {
+    // The path is looked at before the format is told from its name: a mistyped path with no
+    // trace extension, or a directory, was "cannot tell the trace format … name the format
+    // explicitly with --format", and a directory given a format failed as "reading the
+    // uncompressed stream". A pipe or device is let through: `--format` reads those.
+    match std::fs::metadata(path) {
+        Err(e) => return Err(format!("{}: cannot open trace: {e}", path.display())),
+        Ok(m) if m.is_dir() => {
+            return Err(format!(
+                "{} is a directory, not a trace file",
+                path.display()
+            ));
+        }
+        Ok(_) => {}
+    }
     let reader = match format {
         Some(format) => TraceReader::open_as(path, format, Compression::from_path(path)),
         None => TraceReader::open(path),
