@@ -107,7 +107,7 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
     // Out-of-range sizes.
     let fresh = dir.path().join("fresh");
     let line = transcribe(&fresh, &audio, &["--chunk-mb", "5"]);
-    assert!(line.contains("between 10 and 25 MB"), "{line}");
+    assert!(line.contains("not in 10..=25"), "{line}");
     let line = transcribe(&fresh, &audio, &["--cache-mb", "0"]);
     assert!(line.contains("--cache-mb"), "{line}");
 
@@ -467,5 +467,34 @@ fn replay_of_a_missing_file_or_a_directory_says_so() {
             line.contains("is a directory, not a trace file"),
             "{args:?}: {line}"
         );
+    }
+}
+
+/// A negative `--cache-mb` or `--chunk-mb` was taken for an unknown option, with clap's tip
+/// "to pass '-5' as a value, use '-- -5'", which makes it an input file instead; and a
+/// `--chunk-mb` too large for its integer was "not in 0..=4294967295", which is not the
+/// range the option takes. Each error now names the option and its range.
+#[test]
+fn out_of_range_sizes_name_the_option_and_its_range() {
+    for (option, value, range) in [
+        ("--cache-mb", "-1", "from 1 up"),
+        ("--cache-mb", "0", "from 1 up"),
+        ("--chunk-mb", "-5", "10..=25"),
+        ("--chunk-mb", "99999999999", "10..=25"),
+        ("--chunk-mb", "9", "10..=25"),
+    ] {
+        let line = one_error_line(&memocache(&[
+            "transcribe",
+            "a.wav",
+            "--language",
+            "en",
+            option,
+            value,
+        ]));
+        assert!(
+            line.contains(option) && line.contains(range),
+            "{option} {value}: {line}"
+        );
+        assert!(!line.contains("tip"), "{option} {value}: {line}");
     }
 }

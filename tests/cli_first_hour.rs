@@ -39,7 +39,7 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
         (&[&folder], &[], "is a directory"),
         (&[Path::new("/dev/null")], &[], "not a regular file"),
         (&[&audio], &["--language", "e n"], "invalid language"),
-        (&[&audio], &["--chunk-mb", "5"], "between 10 and 25 MB"),
+        (&[&audio], &["--chunk-mb", "5"], "not in 10..=25"),
         (&[&audio], &["--cache-mb", "0"], "--cache-mb"),
         (
             &[&audio],

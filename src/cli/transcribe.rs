@@ -61,11 +61,27 @@ pub struct Options {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// The cache's byte budget, in MiB.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    // Negative numbers are let through to the parser: taken for an unknown option, `-1` got
+    // clap's tip to write `-- -1`, which makes it an input file.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value = "1024",
+        value_parser = parse_mib,
+        allow_negative_numbers = true
+    )]
     cache_mb: u64,
     /// Chunk size in MB of 1,048,576 bytes, as the seed counts them (10–25; default: chosen
     /// from the file size as the seed does).
-    #[arg(long)]
+    // The range is checked here, with `ChunkSize`'s bounds, so that a number too large for a
+    // `u32` is told the range 10..=25 rather than the type's 0..=4294967295, and a negative
+    // one is not taken for an option.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u32)
+            .range(i64::from(ChunkSize::MIN_MB)..=i64::from(ChunkSize::MAX_MB)),
+        allow_negative_numbers = true
+    )]
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
     /// a killed run keeps what it finished (fractions from 0.001 allowed; 0: only at the end).
@@ -231,6 +247,20 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// `--cache-mb`: a whole number of MiB from 1 up. clap's ranged parser said "invalid digit
+/// found in string" for `-1` and "not in 1..18446744073709551615" for `0`. A number past
+/// `u64::MAX` is a budget no machine has, taken as the largest (the budget in bytes
+/// saturates too).
+fn parse_mib(text: &str) -> Result<u64, String> {
+    let expected = || "expected a whole number of MiB from 1 up, such as 1024".to_owned();
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err(expected()),
+        Ok(mib) => Ok(mib),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(u64::MAX),
+        Err(_) => Err(expected()),
+    }
+}
+
 /// An input the pipeline cannot read: missing, unreadable, or not a regular file (a
 /// directory, or a pipe or device, which the pipeline cannot seek in).
 fn check_input(path: &Path) -> Result<(), String> {
@@ -391,6 +421,17 @@ mod tests {
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         for bad in ["-1", "inf", "NaN", "1e30", "30s", ""] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_sizes_are_whole_mib_from_one_up() {
+        assert_eq!(parse_mib("1024"), Ok(1024));
+        assert_eq!(parse_mib("1"), Ok(1));
+        assert_eq!(parse_mib("99999999999999999999"), Ok(u64::MAX));
+        for bad in ["0", "-1", "1.5", "1e3", "", "abc"] {
+            let err = parse_mib(bad).expect_err(bad);
+            assert!(err.contains("from 1 up"), "{bad}: {err}");
         }
     }
 
