@@ -352,14 +352,19 @@ pub fn fmt_duration(d: Duration) -> String {
     fmt_secs(d.as_secs_f64())
 }
 
+/// Seconds as `12.3 ms` below a second, `1.23 s` from there; `-` for NaN (no data).
 pub fn fmt_secs(secs: f64) -> String {
     if secs.is_nan() {
-        "-".into()
-    } else if secs < 1.0 {
-        format!("{:.1} ms", secs * 1000.0)
-    } else {
-        format!("{secs:.2} s")
+        return "-".into();
     }
+    if secs < 1.0 {
+        let ms = format!("{:.1} ms", secs * 1000.0);
+        // Just under a second (0.99996 s) rounds up to `1000.0 ms`: shown in seconds instead.
+        if ms != "1000.0 ms" {
+            return ms;
+        }
+    }
+    format!("{secs:.2} s")
 }
 
 /// A bar for files and one for the chunks of the current file; drawn only on a terminal.
@@ -422,6 +427,15 @@ mod tests {
         for bad in ["-1", "inf", "NaN", "1e30", "30s", ""] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_just_under_a_second_do_not_print_as_1000_ms() {
+        assert_eq!(fmt_secs(0.0123), "12.3 ms");
+        assert_eq!(fmt_secs(0.99994), "999.9 ms");
+        assert_eq!(fmt_secs(0.99996), "1.00 s");
+        assert_eq!(fmt_secs(1.5), "1.50 s");
+        assert_eq!(fmt_secs(f64::NAN), "-");
     }
 
     #[test]
