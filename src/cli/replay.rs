@@ -91,9 +91,8 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
     let entries = capacity.resolve(trace.unique())?;
     let name = file_name(&args.trace);
     println!(
-        "trace     {name}: {} requests, {} unique keys ({format}, {})",
-        grouped(trace.requests() as u64),
-        grouped(trace.unique() as u64),
+        "trace     {name}: {} ({format}, {})",
+        trace_size(&trace),
         Compression::from_path(&args.trace),
     );
     match capacity {
@@ -137,11 +136,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
 
     if let Some(out) = &args.curve {
         let points = curve(&trace, entries, &runs)?;
-        let title = format!(
-            "{name}: {} requests, {} unique keys",
-            grouped(trace.requests() as u64),
-            grouped(trace.unique() as u64)
-        );
+        let title = format!("{name}: {}", trace_size(&trace));
         draw_curve(out, &title, &points, entries)?;
         println!("\ncurve written to {}", out.display());
     }
@@ -201,9 +196,9 @@ impl Capacity {
                 let entries = (p * unique as f64 / 100.0).floor() as usize;
                 if entries == 0 {
                     Err(format!(
-                        "capacity {}% of {} unique keys is less than one entry",
+                        "capacity {}% of {} is less than one entry",
                         percent(p),
-                        grouped(unique as u64)
+                        counted(unique, "unique key", "unique keys")
                     ))
                 } else {
                     Ok(entries)
@@ -667,10 +662,24 @@ fn file_name(path: &Path) -> String {
 
 /// `1` → `1 entry`, `1234` → `1,234 entries`.
 fn count_of_entries(n: usize) -> String {
+    counted(n, "entry", "entries")
+}
+
+/// `n` with its noun, grouped, singular for one: a one-key trace read `1 unique keys`.
+fn counted(n: usize, one: &str, many: &str) -> String {
     match n {
-        1 => "1 entry".to_owned(),
-        n => format!("{} entries", grouped(n as u64)),
+        1 => format!("1 {one}"),
+        n => format!("{} {many}", grouped(n as u64)),
     }
+}
+
+/// `133,996 requests, 7,075 unique keys`, for the first line and the curve's title.
+fn trace_size(trace: &Trace) -> String {
+    format!(
+        "{}, {}",
+        counted(trace.requests(), "request", "requests"),
+        counted(trace.unique(), "unique key", "unique keys")
+    )
 }
 
 /// A percent as the user would write it: `10`, `0.5`; in scientific notation when the plain
@@ -748,6 +757,13 @@ mod tests {
         assert_eq!(count_of_entries(1), "1 entry");
         assert_eq!(count_of_entries(0), "0 entries");
         assert_eq!(count_of_entries(1234), "1,234 entries");
+        // A one-key, one-request trace was `1 requests, 1 unique keys`.
+        assert_eq!(counted(1, "unique key", "unique keys"), "1 unique key");
+        assert_eq!(counted(1, "request", "requests"), "1 request");
+        assert_eq!(
+            Capacity::Percent(50.0).resolve(1),
+            Err("capacity 50% of 1 unique key is less than one entry".to_owned())
+        );
         assert_eq!(percent(10.0), "10");
         assert_eq!(percent(0.5), "0.5");
         assert_eq!(percent(1e-300), "1e-300");
