@@ -196,6 +196,27 @@ fn non_finite_values_are_rejected_and_change_nothing() {
     assert_eq!(s.get_average(60 * SECOND), 1.0);
 }
 
+/// The module docs say finite values can overflow to a non-finite aggregate, as in numpy.
+/// numpy 2.4.6: `np.percentile([-1e308, 1e308], [0, 50, 100])` is `[nan, -inf, 1e308]`,
+/// `np.mean([-1e308, 1e308])` is `0.0`, `np.mean([1e308, 1e308])` is `inf`.
+#[test]
+fn finite_extremes_overflow_as_in_numpy() {
+    let (mut s, clock) = series(60 * SECOND);
+    clock.advance(SECOND);
+    add(&mut s, -1e308);
+    add(&mut s, 1e308);
+    let p = |v| s.calculate_percentile(Percentile::new(v).unwrap(), 60 * SECOND);
+    assert!(p(0.0).is_nan());
+    assert_eq!(p(50.0), f64::NEG_INFINITY);
+    assert_eq!(p(100.0), 1e308);
+    assert_eq!(s.get_average(60 * SECOND), 0.0);
+    let (mut s, clock) = series(60 * SECOND);
+    clock.advance(SECOND);
+    add(&mut s, 1e308);
+    add(&mut s, 1e308);
+    assert_eq!(s.get_average(60 * SECOND), f64::INFINITY);
+}
+
 #[test]
 fn a_series_holds_one_metric_type() {
     let (mut s, _clock) = series(60 * SECOND);
