@@ -181,6 +181,11 @@ impl FromStr for Capacity {
         match text.parse::<usize>() {
             Ok(0) => Err(invalid("must be at least 1 entry")),
             Ok(n) => Ok(Capacity::Entries(n)),
+            // A number past `usize::MAX` was told it is not a number; like `usize::MAX`
+            // itself (which runs), it is more entries than any trace has keys.
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                Ok(Capacity::Entries(usize::MAX))
+            }
             Err(_) => Err(invalid(expected)),
         }
     }
@@ -716,6 +721,11 @@ mod tests {
         assert_eq!(" 10% ".parse(), Ok(Capacity::Percent(10.0)));
         assert_eq!("0.5%".parse(), Ok(Capacity::Percent(0.5)));
         assert_eq!("100%".parse(), Ok(Capacity::Percent(100.0)));
+        // Too large for the integer type, but a capacity all the same: every key fits.
+        assert_eq!(
+            "99999999999999999999".parse(),
+            Ok(Capacity::Entries(usize::MAX))
+        );
         for bad in [
             "", "0", "-5", "abc", "5k", "1.5", "0%", "-1%", "100.5%", "nan%", "inf%", "%",
         ] {
