@@ -5,7 +5,9 @@
 //! the previous engine's words. Output and interruption (session 15): a curve that cannot be
 //! written whole leaves the previous one, Ctrl-C during `demo` leaves no temporary files, and
 //! a trace too large for memory is an error line, not an allocation abort; results go to
-//! stdout while the progress bars are drawn on a terminal.
+//! stdout while the progress bars are drawn on a terminal. Session 20: a standard output on a
+//! full disk, a missing or directory trace, and negative or oversized sizes are each one line
+//! that names the problem.
 
 #![cfg(feature = "cli")]
 
