@@ -44,11 +44,14 @@
 //! The derivations are separate from one another only through their inputs, since all are
 //! SHA-256 of a byte string. A builder's bytes start with the tag `memocache.parts.v1` and a
 //! `from_parts` string with a hex digit, so those two never meet. But `from_content` hashes
-//! whatever it is given: content that is itself a builder encoding (the tag, then framed
-//! parts) has that builder's digest, and under the same prefix the same key. Where the
-//! content comes from someone else (uploaded files), keep content keys and built keys under
-//! different prefixes, as the crate's own layers do (`transcript` from `from_parts`,
-//! `chunk` and the job types' prefixes from builders).
+//! whatever it is given, so under the same prefix it meets both: content that is itself a
+//! builder encoding (the tag, then framed parts) has that builder's key, and content that is
+//! a `from_parts` string (`"<64 hex digits>:en"`, by the seed's design) has that key. Where
+//! the content comes from someone else (uploaded files), keep content keys under prefixes of
+//! their own, apart from `from_parts` and built keys, as the crate's own layers do (`file`
+//! for content, `transcript` from `from_parts`, `chunk` and the job types' prefixes from
+//! builders): a file keyed under `transcript` whose bytes are another file's `from_parts`
+//! string would have, and could overwrite, that file's transcript.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -792,6 +795,20 @@ mod tests {
         assert_eq!(from_content, built);
         let elsewhere = CacheKey::from_content(&content, "key-test.caveat-content");
         assert_ne!(elsewhere.expect("valid"), built);
+    }
+
+    /// The other caveat of the module docs: content that is a `from_parts` string has that
+    /// key under the same prefix (the seed's derivation), and only a different prefix for
+    /// content keys tells them apart.
+    #[test]
+    fn content_that_is_a_from_parts_string_has_its_key() {
+        let hash = "ab".repeat(32);
+        let transcript = CacheKey::transcript(&hash, "en").expect("valid");
+        let content = format!("{hash}:en");
+        let same = CacheKey::from_content(content.as_bytes(), "transcript").expect("valid");
+        assert_eq!(same, transcript);
+        let file = CacheKey::from_content(content.as_bytes(), "file").expect("valid");
+        assert_ne!(file, transcript);
     }
 
     /// `Ord` orders by prefix name, then digest, whatever order the prefixes were interned

@@ -6,8 +6,10 @@
 //! ```
 //! use memocache::{CacheKey, Ttl};
 //!
-//! // Keys are derived from content: the same bytes always give the same key.
-//! let key = CacheKey::from_content(b"...audio bytes...", "transcript")?;
+//! // Keys are derived from content: the same bytes always give the same key. A transcript is
+//! // keyed by its audio's hash and the language, as the seed derives it.
+//! let audio = CacheKey::from_content(b"...audio bytes...", "file")?;
+//! let key = CacheKey::transcript(&audio.digest_hex(), "en")?;
 //! assert_eq!(key.prefix(), "transcript");
 //! let ttl = Ttl::hours(24)?;
 //! assert_eq!(ttl.to_seconds(), 86_400);
@@ -18,14 +20,18 @@
 //! concurrent loads of one key run the loader once.
 //!
 //! ```
-//! use memocache::{Cache, CacheKey, Ttl};
+//! use memocache::{Cache, CacheKey, Job, Ttl};
 //!
 //! let cache = Cache::builder()
 //!     .max_bytes(64 * 1024 * 1024)
 //!     .max_entries(10_000)
 //!     .default_ttl(Ttl::hours(24)?)
 //!     .build()?;
-//! let key = CacheKey::from_content(b"...audio bytes...", "transcript")?;
+//! let file_hash = CacheKey::from_content(b"...audio bytes...", "file")?.digest_hex();
+//! let key = CacheKey::transcript(&file_hash, "en")?;
+//! // The key a transcription job of that file is memoized under, so a job finds this entry.
+//! let job = Job::transcription(&file_hash, "en", &b"...audio bytes..."[..])?;
+//! assert_eq!(job.memo_key(), Some(&key));
 //! let text = cache.get_or_insert_with(key, || "hello world")?;
 //! assert_eq!(&text[..], b"hello world");
 //! assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
