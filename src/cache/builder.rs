@@ -147,8 +147,9 @@ impl CacheBuilder {
     /// handle is dropped. `interval` is wall-clock time, while what has expired is judged on
     /// the cache's clock (with a [`crate::ManualClock`], what the test has advanced it past).
     /// A zero interval fails [`CacheBuilder::build`]. Without a sweeper, expired entries
-    /// stay counted and charged until [`Cache::purge_expired`] or an access to their key
-    /// removes them.
+    /// stay counted and charged until [`Cache::purge_expired`], an access to their key or a
+    /// full cache's need for room (the first insert of a wheel tick that must evict purges
+    /// them all, see [`Cache::purge_expired`]) removes them.
     pub fn sweep_interval(mut self, interval: Duration) -> CacheBuilder {
         self.sweep_interval = Some(interval);
         self
