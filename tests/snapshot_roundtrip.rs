@@ -708,3 +708,59 @@ fn an_entry_saved_without_a_ttl_gets_the_restoring_caches_default() {
         .expect("builds");
     assert_eq!(cache.entry(&key(1)).map(|e| e.expires_at()), Some(None));
 }
+
+/// A load that needs its second pass chooses as a restore of the same entries does, also
+/// when the cache holds expired entries under keys of the file. The second pass's choice
+/// purges them, and used to count each such key as still holding its old charge (asked in
+/// the first pass), so a file entry under it looked nearly free: the choice read values that
+/// did not fit together, and the import, choosing again among those alone, left out an entry
+/// the ranking would have kept.
+#[test]
+fn a_two_pass_load_does_not_count_purged_residents_as_present() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let overhead = memocache::CacheEntry::charged_size(0) as u64;
+    let small = 1_000;
+    let charge = small as u64 + overhead;
+    let budget = 3 * charge;
+    // Ranked k > x > y by their hits. x does not fit beside k; y does.
+    let (k, x, y) = (key(1), key(2), key(3));
+    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    saved.insert(k, vec![1u8; small]).expect("inserts");
+    saved
+        .insert(x, vec![2u8; (budget - charge + 1 - overhead) as usize])
+        .expect("inserts");
+    saved.insert(y, vec![3u8; small]).expect("inserts");
+    for (key, hits) in [(k, 3), (x, 2), (y, 1)] {
+        for _ in 0..hits {
+            saved.get(&key).expect("present");
+        }
+    }
+    saved.save_snapshot(&path).expect("saves");
+
+    // A cache of the budget whose only entry, under k, has expired.
+    let loading = || {
+        let clock = ManualClock::new();
+        let cache = Cache::builder()
+            .max_bytes(budget)
+            .clock(clock.clone())
+            .build()
+            .expect("builds");
+        cache
+            .insert_with_ttl(k, vec![0u8; small], ttl(1))
+            .expect("inserts");
+        clock.advance(Duration::from_secs(2));
+        cache
+    };
+    let kept = |cache: &Cache| [k, x, y].map(|key| cache.peek(&key).is_some());
+
+    let restored = loading();
+    let report =
+        restored.restore_snapshot(read_snapshot_file(&path).expect("reads"), SystemTime::now());
+    assert_eq!(kept(&restored), [true, false, true], "{report:?}");
+
+    let loaded = loading();
+    let report = loaded.load_snapshot(&path).expect("loads");
+    assert_eq!(kept(&loaded), [true, false, true], "{report:?}");
+    assert_eq!((report.restored, report.left_out), (2, 1), "{report:?}");
+}

@@ -1418,6 +1418,17 @@ impl Cache {
         inner.shard(hash).read().find(hash, key).map(Record::charge)
     }
 
+    /// [`Cache::held_charge`], but `None` for an entry expired by `now`: for a choice made
+    /// later from charges noted now, by which time an expired entry may have been purged (see
+    /// [`Cache::choose_for_import`]) and its key hold nothing.
+    pub(crate) fn live_held_charge(&self, key: &CacheKey, now: Timestamp) -> Option<u64> {
+        let inner = &self.inner;
+        let hash = inner.hasher.hash(key);
+        let shard = inner.shard(hash).read();
+        let record = shard.find(hash, key)?;
+        (!record.is_expired(now.as_nanos())).then(|| record.charge())
+    }
+
     /// Stores restored entries: the most valuable ones that fit the room left in the budget
     /// (by [`EntryImage::rank`], ties kept in the given order), inserted least valuable first
     /// so that the queues come back in their old order. No live entry is evicted (expired

@@ -55,8 +55,9 @@
 //!   whole load. Once something does not fit, it drops the values kept so far (at most the
 //!   room) and goes on hashing the rest through a bounded buffer, keeping of each record
 //!   only what the choice needs: its rank, TTL, length and the charge its key already
-//!   holds in the cache, if any (40 bytes, not the 110 or so of a full head with its key
-//!   and offset). With the whole file checked, it chooses from
+//!   holds in the cache, if any and live (40 bytes, not the 110 or so of a full head with
+//!   its key and offset; an expired entry is purged before the choice, so its key will hold
+//!   nothing). With the whole file checked, it chooses from
 //!   those what the policy's ranking keeps (the same choice the insertion makes), drops
 //!   them, and reads the *same open file* again from its start, keeping only the chosen
 //!   values and checking every byte again — this time including the checks that need the
@@ -620,8 +621,13 @@ impl Cache {
         let rereadable = len.is_some();
         let mut room = self.room();
         // Whether each key is present already, and its charge: a reload into the cache the
-        // file was saved from replaces values, which needs no room beyond any growth.
-        let held = |key: &CacheKey| self.held_charge(key);
+        // file was saved from replaces values, which needs no room beyond any growth. Not an
+        // expired entry's: the second pass's choice purges those before it counts on what
+        // keys hold, and counted as held, a purged key's entry in the file looked nearly free
+        // there, so the choice read values that did not fit together and the import, choosing
+        // again among those alone, left out entries the ranking keeps.
+        let now = self.clock().now();
+        let held = |key: &CacheKey| self.live_held_charge(key, now);
         let first = decoder(path, &file, len).passing_values_over(self.largest_value());
         let mut first = first.scan(held, |_, saved_at, record, key| {
             let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
