@@ -267,6 +267,10 @@ impl Saver {
         let saved = self.save_if_changed();
         let snapshot = self.snapshot.display();
         match saved {
+            // A first run stopped before anything finished has no snapshot to point at.
+            Ok(None) if !self.snapshot.exists() => {
+                "nothing finished yet: no snapshot saved".to_owned()
+            }
             Ok(None) => format!("nothing new to save: {snapshot} holds everything finished"),
             Ok(Some(report)) => format!(
                 "saved {} entries to {snapshot}; the next run starts from them",
@@ -301,6 +305,24 @@ mod tests {
 
     fn key(n: u8) -> CacheKey {
         CacheKey::from_content(&[n], "transcript").expect("key")
+    }
+
+    /// Ctrl-C's message names the snapshot as holding what finished only if there is one:
+    /// a first run stopped before anything finished said so of a file that did not exist.
+    #[test]
+    fn an_interrupt_with_nothing_finished_names_no_snapshot_that_is_not_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join("cache.snapshot");
+        let mut saver = Saver::new(cache(), snapshot.clone());
+        assert_eq!(
+            saver.save_on_interrupt(),
+            "nothing finished yet: no snapshot saved"
+        );
+        assert!(!snapshot.exists());
+
+        std::fs::write(&snapshot, b"from an earlier run").expect("write");
+        let message = saver.save_on_interrupt();
+        assert!(message.starts_with("nothing new to save: "), "{message}");
     }
 
     /// A save only when something was stored since the last one; a failed save is warned
