@@ -347,19 +347,88 @@ impl fmt::Debug for JobResult {
     }
 }
 
-/// The name of a worker; cloning is cheap (a shared string).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkerId(Arc<str>);
+/// The name of a worker.
+///
+/// Cloning is cheap and, for a name of up to 22 bytes, touches no shared memory: such a name
+/// is kept inline, and a clone is a copy of 24 bytes. A longer one is a shared string, whose
+/// clone counts a reference. Why it matters: a take clones the worker's name twice (into the
+/// job and into the lease) and each clone is dropped later, so a shared string cost a job
+/// four atomic read-modify-writes, more than the queue's own locks on one thread.
+#[derive(Clone)]
+pub struct WorkerId(Name);
+
+/// A [`WorkerId`]'s text. A name is inline exactly when it fits, so that two equal names are
+/// always the same variant and the derived `PartialEq` and `Hash` agree with the text's.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Name {
+    Inline { len: u8, bytes: [u8; Name::INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    /// The longest name kept inline: with the length and the tag, 24 bytes, as an `Arc<str>`
+    /// with its tag.
+    const INLINE: usize = 22;
+
+    fn new(name: &str) -> Name {
+        let mut bytes = [0; Name::INLINE];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(name.as_bytes());
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Shared(Arc::from(name)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `str` in `new`, so always UTF-8; the empty fallback is
+            // never taken and saves an `unsafe` unchecked conversion.
+            Name::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Name::Shared(name) => name,
+        }
+    }
+}
 
 impl WorkerId {
     /// A worker named `name`.
     pub fn new(name: impl AsRef<str>) -> WorkerId {
-        WorkerId(Arc::from(name.as_ref()))
+        WorkerId(Name::new(name.as_ref()))
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for WorkerId {
+    fn eq(&self, other: &WorkerId) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for WorkerId {}
+
+impl std::hash::Hash for WorkerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Ordered by name, as strings are.
+impl PartialOrd for WorkerId {
+    fn partial_cmp(&self, other: &WorkerId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WorkerId {
+    fn cmp(&self, other: &WorkerId) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -371,19 +440,19 @@ impl From<&str> for WorkerId {
 
 impl From<String> for WorkerId {
     fn from(name: String) -> WorkerId {
-        WorkerId(Arc::from(name))
+        WorkerId::new(name)
     }
 }
 
 impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WorkerId({:?})", &*self.0)
+        write!(f, "WorkerId({:?})", self.as_str())
     }
 }
 
