@@ -361,3 +361,51 @@ fn payloads_and_results_are_kept_but_not_shown() {
     let result = job.result().cloned().map(JobResult::into_bytes);
     assert_eq!(result.as_deref(), Some(&b"secret-output"[..]));
 }
+
+/// A worker's name is kept inline up to 22 bytes and shared beyond: whichever way, a
+/// `WorkerId` behaves as its text — equality, hashing, order, display — and clones keep it.
+mod worker_id {
+    use memocache::WorkerId;
+    use proptest::prelude::*;
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+
+    fn hash_of(id: &WorkerId) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn names_either_side_of_the_inline_limit_keep_their_text() {
+        // 22 and 23 bytes, and a two-byte character that would straddle the limit.
+        let names = [
+            "",
+            "w",
+            &"a".repeat(22),
+            &"a".repeat(23),
+            &format!("{}é", "a".repeat(21)),
+        ];
+        for name in names {
+            let id = WorkerId::new(name);
+            assert_eq!(id.as_str(), name);
+            assert_eq!(id.clone().as_str(), name);
+            assert_eq!(id.to_string(), name);
+            assert_eq!(format!("{id:?}"), format!("WorkerId({name:?})"));
+            assert_eq!(WorkerId::from(name.to_string()), id);
+        }
+    }
+
+    proptest! {
+        /// Any two names, inline or shared: the ids compare, order and hash as their text.
+        #[test]
+        fn ids_compare_as_their_names(a in ".{0,30}", b in ".{0,30}") {
+            let (x, y) = (WorkerId::new(&a), WorkerId::new(&b));
+            prop_assert_eq!(x == y, a == b);
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            prop_assert_eq!(WorkerId::new(&a), x.clone());
+            prop_assert_eq!(hash_of(&x), hash_of(&WorkerId::from(a.clone())));
+            prop_assert_eq!(x.as_str(), a.as_str());
+        }
+    }
+}
