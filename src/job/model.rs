@@ -498,7 +498,9 @@ pub struct Job {
     created_at: Timestamp,
     started_at: Option<Timestamp>,
     completed_at: Option<Timestamp>,
-    error_message: Option<String>,
+    /// Boxed rather than a `String`: set once, never grown, and 8 bytes smaller, which keeps
+    /// the queue's record within the 256 bytes `memcpy` copies fastest (see its tests).
+    error_message: Option<Box<str>>,
     worker_id: Option<WorkerId>,
     result: Option<JobResult>,
     memo_key: Option<CacheKey>,
@@ -728,7 +730,7 @@ impl Job {
             return Err(self.refuse(JobStatus::Failed, "the job already finished"));
         }
         self.finish(JobStatus::Failed, now);
-        self.error_message = Some(error);
+        self.error_message = Some(error.into_boxed_str());
         Ok(())
     }
 
@@ -744,7 +746,7 @@ impl Job {
         }
         self.retry_count += 1;
         self.back_to_queue();
-        self.error_message = Some(error);
+        self.error_message = Some(error.into_boxed_str());
         Ok(())
     }
 

@@ -172,9 +172,8 @@
 //!   the 1 670). Until session 10 a finish moved the record out of the slab and its job into
 //!   a ring of jobs (two copies of a 216-byte job) and rewrote the job's index entry; this
 //!   costs about 100 instructions a job fewer (see the README's queue section). The price
-//!   is that the slab holds the retained jobs besides the live ones, at 264 bytes a record
-//!   instead of 224 a job (256 and 216 before session 20 kept short worker names inline): at
-//!   the default 1 024 that is some 270 KB, which
+//!   is that the slab holds the retained jobs besides the live ones, at 256 bytes a record
+//!   instead of 216 a job: at the default 1 024 that is some 260 KB, which
 //!   stays in a core's L2 cache, while at 10 000 (the earlier default) each finish drops a
 //!   record and each submit fills a slot that has left the cache (with the ring of jobs, 10
 //!   000 kept made a job about 30 % slower on one pinned core). A kept job also holds its
