@@ -41,18 +41,23 @@ fn producer_and_number(payload: &[u8]) -> (usize, usize) {
     (p.parse().expect("p"), n.parse().expect("n"))
 }
 
+/// A queue on `clock` that retries a failed job once, a second later, and does not age jobs.
+fn one_retry_a_second_after(clock: &ManualClock) -> JobQueue {
+    JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(1, SEC))
+        .aging(None)
+        .build()
+        .expect("valid")
+}
+
 /// A retry that fell due before a plain submit goes first, as it did when every submit ran
 /// the queue's maintenance: the module docs say a due job moves to the back of its ready
 /// deque "at the next operation that reads the clock", and the submit is one.
 #[test]
 fn a_retry_due_before_a_plain_submit_is_taken_before_it() {
     let clock = ManualClock::new();
-    let queue = JobQueue::builder()
-        .clock(Arc::new(clock.clone()))
-        .retry(RetryConfig::fixed(1, SEC))
-        .aging(None)
-        .build()
-        .expect("valid");
+    let queue = one_retry_a_second_after(&clock);
     let worker = WorkerId::new("w");
     let retried = queue.submit(plain(JobPriority::Medium)).expect("submit");
     let lease = queue.try_next(&worker).expect("ready");
@@ -688,12 +693,7 @@ fn a_retry_that_any_call_makes_ready_wakes_a_blocked_taker() {
     for (name, call) in calls {
         assert_fastest_of_five_under(Duration::from_millis(35), name, || {
             let clock = ManualClock::new();
-            let queue = JobQueue::builder()
-                .clock(Arc::new(clock.clone()))
-                .retry(RetryConfig::fixed(1, SEC))
-                .aging(None)
-                .build()
-                .expect("valid");
+            let queue = one_retry_a_second_after(&clock);
             let worker = WorkerId::new("w");
             let due = queue.submit(plain(JobPriority::Medium)).expect("room");
             let other = queue.submit(plain(JobPriority::Medium)).expect("room");
