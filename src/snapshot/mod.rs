@@ -110,7 +110,8 @@
 //!   the stored list is compared as it is read, not held, once its length matched the
 //!   computed count. (Until session 20 each block passed over had a slot, and the stored list
 //!   was collected: with the file's block size at its minimum, a hole of 1 TiB made a load
-//!   ask for 567 GB at once and abort, see `tests/decode_allocations.rs`.) Prefixes are collected as strings while reading and
+//!   ask for 567 GB at once and abort, see `tests/decode_allocations.rs`.) Prefixes are
+//!   collected as strings while reading and
 //!   interned only after the whole file checked out — checksums, structure, every prefix a
 //!   valid key prefix, no key twice — so neither garbage nor a crafted file that fails late
 //!   adds to the process-wide prefix table. (Validity is checked with `crate::key`'s own
