@@ -83,10 +83,10 @@ const PARTS_DOMAIN: &[u8] = b"memocache.parts.v1";
 /// ```
 /// use memocache::CacheKey;
 ///
-/// let key = CacheKey::from_content(b"", "transcript")?;
+/// let key = CacheKey::from_content(b"", "file")?;
 /// assert_eq!(
 ///     key.to_string(),
-///     "transcript:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+///     "file:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 /// );
 /// assert_eq!(key.to_string().parse::<CacheKey>()?, key);
 /// # Ok::<(), memocache::KeyError>(())

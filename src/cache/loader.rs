@@ -120,7 +120,8 @@ use crate::key::CacheKey;
 /// use memocache::{Cache, CacheError, CacheKey, LoadError};
 ///
 /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
-/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+/// let file_hash = CacheKey::from_content(b"some audio", "file")?.digest_hex();
+/// let key = CacheKey::transcript(&file_hash, "en")?;
 ///
 /// // The loader's error reaches the caller (shared: `Arc<E>`) and is not cached.
 /// let err = cache

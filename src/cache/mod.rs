@@ -208,7 +208,8 @@ struct Config {
 /// use memocache::{Cache, CacheKey};
 ///
 /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
-/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+/// let file_hash = CacheKey::from_content(b"some audio", "file")?.digest_hex();
+/// let key = CacheKey::transcript(&file_hash, "en")?;
 /// assert_eq!(cache.get(&key), None);
 /// cache.insert(key, "hello world")?;
 /// assert_eq!(cache.get(&key).as_deref(), Some(&b"hello world"[..]));
@@ -440,7 +441,8 @@ impl Cache {
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     ///
     /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
-    /// let key = CacheKey::from_content(b"some audio", "transcript")?;
+    /// let file_hash = CacheKey::from_content(b"some audio", "file")?.digest_hex();
+    /// let key = CacheKey::transcript(&file_hash, "en")?;
     /// let runs = AtomicUsize::new(0);
     /// std::thread::scope(|scope| {
     ///     for _ in 0..4 {
@@ -546,7 +548,7 @@ impl Cache {
     ///     .eviction_listener(move |_key, _value, cause| heard.lock().unwrap().push(cause))
     ///     .build()?;
     /// for n in 0..3u8 {
-    ///     cache.insert(CacheKey::from_content(&[n], "transcript")?, "text")?;
+    ///     cache.insert(CacheKey::from_content(&[n], "example")?, "text")?;
     /// }
     /// clock.advance(Duration::from_secs(5 * 60 + 1));
     /// assert_eq!(cache.len(), 3); // expired, but not yet purged
@@ -644,7 +646,7 @@ impl std::fmt::Debug for Cache {
 ///     })
 ///     .build()?;
 /// this.set(cache.downgrade()).unwrap();
-/// let key = CacheKey::from_content(b"some audio", "transcript")?;
+/// let key = CacheKey::from_content(b"some text", "example")?;
 /// cache.insert(key, "text")?;
 /// cache.remove(&key);
 /// assert_eq!(cache.len(), 1);

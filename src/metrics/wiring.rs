@@ -102,7 +102,7 @@ use crate::job::{JobCompletion, QueueStats};
 /// metrics.publish(&cache.stats());
 /// assert!(registry.render_prometheus().contains("memocache_cache_hit_ratio NaN\n"));
 ///
-/// let key = CacheKey::from_content(b"audio", "transcript")?;
+/// let key = CacheKey::from_content(b"some text", "example")?;
 /// cache.insert(key, "hello")?;
 /// cache.get(&key);
 /// metrics.publish(&cache.stats());

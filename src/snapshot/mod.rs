@@ -8,7 +8,8 @@
 //! let path = dir.join("cache.snapshot");
 //!
 //! let cache = Cache::builder().max_bytes(1 << 20).build()?;
-//! let key = CacheKey::from_content(b"some audio", "transcript")?;
+//! let file_hash = CacheKey::from_content(b"some audio", "file")?.digest_hex();
+//! let key = CacheKey::transcript(&file_hash, "en")?;
 //! cache.insert_with_ttl(key, "hello world", Ttl::hours(24)?)?;
 //! let saved = cache.save_snapshot(&path)?;
 //! assert_eq!(saved.entries, 1);
