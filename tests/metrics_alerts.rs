@@ -820,3 +820,125 @@ fn a_clone_added_again_gets_its_own_id() {
     ));
     assert_eq!(t.alerts.state(second), None);
 }
+
+fn tags(pairs: &[(&str, &str)]) -> memocache::metrics::Tags {
+    pairs
+        .iter()
+        .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// A rule with no labels on a metric that has only labelled series (as `memocache_jobs` has
+/// only `status="..."` series) selects every series of the metric, as the Prometheus
+/// selector `jobs > 100` does, and each series fires and resolves on its own. It looked for
+/// the unlabelled series, which does not exist, and so never fired, and nothing said so.
+#[test]
+fn a_rule_without_labels_selects_every_series_and_fires_per_series() {
+    let mut t = setup();
+    let queued = t
+        .registry
+        .gauge("jobs", "", &[("status", "queued")])
+        .unwrap();
+    let failed = t
+        .registry
+        .gauge("jobs", "", &[("status", "failed")])
+        .unwrap();
+    let rule = AlertRule::new(
+        "too many jobs",
+        "jobs",
+        Threshold::greater_than(100.0).unwrap(),
+        Severity::Warning,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("pager");
+    let id = t.alerts.add_rule(rule);
+
+    queued.set(500.0);
+    failed.set(1.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].transition, AlertTransition::Firing);
+    assert_eq!(fired[0].labels, tags(&[("status", "queued")]));
+    assert_eq!(fired[0].value, Some(500.0));
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Firing { .. })
+    ));
+
+    // The other series fires on its own, once; the first does not notify again.
+    t.clock.advance(SECOND);
+    failed.set(200.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].labels, tags(&[("status", "failed")]));
+    assert!(t.alerts.evaluate().is_empty(), "both firing: no news");
+
+    // One resolves; the rule still fires for the other.
+    queued.set(0.0);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].labels, tags(&[("status", "queued")]));
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Firing { .. })
+    ));
+    let states = t.alerts.series_states(id).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].0, tags(&[("status", "failed")]));
+
+    failed.set(0.0);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].labels, tags(&[("status", "failed")]));
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    assert_eq!(t.alerts.series_states(id), Some(Vec::new()));
+
+    // A series that appears later is watched from then on.
+    let processing = t.registry.gauge("jobs", "", &[("status", "processing")]);
+    processing.unwrap().set(300.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].labels, tags(&[("status", "processing")]));
+    assert_eq!(t.pager.notifications().len(), 5);
+}
+
+/// A rule's labels select the series that have them, whatever other labels the series carry;
+/// a label with an empty value selects the series without that label (Prometheus' matchers).
+#[test]
+fn a_rules_labels_select_the_series_that_have_them() {
+    let mut t = setup();
+    for (labels, value) in [
+        (&[("dc", "x"), ("host", "a")][..], 50.0),
+        (&[("dc", "x"), ("host", "b")][..], 5.0),
+        (&[("dc", "y"), ("host", "a")][..], 50.0),
+        (&[][..], 50.0),
+    ] {
+        t.registry.gauge("load", "", labels).unwrap().set(value);
+    }
+    let rule = |name: &str| {
+        AlertRule::new(
+            name,
+            "load",
+            Threshold::greater_than(10.0).unwrap(),
+            Severity::Warning,
+            60 * SECOND,
+        )
+        .with_aggregation(Aggregation::Last)
+    };
+    let dc_x = t.alerts.add_rule(rule("dc x").with_label("dc", "x"));
+    let no_dc = t.alerts.add_rule(rule("no dc").with_label("dc", ""));
+    let fired = t.alerts.evaluate();
+    let fired: Vec<_> = fired
+        .iter()
+        .map(|n| (n.rule_id, n.labels.clone()))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            (dc_x, tags(&[("dc", "x"), ("host", "a")])),
+            (no_dc, tags(&[])),
+        ]
+    );
+}

@@ -1,10 +1,22 @@
 //! Alert rules and their evaluation: [`AlertRule`], [`AlertEvaluator`], [`Notifier`].
 //!
+//! # Series, as a Prometheus selector picks them
+//!
+//! A rule names a metric and, optionally, labels ([`AlertRule::with_label`]), and watches every
+//! series of the metric that has those labels, whatever other labels the series carries; a
+//! label with an empty value asks for the series without that label. So a rule with no labels
+//! watches every series of its metric: on `memocache_jobs`, which has only `status` series,
+//! it watches all three, where looking for an unlabelled series would find none and never
+//! fire. Each series alerts on its own, as Prometheus' alerts do: it has its own state, fires
+//! and resolves with a [`Notification`] carrying its labels, and a series that appears later
+//! is watched from then on. [`AlertEvaluator::series_states`] gives each series' state and
+//! [`AlertEvaluator::state`] the rule's, the most advanced of them.
+//!
 //! # States, as Prometheus has them
 //!
-//! Each rule the evaluator holds is in one [`AlertState`]. On every
-//! [`AlertEvaluator::evaluate`] the rule's metric is aggregated over the rule's window
-//! ([`Aggregation`]: average, a percentile or the last value) and compared with its
+//! Each series a rule watches is in one [`AlertState`]. On every
+//! [`AlertEvaluator::evaluate`] the series is aggregated over the rule's window
+//! ([`Aggregation`]: average, a percentile or the last value) and compared with its rule's
 //! [`Threshold`]:
 //!
 //! ```text
@@ -39,7 +51,7 @@
 //! the first panic. Let out at once, it skipped the rule's later channels for good (the rule
 //! had already moved to firing, which notifies once) and the rules after it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +131,7 @@ pub struct AlertRule {
 }
 
 impl AlertRule {
-    /// A rule on `metric_name` (no labels), averaging over `window`.
+    /// A rule on every series of `metric_name` (no labels), averaging over `window`.
     pub fn new(
         name: impl Into<String>,
         metric_name: impl Into<String>,
@@ -150,7 +162,9 @@ impl AlertRule {
         self
     }
 
-    /// Selects the series of the metric with exactly this label (call again for more labels).
+    /// Selects only the series of the metric that have this label with this value (call again
+    /// for more labels); an empty value selects the series that do not have the label. See
+    /// [the module docs](self) on how a rule selects series.
     pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> AlertRule {
         self.labels.insert(name.into(), value.into());
         self
@@ -189,7 +203,7 @@ impl AlertRule {
         &self.metric_name
     }
 
-    /// The labels selecting the metric's series.
+    /// The labels selecting the metric's series; none selects them all.
     pub fn labels(&self) -> &Tags {
         &self.labels
     }
@@ -308,7 +322,8 @@ pub struct Notification {
     pub rule_name: String,
     /// The metric it watches.
     pub metric_name: String,
-    /// The rule's labels.
+    /// The labels of the series that fired or resolved: the rule's labels and any others
+    /// that series has, as a Prometheus alert's labels are.
     pub labels: Tags,
     /// The rule's severity.
     pub severity: Severity,
@@ -411,7 +426,9 @@ impl Notifier for MemoryNotifier {
 /// spawns nothing itself.
 pub struct AlertEvaluator {
     registry: MetricsRegistry,
-    rules: Vec<(AlertRule, AlertState)>,
+    /// Each rule with the states of its series that are not inactive: a series the rule
+    /// selects and that has no entry here is inactive.
+    rules: Vec<(AlertRule, BTreeMap<Tags, AlertState>)>,
     channels: HashMap<String, Arc<dyn Notifier>>,
 }
 
@@ -450,7 +467,7 @@ impl AlertEvaluator {
             rule.id = AlertRuleId::generate();
         }
         let id = rule.id();
-        self.rules.push((rule, AlertState::Inactive));
+        self.rules.push((rule, BTreeMap::new()));
         id
     }
 
@@ -485,12 +502,35 @@ impl AlertEvaluator {
         }
     }
 
-    /// The state of a rule.
+    /// The state of a rule: the most advanced state of its series (firing, else pending,
+    /// else inactive), as Prometheus gives a rule's state; of several series in that state,
+    /// the one whose labels sort first. [`series_states`](Self::series_states) has each.
     pub fn state(&self, id: AlertRuleId) -> Option<AlertState> {
-        self.rules
-            .iter()
-            .find(|(r, _)| r.id() == id)
-            .map(|(_, s)| *s)
+        let (_, series) = self.rules.iter().find(|(r, _)| r.id() == id)?;
+        let rank = |state: &AlertState| match state {
+            AlertState::Inactive => 0,
+            AlertState::Pending { .. } => 1,
+            AlertState::Firing { .. } => 2,
+        };
+        // `max_by_key` keeps the last of equals; reversed, that is the first by labels.
+        let state = series
+            .values()
+            .rev()
+            .max_by_key(|state| rank(state))
+            .copied();
+        Some(state.unwrap_or(AlertState::Inactive))
+    }
+
+    /// The labels and state of each series of the rule that is pending or firing, sorted by
+    /// labels; every other series the rule selects is inactive.
+    pub fn series_states(&self, id: AlertRuleId) -> Option<Vec<(Tags, AlertState)>> {
+        let (_, series) = self.rules.iter().find(|(r, _)| r.id() == id)?;
+        Some(
+            series
+                .iter()
+                .map(|(labels, state)| (labels.clone(), *state))
+                .collect(),
+        )
     }
 
     /// Evaluates every rule once at the registry clock's current time, delivers the
@@ -504,41 +544,54 @@ impl AlertEvaluator {
         let now = self.registry.clock().now();
         let mut sent = Vec::new();
         let mut panics = FirstPanic::default();
-        for (rule, state) in &mut self.rules {
-            let value = if rule.is_enabled() {
-                self.registry.aggregate(
+        for (rule, states) in &mut self.rules {
+            let mut values: BTreeMap<Tags, Option<f64>> = if rule.is_enabled() {
+                let selected = self.registry.aggregate_selected(
                     rule.metric_name(),
                     rule.labels(),
                     rule.aggregation(),
                     rule.window(),
-                )
+                );
+                selected.into_iter().collect()
             } else {
-                None
+                BTreeMap::new()
             };
-            let condition = value.is_some_and(|v| rule.is_triggered(v));
-            let (next, transition) = step(*state, condition, now, rule);
-            *state = next;
-            let Some((transition, active_since)) = transition else {
-                continue;
-            };
-            if transition == AlertTransition::Firing {
-                rule.trigger(now);
+            // A series that is pending or firing is stepped even when it has no value now (the
+            // rule was disabled): its condition is then false, and it resolves.
+            for labels in states.keys() {
+                values.entry(labels.clone()).or_insert(None);
             }
-            let notification = Notification {
-                rule_id: rule.id(),
-                rule_name: rule.name().to_owned(),
-                metric_name: rule.metric_name().to_owned(),
-                labels: rule.labels().clone(),
-                severity: rule.severity(),
-                transition,
-                value,
-                threshold: rule.threshold(),
-                aggregation: rule.aggregation(),
-                active_since,
-                at: now,
-            };
-            deliver(&self.channels, rule, &notification, &mut panics);
-            sent.push(notification);
+            for (labels, value) in values {
+                let condition = value.is_some_and(|v| rule.is_triggered(v));
+                let state = states.get(&labels).copied().unwrap_or(AlertState::Inactive);
+                let (next, transition) = step(state, condition, now, rule);
+                if next == AlertState::Inactive {
+                    states.remove(&labels);
+                } else {
+                    states.insert(labels.clone(), next);
+                }
+                let Some((transition, active_since)) = transition else {
+                    continue;
+                };
+                if transition == AlertTransition::Firing {
+                    rule.trigger(now);
+                }
+                let notification = Notification {
+                    rule_id: rule.id(),
+                    rule_name: rule.name().to_owned(),
+                    metric_name: rule.metric_name().to_owned(),
+                    labels,
+                    severity: rule.severity(),
+                    transition,
+                    value,
+                    threshold: rule.threshold(),
+                    aggregation: rule.aggregation(),
+                    active_since,
+                    at: now,
+                };
+                deliver(&self.channels, rule, &notification, &mut panics);
+                sent.push(notification);
+            }
         }
         panics.resume();
         sent

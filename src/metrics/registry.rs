@@ -339,33 +339,45 @@ impl MetricsRegistry {
     ) -> Option<f64> {
         let labels = &*without_empty(labels);
         let families = self.inner.families.read();
+        let series = |metrics| aggregate_one(metrics, aggregation, window);
         match &families.get(name)?.metrics {
-            Metrics::Counter(map) => match aggregation {
-                Aggregation::Last => Some(map.get(labels)?.get() as f64),
-                Aggregation::Average | Aggregation::Percentile(_) => None,
-            },
-            Metrics::Gauge(map) => {
-                let mut cell = map.get(labels)?.0.lock();
-                cell.history.prune_expired();
-                match aggregation {
-                    Aggregation::Last => Some(cell.current),
-                    _ => aggregate_series(&cell.history, aggregation, window),
-                }
-            }
-            Metrics::Histogram(map) => {
-                let histogram = map.get(labels)?;
-                if let Aggregation::Percentile(p) = aggregation {
-                    // Selected outside the histogram's lock: observers wait for the copy only.
-                    let mut data = histogram.window_values(window);
-                    if data.is_empty() {
-                        return None;
-                    }
-                    return linear_percentiles(&mut data, &[p]).first().copied();
-                }
-                let mut cell = histogram.0.lock();
-                cell.series.prune_expired();
-                aggregate_series(&cell.series, aggregation, window)
-            }
+            Metrics::Counter(map) => series(Series::Counter(map.get(labels)?)),
+            Metrics::Gauge(map) => series(Series::Gauge(map.get(labels)?)),
+            Metrics::Histogram(map) => series(Series::Histogram(map.get(labels)?)),
+        }
+    }
+
+    /// [`aggregate`](Self::aggregate) of every series of `name` that `selector` selects, as
+    /// a Prometheus selector does: the series that have each of its labels, and for a label
+    /// with an empty value, the series that do not have that label. An empty selector selects
+    /// every series of the metric. Sorted by labels; empty when the metric does not exist.
+    pub(crate) fn aggregate_selected(
+        &self,
+        name: &str,
+        selector: &Tags,
+        aggregation: Aggregation,
+        window: Duration,
+    ) -> Vec<(Tags, Option<f64>)> {
+        fn each<'m, H>(
+            map: &'m BTreeMap<Tags, H>,
+            selector: &'m Tags,
+            wrap: fn(&'m H) -> Series<'m>,
+            aggregation: Aggregation,
+            window: Duration,
+        ) -> Vec<(Tags, Option<f64>)> {
+            map.iter()
+                .filter(|(labels, _)| selects(selector, labels))
+                .map(|(labels, h)| (labels.clone(), aggregate_one(wrap(h), aggregation, window)))
+                .collect()
+        }
+        let families = self.inner.families.read();
+        let Some(family) = families.get(name) else {
+            return Vec::new();
+        };
+        match &family.metrics {
+            Metrics::Counter(map) => each(map, selector, Series::Counter, aggregation, window),
+            Metrics::Gauge(map) => each(map, selector, Series::Gauge, aggregation, window),
+            Metrics::Histogram(map) => each(map, selector, Series::Histogram, aggregation, window),
         }
     }
 
@@ -517,6 +529,53 @@ fn check_summary_names(
         }
     }
     Ok(())
+}
+
+/// One series of a family, whichever its type.
+enum Series<'m> {
+    Counter(&'m Counter),
+    Gauge(&'m Gauge),
+    Histogram(&'m Histogram),
+}
+
+/// `aggregation` of one series over `window` (see [`MetricsRegistry::aggregate`]).
+fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration) -> Option<f64> {
+    match series {
+        Series::Counter(counter) => match aggregation {
+            Aggregation::Last => Some(counter.get() as f64),
+            Aggregation::Average | Aggregation::Percentile(_) => None,
+        },
+        Series::Gauge(gauge) => {
+            let mut cell = gauge.0.lock();
+            cell.history.prune_expired();
+            match aggregation {
+                Aggregation::Last => Some(cell.current),
+                _ => aggregate_series(&cell.history, aggregation, window),
+            }
+        }
+        Series::Histogram(histogram) => {
+            if let Aggregation::Percentile(p) = aggregation {
+                // Selected outside the histogram's lock: observers wait for the copy only.
+                let mut data = histogram.window_values(window);
+                if data.is_empty() {
+                    return None;
+                }
+                return linear_percentiles(&mut data, &[p]).first().copied();
+            }
+            let mut cell = histogram.0.lock();
+            cell.series.prune_expired();
+            aggregate_series(&cell.series, aggregation, window)
+        }
+    }
+}
+
+/// Whether a series with `labels` (which hold no empty value) is one `selector` selects: it
+/// has each of the selector's labels, and none of those the selector gives an empty value.
+fn selects(selector: &Tags, labels: &Tags) -> bool {
+    selector.iter().all(|(name, value)| match labels.get(name) {
+        Some(found) => found == value,
+        None => value.is_empty(),
+    })
 }
 
 fn aggregate_series(
