@@ -123,14 +123,17 @@ impl Prefix {
 }
 
 /// Why a key could not be derived or parsed.
+///
+/// An error about an input keeps a bounded [`Rejected`] account of it, not the input: a key
+/// string or a part read from an untrusted source may be megabytes long.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The prefix is empty, too long, or has a byte outside `[A-Za-z0-9._-]`.
-    #[error("invalid key prefix {prefix:?}: {reason}")]
+    #[error("invalid key prefix {prefix}: {reason}{}", prefix.found())]
     InvalidPrefix {
-        /// The prefix as given (lossily decoded).
-        prefix: String,
+        /// The prefix as given (lossily decoded), bounded.
+        prefix: Rejected,
         /// What is wrong with it.
         reason: &'static str,
     },
@@ -139,34 +142,168 @@ pub enum KeyError {
     #[error("too many distinct key prefixes: at most {MAX_PREFIXES} per process")]
     TooManyPrefixes,
     /// `file_hash` is not exactly 64 hexadecimal digits.
-    #[error("invalid file hash {file_hash:?}: expected exactly 64 hexadecimal digits")]
+    #[error(
+        "invalid file hash {file_hash}: expected exactly 64 hexadecimal digits{}",
+        file_hash.found()
+    )]
     InvalidFileHash {
-        /// The hash as given.
-        file_hash: String,
+        /// The hash as given, bounded.
+        file_hash: Rejected,
     },
     /// `language` is empty, longer than 35 characters, or not `[A-Za-z0-9_-]`.
     #[error(
-        "invalid language {language:?}: expected 1 to {MAX_LANGUAGE_LEN} ASCII letters, digits, '-' or '_'"
+        "invalid language {language}: expected 1 to {MAX_LANGUAGE_LEN} ASCII letters, digits, \
+         '-' or '_'{}",
+        language.found()
     )]
     InvalidLanguage {
-        /// The language as given.
-        language: String,
+        /// The language as given, bounded.
+        language: Rejected,
     },
     /// A key string had no `:` between prefix and digest.
-    #[error("invalid key {input:?}: expected \"prefix:<64 hex digits>\", found no ':'")]
+    #[error("invalid key {input}: expected \"prefix:<64 hex digits>\", found no ':'")]
     MissingSeparator {
-        /// The text that was parsed.
-        input: String,
+        /// The text that was parsed, bounded.
+        input: Rejected,
     },
     /// The digest part of a key string is not 64 hexadecimal digits.
-    #[error("invalid key digest {digest:?}: expected exactly 64 hexadecimal digits")]
+    #[error(
+        "invalid key digest {digest}: expected exactly 64 hexadecimal digits{}",
+        digest.found()
+    )]
     InvalidDigest {
-        /// The digest text.
-        digest: String,
+        /// The digest text, bounded.
+        digest: Rejected,
     },
     /// Reading the content failed.
     #[error("reading content to hash failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The most bytes of a refused input a [`Rejected`] keeps: twice a digest's 64 hex digits, so
+/// that any prefix, hash, digest or language that is wrong by its characters is shown whole.
+pub const MAX_EXCERPT_LEN: usize = 128;
+
+/// A refused input, as a [`KeyError`] keeps it: its length, the first character that is not
+/// allowed in it (if one is not), and an excerpt of at most [`MAX_EXCERPT_LEN`] bytes — the
+/// whole input if it fits, else a window around that character, or its start. An error about
+/// a multi-megabyte input is thus a few hundred bytes, and still says what is wrong.
+///
+/// Displayed as the excerpt, quoted and escaped, then its place in the input when it is not
+/// all of it (`"aaa…" (bytes 0..128 of 5000000)`), or the length when no character is at
+/// fault (`"abc" (3 bytes)`).
+///
+/// ```
+/// use memocache::{CacheKey, KeyError};
+///
+/// let huge = format!("{}:{}", "p".repeat(5_000_000), "0".repeat(64));
+/// let err = huge.parse::<CacheKey>().unwrap_err();
+/// let KeyError::InvalidPrefix { prefix, .. } = &err else { panic!("{err}") };
+/// assert_eq!((prefix.len(), prefix.excerpt().len()), (5_000_000, 128));
+/// assert!(err.to_string().len() < 300, "{err}");
+///
+/// let err = CacheKey::from_parts(&"ab".repeat(32), "en US", "transcript").unwrap_err();
+/// assert!(err.to_string().ends_with("; found ' ' at byte 2"), "{err}");
+/// # Ok::<(), KeyError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    excerpt: Box<str>,
+    start: usize,
+    len: usize,
+    bad: Option<(usize, char)>,
+}
+
+impl Rejected {
+    /// `input`, bounded, with its first character that `allowed` refuses.
+    fn new(input: &str, allowed: impl Fn(char) -> bool) -> Rejected {
+        let bad = input.char_indices().find(|&(_, c)| !allowed(c));
+        let (start, end) = if input.len() <= MAX_EXCERPT_LEN {
+            (0, input.len())
+        } else {
+            // A window centred on the bad character, or the start; moved in to whole
+            // characters, so it may be up to three bytes short at either end.
+            let centre = bad.map_or(0, |(at, _)| at.saturating_sub(MAX_EXCERPT_LEN / 2));
+            let start = centre.min(input.len() - MAX_EXCERPT_LEN);
+            let start = input.ceil_char_boundary(start);
+            (start, input.floor_char_boundary(start + MAX_EXCERPT_LEN))
+        };
+        Rejected {
+            excerpt: input[start..end].into(),
+            start,
+            len: input.len(),
+            bad,
+        }
+    }
+
+    /// At most [`MAX_EXCERPT_LEN`] bytes of the input, from byte [`start`](Self::start).
+    pub fn excerpt(&self) -> &str {
+        &self.excerpt
+    }
+
+    /// Where the excerpt starts in the input, in bytes.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The length of the whole input, in bytes.
+    #[allow(clippy::len_without_is_empty)] // Of the input, not of this account of it.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the excerpt is the whole input.
+    pub fn is_whole(&self) -> bool {
+        self.excerpt.len() == self.len
+    }
+
+    /// The first character that is not allowed and its offset in the input, in bytes; `None`
+    /// when every character is allowed and the length is what is wrong.
+    pub fn bad_char(&self) -> Option<(usize, char)> {
+        self.bad
+    }
+
+    /// `"; found {char} at byte {n}"` when a character is at fault, else nothing.
+    fn found(&self) -> impl fmt::Display + '_ {
+        fmt::from_fn(move |f| match self.bad {
+            Some((at, c)) => write!(f, "; found {c:?} at byte {at}"),
+            None => Ok(()),
+        })
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.excerpt)?;
+        if !self.is_whole() {
+            let end = self.start + self.excerpt.len();
+            write!(f, " (bytes {}..{end} of {})", self.start, self.len)
+        } else if self.bad.is_none() {
+            write!(f, " ({} bytes)", self.len)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Whether `c` may be in a key prefix. (A byte of UTF-8 above ASCII, as a `char`, may not.)
+fn prefix_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Whether `c` may be in a `from_parts` language.
+fn language_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
+}
+
+impl KeyError {
+    /// [`KeyError::InvalidPrefix`] for `prefix`, failing for `reason`.
+    pub(crate) fn invalid_prefix(prefix: &str, reason: &'static str) -> KeyError {
+        KeyError::InvalidPrefix {
+            prefix: Rejected::new(prefix, prefix_char),
+            reason,
+        }
+    }
 }
 
 impl CacheKey {
@@ -237,16 +374,14 @@ impl CacheKey {
         // not take a cell of the process-wide table.
         if file_hash.len() != 2 * DIGEST_LEN || !file_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyError::InvalidFileHash {
-                file_hash: file_hash.to_owned(),
+                file_hash: Rejected::new(file_hash, |c| c.is_ascii_hexdigit()),
             });
         }
         let language_ok = (1..=MAX_LANGUAGE_LEN).contains(&language.len())
-            && language
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && language.bytes().all(|b| language_char(char::from(b)));
         if !language_ok {
             return Err(KeyError::InvalidLanguage {
-                language: language.to_owned(),
+                language: Rejected::new(language, language_char),
             });
         }
         let mut hasher = Context::new(&SHA256);
@@ -405,7 +540,7 @@ impl FromStr for CacheKey {
     fn from_str(s: &str) -> Result<CacheKey, KeyError> {
         let Some((prefix, digest_hex)) = s.split_once(':') else {
             return Err(KeyError::MissingSeparator {
-                input: s.to_owned(),
+                input: Rejected::new(s, |_| true),
             });
         };
         let mut digest = [0u8; DIGEST_LEN];
@@ -413,7 +548,7 @@ impl FromStr for CacheKey {
             || hex::decode_to_slice(digest_hex, &mut digest).is_err()
         {
             return Err(KeyError::InvalidDigest {
-                digest: digest_hex.to_owned(),
+                digest: Rejected::new(digest_hex, |c| c.is_ascii_hexdigit()),
             });
         }
         CacheKey::from_digest(digest, prefix)
@@ -458,10 +593,7 @@ pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
         Some("it is empty")
     } else if prefix.len() > MAX_PREFIX_LEN {
         Some("it is longer than 64 bytes")
-    } else if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    } else if !prefix.bytes().all(|b| prefix_char(char::from(b))) {
         Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
     } else {
         None
@@ -496,10 +628,7 @@ fn get_or_add(map: &mut HashMap<&'static str, Prefix>, prefix: &str) -> Result<P
 /// [`prefix_problem`] as an error.
 fn check_prefix(prefix: &str) -> Result<(), KeyError> {
     match prefix_problem(prefix) {
-        Some(reason) => Err(KeyError::InvalidPrefix {
-            prefix: prefix.to_owned(),
-            reason,
-        }),
+        Some(reason) => Err(KeyError::invalid_prefix(prefix, reason)),
         None => Ok(()),
     }
 }
@@ -566,8 +695,7 @@ pub(crate) fn intern_all<S: AsRef<str>>(prefixes: &[S]) -> Result<Vec<Prefix>, (
     for (index, prefix) in prefixes.iter().enumerate() {
         let prefix = prefix.as_ref();
         if let Some(reason) = prefix_problem(prefix) {
-            let prefix = prefix.to_owned();
-            return Err((index, KeyError::InvalidPrefix { prefix, reason }));
+            return Err((index, KeyError::invalid_prefix(prefix, reason)));
         }
     }
     let interned = table();
@@ -717,6 +845,111 @@ mod tests {
             "".parse::<CacheKey>(),
             Err(KeyError::MissingSeparator { .. })
         ));
+    }
+
+    /// An error about a huge input stays small and still names the fault: each input a
+    /// constructor or the parser refuses was copied whole into the error, so a bad
+    /// multi-megabyte key string made a multi-megabyte error.
+    #[test]
+    fn errors_about_huge_inputs_are_small_and_name_the_fault() {
+        const HUGE: usize = 4 << 20;
+        let hex = "0".repeat(64);
+        let mut language = "e".repeat(HUGE);
+        language.replace_range(3_000_000..3_000_001, " ");
+        let cases: [(KeyError, String); 7] = [
+            (
+                format!("{}:{hex}", "p".repeat(HUGE))
+                    .parse::<CacheKey>()
+                    .unwrap_err(),
+                format!("(bytes 0..128 of {HUGE}): it is longer than 64 bytes"),
+            ),
+            (
+                "p".repeat(HUGE).parse::<CacheKey>().unwrap_err(),
+                format!("(bytes 0..128 of {HUGE}): expected"),
+            ),
+            (
+                format!("p:{}", "0".repeat(HUGE))
+                    .parse::<CacheKey>()
+                    .unwrap_err(),
+                format!("(bytes 0..128 of {HUGE}): expected exactly 64"),
+            ),
+            (
+                format!("p:{}g", "0".repeat(HUGE))
+                    .parse::<CacheKey>()
+                    .unwrap_err(),
+                format!("found 'g' at byte {HUGE}"),
+            ),
+            (
+                CacheKey::from_parts(&"a".repeat(HUGE), "en", "p").unwrap_err(),
+                "invalid file hash \"aaaa".to_owned(),
+            ),
+            (
+                CacheKey::from_parts(&hex, &language, "p").unwrap_err(),
+                "eeee eeee".to_owned(),
+            ),
+            (
+                CacheKey::from_content(b"", &"\u{e9}".repeat(HUGE / 2)).unwrap_err(),
+                format!("of {HUGE}): it is longer than 64 bytes; found '\u{e9}' at byte 0"),
+            ),
+        ];
+        for (err, names) in cases {
+            let shown = err.to_string();
+            let start: String = shown.chars().take(200).collect();
+            assert!(shown.len() < 1_000, "{} bytes: {start}", shown.len());
+            assert!(format!("{err:?}").len() < 1_000, "{start}");
+            assert!(shown.contains(&names), "{start} does not contain {names}");
+        }
+    }
+
+    /// The bounded account of an input: whole when it fits, with its length when no character
+    /// is at fault; else a window of at most 128 bytes on whole characters, around the first
+    /// bad character, or at the start.
+    #[test]
+    fn a_rejected_input_is_shown_whole_when_short_and_around_its_fault_when_long() {
+        let err = CacheKey::from_parts("abc", "en", "p").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid file hash \"abc\" (3 bytes): expected exactly 64 hexadecimal digits"
+        );
+        let err = CacheKey::from_content(b"", "ab c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid key prefix \"ab c\": only ASCII letters, digits, '.', '_' and '-' are \
+             allowed; found ' ' at byte 2"
+        );
+
+        // 'é' is two bytes: the window ends on a whole character, one byte short here.
+        let text = format!("a{}", "é".repeat(1_000));
+        let KeyError::MissingSeparator { input } = text.parse::<CacheKey>().unwrap_err() else {
+            panic!("not a separator error");
+        };
+        assert_eq!(
+            (input.start(), input.len(), input.bad_char()),
+            (0, text.len(), None)
+        );
+        assert_eq!(input.excerpt(), &text[..MAX_EXCERPT_LEN - 1]);
+        assert!(!input.is_whole());
+
+        // Around the first bad character, half the window before it.
+        let language = format!("{}!{}", "e".repeat(5_000), "é".repeat(3_000));
+        let KeyError::InvalidLanguage { language: rejected } =
+            CacheKey::from_parts(&"0".repeat(64), &language, "p").unwrap_err()
+        else {
+            panic!("not a language error");
+        };
+        assert_eq!(rejected.bad_char(), Some((5_000, '!')));
+        assert_eq!(rejected.start(), 5_000 - MAX_EXCERPT_LEN / 2);
+        assert_eq!(rejected.excerpt().find('!'), Some(MAX_EXCERPT_LEN / 2));
+        assert_eq!(rejected.excerpt().len(), MAX_EXCERPT_LEN - 1);
+        // Near the end, the window keeps its full length.
+        let language = format!("{}!{}", "e".repeat(9_990), "e".repeat(9));
+        let KeyError::InvalidLanguage { language: rejected } =
+            CacheKey::from_parts(&"0".repeat(64), &language, "p").unwrap_err()
+        else {
+            panic!("not a language error");
+        };
+        assert_eq!(rejected.start(), 10_000 - MAX_EXCERPT_LEN);
+        assert_eq!(rejected.excerpt().len(), MAX_EXCERPT_LEN);
     }
 
     /// Fails every other read with `Interrupted`, as a read cut short by a signal does.

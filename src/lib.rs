@@ -83,7 +83,7 @@ pub use job::{
     JobResult, JobStatus, JobType, Lease, MemoStore, PoolError, PoolStats, QueueConfigError,
     QueueError, QueueStats, RetryConfig, RetryConfigError, Shutdown, WorkerId, WorkerPool,
 };
-pub use key::{CacheKey, KeyBuilder, KeyError};
+pub use key::{CacheKey, KeyBuilder, KeyError, Rejected};
 pub use metrics::{
     Aggregation, AlertEvaluator, AlertRule, AlertRuleId, Comparison, MemoryNotifier, MetricError,
     MetricSeries, MetricType, MetricValue, MetricsRegistry, Notifier, Percentile, SeriesId,

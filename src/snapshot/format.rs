@@ -624,11 +624,7 @@ impl<R: Input> Decoder<R> {
         for record in &records {
             let prefix = &self.prefixes[record.prefix as usize];
             let reason = if let Some(reason) = bad_prefix[record.prefix as usize] {
-                KeyError::InvalidPrefix {
-                    prefix: prefix.clone(),
-                    reason,
-                }
-                .to_string()
+                KeyError::invalid_prefix(prefix, reason).to_string()
             } else if !seen.insert((record.prefix, record.digest)) {
                 format!("key {prefix}:{} appears twice", hex::encode(record.digest))
             } else {
