@@ -29,16 +29,16 @@
 //! neither input nor memory per element, so nine bytes claiming 2^40 units made the decoder
 //! loop 2^40 times. Both decoders therefore charge every element of every sequence and map
 //! in a value, nested ones included, to one *element budget* equal to the decode limit (in
-//! elements; the `bounded` submodule has the adapter that counts them): a claim beyond what is left is
-//! refused with [`CodecError::TooManyElements`] before its first element is decoded. A value
-//! whose elements each encode to at least one byte can never hit it, since its element count
-//! is at most its encoded length, and the limit is at least 16 times that. The consequence:
-//! a sequence of zero-byte values longer than the limit (64 Ki elements for inputs up to 4
-//! KiB, at least 16 per input byte above that, [`DECODE_LIMIT`] for [`decode_from`]) cannot
-//! be decoded, whatever its encoding's length. The refusal comes before serde preallocates for
-//! the sequence too, and serde preallocates at most 1 MiB for one, so a claimed count
-//! reserves at most `min(budget, 1 MiB / size)` elements of `size` bytes (five bytes decoded
-//! as a `Vec<u64>` may still reserve 512 KiB: bounded, but more than 16 times the input).
+//! elements; the `bounded` submodule has the adapter that counts them): a claim beyond what is left
+//! is refused with [`CodecError::TooManyElements`] before its first element is decoded. A value
+//! whose elements each encode to at least one byte can never hit it, since its element count is at
+//! most its encoded length, and the limit is at least 16 times that. The consequence: a sequence of
+//! zero-byte values longer than the limit (64 Ki elements for inputs up to 4 KiB, at least 16 per
+//! input byte above that, [`DECODE_LIMIT`] for [`decode_from`]) cannot be decoded, whatever its
+//! encoding's length. The refusal comes before serde preallocates for the sequence too, and serde
+//! preallocates at most 1 MiB for one, so a claimed count reserves at most
+//! `min(budget, 1 MiB / size)` elements of `size` bytes (five bytes decoded as a `Vec<u64>` may
+//! still reserve 512 KiB: bounded, but more than 16 times the input).
 //!
 //! Recursion is bounded too. A recursive type (`enum Tree { Leaf, Node(Box<Tree>) }`, a linked
 //! list) nests as deep as its bytes say, one byte a level, and serde decodes each level in a

@@ -365,7 +365,8 @@ impl CacheKey {
     /// use memocache::CacheKey;
     /// let hash = "AB".repeat(32);
     /// let key = CacheKey::from_parts(&hash, "en", "transcript")?;
-    /// assert_eq!(key, CacheKey::from_content(format!("{}:en", "ab".repeat(32)).as_bytes(), "transcript")?);
+    /// let seed = format!("{}:en", "ab".repeat(32));
+    /// assert_eq!(key, CacheKey::from_content(seed.as_bytes(), "transcript")?);
     /// assert!(CacheKey::from_parts("abc", "en", "transcript").is_err());
     /// # Ok::<(), memocache::KeyError>(())
     /// ```

@@ -233,8 +233,9 @@ impl Clock for SystemClock {
 /// 10 rounds) the coarse clock took memocache's hits from 0.60 to 0.78 of quick_cache's rate
 /// on one thread (0.65 to 0.83 on two) and its get-or-inserts from 0.47 to 0.76 (0.58 to
 /// 0.63); the queue's one-thread loop, with this session's other changes, ran at 0.87–0.91 of
-/// the `Mutex<BinaryHeap>` baseline's rate where it had run at 0.66–0.68. The price is resolution: by real time an entry may be
-/// served up to one tick past its deadline (see the [module docs](self)).
+/// the `Mutex<BinaryHeap>` baseline's rate where it had run at 0.66–0.68. The price is resolution:
+/// by real time an entry may be served up to one tick past its deadline (see the
+/// [module docs](self)).
 ///
 /// Its epoch is the first time any `CoarseClock` is read; its timestamps are not comparable
 /// with [`SystemClock`]'s. It works under valgrind, where it falls back to the system call

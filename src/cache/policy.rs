@@ -25,9 +25,10 @@
 //!   saying which. A key that comes back while its fingerprint is still there was evicted too
 //!   early. The ghost is a table of 32-bit fingerprints (4 bytes an entry, no links), sized to
 //!   the shard's entry count: the power of two at or above it, or half that in shards of 129 to
-//!   1,024 entries (see *A shorter ghost* below). In shards of more than 4,096 entries it is direct-mapped: a newer
-//!   fingerprint overwrites an older one in its slot, which ages the ghost roughly like a FIFO
-//!   of the same length. In smaller shards it is two-way (see *Small shards* below).
+//!   1,024 entries (see *A shorter ghost* below). In shards of more than 4,096 entries it is
+//!   direct-mapped: a newer fingerprint overwrites an older one in its slot, which ages the ghost
+//!   roughly like a FIFO of the same length. In smaller shards it is two-way (see *Small shards*
+//!   below).
 //!
 //! While a shard is filling (it has never had to evict), new entries go straight to *main*
 //! as long as main is under 95 % of the shard's share of the budget, as quick_cache does. On a
@@ -91,10 +92,10 @@
 //! against the fixed 5 % split: the worst row went from −9.13 to −4.84 points below the best
 //! of LRU, moka and quick_cache, and the sum of the shortfalls from −51.2 to −32.8; `backf`,
 //! `zigzag` and P6 at 10 % moved from 7–9 points below to 2–2.5. The number of rows more than
-//! 0.5 below did not fall (17 before, 18 after): small caches (12–100 entries) of frequency-skewed traces — `ps`,
-//! `cpp`, `multi1/2`, `sprite` at 1 % — still trail moka's TinyLFU, which counts every hit,
-//! and `cpp` and `multi1/2` lost up to 2.4 points to the adaptation. Those rows also vary by
-//! about a point from run to run, as the shard hash is seeded per process and a ghost of
+//! 0.5 below did not fall (17 before, 18 after): small caches (12–100 entries) of frequency-skewed
+//! traces — `ps`, `cpp`, `multi1/2`, `sprite` at 1 % — still trail moka's TinyLFU, which counts
+//! every hit, and `cpp` and `multi1/2` lost up to 2.4 points to the adaptation. Those rows also
+//! vary by about a point from run to run, as the shard hash is seeded per process and a ghost of
 //! 16–64 slots is sensitive to collisions.
 //!
 //! # Sizing the sketch
@@ -143,10 +144,10 @@
 //!   counts the score of *main*'s tail — the tail's sketch estimate *plus* the hits still
 //!   pending in its entry counter. This is W-TinyLFU's admission, and it is what lets hot
 //!   keys whose reuse distance exceeds the ghost's reach into a tiny cache at all. The tail's
-//!   pending hits are what keeps a loop's resident set: its residents' hits reach the sketch only when CLOCK
-//!   passes over them, and without them every newcomer of a loop outscores them. The margin
-//!   keeps the sketch's noise from flushing *main* (margin 0: `loop` at 1 % and `scan` at 1 %
-//!   fell to 0 %, `gli` at 10 % by 9 points).
+//!   pending hits are what keeps a loop's resident set: its residents' hits reach the sketch only
+//!   when CLOCK passes over them, and without them every newcomer of a loop outscores them. The
+//!   margin keeps the sketch's noise from flushing *main* (margin 0: `loop` at 1 % and `scan` at
+//!   1 % fell to 0 %, `gli` at 10 % by 9 points).
 //!
 //! Effect, measured with memocache alone over the `hit_ratio` rows without the four largest
 //! traces, the mean of up to 10 replays a row (fewer for traces above 100k requests), against
@@ -473,9 +474,9 @@
 //! 1 % (30 entries) those first hits took `small` from 5 to 34 % within 500 misses even at
 //! half an entry, and the 512-drop shrink needed 5,000 more to bring it back to 1 % (one
 //! replay); at a whole entry a step they cost `ps` half a point (below), and the minimum of
-//! 32 hits is what keeps it. In `cloudPhysics` at 10 % (four shards of about 1,224 entries) whole phases
-//! bring ghost hits of `small`'s keys only — 150–220 a window, none of `main`'s, for the first
-//! 8,000 misses of a shard — and a faster `small` there went to 46 % where it went to 28 %
+//! 32 hits is what keeps it. In `cloudPhysics` at 10 % (four shards of about 1,224 entries) whole
+//! phases bring ghost hits of `small`'s keys only — 150–220 a window, none of `main`'s, for the
+//! first 8,000 misses of a shard — and a faster `small` there went to 46 % where it went to 28 %
 //! (one replay) and the row lost 1.2 points; shards of that size are left alone.
 //!
 //! Measured with memocache alone against the best peer of the README's table, 200 replays a

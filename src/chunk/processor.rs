@@ -64,12 +64,11 @@
 //!   ([`RunOptions::skip_whole_file_memo`]).
 //! * **Retries.** A chunk whose function fails is retried up to `RetryConfig::max_retries`
 //!   times, after `RetryConfig::retry_delay(retry)` (the seed's `calculate_delay`, with the
-//!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`] state
-//!   machine (`Processing → Failed → Pending → Processing`). A wait ends when the cache's
-//!   clock reaches its deadline, checked at least every 10 ms, so with a `ManualClock` a test
-//!   moves past a one-hour backoff by advancing the clock (and a wait lasts until it does).
-//!   Waits are interruptible: another chunk's failure ends them at once, cancellation within
-//!   10 ms.
+//!   jobs layer's optional jitter, exactly as the job queue waits), through the [`ProcessingTask`]
+//!   state machine (`Processing → Failed → Pending → Processing`). A wait ends when the cache's
+//!   clock reaches its deadline, checked at least every 10 ms, so with a `ManualClock` a test moves
+//!   past a one-hour backoff by advancing the clock (and a wait lasts until it does). Waits are
+//!   interruptible: another chunk's failure ends them at once, cancellation within 10 ms.
 //! * **Failure.** A chunk that exhausts its retries stops the run: no new chunk starts, queued
 //!   chunks are dropped, in-flight ones finish (and are memoized), and the error names the
 //!   chunk index, the attempts and the cause.
@@ -563,11 +562,12 @@ impl ChunkedProcessorBuilder {
 /// let transcribe = |chunk: &memocache::chunk::AudioChunk| {
 ///     Ok::<_, String>(ChunkResult::from_text(String::from_utf8_lossy(chunk.data())))
 /// };
-/// let out = processor.process_reader(std::io::Cursor::new("abcdefghij"), &transcribe, RunOptions::new())?;
+/// let input = || std::io::Cursor::new("abcdefghij");
+/// let out = processor.process_reader(input(), &transcribe, RunOptions::new())?;
 /// assert_eq!(out.result.text, "abcd efgh ij");
 /// assert_eq!((out.computed, out.cached), (3, 0));
 /// // The same bytes again: the whole-file result is cached.
-/// let again = processor.process_reader(std::io::Cursor::new("abcdefghij"), &transcribe, RunOptions::new())?;
+/// let again = processor.process_reader(input(), &transcribe, RunOptions::new())?;
 /// assert!(again.whole_file_hit);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -788,13 +788,18 @@ impl ChunkedProcessor {
     ///     .build()?;
     /// let append = |chunk: &AudioChunk| {
     ///     use std::io::Write as _;
-    ///     let mut file = std::fs::OpenOptions::new().append(true).open(&growing).map_err(|e| e.to_string())?;
+    ///     let mut file = std::fs::OpenOptions::new()
+    ///         .append(true)
+    ///         .open(&growing)
+    ///         .map_err(|e| e.to_string())?;
     ///     file.write_all(&[0; 2]).map_err(|e| e.to_string())?;
     ///     Ok::<_, String>(ChunkResult::from_text(format!("chunk {}", chunk.index())))
     /// };
     /// let err = processor.process_path(&growing, &append, RunOptions::new()).unwrap_err();
     /// assert!(matches!(err, ProcessError::Changed { .. }));
-    /// assert!(err.to_string().ends_with("changed while it was being processed; no whole-file result was stored for it"));
+    /// assert!(err.to_string().ends_with(
+    ///     "changed while it was being processed; no whole-file result was stored for it"
+    /// ));
     /// let again = processor.process_path(&growing, &append, RunOptions::new());
     /// assert!(matches!(again, Ok(out) if out.computed == 0 && out.cached == 4));
     /// # std::fs::remove_dir_all(&dir)?;

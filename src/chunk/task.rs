@@ -222,7 +222,10 @@ impl ChunkResult {
 /// task.complete(ChunkResult::from_text("hi"), Timestamp::from_nanos(9))?;
 /// assert_eq!((task.status(), task.get_progress()), (TaskStatus::Completed, 0.5));
 /// let err = task.start(Timestamp::from_nanos(10)).unwrap_err();
-/// assert_eq!(err.to_string(), "invalid task transition: cannot move a task from Completed to Processing");
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid task transition: cannot move a task from Completed to Processing"
+/// );
 /// # Ok::<(), memocache::chunk::InvalidTaskTransition>(())
 /// ```
 #[derive(Clone, Debug)]

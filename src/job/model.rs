@@ -479,7 +479,8 @@ pub struct InvalidStateTransition {
 /// ```
 /// use memocache::{Job, JobPriority, JobStatus, JobType, Timestamp};
 ///
-/// let mut job = Job::new(JobType::Summarization, &b"encrypted"[..]).with_priority(JobPriority::High);
+/// let mut job =
+///     Job::new(JobType::Summarization, &b"encrypted"[..]).with_priority(JobPriority::High);
 /// job.start_processing("worker-1".into(), Timestamp::from_nanos(5))?;
 /// job.complete(b"summary".to_vec().into(), Timestamp::from_nanos(9))?;
 /// assert_eq!(job.status(), JobStatus::Completed);

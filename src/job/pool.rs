@@ -12,9 +12,9 @@
 //! retry or dead letter), or `Err(JobError::Interrupted)` (give the job back unrun, see
 //! shutdown; outside a [`Shutdown::Now`] it is a failed attempt, since a job given back to a
 //! running pool is taken straight again, and a handler that keeps returning it would spin a
-//! worker on that job for ever). A handler that **panics** is caught with `catch_unwind` and counts as a failed
-//! attempt with the panic message; the thread survives and takes the next job. So does a
-//! panic of the queue's completion hook, which runs on the completing worker: the completion
+//! worker on that job for ever). A handler that **panics** is caught with `catch_unwind` and counts
+//! as a failed attempt with the panic message; the thread survives and takes the next job. So does
+//! a panic of the queue's completion hook, which runs on the completing worker: the completion
 //! stands, and a job leased along with it is given back.
 //!
 //! Long handlers call [`JobContext::heartbeat`] to keep their lease; a refused heartbeat means

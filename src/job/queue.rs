@@ -672,8 +672,9 @@ impl JobQueueBuilder {
 /// use memocache::{Job, JobPriority, JobQueue, JobStatus, JobType, WorkerId};
 ///
 /// let queue = JobQueue::builder().build()?;
-/// let low = queue.submit(Job::new(JobType::Indexing, &b"a"[..]).with_priority(JobPriority::Low))?;
-/// let high = queue.submit(Job::new(JobType::Indexing, &b"b"[..]).with_priority(JobPriority::High))?;
+/// let job = |payload: &'static [u8]| Job::new(JobType::Indexing, payload);
+/// let low = queue.submit(job(b"a").with_priority(JobPriority::Low))?;
+/// let high = queue.submit(job(b"b").with_priority(JobPriority::High))?;
 ///
 /// let worker = WorkerId::new("w1");
 /// let lease = queue.try_next(&worker).expect("a job is ready");

@@ -3,7 +3,9 @@
 //! Prometheus-style pending → firing → resolved states.
 //!
 //! ```
-//! use memocache::metrics::{Aggregation, AlertEvaluator, AlertRule, MemoryNotifier, MetricsRegistry};
+//! use memocache::metrics::{
+//!     Aggregation, AlertEvaluator, AlertRule, MemoryNotifier, MetricsRegistry,
+//! };
 //! use memocache::{ManualClock, Severity, Threshold};
 //! use std::sync::Arc;
 //! use std::time::Duration;

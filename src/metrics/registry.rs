@@ -212,9 +212,10 @@ impl MetricsRegistry {
     /// use memocache::{MetricError, MetricsRegistry};
     ///
     /// let registry = MetricsRegistry::new();
-    /// let served = registry.counter("files_served_total", "Files served.", &[("source", "cache")])?;
+    /// let cache = [("source", "cache")];
+    /// let served = registry.counter("files_served_total", "Files served.", &cache)?;
     /// served.inc();
-    /// assert_eq!(registry.counter("files_served_total", "", &[("source", "cache")])?.get(), 1);
+    /// assert_eq!(registry.counter("files_served_total", "", &cache)?.get(), 1);
     /// assert!(matches!(
     ///     registry.gauge("files_served_total", "", &[]),
     ///     Err(MetricError::TypeConflict { .. })

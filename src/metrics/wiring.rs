@@ -30,7 +30,7 @@
 //! | `memocache_cache_hits_total` | counter | `hits` |
 //! | `memocache_cache_misses_total` | counter | `misses` |
 //! | `memocache_cache_inserts_total` | counter | `inserts` |
-//! | `memocache_cache_updates_total` | counter | `updates` (a live value replaced; equals `replaced`) |
+//! | `memocache_cache_updates_total` | counter | `updates` (= `replaced`: live values replaced) |
 //! | `memocache_cache_evictions_total{cause="size"}` | counter | `evictions_size` |
 //! | `memocache_cache_evictions_total{cause="expired"}` | counter | `evictions_expired` |
 //! | `memocache_cache_removals_total` | counter | `removals_explicit` (`remove`, `clear`) |
@@ -38,7 +38,7 @@
 //! | `memocache_cache_load_failures_total` | counter | `load_failures` |
 //! | `memocache_cache_entries` | gauge | `entries` |
 //! | `memocache_cache_size_bytes` | gauge | `bytes` |
-//! | `memocache_cache_hit_ratio` | gauge | `hit_ratio()`, since the cache was built; `NaN` before the first read |
+//! | `memocache_cache_hit_ratio` | gauge | `hit_ratio()`, since the cache was built (see below) |
 //!
 //! The hit ratio of a cache that has not been read is 0/0, published as `NaN` rather than the
 //! 0.0 of [`CacheStats::hit_ratio`]: like an empty window, it is "no data" to an alert rule
@@ -55,7 +55,7 @@
 //! |---|---|---|
 //! | `memocache_jobs{status="queued"}` | gauge | `queued` (ready, delayed and coalesced) |
 //! | `memocache_jobs{status="processing"}` | gauge | `processing` |
-//! | `memocache_jobs{status="failed"}` | gauge | `dead_letters` (failed jobs held in the dead letter) |
+//! | `memocache_jobs{status="failed"}` | gauge | `dead_letters` (failed jobs in the dead letter) |
 //! | `memocache_jobs_delayed` | gauge | `delayed` (of the queued, waiting out a retry delay) |
 //! | `memocache_jobs_coalesced_waiting` | gauge | `coalesced_waiting` (of the queued, followers) |
 //! | `memocache_jobs_submitted_total` | counter | `submitted` |
@@ -64,7 +64,7 @@
 //! | `memocache_jobs_finished_total{status="failed"}` | counter | `failed` |
 //! | `memocache_jobs_finished_total{status="cancelled"}` | counter | `cancelled` |
 //! | `memocache_job_retries_total` | counter | `retries` |
-//! | `memocache_job_dead_letters_total` | counter | `failed` (every job that fails for good is dead-lettered) |
+//! | `memocache_job_dead_letters_total` | counter | `failed` (each failed job is dead-lettered) |
 //! | `memocache_job_dead_letters_evicted_total` | counter | `dead_letters_evicted` |
 //! | `memocache_job_lease_expirations_total` | counter | `lease_expirations` |
 //! | `memocache_job_memo_hits_total` | counter | `memo_hits` |

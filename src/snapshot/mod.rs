@@ -178,20 +178,23 @@
 //! |---|---|
 //! | 1 | tag `0x01` |
 //! | 4 | head length *h*, `u32`, 1 ≤ *h* ≤ 1024 |
-//! | *h* | head: the bincode 2 encoding (standard configuration: varint integers, little-endian; see [`crate::codec`]) of the struct below |
+//! | *h* | head: the bincode 2 encoding of the struct below (see [`crate::codec`]) |
 //! | `value_len` | the value's bytes, raw |
 //!
-//! where the head's fields are, in order:
+//! where the head, in bincode's standard configuration (varint integers, little-endian), has
+//! these fields, in order:
 //!
 //! | field | bincode type | meaning |
 //! |---|---|---|
 //! | `prefix` | `str` (varint length + UTF-8) | key prefix, 1–64 bytes of `[A-Za-z0-9._-]` |
 //! | `digest` | `[u8; 32]` (32 raw bytes) | key digest (SHA-256 of the content) |
-//! | `ttl_nanos` | `Option<u64>` (byte 0, or byte 1 + varint) | time left to live at the save time, nanoseconds; none = never expires |
+//! | `ttl_nanos` | `Option<u64>` (see below) | time left to live at the save time, nanoseconds |
 //! | `access_count` | `u64` varint | reads recorded so far |
 //! | `freq` | `u8` | eviction policy's frequency counter, 0–3 |
 //! | `main` | `bool` (byte 0 or 1) | whether the entry was in the policy's main queue |
 //! | `value_len` | `u64` varint | number of value bytes after the head |
+//!
+//! `ttl_nanos` is byte 0 for none (the entry never expires), or byte 1 and a varint.
 //!
 //! Because `value_len` is the last field and bincode encodes a byte string as a varint length
 //! and the raw bytes, head + value is exactly the bincode encoding of the same struct with a
@@ -208,7 +211,7 @@
 //! |---|---|
 //! | 8 | block count *n*, `u64` |
 //! | 32 × *n* | SHA-256 of each block, in order |
-//! | 32 | root: SHA-256 of the header (bytes 0..28) followed by the trailer's first 8 + 32*n* bytes |
+//! | 32 | root: SHA-256 over the header (bytes 0..28) then the trailer's first 8 + 32*n* bytes |
 //!
 //! with which the file ends. A reader must see the end marker, a matching record count, the
 //! block count *n*, a matching root and every block's digest matching its content, and nothing

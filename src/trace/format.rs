@@ -95,13 +95,13 @@ impl TraceFormat {
     /// Tells the format from the file name (and, for the binary families, its parent folder),
     /// after the compression extension is stripped. The rules, first match wins:
     ///
-    /// | name | format |
-    /// |---|---|
-    /// | `*.lis` | [`ArcLis`](TraceFormat::ArcLis) |
-    /// | contains `oracleGeneral` | [`OracleGeneral`](TraceFormat::OracleGeneral) |
-    /// | starts with `scarab` or `trace_vaultservice`, or in a folder `scarab` / `corda` | [`Int64Be`](TraceFormat::Int64Be) |
-    /// | `w<digits>*`, `web<digits>*`, `orm-*`, or in a folder `cache2k` / `cloud_physics` | [`Int32Be`](TraceFormat::Int32Be) |
-    /// | any other `*.trace` or `*.txt` | [`LirsText`](TraceFormat::LirsText) |
+    /// 1. `*.lis`: [`ArcLis`](TraceFormat::ArcLis);
+    /// 2. contains `oracleGeneral`: [`OracleGeneral`](TraceFormat::OracleGeneral);
+    /// 3. starts with `scarab` or `trace_vaultservice`, or in a folder `scarab` / `corda`:
+    ///    [`Int64Be`](TraceFormat::Int64Be);
+    /// 4. `w<digits>*`, `web<digits>*`, `orm-*`, or in a folder `cache2k` / `cloud_physics`:
+    ///    [`Int32Be`](TraceFormat::Int32Be);
+    /// 5. any other `*.trace` or `*.txt`: [`LirsText`](TraceFormat::LirsText).
     ///
     /// Binary traces have no header, so a name is all there is to go on; the fallback to text is
     /// the safe one, because binary bytes fail to parse as decimal lines (a loud error) whereas

@@ -13,13 +13,16 @@
 //! (OPT needs the future). The compression is chosen by the file's extension, the record
 //! format by its name ([`TraceFormat::detect`]) or explicitly ([`TraceReader::open_as`]):
 //!
-//! | format | traces | records |
-//! |---|---|---|
-//! | [`TraceFormat::ArcLis`] | ARC `OLTP`, `P2`, `P3`, `P6` (`.lis.zst`) | text `start count _ _`: keys `start..start+count` |
-//! | [`TraceFormat::Int64Be`] | `scarab-recs` (`.xz`), corda `trace_vaultservice` (`.gz`) | big-endian `i64` |
-//! | [`TraceFormat::Int32Be`] | cache2k `web07`, `web12`, `orm-night`, CloudPhysics `w106` (`.xz`) | big-endian `i32` |
-//! | [`TraceFormat::OracleGeneral`] | libCacheSim `*.oracleGeneral.bin` | 24-byte little-endian records, key = `obj_id` |
-//! | [`TraceFormat::LirsText`] | LIRS `loop`, `gli`, `sprite`, … (`.trace.gz`) | one decimal key per line, `*` lines skipped |
+//! * [`TraceFormat::ArcLis`] — ARC `OLTP`, `P2`, `P3`, `P6` (`.lis.zst`): text
+//!   `start count _ _`, the keys `start..start+count`.
+//! * [`TraceFormat::Int64Be`] — `scarab-recs` (`.xz`), corda `trace_vaultservice` (`.gz`):
+//!   big-endian `i64`.
+//! * [`TraceFormat::Int32Be`] — cache2k `web07`, `web12`, `orm-night`, CloudPhysics `w106`
+//!   (`.xz`): big-endian `i32`.
+//! * [`TraceFormat::OracleGeneral`] — libCacheSim `*.oracleGeneral.bin`: 24-byte little-endian
+//!   records, key = `obj_id`.
+//! * [`TraceFormat::LirsText`] — LIRS `loop`, `gli`, `sprite`, … (`.trace.gz`): one decimal key
+//!   per line, `*` lines skipped.
 //!
 //! Design choices:
 //!
