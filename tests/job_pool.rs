@@ -328,6 +328,87 @@ fn shutdown_now_does_not_run_a_given_back_job_on_another_worker() {
     assert_eq!(queue.stats().processing, 0);
 }
 
+/// How a handler ends the run whose outcome the queue refuses.
+#[derive(Clone, Copy, Debug)]
+enum LateOutcome {
+    Fail,
+    Panic,
+    Interrupt,
+}
+
+/// Every run is counted once, by what the queue did with its outcome: a completion, failure
+/// or give-back it accepted, or an outcome it refused (`stale`). Here each run's lease runs
+/// out while it runs, so the queue refuses what it reports. Before the fix a refused failure
+/// or give-back was counted as `failed` (and `panicked`) or `released` and as `stale` too,
+/// while a refused completion was counted as `stale` only.
+#[test]
+fn an_outcome_the_queue_refuses_counts_as_stale_only() {
+    quiet_injected_panics();
+    for outcome in [
+        LateOutcome::Fail,
+        LateOutcome::Panic,
+        LateOutcome::Interrupt,
+    ] {
+        let clock = ManualClock::new();
+        let queue = JobQueue::builder()
+            .clock(Arc::new(clock.clone()))
+            .retry(RetryConfig::fixed(0, Duration::ZERO))
+            .lease(Duration::from_secs(10))
+            .build()
+            .expect("valid");
+        let id = queue
+            .submit(Job::new(JobType::Indexing, &b""[..]))
+            .expect("submit");
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
+        let pool = WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, move |ctx| {
+                let _ = started_tx.lock().send(());
+                // Bounded: a test that goes wrong fails instead of hanging.
+                let bound = std::time::Instant::now() + Duration::from_secs(30);
+                match outcome {
+                    LateOutcome::Interrupt => {
+                        while !ctx.stop_requested() && std::time::Instant::now() < bound {
+                            std::thread::park_timeout(Duration::from_millis(1));
+                        }
+                        Err(JobError::Interrupted)
+                    }
+                    LateOutcome::Fail | LateOutcome::Panic => {
+                        let _ = go_rx.lock().recv_timeout(Duration::from_secs(30));
+                        if matches!(outcome, LateOutcome::Panic) {
+                            std::panic::panic_any(INJECTED);
+                        }
+                        Err(JobError::Failed("late".to_owned()))
+                    }
+                }
+            })
+            .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+            .start()
+            .expect("start");
+        started_rx.recv().expect("the handler started");
+        clock.advance(Duration::from_secs(11));
+        let stats = match outcome {
+            LateOutcome::Interrupt => pool.shutdown(Shutdown::Now),
+            LateOutcome::Fail | LateOutcome::Panic => {
+                go_tx.send(()).expect("the handler waits");
+                pool.shutdown(Shutdown::Drain)
+            }
+        };
+        assert_eq!(
+            stats,
+            PoolStats {
+                executed: 1,
+                stale: 1,
+                ..PoolStats::default()
+            },
+            "{outcome:?}"
+        );
+        assert_eq!(queue.status(id), Some(JobStatus::Failed), "{outcome:?}");
+        assert_eq!(queue.stats().lease_expirations, 1, "{outcome:?}");
+    }
+}
+
 /// A handler that returns `Interrupted` while the pool is not stopping fails the attempt.
 /// Before the fix the job was given back, and the running pool took it straight again: the
 /// worker spun on it for ever (still Queued after 10 s here, the handler run 8,489,628

@@ -173,19 +173,31 @@ pub enum Shutdown {
 }
 
 /// What a pool did, counted across its workers.
+///
+/// Each handler run is counted in `executed` when it starts and, once it has reported, in
+/// exactly one of `completed`, `failed`, `released` and `stale`, by what the queue did with
+/// its outcome: so with the pool shut down, `executed` is the sum of those four. A run the
+/// queue refused is `stale` whatever the handler returned, since the job had already moved
+/// on without it (its retry or dead letter, if any, is the queue's, counted in
+/// [`crate::QueueStats`]). A job a stopping worker gives back without running it (taken
+/// just as [`Shutdown::Now`] came) is no run and counted nowhere.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Handler runs.
+    /// Handler runs started.
     pub executed: u64,
-    /// Runs whose result the queue accepted.
+    /// Runs whose result the queue accepted: the job completed.
     pub completed: u64,
-    /// Runs that returned [`JobError::Failed`] or panicked.
+    /// Runs that returned [`JobError::Failed`], panicked, or returned
+    /// [`JobError::Interrupted`] while the pool was not stopping, whose failed attempt the
+    /// queue accepted: the job was retried or dead-lettered.
     pub failed: u64,
-    /// Of `failed`, runs that panicked.
+    /// Of `failed`, runs that panicked (one whose failure the queue refused is `stale`).
     pub panicked: u64,
-    /// Runs that returned [`JobError::Interrupted`] (job given back).
+    /// Runs that returned [`JobError::Interrupted`] during [`Shutdown::Now`] and whose job
+    /// the queue took back unrun.
     pub released: u64,
-    /// Outcomes the queue refused because the lease was no longer current.
+    /// Runs whose outcome the queue refused because the lease was no longer current (the
+    /// job was cancelled, or its lease ran out and it was taken back).
     pub stale: u64,
 }
 
@@ -525,28 +537,34 @@ impl Worker {
                     self.shared.completed.fetch_add(1, Ordering::Relaxed);
                 })
             }
-            Ok(Err(JobError::Failed(error))) => {
+            Ok(Err(JobError::Failed(error))) => self.queue.fail(lease, error).map(|()| {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                self.queue.fail(lease, error)
-            }
+            }),
             Ok(Err(JobError::Interrupted))
                 if self.shared.mode.load(Ordering::Acquire) == STOPPING =>
             {
-                self.shared.released.fetch_add(1, Ordering::Relaxed);
-                self.queue.release(lease)
+                self.queue.release(lease).map(|()| {
+                    self.shared.released.fetch_add(1, Ordering::Relaxed);
+                })
             }
-            Ok(Err(JobError::Interrupted)) => {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                self.queue.fail(lease, INTERRUPTED_UNASKED.to_owned())
-            }
+            Ok(Err(JobError::Interrupted)) => self
+                .queue
+                .fail(lease, INTERRUPTED_UNASKED.to_owned())
+                .map(|()| {
+                    self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                }),
             Err(panic) => {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                self.shared.panicked.fetch_add(1, Ordering::Relaxed);
                 let error = format!("handler panicked: {}", panic_message(&*panic));
                 drop_payload(panic);
-                self.queue.fail(lease, error)
+                self.queue.fail(lease, error).map(|()| {
+                    self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                    self.shared.panicked.fetch_add(1, Ordering::Relaxed);
+                })
             }
         };
+        // Each run is counted once, by what the queue did with its outcome (see
+        // `PoolStats`): counted before the report, a failure or give-back the queue refused
+        // was counted both as what the handler meant and as stale.
         if reported.is_err() {
             // Cancelled, expired or re-leased meanwhile: the queue already moved on.
             self.shared.stale.fetch_add(1, Ordering::Relaxed);
