@@ -658,6 +658,12 @@ fn intern(prefix: &str) -> Result<Prefix, KeyError> {
     Ok(found)
 }
 
+/// `prefix`'s number in the process-wide table, interning it if need be: for a caller that
+/// compares keys' prefixes with a fixed one by number ([`CacheKey::prefix_number`]).
+pub(crate) fn prefix_number_of(prefix: &str) -> Result<u16, KeyError> {
+    intern(prefix).map(|found| found.0)
+}
+
 /// `prefix`'s number if it is interned, interning nothing. No key can have a prefix that is
 /// not interned, so a snapshot load asks this to find which of a file's keys a cache may
 /// already hold while it reads the file, before the file has checked out and may intern.

@@ -589,3 +589,60 @@ fn a_store_that_panics_under_load_loses_no_job() {
         "the store was called"
     );
 }
+
+/// Two jobs with the same memo key are the same computation, so they must be of the same
+/// type: a memo key is under its job type's prefix ([`JobType::key_prefix`]), and a job
+/// given a key of another prefix ([`Job::with_memo_key`]) is refused at submit. Before the
+/// fix a Summarization job given a transcription's key was coalesced onto the transcription
+/// and completed with its transcript, and its own result would have been stored as that
+/// file's transcript.
+#[test]
+fn a_job_with_another_types_memo_key_is_not_coalesced_with_it() {
+    let queue = JobQueue::builder().cache(cache()).build().expect("valid");
+    let transcription = Job::transcription(&hash(5), "en", &b"audio"[..]).expect("valid");
+    let key = *transcription.memo_key().expect("keyed");
+    let leader = queue.submit(transcription).expect("submit");
+    let summary = Job::new(JobType::Summarization, &b"text"[..]).with_memo_key(key);
+    let summary_id = summary.id();
+    let got = queue.submit(summary);
+    assert!(
+        matches!(
+            &got,
+            Err(QueueError::MemoKeyPrefix { id, job_type: JobType::Summarization, key: k })
+                if *id == summary_id && **k == key
+        ),
+        "{got:?}"
+    );
+    assert_eq!(queue.stats().coalesced, 0);
+    assert_eq!(queue.status(summary_id), None, "nothing was recorded");
+    let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+    assert_eq!(lease.job_id(), leader);
+}
+
+/// The same rule keeps the memo store's lookup at submit to one type's results: a stored
+/// transcript does not answer an Indexing job given its key. Before the fix the job
+/// completed at submit as a memo hit, with the transcript as its result. The refusal names
+/// the job's type, the key and the prefix the key should have had.
+#[test]
+fn a_stored_result_of_one_type_does_not_answer_a_job_of_another() {
+    let cache = cache();
+    let key = CacheKey::transcript(&hash(6), "en").expect("valid");
+    cache.insert(key, &b"a transcript"[..]).expect("insert");
+    let queue = JobQueue::builder()
+        .cache(cache.clone())
+        .build()
+        .expect("valid");
+    let got = queue.submit(Job::new(JobType::Indexing, &b""[..]).with_memo_key(key));
+    let Err(error) = got else {
+        panic!("an Indexing job with a transcript's key was accepted: {got:?}");
+    };
+    let message = error.to_string();
+    for part in ["INDEXING", &key.to_string(), "\"index\""] {
+        assert!(message.contains(part), "{message:?} names {part}");
+    }
+    assert_eq!(queue.stats().memo_hits, 0);
+    assert_eq!(cache.stats().hits, 0, "the store was not asked");
+    // A key under the job's own prefix is accepted as always.
+    let own = Job::keyed(JobType::Indexing, ["doc"], &b""[..]).expect("valid");
+    assert!(queue.submit(own).is_ok());
+}

@@ -27,7 +27,7 @@ fn numbered(producer: usize, n: usize, keyed: bool) -> Job {
     if !keyed {
         return job;
     }
-    let key = CacheKey::builder("race")
+    let key = CacheKey::builder(JobType::Indexing.key_prefix())
         .expect("valid prefix")
         .part(producer.to_le_bytes())
         .part(n.to_le_bytes())
@@ -473,12 +473,14 @@ fn random_calls_from_three_threads_keep_the_counts_whole() {
                         let any = |len: usize| (r >> 8) as usize % len;
                         match r % 14 {
                             0..=2 => {
-                                let mut job =
-                                    Job::new(JobType::ALL[(r >> 3) as usize % 2], &b""[..])
-                                        .with_priority(JobPriority::ALL[(r >> 5) as usize % 3]);
+                                let job_type = JobType::ALL[(r >> 3) as usize % 2];
+                                let mut job = Job::new(job_type, &b""[..])
+                                    .with_priority(JobPriority::ALL[(r >> 5) as usize % 3]);
                                 if r % 3 == 0 {
                                     let file = format!("{:02x}", (r >> 9) % 3).repeat(32);
-                                    let key = CacheKey::transcript(&file, "en").expect("valid");
+                                    let prefix = job_type.key_prefix();
+                                    let key =
+                                        CacheKey::from_parts(&file, "en", prefix).expect("valid");
                                     job = job.with_memo_key(key);
                                 }
                                 let submitted = if r % 5 == 0 {

@@ -4,7 +4,14 @@
 //!
 //! A job with a memo key ([`crate::Job::transcription`], [`crate::Job::keyed`],
 //! [`crate::Job::with_memo_key`]) names its computation by content: two jobs with the same key
-//! compute the same result. The queue uses that key three ways:
+//! compute the same result. So the key must also say which computation, the job's type: it is
+//! under the type's prefix ([`crate::JobType::key_prefix`]), as the first two constructors
+//! make it, and a queue refuses at submit a job whose key is under any other prefix
+//! ([`crate::QueueError::MemoKeyPrefix`]). Two jobs with the same key are then of the same
+//! type, and a stored result answers only jobs of the type that computed it. (Before that
+//! check, a Summarization job given a transcription's key was coalesced onto it and completed
+//! with its transcript, a stored transcript answered an Indexing job given its key, and such
+//! a job's own result was stored as the transcript.) The queue uses the key three ways:
 //!
 //! 1. **Memo hit.** At submit, if the [`MemoStore`] holds the key, the job completes at once
 //!    with the stored result ([`crate::Job::complete_memoized`]); no worker ever sees it. It

@@ -5,7 +5,8 @@
 //! summarization, indexing, translation) gets run once and its result memoized.
 //!
 //! Only a job with a *memo key* is memoized: one made by [`Job::transcription`] or
-//! [`Job::keyed`], or given a key with [`Job::with_memo_key`]. A job made by [`Job::new`] has
+//! [`Job::keyed`], or given a key with [`Job::with_memo_key`], which must be under the job
+//! type's prefix ([`JobType::key_prefix`]). A job made by [`Job::new`] has
 //! none: it skips the memo steps of the diagram (no memo lookup, no coalescing with an
 //! identical job, no result stored) and runs every time it is submitted.
 //!

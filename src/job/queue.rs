@@ -251,6 +251,23 @@ pub enum QueueError {
     /// a clone of a submitted job can collide.)
     #[error("job {0} was already submitted to this queue")]
     Duplicate(JobId),
+    /// The job's memo key is not under its type's prefix ([`JobType::key_prefix`]). Jobs
+    /// with the same key are one computation, so a key names one type's results: a job of
+    /// another type with that key would be coalesced with them or answered by them, and
+    /// would store its own result as theirs (see [`crate::job::memo`]).
+    #[error(
+        "job {id} of type {job_type} has the memo key {key}, which is not under its type's \
+         prefix {prefix:?}: a memo key names the results of one job type",
+        prefix = job_type.key_prefix()
+    )]
+    MemoKeyPrefix {
+        /// The job.
+        id: JobId,
+        /// Its type.
+        job_type: JobType,
+        /// Its memo key (boxed: every result of a queue call carries this error's size).
+        key: Box<CacheKey>,
+    },
     /// Only a new job (status Queued) can be submitted.
     #[error("job {id} cannot be submitted in status {status}: only a new, queued job can")]
     NotNew {
@@ -877,6 +894,8 @@ struct State {
     next_due: Timestamp,
     delayed: BTreeMap<(Timestamp, u64), Slot>,
     leases: LeaseList,
+    /// By key alone: a memo key is under its job type's prefix (checked at submit), so the
+    /// jobs of one key are of one type.
     leaders: HashMap<CacheKey, Leader>,
     /// The slots of the finished (completed or cancelled) jobs kept for `get`.
     retained: Retained,
@@ -1054,6 +1073,8 @@ impl JobQueue {
     ///
     /// [`QueueError::Full`] when `capacity` jobs are queued or running (followers included),
     /// unless the memo store answers the job: a memo hit takes no place.
+    /// [`QueueError::MemoKeyPrefix`] when the job's memo key is not under its type's prefix
+    /// ([`JobType::key_prefix`]).
     ///
     /// A refused job leaves no trace in the queue, so a caller that wants to retry after
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
@@ -2379,7 +2400,17 @@ impl Inner {
             });
         }
         // A job with a memo key may complete at once or coalesce, which needs `State`.
-        if job.memo_key().is_some() {
+        if let Some(key) = job.memo_key() {
+            // The key is the job's identity for coalescing and in the memo store, so it must
+            // say the job's type: a key of another prefix made a job of one type follow,
+            // or be answered by, a job or stored result of another (see `crate::job::memo`).
+            if !job.job_type().owns(key) {
+                return Err(QueueError::MemoKeyPrefix {
+                    id,
+                    job_type: job.job_type(),
+                    key: Box::new(*key),
+                });
+            }
             return self.submit_slow(job, timeout);
         }
         // The fast path: the clock is read before the lock, so that the lock is held only
@@ -3285,10 +3316,10 @@ mod tests {
         })]
 
         /// The paths the model tests (`tests/job_queue_model.rs`) leave out, at random and
-        /// on small bounds: takes and `complete_and_next` for one job type only, memo keys
-        /// shared by jobs of two types, and a completion hook, which must hear of exactly the
-        /// jobs `stats` counts as completed. After every step each job is where its place
-        /// says (see [`assert_placed`]).
+        /// on small bounds: takes and `complete_and_next` for one job type only, memo keys of
+        /// jobs of two types (the same files under each type's prefix), and a completion
+        /// hook, which must hear of exactly the jobs `stats` counts as completed. After every
+        /// step each job is where its place says (see [`assert_placed`]).
         #[test]
         fn typed_takes_shared_keys_and_the_hook_keep_every_job_placed(
             capacity in 1usize..6,
@@ -3322,12 +3353,14 @@ mod tests {
                 let lease = |leases: &[Lease]| leases[usize::from(a) % leases.len()].clone();
                 match op {
                     0 | 1 => {
-                        let mut job = Job::new(types[usize::from(a % 2)], &b""[..])
+                        let job_type = types[usize::from(a % 2)];
+                        let mut job = Job::new(job_type, &b""[..])
                             .with_priority(JobPriority::ALL[usize::from(b % 3)]);
-                        // Three keys shared by both types, and some jobs with none.
+                        // Three keys of each type, and some jobs with none.
                         if b % 4 != 3 {
                             let file = format!("{:02x}", b % 3).repeat(32);
-                            let key = CacheKey::transcript(&file, "en").expect("valid");
+                            let key = CacheKey::from_parts(&file, "en", job_type.key_prefix())
+                                .expect("valid");
                             job = job.with_memo_key(key);
                         }
                         if let Ok(id) = queue.submit(job) {
@@ -3526,7 +3559,7 @@ mod tests {
                         let mut job = plain(JobPriority::ALL[n % 3]);
                         if n % 10 == 0 {
                             let file = format!("{:02x}", (p * 7 + n) % 256).repeat(32);
-                            let key = CacheKey::transcript(&file, "en").expect("valid");
+                            let key = CacheKey::from_parts(&file, "en", "index").expect("valid");
                             job = job.with_memo_key(key);
                         }
                         if queue.submit(job).is_ok() {
@@ -3582,7 +3615,7 @@ mod tests {
     #[test]
     fn sequential_submits_keep_their_order_across_the_fast_and_slow_paths() {
         let queue = JobQueue::builder().build().expect("valid");
-        let key = CacheKey::transcript(&"ab".repeat(32), "en").expect("valid");
+        let key = CacheKey::from_parts(&"ab".repeat(32), "en", "index").expect("valid");
         let first = queue.submit(plain(JobPriority::Medium)).expect("submit");
         let keyed = queue
             .submit(plain(JobPriority::Medium).with_memo_key(key))
