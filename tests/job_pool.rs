@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use memocache::{
     Cache, ConcurrencyLimit, Job, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
-    ManualClock, PoolError, PoolStats, RetryConfig, Shutdown, WorkerPool,
+    ManualClock, PoolError, PoolStats, RetryConfig, Shutdown, WorkerId, WorkerPool,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -826,4 +826,114 @@ fn a_panic_payload_whose_drop_panics_fails_the_job_not_the_worker() {
     assert_eq!(queue.status(plain), Some(JobStatus::Completed));
     let retried = queue.get(bomb).expect("known");
     assert_eq!(retried.retry_count(), 1);
+}
+
+/// A queue whose leases last a minute: a drain that waits for a job held outside the pool
+/// waits about that long.
+fn queue_with_a_long_lease() -> JobQueue {
+    JobQueue::builder()
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .lease(Duration::from_secs(60))
+        .build()
+        .expect("valid")
+}
+
+/// Waits up to 10 s for `done`; on a timeout cancels `held`, the job the drain wrongly waits
+/// for, so that the test fails instead of hanging for the rest of its lease. Whether the
+/// drain returned in time.
+fn drained_in_time(done: &mpsc::Receiver<PoolStats>, queue: &JobQueue, held: JobId) -> bool {
+    let in_time = done.recv_timeout(Duration::from_secs(10)).is_ok();
+    if !in_time {
+        let _ = queue.cancel(held);
+    }
+    in_time
+}
+
+/// A drain called by a thread that holds a lease itself (here a host thread that took a job
+/// of a type the pool runs) returns without waiting for that job, and the caller then
+/// completes it. Before the fix the pool's workers waited for every running job of their
+/// types, and this one could only end after the drain returned or once its lease ran out (a
+/// minute here).
+#[test]
+fn a_drain_called_by_a_thread_holding_a_lease_does_not_wait_for_it() {
+    let queue = queue_with_a_long_lease();
+    let held = queue
+        .submit(Job::new(JobType::Indexing, &b"held"[..]))
+        .expect("submit");
+    let lease = queue.try_next(&WorkerId::new("host")).expect("ready");
+    let other = queue
+        .submit(Job::new(JobType::Indexing, &b"other"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Indexing, |_| Ok(JobResult::default()))
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .start()
+        .expect("start");
+    let (done_tx, done_rx) = mpsc::channel();
+    let host = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(pool.shutdown(Shutdown::Drain));
+            queue.complete(&lease, Bytes::from_static(b"by the host").into())
+        })
+    };
+    let drained = drained_in_time(&done_rx, &queue, held);
+    let completed = host.join().expect("no panic");
+    assert!(drained, "the drain waited for its caller's own job");
+    assert!(completed.is_ok(), "{completed:?}");
+    assert_eq!(queue.status(held), Some(JobStatus::Completed));
+    assert_eq!(queue.status(other), Some(JobStatus::Completed));
+}
+
+/// The same from a handler: a handler of one pool that drains another pool running its own
+/// job's type returns from the drain, and its job completes. Before the fix the drain waited
+/// for the handler's own job, as above.
+#[test]
+fn a_handler_can_drain_another_pool_that_runs_its_jobs_type() {
+    let queue = queue_with_a_long_lease();
+    let second: Arc<Mutex<Option<WorkerPool>>> = Arc::default();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let (started_tx, done_tx) = (Mutex::new(started_tx), Mutex::new(done_tx));
+    let slot = Arc::clone(&second);
+    let first = WorkerPool::builder(queue.clone())
+        .handler(JobType::Summarization, move |_| {
+            let _ = started_tx.lock().send(());
+            let bound = std::time::Instant::now() + Duration::from_secs(30);
+            let pool = loop {
+                match slot.lock().take() {
+                    None if std::time::Instant::now() < bound => {}
+                    pool => break pool,
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            if let Some(pool) = pool {
+                let _ = done_tx.lock().send(pool.shutdown(Shutdown::Drain));
+            }
+            Ok(JobResult::default())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("start");
+    let stopper = queue
+        .submit(Job::new(JobType::Summarization, &b"stop"[..]))
+        .expect("submit");
+    started_rx.recv().expect("the first pool runs the stopper");
+    // The first pool's one worker is busy: the second pool runs this one.
+    let summary = queue
+        .submit(Job::new(JobType::Summarization, &b"text"[..]))
+        .expect("submit");
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Summarization, |_| Ok(JobResult::default()))
+        .handler(JobType::Indexing, |_| Ok(JobResult::default()))
+        .concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .start()
+        .expect("start");
+    *second.lock() = Some(pool);
+    let drained = drained_in_time(&done_rx, &queue, stopper);
+    let first_stats = first.shutdown(Shutdown::Drain);
+    assert!(drained, "the drain waited for its caller's own job");
+    assert_eq!(queue.status(stopper), Some(JobStatus::Completed));
+    assert_eq!(queue.status(summary), Some(JobStatus::Completed));
+    assert_eq!(first_stats.completed, 1);
 }

@@ -556,11 +556,10 @@ fn random_calls_from_three_threads_keep_the_counts_whole() {
     }
 }
 
-/// A draining pool stops soon after its last running job ends: the completion wakes the idle
-/// worker waiting for it (the queue wakes its takers when the last lease ends, for this), and
-/// that worker goes back to its loop, sees nothing left, and stops. Before the fix the wake
-/// found no job and the worker waited out the rest of its 100 ms idle wait, so a drain took
-/// about 100 ms however short the last job (here 10 ms).
+/// A draining pool stops soon after its last running job ends: the worker that ran it wakes
+/// the idle worker waiting for it, which sees no job ready and no worker busy, and stops.
+/// Before the fix the wake found no job and the worker waited out the rest of its 100 ms
+/// idle wait, so a drain took about 100 ms however short the last job (here 10 ms).
 #[test]
 fn a_draining_pool_stops_soon_after_its_last_job_ends() {
     assert_fastest_drain_is_quick(|| {
@@ -605,8 +604,8 @@ fn assert_fastest_of_five_under(limit: Duration, what: &str, mut run: impl FnMut
 
 /// Likewise when the last running job is cancelled rather than finished: its handler learns
 /// of it from a refused heartbeat and returns, and the idle worker, woken as for a last
-/// completion, sees nothing left. Before the fix a cancel woke no one, and the drain took
-/// the idle worker's 100 ms idle wait.
+/// completion, sees nothing left. Before the fix nothing woke it, and the drain took the
+/// idle worker's 100 ms idle wait.
 #[test]
 fn a_draining_pool_stops_soon_after_its_last_job_is_cancelled() {
     assert_fastest_drain_is_quick(|| {

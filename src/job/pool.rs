@@ -22,10 +22,16 @@
 //!
 //! # Shutdown
 //!
-//! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they
-//! can handle is ready or running (a running one may fail and come back for an immediate
-//! retry), then stop. A running job of a type the pool has no handler for (another pool's)
-//! is not waited for: it could only come back as that type.
+//! [`WorkerPool::shutdown`] with [`Shutdown::Drain`] lets the workers run until no job they can
+//! handle is ready and none of them runs one (a running one may fail and come back for an immediate
+//! retry), then stop; the pool counts its workers that hold a job, and the last to finish wakes the
+//! idle ones, so a drain ends with its last job. A job running **outside the pool** is not waited
+//! for, of whatever type: one another pool runs, or one a host thread took with [`JobQueue::next`].
+//! The pool cannot run it, and the thread holding it may be the one waiting for the drain: a host
+//! thread that shuts the pool down with a lease in hand, or another pool's handler. A drain that
+//! waited for every running job of its types hung there until that lease ran out, and the job then
+//! counted a failed attempt. Such a job is finished by its holder; if it fails back into the queue
+//! after the drain, it stays queued for a later pool, as a delayed retry does.
 //!
 //! Nor is a job **waiting out a retry delay**: a drain that waited for it would sleep for up
 //! to the retry's `max_delay` on work that may fail again. It stays queued, since the queue
@@ -59,7 +65,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -164,9 +170,10 @@ impl fmt::Debug for JobContext<'_> {
 /// How to shut a pool down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Run until no job the pool can handle is ready or running, then stop. Jobs waiting out
-    /// a retry delay are not waited for: they stay queued (see *Shutdown* in
-    /// [`crate::job::pool`]).
+    /// Run until no job the pool can handle is ready and none of its workers runs one, then
+    /// stop. Jobs waiting out a retry delay stay queued, and jobs running outside the pool
+    /// (another pool's, or one a host thread took) are left to their holders: neither is
+    /// waited for (see *Shutdown* in [`crate::job::pool`]).
     Drain,
     /// Stop after the current job; handlers see [`JobContext::stop_requested`].
     Now,
@@ -232,6 +239,8 @@ const STOPPING: u8 = 2;
 
 struct Shared {
     mode: AtomicU8,
+    /// The workers holding a lease: what a drain waits for (see *Shutdown*).
+    busy: AtomicUsize,
     executed: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
@@ -317,6 +326,7 @@ impl WorkerPoolBuilder {
         }
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(RUNNING),
+            busy: AtomicUsize::new(0),
             executed: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -407,7 +417,10 @@ impl WorkerPool {
     /// returns what it did. What it left in the queue, such as retries still waiting out
     /// their delay after a [`Shutdown::Drain`], is in the queue's [`JobQueue::stats`]
     /// ([`crate::QueueStats::delayed`]). Called from one of the pool's own handlers, it
-    /// does not wait (see the module docs), and the stats are those so far.
+    /// does not wait (see the module docs), and the stats are those so far. Called by a
+    /// thread that holds a lease of its own (taken with [`JobQueue::next`], or in another
+    /// pool's handler), it does not wait for that job: a drain waits only for the jobs the
+    /// pool's workers run.
     pub fn shutdown(mut self, mode: Shutdown) -> PoolStats {
         self.stop(mode);
         self.shared.stats()
@@ -459,28 +472,55 @@ struct Worker {
 
 impl Worker {
     /// Waits up to `IDLE_WAIT` for a job, giving up as soon as the pool leaves `mode` (a
-    /// stop wakes the queue's takers) or a wake brings no job (as the end of the last running
-    /// job does): an idle pool stops at once, and a draining one once its last job ends, not
-    /// after the idle wait.
+    /// stop wakes the queue's takers) or, draining, once no other worker holds a job (the
+    /// last one to finish wakes them): an idle pool stops at once, and a draining one once
+    /// its last job ends, not after the idle wait.
     fn idle_wait(&self, mode: u8) -> Option<Lease> {
-        let stop = || self.shared.mode.load(Ordering::Acquire) != mode;
-        self.queue
-            .next_for_until(&self.id, &self.types, IDLE_WAIT, &stop)
+        let shared = &*self.shared;
+        let stop = || {
+            shared.mode.load(Ordering::Acquire) != mode
+                || (mode == DRAINING && shared.busy.load(Ordering::Acquire) == 0)
+        };
+        let lease = self
+            .queue
+            .next_for_until(&self.id, &self.types, IDLE_WAIT, &stop);
+        self.taken(lease)
+    }
+
+    /// Counts this worker as holding a job if it took one.
+    fn taken(&self, lease: Option<Lease>) -> Option<Lease> {
+        if lease.is_some() {
+            self.shared.busy.fetch_add(1, Ordering::AcqRel);
+        }
+        lease
+    }
+
+    /// Counts this worker as holding no job; the last one to finish in a drain wakes the
+    /// workers waiting for it.
+    fn done(&self) {
+        if self.shared.busy.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.shared.mode.load(Ordering::Acquire) == DRAINING
+        {
+            self.queue.wake_all();
+        }
     }
 
     fn run(self) {
-        // The job taken along with the last completion, if any.
+        // The job taken along with the last completion, if any (still counted in `busy`).
         let mut held = None;
         loop {
             let lease = match (held.take(), self.shared.mode.load(Ordering::Acquire)) {
                 (Some(lease), _) => Some(lease),
                 (None, RUNNING) => self.idle_wait(RUNNING),
-                (None, DRAINING) => match self.queue.try_next_for(&self.id, &self.types) {
-                    Some(lease) => Some(lease),
-                    // A job still running elsewhere may fail and come back for a retry.
-                    None if self.queue.is_drained_for(&self.types) => return,
-                    None => self.idle_wait(DRAINING),
-                },
+                (None, DRAINING) => {
+                    match self.taken(self.queue.try_next_for(&self.id, &self.types)) {
+                        Some(lease) => Some(lease),
+                        // A job another worker runs may fail and come back for a retry; a job
+                        // held outside the pool is not waited for (see *Shutdown*).
+                        None if self.shared.busy.load(Ordering::Acquire) == 0 => return,
+                        None => self.idle_wait(DRAINING),
+                    }
+                }
                 (None, _) => return,
             };
             let Some(lease) = lease else { continue };
@@ -492,9 +532,13 @@ impl Worker {
             // would hold the shutdown for its whole run: give it back unrun instead.
             if self.shared.mode.load(Ordering::Acquire) == STOPPING {
                 let _ = self.queue.release(&lease);
+                self.done();
                 return;
             }
             held = self.execute(&lease);
+            if held.is_none() {
+                self.done();
+            }
         }
     }
 

@@ -721,7 +721,7 @@ struct Inner {
     /// taken after `state` when both are held.
     intake: Padded<Mutex<Intake>>,
     signals: Padded<Signals>,
-    /// Signalled when a job becomes ready (or the last lease ends, for a draining pool).
+    /// Signalled when a job becomes ready (and by [`JobQueue::wake_all`]).
     available: Condvar,
     /// Signalled when a full queue has drained to `room_mark`.
     room: Condvar,
@@ -1041,10 +1041,6 @@ impl TypeMask {
         TypeMask(types.iter().fold(0, |m, t| m | 1 << t.index()))
     }
 
-    fn contains(self, t: usize) -> bool {
-        self.0 & (1 << t) != 0
-    }
-
     /// The bits of [`State::nonempty`] this mask accepts: its type bits at every priority.
     fn ready_bits(self) -> u16 {
         let m = u16::from(self.0);
@@ -1186,7 +1182,7 @@ impl JobQueue {
         // above), so the state machine accepts either outcome and the relink is a formality.
         st.unlink_lease(slot);
         let woke = match inner.retry_or_bury(st, slot, lease.job_id, error.into(), now) {
-            Ok(woke) => woke || st.leases.len == 0,
+            Ok(woke) => woke,
             Err(e) => {
                 st.link_lease(slot, deadline);
                 return Err(e);
@@ -1240,15 +1236,10 @@ impl JobQueue {
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.catch_up(st, now);
-        let leased = st.leases.len;
         let woke = inner.cancel_locked(st, id, now)?;
-        // Cancelling the last running job wakes the takers, as its completion or failure
-        // would: a draining pool waits for it (see `after_completion`), and without the wake
-        // it slept out its idle wait after the job's handler had returned.
-        let last = st.leases.len == 0 && leased > 0;
         inner.signal_room(st);
         // A takeover the memo store answers completes the followers: report them.
-        inner.unlock_and_report(guard, woke || last);
+        inner.unlock_and_report(guard, woke);
         Ok(())
     }
 
@@ -1341,35 +1332,10 @@ impl JobQueue {
         &self.inner.clock
     }
 
-    /// Whether no job of `types` is ready or running, i.e. nothing a draining pool for
-    /// `types` could still get to do (short of new submits or due retries).
-    pub(crate) fn is_drained_for(&self, types: &[JobType]) -> bool {
-        let inner = &*self.inner;
-        let mut guard = inner.lock();
-        let st = &mut *guard;
-        let now = inner.clock.now();
-        inner.catch_up(st, now);
-        let mask = TypeMask::of(types);
-        // Only a running job of `types` can fail and come back for this pool to retry: one
-        // of another type (another pool's) would come back as that type. Waiting for every
-        // running job held a pool's drain for as long as another pool's longest job ran.
-        // The lease list holds one entry per running job, a handful: walking it is cheap.
-        let mut slot = st.leases.head;
-        while let Some(record) = st.records.get(slot) {
-            if mask.contains(record.job.job_type().index()) {
-                return false;
-            }
-            slot = record.next;
-        }
-        st.ready
-            .iter()
-            .all(|by_type| (0..4).all(|t| !mask.contains(t) || by_type[t].is_empty()))
-    }
-
-    /// [`JobQueue::next_for`], giving up with `None` as soon as `stop` returns true once
-    /// [`JobQueue::wake_all`] has woken it, or once any wake brings it no job: how a pool's
-    /// idle worker waits, so that a pool that stops, or drains and sees its last job end, is
-    /// not held up by its workers' idle waits. Other takers are not affected.
+    /// [`JobQueue::next_for`], giving up with `None` as soon as `stop` returns true, checked
+    /// before each wait and after each wake ([`JobQueue::wake_all`]): how a pool's idle
+    /// worker waits, so that a pool that stops, or drains and sees its last job end, is not
+    /// held up by its workers' idle waits. Other takers are not affected.
     pub(crate) fn next_for_until(
         &self,
         worker: &WorkerId,
@@ -2656,11 +2622,9 @@ impl Inner {
         Ok(now)
     }
 
-    /// Releases the lock after a completion, then wakes a draining pool if no job is running
-    /// any more (it waits for the last one of its types) and reports the completions to the
-    /// hook. Checking the types here would cost the hot path a walk; a draining pool whose
-    /// last job ends while another type's still runs notices at the end of its idle wait
-    /// instead (100 ms, see `crate::job::pool`).
+    /// Releases the lock after a completion and reports the completions to the hook. It wakes
+    /// no taker: a completion makes no job ready, and a draining pool waits for its own
+    /// workers' jobs, not the queue's leases (see *Shutdown* in `crate::job::pool`).
     ///
     /// Always inlined, as are `admit` and `try_take`: the compiler kept these three out of
     /// line (this one despite `#[inline]`, `admit` with it too), and inlined they save their
@@ -2668,13 +2632,8 @@ impl Inner {
     /// job each; see the README).
     #[inline(always)]
     fn after_completion(&self, mut guard: MutexGuard<'_, State>) {
-        let st = &mut *guard;
-        let last = st.leases.len == 0 && st.waiting > 0;
-        let completions = self.take_completions(st);
+        let completions = self.take_completions(&mut guard);
         drop(guard);
-        if last {
-            self.available.notify_all();
-        }
         self.report(completions);
     }
 
@@ -2732,9 +2691,9 @@ impl Inner {
         }
         // No hook, so nothing can panic after the take: no unwinding guard. A lease taken is
         // returned at once, the lock released as it goes: the completion's unlock has nothing
-        // to do then (no completions to report, and a lease now runs, so no draining pool is
-        // waiting for the last one). Returned after that unlock instead, it was built on the
-        // stack and copied out, 152 bytes (callgrind, one thread: about 25 instructions a job).
+        // to do then (no completions to report). Returned after that unlock instead, it was
+        // built on the stack and copied out, 152 bytes (callgrind, one thread: about 25
+        // instructions a job).
         if let Some(next) = self.try_take(&mut guard, &lease.worker, mask, now) {
             return Ok(Some(next));
         }
@@ -2815,9 +2774,8 @@ impl Inner {
             // A fast submit wakes takers only if it sees `waiting` above zero after its push
             // (see *The intake*): the count is written before this look at the intake, under
             // the intake lock, so either that submit sees it or this look sees its job.
-            let mut woken = false;
             if self.intake.lock().jobs.is_empty() {
-                woken = !self.available.wait_for(&mut guard, wait).timed_out();
+                self.available.wait_for(&mut guard, wait);
             }
             guard.waiting -= 1;
             self.signals.waiting.store(guard.waiting, Ordering::Relaxed);
@@ -2832,14 +2790,6 @@ impl Inner {
             }
             if let Some(lease) = self.try_take(st, worker, mask, now) {
                 return Some(lease);
-            }
-            // A pool's worker (a taker with a stop condition) woken without a job goes back
-            // to its loop: the wake may be the end of the last lease, which a draining pool
-            // waits for (see `after_completion`), and only the pool's loop looks for that.
-            // Waiting on here, it slept out the rest of its idle wait, so a drain took 100 ms
-            // after its last job ended however short the job.
-            if woken && stop.is_some() {
-                return None;
             }
         }
     }
@@ -3186,55 +3136,6 @@ mod tests {
         let (none, took) = plain_taker.join().expect("the plain taker returns");
         assert!(none, "nothing was ready");
         assert!(took >= plain_wait, "the plain taker gave up after {took:?}");
-    }
-
-    /// A draining pool's check for work left, [`JobQueue::is_drained_for`], runs the queue's
-    /// maintenance as every call does, and a retry that it makes ready wakes the blocked
-    /// takers as any call's does (the public calls are tested in `tests/job_queue_races.rs`).
-    /// Before the fix a taker of the job got it only at its next re-check, 50 ms into its
-    /// wait. The taker is known to be waiting once `waiting` counts it; the fastest of five
-    /// runs is measured, so that load cannot fail the fixed code.
-    #[test]
-    fn a_retry_that_a_drain_check_makes_ready_wakes_a_blocked_taker() {
-        let fastest = (0..5)
-            .map(|_| {
-                let clock = crate::ManualClock::new();
-                let queue = JobQueue::builder()
-                    .clock(Arc::new(clock.clone()))
-                    .retry(RetryConfig::fixed(1, Duration::from_secs(1)))
-                    .build()
-                    .expect("valid");
-                let id = queue
-                    .submit(Job::new(JobType::Indexing, &b""[..]))
-                    .expect("room");
-                let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
-                queue.fail(&lease, "once").expect("current");
-                let taker = {
-                    let queue = queue.clone();
-                    std::thread::spawn(move || {
-                        let got = queue.next(&WorkerId::new("t"), Duration::from_secs(5));
-                        (got.map(|lease| lease.job_id()), Instant::now())
-                    })
-                };
-                while queue.inner.state.lock().waiting < 1 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                clock.advance(Duration::from_secs(2));
-                let called = Instant::now();
-                assert!(
-                    !queue.is_drained_for(&[JobType::Indexing]),
-                    "a retry is ready"
-                );
-                let (got, returned) = taker.join().expect("the taker returns");
-                assert_eq!(got, Some(id));
-                returned.saturating_duration_since(called)
-            })
-            .min()
-            .expect("five runs");
-        assert!(
-            fastest < Duration::from_millis(25),
-            "the fastest taker got the retry {fastest:?} after the check"
-        );
     }
 
     /// Checks what the model tests cannot see from outside: every live job is in exactly the
