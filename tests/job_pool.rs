@@ -35,6 +35,17 @@ fn queue_with_immediate_retries(max_retries: u32) -> JobQueue {
         .expect("valid")
 }
 
+/// A queue on `clock` whose leases last 10 s and whose jobs get `max_retries` immediate
+/// retries.
+fn queue_with_10_s_leases(clock: &ManualClock, max_retries: u32) -> JobQueue {
+    JobQueue::builder()
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryConfig::fixed(max_retries, Duration::ZERO))
+        .lease(Duration::from_secs(10))
+        .build()
+        .expect("valid")
+}
+
 #[test]
 fn runs_a_handler_per_type() {
     let queue = queue_with_immediate_retries(0);
@@ -171,12 +182,7 @@ fn a_drain_leaves_a_delayed_retry_queued_for_a_later_pool() {
 #[test]
 fn a_hung_handler_is_overtaken_after_its_lease_and_its_late_result_refused() {
     let clock = ManualClock::new();
-    let queue = JobQueue::builder()
-        .clock(Arc::new(clock.clone()))
-        .retry(RetryConfig::fixed(1, Duration::ZERO))
-        .lease(Duration::from_secs(10))
-        .build()
-        .expect("valid");
+    let queue = queue_with_10_s_leases(&clock, 1);
     let id = queue
         .submit(Job::new(JobType::Indexing, &b""[..]))
         .expect("submit");
@@ -350,12 +356,7 @@ fn an_outcome_the_queue_refuses_counts_as_stale_only() {
         LateOutcome::Interrupt,
     ] {
         let clock = ManualClock::new();
-        let queue = JobQueue::builder()
-            .clock(Arc::new(clock.clone()))
-            .retry(RetryConfig::fixed(0, Duration::ZERO))
-            .lease(Duration::from_secs(10))
-            .build()
-            .expect("valid");
+        let queue = queue_with_10_s_leases(&clock, 0);
         let id = queue
             .submit(Job::new(JobType::Indexing, &b""[..]))
             .expect("submit");
