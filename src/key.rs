@@ -33,8 +33,9 @@
 //!
 //! * [`CacheKey::from_content`] / [`CacheKey::from_reader`]: SHA-256 of the bytes (the reader is
 //!   streamed through a fixed 64 KiB buffer, so multi-gigabyte files hash in constant memory).
-//! * [`CacheKey::from_parts`]: byte-for-byte the seed's `sha256(f"{file_hash}:{language}")`,
-//!   made unambiguous by validating both parts (see the method).
+//! * [`CacheKey::from_parts`]: byte-for-byte the seed's `sha256(f"{file_hash}:{language}")`
+//!   for a lower-case hash and a tag in its canonical case, made unambiguous by validating
+//!   both parts; other spellings give the canonical one's key (see the method).
 //! * [`CacheKey::builder`]: several inputs, each *length-framed* so that no two different
 //!   lists of parts hash the same bytes. The digest is SHA-256 over
 //!   `b"memocache.parts.v1" || for each part: u64_le(len) || part`. Because every part carries
@@ -291,6 +292,22 @@ fn prefix_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
+/// Puts a language tag (checked: ASCII letters, digits, `-` and `_`) in the case RFC 5646
+/// section 2.1.1 recommends; see [`CacheKey::from_parts`].
+fn canonical_tag_case(tag: &mut [u8]) {
+    let mut in_extension = false;
+    for (i, subtag) in tag.split_mut(|&b| b == b'-' || b == b'_').enumerate() {
+        subtag.make_ascii_lowercase();
+        match subtag.len() {
+            _ if i == 0 || in_extension => {}
+            1 => in_extension = true,
+            2 => subtag.make_ascii_uppercase(),
+            4 => subtag[0].make_ascii_uppercase(),
+            _ => {}
+        }
+    }
+}
+
 /// Whether `c` may be in a `from_parts` language.
 fn language_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
@@ -352,20 +369,33 @@ impl CacheKey {
 
     /// The seed's key for a file and a language: SHA-256 of `"{file_hash}:{language}"`.
     ///
-    /// `file_hash` must be exactly 64 hex digits; upper case is accepted and lower-cased before
-    /// hashing, so both spellings give one key. `language` must be 1–35 ASCII letters, digits,
-    /// `-` or `_` and is hashed as given. With both parts constrained like this the `:` cannot
-    /// be confused with either part, so the combined string is unambiguous.
+    /// `file_hash` must be exactly 64 hex digits. `language` must be 1–35 ASCII letters,
+    /// digits, `-` or `_`. With both parts constrained like this the `:` cannot be confused
+    /// with either part, so the combined string is unambiguous.
     ///
-    /// Differences from the seed, which took any strings: parts it accepted that fail these
-    /// checks are errors here, and an upper-case `file_hash` gives the key of its lower-case
-    /// spelling, where the seed hashed it as given and so gave the same file a second key.
+    /// Spellings that differ only in case give one key. The hash is lower-cased (a hex
+    /// digest's case means nothing). Language tags are case-insensitive (BCP 47, RFC 5646
+    /// section 2.1.1), so the tag is put in the case that section recommends before hashing:
+    /// the first subtag in lower case, a later two-letter subtag (a region) in upper case, a
+    /// later four-letter one (a script) in title case, and everything else, and everything
+    /// after a one-character subtag (an extension), in lower case; `_` separates subtags as
+    /// `-` does, and is kept. So `"en"` and `"EN"` name one transcript, as do `"pt-br"` and
+    /// `"pt-BR"`, and a tag written in that case, as the seed's callers write them, hashes
+    /// exactly as the seed hashes it. Other spellings of a tag stay apart: `"en_US"` is not
+    /// `"en-US"`.
+    ///
+    /// Differences from the seed, which took any strings and hashed them as given: parts it
+    /// accepted that fail these checks are errors here, and a part in another case gives the
+    /// key of its canonical spelling, where the seed gave the same file or language a second
+    /// key. (Earlier versions hashed the language as given: a key derived by one from a
+    /// tag in another case, and kept in a snapshot, is not found by the same call now — a
+    /// miss, never a wrong value.)
     ///
     /// ```
     /// use memocache::CacheKey;
     /// let hash = "AB".repeat(32);
-    /// let key = CacheKey::from_parts(&hash, "en", "transcript")?;
-    /// let seed = format!("{}:en", "ab".repeat(32));
+    /// let key = CacheKey::from_parts(&hash, "PT-br", "transcript")?;
+    /// let seed = format!("{}:pt-BR", "ab".repeat(32));
     /// assert_eq!(key, CacheKey::from_content(seed.as_bytes(), "transcript")?);
     /// assert!(CacheKey::from_parts("abc", "en", "transcript").is_err());
     /// # Ok::<(), memocache::KeyError>(())
@@ -385,10 +415,18 @@ impl CacheKey {
                 language: Rejected::new(language, language_char),
             });
         }
+        // `"{file_hash}:{language}"` in canonical case, in one buffer on the stack: the checks
+        // above bound both lengths, so deriving a key allocates nothing.
+        const HASH_LEN: usize = 2 * DIGEST_LEN;
+        let mut seed = [0u8; HASH_LEN + 1 + MAX_LANGUAGE_LEN];
+        let len = HASH_LEN + 1 + language.len();
+        seed[..HASH_LEN].copy_from_slice(file_hash.as_bytes());
+        seed[..HASH_LEN].make_ascii_lowercase();
+        seed[HASH_LEN] = b':';
+        seed[HASH_LEN + 1..len].copy_from_slice(language.as_bytes());
+        canonical_tag_case(&mut seed[HASH_LEN + 1..len]);
         let mut hasher = Context::new(&SHA256);
-        hasher.update(file_hash.to_ascii_lowercase().as_bytes());
-        hasher.update(b":");
-        hasher.update(language.as_bytes());
+        hasher.update(&seed[..len]);
         Ok(CacheKey {
             digest: digest_bytes(hasher.finish()),
             prefix: intern(prefix)?,
@@ -1049,6 +1087,42 @@ mod tests {
         assert_eq!(same, transcript);
         let file = CacheKey::from_content(content.as_bytes(), "file").expect("valid");
         assert_ne!(file, transcript);
+    }
+
+    /// A language tag in any case gives the key of its canonical spelling, which is hashed as
+    /// the seed hashes it; other spellings stay apart.
+    #[test]
+    fn language_tags_are_compared_without_regard_to_case() {
+        let hash = "0f".repeat(32);
+        let key = |language: &str| CacheKey::transcript(&hash, language).expect("valid");
+        let seed = |language: &str| {
+            let content = format!("{hash}:{language}");
+            CacheKey::from_content(content.as_bytes(), "transcript").expect("valid")
+        };
+        let spellings: [(&str, &[&str]); 7] = [
+            ("en", &["EN", "En", "eN"]),
+            ("pt-BR", &["pt-br", "PT-BR", "Pt-bR"]),
+            ("zh-Hant-TW", &["ZH-HANT-TW", "zh-hant-tw"]),
+            ("zh_Hant", &["zh_hant", "ZH_HANT"]),
+            ("es-419", &["ES-419"]),
+            ("en-US-x-ab-cdef", &["EN-us-X-AB-CDEF", "en-US-x-AB-Cdef"]),
+            ("de-CH-1996", &["DE-ch-1996"]),
+        ];
+        for (canonical, others) in spellings {
+            assert_eq!(
+                key(canonical),
+                seed(canonical),
+                "{canonical} hashes as given"
+            );
+            for other in others {
+                assert_eq!(key(other), key(canonical), "{other} is {canonical}");
+            }
+        }
+        assert_ne!(key("en_US"), key("en-US"));
+        assert_ne!(key("en"), key("eng"));
+        let mut tag = *b"sgn-BE-FR-u-CA-gregory-X-Private";
+        canonical_tag_case(&mut tag);
+        assert_eq!(&tag, b"sgn-BE-FR-u-ca-gregory-x-private");
     }
 
     /// `Ord` orders by prefix name, then digest, whatever order the prefixes were interned
