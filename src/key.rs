@@ -298,9 +298,12 @@ fn canonical_tag_case(tag: &mut [u8]) {
     let mut in_extension = false;
     for (i, subtag) in tag.split_mut(|&b| b == b'-' || b == b'_').enumerate() {
         subtag.make_ascii_lowercase();
+        // A singleton starts an extension or private use even as the first subtag
+        // (`x-ab`, `i-klingon`): what follows it stays lower case.
         match subtag.len() {
-            _ if i == 0 || in_extension => {}
+            _ if in_extension => {}
             1 => in_extension = true,
+            _ if i == 0 => {}
             2 => subtag.make_ascii_uppercase(),
             4 => subtag[0].make_ascii_uppercase(),
             _ => {}
@@ -378,7 +381,8 @@ impl CacheKey {
     /// section 2.1.1), so the tag is put in the case that section recommends before hashing:
     /// the first subtag in lower case, a later two-letter subtag (a region) in upper case, a
     /// later four-letter one (a script) in title case, and everything else, and everything
-    /// after a one-character subtag (an extension), in lower case; `_` separates subtags as
+    /// after a one-character subtag (an extension, or private use: `x-ab` as a whole tag
+    /// too), in lower case; `_` separates subtags as
     /// `-` does, and is kept. So `"en"` and `"EN"` name one transcript, as do `"pt-br"` and
     /// `"pt-BR"`, and a tag written in that case, as the seed's callers write them, hashes
     /// exactly as the seed hashes it. Other spellings of a tag stay apart: `"en_US"` is not
@@ -1099,7 +1103,7 @@ mod tests {
             let content = format!("{hash}:{language}");
             CacheKey::from_content(content.as_bytes(), "transcript").expect("valid")
         };
-        let spellings: [(&str, &[&str]); 7] = [
+        let spellings: [(&str, &[&str]); 9] = [
             ("en", &["EN", "En", "eN"]),
             ("pt-BR", &["pt-br", "PT-BR", "Pt-bR"]),
             ("zh-Hant-TW", &["ZH-HANT-TW", "zh-hant-tw"]),
@@ -1107,6 +1111,9 @@ mod tests {
             ("es-419", &["ES-419"]),
             ("en-US-x-ab-cdef", &["EN-us-X-AB-CDEF", "en-US-x-AB-Cdef"]),
             ("de-CH-1996", &["DE-ch-1996"]),
+            // A tag that is all private use starts with its singleton: all lower case.
+            ("x-ab-cdef", &["X-AB-CDEF", "x-Ab-Cdef"]),
+            ("i-klingon", &["I-KLINGON"]),
         ];
         for (canonical, others) in spellings {
             assert_eq!(
