@@ -95,7 +95,8 @@ pub fn key_parts(data: &[u8]) {
     assert_eq!(parts.iter().fold(again, |b, p| b.part(p)).finish(), base);
 
     // from_parts over arbitrary text: never panics; Ok exactly when the inputs are valid,
-    // and then the key is SHA-256 of "{lower-case file_hash}:{language}".
+    // and then the key is SHA-256 of "{lower-case file_hash}:{language in canonical case}"
+    // (RFC 5646 section 2.1.1), whatever case either was given in.
     let text = String::from_utf8_lossy(data);
     let mut fields = text.splitn(3, '\n');
     let file_hash = fields.next().unwrap_or("");
@@ -110,9 +111,20 @@ pub fn key_parts(data: &[u8]) {
     match CacheKey::from_parts(file_hash, language, prefix) {
         Ok(key) => {
             assert!(valid, "from_parts accepted {file_hash:?} / {language:?}");
-            let seed = format!("{}:{language}", file_hash.to_ascii_lowercase());
+            let canonical = canonical_case(language);
+            let seed = format!("{}:{canonical}", file_hash.to_ascii_lowercase());
             let expected = CacheKey::from_content(seed.as_bytes(), prefix).expect("prefix ok");
             assert_eq!(key, expected, "from_parts must be the seed's derivation");
+            let shouted = CacheKey::from_parts(
+                &file_hash.to_ascii_uppercase(),
+                &language.to_ascii_uppercase(),
+                prefix,
+            );
+            assert_eq!(
+                shouted.ok(),
+                Some(key),
+                "case must not matter: {language:?}"
+            );
         }
         Err(KeyError::InvalidPrefix { .. } | KeyError::TooManyPrefixes) => {}
         Err(e) => assert!(!valid, "from_parts rejected valid input: {e}"),
@@ -124,6 +136,28 @@ pub fn key_parts(data: &[u8]) {
         valid,
         "transcript({file_hash:?}, {language:?})"
     );
+}
+
+/// A valid (ASCII) language tag in the case RFC 5646 section 2.1.1 recommends, written from
+/// the RFC rather than from `memocache`'s code: the first subtag and everything from a
+/// one-character subtag on in lower case, later two-letter subtags in upper case, later
+/// four-letter ones in title case, the rest in lower case; `-` and `_` both separate.
+fn canonical_case(language: &str) -> String {
+    let mut canonical = String::with_capacity(language.len());
+    let mut private_or_extension = false;
+    for (n, piece) in language.split_inclusive(['-', '_']).enumerate() {
+        let subtag = piece.trim_end_matches(['-', '_']);
+        private_or_extension |= subtag.len() == 1;
+        let lower = subtag.to_ascii_lowercase();
+        canonical += &match subtag.len() {
+            _ if n == 0 || private_or_extension => lower,
+            2 => subtag.to_ascii_uppercase(),
+            4 => subtag[..1].to_ascii_uppercase() + &lower[1..],
+            _ => lower,
+        };
+        canonical += &piece[subtag.len()..];
+    }
+    canonical
 }
 
 /// `from_reader` over any split of the input (short reads, interrupted reads, reads that
