@@ -155,7 +155,7 @@ impl JobContext<'_> {
 
     /// Whether the pool is shutting down with [`Shutdown::Now`].
     pub fn stop_requested(&self) -> bool {
-        self.shared.mode.load(Ordering::Acquire) == STOPPING
+        self.shared.mode.load(Ordering::SeqCst) == STOPPING
     }
 }
 
@@ -238,6 +238,12 @@ const DRAINING: u8 = 1;
 const STOPPING: u8 = 2;
 
 struct Shared {
+    /// `mode` and `busy` are read and written `SeqCst`: a drain's last worker decrements
+    /// `busy` and then reads `mode`, while `stop` sets `mode` and the waiting workers then
+    /// read `busy` — a store-buffering pattern, in which acquire/release alone would let
+    /// both sides read the old value on a weak-memory CPU, so the last worker would not
+    /// wake the waiters and the drain would end only at their `IDLE_WAIT`. On x86 the
+    /// read-modify-writes are locked either way and the loads are plain loads.
     mode: AtomicU8,
     /// The workers holding a lease: what a drain waits for (see *Shutdown*).
     busy: AtomicUsize,
@@ -432,7 +438,7 @@ impl WorkerPool {
             Shutdown::Now => STOPPING,
         };
         // Never downgrade Now to Drain.
-        self.shared.mode.fetch_max(code, Ordering::AcqRel);
+        self.shared.mode.fetch_max(code, Ordering::SeqCst);
         self.queue.wake_all();
         // Stopped from one of its own handlers (or dropped there), the pool cannot wait for
         // its threads: joining the calling thread panicked ("Resource deadlock avoided"),
@@ -478,8 +484,8 @@ impl Worker {
     fn idle_wait(&self, mode: u8) -> Option<Lease> {
         let shared = &*self.shared;
         let stop = || {
-            shared.mode.load(Ordering::Acquire) != mode
-                || (mode == DRAINING && shared.busy.load(Ordering::Acquire) == 0)
+            shared.mode.load(Ordering::SeqCst) != mode
+                || (mode == DRAINING && shared.busy.load(Ordering::SeqCst) == 0)
         };
         let lease = self
             .queue
@@ -490,7 +496,7 @@ impl Worker {
     /// Counts this worker as holding a job if it took one.
     fn taken(&self, lease: Option<Lease>) -> Option<Lease> {
         if lease.is_some() {
-            self.shared.busy.fetch_add(1, Ordering::AcqRel);
+            self.shared.busy.fetch_add(1, Ordering::SeqCst);
         }
         lease
     }
@@ -498,8 +504,8 @@ impl Worker {
     /// Counts this worker as holding no job; the last one to finish in a drain wakes the
     /// workers waiting for it.
     fn done(&self) {
-        if self.shared.busy.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.shared.mode.load(Ordering::Acquire) == DRAINING
+        if self.shared.busy.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.shared.mode.load(Ordering::SeqCst) == DRAINING
         {
             self.queue.wake_all();
         }
@@ -509,7 +515,7 @@ impl Worker {
         // The job taken along with the last completion, if any (still counted in `busy`).
         let mut held = None;
         loop {
-            let lease = match (held.take(), self.shared.mode.load(Ordering::Acquire)) {
+            let lease = match (held.take(), self.shared.mode.load(Ordering::SeqCst)) {
                 (Some(lease), _) => Some(lease),
                 (None, RUNNING) => self.idle_wait(RUNNING),
                 (None, DRAINING) => {
@@ -517,7 +523,7 @@ impl Worker {
                         Some(lease) => Some(lease),
                         // A job another worker runs may fail and come back for a retry; a job
                         // held outside the pool is not waited for (see *Shutdown*).
-                        None if self.shared.busy.load(Ordering::Acquire) == 0 => return,
+                        None if self.shared.busy.load(Ordering::SeqCst) == 0 => return,
                         None => self.idle_wait(DRAINING),
                     }
                 }
@@ -530,7 +536,7 @@ impl Worker {
             // along with this worker's last completion). Run, it would be new work started
             // after `Shutdown::Now`, and a handler that does not watch `stop_requested`
             // would hold the shutdown for its whole run: give it back unrun instead.
-            if self.shared.mode.load(Ordering::Acquire) == STOPPING {
+            if self.shared.mode.load(Ordering::SeqCst) == STOPPING {
                 let _ = self.queue.release(&lease);
                 self.done();
                 return;
@@ -565,7 +571,7 @@ impl Worker {
                 // it (the queue gives back a job leased along with the completion). The
                 // panic has been reported by the panic hook; the completion stands.
                 let done = catch_unwind(AssertUnwindSafe(|| {
-                    if self.shared.mode.load(Ordering::Acquire) == STOPPING {
+                    if self.shared.mode.load(Ordering::SeqCst) == STOPPING {
                         self.queue.complete(lease, result)
                     } else {
                         self.queue
@@ -585,7 +591,7 @@ impl Worker {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
             }),
             Ok(Err(JobError::Interrupted))
-                if self.shared.mode.load(Ordering::Acquire) == STOPPING =>
+                if self.shared.mode.load(Ordering::SeqCst) == STOPPING =>
             {
                 self.queue.release(lease).map(|()| {
                     self.shared.released.fetch_add(1, Ordering::Relaxed);
