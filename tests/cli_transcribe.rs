@@ -734,3 +734,82 @@ fn demo_and_transcribe_exclude_each_other_on_one_directory() {
     let line = one_error_line(&memocache(&["demo", "--dir", path(&demo_dir)]));
     assert!(line.contains("not empty"), "{line}");
 }
+
+/// A standard output that goes away (`transcribe … | head -1`) or fills up made the run's
+/// first result line panic and unwind past the final save: everything computed since the
+/// last checkpoint was lost, and the next run transcribed it all again. The run now stops
+/// there, saves the files it finished and fails as before (silently for a closed pipe).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_whose_stdout_goes_away_saves_what_it_finished() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
+    std::fs::write(&a, vec![1u8; 3000]).expect("writable");
+    std::fs::write(&b, vec![2u8; 3000]).expect("writable");
+    for (case, stdout) in [("closed", None), ("full", Some("/dev/full"))] {
+        let cache_dir = dir.path().join(case);
+        let mut run = Command::new(env!("CARGO_BIN_EXE_memocache"));
+        run.arg("transcribe")
+            .args([path(&a), path(&b)])
+            .args(["--language", "en", "--cache-dir", path(&cache_dir)])
+            .args(["--checkpoint-secs", "0"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        match stdout {
+            // Closed before the run writes anything: its first line meets a broken pipe.
+            None => run.stdout(Stdio::piped()),
+            Some(device) => run.stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(device)
+                    .expect(device),
+            ),
+        };
+        let mut child = run.spawn().expect("run the memocache binary");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait");
+        assert_eq!(output.status.code(), Some(1), "{case}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!said.contains("panicked"), "{case}: {said}");
+        let saved = memocache::snapshot::read_snapshot_file(cache_dir.join("cache.snapshot"))
+            .unwrap_or_else(|e| panic!("{case}: no snapshot: {e}"));
+        let key = transcript_key(&a);
+        assert!(saved.entries.iter().any(|e| e.key == key), "{case}");
+        // The run stopped at the failed line: b.raw was not transcribed.
+        let key = transcript_key(&b);
+        assert!(!saved.entries.iter().any(|e| e.key == key), "{case}");
+    }
+}
+
+/// SIGTERM (`kill`, `timeout`, `systemctl stop`, `docker stop`) and SIGHUP (the terminal
+/// closed) ended a run at once: the files it had finished since the last checkpoint were
+/// lost, and its chunk files, up to 25 MB each, were left in the temporary directory. They
+/// now end it as Ctrl-C does: the finished files are saved, the chunk directory is removed,
+/// and the status is 130.
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sighup_save_and_clean_up_as_ctrl_c_does() {
+    for signal in ["-TERM", "-HUP"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let setup = hanging_on_third(dir.path());
+        let options = ["--checkpoint-secs", "0", "--engine-cmd", &setup.engine];
+        let run = setup.start_until_hanging(&options, Stdio::piped());
+        let chunk = setup.hanging_chunk();
+        let sent = Command::new("kill")
+            .args([signal, &run.run.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let said = exits_interrupted(run);
+        assert!(!chunk.exists(), "{signal}: left behind: {chunk:?}");
+        assert!(said.contains("saved "), "{signal}: {said}");
+        let saved = memocache::snapshot::read_snapshot_file(&setup.snapshot).expect("whole");
+        for file in &setup.files()[..2] {
+            let key = transcript_key(file);
+            assert!(
+                saved.entries.iter().any(|e| e.key == key),
+                "{signal}: {file:?}"
+            );
+        }
+    }
+}

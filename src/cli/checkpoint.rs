@@ -24,14 +24,18 @@
 //!   changes stay pending, so the next tick tries again.
 //! * **Stopping waits for a save in progress**, so the run's final save never races a
 //!   checkpoint (the later rename must be the newer snapshot).
-//! * **Ctrl-C saves too** ([`Checkpoints::save_on_interrupt`]): the first one saves what the
-//!   cache holds and ends the process with status 130, so an interrupted run loses nothing it
-//!   finished, not even what it stored since the last checkpoint; a second one quits at once
-//!   without saving (the snapshot on disk is then the last checkpoint's, whole). The save takes
+//! * **Ctrl-C saves too** ([`Checkpoints::save_on_interrupt`]), and so do SIGTERM and SIGHUP
+//!   (`kill`, `timeout`, `systemctl stop`, a closed terminal), which used to end the run at
+//!   once, losing what it had finished since the last checkpoint and leaving its chunk files.
+//!   The handler cannot tell the three apart, so the status is 130 for each. The first one
+//!   saves what the cache holds and ends the process with status 130, so an interrupted run
+//!   loses nothing it finished, not even what it stored since the last checkpoint; a second
+//!   one quits at once without saving (the snapshot on disk is then the last checkpoint's,
+//!   whole). The save takes
 //!   the same lock as a checkpoint, so a checkpoint in progress finishes first and none starts
 //!   after it: its rename is the last. An engine still working on a chunk is not waited for,
 //!   but its chunk file does not outlive the run: a run's chunk files are in a directory of
-//!   its own, which Ctrl-C removes (a kill still leaves it, in the temporary directory).
+//!   its own, which Ctrl-C removes (SIGKILL still leaves it, in the temporary directory).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +46,8 @@ use std::time::Duration;
 use memocache::{Cache, SnapshotError, SnapshotReport};
 use parking_lot::Mutex;
 
-/// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it.
+/// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it (also after
+/// SIGTERM or SIGHUP, which the handler cannot tell from SIGINT).
 pub const INTERRUPTED: i32 = 130;
 
 /// Prints one line to the user (above the progress bars).
@@ -101,10 +106,10 @@ impl Checkpoints {
         })
     }
 
-    /// Makes Ctrl-C (SIGINT) save the cache and end the process with [`INTERRUPTED`]; a
-    /// second Ctrl-C during that save ends it at once, without saving. Either way `scratch`,
-    /// if given, is removed before the process ends: the run's chunk files, which an engine
-    /// still running would otherwise leave behind. Can be called once per process.
+    /// Makes Ctrl-C (SIGINT), SIGTERM and SIGHUP save the cache and end the process with
+    /// [`INTERRUPTED`]; a second one during that save ends it at once, without saving.
+    /// Either way `scratch`, if given, is removed before the process ends: the run's chunk
+    /// files, which an engine still running would otherwise leave behind. Can be called once per process.
     pub fn save_on_interrupt(&self, scratch: Option<PathBuf>) -> Result<(), String> {
         let saver = Arc::clone(&self.saver);
         let say = Arc::clone(&self.say);

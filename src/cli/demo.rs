@@ -4,7 +4,8 @@
 //! names, which could also be a `transcribe` cache directory: it holds that directory's
 //! lock ([`super::lock`]) for the whole demo, so two demos, or a demo and a `transcribe`, on
 //! one directory are refused with the same error. A temporary directory is the demo's own and
-//! is not locked, and Ctrl-C removes it before the process ends (status 130).
+//! is not locked, and Ctrl-C (or SIGTERM, SIGHUP) removes it before the process ends (status
+//! 130).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -16,14 +16,17 @@
 //!   every `--checkpoint-secs` (30 s by default) while the cache has stored something new,
 //!   so a run killed at 90 % keeps the files (and the chunks of the current file) it had
 //!   finished by the last checkpoint; each save is atomic, so a kill during one leaves the
-//!   previous snapshot whole. Ctrl-C saves what is finished and ends the run with status
-//!   130 (a second Ctrl-C quits without saving). See [`super::checkpoint`].
+//!   previous snapshot whole. Ctrl-C (or SIGTERM, SIGHUP) saves what is finished and ends
+//!   the run with status 130 (a second one quits without saving). See [`super::checkpoint`].
+//!   A standard output that goes away or fills up stops the run after the file whose line
+//!   failed, and what is finished is saved before `main` reports it.
 //! * **One run at a time per cache directory.** A run holds an exclusive advisory lock on
 //!   the directory's lock file from before it loads the snapshot until after its last save;
 //!   a second run is refused at once with one line, before it loads the snapshot or
 //!   transcribes anything. On a filesystem without advisory locks the run goes on without
 //!   the lock, with a warning. See [`super::lock`].
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,27 +193,40 @@ pub fn run(options: Options) -> Result<(), String> {
     )?;
     checkpoints.save_on_interrupt(chunk_dir.as_ref().map(|dir| dir.path().to_path_buf()))?;
     let mut failures = Vec::new();
-    for file in &options.files {
-        bars.files.set_message(file_name(file));
-        match pipeline.transcribe(file, &options.language) {
-            Ok(outcome) => bars.println(&describe(&outcome, None)),
-            Err(e) => {
-                // Every failure is listed with the results, since the error line names only
-                // the first of several.
-                bars.println(&format!("{}: FAILED: {e}", file_name(file)));
-                failures.push(e.to_string());
+    // A panic here is, short of a bug, `println!` failing on a standard output that is gone
+    // (`transcribe … | head`) or full; `main` reports it. It is caught so that the files
+    // finished by then are saved first: it used to unwind past the final save, and a run
+    // piped into `head -1` lost every transcript it had computed since the last checkpoint.
+    let transcribed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        for file in &options.files {
+            bars.files.set_message(file_name(file));
+            match pipeline.transcribe(file, &options.language) {
+                Ok(outcome) => bars.println(&describe(&outcome, None)),
+                Err(e) => {
+                    // Every failure is listed with the results, since the error line names
+                    // only the first of several.
+                    bars.println(&format!("{}: FAILED: {e}", file_name(file)));
+                    failures.push(e.to_string());
+                }
             }
+            bars.files.inc(1);
         }
-        bars.files.inc(1);
-    }
+    }));
     // Waits for a checkpoint in progress, so that the final save is the last rename.
     drop(checkpoints);
     bars.finish();
     let stats = pipeline.stats();
     drop(pipeline);
-    let report = cache
+    let saved = cache
         .save_snapshot(&snapshot)
-        .map_err(|e| format!("cannot save the cache to {}: {e}", snapshot.display()))?;
+        .map_err(|e| format!("cannot save the cache to {}: {e}", snapshot.display()));
+    if let Err(panic) = transcribed {
+        if let Err(message) = &saved {
+            eprintln!("memocache: error: {}", crate::one_line(message));
+        }
+        std::panic::resume_unwind(panic);
+    }
+    let report = saved?;
     print_summary(&stats, &report, &snapshot);
     match failures.len() {
         0 => Ok(()),
