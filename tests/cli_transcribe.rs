@@ -813,3 +813,58 @@ fn sigterm_and_sighup_save_and_clean_up_as_ctrl_c_does() {
         }
     }
 }
+
+/// A snapshot that cannot be read stops every run in its directory; the error named only the
+/// directory ("cannot open the cache in DIR") and left the user to find the file and what to
+/// do. It names the file and the way out, and the file is left as it was.
+#[test]
+fn a_corrupt_snapshot_is_named_with_the_way_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let cache_dir = dir.path().join("cache");
+    transcribe_ok(&[&audio], &cache_dir, &[]);
+    let snapshot = cache_dir.join("cache.snapshot");
+    let mut bytes = std::fs::read(&snapshot).expect("saved");
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&snapshot, &bytes).expect("writable");
+
+    let line = one_error_line(&transcribe(&[&audio], &cache_dir, &[]));
+    assert!(line.contains(path(&snapshot)), "{line}");
+    assert!(line.contains("truncated"), "{line}");
+    assert!(
+        line.contains("move the file aside (or delete it)"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&snapshot).expect("there"), bytes, "changed");
+}
+
+/// A `--cache-mb` smaller than the snapshot leaves entries out of the cache, and the run's
+/// save then drops them from the file for good; that happened without a word. The run says
+/// how many it keeps and that the others go.
+#[cfg(unix)]
+#[test]
+fn a_budget_smaller_than_the_snapshot_says_what_it_drops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache_dir = dir.path().join("cache");
+    large_snapshot(&cache_dir.join("cache.snapshot"));
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+
+    let output = transcribe(&[&audio], &cache_dir, &["--cache-mb", "1"]);
+    assert!(output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    let note = said
+        .lines()
+        .find(|l| l.starts_with("note: --cache-mb 1 holds "))
+        .unwrap_or_else(|| panic!("no note: {said}"));
+    assert!(note.contains("of the 2000 live entries"), "{note}");
+    assert!(
+        note.contains("this run's save drops them from the file"),
+        "{note}"
+    );
+    // The same budget as the snapshot's: nothing is left out, nothing said.
+    let output = transcribe(&[&audio], &cache_dir, &["--cache-mb", "1"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!said.contains("note: --cache-mb"), "{said}");
+}

@@ -37,7 +37,7 @@ use memocache::pipeline::{
     CommandTranscriber, FileProgress, Pipeline, PipelineStats, StandInTranscriber, Transcriber,
     TranscriptOutcome,
 };
-use memocache::{Cache, CacheKey, RetryConfig, SnapshotReport};
+use memocache::{Cache, CacheKey, RetryConfig, SnapshotError, SnapshotReport};
 
 use super::checkpoint::Checkpoints;
 use super::lock::lock_dir;
@@ -142,9 +142,9 @@ pub fn run(options: Options) -> Result<(), String> {
     let snapshot = cache_dir.join(SNAPSHOT_FILE);
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
-        .restore_from(&snapshot)
         .build()
         .map_err(|e| format!("cannot open the cache in {}: {e}", cache_dir.display()))?;
+    restore(&cache, &snapshot, options.cache_mb)?;
 
     // The engine's chunk files go in a directory of the run's own, which outlives the
     // pipeline (declared before it) and which Ctrl-C removes: an engine still running then
@@ -237,6 +237,49 @@ pub fn run(options: Options) -> Result<(), String> {
             failures.remove(0)
         )),
     }
+}
+
+/// Loads the snapshot, if there is one, into the new `cache` of `cache_mb` MiB.
+///
+/// A snapshot that cannot be read stops the run, since its final save would replace it; the
+/// error names the file and the way out, which the user was left to find (it named only the
+/// directory). A budget smaller than the snapshot (`--cache-mb`) leaves entries out, and the
+/// run's save then drops them from the file for good: that used to happen without a word.
+fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> {
+    let report = match cache.load_snapshot(snapshot) {
+        Ok(report) => report,
+        Err(SnapshotError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        // An I/O error may pass (a file server back up); the file itself is not at fault.
+        Err(e @ SnapshotError::Io { .. }) => {
+            return Err(format!(
+                "cannot restore the cache from {}: {e}",
+                snapshot.display()
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot restore the cache from {}: {e}; move the file aside (or delete it) to \
+                 start with an empty cache",
+                snapshot.display()
+            ));
+        }
+    };
+    if report.left_out > 0 {
+        let note = format!(
+            "note: --cache-mb {cache_mb} holds {} of the {} live entries in {} ({} of {} \
+             bytes); the other {} are left out, and this run's save drops them from the file",
+            report.restored,
+            report.restored + report.left_out,
+            snapshot.display(),
+            report.restored_bytes,
+            report.restored_bytes + report.left_out_bytes,
+            report.left_out
+        );
+        eprintln!("{}", crate::one_line(&note));
+    }
+    Ok(())
 }
 
 /// The shortest `--checkpoint-secs` other than 0. The interval runs from the end of one check
