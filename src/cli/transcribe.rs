@@ -217,9 +217,7 @@ pub fn run(options: Options) -> Result<(), String> {
     bars.finish();
     let stats = pipeline.stats();
     drop(pipeline);
-    let saved = cache
-        .save_snapshot(&snapshot)
-        .map_err(|e| format!("cannot save the cache to {}: {e}", snapshot.display()));
+    let saved = final_save(cache.save_snapshot(&snapshot), &snapshot);
     if let Err(panic) = transcribed {
         if let Err(message) = &saved {
             eprintln!("memocache: error: {}", crate::one_line(message));
@@ -280,6 +278,30 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
         eprintln!("{}", crate::one_line(&note));
     }
     Ok(())
+}
+
+/// What the run's last save means for the run: a report, or its error line. A save whose
+/// file is in place but whose directory could not be synced ([`SnapshotError::NotDurable`];
+/// some network and FUSE filesystems refuse to sync a directory) is a warning: it failed the
+/// run as "cannot save the cache to …: snapshot saved, but …", status 1, on every run there,
+/// though the file held everything, as checkpoints already took it.
+fn final_save(
+    saved: Result<SnapshotReport, SnapshotError>,
+    snapshot: &Path,
+) -> Result<SnapshotReport, String> {
+    saved.or_else(|e| {
+        let message = e.to_string();
+        match e {
+            SnapshotError::NotDurable { report, .. } => {
+                eprintln!("warning: {}", crate::one_line(&message));
+                Ok(report)
+            }
+            _ => Err(format!(
+                "cannot save the cache to {}: {message}",
+                snapshot.display()
+            )),
+        }
+    })
 }
 
 /// The shortest `--checkpoint-secs` other than 0. The interval runs from the end of one check
@@ -477,6 +499,25 @@ impl Bars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_final_save_that_is_only_not_durable_does_not_fail_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("cache");
+        let key = CacheKey::from_content(b"audio", "content").expect("key");
+        cache.insert(key, &b"text"[..]).expect("insert");
+        let report = cache.save_snapshot(&snapshot).expect("saved");
+        let not_durable = SnapshotError::NotDurable {
+            dir: dir.path().to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            report,
+        };
+        assert_eq!(final_save(Err(not_durable), &snapshot), Ok(report));
+        let failed = SnapshotError::Truncated { at: 7 };
+        let line = final_save(Err(failed), &snapshot).expect_err("a failed save");
+        assert!(line.starts_with("cannot save the cache to "), "{line}");
+    }
 
     #[test]
     fn checkpoint_seconds_are_finite_and_not_negative() {
