@@ -18,7 +18,7 @@ use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
 use super::checkpoint::end_interrupted;
 use super::lock::{DirLock, LOCK_FILE, lock_dir};
-use super::transcribe::{Bars, SNAPSHOT_FILE, describe, fmt_duration, print_summary};
+use super::transcribe::{Bars, SNAPSHOT_FILE, describe, final_save, fmt_duration, print_summary};
 
 /// Chunk size of the demo: small, so that a few seconds of audio make several chunks.
 const DEMO_CHUNK_BYTES: u64 = 256 * 1024;
@@ -161,9 +161,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
     )?;
 
     let snapshot = dir.join(SNAPSHOT_FILE);
-    let report = cache
-        .save_snapshot(&snapshot)
-        .map_err(|e| format!("cannot save a snapshot: {e}"))?;
+    let report = final_save(cache.save_snapshot(&snapshot), &snapshot)?;
     let restarted = Cache::builder()
         .max_bytes(256 * 1024 * 1024)
         .restore_from(&snapshot)

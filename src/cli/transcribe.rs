@@ -285,7 +285,7 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
 /// some network and FUSE filesystems refuse to sync a directory) is a warning: it failed the
 /// run as "cannot save the cache to …: snapshot saved, but …", status 1, on every run there,
 /// though the file held everything, as checkpoints already took it.
-fn final_save(
+pub fn final_save(
     saved: Result<SnapshotReport, SnapshotError>,
     snapshot: &Path,
 ) -> Result<SnapshotReport, String> {
