@@ -477,7 +477,7 @@ fn ctrl_c_saves_the_files_a_run_finished() {
     let chunk = setup.hanging_chunk();
     assert!(chunk.exists(), "{chunk:?}");
     interrupt(&run.run);
-    let said = exits_interrupted(run);
+    let said = exits_interrupted(run, 130);
     assert!(!chunk.exists(), "left behind: {chunk:?}");
     let chunk_dir = chunk.parent().expect("in a directory");
     assert!(!chunk_dir.exists(), "left behind: {chunk_dir:?}");
@@ -572,7 +572,7 @@ fn a_second_ctrl_c_quits_without_saving() {
     });
     let chunk = setup.hanging_chunk();
     interrupt(&run.run);
-    let said = exits_interrupted(run);
+    let said = exits_interrupted(run, 130);
     assert!(!chunk.exists(), "left behind: {chunk:?}");
     assert!(
         said.contains("interrupted again: quitting without saving"),
@@ -592,10 +592,10 @@ fn interrupt(run: &std::process::Child) {
     assert!(sent.success());
 }
 
-/// Waits for an interrupted run to end, checks that it ended with status 130, kills its
-/// engine, and returns what the run printed on stderr (piped).
+/// Waits for an interrupted run to end, checks that it ended with `expected` (130 after
+/// Ctrl-C), kills its engine, and returns what the run printed on stderr (piped).
 #[cfg(unix)]
-fn exits_interrupted(mut run: KillOnDrop) -> String {
+fn exits_interrupted(mut run: KillOnDrop, expected: i32) -> String {
     // Waiting for the run, not timing it: the deadline turns a hang into a failure.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -605,7 +605,7 @@ fn exits_interrupted(mut run: KillOnDrop) -> String {
         assert!(Instant::now() < deadline, "the run ignored Ctrl-C");
         std::thread::sleep(Duration::from_millis(2));
     };
-    assert_eq!(status.code(), Some(130), "{status}");
+    assert_eq!(status.code(), Some(expected), "{status}");
     let mut stderr = run.run.stderr.take().expect("piped");
     // Kills the engine, which may still hang; the pipe then has no writer left.
     drop(run);
@@ -784,23 +784,19 @@ fn a_run_whose_stdout_goes_away_saves_what_it_finished() {
 /// SIGTERM (`kill`, `timeout`, `systemctl stop`, `docker stop`) and SIGHUP (the terminal
 /// closed) ended a run at once: the files it had finished since the last checkpoint were
 /// lost, and its chunk files, up to 25 MB each, were left in the temporary directory. They
-/// now end it as Ctrl-C does: the finished files are saved, the chunk directory is removed,
-/// and the status is 130.
+/// now end it as Ctrl-C does, with the status a shell reports for that signal: the finished
+/// files are saved and the chunk directory is removed.
 #[cfg(unix)]
 #[test]
 fn sigterm_and_sighup_save_and_clean_up_as_ctrl_c_does() {
-    for signal in ["-TERM", "-HUP"] {
+    for (signal, status) in [("-TERM", 143), ("-HUP", 129)] {
         let dir = tempfile::tempdir().expect("temp dir");
         let setup = hanging_on_third(dir.path());
         let options = ["--checkpoint-secs", "0", "--engine-cmd", &setup.engine];
         let run = setup.start_until_hanging(&options, Stdio::piped());
         let chunk = setup.hanging_chunk();
-        let sent = Command::new("kill")
-            .args([signal, &run.run.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let said = exits_interrupted(run);
+        send(&run.run, signal);
+        let said = exits_interrupted(run, status);
         assert!(!chunk.exists(), "{signal}: left behind: {chunk:?}");
         assert!(said.contains("saved "), "{signal}: {said}");
         let saved = memocache::snapshot::read_snapshot_file(&setup.snapshot).expect("whole");
@@ -812,6 +808,51 @@ fn sigterm_and_sighup_save_and_clean_up_as_ctrl_c_does() {
             );
         }
     }
+}
+
+/// A run started with SIGHUP ignored (`nohup`, so that it outlives its terminal) keeps it
+/// ignored: a SIGHUP neither ends nor saves it. (A SIGTERM afterwards still does, once.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_under_nohup_ignores_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let setup = hanging_on_third(dir.path());
+    let mut run = Command::new("sh");
+    run.arg("-c")
+        .arg(r#"trap '' HUP; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .arg("transcribe")
+        .args(setup.files().iter().map(|f| path(f)))
+        .args(["--language", "en", "--cache-dir", path(&setup.cache_dir)])
+        .args(["--checkpoint-secs", "0", "--engine-cmd", &setup.engine])
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = KillOnDrop {
+        run: run.spawn().expect("run the memocache binary"),
+        engine_pid: setup.engine_pid.clone(),
+    };
+    wait_for(&mut run.run, "the engine started on c.raw", || {
+        setup.engine_pid.exists()
+    });
+    send(&run.run, "-HUP");
+    send(&run.run, "-TERM");
+    // Caught, the SIGHUP would have ended the run with 129, or made the SIGTERM a second
+    // interrupt that quits without saving.
+    let said = exits_interrupted(run, 143);
+    assert_eq!(said.matches("interrupted: saving").count(), 1, "{said}");
+    assert!(!said.contains("interrupted again"), "{said}");
+}
+
+/// Sends `run` the signal `signal` (`-TERM`).
+#[cfg(unix)]
+fn send(run: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &run.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {signal}");
 }
 
 /// A snapshot that cannot be read stops every run in its directory; the error named only the

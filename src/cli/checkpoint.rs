@@ -25,17 +25,17 @@
 //! * **Stopping waits for a save in progress**, so the run's final save never races a
 //!   checkpoint (the later rename must be the newer snapshot).
 //! * **Ctrl-C saves too** ([`Checkpoints::save_on_interrupt`]), and so do SIGTERM and SIGHUP
-//!   (`kill`, `timeout`, `systemctl stop`, a closed terminal), which used to end the run at
-//!   once, losing what it had finished since the last checkpoint and leaving its chunk files.
-//!   The handler cannot tell the three apart, so the status is 130 for each. The first one
-//!   saves what the cache holds and ends the process with status 130, so an interrupted run
+//!   (`kill`, `timeout`, `systemctl stop`, a closed terminal; not under `nohup`), which used
+//!   to end the run at once, losing what it had finished since the last checkpoint and
+//!   leaving its chunk files (see [`on_interrupt`]). The first one saves what the cache holds
+//!   and ends the process with status 130 (143 for SIGTERM, 129 for SIGHUP), so a run
 //!   loses nothing it finished, not even what it stored since the last checkpoint; a second
 //!   one quits at once without saving (the snapshot on disk is then the last checkpoint's,
-//!   whole). The save takes
-//!   the same lock as a checkpoint, so a checkpoint in progress finishes first and none starts
-//!   after it: its rename is the last. An engine still working on a chunk is not waited for,
-//!   but its chunk file does not outlive the run: a run's chunk files are in a directory of
-//!   its own, which Ctrl-C removes (SIGKILL still leaves it, in the temporary directory).
+//!   whole). The save takes the same lock as a checkpoint, so a checkpoint in progress
+//!   finishes first and none starts after it: its rename is the last. An engine still
+//!   working on a chunk is not waited for, but its chunk file does not outlive the run: a
+//!   run's chunk files are in a directory of its own, which Ctrl-C removes (SIGKILL still
+//!   leaves it, in the temporary directory).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,8 +46,7 @@ use std::time::Duration;
 use memocache::{Cache, SnapshotError, SnapshotReport};
 use parking_lot::Mutex;
 
-/// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it (also after
-/// SIGTERM or SIGHUP, which the handler cannot tell from SIGINT).
+/// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it.
 pub const INTERRUPTED: i32 = 130;
 
 /// Prints one line to the user (above the progress bars).
@@ -106,20 +105,23 @@ impl Checkpoints {
         })
     }
 
-    /// Makes Ctrl-C (SIGINT), SIGTERM and SIGHUP save the cache and end the process with
-    /// [`INTERRUPTED`]; a second one during that save ends it at once, without saving.
-    /// Either way `scratch`, if given, is removed before the process ends: the run's chunk
-    /// files, which an engine still running would otherwise leave behind. Can be called once per process.
+    /// Makes Ctrl-C (SIGINT), and SIGTERM and SIGHUP (see [`on_interrupt`]), save the cache
+    /// and end the process with the signal's status; a second one during that save ends it
+    /// at once, without saving. Either way `scratch`, if given, is removed before the process
+    /// ends: the run's chunk files, which an engine still running would otherwise leave
+    /// behind. Can be called once per process.
     pub fn save_on_interrupt(&self, scratch: Option<PathBuf>) -> Result<(), String> {
         let saver = Arc::clone(&self.saver);
         let say = Arc::clone(&self.say);
         let mut interrupted = false;
         let scratch = Arc::new(scratch);
-        ctrlc::set_handler(move || {
+        on_interrupt(move |status| {
             if interrupted {
-                say("interrupted again: quitting without saving (the snapshot on disk is the \
-                     last checkpoint's)");
-                end_interrupted(scratch.as_deref());
+                say(
+                    "interrupted again: quitting without saving (the snapshot on disk is the \
+                     last checkpoint's)",
+                );
+                end_interrupted(scratch.as_deref(), status);
             }
             interrupted = true;
             // The save runs on a thread of its own: the handler must return to hear a second
@@ -135,15 +137,64 @@ impl Checkpoints {
                     // Held until the process ends, so no checkpoint starts after this save.
                     let mut saver = saver.lock();
                     say(&saver.save_on_interrupt());
-                    end_interrupted(scratch_there.as_deref());
+                    end_interrupted(scratch_there.as_deref(), status);
                 });
             if saving.is_err() {
-                say("interrupted: cannot start a thread to save the cache; quitting without saving");
-                end_interrupted(scratch.as_deref());
+                say(
+                    "interrupted: cannot start a thread to save the cache; quitting without saving",
+                );
+                end_interrupted(scratch.as_deref(), status);
             }
         })
-        .map_err(|e| format!("cannot catch Ctrl-C: {e}"))
     }
+}
+
+/// Calls `handler` on each Ctrl-C (SIGINT) with [`INTERRUPTED`], and on unix on each SIGTERM
+/// (`kill`, `timeout`, `systemctl stop`) and SIGHUP (a closed terminal) with 128 + its number,
+/// the status a shell reports for a process that signal ended. Until session 22 those two
+/// ended a run at once: what it had finished since the last checkpoint was lost, and its
+/// chunk files were left behind. A SIGTERM or SIGHUP that is ignored when this is called is
+/// left ignored: `nohup` ignores SIGHUP so that a run outlives its terminal (on Linux, where
+/// `/proc` tells; elsewhere it is caught). Can be called once per process.
+pub fn on_interrupt(handler: impl FnMut(i32) + Send + 'static) -> Result<(), String> {
+    let handler = Arc::new(Mutex::new(handler));
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGTERM};
+        let caught: Vec<i32> = [SIGTERM, SIGHUP]
+            .into_iter()
+            .filter(|&signal| !ignored(signal))
+            .collect();
+        let mut signals = signal_hook::iterator::Signals::new(&caught)
+            .map_err(|e| format!("cannot catch SIGTERM and SIGHUP: {e}"))?;
+        let handler = Arc::clone(&handler);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    (handler.lock())(128 + signal);
+                }
+            })
+            .map_err(|e| format!("cannot start the thread that catches SIGTERM: {e}"))?;
+    }
+    ctrlc::set_handler(move || (handler.lock())(INTERRUPTED))
+        .map_err(|e| format!("cannot catch Ctrl-C: {e}"))
+}
+
+/// Whether `signal` is ignored (its bit in `SigIgn` of `/proc/self/status`).
+#[cfg(target_os = "linux")]
+fn ignored(signal: i32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn ignored(_signal: i32) -> bool {
+    false
 }
 
 /// Held by whoever decides how the process ends: the run's main thread or an interrupt
@@ -168,7 +219,7 @@ pub fn claim_exit() {
 /// passes its temporary directory), then exits with [`INTERRUPTED`]. Unlinking a file an
 /// engine still has open does not disturb it (unix), and its output is not waited for anyway.
 /// Returns never, and never ends the process if the run has claimed its exit first.
-pub fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
+pub fn end_interrupted(scratch: Option<&std::path::Path>, status: i32) -> ! {
     claim_exit();
     if let Some(dir) = scratch {
         // The run's other threads go on meanwhile: a file one of them creates between the
@@ -181,7 +232,7 @@ pub fn end_interrupted(scratch: Option<&std::path::Path>) -> ! {
             }
         }
     }
-    std::process::exit(INTERRUPTED);
+    std::process::exit(status);
 }
 
 impl Drop for Checkpoints {

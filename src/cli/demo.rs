@@ -5,7 +5,7 @@
 //! lock ([`super::lock`]) for the whole demo, so two demos, or a demo and a `transcribe`, on
 //! one directory are refused with the same error. A temporary directory is the demo's own and
 //! is not locked, and Ctrl-C (or SIGTERM, SIGHUP) removes it before the process ends (status
-//! 130).
+//! 130, or 143 and 129).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use memocache::metrics::{Aggregation, AlertTransition, MemoryNotifier, Notificat
 use memocache::pipeline::{FileProgress, Pipeline, StandInTranscriber, Transcriber};
 use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
-use super::checkpoint::end_interrupted;
+use super::checkpoint::{end_interrupted, on_interrupt};
 use super::lock::{DirLock, LOCK_FILE, lock_dir};
 use super::transcribe::{Bars, SNAPSHOT_FILE, describe, final_save, fmt_duration, print_summary};
 
@@ -57,8 +57,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
             // temporary folder with megabytes of generated audio: remove it, then exit with
             // the status `transcribe` uses. (`--dir` is the user's and is kept, as documented.)
             let path = scratch.path().to_owned();
-            ctrlc::set_handler(move || end_interrupted(Some(&path)))
-                .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+            on_interrupt(move |status| end_interrupted(Some(&path), status))?;
             scratch.path().to_owned()
         }
     };

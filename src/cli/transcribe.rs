@@ -17,7 +17,8 @@
 //!   so a run killed at 90 % keeps the files (and the chunks of the current file) it had
 //!   finished by the last checkpoint; each save is atomic, so a kill during one leaves the
 //!   previous snapshot whole. Ctrl-C (or SIGTERM, SIGHUP) saves what is finished and ends
-//!   the run with status 130 (a second one quits without saving). See [`super::checkpoint`].
+//!   the run with status 130 (143, 129; a second one quits without saving). See
+//!   [`super::checkpoint`].
 //!   A standard output that goes away or fills up stops the run after the file whose line
 //!   failed, and what is finished is saved before `main` reports it.
 //! * **One run at a time per cache directory.** A run holds an exclusive advisory lock on
