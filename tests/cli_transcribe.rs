@@ -585,11 +585,7 @@ fn a_second_ctrl_c_quits_without_saving() {
 /// Sends `run` a SIGINT, as Ctrl-C does.
 #[cfg(unix)]
 fn interrupt(run: &std::process::Child) {
-    let sent = Command::new("kill")
-        .args(["-INT", &run.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
+    send(run, "-INT");
 }
 
 /// Waits for an interrupted run to end, checks that it ended with `expected` (130 after
