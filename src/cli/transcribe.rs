@@ -392,6 +392,12 @@ pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String
     let took = fmt_duration(outcome.elapsed);
     let source = if outcome.from_cache {
         format!("from cache in {took}")
+    } else if t.chunks_computed == 0 {
+        // The file's transcript was not cached but all its chunks were: no engine ran.
+        match t.chunks {
+            1 => format!("merged in {took} from its cached chunk (none transcribed)"),
+            n => format!("merged in {took} from its {n} cached chunks (none transcribed)"),
+        }
     } else if t.chunks == 1 {
         format!("computed in {took} (one chunk, transcribed)")
     } else if t.chunks_computed == t.chunks {
@@ -500,6 +506,53 @@ impl Bars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole-file transcript missing from the cache while its chunks are there (another
+    /// engine's transcript replaced, or left out by a smaller `--cache-mb`) is merged from
+    /// them with no engine run. One chunk said "(one chunk, transcribed)", and several
+    /// "(0 of 3 chunks transcribed, the others from the cache)".
+    #[test]
+    fn a_transcript_merged_from_cached_chunks_does_not_claim_a_transcription() {
+        let outcome = |chunks, chunks_computed| TranscriptOutcome {
+            path: PathBuf::from("/audio/a.wav"),
+            key: CacheKey::transcript(&"0".repeat(64), "en").expect("key"),
+            transcript: memocache::pipeline::Transcript {
+                language: "en".into(),
+                text: "words".into(),
+                segments: Vec::new(),
+                engine: "stand-in".into(),
+                chunks,
+                chunks_computed,
+                compute_time: Duration::from_millis(5),
+            },
+            from_cache: false,
+            elapsed: Duration::from_millis(2),
+        };
+        let first_line = |chunks, computed| {
+            let text = describe(&outcome(chunks, computed), None);
+            text.lines().next().expect("a line").to_owned()
+        };
+        assert_eq!(
+            first_line(1, 0),
+            "a.wav: merged in 2.0 ms from its cached chunk (none transcribed)"
+        );
+        assert_eq!(
+            first_line(3, 0),
+            "a.wav: merged in 2.0 ms from its 3 cached chunks (none transcribed)"
+        );
+        assert_eq!(
+            first_line(1, 1),
+            "a.wav: computed in 2.0 ms (one chunk, transcribed)"
+        );
+        assert_eq!(
+            first_line(3, 3),
+            "a.wav: computed in 2.0 ms (all 3 chunks transcribed)"
+        );
+        assert_eq!(
+            first_line(3, 1),
+            "a.wav: computed in 2.0 ms (1 of 3 chunks transcribed, the others from the cache)"
+        );
+    }
 
     #[test]
     fn a_final_save_that_is_only_not_durable_does_not_fail_the_run() {
