@@ -151,9 +151,9 @@ impl Checkpoints {
 
 /// Calls `handler` on each Ctrl-C (SIGINT) with [`INTERRUPTED`], and on unix on each SIGTERM
 /// (`kill`, `timeout`, `systemctl stop`) and SIGHUP (a closed terminal) with 128 + its number,
-/// the status a shell reports for a process that signal ended. Until session 22 those two
-/// ended a run at once: what it had finished since the last checkpoint was lost, and its
-/// chunk files were left behind. A SIGTERM or SIGHUP that is ignored when this is called is
+/// the status a shell reports for a process that signal ended. Left to their default, those
+/// two end a run at once: what it finished since the last checkpoint is lost, and its chunk
+/// files are left behind. A SIGTERM or SIGHUP that is ignored when this is called is
 /// left ignored: `nohup` ignores SIGHUP so that a run outlives its terminal (on Linux, where
 /// `/proc` tells; elsewhere it is caught). Can be called once per process.
 pub fn on_interrupt(handler: impl FnMut(i32) + Send + 'static) -> Result<(), String> {
