@@ -343,6 +343,30 @@ fn the_sweeper_survives_a_panicking_listener() {
     assert_eq!(cache.stats().evictions_expired, 3);
 }
 
+/// Bug: the sweeper dropped the payload of a listener's panic itself, so a payload whose drop
+/// panics (the host's value) started a second panic there that ended the sweeper thread, and
+/// expiry stopped for the rest of the cache's life, as it did before the sweeper caught
+/// listener panics at all.
+#[test]
+fn the_sweeper_survives_a_panic_payload_whose_drop_panics() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .sweep_interval(Duration::from_millis(1))
+        .eviction_listener(|_, _, _| panic::panic_any(PanicsWhenDropped))
+        .build()
+        .expect("valid");
+    for round in 0..3 {
+        cache
+            .insert_with_ttl(key(round), "v", secs(1))
+            .expect("fits");
+        clock.advance(Duration::from_secs(2));
+        wait_until("the sweeper purges", || cache.is_empty());
+    }
+    assert_eq!(cache.stats().evictions_expired, 3);
+}
+
 /// Bug: an insert over an expired value that no purge had removed yet counted as an update
 /// and told the listener `Replaced`, although `CacheStats::updates` counts inserts "that
 /// replaced a live value" and no reader could see the old one.

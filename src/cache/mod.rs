@@ -92,7 +92,7 @@ use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
 use stats::{Counter, StripedCounters};
 
-use crate::callback::FirstPanic;
+use crate::callback::{self, FirstPanic};
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
@@ -1231,8 +1231,14 @@ impl Inner {
                         Some(inner) => {
                             // A panicking listener must not end expiry for the cache's
                             // lifetime: the purge completed regardless (see `report`), and
-                            // the panic hook has already printed the panic.
-                            let _ = panic::catch_unwind(AssertUnwindSafe(|| inner.purge_expired()));
+                            // the panic hook has already printed the panic. The payload is
+                            // the host's value: dropped here directly, a drop that panicked
+                            // ended this thread.
+                            let swept =
+                                panic::catch_unwind(AssertUnwindSafe(|| inner.purge_expired()));
+                            if let Err(payload) = swept {
+                                callback::drop_payload(payload);
+                            }
                         }
                         None => break,
                     }
