@@ -764,3 +764,69 @@ fn a_two_pass_load_does_not_count_purged_residents_as_present() {
     assert_eq!(kept(&loaded), [true, false, true], "{report:?}");
     assert_eq!((report.restored, report.left_out), (2, 1), "{report:?}");
 }
+
+/// A listener that panics while a load purges expired residents does not cut the load short:
+/// the chosen entries are restored, every purged entry is reported, and then the panic is
+/// passed on, as a purge or an insert does. It used to leave the load right after the purge,
+/// with nothing restored, through a decoded snapshot (one choice) and through a file that
+/// does not fit (two passes) alike.
+#[test]
+fn a_listener_panic_during_a_loads_purge_is_raised_after_the_restore() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..10 {
+        saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
+    }
+    saved.save_snapshot(&path).expect("saves");
+
+    // A cache bounded to `room` entries, full of entries that have expired, whose listener
+    // panics on each one it hears of.
+    let expired_cache = |room: u64| {
+        let clock = ManualClock::new();
+        let heard = Arc::new(Mutex::new(0));
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entries(room)
+            .clock(clock.clone())
+            .eviction_listener({
+                let heard = Arc::clone(&heard);
+                move |_, _, cause| {
+                    assert_eq!(cause, memocache::RemovalCause::Expired);
+                    *heard.lock().expect("not poisoned") += 1;
+                    panic!("the listener panics");
+                }
+            })
+            .build()
+            .expect("builds");
+        for i in 100..100 + room as u32 {
+            cache
+                .insert_with_ttl(key(i), "old", ttl(1))
+                .expect("inserts");
+        }
+        clock.advance(Duration::from_secs(2));
+        (cache, heard)
+    };
+    let restored = |cache: &Cache| (0..10).filter(|&i| cache.contains_key(&key(i))).count();
+
+    // Everything fits once the purge makes room: one choice, in the import.
+    let (cache, heard) = expired_cache(12);
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.restore_snapshot(snapshot, SystemTime::now())
+    }));
+    assert!(outcome.is_err(), "the listener's panic is passed on");
+    assert_eq!(restored(&cache), 10);
+    assert_eq!(*heard.lock().expect("not poisoned"), 12);
+    assert_eq!(cache.len(), 10);
+
+    // Nothing fits beside the expired entries: the file is read twice, the choice purging.
+    let (cache, heard) = expired_cache(8);
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.load_snapshot(&path)));
+    assert!(outcome.is_err(), "the listener's panic is passed on");
+    assert_eq!(restored(&cache), 8);
+    assert_eq!(*heard.lock().expect("not poisoned"), 8);
+    assert_eq!(cache.len(), 8);
+    assert!(cache.size_bytes() <= cache.max_bytes());
+}

@@ -1157,19 +1157,26 @@ impl Inner {
     }
 
     fn purge_expired(&self) -> usize {
+        // Every shard is purged even if the listener panics; the panic is re-raised after.
+        let mut panicked = FirstPanic::default();
+        let total = self.purge_expired_into(&mut panicked);
+        panicked.resume();
+        total
+    }
+
+    /// [`Inner::purge_expired`], keeping the listener's first panic in `panicked` for the
+    /// caller to re-raise once its own work is done.
+    fn purge_expired_into(&self, panicked: &mut FirstPanic) -> usize {
         let now = self.clock.now().as_nanos();
         // Inserts that must evict later in this tick need not purge again.
         self.purged_tick.fetch_max(tick_of(now), Ordering::Relaxed);
         let mut total = 0;
         let mut scratch = Vec::new();
-        // Every shard is purged even if the listener panics; the panic is re-raised after.
-        let mut panicked = FirstPanic::default();
         for index in 0..self.shards.len() {
             let mut removed = Removed::new();
             total += self.expire_shard(index, now, &mut scratch, &mut removed);
-            self.report(removed, &mut panicked);
+            self.report(removed, panicked);
         }
-        panicked.resume();
         total
     }
 
@@ -1372,7 +1379,10 @@ impl Cache {
     /// If not everything fits, expired entries are purged first (reported as `Expired`), as
     /// an insert that must evict does: they hold budget no reader can use. Counted as
     /// residents, a cache whose entries had all expired restored nothing and reported every
-    /// entry of the snapshot as left out for want of room.
+    /// entry of the snapshot as left out for want of room. A panic of the listener during
+    /// that purge goes to `panicked`, for the caller to re-raise once it has restored what
+    /// it chose: passed straight up, it ended a load after the purge and before any entry
+    /// was restored.
     pub(crate) fn choose_for_import<T>(
         &self,
         mut items: Vec<T>,
@@ -1380,6 +1390,7 @@ impl Cache {
         charge: impl Fn(&T) -> u64,
         held: impl Fn(&T) -> Option<u64>,
         outcome: &mut ImportOutcome,
+        panicked: &mut FirstPanic,
     ) -> Vec<T> {
         items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
         // If everything fits as new entries (a restart into a cache as large as the saved
@@ -1391,7 +1402,7 @@ impl Cache {
         let fits = |room: &Room| need <= room.bytes && items.len() as u64 <= room.entries;
         let mut room = self.room();
         let mut all_fit = fits(&room);
-        if !all_fit && self.purge_expired() > 0 {
+        if !all_fit && self.inner.purge_expired_into(panicked) > 0 {
             room = self.room();
             all_fit = fits(&room);
         }
@@ -1451,17 +1462,18 @@ impl Cache {
     pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
         let inner = &self.inner;
         let mut outcome = ImportOutcome::default();
+        // Every chosen entry is stored even if the listener panics (it hears of purged and
+        // replaced values); the panic is re-raised after.
+        let mut panicked = FirstPanic::default();
         let chosen = self.choose_for_import(
             images,
             EntryImage::rank,
             |image| CacheEntry::charged_size(image.value.len()) as u64,
             |image| self.held_charge(&image.key),
             &mut outcome,
+            &mut panicked,
         );
         let now = now.as_nanos();
-        // Every chosen entry is stored even if the listener panics (it hears of replaced
-        // values); the panic is re-raised after.
-        let mut panicked = FirstPanic::default();
         for image in chosen.into_iter().rev() {
             let charge = CacheEntry::charged_size(image.value.len()) as u64;
             // Saved without a TTL, an entry gets this cache's default, as an insert without

@@ -245,6 +245,7 @@ use bytes::Bytes;
 pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 
 use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
+use crate::callback::FirstPanic;
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::time::Timestamp;
@@ -683,12 +684,16 @@ impl Cache {
             .enumerate()
             .filter(|(_, rank)| ttl_left(rank.ttl_remaining(), elapsed).is_some())
             .collect();
+        // A panic of the listener while the choice purges expired entries is re-raised once
+        // the load has restored what it chose (or failed).
+        let mut panicked = FirstPanic::default();
         let chosen = self.choose_for_import(
             live,
             |(_, r)| EntryImage::rank_of(r.main, r.freq, r.access_count),
             |(_, r)| charge_of(r.value_len),
             |(_, r)| r.held(),
             &mut Default::default(),
+            &mut panicked,
         );
         let count = ranks.len();
         let mut wanted = vec![false; count];
@@ -698,34 +703,38 @@ impl Cache {
         // Chosen: the ranks go before the second read, whose full heads are then the only
         // per-record memory held.
         drop(ranks);
-        let mut input = file;
-        input
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| io_error("rewinding", path, e))?;
-        // The length again: a file that grew or shrank in between is read as it is now,
-        // and then fails the check below or the second read's own checks.
-        let len = regular_len(path, file)?;
-        // Presence was asked in the first pass, for the choice; the import asks again.
-        let second = decoder(path, file, len).passing_values_over(self.largest_value());
-        let second = second.scan(
-            |_| None,
-            |index, _, _, _| {
-                if wanted.get(index) == Some(&true) {
-                    Keep::Value
-                } else {
-                    Keep::Head
-                }
-            },
-        )?;
-        // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
-        // so the choice made from the first read's heads is a choice among these records.
-        if second.checksum != first.checksum || second.records.len() != count {
-            return Err(SnapshotError::ChangedWhileLoading {
-                first: hex::encode(first.checksum),
-                second: hex::encode(second.checksum),
-            });
-        }
-        self.apply_scan(second)
+        let loaded = (|| {
+            let mut input = file;
+            input
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| io_error("rewinding", path, e))?;
+            // The length again: a file that grew or shrank in between is read as it is now,
+            // and then fails the check below or the second read's own checks.
+            let len = regular_len(path, file)?;
+            // Presence was asked in the first pass, for the choice; the import asks again.
+            let second = decoder(path, file, len).passing_values_over(self.largest_value());
+            let second = second.scan(
+                |_| None,
+                |index, _, _, _| {
+                    if wanted.get(index) == Some(&true) {
+                        Keep::Value
+                    } else {
+                        Keep::Head
+                    }
+                },
+            )?;
+            // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
+            // so the choice made from the first read's heads is a choice among these records.
+            if second.checksum != first.checksum || second.records.len() != count {
+                return Err(SnapshotError::ChangedWhileLoading {
+                    first: hex::encode(first.checksum),
+                    second: hex::encode(second.checksum),
+                });
+            }
+            self.apply_scan(second)
+        })();
+        panicked.resume();
+        loaded
     }
 
     /// The longest value this cache's whole byte budget holds: a load passes over the bytes
