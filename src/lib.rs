@@ -74,7 +74,9 @@ pub mod time;
 #[cfg(feature = "trace")]
 pub mod trace;
 
-pub use cache::{Cache, CacheBuilder, CacheError, CacheStats, LoadError, RemovalCause, WeakCache};
+pub use cache::{
+    Cache, CacheBuilder, CacheError, CacheStats, ConfigError, LoadError, RemovalCause, WeakCache,
+};
 pub use codec::CodecError;
 pub use entry::CacheEntry;
 pub use job::{

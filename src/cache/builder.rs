@@ -19,6 +19,34 @@ pub const MAX_SHARDS: usize = 1024;
 /// dozen entries to rank well.
 const MIN_ENTRIES_PER_SHARD: u64 = 1024;
 
+/// What is wrong with a [`CacheBuilder`]'s settings: the value of
+/// [`CacheError::InvalidConfig`], one variant a setting, so that a caller can tell which
+/// setting to fix without reading the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// [`CacheBuilder::max_bytes`] was not called: every cache has a byte budget.
+    #[error("max_bytes is required")]
+    MissingMaxBytes,
+    /// [`CacheBuilder::max_bytes`] is below the charge of one empty entry.
+    #[error("max_bytes is {max_bytes}, less than one empty entry ({min} bytes)")]
+    MaxBytesTooSmall {
+        /// The budget given.
+        max_bytes: u64,
+        /// The charge of an entry with an empty value ([`CacheEntry::charged_size`]`(0)`).
+        min: u64,
+    },
+    /// [`CacheBuilder::max_entries`] is 0.
+    #[error("max_entries must be at least 1")]
+    ZeroMaxEntries,
+    /// [`CacheBuilder::shards`] is not a power of two from 1 to [`MAX_SHARDS`].
+    #[error("shards must be a power of two from 1 to {MAX_SHARDS}, got {0}")]
+    Shards(usize),
+    /// [`CacheBuilder::sweep_interval`] is zero.
+    #[error("sweep_interval must be positive")]
+    ZeroSweepInterval,
+}
+
 /// Configures and builds a [`Cache`]. Start with [`Cache::builder`].
 ///
 /// ```
@@ -157,31 +185,27 @@ impl CacheBuilder {
 
     /// Builds the cache; an inconsistent configuration is an error that says what is wrong.
     pub fn build(self) -> Result<Cache, CacheError> {
-        let invalid = |reason: String| Err(CacheError::InvalidConfig { reason });
+        let invalid = |e: ConfigError| Err(CacheError::InvalidConfig(e));
         let Some(max_bytes) = self.max_bytes else {
-            return invalid("max_bytes is required".into());
+            return invalid(ConfigError::MissingMaxBytes);
         };
         let min = CacheEntry::charged_size(0) as u64;
         if max_bytes < min {
-            return invalid(format!(
-                "max_bytes is {max_bytes}, less than one empty entry ({min} bytes)"
-            ));
+            return invalid(ConfigError::MaxBytesTooSmall { max_bytes, min });
         }
         let max_entries = self.max_entries.unwrap_or(u64::MAX);
         if max_entries == 0 {
-            return invalid("max_entries must be at least 1".into());
+            return invalid(ConfigError::ZeroMaxEntries);
         }
         let shards = match self.shards {
             Some(n) if !n.is_power_of_two() || n > MAX_SHARDS => {
-                return invalid(format!(
-                    "shards must be a power of two from 1 to {MAX_SHARDS}, got {n}"
-                ));
+                return invalid(ConfigError::Shards(n));
             }
             Some(n) => n,
             None => default_shards(max_bytes / min, max_entries),
         };
         if self.sweep_interval.is_some_and(|i| i.is_zero()) {
-            return invalid("sweep_interval must be positive".into());
+            return invalid(ConfigError::ZeroSweepInterval);
         }
         let cache = Cache::from_config(super::Config {
             max_bytes,

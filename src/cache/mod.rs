@@ -82,7 +82,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use builder::{CacheBuilder, MAX_SHARDS};
+pub use builder::{CacheBuilder, ConfigError, MAX_SHARDS};
 pub use loader::LoadError;
 pub use stats::CacheStats;
 
@@ -125,12 +125,9 @@ impl RemovalCause {
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    /// The builder's settings are inconsistent.
-    #[error("invalid cache configuration: {reason}")]
-    InvalidConfig {
-        /// What is wrong.
-        reason: String,
-    },
+    /// The builder's settings are inconsistent; the [`ConfigError`] names the setting.
+    #[error("invalid cache configuration: {0}")]
+    InvalidConfig(ConfigError),
     /// The entry alone is larger than the whole byte budget; nothing was evicted.
     #[error("an entry charged {size} bytes cannot fit a cache of max_bytes {max_bytes}")]
     TooLarge {

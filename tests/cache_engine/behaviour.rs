@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use memocache::{Cache, CacheEntry, CacheError, CodecError, ManualClock, RemovalCause};
+use memocache::{
+    Cache, CacheEntry, CacheError, CodecError, ConfigError, ManualClock, RemovalCause,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{key, of_cause, recorded, secs};
@@ -214,29 +216,63 @@ fn typed_values_round_trip_and_bad_bytes_are_an_error() {
 
 #[test]
 fn bad_configurations_are_errors_that_say_what_is_wrong() {
-    let reason = |result: Result<Cache, CacheError>| match result {
-        Err(CacheError::InvalidConfig { reason }) => reason,
+    let config_error = |result: Result<Cache, CacheError>| match result {
+        Err(CacheError::InvalidConfig(e)) => e,
         other => panic!("expected InvalidConfig, got {other:?}"),
     };
-    assert!(reason(Cache::builder().build()).contains("max_bytes"));
-    assert!(reason(Cache::builder().max_bytes(10).build()).contains("max_bytes"));
-    assert!(
-        reason(Cache::builder().max_bytes(1 << 20).max_entries(0).build()).contains("max_entries")
-    );
+    let min = CacheEntry::charged_size(0) as u64;
+    let cases = [
+        (
+            Cache::builder().build(),
+            ConfigError::MissingMaxBytes,
+            "max_bytes",
+        ),
+        (
+            Cache::builder().max_bytes(10).build(),
+            ConfigError::MaxBytesTooSmall { max_bytes: 10, min },
+            "max_bytes is 10",
+        ),
+        (
+            Cache::builder().max_bytes(min - 1).build(),
+            ConfigError::MaxBytesTooSmall {
+                max_bytes: min - 1,
+                min,
+            },
+            "max_bytes",
+        ),
+        (
+            Cache::builder().max_bytes(1 << 20).max_entries(0).build(),
+            ConfigError::ZeroMaxEntries,
+            "max_entries",
+        ),
+        (
+            Cache::builder()
+                .max_bytes(1 << 20)
+                .sweep_interval(Duration::ZERO)
+                .build(),
+            ConfigError::ZeroSweepInterval,
+            "sweep_interval",
+        ),
+    ];
+    for (result, expected, named) in cases {
+        let e = config_error(result);
+        assert_eq!(e, expected);
+        // The message names the setting, after the cache's own prefix.
+        let message = CacheError::InvalidConfig(e).to_string();
+        assert!(
+            message.starts_with("invalid cache configuration: ") && message.contains(named),
+            "{message}"
+        );
+    }
     for shards in [0, 3, 12, 2048] {
-        let why = reason(Cache::builder().max_bytes(1 << 20).shards(shards).build());
+        let e = config_error(Cache::builder().max_bytes(1 << 20).shards(shards).build());
+        assert_eq!(e, ConfigError::Shards(shards));
+        let why = e.to_string();
         assert!(
             why.contains("shards") && why.contains(&shards.to_string()),
             "{why}"
         );
     }
-    let why = reason(
-        Cache::builder()
-            .max_bytes(1 << 20)
-            .sweep_interval(Duration::ZERO)
-            .build(),
-    );
-    assert!(why.contains("sweep_interval"));
 
     // The edges that are valid.
     let smallest = CacheEntry::charged_size(0) as u64;
