@@ -956,6 +956,18 @@ const HEDGE_SHARE: u32 = SHARE_ONE / 10 * 9;
 /// Misses in a row of keys the sketch had seen before that end a hedge as a loop's.
 const LOOP_EVIDENCE: u32 = 16;
 
+/// Shards of this many entries hold a duel of two shadows, one of this policy and one of an
+/// LRU with TinyLFU admission, and evict as the one with more recent hits would (see *A duel
+/// of two shadows in the tiniest shards*).
+const DUEL: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// The duel's hit counts are halved every this many times the shard's entries of requests.
+const DUEL_PERIOD: usize = 32;
+
+/// The shard follows the other shadow once its recent hits exceed the followed one's by more
+/// than this.
+const DUEL_MARGIN: u32 = 16;
+
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -1051,6 +1063,9 @@ pub(super) trait Slab {
     fn links_mut(&mut self, slot: u32) -> &mut Links;
     fn charge(&self, slot: u32) -> u64;
     fn hash(&self, slot: u32) -> u64;
+    /// The entry's access count (hits through `get`), which the duel of tiny shards reads to
+    /// learn of hits without a write on the hit path.
+    fn accesses(&self, slot: u32) -> u64;
 }
 
 /// One FIFO queue: head is newest, tail is oldest.
@@ -1197,6 +1212,8 @@ pub(super) struct S3Fifo {
     /// unhit victims may be admitted by frequency.
     small_shard: bool,
     sketch: Sketch,
+    /// Shadows of S3-FIFO and of an LRU with TinyLFU admission, in tiny shards.
+    duel: Option<Box<Duel>>,
     /// Fingerprints in the ghost of keys evicted from `small` / from `main`.
     ghost_small: usize,
     ghost_main: usize,
@@ -1249,6 +1266,7 @@ impl S3Fifo {
 
     pub(super) fn new(share_bytes: u64, share_entries: u64) -> S3Fifo {
         S3Fifo {
+            duel: None,
             small: List::new(),
             main: List::new(),
             ghost: Vec::new(),
@@ -1295,6 +1313,11 @@ impl S3Fifo {
         // A full shard that is not refilling (nearly every miss) skips the arithmetic.
         if self.full && !self.refilling {
             return Queue::Small;
+        }
+        // A duel shard keeps `refilling` set, so every miss of it reaches this.
+        if let Some(duel) = self.duel.as_deref_mut() {
+            duel.miss(slab, &self.main, hash);
+            return Queue::Main;
         }
         let room = (self.main.bytes + charge) * 100
             <= self.share_bytes.saturating_mul(FILL_PERCENT)
@@ -1582,8 +1605,14 @@ impl S3Fifo {
             if slot == NIL {
                 return None;
             }
-            if slab.links(slot).freq() == 0 && self.queued() <= LEAST_FREQUENT_UP_TO {
-                slot = self.least_frequent_unhit(slab, slot);
+            if self.queued() <= LEAST_FREQUENT_UP_TO {
+                // A duel shard's entries are all on `main`: every victim comes through here.
+                if self.duel.is_some() {
+                    return self.duel_evict(slab);
+                }
+                if slab.links(slot).freq() == 0 {
+                    slot = self.least_frequent_unhit(slab, slot);
+                }
             }
             self.unlink(slab, slot);
             let freq = slab.links_mut(slot).freq.get_mut();
@@ -1650,15 +1679,23 @@ impl S3Fifo {
     /// sizing stays out of line. Calling the sizing on every insert cost an evicting insert
     /// about 45 instructions (callgrind).
     #[inline]
-    pub(super) fn fit(&mut self, entries: usize) {
+    pub(super) fn fit(&mut self, slab: &impl Slab, entries: usize) {
         if entries >= self.fit_from {
-            self.grow(entries);
+            self.grow(slab, entries);
         }
     }
 
     /// [`S3Fifo::fit`]'s sizing, for a count of entries not seen before.
     #[inline(never)]
-    fn grow(&mut self, entries: usize) {
+    fn grow(&mut self, slab: &impl Slab, entries: usize) {
+        if let Some(duel) = self.duel.as_deref_mut() {
+            // Called after every insertion (`fit_from` stays 0): the new entry is `main`'s
+            // head, and its hits are counted from here.
+            if self.main.head != NIL {
+                duel.baseline(slab, self.main.head);
+            }
+            return;
+        }
         self.fit_from = entries + 1;
         let slots = ghost_slots(entries);
         if self.ghost.len() < slots {
@@ -1743,6 +1780,9 @@ impl S3Fifo {
     }
 
     pub(super) fn clear(&mut self) {
+        if let Some(duel) = self.duel.as_deref_mut() {
+            *duel = Duel::new(duel.capacity);
+        }
         self.full = false;
         self.small = List::new();
         self.main = List::new();
@@ -1757,7 +1797,7 @@ impl S3Fifo {
         self.scout = Scout::Off;
         self.scan_run = 0;
         self.seen_run = 0;
-        self.refilling = false;
+        self.refilling = self.duel.is_some();
     }
 
     fn list(&mut self, queue: Queue) -> &mut List {
@@ -1793,6 +1833,377 @@ impl S3Fifo {
     }
 }
 
+/// Entries of one unit each, named by their hash: the resident set of [`ShadowS3`].
+#[derive(Debug, Default)]
+struct ShadowSlab {
+    links: Vec<Links>,
+    hashes: Vec<u64>,
+    live: Vec<bool>,
+}
+
+impl Slab for ShadowSlab {
+    fn links(&self, slot: u32) -> &Links {
+        &self.links[slot as usize]
+    }
+    fn links_mut(&mut self, slot: u32) -> &mut Links {
+        &mut self.links[slot as usize]
+    }
+    fn charge(&self, _slot: u32) -> u64 {
+        1
+    }
+    fn hash(&self, slot: u32) -> u64 {
+        self.hashes[slot as usize]
+    }
+    fn accesses(&self, _slot: u32) -> u64 {
+        0
+    }
+}
+
+/// This module's policy (without a duel) over hashes only: what the shard would hold without
+/// the duel.
+#[derive(Debug)]
+struct ShadowS3 {
+    policy: S3Fifo,
+    slab: ShadowSlab,
+    free: Vec<u32>,
+    len: usize,
+    capacity: usize,
+}
+
+impl ShadowS3 {
+    fn new(capacity: usize) -> ShadowS3 {
+        let mut shadow = ShadowS3 {
+            policy: S3Fifo::new(u64::MAX, capacity as u64),
+            slab: ShadowSlab::default(),
+            free: Vec::new(),
+            len: 0,
+            capacity,
+        };
+        shadow.policy.fit(&shadow.slab, 0);
+        shadow
+    }
+
+    fn find(&self, hash: u64) -> Option<u32> {
+        self.slab
+            .hashes
+            .iter()
+            .zip(&self.slab.live)
+            .position(|(&h, &live)| live && h == hash)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// Evicts the policy's victim and returns its hash.
+    fn evict(&mut self) -> Option<u64> {
+        let (slot, hash) = self.policy.evict(&mut self.slab)?;
+        self.slab.live[slot as usize] = false;
+        self.free.push(slot);
+        self.len -= 1;
+        Some(hash)
+    }
+
+    /// One request, driven as a shard drives the policy; true on a hit.
+    fn access(&mut self, hash: u64) -> bool {
+        if let Some(slot) = self.find(hash) {
+            self.slab.links(slot).hit();
+            return true;
+        }
+        if self.len >= self.capacity {
+            self.evict();
+        }
+        let queue = self.policy.admission_queue(&self.slab, hash, 1);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let i = slot as usize;
+                (self.slab.links[i], self.slab.hashes[i]) = (Links::new(queue), hash);
+                self.slab.live[i] = true;
+                slot
+            }
+            None => {
+                self.slab.links.push(Links::new(queue));
+                self.slab.hashes.push(hash);
+                self.slab.live.push(true);
+                // At most `DUEL.end()` slots.
+                u32::try_from(self.slab.links.len() - 1).unwrap_or(NIL)
+            }
+        };
+        self.len += 1;
+        self.policy.push(&mut self.slab, slot);
+        self.policy.fit(&self.slab, self.len);
+        false
+    }
+}
+
+/// The count-min sketch of Caffeine and moka: four 4-bit counters a key, in four words, and
+/// every counter halved after 10 × `words` increments. Sized as moka sizes it for a cache of
+/// up to 128 entries: 128 words, halved every 1,280 increments.
+#[derive(Debug)]
+struct RowSketch {
+    table: Vec<u64>,
+    size: u32,
+}
+
+/// The words of a [`RowSketch`]; its halving period is 10 × this many increments.
+const ROW_SKETCH_WORDS: usize = 128;
+
+/// Caffeine's seeds of the four rows.
+const ROW_SEEDS: [u64; 4] = [
+    0xc3a5_c85c_97cb_3127,
+    0xb492_b66f_be98_f273,
+    0x9ae1_6a3b_2f90_404f,
+    0xcbf2_9ce4_8422_2325,
+];
+
+impl RowSketch {
+    fn new() -> RowSketch {
+        RowSketch {
+            table: vec![0; ROW_SKETCH_WORDS],
+            size: 0,
+        }
+    }
+
+    /// The word and the bit offset of `hash`'s counter in row `row`.
+    fn counter(&self, hash: u64, row: usize) -> (usize, u32) {
+        let mut h = hash
+            .wrapping_add(ROW_SEEDS[row])
+            .wrapping_mul(ROW_SEEDS[row]);
+        h = h.wrapping_add(h >> 32);
+        let start = ((hash & 3) << 2) as u32;
+        (
+            (h as usize) & (self.table.len() - 1),
+            (start + row as u32) << 2,
+        )
+    }
+
+    fn estimate(&self, hash: u64) -> u8 {
+        (0..4)
+            .map(|row| {
+                let (word, offset) = self.counter(hash, row);
+                ((self.table[word] >> offset) & 15) as u8
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn increment(&mut self, hash: u64) {
+        let mut added = false;
+        for row in 0..4 {
+            let (word, offset) = self.counter(hash, row);
+            if (self.table[word] >> offset) & 15 != 15 {
+                self.table[word] += 1 << offset;
+                added = true;
+            }
+        }
+        if added {
+            self.size += 1;
+            if self.size as usize >= 10 * ROW_SKETCH_WORDS {
+                let mut odd = 0;
+                for word in &mut self.table {
+                    odd += (*word & 0x1111_1111_1111_1111).count_ones();
+                    *word = (*word >> 1) & 0x7777_7777_7777_7777;
+                }
+                self.size = (self.size >> 1) - (odd >> 2);
+            }
+        }
+    }
+}
+
+/// An LRU with TinyLFU admission over hashes, as moka runs it: every request counts in the
+/// sketch, a hit moves the key to the MRU end, and a new key replaces the LRU end only if the
+/// sketch has seen it more often; else it is not kept.
+#[derive(Debug)]
+struct ShadowLfu {
+    /// LRU first.
+    order: Vec<u64>,
+    sketch: RowSketch,
+    capacity: usize,
+}
+
+impl ShadowLfu {
+    fn new(capacity: usize) -> ShadowLfu {
+        ShadowLfu {
+            order: Vec::with_capacity(capacity),
+            sketch: RowSketch::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.order.contains(&hash)
+    }
+
+    /// One request; true on a hit.
+    fn access(&mut self, hash: u64) -> bool {
+        self.sketch.increment(hash);
+        if let Some(i) = self.order.iter().position(|&h| h == hash) {
+            self.order.remove(i);
+            self.order.push(hash);
+            return true;
+        }
+        if self.order.len() < self.capacity {
+            self.order.push(hash);
+        } else if self.sketch.estimate(hash) > self.sketch.estimate(self.order[0]) {
+            self.order.remove(0);
+            self.order.push(hash);
+        }
+        false
+    }
+}
+
+/// The duel of a shard of [`DUEL`] entries (see *A duel of two shadows in the tiniest
+/// shards*): two shadows replay the shard's requests, and the shard evicts as the one with
+/// clearly more recent hits would.
+#[derive(Debug)]
+struct Duel {
+    capacity: usize,
+    s3: ShadowS3,
+    lfu: ShadowLfu,
+    /// By the shard's slot: its key's hash and its access count when last looked at.
+    seen: Vec<(u64, u64)>,
+    /// Recent hits of each shadow, halved every [`DUEL_PERIOD`] × `capacity` requests.
+    hits_s3: u32,
+    hits_lfu: u32,
+    requests: u32,
+    /// The shard follows the LFU shadow (else the S3-FIFO one).
+    follow_lfu: bool,
+}
+
+impl Duel {
+    fn new(capacity: usize) -> Duel {
+        Duel {
+            capacity,
+            s3: ShadowS3::new(capacity),
+            // One entry less: the shard holds the newest key besides, as its eviction comes
+            // before the key is known (see *A duel of two shadows*).
+            lfu: ShadowLfu::new(capacity.saturating_sub(1).max(1)),
+            seen: Vec::new(),
+            hits_s3: 0,
+            hits_lfu: 0,
+            requests: 0,
+            follow_lfu: false,
+        }
+    }
+
+    /// Counts the hits of an entry of the shard's from its current access count on.
+    fn baseline(&mut self, slab: &impl Slab, slot: u32) {
+        let i = slot as usize;
+        if self.seen.len() <= i {
+            self.seen.resize(i + 1, (0, 0));
+        }
+        self.seen[i] = (slab.hash(slot), slab.accesses(slot));
+    }
+
+    /// One request to both shadows, and the score.
+    fn request(&mut self, hash: u64) {
+        self.hits_s3 += u32::from(self.s3.access(hash));
+        self.hits_lfu += u32::from(self.lfu.access(hash));
+        self.requests += 1;
+        if self.requests as usize >= DUEL_PERIOD * self.capacity {
+            self.requests = 0;
+            self.hits_s3 /= 2;
+            self.hits_lfu /= 2;
+        }
+        self.follow_lfu = if self.follow_lfu {
+            self.hits_s3 <= self.hits_lfu + DUEL_MARGIN
+        } else {
+            self.hits_lfu > self.hits_s3 + DUEL_MARGIN
+        };
+    }
+
+    /// Tells the shadows of the shard's hits since its last miss, from the access counts of
+    /// its entries (`main`: a duel shard has no other queue), in queue order, not the order
+    /// they came in: at the low hit ratios of such shards, there are few.
+    fn sync(&mut self, slab: &impl Slab, main: &List) {
+        let mut slot = main.tail;
+        while slot != NIL {
+            let i = slot as usize;
+            let (hash, before) = self.seen[i];
+            let now = slab.accesses(slot);
+            if now > before {
+                self.seen[i].1 = now;
+                // A key hit more often than this between two misses is at any shadow's MRU
+                // end and far above any other key in the sketch anyway.
+                for _ in 0..(now - before).min(8) {
+                    self.request(hash);
+                }
+            }
+            slot = slab.links(slot).prev();
+        }
+    }
+
+    /// A miss of the shard (after its eviction, if it needed one).
+    fn miss(&mut self, slab: &impl Slab, main: &List, hash: u64) {
+        self.sync(slab, main);
+        self.request(hash);
+    }
+}
+
+impl S3Fifo {
+    /// A shard's policy: as [`S3Fifo::new`], with a duel in shards of [`DUEL`] entries.
+    pub(super) fn for_shard(share_bytes: u64, share_entries: u64) -> S3Fifo {
+        let mut policy = S3Fifo::new(share_bytes, share_entries);
+        if let Some(entries) = usize::try_from(share_entries)
+            .ok()
+            .filter(|e| DUEL.contains(e))
+        {
+            policy.duel = Some(Box::new(Duel::new(entries)));
+            // Every miss leaves `admission_queue`'s fast path for the duel's, and every
+            // insertion calls `grow`, which marks where the new entry's hits start.
+            policy.refilling = true;
+            policy.fit_from = 0;
+        }
+        policy
+    }
+
+    /// The victim in a shard with a duel: an entry the shadow it follows does not hold (it
+    /// evicted or never admitted the key), else the one that shadow evicts next. The LFU
+    /// shadow's next victim is its LRU end (it keeps it if the new key loses the admission
+    /// test, but the shard has to make room first); the S3-FIFO shadow, which holds what the
+    /// shard holds, evicts for the new key now.
+    #[inline(never)]
+    fn duel_evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
+        let duel = self.duel.as_deref_mut()?;
+        duel.sync(slab, &self.main);
+        let resident = |hash: u64| {
+            let mut slot = self.main.tail;
+            while slot != NIL && duel.seen[slot as usize].0 != hash {
+                slot = slab.links(slot).prev();
+            }
+            slot
+        };
+        let mut victim = NIL;
+        let mut slot = self.main.tail;
+        while slot != NIL && victim == NIL {
+            let hash = duel.seen[slot as usize].0;
+            let held = if duel.follow_lfu {
+                duel.lfu.contains(hash)
+            } else {
+                duel.s3.find(hash).is_some()
+            };
+            if !held {
+                victim = slot;
+            }
+            slot = slab.links(slot).prev();
+        }
+        if victim == NIL {
+            let next = if duel.follow_lfu {
+                duel.lfu.order.first().copied()
+            } else {
+                duel.s3.evict()
+            };
+            victim = next.map_or(NIL, resident);
+        }
+        if victim == NIL {
+            victim = self.main.tail;
+        }
+        if victim == NIL {
+            return None;
+        }
+        let hash = duel.seen[victim as usize].0;
+        self.unlink(slab, victim);
+        Some((victim, hash))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -1806,6 +2217,8 @@ mod tests {
     struct TestSlab {
         links: Vec<Links>,
         hashes: Vec<u64>,
+        /// Hits, as a shard's records count them.
+        accesses: Vec<u64>,
     }
 
     impl Slab for TestSlab {
@@ -1820,6 +2233,9 @@ mod tests {
         }
         fn hash(&self, slot: u32) -> u64 {
             self.hashes[slot as usize]
+        }
+        fn accesses(&self, slot: u32) -> u64 {
+            self.accesses[slot as usize]
         }
     }
 
@@ -1844,8 +2260,17 @@ mod tests {
         }
 
         fn new(capacity: usize) -> Sim {
+            Sim::with_policy(capacity, S3Fifo::new(u64::MAX, capacity as u64))
+        }
+
+        /// A shard of `capacity` as the cache makes it: with a duel if it is that small.
+        fn shard(capacity: usize) -> Sim {
+            Sim::with_policy(capacity, S3Fifo::for_shard(u64::MAX, capacity as u64))
+        }
+
+        fn with_policy(capacity: usize, policy: S3Fifo) -> Sim {
             Sim {
-                policy: S3Fifo::new(u64::MAX, capacity as u64),
+                policy,
                 slab: TestSlab::default(),
                 index: HashMap::new(),
                 free: Vec::new(),
@@ -1866,6 +2291,7 @@ mod tests {
             let hash = Sim::hash(key);
             if let Some(&slot) = self.index.get(&hash) {
                 self.slab.links(slot).hit();
+                self.slab.accesses[slot as usize] += 1;
                 return true;
             }
             if self.index.len() == self.capacity {
@@ -1879,17 +2305,19 @@ mod tests {
                 Some(slot) => {
                     self.slab.links[slot as usize] = Links::new(queue);
                     self.slab.hashes[slot as usize] = hash;
+                    self.slab.accesses[slot as usize] = 0;
                     slot
                 }
                 None => {
                     self.slab.links.push(Links::new(queue));
                     self.slab.hashes.push(hash);
+                    self.slab.accesses.push(0);
                     (self.slab.links.len() - 1) as u32
                 }
             };
             self.index.insert(hash, slot);
             self.policy.push(&mut self.slab, slot);
-            self.policy.fit(self.index.len());
+            self.policy.fit(&self.slab, self.index.len());
             false
         }
 
@@ -2271,6 +2699,94 @@ mod tests {
 
     /// Requests `hot` keys in turn for `rounds` rounds, with `gap` one-off keys after each;
     /// returns how many of the hot requests of the second half hit.
+    /// Requests with stable popularity: keys spread log-uniformly over 0..500 (key k about
+    /// as often as 1 / k), from a seeded SplitMix64 stream.
+    fn stable_popularity(requests: usize) -> Vec<u64> {
+        let mut state = 0x1234u64;
+        (0..requests)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                let u = ((z ^ (z >> 31)) % 1_000_000) as f64 / 1e6;
+                500f64.powf(u) as u64
+            })
+            .collect()
+    }
+
+    /// Replays `keys` through `sim`: its hits, and whether it ever followed the LFU shadow.
+    fn replay_duel(sim: &mut Sim, keys: &[u64]) -> (u32, bool) {
+        let mut hits = 0;
+        let mut followed_lfu = false;
+        for &key in keys {
+            hits += u32::from(sim.access(key));
+            followed_lfu |= sim.policy.duel.as_ref().is_some_and(|d| d.follow_lfu);
+        }
+        sim.check();
+        (hits, followed_lfu)
+    }
+
+    #[test]
+    fn duel_only_in_shards_of_16_to_64_entries() {
+        for (entries, duel) in [
+            (12, false),
+            (15, false),
+            (16, true),
+            (64, true),
+            (65, false),
+        ] {
+            let policy = S3Fifo::for_shard(u64::MAX, entries);
+            assert_eq!(policy.duel.is_some(), duel, "{entries} entries");
+        }
+    }
+
+    #[test]
+    fn duel_shard_follows_the_lfu_shadow_where_it_hits_more() {
+        // Stable popularity is TinyLFU's case: an LRU that admits by frequency keeps the most
+        // popular keys, where S3-FIFO's small queue and ghost cycle middling ones through.
+        let keys = stable_popularity(40_000);
+        let (plain, _) = replay_duel(&mut Sim::new(30), &keys);
+        let mut shard = Sim::shard(30);
+        let (duel, followed_lfu) = replay_duel(&mut shard, &keys);
+        assert!(followed_lfu);
+        assert!(
+            duel > plain + plain / 100,
+            "duel {duel} hits, plain policy {plain}"
+        );
+        let followed = shard.policy.duel.as_ref().expect("a duel");
+        assert!(followed.follow_lfu);
+        // Following it, the shard holds the shadow's keys and at most the newest one besides.
+        let strangers = shard
+            .index
+            .keys()
+            .filter(|&&hash| !followed.lfu.contains(hash))
+            .count();
+        assert!(strangers <= 1, "{strangers} keys the shadow does not hold");
+    }
+
+    #[test]
+    fn duel_shard_following_s3_fifo_decides_as_the_plain_policy() {
+        // Sweeps up and down over 90 keys, drifting by 10 keys every 900 requests: a recency
+        // trace, on which the LFU shadow never leads, so the shard follows the S3-FIFO shadow
+        // throughout, which learns of the hits only from the entries' access counts, late.
+        let keys: Vec<u64> = (0..40_000u64)
+            .map(|i| {
+                let (offset, base) = (i % 90, i / 900 * 10);
+                if (i / 90) % 2 == 0 {
+                    base + offset
+                } else {
+                    base + 89 - offset
+                }
+            })
+            .collect();
+        let (plain, _) = replay_duel(&mut Sim::new(30), &keys);
+        let (duel, followed_lfu) = replay_duel(&mut Sim::shard(30), &keys);
+        assert!(!followed_lfu);
+        assert!(plain > 10_000, "a trace with hits: {plain}");
+        assert_eq!(duel, plain);
+    }
+
     fn hot_keys_among_one_offs(sim: &mut Sim, hot: u64, rounds: u32, gap: u32) -> u32 {
         let mut unique = 1_000u64;
         let mut hits = 0;
@@ -2388,22 +2904,22 @@ mod tests {
     fn fit_sizes_a_new_policy_and_skips_counts_it_has_seen() {
         let sizes = |policy: &S3Fifo| (policy.ghost.len(), policy.sketch.words.len());
         let mut policy = S3Fifo::new(u64::MAX, 5_000);
-        policy.fit(0);
+        policy.fit(&TestSlab::default(), 0);
         assert_eq!(sizes(&policy), (16, 128));
-        policy.fit(5_000);
+        policy.fit(&TestSlab::default(), 5_000);
         assert_eq!(sizes(&policy), (8_192, 4_096));
         // A count seen before (a full shard) or below it resizes nothing and keeps what the
         // ghost and the sketch hold.
         policy.ghost_put(7, false);
         policy.sketch.increment(7);
         for entries in [5_000, 100, 0] {
-            policy.fit(entries);
+            policy.fit(&TestSlab::default(), entries);
         }
         assert_eq!(sizes(&policy), (8_192, 4_096));
         assert_eq!(policy.ghost_small, 1);
         assert_eq!(policy.sketch.estimate(7), 1);
         // One more entry than ever before is sized again.
-        policy.fit(8_193);
+        policy.fit(&TestSlab::default(), 8_193);
         assert_eq!(policy.ghost.len(), 16_384);
     }
 
@@ -2411,7 +2927,7 @@ mod tests {
     fn ghost_is_half_as_long_in_shards_of_129_to_1024_entries() {
         let slots = |entries| {
             let mut sim = Sim::new(entries);
-            sim.policy.fit(entries);
+            sim.policy.fit(&TestSlab::default(), entries);
             sim.policy.ghost.len()
         };
         assert_eq!(slots(10), 16);

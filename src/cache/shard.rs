@@ -387,6 +387,9 @@ impl Slab for Records {
     fn hash(&self, slot: u32) -> u64 {
         self.hasher.hash(&self.record(slot).key)
     }
+    fn accesses(&self, slot: u32) -> u64 {
+        self.record(slot).access_count()
+    }
 }
 
 /// One shard of the cache.
@@ -403,15 +406,16 @@ pub(super) struct Shard {
 impl Shard {
     /// A shard holding about `share_bytes` / `share_entries` of the cache's budget.
     pub(super) fn new(hasher: KeyHasher, share_bytes: u64, share_entries: u64) -> Shard {
-        let mut policy = S3Fifo::new(share_bytes, share_entries);
+        let mut policy = S3Fifo::for_shard(share_bytes, share_entries);
         let capacity = 0;
-        policy.fit(capacity);
+        let records = Records {
+            slots: Vec::with_capacity(capacity),
+            free: Vec::new(),
+            hasher,
+        };
+        policy.fit(&records, capacity);
         Shard {
-            records: Records {
-                slots: Vec::with_capacity(capacity),
-                free: Vec::new(),
-                hasher,
-            },
+            records,
             index: HashTable::with_capacity(capacity),
             policy,
             wheel: TimerWheel::new(),
@@ -536,7 +540,7 @@ impl Shard {
                 .map_or(0, |record| hasher.hash(&record.key))
         });
         self.policy.push(&mut self.records, slot);
-        self.policy.fit(self.index.len());
+        self.policy.fit(&self.records, self.index.len());
         if expires_at != NEVER {
             self.timed += 1;
             self.file_deadline(slot, expires_at);
