@@ -836,6 +836,90 @@
 //!   nearly every new key then looks seen before, and the hedge ends as a loop's before the
 //!   turn. No other row moved by more than 0.11 (`ps` at 10 %, 308 entries, +0.11 at 1,024).
 //!
+//! # A duel of two shadows in the tiniest shards
+//!
+//! moka, an LRU that admits a new key only if its TinyLFU estimate beats the LRU end's,
+//! stayed ahead on `multi2` at 1 % (56 entries) and `multi1` at 1 % (26), while this policy
+//! wins the recency, scan and loop rows where such an LRU collapses. So a shard of [`DUEL`]
+//! (16 to 64) entries runs both as shadows over fingerprints (the key's hash, no values):
+//! [`ShadowS3`], this module's policy without a duel, and [`ShadowLfu`], moka's policy with
+//! moka's sketch for such caches ([`RowSketch`]: four rows, 128 words, halved every 1,280
+//! increments). Each counts its hits; the counts are halved every [`DUEL_PERIOD`] × `entries`
+//! requests, and the shard follows the other shadow once its count exceeds the followed one's
+//! by more than [`DUEL_MARGIN`] (16). To follow a shadow, the shard's victim is an entry the
+//! shadow does not hold, else the one it evicts next ([`S3Fifo::duel_evict`]); all of the
+//! shard's entries are on `main`, and its own queues, ghost and sketch are not used.
+//!
+//! * **Hits without a write.** The policy does not see hits, and the shadows need them. A hit
+//!   already counts in the record's `access_count` (for the entry's statistics), so on every
+//!   miss of a duel shard the duel reads the access counts of its entries and tells the
+//!   shadows of the hits since the last miss ([`Duel::sync`]), in queue order rather than the
+//!   order they came in: at the hit ratios of such caches (2–25 %) there are few between two
+//!   misses. The hit path is unchanged in every shard; a shard outside [`DUEL`] only passes
+//!   through branches it took before (see the cost below).
+//! * **The LFU shadow is one entry short.** The shard evicts before it knows the new key, and
+//!   the new key always gets in, where moka may turn it away. Following a shadow of the
+//!   shard's size, the shard gave up the shadow's LRU end before each rejection and so held one
+//!   of the shadow's keys less: `cpp` at 1 % 13.65 % (the shadow itself 15.78 %). A shadow of
+//!   `entries` − 1 leaves the shard a slot for the newest key.
+//!
+//! Measured with memocache alone (the cache, 200 replays a row, main's code and this in the
+//! same session), hit ratio in percent: `multi1` at 1 % 17.64 → 18.58 (−0.33 → +0.61 against
+//! moka), `multi2` at 1 % 22.12 → 22.47 (−0.65 → −0.30: off the list of rows more than 0.5
+//! below), `ps` at 1 % 15.19 → 15.32, `gli` at 1 % 2.08 → 2.07, `scan` at 1 % 0.894 → 0.892,
+//! `zigzag` at 1 % 0.861 → 0.862. No other row of the table has a shard of 16 to 64 entries; a
+//! run of every row of the traces of up to 200,000 requests and `loop` (200 replays, 40 for
+//! `loop`) had every other row within 0.03 of main's (100 replays), as they decide as before.
+//! The duel's knobs were set on the prototype (the same rows, 100 replays each; `multi1`,
+//! `multi2`, `ps` at 1 %): a margin of 8 18.69, 22.55, 15.36; of 24 18.53, 22.40, 15.29; a
+//! period of 16 × `entries` 18.68, 22.52, 15.36; of 64 × 18.50, 22.38, 15.28 (as kept, a
+//! margin of 16 and 32 ×: 18.64, 22.48, 15.32, 200 replays). With the duel down to 10 entries,
+//! a margin of 4 (50 replays) let `loop` at 1 % (10 entries) fall to 0.59 % (0.03 % in one
+//! replay) as the shard switched back and forth; with none, `cpp` at 1 % fell to 13.43 %. A
+//! margin of 8 gained a little more on the three rows, but 16 keeps the switching rare.
+//!
+//! Why not below 16 entries: with the duel in shards of 10 to 64 entries (margin 16), `cpp` at
+//! 1 % (12 entries) scored 14.38 % against 14.47 % without (400 replays each), `cs` at 1 % (14)
+//! 1.84 against 1.83 %, `loop` at 1 % (10) 0.89 % both: in a shard of 12 the LFU shadow's
+//! missing entry is 8 % of it (that shadow alone, following it always: `cpp` at 1 % 14.33 %).
+//! Why not above 64: up to 128 entries (100 replays) `2_pools` at 1 % (99) 48.63 → 48.63,
+//! `backf` (75) 9.06 → 9.03, `multi3` at 1 % (74) 23.15 → 23.12; nothing gained, and the
+//! shadows' linear searches grow with the shard.
+//!
+//! Variants that lost: following the LFU shadow always, with this module's [`Sketch`] (the
+//! minimum of 128 words, halved every 2,560 increments) and a shadow of the shard's size (50
+//! replays): `scan` at 1 % 0.00 %, `loop` at 1 % 0.02 %, `zigzag` at 1 % 0.25 %, `gli` at 1 %
+//! 1.10 %, `multi1` at 1 % 13.47 %, `cpp` at 1 % 13.55 %, `multi2` at 1 % 21.22 %; with moka's
+//! sketch, one entry short (30 replays): `multi1` at 1 % 18.16 %, `multi2` at 1 % 22.53 %,
+//! `cpp` at 1 % 14.33 %. In the duel, the LFU shadow with this module's sketch, one entry
+//! short (margin 0, period 32 and 128 ×, 50 replays): `multi1` at 1 % 18.65 and 18.36 %,
+//! `multi2` at 1 % 22.23 and 22.12 %, `cpp` at 1 % 13.03 and 14.41 %, `loop` at 1 % 0.85 and
+//! 0.80 %. moka's sketch sized as for larger caches (the next power of two of words at or
+//! above the entries, halved every 10 × entries): the shadow alone scored 8.9 % on `cpp` at
+//! 1 % (with moka's sizing for caches of up to 128 entries, as kept, 15.31 %; moka in the
+//! table 15.36).
+//! What still keeps `cpp` at 1 % behind moka is the slot the new key takes: the LFU shadow of
+//! 12 entries scores what moka does, of 11 about 14.3 %, and this policy 14.4–14.5 %.
+//!
+//! Cost. A hit costs what it did in every shard: the hit path was not touched, and the
+//! access count it reads was already kept. A duel shard never counts as full (`full` stays
+//! clear), so its misses take `admission_queue`'s filling path, where the duel's test sits,
+//! which a full shard of another size does not reach; the new entry's baseline is taken in
+//! [`S3Fifo::grow`], which such a shard no longer calls; and `Shard::evict` asks
+//! [`S3Fifo::duels`] before it calls [`S3Fifo::evict`] or [`S3Fifo::duel_evict`]. Callgrind, a
+//! driver that fills a cache of 50,000 entries in 8 shards ([`SystemClock`](crate::SystemClock))
+//! and then inserts fresh keys or gets resident ones, instructions per operation from the
+//! difference of 300,000 and 100,000 operations (a new hash seed each run): an evicting insert
+//! 1,353–1,358 on main (two runs), 1,360–1,366 with the duel (three runs), of which
+//! `Shard::evict` itself 147 → 150 (the test; the other functions within 0.5); a get
+//! 434–497 on main (four runs), 450–456 with the duel (two runs). The test inside
+//! `S3Fifo::evict` instead (at the filling shard's test at its top, which a duel shard always
+//! takes, or behind the test of a shard of up to [`LEAST_FREQUENT_UP_TO`] entries in the
+//! branch for `main`'s victim) cost `Shard::evict` 14–15 instructions: with a call to
+//! [`S3Fifo::duel_evict`] in it the compiler kept more in registers and spilled them on every
+//! call. In a duel shard a miss walks the shard's entries once to read their access counts,
+//! and the shadows search their up to 63 or 64 fingerprints linearly.
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
@@ -1314,7 +1398,7 @@ impl S3Fifo {
         if self.full && !self.refilling {
             return Queue::Small;
         }
-        // A duel shard keeps `refilling` set, so every miss of it reaches this.
+        // A duel shard never counts as full, so every miss of it reaches this.
         if let Some(duel) = self.duel.as_deref_mut() {
             duel.miss(slab, &self.main, hash);
             return Queue::Main;
@@ -1605,14 +1689,8 @@ impl S3Fifo {
             if slot == NIL {
                 return None;
             }
-            if self.queued() <= LEAST_FREQUENT_UP_TO {
-                // A duel shard's entries are all on `main`: every victim comes through here.
-                if self.duel.is_some() {
-                    return self.duel_evict(slab);
-                }
-                if slab.links(slot).freq() == 0 {
-                    slot = self.least_frequent_unhit(slab, slot);
-                }
+            if slab.links(slot).freq() == 0 && self.queued() <= LEAST_FREQUENT_UP_TO {
+                slot = self.least_frequent_unhit(slab, slot);
             }
             self.unlink(slab, slot);
             let freq = slab.links_mut(slot).freq.get_mut();
@@ -1797,7 +1875,7 @@ impl S3Fifo {
         self.scout = Scout::Off;
         self.scan_run = 0;
         self.seen_run = 0;
-        self.refilling = self.duel.is_some();
+        self.refilling = false;
     }
 
     fn list(&mut self, queue: Queue) -> &mut List {
@@ -2138,6 +2216,12 @@ impl Duel {
 }
 
 impl S3Fifo {
+    /// Whether this shard holds a duel: then [`S3Fifo::duel_evict`] chooses its victims.
+    #[inline]
+    pub(super) fn duels(&self) -> bool {
+        self.duel.is_some()
+    }
+
     /// A shard's policy: as [`S3Fifo::new`], with a duel in shards of [`DUEL`] entries.
     pub(super) fn for_shard(share_bytes: u64, share_entries: u64) -> S3Fifo {
         let mut policy = S3Fifo::new(share_bytes, share_entries);
@@ -2146,9 +2230,7 @@ impl S3Fifo {
             .filter(|e| DUEL.contains(e))
         {
             policy.duel = Some(Box::new(Duel::new(entries)));
-            // Every miss leaves `admission_queue`'s fast path for the duel's, and every
-            // insertion calls `grow`, which marks where the new entry's hits start.
-            policy.refilling = true;
+            // Every insertion calls `grow`, which marks where the new entry's hits start.
             policy.fit_from = 0;
         }
         policy
@@ -2160,7 +2242,7 @@ impl S3Fifo {
     /// test, but the shard has to make room first); the S3-FIFO shadow, which holds what the
     /// shard holds, evicts for the new key now.
     #[inline(never)]
-    fn duel_evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
+    pub(super) fn duel_evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
         duel.sync(slab, &self.main);
         let resident = |hash: u64| {
@@ -2295,7 +2377,13 @@ mod tests {
                 return true;
             }
             if self.index.len() == self.capacity {
-                let (victim, hash) = self.policy.evict(&mut self.slab).expect("a full cache");
+                // As `Shard::evict` chooses.
+                let victim = if self.policy.duels() {
+                    self.policy.duel_evict(&mut self.slab)
+                } else {
+                    self.policy.evict(&mut self.slab)
+                };
+                let (victim, hash) = victim.expect("a full cache");
                 assert_eq!(hash, self.slab.hash(victim));
                 self.index.remove(&hash);
                 self.free.push(victim);

@@ -651,7 +651,11 @@ impl Shard {
     // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
     #[inline(never)]
     pub(super) fn evict(&mut self) -> Option<Record> {
-        let (slot, hash) = self.policy.evict(&mut self.records)?;
+        let (slot, hash) = if self.policy.duels() {
+            self.policy.duel_evict(&mut self.records)?
+        } else {
+            self.policy.evict(&mut self.records)?
+        };
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
