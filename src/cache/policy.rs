@@ -925,7 +925,8 @@
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
 //! *small* to *main* (once per stay in *small*), or moves an entry whose counter it decrements,
 //! and a victim from *main* in the tiniest shards costs a walk of at most 63 entries;
-//! the gates cost two sketch lookups per ghost hit or unhit *small* victim.
+//! the gates cost two sketch lookups per ghost hit or unhit *small* victim. In a shard with a
+//! duel (16 to 64 entries) a miss walks the shard's entries and the shadows' fingerprints.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
