@@ -1918,6 +1918,26 @@ struct ShadowSlab {
     links: Vec<Links>,
     hashes: Vec<u64>,
     live: Vec<bool>,
+    /// Hits, which only this module's tests count (they drive a shard through such a slab).
+    accesses: Vec<u64>,
+}
+
+impl ShadowSlab {
+    /// Puts a new entry of `hash` on `queue` in a slot from `free` or a new one; its slot.
+    fn place(&mut self, free: &mut Vec<u32>, queue: Queue, hash: u64) -> u32 {
+        let Some(slot) = free.pop() else {
+            self.links.push(Links::new(queue));
+            self.hashes.push(hash);
+            self.live.push(true);
+            self.accesses.push(0);
+            // A shadow has at most `DUEL.end()` slots, a test's slab a few thousand.
+            return u32::try_from(self.links.len() - 1).unwrap_or(NIL);
+        };
+        let i = slot as usize;
+        (self.links[i], self.hashes[i]) = (Links::new(queue), hash);
+        (self.live[i], self.accesses[i]) = (true, 0);
+        slot
+    }
 }
 
 impl Slab for ShadowSlab {
@@ -1933,8 +1953,8 @@ impl Slab for ShadowSlab {
     fn hash(&self, slot: u32) -> u64 {
         self.hashes[slot as usize]
     }
-    fn accesses(&self, _slot: u32) -> u64 {
-        0
+    fn accesses(&self, slot: u32) -> u64 {
+        self.accesses[slot as usize]
     }
 }
 
@@ -1990,21 +2010,7 @@ impl ShadowS3 {
             self.evict();
         }
         let queue = self.policy.admission_queue(&self.slab, hash, 1);
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                let i = slot as usize;
-                (self.slab.links[i], self.slab.hashes[i]) = (Links::new(queue), hash);
-                self.slab.live[i] = true;
-                slot
-            }
-            None => {
-                self.slab.links.push(Links::new(queue));
-                self.slab.hashes.push(hash);
-                self.slab.live.push(true);
-                // At most `DUEL.end()` slots.
-                u32::try_from(self.slab.links.len() - 1).unwrap_or(NIL)
-            }
-        };
+        let slot = self.slab.place(&mut self.free, queue, hash);
         self.len += 1;
         self.policy.push(&mut self.slab, slot);
         self.policy.fit(&self.slab, self.len);
@@ -2295,32 +2301,8 @@ mod tests {
 
     use super::*;
 
-    /// Entries of one byte each, named by their hash.
-    #[derive(Default)]
-    struct TestSlab {
-        links: Vec<Links>,
-        hashes: Vec<u64>,
-        /// Hits, as a shard's records count them.
-        accesses: Vec<u64>,
-    }
-
-    impl Slab for TestSlab {
-        fn links(&self, slot: u32) -> &Links {
-            &self.links[slot as usize]
-        }
-        fn links_mut(&mut self, slot: u32) -> &mut Links {
-            &mut self.links[slot as usize]
-        }
-        fn charge(&self, _slot: u32) -> u64 {
-            1
-        }
-        fn hash(&self, slot: u32) -> u64 {
-            self.hashes[slot as usize]
-        }
-        fn accesses(&self, slot: u32) -> u64 {
-            self.accesses[slot as usize]
-        }
-    }
+    /// Entries of one byte each, named by their hash, with their hits.
+    type TestSlab = ShadowSlab;
 
     /// A cache of `capacity` keys run by the policy alone, driven as the shard drives it.
     struct Sim {
@@ -2390,20 +2372,7 @@ mod tests {
                 self.free.push(victim);
             }
             let queue = self.policy.admission_queue(&self.slab, hash, 1);
-            let slot = match self.free.pop() {
-                Some(slot) => {
-                    self.slab.links[slot as usize] = Links::new(queue);
-                    self.slab.hashes[slot as usize] = hash;
-                    self.slab.accesses[slot as usize] = 0;
-                    slot
-                }
-                None => {
-                    self.slab.links.push(Links::new(queue));
-                    self.slab.hashes.push(hash);
-                    self.slab.accesses.push(0);
-                    (self.slab.links.len() - 1) as u32
-                }
-            };
+            let slot = self.slab.place(&mut self.free, queue, hash);
             self.index.insert(hash, slot);
             self.policy.push(&mut self.slab, slot);
             self.policy.fit(&self.slab, self.index.len());
@@ -2789,17 +2758,15 @@ mod tests {
     /// Requests `hot` keys in turn for `rounds` rounds, with `gap` one-off keys after each;
     /// returns how many of the hot requests of the second half hit.
     /// Requests with stable popularity: keys spread log-uniformly over 0..500 (key k about
-    /// as often as 1 / k), from a seeded SplitMix64 stream.
+    /// as often as 1 / k), from a seeded xorshift stream.
     fn stable_popularity(requests: usize) -> Vec<u64> {
         let mut state = 0x1234u64;
         (0..requests)
             .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                let u = ((z ^ (z >> 31)) % 1_000_000) as f64 / 1e6;
-                500f64.powf(u) as u64
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                500f64.powf((state % 1_000_000) as f64 / 1e6) as u64
             })
             .collect()
     }
