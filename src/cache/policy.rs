@@ -882,9 +882,10 @@
 //! 1 % (12 entries) scored 14.38 % against 14.47 % without (400 replays each), `cs` at 1 % (14)
 //! 1.84 against 1.83 %, `loop` at 1 % (10) 0.89 % both: in a shard of 12 the LFU shadow's
 //! missing entry is 8 % of it (that shadow alone, following it always: `cpp` at 1 % 14.33 %).
-//! Why not above 64: up to 128 entries (100 replays) `2_pools` at 1 % (99) 48.63 → 48.63,
-//! `backf` (75) 9.06 → 9.03, `multi3` at 1 % (74) 23.15 → 23.12; nothing gained, and the
-//! shadows' linear searches grow with the shard.
+//! Why not above 64: up to 128 entries (100 replays; 20 for `loop`) `sprite` at 1 % (70)
+//! gained, 24.49 → 24.86, but `loop` at 10 % (101) fell from 9.65 to 4.64 % (0.28 % in one
+//! replay); `2_pools` at 1 % (99) 48.63 → 48.63, `backf` (75) 9.06 → 9.03, `multi3` at 1 %
+//! (74) 23.15 → 23.12; and the shadows' linear searches grow with the shard.
 //!
 //! Variants that lost: following the LFU shadow always, with this module's [`Sketch`] (the
 //! minimum of 128 words, halved every 2,560 increments) and a shadow of the shard's size (50
