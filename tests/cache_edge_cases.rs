@@ -325,22 +325,7 @@ fn a_panicking_listener_does_not_half_apply_clear_or_purge() {
 /// rest of the cache's life.
 #[test]
 fn the_sweeper_survives_a_panicking_listener() {
-    let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .sweep_interval(Duration::from_millis(1))
-        .eviction_listener(|_, _, _| panic!("listener exploded"))
-        .build()
-        .expect("valid");
-    for round in 0..3 {
-        cache
-            .insert_with_ttl(key(round), "v", secs(1))
-            .expect("fits");
-        clock.advance(Duration::from_secs(2));
-        wait_until("the sweeper purges", || cache.is_empty());
-    }
-    assert_eq!(cache.stats().evictions_expired, 3);
+    sweeper_outlives(|_, _, _| panic!("listener exploded"));
 }
 
 /// Bug: the sweeper dropped the payload of a listener's panic itself, so a payload whose drop
@@ -349,12 +334,18 @@ fn the_sweeper_survives_a_panicking_listener() {
 /// listener panics at all.
 #[test]
 fn the_sweeper_survives_a_panic_payload_whose_drop_panics() {
+    sweeper_outlives(|_, _, _| panic::panic_any(PanicsWhenDropped));
+}
+
+/// Three rounds of an entry expiring: the sweeper, hearing `listener` panic at each, purges
+/// every one.
+fn sweeper_outlives(listener: impl Fn(&CacheKey, &Bytes, RemovalCause) + Send + Sync + 'static) {
     let clock = ManualClock::new();
     let cache = Cache::builder()
         .max_bytes(1 << 20)
         .clock(clock.clone())
         .sweep_interval(Duration::from_millis(1))
-        .eviction_listener(|_, _, _| panic::panic_any(PanicsWhenDropped))
+        .eviction_listener(listener)
         .build()
         .expect("valid");
     for round in 0..3 {
