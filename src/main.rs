@@ -42,7 +42,7 @@ struct Cli {
 enum Command {
     /// Print the content key of a file (streamed; works on files of any size).
     Key {
-        /// The file to hash.
+        /// The file to hash; `-` reads standard input.
         file: PathBuf,
         /// With a language, print the transcript key of the file in that language.
         #[arg(long)]
@@ -175,10 +175,14 @@ fn usage_error(error: &clap::Error) -> String {
     format!("{message} (see `memocache --help`)")
 }
 
-/// The content key of a file, streamed. The prefix is checked first, so that a bad one is
-/// not reported as a failure to hash the file.
+/// The content key of a file (standard input for `-`), streamed. The prefix is checked
+/// first, so that a bad one is not reported as a failure to hash the file.
 fn file_key(path: &PathBuf, prefix: &str) -> Result<CacheKey, String> {
     CacheKey::from_digest([0; 32], prefix).map_err(|e| e.to_string())?;
+    if path.as_os_str() == "-" {
+        return CacheKey::from_reader(std::io::stdin().lock(), prefix)
+            .map_err(|e| format!("cannot hash standard input: {e}"));
+    }
     if path.is_dir() {
         return Err(format!("{} is a directory, not a file", path.display()));
     }

@@ -192,6 +192,29 @@ fn the_printed_transcript_key_is_the_pipelines() {
     assert_eq!(printed, format!("content:{hash}"));
 }
 
+/// `memocache key -` hashes standard input, as `-` means for most commands; it used to look
+/// for a file named `-` and fail.
+#[test]
+fn key_of_dash_hashes_standard_input() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, b"some audio").expect("writable");
+    let of_file = memocache(&["key", path(&audio), "--language", "pt-BR"]);
+    assert!(of_file.status.success());
+    let run = Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(["key", "-", "--language", "pt-BR"])
+        .stdin(std::fs::File::open(&audio).expect("readable"))
+        .output()
+        .expect("run the memocache binary");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.stdout, of_file.stdout);
+    assert!(!run.stdout.is_empty());
+}
+
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
