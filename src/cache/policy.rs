@@ -2756,8 +2756,6 @@ mod tests {
         }
     }
 
-    /// Requests `hot` keys in turn for `rounds` rounds, with `gap` one-off keys after each;
-    /// returns how many of the hot requests of the second half hit.
     /// Requests with stable popularity: keys spread log-uniformly over 0..500 (key k about
     /// as often as 1 / k), from a seeded xorshift stream.
     fn stable_popularity(requests: usize) -> Vec<u64> {
@@ -2844,6 +2842,8 @@ mod tests {
         assert_eq!(duel, plain);
     }
 
+    /// Requests `hot` keys in turn for `rounds` rounds, with `gap` one-off keys after each;
+    /// returns how many of the hot requests of the second half hit.
     fn hot_keys_among_one_offs(sim: &mut Sim, hot: u64, rounds: u32, gap: u32) -> u32 {
         let mut unique = 1_000u64;
         let mut hits = 0;
