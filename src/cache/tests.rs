@@ -153,6 +153,14 @@ fn record_stays_compact() {
     assert!(size <= 112, "Record grew to {size} bytes");
 }
 
+#[test]
+fn a_loader_stripe_is_128_bytes() {
+    // The README's memory section: 128 B a shard for its stripe of in-flight loads, a `Vec`
+    // under a mutex on cache lines of its own.
+    let size = std::mem::size_of::<Padded<parking_lot::Mutex<Vec<u64>>>>();
+    assert_eq!(size, 128);
+}
+
 fn cache_on_manual_clock() -> (Cache, crate::ManualClock) {
     let clock = crate::ManualClock::new();
     let cache = Cache::builder()

@@ -229,7 +229,7 @@ use crate::key::CacheKey;
 use crate::time::{CoarseClock, SharedClock, Timestamp};
 
 /// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
-/// it just ran, few enough that the ring stays in a core's cache (about 220 KB of records).
+/// it just ran, few enough that the ring stays in a core's cache (about 260 KB of records).
 const DEFAULT_RETAIN_FINISHED: usize = 1_024;
 
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
@@ -3044,6 +3044,16 @@ mod tests {
     #[test]
     fn a_record_is_at_most_256_bytes() {
         assert!(size_of::<Record>() <= 256, "{} bytes", size_of::<Record>());
+    }
+
+    /// The sizes the module docs and the README's queue section give.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn sizes_are_as_documented() {
+        assert_eq!(size_of::<Record>(), 256);
+        assert_eq!(size_of::<Job>(), 216);
+        assert_eq!(size_of::<IndexEntry>(), 24);
+        assert_eq!(size_of::<WorkerId>(), 24);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! where a record was just dropped, in cache.
 //!
 //! [`Slab::remove`] drops the value **in place** and returns nothing: the `slab` crate's
-//! removal returns the value, so it moves the whole record (some 280 bytes) out of its slot
+//! removal returns the value, so it moves the whole record (256 bytes) out of its slot
 //! only for the queue to drop it, a copy on every finished job pushed out of the retained
 //! ring.
 //!

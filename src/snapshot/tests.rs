@@ -715,3 +715,13 @@ fn a_saved_deadline_is_never_later_than_the_entrys_deadline() {
         saved - deadline
     );
 }
+
+/// The sizes the module docs give: what a load into a smaller cache keeps of each record on
+/// its first pass, against the record head it would otherwise hold.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_rank_is_40_bytes_and_a_record_head_about_110() {
+    assert_eq!(std::mem::size_of::<format::Rank>(), 40);
+    let head = std::mem::size_of::<format::Record>();
+    assert!((100..=120).contains(&head), "{head} bytes");
+}
