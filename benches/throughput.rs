@@ -15,8 +15,8 @@
 //! a fixed batch of operations per thread (threads started with `std::thread::scope`, whose
 //! cost is well under 1 % of a batch), and throughput is reported in operations per second.
 //!
-//! memocache keys are `CacheKey::from_digest` (digest + interned prefix number, 34 bytes); the peers
-//! are keyed by the bare `[u8; 32]` digest with their default hashers. Cached values of the hit
+//! memocache keys are `CacheKey::from_digest` (digest + interned prefix number, 34 bytes); the
+//! peers are keyed by the bare `[u8; 32]` digest with their default hashers. Cached values of the hit
 //! benchmark are one 16-byte heap `Bytes` per key (a hit clones it: a reference-count
 //! increment for every cache); loaders and inserts store a static 16-byte `Bytes`, so that a miss
 //! costs the cache's own work and not an allocation.

@@ -1,7 +1,7 @@
 //! Behaviour tests of the cache engine, through its public API only.
 //!
-//! One test binary (`tests/cache_engine/`, one submodule per topic) so that the helpers below are shared
-//! and the suite links once.
+//! One test binary (`tests/cache_engine/`, one submodule per topic) so that the helpers below are
+//! shared and the suite links once.
 
 mod behaviour;
 mod concurrency;
