@@ -24,8 +24,8 @@
 //! Workers are started only once [`POOL_AFTER`] bytes have gone by, so a small snapshot is
 //! hashed on the caller's thread and costs no thread start; this keeps decoding of small
 //! inputs (tests, the fuzzer, whatever block size they claim) cheap. There is one worker per
-//! core but one (at least one): the caller's thread, which encodes and writes or reads and
-//! decodes, is the critical path and keeps a core of its own. At most `2 × workers` blocks
+//! core but one (at least one, at most [`MAX_WORKERS`]): the caller's thread, which encodes and
+//! writes or reads and decodes, is the critical path and keeps a core of its own. At most `2 × workers` blocks
 //! wait in the queue, which bounds memory; when it is full, the hashing has fallen behind
 //! and the caller hashes the block itself instead of waiting, so on a CPU whose hashing is
 //! the slower part every core still hashes. (With a worker per core and a blocking queue,

@@ -94,9 +94,9 @@
 //!   than reading it from the page cache. With them (SHA-NI) it runs at 1,256–1,298 MiB/s, still
 //!   slower than reading from the page cache. Since version 2 the record stream is cut into
 //!   blocks of 1 MiB, each hashed separately on a pool of worker threads (one per core but
-//!   one) while the caller's thread goes on encoding and writing, or reading and decoding,
-//!   and hashes a block itself when the workers are behind; a final SHA-256 over the header
-//!   and the list of block digests binds them (a hash list: every byte is still covered by
+//!   one, at most 8) while the caller's thread goes on encoding and writing, or reading and
+//!   decoding, and hashes a block itself when the workers are behind; a final SHA-256 over the
+//!   header and the list of block digests binds them (a hash list: every byte is still covered by
 //!   SHA-256). The workers hash the same buffers that are written or read — values are shared
 //!   by reference count, not copied — and at most two blocks per worker wait, so memory stays
 //!   bounded. Small snapshots (under 1 MiB) are hashed on the caller's thread. See `hash.rs`
