@@ -147,13 +147,6 @@ fn hit_does_not_allocate_after_insert_promoted_the_bytes() {
 }
 
 #[test]
-fn record_stays_compact() {
-    // The per-entry memory goal (≈ 120 bytes with index and policy) leaves room for this much.
-    let size = std::mem::size_of::<Option<Record>>();
-    assert!(size <= 112, "Record grew to {size} bytes");
-}
-
-#[test]
 fn a_loader_stripe_is_128_bytes() {
     // The README's memory section: 128 B a shard for its stripe of in-flight loads, a `Vec`
     // under a mutex on cache lines of its own.
