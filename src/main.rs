@@ -3,7 +3,8 @@
 //! Every error a user can cause is printed as one line on stderr (control characters in it,
 //! such as a newline in a file name, escaped) and exits with status 1 — usage errors too:
 //! clap's own report (several lines and status 2) is folded into that one line. `--help` and
-//! `--version` print to stdout with status 0. Nothing panics on bad input.
+//! `--version` print to stdout with status 0 (unless the write fails, as below). Nothing
+//! panics on bad input.
 //!
 //! Standard output closed early (`memocache replay … | head`) makes Rust's `println!` panic,
 //! since the runtime ignores SIGPIPE. Rather than route every line through error handling,
@@ -12,11 +13,12 @@
 //! by SIGPIPE prints nothing. Any other failure to write standard output (a full disk under
 //! `> out.txt`) is the same panic with another cause: it unwinds the same way and is then
 //! reported as the one error line `cannot write to standard output: <cause>`, not as a panic
-//! with a backtrace and status 101.
+//! with a backtrace and status 101. The help, the version and whatever a run leaves in the
+//! buffer are written with errors checked, and fail in the same two ways.
 
 use std::any::Any;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Write as _};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,8 +70,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // `--help` and `--version`: clap prints them to stdout and exits with status 0.
-        Err(e) if !e.use_stderr() => e.exit(),
+        // `--help` and `--version` go to stdout, with status 0. Not by `clap::Error::exit`,
+        // which ignores a failed write: `--help > /dev/full` exited 0 having written nothing.
+        Err(e) if !e.use_stderr() => {
+            return match e.print().and_then(|()| std::io::stdout().flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(cause) => stdout_failed(&cause.to_string()),
+            };
+        }
         Err(e) => {
             eprintln!("memocache: error: {}", one_line(&usage_error(&e)));
             return ExitCode::FAILURE;
@@ -86,24 +94,33 @@ fn main() -> ExitCode {
     // its cleanup caused) is not reported: this waits, and the handler ends the process.
     cli::checkpoint::claim_exit();
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        // What is still buffered is written now, where a failure can be reported: the
+        // runtime's flush at exit ignores errors.
+        Ok(Ok(())) => match std::io::stdout().flush() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(cause) => stdout_failed(&cause.to_string()),
+        },
         Ok(Err(message)) => {
             eprintln!("memocache: error: {}", one_line(&message));
             ExitCode::FAILURE
         }
         Err(payload) => match stdout_failure(&*payload) {
-            // A reader that has gone: silent, as a tool killed by SIGPIPE.
-            Some(cause) if cause.contains("os error 32") => ExitCode::FAILURE,
-            Some(cause) => {
-                eprintln!(
-                    "memocache: error: {}",
-                    one_line(&format!("cannot write to standard output: {cause}"))
-                );
-                ExitCode::FAILURE
-            }
+            Some(cause) => stdout_failed(cause),
             None => std::panic::resume_unwind(payload),
         },
     }
+}
+
+/// The end of a run whose standard output could not be written, for `cause`: silent for a
+/// reader that has gone, as a tool killed by SIGPIPE; otherwise the one error line.
+fn stdout_failed(cause: &str) -> ExitCode {
+    if !cause.contains("os error 32") {
+        eprintln!(
+            "memocache: error: {}",
+            one_line(&format!("cannot write to standard output: {cause}"))
+        );
+    }
+    ExitCode::FAILURE
 }
 
 /// `message` with its control characters escaped (`\n`, `\u{1b}`): messages quote paths

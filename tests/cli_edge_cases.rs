@@ -434,6 +434,8 @@ fn a_path_with_a_newline_is_still_one_error_line() {
 /// A standard output that fails for another reason than a closed pipe — a full disk under
 /// `memocache … > out.txt`, here `/dev/full` — made `println!` panic with its message and a
 /// backtrace and exit with status 101. It is one error line naming the cause, status 1.
+/// `--help` and `--version` (clap's `exit` ignores a failed write) exited 0 having written
+/// nothing; they fail the same way.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_under_stdout_is_one_error_line() {
@@ -445,6 +447,10 @@ fn a_full_disk_under_stdout_is_one_error_line() {
     for args in [
         vec!["key", path(&audio)],
         vec!["replay", path(&trace), "--capacity", "2"],
+        vec!["--help"],
+        vec!["--version"],
+        vec!["replay", "--help"],
+        vec!["help", "transcribe"],
     ] {
         let full = std::fs::OpenOptions::new()
             .write(true)
