@@ -102,6 +102,16 @@ fn every_failed_file_of_a_run_is_named() {
     assert!(stdout.contains("empty1.wav: FAILED"), "{stdout}");
     assert!(stdout.contains("empty2.wav: FAILED"), "{stdout}");
     assert!(stdout.contains("good.raw: computed"), "{stdout}");
+    // The summary counts the failures as the error line does; it gave only the hits and
+    // misses of the files served.
+    assert!(stdout.contains("\nfiles 3  done 1  failed 2\n"), "{stdout}");
+
+    // One failure of several is counted too, not given as if it were the run's only file.
+    let output = transcribe(&[&good, &empty1], &dir.path().join("cache"), &[]);
+    let line = one_error_line(&output);
+    assert!(line.contains("1 of 2 files failed"), "{line}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\nfiles 2  done 1  failed 1\n"), "{stdout}");
 }
 
 /// `--curve` is refused before the trace is replayed when it names a directory or a

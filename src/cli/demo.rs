@@ -200,6 +200,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         "\nalerts delivered to the `demo` channel: {}",
         notifier.notifications().len()
     );
+    println!();
     print_summary(&pipeline.stats(), &report, &snapshot);
     println!(
         "time saved is the compute time of the runs whose results the cache served ({}).",

@@ -226,13 +226,24 @@ pub fn run(options: Options) -> Result<(), String> {
         std::panic::resume_unwind(panic);
     }
     let report = saved?;
+    // The summary counts the failed files too: it gave only the hits and misses of the files
+    // served, so a run of 3 files with 2 failures ended on "hits 0  misses 1" and status 1.
+    let files = options.files.len();
+    println!(
+        "\nfiles {files}  done {}  failed {}",
+        files - failures.len(),
+        failures.len()
+    );
     print_summary(&stats, &report, &snapshot);
     match failures.len() {
         0 => Ok(()),
-        1 => Err(failures.remove(0)),
+        1 if files == 1 => Err(failures.remove(0)),
+        1 => Err(format!(
+            "1 of {files} files failed (listed above): {}",
+            failures.remove(0)
+        )),
         n => Err(format!(
-            "{n} of {} files failed (each is listed above); the first: {}",
-            options.files.len(),
+            "{n} of {files} files failed (each is listed above); the first: {}",
             failures.remove(0)
         )),
     }
@@ -417,10 +428,12 @@ pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String
     format!("{}: {source}\n    {text}", file_name(&outcome.path))
 }
 
+/// The hits, misses, time saved and latencies, then where the cache was saved; the caller
+/// prints the blank line before them, and the file counts where it has them.
 pub fn print_summary(stats: &PipelineStats, report: &SnapshotReport, snapshot: &Path) {
     let [p50, p95, p99] = stats.latency_p50_p95_p99;
     println!(
-        "\nhits {}  misses {}  time saved {}  latency p50 {} p95 {} p99 {}",
+        "hits {}  misses {}  time saved {}  latency p50 {} p95 {} p99 {}",
         stats.hits,
         stats.misses,
         fmt_duration(stats.time_saved),
