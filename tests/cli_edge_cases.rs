@@ -314,15 +314,16 @@ fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
     assert_eq!(status.code(), Some(130), "{status}");
 }
 
-/// One ARC line stands for up to 2^32 requests, and `replay` holds the whole trace: the key
-/// list grew with `push` until an allocation failed, which aborted the process ("memory
-/// allocation of 268435456 bytes failed", a backtrace, SIGABRT).
+/// A few ARC lines stand for many requests (1,000 lines of the longest run, 65 M), and
+/// `replay` holds the whole trace: the key list grew with `push` until an allocation failed,
+/// which aborted the process ("memory allocation of 268435456 bytes failed", a backtrace,
+/// SIGABRT).
 #[cfg(unix)]
 #[test]
 fn a_trace_too_large_for_memory_is_one_error_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("huge.lis");
-    std::fs::write(&trace, "0 4294967295 0 0\n").expect("writable");
+    std::fs::write(&trace, "0 65536 0 0\n".repeat(1000)).expect("writable");
     // 200 MB of address space: enough for the command, not for 2^32 keys.
     let output = Command::new("sh")
         .arg("-c")
@@ -334,6 +335,33 @@ fn a_trace_too_large_for_memory_is_one_error_line() {
     let line = one_error_line(&output);
     assert!(
         line.contains("huge.lis: the trace does not fit in memory"),
+        "{line}"
+    );
+}
+
+/// One 17-byte ARC line stood for 2^32 requests: `replay` read 32 GiB of keys from it (or ran
+/// out of memory; on a system that overcommits, the process was killed). The line is refused
+/// by number before any of its keys is read. The address space is limited as above, so that
+/// without the bound the test fails on the memory, not the machine.
+#[cfg(unix)]
+#[test]
+fn an_arc_line_standing_for_billions_of_requests_is_refused_by_its_number() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("tiny.lis");
+    std::fs::write(&trace, "3 1 0 0\n0 4294967295 0 0\n").expect("writable");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 200000; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .args(["replay", path(&trace), "--capacity", "5"])
+        .output()
+        .expect("run sh");
+    let line = one_error_line(&output);
+    assert!(
+        line.ends_with(
+            "tiny.lis:2: bad arc line: a run of 4294967295 blocks, more than the 65536 a line \
+             may have"
+        ),
         "{line}"
     );
 }

@@ -456,18 +456,20 @@ fn a_value_larger_than_the_cache_is_passed_over_unread() {
     assert!(cache.is_empty());
 }
 
-/// One 17-byte ARC line stands for 2^32 requests, 32 GiB of keys. `Trace::load` gathered them
-/// with `collect`, which aborts the process when an allocation is refused ("memory allocation
-/// of 134217728 bytes failed" here, then SIGABRT); only `memocache replay` grew its list
+/// A 17-byte ARC line stood for 2^32 requests, 32 GiB of keys (a line may now stand for
+/// `MAX_ARC_RUN`: here 200 of them make 13 M requests). `Trace::load` gathered them with
+/// `collect`, which aborts the process when an allocation is refused ("memory allocation of
+/// 134217728 bytes failed" here, then SIGABRT); only `memocache replay` grew its list
 /// fallibly. Both now read through `Trace::read`, which makes the refusal an error.
 #[cfg(feature = "trace")]
 #[test]
 fn a_trace_larger_than_the_memory_is_an_error_not_an_abort() {
-    use memocache::trace::{Trace, TraceError};
+    use memocache::trace::{Trace, TraceError, TraceReader};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("huge.lis");
-    std::fs::write(&path, "0 4294967295 0 0\n").expect("writes");
+    let line = format!("0 {} 0 0\n", TraceReader::MAX_ARC_RUN);
+    std::fs::write(&path, line.repeat(200)).expect("writes");
     // Room for 2^23 keys in one block, and not for the doubling after that.
     let result = refusing_above(64 << 20, || Trace::load(&path));
     let Err(e @ TraceError::TooLarge { requests, .. }) = &result else {

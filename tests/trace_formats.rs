@@ -269,6 +269,32 @@ fn a_binary_trace_ending_mid_record_is_a_truncation_error() {
     );
 }
 
+/// One ARC line of a few bytes stood for up to 2^32 requests: a tiny file read whole made
+/// `Trace::read` fill (or, on a system that overcommits, be promised and then killed for)
+/// tens of GiB of keys. A run longer than `MAX_ARC_RUN` blocks is an error naming the line.
+#[test]
+fn an_arc_line_may_not_stand_for_more_than_max_arc_run_blocks() {
+    let max = TraceReader::MAX_ARC_RUN;
+    let keys = keys_of(format!("7 {max} 0 0\n").as_bytes(), TraceFormat::ArcLis).expect("a run");
+    assert_eq!(keys.len() as u64, max);
+    assert_eq!(keys.last(), Some(&(7 + max - 1)));
+    for count in [max + 1, u64::from(u32::MAX)] {
+        let text = format!("1 2 0 0\n5 {count} 0 0\n");
+        let err = keys_of(text.as_bytes(), TraceFormat::ArcLis).unwrap_err();
+        assert!(
+            matches!(err, TraceError::ArcRunTooLong { line: 2, count: c, .. } if c == count),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "mem.trace:2: bad arc line: a run of {count} blocks, more than the 65536 a \
+                 line may have"
+            )
+        );
+    }
+}
+
 #[test]
 fn bad_text_lines_are_parse_errors_with_line_numbers() {
     let err = keys_of(b"1\n2\n\nabc\n3\n", TraceFormat::LirsText).unwrap_err();

@@ -39,7 +39,8 @@
 //!   its compression (its magic number is checked at open, so a `.gz` file of text says it is
 //!   not gzip rather than what the decoder makes of it), a corrupt or truncated compressed
 //!   stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
-//!   trace ending mid-record, an unparsable line, or a trace read whole ([`Trace::load`],
+//!   trace ending mid-record, an unparsable line, an ARC line standing for more than
+//!   [`TraceReader::MAX_ARC_RUN`] requests, or a trace read whole ([`Trace::load`],
 //!   [`Trace::read`]) that does not fit in memory all give a [`TraceError`] naming the file
 //!   and, where it applies, the line or byte offset.
 //!

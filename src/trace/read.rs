@@ -96,7 +96,7 @@ pub enum TraceError {
         expected: usize,
     },
     /// A trace read whole ([`Trace::load`], [`Trace::read`]) has more requests than the memory
-    /// can hold: one ARC line stands for up to 2^32 of them, 32 GiB of keys.
+    /// can hold.
     #[error(
         "{}: the trace does not fit in memory: it ran out after {requests} requests",
         path.display()
@@ -118,6 +118,20 @@ pub enum TraceError {
         line: u64,
         /// What is wrong with the line.
         reason: String,
+    },
+    /// An ARC line stands for more requests than [`TraceReader::MAX_ARC_RUN`].
+    #[error(
+        "{}:{line}: bad arc line: a run of {count} blocks, more than the {} a line may have",
+        path.display(),
+        TraceReader::MAX_ARC_RUN
+    )]
+    ArcRunTooLong {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number in the decompressed text.
+        line: u64,
+        /// The block count the line gives.
+        count: u64,
     },
 }
 
@@ -166,6 +180,14 @@ impl std::fmt::Debug for TraceReader {
 }
 
 impl TraceReader {
+    /// The most blocks one ARC line (`start count ignore reqno`) may stand for, 65,536. A line
+    /// of a few bytes stood for up to 2^32 requests, so a file of a few hundred bytes read
+    /// whole ([`Trace::read`]) filled tens of GiB of keys, or was ended by the system when
+    /// it had promised more memory than it had. Real traces' runs are far shorter (OLTP's are
+    /// 1 block, P2's, P3's and P6's at most 128: one disk request), and this bound keeps a
+    /// line's expansion (to 512 KiB of keys) near what a compressed stream's can be anyway.
+    pub const MAX_ARC_RUN: u64 = 1 << 16;
+
     /// Opens a trace, telling its format ([`TraceFormat::detect`]) and compression
     /// ([`Compression::from_path`]) from the file name.
     pub fn open(path: impl AsRef<Path>) -> Result<TraceReader, TraceError> {
@@ -354,7 +376,16 @@ impl TraceReader {
                 continue;
             }
             if matches!(self.layout, Layout::Arc) {
-                self.run = parse_arc_line(line).map_err(|reason| self.parse_error(reason))?;
+                let run = parse_arc_line(line).map_err(|reason| self.parse_error(reason))?;
+                let count = run.end - run.start;
+                if count > Self::MAX_ARC_RUN {
+                    return Err(TraceError::ArcRunTooLong {
+                        path: self.path.clone(),
+                        line: self.line,
+                        count,
+                    });
+                }
+                self.run = run;
             } else if line != b"*" {
                 return parse_key(line)
                     .map(Some)
@@ -547,10 +578,11 @@ impl Trace {
         let mut keys: Vec<u64> = Vec::new();
         for key in reader {
             let key = key?;
-            // One ARC line of a few bytes stands for up to 2^32 requests (32 GiB of keys), and
-            // `push` or `collect` aborts the process when an allocation fails: a 17-byte file
-            // ended `Trace::load` in "memory allocation of … bytes failed" and SIGABRT. Growing
-            // by a fallible reservation (doubling, as `push` does) makes that an error.
+            // A small file can still stand for more keys than fit (ARC lines of long runs, a
+            // compressed stream of repeats), and `push` or `collect` aborts the process when an
+            // allocation fails: a 17-byte file ended `Trace::load` in "memory allocation of …
+            // bytes failed" and SIGABRT. Growing by a fallible reservation (doubling, as `push`
+            // does) makes that an error.
             if keys.len() == keys.capacity() {
                 keys.try_reserve(keys.len().max(STEP))
                     .map_err(|_| TraceError::TooLarge {
