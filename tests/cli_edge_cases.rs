@@ -86,10 +86,20 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
         one_error_line(&memocache(&args))
     };
 
-    // A cache directory that is a file, or lies under one.
+    // A cache directory that is a file, or lies under one. The first said "File exists",
+    // as if the directory were there and refused; so did `demo --dir` of a file.
     let line = transcribe(&audio, &audio, &[]);
-    assert!(line.contains("cannot create the cache directory"), "{line}");
+    assert!(
+        line.contains("cannot create the cache directory")
+            && line.ends_with("a.raw: it exists and is not a directory"),
+        "{line}"
+    );
     transcribe(&audio.join("sub"), &audio, &[]);
+    let line = one_error_line(&memocache(&["demo", "--dir", path(&audio)]));
+    assert!(
+        line.ends_with("a.raw: it exists and is not a directory"),
+        "{line}"
+    );
 
     // A corrupt snapshot, and a snapshot path that is a folder: the cache is not silently
     // started empty over them (a later save would destroy what the user has).

@@ -41,7 +41,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
                 None
             };
             check_demo_dir(&dir)?;
-            std::fs::create_dir_all(&dir)
+            super::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             _lock = Some(match early {
                 Some(lock) => lock,

@@ -121,7 +121,7 @@ pub fn run(options: Options) -> Result<(), String> {
         Some(dir) => dir,
         None => default_cache_dir()?,
     };
-    std::fs::create_dir_all(&cache_dir).map_err(|e| {
+    super::create_dir_all(&cache_dir).map_err(|e| {
         format!(
             "cannot create the cache directory {}: {e}",
             cache_dir.display()
