@@ -484,6 +484,28 @@ fn a_trace_larger_than_the_memory_is_an_error_not_an_abort() {
     );
 }
 
+/// `Trace::read` counted the distinct keys with a `collect` into a set, which sized it for
+/// every request: 65 M requests of 65,536 keys asked for 1.2 GB at once, and the refusal
+/// aborted `memocache replay` once the trace was read. The set now grows with the keys found.
+/// OPT's plan (9 bytes a request) was infallible too, and aborted the replay of a trace that
+/// fit in memory but not with its plan: `Opt::try_new` makes the refusal an error.
+#[cfg(feature = "trace")]
+#[test]
+fn counting_the_keys_and_planning_opt_ask_for_what_they_need() {
+    use memocache::trace::{Opt, Trace};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("repeats.lis");
+    // 2^20 requests (8 MiB of keys) of 1,024 distinct keys.
+    std::fs::write(&path, "0 1024 0 0\n".repeat(1024)).expect("writes");
+    let trace = refusing_above(12 << 20, || Trace::load(&path)).expect("fits");
+    assert_eq!((trace.requests(), trace.unique()), (1 << 20, 1024));
+    let refused = refusing_above(4 << 20, || Opt::try_new(trace.keys(), 5).map(|_| ()));
+    assert!(refused.is_err());
+    let planned = refusing_above(12 << 20, || Opt::try_new(trace.keys(), 5).map(|_| ()));
+    assert!(planned.is_ok());
+}
+
 /// A value passed over unread (too large for the cache) still counts its blocks, and the
 /// reader kept a digest slot for every one of them — 33 bytes a block, allocated at the end
 /// marker — and then a list of as many stored digests. The block size is the file's to say

@@ -242,10 +242,16 @@ impl Contender {
                 (stats, cache.rejected())
             }
             Contender::Lru => (replay_with_progress(&mut Lru::new(capacity), keys, bar), 0),
-            Contender::Opt => (
-                replay_with_progress(&mut Opt::new(keys, capacity), keys, bar),
-                0,
-            ),
+            Contender::Opt => {
+                let mut opt = Opt::try_new(keys, capacity).map_err(|_| {
+                    format!(
+                        "OPT's plan of the trace does not fit in memory ({} requests, 9 bytes \
+                         each, besides the trace)",
+                        grouped(keys.len() as u64)
+                    )
+                })?;
+                (replay_with_progress(&mut opt, keys, bar), 0)
+            }
         };
         Ok(Run {
             stats,

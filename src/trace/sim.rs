@@ -214,25 +214,47 @@ pub struct Opt<'a> {
 }
 
 impl<'a> Opt<'a> {
-    /// An empty OPT cache of `capacity` keys that will replay `keys`.
+    /// An empty OPT cache of `capacity` keys that will replay `keys`. The plan takes 9 bytes
+    /// a request and a map of the distinct keys; like `Vec`, this ends the process if the
+    /// memory is refused ([`Opt::try_new`] returns an error instead).
     pub fn new(keys: &'a [u64], capacity: usize) -> Opt<'a> {
-        let mut next_use = vec![NEVER; keys.len()];
+        match Opt::try_new(keys, capacity) {
+            Ok(opt) => opt,
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<usize>()),
+        }
+    }
+
+    /// [`Opt::new`], with an error where the memory for the plan is refused: `memocache
+    /// replay` of a trace that fits in memory, but not with its plan, ended in SIGABRT.
+    pub fn try_new(
+        keys: &'a [u64],
+        capacity: usize,
+    ) -> Result<Opt<'a>, std::collections::TryReserveError> {
+        let mut next_use = Vec::new();
+        next_use.try_reserve_exact(keys.len())?;
+        next_use.resize(keys.len(), NEVER);
+        let mut cached_for = Vec::new();
+        cached_for.try_reserve_exact(keys.len())?;
+        cached_for.resize(keys.len(), false);
         let mut seen: HashMap<u64, usize, KeyHashBuilder> = HashMap::default();
         for (t, &key) in keys.iter().enumerate().rev() {
+            if seen.len() == seen.capacity() {
+                seen.try_reserve(seen.len().max(1 << 10))?;
+            }
             if let Some(later) = seen.insert(key, t) {
                 next_use[t] = later;
             }
         }
-        Opt {
+        Ok(Opt {
             keys,
             next_use,
-            cached_for: vec![false; keys.len()],
+            cached_for,
             heap: BinaryHeap::new(),
             len: 0,
             capacity,
             pos: 0,
             off_script: 0,
-        }
+        })
     }
 
     /// The number of keys cached.
