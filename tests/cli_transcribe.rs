@@ -926,3 +926,71 @@ fn a_budget_smaller_than_the_snapshot_says_what_it_drops() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!said.contains("note: --cache-mb"), "{said}");
 }
+
+/// Review of session 23: when one engine run fails, no result the run finished is lost. Of a
+/// file that fails, the chunks that other engine runs finished (in flight when the run
+/// stopped) are cached and saved; the other file's transcript is printed, cached and saved.
+/// The engine logs each chunk it finished, so the check holds whatever the scheduling: the
+/// next run asks the engine for exactly the chunks the first did not finish.
+#[cfg(unix)]
+#[test]
+fn a_failing_engine_run_loses_no_finished_result() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.raw");
+    std::fs::write(&good, vec![b'G'; 3000]).expect("writable");
+    // Three chunks of 10 MiB: one of A, one of B, one of C.
+    let three = dir.path().join("three.raw");
+    let mut bytes = Vec::new();
+    for byte in [b'A', b'B', b'C'] {
+        bytes.extend(std::iter::repeat_n(byte, 10 << 20));
+    }
+    std::fs::write(&three, bytes).expect("writable");
+    let (calls, done, fail) = (
+        dir.path().join("calls"),
+        dir.path().join("done"),
+        dir.path().join("fail"),
+    );
+    // Fails on the A chunk while `fail` exists; the same command line either way, so the
+    // transcripts of the first run count on the second.
+    let engine = format!(
+        "c=$(head -c1 {{chunk}}); echo $c >> {calls}; if [ $c = A ] && [ -e {fail} ]; then \
+         echo refused >&2; exit 3; fi; sleep 0.5; echo $c >> {done}; echo text-$c",
+        calls = path(&calls),
+        done = path(&done),
+        fail = path(&fail),
+    );
+    let cache_dir = dir.path().join("cache");
+    let args = ["--chunk-mb", "10", "--engine-cmd", &engine];
+    std::fs::write(&fail, b"").expect("writable");
+    let output = transcribe(&[&good, &three], &cache_dir, &args);
+    let line = one_error_line(&output);
+    assert!(line.contains("1 of 2 files failed"), "{line}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("good.raw: computed"), "{stdout}");
+    assert!(stdout.contains("three.raw: FAILED"), "{stdout}");
+    let lines = |file: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let finished = lines(&done);
+    assert!(finished.contains(&"G".to_owned()), "{finished:?}");
+    assert!(!finished.contains(&"A".to_owned()), "{finished:?}");
+
+    std::fs::remove_file(&fail).expect("removable");
+    std::fs::remove_file(&calls).expect("removable");
+    let stdout = transcribe_ok(&[&good, &three], &cache_dir, &args);
+    assert!(stdout.contains("good.raw: from cache"), "{stdout}");
+    assert!(stdout.contains("text-A text-B text-C"), "{stdout}");
+    let unfinished: Vec<String> = ["A", "B", "C"]
+        .into_iter()
+        .map(str::to_owned)
+        .filter(|c| !finished.contains(c))
+        .collect();
+    assert_eq!(
+        lines(&calls),
+        unfinished,
+        "finished in the first run: {finished:?}"
+    );
+}
