@@ -27,6 +27,17 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use memocache::CacheKey;
 
+/// `eprintln!` without its panic. A standard error that cannot be written (`2> /dev/full`, a
+/// terminal that has gone) made `eprintln!` panic: an error's status 1 became 101, and the
+/// stand-in engine's note ended a run that would have succeeded. A line that cannot be
+/// written is dropped, as there is nowhere left to report it.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 
 #[derive(Parser)]
@@ -79,7 +90,7 @@ fn main() -> ExitCode {
             };
         }
         Err(e) => {
-            eprintln!("memocache: error: {}", one_line(&usage_error(&e)));
+            errln!("memocache: error: {}", one_line(&usage_error(&e)));
             return ExitCode::FAILURE;
         }
     };
@@ -101,7 +112,7 @@ fn main() -> ExitCode {
             Err(cause) => stdout_failed(&cause.to_string()),
         },
         Ok(Err(message)) => {
-            eprintln!("memocache: error: {}", one_line(&message));
+            errln!("memocache: error: {}", one_line(&message));
             ExitCode::FAILURE
         }
         Err(payload) => match stdout_failure(&*payload) {
@@ -115,7 +126,7 @@ fn main() -> ExitCode {
 /// reader that has gone, as a tool killed by SIGPIPE; otherwise the one error line.
 fn stdout_failed(cause: &str) -> ExitCode {
     if !cause.contains("os error 32") {
-        eprintln!(
+        errln!(
             "memocache: error: {}",
             one_line(&format!("cannot write to standard output: {cause}"))
         );

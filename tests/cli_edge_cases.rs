@@ -509,6 +509,46 @@ fn a_full_disk_under_stdout_is_one_error_line() {
     }
 }
 
+/// A standard error that cannot be written (`2> /dev/full`) made `eprintln!` panic: a user
+/// error exited 101 instead of 1, and the stand-in engine's note, printed before anything is
+/// transcribed, ended a run that would have succeeded with 101. Lines that cannot be written
+/// are dropped; the status is the run's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_under_stderr_leaves_the_status_as_it_was() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let cache_dir = dir.path().join("cache");
+    for (args, status) in [
+        (vec!["key", "no-such-file"], 1),
+        (vec!["frobnicate"], 1),
+        (
+            vec![
+                "transcribe",
+                path(&audio),
+                "--language",
+                "en",
+                "--cache-dir",
+                path(&cache_dir),
+            ],
+            0,
+        ),
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = Command::new(env!("CARGO_BIN_EXE_memocache"))
+            .args(&args)
+            .stderr(full)
+            .output()
+            .expect("run the memocache binary");
+        assert_eq!(output.status.code(), Some(status), "{args:?}");
+    }
+    assert!(cache_dir.join("cache.snapshot").is_file());
+}
+
 /// `replay` told the format from the name before it looked at the file, so a mistyped path
 /// without a trace extension, or a directory, was "cannot tell the trace format from the file
 /// name … name the format explicitly with --format NAME" — and with `--format`, a directory

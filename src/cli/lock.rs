@@ -50,7 +50,7 @@ pub struct DirLock {
 pub fn lock_dir(dir: &Path, dir_flag: &str) -> Result<DirLock, String> {
     let (lock, warning) = lock_with(dir, dir_flag, File::try_lock)?;
     if let Some(warning) = warning {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     Ok(lock)
 }

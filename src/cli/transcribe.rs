@@ -163,7 +163,7 @@ pub fn run(options: Options) -> Result<(), String> {
     let transcriber: Arc<dyn Transcriber> = match engine {
         Some(engine) => Arc::new(engine),
         None => {
-            eprintln!(
+            errln!(
                 "note: no --engine-cmd given: using the built-in STAND-IN engine, which does not \
                  recognise speech"
             );
@@ -190,7 +190,7 @@ pub fn run(options: Options) -> Result<(), String> {
         cache.clone(),
         snapshot.clone(),
         options.checkpoint_secs,
-        move |line| warn_bar.suspend(|| eprintln!("{line}")),
+        move |line| warn_bar.suspend(|| errln!("{line}")),
     )?;
     checkpoints.save_on_interrupt(chunk_dir.as_ref().map(|dir| dir.path().to_path_buf()))?;
     let mut failures = Vec::new();
@@ -221,7 +221,7 @@ pub fn run(options: Options) -> Result<(), String> {
     let saved = final_save(cache.save_snapshot(&snapshot), &snapshot);
     if let Err(panic) = transcribed {
         if let Err(message) = &saved {
-            eprintln!("memocache: error: {}", crate::one_line(message));
+            errln!("memocache: error: {}", crate::one_line(message));
         }
         std::panic::resume_unwind(panic);
     }
@@ -287,7 +287,7 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
             report.restored_bytes + report.left_out_bytes,
             report.left_out
         );
-        eprintln!("{}", crate::one_line(&note));
+        errln!("{}", crate::one_line(&note));
     }
     Ok(())
 }
@@ -305,7 +305,7 @@ pub fn final_save(
         let message = e.to_string();
         match e {
             SnapshotError::NotDurable { report, .. } => {
-                eprintln!("warning: {}", crate::one_line(&message));
+                errln!("warning: {}", crate::one_line(&message));
                 Ok(report)
             }
             _ => Err(format!(
