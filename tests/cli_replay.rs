@@ -302,3 +302,47 @@ fn an_unknown_format_or_curve_folder_is_one_error_line() {
     ]);
     assert!(message.contains("cannot write the curve"), "{message}");
 }
+
+/// A replay holds the whole trace, and a file of a few KiB (zstd of repeated lines) stands for
+/// billions of requests: it read on until the allocator refused, or a system that overcommits
+/// memory killed it. `--max-requests` (by default what the available memory holds) stops it.
+#[test]
+fn a_trace_of_more_requests_than_max_requests_is_refused() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let (_, message) = fails(&[
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--max-requests",
+        "29",
+    ]);
+    assert!(
+        message.ends_with("loop.trace: the trace has more than 29 requests (--max-requests)"),
+        "{message}"
+    );
+    let (out, ratios) = replay_table(&[
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--max-requests",
+        "30",
+    ]);
+    assert_eq!(
+        ratios,
+        ["90.00", "90.00", "90.00"].map(String::from),
+        "{out}"
+    );
+    for bad in ["0", "-5", "many"] {
+        let (_, message) = fails(&[
+            "replay",
+            path(&loop_path),
+            "--capacity",
+            "3",
+            "--max-requests",
+            bad,
+        ]);
+        assert!(message.contains("from 1 up"), "{bad}: {message}");
+    }
+}

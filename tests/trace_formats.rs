@@ -295,6 +295,27 @@ fn an_arc_line_may_not_stand_for_more_than_max_arc_run_blocks() {
     }
 }
 
+/// `Trace::read_at_most` takes a trace of up to its limit and refuses one more request.
+#[test]
+fn a_trace_read_at_most_n_requests_refuses_the_next() {
+    use memocache::trace::Trace;
+    let reader = || {
+        TraceReader::from_reader(
+            Cursor::new(b"1 5 0 0\n".to_vec()),
+            TraceFormat::ArcLis,
+            "m.lis",
+        )
+    };
+    let trace = Trace::read_at_most(reader(), 5, |_| {}).expect("5 requests");
+    assert_eq!((trace.requests(), trace.unique()), (5, 5));
+    let err = Trace::read_at_most(reader(), 4, |_| {}).unwrap_err();
+    assert!(
+        matches!(err, TraceError::TooManyRequests { limit: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "m.lis: the trace has more than 4 requests");
+}
+
 #[test]
 fn bad_text_lines_are_parse_errors_with_line_numbers() {
     let err = keys_of(b"1\n2\n\nabc\n3\n", TraceFormat::LirsText).unwrap_err();

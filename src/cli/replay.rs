@@ -33,6 +33,10 @@
 //! * **memocache's ratio is not bit-for-bit repeatable**: the engine seeds its key hash per
 //!   cache (against hash flooding), which changes how keys spread over shards, so its hit
 //!   ratio moves by a few hundredths of a percent between runs. LRU and OPT are exact.
+//! * **The trace must fit.** It is held whole, about 25 bytes a request with OPT's plan, and a
+//!   file of a few KiB (zstd of repeated lines) can stand for billions of requests; so a
+//!   trace of more requests than the memory available at the start holds (or than
+//!   `--max-requests`) is refused while it is read, before the system has to end the process.
 //! * **Progress** is shown on stderr only when it is a terminal, so logs and tests see
 //!   nothing but the result (or the error line).
 
@@ -66,6 +70,46 @@ pub struct ReplayArgs {
     /// Also draw hit ratio against capacity for the three policies, as SVG, to this file.
     #[arg(long, value_name = "OUT.svg")]
     curve: Option<PathBuf>,
+    /// Refuse a trace of more requests than this (a replay holds the whole trace, about 25
+    /// bytes a request); default: as many as the available memory holds.
+    #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
+    max_requests: Option<usize>,
+}
+
+/// `--max-requests`: a whole number from 1 up; one past `usize::MAX` is no limit.
+fn parse_max_requests(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(usize::MAX),
+        _ => Err("expected a whole number of requests from 1 up, such as 100000000".to_owned()),
+    }
+}
+
+/// Bytes a replay holds for each request: its key (8), OPT's plan (9), and the key list's
+/// spare room while it grows by doubling (up to 8 more).
+const BYTES_PER_REQUEST: u64 = 25;
+
+/// The default `--max-requests`: the memory available now (`MemAvailable`, Linux) over
+/// [`BYTES_PER_REQUEST`], and that memory in bytes; no limit where it is not known. Without
+/// it a file of a few KiB (zstd of repeated lines) read on until the allocator refused, and a
+/// system that overcommits memory may kill the process before it refuses.
+fn default_max_requests() -> (usize, Option<u64>) {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        });
+    match available {
+        Some(bytes) => (
+            usize::try_from(bytes / BYTES_PER_REQUEST)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            Some(bytes),
+        ),
+        None => (usize::MAX, None),
+    }
 }
 
 /// Runs `memocache replay`; the error is the one line to print.
@@ -81,7 +125,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
         check_output_folder(out, &args.trace)?;
     }
 
-    let (trace, format) = load(&args.trace, format)?;
+    let (trace, format) = load(&args.trace, format, args.max_requests)?;
     if trace.requests() == 0 {
         return Err(format!(
             "{}: the trace has no requests",
@@ -286,8 +330,13 @@ fn replay_with_progress<P: Policy>(policy: &mut P, keys: &[u64], bar: &ProgressB
     total
 }
 
-/// Reads the whole trace, with the given format or the one its name tells.
-fn load(path: &Path, format: Option<TraceFormat>) -> Result<(Trace, TraceFormat), String> {
+/// Reads the whole trace, with the given format or the one its name tells, up to
+/// `max_requests` (default: [`default_max_requests`]).
+fn load(
+    path: &Path,
+    format: Option<TraceFormat>,
+    max_requests: Option<usize>,
+) -> Result<(Trace, TraceFormat), String> {
     // The path is looked at before the format is told from its name: a mistyped path with no
     // trace extension, or a directory, was "cannot tell the trace format … name the format
     // explicitly with --format", and a directory given a format failed as "reading the
@@ -312,7 +361,27 @@ fn load(path: &Path, format: Option<TraceFormat>) -> Result<(Trace, TraceFormat)
     })?;
     let format = reader.format();
     let bar = progress(None, format!("loading {}", file_name(path)));
-    let trace = Trace::read(reader, |keys| bar.set_position(keys as u64)).map_err(|e| match e {
+    let (limit, available) = match max_requests {
+        Some(limit) => (limit, None),
+        None => default_max_requests(),
+    };
+    let read = Trace::read_at_most(reader, limit, |keys| bar.set_position(keys as u64));
+    let trace = read.map_err(|e| match e {
+        TraceError::TooManyRequests { path, limit } => {
+            let why = match available {
+                Some(bytes) => format!(
+                    ", as many as the available memory ({:.1} GiB) holds for a replay; \
+                     --max-requests N sets another limit",
+                    bytes as f64 / f64::from(1 << 30)
+                ),
+                None => " (--max-requests)".to_owned(),
+            };
+            format!(
+                "{}: the trace has more than {} requests{why}",
+                path.display(),
+                grouped(limit)
+            )
+        }
         // The count grouped, as every count this command prints.
         TraceError::TooLarge { path, requests } => format!(
             "{}: the trace does not fit in memory: it ran out after {} requests (a replay \

@@ -107,6 +107,14 @@ pub enum TraceError {
         /// Requests read before the memory ran out.
         requests: u64,
     },
+    /// A trace read with a limit ([`Trace::read_at_most`]) has more requests than it.
+    #[error("{}: the trace has more than {limit} requests", path.display())]
+    TooManyRequests {
+        /// The trace file.
+        path: PathBuf,
+        /// The most requests the read would take.
+        limit: u64,
+    },
     /// A line of a text trace is not what its format says it should be.
     #[error("{}:{line}: bad {format} line: {reason}", path.display())]
     Parse {
@@ -571,13 +579,32 @@ impl Trace {
     /// Reads every key of `reader`, calling `progress` with the number read so far every
     /// 65,536 keys. When the allocator refuses to grow the key list, the result is
     /// [`TraceError::TooLarge`], not an abort (a system that overcommits memory may instead
-    /// end the process once the pages it promised run out; `ulimit -v` makes it refuse).
-    pub fn read(reader: TraceReader, mut progress: impl FnMut(usize)) -> Result<Trace, TraceError> {
+    /// end the process once the pages it promised run out; `ulimit -v` makes it refuse, and
+    /// [`Trace::read_at_most`] stops at a number of requests the caller chooses).
+    pub fn read(reader: TraceReader, progress: impl FnMut(usize)) -> Result<Trace, TraceError> {
+        Trace::read_at_most(reader, usize::MAX, progress)
+    }
+
+    /// [`Trace::read`], refusing a trace of more than `max_requests` requests with
+    /// [`TraceError::TooManyRequests`] as soon as it has read one more. A compressed stream or
+    /// ARC runs of a few bytes can stand for more requests than the memory holds; a limit
+    /// sized to the memory ends the read before the system has to.
+    pub fn read_at_most(
+        reader: TraceReader,
+        max_requests: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Trace, TraceError> {
         const STEP: usize = 1 << 16;
         let path = reader.path().to_owned();
         let mut keys: Vec<u64> = Vec::new();
         for key in reader {
             let key = key?;
+            if keys.len() == max_requests {
+                return Err(TraceError::TooManyRequests {
+                    path,
+                    limit: max_requests as u64,
+                });
+            }
             // A small file can still stand for more keys than fit (ARC lines of long runs, a
             // compressed stream of repeats), and `push` or `collect` aborts the process when an
             // allocation fails: a 17-byte file ended `Trace::load` in "memory allocation of …
