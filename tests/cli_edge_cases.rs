@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 mod cli_support;
 
-use cli_support::{memocache, one_error_line, path};
+use cli_support::{memocache, memocache_with, one_error_line, path};
 
 /// clap reported usage errors on several lines with status 2; the README and the issue promise
 /// one line and status 1 for every error a user can cause.
@@ -324,6 +324,20 @@ fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
     assert_eq!(status.code(), Some(130), "{status}");
 }
 
+/// `replay TRACE --capacity 5` in 200 MB of address space (enough for the command, not for
+/// a trace of tens of millions of requests), which must fail: its one error line.
+#[cfg(unix)]
+fn replay_in_200_mb(trace: &Path) -> String {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 200000; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .args(["replay", path(trace), "--capacity", "5"])
+        .output()
+        .expect("run sh");
+    one_error_line(&output)
+}
+
 /// A few ARC lines stand for many requests (1,000 lines of the longest run, 65 M), and
 /// `replay` holds the whole trace: the key list grew with `push` until an allocation failed,
 /// which aborted the process ("memory allocation of 268435456 bytes failed", a backtrace,
@@ -334,15 +348,7 @@ fn a_trace_too_large_for_memory_is_one_error_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("huge.lis");
     std::fs::write(&trace, "0 65536 0 0\n".repeat(1000)).expect("writable");
-    // 200 MB of address space: enough for the command, not for 2^32 keys.
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -v 200000; exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_memocache"))
-        .args(["replay", path(&trace), "--capacity", "5"])
-        .output()
-        .expect("run sh");
-    let line = one_error_line(&output);
+    let line = replay_in_200_mb(&trace);
     assert!(
         line.contains("huge.lis: the trace does not fit in memory"),
         "{line}"
@@ -359,14 +365,7 @@ fn an_arc_line_standing_for_billions_of_requests_is_refused_by_its_number() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("tiny.lis");
     std::fs::write(&trace, "3 1 0 0\n0 4294967295 0 0\n").expect("writable");
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -v 200000; exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_memocache"))
-        .args(["replay", path(&trace), "--capacity", "5"])
-        .output()
-        .expect("run sh");
-    let line = one_error_line(&output);
+    let line = replay_in_200_mb(&trace);
     assert!(
         line.ends_with(
             "tiny.lis:2: bad arc line: a run of 4294967295 blocks, more than the 65536 a line \
@@ -494,12 +493,7 @@ fn a_full_disk_under_stdout_is_one_error_line() {
             .write(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let output = Command::new(env!("CARGO_BIN_EXE_memocache"))
-            .args(&args)
-            .env("RUST_BACKTRACE", "1")
-            .stdout(full)
-            .output()
-            .expect("run the memocache binary");
+        let output = memocache_with(&args, |command| command.stdout(full));
         let line = one_error_line(&output);
         assert!(
             line.contains("cannot write to standard output")
@@ -539,11 +533,7 @@ fn a_full_disk_under_stderr_leaves_the_status_as_it_was() {
             .write(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let output = Command::new(env!("CARGO_BIN_EXE_memocache"))
-            .args(&args)
-            .stderr(full)
-            .output()
-            .expect("run the memocache binary");
+        let output = memocache_with(&args, |command| command.stderr(full));
         assert_eq!(output.status.code(), Some(status), "{args:?}");
     }
     assert!(cache_dir.join("cache.snapshot").is_file());

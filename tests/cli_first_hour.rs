@@ -9,7 +9,7 @@ use std::path::Path;
 
 mod cli_support;
 
-use cli_support::{memocache, one_error_line, path};
+use cli_support::{memocache, memocache_with, one_error_line, path};
 
 fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["transcribe"];
@@ -265,12 +265,7 @@ fn a_closed_stdout_is_not_a_panic() {
     ] {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_memocache"))
-            .args(&args)
-            .env("RUST_BACKTRACE", "1")
-            .stdout(writer)
-            .output()
-            .expect("run the memocache binary");
+        let output = memocache_with(&args, |command| command.stdout(writer));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:")).collect();

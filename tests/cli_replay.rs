@@ -309,40 +309,29 @@ fn an_unknown_format_or_curve_folder_is_one_error_line() {
 #[test]
 fn a_trace_of_more_requests_than_max_requests_is_refused() {
     let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
-    let (_, message) = fails(&[
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--max-requests",
-        "29",
-    ]);
+    let args = |max: &'static str| {
+        [
+            "replay",
+            path(&loop_path),
+            "--capacity",
+            "3",
+            "--max-requests",
+            max,
+        ]
+    };
+    let (_, message) = fails(&args("29"));
     assert!(
         message.ends_with("loop.trace: the trace has more than 29 requests (--max-requests)"),
         "{message}"
     );
-    let (out, ratios) = replay_table(&[
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--max-requests",
-        "30",
-    ]);
+    let (out, ratios) = replay_table(&args("30"));
     assert_eq!(
         ratios,
         ["90.00", "90.00", "90.00"].map(String::from),
         "{out}"
     );
     for bad in ["0", "-5", "many"] {
-        let (_, message) = fails(&[
-            "replay",
-            path(&loop_path),
-            "--capacity",
-            "3",
-            "--max-requests",
-            bad,
-        ]);
+        let (_, message) = fails(&args(bad));
         assert!(message.contains("from 1 up"), "{bad}: {message}");
     }
 }

@@ -7,9 +7,18 @@ use std::process::{Command, Output};
 
 /// Runs `memocache` with `args` and collects its status, stdout and stderr.
 pub fn memocache(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memocache"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
+    memocache_with(args, |command| command)
+}
+
+/// [`memocache`], with `configure` applied to the command first (to send its standard output
+/// or error somewhere else, say).
+pub fn memocache_with(
+    args: &[&str],
+    configure: impl FnOnce(&mut Command) -> &mut Command,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memocache"));
+    command.args(args).env("RUST_BACKTRACE", "1");
+    configure(&mut command)
         .output()
         .expect("run the memocache binary")
 }
