@@ -596,6 +596,9 @@ pub fn trace_parse(data: &[u8]) {
                 TraceError::Parse { line, reason, .. } => {
                     assert!(*line >= 1 && !reason.is_empty(), "{message}");
                 }
+                TraceError::ArcRunTooLong { line, count, .. } => {
+                    assert!(*line >= 1 && *count > TraceReader::MAX_ARC_RUN, "{message}");
+                }
                 TraceError::Truncated {
                     offset,
                     got,
@@ -626,6 +629,10 @@ pub fn trace_parse(data: &[u8]) {
                 assert_eq!(line, want, "{format}: the bad line");
             }
             (
+                TraceEnd::Error(TraceError::ArcRunTooLong { line, .. }),
+                TraceEnd::RunTooLong(want),
+            ) => assert_eq!(line, want, "{format}: the line of the long run"),
+            (
                 TraceEnd::Error(TraceError::Truncated {
                     offset,
                     got,
@@ -648,7 +655,7 @@ pub fn trace_parse(data: &[u8]) {
     std::fs::remove_file(&path).expect("removing the temporary file");
 }
 
-/// How reading a trace ended, for [`trace_parse`]; `BadLine` and `Truncated` are
+/// How reading a trace ended, for [`trace_parse`]; `BadLine`, `RunTooLong` and `Truncated` are
 /// [`expected_trace`]'s predictions of the reader's errors.
 #[cfg(feature = "trace")]
 #[derive(Debug)]
@@ -659,6 +666,8 @@ enum TraceEnd {
     Error(memocache::trace::TraceError),
     /// A `Parse` error at this 1-based line.
     BadLine(u64),
+    /// An `ArcRunTooLong` error at this 1-based line.
+    RunTooLong(u64),
     /// A `Truncated` error: the record's offset, bytes present, bytes a record has.
     Truncated((u64, usize, usize)),
 }
@@ -687,7 +696,8 @@ fn drain_trace(mut reader: memocache::trace::TraceReader) -> (Vec<u64>, TraceEnd
 /// little-endian `u64` at byte 4), a partial last record being a truncation; text lines of at
 /// most 4,096 bytes with their newline, blank ones skipped, `lirs` a decimal key (signed ones
 /// reinterpreted) or `*`, `arc` `start count …` with a count that fits 32 bits standing for
-/// the keys `start..start + count`. At most [`MAX_TRACE_KEYS`] keys.
+/// the keys `start..start + count`, a count above `MAX_ARC_RUN` refused. At most
+/// [`MAX_TRACE_KEYS`] keys.
 #[cfg(feature = "trace")]
 fn expected_trace(content: &[u8], format: memocache::trace::TraceFormat) -> (Vec<u64>, TraceEnd) {
     use memocache::trace::TraceFormat;
@@ -754,6 +764,9 @@ fn expected_trace(content: &[u8], format: memocache::trace::TraceFormat) -> (Vec
         let Some((start, count)) = run else {
             return (keys, bad);
         };
+        if count > memocache::trace::TraceReader::MAX_ARC_RUN {
+            return (keys, TraceEnd::RunTooLong(index as u64 + 1));
+        }
         for i in 0..count {
             if push(start + i) {
                 return (keys, TraceEnd::Capped);
