@@ -695,46 +695,56 @@ impl Cache {
             &mut Default::default(),
             &mut panicked,
         );
-        let count = ranks.len();
-        let mut wanted = vec![false; count];
+        let mut wanted = vec![false; ranks.len()];
         for (index, _) in chosen {
             wanted[index] = true;
         }
         // Chosen: the ranks go before the second read, whose full heads are then the only
         // per-record memory held.
         drop(ranks);
-        let loaded = (|| {
-            let mut input = file;
-            input
-                .seek(SeekFrom::Start(0))
-                .map_err(|e| io_error("rewinding", path, e))?;
-            // The length again: a file that grew or shrank in between is read as it is now,
-            // and then fails the check below or the second read's own checks.
-            let len = regular_len(path, file)?;
-            // Presence was asked in the first pass, for the choice; the import asks again.
-            let second = decoder(path, file, len).passing_values_over(self.largest_value());
-            let second = second.scan(
-                |_| None,
-                |index, _, _, _| {
-                    if wanted.get(index) == Some(&true) {
-                        Keep::Value
-                    } else {
-                        Keep::Head
-                    }
-                },
-            )?;
-            // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes,
-            // so the choice made from the first read's heads is a choice among these records.
-            if second.checksum != first.checksum || second.records.len() != count {
-                return Err(SnapshotError::ChangedWhileLoading {
-                    first: hex::encode(first.checksum),
-                    second: hex::encode(second.checksum),
-                });
-            }
-            self.apply_scan(second)
-        })();
+        // The listener's panic is raised after the second read, whatever its outcome.
+        let loaded = self.reread_chosen(path, file, &first.checksum, &wanted);
         panicked.resume();
         loaded
+    }
+
+    /// The second read of [`Cache::load_snapshot`]'s second pass: re-reads the file from its
+    /// start keeping the values of the records `wanted` says (one flag a record of the first
+    /// read, whose checksum was `checksum`), and applies them if the read checked out in full
+    /// and is the same file as the first.
+    fn reread_chosen(
+        &self,
+        path: &Path,
+        mut file: &File,
+        checksum: &hash::Digest,
+        wanted: &[bool],
+    ) -> Result<SnapshotReport, SnapshotError> {
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_error("rewinding", path, e))?;
+        // The length again: a file that grew or shrank in between is read as it is now, and
+        // then fails the check below or the second read's own checks.
+        let len = regular_len(path, file)?;
+        // Presence was asked in the first pass, for the choice; the import asks again.
+        let second = decoder(path, file, len).passing_values_over(self.largest_value());
+        let second = second.scan(
+            |_| None,
+            |index, _, _, _| {
+                if wanted.get(index) == Some(&true) {
+                    Keep::Value
+                } else {
+                    Keep::Head
+                }
+            },
+        )?;
+        // Both reads checked out; equal checksums (SHA-256) mean they read the same bytes, so
+        // the choice made from the first read's heads is a choice among these records.
+        if second.checksum != *checksum || second.records.len() != wanted.len() {
+            return Err(SnapshotError::ChangedWhileLoading {
+                first: hex::encode(checksum),
+                second: hex::encode(second.checksum),
+            });
+        }
+        self.apply_scan(second)
     }
 
     /// The longest value this cache's whole byte budget holds: a load passes over the bytes
