@@ -174,7 +174,10 @@ impl CacheBuilder {
     /// [`Cache::purge_expired`] does. The cache owns the thread and stops it when its last
     /// handle is dropped. `interval` is wall-clock time, while what has expired is judged on
     /// the cache's clock (with a [`crate::ManualClock`], what the test has advanced it past).
-    /// A zero interval fails [`CacheBuilder::build`]. Without a sweeper, expired entries
+    /// A sweep write-locks only the shards that may hold an expired entry (each publishes a
+    /// lower bound on its deadlines), so the readers of a busy cache with nothing due are not
+    /// stalled every interval. A zero interval fails [`CacheBuilder::build`]. Without a
+    /// sweeper, expired entries
     /// stay counted and charged until [`Cache::purge_expired`], an access to their key or a
     /// full cache's need for room (the first insert of a wheel tick that must evict purges
     /// them all, see [`Cache::purge_expired`]) removes them.

@@ -18,9 +18,20 @@
 //! churn of long-TTL updates, the shard rebuilds the wheel from its live entries when filings
 //! outnumber live timed entries by more than 2:1 — O(n) work paid for by the ≥ n stale
 //! filings that triggered it.
+//!
+//! A purge skips a shard in which nothing can be due without taking its write lock: each
+//! shard publishes a lower bound on its deadlines in an atomic (see
+//! `Shard::earliest_deadline`), lowered by an insert that files an earlier one and raised
+//! again from the wheel ([`TimerWheel::earliest`]) by a purge that took the lock. A sweep of
+//! a busy cache with nothing due used to write-lock every shard, stalling its readers. On an
+//! idle cache (50,000 entries due in an hour, 8 shards) a `purge_expired` cost 2,793
+//! instructions, now 960 (callgrind, from the difference of 50,000 and 10,000 calls), and
+//! 0.67 µs, now 0.25 µs (the fastest of three runs of 2,000,000 calls). A timed insert pays
+//! 5 instructions for the bound (an evicting one 1,553–1,555 → 1,559–1,563, three runs each);
+//! an untimed one pays nothing.
 
 /// Bits of a [`crate::Timestamp`] below one wheel tick.
-const TICK_SHIFT: u32 = 30;
+pub(super) const TICK_SHIFT: u32 = 30;
 /// Bits per level: 64 buckets a level.
 const LEVEL_BITS: u32 = 6;
 const SLOTS: usize = 1 << LEVEL_BITS;
@@ -119,6 +130,32 @@ impl TimerWheel {
         }
     }
 
+    /// A lower bound on the tick of every filing held, `None` if there is none; for the
+    /// shard to publish after an advance (see `Shard::expire`), when no filing is for a tick
+    /// before the wheel's. A filing in level `l` has the wheel's tick above that level's
+    /// 6-bit group (it was filed, or last re-filed, under the same higher groups: a change
+    /// there visits this level's buckets), so its bucket's index and the wheel's higher
+    /// groups bound its tick from below. The 384 bucket lengths are read only by a purge that
+    /// has just taken the shard's write lock to remove something.
+    pub(super) fn earliest(&self) -> Option<u32> {
+        let mut earliest = None;
+        for (level, buckets) in self.levels.iter().enumerate() {
+            let shift = LEVEL_BITS * level as u32;
+            let above = shift + LEVEL_BITS;
+            let base = if above >= u32::BITS {
+                0
+            } else {
+                (self.elapsed >> above) << above
+            };
+            if let Some(index) = buckets.iter().position(|bucket| !bucket.is_empty()) {
+                // The lowest non-empty index gives this level's lowest bound.
+                let bound = base | ((index as u32) << shift);
+                earliest = Some(earliest.map_or(bound, |e: u32| e.min(bound)));
+            }
+        }
+        earliest
+    }
+
     /// Drops every filing (the shard re-files its live entries after this).
     pub(super) fn clear(&mut self) {
         for level in &mut self.levels {
@@ -171,6 +208,18 @@ mod tests {
                 );
                 // The count the shard's rebuild rule reads: here every filing is live.
                 assert_eq!(wheel.filings(), pending.len());
+                // The bound a purge publishes: below every filing, and past the wheel's tick
+                // (none is due), so that purges skip the shard until then.
+                let first = pending.first().map(|&(t, _)| t);
+                let earliest = wheel.earliest();
+                assert_eq!(earliest.is_some(), first.is_some());
+                if let (Some(earliest), Some(first)) = (earliest, first) {
+                    assert!(
+                        earliest <= first,
+                        "bound {earliest} above a filing for {first}"
+                    );
+                    assert!(earliest > now, "bound {earliest} at or before {now}");
+                }
             }
         }
         wheel.advance(u32::MAX, |s, t| {

@@ -42,7 +42,9 @@
 //!   proactively, in amortized O(1) each, by a hierarchical timer wheel per shard (see
 //!   `src/cache/expiry.rs`) that [`Cache::purge_expired`] advances — by hand, or every
 //!   interval from a sweeper thread the builder can start
-//!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic. A full cache
+//!   ([`CacheBuilder::sweep_interval`]), so expiry does not wait for traffic. A purge
+//!   write-locks only the shards that may hold an expired entry, by a lower bound on its
+//!   deadlines that each shard publishes, so a sweep does not stall readers. A full cache
 //!   evicts expired entries before live ones: the first insert of each wheel tick (2^30 ns,
 //!   about a second) that has to evict purges every shard first, so that, but for inserts
 //!   racing that purge, no live entry is evicted for size while an entry whose deadline
@@ -185,6 +187,8 @@ struct ShardCell {
     /// count once it has claimed the key, and looks the key up again only if something was
     /// stored in between (see [`Inner::stored_since`]).
     stores: AtomicU64,
+    /// The shard's [`Shard::earliest_deadline`]: a purge reads it before it takes the lock.
+    earliest: Arc<AtomicU64>,
 }
 
 /// Resolved builder settings.
@@ -255,12 +259,14 @@ impl Cache {
         let hasher = KeyHasher::random();
         let shards = (0..config.shards)
             .map(|_| {
+                let shard = Shard::new(
+                    hasher,
+                    config.max_bytes / config.shards as u64,
+                    config.max_entries / config.shards as u64,
+                );
                 Padded(ShardCell {
-                    lock: RwLock::new(Shard::new(
-                        hasher,
-                        config.max_bytes / config.shards as u64,
-                        config.max_entries / config.shards as u64,
-                    )),
+                    earliest: shard.earliest_deadline(),
+                    lock: RwLock::new(shard),
                     stores: AtomicU64::new(0),
                 })
             })
@@ -1186,7 +1192,13 @@ impl Inner {
         scratch: &mut Vec<Record>,
         removed: &mut Removed,
     ) -> usize {
-        self.shards[index].0.lock.write().expire(now, scratch);
+        let cell = &self.shards[index].0;
+        // Nothing in the shard can have expired by `now`: its write lock, which would stall
+        // its readers, is not taken (see `Shard::earliest_deadline`).
+        if now <= cell.earliest.load(Ordering::Relaxed) {
+            return 0;
+        }
+        cell.lock.write().expire(now, scratch);
         let count = scratch.len();
         self.account_removals(scratch.drain(..), RemovalCause::Expired, removed);
         count

@@ -6,12 +6,13 @@
 //! and the wheel can name an entry with 4 bytes.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::expiry::{TimerWheel, tick_of};
+use super::expiry::{TICK_SHIFT, TimerWheel, tick_of};
 use super::policy::{Links, Queue, S3Fifo, Slab};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
@@ -401,6 +402,10 @@ pub(super) struct Shard {
     wheel: TimerWheel,
     /// Live entries with a deadline (to know when the wheel is mostly stale filings).
     timed: usize,
+    /// A lower bound on every deadline filed in the wheel ([`NEVER`] if none is), shared with
+    /// the cache, which reads it without the lock: a purge skips the shard, and its write
+    /// lock, while its clock is not past this (see [`Shard::earliest_deadline`]).
+    earliest: Arc<AtomicU64>,
 }
 
 impl Shard {
@@ -420,7 +425,23 @@ impl Shard {
             policy,
             wheel: TimerWheel::new(),
             timed: 0,
+            earliest: Arc::new(AtomicU64::new(NEVER)),
         }
+    }
+
+    /// A lower bound on the deadline of every entry in the shard, kept up to date under the
+    /// write lock, for a purge to read without it: while its clock is not past the bound,
+    /// nothing in the shard has expired, and the purge leaves the shard alone instead of
+    /// write-locking it, which stalled its readers on every sweep.
+    ///
+    /// Relaxed is enough. Only holders of the write lock change it: an insert that files an
+    /// earlier deadline lowers it before it unlocks, and a purge raises it only after removing
+    /// what was due. A purge that an insert happens before (the same thread, or one the
+    /// inserter signalled) reads its value or a later one, as coherence requires of every
+    /// atomic; one racing the insert may read the older bound, as it may run before the
+    /// insert.
+    pub(super) fn earliest_deadline(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.earliest)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -572,6 +593,11 @@ impl Shard {
         if expires_at == NEVER {
             return;
         }
+        // Only writers under the lock change the bound: a load and, rarely, a store, not a
+        // locked read-modify-write. Entries without a deadline never come here.
+        if expires_at < self.earliest.load(Ordering::Relaxed) {
+            self.earliest.store(expires_at, Ordering::Relaxed);
+        }
         self.wheel.schedule(slot, tick_of(expires_at));
         if self.wheel.filings() > 2 * self.timed + 1024 {
             self.rebuild_wheel();
@@ -688,6 +714,14 @@ impl Shard {
                 expired.push(self.remove_slot(hash, slot));
             }
         }
+        // What is left is filed at or after the wheel's tick (filings kept for later in it
+        // included): its start bounds the deadlines. Stale filings keep the bound low until
+        // their bucket comes up, which costs a purge a lock, never a missed deadline.
+        let earliest = self
+            .wheel
+            .earliest()
+            .map_or(NEVER, |tick| u64::from(tick) << TICK_SHIFT);
+        self.earliest.store(earliest, Ordering::Relaxed);
     }
 
     /// Removes everything.
@@ -698,6 +732,7 @@ impl Shard {
         self.policy.clear();
         self.wheel.clear();
         self.timed = 0;
+        self.earliest.store(NEVER, Ordering::Relaxed);
         removed
     }
 
@@ -716,6 +751,16 @@ impl Shard {
         assert_eq!(small + main, self.index.len());
         let live = self.records.slots.iter().flatten().count();
         assert_eq!(live, self.index.len());
+        // A purge that skips the shard by the bound misses nothing.
+        let earliest = self.earliest.load(Ordering::Relaxed);
+        assert!(
+            self.records
+                .slots
+                .iter()
+                .flatten()
+                .all(|record| record.expires_at() >= earliest),
+            "a deadline before the published bound {earliest}"
+        );
         assert_eq!(self.records_by_rank().count(), live);
         self.records
             .slots

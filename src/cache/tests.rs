@@ -768,3 +768,79 @@ fn a_growing_update_waits_for_budget_in_flight_instead_of_evicting_itself() {
     assert_eq!(cache.get(&a).as_deref(), Some(&[2u8; 150][..]));
     assert_eq!(recount(&cache), (cache.size_bytes(), 1));
 }
+
+/// A purge leaves a shard with nothing due alone: readers holding every shard's read lock do
+/// not hold it up, as a write lock taken on every sweep did.
+#[test]
+fn a_purge_does_not_write_lock_shards_with_nothing_due() {
+    use std::time::Duration;
+
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(8)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    let hour = Ttl::hours(1).expect("valid");
+    for i in 0..256 {
+        cache.insert_with_ttl(key(i), "v", hour).expect("fits");
+        cache.insert(key(1_000 + i), "untimed").expect("fits");
+    }
+    clock.advance(Duration::from_secs(60));
+    let readers: Vec<_> = cache.inner.shards.iter().map(|s| s.0.lock.read()).collect();
+    let (sender, purged) = std::sync::mpsc::channel();
+    let purger = {
+        let cache = cache.clone();
+        std::thread::spawn(move || sender.send(cache.purge_expired()))
+    };
+    // Bounded: a purge that waits for the readers' locks never answers while they are held.
+    let answer = purged.recv_timeout(Duration::from_secs(30));
+    drop(readers);
+    purger
+        .join()
+        .expect("no panic")
+        .expect("the receiver lives");
+    assert_eq!(answer, Ok(0), "the purge waited for the readers' locks");
+    clock.advance(hour.as_duration());
+    assert_eq!(cache.purge_expired(), 256);
+    assert_eq!(cache.len(), 256);
+}
+
+/// The bound a purge skips shards by follows every deadline filed after a purge set it: an
+/// insert or an update with an earlier deadline than any left is purged when it is due.
+#[test]
+fn deadlines_filed_earlier_than_the_rest_after_a_purge_are_purged_when_due() {
+    use std::time::Duration;
+
+    let clock = crate::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(1)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    let ttl = |secs| Ttl::new(Duration::from_secs(secs)).expect("positive");
+    cache
+        .insert_with_ttl(key(0), "hour", ttl(3_600))
+        .expect("fits");
+    cache
+        .insert_with_ttl(key(1), "second", ttl(1))
+        .expect("fits");
+    clock.advance(Duration::from_secs(2));
+    // A pass: it removes key 1 and leaves a bound near key 0's hour.
+    assert_eq!(cache.purge_expired(), 1);
+    // A new key due long before that.
+    cache.insert_with_ttl(key(2), "five", ttl(5)).expect("fits");
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(cache.purge_expired(), 1);
+    assert!(!cache.contains_key(&key(2)));
+    // An update that brings key 0's deadline forward, after another pass.
+    cache.insert_with_ttl(key(0), "five", ttl(5)).expect("fits");
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(cache.purge_expired(), 0);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(cache.purge_expired(), 1);
+    assert!(cache.is_empty());
+    assert_eq!(recount(&cache), (0, 0));
+}
