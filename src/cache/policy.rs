@@ -1407,6 +1407,16 @@ impl S3Fifo {
         if room { Queue::Main } else { Queue::Small }
     }
 
+    /// The queue of an entry restored onto `main` (a snapshot's, an import's): `main`. A duel's
+    /// shadows hear of it as of any new key's miss, so that they hold it: held by neither, it
+    /// was the shard's first victim, before any older entry.
+    pub(super) fn restore(&mut self, slab: &impl Slab, hash: u64) -> Queue {
+        if let Some(duel) = self.duel.as_deref_mut() {
+            duel.miss(slab, &self.main, hash);
+        }
+        Queue::Main
+    }
+
     /// ARC's rule on a ghost hit: a key `small` dropped too early asks for a larger `small`, a
     /// key `main` dropped for a larger `main`, each by a step scaled by how much rarer hits in
     /// its ghost are than in the other one (at least 1). Steps are in entries of the shard: half

@@ -527,7 +527,7 @@ impl Shard {
         }
 
         let queue = if new.main {
-            Queue::Main
+            self.policy.restore(&self.records, hash)
         } else {
             self.policy.admission_queue(
                 &self.records,

@@ -880,3 +880,41 @@ fn clear_gives_back_the_bookkeeping_memory_of_what_it_removed() {
     assert_eq!(cache.get(&key(999)).as_deref(), Some(&b"again"[..]));
     assert_eq!(recount(&cache), (cache.size_bytes(), 1_000));
 }
+
+/// Entries restored onto `main` in a shard with a duel (16 to 64 entries) are entered into
+/// its shadows as inserted ones are: the shard does not evict them before older entries.
+#[test]
+fn restored_entries_in_a_duel_shard_are_not_evicted_first() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(32)
+        .shards(1)
+        .build()
+        .expect("valid config");
+    for i in 0..16 {
+        cache.insert(key(i), "older").expect("fits");
+    }
+    let restored: Vec<EntryImage> = (100..108)
+        .map(|i| EntryImage {
+            key: key(i),
+            value: Bytes::from_static(b"restored"),
+            ttl_remaining: None,
+            access_count: 0,
+            freq: 0,
+            main: true,
+        })
+        .collect();
+    let outcome = cache.import(restored, cache.clock().now());
+    assert_eq!(outcome.restored, 8);
+    for i in 16..24 {
+        cache.insert(key(i), "newer").expect("fits");
+    }
+    assert_eq!(cache.len(), 32);
+    // Eight fresh keys evict eight entries: older ones or newer ones, as the shadows would.
+    for i in 1_000..1_008 {
+        cache.insert(key(i), "fresh").expect("fits");
+    }
+    let kept = (100..108).filter(|&i| cache.contains_key(&key(i))).count();
+    assert_eq!(kept, 8, "restored entries evicted before older ones");
+    assert_eq!(recount(&cache), (cache.size_bytes(), 32));
+}
