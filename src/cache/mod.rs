@@ -1074,7 +1074,7 @@ impl Inner {
             if bytes >= growth || self.try_reserve_bytes(growth - bytes) {
                 break true;
             }
-            let Some(record) = shard.evict() else {
+            let Some(record) = shard.evict_alone() else {
                 break false;
             };
             bytes += record.charge();
@@ -1113,7 +1113,7 @@ impl Inner {
             if shard.len() == 0 {
                 continue;
             }
-            let victim = shard.evict();
+            let victim = shard.evict_alone();
             drop(shard);
             if let Some(record) = victim {
                 self.release(record.charge(), 1);

@@ -2149,6 +2149,13 @@ struct Duel {
     requests: u32,
     /// The shard follows the LFU shadow (else the S3-FIFO one).
     follow_lfu: bool,
+    /// The shadows have heard of every hit so far: set by an eviction's [`Duel::sync`], under
+    /// the shard's write lock (a hit needs its read lock), for the miss of the new key it made
+    /// room for, which clears it under the same hold; cleared also by `Shard::evict_alone`,
+    /// an eviction no miss follows. (Left set past the hold, the next miss would skip the hits
+    /// in between: a flag only set by evictions went stale when one evicted for another
+    /// shard's insert.)
+    synced: bool,
 }
 
 impl Duel {
@@ -2164,6 +2171,7 @@ impl Duel {
             hits_lfu: 0,
             requests: 0,
             follow_lfu: false,
+            synced: false,
         }
     }
 
@@ -2214,14 +2222,35 @@ impl Duel {
         }
     }
 
-    /// A miss of the shard (after its eviction, if it needed one).
+    /// A miss of the shard (after its eviction, if it needed one, whose sync it does not
+    /// repeat: a walk of up to 64 entries' access counts that found nothing new).
     fn miss(&mut self, slab: &impl Slab, main: &List, hash: u64) {
-        self.sync(slab, main);
+        if !std::mem::take(&mut self.synced) {
+            self.sync(slab, main);
+        }
         self.request(hash);
     }
 }
 
 impl S3Fifo {
+    /// After an eviction that no miss follows under the same hold of the shard's lock: the
+    /// next miss must read the access counts again (see `Duel::synced`).
+    pub(super) fn forget_sync(&mut self) {
+        if let Some(duel) = self.duel.as_deref_mut() {
+            duel.synced = false;
+        }
+    }
+
+    /// Whether a duel's shadows have heard of every hit of the shard's entries (no duel: yes);
+    /// for tests.
+    #[cfg(test)]
+    pub(super) fn duel_in_sync(&self, slab: &impl Slab) -> bool {
+        self.duel.as_deref().is_none_or(|duel| {
+            self.iter_queue(slab, Queue::Main)
+                .all(|slot| duel.seen[slot as usize].1 == slab.accesses(slot))
+        })
+    }
+
     /// Whether this shard holds a duel: then [`S3Fifo::duel_evict`] chooses its victims.
     #[inline]
     pub(super) fn duels(&self) -> bool {
@@ -2250,7 +2279,10 @@ impl S3Fifo {
     #[inline(never)]
     pub(super) fn duel_evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
-        duel.sync(slab, &self.main);
+        // Once a hold: a second eviction for the same insert finds no hit in between.
+        if !duel.synced {
+            duel.sync(slab, &self.main);
+        }
         let resident = |hash: u64| {
             let mut slot = self.main.tail;
             while slot != NIL && duel.seen[slot as usize].0 != hash {
@@ -2283,6 +2315,8 @@ impl S3Fifo {
         if victim == NIL {
             victim = self.main.tail;
         }
+        // The shard is empty: no miss may follow (the insert fails over to other shards).
+        duel.synced = victim != NIL;
         if victim == NIL {
             return None;
         }

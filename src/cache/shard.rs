@@ -680,7 +680,9 @@ impl Shard {
         self.policy.push(&mut self.records, slot);
     }
 
-    /// Evicts the policy's victim.
+    /// Evicts the policy's victim for a new key that [`Shard::insert`] stores next under the
+    /// same hold of the lock: a duel shard's miss then skips the reading of access counts
+    /// this eviction has just done. Any other eviction is [`Shard::evict_alone`].
     // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
     #[inline(never)]
     pub(super) fn evict(&mut self) -> Option<Record> {
@@ -693,6 +695,14 @@ impl Shard {
             found.remove();
         }
         Some(self.release_slot(slot))
+    }
+
+    /// Evicts the policy's victim when no new key of this shard follows under the same hold of
+    /// the lock (another shard's insert, an update that grows).
+    pub(super) fn evict_alone(&mut self) -> Option<Record> {
+        let victim = self.evict();
+        self.policy.forget_sync();
+        victim
     }
 
     /// Removes every entry whose deadline has passed at `now`.
@@ -751,6 +761,12 @@ impl Shard {
             Arc::clone(&self.earliest),
         );
         std::mem::replace(self, cleared).records.slots
+    }
+
+    /// Whether a duel's shadows have heard of every hit; for tests.
+    #[cfg(test)]
+    pub(super) fn duel_in_sync(&self) -> bool {
+        self.policy.duel_in_sync(&self.records)
     }
 
     /// Bytes held for bookkeeping (not values); for tests.

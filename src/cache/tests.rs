@@ -918,3 +918,33 @@ fn restored_entries_in_a_duel_shard_are_not_evicted_first() {
     assert_eq!(kept, 8, "restored entries evicted before older ones");
     assert_eq!(recount(&cache), (cache.size_bytes(), 32));
 }
+
+/// A duel shard's miss reads its entries' access counts once, after the eviction that made
+/// room for it; an eviction for another shard's insert, which no miss follows under its
+/// lock, does not spare the next miss that reading: the hits in between reach the shadows.
+#[test]
+fn hits_after_an_eviction_for_another_shard_reach_the_duels_shadows() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(64)
+        .shards(2)
+        .build()
+        .expect("valid config");
+    let shard_of = |k: &CacheKey| cache.inner.shard_of(cache.inner.hasher.hash(k));
+    let mut keys = (0..).map(key);
+    let mut take = |shard: usize| keys.by_ref().find(|k| shard_of(k) == shard).expect("keys");
+    let duel: Vec<CacheKey> = (0..64).map(|_| take(0)).collect();
+    for &k in &duel {
+        cache.insert(k, "v").expect("fits");
+    }
+    // The cache is full, shard 1 empty: its insert evicts from shard 0 (a duel shard of 32).
+    cache.insert(take(1), "v").expect("fits");
+    assert_eq!(cache.inner.shards[0].0.lock.read().len(), 63);
+    for k in &duel[40..50] {
+        assert!(cache.get(k).is_some());
+    }
+    cache.remove(&duel[60]);
+    // Room for a new key in shard 0: a miss without an eviction.
+    cache.insert(take(0), "v").expect("fits");
+    assert!(cache.inner.shards[0].0.lock.read().duel_in_sync());
+}
