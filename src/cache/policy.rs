@@ -919,7 +919,10 @@
 //! branch for `main`'s victim) cost `Shard::evict` 14–15 instructions: with a call to
 //! [`S3Fifo::duel_evict`] in it the compiler kept more in registers and spilled them on every
 //! call. In a duel shard a miss walks the shard's entries once to read their access counts,
-//! and the shadows search their up to 63 or 64 fingerprints linearly.
+//! and the shadows search their up to 63 or 64 fingerprints linearly. (A miss that evicted
+//! walked them twice, in the eviction and again in the miss, until the eviction's reading was
+//! kept for the miss under the same hold of the lock (`Duel::synced`): a miss of a shard of
+//! 32 entries went from 9,998 to 8,956 instructions, callgrind, fresh keys.)
 //!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
