@@ -924,6 +924,65 @@
 //! kept for the miss under the same hold of the lock (`Duel::synced`): a miss of a shard of
 //! 32 entries went from 9,998 to 8,956 instructions, callgrind, fresh keys.)
 //!
+//! # A set duel with CLOCK in shards of 256 to 1,024 entries
+//!
+//! On `sprite` at 10 % (one shard of 707 entries) an exact LRU scored 86.48 % and this policy
+//! 85.74 %; plain CLOCK with the policy's 2-bit counters, every new key admitted to one queue
+//! (what this policy does with `small` empty), scores 86.93 % (one run, simulated). It loses
+//! elsewhere: `multi2` at 10 % 38.8 against the policy's 51.1, `ps` at 10 % 16.6 against
+//! 52.9, `gli` at 10 % 1.0 against 15.9. So a shard of [`SET_DUEL`] entries runs a duel
+//! between the two on a sample ([`SetDuel`]): one key in [`SET_DUEL_SAMPLE`] (8), by hash,
+//! is replayed to a [`ShadowS3`] and a [`ShadowClock`] of an eighth of the shard each, as in
+//! set dueling (Qureshi et al., ISCA '07) and miniature simulation (Waldspurger et al., ATC
+//! '17); while CLOCK's shadow clearly leads, [`S3Fifo::admission_queue`] puts every new key,
+//! and every key back from the ghost, on `main`, where CLOCK runs anyway.
+//!
+//! * **Hits without a write**, as in the tiny shards' duel: the duel keeps the slots of the
+//!   sampled keys the shard holds and, on each sampled miss, reads their access counts
+//!   ([`SetDuel::sync`]): a walk of about an eighth of the shard (at most about 128 entries)
+//!   on one miss in eight, where the tiny shards' duel walks the whole shard on every miss.
+//! * **Three counts, not two.** The shadows alone misjudged: the policy's shadow is a tiny
+//!   shard with the tiny shards' rules, and a skewed sample flatters either. So the shard's
+//!   own hits on the sampled keys count too, and it starts admitting as CLOCK only when
+//!   CLOCK's shadow leads both them and the policy's shadow by more than [`SET_DUEL_MARGIN`]
+//!   (32), over counts halved every [`SET_DUEL_PERIOD`] × the shadows' entries of sampled
+//!   requests; it stops when the policy's shadow catches up, or when the shard, now CLOCK at
+//!   full size, falls that far behind CLOCK's shadow.
+//!
+//! Measured with memocache alone (the cache, as the `hit_ratio` bench drives it), 200 replays
+//! a row, main's code and this in the same session, hit ratio in percent: `sprite` at 10 %
+//! 85.74 → 86.09 (−0.74 → −0.39 against LRU's 86.48). The other rows with such shards:
+//! `multi1` at 10 % 49.45 → 49.44, `ps` at 10 % 52.92 → 52.92, `cloudPhysics` at 1 % 17.08
+//! → 17.07, `multi2` at 10 % 51.06 → 51.06, `multi3` at 10 % 47.71 → 47.70,
+//! `trace_vaultservice` at 1 % 33.23 → 33.23, `2_pools` at 10 % 54.34 → 54.34; every row of
+//! the traces of up to 200,000 requests and `loop` within 0.05 (they decide as before).
+//!
+//! Variants (200 replays a row, same session; rows not named moved by less than 0.05):
+//!
+//! * **The two shadows alone decide** (CLOCK's shadow ahead of the policy's by more than 16
+//!   to switch, not ahead to switch back), shards of 129 to 1,024 entries: `sprite` at 10 %
+//!   86.58, but `web12` at 1 % (137 entries) 41.38 → 41.30, `gli` at 10 % 15.94 → 15.89;
+//!   from 256 entries: `sprite` at 10 % 86.59, `multi2` at 10 % 51.06 → 51.03. Rejected on
+//!   synthetic traces (this module's test simulation, a shard of 512, 60,000 requests: new
+//!   keys, returns of keys 100–400 new keys back, log-uniform hot keys): it followed CLOCK
+//!   in all of 18 mixes and lost up to 4,850 hits of the policy's 31,962.
+//! * **The shard's own hits against CLOCK's shadow to switch**, the shadows to switch back:
+//!   margin 16, `sprite` at 10 % 86.53, `multi2` at 10 % 51.01; margin 32, `sprite` 86.37;
+//!   the synthetic mixes still lost up to 4,850 hits (margin 16) and 729 (32).
+//! * **As kept with a margin of 16:** `sprite` at 10 % 86.24 (`multi2` and `multi3` at 10 %
+//!   51.04 and 47.69), but the synthetic mixes lost up to 513 hits where the kept margin
+//!   loses at most 179 (of 31,962: 0.3 points).
+//!
+//! Cost. A hit costs what it did: the access counts were already kept. A shard outside
+//! [`SET_DUEL`] reaches none of it: the first test of a full shard's miss reads `slow_miss`
+//! (refilling, or a set duel) where it read `refilling`, and the ghost-hit path tests for a
+//! set duel (fresh keys never hit the ghost). Callgrind, a driver that fills a cache of
+//! 50,000 entries in 8 shards ([`SystemClock`](crate::SystemClock)) and then inserts fresh
+//! keys, instructions per insert from the difference of 300,000 and 100,000 inserts (a new
+//! hash seed each run), main → this: `Shard::insert` 217.7–217.8 → 215.7, `Shard::evict`
+//! 167.0–167.2 → 163.0–163.1, the whole program 1,349–1,356 → 1,334–1,356 (three runs of
+//! main, two of this; the rest varies with the seed).
+//!
 //! Queues are intrusive doubly linked lists threaded through the shard's slab by `u32` slot
 //! index, so moving or unlinking an entry is O(1) and allocates nothing. Eviction stays
 //! amortized O(1): every loop turn in [`S3Fifo::evict`] either evicts, moves an entry from
@@ -1057,6 +1116,23 @@ const DUEL_PERIOD: usize = 32;
 /// than this.
 const DUEL_MARGIN: u32 = 16;
 
+/// Shards of this many entries hold a set duel: sampled shadows of this policy and of CLOCK,
+/// and the shard admits every new key to `main`, as CLOCK does, while CLOCK's shadow hits
+/// clearly more (see *A set duel with CLOCK in shards of 256 to 1,024 entries*).
+const SET_DUEL: std::ops::RangeInclusive<usize> = 256..=1024;
+
+/// The set duel samples one key in this many, by hash.
+const SET_DUEL_SAMPLE: u64 = 8;
+
+/// The set duel's hit counts are halved every this many times its shadows' entries of sampled
+/// requests.
+const SET_DUEL_PERIOD: usize = 32;
+
+/// The shard admits as CLOCK once CLOCK's shadow's recent hits exceed both the shard's own
+/// hits on the sampled keys and the policy's shadow's by more than this; it stops once they
+/// no longer exceed the policy's shadow's, or exceed the shard's by more than this.
+const SET_DUEL_MARGIN: u32 = 32;
+
 /// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -1155,6 +1231,9 @@ pub(super) trait Slab {
     /// The entry's access count (hits through `get`), which the duel of tiny shards reads to
     /// learn of hits without a write on the hit path.
     fn accesses(&self, slot: u32) -> u64;
+    /// The hash and the access count of the entry in `slot`, if the slot holds one: the set
+    /// duel's record of the sampled keys a shard holds goes stale as they leave.
+    fn resident(&self, slot: u32) -> Option<(u64, u64)>;
 }
 
 /// One FIFO queue: head is newest, tail is oldest.
@@ -1298,6 +1377,11 @@ pub(super) struct S3Fifo {
     sketch: Sketch,
     /// Shadows of S3-FIFO and of an LRU with TinyLFU admission, in tiny shards.
     duel: Option<Box<Duel>>,
+    /// Sampled shadows of S3-FIFO and of CLOCK, in shards of [`SET_DUEL`] entries.
+    set_duel: Option<Box<SetDuel>>,
+    /// A full shard's miss goes past the first test of [`S3Fifo::admission_queue`]: it is
+    /// `refilling`, or has a set duel.
+    slow_miss: bool,
     /// Fingerprints in the ghost of keys evicted from `small` / from `main`.
     ghost_small: usize,
     ghost_main: usize,
@@ -1351,6 +1435,8 @@ impl S3Fifo {
     pub(super) fn new(share_bytes: u64, share_entries: u64) -> S3Fifo {
         S3Fifo {
             duel: None,
+            set_duel: None,
+            slow_miss: false,
             small: List::new(),
             main: List::new(),
             ghost: Vec::new(),
@@ -1385,6 +1471,9 @@ impl S3Fifo {
             if hit.newest || self.older_ghost_hits_count() {
                 self.adapt(hit.from_main);
             }
+            if self.set_duel.is_some() && self.set_duel_miss(slab, hash) {
+                return Queue::Main;
+            }
             return if self.admits(slab, hash) {
                 Queue::Main
             } else {
@@ -1395,7 +1484,7 @@ impl S3Fifo {
             self.watch_loop(seen);
         }
         // A full shard that is not refilling (nearly every miss) skips the arithmetic.
-        if self.full && !self.refilling {
+        if self.full && !self.slow_miss {
             return Queue::Small;
         }
         // A duel shard never counts as full, so every miss of it reaches this.
@@ -1403,10 +1492,19 @@ impl S3Fifo {
             duel.miss(slab, &self.main, hash);
             return Queue::Main;
         }
+        if self.set_duel.is_some() {
+            if self.set_duel_miss(slab, hash) {
+                return Queue::Main;
+            }
+            if self.full && !self.refilling {
+                return Queue::Small;
+            }
+        }
         let room = (self.main.bytes + charge) * 100
             <= self.share_bytes.saturating_mul(FILL_PERCENT)
             && (self.main.len as u64 + 1) * 100 <= self.share_entries.saturating_mul(FILL_PERCENT);
         self.refilling &= room;
+        self.slow_miss = self.refilling || self.set_duel.is_some();
         if room { Queue::Main } else { Queue::Small }
     }
 
@@ -1487,6 +1585,7 @@ impl S3Fifo {
         if self.scout == Scout::Hedging && looping {
             self.share = SHARE_START;
             self.refilling = true;
+            self.slow_miss = true;
         }
         self.scout = Scout::Off;
     }
@@ -1785,6 +1884,11 @@ impl S3Fifo {
             return;
         }
         self.fit_from = entries + 1;
+        if let Some(set_duel) = self.set_duel.as_deref_mut() {
+            // Called after every insertion: a sampled key just admitted is one of the heads.
+            set_duel.admitted(slab, [self.small.head, self.main.head]);
+            self.fit_from = 0;
+        }
         let slots = ghost_slots(entries);
         if self.ghost.len() < slots {
             // Growing re-hashes nothing: fingerprints of the old size would land in the wrong
@@ -1957,6 +2061,14 @@ impl Slab for ShadowSlab {
     }
     fn accesses(&self, slot: u32) -> u64 {
         self.accesses[slot as usize]
+    }
+    fn resident(&self, slot: u32) -> Option<(u64, u64)> {
+        let i = slot as usize;
+        self.live
+            .get(i)
+            .copied()
+            .unwrap_or(false)
+            .then(|| (self.hashes[i], self.accesses[i]))
     }
 }
 
@@ -2271,6 +2383,15 @@ impl S3Fifo {
             // Every insertion calls `grow`, which marks where the new entry's hits start.
             policy.fit_from = 0;
         }
+        if let Some(entries) = usize::try_from(share_entries)
+            .ok()
+            .filter(|e| SET_DUEL.contains(e))
+        {
+            let sampled = (entries as u64).div_ceil(SET_DUEL_SAMPLE);
+            policy.set_duel = Some(Box::new(SetDuel::new(sampled as usize)));
+            policy.slow_miss = true;
+            policy.fit_from = 0;
+        }
         policy
     }
 
@@ -2326,6 +2447,161 @@ impl S3Fifo {
         let hash = duel.seen[victim as usize].0;
         self.unlink(slab, victim);
         Some((victim, hash))
+    }
+}
+
+/// CLOCK over hashes, with the policy's 2-bit counters: every new key enters, a hit bumps its
+/// counter, and the hand gives an entry with a counter a second chance for one count. What a
+/// shard does when every new key joins `main`.
+#[derive(Debug)]
+struct ShadowClock {
+    /// Oldest first, with each entry's counter.
+    ring: std::collections::VecDeque<(u64, u8)>,
+    capacity: usize,
+}
+
+impl ShadowClock {
+    fn new(capacity: usize) -> ShadowClock {
+        ShadowClock {
+            ring: std::collections::VecDeque::with_capacity(capacity + 1),
+            capacity,
+        }
+    }
+
+    /// One request; true on a hit.
+    fn access(&mut self, hash: u64) -> bool {
+        if let Some(entry) = self.ring.iter_mut().find(|(h, _)| *h == hash) {
+            entry.1 = (entry.1 + 1).min(MAX_FREQ);
+            return true;
+        }
+        while self.ring.len() >= self.capacity {
+            match self.ring.pop_front() {
+                Some((h, count)) if count > 0 => self.ring.push_back((h, count - 1)),
+                _ => break,
+            }
+        }
+        self.ring.push_back((hash, 0));
+        false
+    }
+}
+
+/// The set duel of a shard of [`SET_DUEL`] entries: shadows of this policy and of CLOCK, each
+/// an eighth of the shard, replay the requests of one key in [`SET_DUEL_SAMPLE`] (by hash),
+/// beside the shard's own hits on those keys, and the shard admits as CLOCK while CLOCK's
+/// shadow hits clearly more (see [`SetDuel::request`]).
+#[derive(Debug)]
+struct SetDuel {
+    s3: ShadowS3,
+    clock: ShadowClock,
+    /// The sampled keys the shard holds: slot, hash, access count when last looked at.
+    held: Vec<(u32, u64, u64)>,
+    /// A sampled key that missed and is about to be inserted.
+    pending: Option<u64>,
+    /// Recent hits of each shadow, halved every [`SET_DUEL_PERIOD`] × their entries of
+    /// requests.
+    hits_s3: u32,
+    hits_clock: u32,
+    /// The shard's own hits on the sampled keys, halved with the shadows'.
+    hits_real: u32,
+    requests: u32,
+    follow_clock: bool,
+}
+
+impl SetDuel {
+    fn new(capacity: usize) -> SetDuel {
+        SetDuel {
+            s3: ShadowS3::new(capacity),
+            clock: ShadowClock::new(capacity),
+            held: Vec::new(),
+            pending: None,
+            hits_s3: 0,
+            hits_clock: 0,
+            hits_real: 0,
+            requests: 0,
+            follow_clock: false,
+        }
+    }
+
+    /// Whether the duel replays `hash`'s requests: by bits above those that pick the ghost's
+    /// bucket and the sketch's word.
+    fn sampled(hash: u64) -> bool {
+        (hash >> 32).is_multiple_of(SET_DUEL_SAMPLE)
+    }
+
+    /// One sampled request to both shadows, and the decision. To start admitting as CLOCK,
+    /// CLOCK's shadow must lead the shard itself (whose hits on the sample measure the
+    /// policy at full size) and the policy's shadow (which shares the sample's luck). While
+    /// admitting as CLOCK the shard is CLOCK at full size, so if it falls behind CLOCK's
+    /// shadow by the margin the shadow was wrong, and it stops; it stops too when the
+    /// policy's shadow catches up.
+    fn request(&mut self, hash: u64) {
+        self.hits_s3 += u32::from(self.s3.access(hash));
+        self.hits_clock += u32::from(self.clock.access(hash));
+        self.requests += 1;
+        if self.requests as usize >= SET_DUEL_PERIOD * self.s3.capacity {
+            self.requests = 0;
+            self.hits_s3 /= 2;
+            self.hits_clock /= 2;
+            self.hits_real /= 2;
+        }
+        self.follow_clock = if self.follow_clock {
+            self.hits_clock > self.hits_s3 && self.hits_clock <= self.hits_real + SET_DUEL_MARGIN
+        } else {
+            self.hits_clock > self.hits_real.max(self.hits_s3) + SET_DUEL_MARGIN
+        };
+    }
+
+    /// Tells the shadows of the hits of the sampled keys the shard holds, from their access
+    /// counts (at most 8 a key, as [`Duel::sync`]), counts them as the shard's, and forgets
+    /// the keys that left. A walk of about an eighth of the shard, on a sampled miss.
+    fn sync(&mut self, slab: &impl Slab) {
+        let mut i = 0;
+        while i < self.held.len() {
+            let (slot, hash, before) = self.held[i];
+            match slab.resident(slot) {
+                Some((h, now)) if h == hash => {
+                    self.held[i].2 = now;
+                    for _ in 0..now.saturating_sub(before).min(8) {
+                        self.hits_real += 1;
+                        self.request(hash);
+                    }
+                    i += 1;
+                }
+                _ => {
+                    self.held.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// After an insertion: if the pending sampled key is at one of `heads`, holds it.
+    fn admitted(&mut self, slab: &impl Slab, heads: [u32; 2]) {
+        let Some(hash) = self.pending.take() else {
+            return;
+        };
+        for slot in heads {
+            if slot != NIL && slab.hash(slot) == hash {
+                self.held.push((slot, hash, slab.accesses(slot)));
+                return;
+            }
+        }
+    }
+}
+
+impl S3Fifo {
+    /// A miss of a shard with a set duel: a sampled key is replayed to its shadows (after the
+    /// hits since the last one). Whether the key joins `main`, as CLOCK admits.
+    #[inline(never)]
+    fn set_duel_miss(&mut self, slab: &impl Slab, hash: u64) -> bool {
+        let Some(set_duel) = self.set_duel.as_deref_mut() else {
+            return false;
+        };
+        if SetDuel::sampled(hash) {
+            set_duel.sync(slab);
+            set_duel.request(hash);
+            set_duel.pending = Some(hash);
+        }
+        set_duel.follow_clock
     }
 }
 
@@ -2405,6 +2681,7 @@ mod tests {
                 let (victim, hash) = victim.expect("a full cache");
                 assert_eq!(hash, self.slab.hash(victim));
                 self.index.remove(&hash);
+                self.slab.live[victim as usize] = false;
                 self.free.push(victim);
             }
             let queue = self.policy.admission_queue(&self.slab, hash, 1);
@@ -2791,6 +3068,78 @@ mod tests {
         }
     }
 
+    /// Replays `keys` through `sim`: its hits, and whether its set duel ever had it admit as
+    /// CLOCK.
+    fn replay_set_duel(sim: &mut Sim, keys: &[u64]) -> (u32, bool) {
+        replay_following(sim, keys, |policy| {
+            policy.set_duel.as_ref().is_some_and(|d| d.follow_clock)
+        })
+    }
+
+    #[test]
+    fn set_duel_follows_clock_only_while_it_leads_the_shard_and_the_policys_shadow() {
+        let mut duel = SetDuel::new(64);
+        let mut key = 0;
+        let mut request = |duel: &mut SetDuel, clock, s3, real| {
+            (duel.hits_clock, duel.hits_s3, duel.hits_real) = (clock, s3, real);
+            // A key new to both shadows: a miss for both, so the counts stay as set.
+            key += 1;
+            duel.request(key);
+            duel.follow_clock
+        };
+        // CLOCK's shadow ahead of the shard's own sampled hits, but not of the policy's shadow.
+        assert!(!request(&mut duel, 100, 90, 50));
+        // Ahead of the shadow, not of the shard.
+        assert!(!request(&mut duel, 100, 50, 90));
+        // Ahead of both by more than the margin: the shard admits as CLOCK.
+        assert!(request(&mut duel, 100, 50, 60));
+        // While following, CLOCK's shadow stays ahead of the policy's and near the shard's.
+        assert!(request(&mut duel, 100, 99, 68));
+        // The shard, admitting as CLOCK, falls behind CLOCK's shadow: the shadow misleads.
+        assert!(!request(&mut duel, 100, 50, 60));
+        assert!(request(&mut duel, 100, 50, 60));
+        // The policy's shadow catches up.
+        assert!(!request(&mut duel, 100, 100, 99));
+    }
+
+    #[test]
+    fn set_duel_shard_admits_every_new_key_to_main_while_following_clock() {
+        let mut sim = Sim::shard(512);
+        (0..1_024).for_each(|key| _ = sim.access(key));
+        // How many of 50 new keys are on `main` right after their insertion.
+        let to_main = |sim: &mut Sim, from: u64| {
+            let mut to_main = 0;
+            for key in from..from + 50 {
+                sim.access(key);
+                let slot = sim.index[&Sim::hash(key)];
+                to_main += usize::from(sim.slab.links(slot).queue == Queue::Main);
+            }
+            sim.check();
+            to_main
+        };
+        // Following the policy, new keys of a full shard enter `small`.
+        assert_eq!(to_main(&mut sim, 1_000_000), 0);
+        if let Some(duel) = sim.policy.set_duel.as_deref_mut() {
+            // CLOCK's shadow ahead of the policy's, the shard close to it: it keeps following.
+            (duel.hits_clock, duel.hits_s3, duel.hits_real) = (1_000, 0, 990);
+            duel.follow_clock = true;
+        }
+        // Following CLOCK, they enter `main`, as CLOCK admits them.
+        assert_eq!(to_main(&mut sim, 2_000_000), 50);
+    }
+
+    #[test]
+    fn set_duel_shard_keeps_the_policy_where_it_hits_more() {
+        // A loop over 600 keys: CLOCK, admitting every key, hits none of them in a cache of
+        // 512; the policy keeps a resident set. The shard decides as the policy alone.
+        let keys: Vec<u64> = (0..60_000u64).map(|n| n % 600).collect();
+        let (plain, _) = replay_set_duel(&mut Sim::new(512), &keys);
+        let (dueling, followed_clock) = replay_set_duel(&mut Sim::shard(512), &keys);
+        assert!(!followed_clock);
+        assert!(plain > 2_000, "{plain} hits");
+        assert_eq!(dueling, plain);
+    }
+
     /// Requests with stable popularity: keys spread log-uniformly over 0..500 (key k about
     /// as often as 1 / k), from a seeded xorshift stream.
     fn stable_popularity(requests: usize) -> Vec<u64> {
@@ -2807,27 +3156,45 @@ mod tests {
 
     /// Replays `keys` through `sim`: its hits, and whether it ever followed the LFU shadow.
     fn replay_duel(sim: &mut Sim, keys: &[u64]) -> (u32, bool) {
+        replay_following(sim, keys, |policy| {
+            policy.duel.as_ref().is_some_and(|d| d.follow_lfu)
+        })
+    }
+
+    /// Replays `keys` through `sim`: its hits, and whether `following` ever held after one.
+    fn replay_following(
+        sim: &mut Sim,
+        keys: &[u64],
+        following: impl Fn(&S3Fifo) -> bool,
+    ) -> (u32, bool) {
         let mut hits = 0;
-        let mut followed_lfu = false;
+        let mut followed = false;
         for &key in keys {
             hits += u32::from(sim.access(key));
-            followed_lfu |= sim.policy.duel.as_ref().is_some_and(|d| d.follow_lfu);
+            followed |= following(&sim.policy);
         }
         sim.check();
-        (hits, followed_lfu)
+        (hits, followed)
     }
 
     #[test]
-    fn duel_only_in_shards_of_16_to_64_entries() {
-        for (entries, duel) in [
-            (12, false),
-            (15, false),
-            (16, true),
-            (64, true),
-            (65, false),
+    fn duel_only_in_shards_of_16_to_64_entries_set_duel_of_256_to_1024() {
+        for (entries, duel, set_duel) in [
+            (12, false, false),
+            (15, false, false),
+            (16, true, false),
+            (64, true, false),
+            (65, false, false),
+            (255, false, false),
+            (256, false, true),
+            (1024, false, true),
+            (1025, false, false),
+            (6250, false, false),
         ] {
             let policy = S3Fifo::for_shard(u64::MAX, entries);
             assert_eq!(policy.duel.is_some(), duel, "{entries} entries");
+            assert_eq!(policy.set_duel.is_some(), set_duel, "{entries} entries");
+            assert_eq!(policy.slow_miss, set_duel, "{entries} entries");
         }
     }
 

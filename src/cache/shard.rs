@@ -391,6 +391,10 @@ impl Slab for Records {
     fn accesses(&self, slot: u32) -> u64 {
         self.record(slot).access_count()
     }
+    fn resident(&self, slot: u32) -> Option<(u64, u64)> {
+        self.get(slot)
+            .map(|record| (self.hasher.hash(&record.key), record.access_count()))
+    }
 }
 
 /// One shard of the cache.
