@@ -1510,11 +1510,14 @@ impl S3Fifo {
 
     /// The queue of an entry restored onto `main` (a snapshot's, an import's): `main`. A duel's
     /// shadows hear of it as of any new key's miss, so that they hold it: held by neither, it
-    /// was the shard's first victim, before any older entry.
+    /// was the shard's first victim, before any older entry. A set duel's hear of it too when
+    /// the key is sampled, so that its hits count for the policy.
     pub(super) fn restore(&mut self, slab: &impl Slab, hash: u64) -> Queue {
         if let Some(duel) = self.duel.as_deref_mut() {
             duel.miss(slab, &self.main, hash);
         }
+        // A set duel's too, when the key is sampled; the entry goes to `main` either way.
+        self.set_duel_miss(slab, hash);
         Queue::Main
     }
 
@@ -3100,6 +3103,32 @@ mod tests {
         assert!(request(&mut duel, 100, 50, 60));
         // The policy's shadow catches up.
         assert!(!request(&mut duel, 100, 100, 99));
+    }
+
+    #[test]
+    fn a_set_duel_holds_the_sampled_keys_restored_onto_main() {
+        let mut sim = Sim::shard(512);
+        let sampled: Vec<u64> = (0..)
+            .filter(|&key| SetDuel::sampled(Sim::hash(key)))
+            .take(20)
+            .collect();
+        for &key in &sampled {
+            // As `Shard::insert` restores an entry.
+            let hash = Sim::hash(key);
+            let queue = sim.policy.restore(&sim.slab, hash);
+            assert_eq!(queue, Queue::Main);
+            let slot = sim.slab.place(&mut sim.free, queue, hash);
+            sim.index.insert(hash, slot);
+            sim.policy.push(&mut sim.slab, slot);
+            sim.policy.fit(&sim.slab, sim.index.len());
+        }
+        sim.check();
+        let held = sim.policy.set_duel.as_ref().map(|duel| duel.held.len());
+        assert_eq!(
+            held,
+            Some(20),
+            "restored sampled keys the set duel does not follow"
+        );
     }
 
     #[test]
