@@ -328,6 +328,37 @@ fn a_lease_is_checked_by_id_not_by_worker_name() {
         .expect("current");
 }
 
+/// A lease is proof only to the queue that gave it. The same job (a clone) submitted to two
+/// queues sits in the same slot of each, and both count their leases from the same start, so
+/// a lease of one matched the other's current lease field for field: queue `b` took `a`'s
+/// worker's result (or failure, heartbeat, release) for its own job's, under its own worker's
+/// lease.
+#[test]
+fn a_lease_of_another_queue_holding_the_same_job_is_refused() {
+    let (a, b) = (JobQueue::builder().build(), JobQueue::builder().build());
+    let (a, b) = (a.expect("valid"), b.expect("valid"));
+    let shared = job(JobPriority::Medium);
+    let id = a.submit(shared.clone()).expect("submit");
+    b.submit(shared).expect("another queue");
+    let of_a = a.try_next(&w("a")).expect("ready");
+    let of_b = b.try_next(&w("b")).expect("ready");
+    let stale = |r: Result<(), QueueError>| matches!(r, Err(QueueError::StaleLease { .. }));
+    assert!(stale(b.complete(&of_a, b"from a".to_vec().into())));
+    assert!(stale(b.fail(&of_a, "from a")));
+    assert!(stale(b.heartbeat(&of_a).map(drop)));
+    assert!(stale(b.release(&of_a)));
+    let job_b = b.get(id).expect("known");
+    assert_eq!(job_b.status(), JobStatus::Processing);
+    assert_eq!(job_b.worker_id(), Some(&w("b")));
+    b.complete(&of_b, b"from b".to_vec().into())
+        .expect("b's own lease");
+    a.complete(&of_a, b"from a".to_vec().into())
+        .expect("a's own lease");
+    let result = |q: &JobQueue| q.get(id).and_then(|j| j.result().cloned());
+    assert_eq!(result(&b), Some(b"from b".to_vec().into()));
+    assert_eq!(result(&a), Some(b"from a".to_vec().into()));
+}
+
 #[test]
 fn an_expired_lease_is_refused_even_before_anyone_reaps_it() {
     let clock = ManualClock::new();

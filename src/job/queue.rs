@@ -280,7 +280,8 @@ pub enum QueueError {
     /// its record was dropped.
     #[error("job {0} is not known to this queue")]
     NotFound(JobId),
-    /// The lease is no longer current: the job was cancelled, finished, or leased again.
+    /// The lease is no longer current: the job was cancelled, finished, or leased again. (A
+    /// lease of another queue that holds the same job, a clone, is refused the same way.)
     #[error("worker {worker} no longer holds the lease on job {id} (the job is now {status})")]
     StaleLease {
         /// The job.
@@ -663,7 +664,16 @@ impl JobQueueBuilder {
             .map(|s| u64::try_from(s.as_nanos()).unwrap_or(u64::MAX));
         Ok(JobQueue {
             inner: Arc::new(Inner {
-                state: Padded(Mutex::new(State::default())),
+                state: Padded(Mutex::new(State {
+                    // Lease ids are sequence numbers, and a lease is checked by its job's id,
+                    // slot and lease id. From 0 in every queue, the same job submitted to two
+                    // queues (a clone) had the same slot and lease ids in both, so either
+                    // queue took a lease of the other as its own. A random start below 2^63
+                    // sets each queue's numbers apart at no cost to a call, and leaves 2^63
+                    // of them before the counter could overflow; only their order matters.
+                    seq: rand::random::<u64>() >> 1,
+                    ..State::default()
+                })),
                 intake: Padded(Mutex::new(Intake::default())),
                 signals: Padded(Signals::default()),
                 available: Condvar::new(),
@@ -900,6 +910,8 @@ struct State {
     /// The slots of the finished (completed or cancelled) jobs kept for `get`.
     retained: Retained,
     dead: VecDeque<Slot>,
+    /// The last number given out by [`State::next_seq`]: ready turns, retry keys and lease
+    /// ids. It starts at a random point of the queue's own (see [`JobQueueBuilder::build`]).
     seq: u64,
     /// Jobs queued or running (what `capacity` bounds).
     live: usize,
