@@ -3329,6 +3329,104 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// What the test above leaves out: a memo store (hits at submit, at a re-submit and
+        /// at a cancelled leader's handover, results stored some other way or evicted
+        /// meanwhile), plain jobs left in the intake across several steps and clock jumps
+        /// (it checks, and so drains, after every step), jumps of up to months, and retries
+        /// with no delay. After each step that is not a submit or a jump, every job is where
+        /// its place says, and what the queue holds is bounded by what it must keep: a record
+        /// for each live job, dead letter and retained finished job, and no more leaders,
+        /// followers or retries than live jobs.
+        #[test]
+        fn memo_hits_the_intake_and_clock_jumps_keep_every_job_placed_and_bounded(
+            capacity in 1usize..6,
+            retain in 0usize..3,
+            dead_capacity in 0usize..3,
+            no_delay in proptest::bool::ANY,
+            ops in proptest::collection::vec((0u8..15, 0u8..8, 0u8..8), 1..120),
+        ) {
+            let clock = Arc::new(crate::time::ManualClock::new());
+            let cache = Cache::builder().max_bytes(1 << 16).build().expect("valid");
+            let delay = if no_delay { Duration::ZERO } else { Duration::from_secs(1) };
+            let queue = JobQueue::builder()
+                .clock(clock.clone())
+                .cache(cache.clone())
+                .capacity(capacity)
+                .retain_finished(retain)
+                .dead_letter_capacity(dead_capacity)
+                .aging(Some(Duration::from_secs(2)))
+                .retry(RetryConfig::fixed(1, delay))
+                .lease(Duration::from_secs(3))
+                .build()
+                .expect("valid");
+            let types = [JobType::Indexing, JobType::Summarization];
+            let key = |job_type: JobType, b: u8| {
+                let file = format!("{:02x}", b % 3).repeat(32);
+                CacheKey::from_parts(&file, "en", job_type.key_prefix()).expect("valid")
+            };
+            let (mut ids, mut leases) = (Vec::new(), Vec::<Lease>::new());
+            for (op, a, b) in ops {
+                let worker = WorkerId::new(format!("w{}", a % 2));
+                let job_type = types[usize::from(a % 2)];
+                let lease = |leases: &[Lease]| leases[usize::from(a) % leases.len()].clone();
+                match op {
+                    0 | 1 => {
+                        let mut job = Job::new(job_type, &b""[..])
+                            .with_priority(JobPriority::ALL[usize::from(b % 3)]);
+                        if b % 4 != 3 {
+                            job = job.with_memo_key(key(job_type, b));
+                        }
+                        ids.extend(queue.submit(job).ok());
+                    }
+                    2 => leases.extend(queue.try_next(&worker)),
+                    3 if !leases.is_empty() => {
+                        let done = queue.complete_and_next(
+                            &lease(&leases),
+                            JobResult::default(),
+                            Duration::ZERO,
+                        );
+                        leases.extend(done.ok().flatten());
+                    }
+                    4 if !leases.is_empty() => {
+                        let _ = queue.fail(&lease(&leases), "x");
+                    }
+                    5 if !leases.is_empty() => {
+                        let _ = queue.release(&lease(&leases));
+                    }
+                    6 if !leases.is_empty() => {
+                        let _ = queue.heartbeat(&lease(&leases));
+                    }
+                    7 if !ids.is_empty() => {
+                        let _ = queue.cancel(ids[usize::from(a) % ids.len()]);
+                    }
+                    8 if !ids.is_empty() => {
+                        let _ = queue.resubmit_dead_letter(ids[usize::from(a) % ids.len()]);
+                    }
+                    9 => {
+                        let _ = cache.insert(key(job_type, b), Bytes::from_static(b"r"));
+                    }
+                    10 => cache.clear(),
+                    11 => clock.advance(Duration::from_millis(u64::from(b) * 300)),
+                    12 => clock.advance(Duration::from_secs(u64::from(b) << 20)),
+                    _ => {}
+                }
+                if matches!(op, 0 | 1 | 11 | 12) {
+                    continue;
+                }
+                let stats = queue.stats();
+                assert_placed(&queue);
+                assert_consistent(&queue);
+                let st = queue.inner.state.lock();
+                proptest::prop_assert!(st.records.len() <= st.live + st.dead.len() + retain);
+                proptest::prop_assert!(st.leaders.len() + st.followers <= st.live);
+                proptest::prop_assert!(st.delayed.len() <= st.live);
+                proptest::prop_assert_eq!(stats.queued + stats.processing, st.live);
+                proptest::prop_assert_eq!(stats.dead_letters, st.dead.len());
+            }
+        }
+    }
+
     /// The jobs in the intake, not yet drained into `State`.
     fn in_intake(queue: &JobQueue) -> usize {
         queue.inner.intake.lock().jobs.len()
