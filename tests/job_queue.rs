@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use memocache::{
     Cache, CacheKey, Clock, ConcurrencyLimit, Job, JobError, JobId, JobPriority, JobQueue,
-    JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown, WorkerId,
-    WorkerPool,
+    JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown,
+    SystemClock, Timestamp, WorkerId, WorkerPool,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -357,6 +357,55 @@ fn a_lease_of_another_queue_holding_the_same_job_is_refused() {
     let result = |q: &JobQueue| q.get(id).and_then(|j| j.result().cloned());
     assert_eq!(result(&b), Some(b"from b".to_vec().into()));
     assert_eq!(result(&a), Some(b"from a".to_vec().into()));
+}
+
+/// Delays, leases and aging steps of `Duration::MAX` on a real clock: every deadline
+/// saturates at the end of time instead of overflowing, the retry waits (a blocked take
+/// returns at its own timeout, not at once or never), and the job can still be cancelled.
+#[test]
+fn the_longest_delays_leases_and_aging_steps_end_at_the_end_of_time() {
+    let end = Timestamp::from_nanos(u64::MAX);
+    for jitter in [false, true] {
+        let queue = JobQueue::builder()
+            .clock(Arc::new(SystemClock))
+            .retry(RetryConfig::fixed(2, Duration::MAX).with_full_jitter(jitter))
+            .lease(Duration::MAX)
+            .aging(Some(Duration::MAX))
+            .build()
+            .expect("valid");
+        let id = queue.submit(job(JobPriority::Low)).expect("submit");
+        queue.submit(job(JobPriority::High)).expect("submit");
+        let lease = queue.try_next(&w("w")).expect("ready");
+        assert_eq!(
+            lease.priority(),
+            JobPriority::High,
+            "an endless step ages nothing"
+        );
+        queue.release(&lease).expect("current");
+        let lease = queue.try_next(&w("w")).expect("ready");
+        assert_eq!(
+            (lease.deadline(), queue.heartbeat(&lease).ok()),
+            (end, Some(end))
+        );
+        queue
+            .complete(&lease, Bytes::new().into())
+            .expect("current");
+        let lease = queue.try_next(&w("w")).expect("ready");
+        assert_eq!(lease.job_id(), id);
+        queue.fail(&lease, "once").expect("current");
+        if !jitter {
+            // A jittered delay may be short enough to be due already; this one is not.
+            assert_eq!(queue.stats().delayed, 1);
+            let asked = std::time::Instant::now();
+            assert!(queue.next(&w("w"), Duration::from_millis(20)).is_none());
+            let waited = asked.elapsed();
+            assert!(waited >= Duration::from_millis(20), "{waited:?}");
+            assert!(waited < 50 * SEC, "a deadlock guard: {waited:?}");
+        }
+        queue.cancel(id).expect("waiting");
+        assert_eq!(queue.status(id), Some(JobStatus::Cancelled));
+        assert_eq!(queue.stats().delayed, 0);
+    }
 }
 
 #[test]
