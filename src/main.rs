@@ -90,7 +90,7 @@ fn main() -> ExitCode {
             };
         }
         Err(e) => {
-            errln!("memocache: error: {}", one_line(&usage_error(&e)));
+            errln!("memocache: error: {}", cli::printable(&usage_error(&e)));
             return ExitCode::FAILURE;
         }
     };
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
             Err(cause) => stdout_failed(&cause.to_string()),
         },
         Ok(Err(message)) => {
-            errln!("memocache: error: {}", one_line(&message));
+            errln!("memocache: error: {}", cli::printable(&message));
             ExitCode::FAILURE
         }
         Err(payload) => match stdout_failure(&*payload) {
@@ -128,25 +128,10 @@ fn stdout_failed(cause: &str) -> ExitCode {
     if !cause.contains("os error 32") {
         errln!(
             "memocache: error: {}",
-            one_line(&format!("cannot write to standard output: {cause}"))
+            cli::printable(&format!("cannot write to standard output: {cause}"))
         );
     }
     ExitCode::FAILURE
-}
-
-/// `message` with its control characters escaped (`\n`, `\u{1b}`): messages quote paths
-/// and values as given, and a Linux file name may hold a newline, which broke the one error
-/// line in two, or a terminal escape, which the terminal would act on.
-fn one_line(message: &str) -> String {
-    let mut line = String::with_capacity(message.len());
-    for c in message.chars() {
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    line
 }
 
 /// The cause (`Broken pipe (os error 32)`, `No space left on device (os error 28)`) if a
@@ -212,9 +197,9 @@ fn file_key(path: &PathBuf, prefix: &str) -> Result<CacheKey, String> {
             .map_err(|e| format!("cannot hash standard input: {e}"));
     }
     if path.is_dir() {
-        return Err(format!("{} is a directory, not a file", path.display()));
+        return Err(format!("{} is a directory, not a file", cli::shown(path)));
     }
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", cli::shown(path)))?;
     CacheKey::from_reader(BufReader::new(file), prefix)
-        .map_err(|e| format!("cannot hash {}: {e}", path.display()))
+        .map_err(|e| format!("cannot hash {}: {e}", cli::shown(path)))
 }

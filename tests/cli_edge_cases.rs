@@ -597,3 +597,60 @@ fn out_of_range_sizes_name_the_option_and_its_range() {
         assert!(!line.contains("tip"), "{option} {value}: {line}");
     }
 }
+
+/// An engine's text and a file's name reached the terminal as they were: an ESC sequence in
+/// either cleared the screen or recoloured it, and a newline in a name forged a line of
+/// the command's own. They are printed escaped, and a name that is not UTF-8 shows its bytes
+/// (`\xff`) rather than U+FFFD. Checked on the result lines, the chunk's failure line, the
+/// summary's snapshot path and `replay`'s trace line.
+#[cfg(unix)]
+#[test]
+fn engine_output_and_file_names_reach_the_terminal_escaped() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let odd = dir.path().join("in\u{1b}[31mred\nforged: ok.raw");
+    std::fs::write(&odd, b"some audio bytes").expect("write the input");
+    let not_utf8 = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"bytes\xff\xfe.raw"));
+    std::fs::write(&not_utf8, b"other audio bytes").expect("write the input");
+    let cache = dir.path().join("cache\u{7}dir");
+    // Paths go to the command as they are (`path` takes only UTF-8 ones).
+    let run = |engine: &str, inputs: &[&Path]| {
+        memocache_with(&["transcribe", "--language", "en"], |command| {
+            command
+                .args(inputs)
+                .args(["--engine-cmd", engine, "--cache-dir"])
+                .arg(&cache)
+        })
+    };
+    let output = run(
+        r"printf '\033[2Jwiped\033]0;title\007'; : {chunk}",
+        &[&odd, &not_utf8],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{:?}", output);
+    assert!(!output.stdout.contains(&0x1b), "{stdout}");
+    assert!(!output.stdout.contains(&0x07), "{stdout}");
+    assert!(
+        stdout.contains(r"in\u{1b}[31mred\nforged: ok.raw: computed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r"    \u{1b}[2Jwiped"), "{stdout}");
+    assert!(stdout.contains(r"bytes\xff\xfe.raw: computed"), "{stdout}");
+    assert!(stdout.contains(r"cache\u{7}dir"), "{stdout}");
+
+    // A failing engine's stderr is quoted in the failure line.
+    let output = run(r"printf '\033[2Jbroken' >&2; exit 3; {chunk}", &[&odd]);
+    let line = one_error_line(&output);
+    assert!(!output.stdout.contains(&0x1b), "{:?}", output);
+    assert!(line.contains(r"\u{1b}[2Jbroken"), "{line}");
+
+    let trace = dir.path().join("t\u{1b}[2J.lis");
+    std::fs::write(&trace, "1 1 0 0\n2 1 0 0\n").expect("write the trace");
+    let output = memocache(&["replay", path(&trace), "--capacity", "1"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{:?}", output);
+    assert!(!output.stdout.contains(&0x1b), "{stdout}");
+    assert!(stdout.contains(r"t\u{1b}[2J.lis: 2 requests"), "{stdout}");
+}

@@ -44,6 +44,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use memocache::{Cache, SnapshotError, SnapshotReport};
+
+use super::shown;
 use parking_lot::Mutex;
 
 /// The exit status of a run ended by Ctrl-C: 128 + SIGINT, as shells report it.
@@ -312,7 +314,7 @@ impl Saver {
                     "warning: cannot save a checkpoint of the cache to {}: {e}; the run goes on \
                      and saves again at the next checkpoint and at its end (later checkpoint \
                      failures are not shown)",
-                    self.snapshot.display()
+                    shown(&self.snapshot)
                 ))
             }
         }
@@ -321,7 +323,7 @@ impl Saver {
     /// The save Ctrl-C asks for; what to tell the user.
     fn save_on_interrupt(&mut self) -> String {
         let saved = self.save_if_changed();
-        let snapshot = self.snapshot.display();
+        let snapshot = shown(&self.snapshot);
         match saved {
             // A first run stopped before anything finished has no snapshot to point at.
             Ok(None) if !self.snapshot.exists() => {
@@ -403,7 +405,7 @@ mod tests {
             panic!("the first failed save is warned about")
         };
         assert!(
-            warning.contains(&snapshot.display().to_string()),
+            warning.contains(&super::super::shown(&snapshot)),
             "{warning}"
         );
         assert!(!warning.contains('\n'), "{warning}");

@@ -18,6 +18,7 @@ use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
 use super::checkpoint::{end_interrupted, on_interrupt};
 use super::lock::{DirLock, LOCK_FILE, lock_dir};
+use super::shown;
 use super::transcribe::{Bars, SNAPSHOT_FILE, describe, final_save, fmt_duration, print_summary};
 
 /// Chunk size of the demo: small, so that a few seconds of audio make several chunks.
@@ -42,7 +43,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
             };
             check_demo_dir(&dir)?;
             super::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| format!("cannot create {}: {e}", shown(&dir)))?;
             _lock = Some(match early {
                 Some(lock) => lock,
                 None => lock_dir(&dir, "--dir")?,
@@ -62,11 +63,11 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         }
     };
     if kept {
-        println!("memocache demo — working in {}\n", dir.display());
+        println!("memocache demo — working in {}\n", shown(&dir));
     } else {
         println!(
             "memocache demo — working in {} (removed at the end; `--dir DIR` keeps the files)\n",
-            dir.display()
+            shown(&dir)
         );
     }
 
@@ -230,7 +231,7 @@ fn check_demo_dir(dir: &Path) -> Result<(), String> {
         return Err(format!(
             "{} is not empty: the demo writes interview.wav, lecture.wav, podcast.wav, \
              cache.snapshot and cache.lock there, so give a new or empty directory",
-            dir.display()
+            shown(dir)
         ));
     }
     Ok(())
@@ -258,7 +259,7 @@ fn write_wav(path: &Path, seconds: u32, seed: u64) -> Result<(), String> {
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let fail = |e: hound::Error| format!("cannot write {}: {e}", path.display());
+    let fail = |e: hound::Error| format!("cannot write {}: {e}", shown(path));
     let mut writer = hound::WavWriter::create(path, spec).map_err(fail)?;
     let mut noise = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
     for n in 0..seconds * RATE {
@@ -277,7 +278,7 @@ fn write_wav(path: &Path, seconds: u32, seed: u64) -> Result<(), String> {
 /// Overwrites a few samples in the middle of the file (one chunk's worth of change).
 fn edit_middle(path: &Path) -> Result<(), String> {
     use std::io::{Seek, SeekFrom, Write};
-    let fail = |e: std::io::Error| format!("cannot edit {}: {e}", path.display());
+    let fail = |e: std::io::Error| format!("cannot edit {}: {e}", shown(path));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)

@@ -28,6 +28,7 @@
 //!   not have excluded a second run. (An NFS mount without a lock daemon reports `ENOLCK`,
 //!   which std does not classify; it is refused as an error, with the OS's message.)
 
+use super::shown;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::path::Path;
@@ -70,27 +71,27 @@ fn lock_with(
         // The file's contents mean nothing; never truncate what a user may have put there.
         .truncate(false)
         .open(&path)
-        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot open the lock file {}: {e}", shown(&path)))?;
     match try_lock(&file) {
         Ok(()) => Ok((DirLock { _file: file }, None)),
         Err(TryLockError::WouldBlock) => Err(format!(
             "the cache directory {} is in use by another `memocache transcribe` or \
              `memocache demo`: wait for it to finish, or give another {dir_flag}",
-            dir.display()
+            shown(dir)
         )),
         Err(TryLockError::Error(e)) if e.kind() == ErrorKind::Unsupported => {
             let warning = format!(
                 "cannot lock the cache directory {} (with {}): {e}; going on without the \
                  lock, so start no other run on this directory until this one ends",
-                dir.display(),
-                path.display()
+                shown(dir),
+                shown(&path)
             );
             Ok((DirLock { _file: file }, Some(warning)))
         }
         Err(TryLockError::Error(e)) => Err(format!(
             "cannot lock the cache directory {} (with {}): {e}",
-            dir.display(),
-            path.display()
+            shown(dir),
+            shown(&path)
         )),
     }
 }

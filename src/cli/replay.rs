@@ -47,6 +47,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{file_name, shown};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use memocache::trace::{
     CachePolicy, Compression, Lru, Opt, Policy, ReplayStats, Trace, TraceError, TraceFormat,
@@ -127,10 +128,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
 
     let (trace, format) = load(&args.trace, format, args.max_requests)?;
     if trace.requests() == 0 {
-        return Err(format!(
-            "{}: the trace has no requests",
-            args.trace.display()
-        ));
+        return Err(format!("{}: the trace has no requests", shown(&args.trace)));
     }
     let entries = capacity.resolve(trace.unique())?;
     let name = file_name(&args.trace);
@@ -182,7 +180,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
         let points = curve(&trace, entries, &runs)?;
         let title = format!("{name}: {}", trace_size(&trace));
         draw_curve(out, &title, &points, entries)?;
-        println!("\ncurve written to {}", out.display());
+        println!("\ncurve written to {}", shown(out));
     }
     Ok(())
 }
@@ -342,12 +340,9 @@ fn load(
     // explicitly with --format", and a directory given a format failed as "reading the
     // uncompressed stream". A pipe or device is let through: `--format` reads those.
     match std::fs::metadata(path) {
-        Err(e) => return Err(format!("{}: cannot open trace: {e}", path.display())),
+        Err(e) => return Err(format!("{}: cannot open trace: {e}", shown(path))),
         Ok(m) if m.is_dir() => {
-            return Err(format!(
-                "{} is a directory, not a trace file",
-                path.display()
-            ));
+            return Err(format!("{} is a directory, not a trace file", shown(path)));
         }
         Ok(_) => {}
     }
@@ -378,7 +373,7 @@ fn load(
             };
             format!(
                 "{}: the trace has more than {} requests{why}",
-                path.display(),
+                shown(&path),
                 grouped(limit)
             )
         }
@@ -386,7 +381,7 @@ fn load(
         TraceError::TooLarge { path, requests } => format!(
             "{}: the trace does not fit in memory: it ran out after {} requests (a replay \
              holds the whole trace)",
-            path.display(),
+            shown(&path),
             grouped(requests)
         ),
         e => e.to_string(),
@@ -481,12 +476,7 @@ fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<C
 /// Fails, before any replay, unless `out` can name the SVG file: not a directory, not the
 /// trace, an `.svg` (or no) extension, in a folder that exists.
 fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
-    let cannot = |why: &str| {
-        Err(format!(
-            "cannot write the curve to {}: {why}",
-            out.display()
-        ))
-    };
+    let cannot = |why: &str| Err(format!("cannot write the curve to {}: {why}", shown(out)));
     if out.is_dir() {
         return cannot("it is a directory");
     }
@@ -513,8 +503,8 @@ fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
     if !folder.is_dir() {
         return Err(format!(
             "cannot write the curve to {}: no folder {}",
-            out.display(),
-            folder.display()
+            shown(out),
+            shown(folder)
         ));
     }
     // A folder the file cannot be written in (read-only, another user's, `/proc`) was found
@@ -542,7 +532,7 @@ fn draw_curve(out: &Path, title: &str, curve: &Curve, requested: usize) -> Resul
     let svg =
         render_svg(title, curve, requested).map_err(|e| format!("cannot draw the curve: {e}"))?;
     replace_file(out, svg.as_bytes())
-        .map_err(|e| format!("cannot write the curve to {}: {e}", out.display()))
+        .map_err(|e| format!("cannot write the curve to {}: {e}", shown(out)))
 }
 
 /// Writes `bytes` to `out` through a temporary file in its folder, renamed over it once
@@ -730,14 +720,6 @@ fn progress(len: Option<u64>, message: String) -> ProgressBar {
         .progress_chars("=> ");
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.with_style(style).with_message(message)
-}
-
-/// The last component of `path`, for display.
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 /// `1` → `1 entry`, `1234` → `1,234 entries`.

@@ -42,6 +42,7 @@ use memocache::{Cache, CacheKey, RetryConfig, SnapshotError, SnapshotReport};
 
 use super::checkpoint::Checkpoints;
 use super::lock::lock_dir;
+use super::{file_name, printable, shown};
 
 /// The snapshot file inside a cache directory.
 pub const SNAPSHOT_FILE: &str = "cache.snapshot";
@@ -124,7 +125,7 @@ pub fn run(options: Options) -> Result<(), String> {
     super::create_dir_all(&cache_dir).map_err(|e| {
         format!(
             "cannot create the cache directory {}: {e}",
-            cache_dir.display()
+            shown(&cache_dir)
         )
     })?;
     // The snapshot is written at checkpoints and at the end: a directory it cannot be written
@@ -135,7 +136,7 @@ pub fn run(options: Options) -> Result<(), String> {
         .map_err(|e| {
             format!(
                 "cannot write in the cache directory {}: {e}",
-                cache_dir.display()
+                shown(&cache_dir)
             )
         })?;
     // Held to the end of `run`, after the last save: dropping it releases the lock.
@@ -144,7 +145,7 @@ pub fn run(options: Options) -> Result<(), String> {
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
         .build()
-        .map_err(|e| format!("cannot open the cache in {}: {e}", cache_dir.display()))?;
+        .map_err(|e| format!("cannot open the cache in {}: {e}", shown(&cache_dir)))?;
     restore(&cache, &snapshot, options.cache_mb)?;
 
     // The engine's chunk files go in a directory of the run's own, which outlives the
@@ -206,7 +207,9 @@ pub fn run(options: Options) -> Result<(), String> {
                 Err(e) => {
                     // Every failure is listed with the results, since the error line names
                     // only the first of several.
-                    bars.println(&format!("{}: FAILED: {e}", file_name(file)));
+                    // The error quotes the engine's stderr, as it wrote it.
+                    let error = printable(&e.to_string());
+                    bars.println(&format!("{}: FAILED: {error}", file_name(file)));
                     failures.push(e.to_string());
                 }
             }
@@ -221,7 +224,7 @@ pub fn run(options: Options) -> Result<(), String> {
     let saved = final_save(cache.save_snapshot(&snapshot), &snapshot);
     if let Err(panic) = transcribed {
         if let Err(message) = &saved {
-            errln!("memocache: error: {}", crate::one_line(message));
+            errln!("memocache: error: {}", printable(message));
         }
         std::panic::resume_unwind(panic);
     }
@@ -265,14 +268,14 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
         Err(e @ SnapshotError::Io { .. }) => {
             return Err(format!(
                 "cannot restore the cache from {}: {e}",
-                snapshot.display()
+                shown(snapshot)
             ));
         }
         Err(e) => {
             return Err(format!(
                 "cannot restore the cache from {}: {e}; move the file aside (or delete it) to \
                  start with an empty cache",
-                snapshot.display()
+                shown(snapshot)
             ));
         }
     };
@@ -282,12 +285,12 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
              bytes); the other {} are left out, and this run's save drops them from the file",
             report.restored,
             report.restored + report.left_out,
-            snapshot.display(),
+            shown(snapshot),
             report.restored_bytes,
             report.restored_bytes + report.left_out_bytes,
             report.left_out
         );
-        errln!("{}", crate::one_line(&note));
+        errln!("{}", printable(&note));
     }
     Ok(())
 }
@@ -305,12 +308,12 @@ pub fn final_save(
         let message = e.to_string();
         match e {
             SnapshotError::NotDurable { report, .. } => {
-                errln!("warning: {}", crate::one_line(&message));
+                errln!("warning: {}", printable(&message));
                 Ok(report)
             }
             _ => Err(format!(
                 "cannot save the cache to {}: {message}",
-                snapshot.display()
+                shown(snapshot)
             )),
         }
     })
@@ -357,19 +360,16 @@ fn parse_mib(text: &str) -> Result<u64, String> {
 /// An input the pipeline cannot read: missing, unreadable, or not a regular file (a
 /// directory, or a pipe or device, which the pipeline cannot seek in).
 fn check_input(path: &Path) -> Result<(), String> {
-    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", shown(path));
     let metadata = std::fs::metadata(path).map_err(cannot_read)?;
     if metadata.is_dir() {
-        return Err(format!(
-            "{} is a directory, not an audio file",
-            path.display()
-        ));
+        return Err(format!("{} is a directory, not an audio file", shown(path)));
     }
     if !metadata.is_file() {
         return Err(format!(
             "{} is not a regular file (a pipe or device): the pipeline seeks in its inputs, so \
              save the stream to a file first",
-            path.display()
+            shown(path)
         ));
     }
     std::fs::File::open(path).map_err(cannot_read)?;
@@ -387,13 +387,6 @@ fn default_cache_dir() -> Result<PathBuf, String> {
         Some(home) => Ok(PathBuf::from(home).join(".cache").join("memocache")),
         None => Err("no --cache-dir given, no absolute XDG_CACHE_HOME and no HOME".into()),
     }
-}
-
-pub fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 /// Where a file's transcript came from and how long it took, then its text (cut to
@@ -419,11 +412,16 @@ pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String
             t.chunks_computed, t.chunks
         )
     };
+    // The engine's text as it is cached, escaped only here: an engine is any command, and
+    // what it prints reaches the user's terminal.
     let text = match max_chars {
         Some(max) if t.text.chars().count() > max => {
-            format!("{}…", t.text.chars().take(max).collect::<String>())
+            format!(
+                "{}…",
+                printable(&t.text.chars().take(max).collect::<String>())
+            )
         }
-        _ => t.text.clone(),
+        _ => printable(&t.text),
     };
     format!("{}: {source}\n    {text}", file_name(&outcome.path))
 }
@@ -443,7 +441,7 @@ pub fn print_summary(stats: &PipelineStats, report: &SnapshotReport, snapshot: &
     );
     println!(
         "cache saved to {} ({} entries, {} bytes)",
-        snapshot.display(),
+        shown(snapshot),
         report.entries,
         report.file_bytes
     );
