@@ -116,27 +116,33 @@ fn an_engine_that_floods_stderr_does_not_block() {
 }
 
 /// Not a defect, pinned: an engine killed by a signal fails with the signal in the message
-/// (its partial stdout is not taken for a transcript); one that prints nothing gives an empty
-/// text with no segments; output that is not UTF-8 is refused; the chunk file is removed in
-/// every case.
+/// (its partial stdout is not taken for a transcript); one that prints nothing is refused as
+/// no text (session 24: it was an empty text, cached for good), and gives an empty text with
+/// no segments only where empty text is allowed; output that is not UTF-8 is refused; the
+/// chunk file is removed in every case.
 #[cfg(unix)]
 #[test]
 fn signals_silence_and_binary_output_from_the_engine() {
     let dir = tempfile::tempdir().expect("temp dir");
     let chunk = one_chunk(b"audio");
-    let run = |template: &str| {
+    let engine = |template: &str| {
         CommandTranscriber::new(template)
             .expect("has {chunk}")
             .chunk_dir(dir.path())
-            .transcribe(&chunk)
     };
+    let run = |template: &str| engine(template).transcribe(&chunk);
     let err = run("echo partial; kill -9 $$ # {chunk}").expect_err("killed");
     assert!(
         matches!(&err, TranscribeError::EngineFailed { status, .. } if status.contains("signal")),
         "{err:?}"
     );
     assert!(err.to_string().contains("SIGKILL"), "{err}");
-    let silent = run("cat {chunk} >/dev/null").expect("exits 0");
+    let err = run("cat {chunk} >/dev/null").expect_err("no text");
+    assert!(matches!(err, TranscribeError::NoText { .. }), "{err:?}");
+    let silent = engine("cat {chunk} >/dev/null")
+        .allow_empty(true)
+        .transcribe(&chunk)
+        .expect("exits 0");
     assert_eq!(silent, ChunkResult::default());
     let err = run("printf 'caf\\351' # {chunk}").expect_err("Latin-1");
     assert!(matches!(err, TranscribeError::NotText { .. }), "{err:?}");

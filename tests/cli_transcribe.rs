@@ -994,3 +994,47 @@ fn a_failing_engine_run_loses_no_finished_result() {
         "finished in the first run: {finished:?}"
     );
 }
+
+/// An engine that exits 0 having written nothing (a missing model, output sent to a file) had
+/// its empty text cached as the transcript and served on every later run. It fails the file
+/// with a line naming the file, the chunk and the command; nothing is cached, so the next
+/// run asks the engine again. `--allow-empty-text` takes it as the text (silence), cached.
+#[test]
+fn an_engine_that_writes_nothing_fails_and_is_asked_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("quiet.raw");
+    std::fs::write(&audio, vec![0u8; 4096]).expect("write the audio");
+    let cache_dir = dir.path().join("cache");
+    let calls = dir.path().join("calls");
+    let engine = format!(
+        "echo call >> '{}'; printf ' \\n\\t' ; : {{chunk}}",
+        path(&calls)
+    );
+    let calls_so_far = || std::fs::read_to_string(&calls).map_or(0, |s| s.lines().count());
+
+    let output = transcribe(&[&audio], &cache_dir, &["--engine-cmd", &engine]);
+    let line = one_error_line(&output);
+    assert!(line.contains("quiet.raw"), "{line}");
+    assert!(line.contains("chunk 0"), "{line}");
+    assert!(line.contains("wrote no text"), "{line}");
+    assert!(line.contains(&engine), "{line}");
+    assert!(line.contains("--allow-empty-text"), "{line}");
+    let first = calls_so_far();
+    assert!(first >= 1, "the engine never ran");
+
+    let output = transcribe(&[&audio], &cache_dir, &["--engine-cmd", &engine]);
+    one_error_line(&output);
+    assert!(
+        calls_so_far() > first,
+        "the second run did not ask the engine again"
+    );
+
+    let allow = ["--engine-cmd", &engine, "--allow-empty-text"];
+    let out = transcribe_ok(&[&audio], &cache_dir, &allow);
+    assert!(out.contains("quiet.raw: computed"), "{out}");
+    assert!(out.contains("    (no text)"), "{out}");
+    let asked = calls_so_far();
+    let out = transcribe_ok(&[&audio], &cache_dir, &allow);
+    assert!(out.contains("quiet.raw: from cache"), "{out}");
+    assert_eq!(calls_so_far(), asked, "silence allowed is cached");
+}

@@ -58,9 +58,16 @@ pub struct Options {
     language: String,
     /// The speech engine, run once per chunk: `{chunk}` is replaced by the chunk file's path
     /// (`*.wav` for WAV input, `*.bin` for a byte range of any other format) and its stdout
-    /// is the text. Without it, a labelled stand-in engine runs.
+    /// is the text. A chunk fails, and nothing is cached for it, if the engine exits with a
+    /// status other than 0 or writes no text (see --allow-empty-text). Without it, a
+    /// labelled stand-in engine runs.
     #[arg(long)]
     engine_cmd: Option<String>,
+    /// Take an engine's empty output (exit status 0, no text) as the chunk's transcript and
+    /// cache it: for an engine that prints nothing for silence. Without it, empty output
+    /// fails the file, since a misconfigured engine often exits 0 writing nothing.
+    #[arg(long, requires = "engine_cmd")]
+    allow_empty_text: bool,
     /// Where the cache is kept between runs (default: $XDG_CACHE_HOME/memocache or
     /// ~/.cache/memocache).
     #[arg(long)]
@@ -116,7 +123,8 @@ pub fn run(options: Options) -> Result<(), String> {
         .engine_cmd
         .map(CommandTranscriber::new)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .map(|engine| engine.allow_empty(options.allow_empty_text));
 
     let cache_dir = match options.cache_dir {
         Some(dir) => dir,
@@ -421,6 +429,8 @@ pub fn describe(outcome: &TranscriptOutcome, max_chars: Option<usize>) -> String
                 printable(&t.text.chars().take(max).collect::<String>())
             )
         }
+        // A blank line read as if the text had been lost.
+        _ if t.text.is_empty() => "(no text)".to_owned(),
         _ => printable(&t.text),
     };
     format!("{}: {source}\n    {text}", file_name(&outcome.path))

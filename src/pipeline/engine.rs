@@ -124,6 +124,20 @@ pub enum TranscribeError {
         /// The command as run.
         command: String,
     },
+    /// The engine exited successfully but wrote no text (nothing, or only whitespace) on
+    /// stdout, and [`CommandTranscriber::allow_empty`] was not set. An engine that is
+    /// misconfigured (a missing model, output sent to a file) often exits 0 this way: taken as
+    /// the chunk's text, the empty transcript was cached and served on every later run.
+    #[error(
+        "the engine command `{command}` exited successfully but wrote no text; nothing is \
+         cached for the chunk, so a later run asks the engine again (if the chunk is silence \
+         and the engine prints nothing for it, allow empty text: `--allow-empty-text`, or \
+         `CommandTranscriber::allow_empty`)"
+    )]
+    NoText {
+        /// The command as run.
+        command: String,
+    },
     /// The engine's own error, for a [`Transcriber`] that runs an engine in process: wrap it
     /// with `TranscribeError::Engine(Box::new(e))` (or `e.into()` for a `String`).
     #[error("the engine failed: {0}")]
@@ -145,7 +159,9 @@ fn after_status(stderr: &str) -> String {
 ///
 /// `{chunk}` in the template stands for the path of a temporary file holding the chunk, as
 /// one word, whether it is written bare or in quotes (see [`CommandTranscriber::new`]); the
-/// command's standard output is the chunk's text. So a user plugs in the engine they
+/// command's standard output is the chunk's text, its whitespace runs made single spaces. An
+/// exit status other than 0 fails the chunk, and so does no text at all, unless
+/// [`allowed`](CommandTranscriber::allow_empty). So a user plugs in the engine they
 /// already have, e.g. `pocketsphinx_continuous -infile {chunk} -logfn /dev/null`. The file is
 /// named for what it holds: `*.wav` for a chunk of WAV (or declared raw PCM) input, which is a
 /// complete WAV file, and `*.bin` for a byte range of any other input (see
@@ -157,6 +173,8 @@ pub struct CommandTranscriber {
     identity: String,
     /// Where chunk files go; the system's temporary directory if `None`.
     chunk_dir: Option<PathBuf>,
+    /// Whether no text is a chunk's transcript (see [`CommandTranscriber::allow_empty`]).
+    allow_empty: bool,
 }
 
 impl CommandTranscriber {
@@ -177,7 +195,19 @@ impl CommandTranscriber {
             template,
             identity,
             chunk_dir: None,
+            allow_empty: false,
         })
+    }
+
+    /// Takes an engine's empty output (nothing, or only whitespace, with exit status 0) as
+    /// the chunk's transcript — what an engine that prints nothing for silence means — and
+    /// caches it like any other. By default it is [`TranscribeError::NoText`]: the chunk
+    /// fails and nothing is cached, so a misconfigured engine's silence is not served as
+    /// the transcript on every later run. Not part of the
+    /// [`identity`](Transcriber::identity): a text is the same text either way.
+    pub fn allow_empty(mut self, allow: bool) -> CommandTranscriber {
+        self.allow_empty = allow;
+        self
     }
 
     /// Writes the chunk files into `dir` (which must exist) instead of the system's temporary
@@ -240,6 +270,11 @@ impl Transcriber for CommandTranscriber {
             command: self.template.clone(),
         })?;
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() && !self.allow_empty {
+            return Err(TranscribeError::NoText {
+                command: self.template.clone(),
+            });
+        }
         Ok(chunk_result(chunk, text))
     }
 }
