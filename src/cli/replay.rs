@@ -3,7 +3,8 @@
 //!
 //! The trace is loaded whole ([`memocache::trace`] reads every format of
 //! `../shared/traces/SOURCES.md`), because Bélády's OPT needs the future. Each policy then
-//! replays it, one request at a time, on this thread: memocache through
+//! replays it, one request at a time, on this thread, OPT first (its plan is the memory that
+//! may still be refused, so a run that cannot finish fails before it prints anything): memocache through
 //! [`CachePolicy`] (an entry-bounded [`Cache`](memocache::Cache), trace ids mapped to keys by
 //! [`trace_key`](memocache::trace::trace_key), exactly as the `hit_ratio` benchmark does), and
 //! the exact [`Lru`] and [`Opt`] simulators. The table gives each one's request hit ratio and
@@ -132,28 +133,42 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
     }
     let entries = capacity.resolve(trace.unique())?;
     let name = file_name(&args.trace);
-    println!(
-        "trace     {name}: {} ({format}, {})",
-        trace_size(&trace),
-        Compression::from_path(&args.trace),
-    );
-    match capacity {
-        Capacity::Entries(_) => println!("capacity  {}", count_of_entries(entries)),
-        Capacity::Percent(p) => println!(
-            "capacity  {} ({}% of the unique keys)",
-            count_of_entries(entries),
-            percent(p)
-        ),
-    }
-
     let bar = progress(
         Some(Contender::ALL.len() as u64 * trace.requests() as u64),
         format!("replaying at {}", count_of_entries(entries)),
     );
-    let mut runs = Vec::new();
-    for contender in Contender::ALL {
-        runs.push((contender, contender.run(trace.keys(), entries, &bar)?));
-    }
+    // OPT replays first, before anything is printed: its plan is the one allocation that can
+    // still fail once the trace is loaded, and last it failed only after the other replays
+    // (minutes on a large trace), below a header for a table that never came. Run apart, each
+    // replay still has the memory and the CPU to itself.
+    let opt = Contender::Opt.run(trace.keys(), entries, &bar)?;
+    bar.suspend(|| {
+        println!(
+            "trace     {name}: {} ({format}, {})",
+            trace_size(&trace),
+            Compression::from_path(&args.trace),
+        );
+        match capacity {
+            Capacity::Entries(_) => println!("capacity  {}", count_of_entries(entries)),
+            Capacity::Percent(p) => println!(
+                "capacity  {} ({}% of the unique keys)",
+                count_of_entries(entries),
+                percent(p)
+            ),
+        }
+    });
+    // In the table's order, `Contender::ALL`.
+    let runs = vec![
+        (
+            Contender::Memocache,
+            Contender::Memocache.run(trace.keys(), entries, &bar)?,
+        ),
+        (
+            Contender::Lru,
+            Contender::Lru.run(trace.keys(), entries, &bar)?,
+        ),
+        (Contender::Opt, opt),
+    ];
     bar.finish_and_clear();
 
     println!();
@@ -419,7 +434,8 @@ type Curve = Vec<(Contender, Vec<(usize, f64)>)>;
 /// (memocache's ratio varies slightly from one cache to the next; see the module docs).
 fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<Curve, String> {
     let capacities = curve_capacities(trace.unique(), requested);
-    let jobs: Vec<(Contender, usize)> = Contender::ALL
+    // OPT's jobs first, as in the table: their plans are what may not fit in memory.
+    let jobs: Vec<(Contender, usize)> = [Contender::Opt, Contender::Memocache, Contender::Lru]
         .into_iter()
         .flat_map(|c| capacities.iter().map(move |&capacity| (c, capacity)))
         .filter(|&(_, capacity)| capacity != requested)
@@ -437,7 +453,11 @@ fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<C
     let worker = || -> Result<Vec<(Contender, usize, f64)>, String> {
         let mut done = Vec::new();
         while let Some(&(contender, capacity)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let run = contender.run(trace.keys(), capacity, &bar)?;
+            // A failure takes the jobs left, so the others stop too rather than replay on
+            // for a curve that will not be drawn.
+            let run = contender
+                .run(trace.keys(), capacity, &bar)
+                .inspect_err(|_| next.store(jobs.len(), Ordering::Relaxed))?;
             done.push((contender, capacity, 100.0 * run.stats.hit_ratio()));
         }
         Ok(done)
