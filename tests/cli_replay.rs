@@ -335,3 +335,20 @@ fn a_trace_of_more_requests_than_max_requests_is_refused() {
         assert!(message.contains("from 1 up"), "{bad}: {message}");
     }
 }
+
+/// The default `--max-requests` came from Linux's `/proc/meminfo`; elsewhere there was no
+/// limit and `--help` did not say so. It falls back to a fixed 100,000,000 requests, and the
+/// help gives both (the fallback itself: `default_max_requests`'s unit test).
+#[test]
+fn the_help_gives_the_default_max_requests_where_memory_is_not_known() {
+    let output = memocache(&["replay", "--help"]);
+    assert!(output.status.success());
+    let help = stdout(&output)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("as many as the available memory holds (Linux), else 100,000,000"),
+        "{help}"
+    );
+}

@@ -73,7 +73,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "OUT.svg")]
     curve: Option<PathBuf>,
     /// Refuse a trace of more requests than this (a replay holds the whole trace, about 25
-    /// bytes a request); default: as many as the available memory holds.
+    /// bytes a request); default: as many as the available memory holds (Linux), else
+    /// 100,000,000 (about 2.5 GB).
     #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
     max_requests: Option<usize>,
 }
@@ -91,26 +92,41 @@ fn parse_max_requests(text: &str) -> Result<usize, String> {
 /// spare room while it grows by doubling (up to 8 more).
 const BYTES_PER_REQUEST: u64 = 25;
 
-/// The default `--max-requests`: the memory available now (`MemAvailable`, Linux) over
-/// [`BYTES_PER_REQUEST`], and that memory in bytes; no limit where it is not known. Without
-/// it a file of a few KiB (zstd of repeated lines) read on until the allocator refused, and a
-/// system that overcommits memory may kill the process before it refuses.
-fn default_max_requests() -> (usize, Option<u64>) {
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib.saturating_mul(1024))
-        });
+/// The default `--max-requests` where the memory available is not known (no
+/// `/proc/meminfo`: a system other than Linux, or a sandbox that hides it): about 2.5 GB of
+/// replay, more than any trace of `SOURCES.md` needs.
+const FALLBACK_MAX_REQUESTS: usize = 100_000_000;
+
+/// Where a replay's limit on requests came from, for the error that cites it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Limit {
+    /// `--max-requests`.
+    Given,
+    /// The memory available at the start, in bytes.
+    Available(u64),
+    /// [`FALLBACK_MAX_REQUESTS`].
+    Fallback,
+}
+
+/// The default `--max-requests` from the text of `/proc/meminfo` (`None` where it cannot be
+/// read): `MemAvailable` over [`BYTES_PER_REQUEST`], else [`FALLBACK_MAX_REQUESTS`]. Without
+/// a limit a file of a few KiB (zstd of repeated lines) read on until the allocator refused,
+/// and a system that overcommits memory may kill the process before it refuses; where the
+/// file was missing there was no limit at all.
+fn default_max_requests(meminfo: Option<&str>) -> (usize, Limit) {
+    let available = meminfo.and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    });
     match available {
         Some(bytes) => (
             usize::try_from(bytes / BYTES_PER_REQUEST)
                 .unwrap_or(usize::MAX)
                 .max(1),
-            Some(bytes),
+            Limit::Available(bytes),
         ),
-        None => (usize::MAX, None),
+        None => (FALLBACK_MAX_REQUESTS, Limit::Fallback),
     }
 }
 
@@ -371,20 +387,26 @@ fn load(
     })?;
     let format = reader.format();
     let bar = progress(None, format!("loading {}", file_name(path)));
-    let (limit, available) = match max_requests {
-        Some(limit) => (limit, None),
-        None => default_max_requests(),
+    let (limit, source) = match max_requests {
+        Some(limit) => (limit, Limit::Given),
+        None => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+            default_max_requests(meminfo.as_deref())
+        }
     };
     let read = Trace::read_at_most(reader, limit, |keys| bar.set_position(keys as u64));
     let trace = read.map_err(|e| match e {
         TraceError::TooManyRequests { path, limit } => {
-            let why = match available {
-                Some(bytes) => format!(
+            let why = match source {
+                Limit::Available(bytes) => format!(
                     ", as many as the available memory ({:.1} GiB) holds for a replay; \
                      --max-requests N sets another limit",
                     bytes as f64 / f64::from(1 << 30)
                 ),
-                None => " (--max-requests)".to_owned(),
+                Limit::Fallback => ", the default where the available memory is not known; \
+                                    --max-requests N sets another limit"
+                    .to_owned(),
+                Limit::Given => " (--max-requests)".to_owned(),
             };
             format!(
                 "{}: the trace has more than {} requests{why}",
@@ -875,6 +897,33 @@ mod tests {
         let caps = curve_capacities(10, 3);
         assert!(caps.iter().all(|&c| (1..=8).contains(&c)));
         assert!(caps.contains(&3));
+    }
+
+    /// Where `/proc/meminfo` is missing, unreadable or has no `MemAvailable` line, the
+    /// default is the fixed [`FALLBACK_MAX_REQUESTS`]: it was no limit at all.
+    #[test]
+    fn max_requests_default_to_a_fixed_limit_where_memory_is_not_known() {
+        let meminfo = "MemTotal:       8000000 kB\nMemAvailable:    2500000 kB\n";
+        assert_eq!(
+            default_max_requests(Some(meminfo)),
+            (102_400_000, Limit::Available(2_560_000_000))
+        );
+        for unknown in [
+            None,
+            Some(""),
+            Some("MemTotal: 8000000 kB\n"),
+            Some("MemAvailable: x"),
+        ] {
+            assert_eq!(
+                default_max_requests(unknown),
+                (FALLBACK_MAX_REQUESTS, Limit::Fallback),
+                "{unknown:?}"
+            );
+        }
+        assert_eq!(
+            FALLBACK_MAX_REQUESTS, 100_000_000,
+            "as the --help text says"
+        );
     }
 
     #[test]
