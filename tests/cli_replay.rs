@@ -352,3 +352,21 @@ fn the_help_gives_the_default_max_requests_where_memory_is_not_known() {
         "{help}"
     );
 }
+
+/// `key -` hashes standard input, but `replay -` was "-: cannot open trace: No such file or
+/// directory". It reads standard input, named `stdin`, with `--format`.
+#[cfg(unix)]
+#[test]
+fn a_dash_replays_standard_input() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let output = cli_support::memocache_with(
+        &["replay", "-", "--capacity", "3", "--format", "lirs"],
+        |command| command.stdin(std::fs::File::open(&loop_path).expect("the trace")),
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        out.contains("stdin: 30 requests, 3 unique keys (lirs"),
+        "{out}"
+    );
+}

@@ -58,8 +58,8 @@ use memocache::trace::{
 /// Arguments of `memocache replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The trace file. Its compression (.gz, .xz, .zst) and record format are told from the
-    /// name; see --format.
+    /// The trace file; `-` reads standard input (with --format). Its compression (.gz, .xz,
+    /// .zst) and record format are told from the name; see --format.
     trace: PathBuf,
     /// Cache capacity: a number of entries (5000) or a percent of the trace's unique keys
     /// (10%, 0.5%).
@@ -131,7 +131,12 @@ fn default_max_requests(meminfo: Option<&str>) -> (usize, Limit) {
 }
 
 /// Runs `memocache replay`; the error is the one line to print.
-pub fn run(args: ReplayArgs) -> Result<(), String> {
+pub fn run(mut args: ReplayArgs) -> Result<(), String> {
+    // `-` is standard input, as for `memocache key`: it was "-: cannot open trace: No such
+    // file or directory", while `/dev/stdin` worked.
+    if args.trace.as_os_str() == "-" {
+        args.trace = stdin_path()?;
+    }
     let capacity: Capacity = args.capacity.parse()?;
     let format = args
         .format
@@ -214,6 +219,15 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
         println!("\ncurve written to {}", shown(out));
     }
     Ok(())
+}
+
+/// The path that reads standard input, read as a file is (the trace is read once).
+fn stdin_path() -> Result<PathBuf, String> {
+    if cfg!(unix) {
+        Ok(PathBuf::from("/dev/stdin"))
+    } else {
+        Err("reading a trace from standard input (`-`) needs /dev/stdin: name a file".to_owned())
+    }
 }
 
 /// A `--capacity` as given: entries, or a percent of the unique keys still to be resolved.
