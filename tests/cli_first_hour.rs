@@ -84,6 +84,36 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
     assert_eq!(std::fs::read(&snapshot).expect("still there"), before);
 }
 
+/// Only the first unusable input was named, so `transcribe dir/*` over a directory with a few
+/// unreadable or missing files found them one run at a time. All are named (the first with
+/// its cause, five more by name, then a count), still before anything is touched.
+#[test]
+fn every_unusable_input_is_named_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![7u8; 3000]).expect("writable");
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).expect("writable");
+    let missing: Vec<_> = (1..=7)
+        .map(|i| dir.path().join(format!("gone{i}.wav")))
+        .collect();
+    let mut files: Vec<&Path> = vec![&audio, &folder];
+    files.extend(missing.iter().map(|m| m.as_path()));
+    let cache_dir = dir.path().join("cache");
+    let line = one_error_line(&transcribe(&files, &cache_dir, &[]));
+    assert!(line.contains("folder is a directory"), "{line}");
+    assert!(
+        line.contains("; 7 more inputs cannot be used either: "),
+        "{line}"
+    );
+    assert!(line.ends_with("gone5.wav, and 2 more"), "{line}");
+    for named in 1..=5 {
+        assert!(line.contains(&format!("gone{named}.wav")), "{line}");
+    }
+    assert!(!line.contains("gone6.wav"), "{line}");
+    assert!(!cache_dir.exists());
+}
+
 /// A run of several files goes on past a failing one; every failure is named with the
 /// results and the one error line counts them.
 #[test]

@@ -8,7 +8,7 @@
 //!   that the cache directory can be written in and that no other run holds it (below); only
 //!   then is the snapshot loaded. So a typo never creates a cache directory or rewrites a
 //!   snapshot, and an unwritable directory is found before an hour of transcription, not
-//!   when the snapshot is saved.
+//!   when the snapshot is saved. Every unusable input is named in the one error line.
 //! * **A run goes on past a failing file.** Each failure is listed with the results, the cache
 //!   keeps what the other files produced, and the one error line counts the failures and
 //!   gives the first.
@@ -112,8 +112,32 @@ pub fn run(options: Options) -> Result<(), String> {
     // (a misspelt file, a bad language or chunk size, an engine command without `{chunk}`)
     // is one error line and neither creates a cache directory nor rewrites its snapshot.
     CacheKey::transcript(&"0".repeat(64), &options.language).map_err(|e| e.to_string())?;
-    for file in &options.files {
-        check_input(file)?;
+    // Every unusable input is named, not just the first: in `transcribe dir/*` over hundreds
+    // of files, a few unreadable ones were found one run at a time.
+    let unusable: Vec<(&PathBuf, String)> = options
+        .files
+        .iter()
+        .filter_map(|file| check_input(file).err().map(|e| (file, e)))
+        .collect();
+    if let Some(((_, first), others)) = unusable.split_first() {
+        if others.is_empty() {
+            return Err(first.clone());
+        }
+        // A few names, so that the one line stays readable over a directory gone wrong.
+        const NAMED: usize = 5;
+        let mut names: Vec<String> = others
+            .iter()
+            .take(NAMED)
+            .map(|(file, _)| shown(file))
+            .collect();
+        if others.len() > NAMED {
+            names.push(format!("and {} more", others.len() - NAMED));
+        }
+        return Err(format!(
+            "{first}; {} more inputs cannot be used either: {}",
+            others.len(),
+            names.join(", ")
+        ));
     }
     let plan = match options.chunk_mb {
         Some(mb) => ChunkPlan::new(ChunkSize::new(mb).map_err(|e| e.to_string())?),
