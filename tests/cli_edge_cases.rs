@@ -673,6 +673,14 @@ fn engine_output_and_file_names_reach_the_terminal_escaped() {
     assert!(!output.stdout.contains(&0x1b), "{:?}", output);
     assert!(line.contains(r"\u{1b}[2Jbroken"), "{line}");
 
+    // The library's error displays the path lossily; the failure line shows its bytes.
+    let empty = dir.path().join(std::ffi::OsStr::from_bytes(b"empty\xff.raw"));
+    std::fs::write(&empty, b"").expect("write the input");
+    let output = run(r"printf words; : {chunk}", &[&empty]);
+    let line = one_error_line(&output);
+    assert!(line.contains(r"empty\xff.raw failed: "), "{line}");
+    assert!(!line.contains('\u{fffd}'), "{line}");
+
     let trace = dir.path().join("t\u{1b}[2J.lis");
     std::fs::write(&trace, "1 1 0 0\n2 1 0 0\n").expect("write the trace");
     let output = memocache(&["replay", path(&trace), "--capacity", "1"]);

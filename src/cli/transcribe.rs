@@ -35,8 +35,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use memocache::chunk::{ChunkPlan, ChunkSize};
 use memocache::pipeline::{
-    CommandTranscriber, FileProgress, Pipeline, PipelineStats, StandInTranscriber, Transcriber,
-    TranscriptOutcome,
+    CommandTranscriber, FileProgress, Pipeline, PipelineError, PipelineStats, StandInTranscriber,
+    Transcriber, TranscriptOutcome,
 };
 use memocache::{Cache, CacheKey, RetryConfig, SnapshotError, SnapshotReport};
 
@@ -240,9 +240,9 @@ pub fn run(options: Options) -> Result<(), String> {
                     // Every failure is listed with the results, since the error line names
                     // only the first of several.
                     // The error quotes the engine's stderr, as it wrote it.
-                    let error = printable(&e.to_string());
+                    let error = printable(&file_error(&e));
                     bars.println(&format!("{}: FAILED: {error}", file_name(file)));
-                    failures.push(e.to_string());
+                    failures.push(error);
                 }
             }
             bars.files.inc(1);
@@ -281,6 +281,18 @@ pub fn run(options: Options) -> Result<(), String> {
             "{n} of {files} files failed (each is listed above); the first: {}",
             failures.remove(0)
         )),
+    }
+}
+
+/// A file's error, its path [`shown`]: the library's message displays it lossily, and two
+/// names that differ only in bytes that are not UTF-8 read alike there.
+fn file_error(error: &PipelineError) -> String {
+    match error {
+        PipelineError::Read { path, source } => format!("cannot read {}: {source}", shown(path)),
+        PipelineError::Failed { path, message } => {
+            format!("transcribing {} failed: {message}", shown(path))
+        }
+        other => other.to_string(),
     }
 }
 
