@@ -72,7 +72,8 @@ enum Command {
     /// the second pass served from the cache, with metrics and an alert.
     Demo {
         /// Keep the generated files and the snapshot in this directory, which must be new or
-        /// empty (default: a temporary directory, removed afterwards).
+        /// empty (default: a temporary directory, removed afterwards). Ctrl-C removes what
+        /// the demo wrote there.
         #[arg(long)]
         dir: Option<PathBuf>,
     },

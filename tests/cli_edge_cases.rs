@@ -295,13 +295,25 @@ fn a_curve_that_cannot_be_written_whole_leaves_the_previous_one() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
-    use std::io::BufRead as _;
-
     // The demo's own temporary folder, so that what it leaves can be seen.
     let tmp = tempfile::tempdir().expect("temp dir");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_memocache"))
-        .arg("demo")
-        .env("TMPDIR", tmp.path())
+    let status = interrupt_demo(&[], |command| command.env("TMPDIR", tmp.path()));
+    assert_eq!(names(tmp.path()), Vec::<String>::new(), "{status}");
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// Starts `memocache demo ARGS…`, sends it Ctrl-C once it has printed its first line, and
+/// waits for it to end.
+#[cfg(unix)]
+fn interrupt_demo(
+    args: &[&str],
+    configure: impl FnOnce(&mut Command) -> &mut Command,
+) -> std::process::ExitStatus {
+    use std::io::BufRead as _;
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memocache"));
+    command.arg("demo").args(args);
+    let mut demo = configure(&mut command)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -319,9 +331,30 @@ fn ctrl_c_during_the_demo_leaves_no_temporary_files() {
         .expect("run kill");
     assert!(sent.success());
     std::io::copy(&mut stdout, &mut std::io::sink()).expect("read to the end");
-    let status = demo.wait().expect("wait");
-    assert_eq!(names(tmp.path()), Vec::<String>::new(), "{status}");
-    assert_eq!(status.code(), Some(130), "{status}");
+    demo.wait().expect("wait")
+}
+
+/// Ctrl-C during `demo --dir DIR` left its part-written WAV files in DIR, and the same
+/// command was then refused: "DIR is not empty". What the demo wrote is removed — the
+/// directory too if the demo made it — and the command runs again there.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_demo_dir_leaves_the_directory_usable_again() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let made = parent.path().join("made");
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("writable");
+    for (dir, left) in [(&made, None), (&empty, Some(vec!["cache.lock".to_owned()]))] {
+        let status = interrupt_demo(&["--dir", path(dir)], |command| command);
+        assert_eq!(status.code(), Some(130), "{status}");
+        match &left {
+            None => assert!(!dir.exists(), "{:?}", names(dir)),
+            Some(left) => assert_eq!(&names(dir), left),
+        }
+        let again = memocache(&["demo", "--dir", path(dir)]);
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(again.status.success(), "{stderr}");
+    }
 }
 
 /// `replay TRACE --capacity 5` in 200 MB of address space (enough for the command, not for
@@ -674,7 +707,9 @@ fn engine_output_and_file_names_reach_the_terminal_escaped() {
     assert!(line.contains(r"\u{1b}[2Jbroken"), "{line}");
 
     // The library's error displays the path lossily; the failure line shows its bytes.
-    let empty = dir.path().join(std::ffi::OsStr::from_bytes(b"empty\xff.raw"));
+    let empty = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"empty\xff.raw"));
     std::fs::write(&empty, b"").expect("write the input");
     let output = run(r"printf words; : {chunk}", &[&empty]);
     let line = one_error_line(&output);

@@ -222,19 +222,34 @@ pub fn claim_exit() {
 /// engine still has open does not disturb it (unix), and its output is not waited for anyway.
 /// Returns never, and never ends the process if the run has claimed its exit first.
 pub fn end_interrupted(scratch: Option<&std::path::Path>, status: i32) -> ! {
-    claim_exit();
-    if let Some(dir) = scratch {
-        // The run's other threads go on meanwhile: a file one of them creates between the
-        // listing and the final `rmdir` fails the removal as "not empty"; another pass
-        // removes it.
-        for _ in 0..3 {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
-                _ => break,
+    end_interrupted_with(
+        || {
+            if let Some(dir) = scratch {
+                remove_dir_all(dir);
             }
+        },
+        status,
+    )
+}
+
+/// [`end_interrupted`] with another clean-up than removing a directory, run once the exit is
+/// claimed: a run that has finished is not undone by a late Ctrl-C.
+pub fn end_interrupted_with(cleanup: impl FnOnce(), status: i32) -> ! {
+    claim_exit();
+    cleanup();
+    std::process::exit(status);
+}
+
+/// Removes `dir` and what it holds, as far as it can.
+pub fn remove_dir_all(dir: &std::path::Path) {
+    // The run's other threads go on meanwhile: a file one of them creates between the
+    // listing and the final `rmdir` fails the removal as "not empty"; another pass removes it.
+    for _ in 0..3 {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+            _ => break,
         }
     }
-    std::process::exit(status);
 }
 
 impl Drop for Checkpoints {

@@ -5,7 +5,8 @@
 //! lock ([`super::lock`]) for the whole demo, so two demos, or a demo and a `transcribe`, on
 //! one directory are refused with the same error. A temporary directory is the demo's own and
 //! is not locked, and Ctrl-C (or SIGTERM, SIGHUP) removes it before the process ends (status
-//! 130, or 143 and 129).
+//! 130, or 143 and 129). In a `--dir` the interrupt removes what the demo wrote there (and
+//! the directory, if the demo made it), so the same command can be run again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use memocache::metrics::{Aggregation, AlertTransition, MemoryNotifier, Notificat
 use memocache::pipeline::{FileProgress, Pipeline, StandInTranscriber, Transcriber};
 use memocache::{AlertRule, Cache, ConcurrencyLimit, Severity, Threshold};
 
-use super::checkpoint::{end_interrupted, on_interrupt};
+use super::checkpoint::{end_interrupted, end_interrupted_with, on_interrupt, remove_dir_all};
 use super::lock::{DirLock, LOCK_FILE, lock_dir};
 use super::shown;
 use super::transcribe::{Bars, SNAPSHOT_FILE, describe, final_save, fmt_duration, print_summary};
@@ -42,12 +43,20 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
                 None
             };
             check_demo_dir(&dir)?;
+            let created = !dir.exists();
             super::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", shown(&dir)))?;
             _lock = Some(match early {
                 Some(lock) => lock,
                 None => lock_dir(&dir, "--dir")?,
             });
+            // An interrupted demo left its part-written files there, and the next `demo --dir`
+            // on the same directory was refused as not empty. What it wrote is removed (the
+            // directory too, if the demo made it): it was new or empty, so nothing else goes.
+            let own = dir.clone();
+            on_interrupt(move |status| {
+                end_interrupted_with(|| remove_demo_files(&own, created), status)
+            })?;
             dir
         }
         None => {
@@ -71,19 +80,16 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         );
     }
 
-    let files = [
-        ("interview.wav", 40),
-        ("lecture.wav", 55),
-        ("podcast.wav", 30),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (name, seconds))| {
-        let path = dir.join(name);
-        write_wav(&path, *seconds, i as u64)?;
-        Ok(path)
-    })
-    .collect::<Result<Vec<_>, String>>()?;
+    let files = DEMO_FILES
+        .iter()
+        .zip([40, 55, 30])
+        .enumerate()
+        .map(|(i, (name, seconds))| {
+            let path = dir.join(name);
+            write_wav(&path, seconds, i as u64)?;
+            Ok(path)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     println!(
         "generated {} WAV files (16 kHz mono), cut into {} KiB chunks",
         files.len(),
@@ -214,6 +220,29 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The names of the audio files the demo generates.
+const DEMO_FILES: [&str; 3] = ["interview.wav", "lecture.wav", "podcast.wav"];
+
+/// Removes what an interrupted demo wrote in `dir`: the whole directory if the demo `created`
+/// it, else its audio, its snapshot and a snapshot save's temporary file
+/// (`.cache.snapshot.<pid>.<n>.tmp`); the lock file stays, as `check_demo_dir` allows it.
+fn remove_demo_files(dir: &Path, created: bool) {
+    if created {
+        return remove_dir_all(dir);
+    }
+    for name in DEMO_FILES.into_iter().chain([SNAPSHOT_FILE]) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let temp_prefix = format!(".{SNAPSHOT_FILE}.");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&temp_prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The demo writes `interview.wav`, `lecture.wav`, `podcast.wav` and `cache.snapshot`, and
