@@ -104,6 +104,20 @@ use crate::time::{SharedClock, Timestamp, Ttl};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RemovalCause {
     /// Evicted to keep the cache within its byte or entry budget.
+    ///
+    /// This includes a new key turned away on insert: an insert into a cache of 10 to 64
+    /// entries may be refused by admission, as moka's. Exactly: where a shard's share of
+    /// [`CacheBuilder::max_entries`] (`max_entries` / [`CacheBuilder::shards`]; one shard by
+    /// default below 2,048 entries) is 10 to 64, a new key whose insert needs an eviction
+    /// because its shard holds its share of entries, while the shard follows its LFU shadow
+    /// (an LRU with TinyLFU admission that scores more hits than the default policy on the
+    /// recent requests), is turned away if that shadow would not admit it: the insert returns
+    /// `Ok` ([`Cache::get_or_insert_with`] returns the value to its caller and to those waiting
+    /// on its load), and the value is removed at once — reported to the eviction listener
+    /// with this cause, counted by [`CacheStats`] as an insert and a removal for `Size`. No
+    /// resident entry is evicted for it, and the budget does not change. An update of a
+    /// present key, an entry restored from a snapshot or an import, and an insert into a shard
+    /// that has room or is full only by bytes are never turned away.
     Size,
     /// Its TTL ran out.
     Expired,
@@ -299,11 +313,17 @@ impl Cache {
     ///
     /// Evicts as needed to stay within budget. An entry larger than the whole budget is
     /// refused with [`CacheError::TooLarge`] and evicts nothing.
+    ///
+    /// An insert into a cache of 10 to 64 entries may be refused by admission, as moka's: it
+    /// returns `Ok`, stores nothing, evicts nothing, and the listener hears of the value as
+    /// evicted for [`RemovalCause::Size`] (see there for the exact bound).
     pub fn insert(&self, key: CacheKey, value: impl Into<Bytes>) -> Result<(), CacheError> {
         self.inner.insert(key, value.into(), self.inner.default_ttl)
     }
 
-    /// Stores `value` under `key`, expiring after `ttl`.
+    /// Stores `value` under `key`, expiring after `ttl`. As with [`Cache::insert`], an insert
+    /// into a cache of 10 to 64 entries may be refused by admission (see
+    /// [`RemovalCause::Size`]).
     pub fn insert_with_ttl(
         &self,
         key: CacheKey,
@@ -429,6 +449,10 @@ impl Cache {
     /// replaces a value inserted meanwhile (reported as [`RemovalCause::Replaced`]), and
     /// reads see the inserted value until then.
     ///
+    /// In a cache of 10 to 64 entries the store may be refused by admission, as moka's (see
+    /// [`RemovalCause::Size`]): the caller and the waiting callers still receive the value,
+    /// the listener hears of it as evicted for `Size`, and the next call loads again.
+    ///
     /// `load` may use the cache, loads of other keys included. If it loads the same key on
     /// its own thread, directly or through other keys' loaders, that inner call returns
     /// [`CacheError::ReentrantLoad`] instead of waiting for its own result. If loads wait on
@@ -502,7 +526,8 @@ impl Cache {
             .get_or_load(self, key, || load().map(Into::into))
     }
 
-    /// Encodes `value` with the crate's codec (bincode 2) and stores it.
+    /// Encodes `value` with the crate's codec (bincode 2) and stores it, as [`Cache::insert`]
+    /// does (in a cache of 10 to 64 entries, it may be refused by admission).
     ///
     /// Encoding does not check nesting: a value nested deeper than [`crate::codec::MAX_DEPTH`]
     /// is stored, but [`Cache::get_typed`] refuses it with [`CodecError::TooDeep`].
@@ -922,7 +947,7 @@ impl Inner {
                     self.try_reserve(charge)
                         || (EVICT && {
                             purge = self.claim_expiry_pass(now);
-                            !purge && self.make_room(&mut shard, charge, now, removed)
+                            !purge && self.make_room(&mut shard, hash, charge, now, removed)
                         })
                 }
             };
@@ -936,6 +961,11 @@ impl Inner {
                 drop(shard);
                 self.expire_all(now, removed);
                 continue;
+            }
+            if shard.take_refusal() {
+                drop(shard);
+                self.refuse(entry, removed);
+                return Ok(true);
             }
             drop(shard);
             // An update's own shard has nothing left to evict but the key being updated, and
@@ -984,6 +1014,19 @@ impl Inner {
             None => counters.bump(Counter::Inserts),
         }
         Ok(true)
+    }
+
+    /// Accepts the insert of `entry`, which its shard turned away (admission in a shard of
+    /// 10 to 64 entries: see *Refusing the new key* in the policy's docs), and removes it at
+    /// once: it is counted as an insert and as an eviction for size, and the listener hears of
+    /// it as of any such eviction. It never held budget, and evicted nothing.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, entry: NewEntry, removed: &mut Removed) {
+        let counters = self.counters.local();
+        counters.bump(Counter::Inserts);
+        counters.bump(Counter::Removal(RemovalCause::Size));
+        removed.push((entry.key, entry.value, RemovalCause::Size));
     }
 
     /// Reserves `charge` bytes and one entry if both fit.
@@ -1035,11 +1078,18 @@ impl Inner {
     /// nothing, or one subtraction), which is what keeps a full cache's inserts from bouncing
     /// them between cores. A cache full by entries loses one victim for a large value, not as
     /// many as its bytes. Returns false, with the victims' budget released, if the shard
-    /// empties first.
-    fn make_room(&self, shard: &mut Shard, charge: u64, now: u64, removed: &mut Removed) -> bool {
+    /// empties first, or turns the new key (of hash `hash`) away ([`Shard::take_refusal`]).
+    fn make_room(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        charge: u64,
+        now: u64,
+        removed: &mut Removed,
+    ) -> bool {
         let (mut bytes, mut entries) = (0, 0);
         while entries == 0 || (bytes < charge && !self.try_reserve_bytes(charge - bytes)) {
-            let Some(record) = shard.evict() else {
+            let Some(record) = shard.evict(hash) else {
                 self.release(bytes, entries);
                 return false;
             };

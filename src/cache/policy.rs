@@ -341,7 +341,8 @@
 //! could give back, and it does not close the gap: the same policy with one entry more (40
 //! replays a row) scored 13.97 % on `cpp` at 1 % (12.76 % with 12 entries; moka 15.42),
 //! 16.90 % on `multi1` at 1 % (16.11 %; moka 18.06) and 21.98 % on `multi2` at 1 % (21.81 %;
-//! moka 22.82).
+//! moka 22.82). (moka's own policy, deciding at insertion with its 12 slots, did close it: see
+//! *Refusing the new key in the tiniest shards*.)
 //!
 //! # Rounding small's share down in tiny shards
 //!
@@ -841,7 +842,8 @@
 //! moka, an LRU that admits a new key only if its TinyLFU estimate beats the LRU end's,
 //! stayed ahead on `multi2` at 1 % (56 entries) and `multi1` at 1 % (26), while this policy
 //! wins the recency, scan and loop rows where such an LRU collapses. So a shard of [`DUEL`]
-//! (16 to 64) entries runs both as shadows over fingerprints (the key's hash, no values):
+//! (16 to 64 entries; 10 to 64 since *Refusing the new key*) runs both as shadows over
+//! fingerprints (the key's hash, no values):
 //! [`ShadowS3`], this module's policy without a duel, and [`ShadowLfu`], moka's policy with
 //! moka's sketch for such caches ([`RowSketch`]: four rows, 128 words, halved every 1,280
 //! increments). Each counts its hits; the counts are halved every [`DUEL_PERIOD`] × `entries`
@@ -857,11 +859,12 @@
 //!   order they came in: at the hit ratios of such caches (2–25 %) there are few between two
 //!   misses. The hit path is unchanged in every shard; a shard outside [`DUEL`] only passes
 //!   through branches it took before (see the cost below).
-//! * **The LFU shadow is one entry short.** The shard evicts before it knows the new key, and
-//!   the new key always gets in, where moka may turn it away. Following a shadow of the
+//! * **The LFU shadow was one entry short.** The shard evicted before it knew the new key, and
+//!   the new key always got in, where moka may turn it away. Following a shadow of the
 //!   shard's size, the shard gave up the shadow's LRU end before each rejection and so held one
 //!   of the shadow's keys less: `cpp` at 1 % 13.65 % (the shadow itself 15.78 %). A shadow of
-//!   `entries` − 1 leaves the shard a slot for the newest key.
+//!   `entries` − 1 left the shard a slot for the newest key. Since *Refusing the new key* the
+//!   shadow has the shard's size, and the shard turns away the keys it rejects.
 //!
 //! Measured with memocache alone (the cache, 200 replays a row, main's code and this in the
 //! same session), hit ratio in percent: `multi1` at 1 % 17.64 → 18.58 (−0.33 → +0.61 against
@@ -878,7 +881,8 @@
 //! replay) as the shard switched back and forth; with none, `cpp` at 1 % fell to 13.43 %. A
 //! margin of 8 gained a little more on the three rows, but 16 keeps the switching rare.
 //!
-//! Why not below 16 entries: with the duel in shards of 10 to 64 entries (margin 16), `cpp` at
+//! Why not below 16 entries (then; see *Refusing the new key* for why it now reaches 10): with
+//! the duel in shards of 10 to 64 entries (margin 16), `cpp` at
 //! 1 % (12 entries) scored 14.38 % against 14.47 % without (400 replays each), `cs` at 1 % (14)
 //! 1.84 against 1.83 %, `loop` at 1 % (10) 0.89 % both: in a shard of 12 the LFU shadow's
 //! missing entry is 8 % of it (that shadow alone, following it always: `cpp` at 1 % 14.33 %).
@@ -899,8 +903,9 @@
 //! above the entries, halved every 10 × entries): the shadow alone scored 8.9 % on `cpp` at
 //! 1 % (with moka's sizing for caches of up to 128 entries, as kept, 15.31 %; moka in the
 //! table 15.36).
-//! What still keeps `cpp` at 1 % behind moka is the slot the new key takes: the LFU shadow of
-//! 12 entries scores what moka does, of 11 about 14.3 %, and this policy 14.4–14.5 %.
+//! What still kept `cpp` at 1 % behind moka was the slot the new key takes: the LFU shadow of
+//! 12 entries scores what moka does, of 11 about 14.3 %, and this policy 14.4–14.5 %. The next
+//! section gives it back.
 //!
 //! Cost. A hit costs what it did in every shard: the hit path was not touched, and the
 //! access count it reads was already kept. A duel shard never counts as full (`full` stays
@@ -923,6 +928,69 @@
 //! walked them twice, in the eviction and again in the miss, until the eviction's reading was
 //! kept for the miss under the same hold of the lock (`Duel::synced`): a miss of a shard of
 //! 32 entries went from 9,998 to 8,956 instructions, callgrind, fresh keys.)
+//!
+//! # Refusing the new key in the tiniest shards
+//!
+//! moka decides at insertion: a new key that loses TinyLFU's test against the LRU end is not
+//! stored, and the resident keys stay. The duel's shard decided before it knew the key, so it
+//! always evicted and stored it, and the LFU shadow it followed had to be one entry short. Now
+//! an eviction for a new key ([`S3Fifo::duel_evict`] with its hash, from `Shard::evict`) tells
+//! the shadows of that key's miss first (the miss then does not repeat it), so each has
+//! evicted for it: the S3-FIFO shadow as before (its victim does not depend on the new key),
+//! the LFU shadow, now of the shard's size, by its admission test. If the shard followed the
+//! LFU shadow before that request and the shadow turned the key away, the shard evicts nothing
+//! and stores nothing: `Inner::store` accepts the insert and removes the value at once, an
+//! insert and a removal for `Size` to the listener and the statistics, its budget untouched
+//! (the docs of `Cache::insert` and `RemovalCause::Size` say so to users). Else the victim is
+//! the key the followed shadow dropped.
+//!
+//! * **Only where the entry bound forces the eviction**: the shard holds its share of entries,
+//!   and this is the insert's first eviction. A shard below its share evicts for bytes, and
+//!   turning the key away would leave it below its share for nothing: the shadows count
+//!   entries, not bytes. So in a cache of several shards, a shard below its share while the
+//!   cache is full by entries evicts as before too.
+//! * **Never for a restored entry**: a snapshot's load and an import store without evicting
+//!   (`store::<false>`) and never reach the test; the duel hears of such a key as of any miss
+//!   ([`S3Fifo::restore`]). A restore promises to put back what was saved, where room allows,
+//!   and the shadows know nothing yet of the keys' history. Nor for an update of a present key,
+//!   nor for an eviction for another shard's insert or an update's growth
+//!   (`Shard::evict_alone`, no new key). Every insert of a new key — `insert`,
+//!   `insert_with_ttl`, `insert_typed`, a loader's store — goes through `make_room`.
+//! * **Down to 10 entries.** The duel stopped at 16 because the shadow one entry short lost
+//!   0.09 on `cpp` at 1 % (12 entries, where the missing entry is 8 % of it). With the shadow
+//!   whole, the duel in shards of 12 or of 10 entries and up gains there; 10 is the smallest
+//!   shard the `hit_ratio` bench makes (`loop` at 1 %), and that row did not move.
+//!
+//! Measured with memocache alone (the cache, as the `hit_ratio` bench drives it, a new cache
+//! and hash seed each replay), main's code and this in the same session, 200 replays a row (20
+//! for `loop`), hit ratio in percent: `cpp` at 1 % (12 entries) 14.47 → 14.92 (moka 15.36:
+//! −0.89 → −0.44), `multi1` at 1 % (26) 18.61 → 18.73, `multi2` at 1 % (56) 22.44 → 22.55,
+//! `ps` at 1 % (30) 15.34 → 15.34, `gli` at 1 % (25) 2.08 → 2.07, `cs` at 1 % (14) 1.84 →
+//! 1.83, `scan` and `zigzag` at 1 % (20) 0.89 and 0.86 both, `loop` at 1 % (10) 0.89 both. The
+//! rows of larger shards decide as before: `multi3` at 1 % 23.16 → 23.15, `backf` 9.05 →
+//! 9.04, `2_pools` at 1 % 48.63 → 48.64, `sprite` at 1 % 24.50 → 24.51, `loop` at 10 % 9.59
+//! both; one pass of 100 replays over every other row of the traces of up to 200,000 requests
+//! had each within 0.05 of main's (`cs` at 10 %, 7.67 → 7.62; 7.69 → 7.66 over 200 replays
+//! each: the seeds).
+//!
+//! Variants (200 replays a row; 20 for `loop`): the refusal with the duel from 16 entries:
+//! `cpp` at 1 % 14.46 (no duel there), `multi1` 18.73, `multi2` 22.56, `ps` 15.31; from 12:
+//! `cpp` 14.93, `cs` 1.83; from 10, as kept: `cpp` 14.91 and 14.92 (two runs), `cs` 1.83,
+//! `loop` at 1 % 0.89. Deciding whether to refuse by the shadow followed after the request
+//! rather than before: `cpp` 14.96, `multi1` 18.73, `multi2` 22.55, `ps` 15.32, `gli` 2.08,
+//! the others as kept (within the seeds' spread of it). The refusal with the LFU shadow still
+//! one entry short: `cpp` 14.46, `multi1` 18.72, `multi2` 22.48, `ps` 15.36 — the shard then
+//! keeps the slot the shadow lacks, so the shadow of the shard's size is what gains.
+//!
+//! Cost. A hit is untouched. `Shard::evict` takes the new key's hash (`evict_alone` gives the
+//! duel none), which a shard without a duel ignores, and the refusal is read only once an
+//! insert has failed to make room, on the path that fails over to other shards. Callgrind, a
+//! driver that fills a cache of 50,000 entries in 8 shards and then inserts fresh keys (each
+//! evicts), instructions per insert from the difference of 300,000 and 100,000 inserts (a new
+//! hash seed each run), three runs each, main → this: the whole program 1,379.5–1,380.9 →
+//! 1,361.1–1,362.1, `Shard::evict` 163.0–163.2 → 163.1–163.2, `Inner::insert` (`store` and
+//! `make_room` inlined) 295.3–296.0 → 284.1–285.2, `memcmp` 26 → 18: the compiler laid
+//! `store` out differently.
 //!
 //! # A set duel with CLOCK in shards of 256 to 1,024 entries
 //!
@@ -996,7 +1064,7 @@
 //! *small* to *main* (once per stay in *small*), or moves an entry whose counter it decrements,
 //! and a victim from *main* in the tiniest shards costs a walk of at most 63 entries;
 //! the gates cost two sketch lookups per ghost hit or unhit *small* victim. In a shard with a
-//! duel (16 to 64 entries) a miss walks the shard's entries and the shadows' fingerprints.
+//! duel (10 to 64 entries) a miss walks the shard's entries and the shadows' fingerprints.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -1112,9 +1180,10 @@ const HEDGE_SHARE: u32 = SHARE_ONE / 10 * 9;
 const LOOP_EVIDENCE: u32 = 16;
 
 /// Shards of this many entries hold a duel of two shadows, one of this policy and one of an
-/// LRU with TinyLFU admission, and evict as the one with more recent hits would (see *A duel
-/// of two shadows in the tiniest shards*).
-const DUEL: std::ops::RangeInclusive<usize> = 16..=64;
+/// LRU with TinyLFU admission, and evict as the one with more recent hits would, turning the
+/// new key away where that one is the LFU shadow and it would (see *A duel of two shadows in
+/// the tiniest shards* and *Refusing the new key in the tiniest shards*).
+const DUEL: std::ops::RangeInclusive<usize> = 10..=64;
 
 /// The duel's hit counts are halved every this many times the shard's entries of requests.
 const DUEL_PERIOD: usize = 32;
@@ -2279,8 +2348,12 @@ struct Duel {
     /// room for, which clears it under the same hold; cleared also by `Shard::evict_alone`,
     /// an eviction no miss follows. (Left set past the hold, the next miss would skip the hits
     /// in between: a flag only set by evictions went stale when one evicted for another
-    /// shard's insert.)
+    /// shard's insert.) An eviction for a new key has also told the shadows of that key's
+    /// miss, which the miss then skips too.
     synced: bool,
+    /// The shard turned the new key away instead of evicting for it (see *Refusing the new
+    /// key*): set by [`S3Fifo::duel_evict`], taken by [`S3Fifo::take_refusal`].
+    refused: bool,
 }
 
 impl Duel {
@@ -2288,15 +2361,16 @@ impl Duel {
         Duel {
             capacity,
             s3: ShadowS3::new(capacity),
-            // One entry less: the shard holds the newest key besides, as its eviction comes
-            // before the key is known (see *A duel of two shadows*).
-            lfu: ShadowLfu::new(capacity.saturating_sub(1).max(1)),
+            // The shard's size: the shard hears of the new key before it evicts, and turns it
+            // away when this shadow does (see *Refusing the new key*).
+            lfu: ShadowLfu::new(capacity),
             seen: Vec::new(),
             hits_s3: 0,
             hits_lfu: 0,
             requests: 0,
             follow_lfu: false,
             synced: false,
+            refused: false,
         }
     }
 
@@ -2347,13 +2421,14 @@ impl Duel {
         }
     }
 
-    /// A miss of the shard (after its eviction, if it needed one, whose sync it does not
-    /// repeat: a walk of up to 64 entries' access counts that found nothing new).
+    /// A miss of the shard, unless the eviction it needed has told the shadows of it under
+    /// the same hold of the lock (with the hits before it: a walk of up to 64 entries' access
+    /// counts that would find nothing new).
     fn miss(&mut self, slab: &impl Slab, main: &List, hash: u64) {
         if !std::mem::take(&mut self.synced) {
             self.sync(slab, main);
+            self.request(hash);
         }
-        self.request(hash);
     }
 }
 
@@ -2374,6 +2449,20 @@ impl S3Fifo {
             self.iter_queue(slab, Queue::Main)
                 .all(|slot| duel.seen[slot as usize].1 == slab.accesses(slot))
         })
+    }
+
+    /// Whether [`S3Fifo::duel_evict`] turned the new key away (and clears that): the shard
+    /// then stores nothing for it.
+    pub(super) fn take_refusal(&mut self) -> bool {
+        self.duel
+            .as_deref_mut()
+            .is_some_and(|duel| std::mem::take(&mut duel.refused))
+    }
+
+    /// Whether a duel follows its LFU shadow; for tests.
+    #[cfg(test)]
+    pub(super) fn follows_lfu(&self) -> bool {
+        self.duel.as_deref().is_some_and(|duel| duel.follow_lfu)
     }
 
     /// Whether this shard holds a duel: then [`S3Fifo::duel_evict`] chooses its victims.
@@ -2406,16 +2495,44 @@ impl S3Fifo {
     }
 
     /// The victim in a shard with a duel: an entry the shadow it follows does not hold (it
-    /// evicted or never admitted the key), else the one that shadow evicts next. The LFU
-    /// shadow's next victim is its LRU end (it keeps it if the new key loses the admission
-    /// test, but the shard has to make room first); the S3-FIFO shadow, which holds what the
-    /// shard holds, evicts for the new key now.
+    /// evicted or never admitted the key), else the one that shadow evicts next.
+    ///
+    /// `new` is the hash of the key the eviction makes room for, if one follows under the same
+    /// hold of the lock: the shadows hear of its miss first, so each has evicted for it (the
+    /// shard's victim is then the key the followed one dropped), and a shard at its entry
+    /// bound that follows the LFU shadow evicts nothing when that shadow turned the key away:
+    /// it returns `None` and [`S3Fifo::take_refusal`] says so (see *Refusing the new key*).
+    /// Without `new` (an eviction for another shard's insert or an update's growth), the LFU
+    /// shadow's next victim is its LRU end, and the S3-FIFO shadow evicts now.
     #[inline(never)]
-    pub(super) fn duel_evict(&mut self, slab: &mut impl Slab) -> Option<(u32, u64)> {
+    pub(super) fn duel_evict(
+        &mut self,
+        slab: &mut impl Slab,
+        new: Option<u64>,
+    ) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
+        if self.main.len == 0 {
+            // The insert fails over to other shards, and comes back for a new hold.
+            duel.synced = false;
+            return None;
+        }
         // Once a hold: a second eviction for the same insert finds no hit in between.
         if !duel.synced {
             duel.sync(slab, &self.main);
+            if let Some(hash) = new {
+                let follow_lfu = duel.follow_lfu;
+                duel.request(hash);
+                // Only where the entry bound forces the eviction: a shard under its share of
+                // entries evicts for bytes, which a refusal would not save for the others.
+                if follow_lfu
+                    && !duel.lfu.contains(hash)
+                    && self.main.len as u64 >= self.share_entries
+                {
+                    // The shadows heard of this miss; the next one must hear of the hits.
+                    duel.refused = true;
+                    return None;
+                }
+            }
         }
         let resident = |hash: u64| {
             let mut slot = self.main.tail;
@@ -2449,11 +2566,7 @@ impl S3Fifo {
         if victim == NIL {
             victim = self.main.tail;
         }
-        // The shard is empty: no miss may follow (the insert fails over to other shards).
-        duel.synced = victim != NIL;
-        if victim == NIL {
-            return None;
-        }
+        duel.synced = true;
         let hash = duel.seen[victim as usize].0;
         self.unlink(slab, victim);
         Some((victim, hash))
@@ -2617,7 +2730,7 @@ impl S3Fifo {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     use proptest::prelude::*;
 
@@ -2684,10 +2797,14 @@ mod tests {
             if self.index.len() == self.capacity {
                 // As `Shard::evict` chooses.
                 let victim = if self.policy.duels() {
-                    self.policy.duel_evict(&mut self.slab)
+                    self.policy.duel_evict(&mut self.slab, Some(hash))
                 } else {
                     self.policy.evict(&mut self.slab)
                 };
+                if victim.is_none() && self.policy.take_refusal() {
+                    // Turned away, as `Inner::store` does: nothing stored, nothing evicted.
+                    return false;
+                }
                 let (victim, hash) = victim.expect("a full cache");
                 assert_eq!(hash, self.slab.hash(victim));
                 self.index.remove(&hash);
@@ -3214,10 +3331,11 @@ mod tests {
     }
 
     #[test]
-    fn duel_only_in_shards_of_16_to_64_entries_set_duel_of_256_to_1024() {
+    fn duel_only_in_shards_of_10_to_64_entries_set_duel_of_256_to_1024() {
         for (entries, duel, set_duel) in [
-            (12, false, false),
-            (15, false, false),
+            (9, false, false),
+            (10, true, false),
+            (12, true, false),
             (16, true, false),
             (64, true, false),
             (65, false, false),
@@ -3249,13 +3367,58 @@ mod tests {
         );
         let followed = shard.policy.duel.as_ref().expect("a duel");
         assert!(followed.follow_lfu);
-        // Following it, the shard holds the shadow's keys and at most the newest one besides.
+        // Following it, the shard holds the shadow's keys: it turns away the keys the shadow
+        // does (see the next test), and evicts what the shadow dropped for the others.
         let strangers = shard
             .index
             .keys()
             .filter(|&&hash| !followed.lfu.contains(hash))
             .count();
-        assert!(strangers <= 1, "{strangers} keys the shadow does not hold");
+        assert_eq!(strangers, 0, "keys the shadow does not hold");
+        assert_eq!(shard.index.len(), 30);
+    }
+
+    #[test]
+    fn duel_shard_following_the_lfu_shadow_turns_away_the_keys_it_rejects() {
+        for entries in [10, 12, 30, 64] {
+            let mut shard = Sim::shard(entries);
+            let (_, followed_lfu) = replay_duel(&mut shard, &stable_popularity(40_000));
+            assert!(
+                followed_lfu && shard.policy.follows_lfu(),
+                "{entries} entries"
+            );
+            // A key never seen loses the shadow's admission test against its LRU end, a key of
+            // the popular few: the full shard stores nothing for it and evicts nothing.
+            let before: HashSet<u64> = shard.index.keys().copied().collect();
+            assert!(!shard.access(1_000_000));
+            let after: HashSet<u64> = shard.index.keys().copied().collect();
+            assert_eq!(after, before, "{entries} entries");
+            assert!(!shard.policy.take_refusal(), "the refusal was taken");
+            shard.check();
+            // From then on, while it follows that shadow, the full shard holds a key it missed
+            // exactly when the shadow admitted it.
+            let (mut stored, mut refused) = (0, 0);
+            for key in stable_popularity(20_000) {
+                let following = shard.policy.follows_lfu();
+                let hash = Sim::hash(key);
+                if shard.access(key) || !following {
+                    continue;
+                }
+                let held = shard
+                    .policy
+                    .duel
+                    .as_ref()
+                    .is_some_and(|d| d.lfu.contains(hash));
+                assert_eq!(shard.index.contains_key(&hash), held, "{entries} entries");
+                assert_eq!(shard.index.len(), entries);
+                if held { stored += 1 } else { refused += 1 }
+            }
+            assert!(
+                stored > 100 && refused > 100,
+                "{entries}: {stored} stored, {refused} not"
+            );
+            shard.check();
+        }
     }
 
     #[test]

@@ -684,29 +684,51 @@ impl Shard {
         self.policy.push(&mut self.records, slot);
     }
 
-    /// Evicts the policy's victim for a new key that [`Shard::insert`] stores next under the
-    /// same hold of the lock: a duel shard's miss then skips the reading of access counts
-    /// this eviction has just done. Any other eviction is [`Shard::evict_alone`].
+    /// Evicts the policy's victim for the new key of hash `new` that [`Shard::insert`] stores
+    /// next under the same hold of the lock: a duel shard's miss then skips the reading of
+    /// access counts this eviction has just done. Any other eviction is
+    /// [`Shard::evict_alone`].
+    ///
+    /// `None` if the shard is empty, or if a duel shard at its entry bound turns the new key
+    /// away instead ([`Shard::take_refusal`] says which): then it must not be stored.
     // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
     #[inline(never)]
-    pub(super) fn evict(&mut self) -> Option<Record> {
+    pub(super) fn evict(&mut self, new: u64) -> Option<Record> {
         let (slot, hash) = if self.policy.duels() {
-            self.policy.duel_evict(&mut self.records)?
+            self.policy.duel_evict(&mut self.records, Some(new))?
         } else {
             self.policy.evict(&mut self.records)?
         };
-        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
-            found.remove();
-        }
-        Some(self.release_slot(slot))
+        Some(self.unindex_victim(slot, hash))
     }
 
     /// Evicts the policy's victim when no new key of this shard follows under the same hold of
     /// the lock (another shard's insert, an update that grows).
     pub(super) fn evict_alone(&mut self) -> Option<Record> {
-        let victim = self.evict();
+        let victim = if self.policy.duels() {
+            self.policy
+                .duel_evict(&mut self.records, None)
+                .map(|(slot, hash)| self.unindex_victim(slot, hash))
+        } else {
+            // No duel: the new key's hash is not used.
+            self.evict(0)
+        };
         self.policy.forget_sync();
         victim
+    }
+
+    /// Whether the last [`Shard::evict`] turned its new key away (see *Refusing the new key*
+    /// in the policy's docs), and clears that.
+    pub(super) fn take_refusal(&mut self) -> bool {
+        self.policy.take_refusal()
+    }
+
+    /// Takes the victim the policy has just unlinked out of the index and the slab.
+    fn unindex_victim(&mut self, slot: u32, hash: u64) -> Record {
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        self.release_slot(slot)
     }
 
     /// Removes every entry whose deadline has passed at `now`.
@@ -765,6 +787,12 @@ impl Shard {
             Arc::clone(&self.earliest),
         );
         std::mem::replace(self, cleared).records.slots
+    }
+
+    /// Whether a duel follows its LFU shadow; for tests.
+    #[cfg(test)]
+    pub(super) fn follows_lfu(&self) -> bool {
+        self.policy.follows_lfu()
     }
 
     /// Whether a duel's shadows have heard of every hit; for tests.

@@ -881,7 +881,7 @@ fn clear_gives_back_the_bookkeeping_memory_of_what_it_removed() {
     assert_eq!(recount(&cache), (cache.size_bytes(), 1_000));
 }
 
-/// Entries restored onto `main` in a shard with a duel (16 to 64 entries) are entered into
+/// Entries restored onto `main` in a shard with a duel (10 to 64 entries) are entered into
 /// its shadows as inserted ones are: the shard does not evict them before older entries.
 #[test]
 fn restored_entries_in_a_duel_shard_are_not_evicted_first() {
@@ -947,4 +947,116 @@ fn hits_after_an_eviction_for_another_shard_reach_the_duels_shadows() {
     // Room for a new key in shard 0: a miss without an eviction.
     cache.insert(take(0), "v").expect("fits");
     assert!(cache.inner.shards[0].0.lock.read().duel_in_sync());
+}
+
+/// Log-uniform popularity over 500 keys, seeded: a workload on which a duel shard follows its
+/// LFU shadow (see the policy's tests).
+fn popular_keys(requests: usize) -> impl Iterator<Item = u64> {
+    let mut next = xorshift(0x1234);
+    (0..requests).map(move |_| 500f64.powf((next() % 1_000_000) as f64 / 1e6) as u64)
+}
+
+/// What a listener heard: every removal's key, value and cause, in order.
+type Heard = Arc<Mutex<Vec<(CacheKey, Bytes, RemovalCause)>>>;
+
+/// A cache of one duel shard of `entries`, with a listener that records every removal, and
+/// the workload replayed through it (a get, and an insert on a miss) until the shard follows
+/// its LFU shadow (how soon depends on the cache's hash seed, through the shadows' sketch).
+fn cache_following_lfu(entries: u64, max_bytes: u64, value: &'static [u8]) -> (Cache, Heard) {
+    let events: Heard = Arc::default();
+    let sink = Arc::clone(&events);
+    let cache = Cache::builder()
+        .max_bytes(max_bytes)
+        .max_entries(entries)
+        .shards(1)
+        .eviction_listener(move |key, value, cause| sink.lock().push((*key, value.clone(), cause)))
+        .build()
+        .expect("valid config");
+    let following = || cache.inner.shards[0].0.lock.read().follows_lfu();
+    for (i, k) in popular_keys(400_000).enumerate() {
+        if cache.get(&key(k)).is_none() {
+            cache.insert(key(k), value).expect("fits");
+        }
+        if i >= 20_000 && following() {
+            break;
+        }
+    }
+    assert!(following(), "{entries} entries");
+    (cache, events)
+}
+
+/// In a full shard of 10 to 64 entries that follows its LFU shadow, an insert the shadow turns
+/// away is accepted and removed at once, as moka's admission does: `Ok`, the listener hears of
+/// it as evicted for `Size` and of nothing else, the stats count an insert and an eviction, and
+/// the budget and every resident entry are as they were. `get_or_insert_with` still returns
+/// the value.
+#[test]
+fn an_insert_the_duel_turns_away_is_evicted_at_once_for_size() {
+    for entries in [10, 12, 32, 64] {
+        let (cache, events) = cache_following_lfu(entries, 1 << 20, b"popular");
+        assert_eq!(cache.len() as u64, entries);
+        let resident: Vec<CacheKey> = (0..500)
+            .map(key)
+            .filter(|k| cache.contains_key(k))
+            .collect();
+        let (bytes, stats) = (cache.size_bytes(), cache.stats());
+        let heard = events.lock().len();
+        // A key never seen before: its estimate is below that of any key the shadow holds.
+        let refused = key(1_000_000);
+        cache.insert(refused, "refused").expect("accepted");
+        assert!(!cache.contains_key(&refused), "{entries} entries");
+        let loaded = cache
+            .get_or_insert_with(key(1_000_001), || "loaded")
+            .expect("accepted");
+        assert_eq!(loaded, Bytes::from_static(b"loaded"));
+        assert!(!cache.contains_key(&key(1_000_001)));
+        assert_eq!(
+            events.lock()[heard..],
+            [
+                (refused, Bytes::from_static(b"refused"), RemovalCause::Size),
+                (
+                    key(1_000_001),
+                    Bytes::from_static(b"loaded"),
+                    RemovalCause::Size
+                ),
+            ]
+        );
+        assert!(resident.iter().all(|k| cache.contains_key(k)));
+        assert_eq!(cache.len() as u64, entries);
+        assert_eq!(cache.size_bytes(), bytes);
+        assert_eq!(recount(&cache), (bytes, entries));
+        let now = cache.stats();
+        assert_eq!(now.inserts, stats.inserts + 2);
+        assert_eq!(
+            now.removals(RemovalCause::Size),
+            stats.removals(RemovalCause::Size) + 2
+        );
+        assert_every_value_left_once_or_stays(&now);
+    }
+}
+
+/// Admission turns a key away only where the entry bound forces the eviction: a duel shard full
+/// by bytes, below its share of entries, evicts for every new key, as before.
+#[test]
+fn a_duel_shard_full_by_bytes_stores_every_insert() {
+    let value: &[u8] = &[7u8; 200];
+    let charge = CacheEntry::charged_size(value.len()) as u64;
+    // Room for 12 such entries of the 32 the entry bound allows.
+    let (cache, events) = cache_following_lfu(32, 12 * charge, value);
+    assert!(cache.len() <= 12);
+    let heard = events.lock().len();
+    for i in 0..200 {
+        let k = key(1_000_000 + i);
+        cache.insert(k, value).expect("fits");
+        assert!(cache.contains_key(&k), "insert {i} refused");
+    }
+    // Still following the shadow, which turned most of these keys away.
+    assert!(cache.inner.shards[0].0.lock.read().follows_lfu());
+    assert!(
+        events.lock()[heard..]
+            .iter()
+            .all(|(_, _, cause)| *cause == RemovalCause::Size)
+    );
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+    assert_every_value_left_once_or_stays(&cache.stats());
 }
