@@ -985,12 +985,13 @@
 //! Cost. A hit is untouched. `Shard::evict` takes the new key's hash (`evict_alone` gives the
 //! duel none), which a shard without a duel ignores, and the refusal is read only once an
 //! insert has failed to make room, on the path that fails over to other shards. Callgrind, a
-//! driver that fills a cache of 50,000 entries in 8 shards and then inserts fresh keys (each
-//! evicts), instructions per insert from the difference of 300,000 and 100,000 inserts (a new
-//! hash seed each run), three runs each, main → this: the whole program 1,379.5–1,380.9 →
-//! 1,361.1–1,362.1, `Shard::evict` 163.0–163.2 → 163.1–163.2, `Inner::insert` (`store` and
-//! `make_room` inlined) 295.3–296.0 → 284.1–285.2, `memcmp` 26 → 18: the compiler laid
-//! `store` out differently.
+//! driver that fills a cache of 50,000 entries in 8 shards (the default clock) and then
+//! inserts fresh keys (each evicts), instructions per insert from the difference of 300,000
+//! and 100,000 inserts (a new hash seed each run), three runs each, main → this: the whole
+//! program 1,379.5–1,380.9 → 1,361.1–1,362.1, `Shard::evict` 163.0–163.2 → 163.1–163.2,
+//! `Inner::insert` (`store` and `make_room` inlined) 295.3–296.0 → 284.1–285.2, `memcmp`
+//! 26 → 18: the compiler laid `store` out differently. The same driver getting resident keys
+//! instead, per get: 294.1–295.6 → 295.4–296.8 (two runs each; the seeds' spread).
 //!
 //! # A set duel with CLOCK in shards of 256 to 1,024 entries
 //!
