@@ -941,8 +941,9 @@
 //! LFU shadow before that request and the shadow turned the key away, the shard evicts nothing
 //! and stores nothing: `Inner::store` accepts the insert and removes the value at once, an
 //! insert and a removal for `Size` to the listener and the statistics, its budget untouched
-//! (the docs of `Cache::insert` and `RemovalCause::Size` say so to users). Else the victim is
-//! the key the followed shadow dropped.
+//! (the docs of `Cache::insert` and `RemovalCause::Size` say so to users). Else the victim is,
+//! as before, an entry the followed shadow does not hold: usually the key it just dropped for
+//! the new one.
 //!
 //! * **Only where the entry bound forces the eviction**: the shard holds its share of entries,
 //!   and this is the insert's first eviction. A shard below its share evicts for bytes, and
@@ -2513,7 +2514,10 @@ impl S3Fifo {
     ) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
         if self.main.len == 0 {
-            // The insert fails over to other shards, and comes back for a new hold.
+            // The insert fails over to other shards, and comes back for a new hold. (If an
+            // eviction of this hold told the shadows of the new key, they hear of it twice: a
+            // shard emptied for one large value, which the shadows, counting entries, misjudge
+            // anyway.)
             duel.synced = false;
             return None;
         }
