@@ -188,6 +188,18 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn for_timing(&self) -> Option<SharedClock> {
         None
     }
+
+    /// The step in which the clock moves on its own (zero, the default, for a clock of
+    /// nanoseconds or one that moves only when told to): a reading may lag real time by up to
+    /// this much.
+    ///
+    /// A blocked [`JobQueue::next`](crate::JobQueue::next) waiting for a retry or a lease
+    /// deadline sleeps at least this long, since a shorter sleep could not see the clock move:
+    /// before it did, a wait for a time a few microseconds into the next tick of
+    /// [`CoarseClock`] woke every few microseconds until that tick, for up to a whole tick.
+    fn resolution(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The clock to time work with where `clock` keeps time (see [`Clock::for_timing`]).
@@ -262,6 +274,23 @@ impl Clock for CoarseClock {
 
     fn for_timing(&self) -> Option<SharedClock> {
         Some(system_clock())
+    }
+
+    /// The kernel's tick, as `clock_getres` gives it for `CLOCK_MONOTONIC_COARSE` (4 ms at
+    /// `HZ` = 250); zero elsewhere, where this clock is [`SystemClock`].
+    fn resolution(&self) -> Duration {
+        #[cfg(target_os = "linux")]
+        {
+            let res = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+            // A resolution is never negative; were it, zero keeps the old, finer waits.
+            let secs = u64::try_from(res.tv_sec).unwrap_or(0);
+            let nanos = u64::try_from(res.tv_nsec).unwrap_or(0);
+            Duration::from_secs(secs).saturating_add(Duration::from_nanos(nanos))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Duration::ZERO
+        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! JobQueue behaviour, driven by a ManualClock, and the edge cases an adversarial read found.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
 use memocache::{
-    Cache, CacheKey, Clock, ConcurrencyLimit, Job, JobError, JobId, JobPriority, JobQueue,
-    JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown,
+    Cache, CacheKey, Clock, CoarseClock, ConcurrencyLimit, Job, JobError, JobId, JobPriority,
+    JobQueue, JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown,
     SystemClock, Timestamp, WorkerId, WorkerPool,
 };
 
@@ -405,6 +405,62 @@ fn the_longest_delays_leases_and_aging_steps_end_at_the_end_of_time() {
         queue.cancel(id).expect("waiting");
         assert_eq!(queue.status(id), Some(JobStatus::Cancelled));
         assert_eq!(queue.stats().delayed, 0);
+    }
+}
+
+/// [`CoarseClock`], counting its reads: a blocked take reads the clock once a wake-up.
+#[derive(Debug, Default)]
+struct CountedCoarse(AtomicU64);
+
+impl Clock for CountedCoarse {
+    fn now(&self) -> Timestamp {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        CoarseClock.now()
+    }
+
+    fn resolution(&self) -> Duration {
+        CoarseClock.resolution()
+    }
+}
+
+/// A `next` blocked on a retry due a few microseconds into the coarse clock's next tick
+/// sleeps until the clock can have moved. It used to wait out the remaining microseconds,
+/// which the clock does not see pass, again and again until the tick: 50–65 wake-ups and
+/// 0.6–0.7 ms of CPU a tick of 4 ms with Linux's default timer slack of 50 µs, a whole tick
+/// of CPU with a slack of 1 ns (a real-time thread's). Failed just after a tick with a delay
+/// of a tick and 10 µs, the job is due 10 µs into the tick after next: the fixed take wakes
+/// about twice, and still gets the job once it is due.
+#[test]
+fn a_take_blocked_on_a_retry_due_within_a_tick_does_not_spin_until_the_tick() {
+    let clock = Arc::new(CountedCoarse::default());
+    let tick = clock.resolution().max(Duration::from_millis(1));
+    let delay = tick + Duration::from_micros(10);
+    let queue = JobQueue::builder()
+        .clock(clock.clone())
+        .retry(RetryConfig::fixed(u32::MAX - 1, delay))
+        .build()
+        .expect("valid");
+    let endless = Job::new(JobType::Indexing, &b"x"[..]).with_max_retries(u32::MAX - 1);
+    queue.submit(endless).expect("submit");
+    let mut lease = queue.try_next(&w("w")).expect("ready");
+    for _ in 0..5 {
+        let start = CoarseClock.now();
+        while CoarseClock.now() == start {}
+        queue.fail(&lease, "again").expect("current");
+        let failed = std::time::Instant::now();
+        clock.0.store(0, Ordering::Relaxed);
+        lease = queue
+            .next(&w("w"), 50 * SEC)
+            .expect("due before the timeout");
+        let reads = clock.0.load(Ordering::Relaxed);
+        assert!(
+            failed.elapsed() >= delay,
+            "taken early: {:?}",
+            failed.elapsed()
+        );
+        // The first look, then a wake-up each for the delay, the rest of the tick and one
+        // spare (a tick that came a little late).
+        assert!(reads <= 4, "{reads} reads of the clock in one blocked take");
     }
 }
 

@@ -199,9 +199,11 @@
 //!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
-//! cannot see a clock move, a blocked taker re-checks at least every 50 ms. Any call that
-//! makes a job ready wakes the blocked takers at once, including a retry fallen due that the
-//! maintenance at the start of a `cancel`, `get` or `stats` moves (see `Inner::catch_up`).
+//! cannot see a clock move, a blocked taker re-checks at least every 50 ms, and at most once
+//! a step of the clock ([`crate::Clock::resolution`]: a tick of the default coarse clock), which
+//! a shorter sleep could not see pass. Any call that makes a job ready wakes the blocked takers
+//! at once, including a retry fallen due that the maintenance at the start of a `cancel`,
+//! `get` or `stats` moves (see `Inner::catch_up`).
 //!
 //! Memoized jobs (memo hits, coalescing, storing results) are described in [`crate::job::memo`].
 
@@ -2759,6 +2761,11 @@ impl Inner {
     ) -> Option<Lease> {
         // When the waiting started: real time, read only once a take has to wait.
         let started = Instant::now();
+        // A wait for an event due within the clock's step would not see the clock reach it:
+        // waking in the microseconds to go, over and over until the coarse clock ticked, cost
+        // up to a tick of CPU (see `Clock::resolution`). A wait of a step from a reading taken
+        // within that step ends after the next tick, at most a step after the event is seen.
+        let step = self.clock.resolution();
         loop {
             let st = &mut *guard;
             let remaining = timeout.checked_sub(started.elapsed())?;
@@ -2777,7 +2784,7 @@ impl Inner {
             let next_event = [next_retry, next_expiry]
                 .into_iter()
                 .flatten()
-                .map(|at| at.saturating_duration_since(now))
+                .map(|at| at.saturating_duration_since(now).max(step))
                 .min()
                 .unwrap_or(MAX_WAIT_SLICE);
             let wait = remaining.min(next_event).min(MAX_WAIT_SLICE);
