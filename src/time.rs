@@ -171,7 +171,10 @@ impl fmt::Display for Timestamp {
 
 /// A monotonic time source.
 ///
-/// Implementations must never return a timestamp earlier than one they returned before.
+/// Implementations must never return a timestamp earlier than one they returned before. The
+/// job queue survives one that does (its lease list and ready deques stay sorted), but a job
+/// made ready after a step back waits, for aging, from the stamp of the job ahead of it in its
+/// deque, so it ages up to that step late.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
@@ -211,7 +214,10 @@ pub(crate) fn timing_clock(clock: &SharedClock) -> SharedClock {
 /// `SystemClock` is read.
 ///
 /// It reads the CPU's time-stamp counter through [`quanta`] where that counter is invariant,
-/// and falls back to the operating system's monotonic clock elsewhere. The cache and the job
+/// and falls back to the operating system's monotonic clock elsewhere. It reads the counter
+/// of the core it runs on, unserialized (`quanta::Clock::raw`, which quanta does not promise
+/// to be monotonic): reads on two cores may come out of order by the cores' skew, which the
+/// job queue tolerates (see [`Clock`]). The cache and the job
 /// queue default to the cheaper [`CoarseClock`]; this one is for TTLs (or timings) that need
 /// better than a few milliseconds.
 #[derive(Clone, Copy, Debug, Default)]

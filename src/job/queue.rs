@@ -1479,13 +1479,20 @@ impl State {
         if let Some(record) = self.records.get_mut(slot) {
             let (p, t) = (priority.index(), record.job.job_type().index());
             record.place = Place::Ready { seq, priority };
-            self.ready[p][t].push_back(Ready {
-                slot,
-                seq,
-                since: now,
-            });
+            let deque = &mut self.ready[p][t];
+            // No earlier than the job ahead of it, as in `admit_pending`: a clock that went
+            // backwards (against its promise) would otherwise leave an older wait behind a
+            // younger head, unseen by aging (which looks at heads) and by `ready_since` (which
+            // a pick raises to the oldest head) until it reached the head. So a job queued
+            // after a step back waits, for aging, from its deque's last stamp: it ages up to
+            // that step late, but by one rule, whatever the other deques hold.
+            let since = match deque.back() {
+                Some(ahead) if ahead.since > now => ahead.since,
+                _ => now,
+            };
+            deque.push_back(Ready { slot, seq, since });
             self.nonempty |= 1 << (4 * p + t);
-            self.note_ready_since(now);
+            self.note_ready_since(since);
         }
     }
 
@@ -2897,6 +2904,55 @@ mod tests {
         assert_eq!(queue.dead_letters().len(), 2);
     }
 
+    /// A job made ready after the clock stepped back waits, for aging, from the stamp of the
+    /// job ahead of it, as a fast submit's does: its deque stays sorted by wait, and whether
+    /// it ages does not depend on the other deques. Before, it kept the earlier stamp behind
+    /// a younger head: a pick raised `ready_since` to the oldest head, above its wait, so it
+    /// aged at one time or another depending on whether some other job forced a full look.
+    #[test]
+    fn a_job_made_ready_after_the_clock_steps_back_keeps_its_deque_sorted_by_wait() {
+        const S: u64 = 1_000_000_000;
+        let clock = Arc::new(SetClock::default());
+        let queue = JobQueue::builder()
+            .clock(clock.clone())
+            .retry(RetryConfig::fixed(3, Duration::ZERO))
+            .aging(Some(Duration::from_secs(10)))
+            .build()
+            .expect("valid");
+        let worker = WorkerId::new("w");
+        let low = || Job::new(JobType::Indexing, &b""[..]).with_priority(JobPriority::Low);
+        let retried = queue.submit(low()).expect("submit");
+        let lease = queue.try_next(&worker).expect("ready");
+        clock.set(100 * S);
+        let ahead = queue.submit(low()).expect("submit");
+        // 50 s back: the retry is made ready behind a job stamped at 100 s.
+        clock.set(50 * S);
+        queue.fail(&lease, "once").expect("current");
+        assert_consistent(&queue);
+        let taken = queue.try_next(&worker).expect("ready");
+        assert_eq!(taken.job_id(), ahead);
+        queue
+            .complete(&taken, JobResult::default())
+            .expect("current");
+        // At 75 s a Medium job submitted at 60 s has aged to High; the retry, waiting since
+        // 100 s by its deque's stamps, has not aged at all (from 50 s it would have aged to
+        // High too, and won as the older).
+        clock.set(60 * S);
+        let medium = Job::new(JobType::Indexing, &b""[..]).with_priority(JobPriority::Medium);
+        let medium = queue.submit(medium).expect("submit");
+        clock.set(75 * S);
+        let order: Vec<JobId> = std::iter::from_fn(|| {
+            let lease = queue.try_next(&worker)?;
+            queue
+                .complete(&lease, JobResult::default())
+                .expect("current");
+            Some(lease.job_id())
+        })
+        .collect();
+        assert_eq!(order, [medium, retried]);
+        assert_consistent(&queue);
+    }
+
     /// The main lock and the intake lock, the intake drained and the dropped records' entries
     /// removed: the structures as they are between calls, once the hand-back is done.
     fn settled(queue: &JobQueue) -> (MutexGuard<'_, State>, MutexGuard<'_, Intake>) {
@@ -2919,6 +2975,11 @@ mod tests {
                         head.since >= st.ready_since,
                         "ready[{p}][{t}] older than ready_since"
                     );
+                }
+                // Sorted by turn and by wait: a take and aging look only at the heads.
+                for (a, b) in deque.iter().zip(deque.iter().skip(1)) {
+                    assert!(a.seq < b.seq, "ready[{p}][{t}] out of turn");
+                    assert!(a.since <= b.since, "ready[{p}][{t}] out of wait order");
                 }
             }
         }
