@@ -1060,3 +1060,286 @@ fn a_duel_shard_full_by_bytes_stores_every_insert() {
     assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
     assert_every_value_left_once_or_stays(&cache.stats());
 }
+
+/// A store the tiny-shard churn made: the key, the value (unique: its first 8 bytes are a
+/// serial) and whether it had a TTL.
+type Stored = (CacheKey, Bytes, bool);
+
+std::thread_local! {
+    /// What the listener heard on this thread during the current call: a call's own removals,
+    /// told apart from those of the other threads' calls.
+    static HEARD_HERE: std::cell::RefCell<Vec<(CacheKey, Bytes, RemovalCause)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `call` and returns what the listener heard on this thread meanwhile.
+fn heard_during(call: impl FnOnce()) -> Vec<(CacheKey, Bytes, RemovalCause)> {
+    HEARD_HERE.with_borrow_mut(Vec::clear);
+    call();
+    HEARD_HERE.with_borrow_mut(std::mem::take)
+}
+
+/// Whether the removals a call heard are those of its own store of `value` turned away by
+/// admission: then the same call evicted nothing else (expired entries it purged aside).
+fn turned_away(heard: &[(CacheKey, Bytes, RemovalCause)], value: &Bytes) -> bool {
+    let own = heard
+        .iter()
+        .any(|(_, v, cause)| v == value && *cause == RemovalCause::Size);
+    if own {
+        let others: Vec<_> = heard
+            .iter()
+            .filter(|(_, v, cause)| v != value && *cause != RemovalCause::Expired)
+            .collect();
+        assert!(others.is_empty(), "a refused insert evicted {others:?}");
+    }
+    assert!(
+        heard
+            .iter()
+            .all(|(_, v, cause)| v != value || *cause == RemovalCause::Size),
+        "a store reported its own value as replaced or expired"
+    );
+    own
+}
+
+/// Threads churn a cache of `entries` over `shards` duel shards (10 to 64 entries each) that
+/// follow their LFU shadow, on a skewed workload plus fresh keys (which admission turns away):
+/// inserts with and without TTLs, updates of present keys, gets, removes, loads (some failing),
+/// and purges racing a moving clock. Every value stored is unique; at the end each one is either
+/// readable or was reported exactly once, never both (a value turned away is never readable, a
+/// value is never lost silently); each report's cause fits what happened to it; the reports
+/// equal the stats; the budget held after every call; the accounting equals a recount.
+/// Returns how many stores admission turned away.
+fn tiny_duel_churn(entries: u64, shards: usize) -> u64 {
+    use std::time::Duration;
+
+    const THREADS: u64 = 3;
+    let ops: u64 = if cfg!(debug_assertions) {
+        4_000
+    } else {
+        20_000
+    };
+    let clock = crate::ManualClock::new();
+    let log: Heard = Arc::default();
+    let sink = Arc::clone(&log);
+    let max_bytes = 1 << 20;
+    let cache = Cache::builder()
+        .max_bytes(max_bytes)
+        .max_entries(entries)
+        .shards(shards)
+        .clock(clock.clone())
+        .eviction_listener(move |key, value, cause| {
+            sink.lock().push((*key, value.clone(), cause));
+            HEARD_HERE.with_borrow_mut(|heard| heard.push((*key, value.clone(), cause)));
+        })
+        .build()
+        .expect("valid config");
+    assert_eq!(cache.inner.shards.len(), shards);
+    let serial = AtomicU64::new(0);
+    let unique = |len: u64| {
+        let mut value = serial
+            .fetch_add(1, Ordering::Relaxed)
+            .to_le_bytes()
+            .to_vec();
+        value.resize(8 + len as usize, 0xA5);
+        Bytes::from(value)
+    };
+    let within_budget = |cache: &Cache| {
+        assert!(cache.len() as u64 <= entries, "{} entries", cache.len());
+        assert!(cache.size_bytes() <= max_bytes);
+    };
+    let all_follow = |cache: &Cache| {
+        cache
+            .inner
+            .shards
+            .iter()
+            .all(|s| s.0.lock.read().follows_lfu())
+    };
+    let mut stored: Vec<Stored> = Vec::new();
+    for (i, k) in popular_keys(400_000).enumerate() {
+        if cache.get(&key(k)).is_none() {
+            let value = unique(k % 16);
+            cache.insert(key(k), value.clone()).expect("fits");
+            stored.push((key(k), value, false));
+        }
+        if i >= 20_000 && all_follow(&cache) {
+            break;
+        }
+    }
+    assert!(all_follow(&cache), "{entries} entries, {shards} shards");
+
+    let refused = AtomicU64::new(0);
+    let per_thread: Vec<(Vec<Stored>, Vec<Bytes>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (cache, clock, unique, refused) = (&cache, &clock, &unique, &refused);
+                scope.spawn(move || {
+                    let mut next = xorshift(0x2545_F491_4F6C_DD1D ^ (t + 1));
+                    let mut popular = popular_keys(usize::MAX).skip(t as usize * 7_919);
+                    let (mut stored, mut removed) = (Vec::new(), Vec::new());
+                    for i in 0..ops {
+                        let r = next();
+                        let fresh = key(1_000_000 + t * 10_000_000 + i);
+                        let k = match r % 4 {
+                            0 => fresh,
+                            _ => key(popular.next().expect("endless")),
+                        };
+                        let value = unique((r >> 8) % 64);
+                        let ttl =
+                            Ttl::new(Duration::from_millis(1 + (r >> 20) % 500)).expect("positive");
+                        let timed = (r >> 30).is_multiple_of(3);
+                        match (r >> 40) % 100 {
+                            // An insert, or an update when the key is present.
+                            0..40 => {
+                                let heard = heard_during(|| {
+                                    if timed {
+                                        cache.insert_with_ttl(k, value.clone(), ttl)
+                                    } else {
+                                        cache.insert(k, value.clone())
+                                    }
+                                    .expect("fits");
+                                });
+                                if turned_away(&heard, &value) {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                                stored.push((k, value, timed));
+                            }
+                            40..60 => drop(cache.get(&k)),
+                            60..65 => removed.extend(cache.remove(&k)),
+                            65..80 => {
+                                let mut ran = false;
+                                let heard = heard_during(|| {
+                                    let got = cache
+                                        .get_or_insert_with(k, || {
+                                            ran = true;
+                                            value.clone()
+                                        })
+                                        .expect("fits");
+                                    assert!(!ran || got == value, "the leader got another value");
+                                });
+                                if ran {
+                                    if turned_away(&heard, &value) {
+                                        refused.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    stored.push((k, value, false));
+                                }
+                            }
+                            80..90 => {
+                                let mut ran = false;
+                                let fail = r.is_multiple_of(2);
+                                let heard = heard_during(|| {
+                                    let got = cache.try_get_or_insert_with(k, || {
+                                        ran = true;
+                                        if fail { Err("down") } else { Ok(value.clone()) }
+                                    });
+                                    if ran {
+                                        assert_eq!(got.is_err(), fail);
+                                    }
+                                });
+                                if ran && !fail {
+                                    if turned_away(&heard, &value) {
+                                        refused.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    stored.push((k, value, false));
+                                }
+                            }
+                            90..97 => {
+                                // An update of a key present a moment ago, never turned away
+                                // (unless it was removed meanwhile: then a new key's insert).
+                                let k = key(popular.next().expect("endless"));
+                                if cache.contains_key(&k) {
+                                    cache.insert(k, value.clone()).expect("fits");
+                                    stored.push((k, value, false));
+                                }
+                            }
+                            _ => {
+                                clock.advance(Duration::from_millis(20));
+                                cache.purge_expired();
+                            }
+                        }
+                        within_budget(cache);
+                    }
+                    (stored, removed)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    let mut returned_by_remove = std::collections::HashSet::new();
+    for (s, r) in per_thread {
+        stored.extend(s);
+        returned_by_remove.extend(r);
+    }
+    assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+
+    // What is readable now, without moving the clock, once the values past their deadline
+    // are reported: every key any store used.
+    cache.purge_expired();
+    let mut resident = std::collections::HashMap::new();
+    for (k, _, _) in &stored {
+        if let Some(value) = cache.entry(k).map(|e| e.value().clone()) {
+            resident.insert(*k, value);
+        }
+    }
+    let stats = cache.stats();
+    let log = log.lock();
+    let by_value: std::collections::HashMap<&Bytes, &Stored> =
+        stored.iter().map(|s| (&s.1, s)).collect();
+    assert_eq!(by_value.len(), stored.len(), "values are unique");
+    let mut stores_of = std::collections::HashMap::new();
+    for (k, _, _) in &stored {
+        *stores_of.entry(*k).or_insert(0u32) += 1;
+    }
+    let mut reported = std::collections::HashSet::new();
+    let mut causes = [0u64; 4];
+    for (k, value, cause) in log.iter() {
+        let (sk, _, timed) = by_value.get(value).expect("reported a value never stored");
+        assert_eq!(k, sk, "reported under another key");
+        assert!(reported.insert(value), "{value:?} reported twice");
+        assert!(
+            resident.get(k) != Some(value),
+            "{cause:?} reported, yet readable"
+        );
+        causes[*cause as usize] += 1;
+        match cause {
+            RemovalCause::Expired => assert!(*timed, "expired without a TTL"),
+            RemovalCause::Removed => assert!(returned_by_remove.contains(value)),
+            RemovalCause::Replaced => assert!(stores_of[k] > 1, "replaced by nothing"),
+            RemovalCause::Size => {}
+        }
+    }
+    assert_eq!(
+        causes[RemovalCause::Removed as usize],
+        returned_by_remove.len() as u64
+    );
+    for (k, value) in &resident {
+        assert!(
+            by_value.contains_key(value),
+            "{k:?} holds a value never stored"
+        );
+    }
+    assert_eq!(
+        stored.len(),
+        reported.len() + resident.len(),
+        "a stored value is neither readable nor reported"
+    );
+    for cause in RemovalCause::ALL {
+        assert_eq!(causes[cause as usize], stats.removals(cause), "{cause:?}");
+    }
+    assert_eq!(stats.inserts + stats.updates, stored.len() as u64);
+    assert_every_value_left_once_or_stays(&stats);
+    refused.into_inner()
+}
+
+#[test]
+fn tiny_duel_shards_under_concurrent_churn_lose_no_value_and_keep_accounting() {
+    for (entries, shards) in [(12, 1), (30, 1), (64, 1), (40, 2)] {
+        let refused = tiny_duel_churn(entries, shards);
+        assert!(
+            refused > 0,
+            "{entries} entries, {shards} shards: nothing turned away"
+        );
+    }
+}
