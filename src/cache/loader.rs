@@ -338,6 +338,24 @@ impl Loads {
             .sum()
     }
 
+    /// How many threads wait on the flight of the claimed key of hash `hash`: lets a test
+    /// hold a load until every waiter is committed to it, without sleeping.
+    #[cfg(test)]
+    pub(super) fn waiting_on(&self, hash: u64) -> usize {
+        let flight = {
+            let stripe = self.stripe(hash).lock();
+            stripe
+                .iter()
+                .find(|(claimed, _)| claimed.hash == hash)
+                .and_then(|(_, c)| c.flight.clone())
+        };
+        // After the stripe's lock is released: no one takes `WAITING` while holding a stripe.
+        flight.map_or(0, |flight| {
+            let waiting = WAITING.lock();
+            waiting.values().filter(|f| Arc::ptr_eq(f, &flight)).count()
+        })
+    }
+
     fn stripe(&self, hash: u64) -> &Mutex<Stripe> {
         // Low bits: the shard index takes the high ones.
         &self.stripes[(hash as usize) & (self.stripes.len() - 1)].0

@@ -1343,3 +1343,74 @@ fn tiny_duel_shards_under_concurrent_churn_lose_no_value_and_keep_accounting() {
         );
     }
 }
+
+/// Callers waiting on a load whose store admission turns away, in a tiny duel shard following
+/// its LFU shadow: the loader runs once, every caller gets its value (none hangs), the
+/// listener hears of it once, as evicted for `Size`, and the key is not stored, so the next
+/// call loads again.
+#[test]
+fn waiters_on_a_load_turned_away_all_get_its_value_and_the_key_loads_again() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    const WAITERS: usize = 4;
+    for entries in [12, 64] {
+        let (cache, events) = cache_following_lfu(entries, 1 << 20, b"popular");
+        let k = key(2_000_000);
+        let hash = cache.inner.hasher.hash(&k);
+        let heard = events.lock().len();
+        let loads = Arc::new(AtomicU64::new(0));
+        let (send, results) = mpsc::channel();
+        let call = |send: mpsc::Sender<Bytes>, lead: bool| {
+            let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+            std::thread::spawn(move || {
+                let got = cache.get_or_insert_with(k, || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    assert!(lead, "a waiter ran the loader");
+                    // Bounded: every waiter is committed to this flight before it lands.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while cache.inner.loads.waiting_on(hash) < WAITERS {
+                        assert!(Instant::now() < deadline, "the waiters never waited");
+                        std::thread::yield_now();
+                    }
+                    "loaded"
+                });
+                let _ = send.send(got.expect("accepted"));
+            })
+        };
+        let leader = call(send.clone(), true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while loads.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the loader never ran");
+            std::thread::yield_now();
+        }
+        let waiters: Vec<_> = (0..WAITERS).map(|_| call(send.clone(), false)).collect();
+        for i in 0..=WAITERS {
+            let got = results
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("caller {i} is stranded"));
+            assert_eq!(got, Bytes::from_static(b"loaded"), "{entries} entries");
+        }
+        for thread in waiters.into_iter().chain([leader]) {
+            thread.join().expect("no panic");
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            events.lock()[heard..],
+            [(k, Bytes::from_static(b"loaded"), RemovalCause::Size)],
+            "{entries} entries"
+        );
+        assert!(!cache.contains_key(&k));
+        assert_eq!(cache.inner.loads.in_flight(), 0);
+        let again = cache
+            .get_or_insert_with(k, || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                "again"
+            })
+            .expect("accepted");
+        assert_eq!(again, Bytes::from_static(b"again"));
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "the next call loads again");
+        assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+        assert_every_value_left_once_or_stays(&cache.stats());
+    }
+}
