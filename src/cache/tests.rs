@@ -1414,3 +1414,71 @@ fn waiters_on_a_load_turned_away_all_get_its_value_and_the_key_loads_again() {
         assert_every_value_left_once_or_stays(&cache.stats());
     }
 }
+
+/// A snapshot's load and a restore (the import) into a tiny duel shard following its LFU
+/// shadow store every entry that has room, fresh keys the shadow would turn away included,
+/// and leave out the rest without evicting: admission never refuses a restored entry, and
+/// nothing is reported to the listener.
+#[test]
+fn restores_into_a_tiny_shard_following_lfu_are_never_turned_away() {
+    const ROOM: usize = 5;
+    let dir = tempfile::tempdir().expect("creates a temp dir");
+    let path = dir.path().join("fresh.snap");
+    let source = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let fresh: Vec<CacheKey> = (0..ROOM as u64).map(|i| key(3_000_000 + i)).collect();
+    for &k in &fresh {
+        source.insert(k, "restored").expect("fits");
+    }
+    source.save_snapshot(&path).expect("saved");
+    for entries in [12, 64] {
+        let (cache, events) = cache_following_lfu(entries, 1 << 20, b"popular");
+        let heard = events.lock().len();
+        // Full: the restore evicts nothing and is left out, neither stored nor turned away.
+        let report = cache.load_snapshot(&path).expect("loaded");
+        assert_eq!((report.restored, report.left_out), (0, ROOM as u64));
+        assert_eq!(
+            events.lock().len(),
+            heard,
+            "a full cache's load reported a removal"
+        );
+        let make_room = || {
+            let resident: Vec<CacheKey> = (0..500)
+                .map(key)
+                .filter(|k| cache.contains_key(k))
+                .take(ROOM)
+                .collect();
+            for k in &resident {
+                cache.remove(k).expect("resident");
+            }
+            // The reports of these removals, not of the restore.
+            events.lock().len()
+        };
+        let heard_before_load = make_room().max(heard);
+        let report = cache.load_snapshot(&path).expect("loaded");
+        assert_eq!(report.restored, ROOM as u64, "{entries} entries");
+        assert!(fresh.iter().all(|k| cache.contains_key(k)));
+        assert_eq!(
+            events.lock().len(),
+            heard_before_load,
+            "the load reported a removal"
+        );
+        assert!(cache.inner.shards[0].0.lock.read().follows_lfu());
+
+        for k in &fresh {
+            cache.remove(k).expect("restored");
+        }
+        let heard_before_import = events.lock().len();
+        let snapshot = crate::snapshot::read_snapshot_file(&path).expect("read");
+        let report = cache.restore_snapshot(snapshot, std::time::SystemTime::now());
+        assert_eq!(report.restored, ROOM as u64, "{entries} entries");
+        assert!(fresh.iter().all(|k| cache.contains_key(k)));
+        assert_eq!(
+            events.lock().len(),
+            heard_before_import,
+            "the import reported a removal"
+        );
+        assert_eq!(cache.len() as u64, entries);
+        assert_eq!(recount(&cache), (cache.size_bytes(), cache.len() as u64));
+        assert_every_value_left_once_or_stays(&cache.stats());
+    }
+}
