@@ -1899,7 +1899,7 @@ mod listener_model {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use memocache::{Cache, CacheEntry, Clock, ManualClock, RemovalCause, Ttl};
+    use memocache::{Cache, CacheEntry, CacheKey, Clock, ManualClock, RemovalCause, Ttl};
     use parking_lot::Mutex;
     use proptest::prelude::*;
 
@@ -2065,6 +2065,164 @@ mod listener_model {
                     prop_assert_eq!(stats.removals(cause), reported[cause as usize], "{:?}", cause);
                 }
             }
+        }
+    }
+
+    /// Log-uniform popularity over 500 keys from `seed`: a workload on which a cache of 10 to
+    /// 64 entries a shard follows its LFU shadow, and so turns away keys it rejects.
+    fn popular(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            500f64.powf((state % 1_000_000) as f64 / 1e6) as u64
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum TinyOp {
+        /// An insert of the next key of the skewed workload, or of a fresh key.
+        Insert {
+            fresh: bool,
+            len: usize,
+        },
+        Get,
+        Remove,
+        Load {
+            fresh: bool,
+            len: usize,
+        },
+    }
+
+    fn tiny_op() -> impl Strategy<Value = TinyOp> {
+        prop_oneof![
+            6 => (any::<bool>(), 0..64usize).prop_map(|(fresh, len)| TinyOp::Insert { fresh, len }),
+            4 => Just(TinyOp::Get),
+            1 => Just(TinyOp::Remove),
+            3 => (any::<bool>(), 0..64usize).prop_map(|(fresh, len)| TinyOp::Load { fresh, len }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            if cfg!(debug_assertions) { 12 } else { 48 }
+        ))]
+
+        /// In caches of 10 to 64 entries a shard, warmed on a skewed workload until admission
+        /// turns keys away, a model rebuilt from the stores and the listener's reports agrees
+        /// with the cache after every operation: a store that is not readable afterwards was
+        /// reported — its own value evicted for `Size` (turned away: only a new key, and then
+        /// nothing else is evicted) — never silently lost; an update is never turned away.
+        #[test]
+        fn tiny_caches_lose_no_store_silently(
+            ops in prop::collection::vec(tiny_op(), 200..400),
+            shape in prop::sample::select(
+                vec![(10u64, 1usize), (12, 1), (30, 1), (64, 1), (40, 2)]
+            ),
+            seed in any::<u64>(),
+        ) {
+            let (entries, shards) = shape;
+            let events: Arc<Mutex<Vec<(CacheKey, Bytes, RemovalCause)>>> = Arc::default();
+            let sink = Arc::clone(&events);
+            let cache = Cache::builder()
+                .max_bytes(1 << 20)
+                .max_entries(entries)
+                .shards(shards)
+                .eviction_listener(move |k, v, cause| sink.lock().push((*k, v.clone(), cause)))
+                .build()
+                .expect("valid");
+            let mut draw = popular(seed);
+            for _ in 0..30_000 {
+                let k = key(draw());
+                if cache.get(&k).is_none() {
+                    cache.insert(k, "warm").expect("fits");
+                }
+            }
+            let mut held: HashMap<CacheKey, Bytes> = (0..500)
+                .filter_map(|i| cache.peek(&key(i)).map(|v| (key(i), v)))
+                .collect();
+            prop_assert_eq!(cache.len(), held.len());
+            events.lock().clear();
+            let mut turned_away = 0;
+            for (i, op) in ops.iter().enumerate() {
+                let pick = |fresh: bool, draw: &mut dyn FnMut() -> u64| {
+                    key(if fresh { 1_000_000 + i as u64 } else { draw() })
+                };
+                let value = |len: usize| {
+                    let mut v = (i as u64).to_le_bytes().to_vec();
+                    v.resize(8 + len, 0);
+                    Bytes::from(v)
+                };
+                let mut stored = None;
+                match *op {
+                    TinyOp::Insert { fresh, len } => {
+                        let (k, v) = (pick(fresh, &mut draw), value(len));
+                        cache.insert(k, v.clone()).expect("fits");
+                        stored = Some((k, v));
+                    }
+                    TinyOp::Load { fresh, len } => {
+                        let (k, v) = (pick(fresh, &mut draw), value(len));
+                        let got = cache.get_or_insert_with(k, || v.clone()).expect("fits");
+                        match held.get(&k) {
+                            Some(present) => prop_assert_eq!(&got, present),
+                            None => {
+                                prop_assert_eq!(&got, &v);
+                                stored = Some((k, v));
+                            }
+                        }
+                    }
+                    TinyOp::Get => {
+                        let k = key(draw());
+                        let got = cache.get(&k);
+                        prop_assert_eq!(got.as_ref(), held.get(&k));
+                    }
+                    TinyOp::Remove => {
+                        let k = key(draw());
+                        let got = cache.remove(&k);
+                        prop_assert_eq!(got.as_ref(), held.get(&k));
+                    }
+                }
+                let heard: Vec<_> = events.lock().drain(..).collect();
+                let refused = stored.as_ref().is_some_and(|(k, v)| {
+                    heard.iter().any(|(hk, hv, cause)| {
+                        hk == k && hv == v && *cause == RemovalCause::Size
+                    })
+                });
+                if refused {
+                    turned_away += 1;
+                    let (k, _) = stored.as_ref().expect("a store");
+                    prop_assert!(!held.contains_key(k), "{:?}: an update was turned away", op);
+                    prop_assert_eq!(heard.len(), 1, "{:?}: a refused insert evicted", op);
+                }
+                for (k, v, cause) in &heard {
+                    if refused && stored.as_ref().is_some_and(|(_, sv)| sv == v) {
+                        continue;
+                    }
+                    let was = held.remove(k);
+                    prop_assert_eq!(was.as_ref(), Some(v), "{:?}: reported a value not held", op);
+                    let own = stored.as_ref().is_some_and(|(sk, _)| sk == k);
+                    let expected = match op {
+                        _ if own => RemovalCause::Replaced,
+                        TinyOp::Remove => RemovalCause::Removed,
+                        _ => RemovalCause::Size,
+                    };
+                    prop_assert_eq!(*cause, expected, "{:?}", op);
+                }
+                if let Some((k, v)) = stored.filter(|_| !refused) {
+                    held.insert(k, v);
+                }
+                prop_assert_eq!(cache.len(), held.len(), "{:?}", op);
+                let charges: u64 =
+                    held.values().map(|v| CacheEntry::charged_size(v.len()) as u64).sum();
+                prop_assert_eq!(cache.size_bytes(), charges, "{:?}", op);
+                for (k, v) in &held {
+                    let got = cache.peek(k);
+                    prop_assert_eq!(got.as_ref(), Some(v), "{:?}: lost silently", op);
+                }
+            }
+            // Every shape, warmed so, turns away dozens of these fresh keys: the path was taken.
+            prop_assert!(turned_away > 0, "nothing turned away ({} entries)", entries);
         }
     }
 }
