@@ -105,19 +105,19 @@ use crate::time::{SharedClock, Timestamp, Ttl};
 pub enum RemovalCause {
     /// Evicted to keep the cache within its byte or entry budget.
     ///
-    /// This includes a new key turned away on insert: an insert into a cache of 10 to 64
-    /// entries may be refused by admission, as moka's. Exactly: where a shard's share of
+    /// This includes a new key turned away on insert: an insert into a cache of 10 to 64 entries
+    /// may be refused by admission, as moka's. Exactly: where a shard's share of
     /// [`CacheBuilder::max_entries`] (`max_entries` / [`CacheBuilder::shards`]; one shard by
-    /// default below 2,048 entries) is 10 to 64, a new key whose insert needs an eviction
-    /// because its shard holds its share of entries, while the shard follows its LFU shadow
-    /// (an LRU with TinyLFU admission that scores more hits than the default policy on the
-    /// recent requests), is turned away if that shadow would not admit it: the insert returns
-    /// `Ok` ([`Cache::get_or_insert_with`] returns the value to its caller and to those waiting
-    /// on its load), and the value is removed at once — reported to the eviction listener
-    /// with this cause, counted by [`CacheStats`] as an insert and a removal for `Size`. No
-    /// resident entry is evicted for it, and the budget does not change. An update of a
-    /// present key, an entry restored from a snapshot or an import, and an insert into a shard
-    /// that has room or is full only by bytes are never turned away.
+    /// default below 2,048 entries) is 10 to 64, a new key whose insert needs an eviction because
+    /// the cache holds `max_entries` and its shard its share of them, while the shard follows its
+    /// LFU shadow (an LRU with TinyLFU admission that scores more hits than the default policy on
+    /// the recent requests), is turned away if that shadow would not admit it: the insert returns
+    /// `Ok` ([`Cache::get_or_insert_with`] returns the value to its caller and to those waiting on
+    /// its load), and the value is removed at once — reported to the eviction listener with this
+    /// cause, counted by [`CacheStats`] as an insert and a removal for `Size`. No resident entry is
+    /// evicted for it, and the budget does not change. An update of a present key, an entry
+    /// restored from a snapshot or an import, and an insert into a shard that has room or a cache
+    /// full only by bytes are never turned away.
     Size,
     /// Its TTL ran out.
     Expired,
@@ -1089,7 +1089,9 @@ impl Inner {
     ) -> bool {
         let (mut bytes, mut entries) = (0, 0);
         while entries == 0 || (bytes < charge && !self.try_reserve_bytes(charge - bytes)) {
-            let Some(record) = shard.evict(hash) else {
+            let Some(record) = shard.evict(hash, || {
+                self.entries.0.load(Ordering::Acquire) >= self.max_entries
+            }) else {
                 self.release(bytes, entries);
                 return false;
             };

@@ -946,7 +946,7 @@
 //! the new one.
 //!
 //! * **Only where the entry bound forces the eviction**: the shard holds its share of entries,
-//!   and this is the insert's first eviction. A shard below its share evicts for bytes, and
+//!   the cache its `max_entries`, and this is the insert's first eviction. A shard below its share evicts for bytes, and
 //!   turning the key away would leave it below its share for nothing: the shadows count
 //!   entries, not bytes. So in a cache of several shards, a shard below its share while the
 //!   cache is full by entries evicts as before too.
@@ -2504,6 +2504,8 @@ impl S3Fifo {
     /// shard's victim is then the key the followed one dropped), and a shard at its entry
     /// bound that follows the LFU shadow evicts nothing when that shadow turned the key away:
     /// it returns `None` and [`S3Fifo::take_refusal`] says so (see *Refusing the new key*).
+    /// The shard is at its bound if it holds its share of entries and `cache_full_by_entries`
+    /// says the cache holds its `max_entries` (asked only then: it reads the shared counter).
     /// Without `new` (an eviction for another shard's insert or an update's growth), the LFU
     /// shadow's next victim is its LRU end, and the S3-FIFO shadow evicts now.
     #[inline(never)]
@@ -2511,6 +2513,7 @@ impl S3Fifo {
         &mut self,
         slab: &mut impl Slab,
         new: Option<u64>,
+        cache_full_by_entries: impl FnOnce() -> bool,
     ) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
         if self.main.len == 0 {
@@ -2529,9 +2532,12 @@ impl S3Fifo {
                 duel.request(hash);
                 // Only where the entry bound forces the eviction: a shard under its share of
                 // entries evicts for bytes, which a refusal would not save for the others.
+                // With several shards, one may hold more than its share while the cache, full
+                // by bytes, has entries to spare: that eviction is for bytes too.
                 if follow_lfu
                     && !duel.lfu.contains(hash)
                     && self.main.len as u64 >= self.share_entries
+                    && cache_full_by_entries()
                 {
                     // The shadows heard of this miss; the next one must hear of the hits.
                     duel.refused = true;
@@ -2802,7 +2808,8 @@ mod tests {
             if self.index.len() == self.capacity {
                 // As `Shard::evict` chooses.
                 let victim = if self.policy.duels() {
-                    self.policy.duel_evict(&mut self.slab, Some(hash))
+                    // One shard, bounded by entries only: at its share, the cache is full.
+                    self.policy.duel_evict(&mut self.slab, Some(hash), || true)
                 } else {
                     self.policy.evict(&mut self.slab)
                 };

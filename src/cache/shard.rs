@@ -690,12 +690,19 @@ impl Shard {
     /// [`Shard::evict_alone`].
     ///
     /// `None` if the shard is empty, or if a duel shard at its entry bound turns the new key
-    /// away instead ([`Shard::take_refusal`] says which): then it must not be stored.
+    /// away instead ([`Shard::take_refusal`] says which): then it must not be stored. The
+    /// bound is the shard's share of entries while `cache_full_by_entries` says the cache
+    /// holds its `max_entries` (see [`S3Fifo::duel_evict`]).
     // Out of line, with the policy's `evict` inside it: see `S3Fifo::evict`.
     #[inline(never)]
-    pub(super) fn evict(&mut self, new: u64) -> Option<Record> {
+    pub(super) fn evict(
+        &mut self,
+        new: u64,
+        cache_full_by_entries: impl FnOnce() -> bool,
+    ) -> Option<Record> {
         let (slot, hash) = if self.policy.duels() {
-            self.policy.duel_evict(&mut self.records, Some(new))?
+            self.policy
+                .duel_evict(&mut self.records, Some(new), cache_full_by_entries)?
         } else {
             self.policy.evict(&mut self.records)?
         };
@@ -707,11 +714,11 @@ impl Shard {
     pub(super) fn evict_alone(&mut self) -> Option<Record> {
         let victim = if self.policy.duels() {
             self.policy
-                .duel_evict(&mut self.records, None)
+                .duel_evict(&mut self.records, None, || false)
                 .map(|(slot, hash)| self.unindex_victim(slot, hash))
         } else {
             // No duel: the new key's hash is not used.
-            self.evict(0)
+            self.evict(0, || false)
         };
         self.policy.forget_sync();
         victim

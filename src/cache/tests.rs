@@ -1482,3 +1482,53 @@ fn restores_into_a_tiny_shard_following_lfu_are_never_turned_away() {
         assert_every_value_left_once_or_stays(&cache.stats());
     }
 }
+
+/// Admission turns a key away only where the entry bound forces the eviction (the docs of
+/// `RemovalCause::Size`: "an insert into a shard that ... is full only by bytes [is] never
+/// turned away"): in a cache of two duel shards of 20 entries full by bytes, with room for
+/// more entries, a shard holding more than its share still stores every new key.
+#[test]
+fn a_duel_shard_over_its_share_in_a_cache_full_by_bytes_stores_every_insert() {
+    let value: &[u8] = &[7u8; 200];
+    let charge = CacheEntry::charged_size(value.len()) as u64;
+    let events: Heard = Arc::default();
+    let sink = Arc::clone(&events);
+    // Room for 30 such entries of the 40 the entry bound allows.
+    let cache = Cache::builder()
+        .max_bytes(30 * charge)
+        .max_entries(40)
+        .shards(2)
+        .eviction_listener(move |key, value, cause| sink.lock().push((*key, value.clone(), cause)))
+        .build()
+        .expect("valid config");
+    let shard_of = |k: &CacheKey| cache.inner.shard_of(cache.inner.hasher.hash(k));
+    // Every key of one shard, so that it holds all 30 entries the bytes allow.
+    let keys: Vec<u64> = (0..)
+        .filter(|&i| shard_of(&key(i)) == 0)
+        .take(500)
+        .collect();
+    let following = || cache.inner.shards[0].0.lock.read().follows_lfu();
+    for (i, rank) in popular_keys(400_000).enumerate() {
+        let k = key(keys[rank as usize]);
+        if cache.get(&k).is_none() {
+            cache.insert(k, value).expect("fits");
+        }
+        if i >= 20_000 && following() {
+            break;
+        }
+    }
+    assert!(following());
+    assert_eq!(cache.inner.shards[0].0.lock.read().len(), 30);
+    let heard = events.lock().len();
+    let fresh = (1_000_000..).filter(|&i| shard_of(&key(i)) == 0);
+    for i in fresh.take(100) {
+        cache.insert(key(i), value).expect("fits");
+        assert!(cache.len() < 40, "the entry bound is not reached");
+        assert!(cache.contains_key(&key(i)), "insert of key {i} turned away");
+    }
+    assert!(
+        events.lock()[heard..]
+            .iter()
+            .all(|(_, _, cause)| *cause == RemovalCause::Size)
+    );
+}
