@@ -1089,7 +1089,7 @@ impl Inner {
     ) -> bool {
         let (mut bytes, mut entries) = (0, 0);
         while entries == 0 || (bytes < charge && !self.try_reserve_bytes(charge - bytes)) {
-            let Some(record) = shard.evict(hash, || {
+            let Some(record) = shard.evict(hash, &|| {
                 self.entries.0.load(Ordering::Acquire) >= self.max_entries
             }) else {
                 self.release(bytes, entries);

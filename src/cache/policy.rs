@@ -945,11 +945,13 @@
 //! as before, an entry the followed shadow does not hold: usually the key it just dropped for
 //! the new one.
 //!
-//! * **Only where the entry bound forces the eviction**: the shard holds its share of entries,
-//!   the cache its `max_entries`, and this is the insert's first eviction. A shard below its share evicts for bytes, and
-//!   turning the key away would leave it below its share for nothing: the shadows count
-//!   entries, not bytes. So in a cache of several shards, a shard below its share while the
-//!   cache is full by entries evicts as before too.
+//! * **Only where the entry bound forces the eviction**: the shard holds its share of entries, the
+//!   cache its `max_entries`, and this is the insert's first eviction. A shard below its share
+//!   evicts for bytes, and turning the key away would leave it below its share for nothing: the
+//!   shadows count entries, not bytes. So in a cache of several shards, a shard below its share
+//!   while the cache is full by entries evicts as before too, and so does a shard over its share
+//!   while the cache, full by bytes, has entries to spare (the test reads the shared count of
+//!   entries only when all else says to refuse).
 //! * **Never for a restored entry**: a snapshot's load and an import store without evicting
 //!   (`store::<false>`) and never reach the test; the duel hears of such a key as of any miss
 //!   ([`S3Fifo::restore`]). A restore promises to put back what was saved, where room allows,
@@ -2513,7 +2515,7 @@ impl S3Fifo {
         &mut self,
         slab: &mut impl Slab,
         new: Option<u64>,
-        cache_full_by_entries: impl FnOnce() -> bool,
+        cache_full_by_entries: &dyn Fn() -> bool,
     ) -> Option<(u32, u64)> {
         let duel = self.duel.as_deref_mut()?;
         if self.main.len == 0 {
@@ -2809,7 +2811,7 @@ mod tests {
                 // As `Shard::evict` chooses.
                 let victim = if self.policy.duels() {
                     // One shard, bounded by entries only: at its share, the cache is full.
-                    self.policy.duel_evict(&mut self.slab, Some(hash), || true)
+                    self.policy.duel_evict(&mut self.slab, Some(hash), &|| true)
                 } else {
                     self.policy.evict(&mut self.slab)
                 };
