@@ -48,13 +48,19 @@ fn push_printable(shown: &mut String, c: char) {
 
 /// A path for printing: [`printable`], and a name that is not valid UTF-8 shows each stray
 /// byte as `\xNN`. `Path::display` put U+FFFD in their place, so two names differing only
-/// there printed alike and neither could be typed back.
+/// there printed alike and neither could be typed back. A backslash is doubled, so that a
+/// name spelling `\xff` does not print as the byte 0xff does. (Engine text keeps its
+/// backslashes: it has no stray bytes to tell apart.)
 pub fn shown(path: &std::path::Path) -> String {
     let bytes = path.as_os_str().as_encoded_bytes();
     let mut shown = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            push_printable(&mut shown, c);
+            if c == '\\' {
+                shown.push_str("\\\\");
+            } else {
+                push_printable(&mut shown, c);
+            }
         }
         for byte in chunk.invalid() {
             shown.push_str(&format!("\\x{byte:02x}"));
@@ -90,6 +96,15 @@ mod tests {
         use std::os::unix::ffi::OsStrExt as _;
         let odd = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/a/b\xff\xfec\x1b.wav"));
         assert_eq!(shown(odd), "/a/b\\xff\\xfec\\u{1b}.wav");
+        // A name that spells the escape prints apart from the byte it spells.
+        let spelled = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/a/b\\xff.wav"));
+        assert_eq!(shown(spelled), "/a/b\\\\xff.wav");
+        assert_ne!(
+            shown(spelled),
+            shown(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                b"/a/b\xff.wav"
+            )))
+        );
         assert_eq!(file_name(odd), "b\\xff\\xfec\\u{1b}.wav");
         // Not the same as a name holding U+FFFD, as `Path::display` made it.
         let replacement = std::path::Path::new("/a/b\u{fffd}\u{fffd}c.wav");
