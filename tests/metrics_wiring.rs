@@ -230,6 +230,42 @@ fn an_unread_cache_publishes_no_hit_ratio_and_fires_no_low_ratio_alert() {
     );
 }
 
+/// Bug: registering the cache metrics created the hit ratio gauge at 0, so until the first
+/// publish it read as "no hits at all": a render (a scrape) showed
+/// `memocache_cache_hit_ratio 0` and a "hit ratio below X" rule on the last value fired,
+/// before the cache had been asked anything. The gauge starts as NaN ("no data"); a
+/// registration that finds the gauge already published keeps its value.
+#[test]
+fn the_hit_ratio_is_no_data_until_the_first_publish() {
+    let clock = ManualClock::new();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let metrics = CacheMetrics::register(&registry).unwrap();
+    let text = registry.render_prometheus();
+    assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    alerts.add_rule(
+        AlertRule::new(
+            "cache hit ratio low",
+            "memocache_cache_hit_ratio",
+            Threshold::less_than(0.5).unwrap(),
+            Severity::Warning,
+            60 * SECOND,
+        )
+        .with_aggregation(Aggregation::Last),
+    );
+    assert_eq!(alerts.evaluate(), Vec::new());
+
+    // Published, the ratio is the cache's; registering again (as `record_cache` does on
+    // every call) finds the gauge and leaves it as published.
+    let cache = Cache::builder().max_bytes(1 << 20).build().unwrap();
+    cache.insert(key(0), "x").unwrap();
+    cache.get(&key(0));
+    metrics.publish(&cache.stats());
+    CacheMetrics::register(&registry).unwrap();
+    let text = registry.render_prometheus();
+    assert!(text.contains("\nmemocache_cache_hit_ratio 1\n"), "{text}");
+}
+
 // --- the job queue ----------------------------------------------------------------------------
 
 fn audio(n: u8) -> String {

@@ -461,6 +461,24 @@ impl Batch<'_> {
         self.get_or_register(name, help, labels)
     }
 
+    /// [`Batch::gauge`], but a gauge the batch registers starts as NaN instead of 0: "no
+    /// data" to a scraper and to alert rules until it is first set. A gauge found registered
+    /// keeps its value.
+    pub(crate) fn gauge_starting_nan(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Gauge, MetricError> {
+        let before = self.added.borrow().len();
+        let gauge = self.gauge(name, help, labels)?;
+        if self.added.borrow().len() > before {
+            // NaN goes to no window: the history stays empty.
+            gauge.set(f64::NAN);
+        }
+        Ok(gauge)
+    }
+
     /// [`MetricsRegistry::histogram`], in the batch.
     pub(crate) fn histogram(
         &self,

@@ -43,7 +43,8 @@
 //! The hit ratio of a cache that has not been read is 0/0, published as `NaN` rather than the
 //! 0.0 of [`CacheStats::hit_ratio`]: like an empty window, it is "no data" to an alert rule
 //! (no threshold meets NaN), where a 0 would fire every "hit ratio below X" rule on an idle
-//! system.
+//! system. The gauge is registered as `NaN` too, so it reads "no data" before the first
+//! publish as well.
 //!
 //! Explicit removals and replacements are not evictions (the cache did not choose them), so
 //! they are separate families; `sum(memocache_cache_evictions_total)` is what the policy and the
@@ -186,9 +187,12 @@ impl CacheMetrics {
                 "memocache_cache_size_bytes",
                 "Bytes charged against the cache's budget.",
             )?,
-            hit_ratio: gauge(
+            // NaN until the first publish too: at 0, a render or a rule on the last value
+            // read a cache not yet published as one that never hit.
+            hit_ratio: registry.gauge_starting_nan(
                 "memocache_cache_hit_ratio",
                 "Hits / (hits + misses) since the cache was built; NaN before the first read.",
+                &[],
             )?,
         })
     }
