@@ -1,10 +1,12 @@
 //! The memoized transcription pipeline, end to end in the library.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 
 use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, split};
+use memocache::metrics::AlertTransition::{Firing, Resolved};
+use memocache::metrics::{AlertTransition, Notification, Notifier, NotifyError};
 use memocache::pipeline::{
     CommandTranscriber, Pipeline, PipelineError, StandInTranscriber, TranscribeError, Transcriber,
 };
@@ -661,4 +663,156 @@ fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted()
         assert_eq!(served.transcript.text, "len500");
         assert!(!served.from_cache);
     });
+}
+
+// --- alert notifiers: run with no lock of the pipeline held ----------------------------------
+
+/// A pipeline on `cache` with one rule, "the cache holds entries" (it fires as soon as that
+/// is true and resolves as soon as it is not), sending to `notifier`.
+fn alerting(cache: Cache, notifier: Arc<dyn Notifier>) -> Arc<Pipeline> {
+    use memocache::{Aggregation, AlertRule, Severity, Threshold};
+    let rule = AlertRule::new(
+        "cache holds entries",
+        "memocache_cache_entries",
+        Threshold::greater_than(0.0).expect("finite"),
+        Severity::Info,
+        std::time::Duration::from_secs(60),
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("pager");
+    let pipeline = Pipeline::builder(cache, Arc::new(StandInTranscriber::new(1)))
+        .alert_rule(rule)
+        .notifier("pager", notifier)
+        .build()
+        .expect("starts");
+    Arc::new(pipeline)
+}
+
+fn entry() -> memocache::CacheKey {
+    memocache::CacheKey::from_content(b"entry", "alerts").expect("valid prefix")
+}
+
+/// Runs `f` on a thread of its own and gives its result, or fails if that takes a minute
+/// (a deadlock guard, not a timing claim).
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("never returned: {what}"))
+}
+
+fn transitions(notifications: &[Notification]) -> Vec<AlertTransition> {
+    notifications.iter().map(|n| n.transition).collect()
+}
+
+/// On "firing", empties the cache and evaluates the pipeline's rules again, from inside the
+/// notifier; records what it is sent and what that inner evaluation returned.
+struct EvaluatesAgain {
+    pipeline: Arc<OnceLock<Weak<Pipeline>>>,
+    cache: Cache,
+    seen: Arc<Mutex<Vec<AlertTransition>>>,
+    inner: Arc<Mutex<Vec<Notification>>>,
+}
+
+impl Notifier for EvaluatesAgain {
+    fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
+        self.seen.lock().unwrap().push(n.transition);
+        if n.transition == Firing
+            && let Some(pipeline) = self.pipeline.get().and_then(Weak::upgrade)
+        {
+            self.cache.remove(&entry());
+            let again = pipeline.evaluate_alerts();
+            self.inner.lock().unwrap().extend(again);
+        }
+        Ok(())
+    }
+}
+
+/// Bug: `evaluate_alerts` (and so `transcribe`, which calls it) ran the notifiers holding
+/// the alert evaluator's lock, so a notifier that called the pipeline back — to evaluate
+/// again, or to transcribe a file — deadlocked its thread for good. The inner evaluation
+/// now returns what it decided, and the channel gets that after the notification it was
+/// called from.
+#[test]
+fn a_notifier_may_call_the_pipeline_back() {
+    let cache = cache();
+    let slot = Arc::new(OnceLock::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = Arc::new(Mutex::new(Vec::new()));
+    let notifier = EvaluatesAgain {
+        pipeline: Arc::clone(&slot),
+        cache: cache.clone(),
+        seen: Arc::clone(&seen),
+        inner: Arc::clone(&inner),
+    };
+    let pipeline = alerting(cache.clone(), Arc::new(notifier));
+    slot.set(Arc::downgrade(&pipeline)).expect("set once");
+    cache.insert(entry(), "x").expect("fits");
+    let outer = {
+        let pipeline = Arc::clone(&pipeline);
+        within_a_minute("an evaluation whose notifier evaluates again", move || {
+            pipeline.evaluate_alerts()
+        })
+    };
+    assert_eq!(transitions(&outer), [Firing]);
+    assert_eq!(transitions(&inner.lock().unwrap()), [Resolved]);
+    assert_eq!(*seen.lock().unwrap(), [Firing, Resolved]);
+}
+
+/// Blocks in its first call until released; records what it is sent once it returns.
+struct Stalls {
+    entered: Mutex<Option<mpsc::Sender<()>>>,
+    release: Mutex<mpsc::Receiver<()>>,
+    seen: Arc<Mutex<Vec<AlertTransition>>>,
+}
+
+impl Notifier for Stalls {
+    fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(());
+            let _ = self.release.lock().unwrap().recv();
+        }
+        self.seen.lock().unwrap().push(n.transition);
+        Ok(())
+    }
+}
+
+/// Bug: while a notifier ran, the evaluator's lock was held, so a slow notifier (a pager's
+/// HTTP call timing out) held up every other thread's `evaluate_alerts`, and with it every
+/// `transcribe`, which evaluates after each file. Another thread's evaluation now returns
+/// at once, and its notification reaches the channel after the one being delivered, in the
+/// order the evaluations decided them.
+#[test]
+fn a_slow_notifier_holds_up_no_other_threads_evaluation_and_order_is_kept() {
+    let cache = cache();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let notifier = Stalls {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(release_rx),
+        seen: Arc::clone(&seen),
+    };
+    let pipeline = alerting(cache.clone(), Arc::new(notifier));
+    cache.insert(entry(), "x").expect("fits");
+    let first = {
+        let pipeline = Arc::clone(&pipeline);
+        std::thread::spawn(move || pipeline.evaluate_alerts())
+    };
+    entered
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the firing notification reaches the notifier");
+    cache.remove(&entry());
+    let second = {
+        let pipeline = Arc::clone(&pipeline);
+        within_a_minute("an evaluation while a notifier stalls", move || {
+            pipeline.evaluate_alerts()
+        })
+    };
+    assert_eq!(transitions(&second), [Resolved]);
+    release.send(()).expect("the notifier waits");
+    assert_eq!(transitions(&first.join().expect("no panic")), [Firing]);
+    assert_eq!(*seen.lock().unwrap(), [Firing, Resolved]);
 }

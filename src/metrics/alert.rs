@@ -541,9 +541,21 @@ impl AlertEvaluator {
     /// Re-raises the first panic of a [`Notifier`], once every rule is evaluated and every
     /// notification delivered (see the [module docs](self)).
     pub fn evaluate(&mut self) -> Vec<Notification> {
-        let now = self.registry.clock().now();
-        let mut sent = Vec::new();
+        let deliveries = self.decide();
         let mut panics = FirstPanic::default();
+        for delivery in &deliveries {
+            delivery.send(&mut panics);
+        }
+        panics.resume();
+        deliveries.into_iter().map(|d| d.notification).collect()
+    }
+
+    /// [`evaluate`](Self::evaluate) without the delivery: steps every rule and returns the
+    /// notifications with their notifiers, for a holder that keeps the evaluator behind a
+    /// lock to deliver after releasing it (a notifier is the host's code, and may call back).
+    pub(crate) fn decide(&mut self) -> Vec<Delivery> {
+        let now = self.registry.clock().now();
+        let mut decided = Vec::new();
         for (rule, states) in &mut self.rules {
             let mut values: BTreeMap<Tags, Option<f64>> = if rule.is_enabled() {
                 let selected = self.registry.aggregate_selected(
@@ -589,12 +601,52 @@ impl AlertEvaluator {
                     active_since,
                     at: now,
                 };
-                deliver(&self.channels, rule, &notification, &mut panics);
-                sent.push(notification);
+                let channels = rule
+                    .notification_channels()
+                    .iter()
+                    .map(|channel| (channel.clone(), self.channels.get(channel).cloned()))
+                    .collect();
+                decided.push(Delivery {
+                    notification,
+                    channels,
+                });
             }
         }
-        panics.resume();
-        sent
+        decided
+    }
+}
+
+/// A notification an evaluation decided on, with the notifier of each of its rule's channels.
+pub(crate) struct Delivery {
+    notification: Notification,
+    /// Each channel the rule names, with its notifier; `None` for a channel the evaluator
+    /// does not know.
+    channels: Vec<(String, Option<Arc<dyn Notifier>>)>,
+}
+
+impl Delivery {
+    /// What is delivered.
+    pub(crate) fn notification(&self) -> &Notification {
+        &self.notification
+    }
+
+    /// Sends the notification to each channel; a notifier's panic is kept in `panics` and the
+    /// next channel is served.
+    pub(crate) fn send(&self, panics: &mut FirstPanic) {
+        let notification = &self.notification;
+        let rule = &notification.rule_name;
+        for (channel, notifier) in &self.channels {
+            match notifier {
+                Some(notifier) => panics.catch(|| {
+                    if let Err(error) = notifier.notify(notification) {
+                        tracing::warn!(%channel, %rule, %error, "alert notification failed");
+                    }
+                }),
+                None => {
+                    tracing::warn!(%channel, %rule, "alert names an unknown channel");
+                }
+            }
+        }
     }
 }
 
@@ -656,28 +708,6 @@ fn step(
                     clear_since: Some(clear_since),
                 };
                 (firing, None)
-            }
-        }
-    }
-}
-
-/// Sends `notification` to each of the rule's channels; a notifier's panic is kept in
-/// `panics` and the next channel is served.
-fn deliver(
-    channels: &HashMap<String, Arc<dyn Notifier>>,
-    rule: &AlertRule,
-    notification: &Notification,
-    panics: &mut FirstPanic,
-) {
-    for channel in rule.notification_channels() {
-        match channels.get(channel) {
-            Some(notifier) => panics.catch(|| {
-                if let Err(error) = notifier.notify(notification) {
-                    tracing::warn!(%channel, rule = %rule.name(), %error, "alert notification failed");
-                }
-            }),
-            None => {
-                tracing::warn!(%channel, rule = %rule.name(), "alert names an unknown channel");
             }
         }
     }

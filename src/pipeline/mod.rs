@@ -52,6 +52,7 @@
 
 mod engine;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ use serde::{Deserialize, Serialize};
 pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transcriber};
 
 use crate::cache::Cache;
+use crate::callback::FirstPanic;
 use crate::chunk::processor::Fingerprint;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment};
 use crate::codec::{self, CodecError};
@@ -70,6 +72,7 @@ use crate::job::{
     QueueError, RetryConfig, Shutdown, WorkerPool,
 };
 use crate::key::{CacheKey, KeyError};
+use crate::metrics::alert::Delivery;
 use crate::metrics::wiring::{CacheMetrics, QueueMetrics};
 use crate::metrics::{
     Aggregation, AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification,
@@ -348,6 +351,7 @@ impl PipelineBuilder {
             pool: Mutex::new(Some(pool)),
             registry,
             alerts: Mutex::new(alerts),
+            outbox: Mutex::default(),
             clock: timer,
         })
     }
@@ -367,6 +371,8 @@ pub struct Pipeline {
     served: [crate::metrics::Counter; 2],
     saved: crate::metrics::Gauge,
     alerts: Mutex<AlertEvaluator>,
+    /// Notifications decided and not yet delivered: see [`Pipeline::evaluate_alerts`].
+    outbox: Mutex<Outbox>,
     /// Times each file's service (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
 }
@@ -377,6 +383,14 @@ impl std::fmt::Debug for Pipeline {
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
+}
+
+/// Alert notifications waiting to be delivered, oldest first.
+#[derive(Default)]
+struct Outbox {
+    pending: VecDeque<Delivery>,
+    /// Whether a thread is delivering them (it delivers every one queued meanwhile too).
+    delivering: bool,
 }
 
 /// The handles [`PipelineBuilder::build`] registers, in one batch.
@@ -734,10 +748,52 @@ impl Pipeline {
     /// Publishes the cache's and the queue's statistics, then evaluates the alert rules now;
     /// returns what fired or resolved (also sent to the rules' channels). [`Pipeline::transcribe`]
     /// does this after every file; a host with rules on time windows calls it on a timer too.
+    ///
+    /// Notifiers run with no lock of the pipeline held, so one may call the pipeline (this
+    /// method too), and a slow one holds up no other thread's evaluation. Each channel gets
+    /// the notifications in the order the evaluations made them: while one thread delivers,
+    /// an evaluation on another thread (or from inside a notifier) queues its own behind and
+    /// returns, and the delivering thread sends them too, and re-raises the first panic of a
+    /// notifier among all it delivered.
     pub fn evaluate_alerts(&self) -> Vec<Notification> {
         self.cache_metrics.publish(&self.cache.stats());
         self.queue_metrics.publish(&self.queue.stats());
-        self.alerts.lock().evaluate()
+        let notifications = {
+            // Held across a notifier's call, the evaluator's lock deadlocked a notifier that
+            // called back in, and a slow notifier held every thread's `transcribe` up.
+            let mut alerts = self.alerts.lock();
+            let decided = alerts.decide();
+            let notifications = decided.iter().map(|d| d.notification().clone()).collect();
+            // Queued while the evaluator is still locked: in the order evaluations decided.
+            self.outbox.lock().pending.extend(decided);
+            notifications
+        };
+        self.deliver_alerts();
+        notifications
+    }
+
+    /// Delivers the queued notifications in order, unless a thread (another, or this one
+    /// further up its stack, in a notifier) is delivering already: that one sends them.
+    fn deliver_alerts(&self) {
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.delivering {
+                return;
+            }
+            outbox.delivering = true;
+        }
+        let mut panics = FirstPanic::default();
+        loop {
+            let next = {
+                let mut outbox = self.outbox.lock();
+                let next = outbox.pending.pop_front();
+                outbox.delivering = next.is_some();
+                next
+            };
+            let Some(delivery) = next else { break };
+            delivery.send(&mut panics);
+        }
+        panics.resume();
     }
 
     /// Totals since the pipeline started.
