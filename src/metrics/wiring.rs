@@ -12,6 +12,14 @@
 //! ratio, queue depth) are gauges, and each publish adds a sample to the gauge's history, so
 //! alert rules can average them over a window (the hit ratio over five minutes).
 //!
+//! So one [`CacheMetrics`] mirrors one cache, and one [`QueueMetrics`] one queue, for the life
+//! of the registry: the names carry no label that tells two caches apart, and a counter keeps
+//! the largest total it was given. Statistics of a second cache published into the same
+//! registry (two pipelines given one registry), or of a queue that replaced a dropped one
+//! (its counts start again at 0), show for each counter the larger of the two totals, which
+//! is neither's and not their sum, and in each gauge whichever was published last. Give each
+//! cache and each queue a registry of its own.
+//!
 //! Job latency is the one thing a snapshot cannot carry: percentiles need every job's latency,
 //! not a total. It is pushed instead, through the queue's completion hook
 //! ([`JobQueueBuilder::on_complete`](crate::JobQueueBuilder::on_complete)), which calls

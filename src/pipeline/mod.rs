@@ -245,7 +245,10 @@ impl PipelineBuilder {
     /// hits included) and `memocache_transcription_saved_seconds` (gauge, compute time the
     /// hits saved): alert rules can name any of them. [`PipelineBuilder::build`] fails with
     /// [`PipelineError::Metrics`] if a given registry cannot take one of these names (see
-    /// [`MetricsRegistry::counter`] for why a name is refused).
+    /// [`MetricsRegistry::counter`] for why a name is refused). A registry serves one
+    /// pipeline: a second one given the same registry publishes its cache's and queue's
+    /// statistics into the same metrics, which then show neither's figures (see
+    /// [`wiring`](crate::metrics::wiring)).
     pub fn registry(mut self, registry: MetricsRegistry) -> Self {
         self.registry = Some(registry);
         self
