@@ -942,3 +942,53 @@ fn a_rules_labels_select_the_series_that_have_them() {
         ]
     );
 }
+
+/// Uses the registry from inside `notify`: registers a metric (the registry's write lock),
+/// renders, and sets the gauge a rule watches.
+struct UsesTheRegistry(MetricsRegistry);
+
+impl Notifier for UsesTheRegistry {
+    fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
+        let name = format!("seen_{}_total", n.transition);
+        self.0.counter(&name, "", &[]).unwrap().inc();
+        assert!(
+            self.0
+                .render_prometheus()
+                .contains("# TYPE queue_depth gauge")
+        );
+        self.0.gauge("queue_depth", "", &[]).unwrap().set(0.0);
+        Ok(())
+    }
+}
+
+/// A notifier may register, render and record while `evaluate` runs (no registry lock is
+/// held across it; no other test calls the registry from a notifier), and what it records
+/// does not change what the other rules of that evaluation see: every rule is stepped, then
+/// the notifications are delivered. Delivered rule by rule, as before, the notifier's reset
+/// of the gauge kept the second rule on it from firing: an evaluation's outcome depended on
+/// the order the rules were added in.
+#[test]
+fn a_notifier_may_use_the_registry_during_an_evaluation() {
+    let mut t = setup();
+    t.alerts
+        .add_channel("recorder", Arc::new(UsesTheRegistry(t.registry.clone())));
+    t.alerts.add_rule(depth_rule().with_channel("recorder"));
+    t.alerts.add_rule(depth_rule());
+    t.registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut alerts = t.alerts;
+    std::thread::spawn(move || {
+        let fired = alerts.evaluate();
+        let _ = tx.send(fired.len());
+    });
+    let fired = rx
+        .recv_timeout(60 * SECOND)
+        .expect("evaluate returns (a deadlock guard, not a timing claim)");
+    assert_eq!(fired, 2);
+    let total = |name| {
+        t.registry
+            .aggregate(name, &Default::default(), Aggregation::Last, SECOND)
+    };
+    assert_eq!(total("seen_firing_total"), Some(1.0));
+    assert_eq!(t.pager.notifications().len(), 2);
+}

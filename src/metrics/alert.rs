@@ -44,7 +44,10 @@
 //!
 //! A rule names its channels; the evaluator maps channel names to [`Notifier`]s. Every
 //! transition to firing and to resolved produces one [`Notification`], delivered to each of the
-//! rule's channels and returned from `evaluate`. A failing or unknown channel is logged through
+//! rule's channels and returned from `evaluate`. Delivery comes once every rule is stepped, so
+//! what a notifier does (it may use the registry: no lock of it is held) does not change what
+//! the other rules of that evaluation see; delivered rule by rule, a notifier that reset a
+//! gauge kept a later rule on it from firing, and the outcome depended on the rules' order. A failing or unknown channel is logged through
 //! `tracing` and does not stop delivery to the others or the evaluation of other rules. Nor
 //! does a notifier that panics: a notifier is the host's code, so as with the crate's other
 //! callbacks every rule is evaluated and every channel served, and then `evaluate` re-raises
