@@ -385,6 +385,21 @@ fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
     assert_eq!(log.notifications().len(), 1);
 }
 
+/// Bug: a rule that named a channel twice (`depth_rule()` names "pager", and a host adding
+/// "pager" again for a rule built from it) notified that channel twice per firing: the pager
+/// went off twice for one alert. A channel is named once, however often it is added.
+#[test]
+fn a_channel_named_twice_is_notified_once() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let rule = depth_rule().with_channel("pager");
+    assert_eq!(rule.notification_channels(), ["pager"]);
+    t.alerts.add_rule(rule);
+    depth.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+    assert_eq!(t.pager.notifications().len(), 1);
+}
+
 /// Counts calls and panics in every one: a host's notifier with a bug.
 struct Panicking(Arc<AtomicUsize>);
 

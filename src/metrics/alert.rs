@@ -185,9 +185,13 @@ impl AlertRule {
         self
     }
 
-    /// Adds a notification channel.
+    /// Adds a notification channel; one the rule names already is not added again (it would
+    /// be notified twice for each firing).
     pub fn with_channel(mut self, channel: impl Into<String>) -> AlertRule {
-        self.notification_channels.push(channel.into());
+        let channel = channel.into();
+        if !self.notification_channels.contains(&channel) {
+            self.notification_channels.push(channel);
+        }
         self
     }
 
