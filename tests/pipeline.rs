@@ -816,3 +816,60 @@ fn a_slow_notifier_holds_up_no_other_threads_evaluation_and_order_is_kept() {
     assert_eq!(transitions(&first.join().expect("no panic")), [Firing]);
     assert_eq!(*seen.lock().unwrap(), [Firing, Resolved]);
 }
+
+/// A `tracing` subscriber that panics on every event: a host's logging with a bug.
+struct PanickingLog;
+
+impl tracing::Subscriber for PanickingLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        panic!("log sink bug");
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Bug: the warning about a channel the rule names but no notifier serves was logged outside
+/// the panic guard, so a host's `tracing` subscriber that panicked there skipped the rule's
+/// later channels (the pager never heard of the firing), and with the outbox it would have
+/// left the pipeline marked as delivering, every later notification queued for good. The
+/// panic goes on to the caller once every channel is served, and the next evaluation
+/// delivers.
+#[test]
+fn a_panic_while_logging_a_delivery_does_not_stop_later_deliveries() {
+    use memocache::{Aggregation, AlertRule, MemoryNotifier, Severity, Threshold};
+    let cache = cache();
+    let pager = MemoryNotifier::new();
+    let rule = AlertRule::new(
+        "cache holds entries",
+        "memocache_cache_entries",
+        Threshold::greater_than(0.0).expect("finite"),
+        Severity::Info,
+        std::time::Duration::from_secs(60),
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("nowhere")
+    .with_channel("pager");
+    let pipeline = Pipeline::builder(cache.clone(), Arc::new(StandInTranscriber::new(1)))
+        .alert_rule(rule)
+        .notifier("pager", Arc::new(pager.clone()))
+        .build()
+        .expect("starts");
+    cache.insert(entry(), "x").expect("fits");
+    let evaluated = tracing::subscriber::with_default(PanickingLog, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.evaluate_alerts()))
+    });
+    let payload = evaluated.expect_err("the subscriber's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"log sink bug"));
+    assert_eq!(transitions(&pager.take()), [Firing]);
+    cache.remove(&entry());
+    assert_eq!(transitions(&pipeline.evaluate_alerts()), [Resolved]);
+    assert_eq!(transitions(&pager.take()), [Resolved]);
+}

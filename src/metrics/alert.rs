@@ -637,22 +637,21 @@ impl Delivery {
         &self.notification
     }
 
-    /// Sends the notification to each channel; a notifier's panic is kept in `panics` and the
-    /// next channel is served.
+    /// Sends the notification to each channel; a panic is kept in `panics` and the next
+    /// channel is served. The logging is caught too: a `tracing` subscriber is the host's
+    /// code as well, and a panic let out here would leave a pipeline's delivery half done.
     pub(crate) fn send(&self, panics: &mut FirstPanic) {
         let notification = &self.notification;
         let rule = &notification.rule_name;
         for (channel, notifier) in &self.channels {
-            match notifier {
-                Some(notifier) => panics.catch(|| {
+            panics.catch(|| match notifier {
+                Some(notifier) => {
                     if let Err(error) = notifier.notify(notification) {
                         tracing::warn!(%channel, %rule, %error, "alert notification failed");
                     }
-                }),
-                None => {
-                    tracing::warn!(%channel, %rule, "alert names an unknown channel");
                 }
-            }
+                None => tracing::warn!(%channel, %rule, "alert names an unknown channel"),
+            });
         }
     }
 }
