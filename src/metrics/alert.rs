@@ -47,8 +47,9 @@
 //! rule's channels and returned from `evaluate`. Delivery comes once every rule is stepped, so
 //! what a notifier does (it may use the registry: no lock of it is held) does not change what
 //! the other rules of that evaluation see; delivered rule by rule, a notifier that reset a
-//! gauge kept a later rule on it from firing, and the outcome depended on the rules' order. A failing or unknown channel is logged through
-//! `tracing` and does not stop delivery to the others or the evaluation of other rules. Nor
+//! gauge kept a later rule on it from firing, and the outcome depended on the rules' order.
+//! A failing or unknown channel is logged through `tracing` and does not stop delivery to the
+//! others or the evaluation of other rules (nor does a subscriber that panics logging it). Nor
 //! does a notifier that panics: a notifier is the host's code, so as with the crate's other
 //! callbacks every rule is evaluated and every channel served, and then `evaluate` re-raises
 //! the first panic. Let out at once, it skipped the rule's later channels for good (the rule
