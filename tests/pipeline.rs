@@ -668,8 +668,9 @@ fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted()
 // --- alert notifiers: run with no lock of the pipeline held ----------------------------------
 
 /// A pipeline on `cache` with one rule, "the cache holds entries" (it fires as soon as that
-/// is true and resolves as soon as it is not), sending to `notifier`.
-fn alerting(cache: Cache, notifier: Arc<dyn Notifier>) -> Arc<Pipeline> {
+/// is true and resolves as soon as it is not), sending to `channels`, of which "pager" is
+/// served by `notifier`.
+fn alerting(cache: Cache, channels: &[&str], notifier: Arc<dyn Notifier>) -> Arc<Pipeline> {
     use memocache::{Aggregation, AlertRule, Severity, Threshold};
     let rule = AlertRule::new(
         "cache holds entries",
@@ -678,8 +679,8 @@ fn alerting(cache: Cache, notifier: Arc<dyn Notifier>) -> Arc<Pipeline> {
         Severity::Info,
         std::time::Duration::from_secs(60),
     )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("pager");
+    .with_aggregation(Aggregation::Last);
+    let rule = channels.iter().fold(rule, |rule, &c| rule.with_channel(c));
     let pipeline = Pipeline::builder(cache, Arc::new(StandInTranscriber::new(1)))
         .alert_rule(rule)
         .notifier("pager", notifier)
@@ -747,7 +748,7 @@ fn a_notifier_may_call_the_pipeline_back() {
         seen: Arc::clone(&seen),
         inner: Arc::clone(&inner),
     };
-    let pipeline = alerting(cache.clone(), Arc::new(notifier));
+    let pipeline = alerting(cache.clone(), &["pager"], Arc::new(notifier));
     slot.set(Arc::downgrade(&pipeline)).expect("set once");
     cache.insert(entry(), "x").expect("fits");
     let outer = {
@@ -795,7 +796,7 @@ fn a_slow_notifier_holds_up_no_other_threads_evaluation_and_order_is_kept() {
         release: Mutex::new(release_rx),
         seen: Arc::clone(&seen),
     };
-    let pipeline = alerting(cache.clone(), Arc::new(notifier));
+    let pipeline = alerting(cache.clone(), &["pager"], Arc::new(notifier));
     cache.insert(entry(), "x").expect("fits");
     let first = {
         let pipeline = Arc::clone(&pipeline);
@@ -844,24 +845,13 @@ impl tracing::Subscriber for PanickingLog {
 /// delivers.
 #[test]
 fn a_panic_while_logging_a_delivery_does_not_stop_later_deliveries() {
-    use memocache::{Aggregation, AlertRule, MemoryNotifier, Severity, Threshold};
     let cache = cache();
-    let pager = MemoryNotifier::new();
-    let rule = AlertRule::new(
-        "cache holds entries",
-        "memocache_cache_entries",
-        Threshold::greater_than(0.0).expect("finite"),
-        Severity::Info,
-        std::time::Duration::from_secs(60),
-    )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("nowhere")
-    .with_channel("pager");
-    let pipeline = Pipeline::builder(cache.clone(), Arc::new(StandInTranscriber::new(1)))
-        .alert_rule(rule)
-        .notifier("pager", Arc::new(pager.clone()))
-        .build()
-        .expect("starts");
+    let pager = memocache::MemoryNotifier::new();
+    let pipeline = alerting(
+        cache.clone(),
+        &["nowhere", "pager"],
+        Arc::new(pager.clone()),
+    );
     cache.insert(entry(), "x").expect("fits");
     let evaluated = tracing::subscriber::with_default(PanickingLog, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.evaluate_alerts()))
