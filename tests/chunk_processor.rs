@@ -1270,3 +1270,213 @@ fn a_path_and_a_reader_over_the_same_bytes_give_the_same_chunks_and_keys() {
     assert!(!stored.whole_file_hit && found.whole_file_hit);
     assert_eq!(stored.file_key, found.file_key);
 }
+
+/// Waits up to ten seconds for `ready`; whether it came.
+fn wait_for(ready: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Bug: two runs over the same audio at once (two requests for copies of one recording, or a
+/// recording and its edited copy) each sent every shared chunk to the chunk function: a run
+/// looked its chunk up, missed, and computed it, whether or not another run was computing it
+/// at that moment. Now a chunk is loaded through the cache's coalescing loader, and the run
+/// that arrives second waits for the first's result. The first call holds its chunk until
+/// the other run has looked the chunk up (its miss) — or, on the old code, called the
+/// function itself.
+#[test]
+fn two_runs_over_the_same_audio_at_once_compute_each_chunk_once() {
+    let data = input(1);
+    let cache = cache();
+    let p = processor(&cache, 1, no_retry());
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Both runs' lookups, or the other run's own call.
+            assert!(wait_for(|| {
+                cache.stats().misses >= 2 || calls.load(Ordering::SeqCst) >= 2
+            }));
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let run = || {
+        p.process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().skip_whole_file_memo(),
+        )
+        .unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(run);
+        let b = s.spawn(run);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one call for the shared chunk"
+    );
+    assert_eq!(a.result.text, b.result.text);
+    assert_eq!(texts(&a), expected(&data));
+    let mut computed = [a.computed, b.computed];
+    computed.sort_unstable();
+    assert_eq!(computed, [0, 1]);
+    assert_eq!(a.cached + b.cached, 1);
+}
+
+/// Within one run too: identical chunks (stretches of digital silence) that two workers take
+/// at once are computed once, the second counted as found in the cache.
+#[test]
+fn identical_chunks_taken_by_two_workers_at_once_are_computed_once() {
+    let chunk = input(1);
+    let data = [chunk.clone(), chunk].concat();
+    let cache = cache();
+    let p = processor(&cache, 2, no_retry());
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            assert!(wait_for(|| {
+                cache.stats().misses >= 2 || calls.load(Ordering::SeqCst) >= 2
+            }));
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let out = p
+        .process_reader(
+            Cursor::new(&data),
+            &f,
+            RunOptions::new().skip_whole_file_memo(),
+        )
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((out.computed, out.cached), (1, 1));
+    assert_eq!(texts(&out), expected(&data));
+}
+
+/// A run that waited for another run's chunk does not inherit that run's failure: the error
+/// belongs to the other run's chunk function (another engine, a cancelled request), so the
+/// waiting run calls its own function.
+#[test]
+fn a_run_waiting_for_a_chunk_another_run_fails_computes_it_itself() {
+    let data = input(1);
+    let cache = cache();
+    let p = processor(&cache, 1, no_retry());
+    let failing = |_: &AudioChunk| {
+        // Until the other run has looked the chunk up.
+        assert!(wait_for(|| cache.stats().misses >= 2));
+        Err::<ChunkResult, _>("engine down".to_owned())
+    };
+    let working = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            p.process_reader(
+                Cursor::new(&data),
+                &failing,
+                RunOptions::new().skip_whole_file_memo(),
+            )
+        });
+        // The failing run leads: the other starts once the failing function runs, and so it
+        // is the one that waits.
+        assert!(wait_for(|| cache.stats().misses >= 1));
+        let b = s.spawn(|| {
+            p.process_reader(
+                Cursor::new(&data),
+                &working,
+                RunOptions::new().skip_whole_file_memo(),
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        matches!(a, Err(ProcessError::Chunk { index: 0, .. })),
+        "{a:?}"
+    );
+    let b = b.unwrap();
+    assert_eq!((b.computed, b.cached), (1, 0));
+    assert_eq!(texts(&b), expected(&data));
+}
+
+/// A cache too small for any chunk result: every result is still returned, in order, and
+/// counted as not memoized (no test looked at `not_memoized` before). Two identical chunks
+/// are taken at once, so one worker waits for the other's load, whose store the cache
+/// refuses: the waiting worker then computes the chunk itself rather than waiting again.
+#[test]
+fn a_cache_too_small_for_chunk_results_still_gives_every_result() {
+    let two = input(2);
+    let data = [&two[..CHUNK as usize], &two].concat();
+    let cache = Cache::builder().max_bytes(114).build().unwrap();
+    let p = processor(&cache, 2, no_retry());
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            assert!(wait_for(|| {
+                cache.stats().misses >= 3 || calls.load(Ordering::SeqCst) >= 2
+            }));
+        }
+        // Longer than the cache's whole budget.
+        Ok::<_, String>(ChunkResult::from_text(format!(
+            "{}{}",
+            hex(chunk.data()),
+            "-".repeat(100)
+        )))
+    };
+    let out = p
+        .process_reader(Cursor::new(&data), &f, RunOptions::new())
+        .unwrap();
+    let want: Vec<String> = expected(&data)
+        .iter()
+        .map(|t| format!("{t}{}", "-".repeat(100)))
+        .collect();
+    assert_eq!(texts(&out), want);
+    assert_eq!(out.result.text, want.join(" "));
+    assert_eq!((out.computed, out.cached), (3, 0));
+    // Three chunk results and the whole-file record.
+    assert_eq!(out.not_memoized, 4);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(cache.is_empty());
+}
+
+/// A chunk that another run stores while this run waits to retry it is taken from the cache
+/// at the retry, not computed again; its outcome counts the call that failed.
+#[test]
+fn a_retry_finds_the_result_another_run_stored_meanwhile() {
+    let data = input(1);
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let p = processor(&cache, 1, RetryConfig::fixed(1, Duration::from_secs(3600)));
+    let failed = AtomicBool::new(false);
+    let failing_once = |_: &AudioChunk| {
+        assert!(!failed.swap(true, Ordering::SeqCst), "called again");
+        Err::<ChunkResult, _>("rate limited".to_owned())
+    };
+    let working = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let options = || RunOptions::new().skip_whole_file_memo();
+    let out = std::thread::scope(|s| {
+        let waiting = s.spawn(|| p.process_reader(Cursor::new(&data), &failing_once, options()));
+        assert!(wait_for(|| failed.load(Ordering::SeqCst)));
+        let other = p.process_reader(Cursor::new(&data), &working, options());
+        assert_eq!(other.unwrap().computed, 1);
+        // The hour of backoff passes (again and again: the wait's deadline is taken after
+        // the failure, perhaps after a first advance).
+        while !waiting.is_finished() {
+            clock.advance(Duration::from_secs(600));
+            std::thread::yield_now();
+        }
+        waiting.join().unwrap().unwrap()
+    });
+    assert_eq!((out.computed, out.cached, out.retries), (0, 1, 1));
+    assert!(out.chunks[0].from_cache);
+    assert_eq!(out.chunks[0].attempts, 1);
+    assert_eq!(texts(&out), expected(&data));
+}

@@ -30,10 +30,15 @@
 //!   cancelled keeps everything it finished and the next run resumes from there. Results are
 //!   encoded with the crate codec; a stored value that does not decode is recomputed and
 //!   overwritten. A result the cache refuses (larger than its budget) is still returned and
-//!   counted in [`ProcessOutput::not_memoized`]. Two workers that meet identical chunks at the
-//!   same moment (stretches of digital silence, say) may both compute them; the cache's
-//!   coalescing loader would prevent that but would require `E: Sync + 'static` and share
-//!   errors as `Arc<E>`, a poor trade for a rare case.
+//!   counted in [`ProcessOutput::not_memoized`]. Each attempt is a load through the cache's
+//!   coalescing loader ([`Cache::try_get_or_insert_with`]), so a worker that meets a chunk
+//!   another worker or another run is computing at that moment (two requests for copies of
+//!   a recording, an edited copy beside its original, stretches of digital silence) waits for
+//!   that result instead of calling the chunk function too, and counts the chunk as found in
+//!   the cache. A failed attempt is not shared: the waiting worker makes its own, since the
+//!   error belongs to the other run's chunk function (its engine, its cancelled request). A
+//!   wait lasts as long as the other attempt, which the waiting run's cancellation does not
+//!   cut short.
 //!   The key is the chunk's *content*: the chunk function must give a result that depends on
 //!   the chunk's bytes (and the identity and language) only, not on its [`ChunkInfo`] —
 //!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
@@ -109,7 +114,8 @@ use super::task::{
     AudioChunk, ChunkInfo, ChunkResult, InvalidTaskTransition, ProcessingId, ProcessingTask,
     Segment,
 };
-use crate::cache::Cache;
+use crate::cache::{Cache, LoadError};
+use crate::codec;
 use crate::job::{ConcurrencyLimit, RetryConfig};
 use crate::key::{CacheKey, KeyError};
 use crate::time::{SharedClock, Timestamp, timing_clock};
@@ -209,9 +215,11 @@ pub struct ChunkOutcome {
     pub info: ChunkInfo,
     /// Its result.
     pub result: ChunkResult,
-    /// Found in the cache, so the chunk function did not run.
+    /// Found in the cache (or loaded by another run at the same time), so the chunk function
+    /// did not give this result.
     pub from_cache: bool,
-    /// Calls of the chunk function (0 when cached, 1 + retries otherwise).
+    /// Calls of the chunk function: 1 + retries when computed; 0 when cached, unless calls
+    /// failed before another run stored the result this run then found.
     pub attempts: u32,
 }
 
@@ -580,6 +588,11 @@ pub struct ChunkedProcessor {
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
 }
+
+/// A chunk attempt that gave the cache's loader no value to store: the chunk function failed
+/// (its error stays with the run that called it; a run waiting on the load makes its own
+/// attempt), or its result did not encode.
+struct NotLoaded;
 
 /// Why a chunk stopped without an outcome.
 enum Stop<E> {
@@ -1114,7 +1127,9 @@ impl ChunkedProcessor {
         }
     }
 
-    /// One chunk: cache lookup, then the chunk function with retries, then memoization.
+    /// One chunk: its result from the cache, or from the chunk function (with retries),
+    /// memoized. Each attempt is a load through the cache's loader, so that a run (or a worker)
+    /// that meets a chunk another one is computing waits for that result (see the module docs).
     fn run_chunk<F, E>(
         &self,
         run: &Run<'_, E>,
@@ -1127,22 +1142,70 @@ impl ChunkedProcessor {
     {
         let key = self.chunk_key(&chunk).map_err(Stop::Key)?;
         let info = *chunk.info();
-        if let Ok(Some(result)) = self.cache.get_typed::<ChunkResult>(&key) {
-            return Ok(ChunkOutcome {
-                info,
-                result,
-                from_cache: true,
-                attempts: 0,
-            });
-        }
         let mut task = ProcessingTask::new(run.id, chunk, run.total);
+        // Set once the cache cannot coalesce this chunk's loads: the function is called and
+        // its result inserted directly.
+        let mut direct = false;
         loop {
-            task.start(run.clock.now()).map_err(Stop::Task)?;
-            match f(task.chunk()) {
-                Ok(result) => {
-                    if self.cache.insert_typed(key, &result).is_err() {
-                        run.not_memoized.fetch_add(1, Ordering::Relaxed);
+            let (started, result, stored) = if direct {
+                let (started, result) = (run.clock.now(), f(task.chunk()));
+                let stored = match &result {
+                    Ok(result) => self.cache.insert_typed(key, result).is_ok(),
+                    Err(_) => false,
+                };
+                (started, result, stored)
+            } else {
+                let mut attempt = None;
+                let loaded = self.cache.try_get_or_insert_with(key, || {
+                    let (started, result) = (run.clock.now(), f(task.chunk()));
+                    let encoded = result.as_ref().ok().map(codec::encode);
+                    attempt = Some((started, result));
+                    match encoded {
+                        Some(Ok(bytes)) => Ok(bytes),
+                        _ => Err(NotLoaded),
                     }
+                });
+                match (attempt, loaded) {
+                    // This call's attempt; its result is stored unless the cache refused it
+                    // (larger than the budget) or it did not encode.
+                    (Some((started, result)), loaded) => (started, result, loaded.is_ok()),
+                    // Found in the cache, or loaded by the run this call waited for.
+                    (None, Ok(bytes)) => match codec::decode::<ChunkResult>(&bytes) {
+                        Ok(result) => {
+                            return Ok(ChunkOutcome {
+                                info,
+                                result,
+                                from_cache: true,
+                                // Calls that failed before another run stored it, if any.
+                                attempts: task.retry_count(),
+                            });
+                        }
+                        // A stored value that does not decode is recomputed and overwritten.
+                        Err(_) => {
+                            direct = true;
+                            continue;
+                        }
+                    },
+                    // The attempt this call waited for failed, in another run perhaps, with
+                    // an error that is not this run's: load again, leading or waiting anew.
+                    // Or the cache cannot hold the value (the load waited for was refused as
+                    // too large) or cannot wait for it (a chunk function that loads this key
+                    // itself): compute without it.
+                    (None, Err(error)) => {
+                        if run.halted() {
+                            return Err(Stop::Halted);
+                        }
+                        direct = matches!(error, LoadError::Cache(_));
+                        continue;
+                    }
+                }
+            };
+            if result.is_ok() && !stored {
+                run.not_memoized.fetch_add(1, Ordering::Relaxed);
+            }
+            task.start(started).map_err(Stop::Task)?;
+            match result {
+                Ok(result) => {
                     task.complete(result.clone(), run.clock.now())
                         .map_err(Stop::Task)?;
                     return Ok(ChunkOutcome {

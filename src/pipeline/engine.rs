@@ -22,7 +22,7 @@ use crate::key::CacheKey;
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::time::Duration;
-/// use memocache::{Cache, ConcurrencyLimit, RetryConfig};
+/// use memocache::{Cache, RetryConfig};
 /// use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult};
 /// use memocache::pipeline::{Pipeline, PipelineError, TranscribeError, Transcriber};
 ///
@@ -54,9 +54,6 @@ use crate::key::CacheKey;
 /// let cache = Cache::builder().max_bytes(64 * 1024 * 1024).build()?;
 /// let pipeline = Pipeline::builder(cache, engine.clone())
 ///     .plan(ChunkPlan::with_chunk_bytes(4096)?) // small chunks, for the example
-///     // One chunk at a time, so that the second of two identical chunks finds the first's
-///     // result (run side by side, both would go to the engine).
-///     .chunk_concurrency(ConcurrencyLimit::new(1)?)
 ///     // No retries: the default retries a failing chunk after 1, 2 and 4 seconds.
 ///     .retry(RetryConfig::exponential(0, Duration::from_millis(10))?)
 ///     .build()?;
@@ -64,7 +61,8 @@ use crate::key::CacheKey;
 /// let first = pipeline.transcribe(&audio, "en")?;
 /// assert_eq!(first.transcript.text, "4096 bytes 4096 bytes 1808 bytes");
 /// assert_eq!(first.transcript.engine, "byte-counter/1");
-/// // The two identical chunks share one memoized result: the engine ran twice, not three times.
+/// // The two identical chunks share one memoized result, even when two workers take them at
+/// // once (one waits for the other's): the engine ran twice, not three times.
 /// assert_eq!(engine.calls.load(Ordering::Relaxed), 2);
 ///
 /// let second = pipeline.transcribe(&audio, "en")?;
