@@ -1283,6 +1283,17 @@ fn wait_for(ready: impl Fn() -> bool) -> bool {
     true
 }
 
+/// For a chunk function's first call: holds it until the cache has counted `misses` lookups
+/// (every run's or worker's) or the function is called a second time (the old code, which
+/// did not wait for a chunk being computed). `calls` counts the calls, this one included.
+fn hold_first_call(calls: &AtomicUsize, cache: &Cache, misses: u64) {
+    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        assert!(wait_for(|| {
+            cache.stats().misses >= misses || calls.load(Ordering::SeqCst) >= 2
+        }));
+    }
+}
+
 /// Bug: two runs over the same audio at once (two requests for copies of one recording, or a
 /// recording and its edited copy) each sent every shared chunk to the chunk function: a run
 /// looked its chunk up, missed, and computed it, whether or not another run was computing it
@@ -1297,12 +1308,7 @@ fn two_runs_over_the_same_audio_at_once_compute_each_chunk_once() {
     let p = processor(&cache, 1, no_retry());
     let calls = AtomicUsize::new(0);
     let f = |chunk: &AudioChunk| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Both runs' lookups, or the other run's own call.
-            assert!(wait_for(|| {
-                cache.stats().misses >= 2 || calls.load(Ordering::SeqCst) >= 2
-            }));
-        }
+        hold_first_call(&calls, &cache, 2);
         Ok::<_, String>(describe(chunk))
     };
     let run = || {
@@ -1341,11 +1347,7 @@ fn identical_chunks_taken_by_two_workers_at_once_are_computed_once() {
     let p = processor(&cache, 2, no_retry());
     let calls = AtomicUsize::new(0);
     let f = |chunk: &AudioChunk| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            assert!(wait_for(|| {
-                cache.stats().misses >= 2 || calls.load(Ordering::SeqCst) >= 2
-            }));
-        }
+        hold_first_call(&calls, &cache, 2);
         Ok::<_, String>(describe(chunk))
     };
     let out = p
@@ -1415,11 +1417,7 @@ fn a_cache_too_small_for_chunk_results_still_gives_every_result() {
     let p = processor(&cache, 2, no_retry());
     let calls = AtomicUsize::new(0);
     let f = |chunk: &AudioChunk| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            assert!(wait_for(|| {
-                cache.stats().misses >= 3 || calls.load(Ordering::SeqCst) >= 2
-            }));
-        }
+        hold_first_call(&calls, &cache, 3);
         // Longer than the cache's whole budget.
         Ok::<_, String>(ChunkResult::from_text(format!(
             "{}{}",
