@@ -495,3 +495,129 @@ fn a_panic_after_another_chunks_failure_still_reaches_the_caller() {
         Some(&"a bug in the chunk function")
     );
 }
+
+/// Bug (session 25): a run that allowed empty text cached a silent chunk's empty text, and a
+/// pipeline over the same cache that did not allow it was served that text, in the file's
+/// transcript and in its chunk, without a word: the very thing `NoText` was added to stop.
+/// Without `allow_empty`, a cached chunk with no text is asked of the engine again (the
+/// others come from the cache), and a file transcript holding such a chunk is not served;
+/// an engine fixed since replaces the empty text, which any run is then served.
+#[cfg(unix)]
+#[test]
+fn empty_text_a_permissive_run_cached_is_not_served_to_a_strict_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("talk.raw");
+    let mut bytes = Vec::new();
+    for byte in [b'A', b'B', b'C'] {
+        bytes.extend(std::iter::repeat_n(byte, 4096));
+    }
+    std::fs::write(&audio, bytes).expect("writable");
+    let (calls, fixed) = (dir.path().join("calls"), dir.path().join("fixed"));
+    // Prints nothing for the B chunk until `fixed` exists; the same command line either
+    // way, so every run shares the chunk keys.
+    let template = format!(
+        "c=$(head -c1 {{chunk}}); echo $c >> '{calls}'; \
+         if [ $c = B ] && [ ! -e '{fixed}' ]; then exit 0; fi; echo text-$c",
+        calls = calls.display(),
+        fixed = fixed.display(),
+    );
+    let asked = || std::fs::read_to_string(&calls).unwrap_or_default();
+    let cache = cache();
+    let pipeline = |allow: bool| {
+        let engine = CommandTranscriber::new(template.clone())
+            .expect("has {chunk}")
+            .chunk_dir(dir.path())
+            .allow_empty(allow);
+        Pipeline::builder(cache.clone(), Arc::new(engine))
+            .plan(ChunkPlan::with_chunk_bytes(4096).expect("valid"))
+            .retry(RetryConfig::exponential(0, Duration::from_millis(1)).expect("valid"))
+            .build()
+            .expect("starts")
+    };
+
+    let permissive = pipeline(true);
+    let first = permissive
+        .transcribe(&audio, "en")
+        .expect("silence allowed");
+    assert_eq!(first.transcript.text, "text-A text-C");
+    assert_eq!(asked().lines().count(), 3);
+    assert!(
+        permissive
+            .transcribe(&audio, "en")
+            .expect("cached")
+            .from_cache
+    );
+    drop(permissive);
+
+    let strict = pipeline(false);
+    let err = strict
+        .transcribe(&audio, "en")
+        .expect_err("no text for chunk 1");
+    assert!(err.to_string().contains("chunk 1"), "{err}");
+    assert!(err.to_string().contains("wrote no text"), "{err}");
+    assert_eq!(
+        asked(),
+        "A\nB\nC\nB\n",
+        "only the silent chunk is asked again"
+    );
+
+    std::fs::write(&fixed, b"").expect("writable");
+    let fixed_run = strict
+        .transcribe(&audio, "en")
+        .expect("the engine has text now");
+    assert_eq!(fixed_run.transcript.text, "text-A text-B text-C");
+    assert_eq!(fixed_run.transcript.chunks_computed, 1);
+    drop(strict);
+    let permissive = pipeline(true);
+    let again = permissive.transcribe(&audio, "en").expect("cached");
+    assert!(again.from_cache);
+    assert_eq!(again.transcript.text, "text-A text-B text-C");
+    assert_eq!(asked().lines().count(), 5);
+}
+
+/// The processor's own whole-file memo follows the same rule: with
+/// `RunOptions::refuse_empty_text`, neither a cached chunk result with no text nor a
+/// whole-file record holding one is served.
+#[test]
+fn a_run_refusing_empty_text_is_served_none_from_the_cache() {
+    let cache = cache();
+    let p = ChunkedProcessor::builder(cache, "e/1")
+        .plan(ChunkPlan::with_chunk_bytes(4).expect("valid"))
+        .build()
+        .expect("valid");
+    let input = b"aaaabbbbcccc";
+    let silent_b = |chunk: &AudioChunk| -> Result<ChunkResult, String> {
+        let text = match chunk.data()[0] {
+            b'b' => String::new(),
+            c => format!("text-{}", c as char),
+        };
+        Ok(ChunkResult::from_text(text))
+    };
+    let first = p
+        .process_reader(Cursor::new(&input[..]), &silent_b, RunOptions::new())
+        .expect("runs");
+    assert_eq!(first.result.text, "text-a text-c");
+    let hit = p
+        .process_reader(Cursor::new(&input[..]), &silent_b, RunOptions::new())
+        .expect("runs");
+    assert!(hit.whole_file_hit);
+    let asked = AtomicUsize::new(0);
+    let with_text = |chunk: &AudioChunk| -> Result<ChunkResult, String> {
+        asked.fetch_add(1, Ordering::Relaxed);
+        Ok(ChunkResult::from_text(format!(
+            "text-{}",
+            chunk.data()[0] as char
+        )))
+    };
+    let strict = p
+        .process_reader(
+            Cursor::new(&input[..]),
+            &with_text,
+            RunOptions::new().refuse_empty_text(),
+        )
+        .expect("runs");
+    assert!(!strict.whole_file_hit);
+    assert_eq!(strict.result.text, "text-a text-b text-c");
+    assert_eq!((strict.computed, strict.cached), (1, 2));
+    assert_eq!(asked.load(Ordering::Relaxed), 1);
+}

@@ -1037,4 +1037,16 @@ fn an_engine_that_writes_nothing_fails_and_is_asked_again() {
     let out = transcribe_ok(&[&audio], &cache_dir, &allow);
     assert!(out.contains("quiet.raw: from cache"), "{out}");
     assert_eq!(calls_so_far(), asked, "silence allowed is cached");
+
+    // Session 25: a run without the flag was then served the empty text from the snapshot,
+    // "from cache", with status 0. It asks the engine again and fails as the first run did.
+    let output = transcribe(&[&audio], &cache_dir, &["--engine-cmd", &engine]);
+    let line = one_error_line(&output);
+    assert!(line.contains("wrote no text"), "{line}");
+    let strict = calls_so_far();
+    assert!(strict > asked, "the engine was not asked again");
+    // The run took nothing away from the flag's: its silence is still cached.
+    let out = transcribe_ok(&[&audio], &cache_dir, &allow);
+    assert!(out.contains("    (no text)"), "{out}");
+    assert_eq!(calls_so_far(), strict, "silence allowed stays cached");
 }

@@ -218,6 +218,7 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
         engine: engine.into(),
         chunks: 3,
         chunks_computed: 3,
+        empty_chunks: 0,
         compute_time: Duration::from_secs(1),
     };
     cache
@@ -269,6 +270,7 @@ fn another_engines_transcript_stored_before_the_submit_is_not_returned() {
             engine: "other-engine/1".into(),
             chunks: 3,
             chunks_computed: 3,
+            empty_chunks: 0,
             compute_time: Duration::from_secs(1),
         },
         when: |stats| stats.misses > 0,

@@ -38,7 +38,9 @@
 //!   the cache. A failed attempt is not shared: the waiting worker makes its own, since the
 //!   error belongs to the other run's chunk function (its engine, its cancelled request). A
 //!   wait lasts as long as the other attempt, which the waiting run's cancellation does not
-//!   cut short.
+//!   cut short. A run told to [`refuse_empty_text`](RunOptions::refuse_empty_text) is served
+//!   no stored result without text, in a chunk or a whole-file record (which counts its chunks
+//!   without): such a chunk is computed again and its result replaces the stored one.
 //!   The key is the chunk's *content*: the chunk function must give a result that depends on
 //!   the chunk's bytes (and the identity and language) only, not on its [`ChunkInfo`] —
 //!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
@@ -329,6 +331,7 @@ pub struct RunOptions<'a> {
     merge: Option<Box<MergeFn<'a>>>,
     file_hash: Option<String>,
     skip_whole_file_memo: bool,
+    refuse_empty_text: bool,
 }
 
 impl<'a> RunOptions<'a> {
@@ -376,6 +379,19 @@ impl<'a> RunOptions<'a> {
         self.skip_whole_file_memo = true;
         self
     }
+
+    /// Serves no result without text ([`ChunkResult::has_text`]) from the cache: such a
+    /// chunk's function is called again (and its new result replaces the stored one), and a
+    /// whole-file record with such a chunk in it is a miss. For a chunk function that fails
+    /// on empty text (a [`CommandTranscriber`](crate::pipeline::CommandTranscriber) without
+    /// `allow_empty`) over a cache that a run taking empty text filled: the keys do not tell
+    /// the two runs apart, and it was served the empty text that it refuses from its engine.
+    /// What the function itself returns is taken as it is.
+    #[must_use]
+    pub fn refuse_empty_text(mut self) -> Self {
+        self.refuse_empty_text = true;
+        self
+    }
 }
 
 impl fmt::Debug for RunOptions<'_> {
@@ -386,6 +402,7 @@ impl fmt::Debug for RunOptions<'_> {
             .field("merge", &self.merge.is_some())
             .field("file_hash", &self.file_hash)
             .field("skip_whole_file_memo", &self.skip_whole_file_memo)
+            .field("refuse_empty_text", &self.refuse_empty_text)
             .finish()
     }
 }
@@ -491,6 +508,9 @@ impl<R: Read, C: Fn() -> bool> Read for Watched<'_, R, C> {
 struct WholeFileRecord {
     identity: String,
     total_chunks: u64,
+    /// Chunks whose result has no text: a run that [refuses](RunOptions::refuse_empty_text)
+    /// them takes the record only if there are none.
+    empty_chunks: u64,
     bytes_total: u64,
     result: ChunkResult,
 }
@@ -623,6 +643,8 @@ struct Run<'a, E> {
     callback: Option<&'a ProgressFn<'a>>,
     retries: AtomicU32,
     not_memoized: AtomicUsize,
+    /// [`RunOptions::refuse_empty_text`].
+    refuse_empty_text: bool,
 }
 
 #[derive(Default)]
@@ -920,6 +942,7 @@ impl ChunkedProcessor {
                 .ok()
                 .flatten()
                 .filter(|record| record.identity == self.identity)
+                .filter(|record| record.empty_chunks == 0 || !options.refuse_empty_text)
         }) {
             let total = usize::try_from(record.total_chunks).unwrap_or(usize::MAX);
             if let Some(callback) = &options.progress {
@@ -972,6 +995,7 @@ impl ChunkedProcessor {
             callback: options.progress.as_deref(),
             retries: AtomicU32::new(0),
             not_memoized: AtomicUsize::new(0),
+            refuse_empty_text: options.refuse_empty_text,
         };
         run.report();
         let slots: Mutex<Vec<Option<ChunkOutcome>>> =
@@ -1052,6 +1076,7 @@ impl ChunkedProcessor {
         let record = WholeFileRecord {
             identity: self.identity.clone(),
             total_chunks: total as u64,
+            empty_chunks: chunks.iter().filter(|c| !c.result.has_text()).count() as u64,
             bytes_total,
             result,
         };
@@ -1171,7 +1196,7 @@ impl ChunkedProcessor {
                     (Some((started, result)), loaded) => (started, result, loaded.is_ok()),
                     // Found in the cache, or loaded by the run this call waited for.
                     (None, Ok(bytes)) => match codec::decode::<ChunkResult>(&bytes) {
-                        Ok(result) => {
+                        Ok(result) if result.has_text() || !run.refuse_empty_text => {
                             return Ok(ChunkOutcome {
                                 info,
                                 result,
@@ -1180,8 +1205,9 @@ impl ChunkedProcessor {
                                 attempts: task.retry_count(),
                             });
                         }
-                        // A stored value that does not decode is recomputed and overwritten.
-                        Err(_) => {
+                        // A stored value that does not decode, or has no text for a run that
+                        // refuses empty text, is recomputed and overwritten.
+                        Ok(_) | Err(_) => {
                             direct = true;
                             continue;
                         }

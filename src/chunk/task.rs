@@ -204,6 +204,13 @@ impl ChunkResult {
             segments: Vec::new(),
         }
     }
+
+    /// Whether the result has any text (other than whitespace). An engine that prints
+    /// nothing for silence gives a result without, which only some runs take as a transcript
+    /// (see [`RunOptions::refuse_empty_text`](super::RunOptions::refuse_empty_text)).
+    pub fn has_text(&self) -> bool {
+        !self.text.trim().is_empty()
+    }
 }
 
 /// The seed's `ProcessingTask`: one chunk's way through processing.

@@ -65,7 +65,9 @@ pub struct Options {
     engine_cmd: Option<String>,
     /// Take an engine's empty output (exit status 0, no text) as the chunk's transcript and
     /// cache it: for an engine that prints nothing for silence. Without it, empty output
-    /// fails the file, since a misconfigured engine often exits 0 writing nothing.
+    /// fails the file, since a misconfigured engine often exits 0 writing nothing, and the
+    /// empty text a run with it cached is not served either: the engine is asked again for
+    /// those chunks (the others still come from the cache).
     #[arg(long, requires = "engine_cmd")]
     allow_empty_text: bool,
     /// Where the cache is kept between runs (default: $XDG_CACHE_HOME/memocache or
@@ -580,6 +582,7 @@ mod tests {
                 engine: "stand-in".into(),
                 chunks,
                 chunks_computed,
+                empty_chunks: 0,
                 compute_time: Duration::from_millis(5),
             },
             from_cache: false,

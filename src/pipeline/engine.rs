@@ -85,6 +85,15 @@ pub trait Transcriber: Send + Sync {
     /// Transcribes one chunk. For WAV input the chunk is a complete WAV file. An engine run
     /// in process returns its own errors as [`TranscribeError::Engine`].
     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError>;
+
+    /// Whether a result with no text ([`ChunkResult::has_text`]) is a transcript for this
+    /// engine (by default it is). The identity does not say, so a cache may hold such results
+    /// stored by the same engine set to take them; one that does not take them is served
+    /// none: the [pipeline](super::Pipeline) asks it again for a chunk stored without text
+    /// and does not serve a file's transcript with such a chunk in it.
+    fn allows_empty_text(&self) -> bool {
+        true
+    }
 }
 
 /// Why an engine produced no text for a chunk.
@@ -125,7 +134,10 @@ pub enum TranscribeError {
     /// The engine exited successfully but wrote no text (nothing, or only whitespace) on
     /// stdout, and [`CommandTranscriber::allow_empty`] was not set. An engine that is
     /// misconfigured (a missing model, output sent to a file) often exits 0 this way: taken as
-    /// the chunk's text, the empty transcript was cached and served on every later run.
+    /// the chunk's text, the empty transcript was cached and served on every later run. Nor
+    /// is an engine without `allow_empty` served empty text that a run with it cached: the
+    /// pipeline asks the engine again for such a chunk, so it fails this way again if the
+    /// engine still writes nothing.
     #[error(
         "the engine command `{command}` exited successfully but wrote no text; nothing is \
          cached for the chunk, so a later run asks the engine again (if the chunk is silence \
@@ -202,7 +214,10 @@ impl CommandTranscriber {
     /// caches it like any other. By default it is [`TranscribeError::NoText`]: the chunk
     /// fails and nothing is cached, so a misconfigured engine's silence is not served as
     /// the transcript on every later run. Not part of the
-    /// [`identity`](Transcriber::identity): a text is the same text either way.
+    /// [`identity`](Transcriber::identity), so that the chunks with text are shared by runs
+    /// with and without it (a text is the same text either way); the empty ones are served
+    /// only to an engine that allows them (see [`Transcriber::allows_empty_text`]), and one
+    /// that does not is asked again for them.
     pub fn allow_empty(mut self, allow: bool) -> CommandTranscriber {
         self.allow_empty = allow;
         self
@@ -223,6 +238,10 @@ impl CommandTranscriber {
 impl Transcriber for CommandTranscriber {
     fn identity(&self) -> &str {
         &self.identity
+    }
+
+    fn allows_empty_text(&self) -> bool {
+        self.allow_empty
     }
 
     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {

@@ -5,7 +5,9 @@
 //! 1. derives the transcript key from the file's content (SHA-256, streamed) and the language
 //!    ([`CacheKey::transcript`]);
 //! 2. on a cache hit — a transcript made by this pipeline's engine: the key has no engine in
-//!    it, so anything else under it is a miss and is replaced — returns the transcript at once;
+//!    it, so anything else under it is a miss and is replaced, as is a transcript with chunks
+//!    without text for an engine that does not [allow](Transcriber::allows_empty_text) them —
+//!    returns the transcript at once;
 //! 3. otherwise submits a Transcription [`Job`] to the [`JobQueue`] — concurrent requests for
 //!    the same content and language coalesce into one job there; the queue answers a job from
 //!    the cache if the key holds a value by then, and an answer from another engine (stored
@@ -98,6 +100,12 @@ pub struct Transcript {
     pub chunks: usize,
     /// Of those, chunks the engine had to transcribe (the rest came from the cache).
     pub chunks_computed: usize,
+    /// Of those, chunks without text
+    /// ([`ChunkResult::has_text`](crate::chunk::ChunkResult::has_text)): a pipeline whose engine
+    /// does not [allow empty text](Transcriber::allows_empty_text) is served the transcript
+    /// only if there are none. (A transcript stored before this field was added does not
+    /// decode, and is merged again from its cached chunks.)
+    pub empty_chunks: usize,
     /// Time the computing run took; what a later cache hit saves.
     pub compute_time: Duration,
 }
@@ -320,6 +328,7 @@ impl PipelineBuilder {
             .build()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let engine = self.transcriber.identity().to_owned();
+        let allows_empty_text = self.transcriber.allows_empty_text();
         let runner = Arc::new(Runner {
             cache: self.cache.clone(),
             transcriber: self.transcriber,
@@ -350,6 +359,7 @@ impl PipelineBuilder {
             saved: metrics.saved,
             cache: self.cache,
             engine,
+            allows_empty_text,
             queue,
             pool: Mutex::new(Some(pool)),
             registry,
@@ -365,6 +375,9 @@ pub struct Pipeline {
     cache: Cache,
     /// The transcriber's identity: what a cached transcript must have been made by.
     engine: String,
+    /// [`Transcriber::allows_empty_text`]: whether a cached transcript may have chunks
+    /// without text.
+    allows_empty_text: bool,
     queue: JobQueue,
     pool: Mutex<Option<WorkerPool>>,
     registry: MetricsRegistry,
@@ -460,6 +473,9 @@ impl Runner {
         // The queue memoizes the transcript under the transcript key when the job completes,
         // and the file was hashed to name the job: the processor does neither again.
         let mut options = RunOptions::new().skip_whole_file_memo();
+        if !self.transcriber.allows_empty_text() {
+            options = options.refuse_empty_text();
+        }
         if let Some(callback) = &self.progress {
             let path = path.clone();
             options = options.on_progress(move |progress: &Progress| {
@@ -489,6 +505,11 @@ impl Runner {
             engine: self.transcriber.identity().to_owned(),
             chunks: output.computed + output.cached,
             chunks_computed: output.computed,
+            empty_chunks: output
+                .chunks
+                .iter()
+                .filter(|c| !c.result.has_text())
+                .count(),
             compute_time: self.clock.now().saturating_duration_since(started),
         };
         let bytes = codec::encode(&transcript).map_err(|e| JobError::Failed(e.to_string()))?;
@@ -632,11 +653,16 @@ impl Pipeline {
     }
 
     /// The transcript in a value stored under a transcript key, if this pipeline's engine made
-    /// it; `None` for another engine's, or for a value that is not a transcript.
+    /// it and would have: `None` for another engine's, one with chunks without text for an
+    /// engine that does not allow them (the same engine, set to allow them, stored it), or
+    /// a value that is not a transcript.
     fn ours(&self, stored: &[u8]) -> Option<Transcript> {
         codec::decode::<Transcript>(stored)
             .ok()
-            .filter(|transcript| transcript.engine == self.engine)
+            .filter(|transcript| {
+                transcript.engine == self.engine
+                    && (transcript.empty_chunks == 0 || self.allows_empty_text)
+            })
     }
 
     /// Submits the job and waits for it (or for the job it coalesced with).
