@@ -74,7 +74,9 @@ pub struct ReplayArgs {
     curve: Option<PathBuf>,
     /// Refuse a trace of more requests than this (a replay holds the whole trace, about 25
     /// bytes a request); default: as many as the available memory holds (Linux), else
-    /// 100,000,000 (about 2.5 GB).
+    /// 100,000,000 (about 2.5 GB). The available memory is the smaller of MemAvailable
+    /// (/proc/meminfo) and what the cgroup's memory limit leaves (in a container, the
+    /// former is the host's); a refusal says which it was.
     #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
     max_requests: Option<usize>,
 }
@@ -102,32 +104,108 @@ const FALLBACK_MAX_REQUESTS: usize = 100_000_000;
 enum Limit {
     /// `--max-requests`.
     Given,
-    /// The memory available at the start, in bytes.
+    /// The memory available at the start (`MemAvailable`), in bytes.
     Available(u64),
+    /// What the cgroup's memory limit left at the start, in bytes: less than `MemAvailable`.
+    Cgroup(u64),
     /// [`FALLBACK_MAX_REQUESTS`].
     Fallback,
 }
 
-/// The default `--max-requests` from the text of `/proc/meminfo` (`None` where it cannot be
-/// read): `MemAvailable` over [`BYTES_PER_REQUEST`], else [`FALLBACK_MAX_REQUESTS`]. Without
-/// a limit a file of a few KiB (zstd of repeated lines) read on until the allocator refused,
-/// and a system that overcommits memory may kill the process before it refuses; where the
-/// file was missing there was no limit at all.
-fn default_max_requests(meminfo: Option<&str>) -> (usize, Limit) {
-    let available = meminfo.and_then(|info| {
+/// The files the default `--max-requests` is read from, as text (`None`: not readable).
+#[derive(Debug, Default)]
+struct MemoryFiles {
+    /// `/proc/meminfo`.
+    meminfo: Option<String>,
+    /// cgroup v2: `memory.max`, `memory.current` and `memory.stat`.
+    v2: CgroupFiles,
+    /// cgroup v1: `memory.limit_in_bytes`, `memory.usage_in_bytes` and `memory.stat`.
+    v1: CgroupFiles,
+}
+
+/// A cgroup's memory limit, usage and statistics, as text.
+#[derive(Debug, Default)]
+struct CgroupFiles {
+    limit: Option<String>,
+    usage: Option<String>,
+    stat: Option<String>,
+}
+
+impl MemoryFiles {
+    /// This process's view: the cgroup files at the root of `/sys/fs/cgroup`, which is the
+    /// container's own cgroup where the container has a cgroup namespace.
+    fn read() -> MemoryFiles {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let cgroup = |dir: &str, limit: &str, usage: &str| CgroupFiles {
+            limit: read(&format!("{dir}/{limit}")),
+            usage: read(&format!("{dir}/{usage}")),
+            stat: read(&format!("{dir}/memory.stat")),
+        };
+        MemoryFiles {
+            meminfo: read("/proc/meminfo"),
+            v2: cgroup("/sys/fs/cgroup", "memory.max", "memory.current"),
+            v1: cgroup(
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            ),
+        }
+    }
+}
+
+/// A cgroup limit at or above this is no limit: v1 writes "none" as the largest multiple of
+/// the page size below 2^63 (9223372036854771712 with 4 KiB pages), and no machine has 4 EiB.
+const NO_CGROUP_LIMIT: u64 = 1 << 62;
+
+/// What a cgroup's memory limit leaves, in bytes, from the text of its files: the limit less
+/// the usage, not counting the inactive file cache (`inactive_file` in `memory.stat`; v1's
+/// hierarchical `total_inactive_file`), which the kernel reclaims before it refuses memory:
+/// the usage counts the page cache, so a container that had read a few large files looked
+/// full. `None` where there is no limit (`max`, or a huge number) or it does not parse; a
+/// usage or statistics file that does not parse counts as nothing used.
+fn cgroup_room(files: &CgroupFiles, inactive_key: &str) -> Option<u64> {
+    let number = |text: &Option<String>| text.as_deref()?.trim().parse::<u64>().ok();
+    let limit = number(&files.limit).filter(|&limit| limit < NO_CGROUP_LIMIT)?;
+    let inactive = files.stat.as_deref().and_then(|stat| {
+        stat.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            if key == inactive_key {
+                value.trim().parse::<u64>().ok()
+            } else {
+                None
+            }
+        })
+    });
+    let used = number(&files.usage)
+        .unwrap_or(0)
+        .saturating_sub(inactive.unwrap_or(0));
+    Some(limit.saturating_sub(used))
+}
+
+/// The default `--max-requests` from the text of the memory files: the smaller of
+/// `MemAvailable` and what the cgroup's limit leaves ([`cgroup_room`], v2's or else v1's)
+/// over [`BYTES_PER_REQUEST`], else [`FALLBACK_MAX_REQUESTS`]. Without a limit a file of a
+/// few KiB (zstd of repeated lines) read on until the allocator refused, and a system that
+/// overcommits memory may kill the process before it refuses; where the file was missing
+/// there was no limit at all. `MemAvailable` alone is the host's in a container: in one
+/// limited to 2 GiB on a host with 64 GiB free, it allowed some 2.7 billion requests, and the
+/// container's OOM killer, not the refusal, would end a replay of too large a trace.
+fn default_max_requests(files: &MemoryFiles) -> (usize, Limit) {
+    let available = files.meminfo.as_deref().and_then(|info| {
         let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib.saturating_mul(1024))
     });
-    match available {
-        Some(bytes) => (
-            usize::try_from(bytes / BYTES_PER_REQUEST)
-                .unwrap_or(usize::MAX)
-                .max(1),
-            Limit::Available(bytes),
-        ),
-        None => (FALLBACK_MAX_REQUESTS, Limit::Fallback),
-    }
+    let cgroup = cgroup_room(&files.v2, "inactive_file")
+        .or_else(|| cgroup_room(&files.v1, "total_inactive_file"));
+    let (bytes, limit) = match (available, cgroup) {
+        (Some(available), Some(room)) if room < available => (room, Limit::Cgroup(room)),
+        (Some(available), _) => (available, Limit::Available(available)),
+        (None, Some(room)) => (room, Limit::Cgroup(room)),
+        (None, None) => return (FALLBACK_MAX_REQUESTS, Limit::Fallback),
+    };
+    let requests = usize::try_from(bytes / BYTES_PER_REQUEST).unwrap_or(usize::MAX);
+    (requests.max(1), limit)
 }
 
 /// Runs `memocache replay`; the error is the one line to print.
@@ -403,10 +481,7 @@ fn load(
     let bar = progress(None, format!("loading {}", file_name(path)));
     let (limit, source) = match max_requests {
         Some(limit) => (limit, Limit::Given),
-        None => {
-            let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-            default_max_requests(meminfo.as_deref())
-        }
+        None => default_max_requests(&MemoryFiles::read()),
     };
     let read = Trace::read_at_most(reader, limit, |keys| bar.set_position(keys as u64));
     let trace = read.map_err(|e| match e {
@@ -415,6 +490,12 @@ fn load(
                 Limit::Available(bytes) => format!(
                     ", as many as the available memory ({:.1} GiB) holds for a replay; \
                      --max-requests N sets another limit",
+                    bytes as f64 / f64::from(1 << 30)
+                ),
+                Limit::Cgroup(bytes) => format!(
+                    ", as many as the memory the cgroup's limit leaves ({:.1} GiB, less than \
+                     the system's MemAvailable) holds for a replay; --max-requests N sets \
+                     another limit",
                     bytes as f64 / f64::from(1 << 30)
                 ),
                 Limit::Fallback => ", the default where the available memory is not known; \
@@ -913,13 +994,29 @@ mod tests {
         assert!(caps.contains(&3));
     }
 
+    fn meminfo(text: Option<&str>) -> MemoryFiles {
+        MemoryFiles {
+            meminfo: text.map(str::to_owned),
+            ..MemoryFiles::default()
+        }
+    }
+
+    fn cgroup(limit: &str, usage: &str, stat: &str) -> CgroupFiles {
+        let text = |t: &str| Some(t.to_owned()).filter(|t| t != "-");
+        CgroupFiles {
+            limit: text(limit),
+            usage: text(usage),
+            stat: text(stat),
+        }
+    }
+
     /// Where `/proc/meminfo` is missing, unreadable or has no `MemAvailable` line, the
     /// default is the fixed [`FALLBACK_MAX_REQUESTS`]: it was no limit at all.
     #[test]
     fn max_requests_default_to_a_fixed_limit_where_memory_is_not_known() {
-        let meminfo = "MemTotal:       8000000 kB\nMemAvailable:    2500000 kB\n";
+        let info = "MemTotal:       8000000 kB\nMemAvailable:    2500000 kB\n";
         assert_eq!(
-            default_max_requests(Some(meminfo)),
+            default_max_requests(&meminfo(Some(info))),
             (102_400_000, Limit::Available(2_560_000_000))
         );
         for unknown in [
@@ -929,7 +1026,7 @@ mod tests {
             Some("MemAvailable: x"),
         ] {
             assert_eq!(
-                default_max_requests(unknown),
+                default_max_requests(&meminfo(unknown)),
                 (FALLBACK_MAX_REQUESTS, Limit::Fallback),
                 "{unknown:?}"
             );
@@ -938,6 +1035,97 @@ mod tests {
             FALLBACK_MAX_REQUESTS, 100_000_000,
             "as the --help text says"
         );
+    }
+
+    /// In a container `MemAvailable` is the host's: the default ignored the container's
+    /// memory limit. What the cgroup's limit leaves (v2, else v1) counts where it is
+    /// smaller, and is named as the figure used.
+    #[test]
+    fn max_requests_default_to_what_the_cgroup_limit_leaves_where_it_is_smaller() {
+        let host = Some("MemAvailable:   62500000 kB\n");
+        // 4 GiB, of which 1 GiB is used and 0.25 GiB of that inactive file cache.
+        let v2 = cgroup(
+            "4294967296\n",
+            "1073741824\n",
+            "anon 1\ninactive_file 268435456\n",
+        );
+        let room = 4_294_967_296 - 1_073_741_824 + 268_435_456;
+        let files = MemoryFiles {
+            v2,
+            ..meminfo(host)
+        };
+        assert_eq!(
+            default_max_requests(&files),
+            ((room / BYTES_PER_REQUEST) as usize, Limit::Cgroup(room))
+        );
+        // v1, its "no limit" a page-rounded 2^63; the hierarchical inactive cache counts.
+        let v1 = cgroup(
+            "2147483648",
+            "1000",
+            "inactive_file 7\ntotal_inactive_file 500\n",
+        );
+        let files = MemoryFiles {
+            v1,
+            ..meminfo(host)
+        };
+        assert_eq!(
+            default_max_requests(&files).1,
+            Limit::Cgroup(2_147_483_648 - 500)
+        );
+        // No meminfo: the cgroup's figure still bounds the replay.
+        let files = MemoryFiles {
+            v2: cgroup("1000000", "-", "-"),
+            ..meminfo(None)
+        };
+        assert_eq!(
+            default_max_requests(&files),
+            (40_000, Limit::Cgroup(1_000_000))
+        );
+        // A usage over the limit leaves nothing: one request, never an underflow.
+        let files = MemoryFiles {
+            v2: cgroup("1000", "5000", "-"),
+            ..meminfo(host)
+        };
+        assert_eq!(default_max_requests(&files), (1, Limit::Cgroup(0)));
+    }
+
+    /// No limit (`max`, v1's huge number), a limit larger than `MemAvailable`, and files
+    /// that do not parse leave `MemAvailable` as the figure; nothing panics.
+    #[test]
+    fn no_cgroup_limit_or_a_malformed_one_leaves_mem_available() {
+        let host = Some("MemAvailable:   2500000 kB\n");
+        let available = (102_400_000, Limit::Available(2_560_000_000));
+        let v1_none = "9223372036854771712\n";
+        for (v2, v1) in [
+            (cgroup("max\n", "123456", "-"), cgroup("-", "-", "-")),
+            (cgroup("-", "-", "-"), cgroup(v1_none, "1000", "-")),
+            (
+                cgroup("-", "-", "-"),
+                cgroup("9223372036854710272", "1000", "-"),
+            ),
+            (cgroup("8589934592", "0", "-"), cgroup("-", "-", "-")),
+            (cgroup("", "", ""), cgroup("-5", "1", "-")),
+            (cgroup("4 GiB", "1", "-"), cgroup("0x1000", "-", "-")),
+            (
+                cgroup("99999999999999999999999", "1", "-"),
+                cgroup("-", "-", "-"),
+            ),
+        ] {
+            let files = MemoryFiles {
+                v2,
+                v1,
+                ..meminfo(host)
+            };
+            assert_eq!(default_max_requests(&files), available, "{files:?}");
+        }
+        // A usage or statistics file that does not parse counts nothing used: the limit
+        // alone bounds the room.
+        let v2 = cgroup("1000000", "lots", "inactive_file many\ninactive_file\n\n");
+        let files = MemoryFiles {
+            v2,
+            ..meminfo(host)
+        };
+        assert_eq!(default_max_requests(&files).1, Limit::Cgroup(1_000_000));
     }
 
     #[test]
