@@ -156,6 +156,10 @@ fn run(command: Command) -> Result<(), String> {
                 None => file_key(&file, prefix.as_deref().unwrap_or("content"))?,
                 Some(language) => {
                     let prefix = prefix.as_deref().unwrap_or("transcript");
+                    // Before the file is hashed: a typo in the language was reported only
+                    // after hashing gigabytes, and never for an endless input.
+                    CacheKey::from_parts(&"0".repeat(64), &language, prefix)
+                        .map_err(|e| e.to_string())?;
                     let content = file_key(&file, prefix)?;
                     CacheKey::from_parts(&content.digest_hex(), &language, prefix)
                         .map_err(|e| e.to_string())?

@@ -724,3 +724,129 @@ fn engine_output_and_file_names_reach_the_terminal_escaped() {
     assert!(!output.stdout.contains(&0x1b), "{stdout}");
     assert!(stdout.contains(r"t\u{1b}[2J.lis: 2 requests"), "{stdout}");
 }
+
+/// `memocache` run with `args` and a standard input it never ends, killed (and the test
+/// failed) if it has not ended within 60 s: for a command that must fail at once, not hang.
+fn within_a_minute(args: &[&str], hung: &str) -> std::process::Output {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the memocache binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while run.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("{hung}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.wait_with_output().expect("its output")
+}
+
+/// Session 25: a `cache.snapshot` that is a FIFO (or a socket or device) made `transcribe`
+/// wait forever for a writer as it restored the cache; had it read one, its final save would
+/// still have refused that path, after the whole run. It is refused at once, as a file that
+/// is not a snapshot, with the way out; so is a directory there.
+#[cfg(unix)]
+#[test]
+fn a_snapshot_path_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, b"some audio").expect("writable");
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir).expect("creatable");
+    let snapshot = cache_dir.join("cache.snapshot");
+    let made = Command::new("mkfifo")
+        .arg(&snapshot)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let args = [
+        "transcribe",
+        path(&audio),
+        "--language",
+        "en",
+        "--cache-dir",
+        path(&cache_dir),
+    ];
+    let output = within_a_minute(&args, "transcribe waited on a FIFO snapshot");
+    let line = one_error_line(&output);
+    assert!(line.contains(path(&snapshot)), "{line}");
+    assert!(line.contains("not a regular file"), "{line}");
+    assert!(line.contains("move it aside"), "{line}");
+
+    std::fs::remove_file(&snapshot).expect("removable");
+    std::fs::create_dir(&snapshot).expect("creatable");
+    let line = one_error_line(&within_a_minute(&args, "hung on a directory"));
+    assert!(line.contains("is a directory"), "{line}");
+}
+
+/// Session 25: `key FILE --language L` hashed the whole file (or standard input) before it
+/// looked at the language, so a typo in it was reported only after hashing a recording of
+/// gigabytes, and `key /dev/zero --language 'e n'` never ended. The language is checked
+/// first, as `transcribe` does.
+#[cfg(unix)]
+#[test]
+fn key_checks_the_language_before_hashing() {
+    let output = within_a_minute(
+        &["key", "/dev/zero", "--language", "e n"],
+        "key hashed an endless input before checking the language",
+    );
+    let line = one_error_line(&output);
+    assert!(line.contains("language"), "{line}");
+    let output = within_a_minute(
+        &["key", "-", "--language", "e n"],
+        "key read an endless standard input before checking the language",
+    );
+    one_error_line(&output);
+}
+
+/// Session 25: a snapshot of a newer format version was refused with the advice for a
+/// corrupt one, to move it aside or delete it: deleting it loses the cache the newer build
+/// saved. The error says a newer memocache may have written it and that deleting it loses
+/// that cache.
+#[test]
+fn a_snapshot_from_a_newer_format_is_not_advised_for_deletion() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, b"some audio").expect("writable");
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir).expect("creatable");
+    let snapshot = cache_dir.join("cache.snapshot");
+    let cache = memocache::Cache::builder()
+        .max_bytes(1 << 20)
+        .build()
+        .expect("cache");
+    cache
+        .insert(
+            memocache::CacheKey::from_content(b"x", "content").expect("key"),
+            &b"value"[..],
+        )
+        .expect("fits");
+    cache.save_snapshot(&snapshot).expect("saved");
+    // The format version: bytes 8..12, little-endian (see `memocache::snapshot`).
+    let mut bytes = std::fs::read(&snapshot).expect("readable");
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&snapshot, &bytes).expect("writable");
+    let output = memocache(&[
+        "transcribe",
+        path(&audio),
+        "--language",
+        "en",
+        "--cache-dir",
+        path(&cache_dir),
+    ]);
+    let line = one_error_line(&output);
+    assert!(line.contains("version 99"), "{line}");
+    assert!(line.contains("newer"), "{line}");
+    assert!(!line.contains("(or delete it)"), "{line}");
+    assert_eq!(
+        std::fs::read(&snapshot).expect("kept"),
+        bytes,
+        "the file was changed"
+    );
+}

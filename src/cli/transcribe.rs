@@ -305,6 +305,23 @@ fn file_error(error: &PipelineError) -> String {
 /// directory). A budget smaller than the snapshot (`--cache-mb`) leaves entries out, and the
 /// run's save then drops them from the file for good: that used to happen without a word.
 fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> {
+    // The library reads a snapshot from a FIFO as it arrives, so a FIFO here made the run wait
+    // forever for a writer; and the run's saves refuse to replace anything but a regular file,
+    // so whatever else is there could only fail the run at its end.
+    if let Ok(metadata) = std::fs::metadata(snapshot)
+        && !metadata.is_file()
+    {
+        let what = if metadata.is_dir() {
+            "is a directory"
+        } else {
+            "is not a regular file (a FIFO, socket or device)"
+        };
+        return Err(format!(
+            "cannot restore the cache from {}: it {what}, where the run keeps its snapshot; \
+             move it aside to start with an empty cache",
+            shown(snapshot)
+        ));
+    }
     let report = match cache.load_snapshot(snapshot) {
         Ok(report) => report,
         Err(SnapshotError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -314,6 +331,14 @@ fn restore(cache: &Cache, snapshot: &Path, cache_mb: u64) -> Result<(), String> 
         Err(e @ SnapshotError::Io { .. }) => {
             return Err(format!(
                 "cannot restore the cache from {}: {e}",
+                shown(snapshot)
+            ));
+        }
+        // Not corrupt, perhaps: deleting it would lose the cache a newer build saved there.
+        Err(e @ SnapshotError::UnsupportedVersion { .. }) => {
+            return Err(format!(
+                "cannot restore the cache from {}: {e}; a newer memocache may have written \
+                 it: run that, or give another --cache-dir (deleting the file loses that cache)",
                 shown(snapshot)
             ));
         }
