@@ -1050,3 +1050,61 @@ fn an_engine_that_writes_nothing_fails_and_is_asked_again() {
     assert!(out.contains("    (no text)"), "{out}");
     assert_eq!(calls_so_far(), strict, "silence allowed stays cached");
 }
+
+/// Session 25: in a cache directory shared by a group, the lock file one member's run had
+/// created (mode 0644) refused every run of another member ("cannot open the lock file …:
+/// Permission denied"), though the lock needs no write access and the snapshot could be
+/// written there. It is opened read-only then, and still excludes a second run. Another user
+/// is needed, so this runs the command as `nobody` (through `setpriv`) when the tests run as
+/// root, and checks nothing otherwise.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lock_file_the_user_may_not_write_still_locks() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let root = std::fs::metadata(dir.path()).expect("stat").uid() == 0;
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if !root || !setpriv.is_ok_and(|o| o.status.success()) {
+        return;
+    }
+    mode(dir.path(), 0o755);
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    mode(&audio, 0o644);
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir).expect("creatable");
+    mode(&cache_dir, 0o777);
+    let lock = cache_dir.join("cache.lock");
+    std::fs::write(&lock, b"").expect("writable");
+    mode(&lock, 0o644);
+    let as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_memocache"))
+            .args([
+                "transcribe",
+                path(&audio),
+                "--language",
+                "en",
+                "--cache-dir",
+            ])
+            .arg(&cache_dir)
+            .output()
+            .expect("run setpriv")
+    };
+    let output = as_nobody();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The read-only lock excludes as the other does: with the lock held here, the run is
+    // refused as in use.
+    let held = File::open(&lock).expect("readable");
+    held.try_lock().expect("free");
+    let line = one_error_line(&as_nobody());
+    assert!(line.contains("in use by another"), "{line}");
+}

@@ -64,13 +64,7 @@ fn lock_with(
     try_lock: impl FnOnce(&File) -> Result<(), TryLockError>,
 ) -> Result<(DirLock, Option<String>), String> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        // The file's contents mean nothing; never truncate what a user may have put there.
-        .truncate(false)
-        .open(&path)
+    let file = open_lock_file(&path)
         .map_err(|e| format!("cannot open the lock file {}: {e}", shown(&path)))?;
     match try_lock(&file) {
         Ok(()) => Ok((DirLock { _file: file }, None)),
@@ -93,6 +87,24 @@ fn lock_with(
             shown(dir),
             shown(&path)
         )),
+    }
+}
+
+/// The lock file at `path`, created if missing. One the user may not write is opened read
+/// only: the lock needs no write access, and in a directory shared by a group, the lock file
+/// another member's run had created (mode 0644 under the usual umask) refused every run of
+/// the others, though they could write the snapshot there.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    let written = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        // The file's contents mean nothing; never truncate what a user may have put there.
+        .truncate(false)
+        .open(path);
+    match written {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(path).map_err(|_| e),
+        opened => opened,
     }
 }
 
