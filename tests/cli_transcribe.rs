@@ -1051,51 +1051,60 @@ fn an_engine_that_writes_nothing_fails_and_is_asked_again() {
     assert_eq!(calls_so_far(), strict, "silence allowed stays cached");
 }
 
+/// Sets the permission bits of `path`.
+#[cfg(target_os = "linux")]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A temporary directory that another user can enter, if the tests run as root and
+/// `setpriv` can run `memocache` as `nobody` (see [`as_nobody`]); `None` otherwise, as
+/// permissions do not bind root.
+#[cfg(target_os = "linux")]
+fn shared_dir() -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = std::fs::metadata(dir.path()).expect("stat").uid() == 0;
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if !root || !setpriv.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    chmod(dir.path(), 0o755);
+    Some(dir)
+}
+
+/// `memocache transcribe FILE --language en --cache-dir DIR` run as `nobody`.
+#[cfg(target_os = "linux")]
+fn transcribe_as_nobody(file: &Path, cache_dir: &Path) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_memocache"))
+        .args(["transcribe", path(file), "--language", "en", "--cache-dir"])
+        .arg(cache_dir)
+        .output()
+        .expect("run setpriv")
+}
+
 /// Session 25: in a cache directory shared by a group, the lock file one member's run had
 /// created (mode 0644) refused every run of another member ("cannot open the lock file …:
 /// Permission denied"), though the lock needs no write access and the snapshot could be
 /// written there. It is opened read-only then, and still excludes a second run. Another user
-/// is needed, so this runs the command as `nobody` (through `setpriv`) when the tests run as
-/// root, and checks nothing otherwise.
+/// is needed: this checks nothing unless the tests run as root (see [`shared_dir`]).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_lock_file_the_user_may_not_write_still_locks() {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mode = |path: &Path, mode: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    };
-    let root = std::fs::metadata(dir.path()).expect("stat").uid() == 0;
-    let setpriv = Command::new("setpriv").arg("--version").output();
-    if !root || !setpriv.is_ok_and(|o| o.status.success()) {
-        return;
-    }
-    mode(dir.path(), 0o755);
+    let Some(dir) = shared_dir() else { return };
     let audio = dir.path().join("a.raw");
     std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
-    mode(&audio, 0o644);
+    chmod(&audio, 0o644);
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir(&cache_dir).expect("creatable");
-    mode(&cache_dir, 0o777);
+    chmod(&cache_dir, 0o777);
     let lock = cache_dir.join("cache.lock");
     std::fs::write(&lock, b"").expect("writable");
-    mode(&lock, 0o644);
-    let as_nobody = || {
-        Command::new("setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_memocache"))
-            .args([
-                "transcribe",
-                path(&audio),
-                "--language",
-                "en",
-                "--cache-dir",
-            ])
-            .arg(&cache_dir)
-            .output()
-            .expect("run setpriv")
-    };
-    let output = as_nobody();
+    chmod(&lock, 0o644);
+    let output = transcribe_as_nobody(&audio, &cache_dir);
     assert!(
         output.status.success(),
         "{}",
@@ -1105,6 +1114,38 @@ fn a_lock_file_the_user_may_not_write_still_locks() {
     // refused as in use.
     let held = File::open(&lock).expect("readable");
     held.try_lock().expect("free");
-    let line = one_error_line(&as_nobody());
+    let line = one_error_line(&transcribe_as_nobody(&audio, &cache_dir));
     assert!(line.contains("in use by another"), "{line}");
+}
+
+/// Session 25: a `cache.snapshot` that is a symbolic link is saved where it leads, but the
+/// check that the snapshot can be written looked only at the cache directory: with the
+/// link's target in a directory the user may not write, the run transcribed everything and
+/// then failed to save any of it. That directory is checked before anything is done.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_snapshot_linked_into_an_unwritable_directory_fails_before_any_work() {
+    let Some(dir) = shared_dir() else { return };
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![6u8; 3000]).expect("writable");
+    chmod(&audio, 0o644);
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("creatable");
+    chmod(&elsewhere, 0o755);
+    let empty = memocache::Cache::builder().max_bytes(1 << 20).build();
+    let target = elsewhere.join("cache.snapshot");
+    empty
+        .expect("a cache")
+        .save_snapshot(&target)
+        .expect("saved");
+    chmod(&target, 0o644);
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir(&cache_dir).expect("creatable");
+    chmod(&cache_dir, 0o777);
+    std::os::unix::fs::symlink(&target, cache_dir.join("cache.snapshot")).expect("a link");
+    let output = transcribe_as_nobody(&audio, &cache_dir);
+    let line = one_error_line(&output);
+    assert!(line.contains(path(&elsewhere)), "{line}");
+    assert!(line.contains("cannot write in"), "{line}");
+    assert!(output.stdout.is_empty(), "transcribed first");
 }

@@ -5,10 +5,11 @@
 //!
 //! * **Typos fail before anything is touched.** The language, every input path (it must be a
 //!   readable regular file), the chunk size and the engine command are checked first, then
-//!   that the cache directory can be written in and that no other run holds it (below); only
-//!   then is the snapshot loaded. So a typo never creates a cache directory or rewrites a
-//!   snapshot, and an unwritable directory is found before an hour of transcription, not
-//!   when the snapshot is saved. Every unusable input is named in the one error line.
+//!   that the cache directory (and the one a snapshot that is a symbolic link leads to) can
+//!   be written in and that no other run holds it (below); only then is the snapshot loaded.
+//!   So a typo never creates a cache directory or rewrites a snapshot, and an unwritable
+//!   directory is found before an hour of transcription, not when the snapshot is saved.
+//!   Every unusable input is named in the one error line.
 //! * **A run goes on past a failing file.** Each failure is listed with the results, the cache
 //!   keeps what the other files produced, and the one error line counts the failures and
 //!   gives the first.
@@ -164,18 +165,39 @@ pub fn run(options: Options) -> Result<(), String> {
     })?;
     // The snapshot is written at checkpoints and at the end: a directory it cannot be written
     // in must fail now, not after files have been transcribed and the work would be lost.
-    tempfile::Builder::new()
-        .prefix(".memocache-write-check")
-        .tempfile_in(&cache_dir)
-        .map_err(|e| {
+    let writable = |dir: &Path| {
+        tempfile::Builder::new()
+            .prefix(".memocache-write-check")
+            .tempfile_in(dir)
+            .map(drop)
+    };
+    writable(&cache_dir).map_err(|e| {
+        format!(
+            "cannot write in the cache directory {}: {e}",
+            shown(&cache_dir)
+        )
+    })?;
+    let snapshot = cache_dir.join(SNAPSHOT_FILE);
+    // A snapshot that is a symbolic link is saved where the link leads (as the library's
+    // save does, for a target that exists): that directory is checked too. Only the cache
+    // directory was, and a run whose link led into one it could not write in transcribed
+    // everything, then failed to save any of it.
+    let is_link = std::fs::symlink_metadata(&snapshot).is_ok_and(|m| m.file_type().is_symlink());
+    if let Some(target_dir) = is_link
+        .then(|| std::fs::canonicalize(&snapshot).ok())
+        .flatten()
+        .and_then(|target| target.parent().map(Path::to_path_buf))
+    {
+        writable(&target_dir).map_err(|e| {
             format!(
-                "cannot write in the cache directory {}: {e}",
-                shown(&cache_dir)
+                "cannot write in {}, where the snapshot {} leads: {e}",
+                shown(&target_dir),
+                shown(&snapshot)
             )
         })?;
+    }
     // Held to the end of `run`, after the last save: dropping it releases the lock.
     let _lock = lock_dir(&cache_dir, "--cache-dir")?;
-    let snapshot = cache_dir.join(SNAPSHOT_FILE);
     let cache = Cache::builder()
         .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
         .build()
