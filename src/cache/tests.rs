@@ -1532,3 +1532,83 @@ fn a_duel_shard_over_its_share_in_a_cache_full_by_bytes_stores_every_insert() {
             .all(|(_, _, cause)| *cause == RemovalCause::Size)
     );
 }
+
+/// A loader that panics strands none of the callers waiting on it: each wakes, one of them
+/// runs its own loader, and every one gets that value; the panic reaches only the loader's
+/// caller, and the key loads again afterwards. The loader panics only once every waiter is
+/// committed to its flight ([`Loads::waiting_on`]): a waiter that came after the panic would
+/// find no claim and lead, which shows nothing about the takeover. (It was an integration
+/// test that slept 50 ms and assumed the waiters had joined by then.)
+#[test]
+fn panicking_loader_strands_no_waiter_and_the_key_stays_loadable() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    const WAITERS: usize = 5;
+    /// Waits at most 10 s for `condition`.
+    fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let k = key(1);
+    let hash = cache.inner.hasher.hash(&k);
+    let leading = Arc::new(AtomicBool::new(false));
+    let leader = {
+        let (cache, leading) = (cache.clone(), Arc::clone(&leading));
+        std::thread::spawn(move || {
+            cache.get_or_insert_with(k, || -> Bytes {
+                leading.store(true, Ordering::SeqCst);
+                wait_until("every waiter waits on the flight", || {
+                    cache.inner.loads.waiting_on(hash) == WAITERS
+                });
+                panic!("loader exploded");
+            })
+        })
+    };
+    wait_until("the panicking loader runs", || {
+        leading.load(Ordering::SeqCst)
+    });
+    let takeovers = Arc::new(AtomicUsize::new(0));
+    let (send, results) = mpsc::channel();
+    for _ in 0..WAITERS {
+        let (cache, takeovers, send) = (cache.clone(), Arc::clone(&takeovers), send.clone());
+        std::thread::spawn(move || {
+            let loaded = cache.get_or_insert_with(k, || {
+                takeovers.fetch_add(1, Ordering::SeqCst);
+                "taken over"
+            });
+            let _ = send.send(loaded);
+        });
+    }
+
+    let payload = leader
+        .join()
+        .expect_err("the panic reaches the loader's caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"loader exploded"));
+    for i in 0..WAITERS {
+        let loaded = results
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("waiter {i} of {WAITERS} is stranded"));
+        assert_eq!(loaded.expect("a waiter took over").as_ref(), b"taken over");
+    }
+    assert_eq!(takeovers.load(Ordering::SeqCst), 1, "one waiter took over");
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.load_failures), (1, 1));
+
+    // Not poisoned: the key loads again, also after another panic in this thread.
+    cache.remove(&k);
+    let again = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        cache.get_or_insert_with(k, || -> Bytes { panic!("again") })
+    }));
+    assert!(again.is_err());
+    let loaded = cache.get_or_insert_with(k, || "third").expect("fits");
+    assert_eq!(loaded.as_ref(), b"third");
+    assert_eq!(cache.get(&k).as_deref(), Some(&b"third"[..]));
+    assert_eq!(cache.inner.loads.in_flight(), 0);
+}

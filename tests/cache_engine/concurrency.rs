@@ -1,8 +1,8 @@
 //! Multi-threaded tests: the budget invariant and the accounting under a random concurrent mix,
-//! and memoized loading (runs once, shares errors, survives a panicking loader).
+//! and memoized loading (runs once, shares errors). A panicking loader's waiters are tested in
+//! `src/cache/tests.rs`, which can see when they have joined its flight.
 
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -479,61 +479,4 @@ fn loader_error_reaches_every_waiter_and_is_not_cached() {
         .expect("the next call loads again");
     assert_eq!(retried.as_ref(), b"second try");
     assert_eq!(cache.get(&key(1)), Some(retried));
-}
-
-#[test]
-fn panicking_loader_strands_no_waiter_and_the_key_stays_loadable() {
-    const WAITERS: usize = 5;
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
-    let leading = Arc::new(AtomicBool::new(false));
-    let (send, results) = mpsc::channel();
-
-    let leader = {
-        let (cache, leading) = (cache.clone(), leading.clone());
-        thread::spawn(move || {
-            cache.get_or_insert_with(key(1), || -> Bytes {
-                leading.store(true, Ordering::SeqCst);
-                wait_until("all waiters missed", || {
-                    cache.stats().misses > WAITERS as u64 // the leader missed too
-                });
-                thread::sleep(Duration::from_millis(50));
-                panic!("loader exploded");
-            })
-        })
-    };
-    wait_until("the panicking loader runs", || {
-        leading.load(Ordering::SeqCst)
-    });
-    let takeovers = Arc::new(AtomicUsize::new(0));
-    for _ in 0..WAITERS {
-        let (cache, takeovers, send) = (cache.clone(), takeovers.clone(), send.clone());
-        thread::spawn(move || {
-            let loaded = cache.get_or_insert_with(key(1), || {
-                takeovers.fetch_add(1, Ordering::SeqCst);
-                "taken over"
-            });
-            let _ = send.send(loaded);
-        });
-    }
-
-    let payload = leader
-        .join()
-        .expect_err("the panic reaches the loader's caller");
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"loader exploded"));
-    for loaded in collect(&results, WAITERS) {
-        assert_eq!(loaded.expect("a waiter took over").as_ref(), b"taken over");
-    }
-    assert_eq!(takeovers.load(Ordering::SeqCst), 1, "one waiter took over");
-    let stats = cache.stats();
-    assert_eq!((stats.loads, stats.load_failures), (1, 1));
-
-    // Not poisoned: the key loads again, also after another panic in this thread.
-    cache.remove(&key(1));
-    let again = panic::catch_unwind(AssertUnwindSafe(|| {
-        cache.get_or_insert_with(key(1), || -> Bytes { panic!("again") })
-    }));
-    assert!(again.is_err());
-    let loaded = cache.get_or_insert_with(key(1), || "third").expect("fits");
-    assert_eq!(loaded.as_ref(), b"third");
-    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"third"[..]));
 }
