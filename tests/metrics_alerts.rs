@@ -637,7 +637,8 @@ fn long_windows_label_order_and_non_finite_gauges() {
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].value, Some(20.5));
 
-    // Last: NaN is no threshold's, and resolves; +∞ fires again, once.
+    // Last: NaN is no threshold's, and resolves; +∞ fires again, once. (Removing the firing
+    // rule to change its aggregation resolves it first.)
     let mut rule = t.alerts.remove_rule(id).unwrap();
     rule = rule.with_aggregation(Aggregation::Last);
     let id = t.alerts.add_rule(rule);
@@ -653,7 +654,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
     let resolved = t.alerts.evaluate();
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
-    assert_eq!(t.pager.notifications().len(), 3);
+    assert_eq!(t.pager.notifications().len(), 4);
 }
 
 /// A clock that can be set anywhere, backwards too: a host's custom [`Clock`] that breaks the
@@ -1006,4 +1007,206 @@ fn a_notifier_may_use_the_registry_during_an_evaluation() {
     };
     assert_eq!(total("seen_firing_total"), Some(1.0));
     assert_eq!(t.pager.notifications().len(), 2);
+}
+
+fn at_second(second: u64) -> Timestamp {
+    Timestamp::from_nanos(second * 1_000_000_000)
+}
+
+/// The transition and labels of each notification, oldest first.
+fn heard(notifier: &MemoryNotifier) -> Vec<(AlertTransition, memocache::metrics::Tags)> {
+    let notifications = notifier.notifications();
+    notifications
+        .into_iter()
+        .map(|n| (n.transition, n.labels))
+        .collect()
+}
+
+/// Bug: `remove_rule` dropped a firing rule and its state without a word, so every channel
+/// that had been told "firing" was never told "resolved": a pager stayed open for good. Now
+/// each firing series resolves on removal, on every channel of the rule, once: one firing with
+/// the condition still true, one whose condition went false within `keep_firing_for`. A
+/// pending series was never announced and goes silently.
+#[test]
+fn removing_a_firing_rule_resolves_each_firing_series_on_each_channel() {
+    let mut t = setup();
+    let log = MemoryNotifier::new();
+    t.alerts.add_channel("log", Arc::new(log.clone()));
+    let jobs = |status| t.registry.gauge("jobs", "", &[("status", status)]).unwrap();
+    let (failed, queued, retrying) = (jobs("failed"), jobs("queued"), jobs("retrying"));
+    let rule = AlertRule::new(
+        "too many jobs",
+        "jobs",
+        Threshold::greater_than(100.0).unwrap(),
+        Severity::Warning,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_pending_for(10 * SECOND)
+    .with_keep_firing_for(60 * SECOND)
+    .with_channel("pager")
+    .with_channel("log");
+    let id = t.alerts.add_rule(rule);
+
+    failed.set(500.0);
+    queued.set(500.0);
+    assert!(t.alerts.evaluate().is_empty(), "both pending");
+    t.clock.advance(10 * SECOND);
+    retrying.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 2, "failed and queued fire");
+    t.clock.advance(5 * SECOND);
+    queued.set(0.0);
+    assert!(t.alerts.evaluate().is_empty(), "queued keeps firing 60 s");
+    let states = t.alerts.series_states(id).unwrap();
+    assert!(matches!(
+        states[..],
+        [
+            (_, AlertState::Firing { .. }),
+            (
+                _,
+                AlertState::Firing {
+                    clear_since: Some(_),
+                    ..
+                }
+            ),
+            (_, AlertState::Pending { .. }),
+        ]
+    ));
+
+    t.clock.advance(5 * SECOND); // t = 20
+    let removed = t.alerts.remove_rule(id).expect("the rule is there");
+    assert_eq!(removed.id(), id);
+    let failed_labels = tags(&[("status", "failed")]);
+    let queued_labels = tags(&[("status", "queued")]);
+    let expected = [
+        (AlertTransition::Firing, failed_labels.clone()),
+        (AlertTransition::Firing, queued_labels.clone()),
+        (AlertTransition::Resolved, failed_labels.clone()),
+        (AlertTransition::Resolved, queued_labels),
+    ];
+    assert_eq!(heard(&t.pager), expected);
+    assert_eq!(
+        heard(&log),
+        expected,
+        "each channel hears the same, in order"
+    );
+    let resolved = &t.pager.notifications()[2];
+    assert_eq!(resolved.rule_id, id);
+    assert_eq!(resolved.rule_name, "too many jobs");
+    assert_eq!(resolved.value, None, "a removed rule is not evaluated");
+    assert_eq!(resolved.active_since, at_second(0));
+    assert_eq!(resolved.at, at_second(20));
+
+    // Gone for good: nothing more is sent, and a second removal finds nothing.
+    assert_eq!(t.alerts.state(id), None);
+    assert!(t.alerts.evaluate().is_empty());
+    assert!(t.alerts.remove_rule(id).is_none());
+    assert_eq!(t.pager.notifications().len(), 4);
+    assert_eq!(log.notifications().len(), 4);
+}
+
+/// A rule that is only pending was never announced: it goes without a notification, and the
+/// other rules are left as they were.
+#[test]
+fn removing_a_pending_rule_sends_nothing() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let pending = t
+        .alerts
+        .add_rule(depth_rule().with_pending_for(30 * SECOND));
+    let firing = t.alerts.add_rule(depth_rule());
+    depth.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+    assert!(matches!(
+        t.alerts.state(pending),
+        Some(AlertState::Pending { .. })
+    ));
+    assert!(t.alerts.remove_rule(pending).is_some());
+    assert_eq!(heard(&t.pager), [(AlertTransition::Firing, tags(&[]))]);
+    assert!(matches!(
+        t.alerts.state(firing),
+        Some(AlertState::Firing { .. })
+    ));
+}
+
+/// A removed rule keeps no state: added again, the same definition starts inactive, waits out
+/// its `pending_for` from scratch, and fires (and notifies) anew after the removal resolved
+/// the first firing. Before, the pager heard "firing" twice with no "resolved" between.
+#[test]
+fn a_removed_firing_rule_added_again_starts_inactive() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let id = t
+        .alerts
+        .add_rule(depth_rule().with_pending_for(30 * SECOND));
+    depth.set(500.0);
+    t.alerts.evaluate();
+    t.clock.advance(30 * SECOND);
+    assert_eq!(t.alerts.evaluate().len(), 1, "fires at t = 30");
+    t.clock.advance(SECOND); // t = 31
+
+    let rule = t.alerts.remove_rule(id).unwrap();
+    let id = t.alerts.add_rule(rule);
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    assert!(t.alerts.evaluate().is_empty(), "pending again, from now");
+    assert_eq!(
+        t.alerts.state(id),
+        Some(AlertState::Pending {
+            since: at_second(31)
+        })
+    );
+    t.clock.advance(30 * SECOND);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].active_since, at_second(31));
+    let transitions: Vec<_> = heard(&t.pager).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        transitions,
+        [
+            AlertTransition::Firing,
+            AlertTransition::Resolved,
+            AlertTransition::Firing
+        ]
+    );
+}
+
+/// A notifier that panics on a removal's notification is treated as in `evaluate`: every
+/// channel is served, the rule is gone, and then the panic goes on; the evaluator works on.
+#[test]
+fn a_panicking_notifier_on_removal_silences_no_channel_and_leaves_the_rule_removed() {
+    let mut t = setup();
+    let calls = Arc::new(AtomicUsize::new(0));
+    t.alerts
+        .add_channel("buggy", Arc::new(Panicking(calls.clone())));
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let rule = AlertRule::new(
+        "first",
+        "queue_depth",
+        Threshold::greater_than(100.0).unwrap(),
+        Severity::Critical,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("buggy")
+    .with_channel("pager");
+    let id = t.alerts.add_rule(rule);
+    let other = t.alerts.add_rule(depth_rule());
+    depth.set(500.0);
+    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
+    assert!(evaluated.is_err(), "the buggy channel panics on firing");
+    assert_eq!(t.pager.take().len(), 2);
+
+    let removed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.remove_rule(id)));
+    let payload = removed.expect_err("the notifier's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"pager client bug"));
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "firing, then resolved");
+    assert_eq!(heard(&t.pager), [(AlertTransition::Resolved, tags(&[]))]);
+    assert!(t.alerts.rule(id).is_none());
+    assert!(t.alerts.remove_rule(id).is_none());
+    assert!(t.alerts.evaluate().is_empty(), "the other rule still fires");
+    assert!(matches!(
+        t.alerts.state(other),
+        Some(AlertState::Firing { .. })
+    ));
 }

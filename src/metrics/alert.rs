@@ -36,24 +36,29 @@
 //! Prometheus, rather than as the `0.0` the seed returned for an empty window, which would
 //! trigger every `LessThan` rule on a quiet system.
 //!
+//! Removing a rule ([`AlertEvaluator::remove_rule`]) ends its alerts at once: each firing
+//! series resolves, with its notification, and a pending one goes silently. Removed silently, a
+//! firing alert stayed open on the pagers it had paged.
+//!
 //! Durations are measured on the registry's [`Clock`](crate::Clock) at evaluation times, so the
 //! granularity is the evaluation interval the host chooses, and tests drive it with a
 //! [`ManualClock`](crate::ManualClock).
 //!
 //! # Notifications
 //!
-//! A rule names its channels; the evaluator maps channel names to [`Notifier`]s. Every
-//! transition to firing and to resolved produces one [`Notification`], delivered to each of the
-//! rule's channels and returned from `evaluate`. Delivery comes once every rule is stepped, so
-//! what a notifier does (it may use the registry: no lock of it is held) does not change what
-//! the other rules of that evaluation see; delivered rule by rule, a notifier that reset a
-//! gauge kept a later rule on it from firing, and the outcome depended on the rules' order.
-//! A failing or unknown channel is logged through `tracing` and does not stop delivery to the
-//! others or the evaluation of other rules (nor does a subscriber that panics logging it). Nor
-//! does a notifier that panics: a notifier is the host's code, so as with the crate's other
-//! callbacks every rule is evaluated and every channel served, and then `evaluate` re-raises
-//! the first panic. Let out at once, it skipped the rule's later channels for good (the rule
-//! had already moved to firing, which notifies once) and the rules after it.
+//! A rule names its channels; the evaluator maps channel names to [`Notifier`]s. Every transition
+//! to firing and to resolved produces one [`Notification`], delivered to each of the rule's
+//! channels in their order and returned from `evaluate` (a removal's are delivered by
+//! `remove_rule`, the same way). Delivery comes once every rule is stepped, so what a notifier does
+//! (it may use the registry: no lock of it is held) does not change what the other rules of that
+//! evaluation see; delivered rule by rule, a notifier that reset a gauge kept a later rule on it
+//! from firing, and the outcome depended on the rules' order. A failing or unknown channel is
+//! logged through `tracing` and does not stop delivery to the others or the evaluation of other
+//! rules (nor does a subscriber that panics logging it). Nor does a notifier that panics: a
+//! notifier is the host's code, so as with the crate's other callbacks every rule is evaluated and
+//! every channel served, and then `evaluate` (or `remove_rule`) re-raises the first panic. Let out
+//! at once, it skipped the rule's later channels for good (the rule had already moved to firing,
+//! which notifies once) and the rules after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -308,7 +313,7 @@ pub enum AlertState {
 pub enum AlertTransition {
     /// Pending → firing (or inactive → firing with no pending period).
     Firing,
-    /// Firing → inactive, after `keep_firing_for` of false.
+    /// Firing → inactive, after `keep_firing_for` of false, or because the rule was removed.
     Resolved,
 }
 
@@ -337,7 +342,8 @@ pub struct Notification {
     pub severity: Severity,
     /// Fired or resolved.
     pub transition: AlertTransition,
-    /// The aggregated value at this evaluation; `None` when there was no data.
+    /// The aggregated value at this evaluation; `None` when there was no data, or when the
+    /// rule was removed ([`AlertEvaluator::remove_rule`]).
     pub value: Option<f64>,
     /// The rule's threshold.
     pub threshold: Threshold,
@@ -345,7 +351,7 @@ pub struct Notification {
     pub aggregation: Aggregation,
     /// When the condition was first seen true.
     pub active_since: Timestamp,
-    /// When this evaluation ran.
+    /// When this evaluation ran, or the rule was removed.
     pub at: Timestamp,
 }
 
@@ -479,10 +485,56 @@ impl AlertEvaluator {
         id
     }
 
-    /// Removes a rule without notifying; returns it if it was there.
+    /// Removes a rule and returns it; `None`, and nothing sent, if there is no such rule.
+    ///
+    /// Each series of the rule that is firing resolves: its channels are told as when a
+    /// condition goes false in [`evaluate`](Self::evaluate), by a [`Notification`] with
+    /// [`AlertTransition::Resolved`], `value` `None` (the rule is no longer evaluated) and
+    /// `at` the clock's time now, delivered series by series in the order of their labels,
+    /// each to the rule's channels in order (see the [module docs](self) on why). A pending
+    /// series was never announced and goes silently, as one whose condition goes false does.
+    /// No state outlives the rule: added again, it starts inactive (and fires, and notifies,
+    /// anew).
+    ///
+    /// The notifications are delivered here, as `evaluate` delivers its own, and the rule is
+    /// gone before the first channel is called. A holder that keeps the evaluator behind a
+    /// lock should not call this with the lock held, as a notifier may call back in; the
+    /// crate's one such holder, [`Pipeline`](crate::pipeline::Pipeline), delivers an
+    /// evaluation's notifications after releasing its lock and offers no removal.
+    ///
+    /// # Panics
+    ///
+    /// Re-raises the first panic of a [`Notifier`], once every channel is served; the rule is
+    /// removed by then.
     pub fn remove_rule(&mut self, id: AlertRuleId) -> Option<AlertRule> {
+        let (rule, deliveries) = self.withdraw(id)?;
+        let mut panics = FirstPanic::default();
+        for delivery in &deliveries {
+            delivery.send(&mut panics);
+        }
+        panics.resume();
+        Some(rule)
+    }
+
+    /// [`remove_rule`](Self::remove_rule) without the delivery, as [`decide`](Self::decide) is
+    /// `evaluate` without it: removes the rule and returns it with a resolved notification for
+    /// each of its firing series, for a holder behind a lock to send once it is released.
+    fn withdraw(&mut self, id: AlertRuleId) -> Option<(AlertRule, Vec<Delivery>)> {
         let index = self.rules.iter().position(|(r, _)| r.id() == id)?;
-        Some(self.rules.remove(index).0)
+        let (rule, states) = self.rules.remove(index);
+        let now = self.registry.clock().now();
+        let deliveries = states
+            .into_iter()
+            .filter_map(|(labels, state)| match state {
+                AlertState::Firing { active_since, .. } => {
+                    let resolved = (AlertTransition::Resolved, active_since);
+                    let notification = notification(&rule, labels, resolved, None, now);
+                    Some(Delivery::new(notification, &rule, &self.channels))
+                }
+                AlertState::Inactive | AlertState::Pending { .. } => None,
+            })
+            .collect();
+        Some((rule, deliveries))
     }
 
     /// The rule with this id.
@@ -596,31 +648,36 @@ impl AlertEvaluator {
                 if transition == AlertTransition::Firing {
                     rule.trigger(now);
                 }
-                let notification = Notification {
-                    rule_id: rule.id(),
-                    rule_name: rule.name().to_owned(),
-                    metric_name: rule.metric_name().to_owned(),
-                    labels,
-                    severity: rule.severity(),
-                    transition,
-                    value,
-                    threshold: rule.threshold(),
-                    aggregation: rule.aggregation(),
-                    active_since,
-                    at: now,
-                };
-                let channels = rule
-                    .notification_channels()
-                    .iter()
-                    .map(|channel| (channel.clone(), self.channels.get(channel).cloned()))
-                    .collect();
-                decided.push(Delivery {
-                    notification,
-                    channels,
-                });
+                let notification =
+                    notification(rule, labels, (transition, active_since), value, now);
+                decided.push(Delivery::new(notification, rule, &self.channels));
             }
         }
         decided
+    }
+}
+
+/// The notification of `rule`'s series `labels` making `transition` (with the alert's start
+/// time) at `at`, with `value` the aggregate seen then.
+fn notification(
+    rule: &AlertRule,
+    labels: Tags,
+    (transition, active_since): (AlertTransition, Timestamp),
+    value: Option<f64>,
+    at: Timestamp,
+) -> Notification {
+    Notification {
+        rule_id: rule.id(),
+        rule_name: rule.name().to_owned(),
+        metric_name: rule.metric_name().to_owned(),
+        labels,
+        severity: rule.severity(),
+        transition,
+        value,
+        threshold: rule.threshold(),
+        aggregation: rule.aggregation(),
+        active_since,
+        at,
     }
 }
 
@@ -633,6 +690,23 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
+    /// `notification`, for each channel `rule` names, with its notifier in `channels`.
+    fn new(
+        notification: Notification,
+        rule: &AlertRule,
+        channels: &HashMap<String, Arc<dyn Notifier>>,
+    ) -> Delivery {
+        let channels = rule
+            .notification_channels()
+            .iter()
+            .map(|channel| (channel.clone(), channels.get(channel).cloned()))
+            .collect();
+        Delivery {
+            notification,
+            channels,
+        }
+    }
+
     /// What is delivered.
     pub(crate) fn notification(&self) -> &Notification {
         &self.notification

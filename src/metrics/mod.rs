@@ -68,7 +68,8 @@
 //! * `EQUAL` thresholds compare within a tolerance ([`Threshold::EQUAL_EPSILON`]), not with `==`.
 //! * Alerts do not flap: a rule fires only after its condition held for its `pending_for`
 //!   duration, notifies once per firing, and resolves only after the condition stayed false for
-//!   its `keep_firing_for` duration (Prometheus' `for` and `keep_firing_for`).
+//!   its `keep_firing_for` duration (Prometheus' `for` and `keep_firing_for`). Removing a
+//!   firing rule resolves its alerts rather than leaving them open on every channel.
 //! * Time comes from the crate's monotonic [`Clock`](crate::Clock), so tests drive retention,
 //!   windows and alert timing with a [`ManualClock`](crate::ManualClock) instead of sleeping.
 
