@@ -418,14 +418,29 @@ pub fn final_save(
 const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// `--checkpoint-secs`: 0 (save only at the end), or a finite number of seconds from
-/// [`MIN_CHECKPOINT_INTERVAL`] up.
+/// [`MIN_CHECKPOINT_INTERVAL`] up. A finite number past the longest `Duration` (about
+/// 1.8e19 s) is an interval no run reaches, taken as the longest, as `--cache-mb` takes a
+/// number past its type's range: it was refused as "expected a number of seconds from 0
+/// up", which it is. `inf` is refused rather than read as "never": that is what 0 means,
+/// and the message says so. `-0` is 0, and blanks around the number are ignored.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
         .parse()
-        .map_err(|_| "expected a number of seconds, such as 30 or 0.5".to_owned())?;
-    let interval = Duration::try_from_secs_f64(secs)
-        .map_err(|_| "expected a number of seconds from 0 up, such as 30 or 0.5".to_owned())?;
+        .ok()
+        .filter(|secs: &f64| !secs.is_nan())
+        .ok_or_else(|| "expected a number of seconds, such as 30 or 0.5".to_owned())?;
+    if secs < 0.0 {
+        return Err("expected a number of seconds from 0 up, such as 30 or 0.5".to_owned());
+    }
+    if secs.is_infinite() {
+        return Err(
+            "expected a finite number of seconds, such as 30 or 0.5 (0 saves only at the end)"
+                .to_owned(),
+        );
+    }
+    // Finite and not negative (-0 included), so the only failure left is overflow.
+    let interval = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
     // On the number as given: 1e-300 s rounds to a zero `Duration`, which would read as 0.
     if secs > 0.0 && interval < MIN_CHECKPOINT_INTERVAL {
         return Err(format!(
@@ -685,9 +700,46 @@ mod tests {
         assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "inf", "NaN", "1e30", "30s", ""] {
-            assert!(parse_seconds(bad).is_err(), "{bad}");
+        // Negative zero is zero: save only at the end.
+        assert_eq!(parse_seconds("-0"), Ok(Duration::ZERO));
+        assert_eq!(parse_seconds("-0.0"), Ok(Duration::ZERO));
+        // Blanks around the number, as a quoted shell argument may carry, are ignored.
+        assert_eq!(parse_seconds(" 5 "), Ok(Duration::from_secs(5)));
+        let said = |text| parse_seconds(text).expect_err(text);
+        for negative in ["-1", "-1e-300", "-inf"] {
+            assert!(said(negative).contains("from 0 up"), "{negative}");
         }
+        for infinite in ["inf", "infinity", "+inf"] {
+            let err = said(infinite);
+            assert!(err.contains("finite"), "{infinite}: {err}");
+            assert!(err.contains("0 saves only at the end"), "{infinite}: {err}");
+        }
+        for not_a_number in ["NaN", "nan", "30s", "", "thirty"] {
+            let err = said(not_a_number);
+            assert!(
+                err.starts_with("expected a number of seconds,"),
+                "{not_a_number}: {err}"
+            );
+        }
+    }
+
+    /// A finite number past the longest `Duration` is no interval a run reaches: taken as
+    /// the longest, as `--cache-mb` saturates. It was refused as "expected a number of
+    /// seconds from 0 up", which 1e20 is.
+    #[test]
+    fn a_checkpoint_interval_past_the_longest_duration_saturates() {
+        for huge in [
+            "1e20",
+            "1e30",
+            "18446744073709551616",
+            "1.7976931348623157e308",
+        ] {
+            assert_eq!(parse_seconds(huge), Ok(Duration::MAX), "{huge}");
+        }
+        assert_eq!(
+            parse_seconds("1e19"),
+            Ok(Duration::from_secs(10_000_000_000_000_000_000))
+        );
     }
 
     #[test]
