@@ -19,6 +19,10 @@
 //!   file just before its removal would lock an unlinked file while a third run creates and
 //!   locks a new one. Files are opened close-on-exec, so the engine commands a run starts do
 //!   not inherit the lock and cannot keep it alive after the run ends.
+//! * **A symbolic lock file is followed only to an existing file.** Then every run locks
+//!   that file, as the snapshot's save follows a link to an existing snapshot. A dangling
+//!   link is refused with its name, and nothing is created where it leads (which may be
+//!   outside the directory).
 //! * **Without advisory locks, a run goes on unprotected, and says so.** Some filesystems
 //!   (and platforms) do not implement `flock`: `try_lock` fails with
 //!   [`std::io::ErrorKind::Unsupported`] whether or not another run is there. Refusing would
@@ -94,17 +98,47 @@ fn lock_with(
 /// only: the lock needs no write access, and in a directory shared by a group, the lock file
 /// another member's run had created (mode 0644 under the usual umask) refused every run of
 /// the others, though they could write the snapshot there.
+///
+/// A symbolic link to an existing file is followed, as the snapshot's is (`cache.snapshot`,
+/// see `src/snapshot/file.rs`): every run locks the file it leads to, so they still exclude
+/// each other. A dangling link is refused, naming it, and nothing is created: opening it with
+/// `create` made a file wherever it led, perhaps outside the directory. (The snapshot's save
+/// replaces a dangling link by a plain file instead; a lock file must not be replaced while a
+/// run may hold it, see the module doc.) The file is created with `O_EXCL` (`create_new`),
+/// which does not follow a link, so a link made between the look and the creation is refused
+/// too rather than followed.
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
-    let written = OpenOptions::new()
+    let open_existing = || {
+        let written = OpenOptions::new().read(true).write(true).open(path);
+        match written {
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(path).map_err(|_| e),
+            opened => opened,
+        }
+    };
+    match open_existing() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        opened => return opened,
+    }
+    // Missing, or a dangling link. The file's contents mean nothing, so a new one is empty.
+    match OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        // The file's contents mean nothing; never truncate what a user may have put there.
-        .truncate(false)
-        .open(path);
-    match written {
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(path).map_err(|_| e),
-        opened => opened,
+        .create_new(true)
+        .open(path)
+    {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match std::fs::read_link(path) {
+            Ok(target) => Err(std::io::Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "it is a symbolic link to {}, which does not exist; remove the link, or \
+                     create the file it leads to",
+                    shown(&target)
+                ),
+            )),
+            // Another run created the file in the meantime: it is locked as any other.
+            Err(_) => open_existing(),
+        },
+        created => created,
     }
 }
 
@@ -172,5 +206,63 @@ mod tests {
         assert!(message.contains("in use by another"), "{message}");
         drop(first);
         let _second = lock_dir(dir.path(), "--cache-dir").expect("free again");
+    }
+
+    /// A `cache.lock` that is a symbolic link to a missing file is refused, with a message
+    /// naming it, and the file it leads to is not created: opened with `create`, the link was
+    /// followed and the run made a file wherever it led (here, outside the directory).
+    #[cfg(unix)]
+    #[test]
+    fn a_dangling_lock_link_is_refused_and_creates_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir(&cache_dir).expect("cache dir");
+        let target = dir.path().join("elsewhere.lock");
+        let link = cache_dir.join(LOCK_FILE);
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+
+        let Err(message) = lock_dir(&cache_dir, "--cache-dir") else {
+            panic!("a dangling lock link must refuse the run")
+        };
+        assert!(
+            message.starts_with(&format!("cannot open the lock file {}", link.display())),
+            "{message}"
+        );
+        assert!(message.contains("symbolic link"), "{message}");
+        assert!(message.contains(&target.display().to_string()), "{message}");
+        assert!(!target.exists(), "the link's target was created");
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+            "the link itself is left as it was"
+        );
+    }
+
+    /// A link to an existing file is followed: the runs lock the file it leads to, and still
+    /// exclude each other.
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_link_to_an_existing_file_is_locked_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("shared.lock");
+        std::fs::write(&target, b"").expect("target");
+        std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).expect("symlink");
+        let _first = lock_dir(dir.path(), "--cache-dir").expect("locked through the link");
+        let Err(message) = lock_dir(dir.path(), "--cache-dir") else {
+            panic!("a second lock through the link must be refused")
+        };
+        assert!(message.contains("in use by another"), "{message}");
+        let held = File::open(&target).expect("target");
+        assert!(
+            matches!(held.try_lock(), Err(TryLockError::WouldBlock)),
+            "the link's target is the file locked"
+        );
+    }
+
+    /// A plain missing lock file is still created, and locked.
+    #[test]
+    fn a_missing_lock_file_is_created() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _lock = lock_dir(dir.path(), "--cache-dir").expect("created");
+        assert!(dir.path().join(LOCK_FILE).is_file());
     }
 }
