@@ -351,10 +351,12 @@ fn the_help_gives_the_default_max_requests_where_memory_is_not_known() {
         help.contains("as many as the available memory holds (Linux), else 100,000,000"),
         "{help}"
     );
-    // In a container MemAvailable is the host's; the cgroup's limit counts too (session 25).
+    // In a container MemAvailable is the host's; the cgroup's limit counts too (session 25),
+    // and its parents' (session 26).
     assert!(
         help.contains(
-            "the smaller of MemAvailable (/proc/meminfo) and what the cgroup's memory limit leaves"
+            "the smaller of MemAvailable (/proc/meminfo) and what the memory limits of this \
+             process's cgroup and its parents leave"
         ),
         "{help}"
     );

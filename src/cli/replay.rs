@@ -38,6 +38,8 @@
 //!   file of a few KiB (zstd of repeated lines) can stand for billions of requests; so a
 //!   trace of more requests than the memory available at the start holds (or than
 //!   `--max-requests`) is refused while it is read, before the system has to end the process.
+//!   The memory available is the smaller of `MemAvailable` and the least room the memory
+//!   limits of this process's cgroup and of its parents leave ([`MemoryFiles::read`]).
 //! * **Progress** is shown on stderr only when it is a terminal, so logs and tests see
 //!   nothing but the result (or the error line).
 
@@ -75,8 +77,8 @@ pub struct ReplayArgs {
     /// Refuse a trace of more requests than this (a replay holds the whole trace, about 25
     /// bytes a request); default: as many as the available memory holds (Linux), else
     /// 100,000,000 (about 2.5 GB). The available memory is the smaller of MemAvailable
-    /// (/proc/meminfo) and what the cgroup's memory limit leaves (in a container, the
-    /// former is the host's); a refusal says which it was.
+    /// (/proc/meminfo) and what the memory limits of this process's cgroup and its parents
+    /// leave (in a container, the former is the host's); a refusal says which it was.
     #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
     max_requests: Option<usize>,
 }
@@ -106,7 +108,7 @@ enum Limit {
     Given,
     /// The memory available at the start (`MemAvailable`), in bytes.
     Available(u64),
-    /// What the cgroup's memory limit left at the start, in bytes: less than `MemAvailable`.
+    /// What the cgroups' memory limits left at the start, in bytes: less than `MemAvailable`.
     Cgroup(u64),
     /// [`FALLBACK_MAX_REQUESTS`].
     Fallback,
@@ -117,10 +119,12 @@ enum Limit {
 struct MemoryFiles {
     /// `/proc/meminfo`.
     meminfo: Option<String>,
-    /// cgroup v2: `memory.max`, `memory.current` and `memory.stat`.
-    v2: CgroupFiles,
-    /// cgroup v1: `memory.limit_in_bytes`, `memory.usage_in_bytes` and `memory.stat`.
-    v1: CgroupFiles,
+    /// cgroup v2: `memory.max`, `memory.current` and `memory.stat`, of each cgroup whose
+    /// limit binds this process ([`cgroup_dirs`]).
+    v2: Vec<CgroupFiles>,
+    /// cgroup v1: `memory.limit_in_bytes`, `memory.usage_in_bytes` and `memory.stat`, the
+    /// same way.
+    v1: Vec<CgroupFiles>,
 }
 
 /// A cgroup's memory limit, usage and statistics, as text.
@@ -131,26 +135,95 @@ struct CgroupFiles {
     stat: Option<String>,
 }
 
+/// The cgroup hierarchy a line of `/proc/self/cgroup` is looked for in.
+#[derive(Clone, Copy, Debug)]
+enum CgroupVersion {
+    /// The unified hierarchy, mounted at `/sys/fs/cgroup`.
+    V2,
+    /// The v1 hierarchy of the `memory` controller, mounted at `/sys/fs/cgroup/memory`.
+    V1,
+}
+
 impl MemoryFiles {
-    /// This process's view: the cgroup files at the root of `/sys/fs/cgroup`, which is the
-    /// container's own cgroup where the container has a cgroup namespace.
+    /// This process's view: the cgroup `/proc/self/cgroup` names, and each of its parents
+    /// (see [`cgroup_dirs`]). Only the root of `/sys/fs/cgroup` was read: that is the
+    /// process's own cgroup only in a container with a cgroup namespace, and on a host (a
+    /// systemd service, a user's slice) it is the root cgroup, which has no limit, so the
+    /// service's own limit was ignored.
     fn read() -> MemoryFiles {
-        let read = |path: &str| std::fs::read_to_string(path).ok();
-        let cgroup = |dir: &str, limit: &str, usage: &str| CgroupFiles {
-            limit: read(&format!("{dir}/{limit}")),
-            usage: read(&format!("{dir}/{usage}")),
-            stat: read(&format!("{dir}/memory.stat")),
-        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok();
+        let own = |version| own.as_deref().and_then(|text| own_cgroup(text, version));
         MemoryFiles {
-            meminfo: read("/proc/meminfo"),
-            v2: cgroup("/sys/fs/cgroup", "memory.max", "memory.current"),
-            v1: cgroup(
-                "/sys/fs/cgroup/memory",
+            meminfo: std::fs::read_to_string("/proc/meminfo").ok(),
+            v2: cgroup_levels(
+                Path::new("/sys/fs/cgroup"),
+                own(CgroupVersion::V2),
+                "memory.max",
+                "memory.current",
+            ),
+            v1: cgroup_levels(
+                Path::new("/sys/fs/cgroup/memory"),
+                own(CgroupVersion::V1),
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes",
             ),
         }
     }
+}
+
+/// This process's cgroup in `version`'s hierarchy, from the text of `/proc/self/cgroup`:
+/// the path of the `0::/path` line (v2) or of the line whose controllers include `memory`
+/// (v1). `None` where there is no such line or its path is not a plain absolute one: a
+/// process outside its cgroup namespace's root sees `/../…`, which would lead out of the
+/// mount.
+fn own_cgroup(text: &str, version: CgroupVersion) -> Option<&str> {
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let ours = match version {
+                CgroupVersion::V2 => id == "0" && controllers.is_empty(),
+                CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
+            };
+            ours.then_some(path)
+        })
+        .filter(|path| path.starts_with('/') && !path.split('/').any(|c| c == ".." || c == "."))
+}
+
+/// The directories, under a hierarchy's `mount`, of the cgroups whose limits bind a process
+/// in the cgroup `own` (a path of `/proc/self/cgroup`): its own, then each parent's up to
+/// the mount's root, since a parent's limit counts its children's memory. The root alone
+/// where `own` is not known, as before this was read. The root is always there because it
+/// is the process's own cgroup where the mount shows only that (a container without a
+/// cgroup namespace on v1, whose `/proc/self/cgroup` still gives the host's path, which
+/// the mount does not have).
+fn cgroup_dirs(mount: &Path, own: Option<&str>) -> Vec<PathBuf> {
+    let mut dir = mount.to_path_buf();
+    let mut dirs = vec![dir.clone()];
+    for name in own
+        .unwrap_or("/")
+        .split('/')
+        .filter(|name| !name.is_empty())
+    {
+        dir.push(name);
+        dirs.push(dir.clone());
+    }
+    dirs.reverse();
+    dirs
+}
+
+/// The files of each of [`cgroup_dirs`], read; a directory that is not there reads as
+/// nothing (no limit).
+fn cgroup_levels(mount: &Path, own: Option<&str>, limit: &str, usage: &str) -> Vec<CgroupFiles> {
+    let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+    cgroup_dirs(mount, own)
+        .into_iter()
+        .map(|dir| CgroupFiles {
+            limit: read(dir.join(limit)),
+            usage: read(dir.join(usage)),
+            stat: read(dir.join("memory.stat")),
+        })
+        .collect()
 }
 
 /// A cgroup limit at or above this is no limit: v1 writes "none" as the largest multiple of
@@ -183,21 +256,28 @@ fn cgroup_room(files: &CgroupFiles, inactive_key: &str) -> Option<u64> {
 }
 
 /// The default `--max-requests` from the text of the memory files: the smaller of
-/// `MemAvailable` and what the cgroup's limit leaves ([`cgroup_room`], v2's or else v1's)
-/// over [`BYTES_PER_REQUEST`], else [`FALLBACK_MAX_REQUESTS`]. Without a limit a file of a
-/// few KiB (zstd of repeated lines) read on until the allocator refused, and a system that
-/// overcommits memory may kill the process before it refuses; where the file was missing
-/// there was no limit at all. `MemAvailable` alone is the host's in a container: in one
-/// limited to 2 GiB on a host with 64 GiB free, it allowed some 2.7 billion requests, and the
-/// container's OOM killer, not the refusal, would end a replay of too large a trace.
+/// `MemAvailable` and what the cgroups' limits leave (the least [`cgroup_room`] of the
+/// process's cgroup and its parents, v2's or else v1's) over [`BYTES_PER_REQUEST`], else
+/// [`FALLBACK_MAX_REQUESTS`]. Without a limit a file of a few KiB (zstd of repeated lines)
+/// read on until the allocator refused, and a system that overcommits memory may kill the
+/// process before it refuses; where the file was missing there was no limit at all.
+/// `MemAvailable` alone is the host's in a container: in one limited to 2 GiB on a host with
+/// 64 GiB free, it allowed some 2.7 billion requests, and the container's OOM killer, not
+/// the refusal, would end a replay of too large a trace.
 fn default_max_requests(files: &MemoryFiles) -> (usize, Limit) {
     let available = files.meminfo.as_deref().and_then(|info| {
         let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib.saturating_mul(1024))
     });
-    let cgroup = cgroup_room(&files.v2, "inactive_file")
-        .or_else(|| cgroup_room(&files.v1, "total_inactive_file"));
+    let least_room = |levels: &[CgroupFiles], inactive_key| {
+        levels
+            .iter()
+            .filter_map(|files| cgroup_room(files, inactive_key))
+            .min()
+    };
+    let cgroup = least_room(&files.v2, "inactive_file")
+        .or_else(|| least_room(&files.v1, "total_inactive_file"));
     let (bytes, limit) = match (available, cgroup) {
         (Some(available), Some(room)) if room < available => (room, Limit::Cgroup(room)),
         (Some(available), _) => (available, Limit::Available(available)),
@@ -1051,7 +1131,7 @@ mod tests {
         );
         let room = 4_294_967_296 - 1_073_741_824 + 268_435_456;
         let files = MemoryFiles {
-            v2,
+            v2: vec![v2],
             ..meminfo(host)
         };
         assert_eq!(
@@ -1065,7 +1145,7 @@ mod tests {
             "inactive_file 7\ntotal_inactive_file 500\n",
         );
         let files = MemoryFiles {
-            v1,
+            v1: vec![v1],
             ..meminfo(host)
         };
         assert_eq!(
@@ -1074,7 +1154,7 @@ mod tests {
         );
         // No meminfo: the cgroup's figure still bounds the replay.
         let files = MemoryFiles {
-            v2: cgroup("1000000", "-", "-"),
+            v2: vec![cgroup("1000000", "-", "-")],
             ..meminfo(None)
         };
         assert_eq!(
@@ -1083,7 +1163,7 @@ mod tests {
         );
         // A usage over the limit leaves nothing: one request, never an underflow.
         let files = MemoryFiles {
-            v2: cgroup("1000", "5000", "-"),
+            v2: vec![cgroup("1000", "5000", "-")],
             ..meminfo(host)
         };
         assert_eq!(default_max_requests(&files), (1, Limit::Cgroup(0)));
@@ -1112,8 +1192,8 @@ mod tests {
             ),
         ] {
             let files = MemoryFiles {
-                v2,
-                v1,
+                v2: vec![v2],
+                v1: vec![v1],
                 ..meminfo(host)
             };
             assert_eq!(default_max_requests(&files), available, "{files:?}");
@@ -1122,10 +1202,144 @@ mod tests {
         // alone bounds the room.
         let v2 = cgroup("1000000", "lots", "inactive_file many\ninactive_file\n\n");
         let files = MemoryFiles {
-            v2,
+            v2: vec![v2],
             ..meminfo(host)
         };
         assert_eq!(default_max_requests(&files).1, Limit::Cgroup(1_000_000));
+    }
+
+    /// The process's own cgroup is read from `/proc/self/cgroup`: the `0::` line for v2, the
+    /// line naming the `memory` controller for v1. A path that would leave the mount (`..`,
+    /// seen outside a cgroup namespace's root), a relative one, or no such line gives none.
+    #[test]
+    fn the_own_cgroup_is_the_line_of_its_hierarchy() {
+        use CgroupVersion::{V1, V2};
+        let unified = "0::/system.slice/memocache.service\n";
+        assert_eq!(
+            own_cgroup(unified, V2),
+            Some("/system.slice/memocache.service")
+        );
+        assert_eq!(own_cgroup(unified, V1), None);
+        // A v1 host (the `memory` line among the others), with the v2 line of a hybrid setup.
+        let v1 = "9:name=systemd:/\n5:cpu,cpuacct:/x\n4:memory:/process_api/ce8b\n0::/\n";
+        assert_eq!(own_cgroup(v1, V1), Some("/process_api/ce8b"));
+        assert_eq!(own_cgroup(v1, V2), Some("/"));
+        assert_eq!(own_cgroup("7:hugetlb,memory:/a:b\n", V1), Some("/a:b"));
+        for (text, version) in [
+            ("", V2),
+            ("", V1),
+            ("garbage", V2),
+            ("0::/../../host.slice\n", V2),
+            ("0::/a/../b\n", V2),
+            ("0::relative\n", V2),
+            ("4:memory:/../x\n", V1),
+            ("4:memoryless:/x\n", V1),
+            ("1:name=memory:/x\n", V1),
+        ] {
+            assert_eq!(own_cgroup(text, version), None, "{text:?}");
+        }
+    }
+
+    /// The cgroups whose limits bind: the process's own, then each parent up to the mount's
+    /// root; the root alone (as before) where the own cgroup is not known or is the root.
+    #[test]
+    fn the_binding_cgroups_are_the_own_and_its_parents() {
+        let mount = Path::new("/sys/fs/cgroup");
+        let dirs: Vec<PathBuf> = [
+            "/sys/fs/cgroup/user.slice/user-1000.slice",
+            "/sys/fs/cgroup/user.slice",
+            "/sys/fs/cgroup",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(
+            cgroup_dirs(mount, Some("/user.slice/user-1000.slice")),
+            dirs
+        );
+        assert_eq!(
+            cgroup_dirs(mount, Some("/user.slice//user-1000.slice/")),
+            dirs
+        );
+        for root_only in [None, Some("/")] {
+            assert_eq!(cgroup_dirs(mount, root_only), vec![mount.to_path_buf()]);
+        }
+    }
+
+    /// A parent's limit binds its children: the least room over the levels counts, and a
+    /// level with no limit (`max`, or no files, as the host's root cgroup has none) none.
+    #[test]
+    fn the_least_room_of_a_cgroup_and_its_parents_counts() {
+        let host = Some("MemAvailable:   62500000 kB\n");
+        let levels = |v2| MemoryFiles {
+            v2,
+            ..meminfo(host)
+        };
+        // The service has no limit of its own; its slice has 1 GB, half of it used.
+        let parent_binds = levels(vec![
+            cgroup("max\n", "1000", "-"),
+            cgroup("1000000000\n", "500000000\n", "inactive_file 0\n"),
+            cgroup("-", "-", "-"),
+        ]);
+        assert_eq!(
+            default_max_requests(&parent_binds).1,
+            Limit::Cgroup(500_000_000)
+        );
+        // The child's own limit is the tighter one.
+        let child_binds = levels(vec![
+            cgroup("100000000\n", "1000", "-"),
+            cgroup("1000000000\n", "500000000\n", "-"),
+            cgroup("-", "-", "-"),
+        ]);
+        assert_eq!(
+            default_max_requests(&child_binds).1,
+            Limit::Cgroup(100_000_000 - 1000)
+        );
+    }
+
+    /// The files are read from the process's cgroup and its parents under the mount: the
+    /// limit of a slice above the process's cgroup, where only the root (no limit there)
+    /// was read. A v1 mount that shows only the container's own cgroup, while
+    /// `/proc/self/cgroup` gives the host's path, still finds the limit at the mount's root.
+    #[test]
+    fn cgroup_files_are_read_from_the_own_cgroup_and_its_parents() {
+        let mount = tempfile::tempdir().expect("temp dir");
+        let service = mount.path().join("system.slice").join("replay.service");
+        std::fs::create_dir_all(&service).expect("cgroup dirs");
+        std::fs::write(service.join("memory.max"), "max\n").expect("write");
+        std::fs::write(service.join("memory.current"), "4096\n").expect("write");
+        let slice = mount.path().join("system.slice");
+        std::fs::write(slice.join("memory.max"), "2000000\n").expect("write");
+        std::fs::write(slice.join("memory.current"), "1000\n").expect("write");
+        let read = |own| MemoryFiles {
+            v2: cgroup_levels(mount.path(), own, "memory.max", "memory.current"),
+            ..meminfo(Some("MemAvailable:   62500000 kB\n"))
+        };
+        let files = read(Some("/system.slice/replay.service"));
+        assert_eq!(files.v2.len(), 3);
+        assert_eq!(
+            default_max_requests(&files).1,
+            Limit::Cgroup(2_000_000 - 1000)
+        );
+        // Not known: the root alone, which has no limit here.
+        assert_eq!(
+            default_max_requests(&read(None)).1,
+            Limit::Available(64_000_000_000)
+        );
+
+        let container = tempfile::tempdir().expect("temp dir");
+        std::fs::write(container.path().join("memory.limit_in_bytes"), "3000000").expect("write");
+        let v1 = cgroup_levels(
+            container.path(),
+            Some("/docker/0123abcd"),
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+        );
+        let files = MemoryFiles {
+            v1,
+            ..meminfo(None)
+        };
+        assert_eq!(default_max_requests(&files).1, Limit::Cgroup(3_000_000));
     }
 
     #[test]
