@@ -277,19 +277,154 @@ fn chunk0(data: &[u8]) -> AudioChunk {
         .unwrap()
 }
 
+/// A WAV chunk's key is its content digest, the identity and the language (its header
+/// carries its rate); a byte range's adds its duration, which the plan's byte rate gave it,
+/// or an empty part for none.
 #[test]
 fn chunk_keys_are_built_from_the_content_digest_and_identity() {
-    let data = input(2);
     let p = processor(&cache(), 1, no_retry());
-    let chunk = chunk0(&data);
-    let content = memocache::CacheKey::from_content(chunk.data(), "chunk").unwrap();
-    let expected = memocache::CacheKey::builder("chunk")
+    let key = |chunk: &AudioChunk| {
+        let content = memocache::CacheKey::from_content(chunk.data(), "chunk").unwrap();
+        memocache::CacheKey::builder("chunk")
+            .unwrap()
+            .part(content.digest())
+            .part("test-model/1")
+            .part("en")
+    };
+    let wav = chunk0(&wav_300ms());
+    assert_eq!(p.chunk_key(&wav).unwrap(), key(&wav).finish());
+
+    let bytes = chunk0(&input(2));
+    let untimed = key(&bytes).part("bytes").part(b"").finish();
+    assert_eq!(p.chunk_key(&bytes).unwrap(), untimed);
+    let plan = ChunkPlan::with_chunk_bytes(CHUNK).unwrap().byte_rate(32);
+    let timed = memocache::chunk::split(&input(2)[..], &plan, None)
         .unwrap()
-        .part(content.digest())
-        .part("test-model/1")
-        .part("en")
-        .finish();
-    assert_eq!(p.chunk_key(&chunk).unwrap(), expected);
+        .next()
+        .unwrap()
+        .unwrap();
+    // 64 bytes at 32 bytes a second.
+    let two_seconds = Duration::from_secs(2).as_nanos().to_le_bytes();
+    let expected = key(&timed).part("bytes").part(two_seconds).finish();
+    assert_eq!(p.chunk_key(&timed).unwrap(), expected);
+}
+
+/// A processor over `cache` whose plan cuts chunks of `CHUNK` bytes at `byte_rate`.
+fn at_rate(cache: &Cache, byte_rate: Option<u64>) -> ChunkedProcessor {
+    let plan = ChunkPlan::with_chunk_bytes(CHUNK).unwrap();
+    ChunkedProcessor::builder(cache.clone(), "test-model/1")
+        .plan(byte_rate.map_or(plan, |rate| plan.byte_rate(rate)))
+        .concurrency(ConcurrencyLimit::new(1).unwrap())
+        .retry(no_retry())
+        .language("en")
+        .build()
+        .unwrap()
+}
+
+/// A chunk function that, like the crate's own transcribers, gives one segment spanning the
+/// chunk when its duration is known.
+fn spanning(chunk: &AudioChunk) -> ChunkResult {
+    let mut result = describe(chunk);
+    if let Some(end) = chunk.info().duration {
+        result.segments.push(Segment {
+            start: Duration::ZERO,
+            end,
+            text: result.text.clone(),
+        });
+    }
+    result
+}
+
+/// The segments' times, in milliseconds.
+fn times(result: &ChunkResult) -> Vec<(u128, u128)> {
+    result
+        .segments
+        .iter()
+        .map(|s| (s.start.as_millis(), s.end.as_millis()))
+        .collect()
+}
+
+/// Bug: a byte range's duration comes from the plan's byte rate, not from its bytes, but its
+/// chunk key (bytes, identity, language) and the whole-file record did not say which rate:
+/// the same bytes run at 100 B/s, then at 50 B/s over one cache, were served the 100 B/s
+/// segments (0–640 ms instead of 0–1280 ms), and a run without a rate segments it cannot
+/// time. Each run now gets its own rate's times, and each rate's chunks stay cached.
+#[test]
+fn byte_split_chunks_are_timed_by_each_runs_own_byte_rate() {
+    let data = input(2);
+    let cache = cache();
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>(spanning(chunk))
+    };
+    // Chunk entries alone: the whole-file memo is off.
+    let chunks_only = |rate| {
+        let options = RunOptions::new().skip_whole_file_memo();
+        let out = at_rate(&cache, rate)
+            .process_reader(Cursor::new(&data), &f, options)
+            .unwrap();
+        (times(&out.result), out.cached)
+    };
+    // 64 bytes a chunk: 640 ms at 100 B/s, 1280 ms at 50 B/s.
+    assert_eq!(chunks_only(Some(100)), (vec![(0, 640), (640, 1280)], 0));
+    assert_eq!(chunks_only(Some(50)), (vec![(0, 1280), (1280, 2560)], 0));
+    assert_eq!(chunks_only(None), (vec![], 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    // Every rate's entries are kept: each run again is served from the cache.
+    assert_eq!(chunks_only(Some(100)), (vec![(0, 640), (640, 1280)], 2));
+    assert_eq!(chunks_only(Some(50)), (vec![(0, 1280), (1280, 2560)], 2));
+    assert_eq!(chunks_only(None), (vec![], 2));
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+
+    // The whole-file record: a run at another rate is not served it, but merges again from
+    // its own rate's chunks; one at the record's rate is.
+    let whole = |rate| {
+        let out = at_rate(&cache, rate)
+            .process_reader(Cursor::new(&data), &f, RunOptions::new())
+            .unwrap();
+        (times(&out.result), out.whole_file_hit)
+    };
+    assert_eq!(whole(Some(100)), (vec![(0, 640), (640, 1280)], false));
+    assert_eq!(whole(Some(50)), (vec![(0, 1280), (1280, 2560)], false));
+    assert_eq!(whole(Some(50)), (vec![(0, 1280), (1280, 2560)], true));
+    assert_eq!(whole(None), (vec![], false));
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+/// A WAV chunk's header gives its rate, whatever the plan's byte rate says: runs with other
+/// byte rates share its chunk entries and its whole-file record, as before.
+#[test]
+fn wav_chunks_are_shared_by_runs_with_any_byte_rate() {
+    let wav = wav_300ms();
+    let cache = cache();
+    let calls = AtomicUsize::new(0);
+    let f = |chunk: &AudioChunk| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>(spanning(chunk))
+    };
+    let first = at_rate(&cache, Some(100))
+        .process_reader(
+            Cursor::new(&wav),
+            &f,
+            RunOptions::new().skip_whole_file_memo(),
+        )
+        .unwrap();
+    let computed = calls.load(Ordering::SeqCst);
+    assert_eq!((first.computed, first.cached), (computed, 0));
+    let second = at_rate(&cache, None)
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!((second.computed, second.cached), (0, computed));
+    assert_eq!(second.result, first.result);
+    // 300 frames at 1 kHz.
+    assert_eq!(times(&second.result).last().map(|t| t.1), Some(300));
+    let third = at_rate(&cache, Some(50))
+        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
+        .unwrap();
+    assert!(third.whole_file_hit);
+    assert_eq!(third.result, first.result);
+    assert_eq!(calls.load(Ordering::SeqCst), computed);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! A long recording is cut into chunks small enough for a speech-to-text upload (at most
 //! 25 MB), the chunks are processed in parallel under a
 //! [`ConcurrencyLimit`](crate::ConcurrencyLimit), and every chunk result is memoized in the
-//! [`Cache`](crate::Cache) under a key derived from the chunk's *content*. A re-run after an edit,
+//! [`Cache`](crate::Cache) under a key derived from the chunk's *content* (and, for a byte
+//! range, the duration the plan's byte rate gives it: see [`processor`]). A re-run after an edit,
 //! a crash or a failure therefore redoes only the chunks whose bytes changed or that never
 //! finished; the merged result is memoized too, under the file's transcript key, so an unchanged
 //! file costs one hashing pass.

@@ -25,7 +25,18 @@
 //!   `CacheKey::builder("chunk").part(sha256(chunk bytes)).part(identity).part(language)`:
 //!   the content digest (`CacheKey::from_content(bytes, "chunk")`), the processor identity
 //!   (model/version) and the language. The language is added to the recipe because a
-//!   chunk transcribed as French is not the English result. Workers look the key up before
+//!   chunk transcribed as French is not the English result. A byte-split chunk
+//!   ([`ChunkKind::Bytes`]) adds `.part("bytes").part(duration)`: its
+//!   [`ChunkInfo::duration`] in nanoseconds (16 bytes, little-endian), or an empty part when
+//!   it has none. A WAV chunk's bytes hold its header, whose rate gives its duration, but a
+//!   byte range's duration comes from the plan's [`ChunkPlan::byte_rate`]; without it in the
+//!   key, a run at one byte rate was served the segments another rate had timed (and a run
+//!   without a rate, segments it could not have made). It also keeps a byte range apart from
+//!   a WAV chunk of the same bytes, which an engine may read another way (a
+//!   [`CommandTranscriber`](crate::pipeline::CommandTranscriber) names their files `.bin` and
+//!   `.wav`). Byte-split chunks stored before this part was added (session 26) are under
+//!   keys no run derives now: they are misses, recomputed once, and age out of the cache.
+//!   Workers look the key up before
 //!   calling the chunk function and store each new result at once, so a run that fails or is
 //!   cancelled keeps everything it finished and the next run resumes from there. Results are
 //!   encoded with the crate codec; a stored value that does not decode is recomputed and
@@ -42,15 +53,19 @@
 //!   no stored result without text, in a chunk or a whole-file record (which counts its chunks
 //!   without): such a chunk is computed again and its result replaces the stored one.
 //!   The key is the chunk's *content*: the chunk function must give a result that depends on
-//!   the chunk's bytes (and the identity and language) only, not on its [`ChunkInfo`] —
-//!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
+//!   the chunk's bytes, [`ChunkInfo::kind`] and [`ChunkInfo::duration`] (and the identity and
+//!   language) only, not on where the chunk sits (its index, offsets, start time or overlap)
+//!   — identical chunks share one entry wherever they sit. Results are relative to the chunk;
 //!   placing them on the input's timeline is the merge step's job ([`merge_transcripts`]).
 //! * **Whole-file memoization.** The merged result is stored under
 //!   [`CacheKey::transcript`]`(sha256(file), language)`, the key the host uses for a file's
 //!   transcript. That key has no model identity in it (it is the seed's `from_parts`), so the
 //!   stored record carries the identity and a record from another identity counts as a miss
-//!   and is overwritten. The merge step is not part of any key: a caller who changes how
-//!   chunks are merged should change the identity too.
+//!   and is overwritten. So, for byte-split input, does a record whose segments another byte
+//!   rate timed: the record says what timed them (the chunks' headers, or the plan's
+//!   [`ChunkPlan::byte_rate`]). A record stored before it said so (session 26) does not
+//!   decode, and counts as a miss. The merge step is not part of any key: a caller who
+//!   changes how chunks are merged should change the identity too.
 //! * **A file that changes under the run.** The whole-file key names the bytes of pass one;
 //!   the result is made from the bytes of pass two. A file rewritten in place between the
 //!   passes (or during either) would have its new bytes' result stored under its old bytes'
@@ -113,8 +128,8 @@ use serde::{Deserialize, Serialize};
 use super::size::ChunkPlan;
 use super::split::{SplitError, split};
 use super::task::{
-    AudioChunk, ChunkInfo, ChunkResult, InvalidTaskTransition, ProcessingId, ProcessingTask,
-    Segment,
+    AudioChunk, ChunkInfo, ChunkKind, ChunkResult, InvalidTaskTransition, ProcessingId,
+    ProcessingTask, Segment,
 };
 use crate::cache::{Cache, LoadError};
 use crate::codec;
@@ -507,12 +522,31 @@ impl<R: Read, C: Fn() -> bool> Read for Watched<'_, R, C> {
 #[derive(Serialize, Deserialize)]
 struct WholeFileRecord {
     identity: String,
+    /// What timed the segments: a run whose plan would time them otherwise takes no record.
+    timing: Timing,
     total_chunks: u64,
     /// Chunks whose result has no text: a run that [refuses](RunOptions::refuse_empty_text)
     /// them takes the record only if there are none.
     empty_chunks: u64,
     bytes_total: u64,
     result: ChunkResult,
+}
+
+/// What timed a whole-file record's segments, which its key (the input's bytes) does not say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Timing {
+    /// The chunks' WAV headers, made from the input's bytes: any plan times them alike.
+    Headers,
+    /// The plan's [`ChunkPlan::byte_rate`] (`None`: no rate, so no segments), for byte-split
+    /// input.
+    ByteRate(Option<u64>),
+}
+
+impl Timing {
+    /// Whether a record timed so holds the times a run by `plan` would give.
+    fn fits(self, plan: &ChunkPlan) -> bool {
+        self == Timing::Headers || self == Timing::ByteRate(plan.byte_rate_hint())
+    }
 }
 
 /// Builds a [`ChunkedProcessor`]; see [`ChunkedProcessor::builder`].
@@ -752,14 +786,29 @@ impl ChunkedProcessor {
         &self.cache
     }
 
-    /// The key `chunk`'s result is memoized under (see the module docs).
+    /// The key `chunk`'s result is memoized under (see the module docs): its bytes, the
+    /// identity and the language, and for a [`ChunkKind::Bytes`] chunk its
+    /// [`duration`](ChunkInfo::duration) too (or that it has none), which its bytes do not
+    /// carry.
     pub fn chunk_key(&self, chunk: &AudioChunk) -> Result<CacheKey, KeyError> {
         let content = CacheKey::from_content(chunk.data(), "chunk")?;
-        Ok(CacheKey::builder("chunk")?
+        let key = CacheKey::builder("chunk")?
             .part(content.digest())
             .part(&self.identity)
-            .part(&self.language)
-            .finish())
+            .part(&self.language);
+        Ok(match chunk.info().kind {
+            // The header in the chunk's bytes gives its rate, and so its duration.
+            ChunkKind::Wav => key,
+            // The plan's byte rate gave the duration: the same bytes timed by another rate (or
+            // by none) are another entry. An empty part says "no duration"; a duration is 16.
+            ChunkKind::Bytes => key.part("bytes").part(
+                chunk
+                    .info()
+                    .duration
+                    .map_or_else(Vec::new, |d| d.as_nanos().to_le_bytes().to_vec()),
+            ),
+        }
+        .finish())
     }
 
     /// Processes the file at `path`; see [`ChunkedProcessor::process_reader`].
@@ -942,6 +991,7 @@ impl ChunkedProcessor {
                 .ok()
                 .flatten()
                 .filter(|record| record.identity == self.identity)
+                .filter(|record| record.timing.fits(&self.plan))
                 .filter(|record| record.empty_chunks == 0 || !options.refuse_empty_text)
         }) {
             let total = usize::try_from(record.total_chunks).unwrap_or(usize::MAX);
@@ -977,6 +1027,10 @@ impl ChunkedProcessor {
         // Pass two: split and process.
         reader.rewind()?;
         let mut stream = split(&mut reader, &self.plan, Some(input_len))?;
+        let timing = match stream.kind() {
+            ChunkKind::Wav => Timing::Headers,
+            ChunkKind::Bytes => Timing::ByteRate(self.plan.byte_rate_hint()),
+        };
         let bytes_total = stream.total_bytes().unwrap_or(input_len);
         // Known: the input length was given.
         let total = stream
@@ -1075,6 +1129,7 @@ impl ChunkedProcessor {
         };
         let record = WholeFileRecord {
             identity: self.identity.clone(),
+            timing,
             total_chunks: total as u64,
             empty_chunks: chunks.iter().filter(|c| !c.result.has_text()).count() as u64,
             bytes_total,
