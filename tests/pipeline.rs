@@ -3,12 +3,14 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
+use std::time::Duration;
 
-use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, split};
+use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, Progress, split};
 use memocache::metrics::AlertTransition::{Firing, Resolved};
 use memocache::metrics::{AlertTransition, Notification, Notifier, NotifyError};
 use memocache::pipeline::{
-    CommandTranscriber, Pipeline, PipelineError, StandInTranscriber, TranscribeError, Transcriber,
+    CommandTranscriber, FileProgress, Pipeline, PipelineError, StandInTranscriber, TranscribeError,
+    Transcriber,
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
@@ -663,6 +665,101 @@ fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted()
         assert_eq!(served.transcript.text, "len500");
         assert!(!served.from_cache);
     });
+}
+
+/// The reports a pipeline's progress callback received, by file.
+#[derive(Clone, Default)]
+struct Reports(Arc<Mutex<Vec<FileProgress>>>);
+
+impl Reports {
+    fn of(&self, path: &Path) -> Vec<Progress> {
+        let reports = self.0.lock().expect("not poisoned");
+        reports
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.progress)
+            .collect()
+    }
+}
+
+/// `(chunks_done, chunks_total, chunks_cached, bytes_done, bytes_total, eta)` and whether
+/// the fraction is exactly 1.
+fn done(p: &Progress) -> (usize, usize, usize, u64, u64, Option<Duration>, bool) {
+    let (d, t, c) = (p.chunks_done, p.chunks_total, p.chunks_cached);
+    (
+        d,
+        t,
+        c,
+        p.bytes_done,
+        p.bytes_total,
+        p.eta,
+        p.fraction() == 1.0,
+    )
+}
+
+/// Bug: the progress callback was called only by the chunk processor, so a file whose
+/// transcript was in the cache — or a request that waited on another file's job for the same
+/// bytes — completed with no report at all, and a host's progress bar for it never reached
+/// its end. Such a request now gets one report, done.
+#[test]
+fn a_request_served_without_a_run_of_its_own_reports_its_progress_done() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (busy, p1, p2) = (
+        dir.path().join("busy.bin"),
+        dir.path().join("p1.bin"),
+        dir.path().join("p2.bin"),
+    );
+    write(&busy, &[1u8; 300]);
+    write(&p1, &[2u8; 2500]);
+    write(&p2, &[2u8; 2500]);
+    let engine = Arc::new(Gated::default());
+    let reports = Reports::default();
+    let sink = reports.clone();
+    let p = Pipeline::builder(cache(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .on_progress(move |r: &FileProgress| sink.0.lock().expect("not poisoned").push(r.clone()))
+        .build()
+        .expect("starts");
+    std::thread::scope(|s| {
+        // The one worker is held on `busy`, so p2's request coalesces onto p1's job.
+        let first = s.spawn(|| p.transcribe(&busy, "en"));
+        wait_until("the worker runs busy.bin", || {
+            engine.arrived.load(Ordering::SeqCst) == 1
+        });
+        let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
+        wait_until("p1's job is queued", || p.queue().stats().submitted == 2);
+        let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
+        wait_until("p2 coalesced onto p1's job", || {
+            p.queue().stats().coalesced == 1
+        });
+        engine.open();
+        for request in [first, from_p1, from_p2] {
+            request.join().expect("no panic").expect("served");
+        }
+    });
+    // p1's job ran: its reports are the processor's, one at the start and one a chunk.
+    let ran = reports.of(&p1);
+    let chunks_done: Vec<usize> = ran.iter().map(|r| r.chunks_done).collect();
+    assert_eq!(chunks_done, [0, 1, 2, 3]);
+    // p2 waited on it: one report, done, every chunk counted as cached.
+    let waited = reports.of(&p2);
+    assert_eq!(
+        waited.iter().map(done).collect::<Vec<_>>(),
+        [(3, 3, 3, 2500, 2500, Some(Duration::ZERO), true)]
+    );
+
+    // Served from the cache: one report, done.
+    let served = p.transcribe(&p1, "en").expect("served");
+    assert!(served.from_cache);
+    let again = reports.of(&p1);
+    assert_eq!(again.len(), ran.len() + 1);
+    let last = again.last().expect("a report");
+    assert_eq!(
+        done(last),
+        (3, 3, 3, 2500, 2500, Some(Duration::ZERO), true)
+    );
+    assert!(last.elapsed <= served.elapsed);
 }
 
 // --- alert notifiers: run with no lock of the pipeline held ----------------------------------

@@ -163,6 +163,14 @@ pub enum PipelineError {
 }
 
 /// Where one file's transcription stands; passed to the progress callback.
+///
+/// A request served without a run of its own — the transcript was in the cache, the queue
+/// answered its job from the cache, or it waited on another request's job for the same
+/// content — gets one report, done: `chunks_done`, `chunks_total` and `chunks_cached` are
+/// the transcript's [`chunks`](Transcript::chunks) (so [`Progress::fraction`] is `1.0`),
+/// `bytes_done` and `bytes_total` the file's length (the stored transcript does not keep its
+/// audio bytes, which for WAV leave out the header), `elapsed` the time since the request
+/// started and `eta` zero.
 #[derive(Clone, Debug)]
 pub struct FileProgress {
     /// The file being transcribed.
@@ -274,7 +282,8 @@ impl PipelineBuilder {
         self
     }
 
-    /// Called as chunks finish (from worker threads).
+    /// Called as chunks finish (from worker threads), and once, done, for a request served
+    /// without a run of its own (from the requesting thread; see [`FileProgress`]).
     pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(callback));
         self
@@ -335,7 +344,7 @@ impl PipelineBuilder {
             plan: self.plan,
             concurrency: self.chunk_concurrency,
             retry: self.retry,
-            progress: self.progress,
+            progress: self.progress.clone(),
             clock: Arc::clone(&timer),
         });
         let pool = WorkerPool::builder(queue.clone())
@@ -365,6 +374,7 @@ impl PipelineBuilder {
             registry,
             alerts: Mutex::new(alerts),
             outbox: Mutex::default(),
+            progress: self.progress,
             clock: timer,
         })
     }
@@ -389,6 +399,8 @@ pub struct Pipeline {
     alerts: Mutex<AlertEvaluator>,
     /// Notifications decided and not yet delivered: see [`Pipeline::evaluate_alerts`].
     outbox: Mutex<Outbox>,
+    /// The host's progress callback, told here of a request served without a run.
+    progress: Option<ProgressCallback>,
     /// Times each file's service (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
 }
@@ -439,7 +451,12 @@ fn still_as_hashed(path: &Path, hashed: Fingerprint) -> bool {
 /// How a submitted Transcription job ended, when it did not fail on its own.
 enum JobEnd {
     /// Completed (or answered from the cache at submit) with this value.
-    Result(bytes::Bytes),
+    Result {
+        /// The value.
+        value: bytes::Bytes,
+        /// Whether this job itself ran (rather than being answered by the memo store).
+        ran: bool,
+    },
     /// Coalesced onto another request's job, which failed before this one ever ran.
     LeaderFailed(PipelineError),
 }
@@ -624,25 +641,41 @@ impl Pipeline {
         // with its own whole-file memo stores its record there). Either is a miss, and is
         // removed first: the queue looks the key up at submit and would hand it back as the
         // job's result. The new transcript then replaces it.
-        let (transcript, from_cache) = match self.cache.get(&key) {
-            None => (
-                self.compute(path, language, &file_hash, hashed, &key)?,
-                false,
-            ),
+        let (transcript, from_cache, ran) = match self.cache.get(&key) {
+            None => {
+                let (transcript, ran) = self.compute(path, language, &file_hash, hashed, &key)?;
+                (transcript, false, ran)
+            }
             Some(stored) => match self.ours(&stored) {
-                Some(transcript) => (transcript, true),
+                Some(transcript) => (transcript, true, false),
                 None => {
                     // Only the value that was read: a concurrent call's job may have stored
                     // this engine's transcript since, and the submit below is then served it.
                     self.cache.remove_if(&key, |current| *current == stored);
-                    (
-                        self.compute(path, language, &file_hash, hashed, &key)?,
-                        false,
-                    )
+                    let (transcript, ran) =
+                        self.compute(path, language, &file_hash, hashed, &key)?;
+                    (transcript, false, ran)
                 }
             },
         };
         let elapsed = self.clock.now().saturating_duration_since(started);
+        // A run reported its chunks as they finished; a request served without one is
+        // reported once, done, so that a host's progress for the file reaches its end.
+        if let (false, Some(callback)) = (ran, &self.progress) {
+            let chunks = transcript.chunks;
+            callback(&FileProgress {
+                path: path.to_owned(),
+                progress: Progress {
+                    chunks_done: chunks,
+                    chunks_total: chunks,
+                    chunks_cached: chunks,
+                    bytes_done: metadata.len(),
+                    bytes_total: metadata.len(),
+                    elapsed,
+                    eta: Some(Duration::ZERO),
+                },
+            });
+        }
         Ok(TranscriptOutcome {
             path: path.to_owned(),
             key,
@@ -682,6 +715,9 @@ impl Pipeline {
     /// failed job resubmit and coalesce again, one of them runs and the rest wait again, up
     /// to `SUBMITS` runs in all — each redoing only the chunks that failed, since the others'
     /// results are cached. A request whose own file is gone or changed does not resubmit.
+    ///
+    /// Returns the transcript and whether this request's own job ran the chunk processor (a
+    /// job the queue answered from the cache, or coalesced onto another, did not).
     fn compute(
         &self,
         path: &Path,
@@ -689,7 +725,7 @@ impl Pipeline {
         file_hash: &str,
         hashed: Fingerprint,
         key: &CacheKey,
-    ) -> Result<Transcript, PipelineError> {
+    ) -> Result<(Transcript, bool), PipelineError> {
         const SUBMITS: usize = 3;
         let request = codec::encode(&Request {
             path: path_to_bytes(path),
@@ -699,9 +735,9 @@ impl Pipeline {
         let mut leader_failed = None;
         for _ in 0..SUBMITS {
             match self.run_job(path, language, file_hash, request.clone())? {
-                JobEnd::Result(result) => {
+                JobEnd::Result { value: result, ran } => {
                     if let Some(transcript) = self.ours(&result) {
-                        return Ok(transcript);
+                        return Ok((transcript, ran));
                     }
                     self.cache.remove_if(key, |current| *current == result);
                 }
@@ -750,7 +786,11 @@ impl Pipeline {
             }
         };
         if let (JobStatus::Completed, Some(result)) = (job.status(), job.result()) {
-            return Ok(JobEnd::Result(result.as_bytes().clone()));
+            return Ok(JobEnd::Result {
+                value: result.as_bytes().clone(),
+                // A job the memo store answered, at submit or as a follower, never started.
+                ran: job.started_at().is_some(),
+            });
         }
         let error = failed(
             job.error_message()
