@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::{Cursor, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,9 @@ use memocache::chunk::{
     AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, Progress,
     RunOptions, Segment, SplitError,
 };
-use memocache::{Cache, CacheKey, ConcurrencyLimit, ManualClock, RetryConfig};
+use memocache::{
+    Cache, CacheKey, Clock, ConcurrencyLimit, ManualClock, RetryConfig, SharedClock, Timestamp,
+};
 use parking_lot::{Condvar, Mutex};
 
 const CHUNK: u64 = 64;
@@ -762,6 +765,92 @@ fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     let reports = reports.into_inner();
     assert_eq!(reports.len(), 1);
     assert_eq!((reports[0].fraction(), reports[0].chunks_cached), (1.0, 5));
+}
+
+thread_local! {
+    /// How far ahead of the manual clock a [`Skewed`] clock reads on this thread.
+    static AHEAD: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// A manual clock read with the calling thread's [`AHEAD`] added: two cores' counters, as
+/// `SystemClock` reads them, where a reading may lag one just taken on another core.
+#[derive(Debug)]
+struct Skewed(ManualClock);
+
+impl Clock for Skewed {
+    fn now(&self) -> Timestamp {
+        self.0
+            .now()
+            .saturating_add(AHEAD.with(std::cell::Cell::get))
+    }
+}
+
+/// A cache on `clock` (which never steps back) that times work on a [`Skewed`] view of it,
+/// as a default cache times work on `SystemClock`.
+#[derive(Debug)]
+struct TimedBySkewed(ManualClock);
+
+impl Clock for TimedBySkewed {
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+
+    fn for_timing(&self) -> Option<SharedClock> {
+        Some(Arc::new(Skewed(self.0.clone())))
+    }
+}
+
+/// Bug: a report's elapsed time was the timing clock's reading less the start, taken under
+/// the lock that orders the reports, but readings on two workers' cores need not come in
+/// order (`SystemClock` reads each core's counter). Here chunk 0 finishes on a worker whose
+/// clock reads 1 s ahead, then chunk 1 on another, after the clock moved 0.5 s: the reports
+/// went 0 s, 1 s, 0.5 s. They are now 0 s, 1 s, 1 s.
+#[test]
+fn elapsed_time_never_steps_back_between_reports() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(TimedBySkewed(clock.clone()))
+        .build()
+        .unwrap();
+    let reports = Mutex::new(Vec::<Progress>::new());
+    let reported = Condvar::new();
+    let (started_1, chunk_1_started) = mpsc::channel::<()>();
+    let chunk_1_started = Mutex::new(chunk_1_started);
+    let f = |chunk: &AudioChunk| {
+        if chunk.index() == 0 {
+            // Held until chunk 1 runs, so that chunk 1 is on the other worker.
+            let started = chunk_1_started.lock().recv_timeout(Duration::from_secs(60));
+            assert!(started.is_ok(), "chunk 1 never started");
+            AHEAD.with(|ahead| ahead.set(Duration::from_secs(1)));
+        } else {
+            started_1.send(()).unwrap();
+            let mut reports = reports.lock();
+            let waited = reported.wait_while_for(
+                &mut reports,
+                |r| !r.iter().any(|p| p.chunks_done == 1),
+                Duration::from_secs(60),
+            );
+            assert!(!waited.timed_out(), "chunk 0 was never reported");
+            drop(reports);
+            clock.advance(Duration::from_millis(500));
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let options = RunOptions::new().on_progress(|p: &Progress| {
+        reports.lock().push(*p);
+        reported.notify_all();
+    });
+    processor(&cache, 2, no_retry())
+        .process_reader(Cursor::new(input(2)), &f, options)
+        .unwrap();
+    let seen: Vec<(usize, Duration)> = reports
+        .into_inner()
+        .iter()
+        .map(|p| (p.chunks_done, p.elapsed))
+        .collect();
+    let second = Duration::from_secs(1);
+    assert_eq!(seen, [(0, Duration::ZERO), (1, second), (2, second)]);
 }
 
 /// On a default cache, whose clock ticks every few milliseconds, the run is timed on a

@@ -109,7 +109,9 @@
 //!   one lock, so the callback sees a non-decreasing sequence ending with
 //!   [`Progress::fraction`] exactly `1.0` (done == total), and must be quick. Elapsed time and
 //!   the ETA are read from the cache's [`Clock`](crate::Clock), so a `ManualClock` drives them
-//!   in tests. The ETA extrapolates bytes per second so far, which cached chunks make optimistic.
+//!   in tests. The elapsed time never decreases either: each report's is at least the last
+//!   one's, since readings of the clock on two workers' cores need not come in order. The ETA
+//!   extrapolates bytes per second so far, which cached chunks make optimistic.
 
 use std::any::Any;
 use std::fmt;
@@ -686,6 +688,8 @@ struct Counters {
     done: usize,
     cached: usize,
     bytes_done: u64,
+    /// The elapsed time last reported: no report shows less (see [`Run::progress`]).
+    elapsed: Duration,
 }
 
 impl<E> Run<'_, E> {
@@ -710,8 +714,18 @@ impl<E> Run<'_, E> {
         }
     }
 
-    fn progress(&self, counters: &Counters) -> Progress {
-        let elapsed = self.clock.now().saturating_duration_since(self.started);
+    /// The report of `counters`, taken under their lock. The clock is read under it too, but
+    /// that does not order the readings: a clock read on one core may lag a reading just
+    /// taken on another ([`SystemClock`](crate::SystemClock), the timing clock of a default
+    /// cache, reads each core's own counter), or a host's clock may step back. So the elapsed
+    /// time is at least the last one reported, and the callback never sees it decrease.
+    fn progress(&self, counters: &mut Counters) -> Progress {
+        let elapsed = self
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+            .max(counters.elapsed);
+        counters.elapsed = elapsed;
         let eta = match counters.bytes_done {
             0 => None,
             done => {
@@ -740,13 +754,13 @@ impl<E> Run<'_, E> {
         counters.cached += usize::from(cached);
         counters.bytes_done += info.new_bytes;
         if let Some(callback) = self.callback {
-            callback(&self.progress(&counters));
+            callback(&self.progress(&mut counters));
         }
     }
 
     fn report(&self) {
         if let Some(callback) = self.callback {
-            callback(&self.progress(&self.counters.lock()));
+            callback(&self.progress(&mut self.counters.lock()));
         }
     }
 }
