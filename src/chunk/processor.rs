@@ -21,41 +21,39 @@
 //!   the splitting thread blocks when they are all busy, so reading is paced by processing.
 //!   Results land in a slot per chunk index, so the output is in chunk order whatever the
 //!   completion order.
-//! * **Per-chunk memoization.** A chunk's key is
-//!   `CacheKey::builder("chunk").part(sha256(chunk bytes)).part(identity).part(language)`:
-//!   the content digest (`CacheKey::from_content(bytes, "chunk")`), the processor identity
-//!   (model/version) and the language. The language is added to the recipe because a
-//!   chunk transcribed as French is not the English result. A byte-split chunk
-//!   ([`ChunkKind::Bytes`]) adds `.part("bytes").part(duration)`: its
-//!   [`ChunkInfo::duration`] in nanoseconds (16 bytes, little-endian), or an empty part when
-//!   it has none. A WAV chunk's bytes hold its header, whose rate gives its duration, but a
-//!   byte range's duration comes from the plan's [`ChunkPlan::byte_rate`]; without it in the
-//!   key, a run at one byte rate was served the segments another rate had timed (and a run
-//!   without a rate, segments it could not have made). It also keeps a byte range apart from
-//!   a WAV chunk of the same bytes, which an engine may read another way (a
+//! * **Per-chunk memoization.** A chunk's key is `CacheKey::builder("chunk").part(sha256(chunk
+//!   bytes)).part(identity).part(language)`: the content digest (`CacheKey::from_content(bytes,
+//!   "chunk")`), the processor identity (model/version) and the language. The language is added
+//!   to the recipe because a chunk transcribed as French is not the English result. A
+//!   byte-split chunk ([`ChunkKind::Bytes`]) adds `.part("bytes").part(duration)`: its
+//!   [`ChunkInfo::duration`] in nanoseconds (16 bytes, little-endian), or an empty part when it
+//!   has none. A WAV chunk's bytes hold its header, whose rate gives its duration, but a byte
+//!   range's duration comes from the plan's [`ChunkPlan::byte_rate`]; without it in the key, a
+//!   run at one byte rate was served the segments another rate had timed (and a run without a
+//!   rate, segments it could not have made). It also keeps a byte range apart from a WAV chunk
+//!   of the same bytes, which an engine may read another way (a
 //!   [`CommandTranscriber`](crate::pipeline::CommandTranscriber) names their files `.bin` and
-//!   `.wav`). Byte-split chunks stored before this part was added (session 26) are under
-//!   keys no run derives now: they are misses, recomputed once, and age out of the cache.
-//!   Workers look the key up before
-//!   calling the chunk function and store each new result at once, so a run that fails or is
-//!   cancelled keeps everything it finished and the next run resumes from there. Results are
-//!   encoded with the crate codec; a stored value that does not decode is recomputed and
-//!   overwritten. A result the cache refuses (larger than its budget) is still returned and
-//!   counted in [`ProcessOutput::not_memoized`]. Each attempt is a load through the cache's
-//!   coalescing loader ([`Cache::try_get_or_insert_with`]), so a worker that meets a chunk
-//!   another worker or another run is computing at that moment (two requests for copies of
-//!   a recording, an edited copy beside its original, stretches of digital silence) waits for
-//!   that result instead of calling the chunk function too, and counts the chunk as found in
-//!   the cache. A failed attempt is not shared: the waiting worker makes its own, since the
+//!   `.wav`). Byte-split chunks stored before this part was added (session 26) are under keys
+//!   no run derives now: they are misses, recomputed once, and age out of the cache. Workers
+//!   look the key up before calling the chunk function and store each new result at once, so a
+//!   run that fails or is cancelled keeps everything it finished and the next run resumes from
+//!   there. Results are encoded with the crate codec; a stored value that does not decode is
+//!   recomputed and overwritten. A result the cache refuses (larger than its budget) is still
+//!   returned and counted in [`ProcessOutput::not_memoized`]. Each attempt is a load through
+//!   the cache's coalescing loader ([`Cache::try_get_or_insert_with`]), so a worker that meets
+//!   a chunk another worker or another run is computing at that moment (two requests for copies
+//!   of a recording, an edited copy beside its original, stretches of digital silence) waits
+//!   for that result instead of calling the chunk function too, and counts the chunk as found
+//!   in the cache. A failed attempt is not shared: the waiting worker makes its own, since the
 //!   error belongs to the other run's chunk function (its engine, its cancelled request). A
-//!   wait lasts as long as the other attempt, which the waiting run's cancellation does not
-//!   cut short. A run told to [`refuse_empty_text`](RunOptions::refuse_empty_text) is served
-//!   no stored result without text, in a chunk or a whole-file record (which counts its chunks
-//!   without): such a chunk is computed again and its result replaces the stored one.
-//!   The key is the chunk's *content*: the chunk function must give a result that depends on
-//!   the chunk's bytes, [`ChunkInfo::kind`] and [`ChunkInfo::duration`] (and the identity and
-//!   language) only, not on where the chunk sits (its index, offsets, start time or overlap)
-//!   — identical chunks share one entry wherever they sit. Results are relative to the chunk;
+//!   wait lasts as long as the other attempt, which the waiting run's cancellation does not cut
+//!   short. A run told to [`refuse_empty_text`](RunOptions::refuse_empty_text) is served no
+//!   stored result without text, in a chunk or a whole-file record (which counts its chunks
+//!   without): such a chunk is computed again and its result replaces the stored one. The key
+//!   is the chunk's *content*: the chunk function must give a result that depends on the
+//!   chunk's bytes, [`ChunkInfo::kind`] and [`ChunkInfo::duration`] (and the identity and
+//!   language) only, not on where the chunk sits (its index, offsets, start time or overlap) —
+//!   identical chunks share one entry wherever they sit. Results are relative to the chunk;
 //!   placing them on the input's timeline is the merge step's job ([`merge_transcripts`]).
 //! * **Whole-file memoization.** The merged result is stored under
 //!   [`CacheKey::transcript`]`(sha256(file), language)`, the key the host uses for a file's
