@@ -66,3 +66,42 @@ fn corpus_replays_clean() {
         "corpus inputs failing their check: {failures:#?}"
     );
 }
+
+/// The corpus's transcript seeds are encodings of the pipeline's `Transcript` as it is now, so
+/// that a fuzz run starts from inputs that reach its last fields: `seed-transcript` decodes,
+/// and `seed-transcript-duration-overflow` is refused for its compute time only (a second's
+/// worth of nanoseconds or more on `u64::MAX` seconds). Both had been left behind as fields
+/// were added (`empty_chunks`, then `timing`), and were refused as too short instead.
+#[test]
+fn the_transcript_seeds_are_current_transcripts() {
+    use memocache::chunk::Timing;
+    use memocache::pipeline::Transcript;
+    use std::time::Duration;
+
+    let seed = |name: &str| {
+        let path = fuzz_dir().join("corpus").join("codec_decode").join(name);
+        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let transcript: Transcript =
+        memocache::codec::decode(&seed("seed-transcript")).expect("a transcript");
+    assert_eq!(transcript.text, "hello world");
+    assert_eq!(transcript.segments.len(), 2);
+    assert_eq!(
+        (
+            transcript.chunks,
+            transcript.chunks_computed,
+            transcript.empty_chunks
+        ),
+        (2, 1, 0)
+    );
+    assert_eq!(transcript.compute_time, Duration::new(2, 250));
+    assert_eq!(transcript.timing, Timing::ByteRate(Some(16_000)));
+
+    let overflow = seed("seed-transcript-duration-overflow");
+    let error = memocache::codec::decode::<Transcript>(&overflow).expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("overflow deserializing Duration"),
+        "{message}"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions};
+use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions, Timing};
 use memocache::metrics::{Aggregation, AlertEvaluator, AlertRule, MemoryNotifier};
 use memocache::pipeline::{Pipeline, TranscribeError, Transcriber, Transcript};
 use memocache::{
@@ -220,6 +220,7 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
         chunks_computed: 3,
         empty_chunks: 0,
         compute_time: Duration::from_secs(1),
+        timing: Timing::ByteRate(None),
     };
     cache
         .insert_typed(key, &transcript("old-engine/1", "stale"))
@@ -272,6 +273,7 @@ fn another_engines_transcript_stored_before_the_submit_is_not_returned() {
             chunks_computed: 3,
             empty_chunks: 0,
             compute_time: Duration::from_secs(1),
+            timing: Timing::ByteRate(None),
         },
         when: |stats| stats.misses > 0,
     });

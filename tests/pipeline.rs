@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 use std::time::Duration;
 
-use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, Progress, split};
+use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, Progress, Timing, split};
 use memocache::metrics::AlertTransition::{Firing, Resolved};
 use memocache::metrics::{AlertTransition, Notification, Notifier, NotifyError};
 use memocache::pipeline::{
     CommandTranscriber, FileProgress, Pipeline, PipelineError, StandInTranscriber, TranscribeError,
-    Transcriber,
+    Transcriber, Transcript,
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
@@ -570,6 +570,87 @@ fn an_empty_file_fails_clearly_without_the_engine() {
         );
     }
     assert_eq!(engine.calls.load(Ordering::SeqCst), 0);
+}
+
+/// A stand-in pipeline over `cache` cutting 1000-byte chunks, timing byte ranges at `rate`.
+fn at_rate(cache: &Cache, rate: Option<u64>) -> Pipeline {
+    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+    Pipeline::builder(cache.clone(), Arc::new(StandInTranscriber::new(1)))
+        .plan(rate.map_or(plan, |rate| plan.byte_rate(rate)))
+        .build()
+        .expect("starts")
+}
+
+/// A transcript's segment times, in milliseconds.
+fn times(transcript: &Transcript) -> Vec<(u128, u128)> {
+    transcript
+        .segments
+        .iter()
+        .map(|s| (s.start.as_millis(), s.end.as_millis()))
+        .collect()
+}
+
+/// Bug: a byte-split file's segments are timed by the plan's byte rate, which the transcript
+/// key (the file's bytes and the language) does not name, and the stored transcript did not
+/// say which rate timed it: a pipeline at 500 B/s over the cache of one at 1000 B/s was
+/// served the 1000 B/s transcript, its segments half as long as its own plan makes them (and
+/// a pipeline without a rate, segments it cannot time). Each now gets its own rate's times.
+#[test]
+fn pipelines_at_other_byte_rates_over_one_cache_get_their_own_segment_times() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a.bin");
+    write(&file, &[7u8; 2000]);
+    let cache = cache();
+    let run = |rate| {
+        let outcome = at_rate(&cache, rate).transcribe(&file, "en").expect("ok");
+        (
+            times(&outcome.transcript),
+            outcome.transcript.timing,
+            outcome.from_cache,
+        )
+    };
+    let fast = vec![(0, 1000), (1000, 2000)];
+    let slow = vec![(0, 2000), (2000, 4000)];
+    assert_eq!(run(Some(1000)), (fast, Timing::ByteRate(Some(1000)), false));
+    assert_eq!(
+        run(Some(500)),
+        (slow.clone(), Timing::ByteRate(Some(500)), false)
+    );
+    // The later transcript replaced the earlier one, and is served to its own rate.
+    assert_eq!(run(Some(500)), (slow, Timing::ByteRate(Some(500)), true));
+    assert_eq!(run(None), (vec![], Timing::ByteRate(None), false));
+}
+
+/// A WAV file's header gives its rate: its transcript is timed alike by any plan, and
+/// pipelines with any byte rate (or none) share it.
+#[test]
+fn pipelines_at_any_byte_rate_share_a_wav_files_transcript() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&file, spec).expect("header");
+    for sample in 0..900i16 {
+        writer.write_sample(sample).expect("sample");
+    }
+    writer.finalize().expect("finalized");
+    let cache = cache();
+    let first = at_rate(&cache, Some(1000))
+        .transcribe(&file, "en")
+        .expect("ok");
+    assert!(!first.from_cache);
+    assert_eq!(first.transcript.timing, Timing::Headers);
+    // 900 frames at 1 kHz, whatever the plan's byte rate says.
+    assert_eq!(times(&first.transcript).last().map(|t| t.1), Some(900));
+    for rate in [Some(500), None] {
+        let outcome = at_rate(&cache, rate).transcribe(&file, "en").expect("ok");
+        assert!(outcome.from_cache, "{rate:?}");
+        assert_eq!(outcome.transcript, first.transcript, "{rate:?}");
+    }
 }
 
 /// Holds every call until the gate opens; counts the calls that arrived.

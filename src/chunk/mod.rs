@@ -40,7 +40,8 @@ pub mod task;
 
 pub use processor::{
     CancelToken, ChunkOutcome, ChunkedProcessor, ChunkedProcessorBuilder, MergeFn, ProcessError,
-    ProcessOutput, ProcessorConfigError, Progress, ProgressFn, RunOptions, merge_transcripts,
+    ProcessOutput, ProcessorConfigError, Progress, ProgressFn, RunOptions, Timing,
+    merge_transcripts,
 };
 pub use size::{ChunkPlan, ChunkSize, ChunkSizeError, InputFormat, PcmSpec};
 pub use split::{ChunkStream, SplitError, split};

@@ -245,6 +245,8 @@ pub struct ChunkOutcome {
 pub struct ProcessOutput {
     /// The merged result for the whole input.
     pub result: ChunkResult,
+    /// What timed its segments (on a whole-file hit, what the record says timed them).
+    pub timing: Timing,
     /// Every chunk's outcome, in chunk order; empty on a whole-file hit.
     pub chunks: Vec<ChunkOutcome>,
     /// The whole-file key ([`CacheKey::transcript`] of the input's SHA-256 and the language);
@@ -532,9 +534,10 @@ struct WholeFileRecord {
     result: ChunkResult,
 }
 
-/// What timed a whole-file record's segments, which its key (the input's bytes) does not say.
+/// What timed a run's segments, which a key made of the input's bytes does not say: the
+/// whole-file record stores it, and so does the [pipeline](crate::pipeline)'s transcript.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Timing {
+pub enum Timing {
     /// The chunks' WAV headers, made from the input's bytes: any plan times them alike.
     Headers,
     /// The plan's [`ChunkPlan::byte_rate`] (`None`: no rate, so no segments), for byte-split
@@ -543,8 +546,17 @@ enum Timing {
 }
 
 impl Timing {
-    /// Whether a record timed so holds the times a run by `plan` would give.
-    fn fits(self, plan: &ChunkPlan) -> bool {
+    /// How a run by `plan` times input of `kind`.
+    fn of(kind: ChunkKind, plan: &ChunkPlan) -> Timing {
+        match kind {
+            ChunkKind::Wav => Timing::Headers,
+            ChunkKind::Bytes => Timing::ByteRate(plan.byte_rate_hint()),
+        }
+    }
+
+    /// Whether segments timed so are the times a run by `plan` would give: always for WAV
+    /// headers, for a byte rate only if it is the plan's.
+    pub fn fits(self, plan: &ChunkPlan) -> bool {
         self == Timing::Headers || self == Timing::ByteRate(plan.byte_rate_hint())
     }
 }
@@ -1020,6 +1032,7 @@ impl ChunkedProcessor {
             }
             return Ok(ProcessOutput {
                 result: record.result,
+                timing: record.timing,
                 chunks: Vec::new(),
                 file_key,
                 whole_file_hit: true,
@@ -1039,10 +1052,7 @@ impl ChunkedProcessor {
         // Pass two: split and process.
         reader.rewind()?;
         let mut stream = split(&mut reader, &self.plan, Some(input_len))?;
-        let timing = match stream.kind() {
-            ChunkKind::Wav => Timing::Headers,
-            ChunkKind::Bytes => Timing::ByteRate(self.plan.byte_rate_hint()),
-        };
+        let timing = Timing::of(stream.kind(), &self.plan);
         let bytes_total = stream.total_bytes().unwrap_or(input_len);
         // Known: the input length was given.
         let total = stream
@@ -1159,6 +1169,7 @@ impl ChunkedProcessor {
         let cached = chunks.iter().filter(|c| c.from_cache).count();
         Ok(ProcessOutput {
             result: record.result,
+            timing,
             computed: chunks.len() - cached,
             cached,
             chunks,

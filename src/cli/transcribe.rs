@@ -646,6 +646,7 @@ mod tests {
                 chunks_computed,
                 empty_chunks: 0,
                 compute_time: Duration::from_millis(5),
+                timing: memocache::chunk::Timing::Headers,
             },
             from_cache: false,
             elapsed: Duration::from_millis(2),

@@ -4,16 +4,19 @@
 //!
 //! 1. derives the transcript key from the file's content (SHA-256, streamed) and the language
 //!    ([`CacheKey::transcript`]);
-//! 2. on a cache hit — a transcript made by this pipeline's engine: the key has no engine in
-//!    it, so anything else under it is a miss and is replaced, as is a transcript with chunks
-//!    without text for an engine that does not [allow](Transcriber::allows_empty_text) them —
-//!    returns the transcript at once;
+//! 2. on a cache hit — a transcript made by this pipeline's engine and timed as its plan
+//!    times the file: the key has neither in it, so anything else under it is a miss and is
+//!    replaced (a byte-split file's segments timed at another [`ChunkPlan::byte_rate`], for
+//!    one; a WAV file's header times it alike for any plan, see [`Transcript::timing`]), as is
+//!    a transcript with chunks without text for an engine that does not
+//!    [allow](Transcriber::allows_empty_text) them — returns the transcript at once;
 //! 3. otherwise submits a Transcription [`Job`] to the [`JobQueue`] — concurrent requests for
 //!    the same content and language coalesce into one job there; the queue answers a job from
-//!    the cache if the key holds a value by then, and an answer from another engine (stored
-//!    meanwhile by a pipeline sharing the cache) is stale as in step 2: removed, and the job
-//!    submitted again; so is a job that failed with the job it coalesced onto, which may have
-//!    been another file's with the same bytes, while this file is as it was hashed;
+//!    the cache if the key holds a value by then, and an answer from another engine or byte
+//!    rate (stored meanwhile by a pipeline sharing the cache) is stale as in step 2: removed,
+//!    and the job submitted again; so is a job that failed with the job it coalesced onto,
+//!    which may have been another file's with the same bytes, while this file is as it was
+//!    hashed;
 //! 4. a worker of the [`WorkerPool`] runs the [`ChunkedProcessor`]: the file is split into
 //!    chunks, chunks already transcribed (by this or an earlier run) come from the cache, the
 //!    others go to the [`Transcriber`] in parallel, and the results are merged in order;
@@ -67,7 +70,7 @@ pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transc
 use crate::cache::Cache;
 use crate::callback::FirstPanic;
 use crate::chunk::processor::Fingerprint;
-use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment};
+use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
 use crate::job::{
     ConcurrencyLimit, Job, JobContext, JobError, JobQueue, JobResult, JobStatus, JobType,
@@ -108,6 +111,13 @@ pub struct Transcript {
     pub empty_chunks: usize,
     /// Time the computing run took; what a later cache hit saves.
     pub compute_time: Duration,
+    /// What timed the segments: a WAV file's headers, which any pipeline reads alike, or for
+    /// other input the byte rate of the plan that made it ([`ChunkPlan::byte_rate`], `None`
+    /// for no rate and so no segments). A pipeline whose plan would time the file otherwise
+    /// is not served it ([`Timing::fits`]): two pipelines with different byte rates over one
+    /// cache were served each other's segment times. (A transcript stored before this field
+    /// was added, session 26, does not decode, and is merged again from its cached chunks.)
+    pub timing: Timing,
 }
 
 /// What [`Pipeline::transcribe`] returns.
@@ -368,6 +378,7 @@ impl PipelineBuilder {
             saved: metrics.saved,
             cache: self.cache,
             engine,
+            plan: self.plan,
             allows_empty_text,
             queue,
             pool: Mutex::new(Some(pool)),
@@ -385,6 +396,8 @@ pub struct Pipeline {
     cache: Cache,
     /// The transcriber's identity: what a cached transcript must have been made by.
     engine: String,
+    /// How files are cut, and so timed: what a cached transcript's timing must fit.
+    plan: ChunkPlan,
     /// [`Transcriber::allows_empty_text`]: whether a cached transcript may have chunks
     /// without text.
     allows_empty_text: bool,
@@ -528,6 +541,7 @@ impl Runner {
                 .filter(|c| !c.result.has_text())
                 .count(),
             compute_time: self.clock.now().saturating_duration_since(started),
+            timing: output.timing,
         };
         let bytes = codec::encode(&transcript).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(JobResult::from(bytes))
@@ -636,11 +650,11 @@ impl Pipeline {
             .digest_hex();
         let key = CacheKey::transcript(&file_hash, language)?;
 
-        // The transcript key has no engine in it (it is the seed's key), so what it holds may
-        // come from another engine — or not be a transcript at all (a `ChunkedProcessor` run
-        // with its own whole-file memo stores its record there). Either is a miss, and is
-        // removed first: the queue looks the key up at submit and would hand it back as the
-        // job's result. The new transcript then replaces it.
+        // The transcript key has no engine or plan in it (it is the seed's key), so what it
+        // holds may come from another engine or byte rate — or not be a transcript at all (a
+        // `ChunkedProcessor` run with its own whole-file memo stores its record there). Each is
+        // a miss, and is removed first: the queue looks the key up at submit and would hand it
+        // back as the job's result. The new transcript then replaces it.
         let (transcript, from_cache, ran) = match self.cache.get(&key) {
             None => {
                 let (transcript, ran) = self.compute(path, language, &file_hash, hashed, &key)?;
@@ -686,14 +700,16 @@ impl Pipeline {
     }
 
     /// The transcript in a value stored under a transcript key, if this pipeline's engine made
-    /// it and would have: `None` for another engine's, one with chunks without text for an
-    /// engine that does not allow them (the same engine, set to allow them, stored it), or
+    /// it and would have: `None` for another engine's, one timed otherwise than this
+    /// pipeline's plan times the file (another byte rate's), one with chunks without text for
+    /// an engine that does not allow them (the same engine, set to allow them, stored it), or
     /// a value that is not a transcript.
     fn ours(&self, stored: &[u8]) -> Option<Transcript> {
         codec::decode::<Transcript>(stored)
             .ok()
             .filter(|transcript| {
                 transcript.engine == self.engine
+                    && transcript.timing.fits(&self.plan)
                     && (transcript.empty_chunks == 0 || self.allows_empty_text)
             })
     }
@@ -701,10 +717,11 @@ impl Pipeline {
     /// Submits the job and waits for it (or for the job it coalesced with).
     ///
     /// The queue answers a job from the cache when `key` holds a value at submit, and the key
-    /// has no engine in it: another engine's pipeline over the same cache may have stored its
-    /// transcript there since this call's read missed. Such an answer is stale here, as it is
-    /// on a read: it is removed (that value only) and the job submitted again, a few times
-    /// at most, so that two engines storing in turn cannot keep this call looping.
+    /// has no engine or plan in it: a pipeline of another engine or byte rate over the same
+    /// cache may have stored its transcript there since this call's read missed. Such an
+    /// answer is stale here, as it is on a read: it is removed (that value only) and the job
+    /// submitted again, a few times at most, so that two pipelines storing in turn cannot keep
+    /// this call looping.
     ///
     /// The job is submitted again, too, when it was coalesced onto another request's job and
     /// that job failed while this file is as it was hashed. Requests coalesce by content, so
@@ -752,8 +769,8 @@ impl Pipeline {
         Err(leader_failed.unwrap_or_else(|| PipelineError::Failed {
             path: path.to_owned(),
             message: format!(
-                "another engine's result was stored under its transcript key at each of \
-                 {SUBMITS} submits"
+                "another engine's (or byte rate's) result was stored under its transcript key \
+                 at each of {SUBMITS} submits"
             ),
         }))
     }
