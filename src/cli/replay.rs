@@ -5,11 +5,11 @@
 //! `../shared/traces/SOURCES.md`), because Bélády's OPT needs the future. Each policy then
 //! replays it, one request at a time, on this thread, OPT first (its plan is the memory that
 //! may still be refused, so a run that cannot finish fails before it prints anything):
-//! memocache through [`CachePolicy`] (an entry-bounded [`Cache`](memocache::Cache), trace ids mapped to keys by
-//! [`trace_key`](memocache::trace::trace_key), exactly as the `hit_ratio` benchmark does), and
-//! the exact [`Lru`] and [`Opt`] simulators. The table gives each one's request hit ratio and
-//! its replay throughput; OPT's time includes its planning pass (finding every request's next
-//! use), since it cannot run without it.
+//! memocache through [`CachePolicy`] (an entry-bounded [`Cache`](memocache::Cache), trace ids
+//! mapped to keys by [`trace_key`](memocache::trace::trace_key), exactly as the `hit_ratio`
+//! benchmark does), and the exact [`Lru`] and [`Opt`] simulators. The table gives each one's
+//! request hit ratio and its replay throughput; OPT's time includes its planning pass (finding
+//! every request's next use), since it cannot run without it.
 //!
 //! Design choices:
 //!
