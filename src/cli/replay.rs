@@ -108,10 +108,37 @@ enum Limit {
     Given,
     /// The memory available at the start (`MemAvailable`), in bytes.
     Available(u64),
-    /// What the cgroups' memory limits left at the start, in bytes: less than `MemAvailable`.
+    /// What the cgroups' memory limits left at the start, in bytes: less than `MemAvailable`,
+    /// or `MemAvailable` was not known.
     Cgroup(u64),
     /// [`FALLBACK_MAX_REQUESTS`].
     Fallback,
+}
+
+impl Limit {
+    /// Where the limit came from, as the refusal of a trace over it says (after the count).
+    fn why(self) -> String {
+        let gib = |bytes: u64| bytes as f64 / f64::from(1 << 30);
+        match self {
+            Limit::Available(bytes) => format!(
+                ", as many as the available memory ({:.1} GiB) holds for a replay; \
+                 --max-requests N sets another limit",
+                gib(bytes)
+            ),
+            // The binding limit may be a parent cgroup's (see `default_max_requests`), and
+            // `MemAvailable` may be unknown.
+            Limit::Cgroup(bytes) => format!(
+                ", as many as the memory the cgroup limits leave ({:.1} GiB, less than the \
+                 system's MemAvailable where that is known) holds for a replay; \
+                 --max-requests N sets another limit",
+                gib(bytes)
+            ),
+            Limit::Fallback => ", the default where the available memory is not known; \
+                                --max-requests N sets another limit"
+                .to_owned(),
+            Limit::Given => " (--max-requests)".to_owned(),
+        }
+    }
 }
 
 /// The files the default `--max-requests` is read from, as text (`None`: not readable).
@@ -565,30 +592,12 @@ fn load(
     };
     let read = Trace::read_at_most(reader, limit, |keys| bar.set_position(keys as u64));
     let trace = read.map_err(|e| match e {
-        TraceError::TooManyRequests { path, limit } => {
-            let why = match source {
-                Limit::Available(bytes) => format!(
-                    ", as many as the available memory ({:.1} GiB) holds for a replay; \
-                     --max-requests N sets another limit",
-                    bytes as f64 / f64::from(1 << 30)
-                ),
-                Limit::Cgroup(bytes) => format!(
-                    ", as many as the memory the cgroup's limit leaves ({:.1} GiB, less than \
-                     the system's MemAvailable) holds for a replay; --max-requests N sets \
-                     another limit",
-                    bytes as f64 / f64::from(1 << 30)
-                ),
-                Limit::Fallback => ", the default where the available memory is not known; \
-                                    --max-requests N sets another limit"
-                    .to_owned(),
-                Limit::Given => " (--max-requests)".to_owned(),
-            };
-            format!(
-                "{}: the trace has more than {} requests{why}",
-                shown(&path),
-                grouped(limit)
-            )
-        }
+        TraceError::TooManyRequests { path, limit } => format!(
+            "{}: the trace has more than {} requests{}",
+            shown(&path),
+            grouped(limit),
+            source.why()
+        ),
         // The count grouped, as every count this command prints.
         TraceError::TooLarge { path, requests } => format!(
             "{}: the trace does not fit in memory: it ran out after {} requests (a replay \
@@ -1117,8 +1126,27 @@ mod tests {
         );
     }
 
+    /// The refusal of a trace over a cgroup's figure said "the memory the cgroup's limit
+    /// leaves (…, less than the system's MemAvailable)", though the binding limit may be a
+    /// parent cgroup's (session 26) and `MemAvailable` may be unknown. It names the cgroup
+    /// limits, and the comparison only where it holds.
+    #[test]
+    fn the_refusal_over_a_cgroup_figure_names_the_limits_of_the_cgroups() {
+        assert_eq!(
+            Limit::Cgroup(3 << 30).why(),
+            ", as many as the memory the cgroup limits leave (3.0 GiB, less than the system's \
+             MemAvailable where that is known) holds for a replay; --max-requests N sets \
+             another limit"
+        );
+        assert_eq!(
+            Limit::Available(1 << 29).why(),
+            ", as many as the available memory (0.5 GiB) holds for a replay; --max-requests N \
+             sets another limit"
+        );
+    }
+
     /// In a container `MemAvailable` is the host's: the default ignored the container's
-    /// memory limit. What the cgroup's limit leaves (v2, else v1) counts where it is
+    /// memory limit. What the cgroup limits leave (v2, else v1) counts where it is
     /// smaller, and is named as the figure used.
     #[test]
     fn max_requests_default_to_what_the_cgroup_limit_leaves_where_it_is_smaller() {
