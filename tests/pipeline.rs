@@ -10,7 +10,7 @@ use memocache::metrics::AlertTransition::{Firing, Resolved};
 use memocache::metrics::{AlertTransition, Notification, Notifier, NotifyError};
 use memocache::pipeline::{
     CommandTranscriber, FileProgress, Pipeline, PipelineError, StandInTranscriber, TranscribeError,
-    Transcriber, Transcript,
+    Transcriber, Transcript, TranscriptOutcome,
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
@@ -683,6 +683,33 @@ impl Transcriber for Gated {
     }
 }
 
+/// A `Pipeline::transcribe` request running on a scoped thread.
+type Request<'scope> =
+    std::thread::ScopedJoinHandle<'scope, Result<TranscriptOutcome, PipelineError>>;
+
+/// The requests of one coalescing scenario: `busy` holds the pipeline's one worker (its engine
+/// is `engine`, closed), `p1`'s job waits in the queue behind it, and `p2`, the same bytes as
+/// `p1`, is coalesced onto that job. Returns the three requests' handles once all that holds;
+/// nothing runs until the caller opens the engine.
+fn coalesce_p2_onto_p1<'scope, 'env>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    p: &'env Pipeline,
+    engine: &Gated,
+    [busy, p1, p2]: [&'env Path; 3],
+) -> [Request<'scope>; 3] {
+    let first = s.spawn(move || p.transcribe(busy, "en"));
+    wait_until("the worker runs busy.bin", || {
+        engine.arrived.load(Ordering::SeqCst) == 1
+    });
+    let from_p1 = s.spawn(move || p.transcribe(p1, "en"));
+    wait_until("p1's job is queued", || p.queue().stats().submitted == 2);
+    let from_p2 = s.spawn(move || p.transcribe(p2, "en"));
+    wait_until("p2 coalesced onto p1's job", || {
+        p.queue().stats().coalesced == 1
+    });
+    [first, from_p1, from_p2]
+}
+
 /// Waits (up to a minute: a deadlock guard, not a timing claim) until `ready` holds.
 fn wait_until(what: &str, ready: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -717,17 +744,7 @@ fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted()
         .build()
         .expect("starts");
     std::thread::scope(|s| {
-        // The one worker is held on `busy`, so the next two requests wait in the queue.
-        let first = s.spawn(|| p.transcribe(&busy, "en"));
-        wait_until("the worker runs busy.bin", || {
-            engine.arrived.load(Ordering::SeqCst) == 1
-        });
-        let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
-        wait_until("p1's job is queued", || p.queue().stats().submitted == 2);
-        let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
-        wait_until("p2 coalesced onto p1's job", || {
-            p.queue().stats().coalesced == 1
-        });
+        let [first, from_p1, from_p2] = coalesce_p2_onto_p1(s, &p, &engine, [&busy, &p1, &p2]);
         std::fs::remove_file(&p1).expect("removes p1");
         engine.open();
         assert_eq!(
@@ -803,19 +820,9 @@ fn a_request_served_without_a_run_of_its_own_reports_its_progress_done() {
         .build()
         .expect("starts");
     std::thread::scope(|s| {
-        // The one worker is held on `busy`, so p2's request coalesces onto p1's job.
-        let first = s.spawn(|| p.transcribe(&busy, "en"));
-        wait_until("the worker runs busy.bin", || {
-            engine.arrived.load(Ordering::SeqCst) == 1
-        });
-        let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
-        wait_until("p1's job is queued", || p.queue().stats().submitted == 2);
-        let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
-        wait_until("p2 coalesced onto p1's job", || {
-            p.queue().stats().coalesced == 1
-        });
+        let requests = coalesce_p2_onto_p1(s, &p, &engine, [&busy, &p1, &p2]);
         engine.open();
-        for request in [first, from_p1, from_p2] {
+        for request in requests {
             request.join().expect("no panic").expect("served");
         }
     });
