@@ -683,6 +683,16 @@ impl Transcriber for Gated {
     }
 }
 
+/// The files of [`coalesce_p2_onto_p1`] in `dir`: `busy.bin` (300 bytes of 1), and `p1.bin`
+/// and `p2.bin`, each `twin_len` bytes of 2.
+fn busy_and_twins(dir: &Path, twin_len: usize) -> [std::path::PathBuf; 3] {
+    let [busy, p1, p2] = ["busy.bin", "p1.bin", "p2.bin"].map(|name| dir.join(name));
+    write(&busy, &[1u8; 300]);
+    write(&p1, &vec![2u8; twin_len]);
+    write(&p2, &vec![2u8; twin_len]);
+    [busy, p1, p2]
+}
+
 /// A `Pipeline::transcribe` request running on a scoped thread.
 type Request<'scope> =
     std::thread::ScopedJoinHandle<'scope, Result<TranscriptOutcome, PipelineError>>;
@@ -729,14 +739,7 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
 #[test]
 fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (busy, p1, p2) = (
-        dir.path().join("busy.bin"),
-        dir.path().join("p1.bin"),
-        dir.path().join("p2.bin"),
-    );
-    write(&busy, &[1u8; 300]);
-    write(&p1, &[2u8; 500]);
-    write(&p2, &[2u8; 500]);
+    let [busy, p1, p2] = busy_and_twins(dir.path(), 500);
     let engine = Arc::new(Gated::default());
     let p = Pipeline::builder(cache(), engine.clone())
         .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
@@ -802,14 +805,7 @@ fn done(p: &Progress) -> (usize, usize, usize, u64, u64, Option<Duration>, bool)
 #[test]
 fn a_request_served_without_a_run_of_its_own_reports_its_progress_done() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (busy, p1, p2) = (
-        dir.path().join("busy.bin"),
-        dir.path().join("p1.bin"),
-        dir.path().join("p2.bin"),
-    );
-    write(&busy, &[1u8; 300]);
-    write(&p1, &[2u8; 2500]);
-    write(&p2, &[2u8; 2500]);
+    let [busy, p1, p2] = busy_and_twins(dir.path(), 2500);
     let engine = Arc::new(Gated::default());
     let reports = Reports::default();
     let sink = reports.clone();
