@@ -501,6 +501,71 @@ fn heartbeat_extends_the_lease() {
     assert_eq!(queue.stats().lease_expirations, 0);
 }
 
+/// A lease whose `now + lease` saturates at the end of time never expires: on a clock
+/// standing there (a `ManualClock` advanced by `Duration::MAX` stops there) a worker can
+/// still heartbeat and complete, and a lease taken just before the end outlives the
+/// clock's reaching it. Read as due, every such lease expired as it was taken: the
+/// completion was refused with `LeaseExpired` and each take burned an attempt until the
+/// job was dead-lettered, its worker alive. A retry delay saturating there is due at once
+/// (cut short, not never), and a blocked take does not spin on the endless lease.
+/// A [`ManualClock`] counting its reads.
+#[derive(Debug, Default)]
+struct CountedManual(ManualClock, AtomicU64);
+
+impl Clock for CountedManual {
+    fn now(&self) -> Timestamp {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.now()
+    }
+}
+
+#[test]
+fn a_lease_saturated_at_the_end_of_time_never_expires() {
+    let end = Timestamp::from_nanos(u64::MAX);
+    let counted = Arc::new(CountedManual::default());
+    let clock = counted.0.clone();
+    let queue = JobQueue::builder()
+        .clock(counted.clone())
+        .lease(10 * SEC)
+        .retry(RetryConfig::fixed(1, SEC))
+        .build()
+        .expect("valid");
+    // Taken 5 s before the end: the deadline saturates, and the clock then reaches it.
+    clock.advance(Duration::from_nanos(u64::MAX) - 5 * SEC);
+    let before = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert_eq!(lease.deadline(), end);
+    clock.advance(Duration::MAX);
+    assert_eq!(clock.now(), end);
+    assert_eq!(queue.heartbeat(&lease).expect("current"), end);
+    queue
+        .complete(&lease, Bytes::new().into())
+        .expect("a saturated lease is still current at the end of time");
+    assert_eq!(queue.status(before), Some(JobStatus::Completed));
+
+    // Taken at the end itself: heartbeat, fail, retry (due at once), complete.
+    let at_end = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let lease = queue.try_next(&w("w")).expect("ready");
+    assert!(queue.try_next(&w("other")).is_none(), "still leased");
+    queue.heartbeat(&lease).expect("current");
+    queue.fail(&lease, "once").expect("current");
+    let retry = queue.try_next(&w("w")).expect("the retry is due at once");
+    assert_eq!((retry.job_id(), retry.attempt()), (at_end, 1));
+    counted.1.store(0, Ordering::Relaxed);
+    assert!(queue.next(&w("other"), Duration::from_millis(30)).is_none());
+    let reads = counted.1.load(Ordering::Relaxed);
+    assert!(reads <= 3, "{reads} reads of the clock: the take spun");
+    queue
+        .complete(&retry, Bytes::new().into())
+        .expect("current");
+    assert_eq!(queue.status(at_end), Some(JobStatus::Completed));
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.lease_expirations, stats.failed, stats.completed),
+        (0, 0, 2)
+    );
+}
+
 #[test]
 fn lease_expiry_counts_attempts_so_a_hanging_job_ends_in_the_dead_letter() {
     let clock = ManualClock::new();

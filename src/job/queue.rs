@@ -89,7 +89,18 @@
 //!   failure or heartbeat presents its [`Lease`]; one that is no longer current (expired,
 //!   cancelled, or the job was leased again — possibly to the same worker, which is why a
 //!   lease id and not the worker name is checked) is refused with [`QueueError::StaleLease`]
-//!   or [`QueueError::LeaseExpired`]. A worker that gives a job back unrun
+//!   or [`QueueError::LeaseExpired`]. A lease taken so close to the end of the clock's
+//!   time (`u64::MAX` nanoseconds, some 584 years) that `now + lease` saturates there
+//!   **never expires**: its true deadline is past any time the clock can show. Read as
+//!   due, it expired the moment it was taken once the clock stood at the end (a
+//!   [`crate::ManualClock`] advanced by `Duration::MAX` stops there), so no worker could
+//!   complete or heartbeat any job, and each take burned an attempt until the job was
+//!   dead-lettered although its worker was alive. The price is that a job whose worker
+//!   died holding such a lease is not taken back; it stays Processing and can still be
+//!   cancelled. A retry delay that saturates there is cut short instead (the retry is due
+//!   at the end of time, so at once on a clock standing there): due early, the job still
+//!   runs and its retries stay bounded, where "never due" would leave it waiting for ever.
+//!   A worker that gives a job back unrun
 //!   ([`JobQueue::release`]: a pool shutting down, an interrupted handler) counts no attempt,
 //!   and the job gets back the FIFO turn and the age it was taken with, which its [`Lease`]
 //!   carries: it is not put behind the jobs submitted after it, nor does its aging restart.
@@ -233,6 +244,17 @@ use crate::time::{CoarseClock, SharedClock, Timestamp};
 /// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
 /// it just ran, few enough that the ring stays in a core's cache (about 260 KB of records).
 const DEFAULT_RETAIN_FINISHED: usize = 1_024;
+
+/// The last time a clock can show: a deadline saturated here lies past it (see *Leases*).
+const END_OF_TIME: Timestamp = Timestamp::from_nanos(u64::MAX);
+
+/// Whether a lease ending at `deadline` has run out at `now`. One that saturated at the end
+/// of time never does (see *Leases*); the second comparison runs only for a lease already
+/// at or past its deadline, so a current lease costs the one comparison it always did.
+#[inline(always)]
+fn lease_over(deadline: Timestamp, now: Timestamp) -> bool {
+    deadline <= now && deadline != END_OF_TIME
+}
 
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
 const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -428,6 +450,8 @@ impl Lease {
     }
 
     /// When the lease expires unless extended by [`JobQueue::heartbeat`] (as of the take).
+    /// `u64::MAX` nanoseconds means that `now + lease` saturated at the end of time: such a
+    /// lease never expires (see *Leases* in the [`JobQueue`] module docs).
     pub fn deadline(&self) -> Timestamp {
         self.deadline
     }
@@ -1875,7 +1899,7 @@ impl Inner {
             woke = true;
         }
         while let Some((deadline, slot)) = st.first_lease() {
-            if deadline > now {
+            if !lease_over(deadline, now) {
                 break;
             }
             st.unlink_lease(slot);
@@ -1887,7 +1911,7 @@ impl Inner {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(Timestamp::from_nanos(u64::MAX));
+            .unwrap_or(END_OF_TIME);
         woke
     }
 
@@ -1985,7 +2009,7 @@ impl Inner {
             && record.job.id() == lease.job_id
             && let Place::Leased { lease_id, deadline } = record.place
             && lease_id == lease.lease_id
-            && deadline > now
+            && !lease_over(deadline, now)
         {
             // Maintenance never touches a lease that is still current.
             if now >= st.next_due {
@@ -2015,7 +2039,7 @@ impl Inner {
         let record = st.records.get(slot).ok_or(QueueError::NotFound(id))?;
         let verdict = match record.place {
             Place::Leased { lease_id, deadline } if lease_id == lease.lease_id => {
-                if deadline <= now {
+                if lease_over(deadline, now) {
                     Err(QueueError::LeaseExpired {
                         id,
                         worker: lease.worker.clone(),
@@ -2787,7 +2811,12 @@ impl Inner {
             // Sleep until the next retry or lease deadline, but never past the timeout and
             // never longer than a slice, since the clock may not be real time.
             let next_retry = st.delayed.first_key_value().map(|((at, _), _)| *at);
-            let next_expiry = st.first_lease().map(|(at, _)| at);
+            // A lease that never expires is no event: waited for, it was due at once, and a
+            // clock of zero resolution standing at the end of time spun this loop.
+            let next_expiry = st
+                .first_lease()
+                .map(|(at, _)| at)
+                .filter(|&at| at != END_OF_TIME);
             let next_event = [next_retry, next_expiry]
                 .into_iter()
                 .flatten()
