@@ -61,7 +61,8 @@ impl Ttl {
     ///
     /// A [`crate::Cache`] stores an entry with it — or with any TTL whose deadline passes the
     /// end of its clock's range — with the deadline one nanosecond before that end: the entry
-    /// keeps a TTL (see [`crate::CacheEntry::ttl`]) and expires then.
+    /// keeps a TTL (see [`crate::CacheEntry::ttl`]) and expires then. Stored at that end itself
+    /// (a [`ManualClock`] at `u64::MAX`), where nothing comes after, any entry gets no deadline.
     pub const MAX: Ttl = Ttl(Duration::from_nanos(u64::MAX));
 
     /// A TTL of `duration`; zero, and anything longer than [`Ttl::MAX`], are errors.

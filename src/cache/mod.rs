@@ -726,9 +726,14 @@ impl std::fmt::Debug for WeakCache {
 /// clock's end of time (`Ttl::MAX`, from any time) would otherwise be stored, reported and
 /// expired as no TTL at all. It expires one nanosecond before the end of time instead (about
 /// 584 years after the clock's epoch).
+///
+/// Except at the end of time itself (`now` is `u64::MAX`, where a `ManualClock` advanced by
+/// `Duration::MAX` stops): one nanosecond before it is before the insert, and the value was
+/// stored expired, never returned. Nothing comes after that instant, so an entry stored then
+/// cannot expire (as `CacheEntry::is_expired` says of it): it gets no deadline.
 #[inline]
 fn deadline(now: u64, ttl_nanos: u64) -> u64 {
-    now.saturating_add(ttl_nanos).min(NEVER - 1)
+    now.saturating_add(ttl_nanos).min(NEVER - 1).max(now)
 }
 
 impl Inner {

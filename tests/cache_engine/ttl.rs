@@ -526,3 +526,38 @@ fn real_clocks_never_serve_a_value_past_its_deadline() {
         assert!(reads > 30, "{clock:?}: {reads} reads");
     }
 }
+
+/// Bug: at the clock's last nanosecond (`u64::MAX`, where a `ManualClock` advanced by
+/// `Duration::MAX` stops), a value inserted with a TTL was stored already expired: its deadline
+/// was cut to one nanosecond before the end of time, which is before the insert. The insert
+/// returned `Ok` and counted the entry, yet no read ever returned it, and a get-or-insert ran
+/// its loader on every call, each store reporting the last one as expired. Nothing comes after
+/// that instant, so the entry can never expire there (as `CacheEntry::is_expired` says of it).
+#[test]
+fn a_value_inserted_at_the_end_of_time_is_live() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::MAX);
+    let (builder, events) = recorded(&clock);
+    let cache = builder.default_ttl(secs(10)).build().expect("valid");
+    cache.insert(key(1), "default").expect("fits");
+    cache
+        .insert_with_ttl(key(2), "own", Ttl::MAX)
+        .expect("fits");
+    assert_eq!(cache.get(&key(1)).as_deref(), Some(&b"default"[..]));
+    assert_eq!(cache.peek(&key(2)).as_deref(), Some(&b"own"[..]));
+    assert!(cache.contains_key(&key(2)));
+    let entry = cache.entry(&key(1)).expect("live");
+    assert!(!entry.is_expired(&clock));
+    let mut runs = 0;
+    for _ in 0..3 {
+        let loaded = cache.get_or_insert_with(key(3), || {
+            runs += 1;
+            "loaded"
+        });
+        assert_eq!(loaded.expect("fits"), &b"loaded"[..]);
+    }
+    assert_eq!(runs, 1, "the loaded value was served from the cache");
+    assert_eq!(cache.purge_expired(), 0);
+    assert_eq!(cache.len(), 3);
+    assert!(events.lock().is_empty(), "{:?}", events.lock());
+}
