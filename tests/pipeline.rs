@@ -1044,3 +1044,27 @@ fn a_panic_while_logging_a_delivery_does_not_stop_later_deliveries() {
     assert_eq!(transitions(&pipeline.evaluate_alerts()), [Resolved]);
     assert_eq!(transitions(&pager.take()), [Resolved]);
 }
+
+/// Bug: two pipelines given one registry published both caches' and both queues' statistics
+/// into the same unlabelled metrics, where `Counter::advance_to` keeps the larger of the two
+/// totals (neither's figure, not their sum) and each gauge the last one published. A second
+/// pipeline on a registry that already carries a cache's or a queue's metrics is now
+/// refused, naming the fix.
+#[test]
+fn a_second_pipeline_on_one_registry_is_refused() {
+    let registry = memocache::MetricsRegistry::new();
+    let first = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .build()
+        .expect("the first pipeline starts");
+    let before = registry.render_prometheus();
+    let second = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .build();
+    match second {
+        Err(err) => assert!(err.to_string().contains("a registry of its own"), "{err}"),
+        other => panic!("a second pipeline on one registry started: {other:?}"),
+    }
+    assert_eq!(registry.render_prometheus(), before);
+    drop(first);
+}

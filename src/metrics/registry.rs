@@ -441,6 +441,11 @@ pub(crate) struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// Whether a metric `name` is registered (by anyone, in this batch or before it).
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.families.borrow().contains_key(name)
+    }
+
     /// [`MetricsRegistry::counter`], in the batch.
     pub(crate) fn counter(
         &self,

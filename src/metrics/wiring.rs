@@ -18,7 +18,11 @@
 //! registry (two pipelines given one registry), or of a queue that replaced a dropped one
 //! (its counts start again at 0), show for each counter the larger of the two totals, which
 //! is neither's and not their sum, and in each gauge whichever was published last. Give each
-//! cache and each queue a registry of its own.
+//! cache and each queue a registry of its own; [`PipelineBuilder::build`] refuses a registry
+//! that already carries them ([`PipelineError::RegistryInUse`]).
+//!
+//! [`PipelineBuilder::build`]: crate::pipeline::PipelineBuilder::build
+//! [`PipelineError::RegistryInUse`]: crate::pipeline::PipelineError::RegistryInUse
 //!
 //! Job latency is the one thing a snapshot cannot carry: percentiles need every job's latency,
 //! not a total. It is pushed instead, through the queue's completion hook

@@ -88,6 +88,13 @@ use crate::time::{SharedClock, timing_clock};
 /// The per-file latency histogram.
 const LATENCY_METRIC: &str = "memocache_transcription_duration_seconds";
 
+/// One metric of each source a pipeline publishes from: found already in the registry it is
+/// given, they mean another cache or queue publishes there (see [`PipelineError::RegistryInUse`]).
+const SOURCE_METRICS: [&str; 2] = [
+    "memocache_cache_hits_total",
+    "memocache_jobs_submitted_total",
+];
+
 /// A whole file's transcript, as memoized under its transcript key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transcript {
@@ -167,6 +174,18 @@ pub enum PipelineError {
     /// Metrics could not be registered.
     #[error("{0}")]
     Metrics(#[from] MetricError),
+    /// The registry given to [`PipelineBuilder::registry`] already carries a cache's or a
+    /// job queue's metrics (another pipeline's, or the host's own [`CacheMetrics`] or
+    /// [`QueueMetrics`]). Their names have no label telling two sources apart, so the two
+    /// would publish into the same counters and show neither's figures.
+    #[error(
+        "the metrics registry already carries `{metric}` from another cache or queue: give \
+         each pipeline a registry of its own"
+    )]
+    RegistryInUse {
+        /// The metric found already registered.
+        metric: &'static str,
+    },
     /// The pipeline could not be started.
     #[error("cannot start the pipeline: {0}")]
     Start(String),
@@ -272,9 +291,9 @@ impl PipelineBuilder {
     /// hits saved): alert rules can name any of them. [`PipelineBuilder::build`] fails with
     /// [`PipelineError::Metrics`] if a given registry cannot take one of these names (see
     /// [`MetricsRegistry::counter`] for why a name is refused). A registry serves one
-    /// pipeline: a second one given the same registry publishes its cache's and queue's
-    /// statistics into the same metrics, which then show neither's figures (see
-    /// [`wiring`](crate::metrics::wiring)).
+    /// pipeline: it fails with [`PipelineError::RegistryInUse`] if the registry already
+    /// carries a cache's or a queue's metrics, whose totals the two sources would otherwise
+    /// share (see [`wiring`](crate::metrics::wiring)).
     pub fn registry(mut self, registry: MetricsRegistry) -> Self {
         self.registry = Some(registry);
         self
@@ -309,30 +328,37 @@ impl PipelineBuilder {
         });
         // Every metric first, all or nothing: a name taken in the caller's registry leaves it
         // as it was, and nothing has been started yet.
-        let metrics = registry.register_all(|batch| {
-            let served = |source: &str| {
-                batch.counter(
-                    "memocache_transcriptions_total",
-                    "Transcripts served, by where they came from.",
-                    &[("source", source)],
-                )
-            };
-            Ok(PipelineMetrics {
-                queue: QueueMetrics::register_in(batch)?,
-                cache: CacheMetrics::register_in(batch)?,
-                latency: batch.histogram(
-                    LATENCY_METRIC,
-                    "Time to serve one file's transcript, cache hits included.",
-                    &[],
-                )?,
-                served: [served("cache")?, served("computed")?],
-                saved: batch.gauge(
-                    "memocache_transcription_saved_seconds",
-                    "Compute time that cache hits saved since the pipeline started.",
-                    &[],
-                )?,
-            })
-        })?;
+        let metrics = registry
+            .register_all(|batch| {
+                // Checked in the batch, under the registry's write lock, so that two pipelines
+                // built at once on one registry cannot both pass the check.
+                if let Some(taken) = SOURCE_METRICS.into_iter().find(|name| batch.contains(name)) {
+                    return Ok(Err(taken));
+                }
+                let served = |source: &str| {
+                    batch.counter(
+                        "memocache_transcriptions_total",
+                        "Transcripts served, by where they came from.",
+                        &[("source", source)],
+                    )
+                };
+                Ok(Ok(PipelineMetrics {
+                    queue: QueueMetrics::register_in(batch)?,
+                    cache: CacheMetrics::register_in(batch)?,
+                    latency: batch.histogram(
+                        LATENCY_METRIC,
+                        "Time to serve one file's transcript, cache hits included.",
+                        &[],
+                    )?,
+                    served: [served("cache")?, served("computed")?],
+                    saved: batch.gauge(
+                        "memocache_transcription_saved_seconds",
+                        "Compute time that cache hits saved since the pipeline started.",
+                        &[],
+                    )?,
+                }))
+            })?
+            .map_err(|metric| PipelineError::RegistryInUse { metric })?;
         let queue_metrics = metrics.queue;
         let queue = JobQueue::builder()
             .cache(self.cache.clone())
