@@ -175,9 +175,45 @@ fn spans_longer_than_the_clocks_range_exclude_nothing_at_the_end_of_time() {
     let (mut s, clock) = series(60 * SECOND);
     add(&mut s, 1.0);
     clock.advance(Duration::MAX);
-    assert_eq!(s.window_len(Duration::MAX), 1, "only adds prune");
+    // Only adds prune, but the expired sample they have not popped yet is in no window.
+    assert_eq!((s.len(), s.window_len(Duration::MAX)), (1, 0));
     add(&mut s, 2.0);
     assert_eq!(values(&s), [2.0]);
+}
+
+/// Bug: a window longer than the retention period took in the samples older than the
+/// retention that no add or `prune_expired` had popped yet, although expired samples are in no
+/// window: the same query gave one answer before a `prune_expired` and another after it (here
+/// 2 samples averaging 3 before, 1 sample of 5 after).
+#[test]
+fn a_window_longer_than_the_retention_leaves_expired_samples_out_before_any_prune() {
+    let (mut s, clock) = series(10 * SECOND);
+    clock.advance(SECOND);
+    add(&mut s, 1.0); // t = 1
+    clock.advance(4 * SECOND);
+    add(&mut s, 5.0); // t = 5
+    clock.advance(8 * SECOND); // t = 13: the retention's cutoff is 3, t = 1 has expired
+    let ask = |s: &MetricSeries, window: Duration| {
+        (
+            s.window_len(window),
+            s.window_stats(window),
+            s.calculate_percentiles(&[Percentile::new(0.0).unwrap(), Percentile::p50()], window),
+        )
+    };
+    for window in [60 * SECOND, Duration::MAX] {
+        let (len, stats, percentiles) = ask(&s, window);
+        assert_eq!(len, 1, "window {window:?}");
+        assert_eq!((stats.count, stats.sum, stats.mean), (1, 5.0, 5.0));
+        assert_eq!(percentiles, [5.0, 5.0]);
+    }
+    // Windows within the retention are unaffected: 9 s reaches back to t = 5 only.
+    assert_eq!(s.window_len(9 * SECOND), 1);
+    assert_eq!(s.window_len(7 * SECOND), 0);
+    let before = ask(&s, 60 * SECOND);
+    assert_eq!(s.len(), 2, "only adds and prune_expired pop");
+    s.prune_expired();
+    assert_eq!(s.len(), 1);
+    assert_eq!(ask(&s, 60 * SECOND), before, "pruning changes no result");
 }
 
 #[test]
@@ -310,7 +346,9 @@ enum Op {
     Prune {
         dt: u64,
     },
+    /// Time passes (with no add and no prune) and the series is asked about a window.
     Query {
+        dt: u64,
         window: u64,
         ps: Vec<f64>,
     },
@@ -322,8 +360,8 @@ fn op() -> impl Strategy<Value = Op> {
         // Few distinct values too, to exercise ties.
         1 => (0u64..5, 0u8..4).prop_map(|(dt, v)| Op::Add { dt, v: f64::from(v) }),
         1 => (0u64..10).prop_map(|dt| Op::Prune { dt }),
-        1 => (0u64..40, prop::collection::vec(0.0f64..=100.0, 1..6))
-            .prop_map(|(window, ps)| Op::Query { window, ps }),
+        1 => (0u64..5, 0u64..40, prop::collection::vec(0.0f64..=100.0, 1..6))
+            .prop_map(|(dt, window, ps)| Op::Query { dt, window, ps }),
     ]
 }
 
@@ -351,8 +389,13 @@ proptest! {
                     model.samples.retain(|&(t, _)| now < retention || t > now - retention);
                     prop_assert_eq!(values(&s), model.window(now, u64::MAX));
                 }
-                Op::Query { window, ps } => {
+                Op::Query { dt, window, ps } => {
+                    clock.advance(Duration::from_nanos(dt));
+                    now += dt;
                     let w = Duration::from_nanos(window);
+                    // Samples the series still holds but the retention has expired are in
+                    // no window: the model looks back no further than the retention.
+                    let window = window.min(retention);
                     let ps: Vec<Percentile> =
                         ps.iter().map(|&p| Percentile::new(p).unwrap()).collect();
                     let got = s.calculate_percentiles(&ps, w);

@@ -315,9 +315,12 @@ impl MetricSeries {
         self.stamps.shrink_to(keep);
     }
 
-    /// Index of the first sample inside the window `(now − window, now]`.
+    /// Index of the first sample inside the window `(now − window, now]`, which reaches back
+    /// no further than the retention period.
     fn window_start(&self, window: Duration) -> usize {
-        match cutoff(self.clock.now(), window) {
+        // Only adds and `prune_expired` pop expired samples; capping the span keeps the ones
+        // still stored out of a longer window, so a result never depends on when pruning ran.
+        match cutoff(self.clock.now(), window.min(self.retention_period)) {
             None => 0,
             Some(cutoff) => self.stamps.partition_point(|s| s.at <= cutoff),
         }
@@ -333,7 +336,8 @@ impl MetricSeries {
         }
     }
 
-    /// Number of samples in the sliding window of length `window` ending now.
+    /// Number of samples in the sliding window of length `window` ending now (as every window,
+    /// it reaches back no further than the retention period).
     pub fn window_len(&self, window: Duration) -> usize {
         self.values.len() - self.window_start(window)
     }
