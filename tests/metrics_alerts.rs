@@ -718,6 +718,73 @@ fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows
     assert_eq!(pager.notifications().len(), 1);
 }
 
+/// A clock that moves on by `step` each time it is read, as a real clock moves between two
+/// reads of it.
+#[derive(Clone, Debug, Default)]
+struct Ticking {
+    at: Arc<std::sync::atomic::AtomicU64>,
+    step: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Ticking {
+    fn set(&self, at: Duration, step: Duration) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap();
+        self.at.store(nanos(at), Ordering::SeqCst);
+        self.step.store(nanos(step), Ordering::SeqCst);
+    }
+}
+
+impl Clock for Ticking {
+    fn now(&self) -> Timestamp {
+        let step = self.step.load(Ordering::SeqCst);
+        Timestamp::from_nanos(self.at.fetch_add(step, Ordering::SeqCst))
+    }
+}
+
+/// Bug: aggregating a gauge's or a histogram's window read the clock once to see that the
+/// window had data and again to aggregate it, so a sample that expired between the two reads
+/// gave the empty window's 0.0 instead of no data, and a "below 1" rule fired on a gauge that
+/// had stood at 5 all along. The clock here moves 1 s a read, so that some start has the
+/// 5 expire mid-aggregation; the answer must be the 5 or no data, whichever read it sees.
+#[test]
+fn a_sample_expiring_during_an_aggregation_is_no_data_not_zero() {
+    let clock = Ticking::default();
+    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let gauge = registry.gauge("level", "", &[]).unwrap();
+    let histogram = registry.histogram("level_seconds", "", &[]).unwrap();
+    clock.set(100 * SECOND, Duration::ZERO);
+    gauge.set(5.0);
+    histogram.observe(5.0).unwrap();
+    let window = 10 * SECOND;
+    let tags = memocache::Tags::new();
+    let p50 = Aggregation::Percentile(Percentile::P50);
+    for name in ["level", "level_seconds"] {
+        for aggregation in [Aggregation::Average, p50] {
+            // The 5, stamped at 100 s, leaves a 10 s window at 110 s.
+            for start in 104..=111 {
+                clock.set(start * SECOND, SECOND);
+                let got = registry.aggregate(name, &tags, aggregation, window);
+                assert!(
+                    got.is_none() || got == Some(5.0),
+                    "{name} {aggregation} from {start} s: {got:?}"
+                );
+            }
+        }
+    }
+    for start in 104..=111 {
+        let mut alerts = AlertEvaluator::new(registry.clone());
+        let pager = MemoryNotifier::new();
+        alerts.add_channel("pager", Arc::new(pager.clone()));
+        let below = Threshold::less_than(1.0).unwrap();
+        alerts.add_rule(
+            AlertRule::new("level low", "level", below, Severity::Warning, window)
+                .with_channel("pager"),
+        );
+        clock.set(start * SECOND, SECOND);
+        assert_eq!(alerts.evaluate(), [], "from {start} s");
+    }
+}
+
 /// A value exactly at the threshold, as an evaluated aggregate (the average of 99 and 101):
 /// `GreaterThan` and `LessThan` are strict, as in the seed, and `Equal` is met.
 #[test]

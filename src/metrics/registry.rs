@@ -580,11 +580,7 @@ fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration)
         Series::Histogram(histogram) => {
             if let Aggregation::Percentile(p) = aggregation {
                 // Selected outside the histogram's lock: observers wait for the copy only.
-                let mut data = histogram.window_values(window);
-                if data.is_empty() {
-                    return None;
-                }
-                return linear_percentiles(&mut data, &[p]).first().copied();
+                return percentile_of(histogram.window_values(window), p);
             }
             let mut cell = histogram.0.lock();
             cell.series.prune_expired();
@@ -607,14 +603,28 @@ fn aggregate_series(
     aggregation: Aggregation,
     window: Duration,
 ) -> Option<f64> {
-    if series.window_len(window) == 0 {
+    // Each arm reads the clock once: a length checked first and the window aggregated after
+    // are two readings, and a sample expiring between them gave the empty window's 0.0.
+    match aggregation {
+        // The newest sample is in the window whenever the window holds any.
+        Aggregation::Last if series.window_len(window) > 0 => {
+            series.last().map(|s| s.value.value())
+        }
+        Aggregation::Last => None,
+        Aggregation::Average => {
+            let stats = series.window_stats(window);
+            (stats.count > 0).then_some(stats.mean)
+        }
+        Aggregation::Percentile(p) => percentile_of(series.window_values(window), p),
+    }
+}
+
+/// The percentile `p` of `window`'s values; `None` for an empty window.
+fn percentile_of(mut window: Vec<f64>, p: Percentile) -> Option<f64> {
+    if window.is_empty() {
         return None;
     }
-    Some(match aggregation {
-        Aggregation::Last => series.last()?.value.value(),
-        Aggregation::Average => series.get_average(window),
-        Aggregation::Percentile(p) => series.calculate_percentile(p, window),
-    })
+    linear_percentiles(&mut window, &[p]).first().copied()
 }
 
 fn render_family(out: &mut String, name: &str, family: &Family, window: Duration) -> fmt::Result {

@@ -51,10 +51,11 @@
 //! # Empty windows and non-finite values
 //!
 //! As in the seed, an empty window gives `0.0` for percentiles and averages; callers that must
-//! tell "no data" from zero (an alert evaluator does) check [`MetricSeries::window_len`] or use
-//! [`MetricSeries::window_stats`]. NaN and ±∞ are rejected by `add_value` with
-//! [`MetricError::NonFinite`]; otherwise one NaN would poison every average and make percentiles
-//! depend on where it sorts.
+//! tell "no data" from zero (an alert evaluator does) use [`MetricSeries::window_stats`], whose
+//! count and mean come from one reading of the clock (checking [`MetricSeries::window_len`]
+//! first reads it twice, and on a moving clock a sample can expire in between). NaN and ±∞
+//! are rejected by `add_value` with [`MetricError::NonFinite`]; otherwise one NaN would poison
+//! every average and make percentiles depend on where it sorts.
 //!
 //! Finite values can still give a non-finite result, as they do in numpy, whose arithmetic
 //! this follows: where two neighbours differ by more than `f64::MAX` (values beyond about
