@@ -1529,8 +1529,17 @@ impl State {
     /// Pushing it at the back with its old `since` would leave an older job behind younger
     /// heads; since a take looks only at heads, it would then wait for every younger job of
     /// its new deque to be taken or aged, beyond the aging bound (and out of FIFO order).
-    /// Sequence numbers and `since` grow together, so the deque stays sorted by both.
-    fn reinsert_ready(&mut self, ready: Ready, priority: JobPriority) {
+    ///
+    /// Sequence numbers and `since` need not grow together, though: a fast submit's stamp is
+    /// read before its push, so a job pushed after another was made ready (or after the clock
+    /// stepped back) can hold a later turn and an earlier stamp, and a job put back ahead of
+    /// it left the deque out of wait order. `ready_since`, raised to the oldest head, then
+    /// hid the older job behind it, which aged at one time or another depending on whether
+    /// some pick looked at every head. So the rule of `enqueue` and `admit_pending` holds
+    /// here too: a job waits, for aging, from no earlier than the job ahead of it, both for
+    /// this one and for those it is put ahead of. O(jobs behind it that it raises), and this
+    /// runs only for a release, a priority change or a takeover.
+    fn reinsert_ready(&mut self, mut ready: Ready, priority: JobPriority) {
         if let Some(record) = self.records.get_mut(ready.slot) {
             let (p, t) = (priority.index(), record.job.job_type().index());
             record.place = Place::Ready {
@@ -1539,6 +1548,15 @@ impl State {
             };
             let deque = &mut self.ready[p][t];
             let at = deque.partition_point(|r| r.seq < ready.seq);
+            if let Some(ahead) = at.checked_sub(1).and_then(|i| deque.get(i)) {
+                ready.since = ready.since.max(ahead.since);
+            }
+            for behind in deque.range_mut(at..) {
+                if behind.since >= ready.since {
+                    break;
+                }
+                behind.since = ready.since;
+            }
             deque.insert(at, ready);
             self.nonempty |= 1 << (4 * p + t);
             self.note_ready_since(ready.since);
@@ -2980,6 +2998,120 @@ mod tests {
         .collect();
         assert_eq!(order, [medium, retried]);
         assert_consistent(&queue);
+    }
+
+    /// A clock whose first reading after `hold` is returned only once the test has passed
+    /// both barriers: a producer stopped between its fast submit's clock read and its push
+    /// into the intake, as a preempted thread is.
+    #[derive(Debug)]
+    struct HeldClock {
+        nanos: AtomicU64,
+        hold: AtomicBool,
+        read: std::sync::Barrier,
+        go: std::sync::Barrier,
+    }
+
+    impl HeldClock {
+        fn new() -> HeldClock {
+            HeldClock {
+                nanos: AtomicU64::new(0),
+                hold: AtomicBool::new(false),
+                read: std::sync::Barrier::new(2),
+                go: std::sync::Barrier::new(2),
+            }
+        }
+    }
+
+    impl Clock for HeldClock {
+        fn now(&self) -> Timestamp {
+            let now = Timestamp::from_nanos(self.nanos.load(Ordering::SeqCst));
+            if self.hold.swap(false, Ordering::SeqCst) {
+                self.read.wait();
+                self.go.wait();
+            }
+            now
+        }
+    }
+
+    /// A fast submit stamped at 0 s whose push comes after a job submitted at 5 s was taken:
+    /// the taken job, given back, goes ahead of it (its turn is earlier), and the one behind
+    /// waits, for aging, from no earlier than it, as it would have had the job still been in
+    /// the deque when it was drained. Before, the deque was left out of wait order: a pick
+    /// raised `ready_since` to the head's 5 s, hiding the 0 s behind it, so the job counted
+    /// as unaged at 12 s (one step after 0 s) but two steps old at 20 s, and beat a fresh
+    /// High job then.
+    #[test]
+    fn a_job_given_back_ahead_of_a_fast_submit_stamped_before_it_keeps_its_deque_in_wait_order() {
+        const S: u64 = 1_000_000_000;
+        let clock = Arc::new(HeldClock::new());
+        let queue = JobQueue::builder()
+            .clock(clock.clone())
+            .aging(Some(Duration::from_secs(10)))
+            .build()
+            .expect("valid");
+        let worker = WorkerId::new("w");
+        clock.hold.store(true, Ordering::SeqCst);
+        let producer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.submit(plain(JobPriority::Low)).expect("room"))
+        };
+        clock.read.wait();
+        clock.nanos.store(5 * S, Ordering::SeqCst);
+        let first = queue.submit(plain(JobPriority::Low)).expect("room");
+        let lease = queue.try_next(&worker).expect("ready");
+        assert_eq!(lease.job_id(), first);
+        clock.go.wait();
+        let late = producer.join().expect("the producer returns");
+        queue.release(&lease).expect("current");
+        assert_consistent(&queue);
+        let take = |at: u64| {
+            clock.nanos.store(at * S, Ordering::SeqCst);
+            let lease = queue.try_next(&worker).expect("ready");
+            queue
+                .complete(&lease, JobResult::default())
+                .expect("current");
+            lease.job_id()
+        };
+        assert_eq!(take(12), first);
+        clock.nanos.store(20 * S, Ordering::SeqCst);
+        let high = queue.submit(plain(JobPriority::High)).expect("room");
+        assert_eq!([take(20), take(20)], [high, late]);
+        assert_consistent(&queue);
+    }
+
+    /// The same for a follower taking over from its cancelled leader, which comes back with
+    /// the turn it was given when it was coalesced: a job made ready after that, while the
+    /// leader ran, with an earlier stamp (here the clock stepped back) is behind it in turn,
+    /// and now waits, for aging, from no earlier than it.
+    #[test]
+    fn a_follower_taking_over_ahead_of_a_job_stamped_before_it_keeps_its_deque_in_wait_order() {
+        const S: u64 = 1_000_000_000;
+        let clock = Arc::new(SetClock::default());
+        let queue = JobQueue::builder()
+            .clock(clock.clone())
+            .aging(Some(Duration::from_secs(10)))
+            .build()
+            .expect("valid");
+        let transcription = || {
+            Job::transcription(&"ab".repeat(32), "en", &b""[..])
+                .expect("valid")
+                .with_priority(JobPriority::Low)
+        };
+        clock.set(100 * S);
+        let leader = queue.submit(transcription()).expect("room");
+        let follower = queue.submit(transcription()).expect("room");
+        let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+        assert_eq!(lease.job_id(), leader);
+        clock.set(50 * S);
+        let unkeyed = Job::new(JobType::Transcription, &b""[..]).with_priority(JobPriority::Low);
+        let behind = queue.submit(unkeyed).expect("room");
+        queue.cancel(leader).expect("running");
+        assert_consistent(&queue);
+        let worker = WorkerId::new("w");
+        let order: Vec<JobId> = std::iter::from_fn(|| queue.try_next(&worker))
+            .map(|lease| lease.job_id())
+            .collect();
+        assert_eq!(order, [follower, behind]);
     }
 
     /// The main lock and the intake lock, the intake drained and the dropped records' entries
