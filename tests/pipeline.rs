@@ -1068,3 +1068,62 @@ fn a_second_pipeline_on_one_registry_is_refused() {
     assert_eq!(registry.render_prometheus(), before);
     drop(first);
 }
+
+/// Takes 100 ms a chunk, so that a request waiting for its job polls at its longest pause.
+struct Slow;
+
+impl Transcriber for Slow {
+    fn identity(&self) -> &str {
+        "slow/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+/// Bug: the queue keeps a finished job's record only until 1 024 newer jobs have finished,
+/// and a request polls its job every 20 ms at most; a host running jobs of its own through
+/// `Pipeline::queue` (here a thread completing plain jobs as fast as it can) pushed a
+/// transcription's record out between two polls, and the request failed with "the job
+/// vanished from the queue" although its transcript had been made and stored. A stress test:
+/// the old code failed it in each of three runs, at its first, second or third request.
+#[test]
+fn a_request_whose_finished_job_left_the_queue_still_gets_its_transcript() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = pipeline(cache(), Arc::new(Slow));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host = {
+        let (queue, done) = (pipeline.queue().clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let worker = memocache::WorkerId::new("host");
+            let mut finished = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let job = memocache::Job::new(memocache::JobType::Indexing, &b""[..]);
+                queue.submit(job).expect("room");
+                let lease = queue
+                    .try_next_for(&worker, &[memocache::JobType::Indexing])
+                    .expect("the host's own job");
+                queue
+                    .complete(&lease, memocache::JobResult::default())
+                    .expect("current");
+                finished += 1;
+            }
+            finished
+        })
+    };
+    let outcomes: Vec<_> = (0..10u8)
+        .map(|i| {
+            let path = dir.path().join(format!("{i}.raw"));
+            write(&path, &[i; 500]);
+            pipeline.transcribe(&path, "en").map(|o| o.transcript.text)
+        })
+        .collect();
+    done.store(true, Ordering::Relaxed);
+    let finished = host.join().expect("the host thread returns");
+    for outcome in outcomes {
+        assert_eq!(outcome.expect("transcribed"), "len500");
+    }
+    assert!(finished > 10_000, "the host finished only {finished} jobs");
+}

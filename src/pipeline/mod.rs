@@ -777,7 +777,7 @@ impl Pipeline {
         })?;
         let mut leader_failed = None;
         for _ in 0..SUBMITS {
-            match self.run_job(path, language, file_hash, request.clone())? {
+            match self.run_job(path, language, file_hash, key, request.clone())? {
                 JobEnd::Result { value: result, ran } => {
                     if let Some(transcript) = self.ours(&result) {
                         return Ok((transcript, ran));
@@ -803,11 +803,22 @@ impl Pipeline {
 
     /// Submits a Transcription job and waits for it (or for the job it coalesced with);
     /// returns how it ended.
+    ///
+    /// The queue keeps a finished job's record only until `retain_finished` (1 024) newer
+    /// jobs have finished, so the record can go between two polls: jobs a host runs through
+    /// [`Pipeline::queue`], or many requests at once, finish that many within a pause. Only a
+    /// finished job's record goes so (a dead letter stays until 10 000 newer ones), and a
+    /// completed job stored its result under `key`, which is then read instead, to be checked
+    /// as any answer is (see `compute`): before, the request failed with "the job
+    /// vanished from the queue" although its transcript had been made and stored. Whether the
+    /// job ran is then known only from the polls that saw it; one that ran entirely between
+    /// two of them counts as not run, which costs the host one extra "done" progress report.
     fn run_job(
         &self,
         path: &Path,
         language: &str,
         file_hash: &str,
+        key: &CacheKey,
         request: Vec<u8>,
     ) -> Result<JobEnd, PipelineError> {
         let job = Job::transcription(file_hash, language, request)?.with_max_retries(0);
@@ -818,14 +829,29 @@ impl Pipeline {
         };
         // The queue has no completion callback; poll with a short, growing pause.
         let mut pause = Duration::from_micros(200);
+        let mut seen_running = false;
         let job = loop {
             match self.queue.get(id) {
                 Some(job) if job.status().is_terminal() => break job,
-                Some(_) => {
+                Some(job) => {
+                    seen_running |= job.started_at().is_some();
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
-                None => return Err(failed("the job vanished from the queue".into())),
+                // A peek: this is the job's own result, not a cache hit of the request.
+                None => {
+                    return match self.cache.peek(key) {
+                        Some(value) => Ok(JobEnd::Result {
+                            value,
+                            ran: seen_running,
+                        }),
+                        None => Err(failed(
+                            "the job finished and left the queue's records before this \
+                             request saw it end, and no transcript is stored under its key"
+                                .into(),
+                        )),
+                    };
+                }
             }
         };
         if let (JobStatus::Completed, Some(result)) = (job.status(), job.result()) {
