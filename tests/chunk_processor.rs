@@ -1702,3 +1702,99 @@ fn a_retry_finds_the_result_another_run_stored_meanwhile() {
     assert_eq!(out.chunks[0].attempts, 1);
     assert_eq!(texts(&out), expected(&data));
 }
+
+/// Chunks of this size are read into buffers of `BUFFER` bytes (a chunk and a spare byte):
+/// more than the allocator's per-thread caches hold, less than it maps alone.
+const POOLED: usize = 64 * 1024;
+const BUFFER: usize = POOLED + 1;
+
+/// A processor of `POOLED`-byte chunks, at concurrency 2.
+fn pooling(cache: &Cache, keep_chunk_buffers: bool) -> ChunkedProcessor {
+    ChunkedProcessor::builder(cache.clone(), "test-model/1")
+        .plan(ChunkPlan::with_chunk_bytes(POOLED as u64).unwrap())
+        .concurrency(ConcurrencyLimit::new(2).unwrap())
+        .retry(no_retry())
+        .keep_chunk_buffers(keep_chunk_buffers)
+        .build()
+        .unwrap()
+}
+
+/// 8 chunks of noise from `seed`, unlike other seeds' chunks.
+fn pooled_input(seed: u64) -> Vec<u8> {
+    let mut x = (seed << 1) | 1;
+    (0..8 * POOLED)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs `processor` over `data` (every chunk computed); returns where the chunks' bytes lay,
+/// and chunk 0's bytes, kept by the chunk function.
+fn run_keeping_chunk_0(
+    processor: &ChunkedProcessor,
+    data: &[u8],
+) -> (HashSet<usize>, bytes::Bytes) {
+    let at = Mutex::new(HashSet::new());
+    let kept = Mutex::new(None);
+    let f = |chunk: &AudioChunk| {
+        at.lock().insert(chunk.data().as_ptr() as usize);
+        if chunk.index() == 0 {
+            *kept.lock() = Some(chunk.data().clone());
+        }
+        Ok::<_, String>(describe(chunk))
+    };
+    let out = processor
+        .process_reader(Cursor::new(data), &f, RunOptions::new())
+        .unwrap();
+    assert_eq!(out.computed, 8);
+    (at.into_inner(), kept.into_inner().expect("chunk 0 ran"))
+}
+
+/// Allocations of a chunk buffer's size, enough to take the memory of every buffer a run can
+/// have freed: a chunk read after them lands where an earlier one was only if its buffer was
+/// kept.
+fn occupy() -> Vec<Vec<u8>> {
+    (0..8).map(|_| Vec::with_capacity(BUFFER)).collect()
+}
+
+#[test]
+fn a_processors_next_run_reads_into_its_last_runs_chunk_buffers() {
+    let processor = pooling(&cache(), true);
+    assert_eq!(processor.spare_chunk_buffers(), 0);
+    let (first, _) = run_keeping_chunk_0(&processor, &pooled_input(1));
+    // Up to one per worker and one for the splitter; clones share them.
+    let spare = processor.spare_chunk_buffers();
+    assert!((1..=3).contains(&spare), "{spare} spare buffers");
+    assert_eq!(processor.clone().spare_chunk_buffers(), spare);
+    let occupied = occupy();
+    let (second, _) = run_keeping_chunk_0(&processor.clone(), &pooled_input(2));
+    assert!(
+        !first.is_disjoint(&second),
+        "the second run read into none of the first run's buffers"
+    );
+    drop(occupied);
+
+    // Without keeping them, a run frees its buffers when it ends.
+    let processor = pooling(&cache(), false);
+    run_keeping_chunk_0(&processor, &pooled_input(3));
+    assert_eq!(processor.spare_chunk_buffers(), 0);
+}
+
+#[test]
+fn chunk_bytes_a_chunk_function_keeps_stay_intact_while_other_buffers_are_reused() {
+    let processor = pooling(&cache(), true);
+    let data = pooled_input(4);
+    let (first, kept) = run_keeping_chunk_0(&processor, &data);
+    let occupied = occupy();
+    let (second, kept_too) = run_keeping_chunk_0(&processor, &pooled_input(5));
+    // Buffers were reused, but not the one whose bytes the first run's function kept.
+    assert!(!first.is_disjoint(&second));
+    assert!(!second.contains(&(kept.as_ptr() as usize)));
+    assert_eq!(&kept[..], &data[..POOLED]);
+    assert_eq!(&kept_too[..], &pooled_input(5)[..POOLED]);
+    drop(occupied);
+}

@@ -844,3 +844,86 @@ proptest! {
         prop_assert_eq!(rebuilt, all);
     }
 }
+
+/// Chunks of this size are read into buffers of `BUFFER` bytes (a chunk, and a byte for a
+/// WAV pad byte): more than the allocator's per-thread caches hold, less than it maps alone.
+const POOLED: u64 = 64 * 1024;
+const BUFFER: usize = POOLED as usize + 1;
+
+/// A stream's next chunk.
+fn next_chunk<R: std::io::Read>(stream: &mut memocache::chunk::ChunkStream<R>) -> AudioChunk {
+    stream.next().expect("a chunk").expect("no error")
+}
+
+#[test]
+fn a_dropped_chunks_buffer_is_read_into_again() {
+    let input = noise(4 * POOLED as usize, 5);
+    let mut stream = split(&input[..], &plan(POOLED), Some(input.len() as u64)).unwrap();
+    let first = next_chunk(&mut stream);
+    let at = first.data().as_ptr();
+    drop(first);
+    // Freed memory of a buffer's size goes to the next allocation of that size: this one,
+    // not the next chunk, which can then be where the first was only if its buffer was kept.
+    let occupied: Vec<u8> = Vec::with_capacity(BUFFER);
+    let second = next_chunk(&mut stream);
+    assert_eq!(
+        second.data().as_ptr(),
+        at,
+        "the second chunk is read into the first's buffer"
+    );
+    assert_eq!(
+        &second.data()[..],
+        &input[POOLED as usize..2 * POOLED as usize]
+    );
+    drop(occupied);
+}
+
+#[test]
+fn bytes_still_held_are_not_read_over_while_the_stream_goes_on() {
+    // 8-bit mono WAV with an overlap, cut into chunks of 64 KiB, the last of odd length: the
+    // header patched, the overlap carried and the pad byte added in reused buffers.
+    let frames = 5 * POOLED as usize + 1000;
+    let input = wav(spec(1, 8), &samples(frames, 8));
+    let plan = plan(POOLED).overlap(Duration::from_millis(100));
+    let mut stream = split(&input[..], &plan, Some(input.len() as u64)).unwrap();
+    // The payload of `chunk` must be the input's bytes where it lies, behind a header hound
+    // reads with as many frames.
+    let check = |chunk: &AudioChunk| {
+        let info = chunk.info();
+        let len = info.source_len as usize;
+        let header = chunk.data().len() - len - len % 2;
+        let from = info.source_offset as usize;
+        assert_eq!(
+            &chunk.data()[header..header + len],
+            &input[from..from + len],
+            "chunk {}",
+            info.index
+        );
+        assert_eq!(parse(chunk).1.len(), len, "chunk {}", info.index);
+    };
+    let held = next_chunk(&mut stream);
+    let held_at = held.data().as_ptr();
+    let mut last_at = None;
+    let mut reused = 0;
+    // Blocks that take the memory of any buffer the stream frees (see the test above).
+    let mut occupied = Vec::new();
+    for chunk in stream {
+        let chunk = chunk.unwrap();
+        let at = chunk.data().as_ptr();
+        assert_ne!(
+            at,
+            held_at,
+            "chunk {} read over held bytes",
+            chunk.info().index
+        );
+        reused += usize::from(last_at == Some(at));
+        last_at = Some(at);
+        check(&chunk);
+        drop(chunk);
+        occupied.push(Vec::<u8>::with_capacity(BUFFER));
+    }
+    // Every chunk after the second went into the buffer of the one before it.
+    assert_eq!(reused, 4);
+    check(&held);
+    assert_eq!(held.info().index, 0);
+}

@@ -5,10 +5,21 @@
 //!
 //! * **One or two streaming passes.** Pass one hashes the whole input (SHA-256, constant
 //!   memory) to derive the transcript key; a whole-file hit returns at once without splitting.
-//!   Pass two splits the input with [`split`] and feeds chunks to the workers. Both passes read
-//!   from the start of a `Read + Seek` input, so a file path or any seekable reader works, and
-//!   the input is never held whole: at most `2 × concurrency + 1` chunks are in memory (one
-//!   being read, `concurrency` queued in a bounded channel, `concurrency` being processed).
+//!   Pass two splits the input with [`split`](super::split()) and feeds chunks to the
+//!   workers. Both passes read from the start of a `Read + Seek` input, so a file path or any
+//!   seekable reader works, and the input is never held whole: at most
+//!   `2 × concurrency + 1` chunks are in memory (one being read, `concurrency` queued in a
+//!   bounded channel, `concurrency` being processed).
+//! * **Chunk buffers are kept.** A chunk is read into a buffer that comes back when the last
+//!   handle to its bytes is dropped (see [`split`](mod@super::split)), and the processor keeps
+//!   `concurrency + 1` spare buffers across runs, shared by its clones, so that the next run
+//!   reads into the last one's buffers instead of having fresh memory mapped and faulted in
+//!   for each chunk of up to 25 MB (the README's chunked-processing benchmarks count the
+//!   page faults). The price is memory held between runs: up to `(concurrency + 1) × chunk
+//!   size`, 125 MB at the default concurrency of 4 and the seed's 25 MB chunks.
+//!   [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)` has each run free its buffers
+//!   when it ends instead. Bytes a chunk function keeps are never read over: their buffer is
+//!   not back until the last of them is dropped.
 //! * **Pass one is the serial part.** SHA-256 is sequential, so no number of workers shortens
 //!   it, and on a CPU without SHA-NI it costs about as much as a light chunk function: by
 //!   Amdahl's law it caps the speed-up of the whole run. A caller that already knows the
@@ -126,7 +137,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::size::ChunkPlan;
-use super::split::{SplitError, split};
+use super::split::{ChunkBuffers, SplitError, split_into};
 use super::task::{
     AudioChunk, ChunkInfo, ChunkKind, ChunkResult, InvalidTaskTransition, ProcessingId,
     ProcessingTask, Segment,
@@ -570,6 +581,7 @@ pub struct ChunkedProcessorBuilder {
     plan: ChunkPlan,
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
+    keep_chunk_buffers: bool,
 }
 
 impl ChunkedProcessorBuilder {
@@ -597,6 +609,18 @@ impl ChunkedProcessorBuilder {
         self
     }
 
+    /// Whether the processor keeps chunk buffers across runs (default `true`): up to
+    /// `concurrency + 1` of them, shared by its clones, so the next run reads its chunks into
+    /// them rather than into freshly mapped memory. They hold up to `(concurrency + 1) ×` the
+    /// chunk size ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has
+    /// each run free its buffers when it ends (it still reuses them within the run). See
+    /// [`ChunkedProcessor::spare_chunk_buffers`].
+    #[must_use]
+    pub fn keep_chunk_buffers(mut self, keep: bool) -> Self {
+        self.keep_chunk_buffers = keep;
+        self
+    }
+
     /// The language of the transcripts (default `"und"`, undetermined): part of every key.
     #[must_use]
     pub fn language(mut self, language: impl Into<String>) -> Self {
@@ -612,6 +636,9 @@ impl ChunkedProcessorBuilder {
         // The language rules are the transcript key's: check them once, here.
         CacheKey::transcript(&"0".repeat(64), &self.language)
             .map_err(ProcessorConfigError::Language)?;
+        let chunk_buffers = self
+            .keep_chunk_buffers
+            .then(|| Arc::new(ChunkBuffers::new(buffers_kept(self.concurrency))));
         Ok(ChunkedProcessor {
             cache: self.cache,
             identity: self.identity,
@@ -619,6 +646,7 @@ impl ChunkedProcessorBuilder {
             plan: self.plan,
             concurrency: self.concurrency,
             retry: self.retry,
+            chunk_buffers,
         })
     }
 }
@@ -653,6 +681,18 @@ pub struct ChunkedProcessor {
     plan: ChunkPlan,
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
+    /// Spare chunk buffers kept across runs; `None` when each run frees its own
+    /// ([`ChunkedProcessorBuilder::keep_chunk_buffers`]).
+    chunk_buffers: Option<Arc<ChunkBuffers>>,
+}
+
+/// How many spare chunk buffers a run keeps (and a processor keeps across runs): one per
+/// worker and one for the splitter. A run can hold up to `2 × concurrency + 1` chunks at once
+/// (see the module docs), but keeping half of that was enough for re-runs of a 200 MiB file to
+/// read into kept buffers (the README counts their page faults), and halves what an idle
+/// processor holds.
+fn buffers_kept(concurrency: ConcurrencyLimit) -> usize {
+    concurrency.get() + 1
 }
 
 /// A chunk attempt that gave the cache's loader no value to store: the chunk function failed
@@ -787,6 +827,7 @@ impl ChunkedProcessor {
             plan: ChunkPlan::default(),
             concurrency: ConcurrencyLimit::default(),
             retry: RetryConfig::default(),
+            keep_chunk_buffers: true,
         }
     }
 
@@ -808,6 +849,15 @@ impl ChunkedProcessor {
     /// The cache.
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// How many spare chunk buffers the processor (with its clones) holds now, for its next
+    /// run: up to `concurrency + 1` after a run, each up to a chunk's size; 0 before the first
+    /// run, and always with [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)`.
+    pub fn spare_chunk_buffers(&self) -> usize {
+        self.chunk_buffers
+            .as_ref()
+            .map_or(0, |buffers| buffers.spare())
     }
 
     /// The key `chunk`'s result is memoized under (see the module docs): its bytes, the
@@ -1051,7 +1101,11 @@ impl ChunkedProcessor {
 
         // Pass two: split and process.
         reader.rewind()?;
-        let mut stream = split(&mut reader, &self.plan, Some(input_len))?;
+        let buffers = self
+            .chunk_buffers
+            .clone()
+            .unwrap_or_else(|| Arc::new(ChunkBuffers::new(buffers_kept(self.concurrency))));
+        let mut stream = split_into(&mut reader, &self.plan, Some(input_len), buffers)?;
         let timing = Timing::of(stream.kind(), &self.plan);
         let bytes_total = stream.total_bytes().unwrap_or(input_len);
         // Known: the input length was given.

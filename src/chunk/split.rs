@@ -3,7 +3,18 @@
 //! # Design
 //!
 //! * **Streaming.** The stream reads one chunk's worth of new bytes per step and keeps only the
-//!   overlap tail of the previous chunk, so memory is one chunk, whatever the input's size.
+//!   overlap tail of the previous chunk, so memory is one chunk (and the spare buffers
+//!   below), whatever the input's size.
+//! * **Buffers are reused.** A chunk's bytes are a [`Bytes`] over a buffer the stream hands
+//!   out, and when the last handle to them is dropped the buffer goes back to the stream,
+//!   which reads a later chunk into it: a chunk can be 25 MB, and a fresh buffer per chunk
+//!   was memory the allocator (glibc's) handed back to the system on free and that had to be
+//!   mapped and faulted in anew, page by page, for the next chunk. Bytes someone still holds
+//!   are never read over: their buffer is not back until they are dropped. The stream keeps
+//!   at most [`ChunkStream::keep_buffers`] spare buffers (default
+//!   [`ChunkStream::DEFAULT_SPARE_BUFFERS`]); a buffer given back beyond that, or after the
+//!   stream is gone, is freed. A [`ChunkedProcessor`](super::ChunkedProcessor) keeps its
+//!   buffers across runs.
 //! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its
 //!   64-bit `RF64`/`BW64` form, whose `data` size is read from the `ds64` chunk — (or is
 //!   declared headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and
@@ -64,10 +75,14 @@
 //!   first. Refusing such a header up front would need a limit, and no size is too large for
 //!   a recording; a caller who wants the totals passes the length (a file's metadata has it).
 
+use std::fmt;
 use std::io::{self, Chain, Cursor, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use super::size::{ChunkPlan, InputFormat, PcmSpec};
 use super::task::{AudioChunk, ChunkInfo, ChunkKind};
@@ -166,9 +181,21 @@ pub enum SplitError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn split<R: Read>(
+    reader: R,
+    plan: &ChunkPlan,
+    input_len: Option<u64>,
+) -> Result<ChunkStream<R>, SplitError> {
+    let buffers = Arc::new(ChunkBuffers::new(ChunkStream::<R>::DEFAULT_SPARE_BUFFERS));
+    split_into(reader, plan, input_len, buffers)
+}
+
+/// [`split`], reading the chunks into buffers from `buffers` (and giving them back there):
+/// for a caller that keeps buffers across streams, as the processor does across runs.
+pub(crate) fn split_into<R: Read>(
     mut reader: R,
     plan: &ChunkPlan,
     input_len: Option<u64>,
+    buffers: Arc<ChunkBuffers>,
 ) -> Result<ChunkStream<R>, SplitError> {
     // Sniff the first 12 bytes, then put them back in front of the rest.
     let mut prefix = Vec::with_capacity(12);
@@ -255,8 +282,96 @@ pub fn split<R: Read>(
         next_start: 0,
         next_index: 0,
         carry: Vec::new(),
+        buffers,
         done: false,
     })
+}
+
+/// Spare chunk buffers: where a [`ChunkStream`] takes the buffer it reads a chunk into, and
+/// where that buffer comes back when the chunk's last [`Bytes`] is dropped. It keeps at most
+/// `limit` of them; one given back beyond that is freed.
+pub(crate) struct ChunkBuffers {
+    spare: Mutex<Vec<Vec<u8>>>,
+    limit: AtomicUsize,
+}
+
+impl ChunkBuffers {
+    /// No spare buffer yet; keeps up to `limit`.
+    pub(crate) fn new(limit: usize) -> ChunkBuffers {
+        ChunkBuffers {
+            spare: Mutex::new(Vec::new()),
+            limit: AtomicUsize::new(limit),
+        }
+    }
+
+    /// How many spare buffers are held now.
+    pub(crate) fn spare(&self) -> usize {
+        self.spare.lock().len()
+    }
+
+    /// Keeps up to `limit` spare buffers from now on, freeing any beyond it.
+    fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+        // Freed outside the lock: giving 25 MB back to the system is not instant.
+        let freed = {
+            let mut spare = self.spare.lock();
+            let keep = limit.min(spare.len());
+            spare.split_off(keep)
+        };
+        drop(freed);
+    }
+
+    /// An empty buffer of at least `capacity` bytes: a spare one if there is one.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self.spare.lock().pop().unwrap_or_default();
+        buffer.clear();
+        // Exact: grown the usual way, a buffer sized for one chunk would double.
+        buffer.reserve_exact(capacity);
+        buffer
+    }
+
+    /// Keeps `buffer` for a later chunk, or frees it if enough are kept already.
+    fn give_back(&self, buffer: Vec<u8>) {
+        let mut spare = self.spare.lock();
+        if spare.len() < self.limit.load(Ordering::Relaxed) {
+            spare.push(buffer);
+            return;
+        }
+        drop(spare);
+        drop(buffer);
+    }
+}
+
+impl fmt::Debug for ChunkBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkBuffers")
+            .field("spare", &self.spare())
+            .field("limit", &self.limit.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A chunk's bytes, owned by its [`Bytes`] (made with [`Bytes::from_owner`]): dropped with
+/// the last of them, it gives the buffer back to the stream's [`ChunkBuffers`], so no buffer
+/// is read into while anyone can still read it. The pool is held weakly: a buffer that
+/// outlives its pool (the stream and any processor keeping it) is freed with it.
+struct PooledBuffer {
+    data: Vec<u8>,
+    home: Weak<ChunkBuffers>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            home.give_back(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 /// The input with the bytes already read to sniff it put back in front.
@@ -292,6 +407,8 @@ pub struct ChunkStream<R> {
     next_index: usize,
     /// The previous chunk's overlap tail: the first units of the next chunk.
     carry: Vec<u8>,
+    /// Where chunk buffers come from and go back to.
+    buffers: Arc<ChunkBuffers>,
     done: bool,
 }
 
@@ -437,6 +554,41 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
 }
 
 impl<R: Read> ChunkStream<R> {
+    /// How many spare chunk buffers a stream from [`split`] keeps unless told otherwise
+    /// ([`ChunkStream::keep_buffers`]): one, enough for a caller that drops each chunk before
+    /// it asks for the next, or while the stream reads it.
+    pub const DEFAULT_SPARE_BUFFERS: usize = 1;
+
+    /// Keeps up to `n` spare chunk buffers (default [`Self::DEFAULT_SPARE_BUFFERS`]): a
+    /// chunk's buffer comes back when the last [`Bytes`] of it is dropped, and a later chunk
+    /// is read into it if the stream kept it; one that comes back while `n` are spare already
+    /// is freed. `n` is at most how many chunks the caller lets go of between two reads; each
+    /// spare buffer holds up to a chunk's size ([`ChunkPlan::chunk_bytes_for`]) while the
+    /// stream lives. 0 frees every buffer: a new one per chunk.
+    ///
+    /// ```
+    /// use memocache::chunk::{split, ChunkPlan};
+    /// let input = vec![7u8; 12];
+    /// let mut stream = split(&input[..], &ChunkPlan::with_chunk_bytes(4)?, Some(12))?
+    ///     .keep_buffers(2);
+    /// let first = stream.next().transpose()?.expect("a chunk");
+    /// let at = first.data().as_ptr();
+    /// drop(first);
+    /// // The first chunk's buffer is free again: the second is read into it.
+    /// let second = stream.next().transpose()?.expect("a chunk");
+    /// assert_eq!(second.data().as_ptr(), at);
+    /// // Held bytes are never read over: the third chunk gets another buffer.
+    /// let third = stream.next().transpose()?.expect("a chunk");
+    /// assert_ne!(third.data().as_ptr(), at);
+    /// assert_eq!(&second.data()[..], &[7; 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn keep_buffers(self, n: usize) -> Self {
+        self.buffers.set_limit(n);
+        self
+    }
+
     /// How many chunks the stream will yield if the input is what its length says, when
     /// [`split`] was given that length. Without it `None`, for WAV too: a header's declared
     /// size is not checked against anything until the input ends, and a count made from it
@@ -476,12 +628,19 @@ impl<R: Read> ChunkStream<R> {
             want = want.min(total - self.read_units);
         }
         let want_bytes = want * l.unit_bytes;
+        // One more byte: a WAV chunk's pad byte, or `read_to_end` finding the end without
+        // growing the buffer.
         let capacity = header_len + self.carry.len() + usize::try_from(want_bytes).unwrap_or(0) + 1;
-        let mut data = Vec::with_capacity(capacity);
+        // Owned from here, so that a chunk that fails gives its buffer back too.
+        let mut buffer = PooledBuffer {
+            data: self.buffers.take(capacity),
+            home: Arc::downgrade(&self.buffers),
+        };
+        let data = &mut buffer.data;
         data.extend_from_slice(l.header.as_deref().unwrap_or_default());
         data.extend_from_slice(&self.carry);
         let before = data.len();
-        (&mut self.reader).take(want_bytes).read_to_end(&mut data)?;
+        (&mut self.reader).take(want_bytes).read_to_end(data)?;
         let got_bytes = (data.len() - before) as u64;
         if got_bytes < want_bytes {
             if let Some(total) = l.total_units {
@@ -534,20 +693,20 @@ impl<R: Read> ChunkStream<R> {
             duration: l.duration(units),
             overlap: l.duration(if self.next_index == 0 { 0 } else { carry_units }),
         };
-        self.carry = if last {
-            Vec::new()
-        } else {
+        self.carry.clear();
+        if !last {
             // Not last, so the chunk is full and its tail is the next chunk's head.
-            data[data.len() - (l.overlap_units * l.unit_bytes) as usize..].to_vec()
-        };
+            self.carry
+                .extend_from_slice(&data[data.len() - (l.overlap_units * l.unit_bytes) as usize..]);
+        }
         if header_len > 0 {
-            patch_wav_sizes(&mut data, header_len, payload_bytes)?;
+            patch_wav_sizes(data, header_len, payload_bytes)?;
         }
         self.read_units += got_units;
         self.next_start = start + l.chunk_units - l.overlap_units;
         self.next_index += 1;
         self.done = last;
-        Ok(Some(AudioChunk::new(info, Bytes::from(data))))
+        Ok(Some(AudioChunk::new(info, Bytes::from_owner(buffer))))
     }
 }
 
