@@ -465,12 +465,12 @@ impl FromStr for Capacity {
 
 impl Capacity {
     /// The capacity in entries for a trace of `unique` distinct keys: `floor(p % × unique)`
-    /// for a percent (computed as `p × unique / 100`, exact for whole and half percents).
+    /// for a percent, exactly (see [`percent_of`]).
     fn resolve(self, unique: usize) -> Result<usize, String> {
         match self {
             Capacity::Entries(n) => Ok(n),
             Capacity::Percent(p) => {
-                let entries = (p * unique as f64 / 100.0).floor() as usize;
+                let entries = percent_of(p, unique);
                 if entries == 0 {
                     Err(format!(
                         "capacity {}% of {} is less than one entry",
@@ -483,6 +483,28 @@ impl Capacity {
             }
         }
     }
+}
+
+/// `floor(p % × unique)`, with `p` taken as the decimal it was written as. In binary floating
+/// point `0.7 × 11000 / 100` is 76.999…, so `--capacity 0.7%` of 11,000 unique keys was 76
+/// entries, not 77 (as 2.3 % and 4.1 % of 11,000 were one short). An `f64` prints as the
+/// shortest decimal that reads back as it, which is the one typed (up to 15 significant
+/// digits), so that decimal's digits are used, in integers.
+fn percent_of(p: f64, unique: usize) -> usize {
+    // No exponent: `Display` spells every `f64` in plain digits. `p` is in (0, 100].
+    let digits = p.to_string();
+    let (whole, fraction) = digits.split_once('.').unwrap_or((&digits, ""));
+    // At most 17 significant digits, the leading zeros of `0.00…` aside: below 10^17.
+    let mantissa: u128 = format!("{whole}{fraction}").parse().unwrap_or(0);
+    let scale = u32::try_from(fraction.len()).unwrap_or(u32::MAX);
+    // Past 10^38 the divisor overflows; then p < 10^17 / 10^36 and p % of fewer than 2^64
+    // keys is less than one entry.
+    let Some(divisor) = 10u128.checked_pow(scale).and_then(|d| d.checked_mul(100)) else {
+        return 0;
+    };
+    // Below 10^17 × 2^64 < 2^128: the product does not saturate.
+    let entries = mantissa.saturating_mul(unique as u128) / divisor;
+    usize::try_from(entries).unwrap_or(usize::MAX)
 }
 
 /// The policies every replay compares, in table and legend order.
@@ -1025,6 +1047,32 @@ mod tests {
         assert_eq!(Capacity::Percent(80.0).resolve(7075), Ok(5660));
         assert_eq!(Capacity::Entries(9).resolve(3), Ok(9));
         assert!(Capacity::Percent(0.001).resolve(7075).is_err());
+    }
+
+    /// `0.7%` of 11,000 unique keys is 77 entries, but `0.7 × 11000 / 100` in binary floating
+    /// point is 76.999…, floored to 76: the run printed "76 entries (0.7% of the unique
+    /// keys)". The percent is taken as the decimal it was written as.
+    #[test]
+    fn a_percent_resolves_exactly_as_the_decimal_written() {
+        for (text, unique, entries) in [
+            ("0.7%", 11_000, 77),
+            ("2.3%", 11_000, 253),
+            ("4.1%", 11_000, 451),
+            ("0.57%", 10_000, 57),
+            ("1e-1%", 7075, 7),
+            (
+                "99.99999999999999%",
+                100_000_000_000_000_000,
+                99_999_999_999_999_990,
+            ),
+            ("100%", usize::MAX, usize::MAX),
+        ] {
+            let capacity: Capacity = text.parse().expect(text);
+            assert_eq!(capacity.resolve(unique), Ok(entries), "{text} of {unique}");
+        }
+        // Far below one entry of the largest trace, and not an overflow.
+        assert!(Capacity::Percent(1e-30).resolve(usize::MAX).is_err());
+        assert_eq!(Capacity::Percent(1e-17).resolve(usize::MAX), Ok(1));
     }
 
     #[test]
