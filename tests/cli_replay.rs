@@ -379,3 +379,50 @@ fn a_dash_replays_standard_input() {
         "{out}"
     );
 }
+
+/// The library's trace errors display the path lossily: a trace named `caf\xe9.trace` (a
+/// Latin-1 name) with a bad line was reported as `caf\u{fffd}.trace:2: …`, while the same
+/// command's own errors (a missing file) showed `caf\xe9.trace`, as every path the command
+/// prints does. Each of its errors about a trace names the file by its bytes.
+#[cfg(unix)]
+#[test]
+fn a_trace_error_names_a_file_that_is_not_utf8_by_its_bytes() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let named = |name: &[u8], contents: &[u8]| {
+        let path = dir.path().join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(&path, contents).expect("write the trace");
+        path
+    };
+    for (trace, format, expected) in [
+        (
+            named(b"caf\xe9.trace", b"1\nx\n"),
+            None,
+            r"caf\xe9.trace:2: bad lirs line",
+        ),
+        (
+            named(b"odd\xff.trace.gz", b"1\n"),
+            None,
+            r"odd\xff.trace.gz: the file is not gzip",
+        ),
+        (
+            named(b"keys\xfe", b"1\n"),
+            None,
+            r"keys\xfe: cannot tell the trace format",
+        ),
+        (
+            named(b"cut\xff.dat", b"\0\0\0"),
+            Some("i32be"),
+            r"cut\xff.dat: truncated i32be trace",
+        ),
+    ] {
+        let output = cli_support::memocache_with(&["replay", "--capacity", "1"], |command| {
+            command
+                .arg(&trace)
+                .args(format.map(|f| ["--format", f]).iter().flatten())
+        });
+        let line = one_error_line(&output);
+        assert!(line.contains(expected), "{line}");
+        assert!(!line.contains('\u{fffd}'), "{line}");
+    }
+}

@@ -603,8 +603,8 @@ fn load(
         None => TraceReader::open(path),
     }
     .map_err(|e| match e {
-        TraceError::UnknownFormat { .. } => format!("{e} with --format NAME"),
-        e => e.to_string(),
+        TraceError::UnknownFormat { .. } => format!("{} with --format NAME", trace_error(path, &e)),
+        e => trace_error(path, &e),
     })?;
     let format = reader.format();
     let bar = progress(None, format!("loading {}", file_name(path)));
@@ -627,10 +627,21 @@ fn load(
             shown(&path),
             grouped(requests)
         ),
-        e => e.to_string(),
+        e => trace_error(path, &e),
     })?;
     bar.finish_and_clear();
     Ok((trace, format))
+}
+
+/// The message of an error about the trace at `path`, the path [`shown`]: the library's
+/// messages start with it displayed lossily, so a name that is not UTF-8 (`caf\xe9.trace`)
+/// read `caf\u{fffd}.trace` there, unlike in this command's other errors.
+fn trace_error(path: &Path, error: &TraceError) -> String {
+    let message = error.to_string();
+    match message.strip_prefix(&*path.to_string_lossy()) {
+        Some(rest) => format!("{}{rest}", shown(path)),
+        None => message,
+    }
 }
 
 /// The capacities of the curve: [`CURVE_POINTS`] log-spaced from 0.1 % to 80 % of the unique
