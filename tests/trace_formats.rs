@@ -350,6 +350,38 @@ fn bad_text_lines_are_parse_errors_with_line_numbers() {
     assert!(matches!(err, TraceError::Parse { line: 1, .. }), "{err:?}");
 }
 
+/// A line of exactly 4,096 bytes, the longest a text trace may have, was refused as "longer
+/// than 4096 bytes": its newline was counted in the line. It is read, with either line end,
+/// and one byte more is still refused.
+#[test]
+fn a_line_of_the_longest_length_allowed_is_read() {
+    const MAX_LINE: usize = 4096;
+    let padded = |len: usize, key: &str| format!("{key:>len$}").into_bytes();
+    for end in ["\n", "\r\n", ""] {
+        let mut text = b"1\n".to_vec();
+        text.extend(padded(MAX_LINE, "2"));
+        text.extend(end.as_bytes());
+        assert_eq!(
+            keys_of(&text, TraceFormat::LirsText).expect("a line of 4096 bytes"),
+            [1, 2],
+            "{end:?}"
+        );
+        let mut arc = padded(MAX_LINE, "5 2 0 1");
+        arc.extend(end.as_bytes());
+        assert_eq!(keys_of(&arc, TraceFormat::ArcLis).expect("arc"), [5, 6]);
+
+        let mut text = b"1\n".to_vec();
+        text.extend(padded(MAX_LINE + 1, "2"));
+        text.extend(end.as_bytes());
+        let err = keys_of(&text, TraceFormat::LirsText).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mem.trace:2: bad lirs line: longer than 4096 bytes",
+            "{end:?}"
+        );
+    }
+}
+
 #[test]
 fn open_errors_name_the_file() {
     let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such.trace.gz");

@@ -15,8 +15,9 @@ use super::{Compression, TraceFormat};
 /// per-record `dyn` calls hit memory, not the kernel or the decoder, almost every time.
 const BUF_SIZE: usize = 1 << 16;
 
-/// The longest line a text trace may have. Real lines are under 100 bytes; the bound keeps a
-/// binary file read as text from being slurped whole in search of a newline.
+/// The longest line a text trace may have, in bytes, its line end (`\n`, `\r\n`) not counted.
+/// Real lines are under 100 bytes; the bound keeps a binary file read as text from being
+/// slurped whole in search of a newline.
 const MAX_LINE: usize = 4096;
 
 /// Why a trace could not be read. Every variant names the file (or the label given to
@@ -367,8 +368,10 @@ impl TraceReader {
                 return Ok(Some(key));
             }
             self.line_buf.clear();
+            // Room for the longest line and its line end, so that the end is not counted in
+            // the line: a line of exactly `MAX_LINE` bytes was refused as longer.
             let n = (&mut self.source)
-                .take(MAX_LINE as u64 + 1)
+                .take(MAX_LINE as u64 + 2)
                 .read_until(b'\n', &mut self.line_buf)
                 .map_err(|e| self.read_error(e))?;
             if n == 0 {
@@ -376,10 +379,14 @@ impl TraceReader {
             }
             self.offset += n as u64;
             self.line += 1;
-            if n > MAX_LINE {
+            let content = match self.line_buf.strip_suffix(b"\n") {
+                Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+                None => &self.line_buf,
+            };
+            if content.len() > MAX_LINE {
                 return Err(self.parse_error(format!("longer than {MAX_LINE} bytes")));
             }
-            let line = self.line_buf.trim_ascii();
+            let line = content.trim_ascii();
             if line.is_empty() {
                 continue;
             }
