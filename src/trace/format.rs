@@ -54,7 +54,9 @@ impl fmt::Display for Compression {
 pub enum TraceFormat {
     /// ARC traces (Megiddo & Modha, FAST'03), text: each line `start count ignore reqno` stands
     /// for the `count` consecutive blocks `start, start+1, …, start+count-1`, as Caffeine's
-    /// `ArcTraceReader` and mokabench read them. Only the first two fields are used.
+    /// `ArcTraceReader` and mokabench read them. Only the first two fields are used. A UTF-8
+    /// byte-order mark at the start of the file is skipped, as for
+    /// [`LirsText`](TraceFormat::LirsText).
     ArcLis,
     /// A sequence of big-endian 64-bit integers, one key each (Java `DataInputStream.readLong`:
     /// scarab, corda).
@@ -66,7 +68,8 @@ pub enum TraceFormat {
     /// `{u32 timestamp; u64 obj_id; u32 obj_size; i64 next_access_vtime}`; the key is `obj_id`.
     OracleGeneral,
     /// LIRS text traces: one decimal key per line; empty lines and `*` lines (LIRS checkpoints)
-    /// are skipped, CRLF line ends are accepted.
+    /// are skipped, CRLF line ends are accepted, and so is a UTF-8 byte-order mark at the start
+    /// of the file.
     LirsText,
 }
 

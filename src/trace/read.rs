@@ -20,6 +20,9 @@ const BUF_SIZE: usize = 1 << 16;
 /// slurped whole in search of a newline.
 const MAX_LINE: usize = 4096;
 
+/// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// Why a trace could not be read. Every variant names the file (or the label given to
 /// [`TraceReader::from_reader`]) and says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -379,12 +382,18 @@ impl TraceReader {
             }
             self.offset += n as u64;
             self.line += 1;
-            let content = match self.line_buf.strip_suffix(b"\n") {
+            let mut content = match self.line_buf.strip_suffix(b"\n") {
                 Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
                 None => &self.line_buf,
             };
+            // Before the mark below is taken off: a line of more bytes was cut by the `take`.
             if content.len() > MAX_LINE {
                 return Err(self.parse_error(format!("longer than {MAX_LINE} bytes")));
+            }
+            // A UTF-8 byte-order mark (Windows Notepad started files with one) marks the
+            // encoding, not a key: it failed the first line as "\u{feff}5" is not a key.
+            if self.line == 1 {
+                content = content.strip_prefix(UTF8_BOM).unwrap_or(content);
             }
             let line = content.trim_ascii();
             if line.is_empty() {
