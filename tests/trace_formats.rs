@@ -97,6 +97,15 @@ fn detects_the_format_of_every_shared_trace_from_its_name() {
             Compression::Zstd,
         ),
         ("lirs/loop.trace.XZ", LirsText, Compression::Xz),
+        // So are the format's (`OLTP.LIS.ZST` was "cannot tell the trace format", its zstd
+        // told): the suffix rules, whose fallback is text.
+        ("arc/OLTP.LIS.ZST", ArcLis, Compression::Zstd),
+        ("ARC/P2.Lis", ArcLis, Compression::None),
+        ("LIRS/LOOP.TRACE.GZ", LirsText, Compression::Gzip),
+        ("mine/KEYS.TXT", LirsText, Compression::None),
+        // The name rules of the binary formats keep their case: `W1.trace` is a text trace
+        // for all the name says, and text read as binary gives silent garbage.
+        ("mine/W1.trace", LirsText, Compression::None),
     ];
     for (name, format, compression) in cases {
         let path = Path::new(name);

@@ -106,6 +106,9 @@ impl TraceFormat {
     ///    [`Int32Be`](TraceFormat::Int32Be);
     /// 5. any other `*.trace` or `*.txt`: [`LirsText`](TraceFormat::LirsText).
     ///
+    /// The extensions `.lis`, `.trace` and `.txt` match in any case, as the compression's do;
+    /// the names and folders of rules 2 to 4 only in the case shown.
+    ///
     /// Binary traces have no header, so a name is all there is to go on; the fallback to text is
     /// the safe one, because binary bytes fail to parse as decimal lines (a loud error) whereas
     /// text read as binary would give silent garbage. Returns `None` when no rule matches.
@@ -126,7 +129,16 @@ impl TraceFormat {
             .map(|f| f.to_string_lossy())
             .unwrap_or_default();
         let folder = folder.as_ref();
-        if inner.ends_with(".lis") {
+        // The extensions in any case, as the compression's are (`OLTP.LIS.ZST` from a system
+        // that upper-cases names was not told). The names of the binary rules keep theirs:
+        // `W1.trace` is not a cache2k trace by its name, and text read as binary gives
+        // silent garbage where a wrong guess of text fails loudly.
+        let ends_with = |suffix: &str| {
+            inner.len() >= suffix.len()
+                && inner.as_bytes()[inner.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        if ends_with(".lis") {
             Some(TraceFormat::ArcLis)
         } else if inner.contains("oracleGeneral") {
             Some(TraceFormat::OracleGeneral)
@@ -141,7 +153,7 @@ impl TraceFormat {
             || matches!(folder, "cache2k" | "cloud_physics")
         {
             Some(TraceFormat::Int32Be)
-        } else if inner.ends_with(".trace") || inner.ends_with(".txt") {
+        } else if ends_with(".trace") || ends_with(".txt") {
             Some(TraceFormat::LirsText)
         } else {
             None
