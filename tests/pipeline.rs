@@ -1127,3 +1127,145 @@ fn a_request_whose_finished_job_left_the_queue_still_gets_its_transcript() {
     }
     assert!(finished > 10_000, "the host finished only {finished} jobs");
 }
+
+/// Chunks of this size are read into buffers of `BUFFER` bytes (a chunk and a spare byte):
+/// more than the allocator's per-thread caches hold, less than it maps alone.
+const POOLED: usize = 64 * 1024;
+const BUFFER: usize = POOLED + 1;
+
+/// 8 chunks of noise from `seed`, unlike other seeds' chunks (and no WAV header).
+fn pooled_input(seed: u64) -> Vec<u8> {
+    let mut x = (seed << 1) | 1;
+    (0..8 * POOLED)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Records where each chunk's bytes lay; with a gate, holds every call until `gate` calls
+/// are in at once.
+#[derive(Default)]
+struct Where {
+    at: Mutex<std::collections::HashSet<usize>>,
+    gate: Option<(usize, Mutex<usize>, std::sync::Condvar)>,
+}
+
+impl Transcriber for Where {
+    fn identity(&self) -> &str {
+        "where/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.at
+            .lock()
+            .unwrap()
+            .insert(chunk.data().as_ptr() as usize);
+        if let Some((gate, inside, opened)) = &self.gate {
+            let mut inside = inside.lock().unwrap();
+            *inside += 1;
+            if *inside >= *gate {
+                opened.notify_all();
+            }
+            let (inside, timeout) = opened
+                .wait_timeout_while(inside, Duration::from_secs(60), |n| *n < *gate)
+                .unwrap();
+            drop(inside);
+            assert!(
+                !timeout.timed_out(),
+                "the gate's calls never came in at once"
+            );
+        }
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+impl Where {
+    /// Where chunks lay since the last call.
+    fn take(&self) -> std::collections::HashSet<usize> {
+        std::mem::take(&mut *self.at.lock().unwrap())
+    }
+}
+
+/// A pipeline of `POOLED`-byte chunks with `workers` and a chunk concurrency of 2, whose
+/// runs, as each starts (on the worker thread that reads its chunks), take memory of a chunk
+/// buffer's size: enough to take every buffer an earlier run freed, so that a chunk lands
+/// where an earlier one was only if its buffer was kept.
+fn pooling(engine: Arc<Where>, workers: usize, occupied: &Arc<Mutex<Vec<Vec<u8>>>>) -> Pipeline {
+    let occupied = Arc::clone(occupied);
+    Pipeline::builder(cache(), engine)
+        .plan(ChunkPlan::with_chunk_bytes(POOLED as u64).expect("valid size"))
+        .workers(ConcurrencyLimit::new(workers).expect("valid"))
+        .chunk_concurrency(ConcurrencyLimit::new(2).expect("valid"))
+        .retry(RetryConfig::fixed(0, Duration::from_millis(1)))
+        .on_progress(move |p: &FileProgress| {
+            if p.progress.chunks_done == 0 {
+                let mut occupied = occupied.lock().unwrap();
+                occupied.extend((0..12).map(|_| Vec::with_capacity(BUFFER)));
+            }
+        })
+        .build()
+        .expect("starts")
+}
+
+/// Before session 28 the pipeline built a chunk processor for each job (its language is the
+/// request's), with chunk buffers of its own that went when the job ended: every file's
+/// chunks were read into freshly mapped memory, faulted in anew, 25 MB a chunk.
+#[test]
+fn a_pipelines_next_job_reads_into_the_last_jobs_chunk_buffers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, second) = (dir.path().join("first.raw"), dir.path().join("second.raw"));
+    write(&first, &pooled_input(1));
+    write(&second, &pooled_input(2));
+    let engine = Arc::new(Where::default());
+    let occupied = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = pooling(Arc::clone(&engine), 1, &occupied);
+    assert_eq!(pipeline.spare_chunk_buffers(), 0);
+    pipeline.transcribe(&first, "en").expect("transcribed");
+    let at_first = engine.take();
+    // Another file in another language: a job (and a processor) of its own.
+    let outcome = pipeline.transcribe(&second, "fr").expect("transcribed");
+    assert_eq!(outcome.transcript.chunks_computed, 8);
+    let at_second = engine.take();
+    assert!(
+        !at_first.is_disjoint(&at_second),
+        "the second job read into none of the first job's buffers"
+    );
+}
+
+#[test]
+fn a_pipeline_keeps_at_most_workers_times_chunk_concurrency_plus_one_buffers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Both files' chunk workers (2 each) held at once: both jobs have chunks in flight.
+    let engine = Arc::new(Where {
+        gate: Some((4, Mutex::new(0), std::sync::Condvar::new())),
+        ..Where::default()
+    });
+    let occupied = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = pooling(engine, 2, &occupied);
+    std::thread::scope(|scope| {
+        for seed in [3, 4] {
+            let path = dir.path().join(format!("{seed}.raw"));
+            write(&path, &pooled_input(seed));
+            let pipeline = &pipeline;
+            scope.spawn(move || pipeline.transcribe(&path, "en").expect("transcribed"));
+        }
+    });
+    // Each run holds up to 2 × 2 + 1 chunks, 10 for the two; the pipeline keeps 2 × (2 + 1)
+    // buffers, more than one run's share: the 4 held at the gate at least.
+    let spare = pipeline.spare_chunk_buffers();
+    assert!((4..=6).contains(&spare), "{spare} spare buffers");
+
+    let pipeline = Pipeline::builder(cache(), Arc::new(Where::default()))
+        .plan(ChunkPlan::with_chunk_bytes(POOLED as u64).expect("valid size"))
+        .keep_chunk_buffers(false)
+        .build()
+        .expect("starts");
+    let path = dir.path().join("5.raw");
+    write(&path, &pooled_input(5));
+    pipeline.transcribe(&path, "en").expect("transcribed");
+    assert_eq!(pipeline.spare_chunk_buffers(), 0);
+}

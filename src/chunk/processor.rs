@@ -582,6 +582,9 @@ pub struct ChunkedProcessorBuilder {
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
     keep_chunk_buffers: bool,
+    /// Buffers kept elsewhere that the processor keeps its spare ones in, with their limit:
+    /// see [`ChunkedProcessorBuilder::share_chunk_buffers`].
+    shared_chunk_buffers: Option<Arc<ChunkBuffers>>,
 }
 
 impl ChunkedProcessorBuilder {
@@ -621,6 +624,15 @@ impl ChunkedProcessorBuilder {
         self
     }
 
+    /// Keeps the processor's spare chunk buffers in `buffers`, with whoever else holds them
+    /// and up to their limit, rather than in buffers of its own: the pipeline builds a
+    /// processor per job (the language is the request's) and its jobs share one set this
+    /// way. Ignored with [`keep_chunk_buffers`](Self::keep_chunk_buffers)`(false)`.
+    pub(crate) fn share_chunk_buffers(mut self, buffers: Arc<ChunkBuffers>) -> Self {
+        self.shared_chunk_buffers = Some(buffers);
+        self
+    }
+
     /// The language of the transcripts (default `"und"`, undetermined): part of every key.
     #[must_use]
     pub fn language(mut self, language: impl Into<String>) -> Self {
@@ -636,9 +648,10 @@ impl ChunkedProcessorBuilder {
         // The language rules are the transcript key's: check them once, here.
         CacheKey::transcript(&"0".repeat(64), &self.language)
             .map_err(ProcessorConfigError::Language)?;
-        let chunk_buffers = self
-            .keep_chunk_buffers
-            .then(|| Arc::new(ChunkBuffers::new(buffers_kept(self.concurrency))));
+        let (concurrency, shared) = (self.concurrency, self.shared_chunk_buffers);
+        let chunk_buffers = self.keep_chunk_buffers.then(|| {
+            shared.unwrap_or_else(|| Arc::new(ChunkBuffers::new(buffers_kept(concurrency))))
+        });
         Ok(ChunkedProcessor {
             cache: self.cache,
             identity: self.identity,
@@ -691,7 +704,7 @@ pub struct ChunkedProcessor {
 /// (see the module docs), but keeping half of that was enough for re-runs of a 200 MiB file to
 /// read into kept buffers (the README counts their page faults), and halves what an idle
 /// processor holds.
-fn buffers_kept(concurrency: ConcurrencyLimit) -> usize {
+pub(crate) fn buffers_kept(concurrency: ConcurrencyLimit) -> usize {
     concurrency.get() + 1
 }
 
@@ -828,6 +841,7 @@ impl ChunkedProcessor {
             concurrency: ConcurrencyLimit::default(),
             retry: RetryConfig::default(),
             keep_chunk_buffers: true,
+            shared_chunk_buffers: None,
         }
     }
 

@@ -69,7 +69,8 @@ pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transc
 
 use crate::cache::Cache;
 use crate::callback::FirstPanic;
-use crate::chunk::processor::Fingerprint;
+use crate::chunk::processor::{Fingerprint, buffers_kept};
+use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
 use crate::job::{
@@ -237,6 +238,7 @@ pub struct PipelineBuilder {
     chunk_concurrency: ConcurrencyLimit,
     workers: ConcurrencyLimit,
     retry: RetryConfig,
+    keep_chunk_buffers: bool,
     registry: Option<MetricsRegistry>,
     rules: Vec<AlertRule>,
     channels: Vec<(String, Arc<dyn Notifier>)>,
@@ -262,13 +264,19 @@ impl PipelineBuilder {
         self
     }
 
-    /// Chunks transcribed at once within a file (default 4).
+    /// Chunks transcribed at once within a file (default 4). A file's run holds up to
+    /// `2 × chunk_concurrency + 1` chunks in memory at once, each up to the plan's chunk size
+    /// (25 MB at most), and the pipeline keeps some of their buffers between files: see
+    /// [`PipelineBuilder::keep_chunk_buffers`].
     pub fn chunk_concurrency(mut self, limit: ConcurrencyLimit) -> Self {
         self.chunk_concurrency = limit;
         self
     }
 
-    /// Files transcribed at once (worker threads of the job pool; default 1).
+    /// Files transcribed at once (worker threads of the job pool; default 1). Each file's run
+    /// has its own chunks in memory (see [`PipelineBuilder::chunk_concurrency`]), and the
+    /// buffers the pipeline keeps between files grow with the workers too (see
+    /// [`PipelineBuilder::keep_chunk_buffers`]).
     pub fn workers(mut self, limit: ConcurrencyLimit) -> Self {
         self.workers = limit;
         self
@@ -278,6 +286,21 @@ impl PipelineBuilder {
     /// 1 s, 2 s and 4 s, so a file whose chunk always fails fails after about 7 s).
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Whether the pipeline keeps chunk buffers between files (default `true`): its jobs
+    /// share one set of spare buffers, so that a file's chunks are read into memory an
+    /// earlier file's chunks used rather than into memory mapped and faulted in anew (up to
+    /// 25 MB a chunk). It keeps up to `workers × (chunk_concurrency + 1)` buffers — one per
+    /// chunk worker and one for the splitter, for each file transcribed at once — each up to
+    /// the plan's chunk size, and holds them while it is idle: up to 125 MB with the default
+    /// single worker, chunk concurrency of 4 and 25 MB chunks. `false` has each file's run
+    /// free its buffers when it ends (it still reuses them within the file). See
+    /// [`Pipeline::spare_chunk_buffers`] and [`ChunkedProcessorBuilder::keep_chunk_buffers`](
+    /// crate::chunk::ChunkedProcessorBuilder::keep_chunk_buffers).
+    pub fn keep_chunk_buffers(mut self, keep: bool) -> Self {
+        self.keep_chunk_buffers = keep;
         self
     }
 
@@ -374,12 +397,19 @@ impl PipelineBuilder {
             .map_err(|e| PipelineError::Start(e.to_string()))?;
         let engine = self.transcriber.identity().to_owned();
         let allows_empty_text = self.transcriber.allows_empty_text();
+        let chunk_buffers = self.keep_chunk_buffers.then(|| {
+            let per_file = buffers_kept(self.chunk_concurrency);
+            Arc::new(ChunkBuffers::new(
+                per_file.saturating_mul(self.workers.get()),
+            ))
+        });
         let runner = Arc::new(Runner {
             cache: self.cache.clone(),
             transcriber: self.transcriber,
             plan: self.plan,
             concurrency: self.chunk_concurrency,
             retry: self.retry,
+            chunk_buffers: chunk_buffers.clone(),
             progress: self.progress.clone(),
             clock: Arc::clone(&timer),
         });
@@ -406,6 +436,7 @@ impl PipelineBuilder {
             engine,
             plan: self.plan,
             allows_empty_text,
+            chunk_buffers,
             queue,
             pool: Mutex::new(Some(pool)),
             registry,
@@ -427,6 +458,8 @@ pub struct Pipeline {
     /// [`Transcriber::allows_empty_text`]: whether a cached transcript may have chunks
     /// without text.
     allows_empty_text: bool,
+    /// The spare chunk buffers its jobs share ([`PipelineBuilder::keep_chunk_buffers`]).
+    chunk_buffers: Option<Arc<ChunkBuffers>>,
     queue: JobQueue,
     pool: Mutex<Option<WorkerPool>>,
     registry: MetricsRegistry,
@@ -507,6 +540,9 @@ struct Runner {
     plan: ChunkPlan,
     concurrency: ConcurrencyLimit,
     retry: RetryConfig,
+    /// The spare chunk buffers every job's processor keeps its own in; `None` when each
+    /// job frees its buffers ([`PipelineBuilder::keep_chunk_buffers`]).
+    chunk_buffers: Option<Arc<ChunkBuffers>>,
     progress: Option<ProgressCallback>,
     /// Times the compute (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
@@ -519,11 +555,19 @@ impl Runner {
         let path = path_from_bytes(request.path)
             .map_err(|e| JobError::Failed(format!("bad transcription request: {e}")))?;
         let started = self.clock.now();
-        let processor = ChunkedProcessor::builder(self.cache.clone(), self.transcriber.identity())
-            .plan(self.plan)
-            .concurrency(self.concurrency)
-            .retry(self.retry)
-            .language(request.language.clone())
+        // A processor per job, for the request's language; its chunk buffers are the
+        // pipeline's, so that this file reads into buffers earlier files left.
+        let mut processor =
+            ChunkedProcessor::builder(self.cache.clone(), self.transcriber.identity())
+                .plan(self.plan)
+                .concurrency(self.concurrency)
+                .retry(self.retry)
+                .language(request.language.clone())
+                .keep_chunk_buffers(self.chunk_buffers.is_some());
+        if let Some(buffers) = &self.chunk_buffers {
+            processor = processor.share_chunk_buffers(Arc::clone(buffers));
+        }
+        let processor = processor
             .build()
             .map_err(|e| JobError::Failed(e.to_string()))?;
         // The queue memoizes the transcript under the transcript key when the job completes,
@@ -620,6 +664,7 @@ impl Pipeline {
             chunk_concurrency: ConcurrencyLimit::default(),
             workers: ConcurrencyLimit::new(1).unwrap_or_default(),
             retry: RetryConfig::default(),
+            keep_chunk_buffers: true,
             registry: None,
             rules: Vec::new(),
             channels: Vec::new(),
@@ -970,6 +1015,16 @@ impl Pipeline {
     /// [`MetricsRegistry::render_prometheus`]).
     pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
+    }
+
+    /// How many spare chunk buffers the pipeline holds now for its next files: up to
+    /// `workers × (chunk_concurrency + 1)`, each up to the plan's chunk size (see
+    /// [`PipelineBuilder::keep_chunk_buffers`]); 0 before the first file's run, and always
+    /// with `keep_chunk_buffers(false)`.
+    pub fn spare_chunk_buffers(&self) -> usize {
+        self.chunk_buffers
+            .as_ref()
+            .map_or(0, |buffers| buffers.spare())
     }
 
     /// The cache.
