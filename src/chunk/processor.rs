@@ -12,11 +12,12 @@
 //!   bounded channel, `concurrency` being processed).
 //! * **Chunk buffers are kept.** A chunk is read into a buffer that comes back when the last
 //!   handle to its bytes is dropped (see [`split`](mod@super::split)), and the processor keeps
-//!   `concurrency + 1` spare buffers across runs, shared by its clones, so that the next run
-//!   reads into the last one's buffers instead of having fresh memory mapped and faulted in
-//!   for each chunk of up to 25 MB (the README's chunked-processing benchmarks count the
-//!   page faults). The price is memory held between runs: up to `(concurrency + 1) × chunk
-//!   size`, 125 MB at the default concurrency of 4 and the seed's 25 MB chunks.
+//!   `2 × concurrency + 1` spare buffers across runs — as many as a run holds chunks at
+//!   once — shared by its clones, so that the next run reads into the last one's buffers
+//!   instead of having fresh memory mapped and faulted in for each chunk of up to 25 MB (the
+//!   README's chunked-processing section counts the page faults). The price is memory held
+//!   between runs: what a run held at its peak, up to `(2 × concurrency + 1) × chunk size`,
+//!   225 MB at the default concurrency of 4 and the seed's 25 MB chunks.
 //!   [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)` has each run free its buffers
 //!   when it ends instead. Bytes a chunk function keeps are never read over: their buffer is
 //!   not back until the last of them is dropped.
@@ -613,9 +614,9 @@ impl ChunkedProcessorBuilder {
     }
 
     /// Whether the processor keeps chunk buffers across runs (default `true`): up to
-    /// `concurrency + 1` of them, shared by its clones, so the next run reads its chunks into
-    /// them rather than into freshly mapped memory. They hold up to `(concurrency + 1) ×` the
-    /// chunk size ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has
+    /// `2 × concurrency + 1` of them (as many as a run holds at once), shared by its clones,
+    /// so the next run reads its chunks into them rather than into freshly mapped memory.
+    /// They hold up to `(2 × concurrency + 1) ×` the chunk size ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has
     /// each run free its buffers when it ends (it still reuses them within the run). See
     /// [`ChunkedProcessor::spare_chunk_buffers`].
     #[must_use]
@@ -699,13 +700,15 @@ pub struct ChunkedProcessor {
     chunk_buffers: Option<Arc<ChunkBuffers>>,
 }
 
-/// How many spare chunk buffers a run keeps (and a processor keeps across runs): one per
-/// worker and one for the splitter. A run can hold up to `2 × concurrency + 1` chunks at once
-/// (see the module docs), but keeping half of that was enough for re-runs of a 200 MiB file to
-/// read into kept buffers (the README counts their page faults), and halves what an idle
-/// processor holds.
+/// How many spare chunk buffers a run keeps (and a processor keeps across runs): as many as
+/// a run can hold chunks at once (see the module docs), one being read, `concurrency` queued
+/// and `concurrency` being processed. Keeping `concurrency + 1` (session 28's first choice)
+/// was enough when the workers kept up with the splitter, as on a re-run of cached chunks,
+/// but with a chunk function slower than reading a chunk — any speech engine — the queue
+/// fills, and every run had up to `concurrency` buffers mapped and faulted in anew (the
+/// README counts the page faults).
 pub(crate) fn buffers_kept(concurrency: ConcurrencyLimit) -> usize {
-    concurrency.get() + 1
+    concurrency.get().saturating_mul(2).saturating_add(1)
 }
 
 /// A chunk attempt that gave the cache's loader no value to store: the chunk function failed
@@ -866,7 +869,7 @@ impl ChunkedProcessor {
     }
 
     /// How many spare chunk buffers the processor (with its clones) holds now, for its next
-    /// run: up to `concurrency + 1` after a run, each up to a chunk's size; 0 before the first
+    /// run: up to `2 × concurrency + 1` after a run, each up to a chunk's size; 0 before the first
     /// run, and always with [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)`.
     pub fn spare_chunk_buffers(&self) -> usize {
         self.chunk_buffers

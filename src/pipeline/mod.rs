@@ -292,13 +292,15 @@ impl PipelineBuilder {
     /// Whether the pipeline keeps chunk buffers between files (default `true`): its jobs
     /// share one set of spare buffers, so that a file's chunks are read into memory an
     /// earlier file's chunks used rather than into memory mapped and faulted in anew (up to
-    /// 25 MB a chunk). It keeps up to `workers × (chunk_concurrency + 1)` buffers — one per
-    /// chunk worker and one for the splitter, for each file transcribed at once — each up to
-    /// the plan's chunk size, and holds them while it is idle: up to 125 MB with the default
-    /// single worker, chunk concurrency of 4 and 25 MB chunks. `false` has each file's run
+    /// 25 MB a chunk). It keeps up to `workers × (2 × chunk_concurrency + 1)` buffers — as
+    /// many as the files transcribed at once hold chunks at once — each up to the plan's
+    /// chunk size, and holds them while it is idle: what its busiest moment held, up to
+    /// 225 MB with the default single worker, chunk concurrency of 4 and 25 MB chunks. `false` has each file's run
     /// free its buffers when it ends (it still reuses them within the file). See
-    /// [`Pipeline::spare_chunk_buffers`] and [`ChunkedProcessorBuilder::keep_chunk_buffers`](
-    /// crate::chunk::ChunkedProcessorBuilder::keep_chunk_buffers).
+    /// [`Pipeline::spare_chunk_buffers`] and
+    /// [`ChunkedProcessorBuilder::keep_chunk_buffers`][keep].
+    ///
+    /// [keep]: crate::chunk::ChunkedProcessorBuilder::keep_chunk_buffers
     pub fn keep_chunk_buffers(mut self, keep: bool) -> Self {
         self.keep_chunk_buffers = keep;
         self
@@ -1018,7 +1020,7 @@ impl Pipeline {
     }
 
     /// How many spare chunk buffers the pipeline holds now for its next files: up to
-    /// `workers × (chunk_concurrency + 1)`, each up to the plan's chunk size (see
+    /// `workers × (2 × chunk_concurrency + 1)`, each up to the plan's chunk size (see
     /// [`PipelineBuilder::keep_chunk_buffers`]); 0 before the first file's run, and always
     /// with `keep_chunk_buffers(false)`.
     pub fn spare_chunk_buffers(&self) -> usize {
