@@ -616,8 +616,9 @@ impl ChunkedProcessorBuilder {
     /// Whether the processor keeps chunk buffers across runs (default `true`): up to
     /// `2 × concurrency + 1` of them (as many as a run holds at once), shared by its clones,
     /// so the next run reads its chunks into them rather than into freshly mapped memory.
-    /// They hold up to `(2 × concurrency + 1) ×` the chunk size ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has
-    /// each run free its buffers when it ends (it still reuses them within the run). See
+    /// They hold up to `(2 × concurrency + 1) ×` the chunk size
+    /// ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has each run free
+    /// its buffers when it ends (it still reuses them within the run). See
     /// [`ChunkedProcessor::spare_chunk_buffers`].
     #[must_use]
     pub fn keep_chunk_buffers(mut self, keep: bool) -> Self {

@@ -295,9 +295,9 @@ impl PipelineBuilder {
     /// 25 MB a chunk). It keeps up to `workers × (2 × chunk_concurrency + 1)` buffers — as
     /// many as the files transcribed at once hold chunks at once — each up to the plan's
     /// chunk size, and holds them while it is idle: what its busiest moment held, up to
-    /// 225 MB with the default single worker, chunk concurrency of 4 and 25 MB chunks. `false` has each file's run
-    /// free its buffers when it ends (it still reuses them within the file). See
-    /// [`Pipeline::spare_chunk_buffers`] and
+    /// 225 MB with the default single worker, chunk concurrency of 4 and 25 MB chunks.
+    /// `false` has each file's run free its buffers when it ends (it still reuses them within
+    /// the file). See [`Pipeline::spare_chunk_buffers`] and
     /// [`ChunkedProcessorBuilder::keep_chunk_buffers`][keep].
     ///
     /// [keep]: crate::chunk::ChunkedProcessorBuilder::keep_chunk_buffers
