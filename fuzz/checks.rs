@@ -694,7 +694,8 @@ fn drain_trace(mut reader: memocache::trace::TraceReader) -> (Vec<u64>, TraceEnd
 /// (`memocache::trace::TraceFormat`), decided without the reader: binary records of 8 (`i64be`,
 /// big-endian), 4 (`i32be`, big-endian, zero-extended) or 24 bytes (`oracle-general`, the
 /// little-endian `u64` at byte 4), a partial last record being a truncation; text lines of at
-/// most 4,096 bytes with their newline, blank ones skipped, `lirs` a decimal key (signed ones
+/// most 4,096 bytes without their line end (`\n`, `\r\n`), a UTF-8 byte-order mark opening
+/// the file not counted as text, blank ones skipped, `lirs` a decimal key (signed ones
 /// reinterpreted) or `*`, `arc` `start count …` with a count that fits 32 bits standing for
 /// the keys `start..start + count`, a count above `MAX_ARC_RUN` refused. At most
 /// [`MAX_TRACE_KEYS`] keys.
@@ -741,9 +742,19 @@ fn expected_trace(content: &[u8], format: memocache::trace::TraceFormat) -> (Vec
     }
     for (index, line) in content.split_inclusive(|&b| b == b'\n').enumerate() {
         let bad = TraceEnd::BadLine(index as u64 + 1);
+        // At most 4,096 bytes, the line end (`\n` or `\r\n`) not counted.
+        let line = match line.strip_suffix(b"\n") {
+            Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+            None => line,
+        };
         if line.len() > 4096 {
             return (keys, bad);
         }
+        // A UTF-8 byte-order mark opening the file is not part of the first line.
+        let line = match index {
+            0 => line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line),
+            _ => line,
+        };
         let line = line.trim_ascii();
         if line.is_empty() || (format == TraceFormat::LirsText && line == b"*") {
             continue;
