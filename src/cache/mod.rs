@@ -492,6 +492,7 @@ impl Cache {
     /// assert_eq!(cache.stats().loads, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn get_or_insert_with<V: Into<Bytes>>(
         &self,
         key: CacheKey,
@@ -516,6 +517,7 @@ impl Cache {
     /// a thread that waits for another by other means (`join`, a channel, a lock) is
     /// invisible to the cache, and a cycle through it is not detected. [`LoadError`] has an
     /// example of each.
+    #[inline]
     pub fn try_get_or_insert_with<V: Into<Bytes>, E: Send + Sync + 'static>(
         &self,
         key: CacheKey,

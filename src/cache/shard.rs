@@ -356,6 +356,8 @@ struct Records {
 }
 
 impl Records {
+    // Inline across crates: a hit, inlined into the caller's crate, reads its record with this.
+    #[inline]
     fn get(&self, slot: u32) -> Option<&Record> {
         self.slots.get(slot as usize).and_then(Option::as_ref)
     }
@@ -481,7 +483,9 @@ impl Shard {
                     .as_ref()
                     .is_some_and(|record| record.key == *key)
             })
-            .map(|&slot| self.records.record(slot))
+            // `get`, not `record`: the match has just found the slot holding the key, and
+            // `record`'s panic for an empty slot kept it out of line, a call on every hit.
+            .and_then(|&slot| self.records.get(slot))
     }
 
     /// The charge of the entry in `slot` (from [`Shard::slot_of`]).
