@@ -16,6 +16,9 @@ use memocache::{
 };
 use parking_lot::{Condvar, Mutex};
 
+mod noise_support;
+use noise_support::noise;
+
 const CHUNK: u64 = 64;
 
 fn cache() -> Cache {
@@ -60,15 +63,7 @@ fn no_retry() -> RetryConfig {
 
 /// `chunks` chunks of pseudo-random bytes (no two chunks alike).
 fn input(chunks: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..chunks as u64 * CHUNK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(chunks * CHUNK as usize, 0x9e37_79b9_7f4a_7c15)
 }
 
 /// The chunk function under test. Like any memoizable function it depends on the chunk's
@@ -1721,15 +1716,7 @@ fn pooling(cache: &Cache, keep_chunk_buffers: bool) -> ChunkedProcessor {
 
 /// 8 chunks of noise from `seed`, unlike other seeds' chunks.
 fn pooled_input(seed: u64) -> Vec<u8> {
-    let mut x = (seed << 1) | 1;
-    (0..8 * POOLED)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(8 * POOLED, seed << 1)
 }
 
 /// Runs `processor` over `data` (every chunk computed); returns where the chunks' bytes lay,

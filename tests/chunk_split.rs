@@ -6,24 +6,15 @@ use std::time::Duration;
 use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, InputFormat, PcmSpec, SplitError, split};
 use proptest::prelude::*;
 
+mod noise_support;
+use noise_support::noise;
+
 fn chunks(input: &[u8], plan: &ChunkPlan, len: Option<u64>) -> Result<Vec<AudioChunk>, SplitError> {
     split(input, plan, len)?.collect()
 }
 
 fn plan(bytes: u64) -> ChunkPlan {
     ChunkPlan::with_chunk_bytes(bytes).unwrap()
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

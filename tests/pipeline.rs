@@ -14,6 +14,9 @@ use memocache::pipeline::{
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
+mod noise_support;
+use noise_support::noise;
+
 /// Counts calls; fails on chunks whose first data byte is `fail_on`.
 struct Counting {
     calls: AtomicUsize,
@@ -1135,15 +1138,7 @@ const BUFFER: usize = POOLED + 1;
 
 /// 8 chunks of noise from `seed`, unlike other seeds' chunks (and no WAV header).
 fn pooled_input(seed: u64) -> Vec<u8> {
-    let mut x = (seed << 1) | 1;
-    (0..8 * POOLED)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(8 * POOLED, seed << 1)
 }
 
 /// Records where each chunk's bytes lay; with a gate, holds every call until `gate` calls
