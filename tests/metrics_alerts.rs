@@ -657,6 +657,30 @@ fn long_windows_label_order_and_non_finite_gauges() {
     assert_eq!(t.pager.notifications().len(), 4);
 }
 
+/// Bug: a gauge set to NaN ("no data", as the wiring publishes an unknown hit ratio) made
+/// `Aggregation::Last` give `Some(NaN)`, so the rule that resolved on it told its channels
+/// the value was `Some(NaN)`, where no data is `None`. It reports `None`, and the rule stays
+/// inactive while the gauge is NaN.
+#[test]
+fn a_gauge_gone_nan_resolves_its_rule_with_no_value() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let id = t.alerts.add_rule(depth_rule());
+    depth.set(500.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, Some(500.0));
+    depth.set(f64::NAN);
+    let resolved = t.alerts.evaluate();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].value, None);
+    assert!(t.alerts.evaluate().is_empty());
+    assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
+    let told: Vec<_> = t.pager.take().into_iter().map(|n| n.value).collect();
+    assert_eq!(told, [Some(500.0), None]);
+}
+
 /// A clock that can be set anywhere, backwards too: a host's custom [`Clock`] that breaks the
 /// monotonic promise (a wall clock stepped back by NTP).
 #[derive(Clone, Debug, Default)]

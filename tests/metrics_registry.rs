@@ -234,12 +234,8 @@ fn aggregate_reads_each_kind() {
     g.add(2.0);
     assert_eq!(g.get(), 3.0);
     clock.advance(SECOND);
-    g.set(f64::NAN); // exposed, not in the history
-    assert!(
-        r.aggregate("g", &kv, Aggregation::Last, w)
-            .unwrap()
-            .is_nan()
-    );
+    g.set(f64::NAN); // exposed, not in the history, and no data
+    assert_eq!(r.aggregate("g", &kv, Aggregation::Last, w), None);
     assert_eq!(r.aggregate("g", &kv, Aggregation::Average, w), Some(2.0));
     let p100 = Aggregation::Percentile(Percentile::new(100.0).unwrap());
     assert_eq!(r.aggregate("g", &kv, p100, w), Some(3.0));
@@ -274,6 +270,69 @@ fn aggregate_reads_each_kind() {
     clock.advance(w);
     assert_eq!(r.aggregate("h_seconds", &none, Aggregation::Last, w), None);
     assert_eq!(h.percentiles(&[Percentile::P50], w), [0.0]);
+}
+
+/// NaN is "no data" to `aggregate` for every kind and aggregation, as its docs and the alert
+/// module's promise: never `Some(NaN)`. A gauge set to NaN (the wiring's hit ratio before the
+/// first read) gave `Some(NaN)` for `Last`, and finite values whose percentile or average
+/// overflows to NaN gave `Some(NaN)` for those; ±∞ stays a value.
+#[test]
+fn nan_is_no_data_for_every_kind_and_aggregation() {
+    let (r, _clock) = registry();
+    let none = Tags::new();
+    let w = 10 * SECOND;
+    let p0 = Aggregation::Percentile(Percentile::new(0.0).unwrap());
+    let p50 = Aggregation::Percentile(Percentile::P50);
+
+    let g = r.gauge("level", "", &[]).unwrap();
+    g.set(f64::NAN);
+    assert_eq!(r.aggregate("level", &none, Aggregation::Last, w), None);
+    g.set(f64::INFINITY);
+    assert_eq!(
+        r.aggregate("level", &none, Aggregation::Last, w),
+        Some(f64::INFINITY)
+    );
+    g.add(f64::NEG_INFINITY); // +∞ − ∞
+    assert!(g.get().is_nan());
+    assert_eq!(r.aggregate("level", &none, Aggregation::Last, w), None);
+
+    // The 0th percentile of [−1e308, 1e308] interpolates with a difference past f64::MAX:
+    // NaN, as numpy gives; its median is −∞, a value.
+    let spread = r.gauge("spread", "", &[]).unwrap();
+    let wide = r.histogram("wide", "", &[]).unwrap();
+    for v in [-1e308, 1e308] {
+        spread.set(v);
+        wide.observe(v).unwrap();
+    }
+    for name in ["spread", "wide"] {
+        assert_eq!(r.aggregate(name, &none, p0, w), None, "{name}");
+        assert_eq!(
+            r.aggregate(name, &none, p50, w),
+            Some(f64::NEG_INFINITY),
+            "{name}"
+        );
+    }
+
+    // Sixteen values summed pairwise: the first accumulator overflows to +∞ (MAX + MAX), the
+    // second to −∞, and their sum is NaN.
+    let mut sixteen = [0.0; 16];
+    sixteen[0] = f64::MAX;
+    sixteen[8] = f64::MAX;
+    sixteen[1] = -f64::MAX;
+    sixteen[9] = -f64::MAX;
+    let swing = r.gauge("swing", "", &[]).unwrap();
+    let swings = r.histogram("swings", "", &[]).unwrap();
+    for v in sixteen {
+        swing.set(v);
+        swings.observe(v).unwrap();
+    }
+    for name in ["swing", "swings"] {
+        assert_eq!(
+            r.aggregate(name, &none, Aggregation::Average, w),
+            None,
+            "{name}"
+        );
+    }
 }
 
 #[test]

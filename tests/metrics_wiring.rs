@@ -242,6 +242,12 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     let metrics = CacheMetrics::register(&registry).unwrap();
     let text = registry.render_prometheus();
     assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
+    // No data to a reader as well: `None`, not `Some(NaN)`.
+    let last = |registry: &MetricsRegistry| {
+        let name = "memocache_cache_hit_ratio";
+        registry.aggregate(name, &Tags::new(), Aggregation::Last, 60 * SECOND)
+    };
+    assert_eq!(last(&registry), None);
     let mut alerts = AlertEvaluator::new(registry.clone());
     alerts.add_rule(
         AlertRule::new(
@@ -264,6 +270,7 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     CacheMetrics::register(&registry).unwrap();
     let text = registry.render_prometheus();
     assert!(text.contains("\nmemocache_cache_hit_ratio 1\n"), "{text}");
+    assert_eq!(last(&registry), Some(1.0));
 }
 
 /// Checked, and held: the published figures follow the cache through a `clear` and a

@@ -32,9 +32,10 @@
 //! on every evaluation, and a value hovering around the threshold does not resolve and re-fire
 //! repeatedly because resolution waits for `keep_firing_for` of continuous "false". With both
 //! durations zero a rule fires on the first evaluation that sees the condition and resolves on
-//! the first that does not. "No data" (a missing metric, an empty window) counts as false, as in
-//! Prometheus, rather than as the `0.0` the seed returned for an empty window, which would
-//! trigger every `LessThan` rule on a quiet system.
+//! the first that does not. "No data" (a missing metric, an empty window, a NaN: see
+//! [`MetricsRegistry::aggregate`]) counts as false, as in Prometheus, rather than as the `0.0`
+//! the seed returned for an empty window, which would trigger every `LessThan` rule on a quiet
+//! system.
 //!
 //! Removing a rule ([`AlertEvaluator::remove_rule`]) ends its alerts at once: each firing
 //! series resolves, with its notification, and a pending one goes silently. Removed silently, a
@@ -342,8 +343,8 @@ pub struct Notification {
     pub severity: Severity,
     /// Fired or resolved.
     pub transition: AlertTransition,
-    /// The aggregated value at this evaluation; `None` when there was no data, or when the
-    /// rule was removed ([`AlertEvaluator::remove_rule`]).
+    /// The aggregated value at this evaluation; `None` when there was no data (NaN included:
+    /// it is never `Some(NaN)`), or when the rule was removed ([`AlertEvaluator::remove_rule`]).
     pub value: Option<f64>,
     /// The rule's threshold.
     pub threshold: Threshold,

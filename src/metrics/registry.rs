@@ -331,6 +331,30 @@ impl MetricsRegistry {
     ///   gauge was set to within the window.
     /// * Histograms: `Last` is the newest observation within the window; `Average` and
     ///   `Percentile` aggregate the observations within the window.
+    ///
+    /// NaN is no data, for every kind and aggregation: the result is never `Some(NaN)`. A gauge
+    /// set to NaN (as [`CacheMetrics`](super::wiring::CacheMetrics) publishes a hit ratio
+    /// before the first read) gives `None` for `Last`, and its windows leave the NaN out (see
+    /// [`Gauge::set`]); finite values whose average or percentile overflows to NaN (see
+    /// [`MetricSeries`]' docs) give `None` as well. ±∞ is a value: a gauge set to +∞ gives
+    /// `Some(+∞)` for `Last`.
+    ///
+    /// ```
+    /// use memocache::{Aggregation, ManualClock, MetricsRegistry, Tags};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let registry = MetricsRegistry::with_clock(Arc::new(ManualClock::new()), Duration::MAX);
+    /// let ratio = registry.gauge("hit_ratio", "Hits / reads.", &[])?;
+    /// let last = |r: &MetricsRegistry| {
+    ///     r.aggregate("hit_ratio", &Tags::new(), Aggregation::Last, Duration::MAX)
+    /// };
+    /// ratio.set(0.5);
+    /// assert_eq!(last(&registry), Some(0.5));
+    /// ratio.set(f64::NAN);
+    /// assert_eq!(last(&registry), None);
+    /// # Ok::<(), memocache::MetricError>(())
+    /// ```
     pub fn aggregate(
         &self,
         name: &str,
@@ -562,9 +586,10 @@ enum Series<'m> {
     Histogram(&'m Histogram),
 }
 
-/// `aggregation` of one series over `window` (see [`MetricsRegistry::aggregate`]).
+/// `aggregation` of one series over `window` (see [`MetricsRegistry::aggregate`]); never
+/// `Some(NaN)`.
 fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration) -> Option<f64> {
-    match series {
+    let value = match series {
         Series::Counter(counter) => match aggregation {
             Aggregation::Last => Some(counter.get() as f64),
             Aggregation::Average | Aggregation::Percentile(_) => None,
@@ -577,16 +602,20 @@ fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration)
                 _ => aggregate_series(&cell.history, aggregation, window),
             }
         }
-        Series::Histogram(histogram) => {
-            if let Aggregation::Percentile(p) = aggregation {
-                // Selected outside the histogram's lock: observers wait for the copy only.
-                return percentile_of(histogram.window_values(window), p);
+        Series::Histogram(histogram) => match aggregation {
+            // Selected outside the histogram's lock: observers wait for the copy only.
+            Aggregation::Percentile(p) => percentile_of(histogram.window_values(window), p),
+            Aggregation::Last | Aggregation::Average => {
+                let mut cell = histogram.0.lock();
+                cell.series.prune_expired();
+                aggregate_series(&cell.series, aggregation, window)
             }
-            let mut cell = histogram.0.lock();
-            cell.series.prune_expired();
-            aggregate_series(&cell.series, aggregation, window)
-        }
-    }
+        },
+    };
+    // NaN is "no data" (a gauge set to NaN, or finite values whose aggregate overflows): one
+    // filter here, for every kind and aggregation, so that `aggregate` keeps its promise of
+    // `None` and a notification never carries `Some(NaN)`.
+    value.filter(|v| !v.is_nan())
 }
 
 /// Whether a series with `labels` (which hold no empty value) is one `selector` selects: it
@@ -861,6 +890,12 @@ impl Gauge {
 
     /// Sets the value. A non-finite value is exposed as such (`NaN`, `+Inf`) but is not added
     /// to the history that windowed aggregations read.
+    ///
+    /// NaN means "no data": [`MetricsRegistry::aggregate`] gives `None` for the gauge's
+    /// [`Aggregation::Last`] until it is set to a number again, so alert rules see no data (a
+    /// condition that is false), and its windows hold only the numbers it was set to. ±∞ is a
+    /// value for `Last` (+∞ meets a "greater than" threshold) but, as a [`MetricSeries`] holds
+    /// finite values only, is left out of the windows too.
     pub fn set(&self, value: f64) {
         let mut cell = self.0.lock();
         cell.current = value;
@@ -870,7 +905,8 @@ impl Gauge {
             .add_value(MetricValue::gauge(value), Tags::new());
     }
 
-    /// Adds `delta` (negative to subtract).
+    /// Adds `delta` (negative to subtract). A gauge at NaN (no data) stays NaN, as does one
+    /// whose sum is NaN (+∞ plus −∞): see [`Gauge::set`].
     pub fn add(&self, delta: f64) {
         let mut cell = self.0.lock();
         let value = cell.current + delta;

@@ -60,8 +60,10 @@
 //! Finite values can still give a non-finite result, as they do in numpy, whose arithmetic
 //! this follows: where two neighbours differ by more than `f64::MAX` (values beyond about
 //! ±9·10³⁰⁷), the interpolation overflows, so the 0th percentile of `[-1e308, 1e308]` is NaN
-//! and its median −∞; a sum past `f64::MAX` makes the average ±∞. An alert threshold never
-//! meets NaN, so a rule on such a window stays (or goes) inactive.
+//! and its median −∞; a sum past `f64::MAX` makes the average ±∞, or NaN where the pairwise
+//! summation's partial sums overflow with both signs. The
+//! [`MetricsRegistry`](super::MetricsRegistry) reports a NaN aggregate as no data, so an alert
+//! rule on such a window stays (or goes) inactive.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
