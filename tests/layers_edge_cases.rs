@@ -400,17 +400,19 @@ fn an_infinite_value_equals_no_finite_threshold() {
     let mut alerts = AlertEvaluator::new(registry.clone());
     let pager = MemoryNotifier::new();
     alerts.add_channel("pager", Arc::new(pager.clone()));
-    alerts.add_rule(
-        AlertRule::new(
-            "exactly five",
-            "level",
-            equal,
-            Severity::Info,
-            Duration::from_secs(60),
+    alerts
+        .add_rule(
+            AlertRule::new(
+                "exactly five",
+                "level",
+                equal,
+                Severity::Info,
+                Duration::from_secs(60),
+            )
+            .with_aggregation(Aggregation::Last)
+            .with_channel("pager"),
         )
-        .with_aggregation(Aggregation::Last)
-        .with_channel("pager"),
-    );
+        .unwrap();
     gauge.set(f64::INFINITY);
     assert!(alerts.evaluate().is_empty());
     assert!(pager.notifications().is_empty());

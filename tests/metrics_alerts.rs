@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use memocache::metrics::{AlertState, AlertTransition, Notification, NotifyError};
 use memocache::{
-    Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricsRegistry,
-    Notifier, Percentile, Severity, Threshold, Timestamp,
+    Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricError,
+    MetricsRegistry, Notifier, Percentile, Severity, Threshold, Timestamp,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -54,11 +54,14 @@ fn pending_then_firing_then_resolved() {
         .registry
         .gauge("queue_depth", "Jobs waiting.", &[])
         .unwrap();
-    let id = t.alerts.add_rule(
-        depth_rule()
-            .with_pending_for(30 * SECOND)
-            .with_keep_firing_for(20 * SECOND),
-    );
+    let id = t
+        .alerts
+        .add_rule(
+            depth_rule()
+                .with_pending_for(30 * SECOND)
+                .with_keep_firing_for(20 * SECOND),
+        )
+        .unwrap();
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
 
     depth.set(50.0);
@@ -156,7 +159,8 @@ fn a_spike_shorter_than_pending_for_never_fires() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let id = t
         .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND));
+        .add_rule(depth_rule().with_pending_for(30 * SECOND))
+        .unwrap();
     depth.set(500.0);
     t.alerts.evaluate();
     t.clock.advance(20 * SECOND);
@@ -177,7 +181,7 @@ fn a_spike_shorter_than_pending_for_never_fires() {
 fn zero_durations_fire_and_resolve_immediately_and_refire_notifies_again() {
     let mut t = setup();
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    t.alerts.add_rule(depth_rule());
+    t.alerts.add_rule(depth_rule()).unwrap();
     for (value, expect) in [
         (500.0, Some(AlertTransition::Firing)),
         (500.0, None),
@@ -207,7 +211,7 @@ fn no_data_is_false_not_zero() {
         60 * SECOND,
     )
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
     t.alerts.evaluate();
     let ratio = t.registry.gauge("hit_ratio", "", &[]).unwrap();
     t.alerts.evaluate();
@@ -242,7 +246,7 @@ fn percentile_aggregation_over_a_histogram_window() {
     .with_label("queue", "audio")
     .with_aggregation(Aggregation::Percentile(Percentile::p99()))
     .with_channel("pager");
-    t.alerts.add_rule(rule);
+    t.alerts.add_rule(rule).unwrap();
     for i in 0..100 {
         latency.observe(f64::from(i) / 100.0).unwrap();
     }
@@ -263,7 +267,7 @@ fn percentile_aggregation_over_a_histogram_window() {
     )
     .with_label("queue", "video")
     .with_aggregation(Aggregation::Last);
-    t.alerts.add_rule(other);
+    t.alerts.add_rule(other).unwrap();
     assert!(t.alerts.evaluate().is_empty());
 }
 
@@ -280,15 +284,17 @@ fn counters_use_their_total() {
     )
     .with_aggregation(Aggregation::Last)
     .with_channel("pager");
-    t.alerts.add_rule(rule.clone());
+    t.alerts.add_rule(rule.clone()).unwrap();
     // A windowed aggregation of a counter has no data (counters keep no history).
-    t.alerts.add_rule(AlertRule::new(
-        "avg",
-        "dead_letters_total",
-        rule.threshold(),
-        Severity::Info,
-        SECOND,
-    ));
+    t.alerts
+        .add_rule(AlertRule::new(
+            "avg",
+            "dead_letters_total",
+            rule.threshold(),
+            Severity::Info,
+            SECOND,
+        ))
+        .unwrap();
     assert!(t.alerts.evaluate().is_empty());
     dead.inc();
     let fired = t.alerts.evaluate();
@@ -300,7 +306,7 @@ fn counters_use_their_total() {
 fn disabled_rules_do_not_fire_and_a_disabled_firing_rule_resolves() {
     let mut t = setup();
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t.alerts.add_rule(depth_rule());
+    let id = t.alerts.add_rule(depth_rule()).unwrap();
     assert!(t.alerts.rule(id).unwrap().is_enabled());
     depth.set(500.0);
     assert!(t.alerts.set_enabled(id, false));
@@ -344,8 +350,8 @@ fn rule_domain_methods() {
 #[test]
 fn rule_ids_and_the_rule_list() {
     let mut t = setup();
-    let first = t.alerts.add_rule(depth_rule());
-    let second = t.alerts.add_rule(depth_rule());
+    let first = t.alerts.add_rule(depth_rule()).unwrap();
+    let second = t.alerts.add_rule(depth_rule()).unwrap();
     assert_ne!(first, second);
     assert_eq!(first.as_uuid().get_version_num(), 4);
     assert_eq!(first.to_string(), first.as_uuid().to_string());
@@ -372,12 +378,14 @@ fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
     let log = MemoryNotifier::new();
     t.alerts.add_channel("log", Arc::new(log.clone()));
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    t.alerts.add_rule(
-        depth_rule()
-            .with_channel("broken")
-            .with_channel("nowhere")
-            .with_channel("log"),
-    );
+    t.alerts
+        .add_rule(
+            depth_rule()
+                .with_channel("broken")
+                .with_channel("nowhere")
+                .with_channel("log"),
+        )
+        .unwrap();
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -394,7 +402,7 @@ fn a_channel_named_twice_is_notified_once() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let rule = depth_rule().with_channel("pager");
     assert_eq!(rule.notification_channels(), ["pager"]);
-    t.alerts.add_rule(rule);
+    t.alerts.add_rule(rule).unwrap();
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert_eq!(t.pager.notifications().len(), 1);
@@ -422,20 +430,26 @@ fn a_panicking_notifier_neither_silences_the_other_channels_nor_skips_rules() {
     t.alerts
         .add_channel("buggy", Arc::new(Panicking(calls.clone())));
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let first = t.alerts.add_rule(
-        AlertRule::new(
-            "first",
-            "queue_depth",
-            Threshold::greater_than(100.0).unwrap(),
-            Severity::Critical,
-            60 * SECOND,
+    let first = t
+        .alerts
+        .add_rule(
+            AlertRule::new(
+                "first",
+                "queue_depth",
+                Threshold::greater_than(100.0).unwrap(),
+                Severity::Critical,
+                60 * SECOND,
+            )
+            .with_aggregation(Aggregation::Last)
+            .with_channel("buggy")
+            .with_channel("pager"),
         )
-        .with_aggregation(Aggregation::Last)
-        .with_channel("buggy")
-        .with_channel("pager"),
-    );
+        .unwrap();
     // Channels "pager", then "buggy".
-    let second = t.alerts.add_rule(depth_rule().with_channel("buggy"));
+    let second = t
+        .alerts
+        .add_rule(depth_rule().with_channel("buggy"))
+        .unwrap();
     depth.set(500.0);
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
     let payload = evaluated.expect_err("the notifier's panic goes on");
@@ -497,7 +511,7 @@ fn the_tracing_notifier_logs_at_the_documented_levels() {
         t.alerts
             .add_channel("log", Arc::new(memocache::TracingNotifier));
         let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-        t.alerts.add_rule(depth_rule().with_channel("log"));
+        t.alerts.add_rule(depth_rule().with_channel("log")).unwrap();
         let warning = AlertRule::new(
             "queue growing",
             "queue_depth",
@@ -507,7 +521,7 @@ fn the_tracing_notifier_logs_at_the_documented_levels() {
         )
         .with_aggregation(Aggregation::Last)
         .with_channel("log");
-        t.alerts.add_rule(warning);
+        t.alerts.add_rule(warning).unwrap();
         depth.set(500.0);
         assert_eq!(t.alerts.evaluate().len(), 2);
         depth.set(0.0);
@@ -584,7 +598,7 @@ mod model {
                 depth_rule()
                     .with_pending_for(SECOND * u32::try_from(pending).unwrap())
                     .with_keep_firing_for(SECOND * u32::try_from(keep).unwrap()),
-            );
+            ).unwrap();
             let (mut now, mut timeline, mut got) = (0, Vec::new(), Vec::new());
             for (dt, condition) in steps {
                 t.clock.advance(SECOND * u32::try_from(dt).unwrap());
@@ -624,7 +638,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
     .with_label("dc", "x")
     .with_label("host", "a")
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
     load.set(100.0);
     t.clock.advance(700 * SECOND); // the 100 leaves the retention
     load.set(1.0);
@@ -641,7 +655,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
     // rule to change its aggregation resolves it first.)
     let mut rule = t.alerts.remove_rule(id).unwrap();
     rule = rule.with_aggregation(Aggregation::Last);
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
     load.set(f64::NAN);
     assert!(t.alerts.evaluate().is_empty());
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
@@ -665,7 +679,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
 fn a_gauge_gone_nan_resolves_its_rule_with_no_value() {
     let mut t = setup();
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t.alerts.add_rule(depth_rule());
+    let id = t.alerts.add_rule(depth_rule()).unwrap();
     depth.set(500.0);
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
@@ -679,6 +693,69 @@ fn a_gauge_gone_nan_resolves_its_rule_with_no_value() {
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
     let told: Vec<_> = t.pager.take().into_iter().map(|n| n.value).collect();
     assert_eq!(told, [Some(500.0), None]);
+}
+
+/// Bug: a rule on a metric name outside Prometheus' grammar (a typo such as `queue-depth`), or
+/// selecting a label name the registry refuses, was added and then never fired, saying
+/// nothing: the registry refuses such names, so no series can match the rule. `add_rule`
+/// refuses it, naming the name and the grammar, and adds nothing. A valid name of a metric
+/// not registered yet is still accepted (metrics appear on first use): the rule fires once
+/// the metric appears.
+#[test]
+fn rules_on_names_no_series_can_have_are_refused() {
+    let mut t = setup();
+    let above = Threshold::greater_than(100.0).unwrap();
+    for bad in [
+        "",
+        "queue-depth",
+        "queue depth",
+        "9queue",
+        "queue.depth",
+        "dépth",
+    ] {
+        // The registry refuses the name too: no series can ever have it.
+        assert_eq!(
+            t.registry.gauge(bad, "", &[]).unwrap_err(),
+            MetricError::InvalidMetricName(bad.to_owned())
+        );
+        let rule = AlertRule::new("typo", bad, above, Severity::Warning, 60 * SECOND);
+        let err = t.alerts.add_rule(rule).unwrap_err();
+        assert_eq!(err, MetricError::InvalidMetricName(bad.to_owned()));
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("`{bad}`")) && message.contains("[a-zA-Z_:]"),
+            "{message}"
+        );
+    }
+    // Also with an empty value (the series without the label), as registration refuses the
+    // name whatever its value.
+    for (bad, value) in [
+        ("host-name", "a"),
+        ("9dc", "x"),
+        ("dc:x", "x"),
+        ("__name__", "queue_depth"),
+        ("quantile", "0.5"),
+        ("le", "1"),
+        ("", "x"),
+        ("host-name", ""),
+    ] {
+        let rule = depth_rule().with_label("dc", "x").with_label(bad, value);
+        let err = t.alerts.add_rule(rule).unwrap_err();
+        assert_eq!(err, MetricError::InvalidLabelName(bad.to_owned()));
+        assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
+    }
+    assert_eq!(t.alerts.rules().count(), 0);
+    assert_eq!(t.registry.render_prometheus(), "");
+
+    let id = t.alerts.add_rule(depth_rule()).unwrap();
+    assert!(t.alerts.evaluate().is_empty());
+    t.registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(
+        (fired[0].rule_id, fired[0].transition),
+        (id, AlertTransition::Firing)
+    );
 }
 
 /// A clock that can be set anywhere, backwards too: a host's custom [`Clock`] that breaks the
@@ -724,7 +801,9 @@ fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows
     let mut alerts = AlertEvaluator::new(registry.clone());
     let pager = MemoryNotifier::new();
     alerts.add_channel("pager", Arc::new(pager.clone()));
-    let id = alerts.add_rule(depth_rule().with_pending_for(30 * SECOND));
+    let id = alerts
+        .add_rule(depth_rule().with_pending_for(30 * SECOND))
+        .unwrap();
     clock.set(200 * SECOND);
     depth.set(500.0);
     let pending = Some(AlertState::Pending {
@@ -800,10 +879,12 @@ fn a_sample_expiring_during_an_aggregation_is_no_data_not_zero() {
         let pager = MemoryNotifier::new();
         alerts.add_channel("pager", Arc::new(pager.clone()));
         let below = Threshold::less_than(1.0).unwrap();
-        alerts.add_rule(
-            AlertRule::new("level low", "level", below, Severity::Warning, window)
-                .with_channel("pager"),
-        );
+        alerts
+            .add_rule(
+                AlertRule::new("level low", "level", below, Severity::Warning, window)
+                    .with_channel("pager"),
+            )
+            .unwrap();
         clock.set(start * SECOND, SECOND);
         assert_eq!(alerts.evaluate(), [], "from {start} s");
     }
@@ -820,12 +901,15 @@ fn an_aggregate_exactly_at_the_threshold_meets_only_equal() {
             .with_channel("pager")
     };
     t.alerts
-        .add_rule(rule("gt", Threshold::greater_than(100.0).unwrap()));
+        .add_rule(rule("gt", Threshold::greater_than(100.0).unwrap()))
+        .unwrap();
     t.alerts
-        .add_rule(rule("lt", Threshold::less_than(100.0).unwrap()));
+        .add_rule(rule("lt", Threshold::less_than(100.0).unwrap()))
+        .unwrap();
     let eq = t
         .alerts
-        .add_rule(rule("eq", Threshold::equal(100.0).unwrap()));
+        .add_rule(rule("eq", Threshold::equal(100.0).unwrap()))
+        .unwrap();
     depth.set(99.0);
     t.clock.advance(SECOND);
     depth.set(101.0);
@@ -839,7 +923,7 @@ fn an_aggregate_exactly_at_the_threshold_meets_only_equal() {
 #[test]
 fn a_rule_on_a_metric_another_thread_registers_meanwhile_fires_once() {
     let mut t = setup();
-    t.alerts.add_rule(depth_rule());
+    t.alerts.add_rule(depth_rule()).unwrap();
     let registry = t.registry.clone();
     std::thread::scope(|s| {
         let writer = s.spawn(move || {
@@ -871,7 +955,8 @@ fn pending_for_across_a_jump_to_the_end_of_time() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let id = t
         .alerts
-        .add_rule(depth_rule().with_pending_for(3_600 * SECOND));
+        .add_rule(depth_rule().with_pending_for(3_600 * SECOND))
+        .unwrap();
     depth.set(500.0);
     assert!(t.alerts.evaluate().is_empty());
     t.clock.advance(Duration::MAX);
@@ -896,10 +981,11 @@ fn a_clone_added_again_gets_its_own_id() {
         .gauge("queue_depth", "Jobs waiting.", &[])
         .unwrap();
     let rule = depth_rule();
-    let first = t.alerts.add_rule(rule.clone());
+    let first = t.alerts.add_rule(rule.clone()).unwrap();
     let second = t
         .alerts
-        .add_rule(rule.clone().with_pending_for(30 * SECOND));
+        .add_rule(rule.clone().with_pending_for(30 * SECOND))
+        .unwrap();
     assert_eq!(first, rule.id());
     assert_ne!(first, second, "one id for two rules");
     assert_eq!(t.alerts.rules().count(), 2);
@@ -959,7 +1045,7 @@ fn a_rule_without_labels_selects_every_series_and_fires_per_series() {
     )
     .with_aggregation(Aggregation::Last)
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
 
     queued.set(500.0);
     failed.set(1.0);
@@ -1034,8 +1120,14 @@ fn a_rules_labels_select_the_series_that_have_them() {
         )
         .with_aggregation(Aggregation::Last)
     };
-    let dc_x = t.alerts.add_rule(rule("dc x").with_label("dc", "x"));
-    let no_dc = t.alerts.add_rule(rule("no dc").with_label("dc", ""));
+    let dc_x = t
+        .alerts
+        .add_rule(rule("dc x").with_label("dc", "x"))
+        .unwrap();
+    let no_dc = t
+        .alerts
+        .add_rule(rule("no dc").with_label("dc", ""))
+        .unwrap();
     let fired = t.alerts.evaluate();
     let fired: Vec<_> = fired
         .iter()
@@ -1079,8 +1171,10 @@ fn a_notifier_may_use_the_registry_during_an_evaluation() {
     let mut t = setup();
     t.alerts
         .add_channel("recorder", Arc::new(UsesTheRegistry(t.registry.clone())));
-    t.alerts.add_rule(depth_rule().with_channel("recorder"));
-    t.alerts.add_rule(depth_rule());
+    t.alerts
+        .add_rule(depth_rule().with_channel("recorder"))
+        .unwrap();
+    t.alerts.add_rule(depth_rule()).unwrap();
     t.registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut alerts = t.alerts;
@@ -1137,7 +1231,7 @@ fn removing_a_firing_rule_resolves_each_firing_series_on_each_channel() {
     .with_keep_firing_for(60 * SECOND)
     .with_channel("pager")
     .with_channel("log");
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
 
     failed.set(500.0);
     queued.set(500.0);
@@ -1204,8 +1298,9 @@ fn removing_a_pending_rule_sends_nothing() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let pending = t
         .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND));
-    let firing = t.alerts.add_rule(depth_rule());
+        .add_rule(depth_rule().with_pending_for(30 * SECOND))
+        .unwrap();
+    let firing = t.alerts.add_rule(depth_rule()).unwrap();
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert!(matches!(
@@ -1229,7 +1324,8 @@ fn a_removed_firing_rule_added_again_starts_inactive() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let id = t
         .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND));
+        .add_rule(depth_rule().with_pending_for(30 * SECOND))
+        .unwrap();
     depth.set(500.0);
     t.alerts.evaluate();
     t.clock.advance(30 * SECOND);
@@ -1237,7 +1333,7 @@ fn a_removed_firing_rule_added_again_starts_inactive() {
     t.clock.advance(SECOND); // t = 31
 
     let rule = t.alerts.remove_rule(id).unwrap();
-    let id = t.alerts.add_rule(rule);
+    let id = t.alerts.add_rule(rule).unwrap();
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
     assert!(t.alerts.evaluate().is_empty(), "pending again, from now");
     assert_eq!(
@@ -1280,8 +1376,8 @@ fn a_panicking_notifier_on_removal_silences_no_channel_and_leaves_the_rule_remov
     .with_aggregation(Aggregation::Last)
     .with_channel("buggy")
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule);
-    let other = t.alerts.add_rule(depth_rule());
+    let id = t.alerts.add_rule(rule).unwrap();
+    let other = t.alerts.add_rule(depth_rule()).unwrap();
     depth.set(500.0);
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
     assert!(evaluated.is_err(), "the buggy channel panics on firing");

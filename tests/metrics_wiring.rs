@@ -143,17 +143,19 @@ fn an_alert_on_the_published_hit_ratio() {
     let mut alerts = AlertEvaluator::new(registry.clone());
     let pager = MemoryNotifier::new();
     alerts.add_channel("pager", Arc::new(pager.clone()));
-    alerts.add_rule(
-        AlertRule::new(
-            "cache hit ratio low",
-            "memocache_cache_hit_ratio",
-            Threshold::less_than(0.5).unwrap(),
-            Severity::Warning,
-            60 * SECOND,
+    alerts
+        .add_rule(
+            AlertRule::new(
+                "cache hit ratio low",
+                "memocache_cache_hit_ratio",
+                Threshold::less_than(0.5).unwrap(),
+                Severity::Warning,
+                60 * SECOND,
+            )
+            .with_pending_for(30 * SECOND)
+            .with_channel("pager"),
         )
-        .with_pending_for(30 * SECOND)
-        .with_channel("pager"),
-    );
+        .unwrap();
     // Only misses: the ratio is 0, for long enough to fire.
     for t in 0..4 {
         cache.get(&key(t));
@@ -209,8 +211,8 @@ fn an_unread_cache_publishes_no_hit_ratio_and_fires_no_low_ratio_alert() {
         )
         .with_aggregation(aggregation)
     };
-    alerts.add_rule(rule(Aggregation::Last));
-    alerts.add_rule(rule(Aggregation::Average));
+    alerts.add_rule(rule(Aggregation::Last)).unwrap();
+    alerts.add_rule(rule(Aggregation::Average)).unwrap();
     cache.insert(key(0), "written, never read").unwrap();
     for _ in 0..4 {
         metrics.publish(&cache.stats());
@@ -249,16 +251,18 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     };
     assert_eq!(last(&registry), None);
     let mut alerts = AlertEvaluator::new(registry.clone());
-    alerts.add_rule(
-        AlertRule::new(
-            "cache hit ratio low",
-            "memocache_cache_hit_ratio",
-            Threshold::less_than(0.5).unwrap(),
-            Severity::Warning,
-            60 * SECOND,
+    alerts
+        .add_rule(
+            AlertRule::new(
+                "cache hit ratio low",
+                "memocache_cache_hit_ratio",
+                Threshold::less_than(0.5).unwrap(),
+                Severity::Warning,
+                60 * SECOND,
+            )
+            .with_aggregation(Aggregation::Last),
         )
-        .with_aggregation(Aggregation::Last),
-    );
+        .unwrap();
     assert_eq!(alerts.evaluate(), Vec::new());
 
     // Published, the ratio is the cache's; registering again (as `record_cache` does on

@@ -1072,6 +1072,43 @@ fn a_second_pipeline_on_one_registry_is_refused() {
     drop(first);
 }
 
+/// Bug: a pipeline built with an alert rule on a name no series can have (`memocache
+/// transcription duration`, a typo) started, and the rule never fired. The build is refused,
+/// naming the name, before anything is registered: the same registry then takes a pipeline.
+#[test]
+fn a_pipeline_refuses_a_rule_on_an_invalid_name() {
+    use memocache::{AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+
+    let registry = MetricsRegistry::new();
+    let rule = |metric: &str| {
+        let above = Threshold::greater_than(0.01).expect("finite");
+        AlertRule::new(
+            "slow",
+            metric,
+            above,
+            Severity::Warning,
+            Duration::from_secs(60),
+        )
+    };
+    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .alert_rule(rule("memocache_transcription_duration_seconds"))
+        .alert_rule(rule("memocache transcription duration"))
+        .build();
+    match built {
+        Err(PipelineError::Metrics(MetricError::InvalidMetricName(name))) => {
+            assert_eq!(name, "memocache transcription duration");
+        }
+        other => panic!("a rule on an invalid name was taken: {other:?}"),
+    }
+    assert_eq!(registry.render_prometheus(), "");
+    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry)
+        .alert_rule(rule("memocache_transcription_duration_seconds"))
+        .build()
+        .expect("the registry was left as it was");
+}
+
 /// Takes 100 ms a chunk, so that a request waiting for its job polls at its longest pause.
 struct Slow;
 

@@ -69,7 +69,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{MetricsRegistry, Percentile, Severity, Tags, Threshold};
+use super::registry::{validate_label_name, validate_metric_name};
+use super::{MetricError, MetricsRegistry, Percentile, Severity, Tags, Threshold};
 use crate::callback::FirstPanic;
 use crate::time::Timestamp;
 
@@ -123,6 +124,10 @@ impl fmt::Display for Aggregation {
 /// Built with [`AlertRule::new`] and the `with_*` methods. The defaults are
 /// [`Aggregation::Average`], no labels, `pending_for` and `keep_firing_for` zero, enabled, no
 /// channels.
+///
+/// The metric and label names are checked against the registry's grammar when the rule is
+/// added to an evaluator: [`AlertEvaluator::add_rule`] refuses a rule no series could ever
+/// match, which would otherwise never fire, and say nothing.
 #[derive(Clone, Debug)]
 pub struct AlertRule {
     id: AlertRuleId,
@@ -141,7 +146,8 @@ pub struct AlertRule {
 }
 
 impl AlertRule {
-    /// A rule on every series of `metric_name` (no labels), averaging over `window`.
+    /// A rule on every series of `metric_name` (no labels), averaging over `window`. The name
+    /// need not be registered yet, but must be a valid one: see [`AlertEvaluator::add_rule`].
     pub fn new(
         name: impl Into<String>,
         metric_name: impl Into<String>,
@@ -174,7 +180,8 @@ impl AlertRule {
 
     /// Selects only the series of the metric that have this label with this value (call again
     /// for more labels); an empty value selects the series that do not have the label. See
-    /// [the module docs](self) on how a rule selects series.
+    /// [the module docs](self) on how a rule selects series. `name` must be a label name the
+    /// registry accepts: see [`AlertEvaluator::add_rule`].
     pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> AlertRule {
         self.labels.insert(name.into(), value.into());
         self
@@ -477,13 +484,47 @@ impl AlertEvaluator {
     /// A rule whose id is already here (a clone of a rule added before: `AlertRule` is `Clone`
     /// and a clone keeps the id) is given a fresh id first. Two rules sharing an id would make
     /// every lookup by id see only the first of them.
-    pub fn add_rule(&mut self, mut rule: AlertRule) -> AlertRuleId {
+    ///
+    /// Errors, adding nothing: [`MetricError::InvalidMetricName`] for a metric name outside
+    /// Prometheus' grammar, and [`MetricError::InvalidLabelName`] for a label name outside it
+    /// or reserved, each naming the bad name and the grammar it breaks; the registry refuses such
+    /// names (see [`MetricsRegistry::counter`]), so no series could match the rule and it
+    /// would never fire. A valid name of a metric not registered yet is accepted: metrics are
+    /// registered on first use, and the rule watches the metric's series once they appear.
+    ///
+    /// ```
+    /// use memocache::{AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
+    /// use memocache::{Severity, Threshold};
+    /// use std::time::Duration;
+    ///
+    /// let mut alerts = AlertEvaluator::new(MetricsRegistry::new());
+    /// let rule = |metric: &str| {
+    ///     let above = Threshold::greater_than(100.0)?;
+    ///     let minute = Duration::from_secs(60);
+    ///     Ok::<_, MetricError>(AlertRule::new("backlog", metric, above, Severity::Warning, minute))
+    /// };
+    /// let err = alerts.add_rule(rule("queue-depth")?).unwrap_err();
+    /// assert_eq!(err, MetricError::InvalidMetricName("queue-depth".into()));
+    /// assert!(matches!(
+    ///     alerts.add_rule(rule("queue_depth")?.with_label("__name__", "x")),
+    ///     Err(MetricError::InvalidLabelName(_))
+    /// ));
+    /// // Not registered yet, but valid: accepted.
+    /// alerts.add_rule(rule("queue_depth")?)?;
+    /// assert_eq!(alerts.rules().count(), 1);
+    /// # Ok::<(), MetricError>(())
+    /// ```
+    pub fn add_rule(&mut self, mut rule: AlertRule) -> Result<AlertRuleId, MetricError> {
+        validate_metric_name(rule.metric_name())?;
+        for name in rule.labels().keys() {
+            validate_label_name(name)?;
+        }
         while self.rule(rule.id()).is_some() {
             rule.id = AlertRuleId::generate();
         }
         let id = rule.id();
         self.rules.push((rule, BTreeMap::new()));
-        id
+        Ok(id)
     }
 
     /// Removes a rule and returns it; `None`, and nothing sent, if there is no such rule.

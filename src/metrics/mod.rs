@@ -28,7 +28,7 @@
 //!     .with_aggregation(Aggregation::Last)
 //!     .with_pending_for(Duration::from_secs(30))
 //!     .with_channel("pager"),
-//! );
+//! )?;
 //!
 //! depth.set(500.0);
 //! alerts.evaluate(); // condition true: pending

@@ -769,7 +769,8 @@ fn escape_help(help: &str) -> String {
     help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn validate_metric_name(name: &str) -> Result<(), MetricError> {
+/// Refuses a metric name outside Prometheus' grammar; alert rules are checked with it too.
+pub(super) fn validate_metric_name(name: &str) -> Result<(), MetricError> {
     let mut chars = name.chars();
     let ok = chars
         .next()
@@ -782,7 +783,9 @@ fn validate_metric_name(name: &str) -> Result<(), MetricError> {
     }
 }
 
-fn validate_label_name(name: &str) -> Result<(), MetricError> {
+/// Refuses a label name outside Prometheus' grammar or reserved (see the [module docs](self));
+/// alert rules are checked with it too.
+pub(super) fn validate_label_name(name: &str) -> Result<(), MetricError> {
     let mut chars = name.chars();
     let ok = chars
         .next()

@@ -324,7 +324,9 @@ impl PipelineBuilder {
         self
     }
 
-    /// An alert rule, evaluated after every file.
+    /// An alert rule, evaluated after every file. [`PipelineBuilder::build`] fails with
+    /// [`PipelineError::Metrics`] for a rule whose metric or label name no series can have
+    /// (see [`AlertEvaluator::add_rule`]).
     pub fn alert_rule(mut self, rule: AlertRule) -> Self {
         self.rules.push(rule);
         self
@@ -343,7 +345,10 @@ impl PipelineBuilder {
         self
     }
 
-    /// Starts the queue and its workers.
+    /// Starts the queue and its workers. Fails, leaving a given registry as it was, with
+    /// [`PipelineError::Metrics`] for an alert rule on an invalid name or a metric name the
+    /// registry cannot take, and with [`PipelineError::RegistryInUse`] (see
+    /// [`PipelineBuilder::registry`]).
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         let clock: SharedClock = Arc::clone(self.cache.clock());
         // Work is timed on a finer clock than the coarse one (see `Clock::for_timing`).
@@ -351,6 +356,15 @@ impl PipelineBuilder {
         let registry = self.registry.unwrap_or_else(|| {
             MetricsRegistry::with_clock(Arc::clone(&clock), Duration::from_secs(3600))
         });
+        // The rules before anything else: one on a name no series can have is refused with
+        // the registry untouched and nothing started.
+        let mut alerts = AlertEvaluator::new(registry.clone());
+        for (channel, notifier) in self.channels {
+            alerts.add_channel(channel, notifier);
+        }
+        for rule in self.rules {
+            alerts.add_rule(rule)?;
+        }
         // Every metric first, all or nothing: a name taken in the caller's registry leaves it
         // as it was, and nothing has been started yet.
         let metrics = registry
@@ -421,13 +435,6 @@ impl PipelineBuilder {
             .handler(JobType::Transcription, move |ctx| runner.run(ctx))
             .start()
             .map_err(|e| PipelineError::Start(e.to_string()))?;
-        let mut alerts = AlertEvaluator::new(registry.clone());
-        for (channel, notifier) in self.channels {
-            alerts.add_channel(channel, notifier);
-        }
-        for rule in self.rules {
-            alerts.add_rule(rule);
-        }
         Ok(Pipeline {
             cache_metrics: metrics.cache,
             queue_metrics,
