@@ -365,6 +365,66 @@ fn latency_percentiles_are_nan_until_a_file_is_served() {
     );
 }
 
+/// A clock for a registry that moves on by a second each time the thread it is stepped for
+/// reads it, as a real clock moves between two reads; other threads (the pipeline's workers)
+/// read it standing still.
+#[derive(Debug, Default)]
+struct SteppedFor {
+    at: std::sync::atomic::AtomicU64,
+    thread: std::sync::Mutex<Option<std::thread::ThreadId>>,
+}
+
+impl SteppedFor {
+    fn set(&self, at: Duration, stepping: Option<std::thread::ThreadId>) {
+        let nanos = u64::try_from(at.as_nanos()).expect("fits");
+        self.at.store(nanos, Ordering::SeqCst);
+        *self.thread.lock().expect("not poisoned") = stepping;
+    }
+}
+
+impl Clock for SteppedFor {
+    fn now(&self) -> Timestamp {
+        let mine = *self.thread.lock().expect("not poisoned") == Some(std::thread::current().id());
+        let step = if mine { 1_000_000_000 } else { 0 };
+        Timestamp::from_nanos(self.at.fetch_add(step, Ordering::SeqCst))
+    }
+}
+
+/// Bug: `Pipeline::stats` asked the registry whether the latency window had data and then,
+/// reading the clock again, for its percentiles; a file's latency that expired between the
+/// two reads gave a p50, p95 and p99 of 0.0 (the empty window's), a latency of zero where
+/// "no file" is NaN. Stepping the clock a second a read, from each start around the expiry,
+/// the answer must be the latency or NaN.
+#[test]
+fn a_latency_expiring_during_stats_is_no_file_not_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("a.raw");
+    write(&audio, &[4u8; 10]);
+    let clock = Arc::new(SteppedFor::default());
+    let retention = Duration::from_secs(60);
+    let registry = MetricsRegistry::with_clock(clock.clone(), retention);
+    let pipe = Pipeline::builder(cache(), Named::new("e/1"))
+        .registry(registry)
+        .build()
+        .expect("starts");
+    clock.set(Duration::from_secs(100), None);
+    pipe.transcribe(&audio, "en").expect("transcribed");
+    let [latency, ..] = pipe.stats().latency_p50_p95_p99;
+    assert!(latency.is_finite() && latency > 0.0, "{latency}");
+    // The latency, stamped at 100 s, leaves the 60 s retention at 160 s.
+    for start in 150..=161 {
+        clock.set(
+            Duration::from_secs(start),
+            Some(std::thread::current().id()),
+        );
+        let got = pipe.stats().latency_p50_p95_p99;
+        assert!(
+            got.iter().all(|v| v.is_nan()) || got.iter().all(|&v| v == latency),
+            "from {start} s: {got:?}"
+        );
+    }
+}
+
 /// The time saved adds up the compute times of the transcripts served from the cache; a stored
 /// transcript is data the host controls, and a huge compute time must not panic `stats`.
 #[test]

@@ -649,11 +649,13 @@ fn aggregate_series(
 }
 
 /// The percentile `p` of `window`'s values; `None` for an empty window.
-fn percentile_of(mut window: Vec<f64>, p: Percentile) -> Option<f64> {
-    if window.is_empty() {
-        return None;
-    }
-    linear_percentiles(&mut window, &[p]).first().copied()
+fn percentile_of(window: Vec<f64>, p: Percentile) -> Option<f64> {
+    percentiles_of(window, &[p])?.first().copied()
+}
+
+/// The `percentiles` of `window`'s values, in the order asked; `None` for an empty window.
+fn percentiles_of(mut window: Vec<f64>, percentiles: &[Percentile]) -> Option<Vec<f64>> {
+    (!window.is_empty()).then(|| linear_percentiles(&mut window, percentiles))
 }
 
 fn render_family(out: &mut String, name: &str, family: &Family, window: Duration) -> fmt::Result {
@@ -979,6 +981,18 @@ impl Histogram {
     /// each `0.0` for an empty window, as [`MetricSeries::calculate_percentiles`].
     pub fn percentiles(&self, percentiles: &[Percentile], window: Duration) -> Vec<f64> {
         linear_percentiles(&mut self.window_values(window), percentiles)
+    }
+
+    /// [`percentiles`](Self::percentiles), but `None` for an empty window. One copy of the
+    /// window answers both questions: asking first whether the window is empty reads the
+    /// clock a second time, and an observation expiring in between gave the empty window's
+    /// 0.0, a latency of zero.
+    pub(crate) fn percentiles_if_any(
+        &self,
+        percentiles: &[Percentile],
+        window: Duration,
+    ) -> Option<Vec<f64>> {
+        percentiles_of(self.window_values(window), percentiles)
     }
 
     /// A copy of the window's observations, taken under the lock; selection happens after.

@@ -81,8 +81,8 @@ use crate::key::{CacheKey, KeyError};
 use crate::metrics::alert::Delivery;
 use crate::metrics::wiring::{CacheMetrics, QueueMetrics};
 use crate::metrics::{
-    Aggregation, AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification,
-    Notifier, Percentile, Tags,
+    AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification, Notifier,
+    Percentile,
 };
 use crate::time::{SharedClock, timing_clock};
 
@@ -992,23 +992,16 @@ impl Pipeline {
     pub fn stats(&self) -> PipelineStats {
         let percentiles = [Percentile::p50(), Percentile::p95(), Percentile::p99()];
         // `Histogram::percentiles` gives 0.0 for an empty window (the seed's rule), which
-        // would read as a latency of zero; NaN says "no file", as documented. `aggregate`
-        // tells an empty window apart.
+        // would read as a latency of zero; NaN says "no file", as documented. One copy of the
+        // window tells an empty one apart: asking `aggregate` first read the clock twice, and
+        // a latency expiring in between gave 0.0.
+        let mut latency = [f64::NAN; 3];
         let retention = self.registry.retention();
-        let empty = self
-            .registry
-            .aggregate(LATENCY_METRIC, &Tags::new(), Aggregation::Last, retention)
-            .is_none();
-        let latency = if empty {
-            [f64::NAN; 3]
-        } else {
-            let values = self.latency.percentiles(&percentiles, retention);
-            let mut latency = [f64::NAN; 3];
+        if let Some(values) = self.latency.percentiles_if_any(&percentiles, retention) {
             for (slot, value) in latency.iter_mut().zip(values) {
                 *slot = value;
             }
-            latency
-        };
+        }
         // The sum of stored compute times can exceed what a Duration holds (a stored
         // transcript is the host's data); `from_secs_f64` would panic on it.
         let saved = Duration::try_from_secs_f64(self.saved.get().max(0.0));
