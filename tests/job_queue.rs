@@ -2427,3 +2427,64 @@ fn a_heartbeat_after_expiry_or_from_an_old_lease_is_refused_and_extends_nothing(
     ));
     assert_eq!(queue.stats().lease_expirations, 2);
 }
+
+/// A copy of a job taken out of one queue and submitted to another gets the other queue's
+/// retry budget: its `RetryConfig`'s `max_retries` (unless the job set its own) and no
+/// retries used, so that its first attempt there is attempt 0. Before the fix the first
+/// queue's `max_retries`, stamped on the job at its first submit, went with every copy as if
+/// it were the job's own, and so did the retries used there: each copy below ran six times
+/// in the strict queue (five from attempt 1 for the copy taken while it waited out a retry)
+/// instead of twice.
+#[test]
+fn a_job_copied_to_another_queue_gets_that_queues_retry_budget() {
+    let clock = ManualClock::new();
+    let first = builder(&clock)
+        .retry(RetryConfig::fixed(5, SEC))
+        .build()
+        .expect("valid");
+    // The attempts a job makes in a new queue that retries once, at once.
+    let attempts_in_a_strict_queue = |job: Job| -> Vec<u32> {
+        let strict = builder(&clock)
+            .retry(RetryConfig::fixed(1, Duration::ZERO))
+            .build()
+            .expect("valid");
+        let id = strict.submit(job).expect("submit");
+        let mut attempts = Vec::new();
+        while let Some(lease) = strict.try_next(&w("w")) {
+            attempts.push(lease.attempt());
+            strict.fail(&lease, "no").expect("current");
+        }
+        assert_eq!(strict.status(id), Some(JobStatus::Failed));
+        attempts
+    };
+
+    let id = first.submit(job(JobPriority::Medium)).expect("submit");
+    let queued = first.get(id).expect("known");
+    assert_eq!(queued.max_retries(), 5, "the first queue's budget");
+    assert_eq!(attempts_in_a_strict_queue(queued), [0, 1]);
+
+    let lease = first.try_next(&w("w")).expect("ready");
+    first.fail(&lease, "once").expect("current");
+    let retrying = first.get(id).expect("known");
+    assert_eq!(
+        (retrying.status(), retrying.retry_count()),
+        (JobStatus::Queued, 1)
+    );
+    assert_eq!(attempts_in_a_strict_queue(retrying), [0, 1]);
+
+    while first.status(id) != Some(JobStatus::Failed) {
+        clock.advance(SEC);
+        let lease = first.try_next(&w("w")).expect("due");
+        first.fail(&lease, "again").expect("current");
+    }
+    let mut dead = first.dead_letters().pop().expect("dead-lettered");
+    dead.reopen().expect("failed");
+    assert_eq!(attempts_in_a_strict_queue(dead), [0, 1]);
+
+    // A budget of the job's own goes with it.
+    let own = first
+        .submit(job(JobPriority::Medium).with_max_retries(2))
+        .expect("submit");
+    let own = first.get(own).expect("known");
+    assert_eq!(attempts_in_a_strict_queue(own), [0, 1, 2]);
+}

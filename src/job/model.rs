@@ -472,6 +472,17 @@ impl fmt::Debug for WorkerId {
     }
 }
 
+/// Where a job's retry budget comes from (see [`Job::max_retries`]).
+#[derive(Clone, Copy, Debug)]
+enum RetryBudget {
+    /// Never submitted and none of its own: [`DEFAULT_MAX_RETRIES`].
+    Unset,
+    /// Its own ([`Job::with_max_retries`]), in any queue.
+    Own(u32),
+    /// The `max_retries` of the queue it was last submitted to, replaced at every submit.
+    Queue(u32),
+}
+
 /// A transition the state machine does not allow (see the module docs for the table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("job {job}: cannot move from {from} to {to}: {reason}")]
@@ -510,7 +521,7 @@ pub struct Job {
     priority: JobPriority,
     status: JobStatus,
     retry_count: u32,
-    max_retries: Option<u32>,
+    max_retries: RetryBudget,
     created_at: Timestamp,
     started_at: Option<Timestamp>,
     completed_at: Option<Timestamp>,
@@ -541,7 +552,7 @@ impl Job {
             priority: JobPriority::Medium,
             status: JobStatus::Queued,
             retry_count: 0,
-            max_retries: None,
+            max_retries: RetryBudget::Unset,
             created_at: Timestamp::ZERO,
             started_at: None,
             completed_at: None,
@@ -591,10 +602,11 @@ impl Job {
         self
     }
 
-    /// Sets how many retries this job gets, overriding the queue's [`crate::RetryConfig`].
+    /// Sets how many retries this job gets, overriding the [`crate::RetryConfig`] of any
+    /// queue it is submitted to.
     #[must_use]
     pub fn with_max_retries(mut self, max_retries: u32) -> Job {
-        self.max_retries = Some(max_retries);
+        self.max_retries = RetryBudget::Own(max_retries);
         self
     }
 
@@ -634,15 +646,27 @@ impl Job {
         self.status
     }
 
-    /// How many retries have been scheduled so far.
+    /// How many retries have been scheduled so far in the queue that has the job: a submit
+    /// starts it at 0, as a dead letter's re-submit does (see [`Job::max_retries`]).
     pub fn retry_count(&self) -> u32 {
         self.retry_count
     }
 
-    /// How many retries the job gets: its own [`Job::with_max_retries`], else the value a
-    /// queue stamped on submit, else [`DEFAULT_MAX_RETRIES`].
+    /// How many retries the job gets: its own [`Job::with_max_retries`], else the
+    /// `max_retries` of the [`crate::RetryConfig`] of the queue it was last submitted to,
+    /// stamped on submit, else (never submitted) [`DEFAULT_MAX_RETRIES`].
+    ///
+    /// A job's retry budget is the queue's that runs it: a copy of a job taken out of one
+    /// queue ([`crate::JobQueue::get`], or a dead letter [reopened](Job::reopen)) and
+    /// submitted to another gets the other queue's `max_retries` (unless it has its own) and
+    /// starts with no retries used ([`Job::retry_count`] 0), as a job new to that queue.
+    /// (The first queue's stamp used to go with the copy as if it were the job's own, and so
+    /// did the retries used there.)
     pub fn max_retries(&self) -> u32 {
-        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+        match self.max_retries {
+            RetryBudget::Own(n) | RetryBudget::Queue(n) => n,
+            RetryBudget::Unset => DEFAULT_MAX_RETRIES,
+        }
     }
 
     /// When a queue accepted the job (the clock's epoch before that).
@@ -813,9 +837,13 @@ impl Job {
     }
 
     /// What a queue does on submit: stamps the time and, unless the job has its own, the
-    /// queue's retry budget.
+    /// queue's `max_retries`, and counts no retries yet (the job may be a copy of one that
+    /// another queue ran: see [`Job::max_retries`]).
     pub(crate) fn stamp_submitted(&mut self, now: Timestamp, default_max_retries: u32) {
         self.created_at = now;
-        self.max_retries.get_or_insert(default_max_retries);
+        self.retry_count = 0;
+        if !matches!(self.max_retries, RetryBudget::Own(_)) {
+            self.max_retries = RetryBudget::Queue(default_max_retries);
+        }
     }
 }

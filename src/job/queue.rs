@@ -580,7 +580,8 @@ impl JobQueueBuilder {
     }
 
     /// The retry policy (default [`RetryConfig::default`]); its `max_retries` applies to jobs
-    /// that do not set their own.
+    /// that do not set their own, copies of jobs from another queue among them (see
+    /// [`Job::max_retries`]).
     #[must_use]
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
@@ -1212,6 +1213,12 @@ impl JobQueue {
     ///
     /// A refused job leaves no trace in the queue, so a caller that wants to retry after
     /// [`QueueError::Full`] can keep a clone (cheap: the payload is shared) and submit that.
+    ///
+    /// The job is new to this queue, whatever it went through elsewhere: its submit time is
+    /// now, its retry budget this queue's `max_retries` unless it has its own
+    /// ([`Job::with_max_retries`]), and no retries are counted yet. So a copy of a job taken
+    /// out of another queue ([`JobQueue::get`], or a [reopened](Job::reopen) dead letter)
+    /// runs here by this queue's retry policy, from attempt 0 (see [`Job::max_retries`]).
     ///
     /// A memo hit completes on this thread, so the completion hook
     /// ([`JobQueueBuilder::on_complete`]) hears of it here, once the queue's lock is released
