@@ -1808,3 +1808,36 @@ fn a_processor_keeps_every_buffer_a_run_with_a_slow_chunk_function_held() {
     assert_eq!(out.computed, 8);
     assert_eq!(processor.spare_chunk_buffers(), 2 * 2 + 1);
 }
+
+/// Until session 29 a chunk was read into any spare buffer: a small file's only chunk into a
+/// buffer of a full chunk that an earlier run left, which the bytes a chunk function kept
+/// held whole (here 64 KiB for 100 bytes; up to 25 MB in use), and which the processor no
+/// longer had for its next full run.
+#[test]
+fn bytes_kept_of_short_chunks_do_not_hold_the_buffers_of_full_ones() {
+    let processor = pooling(&cache(), true);
+    // Chunk 0's bytes held to the end, as the other buffers are by the processor: none of
+    // these addresses is free for a short chunk's buffer of its own.
+    let (full, _chunk_0) = run_keeping_chunk_0(&processor, &pooled_input(7));
+    let spare = processor.spare_chunk_buffers();
+    let kept = Mutex::new(Vec::new());
+    let keep = |chunk: &AudioChunk| {
+        kept.lock().push(chunk.data().clone());
+        Ok::<_, String>(describe(chunk))
+    };
+    for seed in 0..8 {
+        let small = noise(100, 0x5eed + 2 * seed);
+        let out = processor
+            .process_reader(Cursor::new(&small), &keep, RunOptions::new())
+            .unwrap();
+        assert_eq!(out.computed, 1);
+    }
+    for bytes in kept.lock().iter() {
+        assert_eq!(bytes.len(), 100);
+        assert!(
+            !full.contains(&(bytes.as_ptr() as usize)),
+            "100 kept bytes hold a 64 KiB chunk buffer"
+        );
+    }
+    assert_eq!(processor.spare_chunk_buffers(), spare);
+}

@@ -871,9 +871,10 @@ fn a_dropped_chunks_buffer_is_read_into_again() {
 
 #[test]
 fn bytes_still_held_are_not_read_over_while_the_stream_goes_on() {
-    // 8-bit mono WAV with an overlap, cut into chunks of 64 KiB, the last of odd length: the
-    // header patched, the overlap carried and the pad byte added in reused buffers.
-    let frames = 5 * POOLED as usize + 1000;
+    // 8-bit mono WAV with an overlap, cut into chunks of 64 KiB, the last of odd length (and
+    // over half a chunk, so that a spare buffer fits it): the header patched, the overlap
+    // carried and the pad byte added in reused buffers.
+    let frames = 5 * POOLED as usize + 40_000;
     let input = wav(spec(1, 8), &samples(frames, 8));
     let plan = plan(POOLED).overlap(Duration::from_millis(100));
     let mut stream = split(&input[..], &plan, Some(input.len() as u64)).unwrap();
@@ -917,4 +918,24 @@ fn bytes_still_held_are_not_read_over_while_the_stream_goes_on() {
     assert_eq!(reused, 4);
     check(&held);
     assert_eq!(held.info().index, 0);
+}
+
+/// Until session 29 a chunk was read into any spare buffer: a short one (a file's last, a
+/// small file's only one) into a buffer sized for a full chunk, which bytes a caller kept of
+/// it held whole — up to 25 MB for a few bytes a cache charged for their length.
+#[test]
+fn a_short_chunk_is_not_read_into_a_spare_buffer_far_larger_than_it() {
+    let input = noise(POOLED as usize + 100, 6);
+    let mut stream = split(&input[..], &plan(POOLED), Some(input.len() as u64)).unwrap();
+    let first = next_chunk(&mut stream);
+    let at = first.data().as_ptr();
+    // Back to the stream, which keeps it (so no allocation can be where it is).
+    drop(first);
+    let last = next_chunk(&mut stream);
+    assert_eq!(&last.data()[..], &input[POOLED as usize..]);
+    assert_ne!(
+        last.data().as_ptr(),
+        at,
+        "the last 100 bytes were read into the first chunk's 64 KiB buffer"
+    );
 }

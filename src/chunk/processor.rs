@@ -20,7 +20,8 @@
 //!   225 MB at the default concurrency of 4 and the seed's 25 MB chunks.
 //!   [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)` has each run free its buffers
 //!   when it ends instead. Bytes a chunk function keeps are never read over: their buffer is
-//!   not back until the last of them is dropped.
+//!   not back until the last of them is dropped. Meanwhile they hold all of it, which is at
+//!   most twice their chunk's size: a short chunk is not read into a full chunk's buffer.
 //! * **Pass one is the serial part.** SHA-256 is sequential, so no number of workers shortens
 //!   it, and on a CPU without SHA-NI it costs about as much as a light chunk function: by
 //!   Amdahl's law it caps the speed-up of the whole run. A caller that already knows the

@@ -10,11 +10,14 @@
 //!   which reads a later chunk into it: a chunk can be 25 MB, and a fresh buffer per chunk
 //!   was memory the allocator (glibc's) handed back to the system on free and that had to be
 //!   mapped and faulted in anew, page by page, for the next chunk. Bytes someone still holds
-//!   are never read over: their buffer is not back until they are dropped. The stream keeps
-//!   at most [`ChunkStream::keep_buffers`] spare buffers (default
-//!   [`ChunkStream::DEFAULT_SPARE_BUFFERS`]); a buffer given back beyond that, or after the
-//!   stream is gone, is freed. A [`ChunkedProcessor`](super::ChunkedProcessor) keeps its
-//!   buffers across runs.
+//!   are never read over: their buffer is not back until they are dropped. They hold all of
+//!   it, so a chunk goes into a spare buffer only if that is at most twice the size the
+//!   chunk needs; a short chunk (a file's last, a small file's only one) gets a buffer of
+//!   its own size rather than one of a full chunk's, up to 25 MB, for a few bytes a caller
+//!   may keep. The stream keeps at most [`ChunkStream::keep_buffers`] spare buffers (default
+//!   [`ChunkStream::DEFAULT_SPARE_BUFFERS`]), the largest given back; a buffer given back
+//!   beyond that, or after the stream is gone, is freed. A
+//!   [`ChunkedProcessor`](super::ChunkedProcessor) keeps its buffers across runs.
 //! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its
 //!   64-bit `RF64`/`BW64` form, whose `data` size is read from the `ds64` chunk — (or is
 //!   declared headerless PCM by [`InputFormat::RawPcm`]) is cut between sample frames, and
@@ -287,9 +290,16 @@ pub(crate) fn split_into<R: Read>(
     })
 }
 
+/// How many times the size a chunk needs a spare buffer it is read into may be (see
+/// [`ChunkBuffers::take`]): a chunk's bytes that someone keeps hold at most twice the memory
+/// a buffer of their own would. A 15 MB chunk, the seed's size for a small file, still goes
+/// into a 25 MB buffer a large file's run left.
+const MAX_SLACK: usize = 2;
+
 /// Spare chunk buffers: where a [`ChunkStream`] takes the buffer it reads a chunk into, and
 /// where that buffer comes back when the chunk's last [`Bytes`] is dropped. It keeps at most
-/// `limit` of them; one given back beyond that is freed.
+/// `limit` of them, the largest; one given back beyond that is freed, or one smaller in its
+/// place.
 pub(crate) struct ChunkBuffers {
     spare: Mutex<Vec<Vec<u8>>>,
     limit: AtomicUsize,
@@ -321,24 +331,55 @@ impl ChunkBuffers {
         drop(freed);
     }
 
-    /// An empty buffer of at least `capacity` bytes: a spare one if there is one.
+    /// An empty buffer of at least `capacity` bytes: a spare one if one fits. That is the
+    /// smallest spare holding `capacity` if it is at most [`MAX_SLACK`] times that, else the
+    /// largest spare smaller than `capacity`, grown; else (every spare is far larger) a new
+    /// buffer of `capacity`. Bytes someone keeps hold their whole buffer: a short chunk (a
+    /// file's last, a small file's only one) read into a spare sized for a full chunk had a
+    /// host that kept its few bytes (in a cache, say, charged for their length) hold a whole
+    /// chunk buffer, up to 25 MB, for each.
     fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self.spare.lock().pop().unwrap_or_default();
+        let most = capacity.saturating_mul(MAX_SLACK);
+        let spare = {
+            let mut spare = self.spare.lock();
+            let capacities = spare.iter().map(Vec::capacity).enumerate();
+            let fitting = capacities
+                .clone()
+                .filter(|&(_, have)| (capacity..=most).contains(&have))
+                .min_by_key(|&(_, have)| have);
+            let growable = capacities
+                .filter(|&(_, have)| have < capacity)
+                .max_by_key(|&(_, have)| have);
+            fitting.or(growable).map(|(at, _)| spare.swap_remove(at))
+        };
+        let mut buffer = spare.unwrap_or_default();
         buffer.clear();
         // Exact: grown the usual way, a buffer sized for one chunk would double.
         buffer.reserve_exact(capacity);
         buffer
     }
 
-    /// Keeps `buffer` for a later chunk, or frees it if enough are kept already.
+    /// Keeps `buffer` for a later chunk, in place of the smallest spare one if enough are kept
+    /// already and that one is smaller; frees whichever is not kept. The largest are kept
+    /// because a full chunk fits only them, and a short chunk is not read into them anyway
+    /// (see [`ChunkBuffers::take`]): a short chunk's buffer taking the last place would have
+    /// the next full buffer freed, and mapped anew for the next run.
     fn give_back(&self, buffer: Vec<u8>) {
         let mut spare = self.spare.lock();
-        if spare.len() < self.limit.load(Ordering::Relaxed) {
+        let freed = if spare.len() < self.limit.load(Ordering::Relaxed) {
             spare.push(buffer);
-            return;
-        }
+            None
+        } else {
+            match spare.iter_mut().min_by_key(|kept| kept.capacity()) {
+                Some(smallest) if smallest.capacity() < buffer.capacity() => {
+                    Some(std::mem::replace(smallest, buffer))
+                }
+                _ => Some(buffer),
+            }
+        };
+        // Freed outside the lock: giving 25 MB back to the system is not instant.
         drop(spare);
-        drop(buffer);
+        drop(freed);
     }
 }
 
@@ -914,4 +955,45 @@ fn chunk_format(
         spec,
         bytes_per_sample,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capacities of `buffers`' spare buffers, in order.
+    fn spares(buffers: &ChunkBuffers) -> Vec<usize> {
+        let mut capacities: Vec<usize> = buffers.spare.lock().iter().map(Vec::capacity).collect();
+        capacities.sort_unstable();
+        capacities
+    }
+
+    #[test]
+    fn a_spare_buffer_far_larger_than_a_chunk_is_left_for_a_full_one() {
+        let buffers = ChunkBuffers::new(3);
+        buffers.give_back(Vec::with_capacity(10_000));
+        // A short chunk: a buffer of its own, not the full-sized spare.
+        let short = buffers.take(100);
+        assert!(short.capacity() < 10_000, "{}", short.capacity());
+        assert_eq!(spares(&buffers), [10_000]);
+        // Up to twice its size is taken, the smallest that holds it.
+        buffers.give_back(Vec::with_capacity(7_000));
+        buffers.give_back(Vec::with_capacity(9_000));
+        assert_eq!(buffers.take(5_000).capacity(), 7_000);
+        assert_eq!(spares(&buffers), [9_000, 10_000]);
+        // Nothing holds it: the largest smaller spare is grown.
+        assert!(buffers.take(20_000).capacity() >= 20_000);
+        assert_eq!(spares(&buffers), [9_000]);
+    }
+
+    #[test]
+    fn a_full_pool_keeps_its_largest_buffers() {
+        let buffers = ChunkBuffers::new(2);
+        buffers.give_back(Vec::with_capacity(100));
+        buffers.give_back(Vec::with_capacity(10_000));
+        buffers.give_back(Vec::with_capacity(10_000));
+        assert_eq!(spares(&buffers), [10_000, 10_000]);
+        buffers.give_back(Vec::with_capacity(50));
+        assert_eq!(spares(&buffers), [10_000, 10_000]);
+    }
 }
