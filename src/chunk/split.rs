@@ -602,10 +602,12 @@ impl<R: Read> ChunkStream<R> {
 
     /// Keeps up to `n` spare chunk buffers (default [`Self::DEFAULT_SPARE_BUFFERS`]): a
     /// chunk's buffer comes back when the last [`Bytes`] of it is dropped, and a later chunk
-    /// is read into it if the stream kept it; one that comes back while `n` are spare already
-    /// is freed. `n` is at most how many chunks the caller lets go of between two reads; each
-    /// spare buffer holds up to a chunk's size ([`ChunkPlan::chunk_bytes_for`]) while the
-    /// stream lives. 0 frees every buffer: a new one per chunk.
+    /// is read into it if the stream kept it and it is at most twice the size that chunk needs
+    /// (a short last chunk gets a buffer of its own size: see the module docs). It keeps up
+    /// to `n` spare, the largest, and frees the others. `n` is at most how many chunks the
+    /// caller lets go of between two reads; each spare buffer holds up to a chunk's size
+    /// ([`ChunkPlan::chunk_bytes_for`]) while the stream lives. 0 frees every buffer: a new
+    /// one per chunk.
     ///
     /// ```
     /// use memocache::chunk::{split, ChunkPlan};
