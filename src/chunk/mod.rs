@@ -44,7 +44,7 @@ pub use processor::{
     merge_transcripts,
 };
 pub use size::{ChunkPlan, ChunkSize, ChunkSizeError, InputFormat, PcmSpec};
-pub use split::{ChunkStream, SplitError, split};
+pub use split::{ChunkStream, DEFAULT_SPARE_BUFFERS, SplitError, split};
 pub use task::{
     AudioChunk, ChunkInfo, ChunkKind, ChunkResult, InvalidTaskTransition, ProcessingId,
     ProcessingTask, Segment, TaskId, TaskStatus,

@@ -15,7 +15,7 @@
 //!   chunk needs; a short chunk (a file's last, a small file's only one) gets a buffer of
 //!   its own size rather than one of a full chunk's, up to 25 MB, for a few bytes a caller
 //!   may keep. The stream keeps at most [`ChunkStream::keep_buffers`] spare buffers (default
-//!   [`ChunkStream::DEFAULT_SPARE_BUFFERS`]), the largest given back; a buffer given back
+//!   [`DEFAULT_SPARE_BUFFERS`]), the largest given back; a buffer given back
 //!   beyond that, or after the stream is gone, is freed. A
 //!   [`ChunkedProcessor`](super::ChunkedProcessor) keeps its buffers across runs.
 //! * **WAV on frame boundaries.** Input that starts with a `RIFF`/`WAVE` header — or its
@@ -188,7 +188,7 @@ pub fn split<R: Read>(
     plan: &ChunkPlan,
     input_len: Option<u64>,
 ) -> Result<ChunkStream<R>, SplitError> {
-    let buffers = Arc::new(ChunkBuffers::new(ChunkStream::<R>::DEFAULT_SPARE_BUFFERS));
+    let buffers = Arc::new(ChunkBuffers::new(DEFAULT_SPARE_BUFFERS));
     split_into(reader, plan, input_len, buffers)
 }
 
@@ -594,13 +594,21 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
     })
 }
 
-impl<R: Read> ChunkStream<R> {
-    /// How many spare chunk buffers a stream from [`split`] keeps unless told otherwise
-    /// ([`ChunkStream::keep_buffers`]): one, enough for a caller that drops each chunk before
-    /// it asks for the next, or while the stream reads it.
-    pub const DEFAULT_SPARE_BUFFERS: usize = 1;
+/// How many spare chunk buffers a stream from [`split`] keeps unless told otherwise
+/// ([`ChunkStream::keep_buffers`]): one, enough for a caller that drops each chunk before it
+/// asks for the next, or while the stream reads it.
+///
+/// A constant of the module rather than of [`ChunkStream`]: an associated constant of a
+/// generic type cannot be named without its reader type (`ChunkStream::<&[u8]>::...`).
+///
+/// ```
+/// use memocache::chunk::DEFAULT_SPARE_BUFFERS;
+/// assert_eq!(DEFAULT_SPARE_BUFFERS, 1);
+/// ```
+pub const DEFAULT_SPARE_BUFFERS: usize = 1;
 
-    /// Keeps up to `n` spare chunk buffers (default [`Self::DEFAULT_SPARE_BUFFERS`]): a
+impl<R: Read> ChunkStream<R> {
+    /// Keeps up to `n` spare chunk buffers (default [`DEFAULT_SPARE_BUFFERS`]): a
     /// chunk's buffer comes back when the last [`Bytes`] of it is dropped, and a later chunk
     /// is read into it if the stream kept it and it is at most twice the size that chunk needs
     /// (a short last chunk gets a buffer of its own size: see the module docs). It keeps up
