@@ -828,6 +828,10 @@ struct Intake {
     /// by `pop_front`, keeping the buffer without a `Drain` to drop (callgrind, one thread, a
     /// drain for every job: about 27 instructions a job).
     jobs: VecDeque<Pending>,
+    /// The types of `jobs`, so that a taker about to wait sees whether the intake holds one
+    /// for it without reading the jobs, lines the producer has just written (and without a
+    /// scan as long as the intake, when it holds only jobs of other types).
+    types: TypeMask,
     /// Where each job is, for the calls that name a job by id, and to refuse duplicates.
     index: HashTable<IndexEntry>,
     slots: Slots,
@@ -1082,8 +1086,8 @@ fn hash_id(id: JobId) -> u64 {
     BuildHasherDefault::<JobIdHasher>::default().hash_one(id)
 }
 
-/// A set of job types a taker accepts.
-#[derive(Clone, Copy)]
+/// A set of job types a taker accepts (or the intake holds).
+#[derive(Clone, Copy, Default)]
 struct TypeMask(u8);
 
 impl TypeMask {
@@ -1112,8 +1116,9 @@ impl TypeMask {
         TypeMask(self.0 | other.0)
     }
 
-    fn accepts(self, job_type: JobType) -> bool {
-        self.0 & TypeMask::one(job_type).0 != 0
+    /// Whether a type is in both sets.
+    fn overlaps(self, other: TypeMask) -> bool {
+        self.0 & other.0 != 0
     }
 
     /// The index of this set of types in [`Inner::available`] and [`Waiting`].
@@ -2497,6 +2502,7 @@ impl Inner {
         let mut intake = self.intake.lock();
         hand_back(st, &mut intake);
         std::mem::swap(&mut intake.jobs, &mut st.drained);
+        intake.types = TypeMask::NONE;
         self.signals.pending.store(false, Ordering::Relaxed);
         // Every drained job takes a place: counted before the intake lock is released, so
         // that a fast submit sees them either in the intake's length or here.
@@ -2578,6 +2584,7 @@ impl Inner {
             self.signals.pending.store(true, Ordering::Relaxed);
         }
         intake.jobs.push_back(Pending { job, slot });
+        intake.types = intake.types.and(TypeMask::one(job_type));
         drop(intake);
         // See *The intake* for why this cannot miss a taker about to sleep. Whether one
         // of them takes this type is asked out of line: the hot path, with nobody waiting,
@@ -2596,7 +2603,9 @@ impl Inner {
     /// it is: returned from a function that took it, it was copied on every submit.
     #[inline(always)]
     fn file_fast(&self, intake: &mut Intake, id: JobId) -> Option<Slot> {
-        let Intake { jobs, index, slots } = intake;
+        let Intake {
+            jobs, index, slots, ..
+        } = intake;
         if self.signals.live.load(Ordering::Relaxed) + jobs.len() >= self.capacity {
             return None;
         }
@@ -2663,7 +2672,9 @@ impl Inner {
         // The entries of records dropped since the last drain go first: a clone of a job
         // pushed out of the finished ring is no duplicate any more.
         hand_back(st, &mut guard);
-        let Intake { jobs, index, slots } = &mut *guard;
+        let Intake {
+            jobs, index, slots, ..
+        } = &mut *guard;
         // One probe both rules out a duplicate and finds the place of the new entry.
         let hashbrown::hash_table::Entry::Vacant(vacant) =
             index.entry(hash_id(id), |e| e.id == id, |e| hash_id(e.id))
@@ -2994,8 +3005,7 @@ impl Inner {
             // push (see *The intake*): the types are written before this look at the intake,
             // under the intake lock, so either that submit sees them or this look sees its
             // job. Jobs of other types there are not this taker's to wait for.
-            let mine = |pending: &Pending| mask.accepts(pending.job.job_type());
-            if !self.intake.lock().jobs.iter().any(mine) {
+            if !self.intake.lock().types.overlaps(mask) {
                 self.available[mask.set()].wait_for(&mut guard, wait);
             }
             guard.waiting.remove(mask);
