@@ -16,6 +16,8 @@ use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
 mod noise_support;
 use noise_support::noise;
+#[cfg(target_os = "linux")]
+mod spawn_support;
 
 /// Counts calls; fails on chunks whose first data byte is `fail_on`.
 struct Counting {
@@ -414,6 +416,42 @@ fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
         "{started:?}"
     );
     assert_eq!(registry.render_prometheus(), before);
+}
+
+/// A pipeline whose workers cannot start (the OS refuses their threads) leaves a given
+/// registry as it was, so that the host can build it again there once threads are to be had.
+/// The pipeline registered its metrics first, then built its queue and started its workers:
+/// the failed build kept the metrics, and every later build on that registry failed with
+/// `RegistryInUse`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pipeline_whose_workers_cannot_start_leaves_the_registry_as_it_was() {
+    if !spawn_support::in_child(
+        "a_pipeline_whose_workers_cannot_start_leaves_the_registry_as_it_was",
+    ) {
+        return;
+    }
+    let registry = memocache::MetricsRegistry::new();
+    let before = registry.render_prometheus();
+    let builder = || {
+        Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+            .registry(registry.clone())
+            .workers(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
+    };
+    let refused = builder();
+    let started = spawn_support::with_room_for_threads(0, || refused.build());
+    assert!(
+        matches!(&started, Err(PipelineError::Start(e)) if e.contains("spawning worker thread")),
+        "{started:?}"
+    );
+    assert_eq!(registry.render_prometheus(), before);
+    let pipeline = builder().build().expect("starts on the same registry");
+    assert!(
+        pipeline
+            .registry()
+            .render_prometheus()
+            .contains("memocache_cache_hits_total")
+    );
 }
 
 /// The job payload carried the path as a serde `PathBuf`, which bincode encodes as a string:

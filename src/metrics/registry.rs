@@ -299,10 +299,13 @@ impl MetricsRegistry {
     /// handle, and if it returns an error, every family and series the batch created is
     /// taken back. The registry's write lock is held throughout, so no one sees a batch
     /// half done (and `register` must not call the registry itself: it would deadlock).
-    pub(crate) fn register_all<T>(
+    /// The error need not be the batch's own: a caller that must do more than register to
+    /// succeed (start threads that use the handles) does it in `register`, and a failure
+    /// there takes the metrics back as well.
+    pub(crate) fn register_all<T, E>(
         &self,
-        register: impl FnOnce(&Batch<'_>) -> Result<T, MetricError>,
-    ) -> Result<T, MetricError> {
+        register: impl FnOnce(&Batch<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let batch = Batch {
             inner: &self.inner,
             families: RefCell::new(self.inner.families.write()),

@@ -187,7 +187,8 @@ pub enum PipelineError {
         /// The metric found already registered.
         metric: &'static str,
     },
-    /// The pipeline could not be started.
+    /// The pipeline could not be started: the OS refused a worker thread. Nothing the
+    /// build did is left behind (see [`PipelineBuilder::build`]).
     #[error("cannot start the pipeline: {0}")]
     Start(String),
 }
@@ -345,10 +346,11 @@ impl PipelineBuilder {
         self
     }
 
-    /// Starts the queue and its workers. Fails, leaving a given registry as it was, with
-    /// [`PipelineError::Metrics`] for an alert rule on an invalid name or a metric name the
-    /// registry cannot take, and with [`PipelineError::RegistryInUse`] (see
-    /// [`PipelineBuilder::registry`]).
+    /// Starts the queue and its workers. Fails, leaving a given registry as it was and no
+    /// thread running, with [`PipelineError::Metrics`] for an alert rule on an invalid name or
+    /// a metric name the registry cannot take, with [`PipelineError::RegistryInUse`] (see
+    /// [`PipelineBuilder::registry`]), and with [`PipelineError::Start`] if the OS refuses a
+    /// worker thread: the same registry can then be given to a build again.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         let clock: SharedClock = Arc::clone(self.cache.clock());
         // Work is timed on a finer clock than the coarse one (see `Clock::for_timing`).
@@ -365,52 +367,6 @@ impl PipelineBuilder {
         for rule in self.rules {
             alerts.add_rule(rule)?;
         }
-        // Every metric first, all or nothing: a name taken in the caller's registry leaves it
-        // as it was, and nothing has been started yet.
-        let metrics = registry
-            .register_all(|batch| {
-                // Checked in the batch, under the registry's write lock, so that two pipelines
-                // built at once on one registry cannot both pass the check.
-                if let Some(taken) = SOURCE_METRICS.into_iter().find(|name| batch.contains(name)) {
-                    return Ok(Err(taken));
-                }
-                let served = |source: &str| {
-                    batch.counter(
-                        "memocache_transcriptions_total",
-                        "Transcripts served, by where they came from.",
-                        &[("source", source)],
-                    )
-                };
-                Ok(Ok(PipelineMetrics {
-                    queue: QueueMetrics::register_in(batch)?,
-                    cache: CacheMetrics::register_in(batch)?,
-                    latency: batch.histogram(
-                        LATENCY_METRIC,
-                        "Time to serve one file's transcript, cache hits included.",
-                        &[],
-                    )?,
-                    served: [served("cache")?, served("computed")?],
-                    saved: batch.gauge(
-                        "memocache_transcription_saved_seconds",
-                        "Compute time that cache hits saved since the pipeline started.",
-                        &[],
-                    )?,
-                }))
-            })?
-            .map_err(|metric| PipelineError::RegistryInUse { metric })?;
-        let queue_metrics = metrics.queue;
-        let queue = JobQueue::builder()
-            .cache(self.cache.clone())
-            .clock(Arc::clone(&clock))
-            // A lease takes a job back from a worker that stopped reporting. The pool's workers
-            // are threads of this process that report every outcome (a handler's panic is
-            // caught), so a lease could only expire under a transcription still running — a
-            // long recording takes a real engine far beyond the default five minutes — and
-            // fail the file (jobs here have no retries) while its worker carries on.
-            .lease(Duration::MAX)
-            .on_complete(queue_metrics.completion_hook())
-            .build()
-            .map_err(|e| PipelineError::Start(e.to_string()))?;
         let engine = self.transcriber.identity().to_owned();
         let allows_empty_text = self.transcriber.allows_empty_text();
         let chunk_buffers = self.keep_chunk_buffers.then(|| {
@@ -429,15 +385,68 @@ impl PipelineBuilder {
             progress: self.progress.clone(),
             clock: Arc::clone(&timer),
         });
-        let pool = WorkerPool::builder(queue.clone())
-            .name("transcriber")
-            .concurrency(self.workers)
-            .handler(JobType::Transcription, move |ctx| runner.run(ctx))
-            .start()
-            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        // All or nothing, in one batch: the metrics, then the queue and its workers, which
+        // need the queue's metrics. A failure anywhere (a name taken in the caller's registry,
+        // the OS refusing a worker thread) takes every metric back, and the workers started
+        // are stopped, so a given registry is left as it was and can be built on again.
+        // Registered first and kept on a failed start, the metrics made every later build on
+        // the registry fail with `RegistryInUse`. The workers start under the registry's
+        // write lock (ten threads at most, once); they do not use the registry itself, only
+        // the handles, whose values have locks of their own.
+        let (metrics, queue, pool) = registry.register_all(|batch| {
+            // Checked in the batch, under the registry's write lock, so that two pipelines
+            // built at once on one registry cannot both pass the check.
+            if let Some(taken) = SOURCE_METRICS.into_iter().find(|name| batch.contains(name)) {
+                return Err(PipelineError::RegistryInUse { metric: taken });
+            }
+            let served = |source: &str| {
+                batch.counter(
+                    "memocache_transcriptions_total",
+                    "Transcripts served, by where they came from.",
+                    &[("source", source)],
+                )
+            };
+            let metrics = PipelineMetrics {
+                queue: QueueMetrics::register_in(batch)?,
+                cache: CacheMetrics::register_in(batch)?,
+                latency: batch.histogram(
+                    LATENCY_METRIC,
+                    "Time to serve one file's transcript, cache hits included.",
+                    &[],
+                )?,
+                served: [served("cache")?, served("computed")?],
+                saved: batch.gauge(
+                    "memocache_transcription_saved_seconds",
+                    "Compute time that cache hits saved since the pipeline started.",
+                    &[],
+                )?,
+            };
+            let queue = JobQueue::builder()
+                .cache(self.cache.clone())
+                .clock(Arc::clone(&clock))
+                // A lease takes a job back from a worker that stopped reporting. The pool's
+                // workers are threads of this process that report every outcome (a handler's
+                // panic is caught), so a lease could only expire under a transcription still
+                // running — a long recording takes a real engine far beyond the default five
+                // minutes — and fail the file (jobs here have no retries) while its worker
+                // carries on.
+                .lease(Duration::MAX)
+                .on_complete(metrics.queue.completion_hook())
+                .build()
+                .map_err(|e| PipelineError::Start(e.to_string()))?;
+            // A pool that fails to start stops the workers it started; the queue is new and
+            // holds no job, so none of them ran one.
+            let pool = WorkerPool::builder(queue.clone())
+                .name("transcriber")
+                .concurrency(self.workers)
+                .handler(JobType::Transcription, move |ctx| runner.run(ctx))
+                .start()
+                .map_err(|e| PipelineError::Start(e.to_string()))?;
+            Ok((metrics, queue, pool))
+        })?;
         Ok(Pipeline {
             cache_metrics: metrics.cache,
-            queue_metrics,
+            queue_metrics: metrics.queue,
             latency: metrics.latency,
             served: metrics.served,
             saved: metrics.saved,
