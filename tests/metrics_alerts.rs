@@ -758,6 +758,38 @@ fn rules_on_names_no_series_can_have_are_refused() {
     );
 }
 
+/// A rule given two values of one label (`with_label("dc", "x")`, then `"y"`) watched the
+/// series of the last value only, silently: written to watch `dc="x"` as well, it never
+/// fired for it. `add_rule` refuses it, naming the label, as the registry refuses a label
+/// given twice, and adds nothing; a label given again with the same value changes nothing.
+#[test]
+fn a_rule_given_two_values_of_one_label_is_refused() {
+    let mut t = setup();
+    for (first, second) in [("x", "y"), ("x", ""), ("", "x")] {
+        let rule = depth_rule()
+            .with_label("dc", first)
+            .with_label("host", "a")
+            .with_label("dc", second);
+        let err = t.alerts.add_rule(rule).unwrap_err();
+        assert_eq!(err, MetricError::DuplicateLabel("dc".to_owned()));
+        assert!(err.to_string().contains("`dc`"), "{err}");
+    }
+    assert_eq!(t.alerts.rules().count(), 0);
+
+    let rule = depth_rule().with_label("dc", "x").with_label("dc", "x");
+    let id = t.alerts.add_rule(rule).unwrap();
+    t.registry
+        .gauge("queue_depth", "", &[("dc", "x")])
+        .unwrap()
+        .set(500.0);
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(
+        (fired[0].rule_id, fired[0].labels["dc"].as_str()),
+        (id, "x")
+    );
+}
+
 /// A clock that can be set anywhere, backwards too: a host's custom [`Clock`] that breaks the
 /// monotonic promise (a wall clock stepped back by NTP).
 #[derive(Clone, Debug, Default)]

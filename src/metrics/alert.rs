@@ -134,6 +134,9 @@ pub struct AlertRule {
     name: String,
     metric_name: String,
     labels: Tags,
+    /// The first label [`AlertRule::with_label`] was given two values of: what
+    /// [`AlertEvaluator::add_rule`] refuses the rule for.
+    conflicting_label: Option<String>,
     threshold: Threshold,
     severity: Severity,
     window: Duration,
@@ -160,6 +163,7 @@ impl AlertRule {
             name: name.into(),
             metric_name: metric_name.into(),
             labels: Tags::new(),
+            conflicting_label: None,
             threshold,
             severity,
             window,
@@ -182,8 +186,20 @@ impl AlertRule {
     /// for more labels); an empty value selects the series that do not have the label. See
     /// [the module docs](self) on how a rule selects series. `name` must be a label name the
     /// registry accepts: see [`AlertEvaluator::add_rule`].
+    ///
+    /// A label named again with the same value changes nothing. Named again with another
+    /// value, it is a mistake [`AlertEvaluator::add_rule`] refuses
+    /// ([`MetricError::DuplicateLabel`]): no series has two values of one label, and a rule
+    /// watches one selection, not either of two. (It used to keep the last value silently,
+    /// and so watch series other than the ones the first call named.)
     pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> AlertRule {
-        self.labels.insert(name.into(), value.into());
+        let (name, value) = (name.into(), value.into());
+        if self.conflicting_label.is_none()
+            && self.labels.get(&name).is_some_and(|given| *given != value)
+        {
+            self.conflicting_label = Some(name.clone());
+        }
+        self.labels.insert(name, value);
         self
     }
 
@@ -491,6 +507,8 @@ impl AlertEvaluator {
     /// names (see [`MetricsRegistry::counter`]), so no series could match the rule and it
     /// would never fire. A valid name of a metric not registered yet is accepted: metrics are
     /// registered on first use, and the rule watches the metric's series once they appear.
+    /// [`MetricError::DuplicateLabel`], naming the label, for a rule given two values of one
+    /// label ([`AlertRule::with_label`]), as the registry refuses a label given twice.
     ///
     /// ```
     /// use memocache::{AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
@@ -509,6 +527,9 @@ impl AlertEvaluator {
     ///     alerts.add_rule(rule("queue_depth")?.with_label("__name__", "x")),
     ///     Err(MetricError::InvalidLabelName(_))
     /// ));
+    /// let either = rule("queue_depth")?.with_label("queue", "a").with_label("queue", "b");
+    /// let err = alerts.add_rule(either).unwrap_err();
+    /// assert_eq!(err, MetricError::DuplicateLabel("queue".into()));
     /// // Not registered yet, but valid: accepted.
     /// alerts.add_rule(rule("queue_depth")?)?;
     /// assert_eq!(alerts.rules().count(), 1);
@@ -518,6 +539,9 @@ impl AlertEvaluator {
         validate_metric_name(rule.metric_name())?;
         for name in rule.labels().keys() {
             validate_label_name(name)?;
+        }
+        if let Some(name) = &rule.conflicting_label {
+            return Err(MetricError::DuplicateLabel(name.clone()));
         }
         while self.rule(rule.id()).is_some() {
             rule.id = AlertRuleId::generate();

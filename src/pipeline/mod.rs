@@ -326,8 +326,8 @@ impl PipelineBuilder {
     }
 
     /// An alert rule, evaluated after every file. [`PipelineBuilder::build`] fails with
-    /// [`PipelineError::Metrics`] for a rule whose metric or label name no series can have
-    /// (see [`AlertEvaluator::add_rule`]).
+    /// [`PipelineError::Metrics`] for a rule whose metric or label name no series can have,
+    /// or that was given two values of one label (see [`AlertEvaluator::add_rule`]).
     pub fn alert_rule(mut self, rule: AlertRule) -> Self {
         self.rules.push(rule);
         self
