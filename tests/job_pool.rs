@@ -1,7 +1,7 @@
 //! WorkerPool behaviour, and the concurrent property test of queue + pool.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once, mpsc};
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use memocache::{
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
+
+#[cfg(target_os = "linux")]
+mod spawn_support;
 
 const INJECTED: &str = "injected panic";
 
@@ -462,7 +465,6 @@ fn a_pool_needs_a_handler() {
 #[test]
 fn a_pool_runs_exactly_its_concurrency_limit_of_handlers_at_once() {
     use std::sync::Barrier;
-    use std::sync::atomic::AtomicUsize;
     const LIMIT: usize = 3;
     let queue = queue_with_immediate_retries(0);
     for _ in 0..200 {
@@ -509,6 +511,46 @@ fn a_pool_name_with_a_nul_byte_is_refused() {
     };
     assert!(matches!(start("a\0b"), Err(PoolError::InvalidName(name)) if name == "a\0b"));
     assert!(start("a b").is_ok());
+}
+
+/// A pool that fails to start (the OS refuses its tenth thread) runs none of the queue's jobs:
+/// the workers started before the refusal took jobs, ran them and completed them until the
+/// failed start stopped them, so the caller, told the pool had not started, found part of its
+/// queue done (or failed, retried, dead-lettered) by a pool it never had.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pool_that_fails_to_start_runs_no_job() {
+    if !spawn_support::in_child("a_pool_that_fails_to_start_runs_no_job") {
+        return;
+    }
+    const JOBS: usize = 1000;
+    let queue = queue_with_immediate_retries(0);
+    for i in 0..JOBS {
+        let job = Job::new(JobType::Indexing, i.to_le_bytes().to_vec());
+        queue.submit(job).expect("submit");
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let builder = {
+        let runs = Arc::clone(&runs);
+        WorkerPool::builder(queue.clone())
+            .handler(JobType::Indexing, move |_| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(JobResult::default())
+            })
+            .concurrency(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
+    };
+    let started = spawn_support::with_room_for_threads(9, || builder.start());
+    // Some threads started: the refusal came after them.
+    assert!(
+        matches!(&started, Err(PoolError::Spawn { index, .. }) if *index > 0),
+        "{started:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.queued, stats.processing, stats.completed),
+        (JOBS, 0, 0)
+    );
 }
 
 #[test]

@@ -69,6 +69,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::RwLock;
+
 use super::concurrency::ConcurrencyLimit;
 use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
 use super::queue::{JobQueue, Lease, QueueError};
@@ -218,7 +220,8 @@ pub enum PoolError {
     /// The name holds a NUL byte, which an OS thread name cannot.
     #[error("a worker pool's name may not contain a NUL byte: {0:?}")]
     InvalidName(String),
-    /// The OS refused a thread. The threads already started were stopped.
+    /// The OS refused a thread. The threads already started were stopped before they took
+    /// a job: a pool that fails to start runs none of the queue's jobs.
     #[error("spawning worker thread {index} failed: {source}")]
     Spawn {
         /// Which worker.
@@ -347,6 +350,12 @@ impl WorkerPoolBuilder {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(self.concurrency.get()),
         };
+        // The workers wait at this gate until every one of them is spawned, so that a start
+        // the OS refuses a thread runs no job: let through at once, the workers started
+        // before the refusal took the queue's jobs and ran them (hundreds, in a test) until
+        // the failed start stopped them.
+        let gate = Arc::new(RwLock::new(()));
+        let closed = gate.write();
         for index in 0..self.concurrency.get() {
             let worker = Worker {
                 id: WorkerId::new(format!("{}-{index}", self.name)),
@@ -355,18 +364,26 @@ impl WorkerPoolBuilder {
                 types: Arc::clone(&types),
                 shared: Arc::clone(&shared),
             };
+            let gate = Arc::clone(&gate);
             let spawned = std::thread::Builder::new()
                 .name(worker.id.to_string())
-                .spawn(move || worker.run());
+                .spawn(move || {
+                    drop(gate.read());
+                    worker.run();
+                });
             match spawned {
                 Ok(handle) => pool.threads.push(handle),
                 Err(source) => {
-                    // Dropping the pool stops and joins the threads already running.
+                    // Stopping before the gate opens: each worker then ends before its
+                    // first take. Dropping the pool joins them.
+                    shared.mode.store(STOPPING, Ordering::SeqCst);
+                    drop(closed);
                     drop(pool);
                     return Err(PoolError::Spawn { index, source });
                 }
             }
         }
+        drop(closed);
         Ok(pool)
     }
 }
