@@ -516,11 +516,13 @@ fn a_pool_name_with_a_nul_byte_is_refused() {
 /// A pool that fails to start (the OS refuses its tenth thread) runs none of the queue's jobs:
 /// the workers started before the refusal took jobs, ran them and completed them until the
 /// failed start stopped them, so the caller, told the pool had not started, found part of its
-/// queue done (or failed, retried, dead-lettered) by a pool it never had.
+/// queue done (or failed, retried, dead-lettered) by a pool it never had. Whether a worker
+/// reached the queue before the refusal was a race, which that code lost in about 22 runs of
+/// 25: five runs.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_pool_that_fails_to_start_runs_no_job() {
-    if !spawn_support::in_child("a_pool_that_fails_to_start_runs_no_job") {
+    if !spawn_support::in_child("a_pool_that_fails_to_start_runs_no_job", 5) {
         return;
     }
     const JOBS: usize = 1000;

@@ -428,6 +428,7 @@ fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
 fn a_pipeline_whose_workers_cannot_start_leaves_the_registry_as_it_was() {
     if !spawn_support::in_child(
         "a_pipeline_whose_workers_cannot_start_leaves_the_registry_as_it_was",
+        1,
     ) {
         return;
     }

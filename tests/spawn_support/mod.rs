@@ -17,28 +17,31 @@ const STACK: u64 = (2 << 20) + (64 << 10);
 /// Room for the heap to grow and for a started thread's signal stack: less than a stack.
 const HEAP: u64 = 1 << 20;
 
-/// Whether this process is the child that runs the test. In the parent it runs the test `name`
-/// (its path within the test crate) again in a child process, asserts that it passed there,
-/// and returns false: the caller then returns.
-pub fn in_child(name: &str) -> bool {
+/// Whether this process is a child that runs the test. In the parent it runs the test `name`
+/// (its path within the test crate) again in `runs` child processes, one after the other (a
+/// test of a race runs more than once), asserts that it passed in each, and returns false: the
+/// caller then returns.
+pub fn in_child(name: &str, runs: usize) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
     let exe = std::env::current_exe().expect("the test binary");
-    let child = std::process::Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        // Stacks of the default size, which the room is counted in.
-        .env_remove("RUST_MIN_STACK")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success() && stdout.contains("1 passed"),
-        "{}\n{stdout}\n{}",
-        child.status,
-        String::from_utf8_lossy(&child.stderr)
-    );
+    for _ in 0..runs {
+        let child = std::process::Command::new(&exe)
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            // Stacks of the default size, which the room is counted in.
+            .env_remove("RUST_MIN_STACK")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && stdout.contains("1 passed"),
+            "{}\n{stdout}\n{}",
+            child.status,
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
     false
 }
 
