@@ -553,16 +553,20 @@ fn check_load(
 const MAX_TRACE_KEYS: usize = 1 << 16;
 
 /// Any file, read as a trace of every format through the entry point `memocache replay` uses
-/// ([`TraceReader::open_as`] with the compression its name gives, then iterating), gives keys
-/// and then either a clean end or one typed error naming the file, never a panic, and the
-/// iteration ends after the error. The first input byte picks the compression (none, gzip,
-/// xz, zstd; the file is named `….trace`, `.trace.gz`, `.trace.xz` or `.trace.zst`
-/// accordingly), the rest is the file. Only up to [`MAX_TRACE_KEYS`] keys are read.
+/// ([`TraceReader::open_format`]: the compression told by the file's first bytes, else by its
+/// name, then iterating), gives keys and then either a clean end or one typed error naming
+/// the file, never a panic, and the iteration ends after the error. The first input byte picks
+/// the name (`….trace`, `.trace.gz`, `.trace.xz` or `.trace.zst`), the rest is the file. Only
+/// up to [`MAX_TRACE_KEYS`] keys are read.
 ///
-/// An uncompressed file is also checked against [`expected_trace`], the formats as their
-/// documentation describes them: the same keys, and the error at the same line (text) or
-/// byte offset (binary). And it reads the same from [`TraceReader::from_reader`] delivering
-/// it a few bytes at a time: how the bytes arrive must not matter.
+/// The compression it decodes is the one [`opened_as`] predicts from the documented magic
+/// numbers, and the read is then exactly [`TraceReader::open_as`]'s with that compression;
+/// what it refuses, it refuses with the error predicted. Every file read as it is
+/// (`open_as` with [`Compression::None`], whatever its name or first bytes, and what
+/// `open_format` reads uncompressed) is also checked against [`expected_trace`], the formats
+/// as their documentation describes them: the same keys, and the error at the same line
+/// (text) or byte offset (binary). And it reads the same from [`TraceReader::from_reader`]
+/// delivering it a few bytes at a time: how the bytes arrive must not matter.
 ///
 /// Memory is left to the fuzzer's limits. A zstd frame reserves the window its header
 /// declares, up to 128 MiB, when it starts (`seed-zstd-64mib-window` declares 64 MiB in 155
@@ -573,15 +577,38 @@ pub fn trace_parse(data: &[u8]) {
 
     let (&mode, content) = data.split_first().unwrap_or((&0, &[]));
     let extension = ["trace", "trace.gz", "trace.xz", "trace.zst"][usize::from(mode % 4)];
+    let named = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Xz,
+        Compression::Zstd,
+    ][usize::from(mode % 4)];
     let path = load_path().with_extension(extension);
     std::fs::write(&path, content).expect("writing the input to a temporary file");
-    let compression = Compression::from_path(&path);
     let shown = path.display().to_string();
-    for format in TraceFormat::ALL {
-        let read = match TraceReader::open_as(&path, format, compression) {
-            Ok(reader) => drain_trace(reader),
-            Err(e) => (Vec::new(), TraceEnd::Error(e)),
+    let head = &content[..content.len().min(6)];
+    let opened = opened_as(named, content);
+    let open = |format, compression: Option<Compression>| {
+        let reader = match compression {
+            Some(compression) => TraceReader::open_as(&path, format, compression),
+            None => TraceReader::open_format(&path, format),
         };
+        match reader {
+            Ok(reader) => {
+                if compression.is_none() {
+                    let decoded = match opened {
+                        Opened::Decoded(compression) => Some(compression),
+                        _ => None,
+                    };
+                    assert_eq!(Some(reader.compression()), decoded, "{format}: decoded as");
+                }
+                drain_trace(reader)
+            }
+            Err(e) => (Vec::new(), TraceEnd::Error(e)),
+        }
+    };
+    for format in TraceFormat::ALL {
+        let read = open(format, None);
         if let TraceEnd::Error(e) = &read.1 {
             let message = e.to_string();
             assert!(
@@ -589,9 +616,18 @@ pub fn trace_parse(data: &[u8]) {
                 "{format}: {message:?} does not name the file"
             );
             match e {
-                TraceError::NotCompressed { head, .. } => {
-                    assert_ne!(compression, Compression::None, "{message}");
-                    assert_eq!(head[..], content[..content.len().min(6)], "{message}");
+                TraceError::NotCompressed {
+                    compression,
+                    head: got,
+                    ..
+                } => {
+                    assert_eq!(opened, Opened::NotCompressed, "{message}");
+                    assert_eq!(*compression, named, "{message}");
+                    assert_eq!(got[..], head[..], "{message}");
+                }
+                TraceError::UnsupportedCompression { head: got, .. } => {
+                    assert_eq!(opened, Opened::Unsupported, "{message}");
+                    assert_eq!(got[..], head[..], "{message}");
                 }
                 TraceError::Parse { line, reason, .. } => {
                     assert!(*line >= 1 && !reason.is_empty(), "{message}");
@@ -608,9 +644,9 @@ pub fn trace_parse(data: &[u8]) {
                     assert!(0 < *got && got < expected, "{message}");
                     assert_eq!(*offset, (read.0.len() * expected) as u64, "{message}");
                 }
-                TraceError::Read { .. } => {
+                TraceError::Read { compression, .. } => {
                     assert_ne!(
-                        compression,
+                        *compression,
                         Compression::None,
                         "{message}: a file read fails"
                     );
@@ -618,41 +654,130 @@ pub fn trace_parse(data: &[u8]) {
                 _ => panic!("{format}: unexpected error for an existing file: {message}"),
             }
         }
-        if compression != Compression::None {
-            continue;
-        }
-        let expected = expected_trace(content, format);
-        assert_eq!(read.0, expected.0, "{format}: keys");
-        match (&read.1, &expected.1) {
-            (TraceEnd::Clean, TraceEnd::Clean) | (TraceEnd::Capped, TraceEnd::Capped) => {}
-            (TraceEnd::Error(TraceError::Parse { line, .. }), TraceEnd::BadLine(want)) => {
-                assert_eq!(line, want, "{format}: the bad line");
+        // Read as it is, explicitly: what the documentation says, whatever the name and the
+        // first bytes.
+        let raw = open(format, Some(Compression::None));
+        check_expected_trace(content, format, &raw);
+        match opened {
+            Opened::Decoded(Compression::None) => {
+                assert_eq!(format!("{read:?}"), format!("{raw:?}"), "{format}: plain");
             }
-            (
-                TraceEnd::Error(TraceError::ArcRunTooLong { line, .. }),
-                TraceEnd::RunTooLong(want),
-            ) => assert_eq!(line, want, "{format}: the line of the long run"),
-            (
-                TraceEnd::Error(TraceError::Truncated {
-                    offset,
-                    got,
-                    expected,
-                    ..
-                }),
-                TraceEnd::Truncated(want),
-            ) => assert_eq!((*offset, *got, *expected), *want, "{format}: truncation"),
-            (got, want) => panic!("{format}: read {got:?}, expected {want:?}"),
+            // The same as naming the compression the first bytes announce.
+            Opened::Decoded(compression) => {
+                let given = open(format, Some(compression));
+                assert_eq!(
+                    format!("{read:?}"),
+                    format!("{given:?}"),
+                    "{format}: sniffed {compression} vs given"
+                );
+            }
+            Opened::NotCompressed | Opened::Unsupported => {
+                assert!(read.0.is_empty(), "{format}: refused, yet keys were read");
+                assert!(
+                    matches!(read.1, TraceEnd::Error(_)),
+                    "{format}: not refused"
+                );
+            }
         }
         // Owned: `from_reader` takes a `'static` reader.
         let owned = content.to_vec();
         let trickled = drain_trace(TraceReader::from_reader(Trickle::new(owned), format, &path));
         assert_eq!(
             format!("{trickled:?}"),
-            format!("{read:?}"),
+            format!("{raw:?}"),
             "{format}: reading depends on read sizes"
         );
     }
     std::fs::remove_file(&path).expect("removing the temporary file");
+}
+
+/// Checks a read of `content` as an uncompressed trace of `format` against
+/// [`expected_trace`].
+#[cfg(feature = "trace")]
+fn check_expected_trace(
+    content: &[u8],
+    format: memocache::trace::TraceFormat,
+    read: &(Vec<u64>, TraceEnd),
+) {
+    use memocache::trace::TraceError;
+
+    let expected = expected_trace(content, format);
+    assert_eq!(read.0, expected.0, "{format}: keys");
+    match (&read.1, &expected.1) {
+        (TraceEnd::Clean, TraceEnd::Clean) | (TraceEnd::Capped, TraceEnd::Capped) => {}
+        (TraceEnd::Error(TraceError::Parse { line, .. }), TraceEnd::BadLine(want)) => {
+            assert_eq!(line, want, "{format}: the bad line");
+        }
+        (TraceEnd::Error(TraceError::ArcRunTooLong { line, .. }), TraceEnd::RunTooLong(want)) => {
+            assert_eq!(line, want, "{format}: the line of the long run")
+        }
+        (
+            TraceEnd::Error(TraceError::Truncated {
+                offset,
+                got,
+                expected,
+                ..
+            }),
+            TraceEnd::Truncated(want),
+        ) => assert_eq!((*offset, *got, *expected), *want, "{format}: truncation"),
+        (got, want) => panic!("{format}: read {got:?}, expected {want:?}"),
+    }
+}
+
+/// What [`TraceReader::open_format`](memocache::trace::TraceReader::open_format) makes of a
+/// file named as of the compression `named` holding `content`.
+#[cfg(feature = "trace")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opened {
+    /// Decoded with this compression (`None`: read as it is).
+    Decoded(memocache::trace::Compression),
+    /// Refused as not of the compression its name gives.
+    NotCompressed,
+    /// Refused as a bzip2 or lz4 stream or a zip archive.
+    Unsupported,
+}
+
+/// [`Opened`] for a file named as of `named` holding `content`, from the magic numbers as
+/// `Compression::from_magic` documents them, decided without the library: the name's own
+/// compression where the file starts with its magic number (gzip's two bytes, xz's six,
+/// zstd's data or skippable frame), else the compression whose magic number it starts with
+/// (gzip's then needs method 8 and no reserved flag), else a refusal of bzip2 (`BZh1` to
+/// `BZh9`), lz4 (`04 22 4d 18`) and zip (`PK 03 04`), else a refusal where the name gives a
+/// compression, else plain.
+#[cfg(feature = "trace")]
+fn opened_as(named: memocache::trace::Compression, content: &[u8]) -> Opened {
+    use memocache::trace::Compression;
+
+    let zstd = content.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (content.len() >= 4 && content[0] >> 4 == 5 && content[1..4] == [0x2a, 0x4d, 0x18]);
+    let xz = content.starts_with(b"\xfd7zXZ\0");
+    let gzip = content.starts_with(&[0x1f, 0x8b]);
+    let strict_gzip = gzip && content.len() >= 4 && content[2] == 8 && content[3] < 0x20;
+    let named_matches = match named {
+        Compression::Gzip => gzip,
+        Compression::Xz => xz,
+        Compression::Zstd => zstd,
+        _ => false,
+    };
+    let unsupported =
+        (content.starts_with(b"BZh") && content.len() >= 4 && (b'1'..=b'9').contains(&content[3]))
+            || content.starts_with(&[0x04, 0x22, 0x4d, 0x18])
+            || content.starts_with(b"PK\x03\x04");
+    if named_matches {
+        Opened::Decoded(named)
+    } else if strict_gzip {
+        Opened::Decoded(Compression::Gzip)
+    } else if xz {
+        Opened::Decoded(Compression::Xz)
+    } else if zstd {
+        Opened::Decoded(Compression::Zstd)
+    } else if unsupported {
+        Opened::Unsupported
+    } else if named != Compression::None {
+        Opened::NotCompressed
+    } else {
+        Opened::Decoded(Compression::None)
+    }
 }
 
 /// How reading a trace ended, for [`trace_parse`]; `BadLine`, `RunTooLong` and `Truncated` are

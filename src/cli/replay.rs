@@ -60,8 +60,9 @@ use memocache::trace::{
 /// Arguments of `memocache replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The trace file; `-` reads standard input (with --format). Its compression (.gz, .xz,
-    /// .zst) and record format are told from the name; see --format.
+    /// The trace file; `-` reads standard input (with --format). Its compression (gzip, xz,
+    /// zstd) is told from its first bytes, else from its name (.gz, .xz, .zst); its record
+    /// format from the name, or see --format.
     trace: PathBuf,
     /// Cache capacity: a number of entries (5000) or a percent of the trace's unique keys
     /// (10%, 0.5%).
@@ -333,7 +334,7 @@ pub fn run(mut args: ReplayArgs) -> Result<(), String> {
         check_output_folder(out, &args.trace)?;
     }
 
-    let (trace, format) = load(&args.trace, format, args.max_requests)?;
+    let (trace, format, compression) = load(&args.trace, format, args.max_requests)?;
     if trace.requests() == 0 {
         return Err(format!("{}: the trace has no requests", shown(&args.trace)));
     }
@@ -352,7 +353,7 @@ pub fn run(mut args: ReplayArgs) -> Result<(), String> {
         println!(
             "trace     {name}: {} ({format}, {})",
             trace_size(&trace),
-            Compression::from_path(&args.trace),
+            compression,
         );
         match capacity {
             Capacity::Entries(_) => println!("capacity  {}", count_of_entries(entries)),
@@ -581,12 +582,13 @@ fn replay_with_progress<P: Policy>(policy: &mut P, keys: &[u64], bar: &ProgressB
 }
 
 /// Reads the whole trace, with the given format or the one its name tells, up to
-/// `max_requests` (default: [`default_max_requests`]).
+/// `max_requests` (default: [`default_max_requests`]); the compression is the one its first
+/// bytes tell ([`TraceReader::open_format`]), which is also returned.
 fn load(
     path: &Path,
     format: Option<TraceFormat>,
     max_requests: Option<usize>,
-) -> Result<(Trace, TraceFormat), String> {
+) -> Result<(Trace, TraceFormat, Compression), String> {
     // The path is looked at before the format is told from its name: a mistyped path with no
     // trace extension, or a directory, was "cannot tell the trace format … name the format
     // explicitly with --format", and a directory given a format failed as "reading the
@@ -599,14 +601,14 @@ fn load(
         Ok(_) => {}
     }
     let reader = match format {
-        Some(format) => TraceReader::open_as(path, format, Compression::from_path(path)),
+        Some(format) => TraceReader::open_format(path, format),
         None => TraceReader::open(path),
     }
     .map_err(|e| match e {
         TraceError::UnknownFormat { .. } => format!("{} with --format NAME", trace_error(path, &e)),
         e => trace_error(path, &e),
     })?;
-    let format = reader.format();
+    let (format, compression) = (reader.format(), reader.compression());
     let bar = progress(None, format!("loading {}", file_name(path)));
     let (limit, source) = match max_requests {
         Some(limit) => (limit, Limit::Given),
@@ -630,7 +632,7 @@ fn load(
         e => trace_error(path, &e),
     })?;
     bar.finish_and_clear();
-    Ok((trace, format))
+    Ok((trace, format, compression))
 }
 
 /// The message of an error about the trace at `path`, the path [`shown`]: the library's

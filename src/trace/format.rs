@@ -33,6 +33,44 @@ impl Compression {
             _ => Compression::None,
         }
     }
+
+    /// The compression whose magic number `head`, a file's first bytes (6 are enough), starts
+    /// with; [`Compression::None`] when it starts with none of them. This is what
+    /// [`TraceReader::open`](super::TraceReader::open) and
+    /// [`open_format`](super::TraceReader::open_format) go by before the name.
+    ///
+    /// * gzip: `1f 8b`, then `08` (deflate, the only method defined) and a flag byte whose
+    ///   three reserved bits are clear. The two bytes alone would take one uncompressed
+    ///   binary trace of random keys in 65,536 for gzip; with the method and flags it is one
+    ///   in 2^27.
+    /// * xz: `fd 37 7a 58 5a 00`.
+    /// * zstd: a data frame's `28 b5 2f fd`, or a skippable frame's `5? 2a 4d 18` (`pzstd`
+    ///   starts every file with one).
+    ///
+    /// No text trace can start with any of these (they are not digits), and a wrong guess on
+    /// a binary one fails loudly, since the decoders verify their streams.
+    pub fn from_magic(head: &[u8]) -> Compression {
+        match head {
+            [0x1f, 0x8b, 0x08, flags, ..] if flags & 0xe0 == 0 => Compression::Gzip,
+            [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Compression::Xz,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] | [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..] => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+}
+
+/// What `head`, a file's first bytes, starts as if it is a compressed stream or an archive
+/// that [`Compression`] has no decoder for: bzip2 (`BZh` and the block size, `1` to `9`), an
+/// lz4 frame (`04 22 4d 18`) or a zip archive (`PK 03 04`), for
+/// [`TraceError::UnsupportedCompression`]. Read as a binary trace, such a file gave keys of
+/// garbage and no error.
+pub(super) fn unsupported_compression(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [b'B', b'Z', b'h', b'1'..=b'9', ..] => Some("bzip2-compressed"),
+        [0x04, 0x22, 0x4d, 0x18, ..] => Some("lz4-compressed"),
+        [b'P', b'K', 0x03, 0x04, ..] => Some("a zip archive"),
+        _ => None,
+    }
 }
 
 impl fmt::Display for Compression {

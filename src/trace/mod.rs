@@ -10,8 +10,10 @@
 //! ## Reading traces
 //!
 //! [`TraceReader`] streams one trace as an iterator of `u64` keys; [`Trace`] loads a whole one
-//! (OPT needs the future). The compression is chosen by the file's extension, the record
-//! format by its name ([`TraceFormat::detect`]) or explicitly ([`TraceReader::open_as`]):
+//! (OPT needs the future). The compression is told by the file's first bytes, then by its
+//! extension ([`TraceReader::open_format`] gives the rules and why the content comes first),
+//! or is given ([`TraceReader::open_as`]); the record format is told by the file's name
+//! ([`TraceFormat::detect`]) or given ([`TraceReader::open_format`], `open_as`):
 //!
 //! * [`TraceFormat::ArcLis`] — ARC `OLTP`, `P2`, `P3`, `P6` (`.lis.zst`): text
 //!   `start count _ _`, the keys `start..start+count`.
@@ -37,7 +39,8 @@
 //!   traces' frames declare 2 MiB.
 //! * **Errors, never panics**: a missing file, a name no rule matches, a file that is not of
 //!   its compression (its magic number is checked at open, so a `.gz` file of text says it is
-//!   not gzip rather than what the decoder makes of it), a corrupt or truncated compressed
+//!   not gzip rather than what the decoder makes of it), a file of a compression no decoder
+//!   here reads (bzip2, lz4, zip: told by its first bytes), a corrupt or truncated compressed
 //!   stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
 //!   trace ending mid-record, an unparsable line, an ARC line standing for more than
 //!   [`TraceReader::MAX_ARC_RUN`] requests, or a trace read whole ([`Trace::load`],

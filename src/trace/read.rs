@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
+use super::format::unsupported_compression;
 use super::sim::KeyHashBuilder;
 use super::{Compression, TraceFormat};
 
@@ -57,6 +58,7 @@ pub enum TraceError {
     },
     /// The compression (told by the file name, or given) is gzip, xz or zstd, but the file
     /// does not start with that format's magic number: it is not such a file, or is empty.
+    /// The message names the compression the file is of where its first bytes tell it.
     #[error(
         "{}: the file is not {compression}: {}",
         path.display(),
@@ -67,6 +69,23 @@ pub enum TraceError {
         path: PathBuf,
         /// The compression the file was to be decoded with.
         compression: Compression,
+        /// The file's first bytes (at most 6).
+        head: Vec<u8>,
+    },
+    /// The file starts as a bzip2 or lz4 stream or a zip archive, which the trace readers do
+    /// not decode ([`TraceReader::open_format`] tells it by the first bytes, whatever the
+    /// name).
+    #[error(
+        "{}: the file is {found} (it starts with the bytes {}), which memocache cannot read: \
+         decompress it first, or recompress it with gzip, xz or zstd",
+        path.display(),
+        hex(head)
+    )]
+    UnsupportedCompression {
+        /// The trace file.
+        path: PathBuf,
+        /// What the file is: `bzip2-compressed`, `lz4-compressed` or `a zip archive`.
+        found: &'static str,
         /// The file's first bytes (at most 6).
         head: Vec<u8>,
     },
@@ -200,28 +219,105 @@ impl TraceReader {
     /// line's expansion (to 512 KiB of keys) near what a compressed stream's can be anyway.
     pub const MAX_ARC_RUN: u64 = 1 << 16;
 
-    /// Opens a trace, telling its format ([`TraceFormat::detect`]) and compression
-    /// ([`Compression::from_path`]) from the file name.
+    /// Opens a trace, telling its format from the file name ([`TraceFormat::detect`]) and its
+    /// compression as [`TraceReader::open_format`] does: by the file's first bytes, then by
+    /// its name.
     pub fn open(path: impl AsRef<Path>) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let format = TraceFormat::detect(path).ok_or_else(|| TraceError::UnknownFormat {
             path: path.to_owned(),
         })?;
-        TraceReader::open_as(path, format, Compression::from_path(path))
+        TraceReader::open_format(path, format)
     }
 
-    /// Opens a trace of a known format and compression, whatever its name.
+    /// Opens a trace of a known format whatever its name, telling its compression by what the
+    /// file holds rather than what it is called:
+    ///
+    /// 1. a file that starts with the magic number of the compression its name gives
+    ///    ([`Compression::from_path`]) is of that compression;
+    /// 2. else one that starts with another's ([`Compression::from_magic`]) is of that one: a
+    ///    trace read from a pipe (`/dev/stdin`) has no name to go by, and a gzip file named
+    ///    `.trace` (or a zstd one named `.gz`) was read as a trace of garbage, which an
+    ///    `i32be` or `i64be` trace takes without an error;
+    /// 3. else one that starts as a bzip2 or lz4 stream or a zip archive, which no decoder
+    ///    here reads, is refused ([`TraceError::UnsupportedCompression`]);
+    /// 4. else one whose name gives a compression is refused
+    ///    ([`TraceError::NotCompressed`]): its first bytes are of no known format, and read
+    ///    as they are they may be garbage;
+    /// 5. else the file is not compressed.
+    ///
+    /// The content goes first because a magic number is evidence and a name only a
+    /// convention, and because a wrong guess cannot go unnoticed: the decoders verify their
+    /// streams (gzip's CRC, xz's check, zstd's frame checksum where written), whereas bytes
+    /// read as they are were never checked. [`TraceReader::open_as`] names the compression
+    /// instead, for the rare uncompressed binary trace that starts like a compressed file.
+    pub fn open_format(
+        path: impl AsRef<Path>,
+        format: TraceFormat,
+    ) -> Result<TraceReader, TraceError> {
+        let path = path.as_ref();
+        let named = Compression::from_path(path);
+        TraceReader::open_with(path, format, named, |head| {
+            let found = Compression::from_magic(head);
+            if named != Compression::None && has_magic(named, head) {
+                Ok(named)
+            } else if found != Compression::None {
+                Ok(found)
+            } else if let Some(found) = unsupported_compression(head) {
+                Err(TraceError::UnsupportedCompression {
+                    path: path.to_owned(),
+                    found,
+                    head: head.to_vec(),
+                })
+            } else if named != Compression::None {
+                Err(TraceError::NotCompressed {
+                    path: path.to_owned(),
+                    compression: named,
+                    head: head.to_vec(),
+                })
+            } else {
+                Ok(Compression::None)
+            }
+        })
+    }
+
+    /// Opens a trace of a known format and compression, whatever its name and content: a
+    /// file that does not start with the magic number of `compression` is refused
+    /// ([`TraceError::NotCompressed`]), and one opened as [`Compression::None`] is read as
+    /// it is, whatever it starts with.
     pub fn open_as(
         path: impl AsRef<Path>,
         format: TraceFormat,
         compression: Compression,
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
+        TraceReader::open_with(path, format, compression, |head| {
+            if has_magic(compression, head) {
+                Ok(compression)
+            } else {
+                Err(TraceError::NotCompressed {
+                    path: path.to_owned(),
+                    compression,
+                    head: head.to_vec(),
+                })
+            }
+        })
+    }
+
+    /// Opens `path` and decodes it with the compression `choose` picks from its first bytes
+    /// (at most [`MAGIC_LEN`], fewer only in a shorter file). `named` is the compression
+    /// an error reading those bytes is reported under.
+    fn open_with(
+        path: &Path,
+        format: TraceFormat,
+        named: Compression,
+        choose: impl FnOnce(&[u8]) -> Result<Compression, TraceError>,
+    ) -> Result<TraceReader, TraceError> {
         let open_err = |source| TraceError::Open {
             path: path.to_owned(),
             source,
         };
-        let read_err = |source| TraceError::Read {
+        let read_err = |compression, source| TraceError::Read {
             path: path.to_owned(),
             compression,
             source,
@@ -230,16 +326,10 @@ impl TraceReader {
         // The magic number is checked up front: a decoder fed another format fails with its
         // own words ("unexpected end of file"), which do not say the file is of another kind.
         let mut head = [0u8; MAGIC_LEN];
-        let head_len = read_head(&mut file, &mut head).map_err(read_err)?;
-        if !has_magic(compression, &head[..head_len]) {
-            return Err(TraceError::NotCompressed {
-                path: path.to_owned(),
-                compression,
-                head: head[..head_len].to_vec(),
-            });
-        }
-        // The bytes read are put back in front of the rest: `open_as` also takes a pipe's
-        // path, which cannot seek back.
+        let head_len = read_head(&mut file, &mut head).map_err(|e| read_err(named, e))?;
+        let compression = choose(&head[..head_len])?;
+        // The bytes read are put back in front of the rest: a pipe's path (`/dev/stdin`)
+        // cannot seek back.
         let file = BufReader::with_capacity(
             BUF_SIZE,
             io::Cursor::new(head).take(head_len as u64).chain(file),
@@ -256,7 +346,7 @@ impl TraceReader {
                 lzma_rust2::XzReader::new(file, true),
             )),
             Compression::Zstd => {
-                let zstd = ZstdReader::new(file).map_err(read_err)?;
+                let zstd = ZstdReader::new(file).map_err(|e| read_err(compression, e))?;
                 Box::new(BufReader::with_capacity(BUF_SIZE, zstd))
             }
         };
@@ -306,6 +396,13 @@ impl TraceReader {
     /// The record format being parsed.
     pub fn format(&self) -> TraceFormat {
         self.format
+    }
+
+    /// The compression being decoded: the one given to [`TraceReader::open_as`], or the one
+    /// [`TraceReader::open_format`] found; [`Compression::None`] for
+    /// [`TraceReader::from_reader`].
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     fn read_error(&self, source: io::Error) -> TraceError {
@@ -447,32 +544,44 @@ fn magic(compression: Compression) -> &'static [u8] {
     }
 }
 
-/// Whether `head`, a file's first bytes, starts as a file of `compression` must.
+/// Whether `head`, a file's first bytes, starts as a file of `compression` must. Looser than
+/// [`Compression::from_magic`] for gzip (any method and flags: a file named or opened as
+/// gzip that has the two bytes is gzip, and the decoder says what is wrong with the rest).
 fn has_magic(compression: Compression, head: &[u8]) -> bool {
     head.starts_with(magic(compression))
-        // A zstd file may also start with a skippable frame (magic 0x184D2A50 to 0x184D2A5F,
-        // little-endian), as every file `pzstd` writes does.
-        || (compression == Compression::Zstd
-            && matches!(head, [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..]))
+        // A zstd file may also start with a skippable frame, as every file `pzstd` writes
+        // does.
+        || (compression == Compression::Zstd && Compression::from_magic(head) == compression)
 }
 
-/// What is wrong with a file's first bytes, for [`TraceError::NotCompressed`].
+/// Bytes as lower-case hex pairs, space-separated.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What is wrong with a file's first bytes, for [`TraceError::NotCompressed`]: what they are
+/// where they tell it (another compression, or one not decoded here), else that they are not
+/// `compression`'s magic number.
 fn describe_head(compression: Compression, head: &[u8]) -> String {
-    let hex = |bytes: &[u8]| {
-        bytes
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     if head.is_empty() {
         return "it is empty".to_owned();
     }
-    format!(
-        "it starts with the bytes {}, not with {compression}'s magic number {}",
-        hex(head),
-        hex(magic(compression))
-    )
+    let found = match Compression::from_magic(head) {
+        Compression::None => unsupported_compression(head).map(str::to_owned),
+        found => Some(found.to_string()),
+    };
+    match found {
+        Some(found) => format!("it is {found} (it starts with the bytes {})", hex(head)),
+        None => format!(
+            "it starts with the bytes {}, not with {compression}'s magic number {}",
+            hex(head),
+            hex(magic(compression))
+        ),
+    }
 }
 
 /// How a format's bytes are cut into keys, fixed when the reader is made so that the per-key
@@ -698,7 +807,7 @@ struct ZstdReader<R: BufRead> {
 }
 
 impl<R: BufRead> ZstdReader<R> {
-    /// `source` is not empty: [`TraceReader::open_as`] has checked its magic number.
+    /// `source` is not empty: [`TraceReader::open_with`] has checked its magic number.
     fn new(mut source: R) -> io::Result<ZstdReader<R>> {
         let mut frame = FrameDecoder::new();
         let in_frame = next_zstd_frame(&mut frame, &mut source)?;

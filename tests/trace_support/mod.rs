@@ -1,5 +1,5 @@
 //! Locating the shared traces, for the trace tests and the `hit_ratio` bench (which includes
-//! this file with `#[path]`).
+//! this file with `#[path]`), and compressing small traces of the tests' own.
 
 use std::path::{Path, PathBuf};
 
@@ -41,3 +41,29 @@ pub fn trace_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// `data` as a gzip file.
+#[allow(dead_code)] // Not every includer compresses.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// `data` as a zstd file.
+#[allow(dead_code)] // Not every includer compresses.
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+/// `"1\n2\n3\n"` ten times as an xz file (`xz -9`): there is no xz encoder among the
+/// dependencies.
+#[allow(dead_code)] // Not every includer compresses.
+pub const XZ_LOOP: &[u8] = &[
+    0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x04, 0xe6, 0xd6, 0xb4, 0x46, 0x02, 0x00, 0x21, 0x01,
+    0x1c, 0x00, 0x00, 0x00, 0x10, 0xcf, 0x58, 0xcc, 0xe0, 0x00, 0x3b, 0x00, 0x0c, 0x5d, 0x00, 0x18,
+    0x82, 0x82, 0x8f, 0x22, 0x4f, 0x00, 0xef, 0x91, 0x91, 0x10, 0x00, 0x00, 0x8a, 0xb5, 0xa3, 0xd3,
+    0x54, 0x22, 0xd1, 0xb2, 0x00, 0x01, 0x28, 0x3c, 0x06, 0x67, 0xb4, 0x52, 0x1f, 0xb6, 0xf3, 0x7d,
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x04, 0x59, 0x5a,
+];
