@@ -381,6 +381,25 @@ fn a_dash_replays_standard_input() {
     );
 }
 
+/// `replay -` without `--format` said "/dev/stdin: cannot tell the trace format from the
+/// file name (expected *.lis, …)", about a name the user never gave.
+#[cfg(unix)]
+#[test]
+fn a_dash_without_a_format_is_asked_for_one() {
+    let output = cli_support::memocache_with(&["replay", "-", "--capacity", "3"], |command| {
+        command.stdin(std::process::Stdio::null())
+    });
+    assert_eq!(stdout(&output), "");
+    let line = one_error_line(&output);
+    assert!(
+        line.ends_with(
+            "standard input has no file name to tell the trace format by: give it with \
+             --format NAME (arc, i64be, i32be, oracle-general or lirs)"
+        ),
+        "{line}"
+    );
+}
+
 /// `replay -` told the compression from the name `/dev/stdin`, which tells none: gzip on
 /// standard input failed as "bad lirs line: not UTF-8 text", and xz or zstd of a binary trace
 /// was replayed as keys of garbage with status 0 (`cat web07.trace.xz | memocache replay -

@@ -320,7 +320,8 @@ fn default_max_requests(files: &MemoryFiles) -> (usize, Limit) {
 pub fn run(mut args: ReplayArgs) -> Result<(), String> {
     // `-` is standard input, as for `memocache key`: it was "-: cannot open trace: No such
     // file or directory", while `/dev/stdin` worked.
-    if args.trace.as_os_str() == "-" {
+    let stdin = args.trace.as_os_str() == "-";
+    if stdin {
         args.trace = stdin_path()?;
     }
     let capacity: Capacity = args.capacity.parse()?;
@@ -330,6 +331,15 @@ pub fn run(mut args: ReplayArgs) -> Result<(), String> {
         .map(TraceFormat::from_str)
         .transpose()
         .map_err(|e| e.to_string())?;
+    // Without `--format` it was "/dev/stdin: cannot tell the trace format from the file name
+    // (expected *.lis, …)", about a name the user never gave.
+    if stdin && format.is_none() {
+        return Err(
+            "standard input has no file name to tell the trace format by: give it \
+                    with --format NAME (arc, i64be, i32be, oracle-general or lirs)"
+                .to_owned(),
+        );
+    }
     if let Some(out) = &args.curve {
         check_output_folder(out, &args.trace)?;
     }
