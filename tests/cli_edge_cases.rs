@@ -629,6 +629,43 @@ fn replay_of_a_missing_file_or_a_directory_says_so() {
     }
 }
 
+/// `-` is standard input to `key` and `replay`, but `transcribe -` said "cannot read -: No
+/// such file or directory", as if a file had gone missing. It says standard input cannot be
+/// transcribed and what to do; a file named `-` is still read.
+#[test]
+fn transcribe_of_a_dash_says_standard_input_cannot_be_transcribed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    let args = [
+        "transcribe",
+        "-",
+        "--language",
+        "en",
+        "--cache-dir",
+        path(&cache),
+    ];
+    let run = |args: &[&str]| {
+        memocache_with(args, |command| {
+            command.current_dir(dir.path()).stdin(Stdio::null())
+        })
+    };
+    let line = one_error_line(&run(&args));
+    assert!(
+        line.ends_with(
+            "- (standard input) cannot be transcribed: the pipeline seeks in its inputs, so \
+             save the stream to a file first"
+        ),
+        "{line}"
+    );
+    std::fs::write(dir.path().join("-"), vec![7u8; 4096]).expect("writable");
+    let output = run(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A negative `--cache-mb` or `--chunk-mb` was taken for an unknown option, with clap's tip
 /// "to pass '-5' as a value, use '-- -5'", which makes it an input file instead; and a
 /// `--chunk-mb` too large for its integer was "not in 0..=4294967295", which is not the

@@ -469,7 +469,17 @@ fn parse_mib(text: &str) -> Result<u64, String> {
 /// directory, or a pipe or device, which the pipeline cannot seek in).
 fn check_input(path: &Path) -> Result<(), String> {
     let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", shown(path));
-    let metadata = std::fs::metadata(path).map_err(cannot_read)?;
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        // `-` is standard input to `key` and `replay`; here it was "cannot read -: No such
+        // file or directory", as if the input had gone missing. (A file named `-` is read.)
+        if path.as_os_str() == "-" && e.kind() == std::io::ErrorKind::NotFound {
+            "- (standard input) cannot be transcribed: the pipeline seeks in its inputs, so \
+             save the stream to a file first"
+                .to_owned()
+        } else {
+            cannot_read(e)
+        }
+    })?;
     if metadata.is_dir() {
         return Err(format!("{} is a directory, not an audio file", shown(path)));
     }
