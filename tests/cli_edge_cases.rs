@@ -678,6 +678,9 @@ fn out_of_range_sizes_name_the_option_and_its_range() {
         ("--chunk-mb", "-5", "10..=25"),
         ("--chunk-mb", "99999999999", "10..=25"),
         ("--chunk-mb", "9", "10..=25"),
+        // A number that is not whole was "invalid digit found in string", with no range.
+        ("--chunk-mb", "25.5", "whole number of MB in 10..=25"),
+        ("--chunk-mb", "16MB", "whole number of MB in 10..=25"),
     ] {
         let line = one_error_line(&memocache(&[
             "transcribe",

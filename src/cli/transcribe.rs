@@ -91,12 +91,7 @@ pub struct Options {
     // The range is checked here, with `ChunkSize`'s bounds, so that a number too large for a
     // `u32` is told the range 10..=25 rather than the type's 0..=4294967295, and a negative
     // one is not taken for an option.
-    #[arg(
-        long,
-        value_parser = clap::value_parser!(u32)
-            .range(i64::from(ChunkSize::MIN_MB)..=i64::from(ChunkSize::MAX_MB)),
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_parser = parse_chunk_mb, allow_negative_numbers = true)]
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
     /// a killed run keeps what it finished (fractions from 0.001 allowed; 0: only at the end).
@@ -462,6 +457,23 @@ fn parse_mib(text: &str) -> Result<u64, String> {
         Ok(mib) => Ok(mib),
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(u64::MAX),
         Err(_) => Err(expected()),
+    }
+}
+
+/// `--chunk-mb`: a whole number in [`ChunkSize`]'s range. clap's ranged parser named the
+/// range only for a whole number: `25.5` or `16MB` was "invalid digit found in string".
+fn parse_chunk_mb(text: &str) -> Result<u32, String> {
+    let range = ChunkSize::MIN_MB..=ChunkSize::MAX_MB;
+    let outside = |n: &str| format!("{n} is not in {}..={}", range.start(), range.end());
+    match text.trim().parse::<u32>() {
+        Ok(mb) if range.contains(&mb) => Ok(mb),
+        Ok(mb) => Err(outside(&mb.to_string())),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(outside(text.trim())),
+        Err(_) => Err(format!(
+            "expected a whole number of MB in {}..={}, such as 16",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
