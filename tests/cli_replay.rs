@@ -304,6 +304,27 @@ fn an_unknown_format_or_curve_folder_is_one_error_line() {
     assert!(message.contains("cannot write the curve"), "{message}");
 }
 
+/// A curve name longer than the file system allows (255 bytes) passed the check made before
+/// the replay, whose trial file has a name of its own: the replays ran and printed their table,
+/// and only the final rename failed. It is refused before anything is replayed.
+#[test]
+fn a_curve_name_too_long_for_the_file_system_is_refused_before_the_replay() {
+    let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let long = loop_path.with_file_name(format!("{}.svg", "c".repeat(300)));
+    let (_, message) = fails(&[
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--curve",
+        path(&long),
+    ]);
+    assert!(
+        message.contains("cannot write the curve to") && message.contains("name too long"),
+        "{message}"
+    );
+}
+
 /// A replay holds the whole trace, and a file of a few KiB (zstd of repeated lines) stands for
 /// billions of requests: it read on until the allocator refused, or a system that overcommits
 /// memory killed it. `--max-requests` (by default what the available memory holds) stops it.

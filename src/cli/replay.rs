@@ -778,6 +778,15 @@ fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
             shown(folder)
         ));
     }
+    // A name the folder cannot hold (a component over the file system's 255 bytes) passed
+    // the write tried below, whose temporary file has a name of its own, and failed only at
+    // the rename, after every replay. Looking the name up finds it, as it finds any error
+    // other than the file's not being there yet.
+    if let Err(e) = std::fs::symlink_metadata(out)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return cannot(&e.to_string());
+    }
     // A folder the file cannot be written in (read-only, another user's, `/proc`) was found
     // only by the write, after the replay and the curve's own replays. So the write is tried
     // now as `replace_file` will make it: a temporary file in the target's folder (removed
