@@ -325,6 +325,44 @@ fn a_curve_name_too_long_for_the_file_system_is_refused_before_the_replay() {
     );
 }
 
+/// `--curve -` wrote the SVG to a file named `-` in the working directory and said "curve
+/// written to -", where standard output (which has the table) was meant. It is refused
+/// before the replay; `./-` still names such a file.
+#[test]
+fn a_curve_to_a_dash_is_refused() {
+    let (dir, loop_path) = temp_file("loop.trace", &loop_trace());
+    let args = [
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--curve",
+        "-",
+    ];
+    let output = cli_support::memocache_with(&args, |command| command.current_dir(dir.path()));
+    assert_eq!(stdout(&output), "");
+    let line = one_error_line(&output);
+    assert!(
+        line.ends_with(
+            "cannot write the curve to -: the table goes to standard output, the curve to a \
+             file: name one *.svg (./- for a file named -)"
+        ),
+        "{line}"
+    );
+    assert!(!dir.path().join("-").exists());
+    let args = [
+        "replay",
+        path(&loop_path),
+        "--capacity",
+        "3",
+        "--curve",
+        "./-",
+    ];
+    let output = cli_support::memocache_with(&args, |command| command.current_dir(dir.path()));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(dir.path().join("-").is_file());
+}
+
 /// A replay holds the whole trace, and a file of a few KiB (zstd of repeated lines) stands for
 /// billions of requests: it read on until the allocator refused, or a system that overcommits
 /// memory killed it. `--max-requests` (by default what the available memory holds) stops it.

@@ -748,6 +748,14 @@ fn curve(trace: &Trace, requested: usize, runs: &[(Contender, Run)]) -> Result<C
 /// trace, an `.svg` (or no) extension, in a folder that exists.
 fn check_output_folder(out: &Path, trace: &Path) -> Result<(), String> {
     let cannot = |why: &str| Err(format!("cannot write the curve to {}: {why}", shown(out)));
+    // `-` is standard input as the trace, but as the curve it made a file named `-` in the
+    // working directory, where standard output was meant; that holds the table.
+    if out.as_os_str() == "-" {
+        return cannot(
+            "the table goes to standard output, the curve to a file: name one *.svg \
+             (./- for a file named -)",
+        );
+    }
     if out.is_dir() {
         return cannot("it is a directory");
     }
