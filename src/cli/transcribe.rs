@@ -436,8 +436,12 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     }
     // Finite and not negative (-0 included), so the only failure left is overflow.
     let interval = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+    // A number written with a digit other than 0 before its exponent is not 0, though one
+    // below the smallest `f64` (`1e-400`) parses as 0 and was taken as "save only at the end".
+    let mantissa = text.trim().split(['e', 'E']).next().unwrap_or_default();
+    let written_nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
     // On the number as given: 1e-300 s rounds to a zero `Duration`, which would read as 0.
-    if secs > 0.0 && interval < MIN_CHECKPOINT_INTERVAL {
+    if (secs > 0.0 || written_nonzero) && interval < MIN_CHECKPOINT_INTERVAL {
         return Err(format!(
             "expected 0 (save only at the end) or at least {} seconds",
             MIN_CHECKPOINT_INTERVAL.as_secs_f64()
@@ -788,7 +792,9 @@ mod tests {
     #[test]
     fn a_checkpoint_interval_shorter_than_the_minimum_is_refused() {
         assert_eq!(parse_seconds("0.001"), Ok(MIN_CHECKPOINT_INTERVAL));
-        for too_short in ["1e-6", "0.0009", "1e-300"] {
+        // `1e-400` and `5e-999` are below the smallest `f64`, and parse as 0: they were
+        // taken as 0, "save only at the end".
+        for too_short in ["1e-6", "0.0009", "1e-300", "1e-400", " 5E-999 "] {
             let err = parse_seconds(too_short).expect_err(too_short);
             assert!(err.contains("at least 0.001 seconds"), "{too_short}: {err}");
         }
