@@ -1340,3 +1340,173 @@ fn a_pipeline_keeps_at_most_as_many_buffers_as_its_runs_hold_at_once() {
     pipeline.transcribe(&path, "en").expect("transcribed");
     assert_eq!(pipeline.spare_chunk_buffers(), 0);
 }
+
+// --- a request whose job's record left the queue before it saw the job end -----------------
+
+/// Holds the worker 80 ms on a chunk whose first byte is 1 (the busy files of
+/// [`behind_a_busy_job`]); answers any other at once.
+struct Held;
+
+impl Transcriber for Held {
+    fn identity(&self) -> &str {
+        "held/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        if chunk.data().first() == Some(&1) {
+            std::thread::sleep(Duration::from_millis(80));
+        }
+        Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
+    }
+}
+
+/// Finishes 1 100 plain jobs of the host's own on `queue` (a submit, a take and a
+/// completion each): more than the 1 024 finished records the queue keeps, so every record
+/// finished before them is gone.
+fn push_records_out(queue: &memocache::JobQueue) {
+    let worker = memocache::WorkerId::new("host");
+    for _ in 0..1100 {
+        let job = memocache::Job::new(memocache::JobType::Indexing, &b""[..]);
+        queue.submit(job).expect("room");
+        let lease = queue
+            .try_next_for(&worker, &[memocache::JobType::Indexing])
+            .expect("the host's own job");
+        queue
+            .complete(&lease, memocache::JobResult::default())
+            .expect("current");
+    }
+}
+
+/// A pipeline of [`Held`] with one worker, reporting progress to `reports`.
+fn held(reports: &Reports) -> Pipeline {
+    let sink = reports.clone();
+    Pipeline::builder(cache(), Arc::new(Held))
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .on_progress(move |r: &FileProgress| sink.0.lock().expect("not poisoned").push(r.clone()))
+        .build()
+        .expect("starts")
+}
+
+/// Round `round` of a race: a request for a busy file (300 bytes, the first 1) holds `p`'s
+/// one worker for 80 ms, and a request for the target (500 bytes of 2, one chunk) waits
+/// behind it, so that it polls its job at its longest pause, 20 ms; `host` runs meanwhile on
+/// a thread of its own, given the queue's statistics from before the two submits. Returns
+/// the target and its request's outcome.
+fn behind_a_busy_job(
+    p: &Pipeline,
+    dir: &Path,
+    round: u8,
+    host: impl FnOnce(memocache::QueueStats) + Send,
+) -> (std::path::PathBuf, Result<TranscriptOutcome, PipelineError>) {
+    let (busy, target) = (
+        dir.join(format!("busy{round}")),
+        dir.join(format!("t{round}")),
+    );
+    let mut bytes = vec![1u8; 300];
+    bytes[1] = round;
+    write(&busy, &bytes);
+    let mut bytes = vec![2u8; 500];
+    bytes[1] = round;
+    write(&target, &bytes);
+    let before = p.queue().stats();
+    let outcome = std::thread::scope(|s| {
+        let first = s.spawn(|| p.transcribe(&busy, "en"));
+        wait_until("the worker runs the busy file", || {
+            p.queue().stats().processing == 1
+        });
+        let host = s.spawn(move || host(before));
+        let outcome = p.transcribe(&target, "en");
+        first
+            .join()
+            .expect("no panic")
+            .expect("the busy file is served");
+        host.join().expect("no panic");
+        outcome
+    });
+    (target, outcome)
+}
+
+/// Bug: a request learned whether its job ran only from the polls that saw it running; a
+/// job that ran entirely between two polls, its record pushed out of the queue before the
+/// second, counted as not run, and the request reported one more progress event, "done",
+/// with every chunk counted as cached. A race: the old code failed it in each of three
+/// runs, in rounds 0, 3 and 2.
+#[test]
+fn a_job_that_ran_between_two_polls_reports_no_extra_done_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reports = Reports::default();
+    let p = held(&reports);
+    for round in 0..10 {
+        let (target, outcome) = behind_a_busy_job(&p, dir.path(), round, |before| {
+            wait_until("both jobs completed", || {
+                p.queue().stats().completed == before.completed + 2
+            });
+            push_records_out(p.queue());
+        });
+        let outcome = outcome.expect("served");
+        assert!(!outcome.from_cache);
+        let cached: Vec<_> = reports
+            .of(&target)
+            .iter()
+            .map(|r| r.chunks_cached)
+            .collect();
+        // The processor's reports, at the start and for the one chunk: none counted cached.
+        assert_eq!(cached, [0, 0], "round {round}");
+    }
+}
+
+/// Bug: a request whose job completed but whose transcript the cache did not keep (too
+/// large for it, refused by admission, or evicted — here the host clears the cache), the
+/// job's record pushed out of the queue before the request's next poll, failed with "the job
+/// finished and left the queue's records …, and no transcript is stored under its key",
+/// although its transcript had been made. The job is now submitted again. A race (the busy
+/// file's request, whose job completed first, can lose its transcript too): the old code
+/// failed it in each of three runs, at the busy file's request, in rounds 0, 1 and 1.
+#[test]
+fn a_transcript_the_cache_did_not_keep_is_made_again_not_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = held(&Reports::default());
+    for round in 0..10 {
+        let (_, outcome) = behind_a_busy_job(&p, dir.path(), round, |before| {
+            wait_until("both jobs completed", || {
+                p.queue().stats().completed == before.completed + 2
+            });
+            p.cache().clear();
+            push_records_out(p.queue());
+        });
+        let outcome = outcome.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(outcome.transcript.text, "len500", "round {round}");
+    }
+}
+
+/// Bug: a request whose job was cancelled (a host took its lease through `Pipeline::queue`
+/// and cancelled it), the record pushed out of the queue before the request's next poll,
+/// failed with "the job finished and left the queue's records …" rather than as cancelled;
+/// so did one that saw the record, with "the job ended without a result". It is now
+/// `PipelineError::Cancelled` either way. The old code failed it in each of three runs, in
+/// round 0, with the first message.
+#[test]
+fn a_request_whose_job_was_cancelled_says_so_after_the_record_went() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = held(&Reports::default());
+    for round in 0..5 {
+        let (target, outcome) = behind_a_busy_job(&p, dir.path(), round, |before| {
+            wait_until("the target's job is queued", || {
+                p.queue().stats().submitted == before.submitted + 2
+            });
+            // The worker is held 80 ms: by now the request polls at its longest pause.
+            std::thread::sleep(Duration::from_millis(25));
+            let host = memocache::WorkerId::new("host");
+            let lease = p
+                .queue()
+                .try_next_for(&host, &[memocache::JobType::Transcription])
+                .expect("the target's job");
+            p.queue().cancel(lease.job_id()).expect("cancels");
+            push_records_out(p.queue());
+        });
+        let error = outcome.expect_err("cancelled").to_string();
+        let expected = format!("transcribing {} was cancelled", target.display());
+        assert_eq!(error, expected, "round {round}");
+    }
+}

@@ -311,6 +311,7 @@ fn file_error(error: &PipelineError) -> String {
         PipelineError::Failed { path, message } => {
             format!("transcribing {} failed: {message}", shown(path))
         }
+        PipelineError::Cancelled { path } => format!("transcribing {} was cancelled", shown(path)),
         other => other.to_string(),
     }
 }

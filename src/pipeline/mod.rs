@@ -57,7 +57,7 @@
 
 mod engine;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +74,7 @@ use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
 use crate::job::{
-    ConcurrencyLimit, Job, JobContext, JobError, JobQueue, JobResult, JobStatus, JobType,
+    ConcurrencyLimit, Job, JobContext, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
     QueueError, RetryConfig, Shutdown, WorkerPool,
 };
 use crate::key::{CacheKey, KeyError};
@@ -161,6 +161,13 @@ pub enum PipelineError {
     /// The job queue refused the job.
     #[error("the job queue refused the transcription: {0}")]
     Queue(#[from] QueueError),
+    /// The request's job was cancelled (through [`Pipeline::queue`]: the pipeline itself
+    /// cancels none).
+    #[error("transcribing {path} was cancelled")]
+    Cancelled {
+        /// The file.
+        path: PathBuf,
+    },
     /// Transcription failed (the engine, splitting, ...).
     #[error("transcribing {path} failed: {message}")]
     Failed {
@@ -375,6 +382,7 @@ impl PipelineBuilder {
                 per_file.saturating_mul(self.workers.get()),
             ))
         });
+        let watch = Arc::new(Watch::default());
         let runner = Arc::new(Runner {
             cache: self.cache.clone(),
             transcriber: self.transcriber,
@@ -384,6 +392,7 @@ impl PipelineBuilder {
             chunk_buffers: chunk_buffers.clone(),
             progress: self.progress.clone(),
             clock: Arc::clone(&timer),
+            watch: Arc::clone(&watch),
         });
         // All or nothing, in one batch: the metrics, then the queue and its workers, which
         // need the queue's metrics. A failure anywhere (a name taken in the caller's registry,
@@ -431,7 +440,13 @@ impl PipelineBuilder {
                 // minutes — and fail the file (jobs here have no retries) while its worker
                 // carries on.
                 .lease(Duration::MAX)
-                .on_complete(metrics.queue.completion_hook())
+                .on_complete({
+                    let (observe, watch) = (metrics.queue.completion_hook(), Arc::clone(&watch));
+                    move |completion| {
+                        observe(completion);
+                        watch.completed(completion.id);
+                    }
+                })
                 .build()
                 .map_err(|e| PipelineError::Start(e.to_string()))?;
             // A pool that fails to start stops the workers it started; the queue is new and
@@ -462,6 +477,7 @@ impl PipelineBuilder {
             outbox: Mutex::default(),
             progress: self.progress,
             clock: timer,
+            watch,
         })
     }
 }
@@ -493,6 +509,8 @@ pub struct Pipeline {
     progress: Option<ProgressCallback>,
     /// Times each file's service (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
+    /// How the jobs its requests wait on ended, for a record that left the queue first.
+    watch: Arc<Watch>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -549,6 +567,134 @@ enum JobEnd {
     },
     /// Coalesced onto another request's job, which failed before this one ever ran.
     LeaderFailed(PipelineError),
+    /// Completed, but its record had left the queue and the cache no longer held (or never
+    /// took) its result when this request looked: nothing to read it from.
+    Lost,
+}
+
+/// What the pipeline learns of the jobs its requests wait on, by job id, for when a job's
+/// record has left the queue before its request saw it end: the queue keeps a finished job's
+/// record only until `retain_finished` (1 024) newer jobs have finished, and a dead letter
+/// until 10 000 newer ones. Only a waiting request adds an entry, before it submits (the
+/// job's id is known then, so no outcome can come before it), and it takes the entry out
+/// when it stops waiting ([`Watching`]); the workers and the queue's completion hook only
+/// fill entries in. So it holds one entry a request in flight, whatever the host runs
+/// through [`Pipeline::queue`].
+#[derive(Default)]
+struct Watch(Mutex<HashMap<JobId, Learned>>);
+
+/// What is known of one watched job.
+struct Learned {
+    /// Its memo key: jobs under one key coalesce, and a follower ends as its leader did.
+    key: CacheKey,
+    /// A worker of this pipeline started it.
+    ran: bool,
+    /// How it ended, if a worker, the completion hook or its leader's worker said so.
+    end: Option<Ended>,
+}
+
+/// How a watched job ended.
+#[derive(Clone)]
+enum Ended {
+    /// Completed: its result was stored under its key, unless the cache refused it.
+    Completed,
+    /// Its own run failed, with this message.
+    Failed(String),
+    /// The job it was coalesced onto failed, with this message, before it ran itself.
+    LeaderFailed(String),
+}
+
+impl Watch {
+    /// Watches job `id`, memoized under `key`, until the guard is dropped.
+    fn watch(&self, id: JobId, key: CacheKey) -> Watching<'_> {
+        let learned = Learned {
+            key,
+            ran: false,
+            end: None,
+        };
+        self.0.lock().insert(id, learned);
+        Watching { watch: self, id }
+    }
+
+    /// A worker started job `id`.
+    fn started(&self, id: JobId) {
+        if let Some(learned) = self.0.lock().get_mut(&id) {
+            learned.ran = true;
+        }
+    }
+
+    /// The queue reports job `id` completed (at submit, by a worker, or with its leader).
+    fn completed(&self, id: JobId) {
+        if let Some(learned) = self.0.lock().get_mut(&id) {
+            learned.end = Some(Ended::Completed);
+        }
+    }
+
+    /// A worker's run of job `id`, memoized under `key`, ended so (`Err`: with this message).
+    /// Told before the worker hands the outcome to the queue, so before the record can go;
+    /// the watched jobs under the same key that have not run are its followers, which the
+    /// queue ends with it, without a completion report for a failure.
+    fn ran(&self, id: JobId, key: Option<CacheKey>, outcome: Result<(), String>) {
+        let mut watched = self.0.lock();
+        if let Some(learned) = watched.get_mut(&id) {
+            learned.end = Some(match &outcome {
+                Ok(()) => Ended::Completed,
+                Err(message) => Ended::Failed(message.clone()),
+            });
+        }
+        let Some(key) = key else { return };
+        // A job under the key submitted after this one ended is marked too, wrongly; its
+        // own run, completion or poll tells the truth instead, and only a record of it that
+        // went before any of these is read through the mark (see `Pipeline::run_job`).
+        for (_, follower) in watched
+            .iter_mut()
+            .filter(|(other, learned)| **other != id && learned.key == key && !learned.ran)
+        {
+            follower.end = Some(match &outcome {
+                Ok(()) => Ended::Completed,
+                Err(message) => Ended::LeaderFailed(message.clone()),
+            });
+        }
+    }
+
+    /// Whether job `id` ran on this pipeline's workers, and how it ended, as far as known.
+    fn learned(&self, id: JobId) -> (bool, Option<Ended>) {
+        self.0
+            .lock()
+            .get(&id)
+            .map_or((false, None), |learned| (learned.ran, learned.end.clone()))
+    }
+}
+
+/// A job [`Watch`]ed while its request waits; dropped, it is forgotten.
+struct Watching<'a> {
+    watch: &'a Watch,
+    id: JobId,
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.watch.0.lock().remove(&self.id);
+    }
+}
+
+/// A worker's run of a job, told to the [`Watch`] when it ends, including by a panic.
+struct Run<'a> {
+    watch: &'a Watch,
+    id: JobId,
+    key: Option<CacheKey>,
+    outcome: Option<Result<(), String>>,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        // No outcome set: the run is unwinding, and the pool fails the job with the panic.
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err("the transcription panicked".to_owned()));
+        self.watch.ran(self.id, self.key, outcome);
+    }
 }
 
 /// Runs Transcription jobs on the worker threads.
@@ -564,10 +710,25 @@ struct Runner {
     progress: Option<ProgressCallback>,
     /// Times the compute (see [`crate::Clock::for_timing`]).
     clock: SharedClock,
+    /// Told of every run, for the requests waiting on them.
+    watch: Arc<Watch>,
 }
 
 impl Runner {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
+        self.watch.started(ctx.job_id());
+        let mut run = Run {
+            watch: &self.watch,
+            id: ctx.job_id(),
+            key: ctx.lease().memo_key().copied(),
+            outcome: None,
+        };
+        let result = self.transcribe(ctx);
+        run.outcome = Some(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        result
+    }
+
+    fn transcribe(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
         let request: Request = codec::decode(ctx.payload().as_bytes())
             .map_err(|e| JobError::Failed(format!("bad transcription request: {e}")))?;
         let path = path_from_bytes(request.path)
@@ -822,6 +983,14 @@ impl Pipeline {
     /// to `SUBMITS` runs in all — each redoing only the chunks that failed, since the others'
     /// results are cached. A request whose own file is gone or changed does not resubmit.
     ///
+    /// It is submitted again, too, when its job completed but both the job's record and the
+    /// transcript were gone when the request looked ([`JobEnd::Lost`]: see `run_job`): the
+    /// transcript was made, and a run to make it again redoes only the merge, its chunks
+    /// being cached (unless the cache lost them too). A cache that keeps refusing it (a
+    /// transcript over its whole budget) still serves the request through the job's record,
+    /// which a request polling at its longest pause misses only when over 1 024 other jobs
+    /// finish within that pause; at the `SUBMITS`-th loss it fails, saying so.
+    ///
     /// Returns the transcript and whether this request's own job ran the chunk processor (a
     /// job the queue answered from the cache, or coalesced onto another, did not).
     fn compute(
@@ -839,6 +1008,7 @@ impl Pipeline {
             hashed,
         })?;
         let mut leader_failed = None;
+        let mut lost = 0;
         for _ in 0..SUBMITS {
             match self.run_job(path, language, file_hash, key, request.clone())? {
                 JobEnd::Result { value: result, ran } => {
@@ -853,14 +1023,33 @@ impl Pipeline {
                     }
                     leader_failed = Some(error);
                 }
+                // Made and lost: run again (its chunks are cached, so only the merge is
+                // redone), rather than fail a request whose transcript was made.
+                JobEnd::Lost => lost += 1,
             }
         }
         Err(leader_failed.unwrap_or_else(|| PipelineError::Failed {
             path: path.to_owned(),
-            message: format!(
-                "another engine's (or byte rate's) result was stored under its transcript key \
-                 at each of {SUBMITS} submits"
-            ),
+            message: if lost == 0 {
+                format!(
+                    "another engine's (or byte rate's) result was stored under its transcript \
+                     key at each of {SUBMITS} submits"
+                )
+            } else {
+                let stale = match SUBMITS - lost {
+                    0 => String::new(),
+                    n => format!(
+                        ", and at the other {n} another engine's (or byte rate's) result was \
+                         stored under the key"
+                    ),
+                };
+                format!(
+                    "the transcript was made, but at {lost} of {SUBMITS} submits the job's \
+                     record had left the queue and the cache held no transcript under its key \
+                     (refused as too large or by admission, or evicted) when this request \
+                     looked{stale}"
+                )
+            },
         }))
     }
 
@@ -868,14 +1057,28 @@ impl Pipeline {
     /// returns how it ended.
     ///
     /// The queue keeps a finished job's record only until `retain_finished` (1 024) newer
-    /// jobs have finished, so the record can go between two polls: jobs a host runs through
-    /// [`Pipeline::queue`], or many requests at once, finish that many within a pause. Only a
-    /// finished job's record goes so (a dead letter stays until 10 000 newer ones), and a
-    /// completed job stored its result under `key`, which is then read instead, to be checked
-    /// as any answer is (see `compute`): before, the request failed with "the job
-    /// vanished from the queue" although its transcript had been made and stored. Whether the
-    /// job ran is then known only from the polls that saw it; one that ran entirely between
-    /// two of them counts as not run, which costs the host one extra "done" progress report.
+    /// jobs have finished, and a dead letter (a failed job, or a follower failed with its
+    /// leader) until 10 000 newer ones, so the record can go between two polls: jobs a host
+    /// runs through [`Pipeline::queue`], or many requests at once, finish that many within a
+    /// pause. The job is [`Watch`]ed meanwhile, and a record gone is read through what the
+    /// watch learned:
+    ///
+    /// * a value under `key` is the job's result (or a later one), checked as any answer is
+    ///   (see `compute`); whether the job ran is the watch's word, so a job that ran
+    ///   entirely between two polls does not get the "done" report of a request served
+    ///   without a run (which counted every chunk as cached);
+    /// * a job that completed, with nothing under `key` (the cache refused the transcript,
+    ///   too large or by admission, or evicted it), is [`JobEnd::Lost`] and submitted again;
+    /// * a failure is its own (the run's message), or its leader's, as if the record had
+    ///   been read;
+    /// * nothing learned means no worker of this pipeline ran it, no leader of its key ended
+    ///   and the queue reported no completion: it was cancelled ([`PipelineError::Cancelled`]).
+    ///   A host that takes a pipeline job's lease and fails it itself, or fails a host job
+    ///   this one followed, and then pushes 10 000 dead letters out before a poll, is read
+    ///   so too.
+    ///
+    /// Before, a record gone was read only through the cache: the request failed with "the
+    /// job finished and left the queue's records …" for all but a stored result.
     fn run_job(
         &self,
         path: &Path,
@@ -885,6 +1088,8 @@ impl Pipeline {
         request: Vec<u8>,
     ) -> Result<JobEnd, PipelineError> {
         let job = Job::transcription(file_hash, language, request)?.with_max_retries(0);
+        // Watched before the submit: a job the cache answers completes inside it.
+        let _watching = self.watch.watch(job.id(), *key);
         let id = self.queue.submit(job)?;
         let failed = |message: String| PipelineError::Failed {
             path: path.to_owned(),
@@ -901,18 +1106,24 @@ impl Pipeline {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
-                // A peek: this is the job's own result, not a cache hit of the request.
                 None => {
-                    return match self.cache.peek(key) {
-                        Some(value) => Ok(JobEnd::Result {
+                    let (ran, end) = self.watch.learned(id);
+                    // A peek: this is the job's own result, not a cache hit of the request.
+                    if let Some(value) = self.cache.peek(key) {
+                        return Ok(JobEnd::Result {
                             value,
-                            ran: seen_running,
+                            ran: ran || seen_running,
+                        });
+                    }
+                    return match end {
+                        Some(Ended::Completed) => Ok(JobEnd::Lost),
+                        Some(Ended::Failed(message)) => Err(failed(message)),
+                        Some(Ended::LeaderFailed(message)) => {
+                            Ok(JobEnd::LeaderFailed(failed(message)))
+                        }
+                        None => Err(PipelineError::Cancelled {
+                            path: path.to_owned(),
                         }),
-                        None => Err(failed(
-                            "the job finished and left the queue's records before this \
-                             request saw it end, and no transcript is stored under its key"
-                                .into(),
-                        )),
                     };
                 }
             }
@@ -922,6 +1133,11 @@ impl Pipeline {
                 value: result.as_bytes().clone(),
                 // A job the memo store answered, at submit or as a follower, never started.
                 ran: job.started_at().is_some(),
+            });
+        }
+        if job.status() == JobStatus::Cancelled {
+            return Err(PipelineError::Cancelled {
+                path: path.to_owned(),
             });
         }
         let error = failed(
