@@ -1404,6 +1404,21 @@ impl Room {
     }
 }
 
+/// What [`Cache::choose_for_import`] does with expired entries when not everything fits.
+pub(crate) enum Expired<'p> {
+    /// Purges them (reported as `Expired`), as an insert that must evict does: for the
+    /// import, which stores what it chose right after. A panic of the listener goes to the
+    /// given slot, for the caller to re-raise once it has restored what it chose: passed
+    /// straight up, it ended a load after the purge and before any entry was restored.
+    Purge(&'p mut FirstPanic),
+    /// Leaves them in place, counting their room as free ([`Cache::room_once_purged`]): for
+    /// a snapshot load's choice, made before its second read, which may still fail. A
+    /// failed load must leave the cache as it was; it used to purge them here, telling the
+    /// listener and counting them, and then fail. The import purges them once the read
+    /// checked out.
+    CountAsFree,
+}
+
 /// What [`Cache::import`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ImportOutcome {
@@ -1449,13 +1464,10 @@ impl Cache {
     /// and counts the others in `outcome`'s `left_out` fields. Shared with a snapshot load
     /// that decides which values to read before it reads them.
     ///
-    /// If not everything fits, expired entries are purged first (reported as `Expired`), as
-    /// an insert that must evict does: they hold budget no reader can use. Counted as
-    /// residents, a cache whose entries had all expired restored nothing and reported every
-    /// entry of the snapshot as left out for want of room. A panic of the listener during
-    /// that purge goes to `panicked`, for the caller to re-raise once it has restored what
-    /// it chose: passed straight up, it ended a load after the purge and before any entry
-    /// was restored.
+    /// If not everything fits, expired entries do not count against the room: they hold
+    /// budget no reader can use. Counted as residents, a cache whose entries had all expired
+    /// restored nothing and reported every entry of the snapshot as left out for want of
+    /// room. `expired` says whether they are purged (see [`Expired`]).
     pub(crate) fn choose_for_import<T>(
         &self,
         mut items: Vec<T>,
@@ -1463,7 +1475,7 @@ impl Cache {
         charge: impl Fn(&T) -> u64,
         held: impl Fn(&T) -> Option<u64>,
         outcome: &mut ImportOutcome,
-        panicked: &mut FirstPanic,
+        expired: Expired<'_>,
     ) -> Vec<T> {
         items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
         // If everything fits as new entries (a restart into a cache as large as the saved
@@ -1475,9 +1487,17 @@ impl Cache {
         let fits = |room: &Room| need <= room.bytes && items.len() as u64 <= room.entries;
         let mut room = self.room();
         let mut all_fit = fits(&room);
-        if !all_fit && self.inner.purge_expired_into(panicked) > 0 {
-            room = self.room();
-            all_fit = fits(&room);
+        if !all_fit {
+            let freed = match expired {
+                Expired::Purge(panicked) => {
+                    (self.inner.purge_expired_into(panicked) > 0).then(|| self.room())
+                }
+                Expired::CountAsFree => Some(self.room_once_purged()),
+            };
+            if let Some(freed) = freed {
+                room = freed;
+                all_fit = fits(&room);
+            }
         }
         let mut chosen = Vec::with_capacity(items.len());
         for item in items {
@@ -1500,6 +1520,26 @@ impl Cache {
             bytes: inner.max_bytes.saturating_sub(self.size_bytes()),
             entries: inner.max_entries.saturating_sub(self.len() as u64),
         }
+    }
+
+    /// The room [`Cache::room`] would give once the entries expired by now were purged,
+    /// purging none: each shard that may hold one is read under its read lock.
+    pub(crate) fn room_once_purged(&self) -> Room {
+        let inner = &self.inner;
+        let now = inner.clock.now().as_nanos();
+        let mut room = self.room();
+        for cell in inner.shards.iter().map(|shard| &shard.0) {
+            // As `Inner::expire_shard`: nothing in the shard can have expired by `now`.
+            if now <= cell.earliest.load(Ordering::Relaxed) {
+                continue;
+            }
+            let shard = cell.lock.read();
+            for record in shard.records_by_rank().filter(|r| r.is_expired(now)) {
+                room.bytes = room.bytes.saturating_add(record.charge());
+                room.entries = room.entries.saturating_add(1);
+            }
+        }
+        room
     }
 
     /// The charge of the entry under `key`, if there is one — expired or not, as a store over
@@ -1544,7 +1584,7 @@ impl Cache {
             |image| CacheEntry::charged_size(image.value.len()) as u64,
             |image| self.held_charge(&image.key),
             &mut outcome,
-            &mut panicked,
+            Expired::Purge(&mut panicked),
         );
         let now = now.as_nanos();
         for image in chosen.into_iter().rev() {

@@ -57,7 +57,7 @@
 //!   room) and goes on hashing the rest through a bounded buffer, keeping of each record
 //!   only what the choice needs: its rank, TTL, length and the charge its key already
 //!   holds in the cache, if any and live (40 bytes, not the 110 or so of a full head with
-//!   its key and offset; an expired entry is purged before the choice, so its key will hold
+//!   its key and offset; the choice counts an expired entry as purged, so its key will hold
 //!   nothing). With the whole file checked, it chooses from
 //!   those what the policy's ranking keeps (the same choice the insertion makes), drops
 //!   them, and reads the *same open file* again from its start, keeping only the chosen
@@ -72,9 +72,12 @@
 //!   chunk, and the blocks queued for the hash workers), not the file's size; the price is
 //!   reading and hashing the file twice when the cache is smaller than the snapshot. A pipe
 //!   (a FIFO, `/dev/stdin`) cannot be read twice: it is loaded in one pass holding every
-//!   live value, as before. On any error the cache is untouched (but for expired entries
-//!   purged before the second read, see below). The file is opened
-//!   read-only.
+//!   live value, as before. On any error the cache is untouched: its entries, its
+//!   counters and what its eviction listener hears. (The second pass's choice counts on the
+//!   room of expired entries without purging them; they are purged when the entries are
+//!   stored, after the second read checked out. Until session 29 the choice purged them,
+//!   and a load whose second read then failed had removed them and told the listener.) The
+//!   file is opened read-only.
 //! * **Except values the cache can never hold.** A value whose charge exceeds the loading
 //!   cache's whole byte budget cannot be stored however the choice goes, so its bytes cannot
 //!   change what a load restores. Where they fill whole blocks of a version-2 file, the load
@@ -144,9 +147,10 @@
 //!   fits, the most valuable entries by that ranking are kept, and they are inserted least
 //!   valuable first so that the policy's queues come back in their old order. Existing
 //!   entries are never evicted to make room: restoring into a non-empty cache adds what fits.
-//!   Expired ones are not counted as existing: when not everything fits, they are purged
-//!   before the choice (reported [`RemovalCause::Expired`](crate::RemovalCause)), as an
-//!   insert that must evict purges them. (Until session 20 they held their room, and a
+//!   Expired ones are not counted as existing: when not everything fits, the choice counts
+//!   their room as free, and storing the chosen entries purges them (reported
+//!   [`RemovalCause::Expired`](crate::RemovalCause)) if it needs that room, as an insert
+//!   that must evict purges them. (Until session 20 they held their room, and a
 //!   cache whose entries had all expired restored nothing, every entry "left out".)
 //!   An entry whose key the cache holds replaces its value, as an insert does (an update:
 //!   the old value is reported [`RemovalCause::Replaced`](crate::RemovalCause)), and needs
@@ -244,8 +248,7 @@ use bytes::Bytes;
 
 pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 
-use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage};
-use crate::callback::FirstPanic;
+use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage, Expired};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::time::Timestamp;
@@ -604,6 +607,10 @@ impl Cache {
     /// Restores the snapshot file at `path` into this cache: all of it that is live and fits,
     /// or — on any error — nothing. See [`Cache::restore_snapshot`] for what is kept.
     ///
+    /// A failed load leaves the cache as it was: no entry stored, replaced or purged, no
+    /// counter moved and nothing told to the eviction listener (expired entries are purged,
+    /// if their room is needed, only once the file has checked out).
+    ///
     /// The file is verified completely before the cache is touched and is never modified
     /// (but for values too large for this cache's whole budget, which are passed over: see
     /// the [module docs](crate::snapshot)).
@@ -628,10 +635,11 @@ impl Cache {
         let mut room = self.room();
         // Whether each key is present already, and its charge: a reload into the cache the
         // file was saved from replaces values, which needs no room beyond any growth. Not an
-        // expired entry's: the second pass's choice purges those before it counts on what
-        // keys hold, and counted as held, a purged key's entry in the file looked nearly free
-        // there, so the choice read values that did not fit together and the import, choosing
-        // again among those alone, left out entries the ranking keeps.
+        // expired entry's: the second pass's choice counts those as purged, and the import
+        // purges them if it needs their room; counted as held, a purged key's entry in the
+        // file looked nearly free there, so the choice read values that did not fit together
+        // and the import, choosing again among those alone, left out entries the ranking
+        // keeps.
         let now = self.clock().now();
         let held = |key: &CacheKey| self.live_held_charge(key, now);
         let first = decoder(path, &file, len).passing_values_over(self.largest_value());
@@ -684,16 +692,15 @@ impl Cache {
             .enumerate()
             .filter(|(_, rank)| ttl_left(rank.ttl_remaining(), elapsed).is_some())
             .collect();
-        // A panic of the listener while the choice purges expired entries is re-raised once
-        // the load has restored what it chose (or failed).
-        let mut panicked = FirstPanic::default();
+        // Expired entries are counted as purged, not purged: the second read may still fail,
+        // and a failed load changes nothing. The import purges them if it needs their room.
         let chosen = self.choose_for_import(
             live,
             |(_, r)| EntryImage::rank_of(r.main, r.freq, r.access_count),
             |(_, r)| charge_of(r.value_len),
             |(_, r)| r.held(),
             &mut Default::default(),
-            &mut panicked,
+            Expired::CountAsFree,
         );
         let mut wanted = vec![false; ranks.len()];
         for (index, _) in chosen {
@@ -702,10 +709,7 @@ impl Cache {
         // Chosen: the ranks go before the second read, whose full heads are then the only
         // per-record memory held.
         drop(ranks);
-        // The listener's panic is raised after the second read, whatever its outcome.
-        let loaded = self.reread_chosen(path, file, &first.checksum, &wanted);
-        panicked.resume();
-        loaded
+        self.reread_chosen(path, file, &first.checksum, &wanted)
     }
 
     /// The second read of [`Cache::load_snapshot`]'s second pass: re-reads the file from its

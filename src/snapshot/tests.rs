@@ -725,3 +725,107 @@ fn a_rank_is_40_bytes_and_a_record_head_about_110() {
     let head = std::mem::size_of::<format::Record>();
     assert!((100..=120).contains(&head), "{head} bytes");
 }
+
+/// A load into a live cache that needs its second pass, and whose file goes bad between the
+/// passes (truncated, a body byte flipped, rewritten as another valid snapshot, or as no
+/// snapshot), fails and leaves the cache exactly as it was: its entries, its counters and
+/// what its eviction listener heard. The second pass's choice used to purge the cache's
+/// expired entries (telling the listener and counting them) before the second read, so the
+/// failed load had already removed them.
+#[test]
+fn a_load_failing_in_its_second_read_purges_nothing() {
+    use crate::cache::RemovalCause;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saved = |marker: u8, path: &Path| {
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+        for i in 0..10 {
+            cache
+                .insert(audit_key(i), vec![marker; 1000])
+                .expect("inserts");
+        }
+        cache.save_snapshot(path).expect("saves");
+        std::fs::read(path).expect("reads")
+    };
+    let other = saved(2, &dir.path().join("other.snap"));
+    type Damage = fn(&Path, &[u8], &[u8]);
+    let damages: [(&str, Damage); 4] = [
+        ("truncated", |path, good, _| {
+            std::fs::write(path, &good[..good.len() / 2]).expect("writes")
+        }),
+        ("a body byte flipped", |path, good, _| {
+            let mut bad = good.to_vec();
+            bad[good.len() / 2] ^= 0x40;
+            std::fs::write(path, bad).expect("writes")
+        }),
+        ("another snapshot", |path, _, other| {
+            std::fs::write(path, other).expect("writes")
+        }),
+        ("no snapshot", |path, _, _| {
+            std::fs::write(path, b"GIF89a, not a snapshot").expect("writes")
+        }),
+    ];
+    for (damage, write_bad) in damages {
+        let good = saved(1, &path);
+        // Room for 4 more entries beside 3 expired and 2 live ones: the 10 of the file do not
+        // fit, so the load reads it twice, and its choice counts on the expired entries' room.
+        let clock = crate::time::ManualClock::new();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entries(9)
+            .clock(clock.clone())
+            .eviction_listener({
+                let heard = Arc::clone(&heard);
+                move |key, _, cause: RemovalCause| {
+                    heard.lock().expect("not poisoned").push((*key, cause))
+                }
+            })
+            .build()
+            .expect("builds");
+        let ttl = crate::Ttl::seconds(1).expect("positive");
+        for i in 100..103 {
+            cache
+                .insert_with_ttl(audit_key(i), "old", ttl)
+                .expect("inserts");
+        }
+        clock.advance(Duration::from_secs(2));
+        for i in 200..202 {
+            cache.insert(audit_key(i), "live").expect("inserts");
+        }
+        let before = (cache.stats(), heard.lock().expect("not poisoned").clone());
+        let values = |cache: &Cache| -> Vec<_> {
+            (0..10)
+                .chain(200..202)
+                .map(|i| cache.peek(&audit_key(i)))
+                .collect()
+        };
+        let values_before = values(&cache);
+
+        let mut second_pass = false;
+        let err = cache
+            .load_snapshot_with(&path, || {
+                write_bad(&path, &good, &other);
+                second_pass = true;
+            })
+            .expect_err("the file went bad");
+        assert!(second_pass, "{damage}: the load made a second pass");
+        let after = (cache.stats(), heard.lock().expect("not poisoned").clone());
+        assert_eq!(after, before, "{damage}: {err}");
+        assert_eq!(values(&cache), values_before, "{damage}");
+
+        // The good file loads into the same cache: the expired entries make room for it.
+        std::fs::write(&path, &good).expect("writes");
+        let report = cache.load_snapshot(&path).expect("loads");
+        assert_eq!((report.restored, report.left_out), (7, 3), "{damage}");
+        let heard = heard.lock().expect("not poisoned");
+        assert_eq!(heard.len(), 3, "{damage}");
+        assert!(
+            heard
+                .iter()
+                .all(|&(_, cause)| cause == RemovalCause::Expired)
+        );
+    }
+}
