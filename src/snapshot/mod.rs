@@ -549,7 +549,8 @@ impl Cache {
     ///
     /// On error the previous file at `path`, if any, is left intact — except for
     /// [`SnapshotError::NotDurable`], which says the new file did replace it but the
-    /// replacement may not survive a crash.
+    /// replacement may not survive a crash. The cache itself is only read, success or not:
+    /// no entry, access, counter or listener call changes.
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport, SnapshotError> {
         self.save_snapshot_with(path.as_ref(), file::sync_dir)
     }
