@@ -1533,11 +1533,9 @@ impl Cache {
             if now <= cell.earliest.load(Ordering::Relaxed) {
                 continue;
             }
-            let shard = cell.lock.read();
-            for record in shard.records_by_rank().filter(|r| r.is_expired(now)) {
-                room.bytes = room.bytes.saturating_add(record.charge());
-                room.entries = room.entries.saturating_add(1);
-            }
+            let (bytes, entries) = cell.lock.read().expired_room(now);
+            room.bytes = room.bytes.saturating_add(bytes);
+            room.entries = room.entries.saturating_add(entries);
         }
         room
     }

@@ -780,6 +780,20 @@ impl Shard {
         self.earliest.store(earliest, Ordering::Relaxed);
     }
 
+    /// The charged bytes and number of the entries [`Shard::expire`] would remove at `now`,
+    /// removing none. Reads the slab in order, not the policy's queues: a load's choice
+    /// that counts on their room asks it of every shard that may hold one.
+    pub(super) fn expired_room(&self, now: u64) -> (u64, u64) {
+        self.records
+            .slots
+            .iter()
+            .flatten()
+            .filter(|record| record.is_expired(now))
+            .fold((0, 0), |(bytes, entries), record| {
+                (bytes + record.charge(), entries + 1)
+            })
+    }
+
     /// Removes everything, and returns the slab that held it (empty slots included) for the
     /// caller to drop outside the lock.
     ///
