@@ -566,7 +566,12 @@ const MAX_TRACE_KEYS: usize = 1 << 16;
 /// `open_format` reads uncompressed) is also checked against [`expected_trace`], the formats
 /// as their documentation describes them: the same keys, and the error at the same line
 /// (text) or byte offset (binary). And it reads the same from [`TraceReader::from_reader`]
-/// delivering it a few bytes at a time: how the bytes arrive must not matter.
+/// delivering it a few bytes at a time: how the bytes arrive must not matter. And
+/// [`TraceReader::from_stream`] (what `memocache replay -` reads standard input with), fed
+/// the bytes from memory and labelled with the path, reads what the file does, the
+/// compression told or given alike. (Not a few bytes at a time: a decoder fed so may hand
+/// out text of a corrupt gzip stream before it finds the corruption that a whole buffer
+/// shows it at once, so the reads differ in which error comes first.)
 ///
 /// Memory is left to the fuzzer's limits. A zstd frame reserves the window its header
 /// declares, up to 128 MiB, when it starts (`seed-zstd-64mib-window` declares 64 MiB in 155
@@ -588,12 +593,20 @@ pub fn trace_parse(data: &[u8]) {
     let shown = path.display().to_string();
     let head = &content[..content.len().min(6)];
     let opened = opened_as(named, content);
+    let opened_read = |reader: Result<TraceReader, TraceError>| match reader {
+        Ok(reader) => drain_trace(reader),
+        Err(e) => (Vec::new(), TraceEnd::Error(e)),
+    };
+    let streamed = |format, compression| {
+        let bytes = io::Cursor::new(content.to_vec());
+        opened_read(TraceReader::from_stream(bytes, format, &path, compression))
+    };
     let open = |format, compression: Option<Compression>| {
         let reader = match compression {
             Some(compression) => TraceReader::open_as(&path, format, compression),
             None => TraceReader::open_format(&path, format),
         };
-        match reader {
+        let read = match reader {
             Ok(reader) => {
                 if compression.is_none() {
                     let decoded = match opened {
@@ -605,7 +618,13 @@ pub fn trace_parse(data: &[u8]) {
                 drain_trace(reader)
             }
             Err(e) => (Vec::new(), TraceEnd::Error(e)),
-        }
+        };
+        assert_eq!(
+            format!("{:?}", streamed(format, compression)),
+            format!("{read:?}"),
+            "{format}, {compression:?}: streamed vs opened"
+        );
+        read
     };
     for format in TraceFormat::ALL {
         let read = open(format, None);

@@ -12,7 +12,8 @@
 //! [`TraceReader`] streams one trace as an iterator of `u64` keys; [`Trace`] loads a whole one
 //! (OPT needs the future). The compression is told by the file's first bytes, then by its
 //! extension ([`TraceReader::open_format`] gives the rules and why the content comes first),
-//! or is given ([`TraceReader::open_as`]); the record format is told by the file's name
+//! or is given ([`TraceReader::open_as`]); [`TraceReader::from_stream`] does either for a stream
+//! with no file to open (standard input); the record format is told by the file's name
 //! ([`TraceFormat::detect`]) or given ([`TraceReader::open_format`], `open_as`):
 //!
 //! * [`TraceFormat::ArcLis`] — ARC `OLTP`, `P2`, `P3`, `P6` (`.lis.zst`): text

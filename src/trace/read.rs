@@ -257,28 +257,7 @@ impl TraceReader {
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let named = Compression::from_path(path);
-        TraceReader::open_with(path, format, named, |head| {
-            let found = Compression::from_magic(head);
-            if named != Compression::None && has_magic(named, head) {
-                Ok(named)
-            } else if found != Compression::None {
-                Ok(found)
-            } else if let Some(found) = unsupported_compression(head) {
-                Err(TraceError::UnsupportedCompression {
-                    path: path.to_owned(),
-                    found,
-                    head: head.to_vec(),
-                })
-            } else if named != Compression::None {
-                Err(TraceError::NotCompressed {
-                    path: path.to_owned(),
-                    compression: named,
-                    head: head.to_vec(),
-                })
-            } else {
-                Ok(Compression::None)
-            }
-        })
+        TraceReader::open_with(path, open_file(path)?, format, named, told(path, named))
     }
 
     /// Opens a trace of a known format and compression, whatever its name and content: a
@@ -291,45 +270,53 @@ impl TraceReader {
         compression: Compression,
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
-        TraceReader::open_with(path, format, compression, |head| {
-            if has_magic(compression, head) {
-                Ok(compression)
-            } else {
-                Err(TraceError::NotCompressed {
-                    path: path.to_owned(),
-                    compression,
-                    head: head.to_vec(),
-                })
-            }
-        })
+        let file = open_file(path)?;
+        TraceReader::open_with(path, file, format, compression, given(path, compression))
     }
 
-    /// Opens `path` and decodes it with the compression `choose` picks from its first bytes
-    /// (at most [`MAGIC_LEN`], fewer only in a shorter file). `named` is the compression
-    /// an error reading those bytes is reported under.
+    /// Reads a trace from a stream that may be compressed, such as standard input, which a
+    /// command cannot always open by a path (`/dev/stdin` of a socket cannot be opened, and
+    /// its errors named a path the user never gave); `label` names it in errors. With
+    /// `compression` `None`, the compression is told as [`TraceReader::open_format`] tells a
+    /// file's, `label` standing for its name; with `Some`, as [`TraceReader::open_as`] is
+    /// given it. [`TraceReader::from_reader`] reads a stream already decompressed.
+    pub fn from_stream(
+        reader: impl Read + Send + 'static,
+        format: TraceFormat,
+        label: impl Into<PathBuf>,
+        compression: Option<Compression>,
+    ) -> Result<TraceReader, TraceError> {
+        let label = label.into();
+        match compression {
+            None => {
+                let named = Compression::from_path(&label);
+                TraceReader::open_with(&label, reader, format, named, told(&label, named))
+            }
+            Some(c) => TraceReader::open_with(&label, reader, format, c, given(&label, c)),
+        }
+    }
+
+    /// Decodes `file` (read from `path`, or the stream it labels) with the compression
+    /// `choose` picks from its first bytes (at most [`MAGIC_LEN`], fewer only in a shorter
+    /// file). `named` is the compression an error reading those bytes is reported under.
     fn open_with(
         path: &Path,
+        mut file: impl Read + Send + 'static,
         format: TraceFormat,
         named: Compression,
         choose: impl FnOnce(&[u8]) -> Result<Compression, TraceError>,
     ) -> Result<TraceReader, TraceError> {
-        let open_err = |source| TraceError::Open {
-            path: path.to_owned(),
-            source,
-        };
         let read_err = |compression, source| TraceError::Read {
             path: path.to_owned(),
             compression,
             source,
         };
-        let mut file = File::open(path).map_err(open_err)?;
         // The magic number is checked up front: a decoder fed another format fails with its
         // own words ("unexpected end of file"), which do not say the file is of another kind.
         let mut head = [0u8; MAGIC_LEN];
         let head_len = read_head(&mut file, &mut head).map_err(|e| read_err(named, e))?;
         let compression = choose(&head[..head_len])?;
-        // The bytes read are put back in front of the rest: a pipe's path (`/dev/stdin`)
-        // cannot seek back.
+        // The bytes read are put back in front of the rest: a pipe cannot seek back.
         let file = BufReader::with_capacity(
             BUF_SIZE,
             io::Cursor::new(head).take(head_len as u64).chain(file),
@@ -398,9 +385,9 @@ impl TraceReader {
         self.format
     }
 
-    /// The compression being decoded: the one given to [`TraceReader::open_as`], or the one
-    /// [`TraceReader::open_format`] found; [`Compression::None`] for
-    /// [`TraceReader::from_reader`].
+    /// The compression being decoded: the one given to [`TraceReader::open_as`] (or
+    /// [`TraceReader::from_stream`]), or the one [`TraceReader::open_format`] (or
+    /// `from_stream`) found; [`Compression::None`] for [`TraceReader::from_reader`].
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -518,6 +505,63 @@ impl TraceReader {
 
 /// The longest magic number checked: xz's.
 const MAGIC_LEN: usize = 6;
+
+/// Opens the trace file at `path`.
+fn open_file(path: &Path) -> Result<File, TraceError> {
+    File::open(path).map_err(|source| TraceError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The choice of [`TraceReader::open_format`]: the compression a file's first bytes tell,
+/// that of its name (`named`) first; `path` names it in a refusal.
+fn told(
+    path: &Path,
+    named: Compression,
+) -> impl FnOnce(&[u8]) -> Result<Compression, TraceError> + '_ {
+    move |head| {
+        let found = Compression::from_magic(head);
+        if named != Compression::None && has_magic(named, head) {
+            Ok(named)
+        } else if found != Compression::None {
+            Ok(found)
+        } else if let Some(found) = unsupported_compression(head) {
+            Err(TraceError::UnsupportedCompression {
+                path: path.to_owned(),
+                found,
+                head: head.to_vec(),
+            })
+        } else if named != Compression::None {
+            Err(TraceError::NotCompressed {
+                path: path.to_owned(),
+                compression: named,
+                head: head.to_vec(),
+            })
+        } else {
+            Ok(Compression::None)
+        }
+    }
+}
+
+/// The choice of [`TraceReader::open_as`]: `compression`, if the first bytes start as its
+/// files do; `path` names the file in a refusal.
+fn given(
+    path: &Path,
+    compression: Compression,
+) -> impl FnOnce(&[u8]) -> Result<Compression, TraceError> + '_ {
+    move |head| {
+        if has_magic(compression, head) {
+            Ok(compression)
+        } else {
+            Err(TraceError::NotCompressed {
+                path: path.to_owned(),
+                compression,
+                head: head.to_vec(),
+            })
+        }
+    }
+}
 
 /// Reads up to `head.len()` bytes, fewer only at the end of the file; returns how many.
 fn read_head(file: &mut impl Read, head: &mut [u8]) -> io::Result<usize> {
