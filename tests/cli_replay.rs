@@ -423,7 +423,7 @@ fn the_help_gives_the_default_max_requests_where_memory_is_not_known() {
 }
 
 /// `key -` hashes standard input, but `replay -` was "-: cannot open trace: No such file or
-/// directory". It reads standard input, named `stdin`, with `--format`.
+/// directory". It reads standard input, named as such, with `--format`.
 #[cfg(unix)]
 #[test]
 fn a_dash_replays_standard_input() {
@@ -435,7 +435,7 @@ fn a_dash_replays_standard_input() {
     let out = stdout(&output);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        out.contains("stdin: 30 requests, 3 unique keys (lirs"),
+        out.contains("trace     standard input: 30 requests, 3 unique keys (lirs"),
         "{out}"
     );
 }
@@ -490,7 +490,7 @@ fn a_compressed_trace_is_decoded_by_its_magic_number_whatever_its_name() {
         );
         assert!(
             out.contains(&format!(
-                "stdin: 30 requests, 3 unique keys ({format}, {compression})"
+                "standard input: 30 requests, 3 unique keys ({format}, {compression})"
             )),
             "{out}"
         );
@@ -519,7 +519,7 @@ fn a_compressed_trace_is_decoded_by_its_magic_number_whatever_its_name() {
     assert_eq!(stdout(&output), "");
     let line = one_error_line(&output);
     assert!(
-        line.contains("/dev/stdin: the file is bzip2-compressed")
+        line.contains("standard input: the file is bzip2-compressed")
             && line.contains("decompress it first"),
         "{line}"
     );
@@ -570,4 +570,212 @@ fn a_trace_error_names_a_file_that_is_not_utf8_by_its_bytes() {
         assert!(line.contains(expected), "{line}");
         assert!(!line.contains('\u{fffd}'), "{line}");
     }
+}
+
+/// Runs `replay` on standard input fed from `stdin`, with `args` after `-`.
+#[cfg(unix)]
+fn replay_stdin(args: &[&str], stdin: impl Into<std::process::Stdio>) -> Output {
+    let all: Vec<&str> = ["replay", "-"].iter().chain(args).copied().collect();
+    cli_support::memocache_with(&all, |command| command.stdin(stdin))
+}
+
+/// Errors about a trace read from `-` named `/dev/stdin`, a path the user never typed: a bad
+/// line, an empty input, too many requests, standard input that is a directory. They say
+/// "standard input".
+#[cfg(unix)]
+#[test]
+fn errors_about_standard_input_say_standard_input() {
+    let (dir, bad) = temp_file("bad.trace", b"1\nx\n");
+    let (_d, loop_path) = temp_file("loop.trace", &loop_trace());
+    let file = |path: &std::path::Path| std::fs::File::open(path).expect("the input");
+    let lirs = ["--capacity", "3", "--format", "lirs"];
+    let cases: Vec<(Output, &str)> = vec![
+        (
+            replay_stdin(&lirs, file(&bad)),
+            "standard input:2: bad lirs line",
+        ),
+        (
+            replay_stdin(&lirs, std::process::Stdio::null()),
+            "standard input: the trace has no requests",
+        ),
+        (
+            replay_stdin(
+                &["--capacity", "3", "--format", "lirs", "--max-requests", "1"],
+                file(&loop_path),
+            ),
+            "standard input: the trace has more than 1 requests (--max-requests)",
+        ),
+        (
+            replay_stdin(&lirs, file(dir.path())),
+            "standard input is a directory, not a trace file",
+        ),
+    ];
+    for (output, expected) in cases {
+        assert_eq!(stdout(&output), "");
+        let line = one_error_line(&output);
+        assert!(line.contains(expected), "{line}");
+        assert!(!line.contains("/dev/stdin"), "{line}");
+    }
+}
+
+/// `replay -` opened `/dev/stdin`, which cannot be opened for a socket (a service's standard
+/// input, `socat`): "/dev/stdin: cannot open trace: No such device or address", where `key -`
+/// read it. Standard input is read as it is.
+#[cfg(unix)]
+#[test]
+fn a_socket_on_standard_input_is_replayed() {
+    use std::io::Write as _;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let writer = std::thread::spawn(move || {
+        let mut ours = ours;
+        ours.write_all(&loop_trace()).expect("write the trace");
+    });
+    let output = replay_stdin(
+        &["--capacity", "3", "--format", "lirs"],
+        std::os::fd::OwnedFd::from(theirs),
+    );
+    writer.join().expect("the writer");
+    assert!(output.status.success(), "{}", stderr(&output));
+    for policy in ["memocache", "LRU", "OPT"] {
+        assert_eq!(table_row(&stdout(&output), policy).0, "90.00");
+    }
+}
+
+/// An uncompressed binary trace whose first bytes are a compression's magic number (an i32be
+/// key 0x1f8b0800 first) was decoded as gzip, and refused as a corrupt stream, with no way
+/// to read it as it is but the library's `open_as`. `--compression none` reads it raw;
+/// `--compression gzip` (xz, zstd) refuses bytes that are not of it, saying what they are.
+#[test]
+fn compression_can_be_given() {
+    let keys: Vec<u8> = [0x1f8b_0800u32, 2, 3]
+        .repeat(10)
+        .iter()
+        .flat_map(|k| k.to_be_bytes())
+        .collect();
+    let (_dir, trace) = temp_file("keys.bin", &keys);
+    let args = |compression: &'static str| {
+        vec![
+            "replay",
+            path(&trace),
+            "--capacity",
+            "3",
+            "--format",
+            "i32be",
+            "--compression",
+            compression,
+        ]
+    };
+    fails(&args("auto"));
+    let (out, ratios) = replay_table(&args("none"));
+    assert_eq!(ratios, ["90.00", "90.00", "90.00"].map(String::from));
+    assert!(
+        out.contains("keys.bin: 30 requests, 3 unique keys (i32be, uncompressed)"),
+        "{out}"
+    );
+    // Any case, as --format.
+    replay_table(&args("NONE"));
+
+    // Given, a compression is checked against the content, which is named.
+    let (_d1, text) = temp_file("loop.trace", &loop_trace());
+    let (_, line) = fails(&[
+        "replay",
+        path(&text),
+        "--capacity",
+        "3",
+        "--compression",
+        "gzip",
+    ]);
+    assert!(
+        line.ends_with(
+            "loop.trace: the file is not gzip: it starts with the bytes 31 0a 32 0a 33 0a, not \
+             with gzip's magic number 1f 8b (--compression gzip; auto tells it from the content)"
+        ),
+        "{line}"
+    );
+    let (_d2, gz) = temp_file("loop.trace.gz", &gzip(&loop_trace()));
+    let (_, line) = fails(&[
+        "replay",
+        path(&gz),
+        "--capacity",
+        "3",
+        "--compression",
+        "xz",
+    ]);
+    assert!(line.contains("the file is not xz: it is gzip"), "{line}");
+    let (_, ratios) = replay_table(&[
+        "replay",
+        path(&gz),
+        "--capacity",
+        "3",
+        "--compression",
+        "gzip",
+    ]);
+    assert_eq!(ratios, ["90.00", "90.00", "90.00"].map(String::from));
+    // zstd given for a file named .gz: the content is what counts.
+    let (_d3, zst) = temp_file("loop.trace.gz", &zstd(&loop_trace()));
+    let (out, _) = replay_table(&[
+        "replay",
+        path(&zst),
+        "--capacity",
+        "3",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(out.contains("(lirs, zstd)"), "{out}");
+
+    for bad in ["bz2", ""] {
+        let (_, line) = fails(&["replay", path(&gz), "--capacity", "3", "--compression", bad]);
+        assert!(
+            line.contains("possible values: auto, none, gzip, xz, zstd"),
+            "{line}"
+        );
+    }
+    // The help names the option and its values.
+    let help = stdout(&memocache(&["replay", "--help"]));
+    assert!(help.contains("--compression <NAME>"), "{help}");
+    assert!(
+        help.contains("[possible values: auto, none, gzip, xz, zstd]"),
+        "{help}"
+    );
+}
+
+/// On standard input too: `--compression none` reads a gzip-looking binary trace raw, and a
+/// compression given that the bytes are not of is refused for standard input.
+#[cfg(unix)]
+#[test]
+fn compression_can_be_given_for_standard_input() {
+    let keys: Vec<u8> = [0x1f8b_0800u32, 2, 3]
+        .repeat(10)
+        .iter()
+        .flat_map(|k| k.to_be_bytes())
+        .collect();
+    let (_dir, trace) = temp_file("keys.bin", &keys);
+    let file = || std::fs::File::open(&trace).expect("the trace");
+    let args = [
+        "--capacity",
+        "3",
+        "--format",
+        "i32be",
+        "--compression",
+        "none",
+    ];
+    let output = replay_stdin(&args, file());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(table_row(&stdout(&output), "OPT").0, "90.00");
+    let args = [
+        "--capacity",
+        "3",
+        "--format",
+        "i32be",
+        "--compression",
+        "xz",
+    ];
+    let line = one_error_line(&replay_stdin(&args, file()));
+    assert!(
+        line.ends_with(
+            "standard input: the file is not xz: it is gzip (it starts with the bytes 1f 8b 08 \
+             00 00 00) (--compression xz; auto tells it from the content)"
+        ),
+        "{line}"
+    );
 }

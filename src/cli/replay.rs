@@ -61,8 +61,8 @@ use memocache::trace::{
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// The trace file; `-` reads standard input (with --format). Its compression (gzip, xz,
-    /// zstd) is told from its first bytes, else from its name (.gz, .xz, .zst); its record
-    /// format from the name, or see --format.
+    /// zstd) is told from its first bytes, else from its name (.gz, .xz, .zst), or see
+    /// --compression; its record format from the name, or see --format.
     trace: PathBuf,
     /// Cache capacity: a number of entries (5000) or a percent of the trace's unique keys
     /// (10%, 0.5%).
@@ -72,6 +72,12 @@ pub struct ReplayArgs {
     /// oracle-general or lirs.
     #[arg(long, value_name = "NAME")]
     format: Option<String>,
+    /// How the trace is compressed: auto tells it from the first bytes (magic numbers), else
+    /// from the name; none reads the bytes as they are (an uncompressed binary trace that
+    /// happens to start like a compressed file); gzip, xz or zstd refuse a trace that does
+    /// not start as one.
+    #[arg(long, value_name = "NAME", default_value = "auto", ignore_case = true)]
+    compression: CompressionArg,
     /// Also draw hit ratio against capacity for the three policies, as SVG, to this file.
     #[arg(long, value_name = "OUT.svg")]
     curve: Option<PathBuf>,
@@ -82,6 +88,30 @@ pub struct ReplayArgs {
     /// leave (in a container, the former is the host's); a refusal says which it was.
     #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
     max_requests: Option<usize>,
+}
+
+/// `--compression`: told from the trace ([`TraceReader::open_format`]'s rule), or given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CompressionArg {
+    Auto,
+    #[value(name = "none")]
+    Uncompressed,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+impl CompressionArg {
+    /// The compression given, `None` for `auto`.
+    fn given(self) -> Option<Compression> {
+        match self {
+            CompressionArg::Auto => None,
+            CompressionArg::Uncompressed => Some(Compression::None),
+            CompressionArg::Gzip => Some(Compression::Gzip),
+            CompressionArg::Xz => Some(Compression::Xz),
+            CompressionArg::Zstd => Some(Compression::Zstd),
+        }
+    }
 }
 
 /// `--max-requests`: a whole number from 1 up; one past `usize::MAX` is no limit.
@@ -317,13 +347,10 @@ fn default_max_requests(files: &MemoryFiles) -> (usize, Limit) {
 }
 
 /// Runs `memocache replay`; the error is the one line to print.
-pub fn run(mut args: ReplayArgs) -> Result<(), String> {
+pub fn run(args: ReplayArgs) -> Result<(), String> {
     // `-` is standard input, as for `memocache key`: it was "-: cannot open trace: No such
     // file or directory", while `/dev/stdin` worked.
     let stdin = args.trace.as_os_str() == "-";
-    if stdin {
-        args.trace = stdin_path()?;
-    }
     let capacity: Capacity = args.capacity.parse()?;
     let format = args
         .format
@@ -333,23 +360,37 @@ pub fn run(mut args: ReplayArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // Without `--format` it was "/dev/stdin: cannot tell the trace format from the file name
     // (expected *.lis, …)", about a name the user never gave.
-    if stdin && format.is_none() {
-        return Err(
-            "standard input has no file name to tell the trace format by: give it \
-                    with --format NAME (arc, i64be, i32be, oracle-general or lirs)"
-                .to_owned(),
-        );
-    }
+    let input = match (stdin, format) {
+        (true, Some(format)) => Input::Stdin(format),
+        (true, None) => {
+            return Err(format!(
+                "{STDIN} has no file name to tell the trace format by: give it with \
+                 --format NAME (arc, i64be, i32be, oracle-general or lirs)"
+            ));
+        }
+        (false, _) => Input::File(&args.trace),
+    };
     if let Some(out) = &args.curve {
-        check_output_folder(out, &args.trace)?;
+        // Standard input may be a file the curve must not replace, and `/dev/stdin` is that
+        // file where there is one.
+        let trace = if stdin {
+            Path::new("/dev/stdin")
+        } else {
+            &args.trace
+        };
+        check_output_folder(out, trace)?;
     }
 
-    let (trace, format, compression) = load(&args.trace, format, args.max_requests)?;
+    let given = args.compression.given();
+    let (trace, format, compression) = load(input, format, given, args.max_requests)?;
+    let name = match input {
+        Input::Stdin(_) => STDIN.to_owned(),
+        Input::File(path) => file_name(path),
+    };
     if trace.requests() == 0 {
-        return Err(format!("{}: the trace has no requests", shown(&args.trace)));
+        return Err(format!("{}: the trace has no requests", input.shown()));
     }
     let entries = capacity.resolve(trace.unique())?;
-    let name = file_name(&args.trace);
     let bar = progress(
         Some(Contender::ALL.len() as u64 * trace.requests() as u64),
         format!("replaying at {}", count_of_entries(entries)),
@@ -417,12 +458,39 @@ pub fn run(mut args: ReplayArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The path that reads standard input, read as a file is (the trace is read once).
-fn stdin_path() -> Result<PathBuf, String> {
-    if cfg!(unix) {
-        Ok(PathBuf::from("/dev/stdin"))
-    } else {
-        Err("reading a trace from standard input (`-`) needs /dev/stdin: name a file".to_owned())
+/// What errors and the table call standard input (`-`). It was read as `/dev/stdin`, and
+/// its errors named that path, which the user never typed; nor could a socket's be opened.
+const STDIN: &str = "standard input";
+
+/// Whether standard input is a directory (`< /`), which reads as the error "Is a directory".
+fn stdin_is_dir() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+        stdin
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .is_ok_and(|m| m.is_dir())
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// Where the trace is read from.
+#[derive(Clone, Copy, Debug)]
+enum Input<'a> {
+    /// `-`, of the format given (no name tells it).
+    Stdin(TraceFormat),
+    File(&'a Path),
+}
+
+impl Input<'_> {
+    /// The name errors about the trace give it: the path [`shown`], or [`STDIN`].
+    fn shown(self) -> String {
+        match self {
+            Input::Stdin(_) => STDIN.to_owned(),
+            Input::File(path) => shown(path),
+        }
     }
 }
 
@@ -592,57 +660,93 @@ fn replay_with_progress<P: Policy>(policy: &mut P, keys: &[u64], bar: &ProgressB
 }
 
 /// Reads the whole trace, with the given format or the one its name tells, up to
-/// `max_requests` (default: [`default_max_requests`]); the compression is the one its first
-/// bytes tell ([`TraceReader::open_format`]), which is also returned.
+/// `max_requests` (default: [`default_max_requests`]), decoding the `given` compression or
+/// else the one its first bytes tell ([`TraceReader::open_format`]), which is also returned.
 fn load(
-    path: &Path,
+    input: Input,
     format: Option<TraceFormat>,
+    given: Option<Compression>,
     max_requests: Option<usize>,
 ) -> Result<(Trace, TraceFormat, Compression), String> {
-    // The path is looked at before the format is told from its name: a mistyped path with no
-    // trace extension, or a directory, was "cannot tell the trace format … name the format
-    // explicitly with --format", and a directory given a format failed as "reading the
-    // uncompressed stream". A pipe or device is let through: `--format` reads those.
-    match std::fs::metadata(path) {
-        Err(e) => return Err(format!("{}: cannot open trace: {e}", shown(path))),
-        Ok(m) if m.is_dir() => {
-            return Err(format!("{} is a directory, not a trace file", shown(path)));
+    let error = |e: &TraceError| {
+        let message = match input {
+            Input::Stdin(_) => e.to_string(),
+            Input::File(path) => trace_error(path, e),
+        };
+        match (e, given) {
+            // A refusal of the compression given says where it came from.
+            (TraceError::NotCompressed { .. }, Some(given)) => {
+                format!("{message} (--compression {given}; auto tells it from the content)")
+            }
+            (TraceError::UnknownFormat { .. }, _) => format!("{message} with --format NAME"),
+            _ => message,
         }
-        Ok(_) => {}
+    };
+    let reader = match input {
+        Input::Stdin(_) if stdin_is_dir() => {
+            return Err(format!("{STDIN} is a directory, not a trace file"));
+        }
+        Input::Stdin(format) => TraceReader::from_stream(std::io::stdin(), format, STDIN, given),
+        Input::File(path) => {
+            // The path is looked at before the format is told from its name: a mistyped path
+            // with no trace extension, or a directory, was "cannot tell the trace format …
+            // name the format explicitly with --format", and a directory given a format
+            // failed as "reading the uncompressed stream". A pipe or device is let through:
+            // `--format` reads those.
+            match std::fs::metadata(path) {
+                Err(e) => return Err(format!("{}: cannot open trace: {e}", shown(path))),
+                Ok(m) if m.is_dir() => {
+                    return Err(format!("{} is a directory, not a trace file", shown(path)));
+                }
+                Ok(_) => open_file(path, format, given),
+            }
+        }
     }
-    let reader = match format {
-        Some(format) => TraceReader::open_format(path, format),
-        None => TraceReader::open(path),
-    }
-    .map_err(|e| match e {
-        TraceError::UnknownFormat { .. } => format!("{} with --format NAME", trace_error(path, &e)),
-        e => trace_error(path, &e),
-    })?;
+    .map_err(|e| error(&e))?;
     let (format, compression) = (reader.format(), reader.compression());
-    let bar = progress(None, format!("loading {}", file_name(path)));
+    let bar = progress(None, format!("loading {}", input.shown()));
     let (limit, source) = match max_requests {
         Some(limit) => (limit, Limit::Given),
         None => default_max_requests(&MemoryFiles::read()),
     };
     let read = Trace::read_at_most(reader, limit, |keys| bar.set_position(keys as u64));
     let trace = read.map_err(|e| match e {
-        TraceError::TooManyRequests { path, limit } => format!(
+        TraceError::TooManyRequests { limit, .. } => format!(
             "{}: the trace has more than {} requests{}",
-            shown(&path),
+            input.shown(),
             grouped(limit),
             source.why()
         ),
         // The count grouped, as every count this command prints.
-        TraceError::TooLarge { path, requests } => format!(
+        TraceError::TooLarge { requests, .. } => format!(
             "{}: the trace does not fit in memory: it ran out after {} requests (a replay \
              holds the whole trace)",
-            shown(&path),
+            input.shown(),
             grouped(requests)
         ),
-        e => trace_error(path, &e),
+        e => error(&e),
     })?;
     bar.finish_and_clear();
     Ok((trace, format, compression))
+}
+
+/// Opens the trace file at `path`, of the given format or the one its name tells, with the
+/// `given` compression or the one told from it.
+fn open_file(
+    path: &Path,
+    format: Option<TraceFormat>,
+    given: Option<Compression>,
+) -> Result<TraceReader, TraceError> {
+    let format = match format {
+        Some(format) => format,
+        None => TraceFormat::detect(path).ok_or_else(|| TraceError::UnknownFormat {
+            path: path.to_owned(),
+        })?,
+    };
+    match given {
+        Some(compression) => TraceReader::open_as(path, format, compression),
+        None => TraceReader::open_format(path, format),
+    }
 }
 
 /// The message of an error about the trace at `path`, the path [`shown`]: the library's
