@@ -40,6 +40,10 @@
 //!   `--max-requests`) is refused while it is read, before the system has to end the process.
 //!   The memory available is the smaller of `MemAvailable` and the least room the memory
 //!   limits of this process's cgroup and of its parents leave ([`MemoryFiles::read`]).
+//! * **`-` is standard input, read as a stream** ([`TraceReader::from_stream`]), not opened
+//!   as `/dev/stdin`: that path, which the user never typed, was in every error about it, and
+//!   a socket's cannot be opened. `--format` is then required (no name tells it); the
+//!   compression is told from the first bytes, or given with `--compression`.
 //! * **Progress** is shown on stderr only when it is a terminal, so logs and tests see
 //!   nothing but the result (or the error line).
 
