@@ -184,6 +184,15 @@ fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// A loop over 3 keys, 30 requests: every policy with 3 slots hits all but the first 3.
+/// Ten loops of the keys `first`, 2, 3 as a big-endian `i32` trace.
+fn i32be_loop(first: u32) -> Vec<u8> {
+    [first, 2, 3]
+        .repeat(10)
+        .iter()
+        .flat_map(|k| k.to_be_bytes())
+        .collect()
+}
+
 fn loop_trace() -> Vec<u8> {
     "1\n2\n3\n".repeat(10).into_bytes()
 }
@@ -467,11 +476,7 @@ fn a_dash_without_a_format_is_asked_for_one() {
 #[cfg(unix)]
 #[test]
 fn a_compressed_trace_is_decoded_by_its_magic_number_whatever_its_name() {
-    let loop_i32be: Vec<u8> = [1u32, 2, 3]
-        .repeat(10)
-        .iter()
-        .flat_map(|k| k.to_be_bytes())
-        .collect();
+    let loop_i32be = i32be_loop(1);
     for (format, bytes, compression) in [
         ("lirs", gzip(&loop_trace()), "gzip"),
         ("lirs", XZ_LOOP.to_vec(), "xz"),
@@ -647,11 +652,7 @@ fn a_socket_on_standard_input_is_replayed() {
 /// `--compression gzip` (xz, zstd) refuses bytes that are not of it, saying what they are.
 #[test]
 fn compression_can_be_given() {
-    let keys: Vec<u8> = [0x1f8b_0800u32, 2, 3]
-        .repeat(10)
-        .iter()
-        .flat_map(|k| k.to_be_bytes())
-        .collect();
+    let keys = i32be_loop(0x1f8b_0800);
     let (_dir, trace) = temp_file("keys.bin", &keys);
     let args = |compression: &'static str| {
         vec![
@@ -744,11 +745,7 @@ fn compression_can_be_given() {
 #[cfg(unix)]
 #[test]
 fn compression_can_be_given_for_standard_input() {
-    let keys: Vec<u8> = [0x1f8b_0800u32, 2, 3]
-        .repeat(10)
-        .iter()
-        .flat_map(|k| k.to_be_bytes())
-        .collect();
+    let keys = i32be_loop(0x1f8b_0800);
     let (_dir, trace) = temp_file("keys.bin", &keys);
     let file = || std::fs::File::open(&trace).expect("the trace");
     let args = [
