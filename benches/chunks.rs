@@ -28,6 +28,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions};
 use memocache::{Cache, CacheKey, ConcurrencyLimit, RetryConfig};
 
+#[path = "../tests/noise_support/mod.rs"]
+mod noise_support;
+
 const MIB: usize = 1024 * 1024;
 
 /// A stand-in for a model: `rounds` passes of an integer mix over the chunk's words.
@@ -46,16 +49,9 @@ fn crunch(chunk: &AudioChunk, rounds: u32) -> Result<ChunkResult, String> {
     Ok(ChunkResult::from_text(format!("{acc:016x}")))
 }
 
+/// The bench's input: the tests' noise (the state is odd, so `noise` keeps it as it is).
 fn input(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise_support::noise(len, 0x2545_f491_4f6c_dd1d)
 }
 
 fn processor(cache: &Cache, plan: ChunkPlan, concurrency: usize) -> ChunkedProcessor {

@@ -411,6 +411,21 @@ fn a_channel_named_twice_is_notified_once() {
 /// Counts calls and panics in every one: a host's notifier with a bug.
 struct Panicking(Arc<AtomicUsize>);
 
+/// The rule "first": `queue_depth` above 100, telling the channels "buggy" (a [`Panicking`]
+/// one) and "pager".
+fn paging_through_a_panicking_channel() -> AlertRule {
+    AlertRule::new(
+        "first",
+        "queue_depth",
+        Threshold::greater_than(100.0).unwrap(),
+        Severity::Critical,
+        60 * SECOND,
+    )
+    .with_aggregation(Aggregation::Last)
+    .with_channel("buggy")
+    .with_channel("pager")
+}
+
 impl Notifier for Panicking {
     fn notify(&self, _: &Notification) -> Result<(), NotifyError> {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -432,18 +447,7 @@ fn a_panicking_notifier_neither_silences_the_other_channels_nor_skips_rules() {
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
     let first = t
         .alerts
-        .add_rule(
-            AlertRule::new(
-                "first",
-                "queue_depth",
-                Threshold::greater_than(100.0).unwrap(),
-                Severity::Critical,
-                60 * SECOND,
-            )
-            .with_aggregation(Aggregation::Last)
-            .with_channel("buggy")
-            .with_channel("pager"),
-        )
+        .add_rule(paging_through_a_panicking_channel())
         .unwrap();
     // Channels "pager", then "buggy".
     let second = t
@@ -1398,16 +1402,7 @@ fn a_panicking_notifier_on_removal_silences_no_channel_and_leaves_the_rule_remov
     t.alerts
         .add_channel("buggy", Arc::new(Panicking(calls.clone())));
     let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let rule = AlertRule::new(
-        "first",
-        "queue_depth",
-        Threshold::greater_than(100.0).unwrap(),
-        Severity::Critical,
-        60 * SECOND,
-    )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("buggy")
-    .with_channel("pager");
+    let rule = paging_through_a_panicking_channel();
     let id = t.alerts.add_rule(rule).unwrap();
     let other = t.alerts.add_rule(depth_rule()).unwrap();
     depth.set(500.0);

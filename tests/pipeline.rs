@@ -1179,14 +1179,7 @@ fn a_request_whose_finished_job_left_the_queue_still_gets_its_transcript() {
             let worker = memocache::WorkerId::new("host");
             let mut finished = 0u64;
             while !done.load(Ordering::Relaxed) {
-                let job = memocache::Job::new(memocache::JobType::Indexing, &b""[..]);
-                queue.submit(job).expect("room");
-                let lease = queue
-                    .try_next_for(&worker, &[memocache::JobType::Indexing])
-                    .expect("the host's own job");
-                queue
-                    .complete(&lease, memocache::JobResult::default())
-                    .expect("current");
+                finish_host_job(&queue, &worker);
                 finished += 1;
             }
             finished
@@ -1366,15 +1359,20 @@ impl Transcriber for Held {
 fn push_records_out(queue: &memocache::JobQueue) {
     let worker = memocache::WorkerId::new("host");
     for _ in 0..1100 {
-        let job = memocache::Job::new(memocache::JobType::Indexing, &b""[..]);
-        queue.submit(job).expect("room");
-        let lease = queue
-            .try_next_for(&worker, &[memocache::JobType::Indexing])
-            .expect("the host's own job");
-        queue
-            .complete(&lease, memocache::JobResult::default())
-            .expect("current");
+        finish_host_job(queue, &worker);
     }
+}
+
+/// Submits, takes and completes one Indexing job of the host's own on the pipeline's queue.
+fn finish_host_job(queue: &memocache::JobQueue, worker: &memocache::WorkerId) {
+    let job = memocache::Job::new(memocache::JobType::Indexing, &b""[..]);
+    queue.submit(job).expect("room");
+    let lease = queue
+        .try_next_for(worker, &[memocache::JobType::Indexing])
+        .expect("the host's own job");
+    queue
+        .complete(&lease, memocache::JobResult::default())
+        .expect("current");
 }
 
 /// A pipeline of [`Held`] with one worker, reporting progress to `reports`.

@@ -433,6 +433,19 @@ fn a_snapshot_refused_late_interns_none_of_its_prefixes() {
     }
 }
 
+/// Saves ten entries of 1,000 bytes of `marker` to `path` (a snapshot that needs a second
+/// pass to load into a cache of a few entries), and returns the file's bytes.
+fn save_ten(marker: u8, path: &Path) -> Vec<u8> {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..10 {
+        cache
+            .insert(audit_key(i), vec![marker; 1000])
+            .expect("inserts");
+    }
+    cache.save_snapshot(path).expect("saves");
+    std::fs::read(path).expect("reads")
+}
+
 /// A load that needs a second pass (not everything fits) and finds the file rewritten in
 /// place between the passes — a different, itself valid snapshot — refuses it and leaves the
 /// cache untouched. A file *replaced* by a rename in between is another file: the load goes
@@ -441,18 +454,9 @@ fn a_snapshot_refused_late_interns_none_of_its_prefixes() {
 fn a_snapshot_changed_between_the_two_passes_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
-    let saved = |marker: u8, path: &Path| {
-        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-        for i in 0..10 {
-            cache
-                .insert(audit_key(i), vec![marker; 1000])
-                .expect("inserts");
-        }
-        cache.save_snapshot(path).expect("saves");
-    };
-    saved(1, &path);
+    save_ten(1, &path);
     let other = dir.path().join("other.snap");
-    saved(2, &other);
+    save_ten(2, &other);
     let small = || {
         let cache = Cache::builder()
             .max_bytes(1 << 20)
@@ -487,7 +491,7 @@ fn a_snapshot_changed_between_the_two_passes_is_refused() {
     assert_eq!(cache.len(), 1, "the cache is untouched");
 
     // Replaced by a rename: the open file is still the one of the first pass.
-    saved(1, &path);
+    save_ten(1, &path);
     let cache = small();
     let report = cache
         .load_snapshot_with(&path, || {
@@ -739,17 +743,7 @@ fn a_load_failing_in_its_second_read_purges_nothing() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
-    let saved = |marker: u8, path: &Path| {
-        let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-        for i in 0..10 {
-            cache
-                .insert(audit_key(i), vec![marker; 1000])
-                .expect("inserts");
-        }
-        cache.save_snapshot(path).expect("saves");
-        std::fs::read(path).expect("reads")
-    };
-    let other = saved(2, &dir.path().join("other.snap"));
+    let other = save_ten(2, &dir.path().join("other.snap"));
     type Damage = fn(&Path, &[u8], &[u8]);
     let damages: [(&str, Damage); 4] = [
         ("truncated", |path, good, _| {
@@ -768,7 +762,7 @@ fn a_load_failing_in_its_second_read_purges_nothing() {
         }),
     ];
     for (damage, write_bad) in damages {
-        let good = saved(1, &path);
+        let good = save_ten(1, &path);
         // Room for 4 more entries beside 3 expired and 2 live ones: the 10 of the file do not
         // fit, so the load reads it twice, and its choice counts on the expired entries' room.
         let clock = crate::time::ManualClock::new();
