@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memocache::metrics::{AlertState, AlertTransition, Notification, NotifyError};
+use memocache::metrics::{AlertRuleId, AlertState, AlertTransition, Notification, NotifyError};
 use memocache::{
     Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricError,
     MetricsRegistry, Notifier, Percentile, Severity, Threshold, Timestamp,
@@ -221,8 +221,11 @@ fn no_data_is_false_not_zero() {
     t.clock.advance(SECOND);
     ratio.set(0.4);
     assert_eq!(t.alerts.evaluate()[0].value, Some(0.30000000000000004));
-    // The values age out of the window: no data, which resolves the alert.
+    // The values age out of the window, but the gauge has stood at 0.4 throughout: firing
+    // still. NaN is no data, which resolves the alert.
     t.clock.advance(61 * SECOND);
+    assert!(t.alerts.evaluate().is_empty());
+    ratio.set(f64::NAN);
     let resolved = t.alerts.evaluate();
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     assert_eq!(resolved[0].value, None);
@@ -285,16 +288,18 @@ fn counters_use_their_total() {
     .with_aggregation(Aggregation::Last)
     .with_channel("pager");
     t.alerts.add_rule(rule.clone()).unwrap();
-    // A windowed aggregation of a counter has no data (counters keep no history).
-    t.alerts
-        .add_rule(AlertRule::new(
-            "avg",
-            "dead_letters_total",
-            rule.threshold(),
-            Severity::Info,
-            SECOND,
-        ))
-        .unwrap();
+    // A windowed aggregation of a counter is refused (counters keep no history).
+    let average = AlertRule::new(
+        "avg",
+        "dead_letters_total",
+        rule.threshold(),
+        Severity::Info,
+        SECOND,
+    );
+    assert!(matches!(
+        t.alerts.add_rule(average),
+        Err(MetricError::NoHistory { .. })
+    ));
     assert!(t.alerts.evaluate().is_empty());
     dead.inc();
     let fired = t.alerts.evaluate();
@@ -1423,4 +1428,213 @@ fn a_panicking_notifier_on_removal_silences_no_channel_and_leaves_the_rule_remov
         t.alerts.state(other),
         Some(AlertState::Firing { .. })
     ));
+}
+
+fn rule_on(metric: &str, aggregation: Aggregation, window: Duration) -> AlertRule {
+    let above = Threshold::greater_than(2.0).unwrap();
+    AlertRule::new("over two", metric, above, Severity::Warning, window)
+        .with_aggregation(aggregation)
+        .with_channel("pager")
+}
+
+/// Bug: a histogram `h` is exposed with `h_sum` and `h_count` series, and a rule written as
+/// against that exposition (`latency_seconds_count > 2`, as in Prometheus) was taken and never
+/// fired: nothing is registered under `h_count`, so the rule read no data. It reads the
+/// histogram's count and sum, per series, whether the histogram was registered before the
+/// rule or after.
+#[test]
+fn a_rule_on_a_histograms_count_or_sum_reads_its_totals() {
+    let mut t = setup();
+    let count = t
+        .alerts
+        .add_rule(rule_on("latency_seconds_count", Aggregation::Last, SECOND))
+        .unwrap();
+    let latency = t
+        .registry
+        .histogram("latency_seconds", "", &[("queue", "audio")])
+        .unwrap();
+    let sum = t
+        .alerts
+        .add_rule(rule_on("latency_seconds_sum", Aggregation::Last, SECOND))
+        .unwrap();
+    for seconds in [0.5, 1.0, 1.5] {
+        latency.observe(seconds).unwrap();
+    }
+    t.clock.advance(3600 * SECOND); // the totals outlive the retention, as rendered
+    let fired = t.alerts.evaluate();
+    let heard: Vec<_> = fired.iter().map(|n| (n.rule_id, n.value)).collect();
+    assert_eq!(heard, [(count, Some(3.0)), (sum, Some(3.0))]);
+    assert_eq!(fired[0].labels, tags(&[("queue", "audio")]));
+    assert_eq!(fired[0].metric_name, "latency_seconds_count");
+    let text = t.registry.render_prometheus();
+    assert!(
+        text.contains("latency_seconds_count{queue=\"audio\"} 3\n"),
+        "{text}"
+    );
+    assert_eq!(
+        t.registry.aggregate(
+            "latency_seconds_sum",
+            &tags(&[("queue", "audio")]),
+            Aggregation::Last,
+            SECOND
+        ),
+        Some(3.0)
+    );
+}
+
+/// Bug: an average or a percentile of a counter (`Aggregation::Average` is a rule's default),
+/// or of a histogram's `_sum` or `_count`, was taken and never fired: a running total keeps
+/// no history, so its window never holds a value. `add_rule` refuses it, naming the rule, the
+/// metric and the aggregation, and adds nothing; `Last` is taken.
+#[test]
+fn a_windowed_aggregation_of_a_running_total_is_refused() {
+    let mut t = setup();
+    t.registry.counter("jobs_total", "", &[]).unwrap().inc_by(5);
+    t.registry.histogram("latency_seconds", "", &[]).unwrap();
+    let p99 = Aggregation::Percentile(Percentile::p99());
+    for metric in ["jobs_total", "latency_seconds_count", "latency_seconds_sum"] {
+        for aggregation in [Aggregation::Average, p99] {
+            let err = t
+                .alerts
+                .add_rule(rule_on(metric, aggregation, 60 * SECOND))
+                .unwrap_err();
+            assert_eq!(
+                err,
+                MetricError::NoHistory {
+                    rule: "over two".into(),
+                    metric: metric.into(),
+                    aggregation,
+                }
+            );
+            let message = err.to_string();
+            for part in [
+                "`over two`",
+                &format!("`{metric}`"),
+                &aggregation.to_string(),
+            ] {
+                assert!(message.contains(part), "{part} not in {message}");
+            }
+        }
+    }
+    assert_eq!(t.alerts.rules().count(), 0);
+    t.alerts
+        .add_rule(rule_on("jobs_total", Aggregation::Last, 60 * SECOND))
+        .unwrap();
+    assert_eq!(t.alerts.evaluate().len(), 1);
+}
+
+/// Bug: a rule on a histogram over a window of zero (or in a registry that keeps nothing)
+/// never fired: no observation is ever in a window `(now − 0, now]`. It is refused; a gauge's
+/// zero window is its current value, and a counter's `Last` reads no window, so those are
+/// taken and fire.
+#[test]
+fn a_histogram_read_over_a_zero_window_is_refused() {
+    let mut t = setup();
+    t.registry
+        .histogram("latency_seconds", "", &[])
+        .unwrap()
+        .observe(5.0)
+        .unwrap();
+    for aggregation in [Aggregation::Last, Aggregation::Average] {
+        let err = t
+            .alerts
+            .add_rule(rule_on("latency_seconds", aggregation, Duration::ZERO))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MetricError::EmptyWindow {
+                rule: "over two".into(),
+                metric: "latency_seconds".into(),
+                window: Duration::ZERO,
+                retention: 600 * SECOND,
+            }
+        );
+    }
+    t.registry.gauge("depth", "", &[]).unwrap().set(5.0);
+    t.registry.counter("jobs_total", "", &[]).unwrap().inc_by(5);
+    for (metric, aggregation) in [
+        ("depth", Aggregation::Average),
+        ("depth", Aggregation::Last),
+        ("jobs_total", Aggregation::Last),
+    ] {
+        t.alerts
+            .add_rule(rule_on(metric, aggregation, Duration::ZERO))
+            .unwrap();
+    }
+    assert_eq!(t.alerts.evaluate().len(), 3);
+
+    let keeps_nothing = MetricsRegistry::with_clock(Arc::new(t.clock.clone()), Duration::ZERO);
+    keeps_nothing.histogram("latency_seconds", "", &[]).unwrap();
+    let err = AlertEvaluator::new(keeps_nothing)
+        .add_rule(rule_on("latency_seconds", Aggregation::Last, 60 * SECOND))
+        .unwrap_err();
+    assert!(matches!(err, MetricError::EmptyWindow { .. }), "{err}");
+}
+
+/// A rule may name a metric before it is registered; one registered later as something the
+/// rule cannot read (here the default `Average` of a counter) left the rule silently never
+/// firing. Each evaluation checks: `rule_health` gives the error (as Prometheus gives a rule's
+/// health) and the log says so once, not at every evaluation.
+#[test]
+fn a_rule_whose_metric_is_registered_later_as_unreadable_reports_it() {
+    let events = Events::default();
+    let mut t = setup();
+    let above = Threshold::greater_than(2.0).unwrap();
+    let average = AlertRule::new("busy", "jobs_total", above, Severity::Warning, 60 * SECOND);
+    let id = t.alerts.add_rule(average).unwrap();
+    assert_eq!(t.alerts.rule_health(id), Some(Ok(())));
+    assert!(t.alerts.evaluate().is_empty());
+    assert_eq!(t.alerts.rule_health(id), Some(Ok(())));
+    t.registry.counter("jobs_total", "", &[]).unwrap().inc_by(5);
+    tracing::subscriber::with_default(events.clone(), || {
+        for _ in 0..3 {
+            assert!(t.alerts.evaluate().is_empty());
+        }
+    });
+    let expected = MetricError::NoHistory {
+        rule: "busy".into(),
+        metric: "jobs_total".into(),
+        aggregation: Aggregation::Average,
+    };
+    assert_eq!(t.alerts.rule_health(id), Some(Err(&expected)));
+    let logged = events.0.lock().unwrap().clone();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].0, tracing::Level::WARN);
+    assert!(
+        logged[0].1.contains("rule=busy") && logged[0].1.contains("keeps no history"),
+        "{logged:?}"
+    );
+    assert_eq!(t.alerts.rule_health(AlertRuleId::generate()), None);
+}
+
+/// Bug: a gauge's windowed aggregations read only the values it was set to within the window,
+/// so a gauge set when it changes (a queue stuck at 500) had "no data" once its last change
+/// left the window: an "average above 100" rule added later never fired, and a firing one
+/// resolved one window after the last change, though the gauge still read 500. A window the
+/// gauge was not set in holds the value it kept throughout.
+#[test]
+fn a_gauge_set_only_when_it_changes_keeps_its_window_rule_firing() {
+    let mut t = setup();
+    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let average = depth_rule().with_aggregation(Aggregation::Average);
+    let id = t.alerts.add_rule(average.clone()).unwrap();
+    depth.set(500.0);
+    assert_eq!(t.alerts.evaluate().len(), 1);
+    for _ in 0..5 {
+        t.clock.advance(60 * SECOND);
+        assert_eq!(t.alerts.evaluate(), [], "resolved while the gauge read 500");
+    }
+    assert!(matches!(
+        t.alerts.state(id),
+        Some(AlertState::Firing { .. })
+    ));
+    let p50 = Aggregation::Percentile(Percentile::p50());
+    t.alerts.add_rule(average.with_aggregation(p50)).unwrap();
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, Some(500.0));
+    // Set within the window, the values set are what counts.
+    depth.set(20.0);
+    assert_eq!(t.alerts.evaluate().len(), 2);
+    assert_eq!(t.pager.notifications().len(), 4);
 }

@@ -1148,6 +1148,41 @@ fn a_pipeline_refuses_a_rule_on_an_invalid_name() {
         .expect("the registry was left as it was");
 }
 
+/// Bug: a pipeline's rules are added before its metrics are registered, so a rule averaging
+/// one of its counters (`Average` is a rule's default) was built, and never fired: a counter
+/// keeps no history. The build checks the rules against the metrics it registers, refuses
+/// it, naming the rule and the metric, and leaves the registry as it was; the same rule on
+/// the total (`Last`), or on the latency summary's `_count`, is built.
+#[test]
+fn a_pipeline_refuses_a_rule_averaging_one_of_its_counters() {
+    use memocache::{Aggregation, AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+
+    let registry = MetricsRegistry::new();
+    let rule = |metric: &str| {
+        let above = Threshold::greater_than(100.0).expect("finite");
+        let hour = Duration::from_secs(3600);
+        AlertRule::new("busy", metric, above, Severity::Warning, hour)
+    };
+    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .alert_rule(rule("memocache_cache_hits_total"))
+        .build();
+    match built {
+        Err(PipelineError::Metrics(MetricError::NoHistory { rule, metric, .. })) => {
+            assert_eq!((&*rule, &*metric), ("busy", "memocache_cache_hits_total"));
+        }
+        other => panic!("a rule averaging a counter was taken: {other:?}"),
+    }
+    assert_eq!(registry.render_prometheus(), "");
+    let last = |metric| rule(metric).with_aggregation(Aggregation::Last);
+    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry)
+        .alert_rule(last("memocache_cache_hits_total"))
+        .alert_rule(last("memocache_transcription_duration_seconds_count"))
+        .build()
+        .expect("the registry was left as it was");
+}
+
 /// Takes 100 ms a chunk, so that a request waiting for its job polls at its longest pause.
 struct Slow;
 

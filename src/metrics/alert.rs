@@ -12,6 +12,16 @@
 //! is watched from then on. [`AlertEvaluator::series_states`] gives each series' state and
 //! [`AlertEvaluator::state`] the rule's, the most advanced of them.
 //!
+//! A rule names a metric as the exposition shows it: for a histogram `h` (rendered as a
+//! summary), `h` reads its observations and `h_sum` and `h_count` its running sum and count,
+//! so `h_count > 100` fires as it would in Prometheus (it used to read nothing, and never
+//! fire). A rule that could never read a value of its metric is refused, if the metric is
+//! registered when the rule is added ([`AlertEvaluator::add_rule`]), and reported if it is
+//! registered later ([`AlertEvaluator::rule_health`], and a warning in the log): an average
+//! or a percentile of a running total (a counter, `h_sum`, `h_count`), which keeps no
+//! history, or a histogram read over a window of zero. Taken, such rules never fired and
+//! said nothing.
+//!
 //! # States, as Prometheus has them
 //!
 //! Each series a rule watches is in one [`AlertState`]. On every
@@ -32,10 +42,11 @@
 //! on every evaluation, and a value hovering around the threshold does not resolve and re-fire
 //! repeatedly because resolution waits for `keep_firing_for` of continuous "false". With both
 //! durations zero a rule fires on the first evaluation that sees the condition and resolves on
-//! the first that does not. "No data" (a missing metric, an empty window, a NaN: see
-//! [`MetricsRegistry::aggregate`]) counts as false, as in Prometheus, rather than as the `0.0`
-//! the seed returned for an empty window, which would trigger every `LessThan` rule on a quiet
-//! system.
+//! the first that does not. "No data" (a missing metric, a histogram's empty window, a gauge
+//! never set, a NaN: see [`MetricsRegistry::aggregate`]) counts as false, as in Prometheus,
+//! rather than as the `0.0` the seed returned for an empty window, which would trigger every
+//! `LessThan` rule on a quiet system. A gauge's window it was not set in is not empty: it
+//! holds the value the gauge kept throughout.
 //!
 //! Removing a rule ([`AlertEvaluator::remove_rule`]) ends its alerts at once: each firing
 //! series resolves, with its notification, and a pending one goes silently. Removed silently, a
@@ -69,8 +80,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::registry::{validate_label_name, validate_metric_name};
-use super::{MetricError, MetricsRegistry, Percentile, Severity, Tags, Threshold};
+use super::registry::{Source, validate_label_name, validate_metric_name};
+use super::{MetricError, MetricType, MetricsRegistry, Percentile, Severity, Tags, Threshold};
 use crate::callback::FirstPanic;
 use crate::time::Timestamp;
 
@@ -96,15 +107,18 @@ impl fmt::Display for AlertRuleId {
     }
 }
 
-/// How a rule reduces its metric's window to one number.
+/// How a rule reduces its metric's window to one number (in detail:
+/// [`MetricsRegistry::aggregate`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Aggregation {
     /// The latest value (a counter's total, a gauge's current value, a histogram's newest
-    /// observation in the window).
+    /// observation in the window, the running total of a histogram's `_sum` or `_count`).
     Last,
-    /// The mean of the values in the window.
+    /// The mean of the values in the window (a gauge's window it was not set in holds its
+    /// current value). Not for a counter or a histogram's `_sum` or `_count`, which keep no
+    /// history: [`AlertEvaluator::add_rule`] refuses such a rule.
     Average,
-    /// A percentile of the values in the window.
+    /// A percentile of the values in the window; as [`Aggregation::Average`].
     Percentile(Percentile),
 }
 
@@ -464,10 +478,20 @@ impl Notifier for MemoryNotifier {
 /// spawns nothing itself.
 pub struct AlertEvaluator {
     registry: MetricsRegistry,
-    /// Each rule with the states of its series that are not inactive: a series the rule
-    /// selects and that has no entry here is inactive.
-    rules: Vec<(AlertRule, BTreeMap<Tags, AlertState>)>,
+    /// The rules, in the order they were added.
+    rules: Vec<Watched>,
     channels: HashMap<String, Arc<dyn Notifier>>,
+}
+
+/// A rule and what the evaluator knows of it.
+#[derive(Debug)]
+struct Watched {
+    rule: AlertRule,
+    /// The states of its series that are not inactive: a series the rule selects and that
+    /// has no entry here is inactive.
+    states: BTreeMap<Tags, AlertState>,
+    /// Why the last evaluation could not evaluate the rule ([`AlertEvaluator::rule_health`]).
+    error: Option<MetricError>,
 }
 
 impl fmt::Debug for AlertEvaluator {
@@ -509,13 +533,25 @@ impl AlertEvaluator {
     /// registered on first use, and the rule watches the metric's series once they appear.
     /// [`MetricError::DuplicateLabel`], naming the label, for a rule given two values of one
     /// label ([`AlertRule::with_label`]), as the registry refuses a label given twice.
+    /// And, for a rule on a metric already registered, where the rule could never read a
+    /// value of it: [`MetricError::NoHistory`] for an [`Aggregation::Average`] or
+    /// [`Aggregation::Percentile`] (the default is `Average`) of a counter or of a
+    /// histogram's `_sum` or `_count`, running totals that keep no history, and
+    /// [`MetricError::EmptyWindow`] for a histogram read over a window that, cut to the
+    /// registry's retention, is zero. A rule on a name registered later is checked at each
+    /// evaluation instead: see [`rule_health`](Self::rule_health).
+    ///
+    /// A rule on `h_sum` or `h_count`, for a histogram `h`, reads the histogram's running
+    /// sum or count (see [`MetricsRegistry::aggregate`]), as a rule on the series of those
+    /// names in the exposition would in Prometheus.
     ///
     /// ```
-    /// use memocache::{AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
+    /// use memocache::{Aggregation, AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
     /// use memocache::{Severity, Threshold};
     /// use std::time::Duration;
     ///
-    /// let mut alerts = AlertEvaluator::new(MetricsRegistry::new());
+    /// let registry = MetricsRegistry::new();
+    /// let mut alerts = AlertEvaluator::new(registry.clone());
     /// let rule = |metric: &str| {
     ///     let above = Threshold::greater_than(100.0)?;
     ///     let minute = Duration::from_secs(60);
@@ -533,6 +569,10 @@ impl AlertEvaluator {
     /// // Not registered yet, but valid: accepted.
     /// alerts.add_rule(rule("queue_depth")?)?;
     /// assert_eq!(alerts.rules().count(), 1);
+    /// // A counter has a total, not a window of values to average.
+    /// registry.counter("jobs_total", "Jobs run.", &[])?;
+    /// assert!(matches!(alerts.add_rule(rule("jobs_total")?), Err(MetricError::NoHistory { .. })));
+    /// alerts.add_rule(rule("jobs_total")?.with_aggregation(Aggregation::Last))?;
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn add_rule(&mut self, mut rule: AlertRule) -> Result<AlertRuleId, MetricError> {
@@ -543,11 +583,17 @@ impl AlertEvaluator {
         if let Some(name) = &rule.conflicting_label {
             return Err(MetricError::DuplicateLabel(name.clone()));
         }
+        let source = self.registry.source(rule.metric_name());
+        check_source(&rule, source, self.registry.retention())?;
         while self.rule(rule.id()).is_some() {
             rule.id = AlertRuleId::generate();
         }
         let id = rule.id();
-        self.rules.push((rule, BTreeMap::new()));
+        self.rules.push(Watched {
+            rule,
+            states: BTreeMap::new(),
+            error: None,
+        });
         Ok(id)
     }
 
@@ -586,8 +632,8 @@ impl AlertEvaluator {
     /// `evaluate` without it: removes the rule and returns it with a resolved notification for
     /// each of its firing series, for a holder behind a lock to send once it is released.
     fn withdraw(&mut self, id: AlertRuleId) -> Option<(AlertRule, Vec<Delivery>)> {
-        let index = self.rules.iter().position(|(r, _)| r.id() == id)?;
-        let (rule, states) = self.rules.remove(index);
+        let index = self.rules.iter().position(|w| w.rule.id() == id)?;
+        let Watched { rule, states, .. } = self.rules.remove(index);
         let now = self.registry.clock().now();
         let deliveries = states
             .into_iter()
@@ -595,7 +641,7 @@ impl AlertEvaluator {
                 AlertState::Firing { active_since, .. } => {
                     let resolved = (AlertTransition::Resolved, active_since);
                     let notification = notification(&rule, labels, resolved, None, now);
-                    Some(Delivery::new(notification, &rule, &self.channels))
+                    Some(Delivery::notify(notification, &rule, &self.channels))
                 }
                 AlertState::Inactive | AlertState::Pending { .. } => None,
             })
@@ -605,23 +651,25 @@ impl AlertEvaluator {
 
     /// The rule with this id.
     pub fn rule(&self, id: AlertRuleId) -> Option<&AlertRule> {
-        self.rules
-            .iter()
-            .find(|(r, _)| r.id() == id)
-            .map(|(r, _)| r)
+        self.watched(id).map(|w| &w.rule)
+    }
+
+    /// The rule with this id and what is known of it.
+    fn watched(&self, id: AlertRuleId) -> Option<&Watched> {
+        self.rules.iter().find(|w| w.rule.id() == id)
     }
 
     /// The rules, in the order they were added.
     pub fn rules(&self) -> impl Iterator<Item = &AlertRule> {
-        self.rules.iter().map(|(r, _)| r)
+        self.rules.iter().map(|w| &w.rule)
     }
 
     /// Enables or disables a rule; false if there is no such rule. A disabled firing rule
     /// resolves like any rule whose condition went false.
     pub fn set_enabled(&mut self, id: AlertRuleId, enabled: bool) -> bool {
-        match self.rules.iter_mut().find(|(r, _)| r.id() == id) {
-            Some((rule, _)) => {
-                rule.set_enabled(enabled);
+        match self.rules.iter_mut().find(|w| w.rule.id() == id) {
+            Some(watched) => {
+                watched.rule.set_enabled(enabled);
                 true
             }
             None => false,
@@ -632,7 +680,7 @@ impl AlertEvaluator {
     /// else inactive), as Prometheus gives a rule's state; of several series in that state,
     /// the one whose labels sort first. [`series_states`](Self::series_states) has each.
     pub fn state(&self, id: AlertRuleId) -> Option<AlertState> {
-        let (_, series) = self.rules.iter().find(|(r, _)| r.id() == id)?;
+        let series = &self.watched(id)?.states;
         let rank = |state: &AlertState| match state {
             AlertState::Inactive => 0,
             AlertState::Pending { .. } => 1,
@@ -647,10 +695,41 @@ impl AlertEvaluator {
         Some(state.unwrap_or(AlertState::Inactive))
     }
 
+    /// Whether the last [`evaluate`](Self::evaluate) could evaluate the rule, as Prometheus
+    /// reports a rule's health: `Ok` if it could (or the rule was not evaluated yet), and
+    /// else why not; `None` if there is no such rule.
+    ///
+    /// [`add_rule`](Self::add_rule) refuses a rule that cannot read its metric, but a rule
+    /// may name a metric registered only later, as something it cannot read: a counter it
+    /// averages, or a histogram over a window of zero. Each evaluation checks, and reads
+    /// nothing for such a rule; the error is logged through `tracing` at `WARN` once, by the
+    /// evaluation that first finds it (not at every evaluation), and given here.
+    ///
+    /// ```
+    /// use memocache::{AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
+    /// use memocache::{Severity, Threshold};
+    /// use std::time::Duration;
+    ///
+    /// let registry = MetricsRegistry::new();
+    /// let mut alerts = AlertEvaluator::new(registry.clone());
+    /// let above = Threshold::greater_than(100.0)?;
+    /// let rule = AlertRule::new("busy", "requests_total", above, Severity::Warning, Duration::MAX);
+    /// let id = alerts.add_rule(rule)?; // not registered yet: taken
+    /// registry.counter("requests_total", "Requests served.", &[])?.inc_by(500);
+    /// alerts.evaluate();
+    /// // The rule averages (the default aggregation) a counter, which keeps no history.
+    /// assert!(matches!(alerts.rule_health(id), Some(Err(MetricError::NoHistory { .. }))));
+    /// # Ok::<(), MetricError>(())
+    /// ```
+    pub fn rule_health(&self, id: AlertRuleId) -> Option<Result<(), &MetricError>> {
+        let watched = self.watched(id)?;
+        Some(watched.error.as_ref().map_or(Ok(()), Err))
+    }
+
     /// The labels and state of each series of the rule that is pending or firing, sorted by
     /// labels; every other series the rule selects is inactive.
     pub fn series_states(&self, id: AlertRuleId) -> Option<Vec<(Tags, AlertState)>> {
-        let (_, series) = self.rules.iter().find(|(r, _)| r.id() == id)?;
+        let series = &self.watched(id)?.states;
         Some(
             series
                 .iter()
@@ -673,7 +752,10 @@ impl AlertEvaluator {
             delivery.send(&mut panics);
         }
         panics.resume();
-        deliveries.into_iter().map(|d| d.notification).collect()
+        deliveries
+            .into_iter()
+            .filter_map(Delivery::into_notification)
+            .collect()
     }
 
     /// [`evaluate`](Self::evaluate) without the delivery: steps every rule and returns the
@@ -681,9 +763,27 @@ impl AlertEvaluator {
     /// lock to deliver after releasing it (a notifier is the host's code, and may call back).
     pub(crate) fn decide(&mut self) -> Vec<Delivery> {
         let now = self.registry.clock().now();
+        let retention = self.registry.retention();
         let mut decided = Vec::new();
-        for (rule, states) in &mut self.rules {
-            let mut values: BTreeMap<Tags, Option<f64>> = if rule.is_enabled() {
+        for Watched {
+            rule,
+            states,
+            error,
+        } in &mut self.rules
+        {
+            // The metric may have been registered since the rule was added, as something the
+            // rule cannot read: said once, in the log, and kept for `rule_health`.
+            let health = check_source(rule, self.registry.source(rule.metric_name()), retention);
+            if let Err(found) = &health
+                && error.as_ref() != Some(found)
+            {
+                decided.push(Delivery::Unhealthy {
+                    rule: rule.name().to_owned(),
+                    error: found.clone(),
+                });
+            }
+            *error = health.err();
+            let mut values: BTreeMap<Tags, Option<f64>> = if rule.is_enabled() && error.is_none() {
                 let selected = self.registry.aggregate_selected(
                     rule.metric_name(),
                     rule.labels(),
@@ -695,7 +795,8 @@ impl AlertEvaluator {
                 BTreeMap::new()
             };
             // A series that is pending or firing is stepped even when it has no value now (the
-            // rule was disabled): its condition is then false, and it resolves.
+            // rule was disabled, or cannot be evaluated): its condition is then false, and it
+            // resolves.
             for labels in states.keys() {
                 values.entry(labels.clone()).or_insert(None);
             }
@@ -716,10 +817,62 @@ impl AlertEvaluator {
                 }
                 let notification =
                     notification(rule, labels, (transition, active_since), value, now);
-                decided.push(Delivery::new(notification, rule, &self.channels));
+                decided.push(Delivery::notify(notification, rule, &self.channels));
             }
         }
         decided
+    }
+
+    /// Checks every rule against the metrics `source` says are registered (as
+    /// [`add_rule`](Self::add_rule) checks a rule against the registry's), refusing the first
+    /// that could never be evaluated: for a holder that registers metrics after adding its
+    /// rules, and can check them before the metrics are in use.
+    pub(crate) fn check_rules(
+        &self,
+        source: impl Fn(&str) -> Option<Source>,
+    ) -> Result<(), MetricError> {
+        let retention = self.registry.retention();
+        self.rules.iter().try_for_each(|watched| {
+            let rule = &watched.rule;
+            check_source(rule, source(rule.metric_name()), retention)
+        })
+    }
+}
+
+/// Refuses `rule` where the series its metric name reads (`source`, `None` for a name nothing
+/// is registered under) could never give it a value, in a registry keeping `retention`: a
+/// windowed aggregation of a running total ([`MetricError::NoHistory`]), or a histogram read
+/// over a window of zero ([`MetricError::EmptyWindow`]). A gauge once set has a value for
+/// any window (see [`MetricsRegistry::aggregate`]), and a name not registered may yet be
+/// anything.
+fn check_source(
+    rule: &AlertRule,
+    source: Option<Source>,
+    retention: Duration,
+) -> Result<(), MetricError> {
+    match source {
+        None | Some(Source::Family(MetricType::Gauge)) => Ok(()),
+        Some(Source::Family(MetricType::Counter) | Source::HistogramTotal) => {
+            match rule.aggregation() {
+                Aggregation::Last => Ok(()),
+                aggregation @ (Aggregation::Average | Aggregation::Percentile(_)) => {
+                    Err(MetricError::NoHistory {
+                        rule: rule.name().to_owned(),
+                        metric: rule.metric_name().to_owned(),
+                        aggregation,
+                    })
+                }
+            }
+        }
+        Some(Source::Family(MetricType::Histogram)) if rule.window().min(retention).is_zero() => {
+            Err(MetricError::EmptyWindow {
+                rule: rule.name().to_owned(),
+                metric: rule.metric_name().to_owned(),
+                window: rule.window(),
+                retention,
+            })
+        }
+        Some(Source::Family(MetricType::Histogram)) => Ok(()),
     }
 }
 
@@ -747,17 +900,30 @@ fn notification(
     }
 }
 
-/// A notification an evaluation decided on, with the notifier of each of its rule's channels.
-pub(crate) struct Delivery {
-    notification: Notification,
-    /// Each channel the rule names, with its notifier; `None` for a channel the evaluator
-    /// does not know.
-    channels: Vec<(String, Option<Arc<dyn Notifier>>)>,
+/// What an evaluation decided to tell: a notification, for its rule's channels, or, for the
+/// log, that a rule cannot be evaluated.
+pub(crate) enum Delivery {
+    /// A notification, with the notifier of each of its rule's channels.
+    Notify {
+        /// What is delivered.
+        notification: Notification,
+        /// Each channel the rule names, with its notifier; `None` for a channel the
+        /// evaluator does not know.
+        channels: Vec<(String, Option<Arc<dyn Notifier>>)>,
+    },
+    /// A rule the evaluation found it cannot evaluate, where the one before could (or found
+    /// another reason): logged once, at `WARN`, rather than at every evaluation.
+    Unhealthy {
+        /// The rule's name.
+        rule: String,
+        /// Why (see [`AlertEvaluator::rule_health`]).
+        error: MetricError,
+    },
 }
 
 impl Delivery {
     /// `notification`, for each channel `rule` names, with its notifier in `channels`.
-    fn new(
+    fn notify(
         notification: Notification,
         rule: &AlertRule,
         channels: &HashMap<String, Arc<dyn Notifier>>,
@@ -767,24 +933,45 @@ impl Delivery {
             .iter()
             .map(|channel| (channel.clone(), channels.get(channel).cloned()))
             .collect();
-        Delivery {
+        Delivery::Notify {
             notification,
             channels,
         }
     }
 
-    /// What is delivered.
-    pub(crate) fn notification(&self) -> &Notification {
-        &self.notification
+    /// The notification delivered, if this is one.
+    pub(crate) fn notification(&self) -> Option<&Notification> {
+        match self {
+            Delivery::Notify { notification, .. } => Some(notification),
+            Delivery::Unhealthy { .. } => None,
+        }
     }
 
-    /// Sends the notification to each channel; a panic is kept in `panics` and the next
-    /// channel is served. The logging is caught too: a `tracing` subscriber is the host's
-    /// code as well, and a panic let out here would leave a pipeline's delivery half done.
+    /// [`notification`](Self::notification), taken.
+    fn into_notification(self) -> Option<Notification> {
+        match self {
+            Delivery::Notify { notification, .. } => Some(notification),
+            Delivery::Unhealthy { .. } => None,
+        }
+    }
+
+    /// Sends the notification to each channel, or logs the rule's error; a panic is kept in
+    /// `panics` and the next channel is served. The logging is caught too: a `tracing`
+    /// subscriber is the host's code as well, and a panic let out here would leave a
+    /// pipeline's delivery half done.
     pub(crate) fn send(&self, panics: &mut FirstPanic) {
-        let notification = &self.notification;
+        let (notification, channels) = match self {
+            Delivery::Notify {
+                notification,
+                channels,
+            } => (notification, channels),
+            Delivery::Unhealthy { rule, error } => {
+                panics.catch(|| tracing::warn!(%rule, %error, "alert rule cannot be evaluated"));
+                return;
+            }
+        };
         let rule = &notification.rule_name;
-        for (channel, notifier) in &self.channels {
+        for (channel, notifier) in channels {
             panics.catch(|| match notifier {
                 Some(notifier) => {
                     if let Err(error) = notifier.notify(notification) {

@@ -87,6 +87,8 @@ pub use registry::{Counter, Gauge, Histogram, MetricsRegistry};
 pub use series::{MetricSeries, Sample, SeriesId, Tags, WindowStats};
 pub use value::{Comparison, MetricType, MetricValue, Percentile, Severity, Threshold};
 
+use std::time::Duration;
+
 /// What went wrong in the metrics layer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -138,6 +140,39 @@ pub enum MetricError {
         histogram: String,
         /// The series name both would write.
         series: String,
+    },
+    /// An alert rule takes an [`Aggregation::Average`] or [`Aggregation::Percentile`] of a
+    /// running total that keeps no history: a counter, or a histogram's `_sum` or `_count`.
+    /// Only [`Aggregation::Last`] reads one; the window would hold no value, and the rule
+    /// never fire.
+    #[error(
+        "alert rule `{rule}` takes the {aggregation} of `{metric}` over a window, but \
+         `{metric}` is a running total (a counter, or a histogram's `_sum` or `_count`) that \
+         keeps no history: only the `last` aggregation reads it"
+    )]
+    NoHistory {
+        /// The rule's name.
+        rule: String,
+        /// The metric it names.
+        metric: String,
+        /// The aggregation it asks for.
+        aggregation: Aggregation,
+    },
+    /// An alert rule reads a histogram over a window that, cut to the registry's retention,
+    /// is zero long: it never holds an observation, and the rule would never fire.
+    #[error(
+        "alert rule `{rule}` reads histogram `{metric}` over a window of {window:?} in a \
+         registry that keeps {retention:?} of observations: no observation is ever in it"
+    )]
+    EmptyWindow {
+        /// The rule's name.
+        rule: String,
+        /// The histogram it names.
+        metric: String,
+        /// The rule's window.
+        window: Duration,
+        /// The registry's retention ([`MetricsRegistry::retention`]).
+        retention: Duration,
     },
     /// A metric name is already registered with another type.
     #[error("metric `{name}` is registered as a {registered}, not a {requested}")]

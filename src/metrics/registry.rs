@@ -11,10 +11,12 @@
 //!
 //! * [`Counter`] — an `AtomicU64`: an increment is one relaxed compare-and-swap (retried only
 //!   under contention), no lock, saturating at `u64::MAX` so that it never wraps backwards.
-//!   Counters keep no history, so alert rules read them with [`Aggregation::Last`] only.
+//!   Counters keep no history, so alert rules read them with [`Aggregation::Last`] only
+//!   ([`AlertEvaluator::add_rule`](super::AlertEvaluator::add_rule) refuses the others).
 //! * [`Gauge`] — the current value plus a [`MetricSeries`] of the values it was set to within
 //!   the registry's retention, so alerts can aggregate a gauge over a window (the average hit
-//!   ratio over five minutes). Setting a gauge takes a short mutex.
+//!   ratio over five minutes); a window it was not set in, once it was first set, holds its
+//!   current value. Setting a gauge takes a short mutex.
 //! * [`Histogram`] — every observation goes into a [`MetricSeries`] (retention as above) for
 //!   exact windowed percentiles, plus a running count and sum since creation. It is exposed as a
 //!   Prometheus **summary**: `quantile="0.5"`, `"0.95"`, `"0.99"` lines computed exactly over
@@ -34,7 +36,9 @@
 //! A name keeps the type it was first registered with; asking for it as another type is a
 //! [`MetricError::TypeConflict`]. A histogram `h` also writes the series `h_sum` and
 //! `h_count`, so those names and `h` exclude each other ([`MetricError::NameCollision`]):
-//! an exposition with a series name twice is rejected by scrapers. A label with an empty value
+//! an exposition with a series name twice is rejected by scrapers. Read by name
+//! ([`MetricsRegistry::aggregate`], an alert rule), `h_sum` and `h_count` are the histogram's
+//! running sum and count, as the exposition shows them. A label with an empty value
 //! is no label, as Prometheus ingests it: `x{a=""}` is the series `x`. The first help text
 //! given for a name is the one rendered.
 //!
@@ -331,16 +335,23 @@ impl MetricsRegistry {
     /// * Counters: [`Aggregation::Last`] is the total; windowed aggregations give `None` because
     ///   counters keep no history.
     /// * Gauges: `Last` is the current value; `Average` and `Percentile` aggregate the values the
-    ///   gauge was set to within the window.
+    ///   gauge was set to within the window, and a window it was not set in is the value it
+    ///   held throughout: its current value (a gauge is a level, and one set only when it
+    ///   changes has stood at that value all along). A gauge never set has no data for a
+    ///   window (its initial 0 was never measured), though `Last` reads that 0.
     /// * Histograms: `Last` is the newest observation within the window; `Average` and
     ///   `Percentile` aggregate the observations within the window.
+    /// * A histogram `h`'s `h_sum` and `h_count`, the series its exposition writes besides the
+    ///   quantiles: `Last` is the sum or count of its observations since creation, as rendered;
+    ///   windowed aggregations give `None`, as for a counter.
     ///
     /// NaN is no data, for every kind and aggregation: the result is never `Some(NaN)`. A gauge
     /// set to NaN (as [`CacheMetrics`](super::wiring::CacheMetrics) publishes a hit ratio
     /// before the first read) gives `None` for `Last`, and its windows leave the NaN out (see
-    /// [`Gauge::set`]); finite values whose average or percentile overflows to NaN (see
-    /// [`MetricSeries`]' docs) give `None` as well. ±∞ is a value: a gauge set to +∞ gives
-    /// `Some(+∞)` for `Last`.
+    /// [`Gauge::set`]), so a window it was not set in since is `None` too; finite values whose
+    /// average or percentile overflows to NaN (see [`MetricSeries`]' docs) give `None` as
+    /// well. ±∞ is a value: a gauge set to +∞ gives `Some(+∞)` for `Last` (but, left out of
+    /// the windows, `None` for a window it was not set to a number in).
     ///
     /// ```
     /// use memocache::{Aggregation, ManualClock, MetricsRegistry, Tags};
@@ -368,11 +379,18 @@ impl MetricsRegistry {
         let labels = &*without_empty(labels);
         let families = self.inner.families.read();
         let series = |metrics| aggregate_one(metrics, aggregation, window);
-        match &families.get(name)?.metrics {
-            Metrics::Counter(map) => series(Series::Counter(map.get(labels)?)),
-            Metrics::Gauge(map) => series(Series::Gauge(map.get(labels)?)),
-            Metrics::Histogram(map) => series(Series::Histogram(map.get(labels)?)),
+        match find(&families, name)? {
+            Found::Family(Metrics::Counter(map)) => series(Series::Counter(map.get(labels)?)),
+            Found::Family(Metrics::Gauge(map)) => series(Series::Gauge(map.get(labels)?)),
+            Found::Family(Metrics::Histogram(map)) => series(Series::Histogram(map.get(labels)?)),
+            Found::Total(map, total) => series(Series::Total(map.get(labels)?, total)),
         }
+    }
+
+    /// What the metric name `name` reads, if anything is registered under it: a family, or
+    /// the `_sum` or `_count` of a histogram family (see [`aggregate`](Self::aggregate)).
+    pub(crate) fn source(&self, name: &str) -> Option<Source> {
+        find(&self.inner.families.read(), name).map(|found| found.source())
     }
 
     /// [`aggregate`](Self::aggregate) of every series of `name` that `selector` selects, as
@@ -389,7 +407,7 @@ impl MetricsRegistry {
         fn each<'m, H>(
             map: &'m BTreeMap<Tags, H>,
             selector: &'m Tags,
-            wrap: fn(&'m H) -> Series<'m>,
+            wrap: impl Fn(&'m H) -> Series<'m>,
             aggregation: Aggregation,
             window: Duration,
         ) -> Vec<(Tags, Option<f64>)> {
@@ -399,13 +417,15 @@ impl MetricsRegistry {
                 .collect()
         }
         let families = self.inner.families.read();
-        let Some(family) = families.get(name) else {
+        let Some(found) = find(&families, name) else {
             return Vec::new();
         };
-        match &family.metrics {
-            Metrics::Counter(map) => each(map, selector, Series::Counter, aggregation, window),
-            Metrics::Gauge(map) => each(map, selector, Series::Gauge, aggregation, window),
-            Metrics::Histogram(map) => each(map, selector, Series::Histogram, aggregation, window),
+        let (selector, a, w) = (selector, aggregation, window);
+        match found {
+            Found::Family(Metrics::Counter(map)) => each(map, selector, Series::Counter, a, w),
+            Found::Family(Metrics::Gauge(map)) => each(map, selector, Series::Gauge, a, w),
+            Found::Family(Metrics::Histogram(map)) => each(map, selector, Series::Histogram, a, w),
+            Found::Total(map, total) => each(map, selector, |h| Series::Total(h, total), a, w),
         }
     }
 
@@ -422,8 +442,58 @@ impl MetricsRegistry {
     }
 }
 
-/// The series a histogram writes besides its own name (see [`render_family`]).
-const SUMMARY_SUFFIXES: [&str; 2] = ["_sum", "_count"];
+/// The series a histogram writes besides its own name (see [`render_family`]), with the
+/// running total each exposes.
+const SUMMARY_TOTALS: [(&str, Total); 2] = [("_sum", Total::Sum), ("_count", Total::Count)];
+
+/// One of a histogram's running totals since creation, exposed as its `_sum` or `_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Total {
+    Sum,
+    Count,
+}
+
+/// What a metric name reads in a registry (see [`MetricsRegistry::source`]), for an alert
+/// rule to tell whether its aggregation can read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A registered family of this type.
+    Family(MetricType),
+    /// A histogram's `_sum` or `_count`: a running total, with no history.
+    HistogramTotal,
+}
+
+/// What a name reads in `families`: its family, or the `_sum` or `_count` of a histogram.
+enum Found<'f> {
+    Family(&'f Metrics),
+    Total(&'f BTreeMap<Tags, Histogram>, Total),
+}
+
+impl Found<'_> {
+    fn source(&self) -> Source {
+        match self {
+            Found::Family(metrics) => Source::Family(metrics.metric_type()),
+            Found::Total(..) => Source::HistogramTotal,
+        }
+    }
+}
+
+/// The series the name `name` reads in `families`. A histogram `h` exposes `h_sum` and
+/// `h_count`, so a rule written as it would be against the exposition (`h_count > 100`)
+/// reads the histogram's totals; the registry refuses a family of either name next to `h`
+/// ([`check_summary_names`]), so a name never means both.
+fn find<'f>(families: &'f BTreeMap<String, Family>, name: &str) -> Option<Found<'f>> {
+    if let Some(family) = families.get(name) {
+        return Some(Found::Family(&family.metrics));
+    }
+    SUMMARY_TOTALS.into_iter().find_map(|(suffix, total)| {
+        let base = name.strip_suffix(suffix)?;
+        match &families.get(base)?.metrics {
+            Metrics::Histogram(map) => Some(Found::Total(map, total)),
+            Metrics::Counter(_) | Metrics::Gauge(_) => None,
+        }
+    })
+}
 
 /// Looks the series `name{labels}` up in `families`, adding it (and its family) if new.
 /// Returns the handle and, when it added the series, whether it created the family too.
@@ -471,6 +541,11 @@ impl Batch<'_> {
     /// Whether a metric `name` is registered (by anyone, in this batch or before it).
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.families.borrow().contains_key(name)
+    }
+
+    /// [`MetricsRegistry::source`], in the batch.
+    pub(crate) fn source(&self, name: &str) -> Option<Source> {
+        find(&self.families.borrow(), name).map(|found| found.source())
     }
 
     /// [`MetricsRegistry::counter`], in the batch.
@@ -564,7 +639,7 @@ fn check_summary_names(
         histogram: histogram.to_owned(),
         series,
     };
-    for suffix in SUMMARY_SUFFIXES {
+    for (suffix, _) in SUMMARY_TOTALS {
         if kind == MetricType::Histogram {
             let series = format!("{name}{suffix}");
             if families.contains_key(&series) {
@@ -582,11 +657,12 @@ fn check_summary_names(
     Ok(())
 }
 
-/// One series of a family, whichever its type.
+/// One series of a family, whichever its type, or a histogram's running total.
 enum Series<'m> {
     Counter(&'m Counter),
     Gauge(&'m Gauge),
     Histogram(&'m Histogram),
+    Total(&'m Histogram, Total),
 }
 
 /// `aggregation` of one series over `window` (see [`MetricsRegistry::aggregate`]); never
@@ -602,7 +678,14 @@ fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration)
             cell.history.prune_expired();
             match aggregation {
                 Aggregation::Last => Some(cell.current),
-                _ => aggregate_series(&cell.history, aggregation, window),
+                // A window the gauge was not set in is one it held its value throughout: a
+                // level, not an event (a finite current value was the last one set, and so in
+                // the history if set within the window). Read as no data, a gauge held at 500
+                // but set only when it changed never met "average above 100", and a firing
+                // alert on it resolved one window after the last change. A gauge never set
+                // holds no measurement, only the 0 it starts at: no data, as before.
+                _ => aggregate_series(&cell.history, aggregation, window)
+                    .or_else(|| (cell.set && cell.current.is_finite()).then_some(cell.current)),
             }
         }
         Series::Histogram(histogram) => match aggregation {
@@ -613,6 +696,17 @@ fn aggregate_one(series: Series<'_>, aggregation: Aggregation, window: Duration)
                 cell.series.prune_expired();
                 aggregate_series(&cell.series, aggregation, window)
             }
+        },
+        // Totals since creation keep no history, as a counter's.
+        Series::Total(histogram, total) => match aggregation {
+            Aggregation::Last => {
+                let cell = histogram.0.lock();
+                Some(match total {
+                    Total::Sum => cell.sum,
+                    Total::Count => cell.count as f64,
+                })
+            }
+            Aggregation::Average | Aggregation::Percentile(_) => None,
         },
     };
     // NaN is "no data" (a gauge set to NaN, or finite values whose aggregate overflows): one
@@ -875,6 +969,9 @@ impl Counter {
 
 struct GaugeCell {
     current: f64,
+    /// Whether it was ever set (or added to): the 0 it starts at is no measurement, so a
+    /// window of a gauge never set has no data rather than that 0 (see `aggregate_one`).
+    set: bool,
     history: MetricSeries,
 }
 
@@ -892,6 +989,7 @@ impl Gauge {
     fn new(history: MetricSeries) -> Gauge {
         Gauge(Arc::new(Mutex::new(GaugeCell {
             current: 0.0,
+            set: false,
             history,
         })))
     }
@@ -907,6 +1005,7 @@ impl Gauge {
     pub fn set(&self, value: f64) {
         let mut cell = self.0.lock();
         cell.current = value;
+        cell.set = true;
         // The only possible error is the non-finite value this documents skipping.
         let _ = cell
             .history
@@ -919,6 +1018,7 @@ impl Gauge {
         let mut cell = self.0.lock();
         let value = cell.current + delta;
         cell.current = value;
+        cell.set = true;
         let _ = cell
             .history
             .add_value(MetricValue::gauge(value), Tags::new());

@@ -334,7 +334,10 @@ impl PipelineBuilder {
 
     /// An alert rule, evaluated after every file. [`PipelineBuilder::build`] fails with
     /// [`PipelineError::Metrics`] for a rule whose metric or label name no series can have,
-    /// or that was given two values of one label (see [`AlertEvaluator::add_rule`]).
+    /// that was given two values of one label, or that could never read a value of its
+    /// metric: the pipeline's metrics (or the given registry's) are checked as
+    /// [`AlertEvaluator::add_rule`] checks registered ones, so a rule averaging a counter
+    /// such as `memocache_cache_hits_total` is refused ([`MetricError::NoHistory`]).
     pub fn alert_rule(mut self, rule: AlertRule) -> Self {
         self.rules.push(rule);
         self
@@ -355,7 +358,8 @@ impl PipelineBuilder {
 
     /// Starts the queue and its workers. Fails, leaving a given registry as it was and no
     /// thread running, with [`PipelineError::Metrics`] for an alert rule on an invalid name or
-    /// a metric name the registry cannot take, with [`PipelineError::RegistryInUse`] (see
+    /// one that could never read its metric (see [`PipelineBuilder::alert_rule`]), or a
+    /// metric name the registry cannot take, with [`PipelineError::RegistryInUse`] (see
     /// [`PipelineBuilder::registry`]), and with [`PipelineError::Start`] if the OS refuses a
     /// worker thread: the same registry can then be given to a build again.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
@@ -430,6 +434,10 @@ impl PipelineBuilder {
                     &[],
                 )?,
             };
+            // The rules were added before these metrics existed: checked again now that they
+            // do, before anything runs, so that a rule averaging one of the counters (the
+            // default aggregation) is refused here rather than never firing.
+            alerts.check_rules(|name| batch.source(name))?;
             let queue = JobQueue::builder()
                 .cache(self.cache.clone())
                 .clock(Arc::clone(&clock))
@@ -1180,7 +1188,8 @@ impl Pipeline {
             // called back in, and a slow notifier held every thread's `transcribe` up.
             let mut alerts = self.alerts.lock();
             let decided = alerts.decide();
-            let notifications = decided.iter().map(|d| d.notification().clone()).collect();
+            let notifications = decided.iter().filter_map(|d| d.notification().cloned());
+            let notifications = notifications.collect();
             // Queued while the evaluator is still locked: in the order evaluations decided.
             self.outbox.lock().pending.extend(decided);
             notifications
