@@ -695,18 +695,25 @@ fn pipelines_at_any_byte_rate_share_a_wav_files_transcript() {
     }
 }
 
-/// Holds every call until the gate opens; counts the calls that arrived.
+/// Holds every call until the gate lets it through (all of them once it opens); counts the
+/// calls that arrived.
 #[derive(Default)]
 struct Gated {
     arrived: AtomicUsize,
-    open: parking_lot::Mutex<bool>,
-    opened: parking_lot::Condvar,
+    /// How many calls, in the order they arrived, may return.
+    through: parking_lot::Mutex<usize>,
+    moved: parking_lot::Condvar,
 }
 
 impl Gated {
     fn open(&self) {
-        *self.open.lock() = true;
-        self.opened.notify_all();
+        self.let_through(usize::MAX);
+    }
+
+    /// Lets the first `calls` calls return.
+    fn let_through(&self, calls: usize) {
+        *self.through.lock() = calls;
+        self.moved.notify_all();
     }
 }
 
@@ -716,10 +723,10 @@ impl Transcriber for Gated {
     }
 
     fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        let mut open = self.open.lock();
-        while !*open {
-            self.opened.wait(&mut open);
+        let turn = self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut through = self.through.lock();
+        while *through <= turn {
+            self.moved.wait(&mut through);
         }
         Ok(ChunkResult::from_text(format!("len{}", chunk.data().len())))
     }
@@ -1542,4 +1549,238 @@ fn a_request_whose_job_was_cancelled_says_so_after_the_record_went() {
         let expected = format!("transcribing {} was cancelled", target.display());
         assert_eq!(error, expected, "round {round}");
     }
+}
+
+// --- a leader failing under its followers, their records pushed out in the same step ----------
+
+/// How [`FailsFirst`] fails its first call.
+#[derive(Clone, Copy)]
+enum FirstCall {
+    /// An engine error, "refused once".
+    Refuse,
+    /// A panic, "engine bug".
+    Panic,
+}
+
+/// Holds each call until its gate lets it through; then fails the first as `first` says and
+/// answers the others.
+struct FailsFirst {
+    gate: Gated,
+    first: FirstCall,
+    calls: AtomicUsize,
+}
+
+impl Transcriber for FailsFirst {
+    fn identity(&self) -> &str {
+        "fails-first/v1"
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let answer = self.gate.transcribe(chunk)?;
+        if !first {
+            return Ok(answer);
+        }
+        match self.first {
+            FirstCall::Refuse => Err(TranscribeError::Engine("refused once".into())),
+            FirstCall::Panic => panic!("engine bug"),
+        }
+    }
+}
+
+/// The dead letters a pipeline's queue keeps (the queue's default `dead_letter_capacity`).
+const DEAD_LETTERS: usize = 10_000;
+
+/// The requests for `p1` and `p2` (the same 500 bytes, one chunk) and what became of them.
+struct Failed {
+    p1: std::path::PathBuf,
+    p2: std::path::PathBuf,
+    from_p1: Result<TranscriptOutcome, PipelineError>,
+    from_p2: Result<TranscriptOutcome, PipelineError>,
+}
+
+/// p1's request leads a job that its engine's first call holds; p2's request is coalesced
+/// onto that job, and behind it [`DEAD_LETTERS`] jobs of the host's own for the same key.
+/// Then `before_open` runs (given p2's path) and the engine lets its first call through,
+/// which fails as `first` says: the queue dead-letters the leader and all its followers in
+/// one step, so that the oldest two, p1's and p2's jobs, have left the dead letters before
+/// either request can look (checked). Deterministic: no poll can fall between the failure
+/// and the push-out, and the engine lets no later call through (p2's, submitted again)
+/// until p1's request has returned, so that it cannot be served the transcript that call
+/// makes.
+fn leader_fails_under_followers(first: FirstCall, before_open: impl FnOnce(&Path)) -> Failed {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [p1, p2] = ["p1.bin", "p2.bin"].map(|name| dir.path().join(name));
+    let bytes = [2u8; 500];
+    write(&p1, &bytes);
+    write(&p2, &bytes);
+    let engine = Arc::new(FailsFirst {
+        gate: Gated::default(),
+        first,
+        calls: AtomicUsize::new(0),
+    });
+    let p = Pipeline::builder(cache(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .retry(RetryConfig::fixed(0, Duration::ZERO))
+        .build()
+        .expect("starts");
+    let file_hash = memocache::CacheKey::from_content(&bytes, "file")
+        .expect("key")
+        .digest_hex();
+    let (from_p1, from_p2) = std::thread::scope(|s| {
+        let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
+        wait_until("p1's job runs", || {
+            engine.gate.arrived.load(Ordering::SeqCst) == 1
+        });
+        let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
+        wait_until("p2 coalesced onto p1's job", || {
+            p.queue().stats().coalesced == 1
+        });
+        for _ in 0..DEAD_LETTERS {
+            let job = memocache::Job::transcription(&file_hash, "en", &b""[..]).expect("key");
+            p.queue().submit(job).expect("room");
+        }
+        assert_eq!(p.queue().stats().coalesced_waiting, DEAD_LETTERS + 1);
+        before_open(&p2);
+        engine.gate.let_through(1);
+        let from_p1 = from_p1.join().expect("no panic");
+        engine.gate.open();
+        (from_p1, from_p2.join().expect("no panic"))
+    });
+    let dead = p.queue().dead_letters();
+    assert_eq!(dead.len(), DEAD_LETTERS);
+    assert!(
+        dead.iter().all(|job| job.payload().as_bytes().is_empty()),
+        "a request's job is still among the dead letters"
+    );
+    Failed {
+        p1,
+        p2,
+        from_p1,
+        from_p2,
+    }
+}
+
+/// The fallback session 29 left untested end to end: a request coalesced onto a job that
+/// failed, whose record left the queue before the request looked, learns from the pipeline's
+/// own watch that its leader failed, and is submitted again and served (its file is as it was
+/// hashed); the leader's request fails with its engine's error.
+#[test]
+fn a_follower_whose_failed_leaders_record_went_is_submitted_again_and_served() {
+    let failed = leader_fails_under_followers(FirstCall::Refuse, |_| {});
+    let error = failed.from_p1.expect_err("p1's job failed").to_string();
+    assert!(
+        error.contains("p1.bin") && error.ends_with("refused once"),
+        "{error}"
+    );
+    let served = failed.from_p2.unwrap_or_else(|e| panic!("p2 failed: {e}"));
+    assert_eq!(served.transcript.text, "len500");
+    assert!(!served.from_cache);
+    assert_eq!(served.path, failed.p2);
+}
+
+/// Bug: a request whose job panicked, its record gone before the request looked, failed with
+/// "the transcription panicked", the panic's message lost; read from the record it was
+/// "handler panicked: engine bug". The pipeline's watch now keeps the message the queue gets.
+#[test]
+fn a_panic_is_named_the_same_after_the_record_went() {
+    let failed = leader_fails_under_followers(FirstCall::Panic, |_| {});
+    let error = failed.from_p1.expect_err("p1's job panicked").to_string();
+    let expected = format!(
+        "transcribing {} failed: handler panicked: engine bug",
+        failed.p1.display()
+    );
+    assert_eq!(error, expected);
+    let served = failed.from_p2.unwrap_or_else(|e| panic!("p2 failed: {e}"));
+    assert_eq!(served.transcript.text, "len500");
+}
+
+/// Bug: a request coalesced onto a job that failed, whose own file changed meanwhile (so it
+/// is not submitted again), failed with the leader's message bare when the record had gone
+/// before it looked, as if its own job had failed so; read from the record, the message says
+/// "coalesced with job …, which failed: …". The watch now words it as the queue does.
+#[test]
+fn a_followers_failure_says_whose_job_failed_after_the_record_went() {
+    let failed = leader_fails_under_followers(FirstCall::Refuse, |p2| write(p2, &[3u8; 600]));
+    let error = failed.from_p2.expect_err("p2 changed").to_string();
+    let start = format!(
+        "transcribing {} failed: coalesced with job ",
+        failed.p2.display()
+    );
+    assert!(
+        error.starts_with(&start)
+            && error.ends_with(
+                ", which failed: chunk 0 failed after 1 attempt(s): the engine failed: refused once"
+            ),
+        "{error}"
+    );
+    failed.from_p1.expect_err("p1's job failed");
+}
+
+/// Bug: a worker told the pipeline's watch how its run of a job ended even when the job had
+/// been cancelled while it ran, whose outcome the queue then refused: the job was taken as
+/// completed (or failed), and so were the jobs coalesced onto it, which the cancel had handed
+/// over to the first of them. Here p1's job is cancelled while it runs, p2's job takes over
+/// and the host takes and fails it, pushing its record out of the dead letters with the
+/// host's own followers; the old code read p2's job as completed with its transcript lost,
+/// submitted it again and served it. Nothing is known of it now, which reads as cancelled.
+#[test]
+fn a_job_cancelled_while_it_ran_is_not_taken_as_ended_by_its_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [busy, p1, p2] = busy_and_twins(dir.path(), 500);
+    let engine = Arc::new(Gated::default());
+    let p = Pipeline::builder(cache(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .build()
+        .expect("starts");
+    let file_hash = memocache::CacheKey::from_content(&[2u8; 500], "file")
+        .expect("key")
+        .digest_hex();
+    let host = memocache::WorkerId::new("host");
+    let transcriptions = [memocache::JobType::Transcription];
+    std::thread::scope(|s| {
+        let [first, from_p1, from_p2] = coalesce_p2_onto_p1(s, &p, &engine, [&busy, &p1, &p2]);
+        for _ in 0..DEAD_LETTERS {
+            let job = memocache::Job::transcription(&file_hash, "en", &b""[..]).expect("key");
+            p.queue().submit(job).expect("room");
+        }
+        // p1's job's id, learned by taking the job and giving it back unrun.
+        let lease = p
+            .queue()
+            .try_next_for(&host, &transcriptions)
+            .expect("p1's job");
+        let p1_job = lease.job_id();
+        p.queue().release(&lease).expect("current");
+        engine.let_through(1);
+        wait_until("p1's job runs", || {
+            engine.arrived.load(Ordering::SeqCst) == 2
+        });
+        p.queue().cancel(p1_job).expect("cancels");
+        let taken = p
+            .queue()
+            .try_next_for(&host, &transcriptions)
+            .expect("p2's job, leading now");
+        assert_ne!(taken.job_id(), p1_job);
+        engine.open();
+        // The pipeline's one worker serves another file only once p1's run has ended.
+        let other = dir.path().join("other.bin");
+        write(&other, &[4u8; 300]);
+        p.transcribe(&other, "en").expect("served");
+        p.queue().fail(&taken, "the host gave up").expect("current");
+        first.join().expect("no panic").expect("busy.bin is served");
+        let cancelled = from_p1.join().expect("no panic");
+        assert!(
+            matches!(cancelled, Err(PipelineError::Cancelled { .. })),
+            "{cancelled:?}"
+        );
+        match from_p2.join().expect("no panic") {
+            Err(PipelineError::Cancelled { path }) => assert_eq!(path, p2),
+            other => panic!("p2's job was taken as ended by p1's run: {other:?}"),
+        }
+    });
+    let dead = p.queue().dead_letters();
+    assert_eq!(dead.len(), DEAD_LETTERS);
+    assert!(dead.iter().all(|job| job.payload().as_bytes().is_empty()));
 }

@@ -621,7 +621,7 @@ impl Worker {
                     self.shared.failed.fetch_add(1, Ordering::Relaxed);
                 }),
             Err(panic) => {
-                let error = format!("handler panicked: {}", panic_message(&*panic));
+                let error = handler_panicked(&*panic);
                 drop_payload(panic);
                 self.queue.fail(lease, error).map(|()| {
                     self.shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -638,6 +638,13 @@ impl Worker {
         }
         next
     }
+}
+
+/// The error a pool fails a job with when its handler panics with `panic`. Shared with a
+/// handler that must know the message before the pool reports it (the pipeline tells the
+/// requests waiting on the job, whose record may leave the queue before they look).
+pub(crate) fn handler_panicked(panic: &(dyn Any + Send)) -> String {
+    format!("handler panicked: {}", panic_message(panic))
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {

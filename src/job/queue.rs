@@ -265,6 +265,13 @@ fn lease_over(deadline: Timestamp, now: Timestamp) -> bool {
     deadline <= now && deadline != END_OF_TIME
 }
 
+/// The error a follower fails with when `leader`, the job it was coalesced onto, failed with
+/// `error`. Shared with the pipeline, which words a follower's failure so when the follower's
+/// record has left the queue before its request looked.
+pub(crate) fn coalesced_failure(leader: JobId, error: &str) -> String {
+    format!("coalesced with job {leader}, which failed: {error}")
+}
+
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
 const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
 
@@ -2117,7 +2124,7 @@ impl Inner {
         st.live -= 1;
         st.stats.failed += 1;
         st.bury(slot, self.dead_letter_capacity);
-        let message = format!("coalesced with job {id}, which failed: {error}");
+        let message = coalesced_failure(id, &error);
         for f in followers {
             if let Some(r) = st.records.get_mut(f)
                 && r.job.fail(message.clone(), now).is_ok()

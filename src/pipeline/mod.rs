@@ -58,6 +58,7 @@
 mod engine;
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,8 @@ use crate::chunk::processor::{Fingerprint, buffers_kept};
 use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
+use crate::job::pool::handler_panicked;
+use crate::job::queue::coalesced_failure;
 use crate::job::{
     ConcurrencyLimit, Job, JobContext, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
     QueueError, RetryConfig, Shutdown, WorkerPool,
@@ -587,7 +590,8 @@ enum JobEnd {
 /// job's id is known then, so no outcome can come before it), and it takes the entry out
 /// when it stops waiting ([`Watching`]); the workers and the queue's completion hook only
 /// fill entries in. So it holds one entry a request in flight, whatever the host runs
-/// through [`Pipeline::queue`].
+/// through [`Pipeline::queue`]. A worker tells it only outcomes the queue takes: its run's
+/// job still leased to it (see `Runner::run`), in the message the queue is given.
 #[derive(Default)]
 struct Watch(Mutex<HashMap<JobId, Learned>>);
 
@@ -608,7 +612,8 @@ enum Ended {
     Completed,
     /// Its own run failed, with this message.
     Failed(String),
-    /// The job it was coalesced onto failed, with this message, before it ran itself.
+    /// The job it was coalesced onto failed before it ran itself; the message is the one the
+    /// queue fails it with, naming that job.
     LeaderFailed(String),
 }
 
@@ -638,10 +643,11 @@ impl Watch {
         }
     }
 
-    /// A worker's run of job `id`, memoized under `key`, ended so (`Err`: with this message).
-    /// Told before the worker hands the outcome to the queue, so before the record can go;
-    /// the watched jobs under the same key that have not run are its followers, which the
-    /// queue ends with it, without a completion report for a failure.
+    /// A worker's run of job `id`, memoized under `key`, ended so (`Err`: with the message
+    /// the queue is given), and the job was still the worker's. Told before the worker hands
+    /// the outcome to the queue, so before the record can go; the watched jobs under the same
+    /// key that have not run are its followers, which the queue ends with it, without a
+    /// completion report for a failure, and with the message [`coalesced_failure`] words.
     fn ran(&self, id: JobId, key: Option<CacheKey>, outcome: Result<(), String>) {
         let mut watched = self.0.lock();
         if let Some(learned) = watched.get_mut(&id) {
@@ -660,7 +666,7 @@ impl Watch {
         {
             follower.end = Some(match &outcome {
                 Ok(()) => Ended::Completed,
-                Err(message) => Ended::LeaderFailed(message.clone()),
+                Err(message) => Ended::LeaderFailed(coalesced_failure(id, message)),
             });
         }
     }
@@ -686,25 +692,6 @@ impl Drop for Watching<'_> {
     }
 }
 
-/// A worker's run of a job, told to the [`Watch`] when it ends, including by a panic.
-struct Run<'a> {
-    watch: &'a Watch,
-    id: JobId,
-    key: Option<CacheKey>,
-    outcome: Option<Result<(), String>>,
-}
-
-impl Drop for Run<'_> {
-    fn drop(&mut self) {
-        // No outcome set: the run is unwinding, and the pool fails the job with the panic.
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| Err("the transcription panicked".to_owned()));
-        self.watch.ran(self.id, self.key, outcome);
-    }
-}
-
 /// Runs Transcription jobs on the worker threads.
 struct Runner {
     cache: Cache,
@@ -724,16 +711,27 @@ struct Runner {
 
 impl Runner {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
-        self.watch.started(ctx.job_id());
-        let mut run = Run {
-            watch: &self.watch,
-            id: ctx.job_id(),
-            key: ctx.lease().memo_key().copied(),
-            outcome: None,
+        let id = ctx.job_id();
+        self.watch.started(id);
+        // Caught, and resumed for the pool to report, so that the watch is told the message
+        // the pool fails the job with: the panic's own (the processor resumes a chunk's or a
+        // callback's panic with its payload). Told "the transcription panicked", a request
+        // whose record had gone failed without it.
+        let result = catch_unwind(AssertUnwindSafe(|| self.transcribe(ctx)));
+        let outcome = match &result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(handler_panicked(&**panic)),
         };
-        let result = self.transcribe(ctx);
-        run.outcome = Some(result.as_ref().map(|_| ()).map_err(ToString::to_string));
-        result
+        // A job cancelled while it ran is no longer this worker's: the queue refuses its
+        // outcome, and the cancel handed its followers to the first of them, which runs (or
+        // is cancelled) on its own. Told the outcome anyway, the watch took the job and them
+        // as ended so, and a request whose record then went was served or failed, not told
+        // it was cancelled.
+        if ctx.heartbeat().is_ok() {
+            self.watch.ran(id, ctx.lease().memo_key().copied(), outcome);
+        }
+        result.unwrap_or_else(|panic| resume_unwind(panic))
     }
 
     fn transcribe(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
@@ -1077,13 +1075,16 @@ impl Pipeline {
     ///   without a run (which counted every chunk as cached);
     /// * a job that completed, with nothing under `key` (the cache refused the transcript,
     ///   too large or by admission, or evicted it), is [`JobEnd::Lost`] and submitted again;
-    /// * a failure is its own (the run's message), or its leader's, as if the record had
-    ///   been read;
-    /// * nothing learned means no worker of this pipeline ran it, no leader of its key ended
-    ///   and the queue reported no completion: it was cancelled ([`PipelineError::Cancelled`]).
-    ///   A host that takes a pipeline job's lease and fails it itself, or fails a host job
-    ///   this one followed, and then pushes 10 000 dead letters out before a poll, is read
-    ///   so too.
+    /// * a failure is its own (the run's message, a panic's included), or its leader's, in
+    ///   the words the record has;
+    /// * nothing learned means no worker of this pipeline ran it to an end the queue took,
+    ///   no leader of its key did, and the queue reported no completion: it was cancelled
+    ///   ([`PipelineError::Cancelled`]), before or while it ran (a run whose job is no longer
+    ///   its worker's when it ends tells the watch nothing). A host that takes a pipeline
+    ///   job's lease and fails it itself, or fails a host job this one followed, and then
+    ///   pushes 10 000 dead letters out before a poll, is read so too; and a cancel that
+    ///   falls between a run's last look at its lease and the queue taking its outcome,
+    ///   the record then pushed out before a poll, is read as that outcome.
     ///
     /// Before, a record gone was read only through the cache: the request failed with "the
     /// job finished and left the queue's records …" for all but a stored result.
