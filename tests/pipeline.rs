@@ -1784,3 +1784,71 @@ fn a_job_cancelled_while_it_ran_is_not_taken_as_ended_by_its_run() {
     assert_eq!(dead.len(), DEAD_LETTERS);
     assert!(dead.iter().all(|job| job.payload().as_bytes().is_empty()));
 }
+
+/// Bug: a progress callback that asked its own pipeline for a file the cache did not hold
+/// (to start the next file of a batch once this one is done, say) waited for ever, and so did
+/// the request whose run it reported on: the new request's job waited for a worker, or
+/// coalesced onto the run, and the run waited for the callback. Such a request is now
+/// refused at once with `PipelineError::InsideOwnRun`; one the cache serves is served.
+#[test]
+fn a_progress_callback_asking_its_own_pipeline_for_a_run_is_refused_not_left_waiting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [first, next, cached] = ["first.bin", "next.bin", "cached.bin"].map(|n| dir.path().join(n));
+    write(&first, &[1u8; 500]);
+    write(&next, &[2u8; 500]);
+    write(&cached, &[3u8; 500]);
+    let slot: Arc<OnceLock<Weak<Pipeline>>> = Arc::new(OnceLock::new());
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = {
+        let (slot, answers, first) = (Arc::clone(&slot), Arc::clone(&answers), first.clone());
+        let (next, cached) = (next.clone(), cached.clone());
+        Arc::new(
+            Pipeline::builder(cache(), counting(None))
+                .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+                .workers(ConcurrencyLimit::new(1).expect("valid"))
+                .on_progress(move |r: &FileProgress| {
+                    let done = r.progress.chunks_done == r.progress.chunks_total;
+                    if r.path == first
+                        && done
+                        && let Some(p) = slot.get().and_then(Weak::upgrade)
+                    {
+                        let mut answers = answers.lock().expect("not poisoned");
+                        for path in [&next, &first, &cached] {
+                            answers.push(p.transcribe(path, "en").map(|o| o.from_cache));
+                        }
+                    }
+                })
+                .build()
+                .expect("starts"),
+        )
+    };
+    slot.set(Arc::downgrade(&pipeline)).expect("set once");
+    pipeline.transcribe(&cached, "en").expect("served");
+    let outer = {
+        let (pipeline, first) = (Arc::clone(&pipeline), first.clone());
+        within_a_minute(
+            "a request whose progress callback asks for another file",
+            move || pipeline.transcribe(&first, "en").map(|o| o.transcript.text),
+        )
+    };
+    assert_eq!(outer.expect("served"), "len500");
+    let answers = std::mem::take(&mut *answers.lock().expect("not poisoned"));
+    let [from_next, from_first, from_cached] = <[_; 3]>::try_from(answers).expect("three");
+    for (path, answer) in [(&next, from_next), (&first, from_first)] {
+        match answer {
+            Err(e @ PipelineError::InsideOwnRun { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "transcribing {} was asked from the pipeline's progress callback during \
+                     one of its runs: its job would wait behind that run, which waits for the \
+                     callback",
+                    path.display()
+                )
+            ),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    assert!(from_cached.expect("served from the cache"));
+    // Outside the callback, the same request is served.
+    assert!(!pipeline.transcribe(&next, "en").expect("served").from_cache);
+}

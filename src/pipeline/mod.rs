@@ -57,6 +57,7 @@
 
 mod engine;
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
@@ -201,6 +202,20 @@ pub enum PipelineError {
     /// build did is left behind (see [`PipelineBuilder::build`]).
     #[error("cannot start the pipeline: {0}")]
     Start(String),
+    /// The request was made from the pipeline's progress callback during one of its runs,
+    /// and the cache did not hold the transcript. Its job would wait for a worker, or for
+    /// the very run the callback reports on (a request for the same content coalesces onto
+    /// it), while that run waits for the callback: it is refused rather than left waiting
+    /// for ever. A request the cache serves is served; so is one from another pipeline's
+    /// callback, or from the callback's report of a request served without a run.
+    #[error(
+        "transcribing {path} was asked from the pipeline's progress callback during one of \
+         its runs: its job would wait behind that run, which waits for the callback"
+    )]
+    InsideOwnRun {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Where one file's transcription stands; passed to the progress callback.
@@ -353,7 +368,9 @@ impl PipelineBuilder {
     }
 
     /// Called as chunks finish (from worker threads), and once, done, for a request served
-    /// without a run of its own (from the requesting thread; see [`FileProgress`]).
+    /// without a run of its own (from the requesting thread; see [`FileProgress`]). Called
+    /// during a run, it may ask the pipeline for a transcript the cache holds, but not for
+    /// one to be made: that request is refused with [`PipelineError::InsideOwnRun`].
     pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(callback));
         self
@@ -692,6 +709,35 @@ impl Drop for Watching<'_> {
     }
 }
 
+thread_local! {
+    /// The pipeline whose progress callback this thread is in, during one of its runs,
+    /// named by the address of its [`Watch`] (which the run keeps alive); 0 outside.
+    static REPORTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// This thread is in a pipeline's progress callback, during one of its runs, until dropped
+/// (see [`PipelineError::InsideOwnRun`]). A guard, so that a callback that panics does not
+/// leave the mark on the thread: the first report of a run is made on the pool's worker
+/// thread, which goes on to serve other requests' jobs.
+struct Reporting(usize);
+
+impl Reporting {
+    fn enter(watch: &Arc<Watch>) -> Reporting {
+        Reporting(REPORTING.replace(Arc::as_ptr(watch).addr()))
+    }
+
+    /// Whether this thread is in the progress callback of the pipeline that `watch` is of.
+    fn inside(watch: &Arc<Watch>) -> bool {
+        REPORTING.get() == Arc::as_ptr(watch).addr()
+    }
+}
+
+impl Drop for Reporting {
+    fn drop(&mut self) {
+        REPORTING.set(self.0);
+    }
+}
+
 /// Runs Transcription jobs on the worker threads.
 struct Runner {
     cache: Cache,
@@ -763,7 +809,9 @@ impl Runner {
         }
         if let Some(callback) = &self.progress {
             let path = path.clone();
+            let watch = Arc::clone(&self.watch);
             options = options.on_progress(move |progress: &Progress| {
+                let _reporting = Reporting::enter(&watch);
                 callback(&FileProgress {
                     path: path.clone(),
                     progress: *progress,
@@ -1008,6 +1056,11 @@ impl Pipeline {
         key: &CacheKey,
     ) -> Result<(Transcript, bool), PipelineError> {
         const SUBMITS: usize = 3;
+        if Reporting::inside(&self.watch) {
+            return Err(PipelineError::InsideOwnRun {
+                path: path.to_owned(),
+            });
+        }
         let request = codec::encode(&Request {
             path: path_to_bytes(path),
             language: language.to_owned(),
