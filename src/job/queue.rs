@@ -131,7 +131,9 @@
 //!   waits for room instead of refusing, up to a timeout: a full queue wakes its waiting
 //!   producers once it has drained by a sixteenth of its capacity, so a producer that
 //!   outruns its workers sleeps and then submits a batch, rather than being woken (two system
-//!   calls) for every finished job or spinning on the lock that the workers need.
+//!   calls) for every finished job or spinning on the lock that the workers need. A waiting
+//!   producer also wakes when the first lease ends, the one way time alone frees a place (a
+//!   job's last attempt dead-lettered), and so does any call whose maintenance frees one.
 //! * **A worker's loop in one call**: [`JobQueue::complete_and_next`] completes a job and
 //!   leases the next under one lock acquisition and one clock read. A busy worker then takes
 //!   the lock once per job instead of twice, which matters most when producers contend for
@@ -223,7 +225,9 @@
 //! a step of the clock ([`crate::Clock::resolution`]: a tick of the default coarse clock), which
 //! a shorter sleep could not see pass. Any call that makes a job ready wakes the blocked takers
 //! at once, including a retry fallen due that the maintenance at the start of a `cancel`,
-//! `get` or `stats` moves (see `Inner::catch_up`).
+//! `get` or `stats` moves (see `Inner::catch_up`). A taker sleeps until the first retry or
+//! lease deadline it sees as it starts waiting; a retry filed while it waits, due within a
+//! slice, wakes the takers of its type so that they wait for it instead (see `wakes_takers`).
 //!
 //! Memoized jobs (memo hits, coalescing, storing results) are described in [`crate::job::memo`].
 
@@ -274,6 +278,26 @@ pub(crate) fn coalesced_failure(leader: JobId, error: &str) -> String {
 
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
 const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// Whether a failed attempt whose job is ready again at `back` (now, or its retry's due time;
+/// `None` if it was dead-lettered) wakes the blocked takers of its type: at once if it is
+/// ready, and for a retry due within a wait slice, so that they plan their waits by it. A
+/// blocked taker sleeps until the first retry or lease deadline it saw when it started
+/// waiting, or a slice, so a retry filed since and due before then went unseen until that
+/// wake: a retry 5 ms after a worker's `fail` was taken 37 to 50 ms later. A retry due
+/// later than a slice is seen in time by every taker's next wake.
+fn wakes_takers(back: Option<Timestamp>, now: Timestamp) -> bool {
+    // Measured from `now`, not compared with `now` plus a slice, which saturates at the end
+    // of time, where a job ready at once would then wake no one.
+    back.is_some_and(|at| at.saturating_duration_since(now) < MAX_WAIT_SLICE)
+}
+
+/// How long a blocked call waits for an event due `at` (a retry, or a lease's end), having
+/// read `now` on a clock that moves in steps of `step`: a wait for an event within a step
+/// would not see the clock reach it (see `Clock::resolution`).
+fn wait_until(at: Timestamp, now: Timestamp, step: Duration) -> Duration {
+    at.saturating_duration_since(now).max(step)
+}
 
 /// Why a queue operation was refused. Nothing is changed when an error is returned.
 #[derive(Debug, thiserror::Error)]
@@ -1338,8 +1362,8 @@ impl JobQueue {
         // Unlinked first because burying may drop the record; the job is Processing (checked
         // above), so the state machine accepts either outcome and the relink is a formality.
         st.unlink_lease(slot);
-        let woke = match inner.retry_or_bury(st, slot, lease.job_id, error.into(), now) {
-            Ok(woke) => woke,
+        let back = match inner.retry_or_bury(st, slot, lease.job_id, error.into(), now) {
+            Ok(back) => back,
             Err(e) => {
                 st.link_lease(slot, deadline);
                 return Err(e);
@@ -1348,7 +1372,7 @@ impl JobQueue {
         inner.signal_room(st);
         let wake = st
             .waiting
-            .sets_for(TypeMask::one(lease.job_type).when(woke));
+            .sets_for(TypeMask::one(lease.job_type).when(wakes_takers(back, now)));
         drop(guard);
         inner.notify(wake);
         Ok(())
@@ -1749,6 +1773,15 @@ impl State {
         self.deadline_of(slot).map(|deadline| (deadline, slot))
     }
 
+    /// When the first lease to end does, for a blocked call to wait for. A lease that never
+    /// ends (see *Leases*) is no event: waited for, it was due at once, and a clock of zero
+    /// resolution standing at the end of time spun the waiting loop.
+    fn next_expiry(&self) -> Option<Timestamp> {
+        self.first_lease()
+            .map(|(at, _)| at)
+            .filter(|&at| at != END_OF_TIME)
+    }
+
     /// Links a job whose place was just set to `Leased { deadline, .. }` into the lease list,
     /// keeping it sorted by deadline. Every lease lasts the same time and the clock is
     /// monotonic, so a new deadline is the latest and this appends in O(1); the walk back only
@@ -2067,15 +2100,22 @@ impl Inner {
     /// with `next_due` inline, so that until then maintenance costs them one comparison and
     /// no call (callgrind, one thread: 30–60 instructions a job fewer than calling `maintain`
     /// each time).
+    ///
+    /// It also wakes the submitters waiting for room if a lease it took back was the job's
+    /// last attempt and freed places (the job and its followers dead-lettered): they were
+    /// woken by a `fail` of the same job, but not by this, and waited out their wait slice
+    /// although the queue had room.
     #[cold]
     #[inline(never)]
     fn catch_up(&self, st: &mut State, now: Timestamp) {
         let woke = self.maintain(st, now);
+        self.signal_room(st);
         self.notify(st.waiting.sets_for(woke));
     }
 
     /// Handles an expired lease (already unlinked) as a failed attempt. Returns the job's
-    /// type if it became ready again.
+    /// type if its takers are to be woken: it became ready again, or its retry is due soon
+    /// (see [`wakes_takers`]).
     fn expire(&self, st: &mut State, slot: Slot, now: Timestamp) -> TypeMask {
         st.stats.lease_expirations += 1;
         let Some(record) = st.records.get(slot) else {
@@ -2085,14 +2125,13 @@ impl Inner {
         let worker = record.job.worker_id().map(ToString::to_string);
         let error = format!("lease expired on worker {}", worker.unwrap_or_default());
         // The job is Processing (it was leased), so the state machine accepts either outcome.
-        let ready = self
-            .retry_or_bury(st, slot, id, error, now)
-            .unwrap_or(false);
-        TypeMask::one(job_type).when(ready)
+        let back = self.retry_or_bury(st, slot, id, error, now).ok().flatten();
+        TypeMask::one(job_type).when(wakes_takers(back, now))
     }
 
     /// After a failed attempt (lease already unlinked): schedule a retry or dead-letter the
-    /// job and its followers. Returns whether a job became ready.
+    /// job and its followers. Returns when the job is ready again: `now`, or its retry's due
+    /// time; `None` if it was dead-lettered.
     fn retry_or_bury(
         &self,
         st: &mut State,
@@ -2100,7 +2139,7 @@ impl Inner {
         id: JobId,
         error: String,
         now: Timestamp,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Option<Timestamp>, QueueError> {
         let record = st.record_mut(slot, id)?;
         if record.job.can_retry() {
             let delay = self.retry.retry_delay(record.job.retry_count());
@@ -2109,14 +2148,14 @@ impl Inner {
             if delay.is_zero() {
                 let priority = st.effective_priority(slot);
                 st.enqueue(slot, priority, now);
-                return Ok(true);
+                return Ok(Some(now));
             }
             let due = now.saturating_add(delay);
             let seq = st.next_seq();
             st.delayed.insert((due, seq), slot);
             st.next_due = st.next_due.min(due);
             st.record_mut(slot, id)?.place = Place::Delayed { due, seq };
-            return Ok(false);
+            return Ok(Some(due));
         }
         record.job.fail(error.clone(), now)?;
         let key = record.job.memo_key().copied();
@@ -2135,7 +2174,7 @@ impl Inner {
                 st.bury(f, self.dead_letter_capacity);
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Verifies that `lease` is the job's current, unexpired lease and returns the job's slot
@@ -2718,6 +2757,7 @@ impl Inner {
         let id = job.id();
         // When the waiting started: real time, read only once a submit has to wait.
         let started = Instant::now();
+        let step = self.clock.resolution();
         loop {
             let st = &mut *guard;
             // A job the memo store answers completes at once and takes no place, so a full
@@ -2749,11 +2789,17 @@ impl Inner {
                     capacity: self.capacity,
                 });
             };
-            // Room can also appear on paths that do not signal it (a lease expiring into the
-            // dead letter), so the wait is sliced as a taker's is.
+            // The one place freed by time alone is a lease's, expiring into the dead letter:
+            // the wait ends when the first lease does, so that the submit takes the place
+            // itself if no other call has run the maintenance that signals it by then (it
+            // waited out its slice, 50 ms, for a lease ending in 15). Sliced as a taker's
+            // wait is, for a clock that is not real time and for leases taken meanwhile.
+            let next_expiry = st.next_expiry().map(|at| wait_until(at, now, step));
+            let wait = remaining
+                .min(MAX_WAIT_SLICE)
+                .min(next_expiry.unwrap_or(Duration::MAX));
             st.submitters_waiting += 1;
-            self.room
-                .wait_for(&mut guard, remaining.min(MAX_WAIT_SLICE));
+            self.room.wait_for(&mut guard, wait);
             guard.submitters_waiting -= 1;
             self.drain_if_pending(&mut guard);
             now = self.clock.now();
@@ -2991,16 +3037,10 @@ impl Inner {
             // Sleep until the next retry or lease deadline, but never past the timeout and
             // never longer than a slice, since the clock may not be real time.
             let next_retry = st.delayed.first_key_value().map(|((at, _), _)| *at);
-            // A lease that never expires is no event: waited for, it was due at once, and a
-            // clock of zero resolution standing at the end of time spun this loop.
-            let next_expiry = st
-                .first_lease()
-                .map(|(at, _)| at)
-                .filter(|&at| at != END_OF_TIME);
-            let next_event = [next_retry, next_expiry]
+            let next_event = [next_retry, st.next_expiry()]
                 .into_iter()
                 .flatten()
-                .map(|at| at.saturating_duration_since(now).max(step))
+                .map(|at| wait_until(at, now, step))
                 .min()
                 .unwrap_or(MAX_WAIT_SLICE);
             let wait = remaining.min(next_event).min(MAX_WAIT_SLICE);
@@ -4102,5 +4142,129 @@ mod tests {
             "{rounds} rounds in {slices} wait slices for {submits} submits of another type"
         );
         assert_eq!(queue.stats().queued, submits);
+    }
+
+    /// Far above any bound the tests set, so that a waiter never gives up before it is woken.
+    const SIXTY_SECONDS: Duration = Duration::from_secs(60);
+
+    /// The fastest of three runs of `run`, which must be under `limit`. A lost wake-up costs
+    /// a waiter its wait slice, 50 ms, in every run (a condition variable of `parking_lot`
+    /// wakes only when signalled or timed out), so the old code cannot pass; a loaded machine
+    /// can slow one run of the fixed code, not all three.
+    fn assert_fastest_of_three_under(limit: Duration, mut run: impl FnMut() -> Duration) {
+        let fastest = (0..3).map(|_| run()).min().expect("three runs");
+        assert!(fastest < limit, "the fastest of three took {fastest:?}");
+    }
+
+    /// Waits until `queue` counts `takers` blocked takers and `submitters` blocked submits,
+    /// which are then waiting: each counts itself and starts its wait in one hold of the lock.
+    fn until_waiting(queue: &JobQueue, takers: usize, submitters: usize) {
+        loop {
+            let st = queue.inner.state.lock();
+            if st.waiting.total() == takers && st.submitters_waiting == submitters {
+                return;
+            }
+            drop(st);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A retry that a worker's `fail` files while a taker of its type is blocked, due before
+    /// the taker's wait would end, wakes it, and the taker takes the job once it is due. A
+    /// blocked taker sleeps until the first retry or lease deadline it saw as it began to
+    /// wait, or a slice (50 ms); before the fix nothing told it of a retry filed since, and a
+    /// retry due 5 ms after the `fail` was taken at the end of the taker's slice (the taker
+    /// took at least 50 ms in every run; 37 to 50 ms after the `fail`).
+    #[test]
+    fn a_retry_filed_while_a_typed_taker_waits_is_taken_when_due() {
+        assert_fastest_of_three_under(Duration::from_millis(40), || {
+            let queue = JobQueue::builder()
+                .clock(Arc::new(crate::SystemClock))
+                .retry(RetryConfig::fixed(1, Duration::from_millis(5)))
+                .build()
+                .expect("valid");
+            let summary = Job::new(JobType::Summarization, &b""[..]);
+            let id = queue.submit(summary).expect("room");
+            let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+            let taker = {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let types = [JobType::Summarization];
+                    let lease = queue.next_for(&WorkerId::new("t"), &types, SIXTY_SECONDS);
+                    (lease.map(|l| l.job_id()), started.elapsed())
+                })
+            };
+            until_waiting(&queue, 1, 0);
+            queue.fail(&lease, "once").expect("current");
+            let (got, took) = taker.join().expect("the taker returns");
+            assert_eq!(got, Some(id));
+            took
+        });
+    }
+
+    /// A submit waiting for room in a full queue takes the place that a lease ending on the
+    /// job's last attempt frees, when the lease ends: it waits no longer than that. Before the
+    /// fix it waited out its slice (50 ms in every run, for a lease of 15 ms), since nothing
+    /// ran the maintenance that takes the lease back until it woke.
+    #[test]
+    fn a_waiting_submit_takes_the_place_of_a_lease_that_ends_on_a_last_attempt() {
+        assert_fastest_of_three_under(Duration::from_millis(40), || {
+            let queue = JobQueue::builder()
+                .clock(Arc::new(crate::SystemClock))
+                .capacity(1)
+                .lease(Duration::from_millis(15))
+                .retry(RetryConfig::fixed(0, Duration::ZERO))
+                .build()
+                .expect("valid");
+            let abandoned = queue.submit(plain(JobPriority::Medium)).expect("room");
+            let _lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+            let started = Instant::now();
+            queue
+                .submit_timeout(plain(JobPriority::Medium), SIXTY_SECONDS)
+                .expect("room once the lease ends");
+            let took = started.elapsed();
+            assert_eq!(queue.status(abandoned), Some(JobStatus::Failed));
+            took
+        });
+    }
+
+    /// A call whose maintenance takes back a lease on a job's last attempt, freeing its place,
+    /// wakes the submits waiting for room, as a `fail` of the job does. Here a blocked taker
+    /// wakes at the lease's end and takes it back; the submit began to wait before the job
+    /// was leased, so its own wait runs for a slice. Before the fix the taker woke no one, and
+    /// the submit took the place only at the end of its slice (50 ms in every run).
+    #[test]
+    fn maintenance_that_frees_a_place_wakes_a_waiting_submit() {
+        assert_fastest_of_three_under(Duration::from_millis(40), || {
+            let queue = JobQueue::builder()
+                .clock(Arc::new(crate::SystemClock))
+                .capacity(1)
+                .lease(Duration::from_millis(10))
+                .retry(RetryConfig::fixed(0, Duration::ZERO))
+                .build()
+                .expect("valid");
+            let abandoned = queue.submit(plain(JobPriority::Medium)).expect("room");
+            let submitter = {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let job = plain(JobPriority::Medium);
+                    let id = queue.submit_timeout(job, SIXTY_SECONDS).expect("room");
+                    (id, started.elapsed())
+                })
+            };
+            until_waiting(&queue, 0, 1);
+            let _lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+            let taker = {
+                let queue = queue.clone();
+                std::thread::spawn(move || queue.next(&WorkerId::new("t"), SIXTY_SECONDS))
+            };
+            let (id, took) = submitter.join().expect("the submitter returns");
+            let taken = taker.join().expect("the taker returns");
+            assert_eq!(taken.map(|l| l.job_id()), Some(id));
+            assert_eq!(queue.status(abandoned), Some(JobStatus::Failed));
+            took
+        });
     }
 }
