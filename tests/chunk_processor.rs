@@ -1841,3 +1841,65 @@ fn bytes_kept_of_short_chunks_do_not_hold_the_buffers_of_full_ones() {
     }
     assert_eq!(processor.spare_chunk_buffers(), spare);
 }
+
+/// A reader that counts the bytes read from it.
+struct Counted<'a> {
+    inner: Cursor<&'a [u8]>,
+    read: &'a AtomicUsize,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Counted<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+/// Two runs at once on clones of a processor keep every buffer they held together: the
+/// clones share one set of spare buffers, which had room for one run's (2 × 2 + 1 at
+/// concurrency 2), so the other run's were freed at its end and a next pair of runs had them
+/// mapped and faulted in anew. Here each run's first two chunks (one a worker) wait until
+/// both runs' splitters have read five chunks, as many as a run holds at once (two being
+/// processed, two queued, one waiting to be queued): ten buffers in use together, of which
+/// the old code kept five.
+#[test]
+fn runs_at_once_on_clones_keep_every_buffer_they_held() {
+    let processor = pooling(&cache(), true);
+    let read = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let inputs = [pooled_input(8), pooled_input(9)];
+    let held = 5 * POOLED;
+    std::thread::scope(|scope| {
+        for run in 0..2 {
+            let (processor, read, input) = (processor.clone(), &read, &inputs[run]);
+            scope.spawn(move || {
+                let gate = |chunk: &AudioChunk| {
+                    let began = Instant::now();
+                    while chunk.index() < 2 && read.iter().any(|r| r.load(Ordering::SeqCst) < held)
+                    {
+                        assert!(
+                            began.elapsed() < Duration::from_secs(30),
+                            "the runs stalled"
+                        );
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Ok::<_, String>(describe(chunk))
+                };
+                let reader = Counted {
+                    inner: Cursor::new(&input[..]),
+                    read: &read[run],
+                };
+                let options = RunOptions::new().skip_whole_file_memo();
+                let out = processor.process_reader(reader, &gate, options).unwrap();
+                assert_eq!(out.computed, 8);
+            });
+        }
+    });
+    assert_eq!(processor.spare_chunk_buffers(), 2 * (2 * 2 + 1));
+}

@@ -17,7 +17,10 @@
 //!   instead of having fresh memory mapped and faulted in for each chunk of up to 25 MB (the
 //!   README's chunked-processing section counts the page faults). The price is memory held
 //!   between runs: what a run held at its peak, up to `(2 × concurrency + 1) × chunk size`,
-//!   225 MB at the default concurrency of 4 and the seed's 25 MB chunks.
+//!   225 MB at the default concurrency of 4 and the seed's 25 MB chunks. Runs on clones at
+//!   the same time share the buffers, and the processor keeps as many as the most runs it
+//!   has had at once hold (up to that much for each): with room for one run's, the others'
+//!   were freed at their end and mapped anew by the next runs.
 //!   [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)` has each run free its buffers
 //!   when it ends instead. Bytes a chunk function keeps are never read over: their buffer is
 //!   not back until the last of them is dropped. Meanwhile they hold all of it, which is at
@@ -615,12 +618,12 @@ impl ChunkedProcessorBuilder {
     }
 
     /// Whether the processor keeps chunk buffers across runs (default `true`): up to
-    /// `2 × concurrency + 1` of them (as many as a run holds at once), shared by its clones,
-    /// so the next run reads its chunks into them rather than into freshly mapped memory.
-    /// They hold up to `(2 × concurrency + 1) ×` the chunk size
-    /// ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs; `false` has each run free
-    /// its buffers when it ends (it still reuses them within the run). See
-    /// [`ChunkedProcessor::spare_chunk_buffers`].
+    /// `2 × concurrency + 1` of them (as many as a run holds at once) for each run it has had
+    /// at once on its clones, which share them, so the next runs read their chunks into them
+    /// rather than into freshly mapped memory. They hold up to `(2 × concurrency + 1) ×` the
+    /// chunk size ([`ChunkPlan::chunk_bytes_for`], at most 25 MB) between runs, for each run
+    /// at once; `false` has each run free its buffers when it ends (it still reuses them
+    /// within the run). See [`ChunkedProcessor::spare_chunk_buffers`].
     #[must_use]
     pub fn keep_chunk_buffers(mut self, keep: bool) -> Self {
         self.keep_chunk_buffers = keep;
@@ -871,8 +874,9 @@ impl ChunkedProcessor {
     }
 
     /// How many spare chunk buffers the processor (with its clones) holds now, for its next
-    /// run: up to `2 × concurrency + 1` after a run, each up to a chunk's size; 0 before the first
-    /// run, and always with [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)`.
+    /// runs: up to `2 × concurrency + 1` after a run, and that many for each run it has had at
+    /// once on its clones, each up to a chunk's size; 0 before the first run, and always with
+    /// [`ChunkedProcessorBuilder::keep_chunk_buffers`]`(false)`.
     pub fn spare_chunk_buffers(&self) -> usize {
         self.chunk_buffers
             .as_ref()
@@ -1120,11 +1124,20 @@ impl ChunkedProcessor {
 
         // Pass two: split and process.
         reader.rewind()?;
+        let per_run = buffers_kept(self.concurrency);
         let buffers = self
             .chunk_buffers
             .clone()
-            .unwrap_or_else(|| Arc::new(ChunkBuffers::new(buffers_kept(self.concurrency))));
-        let mut stream = split_into(&mut reader, &self.plan, Some(input_len), buffers)?;
+            .unwrap_or_else(|| Arc::new(ChunkBuffers::new(per_run)));
+        // Counted while it reads into them, so that runs on clones together keep what they
+        // hold together (see `ChunkBuffers::run`).
+        let _seat = buffers.run(per_run);
+        let mut stream = split_into(
+            &mut reader,
+            &self.plan,
+            Some(input_len),
+            Arc::clone(&buffers),
+        )?;
         let timing = Timing::of(stream.kind(), &self.plan);
         let bytes_total = stream.total_bytes().unwrap_or(input_len);
         // Known: the input length was given.
