@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use memocache::metrics::wiring::QueueMetrics;
 use memocache::metrics::{AlertRuleId, AlertState, AlertTransition, Notification, NotifyError};
 use memocache::{
     Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricError,
@@ -1637,4 +1638,148 @@ fn a_gauge_set_only_when_it_changes_keeps_its_window_rule_firing() {
     depth.set(20.0);
     assert_eq!(t.alerts.evaluate().len(), 2);
     assert_eq!(t.pager.notifications().len(), 4);
+}
+
+/// `rule_on`, on the crate's queue-depth family, selecting one label.
+fn jobs_rule(label: &str, value: &str) -> AlertRule {
+    rule_on("memocache_jobs", Aggregation::Last, 60 * SECOND).with_label(label, value)
+}
+
+/// Bug: a rule selecting series by a label its metric never carries was taken and never
+/// fired, silently: `memocache_jobs{state="failed"}`, where the label is `status`. A family
+/// the crate registers for its own figures has a fixed set of label names, which the registry
+/// now keeps (and holds a series to): such a rule is refused, naming the label and the ones
+/// there are, and one added before the metric is registered is reported by `rule_health` and
+/// once in the log. A label value no series has yet (a status first reached later) and an
+/// empty value (the series without the label) are taken, as is any label of a family the
+/// host registers, whose label names are its own to add to.
+#[test]
+fn a_rule_on_a_label_a_crate_metric_never_carries_is_refused_or_reported() {
+    let events = Events::default();
+    let mut t = setup();
+    let early = t.alerts.add_rule(jobs_rule("state", "failed")).unwrap();
+    QueueMetrics::register(&t.registry).unwrap();
+    let expected = MetricError::NoSuchLabel {
+        rule: "over two".into(),
+        metric: "memocache_jobs".into(),
+        label: "state".into(),
+        labels: vec!["status".into()],
+    };
+    let err = t.alerts.add_rule(jobs_rule("state", "failed")).unwrap_err();
+    assert_eq!(err, expected);
+    let message = err.to_string();
+    for part in ["`over two`", "`memocache_jobs`", "`state`", "`status`"] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    // What makes "never" true: the registry keeps the family to its label names.
+    assert_eq!(
+        t.registry
+            .gauge("memocache_jobs", "", &[("state", "failed")])
+            .unwrap_err(),
+        MetricError::UndeclaredLabel {
+            metric: "memocache_jobs".into(),
+            label: "state".into(),
+            labels: vec!["status".into()],
+        }
+    );
+    let stuck = t.alerts.add_rule(jobs_rule("status", "stuck")).unwrap();
+    let unlabelled = t.alerts.add_rule(jobs_rule("state", "")).unwrap();
+    t.registry
+        .gauge("app_jobs", "", &[("status", "queued")])
+        .unwrap();
+    let app = rule_on("app_jobs", Aggregation::Last, 60 * SECOND).with_label("state", "failed");
+    t.alerts.add_rule(app).unwrap();
+
+    t.registry
+        .gauge("memocache_jobs", "", &[("status", "failed")])
+        .unwrap()
+        .set(5.0);
+    tracing::subscriber::with_default(events.clone(), || {
+        let fired = t.alerts.evaluate();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].rule_id, unlabelled);
+        assert!(t.alerts.evaluate().is_empty());
+    });
+    assert_eq!(t.alerts.rule_health(early), Some(Err(&expected)));
+    assert_eq!(t.alerts.rule_health(stuck), Some(Ok(())));
+    let logged = events.0.lock().unwrap().clone();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].0, tracing::Level::WARN);
+    assert!(logged[0].1.contains("`state`"), "{logged:?}");
+}
+
+/// A rule selecting `quantile="0.99"`, as against a summary's exposition, or `le`, as against
+/// a Prometheus histogram's, is refused (the labels are reserved, and no series carries them),
+/// but the error gave only the label grammar, not how to alert on a quantile here. It says to
+/// read the histogram with a percentile aggregation; another invalid name gets the grammar.
+#[test]
+fn a_rule_on_a_quantile_label_is_told_to_take_a_percentile() {
+    let mut t = setup();
+    t.registry.histogram("latency_seconds", "", &[]).unwrap();
+    for (label, value) in [("quantile", "0.99"), ("le", "0.5")] {
+        let rule = rule_on("latency_seconds", Aggregation::Last, 60 * SECOND);
+        let err = t
+            .alerts
+            .add_rule(rule.with_label(label, value))
+            .unwrap_err();
+        assert_eq!(err, MetricError::InvalidLabelName(label.into()));
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("`{label}`"))
+                && message.contains("percentile aggregation (`Aggregation::Percentile`"),
+            "{message}"
+        );
+    }
+    let err = t.registry.gauge("depth", "", &[("dc-1", "x")]).unwrap_err();
+    assert!(err.to_string().contains("[a-zA-Z_][a-zA-Z0-9_]*"), "{err}");
+    assert_eq!(t.alerts.rules().count(), 0);
+}
+
+/// Bug: a rule on `h_bucket`, as against a Prometheus histogram's exposition, was taken and
+/// read nothing, never to fire: the registry exposes a histogram as a summary, which has no
+/// `_bucket` series (and the `le` label is refused). It is refused, naming the histogram and
+/// what to read instead, whatever its aggregation; one added before the histogram is
+/// registered is reported by `rule_health`. A family registered under such a name is read as
+/// any family.
+#[test]
+fn a_rule_on_a_histograms_buckets_is_refused_or_reported() {
+    let mut t = setup();
+    let early = t
+        .alerts
+        .add_rule(rule_on(
+            "latency_seconds_bucket",
+            Aggregation::Last,
+            60 * SECOND,
+        ))
+        .unwrap();
+    let latency = t.registry.histogram("latency_seconds", "", &[]).unwrap();
+    latency.observe(5.0).unwrap();
+    let expected = MetricError::NoBuckets {
+        rule: "over two".into(),
+        metric: "latency_seconds_bucket".into(),
+        histogram: "latency_seconds".into(),
+    };
+    let p99 = Aggregation::Percentile(Percentile::p99());
+    for aggregation in [Aggregation::Last, Aggregation::Average, p99] {
+        let rule = rule_on("latency_seconds_bucket", aggregation, 60 * SECOND);
+        assert_eq!(t.alerts.add_rule(rule).unwrap_err(), expected);
+    }
+    let message = expected.to_string();
+    for part in ["`latency_seconds`", "`Aggregation::Percentile`", "_count"] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    assert!(t.alerts.evaluate().is_empty());
+    assert_eq!(t.alerts.rule_health(early), Some(Err(&expected)));
+
+    t.registry
+        .counter("requests_bucket", "", &[])
+        .unwrap()
+        .inc_by(5);
+    let own = t
+        .alerts
+        .add_rule(rule_on("requests_bucket", Aggregation::Last, 60 * SECOND))
+        .unwrap();
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!((fired[0].rule_id, fired[0].value), (own, Some(5.0)));
 }

@@ -1190,6 +1190,92 @@ fn a_pipeline_refuses_a_rule_averaging_one_of_its_counters() {
         .expect("the registry was left as it was");
 }
 
+/// Bug: a pipeline rule selecting its metric's series by a label the metric never carries
+/// (`memocache_jobs{state="failed"}`, the label being `status`) was built, and never fired.
+/// The pipeline's metrics have fixed label names: the build refuses the rule, naming the
+/// label and the ones there are, and leaves the registry as it was; on `status`, it builds.
+#[test]
+fn a_pipeline_refuses_a_rule_on_a_label_its_metric_never_carries() {
+    use memocache::{Aggregation, AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+
+    let registry = MetricsRegistry::new();
+    let rule = |label: &str| {
+        let above = Threshold::greater_than(0.0).expect("finite");
+        let hour = Duration::from_secs(3600);
+        AlertRule::new(
+            "dead letters",
+            "memocache_jobs",
+            above,
+            Severity::Critical,
+            hour,
+        )
+        .with_aggregation(Aggregation::Last)
+        .with_label(label, "failed")
+    };
+    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry.clone())
+        .alert_rule(rule("state"))
+        .build();
+    match built {
+        Err(PipelineError::Metrics(MetricError::NoSuchLabel { label, labels, .. })) => {
+            assert_eq!((&*label, &*labels), ("state", &["status".to_owned()][..]));
+        }
+        other => panic!("a rule on a label no series carries was taken: {other:?}"),
+    }
+    assert_eq!(registry.render_prometheus(), "");
+    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .registry(registry)
+        .alert_rule(rule("status"))
+        .build()
+        .expect("the registry was left as it was");
+}
+
+/// A pipeline rule on a metric the host registers later, as something the rule cannot read
+/// (here the default `Average` of a counter), reads nothing; the pipeline showed that only in
+/// its log, and a rule given twice (a clone keeps its id) was given a new id the host never
+/// saw. `Pipeline::alert_rules` lists each rule as the pipeline holds it, with its health.
+#[test]
+fn a_pipeline_gives_its_rules_with_their_health() {
+    use memocache::{Aggregation, AlertRule, MetricError, Severity, Threshold};
+
+    let above = Threshold::greater_than(100.0).expect("finite");
+    let hour = Duration::from_secs(3600);
+    let average = AlertRule::new("busy", "app_requests_total", above, Severity::Warning, hour);
+    let last = average.clone().with_aggregation(Aggregation::Last);
+    let pipeline = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+        .alert_rule(average.clone())
+        .alert_rule(last)
+        .build()
+        .expect("built");
+    let rules = pipeline.alert_rules();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].0.id(), average.id());
+    let second = rules[1].0.id();
+    assert_ne!(second, average.id());
+    assert_eq!(rules[1].0.aggregation(), Aggregation::Last);
+    assert!(rules.iter().all(|(_, health)| health.is_ok()));
+
+    pipeline
+        .registry()
+        .counter("app_requests_total", "Requests.", &[])
+        .expect("registered")
+        .inc_by(500);
+    let fired = pipeline.evaluate_alerts();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].rule_id, second);
+    let rules = pipeline.alert_rules();
+    assert_eq!(
+        rules[0].1,
+        Err(MetricError::NoHistory {
+            rule: "busy".into(),
+            metric: "app_requests_total".into(),
+            aggregation: Aggregation::Average,
+        })
+    );
+    assert_eq!(rules[1].1, Ok(()));
+    assert!(rules[1].0.last_triggered().is_some());
+}
+
 /// Takes 100 ms a chunk, so that a request waiting for its job polls at its longest pause.
 struct Slow;
 

@@ -19,8 +19,14 @@
 //! registered when the rule is added ([`AlertEvaluator::add_rule`]), and reported if it is
 //! registered later ([`AlertEvaluator::rule_health`], and a warning in the log): an average
 //! or a percentile of a running total (a counter, `h_sum`, `h_count`), which keeps no
-//! history, or a histogram read over a window of zero. Taken, such rules never fired and
-//! said nothing.
+//! history, a histogram read over a window of zero, `h_bucket` (a summary has no buckets:
+//! a quantile is read with [`Aggregation::Percentile`], which a rule selecting `quantile` or
+//! `le` is told), or a label the metric never carries. Taken, such rules never fired and said
+//! nothing. A metric's label names are known only for the families the crate registers for
+//! its own figures ([`wiring`](super::wiring), a pipeline's), which have a fixed set (so
+//! `memocache_jobs{state="failed"}` is refused: the label is `status`); a family the host
+//! registers may gain a series with new labels at any time. A label *value* no series has is
+//! never refused: a series may take it later, as a metric may be registered later.
 //!
 //! # States, as Prometheus has them
 //!
@@ -80,7 +86,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::registry::{Source, validate_label_name, validate_metric_name};
+use super::registry::{Reads, Source, validate_label_name, validate_metric_name};
 use super::{MetricError, MetricType, MetricsRegistry, Percentile, Severity, Tags, Threshold};
 use crate::callback::FirstPanic;
 use crate::time::Timestamp;
@@ -494,6 +500,13 @@ struct Watched {
     error: Option<MetricError>,
 }
 
+impl Watched {
+    /// [`AlertEvaluator::rule_health`].
+    fn health(&self) -> Result<(), &MetricError> {
+        self.error.as_ref().map_or(Ok(()), Err)
+    }
+}
+
 impl fmt::Debug for AlertEvaluator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlertEvaluator")
@@ -527,19 +540,25 @@ impl AlertEvaluator {
     ///
     /// Errors, adding nothing: [`MetricError::InvalidMetricName`] for a metric name outside
     /// Prometheus' grammar, and [`MetricError::InvalidLabelName`] for a label name outside it
-    /// or reserved, each naming the bad name and the grammar it breaks; the registry refuses such
-    /// names (see [`MetricsRegistry::counter`]), so no series could match the rule and it
-    /// would never fire. A valid name of a metric not registered yet is accepted: metrics are
+    /// or reserved, each naming the bad name and the grammar it breaks (or, for `quantile`
+    /// and `le`, saying to take an [`Aggregation::Percentile`] instead); the registry refuses
+    /// such names (see [`MetricsRegistry::counter`]), so no series could match the rule and
+    /// it would never fire. A valid name of a metric not registered yet is accepted: metrics are
     /// registered on first use, and the rule watches the metric's series once they appear.
     /// [`MetricError::DuplicateLabel`], naming the label, for a rule given two values of one
     /// label ([`AlertRule::with_label`]), as the registry refuses a label given twice.
     /// And, for a rule on a metric already registered, where the rule could never read a
     /// value of it: [`MetricError::NoHistory`] for an [`Aggregation::Average`] or
     /// [`Aggregation::Percentile`] (the default is `Average`) of a counter or of a
-    /// histogram's `_sum` or `_count`, running totals that keep no history, and
+    /// histogram's `_sum` or `_count`, running totals that keep no history,
     /// [`MetricError::EmptyWindow`] for a histogram read over a window that, cut to the
-    /// registry's retention, is zero. A rule on a name registered later is checked at each
-    /// evaluation instead: see [`rule_health`](Self::rule_health).
+    /// registry's retention, is zero, [`MetricError::NoBuckets`] for `h_bucket`, for a
+    /// histogram `h`, which, exposed as a summary, has no buckets; and
+    /// [`MetricError::NoSuchLabel`] for a label (with a value) the metric never carries, which
+    /// only a family the crate registers for its own figures tells, its label names being
+    /// fixed (see the [module docs](self)). A rule on a name registered later is checked at
+    /// each evaluation instead: see [`rule_health`](Self::rule_health). A label value no
+    /// series has yet is no error: a series may take it later.
     ///
     /// A rule on `h_sum` or `h_count`, for a histogram `h`, reads the histogram's running
     /// sum or count (see [`MetricsRegistry::aggregate`]), as a rule on the series of those
@@ -701,9 +720,13 @@ impl AlertEvaluator {
     ///
     /// [`add_rule`](Self::add_rule) refuses a rule that cannot read its metric, but a rule
     /// may name a metric registered only later, as something it cannot read: a counter it
-    /// averages, or a histogram over a window of zero. Each evaluation checks, and reads
-    /// nothing for such a rule; the error is logged through `tracing` at `WARN` once, by the
-    /// evaluation that first finds it (not at every evaluation), and given here.
+    /// averages, a histogram over a window of zero or its `_bucket`, or a family of the
+    /// crate's whose labels the rule's are not (see [`MetricError::NoSuchLabel`]). Each
+    /// evaluation checks, and reads nothing for such a rule; the error is logged through
+    /// `tracing` at `WARN` once, by the evaluation that first finds it (not at every
+    /// evaluation), and given here. A [`Pipeline`](crate::pipeline::Pipeline) gives its
+    /// rules' health through
+    /// [`Pipeline::alert_rules`](crate::pipeline::Pipeline::alert_rules).
     ///
     /// ```
     /// use memocache::{AlertEvaluator, AlertRule, MetricError, MetricsRegistry};
@@ -722,8 +745,14 @@ impl AlertEvaluator {
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn rule_health(&self, id: AlertRuleId) -> Option<Result<(), &MetricError>> {
-        let watched = self.watched(id)?;
-        Some(watched.error.as_ref().map_or(Ok(()), Err))
+        self.watched(id).map(Watched::health)
+    }
+
+    /// Each rule with its [`rule_health`](Self::rule_health), in the order they were added.
+    pub(crate) fn rules_with_health(
+        &self,
+    ) -> impl Iterator<Item = (&AlertRule, Result<(), &MetricError>)> {
+        self.rules.iter().map(|w| (&w.rule, w.health()))
     }
 
     /// The labels and state of each series of the rule that is pending or firing, sorted by
@@ -841,38 +870,68 @@ impl AlertEvaluator {
 
 /// Refuses `rule` where the series its metric name reads (`source`, `None` for a name nothing
 /// is registered under) could never give it a value, in a registry keeping `retention`: a
-/// windowed aggregation of a running total ([`MetricError::NoHistory`]), or a histogram read
-/// over a window of zero ([`MetricError::EmptyWindow`]). A gauge once set has a value for
-/// any window (see [`MetricsRegistry::aggregate`]), and a name not registered may yet be
-/// anything.
+/// histogram's `_bucket`, which a summary does not have ([`MetricError::NoBuckets`]), a
+/// windowed aggregation of a running total ([`MetricError::NoHistory`]), a histogram read
+/// over a window of zero ([`MetricError::EmptyWindow`]), or a selection by a label the
+/// series never carry ([`MetricError::NoSuchLabel`]). A gauge once set has a value for any
+/// window (see [`MetricsRegistry::aggregate`]), and a name not registered may yet be
+/// anything. Nor is a label value no series has refused: a series with it may come at any
+/// time (a job status first reached later), and until then the rule has no data, as one on
+/// a metric not registered yet; Prometheus does not flag an empty selection either.
 fn check_source(
     rule: &AlertRule,
     source: Option<Source>,
     retention: Duration,
 ) -> Result<(), MetricError> {
-    match source {
-        None | Some(Source::Family(MetricType::Gauge)) => Ok(()),
-        Some(Source::Family(MetricType::Counter) | Source::HistogramTotal) => {
-            match rule.aggregation() {
-                Aggregation::Last => Ok(()),
-                aggregation @ (Aggregation::Average | Aggregation::Percentile(_)) => {
-                    Err(MetricError::NoHistory {
-                        rule: rule.name().to_owned(),
-                        metric: rule.metric_name().to_owned(),
-                        aggregation,
-                    })
-                }
-            }
+    let Some(Source { reads, labels }) = source else {
+        return Ok(());
+    };
+    let (rule_name, metric) = (|| rule.name().to_owned(), || rule.metric_name().to_owned());
+    match (reads, rule.aggregation()) {
+        (Reads::NoBuckets(histogram), _) => {
+            return Err(MetricError::NoBuckets {
+                rule: rule_name(),
+                metric: metric(),
+                histogram,
+            });
         }
-        Some(Source::Family(MetricType::Histogram)) if rule.window().min(retention).is_zero() => {
-            Err(MetricError::EmptyWindow {
-                rule: rule.name().to_owned(),
-                metric: rule.metric_name().to_owned(),
+        (
+            Reads::Family(MetricType::Counter) | Reads::HistogramTotal,
+            aggregation @ (Aggregation::Average | Aggregation::Percentile(_)),
+        ) => {
+            return Err(MetricError::NoHistory {
+                rule: rule_name(),
+                metric: metric(),
+                aggregation,
+            });
+        }
+        (Reads::Family(MetricType::Histogram), _) if rule.window().min(retention).is_zero() => {
+            return Err(MetricError::EmptyWindow {
+                rule: rule_name(),
+                metric: metric(),
                 window: rule.window(),
                 retention,
-            })
+            });
         }
-        Some(Source::Family(MetricType::Histogram)) => Ok(()),
+        (Reads::Family(_) | Reads::HistogramTotal, _) => {}
+    }
+    let Some(fixed) = labels else {
+        return Ok(());
+    };
+    // A label given an empty value selects the series without it: for a label no series
+    // carries, every series, which is no mistake.
+    let never_carried = rule
+        .labels()
+        .iter()
+        .find(|(label, value)| !value.is_empty() && !fixed.contains(*label));
+    match never_carried {
+        Some((label, _)) => Err(MetricError::NoSuchLabel {
+            rule: rule_name(),
+            metric: metric(),
+            label: label.clone(),
+            labels: fixed.iter().cloned().collect(),
+        }),
+        None => Ok(()),
     }
 }
 

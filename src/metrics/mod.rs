@@ -121,10 +121,9 @@ pub enum MetricError {
     #[error("invalid metric name `{0}`: expected [a-zA-Z_:][a-zA-Z0-9_:]*")]
     InvalidMetricName(String),
     /// A label name that is not `[a-zA-Z_][a-zA-Z0-9_]*`, starts with `__`, or is reserved.
-    #[error(
-        "invalid label name `{0}`: expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with `__`, \
-         and not `quantile` or `le`"
-    )]
+    /// For the reserved `quantile` and `le`, what an alert rule selecting by them meant is
+    /// said instead of the grammar: read the histogram with [`Aggregation::Percentile`].
+    #[error("invalid label name `{name}`: {rule}", name = .0, rule = label_name_rule(.0))]
     InvalidLabelName(String),
     /// The same label name was given twice.
     #[error("label `{0}` given twice")]
@@ -174,6 +173,63 @@ pub enum MetricError {
         /// The registry's retention ([`MetricsRegistry::retention`]).
         retention: Duration,
     },
+    /// An alert rule names `h_bucket` for a histogram `h`, as against a Prometheus
+    /// histogram's exposition: the registry exposes its histograms as summaries, with no
+    /// `_bucket` series (nor `le` label), so the rule would read nothing and never fire.
+    #[error(
+        "alert rule `{rule}` reads `{metric}`, but `{histogram}` is a histogram exposed as a \
+         summary, which has no `_bucket` series: read `{histogram}` with a percentile \
+         aggregation (`Aggregation::Percentile`, its quantiles), or `{histogram}_count` with \
+         `last`"
+    )]
+    NoBuckets {
+        /// The rule's name.
+        rule: String,
+        /// The name it reads.
+        metric: String,
+        /// The histogram.
+        histogram: String,
+    },
+    /// An alert rule selects series by a label its metric never carries: the metric's
+    /// family was registered by the crate ([`wiring`], a [`Pipeline`]'s own metrics) with a
+    /// fixed set of label names, and the registry refuses a series with another
+    /// ([`MetricError::UndeclaredLabel`]). The rule would select no series, and never fire.
+    ///
+    /// [`Pipeline`]: crate::pipeline::Pipeline
+    #[error(
+        "alert rule `{rule}` selects series of `{metric}` by label `{label}`, which `{metric}` \
+         never carries (its labels: {})",
+        label_list(.labels)
+    )]
+    NoSuchLabel {
+        /// The rule's name.
+        rule: String,
+        /// The metric it names.
+        metric: String,
+        /// The label no series of it has.
+        label: String,
+        /// The label names its series may have, sorted.
+        labels: Vec<String>,
+    },
+    /// A series was asked for with a label its family was registered without, where the
+    /// family's label names are fixed: those the crate registers for its own figures
+    /// ([`wiring`], a [`Pipeline`]'s own metrics). Their series carry the labels their
+    /// tables give, and only those, so that an alert rule selecting by another label can be
+    /// refused ([`MetricError::NoSuchLabel`]).
+    ///
+    /// [`Pipeline`]: crate::pipeline::Pipeline
+    #[error(
+        "metric `{metric}` has a fixed set of labels ({}), and `{label}` is not one of them",
+        label_list(.labels)
+    )]
+    UndeclaredLabel {
+        /// The metric.
+        metric: String,
+        /// The label asked for.
+        label: String,
+        /// The label names its series may have, sorted.
+        labels: Vec<String>,
+    },
     /// A metric name is already registered with another type.
     #[error("metric `{name}` is registered as a {registered}, not a {requested}")]
     TypeConflict {
@@ -184,4 +240,36 @@ pub enum MetricError {
         /// The type asked for now.
         requested: MetricType,
     },
+}
+
+/// What [`MetricError::InvalidLabelName`] says of `name`: what to do instead, for a label
+/// reserved by the exposition, and else the grammar.
+fn label_name_rule(name: &str) -> &'static str {
+    match name {
+        // A rule written against a summary's exposition (`h{quantile="0.99"}`) or a
+        // Prometheus histogram's (`h_bucket{le="0.5"}`): refused with the grammar alone, the
+        // host was not told how to alert on a quantile here.
+        "quantile" => {
+            "`quantile` is reserved for the quantile lines the registry writes for a \
+             histogram, which are no series of their own: to alert on a histogram's quantile, \
+             read the histogram with a percentile aggregation (`Aggregation::Percentile`: p99 \
+             for `quantile=\"0.99\"`)"
+        }
+        "le" => {
+            "`le` is reserved for a histogram's bucket bounds, and the registry exposes \
+             histograms as summaries, with no buckets: to alert on a histogram's \
+             distribution, read the histogram with a percentile aggregation \
+             (`Aggregation::Percentile`)"
+        }
+        _ => "expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with `__`, and not `quantile` or `le`",
+    }
+}
+
+/// `labels` as an error message lists them: quoted, or "none".
+fn label_list(labels: &[String]) -> String {
+    if labels.is_empty() {
+        return "none".to_owned();
+    }
+    let quoted: Vec<String> = labels.iter().map(|l| format!("`{l}`")).collect();
+    quoted.join(", ")
 }

@@ -38,16 +38,24 @@
 //! `h_count`, so those names and `h` exclude each other ([`MetricError::NameCollision`]):
 //! an exposition with a series name twice is rejected by scrapers. Read by name
 //! ([`MetricsRegistry::aggregate`], an alert rule), `h_sum` and `h_count` are the histogram's
-//! running sum and count, as the exposition shows them. A label with an empty value
-//! is no label, as Prometheus ingests it: `x{a=""}` is the series `x`. The first help text
-//! given for a name is the one rendered.
+//! running sum and count, as the exposition shows them; `h_bucket`, which a Prometheus
+//! histogram would write, reads nothing (an alert rule on it is refused). A label with an
+//! empty value is no label, as Prometheus ingests it: `x{a=""}` is the series `x`. The first
+//! help text given for a name is the one rendered.
+//!
+//! A family takes series with any label names, as Prometheus' exposition allows, except
+//! the families the crate registers for its own figures ([`wiring`](super::wiring), a
+//! pipeline's): each has the fixed label names its table gives (`memocache_jobs` has
+//! `status`), and a series with another is refused ([`MetricError::UndeclaredLabel`]), so
+//! that an alert rule selecting by another label, which would never fire, can be refused too
+//! ([`MetricError::NoSuchLabel`]). A family the host registers first keeps taking any names.
 //!
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +86,12 @@ struct Inner {
 struct Family {
     help: String,
     metrics: Metrics,
+    /// The label names its series may carry, if fixed: a family the crate registers for its
+    /// own figures ([`Batch`]) has the names of its first series, and a series with another
+    /// is refused ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a
+    /// label it can never carry is refused too. `None`, as for any family the registry's
+    /// public calls create: any names, since a series with new ones may come at any time.
+    labels: Option<Arc<BTreeSet<String>>>,
 }
 
 enum Metrics {
@@ -208,8 +222,9 @@ impl MetricsRegistry {
     /// Errors, registering nothing: [`MetricError::InvalidMetricName`],
     /// [`MetricError::InvalidLabelName`] or [`MetricError::DuplicateLabel`] for names outside
     /// Prometheus' grammar, [`MetricError::TypeConflict`] if `name` is registered as another
-    /// type, and [`MetricError::NameCollision`] if `name` is a histogram's `_sum`/`_count`
-    /// series (see the [module docs](self)). The same holds for
+    /// type, [`MetricError::NameCollision`] if `name` is a histogram's `_sum`/`_count`
+    /// series, and [`MetricError::UndeclaredLabel`] for a label one of the crate's own
+    /// families does not have (see the [module docs](self)). The same holds for
     /// [`gauge`](MetricsRegistry::gauge) and [`histogram`](MetricsRegistry::histogram).
     ///
     /// ```
@@ -295,6 +310,7 @@ impl MetricsRegistry {
             name,
             help,
             labels,
+            false,
         )?;
         Ok(handle)
     }
@@ -379,16 +395,22 @@ impl MetricsRegistry {
         let labels = &*without_empty(labels);
         let families = self.inner.families.read();
         let series = |metrics| aggregate_one(metrics, aggregation, window);
-        match find(&families, name)? {
-            Found::Family(Metrics::Counter(map)) => series(Series::Counter(map.get(labels)?)),
-            Found::Family(Metrics::Gauge(map)) => series(Series::Gauge(map.get(labels)?)),
-            Found::Family(Metrics::Histogram(map)) => series(Series::Histogram(map.get(labels)?)),
-            Found::Total(map, total) => series(Series::Total(map.get(labels)?, total)),
+        let Found { family, part } = find(&families, name)?;
+        match (&family.metrics, part) {
+            (Metrics::Counter(map), Part::Own) => series(Series::Counter(map.get(labels)?)),
+            (Metrics::Gauge(map), Part::Own) => series(Series::Gauge(map.get(labels)?)),
+            (Metrics::Histogram(map), Part::Own) => series(Series::Histogram(map.get(labels)?)),
+            (Metrics::Histogram(map), Part::Total(total)) => {
+                series(Series::Total(map.get(labels)?, total))
+            }
+            // A summary has no buckets (and only a histogram's names are derived).
+            (_, Part::Total(_) | Part::NoBuckets(_)) => None,
         }
     }
 
-    /// What the metric name `name` reads, if anything is registered under it: a family, or
-    /// the `_sum` or `_count` of a histogram family (see [`aggregate`](Self::aggregate)).
+    /// What the metric name `name` reads, if anything is registered under it: a family, the
+    /// `_sum` or `_count` of a histogram family (see [`aggregate`](Self::aggregate)), or the
+    /// `_bucket` a histogram, exposed as a summary, does not have.
     pub(crate) fn source(&self, name: &str) -> Option<Source> {
         find(&self.inner.families.read(), name).map(|found| found.source())
     }
@@ -417,15 +439,18 @@ impl MetricsRegistry {
                 .collect()
         }
         let families = self.inner.families.read();
-        let Some(found) = find(&families, name) else {
+        let Some(Found { family, part }) = find(&families, name) else {
             return Vec::new();
         };
         let (selector, a, w) = (selector, aggregation, window);
-        match found {
-            Found::Family(Metrics::Counter(map)) => each(map, selector, Series::Counter, a, w),
-            Found::Family(Metrics::Gauge(map)) => each(map, selector, Series::Gauge, a, w),
-            Found::Family(Metrics::Histogram(map)) => each(map, selector, Series::Histogram, a, w),
-            Found::Total(map, total) => each(map, selector, |h| Series::Total(h, total), a, w),
+        match (&family.metrics, part) {
+            (Metrics::Counter(map), Part::Own) => each(map, selector, Series::Counter, a, w),
+            (Metrics::Gauge(map), Part::Own) => each(map, selector, Series::Gauge, a, w),
+            (Metrics::Histogram(map), Part::Own) => each(map, selector, Series::Histogram, a, w),
+            (Metrics::Histogram(map), Part::Total(total)) => {
+                each(map, selector, |h| Series::Total(h, total), a, w)
+            }
+            (_, Part::Total(_) | Part::NoBuckets(_)) => Vec::new(),
         }
     }
 
@@ -453,57 +478,104 @@ enum Total {
     Count,
 }
 
+/// The series a Prometheus histogram `h` writes for its buckets, `h_bucket{le="…"}`, which
+/// this registry's histograms, exposed as summaries, do not (see [`find`]).
+const BUCKET_SUFFIX: &str = "_bucket";
+
 /// What a metric name reads in a registry (see [`MetricsRegistry::source`]), for an alert
-/// rule to tell whether its aggregation can read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Source {
+/// rule to tell whether it can read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Source {
+    /// The kind of series.
+    pub(crate) reads: Reads,
+    /// The label names those series may carry, if fixed (see [`Family`]'s); `None`: any.
+    pub(crate) labels: Option<Arc<BTreeSet<String>>>,
+}
+
+/// The kind of series a metric name reads (see [`Source`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
     /// A registered family of this type.
     Family(MetricType),
     /// A histogram's `_sum` or `_count`: a running total, with no history.
     HistogramTotal,
+    /// Nothing: the `_bucket` of the histogram of this name, which has no buckets.
+    NoBuckets(String),
 }
 
-/// What a name reads in `families`: its family, or the `_sum` or `_count` of a histogram.
-enum Found<'f> {
-    Family(&'f Metrics),
-    Total(&'f BTreeMap<Tags, Histogram>, Total),
+/// What a name reads in `families` (see [`find`]).
+struct Found<'f> {
+    /// The family whose series it reads: its own, or the histogram's whose exposition (or a
+    /// Prometheus histogram's) derives the name.
+    family: &'f Family,
+    /// Which of them.
+    part: Part<'f>,
+}
+
+/// What of its family a name reads (see [`Found`]).
+#[derive(Clone, Copy)]
+enum Part<'f> {
+    /// The family's own series.
+    Own,
+    /// A histogram's running total: `h_sum` or `h_count`.
+    Total(Total),
+    /// Nothing: `h_bucket`, for the histogram `h` named here.
+    NoBuckets(&'f str),
 }
 
 impl Found<'_> {
     fn source(&self) -> Source {
-        match self {
-            Found::Family(metrics) => Source::Family(metrics.metric_type()),
-            Found::Total(..) => Source::HistogramTotal,
+        let reads = match self.part {
+            Part::Own => Reads::Family(self.family.metrics.metric_type()),
+            Part::Total(_) => Reads::HistogramTotal,
+            Part::NoBuckets(histogram) => Reads::NoBuckets(histogram.to_owned()),
+        };
+        Source {
+            reads,
+            labels: self.family.labels.clone(),
         }
     }
 }
 
-/// The series the name `name` reads in `families`. A histogram `h` exposes `h_sum` and
-/// `h_count`, so a rule written as it would be against the exposition (`h_count > 100`)
-/// reads the histogram's totals; the registry refuses a family of either name next to `h`
-/// ([`check_summary_names`]), so a name never means both.
+/// What the name `name` reads in `families`. A histogram `h` exposes `h_sum` and `h_count`,
+/// so a rule written as it would be against the exposition (`h_count > 100`) reads the
+/// histogram's totals; the registry refuses a family of either name next to `h`
+/// ([`check_summary_names`]), so a name never means both. `h_bucket`, which a rule written
+/// against a Prometheus histogram's exposition reads, is found too, as the nothing it reads
+/// here (a summary has no buckets), so that such a rule is refused rather than taken, never
+/// to fire; a family registered as `h_bucket` (which a summary does not collide with) is
+/// what that name reads, as any family is.
 fn find<'f>(families: &'f BTreeMap<String, Family>, name: &str) -> Option<Found<'f>> {
     if let Some(family) = families.get(name) {
-        return Some(Found::Family(&family.metrics));
+        let part = Part::Own;
+        return Some(Found { family, part });
     }
-    SUMMARY_TOTALS.into_iter().find_map(|(suffix, total)| {
-        let base = name.strip_suffix(suffix)?;
-        match &families.get(base)?.metrics {
-            Metrics::Histogram(map) => Some(Found::Total(map, total)),
-            Metrics::Counter(_) | Metrics::Gauge(_) => None,
-        }
+    // The suffixes of the names derived from a histogram's, with the total each reads (none:
+    // the buckets it does not have).
+    let totals = SUMMARY_TOTALS.map(|(suffix, total)| (suffix, Some(total)));
+    let mut derived = totals.into_iter().chain([(BUCKET_SUFFIX, None)]);
+    derived.find_map(|(suffix, total)| {
+        let (histogram, family) = families.get_key_value(name.strip_suffix(suffix)?)?;
+        let part = match (&family.metrics, total) {
+            (Metrics::Histogram(_), Some(total)) => Part::Total(total),
+            (Metrics::Histogram(_), None) => Part::NoBuckets(histogram),
+            (Metrics::Counter(_) | Metrics::Gauge(_), _) => return None,
+        };
+        Some(Found { family, part })
     })
 }
 
-/// Looks the series `name{labels}` up in `families`, adding it (and its family) if new.
-/// Returns the handle and, when it added the series, whether it created the family too.
-/// Nothing is added on error.
+/// Looks the series `name{labels}` up in `families`, adding it (and its family) if new; a
+/// family it creates has its label names fixed to those of `labels` if `fix_labels` (see
+/// [`Family`]'s). Returns the handle and, when it added the series, whether it created the
+/// family too. Nothing is added on error.
 fn insert<H: Handle>(
     families: &mut BTreeMap<String, Family>,
     inner: &Inner,
     name: &str,
     help: &str,
     labels: Tags,
+    fix_labels: bool,
 ) -> Result<(H, Option<bool>), MetricError> {
     let created = !families.contains_key(name);
     if created {
@@ -512,6 +584,7 @@ fn insert<H: Handle>(
     let family = families.entry(name.to_owned()).or_insert_with(|| Family {
         help: help.to_owned(),
         metrics: H::empty_family(),
+        labels: fix_labels.then(|| Arc::new(labels.keys().cloned().collect())),
     });
     let registered = family.metrics.metric_type();
     let map = H::family_mut(&mut family.metrics).ok_or_else(|| MetricError::TypeConflict {
@@ -522,13 +595,25 @@ fn insert<H: Handle>(
     if let Some(handle) = map.get(&labels) {
         return Ok((handle.clone(), None));
     }
+    if let Some(fixed) = &family.labels
+        && let Some(label) = labels.keys().find(|label| !fixed.contains(*label))
+    {
+        return Err(MetricError::UndeclaredLabel {
+            metric: name.to_owned(),
+            label: label.clone(),
+            labels: fixed.iter().cloned().collect(),
+        });
+    }
     let handle = H::new(name, inner);
     map.insert(labels, handle.clone());
     Ok((handle, Some(created)))
 }
 
 /// Registration of several metrics as one step; see [`MetricsRegistry::register_all`].
-/// Its methods are those of the registry, with the same errors.
+/// Its methods are those of the registry, with the same errors; but a batch registers the
+/// crate's own figures ([`wiring`](super::wiring), a pipeline's), whose families have a
+/// fixed set of labels, so a family a batch creates has its label names fixed to those of
+/// its first series (see [`Family`]'s).
 pub(crate) struct Batch<'a> {
     inner: &'a Inner,
     families: RefCell<RwLockWriteGuard<'a, BTreeMap<String, Family>>>,
@@ -605,7 +690,7 @@ impl Batch<'_> {
         validate_metric_name(name)?;
         let labels = to_tags(labels)?;
         let mut families = self.families.borrow_mut();
-        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone())?;
+        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone(), true)?;
         if let Some(created) = added {
             self.added
                 .borrow_mut()

@@ -33,7 +33,10 @@
 //!
 //! Prometheus conventions: a `memocache_` prefix, `_total` on counters, base units (`_bytes`,
 //! `_seconds`), and labels with a small fixed set of values (`cause`, `status`) — never keys,
-//! job ids or content hashes.
+//! job ids or content hashes. A family these adapters create carries the labels the tables
+//! below give it and no other: the registry refuses a series of it with another label
+//! ([`MetricError::UndeclaredLabel`]), and so an alert rule selecting by one, which would
+//! never fire ([`MetricError::NoSuchLabel`]: `memocache_jobs{state="failed"}`).
 //!
 //! ## Cache ([`CacheMetrics`])
 //!

@@ -355,7 +355,11 @@ impl PipelineBuilder {
     /// that was given two values of one label, or that could never read a value of its
     /// metric: the pipeline's metrics (or the given registry's) are checked as
     /// [`AlertEvaluator::add_rule`] checks registered ones, so a rule averaging a counter
-    /// such as `memocache_cache_hits_total` is refused ([`MetricError::NoHistory`]).
+    /// such as `memocache_cache_hits_total` is refused ([`MetricError::NoHistory`]), as is
+    /// one selecting a label the pipeline's metric never carries, such as
+    /// `memocache_jobs{state="failed"}` ([`MetricError::NoSuchLabel`]: the label is
+    /// `status`). A rule on a metric registered later is checked at each evaluation:
+    /// [`Pipeline::alert_rules`] gives each rule's health.
     pub fn alert_rule(mut self, rule: AlertRule) -> Self {
         self.rules.push(rule);
         self
@@ -1299,6 +1303,48 @@ impl Pipeline {
             time_saved: saved.unwrap_or(Duration::MAX),
             latency_p50_p95_p99: latency,
         }
+    }
+
+    /// The alert rules ([`PipelineBuilder::alert_rule`]), in the order the builder was given
+    /// them, each as the pipeline holds it, with its health: `Ok` if the last evaluation
+    /// ([`Pipeline::evaluate_alerts`], which every file's service runs) could evaluate it,
+    /// or none has run yet, and else why not, as [`AlertEvaluator::rule_health`] gives it.
+    ///
+    /// The build refuses a rule that cannot read the pipeline's metrics (or a given
+    /// registry's), but a rule may name a metric the host registers later, in
+    /// [`Pipeline::registry`], as something it cannot read (a counter the rule averages):
+    /// the next evaluation finds it, logs it once at `WARN`, and reads nothing for the rule,
+    /// which is what this reports. Each rule carries the id the pipeline knows it by
+    /// ([`AlertRule::id`], as in its [`Notification`]s): a rule given twice (a clone keeps
+    /// its id) has a new one the second time ([`AlertEvaluator::add_rule`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use memocache::{AlertRule, Cache, MetricError, Severity, Threshold};
+    /// use memocache::pipeline::{Pipeline, StandInTranscriber};
+    ///
+    /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+    /// let above = Threshold::greater_than(100.0)?;
+    /// let hour = Duration::from_secs(3600);
+    /// let rule = AlertRule::new("busy", "app_requests_total", above, Severity::Warning, hour);
+    /// let pipeline = Pipeline::builder(cache, Arc::new(StandInTranscriber::new(1)))
+    ///     .alert_rule(rule) // not registered yet: taken
+    ///     .build()?;
+    /// pipeline.registry().counter("app_requests_total", "Requests.", &[])?.inc_by(500);
+    /// pipeline.evaluate_alerts();
+    /// // The rule averages (the default aggregation) a counter, which keeps no history.
+    /// let rules = pipeline.alert_rules();
+    /// assert_eq!(rules[0].0.name(), "busy");
+    /// assert!(matches!(rules[0].1, Err(MetricError::NoHistory { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn alert_rules(&self) -> Vec<(AlertRule, Result<(), MetricError>)> {
+        let alerts = self.alerts.lock();
+        let rules = alerts.rules_with_health();
+        rules
+            .map(|(rule, health)| (rule.clone(), health.map_err(MetricError::clone)))
+            .collect()
     }
 
     /// The registry the pipeline publishes into (render it with
