@@ -569,9 +569,11 @@ const MAX_TRACE_KEYS: usize = 1 << 16;
 /// delivering it a few bytes at a time: how the bytes arrive must not matter. And
 /// [`TraceReader::from_stream`] (what `memocache replay -` reads standard input with), fed
 /// the bytes from memory and labelled with the path, reads what the file does, the
-/// compression told or given alike. (Not a few bytes at a time: a decoder fed so may hand
-/// out text of a corrupt gzip stream before it finds the corruption that a whole buffer
-/// shows it at once, so the reads differ in which error comes first.)
+/// compression told or given alike. Fed a few bytes at a time, as a slow pipe feeds it, it
+/// ends as the file does: a decoder fed so hands out the text of a corrupt stream before it
+/// finds the corruption, which a whole buffer may show it at once, but the reader decodes on
+/// past a bad line or record to report the corruption instead. Only the keys may differ
+/// then: the file's lead the trickled ones, which go further into the garbage.
 ///
 /// Memory is left to the fuzzer's limits. A zstd frame reserves the window its header
 /// declares, up to 128 MiB, when it starts (`seed-zstd-64mib-window` declares 64 MiB in 155
@@ -624,6 +626,14 @@ pub fn trace_parse(data: &[u8]) {
             format!("{read:?}"),
             "{format}, {compression:?}: streamed vs opened"
         );
+        let trickle = Trickle::new(content.to_vec());
+        let trickled = opened_read(TraceReader::from_stream(
+            trickle,
+            format,
+            &path,
+            compression,
+        ));
+        check_trickled_stream(&read, &trickled, &format!("{format}, {compression:?}"));
         read
     };
     for format in TraceFormat::ALL {
@@ -708,6 +718,33 @@ pub fn trace_parse(data: &[u8]) {
         );
     }
     std::fs::remove_file(&path).expect("removing the temporary file");
+}
+
+/// Checks a stream's read fed a few bytes at a time (`trickled`) against the file's (`read`):
+/// the same end, and the file's keys first. Only where the file's read ends in a
+/// [`TraceError::Read`](memocache::trace::TraceError::Read), the corrupt stream found by
+/// the decoder, may the trickled read have more keys, from the garbage decoded before it
+/// (so many that it stopped at [`MAX_TRACE_KEYS`], even).
+#[cfg(feature = "trace")]
+fn check_trickled_stream(read: &(Vec<u64>, TraceEnd), trickled: &(Vec<u64>, TraceEnd), what: &str) {
+    use memocache::trace::TraceError;
+
+    if !matches!(read.1, TraceEnd::Error(TraceError::Read { .. })) {
+        assert_eq!(
+            format!("{trickled:?}"),
+            format!("{read:?}"),
+            "{what}: trickled"
+        );
+        return;
+    }
+    assert!(trickled.0.starts_with(&read.0), "{what}: trickled keys");
+    if !matches!(trickled.1, TraceEnd::Capped) {
+        assert_eq!(
+            format!("{:?}", trickled.1),
+            format!("{:?}", read.1),
+            "{what}: trickled end"
+        );
+    }
 }
 
 /// Checks a read of `content` as an uncompressed trace of `format` against

@@ -266,6 +266,60 @@ fn gzip_prefix() -> Vec<u8> {
     }
 }
 
+/// A corrupt gzip stream decodes to garbage until the decoder finds the fault (here only at
+/// the CRC, at the end of the member): a byte flipped in a stored block turns a key into
+/// `x`. The garbage line reached the parser first, so the corrupt file was reported as
+/// "bad lirs line", as was the same file piped slowly to `replay -`, where the decoder gets
+/// a few bytes at a time and hands on the text decoded so far. Both now name the stream.
+#[test]
+fn a_corrupt_gzip_trace_is_reported_as_a_corrupt_stream_not_a_bad_line() {
+    use std::io::Write as _;
+    let text = "1\n2\n3\n".repeat(1000);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    encoder.write_all(text.as_bytes()).expect("gzip");
+    let mut corrupt = encoder.finish().expect("gzip");
+    // Stored blocks hold the text as it is: flip a digit in the middle.
+    let flipped = (corrupt.len() / 2..)
+        .find(|&i| corrupt[i].is_ascii_digit())
+        .expect("a digit");
+    corrupt[flipped] = b'x';
+    let says = "reading the gzip stream failed: corrupt gzip stream does not have a matching \
+                checksum";
+
+    let (_dir, file) = temp_file("corrupt.trace.gz", &corrupt);
+    let (_, message) = fails(&["replay", path(&file), "--capacity", "3"]);
+    assert!(
+        message.ends_with(&format!("corrupt.trace.gz: {says}")),
+        "{message}"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memocache"))
+        .args(["replay", "-", "--capacity", "3", "--format", "lirs"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run memocache");
+    let mut stdin = child.stdin.take().expect("a pipe");
+    let writer = std::thread::spawn(move || {
+        for piece in corrupt.chunks(64) {
+            // The old command stopped reading at the bad line: a broken pipe ends this.
+            if stdin.write_all(piece).and_then(|()| stdin.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    let output = child.wait_with_output().expect("memocache ran");
+    writer.join().expect("the writer");
+    assert_eq!(stdout(&output), "");
+    let message = one_error_line(&output);
+    assert!(
+        message.ends_with(&format!("standard input: {says}")),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_bad_capacity_is_one_error_line_before_the_trace_is_read() {
     let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());

@@ -21,6 +21,11 @@ const BUF_SIZE: usize = 1 << 16;
 /// slurped whole in search of a newline.
 const MAX_LINE: usize = 4096;
 
+/// How many decompressed bytes past an error in a compressed trace's content are decoded to
+/// check whether the stream is corrupt ([`TraceReader::corruption_behind`]): 1 GiB, fifty
+/// times the largest trace of `SOURCES.md` decompressed (21 MB), and seconds of decoding.
+const CORRUPTION_CHECK: u64 = 1 << 30;
+
 /// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
@@ -90,7 +95,9 @@ pub enum TraceError {
         head: Vec<u8>,
     },
     /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
-    /// compressed stream (bad header, bad block, checksum mismatch, unexpected end).
+    /// compressed stream (bad header, bad block, checksum mismatch, unexpected end). A
+    /// corrupt stream is reported so even where its garbage made a bad line (or record) first:
+    /// after such an error the stream is decoded on, up to 1 GiB, to find its own.
     #[error("{}: reading the {compression} stream failed: {source}", path.display())]
     Read {
         /// The trace file.
@@ -409,6 +416,38 @@ impl TraceReader {
         }
     }
 
+    /// `found`, an error in a compressed trace's decompressed content (a bad line, an ARC run
+    /// too long, a record cut short), or the decoder's own error ([`TraceError::Read`]) if the
+    /// compressed stream turns out corrupt within the next [`CORRUPTION_CHECK`] bytes of
+    /// content.
+    ///
+    /// A corrupt deflate (or LZMA) stream often decodes to garbage for a while, and gzip's
+    /// CRC (xz's check, zstd's checksum) is verified only at the end of the member, block or
+    /// frame: the garbage reached the parser first, and the corrupt file was reported as a
+    /// bad trace line. Which came first also depended on how the bytes arrived (a slow pipe
+    /// handed the decoder a few at a time, and the parser the text decoded so far), while a
+    /// file read in large buffers could hit the decoder's error first. The stream is read
+    /// on, and its own failure, the cause, is reported. The check is bounded so that a bad
+    /// line in an endless stream (a generator piped through `gzip`) is still reported.
+    fn corruption_behind(&mut self, found: TraceError) -> TraceError {
+        let content_error = matches!(
+            found,
+            TraceError::Parse { .. }
+                | TraceError::ArcRunTooLong { .. }
+                | TraceError::Truncated { .. }
+        );
+        if !content_error || self.compression == Compression::None {
+            return found;
+        }
+        match io::copy(
+            &mut (&mut self.source).take(CORRUPTION_CHECK),
+            &mut io::sink(),
+        ) {
+            Ok(_) => found,
+            Err(e) => self.read_error(e),
+        }
+    }
+
     /// The next key, `Ok(None)` at a clean end of the stream.
     fn next_key(&mut self) -> Result<Option<u64>, TraceError> {
         match self.layout {
@@ -724,7 +763,7 @@ impl Iterator for TraceReader {
             }
             Err(e) => {
                 self.done = true;
-                Some(Err(e))
+                Some(Err(self.corruption_behind(e)))
             }
         }
     }
