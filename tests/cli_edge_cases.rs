@@ -7,7 +7,8 @@
 //! a trace too large for memory is an error line, not an allocation abort; results go to
 //! stdout while the progress bars are drawn on a terminal. Session 20: a standard output on a
 //! full disk, a missing or directory trace, and negative or oversized sizes are each one line
-//! that names the problem.
+//! that names the problem. Session 30: every numeric option reads one grammar, and a value it
+//! does not take (past its largest, a fraction, not a number) is refused, never clamped.
 
 #![cfg(feature = "cli")]
 
@@ -119,7 +120,8 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
     // Out-of-range sizes.
     let fresh = dir.path().join("fresh");
     let line = transcribe(&fresh, &audio, &["--chunk-mb", "5"]);
-    assert!(line.contains("not in 10..=25"), "{line}");
+    assert!(line.contains("less than 10"), "{line}");
+    assert!(line.contains("10..=25"), "{line}");
     let line = transcribe(&fresh, &audio, &["--cache-mb", "0"]);
     assert!(line.contains("--cache-mb"), "{line}");
 
@@ -695,6 +697,150 @@ fn out_of_range_sizes_name_the_option_and_its_range() {
             "{option} {value}: {line}"
         );
         assert!(!line.contains("tip"), "{option} {value}: {line}");
+    }
+}
+
+/// `memocache OPTION VALUE` for a numeric option, with the other arguments its command needs:
+/// a missing trace or audio file, never reached when the value is refused.
+fn with_number(option: &str, value: &str) -> std::process::Output {
+    let mut args = match option {
+        "--capacity" => vec!["replay", "missing.trace"],
+        "--max-requests" => vec!["replay", "missing.trace", "--capacity", "5"],
+        _ => vec!["transcribe", "missing.wav", "--language", "en"],
+    };
+    args.extend([option, value]);
+    memocache(&args)
+}
+
+/// The numeric options of every subcommand.
+const NUMERIC_OPTIONS: [&str; 5] = [
+    "--capacity",
+    "--max-requests",
+    "--cache-mb",
+    "--chunk-mb",
+    "--checkpoint-secs",
+];
+
+/// Each numeric option had a grammar of its own: `--capacity 1e2%` ran but `--capacity 1e3`
+/// was "expected a number of entries", `--checkpoint-secs` took `5e-3` but `--cache-mb`,
+/// `--chunk-mb` and `--max-requests` took no exponent, nor `16.0`. Every option now reads
+/// one grammar (digits, a fraction, an exponent), whole-number options any spelling of a
+/// whole number.
+#[test]
+fn every_numeric_option_takes_exponents_and_any_spelling_of_a_whole_number() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("loop.trace");
+    std::fs::write(&trace, "1\n2\n3\n".repeat(10)).expect("writable");
+    let output = memocache(&[
+        "replay",
+        path(&trace),
+        "--capacity",
+        "1e3",
+        "--max-requests",
+        "3.0e1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("capacity  1,000 entries\n"), "{stdout}");
+
+    let audio = dir.path().join("a.raw");
+    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let output = memocache(&[
+        "transcribe",
+        path(&audio),
+        "--language",
+        "en",
+        "--cache-dir",
+        path(&dir.path().join("cache")),
+        "--cache-mb",
+        "1e3",
+        "--chunk-mb",
+        "1.6e1",
+        "--checkpoint-secs",
+        "+5e-1",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A number past an option's largest value was taken as that value: `--capacity
+/// 18446744073709551616` printed "capacity 18,446,744,073,709,551,615 entries",
+/// `--max-requests` one past `usize::MAX` was no limit, `--cache-mb` from 2^44 on gave a
+/// budget of `u64::MAX` bytes, and `--checkpoint-secs 1e20` the longest `Duration`. Each is
+/// refused, naming the largest value the option takes.
+#[test]
+fn numbers_past_an_options_largest_value_are_refused_not_clamped() {
+    for (option, value, largest) in [
+        ("--capacity", "18446744073709551616", "18446744073709551615"),
+        ("--capacity", "1e30", "18446744073709551615"),
+        (
+            "--max-requests",
+            "99999999999999999999",
+            "18446744073709551615",
+        ),
+        ("--cache-mb", "17592186044416", "17592186044415"),
+        ("--cache-mb", "99999999999999999999", "17592186044415"),
+        ("--checkpoint-secs", "1e20", "18446744073709551615"),
+    ] {
+        let line = one_error_line(&with_number(option, value));
+        assert!(
+            line.contains(&format!("invalid value '{value}' for '{option} "))
+                && line.contains(&format!(": more than {largest} (expected ")),
+            "{option} {value}: {line}"
+        );
+    }
+}
+
+/// What is not a number was refused in each option's words, or by clap: `-1_0`, `-.5` or
+/// `-inf` given to `--cache-mb` was an unknown option `-1` with the tip to write `-- -1`
+/// (which makes it an input file); `0x10` was "expected a whole number …" with nothing said
+/// of the `x`; `٥` was "not a number" though it is a digit of another script. Every option
+/// now names the problem: the character that has no place in a number, no number, not
+/// finite, negative, not whole.
+#[test]
+fn every_numeric_option_names_what_is_wrong_with_a_value() {
+    for (value, problem) in [
+        ("1_000", "'_' is not part of a number"),
+        ("1,000", "',' is not part of a number"),
+        ("0x10", "'x' is not part of a number"),
+        ("16MB", "'M' is not part of a number"),
+        ("\u{665}", "'\u{665}' is not part of a number"),
+        ("-1_0", "'_' is not part of a number"),
+        ("", "no number given"),
+        (" ", "no number given"),
+        ("1e", "no digits in the exponent"),
+        ("inf", "not a finite number"),
+        ("-inf", "not a finite number"),
+        ("NaN", "not a finite number"),
+        ("-.5", "a negative number"),
+        ("-1e3", "a negative number"),
+    ] {
+        for option in NUMERIC_OPTIONS {
+            let line = one_error_line(&with_number(option, value));
+            assert!(
+                line.contains(&format!("for '{option} "))
+                    && line.contains(&format!(": {problem} (expected ")),
+                "{option} {value:?}: {line}"
+            );
+            assert!(!line.contains("tip"), "{option} {value:?}: {line}");
+        }
+    }
+    // Whole-number options refuse a fraction, rather than rounding it or taking 1e-400 as 0.
+    for option in ["--capacity", "--max-requests", "--cache-mb", "--chunk-mb"] {
+        for fraction in ["12.5", "1e-400"] {
+            let line = one_error_line(&with_number(option, fraction));
+            assert!(
+                line.contains(": not a whole number (expected "),
+                "{option} {fraction}: {line}"
+            );
+        }
     }
 }
 

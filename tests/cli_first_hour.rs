@@ -39,7 +39,11 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
         (&[&folder], &[], "is a directory"),
         (&[Path::new("/dev/null")], &[], "not a regular file"),
         (&[&audio], &["--language", "e n"], "invalid language"),
-        (&[&audio], &["--chunk-mb", "5"], "not in 10..=25"),
+        (
+            &[&audio],
+            &["--chunk-mb", "5"],
+            "less than 10 (expected a whole number of MB in 10..=25",
+        ),
         (&[&audio], &["--cache-mb", "0"], "--cache-mb"),
         (
             &[&audio],

@@ -330,7 +330,9 @@ fn a_bad_capacity_is_one_error_line_before_the_trace_is_read() {
         // Validated first: the missing trace is never reached.
         let (_, message) = fails(&["replay", path(&missing), "--capacity", capacity]);
         assert!(
-            message.contains(&format!("invalid capacity {capacity:?}")),
+            message.contains(&format!(
+                "invalid value '{capacity}' for '--capacity <N[%]>'"
+            )),
             "{capacity:?}: {message}"
         );
     }

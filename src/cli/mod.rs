@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod demo;
 pub mod lock;
+pub mod number;
 pub mod replay;
 pub mod transcribe;
 

@@ -15,11 +15,12 @@
 //!
 //! * **Capacity in entries or percent.** `--capacity 5000` is absolute; `--capacity 10%` is
 //!   `floor(10 % × unique keys)`, the libCacheSim convention `SOURCES.md` uses, so `10%` of a
-//!   shared trace lands exactly on a column of its reference table. The text is validated
-//!   before the trace is read, so a typo fails at once, not after a long load.
-//! * **One error line.** Options that need validating (`--capacity`, `--format`) are taken as
-//!   text and checked here rather than by clap, whose errors span several lines; every error
-//!   ends up as the single `memocache: error: …` line `main` prints.
+//!   shared trace lands exactly on a column of its reference table. Both are numbers of the
+//!   command's one grammar ([`super::number`]: `1e3`, `0.5%`), checked as the arguments are
+//!   parsed, so a typo fails at once, not after a long load.
+//! * **One error line.** `--format` is taken as text and checked here rather than by clap,
+//!   whose errors span several lines; every error ends up as the single `memocache: error: …`
+//!   line `main` prints (clap's own folded into it).
 //! * **The curve is computed in parallel, the table is not.** The throughput column must not
 //!   share the CPU with other replays, so the requested capacity is replayed alone. The
 //!   `--curve` points (12 capacities log-spaced from 0.1 % to 80 % of the unique keys, plus the
@@ -54,6 +55,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::number::{self, Decimal, NumberError};
 use super::{file_name, shown};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use memocache::trace::{
@@ -68,10 +70,17 @@ pub struct ReplayArgs {
     /// zstd) is told from its first bytes, else from its name (.gz, .xz, .zst), or see
     /// --compression; its record format from the name, or see --format.
     trace: PathBuf,
-    /// Cache capacity: a number of entries (5000) or a percent of the trace's unique keys
-    /// (10%, 0.5%).
-    #[arg(long, value_name = "N[%]", allow_hyphen_values = true)]
-    capacity: String,
+    /// Cache capacity: a whole number of entries (5000, 1e6) or a percent of the trace's
+    /// unique keys above 0 and up to 100 (10%, 0.5%, 1e-3%).
+    // Hyphen values are let through to the parser, which says a negative number is one
+    // (`-1e3`, `-.5`), where clap took some for unknown options.
+    #[arg(
+        long,
+        value_name = "N[%]",
+        value_parser = parse_capacity,
+        allow_hyphen_values = true
+    )]
+    capacity: Capacity,
     /// The record format, when the file name does not tell it: arc, i64be, i32be,
     /// oracle-general or lirs.
     #[arg(long, value_name = "NAME")]
@@ -85,12 +94,18 @@ pub struct ReplayArgs {
     /// Also draw hit ratio against capacity for the three policies, as SVG, to this file.
     #[arg(long, value_name = "OUT.svg")]
     curve: Option<PathBuf>,
-    /// Refuse a trace of more requests than this (a replay holds the whole trace, about 25
-    /// bytes a request); default: as many as the available memory holds (Linux), else
-    /// 100,000,000 (about 2.5 GB). The available memory is the smaller of MemAvailable
-    /// (/proc/meminfo) and what the memory limits of this process's cgroup and its parents
-    /// leave (in a container, the former is the host's); a refusal says which it was.
-    #[arg(long, value_name = "N", value_parser = parse_max_requests, allow_negative_numbers = true)]
+    /// Refuse a trace of more requests than this, a whole number (a replay holds the whole
+    /// trace, about 25 bytes a request); default: as many as the available memory holds
+    /// (Linux), else 100,000,000 (about 2.5 GB). The available memory is the smaller of
+    /// MemAvailable (/proc/meminfo) and what the memory limits of this process's cgroup and
+    /// its parents leave (in a container, the former is the host's); a refusal says which it
+    /// was.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_max_requests,
+        allow_hyphen_values = true
+    )]
     max_requests: Option<usize>,
 }
 
@@ -118,13 +133,13 @@ impl CompressionArg {
     }
 }
 
-/// `--max-requests`: a whole number from 1 up; one past `usize::MAX` is no limit.
+/// `--max-requests`: a whole number from 1 up to `usize::MAX` ([`number::whole`]). One past
+/// it was taken as no limit, a figure nobody gave.
 fn parse_max_requests(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(usize::MAX),
-        _ => Err("expected a whole number of requests from 1 up, such as 100000000".to_owned()),
-    }
+    number::whole(text, 1, usize::MAX as u64)
+        // At most `usize::MAX`, so the cast keeps the value.
+        .map(|n| n as usize)
+        .map_err(|e| format!("{e} (expected a whole number of requests from 1 up, such as 1e8)"))
 }
 
 /// Bytes a replay holds for each request: its key (8), OPT's plan (9), and the key list's
@@ -355,7 +370,7 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
     // `-` is standard input, as for `memocache key`: it was "-: cannot open trace: No such
     // file or directory", while `/dev/stdin` worked.
     let stdin = args.trace.as_os_str() == "-";
-    let capacity: Capacity = args.capacity.parse()?;
+    let capacity = args.capacity;
     let format = args
         .format
         .as_deref()
@@ -410,12 +425,12 @@ pub fn run(args: ReplayArgs) -> Result<(), String> {
             trace_size(&trace),
             compression,
         );
-        match capacity {
+        match &capacity {
             Capacity::Entries(_) => println!("capacity  {}", count_of_entries(entries)),
             Capacity::Percent(p) => println!(
                 "capacity  {} ({}% of the unique keys)",
                 count_of_entries(entries),
-                percent(p)
+                p.shown()
             ),
         }
     });
@@ -499,65 +514,58 @@ impl Input<'_> {
 }
 
 /// A `--capacity` as given: entries, or a percent of the unique keys still to be resolved.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Capacity {
     Entries(usize),
-    Percent(f64),
+    /// More than 0 and at most 100, exactly as written.
+    Percent(Decimal),
 }
 
-impl FromStr for Capacity {
-    type Err = String;
+/// What `--capacity` takes, for its errors.
+const CAPACITY: &str = "a whole number of entries from 1 up (5000, 1e6) or a percent of the \
+                        unique keys above 0 and up to 100 (10%, 0.5%)";
 
-    fn from_str(text: &str) -> Result<Capacity, String> {
-        let invalid = |why: &str| format!("invalid capacity {text:?}: {why}");
-        let expected = "expected a number of entries (5000) or a percent of the trace's unique \
-                        keys (10%, 0.5%)";
-        let text = text.trim();
-        if let Some(percent) = text.strip_suffix('%') {
-            let value: f64 = percent
-                .trim()
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .ok_or_else(|| invalid(expected))?;
-            if value <= 0.0 {
-                return Err(invalid("a percent must be more than 0%"));
-            }
-            if value > 100.0 {
-                return Err(invalid("a percent of the unique keys cannot exceed 100%"));
-            }
-            return Ok(Capacity::Percent(value));
+/// `--capacity`, in the command's grammar ([`number`]), a `%` after a percent. A number too
+/// large for a count of entries was taken as `usize::MAX` and printed as such; it is refused.
+fn parse_capacity(text: &str) -> Result<Capacity, String> {
+    let refused = |e: NumberError| format!("{e} (expected {CAPACITY})");
+    let text = text.trim();
+    let Some(percent) = text.strip_suffix('%') else {
+        return number::whole(text, 1, usize::MAX as u64)
+            // At most `usize::MAX`, so the cast keeps the value.
+            .map(|n| Capacity::Entries(n as usize))
+            .map_err(refused);
+    };
+    let p: Decimal = percent.parse().map_err(refused)?;
+    if p.is_negative() {
+        return Err(refused(NumberError::Negative));
+    }
+    if p.is_zero() {
+        return Err(refused(NumberError::Zero));
+    }
+    match p.scaled(1, 0) {
+        (Some(whole), fraction) if whole < 100 || (whole == 100 && !fraction) => {
+            Ok(Capacity::Percent(p))
         }
-        // A negative number gets its own message; other text after a `-` (`-abc`, `--`, a
-        // flag given where the value belongs) is just not a capacity.
-        if text.starts_with('-') && text[1..].parse::<u128>().is_ok() {
-            return Err(invalid("must be at least 1 entry"));
-        }
-        match text.parse::<usize>() {
-            Ok(0) => Err(invalid("must be at least 1 entry")),
-            Ok(n) => Ok(Capacity::Entries(n)),
-            // A number past `usize::MAX` was told it is not a number; like `usize::MAX`
-            // itself (which runs), it is more entries than any trace has keys.
-            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
-                Ok(Capacity::Entries(usize::MAX))
-            }
-            Err(_) => Err(invalid(expected)),
-        }
+        _ => Err(refused(NumberError::Above("100%".to_owned()))),
     }
 }
 
 impl Capacity {
     /// The capacity in entries for a trace of `unique` distinct keys: `floor(p % × unique)`
-    /// for a percent, exactly (see [`percent_of`]).
-    fn resolve(self, unique: usize) -> Result<usize, String> {
+    /// for a percent, exactly, with `p` the decimal written. In binary floating point
+    /// `0.7 × 11000 / 100` is 76.999…, so `--capacity 0.7%` of 11,000 unique keys was 76
+    /// entries, not 77.
+    fn resolve(&self, unique: usize) -> Result<usize, String> {
         match self {
-            Capacity::Entries(n) => Ok(n),
+            Capacity::Entries(n) => Ok(*n),
             Capacity::Percent(p) => {
-                let entries = percent_of(p, unique);
+                // At most `unique` (p ≤ 100), so the cast keeps the value.
+                let entries = p.scaled(unique as u64, -2).0.map_or(unique, |n| n as usize);
                 if entries == 0 {
                     Err(format!(
                         "capacity {}% of {} is less than one entry",
-                        percent(p),
+                        p.shown(),
                         counted(unique, "unique key", "unique keys")
                     ))
                 } else {
@@ -566,28 +574,6 @@ impl Capacity {
             }
         }
     }
-}
-
-/// `floor(p % × unique)`, with `p` taken as the decimal it was written as. In binary floating
-/// point `0.7 × 11000 / 100` is 76.999…, so `--capacity 0.7%` of 11,000 unique keys was 76
-/// entries, not 77 (as 2.3 % and 4.1 % of 11,000 were one short). An `f64` prints as the
-/// shortest decimal that reads back as it, which is the one typed (up to 15 significant
-/// digits), so that decimal's digits are used, in integers.
-fn percent_of(p: f64, unique: usize) -> usize {
-    // No exponent: `Display` spells every `f64` in plain digits. `p` is in (0, 100].
-    let digits = p.to_string();
-    let (whole, fraction) = digits.split_once('.').unwrap_or((&digits, ""));
-    // At most 17 significant digits, the leading zeros of `0.00…` aside: below 10^17.
-    let mantissa: u128 = format!("{whole}{fraction}").parse().unwrap_or(0);
-    let scale = u32::try_from(fraction.len()).unwrap_or(u32::MAX);
-    // Past 10^38 the divisor overflows; then p < 10^17 / 10^36 and p % of fewer than 2^64
-    // keys is less than one entry.
-    let Some(divisor) = 10u128.checked_pow(scale).and_then(|d| d.checked_mul(100)) else {
-        return 0;
-    };
-    // Below 10^17 × 2^64 < 2^128: the product does not saturate.
-    let entries = mantissa.saturating_mul(unique as u128) / divisor;
-    usize::try_from(entries).unwrap_or(usize::MAX)
 }
 
 /// The policies every replay compares, in table and legend order.
@@ -1140,17 +1126,6 @@ fn trace_size(trace: &Trace) -> String {
     )
 }
 
-/// A percent as the user would write it: `10`, `0.5`; in scientific notation when the plain
-/// form would be long (`1e-300`, which `Display` spells with 300 digits).
-fn percent(p: f64) -> String {
-    let plain = p.to_string();
-    if plain.len() <= 12 {
-        plain
-    } else {
-        format!("{p:e}")
-    }
-}
-
 /// `1234567` → `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -1168,33 +1143,69 @@ fn grouped(n: u64) -> String {
 mod tests {
     use super::*;
 
+    fn capacity(text: &str) -> Capacity {
+        parse_capacity(text).expect(text)
+    }
+
+    fn percent(text: &str) -> Capacity {
+        Capacity::Percent(text.parse().expect(text))
+    }
+
     #[test]
     fn capacities_parse_as_entries_or_percent() {
-        assert_eq!("5000".parse(), Ok(Capacity::Entries(5000)));
-        assert_eq!(" 10% ".parse(), Ok(Capacity::Percent(10.0)));
-        assert_eq!("0.5%".parse(), Ok(Capacity::Percent(0.5)));
-        assert_eq!("100%".parse(), Ok(Capacity::Percent(100.0)));
-        // Too large for the integer type, but a capacity all the same: every key fits.
+        assert_eq!(capacity("5000"), Capacity::Entries(5000));
+        assert_eq!(capacity("1e3"), Capacity::Entries(1000));
+        assert_eq!(capacity(" 10% "), percent("10"));
+        assert_eq!(capacity("0.5%"), percent("0.5"));
+        assert_eq!(capacity("100%"), percent("100"));
+        assert_eq!(capacity("1e2%"), percent("100"));
         assert_eq!(
-            "99999999999999999999".parse(),
-            Ok(Capacity::Entries(usize::MAX))
+            capacity("18446744073709551615"),
+            Capacity::Entries(usize::MAX)
         );
-        for bad in [
-            "", "0", "-5", "abc", "5k", "1.5", "0%", "-1%", "100.5%", "nan%", "inf%", "%",
+        for (bad, problem) in [
+            ("", "no number given"),
+            ("0", "less than 1"),
+            ("-5", "a negative number"),
+            ("abc", "'a' is not part of a number"),
+            ("5k", "'k' is not part of a number"),
+            ("1.5", "not a whole number"),
+            ("0%", "zero"),
+            ("-0%", "zero"),
+            ("-1%", "a negative number"),
+            ("100.5%", "more than 100%"),
+            ("1e400%", "more than 100%"),
+            ("nan%", "not a finite number"),
+            ("inf%", "not a finite number"),
+            ("%", "no number given"),
+            ("5%%", "'%' is not part of a number"),
         ] {
-            let err = bad.parse::<Capacity>().expect_err(bad);
-            assert!(err.starts_with("invalid capacity"), "{bad}: {err}");
+            let err = parse_capacity(bad).expect_err(bad);
+            assert_eq!(err, format!("{problem} (expected {CAPACITY})"), "{bad:?}");
+        }
+    }
+
+    /// `--capacity 99999999999999999999` was taken as `usize::MAX` entries, and the run
+    /// printed "capacity  18,446,744,073,709,551,615 entries", a figure nobody gave.
+    #[test]
+    fn a_capacity_past_the_largest_count_is_refused_not_clamped() {
+        for huge in ["18446744073709551616", "99999999999999999999", "1e20"] {
+            let err = parse_capacity(huge).expect_err(huge);
+            assert!(
+                err.starts_with("more than 18446744073709551615 ("),
+                "{huge}: {err}"
+            );
         }
     }
 
     #[test]
     fn percents_resolve_to_floor_of_the_unique_keys() {
         // The sizes SOURCES.md lists for sprite.trace.gz (7,075 unique keys).
-        assert_eq!(Capacity::Percent(10.0).resolve(7075), Ok(707));
-        assert_eq!(Capacity::Percent(0.3).resolve(7075), Ok(21));
-        assert_eq!(Capacity::Percent(80.0).resolve(7075), Ok(5660));
+        assert_eq!(percent("10").resolve(7075), Ok(707));
+        assert_eq!(percent("0.3").resolve(7075), Ok(21));
+        assert_eq!(percent("80").resolve(7075), Ok(5660));
         assert_eq!(Capacity::Entries(9).resolve(3), Ok(9));
-        assert!(Capacity::Percent(0.001).resolve(7075).is_err());
+        assert!(percent("0.001").resolve(7075).is_err());
     }
 
     /// `0.7%` of 11,000 unique keys is 77 entries, but `0.7 × 11000 / 100` in binary floating
@@ -1213,29 +1224,40 @@ mod tests {
                 100_000_000_000_000_000,
                 99_999_999_999_999_990,
             ),
+            // More digits than an `f64` keeps, each counted.
+            (
+                "33.333333333333333333333333333333%",
+                usize::MAX,
+                6_148_914_691_236_517_204,
+            ),
             ("100%", usize::MAX, usize::MAX),
         ] {
-            let capacity: Capacity = text.parse().expect(text);
-            assert_eq!(capacity.resolve(unique), Ok(entries), "{text} of {unique}");
+            assert_eq!(
+                capacity(text).resolve(unique),
+                Ok(entries),
+                "{text} of {unique}"
+            );
         }
         // Far below one entry of the largest trace, and not an overflow.
-        assert!(Capacity::Percent(1e-30).resolve(usize::MAX).is_err());
-        assert_eq!(Capacity::Percent(1e-17).resolve(usize::MAX), Ok(1));
+        assert!(percent("1e-30").resolve(usize::MAX).is_err());
+        assert_eq!(percent("1e-17").resolve(usize::MAX), Ok(1));
     }
 
     #[test]
-    fn only_a_negative_number_is_told_it_must_be_at_least_one_entry() {
-        for negative in ["-5", "-0", "-99999999999999999999"] {
-            let err = negative.parse::<Capacity>().expect_err(negative);
-            assert!(
-                err.ends_with("must be at least 1 entry"),
-                "{negative}: {err}"
-            );
+    fn a_negative_number_is_told_so_and_other_text_after_a_hyphen_is_no_number() {
+        for negative in ["-5", "-99999999999999999999", "-1e3"] {
+            let err = parse_capacity(negative).expect_err(negative);
+            assert!(err.starts_with("a negative number ("), "{negative}: {err}");
         }
+        assert!(
+            parse_capacity("-0")
+                .expect_err("-0")
+                .starts_with("less than 1 (")
+        );
         for not_a_number in ["-abc", "--", "-", "-5x", "--capacity"] {
-            let err = not_a_number.parse::<Capacity>().expect_err(not_a_number);
+            let err = parse_capacity(not_a_number).expect_err(not_a_number);
             assert!(
-                err.contains("expected a number of entries"),
+                err.contains("expected a whole number of entries"),
                 "{not_a_number}: {err}"
             );
         }
@@ -1250,15 +1272,10 @@ mod tests {
         assert_eq!(counted(1, "unique key", "unique keys"), "1 unique key");
         assert_eq!(counted(1, "request", "requests"), "1 request");
         assert_eq!(
-            Capacity::Percent(50.0).resolve(1),
+            percent("50").resolve(1),
             Err("capacity 50% of 1 unique key is less than one entry".to_owned())
         );
-        assert_eq!(percent(10.0), "10");
-        assert_eq!(percent(0.5), "0.5");
-        assert_eq!(percent(1e-300), "1e-300");
-        let err = Capacity::Percent(1e-300)
-            .resolve(7075)
-            .expect_err("too small");
+        let err = percent("1e-300").resolve(7075).expect_err("too small");
         assert_eq!(
             err,
             "capacity 1e-300% of 7,075 unique keys is less than one entry"

@@ -43,6 +43,7 @@ use memocache::{Cache, CacheKey, RetryConfig, SnapshotError, SnapshotReport};
 
 use super::checkpoint::Checkpoints;
 use super::lock::lock_dir;
+use super::number::{self, Decimal, NumberError};
 use super::{file_name, printable, shown};
 
 /// The snapshot file inside a cache directory.
@@ -75,32 +76,33 @@ pub struct Options {
     /// ~/.cache/memocache).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// The cache's byte budget, in MiB.
-    // Negative numbers are let through to the parser: taken for an unknown option, `-1` got
-    // clap's tip to write `-- -1`, which makes it an input file.
+    /// The cache's byte budget, a whole number of MiB (1024, 1e4).
+    // Every value with a hyphen is let through to the parser (not only those clap takes for
+    // numbers: `-1_0`, `-.5`, `-inf`): taken for an unknown option, `-1` got clap's tip to
+    // write `-- -1`, which makes it an input file. The other numeric options do the same.
     #[arg(
         long,
         value_name = "MIB",
         default_value = "1024",
         value_parser = parse_mib,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     cache_mb: u64,
-    /// Chunk size in MB of 1,048,576 bytes, as the seed counts them (10–25; default: chosen
-    /// from the file size as the seed does).
+    /// Chunk size, a whole number of MB of 1,048,576 bytes, as the seed counts them (10–25;
+    /// default: chosen from the file size as the seed does).
     // The range is checked here, with `ChunkSize`'s bounds, so that a number too large for a
-    // `u32` is told the range 10..=25 rather than the type's 0..=4294967295, and a negative
-    // one is not taken for an option.
-    #[arg(long, value_parser = parse_chunk_mb, allow_negative_numbers = true)]
+    // `u32` is told the range 10..=25 rather than the type's 0..=4294967295.
+    #[arg(long, value_parser = parse_chunk_mb, allow_hyphen_values = true)]
     chunk_mb: Option<u32>,
     /// Save the cache at least this many seconds apart while the run stores new results, so
-    /// a killed run keeps what it finished (fractions from 0.001 allowed; 0: only at the end).
+    /// a killed run keeps what it finished (fractions from 0.001 allowed, such as 0.5 or 5e-3;
+    /// 0: only at the end).
     #[arg(
         long,
         value_name = "SECS",
         default_value = "30",
         value_parser = parse_seconds,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     checkpoint_secs: Duration,
 }
@@ -194,7 +196,8 @@ pub fn run(options: Options) -> Result<(), String> {
     // Held to the end of `run`, after the last save: dropping it releases the lock.
     let _lock = lock_dir(&cache_dir, "--cache-dir")?;
     let cache = Cache::builder()
-        .max_bytes(options.cache_mb.saturating_mul(1024 * 1024))
+        // At most `MAX_CACHE_MB`: the shift loses no bits.
+        .max_bytes(options.cache_mb << 20)
         .build()
         .map_err(|e| format!("cannot open the cache in {}: {e}", shown(&cache_dir)))?;
     restore(&cache, &snapshot, options.cache_mb)?;
@@ -413,73 +416,64 @@ pub fn final_save(
 /// a second for the whole run; the tests checkpoint every millisecond or few.
 const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
-/// `--checkpoint-secs`: 0 (save only at the end), or a finite number of seconds from
-/// [`MIN_CHECKPOINT_INTERVAL`] up. A finite number past the longest `Duration` (about
-/// 1.8e19 s) is an interval no run reaches, taken as the longest, as `--cache-mb` takes a
-/// number past its type's range: it was refused as "expected a number of seconds from 0
-/// up", which it is. `inf` is refused rather than read as "never": that is what 0 means,
-/// and the message says so. `-0` is 0, and blanks around the number are ignored.
+/// `--checkpoint-secs`: 0 (save only at the end), or a number of seconds from
+/// [`MIN_CHECKPOINT_INTERVAL`] up to the longest `Duration` (about 1.8e19 s), in the command's
+/// grammar ([`number`]), exact to the nanosecond (digits past it are dropped, never a value
+/// past 0 to 0: `1e-400` was taken as 0, "save only at the end"). A number past the longest
+/// was taken as it; it is refused, naming the largest, as other options' are. `inf` is
+/// refused rather than read as "never": that is what 0 means, and the message says so.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .ok()
-        .filter(|secs: &f64| !secs.is_nan())
-        .ok_or_else(|| "expected a number of seconds, such as 30 or 0.5".to_owned())?;
-    if secs < 0.0 {
-        return Err("expected a number of seconds from 0 up, such as 30 or 0.5".to_owned());
-    }
-    if secs.is_infinite() {
-        return Err(
-            "expected a finite number of seconds, such as 30 or 0.5 (0 saves only at the end)"
-                .to_owned(),
-        );
-    }
-    // Finite and not negative (-0 included), so the only failure left is overflow.
-    let interval = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
-    // A number written with a digit other than 0 before its exponent is not 0, though one
-    // below the smallest `f64` (`1e-400`) parses as 0 and was taken as "save only at the end".
-    let mantissa = text.trim().split(['e', 'E']).next().unwrap_or_default();
-    let written_nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
-    // On the number as given: 1e-300 s rounds to a zero `Duration`, which would read as 0.
-    if (secs > 0.0 || written_nonzero) && interval < MIN_CHECKPOINT_INTERVAL {
-        return Err(format!(
-            "expected 0 (save only at the end) or at least {} seconds",
+    let refused = |e: NumberError| {
+        format!(
+            "{e} (expected a number of seconds, 0 or from {} up, such as 30 or 0.5; 0 saves \
+             only at the end)",
             MIN_CHECKPOINT_INTERVAL.as_secs_f64()
-        ));
+        )
+    };
+    let secs: Decimal = text.parse().map_err(refused)?;
+    if secs.is_negative() {
+        return Err(refused(NumberError::Negative));
+    }
+    const NANOS: u128 = 1_000_000_000;
+    let interval = secs
+        .scaled(1, 9)
+        .0
+        .and_then(|nanos| {
+            let whole = u64::try_from(nanos / NANOS).ok()?;
+            // Below 10^9, so the cast keeps the value.
+            Some(Duration::new(whole, (nanos % NANOS) as u32))
+        })
+        .ok_or_else(|| refused(NumberError::Above(Duration::MAX.as_secs().to_string())))?;
+    if !secs.is_zero() && interval < MIN_CHECKPOINT_INTERVAL {
+        return Err(refused(NumberError::Below(
+            MIN_CHECKPOINT_INTERVAL.as_secs_f64().to_string(),
+        )));
     }
     Ok(interval)
 }
 
-/// `--cache-mb`: a whole number of MiB from 1 up. clap's ranged parser said "invalid digit
-/// found in string" for `-1` and "not in 1..18446744073709551615" for `0`. A number past
-/// `u64::MAX` is a budget no machine has, taken as the largest (the budget in bytes
-/// saturates too).
+/// The largest `--cache-mb`: the budget in bytes is a `u64` (a larger number was taken as
+/// `u64::MAX` MiB, and the bytes saturated).
+const MAX_CACHE_MB: u64 = u64::MAX >> 20;
+
+/// `--cache-mb`: a whole number of MiB from 1 to [`MAX_CACHE_MB`], in the command's grammar
+/// ([`number`]). clap's ranged parser said "invalid digit found in string" for `-1` and "not
+/// in 1..18446744073709551615" for `0`.
 fn parse_mib(text: &str) -> Result<u64, String> {
-    let expected = || "expected a whole number of MiB from 1 up, such as 1024".to_owned();
-    match text.trim().parse::<u64>() {
-        Ok(0) => Err(expected()),
-        Ok(mib) => Ok(mib),
-        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(u64::MAX),
-        Err(_) => Err(expected()),
-    }
+    number::whole(text, 1, MAX_CACHE_MB)
+        .map_err(|e| format!("{e} (expected a whole number of MiB from 1 up, such as 1024)"))
 }
 
-/// `--chunk-mb`: a whole number in [`ChunkSize`]'s range. clap's ranged parser named the
-/// range only for a whole number: `25.5` or `16MB` was "invalid digit found in string".
+/// `--chunk-mb`: a whole number in [`ChunkSize`]'s range, in the command's grammar
+/// ([`number`]). clap's ranged parser named the range only for a whole number: `25.5` or
+/// `16MB` was "invalid digit found in string", and a number too large for a `u32` was told
+/// the type's range, 0..=4294967295.
 fn parse_chunk_mb(text: &str) -> Result<u32, String> {
-    let range = ChunkSize::MIN_MB..=ChunkSize::MAX_MB;
-    let outside = |n: &str| format!("{n} is not in {}..={}", range.start(), range.end());
-    match text.trim().parse::<u32>() {
-        Ok(mb) if range.contains(&mb) => Ok(mb),
-        Ok(mb) => Err(outside(&mb.to_string())),
-        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(outside(text.trim())),
-        Err(_) => Err(format!(
-            "expected a whole number of MB in {}..={}, such as 16",
-            range.start(),
-            range.end()
-        )),
-    }
+    let (least, most) = (ChunkSize::MIN_MB, ChunkSize::MAX_MB);
+    number::whole(text, least.into(), most.into())
+        // In `ChunkSize`'s range, so the cast keeps the value.
+        .map(|mb| mb as u32)
+        .map_err(|e| format!("{e} (expected a whole number of MB in {least}..={most}, such as 16)"))
 }
 
 /// An input the pipeline cannot read: missing, unreadable, or not a regular file (a
@@ -727,46 +721,68 @@ mod tests {
     fn checkpoint_seconds_are_finite_and_not_negative() {
         assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("5e-3"), Ok(Duration::from_millis(5)));
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         // Negative zero is zero: save only at the end.
         assert_eq!(parse_seconds("-0"), Ok(Duration::ZERO));
         assert_eq!(parse_seconds("-0.0"), Ok(Duration::ZERO));
         // Blanks around the number, as a quoted shell argument may carry, are ignored.
         assert_eq!(parse_seconds(" 5 "), Ok(Duration::from_secs(5)));
+        // Exact to the nanosecond, digits past it dropped.
+        assert_eq!(parse_seconds("1.0000000019"), Ok(Duration::new(1, 1)));
         let said = |text| parse_seconds(text).expect_err(text);
-        for negative in ["-1", "-1e-300", "-inf"] {
-            assert!(said(negative).contains("from 0 up"), "{negative}");
+        for negative in ["-1", "-1e-300"] {
+            assert!(
+                said(negative).starts_with("a negative number ("),
+                "{negative}"
+            );
         }
-        for infinite in ["inf", "infinity", "+inf"] {
+        for infinite in ["inf", "infinity", "+inf", "-inf", "NaN", "nan"] {
             let err = said(infinite);
-            assert!(err.contains("finite"), "{infinite}: {err}");
+            assert!(
+                err.starts_with("not a finite number ("),
+                "{infinite}: {err}"
+            );
             assert!(err.contains("0 saves only at the end"), "{infinite}: {err}");
         }
-        for not_a_number in ["NaN", "nan", "30s", "", "thirty"] {
+        for (not_a_number, problem) in [
+            ("30s", "'s' is not part of a number"),
+            ("", "no number given"),
+            ("thirty", "'t' is not part of a number"),
+            ("0x10", "'x' is not part of a number"),
+        ] {
             let err = said(not_a_number);
             assert!(
-                err.starts_with("expected a number of seconds,"),
+                err.starts_with(&format!("{problem} (expected a number of seconds,")),
                 "{not_a_number}: {err}"
             );
         }
     }
 
-    /// A finite number past the longest `Duration` is no interval a run reaches: taken as
-    /// the longest, as `--cache-mb` saturates. It was refused as "expected a number of
-    /// seconds from 0 up", which 1e20 is.
+    /// A finite number past the longest `Duration` was taken as the longest, a figure
+    /// nobody gave: it is refused, naming the largest.
     #[test]
-    fn a_checkpoint_interval_past_the_longest_duration_saturates() {
+    fn a_checkpoint_interval_past_the_longest_duration_is_refused() {
         for huge in [
             "1e20",
             "1e30",
             "18446744073709551616",
             "1.7976931348623157e308",
+            "1e400",
         ] {
-            assert_eq!(parse_seconds(huge), Ok(Duration::MAX), "{huge}");
+            let err = parse_seconds(huge).expect_err(huge);
+            assert!(
+                err.starts_with("more than 18446744073709551615 ("),
+                "{huge}: {err}"
+            );
         }
         assert_eq!(
             parse_seconds("1e19"),
             Ok(Duration::from_secs(10_000_000_000_000_000_000))
+        );
+        assert_eq!(
+            parse_seconds("18446744073709551615.999999999"),
+            Ok(Duration::MAX)
         );
     }
 
@@ -783,10 +799,47 @@ mod tests {
     fn cache_sizes_are_whole_mib_from_one_up() {
         assert_eq!(parse_mib("1024"), Ok(1024));
         assert_eq!(parse_mib("1"), Ok(1));
-        assert_eq!(parse_mib("99999999999999999999"), Ok(u64::MAX));
-        for bad in ["0", "-1", "1.5", "1e3", "", "abc"] {
+        assert_eq!(parse_mib("1e3"), Ok(1000));
+        assert_eq!(parse_mib("17592186044415"), Ok(MAX_CACHE_MB));
+        for bad in ["0", "-1", "1.5", "", "abc", "1_024", "1GiB"] {
             let err = parse_mib(bad).expect_err(bad);
             assert!(err.contains("from 1 up"), "{bad}: {err}");
+        }
+    }
+
+    /// `--cache-mb 99999999999999999999` was taken as `u64::MAX` MiB, and every number from
+    /// 2^44 up gave a budget of `u64::MAX` bytes: the bytes saturated, silently.
+    #[test]
+    fn a_cache_size_whose_bytes_overflow_is_refused() {
+        for huge in ["17592186044416", "99999999999999999999", "1e20"] {
+            let err = parse_mib(huge).expect_err(huge);
+            assert!(
+                err.starts_with("more than 17592186044415 ("),
+                "{huge}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_whole_mb_in_the_seeds_range() {
+        assert_eq!(parse_chunk_mb("16"), Ok(16));
+        assert_eq!(parse_chunk_mb("1.6e1"), Ok(16));
+        assert_eq!(parse_chunk_mb("25.0"), Ok(25));
+        for (bad, problem) in [
+            ("9", "less than 10"),
+            ("26", "more than 25"),
+            ("99999999999", "more than 25"),
+            ("-5", "a negative number"),
+            ("25.5", "not a whole number"),
+            ("16MB", "'M' is not part of a number"),
+        ] {
+            assert_eq!(
+                parse_chunk_mb(bad),
+                Err(format!(
+                    "{problem} (expected a whole number of MB in 10..=25, such as 16)"
+                )),
+                "{bad}"
+            );
         }
     }
 
@@ -797,7 +850,7 @@ mod tests {
         // taken as 0, "save only at the end".
         for too_short in ["1e-6", "0.0009", "1e-300", "1e-400", " 5E-999 "] {
             let err = parse_seconds(too_short).expect_err(too_short);
-            assert!(err.contains("at least 0.001 seconds"), "{too_short}: {err}");
+            assert!(err.starts_with("less than 0.001 ("), "{too_short}: {err}");
         }
     }
 }
