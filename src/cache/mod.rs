@@ -1411,12 +1411,15 @@ pub(crate) enum Expired<'p> {
     /// given slot, for the caller to re-raise once it has restored what it chose: passed
     /// straight up, it ended a load after the purge and before any entry was restored.
     Purge(&'p mut FirstPanic),
-    /// Leaves them in place, counting their room as free ([`Cache::room_once_purged`]): for
-    /// a snapshot load's choice, made before its second read, which may still fail. A
-    /// failed load must leave the cache as it was; it used to purge them here, telling the
-    /// listener and counting them, and then fail. The import purges them once the read
-    /// checked out.
-    CountAsFree,
+    /// Leaves them in place, counting the room of those expired by the given time as free
+    /// ([`Cache::room_once_purged`]): for a snapshot load's choice, made before its second
+    /// read, which may still fail. A failed load must leave the cache as it was; it used to
+    /// purge them here, telling the listener and counting them, and then fail. The import
+    /// purges them once the read checked out. The time is the one the charges held by
+    /// present keys were noted at (see [`Cache::live_held_charge`]): a key that expired
+    /// since was counted both ways, its room free and its entry in the file as replacing
+    /// it, so the choice took values that did not fit together.
+    CountAsFree(Timestamp),
 }
 
 /// What [`Cache::import`] did.
@@ -1492,7 +1495,7 @@ impl Cache {
                 Expired::Purge(panicked) => {
                     (self.inner.purge_expired_into(panicked) > 0).then(|| self.room())
                 }
-                Expired::CountAsFree => Some(self.room_once_purged()),
+                Expired::CountAsFree(at) => Some(self.room_once_purged(at)),
             };
             if let Some(freed) = freed {
                 room = freed;
@@ -1522,11 +1525,11 @@ impl Cache {
         }
     }
 
-    /// The room [`Cache::room`] would give once the entries expired by now were purged,
+    /// The room [`Cache::room`] would give once the entries expired by `at` were purged,
     /// purging none: each shard that may hold one is read under its read lock.
-    pub(crate) fn room_once_purged(&self) -> Room {
+    pub(crate) fn room_once_purged(&self, at: Timestamp) -> Room {
         let inner = &self.inner;
-        let now = inner.clock.now().as_nanos();
+        let now = at.as_nanos();
         let mut room = self.room();
         for cell in inner.shards.iter().map(|shard| &shard.0) {
             // As `Inner::expire_shard`: nothing in the shard can have expired by `now`.

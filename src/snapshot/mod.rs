@@ -673,19 +673,21 @@ impl Cache {
             return self.apply_scan(first);
         };
         between_passes();
-        self.load_second_pass(path, &file, first, ranks)
+        self.load_second_pass(path, &file, first, ranks, now)
     }
 
     /// The second pass of [`Cache::load_snapshot`] when not everything fits: chooses from the
-    /// first pass's `ranks` (one per record) what the ranking keeps, re-reads the file (the
-    /// same open file, from its start) keeping only those values, and applies them if the
-    /// second read checked out in full and is the same file as the first.
+    /// first pass's `ranks` (one per record, the charges held by present keys noted as of
+    /// the cache's time `noted`) what the ranking keeps, re-reads the file (the same open
+    /// file, from its start) keeping only those values, and applies them if the second read
+    /// checked out in full and is the same file as the first.
     fn load_second_pass(
         &self,
         path: &Path,
         file: &File,
         first: format::Scan,
         ranks: Vec<format::Rank>,
+        noted: Timestamp,
     ) -> Result<SnapshotReport, SnapshotError> {
         let elapsed = since(first.saved_at, SystemTime::now());
         let live = ranks
@@ -695,13 +697,15 @@ impl Cache {
             .collect();
         // Expired entries are counted as purged, not purged: the second read may still fail,
         // and a failed load changes nothing. The import purges them if it needs their room.
+        // Those expired by `noted`, when the ranks' held charges were noted, not by now: a
+        // key that expired in between holds a charge in its rank, and would be counted twice.
         let chosen = self.choose_for_import(
             live,
             |(_, r)| EntryImage::rank_of(r.main, r.freq, r.access_count),
             |(_, r)| charge_of(r.value_len),
             |(_, r)| r.held(),
             &mut Default::default(),
-            Expired::CountAsFree,
+            Expired::CountAsFree(noted),
         );
         let mut wanted = vec![false; ranks.len()];
         for (index, _) in chosen {

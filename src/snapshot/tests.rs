@@ -823,3 +823,95 @@ fn a_load_failing_in_its_second_read_purges_nothing() {
         );
     }
 }
+
+/// Writes a snapshot of `entries` (key, value length, access count; no TTL, in the small
+/// queue) to `path`, in the given order: a file whose ranking a test sets.
+fn save_ranked(path: &Path, entries: &[(CacheKey, usize, u64)]) {
+    let file = File::create(path).expect("creates the file");
+    let mut out =
+        format::Encoder::new(file, SystemTime::now(), format::BLOCK_SIZE).expect("header");
+    for &(key, len, access_count) in entries {
+        out.entry(
+            &key,
+            &Bytes::from(vec![7u8; len]),
+            None,
+            access_count,
+            0,
+            false,
+        )
+        .expect("writes");
+    }
+    out.finish().expect("finishes");
+}
+
+/// The value length of an entry charged `charge` bytes.
+fn len_charged(charge: u64) -> usize {
+    usize::try_from(charge).expect("small") - CacheEntry::charged_size(0)
+}
+
+/// A resident key that expires between a two-pass load's first pass (which notes the charge
+/// it holds: its entry in the file needs only what it outgrows that by) and the second
+/// pass's choice (which counts the room of what has expired by then as free) was counted
+/// twice: its room as free, and its entry as replacing it. The choice took values that did
+/// not fit together, and the import, choosing again among those alone, stored the big one it
+/// had preferred no more and had no value for the small one the ranking keeps instead: one
+/// entry restored of the two that fit. The choice now counts the room of what had expired
+/// when the charges were noted.
+#[test]
+fn a_key_expiring_between_the_passes_is_not_counted_as_free_twice() {
+    use crate::cache::RemovalCause;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let budget = 20_000;
+    // Ranked in this order: the resident key's entry, a big one, two small ones. The resident
+    // key's entry and one small one fit; the big one fits only beside the resident key's
+    // entry counted as free.
+    let (held, big, small) = (10_000, 14_000, 7_000);
+    save_ranked(
+        &path,
+        &[
+            (audit_key(1), len_charged(held), 3),
+            (audit_key(2), len_charged(big), 2),
+            (audit_key(3), len_charged(small), 1),
+            (audit_key(4), len_charged(small), 0),
+        ],
+    );
+    let clock = crate::time::ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = Cache::builder()
+        .max_bytes(budget)
+        .clock(clock.clone())
+        .eviction_listener({
+            let heard = Arc::clone(&heard);
+            move |key, _, cause: RemovalCause| {
+                heard.lock().expect("not poisoned").push((*key, cause))
+            }
+        })
+        .build()
+        .expect("builds");
+    cache
+        .insert_with_ttl(
+            audit_key(1),
+            vec![1u8; len_charged(held)],
+            crate::Ttl::seconds(1).expect("positive"),
+        )
+        .expect("inserts");
+
+    let mut second_pass = false;
+    let report = cache
+        .load_snapshot_with(&path, || {
+            clock.advance(Duration::from_secs(2));
+            second_pass = true;
+        })
+        .expect("loads");
+    assert!(second_pass, "the load made a second pass");
+    assert_eq!((report.restored, report.left_out), (2, 2));
+    assert!(cache.peek(&audit_key(1)).is_some_and(|v| v[0] == 7));
+    assert!(cache.peek(&audit_key(3)).is_some());
+    assert_eq!(
+        *heard.lock().expect("not poisoned"),
+        [(audit_key(1), RemovalCause::Expired)]
+    );
+}
