@@ -915,3 +915,78 @@ fn a_key_expiring_between_the_passes_is_not_counted_as_free_twice() {
         [(audit_key(1), RemovalCause::Expired)]
     );
 }
+
+/// The import stores without evicting, and so left out an entry whose room another writer
+/// took between its choice and its store, even where expired entries held room enough: it
+/// purged them only when the chosen entries did not fit as it chose. (Since session 29 a
+/// two-pass load no longer purges them before its second read, which made this the usual
+/// case of a load into a cache holding expired entries.) A store that finds no room now
+/// purges them and tries again. The other writer here is the eviction listener, told that
+/// the first stored entry replaced a value.
+#[test]
+fn an_import_outrun_by_a_writer_purges_expired_entries_for_room() {
+    use crate::cache::{RemovalCause, WeakCache};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    // Least valuable first: the resident key's entry is stored first.
+    save_ranked(
+        &path,
+        &[
+            (audit_key(1), 10, 0),
+            (audit_key(2), 10, 1),
+            (audit_key(3), 10, 2),
+        ],
+    );
+    let clock = crate::time::ManualClock::new();
+    let this: Arc<OnceLock<WeakCache>> = Arc::default();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    // Room for 2 expired entries, the resident one and 3 more.
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(6)
+        .clock(clock.clone())
+        .eviction_listener({
+            let (this, heard) = (Arc::clone(&this), Arc::clone(&heard));
+            move |key, _, cause: RemovalCause| {
+                heard.lock().expect("not poisoned").push((*key, cause));
+                if cause == RemovalCause::Replaced
+                    && let Some(cache) = this.get().and_then(WeakCache::upgrade)
+                {
+                    for i in 300..303 {
+                        cache.insert(audit_key(i), "writer").expect("inserts");
+                    }
+                }
+            }
+        })
+        .build()
+        .expect("builds");
+    this.set(cache.downgrade()).expect("set once");
+    let ttl = crate::Ttl::seconds(1).expect("positive");
+    for i in 100..102 {
+        cache
+            .insert_with_ttl(audit_key(i), "old", ttl)
+            .expect("inserts");
+    }
+    clock.advance(Duration::from_secs(2));
+    cache.insert(audit_key(1), "resident").expect("inserts");
+
+    let report = cache.load_snapshot(&path).expect("loads");
+    assert_eq!((report.restored, report.left_out), (3, 0));
+    for i in (1..4).chain(300..303) {
+        assert!(cache.peek(&audit_key(i)).is_some(), "{i}");
+    }
+    assert_eq!(cache.len(), 6);
+    let mut expired: Vec<_> = heard
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|&&(_, cause)| cause == RemovalCause::Expired)
+        .map(|&(key, _)| key)
+        .collect();
+    expired.sort();
+    let mut want = [audit_key(100), audit_key(101)];
+    want.sort();
+    assert_eq!(expired, want);
+}
