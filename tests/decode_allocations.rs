@@ -378,7 +378,8 @@ fn bytes_read() -> Option<u64> {
 /// the value also sent the load to its second pass): a sparse file claiming a terabyte took
 /// a terabyte of reading and hashing per pass for a value it then left out. The file here is
 /// valid, and the value lies in a hole; the load restores the small value, leaves out the
-/// huge one, and reads about the file's bytes around the hole, twice, not the hole.
+/// huge one, and reads about the file's bytes around the hole, not the hole, and once (until
+/// session 30 the value still sent the load to a second pass, which read them again).
 #[test]
 fn a_value_larger_than_the_cache_is_passed_over_unread() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -417,7 +418,7 @@ fn a_value_larger_than_the_cache_is_passed_over_unread() {
                  {around} bytes around the hole"
             );
             assert!(
-                read < 2 * around + (8 << 20),
+                read < around + (8 << 20),
                 "claim {claim}: read {read} bytes of a file of {around} bytes around the hole"
             );
         }
@@ -551,4 +552,52 @@ fn blocks_passed_over_take_no_memory_whatever_the_block_size() {
         );
         assert!(cache.is_empty());
     }
+}
+
+/// A snapshot read from a pipe is read in one pass that keeps every live value, since it
+/// cannot be read again: so it kept a value larger than the cache's whole budget too (here
+/// 32 MiB, for a cache of 1 MiB), which no choice can store, and dropped it only when the
+/// import refused it. Such a value is now hashed through a bounded buffer and left out, as
+/// from a file.
+#[cfg(unix)]
+#[test]
+fn a_pipe_does_not_hold_a_value_larger_than_the_cache() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("big.snap");
+    let huge = 32 << 20;
+    let saver = Cache::builder()
+        .max_bytes(64 << 20)
+        .build()
+        .expect("builds");
+    let small = memocache::CacheKey::from_content(b"small", "t").expect("valid");
+    saver.insert(small, vec![1u8; 100]).expect("inserts");
+    let big = memocache::CacheKey::from_content(b"big", "t").expect("valid");
+    saver.insert(big, vec![2u8; huge]).expect("inserts");
+    saver.save_snapshot(&file).expect("saves");
+    drop(saver);
+
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("runs mkfifo");
+    assert!(status.success());
+    let writer = {
+        let (file, fifo) = (file.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            let mut from = std::fs::File::open(file).expect("opens the snapshot");
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .open(fifo)
+                .expect("opens the pipe");
+            std::io::copy(&mut from, &mut to).expect("feeds the pipe");
+        })
+    };
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    let (report, largest) = largest_allocation(|| cache.load_snapshot(&fifo));
+    writer.join().expect("the writer finished");
+    let report = report.expect("loads");
+    assert_eq!((report.restored, report.left_out), (1, 1));
+    assert_eq!(cache.get(&small).as_deref(), Some(&[1u8; 100][..]));
+    assert!(largest <= BOUND, "allocated {largest} bytes at once");
 }

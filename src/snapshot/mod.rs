@@ -90,7 +90,11 @@
 //!   took 49 s and 8.6 GB of reads; now 2.4 MB, see `tests/decode_allocations.rs`). The
 //!   price is that damage inside such a value is not noticed: the load succeeds, without
 //!   it. A version-1 file (one SHA-256 over all of it) and a pipe must still be read
-//!   through, and [`read_snapshot_file`], which keeps every value, checks every byte.
+//!   through, and [`read_snapshot_file`], which keeps every value, checks every byte. Nor
+//!   is such a value measured against the room: it is left out as an expired one is, so it
+//!   sends no file to a second pass, and a pipe's one pass does not hold it. (Until session
+//!   30 it did both: a file otherwise restored whole was read twice, and a 32 MiB value
+//!   from a pipe into a cache of 1 MiB was held in a 64 MiB allocation, then refused.)
 //! * **Hashing on every core, off the critical path.** One SHA-256 over the whole file is a
 //!   single thread's work. Without SHA CPU instructions it runs at a few hundred MB/s
 //!   (282.8 MiB/s on the machine of session 2): slower than writing the file, and far slower
@@ -643,11 +647,19 @@ impl Cache {
         // keeps.
         let now = self.clock().now();
         let held = |key: &CacheKey| self.live_held_charge(key, now);
-        let first = decoder(path, &file, len).passing_values_over(self.largest_value());
+        let largest = self.largest_value();
+        let first = decoder(path, &file, len).passing_values_over(largest);
         let mut first = first.scan(held, |_, saved_at, record, key| {
             let Some(_) = ttl_left(record.ttl_remaining, since(saved_at, started)) else {
                 return Keep::Head;
             };
+            // Left out whatever the choice, as the expired are. Measured against the room,
+            // such a value sent a file to its second pass, to read again what the first had
+            // kept; and a pipe's single pass kept it whole (a 32 MiB value loaded into a
+            // cache of 1 MiB allocated 64 MiB at once), for the import to refuse.
+            if record.value_len > largest {
+                return Keep::Head;
+            }
             if !rereadable {
                 return Keep::Value;
             }

@@ -990,3 +990,29 @@ fn an_import_outrun_by_a_writer_purges_expired_entries_for_room() {
     want.sort();
     assert_eq!(expired, want);
 }
+
+/// A value larger than the cache's whole budget is left out whatever the choice, yet it did
+/// not fit the room, so the first pass dropped the values it had kept and the load read and
+/// hashed the file a second time, to restore what it had read already. It is now left out as
+/// an expired entry is: the load stays one pass.
+#[test]
+fn a_value_larger_than_the_budget_needs_no_second_pass() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let budget = 100_000;
+    let mut entries: Vec<_> = (0..5).map(|i| (audit_key(i), 1_000, 1)).collect();
+    entries.insert(2, (audit_key(9), budget as usize, 0));
+    save_ranked(&path, &entries);
+    let cache = Cache::builder().max_bytes(budget).build().expect("builds");
+    let mut second_pass = false;
+    let report = cache
+        .load_snapshot_with(&path, || second_pass = true)
+        .expect("loads");
+    assert!(!second_pass, "the load read the file twice");
+    assert_eq!((report.restored, report.left_out), (5, 1));
+    assert_eq!(
+        report.left_out_bytes,
+        CacheEntry::charged_size(budget as usize) as u64
+    );
+    assert!(cache.peek(&audit_key(9)).is_none());
+}
