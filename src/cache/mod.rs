@@ -1402,6 +1402,14 @@ impl Room {
         self.entries -= entries;
         true
     }
+
+    /// This room and `other` together (saturating).
+    pub(crate) fn plus(self, other: Room) -> Room {
+        Room {
+            bytes: self.bytes.saturating_add(other.bytes),
+            entries: self.entries.saturating_add(other.entries),
+        }
+    }
 }
 
 /// What [`Cache::choose_for_import`] does with expired entries when not everything fits.
@@ -1526,19 +1534,26 @@ impl Cache {
     }
 
     /// The room [`Cache::room`] would give once the entries expired by `at` were purged,
-    /// purging none: each shard that may hold one is read under its read lock.
+    /// purging none.
     pub(crate) fn room_once_purged(&self, at: Timestamp) -> Room {
-        let inner = &self.inner;
+        self.room().plus(self.expired_room(at))
+    }
+
+    /// The room the entries expired by `at` hold, purging none: each shard that may hold one
+    /// is read under its read lock.
+    pub(crate) fn expired_room(&self, at: Timestamp) -> Room {
         let now = at.as_nanos();
-        let mut room = self.room();
-        for cell in inner.shards.iter().map(|shard| &shard.0) {
+        let mut room = Room {
+            bytes: 0,
+            entries: 0,
+        };
+        for cell in self.inner.shards.iter().map(|shard| &shard.0) {
             // As `Inner::expire_shard`: nothing in the shard can have expired by `now`.
             if now <= cell.earliest.load(Ordering::Relaxed) {
                 continue;
             }
             let (bytes, entries) = cell.lock.read().expired_room(now);
-            room.bytes = room.bytes.saturating_add(bytes);
-            room.entries = room.entries.saturating_add(entries);
+            room = room.plus(Room { bytes, entries });
         }
         room
     }

@@ -51,9 +51,9 @@
 //! * **Loading checks everything before it changes anything, in memory bounded by what it
 //!   keeps.** [`Cache::load_snapshot`] reads the file in a streaming pass that checks its
 //!   structure and hashes every byte. While every live entry read so far fits the room left
-//!   in the cache, it keeps their values (they become the cache's values: not a second
-//!   copy); when everything fits — a restart with the same budget — that one pass is the
-//!   whole load. Once something does not fit, it drops the values kept so far (at most the
+//!   in the cache (that of expired entries counted as free, as the choice below counts it),
+//!   it keeps their values (they become the cache's values: not a second copy); when
+//!   everything fits — a restart with the same budget — that one pass is the whole load. Once something does not fit, it drops the values kept so far (at most the
 //!   room) and goes on hashing the rest through a bounded buffer, keeping of each record
 //!   only what the choice needs: its rank, TTL, length and the charge its key already
 //!   holds in the cache, if any and live (40 bytes, not the 110 or so of a full head with
@@ -252,7 +252,7 @@ use bytes::Bytes;
 
 pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 
-use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage, Expired};
+use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage, Expired, Room};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::time::Timestamp;
@@ -638,6 +638,7 @@ impl Cache {
         // before the two-pass load existed.
         let rereadable = len.is_some();
         let mut room = self.room();
+        let mut expired_counted = false;
         // Whether each key is present already, and its charge: a reload into the cache the
         // file was saved from replaces values, which needs no room beyond any growth. Not an
         // expired entry's: the second pass's choice counts those as purged, and the import
@@ -675,11 +676,23 @@ impl Cache {
             // send the load to its second pass sooner, whose choice asks presence of every
             // entry.
             let charge = charge_of(record.value_len);
-            if room.take(charge, None) || room.take(charge, key.and_then(held)) {
-                Keep::Value
-            } else {
-                Keep::RanksOnly
+            let fits =
+                |room: &mut Room| room.take(charge, None) || room.take(charge, key.and_then(held));
+            if fits(&mut room) {
+                return Keep::Value;
             }
+            // The room of what has expired is free to the choice and the import (which purge
+            // it if they need it), so to this pass too. Asked at the first entry that does
+            // not fit without it, so a load that fits anyway reads no shard for it. Without
+            // it, a file that fits once they are purged was read twice.
+            if !expired_counted {
+                expired_counted = true;
+                room = room.plus(self.expired_room(now));
+                if fits(&mut room) {
+                    return Keep::Value;
+                }
+            }
+            Keep::RanksOnly
         })?;
         let Some(ranks) = first.ranks.take() else {
             return self.apply_scan(first);

@@ -1016,3 +1016,38 @@ fn a_value_larger_than_the_budget_needs_no_second_pass() {
     );
     assert!(cache.peek(&audit_key(9)).is_none());
 }
+
+/// The first pass measured the file against the room as it is, expired entries holding
+/// theirs, while the second pass's choice (and the import) count it free: a file that fits
+/// once they are purged was read and hashed twice, its values kept by the first read
+/// dropped and read again. The first pass now counts their room too, once an entry does not
+/// fit without it.
+#[test]
+fn a_file_that_fits_once_expired_entries_are_purged_is_read_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let entries: Vec<_> = (0..4).map(|i| (audit_key(i), 100, 0)).collect();
+    save_ranked(&path, &entries);
+    let clock = crate::time::ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(5)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    let ttl = crate::Ttl::seconds(1).expect("positive");
+    for i in 100..103 {
+        cache
+            .insert_with_ttl(audit_key(i), "old", ttl)
+            .expect("inserts");
+    }
+    clock.advance(Duration::from_secs(2));
+    let mut second_pass = false;
+    let report = cache
+        .load_snapshot_with(&path, || second_pass = true)
+        .expect("loads");
+    assert!(!second_pass, "the load read the file twice");
+    assert_eq!((report.restored, report.left_out), (4, 0));
+    assert_eq!(cache.len(), 4);
+    assert_eq!(cache.stats().evictions_expired, 3);
+}
