@@ -705,3 +705,63 @@ proptest! {
         }
     }
 }
+
+/// What follows a compressed stream's last member or frame. gzip pads with zero bytes
+/// (tape blocks, `dd`), which gzip(1) and Python's `gzip` skip: here they failed the read as
+/// "unexpected end of file", as did any bytes that are not a gzip member, which the message
+/// now says. Bytes after a zstd frame that are not a frame were "BadMagicNumber(1651663207)",
+/// a debugging print of their first four bytes as a decimal number.
+#[test]
+fn what_follows_the_last_gzip_member_or_zstd_frame_is_told() {
+    let (text, keys) = lirs_text(1000);
+    let (more, more_keys) = lirs_text(10);
+    let mut padded = gzip(&text);
+    padded.extend([0; 512]);
+    let mut padded_between = gzip(&text);
+    padded_between.extend([0; 4]);
+    padded_between.extend(gzip(&more));
+    for (name, bytes, want) in [
+        ("padded.trace.gz", padded, keys.clone()),
+        (
+            "padded-between.trace.gz",
+            padded_between,
+            [&keys[..], &more_keys].concat(),
+        ),
+    ] {
+        let (read, err) = read_file(&scratch_file(name, &bytes));
+        assert!(err.is_none(), "{name}: {err:?}");
+        assert_eq!(read, want, "{name}");
+    }
+
+    let mut garbage = gzip(&text);
+    garbage.extend(b"garbage");
+    let mut zeros_then_garbage = gzip(&text);
+    zeros_then_garbage.extend(b"\0\0garbage");
+    let mut zstd_garbage = zstd(&text);
+    zstd_garbage.extend(b"garbage!");
+    for (name, bytes, says) in [
+        (
+            "garbage.trace.gz",
+            garbage,
+            "reading the gzip stream failed: bytes that are not a gzip member follow its \
+             member 1 (they start with 67 61 72 62 61 67)",
+        ),
+        (
+            "zeros-garbage.trace.gz",
+            zeros_then_garbage,
+            "reading the gzip stream failed: bytes that are not a gzip member follow its \
+             member 1 (they start with 67 61 72 62 61 67)",
+        ),
+        (
+            "garbage.trace.zst",
+            zstd_garbage,
+            "reading the zstd stream failed: bytes that are not a zstd frame follow its \
+             frame 1 (they start with 67 61 72 62)",
+        ),
+    ] {
+        let (read, err) = read_file(&scratch_file(name, &bytes));
+        assert_eq!(read, keys, "{name}: the keys before");
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.ends_with(says), "{name}: {message}");
+    }
+}

@@ -11,7 +11,8 @@ use super::TraceError;
 pub enum Compression {
     /// Stored as is.
     None,
-    /// gzip (`.gz`), decoded by `flate2` (pure-Rust miniz_oxide backend).
+    /// gzip (`.gz`), decoded by `flate2` (pure-Rust miniz_oxide backend): every member of a
+    /// concatenation, and zero bytes after a member skipped, as gzip(1) skips them.
     Gzip,
     /// xz (`.xz`), decoded by `lzma-rust2` (pure Rust); the stream's integrity check is verified.
     Xz,

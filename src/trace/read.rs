@@ -330,11 +330,9 @@ impl TraceReader {
         );
         let source: Box<dyn BufRead + Send> = match compression {
             Compression::None => Box::new(file),
-            // Multi-member: `gzip a b > c` concatenations are valid gzip files.
-            Compression::Gzip => Box::new(BufReader::with_capacity(
-                BUF_SIZE,
-                flate2::bufread::MultiGzDecoder::new(file),
-            )),
+            Compression::Gzip => {
+                Box::new(BufReader::with_capacity(BUF_SIZE, GzipReader::new(file)))
+            }
             Compression::Xz => Box::new(BufReader::with_capacity(
                 BUF_SIZE,
                 lzma_rust2::XzReader::new(file, true),
@@ -878,6 +876,75 @@ fn count_unique(keys: &[u64]) -> Result<usize, std::collections::TryReserveError
     Ok(unique.len())
 }
 
+/// gzip through `flate2`, member after member (`gzip a b > c` concatenations are valid gzip
+/// files), skipping zero bytes after a member, as gzip(1) and Python's `gzip` do: tape blocks
+/// and `dd` pad a file with them. `flate2`'s `MultiGzDecoder` took them for the header of
+/// another member, failing the read with "invalid gzip header", and failed any other bytes
+/// after the last member with "unexpected end of file" if there were fewer than a header's
+/// ten; such bytes are now refused saying what they are.
+struct GzipReader<R: BufRead> {
+    /// The member being read; `None` once the input is done.
+    member: Option<flate2::bufread::GzDecoder<R>>,
+    /// Members started so far, for errors.
+    members: u64,
+}
+
+impl<R: BufRead> GzipReader<R> {
+    /// `source` starts with a gzip magic number: [`TraceReader::open_with`] has checked it.
+    fn new(source: R) -> GzipReader<R> {
+        GzipReader {
+            member: Some(flate2::bufread::GzDecoder::new(source)),
+            members: 1,
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzipReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(mut member) = self.member.take() else {
+                return Ok(0);
+            };
+            match member.read(buf) {
+                Ok(0) => {}
+                result => {
+                    self.member = Some(member);
+                    return result;
+                }
+            }
+            // The member ended, its CRC and length checked; the decoder read nothing past it.
+            let mut source = member.into_inner();
+            let next = loop {
+                let rest = source.fill_buf()?;
+                let zeros = rest.iter().take_while(|&&b| b == 0).count();
+                if zeros == 0 {
+                    break rest;
+                }
+                source.consume(zeros);
+            };
+            if next.is_empty() {
+                return Ok(0);
+            }
+            if next[0] != magic(Compression::Gzip)[0] {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "bytes that are not a gzip member follow its member {} (they start \
+                         with {})",
+                        self.members,
+                        hex(&next[..next.len().min(MAGIC_LEN)])
+                    ),
+                ));
+            }
+            self.members += 1;
+            self.member = Some(flate2::bufread::GzDecoder::new(source));
+        }
+    }
+}
+
 /// Zstandard through `ruzstd`, over every frame of the file (the `zstd` tool writes several
 /// for large or concatenated inputs), verifying each frame's content checksum when present
 /// (`ruzstd`'s own `StreamingDecoder` reads one frame and leaves the checksum to the caller).
@@ -887,30 +954,58 @@ struct ZstdReader<R: BufRead> {
     frame: FrameDecoder,
     /// Whether a data frame has been started and not yet checked and finished.
     in_frame: bool,
+    /// Frames (data or skippable) started so far, for errors.
+    frames: u64,
 }
 
 impl<R: BufRead> ZstdReader<R> {
     /// `source` is not empty: [`TraceReader::open_with`] has checked its magic number.
-    fn new(mut source: R) -> io::Result<ZstdReader<R>> {
-        let mut frame = FrameDecoder::new();
-        let in_frame = next_zstd_frame(&mut frame, &mut source)?;
-        Ok(ZstdReader {
+    fn new(source: R) -> io::Result<ZstdReader<R>> {
+        let mut reader = ZstdReader {
             source,
-            frame,
-            in_frame,
-        })
+            frame: FrameDecoder::new(),
+            in_frame: false,
+            frames: 0,
+        };
+        reader.in_frame = reader.next_frame()?;
+        Ok(reader)
+    }
+
+    /// Starts the next data frame, skipping skippable frames; `false` at the end of the
+    /// input.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        next_zstd_frame(&mut self.frame, &mut self.source, &mut self.frames)
     }
 }
 
 /// Starts the next data frame of `source`, skipping skippable frames; `false` at the end of
-/// the input.
-fn next_zstd_frame(frame: &mut FrameDecoder, source: &mut impl BufRead) -> io::Result<bool> {
+/// the input. `frames` counts the frames started.
+fn next_zstd_frame(
+    frame: &mut FrameDecoder,
+    source: &mut impl BufRead,
+    frames: &mut u64,
+) -> io::Result<bool> {
     loop {
         if source.fill_buf()?.is_empty() {
             return Ok(false);
         }
+        *frames += 1;
         match frame.reset(&mut *source) {
             Ok(()) => return Ok(true),
+            // Not the first frame: the file's magic number was checked at open.
+            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::BadMagicNumber(
+                magic,
+            ))) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "bytes that are not a zstd frame follow its frame {} (they start with \
+                         {})",
+                        *frames - 1,
+                        hex(&magic.to_le_bytes())
+                    ),
+                ));
+            }
             // The frame's magic and length are read; its content is `length` opaque bytes.
             Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
                 length,
@@ -924,6 +1019,10 @@ fn next_zstd_frame(frame: &mut FrameDecoder, source: &mut impl BufRead) -> io::R
                         format!("zstd skippable frame of {length} bytes ends after {skipped}"),
                     ));
                 }
+            }
+            // Its own words: `FrameDecoderError` shows it as a debugging print.
+            Err(FrameDecoderError::ReadFrameHeaderError(e)) => {
+                return Err(io::Error::other(e));
             }
             Err(e) => return Err(io::Error::other(e)),
         }
@@ -963,7 +1062,7 @@ impl<R: BufRead> Read for ZstdReader<R> {
                 }
                 self.in_frame = false;
             }
-            if !next_zstd_frame(&mut self.frame, &mut self.source)? {
+            if !self.next_frame()? {
                 return Ok(0);
             }
             self.in_frame = true;
