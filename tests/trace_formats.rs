@@ -765,3 +765,34 @@ fn what_follows_the_last_gzip_member_or_zstd_frame_is_told() {
         assert!(message.ends_with(says), "{name}: {message}");
     }
 }
+
+/// A file that ends inside the magic number of the compression its name (or the caller)
+/// gives is a truncated file of that compression. It was said to start "with the bytes
+/// 28 b5 2f, not with zstd's magic number 28 b5 2f fd", which it does start with.
+#[test]
+fn a_file_ending_inside_its_magic_number_is_said_to() {
+    for (name, bytes, says) in [
+        (
+            "cut.trace.zst",
+            &[0x28, 0xb5, 0x2f][..],
+            "the file is not zstd: it ends after 3 bytes (28 b5 2f), inside zstd's magic \
+             number 28 b5 2f fd",
+        ),
+        (
+            "cut.trace.xz",
+            &[0xfd, b'7', b'z', b'X', b'Z'][..],
+            "the file is not xz: it ends after 5 bytes (fd 37 7a 58 5a), inside xz's magic \
+             number fd 37 7a 58 5a 00",
+        ),
+        (
+            "cut.trace.gz",
+            &[0x1f][..],
+            "the file is not gzip: it ends after 1 byte (1f), inside gzip's magic number 1f 8b",
+        ),
+    ] {
+        let err = TraceReader::open(scratch_file(name, bytes)).expect_err(name);
+        assert!(matches!(err, TraceError::NotCompressed { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.ends_with(says), "{name}: {message}");
+    }
+}

@@ -63,7 +63,8 @@ pub enum TraceError {
     },
     /// The compression (told by the file name, or given) is gzip, xz or zstd, but the file
     /// does not start with that format's magic number: it is not such a file, or is empty.
-    /// The message names the compression the file is of where its first bytes tell it.
+    /// The message names the compression the file is of where its first bytes tell it, and
+    /// says so of a file that ends inside the magic number.
     #[error(
         "{}: the file is not {compression}: {}",
         path.display(),
@@ -651,6 +652,19 @@ fn describe_head(compression: Compression, head: &[u8]) -> String {
     if head.is_empty() {
         return "it is empty".to_owned();
     }
+    // Fewer bytes than the magic number only at the end of the file: one cut inside it is
+    // truncated, and "starts with 28 b5 2f, not with zstd's magic number 28 b5 2f fd" denied
+    // what it does start with.
+    let magic = magic(compression);
+    if head.len() < magic.len() && magic.starts_with(head) {
+        let bytes = if head.len() == 1 { "byte" } else { "bytes" };
+        return format!(
+            "it ends after {} {bytes} ({}), inside {compression}'s magic number {}",
+            head.len(),
+            hex(head),
+            hex(magic)
+        );
+    }
     let found = match Compression::from_magic(head) {
         Compression::None => unsupported_compression(head).map(str::to_owned),
         found => Some(found.to_string()),
@@ -660,7 +674,7 @@ fn describe_head(compression: Compression, head: &[u8]) -> String {
         None => format!(
             "it starts with the bytes {}, not with {compression}'s magic number {}",
             hex(head),
-            hex(magic(compression))
+            hex(magic)
         ),
     }
 }
