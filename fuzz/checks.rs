@@ -789,7 +789,7 @@ enum Opened {
     Decoded(memocache::trace::Compression),
     /// Refused as not of the compression its name gives.
     NotCompressed,
-    /// Refused as a bzip2 or lz4 stream or a zip archive.
+    /// Refused as a bzip2, lz4 or compress stream or a zip archive.
     Unsupported,
 }
 
@@ -798,8 +798,9 @@ enum Opened {
 /// compression where the file starts with its magic number (gzip's two bytes, xz's six,
 /// zstd's data or skippable frame), else the compression whose magic number it starts with
 /// (gzip's then needs method 8 and no reserved flag), else a refusal of bzip2 (`BZh1` to
-/// `BZh9`), lz4 (`04 22 4d 18`) and zip (`PK 03 04`), else a refusal where the name gives a
-/// compression, else plain.
+/// `BZh9`), lz4 (`04 22 4d 18`, legacy `02 21 4c 18`), compress (`1f 9d`, then a byte with
+/// bits 5 and 6 clear and 9 to 16 in its low five) and zip (`PK 03 04`), else a refusal
+/// where the name gives a compression, else plain.
 #[cfg(feature = "trace")]
 fn opened_as(named: memocache::trace::Compression, content: &[u8]) -> Opened {
     use memocache::trace::Compression;
@@ -815,9 +816,15 @@ fn opened_as(named: memocache::trace::Compression, content: &[u8]) -> Opened {
         Compression::Zstd => zstd,
         _ => false,
     };
+    let compress = content.starts_with(&[0x1f, 0x9d])
+        && content.len() >= 3
+        && content[2] & 0x60 == 0
+        && (9..=16).contains(&(content[2] & 0x1f));
     let unsupported =
         (content.starts_with(b"BZh") && content.len() >= 4 && (b'1'..=b'9').contains(&content[3]))
             || content.starts_with(&[0x04, 0x22, 0x4d, 0x18])
+            || content.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+            || compress
             || content.starts_with(b"PK\x03\x04");
     if named_matches {
         Opened::Decoded(named)

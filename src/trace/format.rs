@@ -62,13 +62,17 @@ impl Compression {
 
 /// What `head`, a file's first bytes, starts as if it is a compressed stream or an archive
 /// that [`Compression`] has no decoder for: bzip2 (`BZh` and the block size, `1` to `9`), an
-/// lz4 frame (`04 22 4d 18`) or a zip archive (`PK 03 04`), for
-/// [`TraceError::UnsupportedCompression`]. Read as a binary trace, such a file gave keys of
-/// garbage and no error.
+/// lz4 frame (`04 22 4d 18`, or the legacy frame's `02 21 4c 18` that `lz4 -l` writes),
+/// compress's `.Z` (`1f 9d` and a flag byte: two reserved bits clear, a largest code width of
+/// 9 to 16 bits) or a zip archive (`PK 03 04`), for [`TraceError::UnsupportedCompression`].
+/// Read as a binary trace, such a file gave keys of garbage and no error.
 pub(super) fn unsupported_compression(head: &[u8]) -> Option<&'static str> {
     match head {
         [b'B', b'Z', b'h', b'1'..=b'9', ..] => Some("bzip2-compressed"),
-        [0x04, 0x22, 0x4d, 0x18, ..] => Some("lz4-compressed"),
+        [0x04, 0x22, 0x4d, 0x18, ..] | [0x02, 0x21, 0x4c, 0x18, ..] => Some("lz4-compressed"),
+        [0x1f, 0x9d, flags, ..] if flags & 0x60 == 0 && (9..=16).contains(&(flags & 0x1f)) => {
+            Some("LZW-compressed by compress")
+        }
         [b'P', b'K', 0x03, 0x04, ..] => Some("a zip archive"),
         _ => None,
     }

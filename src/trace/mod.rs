@@ -41,7 +41,7 @@
 //! * **Errors, never panics**: a missing file, a name no rule matches, a file that is not of
 //!   its compression (its magic number is checked at open, so a `.gz` file of text says it is
 //!   not gzip rather than what the decoder makes of it), a file of a compression no decoder
-//!   here reads (bzip2, lz4, zip: told by its first bytes), a corrupt or truncated compressed
+//!   here reads (bzip2, lz4, compress, zip: told by its first bytes), a corrupt or truncated compressed
 //!   stream (the xz check, gzip CRC and zstd frame checksum are verified), a binary
 //!   trace ending mid-record, an unparsable line, an ARC line standing for more than
 //!   [`TraceReader::MAX_ARC_RUN`] requests, or a trace read whole ([`Trace::load`],

@@ -78,8 +78,8 @@ pub enum TraceError {
         /// The file's first bytes (at most 6).
         head: Vec<u8>,
     },
-    /// The file starts as a bzip2 or lz4 stream or a zip archive, which the trace readers do
-    /// not decode ([`TraceReader::open_format`] tells it by the first bytes, whatever the
+    /// The file starts as a bzip2, lz4 or compress (`.Z`) stream or a zip archive, which the
+    /// trace readers do not decode ([`TraceReader::open_format`] tells it by the first bytes, whatever the
     /// name).
     #[error(
         "{}: the file is {found} (it starts with the bytes {}), which memocache cannot read: \
@@ -90,7 +90,8 @@ pub enum TraceError {
     UnsupportedCompression {
         /// The trace file.
         path: PathBuf,
-        /// What the file is: `bzip2-compressed`, `lz4-compressed` or `a zip archive`.
+        /// What the file is: `bzip2-compressed`, `lz4-compressed`, `LZW-compressed by compress`
+        /// or `a zip archive`.
         found: &'static str,
         /// The file's first bytes (at most 6).
         head: Vec<u8>,
@@ -247,8 +248,8 @@ impl TraceReader {
     ///    trace read from a pipe (`/dev/stdin`) has no name to go by, and a gzip file named
     ///    `.trace` (or a zstd one named `.gz`) was read as a trace of garbage, which an
     ///    `i32be` or `i64be` trace takes without an error;
-    /// 3. else one that starts as a bzip2 or lz4 stream or a zip archive, which no decoder
-    ///    here reads, is refused ([`TraceError::UnsupportedCompression`]);
+    /// 3. else one that starts as a bzip2, lz4 or compress stream or a zip archive, which no
+    ///    decoder here reads, is refused ([`TraceError::UnsupportedCompression`]);
     /// 4. else one whose name gives a compression is refused
     ///    ([`TraceError::NotCompressed`]): its first bytes are of no known format, and read
     ///    as they are they may be garbage;
