@@ -832,3 +832,29 @@ fn compression_can_be_given_for_standard_input() {
         "{line}"
     );
 }
+
+/// A trace named as compressed whose content is not (a text trace named `.gz`) is refused
+/// under `--compression auto`, as it may be garbage read as it is; the refusal did not say
+/// how to read it anyway, which `--compression none` does.
+#[test]
+fn a_trace_named_compressed_but_not_says_how_to_read_it_as_it_is() {
+    let (_dir, trace) = temp_file("loop.trace.gz", &loop_trace());
+    let (_, line) = fails(&["replay", path(&trace), "--capacity", "3"]);
+    assert!(
+        line.ends_with(
+            "loop.trace.gz: the file is not gzip: it starts with the bytes 31 0a 32 0a 33 0a, \
+             not with gzip's magic number 1f 8b (its name says gzip; --compression none reads \
+             it as it is)"
+        ),
+        "{line}"
+    );
+    let (_, ratios) = replay_table(&[
+        "replay",
+        path(&trace),
+        "--capacity",
+        "3",
+        "--compression",
+        "none",
+    ]);
+    assert_eq!(ratios, ["90.00", "90.00", "90.00"].map(String::from));
+}

@@ -668,6 +668,12 @@ fn load(
             (TraceError::NotCompressed { .. }, Some(given)) => {
                 format!("{message} (--compression {given}; auto tells it from the content)")
             }
+            // Told by the name: the refusal said what the file is not, not how to read it.
+            (TraceError::NotCompressed { compression, .. }, None) => {
+                format!(
+                    "{message} (its name says {compression}; --compression none reads it as it is)"
+                )
+            }
             (TraceError::UnknownFormat { .. }, _) => format!("{message} with --format NAME"),
             _ => message,
         }
