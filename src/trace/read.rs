@@ -944,13 +944,26 @@ impl<R: BufRead> Read for GzipReader<R> {
                 return Ok(0);
             }
             if next[0] != magic(Compression::Gzip)[0] {
+                // Gathered up to a magic number's length, not just what the buffer holds, so
+                // that the message does not depend on how the input arrived (a pipe may hand
+                // over one byte at a time).
+                let mut shown = Vec::with_capacity(MAGIC_LEN);
+                while shown.len() < MAGIC_LEN {
+                    let rest = source.fill_buf()?;
+                    let take = rest.len().min(MAGIC_LEN - shown.len());
+                    if take == 0 {
+                        break;
+                    }
+                    shown.extend_from_slice(&rest[..take]);
+                    source.consume(take);
+                }
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
                         "bytes that are not a gzip member follow its member {} (they start \
                          with {})",
                         self.members,
-                        hex(&next[..next.len().min(MAGIC_LEN)])
+                        hex(&shown)
                     ),
                 ));
             }
