@@ -1,4 +1,4 @@
-//! Pseudo-random input shared by the chunk and pipeline tests.
+//! Pseudo-random input shared by the chunk and pipeline tests and the chunk and key benches.
 
 /// `len` bytes of xorshift64 noise from `state` (made odd, so never the all-zero state that
 /// xorshift cannot leave): different states give different bytes, and no stretch repeats, so
