@@ -1,10 +1,14 @@
 //! Adversarial probes of what reads outside input that the other tests do not cover: trace
-//! encodings that are valid but unusual, and a snapshot read through a pipe. (The probes of
-//! crashed and racing saves are in `src/snapshot/tests.rs`.)
+//! encodings that are valid but unusual, a snapshot read through a pipe, and values nested
+//! past the codec's depth limit. (The probes of crashed and racing saves are in
+//! `src/snapshot/tests.rs`.)
 
 use std::path::Path;
 
 use memocache::{Cache, CacheKey};
+
+#[cfg(target_os = "linux")]
+mod spawn_support;
 
 fn key(i: u32) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "audit").expect("valid key")
@@ -166,5 +170,87 @@ fn a_snapshot_streamed_through_a_fifo_loads() {
                 "entry {i}"
             );
         }
+    }
+}
+
+/// The codec's depth limit: a decode that overflowed the stack aborted the whole process, so
+/// the test runs in a child process of its own, which the thread-spawn tests' support starts
+/// (Linux only, as it is).
+#[cfg(target_os = "linux")]
+mod nesting {
+    use memocache::CodecError;
+    use memocache::codec::{MAX_DEPTH, decode, decode_from};
+    use serde::{Deserialize, Serialize};
+
+    use super::spawn_support;
+
+    /// Recursive types: each level is one byte, and one nested call of the decoder.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    /// Two levels a node: the struct and the `Option`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct List {
+        value: u8,
+        next: Option<Box<List>>,
+    }
+
+    /// The encoding of a `Tree` of `levels` levels (`levels - 1` nodes and a leaf).
+    fn tree(levels: usize) -> Vec<u8> {
+        let mut bytes = vec![1; levels - 1];
+        bytes.push(0);
+        bytes
+    }
+
+    /// The encoding of a `List` of `nodes` nodes, each holding 7.
+    fn list(nodes: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..nodes).flat_map(|_| [7, 1]).collect();
+        bytes.pop();
+        bytes.push(0);
+        bytes
+    }
+
+    /// `err` is the depth refusal, naming `T`.
+    fn assert_too_deep<T>(err: &CodecError) {
+        let type_name = std::any::type_name::<T>();
+        assert!(
+            matches!(err, CodecError::TooDeep { type_name: t, limit: MAX_DEPTH } if *t == type_name),
+            "{err:?}"
+        );
+    }
+
+    /// A value nested deeper than [`MAX_DEPTH`] is an error. It was a stack overflow: 3,001
+    /// bytes decoded as a `Tree` overflowed a 2 MiB thread stack, which aborts the process
+    /// (SIGABRT), so the decodes run in a child process ([`spawn_support::in_child`]), and the
+    /// test fails if that child does not exit cleanly. Up to the limit, values decode, on a thread
+    /// stack of 512 KiB.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        if !spawn_support::in_child("nesting::deep_nesting_is_an_error_not_a_stack_overflow", 1) {
+            return;
+        }
+        let deep = tree(1_000_000);
+        assert_too_deep::<Tree>(&decode::<Tree>(&deep).expect_err("refused"));
+        let err = decode_from::<Tree>(&mut &deep[..]).expect_err("refused");
+        assert_too_deep::<Tree>(&err);
+        let deep = list(1_000_000);
+        assert_too_deep::<List>(&decode::<List>(&deep).expect_err("refused"));
+
+        let at_the_limit = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(|| {
+                assert!(decode::<Tree>(&tree(MAX_DEPTH)).is_ok());
+                let err = decode::<Tree>(&tree(MAX_DEPTH + 1)).expect_err("refused");
+                assert_too_deep::<Tree>(&err);
+                let decoded = decode::<List>(&list(MAX_DEPTH / 2)).expect("decodes");
+                assert_eq!(decoded.value, 7);
+                let err = decode::<List>(&list(MAX_DEPTH / 2 + 1)).expect_err("refused");
+                assert_too_deep::<List>(&err);
+            })
+            .expect("spawns");
+        at_the_limit.join().expect("decodes at the limit");
     }
 }

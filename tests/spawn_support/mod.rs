@@ -4,7 +4,8 @@
 //! caps the process's address space (`RLIMIT_AS`) just above what it maps, leaving room for
 //! a given number of 2 MiB stacks (std's default) and a little heap. The cap is the whole
 //! process's, so the test runs in a child process of its own ([`in_child`]), where no other
-//! test's threads allocate meanwhile.
+//! test's threads allocate meanwhile. [`in_child`] also serves a test whose failure would
+//! abort the whole process (a stack overflow), so that it fails as a test instead.
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -47,6 +48,7 @@ pub fn in_child(name: &str, runs: usize) -> bool {
 
 /// Runs `f` with room in the address space for `threads` more thread stacks and no more, then
 /// lifts the cap again. Call it only in the child ([`in_child`]).
+#[allow(dead_code)] // Not every includer caps the address space.
 pub fn with_room_for_threads<T>(threads: u64, f: impl FnOnce() -> T) -> T {
     assert!(
         std::env::var_os(CHILD).is_some(),
