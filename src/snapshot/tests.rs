@@ -739,7 +739,6 @@ fn a_rank_is_40_bytes_and_a_record_head_about_110() {
 #[test]
 fn a_load_failing_in_its_second_read_purges_nothing() {
     use crate::cache::RemovalCause;
-    use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
@@ -766,26 +765,13 @@ fn a_load_failing_in_its_second_read_purges_nothing() {
         // Room for 4 more entries beside 3 expired and 2 live ones: the 10 of the file do not
         // fit, so the load reads it twice, and its choice counts on the expired entries' room.
         let clock = crate::time::ManualClock::new();
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let cache = Cache::builder()
-            .max_bytes(1 << 20)
-            .max_entries(9)
-            .clock(clock.clone())
-            .eviction_listener({
-                let heard = Arc::clone(&heard);
-                move |key, _, cause: RemovalCause| {
-                    heard.lock().expect("not poisoned").push((*key, cause))
-                }
-            })
-            .build()
-            .expect("builds");
-        let ttl = crate::Ttl::seconds(1).expect("positive");
-        for i in 100..103 {
-            cache
-                .insert_with_ttl(audit_key(i), "old", ttl)
-                .expect("inserts");
-        }
-        clock.advance(Duration::from_secs(2));
+        let (cache, heard) = recording_removals(
+            Cache::builder()
+                .max_bytes(1 << 20)
+                .max_entries(9)
+                .clock(clock.clone()),
+        );
+        insert_expired(&cache, &clock, 100..103);
         for i in 200..202 {
             cache.insert(audit_key(i), "live").expect("inserts");
         }
@@ -849,6 +835,34 @@ fn len_charged(charge: u64) -> usize {
     usize::try_from(charge).expect("small") - CacheEntry::charged_size(0)
 }
 
+/// What an eviction listener was told, in order.
+type Heard = Arc<std::sync::Mutex<Vec<(CacheKey, crate::cache::RemovalCause)>>>;
+
+/// `builder`'s cache, with an eviction listener that records what it is told.
+fn recording_removals(builder: CacheBuilder) -> (Cache, Heard) {
+    let heard = Heard::default();
+    let cache = builder
+        .eviction_listener({
+            let heard = Arc::clone(&heard);
+            move |key, _, cause| heard.lock().expect("not poisoned").push((*key, cause))
+        })
+        .build()
+        .expect("builds");
+    (cache, heard)
+}
+
+/// Stores `keys` (as [`audit_key`]s) with a TTL of 1 s and lets it pass: entries that have
+/// expired but are still held, their room not yet free.
+fn insert_expired(cache: &Cache, clock: &crate::time::ManualClock, keys: std::ops::Range<u32>) {
+    let ttl = crate::Ttl::seconds(1).expect("positive");
+    for i in keys {
+        cache
+            .insert_with_ttl(audit_key(i), "old", ttl)
+            .expect("inserts");
+    }
+    clock.advance(Duration::from_secs(2));
+}
+
 /// A resident key that expires between a two-pass load's first pass (which notes the charge
 /// it holds: its entry in the file needs only what it outgrows that by) and the second
 /// pass's choice (which counts the room of what has expired by then as free) was counted
@@ -860,7 +874,6 @@ fn len_charged(charge: u64) -> usize {
 #[test]
 fn a_key_expiring_between_the_passes_is_not_counted_as_free_twice() {
     use crate::cache::RemovalCause;
-    use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
@@ -879,18 +892,8 @@ fn a_key_expiring_between_the_passes_is_not_counted_as_free_twice() {
         ],
     );
     let clock = crate::time::ManualClock::new();
-    let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = Cache::builder()
-        .max_bytes(budget)
-        .clock(clock.clone())
-        .eviction_listener({
-            let heard = Arc::clone(&heard);
-            move |key, _, cause: RemovalCause| {
-                heard.lock().expect("not poisoned").push((*key, cause))
-            }
-        })
-        .build()
-        .expect("builds");
+    let (cache, heard) =
+        recording_removals(Cache::builder().max_bytes(budget).clock(clock.clone()));
     cache
         .insert_with_ttl(
             audit_key(1),
@@ -963,13 +966,7 @@ fn an_import_outrun_by_a_writer_purges_expired_entries_for_room() {
         .build()
         .expect("builds");
     this.set(cache.downgrade()).expect("set once");
-    let ttl = crate::Ttl::seconds(1).expect("positive");
-    for i in 100..102 {
-        cache
-            .insert_with_ttl(audit_key(i), "old", ttl)
-            .expect("inserts");
-    }
-    clock.advance(Duration::from_secs(2));
+    insert_expired(&cache, &clock, 100..102);
     cache.insert(audit_key(1), "resident").expect("inserts");
 
     let report = cache.load_snapshot(&path).expect("loads");
@@ -1035,13 +1032,7 @@ fn a_file_that_fits_once_expired_entries_are_purged_is_read_once() {
         .clock(clock.clone())
         .build()
         .expect("builds");
-    let ttl = crate::Ttl::seconds(1).expect("positive");
-    for i in 100..103 {
-        cache
-            .insert_with_ttl(audit_key(i), "old", ttl)
-            .expect("inserts");
-    }
-    clock.advance(Duration::from_secs(2));
+    insert_expired(&cache, &clock, 100..103);
     let mut second_pass = false;
     let report = cache
         .load_snapshot_with(&path, || second_pass = true)
