@@ -1060,6 +1060,19 @@ struct GaugeCell {
     history: MetricSeries,
 }
 
+impl GaugeCell {
+    /// Makes `value` the gauge's, adding it to the history if it is finite (see
+    /// [`Gauge::set`]).
+    fn store(&mut self, value: f64) {
+        self.current = value;
+        self.set = true;
+        // The only possible error is the non-finite value `Gauge::set` documents skipping.
+        let _ = self
+            .history
+            .add_value(MetricValue::gauge(value), Tags::new());
+    }
+}
+
 /// A value that goes up and down, with a history for windowed aggregation; clones share it.
 #[derive(Clone)]
 pub struct Gauge(Arc<Mutex<GaugeCell>>);
@@ -1088,13 +1101,7 @@ impl Gauge {
     /// value for `Last` (+∞ meets a "greater than" threshold) but, as a [`MetricSeries`] holds
     /// finite values only, is left out of the windows too.
     pub fn set(&self, value: f64) {
-        let mut cell = self.0.lock();
-        cell.current = value;
-        cell.set = true;
-        // The only possible error is the non-finite value this documents skipping.
-        let _ = cell
-            .history
-            .add_value(MetricValue::gauge(value), Tags::new());
+        self.0.lock().store(value);
     }
 
     /// Adds `delta` (negative to subtract). A gauge at NaN (no data) stays NaN, as does one
@@ -1102,11 +1109,7 @@ impl Gauge {
     pub fn add(&self, delta: f64) {
         let mut cell = self.0.lock();
         let value = cell.current + delta;
-        cell.current = value;
-        cell.set = true;
-        let _ = cell
-            .history
-            .add_value(MetricValue::gauge(value), Tags::new());
+        cell.store(value);
     }
 
     /// The current value.
