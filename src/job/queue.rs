@@ -4203,6 +4203,20 @@ mod tests {
         });
     }
 
+    /// A queue of one place, on the system clock, whose leases last `lease` and whose jobs
+    /// have no retry, and the job that fills it: the lease it is given ends its last attempt.
+    fn full_of_a_last_attempt(lease: Duration) -> (JobQueue, JobId) {
+        let queue = JobQueue::builder()
+            .clock(Arc::new(crate::SystemClock))
+            .capacity(1)
+            .lease(lease)
+            .retry(RetryConfig::fixed(0, Duration::ZERO))
+            .build()
+            .expect("valid");
+        let id = queue.submit(plain(JobPriority::Medium)).expect("room");
+        (queue, id)
+    }
+
     /// A submit waiting for room in a full queue takes the place that a lease ending on the
     /// job's last attempt frees, when the lease ends: it waits no longer than that. Before the
     /// fix it waited out its slice (50 ms in every run, for a lease of 15 ms), since nothing
@@ -4210,14 +4224,7 @@ mod tests {
     #[test]
     fn a_waiting_submit_takes_the_place_of_a_lease_that_ends_on_a_last_attempt() {
         assert_fastest_of_three_under(Duration::from_millis(40), || {
-            let queue = JobQueue::builder()
-                .clock(Arc::new(crate::SystemClock))
-                .capacity(1)
-                .lease(Duration::from_millis(15))
-                .retry(RetryConfig::fixed(0, Duration::ZERO))
-                .build()
-                .expect("valid");
-            let abandoned = queue.submit(plain(JobPriority::Medium)).expect("room");
+            let (queue, abandoned) = full_of_a_last_attempt(Duration::from_millis(15));
             let _lease = queue.try_next(&WorkerId::new("w")).expect("ready");
             let started = Instant::now();
             queue
@@ -4237,14 +4244,7 @@ mod tests {
     #[test]
     fn maintenance_that_frees_a_place_wakes_a_waiting_submit() {
         assert_fastest_of_three_under(Duration::from_millis(40), || {
-            let queue = JobQueue::builder()
-                .clock(Arc::new(crate::SystemClock))
-                .capacity(1)
-                .lease(Duration::from_millis(10))
-                .retry(RetryConfig::fixed(0, Duration::ZERO))
-                .build()
-                .expect("valid");
-            let abandoned = queue.submit(plain(JobPriority::Medium)).expect("room");
+            let (queue, abandoned) = full_of_a_last_attempt(Duration::from_millis(10));
             let submitter = {
                 let queue = queue.clone();
                 std::thread::spawn(move || {
