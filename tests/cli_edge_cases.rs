@@ -17,7 +17,10 @@ use std::process::{Command, Stdio};
 
 mod cli_support;
 
-use cli_support::{memocache, memocache_with, one_error_line, path};
+use cli_support::{
+    dev_full, file_in, memocache, memocache_with, one_error_line, path, succeeded, transcribe,
+    transcribe_args,
+};
 
 /// clap reported usage errors on several lines with status 2; the README and the issue promise
 /// one line and status 1 for every error a user can cause.
@@ -72,17 +75,9 @@ fn a_binary_trace_cut_inside_a_record_is_one_error_line() {
 #[test]
 fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
     let transcribe = |cache_dir: &Path, file: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "transcribe",
-            path(file),
-            "--language",
-            "en",
-            "--cache-dir",
-            path(cache_dir),
-        ];
+        let mut args = transcribe_args(path(file), cache_dir);
         args.extend_from_slice(extra);
         one_error_line(&memocache(&args))
     };
@@ -127,8 +122,7 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
 
     // A WAV header with no data chunk, a WAV whose header promises more audio than the file
     // holds, and an empty file.
-    let no_data = dir.path().join("no-data.wav");
-    std::fs::write(&no_data, b"RIFF\x24\x00\x00\x00WAVEfmt ").expect("writable");
+    let no_data = file_in(dir.path(), "no-data.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ");
     let line = transcribe(&fresh, &no_data, &[]);
     assert!(
         line.contains("no-data.wav") && line.contains("WAV"),
@@ -140,12 +134,10 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
     lying.extend_from_slice(&[1, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x80, 0x3e, 0, 0, 2, 0, 16, 0]);
     lying.extend_from_slice(b"data\x00\x10\x00\x00"); // 4096 bytes promised
     lying.extend_from_slice(&[0u8; 100]);
-    let liar = dir.path().join("liar.wav");
-    std::fs::write(&liar, lying).expect("writable");
+    let liar = file_in(dir.path(), "liar.wav", lying);
     let line = transcribe(&fresh, &liar, &[]);
     assert!(line.contains("ended after 100 of 4096"), "{line}");
-    let empty = dir.path().join("empty.wav");
-    std::fs::write(&empty, b"").expect("writable");
+    let empty = file_in(dir.path(), "empty.wav", b"");
     let line = transcribe(&fresh, &empty, &[]);
     assert!(line.contains("empty"), "{line}");
 }
@@ -155,17 +147,9 @@ fn unusable_cache_dirs_and_refused_audio_are_one_error_line() {
 #[test]
 fn switching_engines_over_one_cache_dir_transcribes_again() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![9u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![9u8; 3000]);
     let cache_dir = dir.path().join("cache");
-    let base = [
-        "transcribe",
-        path(&audio),
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&cache_dir),
-    ];
+    let base = transcribe_args(path(&audio), &cache_dir);
     let stand_in = memocache(&base);
     assert!(stand_in.status.success());
     assert!(String::from_utf8_lossy(&stand_in.stdout).contains("[stand-in]"));
@@ -187,8 +171,7 @@ fn switching_engines_over_one_cache_dir_transcribes_again() {
 #[test]
 fn the_printed_transcript_key_is_the_pipelines() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, b"some audio").expect("writable");
+    let audio = file_in(dir.path(), "a.raw", b"some audio");
     let output = memocache(&["key", path(&audio), "--language", "en"]);
     assert!(output.status.success());
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
@@ -209,8 +192,7 @@ fn the_printed_transcript_key_is_the_pipelines() {
 #[test]
 fn key_of_dash_hashes_standard_input() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, b"some audio").expect("writable");
+    let audio = file_in(dir.path(), "a.raw", b"some audio");
     let of_file = memocache(&["key", path(&audio), "--language", "pt-BR"]);
     assert!(of_file.status.success());
     let run = Command::new(env!("CARGO_BIN_EXE_memocache"))
@@ -218,11 +200,7 @@ fn key_of_dash_hashes_standard_input() {
         .stdin(std::fs::File::open(&audio).expect("readable"))
         .output()
         .expect("run the memocache binary");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    succeeded(&run);
     assert_eq!(run.stdout, of_file.stdout);
     assert!(!run.stdout.is_empty());
 }
@@ -249,8 +227,7 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn a_curve_that_cannot_be_written_whole_leaves_the_previous_one() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("loop.trace");
-    std::fs::write(&trace, "1\n2\n3\n".repeat(10)).expect("writable");
+    let trace = file_in(dir.path(), "loop.trace", "1\n2\n3\n".repeat(10));
     let out = dir.path().join("curve.svg");
     let previous = "<svg>the previous curve</svg>";
     std::fs::write(&out, previous).expect("writable");
@@ -408,8 +385,7 @@ fn a_plan_for_opt_that_does_not_fit_fails_before_anything_is_printed() {
 #[test]
 fn a_trace_too_large_for_memory_is_one_error_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("huge.lis");
-    std::fs::write(&trace, "0 65536 0 0\n".repeat(1000)).expect("writable");
+    let trace = file_in(dir.path(), "huge.lis", "0 65536 0 0\n".repeat(1000));
     let line = replay_in_200_mb(&trace);
     assert!(
         line.contains("huge.lis: the trace does not fit in memory"),
@@ -425,8 +401,7 @@ fn a_trace_too_large_for_memory_is_one_error_line() {
 #[test]
 fn an_arc_line_standing_for_billions_of_requests_is_refused_by_its_number() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("tiny.lis");
-    std::fs::write(&trace, "3 1 0 0\n0 4294967295 0 0\n").expect("writable");
+    let trace = file_in(dir.path(), "tiny.lis", "3 1 0 0\n0 4294967295 0 0\n");
     let line = replay_in_200_mb(&trace);
     assert!(
         line.ends_with(
@@ -449,8 +424,7 @@ fn transcripts_go_to_stdout_while_the_bars_are_drawn() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
     let out = dir.path().join("out.txt");
     let command = format!(
         "'{}' transcribe '{}' --language en --cache-dir '{}' > '{}'",
@@ -479,8 +453,7 @@ fn transcripts_go_to_stdout_while_the_bars_are_drawn() {
 #[test]
 fn a_relative_xdg_cache_home_is_ignored() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
     let home = dir.path().join("home");
     let started_in = dir.path().join("cwd");
     std::fs::create_dir(&started_in).expect("writable");
@@ -491,11 +464,7 @@ fn a_relative_xdg_cache_home_is_ignored() {
         .env("HOME", &home)
         .output()
         .expect("run the memocache binary");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let printed = String::from_utf8_lossy(&output.stdout);
     let snapshot = home.join(".cache/memocache/cache.snapshot");
     assert!(snapshot.is_file(), "{printed}");
@@ -519,14 +488,7 @@ fn a_path_with_a_newline_is_still_one_error_line() {
     let missing = dir.path().join("no\nsuch\u{1b}[2J.wav");
     let line = one_error_line(&memocache(&["key", path(&missing)]));
     assert!(line.contains(r"no\nsuch\u{1b}[2J.wav"), "{line}");
-    let line = one_error_line(&memocache(&[
-        "transcribe",
-        path(&missing),
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&dir.path().join("cache")),
-    ]));
+    let line = one_error_line(&transcribe(&[&missing], &dir.path().join("cache"), &[]));
     assert!(line.contains(r"no\nsuch"), "{line}");
 }
 
@@ -539,10 +501,8 @@ fn a_path_with_a_newline_is_still_one_error_line() {
 #[test]
 fn a_full_disk_under_stdout_is_one_error_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
-    let trace = dir.path().join("t.trace");
-    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 3000]);
+    let trace = file_in(dir.path(), "t.trace", "1\n2\n1\n3\n");
     for args in [
         vec!["key", path(&audio)],
         vec!["replay", path(&trace), "--capacity", "2"],
@@ -551,10 +511,7 @@ fn a_full_disk_under_stdout_is_one_error_line() {
         vec!["replay", "--help"],
         vec!["help", "transcribe"],
     ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full");
+        let full = dev_full();
         let output = memocache_with(&args, |command| command.stdout(full));
         let line = one_error_line(&output);
         assert!(
@@ -573,28 +530,14 @@ fn a_full_disk_under_stdout_is_one_error_line() {
 #[test]
 fn a_full_disk_under_stderr_leaves_the_status_as_it_was() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 3000]);
     let cache_dir = dir.path().join("cache");
     for (args, status) in [
         (vec!["key", "no-such-file"], 1),
         (vec!["frobnicate"], 1),
-        (
-            vec![
-                "transcribe",
-                path(&audio),
-                "--language",
-                "en",
-                "--cache-dir",
-                path(&cache_dir),
-            ],
-            0,
-        ),
+        (transcribe_args(path(&audio), &cache_dir), 0),
     ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full");
+        let full = dev_full();
         let output = memocache_with(&args, |command| command.stderr(full));
         assert_eq!(output.status.code(), Some(status), "{args:?}");
     }
@@ -638,14 +581,7 @@ fn replay_of_a_missing_file_or_a_directory_says_so() {
 fn transcribe_of_a_dash_says_standard_input_cannot_be_transcribed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = dir.path().join("cache");
-    let args = [
-        "transcribe",
-        "-",
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&cache),
-    ];
+    let args = transcribe_args("-", &cache);
     let run = |args: &[&str]| {
         memocache_with(args, |command| {
             command.current_dir(dir.path()).stdin(Stdio::null())
@@ -661,11 +597,7 @@ fn transcribe_of_a_dash_says_standard_input_cannot_be_transcribed() {
     );
     std::fs::write(dir.path().join("-"), vec![7u8; 4096]).expect("writable");
     let output = run(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
 }
 
 /// A negative `--cache-mb` or `--chunk-mb` was taken for an unknown option, with clap's tip
@@ -729,8 +661,7 @@ const NUMERIC_OPTIONS: [&str; 5] = [
 #[test]
 fn every_numeric_option_takes_exponents_and_any_spelling_of_a_whole_number() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("loop.trace");
-    std::fs::write(&trace, "1\n2\n3\n".repeat(10)).expect("writable");
+    let trace = file_in(dir.path(), "loop.trace", "1\n2\n3\n".repeat(10));
     let output = memocache(&[
         "replay",
         path(&trace),
@@ -740,34 +671,23 @@ fn every_numeric_option_takes_exponents_and_any_spelling_of_a_whole_number() {
         "3.0e1",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     assert!(stdout.contains("capacity  1,000 entries\n"), "{stdout}");
 
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
-    let output = memocache(&[
-        "transcribe",
-        path(&audio),
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&dir.path().join("cache")),
-        "--cache-mb",
-        "1e3",
-        "--chunk-mb",
-        "1.6e1",
-        "--checkpoint-secs",
-        "+5e-1",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
+    let output = transcribe(
+        &[&audio],
+        &dir.path().join("cache"),
+        &[
+            "--cache-mb",
+            "1e3",
+            "--chunk-mb",
+            "1.6e1",
+            "--checkpoint-secs",
+            "+5e-1",
+        ],
     );
+    succeeded(&output);
 }
 
 /// A number past an option's largest value was taken as that value: `--capacity
@@ -941,8 +861,7 @@ fn within_a_minute(args: &[&str], hung: &str) -> std::process::Output {
 #[test]
 fn a_snapshot_path_that_is_not_a_regular_file_is_refused_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, b"some audio").expect("writable");
+    let audio = file_in(dir.path(), "a.raw", b"some audio");
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir(&cache_dir).expect("creatable");
     let snapshot = cache_dir.join("cache.snapshot");
@@ -951,14 +870,7 @@ fn a_snapshot_path_that_is_not_a_regular_file_is_refused_at_once() {
         .status()
         .expect("run mkfifo");
     assert!(made.success());
-    let args = [
-        "transcribe",
-        path(&audio),
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&cache_dir),
-    ];
+    let args = transcribe_args(path(&audio), &cache_dir);
     let output = within_a_minute(&args, "transcribe waited on a FIFO snapshot");
     let line = one_error_line(&output);
     assert!(line.contains(path(&snapshot)), "{line}");
@@ -998,8 +910,7 @@ fn key_checks_the_language_before_hashing() {
 #[test]
 fn a_snapshot_from_a_newer_format_is_not_advised_for_deletion() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, b"some audio").expect("writable");
+    let audio = file_in(dir.path(), "a.raw", b"some audio");
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir(&cache_dir).expect("creatable");
     let snapshot = cache_dir.join("cache.snapshot");
@@ -1018,14 +929,7 @@ fn a_snapshot_from_a_newer_format_is_not_advised_for_deletion() {
     let mut bytes = std::fs::read(&snapshot).expect("readable");
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(&snapshot, &bytes).expect("writable");
-    let output = memocache(&[
-        "transcribe",
-        path(&audio),
-        "--language",
-        "en",
-        "--cache-dir",
-        path(&cache_dir),
-    ]);
+    let output = transcribe(&[&audio], &cache_dir, &[]);
     let line = one_error_line(&output);
     assert!(line.contains("version 99"), "{line}");
     assert!(line.contains("newer"), "{line}");

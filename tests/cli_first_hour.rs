@@ -9,7 +9,7 @@ use std::path::Path;
 
 mod cli_support;
 
-use cli_support::{memocache, memocache_with, one_error_line, path};
+use cli_support::{file_in, memocache, memocache_with, one_error_line, path, transcribe_args};
 
 fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["transcribe"];
@@ -27,8 +27,7 @@ fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process
 #[test]
 fn a_typo_in_transcribe_touches_no_cache_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![7u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![7u8; 3000]);
     let missing = dir.path().join("missing.wav");
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).expect("writable");
@@ -94,8 +93,7 @@ fn a_typo_in_transcribe_touches_no_cache_directory() {
 #[test]
 fn every_unusable_input_is_named_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![7u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![7u8; 3000]);
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).expect("writable");
     let missing: Vec<_> = (1..=7)
@@ -123,8 +121,7 @@ fn every_unusable_input_is_named_at_once() {
 #[test]
 fn every_failed_file_of_a_run_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let good = dir.path().join("good.raw");
-    std::fs::write(&good, vec![1u8; 3000]).expect("writable");
+    let good = file_in(dir.path(), "good.raw", vec![1u8; 3000]);
     let empty1 = dir.path().join("empty1.wav");
     let empty2 = dir.path().join("empty2.wav");
     std::fs::write(&empty1, b"").expect("writable");
@@ -153,8 +150,7 @@ fn every_failed_file_of_a_run_is_named() {
 #[test]
 fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("t.trace");
-    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let trace = file_in(dir.path(), "t.trace", "1\n2\n1\n3\n");
     let png = dir.path().join("curve.png");
     for (out, says) in [(dir.path(), "is a directory"), (png.as_path(), "*.svg")] {
         let output = memocache(&[
@@ -215,8 +211,7 @@ fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
 #[test]
 fn the_trace_given_again_as_the_curve_is_refused_and_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("requests");
-    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
+    let trace = file_in(dir.path(), "requests", "1\n2\n1\n3\n");
     let again = dir.path().join(".").join("requests");
     let output = memocache(&[
         "replay",
@@ -242,8 +237,7 @@ fn the_trace_given_again_as_the_curve_is_refused_and_kept() {
 #[test]
 fn demo_refuses_a_directory_that_is_not_empty() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mine = dir.path().join("interview.wav");
-    std::fs::write(&mine, b"my own recording").expect("writable");
+    let mine = file_in(dir.path(), "interview.wav", b"my own recording");
     let line = one_error_line(&memocache(&["demo", "--dir", path(dir.path())]));
     assert!(line.contains("not empty"), "{line}");
     assert_eq!(
@@ -262,8 +256,7 @@ fn demo_refuses_a_directory_that_is_not_empty() {
 #[test]
 fn key_names_a_bad_prefix_and_a_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("a.raw");
-    std::fs::write(&file, b"abc").expect("writable");
+    let file = file_in(dir.path(), "a.raw", b"abc");
     let line = one_error_line(&memocache(&["key", path(&file), "--prefix", "a:b"]));
     assert!(line.contains("invalid key prefix"), "{line}");
     assert!(!line.contains("cannot hash"), "{line}");
@@ -277,22 +270,13 @@ fn key_names_a_bad_prefix_and_a_directory() {
 #[test]
 fn a_closed_stdout_is_not_a_panic() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("t.trace");
-    std::fs::write(&trace, "1\n2\n1\n3\n").expect("writable");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![2u8; 3000]).expect("writable");
+    let trace = file_in(dir.path(), "t.trace", "1\n2\n1\n3\n");
+    let audio = file_in(dir.path(), "a.raw", vec![2u8; 3000]);
     let cache_dir = dir.path().join("cache");
     for args in [
         vec!["replay", path(&trace), "--capacity", "2"],
         vec!["key", path(&audio)],
-        vec![
-            "transcribe",
-            path(&audio),
-            "--language",
-            "en",
-            "--cache-dir",
-            path(&cache_dir),
-        ],
+        transcribe_args(path(&audio), &cache_dir),
         // Quiet too since `--help` and `--version` report a failed write.
         vec!["--help"],
         vec!["--version"],

@@ -6,13 +6,13 @@
 
 #![cfg(feature = "cli")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod cli_support;
 mod trace_support;
 
-use cli_support::{memocache, one_error_line, path};
+use cli_support::{file_in, memocache, one_error_line, path};
 use trace_support::{XZ_LOOP, gzip, zstd};
 
 fn stdout(output: &Output) -> String {
@@ -178,8 +178,7 @@ fn curve_writes_an_svg_with_the_three_series() {
 /// Writes `name` in a fresh temp dir; returns the dir (kept alive by the caller) and the path.
 fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join(name);
-    std::fs::write(&path, contents).expect("write the temp file");
+    let path = file_in(dir.path(), name, contents);
     (dir, path)
 }
 
@@ -220,6 +219,11 @@ fn fails(args: &[&str]) -> (Output, String) {
     assert_eq!(stdout(&output), "", "{args:?}");
     let line = one_error_line(&output);
     (output, line)
+}
+
+/// [`fails`] for `replay TRACE --capacity 3 OPTION VALUE`: the error line.
+fn fails_with_capacity_3(trace: &Path, option: &str, value: &str) -> String {
+    fails(&["replay", path(trace), "--capacity", "3", option, value]).1
 }
 
 #[test]
@@ -344,28 +348,14 @@ fn a_bad_capacity_is_one_error_line_before_the_trace_is_read() {
 #[test]
 fn an_unknown_format_or_curve_folder_is_one_error_line() {
     let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
-    let (_, message) = fails(&[
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--format",
-        "csv",
-    ]);
+    let message = fails_with_capacity_3(&loop_path, "--format", "csv");
     assert!(
         message.contains("unknown trace format \"csv\""),
         "{message}"
     );
 
     let nowhere = loop_path.with_file_name("no/such/folder/out.svg");
-    let (_, message) = fails(&[
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--curve",
-        path(&nowhere),
-    ]);
+    let message = fails_with_capacity_3(&loop_path, "--curve", path(&nowhere));
     assert!(message.contains("cannot write the curve"), "{message}");
 }
 
@@ -376,14 +366,7 @@ fn an_unknown_format_or_curve_folder_is_one_error_line() {
 fn a_curve_name_too_long_for_the_file_system_is_refused_before_the_replay() {
     let (_dir, loop_path) = temp_file("loop.trace", &loop_trace());
     let long = loop_path.with_file_name(format!("{}.svg", "c".repeat(300)));
-    let (_, message) = fails(&[
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--curve",
-        path(&long),
-    ]);
+    let message = fails_with_capacity_3(&loop_path, "--curve", path(&long));
     assert!(
         message.contains("cannot write the curve to") && message.contains("name too long"),
         "{message}"
@@ -734,14 +717,7 @@ fn compression_can_be_given() {
 
     // Given, a compression is checked against the content, which is named.
     let (_d1, text) = temp_file("loop.trace", &loop_trace());
-    let (_, line) = fails(&[
-        "replay",
-        path(&text),
-        "--capacity",
-        "3",
-        "--compression",
-        "gzip",
-    ]);
+    let line = fails_with_capacity_3(&text, "--compression", "gzip");
     assert!(
         line.ends_with(
             "loop.trace: the file is not gzip: it starts with the bytes 31 0a 32 0a 33 0a, not \
@@ -750,14 +726,7 @@ fn compression_can_be_given() {
         "{line}"
     );
     let (_d2, gz) = temp_file("loop.trace.gz", &gzip(&loop_trace()));
-    let (_, line) = fails(&[
-        "replay",
-        path(&gz),
-        "--capacity",
-        "3",
-        "--compression",
-        "xz",
-    ]);
+    let line = fails_with_capacity_3(&gz, "--compression", "xz");
     assert!(line.contains("the file is not xz: it is gzip"), "{line}");
     let (_, ratios) = replay_table(&[
         "replay",

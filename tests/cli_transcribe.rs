@@ -8,17 +8,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{memocache, one_error_line, path};
+use cli_support::{
+    file_in, memocache, one_error_line, path, succeeded, transcribe, transcribe_args,
+};
 
 #[test]
 fn demo_shows_the_second_pass_served_from_the_cache() {
     let output = memocache(&["demo"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     assert!(stdout.contains("STAND-IN"), "{stdout}");
     let second = stdout
         .split("== pass 2")
@@ -41,23 +39,11 @@ fn demo_shows_the_second_pass_served_from_the_cache() {
 #[test]
 fn transcribe_persists_the_cache_between_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 30_000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 30_000]);
     let cache_dir = dir.path().join("cache");
-    let args = [
-        "transcribe",
-        audio.to_str().expect("utf-8 path"),
-        "--language",
-        "en",
-        "--cache-dir",
-        cache_dir.to_str().expect("utf-8 path"),
-    ];
+    let args = transcribe_args(path(&audio), &cache_dir);
     let first = memocache(&args);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    succeeded(&first);
     assert!(String::from_utf8_lossy(&first.stdout).contains("computed"));
     let second = memocache(&args);
     let stdout = String::from_utf8_lossy(&second.stdout);
@@ -70,88 +56,38 @@ fn transcribe_persists_the_cache_between_runs() {
 fn user_errors_are_one_line_and_a_failure_status() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache_dir = dir.path().join("cache");
-    let cache_dir = cache_dir.to_str().expect("utf-8 path");
-    let missing = memocache(&[
-        "transcribe",
-        "/no/such.wav",
-        "--language",
-        "en",
-        "--cache-dir",
-        cache_dir,
-    ]);
+    let missing = transcribe(&[Path::new("/no/such.wav")], &cache_dir, &[]);
     assert!(one_error_line(&missing).contains("/no/such.wav"));
 
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, b"abc").expect("writable");
-    let audio = audio.to_str().expect("utf-8 path");
-    let failing = memocache(&[
-        "transcribe",
-        audio,
-        "--language",
-        "en",
-        "--cache-dir",
-        cache_dir,
-        "--engine-cmd",
-        "sh -c 'echo engine broke >&2; exit 3' {chunk}",
-    ]);
+    let audio = file_in(dir.path(), "a.raw", b"abc");
+    let failing = transcribe(
+        &[&audio],
+        &cache_dir,
+        &[
+            "--engine-cmd",
+            "sh -c 'echo engine broke >&2; exit 3' {chunk}",
+        ],
+    );
     assert!(one_error_line(&failing).contains("engine broke"));
 
-    let no_placeholder = memocache(&[
-        "transcribe",
-        audio,
-        "--language",
-        "en",
-        "--cache-dir",
-        cache_dir,
-        "--engine-cmd",
-        "cat",
-    ]);
+    let no_placeholder = transcribe(&[&audio], &cache_dir, &["--engine-cmd", "cat"]);
     assert!(one_error_line(&no_placeholder).contains("{chunk}"));
 
-    let bad_language = memocache(&[
-        "transcribe",
-        audio,
-        "--language",
-        "e n",
-        "--cache-dir",
-        cache_dir,
-    ]);
+    let mut args = transcribe_args(path(&audio), &cache_dir);
+    args[3] = "e n"; // The language, mistyped.
+    let bad_language = memocache(&args);
     one_error_line(&bad_language);
 
-    let bad_interval = memocache(&[
-        "transcribe",
-        audio,
-        "--language",
-        "en",
-        "--cache-dir",
-        cache_dir,
-        "--checkpoint-secs",
-        "-1",
-    ]);
+    let bad_interval = transcribe(&[&audio], &cache_dir, &["--checkpoint-secs", "-1"]);
     assert!(one_error_line(&bad_interval).contains("--checkpoint-secs"));
 
     let missing_key_file = memocache(&["key", "/no/such/file"]);
     one_error_line(&missing_key_file);
 }
 
-/// `memocache transcribe FILES --language en --cache-dir CACHE_DIR EXTRA…`.
-fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["transcribe"];
-    args.extend(files.iter().map(|f| path(f)));
-    args.extend(["--language", "en", "--cache-dir", path(cache_dir)]);
-    args.extend(extra);
-    memocache(&args)
-}
-
 /// [`transcribe`], which must succeed: its standard output.
 fn transcribe_ok(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> String {
-    let output = transcribe(files, cache_dir, extra);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    succeeded(&transcribe(files, cache_dir, extra))
 }
 
 /// The cache directory's lock file, opened as a run opens it (created if missing).
@@ -224,8 +160,7 @@ fn a_run_on_a_cache_directory_in_use_is_refused_and_changes_nothing() {
 #[test]
 fn a_killed_run_does_not_block_the_next_one() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 30_000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 30_000]);
     let cache_dir = dir.path().join("cache");
     // The engine says it has started (so the run holds the lock) by writing its pid, then
     // hangs until it is killed.
@@ -377,8 +312,7 @@ fn hanging_on_third(dir: &Path) -> HangingOnThird {
             file
         })
         .collect();
-    let hang_flag = dir.join("hang");
-    std::fs::write(&hang_flag, b"").expect("writable");
+    let hang_flag = file_in(&dir, "hang", b"");
     let engine_pid = dir.join("engine.pid");
     let engine = engine_hanging_on(&files[2], &hang_flag, &engine_pid);
     let cache_dir = dir.join("cache");
@@ -511,8 +445,7 @@ fn a_kill_during_a_checkpoint_leaves_the_previous_snapshot_whole() {
     let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
     std::fs::write(&a, vec![1u8; 30_000]).expect("writable");
     std::fs::write(&b, vec![2u8; 30_000]).expect("writable");
-    let hang_flag = dir.path().join("hang");
-    std::fs::write(&hang_flag, b"").expect("writable");
+    let hang_flag = file_in(dir.path(), "hang", b"");
     let engine_pid = dir.path().join("engine.pid");
     let engine = engine_hanging_on(&b, &hang_flag, &engine_pid);
     let checkpoint = ["--checkpoint-secs", "0.001", "--engine-cmd", &engine];
@@ -689,8 +622,7 @@ fn demo_and_transcribe_exclude_each_other_on_one_directory() {
     in_use(&memocache(&["demo", "--dir", path(&held_dir)]), "--dir");
     assert_eq!(names(&held_dir), ["cache.lock"]);
     // The same for a cache directory with a snapshot: the lock's error, not "not empty".
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 30_000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 30_000]);
     held.unlock().expect("unlock");
     assert!(transcribe(&[&audio], &held_dir, &[]).status.success());
     held.try_lock().expect("free");
@@ -878,8 +810,7 @@ fn send(run: &std::process::Child, signal: &str) {
 #[test]
 fn a_corrupt_snapshot_is_named_with_the_way_out() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 3000]);
     let cache_dir = dir.path().join("cache");
     transcribe_ok(&[&audio], &cache_dir, &[]);
     let snapshot = cache_dir.join("cache.snapshot");
@@ -906,8 +837,7 @@ fn a_budget_smaller_than_the_snapshot_says_what_it_drops() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache_dir = dir.path().join("cache");
     large_snapshot(&cache_dir.join("cache.snapshot"));
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![3u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![3u8; 3000]);
 
     let output = transcribe(&[&audio], &cache_dir, &["--cache-mb", "1"]);
     assert!(output.status.success());
@@ -936,8 +866,7 @@ fn a_budget_smaller_than_the_snapshot_says_what_it_drops() {
 #[test]
 fn a_failing_engine_run_loses_no_finished_result() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let good = dir.path().join("good.raw");
-    std::fs::write(&good, vec![b'G'; 3000]).expect("writable");
+    let good = file_in(dir.path(), "good.raw", vec![b'G'; 3000]);
     // Three chunks of 10 MiB: one of A, one of B, one of C.
     let three = dir.path().join("three.raw");
     let mut bytes = Vec::new();
@@ -1095,21 +1024,15 @@ fn transcribe_as_nobody(file: &Path, cache_dir: &Path) -> std::process::Output {
 #[test]
 fn a_lock_file_the_user_may_not_write_still_locks() {
     let Some(dir) = shared_dir() else { return };
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![5u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
     chmod(&audio, 0o644);
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir(&cache_dir).expect("creatable");
     chmod(&cache_dir, 0o777);
-    let lock = cache_dir.join("cache.lock");
-    std::fs::write(&lock, b"").expect("writable");
+    let lock = file_in(&cache_dir, "cache.lock", b"");
     chmod(&lock, 0o644);
     let output = transcribe_as_nobody(&audio, &cache_dir);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     // The read-only lock excludes as the other does: with the lock held here, the run is
     // refused as in use.
     let held = File::open(&lock).expect("readable");
@@ -1126,8 +1049,7 @@ fn a_lock_file_the_user_may_not_write_still_locks() {
 #[test]
 fn a_snapshot_linked_into_an_unwritable_directory_fails_before_any_work() {
     let Some(dir) = shared_dir() else { return };
-    let audio = dir.path().join("a.raw");
-    std::fs::write(&audio, vec![6u8; 3000]).expect("writable");
+    let audio = file_in(dir.path(), "a.raw", vec![6u8; 3000]);
     chmod(&audio, 0o644);
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("creatable");

@@ -252,18 +252,7 @@ fn a_binary_trace_ending_mid_record_is_a_truncation_error() {
         TraceReader::from_reader(Cursor::new(bytes), TraceFormat::Int64Be, "cut.trace");
     assert_eq!(reader.next().unwrap().unwrap(), 3);
     let err = reader.next().unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TraceError::Truncated {
-                offset: 8,
-                got: 5,
-                expected: 8,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(truncation(&err), Some((8, 5, 8)), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.starts_with("cut.trace:") && msg.contains("truncated"),
@@ -272,30 +261,22 @@ fn a_binary_trace_ending_mid_record_is_a_truncation_error() {
     assert!(reader.next().is_none());
 
     let err = keys_of(&[0u8; 24 * 2 + 23], TraceFormat::OracleGeneral).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TraceError::Truncated {
-                offset: 48,
-                got: 23,
-                expected: 24,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(truncation(&err), Some((48, 23, 24)), "{err:?}");
     let err = keys_of(&[1, 2, 3], TraceFormat::Int32Be).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TraceError::Truncated {
-                offset: 0,
-                got: 3,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(truncation(&err), Some((0, 3, _))), "{err:?}");
+}
+
+/// The offset, bytes present and bytes expected of a [`TraceError::Truncated`].
+fn truncation(err: &TraceError) -> Option<(u64, usize, usize)> {
+    match err {
+        TraceError::Truncated {
+            offset,
+            got,
+            expected,
+            ..
+        } => Some((*offset, *got, *expected)),
+        _ => None,
+    }
 }
 
 /// One ARC line of a few bytes stood for up to 2^32 requests: a tiny file read whole made
@@ -626,13 +607,7 @@ fn a_compression_without_a_decoder_is_refused_by_name() {
         ),
         ("keys.zip", &b"PK\x03\x04\x14\x00"[..], "a zip archive"),
     ] {
-        let path = scratch_file(name, bytes);
-        let err = TraceReader::open_format(&path, TraceFormat::Int32Be).unwrap_err();
-        assert!(
-            matches!(err, TraceError::UnsupportedCompression { found: f, .. } if f == found),
-            "{err:?}"
-        );
-        let message = err.to_string();
+        let message = refused_as(name, bytes, found);
         assert!(
             message.contains(name)
                 && message.contains(&format!("the file is {found} (it starts with the bytes "))
@@ -643,6 +618,18 @@ fn a_compression_without_a_decoder_is_refused_by_name() {
             "{message}"
         );
     }
+}
+
+/// Opens `bytes`, written as the file `name`, as an `i32be` trace, which must be refused as
+/// `found`: the refusal's message.
+fn refused_as(name: &str, bytes: &[u8], found: &str) -> String {
+    let path = scratch_file(name, bytes);
+    let err = TraceReader::open_format(&path, TraceFormat::Int32Be).unwrap_err();
+    assert!(
+        matches!(&err, TraceError::UnsupportedCompression { found: f, .. } if *f == found),
+        "{err:?}"
+    );
+    err.to_string()
 }
 
 /// `pzstd` starts a file with a skippable frame, not a data frame: both magic numbers pass.
@@ -810,13 +797,7 @@ fn lz4_legacy_and_compress_files_are_refused_by_name() {
             "LZW-compressed by compress",
         ),
     ] {
-        let path = scratch_file("keys.bin", bytes);
-        let err = TraceReader::open_format(&path, TraceFormat::Int32Be).unwrap_err();
-        assert!(
-            matches!(err, TraceError::UnsupportedCompression { found: f, .. } if f == found),
-            "{err:?}"
-        );
-        let message = err.to_string();
+        let message = refused_as("keys.bin", bytes, found);
         assert!(
             message.contains(&format!("the file is {found} (it starts with the bytes ")),
             "{message}"

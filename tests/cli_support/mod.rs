@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this module
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `memocache` with `args` and collects its status, stdout and stderr.
@@ -34,6 +34,53 @@ pub fn one_error_line(output: &Output) -> String {
     assert!(lines[0].starts_with("memocache: error: "), "{stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr:?}");
     lines[0].to_owned()
+}
+
+/// Asserts that the command succeeded (its stderr is the failure's message) and returns its
+/// stdout.
+pub fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The arguments `transcribe FILE --language en --cache-dir CACHE_DIR`.
+pub fn transcribe_args<'a>(file: &'a str, cache_dir: &'a Path) -> Vec<&'a str> {
+    vec![
+        "transcribe",
+        file,
+        "--language",
+        "en",
+        "--cache-dir",
+        path(cache_dir),
+    ]
+}
+
+/// `memocache transcribe FILES --language en --cache-dir CACHE_DIR EXTRA…`.
+pub fn transcribe(files: &[&Path], cache_dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["transcribe"];
+    args.extend(files.iter().map(|f| path(f)));
+    args.extend(["--language", "en", "--cache-dir", path(cache_dir)]);
+    args.extend(extra);
+    memocache(&args)
+}
+
+/// The file `name` in `dir`, written with `contents`: a trace or audio for a command to read.
+pub fn file_in(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, contents).expect("writable");
+    file
+}
+
+/// `/dev/full` opened for writing: a standard stream on a full disk.
+pub fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full")
 }
 
 /// A test path as a command-line argument.
