@@ -41,6 +41,15 @@ fn secs(s: u64) -> Ttl {
     Ttl::seconds(s).expect("positive")
 }
 
+/// A 1 MiB cache on `clock`.
+fn cache_on(clock: &ManualClock) -> Cache {
+    Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("valid")
+}
+
 /// Every removal the listener reports, in order.
 type Removals = Arc<Mutex<Vec<(CacheKey, Bytes, RemovalCause)>>>;
 
@@ -616,11 +625,7 @@ fn a_growing_update_in_a_full_cache_evicts_an_expired_entry_before_a_live_one() 
 fn a_sub_microsecond_ttl_is_reported_with_its_deadline() {
     let clock = ManualClock::new();
     clock.advance(Duration::from_secs(3));
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .expect("valid");
+    let cache = cache_on(&clock);
     let ttl = Ttl::new(Duration::from_nanos(500)).expect("positive");
     cache.insert_with_ttl(key(1), "brief", ttl).expect("fits");
     let deadline = Timestamp::from_nanos(3_000_000_500);
@@ -643,11 +648,7 @@ fn ttl_max_is_reported_as_a_ttl_and_still_expires() {
     for start in [Duration::ZERO, Duration::from_secs(3_600)] {
         let clock = ManualClock::new();
         clock.advance(start);
-        let cache = Cache::builder()
-            .max_bytes(1 << 20)
-            .clock(clock.clone())
-            .build()
-            .expect("valid");
+        let cache = cache_on(&clock);
         cache
             .insert_with_ttl(key(1), "long", Ttl::MAX)
             .expect("fits");
@@ -693,11 +694,7 @@ fn entry_times_of_long_and_odd_ttls_are_never_in_the_future() {
     for start in [Duration::ZERO, Duration::from_secs(1_000)] {
         let clock = ManualClock::new();
         clock.advance(start);
-        let cache = Cache::builder()
-            .max_bytes(1 << 20)
-            .clock(clock.clone())
-            .build()
-            .expect("valid");
+        let cache = cache_on(&clock);
         for (i, &ttl) in ttls.iter().enumerate() {
             let now = clock.now();
             cache
@@ -1462,6 +1459,16 @@ fn assert_one_load_of_the_ring_refused(caches: &[Cache], first: u64, ring: &[Rin
     assert_eq!(refused, 1, "{ring:?}");
 }
 
+/// Rings of `n` threads on one cache, with `get_or_insert_with` (keys from 10), then with
+/// `try_get_or_insert_with` (keys from 20): each refuses one load.
+fn assert_one_load_of_each_ring_on_one_cache_refused(n: u64) {
+    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
+    let ring = load_ring(&caches, 10, n, false);
+    assert_one_load_of_the_ring_refused(&caches, 10, &ring);
+    let ring = load_ring(&caches, 20, n, true);
+    assert_one_load_of_the_ring_refused(&caches, 20, &ring);
+}
+
 /// Bug (issue #3): thread A led key 1 and its loader loaded key 2, which thread B led, whose
 /// loader loaded key 1: A waited for B's flight and B for A's, for ever (the single-thread
 /// version already got `ReentrantLoad`). Now the load that would close the cycle is refused
@@ -1469,21 +1476,13 @@ fn assert_one_load_of_the_ring_refused(caches: &[Cache], first: u64, ring: &[Rin
 /// `try_get_or_insert_with` too.
 #[test]
 fn a_cycle_of_loads_across_two_threads_refuses_one_load_and_strands_none() {
-    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
-    let ring = load_ring(&caches, 10, 2, false);
-    assert_one_load_of_the_ring_refused(&caches, 10, &ring);
-    let ring = load_ring(&caches, 20, 2, true);
-    assert_one_load_of_the_ring_refused(&caches, 20, &ring);
+    assert_one_load_of_each_ring_on_one_cache_refused(2);
 }
 
 /// The same across three threads, A → B → C → A: the check follows the chain of leaders.
 #[test]
 fn a_cycle_of_loads_across_three_threads_refuses_one_load_and_strands_none() {
-    let caches = [Cache::builder().max_bytes(1 << 20).build().expect("valid")];
-    let ring = load_ring(&caches, 10, 3, false);
-    assert_one_load_of_the_ring_refused(&caches, 10, &ring);
-    let ring = load_ring(&caches, 20, 3, true);
-    assert_one_load_of_the_ring_refused(&caches, 20, &ring);
+    assert_one_load_of_each_ring_on_one_cache_refused(3);
 }
 
 /// Bug: each cache kept its own records of waiting threads, so a cycle through two caches —
@@ -1756,11 +1755,7 @@ fn a_snapshot_skips_unpurged_expired_values_and_leaves_out_what_cannot_fit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.snap");
     let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .expect("valid");
+    let cache = cache_on(&clock);
     cache
         .insert_with_ttl(key(1), "expired", secs(1))
         .expect("fits");

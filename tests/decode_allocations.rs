@@ -124,6 +124,17 @@ fn refused_within_bound<T: std::fmt::Debug>(
     assert!(largest <= BOUND, "claim {claim}: allocated {largest} bytes");
 }
 
+/// Decodes `bytes` as a `T`, which must be refused as a decode error: the largest
+/// allocation the attempt made.
+fn decode_refused<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: &[u8]) -> usize {
+    let (result, largest) = largest_allocation(|| codec::decode::<T>(bytes));
+    assert!(
+        matches!(result, Err(CodecError::Decode { .. })),
+        "{result:?}"
+    );
+    largest
+}
+
 #[test]
 fn huge_length_claims_are_refused_without_a_huge_allocation() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -150,11 +161,7 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     claim.extend_from_slice(&(3u32 << 30).to_le_bytes());
     claim.push(b'x');
 
-    let (result, largest) = largest_allocation(|| codec::decode::<String>(&claim));
-    assert!(
-        matches!(result, Err(CodecError::Decode { .. })),
-        "{result:?}"
-    );
+    let largest = decode_refused::<String>(&claim);
     assert!(largest <= BOUND, "String: allocated {largest} bytes");
 
     #[derive(Debug, serde::Deserialize)]
@@ -165,21 +172,13 @@ fn a_corrupt_length_prefix_in_a_typed_value_is_not_allocated() {
     }
     let mut nested = vec![2, b'e', b'n', 1, 0];
     nested.extend_from_slice(&claim);
-    let (result, largest) = largest_allocation(|| codec::decode::<Transcript>(&nested));
-    assert!(
-        matches!(result, Err(CodecError::Decode { .. })),
-        "{result:?}"
-    );
+    let largest = decode_refused::<Transcript>(&nested);
     assert!(largest <= BOUND, "nested String: allocated {largest} bytes");
 
     // In a larger input, a claim beyond what the input could hold is still refused.
     let mut padded = claim.clone();
     padded.resize(200_000, 0);
-    let (result, largest) = largest_allocation(|| codec::decode::<String>(&padded));
-    assert!(
-        matches!(result, Err(CodecError::Decode { .. })),
-        "{result:?}"
-    );
+    let largest = decode_refused::<String>(&padded);
     assert!(
         largest <= 16 * padded.len(),
         "padded: allocated {largest} bytes"
@@ -203,20 +202,12 @@ fn a_length_claim_under_the_limit_but_past_the_input_is_not_allocated() {
         let mut bytes = vec![0xFC];
         bytes.extend_from_slice(&claim.to_le_bytes());
         bytes.resize(input_len, b'x');
-        let (result, largest) = largest_allocation(|| codec::decode::<String>(&bytes));
-        assert!(
-            matches!(result, Err(CodecError::Decode { .. })),
-            "{result:?}"
-        );
+        let largest = decode_refused::<String>(&bytes);
         assert!(
             largest < input_len,
             "String in {input_len} bytes: allocated {largest} bytes"
         );
-        let (result, largest) = largest_allocation(|| codec::decode::<std::ffi::CString>(&bytes));
-        assert!(
-            matches!(result, Err(CodecError::Decode { .. })),
-            "{result:?}"
-        );
+        let largest = decode_refused::<std::ffi::CString>(&bytes);
         assert!(
             largest < input_len,
             "byte buffer in {input_len} bytes: allocated {largest} bytes"

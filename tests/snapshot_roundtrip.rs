@@ -13,6 +13,16 @@ fn key(i: u32) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "transcript").expect("valid key")
 }
 
+/// A temporary directory holding `cache.snap`, saved from a 1 MiB cache that `fill` filled.
+fn saved_snapshot(fill: impl FnOnce(&Cache)) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    fill(&cache);
+    cache.save_snapshot(&path).expect("saves");
+    (dir, path)
+}
+
 /// A temporary directory for the snapshot, and a 1 MiB cache on a manual clock.
 fn manual_cache() -> (tempfile::TempDir, ManualClock, Cache) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -257,13 +267,11 @@ fn a_smaller_cache_keeps_the_highest_ranked_entries() {
 
 #[test]
 fn loading_into_a_full_cache_restores_only_what_fits_and_evicts_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    for i in 0..10 {
-        cache.insert(key(i), vec![0u8; 100]).expect("inserts");
-    }
-    cache.save_snapshot(&path).expect("saves");
+    let (_dir, path) = saved_snapshot(|cache| {
+        for i in 0..10 {
+            cache.insert(key(i), vec![0u8; 100]).expect("inserts");
+        }
+    });
     let full = Cache::builder()
         .max_entries(5)
         .max_bytes(1 << 20)
@@ -391,16 +399,14 @@ fn a_load_evicts_nothing_even_when_writers_fill_the_cache_meanwhile() {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
-    let saver = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    saver.insert(key(1), "restored first").expect("inserts");
-    saver.insert(key(2), "restored second").expect("inserts");
-    // Read key 2, so that it ranks higher and is stored after key 1.
-    for _ in 0..3 {
-        assert!(saver.get(&key(2)).is_some());
-    }
-    saver.save_snapshot(&path).expect("saves");
+    let (_dir, path) = saved_snapshot(|saver| {
+        saver.insert(key(1), "restored first").expect("inserts");
+        saver.insert(key(2), "restored second").expect("inserts");
+        // Read key 2, so that it ranks higher and is stored after key 1.
+        for _ in 0..3 {
+            assert!(saver.get(&key(2)).is_some());
+        }
+    });
 
     let this: Arc<OnceLock<Cache>> = Arc::new(OnceLock::new());
     let filled = Arc::new(AtomicBool::new(false));
@@ -607,13 +613,11 @@ fn a_load_reports_every_entry_once_at_the_edges_of_time_and_room() {
 /// expired restored nothing, reporting every entry as left out for want of room.
 #[test]
 fn a_load_purges_expired_residents_instead_of_leaving_entries_out() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
-    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    for i in 0..5 {
-        saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
-    }
-    saved.save_snapshot(&path).expect("saves");
+    let (_dir, path) = saved_snapshot(|saved| {
+        for i in 0..5 {
+            saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
+        }
+    });
 
     let clock = ManualClock::new();
     let causes = Arc::new(Mutex::new(Vec::new()));
@@ -672,14 +676,12 @@ fn a_load_purges_expired_residents_instead_of_leaving_entries_out() {
 /// TTL keeps what is left of it.
 #[test]
 fn an_entry_saved_without_a_ttl_gets_the_restoring_caches_default() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
-    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    saved.insert(key(1), "no ttl").expect("inserts");
-    saved
-        .insert_with_ttl(key(2), "own ttl", ttl(1000))
-        .expect("inserts");
-    saved.save_snapshot(&path).expect("saves");
+    let (_dir, path) = saved_snapshot(|saved| {
+        saved.insert(key(1), "no ttl").expect("inserts");
+        saved
+            .insert_with_ttl(key(2), "own ttl", ttl(1000))
+            .expect("inserts");
+    });
 
     let clock = ManualClock::new();
     let cache = Cache::builder()
@@ -772,13 +774,11 @@ fn a_two_pass_load_does_not_count_purged_residents_as_present() {
 /// does not fit (two passes) alike.
 #[test]
 fn a_listener_panic_during_a_loads_purge_is_raised_after_the_restore() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cache.snap");
-    let saved = Cache::builder().max_bytes(1 << 20).build().expect("builds");
-    for i in 0..10 {
-        saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
-    }
-    saved.save_snapshot(&path).expect("saves");
+    let (_dir, path) = saved_snapshot(|saved| {
+        for i in 0..10 {
+            saved.insert(key(i), vec![i as u8; 100]).expect("inserts");
+        }
+    });
 
     // A cache bounded to `room` entries, full of entries that have expired, whose listener
     // panics on each one it hears of.

@@ -400,35 +400,50 @@ fn stats_count_every_read_of_many_threads_exactly() {
     }
 }
 
-#[test]
-fn loader_runs_once_for_concurrent_callers() {
-    const CALLERS: usize = 8;
+/// Calls `call(cache, id, hold)` from `callers` threads that start together, on one 1 MiB
+/// cache; the loader `call` passes must call `hold` first, which holds the load until every
+/// caller has missed, then a little longer so that they are all waiting on it, and counts
+/// the loader's runs. Returns the cache, the runs and each call's result.
+fn from_callers<T: Send + 'static>(
+    callers: usize,
+    call: fn(&Cache, usize, &dyn Fn()) -> T,
+) -> (Cache, usize, Vec<T>) {
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLERS));
+    let barrier = Arc::new(Barrier::new(callers));
     let (send, results) = mpsc::channel();
-    for _ in 0..CALLERS {
+    for id in 0..callers {
         let (cache, runs, barrier, send) =
             (cache.clone(), runs.clone(), barrier.clone(), send.clone());
         thread::spawn(move || {
             barrier.wait();
-            let loaded = cache.get_or_insert_with(key(1), || {
-                // Hold the load until every caller has missed, then a little longer so that
-                // they are all waiting on it.
+            let hold = || {
                 wait_until("all callers missed", || {
-                    cache.stats().misses >= CALLERS as u64
+                    cache.stats().misses >= callers as u64
                 });
                 thread::sleep(Duration::from_millis(50));
                 runs.fetch_add(1, Ordering::SeqCst);
-                Bytes::from_static(b"loaded once")
-            });
-            let _ = send.send(loaded);
+            };
+            let _ = send.send(call(&cache, id, &hold));
         });
     }
-    for loaded in collect(&results, CALLERS) {
+    let results = collect(&results, callers);
+    (cache, runs.load(Ordering::SeqCst), results)
+}
+
+#[test]
+fn loader_runs_once_for_concurrent_callers() {
+    const CALLERS: usize = 8;
+    let (cache, runs, results) = from_callers(CALLERS, |cache, _, hold| {
+        cache.get_or_insert_with(key(1), || {
+            hold();
+            Bytes::from_static(b"loaded once")
+        })
+    });
+    for loaded in results {
         assert_eq!(loaded.expect("stored").as_ref(), b"loaded once");
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(runs, 1);
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.inserts, stats.load_failures), (1, 1, 0));
 }
@@ -439,34 +454,20 @@ struct LoadFailed(usize);
 #[test]
 fn loader_error_reaches_every_waiter_and_is_not_cached() {
     const CALLERS: usize = 6;
-    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
-    let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLERS));
-    let (send, results) = mpsc::channel();
-    for id in 0..CALLERS {
-        let (cache, runs, barrier, send) =
-            (cache.clone(), runs.clone(), barrier.clone(), send.clone());
-        thread::spawn(move || {
-            barrier.wait();
-            let loaded = cache.try_get_or_insert_with(key(1), || {
-                wait_until("all callers missed", || {
-                    cache.stats().misses >= CALLERS as u64
-                });
-                thread::sleep(Duration::from_millis(50));
-                runs.fetch_add(1, Ordering::SeqCst);
-                Err::<Bytes, _>(LoadFailed(id))
-            });
-            let _ = send.send(loaded);
-        });
-    }
-    let errors: Vec<Arc<LoadFailed>> = collect(&results, CALLERS)
+    let (cache, runs, results) = from_callers(CALLERS, |cache, id, hold| {
+        cache.try_get_or_insert_with(key(1), || {
+            hold();
+            Err::<Bytes, _>(LoadFailed(id))
+        })
+    });
+    let errors: Vec<Arc<LoadFailed>> = results
         .into_iter()
         .map(|loaded| match loaded {
             Err(LoadError::Loader(e)) => e,
             other => panic!("expected the loader's error, got {other:?}"),
         })
         .collect();
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(runs, 1);
     assert!(
         errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])),
         "one shared error"

@@ -105,6 +105,18 @@ impl Harness {
         self.clock.now().as_nanos()
     }
 
+    /// Notes that `key` holds `value` from `now`, live up to `deadline`.
+    fn stored(&mut self, key: u64, value: Bytes, now: u64, deadline: Option<u64>) {
+        self.model.insert(
+            key,
+            Expected {
+                value,
+                created_at: now,
+                deadline,
+            },
+        );
+    }
+
     /// A value no earlier insert used: its serial number, then filler.
     fn fresh_value(&mut self, len: usize) -> Bytes {
         self.serial += 1;
@@ -158,14 +170,7 @@ impl Harness {
                     .cache
                     .default_ttl()
                     .map(|ttl| now + ttl.as_duration().as_nanos() as u64);
-                self.model.insert(
-                    key,
-                    Expected {
-                        value,
-                        created_at: now,
-                        deadline,
-                    },
-                );
+                self.stored(key, value, now, deadline);
             }
             Op::InsertWithTtl { key, len, ttl_ms } => {
                 let value = self.fresh_value(len);
@@ -178,14 +183,7 @@ impl Harness {
                     )
                     .expect("fits");
                 let deadline = Some(now + ttl.as_nanos() as u64);
-                self.model.insert(
-                    key,
-                    Expected {
-                        value,
-                        created_at: now,
-                        deadline,
-                    },
-                );
+                self.stored(key, value, now, deadline);
             }
             Op::Get { key } => {
                 let got = self.cache.get(&self.keys[key as usize]);
