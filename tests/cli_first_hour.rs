@@ -122,10 +122,8 @@ fn every_unusable_input_is_named_at_once() {
 fn every_failed_file_of_a_run_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let good = file_in(dir.path(), "good.raw", vec![1u8; 3000]);
-    let empty1 = dir.path().join("empty1.wav");
-    let empty2 = dir.path().join("empty2.wav");
-    std::fs::write(&empty1, b"").expect("writable");
-    std::fs::write(&empty2, b"").expect("writable");
+    let empty1 = file_in(dir.path(), "empty1.wav", b"");
+    let empty2 = file_in(dir.path(), "empty2.wav", b"");
     let output = transcribe(&[&empty1, &good, &empty2], &dir.path().join("cache"), &[]);
     let line = one_error_line(&output);
     assert!(line.contains("2 of 3 files failed"), "{line}");

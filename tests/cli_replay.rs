@@ -379,15 +379,12 @@ fn a_curve_name_too_long_for_the_file_system_is_refused_before_the_replay() {
 #[test]
 fn a_curve_to_a_dash_is_refused() {
     let (dir, loop_path) = temp_file("loop.trace", &loop_trace());
-    let args = [
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--curve",
-        "-",
-    ];
-    let output = cli_support::memocache_with(&args, |command| command.current_dir(dir.path()));
+    // The replay, run in `dir`, with its curve to `to`.
+    let curve_to = |to| {
+        let args = ["replay", path(&loop_path), "--capacity", "3", "--curve", to];
+        cli_support::memocache_with(&args, |command| command.current_dir(dir.path()))
+    };
+    let output = curve_to("-");
     assert_eq!(stdout(&output), "");
     let line = one_error_line(&output);
     assert!(
@@ -398,15 +395,7 @@ fn a_curve_to_a_dash_is_refused() {
         "{line}"
     );
     assert!(!dir.path().join("-").exists());
-    let args = [
-        "replay",
-        path(&loop_path),
-        "--capacity",
-        "3",
-        "--curve",
-        "./-",
-    ];
-    let output = cli_support::memocache_with(&args, |command| command.current_dir(dir.path()));
+    let output = curve_to("./-");
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(dir.path().join("-").is_file());
 }

@@ -987,6 +987,15 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// The directory `name`, created in `dir` with the permission bits `mode`.
+#[cfg(target_os = "linux")]
+fn dir_with_mode(dir: &Path, name: &str, mode: u32) -> std::path::PathBuf {
+    let made = dir.join(name);
+    std::fs::create_dir(&made).expect("creatable");
+    chmod(&made, mode);
+    made
+}
+
 /// A temporary directory that another user can enter, if the tests run as root and
 /// `setpriv` can run `memocache` as `nobody` (see [`as_nobody`]); `None` otherwise, as
 /// permissions do not bind root.
@@ -1026,9 +1035,7 @@ fn a_lock_file_the_user_may_not_write_still_locks() {
     let Some(dir) = shared_dir() else { return };
     let audio = file_in(dir.path(), "a.raw", vec![5u8; 3000]);
     chmod(&audio, 0o644);
-    let cache_dir = dir.path().join("cache");
-    std::fs::create_dir(&cache_dir).expect("creatable");
-    chmod(&cache_dir, 0o777);
+    let cache_dir = dir_with_mode(dir.path(), "cache", 0o777);
     let lock = file_in(&cache_dir, "cache.lock", b"");
     chmod(&lock, 0o644);
     let output = transcribe_as_nobody(&audio, &cache_dir);
@@ -1051,9 +1058,7 @@ fn a_snapshot_linked_into_an_unwritable_directory_fails_before_any_work() {
     let Some(dir) = shared_dir() else { return };
     let audio = file_in(dir.path(), "a.raw", vec![6u8; 3000]);
     chmod(&audio, 0o644);
-    let elsewhere = dir.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).expect("creatable");
-    chmod(&elsewhere, 0o755);
+    let elsewhere = dir_with_mode(dir.path(), "elsewhere", 0o755);
     let empty = memocache::Cache::builder().max_bytes(1 << 20).build();
     let target = elsewhere.join("cache.snapshot");
     empty
@@ -1061,9 +1066,7 @@ fn a_snapshot_linked_into_an_unwritable_directory_fails_before_any_work() {
         .save_snapshot(&target)
         .expect("saved");
     chmod(&target, 0o644);
-    let cache_dir = dir.path().join("cache");
-    std::fs::create_dir(&cache_dir).expect("creatable");
-    chmod(&cache_dir, 0o777);
+    let cache_dir = dir_with_mode(dir.path(), "cache", 0o777);
     std::os::unix::fs::symlink(&target, cache_dir.join("cache.snapshot")).expect("a link");
     let output = transcribe_as_nobody(&audio, &cache_dir);
     let line = one_error_line(&output);
