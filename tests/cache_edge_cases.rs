@@ -92,6 +92,18 @@ fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
         .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLOCK_AFTER:?}: deadlock"))
 }
 
+/// `cache.get_or_insert_with(key, || value)` on a thread of its own, failing on a deadlock as
+/// [`within_deadline`] does.
+fn load_within_deadline(
+    cache: &Cache,
+    what: &str,
+    key: CacheKey,
+    value: &'static str,
+) -> Result<Bytes, CacheError> {
+    let cache = cache.clone();
+    within_deadline(what, move || cache.get_or_insert_with(key, || value))
+}
+
 /// Joins `workers`, failing if one panicked or if they do not all finish within
 /// [`DEADLOCK_AFTER`].
 fn join_within_deadline(workers: Vec<thread::JoinHandle<()>>) {
@@ -214,12 +226,7 @@ fn a_panicking_listener_during_a_load_strands_no_waiter_and_the_key_stays_loadab
 
     // Evicted, the key loads again: nobody holds a claim on it.
     cache.insert(key(2), "evicts key 1").expect("fits");
-    let again = {
-        let cache = cache.clone();
-        within_deadline("a later load", move || {
-            cache.get_or_insert_with(key(1), || "again")
-        })
-    };
+    let again = load_within_deadline(&cache, "a later load", key(1), "again");
     assert_eq!(again.expect("stored").as_ref(), b"again");
 }
 
@@ -252,12 +259,7 @@ fn a_listener_that_reloads_evicted_keys_does_not_deadlock_a_load() {
     cache.insert(key(0), "first").expect("fits");
 
     // Loading key 1 evicts key 0; its reload evicts key 1; its reload evicts key 0.
-    let loaded = {
-        let cache = cache.clone();
-        within_deadline("the load", move || {
-            cache.get_or_insert_with(key(1), || "loaded")
-        })
-    };
+    let loaded = load_within_deadline(&cache, "the load", key(1), "loaded");
     assert_eq!(loaded.expect("stored").as_ref(), b"loaded");
     assert_eq!(reloads.load(Ordering::SeqCst), 3);
     assert_eq!(cache.len(), 1);
