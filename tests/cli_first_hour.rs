@@ -150,15 +150,9 @@ fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = file_in(dir.path(), "t.trace", "1\n2\n1\n3\n");
     let png = dir.path().join("curve.png");
+    let curve_to = |out| memocache(&["replay", path(&trace), "--capacity", "2", "--curve", out]);
     for (out, says) in [(dir.path(), "is a directory"), (png.as_path(), "*.svg")] {
-        let output = memocache(&[
-            "replay",
-            path(&trace),
-            "--capacity",
-            "2",
-            "--curve",
-            path(out),
-        ]);
+        let output = curve_to(path(out));
         let line = one_error_line(&output);
         assert!(line.contains(says), "{line}");
         assert!(output.stdout.is_empty(), "{line}");
@@ -167,14 +161,7 @@ fn a_curve_path_that_cannot_be_the_svg_fails_before_the_replay() {
     // A folder the curve cannot be written in was found only when the curve was written,
     // after the replay and the curve's own replays. `/proc` refuses new files even to root.
     if Path::new("/proc/self").exists() {
-        let output = memocache(&[
-            "replay",
-            path(&trace),
-            "--capacity",
-            "2",
-            "--curve",
-            "/proc/curve.svg",
-        ]);
+        let output = curve_to("/proc/curve.svg");
         let line = one_error_line(&output);
         assert!(
             line.contains("cannot write the curve to /proc/curve.svg"),

@@ -762,26 +762,20 @@ fn compression_can_be_given_for_standard_input() {
     let keys = i32be_loop(0x1f8b_0800);
     let (_dir, trace) = temp_file("keys.bin", &keys);
     let file = || std::fs::File::open(&trace).expect("the trace");
-    let args = [
-        "--capacity",
-        "3",
-        "--format",
-        "i32be",
-        "--compression",
-        "none",
-    ];
-    let output = replay_stdin(&args, file());
+    let args = |compression| {
+        [
+            "--capacity",
+            "3",
+            "--format",
+            "i32be",
+            "--compression",
+            compression,
+        ]
+    };
+    let output = replay_stdin(&args("none"), file());
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(table_row(&stdout(&output), "OPT").0, "90.00");
-    let args = [
-        "--capacity",
-        "3",
-        "--format",
-        "i32be",
-        "--compression",
-        "xz",
-    ];
-    let line = one_error_line(&replay_stdin(&args, file()));
+    let line = one_error_line(&replay_stdin(&args("xz"), file()));
     assert!(
         line.ends_with(
             "standard input: the file is not xz: it is gzip (it starts with the bytes 1f 8b 08 \
