@@ -306,13 +306,9 @@ fn hanging_on_third(dir: &Path) -> HangingOnThird {
     let files: Vec<_> = ["a.raw", "b.raw", "c.raw"]
         .iter()
         .zip(1u8..)
-        .map(|(name, byte)| {
-            let file = dir.join(name);
-            std::fs::write(&file, vec![byte; 30_000]).expect("writable");
-            file
-        })
+        .map(|(name, byte)| file_in(dir, name, vec![byte; 30_000]))
         .collect();
-    let hang_flag = file_in(&dir, "hang", b"");
+    let hang_flag = file_in(dir, "hang", b"");
     let engine_pid = dir.join("engine.pid");
     let engine = engine_hanging_on(&files[2], &hang_flag, &engine_pid);
     let cache_dir = dir.join("cache");
