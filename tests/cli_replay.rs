@@ -674,6 +674,18 @@ fn a_socket_on_standard_input_is_replayed() {
     }
 }
 
+/// The options of a replay of [`i32be_loop`] with 3 entries, read as `compression`.
+fn i32be_options(compression: &str) -> [&str; 6] {
+    [
+        "--capacity",
+        "3",
+        "--format",
+        "i32be",
+        "--compression",
+        compression,
+    ]
+}
+
 /// An uncompressed binary trace whose first bytes are a compression's magic number (an i32be
 /// key 0x1f8b0800 first) was decoded as gzip, and refused as a corrupt stream, with no way
 /// to read it as it is but the library's `open_as`. `--compression none` reads it raw;
@@ -682,18 +694,7 @@ fn a_socket_on_standard_input_is_replayed() {
 fn compression_can_be_given() {
     let keys = i32be_loop(0x1f8b_0800);
     let (_dir, trace) = temp_file("keys.bin", &keys);
-    let args = |compression: &'static str| {
-        vec![
-            "replay",
-            path(&trace),
-            "--capacity",
-            "3",
-            "--format",
-            "i32be",
-            "--compression",
-            compression,
-        ]
-    };
+    let args = |compression| [&["replay", path(&trace)][..], &i32be_options(compression)].concat();
     fails(&args("auto"));
     let (out, ratios) = replay_table(&args("none"));
     assert_eq!(ratios, ["90.00", "90.00", "90.00"].map(String::from));
@@ -762,20 +763,10 @@ fn compression_can_be_given_for_standard_input() {
     let keys = i32be_loop(0x1f8b_0800);
     let (_dir, trace) = temp_file("keys.bin", &keys);
     let file = || std::fs::File::open(&trace).expect("the trace");
-    let args = |compression| {
-        [
-            "--capacity",
-            "3",
-            "--format",
-            "i32be",
-            "--compression",
-            compression,
-        ]
-    };
-    let output = replay_stdin(&args("none"), file());
+    let output = replay_stdin(&i32be_options("none"), file());
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(table_row(&stdout(&output), "OPT").0, "90.00");
-    let line = one_error_line(&replay_stdin(&args("xz"), file()));
+    let line = one_error_line(&replay_stdin(&i32be_options("xz"), file()));
     assert!(
         line.ends_with(
             "standard input: the file is not xz: it is gzip (it starts with the bytes 1f 8b 08 \
