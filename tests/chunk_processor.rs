@@ -8,13 +8,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memocache::chunk::{
-    AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, Progress,
-    RunOptions, Segment, SplitError,
+    AudioChunk, CancelToken, ChunkPlan, ChunkResult, ChunkedProcessor, ProcessError, ProcessOutput,
+    Progress, RunOptions, Segment, SplitError,
 };
 use memocache::{
     Cache, CacheKey, Clock, ConcurrencyLimit, ManualClock, RetryConfig, SharedClock, Timestamp,
 };
 use parking_lot::{Condvar, Mutex};
+
+mod clock_support;
+use clock_support::cache_on;
 
 mod noise_support;
 use noise_support::noise;
@@ -72,6 +75,20 @@ fn describe(chunk: &AudioChunk) -> ChunkResult {
     ChunkResult::from_text(hex(chunk.data()))
 }
 
+/// Runs `p` with `f` and `options` over `data`, read from memory.
+fn run_on<F, E>(
+    p: &ChunkedProcessor,
+    data: &[u8],
+    f: &F,
+    options: RunOptions<'_>,
+) -> Result<ProcessOutput, ProcessError<E>>
+where
+    F: Fn(&AudioChunk) -> Result<ChunkResult, E> + Sync,
+    E: std::fmt::Display + Send,
+{
+    p.process_reader(Cursor::new(data), f, options)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -80,7 +97,7 @@ fn expected(data: &[u8]) -> Vec<String> {
     data.chunks(CHUNK as usize).map(hex).collect()
 }
 
-fn texts(out: &memocache::chunk::ProcessOutput) -> Vec<String> {
+fn texts(out: &ProcessOutput) -> Vec<String> {
     out.chunks.iter().map(|c| c.result.text.clone()).collect()
 }
 
@@ -119,9 +136,13 @@ fn results_are_in_chunk_order_when_chunks_finish_out_of_order() {
         cv.notify_all();
         Ok::<_, String>(describe(chunk))
     };
-    let out = processor(&cache, 2, no_retry())
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(
+        &processor(&cache, 2, no_retry()),
+        &data,
+        &f,
+        RunOptions::new(),
+    )
+    .unwrap();
     assert_eq!(texts(&out), expected(&data));
     let order = order.into_inner();
     assert_eq!(order[..4], [1, 0, 3, 2]);
@@ -142,9 +163,13 @@ fn failing_chunks_are_retried() {
         }
         Ok(describe(chunk))
     };
-    let out = processor(&cache(), 2, RetryConfig::fixed(2, Duration::from_millis(1)))
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(
+        &processor(&cache(), 2, RetryConfig::fixed(2, Duration::from_millis(1))),
+        &data,
+        &f,
+        RunOptions::new(),
+    )
+    .unwrap();
     assert_eq!(texts(&out), expected(&data));
     assert_eq!(out.retries, 2);
     assert_eq!(out.chunks[1].attempts, 3);
@@ -164,9 +189,7 @@ fn a_chunk_that_exhausts_its_retries_fails_the_run_by_name_and_the_next_run_resu
         Ok(describe(chunk))
     };
     let p = processor(&cache, 2, RetryConfig::fixed(1, Duration::from_millis(1)));
-    let err = p
-        .process_reader(Cursor::new(&data), &failing, RunOptions::new())
-        .unwrap_err();
+    let err = run_on(&p, &data, &failing, RunOptions::new()).unwrap_err();
     match &err {
         ProcessError::Chunk {
             index,
@@ -193,9 +216,7 @@ fn a_chunk_that_exhausts_its_retries_fails_the_run_by_name_and_the_next_run_resu
         calls.record(chunk);
         Ok::<_, String>(describe(chunk))
     };
-    let out = p
-        .process_reader(Cursor::new(&data), &ok, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &ok, RunOptions::new()).unwrap();
     let second = calls.take();
     let missing: Vec<usize> = (0..10).filter(|i| !first.contains(i)).collect();
     assert_eq!(second, missing);
@@ -213,15 +234,11 @@ fn editing_one_chunk_recomputes_exactly_that_chunk() {
         Ok::<_, String>(describe(chunk))
     };
     let p = processor(&cache, 3, no_retry());
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert_eq!((calls.take().len(), out.computed), (10, 10));
 
     data[4 * CHUNK as usize + 17] ^= 0xff;
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert_eq!(calls.take(), [4]);
     assert_eq!(
         (out.computed, out.cached, out.whole_file_hit),
@@ -230,9 +247,7 @@ fn editing_one_chunk_recomputes_exactly_that_chunk() {
     assert_eq!(texts(&out), expected(&data));
 
     // Unchanged input: the whole-file result, no chunk touched.
-    let again = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let again = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert!(again.whole_file_hit);
     assert!(calls.take().is_empty());
     assert_eq!(again.result, out.result);
@@ -244,9 +259,7 @@ fn editing_one_chunk_recomputes_exactly_that_chunk() {
         .language("en")
         .build()
         .unwrap();
-    let out = v2
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&v2, &data, &f, RunOptions::new()).unwrap();
     assert_eq!((out.whole_file_hit, out.computed), (false, 10));
     assert_eq!(calls.take().len(), 10);
     // Another language: same.
@@ -256,9 +269,7 @@ fn editing_one_chunk_recomputes_exactly_that_chunk() {
         .build()
         .unwrap();
     assert_eq!(
-        fr.process_reader(Cursor::new(&data), &f, RunOptions::new())
-            .unwrap()
-            .computed,
+        run_on(&fr, &data, &f, RunOptions::new()).unwrap().computed,
         10
     );
     assert_ne!(
@@ -359,9 +370,7 @@ fn byte_split_chunks_are_timed_by_each_runs_own_byte_rate() {
     // Chunk entries alone: the whole-file memo is off.
     let chunks_only = |rate| {
         let options = RunOptions::new().skip_whole_file_memo();
-        let out = at_rate(&cache, rate)
-            .process_reader(Cursor::new(&data), &f, options)
-            .unwrap();
+        let out = run_on(&at_rate(&cache, rate), &data, &f, options).unwrap();
         (times(&out.result), out.cached)
     };
     // 64 bytes a chunk: 640 ms at 100 B/s, 1280 ms at 50 B/s.
@@ -378,9 +387,7 @@ fn byte_split_chunks_are_timed_by_each_runs_own_byte_rate() {
     // The whole-file record: a run at another rate is not served it, but merges again from
     // its own rate's chunks; one at the record's rate is.
     let whole = |rate| {
-        let out = at_rate(&cache, rate)
-            .process_reader(Cursor::new(&data), &f, RunOptions::new())
-            .unwrap();
+        let out = run_on(&at_rate(&cache, rate), &data, &f, RunOptions::new()).unwrap();
         (times(&out.result), out.whole_file_hit)
     };
     assert_eq!(whole(Some(100)), (vec![(0, 640), (640, 1280)], false));
@@ -401,25 +408,21 @@ fn wav_chunks_are_shared_by_runs_with_any_byte_rate() {
         calls.fetch_add(1, Ordering::SeqCst);
         Ok::<_, String>(spanning(chunk))
     };
-    let first = at_rate(&cache, Some(100))
-        .process_reader(
-            Cursor::new(&wav),
-            &f,
-            RunOptions::new().skip_whole_file_memo(),
-        )
-        .unwrap();
+    let first = run_on(
+        &at_rate(&cache, Some(100)),
+        &wav,
+        &f,
+        RunOptions::new().skip_whole_file_memo(),
+    )
+    .unwrap();
     let computed = calls.load(Ordering::SeqCst);
     assert_eq!((first.computed, first.cached), (computed, 0));
-    let second = at_rate(&cache, None)
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
-        .unwrap();
+    let second = run_on(&at_rate(&cache, None), &wav, &f, RunOptions::new()).unwrap();
     assert_eq!((second.computed, second.cached), (0, computed));
     assert_eq!(second.result, first.result);
     // 300 frames at 1 kHz.
     assert_eq!(times(&second.result).last().map(|t| t.1), Some(300));
-    let third = at_rate(&cache, Some(50))
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
-        .unwrap();
+    let third = run_on(&at_rate(&cache, Some(50)), &wav, &f, RunOptions::new()).unwrap();
     assert!(third.whole_file_hit);
     assert_eq!(third.result, first.result);
     assert_eq!(calls.load(Ordering::SeqCst), computed);
@@ -437,13 +440,13 @@ fn cancellation_stops_scheduling() {
         }
         Ok::<_, String>(describe(chunk))
     };
-    let err = processor(&cache(), 2, no_retry())
-        .process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().cancel_token(token.clone()),
-        )
-        .unwrap_err();
+    let err = run_on(
+        &processor(&cache(), 2, no_retry()),
+        &data,
+        &f,
+        RunOptions::new().cancel_token(token.clone()),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ProcessError::Cancelled { completed, total: 50 } if completed <= 2),
         "{err:?}"
@@ -544,13 +547,7 @@ fn cancellation_interrupts_a_retry_wait() {
             let _ = failed_rx.recv_timeout(Duration::from_secs(30));
             canceller.cancel();
         });
-        let err = p
-            .process_reader(
-                Cursor::new(&data),
-                &f,
-                RunOptions::new().cancel_token(token.clone()),
-            )
-            .unwrap_err();
+        let err = run_on(&p, &data, &f, RunOptions::new().cancel_token(token.clone())).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -573,11 +570,7 @@ fn cancellation_interrupts_a_retry_wait() {
 fn retry_backoff_follows_the_cache_clock() {
     let data = input(2);
     let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&clock);
     let failed_once = AtomicUsize::new(0);
     let f = |chunk: &AudioChunk| {
         if chunk.index() == 0 && failed_once.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -599,7 +592,7 @@ fn retry_backoff_follows_the_cache_clock() {
                 std::thread::yield_now();
             }
         });
-        let out = p.process_reader(Cursor::new(&data), &f, RunOptions::new());
+        let out = run_on(&p, &data, &f, RunOptions::new());
         done.store(true, Ordering::SeqCst);
         out.unwrap()
     });
@@ -681,13 +674,13 @@ fn a_wav_header_declaring_more_audio_than_the_file_holds_fails_before_any_chunk(
         .retry(no_retry())
         .build()
         .unwrap();
-    let err = p
-        .process_reader(
-            Cursor::new(&wav),
-            &f,
-            RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
-        )
-        .unwrap_err();
+    let err = run_on(
+        &p,
+        &wav,
+        &f,
+        RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -710,11 +703,7 @@ fn a_wav_header_declaring_more_audio_than_the_file_holds_fails_before_any_chunk(
 fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     let data = input(5);
     let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&clock);
     let reports = Mutex::new(Vec::<Progress>::new());
     let f = |chunk: &AudioChunk| {
         clock.advance(Duration::from_secs(2));
@@ -722,7 +711,7 @@ fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     };
     let p = processor(&cache, 1, no_retry());
     let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
-    p.process_reader(Cursor::new(&data), &f, options).unwrap();
+    run_on(&p, &data, &f, options).unwrap();
     let reports = reports.into_inner();
     assert_eq!(reports.len(), 6);
     assert_eq!(
@@ -752,11 +741,7 @@ fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     // A whole-file hit reports completion at once.
     let reports = Mutex::new(Vec::<Progress>::new());
     let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
-    assert!(
-        p.process_reader(Cursor::new(&data), &f, options)
-            .unwrap()
-            .whole_file_hit
-    );
+    assert!(run_on(&p, &data, &f, options).unwrap().whole_file_hit);
     let reports = reports.into_inner();
     assert_eq!(reports.len(), 1);
     assert_eq!((reports[0].fraction(), reports[0].chunks_cached), (1.0, 5));
@@ -866,7 +851,7 @@ fn a_run_on_a_default_cache_is_timed_finer_than_its_clock_ticks() {
             Ok::<_, String>(describe(chunk))
         };
         let options = RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p));
-        p.process_reader(Cursor::new(&data), &f, options).unwrap();
+        run_on(&p, &data, &f, options).unwrap();
         let last = *reports.lock().last().expect("a final report");
         assert_eq!(last.chunks_done, 1, "run {run} computed its chunk");
         timings.push(last.elapsed);
@@ -902,7 +887,7 @@ fn concurrency_is_bounded_and_concurrent_runs_agree() {
     let p = processor(&cache, 3, no_retry());
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| p.process_reader(Cursor::new(&data), &f, RunOptions::new())))
+            .map(|_| s.spawn(|| run_on(&p, &data, &f, RunOptions::new())))
             .collect();
         for run in runs {
             let out = run.join().unwrap().unwrap();
@@ -916,8 +901,7 @@ fn concurrency_is_bounded_and_concurrent_runs_agree() {
     assert!(peak.load(Ordering::SeqCst) <= 12);
     peak.store(0, Ordering::SeqCst);
     cache.clear();
-    p.process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert!(peak.load(Ordering::SeqCst) <= 3);
 }
 
@@ -950,9 +934,7 @@ fn wav_input_merges_segments_on_the_input_timeline() {
             segments,
         })
     };
-    let out = p
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &wav, &f, RunOptions::new()).unwrap();
     assert_eq!(out.chunks.len(), 1 + (1000 - 100usize).div_ceil(80));
     // Segments tile 0..1000 ms once each: overlap segments of later chunks are dropped.
     let starts: Vec<u64> = out
@@ -985,9 +967,7 @@ fn merging_a_segment_time_past_the_duration_range_saturates_instead_of_panicking
             }],
         })
     };
-    let out = p
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &wav, &f, RunOptions::new()).unwrap();
     let times: Vec<(Duration, Duration)> = out
         .result
         .segments
@@ -1150,13 +1130,9 @@ fn a_custom_merge_step_is_used_and_memoized() {
     let merge = |chunks: &[memocache::chunk::ChunkOutcome]| {
         ChunkResult::from_text(format!("{} chunks", chunks.len()))
     };
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new().merge(merge))
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new().merge(merge)).unwrap();
     assert_eq!(out.result.text, "3 chunks");
-    let hit = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let hit = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert_eq!(
         (hit.whole_file_hit, hit.result.text.as_str()),
         (true, "3 chunks")
@@ -1179,13 +1155,13 @@ fn progress_stays_ordered_under_concurrency() {
         }
     }
     let reports = Mutex::new(Vec::<Progress>::new());
-    let out = p
-        .process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
-        )
-        .unwrap();
+    let out = run_on(
+        &p,
+        &data,
+        &f,
+        RunOptions::new().on_progress(|p: &Progress| reports.lock().push(*p)),
+    )
+    .unwrap();
     assert_eq!((out.computed, out.cached), (60, 60));
     let reports = reports.into_inner();
     assert_eq!(reports.len(), 121);
@@ -1277,13 +1253,7 @@ fn a_file_hash_that_is_not_a_sha256_is_a_key_error_before_any_work() {
         Ok::<_, String>(describe(chunk))
     };
     let p = processor(&cache(), 1, no_retry());
-    let err = p
-        .process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().file_hash("not-a-hash"),
-        )
-        .unwrap_err();
+    let err = run_on(&p, &data, &f, RunOptions::new().file_hash("not-a-hash")).unwrap_err();
     assert!(matches!(err, ProcessError::Key(_)), "{err}");
     assert!(err.to_string().contains("not-a-hash"), "{err}");
     assert!(calls.take().is_empty());
@@ -1314,13 +1284,7 @@ fn skipping_the_whole_file_memo_reads_once_stores_chunks_only() {
     assert_eq!(calls.take(), [0, 1, 2, 3, 4]);
 
     // The next run is not a whole-file hit, but every chunk comes from the cache.
-    let again = p
-        .process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().skip_whole_file_memo(),
-        )
-        .unwrap();
+    let again = run_on(&p, &data, &f, RunOptions::new().skip_whole_file_memo()).unwrap();
     assert_eq!((again.whole_file_hit, again.cached), (false, 5));
     assert!(calls.take().is_empty());
     assert_eq!(again.result, out.result);
@@ -1344,7 +1308,7 @@ fn a_panicking_chunk_function_fails_the_run_with_its_payload_and_keeps_finished_
         Ok::<_, String>(describe(chunk))
     };
     let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        p.process_reader(Cursor::new(&data), &panicking, RunOptions::new())
+        run_on(&p, &data, &panicking, RunOptions::new())
     }))
     .expect_err("the panic reaches the caller");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom in chunk 2"));
@@ -1354,9 +1318,7 @@ fn a_panicking_chunk_function_fails_the_run_with_its_payload_and_keeps_finished_
         calls.record(chunk);
         Ok::<_, String>(describe(chunk))
     };
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert_eq!(texts(&out), expected(&data));
     assert_eq!((out.computed, out.cached), (2, 2));
     assert_eq!(calls.take(), [2, 3]);
@@ -1376,16 +1338,14 @@ fn a_panicking_progress_callback_fails_the_run_with_its_payload() {
                 panic!("progress callback broke");
             }
         });
-        p.process_reader(Cursor::new(&data), &f, options)
+        run_on(&p, &data, &f, options)
     }))
     .expect_err("the panic reaches the caller");
     assert_eq!(
         payload.downcast_ref::<&str>(),
         Some(&"progress callback broke")
     );
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     assert_eq!(texts(&out), expected(&data));
     assert!(out.cached >= 1, "the reported chunk was memoized: {out:?}");
 }
@@ -1466,13 +1426,7 @@ fn a_path_and_a_reader_over_the_same_bytes_give_the_same_chunks_and_keys() {
     let by_path = p
         .process_path(file.path(), &f, RunOptions::new().skip_whole_file_memo())
         .unwrap();
-    let by_reader = p
-        .process_reader(
-            Cursor::new(&wav),
-            &f,
-            RunOptions::new().skip_whole_file_memo(),
-        )
-        .unwrap();
+    let by_reader = run_on(&p, &wav, &f, RunOptions::new().skip_whole_file_memo()).unwrap();
     // 500 frames a chunk, 100 of them shared with the previous one: 1 + ceil(2500 / 400).
     assert_eq!((by_path.computed, by_path.cached), (8, 0));
     assert_eq!((by_reader.computed, by_reader.cached), (0, 8));
@@ -1483,9 +1437,7 @@ fn a_path_and_a_reader_over_the_same_bytes_give_the_same_chunks_and_keys() {
     assert_eq!(by_path.result, by_reader.result);
     // The whole-file key too: stored through the path, found through the reader.
     let stored = p.process_path(file.path(), &f, RunOptions::new()).unwrap();
-    let found = p
-        .process_reader(Cursor::new(&wav), &f, RunOptions::new())
-        .unwrap();
+    let found = run_on(&p, &wav, &f, RunOptions::new()).unwrap();
     assert!(!stored.whole_file_hit && found.whole_file_hit);
     assert_eq!(stored.file_key, found.file_key);
 }
@@ -1530,14 +1482,7 @@ fn two_runs_over_the_same_audio_at_once_compute_each_chunk_once() {
         hold_first_call(&calls, &cache, 2);
         Ok::<_, String>(describe(chunk))
     };
-    let run = || {
-        p.process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().skip_whole_file_memo(),
-        )
-        .unwrap()
-    };
+    let run = || run_on(&p, &data, &f, RunOptions::new().skip_whole_file_memo()).unwrap();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(run);
         let b = s.spawn(run);
@@ -1569,13 +1514,7 @@ fn identical_chunks_taken_by_two_workers_at_once_are_computed_once() {
         hold_first_call(&calls, &cache, 2);
         Ok::<_, String>(describe(chunk))
     };
-    let out = p
-        .process_reader(
-            Cursor::new(&data),
-            &f,
-            RunOptions::new().skip_whole_file_memo(),
-        )
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new().skip_whole_file_memo()).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!((out.computed, out.cached), (1, 1));
     assert_eq!(texts(&out), expected(&data));
@@ -1597,8 +1536,9 @@ fn a_run_waiting_for_a_chunk_another_run_fails_computes_it_itself() {
     let working = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
-            p.process_reader(
-                Cursor::new(&data),
+            run_on(
+                &p,
+                &data,
                 &failing,
                 RunOptions::new().skip_whole_file_memo(),
             )
@@ -1607,8 +1547,9 @@ fn a_run_waiting_for_a_chunk_another_run_fails_computes_it_itself() {
         // is the one that waits.
         assert!(wait_for(|| cache.stats().misses >= 1));
         let b = s.spawn(|| {
-            p.process_reader(
-                Cursor::new(&data),
+            run_on(
+                &p,
+                &data,
                 &working,
                 RunOptions::new().skip_whole_file_memo(),
             )
@@ -1644,9 +1585,7 @@ fn a_cache_too_small_for_chunk_results_still_gives_every_result() {
             "-".repeat(100)
         )))
     };
-    let out = p
-        .process_reader(Cursor::new(&data), &f, RunOptions::new())
-        .unwrap();
+    let out = run_on(&p, &data, &f, RunOptions::new()).unwrap();
     let want: Vec<String> = expected(&data)
         .iter()
         .map(|t| format!("{t}{}", "-".repeat(100)))
@@ -1666,11 +1605,7 @@ fn a_cache_too_small_for_chunk_results_still_gives_every_result() {
 fn a_retry_finds_the_result_another_run_stored_meanwhile() {
     let data = input(1);
     let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&clock);
     let p = processor(&cache, 1, RetryConfig::fixed(1, Duration::from_secs(3600)));
     let failed = AtomicBool::new(false);
     let failing_once = |_: &AudioChunk| {
@@ -1680,9 +1615,9 @@ fn a_retry_finds_the_result_another_run_stored_meanwhile() {
     let working = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
     let options = || RunOptions::new().skip_whole_file_memo();
     let out = std::thread::scope(|s| {
-        let waiting = s.spawn(|| p.process_reader(Cursor::new(&data), &failing_once, options()));
+        let waiting = s.spawn(|| run_on(&p, &data, &failing_once, options()));
         assert!(wait_for(|| failed.load(Ordering::SeqCst)));
-        let other = p.process_reader(Cursor::new(&data), &working, options());
+        let other = run_on(&p, &data, &working, options());
         assert_eq!(other.unwrap().computed, 1);
         // The hour of backoff passes (again and again: the wait's deadline is taken after
         // the failure, perhaps after a first advance).
@@ -1827,9 +1762,7 @@ fn bytes_kept_of_short_chunks_do_not_hold_the_buffers_of_full_ones() {
     };
     for seed in 0..8 {
         let small = noise(100, 0x5eed + 2 * seed);
-        let out = processor
-            .process_reader(Cursor::new(&small), &keep, RunOptions::new())
-            .unwrap();
+        let out = run_on(&processor, &small, &keep, RunOptions::new()).unwrap();
         assert_eq!(out.computed, 1);
     }
     for bytes in kept.lock().iter() {

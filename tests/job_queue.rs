@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use memocache::{
     Cache, CacheKey, Clock, CoarseClock, ConcurrencyLimit, Job, JobError, JobId, JobPriority,
-    JobQueue, JobQueueBuilder, JobStatus, JobType, ManualClock, QueueError, RetryConfig, Shutdown,
-    SystemClock, Timestamp, WorkerId, WorkerPool,
+    JobQueue, JobQueueBuilder, JobResult, JobStatus, JobType, Lease, ManualClock, QueueError,
+    RetryConfig, Shutdown, SystemClock, Timestamp, WorkerId, WorkerPool,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -21,9 +21,14 @@ fn builder(clock: &ManualClock) -> JobQueueBuilder {
     JobQueue::builder().clock(Arc::new(clock.clone()))
 }
 
+/// The queue `builder` makes, with a configuration the test expects to be valid.
+fn built(builder: JobQueueBuilder) -> JobQueue {
+    builder.build().expect("valid")
+}
+
 /// A queue on `clock` whose jobs age one priority level every 10 s.
 fn aging_every_10_s(clock: &ManualClock) -> JobQueue {
-    builder(clock).aging(Some(10 * SEC)).build().expect("valid")
+    built(builder(clock).aging(Some(10 * SEC)))
 }
 
 fn job(p: JobPriority) -> Job {
@@ -44,6 +49,20 @@ fn transcription(n: u8, p: JobPriority) -> Job {
         .with_priority(p)
 }
 
+/// Two identical transcriptions of audio `n`, at the priorities given: the second is coalesced
+/// onto the first, its leader.
+fn leader_and_follower(
+    queue: &JobQueue,
+    n: u8,
+    leader: JobPriority,
+    follower: JobPriority,
+) -> (JobId, JobId) {
+    (
+        submit(queue, transcription(n, leader)),
+        submit(queue, transcription(n, follower)),
+    )
+}
+
 /// The priority `get` reports for job `id` (the one it was submitted with), if it is known.
 fn priority_of(queue: &JobQueue, id: JobId) -> Option<JobPriority> {
     queue.get(id).map(|j| j.priority())
@@ -52,24 +71,29 @@ fn priority_of(queue: &JobQueue, id: JobId) -> Option<JobPriority> {
 fn take_all(queue: &JobQueue) -> Vec<JobId> {
     std::iter::from_fn(|| {
         let lease = queue.try_next(&w("w"))?;
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("complete");
+        complete(queue, &lease, Bytes::new());
         Some(lease.job_id())
     })
     .collect()
+}
+
+/// Submits `job`, which the test expects the queue to accept.
+fn submit(queue: &JobQueue, job: Job) -> JobId {
+    queue.submit(job).expect("submit")
+}
+
+/// Completes `lease` with `result`, which the test expects to be current.
+fn complete(queue: &JobQueue, lease: &Lease, result: impl Into<JobResult>) {
+    queue.complete(lease, result.into()).expect("current");
 }
 
 #[test]
 fn priority_then_fifo() {
     use JobPriority::*;
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(None).build().expect("valid");
+    let queue = built(builder(&clock).aging(None));
     let order = [Low, Medium, High, Low, High, Medium];
-    let ids: Vec<_> = order
-        .iter()
-        .map(|&p| queue.submit(job(p)).expect("submit"))
-        .collect();
+    let ids: Vec<_> = order.iter().map(|&p| submit(&queue, job(p))).collect();
     assert_eq!(
         take_all(&queue),
         [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
@@ -79,14 +103,14 @@ fn priority_then_fifo() {
 #[test]
 fn fifo_across_job_types_within_a_priority() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
+    let queue = built(builder(&clock));
     let ids: Vec<_> = [
         JobType::Translation,
         JobType::Transcription,
         JobType::Indexing,
     ]
     .into_iter()
-    .map(|t| queue.submit(Job::new(t, &b""[..])).expect("submit"))
+    .map(|t| submit(&queue, Job::new(t, &b""[..])))
     .collect();
     assert_eq!(take_all(&queue), ids);
 }
@@ -95,17 +119,15 @@ fn fifo_across_job_types_within_a_priority() {
 fn aging_bounds_the_wait_of_low_work_under_steady_high_load() {
     let clock = ManualClock::new();
     let queue = aging_every_10_s(&clock);
-    let low = queue.submit(job(JobPriority::Low)).expect("submit");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let low = submit(&queue, job(JobPriority::Low));
+    let medium = submit(&queue, job(JobPriority::Medium));
     let mut taken = Vec::new();
     // One High job arrives and one job is taken every second.
     for _ in 0..30 {
         clock.advance(SEC);
-        queue.submit(job(JobPriority::High)).expect("submit");
+        submit(&queue, job(JobPriority::High));
         let lease = queue.try_next(&w("w")).expect("a job is ready");
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("complete");
+        complete(&queue, &lease, Bytes::new());
         taken.push(lease.job_id());
     }
     let at = |id| taken.iter().position(|&t| t == id).expect("was taken");
@@ -114,16 +136,14 @@ fn aging_bounds_the_wait_of_low_work_under_steady_high_load() {
     assert_eq!(at(low), 19, "low taken at t=20s");
 
     // Without aging the same load starves Low.
-    let strict = builder(&clock).aging(None).build().expect("valid");
-    let low = strict.submit(job(JobPriority::Low)).expect("submit");
+    let strict = built(builder(&clock).aging(None));
+    let low = submit(&strict, job(JobPriority::Low));
     for _ in 0..30 {
         clock.advance(SEC);
-        strict.submit(job(JobPriority::High)).expect("submit");
+        submit(&strict, job(JobPriority::High));
         let lease = strict.try_next(&w("w")).expect("a job is ready");
         assert_ne!(lease.job_id(), low);
-        strict
-            .complete(&lease, Bytes::new().into())
-            .expect("complete");
+        complete(&strict, &lease, Bytes::new());
     }
 }
 
@@ -131,8 +151,8 @@ fn aging_bounds_the_wait_of_low_work_under_steady_high_load() {
 fn retries_wait_out_the_backoff_then_dead_letter_and_resubmit() {
     let clock = ManualClock::new();
     let retry = RetryConfig::exponential(2, SEC).expect("valid");
-    let queue = builder(&clock).retry(retry).build().expect("valid");
-    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(builder(&clock).retry(retry));
+    let id = submit(&queue, job(JobPriority::Medium));
     let worker = w("w");
 
     let lease = queue.try_next(&worker).expect("ready");
@@ -178,9 +198,7 @@ fn retries_wait_out_the_backoff_then_dead_letter_and_resubmit() {
     assert!(queue.dead_letters().is_empty());
     let lease = queue.try_next(&worker).expect("ready again");
     assert_eq!(lease.attempt(), 0);
-    queue
-        .complete(&lease, b"ok".to_vec().into())
-        .expect("complete");
+    complete(&queue, &lease, b"ok".to_vec());
     assert_eq!(queue.status(id), Some(JobStatus::Completed));
 }
 
@@ -188,14 +206,16 @@ fn retries_wait_out_the_backoff_then_dead_letter_and_resubmit() {
 #[test]
 fn a_jobs_own_retry_budget_overrides_the_queues() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(3, Duration::ZERO))
-        .build()
-        .expect("valid");
-    let submit = |job: Job| queue.submit(job).expect("submit");
-    let none = submit(Job::new(JobType::Indexing, &b""[..]).with_max_retries(0));
-    let five = submit(Job::new(JobType::Indexing, &b""[..]).with_max_retries(5));
-    let default = submit(Job::new(JobType::Indexing, &b""[..]));
+    let queue = built(builder(&clock).retry(RetryConfig::fixed(3, Duration::ZERO)));
+    let none = submit(
+        &queue,
+        Job::new(JobType::Indexing, &b""[..]).with_max_retries(0),
+    );
+    let five = submit(
+        &queue,
+        Job::new(JobType::Indexing, &b""[..]).with_max_retries(5),
+    );
+    let default = submit(&queue, Job::new(JobType::Indexing, &b""[..]));
     let mut runs = std::collections::HashMap::new();
     while let Some(lease) = queue.try_next(&w("w")) {
         *runs.entry(lease.job_id()).or_insert(0) += 1;
@@ -211,13 +231,13 @@ fn a_jobs_own_retry_budget_overrides_the_queues() {
 #[test]
 fn retries_all_due_after_a_clock_jump_run_in_due_order() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::linear(2, SEC).expect("valid"))
-        .aging(None)
-        .build()
-        .expect("valid");
+    let queue = built(
+        builder(&clock)
+            .retry(RetryConfig::linear(2, SEC).expect("valid"))
+            .aging(None),
+    );
     let ids: Vec<JobId> = (0..3)
-        .map(|_| queue.submit(job(JobPriority::Medium)).expect("submit"))
+        .map(|_| submit(&queue, job(JobPriority::Medium)))
         .collect();
     let leases: Vec<_> = (0..3)
         .map(|_| queue.try_next(&w("w")).expect("ready"))
@@ -240,13 +260,13 @@ fn retries_all_due_after_a_clock_jump_run_in_due_order() {
 #[test]
 fn dead_letter_list_is_bounded() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(0, SEC))
-        .dead_letter_capacity(2)
-        .build()
-        .expect("valid");
+    let queue = built(
+        builder(&clock)
+            .retry(RetryConfig::fixed(0, SEC))
+            .dead_letter_capacity(2),
+    );
     let ids: Vec<_> = (0..3)
-        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .map(|_| submit(&queue, job(JobPriority::Low)))
         .collect();
     for _ in 0..3 {
         let lease = queue.try_next(&w("w")).expect("ready");
@@ -265,7 +285,7 @@ fn one_job_with_a_10s_lease(clock: &ManualClock) -> (JobQueue, JobId) {
         .retry(RetryConfig::fixed(3, Duration::ZERO))
         .build()
         .expect("valid");
-    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let id = submit(&queue, job(JobPriority::Medium));
     (queue, id)
 }
 
@@ -293,9 +313,7 @@ fn lease_expiry_requeues_and_refuses_the_stale_completion() {
     );
     assert!(queue.fail(&old, "late").is_err());
     assert!(queue.heartbeat(&old).is_err());
-    queue
-        .complete(&new, b"ok".to_vec().into())
-        .expect("current");
+    complete(&queue, &new, b"ok".to_vec());
     let done = queue.get(id).expect("known");
     assert_eq!(
         done.result().map(|r| r.as_bytes().as_ref()),
@@ -307,12 +325,12 @@ fn lease_expiry_requeues_and_refuses_the_stale_completion() {
 #[test]
 fn a_lease_is_checked_by_id_not_by_worker_name() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(3, Duration::ZERO))
-        .build()
-        .expect("valid");
-    queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(
+        builder(&clock)
+            .lease(SEC)
+            .retry(RetryConfig::fixed(3, Duration::ZERO)),
+    );
+    submit(&queue, job(JobPriority::Medium));
     let worker = w("same");
     let first = queue.try_next(&worker).expect("ready");
     clock.advance(SEC);
@@ -323,9 +341,7 @@ fn a_lease_is_checked_by_id_not_by_worker_name() {
         queue.complete(&first, Bytes::new().into()),
         Err(QueueError::StaleLease { .. })
     ));
-    queue
-        .complete(&second, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &second, Bytes::new());
 }
 
 /// A lease is proof only to the queue that gave it. The same job (a clone) submitted to two
@@ -338,7 +354,7 @@ fn a_lease_of_another_queue_holding_the_same_job_is_refused() {
     let (a, b) = (JobQueue::builder().build(), JobQueue::builder().build());
     let (a, b) = (a.expect("valid"), b.expect("valid"));
     let shared = job(JobPriority::Medium);
-    let id = a.submit(shared.clone()).expect("submit");
+    let id = submit(&a, shared.clone());
     b.submit(shared).expect("another queue");
     let of_a = a.try_next(&w("a")).expect("ready");
     let of_b = b.try_next(&w("b")).expect("ready");
@@ -366,15 +382,15 @@ fn a_lease_of_another_queue_holding_the_same_job_is_refused() {
 fn the_longest_delays_leases_and_aging_steps_end_at_the_end_of_time() {
     let end = Timestamp::from_nanos(u64::MAX);
     for jitter in [false, true] {
-        let queue = JobQueue::builder()
-            .clock(Arc::new(SystemClock))
-            .retry(RetryConfig::fixed(2, Duration::MAX).with_full_jitter(jitter))
-            .lease(Duration::MAX)
-            .aging(Some(Duration::MAX))
-            .build()
-            .expect("valid");
-        let id = queue.submit(job(JobPriority::Low)).expect("submit");
-        queue.submit(job(JobPriority::High)).expect("submit");
+        let queue = built(
+            JobQueue::builder()
+                .clock(Arc::new(SystemClock))
+                .retry(RetryConfig::fixed(2, Duration::MAX).with_full_jitter(jitter))
+                .lease(Duration::MAX)
+                .aging(Some(Duration::MAX)),
+        );
+        let id = submit(&queue, job(JobPriority::Low));
+        submit(&queue, job(JobPriority::High));
         let lease = queue.try_next(&w("w")).expect("ready");
         assert_eq!(
             lease.priority(),
@@ -387,9 +403,7 @@ fn the_longest_delays_leases_and_aging_steps_end_at_the_end_of_time() {
             (lease.deadline(), queue.heartbeat(&lease).ok()),
             (end, Some(end))
         );
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("current");
+        complete(&queue, &lease, Bytes::new());
         let lease = queue.try_next(&w("w")).expect("ready");
         assert_eq!(lease.job_id(), id);
         queue.fail(&lease, "once").expect("current");
@@ -435,13 +449,13 @@ fn a_take_blocked_on_a_retry_due_within_a_tick_does_not_spin_until_the_tick() {
     let clock = Arc::new(CountedCoarse::default());
     let tick = clock.resolution().max(Duration::from_millis(1));
     let delay = tick + Duration::from_micros(10);
-    let queue = JobQueue::builder()
-        .clock(clock.clone())
-        .retry(RetryConfig::fixed(u32::MAX - 1, delay))
-        .build()
-        .expect("valid");
+    let queue = built(
+        JobQueue::builder()
+            .clock(clock.clone())
+            .retry(RetryConfig::fixed(u32::MAX - 1, delay)),
+    );
     let endless = Job::new(JobType::Indexing, &b"x"[..]).with_max_retries(u32::MAX - 1);
-    queue.submit(endless).expect("submit");
+    submit(&queue, endless);
     let mut lease = queue.try_next(&w("w")).expect("ready");
     for _ in 0..5 {
         let start = CoarseClock.now();
@@ -467,12 +481,8 @@ fn a_take_blocked_on_a_retry_due_within_a_tick_does_not_spin_until_the_tick() {
 #[test]
 fn an_expired_lease_is_refused_even_before_anyone_reaps_it() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(builder(&clock).lease(SEC).retry(RetryConfig::fixed(0, SEC)));
+    let id = submit(&queue, job(JobPriority::Medium));
     let lease = queue.try_next(&w("w")).expect("ready");
     clock.advance(SEC);
     assert!(matches!(
@@ -487,8 +497,8 @@ fn an_expired_lease_is_refused_even_before_anyone_reaps_it() {
 #[test]
 fn heartbeat_extends_the_lease() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).lease(10 * SEC).build().expect("valid");
-    queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(builder(&clock).lease(10 * SEC));
+    submit(&queue, job(JobPriority::Medium));
     let lease = queue.try_next(&w("w")).expect("ready");
     clock.advance(8 * SEC);
     let deadline = queue.heartbeat(&lease).expect("current");
@@ -524,15 +534,15 @@ fn a_lease_saturated_at_the_end_of_time_never_expires() {
     let end = Timestamp::from_nanos(u64::MAX);
     let counted = Arc::new(CountedManual::default());
     let clock = counted.0.clone();
-    let queue = JobQueue::builder()
-        .clock(counted.clone())
-        .lease(10 * SEC)
-        .retry(RetryConfig::fixed(1, SEC))
-        .build()
-        .expect("valid");
+    let queue = built(
+        JobQueue::builder()
+            .clock(counted.clone())
+            .lease(10 * SEC)
+            .retry(RetryConfig::fixed(1, SEC)),
+    );
     // Taken 5 s before the end: the deadline saturates, and the clock then reaches it.
     clock.advance(Duration::from_nanos(u64::MAX) - 5 * SEC);
-    let before = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let before = submit(&queue, job(JobPriority::Medium));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.deadline(), end);
     clock.advance(Duration::MAX);
@@ -544,7 +554,7 @@ fn a_lease_saturated_at_the_end_of_time_never_expires() {
     assert_eq!(queue.status(before), Some(JobStatus::Completed));
 
     // Taken at the end itself: heartbeat, fail, retry (due at once), complete.
-    let at_end = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let at_end = submit(&queue, job(JobPriority::Medium));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert!(queue.try_next(&w("other")).is_none(), "still leased");
     queue.heartbeat(&lease).expect("current");
@@ -555,9 +565,7 @@ fn a_lease_saturated_at_the_end_of_time_never_expires() {
     assert!(queue.next(&w("other"), Duration::from_millis(30)).is_none());
     let reads = counted.1.load(Ordering::Relaxed);
     assert!(reads <= 3, "{reads} reads of the clock: the take spun");
-    queue
-        .complete(&retry, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &retry, Bytes::new());
     assert_eq!(queue.status(at_end), Some(JobStatus::Completed));
     let stats = queue.stats();
     assert_eq!(
@@ -569,12 +577,12 @@ fn a_lease_saturated_at_the_end_of_time_never_expires() {
 #[test]
 fn lease_expiry_counts_attempts_so_a_hanging_job_ends_in_the_dead_letter() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(2, Duration::ZERO))
-        .build()
-        .expect("valid");
-    let id = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(
+        builder(&clock)
+            .lease(SEC)
+            .retry(RetryConfig::fixed(2, Duration::ZERO)),
+    );
+    let id = submit(&queue, job(JobPriority::Medium));
     for _ in 0..3 {
         queue.try_next(&w("hangs")).expect("ready");
         clock.advance(SEC);
@@ -587,13 +595,10 @@ fn lease_expiry_counts_attempts_so_a_hanging_job_ends_in_the_dead_letter() {
 #[test]
 fn cancel_in_every_state() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(3, SEC))
-        .build()
-        .expect("valid");
-    let queued = queue.submit(job(JobPriority::High)).expect("submit");
-    let running = queue.submit(job(JobPriority::Medium)).expect("submit");
-    let delayed = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).retry(RetryConfig::fixed(3, SEC)));
+    let queued = submit(&queue, job(JobPriority::High));
+    let running = submit(&queue, job(JobPriority::Medium));
+    let delayed = submit(&queue, job(JobPriority::Low));
 
     queue.cancel(queued).expect("cancel queued");
     let lease = queue.try_next(&w("w")).expect("ready");
@@ -633,9 +638,9 @@ fn cancel_in_every_state() {
 #[test]
 fn capacity_is_backpressure_not_a_silent_drop() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).capacity(2).build().expect("valid");
-    queue.submit(job(JobPriority::Low)).expect("submit");
-    queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).capacity(2));
+    submit(&queue, job(JobPriority::Low));
+    submit(&queue, job(JobPriority::Low));
     let rejected = job(JobPriority::High);
     let rejected_id = rejected.id();
     let err = queue.submit(rejected).expect_err("full");
@@ -658,11 +663,11 @@ fn capacity_is_backpressure_not_a_silent_drop() {
 #[test]
 fn submit_refuses_duplicates_and_non_new_jobs() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
+    let queue = built(builder(&clock));
     let original = job(JobPriority::Low);
     let copy = original.clone();
     let late_copy = original.clone();
-    let id = queue.submit(original).expect("submit");
+    let id = submit(&queue, original);
     assert!(matches!(queue.submit(copy), Err(QueueError::Duplicate(d)) if d == id));
     let snapshot = queue.get(id).expect("known");
     assert!(matches!(
@@ -691,8 +696,8 @@ fn submit_refuses_duplicates_and_non_new_jobs() {
 #[test]
 fn release_gives_a_job_back_without_an_attempt() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock));
+    let id = submit(&queue, job(JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.release(&lease).expect("release");
     assert!(queue.release(&lease).is_err(), "the lease is spent");
@@ -710,21 +715,21 @@ fn a_released_job_keeps_its_fifo_turn_and_its_aging_credit() {
     let queue = aging_every_10_s(&clock);
 
     // Its turn: taken first, given back, it is still first.
-    let a = queue.submit(job(Medium)).expect("submit");
-    let b = queue.submit(job(Medium)).expect("submit");
+    let a = submit(&queue, job(Medium));
+    let b = submit(&queue, job(Medium));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), a);
-    let c = queue.submit(job(Medium)).expect("submit");
+    let c = submit(&queue, job(Medium));
     queue.release(&lease).expect("release");
     assert_eq!(take_all(&queue), [a, b, c]);
 
     // Its age: a Low job that has been in the queue two aging steps competes as High, so
     // it goes before High work submitted after it, released or not.
-    let low = queue.submit(job(Low)).expect("submit");
+    let low = submit(&queue, job(Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), low);
     clock.advance(20 * SEC);
-    let high = queue.submit(job(High)).expect("submit");
+    let high = submit(&queue, job(High));
     queue.release(&lease).expect("release");
     let again = queue.try_next(&w("w")).expect("ready");
     assert_eq!((again.job_id(), again.attempt()), (low, 0));
@@ -741,11 +746,11 @@ fn a_job_given_back_counts_as_aged_after_takes_that_saw_only_fresh_work() {
     use JobPriority::*;
     let clock = ManualClock::new();
     let queue = aging_every_10_s(&clock);
-    let low = queue.submit(job(Low)).expect("submit");
+    let low = submit(&queue, job(Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     clock.advance(15 * SEC);
-    let first = queue.submit(job(Medium)).expect("submit");
-    let second = queue.submit(job(Medium)).expect("submit");
+    let first = submit(&queue, job(Medium));
+    let second = submit(&queue, job(Medium));
     // Nothing ready has waited a step.
     assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(first));
     clock.advance(SEC);
@@ -757,13 +762,12 @@ fn a_job_given_back_counts_as_aged_after_takes_that_saw_only_fresh_work() {
 #[test]
 fn takers_can_filter_by_job_type() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let t = queue
-        .submit(Job::new(JobType::Transcription, &b""[..]).with_priority(JobPriority::High))
-        .expect("submit");
-    let s = queue
-        .submit(Job::new(JobType::Summarization, &b""[..]))
-        .expect("submit");
+    let queue = built(builder(&clock));
+    let t = submit(
+        &queue,
+        Job::new(JobType::Transcription, &b""[..]).with_priority(JobPriority::High),
+    );
+    let s = submit(&queue, Job::new(JobType::Summarization, &b""[..]));
     let types = [JobType::Summarization, JobType::Indexing];
     let lease = queue.try_next_for(&w("w"), &types).expect("one matches");
     assert_eq!(lease.job_id(), s);
@@ -779,11 +783,9 @@ fn memo_hit_completes_at_submit_with_no_worker() {
     store
         .insert(key, Bytes::from_static(b"cached text"))
         .expect("insert");
-    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let queue = built(builder(&clock).cache(store.clone()));
 
-    let id = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
+    let id = submit(&queue, transcription(1, JobPriority::Low));
     let done = queue.get(id).expect("known");
     assert_eq!(done.status(), JobStatus::Completed);
     assert_eq!(
@@ -797,7 +799,7 @@ fn memo_hit_completes_at_submit_with_no_worker() {
 
     // Another language is another key: a miss, queued.
     let other = Job::transcription(&hash(1), "de", &b""[..]).expect("valid");
-    let other = queue.submit(other).expect("submit");
+    let other = submit(&queue, other);
     assert_eq!(queue.status(other), Some(JobStatus::Queued));
 }
 
@@ -805,16 +807,9 @@ fn memo_hit_completes_at_submit_with_no_worker() {
 fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
     let clock = ManualClock::new();
     let store = cache();
-    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
-    let a = queue
-        .submit(transcription(1, JobPriority::Medium))
-        .expect("submit");
-    let b = queue
-        .submit(transcription(1, JobPriority::Medium))
-        .expect("submit");
-    let c = queue
-        .submit(transcription(2, JobPriority::Medium))
-        .expect("submit");
+    let queue = built(builder(&clock).cache(store.clone()));
+    let (a, b) = leader_and_follower(&queue, 1, JobPriority::Medium, JobPriority::Medium);
+    let c = submit(&queue, transcription(2, JobPriority::Medium));
     let stats = queue.stats();
     assert_eq!(
         (stats.coalesced, stats.coalesced_waiting, stats.queued),
@@ -829,9 +824,7 @@ fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
     assert!(queue.try_next(&w("w")).is_none());
     assert_eq!(queue.status(b), Some(JobStatus::Queued));
 
-    queue
-        .complete(&lease_a, b"text 1".to_vec().into())
-        .expect("complete");
+    complete(&queue, &lease_a, b"text 1".to_vec());
     let follower = queue.get(b).expect("known");
     assert_eq!(follower.status(), JobStatus::Completed);
     assert_eq!(
@@ -845,9 +838,7 @@ fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
     );
 
     // From now on a submit is a memo hit.
-    let d = queue
-        .submit(transcription(1, JobPriority::High))
-        .expect("submit");
+    let d = submit(&queue, transcription(1, JobPriority::High));
     assert_eq!(queue.status(d), Some(JobStatus::Completed));
     assert_eq!(queue.stats().memo_hits, 1);
 }
@@ -856,19 +847,17 @@ fn identical_jobs_are_coalesced_and_the_result_is_memoized() {
 fn other_job_types_memoize_under_their_multi_part_key() {
     let clock = ManualClock::new();
     let store = cache();
-    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let queue = built(builder(&clock).cache(store.clone()));
     let summary = |model: &str| {
         Job::keyed(JobType::Summarization, ["transcript-key", model], &b""[..]).expect("valid")
     };
-    let first = queue.submit(summary("small")).expect("submit");
+    let first = submit(&queue, summary("small"));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), first);
-    queue
-        .complete(&lease, b"sum".to_vec().into())
-        .expect("complete");
-    let hit = queue.submit(summary("small")).expect("submit");
+    complete(&queue, &lease, b"sum".to_vec());
+    let hit = submit(&queue, summary("small"));
     assert_eq!(queue.status(hit), Some(JobStatus::Completed));
-    let miss = queue.submit(summary("large")).expect("submit");
+    let miss = submit(&queue, summary("large"));
     assert_eq!(queue.status(miss), Some(JobStatus::Queued));
     let key = CacheKey::builder("summary")
         .expect("valid")
@@ -884,21 +873,22 @@ fn other_job_types_memoize_under_their_multi_part_key() {
 fn each_job_type_memoizes_under_its_own_prefix() {
     let clock = ManualClock::new();
     let store = cache();
-    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
+    let queue = built(builder(&clock).cache(store.clone()));
     let types = [
         JobType::Summarization,
         JobType::Indexing,
         JobType::Translation,
     ];
     for t in types {
-        queue
-            .submit(Job::keyed(t, ["doc", "v1"], &b""[..]).expect("valid"))
-            .expect("submit");
+        submit(
+            &queue,
+            Job::keyed(t, ["doc", "v1"], &b""[..]).expect("valid"),
+        );
     }
     assert_eq!(queue.stats().coalesced, 0);
     while let Some(lease) = queue.try_next(&w("w")) {
         let result = lease.job_type().to_string().into_bytes();
-        queue.complete(&lease, result.into()).expect("complete");
+        complete(&queue, &lease, result);
     }
     for t in types {
         let key = CacheKey::builder(t.key_prefix())
@@ -918,38 +908,25 @@ fn each_job_type_memoizes_under_its_own_prefix() {
 #[test]
 fn coalescing_works_without_a_memo_store() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let a = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
-    let b = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock));
+    let (a, b) = leader_and_follower(&queue, 3, JobPriority::Low, JobPriority::Low);
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), a);
     assert!(queue.try_next(&w("w")).is_none());
-    queue
-        .complete(&lease, b"t".to_vec().into())
-        .expect("complete");
+    complete(&queue, &lease, b"t".to_vec());
     assert_eq!(queue.status(b), Some(JobStatus::Completed));
     // Nothing remembers it: a new identical job runs again.
-    let c = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
+    let c = submit(&queue, transcription(3, JobPriority::Low));
     assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(c));
 }
 
 #[test]
 fn an_urgent_follower_raises_its_leaders_priority() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(None).build().expect("valid");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
-    let leader = queue
-        .submit(transcription(4, JobPriority::Low))
-        .expect("submit");
-    queue
-        .submit(transcription(4, JobPriority::High))
-        .expect("submit");
+    let queue = built(builder(&clock).aging(None));
+    let medium = submit(&queue, job(JobPriority::Medium));
+    let leader = submit(&queue, transcription(4, JobPriority::Low));
+    submit(&queue, transcription(4, JobPriority::High));
     let first = queue.try_next(&w("w")).expect("ready");
     assert_eq!(first.job_id(), leader);
     assert_eq!(first.priority(), JobPriority::High);
@@ -959,25 +936,16 @@ fn an_urgent_follower_raises_its_leaders_priority() {
 #[test]
 fn a_cancelled_leader_hands_over_to_its_first_follower() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let a = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
-    let b = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
-    let c = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock));
+    let (a, b) = leader_and_follower(&queue, 5, JobPriority::Low, JobPriority::Low);
+    let c = submit(&queue, transcription(5, JobPriority::Low));
     let old = queue.try_next(&w("w")).expect("ready");
     queue.cancel(a).expect("cancel");
     assert!(queue.complete(&old, Bytes::new().into()).is_err());
     let lease = queue.try_next(&w("w")).expect("b took over");
     assert_eq!(lease.job_id(), b);
     assert!(queue.try_next(&w("w")).is_none(), "c still follows b");
-    queue
-        .complete(&lease, b"t".to_vec().into())
-        .expect("complete");
+    complete(&queue, &lease, b"t".to_vec());
     assert_eq!(queue.status(c), Some(JobStatus::Completed));
     let stats = queue.stats();
     assert_eq!((stats.queued, stats.coalesced_waiting), (0, 0));
@@ -986,33 +954,20 @@ fn a_cancelled_leader_hands_over_to_its_first_follower() {
 #[test]
 fn a_follower_can_be_cancelled_alone() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let a = queue
-        .submit(transcription(6, JobPriority::Low))
-        .expect("submit");
-    let b = queue
-        .submit(transcription(6, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock));
+    let (a, b) = leader_and_follower(&queue, 6, JobPriority::Low, JobPriority::Low);
     queue.cancel(b).expect("cancel");
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), a);
-    queue.complete(&lease, Bytes::new().into()).expect("ok");
+    complete(&queue, &lease, Bytes::new());
     assert_eq!(queue.status(b), Some(JobStatus::Cancelled));
 }
 
 #[test]
 fn followers_share_their_leaders_final_failure() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let a = queue
-        .submit(transcription(7, JobPriority::Low))
-        .expect("submit");
-    let b = queue
-        .submit(transcription(7, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).retry(RetryConfig::fixed(0, SEC)));
+    let (a, b) = leader_and_follower(&queue, 7, JobPriority::Low, JobPriority::Low);
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.fail(&lease, "bad audio").expect("fail");
     let dead: Vec<_> = queue.dead_letters().iter().map(Job::id).collect();
@@ -1028,16 +983,16 @@ fn followers_share_their_leaders_final_failure() {
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), b);
     assert!(queue.try_next(&w("w")).is_none());
-    queue.complete(&lease, Bytes::new().into()).expect("ok");
+    complete(&queue, &lease, Bytes::new());
     assert_eq!(queue.status(a), Some(JobStatus::Completed));
 }
 
 #[test]
 fn finished_records_are_retained_up_to_a_bound() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).retain_finished(2).build().expect("valid");
+    let queue = built(builder(&clock).retain_finished(2));
     let ids: Vec<_> = (0..3)
-        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .map(|_| submit(&queue, job(JobPriority::Low)))
         .collect();
     take_all(&queue);
     assert_eq!(queue.status(ids[0]), None);
@@ -1048,9 +1003,9 @@ fn finished_records_are_retained_up_to_a_bound() {
 #[test]
 fn by_default_the_last_1024_finished_jobs_stay_readable() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
+    let queue = built(builder(&clock));
     let ids: Vec<_> = (0..1_025)
-        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .map(|_| submit(&queue, job(JobPriority::Low)))
         .collect();
     take_all(&queue);
     assert_eq!(
@@ -1067,13 +1022,13 @@ fn by_default_the_last_1024_finished_jobs_stay_readable() {
 
 #[test]
 fn blocking_next_waits_for_a_submit_and_times_out_when_idle() {
-    let queue = JobQueue::builder().build().expect("valid");
+    let queue = built(JobQueue::builder());
     assert!(queue.next(&w("w"), Duration::from_millis(20)).is_none());
     let taker = {
         let queue = queue.clone();
         std::thread::spawn(move || queue.next(&w("w"), Duration::from_secs(30)))
     };
-    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let id = submit(&queue, job(JobPriority::Low));
     let lease = taker.join().expect("no panic").expect("got the job");
     assert_eq!(lease.job_id(), id);
 }
@@ -1081,13 +1036,11 @@ fn blocking_next_waits_for_a_submit_and_times_out_when_idle() {
 #[test]
 fn complete_and_next_completes_then_leases_the_next_job_in_order() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).build().expect("valid");
-    let low = queue.submit(job(JobPriority::Low)).expect("submit");
-    let high = queue.submit(job(JobPriority::High)).expect("submit");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
-    let other_type = queue
-        .submit(transcription(1, JobPriority::High))
-        .expect("submit");
+    let queue = built(builder(&clock));
+    let low = submit(&queue, job(JobPriority::Low));
+    let high = submit(&queue, job(JobPriority::High));
+    let medium = submit(&queue, job(JobPriority::Medium));
+    let other_type = submit(&queue, transcription(1, JobPriority::High));
 
     let worker = w("w");
     let first = queue
@@ -1122,10 +1075,10 @@ fn complete_and_next_completes_then_leases_the_next_job_in_order() {
 #[test]
 fn a_refused_completion_takes_no_next_job() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).lease(10 * SEC).build().expect("valid");
-    queue.submit(job(JobPriority::High)).expect("submit");
+    let queue = built(builder(&clock).lease(10 * SEC));
+    submit(&queue, job(JobPriority::High));
     let lease = queue.try_next(&w("w")).expect("ready");
-    let waiting = queue.submit(job(JobPriority::Low)).expect("submit");
+    let waiting = submit(&queue, job(JobPriority::Low));
     clock.advance(11 * SEC);
     let err = queue
         .complete_and_next(&lease, Bytes::new().into(), Duration::ZERO)
@@ -1138,10 +1091,10 @@ fn a_refused_completion_takes_no_next_job() {
 
 #[test]
 fn complete_and_next_waits_up_to_its_timeout() {
-    let queue = JobQueue::builder().build().expect("valid");
-    queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(JobQueue::builder());
+    submit(&queue, job(JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
-    let second = queue.submit(job(JobPriority::Low)).expect("submit");
+    let second = submit(&queue, job(JobPriority::Low));
     let lease = queue
         .complete_and_next(&lease, Bytes::new().into(), Duration::from_millis(20))
         .expect("current")
@@ -1155,7 +1108,7 @@ fn complete_and_next_waits_up_to_its_timeout() {
     assert_eq!(queue.status(second), Some(JobStatus::Completed));
 
     // A job submitted while it waits is handed to it.
-    queue.submit(job(JobPriority::Low)).expect("submit");
+    submit(&queue, job(JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     let taker = {
         let queue = queue.clone();
@@ -1163,15 +1116,15 @@ fn complete_and_next_waits_up_to_its_timeout() {
             queue.complete_and_next(&lease, Bytes::new().into(), Duration::from_secs(30))
         })
     };
-    let third = queue.submit(job(JobPriority::Low)).expect("submit");
+    let third = submit(&queue, job(JobPriority::Low));
     let got = taker.join().expect("no panic").expect("current");
     assert_eq!(got.map(|l| l.job_id()), Some(third));
 }
 
 #[test]
 fn submit_timeout_gives_up_with_full_and_leaves_no_trace() {
-    let queue = JobQueue::builder().capacity(1).build().expect("valid");
-    queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(JobQueue::builder().capacity(1));
+    submit(&queue, job(JobPriority::Low));
     let refused = job(JobPriority::High);
     let refused_id = refused.id();
     let started = std::time::Instant::now();
@@ -1210,11 +1163,11 @@ fn blocked_producers_and_a_complete_and_next_worker_lose_nothing() {
     const PRODUCERS: usize = 3;
     const PER_PRODUCER: usize = 200;
     const CAPACITY: usize = 4;
-    let queue = JobQueue::builder()
-        .capacity(CAPACITY)
-        .retain_finished(PRODUCERS * PER_PRODUCER)
-        .build()
-        .expect("valid");
+    let queue = built(
+        JobQueue::builder()
+            .capacity(CAPACITY)
+            .retain_finished(PRODUCERS * PER_PRODUCER),
+    );
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let queue = queue.clone();
@@ -1272,13 +1225,13 @@ fn blocked_producers_and_a_complete_and_next_worker_lose_nothing() {
 #[test]
 fn a_submit_sees_the_room_a_lease_expiry_freed() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .capacity(1)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let hung = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(
+        builder(&clock)
+            .capacity(1)
+            .lease(SEC)
+            .retry(RetryConfig::fixed(0, SEC)),
+    );
+    let hung = submit(&queue, job(JobPriority::Low));
     queue.try_next(&w("dies")).expect("ready");
     clock.advance(SEC);
     // The lease is over and the job has no retries: it is dead-lettered, so the queue holds
@@ -1293,27 +1246,17 @@ fn a_submit_sees_the_room_a_lease_expiry_freed() {
 #[test]
 fn an_identical_job_is_not_coalesced_onto_a_leader_whose_lease_ran_out() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let hung = queue
-        .submit(transcription(1, JobPriority::Medium))
-        .expect("submit");
+    let queue = built(builder(&clock).lease(SEC).retry(RetryConfig::fixed(0, SEC)));
+    let hung = submit(&queue, transcription(1, JobPriority::Medium));
     queue.try_next(&w("dies")).expect("ready");
     clock.advance(SEC);
     // The leader's lease is over and it has no retries left: it is dead. A new identical job
     // must run, not follow it into the dead letter without ever being tried.
-    let fresh = queue
-        .submit(transcription(1, JobPriority::Medium))
-        .expect("submit");
+    let fresh = submit(&queue, transcription(1, JobPriority::Medium));
     assert_eq!(queue.status(hung), Some(JobStatus::Failed));
     let lease = queue.try_next(&w("w")).expect("the new job runs");
     assert_eq!(lease.job_id(), fresh);
-    queue
-        .complete(&lease, b"text".to_vec().into())
-        .expect("current");
+    complete(&queue, &lease, b"text".to_vec());
     assert_eq!(queue.status(fresh), Some(JobStatus::Completed));
     let stats = queue.stats();
     assert_eq!((stats.coalesced, stats.failed, stats.completed), (0, 1, 1));
@@ -1324,31 +1267,29 @@ fn aging_promotes_at_exactly_one_and_two_steps() {
     let step = 10 * SEC;
     let tick = Duration::from_nanos(1);
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(Some(step)).build().expect("valid");
+    let queue = built(builder(&clock).aging(Some(step)));
     let take = || {
         let lease = queue.try_next(&w("w")).expect("ready");
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("current");
+        complete(&queue, &lease, Bytes::new());
         lease.job_id()
     };
 
     // One step: Low competes with Medium, and wins on age.
-    let low = queue.submit(job(JobPriority::Low)).expect("submit");
+    let low = submit(&queue, job(JobPriority::Low));
     clock.advance(step - tick);
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let medium = submit(&queue, job(JobPriority::Medium));
     assert_eq!(take(), medium, "one tick short of a step, Low is still Low");
-    queue.submit(job(JobPriority::Medium)).expect("submit");
+    submit(&queue, job(JobPriority::Medium));
     clock.advance(tick);
     assert_eq!(take(), low, "at one step, Low is Medium and older");
     take();
 
     // Two steps: Low competes with High.
-    let low = queue.submit(job(JobPriority::Low)).expect("submit");
+    let low = submit(&queue, job(JobPriority::Low));
     clock.advance(2 * step - tick);
-    let high = queue.submit(job(JobPriority::High)).expect("submit");
+    let high = submit(&queue, job(JobPriority::High));
     assert_eq!(take(), high, "one tick short of two steps, Low is Medium");
-    queue.submit(job(JobPriority::High)).expect("submit");
+    submit(&queue, job(JobPriority::High));
     clock.advance(tick);
     assert_eq!(take(), low, "at two steps, Low is High and older");
 }
@@ -1357,30 +1298,22 @@ fn aging_promotes_at_exactly_one_and_two_steps() {
 fn a_raised_leader_keeps_its_age_against_younger_work() {
     let step = 10 * SEC;
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(Some(step)).build().expect("valid");
-    let leader = queue
-        .submit(transcription(2, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).aging(Some(step)));
+    let leader = submit(&queue, transcription(2, JobPriority::Low));
     clock.advance(15 * SEC);
     // Of the leader's type, so that it shares the deque the leader is raised into.
-    let younger = queue
-        .submit(transcription(7, JobPriority::Medium))
-        .expect("submit");
+    let younger = submit(&queue, transcription(7, JobPriority::Medium));
     clock.advance(4 * SEC);
     // A Medium follower raises the leader to Medium; it has waited 19 s.
-    queue
-        .submit(transcription(2, JobPriority::Medium))
-        .expect("submit");
+    submit(&queue, transcription(2, JobPriority::Medium));
     clock.advance(2 * SEC);
-    let high = queue.submit(job(JobPriority::High)).expect("submit");
+    let high = submit(&queue, job(JobPriority::High));
     // At 21 s the leader has waited two steps: it competes with High work and is older than
     // it; the Medium job has waited 6 s and is still Medium. Raising must not cost the
     // leader its place among the oldest (the heads the take looks at).
     let order: Vec<JobId> = std::iter::from_fn(|| {
         let lease = queue.try_next(&w("w"))?;
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("current");
+        complete(&queue, &lease, Bytes::new());
         Some(lease.job_id())
     })
     .collect();
@@ -1390,17 +1323,8 @@ fn a_raised_leader_keeps_its_age_against_younger_work() {
 #[test]
 fn followers_fail_with_a_leader_whose_lease_expiry_dead_letters_it() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(1, SEC))
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).lease(SEC).retry(RetryConfig::fixed(1, SEC)));
+    let (leader, follower) = leader_and_follower(&queue, 3, JobPriority::Low, JobPriority::Low);
     // First expiry: a retry; the follower keeps waiting on the leader.
     queue.try_next(&w("hangs")).expect("ready");
     clock.advance(SEC);
@@ -1430,16 +1354,8 @@ fn followers_fail_with_a_leader_whose_lease_expiry_dead_letters_it() {
 #[test]
 fn a_cancelled_delayed_leader_hands_over_to_its_follower_at_once() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(3, 60 * SEC))
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(4, JobPriority::Low))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(4, JobPriority::High))
-        .expect("submit");
+    let queue = built(builder(&clock).retry(RetryConfig::fixed(3, 60 * SEC)));
+    let (leader, follower) = leader_and_follower(&queue, 4, JobPriority::Low, JobPriority::High);
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.fail(&lease, "later").expect("current");
     assert_eq!(queue.stats().delayed, 1);
@@ -1456,9 +1372,7 @@ fn a_cancelled_delayed_leader_hands_over_to_its_follower_at_once() {
         queue.try_next(&w("w")).is_none(),
         "the delayed entry is gone"
     );
-    queue
-        .complete(&lease, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &lease, Bytes::new());
     let stats = queue.stats();
     assert_eq!((stats.cancelled, stats.completed, stats.queued), (1, 1, 0));
 }
@@ -1466,17 +1380,12 @@ fn a_cancelled_delayed_leader_hands_over_to_its_follower_at_once() {
 #[test]
 fn with_no_dead_letter_room_a_failed_job_and_its_followers_are_counted_not_kept() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(0, SEC))
-        .dead_letter_capacity(0)
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
+    let queue = built(
+        builder(&clock)
+            .retry(RetryConfig::fixed(0, SEC))
+            .dead_letter_capacity(0),
+    );
+    let (leader, follower) = leader_and_follower(&queue, 5, JobPriority::Low, JobPriority::Low);
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.fail(&lease, "bad").expect("current");
     assert!(queue.dead_letters().is_empty());
@@ -1494,30 +1403,26 @@ fn with_no_dead_letter_room_a_failed_job_and_its_followers_are_counted_not_kept(
     );
     assert_eq!((stats.queued, stats.coalesced_waiting), (0, 0));
     // The key is free again: an identical job leads and runs.
-    let again = queue
-        .submit(transcription(5, JobPriority::Low))
-        .expect("submit");
+    let again = submit(&queue, transcription(5, JobPriority::Low));
     assert_eq!(queue.try_next(&w("w")).map(|l| l.job_id()), Some(again));
 }
 
 #[test]
 fn with_no_finished_records_kept_a_cancelled_jobs_worker_is_still_refused() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).retain_finished(0).build().expect("valid");
-    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).retain_finished(0));
+    let id = submit(&queue, job(JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.cancel(id).expect("cancel running");
     assert_eq!(queue.status(id), None, "nothing finished is kept");
     // The slot is reused by the next job; the old lease must not reach it.
-    let other = queue.submit(job(JobPriority::Low)).expect("submit");
+    let other = submit(&queue, job(JobPriority::Low));
     let other_lease = queue.try_next(&w("w2")).expect("ready");
     assert!(queue.complete(&lease, Bytes::new().into()).is_err());
     assert!(queue.heartbeat(&lease).is_err());
     assert!(queue.fail(&lease, "late").is_err());
     assert_eq!(queue.status(other), Some(JobStatus::Processing));
-    queue
-        .complete(&other_lease, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &other_lease, Bytes::new());
     let stats = queue.stats();
     assert_eq!(
         (stats.cancelled, stats.completed, stats.processing),
@@ -1528,12 +1433,12 @@ fn with_no_finished_records_kept_a_cancelled_jobs_worker_is_still_refused() {
 #[test]
 fn resubmitting_a_dead_letter_into_a_full_queue_is_refused_and_changes_nothing() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .capacity(1)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let dead = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(
+        builder(&clock)
+            .capacity(1)
+            .retry(RetryConfig::fixed(0, SEC)),
+    );
+    let dead = submit(&queue, job(JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.fail(&lease, "bad").expect("current");
     let filler = queue.submit(job(JobPriority::Low)).expect("room");
@@ -1557,23 +1462,17 @@ fn resubmitting_a_dead_letter_into_a_full_queue_is_refused_and_changes_nothing()
 fn a_job_memoized_while_an_identical_one_runs_completes_once_with_one_result() {
     let clock = ManualClock::new();
     let store = Cache::builder().max_bytes(1 << 20).build().expect("valid");
-    let queue = builder(&clock).cache(store.clone()).build().expect("valid");
-    let leader = queue
-        .submit(transcription(6, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).cache(store.clone()));
+    let leader = submit(&queue, transcription(6, JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     // Someone else stores the transcript while the leader runs.
     let key = CacheKey::transcript(&"06".repeat(32), "en").expect("valid");
     store
         .insert(key, Bytes::from_static(b"elsewhere"))
         .expect("insert");
-    let second = queue
-        .submit(transcription(6, JobPriority::Low))
-        .expect("submit");
+    let second = submit(&queue, transcription(6, JobPriority::Low));
     assert!(queue.try_next(&w("w2")).is_none(), "no second execution");
-    queue
-        .complete(&lease, b"ran".to_vec().into())
-        .expect("current");
+    complete(&queue, &lease, b"ran".to_vec());
     for id in [leader, second] {
         let job = queue.get(id).expect("kept");
         assert_eq!(job.status(), JobStatus::Completed);
@@ -1587,11 +1486,8 @@ fn a_job_memoized_while_an_identical_one_runs_completes_once_with_one_result() {
 #[test]
 fn a_draining_pool_stops_with_a_retry_still_delayed_and_a_later_pool_runs_it() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .retry(RetryConfig::fixed(1, 60 * SEC))
-        .build()
-        .expect("valid");
-    let id = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).retry(RetryConfig::fixed(1, 60 * SEC)));
+    let id = submit(&queue, job(JobPriority::Low));
     let pool = |queue: &JobQueue| {
         WorkerPool::builder(queue.clone())
             .handler(JobType::Indexing, |ctx| match ctx.attempt() {
@@ -1640,17 +1536,14 @@ fn a_panicking_completion_hook_neither_strands_a_job_nor_kills_a_worker() {
     let armed = Arc::new(AtomicBool::new(true));
     let queue = {
         let armed = Arc::clone(&armed);
-        JobQueue::builder()
-            .on_complete(move |_| {
-                if armed.swap(false, Ordering::SeqCst) {
-                    std::panic::panic_any(HOOK_PANIC);
-                }
-            })
-            .build()
-            .expect("valid")
+        built(JobQueue::builder().on_complete(move |_| {
+            if armed.swap(false, Ordering::SeqCst) {
+                std::panic::panic_any(HOOK_PANIC);
+            }
+        }))
     };
     let ids: Vec<JobId> = (0..3)
-        .map(|_| queue.submit(job(JobPriority::Low)).expect("submit"))
+        .map(|_| submit(&queue, job(JobPriority::Low)))
         .collect();
     // One worker: its first completion also leases the second job, then the hook panics.
     let pool = WorkerPool::builder(queue.clone())
@@ -1701,25 +1594,18 @@ fn complete_a_leader_and_two_followers(
     let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let queue = {
         let heard = Arc::clone(&heard);
-        JobQueue::builder()
-            .on_complete(move |c| {
-                let mut heard = heard.lock();
-                heard.push(c.id);
-                let count = heard.len();
-                drop(heard);
-                if panics_at(count) {
-                    panic();
-                }
-            })
-            .build()
-            .expect("valid")
+        built(JobQueue::builder().on_complete(move |c| {
+            let mut heard = heard.lock();
+            heard.push(c.id);
+            let count = heard.len();
+            drop(heard);
+            if panics_at(count) {
+                panic();
+            }
+        }))
     };
     let ids: Vec<JobId> = (0..3)
-        .map(|_| {
-            queue
-                .submit(transcription(1, JobPriority::Medium))
-                .expect("submit")
-        })
+        .map(|_| submit(&queue, transcription(1, JobPriority::Medium)))
         .collect();
     assert_eq!(queue.stats().coalesced_waiting, 2);
     let lease = queue.try_next(&w("w")).expect("the leader");
@@ -1746,17 +1632,17 @@ fn a_memo_hit_whose_completion_hook_panics_completes_and_the_panic_reaches_the_s
     let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let queue = {
         let heard = Arc::clone(&heard);
-        builder(&clock)
-            .capacity(1)
-            .cache(cache_with(&[1]))
-            .on_complete(move |c| {
-                heard.lock().push(c.id);
-                if c.memo_hit {
-                    std::panic::panic_any(HOOK_PANIC);
-                }
-            })
-            .build()
-            .expect("valid")
+        built(
+            builder(&clock)
+                .capacity(1)
+                .cache(cache_with(&[1]))
+                .on_complete(move |c| {
+                    heard.lock().push(c.id);
+                    if c.memo_hit {
+                        std::panic::panic_any(HOOK_PANIC);
+                    }
+                }),
+        )
     };
     let submit_panics = |submit: &dyn Fn(Job) -> Result<JobId, QueueError>| -> JobId {
         let hit = transcription(1, JobPriority::Low);
@@ -1812,11 +1698,7 @@ fn cache_with(ns: &[u8]) -> Cache {
 #[test]
 fn a_full_queue_accepts_a_job_the_memo_answers_and_it_takes_no_place() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .capacity(1)
-        .cache(cache_with(&[1]))
-        .build()
-        .expect("valid");
+    let queue = built(builder(&clock).capacity(1).cache(cache_with(&[1])));
     let filler = queue.submit(job(JobPriority::Low)).expect("room");
     let hit = queue
         .submit(transcription(1, JobPriority::Low))
@@ -1852,10 +1734,8 @@ fn a_full_queue_accepts_a_job_the_memo_answers_and_it_takes_no_place() {
 #[test]
 fn a_follower_takes_a_place_so_a_full_queue_refuses_it() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).capacity(2).build().expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).capacity(2));
+    let leader = submit(&queue, transcription(1, JobPriority::Low));
     let follower = queue
         .submit(transcription(1, JobPriority::Low))
         .expect("room for one follower");
@@ -1875,9 +1755,7 @@ fn a_follower_takes_a_place_so_a_full_queue_refuses_it() {
     // The leader's completion frees both places.
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), leader);
-    queue
-        .complete(&lease, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &lease, Bytes::new());
     assert_eq!(queue.status(follower), Some(JobStatus::Completed));
     assert_eq!(queue.stats().queued, 0);
 }
@@ -1889,14 +1767,8 @@ fn a_follower_takes_a_place_so_a_full_queue_refuses_it() {
 fn a_full_queue_answers_from_the_memo_a_job_it_has_no_room_to_coalesce() {
     let clock = ManualClock::new();
     let store = cache();
-    let queue = builder(&clock)
-        .capacity(1)
-        .cache(store.clone())
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).capacity(1).cache(store.clone()));
+    let leader = submit(&queue, transcription(1, JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     let key = CacheKey::transcript(&hash(1), "en").expect("valid");
     store
@@ -1907,9 +1779,7 @@ fn a_full_queue_answers_from_the_memo_a_job_it_has_no_room_to_coalesce() {
         .expect("answered by the memo store");
     assert_eq!(queue.status(late), Some(JobStatus::Completed));
     assert!(queue.try_next(&w("w2")).is_none(), "no second execution");
-    queue
-        .complete(&lease, b"ran".to_vec().into())
-        .expect("current");
+    complete(&queue, &lease, b"ran".to_vec());
     assert_eq!(queue.status(leader), Some(JobStatus::Completed));
     let stats = queue.stats();
     assert_eq!(
@@ -1922,15 +1792,13 @@ fn a_full_queue_answers_from_the_memo_a_job_it_has_no_room_to_coalesce() {
 fn a_full_queue_resubmits_a_dead_letter_the_memo_now_answers() {
     let clock = ManualClock::new();
     let store = cache();
-    let queue = builder(&clock)
-        .capacity(1)
-        .retry(RetryConfig::fixed(0, SEC))
-        .cache(store.clone())
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
+    let queue = built(
+        builder(&clock)
+            .capacity(1)
+            .retry(RetryConfig::fixed(0, SEC))
+            .cache(store.clone()),
+    );
+    let leader = submit(&queue, transcription(1, JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
     queue.fail(&lease, "bad").expect("current");
     queue.submit(job(JobPriority::Low)).expect("room");
@@ -1960,14 +1828,9 @@ fn a_full_queue_resubmits_a_dead_letter_the_memo_now_answers() {
 #[test]
 fn a_follower_that_takes_over_keeps_its_fifo_turn() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(None).build().expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
-    let later = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).aging(None));
+    let (leader, follower) = leader_and_follower(&queue, 1, JobPriority::Low, JobPriority::Low);
+    let later = submit(&queue, job(JobPriority::Low));
     queue.try_next(&w("w")).expect("the leader");
     queue.cancel(leader).expect("cancel");
     // The follower was submitted before `later`, so it runs first.
@@ -1978,30 +1841,23 @@ fn a_follower_that_takes_over_keeps_its_fifo_turn() {
 fn a_follower_that_takes_over_keeps_its_aging_credit() {
     let step = 10 * SEC;
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(Some(step)).build().expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
+    let queue = built(builder(&clock).aging(Some(step)));
+    let (leader, follower) = leader_and_follower(&queue, 1, JobPriority::Low, JobPriority::Low);
     let running = queue.try_next(&w("w")).expect("the leader");
     assert_eq!(running.job_id(), leader);
     // The leader is cancelled after one and a half steps, under a steady High load.
     clock.advance(step + step / 2);
     queue.cancel(leader).expect("cancel");
-    let high = queue.submit(job(JobPriority::High)).expect("submit");
+    let high = submit(&queue, job(JobPriority::High));
     let take = || {
         let lease = queue.try_next(&w("w")).expect("ready");
-        queue
-            .complete(&lease, Bytes::new().into())
-            .expect("current");
+        complete(&queue, &lease, Bytes::new());
         lease.job_id()
     };
     assert_eq!(take(), high, "after one step the follower is only Medium");
     // At two steps since its submit (not since the takeover) it competes as High, and is older.
     clock.advance(step / 2);
-    let younger = queue.submit(job(JobPriority::High)).expect("submit");
+    let younger = submit(&queue, job(JobPriority::High));
     assert_eq!(take(), follower);
     assert_eq!(take(), younger);
 }
@@ -2013,14 +1869,9 @@ fn a_follower_that_takes_over_keeps_its_aging_credit() {
 #[test]
 fn a_follower_taking_over_from_an_urgent_leader_keeps_its_own_priority() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(None).build().expect("valid");
-    let leader = queue
-        .submit(transcription(1, JobPriority::High))
-        .expect("submit");
-    let follower = queue
-        .submit(transcription(1, JobPriority::Low))
-        .expect("submit");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let queue = built(builder(&clock).aging(None));
+    let (leader, follower) = leader_and_follower(&queue, 1, JobPriority::High, JobPriority::Low);
+    let medium = submit(&queue, job(JobPriority::Medium));
     queue.cancel(leader).expect("cancel");
     let stats = queue.stats();
     assert_eq!(
@@ -2040,18 +1891,12 @@ fn a_follower_taking_over_from_an_urgent_leader_keeps_its_own_priority() {
 #[test]
 fn a_cancelled_followers_boost_ends_with_it() {
     let clock = ManualClock::new();
-    let queue = builder(&clock).aging(None).build().expect("valid");
-    let low = queue.submit(job(JobPriority::Low)).expect("submit");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
-    let leader = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
-    queue
-        .submit(transcription(3, JobPriority::Medium))
-        .expect("submit");
-    let urgent = queue
-        .submit(transcription(3, JobPriority::High))
-        .expect("submit");
+    let queue = built(builder(&clock).aging(None));
+    let low = submit(&queue, job(JobPriority::Low));
+    let medium = submit(&queue, job(JobPriority::Medium));
+    let leader = submit(&queue, transcription(3, JobPriority::Low));
+    submit(&queue, transcription(3, JobPriority::Medium));
+    let urgent = submit(&queue, transcription(3, JobPriority::High));
     assert_eq!(
         priority_of(&queue, leader),
         Some(JobPriority::Low),
@@ -2065,7 +1910,7 @@ fn a_cancelled_followers_boost_ends_with_it() {
         medium,
         "the cancelled follower's boost is gone"
     );
-    queue.complete(&first, Bytes::new().into()).expect("ok");
+    complete(&queue, &first, Bytes::new());
     let second = queue.try_next(&w("w")).expect("ready");
     assert_eq!(second.job_id(), leader);
     assert_eq!(
@@ -2073,7 +1918,7 @@ fn a_cancelled_followers_boost_ends_with_it() {
         JobPriority::Medium,
         "taken at its remaining follower's priority"
     );
-    queue.complete(&second, Bytes::new().into()).expect("ok");
+    complete(&queue, &second, Bytes::new());
     assert_eq!(take_all(&queue), [low]);
 }
 
@@ -2082,19 +1927,15 @@ fn a_cancelled_followers_boost_ends_with_it() {
 #[test]
 fn a_retried_leader_no_longer_has_the_boost_of_a_follower_cancelled_while_it_ran() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .aging(None)
-        .retry(RetryConfig::fixed(1, Duration::ZERO))
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(3, JobPriority::Low))
-        .expect("submit");
+    let queue = built(
+        builder(&clock)
+            .aging(None)
+            .retry(RetryConfig::fixed(1, Duration::ZERO)),
+    );
+    let leader = submit(&queue, transcription(3, JobPriority::Low));
     let lease = queue.try_next(&w("w")).expect("ready");
-    let urgent = queue
-        .submit(transcription(3, JobPriority::High))
-        .expect("submit");
-    let medium = queue.submit(job(JobPriority::Medium)).expect("submit");
+    let urgent = submit(&queue, transcription(3, JobPriority::High));
+    let medium = submit(&queue, job(JobPriority::Medium));
     queue.cancel(urgent).expect("cancel");
     queue.fail(&lease, "transient").expect("current");
     assert_eq!(take_all(&queue), [medium, leader]);
@@ -2109,16 +1950,14 @@ fn followers_of_a_cancelled_leader_take_a_result_stored_meanwhile_without_runnin
     let store = cache();
     let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = Arc::clone(&reported);
-    let queue = builder(&clock)
-        .cache(store.clone())
-        .on_complete(move |c| sink.lock().expect("not poisoned").push((c.id, c.memo_hit)))
-        .build()
-        .expect("valid");
-    let leader = queue
-        .submit(transcription(8, JobPriority::Low))
-        .expect("submit");
-    let followers = [JobPriority::Low, JobPriority::High]
-        .map(|p| queue.submit(transcription(8, p)).expect("submit"));
+    let queue = built(
+        builder(&clock)
+            .cache(store.clone())
+            .on_complete(move |c| sink.lock().expect("not poisoned").push((c.id, c.memo_hit))),
+    );
+    let leader = submit(&queue, transcription(8, JobPriority::Low));
+    let followers =
+        [JobPriority::Low, JobPriority::High].map(|p| submit(&queue, transcription(8, p)));
     let lease = queue.try_next(&w("w")).expect("ready");
     assert_eq!(lease.job_id(), leader);
     let key = CacheKey::transcript(&hash(8), "en").expect("valid");
@@ -2149,9 +1988,7 @@ fn followers_of_a_cancelled_leader_take_a_result_stored_meanwhile_without_runnin
         followers.map(|id| (id, true))
     );
     // The key has no leader left: an identical job is a plain memo hit.
-    let later = queue
-        .submit(transcription(8, JobPriority::Low))
-        .expect("submit");
+    let later = submit(&queue, transcription(8, JobPriority::Low));
     assert_eq!(queue.status(later), Some(JobStatus::Completed));
     assert!(queue.try_next(&w("w")).is_none());
     assert!(queue.complete(&lease, Bytes::new().into()).is_err());
@@ -2167,11 +2004,7 @@ fn followers_of_a_cancelled_leader_take_a_result_stored_meanwhile_without_runnin
 #[test]
 fn a_full_queue_counts_one_hit_per_answered_submit_and_no_miss_for_a_refused_one() {
     let store = cache_with(&[1]);
-    let queue = JobQueue::builder()
-        .capacity(1)
-        .cache(store.clone())
-        .build()
-        .expect("valid");
+    let queue = built(JobQueue::builder().capacity(1).cache(store.clone()));
     queue.submit(job(JobPriority::Low)).expect("room");
     assert!(matches!(
         queue.submit(transcription(2, JobPriority::Low)),
@@ -2206,11 +2039,7 @@ fn a_full_queue_counts_one_hit_per_answered_submit_and_no_miss_for_a_refused_one
 #[test]
 fn a_submit_that_waited_for_room_counts_one_miss_when_its_job_is_queued() {
     let store = cache();
-    let queue = JobQueue::builder()
-        .capacity(1)
-        .cache(store.clone())
-        .build()
-        .expect("valid");
+    let queue = built(JobQueue::builder().capacity(1).cache(store.clone()));
     queue.submit(job(JobPriority::Low)).expect("room");
     let work = transcription(2, JobPriority::Low);
     assert!(matches!(
@@ -2223,9 +2052,7 @@ fn a_submit_that_waited_for_room_counts_one_miss_when_its_job_is_queued() {
     };
     // Room appears whether or not the producer waits already: either way its job gets in.
     let lease = queue.next(&w("w"), 30 * SEC).expect("the filler");
-    queue
-        .complete(&lease, Bytes::new().into())
-        .expect("current");
+    complete(&queue, &lease, Bytes::new());
     let id = producer.join().expect("no panic").expect("room");
     assert_eq!(queue.status(id), Some(JobStatus::Queued));
     let stats = store.stats();
@@ -2239,12 +2066,8 @@ fn a_submit_that_waited_for_room_counts_one_miss_when_its_job_is_queued() {
 #[test]
 fn dead_letters_lists_a_job_whose_last_lease_ran_out_without_another_call() {
     let clock = ManualClock::new();
-    let queue = builder(&clock)
-        .lease(SEC)
-        .retry(RetryConfig::fixed(0, SEC))
-        .build()
-        .expect("valid");
-    let hung = queue.submit(job(JobPriority::Low)).expect("submit");
+    let queue = built(builder(&clock).lease(SEC).retry(RetryConfig::fixed(0, SEC)));
+    let hung = submit(&queue, job(JobPriority::Low));
     queue.try_next(&w("dies")).expect("ready");
     clock.advance(SEC);
     let dead: Vec<JobId> = queue.dead_letters().iter().map(Job::id).collect();
@@ -2276,23 +2099,23 @@ fn a_completion_hook_that_submits_memo_hits_runs_its_chain_in_a_loop_not_a_recur
             Arc::clone(&depth),
             Arc::clone(&deepest),
         );
-        JobQueue::builder()
-            .cache(cache_with(&[1]))
-            .on_complete(move |c| {
-                let inside = depth.fetch_add(1, Ordering::SeqCst) + 1;
-                deepest.fetch_max(inside, Ordering::SeqCst);
-                let round = heard.fetch_add(1, Ordering::SeqCst) + 1;
-                assert!(c.memo_hit);
-                if round < CHAIN {
-                    let queue = handle.lock().clone().expect("set before the first submit");
-                    queue
-                        .submit(transcription(1, JobPriority::Low))
-                        .expect("a memo hit is accepted");
-                }
-                depth.fetch_sub(1, Ordering::SeqCst);
-            })
-            .build()
-            .expect("valid")
+        built(
+            JobQueue::builder()
+                .cache(cache_with(&[1]))
+                .on_complete(move |c| {
+                    let inside = depth.fetch_add(1, Ordering::SeqCst) + 1;
+                    deepest.fetch_max(inside, Ordering::SeqCst);
+                    let round = heard.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(c.memo_hit);
+                    if round < CHAIN {
+                        let queue = handle.lock().clone().expect("set before the first submit");
+                        queue
+                            .submit(transcription(1, JobPriority::Low))
+                            .expect("a memo hit is accepted");
+                    }
+                    depth.fetch_sub(1, Ordering::SeqCst);
+                }),
+        )
     };
     *slot.lock() = Some(queue.clone());
     let submitter = {
@@ -2325,31 +2148,31 @@ fn a_panic_in_a_chained_hook_call_reaches_the_outermost_caller_after_the_chain()
     let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let queue = {
         let (handle, recorded) = (Arc::clone(&slot), Arc::clone(&heard));
-        JobQueue::builder()
-            .cache(cache_with(&[1]))
-            .on_complete(move |c| {
-                let round = {
-                    let mut heard = recorded.lock();
-                    heard.push(c.id);
-                    heard.len()
-                };
-                if round < CHAIN {
-                    let queue = handle.lock().clone().expect("set before the first submit");
-                    queue
-                        .submit(transcription(1, JobPriority::Low))
-                        .expect("a memo hit is accepted");
-                    assert_eq!(
-                        recorded.lock().len(),
-                        round,
-                        "a job completed inside the hook was reported inside it"
-                    );
-                }
-                if round == 5 {
-                    std::panic::panic_any(HOOK_PANIC);
-                }
-            })
-            .build()
-            .expect("valid")
+        built(
+            JobQueue::builder()
+                .cache(cache_with(&[1]))
+                .on_complete(move |c| {
+                    let round = {
+                        let mut heard = recorded.lock();
+                        heard.push(c.id);
+                        heard.len()
+                    };
+                    if round < CHAIN {
+                        let queue = handle.lock().clone().expect("set before the first submit");
+                        queue
+                            .submit(transcription(1, JobPriority::Low))
+                            .expect("a memo hit is accepted");
+                        assert_eq!(
+                            recorded.lock().len(),
+                            round,
+                            "a job completed inside the hook was reported inside it"
+                        );
+                    }
+                    if round == 5 {
+                        std::panic::panic_any(HOOK_PANIC);
+                    }
+                }),
+        )
     };
     *slot.lock() = Some(queue.clone());
     let first = transcription(1, JobPriority::Low);
@@ -2438,17 +2261,11 @@ fn a_heartbeat_after_expiry_or_from_an_old_lease_is_refused_and_extends_nothing(
 #[test]
 fn a_job_copied_to_another_queue_gets_that_queues_retry_budget() {
     let clock = ManualClock::new();
-    let first = builder(&clock)
-        .retry(RetryConfig::fixed(5, SEC))
-        .build()
-        .expect("valid");
+    let first = built(builder(&clock).retry(RetryConfig::fixed(5, SEC)));
     // The attempts a job makes in a new queue that retries once, at once.
     let attempts_in_a_strict_queue = |job: Job| -> Vec<u32> {
-        let strict = builder(&clock)
-            .retry(RetryConfig::fixed(1, Duration::ZERO))
-            .build()
-            .expect("valid");
-        let id = strict.submit(job).expect("submit");
+        let strict = built(builder(&clock).retry(RetryConfig::fixed(1, Duration::ZERO)));
+        let id = submit(&strict, job);
         let mut attempts = Vec::new();
         while let Some(lease) = strict.try_next(&w("w")) {
             attempts.push(lease.attempt());
@@ -2458,7 +2275,7 @@ fn a_job_copied_to_another_queue_gets_that_queues_retry_budget() {
         attempts
     };
 
-    let id = first.submit(job(JobPriority::Medium)).expect("submit");
+    let id = submit(&first, job(JobPriority::Medium));
     let queued = first.get(id).expect("known");
     assert_eq!(queued.max_retries(), 5, "the first queue's budget");
     assert_eq!(attempts_in_a_strict_queue(queued), [0, 1]);
@@ -2482,9 +2299,7 @@ fn a_job_copied_to_another_queue_gets_that_queues_retry_budget() {
     assert_eq!(attempts_in_a_strict_queue(dead), [0, 1]);
 
     // A budget of the job's own goes with it.
-    let own = first
-        .submit(job(JobPriority::Medium).with_max_retries(2))
-        .expect("submit");
+    let own = submit(&first, job(JobPriority::Medium).with_max_retries(2));
     let own = first.get(own).expect("known");
     assert_eq!(attempts_in_a_strict_queue(own), [0, 1, 2]);
 }

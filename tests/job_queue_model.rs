@@ -618,18 +618,24 @@ mod reference {
             let Place::Ready { seq, since } = self.jobs[j].place else {
                 unreachable!("only a ready job is picked");
             };
-            let link = self.tick();
             let lease = self.lease_jobs.len();
             self.lease_jobs.push(j);
             self.jobs[j].status = JobStatus::Processing;
+            self.lease_until(j, lease, seq, since, now + LEASE);
+            lease
+        }
+
+        /// Puts job `j` under lease `lease` until `deadline`, linked last, keeping the turn
+        /// `seq` and the wait `since` it was taken with.
+        fn lease_until(&mut self, j: usize, lease: usize, seq: u64, since: u64, deadline: u64) {
+            let link = self.tick();
             self.jobs[j].place = Place::Leased {
                 lease,
-                deadline: now + LEASE,
+                deadline,
                 link,
                 seq,
                 since,
             };
-            lease
         }
 
         /// Whether lease `lease` is current, else how it is refused.
@@ -666,20 +672,13 @@ mod reference {
         }
 
         pub fn heartbeat(&mut self, j: usize, now: u64) -> u64 {
-            let link = self.tick();
             let Place::Leased {
                 lease, seq, since, ..
             } = self.jobs[j].place
             else {
                 unreachable!("checked");
             };
-            self.jobs[j].place = Place::Leased {
-                lease,
-                deadline: now + LEASE,
-                link,
-                seq,
-                since,
-            };
+            self.lease_until(j, lease, seq, since, now + LEASE);
             now + LEASE
         }
 

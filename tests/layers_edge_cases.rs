@@ -2,22 +2,23 @@
 //! behaviour the existing suites did not reach — most of them a bug this audit found and fixed.
 
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memocache::chunk::{AudioChunk, ChunkPlan, ChunkResult, ChunkedProcessor, RunOptions, Timing};
-use memocache::metrics::{Aggregation, AlertEvaluator, AlertRule, MemoryNotifier};
+use memocache::metrics::{Aggregation, AlertRule, MemoryNotifier};
 use memocache::pipeline::{Pipeline, TranscribeError, Transcriber, Transcript};
 use memocache::{
     Cache, CacheKey, Clock, ConcurrencyLimit, ManualClock, MetricsRegistry, Percentile,
     RetryConfig, Severity, Threshold, Timestamp,
 };
 
-fn cache() -> Cache {
-    Cache::builder().max_bytes(64 << 20).build().expect("valid")
-}
+mod clock_support;
+use clock_support::paged_alerts;
+
+mod pipeline_support;
+use pipeline_support::{cache, temp_file, write};
 
 /// An engine that answers with its own name and counts its calls.
 struct Named {
@@ -53,19 +54,13 @@ fn pipeline(cache: Cache, engine: Arc<dyn Transcriber>) -> Pipeline {
         .expect("starts")
 }
 
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).expect("writable temp dir");
-}
-
 /// The transcript key has no engine in it (it is the seed's `from_parts(hash, language)`), so
 /// a transcript made by one engine must not be served to a pipeline running another: a user
 /// who switches from the stand-in to a real engine (`memocache transcribe --engine-cmd ...`
 /// over the same `--cache-dir`) would otherwise get the stand-in's words back.
 #[test]
 fn a_transcript_from_another_engine_is_not_served_and_is_replaced() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    write(&audio, &[7u8; 2500]);
+    let (_dir, audio) = temp_file("a.raw", &[7u8; 2500]);
     let cache = cache();
 
     let old = Named::new("old-engine/1");
@@ -99,9 +94,7 @@ fn a_transcript_from_another_engine_is_not_served_and_is_replaced() {
 /// with a decoding error on every run.
 #[test]
 fn a_value_under_the_transcript_key_that_is_not_a_transcript_is_replaced() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    write(&audio, b"some audio bytes");
+    let (_dir, audio) = temp_file("a.raw", b"some audio bytes");
     let cache = cache();
     let processor = ChunkedProcessor::builder(cache.clone(), "other-model/1")
         .language("en")
@@ -252,11 +245,9 @@ fn a_transcript_stored_between_the_stale_read_and_its_removal_is_kept() {
 /// now taken for the stale value it is: removed, and the file transcribed by this engine.
 #[test]
 fn another_engines_transcript_stored_before_the_submit_is_not_returned() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
     // Three chunks of 1000 bytes or less, no two alike: three calls of the engine.
     let bytes: Vec<u8> = (0..2500u32).map(|i| (i / 1000) as u8).collect();
-    write(&audio, &bytes);
+    let (_dir, audio) = temp_file("a.raw", &bytes);
     let (cache, pending, key) = interposed_cache(&bytes);
     let engine = Named::new("e/1");
     let pipe = pipeline(cache.clone(), engine.clone());
@@ -315,11 +306,9 @@ impl Transcriber for Slow {
 /// fail the file.
 #[test]
 fn a_file_that_takes_longer_than_a_job_lease_is_still_transcribed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("long.raw");
     // Three different chunks, so each one costs the engine its time.
     let bytes: Vec<u8> = (0..3000u32).map(|i| (i / 1000) as u8).collect();
-    write(&audio, &bytes);
+    let (_dir, audio) = temp_file("long.raw", &bytes);
     let clock = ManualClock::new();
     let cache = Cache::builder()
         .max_bytes(64 << 20)
@@ -397,9 +386,7 @@ impl Clock for SteppedFor {
 /// the answer must be the latency or NaN.
 #[test]
 fn a_latency_expiring_during_stats_is_no_file_not_zero() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    write(&audio, &[4u8; 10]);
+    let (_dir, audio) = temp_file("a.raw", &[4u8; 10]);
     let clock = Arc::new(SteppedFor::default());
     let retention = Duration::from_secs(60);
     let registry = MetricsRegistry::with_clock(clock.clone(), retention);
@@ -429,9 +416,7 @@ fn a_latency_expiring_during_stats_is_no_file_not_zero() {
 /// transcript is data the host controls, and a huge compute time must not panic `stats`.
 #[test]
 fn stats_survive_a_stored_transcript_with_a_huge_compute_time() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    write(&audio, &[3u8; 10]);
+    let (_dir, audio) = temp_file("a.raw", &[3u8; 10]);
     let cache = cache();
     let pipe = pipeline(cache.clone(), Named::new("e/1"));
     let first = pipe.transcribe(&audio, "en").expect("transcribed");
@@ -457,9 +442,7 @@ fn an_infinite_value_equals_no_finite_threshold() {
     let clock = ManualClock::new();
     let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(60));
     let gauge = registry.gauge("level", "A level.", &[]).expect("valid");
-    let mut alerts = AlertEvaluator::new(registry.clone());
-    let pager = MemoryNotifier::new();
-    alerts.add_channel("pager", Arc::new(pager.clone()));
+    let (mut alerts, pager) = paged_alerts(&registry);
     alerts
         .add_rule(
             AlertRule::new(
@@ -552,9 +535,7 @@ impl Transcriber for Broken {
 /// a rule on failed jobs could not see it.
 #[test]
 fn alert_rules_are_evaluated_after_every_file_served_or_failed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audio = dir.path().join("a.raw");
-    write(&audio, b"audio");
+    let (_dir, audio) = temp_file("a.raw", b"audio");
     let pager = MemoryNotifier::new();
     let rule = |name: &str, metric: &str, label: (&str, &str)| {
         AlertRule::new(

@@ -7,11 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memocache::metrics::wiring::QueueMetrics;
-use memocache::metrics::{AlertRuleId, AlertState, AlertTransition, Notification, NotifyError};
+use memocache::metrics::{
+    AlertRuleId, AlertState, AlertTransition, Gauge, Notification, NotifyError,
+};
 use memocache::{
     Aggregation, AlertEvaluator, AlertRule, Clock, ManualClock, MemoryNotifier, MetricError,
     MetricsRegistry, Notifier, Percentile, Severity, Threshold, Timestamp,
 };
+
+mod clock_support;
+use clock_support::{paged_alerts, registry_on};
+
+mod log_support;
+use log_support::EventSink;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -24,10 +32,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let mut alerts = AlertEvaluator::new(registry.clone());
-    let pager = MemoryNotifier::new();
-    alerts.add_channel("pager", Arc::new(pager.clone()));
+    let registry = registry_on(&clock);
+    let (alerts, pager) = paged_alerts(&registry);
     Setup {
         clock,
         registry,
@@ -36,33 +42,68 @@ fn setup() -> Setup {
     }
 }
 
-fn depth_rule() -> AlertRule {
+impl Setup {
+    /// The gauge `name{labels}`, registered with `help` if new.
+    fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
+        self.registry.gauge(name, help, labels).unwrap()
+    }
+
+    /// The `queue_depth` gauge, with no help text and no labels.
+    fn depth(&self) -> Gauge {
+        self.gauge("queue_depth", "", &[])
+    }
+
+    /// Adds a channel `name` that records what it is told, and returns the recorder.
+    fn add_memory_channel(&mut self, name: &str) -> MemoryNotifier {
+        let notifier = MemoryNotifier::new();
+        self.alerts.add_channel(name, Arc::new(notifier.clone()));
+        notifier
+    }
+
+    /// Adds a channel `name` that is `notifier` over a call counter, and returns the counter.
+    fn add_counted_channel<N: Notifier + 'static>(
+        &mut self,
+        name: &str,
+        notifier: fn(Arc<AtomicUsize>) -> N,
+    ) -> Arc<AtomicUsize> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        self.alerts
+            .add_channel(name, Arc::new(notifier(calls.clone())));
+        calls
+    }
+
+    /// Adds `rule`, which the test expects the evaluator to take.
+    fn add(&mut self, rule: AlertRule) -> AlertRuleId {
+        self.alerts.add_rule(rule).unwrap()
+    }
+}
+
+/// The rule `name`: `metric` above `limit` over a minute's window.
+fn rule_above(name: &str, metric: &str, limit: f64, severity: Severity) -> AlertRule {
     AlertRule::new(
-        "queue backed up",
-        "queue_depth",
-        Threshold::greater_than(100.0).unwrap(),
-        Severity::Critical,
+        name,
+        metric,
+        Threshold::greater_than(limit).unwrap(),
+        severity,
         60 * SECOND,
     )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("pager")
+}
+
+fn depth_rule() -> AlertRule {
+    rule_above("queue backed up", "queue_depth", 100.0, Severity::Critical)
+        .with_aggregation(Aggregation::Last)
+        .with_channel("pager")
 }
 
 #[test]
 fn pending_then_firing_then_resolved() {
     let mut t = setup();
-    let depth = t
-        .registry
-        .gauge("queue_depth", "Jobs waiting.", &[])
-        .unwrap();
-    let id = t
-        .alerts
-        .add_rule(
-            depth_rule()
-                .with_pending_for(30 * SECOND)
-                .with_keep_firing_for(20 * SECOND),
-        )
-        .unwrap();
+    let depth = t.gauge("queue_depth", "Jobs waiting.", &[]);
+    let id = t.add(
+        depth_rule()
+            .with_pending_for(30 * SECOND)
+            .with_keep_firing_for(20 * SECOND),
+    );
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
 
     depth.set(50.0);
@@ -157,11 +198,8 @@ fn pending_then_firing_then_resolved() {
 #[test]
 fn a_spike_shorter_than_pending_for_never_fires() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t
-        .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND))
-        .unwrap();
+    let depth = t.depth();
+    let id = t.add(depth_rule().with_pending_for(30 * SECOND));
     depth.set(500.0);
     t.alerts.evaluate();
     t.clock.advance(20 * SECOND);
@@ -181,8 +219,8 @@ fn a_spike_shorter_than_pending_for_never_fires() {
 #[test]
 fn zero_durations_fire_and_resolve_immediately_and_refire_notifies_again() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    t.alerts.add_rule(depth_rule()).unwrap();
+    let depth = t.depth();
+    t.add(depth_rule());
     for (value, expect) in [
         (500.0, Some(AlertTransition::Firing)),
         (500.0, None),
@@ -212,9 +250,9 @@ fn no_data_is_false_not_zero() {
         60 * SECOND,
     )
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule).unwrap();
+    let id = t.add(rule);
     t.alerts.evaluate();
-    let ratio = t.registry.gauge("hit_ratio", "", &[]).unwrap();
+    let ratio = t.gauge("hit_ratio", "", &[]);
     t.alerts.evaluate();
     assert!(t.pager.notifications().is_empty());
     // With data: the average of the window.
@@ -240,17 +278,11 @@ fn percentile_aggregation_over_a_histogram_window() {
         .registry
         .histogram("job_duration_seconds", "", &[("queue", "audio")])
         .unwrap();
-    let rule = AlertRule::new(
-        "slow jobs",
-        "job_duration_seconds",
-        Threshold::greater_than(2.0).unwrap(),
-        Severity::Warning,
-        60 * SECOND,
-    )
-    .with_label("queue", "audio")
-    .with_aggregation(Aggregation::Percentile(Percentile::p99()))
-    .with_channel("pager");
-    t.alerts.add_rule(rule).unwrap();
+    let rule = rule_above("slow jobs", "job_duration_seconds", 2.0, Severity::Warning)
+        .with_label("queue", "audio")
+        .with_aggregation(Aggregation::Percentile(Percentile::p99()))
+        .with_channel("pager");
+    t.add(rule);
     for i in 0..100 {
         latency.observe(f64::from(i) / 100.0).unwrap();
     }
@@ -262,16 +294,10 @@ fn percentile_aggregation_over_a_histogram_window() {
     assert_eq!(fired.len(), 1);
     assert!(fired[0].value.unwrap() > 40.0);
     // A rule on other labels sees no data.
-    let other = AlertRule::new(
-        "other",
-        "job_duration_seconds",
-        Threshold::greater_than(0.0).unwrap(),
-        Severity::Info,
-        60 * SECOND,
-    )
-    .with_label("queue", "video")
-    .with_aggregation(Aggregation::Last);
-    t.alerts.add_rule(other).unwrap();
+    let other = rule_above("other", "job_duration_seconds", 0.0, Severity::Info)
+        .with_label("queue", "video")
+        .with_aggregation(Aggregation::Last);
+    t.add(other);
     assert!(t.alerts.evaluate().is_empty());
 }
 
@@ -279,16 +305,15 @@ fn percentile_aggregation_over_a_histogram_window() {
 fn counters_use_their_total() {
     let mut t = setup();
     let dead = t.registry.counter("dead_letters_total", "", &[]).unwrap();
-    let rule = AlertRule::new(
+    let rule = rule_above(
         "dead letters",
         "dead_letters_total",
-        Threshold::greater_than(0.0).unwrap(),
+        0.0,
         Severity::Critical,
-        60 * SECOND,
     )
     .with_aggregation(Aggregation::Last)
     .with_channel("pager");
-    t.alerts.add_rule(rule.clone()).unwrap();
+    t.add(rule.clone());
     // A windowed aggregation of a counter is refused (counters keep no history).
     let average = AlertRule::new(
         "avg",
@@ -311,8 +336,8 @@ fn counters_use_their_total() {
 #[test]
 fn disabled_rules_do_not_fire_and_a_disabled_firing_rule_resolves() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t.alerts.add_rule(depth_rule()).unwrap();
+    let depth = t.depth();
+    let id = t.add(depth_rule());
     assert!(t.alerts.rule(id).unwrap().is_enabled());
     depth.set(500.0);
     assert!(t.alerts.set_enabled(id, false));
@@ -356,8 +381,8 @@ fn rule_domain_methods() {
 #[test]
 fn rule_ids_and_the_rule_list() {
     let mut t = setup();
-    let first = t.alerts.add_rule(depth_rule()).unwrap();
-    let second = t.alerts.add_rule(depth_rule()).unwrap();
+    let first = t.add(depth_rule());
+    let second = t.add(depth_rule());
     assert_ne!(first, second);
     assert_eq!(first.as_uuid().get_version_num(), 4);
     assert_eq!(first.to_string(), first.as_uuid().to_string());
@@ -378,20 +403,15 @@ impl Notifier for Broken {
 #[test]
 fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
     let mut t = setup();
-    let calls = Arc::new(AtomicUsize::new(0));
-    t.alerts
-        .add_channel("broken", Arc::new(Broken(calls.clone())));
-    let log = MemoryNotifier::new();
-    t.alerts.add_channel("log", Arc::new(log.clone()));
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    t.alerts
-        .add_rule(
-            depth_rule()
-                .with_channel("broken")
-                .with_channel("nowhere")
-                .with_channel("log"),
-        )
-        .unwrap();
+    let calls = t.add_counted_channel("broken", Broken);
+    let log = t.add_memory_channel("log");
+    let depth = t.depth();
+    t.add(
+        depth_rule()
+            .with_channel("broken")
+            .with_channel("nowhere")
+            .with_channel("log"),
+    );
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -405,10 +425,10 @@ fn every_channel_is_notified_even_when_one_fails_or_is_unknown() {
 #[test]
 fn a_channel_named_twice_is_notified_once() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let depth = t.depth();
     let rule = depth_rule().with_channel("pager");
     assert_eq!(rule.notification_channels(), ["pager"]);
-    t.alerts.add_rule(rule).unwrap();
+    t.add(rule);
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert_eq!(t.pager.notifications().len(), 1);
@@ -420,16 +440,10 @@ struct Panicking(Arc<AtomicUsize>);
 /// The rule "first": `queue_depth` above 100, telling the channels "buggy" (a [`Panicking`]
 /// one) and "pager".
 fn paging_through_a_panicking_channel() -> AlertRule {
-    AlertRule::new(
-        "first",
-        "queue_depth",
-        Threshold::greater_than(100.0).unwrap(),
-        Severity::Critical,
-        60 * SECOND,
-    )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("buggy")
-    .with_channel("pager")
+    rule_above("first", "queue_depth", 100.0, Severity::Critical)
+        .with_aggregation(Aggregation::Last)
+        .with_channel("buggy")
+        .with_channel("pager")
 }
 
 impl Notifier for Panicking {
@@ -447,19 +461,11 @@ impl Notifier for Panicking {
 #[test]
 fn a_panicking_notifier_neither_silences_the_other_channels_nor_skips_rules() {
     let mut t = setup();
-    let calls = Arc::new(AtomicUsize::new(0));
-    t.alerts
-        .add_channel("buggy", Arc::new(Panicking(calls.clone())));
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let first = t
-        .alerts
-        .add_rule(paging_through_a_panicking_channel())
-        .unwrap();
+    let calls = t.add_counted_channel("buggy", Panicking);
+    let depth = t.depth();
+    let first = t.add(paging_through_a_panicking_channel());
     // Channels "pager", then "buggy".
-    let second = t
-        .alerts
-        .add_rule(depth_rule().with_channel("buggy"))
-        .unwrap();
+    let second = t.add(depth_rule().with_channel("buggy"));
     depth.set(500.0);
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
     let payload = evaluated.expect_err("the notifier's panic goes on");
@@ -481,34 +487,29 @@ fn a_panicking_notifier_neither_silences_the_other_channels_nor_skips_rules() {
     assert!(t.alerts.evaluate().is_empty());
 }
 
-/// The events logged on the thread it is the default subscriber of: level, message and the
-/// fields as `name=value`.
+/// The events logged on the thread its [`Events::sink`] is the default subscriber of: level,
+/// message and the fields as `name=value`.
 #[derive(Clone, Default)]
 struct Events(Arc<Mutex<Vec<(tracing::Level, String)>>>);
 
-impl tracing::Subscriber for Events {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
+impl Events {
+    /// The subscriber that records into these events.
+    fn sink(&self) -> EventSink<impl Fn(&tracing::Event<'_>) + Send + Sync + 'static> {
+        let events = self.clone();
+        EventSink(move |event: &tracing::Event<'_>| {
+            let mut text = String::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn fmt::Debug| {
+                    text.push_str(&format!(" {}={value:?}", field.name()));
+                },
+            );
+            events
+                .0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), text));
+        })
     }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = String::new();
-        event.record(
-            &mut |field: &tracing::field::Field, value: &dyn fmt::Debug| {
-                text.push_str(&format!(" {}={value:?}", field.name()));
-            },
-        );
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), text));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// `TracingNotifier` logs a firing critical alert at ERROR, another firing alert at WARN and a
@@ -516,22 +517,16 @@ impl tracing::Subscriber for Events {
 #[test]
 fn the_tracing_notifier_logs_at_the_documented_levels() {
     let events = Events::default();
-    tracing::subscriber::with_default(events.clone(), || {
+    tracing::subscriber::with_default(events.sink(), || {
         let mut t = setup();
         t.alerts
             .add_channel("log", Arc::new(memocache::TracingNotifier));
-        let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-        t.alerts.add_rule(depth_rule().with_channel("log")).unwrap();
-        let warning = AlertRule::new(
-            "queue growing",
-            "queue_depth",
-            Threshold::greater_than(100.0).unwrap(),
-            Severity::Warning,
-            60 * SECOND,
-        )
-        .with_aggregation(Aggregation::Last)
-        .with_channel("log");
-        t.alerts.add_rule(warning).unwrap();
+        let depth = t.depth();
+        t.add(depth_rule().with_channel("log"));
+        let warning = rule_above("queue growing", "queue_depth", 100.0, Severity::Warning)
+            .with_aggregation(Aggregation::Last)
+            .with_channel("log");
+        t.add(warning);
         depth.set(500.0);
         assert_eq!(t.alerts.evaluate().len(), 2);
         depth.set(0.0);
@@ -603,12 +598,10 @@ mod model {
             steps in prop::collection::vec((0u64..8, any::<bool>()), 1..120),
         ) {
             let mut t = setup();
-            let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-            t.alerts.add_rule(
-                depth_rule()
+            let depth = t.depth();
+            t.add(depth_rule()
                     .with_pending_for(SECOND * u32::try_from(pending).unwrap())
-                    .with_keep_firing_for(SECOND * u32::try_from(keep).unwrap()),
-            ).unwrap();
+                    .with_keep_firing_for(SECOND * u32::try_from(keep).unwrap()),);
             let (mut now, mut timeline, mut got) = (0, Vec::new(), Vec::new());
             for (dt, condition) in steps {
                 t.clock.advance(SECOND * u32::try_from(dt).unwrap());
@@ -633,10 +626,7 @@ mod model {
 fn long_windows_label_order_and_non_finite_gauges() {
     let mut t = setup();
     // Retention is 600 s; the window a day.
-    let load = t
-        .registry
-        .gauge("load", "", &[("host", "a"), ("dc", "x")])
-        .unwrap();
+    let load = t.gauge("load", "", &[("host", "a"), ("dc", "x")]);
     let rule = AlertRule::new(
         "load high",
         "load",
@@ -648,7 +638,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
     .with_label("dc", "x")
     .with_label("host", "a")
     .with_channel("pager");
-    let id = t.alerts.add_rule(rule).unwrap();
+    let id = t.add(rule);
     load.set(100.0);
     t.clock.advance(700 * SECOND); // the 100 leaves the retention
     load.set(1.0);
@@ -665,7 +655,7 @@ fn long_windows_label_order_and_non_finite_gauges() {
     // rule to change its aggregation resolves it first.)
     let mut rule = t.alerts.remove_rule(id).unwrap();
     rule = rule.with_aggregation(Aggregation::Last);
-    let id = t.alerts.add_rule(rule).unwrap();
+    let id = t.add(rule);
     load.set(f64::NAN);
     assert!(t.alerts.evaluate().is_empty());
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
@@ -688,8 +678,8 @@ fn long_windows_label_order_and_non_finite_gauges() {
 #[test]
 fn a_gauge_gone_nan_resolves_its_rule_with_no_value() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t.alerts.add_rule(depth_rule()).unwrap();
+    let depth = t.depth();
+    let id = t.add(depth_rule());
     depth.set(500.0);
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
@@ -757,9 +747,9 @@ fn rules_on_names_no_series_can_have_are_refused() {
     assert_eq!(t.alerts.rules().count(), 0);
     assert_eq!(t.registry.render_prometheus(), "");
 
-    let id = t.alerts.add_rule(depth_rule()).unwrap();
+    let id = t.add(depth_rule());
     assert!(t.alerts.evaluate().is_empty());
-    t.registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
+    t.depth().set(500.0);
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
     assert_eq!(
@@ -787,11 +777,8 @@ fn a_rule_given_two_values_of_one_label_is_refused() {
     assert_eq!(t.alerts.rules().count(), 0);
 
     let rule = depth_rule().with_label("dc", "x").with_label("dc", "x");
-    let id = t.alerts.add_rule(rule).unwrap();
-    t.registry
-        .gauge("queue_depth", "", &[("dc", "x")])
-        .unwrap()
-        .set(500.0);
+    let id = t.add(rule);
+    t.gauge("queue_depth", "", &[("dc", "x")]).set(500.0);
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
     assert_eq!(
@@ -825,7 +812,7 @@ impl Clock for Settable {
 fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows_sorted() {
     let clock = Settable::default();
     clock.set(100 * SECOND);
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let registry = registry_on(&clock);
     let latency = registry.histogram("latency_seconds", "", &[]).unwrap();
     let tags = memocache::Tags::new();
     let average =
@@ -840,9 +827,7 @@ fn a_clock_that_stands_still_or_jumps_back_fires_nothing_early_and_keeps_windows
     assert_eq!(average(10 * SECOND), None);
 
     let depth = registry.gauge("queue_depth", "", &[]).unwrap();
-    let mut alerts = AlertEvaluator::new(registry.clone());
-    let pager = MemoryNotifier::new();
-    alerts.add_channel("pager", Arc::new(pager.clone()));
+    let (mut alerts, pager) = paged_alerts(&registry);
     let id = alerts
         .add_rule(depth_rule().with_pending_for(30 * SECOND))
         .unwrap();
@@ -894,7 +879,7 @@ impl Clock for Ticking {
 #[test]
 fn a_sample_expiring_during_an_aggregation_is_no_data_not_zero() {
     let clock = Ticking::default();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let registry = registry_on(&clock);
     let gauge = registry.gauge("level", "", &[]).unwrap();
     let histogram = registry.histogram("level_seconds", "", &[]).unwrap();
     clock.set(100 * SECOND, Duration::ZERO);
@@ -917,9 +902,7 @@ fn a_sample_expiring_during_an_aggregation_is_no_data_not_zero() {
         }
     }
     for start in 104..=111 {
-        let mut alerts = AlertEvaluator::new(registry.clone());
-        let pager = MemoryNotifier::new();
-        alerts.add_channel("pager", Arc::new(pager.clone()));
+        let (mut alerts, _pager) = paged_alerts(&registry);
         let below = Threshold::less_than(1.0).unwrap();
         alerts
             .add_rule(
@@ -937,21 +920,14 @@ fn a_sample_expiring_during_an_aggregation_is_no_data_not_zero() {
 #[test]
 fn an_aggregate_exactly_at_the_threshold_meets_only_equal() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let depth = t.depth();
     let rule = |name: &str, threshold| {
         AlertRule::new(name, "queue_depth", threshold, Severity::Info, 60 * SECOND)
             .with_channel("pager")
     };
-    t.alerts
-        .add_rule(rule("gt", Threshold::greater_than(100.0).unwrap()))
-        .unwrap();
-    t.alerts
-        .add_rule(rule("lt", Threshold::less_than(100.0).unwrap()))
-        .unwrap();
-    let eq = t
-        .alerts
-        .add_rule(rule("eq", Threshold::equal(100.0).unwrap()))
-        .unwrap();
+    t.add(rule("gt", Threshold::greater_than(100.0).unwrap()));
+    t.add(rule("lt", Threshold::less_than(100.0).unwrap()));
+    let eq = t.add(rule("eq", Threshold::equal(100.0).unwrap()));
     depth.set(99.0);
     t.clock.advance(SECOND);
     depth.set(101.0);
@@ -965,7 +941,7 @@ fn an_aggregate_exactly_at_the_threshold_meets_only_equal() {
 #[test]
 fn a_rule_on_a_metric_another_thread_registers_meanwhile_fires_once() {
     let mut t = setup();
-    t.alerts.add_rule(depth_rule()).unwrap();
+    t.add(depth_rule());
     let registry = t.registry.clone();
     std::thread::scope(|s| {
         let writer = s.spawn(move || {
@@ -994,11 +970,8 @@ fn a_rule_on_a_metric_another_thread_registers_meanwhile_fires_once() {
 #[test]
 fn pending_for_across_a_jump_to_the_end_of_time() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t
-        .alerts
-        .add_rule(depth_rule().with_pending_for(3_600 * SECOND))
-        .unwrap();
+    let depth = t.depth();
+    let id = t.add(depth_rule().with_pending_for(3_600 * SECOND));
     depth.set(500.0);
     assert!(t.alerts.evaluate().is_empty());
     t.clock.advance(Duration::MAX);
@@ -1018,16 +991,10 @@ fn pending_for_across_a_jump_to_the_end_of_time() {
 #[test]
 fn a_clone_added_again_gets_its_own_id() {
     let mut t = setup();
-    let depth = t
-        .registry
-        .gauge("queue_depth", "Jobs waiting.", &[])
-        .unwrap();
+    let depth = t.gauge("queue_depth", "Jobs waiting.", &[]);
     let rule = depth_rule();
-    let first = t.alerts.add_rule(rule.clone()).unwrap();
-    let second = t
-        .alerts
-        .add_rule(rule.clone().with_pending_for(30 * SECOND))
-        .unwrap();
+    let first = t.add(rule.clone());
+    let second = t.add(rule.clone().with_pending_for(30 * SECOND));
     assert_eq!(first, rule.id());
     assert_ne!(first, second, "one id for two rules");
     assert_eq!(t.alerts.rules().count(), 2);
@@ -1070,24 +1037,12 @@ fn tags(pairs: &[(&str, &str)]) -> memocache::metrics::Tags {
 #[test]
 fn a_rule_without_labels_selects_every_series_and_fires_per_series() {
     let mut t = setup();
-    let queued = t
-        .registry
-        .gauge("jobs", "", &[("status", "queued")])
-        .unwrap();
-    let failed = t
-        .registry
-        .gauge("jobs", "", &[("status", "failed")])
-        .unwrap();
-    let rule = AlertRule::new(
-        "too many jobs",
-        "jobs",
-        Threshold::greater_than(100.0).unwrap(),
-        Severity::Warning,
-        60 * SECOND,
-    )
-    .with_aggregation(Aggregation::Last)
-    .with_channel("pager");
-    let id = t.alerts.add_rule(rule).unwrap();
+    let queued = t.gauge("jobs", "", &[("status", "queued")]);
+    let failed = t.gauge("jobs", "", &[("status", "failed")]);
+    let rule = rule_above("too many jobs", "jobs", 100.0, Severity::Warning)
+        .with_aggregation(Aggregation::Last)
+        .with_channel("pager");
+    let id = t.add(rule);
 
     queued.set(500.0);
     failed.set(1.0);
@@ -1153,23 +1108,10 @@ fn a_rules_labels_select_the_series_that_have_them() {
         t.registry.gauge("load", "", labels).unwrap().set(value);
     }
     let rule = |name: &str| {
-        AlertRule::new(
-            name,
-            "load",
-            Threshold::greater_than(10.0).unwrap(),
-            Severity::Warning,
-            60 * SECOND,
-        )
-        .with_aggregation(Aggregation::Last)
+        rule_above(name, "load", 10.0, Severity::Warning).with_aggregation(Aggregation::Last)
     };
-    let dc_x = t
-        .alerts
-        .add_rule(rule("dc x").with_label("dc", "x"))
-        .unwrap();
-    let no_dc = t
-        .alerts
-        .add_rule(rule("no dc").with_label("dc", ""))
-        .unwrap();
+    let dc_x = t.add(rule("dc x").with_label("dc", "x"));
+    let no_dc = t.add(rule("no dc").with_label("dc", ""));
     let fired = t.alerts.evaluate();
     let fired: Vec<_> = fired
         .iter()
@@ -1213,11 +1155,9 @@ fn a_notifier_may_use_the_registry_during_an_evaluation() {
     let mut t = setup();
     t.alerts
         .add_channel("recorder", Arc::new(UsesTheRegistry(t.registry.clone())));
-    t.alerts
-        .add_rule(depth_rule().with_channel("recorder"))
-        .unwrap();
-    t.alerts.add_rule(depth_rule()).unwrap();
-    t.registry.gauge("queue_depth", "", &[]).unwrap().set(500.0);
+    t.add(depth_rule().with_channel("recorder"));
+    t.add(depth_rule());
+    t.depth().set(500.0);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut alerts = t.alerts;
     std::thread::spawn(move || {
@@ -1257,23 +1197,16 @@ fn heard(notifier: &MemoryNotifier) -> Vec<(AlertTransition, memocache::metrics:
 #[test]
 fn removing_a_firing_rule_resolves_each_firing_series_on_each_channel() {
     let mut t = setup();
-    let log = MemoryNotifier::new();
-    t.alerts.add_channel("log", Arc::new(log.clone()));
-    let jobs = |status| t.registry.gauge("jobs", "", &[("status", status)]).unwrap();
+    let log = t.add_memory_channel("log");
+    let jobs = |status| t.gauge("jobs", "", &[("status", status)]);
     let (failed, queued, retrying) = (jobs("failed"), jobs("queued"), jobs("retrying"));
-    let rule = AlertRule::new(
-        "too many jobs",
-        "jobs",
-        Threshold::greater_than(100.0).unwrap(),
-        Severity::Warning,
-        60 * SECOND,
-    )
-    .with_aggregation(Aggregation::Last)
-    .with_pending_for(10 * SECOND)
-    .with_keep_firing_for(60 * SECOND)
-    .with_channel("pager")
-    .with_channel("log");
-    let id = t.alerts.add_rule(rule).unwrap();
+    let rule = rule_above("too many jobs", "jobs", 100.0, Severity::Warning)
+        .with_aggregation(Aggregation::Last)
+        .with_pending_for(10 * SECOND)
+        .with_keep_firing_for(60 * SECOND)
+        .with_channel("pager")
+        .with_channel("log");
+    let id = t.add(rule);
 
     failed.set(500.0);
     queued.set(500.0);
@@ -1337,12 +1270,9 @@ fn removing_a_firing_rule_resolves_each_firing_series_on_each_channel() {
 #[test]
 fn removing_a_pending_rule_sends_nothing() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let pending = t
-        .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND))
-        .unwrap();
-    let firing = t.alerts.add_rule(depth_rule()).unwrap();
+    let depth = t.depth();
+    let pending = t.add(depth_rule().with_pending_for(30 * SECOND));
+    let firing = t.add(depth_rule());
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     assert!(matches!(
@@ -1363,11 +1293,8 @@ fn removing_a_pending_rule_sends_nothing() {
 #[test]
 fn a_removed_firing_rule_added_again_starts_inactive() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
-    let id = t
-        .alerts
-        .add_rule(depth_rule().with_pending_for(30 * SECOND))
-        .unwrap();
+    let depth = t.depth();
+    let id = t.add(depth_rule().with_pending_for(30 * SECOND));
     depth.set(500.0);
     t.alerts.evaluate();
     t.clock.advance(30 * SECOND);
@@ -1375,7 +1302,7 @@ fn a_removed_firing_rule_added_again_starts_inactive() {
     t.clock.advance(SECOND); // t = 31
 
     let rule = t.alerts.remove_rule(id).unwrap();
-    let id = t.alerts.add_rule(rule).unwrap();
+    let id = t.add(rule);
     assert_eq!(t.alerts.state(id), Some(AlertState::Inactive));
     assert!(t.alerts.evaluate().is_empty(), "pending again, from now");
     assert_eq!(
@@ -1404,13 +1331,11 @@ fn a_removed_firing_rule_added_again_starts_inactive() {
 #[test]
 fn a_panicking_notifier_on_removal_silences_no_channel_and_leaves_the_rule_removed() {
     let mut t = setup();
-    let calls = Arc::new(AtomicUsize::new(0));
-    t.alerts
-        .add_channel("buggy", Arc::new(Panicking(calls.clone())));
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let calls = t.add_counted_channel("buggy", Panicking);
+    let depth = t.depth();
     let rule = paging_through_a_panicking_channel();
-    let id = t.alerts.add_rule(rule).unwrap();
-    let other = t.alerts.add_rule(depth_rule()).unwrap();
+    let id = t.add(rule);
+    let other = t.add(depth_rule());
     depth.set(500.0);
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.alerts.evaluate()));
     assert!(evaluated.is_err(), "the buggy channel panics on firing");
@@ -1446,18 +1371,12 @@ fn rule_on(metric: &str, aggregation: Aggregation, window: Duration) -> AlertRul
 #[test]
 fn a_rule_on_a_histograms_count_or_sum_reads_its_totals() {
     let mut t = setup();
-    let count = t
-        .alerts
-        .add_rule(rule_on("latency_seconds_count", Aggregation::Last, SECOND))
-        .unwrap();
+    let count = t.add(rule_on("latency_seconds_count", Aggregation::Last, SECOND));
     let latency = t
         .registry
         .histogram("latency_seconds", "", &[("queue", "audio")])
         .unwrap();
-    let sum = t
-        .alerts
-        .add_rule(rule_on("latency_seconds_sum", Aggregation::Last, SECOND))
-        .unwrap();
+    let sum = t.add(rule_on("latency_seconds_sum", Aggregation::Last, SECOND));
     for seconds in [0.5, 1.0, 1.5] {
         latency.observe(seconds).unwrap();
     }
@@ -1518,9 +1437,7 @@ fn a_windowed_aggregation_of_a_running_total_is_refused() {
         }
     }
     assert_eq!(t.alerts.rules().count(), 0);
-    t.alerts
-        .add_rule(rule_on("jobs_total", Aggregation::Last, 60 * SECOND))
-        .unwrap();
+    t.add(rule_on("jobs_total", Aggregation::Last, 60 * SECOND));
     assert_eq!(t.alerts.evaluate().len(), 1);
 }
 
@@ -1551,16 +1468,14 @@ fn a_histogram_read_over_a_zero_window_is_refused() {
             }
         );
     }
-    t.registry.gauge("depth", "", &[]).unwrap().set(5.0);
+    t.gauge("depth", "", &[]).set(5.0);
     t.registry.counter("jobs_total", "", &[]).unwrap().inc_by(5);
     for (metric, aggregation) in [
         ("depth", Aggregation::Average),
         ("depth", Aggregation::Last),
         ("jobs_total", Aggregation::Last),
     ] {
-        t.alerts
-            .add_rule(rule_on(metric, aggregation, Duration::ZERO))
-            .unwrap();
+        t.add(rule_on(metric, aggregation, Duration::ZERO));
     }
     assert_eq!(t.alerts.evaluate().len(), 3);
 
@@ -1582,12 +1497,12 @@ fn a_rule_whose_metric_is_registered_later_as_unreadable_reports_it() {
     let mut t = setup();
     let above = Threshold::greater_than(2.0).unwrap();
     let average = AlertRule::new("busy", "jobs_total", above, Severity::Warning, 60 * SECOND);
-    let id = t.alerts.add_rule(average).unwrap();
+    let id = t.add(average);
     assert_eq!(t.alerts.rule_health(id), Some(Ok(())));
     assert!(t.alerts.evaluate().is_empty());
     assert_eq!(t.alerts.rule_health(id), Some(Ok(())));
     t.registry.counter("jobs_total", "", &[]).unwrap().inc_by(5);
-    tracing::subscriber::with_default(events.clone(), || {
+    tracing::subscriber::with_default(events.sink(), || {
         for _ in 0..3 {
             assert!(t.alerts.evaluate().is_empty());
         }
@@ -1616,9 +1531,9 @@ fn a_rule_whose_metric_is_registered_later_as_unreadable_reports_it() {
 #[test]
 fn a_gauge_set_only_when_it_changes_keeps_its_window_rule_firing() {
     let mut t = setup();
-    let depth = t.registry.gauge("queue_depth", "", &[]).unwrap();
+    let depth = t.depth();
     let average = depth_rule().with_aggregation(Aggregation::Average);
-    let id = t.alerts.add_rule(average.clone()).unwrap();
+    let id = t.add(average.clone());
     depth.set(500.0);
     assert_eq!(t.alerts.evaluate().len(), 1);
     for _ in 0..5 {
@@ -1630,7 +1545,7 @@ fn a_gauge_set_only_when_it_changes_keeps_its_window_rule_firing() {
         Some(AlertState::Firing { .. })
     ));
     let p50 = Aggregation::Percentile(Percentile::p50());
-    t.alerts.add_rule(average.with_aggregation(p50)).unwrap();
+    t.add(average.with_aggregation(p50));
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].value, Some(500.0));
@@ -1657,7 +1572,7 @@ fn jobs_rule(label: &str, value: &str) -> AlertRule {
 fn a_rule_on_a_label_a_crate_metric_never_carries_is_refused_or_reported() {
     let events = Events::default();
     let mut t = setup();
-    let early = t.alerts.add_rule(jobs_rule("state", "failed")).unwrap();
+    let early = t.add(jobs_rule("state", "failed"));
     QueueMetrics::register(&t.registry).unwrap();
     let expected = MetricError::NoSuchLabel {
         rule: "over two".into(),
@@ -1682,19 +1597,15 @@ fn a_rule_on_a_label_a_crate_metric_never_carries_is_refused_or_reported() {
             labels: vec!["status".into()],
         }
     );
-    let stuck = t.alerts.add_rule(jobs_rule("status", "stuck")).unwrap();
-    let unlabelled = t.alerts.add_rule(jobs_rule("state", "")).unwrap();
-    t.registry
-        .gauge("app_jobs", "", &[("status", "queued")])
-        .unwrap();
+    let stuck = t.add(jobs_rule("status", "stuck"));
+    let unlabelled = t.add(jobs_rule("state", ""));
+    t.gauge("app_jobs", "", &[("status", "queued")]);
     let app = rule_on("app_jobs", Aggregation::Last, 60 * SECOND).with_label("state", "failed");
-    t.alerts.add_rule(app).unwrap();
+    t.add(app);
 
-    t.registry
-        .gauge("memocache_jobs", "", &[("status", "failed")])
-        .unwrap()
+    t.gauge("memocache_jobs", "", &[("status", "failed")])
         .set(5.0);
-    tracing::subscriber::with_default(events.clone(), || {
+    tracing::subscriber::with_default(events.sink(), || {
         let fired = t.alerts.evaluate();
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!(fired[0].rule_id, unlabelled);
@@ -1744,14 +1655,11 @@ fn a_rule_on_a_quantile_label_is_told_to_take_a_percentile() {
 #[test]
 fn a_rule_on_a_histograms_buckets_is_refused_or_reported() {
     let mut t = setup();
-    let early = t
-        .alerts
-        .add_rule(rule_on(
-            "latency_seconds_bucket",
-            Aggregation::Last,
-            60 * SECOND,
-        ))
-        .unwrap();
+    let early = t.add(rule_on(
+        "latency_seconds_bucket",
+        Aggregation::Last,
+        60 * SECOND,
+    ));
     let latency = t.registry.histogram("latency_seconds", "", &[]).unwrap();
     latency.observe(5.0).unwrap();
     let expected = MetricError::NoBuckets {
@@ -1775,10 +1683,7 @@ fn a_rule_on_a_histograms_buckets_is_refused_or_reported() {
         .counter("requests_bucket", "", &[])
         .unwrap()
         .inc_by(5);
-    let own = t
-        .alerts
-        .add_rule(rule_on("requests_bucket", Aggregation::Last, 60 * SECOND))
-        .unwrap();
+    let own = t.add(rule_on("requests_bucket", Aggregation::Last, 60 * SECOND));
     let fired = t.alerts.evaluate();
     assert_eq!(fired.len(), 1);
     assert_eq!((fired[0].rule_id, fired[0].value), (own, Some(5.0)));

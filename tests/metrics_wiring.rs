@@ -8,14 +8,72 @@ use memocache::job::JobCompletion;
 use memocache::metrics::wiring::{CacheMetrics, QueueMetrics};
 use memocache::{
     Aggregation, AlertEvaluator, AlertRule, Cache, CacheKey, Job, JobPriority, JobQueue, JobType,
-    ManualClock, MemoryNotifier, MetricError, MetricsRegistry, QueueError, QueueStats, RetryConfig,
-    Severity, Tags, Threshold, Ttl, WorkerId,
+    ManualClock, MetricError, MetricsRegistry, QueueError, QueueStats, RetryConfig, Severity, Tags,
+    Threshold, Ttl, WorkerId,
 };
+
+mod clock_support;
+use clock_support::{cache_on, paged_alerts, registry_on};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn key(i: u32) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "t").unwrap()
+}
+
+/// The rule "cache hit ratio low": the published hit ratio below 0.5 over a minute.
+fn hit_ratio_low() -> AlertRule {
+    AlertRule::new(
+        "cache hit ratio low",
+        "memocache_cache_hit_ratio",
+        Threshold::less_than(0.5).unwrap(),
+        Severity::Warning,
+        60 * SECOND,
+    )
+}
+
+/// Asserts the value of each sample line `series` (as for [`sample`]) in `text`.
+fn assert_samples(text: &str, expected: &[(&str, f64)]) {
+    for &(series, want) in expected {
+        assert_eq!(sample(text, series), want, "{series}");
+    }
+}
+
+/// Asserts that `register` refuses `registry` and leaves its rendering as it was; the error.
+fn refused_unchanged<T>(
+    registry: &MetricsRegistry,
+    register: fn(&MetricsRegistry) -> Result<T, MetricError>,
+) -> MetricError {
+    let before = registry.render_prometheus();
+    let Err(err) = register(registry) else {
+        panic!("the registration was taken");
+    };
+    assert_eq!(registry.render_prometheus(), before);
+    err
+}
+
+/// A registry on a manual clock, the job queue's metrics registered in it.
+fn queue_metrics() -> (ManualClock, MetricsRegistry, QueueMetrics) {
+    let clock = ManualClock::new();
+    let registry = registry_on(&clock);
+    let metrics = QueueMetrics::register(&registry).unwrap();
+    (clock, registry, metrics)
+}
+
+/// A 1 MiB cache and a registry on one manual clock, the cache's metrics registered in it.
+fn published_cache() -> (ManualClock, Cache, MetricsRegistry, CacheMetrics) {
+    let clock = ManualClock::new();
+    let cache = cache_on(&clock);
+    let registry = registry_on(&clock);
+    let metrics = CacheMetrics::register(&registry).unwrap();
+    (clock, cache, registry, metrics)
+}
+
+/// Asserts that `text` has each of `lines` as a whole line.
+fn assert_has_lines(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.lines().any(|l| l == *line), "{line}");
+    }
 }
 
 /// The value of the sample line `series` (name and labels exactly as rendered).
@@ -38,7 +96,7 @@ fn every_cache_statistic_is_published_under_its_name() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let registry = registry_on(&clock);
 
     // Hits, misses, inserts, an update, size evictions, an expiry, a removal, loads.
     for i in 0..6 {
@@ -92,19 +150,18 @@ fn every_cache_statistic_is_published_under_its_name() {
         ("memocache_cache_size_bytes", stats.bytes as f64),
         ("memocache_cache_hit_ratio", stats.hit_ratio()),
     ];
-    for (series, want) in expected {
-        assert_eq!(sample(&text, series), want, "{series}");
-    }
+    assert_samples(&text, &expected);
     assert_eq!(stats.entries, cache.len() as u64);
     assert_eq!(stats.bytes, cache.size_bytes());
-    for family in [
-        "# TYPE memocache_cache_hits_total counter",
-        "# TYPE memocache_cache_evictions_total counter",
-        "# TYPE memocache_cache_size_bytes gauge",
-        "# TYPE memocache_cache_hit_ratio gauge",
-    ] {
-        assert!(text.lines().any(|l| l == family), "{family}");
-    }
+    assert_has_lines(
+        &text,
+        &[
+            "# TYPE memocache_cache_hits_total counter",
+            "# TYPE memocache_cache_evictions_total counter",
+            "# TYPE memocache_cache_size_bytes gauge",
+            "# TYPE memocache_cache_hit_ratio gauge",
+        ],
+    );
 
     // An older snapshot published late does not move counters backwards.
     let old = stats;
@@ -132,28 +189,13 @@ fn a_conflicting_name_is_reported() {
 
 #[test]
 fn an_alert_on_the_published_hit_ratio() {
-    let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let metrics = CacheMetrics::register(&registry).unwrap();
-    let mut alerts = AlertEvaluator::new(registry.clone());
-    let pager = MemoryNotifier::new();
-    alerts.add_channel("pager", Arc::new(pager.clone()));
+    let (clock, cache, registry, metrics) = published_cache();
+    let (mut alerts, pager) = paged_alerts(&registry);
     alerts
         .add_rule(
-            AlertRule::new(
-                "cache hit ratio low",
-                "memocache_cache_hit_ratio",
-                Threshold::less_than(0.5).unwrap(),
-                Severity::Warning,
-                60 * SECOND,
-            )
-            .with_pending_for(30 * SECOND)
-            .with_channel("pager"),
+            hit_ratio_low()
+                .with_pending_for(30 * SECOND)
+                .with_channel("pager"),
         )
         .unwrap();
     // Only misses: the ratio is 0, for long enough to fire.
@@ -192,25 +234,9 @@ fn an_alert_on_the_published_hit_ratio() {
 /// read, for every aggregation.
 #[test]
 fn an_unread_cache_publishes_no_hit_ratio_and_fires_no_low_ratio_alert() {
-    let clock = ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let metrics = CacheMetrics::register(&registry).unwrap();
+    let (clock, cache, registry, metrics) = published_cache();
     let mut alerts = AlertEvaluator::new(registry.clone());
-    let rule = |aggregation| {
-        AlertRule::new(
-            "cache hit ratio low",
-            "memocache_cache_hit_ratio",
-            Threshold::less_than(0.5).unwrap(),
-            Severity::Warning,
-            60 * SECOND,
-        )
-        .with_aggregation(aggregation)
-    };
+    let rule = |aggregation| hit_ratio_low().with_aggregation(aggregation);
     alerts.add_rule(rule(Aggregation::Last)).unwrap();
     alerts.add_rule(rule(Aggregation::Average)).unwrap();
     cache.insert(key(0), "written, never read").unwrap();
@@ -240,7 +266,7 @@ fn an_unread_cache_publishes_no_hit_ratio_and_fires_no_low_ratio_alert() {
 #[test]
 fn the_hit_ratio_is_no_data_until_the_first_publish() {
     let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
+    let registry = registry_on(&clock);
     let metrics = CacheMetrics::register(&registry).unwrap();
     let text = registry.render_prometheus();
     assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
@@ -252,16 +278,7 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     assert_eq!(last(&registry), None);
     let mut alerts = AlertEvaluator::new(registry.clone());
     alerts
-        .add_rule(
-            AlertRule::new(
-                "cache hit ratio low",
-                "memocache_cache_hit_ratio",
-                Threshold::less_than(0.5).unwrap(),
-                Severity::Warning,
-                60 * SECOND,
-            )
-            .with_aggregation(Aggregation::Last),
-        )
+        .add_rule(hit_ratio_low().with_aggregation(Aggregation::Last))
         .unwrap();
     assert_eq!(alerts.evaluate(), Vec::new());
 
@@ -300,14 +317,16 @@ fn published_figures_follow_a_clear_and_a_snapshot_load() {
     cache.clear();
     metrics.publish(&cache.stats());
     let text = registry.render_prometheus();
-    assert_eq!(sample(&text, "memocache_cache_entries"), 0.0);
-    assert_eq!(sample(&text, "memocache_cache_size_bytes"), 0.0);
-    assert_eq!(sample(&text, "memocache_cache_removals_total"), 2.0);
-    assert_eq!(
-        sample(&text, "memocache_cache_evictions_total{cause=\"size\"}"),
-        0.0
+    assert_samples(
+        &text,
+        &[
+            ("memocache_cache_entries", 0.0),
+            ("memocache_cache_size_bytes", 0.0),
+            ("memocache_cache_removals_total", 2.0),
+            ("memocache_cache_evictions_total{cause=\"size\"}", 0.0),
+            ("memocache_cache_inserts_total", 2.0),
+        ],
     );
-    assert_eq!(sample(&text, "memocache_cache_inserts_total"), 2.0);
 
     cache.insert(key(0), vec![1u8; 10]).unwrap();
     cache.load_snapshot(&path).unwrap();
@@ -345,14 +364,8 @@ fn family<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn every_queue_statistic_is_published_under_its_name() {
-    let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let metrics = QueueMetrics::register(&registry).unwrap();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, registry, metrics) = queue_metrics();
+    let cache = cache_on(&clock);
     let queue = JobQueue::builder()
         .clock(Arc::new(clock.clone()))
         .capacity(4)
@@ -433,9 +446,7 @@ fn every_queue_statistic_is_published_under_its_name() {
         ("memocache_job_latency_seconds_count", 2.0),
         ("memocache_job_latency_seconds_sum", 5.0),
     ];
-    for (series, want) in expected {
-        assert_eq!(sample(&text, series), want, "{series}");
-    }
+    assert_samples(&text, &expected);
     // The depth family, line by line: disjoint statuses sorted by label, no ids or hashes.
     assert_eq!(
         family(&text, "memocache_jobs"),
@@ -449,14 +460,15 @@ fn every_queue_statistic_is_published_under_its_name() {
             "memocache_jobs{status=\"queued\"} 3",
         ]
     );
-    for family in [
-        "# TYPE memocache_jobs_finished_total counter",
-        "# TYPE memocache_job_retries_total counter",
-        "# TYPE memocache_job_dead_letters_total counter",
-        "# TYPE memocache_job_latency_seconds summary",
-    ] {
-        assert!(text.lines().any(|l| l == family), "{family}");
-    }
+    assert_has_lines(
+        &text,
+        &[
+            "# TYPE memocache_jobs_finished_total counter",
+            "# TYPE memocache_job_retries_total counter",
+            "# TYPE memocache_job_dead_letters_total counter",
+            "# TYPE memocache_job_latency_seconds summary",
+        ],
+    );
     assert_eq!(
         (stats.queued, stats.processing, stats.dead_letters),
         (3, 1, 1)
@@ -474,9 +486,7 @@ fn every_queue_statistic_is_published_under_its_name() {
 
 #[test]
 fn job_latency_percentiles_come_from_the_completion_hook() {
-    let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let metrics = QueueMetrics::register(&registry).unwrap();
+    let (clock, registry, metrics) = queue_metrics();
     let queue = JobQueue::builder()
         .clock(Arc::new(clock.clone()))
         .on_complete(metrics.completion_hook())
@@ -521,9 +531,7 @@ fn job_latency_percentiles_come_from_the_completion_hook() {
 
 #[test]
 fn a_follower_is_timed_from_its_own_submit_and_the_hook_may_call_the_queue() {
-    let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), 600 * SECOND);
-    let metrics = QueueMetrics::register(&registry).unwrap();
+    let (clock, registry, metrics) = queue_metrics();
     // The hook publishes the queue's stats on every completion: it runs outside the queue's
     // lock, so calling the queue from it does not deadlock.
     let handle: Arc<OnceLock<JobQueue>> = Arc::new(OnceLock::new());
@@ -554,13 +562,15 @@ fn a_follower_is_timed_from_its_own_submit_and_the_hook_may_call_the_queue() {
 
     let text = registry.render_prometheus();
     // Leader 10 s, follower 6 s; both completed, published from inside the hook.
-    assert_eq!(sample(&text, "memocache_job_latency_seconds_count"), 2.0);
-    assert_eq!(sample(&text, "memocache_job_latency_seconds_sum"), 16.0);
-    assert_eq!(
-        sample(&text, "memocache_jobs_finished_total{status=\"completed\"}"),
-        2.0
+    assert_samples(
+        &text,
+        &[
+            ("memocache_job_latency_seconds_count", 2.0),
+            ("memocache_job_latency_seconds_sum", 16.0),
+            ("memocache_jobs_finished_total{status=\"completed\"}", 2.0),
+            ("memocache_jobs{status=\"queued\"}", 0.0),
+        ],
     );
-    assert_eq!(sample(&text, "memocache_jobs{status=\"queued\"}"), 0.0);
 }
 
 #[test]
@@ -636,24 +646,20 @@ fn a_failed_registration_registers_nothing() {
     registry
         .counter("memocache_job_latency_seconds_count", "Taken.", &[])
         .unwrap();
-    let before = registry.render_prometheus();
     assert!(matches!(
-        QueueMetrics::register(&registry),
-        Err(MetricError::NameCollision { .. })
+        refused_unchanged(&registry, QueueMetrics::register),
+        MetricError::NameCollision { .. }
     ));
-    assert_eq!(registry.render_prometheus(), before);
     assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
 
     let cache_registry = MetricsRegistry::new();
     cache_registry
         .histogram("memocache_cache_entries", "Taken as a histogram.", &[])
         .unwrap();
-    let before = cache_registry.render_prometheus();
     assert!(matches!(
-        CacheMetrics::register(&cache_registry),
-        Err(MetricError::TypeConflict { .. })
+        refused_unchanged(&cache_registry, CacheMetrics::register),
+        MetricError::TypeConflict { .. }
     ));
-    assert_eq!(cache_registry.render_prometheus(), before);
     // Once the name is free, the same call registers everything.
     let free = MetricsRegistry::new();
     QueueMetrics::register(&free).unwrap();

@@ -16,6 +16,13 @@ use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
 mod noise_support;
 use noise_support::noise;
+
+mod pipeline_support;
+use pipeline_support::{cache, temp_file, write};
+
+mod log_support;
+use log_support::EventSink;
+
 #[cfg(target_os = "linux")]
 mod spawn_support;
 
@@ -50,10 +57,6 @@ fn counting(fail_on: Option<u8>) -> Arc<Counting> {
     })
 }
 
-fn cache() -> Cache {
-    Cache::builder().max_bytes(64 << 20).build().expect("valid")
-}
-
 fn pipeline(cache: Cache, engine: Arc<dyn Transcriber>) -> Pipeline {
     Pipeline::builder(cache, engine)
         .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
@@ -63,15 +66,20 @@ fn pipeline(cache: Cache, engine: Arc<dyn Transcriber>) -> Pipeline {
         .expect("starts")
 }
 
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).expect("writable temp dir");
+/// The results of `f` run on `n` threads at once; a panic on any fails the test.
+fn on_threads<T: Send>(n: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(&f)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic reaches the caller"))
+            .collect()
+    })
 }
 
 #[test]
 fn second_request_is_served_from_the_cache_without_the_engine() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("a.bin");
-    write(&file, &[7u8; 4500]);
+    let (_dir, file) = temp_file("a.bin", &[7u8; 4500]);
     let engine = counting(None);
     let p = pipeline(cache(), engine.clone());
     let first = p.transcribe(&file, "en").expect("transcribed");
@@ -107,14 +115,11 @@ fn concurrent_requests_for_one_file_coalesce_into_one_run() {
     write(&file, &bytes);
     let engine = counting(None);
     let p = pipeline(cache(), engine.clone());
-    let texts: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| p.transcribe(&file, "en").expect("transcribed")))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("no panic").transcript.text)
-            .collect()
+    let texts = on_threads(4, || {
+        p.transcribe(&file, "en")
+            .expect("transcribed")
+            .transcript
+            .text
     });
     assert!(texts.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(
@@ -239,9 +244,7 @@ fn an_in_process_engine_reports_its_own_error_as_an_engine_failure() {
         "{source:?}"
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("e.bin");
-    write(&file, b"some audio bytes");
+    let (_dir, file) = temp_file("e.bin", b"some audio bytes");
     let error = pipeline(cache(), Arc::new(InProcess))
         .transcribe(&file, "en")
         .expect_err("the engine fails");
@@ -255,9 +258,7 @@ fn an_in_process_engine_reports_its_own_error_as_an_engine_failure() {
 
 #[test]
 fn the_stand_in_is_deterministic_and_says_what_it_is() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("d.bin");
-    write(&file, b"some audio bytes");
+    let (_dir, file) = temp_file("d.bin", b"some audio bytes");
     let a = pipeline(cache(), Arc::new(StandInTranscriber::new(3)));
     let b = pipeline(cache(), Arc::new(StandInTranscriber::new(3)));
     let ta = a.transcribe(&file, "en").expect("ok").transcript.text;
@@ -269,15 +270,20 @@ fn the_stand_in_is_deterministic_and_says_what_it_is() {
 /// `CommandTranscriber::chunk_dir`: the engine gets its chunk file in the directory given,
 /// and the file is gone once the engine ran; without it, the file is in the system's
 /// temporary directory.
-#[test]
-fn the_command_engine_writes_chunk_files_where_it_is_told() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// The one chunk of the bytes "a byte range", as the command engines are given it.
+fn a_byte_range_chunk() -> AudioChunk {
     let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
-    let chunk = split(&b"a byte range"[..], &plan, None)
+    split(&b"a byte range"[..], &plan, None)
         .expect("splits")
         .next()
         .expect("one chunk")
-        .expect("reads");
+        .expect("reads")
+}
+
+#[test]
+fn the_command_engine_writes_chunk_files_where_it_is_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chunk = a_byte_range_chunk();
     let path_given = |engine: CommandTranscriber| {
         std::path::PathBuf::from(engine.transcribe(&chunk).expect("runs").text)
     };
@@ -338,12 +344,7 @@ fn the_command_engine_gets_the_chunk_path_however_the_placeholder_is_quoted() {
 /// ("... exited with exit status: 1: "), which reads as if its cause had been cut off.
 #[test]
 fn an_engine_that_fails_silently_is_reported_as_such() {
-    let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
-    let chunk = split(&b"a byte range"[..], &plan, None)
-        .expect("splits")
-        .next()
-        .expect("one chunk")
-        .expect("reads");
+    let chunk = a_byte_range_chunk();
     let silent = CommandTranscriber::new("exit 4; {chunk}").expect("has {chunk}");
     let message = silent.transcribe(&chunk).expect_err("fails").to_string();
     assert!(
@@ -555,14 +556,10 @@ fn a_panicking_engine_fails_every_coalesced_request_and_the_worker_survives() {
         .retry(RetryConfig::fixed(0, std::time::Duration::ZERO))
         .build()
         .expect("starts");
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| p.transcribe(&file, "en").expect_err("chunk 2 panics")))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("no panic reaches the caller").to_string())
-            .collect()
+    let errors = on_threads(3, || {
+        p.transcribe(&file, "en")
+            .expect_err("chunk 2 panics")
+            .to_string()
     });
     for message in &errors {
         assert!(
@@ -597,9 +594,7 @@ fn a_panicking_engine_fails_every_coalesced_request_and_the_worker_survives() {
 /// for it that a second call could be served), without calling the engine.
 #[test]
 fn an_empty_file_fails_clearly_without_the_engine() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("empty.wav");
-    write(&file, b"");
+    let (_dir, file) = temp_file("empty.wav", b"");
     let engine = counting(None);
     let p = pipeline(cache(), engine.clone());
     for _ in 0..2 {
@@ -639,9 +634,7 @@ fn times(transcript: &Transcript) -> Vec<(u128, u128)> {
 /// a pipeline without a rate, segments it cannot time). Each now gets its own rate's times.
 #[test]
 fn pipelines_at_other_byte_rates_over_one_cache_get_their_own_segment_times() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("a.bin");
-    write(&file, &[7u8; 2000]);
+    let (_dir, file) = temp_file("a.bin", &[7u8; 2000]);
     let cache = cache();
     let run = |rate| {
         let outcome = at_rate(&cache, rate).transcribe(&file, "en").expect("ok");
@@ -1049,22 +1042,8 @@ fn a_slow_notifier_holds_up_no_other_threads_evaluation_and_order_is_kept() {
 }
 
 /// A `tracing` subscriber that panics on every event: a host's logging with a bug.
-struct PanickingLog;
-
-impl tracing::Subscriber for PanickingLog {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {
-        panic!("log sink bug");
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
+fn panicking_log() -> EventSink<fn(&tracing::Event<'_>)> {
+    EventSink(|_| panic!("log sink bug"))
 }
 
 /// Bug: the warning about a channel the rule names but no notifier serves was logged outside
@@ -1083,7 +1062,7 @@ fn a_panic_while_logging_a_delivery_does_not_stop_later_deliveries() {
         Arc::new(pager.clone()),
     );
     cache.insert(entry(), "x").expect("fits");
-    let evaluated = tracing::subscriber::with_default(PanickingLog, || {
+    let evaluated = tracing::subscriber::with_default(panicking_log(), || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.evaluate_alerts()))
     });
     let payload = evaluated.expect_err("the subscriber's panic goes on");
@@ -1118,14 +1097,35 @@ fn a_second_pipeline_on_one_registry_is_refused() {
     drop(first);
 }
 
+/// Builds a stand-in pipeline on a new registry with the rules `refused`, hands the result to
+/// `check`, asserts that the registry is left as it was (empty), then builds one on it with
+/// the rules `taken`, which must start: the three refusals of a rule below share this.
+fn a_refusal_leaves_the_registry_as_it_was(
+    refused: Vec<memocache::AlertRule>,
+    check: impl FnOnce(Result<Pipeline, PipelineError>),
+    taken: Vec<memocache::AlertRule>,
+) {
+    let registry = memocache::MetricsRegistry::new();
+    let with = |rules: Vec<memocache::AlertRule>| {
+        let builder = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+            .registry(registry.clone());
+        rules
+            .into_iter()
+            .fold(builder, |b, rule| b.alert_rule(rule))
+            .build()
+    };
+    check(with(refused));
+    assert_eq!(registry.render_prometheus(), "");
+    with(taken).expect("the registry was left as it was");
+}
+
 /// Bug: a pipeline built with an alert rule on a name no series can have (`memocache
 /// transcription duration`, a typo) started, and the rule never fired. The build is refused,
 /// naming the name, before anything is registered: the same registry then takes a pipeline.
 #[test]
 fn a_pipeline_refuses_a_rule_on_an_invalid_name() {
-    use memocache::{AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+    use memocache::{AlertRule, MetricError, Severity, Threshold};
 
-    let registry = MetricsRegistry::new();
     let rule = |metric: &str| {
         let above = Threshold::greater_than(0.01).expect("finite");
         AlertRule::new(
@@ -1136,23 +1136,19 @@ fn a_pipeline_refuses_a_rule_on_an_invalid_name() {
             Duration::from_secs(60),
         )
     };
-    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry.clone())
-        .alert_rule(rule("memocache_transcription_duration_seconds"))
-        .alert_rule(rule("memocache transcription duration"))
-        .build();
-    match built {
-        Err(PipelineError::Metrics(MetricError::InvalidMetricName(name))) => {
-            assert_eq!(name, "memocache transcription duration");
-        }
-        other => panic!("a rule on an invalid name was taken: {other:?}"),
-    }
-    assert_eq!(registry.render_prometheus(), "");
-    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry)
-        .alert_rule(rule("memocache_transcription_duration_seconds"))
-        .build()
-        .expect("the registry was left as it was");
+    a_refusal_leaves_the_registry_as_it_was(
+        vec![
+            rule("memocache_transcription_duration_seconds"),
+            rule("memocache transcription duration"),
+        ],
+        |built| match built {
+            Err(PipelineError::Metrics(MetricError::InvalidMetricName(name))) => {
+                assert_eq!(name, "memocache transcription duration");
+            }
+            other => panic!("a rule on an invalid name was taken: {other:?}"),
+        },
+        vec![rule("memocache_transcription_duration_seconds")],
+    );
 }
 
 /// Bug: a pipeline's rules are added before its metrics are registered, so a rule averaging
@@ -1162,32 +1158,27 @@ fn a_pipeline_refuses_a_rule_on_an_invalid_name() {
 /// the total (`Last`), or on the latency summary's `_count`, is built.
 #[test]
 fn a_pipeline_refuses_a_rule_averaging_one_of_its_counters() {
-    use memocache::{Aggregation, AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+    use memocache::{Aggregation, AlertRule, MetricError, Severity, Threshold};
 
-    let registry = MetricsRegistry::new();
     let rule = |metric: &str| {
         let above = Threshold::greater_than(100.0).expect("finite");
         let hour = Duration::from_secs(3600);
         AlertRule::new("busy", metric, above, Severity::Warning, hour)
     };
-    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry.clone())
-        .alert_rule(rule("memocache_cache_hits_total"))
-        .build();
-    match built {
-        Err(PipelineError::Metrics(MetricError::NoHistory { rule, metric, .. })) => {
-            assert_eq!((&*rule, &*metric), ("busy", "memocache_cache_hits_total"));
-        }
-        other => panic!("a rule averaging a counter was taken: {other:?}"),
-    }
-    assert_eq!(registry.render_prometheus(), "");
     let last = |metric| rule(metric).with_aggregation(Aggregation::Last);
-    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry)
-        .alert_rule(last("memocache_cache_hits_total"))
-        .alert_rule(last("memocache_transcription_duration_seconds_count"))
-        .build()
-        .expect("the registry was left as it was");
+    a_refusal_leaves_the_registry_as_it_was(
+        vec![rule("memocache_cache_hits_total")],
+        |built| match built {
+            Err(PipelineError::Metrics(MetricError::NoHistory { rule, metric, .. })) => {
+                assert_eq!((&*rule, &*metric), ("busy", "memocache_cache_hits_total"));
+            }
+            other => panic!("a rule averaging a counter was taken: {other:?}"),
+        },
+        vec![
+            last("memocache_cache_hits_total"),
+            last("memocache_transcription_duration_seconds_count"),
+        ],
+    );
 }
 
 /// Bug: a pipeline rule selecting its metric's series by a label the metric never carries
@@ -1196,9 +1187,8 @@ fn a_pipeline_refuses_a_rule_averaging_one_of_its_counters() {
 /// label and the ones there are, and leaves the registry as it was; on `status`, it builds.
 #[test]
 fn a_pipeline_refuses_a_rule_on_a_label_its_metric_never_carries() {
-    use memocache::{Aggregation, AlertRule, MetricError, MetricsRegistry, Severity, Threshold};
+    use memocache::{Aggregation, AlertRule, MetricError, Severity, Threshold};
 
-    let registry = MetricsRegistry::new();
     let rule = |label: &str| {
         let above = Threshold::greater_than(0.0).expect("finite");
         let hour = Duration::from_secs(3600);
@@ -1212,22 +1202,16 @@ fn a_pipeline_refuses_a_rule_on_a_label_its_metric_never_carries() {
         .with_aggregation(Aggregation::Last)
         .with_label(label, "failed")
     };
-    let built = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry.clone())
-        .alert_rule(rule("state"))
-        .build();
-    match built {
-        Err(PipelineError::Metrics(MetricError::NoSuchLabel { label, labels, .. })) => {
-            assert_eq!((&*label, &*labels), ("state", &["status".to_owned()][..]));
-        }
-        other => panic!("a rule on a label no series carries was taken: {other:?}"),
-    }
-    assert_eq!(registry.render_prometheus(), "");
-    Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry)
-        .alert_rule(rule("status"))
-        .build()
-        .expect("the registry was left as it was");
+    a_refusal_leaves_the_registry_as_it_was(
+        vec![rule("state")],
+        |built| match built {
+            Err(PipelineError::Metrics(MetricError::NoSuchLabel { label, labels, .. })) => {
+                assert_eq!((&*label, &*labels), ("state", &["status".to_owned()][..]));
+            }
+            other => panic!("a rule on a label no series carries was taken: {other:?}"),
+        },
+        vec![rule("status")],
+    );
 }
 
 /// A pipeline rule on a metric the host registers later, as something the rule cannot read

@@ -3098,6 +3098,13 @@ mod tests {
         }
     }
 
+    /// A queue on `clock` whose jobs age one priority level every 10 s.
+    fn aging_every_10_s(clock: SharedClock) -> JobQueueBuilder {
+        JobQueue::builder()
+            .clock(clock)
+            .aging(Some(Duration::from_secs(10)))
+    }
+
     /// The lease list's deadlines, head to tail, checking its links on the way.
     fn lease_deadlines(queue: &JobQueue) -> Vec<u64> {
         let st = queue.inner.state.lock();
@@ -3129,9 +3136,7 @@ mod tests {
         let worker = WorkerId::new("w");
         let mut leases = Vec::new();
         for at in [50, 10, 30, 30, 5, 70] {
-            queue
-                .submit(Job::new(JobType::Indexing, &b""[..]))
-                .expect("submit");
+            queue.submit(plain(JobPriority::Medium)).expect("submit");
             clock.set(at);
             leases.push(queue.try_next(&worker).expect("ready"));
         }
@@ -3167,10 +3172,8 @@ mod tests {
     fn a_job_made_ready_after_the_clock_steps_back_keeps_its_deque_sorted_by_wait() {
         const S: u64 = 1_000_000_000;
         let clock = Arc::new(SetClock::default());
-        let queue = JobQueue::builder()
-            .clock(clock.clone())
+        let queue = aging_every_10_s(clock.clone())
             .retry(RetryConfig::fixed(3, Duration::ZERO))
-            .aging(Some(Duration::from_secs(10)))
             .build()
             .expect("valid");
         let worker = WorkerId::new("w");
@@ -3251,11 +3254,7 @@ mod tests {
     fn a_job_given_back_ahead_of_a_fast_submit_stamped_before_it_keeps_its_deque_in_wait_order() {
         const S: u64 = 1_000_000_000;
         let clock = Arc::new(HeldClock::new());
-        let queue = JobQueue::builder()
-            .clock(clock.clone())
-            .aging(Some(Duration::from_secs(10)))
-            .build()
-            .expect("valid");
+        let queue = aging_every_10_s(clock.clone()).build().expect("valid");
         let worker = WorkerId::new("w");
         clock.hold.store(true, Ordering::SeqCst);
         let producer = {
@@ -3294,11 +3293,7 @@ mod tests {
     fn a_follower_taking_over_ahead_of_a_job_stamped_before_it_keeps_its_deque_in_wait_order() {
         const S: u64 = 1_000_000_000;
         let clock = Arc::new(SetClock::default());
-        let queue = JobQueue::builder()
-            .clock(clock.clone())
-            .aging(Some(Duration::from_secs(10)))
-            .build()
-            .expect("valid");
+        let queue = aging_every_10_s(clock.clone()).build().expect("valid");
         let transcription = || {
             Job::transcription(&"ab".repeat(32), "en", &b""[..])
                 .expect("valid")
@@ -3425,12 +3420,8 @@ mod tests {
             .build()
             .expect("valid");
         let worker = WorkerId::new("w");
-        let queued = queue
-            .submit(Job::new(JobType::Indexing, &b""[..]))
-            .expect("submit");
-        let done = queue
-            .submit(Job::new(JobType::Indexing, &b""[..]))
-            .expect("submit");
+        let queued = queue.submit(plain(JobPriority::Medium)).expect("submit");
+        let done = queue.submit(plain(JobPriority::Medium)).expect("submit");
         let lease = queue.try_next(&worker).expect("ready");
         queue
             .complete(&lease, JobResult::default())
@@ -3513,9 +3504,7 @@ mod tests {
         let worker = WorkerId::new("w");
         let mut ids = Vec::new();
         for _ in 0..5 {
-            let id = queue
-                .submit(Job::new(JobType::Indexing, &b""[..]))
-                .expect("submit");
+            let id = queue.submit(plain(JobPriority::Medium)).expect("submit");
             let lease = queue.try_next(&worker).expect("ready");
             queue
                 .complete(&lease, JobResult::default())
