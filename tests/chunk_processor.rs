@@ -75,6 +75,19 @@ fn describe(chunk: &AudioChunk) -> ChunkResult {
     ChunkResult::from_text(hex(chunk.data()))
 }
 
+/// A processor for `identity` over a new cache, whose chunks of `chunk_bytes` overlap by
+/// `overlap`.
+fn overlapping(identity: &str, chunk_bytes: u64, overlap: Duration) -> ChunkedProcessor {
+    ChunkedProcessor::builder(cache(), identity)
+        .plan(
+            ChunkPlan::with_chunk_bytes(chunk_bytes)
+                .unwrap()
+                .overlap(overlap),
+        )
+        .build()
+        .unwrap()
+}
+
 /// Runs `p` with `f` and `options` over `data`, read from memory.
 fn run_on<F, E>(
     p: &ChunkedProcessor,
@@ -909,14 +922,7 @@ fn concurrency_is_bounded_and_concurrent_runs_agree() {
 fn wav_input_merges_segments_on_the_input_timeline() {
     let wav = mono_wav(1000, (0..1000).map(|i| (i % 300) as i16));
     // (244 - 44) / 2 = 100 frames = 100 ms per chunk, 20 ms overlap: stride 80 ms.
-    let p = ChunkedProcessor::builder(cache(), "segmenter/1")
-        .plan(
-            ChunkPlan::with_chunk_bytes(244)
-                .unwrap()
-                .overlap(Duration::from_millis(20)),
-        )
-        .build()
-        .unwrap();
+    let p = overlapping("segmenter/1", 244, Duration::from_millis(20));
     // One segment per 10 ms of each chunk.
     let f = |chunk: &AudioChunk| {
         let reader =
@@ -1414,14 +1420,7 @@ fn a_path_and_a_reader_over_the_same_bytes_give_the_same_chunks_and_keys() {
     let wav = mono_wav(1000, (0..3000).map(|i| (i * 7 % 501) as i16));
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(&wav).unwrap();
-    let p = ChunkedProcessor::builder(cache(), "m/1")
-        .plan(
-            ChunkPlan::with_chunk_bytes(1044)
-                .unwrap()
-                .overlap(Duration::from_millis(100)),
-        )
-        .build()
-        .unwrap();
+    let p = overlapping("m/1", 1044, Duration::from_millis(100));
     let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
     let by_path = p
         .process_path(file.path(), &f, RunOptions::new().skip_whole_file_memo())

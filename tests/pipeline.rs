@@ -9,8 +9,8 @@ use memocache::chunk::{AudioChunk, ChunkKind, ChunkPlan, ChunkResult, Progress, 
 use memocache::metrics::AlertTransition::{Firing, Resolved};
 use memocache::metrics::{AlertTransition, Notification, Notifier, NotifyError};
 use memocache::pipeline::{
-    CommandTranscriber, FileProgress, Pipeline, PipelineError, StandInTranscriber, TranscribeError,
-    Transcriber, Transcript, TranscriptOutcome,
+    CommandTranscriber, FileProgress, Pipeline, PipelineBuilder, PipelineError, StandInTranscriber,
+    TranscribeError, Transcriber, Transcript, TranscriptOutcome,
 };
 use memocache::{Cache, ConcurrencyLimit, RetryConfig};
 
@@ -725,6 +725,13 @@ impl Transcriber for Gated {
     }
 }
 
+/// A pipeline over a new cache with one worker, running `engine` on chunks of 1000 bytes.
+fn one_worker_on(engine: &Arc<Gated>) -> PipelineBuilder {
+    Pipeline::builder(cache(), engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+}
+
 /// The files of [`coalesce_p2_onto_p1`] in `dir`: `busy.bin` (300 bytes of 1), and `p1.bin`
 /// and `p2.bin`, each `twin_len` bytes of 2.
 fn busy_and_twins(dir: &Path, twin_len: usize) -> [std::path::PathBuf; 3] {
@@ -783,11 +790,7 @@ fn a_request_coalesced_onto_another_files_job_survives_that_file_being_deleted()
     let dir = tempfile::tempdir().expect("temp dir");
     let [busy, p1, p2] = busy_and_twins(dir.path(), 500);
     let engine = Arc::new(Gated::default());
-    let p = Pipeline::builder(cache(), engine.clone())
-        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
-        .workers(ConcurrencyLimit::new(1).expect("valid"))
-        .build()
-        .expect("starts");
+    let p = one_worker_on(&engine).build().expect("starts");
     std::thread::scope(|s| {
         let [first, from_p1, from_p2] = coalesce_p2_onto_p1(s, &p, &engine, [&busy, &p1, &p2]);
         std::fs::remove_file(&p1).expect("removes p1");
@@ -851,9 +854,7 @@ fn a_request_served_without_a_run_of_its_own_reports_its_progress_done() {
     let engine = Arc::new(Gated::default());
     let reports = Reports::default();
     let sink = reports.clone();
-    let p = Pipeline::builder(cache(), engine.clone())
-        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
-        .workers(ConcurrencyLimit::new(1).expect("valid"))
+    let p = one_worker_on(&engine)
         .on_progress(move |r: &FileProgress| sink.0.lock().expect("not poisoned").push(r.clone()))
         .build()
         .expect("starts");
@@ -1800,11 +1801,7 @@ fn a_job_cancelled_while_it_ran_is_not_taken_as_ended_by_its_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let [busy, p1, p2] = busy_and_twins(dir.path(), 500);
     let engine = Arc::new(Gated::default());
-    let p = Pipeline::builder(cache(), engine.clone())
-        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
-        .workers(ConcurrencyLimit::new(1).expect("valid"))
-        .build()
-        .expect("starts");
+    let p = one_worker_on(&engine).build().expect("starts");
     let file_hash = memocache::CacheKey::from_content(&[2u8; 500], "file")
         .expect("key")
         .digest_hex();

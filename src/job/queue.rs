@@ -3375,7 +3375,7 @@ mod tests {
             retain in 0usize..6,
             ops in proptest::collection::vec((0u8..3, 0u8..3), 1..60),
         ) {
-            let queue = JobQueue::builder().retain_finished(retain).build().expect("valid");
+            let queue = retaining(retain);
             let worker = WorkerId::new("w");
             let mut finished = Vec::new();
             let mut queued = VecDeque::new();
@@ -3415,10 +3415,7 @@ mod tests {
 
     #[test]
     fn an_id_chosen_to_collide_with_a_job_does_not_reach_it() {
-        let queue = JobQueue::builder()
-            .retain_finished(4)
-            .build()
-            .expect("valid");
+        let queue = retaining(4);
         let worker = WorkerId::new("w");
         let queued = queue.submit(plain(JobPriority::Medium)).expect("submit");
         let done = queue.submit(plain(JobPriority::Medium)).expect("submit");
@@ -3497,10 +3494,7 @@ mod tests {
 
     #[test]
     fn finished_jobs_keep_their_slot_until_newer_ones_push_them_out() {
-        let queue = JobQueue::builder()
-            .retain_finished(3)
-            .build()
-            .expect("valid");
+        let queue = retaining(3);
         let worker = WorkerId::new("w");
         let mut ids = Vec::new();
         for _ in 0..5 {
@@ -3857,6 +3851,14 @@ mod tests {
         queue.inner.intake.lock().jobs.len()
     }
 
+    /// A queue that keeps the records of the last `finished` jobs that finished.
+    fn retaining(finished: usize) -> JobQueue {
+        JobQueue::builder()
+            .retain_finished(finished)
+            .build()
+            .expect("valid")
+    }
+
     fn plain(priority: JobPriority) -> Job {
         Job::new(JobType::Indexing, &b""[..]).with_priority(priority)
     }
@@ -3879,10 +3881,7 @@ mod tests {
     /// path finds the entry, and the slow path hands the dropped entries back first.
     #[test]
     fn a_clone_of_a_dropped_job_is_accepted_although_its_entry_is_stale() {
-        let queue = JobQueue::builder()
-            .retain_finished(0)
-            .build()
-            .expect("valid");
+        let queue = retaining(0);
         let job = plain(JobPriority::Medium);
         let id = queue.submit(job.clone()).expect("submit");
         let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
