@@ -1919,3 +1919,201 @@ fn a_progress_callback_asking_its_own_pipeline_for_a_run_is_refused_not_left_wai
     // Outside the callback, the same request is served.
     assert!(!pipeline.transcribe(&next, "en").expect("served").from_cache);
 }
+
+// --- session 31: the pipeline's watch, and requests resubmitted --------------------------------
+
+/// [`Gated`] under an identity of 8 KiB, which every transcript carries: a cache of
+/// [`SMALL_CACHE`] bytes keeps its chunk results and refuses its transcripts as too large.
+struct LongNamed {
+    gate: Gated,
+    identity: String,
+}
+
+impl Transcriber for LongNamed {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn transcribe(&self, chunk: &AudioChunk) -> Result<ChunkResult, TranscribeError> {
+        self.gate.transcribe(chunk)
+    }
+}
+
+/// A cache budget above a chunk result's charge and below a [`LongNamed`] transcript's.
+const SMALL_CACHE: u64 = 4096;
+
+/// Waits, spinning (a deadlock guard of a minute, not a timing claim), until `ready` holds:
+/// for a step the test must follow at once.
+fn spin_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Bug: a request learned whether it ran from its last job alone. Here its first job runs
+/// (reporting the file's progress), completes with followers of the host's own that push
+/// its record out of the queue in the same step, and the cache refuses the transcript, so
+/// the request finds it lost and submits again; the job submitted again is coalesced onto a
+/// job of the host's, which completes it with the transcript. The old code took the request
+/// as served without a run and reported it once more, done, every chunk counted as cached,
+/// after its run's reports. Deterministic but for one step: should the request poll between
+/// its first job's completion and the host's submit just after it (the test spins for it,
+/// the request polls every 20 ms), its second job leads, the host takes that one, and the
+/// old code passes too.
+#[test]
+fn a_request_whose_job_ran_reports_no_done_event_when_its_resubmit_is_answered_without_a_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (target, busy) = (dir.path().join("t.bin"), dir.path().join("busy.bin"));
+    write(&target, &[2u8; 500]);
+    write(&busy, &[1u8; 300]);
+    let engine = Arc::new(LongNamed {
+        gate: Gated::default(),
+        identity: "long/".repeat(1640),
+    });
+    let reports = Reports::default();
+    let sink = reports.clone();
+    let small = Cache::builder()
+        .max_bytes(SMALL_CACHE)
+        .build()
+        .expect("valid");
+    let p = Pipeline::builder(small, engine.clone())
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .workers(ConcurrencyLimit::new(1).expect("valid"))
+        .on_progress(move |r: &FileProgress| sink.0.lock().expect("not poisoned").push(r.clone()))
+        .build()
+        .expect("starts");
+    let file_hash = memocache::CacheKey::from_content(&[2u8; 500], "file")
+        .expect("key")
+        .digest_hex();
+    let host_job = || memocache::Job::transcription(&file_hash, "en", &b""[..]).expect("key");
+    let host = memocache::WorkerId::new("host");
+    let outcome = std::thread::scope(|s| {
+        let request = s.spawn(|| p.transcribe(&target, "en"));
+        wait_until("the target's job runs", || {
+            engine.gate.arrived.load(Ordering::SeqCst) == 1
+        });
+        let busy_request = s.spawn(|| p.transcribe(&busy, "en"));
+        wait_until("the busy file's job is queued", || {
+            p.queue().stats().submitted == 2
+        });
+        let followers: Vec<_> = (0..1100)
+            .map(|_| p.queue().submit(host_job()).expect("room"))
+            .collect();
+        assert_eq!(p.queue().stats().coalesced, 1100);
+        engine.gate.let_through(1);
+        spin_until("the target's job and its followers completed", || {
+            p.queue().stats().completed == 1101
+        });
+        p.queue().submit(host_job()).expect("room");
+        wait_until("the request submitted again, coalesced", || {
+            p.queue().stats().coalesced == 1101
+        });
+        assert_eq!(p.queue().stats().memo_store_failures, 1);
+        let transcript = p
+            .queue()
+            .get(*followers.last().expect("followers"))
+            .and_then(|job| job.result().cloned())
+            .expect("the last follower's record keeps the transcript");
+        let lease = p
+            .queue()
+            .try_next_for(&host, &[memocache::JobType::Transcription])
+            .expect("the host's job, leading");
+        p.queue().complete(&lease, transcript).expect("current");
+        let outcome = request.join().expect("no panic");
+        engine.gate.open();
+        busy_request
+            .join()
+            .expect("no panic")
+            .expect("the busy file is served");
+        outcome
+    });
+    let outcome = outcome.unwrap_or_else(|e| panic!("the target failed: {e}"));
+    assert!(!outcome.from_cache);
+    assert_eq!(outcome.transcript.text, "len500");
+    let cached: Vec<_> = reports
+        .of(&target)
+        .iter()
+        .map(|r| (r.chunks_done, r.chunks_cached))
+        .collect();
+    // The processor's reports, at the start and for the one chunk: none counted cached.
+    assert_eq!(cached, [(0, 0), (1, 0)]);
+}
+
+/// Bug: a progress callback that handed a request to another thread and joined it, the
+/// request's job coalesced onto the very run the callback reports on (the same file, here),
+/// waited for ever, and the run with it: the refusal of such a request
+/// (`PipelineError::InsideOwnRun`) saw only the callback's own thread. A job that waits,
+/// not started, on one call of the callback is now refused after 2 s
+/// (`PipelineError::WaitsOnCallback`) and cancelled; a request the other worker can run is
+/// served meanwhile.
+#[test]
+fn a_request_from_a_thread_the_progress_callback_joins_is_refused_not_left_waiting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [first, next] = ["first.bin", "next.bin"].map(|n| dir.path().join(n));
+    write(&first, &[1u8; 500]);
+    write(&next, &[2u8; 500]);
+    let slot: Arc<OnceLock<Weak<Pipeline>>> = Arc::new(OnceLock::new());
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = {
+        let (slot, answers, first) = (Arc::clone(&slot), Arc::clone(&answers), first.clone());
+        let next = next.clone();
+        Arc::new(
+            Pipeline::builder(cache(), counting(None))
+                .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+                .workers(ConcurrencyLimit::new(2).expect("valid"))
+                .on_progress(move |r: &FileProgress| {
+                    let done = r.progress.chunks_done == r.progress.chunks_total;
+                    if r.path == first
+                        && done
+                        && let Some(p) = slot.get().and_then(Weak::upgrade)
+                    {
+                        let (next, first) = (next.clone(), first.clone());
+                        let asked = std::thread::spawn(move || {
+                            [&next, &first].map(|path| p.transcribe(path, "en"))
+                        });
+                        let asked = asked.join().expect("no panic");
+                        answers.lock().expect("not poisoned").extend(asked);
+                    }
+                })
+                .build()
+                .expect("starts"),
+        )
+    };
+    slot.set(Arc::downgrade(&pipeline)).expect("set once");
+    let outer = {
+        let (pipeline, first) = (Arc::clone(&pipeline), first.clone());
+        within_a_minute(
+            "a request whose progress callback joins a thread asking for the same file",
+            move || pipeline.transcribe(&first, "en").map(|o| o.transcript.text),
+        )
+    };
+    assert_eq!(outer.expect("served"), "len500");
+    let answers = std::mem::take(&mut *answers.lock().expect("not poisoned"));
+    let [from_next, from_first] = <[_; 2]>::try_from(answers).expect("two");
+    let served = from_next.expect("the other worker runs next.bin");
+    assert!(!served.from_cache);
+    match from_first {
+        Err(e @ PipelineError::WaitsOnCallback { .. }) => {
+            let message = e.to_string();
+            let start = format!("transcribing {} waited ", first.display());
+            assert!(
+                message.starts_with(&start)
+                    && message.ends_with(
+                        "on a call of the pipeline's progress callback during a run (a callback \
+                         waiting for this request on another thread would wait for ever): \
+                         refused"
+                    ),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The refused job was cancelled, not left to run once the callback returned.
+    let stats = pipeline.queue().stats();
+    assert_eq!((stats.cancelled, stats.queued), (1, 0));
+}

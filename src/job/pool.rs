@@ -155,6 +155,12 @@ impl JobContext<'_> {
         self.queue.heartbeat(self.lease)
     }
 
+    /// The jobs coalesced onto this one now ([`JobQueue::followers`]); an error as for
+    /// [`JobContext::heartbeat`]: the job is no longer this worker's.
+    pub(crate) fn followers(&self) -> Result<Vec<JobId>, QueueError> {
+        self.queue.followers(self.lease)
+    }
+
     /// Whether the pool is shutting down with [`Shutdown::Now`].
     pub fn stop_requested(&self) -> bool {
         self.shared.mode.load(Ordering::SeqCst) == STOPPING

@@ -1408,6 +1408,29 @@ impl JobQueue {
         Ok(deadline)
     }
 
+    /// The jobs coalesced onto the leased job now, as the queue decided (see
+    /// [`crate::job::memo`]): those its outcome ends too, unless more are coalesced before it
+    /// is given. Refused as [`JobQueue::heartbeat`] refuses a lease that is no longer the
+    /// job's current one (cancelled, taken back), whose outcome the queue will not take. Lets a
+    /// handler tell whoever waits on those jobs how they end without guessing them from their
+    /// memo keys: a key's earlier job answered by the memo store, or a later one queued after
+    /// the leader ends, has the same key and is no follower.
+    pub(crate) fn followers(&self, lease: &Lease) -> Result<Vec<JobId>, QueueError> {
+        let inner = &*self.inner;
+        let mut guard = inner.lock();
+        let st = &mut *guard;
+        let now = inner.clock.now();
+        let (slot, _) = inner.check_lease(st, lease, now)?;
+        let key = st.records.get(slot).and_then(|r| r.job.memo_key());
+        let followers = st.followers_of(slot, key).map_or_else(Vec::new, |slots| {
+            slots
+                .iter()
+                .filter_map(|&f| st.records.get(f).map(|r| r.job.id()))
+                .collect()
+        });
+        Ok(followers)
+    }
+
     /// Cancels a queued or running job. A worker running it finds out when its completion,
     /// failure or heartbeat is refused: with [`QueueError::StaleLease`] while the cancelled
     /// job's record is kept, with [`QueueError::NotFound`] once it has left the finished jobs

@@ -58,7 +58,7 @@
 mod engine;
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -215,6 +215,26 @@ pub enum PipelineError {
     InsideOwnRun {
         /// The file.
         path: PathBuf,
+    },
+    /// The request's job waited 2 s, not started, on one call of the
+    /// pipeline's progress callback during a run: coalesced onto that run (the same content),
+    /// or queued while every worker's run was in the callback. A callback that hands a request
+    /// to another thread and waits for it (joins it) would wait for ever, and its run with it,
+    /// and a thread is not told apart from the one it serves, so a callback that merely takes
+    /// that long holds such a request up as much: the wait is bounded rather than refused at
+    /// once (as a request from the callback's own thread is, with
+    /// [`PipelineError::InsideOwnRun`]), and the job is cancelled. A request waiting on a run
+    /// whose callback returns within the bound waits on as before.
+    #[error(
+        "transcribing {path} waited {waited:?} on a call of the pipeline's progress callback \
+         during a run (a callback waiting for this request on another thread would wait for \
+         ever): refused"
+    )]
+    WaitsOnCallback {
+        /// The file.
+        path: PathBuf,
+        /// How long its job waited on the callback.
+        waited: Duration,
     },
 }
 
@@ -374,7 +394,11 @@ impl PipelineBuilder {
     /// Called as chunks finish (from worker threads), and once, done, for a request served
     /// without a run of its own (from the requesting thread; see [`FileProgress`]). Called
     /// during a run, it may ask the pipeline for a transcript the cache holds, but not for
-    /// one to be made: that request is refused with [`PipelineError::InsideOwnRun`].
+    /// one to be made: that request is refused with [`PipelineError::InsideOwnRun`]. Nor may
+    /// it wait for another thread asking for one (the request waits on the callback's run,
+    /// or for a worker, which the callback holds): that request is refused after 2 s with
+    /// [`PipelineError::WaitsOnCallback`], and so is any request whose job waits that long,
+    /// not started, on one call of the callback.
     pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(callback));
         self
@@ -410,7 +434,7 @@ impl PipelineBuilder {
                 per_file.saturating_mul(self.workers.get()),
             ))
         });
-        let watch = Arc::new(Watch::default());
+        let watch = Arc::new(Watch::new(self.workers.get()));
         let runner = Arc::new(Runner {
             cache: self.cache.clone(),
             transcriber: self.transcriber,
@@ -594,14 +618,18 @@ enum JobEnd {
     Result {
         /// The value.
         value: bytes::Bytes,
-        /// Whether this job itself ran (rather than being answered by the memo store).
+        /// Whether a worker of this pipeline ran this job, reporting its progress (rather
+        /// than the memo store answering it, or its leader's run, or a host's worker).
         ran: bool,
     },
     /// Coalesced onto another request's job, which failed before this one ever ran.
     LeaderFailed(PipelineError),
     /// Completed, but its record had left the queue and the cache no longer held (or never
     /// took) its result when this request looked: nothing to read it from.
-    Lost,
+    Lost {
+        /// As for [`JobEnd::Result`].
+        ran: bool,
+    },
 }
 
 /// What the pipeline learns of the jobs its requests wait on, by job id, for when a job's
@@ -613,13 +641,30 @@ enum JobEnd {
 /// fill entries in. So it holds one entry a request in flight, whatever the host runs
 /// through [`Pipeline::queue`]. A worker tells it only outcomes the queue takes: its run's
 /// job still leased to it (see `Runner::run`), in the message the queue is given.
+///
+/// It also keeps the progress callbacks in progress during runs, for a request that waits
+/// on one (see [`PipelineError::WaitsOnCallback`]).
+struct Watch {
+    jobs: Mutex<HashMap<JobId, Learned>>,
+    callbacks: Mutex<Callbacks>,
+    /// The pipeline's workers: with as many runs in callbacks, none takes a queued job.
+    workers: usize,
+}
+
+/// The progress callbacks in progress during runs, each by a number of its own.
 #[derive(Default)]
-struct Watch(Mutex<HashMap<JobId, Learned>>);
+struct Callbacks {
+    next: u64,
+    /// The run's job and memo key, by the callback's number.
+    running: HashMap<u64, (JobId, Option<CacheKey>)>,
+}
+
+/// How long a request may wait, its job not started, on one progress callback in progress
+/// during a run, before it is refused with [`PipelineError::WaitsOnCallback`].
+const CALLBACK_WAIT: Duration = Duration::from_secs(2);
 
 /// What is known of one watched job.
 struct Learned {
-    /// Its memo key: jobs under one key coalesce, and a follower ends as its leader did.
-    key: CacheKey,
     /// A worker of this pipeline started it.
     ran: bool,
     /// How it ended, if a worker, the completion hook or its leader's worker said so.
@@ -627,7 +672,7 @@ struct Learned {
 }
 
 /// How a watched job ended.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Ended {
     /// Completed: its result was stored under its key, unless the cache refused it.
     Completed,
@@ -639,65 +684,129 @@ enum Ended {
 }
 
 impl Watch {
-    /// Watches job `id`, memoized under `key`, until the guard is dropped.
-    fn watch(&self, id: JobId, key: CacheKey) -> Watching<'_> {
+    fn new(workers: usize) -> Watch {
+        Watch {
+            jobs: Mutex::default(),
+            callbacks: Mutex::default(),
+            workers,
+        }
+    }
+
+    /// Watches job `id` until the guard is dropped.
+    fn watch(&self, id: JobId) -> Watching<'_> {
         let learned = Learned {
-            key,
             ran: false,
             end: None,
         };
-        self.0.lock().insert(id, learned);
+        self.jobs.lock().insert(id, learned);
         Watching { watch: self, id }
     }
 
     /// A worker started job `id`.
     fn started(&self, id: JobId) {
-        if let Some(learned) = self.0.lock().get_mut(&id) {
+        if let Some(learned) = self.jobs.lock().get_mut(&id) {
             learned.ran = true;
         }
     }
 
     /// The queue reports job `id` completed (at submit, by a worker, or with its leader).
     fn completed(&self, id: JobId) {
-        if let Some(learned) = self.0.lock().get_mut(&id) {
+        if let Some(learned) = self.jobs.lock().get_mut(&id) {
             learned.end = Some(Ended::Completed);
         }
     }
 
-    /// A worker's run of job `id`, memoized under `key`, ended so (`Err`: with the message
-    /// the queue is given), and the job was still the worker's. Told before the worker hands
-    /// the outcome to the queue, so before the record can go; the watched jobs under the same
-    /// key that have not run are its followers, which the queue ends with it, without a
-    /// completion report for a failure, and with the message [`coalesced_failure`] words.
-    fn ran(&self, id: JobId, key: Option<CacheKey>, outcome: Result<(), String>) {
-        let mut watched = self.0.lock();
+    /// A worker's run of job `id` ended so (`Err`: with the message the queue is given), and
+    /// the job was still the worker's, with `followers` coalesced onto it, as the queue
+    /// reported them ([`JobContext`]'s `followers`). Told before the worker hands the outcome
+    /// to the queue, so before the records can go; the queue ends the followers with it,
+    /// without a completion report for a failure, and with the message [`coalesced_failure`]
+    /// words.
+    ///
+    /// The followers are the queue's word, not guessed: they were taken to be the watched
+    /// jobs under the job's memo key that had not run, which took in a job of the key the
+    /// memo store had answered (a completion overwritten with this run's failure), and a job
+    /// queued behind a finished leader. A job coalesced onto this one after the queue's
+    /// report, before it takes the outcome, is not marked: a completion reaches it through
+    /// the completion hook, and a failure through its record (see `Pipeline::run_job`).
+    fn ran(&self, id: JobId, followers: &[JobId], outcome: Result<(), String>) {
+        let mut watched = self.jobs.lock();
         if let Some(learned) = watched.get_mut(&id) {
             learned.end = Some(match &outcome {
                 Ok(()) => Ended::Completed,
                 Err(message) => Ended::Failed(message.clone()),
             });
         }
-        let Some(key) = key else { return };
-        // A job under the key submitted after this one ended is marked too, wrongly; its
-        // own run, completion or poll tells the truth instead, and only a record of it that
-        // went before any of these is read through the mark (see `Pipeline::run_job`).
-        for (_, follower) in watched
-            .iter_mut()
-            .filter(|(other, learned)| **other != id && learned.key == key && !learned.ran)
-        {
-            follower.end = Some(match &outcome {
-                Ok(()) => Ended::Completed,
-                Err(message) => Ended::LeaderFailed(coalesced_failure(id, message)),
-            });
+        for follower in followers {
+            if let Some(learned) = watched.get_mut(follower) {
+                learned.end = Some(match &outcome {
+                    Ok(()) => Ended::Completed,
+                    Err(message) => Ended::LeaderFailed(coalesced_failure(id, message)),
+                });
+            }
         }
+    }
+
+    /// A callback in progress that a job of memo key `key`, not started, waits on: one
+    /// during a run of that key, which the job is coalesced onto (a key has one job in
+    /// flight, and a run's job leads its key), or any, when every worker's run is in one and
+    /// none is free to take the job. `current`, if it still is one, is preferred, so that a
+    /// wait is timed on one callback throughout.
+    fn blocking(&self, key: &CacheKey, current: Option<u64>) -> Option<u64> {
+        let callbacks = self.callbacks.lock();
+        let running = &callbacks.running;
+        if running.is_empty() {
+            return None;
+        }
+        // A run's callback may be in progress on several of its chunk threads at once.
+        let runs: HashSet<JobId> = running.values().map(|(id, _)| *id).collect();
+        let every = runs.len() >= self.workers;
+        let blocks = |(_, of): &(JobId, Option<CacheKey>)| every || of.as_ref() == Some(key);
+        if let Some(current) = current
+            && running.get(&current).is_some_and(blocks)
+        {
+            return Some(current);
+        }
+        running
+            .iter()
+            .find(|(_, run)| blocks(run))
+            .map(|(number, _)| *number)
     }
 
     /// Whether job `id` ran on this pipeline's workers, and how it ended, as far as known.
     fn learned(&self, id: JobId) -> (bool, Option<Ended>) {
-        self.0
+        self.jobs
             .lock()
             .get(&id)
             .map_or((false, None), |learned| (learned.ran, learned.end.clone()))
+    }
+}
+
+/// How long a request's job, not started, has waited on one progress callback.
+#[derive(Default)]
+struct Stall(Option<(u64, std::time::Instant)>);
+
+impl Stall {
+    /// How long the job of memo key `key`, not started, has waited on the callback it
+    /// waits on now, if it waits on one (see [`Watch::blocking`]); `None` starts over.
+    fn waited(&mut self, watch: &Watch, key: &CacheKey) -> Option<Duration> {
+        let blocking = watch.blocking(key, self.0.map(|(number, _)| number));
+        match (blocking, self.0) {
+            (Some(number), Some((on, since))) if number == on => Some(since.elapsed()),
+            (Some(number), _) => {
+                self.0 = Some((number, std::time::Instant::now()));
+                Some(Duration::ZERO)
+            }
+            (None, _) => {
+                self.0 = None;
+                None
+            }
+        }
+    }
+
+    /// The job started (or was never waiting on a callback): starts over.
+    fn clear(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -709,7 +818,7 @@ struct Watching<'a> {
 
 impl Drop for Watching<'_> {
     fn drop(&mut self) {
-        self.watch.0.lock().remove(&self.id);
+        self.watch.jobs.lock().remove(&self.id);
     }
 }
 
@@ -720,14 +829,33 @@ thread_local! {
 }
 
 /// This thread is in a pipeline's progress callback, during one of its runs, until dropped
-/// (see [`PipelineError::InsideOwnRun`]). A guard, so that a callback that panics does not
-/// leave the mark on the thread: the first report of a run is made on the pool's worker
-/// thread, which goes on to serve other requests' jobs.
-struct Reporting(usize);
+/// (see [`PipelineError::InsideOwnRun`]), and the callback is in progress in the pipeline's
+/// [`Watch`] (see [`PipelineError::WaitsOnCallback`]). A guard, so that a callback that
+/// panics does not leave the mark on the thread: the first report of a run is made on the
+/// pool's worker thread, which goes on to serve other requests' jobs.
+struct Reporting<'a> {
+    /// What the thread had before.
+    previous: usize,
+    watch: &'a Arc<Watch>,
+    /// The callback's number in the watch.
+    number: u64,
+}
 
-impl Reporting {
-    fn enter(watch: &Arc<Watch>) -> Reporting {
-        Reporting(REPORTING.replace(Arc::as_ptr(watch).addr()))
+impl<'a> Reporting<'a> {
+    /// Enters the callback of a run of job `id`, of memo key `key`.
+    fn enter(watch: &'a Arc<Watch>, id: JobId, key: Option<CacheKey>) -> Reporting<'a> {
+        let number = {
+            let mut callbacks = watch.callbacks.lock();
+            let number = callbacks.next;
+            callbacks.next += 1;
+            callbacks.running.insert(number, (id, key));
+            number
+        };
+        Reporting {
+            previous: REPORTING.replace(Arc::as_ptr(watch).addr()),
+            watch,
+            number,
+        }
     }
 
     /// Whether this thread is in the progress callback of the pipeline that `watch` is of.
@@ -736,9 +864,10 @@ impl Reporting {
     }
 }
 
-impl Drop for Reporting {
+impl Drop for Reporting<'_> {
     fn drop(&mut self) {
-        REPORTING.set(self.0);
+        REPORTING.set(self.previous);
+        self.watch.callbacks.lock().running.remove(&self.number);
     }
 }
 
@@ -778,8 +907,8 @@ impl Runner {
         // is cancelled) on its own. Told the outcome anyway, the watch took the job and them
         // as ended so, and a request whose record then went was served or failed, not told
         // it was cancelled.
-        if ctx.heartbeat().is_ok() {
-            self.watch.ran(id, ctx.lease().memo_key().copied(), outcome);
+        if let Ok(followers) = ctx.followers() {
+            self.watch.ran(id, &followers, outcome);
         }
         result.unwrap_or_else(|panic| resume_unwind(panic))
     }
@@ -814,8 +943,9 @@ impl Runner {
         if let Some(callback) = &self.progress {
             let path = path.clone();
             let watch = Arc::clone(&self.watch);
+            let (id, key) = (ctx.job_id(), ctx.lease().memo_key().copied());
             options = options.on_progress(move |progress: &Progress| {
-                let _reporting = Reporting::enter(&watch);
+                let _reporting = Reporting::enter(&watch, id, key);
                 callback(&FileProgress {
                     path: path.clone(),
                     progress: *progress,
@@ -1072,9 +1202,19 @@ impl Pipeline {
         })?;
         let mut leader_failed = None;
         let mut lost = 0;
+        // Whether any of this request's jobs ran, not only the last: a run reported the
+        // file's progress, chunk by chunk, whichever submit it was. Taken from the last
+        // alone, a request whose first job ran and lost its transcript, and whose next was
+        // answered without a run (coalesced onto another request's job, or by the cache),
+        // got the "done" report of a request served without a run after its run's reports.
+        let mut ran = false;
         for _ in 0..SUBMITS {
             match self.run_job(path, language, file_hash, key, request.clone())? {
-                JobEnd::Result { value: result, ran } => {
+                JobEnd::Result {
+                    value: result,
+                    ran: this_ran,
+                } => {
+                    ran |= this_ran;
                     if let Some(transcript) = self.ours(&result) {
                         return Ok((transcript, ran));
                     }
@@ -1088,7 +1228,10 @@ impl Pipeline {
                 }
                 // Made and lost: run again (its chunks are cached, so only the merge is
                 // redone), rather than fail a request whose transcript was made.
-                JobEnd::Lost => lost += 1,
+                JobEnd::Lost { ran: this_ran } => {
+                    ran |= this_ran;
+                    lost += 1;
+                }
             }
         }
         Err(leader_failed.unwrap_or_else(|| PipelineError::Failed {
@@ -1155,7 +1298,7 @@ impl Pipeline {
     ) -> Result<JobEnd, PipelineError> {
         let job = Job::transcription(file_hash, language, request)?.with_max_retries(0);
         // Watched before the submit: a job the cache answers completes inside it.
-        let _watching = self.watch.watch(job.id(), *key);
+        let _watching = self.watch.watch(job.id());
         let id = self.queue.submit(job)?;
         let failed = |message: String| PipelineError::Failed {
             path: path.to_owned(),
@@ -1163,12 +1306,25 @@ impl Pipeline {
         };
         // The queue has no completion callback; poll with a short, growing pause.
         let mut pause = Duration::from_micros(200);
-        let mut seen_running = false;
+        let mut stall = Stall::default();
         let job = loop {
             match self.queue.get(id) {
                 Some(job) if job.status().is_terminal() => break job,
                 Some(job) => {
-                    seen_running |= job.started_at().is_some();
+                    if job.started_at().is_some() {
+                        // Running: whatever its callbacks do, nothing of this request's waits.
+                        stall.clear();
+                    } else if let Some(waited) = stall.waited(&self.watch, key)
+                        && waited >= CALLBACK_WAIT
+                    {
+                        // Not left to run for nobody once the callback returns; a cancel
+                        // refused (the job ended meanwhile) leaves nothing to undo.
+                        let _ = self.queue.cancel(id);
+                        return Err(PipelineError::WaitsOnCallback {
+                            path: path.to_owned(),
+                            waited,
+                        });
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
@@ -1176,13 +1332,10 @@ impl Pipeline {
                     let (ran, end) = self.watch.learned(id);
                     // A peek: this is the job's own result, not a cache hit of the request.
                     if let Some(value) = self.cache.peek(key) {
-                        return Ok(JobEnd::Result {
-                            value,
-                            ran: ran || seen_running,
-                        });
+                        return Ok(JobEnd::Result { value, ran });
                     }
                     return match end {
-                        Some(Ended::Completed) => Ok(JobEnd::Lost),
+                        Some(Ended::Completed) => Ok(JobEnd::Lost { ran }),
                         Some(Ended::Failed(message)) => Err(failed(message)),
                         Some(Ended::LeaderFailed(message)) => {
                             Ok(JobEnd::LeaderFailed(failed(message)))
@@ -1197,8 +1350,10 @@ impl Pipeline {
         if let (JobStatus::Completed, Some(result)) = (job.status(), job.result()) {
             return Ok(JobEnd::Result {
                 value: result.as_bytes().clone(),
-                // A job the memo store answered, at submit or as a follower, never started.
-                ran: job.started_at().is_some(),
+                // The watch's word, as when the record has gone: a job the memo store
+                // answered, or a follower, never started, and one a host's worker took (through
+                // `Pipeline::queue`) started but reported no progress of the file.
+                ran: self.watch.learned(id).0,
             });
         }
         if job.status() == JobStatus::Cancelled {
@@ -1379,5 +1534,71 @@ impl Drop for Pipeline {
         if let Some(pool) = self.pool.get_mut().take() {
             pool.shutdown(Shutdown::Drain);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WorkerId;
+
+    /// Bug: a worker's failed run marked as failed with it every watched job of its memo key
+    /// that had not run, taken to be its followers: a job of the key the memo store had
+    /// answered at its submit, whose request had not looked yet, was marked failed over its
+    /// completion (and read so once its record went). The followers are now the queue's.
+    #[test]
+    fn a_failed_run_marks_the_jobs_the_queue_coalesced_onto_it_and_no_other() {
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+        let watch = Arc::new(Watch::new(1));
+        let queue = JobQueue::builder()
+            .cache(cache.clone())
+            .on_complete({
+                let watch = Arc::clone(&watch);
+                move |completion| watch.completed(completion.id)
+            })
+            .build()
+            .expect("valid");
+        let job = |payload: &'static [u8]| {
+            Job::transcription(&"ab".repeat(32), "en", payload).expect("a valid key")
+        };
+        // Answered by the memo store at its submit, then the stored result goes.
+        let answered = job(b"answered");
+        let key = *answered.memo_key().expect("memoized");
+        cache.insert(key, &b"stored"[..]).expect("stored");
+        let _answered = watch.watch(answered.id());
+        let answered = queue.submit(answered).expect("room");
+        assert_eq!(watch.learned(answered).1, Some(Ended::Completed));
+        cache.remove(&key);
+        // A leader of the key, and a follower.
+        let leader = job(b"leader");
+        let _leader = watch.watch(leader.id());
+        let leader = queue.submit(leader).expect("room");
+        let follower = job(b"follower");
+        let _follower = watch.watch(follower.id());
+        let follower = queue.submit(follower).expect("room");
+        assert_eq!(queue.stats().coalesced, 1);
+
+        let lease = queue.try_next(&WorkerId::new("w")).expect("the leader");
+        assert_eq!(lease.job_id(), leader);
+        watch.started(leader);
+        let followers = queue.followers(&lease).expect("current");
+        assert_eq!(followers, [follower]);
+        watch.ran(leader, &followers, Err("refused".to_owned()));
+        queue.fail(&lease, "refused").expect("current");
+
+        assert_eq!(
+            watch.learned(leader),
+            (true, Some(Ended::Failed("refused".to_owned())))
+        );
+        assert_eq!(
+            watch.learned(follower),
+            (
+                false,
+                Some(Ended::LeaderFailed(coalesced_failure(leader, "refused")))
+            )
+        );
+        assert_eq!(watch.learned(answered), (false, Some(Ended::Completed)));
+        // What the queue reports of a lease no longer current: nothing to mark.
+        assert!(queue.followers(&lease).is_err());
     }
 }
