@@ -2048,9 +2048,9 @@ fn a_request_whose_job_ran_reports_no_done_event_when_its_resubmit_is_answered_w
 /// request's job coalesced onto the very run the callback reports on (the same file, here),
 /// waited for ever, and the run with it: the refusal of such a request
 /// (`PipelineError::InsideOwnRun`) saw only the callback's own thread. A job that waits,
-/// not started, on one call of the callback is now refused after 2 s
-/// (`PipelineError::WaitsOnCallback`) and cancelled; a request the other worker can run is
-/// served meanwhile.
+/// not started, on one call of the callback is now refused after the builder's
+/// `callback_wait` (`PipelineError::WaitsOnCallback`, no sooner) and cancelled; a request the
+/// other worker can run is served meanwhile.
 #[test]
 fn a_request_from_a_thread_the_progress_callback_joins_is_refused_not_left_waiting() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -2066,6 +2066,7 @@ fn a_request_from_a_thread_the_progress_callback_joins_is_refused_not_left_waiti
             Pipeline::builder(cache(), counting(None))
                 .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
                 .workers(ConcurrencyLimit::new(2).expect("valid"))
+                .callback_wait(Duration::from_millis(300))
                 .on_progress(move |r: &FileProgress| {
                     let done = r.progress.chunks_done == r.progress.chunks_total;
                     if r.path == first
@@ -2098,7 +2099,11 @@ fn a_request_from_a_thread_the_progress_callback_joins_is_refused_not_left_waiti
     let served = from_next.expect("the other worker runs next.bin");
     assert!(!served.from_cache);
     match from_first {
-        Err(e @ PipelineError::WaitsOnCallback { .. }) => {
+        Err(e @ PipelineError::WaitsOnCallback { waited, .. }) => {
+            assert!(
+                waited >= Duration::from_millis(300),
+                "refused after {waited:?}"
+            );
             let message = e.to_string();
             let start = format!("transcribing {} waited ", first.display());
             assert!(

@@ -216,8 +216,8 @@ pub enum PipelineError {
         /// The file.
         path: PathBuf,
     },
-    /// The request's job waited 2 s, not started, on one call of the
-    /// pipeline's progress callback during a run: coalesced onto that run (the same content),
+    /// The request's job waited [`PipelineBuilder::callback_wait`] (60 s by default), not
+    /// started, on one call of the pipeline's progress callback during a run: coalesced onto that run (the same content),
     /// or queued while every worker's run was in the callback. A callback that hands a request
     /// to another thread and waits for it (joins it) would wait for ever, and its run with it,
     /// and a thread is not told apart from the one it serves, so a callback that merely takes
@@ -289,6 +289,7 @@ pub struct PipelineBuilder {
     rules: Vec<AlertRule>,
     channels: Vec<(String, Arc<dyn Notifier>)>,
     progress: Option<ProgressCallback>,
+    callback_wait: Duration,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -396,11 +397,23 @@ impl PipelineBuilder {
     /// during a run, it may ask the pipeline for a transcript the cache holds, but not for
     /// one to be made: that request is refused with [`PipelineError::InsideOwnRun`]. Nor may
     /// it wait for another thread asking for one (the request waits on the callback's run,
-    /// or for a worker, which the callback holds): that request is refused after 2 s with
+    /// or for a worker, which the callback holds): that request is refused after
+    /// [`PipelineBuilder::callback_wait`] (60 s by default) with
     /// [`PipelineError::WaitsOnCallback`], and so is any request whose job waits that long,
     /// not started, on one call of the callback.
     pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(callback));
+        self
+    }
+
+    /// How long a request may wait, its job not started, on one call of the progress callback
+    /// during a run, before it is refused with [`PipelineError::WaitsOnCallback`] (default 60
+    /// s). The wait cannot tell a callback that waits for the request on another thread (which
+    /// would wait for ever) from one that is only slow, so the bound should be longer than a
+    /// call of the host's callback ever takes; a zero bound is taken as the smallest one, a
+    /// request refused as soon as its job is seen waiting on a callback.
+    pub fn callback_wait(mut self, limit: Duration) -> Self {
+        self.callback_wait = limit;
         self
     }
 
@@ -534,6 +547,7 @@ impl PipelineBuilder {
             progress: self.progress,
             clock: timer,
             watch,
+            callback_wait: self.callback_wait,
         })
     }
 }
@@ -567,6 +581,8 @@ pub struct Pipeline {
     clock: SharedClock,
     /// How the jobs its requests wait on ended, for a record that left the queue first.
     watch: Arc<Watch>,
+    /// [`PipelineBuilder::callback_wait`].
+    callback_wait: Duration,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -660,8 +676,11 @@ struct Callbacks {
 }
 
 /// How long a request may wait, its job not started, on one progress callback in progress
-/// during a run, before it is refused with [`PipelineError::WaitsOnCallback`].
-const CALLBACK_WAIT: Duration = Duration::from_secs(2);
+/// during a run, before it is refused with [`PipelineError::WaitsOnCallback`], unless
+/// [`PipelineBuilder::callback_wait`] says otherwise: long enough that a callback that is
+/// merely slow (a terminal, a log, a network write) is not taken for one waiting on the
+/// request, short enough that a callback that is has the request refused, not hung.
+const DEFAULT_CALLBACK_WAIT: Duration = Duration::from_secs(60);
 
 /// What is known of one watched job.
 struct Learned {
@@ -1036,6 +1055,7 @@ impl Pipeline {
             rules: Vec::new(),
             channels: Vec::new(),
             progress: None,
+            callback_wait: DEFAULT_CALLBACK_WAIT,
         }
     }
 
@@ -1315,7 +1335,7 @@ impl Pipeline {
                         // Running: whatever its callbacks do, nothing of this request's waits.
                         stall.clear();
                     } else if let Some(waited) = stall.waited(&self.watch, key)
-                        && waited >= CALLBACK_WAIT
+                        && waited >= self.callback_wait
                     {
                         // Not left to run for nobody once the callback returns; a cancel
                         // refused (the job ended meanwhile) leaves nothing to undo.
