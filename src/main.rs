@@ -17,6 +17,7 @@
 //! buffer are written with errors checked, and fail in the same two ways.
 
 use std::any::Any;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufReader, Write as _};
 use std::panic::AssertUnwindSafe;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use memocache::CacheKey;
 
 /// `eprintln!` without its panic. A standard error that cannot be written (`2> /dev/full`, a
@@ -80,7 +81,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(e) = cli::missing_value(&mut Cli::command(), &args) {
+        errln!("memocache: error: {}", cli::printable(&usage_error(&e)));
+        return ExitCode::FAILURE;
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         // `--help` and `--version` go to stdout, with status 0. Not by `clap::Error::exit`,
         // which ignores a failed write: `--help > /dev/full` exited 0 having written nothing.

@@ -940,3 +940,57 @@ fn a_snapshot_from_a_newer_format_is_not_advised_for_deletion() {
         "the file was changed"
     );
 }
+
+/// Session 31: an option that lets its value start with a hyphen (each numeric one, so that
+/// `-5` is refused as a negative number) took whatever followed it as that value: `--capacity
+/// --format arc` reported `arc` as an unexpected argument, `--cache-mb --chunk-mb 16` a bad
+/// number `--chunk-mb`. Given no value, each says so, as an option of any other kind does.
+#[test]
+fn a_numeric_option_without_its_value_says_so_and_takes_no_option_as_it() {
+    let replay = ["replay", "t.trace", "--format", "arc"];
+    let transcribe = ["transcribe", "a.wav", "--language", "en"];
+    for (base, option, value_name) in [
+        (&replay, "--capacity", "<N[%]>"),
+        (&replay, "--max-requests", "<N>"),
+        (&transcribe, "--cache-mb", "<MIB>"),
+        (&transcribe, "--chunk-mb", "<CHUNK_MB>"),
+        (&transcribe, "--checkpoint-secs", "<SECS>"),
+    ] {
+        for after in [
+            &["--dry-run"][..],
+            &["--format", "arc"],
+            &["--chunk-mb", "16"],
+            &["--"],
+            &["-h"],
+            &[],
+        ] {
+            let mut args = base.to_vec();
+            args.push(option);
+            args.extend_from_slice(after);
+            let line = one_error_line(&memocache(&args));
+            assert!(
+                line.contains(&format!(
+                    "a value is required for '{option} {value_name}' but none was supplied"
+                )),
+                "{args:?}: {line}"
+            );
+        }
+        // A negative number is still a value, and refused as one.
+        let mut args = base.to_vec();
+        args.extend_from_slice(&[option, "-5"]);
+        let line = one_error_line(&memocache(&args));
+        assert!(line.contains("a negative number"), "{args:?}: {line}");
+    }
+    // An option of another kind reads as before.
+    let line = one_error_line(&memocache(&[
+        "replay",
+        "t.trace",
+        "--capacity",
+        "5",
+        "--format",
+    ]));
+    assert!(
+        line.contains("a value is required for '--format <NAME>'"),
+        "{line}"
+    );
+}

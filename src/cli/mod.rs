@@ -7,6 +7,10 @@ pub mod number;
 pub mod replay;
 pub mod transcribe;
 
+use std::ffi::{OsStr, OsString};
+
+use clap::error::{ContextKind, ContextValue};
+
 /// [`std::fs::create_dir_all`], with a path that exists as something other than a directory
 /// (a file) said so: the error was "File exists (os error 17)", which reads as if the
 /// directory were there and the command had refused it.
@@ -18,6 +22,68 @@ pub fn create_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
             e
         }
     })
+}
+
+/// The usage error of an option that lets values start with a hyphen (the numeric ones, so
+/// that `-5` is refused as a negative number) but is followed by no value: by nothing, by `--`,
+/// by a long option (`--dry-run`, any `--` and a letter) or by one of the subcommand's short
+/// options (`-h`). clap takes whatever follows such an option as its value, so `replay t
+/// --capacity --format arc` reported `--format` as a bad number (or, with the word after it
+/// left over, an unexpected argument `arc`), where an option of any other kind says it needs
+/// a value. The error is clap's own for a missing value, so both read alike. `args` is the
+/// whole command line, the program's name first.
+pub fn missing_value(command: &mut clap::Command, args: &[OsString]) -> Option<clap::Error> {
+    command.build();
+    let name = args.get(1)?.to_str()?;
+    let sub = command.find_subcommand(name)?;
+    let words = &args[2..];
+    for (i, word) in words.iter().enumerate() {
+        if word == "--" {
+            // Every word after it is positional.
+            return None;
+        }
+        let Some(long) = word.to_str().and_then(|w| w.strip_prefix("--")) else {
+            continue;
+        };
+        let Some(arg) = sub
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long) && arg.is_allow_hyphen_values_set())
+        else {
+            continue;
+        };
+        if words.get(i + 1).is_none_or(|next| is_option(sub, next)) {
+            let value_name = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or_else(|| arg.get_id().as_str().to_uppercase(), ToString::to_string);
+            let mut error = clap::Error::new(clap::error::ErrorKind::InvalidValue).with_cmd(sub);
+            error.insert(
+                ContextKind::InvalidArg,
+                ContextValue::String(format!("--{long} <{value_name}>")),
+            );
+            // An empty value is what clap reports as none supplied.
+            error.insert(
+                ContextKind::InvalidValue,
+                ContextValue::String(String::new()),
+            );
+            return Some(error);
+        }
+    }
+    None
+}
+
+/// Whether `word` is an option rather than a value: `--`, `--` and a letter, or a short
+/// option of `command`. A negative number (`-5`, `-.5`) is a value.
+fn is_option(command: &clap::Command, word: &OsStr) -> bool {
+    let bytes = word.as_encoded_bytes();
+    match bytes {
+        [b'-', b'-'] => true,
+        [b'-', b'-', letter, ..] => letter.is_ascii_alphabetic(),
+        [b'-', short] => command
+            .get_arguments()
+            .any(|arg| arg.get_short() == Some(char::from(*short))),
+        _ => false,
+    }
 }
 
 /// `text` from outside the program (an engine's output, a file name, an error quoting a path)
