@@ -552,7 +552,7 @@ fn a_compressed_trace_is_decoded_by_its_magic_number_whatever_its_name() {
     assert_eq!(stdout(&output), "");
     let line = one_error_line(&output);
     assert!(
-        line.contains("standard input: the file is bzip2-compressed")
+        line.contains("standard input: the stream is bzip2-compressed")
             && line.contains("decompress it first"),
         "{line}"
     );
@@ -769,7 +769,7 @@ fn compression_can_be_given_for_standard_input() {
     let line = one_error_line(&replay_stdin(&i32be_options("xz"), file()));
     assert!(
         line.ends_with(
-            "standard input: the file is not xz: it is gzip (it starts with the bytes 1f 8b 08 \
+            "standard input: the stream is not xz: it is gzip (it starts with the bytes 1f 8b 08 \
              00 00 00) (--compression xz; auto tells it from the content)"
         ),
         "{line}"

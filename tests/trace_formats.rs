@@ -811,3 +811,71 @@ fn lz4_legacy_and_compress_files_are_refused_by_name() {
         assert_eq!(reader.compression(), Compression::None);
     }
 }
+
+/// Session 31: a trace read as a stream (standard input) was refused as "the file": it is not
+/// one. A file is still called a file.
+#[test]
+fn a_stream_not_of_its_compression_is_called_a_stream() {
+    let stream = |bytes: &'static [u8], compression| {
+        TraceReader::from_stream(
+            Cursor::new(bytes),
+            TraceFormat::LirsText,
+            "standard input",
+            compression,
+        )
+        .expect_err("refused")
+        .to_string()
+    };
+    assert_eq!(
+        stream(b"", Some(Compression::Zstd)),
+        "standard input: the stream is not zstd: it is empty"
+    );
+    assert_eq!(
+        stream(b"1\n2\n3\n", Some(Compression::Gzip)),
+        "standard input: the stream is not gzip: it starts with the bytes 31 0a 32 0a 33 0a, \
+         not with gzip's magic number 1f 8b"
+    );
+    assert!(
+        stream(b"BZh91AY&SY", None).starts_with("standard input: the stream is bzip2-compressed"),
+    );
+    let file = scratch_file("empty-s31.trace.zst", b"");
+    let err = TraceReader::open(&file).expect_err("refused").to_string();
+    assert!(err.ends_with("the file is not zstd: it is empty"), "{err}");
+}
+
+/// Session 31: an error reading a trace's first bytes, before anything is decoded, was
+/// reported under the compression its name gives ("x.trace.zst: reading the zstd stream
+/// failed: Is a directory"), as if the file were a corrupt zstd stream. It is an I/O error
+/// reading the file, with the system's words.
+#[test]
+fn an_error_reading_the_first_bytes_is_an_io_error_not_a_corrupt_stream() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trace_formats/dir-s31.trace.zst");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    // Opening a directory succeeds on Linux; reading it fails with EISDIR.
+    if let Ok(reader) = std::fs::File::open(&dir) {
+        let err = TraceReader::open_format(&dir, TraceFormat::LirsText).expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("dir-s31.trace.zst: cannot read trace: "),
+            "{message}"
+        );
+        assert!(message.contains("os error 21"), "{message}");
+        assert!(!message.contains("zstd stream"), "{message}");
+        drop(reader);
+    }
+    struct Failing;
+    impl std::io::Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(5))
+        }
+    }
+    for compression in [None, Some(Compression::Gzip)] {
+        let err =
+            TraceReader::from_stream(Failing, TraceFormat::LirsText, "t.trace.gz", compression)
+                .expect_err("refused")
+                .to_string();
+        assert!(err.starts_with("t.trace.gz: cannot read trace: "), "{err}");
+        assert!(err.contains("os error 5"), "{err}");
+        assert!(!err.contains("gzip stream"), "{err}");
+    }
+}

@@ -66,13 +66,17 @@ pub enum TraceError {
     /// The message names the compression the file is of where its first bytes tell it, and
     /// says so of a file that ends inside the magic number.
     #[error(
-        "{}: the file is not {compression}: {}",
+        "{}: the {} is not {compression}: {}",
         path.display(),
+        input(*stream),
         describe_head(*compression, head)
     )]
     NotCompressed {
         /// The trace file.
         path: PathBuf,
+        /// Whether it was read as a stream ([`TraceReader::from_stream`], standard input),
+        /// which the message calls so: "the file" named a file of a stream that has none.
+        stream: bool,
         /// The compression the file was to be decoded with.
         compression: Compression,
         /// The file's first bytes (at most 6).
@@ -82,19 +86,33 @@ pub enum TraceError {
     /// trace readers do not decode ([`TraceReader::open_format`] tells it by the first bytes, whatever the
     /// name).
     #[error(
-        "{}: the file is {found} (it starts with the bytes {}), which memocache cannot read: \
+        "{}: the {} is {found} (it starts with the bytes {}), which memocache cannot read: \
          decompress it first, or recompress it with gzip, xz or zstd",
         path.display(),
+        input(*stream),
         hex(head)
     )]
     UnsupportedCompression {
         /// The trace file.
         path: PathBuf,
+        /// Whether it was read as a stream, as for [`TraceError::NotCompressed`].
+        stream: bool,
         /// What the file is: `bzip2-compressed`, `lz4-compressed`, `LZW-compressed by compress`
         /// or `a zip archive`.
         found: &'static str,
         /// The file's first bytes (at most 6).
         head: Vec<u8>,
+    },
+    /// The first bytes of the trace, which tell its compression, could not be read: an I/O
+    /// error of the file or stream itself, before anything was decoded. It was reported as a
+    /// failure to read the stream of the compression the name gives (`x.zst: reading the zstd
+    /// stream failed: Is a directory`), which reads as a corrupt zstd file.
+    #[error("{}: cannot read trace: {source}", path.display())]
+    Unreadable {
+        /// The trace file.
+        path: PathBuf,
+        /// The error reported by the file or stream.
+        source: io::Error,
     },
     /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
     /// compressed stream (bad header, bad block, checksum mismatch, unexpected end). A
@@ -266,7 +284,7 @@ impl TraceReader {
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let named = Compression::from_path(path);
-        TraceReader::open_with(path, open_file(path)?, format, named, told(path, named))
+        TraceReader::open_with(path, open_file(path)?, format, told(path, false, named))
     }
 
     /// Opens a trace of a known format and compression, whatever its name and content: a
@@ -280,7 +298,7 @@ impl TraceReader {
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let file = open_file(path)?;
-        TraceReader::open_with(path, file, format, compression, given(path, compression))
+        TraceReader::open_with(path, file, format, given(path, false, compression))
     }
 
     /// Reads a trace from a stream that may be compressed, such as standard input, which a
@@ -299,20 +317,19 @@ impl TraceReader {
         match compression {
             None => {
                 let named = Compression::from_path(&label);
-                TraceReader::open_with(&label, reader, format, named, told(&label, named))
+                TraceReader::open_with(&label, reader, format, told(&label, true, named))
             }
-            Some(c) => TraceReader::open_with(&label, reader, format, c, given(&label, c)),
+            Some(c) => TraceReader::open_with(&label, reader, format, given(&label, true, c)),
         }
     }
 
     /// Decodes `file` (read from `path`, or the stream it labels) with the compression
     /// `choose` picks from its first bytes (at most [`MAGIC_LEN`], fewer only in a shorter
-    /// file). `named` is the compression an error reading those bytes is reported under.
+    /// file).
     fn open_with(
         path: &Path,
         mut file: impl Read + Send + 'static,
         format: TraceFormat,
-        named: Compression,
         choose: impl FnOnce(&[u8]) -> Result<Compression, TraceError>,
     ) -> Result<TraceReader, TraceError> {
         let read_err = |compression, source| TraceError::Read {
@@ -323,7 +340,11 @@ impl TraceReader {
         // The magic number is checked up front: a decoder fed another format fails with its
         // own words ("unexpected end of file"), which do not say the file is of another kind.
         let mut head = [0u8; MAGIC_LEN];
-        let head_len = read_head(&mut file, &mut head).map_err(|e| read_err(named, e))?;
+        let head_len =
+            read_head(&mut file, &mut head).map_err(|source| TraceError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })?;
         let compression = choose(&head[..head_len])?;
         // The bytes read are put back in front of the rest: a pipe cannot seek back.
         let file = BufReader::with_capacity(
@@ -554,9 +575,11 @@ fn open_file(path: &Path) -> Result<File, TraceError> {
 }
 
 /// The choice of [`TraceReader::open_format`]: the compression a file's first bytes tell,
-/// that of its name (`named`) first; `path` names it in a refusal.
+/// that of its name (`named`) first; `path` names it in a refusal, `stream` tells whether it
+/// is a stream.
 fn told(
     path: &Path,
+    stream: bool,
     named: Compression,
 ) -> impl FnOnce(&[u8]) -> Result<Compression, TraceError> + '_ {
     move |head| {
@@ -568,12 +591,14 @@ fn told(
         } else if let Some(found) = unsupported_compression(head) {
             Err(TraceError::UnsupportedCompression {
                 path: path.to_owned(),
+                stream,
                 found,
                 head: head.to_vec(),
             })
         } else if named != Compression::None {
             Err(TraceError::NotCompressed {
                 path: path.to_owned(),
+                stream,
                 compression: named,
                 head: head.to_vec(),
             })
@@ -584,9 +609,10 @@ fn told(
 }
 
 /// The choice of [`TraceReader::open_as`]: `compression`, if the first bytes start as its
-/// files do; `path` names the file in a refusal.
+/// files do; `path` names the file in a refusal, `stream` tells whether it is a stream.
 fn given(
     path: &Path,
+    stream: bool,
     compression: Compression,
 ) -> impl FnOnce(&[u8]) -> Result<Compression, TraceError> + '_ {
     move |head| {
@@ -595,6 +621,7 @@ fn given(
         } else {
             Err(TraceError::NotCompressed {
                 path: path.to_owned(),
+                stream,
                 compression,
                 head: head.to_vec(),
             })
@@ -635,6 +662,12 @@ fn has_magic(compression: Compression, head: &[u8]) -> bool {
         // A zstd file may also start with a skippable frame, as every file `pzstd` writes
         // does.
         || (compression == Compression::Zstd && Compression::from_magic(head) == compression)
+}
+
+/// What a trace read is called in a message about its content: a stream read from standard
+/// input (or any reader) is not a file.
+fn input(stream: bool) -> &'static str {
+    if stream { "stream" } else { "file" }
 }
 
 /// Bytes as lower-case hex pairs, space-separated.
