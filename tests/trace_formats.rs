@@ -879,3 +879,52 @@ fn an_error_reading_the_first_bytes_is_an_io_error_not_a_corrupt_stream() {
         assert!(!err.contains("gzip stream"), "{err}");
     }
 }
+
+/// Session 31: `ruzstd`'s errors reached the user as debugging output (`Failed to parse block
+/// header: DecodeSequenceError(ExtraBits { bits_remaining: 3 })`). Every zstd error is a
+/// sentence that says where in the compressed stream it is.
+#[test]
+fn every_zstd_error_is_a_sentence_with_its_offset() {
+    let text: String = (0..300u64)
+        .map(|i| format!("{}\n", (i * 7919) % 100))
+        .collect();
+    let intact = zstd(text.as_bytes());
+    // A word such as `DecodeSequenceError`: a capital, a lower-case letter, then a capital.
+    let type_name = |word: &str| {
+        let mut chars = word.chars().filter(|c| c.is_ascii_alphabetic());
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars
+                .skip_while(|c| !c.is_ascii_lowercase())
+                .any(|c| c.is_ascii_uppercase())
+    };
+    let mut block_errors = 0;
+    for at in 4..intact.len() {
+        for flip in [0x01u8, 0xff] {
+            let mut bytes = intact.clone();
+            bytes[at] ^= flip;
+            let reader = TraceReader::from_stream(
+                Cursor::new(bytes),
+                TraceFormat::LirsText,
+                "t.trace.zst",
+                None,
+            );
+            let err = match reader {
+                Ok(reader) => reader.filter_map(Result::err).next(),
+                Err(e) => Some(e),
+            };
+            let Some(TraceError::Read { source, .. }) = err else {
+                continue;
+            };
+            let message = source.to_string();
+            assert!(
+                !message.contains(['{', '}']) && !message.split(' ').any(type_name),
+                "byte {at} ^ {flip:#x}: {message}"
+            );
+            if !message.contains("checksum mismatch") {
+                assert!(message.contains(" at compressed byte "), "{message}");
+                block_errors += 1;
+            }
+        }
+    }
+    assert!(block_errors > 0, "no corruption reached the decoder");
+}

@@ -1011,7 +1011,7 @@ impl<R: BufRead> Read for GzipReader<R> {
 /// (`ruzstd`'s own `StreamingDecoder` reads one frame and leaves the checksum to the caller).
 /// Skippable frames, which carry no data (`pzstd` starts every file with one), are skipped.
 struct ZstdReader<R: BufRead> {
-    source: R,
+    source: Counted<R>,
     frame: FrameDecoder,
     /// Whether a data frame has been started and not yet checked and finished.
     in_frame: bool,
@@ -1023,7 +1023,10 @@ impl<R: BufRead> ZstdReader<R> {
     /// `source` is not empty: [`TraceReader::open_with`] has checked its magic number.
     fn new(source: R) -> io::Result<ZstdReader<R>> {
         let mut reader = ZstdReader {
-            source,
+            source: Counted {
+                inner: source,
+                position: 0,
+            },
             frame: FrameDecoder::new(),
             in_frame: false,
             frames: 0,
@@ -1043,7 +1046,7 @@ impl<R: BufRead> ZstdReader<R> {
 /// the input. `frames` counts the frames started.
 fn next_zstd_frame(
     frame: &mut FrameDecoder,
-    source: &mut impl BufRead,
+    source: &mut Counted<impl BufRead>,
     frames: &mut u64,
 ) -> io::Result<bool> {
     loop {
@@ -1051,6 +1054,7 @@ fn next_zstd_frame(
             return Ok(false);
         }
         *frames += 1;
+        let at = source.position;
         match frame.reset(&mut *source) {
             Ok(()) => return Ok(true),
             // Not the first frame: the file's magic number was checked at open.
@@ -1081,11 +1085,7 @@ fn next_zstd_frame(
                     ));
                 }
             }
-            // Its own words: `FrameDecoderError` shows it as a debugging print.
-            Err(FrameDecoderError::ReadFrameHeaderError(e)) => {
-                return Err(io::Error::other(e));
-            }
-            Err(e) => return Err(io::Error::other(e)),
+            Err(e) => return Err(zstd_error(&e, at, *frames)),
         }
     }
 }
@@ -1103,9 +1103,10 @@ impl<R: BufRead> Read for ZstdReader<R> {
                 if !self.frame.is_finished() {
                     // A source that ends mid-frame makes this fail, so the loop always
                     // progresses.
+                    let at = self.source.position;
                     self.frame
                         .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
-                        .map_err(io::Error::other)?;
+                        .map_err(|e| zstd_error(&e, at, self.frames))?;
                     continue;
                 }
                 // The frame is decoded and drained, so the calculated checksum is final.
@@ -1129,4 +1130,76 @@ impl<R: BufRead> Read for ZstdReader<R> {
             self.in_frame = true;
         }
     }
+}
+
+/// A reader that counts the bytes taken from it, so that a zstd error can say where in the
+/// compressed stream it is.
+struct Counted<R> {
+    inner: R,
+    /// Bytes read or consumed so far.
+    position: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+        self.position += amount as u64;
+    }
+}
+
+/// `ruzstd`'s error `e`, met decoding from compressed byte `at` in frame `frame`, as a
+/// sentence. `ruzstd`'s own `Display` prints most nested errors as debugging output
+/// (`Failed to parse block header: DecodeSequenceError(ExtraBits { bits_remaining: 3 })`,
+/// under the wrong one of header and body), which reached the user as it was. This says
+/// which part of the stream is bad, where, and the innermost cause where that is a sentence.
+fn zstd_error(e: &FrameDecoderError, at: u64, frame: u64) -> io::Error {
+    let mut innermost: &dyn std::error::Error = e;
+    let mut ends_early = false;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+        ends_early |= cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::UnexpectedEof);
+    }
+    let what = match e {
+        FrameDecoderError::WindowSizeTooBig { requested, max } => format!(
+            "the frame needs a window of {requested} bytes, more than the {max} the decoder \
+             allows,"
+        ),
+        FrameDecoderError::DictNotProvided { dict_id } => {
+            format!("the frame needs dictionary {dict_id:#x}, which memocache does not have,")
+        }
+        _ if ends_early => "the stream ends early".to_owned(),
+        FrameDecoderError::ReadFrameHeaderError(_)
+        | FrameDecoderError::FrameHeaderError(_)
+        | FrameDecoderError::FailedToInitialize(_) => "the frame header is corrupt".to_owned(),
+        FrameDecoderError::FailedToReadBlockHeader(_) => "a block header is corrupt".to_owned(),
+        FrameDecoderError::FailedToReadBlockBody(_) => "a block is corrupt".to_owned(),
+        FrameDecoderError::FailedToReadChecksum(_) => "the frame checksum is cut".to_owned(),
+        _ => "the decoder failed".to_owned(),
+    };
+    // Only a cause that reads as words: some of `ruzstd`'s are a bare number or a type name.
+    let cause = innermost.to_string();
+    let detail =
+        if !std::ptr::addr_eq(innermost, e) && cause.contains(' ') && !cause.contains(['{', '(']) {
+            format!(" ({cause})")
+        } else {
+            String::new()
+        };
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} in zstd frame {frame} at compressed byte {at}{detail}"),
+    )
 }
