@@ -928,3 +928,57 @@ fn every_zstd_error_is_a_sentence_with_its_offset() {
     }
     assert!(block_errors > 0, "no corruption reached the decoder");
 }
+
+/// Session 31: lz4 defines skippable frames with the magic numbers zstd's have (50..5f 2a 4d
+/// 18), so an lz4 file that starts with one was taken for zstd and reported as a zstd stream
+/// that fails to read. What follows the skippable frames tells; the lz4 frame is refused as
+/// lz4, as one at the start of the file is.
+#[test]
+fn an_lz4_file_that_starts_with_a_skippable_frame_is_refused_as_lz4() {
+    let mut lz4 = vec![0x5a, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, b'm', b'e', b't', b'a'];
+    lz4.extend_from_slice(&[0x04, 0x22, 0x4d, 0x18, 0x64, 0x40, 0xa7, 0, 0, 0, 0]);
+    for name in ["skip-s31.trace", "skip-s31.trace.zst"] {
+        let file = scratch_file(name, &lz4);
+        let err = TraceReader::open_format(&file, TraceFormat::LirsText).expect_err(name);
+        let message = err.to_string();
+        assert!(
+            matches!(
+                err,
+                TraceError::UnsupportedCompression {
+                    found: "lz4-compressed",
+                    ..
+                }
+            ),
+            "{name}: {message}"
+        );
+        assert!(
+            message.contains(
+                "the file is lz4-compressed (it starts with the bytes 5a 2a 4d 18 04 00), which \
+                 memocache cannot read"
+            ),
+            "{name}: {message}"
+        );
+    }
+    // Given as zstd, likewise; a zstd frame after a skippable one is still read.
+    let err = TraceReader::from_stream(
+        Cursor::new(lz4.clone()),
+        TraceFormat::LirsText,
+        "standard input",
+        Some(Compression::Zstd),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("the stream is lz4-compressed"), "{err}");
+    let mut pzstd = lz4[..12].to_vec();
+    pzstd.extend_from_slice(&zstd(b"1\n2\n"));
+    let keys: Vec<u64> = TraceReader::from_stream(
+        Cursor::new(pzstd),
+        TraceFormat::LirsText,
+        "standard input",
+        None,
+    )
+    .expect("zstd")
+    .collect::<Result<_, _>>()
+    .expect("read");
+    assert_eq!(keys, [1, 2]);
+}

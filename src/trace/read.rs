@@ -284,7 +284,13 @@ impl TraceReader {
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let named = Compression::from_path(path);
-        TraceReader::open_with(path, open_file(path)?, format, told(path, false, named))
+        TraceReader::open_with(
+            path,
+            open_file(path)?,
+            false,
+            format,
+            told(path, false, named),
+        )
     }
 
     /// Opens a trace of a known format and compression, whatever its name and content: a
@@ -298,7 +304,7 @@ impl TraceReader {
     ) -> Result<TraceReader, TraceError> {
         let path = path.as_ref();
         let file = open_file(path)?;
-        TraceReader::open_with(path, file, format, given(path, false, compression))
+        TraceReader::open_with(path, file, false, format, given(path, false, compression))
     }
 
     /// Reads a trace from a stream that may be compressed, such as standard input, which a
@@ -317,18 +323,19 @@ impl TraceReader {
         match compression {
             None => {
                 let named = Compression::from_path(&label);
-                TraceReader::open_with(&label, reader, format, told(&label, true, named))
+                TraceReader::open_with(&label, reader, true, format, told(&label, true, named))
             }
-            Some(c) => TraceReader::open_with(&label, reader, format, given(&label, true, c)),
+            Some(c) => TraceReader::open_with(&label, reader, true, format, given(&label, true, c)),
         }
     }
 
     /// Decodes `file` (read from `path`, or the stream it labels) with the compression
     /// `choose` picks from its first bytes (at most [`MAGIC_LEN`], fewer only in a shorter
-    /// file).
+    /// file); `stream` tells whether it is a stream, for a refusal.
     fn open_with(
         path: &Path,
         mut file: impl Read + Send + 'static,
+        stream: bool,
         format: TraceFormat,
         choose: impl FnOnce(&[u8]) -> Result<Compression, TraceError>,
     ) -> Result<TraceReader, TraceError> {
@@ -361,7 +368,20 @@ impl TraceReader {
                 lzma_rust2::XzReader::new(file, true),
             )),
             Compression::Zstd => {
-                let zstd = ZstdReader::new(file).map_err(|e| read_err(compression, e))?;
+                // A file that starts with skippable frames is sniffed as zstd, but lz4 defines
+                // the same frames: what follows them tells. An lz4 file whose first frame is
+                // skippable was reported as a zstd stream that fails to read.
+                let zstd = ZstdReader::new(file).map_err(|e| {
+                    match e.get_ref().and_then(|e| e.downcast_ref::<ForeignFrame>()) {
+                        Some(foreign) => TraceError::UnsupportedCompression {
+                            path: path.to_owned(),
+                            stream,
+                            found: foreign.found,
+                            head: head[..head_len].to_vec(),
+                        },
+                        None => read_err(compression, e),
+                    }
+                })?;
                 Box::new(BufReader::with_capacity(BUF_SIZE, zstd))
             }
         };
@@ -1061,6 +1081,16 @@ fn next_zstd_frame(
             Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::BadMagicNumber(
                 magic,
             ))) => {
+                let bytes = magic.to_le_bytes();
+                if let Some(found) = unsupported_compression(&bytes) {
+                    let after = *frames - 1;
+                    let foreign = ForeignFrame {
+                        found,
+                        after,
+                        bytes,
+                    };
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, foreign));
+                }
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -1130,6 +1160,24 @@ impl<R: BufRead> Read for ZstdReader<R> {
             self.in_frame = true;
         }
     }
+}
+
+/// A frame of a format with no decoder here (lz4's, say) after zstd frames: after skippable
+/// frames only, which lz4 defines too, the file is of that format, and
+/// [`TraceReader::open_with`] refuses it as such.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bytes that are not a zstd frame follow its frame {after}: they start with {}, as {found} \
+     data does",
+    hex(bytes)
+)]
+struct ForeignFrame {
+    /// What the frame is, as [`unsupported_compression`] names it.
+    found: &'static str,
+    /// The frames before it.
+    after: u64,
+    /// Its magic number.
+    bytes: [u8; 4],
 }
 
 /// A reader that counts the bytes taken from it, so that a zstd error can say where in the
