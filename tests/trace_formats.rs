@@ -982,3 +982,73 @@ fn an_lz4_file_that_starts_with_a_skippable_frame_is_refused_as_lz4() {
     .expect("read");
     assert_eq!(keys, [1, 2]);
 }
+
+/// Session 31: after a bad line in a compressed trace the stream is decoded on, to report a
+/// corrupt stream as such rather than the line its garbage made; that went on for 1 GiB of
+/// content, so a bad line near the start of a large trace (or of an endless stream) was
+/// reported only after a gigabyte of decoding. It is bounded to 64 MiB, and a corruption
+/// within it is still what is reported.
+#[test]
+fn a_bad_line_near_the_start_of_a_large_compressed_trace_is_reported_promptly() {
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const BLOCK: usize = 128 << 10;
+    /// A zstd frame (128 KiB window, no checksum) of a raw block `x\n`, a bad LIRS line, then
+    /// `blocks` raw blocks of 128 KiB of newlines (blank lines), made as it is read, and
+    /// counting the bytes taken; with `corrupt`, a block of the reserved type 3 ends it.
+    struct Frame {
+        pending: Vec<u8>,
+        at: usize,
+        blocks: u32,
+        corrupt: bool,
+        taken: Arc<AtomicU64>,
+    }
+    impl Read for Frame {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.pending.len() {
+                self.at = 0;
+                self.pending.clear();
+                if self.blocks > 0 {
+                    self.blocks -= 1;
+                    let last = u32::from(self.blocks == 0 && !self.corrupt);
+                    let header = (BLOCK as u32) << 3 | last;
+                    self.pending.extend_from_slice(&header.to_le_bytes()[..3]);
+                    self.pending.resize(3 + BLOCK, b'\n');
+                } else if std::mem::take(&mut self.corrupt) {
+                    self.pending.extend_from_slice(&[0x07, 0, 0]);
+                }
+            }
+            let n = buf.len().min(self.pending.len() - self.at);
+            buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+            self.at += n;
+            self.taken.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+    let read = |blocks: u32, corrupt: bool| {
+        let taken = Arc::new(AtomicU64::new(0));
+        let mut pending = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+        pending.extend_from_slice(&[2 << 3, 0, 0, b'x', b'\n']);
+        let frame = Frame {
+            pending,
+            at: 0,
+            blocks,
+            corrupt,
+            taken: Arc::clone(&taken),
+        };
+        let err = TraceReader::from_stream(frame, TraceFormat::LirsText, "big.trace.zst", None)
+            .expect("zstd")
+            .find_map(Result::err)
+            .expect("an error");
+        (err, taken.load(Ordering::Relaxed))
+    };
+    // 256 MiB of content after the bad line: it was decoded whole.
+    let (err, taken) = read(2048, false);
+    assert!(matches!(err, TraceError::Parse { line: 1, .. }), "{err}");
+    assert!(taken <= 65 << 20, "{taken} bytes decoded for a bad line 1");
+    // Corruption 8 MiB after the bad line is still found, and reported.
+    let (err, _) = read(64, true);
+    assert!(matches!(err, TraceError::Read { .. }), "{err}");
+}

@@ -22,9 +22,14 @@ const BUF_SIZE: usize = 1 << 16;
 const MAX_LINE: usize = 4096;
 
 /// How many decompressed bytes past an error in a compressed trace's content are decoded to
-/// check whether the stream is corrupt ([`TraceReader::corruption_behind`]): 1 GiB, fifty
-/// times the largest trace of `SOURCES.md` decompressed (21 MB), and seconds of decoding.
-const CORRUPTION_CHECK: u64 = 1 << 30;
+/// check whether the stream is corrupt ([`TraceReader::corruption_behind`]): 64 MiB, three
+/// times the largest trace of `SOURCES.md` decompressed (21 MB), so that the check reaches
+/// the end of any of those traces, where gzip's CRC (xz's check, zstd's checksum) is, and
+/// many times the span in which a corrupt block fails on its own (a zstd block holds at most
+/// 128 KiB, an LZMA2 chunk 2 MiB). It was 1 GiB: a bad line near the start of a large trace,
+/// or of an endless stream, was reported only after decoding a gigabyte, half a minute of a
+/// debug build's decoding, for a distinction the first few MiB of the check already draw.
+const CORRUPTION_CHECK: u64 = 64 << 20;
 
 /// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
@@ -117,7 +122,7 @@ pub enum TraceError {
     /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
     /// compressed stream (bad header, bad block, checksum mismatch, unexpected end). A
     /// corrupt stream is reported so even where its garbage made a bad line (or record) first:
-    /// after such an error the stream is decoded on, up to 1 GiB, to find its own.
+    /// after such an error the stream is decoded on, up to 64 MiB, to find its own.
     #[error("{}: reading the {compression} stream failed: {source}", path.display())]
     Read {
         /// The trace file.
