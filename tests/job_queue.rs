@@ -2303,3 +2303,115 @@ fn a_job_copied_to_another_queue_gets_that_queues_retry_budget() {
     let own = first.get(own).expect("known");
     assert_eq!(attempts_in_a_strict_queue(own), [0, 1, 2]);
 }
+
+/// A memo store that holds nothing and counts the peeks a full queue makes at a keyed submit
+/// waiting for room: one as it starts to wait, under the lock it sleeps with, and one at
+/// each wake that finds no room (a wake that finds room submits without another).
+#[derive(Debug, Default)]
+struct PeekCounter(AtomicU64);
+
+impl memocache::MemoStore for PeekCounter {
+    fn lookup(&self, _: &CacheKey) -> Option<Bytes> {
+        None
+    }
+
+    fn peek(&self, _: &CacheKey) -> Option<Bytes> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        None
+    }
+
+    fn store(&self, _: CacheKey, _: Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        Ok(())
+    }
+}
+
+/// Three submits wait for room in a full queue of `capacity`; three jobs then complete one
+/// by one, each once the place the one before freed is taken. Returns how long that took and
+/// how many wakes found no room.
+fn three_waiting_submits_and_three_free_places(capacity: usize) -> (Duration, u64) {
+    let store = Arc::new(PeekCounter::default());
+    let queue = JobQueue::builder()
+        .capacity(capacity)
+        .memo_store(store.clone())
+        .build()
+        .expect("valid");
+    for _ in 0..capacity {
+        queue.submit(job(JobPriority::Medium)).expect("room");
+    }
+    let leases: Vec<_> = (0..3)
+        .map(|_| queue.try_next(&w("w")).expect("ready"))
+        .collect();
+    let started = std::time::Instant::now();
+    let submitters: Vec<_> = (0..3)
+        .map(|n| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                queue.submit_timeout(transcription(n, JobPriority::Medium), 60 * SEC)
+            })
+        })
+        .collect();
+    // Each has peeked once it is waiting (or about to, holding the lock a completion takes).
+    while store.0.load(Ordering::SeqCst) < 3 {
+        std::thread::yield_now();
+    }
+    for (taken, lease) in (1..).zip(&leases) {
+        queue.complete(lease, Bytes::new().into()).expect("current");
+        while queue.stats().submitted < (capacity + taken) as u64 {
+            std::thread::yield_now();
+        }
+    }
+    for submitter in submitters {
+        submitter.join().expect("returns").expect("room");
+    }
+    (started.elapsed(), store.0.load(Ordering::SeqCst) - 3)
+}
+
+/// A submit waiting for room in a full queue is woken by the first free place, and a free
+/// place wakes one waiting submit, not all of them. Before the fix the waiting submits were
+/// woken, all at once, only when a sixteenth of the capacity had drained: with capacity 100
+/// none was woken until six jobs had finished, and each took its place at the end of its
+/// wait slice (50 ms in every run); with 16 or 17 every free place woke all three, and the
+/// two that found no room looked again (three wasted wakes in every run). A wake-up is seen
+/// by the memo store's peeks; a run slower than the slice (a loaded machine) may see a
+/// submit look again at the end of its slice, so the best of three runs must be clean.
+#[test]
+fn a_free_place_wakes_one_waiting_submit_at_once() {
+    for capacity in [16, 17, 100] {
+        let runs: Vec<_> = (0..3)
+            .map(|_| three_waiting_submits_and_three_free_places(capacity))
+            .collect();
+        assert!(
+            runs.iter()
+                .any(|&(took, wasted)| took < Duration::from_millis(40) && wasted == 0),
+            "capacity {capacity}: (time, wakes that found no room) of three runs: {runs:?}"
+        );
+    }
+}
+
+/// A taker blocked in `next` takes back a lease shorter than its wait slice (50 ms) when the
+/// lease ends, give or take the clock's resolution: it waits for the first lease's end. (A
+/// guard: this held before session 31, which was asked to check it.)
+#[test]
+fn a_blocked_taker_takes_back_a_short_lease_when_it_ends() {
+    let lease = Duration::from_millis(10);
+    let clock = Arc::new(CoarseClock);
+    let limit = lease + clock.resolution() + Duration::from_millis(15);
+    let fastest = (0..3)
+        .map(|_| {
+            let queue = JobQueue::builder()
+                .clock(clock.clone())
+                .lease(lease)
+                .retry(RetryConfig::fixed(1, Duration::ZERO))
+                .build()
+                .expect("valid");
+            let id = queue.submit(job(JobPriority::Medium)).expect("room");
+            let _abandoned = queue.try_next(&w("a")).expect("ready");
+            let started = std::time::Instant::now();
+            let taken = queue.next(&w("b"), 60 * SEC).expect("taken back");
+            assert_eq!((taken.job_id(), taken.attempt()), (id, 1));
+            started.elapsed()
+        })
+        .min()
+        .expect("three runs");
+    assert!(fastest < limit, "the fastest of three took {fastest:?}");
+}

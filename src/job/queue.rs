@@ -128,10 +128,12 @@
 //!   the memo store does not count (a refused or waiting submit is no cache miss; see
 //!   *Counting* in [`crate::job::memo`]); with room, an identical job in flight is followed
 //!   first, as always. [`JobQueue::submit_timeout`]
-//!   waits for room instead of refusing, up to a timeout: a full queue wakes its waiting
-//!   producers once it has drained by a sixteenth of its capacity, so a producer that
-//!   outruns its workers sleeps and then submits a batch, rather than being woken (two system
-//!   calls) for every finished job or spinning on the lock that the workers need. A waiting
+//!   waits for room instead of refusing, up to a timeout: each place that frees wakes one
+//!   waiting producer (a place already promised to a producer not yet awake wakes no other),
+//!   so a producer waits no longer than its room takes to appear, and a free place does not
+//!   wake every waiting producer to find the queue full again. (It woke them all once the
+//!   queue had drained by a sixteenth of its capacity: a producer waited for six jobs of a
+//!   hundred to finish, or out its wait slice.) A waiting
 //!   producer also wakes when the first lease ends, the one way time alone frees a place (a
 //!   job's last attempt dead-lettered), and so does any call whose maintenance frees one.
 //! * **A worker's loop in one call**: [`JobQueue::complete_and_next`] completes a job and
@@ -745,7 +747,6 @@ impl JobQueueBuilder {
                 signals: Padded(Signals::default()),
                 available: std::array::from_fn(|_| Condvar::new()),
                 room: Condvar::new(),
-                room_mark: self.capacity - (self.capacity / 16).max(1),
                 clock: self.clock.unwrap_or_else(|| Arc::new(CoarseClock)),
                 memo: self.memo,
                 capacity: self.capacity,
@@ -803,10 +804,9 @@ struct Inner {
     /// ([`TypeMask`]), each signalled only for a job of a type in its set (see *Waking a
     /// taker*).
     available: [Condvar; TypeMask::SETS],
-    /// Signalled when a full queue has drained to `room_mark`.
+    /// Signalled when a full queue has a free place: once for each (see
+    /// [`Inner::signal_room`]).
     room: Condvar,
-    /// The number of live jobs at or below which waiting submitters are woken.
-    room_mark: usize,
     clock: SharedClock,
     memo: Option<Arc<dyn MemoStore>>,
     capacity: usize,
@@ -995,6 +995,10 @@ struct State {
     waiting: Waiting,
     /// Submitters blocked in `submit_timeout`, waiting for room.
     submitters_waiting: usize,
+    /// Of `submitters_waiting`, those not signalled for a free place: the others are woken
+    /// and not yet awake, and a free place promised to one of them wakes no other (see
+    /// [`Inner::signal_room`]).
+    submitters_unsignalled: usize,
     stats: QueueStats,
     /// Completions to report to the hook once the lock is released (empty without a hook).
     completions: Vec<JobCompletion>,
@@ -1274,10 +1278,9 @@ impl JobQueue {
     /// room before giving up with [`QueueError::Full`]: backpressure for a producer that
     /// would rather wait than spin.
     ///
-    /// A full queue wakes its waiting producers once it has drained by a sixteenth of its
-    /// capacity (at least one place), not at every finished job:
-    /// each wake is a system call on both sides, and a producer woken for a single free place
-    /// would fill it and sleep again at once.
+    /// A full queue wakes a waiting producer as soon as a place is free, one producer for
+    /// each free place, so that no producer waits while the queue has room for it and no
+    /// more are woken than can submit (the rest would only look and sleep again).
     ///
     /// A memo hit's completion hook runs on this thread, and its panic reaches the caller, as
     /// for [`JobQueue::submit`].
@@ -2796,12 +2799,16 @@ impl Inner {
                     let hashbrown::hash_table::Entry::Vacant(vacant) =
                         index.entry(hash_id(id), |e| e.id == id, |e| hash_id(e.id))
                     else {
+                        drop(intake);
+                        self.signal_room(st);
                         return Err(QueueError::Duplicate(id));
                     };
                     let slot = slots.take();
                     vacant.insert(IndexEntry { id, slot });
                     slot
                 };
+                // It takes no place: one it was woken for goes to another waiting submit.
+                self.signal_room(st);
                 self.enter(guard, job, slot, now, Some(value));
                 return Ok(id);
             }
@@ -2822,13 +2829,28 @@ impl Inner {
                 .min(MAX_WAIT_SLICE)
                 .min(next_expiry.unwrap_or(Duration::MAX));
             st.submitters_waiting += 1;
-            self.room.wait_for(&mut guard, wait);
+            st.submitters_unsignalled += 1;
+            let timed_out = self.room.wait_for(&mut guard, wait).timed_out();
             guard.submitters_waiting -= 1;
+            // A thread a signal wakes never reports a timeout, and its signaller counted it
+            // out of the unsignalled.
+            if timed_out {
+                guard.submitters_unsignalled -= 1;
+            }
             self.drain_if_pending(&mut guard);
             now = self.clock.now();
-            if let Some(slot) = self.reserve(&mut guard, id, now)? {
-                self.enter(guard, job, slot, now, None);
-                return Ok(id);
+            match self.reserve(&mut guard, id, now) {
+                Ok(Some(slot)) => {
+                    self.enter(guard, job, slot, now, None);
+                    return Ok(id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Refused (a duplicate submitted meanwhile): a place it was woken for
+                    // goes to another waiting submit.
+                    self.signal_room(&mut guard);
+                    return Err(e);
+                }
             }
         }
     }
@@ -2892,11 +2914,31 @@ impl Inner {
         }
     }
 
-    /// Wakes the submitters waiting for room once the queue has drained enough (see
-    /// [`JobQueue::submit_timeout`]). Called with the lock held, after `live` went down.
-    fn signal_room(&self, st: &State) {
-        if st.submitters_waiting > 0 && st.live <= self.room_mark {
-            self.room.notify_all();
+    /// Wakes a submitter waiting for room for each free place not yet promised to one (see
+    /// [`JobQueue::submit_timeout`]). Called with the lock held, after `live` went down. The
+    /// hot path, with no submitter waiting unsignalled, pays one comparison.
+    #[inline(always)]
+    fn signal_room(&self, st: &mut State) {
+        if st.submitters_unsignalled > 0 {
+            self.signal_room_slow(st);
+        }
+    }
+
+    /// [`Inner::signal_room`] with submitters to wake. It woke them all once the queue had
+    /// drained by a sixteenth of its capacity: with 100 places, a submitter waited for six
+    /// jobs to finish (or its wait slice, 50 ms) although the first left room for it, and a
+    /// free place woke every waiting submitter, all but one to find the queue full again.
+    #[cold]
+    #[inline(never)]
+    fn signal_room_slow(&self, st: &mut State) {
+        // The jobs still in the intake hold places too, but counting them takes the intake
+        // lock: without them a submitter may be woken for a place a fast submit takes, and
+        // sleeps again; that place's next freeing wakes one again.
+        let free = self.capacity.saturating_sub(st.live);
+        let mut promised = st.submitters_waiting - st.submitters_unsignalled;
+        while promised < free && st.submitters_unsignalled > 0 && self.room.notify_one() {
+            st.submitters_unsignalled -= 1;
+            promised += 1;
         }
     }
 
