@@ -1688,3 +1688,147 @@ fn a_rule_on_a_histograms_buckets_is_refused_or_reported() {
     assert_eq!(fired.len(), 1);
     assert_eq!((fired[0].rule_id, fired[0].value), (own, Some(5.0)));
 }
+
+/// A host can declare the label names of a family it registers, as the crate's own families
+/// have theirs: a series with another label is then refused, and so is an alert rule
+/// selecting by a label the family never carries (one added before the declaration is
+/// reported by `rule_health`). Before the fix a host's family took any label, so a typo'd
+/// label (`sorce`) made a new series, and a rule selecting by it was taken and never fired:
+/// there was no way to declare. A family not declared keeps taking any label.
+#[test]
+fn a_host_family_declared_with_its_labels_refuses_others_and_rules_on_them() {
+    let mut t = setup();
+    let early = t
+        .alerts
+        .add_rule(rule_on("uploads", Aggregation::Last, 60 * SECOND).with_label("sorce", "x"))
+        .unwrap();
+    // Registered with series first, then declared: the series' labels are among the names.
+    t.registry
+        .gauge("uploads", "Uploads.", &[("source", "cache")])
+        .unwrap();
+    t.registry
+        .declare(
+            "uploads",
+            "",
+            memocache::MetricType::Gauge,
+            &["source", "region"],
+        )
+        .unwrap();
+    let labels = vec!["region".to_owned(), "source".to_owned()];
+    assert_eq!(
+        t.registry
+            .gauge("uploads", "", &[("sorce", "disk")])
+            .unwrap_err(),
+        MetricError::UndeclaredLabel {
+            metric: "uploads".into(),
+            label: "sorce".into(),
+            labels: labels.clone(),
+        }
+    );
+    let rule = rule_on("uploads", Aggregation::Last, 60 * SECOND).with_label("sorce", "disk");
+    assert_eq!(
+        t.alerts.add_rule(rule).unwrap_err(),
+        MetricError::NoSuchLabel {
+            rule: "over two".into(),
+            metric: "uploads".into(),
+            label: "sorce".into(),
+            labels: labels.clone(),
+        }
+    );
+    t.alerts.evaluate();
+    assert!(matches!(
+        t.alerts.rule_health(early),
+        Some(Err(MetricError::NoSuchLabel { .. }))
+    ));
+    // Declared labels, or fewer, are taken, and a rule on them fires.
+    let rule = rule_on("uploads", Aggregation::Last, 60 * SECOND).with_label("region", "eu");
+    let regional = t.alerts.add_rule(rule).unwrap();
+    t.registry
+        .gauge("uploads", "", &[("source", "disk"), ("region", "eu")])
+        .unwrap()
+        .set(5.0);
+    t.registry.gauge("uploads", "", &[]).unwrap();
+    let fired = t.alerts.evaluate();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].rule_id, regional);
+
+    // Declared before any series: registered, with no series, and held to its names.
+    t.registry
+        .declare(
+            "served_total",
+            "Served.",
+            memocache::MetricType::Counter,
+            &["route"],
+        )
+        .unwrap();
+    assert!(
+        t.registry
+            .render_prometheus()
+            .contains("# TYPE served_total counter")
+    );
+    assert!(matches!(
+        t.registry.counter("served_total", "", &[("path", "/")]),
+        Err(MetricError::UndeclaredLabel { .. })
+    ));
+    t.registry
+        .counter("served_total", "", &[("route", "/")])
+        .unwrap()
+        .inc();
+    // The same declaration again changes nothing; another is refused, as is a wrong type.
+    t.registry
+        .declare(
+            "served_total",
+            "",
+            memocache::MetricType::Counter,
+            &["route"],
+        )
+        .unwrap();
+    assert_eq!(
+        t.registry
+            .declare(
+                "served_total",
+                "",
+                memocache::MetricType::Counter,
+                &["path"]
+            )
+            .unwrap_err(),
+        MetricError::LabelsConflict {
+            metric: "served_total".into(),
+            labels: vec!["route".into()],
+            declared: vec!["path".into()],
+        }
+    );
+    assert!(matches!(
+        t.registry
+            .declare("served_total", "", memocache::MetricType::Gauge, &["route"]),
+        Err(MetricError::TypeConflict { .. })
+    ));
+    // A family whose series carry a label not declared is not declared, and changes nothing.
+    t.registry
+        .counter("hits_total", "", &[("tier", "l1")])
+        .unwrap();
+    assert_eq!(
+        t.registry
+            .declare("hits_total", "", memocache::MetricType::Counter, &["route"])
+            .unwrap_err(),
+        MetricError::UndeclaredLabel {
+            metric: "hits_total".into(),
+            label: "tier".into(),
+            labels: vec!["route".into()],
+        }
+    );
+    t.registry
+        .counter("hits_total", "", &[("any", "thing")])
+        .unwrap();
+    // The crate's own families keep their names.
+    QueueMetrics::register(&t.registry).unwrap();
+    assert!(matches!(
+        t.registry.declare(
+            "memocache_jobs",
+            "",
+            memocache::MetricType::Gauge,
+            &["state"]
+        ),
+        Err(MetricError::LabelsConflict { .. })
+    ));
+}

@@ -230,6 +230,22 @@ pub enum MetricError {
         /// The label names its series may have, sorted.
         labels: Vec<String>,
     },
+    /// A host declared the label names of a family ([`MetricsRegistry::declare`]) whose
+    /// label names are already fixed to others: by an earlier declaration, or as one of the
+    /// crate's own families. Its series and the alert rules on it were accepted by those.
+    #[error(
+        "metric `{metric}` has a fixed set of labels ({}), which cannot become ({})",
+        label_list(.labels),
+        label_list(.declared)
+    )]
+    LabelsConflict {
+        /// The metric.
+        metric: String,
+        /// The label names its series may have, sorted.
+        labels: Vec<String>,
+        /// The label names declared, sorted.
+        declared: Vec<String>,
+    },
     /// A metric name is already registered with another type.
     #[error("metric `{name}` is registered as a {registered}, not a {requested}")]
     TypeConflict {

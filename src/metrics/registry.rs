@@ -48,7 +48,9 @@
 //! pipeline's): each has the fixed label names its table gives (`memocache_jobs` has
 //! `status`), and a series with another is refused ([`MetricError::UndeclaredLabel`]), so
 //! that an alert rule selecting by another label, which would never fire, can be refused too
-//! ([`MetricError::NoSuchLabel`]). A family the host registers first keeps taking any names.
+//! ([`MetricError::NoSuchLabel`]). A family the host registers first keeps taking any names,
+//! unless the host declares them ([`MetricsRegistry::declare`]): then its series and alert
+//! rules are held to them as the crate's own families are.
 //!
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
@@ -89,8 +91,10 @@ struct Family {
     /// The label names its series may carry, if fixed: a family the crate registers for its
     /// own figures ([`Batch`]) has the names of its first series, and a series with another
     /// is refused ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a
-    /// label it can never carry is refused too. `None`, as for any family the registry's
-    /// public calls create: any names, since a series with new ones may come at any time.
+    /// label it can never carry is refused too; a family the host declares
+    /// ([`MetricsRegistry::declare`]) has the names declared. `None`, as for any family the
+    /// registry's other public calls create: any names, since a series with new ones may come
+    /// at any time.
     labels: Option<Arc<BTreeSet<String>>>,
 }
 
@@ -106,6 +110,15 @@ impl Metrics {
             Metrics::Counter(_) => MetricType::Counter,
             Metrics::Gauge(_) => MetricType::Gauge,
             Metrics::Histogram(_) => MetricType::Histogram,
+        }
+    }
+
+    /// The label sets of its series.
+    fn label_sets(&self) -> Box<dyn Iterator<Item = &Tags> + '_> {
+        match self {
+            Metrics::Counter(map) => Box::new(map.keys()),
+            Metrics::Gauge(map) => Box::new(map.keys()),
+            Metrics::Histogram(map) => Box::new(map.keys()),
         }
     }
 
@@ -313,6 +326,102 @@ impl MetricsRegistry {
             false,
         )?;
         Ok(handle)
+    }
+
+    /// Declares the family `name`, of type `kind`, and the label names its series may carry:
+    /// as for the crate's own families, a series with another label is then refused
+    /// ([`MetricError::UndeclaredLabel`]), and so is an alert rule added afterwards that
+    /// selects by a label the family never carries ([`MetricError::NoSuchLabel`]), which
+    /// would select no series and never fire. A series may leave declared labels out (a label
+    /// with an empty value is no label). A family not declared takes any label names.
+    ///
+    /// The family is registered with `help` if new, and rendered (with no series) from
+    /// then on. A family registered already, with series, is declared if all of them carry
+    /// only declared labels ([`MetricError::UndeclaredLabel`] names one that does not).
+    /// Declaring a family again with the same names does nothing; with others, or a family
+    /// of the crate's own, is [`MetricError::LabelsConflict`]. Names are checked as for
+    /// [`MetricsRegistry::counter`], which gives the other errors; nothing is changed on
+    /// error.
+    ///
+    /// ```
+    /// use memocache::{MetricError, MetricType, MetricsRegistry};
+    ///
+    /// let registry = MetricsRegistry::new();
+    /// registry.declare("uploads_total", "Uploads.", MetricType::Counter, &["source"])?;
+    /// registry.counter("uploads_total", "", &[("source", "cache")])?.inc();
+    /// assert!(matches!(
+    ///     registry.counter("uploads_total", "", &[("sorce", "cache")]),
+    ///     Err(MetricError::UndeclaredLabel { .. })
+    /// ));
+    /// # Ok::<(), MetricError>(())
+    /// ```
+    pub fn declare(
+        &self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        labels: &[&str],
+    ) -> Result<(), MetricError> {
+        validate_metric_name(name)?;
+        let mut declared = BTreeSet::new();
+        for &label in labels {
+            validate_label_name(label)?;
+            if !declared.insert(label.to_owned()) {
+                return Err(MetricError::DuplicateLabel(label.to_owned()));
+            }
+        }
+        let mut families = self.inner.families.write();
+        let Some(family) = families.get_mut(name) else {
+            check_summary_names(&families, name, kind)?;
+            let metrics = match kind {
+                MetricType::Counter => Counter::empty_family(),
+                MetricType::Gauge => Gauge::empty_family(),
+                MetricType::Histogram => Histogram::empty_family(),
+            };
+            let labels = Some(Arc::new(declared));
+            let help = help.to_owned();
+            families.insert(
+                name.to_owned(),
+                Family {
+                    help,
+                    metrics,
+                    labels,
+                },
+            );
+            return Ok(());
+        };
+        let registered = family.metrics.metric_type();
+        if registered != kind {
+            return Err(MetricError::TypeConflict {
+                name: name.to_owned(),
+                registered,
+                requested: kind,
+            });
+        }
+        if let Some(fixed) = &family.labels {
+            if **fixed == declared {
+                return Ok(());
+            }
+            return Err(MetricError::LabelsConflict {
+                metric: name.to_owned(),
+                labels: fixed.iter().cloned().collect(),
+                declared: declared.into_iter().collect(),
+            });
+        }
+        let undeclared = family
+            .metrics
+            .label_sets()
+            .flat_map(|tags| tags.keys())
+            .find(|label| !declared.contains(*label));
+        if let Some(label) = undeclared {
+            return Err(MetricError::UndeclaredLabel {
+                metric: name.to_owned(),
+                label: label.clone(),
+                labels: declared.into_iter().collect(),
+            });
+        }
+        family.labels = Some(Arc::new(declared));
+        Ok(())
     }
 
     /// Registers several metrics all or nothing: `register` asks the [`Batch`] for each
