@@ -2807,8 +2807,6 @@ impl Inner {
                     vacant.insert(IndexEntry { id, slot });
                     slot
                 };
-                // It takes no place: one it was woken for goes to another waiting submit.
-                self.signal_room(st);
                 self.enter(guard, job, slot, now, Some(value));
                 return Ok(id);
             }
@@ -2873,6 +2871,10 @@ impl Inner {
             None => self.admit(st, slot, now),
             Some(value) => self.admit_answered(st, slot, value, now),
         };
+        // A job the memo store answered takes no place: one a waiting submit was woken for
+        // goes to another (a submit woken for a place, whose job the memo store answered
+        // once the place's job had stored it, left the next waiting submit asleep).
+        self.signal_room(st);
         self.unlock_and_report(guard, TypeMask::one(job_type).when(woke));
     }
 
@@ -4319,5 +4321,168 @@ mod tests {
             assert_eq!(queue.status(abandoned), Some(JobStatus::Failed));
             took
         });
+    }
+
+    /// A submit woken for a free place that the memo store then answers takes no place, and
+    /// the place goes to the next waiting submit at once. Here the job whose completion frees
+    /// the place stores the result the first waiter asks for. Before the fix nothing signalled
+    /// the place on: the second waiter, counted as not signalled, waited out its slice (50 ms
+    /// in every run) while the queue had room.
+    #[test]
+    fn a_place_a_woken_submit_leaves_to_a_memo_hit_goes_to_the_next() {
+        assert_fastest_of_three_under(Duration::from_millis(40), || {
+            let cache = Cache::builder().max_bytes(1 << 16).build().expect("valid");
+            let queue = JobQueue::builder()
+                .cache(cache)
+                .capacity(1)
+                .build()
+                .expect("valid");
+            let key = CacheKey::from_parts(&"cd".repeat(32), "en", "index").expect("valid");
+            let keyed = || plain(JobPriority::Medium).with_memo_key(key);
+            queue.submit(keyed()).expect("room");
+            let waiter = |job: Job| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let id = queue.submit_timeout(job, SIXTY_SECONDS).expect("room");
+                    (id, started.elapsed())
+                })
+            };
+            // Woken first (a condition variable of `parking_lot` wakes in order of waiting).
+            let answered = waiter(keyed());
+            until_waiting(&queue, 0, 1);
+            let next = waiter(plain(JobPriority::Medium));
+            until_waiting(&queue, 0, 2);
+            let lease = queue.try_next(&WorkerId::new("w")).expect("ready");
+            queue
+                .complete(&lease, JobResult::default())
+                .expect("current");
+            // Joined before any other call: each runs the maintenance, which signals a free
+            // place too.
+            let (answered, _) = answered.join().expect("the first waiter returns");
+            let (next, took) = next.join().expect("the second waiter returns");
+            assert_eq!(queue.status(answered), Some(JobStatus::Completed));
+            assert_eq!(queue.status(next), Some(JobStatus::Queued));
+            took
+        });
+    }
+
+    /// Producers waiting for room in a queue of three places, with workers that complete,
+    /// fail, cancel and abandon jobs (short leases, one retry, a memo store answering and
+    /// coalescing some keys, clones refused as duplicates): every wait is bounded and ends,
+    /// no submit is refused as full before its timeout has run out, every accepted job ends,
+    /// and the count of waiting and of unsignalled submits returns to zero (a signal counted
+    /// for a submit that then reported a timeout would leave it off by one for good, and
+    /// underflow at the next).
+    #[test]
+    fn waiting_submits_under_churn_end_in_room_or_a_full_timeout() {
+        use std::sync::mpsc;
+        const PRODUCERS: usize = 4;
+        const SUBMITS: usize = 120;
+        let cache = Cache::builder().max_bytes(1 << 16).build().expect("valid");
+        let queue = JobQueue::builder()
+            .clock(Arc::new(crate::SystemClock))
+            .cache(cache.clone())
+            .capacity(3)
+            .lease(Duration::from_millis(3))
+            .retry(RetryConfig::fixed(1, Duration::from_millis(1)))
+            .retain_finished(4)
+            .build()
+            .expect("valid");
+        let producing = Arc::new(AtomicUsize::new(PRODUCERS));
+        let (done, finished) = mpsc::channel();
+        for p in 0..PRODUCERS {
+            let (queue, producing, done, cache) = (
+                queue.clone(),
+                producing.clone(),
+                done.clone(),
+                cache.clone(),
+            );
+            std::thread::spawn(move || {
+                // A panic is sent too, so that the test fails at once rather than at its
+                // bound, and the workers are told the producer is done.
+                let ended = catch_unwind(AssertUnwindSafe(|| {
+                    let mut accepted = Vec::new();
+                    for i in 0..SUBMITS {
+                        let mut job = plain(JobPriority::ALL[i % 3]);
+                        if i % 3 == 0 {
+                            let file = format!("{:02x}", (p * SUBMITS + i) % 5).repeat(32);
+                            let key = CacheKey::from_parts(&file, "en", "index").expect("valid");
+                            if i % 9 == 0 {
+                                cache.remove(&key);
+                            }
+                            job = job.with_memo_key(key);
+                        }
+                        let timeout = Duration::from_millis([0, 1, 4, 20][i % 4]);
+                        let clone = (i % 7 == 0).then(|| job.clone());
+                        let started = Instant::now();
+                        match queue.submit_timeout(job, timeout) {
+                            Ok(id) => accepted.push(id),
+                            Err(QueueError::Full { capacity: 3 }) => assert!(
+                                started.elapsed() >= timeout,
+                                "refused as full after {:?} of {timeout:?}",
+                                started.elapsed()
+                            ),
+                            Err(e) => panic!("submit refused: {e}"),
+                        }
+                        if let Some(clone) = clone {
+                            let id = clone.id();
+                            match queue.submit_timeout(clone, timeout) {
+                                Ok(_) | Err(QueueError::Full { .. }) => {}
+                                Err(QueueError::Duplicate(d)) => assert_eq!(d, id),
+                                Err(e) => panic!("clone refused: {e}"),
+                            }
+                        }
+                    }
+                    accepted
+                }));
+                producing.fetch_sub(1, Ordering::SeqCst);
+                done.send(ended.map(Some)).expect("the test listens");
+            });
+        }
+        for w in 0..2 {
+            let (queue, producing, done) = (queue.clone(), producing.clone(), done.clone());
+            std::thread::spawn(move || {
+                let ended = catch_unwind(AssertUnwindSafe(|| {
+                    let worker = WorkerId::new(format!("w{w}"));
+                    let mut n = 0usize;
+                    loop {
+                        let Some(lease) = queue.next(&worker, Duration::from_millis(5)) else {
+                            let stats = queue.stats();
+                            let idle = stats.queued + stats.processing + stats.delayed == 0;
+                            if producing.load(Ordering::SeqCst) == 0 && idle {
+                                break;
+                            }
+                            continue;
+                        };
+                        n += 1;
+                        // Refused only as stale: a lease that ran out meanwhile.
+                        let _ = match n % 10 {
+                            0 => queue.fail(&lease, "failed"),
+                            1 => queue.cancel(lease.job_id()),
+                            2 => Ok(()), // abandoned: its lease runs out
+                            _ => queue.complete(&lease, JobResult::default()),
+                        };
+                    }
+                }));
+                done.send(ended.map(|()| None)).expect("the test listens");
+            });
+        }
+        let mut accepted = Vec::new();
+        for _ in 0..PRODUCERS + 2 {
+            let ended = finished
+                .recv_timeout(SIXTY_SECONDS)
+                .expect("every producer and worker ends");
+            let ended = ended.unwrap_or_else(|panic| resume_unwind(panic));
+            accepted.extend(ended.unwrap_or_default());
+        }
+        let stats = queue.stats();
+        assert_eq!(stats.queued + stats.processing + stats.delayed, 0);
+        assert!(stats.rejected_full > 0, "the queue was full at times");
+        assert!(!accepted.is_empty());
+        let st = queue.inner.state.lock();
+        assert_eq!((st.submitters_waiting, st.submitters_unsignalled), (0, 0));
+        drop(st);
+        assert_consistent(&queue);
     }
 }
