@@ -681,6 +681,8 @@ pub fn trace_parse(data: &[u8]) {
                     );
                     // Only a file decoded fails so: one refused is refused as predicted.
                     assert_eq!(opened, Opened::Decoded(*compression), "{message}");
+                    // A decoder's error is a sentence (with where it is), never its Debug text.
+                    assert!(!message.contains(['{', '}']), "{message}");
                 }
                 _ => panic!("{format}: unexpected error for an existing file: {message}"),
             }

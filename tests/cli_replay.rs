@@ -237,7 +237,14 @@ fn a_missing_unreadable_or_corrupt_trace_is_one_error_line() {
     let (_d1, garbage) = temp_file("garbage.trace.gz", b"this is not gzip data at all");
     fails(&["replay", path(&garbage), "--capacity", "5"]);
     let (_d2, truncated) = temp_file("cut.trace.gz", &gzip_prefix());
-    fails(&["replay", path(&truncated), "--capacity", "5"]);
+    let (_, message) = fails(&["replay", path(&truncated), "--capacity", "5"]);
+    assert!(
+        message.contains(
+            "cut.trace.gz: reading the gzip stream failed: the stream ends early in gzip member \
+             1 at compressed byte "
+        ),
+        "{message}"
+    );
 
     // A text trace with a line that is not a key names the line.
     let (_d3, bad_line) = temp_file("bad.trace", b"1\n2\nthree\n");
@@ -287,8 +294,12 @@ fn a_corrupt_gzip_trace_is_reported_as_a_corrupt_stream_not_a_bad_line() {
         .find(|&i| corrupt[i].is_ascii_digit())
         .expect("a digit");
     corrupt[flipped] = b'x';
-    let says = "reading the gzip stream failed: corrupt gzip stream does not have a matching \
-                checksum";
+    // Where the decoder found it: the CRC-32, read with the length, ends the file.
+    let says = format!(
+        "reading the gzip stream failed: the CRC-32 or length of gzip member 1 does not match \
+         its data at compressed byte {}",
+        corrupt.len()
+    );
 
     let (_dir, file) = temp_file("corrupt.trace.gz", &corrupt);
     let (_, message) = fails(&["replay", path(&file), "--capacity", "3"]);

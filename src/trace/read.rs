@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
@@ -29,6 +31,7 @@ const MAX_LINE: usize = 4096;
 /// 128 KiB, an LZMA2 chunk 2 MiB). It was 1 GiB: a bad line near the start of a large trace,
 /// or of an endless stream, was reported only after decoding a gigabyte, half a minute of a
 /// debug build's decoding, for a distinction the first few MiB of the check already draw.
+/// For gzip and zstd the check ends sooner, where the member or frame ends.
 const CORRUPTION_CHECK: u64 = 64 << 20;
 
 /// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
@@ -108,10 +111,12 @@ pub enum TraceError {
         /// The file's first bytes (at most 6).
         head: Vec<u8>,
     },
-    /// The first bytes of the trace, which tell its compression, could not be read: an I/O
-    /// error of the file or stream itself, before anything was decoded. It was reported as a
-    /// failure to read the stream of the compression the name gives (`x.zst: reading the zstd
-    /// stream failed: Is a directory`), which reads as a corrupt zstd file.
+    /// The file or stream itself could not be read: an I/O error reading its first bytes,
+    /// which tell its compression, before anything was decoded, or reading an uncompressed
+    /// trace later on. The first was reported as a failure to read the stream of the
+    /// compression the name gives (`x.zst: reading the zstd stream failed: Is a directory`),
+    /// which reads as a corrupt zstd file; the second as "reading the uncompressed stream
+    /// failed", as if something had been decoded.
     #[error("{}: cannot read trace: {source}", path.display())]
     Unreadable {
         /// The trace file.
@@ -119,10 +124,13 @@ pub enum TraceError {
         /// The error reported by the file or stream.
         source: io::Error,
     },
-    /// Reading or decompressing the stream failed: an I/O error, or a corrupt or truncated
-    /// compressed stream (bad header, bad block, checksum mismatch, unexpected end). A
-    /// corrupt stream is reported so even where its garbage made a bad line (or record) first:
-    /// after such an error the stream is decoded on, up to 64 MiB, to find its own.
+    /// Reading or decompressing a compressed stream failed: an I/O error, or a corrupt or
+    /// truncated compressed stream (bad header, bad block, checksum mismatch, unexpected
+    /// end), which the message says in a sentence with the gzip member or zstd frame (where
+    /// there is one) and the compressed byte offset at which the decoder found it. A corrupt
+    /// stream is reported so even where its garbage made a bad line (or record) first: after
+    /// such an error the stream is decoded on, to the end of the gzip member or zstd frame
+    /// and at most 64 MiB, to find its own.
     #[error("{}: reading the {compression} stream failed: {source}", path.display())]
     Read {
         /// The trace file.
@@ -229,6 +237,8 @@ pub struct TraceReader {
     /// The rest of the current ARC run: keys `next..end` are still to be yielded.
     run: std::ops::Range<u64>,
     done: bool,
+    /// How far the decoder's own checks have got, where it tells (gzip, zstd).
+    units: Option<Arc<Units>>,
 }
 
 impl std::fmt::Debug for TraceReader {
@@ -363,20 +373,27 @@ impl TraceReader {
             BUF_SIZE,
             io::Cursor::new(head).take(head_len as u64).chain(file),
         );
-        let source: Box<dyn BufRead + Send> = match compression {
-            Compression::None => Box::new(file),
+        // gzip and zstd say when a member or frame has ended, verified, so that the check after
+        // a bad line can stop there; xz's decoder does not tell where its blocks end.
+        let units = Arc::new(Units::default());
+        let (source, units): (Box<dyn BufRead + Send>, _) = match compression {
+            Compression::None => (Box::new(file), None),
             Compression::Gzip => {
-                Box::new(BufReader::with_capacity(BUF_SIZE, GzipReader::new(file)))
+                let gzip = GzipReader::new(file, Arc::clone(&units));
+                (
+                    Box::new(BufReader::with_capacity(BUF_SIZE, gzip)),
+                    Some(units),
+                )
             }
-            Compression::Xz => Box::new(BufReader::with_capacity(
-                BUF_SIZE,
-                lzma_rust2::XzReader::new(file, true),
-            )),
+            Compression::Xz => {
+                let xz = XzReader::new(file);
+                (Box::new(BufReader::with_capacity(BUF_SIZE, xz)), None)
+            }
             Compression::Zstd => {
                 // A file that starts with skippable frames is sniffed as zstd, but lz4 defines
                 // the same frames: what follows them tells. An lz4 file whose first frame is
                 // skippable was reported as a zstd stream that fails to read.
-                let zstd = ZstdReader::new(file).map_err(|e| {
+                let zstd = ZstdReader::new(file, Arc::clone(&units)).map_err(|e| {
                     match e.get_ref().and_then(|e| e.downcast_ref::<ForeignFrame>()) {
                         Some(foreign) => TraceError::UnsupportedCompression {
                             path: path.to_owned(),
@@ -387,15 +404,15 @@ impl TraceReader {
                         None => read_err(compression, e),
                     }
                 })?;
-                Box::new(BufReader::with_capacity(BUF_SIZE, zstd))
+                (
+                    Box::new(BufReader::with_capacity(BUF_SIZE, zstd)),
+                    Some(units),
+                )
             }
         };
-        Ok(TraceReader::new(
-            path.to_owned(),
-            format,
-            compression,
-            source,
-        ))
+        let mut reader = TraceReader::new(path.to_owned(), format, compression, source);
+        reader.units = units;
+        Ok(reader)
     }
 
     /// Reads an already decompressed trace from any reader; `label` names it in errors.
@@ -425,6 +442,7 @@ impl TraceReader {
             line_buf: Vec::new(),
             run: 0..0,
             done: false,
+            units: None,
         }
     }
 
@@ -445,7 +463,17 @@ impl TraceReader {
         self.compression
     }
 
+    /// A failed read of the content: of a compressed trace, the decoder's (or the file's)
+    /// error; of an uncompressed one, which has no decoder, an I/O error of the file or
+    /// stream, as one of its first bytes is ("reading the uncompressed stream failed" read as
+    /// if a decoder had found the bytes bad).
     fn read_error(&self, source: io::Error) -> TraceError {
+        if self.compression == Compression::None {
+            return TraceError::Unreadable {
+                path: self.path.clone(),
+                source,
+            };
+        }
         TraceError::Read {
             path: self.path.clone(),
             compression: self.compression,
@@ -464,8 +492,9 @@ impl TraceReader {
 
     /// `found`, an error in a compressed trace's decompressed content (a bad line, an ARC run
     /// too long, a record cut short), or the decoder's own error ([`TraceError::Read`]) if the
-    /// compressed stream turns out corrupt within the next [`CORRUPTION_CHECK`] bytes of
-    /// content.
+    /// compressed stream turns out corrupt before the gzip member or zstd frame the content
+    /// came from has ended, verified, and within the next [`CORRUPTION_CHECK`] bytes of
+    /// content (xz, whose decoder does not say where its blocks end, is checked that far).
     ///
     /// A corrupt deflate (or LZMA) stream often decodes to garbage for a while, and gzip's
     /// CRC (xz's check, zstd's checksum) is verified only at the end of the member, block or
@@ -474,7 +503,10 @@ impl TraceReader {
     /// handed the decoder a few at a time, and the parser the text decoded so far), while a
     /// file read in large buffers could hit the decoder's error first. The stream is read
     /// on, and its own failure, the cause, is reported. The check is bounded so that a bad
-    /// line in an endless stream (a generator piped through `gzip`) is still reported.
+    /// line in an endless stream (a generator piped through `gzip`) is still reported, and
+    /// stops at the end of the member or frame: past it, the content was what the file
+    /// holds, and the check decoded on through members (`bgzip` writes one every 64 KiB) or
+    /// frames that could not change the verdict.
     fn corruption_behind(&mut self, found: TraceError) -> TraceError {
         let content_error = matches!(
             found,
@@ -485,13 +517,36 @@ impl TraceReader {
         if !content_error || self.compression == Compression::None {
             return found;
         }
-        match io::copy(
-            &mut (&mut self.source).take(CORRUPTION_CHECK),
-            &mut io::sink(),
-        ) {
-            Ok(_) => found,
-            Err(e) => self.read_error(e),
+        // The error's content came from the member or frame being decoded when it was found
+        // (a read hands out one member's or frame's bytes); once that has ended, verified,
+        // the content was what the file holds, and an error after it is another unit's.
+        let units = self.units.clone();
+        let started = units
+            .as_ref()
+            .map(|units| units.started.load(Ordering::Relaxed));
+        let verified = || {
+            units
+                .as_ref()
+                .zip(started)
+                .is_some_and(|(units, started)| units.ended.load(Ordering::Relaxed) >= started)
+        };
+        let mut left = CORRUPTION_CHECK;
+        while left > 0 && !verified() {
+            match self.source.fill_buf() {
+                Ok([]) => break,
+                Ok(decoded) => {
+                    let take = decoded
+                        .len()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    self.source.consume(take);
+                    left -= take as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if verified() => break,
+                Err(e) => return self.read_error(e),
+            }
         }
+        found
     }
 
     /// The next key, `Ok(None)` at a clean end of the stream.
@@ -949,6 +1004,18 @@ fn count_unique(keys: &[u64]) -> Result<usize, std::collections::TryReserveError
     Ok(unique.len())
 }
 
+/// How far a compressed stream's own checks have got: counted by its decoder, read by its
+/// [`TraceReader`] after a bad line ([`TraceReader::corruption_behind`]). Shared (atomics in
+/// an `Arc`) because the decoder sits behind a `Box<dyn BufRead + Send>`.
+#[derive(Debug, Default)]
+struct Units {
+    /// gzip members or zstd data frames started.
+    started: AtomicU64,
+    /// Of those, the ones decoded to their end and verified: gzip's CRC-32 and length, zstd's
+    /// blocks and checksum (where the frame has one).
+    ended: AtomicU64,
+}
+
 /// gzip through `flate2`, member after member (`gzip a b > c` concatenations are valid gzip
 /// files), skipping zero bytes after a member, as gzip(1) and Python's `gzip` do: tape blocks
 /// and `dd` pad a file with them. `flate2`'s `MultiGzDecoder` took them for the header of
@@ -957,17 +1024,22 @@ fn count_unique(keys: &[u64]) -> Result<usize, std::collections::TryReserveError
 /// ten; such bytes are now refused saying what they are.
 struct GzipReader<R: BufRead> {
     /// The member being read; `None` once the input is done.
-    member: Option<flate2::bufread::GzDecoder<R>>,
+    member: Option<flate2::bufread::GzDecoder<Counted<R>>>,
     /// Members started so far, for errors.
     members: u64,
+    /// Members started and ended, for [`TraceReader::corruption_behind`].
+    units: Arc<Units>,
 }
 
 impl<R: BufRead> GzipReader<R> {
     /// `source` starts with a gzip magic number: [`TraceReader::open_with`] has checked it.
-    fn new(source: R) -> GzipReader<R> {
+    fn new(source: R, units: Arc<Units>) -> GzipReader<R> {
+        units.started.fetch_add(1, Ordering::Relaxed);
+        let source = Counted::new(source);
         GzipReader {
             member: Some(flate2::bufread::GzDecoder::new(source)),
             members: 1,
+            units,
         }
     }
 }
@@ -983,12 +1055,25 @@ impl<R: BufRead> Read for GzipReader<R> {
             };
             match member.read(buf) {
                 Ok(0) => {}
+                Err(e) => {
+                    // The file's own error (an I/O error) is passed on as it is; only the
+                    // decoder's are made sentences.
+                    let source = member.get_ref();
+                    let e = if source.failed {
+                        e
+                    } else {
+                        gzip_error(e, self.members, source.position)
+                    };
+                    self.member = Some(member);
+                    return Err(e);
+                }
                 result => {
                     self.member = Some(member);
                     return result;
                 }
             }
             // The member ended, its CRC and length checked; the decoder read nothing past it.
+            self.units.ended.fetch_add(1, Ordering::Relaxed);
             let mut source = member.into_inner();
             let next = loop {
                 let rest = source.fill_buf()?;
@@ -1026,6 +1111,7 @@ impl<R: BufRead> Read for GzipReader<R> {
                 ));
             }
             self.members += 1;
+            self.units.started.fetch_add(1, Ordering::Relaxed);
             self.member = Some(flate2::bufread::GzDecoder::new(source));
         }
     }
@@ -1042,19 +1128,19 @@ struct ZstdReader<R: BufRead> {
     in_frame: bool,
     /// Frames (data or skippable) started so far, for errors.
     frames: u64,
+    /// Data frames started and ended, for [`TraceReader::corruption_behind`].
+    units: Arc<Units>,
 }
 
 impl<R: BufRead> ZstdReader<R> {
     /// `source` is not empty: [`TraceReader::open_with`] has checked its magic number.
-    fn new(source: R) -> io::Result<ZstdReader<R>> {
+    fn new(source: R, units: Arc<Units>) -> io::Result<ZstdReader<R>> {
         let mut reader = ZstdReader {
-            source: Counted {
-                inner: source,
-                position: 0,
-            },
+            source: Counted::new(source),
             frame: FrameDecoder::new(),
             in_frame: false,
             frames: 0,
+            units,
         };
         reader.in_frame = reader.next_frame()?;
         Ok(reader)
@@ -1063,7 +1149,11 @@ impl<R: BufRead> ZstdReader<R> {
     /// Starts the next data frame, skipping skippable frames; `false` at the end of the
     /// input.
     fn next_frame(&mut self) -> io::Result<bool> {
-        next_zstd_frame(&mut self.frame, &mut self.source, &mut self.frames)
+        let started = next_zstd_frame(&mut self.frame, &mut self.source, &mut self.frames)?;
+        if started {
+            self.units.started.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(started)
     }
 }
 
@@ -1092,6 +1182,7 @@ fn next_zstd_frame(
                     let foreign = ForeignFrame {
                         found,
                         after,
+                        at,
                         bytes,
                     };
                     return Err(io::Error::new(io::ErrorKind::InvalidData, foreign));
@@ -1114,9 +1205,13 @@ fn next_zstd_frame(
                 let length = u64::from(length);
                 let skipped = io::copy(&mut (&mut *source).take(length), &mut io::sink())?;
                 if skipped < length {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("zstd skippable frame of {length} bytes ends after {skipped}"),
+                    return Err(decoder_error(
+                        &format!(
+                            "the stream ends early in zstd frame {frames} (a skippable frame \
+                             of {length} bytes, cut after {skipped})"
+                        ),
+                        source.position,
+                        "",
                     ));
                 }
             }
@@ -1150,14 +1245,17 @@ impl<R: BufRead> Read for ZstdReader<R> {
                     self.frame.get_calculated_checksum(),
                 ) && stored != computed
                 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "zstd frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                    return Err(decoder_error(
+                        &format!(
+                            "the checksum of zstd frame {} does not match its data",
+                            self.frames
                         ),
+                        self.source.position,
+                        &format!(" (stored {stored:#010x}, computed {computed:#010x})"),
                     ));
                 }
                 self.in_frame = false;
+                self.units.ended.fetch_add(1, Ordering::Relaxed);
             }
             if !self.next_frame()? {
                 return Ok(0);
@@ -1172,8 +1270,8 @@ impl<R: BufRead> Read for ZstdReader<R> {
 /// [`TraceReader::open_with`] refuses it as such.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "bytes that are not a zstd frame follow its frame {after}: they start with {}, as {found} \
-     data does",
+    "the data after its zstd frame {after}, from compressed byte {at}, is {found} (it starts \
+     with the bytes {}), which memocache cannot read",
     hex(bytes)
 )]
 struct ForeignFrame {
@@ -1181,21 +1279,42 @@ struct ForeignFrame {
     found: &'static str,
     /// The frames before it.
     after: u64,
+    /// Its offset in the compressed stream.
+    at: u64,
     /// Its magic number.
     bytes: [u8; 4],
 }
 
-/// A reader that counts the bytes taken from it, so that a zstd error can say where in the
-/// compressed stream it is.
+/// A reader that counts the bytes taken from it, so that a decoder's error can say where in
+/// the compressed stream it is, and notes whether it failed itself, so that its own error (an
+/// I/O error of the file or stream) is told from the decoder's.
 struct Counted<R> {
     inner: R,
     /// Bytes read or consumed so far.
     position: u64,
+    /// Whether a read of `inner` has failed (other than by an interruption).
+    failed: bool,
+}
+
+impl<R> Counted<R> {
+    fn new(inner: R) -> Counted<R> {
+        Counted {
+            inner,
+            position: 0,
+            failed: false,
+        }
+    }
+
+    /// Notes `e`, an error of `inner`.
+    fn note(&mut self, e: io::Error) -> io::Error {
+        self.failed |= e.kind() != io::ErrorKind::Interrupted;
+        e
+    }
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).map_err(|e| self.note(e))?;
         self.position += n as u64;
         Ok(n)
     }
@@ -1203,6 +1322,10 @@ impl<R: Read> Read for Counted<R> {
 
 impl<R: BufRead> BufRead for Counted<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        // Twice where it fails: the borrow of a buffer returned cannot cover the noting.
+        if let Err(e) = self.inner.fill_buf() {
+            return Err(self.note(e));
+        }
         self.inner.fill_buf()
     }
 
@@ -1251,8 +1374,107 @@ fn zstd_error(e: &FrameDecoderError, at: u64, frame: u64) -> io::Error {
         } else {
             String::new()
         };
+    decoder_error(&format!("{what} in zstd frame {frame}"), at, &detail)
+}
+
+/// A decoder's error as the sentence every compression's is: what is wrong and where (`what`,
+/// naming the member, frame or stream), the compressed byte offset `at` at which the decoder
+/// found it, and any `detail` (a parenthesis, or empty). [`TraceError::Read`] puts the file
+/// in front.
+fn decoder_error(what: &str, at: u64, detail: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("{what} in zstd frame {frame} at compressed byte {at}{detail}"),
+        format!("{what} at compressed byte {at}{detail}"),
     )
+}
+
+/// `flate2`'s error `e`, met in gzip member `member` when the decoder had taken `at` bytes of
+/// the compressed stream, as a sentence. `flate2`'s words ("corrupt deflate stream",
+/// "invalid gzip header", a bare "unexpected end of file") said neither where nor, for the
+/// last, in what. `flate2` has no error type to match, only these messages; one it may add
+/// later is still placed in its member.
+fn gzip_error(e: io::Error, member: u64, at: u64) -> io::Error {
+    let message = e.to_string();
+    let what = if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("the stream ends early in gzip member {member}")
+    } else if message.contains("header") {
+        format!("the header of gzip member {member} is corrupt")
+    } else if message.contains("checksum") {
+        // flate2 says so of a CRC-32 or a length that does not match the data.
+        format!("the CRC-32 or length of gzip member {member} does not match its data")
+    } else if message.contains("deflate") {
+        format!("the compressed data of gzip member {member} is corrupt")
+    } else {
+        format!("the decoder failed in gzip member {member}")
+    };
+    decoder_error(&what, at, "")
+}
+
+/// xz through `lzma-rust2`, whose errors are made sentences by [`xz_error`].
+struct XzReader<R: Read> {
+    inner: lzma_rust2::XzReader<Counted<R>>,
+}
+
+impl<R: Read> XzReader<R> {
+    /// `source` starts with an xz magic number: [`TraceReader::open_with`] has checked it.
+    fn new(source: R) -> XzReader<R> {
+        let source = Counted::new(source);
+        XzReader {
+            // Concatenated streams are valid xz files, as `xz` reads them.
+            inner: lzma_rust2::XzReader::new(source, true),
+        }
+    }
+}
+
+impl<R: Read> Read for XzReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // `inner()` reaches the source in every state the decoder is left in: it swaps its
+        // block reader only where the swap cannot fail. As for gzip, the file's own error is
+        // passed on as it is.
+        self.inner.read(buf).map_err(|e| {
+            let source = self.inner.inner();
+            if source.failed {
+                e
+            } else {
+                xz_error(e, source.position)
+            }
+        })
+    }
+}
+
+/// `lzma-rust2`'s error `e`, met when the decoder had taken `at` bytes of the compressed
+/// stream, as a sentence. Its words are the decoder's internals ("dist overflow", "rc not
+/// finished or lz has pending", "first byte is 0", and "failed to fill whole buffer" for a
+/// stream cut short), which say nothing to a user. Like `flate2` it has only messages to
+/// match; one not matched here is still called corrupt data, with its offset.
+fn xz_error(e: io::Error, at: u64) -> io::Error {
+    let message = e.to_string();
+    let has = |word: &str| message.contains(word);
+    let what = if e.kind() == io::ErrorKind::UnexpectedEof
+        || has("unexpected end")
+        || has("truncated")
+        || has("incomplete")
+        || has("too short")
+    {
+        "the xz stream ends early"
+    } else if e.kind() == io::ErrorKind::Unsupported || has("nsupported") {
+        "the xz stream uses a filter or check the decoder does not support"
+    } else if e.kind() == io::ErrorKind::OutOfMemory {
+        "the xz stream needs more memory than the decoder may use"
+    } else if has("stream header") || has("stream flags") || has("magic") {
+        "an xz stream header is corrupt"
+    } else if has("block header") || has("filter") || has("properties") {
+        "an xz block header is corrupt"
+    } else if has("block checksum") {
+        "the check of an xz block does not match its data"
+    } else if has("index") || has("number of records") {
+        "an xz index is corrupt"
+    } else if has("footer") {
+        "an xz stream footer is corrupt"
+    } else if has("padding") || has("after stream") {
+        "the padding after an xz block or stream is corrupt"
+    } else {
+        "the xz compressed data is corrupt"
+    };
+    decoder_error(what, at, "")
 }
