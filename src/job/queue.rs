@@ -1439,16 +1439,35 @@ impl JobQueue {
     /// job's record is kept, with [`QueueError::NotFound`] once it has left the finished jobs
     /// (see [`JobQueueBuilder::retain_finished`]; at 0 that is at once).
     pub fn cancel(&self, id: JobId) -> Result<(), QueueError> {
+        self.cancel_if(id, false).map(|_| ())
+    }
+
+    /// Cancels job `id` if it has not started (no worker has ever leased it); `Ok(false)`,
+    /// with nothing changed, if it has. The check and the cancel are one step under the
+    /// queue's lock, so a job leased meanwhile is not cancelled under its live run (the
+    /// pipeline's bounded wait on a progress callback, `Pipeline::run_job`).
+    pub(crate) fn cancel_unstarted(&self, id: JobId) -> Result<bool, QueueError> {
+        self.cancel_if(id, true)
+    }
+
+    /// [`JobQueue::cancel`], or with `unstarted_only` [`JobQueue::cancel_unstarted`].
+    fn cancel_if(&self, id: JobId, unstarted_only: bool) -> Result<bool, QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         inner.catch_up(st, now);
+        if unstarted_only
+            && let Some(slot) = inner.find(st, id)
+            && st.record_mut(slot, id)?.job.started_at().is_some()
+        {
+            return Ok(false);
+        }
         let woke = inner.cancel_locked(st, id, now)?;
         inner.signal_room(st);
         // A takeover the memo store answers completes the followers: report them.
         inner.unlock_and_report(guard, woke);
-        Ok(())
+        Ok(true)
     }
 
     /// Gives a dead-lettered job a fresh retry budget and queues it again (memo and

@@ -1337,13 +1337,17 @@ impl Pipeline {
                     } else if let Some(waited) = stall.waited(&self.watch, key)
                         && waited >= self.callback_wait
                     {
-                        // Not left to run for nobody once the callback returns; a cancel
-                        // refused (the job ended meanwhile) leaves nothing to undo.
-                        let _ = self.queue.cancel(id);
-                        return Err(PipelineError::WaitsOnCallback {
-                            path: path.to_owned(),
-                            waited,
-                        });
+                        // Not left to run for nobody once the callback returns. A job that
+                        // ended or started since the poll is not refused: its end decides
+                        // (its transcript may be there, or its run live).
+                        if gave_up_waiting(&self.queue, id) {
+                            return Err(PipelineError::WaitsOnCallback {
+                                path: path.to_owned(),
+                                waited,
+                            });
+                        }
+                        stall.clear();
+                        continue;
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
@@ -1557,6 +1561,14 @@ impl Drop for Pipeline {
     }
 }
 
+/// Cancels job `id` of a request that waited its bound on a progress callback, if the job
+/// still waits (not started, not ended): whether it did, and the request is to be refused.
+/// Before, the cancel's answer was ignored and the request refused even when its job had
+/// completed, or started, between the poll and the cancel.
+fn gave_up_waiting(queue: &JobQueue, id: JobId) -> bool {
+    matches!(queue.cancel_unstarted(id), Ok(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1620,5 +1632,45 @@ mod tests {
         assert_eq!(watch.learned(answered), (false, Some(Ended::Completed)));
         // What the queue reports of a lease no longer current: nothing to mark.
         assert!(queue.followers(&lease).is_err());
+    }
+
+    /// Bug: a request that had waited its bound on a progress callback cancelled its job and
+    /// was refused whatever the cancel said: a job completed (a follower, with its leader as
+    /// the callback returned) or started between the poll and the cancel was refused
+    /// although its transcript was there or its run live. Only a job still waiting is
+    /// cancelled and refused now; the others go on being polled. (A unit test of the
+    /// decision: the window between the poll and the cancel is not hit deterministically.)
+    #[test]
+    fn a_wait_on_a_callback_refuses_only_a_job_that_still_waits() {
+        let queue = JobQueue::builder().build().expect("valid");
+        let job = |payload: &'static [u8]| {
+            Job::transcription(&"cd".repeat(32), "en", payload).expect("a valid key")
+        };
+        let worker = WorkerId::new("w");
+        // Started: left to its live run.
+        let started = queue.submit(job(b"started")).expect("room");
+        let lease = queue.try_next(&worker).expect("the job");
+        assert_eq!(lease.job_id(), started);
+        assert!(!gave_up_waiting(&queue, started));
+        assert_eq!(
+            queue.get(started).map(|job| job.status()),
+            Some(JobStatus::Processing)
+        );
+        // Completed: its result decides.
+        queue
+            .complete(&lease, JobResult::from(&b"transcript"[..]))
+            .expect("current");
+        assert!(!gave_up_waiting(&queue, started));
+        assert_eq!(
+            queue.get(started).map(|job| job.status()),
+            Some(JobStatus::Completed)
+        );
+        // Still waiting: cancelled, and refused.
+        let waiting = queue.submit(job(b"waiting")).expect("room");
+        assert!(gave_up_waiting(&queue, waiting));
+        assert_eq!(
+            queue.get(waiting).map(|job| job.status()),
+            Some(JobStatus::Cancelled)
+        );
     }
 }
