@@ -196,7 +196,27 @@ fn usage_error(error: &clap::Error) -> String {
         .collect();
     let message = message.join(" ");
     let message = message.strip_prefix("error: ").unwrap_or(&message);
-    format!("{message} (see `memocache --help`)")
+    format!("{message} (see `{} --help`)", usage_command(&report))
+}
+
+/// The command whose usage clap's `report` shows: `memocache replay` for an error in
+/// `replay`'s arguments, whose help says what they are (the top-level help only lists the
+/// subcommands), and `memocache` for one in the top-level arguments or command name.
+fn usage_command(report: &str) -> String {
+    let usage = report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage:"))
+        .unwrap_or_default();
+    // `memocache [OPTIONS] <COMMAND>` at the top; `memocache replay [OPTIONS] <TRACE>` in one.
+    let command: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|word| !word.starts_with(['[', '<', '-']))
+        .collect();
+    if command.len() > 1 {
+        command.join(" ")
+    } else {
+        "memocache".to_owned()
+    }
 }
 
 /// The content key of a file (standard input for `-`), streamed. The prefix is checked

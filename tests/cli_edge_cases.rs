@@ -994,3 +994,31 @@ fn a_numeric_option_without_its_value_says_so_and_takes_no_option_as_it() {
         "{line}"
     );
 }
+
+/// A usage error in a subcommand's arguments pointed at `memocache --help`, which only lists
+/// the subcommands; it points at the subcommand's own help now. An error in the top-level
+/// arguments or the command's name still points at `memocache --help`.
+#[test]
+fn a_usage_error_points_at_the_help_of_the_command_it_is_in() {
+    for (args, help) in [
+        (
+            &["replay", "t.trace"][..],
+            "(see `memocache replay --help`)",
+        ),
+        (
+            &["replay", "t.trace", "--bogus"],
+            "(see `memocache replay --help`)",
+        ),
+        (
+            &["transcribe", "a.wav"],
+            "(see `memocache transcribe --help`)",
+        ),
+        (&["key"], "(see `memocache key --help`)"),
+        (&["demo", "--bogus"], "(see `memocache demo --help`)"),
+        (&["frobnicate"], "(see `memocache --help`)"),
+        (&["--bogus"], "(see `memocache --help`)"),
+    ] {
+        let line = one_error_line(&memocache(args));
+        assert!(line.ends_with(help), "{args:?}: {line}");
+    }
+}
