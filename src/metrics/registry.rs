@@ -338,8 +338,13 @@ impl MetricsRegistry {
     /// The family is registered with `help` if new, and rendered (with no series) from
     /// then on. A family registered already, with series, is declared if all of them carry
     /// only declared labels ([`MetricError::UndeclaredLabel`] names one that does not).
-    /// Declaring a family again with the same names does nothing; with others, or a family
-    /// of the crate's own, is [`MetricError::LabelsConflict`]. Names are checked as for
+    /// Declaring a family again with the same names does nothing; with others it is
+    /// [`MetricError::LabelsConflict`], and so is declaring one of the crate's own families
+    /// ([`wiring`](super::wiring), a pipeline's) with other names than the crate gave it once
+    /// the crate has registered it. Declared with other names *before* the crate registers
+    /// it, the crate's registration is the one refused ([`MetricError::UndeclaredLabel`],
+    /// naming the crate's label): declare the crate's families after building what
+    /// registers them, or not at all. Names are checked as for
     /// [`MetricsRegistry::counter`], which gives the other errors; nothing is changed on
     /// error.
     ///
