@@ -147,6 +147,21 @@ fn non_ascii_label_values_pass_through_and_label_names_stay_ascii() {
     );
 }
 
+/// A family with no help has no `# HELP` line, as the Prometheus clients write it (the
+/// Rust and Go clients write none for an empty help). It rendered `# HELP name ` with a
+/// trailing space, a line that says nothing and ends in whitespace the format ignores.
+#[test]
+fn a_family_without_help_has_no_help_line() {
+    let (r, _clock) = registry();
+    r.counter("loads_total", "", &[]).unwrap().inc();
+    r.gauge("depth", "Jobs waiting.", &[]).unwrap();
+    assert_eq!(
+        r.render_prometheus(),
+        "# HELP depth Jobs waiting.\n# TYPE depth gauge\ndepth 0\n\
+         # TYPE loads_total counter\nloads_total 1\n"
+    );
+}
+
 #[test]
 fn counters_advance_monotonically() {
     let (r, _clock) = registry();

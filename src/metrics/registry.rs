@@ -960,7 +960,11 @@ fn render_family(out: &mut String, name: &str, family: &Family, window: Duration
         Metrics::Gauge(_) => "gauge",
         Metrics::Histogram(_) => "summary",
     };
-    writeln!(out, "# HELP {name} {}", escape_help(&family.help))?;
+    // No help is no HELP line, as the Prometheus clients write it: `# HELP name ` says
+    // nothing, and ends in the whitespace the text format ignores.
+    if !family.help.is_empty() {
+        writeln!(out, "# HELP {name} {}", escape_help(&family.help))?;
+    }
     writeln!(out, "# TYPE {name} {kind}")?;
     match &family.metrics {
         Metrics::Counter(map) => {
