@@ -1829,6 +1829,6 @@ fn a_host_family_declared_with_its_labels_refuses_others_and_rules_on_them() {
             memocache::MetricType::Gauge,
             &["state"]
         ),
-        Err(MetricError::LabelsConflict { .. })
+        Err(MetricError::CrateFamilyConflict { .. })
     ));
 }

@@ -8,8 +8,8 @@ use memocache::job::JobCompletion;
 use memocache::metrics::wiring::{CacheMetrics, QueueMetrics};
 use memocache::{
     Aggregation, AlertEvaluator, AlertRule, Cache, CacheKey, Job, JobPriority, JobQueue, JobType,
-    ManualClock, MetricError, MetricsRegistry, QueueError, QueueStats, RetryConfig, Severity, Tags,
-    Threshold, Ttl, WorkerId,
+    ManualClock, MetricError, MetricType, MetricsRegistry, QueueError, QueueStats, RetryConfig,
+    Severity, Tags, Threshold, Ttl, WorkerId,
 };
 
 mod clock_support;
@@ -668,4 +668,93 @@ fn a_failed_registration_registers_nothing() {
         free.metric_type("memocache_jobs_submitted_total"),
         Some(memocache::MetricType::Counter)
     );
+}
+
+/// A host's declaration of one of the crate's own families is checked against the crate's
+/// table, not only against what the registry holds: declared as another type or with other
+/// label names before the crate registers it, it is refused at once, the error naming the
+/// crate's labels, and the crate's registration then goes through; after the crate
+/// registers it, it is refused the same way. Before the fix a declaration made first was
+/// taken, and the crate's registration failed later, on a registry it had every right to
+/// (`UndeclaredLabel`: `memocache_jobs` registered with `status` in a family declared with
+/// `state`).
+#[test]
+fn a_crate_family_declared_otherwise_is_refused_before_and_after_the_crate_registers_it() {
+    let registry = registry_on(&ManualClock::new());
+    let conflict = |metric: &str, kind, labels: &[&str], declared_kind, declared: &[&str]| {
+        let owned = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect();
+        MetricError::CrateFamilyConflict {
+            metric: metric.to_owned(),
+            kind,
+            labels: owned(labels),
+            declared_kind,
+            declared: owned(declared),
+        }
+    };
+    let state = || registry.declare("memocache_jobs", "", MetricType::Gauge, &["state"]);
+    let jobs_conflict = conflict(
+        "memocache_jobs",
+        MetricType::Gauge,
+        &["status"],
+        MetricType::Gauge,
+        &["state"],
+    );
+    assert_eq!(state().unwrap_err(), jobs_conflict);
+    assert_eq!(
+        jobs_conflict.to_string(),
+        "metric `memocache_jobs` is one of memocache's own families, a gauge with the labels \
+         (`status`): it cannot be declared a gauge with the labels (`state`)"
+    );
+    // Another type with the crate's labels; fewer labels; a pipeline's family, before any
+    // pipeline registers it.
+    let evictions = "memocache_cache_evictions_total";
+    assert_eq!(
+        registry
+            .declare(evictions, "", MetricType::Gauge, &["cause"])
+            .unwrap_err(),
+        conflict(
+            evictions,
+            MetricType::Counter,
+            &["cause"],
+            MetricType::Gauge,
+            &["cause"]
+        )
+    );
+    let finished = "memocache_jobs_finished_total";
+    assert_eq!(
+        registry
+            .declare(finished, "", MetricType::Counter, &[])
+            .unwrap_err(),
+        conflict(
+            finished,
+            MetricType::Counter,
+            &["status"],
+            MetricType::Counter,
+            &[]
+        )
+    );
+    let served = "memocache_transcriptions_total";
+    assert_eq!(
+        registry
+            .declare(served, "", MetricType::Counter, &["route"])
+            .unwrap_err(),
+        conflict(
+            served,
+            MetricType::Counter,
+            &["source"],
+            MetricType::Counter,
+            &["route"]
+        )
+    );
+    assert_eq!(registry.render_prometheus(), "", "nothing was declared");
+
+    let queue = QueueMetrics::register(&registry).expect("the crate registers its families");
+    CacheMetrics::register(&registry).expect("the crate registers its families");
+    queue.publish(&QueueStats::default());
+    assert!(
+        registry
+            .render_prometheus()
+            .contains("memocache_jobs{status=\"queued\"} 0\n")
+    );
+    assert_eq!(state().unwrap_err(), jobs_conflict);
 }

@@ -419,6 +419,114 @@ fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
     assert_eq!(registry.render_prometheus(), before);
 }
 
+/// A host may declare the crate's families before building a pipeline, as the pipeline
+/// registers them: the declaration is taken, the family rendered with the crate's help, its
+/// series held to the crate's labels, and the pipeline builds on the registry and publishes
+/// into it. Before the fix the build refused the registry with `RegistryInUse`: the
+/// declared family, with no series, was taken for another cache's or queue's metrics.
+#[test]
+fn a_pipeline_builds_on_a_registry_that_declared_its_families_as_it_registers_them() {
+    use memocache::{MetricError, MetricType};
+
+    let registry = memocache::MetricsRegistry::new();
+    for (name, kind, labels) in [
+        ("memocache_cache_hits_total", MetricType::Counter, &[][..]),
+        ("memocache_jobs_submitted_total", MetricType::Counter, &[]),
+        ("memocache_jobs", MetricType::Gauge, &["status"]),
+        (
+            "memocache_transcriptions_total",
+            MetricType::Counter,
+            &["source"],
+        ),
+    ] {
+        registry
+            .declare(name, "The host's words.", kind, labels)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let text = registry.render_prometheus();
+    assert!(
+        text.contains(
+            "# HELP memocache_cache_hits_total Cache reads that found a live value.\n\
+             # TYPE memocache_cache_hits_total counter\n"
+        ),
+        "{text}"
+    );
+    assert!(matches!(
+        registry.gauge("memocache_jobs", "", &[("state", "queued")]),
+        Err(MetricError::UndeclaredLabel { .. })
+    ));
+    let p = Pipeline::builder(cache(), counting(None))
+        .plan(ChunkPlan::with_chunk_bytes(1000).expect("valid size"))
+        .registry(registry.clone())
+        .build()
+        .expect("builds on a registry that declared its families");
+    let (_dir, file) = temp_file("a.bin", &[1u8; 1500]);
+    // Publishes the cache's and the queue's figures once served.
+    p.transcribe(&file, "en").expect("transcribed");
+    let text = registry.render_prometheus();
+    for line in [
+        "\nmemocache_cache_hits_total ",
+        "memocache_jobs_submitted_total 1\n",
+        "memocache_transcriptions_total{source=\"computed\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
+
+/// Every family a pipeline registers is one of the crate's, as `declare` knows them: declared
+/// as the pipeline registered it (its type, the label names of its series) it is taken,
+/// before a pipeline registers it as after; declared with a label more it is refused, and
+/// the error names the family's labels. So no family the crate registers is missing from
+/// the table `declare` consults, or registered otherwise than the table says.
+#[test]
+fn every_family_a_pipeline_registers_is_declared_only_as_the_pipeline_registers_it() {
+    use memocache::{MetricError, MetricType};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let p = pipeline(cache(), counting(None));
+    let text = p.registry().render_prometheus();
+    // name -> (type, label names), from the exposition.
+    let mut families: BTreeMap<String, (MetricType, BTreeSet<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(typed) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = typed.split_once(' ').expect("name and type");
+            let kind = match kind {
+                "counter" => MetricType::Counter,
+                "gauge" => MetricType::Gauge,
+                "summary" => MetricType::Histogram,
+                other => panic!("type {other}"),
+            };
+            families.insert(name.to_owned(), (kind, BTreeSet::new()));
+        } else if let Some((name, rest)) = line.split_once('{') {
+            let labels = rest.split_once('}').expect("closed").0;
+            let names = labels
+                .split(',')
+                .map(|pair| pair.split_once('=').expect("pair").0);
+            let name = name.trim_end_matches("_sum").trim_end_matches("_count");
+            let (_, found) = families.get_mut(name).expect("a family's series");
+            found.extend(names.filter(|&n| n != "quantile").map(str::to_owned));
+        }
+    }
+    assert_eq!(families.len(), 29, "{families:?}");
+    let fresh = memocache::MetricsRegistry::new();
+    for (name, (kind, labels)) in &families {
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let more: Vec<&str> = labels.iter().copied().chain(["zz_more"]).collect();
+        for registry in [p.registry(), &fresh] {
+            registry
+                .declare(name, "", *kind, &labels)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            match registry.declare(name, "", *kind, &more) {
+                Err(MetricError::CrateFamilyConflict {
+                    labels: crate_labels,
+                    ..
+                }) => assert_eq!(crate_labels, labels, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+}
+
 /// A pipeline whose workers cannot start (the OS refuses their threads) leaves a given
 /// registry as it was, so that the host can build it again there once threads are to be had.
 /// The pipeline registered its metrics first, then built its queue and started its workers:

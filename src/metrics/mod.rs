@@ -74,6 +74,7 @@
 //!   windows and alert timing with a [`ManualClock`](crate::ManualClock) instead of sleeping.
 
 pub mod alert;
+pub(crate) mod families;
 pub mod registry;
 pub mod series;
 pub mod value;
@@ -231,8 +232,8 @@ pub enum MetricError {
         labels: Vec<String>,
     },
     /// A host declared the label names of a family ([`MetricsRegistry::declare`]) whose
-    /// label names are already fixed to others: by an earlier declaration, or as one of the
-    /// crate's own families. Its series and the alert rules on it were accepted by those.
+    /// label names an earlier declaration fixed to others. Its series and the alert rules on
+    /// it were accepted by those.
     #[error(
         "metric `{metric}` has a fixed set of labels ({}), which cannot become ({})",
         label_list(.labels),
@@ -243,6 +244,30 @@ pub enum MetricError {
         metric: String,
         /// The label names its series may have, sorted.
         labels: Vec<String>,
+        /// The label names declared, sorted.
+        declared: Vec<String>,
+    },
+    /// A host declared one of the crate's own families ([`wiring`], a [`Pipeline`]'s
+    /// metrics; [`MetricsRegistry::declare`]) as another type, or with other label names,
+    /// than the crate registers it with: whether or not the crate has registered it yet, the
+    /// crate's registration would then have failed, or its series been refused.
+    ///
+    /// [`Pipeline`]: crate::pipeline::Pipeline
+    #[error(
+        "metric `{metric}` is one of memocache's own families, a {kind} with the labels ({}): \
+         it cannot be declared a {declared_kind} with the labels ({})",
+        label_list(.labels),
+        label_list(.declared)
+    )]
+    CrateFamilyConflict {
+        /// The metric.
+        metric: String,
+        /// The type the crate registers it with.
+        kind: MetricType,
+        /// The label names the crate's family carries, sorted.
+        labels: Vec<String>,
+        /// The type declared.
+        declared_kind: MetricType,
         /// The label names declared, sorted.
         declared: Vec<String>,
     },

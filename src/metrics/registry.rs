@@ -66,6 +66,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use super::alert::Aggregation;
+use super::families::{CrateFamily, crate_family};
 use super::series::linear_percentiles;
 use super::{MetricError, MetricSeries, MetricType, MetricValue, Percentile, Tags};
 use crate::time::{SharedClock, system_clock};
@@ -89,9 +90,10 @@ struct Family {
     help: String,
     metrics: Metrics,
     /// The label names its series may carry, if fixed: a family the crate registers for its
-    /// own figures ([`Batch`]) has the names of its first series, and a series with another
-    /// is refused ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a
-    /// label it can never carry is refused too; a family the host declares
+    /// own figures ([`Batch`]) has the names its entry in the crate's table
+    /// ([`families`](super::families)) gives, and a series with another is refused
+    /// ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a label it
+    /// can never carry is refused too; a family the host declares
     /// ([`MetricsRegistry::declare`]) has the names declared. `None`, as for any family the
     /// registry's other public calls create: any names, since a series with new ones may come
     /// at any time.
@@ -323,7 +325,7 @@ impl MetricsRegistry {
             name,
             help,
             labels,
-            false,
+            None,
         )?;
         Ok(handle)
     }
@@ -339,14 +341,18 @@ impl MetricsRegistry {
     /// then on. A family registered already, with series, is declared if all of them carry
     /// only declared labels ([`MetricError::UndeclaredLabel`] names one that does not).
     /// Declaring a family again with the same names does nothing; with others it is
-    /// [`MetricError::LabelsConflict`], and so is declaring one of the crate's own families
-    /// ([`wiring`](super::wiring), a pipeline's) with other names than the crate gave it once
-    /// the crate has registered it. Declared with other names *before* the crate registers
-    /// it, the crate's registration is the one refused ([`MetricError::UndeclaredLabel`],
-    /// naming the crate's label): declare the crate's families after building what
-    /// registers them, or not at all. Names are checked as for
-    /// [`MetricsRegistry::counter`], which gives the other errors; nothing is changed on
-    /// error.
+    /// [`MetricError::LabelsConflict`].
+    ///
+    /// One of the crate's own families ([`wiring`](super::wiring)'s tables, a pipeline's:
+    /// see [`PipelineBuilder::registry`]) is declared only as the crate registers it, of its
+    /// type and with its label names; as another type or with other names it is refused
+    /// with [`MetricError::CrateFamilyConflict`], which names the crate's, before the crate
+    /// registers it as after, so that the crate's registration never fails on it later.
+    /// Declared first, it is registered with the crate's help, and the crate's registration
+    /// takes it as its own. Names are checked as for [`MetricsRegistry::counter`], which
+    /// gives the other errors; nothing is changed on error.
+    ///
+    /// [`PipelineBuilder::registry`]: crate::pipeline::PipelineBuilder::registry
     ///
     /// ```
     /// use memocache::{MetricError, MetricType, MetricsRegistry};
@@ -358,6 +364,13 @@ impl MetricsRegistry {
     ///     registry.counter("uploads_total", "", &[("sorce", "cache")]),
     ///     Err(MetricError::UndeclaredLabel { .. })
     /// ));
+    ///
+    /// // The queue's depth gauge carries `status`, not `state`, even before a queue publishes.
+    /// assert!(matches!(
+    ///     registry.declare("memocache_jobs", "", MetricType::Gauge, &["state"]),
+    ///     Err(MetricError::CrateFamilyConflict { .. })
+    /// ));
+    /// registry.declare("memocache_jobs", "", MetricType::Gauge, &["status"])?;
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn declare(
@@ -375,6 +388,25 @@ impl MetricsRegistry {
                 return Err(MetricError::DuplicateLabel(label.to_owned()));
             }
         }
+        // Checked against the table, not the registry: the crate may not have registered
+        // its family yet, and a declaration taken now made its registration fail later.
+        let own = crate_family(name);
+        if let Some(own) = own
+            && (own.kind != kind
+                || !own
+                    .labels
+                    .iter()
+                    .copied()
+                    .eq(declared.iter().map(String::as_str)))
+        {
+            return Err(MetricError::CrateFamilyConflict {
+                metric: name.to_owned(),
+                kind: own.kind,
+                labels: own.labels.iter().map(|&label| label.to_owned()).collect(),
+                declared_kind: kind,
+                declared: declared.into_iter().collect(),
+            });
+        }
         let mut families = self.inner.families.write();
         let Some(family) = families.get_mut(name) else {
             check_summary_names(&families, name, kind)?;
@@ -384,7 +416,8 @@ impl MetricsRegistry {
                 MetricType::Histogram => Histogram::empty_family(),
             };
             let labels = Some(Arc::new(declared));
-            let help = help.to_owned();
+            // The crate's family means what the crate says it does.
+            let help = own.map_or(help, |own| own.help).to_owned();
             families.insert(
                 name.to_owned(),
                 Family {
@@ -680,16 +713,16 @@ fn find<'f>(families: &'f BTreeMap<String, Family>, name: &str) -> Option<Found<
 }
 
 /// Looks the series `name{labels}` up in `families`, adding it (and its family) if new; a
-/// family it creates has its label names fixed to those of `labels` if `fix_labels` (see
-/// [`Family`]'s). Returns the handle and, when it added the series, whether it created the
-/// family too. Nothing is added on error.
+/// family it creates has its label names fixed to `fixed`, if given (see [`Family`]'s).
+/// Returns the handle and, when it added the series, whether it created the family too.
+/// Nothing is added on error.
 fn insert<H: Handle>(
     families: &mut BTreeMap<String, Family>,
     inner: &Inner,
     name: &str,
     help: &str,
     labels: Tags,
-    fix_labels: bool,
+    fixed: Option<&[&str]>,
 ) -> Result<(H, Option<bool>), MetricError> {
     let created = !families.contains_key(name);
     if created {
@@ -698,7 +731,7 @@ fn insert<H: Handle>(
     let family = families.entry(name.to_owned()).or_insert_with(|| Family {
         help: help.to_owned(),
         metrics: H::empty_family(),
-        labels: fix_labels.then(|| Arc::new(labels.keys().cloned().collect())),
+        labels: fixed.map(|names| Arc::new(names.iter().map(|&n| n.to_owned()).collect())),
     });
     let registered = family.metrics.metric_type();
     let map = H::family_mut(&mut family.metrics).ok_or_else(|| MetricError::TypeConflict {
@@ -725,9 +758,9 @@ fn insert<H: Handle>(
 
 /// Registration of several metrics as one step; see [`MetricsRegistry::register_all`].
 /// Its methods are those of the registry, with the same errors; but a batch registers the
-/// crate's own figures ([`wiring`](super::wiring), a pipeline's), whose families have a
-/// fixed set of labels, so a family a batch creates has its label names fixed to those of
-/// its first series (see [`Family`]'s).
+/// crate's own figures ([`wiring`](super::wiring), a pipeline's), so it takes a family of
+/// the crate's table ([`families`](super::families)) rather than a name and a help text,
+/// and a family it creates has its label names fixed to the table's (see [`Family`]'s).
 pub(crate) struct Batch<'a> {
     inner: &'a Inner,
     families: RefCell<RwLockWriteGuard<'a, BTreeMap<String, Family>>>,
@@ -737,9 +770,14 @@ pub(crate) struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Whether a metric `name` is registered (by anyone, in this batch or before it).
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.families.borrow().contains_key(name)
+    /// Whether the family `name` has a series (registered by anyone, in this batch or
+    /// before it). A family declared ([`MetricsRegistry::declare`]) but given no series yet
+    /// has none: nothing publishes into it.
+    pub(crate) fn has_series(&self, name: &str) -> bool {
+        let families = self.families.borrow();
+        families
+            .get(name)
+            .is_some_and(|family| family.metrics.label_sets().next().is_some())
     }
 
     /// [`MetricsRegistry::source`], in the batch.
@@ -750,21 +788,19 @@ impl Batch<'_> {
     /// [`MetricsRegistry::counter`], in the batch.
     pub(crate) fn counter(
         &self,
-        name: &str,
-        help: &str,
+        family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<Counter, MetricError> {
-        self.get_or_register(name, help, labels)
+        self.get_or_register(family, labels)
     }
 
     /// [`MetricsRegistry::gauge`], in the batch.
     pub(crate) fn gauge(
         &self,
-        name: &str,
-        help: &str,
+        family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<Gauge, MetricError> {
-        self.get_or_register(name, help, labels)
+        self.get_or_register(family, labels)
     }
 
     /// [`Batch::gauge`], but a gauge the batch registers starts as NaN instead of 0: "no
@@ -772,12 +808,11 @@ impl Batch<'_> {
     /// keeps its value.
     pub(crate) fn gauge_starting_nan(
         &self,
-        name: &str,
-        help: &str,
+        family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<Gauge, MetricError> {
         let before = self.added.borrow().len();
-        let gauge = self.gauge(name, help, labels)?;
+        let gauge = self.gauge(family, labels)?;
         if self.added.borrow().len() > before {
             // NaN goes to no window: the history stays empty.
             gauge.set(f64::NAN);
@@ -788,23 +823,25 @@ impl Batch<'_> {
     /// [`MetricsRegistry::histogram`], in the batch.
     pub(crate) fn histogram(
         &self,
-        name: &str,
-        help: &str,
+        family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<Histogram, MetricError> {
-        self.get_or_register(name, help, labels)
+        self.get_or_register(family, labels)
     }
 
+    /// The series `family{labels}`, registered if new, as an `H`: the caller asks for the
+    /// table's type (a test declares every family a pipeline registers as it renders, which
+    /// `declare` refuses unless it is the table's).
     fn get_or_register<H: Handle>(
         &self,
-        name: &str,
-        help: &str,
+        family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<H, MetricError> {
+        let (name, help, fixed) = (family.name, family.help, Some(family.labels));
         validate_metric_name(name)?;
         let labels = to_tags(labels)?;
         let mut families = self.families.borrow_mut();
-        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone(), true)?;
+        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone(), fixed)?;
         if let Some(created) = added {
             self.added
                 .borrow_mut()

@@ -36,7 +36,9 @@
 //! job ids or content hashes. A family these adapters create carries the labels the tables
 //! below give it and no other: the registry refuses a series of it with another label
 //! ([`MetricError::UndeclaredLabel`]), and so an alert rule selecting by one, which would
-//! never fire ([`MetricError::NoSuchLabel`]: `memocache_jobs{state="failed"}`).
+//! never fire ([`MetricError::NoSuchLabel`]: `memocache_jobs{state="failed"}`). A host may
+//! declare one of these families ([`MetricsRegistry::declare`]) only as it is given here,
+//! before the adapters register it as after ([`MetricError::CrateFamilyConflict`]).
 //!
 //! ## Cache ([`CacheMetrics`])
 //!
@@ -99,6 +101,7 @@
 //! are counted by `memocache_job_memo_hits_total`. A re-submitted dead letter is measured from
 //! its first submit.
 
+use super::families;
 use super::registry::Batch;
 use super::{Counter, Gauge, Histogram, MetricError, MetricsRegistry};
 use crate::cache::CacheStats;
@@ -157,58 +160,24 @@ impl CacheMetrics {
 
     /// [`CacheMetrics::register`] as part of a larger batch.
     pub(crate) fn register_in(registry: &Batch<'_>) -> Result<CacheMetrics, MetricError> {
-        let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
-        let eviction = |cause: &str| {
-            registry.counter(
-                "memocache_cache_evictions_total",
-                "Entries the cache evicted, by cause (size: over budget, expired: TTL ran out).",
-                &[("cause", cause)],
-            )
-        };
-        let gauge = |name: &str, help: &str| registry.gauge(name, help, &[]);
+        let counter = |family| registry.counter(family, &[]);
+        let eviction = |cause| registry.counter(&families::CACHE_EVICTIONS, &[("cause", cause)]);
+        let gauge = |family| registry.gauge(family, &[]);
         Ok(CacheMetrics {
-            hits: counter(
-                "memocache_cache_hits_total",
-                "Cache reads that found a live value.",
-            )?,
-            misses: counter(
-                "memocache_cache_misses_total",
-                "Cache reads that found no live value.",
-            )?,
-            inserts: counter(
-                "memocache_cache_inserts_total",
-                "Inserts of a key that was absent.",
-            )?,
-            updates: counter(
-                "memocache_cache_updates_total",
-                "Inserts that replaced a live value.",
-            )?,
+            hits: counter(&families::CACHE_HITS)?,
+            misses: counter(&families::CACHE_MISSES)?,
+            inserts: counter(&families::CACHE_INSERTS)?,
+            updates: counter(&families::CACHE_UPDATES)?,
             evictions_size: eviction("size")?,
             evictions_expired: eviction("expired")?,
-            removals: counter(
-                "memocache_cache_removals_total",
-                "Entries removed explicitly (remove, clear).",
-            )?,
-            loads: counter(
-                "memocache_cache_loads_total",
-                "Loader runs that produced a value.",
-            )?,
-            load_failures: counter(
-                "memocache_cache_load_failures_total",
-                "Loader runs that failed or panicked.",
-            )?,
-            entries: gauge("memocache_cache_entries", "Live entries.")?,
-            bytes: gauge(
-                "memocache_cache_size_bytes",
-                "Bytes charged against the cache's budget.",
-            )?,
+            removals: counter(&families::CACHE_REMOVALS)?,
+            loads: counter(&families::CACHE_LOADS)?,
+            load_failures: counter(&families::CACHE_LOAD_FAILURES)?,
+            entries: gauge(&families::CACHE_ENTRIES)?,
+            bytes: gauge(&families::CACHE_BYTES)?,
             // NaN until the first publish too: at 0, a render or a rule on the last value
             // read a cache not yet published as one that never hit.
-            hit_ratio: registry.gauge_starting_nan(
-                "memocache_cache_hit_ratio",
-                "Hits / (hits + misses) since the cache was built; NaN before the first read.",
-                &[],
-            )?,
+            hit_ratio: registry.gauge_starting_nan(&families::CACHE_HIT_RATIO, &[])?,
         })
     }
 
@@ -325,82 +294,30 @@ impl QueueMetrics {
 
     /// [`QueueMetrics::register`] as part of a larger batch.
     pub(crate) fn register_in(registry: &Batch<'_>) -> Result<QueueMetrics, MetricError> {
-        let counter = |name: &str, help: &str| registry.counter(name, help, &[]);
-        let depth = |status: &str| {
-            registry.gauge(
-                "memocache_jobs",
-                "Jobs the queue holds, by status (queued: waiting, including delayed retries \
-                 and coalesced followers; processing: leased to a worker; failed: in the dead \
-                 letter list).",
-                &[("status", status)],
-            )
-        };
-        let finished = |status: &str| {
-            registry.counter(
-                "memocache_jobs_finished_total",
-                "Jobs that reached a terminal status, by status.",
-                &[("status", status)],
-            )
-        };
-        let gauge = |name: &str, help: &str| registry.gauge(name, help, &[]);
+        let counter = |family| registry.counter(family, &[]);
+        let depth = |status| registry.gauge(&families::JOBS, &[("status", status)]);
+        let finished = |status| registry.counter(&families::JOBS_FINISHED, &[("status", status)]);
+        let gauge = |family| registry.gauge(family, &[]);
         Ok(QueueMetrics {
             queued: depth("queued")?,
             processing: depth("processing")?,
             dead_lettered: depth("failed")?,
-            delayed: gauge(
-                "memocache_jobs_delayed",
-                "Of the queued jobs, those waiting out a retry delay.",
-            )?,
-            coalesced_waiting: gauge(
-                "memocache_jobs_coalesced_waiting",
-                "Of the queued jobs, those coalesced onto an identical job.",
-            )?,
-            submitted: counter("memocache_jobs_submitted_total", "Jobs the queue accepted.")?,
-            rejected: counter(
-                "memocache_jobs_rejected_total",
-                "Submits refused because the queue was full (backpressure).",
-            )?,
+            delayed: gauge(&families::JOBS_DELAYED)?,
+            coalesced_waiting: gauge(&families::JOBS_COALESCED_WAITING)?,
+            submitted: counter(&families::JOBS_SUBMITTED)?,
+            rejected: counter(&families::JOBS_REJECTED)?,
             completed: finished("completed")?,
             failed: finished("failed")?,
             cancelled: finished("cancelled")?,
-            retries: counter(
-                "memocache_job_retries_total",
-                "Retries scheduled after a failed attempt or an expired lease.",
-            )?,
-            dead_letters: counter(
-                "memocache_job_dead_letters_total",
-                "Jobs moved to the dead letter list after exhausting their retries.",
-            )?,
-            dead_letters_evicted: counter(
-                "memocache_job_dead_letters_evicted_total",
-                "Dead letters dropped because the list was full.",
-            )?,
-            lease_expirations: counter(
-                "memocache_job_lease_expirations_total",
-                "Leases that expired (a worker died or hung).",
-            )?,
-            memo_hits: counter(
-                "memocache_job_memo_hits_total",
-                "Jobs completed at submit from the memo store, without a worker.",
-            )?,
-            coalesced: counter(
-                "memocache_job_coalesced_total",
-                "Jobs coalesced onto an identical queued or running job.",
-            )?,
-            memo_store_failures: counter(
-                "memocache_job_memo_store_failures_total",
-                "Results the memo store refused to store, or panicked on.",
-            )?,
-            memo_lookup_failures: counter(
-                "memocache_job_memo_lookup_failures_total",
-                "Memo store lookups that panicked (the job ran as if nothing was stored).",
-            )?,
-            latency: registry.histogram(
-                "memocache_job_latency_seconds",
-                "Seconds from submit to completion of jobs run by a worker or coalesced onto one \
-                 (memo hits excluded).",
-                &[],
-            )?,
+            retries: counter(&families::JOB_RETRIES)?,
+            dead_letters: counter(&families::JOB_DEAD_LETTERS)?,
+            dead_letters_evicted: counter(&families::JOB_DEAD_LETTERS_EVICTED)?,
+            lease_expirations: counter(&families::JOB_LEASE_EXPIRATIONS)?,
+            memo_hits: counter(&families::JOB_MEMO_HITS)?,
+            coalesced: counter(&families::JOB_COALESCED)?,
+            memo_store_failures: counter(&families::JOB_MEMO_STORE_FAILURES)?,
+            memo_lookup_failures: counter(&families::JOB_MEMO_LOOKUP_FAILURES)?,
+            latency: registry.histogram(&families::JOB_LATENCY, &[])?,
         })
     }
 

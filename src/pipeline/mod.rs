@@ -83,6 +83,7 @@ use crate::job::{
 };
 use crate::key::{CacheKey, KeyError};
 use crate::metrics::alert::Delivery;
+use crate::metrics::families::{self, CrateFamily};
 use crate::metrics::wiring::{CacheMetrics, QueueMetrics};
 use crate::metrics::{
     AlertEvaluator, AlertRule, Histogram, MetricError, MetricsRegistry, Notification, Notifier,
@@ -90,15 +91,10 @@ use crate::metrics::{
 };
 use crate::time::{SharedClock, timing_clock};
 
-/// The per-file latency histogram.
-const LATENCY_METRIC: &str = "memocache_transcription_duration_seconds";
-
-/// One metric of each source a pipeline publishes from: found already in the registry it is
-/// given, they mean another cache or queue publishes there (see [`PipelineError::RegistryInUse`]).
-const SOURCE_METRICS: [&str; 2] = [
-    "memocache_cache_hits_total",
-    "memocache_jobs_submitted_total",
-];
+/// One family of each source a pipeline publishes from: found with series in the registry
+/// it is given, they mean another cache or queue publishes there (see
+/// [`PipelineError::RegistryInUse`]).
+const SOURCE_METRICS: [&CrateFamily; 2] = [&families::CACHE_HITS, &families::JOBS_SUBMITTED];
 
 /// A whole file's transcript, as memoized under its transcript key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,7 +361,9 @@ impl PipelineBuilder {
     /// [`MetricsRegistry::counter`] for why a name is refused). A registry serves one
     /// pipeline: it fails with [`PipelineError::RegistryInUse`] if the registry already
     /// carries a cache's or a queue's metrics, whose totals the two sources would otherwise
-    /// share (see [`wiring`](crate::metrics::wiring)).
+    /// share (see [`wiring`](crate::metrics::wiring)); families the host only declared
+    /// ([`MetricsRegistry::declare`], which takes them only as the pipeline registers them)
+    /// carry none.
     pub fn registry(mut self, registry: MetricsRegistry) -> Self {
         self.registry = Some(registry);
         self
@@ -470,30 +468,19 @@ impl PipelineBuilder {
         let (metrics, queue, pool) = registry.register_all(|batch| {
             // Checked in the batch, under the registry's write lock, so that two pipelines
             // built at once on one registry cannot both pass the check.
-            if let Some(taken) = SOURCE_METRICS.into_iter().find(|name| batch.contains(name)) {
-                return Err(PipelineError::RegistryInUse { metric: taken });
+            let taken = SOURCE_METRICS
+                .into_iter()
+                .find(|f| batch.has_series(f.name));
+            if let Some(taken) = taken {
+                return Err(PipelineError::RegistryInUse { metric: taken.name });
             }
-            let served = |source: &str| {
-                batch.counter(
-                    "memocache_transcriptions_total",
-                    "Transcripts served, by where they came from.",
-                    &[("source", source)],
-                )
-            };
+            let served = |source| batch.counter(&families::TRANSCRIPTIONS, &[("source", source)]);
             let metrics = PipelineMetrics {
                 queue: QueueMetrics::register_in(batch)?,
                 cache: CacheMetrics::register_in(batch)?,
-                latency: batch.histogram(
-                    LATENCY_METRIC,
-                    "Time to serve one file's transcript, cache hits included.",
-                    &[],
-                )?,
+                latency: batch.histogram(&families::TRANSCRIPTION_DURATION, &[])?,
                 served: [served("cache")?, served("computed")?],
-                saved: batch.gauge(
-                    "memocache_transcription_saved_seconds",
-                    "Compute time that cache hits saved since the pipeline started.",
-                    &[],
-                )?,
+                saved: batch.gauge(&families::TRANSCRIPTION_SAVED, &[])?,
             };
             // The rules were added before these metrics existed: checked again now that they
             // do, before anything runs, so that a rule averaging one of the counters (the
