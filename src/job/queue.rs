@@ -1442,10 +1442,13 @@ impl JobQueue {
         self.cancel_if(id, false).map(|_| ())
     }
 
-    /// Cancels job `id` if it has not started (no worker has ever leased it); `Ok(false)`,
-    /// with nothing changed, if it has. The check and the cancel are one step under the
-    /// queue's lock, so a job leased meanwhile is not cancelled under its live run (the
-    /// pipeline's bounded wait on a progress callback, `Pipeline::run_job`).
+    /// Cancels job `id` unless a worker runs it now (it is leased); `Ok(false)`, with nothing
+    /// changed, if one does. The check and the cancel are one step under the queue's lock, so
+    /// a job leased meanwhile is not cancelled under its live run (the pipeline's bounded wait
+    /// on a progress callback, `Pipeline::run_job`). A job that ran before and waits for its
+    /// retry (ready, or out of its delay) has no live run, and its current attempt has not
+    /// started ([`Job::started_at`] is cleared for it): it is cancelled, as a request waiting
+    /// on it would otherwise wait on the callback as long as on a job never run.
     pub(crate) fn cancel_unstarted(&self, id: JobId) -> Result<bool, QueueError> {
         self.cancel_if(id, true)
     }
@@ -1459,7 +1462,7 @@ impl JobQueue {
         inner.catch_up(st, now);
         if unstarted_only
             && let Some(slot) = inner.find(st, id)
-            && st.record_mut(slot, id)?.job.started_at().is_some()
+            && matches!(st.record_mut(slot, id)?.place, Place::Leased { .. })
         {
             return Ok(false);
         }
@@ -4503,5 +4506,34 @@ mod tests {
         assert_eq!((st.submitters_waiting, st.submitters_unsignalled), (0, 0));
         drop(st);
         assert_consistent(&queue);
+    }
+
+    /// A job that ran once and waits for its retry, ready or out of its delay, has no live
+    /// run: `cancel_unstarted` cancels it (the pipeline's bounded wait on a progress callback
+    /// gives up on it), and refuses only a job a worker runs now.
+    #[test]
+    fn cancel_unstarted_cancels_a_job_waiting_for_its_retry_not_one_running() {
+        for delay in [Duration::ZERO, Duration::from_secs(3600)] {
+            let queue = JobQueue::builder()
+                .retry(RetryConfig::fixed(2, delay))
+                .build()
+                .unwrap();
+            let worker = WorkerId::new("w");
+            let id = queue
+                .submit(Job::new(JobType::Indexing, &b"x"[..]))
+                .unwrap();
+            let lease = queue.try_next(&worker).unwrap();
+            assert!(!queue.cancel_unstarted(id).unwrap(), "{delay:?}: running");
+            queue.fail(&lease, "once").unwrap();
+            if delay.is_zero() {
+                let lease = queue.try_next(&worker).unwrap();
+                assert!(!queue.cancel_unstarted(id).unwrap(), "running again");
+                queue.fail(&lease, "twice").unwrap();
+            }
+            assert_eq!(queue.status(id), Some(JobStatus::Queued), "{delay:?}");
+            assert!(queue.cancel_unstarted(id).unwrap(), "{delay:?}: waiting");
+            assert_eq!(queue.status(id), Some(JobStatus::Cancelled), "{delay:?}");
+            assert_consistent(&queue);
+        }
     }
 }
