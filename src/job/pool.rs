@@ -73,7 +73,7 @@ use parking_lot::RwLock;
 
 use super::concurrency::ConcurrencyLimit;
 use super::model::{JobId, JobPayload, JobResult, JobType, WorkerId};
-use super::queue::{JobQueue, Lease, QueueError};
+use super::queue::{FailureHook, JobQueue, Lease, QueueError};
 use crate::callback::drop_payload;
 use crate::time::Timestamp;
 
@@ -283,6 +283,8 @@ pub struct WorkerPoolBuilder {
     handlers: [Option<Handler>; 4],
     concurrency: ConcurrencyLimit,
     name: String,
+    /// See [`WorkerPoolBuilder::on_failure`].
+    on_failure: Option<Arc<FailureHook<'static>>>,
 }
 
 impl fmt::Debug for WorkerPoolBuilder {
@@ -322,6 +324,17 @@ impl WorkerPoolBuilder {
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Told of each job that a failure a worker reports ends (its last attempt failed),
+    /// with the message and the jobs coalesced onto it, under the queue's lock as the queue
+    /// fails them ([`JobQueue::fail_telling`]): so it must not call the queue, nor panic.
+    pub(crate) fn on_failure(
+        mut self,
+        hook: impl Fn(JobId, &str, &[JobId]) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_failure = Some(Arc::new(hook));
         self
     }
 
@@ -369,6 +382,7 @@ impl WorkerPoolBuilder {
                 handlers: Arc::clone(&handlers),
                 types: Arc::clone(&types),
                 shared: Arc::clone(&shared),
+                on_failure: self.on_failure.clone(),
             };
             let gate = Arc::clone(&gate);
             let spawned = std::thread::Builder::new()
@@ -434,6 +448,7 @@ impl WorkerPool {
             handlers: [None, None, None, None],
             concurrency: ConcurrencyLimit::default(),
             name: "worker".to_owned(),
+            on_failure: None,
         }
     }
 
@@ -497,6 +512,8 @@ struct Worker {
     handlers: Arc<[Option<Handler>; 4]>,
     types: Arc<[JobType]>,
     shared: Arc<Shared>,
+    /// See [`WorkerPoolBuilder::on_failure`].
+    on_failure: Option<Arc<FailureHook<'static>>>,
 }
 
 impl Worker {
@@ -610,7 +627,7 @@ impl Worker {
                     self.shared.completed.fetch_add(1, Ordering::Relaxed);
                 })
             }
-            Ok(Err(JobError::Failed(error))) => self.queue.fail(lease, error).map(|()| {
+            Ok(Err(JobError::Failed(error))) => self.fail(lease, error).map(|()| {
                 self.shared.failed.fetch_add(1, Ordering::Relaxed);
             }),
             Ok(Err(JobError::Interrupted))
@@ -620,16 +637,15 @@ impl Worker {
                     self.shared.released.fetch_add(1, Ordering::Relaxed);
                 })
             }
-            Ok(Err(JobError::Interrupted)) => self
-                .queue
-                .fail(lease, INTERRUPTED_UNASKED.to_owned())
-                .map(|()| {
+            Ok(Err(JobError::Interrupted)) => {
+                self.fail(lease, INTERRUPTED_UNASKED.to_owned()).map(|()| {
                     self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                }),
+                })
+            }
             Err(panic) => {
                 let error = handler_panicked(&*panic);
                 drop_payload(panic);
-                self.queue.fail(lease, error).map(|()| {
+                self.fail(lease, error).map(|()| {
                     self.shared.failed.fetch_add(1, Ordering::Relaxed);
                     self.shared.panicked.fetch_add(1, Ordering::Relaxed);
                 })
@@ -644,12 +660,16 @@ impl Worker {
         }
         next
     }
+
+    /// Reports a failed attempt, telling the pool's failure hook if it ends the job.
+    fn fail(&self, lease: &Lease, error: String) -> Result<(), QueueError> {
+        self.queue
+            .fail_telling(lease, error, self.on_failure.as_deref())
+    }
 }
 
-/// The error a pool fails a job with when its handler panics with `panic`. Shared with a
-/// handler that must know the message before the pool reports it (the pipeline tells the
-/// requests waiting on the job, whose record may leave the queue before they look).
-pub(crate) fn handler_panicked(panic: &(dyn Any + Send)) -> String {
+/// The error a pool fails a job with when its handler panics with `panic`.
+fn handler_panicked(panic: &(dyn Any + Send)) -> String {
     format!("handler panicked: {}", panic_message(panic))
 }
 

@@ -278,6 +278,10 @@ pub(crate) fn coalesced_failure(leader: JobId, error: &str) -> String {
     format!("coalesced with job {leader}, which failed: {error}")
 }
 
+/// What [`JobQueue::fail_telling`] tells of a failure that ends a job: the job, the message
+/// it failed with, and the jobs coalesced onto it, which fail with it.
+pub(crate) type FailureHook<'a> = dyn Fn(JobId, &str, &[JobId]) + Send + Sync + 'a;
+
 /// Longest a blocked [`JobQueue::next`] sleeps before re-reading the clock.
 const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
 
@@ -1357,21 +1361,43 @@ impl JobQueue {
     /// Reports a failed attempt: the job is retried after the backoff delay, or dead-lettered
     /// if it has no retries left.
     pub fn fail(&self, lease: &Lease, error: impl Into<String>) -> Result<(), QueueError> {
+        self.fail_telling(lease, error.into(), None)
+    }
+
+    /// [`JobQueue::fail`], telling `ended`, if the failure ends the job (it has no retry
+    /// left), of the job, the message it failed with and the jobs coalesced onto it, which
+    /// fail with it. Told under the queue's lock, in the step that fails them: so that a job
+    /// coalesced onto the leased one up to that step is told too, and none of their records
+    /// can leave the dead letters before `ended` has returned. (Asked beforehand, through
+    /// [`JobQueue::followers`], the queue left out a job coalesced after that.) `ended` must
+    /// not call the queue, nor panic.
+    pub(crate) fn fail_telling(
+        &self,
+        lease: &Lease,
+        error: String,
+        ended: Option<&FailureHook<'_>>,
+    ) -> Result<(), QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         let (slot, deadline) = inner.check_lease(st, lease, now)?;
+        // Before the failure takes the job out of the key's leaders: if it ends the job, these
+        // are the followers it ends with it.
+        let told = ended.map(|ended| (ended, st.follower_ids(slot), error.clone()));
         // Unlinked first because burying may drop the record; the job is Processing (checked
         // above), so the state machine accepts either outcome and the relink is a formality.
         st.unlink_lease(slot);
-        let back = match inner.retry_or_bury(st, slot, lease.job_id, error.into(), now) {
+        let back = match inner.retry_or_bury(st, slot, lease.job_id, error, now) {
             Ok(back) => back,
             Err(e) => {
                 st.link_lease(slot, deadline);
                 return Err(e);
             }
         };
+        if let (None, Some((ended, followers, error))) = (back, told) {
+            ended(lease.job_id, &error, &followers);
+        }
         inner.signal_room(st);
         let wake = st
             .waiting
@@ -1417,21 +1443,15 @@ impl JobQueue {
     /// job's current one (cancelled, taken back), whose outcome the queue will not take. Lets a
     /// handler tell whoever waits on those jobs how they end without guessing them from their
     /// memo keys: a key's earlier job answered by the memo store, or a later one queued after
-    /// the leader ends, has the same key and is no follower.
+    /// the leader ends, has the same key and is no follower. A failure's followers are told
+    /// exactly, as the queue fails them, by [`JobQueue::fail_telling`].
     pub(crate) fn followers(&self, lease: &Lease) -> Result<Vec<JobId>, QueueError> {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
         let now = inner.clock.now();
         let (slot, _) = inner.check_lease(st, lease, now)?;
-        let key = st.records.get(slot).and_then(|r| r.job.memo_key());
-        let followers = st.followers_of(slot, key).map_or_else(Vec::new, |slots| {
-            slots
-                .iter()
-                .filter_map(|&f| st.records.get(f).map(|r| r.job.id()))
-                .collect()
-        });
-        Ok(followers)
+        Ok(st.follower_ids(slot))
     }
 
     /// Cancels a queued or running job. A worker running it finds out when its completion,
@@ -1680,6 +1700,17 @@ impl State {
     fn followers_of(&self, slot: Slot, key: Option<&CacheKey>) -> Option<&Vec<Slot>> {
         let lead = self.leaders.get(key?)?;
         (lead.slot == slot).then_some(&lead.followers)
+    }
+
+    /// The ids of the jobs coalesced onto the job in `slot` (none if it leads no key).
+    fn follower_ids(&self, slot: Slot) -> Vec<JobId> {
+        let key = self.records.get(slot).and_then(|r| r.job.memo_key());
+        self.followers_of(slot, key).map_or_else(Vec::new, |slots| {
+            slots
+                .iter()
+                .filter_map(|&f| self.records.get(f).map(|r| r.job.id()))
+                .collect()
+        })
     }
 
     /// Takes the job in `slot` out of `leaders` if it leads `key`, returning its followers.
@@ -4505,6 +4536,55 @@ mod tests {
         let st = queue.inner.state.lock();
         assert_eq!((st.submitters_waiting, st.submitters_unsignalled), (0, 0));
         drop(st);
+        assert_consistent(&queue);
+    }
+
+    /// The pipeline's failed runs are told to it through `fail_telling`, with every job the
+    /// failure ends: a follower coalesced after `followers` was asked is told too (it was left
+    /// out when the pipeline marked the followers `followers` had reported), and nothing is
+    /// told of an attempt that is retried, whose followers wait on.
+    #[test]
+    fn a_failure_tells_every_follower_it_ends_and_a_retry_tells_nothing() {
+        let queue = JobQueue::builder()
+            .retry(RetryConfig::fixed(1, Duration::ZERO))
+            .build()
+            .unwrap();
+        let job = |payload: &'static [u8]| {
+            Job::transcription(&"ef".repeat(32), "en", payload).expect("a valid key")
+        };
+        let worker = WorkerId::new("w");
+        let told = Mutex::new(Vec::new());
+        let tell = |id: JobId, message: &str, followers: &[JobId]| {
+            told.lock()
+                .push((id, message.to_owned(), followers.to_vec()));
+        };
+        let leader = queue.submit(job(b"leader")).unwrap();
+        let early = queue.submit(job(b"early")).unwrap();
+        let lease = queue.try_next(&worker).unwrap();
+        assert_eq!(lease.job_id(), leader);
+        queue
+            .fail_telling(&lease, "once".to_owned(), Some(&tell))
+            .unwrap();
+        assert!(told.lock().is_empty(), "a retry ends nothing");
+        assert_eq!(queue.status(early), Some(JobStatus::Queued));
+
+        let lease = queue.try_next(&worker).unwrap();
+        assert_eq!(lease.job_id(), leader);
+        assert_eq!(queue.followers(&lease).unwrap(), [early]);
+        let late = queue.submit(job(b"late")).unwrap();
+        queue
+            .fail_telling(&lease, "twice".to_owned(), Some(&tell))
+            .unwrap();
+        let told = told.into_inner();
+        assert_eq!(told, [(leader, "twice".to_owned(), vec![early, late])]);
+        for follower in [early, late] {
+            let job = queue.get(follower).unwrap();
+            assert_eq!(job.status(), JobStatus::Failed);
+            assert_eq!(
+                job.error_message(),
+                Some(&*coalesced_failure(leader, "twice"))
+            );
+        }
         assert_consistent(&queue);
     }
 

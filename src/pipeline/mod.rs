@@ -59,7 +59,6 @@ mod engine;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,11 +74,10 @@ use crate::chunk::processor::{Fingerprint, buffers_kept};
 use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
-use crate::job::pool::handler_panicked;
 use crate::job::queue::coalesced_failure;
 use crate::job::{
     ConcurrencyLimit, Job, JobContext, JobError, JobId, JobQueue, JobResult, JobStatus, JobType,
-    QueueError, RetryConfig, Shutdown, WorkerPool,
+    PoolError, QueueError, RetryConfig, Shutdown, WorkerPool,
 };
 use crate::key::{CacheKey, KeyError};
 use crate::metrics::alert::Delivery;
@@ -507,11 +505,7 @@ impl PipelineBuilder {
                 .map_err(|e| PipelineError::Start(e.to_string()))?;
             // A pool that fails to start stops the workers it started; the queue is new and
             // holds no job, so none of them ran one.
-            let pool = WorkerPool::builder(queue.clone())
-                .name("transcriber")
-                .concurrency(self.workers)
-                .handler(JobType::Transcription, move |ctx| runner.run(ctx))
-                .start()
+            let pool = start_workers(&queue, &watch, self.workers, move |ctx| runner.run(ctx))
                 .map_err(|e| PipelineError::Start(e.to_string()))?;
             Ok((metrics, queue, pool))
         })?;
@@ -640,10 +634,12 @@ enum JobEnd {
 /// record only until `retain_finished` (1 024) newer jobs have finished, and a dead letter
 /// until 10 000 newer ones. Only a waiting request adds an entry, before it submits (the
 /// job's id is known then, so no outcome can come before it), and it takes the entry out
-/// when it stops waiting ([`Watching`]); the workers and the queue's completion hook only
-/// fill entries in. So it holds one entry a request in flight, whatever the host runs
-/// through [`Pipeline::queue`]. A worker tells it only outcomes the queue takes: its run's
-/// job still leased to it (see `Runner::run`), in the message the queue is given.
+/// when it stops waiting ([`Watching`]); the workers, the queue's completion hook and the
+/// queue's failure of a worker's job only fill entries in. So it holds one entry a request
+/// in flight, whatever the host runs through [`Pipeline::queue`]. It is told only outcomes
+/// the queue takes: a run's completion while its job is still leased to it (see
+/// `Runner::run`), and a failure as the queue takes it, in the queue's message (see
+/// [`start_workers`]).
 ///
 /// It also keeps the progress callbacks in progress during runs, for a request that waits
 /// on one (see [`PipelineError::WaitsOnCallback`]).
@@ -722,19 +718,19 @@ impl Watch {
         }
     }
 
-    /// A worker's run of job `id` ended so (`Err`: with the message the queue is given), and
-    /// the job was still the worker's, with `followers` coalesced onto it, as the queue
-    /// reported them ([`JobContext`]'s `followers`). Told before the worker hands the outcome
-    /// to the queue, so before the records can go; the queue ends the followers with it,
-    /// without a completion report for a failure, and with the message [`coalesced_failure`]
-    /// words.
+    /// A worker's run of job `id` ended so, and the queue ends `followers`, the jobs coalesced
+    /// onto it, with it. Told before their records can go. A completion is told by the run
+    /// (`Runner::run`), before its worker hands it to the queue, with the followers the
+    /// queue reports then ([`JobContext`]'s `followers`); one coalesced later is marked by
+    /// the completion hook. A failure (`Err`, with the message the queue fails the job with)
+    /// is told by the queue as it fails the job and its followers, under its lock (see
+    /// [`start_workers`]); it words theirs with [`coalesced_failure`] and reports no
+    /// completion for them.
     ///
     /// The followers are the queue's word, not guessed: they were taken to be the watched
     /// jobs under the job's memo key that had not run, which took in a job of the key the
     /// memo store had answered (a completion overwritten with this run's failure), and a job
-    /// queued behind a finished leader. A job coalesced onto this one after the queue's
-    /// report, before it takes the outcome, is not marked: a completion reaches it through
-    /// the completion hook, and a failure through its record (see `Pipeline::run_job`).
+    /// queued behind a finished leader.
     fn ran(&self, id: JobId, followers: &[JobId], outcome: Result<(), String>) {
         let mut watched = self.jobs.lock();
         if let Some(learned) = watched.get_mut(&id) {
@@ -895,28 +891,23 @@ struct Runner {
 }
 
 impl Runner {
+    /// Runs a job. A failure (an error or a panic) is told to the watch by the pool, as the
+    /// queue takes it (see [`start_workers`]); a completion here.
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
         let id = ctx.job_id();
         self.watch.started(id);
-        // Caught, and resumed for the pool to report, so that the watch is told the message
-        // the pool fails the job with: the panic's own (the processor resumes a chunk's or a
-        // callback's panic with its payload). Told "the transcription panicked", a request
-        // whose record had gone failed without it.
-        let result = catch_unwind(AssertUnwindSafe(|| self.transcribe(ctx)));
-        let outcome = match &result {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(handler_panicked(&**panic)),
-        };
+        let result = self.transcribe(ctx);
         // A job cancelled while it ran is no longer this worker's: the queue refuses its
         // outcome, and the cancel handed its followers to the first of them, which runs (or
         // is cancelled) on its own. Told the outcome anyway, the watch took the job and them
-        // as ended so, and a request whose record then went was served or failed, not told
-        // it was cancelled.
-        if let Ok(followers) = ctx.followers() {
-            self.watch.ran(id, &followers, outcome);
+        // as ended so, and a request whose record then went was served, not told it was
+        // cancelled.
+        if result.is_ok()
+            && let Ok(followers) = ctx.followers()
+        {
+            self.watch.ran(id, &followers, Ok(()));
         }
-        result.unwrap_or_else(|panic| resume_unwind(panic))
+        result
     }
 
     fn transcribe(&self, ctx: &JobContext<'_>) -> Result<JobResult, JobError> {
@@ -989,6 +980,30 @@ impl Runner {
         let bytes = codec::encode(&transcript).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(JobResult::from(bytes))
     }
+}
+
+/// Starts the pipeline's `workers` on `queue`, running `handler` (a [`Runner`]'s, which a
+/// test wraps) on its Transcription jobs. A failure is told to `watch`, with the followers
+/// it ends, by the queue as it fails them, under its lock (the watch's lock is taken under
+/// the queue's, never the other way round). Told by the run, with the followers the queue
+/// reported before the pool handed it the failure, the watch missed a job coalesced in
+/// between, which the queue failed with the others: a request whose record then left the
+/// dead letters before it looked was told its job had been cancelled.
+fn start_workers(
+    queue: &JobQueue,
+    watch: &Arc<Watch>,
+    workers: ConcurrencyLimit,
+    handler: impl Fn(&JobContext<'_>) -> Result<JobResult, JobError> + Send + Sync + 'static,
+) -> Result<WorkerPool, PoolError> {
+    let watch = Arc::clone(watch);
+    WorkerPool::builder(queue.clone())
+        .name("transcriber")
+        .concurrency(workers)
+        .handler(JobType::Transcription, handler)
+        .on_failure(move |id, message, followers| {
+            watch.ran(id, followers, Err(message.to_owned()));
+        })
+        .start()
 }
 
 /// Refuses what is not a regular file. The pipeline reads its input twice — here to hash it
@@ -1290,8 +1305,9 @@ impl Pipeline {
     ///   its worker's when it ends tells the watch nothing). A host that takes a pipeline
     ///   job's lease and fails it itself, or fails a host job this one followed, and then
     ///   pushes 10 000 dead letters out before a poll, is read so too; and a cancel that
-    ///   falls between a run's last look at its lease and the queue taking its outcome,
-    ///   the record then pushed out before a poll, is read as that outcome.
+    ///   falls between a completed run's last look at its lease and the queue taking its
+    ///   result, the record then pushed out before a poll, is read as completed (a failure
+    ///   is told as the queue takes it).
     ///
     /// Before, a record gone was read only through the cache: the request failed with "the
     /// job finished and left the queue's records …" for all but a stored result.
@@ -1577,8 +1593,10 @@ mod tests {
             })
             .build()
             .expect("valid");
+        // Without retries, as the pipeline's jobs.
         let job = |payload: &'static [u8]| {
-            Job::transcription(&"ab".repeat(32), "en", payload).expect("a valid key")
+            let job = Job::transcription(&"ab".repeat(32), "en", payload).expect("a valid key");
+            job.with_max_retries(0)
         };
         // Answered by the memo store at its submit, then the stored result goes.
         let answered = job(b"answered");
@@ -1600,10 +1618,12 @@ mod tests {
         let lease = queue.try_next(&WorkerId::new("w")).expect("the leader");
         assert_eq!(lease.job_id(), leader);
         watch.started(leader);
-        let followers = queue.followers(&lease).expect("current");
-        assert_eq!(followers, [follower]);
-        watch.ran(leader, &followers, Err("refused".to_owned()));
-        queue.fail(&lease, "refused").expect("current");
+        let mark = |id, message: &str, followers: &[JobId]| {
+            watch.ran(id, followers, Err(message.to_owned()));
+        };
+        queue
+            .fail_telling(&lease, "refused".to_owned(), Some(&mark))
+            .expect("current");
 
         assert_eq!(
             watch.learned(leader),
@@ -1617,8 +1637,13 @@ mod tests {
             )
         );
         assert_eq!(watch.learned(answered), (false, Some(Ended::Completed)));
-        // What the queue reports of a lease no longer current: nothing to mark.
-        assert!(queue.followers(&lease).is_err());
+        // A lease no longer current: refused, nothing marked.
+        let told = |_: JobId, _: &str, _: &[JobId]| panic!("told of a stale lease's failure");
+        assert!(
+            queue
+                .fail_telling(&lease, "again".to_owned(), Some(&told))
+                .is_err()
+        );
     }
 
     /// Bug: a request that had waited its bound on a progress callback cancelled its job and
@@ -1659,5 +1684,134 @@ mod tests {
             queue.get(waiting).map(|job| job.status()),
             Some(JobStatus::Cancelled)
         );
+    }
+
+    /// Fails its first call ("refused once"); answers the others once `later` lets them
+    /// through (or its sender has gone).
+    struct RefusesFirst {
+        failed: std::sync::atomic::AtomicBool,
+        later: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Transcriber for RefusesFirst {
+        fn identity(&self) -> &str {
+            "refuses-first/v1"
+        }
+
+        fn transcribe(
+            &self,
+            chunk: &crate::chunk::AudioChunk,
+        ) -> Result<crate::chunk::ChunkResult, TranscribeError> {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(TranscribeError::Engine("refused once".into()));
+            }
+            let _ = self.later.lock().recv();
+            let text = format!("len{}", chunk.data().len());
+            Ok(crate::chunk::ChunkResult::from_text(text))
+        }
+    }
+
+    /// Bug: a failed run's outcome was given to the followers the queue reported when the run
+    /// ended, before its worker handed the failure to the queue; a request coalesced onto the
+    /// job in between was failed by the queue with the leader but never marked, so once its
+    /// record had left the dead letters before it looked, it was read as cancelled
+    /// (`PipelineError::Cancelled`), and not submitted again as a follower of a failed job
+    /// is. The followers are now marked under the queue's lock, in the step that fails them.
+    ///
+    /// Deterministic: the pipeline's own handler runs p1's job, whose engine fails, and the
+    /// worker then waits at a barrier before reporting; meanwhile p2's request is coalesced
+    /// onto the job, and behind it 10 000 jobs of the host's own (the queue's dead letters),
+    /// so that the failure pushes p1's and p2's records out in the step that buries them.
+    #[test]
+    fn a_request_coalesced_onto_a_run_after_it_ended_is_marked_with_its_failure() {
+        use std::sync::Barrier;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const DEAD_LETTERS: usize = 10_000;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [p1, p2] = ["p1.bin", "p2.bin"].map(|name| dir.path().join(name));
+        let bytes = [2u8; 500];
+        std::fs::write(&p1, bytes).expect("written");
+        std::fs::write(&p2, bytes).expect("written");
+        let file_hash = CacheKey::from_content(&bytes, "file")
+            .expect("key")
+            .digest_hex();
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+        // p2's job, submitted again, runs only once p1's request has returned, so that p1's
+        // request, which looks in the cache first, cannot be served the transcript it makes.
+        let (p1_returned, later) = std::sync::mpsc::channel();
+        let engine: Arc<dyn Transcriber> = Arc::new(RefusesFirst {
+            failed: AtomicBool::new(false),
+            later: Mutex::new(later),
+        });
+        let plan = ChunkPlan::with_chunk_bytes(1000).expect("valid size");
+        let retry = RetryConfig::fixed(0, Duration::ZERO);
+        let p = Pipeline::builder(cache, Arc::clone(&engine))
+            .plan(plan)
+            .retry(retry)
+            .build()
+            .expect("starts");
+        // The pipeline's own handler, on workers of the test's whose first run waits after it.
+        if let Some(pool) = p.pool.lock().take() {
+            pool.shutdown(Shutdown::Now);
+        }
+        let runner = Runner {
+            cache: p.cache.clone(),
+            transcriber: engine,
+            plan,
+            concurrency: ConcurrencyLimit::default(),
+            retry,
+            chunk_buffers: None,
+            progress: None,
+            clock: Arc::clone(&p.clock),
+            watch: Arc::clone(&p.watch),
+        };
+        let (ended, go) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let held = AtomicBool::new(false);
+        let one = ConcurrencyLimit::new(1).expect("valid");
+        let pool = start_workers(&p.queue, &p.watch, one, {
+            let (ended, go) = (Arc::clone(&ended), Arc::clone(&go));
+            move |ctx| {
+                let outcome = runner.run(ctx);
+                if !held.swap(true, Ordering::SeqCst) {
+                    ended.wait();
+                    go.wait();
+                }
+                outcome
+            }
+        })
+        .expect("starts");
+
+        let (from_p1, from_p2) = std::thread::scope(|s| {
+            let from_p1 = s.spawn(|| p.transcribe(&p1, "en"));
+            ended.wait();
+            let from_p2 = s.spawn(|| p.transcribe(&p2, "en"));
+            let since = std::time::Instant::now();
+            while p.queue.stats().coalesced == 0 {
+                assert!(
+                    since.elapsed() < Duration::from_secs(60),
+                    "p2 never coalesced"
+                );
+                std::thread::yield_now();
+            }
+            for _ in 0..DEAD_LETTERS {
+                let job = Job::transcription(&file_hash, "en", &b""[..]).expect("key");
+                p.queue.submit(job).expect("room");
+            }
+            assert_eq!(p.queue.stats().coalesced_waiting, DEAD_LETTERS + 1);
+            go.wait();
+            let from_p1 = from_p1.join().expect("no panic");
+            p1_returned.send(()).expect("the engine listens");
+            (from_p1, from_p2.join().expect("no panic"))
+        });
+        pool.shutdown(Shutdown::Drain);
+        let dead = p.queue.dead_letters();
+        assert_eq!(dead.len(), DEAD_LETTERS);
+        assert!(dead.iter().all(|job| job.payload().as_bytes().is_empty()));
+        let error = from_p1.expect_err("p1's job failed").to_string();
+        assert!(error.ends_with("refused once"), "{error}");
+        let served = from_p2.unwrap_or_else(|e| panic!("p2 failed: {e}"));
+        assert_eq!(served.transcript.text, "len500");
+        assert_eq!(served.path, p2);
     }
 }
