@@ -306,10 +306,13 @@ impl Clock for CoarseClock {
 #[inline]
 fn coarse_monotonic_nanos() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    // A monotonic clock counts from boot: its fields are never negative.
+    // A monotonic clock counts from boot: its fields are never negative, and its seconds stay
+    // far below the 584 years at which their nanoseconds would overflow a `u64`, so the sum
+    // is taken as it is. Saturated, it cost ten instructions a read more (callgrind), and the
+    // job queue reads this at every submit, take and completion.
     let secs = u64::try_from(now.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    secs.wrapping_mul(1_000_000_000).wrapping_add(nanos)
 }
 
 /// A clock that moves only when told to; for tests.
