@@ -221,6 +221,12 @@
 //! completion 379 → 358, `complete_and_next` 702 → 596 (see the README's queue section for how
 //! these were counted).
 //!
+//! Session 32's cuts (the default clock read by a direct call and without saturating
+//! arithmetic, `submit` and `complete_and_next` inlined into their callers, a completion that
+//! finds its record once), same count: `next` + `complete` 1,413–1,414 → 1,305–1,309,
+//! `complete_and_next` 1,374–1,376 → 1,289–1,292, the baseline 1,039 (it builds and drops the
+//! same jobs; the queue also keeps the record, the index entry and the lease).
+//!
 //! Time comes from the queue's [`crate::Clock`], so tests drive delays, aging and leases with a
 //! [`crate::ManualClock`]. Blocking waits ([`JobQueue::next`]) use real time; since the queue
 //! cannot see a clock move, a blocked taker re-checks at least every 50 ms, and at most once
