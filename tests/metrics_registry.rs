@@ -352,10 +352,12 @@ fn nan_is_no_data_for_every_kind_and_aggregation() {
 
 #[test]
 fn prometheus_text_line_by_line() {
+    // Names of the host's own: the crate's families render the crate's help whoever
+    // registers them (see `metrics_wiring.rs`).
     let (r, clock) = registry();
     let hits = r
         .counter(
-            "memocache_cache_hits_total",
+            "app_cache_hits_total",
             "Cache lookups that found a value.",
             &[],
         )
@@ -363,14 +365,14 @@ fn prometheus_text_line_by_line() {
     hits.inc_by(42);
     for (cause, n) in [("size", 3), ("expired", 1)] {
         r.counter(
-            "memocache_cache_evictions_total",
+            "app_cache_evictions_total",
             "Entries evicted, by cause.",
             &[("cause", cause)],
         )
         .unwrap()
         .inc_by(n);
     }
-    r.gauge("memocache_cache_size_bytes", "Bytes charged.", &[])
+    r.gauge("app_cache_size_bytes", "Bytes charged.", &[])
         .unwrap()
         .set(1_048_576.0);
     r.gauge(
@@ -397,16 +399,16 @@ fn prometheus_text_line_by_line() {
     let text = r.render_prometheus();
     let lines: Vec<&str> = text.lines().collect();
     let expected = [
-        "# HELP memocache_cache_evictions_total Entries evicted, by cause.",
-        "# TYPE memocache_cache_evictions_total counter",
-        "memocache_cache_evictions_total{cause=\"expired\"} 1",
-        "memocache_cache_evictions_total{cause=\"size\"} 3",
-        "# HELP memocache_cache_hits_total Cache lookups that found a value.",
-        "# TYPE memocache_cache_hits_total counter",
-        "memocache_cache_hits_total 42",
-        "# HELP memocache_cache_size_bytes Bytes charged.",
-        "# TYPE memocache_cache_size_bytes gauge",
-        "memocache_cache_size_bytes 1048576",
+        "# HELP app_cache_evictions_total Entries evicted, by cause.",
+        "# TYPE app_cache_evictions_total counter",
+        "app_cache_evictions_total{cause=\"expired\"} 1",
+        "app_cache_evictions_total{cause=\"size\"} 3",
+        "# HELP app_cache_hits_total Cache lookups that found a value.",
+        "# TYPE app_cache_hits_total counter",
+        "app_cache_hits_total 42",
+        "# HELP app_cache_size_bytes Bytes charged.",
+        "# TYPE app_cache_size_bytes gauge",
+        "app_cache_size_bytes 1048576",
         "# HELP memocache_idle_seconds Never observed.",
         "# TYPE memocache_idle_seconds summary",
         "memocache_idle_seconds{quantile=\"0.5\"} NaN",

@@ -175,16 +175,26 @@ fn every_cache_statistic_is_published_under_its_name() {
     );
 }
 
+/// One of the cache's names asked for as another type is refused at once, the error naming
+/// the type and labels the crate registers it with, and registers nothing; the cache's
+/// registration, which the name taken made fail before (`TypeConflict`), goes through.
 #[test]
-fn a_conflicting_name_is_reported() {
+fn a_cache_name_asked_for_as_another_type_is_refused() {
     let registry = MetricsRegistry::new();
-    registry
-        .gauge("memocache_cache_hits_total", "taken", &[])
-        .unwrap();
-    assert!(matches!(
-        CacheMetrics::register(&registry),
-        Err(MetricError::TypeConflict { .. })
-    ));
+    assert_eq!(
+        registry
+            .gauge("memocache_cache_hits_total", "taken", &[])
+            .unwrap_err(),
+        MetricError::CrateFamilyConflict {
+            metric: "memocache_cache_hits_total".into(),
+            kind: MetricType::Counter,
+            labels: vec![],
+            declared_kind: MetricType::Gauge,
+            declared: vec![],
+        }
+    );
+    assert_eq!(registry.render_prometheus(), "");
+    CacheMetrics::register(&registry).expect("the name is the cache's");
 }
 
 #[test]
@@ -577,15 +587,15 @@ fn a_follower_is_timed_from_its_own_submit_and_the_hook_may_call_the_queue() {
 fn a_conflicting_queue_metric_name_is_reported() {
     let registry = MetricsRegistry::new();
     registry
-        .counter("memocache_jobs", "taken", &[("status", "queued")])
+        .gauge("memocache_job_latency_seconds_sum", "taken", &[])
         .unwrap();
     assert!(matches!(
         QueueMetrics::register(&registry),
-        Err(MetricError::TypeConflict { .. })
+        Err(MetricError::NameCollision { .. })
     ));
     assert!(matches!(
         registry.record_queue(&QueueStats::default()),
-        Err(MetricError::TypeConflict { .. })
+        Err(MetricError::NameCollision { .. })
     ));
 }
 
@@ -651,15 +661,9 @@ fn a_failed_registration_registers_nothing() {
         MetricError::NameCollision { .. }
     ));
     assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
+    // (No name of a host's makes the cache's registration fail: it registers no summary, and
+    // its own names are its families whoever registers them first.)
 
-    let cache_registry = MetricsRegistry::new();
-    cache_registry
-        .histogram("memocache_cache_entries", "Taken as a histogram.", &[])
-        .unwrap();
-    assert!(matches!(
-        refused_unchanged(&cache_registry, CacheMetrics::register),
-        MetricError::TypeConflict { .. }
-    ));
     // Once the name is free, the same call registers everything.
     let free = MetricsRegistry::new();
     QueueMetrics::register(&free).unwrap();
@@ -703,7 +707,7 @@ fn a_crate_family_declared_otherwise_is_refused_before_and_after_the_crate_regis
     assert_eq!(
         jobs_conflict.to_string(),
         "metric `memocache_jobs` is one of memocache's own families, a gauge with the labels \
-         (`status`): it cannot be declared a gauge with the labels (`state`)"
+         (`status`): it cannot be declared or registered as a gauge with the labels (`state`)"
     );
     // Another type with the crate's labels; fewer labels; a pipeline's family, before any
     // pipeline registers it.
@@ -757,4 +761,99 @@ fn a_crate_family_declared_otherwise_is_refused_before_and_after_the_crate_regis
             .contains("memocache_jobs{status=\"queued\"} 0\n")
     );
     assert_eq!(state().unwrap_err(), jobs_conflict);
+}
+
+/// Bug: a host that registered one of the crate's family names through the plain calls
+/// (`counter`, `gauge`, `histogram`), before the crate registered it, got a family of its
+/// own, with any labels: `memocache_jobs` as a counter made the queue's registration fail
+/// later, and a gauge with `state` series got the queue's `status` series beside them, and
+/// alert rules on `state` taken. The name is the crate's family whoever registers it first:
+/// as another type it is refused (`CrateFamilyConflict`, naming the crate's type and labels),
+/// with a label the family does not carry it is refused as it is once the crate registered
+/// it (`UndeclaredLabel`), registering nothing either way; one that fits is taken, with the
+/// crate's help and labels, and the crate's registration takes it as its own.
+#[test]
+fn a_crate_family_registered_by_the_host_first_is_held_to_the_crate_table() {
+    let clock = ManualClock::new();
+    let registry = registry_on(&clock);
+    let undeclared = |metric: &str, label: &str, labels: &[&str]| MetricError::UndeclaredLabel {
+        metric: metric.into(),
+        label: label.into(),
+        labels: labels.iter().map(|&l| l.to_owned()).collect(),
+    };
+    let as_counter = registry
+        .counter("memocache_jobs", "", &[("status", "queued")])
+        .unwrap_err();
+    assert_eq!(
+        as_counter,
+        MetricError::CrateFamilyConflict {
+            metric: "memocache_jobs".into(),
+            kind: MetricType::Gauge,
+            labels: vec!["status".into()],
+            declared_kind: MetricType::Counter,
+            declared: vec!["status".into()],
+        }
+    );
+    assert_eq!(
+        as_counter.to_string(),
+        "metric `memocache_jobs` is one of memocache's own families, a gauge with the labels \
+         (`status`): it cannot be declared or registered as a counter with the labels (`status`)"
+    );
+    assert_eq!(
+        registry
+            .gauge("memocache_jobs", "", &[("state", "queued")])
+            .unwrap_err(),
+        undeclared("memocache_jobs", "state", &["status"])
+    );
+    // A pipeline's family, with no pipeline anywhere.
+    let served = "memocache_transcriptions_total";
+    assert!(matches!(
+        registry.histogram(served, "", &[]),
+        Err(MetricError::CrateFamilyConflict { .. })
+    ));
+    assert_eq!(
+        registry
+            .counter(served, "", &[("route", "cache")])
+            .unwrap_err(),
+        undeclared(served, "route", &["source"])
+    );
+    assert_eq!(registry.render_prometheus(), "", "nothing was registered");
+
+    // As the crate registers them: taken, and held to the crate's labels from then on.
+    let queued = registry
+        .gauge(
+            "memocache_jobs",
+            "The host's words.",
+            &[("status", "queued")],
+        )
+        .expect("the crate's type and a label of its");
+    let hits = registry
+        .counter("memocache_cache_hits_total", "The host's words.", &[])
+        .expect("the crate's type and labels");
+    assert_eq!(
+        registry
+            .gauge("memocache_jobs", "", &[("state", "queued")])
+            .unwrap_err(),
+        undeclared("memocache_jobs", "state", &["status"])
+    );
+    let text = registry.render_prometheus();
+    assert!(
+        text.contains("# HELP memocache_cache_hits_total Cache reads that found a live value.\n"),
+        "{text}"
+    );
+    assert!(!text.contains("The host's words."), "{text}");
+
+    let queue = QueueMetrics::register(&registry).expect("the families are the queue's");
+    let cache = CacheMetrics::register(&registry).expect("the families are the cache's");
+    let mut stats = QueueStats::default();
+    stats.queued = 3;
+    queue.publish(&stats);
+    let engine = cache_on(&clock);
+    engine.insert(key(1), "x").unwrap();
+    engine.get(&key(1));
+    cache.publish(&engine.stats());
+    // One series each, the host's handles and the crate's.
+    assert_eq!((queued.get(), hits.get()), (3.0, 1));
+    let text = registry.render_prometheus();
+    assert_eq!(family(&text, "memocache_jobs").len(), 5, "{text}");
 }

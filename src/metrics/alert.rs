@@ -16,16 +16,20 @@
 //! summary), `h` reads its observations and `h_sum` and `h_count` its running sum and count,
 //! so `h_count > 100` fires as it would in Prometheus (it used to read nothing, and never
 //! fire). A rule that could never read a value of its metric is refused, if the metric is
-//! registered when the rule is added ([`AlertEvaluator::add_rule`]), and reported if it is
-//! registered later ([`AlertEvaluator::rule_health`], and a warning in the log): an average
+//! registered when the rule is added ([`AlertEvaluator::add_rule`]) or is one of the
+//! crate's own families (or derived from one), which the registry knows before the crate
+//! registers them, and reported if it is registered later
+//! ([`AlertEvaluator::rule_health`], and a warning in the log): an average
 //! or a percentile of a running total (a counter, `h_sum`, `h_count`), which keeps no
 //! history, a histogram read over a window of zero, `h_bucket` (a summary has no buckets:
 //! a quantile is read with [`Aggregation::Percentile`], which a rule selecting `quantile` or
 //! `le` is told), or a label the metric never carries. Taken, such rules never fired and said
 //! nothing. A metric's label names are known only for the families the crate registers for
 //! its own figures ([`wiring`](super::wiring), a pipeline's), which have a fixed set (so
-//! `memocache_jobs{state="failed"}` is refused: the label is `status`); a family the host
-//! registers may gain a series with new labels at any time. A label *value* no series has is
+//! `memocache_jobs{state="failed"}` is refused, whether a queue registered its metrics yet
+//! or not: the label is `status`), and for those the host declares
+//! ([`MetricsRegistry::declare`]); another family the host registers may gain a series
+//! with new labels at any time. A label *value* no series has is
 //! never refused: a series may take it later, as a metric may be registered later.
 //!
 //! # States, as Prometheus has them
@@ -547,7 +551,9 @@ impl AlertEvaluator {
     /// registered on first use, and the rule watches the metric's series once they appear.
     /// [`MetricError::DuplicateLabel`], naming the label, for a rule given two values of one
     /// label ([`AlertRule::with_label`]), as the registry refuses a label given twice.
-    /// And, for a rule on a metric already registered, where the rule could never read a
+    /// And, for a rule on a metric already registered, or on one of the crate's own
+    /// families (or its `_sum`, `_count` or `_bucket`), registered yet or not, whose type and
+    /// labels the registry knows from the crate's table, where the rule could never read a
     /// value of it: [`MetricError::NoHistory`] for an [`Aggregation::Average`] or
     /// [`Aggregation::Percentile`] (the default is `Average`) of a counter or of a
     /// histogram's `_sum` or `_count`, running totals that keep no history,
@@ -555,8 +561,8 @@ impl AlertEvaluator {
     /// registry's retention, is zero, [`MetricError::NoBuckets`] for `h_bucket`, for a
     /// histogram `h`, which, exposed as a summary, has no buckets; and
     /// [`MetricError::NoSuchLabel`] for a label (with a value) the metric never carries, which
-    /// only a family the crate registers for its own figures tells, its label names being
-    /// fixed (see the [module docs](self)). A rule on a name registered later is checked at
+    /// only a family with fixed label names tells: the crate's own, or one the host declared
+    /// (see the [module docs](self)). A rule on a name registered later is checked at
     /// each evaluation instead: see [`rule_health`](Self::rule_health). A label value no
     /// series has yet is no error: a series may take it later.
     ///
@@ -719,9 +725,11 @@ impl AlertEvaluator {
     /// else why not; `None` if there is no such rule.
     ///
     /// [`add_rule`](Self::add_rule) refuses a rule that cannot read its metric, but a rule
-    /// may name a metric registered only later, as something it cannot read: a counter it
-    /// averages, a histogram over a window of zero or its `_bucket`, or a family of the
-    /// crate's whose labels the rule's are not (see [`MetricError::NoSuchLabel`]). Each
+    /// may name a metric the host registers (or declares) only later, as something it cannot
+    /// read: a counter it averages, a histogram over a window of zero or its `_bucket`, or a
+    /// family declared with labels the rule's are not (see [`MetricError::NoSuchLabel`]);
+    /// the crate's own families are known before they are registered, and checked by
+    /// `add_rule`. Each
     /// evaluation checks, and reads nothing for such a rule; the error is logged through
     /// `tracing` at `WARN` once, by the evaluation that first finds it (not at every
     /// evaluation), and given here. A [`Pipeline`](crate::pipeline::Pipeline) gives its
@@ -869,7 +877,7 @@ impl AlertEvaluator {
 }
 
 /// Refuses `rule` where the series its metric name reads (`source`, `None` for a name nothing
-/// is registered under) could never give it a value, in a registry keeping `retention`: a
+/// is registered under that is not the crate's either) could never give it a value, in a registry keeping `retention`: a
 /// histogram's `_bucket`, which a summary does not have ([`MetricError::NoBuckets`]), a
 /// windowed aggregation of a running total ([`MetricError::NoHistory`]), a histogram read
 /// over a window of zero ([`MetricError::EmptyWindow`]), or a selection by a label the

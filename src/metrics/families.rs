@@ -4,11 +4,20 @@
 //! Each family's name, type, label names and help are written here once, and registration
 //! reads them from here: [`CacheMetrics`](super::wiring::CacheMetrics),
 //! [`QueueMetrics`](super::wiring::QueueMetrics) and the pipeline name a family by its entry,
-//! never by a string of their own. [`MetricsRegistry::declare`](super::MetricsRegistry::declare)
-//! consults the same table, so a host's declaration of one of these families is checked
-//! against what the crate will register, whether or not the crate has registered it yet:
-//! the metrics module knows the pipeline's families without depending on the pipeline.
+//! never by a string of their own. The registry consults the same table wherever a host
+//! names one of these families, so that it is checked against what the crate will register,
+//! whether or not the crate has registered it yet: a declaration
+//! ([`MetricsRegistry::declare`](super::MetricsRegistry::declare)), a plain registration
+//! ([`MetricsRegistry::counter`](super::MetricsRegistry::counter) and the others: a family
+//! created under one of these names gets the table's type, help and label names, whoever
+//! creates it, and the table is read only then, not on each lookup of a registered family),
+//! and an alert rule on one, or on the `_sum`, `_count` or `_bucket` of one of its
+//! histograms ([`AlertEvaluator::add_rule`](super::AlertEvaluator::add_rule)). The metrics
+//! module knows the pipeline's families without depending on the pipeline.
 
+use std::collections::BTreeSet;
+
+use super::MetricError;
 use super::MetricType::{self, Counter, Gauge, Histogram};
 
 /// One of the crate's own metric families.
@@ -22,6 +31,29 @@ pub(crate) struct CrateFamily {
     pub(crate) labels: &'static [&'static str],
     /// The help text rendered for it.
     pub(crate) help: &'static str,
+}
+
+impl CrateFamily {
+    /// Its label names, as a registry family holds them when fixed.
+    pub(crate) fn label_set(&self) -> BTreeSet<String> {
+        self.labels.iter().map(|&label| label.to_owned()).collect()
+    }
+
+    /// The error refusing it as a `kind` whose series carry `labels`: declared so, or
+    /// registered as a series with them.
+    pub(crate) fn conflict(
+        &self,
+        kind: MetricType,
+        labels: impl IntoIterator<Item = String>,
+    ) -> MetricError {
+        MetricError::CrateFamilyConflict {
+            metric: self.name.to_owned(),
+            kind: self.kind,
+            labels: self.label_set().into_iter().collect(),
+            declared_kind: kind,
+            declared: labels.into_iter().collect(),
+        }
+    }
 }
 
 /// An entry of the table.
@@ -221,8 +253,8 @@ pub(crate) const TRANSCRIPTION_SAVED: CrateFamily = family(
 );
 
 /// Every family of the table, which [`crate_family`] looks names up in. One left out would
-/// be declarable otherwise than the crate registers it: `tests/pipeline.rs` declares every
-/// family a pipeline renders, and expects each refused with another label.
+/// be declarable or registrable otherwise than the crate registers it: `tests/pipeline.rs`
+/// declares every family a pipeline renders, and expects each refused with another label.
 static CRATE_FAMILIES: [CrateFamily; 29] = [
     CACHE_HITS,
     CACHE_MISSES,

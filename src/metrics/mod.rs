@@ -192,8 +192,9 @@ pub enum MetricError {
         histogram: String,
     },
     /// An alert rule selects series by a label its metric never carries: the metric's
-    /// family was registered by the crate ([`wiring`], a [`Pipeline`]'s own metrics) with a
-    /// fixed set of label names, and the registry refuses a series with another
+    /// family has a fixed set of label names, being one of the crate's own ([`wiring`], a
+    /// [`Pipeline`]'s own metrics; registered yet or not) or declared by the host
+    /// ([`MetricsRegistry::declare`]), and the registry refuses a series with another
     /// ([`MetricError::UndeclaredLabel`]). The rule would select no series, and never fire.
     ///
     /// [`Pipeline`]: crate::pipeline::Pipeline
@@ -214,9 +215,10 @@ pub enum MetricError {
     },
     /// A series was asked for with a label its family was registered without, where the
     /// family's label names are fixed: those the crate registers for its own figures
-    /// ([`wiring`], a [`Pipeline`]'s own metrics). Their series carry the labels their
-    /// tables give, and only those, so that an alert rule selecting by another label can be
-    /// refused ([`MetricError::NoSuchLabel`]).
+    /// ([`wiring`], a [`Pipeline`]'s own metrics), whoever asks for one first, and those a
+    /// host declared ([`MetricsRegistry::declare`]). Their series carry the labels their
+    /// tables (or declarations) give, and only those, so that an alert rule selecting by
+    /// another label can be refused ([`MetricError::NoSuchLabel`]).
     ///
     /// [`Pipeline`]: crate::pipeline::Pipeline
     #[error(
@@ -249,13 +251,15 @@ pub enum MetricError {
     },
     /// A host declared one of the crate's own families ([`wiring`], a [`Pipeline`]'s
     /// metrics; [`MetricsRegistry::declare`]) as another type, or with other label names,
-    /// than the crate registers it with: whether or not the crate has registered it yet, the
-    /// crate's registration would then have failed, or its series been refused.
+    /// than the crate registers it with, or asked for a series of one as another type
+    /// ([`MetricsRegistry::counter`], [`gauge`](MetricsRegistry::gauge),
+    /// [`histogram`](MetricsRegistry::histogram)): whether or not the crate has registered
+    /// it yet, the crate's registration would then have failed, or its series been refused.
     ///
     /// [`Pipeline`]: crate::pipeline::Pipeline
     #[error(
         "metric `{metric}` is one of memocache's own families, a {kind} with the labels ({}): \
-         it cannot be declared a {declared_kind} with the labels ({})",
+         it cannot be declared or registered as a {declared_kind} with the labels ({})",
         label_list(.labels),
         label_list(.declared)
     )]
@@ -266,9 +270,9 @@ pub enum MetricError {
         kind: MetricType,
         /// The label names the crate's family carries, sorted.
         labels: Vec<String>,
-        /// The type declared.
+        /// The type declared, or asked for.
         declared_kind: MetricType,
-        /// The label names declared, sorted.
+        /// The label names declared, or those of the series asked for, sorted.
         declared: Vec<String>,
     },
     /// A metric name is already registered with another type.

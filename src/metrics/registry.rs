@@ -41,16 +41,22 @@
 //! running sum and count, as the exposition shows them; `h_bucket`, which a Prometheus
 //! histogram would write, reads nothing (an alert rule on it is refused). A label with an
 //! empty value is no label, as Prometheus ingests it: `x{a=""}` is the series `x`. The first
-//! help text given for a name is the one rendered.
+//! help text given for a name is the one rendered (the crate's own, for its families).
 //!
 //! A family takes series with any label names, as Prometheus' exposition allows, except
 //! the families the crate registers for its own figures ([`wiring`](super::wiring), a
-//! pipeline's): each has the fixed label names its table gives (`memocache_jobs` has
-//! `status`), and a series with another is refused ([`MetricError::UndeclaredLabel`]), so
-//! that an alert rule selecting by another label, which would never fire, can be refused too
-//! ([`MetricError::NoSuchLabel`]). A family the host registers first keeps taking any names,
-//! unless the host declares them ([`MetricsRegistry::declare`]): then its series and alert
-//! rules are held to them as the crate's own families are.
+//! pipeline's): each has the type and the fixed label names the crate's table of them gives
+//! (`memocache_jobs` is a gauge with `status`), and a series with another label is refused
+//! ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by another label,
+//! which would never fire, can be refused too ([`MetricError::NoSuchLabel`]). That holds
+//! whoever registers the family first: a host asking for one of these names before the
+//! crate registers it gets the crate's family (its help, its labels), and is refused one of
+//! another type ([`MetricError::CrateFamilyConflict`]) or with another label, as it would be
+//! afterwards, so that the crate's registration never fails on it later nor adds its series
+//! beside others; and an alert rule on one is checked against the table before the crate
+//! registers it as after. A family the host registers under a name of its own keeps taking
+//! any names, unless the host declares them ([`MetricsRegistry::declare`]): then its series
+//! and alert rules are held to them as the crate's own families are.
 //!
 //! [`MetricsRegistry::render_prometheus`] writes families sorted by name and series sorted by
 //! labels, so the output is deterministic and diffable.
@@ -89,14 +95,14 @@ struct Inner {
 struct Family {
     help: String,
     metrics: Metrics,
-    /// The label names its series may carry, if fixed: a family the crate registers for its
-    /// own figures ([`Batch`]) has the names its entry in the crate's table
-    /// ([`families`](super::families)) gives, and a series with another is refused
-    /// ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a label it
-    /// can never carry is refused too; a family the host declares
-    /// ([`MetricsRegistry::declare`]) has the names declared. `None`, as for any family the
-    /// registry's other public calls create: any names, since a series with new ones may come
-    /// at any time.
+    /// The label names its series may carry, if fixed: a family of the crate's own figures
+    /// (created under a name of the crate's table, [`families`](super::families), whoever
+    /// asks first: see [`insert`]) has the names its entry gives, and a series with another
+    /// is refused ([`MetricError::UndeclaredLabel`]), so that an alert rule selecting by a
+    /// label it can never carry is refused too; a family the host declares
+    /// ([`MetricsRegistry::declare`]) has the names declared. `None`, as for any other family
+    /// the registry's other public calls create: any names, since a series with new ones may
+    /// come at any time.
     labels: Option<Arc<BTreeSet<String>>>,
 }
 
@@ -234,13 +240,23 @@ impl MetricsRegistry {
 
     /// The counter `name{labels}`, registered with `help` if new.
     ///
+    /// A `name` of one of the crate's own families (see the [module docs](self)) is that
+    /// family whoever registers it first: registered here before the crate registers it, it
+    /// gets the crate's help (not `help`) and label names, as if declared
+    /// ([`declare`](MetricsRegistry::declare)), and the crate's registration takes it as its
+    /// own. It is checked against the crate's table only when it is created, not each time
+    /// an existing series is looked up.
+    ///
     /// Errors, registering nothing: [`MetricError::InvalidMetricName`],
     /// [`MetricError::InvalidLabelName`] or [`MetricError::DuplicateLabel`] for names outside
     /// Prometheus' grammar, [`MetricError::TypeConflict`] if `name` is registered as another
-    /// type, [`MetricError::NameCollision`] if `name` is a histogram's `_sum`/`_count`
-    /// series, and [`MetricError::UndeclaredLabel`] for a label one of the crate's own
-    /// families does not have (see the [module docs](self)). The same holds for
-    /// [`gauge`](MetricsRegistry::gauge) and [`histogram`](MetricsRegistry::histogram).
+    /// type, [`MetricError::CrateFamilyConflict`] if it is one of the crate's families,
+    /// not registered yet, of another type, [`MetricError::NameCollision`] if `name` is a
+    /// histogram's `_sum`/`_count` series, and [`MetricError::UndeclaredLabel`] for a label
+    /// a family with fixed label names does not have: one of the crate's own, registered
+    /// yet or not (each error naming the crate's labels), or one the host declared. The
+    /// same holds for [`gauge`](MetricsRegistry::gauge) and
+    /// [`histogram`](MetricsRegistry::histogram).
     ///
     /// ```
     /// use memocache::{MetricError, MetricsRegistry};
@@ -263,6 +279,16 @@ impl MetricsRegistry {
     ///     registry.counter("files served", "", &[]),
     ///     Err(MetricError::InvalidMetricName(_))
     /// ));
+    /// // The queue's depth is a gauge with a `status` label, even before a queue publishes.
+    /// assert!(matches!(
+    ///     registry.counter("memocache_jobs", "", &[("status", "queued")]),
+    ///     Err(MetricError::CrateFamilyConflict { .. })
+    /// ));
+    /// assert!(matches!(
+    ///     registry.gauge("memocache_jobs", "", &[("state", "queued")]),
+    ///     Err(MetricError::UndeclaredLabel { .. })
+    /// ));
+    /// registry.gauge("memocache_jobs", "", &[("status", "queued")])?;
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn counter(
@@ -325,7 +351,6 @@ impl MetricsRegistry {
             name,
             help,
             labels,
-            None,
         )?;
         Ok(handle)
     }
@@ -349,8 +374,10 @@ impl MetricsRegistry {
     /// with [`MetricError::CrateFamilyConflict`], which names the crate's, before the crate
     /// registers it as after, so that the crate's registration never fails on it later.
     /// Declared first, it is registered with the crate's help, and the crate's registration
-    /// takes it as its own. Names are checked as for [`MetricsRegistry::counter`], which
-    /// gives the other errors; nothing is changed on error.
+    /// takes it as its own (as it takes one a host registered first through
+    /// [`counter`](MetricsRegistry::counter), which the table holds to the same). Names are
+    /// checked as for [`MetricsRegistry::counter`], which gives the other errors; nothing is
+    /// changed on error.
     ///
     /// [`PipelineBuilder::registry`]: crate::pipeline::PipelineBuilder::registry
     ///
@@ -399,13 +426,7 @@ impl MetricsRegistry {
                     .copied()
                     .eq(declared.iter().map(String::as_str)))
         {
-            return Err(MetricError::CrateFamilyConflict {
-                metric: name.to_owned(),
-                kind: own.kind,
-                labels: own.labels.iter().map(|&label| label.to_owned()).collect(),
-                declared_kind: kind,
-                declared: declared.into_iter().collect(),
-            });
+            return Err(own.conflict(kind, declared));
         }
         let mut families = self.inner.families.write();
         let Some(family) = families.get_mut(name) else {
@@ -446,17 +467,8 @@ impl MetricsRegistry {
                 declared: declared.into_iter().collect(),
             });
         }
-        let undeclared = family
-            .metrics
-            .label_sets()
-            .flat_map(|tags| tags.keys())
-            .find(|label| !declared.contains(*label));
-        if let Some(label) = undeclared {
-            return Err(MetricError::UndeclaredLabel {
-                metric: name.to_owned(),
-                label: label.clone(),
-                labels: declared.into_iter().collect(),
-            });
+        for tags in family.metrics.label_sets() {
+            check_labels(name, tags, Some(&declared))?;
         }
         family.labels = Some(Arc::new(declared));
         Ok(())
@@ -555,11 +567,13 @@ impl MetricsRegistry {
         }
     }
 
-    /// What the metric name `name` reads, if anything is registered under it: a family, the
-    /// `_sum` or `_count` of a histogram family (see [`aggregate`](Self::aggregate)), or the
-    /// `_bucket` a histogram, exposed as a summary, does not have.
+    /// What the metric name `name` reads, if anything is registered under it, or if it is
+    /// one of the crate's own families or a name derived from one (see [`source_in`]): a
+    /// family, the `_sum` or `_count` of a histogram family (see
+    /// [`aggregate`](Self::aggregate)), or the `_bucket` a histogram, exposed as a summary,
+    /// does not have.
     pub(crate) fn source(&self, name: &str) -> Option<Source> {
-        find(&self.inner.families.read(), name).map(|found| found.source())
+        source_in(&self.inner.families.read(), name)
     }
 
     /// [`aggregate`](Self::aggregate) of every series of `name` that `selector` selects, as
@@ -670,18 +684,49 @@ enum Part<'f> {
     NoBuckets(&'f str),
 }
 
-impl Found<'_> {
-    fn source(&self) -> Source {
-        let reads = match self.part {
-            Part::Own => Reads::Family(self.family.metrics.metric_type()),
+impl Part<'_> {
+    /// What the part reads of a family of type `kind`.
+    fn reads(self, kind: MetricType) -> Reads {
+        match self {
+            Part::Own => Reads::Family(kind),
             Part::Total(_) => Reads::HistogramTotal,
             Part::NoBuckets(histogram) => Reads::NoBuckets(histogram.to_owned()),
-        };
-        Source {
-            reads,
-            labels: self.family.labels.clone(),
         }
     }
+}
+
+/// What `name` reads in `families` ([`find`]), or else in the crate's table
+/// ([`families`](super::families)): what it reads once the crate registers the family, which
+/// is all it can read, since a family created under that name is the crate's (see
+/// [`insert`]). So a rule on one of the crate's families is checked against its type and
+/// labels before the crate registers it as after.
+fn source_in(families: &BTreeMap<String, Family>, name: &str) -> Option<Source> {
+    if let Some(Found { family, part }) = find(families, name) {
+        let reads = part.reads(family.metrics.metric_type());
+        let labels = family.labels.clone();
+        return Some(Source { reads, labels });
+    }
+    let (own, part) = match crate_family(name) {
+        Some(own) => (own, Part::Own),
+        None => derived(name).find_map(|(histogram, total)| {
+            let own = crate_family(histogram).filter(|own| own.kind == MetricType::Histogram)?;
+            Some((own, total.map_or(Part::NoBuckets(own.name), Part::Total)))
+        })?,
+    };
+    let labels = Some(Arc::new(own.label_set()));
+    Some(Source {
+        reads: part.reads(own.kind),
+        labels,
+    })
+}
+
+/// The names `name` may be derived from as a histogram's (see [`find`]): for each suffix it
+/// has, the histogram's name and the running total it reads (`None`: the buckets it does not
+/// have).
+fn derived(name: &str) -> impl Iterator<Item = (&str, Option<Total>)> {
+    let totals = SUMMARY_TOTALS.map(|(suffix, total)| (suffix, Some(total)));
+    let suffixes = totals.into_iter().chain([(BUCKET_SUFFIX, None)]);
+    suffixes.filter_map(move |(suffix, total)| Some((name.strip_suffix(suffix)?, total)))
 }
 
 /// What the name `name` reads in `families`. A histogram `h` exposes `h_sum` and `h_count`,
@@ -697,12 +742,8 @@ fn find<'f>(families: &'f BTreeMap<String, Family>, name: &str) -> Option<Found<
         let part = Part::Own;
         return Some(Found { family, part });
     }
-    // The suffixes of the names derived from a histogram's, with the total each reads (none:
-    // the buckets it does not have).
-    let totals = SUMMARY_TOTALS.map(|(suffix, total)| (suffix, Some(total)));
-    let mut derived = totals.into_iter().chain([(BUCKET_SUFFIX, None)]);
-    derived.find_map(|(suffix, total)| {
-        let (histogram, family) = families.get_key_value(name.strip_suffix(suffix)?)?;
+    derived(name).find_map(|(histogram, total)| {
+        let (histogram, family) = families.get_key_value(histogram)?;
         let part = match (&family.metrics, total) {
             (Metrics::Histogram(_), Some(total)) => Part::Total(total),
             (Metrics::Histogram(_), None) => Part::NoBuckets(histogram),
@@ -712,26 +753,39 @@ fn find<'f>(families: &'f BTreeMap<String, Family>, name: &str) -> Option<Found<
     })
 }
 
-/// Looks the series `name{labels}` up in `families`, adding it (and its family) if new; a
-/// family it creates has its label names fixed to `fixed`, if given (see [`Family`]'s).
-/// Returns the handle and, when it added the series, whether it created the family too.
-/// Nothing is added on error.
+/// Looks the series `name{labels}` up in `families`, adding it (and its family) if new.
+/// A family it creates under the name of one of the crate's own families
+/// ([`families`](super::families)) is that family: of its type, with its help, and with its
+/// label names fixed (see [`Family`]'s), whoever asks first. Returns the handle and, when it
+/// added the series, whether it created the family too. Nothing is added on error.
 fn insert<H: Handle>(
     families: &mut BTreeMap<String, Family>,
     inner: &Inner,
     name: &str,
     help: &str,
     labels: Tags,
-    fixed: Option<&[&str]>,
 ) -> Result<(H, Option<bool>), MetricError> {
     let created = !families.contains_key(name);
+    let (mut help, mut fixed) = (help, None);
     if created {
         check_summary_names(families, name, H::TYPE)?;
+        // Looked up only for a family created here, not for each lookup of one registered
+        // (the crate's batches look theirs up at every publish): a family of the crate's is
+        // held to the table from its creation on.
+        if let Some(own) = crate_family(name) {
+            if own.kind != H::TYPE {
+                return Err(own.conflict(H::TYPE, labels.keys().cloned()));
+            }
+            let names = Arc::new(own.label_set());
+            // Before the family is added, so that a series refused adds no family either.
+            check_labels(name, &labels, Some(&names))?;
+            (help, fixed) = (own.help, Some(names));
+        }
     }
     let family = families.entry(name.to_owned()).or_insert_with(|| Family {
         help: help.to_owned(),
         metrics: H::empty_family(),
-        labels: fixed.map(|names| Arc::new(names.iter().map(|&n| n.to_owned()).collect())),
+        labels: fixed,
     });
     let registered = family.metrics.metric_type();
     let map = H::family_mut(&mut family.metrics).ok_or_else(|| MetricError::TypeConflict {
@@ -742,25 +796,38 @@ fn insert<H: Handle>(
     if let Some(handle) = map.get(&labels) {
         return Ok((handle.clone(), None));
     }
-    if let Some(fixed) = &family.labels
-        && let Some(label) = labels.keys().find(|label| !fixed.contains(*label))
-    {
-        return Err(MetricError::UndeclaredLabel {
-            metric: name.to_owned(),
-            label: label.clone(),
-            labels: fixed.iter().cloned().collect(),
-        });
-    }
+    check_labels(name, &labels, family.labels.as_deref())?;
     let handle = H::new(name, inner);
     map.insert(labels, handle.clone());
     Ok((handle, Some(created)))
 }
 
+/// Refuses a series `labels` of the family `metric` if its label names are fixed to `fixed`
+/// and it carries another ([`MetricError::UndeclaredLabel`]).
+fn check_labels(
+    metric: &str,
+    labels: &Tags,
+    fixed: Option<&BTreeSet<String>>,
+) -> Result<(), MetricError> {
+    let Some(fixed) = fixed else {
+        return Ok(());
+    };
+    match labels.keys().find(|label| !fixed.contains(*label)) {
+        Some(label) => Err(MetricError::UndeclaredLabel {
+            metric: metric.to_owned(),
+            label: label.clone(),
+            labels: fixed.iter().cloned().collect(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Registration of several metrics as one step; see [`MetricsRegistry::register_all`].
 /// Its methods are those of the registry, with the same errors; but a batch registers the
 /// crate's own figures ([`wiring`](super::wiring), a pipeline's), so it takes a family of
-/// the crate's table ([`families`](super::families)) rather than a name and a help text,
-/// and a family it creates has its label names fixed to the table's (see [`Family`]'s).
+/// the crate's table ([`families`](super::families)) rather than a name and a help text (a
+/// family it creates, as any created under a name of the table, has the table's help and
+/// label names: see [`insert`]).
 pub(crate) struct Batch<'a> {
     inner: &'a Inner,
     families: RefCell<RwLockWriteGuard<'a, BTreeMap<String, Family>>>,
@@ -782,7 +849,7 @@ impl Batch<'_> {
 
     /// [`MetricsRegistry::source`], in the batch.
     pub(crate) fn source(&self, name: &str) -> Option<Source> {
-        find(&self.families.borrow(), name).map(|found| found.source())
+        source_in(&self.families.borrow(), name)
     }
 
     /// [`MetricsRegistry::counter`], in the batch.
@@ -830,18 +897,17 @@ impl Batch<'_> {
     }
 
     /// The series `family{labels}`, registered if new, as an `H`: the caller asks for the
-    /// table's type (a test declares every family a pipeline registers as it renders, which
-    /// `declare` refuses unless it is the table's).
+    /// table's type, as any registration of the family must ([`insert`]).
     fn get_or_register<H: Handle>(
         &self,
         family: &CrateFamily,
         labels: &[(&str, &str)],
     ) -> Result<H, MetricError> {
-        let (name, help, fixed) = (family.name, family.help, Some(family.labels));
+        let name = family.name;
         validate_metric_name(name)?;
         let labels = to_tags(labels)?;
         let mut families = self.families.borrow_mut();
-        let (handle, added) = insert(&mut families, self.inner, name, help, labels.clone(), fixed)?;
+        let (handle, added) = insert(&mut families, self.inner, name, family.help, labels.clone())?;
         if let Some(created) = added {
             self.added
                 .borrow_mut()

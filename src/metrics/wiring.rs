@@ -148,10 +148,11 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    /// Registers (or finds) the cache metrics in `registry`. Fails only if one of the names
-    /// (see [`CacheMetrics`]) is already registered with another type
-    /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
-    /// ([`MetricError::NameCollision`]).
+    /// Registers (or finds) the cache metrics in `registry`. No metric a host registers or
+    /// declares makes this fail: the names (see [`CacheMetrics`]) are the cache's families
+    /// whoever registers them first (a host asking for one as another type, or with another
+    /// label, is refused instead: see [`MetricsRegistry::counter`]), and none is a
+    /// histogram's `_sum` or `_count`.
     ///
     /// A failed registration registers nothing.
     pub fn register(registry: &MetricsRegistry) -> Result<CacheMetrics, MetricError> {
@@ -269,11 +270,12 @@ pub struct QueueMetrics {
 }
 
 impl QueueMetrics {
-    /// Registers (or finds) the queue metrics in `registry`. Fails only if one of the names
-    /// (see [`QueueMetrics`]) is already registered with another type
-    /// ([`MetricError::TypeConflict`]) or collides with a histogram's `_sum`/`_count` series
-    /// ([`MetricError::NameCollision`]: the latency summary `memocache_job_latency_seconds`
-    /// writes `memocache_job_latency_seconds_sum` and `_count`). A failed registration
+    /// Registers (or finds) the queue metrics in `registry`. Fails only if a name its latency
+    /// summary writes is registered ([`MetricError::NameCollision`]: the summary
+    /// `memocache_job_latency_seconds` writes `memocache_job_latency_seconds_sum` and
+    /// `_count`). Its families' own names (see [`QueueMetrics`]) are the queue's whoever
+    /// registers them first: a host asking for one as another type, or with another label,
+    /// is refused instead (see [`MetricsRegistry::counter`]). A failed registration
     /// registers nothing.
     ///
     /// ```

@@ -480,9 +480,10 @@ impl PipelineBuilder {
                 served: [served("cache")?, served("computed")?],
                 saved: batch.gauge(&families::TRANSCRIPTION_SAVED, &[])?,
             };
-            // The rules were added before these metrics existed: checked again now that they
-            // do, before anything runs, so that a rule averaging one of the counters (the
-            // default aggregation) is refused here rather than never firing.
+            // The rules were added before these metrics existed, checked against the crate's
+            // table for them (a rule averaging one of the counters, the default aggregation,
+            // is refused there): checked again now that they do, under the registry's lock,
+            // which also covers the host's names registered meanwhile, before anything runs.
             alerts.check_rules(|name| batch.source(name))?;
             let queue = JobQueue::builder()
                 .cache(self.cache.clone())
