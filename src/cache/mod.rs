@@ -74,7 +74,7 @@ mod shard;
 mod stats;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -88,7 +88,7 @@ pub use builder::{CacheBuilder, ConfigError, MAX_SHARDS};
 pub use loader::LoadError;
 pub use stats::CacheStats;
 
-use expiry::tick_of;
+use expiry::TICK_SHIFT;
 use listener::{Listener, Removed};
 use loader::Loads;
 use shard::{KeyHasher, NEVER, NewEntry, Record, Shard};
@@ -250,7 +250,10 @@ struct Inner {
     /// The expiry wheels' tick (see `expiry.rs`) up to which every shard has been purged:
     /// by [`Cache::purge_expired`], or by the first insert of a later tick that had to evict
     /// (see `Inner::store`). Read only by inserts that must evict, written once a tick.
-    purged_tick: AtomicU32,
+    /// Counted in 64 bits ([`pass_tick`]), not as the wheels' 32-bit ticks: those stop at
+    /// their last value 2^62 ns (about 146 years) after the clock's epoch, where no later
+    /// tick would ever have claimed a purge again.
+    purged_tick: AtomicU64,
     default_ttl: Option<Ttl>,
     clock: SharedClock,
     listener: Option<Listener>,
@@ -296,7 +299,7 @@ impl Cache {
             max_entries: config.max_entries,
             bytes: Padded(AtomicU64::new(0)),
             entries: Padded(AtomicU64::new(0)),
-            purged_tick: AtomicU32::new(0),
+            purged_tick: AtomicU64::new(0),
             default_ttl: config.default_ttl,
             clock: config.clock,
             listener: config.listener,
@@ -736,6 +739,13 @@ impl std::fmt::Debug for WeakCache {
 #[inline]
 fn deadline(now: u64, ttl_nanos: u64) -> u64 {
     now.saturating_add(ttl_nanos).min(NEVER - 1).max(now)
+}
+
+/// The expiry wheels' tick of `now` (see `expiry.rs`), in 64 bits: the wheels' own
+/// `tick_of` saturates at `u32::MAX` from 2^62 ns on, and a once-a-tick claim made with it
+/// would see no tick after that one (see `Inner::purged_tick`).
+fn pass_tick(now: u64) -> u64 {
+    now >> TICK_SHIFT
 }
 
 impl Inner {
@@ -1236,7 +1246,8 @@ impl Inner {
     fn purge_expired_into(&self, panicked: &mut FirstPanic) -> usize {
         let now = self.clock.now().as_nanos();
         // Inserts that must evict later in this tick need not purge again.
-        self.purged_tick.fetch_max(tick_of(now), Ordering::Relaxed);
+        self.purged_tick
+            .fetch_max(pass_tick(now), Ordering::Relaxed);
         let mut total = 0;
         let mut scratch = Vec::new();
         for index in 0..self.shards.len() {
@@ -1272,7 +1283,7 @@ impl Inner {
     /// tick has moved on since every shard was last purged; it then owns the purge of this
     /// tick (see `Inner::store`).
     fn claim_expiry_pass(&self, now: u64) -> bool {
-        let tick = tick_of(now);
+        let tick = pass_tick(now);
         // A load first: the other evicting inserts of the tick only read the line.
         self.purged_tick.load(Ordering::Relaxed) < tick
             && self.purged_tick.fetch_max(tick, Ordering::Relaxed) < tick
