@@ -344,7 +344,8 @@ impl CacheKey {
     /// The key of everything `reader` yields, streamed in constant memory.
     ///
     /// Gives the same key as [`CacheKey::from_content`] over the same bytes. Reads interrupted
-    /// by a signal are retried; any other read error is returned.
+    /// by a signal are retried; any other read error is returned, and so is a read that
+    /// claims more bytes than it was given room for (an [`io::ErrorKind::InvalidData`] error).
     pub fn from_reader(mut reader: impl Read, prefix: &str) -> Result<CacheKey, KeyError> {
         // Checked before the read, interned after it: a failed read must not take a cell of
         // the process-wide table. A new prefix meeting a full table is refused before the
@@ -359,7 +360,20 @@ impl CacheKey {
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
+                // `Read` promises `n <= buf.len()`, but the reader is the caller's code: one
+                // that claims more is an error, not a slice out of range.
+                Ok(n) => match buf.get(..n) {
+                    Some(read) => hasher.update(read),
+                    None => {
+                        return Err(KeyError::Io(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the reader said {n} bytes read into a buffer of {}",
+                                buf.len()
+                            ),
+                        )));
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(KeyError::Io(e)),
             }
@@ -1032,6 +1046,35 @@ mod tests {
         assert_eq!(
             key,
             CacheKey::from_content(b"hello world", prefix).expect("valid")
+        );
+    }
+
+    /// A reader that says it read more than the buffer holds.
+    struct Overstating;
+
+    impl Read for Overstating {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+
+    /// Bug: a reader that broke `Read`'s contract by claiming more bytes than the buffer
+    /// holds panicked `from_reader` (a slice out of range); it is an error that says so.
+    #[test]
+    fn a_reader_overstating_its_read_is_an_error_not_a_panic() {
+        let err = CacheKey::from_reader(Overstating, "key-test.overstating").unwrap_err();
+        let KeyError::Io(io) = &err else {
+            panic!("not an I/O error: {err}");
+        };
+        assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string()
+                .contains("65537 bytes read into a buffer of 65536"),
+            "{err}"
+        );
+        assert!(
+            !interned("key-test.overstating"),
+            "a failed read interns nothing"
         );
     }
 
