@@ -569,8 +569,25 @@ fn a_full_cache_evicts_expired_entries_before_live_ones() {
 /// first: the scenario above, played again in later ticks, goes the same way each time.
 #[test]
 fn a_full_cache_evicts_expired_entries_first_in_every_later_tick() {
+    expired_entries_go_first_in_three_later_ticks(&ManualClock::new());
+}
+
+/// Bug: past 2^62 ns on the cache's clock (about 146 years; a `ManualClock` may stand
+/// anywhere up to its end at 584) the expiry wheel's 32-bit tick stops at its last value,
+/// and the once-a-tick claim of the purge before evicting read that tick: after one purge
+/// there, no tick was ever later, so from the second round on a full cache evicted live
+/// entries for size while expired ones kept their room. The claim counts ticks in 64 bits.
+#[test]
+fn a_full_cache_evicts_expired_entries_first_near_the_clocks_end() {
     let clock = ManualClock::new();
-    let (cache, events) = full_recording_cache(&clock, 1 << 20, 8, 4);
+    clock.advance(Duration::from_nanos(1 << 62));
+    expired_entries_go_first_in_three_later_ticks(&clock);
+}
+
+/// Three rounds, each in a later tick of the expiry wheel, of a full cache on `clock` holding
+/// expired and live entries: each round's new inserts evict the expired ones, never a live one.
+fn expired_entries_go_first_in_three_later_ticks(clock: &ManualClock) {
+    let (cache, events) = full_recording_cache(clock, 1 << 20, 8, 4);
     for round in 0..3 {
         cache.clear();
         events.lock().clear();
@@ -594,35 +611,6 @@ fn a_full_cache_evicts_expired_entries_first_in_every_later_tick() {
                 "round {round}: live key {i}"
             );
         }
-    }
-}
-
-/// Bug: past 2^62 ns on the cache's clock (about 146 years; a `ManualClock` may stand
-/// anywhere up to its end at 584) the expiry wheel's 32-bit tick stops at its last value,
-/// and the once-a-tick claim of the purge before evicting read that tick: after one purge
-/// there, no tick was ever later, so a full cache evicted live entries for size while
-/// expired ones kept their room. The claim now counts ticks in 64 bits.
-#[test]
-fn a_full_cache_evicts_expired_entries_first_near_the_clocks_end() {
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_nanos(1 << 62));
-    let (cache, events) = full_recording_cache(&clock, 1 << 20, 8, 4);
-    for round in 0..3 {
-        cache.clear();
-        events.lock().clear();
-        let base = 1_000 * round;
-        for i in 0..4 {
-            cache
-                .insert_with_ttl(key(base + i), "dead", secs(1))
-                .expect("fits");
-            cache.insert(key(base + 100 + i), "live").expect("fits");
-        }
-        clock.advance(Duration::from_secs(5));
-        for i in 0..4 {
-            cache.insert(key(base + 200 + i), "new").expect("fits");
-        }
-        let causes: Vec<RemovalCause> = events.lock().iter().map(|event| event.2).collect();
-        assert_eq!(causes, [RemovalCause::Expired; 4], "round {round}");
     }
 }
 
