@@ -747,6 +747,8 @@ impl Shard {
     /// Removes every entry whose deadline has passed at `now`.
     pub(super) fn expire(&mut self, now: u64, expired: &mut Vec<Record>) {
         let mut due = Vec::new();
+        // The earliest deadline of the filings kept in the current bucket (see below).
+        let mut kept = NEVER;
         let records = &self.records;
         self.wheel.advance(tick_of(now), |slot, tick| {
             match records.get(slot) {
@@ -756,6 +758,7 @@ impl Shard {
                         false
                     } else {
                         // Due later within this tick: keep the filing.
+                        kept = kept.min(record.expires_at());
                         true
                     }
                 }
@@ -770,14 +773,19 @@ impl Shard {
                 expired.push(self.remove_slot(hash, slot));
             }
         }
-        // What is left is filed at or after the wheel's tick (filings kept for later in it
-        // included): its start bounds the deadlines. Stale filings keep the bound low until
-        // their bucket comes up, which costs a purge a lock, never a missed deadline.
-        let earliest = self
+        // The current bucket holds just the filings kept above, whose exact deadlines bound
+        // theirs; what is left elsewhere is filed after the wheel's tick, and its buckets
+        // bound it (see `TimerWheel::earliest`). Not the current tick's start for the kept
+        // ones: every later clock reading is past it, so each purge of the tick took the
+        // lock again — and from 2^62 ns on, where every deadline is in the wheel's last
+        // tick, each purge for good, walking every filing. Stale filings elsewhere keep the
+        // bound low until their bucket comes up, which costs a purge a lock, never a missed
+        // deadline.
+        let filed = self
             .wheel
             .earliest()
             .map_or(NEVER, |tick| u64::from(tick) << TICK_SHIFT);
-        self.earliest.store(earliest, Ordering::Relaxed);
+        self.earliest.store(kept.min(filed), Ordering::Relaxed);
     }
 
     /// The charged bytes and number of the entries [`Shard::expire`] would remove at `now`,
