@@ -773,28 +773,13 @@ fn a_growing_update_waits_for_budget_in_flight_instead_of_evicting_itself() {
 /// not hold it up, as a write lock taken on every sweep did.
 #[test]
 fn a_purge_does_not_write_lock_shards_with_nothing_due() {
-    use std::time::Duration;
-
     let clock = crate::ManualClock::new();
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .shards(8)
-        .clock(clock.clone())
-        .build()
-        .expect("valid config");
-    let hour = Ttl::hours(1).expect("valid");
+    let cache = eight_shards_on(&clock);
     for i in 0..256 {
-        cache.insert_with_ttl(key(i), "v", hour).expect("fits");
+        cache.insert_with_ttl(key(i), "v", hour()).expect("fits");
         cache.insert(key(1_000 + i), "untimed").expect("fits");
     }
-    clock.advance(Duration::from_secs(60));
-    assert_eq!(
-        purge_beside_readers(&cache),
-        Ok(0),
-        "the purge waited for the readers' locks"
-    );
-    clock.advance(hour.as_duration());
-    assert_eq!(cache.purge_expired(), 256);
+    purges_skip_the_shards_until_the_hour_is_up(&cache, &clock);
     assert_eq!(cache.len(), 256);
 }
 
@@ -811,49 +796,57 @@ fn a_purge_past_the_wheels_last_tick_leaves_shards_with_nothing_due_alone() {
 
     let clock = crate::ManualClock::new();
     clock.advance(Duration::from_nanos(1 << 62));
-    let cache = Cache::builder()
-        .max_bytes(1 << 20)
-        .shards(8)
-        .clock(clock.clone())
-        .build()
-        .expect("valid config");
-    let hour = Ttl::hours(1).expect("valid");
+    let cache = eight_shards_on(&clock);
     let second = Ttl::seconds(1).expect("valid");
     for i in 0..256 {
-        cache.insert_with_ttl(key(i), "v", hour).expect("fits");
+        cache.insert_with_ttl(key(i), "v", hour()).expect("fits");
         cache
             .insert_with_ttl(key(1_000 + i), "v", second)
             .expect("fits");
     }
     clock.advance(Duration::from_secs(2));
     assert_eq!(cache.purge_expired(), 256, "the short-lived entries");
-    clock.advance(Duration::from_secs(60));
-    assert_eq!(
-        purge_beside_readers(&cache),
-        Ok(0),
-        "the purge waited for the readers' locks"
-    );
-    clock.advance(hour.as_duration());
-    assert_eq!(cache.purge_expired(), 256);
+    purges_skip_the_shards_until_the_hour_is_up(&cache, &clock);
     assert!(cache.is_empty());
 }
 
-/// What `purge_expired` answers while readers hold every shard's read lock: a purge that
-/// takes a write lock does not answer within the 30 s bound.
-fn purge_beside_readers(cache: &Cache) -> Result<usize, std::sync::mpsc::RecvTimeoutError> {
+/// The TTL of the entries the purge tests above wait for.
+fn hour() -> Ttl {
+    Ttl::hours(1).expect("valid")
+}
+
+/// A 1 MiB cache of 8 shards on `clock`.
+fn eight_shards_on(clock: &crate::ManualClock) -> Cache {
+    Cache::builder()
+        .max_bytes(1 << 20)
+        .shards(8)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config")
+}
+
+/// For a cache holding 256 entries due in an [`hour`] and nothing else due: a minute on, a
+/// purge answers 0 while readers hold every shard's read lock (a purge that took a write lock
+/// would not answer within the 30 s bound); an hour on, it removes the 256.
+fn purges_skip_the_shards_until_the_hour_is_up(cache: &Cache, clock: &crate::ManualClock) {
+    use std::time::Duration;
+
+    clock.advance(Duration::from_secs(60));
     let readers: Vec<_> = cache.inner.shards.iter().map(|s| s.0.lock.read()).collect();
     let (sender, purged) = std::sync::mpsc::channel();
     let purger = {
         let cache = cache.clone();
         std::thread::spawn(move || sender.send(cache.purge_expired()))
     };
-    let answer = purged.recv_timeout(std::time::Duration::from_secs(30));
+    let answer = purged.recv_timeout(Duration::from_secs(30));
     drop(readers);
     purger
         .join()
         .expect("no panic")
         .expect("the receiver lives");
-    answer
+    assert_eq!(answer, Ok(0), "the purge waited for the readers' locks");
+    clock.advance(hour().as_duration());
+    assert_eq!(cache.purge_expired(), 256);
 }
 
 /// The bound a purge skips shards by follows every deadline filed after a purge set it: an
