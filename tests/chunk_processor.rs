@@ -712,6 +712,53 @@ fn a_wav_header_declaring_more_audio_than_the_file_holds_fails_before_any_chunk(
     );
 }
 
+/// A reader that says (through `seek`) it is `len` bytes long but holds only `data`: a
+/// reader over a file whose size is wrong, or a sparse file of mostly nothing.
+struct Claims {
+    data: Cursor<Vec<u8>>,
+    len: u64,
+}
+
+impl std::io::Read for Claims {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl std::io::Seek for Claims {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        match pos {
+            std::io::SeekFrom::End(0) => Ok(self.len),
+            pos => self.data.seek(pos),
+        }
+    }
+}
+
+/// Bug: the run allocated an outcome slot for every chunk the input's length promised before
+/// reading any, and that length is the reader's word: 2^62 bytes in 64-byte chunks panicked
+/// with a capacity overflow (a smaller claim aborted the process when the allocation failed)
+/// where the split would have found the input truncated. Slots now grow as chunks finish.
+#[test]
+fn an_input_length_claiming_far_more_than_it_holds_fails_as_truncated_not_on_allocation() {
+    let data = input(2);
+    let claims = Claims {
+        data: Cursor::new(data.clone()),
+        len: 1 << 62,
+    };
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let err = processor(&cache(), 2, no_retry())
+        .process_reader(claims, &f, RunOptions::new().skip_whole_file_memo())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Split(SplitError::Truncated { expected, got })
+                if expected == 1 << 62 && got == data.len() as u64
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     let data = input(5);

@@ -1160,8 +1160,11 @@ impl ChunkedProcessor {
             refuse_empty_text: options.refuse_empty_text,
         };
         run.report();
-        let slots: Mutex<Vec<Option<ChunkOutcome>>> =
-            Mutex::new((0..total).map(|_| None).collect());
+        // Grown as outcomes land, not sized by `total`: that count comes from the input's
+        // length, which a reader's `seek` (or a sparse file) states without holding the bytes,
+        // and a slot per promised chunk of 2^62 bytes did not fit in memory (a capacity
+        // overflow panic, or an abort) before the split found the input truncated.
+        let slots: Mutex<Vec<Option<ChunkOutcome>>> = Mutex::new(Vec::new());
         let workers = self.concurrency.get().min(total).max(1);
         let mut split_error = None;
         std::thread::scope(|scope| {
@@ -1226,7 +1229,10 @@ impl ChunkedProcessor {
                     ProcessError::Cancelled { completed, total }
                 }
                 Some(Stop::Halted | Stop::Panicked(_)) | None => ProcessError::Incomplete {
-                    index: slots.iter().position(Option::is_none).unwrap_or(0),
+                    index: slots
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(slots.len()),
                 },
             });
         }
@@ -1294,8 +1300,15 @@ impl ChunkedProcessor {
             }));
             match done.unwrap_or_else(|panic| Err(Stop::Panicked(panic))) {
                 Ok(outcome) => {
-                    if let Some(slot) = slots.lock().get_mut(outcome.info.index) {
-                        *slot = Some(outcome);
+                    // A chunk past the total has no place in the output (the splitter
+                    // yields none: an input longer than its length is an error).
+                    let index = outcome.info.index;
+                    if index < run.total {
+                        let mut slots = slots.lock();
+                        if slots.len() <= index {
+                            slots.resize_with(index + 1, || None);
+                        }
+                        slots[index] = Some(outcome);
                     }
                 }
                 Err(Stop::Halted) => {}
