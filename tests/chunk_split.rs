@@ -17,6 +17,28 @@ fn plan(bytes: u64) -> ChunkPlan {
     ChunkPlan::with_chunk_bytes(bytes).unwrap()
 }
 
+/// Bug: the overlap in units was `rate × overlap nanoseconds` in u128 unchecked, and both are
+/// the caller's: 2^40 bytes/s for 2^88 ns overflowed, a panic in a debug build and, in a
+/// release one, a product wrapped to 0, so the stream split with no overlap at all. An
+/// overlap past any count of units is too large for any chunk.
+#[test]
+fn an_overlap_whose_unit_count_overflows_is_too_large_not_a_panic() {
+    // 2^88 ns.
+    let overlap = Duration::new(309_485_009_821_345_068, 724_781_056);
+    assert_eq!(overlap.as_nanos(), 1 << 88);
+    let plan = plan(64).byte_rate(1 << 40).overlap(overlap);
+    let result = split(&noise(100, 3)[..], &plan, Some(100)).map(|_| ());
+    assert_eq!(
+        result.map_err(|e| e.to_string()),
+        Err(SplitError::OverlapTooLarge {
+            overlap,
+            overlap_units: u64::MAX,
+            chunk_units: 64,
+        }
+        .to_string())
+    );
+}
+
 #[test]
 fn byte_boundaries_exact_partial_and_tiny() {
     let input = noise(12, 1);

@@ -565,8 +565,14 @@ impl Layout {
 
     fn with_overlap(mut self, plan: &ChunkPlan) -> Result<Layout, SplitError> {
         let overlap = plan.overlap_duration();
-        let units = u128::from(self.rate.unwrap_or(0)) * overlap.as_nanos() / 1_000_000_000;
-        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        // Checked: a byte rate and an overlap are the caller's, and their product can pass
+        // u128 (2^40 bytes/s for 2^88 ns). Unchecked it panicked in a debug build and, in a
+        // release one, wrapped to a small overlap (2^128 to none at all) that was accepted.
+        let units = u128::from(self.rate.unwrap_or(0))
+            .checked_mul(overlap.as_nanos())
+            .map_or(u64::MAX, |nanos| {
+                u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX)
+            });
         if units >= self.chunk_units {
             return Err(SplitError::OverlapTooLarge {
                 overlap,
