@@ -325,7 +325,10 @@ impl ProcessingTask {
     /// `Failed → Pending`, counting one retry; the last error is kept until the next outcome.
     pub fn retry(&mut self) -> Result<(), InvalidTaskTransition> {
         self.transition(&[TaskStatus::Failed], TaskStatus::Pending)?;
-        self.retry_count += 1;
+        // Saturating: nothing bounds the retries of a task driven by a caller (the processor
+        // stops at its `RetryConfig`), and the 2^32nd one panicked in a debug build, or
+        // wrapped the count to 0 in a release one.
+        self.retry_count = self.retry_count.saturating_add(1);
         self.started_at = None;
         self.completed_at = None;
         Ok(())
@@ -440,6 +443,23 @@ mod tests {
     }
 
     const T: Timestamp = Timestamp::from_nanos(7);
+
+    /// Bug: `retry` counted with `+= 1`, and the retry after `u32::MAX` of them panicked
+    /// ("attempt to add with overflow") in a debug build, or wrapped the count to 0.
+    #[test]
+    fn the_retry_count_saturates() {
+        let mut t = task(0, 1);
+        t.retry_count = u32::MAX - 1;
+        for _ in 0..2 {
+            t.start(T).unwrap();
+            t.fail("boom", T).unwrap();
+            t.retry().unwrap();
+        }
+        assert_eq!(
+            (t.status(), t.retry_count()),
+            (TaskStatus::Pending, u32::MAX)
+        );
+    }
 
     #[test]
     fn legal_lifecycle_with_a_retry() {
