@@ -759,6 +759,76 @@ fn an_input_length_claiming_far_more_than_it_holds_fails_as_truncated_not_on_all
     );
 }
 
+/// A reader that says (through `seek`) it is `len` bytes long but yields bytes without end,
+/// as a character device does (`/dev/zero` says 0); it counts what is read of it and fails a
+/// read past `limit`, so that a run reading it to its end fails instead of hanging.
+struct Endless {
+    len: u64,
+    limit: u64,
+    read: u64,
+}
+
+impl std::io::Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.limit {
+            return Err(std::io::Error::other("read far past the length"));
+        }
+        buf.fill(0);
+        self.read += buf.len() as u64;
+        Ok(buf.len())
+    }
+}
+
+impl std::io::Seek for Endless {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        Ok(match pos {
+            std::io::SeekFrom::End(0) => self.len,
+            _ => 0,
+        })
+    }
+}
+
+/// Bug: the hashing pass read the input to its end whatever its length said, so a run over an
+/// input that yields more than its length (`/dev/zero` through `process_path`, whose length is
+/// 0) hashed for ever before the split could refuse it. The pass now hashes the length and
+/// the split finds the input longer than it.
+#[test]
+fn an_input_yielding_more_than_its_length_is_refused_without_reading_it_to_its_end() {
+    let mut endless = Endless {
+        len: 100,
+        limit: 1 << 20,
+        read: 0,
+    };
+    let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+    let err = processor(&cache(), 2, no_retry())
+        .process_reader(&mut endless, &f, RunOptions::new())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Split(SplitError::LongerThanGiven {
+                given: 100,
+                at_least: 101
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(endless.read < 1 << 20, "read {} bytes", endless.read);
+    #[cfg(target_os = "linux")]
+    {
+        let err = processor(&cache(), 2, no_retry())
+            .process_path("/dev/zero", &f, RunOptions::new())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProcessError::Split(SplitError::LongerThanGiven { given: 0, .. })
+            ),
+            "{err:?}"
+        );
+    }
+}
+
 #[test]
 fn progress_is_ordered_timed_by_the_clock_and_ends_at_exactly_one() {
     let data = input(5);

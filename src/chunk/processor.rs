@@ -1071,7 +1071,11 @@ impl ChunkedProcessor {
                 reader: &mut reader,
                 cancelled: &cancelled,
             };
-            let file_hash = match CacheKey::from_reader(watched, "file") {
+            // The length the split goes by, and no more: an input that yields more than its
+            // `seek` said (a character device such as `/dev/zero`, whose length is 0, or a
+            // reader that lies) was hashed to its end, which for a device never came; the
+            // split then refuses it as longer than its length.
+            let file_hash = match CacheKey::from_reader(watched.take(input_len), "file") {
                 Err(KeyError::Io(_)) if cancelled() => {
                     return Err(ProcessError::Cancelled {
                         completed: 0,
