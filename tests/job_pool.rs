@@ -500,6 +500,54 @@ fn a_pool_runs_exactly_its_concurrency_limit_of_handlers_at_once() {
 }
 
 /// A name with a NUL byte cannot name a thread: it is refused, where spawning panicked.
+/// Bug: a worker was named `{name}-{index}` in its pool, so two pools over one queue under
+/// the same name (the default, "worker") both had a "worker-0", and the worker id a job
+/// records (and a lease expiry's message) did not tell which had run it. Each pool's one
+/// worker here runs one of the two jobs, and they name different workers.
+#[test]
+fn two_pools_of_one_name_have_distinct_worker_ids() {
+    let queue = queue_with_immediate_retries(0);
+    let meet = Arc::new(std::sync::Barrier::new(2));
+    let pools: Vec<WorkerPool> = (0..2)
+        .map(|_| {
+            let meet = Arc::clone(&meet);
+            WorkerPool::builder(queue.clone())
+                .handler(JobType::Indexing, move |ctx| {
+                    // Both jobs run at once, one on each pool's only worker.
+                    meet.wait();
+                    Ok(ctx.worker().as_str().as_bytes().to_vec().into())
+                })
+                .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+                .start()
+                .expect("start")
+        })
+        .collect();
+    let ids: Vec<JobId> = (0..2)
+        .map(|_| {
+            queue
+                .submit(Job::new(JobType::Indexing, &b""[..]))
+                .expect("submit")
+        })
+        .collect();
+    for pool in pools {
+        pool.shutdown(Shutdown::Drain);
+    }
+    let workers: HashSet<String> = ids
+        .iter()
+        .map(|&id| {
+            let job = queue.get(id).expect("known");
+            assert_eq!(job.status(), JobStatus::Completed);
+            let ran = job.worker_id().expect("ran").as_str().to_owned();
+            assert_eq!(
+                job.result().map(|r| r.as_bytes().to_vec()),
+                Some(ran.clone().into_bytes())
+            );
+            ran
+        })
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+}
+
 #[test]
 fn a_pool_name_with_a_nul_byte_is_refused() {
     let queue = queue_with_immediate_retries(0);

@@ -80,6 +80,9 @@ use crate::time::Timestamp;
 /// How long an idle worker blocks in the queue before re-checking for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
+/// Workers started so far in the process, which numbers them: see [`WorkerPoolBuilder::name`].
+static WORKERS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
 /// Why a handler did not produce a result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -320,7 +323,9 @@ impl WorkerPoolBuilder {
     }
 
     /// The prefix of worker names and thread names (default `"worker"`); one with a NUL byte
-    /// is refused by [`WorkerPoolBuilder::start`].
+    /// is refused by [`WorkerPoolBuilder::start`]. A worker is named `{name}-{n}`, `n`
+    /// counting the workers the process has started, so that no two pools' workers share a
+    /// [`WorkerId`] (the one a job records, and a lease expiry names) even under one name.
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -375,9 +380,13 @@ impl WorkerPoolBuilder {
         // the failed start stopped them.
         let gate = Arc::new(RwLock::new(()));
         let closed = gate.write();
+        // Numbered across pools: two pools over one queue, both named "worker" by default,
+        // each had a "worker-0", and a job's worker id or a lease expiry's message did not
+        // tell which had run it.
+        let first = WORKERS_STARTED.fetch_add(self.concurrency.get(), Ordering::Relaxed);
         for index in 0..self.concurrency.get() {
             let worker = Worker {
-                id: WorkerId::new(format!("{}-{index}", self.name)),
+                id: WorkerId::new(format!("{}-{}", self.name, first.wrapping_add(index))),
                 queue: self.queue.clone(),
                 handlers: Arc::clone(&handlers),
                 types: Arc::clone(&types),
