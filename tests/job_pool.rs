@@ -1030,3 +1030,80 @@ fn a_handler_can_drain_another_pool_that_runs_its_jobs_type() {
     assert_eq!(queue.status(summary), Some(JobStatus::Completed));
     assert_eq!(first_stats.completed, 1);
 }
+
+/// A guard for `Shutdown::Now` under load (the property test above drains): while a host
+/// thread keeps submitting, four workers whose handlers fail, panic, give their job back on
+/// the stop or complete it are stopped mid-stream. No run's outcome is lost or counted
+/// twice, no job is left Processing, none ran an attempt twice (a job given back is run
+/// again at the same attempt, and that is not counted), and a later pool finishes them all.
+#[test]
+fn shutdown_now_under_load_loses_no_job_and_runs_none_twice() {
+    quiet_injected_panics();
+    for round in 0..20u64 {
+        let queue = queue_with_immediate_retries(2);
+        let runs: Arc<Mutex<HashSet<(JobId, u32)>>> = Arc::default();
+        let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let turn = Arc::new(std::sync::atomic::AtomicU64::new(round));
+        let start = || {
+            let (runs, violations, turn) = (
+                Arc::clone(&runs),
+                Arc::clone(&violations),
+                Arc::clone(&turn),
+            );
+            WorkerPool::builder(queue.clone())
+                .handler(JobType::Indexing, move |ctx| {
+                    let run = (ctx.job_id(), ctx.attempt());
+                    if !runs.lock().insert(run) {
+                        violations.lock().push(format!("{run:?} ran twice"));
+                    }
+                    std::thread::yield_now();
+                    match turn.fetch_add(7, Ordering::Relaxed) % 5 {
+                        0 => Err("injected failure".into()),
+                        1 => std::panic::panic_any(INJECTED),
+                        2 if ctx.stop_requested() => {
+                            runs.lock().remove(&run);
+                            Err(JobError::Interrupted)
+                        }
+                        _ => Ok(JobResult::default()),
+                    }
+                })
+                .concurrency(ConcurrencyLimit::new(4).expect("valid"))
+                .start()
+                .expect("start")
+        };
+        let pool = start();
+        let stop = Arc::new(AtomicBool::new(false));
+        let submitter = {
+            let (queue, stop) = (queue.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                while ids.len() < 400 && (ids.len() < 50 || !stop.load(Ordering::Relaxed)) {
+                    ids.push(
+                        queue
+                            .submit(Job::new(JobType::Indexing, &b""[..]))
+                            .expect("submit"),
+                    );
+                }
+                ids
+            })
+        };
+        while pool.stats().executed < 20 && !submitter.is_finished() {
+            std::thread::yield_now();
+        }
+        let stats = pool.shutdown(Shutdown::Now);
+        stop.store(true, Ordering::Relaxed);
+        let ids = submitter.join().expect("submitter");
+        let counted = stats.completed + stats.failed + stats.released + stats.stale;
+        assert_eq!((stats.executed, stats.stale), (counted, 0), "{stats:?}");
+        assert_eq!(queue.stats().processing, 0, "round {round}");
+        start().shutdown(Shutdown::Drain);
+        for id in ids {
+            let status = queue.status(id);
+            assert!(
+                matches!(status, Some(JobStatus::Completed | JobStatus::Failed)),
+                "round {round}: {id} is {status:?}"
+            );
+        }
+        assert_eq!(*violations.lock(), Vec::<String>::new());
+    }
+}
