@@ -492,9 +492,11 @@ fn concurrent_recording_loses_nothing() {
 
 /// Registrations racing on one name from several threads: exactly one type wins, and every
 /// other thread is told which (a `TypeConflict`), never a second family. A batch
-/// (`QueueMetrics::register`) racing a registration it collides with: exactly one of them
-/// succeeds, a failed batch leaves none of its names behind, and a render running meanwhile
-/// sees the batch whole or not at all.
+/// (`QueueMetrics::register`) racing a registration of a series its latency summary writes:
+/// the host's is refused whichever comes first (the name is the crate's histogram's before
+/// the crate registers it), the batch goes through, and a render running meanwhile sees the
+/// batch whole or not at all. (A failed batch leaving none of its names behind is tested in
+/// `metrics::wiring`'s unit tests: no name a host can take makes this batch fail.)
 #[test]
 fn racing_registrations_have_one_winner_and_a_batch_is_seen_whole_or_not_at_all() {
     const LATENCY_COUNT: &str = "memocache_job_latency_seconds_count";
@@ -534,14 +536,12 @@ fn racing_registrations_have_one_winner_and_a_batch_is_seen_whole_or_not_at_all(
             matches!(loser, MetricError::TypeConflict { registered, .. } if registered == winner),
             "round {round}: {loser}"
         );
-        assert!(batch.is_ok() != taken.is_ok(), "round {round}");
-        if batch.is_ok() {
-            assert!(matches!(taken, Err(MetricError::NameCollision { .. })));
-            assert_eq!(r.metric_type(LATENCY_COUNT), None);
-        } else {
-            assert!(matches!(batch, Err(MetricError::NameCollision { .. })));
-            assert_eq!(r.metric_type("memocache_jobs_submitted_total"), None);
-            assert_eq!(r.metric_type(LATENCY_COUNT), Some(MetricType::Counter));
-        }
+        assert!(batch.is_ok(), "round {round}: {batch:?}");
+        assert!(
+            matches!(&taken, Err(MetricError::NameCollision { histogram, .. })
+                if histogram == "memocache_job_latency_seconds"),
+            "round {round}: {taken:?}"
+        );
+        assert_eq!(r.metric_type(LATENCY_COUNT), None);
     }
 }

@@ -400,29 +400,59 @@ fn the_command_engine_names_a_chunk_file_for_what_it_holds() {
     assert!(name.ends_with(".wav"), "{name}");
 }
 
-/// A registry whose names clash with the pipeline's is left as it was when the pipeline
-/// refuses to start (the pipeline registers all its metrics before it starts anything).
-/// The clash is the `_count` of the pipeline's duration summary, registered last: the
-/// pipeline's own family names are its families whoever registers them first.
+/// A registry holding a host's metrics, one of them in a family of the pipeline's, is left as
+/// it was when the pipeline fails to start after registering its metrics (its workers
+/// cannot start): no family the build created, no series it added to the host's, and the
+/// host's in place with their values. The name that used to provoke the failure, the
+/// `_count` of the pipeline's duration summary, is refused at the host's call now, before
+/// the pipeline registers the summary, so the failure is provoked by the OS refusing the
+/// workers' threads.
+#[cfg(target_os = "linux")]
 #[test]
-fn a_pipeline_that_cannot_register_its_metrics_leaves_the_registry_as_it_was() {
+fn a_pipeline_that_fails_to_start_leaves_a_registry_with_the_hosts_metrics_as_it_was() {
+    if !spawn_support::in_child(
+        "a_pipeline_that_fails_to_start_leaves_a_registry_with_the_hosts_metrics_as_it_was",
+        1,
+    ) {
+        return;
+    }
     let registry = memocache::MetricsRegistry::new();
-    registry
-        .counter(
-            "memocache_transcription_duration_seconds_count",
-            "Taken as a counter.",
-            &[],
-        )
-        .unwrap();
-    let before = registry.render_prometheus();
-    let started = Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-        .registry(registry.clone())
-        .build();
+    let count = "memocache_transcription_duration_seconds_count";
     assert!(
-        matches!(started, Err(PipelineError::Metrics(_))),
+        matches!(
+            registry.counter(count, "Taken as a counter.", &[]),
+            Err(memocache::MetricError::NameCollision { histogram, .. })
+                if histogram == "memocache_transcription_duration_seconds"
+        ),
+        "{count} taken"
+    );
+    registry
+        .counter("host_uploads_total", "Uploads.", &[])
+        .expect("registered")
+        .inc();
+    let queued = [("status", "queued")];
+    let depth = registry
+        .gauge("memocache_jobs", "", &queued)
+        .expect("registered");
+    depth.set(7.0);
+    let before = registry.render_prometheus();
+    let builder = || {
+        Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+            .registry(registry.clone())
+            .workers(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
+    };
+    let refused = builder();
+    let started = spawn_support::with_room_for_threads(0, || refused.build());
+    assert!(
+        matches!(&started, Err(PipelineError::Start(e)) if e.contains("spawning worker thread")),
         "{started:?}"
     );
     assert_eq!(registry.render_prometheus(), before);
+    assert_eq!(depth.get(), 7.0);
+    let pipeline = builder().build().expect("starts on the same registry");
+    let text = pipeline.registry().render_prometheus();
+    assert!(text.contains("host_uploads_total 1\n"), "{text}");
+    assert!(text.contains(&format!("{count} 0\n")), "{text}");
 }
 
 /// A host may declare the crate's families before building a pipeline, as the pipeline

@@ -11,8 +11,11 @@
 //! ([`MetricsRegistry::counter`](super::MetricsRegistry::counter) and the others: a family
 //! created under one of these names gets the table's type, help and label names, whoever
 //! creates it, and the table is read only then, not on each lookup of a registered family),
-//! and an alert rule on one, or on the `_sum`, `_count` or `_bucket` of one of its
-//! histograms ([`AlertEvaluator::add_rule`](super::AlertEvaluator::add_rule)). The metrics
+//! a plain registration or declaration of the `_sum` or `_count` one of its histograms
+//! writes, refused ([`MetricError::NameCollision`](super::MetricError::NameCollision)) so
+//! that the crate's registration of the histogram never fails on it later, and an alert rule
+//! on one, or on the `_sum`, `_count` or `_bucket` of one of its histograms
+//! ([`AlertEvaluator::add_rule`](super::AlertEvaluator::add_rule)). The metrics
 //! module knows the pipeline's families without depending on the pipeline.
 
 use std::collections::BTreeSet;
@@ -314,6 +317,14 @@ mod tests {
                 family.name
             );
             assert_eq!(crate_family(family.name), Some(family));
+            // A host's histogram `h` writes `h_sum` and `h_count`, and is checked only
+            // against the families registered: one of the table's named so would have the
+            // crate's registration fail on the host's histogram later.
+            assert!(
+                !family.name.ends_with("_sum") && !family.name.ends_with("_count"),
+                "{}",
+                family.name
+            );
         }
         assert_eq!(crate_family("memocache_jobs_total"), None);
     }

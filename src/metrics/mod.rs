@@ -131,7 +131,12 @@ pub enum MetricError {
     DuplicateLabel(String),
     /// A metric name that is one of the `_sum`/`_count` series a histogram (rendered as a
     /// summary) writes, or a histogram whose `_sum`/`_count` series is a registered name: the
-    /// exposition would hold the same series name twice, which scrapers reject.
+    /// exposition would hold the same series name twice, which scrapers reject. The crate's
+    /// own histograms ([`wiring`]'s job latency, a [`Pipeline`]'s duration) count whether or
+    /// not the crate has registered them yet, so that their registration never fails on a
+    /// host's name later: `histogram` names the crate's.
+    ///
+    /// [`Pipeline`]: crate::pipeline::Pipeline
     #[error("metric `{name}` collides with the `{series}` series of histogram `{histogram}`")]
     NameCollision {
         /// The name asked for.

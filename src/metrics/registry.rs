@@ -36,7 +36,10 @@
 //! A name keeps the type it was first registered with; asking for it as another type is a
 //! [`MetricError::TypeConflict`]. A histogram `h` also writes the series `h_sum` and
 //! `h_count`, so those names and `h` exclude each other ([`MetricError::NameCollision`]):
-//! an exposition with a series name twice is rejected by scrapers. Read by name
+//! an exposition with a series name twice is rejected by scrapers. For the crate's own
+//! histograms that holds before the crate registers them as after: a host is refused
+//! `memocache_job_latency_seconds_count` at once, rather than the queue's registration
+//! failing on it later. Read by name
 //! ([`MetricsRegistry::aggregate`], an alert rule), `h_sum` and `h_count` are the histogram's
 //! running sum and count, as the exposition shows them; `h_bucket`, which a Prometheus
 //! histogram would write, reads nothing (an alert rule on it is refused). A label with an
@@ -252,7 +255,8 @@ impl MetricsRegistry {
     /// Prometheus' grammar, [`MetricError::TypeConflict`] if `name` is registered as another
     /// type, [`MetricError::CrateFamilyConflict`] if it is one of the crate's families,
     /// not registered yet, of another type, [`MetricError::NameCollision`] if `name` is a
-    /// histogram's `_sum`/`_count` series, and [`MetricError::UndeclaredLabel`] for a label
+    /// histogram's `_sum`/`_count` series (one of the crate's own histograms', registered
+    /// yet or not, naming it), and [`MetricError::UndeclaredLabel`] for a label
     /// a family with fixed label names does not have: one of the crate's own, registered
     /// yet or not (each error naming the crate's labels), or one the host declared. The
     /// same holds for [`gauge`](MetricsRegistry::gauge) and
@@ -930,7 +934,10 @@ impl Batch<'_> {
 }
 
 /// Refuses a new family `name` of type `kind` whose rendered series would repeat a name
-/// another family renders: a histogram `h` writes `h_sum` and `h_count` too.
+/// another family renders: a histogram `h` writes `h_sum` and `h_count` too. The crate's own
+/// histograms ([`families`](super::families)) count whether or not the crate has registered
+/// them yet: a family taking the name of one of their series made the crate's registration
+/// fail later, on a registry it had every right to.
 fn check_summary_names(
     families: &BTreeMap<String, Family>,
     name: &str,
@@ -949,9 +956,10 @@ fn check_summary_names(
             }
         }
         if let Some(base) = name.strip_suffix(suffix)
-            && families
+            && (families
                 .get(base)
                 .is_some_and(|f| f.metrics.metric_type() == MetricType::Histogram)
+                || crate_family(base).is_some_and(|own| own.kind == MetricType::Histogram))
         {
             return Err(collision(base, name.to_owned()));
         }

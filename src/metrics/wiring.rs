@@ -270,24 +270,29 @@ pub struct QueueMetrics {
 }
 
 impl QueueMetrics {
-    /// Registers (or finds) the queue metrics in `registry`. Fails only if a name its latency
-    /// summary writes is registered ([`MetricError::NameCollision`]: the summary
-    /// `memocache_job_latency_seconds` writes `memocache_job_latency_seconds_sum` and
-    /// `_count`). Its families' own names (see [`QueueMetrics`]) are the queue's whoever
-    /// registers them first: a host asking for one as another type, or with another label,
-    /// is refused instead (see [`MetricsRegistry::counter`]). A failed registration
-    /// registers nothing.
+    /// Registers (or finds) the queue metrics in `registry`. No metric a host registers or
+    /// declares makes this fail: the names (see [`QueueMetrics`]) are the queue's families
+    /// whoever registers them first (a host asking for one as another type, or with another
+    /// label, is refused instead: see [`MetricsRegistry::counter`]), and the series its
+    /// latency summary writes, `memocache_job_latency_seconds_sum` and `_count`, are refused
+    /// to a host whether or not the queue registered the summary yet
+    /// ([`MetricError::NameCollision`], at the host's call).
+    ///
+    /// A failed registration registers nothing.
     ///
     /// ```
     /// use memocache::metrics::wiring::QueueMetrics;
     /// use memocache::{MetricError, MetricsRegistry};
     ///
     /// let registry = MetricsRegistry::new();
-    /// registry.counter("memocache_job_latency_seconds_count", "Taken already.", &[])?;
-    /// let err = QueueMetrics::register(&registry).unwrap_err();
-    /// assert!(matches!(err, MetricError::NameCollision { .. }));
-    /// // All or nothing: the queue metrics registered before the collision are taken back.
-    /// assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
+    /// // The latency summary's `_count` is the queue's before the queue registers it.
+    /// let taken = registry.counter("memocache_job_latency_seconds_count", "Mine.", &[]);
+    /// assert!(matches!(
+    ///     taken,
+    ///     Err(MetricError::NameCollision { histogram, .. })
+    ///         if histogram == "memocache_job_latency_seconds"
+    /// ));
+    /// QueueMetrics::register(&registry)?;
     /// # Ok::<(), MetricError>(())
     /// ```
     pub fn register(registry: &MetricsRegistry) -> Result<QueueMetrics, MetricError> {
@@ -384,5 +389,54 @@ impl MetricsRegistry {
     pub fn record_queue(&self, stats: &QueueStats) -> Result<(), MetricError> {
         QueueMetrics::register(self)?.publish(stats);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricType;
+
+    /// Registration is all or nothing: a batch that fails after registering the queue's and
+    /// the cache's metrics (as a pipeline's does when a worker thread cannot start) leaves the
+    /// registry as it was: no family it created, no series it added to a family that was
+    /// there, and the series that were there in place, with their values. No name a host can
+    /// take makes `QueueMetrics::register` itself fail (the series its latency summary writes
+    /// are refused to the host), so the batch's failure is provoked here, by its caller.
+    #[test]
+    fn a_failed_batch_takes_back_what_it_registered() {
+        let registry = MetricsRegistry::new();
+        let queued = [("status", "queued")];
+        registry
+            .gauge("memocache_jobs", "", &queued)
+            .unwrap()
+            .set(7.0);
+        registry.counter("host_total", "", &[]).unwrap().inc();
+        let before = registry.render_prometheus();
+        let failed: Result<(), String> = registry.register_all(|batch| {
+            QueueMetrics::register_in(batch).map_err(|e| e.to_string())?;
+            CacheMetrics::register_in(batch).map_err(|e| e.to_string())?;
+            Err("a later step failed".to_owned())
+        });
+        assert_eq!(failed, Err("a later step failed".to_owned()));
+        assert_eq!(registry.render_prometheus(), before);
+        assert_eq!(registry.metric_type("memocache_jobs_submitted_total"), None);
+        assert_eq!(registry.metric_type("memocache_job_latency_seconds"), None);
+        assert_eq!(
+            registry.gauge("memocache_jobs", "", &queued).unwrap().get(),
+            7.0
+        );
+
+        // The same registration, not failing, registers everything.
+        QueueMetrics::register(&registry).unwrap();
+        CacheMetrics::register(&registry).unwrap();
+        assert_eq!(
+            registry.metric_type("memocache_job_latency_seconds"),
+            Some(MetricType::Histogram)
+        );
+        assert_eq!(
+            registry.gauge("memocache_jobs", "", &queued).unwrap().get(),
+            7.0
+        );
     }
 }
