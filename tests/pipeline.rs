@@ -400,6 +400,27 @@ fn the_command_engine_names_a_chunk_file_for_what_it_holds() {
     assert!(name.ends_with(".wav"), "{name}");
 }
 
+/// Builds a pipeline on `registry` with the OS refusing its workers' threads, asserts that
+/// the build fails so and leaves the registry's rendering as it was, then builds it again
+/// there with threads to be had. Call it only in a child process ([`spawn_support::in_child`]).
+#[cfg(target_os = "linux")]
+fn fails_to_start_then_starts(registry: &memocache::MetricsRegistry) -> Pipeline {
+    let before = registry.render_prometheus();
+    let builder = || {
+        Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
+            .registry(registry.clone())
+            .workers(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
+    };
+    let refused = builder();
+    let started = spawn_support::with_room_for_threads(0, || refused.build());
+    assert!(
+        matches!(&started, Err(PipelineError::Start(e)) if e.contains("spawning worker thread")),
+        "{started:?}"
+    );
+    assert_eq!(registry.render_prometheus(), before);
+    builder().build().expect("starts on the same registry")
+}
+
 /// A registry holding a host's metrics, one of them in a family of the pipeline's, is left as
 /// it was when the pipeline fails to start after registering its metrics (its workers
 /// cannot start): no family the build created, no series it added to the host's, and the
@@ -435,21 +456,8 @@ fn a_pipeline_that_fails_to_start_leaves_a_registry_with_the_hosts_metrics_as_it
         .gauge("memocache_jobs", "", &queued)
         .expect("registered");
     depth.set(7.0);
-    let before = registry.render_prometheus();
-    let builder = || {
-        Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-            .registry(registry.clone())
-            .workers(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
-    };
-    let refused = builder();
-    let started = spawn_support::with_room_for_threads(0, || refused.build());
-    assert!(
-        matches!(&started, Err(PipelineError::Start(e)) if e.contains("spawning worker thread")),
-        "{started:?}"
-    );
-    assert_eq!(registry.render_prometheus(), before);
+    let pipeline = fails_to_start_then_starts(&registry);
     assert_eq!(depth.get(), 7.0);
-    let pipeline = builder().build().expect("starts on the same registry");
     let text = pipeline.registry().render_prometheus();
     assert!(text.contains("host_uploads_total 1\n"), "{text}");
     assert!(text.contains(&format!("{count} 0\n")), "{text}");
@@ -578,20 +586,7 @@ fn a_pipeline_whose_workers_cannot_start_leaves_the_registry_as_it_was() {
         return;
     }
     let registry = memocache::MetricsRegistry::new();
-    let before = registry.render_prometheus();
-    let builder = || {
-        Pipeline::builder(cache(), Arc::new(StandInTranscriber::new(1)))
-            .registry(registry.clone())
-            .workers(ConcurrencyLimit::new(ConcurrencyLimit::MAX).expect("valid"))
-    };
-    let refused = builder();
-    let started = spawn_support::with_room_for_threads(0, || refused.build());
-    assert!(
-        matches!(&started, Err(PipelineError::Start(e)) if e.contains("spawning worker thread")),
-        "{started:?}"
-    );
-    assert_eq!(registry.render_prometheus(), before);
-    let pipeline = builder().build().expect("starts on the same registry");
+    let pipeline = fails_to_start_then_starts(&registry);
     assert!(
         pipeline
             .registry()
