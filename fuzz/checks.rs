@@ -405,6 +405,22 @@ pub fn snapshot_load(data: &[u8]) {
         "a saved snapshot does not decode: {decoded:?}"
     );
     check_file_load(&data, &decoded);
+    // Restored with no time passed, every entry the saving cache served comes back, one at
+    // its deadline (0 ns left) too: the cache serves an entry until strictly after it. Such
+    // an entry was dropped as expired.
+    let snapshot = decoded.expect("a saved snapshot decodes, as asserted above");
+    let saved_at = snapshot.saved_at;
+    let restored = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(ManualClock::new())
+        .build()
+        .expect("a valid configuration");
+    let report = restored.restore_snapshot(snapshot, saved_at);
+    assert_eq!(
+        (report.restored, report.expired),
+        (report.entries, 0),
+        "a restore with no time passed lost entries the saving cache served"
+    );
 }
 
 /// The entry every [`check_file_load`] cache holds before the load: a load must leave it alone

@@ -1596,8 +1596,8 @@ impl Cache {
     /// entry whose key is present replaces its value as an insert does (an update: the old
     /// value is reported as `Replaced`, or `Expired` if it had expired), so it needs only the
     /// room by which it outgrows the old one (see [`Room::take`]). An entry without a TTL
-    /// gets the cache's default TTL, if it has one. Entries with no time left are the
-    /// caller's to drop. Deadlines count from `now`, a reading of this cache's clock that the
+    /// gets the cache's default TTL, if it has one. Entries whose TTL ran out are the
+    /// caller's to drop (one with 0 ns left is live until `now` passes). Deadlines count from `now`, a reading of this cache's clock that the
     /// caller took no later than the wall-clock time it measured the TTLs left at.
     pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
         let inner = &self.inner;

@@ -138,8 +138,10 @@
 //! * **Time.** The cache's clock is monotonic and its epoch dies with the process, so TTLs
 //!   cannot be stored as deadlines. Each entry stores its remaining TTL counted from the
 //!   header's save time, a wall-clock (Unix) timestamp; on restore the wall-clock time since
-//!   then is subtracted, entries with nothing left are dropped as expired, and the others get
-//!   their new deadline on the restoring cache's clock. An entry saved without a TTL gets
+//!   then is subtracted, entries whose TTL ran out before then are dropped as expired, and
+//!   the others get their new deadline on the restoring cache's clock. An entry with exactly
+//!   nothing left is live, as the cache serves an entry at its deadline (until session 32 it
+//!   was dropped). An entry saved without a TTL gets
 //!   the restoring cache's [default TTL](crate::CacheBuilder::default_ttl), if it has one,
 //!   as an insert without a TTL does (until session 20 it never expired there, and each
 //!   save and restore carried that on). A wall clock that went backwards
@@ -522,10 +524,16 @@ fn charge_of(len: u64) -> u64 {
 
 /// What is left of `ttl` (counted from the save time) after `elapsed`: `None` inside means
 /// the entry never expires, `None` outside that it has expired.
+///
+/// Nothing left is not expired: the cache serves an entry up to and including its deadline
+/// (expired means strictly after it, see [`CacheEntry::is_expired`]), so an entry with 0 ns
+/// left is restored with its deadline at the restoring cache's now. (It was dropped as
+/// expired, so an entry saved at its deadline, which the saving cache still served, was
+/// gone after a restore.)
 fn ttl_left(ttl: Option<Duration>, elapsed: Duration) -> Option<Option<Duration>> {
     match ttl {
         None => Some(None),
-        Some(left) => left.checked_sub(elapsed).filter(|l| !l.is_zero()).map(Some),
+        Some(left) => left.checked_sub(elapsed).map(Some),
     }
 }
 

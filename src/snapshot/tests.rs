@@ -1042,3 +1042,52 @@ fn a_file_that_fits_once_expired_entries_are_purged_is_read_once() {
     assert_eq!(cache.len(), 4);
     assert_eq!(cache.stats().evictions_expired, 3);
 }
+
+/// The cache serves an entry up to and including its deadline (expired means strictly
+/// after it, see `CacheEntry::is_expired`), so a save at the deadline writes it with 0 ns
+/// left, and a restore with no time passed must keep it as the cache would. The restore
+/// dropped a TTL left of exactly zero as expired, so an entry the saving cache still
+/// served was gone after the restart.
+#[test]
+fn an_entry_saved_at_its_deadline_is_restored_as_the_cache_serves_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let key = CacheKey::from_content(b"at the deadline", "ttl").expect("key");
+    let clock = crate::time::ManualClock::new();
+    let saver = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    saver
+        .insert_with_ttl(key, "v", crate::Ttl::seconds(10).expect("ttl"))
+        .expect("inserts");
+    clock.advance(Duration::from_secs(10));
+    assert!(
+        saver.get(&key).is_some(),
+        "the cache serves it at its deadline"
+    );
+    saver.save_snapshot(&path).expect("saves");
+    let snapshot = read_snapshot_file(&path).expect("reads");
+    assert_eq!(snapshot.entries[0].ttl_remaining, Some(Duration::ZERO));
+    let saved_at = snapshot.saved_at;
+
+    let clock = crate::time::ManualClock::new();
+    let loader = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .expect("builds");
+    let report = loader.restore_snapshot(snapshot, saved_at);
+    assert_eq!((report.restored, report.expired), (1, 0));
+    assert_eq!(
+        loader.get(&key).as_deref(),
+        Some(&b"v"[..]),
+        "served at its deadline"
+    );
+    clock.advance(Duration::from_nanos(1));
+    assert!(
+        loader.get(&key).is_none(),
+        "expired one nanosecond after it"
+    );
+}
