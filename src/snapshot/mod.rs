@@ -244,6 +244,7 @@ mod file;
 mod format;
 mod hash;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -835,8 +836,22 @@ impl Cache {
     /// the room. What is left counts from this cache's clock as read during the call, so pass
     /// the wall-clock time of just before it: a `now` taken earlier makes every restored
     /// entry live that much longer.
+    ///
+    /// A key that `snapshot` holds more than once (a file never does, but its entries are
+    /// public: two snapshots merged, say) is restored from its last entry, as inserting them
+    /// in order would leave it; the earlier ones are reported as left out.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
-        let entries = snapshot.entries.into_iter().map(|entry| Restorable {
+        // Each copy of a key was chosen and charged as an entry of its own, so copies took
+        // the room of other keys, and all were reported restored though each replaced the
+        // one before (until session 32).
+        let mut seen = HashSet::with_capacity(snapshot.entries.len());
+        let last: Vec<bool> = (snapshot.entries.iter().rev())
+            .map(|entry| seen.insert(entry.key))
+            .collect();
+        let (entries, superseded): (Vec<_>, Vec<_>) = (snapshot.entries.into_iter())
+            .zip(last.into_iter().rev())
+            .partition(|&(_, last)| last);
+        let entries = entries.into_iter().map(|(entry, _)| Restorable {
             key: entry.key,
             value_len: entry.value.len() as u64,
             value: Some(entry.value),
@@ -846,7 +861,15 @@ impl Cache {
             main: entry.main,
         });
         let clock_now = self.clock().now();
-        self.restore(snapshot.saved_at, entries, now, clock_now)
+        let mut report = self.restore(snapshot.saved_at, entries, now, clock_now);
+        for (entry, _) in superseded {
+            let charge = charge_of(entry.value.len() as u64);
+            report.entries += 1;
+            report.bytes += charge;
+            report.left_out += 1;
+            report.left_out_bytes += charge;
+        }
+        report
     }
 
     /// [`Cache::restore_snapshot`] over entries whose values may be missing: a live entry

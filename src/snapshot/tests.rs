@@ -1091,3 +1091,51 @@ fn an_entry_saved_at_its_deadline_is_restored_as_the_cache_serves_it() {
         "expired one nanosecond after it"
     );
 }
+
+/// A snapshot's entries are public, so one given to [`Cache::restore_snapshot`] may hold a
+/// key twice (two merged, say). The key is stored once, with its last entry, as inserting
+/// them in order would leave it; the earlier ones are left out. Each copy was chosen and
+/// charged as a new entry, so the copies took the room of other keys (here two of the three
+/// were left out of a cache with room for all three), and all were reported as restored
+/// though they replaced one another.
+#[test]
+fn a_key_given_twice_to_a_restore_is_stored_once_and_takes_room_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache.snap");
+    let saver = Cache::builder().max_bytes(1 << 20).build().expect("builds");
+    for i in 0..3 {
+        saver
+            .insert(audit_key(i), vec![i as u8; 10])
+            .expect("inserts");
+    }
+    saver.save_snapshot(&path).expect("saves");
+    let mut snapshot = read_snapshot_file(&path).expect("reads");
+    let others: Vec<_> = (snapshot.entries[1..].iter())
+        .map(|entry| (entry.key, entry.value.clone()))
+        .collect();
+    let mut again = snapshot.entries[0].clone();
+    // Ranked above the others, so the choice takes the copies first.
+    again.access_count = 100;
+    again.value = Bytes::from_static(b"last");
+    snapshot.entries.push(again.clone());
+    snapshot.entries.push(again.clone());
+    let saved_at = snapshot.saved_at;
+
+    let loader = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(3)
+        .build()
+        .expect("builds");
+    let report = loader.restore_snapshot(snapshot, saved_at);
+    assert_eq!(
+        (report.entries, report.restored, report.left_out),
+        (5, 3, 2),
+        "{report:?}"
+    );
+    assert_eq!(report.restored_bytes, loader.size_bytes());
+    assert_eq!(loader.len(), 3);
+    assert_eq!(loader.get(&again.key).as_deref(), Some(&b"last"[..]));
+    for (key, value) in others {
+        assert_eq!(loader.get(&key), Some(value));
+    }
+}
