@@ -347,18 +347,39 @@ pub fn snapshot_decode(data: &[u8]) {
         "frequency out of range"
     );
 
-    let cache = Cache::builder()
-        .max_bytes(64 * 1024)
-        .max_entries(8)
-        .build()
-        .expect("a valid configuration");
+    let new_cache = || {
+        Cache::builder()
+            .max_bytes(64 * 1024)
+            .max_entries(8)
+            .build()
+            .expect("a valid configuration")
+    };
+    let cache = new_cache();
     let saved_at = snapshot.saved_at;
     let entries = snapshot.entries.len() as u64;
+    // Every entry twice (the entries are public: two copies of one snapshot merged) restores
+    // the same as once, the first copies left out: each key is stored once, from its last
+    // entry. The copies used to take room of their own and be counted as restored.
+    let mut doubled = snapshot.clone();
+    doubled.entries.extend(snapshot.entries.iter().cloned());
     let report = cache.restore_snapshot(snapshot, saved_at);
     assert_eq!(report.entries, entries);
     assert_eq!(report.restored + report.expired + report.left_out, entries);
     assert_eq!(report.restored, cache.len() as u64);
     assert!(cache.size_bytes() <= cache.max_bytes());
+
+    let twice = new_cache();
+    let twice_report = twice.restore_snapshot(doubled, saved_at);
+    assert_eq!(
+        (twice_report.restored, twice_report.restored_bytes),
+        (report.restored, report.restored_bytes),
+        "entries given twice restored differently"
+    );
+    assert_eq!(twice_report.left_out, report.left_out + entries);
+    assert_eq!(
+        (twice.len(), twice.size_bytes()),
+        (cache.len(), cache.size_bytes())
+    );
 }
 
 /// A valid snapshot shaped by the input — up to 15 entries of up to 255 bytes, with or
