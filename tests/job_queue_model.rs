@@ -23,7 +23,14 @@ enum Op {
     Take {
         worker: u8,
     },
+    /// A take of some job types only: bit 0 Indexing, bit 1 Transcription.
+    TakeFor {
+        worker: u8,
+        types: u8,
+    },
     Complete(Index),
+    /// `complete_and_next`: the completion, then a take by the same worker, in one call.
+    CompleteAndNext(Index),
     Fail(Index),
     Heartbeat(Index),
     Release(Index),
@@ -55,7 +62,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u8..=3, prop::option::of(0u8..3))
             .prop_map(|(priority, group)| Op::Submit { priority, group }),
         3 => (0u8..3).prop_map(|worker| Op::Take { worker }),
+        1 => (0u8..3, 1u8..=3).prop_map(|(worker, types)| Op::TakeFor { worker, types }),
         2 => any::<Index>().prop_map(Op::Complete),
+        1 => any::<Index>().prop_map(Op::CompleteAndNext),
         2 => any::<Index>().prop_map(Op::Fail),
         1 => any::<Index>().prop_map(Op::Heartbeat),
         1 => any::<Index>().prop_map(Op::Release),
@@ -272,6 +281,46 @@ proptest! {
     }
 }
 
+/// The job types bits `types` name (bit 0 Indexing, bit 1 Transcription), for a typed take.
+fn types_of(types: u8) -> Vec<JobType> {
+    [(1, JobType::Indexing), (2, JobType::Transcription)]
+        .into_iter()
+        .filter(|&(bit, _)| types & bit != 0)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// Whether a taker of `types` (as in [`types_of`]) takes a job of `group` (see [`job_of`]).
+fn accepts(types: u8, group: Option<u8>) -> bool {
+    types & if group.is_some() { 2 } else { 1 } != 0
+}
+
+/// Checks a take by `worker` that got `got` against the model's pick `want`, and records the
+/// lease in the model and in `leases`.
+fn check_take(
+    m: &mut reference::Model,
+    leases: &mut Vec<Lease>,
+    worker: &WorkerId,
+    got: Option<Lease>,
+    want: Option<usize>,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        got.as_ref().map(Lease::job_id),
+        want.map(|j| m.jobs[j].id),
+        "take"
+    );
+    if let (Some(lease), Some(j)) = (got, want) {
+        prop_assert_eq!(lease.worker(), worker);
+        prop_assert_eq!(lease.attempt(), m.jobs[j].retries);
+        prop_assert_eq!(lease.priority(), m.effective(j), "taken at");
+        let n = m.take(j, now);
+        prop_assert_eq!(n, leases.len());
+        leases.push(lease);
+    }
+    Ok(())
+}
+
 /// A reference model of the whole queue, one job at a time and as plainly as possible: where
 /// each job is, in which order the next take must pick, what every bound drops, and every
 /// count, the memo cache's hits and misses included. [`queue_matches_the_reference_model`] runs the same random operations as the lease
@@ -283,6 +332,8 @@ mod reference {
     use memocache::{JobId, JobPriority, JobStatus, QueueStats};
 
     pub const LEASE: u64 = 5_000_000_000;
+    /// The first retry's delay: the queue's backoff is exponential, so retry `n` (from 0)
+    /// waits `DELAY << n`, `RetryConfig::calculate_delay(n)`.
     pub const DELAY: u64 = 1_000_000_000;
     pub const MAX_RETRIES: u32 = 2;
 
@@ -443,14 +494,13 @@ mod reference {
         /// A failed attempt of the leased job `j` (its lease already ended).
         fn retry_or_bury(&mut self, j: usize, now: u64) {
             if self.jobs[j].retries < MAX_RETRIES {
+                // Retry number `retries` (0 for the first) waits `calculate_delay(retries)`.
+                let due = now + (DELAY << self.jobs[j].retries);
                 self.jobs[j].retries += 1;
                 self.jobs[j].status = JobStatus::Queued;
                 self.stats.retries += 1;
                 let seq = self.tick();
-                self.jobs[j].place = Place::Delayed {
-                    due: now + DELAY,
-                    seq,
-                };
+                self.jobs[j].place = Place::Delayed { due, seq };
                 return;
             }
             if let Some(g) = self.jobs[j].group {
@@ -593,13 +643,14 @@ mod reference {
             true
         }
 
-        /// The job the next take must lease: highest effective priority, then oldest turn.
-        pub fn pick(&self, now: u64) -> Option<usize> {
+        /// The job the next take of the jobs whose group `accepts` must lease: highest
+        /// effective priority, then oldest turn.
+        pub fn pick(&self, now: u64, accepts: impl Fn(Option<u8>) -> bool) -> Option<usize> {
             self.jobs
                 .iter()
                 .enumerate()
                 .filter_map(|(j, job)| match job.place {
-                    Place::Ready { seq, since } => {
+                    Place::Ready { seq, since } if accepts(job.group) => {
                         let aged = self.aging.map_or(0, |step| {
                             let waited = now - since;
                             usize::from(waited >= step) + usize::from(waited >= 2 * step)
@@ -817,7 +868,10 @@ proptest! {
             .retain_finished(retain)
             .dead_letter_capacity(dead_capacity)
             .aging(aging.map(Duration::from_nanos))
-            .retry(RetryConfig::fixed(reference::MAX_RETRIES, Duration::from_nanos(reference::DELAY)))
+            .retry(
+                RetryConfig::exponential(reference::MAX_RETRIES, Duration::from_nanos(reference::DELAY))
+                    .expect("valid"),
+            )
             .lease(Duration::from_nanos(reference::LEASE))
             .memo_store(faulty.clone())
             .build()
@@ -842,19 +896,32 @@ proptest! {
                 Op::Take { worker } => {
                     let worker = WorkerId::new(format!("w{worker}"));
                     let got = queue.try_next(&worker);
-                    let want = m.pick(now);
-                    prop_assert_eq!(
-                        got.as_ref().map(Lease::job_id),
-                        want.map(|j| m.jobs[j].id),
-                        "take"
-                    );
-                    if let (Some(lease), Some(j)) = (got, want) {
-                        prop_assert_eq!(lease.worker(), &worker);
-                        prop_assert_eq!(lease.attempt(), m.jobs[j].retries);
-                        prop_assert_eq!(lease.priority(), m.effective(j), "taken at");
-                        let n = m.take(j, now);
-                        prop_assert_eq!(n, leases.len());
-                        leases.push(lease);
+                    let want = m.pick(now, |_| true);
+                    check_take(&mut m, &mut leases, &worker, got, want, now)?;
+                }
+                Op::TakeFor { worker, types } => {
+                    let worker = WorkerId::new(format!("w{worker}"));
+                    let got = queue.try_next_for(&worker, &types_of(types));
+                    let want = m.pick(now, |g| accepts(types, g));
+                    check_take(&mut m, &mut leases, &worker, got, want, now)?;
+                }
+                Op::CompleteAndNext(i) if !leases.is_empty() => {
+                    let lease = leases[i.index(leases.len())].clone();
+                    let want = m.check(i.index(leases.len()));
+                    let got = queue.complete_and_next(&lease, vec![1].into(), Duration::ZERO);
+                    match (got, want) {
+                        (Ok(next), Ok(j)) => {
+                            m.complete(j);
+                            let want = m.pick(now, |_| true);
+                            check_take(&mut m, &mut leases, lease.worker(), next, want, now)?;
+                        }
+                        (Err(QueueError::StaleLease { .. }), Err(Refusal::Stale))
+                        | (Err(QueueError::NotFound(_)), Err(Refusal::NotFound)) => {}
+                        (got, want) => prop_assert!(
+                            false,
+                            "complete_and_next on lease {:?}: got {:?}, want {:?}",
+                            i, got.map(|l| l.map(|l| l.job_id())), want
+                        ),
                     }
                 }
                 Op::Complete(i) | Op::Fail(i) | Op::Heartbeat(i) | Op::Release(i)
