@@ -2415,3 +2415,33 @@ fn a_blocked_taker_takes_back_a_short_lease_when_it_ends() {
         .expect("three runs");
     assert!(fastest < limit, "the fastest of three took {fastest:?}");
 }
+
+/// A lease that runs out while no call reaches the queue fails its attempt at its deadline,
+/// not when a call first notices it: the retry is due its backoff after the deadline, and a
+/// last attempt is dead-lettered as of the deadline. (The attempt was dated at the call that
+/// noticed it: a worker asking 50 s after a lease ran out on a 1 s backoff was told there was
+/// nothing to run, and the retry waited another second.)
+#[test]
+fn a_lease_noticed_late_fails_at_its_deadline_and_is_retried_a_backoff_after_it() {
+    let clock = ManualClock::new();
+    let queue = built(
+        builder(&clock)
+            .lease(10 * SEC)
+            .retry(RetryConfig::fixed(1, SEC)),
+    );
+    let id = submit(&queue, job(JobPriority::Medium));
+    // Its worker dies: the lease runs out at 10 s, the retry is due at 11 s.
+    let _lost = queue.try_next(&w("dead")).expect("ready");
+    // No call reaches the queue until 60 s.
+    clock.advance(60 * SEC);
+    let lease = queue.try_next(&w("w")).expect("due since 11 s");
+    assert_eq!((lease.job_id(), lease.attempt()), (id, 1));
+    // The last attempt's lease runs out at 70 s: dead-lettered as of then.
+    clock.advance(30 * SEC);
+    let dead = queue.get(id).expect("kept");
+    assert_eq!(dead.status(), JobStatus::Failed);
+    assert_eq!(
+        dead.completed_at(),
+        Some(Timestamp::from_nanos(70_000_000_000))
+    );
+}

@@ -513,37 +513,41 @@ mod reference {
             }
         }
 
-        /// Due retries become ready (in due order), then expired leases are failed attempts
-        /// (in deadline order).
+        /// Due retries become ready and expired leases are failed attempts, each at its own
+        /// time and in time order (a retry first on a tie): an expired lease's retry is due a
+        /// backoff after its deadline, and may itself fall due by `now`.
         pub fn maintain(&mut self, now: u64) {
-            let mut due: Vec<(u64, u64, usize)> = self
-                .jobs
-                .iter()
-                .enumerate()
-                .filter_map(|(j, job)| match job.place {
-                    Place::Delayed { due, seq } if due <= now => Some((due, seq, j)),
-                    _ => None,
-                })
-                .collect();
-            due.sort_unstable();
-            for (_, _, j) in due {
-                self.enqueue(j, now);
-            }
-            let mut expired: Vec<(u64, u64, usize)> = self
-                .jobs
-                .iter()
-                .enumerate()
-                .filter_map(|(j, job)| match job.place {
-                    Place::Leased { deadline, link, .. } if deadline <= now => {
-                        Some((deadline, link, j))
+            loop {
+                let retry = self
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, job)| match job.place {
+                        Place::Delayed { due, seq } if due <= now => Some((due, seq, j)),
+                        _ => None,
+                    })
+                    .min();
+                let expired = self
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, job)| match job.place {
+                        Place::Leased { deadline, link, .. } if deadline <= now => {
+                            Some((deadline, link, j))
+                        }
+                        _ => None,
+                    })
+                    .min();
+                match (retry, expired) {
+                    (Some((due, _, j)), e) if e.is_none_or(|(deadline, _, _)| due <= deadline) => {
+                        self.enqueue(j, due);
                     }
-                    _ => None,
-                })
-                .collect();
-            expired.sort_unstable();
-            for (_, _, j) in expired {
-                self.stats.lease_expirations += 1;
-                self.retry_or_bury(j, now);
+                    (_, Some((deadline, _, j))) => {
+                        self.stats.lease_expirations += 1;
+                        self.retry_or_bury(j, deadline);
+                    }
+                    _ => break,
+                }
             }
         }
 

@@ -90,11 +90,13 @@
 //!   therefore waits at most about `2 * aging_step` before it competes with fresh High work on
 //!   equal terms (then FIFO order, i.e. its age, wins), so a steady High load cannot starve it.
 //! * **Delayed retries** sit in a map ordered by due time; they hold no worker. Due jobs move
-//!   to the back of their ready deque at the next operation that reads the clock.
+//!   to the back of their ready deque at the next operation that reads the clock, waiting
+//!   (for aging) from their due time, in the order they fell due, expired leases among them.
 //! * **Leases**: a take leases the job to a worker until `now + lease`. Leases sit in a list
 //!   ordered by deadline (see *Storage*); an expired lease is treated as a failed attempt
-//!   ("lease expired"): the job is retried with backoff, or dead-lettered once its retries
-//!   are spent, so a job that always hangs its worker cannot loop forever. A completion,
+//!   ("lease expired") at its deadline, however late a call notices it: the job is retried
+//!   with backoff from the deadline, or dead-lettered once its retries are spent, so a job
+//!   that always hangs its worker cannot loop forever. A completion,
 //!   failure or heartbeat presents its [`Lease`]; one that is no longer current (expired,
 //!   cancelled, or the job was leased again — possibly to the same worker, which is why a
 //!   lease id and not the worker name is checked) is refused with [`QueueError::StaleLease`]
@@ -2193,30 +2195,47 @@ impl Inner {
         }
     }
 
-    /// Moves due retries to the ready deques and takes back expired leases. Returns the types
+    /// Moves due retries to the ready deques and takes back expired leases, each as of the
+    /// time it fell due and in the order they did (a retry first on a tie). Returns the types
     /// of the jobs that became ready.
+    ///
+    /// Each event is dated at its own time, not at the call that notices it, which may come
+    /// much later (no call reached the queue meanwhile): an expired lease is a failed attempt
+    /// at its deadline, so its retry is due a backoff after the deadline; and a retry is
+    /// ready, and waits for aging, from its due time. Dated at the call, a job whose worker
+    /// died was held back a whole backoff more from a worker asking long after its lease had
+    /// run out, and queued behind retries that fell due after it.
     fn maintain(&self, st: &mut State, now: Timestamp) -> TypeMask {
         if now < st.next_due {
             return TypeMask::NONE;
         }
         let mut woke = TypeMask::NONE;
-        while let Some(entry) = st.delayed.first_entry() {
-            if entry.key().0 > now {
-                break;
+        loop {
+            let retry = st.delayed.first_key_value().map(|(&(due, _), _)| due);
+            let lease = st.first_lease();
+            let retry_first = match (retry, lease) {
+                (Some(due), Some((deadline, _))) => due <= deadline && due <= now,
+                (Some(due), None) => due <= now,
+                (None, _) => false,
+            };
+            if retry_first {
+                let Some(((due, _), slot)) = st.delayed.pop_first() else {
+                    break;
+                };
+                let priority = st.effective_priority(slot);
+                st.enqueue(slot, priority, due);
+                if let Some(record) = st.records.get(slot) {
+                    woke = woke.and(TypeMask::one(record.job.job_type()));
+                }
+                continue;
             }
-            let slot = entry.remove();
-            let priority = st.effective_priority(slot);
-            st.enqueue(slot, priority, now);
-            if let Some(record) = st.records.get(slot) {
-                woke = woke.and(TypeMask::one(record.job.job_type()));
+            match lease {
+                Some((deadline, slot)) if lease_over(deadline, now) => {
+                    st.unlink_lease(slot);
+                    woke = woke.and(self.expire(st, slot, deadline, now));
+                }
+                _ => break,
             }
-        }
-        while let Some((deadline, slot)) = st.first_lease() {
-            if !lease_over(deadline, now) {
-                break;
-            }
-            st.unlink_lease(slot);
-            woke = woke.and(self.expire(st, slot, now));
         }
         let next_retry = st.delayed.first_key_value().map(|((at, _), _)| *at);
         let next_expiry = st.first_lease().map(|(at, _)| at);
@@ -2249,10 +2268,10 @@ impl Inner {
         self.notify(st.waiting.sets_for(woke));
     }
 
-    /// Handles an expired lease (already unlinked) as a failed attempt. Returns the job's
-    /// type if its takers are to be woken: it became ready again, or its retry is due soon
-    /// (see [`wakes_takers`]).
-    fn expire(&self, st: &mut State, slot: Slot, now: Timestamp) -> TypeMask {
+    /// Handles an expired lease (already unlinked), which ran out at `deadline`, as a failed
+    /// attempt at that time, seen at `now`. Returns the job's type if its takers are to be
+    /// woken: it became ready again, or its retry is due soon (see [`wakes_takers`]).
+    fn expire(&self, st: &mut State, slot: Slot, deadline: Timestamp, now: Timestamp) -> TypeMask {
         st.stats.lease_expirations += 1;
         let Some(record) = st.records.get(slot) else {
             return TypeMask::NONE;
@@ -2261,13 +2280,17 @@ impl Inner {
         let worker = record.job.worker_id().map(ToString::to_string);
         let error = format!("lease expired on worker {}", worker.unwrap_or_default());
         // The job is Processing (it was leased), so the state machine accepts either outcome.
-        let back = self.retry_or_bury(st, slot, id, error, now).ok().flatten();
+        let back = self
+            .retry_or_bury(st, slot, id, error, deadline)
+            .ok()
+            .flatten();
         TypeMask::one(job_type).when(wakes_takers(back, now))
     }
 
-    /// After a failed attempt (lease already unlinked): schedule a retry or dead-letter the
-    /// job and its followers. Returns when the job is ready again: `now`, or its retry's due
-    /// time; `None` if it was dead-lettered.
+    /// After an attempt that failed at `now` (lease already unlinked; for an expired lease,
+    /// `now` is its deadline): schedule a retry or dead-letter the job and its followers.
+    /// Returns when the job is ready again: `now`, or its retry's due time; `None` if it was
+    /// dead-lettered.
     fn retry_or_bury(
         &self,
         st: &mut State,
