@@ -34,7 +34,9 @@
 //!    completes with it as a memo hit and nothing runs again. Otherwise its first follower
 //!    takes over as leader, with its own priority (raised by the followers it now leads), age
 //!    and FIFO turn (those of its submit: a follower is given a turn when it is coalesced),
-//!    so aging bounds its wait as it bounds any job's. If the leader fails for good, its
+//!    so aging bounds its wait as it bounds any job's. A leader cancelled while it runs is not
+//!    stopped: its worker's result is refused as any stale lease's is, and the follower that
+//!    takes over runs the work again. If the leader fails for good, its
 //!    followers fail with it (and are dead-lettered), since they would fail the same way. A
 //!    follower takes a place under the queue's capacity: it holds its record and payload
 //!    until the leader finishes, and nothing else bounds how many a leader gathers.
