@@ -838,8 +838,10 @@ impl Cache {
     /// entry live that much longer.
     ///
     /// A key that `snapshot` holds more than once (a file never does, but its entries are
-    /// public: two snapshots merged, say) is restored from its last entry, as inserting them
-    /// in order would leave it; the earlier ones are reported as left out.
+    /// public: two snapshots merged, say) is decided by its last entry, as inserting them in
+    /// order would leave it (an insert replaces): the earlier ones are reported as left out,
+    /// and if the last has expired the key is not restored, even when an earlier copy would
+    /// still be live (it is counted expired).
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
         // Each copy of a key was chosen and charged as an entry of its own, so copies took
         // the room of other keys, and all were reported restored though each replaced the
