@@ -309,6 +309,15 @@ pub enum SnapshotError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The host's wall clock reads before the Unix epoch, which the file's save time cannot
+    /// say: it would be written as the epoch, and a restore on a right clock would count
+    /// more than 50 years as passed and drop every TTL entry as expired. Refused before the
+    /// file is touched (the format is unchanged, so existing files stay readable).
+    #[error("the wall clock reads {before:?} before the Unix epoch: cannot date a snapshot")]
+    ClockBeforeEpoch {
+        /// How far before the epoch the clock reads.
+        before: Duration,
+    },
     /// The header or end marker is inconsistent, or bytes follow the checksum.
     #[error("malformed snapshot at byte {at}: {reason}")]
     Malformed {
@@ -578,7 +587,7 @@ impl Cache {
         // The wall clock first: TTLs are counted from `start` but stored as counting from
         // `saved_at`, so `saved_at` must not be later than `start` or every saved deadline
         // is late by the time between the readings.
-        let saved_at = SystemTime::now();
+        let saved_at = dated(SystemTime::now())?;
         let clock = self.clock();
         let start = clock.now();
         let mut report = SnapshotReport::new(saved_at);
@@ -949,3 +958,12 @@ pub(crate) fn restore_on_build(cache: &Cache, path: &Path) -> Result<(), CacheEr
 
 #[cfg(test)]
 mod tests;
+
+/// `saved_at` if the file can say it: a time before the Unix epoch is refused, since the
+/// header would store it as the epoch and a restore would expire TTLs by the difference.
+fn dated(saved_at: SystemTime) -> Result<SystemTime, SnapshotError> {
+    match SystemTime::UNIX_EPOCH.duration_since(saved_at) {
+        Ok(before) if !before.is_zero() => Err(SnapshotError::ClockBeforeEpoch { before }),
+        _ => Ok(saved_at),
+    }
+}

@@ -1139,3 +1139,20 @@ fn a_key_given_twice_to_a_restore_is_stored_once_and_takes_room_once() {
         assert_eq!(loader.get(&key), Some(value));
     }
 }
+
+/// A save on a host whose wall clock reads before 1970 is refused, naming the clock: the
+/// header would say the epoch and a restore would drop every TTL entry as decades expired.
+/// The save path reads `SystemTime::now()` itself (no wall clock can be injected), so the
+/// check it calls is tested with such a time; the epoch itself and later are accepted.
+#[test]
+fn a_save_time_before_the_epoch_is_refused() {
+    let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+    match dated(before) {
+        Err(SnapshotError::ClockBeforeEpoch { before }) => {
+            assert_eq!(before, Duration::from_secs(5));
+        }
+        other => panic!("expected ClockBeforeEpoch, got {other:?}"),
+    }
+    assert!(dated(SystemTime::UNIX_EPOCH).is_ok());
+    assert!(dated(SystemTime::now()).is_ok());
+}
