@@ -474,6 +474,12 @@ impl WorkerPool {
     /// thread that holds a lease of its own (taken with [`JobQueue::next`], or in another
     /// pool's handler), it does not wait for that job: a drain waits only for the jobs the
     /// pool's workers run.
+    ///
+    /// A rule for hosts: do not shut pools down from each other's handlers. Called from a
+    /// handler of the *same* pool it returns without waiting, as said above; but called from
+    /// a handler of *another* pool it joins this pool's threads, so two pools whose handlers
+    /// each shut the other down wait on each other's handlers for ever (a deadlock this
+    /// method does not detect). Shut such pools down from a thread that runs no handler.
     pub fn shutdown(mut self, mode: Shutdown) -> PoolStats {
         self.stop(mode);
         self.shared.stats()
