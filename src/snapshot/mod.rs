@@ -547,6 +547,15 @@ fn ttl_left(ttl: Option<Duration>, elapsed: Duration) -> Option<Option<Duration>
     }
 }
 
+/// `saved_at` if the file can say it: a time before the Unix epoch is refused, since the
+/// header would store it as the epoch and a restore would expire TTLs by the difference.
+fn dated(saved_at: SystemTime) -> Result<SystemTime, SnapshotError> {
+    match SystemTime::UNIX_EPOCH.duration_since(saved_at) {
+        Ok(before) if !before.is_zero() => Err(SnapshotError::ClockBeforeEpoch { before }),
+        _ => Ok(saved_at),
+    }
+}
+
 /// Wall-clock time from the save to `now`; a clock that went backwards counts as none.
 fn since(saved_at: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(saved_at).unwrap_or(Duration::ZERO)
@@ -958,12 +967,3 @@ pub(crate) fn restore_on_build(cache: &Cache, path: &Path) -> Result<(), CacheEr
 
 #[cfg(test)]
 mod tests;
-
-/// `saved_at` if the file can say it: a time before the Unix epoch is refused, since the
-/// header would store it as the epoch and a restore would expire TTLs by the difference.
-fn dated(saved_at: SystemTime) -> Result<SystemTime, SnapshotError> {
-    match SystemTime::UNIX_EPOCH.duration_since(saved_at) {
-        Ok(before) if !before.is_zero() => Err(SnapshotError::ClockBeforeEpoch { before }),
-        _ => Ok(saved_at),
-    }
-}
