@@ -98,7 +98,7 @@ use crate::callback::{self, FirstPanic};
 use crate::codec::{self, CodecError};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
-use crate::time::{SharedClock, Timestamp, Ttl};
+use crate::time::{ClockHandle, SharedClock, Timestamp, Ttl};
 
 /// Why an entry left the cache, as told to the eviction listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,7 +210,7 @@ struct Config {
     max_bytes: u64,
     max_entries: u64,
     default_ttl: Option<Ttl>,
-    clock: SharedClock,
+    clock: ClockHandle,
     listener: Option<Listener>,
     shards: usize,
     sweep_interval: Option<Duration>,
@@ -255,7 +255,9 @@ struct Inner {
     /// tick would ever have claimed a purge again.
     purged_tick: AtomicU64,
     default_ttl: Option<Ttl>,
-    clock: SharedClock,
+    /// Read on every hit: the default clock directly, not through its vtable (see
+    /// [`ClockHandle`]).
+    clock: ClockHandle,
     listener: Option<Listener>,
     loads: Loads,
     sweeper: Mutex<Option<Sweeper>>,
@@ -632,7 +634,7 @@ impl Cache {
 
     /// The cache's clock.
     pub fn clock(&self) -> &SharedClock {
-        &self.inner.clock
+        self.inner.clock.get()
     }
 
     /// The counters.

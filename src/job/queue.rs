@@ -262,7 +262,7 @@ use super::slab::{Slab, Slots};
 use crate::cache::Cache;
 use crate::callback::{self, FirstPanic, Turn};
 use crate::key::CacheKey;
-use crate::time::{Clock, CoarseClock, SharedClock, Timestamp};
+use crate::time::{ClockHandle, SharedClock, Timestamp};
 
 /// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
 /// it just ran, few enough that the ring stays in a core's cache (about 260 KB of records).
@@ -668,8 +668,14 @@ impl JobQueueBuilder {
         self
     }
 
-    /// The clock for delays, aging and leases (default [`CoarseClock`]: a few milliseconds'
-    /// resolution, at a fraction of the cost of a read of [`SystemClock`](crate::SystemClock)).
+    /// The clock for delays, aging and leases (default [`CoarseClock`](crate::CoarseClock): a
+    /// few milliseconds' resolution, at a fraction of the cost of a read of
+    /// [`SystemClock`](crate::SystemClock)).
+    ///
+    /// The default is read by a direct call; a clock given here, even an
+    /// `Arc::new(CoarseClock)`, is read through the trait object's vtable: the same readings,
+    /// at a few instructions more a read (about 20 a job of a one-thread
+    /// `complete_and_next` loop, callgrind), as the trait object does not say what it holds.
     #[must_use]
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
@@ -759,8 +765,9 @@ impl JobQueueBuilder {
                 signals: Padded(Signals::default()),
                 available: std::array::from_fn(|_| Condvar::new()),
                 room: Condvar::new(),
-                coarse: self.clock.is_none(),
-                clock: self.clock.unwrap_or_else(|| Arc::new(CoarseClock)),
+                clock: self
+                    .clock
+                    .map_or_else(ClockHandle::coarse, ClockHandle::shared),
                 memo: self.memo,
                 capacity: self.capacity,
                 retry: self.retry,
@@ -820,9 +827,9 @@ struct Inner {
     /// Signalled when a full queue has a free place: once for each (see
     /// [`Inner::signal_room`]).
     room: Condvar,
-    clock: SharedClock,
-    /// `clock` is the default [`CoarseClock`], read by a direct call (see [`Inner::now`]).
-    coarse: bool,
+    /// Read on every submit, take and completion: the default clock directly, not through
+    /// its vtable (see [`ClockHandle`]).
+    clock: ClockHandle,
     memo: Option<Arc<dyn MemoStore>>,
     capacity: usize,
     retry: RetryConfig,
@@ -1409,7 +1416,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         let (slot, deadline) = inner.check_lease(st, lease, now)?;
         // Before the failure takes the job out of the key's leaders: if it ends the job, these
         // are the followers it ends with it.
@@ -1454,7 +1461,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         let (slot, _) = inner.check_lease(st, lease, now)?;
         let deadline = inner.lease_deadline(now);
         st.unlink_lease(slot);
@@ -1478,7 +1485,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         let (slot, _) = inner.check_lease(st, lease, now)?;
         Ok(st.follower_ids(slot))
     }
@@ -1507,7 +1514,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         inner.catch_up(st, now);
         if unstarted_only
             && let Some(slot) = inner.find(st, id)
@@ -1529,7 +1536,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         inner.catch_up(st, now);
         let slot = inner.find(st, id);
         let Some(pos) = slot.and_then(|slot| st.dead.iter().position(|&d| d == slot)) else {
@@ -1569,7 +1576,7 @@ impl JobQueue {
         // Expired leases are taken back first, as for every call that reports jobs: without
         // this, a job whose worker died on its last attempt was missing from the list until
         // some other call happened to reap it, although `status` already reported it Failed.
-        inner.catch_up(st, inner.now());
+        inner.catch_up(st, inner.clock.now());
         st.dead
             .iter()
             .filter_map(|&slot| st.records.get(slot).map(|r| Job::clone(&r.job)))
@@ -1586,7 +1593,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         inner.catch_up(st, now);
         let slot = inner.find(st, id)?;
         st.records.get(slot).map(|r| r.job.clone())
@@ -1597,7 +1604,7 @@ impl JobQueue {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let st = &mut *guard;
-        let now = inner.now();
+        let now = inner.clock.now();
         inner.catch_up(st, now);
         let mut stats = st.stats;
         stats.processing = st.leases.len;
@@ -1610,7 +1617,7 @@ impl JobQueue {
 
     /// The queue's clock.
     pub fn clock(&self) -> &SharedClock {
-        &self.inner.clock
+        self.inner.clock.get()
     }
 
     /// [`JobQueue::next_for`], giving up with `None` as soon as `stop` returns true, checked
@@ -1998,20 +2005,6 @@ impl State {
 }
 
 impl Inner {
-    /// The time on the queue's clock. The default clock is called directly, inlined, rather
-    /// than through `clock`'s vtable: the queue reads it on every submit, take and
-    /// completion, and the call through the vtable cost its call and its frame (callgrind,
-    /// one thread, the bench's loop: 10 to 14 instructions a read, 21 a job with
-    /// `complete_and_next`, 42 with `next` + `complete`).
-    #[inline(always)]
-    fn now(&self) -> Timestamp {
-        if self.coarse {
-            CoarseClock.now()
-        } else {
-            self.clock.now()
-        }
-    }
-
     /// The completions to report once the lock is released, if there are any. Without a
     /// hook nothing is ever pushed, so nothing is taken: taking the empty list wrote it back
     /// and dropped it on every submit and completion. An empty list is left as it is, with
@@ -2784,7 +2777,7 @@ impl Inner {
         }
         // The fast path: the clock is read before the lock, so that the lock is held only
         // for the index probe and the push.
-        job.stamp_submitted(self.now(), self.retry.max_retries());
+        job.stamp_submitted(self.clock.now(), self.retry.max_retries());
         let job_type = job.job_type();
         let mut intake = self.intake.lock();
         let Some(slot) = self.file_fast(&mut intake, id) else {
@@ -2852,7 +2845,7 @@ impl Inner {
     fn submit_slow(&self, job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
         let id = job.id();
         let mut guard = self.lock();
-        let now = self.now();
+        let now = self.clock.now();
         match self.reserve(&mut guard, id, now)? {
             Some(slot) => {
                 self.enter(guard, job, slot, now, None);
@@ -2922,7 +2915,7 @@ impl Inner {
         let id = job.id();
         // When the waiting started: real time, read only once a submit has to wait.
         let started = Instant::now();
-        let step = self.clock.resolution();
+        let step = self.clock.get().resolution();
         loop {
             let st = &mut *guard;
             // A job the memo store answers completes at once and takes no place, so a full
@@ -2975,7 +2968,7 @@ impl Inner {
                 guard.submitters_unsignalled -= 1;
             }
             self.drain_if_pending(&mut guard);
-            now = self.now();
+            now = self.clock.now();
             match self.reserve(&mut guard, id, now) {
                 Ok(Some(slot)) => {
                     self.enter(guard, job, slot, now, None);
@@ -3091,7 +3084,7 @@ impl Inner {
         lease: &Lease,
         result: JobResult,
     ) -> Result<Timestamp, QueueError> {
-        let now = self.now();
+        let now = self.clock.now();
         let (slot, _) = self.check_lease(st, lease, now)?;
         self.complete_leased(st, slot, lease.job_id, result, now)?;
         self.signal_room(st);
@@ -3116,7 +3109,7 @@ impl Inner {
     fn release(&self, lease: &Lease) -> Result<(), QueueError> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let now = self.now();
+        let now = self.clock.now();
         let (slot, _) = self.check_lease(st, lease, now)?;
         st.record_mut(slot, lease.job_id)?.job.release()?;
         st.unlink_lease(slot);
@@ -3197,7 +3190,7 @@ impl Inner {
     ) -> Option<Lease> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let now = self.now();
+        let now = self.clock.now();
         if now >= st.next_due {
             self.catch_up(st, now);
         }
@@ -3228,7 +3221,7 @@ impl Inner {
         // waking in the microseconds to go, over and over until the coarse clock ticked, cost
         // up to a tick of CPU (see `Clock::resolution`). A wait of a step from a reading taken
         // within that step ends after the next tick, at most a step after the event is seen.
-        let step = self.clock.resolution();
+        let step = self.clock.get().resolution();
         loop {
             let st = &mut *guard;
             let remaining = timeout.checked_sub(started.elapsed())?;
@@ -3270,7 +3263,7 @@ impl Inner {
             }
             let st = &mut *guard;
             self.drain_if_pending(st);
-            now = self.now();
+            now = self.clock.now();
             if now >= st.next_due {
                 self.catch_up(st, now);
             }
