@@ -565,6 +565,34 @@ fn a_full_cache_evicts_expired_entries_before_live_ones() {
     assert_eq!((stats.evictions_size, stats.evictions_expired), (0, 4));
 }
 
+/// Bug: the once-a-tick claim of the purge before evicting started as if tick 0 had been
+/// purged, so no insert in the first tick of the clock (its first 2^30 ns, about 1.07 s:
+/// the coarse clock's epoch is the process's first read of it) purged: a full cache evicted
+/// live entries for size while entries expired within that second kept their room.
+#[test]
+fn a_full_cache_evicts_expired_entries_first_in_the_clocks_first_tick() {
+    let clock = ManualClock::new();
+    let (cache, events) = full_recording_cache(&clock, 1 << 20, 8, 4);
+    let tenth = Ttl::new(Duration::from_millis(100)).expect("positive");
+    for i in 0..4 {
+        cache.insert_with_ttl(key(i), "dead", tenth).expect("fits");
+        cache.insert(key(100 + i), "live").expect("fits");
+    }
+    // Past the deadlines, still in tick 0.
+    clock.advance(Duration::from_millis(500));
+    for i in 0..4 {
+        cache.insert(key(200 + i), "new").expect("fits");
+    }
+    let causes: Vec<RemovalCause> = events.lock().iter().map(|event| event.2).collect();
+    assert_eq!(causes, [RemovalCause::Expired; 4]);
+    for i in 0..4 {
+        assert!(
+            cache.contains_key(&key(100 + i)),
+            "live key {i} was evicted"
+        );
+    }
+}
+
 /// The purge before evicting comes in every later tick of the expiry wheel, not only the
 /// first: the scenario above, played again in later ticks, goes the same way each time.
 #[test]

@@ -252,7 +252,9 @@ struct Inner {
     /// (see `Inner::store`). Read only by inserts that must evict, written once a tick.
     /// Counted in 64 bits ([`pass_tick`]), not as the wheels' 32-bit ticks: those stop at
     /// their last value 2^62 ns (about 146 years) after the clock's epoch, where no later
-    /// tick would ever have claimed a purge again.
+    /// tick would ever have claimed a purge again. And counted from 1, so that the 0 it
+    /// starts at is no tick: as tick 0 it said the clock's first tick had been purged, and
+    /// no insert in it (the coarse clock's first second in the process) purged.
     purged_tick: AtomicU64,
     default_ttl: Option<Ttl>,
     /// Read on every hit: the default clock directly, not through its vtable (see
@@ -743,11 +745,13 @@ fn deadline(now: u64, ttl_nanos: u64) -> u64 {
     now.saturating_add(ttl_nanos).min(NEVER - 1).max(now)
 }
 
-/// The expiry wheels' tick of `now` (see `expiry.rs`), in 64 bits: the wheels' own
-/// `tick_of` saturates at `u32::MAX` from 2^62 ns on, and a once-a-tick claim made with it
-/// would see no tick after that one (see `Inner::purged_tick`).
+/// The expiry wheels' tick of `now` (see `expiry.rs`), in 64 bits and counted from 1: the
+/// wheels' own `tick_of` saturates at `u32::MAX` from 2^62 ns on, and a once-a-tick claim
+/// made with it would see no tick after that one; and `Inner::purged_tick` starts at 0,
+/// which must be before every tick, the clock's first included. (At most 2^34, so adding 1
+/// cannot overflow.)
 fn pass_tick(now: u64) -> u64 {
-    now >> TICK_SHIFT
+    (now >> TICK_SHIFT) + 1
 }
 
 impl Inner {
