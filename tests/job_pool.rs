@@ -499,7 +499,6 @@ fn a_pool_runs_exactly_its_concurrency_limit_of_handlers_at_once() {
     assert_eq!(running.load(Ordering::SeqCst), 0);
 }
 
-/// A name with a NUL byte cannot name a thread: it is refused, where spawning panicked.
 /// Bug: a worker was named `{name}-{index}` in its pool, so two pools over one queue under
 /// the same name (the default, "worker") both had a "worker-0", and the worker id a job
 /// records (and a lease expiry's message) did not tell which had run it. Each pool's one
@@ -548,6 +547,7 @@ fn two_pools_of_one_name_have_distinct_worker_ids() {
     assert_eq!(workers.len(), 2, "{workers:?}");
 }
 
+/// A name with a NUL byte cannot name a thread: it is refused, where spawning panicked.
 #[test]
 fn a_pool_name_with_a_nul_byte_is_refused() {
     let queue = queue_with_immediate_retries(0);
