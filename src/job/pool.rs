@@ -233,7 +233,8 @@ pub enum PoolError {
     /// a job: a pool that fails to start runs none of the queue's jobs.
     #[error("spawning worker thread {index} failed: {source}")]
     Spawn {
-        /// Which worker.
+        /// Which of the pool's workers, counted from 0 in the pool: not the process-wide
+        /// number its name would have carried (see [`WorkerPoolBuilder::name`]).
         index: usize,
         /// The OS error.
         source: std::io::Error,
@@ -323,9 +324,11 @@ impl WorkerPoolBuilder {
     }
 
     /// The prefix of worker names and thread names (default `"worker"`); one with a NUL byte
-    /// is refused by [`WorkerPoolBuilder::start`]. A worker is named `{name}-{n}`, `n`
-    /// counting the workers the process has started, so that no two pools' workers share a
-    /// [`WorkerId`] (the one a job records, and a lease expiry names) even under one name.
+    /// is refused by [`WorkerPoolBuilder::start`]. A worker is named `{name}-{n}`, `n` taken
+    /// from one count for the whole process (a start that fails uses its numbers up too), so
+    /// that no two pools' workers share a [`WorkerId`] (the one a job records, and a lease
+    /// expiry names) even under one name; a pool started again has new numbers, not
+    /// `{name}-0` on.
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
