@@ -1085,7 +1085,8 @@ impl Tree {
 /// memoizes, as a recursive [`Tree`], as a cache key and as a list of units — give a value or
 /// a `CodecError` naming the type, never a panic, a stack overflow (the `Tree` nests at most
 /// [`memocache::codec::MAX_DEPTH`] levels) or an allocation the fuzzer's malloc limit
-/// catches. A decoded value re-encodes to at most as many bytes (bincode's varints may be
+/// catches, and no decode error is a limit's (a length claimed past the end of the input is
+/// a truncation, however large). A decoded value re-encodes to at most as many bytes (bincode's varints may be
 /// longer than needed, never shorter), and that encoding decodes to a value that re-encodes
 /// to it again. [`Cache::get_typed`] of the same bytes stored under a key gives the same value
 /// or the same error, wrapped with the key.
@@ -1136,7 +1137,11 @@ where
                 CodecError::TrailingBytes {
                     trailing, total, ..
                 } => assert!(0 < trailing && trailing <= total && total == data.len()),
-                CodecError::Decode { .. } => {}
+                // `decode` gives bincode no limit: a length claimed past the end of the
+                // input, however large, is a truncation (`UnexpectedEnd`).
+                CodecError::Decode { .. } => {
+                    assert!(!message.contains("LimitExceeded"), "{message}")
+                }
                 e => panic!("{type_name}: unexpected error {e}"),
             }
             return None;

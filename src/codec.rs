@@ -2,41 +2,43 @@
 //!
 //! Every typed value ([`crate::Cache::insert_typed`]) and every snapshot record goes through
 //! [`encode`] / [`decode`], so the wire format is chosen here once: bincode 2's `standard`
-//! configuration (little-endian, variable-length integers) with a decode limit, so that a
-//! corrupt length prefix produces an error instead of a huge allocation. bincode 3.0.0 is a
-//! stub that does not build, hence the pin to 2.
+//! configuration (little-endian, variable-length integers). bincode 3.0.0 is a stub that does
+//! not build, hence the pin to 2.
 //!
-//! The limit must be sized to the input. bincode allocates a string or byte buffer of the
-//! claimed length *before* reading its bytes, and only the limit stands in the way, so with a
-//! fixed 4 GiB limit six corrupt bytes made it ask for gigabytes (harmless where the kernel
-//! hands out untouched memory lazily, an abort where it does not, and a crash under a
-//! fuzzer's malloc limit). [`decode`] therefore picks the limit from the input's length: the
-//! limit counts the in-memory size of what is decoded, at most 16 bytes per input byte (a
-//! `u128` from a one-byte varint), so a limit of at least 16 times the input never refuses a
-//! valid encoding. It is the first of 64 KiB, 1 MiB, 16 MiB, 256 MiB and 4 GiB at or above
-//! that (steps of 16, so that few copies of the decoder are instantiated per type): up to
-//! 256 times the input. That alone still let a corrupt length allocate up to the limit (a
-//! `String` in 4,097 bytes allocated 1 MB, one in 16 MiB and a byte 1 GiB), so the decoders
-//! never let bincode allocate an owned string or byte buffer: they read it as a borrowed one,
-//! whose claimed length bincode checks against the input left before it allocates anything,
-//! and the visitor copies what is there (the `bounded` submodule does it). A corrupt string
-//! length allocates nothing. [`decode_from`] cannot know how much its reader holds and keeps
-//! the fixed limit: its reader decoder reads both kinds by allocating first, so use it only
-//! on trusted input.
+//! A corrupt length prefix must produce an error, not a huge allocation. bincode allocates a
+//! string or byte buffer of the claimed length *before* reading its bytes, with only its decode
+//! limit in the way: with a fixed 4 GiB limit six corrupt bytes made it ask for gigabytes
+//! (harmless where the kernel hands out untouched memory lazily, an abort where it does not,
+//! and a crash under a fuzzer's malloc limit), and a limit sized to the input still let a
+//! `String` in 4,097 bytes allocate 1 MB. So the decoders never let bincode allocate an owned
+//! string or byte buffer: they read it as a borrowed one, whose claimed length bincode checks
+//! against the input left before it allocates anything, and the visitor copies what is there
+//! (the `bounded` submodule does it). A corrupt string length allocates nothing, and a claim
+//! past the end of the input is a truncation (`DecodeError::UnexpectedEnd`), however large.
+//! [`decode`] therefore gives bincode no limit: nothing it decodes allocates by a claimed
+//! length, and a limit only misreported a claim past the end that was also over the limit, as
+//! `LimitExceeded`. [`decode_from`] cannot know how much its reader holds, and its reader
+//! decoder reads both kinds by allocating first, so it keeps the fixed limit [`DECODE_LIMIT`]:
+//! a claim beyond it is refused with `LimitExceeded` before anything is read, whether or not
+//! its bytes follow, and one within it allocates up to the claim; use it only on trusted input.
 //!
-//! Sequences and maps are not counted against the limit by bincode, and a sequence of values
-//! that decode from no bytes (`Vec<()>`, `Vec<[u8; 0]>`, `PhantomData`, unit structs) takes
-//! neither input nor memory per element, so nine bytes claiming 2^40 units made the decoder
-//! loop 2^40 times. Both decoders therefore charge every element of every sequence and map
-//! in a value, nested ones included, to one *element budget* equal to the decode limit (in
-//! elements; the `bounded` submodule has the adapter that counts them): a claim beyond what is left
-//! is refused with [`CodecError::TooManyElements`] before its first element is decoded. A value
-//! whose elements each encode to at least one byte can never hit it, since its element count is at
-//! most its encoded length, and the limit is at least 16 times that. The consequence: a sequence of
-//! zero-byte values longer than the limit (64 Ki elements for inputs up to 4 KiB, at least 16 per
-//! input byte above that, [`DECODE_LIMIT`] for [`decode_from`]) cannot be decoded, whatever its
-//! encoding's length. The refusal comes before serde preallocates for the sequence too, and serde
-//! preallocates at most 1 MiB for one, so a claimed count reserves at most
+//! Sequences and maps are not counted by bincode, and a sequence of values that decode from no
+//! bytes (`Vec<()>`, `Vec<[u8; 0]>`, `PhantomData`, unit structs) takes neither input nor
+//! memory per element, so nine bytes claiming 2^40 units made the decoder loop 2^40 times. Both
+//! decoders therefore charge every element of every sequence and map in a value, nested ones
+//! included, to one *element budget* (the `bounded` submodule has the adapter that counts
+//! them): a claim beyond what is left is refused with [`CodecError::TooManyElements`] before
+//! its first element is decoded. [`decode`]'s budget is sized to the input: the first of 64 Ki,
+//! 1 Mi, 16 Mi, 256 Mi and 4 Gi elements at or above 16 times the input's length, so up to 256
+//! times it; [`decode_from`]'s is [`DECODE_LIMIT`]. A value whose elements each encode to at
+//! least one byte can never hit it, since its element count is at most its encoded length. The
+//! consequences: a sequence of zero-byte values longer than the budget (64 Ki elements for
+//! inputs up to 4 KiB) cannot be decoded, whatever its encoding's length; and since a claim is
+//! judged before any element is read, and the adapter cannot tell whether an element takes
+//! bytes before decoding it, a short input whose sequence claims more elements than the budget
+//! is refused with `TooManyElements` even where the elements would each have needed a byte (it
+//! is then truncated too). The refusal comes before serde preallocates for the sequence too,
+//! and serde preallocates at most 1 MiB for one, so a claimed count reserves at most
 //! `min(budget, 1 MiB / size)` elements of `size` bytes (five bytes decoded as a `Vec<u64>` may
 //! still reserve 512 KiB: bounded, but more than 16 times the input).
 //!
@@ -62,7 +64,8 @@ use serde::de::DeserializeOwned;
 use crate::key::CacheKey;
 use bounded::{Bounded, Budget, Seed};
 
-/// Largest value [`decode`] will materialise: 4 GiB.
+/// [`decode_from`]'s decode limit, beyond which bincode refuses a claimed length before
+/// allocating it, and its element budget; also the largest element budget of [`decode`]: 4 GiB.
 pub const DECODE_LIMIT: usize = 1 << 32;
 
 /// How deep the compound parts of a decoded value may nest (see the module docs): as deep as
@@ -84,6 +87,12 @@ pub enum CodecError {
     #[error("encoding a value failed: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     /// The bytes are not a valid encoding of the requested type.
+    ///
+    /// A string or byte buffer whose length prefix claims more bytes than are left is a
+    /// truncation, `source` being `DecodeError::UnexpectedEnd`, however large the claim, from
+    /// [`decode`]. Only [`decode_from`] gives `DecodeError::LimitExceeded`: its reader's length
+    /// is unknown, so a claim beyond [`DECODE_LIMIT`] is refused before it is read, whether or
+    /// not its bytes follow (see the module docs).
     #[error("decoding a value as {type_name} failed: {source}")]
     Decode {
         /// The type asked for (`std::any::type_name`), so that a value stored as one type
@@ -93,7 +102,10 @@ pub enum CodecError {
         source: bincode::error::DecodeError,
     },
     /// The bytes' sequences and maps claim more elements in all than the decode's element
-    /// budget (see the module docs): refused before they were decoded.
+    /// budget (see the module docs): refused before they were decoded. A claim is judged
+    /// before its elements are read, so this is the error also when the input is too short to
+    /// hold them (nine bytes claiming 2^40 `u64`s), not a truncation: whether an element takes
+    /// any bytes is only known once it is decoded.
     #[error(
         "decoding a value as {type_name} failed: its sequences and maps claim at least \
          {claimed} elements, more than its element budget of {budget}"
@@ -103,7 +115,7 @@ pub enum CodecError {
         type_name: &'static str,
         /// Elements claimed when the budget ran out (the decode stopped there).
         claimed: usize,
-        /// The element budget: the decode limit.
+        /// The element budget (see the module docs).
         budget: usize,
     },
     /// The bytes' values nest deeper than [`MAX_DEPTH`] (see the module docs): refused at
@@ -156,34 +168,20 @@ pub fn encode_into<T: Serialize + ?Sized>(
 /// Decodes a whole `T` from `bytes`; trailing bytes are an error.
 ///
 /// A string's or byte buffer's length prefix is checked against the bytes left before
-/// anything is allocated, and the value's sequences and maps may claim as many elements in
-/// all as the decode limit (the first step of 16 at or above 16 times `bytes.len()`, at
-/// least 64 Ki), with serde preallocating at most 1 MiB for one; see the module docs.
+/// anything is allocated (one claiming more is a truncation, however large), and the value's
+/// sequences and maps may claim as many elements in all as the element budget (the first step
+/// of 16 at or above 16 times `bytes.len()`, at least 64 Ki), with serde preallocating at most
+/// 1 MiB for one; see the module docs.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    // Limits in steps of 16, so that few copies of the decoder are instantiated per type.
-    fn with_limit<T: DeserializeOwned, const LIMIT: usize>(
-        bytes: &[u8],
-    ) -> Result<(T, usize), CodecError> {
-        let budget = Budget::new(LIMIT);
-        let decoded = bincode::serde::seed_decode_from_slice(
-            Seed::new(PhantomData::<T>, &budget),
-            bytes,
-            config::standard().with_limit::<LIMIT>(),
-        );
-        within_budget::<T, _>(decoded, &budget)
-    }
-    let claimable = bytes.len().saturating_mul(16);
-    let (value, used) = if claimable <= 1 << 16 {
-        with_limit::<T, { 1 << 16 }>(bytes)
-    } else if claimable <= 1 << 20 {
-        with_limit::<T, { 1 << 20 }>(bytes)
-    } else if claimable <= 1 << 24 {
-        with_limit::<T, { 1 << 24 }>(bytes)
-    } else if claimable <= 1 << 28 {
-        with_limit::<T, { 1 << 28 }>(bytes)
-    } else {
-        with_limit::<T, DECODE_LIMIT>(bytes)
-    }?;
+    let budget = Budget::new(element_budget(bytes.len()));
+    // No limit: nothing here allocates by a claimed length, and a limit would report a
+    // claim past the end of `bytes` as too large rather than as a truncation.
+    let decoded = bincode::serde::seed_decode_from_slice(
+        Seed::new(PhantomData::<T>, &budget),
+        bytes,
+        config::standard(),
+    );
+    let (value, used) = within_budget::<T, _>(decoded, &budget)?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes {
             type_name: std::any::type_name::<T>(),
@@ -192,6 +190,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+/// [`decode`]'s element budget for `len` bytes: the first of 64 Ki, 1 Mi, 16 Mi, 256 Mi and
+/// [`DECODE_LIMIT`] elements at or above 16 times `len`. (Steps of 16 because these were
+/// bincode's limit, instantiated once per step; the budgets have stayed what they were.)
+fn element_budget(len: usize) -> usize {
+    let claimable = len.saturating_mul(16);
+    [1 << 16, 1 << 20, 1 << 24, 1 << 28]
+        .into_iter()
+        .find(|&step| claimable <= step)
+        .unwrap_or(DECODE_LIMIT)
 }
 
 /// Decodes one `T` from a reader, leaving the reader just after it.
@@ -266,9 +275,8 @@ mod tests {
         assert_eq!(decode::<Transcript>(&bytes).expect("decodes"), t);
     }
 
-    /// The decode limit follows the input's size (see the module docs): values whose
-    /// in-memory size is 16 times their encoding (a `u128` per one-byte varint), at every
-    /// size around the limit's steps, still decode.
+    /// Values whose in-memory size is 16 times their encoding (a `u128` per one-byte varint),
+    /// at every size around the element budget's steps, decode.
     #[test]
     fn dense_values_decode_at_every_limit_step() {
         for encoded in [1usize << 12, 1 << 16, 1 << 20] {
@@ -484,6 +492,58 @@ mod tests {
                 &err,
                 CodecError::Decode {
                     source: bincode::error::DecodeError::Io { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// A string or byte buffer whose length prefix claims more bytes than the input holds is
+    /// a truncation (bincode's `UnexpectedEnd`, with the bytes missing), however large the
+    /// claim: beyond the decode limit it was `LimitExceeded`, which blamed the claim's size
+    /// though a limit of 16 times the input refuses no claim the input could hold.
+    #[test]
+    fn a_byte_claim_past_the_end_is_a_truncation_even_over_the_limit() {
+        for claim in [100u64, 1 << 20, 1 << 40] {
+            let prefix = length(claim);
+            for present in [&b""[..], b"abc"] {
+                let bytes = [&prefix[..], present].concat();
+                let missing = claim as usize - present.len();
+                let errors = [
+                    decode::<String>(&bytes).expect_err("short"),
+                    decode::<std::ffi::CString>(&bytes).expect_err("short"),
+                ];
+                for err in errors {
+                    assert!(
+                        matches!(
+                            err,
+                            CodecError::Decode {
+                                source: bincode::error::DecodeError::UnexpectedEnd { additional },
+                                ..
+                            } if additional == missing
+                        ),
+                        "{claim}: {err:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The reader path cannot know whether a claim's bytes follow, so a claim over its limit
+    /// is refused before anything is read or allocated, as `LimitExceeded`, even when the
+    /// bytes are there (an endless reader).
+    #[test]
+    fn the_reader_path_refuses_a_byte_claim_over_its_limit_before_reading() {
+        use std::io::Read;
+        let claim = length(DECODE_LIMIT as u64 + 1);
+        let mut endless = (&claim[..]).chain(std::io::repeat(b'a'));
+        let err = decode_from::<String>(&mut endless).expect_err("over the limit");
+        assert!(
+            matches!(
+                err,
+                CodecError::Decode {
+                    source: bincode::error::DecodeError::LimitExceeded,
                     ..
                 }
             ),

@@ -1,7 +1,7 @@
 //! A deserializer adapter that bounds the element count of a decode.
 //!
-//! bincode bounds what a decode *allocates* (its limit) and what it *reads* (the input), but
-//! not how many times it loops: a sequence of values that decode from no bytes at all
+//! bincode bounds what a decode *reads* (the input) and, given a limit, what it *allocates*,
+//! but not how many times it loops: a sequence of values that decode from no bytes at all
 //! (`()`, `[u8; 0]`, `PhantomData`, unit structs, structs whose fields are all skipped)
 //! consumes neither input nor memory per element, so a nine-byte length prefix claiming 2^40
 //! of them made the decoder run 2^40 iterations. bincode has no hook for it, hence this
@@ -204,8 +204,9 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
     /// Read as a borrowed string, which the visitor copies (an owned `String`'s visitor
     /// takes either): bincode's slice decoder allocates an owned string of the claimed
     /// length before it reads a byte of it, so a corrupt length cost up to the decode limit
-    /// (256 times the input), where a borrowed one is checked against the input left first
-    /// and allocates nothing. The reader decoder reads both the same way.
+    /// (256 times the input when the limit was sized to it), where a borrowed one is checked
+    /// against the input left first and allocates nothing: `codec::decode` relies on this to
+    /// give bincode no limit. The reader decoder reads both the same way.
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         let visitor = self.visitor::<V, true>(visitor);
