@@ -1042,6 +1042,91 @@ fn a_listener_panic_payload_whose_drop_panics_does_not_cut_a_clear_short() {
     std::mem::forget(payload);
 }
 
+/// A value's bytes whose owner panics when dropped, the first time of all those sharing the
+/// flag: the host's code, run by `Bytes::from_owner` when the last handle goes. Only once, so
+/// that a second panicking drop during the first one's unwinding cannot abort the process.
+struct DropPanicsOnce(Arc<AtomicBool>);
+
+impl AsRef<[u8]> for DropPanicsOnce {
+    fn as_ref(&self) -> &[u8] {
+        b"v"
+    }
+}
+
+impl Drop for DropPanicsOnce {
+    fn drop(&mut self) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("the value's drop panicked");
+        }
+    }
+}
+
+/// Bug: a value whose drop panicked unwound out of `clear` and `purge_expired` while the first
+/// shard's removals were dropped, leaving the other shards uncleared (or unpurged) and, with a
+/// listener, the rest of that shard's removals unreported: the books were right for what had
+/// been removed, but the call was half applied. Every shard is now done and every removal
+/// reported, and the drop's panic reaches the caller after.
+#[test]
+fn a_value_whose_drop_panics_does_not_cut_a_clear_or_purge_short() {
+    for listening in [false, true] {
+        let clock = ManualClock::new();
+        let reported = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&reported);
+        let mut builder = Cache::builder()
+            .max_bytes(1 << 20)
+            .shards(4)
+            .clock(clock.clone());
+        if listening {
+            builder = builder.eviction_listener(move |_, _, _| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let cache = builder.build().expect("valid");
+        let armed = Arc::new(AtomicBool::new(false));
+        let fill = |ttl: Option<Ttl>| {
+            for i in 0..100 {
+                let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+                match ttl {
+                    Some(ttl) => cache.insert_with_ttl(key(i), value, ttl),
+                    None => cache.insert(key(i), value),
+                }
+                .expect("fits");
+            }
+            armed.store(true, Ordering::SeqCst);
+        };
+        let panicked = |call: &dyn Fn()| {
+            let payload = panic::catch_unwind(AssertUnwindSafe(call)).expect_err("panics");
+            assert_eq!(
+                payload.downcast_ref::<&str>(),
+                Some(&"the value's drop panicked"),
+                "listening: {listening}"
+            );
+            assert_eq!(
+                (cache.len(), cache.size_bytes()),
+                (0, 0),
+                "listening: {listening}: every shard done"
+            );
+        };
+
+        fill(None);
+        panicked(&|| cache.clear());
+        assert_eq!(cache.stats().removals_explicit, 100);
+
+        fill(Some(secs(1)));
+        clock.advance(Duration::from_secs(2));
+        panicked(&|| {
+            cache.purge_expired();
+        });
+        assert_eq!(cache.stats().evictions_expired, 100);
+        let heard = if listening { 200 } else { 0 };
+        assert_eq!(
+            reported.load(Ordering::SeqCst),
+            heard,
+            "every removal reported"
+        );
+    }
+}
+
 /// A listener that inserts into a full cache on every size eviction starts a chain: each
 /// insert evicts, which calls the listener, which inserts. The cache reports the chain's
 /// removals in a loop, not by nesting listener calls, so a 20,000-long chain runs on a

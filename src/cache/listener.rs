@@ -48,8 +48,25 @@ impl Removed {
         }
     }
 
+    /// Whether no entry was removed.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
     fn into_iter(self) -> impl Iterator<Item = Removal> {
         self.first.into_iter().chain(self.rest)
+    }
+
+    /// Drops the removed values one by one, keeping the first panic of a drop in `panicked`.
+    /// A value's drop is the host's code (`Bytes::from_owner` runs its owner's), and one that
+    /// panicked unwound out of the cache as `Removed` was dropped: `clear` and `purge_expired`
+    /// stopped after that shard, and the listener never heard of the rest of its removals. A
+    /// second panicking drop during that unwinding aborted the process.
+    pub(super) fn drop_each(self, panicked: &mut FirstPanic) {
+        for (_, value, _) in self.into_iter() {
+            panicked.catch(move || drop(value));
+        }
     }
 }
 
@@ -72,5 +89,8 @@ pub(super) fn report(listener: &Listener, removed: Removed, panicked: &mut First
 fn tell(listener: &Listener, removed: Removed, panicked: &mut FirstPanic) {
     for (key, value, cause) in removed.into_iter() {
         panicked.catch(|| listener(&key, &value, cause));
+        // Apart from the listener's call, so that a value whose drop panics while a panic of
+        // the listener unwinds cannot abort the process (see `Removed::drop_each`).
+        panicked.catch(move || drop(value));
     }
 }

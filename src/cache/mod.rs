@@ -61,9 +61,12 @@
 //!   removals are reported after its waiters are released. A panicking listener does not
 //!   stop the call's work: every removal is still reported and every shard of a `clear` or
 //!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
-//!   thread survives it). Removals made by the listener's own calls are queued and reported
-//!   after it returns, in a loop, never by a nested listener call: a listener that inserts
-//!   into a full cache cannot grow the stack without bound (see `src/cache/listener.rs`).
+//!   thread survives it). The same holds for a removed value whose drop panics (the owner
+//!   of a `Bytes::from_owner`): values are dropped after the books are settled and the locks
+//!   released, each on its own. Removals made by the listener's own calls are queued and
+//!   reported after it returns, in a loop, never by a nested listener call: a listener that
+//!   inserts into a full cache cannot grow the stack without bound (see
+//!   `src/cache/listener.rs`).
 
 mod builder;
 mod expiry;
@@ -427,7 +430,8 @@ impl Cache {
     pub fn clear(&self) {
         let inner = &self.inner;
         let now = inner.clock.now().as_nanos();
-        // Every shard is cleared even if the listener panics; the panic is re-raised after.
+        // Every shard is cleared even if the listener or a value's drop panics; the panic is
+        // re-raised after.
         let mut panicked = FirstPanic::default();
         for shard in inner.shards.iter() {
             let records = shard.0.lock.write().clear();
@@ -1219,28 +1223,31 @@ impl Inner {
         }
     }
 
-    /// Reports `removed` to the listener; a panic of the listener is re-raised once every
-    /// removal has been reported.
+    /// Reports `removed` to the listener; a panic of the listener, or of a removed value's
+    /// drop, is re-raised once every removal has been reported and every value dropped.
     #[inline]
     fn notify(&self, removed: Removed) {
-        // Checked here, inline, so that a cache without a listener pays no call.
-        if self.listener.is_some() {
+        // Checked here, inline, so that a call that removed nothing from a cache without a
+        // listener pays no call.
+        if self.listener.is_some() || !removed.is_empty() {
             let mut panicked = FirstPanic::default();
             self.report(removed, &mut panicked);
             panicked.resume();
         }
     }
 
-    /// Reports `removed` to the listener, keeping its first panic in `panicked` (see
-    /// `listener::report`).
+    /// Reports `removed` to the listener and drops the removed values, keeping the first panic
+    /// of either in `panicked` (see `listener::report` and `Removed::drop_each`).
     fn report(&self, removed: Removed, panicked: &mut FirstPanic) {
-        if let Some(listener) = &self.listener {
-            listener::report(listener, removed, panicked);
+        match &self.listener {
+            Some(listener) => listener::report(listener, removed, panicked),
+            None => removed.drop_each(panicked),
         }
     }
 
     fn purge_expired(&self) -> usize {
-        // Every shard is purged even if the listener panics; the panic is re-raised after.
+        // Every shard is purged even if the listener or a value's drop panics; the panic is
+        // re-raised after.
         let mut panicked = FirstPanic::default();
         let total = self.purge_expired_into(&mut panicked);
         panicked.resume();
