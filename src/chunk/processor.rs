@@ -252,7 +252,8 @@ pub struct ChunkOutcome {
     /// did not give this result.
     pub from_cache: bool,
     /// Calls of the chunk function: 1 + retries when computed; 0 when cached, unless calls
-    /// failed before another run stored the result this run then found.
+    /// failed before another run stored the result this run then found. Saturates at
+    /// `u32::MAX`.
     pub attempts: u32,
 }
 
@@ -314,7 +315,7 @@ pub enum ProcessError<E> {
     Chunk {
         /// The chunk's index.
         index: usize,
-        /// Calls of the chunk function (1 + retries).
+        /// Calls of the chunk function (1 + retries), saturating at `u32::MAX`.
         attempts: u32,
         /// The last error the chunk function returned.
         cause: E,
@@ -1419,7 +1420,7 @@ impl ChunkedProcessor {
                         info,
                         result,
                         from_cache: false,
-                        attempts: task.retry_count() + 1,
+                        attempts: task.attempts(),
                     });
                 }
                 Err(cause) => {
@@ -1432,7 +1433,7 @@ impl ChunkedProcessor {
                     if retries >= self.retry.max_retries() {
                         return Err(Stop::Failed {
                             index: info.index,
-                            attempts: retries + 1,
+                            attempts: task.attempts(),
                             cause,
                         });
                     }

@@ -394,6 +394,14 @@ impl ProcessingTask {
         self.retry_count
     }
 
+    /// Calls of the chunk function, this attempt included: 1 + [`Self::retry_count`],
+    /// saturating at `u32::MAX` (a processor allowed `u32::MAX` retries makes one more call
+    /// than that). Computed with `+ 1`, the run's outcome after the last retry overflowed: a
+    /// panic in a debug build, 0 attempts in a release one.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.retry_count.saturating_add(1)
+    }
+
     /// When the current attempt started.
     pub fn started_at(&self) -> Option<Timestamp> {
         self.started_at
@@ -459,6 +467,18 @@ mod tests {
             (t.status(), t.retry_count()),
             (TaskStatus::Pending, u32::MAX)
         );
+    }
+
+    /// Bug: a run reported `retry_count() + 1` attempts, which overflowed after `u32::MAX`
+    /// retries (a `RetryConfig` may allow that many): it saturates instead.
+    #[test]
+    fn the_attempts_saturate() {
+        let mut t = task(0, 1);
+        assert_eq!(t.attempts(), 1);
+        t.retry_count = u32::MAX - 1;
+        assert_eq!(t.attempts(), u32::MAX);
+        t.retry_count = u32::MAX;
+        assert_eq!(t.attempts(), u32::MAX);
     }
 
     #[test]
