@@ -48,12 +48,6 @@ impl Removed {
         }
     }
 
-    /// Whether no entry was removed.
-    #[inline]
-    pub(super) fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
     fn into_iter(self) -> impl Iterator<Item = Removal> {
         self.first.into_iter().chain(self.rest)
     }
