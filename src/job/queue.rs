@@ -227,8 +227,8 @@
 //! completion 379 → 358, `complete_and_next` 702 → 596 (see the README's queue section for how
 //! these were counted).
 //!
-//! Session 32's cuts (the default clock read by a direct call and without saturating
-//! arithmetic, `submit` and `complete_and_next` inlined into their callers, a completion that
+//! Session 32's cuts (the default clock read by a direct call, since session 33 through the
+//! cache's and the queue's shared `ClockHandle`, and without saturating arithmetic, `submit` and `complete_and_next` inlined into their callers, a completion that
 //! finds its record once), same count: `next` + `complete` 1,413–1,414 → 1,305–1,309,
 //! `complete_and_next` 1,374–1,376 → 1,289–1,292, the baseline 1,039 (it builds and drops the
 //! same jobs; the queue also keeps the record, the index entry and the lease).
@@ -490,9 +490,11 @@ impl Lease {
         self.job_type
     }
 
-    /// The priority the job was taken at: its own, or a more urgent follower's that raised
-    /// it (priority inheritance, see [`crate::job::memo`]). The job itself keeps the priority
-    /// it was submitted with ([`Job::priority`]).
+    /// The priority of the ready queue the job was taken from: its own, or a more urgent
+    /// follower's that raised it (priority inheritance, see [`crate::job::memo`]). Aging is
+    /// not included: a job taken ahead of more urgent work because it had waited (see
+    /// *Aging* in [`crate::job::queue`]) still reports the priority it waited at. The job
+    /// itself keeps the priority it was submitted with ([`Job::priority`]).
     pub fn priority(&self) -> JobPriority {
         self.priority
     }
