@@ -33,6 +33,9 @@ use memocache::{
 };
 use parking_lot::Mutex;
 
+#[cfg(target_os = "linux")]
+mod spawn_support;
+
 fn key(i: u64) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "audit").expect("valid prefix")
 }
@@ -1125,6 +1128,58 @@ fn a_value_whose_drop_panics_does_not_cut_a_clear_or_purge_short() {
             "every removal reported"
         );
     }
+}
+
+/// Bug: without a listener, an insert dropped the values it removed all together, as one
+/// `Removed`, so a second value whose drop panicked, while the first one's panic unwound,
+/// aborted the process ("panic in a destructor during cleanup"). One insert that must evict
+/// removes several when it purges every shard of its expired entries (once a tick), or evicts
+/// more than one entry to make room. Its values are now dropped one by one, each once, and
+/// the first panic reaches the caller once the insert is done. Run in a child process, so
+/// that the abort fails the test rather than the whole binary.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_insert_without_a_listener_survives_several_removed_values_whose_drops_panic() {
+    if !spawn_support::in_child(
+        "an_insert_without_a_listener_survives_several_removed_values_whose_drops_panic",
+        1,
+    ) {
+        return;
+    }
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(8)
+        .shards(4)
+        .clock(clock.clone())
+        .build()
+        .expect("valid");
+    // A flag of its own for each value: every one's drop panics.
+    let armed: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(true))).collect();
+    for (i, flag) in (0..).zip(&armed) {
+        let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
+        cache.insert_with_ttl(key(i), value, secs(1)).expect("fits");
+    }
+    clock.advance(Duration::from_secs(2));
+    // The cache is full: the insert purges the eight expired entries before it stores.
+    let payload = panic::catch_unwind(AssertUnwindSafe(|| cache.insert(key(100), vec![1u8])))
+        .expect_err("the drops' panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the value's drop panicked")
+    );
+    assert!(
+        armed.iter().all(|flag| !flag.load(Ordering::SeqCst)),
+        "every value dropped"
+    );
+    assert_eq!(cache.stats().evictions_expired, 8);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.get(&key(100)).as_deref(), Some(&[1u8][..]));
+    assert_eq!(
+        cache.size_bytes(),
+        CacheEntry::charged_size(1) as u64,
+        "the books hold the new entry alone"
+    );
 }
 
 /// A listener that inserts into a full cache on every size eviction starts a chain: each

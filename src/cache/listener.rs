@@ -48,6 +48,13 @@ impl Removed {
         }
     }
 
+    /// Whether more than one entry was removed: the values of such a call are dropped one
+    /// by one even without a listener (see `Inner::notify`).
+    #[inline]
+    pub(super) fn several(&self) -> bool {
+        !self.rest.is_empty()
+    }
+
     fn into_iter(self) -> impl Iterator<Item = Removal> {
         self.first.into_iter().chain(self.rest)
     }

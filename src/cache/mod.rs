@@ -63,10 +63,11 @@
 //!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
 //!   thread survives it). So does a removed value whose drop panics (the owner of a
 //!   `Bytes::from_owner`): values are dropped only after the books are settled and the locks
-//!   released, and a `clear`, a purge, a restore or a listener's report drops them one by one
-//!   and goes on. Removals made by the listener's own calls are queued and reported after it
-//!   returns, in a loop, never by a nested listener call: a listener that inserts into a full
-//!   cache cannot grow the stack without bound (see `src/cache/listener.rs`).
+//!   released, and a `clear`, a purge, a restore, a listener's report and any call that removed
+//!   more than one entry drop them one by one and go on. Removals made by the listener's own
+//!   calls are queued and reported after it returns, in a loop, never by a nested listener
+//!   call: a listener that inserts into a full cache cannot grow the stack without bound (see
+//!   `src/cache/listener.rs`).
 
 mod builder;
 mod expiry;
@@ -1226,16 +1227,19 @@ impl Inner {
     /// Reports `removed` to the listener; a panic of the listener, or of a removed value's
     /// drop, is re-raised once every removal has been reported and every value dropped.
     ///
-    /// For calls of one step (an insert, a removal, a load): without a listener, `removed` is
-    /// dropped here as it is, so a value's drop that panics unwinds to the caller, the call's
-    /// work being done and its books settled. Calls that work shard by shard use
-    /// [`Inner::report`], which drops the values one by one and goes on.
+    /// For calls of one step (an insert, a removal, a load): without a listener, a single
+    /// removed value is dropped here as it is, so a drop that panics unwinds to the caller,
+    /// the call's work being done and its books settled. Several are dropped one by one, as
+    /// [`Inner::report`] drops them for the calls that work shard by shard: an insert that
+    /// must evict may evict several entries and purge every shard of expired ones, and dropped
+    /// together, a second value whose drop panicked, during the first one's unwinding,
+    /// aborted the process.
     #[inline]
     fn notify(&self, removed: Removed) {
-        // Checked here, inline, so that a cache without a listener pays no call: dropping the
-        // values one by one under `catch_unwind` cost an evicting insert about 90
-        // instructions more (callgrind, `memocache replay`).
-        if self.listener.is_some() {
+        // Checked here, inline, so that a cache without a listener pays no call for a single
+        // removal, the usual one of an evicting insert: dropping it under `catch_unwind` cost
+        // such an insert about 90 instructions more (callgrind, `memocache replay`).
+        if self.listener.is_some() || removed.several() {
             let mut panicked = FirstPanic::default();
             self.report(removed, &mut panicked);
             panicked.resume();
