@@ -362,7 +362,7 @@ fn payloads_and_results_are_kept_but_not_shown() {
     assert_eq!(result.as_deref(), Some(&b"secret-output"[..]));
 }
 
-/// A worker's name is kept inline up to 22 bytes and shared beyond: whichever way, a
+/// A worker's name is kept inline up to 15 bytes and shared beyond: whichever way, a
 /// `WorkerId` behaves as its text — equality, hashing, order, display — and clones keep it.
 mod worker_id {
     use memocache::WorkerId;
@@ -378,13 +378,16 @@ mod worker_id {
 
     #[test]
     fn names_either_side_of_the_inline_limit_keep_their_text() {
-        // 22 and 23 bytes, and a two-byte character that would straddle the limit.
+        // 15 and 16 bytes, a two-byte character that would straddle the limit, and the
+        // limit of an earlier layout (22).
         let names = [
             "",
             "w",
+            &"a".repeat(15),
+            &"a".repeat(16),
+            &format!("{}é", "a".repeat(14)),
             &"a".repeat(22),
             &"a".repeat(23),
-            &format!("{}é", "a".repeat(21)),
         ];
         for name in names {
             let id = WorkerId::new(name);
