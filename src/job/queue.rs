@@ -1983,11 +1983,9 @@ impl State {
     /// and the slot given back at the next drain ([`hand_back`]): the index is behind the
     /// intake lock, which this side takes once per drain rather than once per job.
     fn drop_record(&mut self, slot: Slot) {
-        let Some(record) = self.records.get(slot) else {
-            return;
-        };
-        self.dropped.push((record.job.id(), slot));
-        self.records.remove(slot);
+        if let Some(id) = self.records.remove(slot, |record| record.job.id()) {
+            self.dropped.push((id, slot));
+        }
     }
 
     /// Files a job that just finished (completed or cancelled) as the newest retained one,

@@ -58,17 +58,17 @@ impl<T> Slab<T> {
         }
     }
 
-    /// Drops the value in `slot` where it lies; false if it held none. The slot is not
-    /// reused until it is given back to the allocator ([`Slots::give_back`]).
-    pub(super) fn remove(&mut self, slot: usize) -> bool {
-        match self.entries.get_mut(slot) {
-            // The assignment drops the old value in place: nothing is moved out.
-            Some(entry @ Some(_)) => {
-                *entry = None;
-                true
-            }
-            _ => false,
-        }
+    /// Drops the value in `slot` where it lies, after a last look at it (`last_look`, whose
+    /// answer is returned); `None` if the slot held no value. One lookup: a look with
+    /// [`Slab::get`] before the removal found the slot twice. The slot is not reused until
+    /// it is given back to the allocator ([`Slots::give_back`]).
+    #[inline]
+    pub(super) fn remove<R>(&mut self, slot: usize, last_look: impl FnOnce(&T) -> R) -> Option<R> {
+        let entry = self.entries.get_mut(slot)?;
+        let answer = last_look(entry.as_ref()?);
+        // The assignment drops the old value in place: nothing is moved out.
+        *entry = None;
+        Some(answer)
     }
 
     /// The number of values (a walk: only tests ask).
@@ -137,9 +137,9 @@ mod tests {
         slab.insert_at(2, 20);
         assert_eq!((slab.get(1), slab.get(2), slab.len()), (None, Some(&20), 2));
         slab.insert_at(1, 10);
-        assert!(slab.remove(1));
-        assert!(!slab.remove(1), "already vacant");
-        assert!(!slab.remove(9), "out of range");
+        assert_eq!(slab.remove(1, |&v| v), Some(10));
+        assert_eq!(slab.remove(1, |&v| v), None, "already vacant");
+        assert_eq!(slab.remove(9, |&v| v), None, "out of range");
         slab.insert_at(1, 11);
         if let Some(v) = slab.get_mut(0) {
             *v = 5;
@@ -162,7 +162,7 @@ mod tests {
         let mut slab = Slab::default();
         slab.insert_at(0, Rc::clone(&value));
         assert_eq!(Rc::strong_count(&value), 2);
-        assert!(slab.remove(0));
+        assert_eq!(slab.remove(0, Rc::strong_count), Some(2));
         assert_eq!(Rc::strong_count(&value), 1);
     }
 }
