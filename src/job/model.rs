@@ -741,9 +741,22 @@ impl Job {
     }
 
     /// Queued → Processing on `worker_id`.
+    #[inline]
     pub fn start_processing(
         &mut self,
         worker_id: WorkerId,
+        now: Timestamp,
+    ) -> Result<(), InvalidStateTransition> {
+        self.start_processing_on(|| worker_id, now)
+    }
+
+    /// [`Job::start_processing`] on the worker `worker_id` makes, made only if the job can
+    /// start: a queue's take clones its worker's id straight into the job, where a clone
+    /// passed by value was built on the stack and copied in.
+    #[inline(always)]
+    pub(crate) fn start_processing_on(
+        &mut self,
+        worker_id: impl FnOnce() -> WorkerId,
         now: Timestamp,
     ) -> Result<(), InvalidStateTransition> {
         if self.status != JobStatus::Queued {
@@ -756,8 +769,8 @@ impl Job {
             // nothing is dropped here and the id is written straight into its place; as one
             // assignment, with a possible drop in between, it went through two copies on the
             // stack first (callgrind, one thread: about 7-12 instructions a job more).
-            slot @ None => *slot = Some(worker_id),
-            slot @ Some(_) => *slot = Some(worker_id),
+            slot @ None => *slot = Some(worker_id()),
+            slot @ Some(_) => *slot = Some(worker_id()),
         }
         Ok(())
     }

@@ -2666,7 +2666,11 @@ impl Inner {
             let Some(record) = st.records.get_mut(ready.slot) else {
                 continue;
             };
-            if record.job.start_processing(worker.clone(), now).is_err() {
+            if record
+                .job
+                .start_processing_on(|| worker.clone(), now)
+                .is_err()
+            {
                 // Not reachable: only queued jobs are in the ready deques. Skip it rather
                 // than hand out a job twice.
                 continue;
