@@ -275,7 +275,7 @@ pub struct ProcessOutput {
     pub computed: usize,
     /// Chunks found in the cache.
     pub cached: usize,
-    /// Retries over all chunks.
+    /// Retries over all chunks, saturating at `u32::MAX`.
     pub retries: u32,
     /// Results (chunk or whole-file) that the cache refused to store.
     pub not_memoized: usize,
@@ -1441,9 +1441,34 @@ impl ChunkedProcessor {
                         return Err(Stop::Halted);
                     }
                     task.retry().map_err(Stop::Task)?;
-                    run.retries.fetch_add(1, Ordering::Relaxed);
+                    count_retry(&run.retries);
                 }
             }
         }
+    }
+}
+
+/// Counts one retry of a run, saturating at `u32::MAX` as each chunk's attempts do (see
+/// `ProcessingTask::attempts`): a `RetryConfig` may allow `u32::MAX` retries a chunk, so a
+/// run's total over its chunks can pass it, and `fetch_add` wrapped it round to a small count.
+fn count_retry(retries: &AtomicU32) {
+    // Relaxed: the count orders nothing; it is read once the workers are joined. The closure
+    // returns `None` only at the maximum, which is then kept.
+    let _ = retries.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug: a run's retries were counted with `fetch_add`, which wrapped past `u32::MAX`
+    /// (across a run's chunks, each allowed up to `u32::MAX` retries) to 0.
+    #[test]
+    fn a_runs_retry_count_saturates() {
+        let retries = AtomicU32::new(u32::MAX - 1);
+        count_retry(&retries);
+        assert_eq!(retries.load(Ordering::Relaxed), u32::MAX);
+        count_retry(&retries);
+        assert_eq!(retries.load(Ordering::Relaxed), u32::MAX);
     }
 }
