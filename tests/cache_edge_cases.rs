@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use memocache::snapshot::{Snapshot, read_snapshot_file};
 use memocache::{
     Cache, CacheEntry, CacheError, CacheKey, Clock, LoadError, ManualClock, RemovalCause,
     Timestamp, Ttl,
@@ -1180,6 +1181,151 @@ fn an_insert_without_a_listener_survives_several_removed_values_whose_drops_pani
         CacheEntry::charged_size(1) as u64,
         "the books hold the new entry alone"
     );
+}
+
+/// A snapshot of live entries (key number, value, access count), saved now. Its types are
+/// `#[non_exhaustive]`: it is read from a file a cache saved, and its public fields set.
+fn snapshot_of(entries: Vec<(u64, Bytes, u64)>) -> Snapshot {
+    let source = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    source.insert(key(0), "template").expect("fits");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("snap");
+    source.save_snapshot(&path).expect("saves");
+    let mut snapshot = read_snapshot_file(&path).expect("reads");
+    let template = snapshot.entries.pop().expect("one entry");
+    snapshot.entries = entries
+        .into_iter()
+        .map(|(i, value, access_count)| {
+            let mut entry = template.clone();
+            entry.key = key(i);
+            entry.value = value;
+            entry.access_count = access_count;
+            entry
+        })
+        .collect();
+    snapshot
+}
+
+/// Bug: a restore dropped the values it left out for want of room as they were, after it
+/// had purged the expired entries to make room and before it restored anything: a value
+/// whose drop panicked (a `Snapshot`'s entries are public, so its values may be the host's
+/// `Bytes::from_owner`) unwound out of `restore_snapshot` with nothing restored, the
+/// listener's panic during the purge lost, and the next such drop, during that unwinding,
+/// aborted the process. Every value left out or superseded is now dropped one by one,
+/// everything that fits is restored, and the first panic (the listener's) reaches the caller
+/// after. Run in a child process, so that the abort fails the test rather than the whole
+/// binary.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_restore_whose_left_out_values_panic_when_dropped_restores_what_fits() {
+    if !spawn_support::in_child(
+        "a_restore_whose_left_out_values_panic_when_dropped_restores_what_fits",
+        1,
+    ) {
+        return;
+    }
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(4)
+        .shards(4)
+        .clock(clock.clone())
+        .eviction_listener(|_, _, cause| {
+            if cause == RemovalCause::Expired {
+                panic!("the listener panicked");
+            }
+        })
+        .build()
+        .expect("valid");
+    for i in 0..4 {
+        cache.insert_with_ttl(key(i), "old", secs(1)).expect("fits");
+    }
+    clock.advance(Duration::from_secs(2));
+    // A flag of its own for each value: every one's drop panics. Keys 10..18, ranked by key;
+    // an earlier copy of key 17, superseded by the last, is left out too.
+    let armed: Vec<_> = (0..9).map(|_| Arc::new(AtomicBool::new(true))).collect();
+    let value = |flag: &Arc<AtomicBool>| Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
+    let mut entries = vec![(17, value(&armed[8]), 0)];
+    entries.extend((10..18).zip(&armed).map(|(i, flag)| (i, value(flag), i)));
+    let snapshot = snapshot_of(entries);
+    // Eight live entries do not fit the four entries' room: the restore purges the four
+    // expired ones (the listener panics) and stores the four most valuable.
+    let payload = panic::catch_unwind(AssertUnwindSafe(|| {
+        cache.restore_snapshot(snapshot, SystemTime::now())
+    }))
+    .expect_err("the first panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the listener panicked")
+    );
+    assert_eq!(cache.stats().evictions_expired, 4);
+    assert_eq!(cache.len(), 4);
+    for i in 14..18 {
+        assert_eq!(cache.get(&key(i)).as_deref(), Some(&b"v"[..]), "key {i}");
+    }
+    let dropped: Vec<bool> = armed.iter().map(|f| !f.load(Ordering::SeqCst)).collect();
+    assert_eq!(
+        dropped,
+        [true, true, true, true, false, false, false, false, true],
+        "the values left out and the superseded copy dropped, the restored ones held"
+    );
+    // The restored values' drops, when the cache goes, are not this test's.
+    for flag in &armed {
+        flag.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Bug: a restored entry whose room another writer took between the restore's choice and
+/// its store (here, the listener, told of the value an earlier entry replaced) is left out,
+/// and its value's last handle was dropped as it was: a drop that panicked unwound out of
+/// `restore_snapshot`, leaving the entries after it unrestored. It is now dropped under
+/// `catch_unwind`, the rest restored, and the panic re-raised at the end.
+#[test]
+fn a_restore_goes_on_past_a_value_whose_store_failed_and_whose_drop_panics() {
+    let slot: Arc<Mutex<Option<Cache>>> = Arc::default();
+    let handle = Arc::clone(&slot);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(3)
+        .eviction_listener(move |replaced, _, cause| {
+            // Takes the one entry's room left once key 0's value is replaced.
+            if *replaced == key(0) && cause == RemovalCause::Replaced {
+                let cache = handle.lock().clone().expect("set");
+                cache.insert(key(9), "f").expect("fits");
+            }
+        })
+        .build()
+        .expect("valid");
+    *slot.lock() = Some(cache.clone());
+    cache.insert(key(0), "a").expect("fits");
+    cache.insert(key(2), "c").expect("fits");
+    let armed = Arc::new(AtomicBool::new(true));
+    // Stored least valuable first: key 0 (replacing, the listener then fills the room), then
+    // key 1 (no room left: left out), then key 2 (replacing, needing no room).
+    let snapshot = snapshot_of(vec![
+        (0, Bytes::from_static(b"A"), 0),
+        (1, Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed))), 1),
+        (2, Bytes::from_static(b"C"), 2),
+    ]);
+    let payload = panic::catch_unwind(AssertUnwindSafe(|| {
+        cache.restore_snapshot(snapshot, SystemTime::now())
+    }))
+    .expect_err("the drop's panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the value's drop panicked")
+    );
+    assert!(!armed.load(Ordering::SeqCst), "key 1's value dropped");
+    assert_eq!(cache.get(&key(1)), None);
+    assert_eq!(cache.get(&key(0)).as_deref(), Some(&b"A"[..]));
+    assert_eq!(cache.get(&key(9)).as_deref(), Some(&b"f"[..]));
+    assert_eq!(
+        cache.get(&key(2)).as_deref(),
+        Some(&b"C"[..]),
+        "the entry after it restored"
+    );
+    assert_eq!(cache.len(), 3);
+    *slot.lock() = None;
 }
 
 /// A listener that inserts into a full cache on every size eviction starts a chain: each

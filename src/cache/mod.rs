@@ -1451,7 +1451,8 @@ pub(crate) enum Expired<'p> {
     /// Purges them (reported as `Expired`), as an insert that must evict does: for the
     /// import, which stores what it chose right after. A panic of the listener goes to the
     /// given slot, for the caller to re-raise once it has restored what it chose: passed
-    /// straight up, it ended a load after the purge and before any entry was restored.
+    /// straight up, it ended a load after the purge and before any entry was restored. So
+    /// does a panic of the drop of an item left out (see [`Expired::leave_out`]).
     Purge(&'p mut FirstPanic),
     /// Leaves them in place, counting the room of those expired by the given time as free
     /// ([`Cache::room_once_purged`]): for a snapshot load's choice, made before its second
@@ -1462,6 +1463,21 @@ pub(crate) enum Expired<'p> {
     /// since was counted both ways, its room free and its entry in the file as replacing
     /// it, so the choice took values that did not fit together.
     CountAsFree(Timestamp),
+}
+
+impl Expired<'_> {
+    /// Drops an item the choice left out. The import's items hold the host's values, whose
+    /// drop is the host's code (a `Bytes::from_owner` runs its owner's): each is dropped
+    /// under `catch_unwind`, its panic kept in the slot. Dropped as they were, one whose drop
+    /// panicked unwound out of the import after the purge and before anything was restored,
+    /// the purge's kept panic lost, and a second such drop, during that unwinding, aborted.
+    /// A load's choice, which purges nothing, chooses among ranks that hold no values.
+    fn leave_out<T>(&mut self, item: T) {
+        match self {
+            Expired::Purge(panicked) => panicked.catch(move || drop(item)),
+            Expired::CountAsFree(_) => drop(item),
+        }
+    }
 }
 
 /// What [`Cache::import`] did.
@@ -1512,7 +1528,8 @@ impl Cache {
     /// If not everything fits, expired entries do not count against the room: they hold
     /// budget no reader can use. Counted as residents, a cache whose entries had all expired
     /// restored nothing and reported every entry of the snapshot as left out for want of
-    /// room. `expired` says whether they are purged (see [`Expired`]).
+    /// room. `expired` says whether they are purged, and how the items left out are dropped
+    /// (see [`Expired`]).
     pub(crate) fn choose_for_import<T>(
         &self,
         mut items: Vec<T>,
@@ -1520,7 +1537,7 @@ impl Cache {
         charge: impl Fn(&T) -> u64,
         held: impl Fn(&T) -> Option<u64>,
         outcome: &mut ImportOutcome,
-        expired: Expired<'_>,
+        mut expired: Expired<'_>,
     ) -> Vec<T> {
         items.sort_by_key(|item| std::cmp::Reverse(rank(item)));
         // If everything fits as new entries (a restart into a cache as large as the saved
@@ -1533,11 +1550,11 @@ impl Cache {
         let mut room = self.room();
         let mut all_fit = fits(&room);
         if !all_fit {
-            let freed = match expired {
+            let freed = match &mut expired {
                 Expired::Purge(panicked) => {
                     (self.inner.purge_expired_into(panicked) > 0).then(|| self.room())
                 }
-                Expired::CountAsFree(at) => Some(self.room_once_purged(at)),
+                Expired::CountAsFree(at) => Some(self.room_once_purged(*at)),
             };
             if let Some(freed) = freed {
                 room = freed;
@@ -1553,6 +1570,7 @@ impl Cache {
             } else {
                 outcome.left_out += 1;
                 outcome.left_out_bytes += charge;
+                expired.leave_out(item);
             }
         }
         chosen
@@ -1622,19 +1640,25 @@ impl Cache {
     /// gets the cache's default TTL, if it has one. Entries whose TTL ran out are the
     /// caller's to drop (one with 0 ns left is live until `now` passes). Deadlines count from `now`, a reading of this cache's clock that the
     /// caller took no later than the wall-clock time it measured the TTLs left at.
-    pub(crate) fn import(&self, images: Vec<EntryImage>, now: Timestamp) -> ImportOutcome {
+    ///
+    /// Every chosen entry is stored even if the listener (told of purged and replaced values)
+    /// or a value's drop (of those replaced, purged or left out) panics: the first panic is
+    /// kept in `panicked`, for the caller to re-raise once its own work is done.
+    pub(crate) fn import(
+        &self,
+        images: Vec<EntryImage>,
+        now: Timestamp,
+        panicked: &mut FirstPanic,
+    ) -> ImportOutcome {
         let inner = &self.inner;
         let mut outcome = ImportOutcome::default();
-        // Every chosen entry is stored even if the listener panics (it hears of purged and
-        // replaced values); the panic is re-raised after.
-        let mut panicked = FirstPanic::default();
         let chosen = self.choose_for_import(
             images,
             EntryImage::rank,
             |image| CacheEntry::charged_size(image.value.len()) as u64,
             |image| self.held_charge(&image.key),
             &mut outcome,
-            Expired::Purge(&mut panicked),
+            Expired::Purge(panicked),
         );
         let now = now.as_nanos();
         for image in chosen.into_iter().rev() {
@@ -1660,8 +1684,10 @@ impl Cache {
                 freq: image.freq,
                 main: image.main,
             };
-            // The shared header, as `Inner::insert` does; the handle is also the value of a
-            // second try.
+            // The shared header, as `Inner::insert` does. Held until the stores are done and
+            // dropped under `catch_unwind` below: a store that fails drops its entry's handle,
+            // so one of them was the last handle of a value left out, and a value whose drop
+            // panicked unwound out of the import with the rest unrestored.
             let again = image.value.clone();
             // Without evicting: writers may have taken the room chosen against above. But
             // expired entries hold room no reader can use: a store that finds none purges
@@ -1673,11 +1699,11 @@ impl Cache {
             // second out of line, cost more still.
             let mut stored = inner.store::<false>(hash, entry(image.value), &mut removed);
             if let Ok(false) = stored
-                && inner.purge_expired_into(&mut panicked) > 0
+                && inner.purge_expired_into(panicked) > 0
             {
-                stored = inner.store::<false>(hash, entry(again), &mut removed);
+                stored = inner.store::<false>(hash, entry(again.clone()), &mut removed);
             }
-            inner.report(removed, &mut panicked);
+            inner.report(removed, panicked);
             if let Ok(true) = stored {
                 outcome.restored += 1;
                 outcome.restored_bytes += charge;
@@ -1685,8 +1711,8 @@ impl Cache {
                 outcome.left_out += 1;
                 outcome.left_out_bytes += charge;
             }
+            panicked.catch(move || drop(again));
         }
-        panicked.resume();
         outcome
     }
 }

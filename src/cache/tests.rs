@@ -946,7 +946,9 @@ fn restored_entries_in_a_duel_shard_are_not_evicted_first() {
             main: true,
         })
         .collect();
-    let outcome = cache.import(restored, cache.clock().now());
+    let mut panicked = FirstPanic::default();
+    let outcome = cache.import(restored, cache.clock().now(), &mut panicked);
+    panicked.resume();
     assert_eq!(outcome.restored, 8);
     for i in 16..24 {
         cache.insert(key(i), "newer").expect("fits");

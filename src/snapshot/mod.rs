@@ -256,6 +256,7 @@ use bytes::Bytes;
 pub use format::{FORMAT_VERSION, FORMAT_VERSION_1, MAGIC};
 
 use crate::cache::{Cache, CacheBuilder, CacheError, EntryImage, Expired, Room};
+use crate::callback::FirstPanic;
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::time::Timestamp;
@@ -835,7 +836,15 @@ impl Cache {
             });
         // The cache's clock first, then the wall clock: see `restore`.
         let clock_now = self.clock().now();
-        let mut report = self.restore(scan.saved_at, entries, SystemTime::now(), clock_now);
+        let mut panicked = FirstPanic::default();
+        let mut report = self.restore(
+            scan.saved_at,
+            entries,
+            SystemTime::now(),
+            clock_now,
+            &mut panicked,
+        );
+        panicked.resume();
         report.file_bytes = file_bytes;
         Ok(report)
     }
@@ -860,6 +869,11 @@ impl Cache {
     /// order would leave it (an insert replaces): the earlier ones are reported as left out,
     /// and if the last has expired the key is not restored, even when an earlier copy would
     /// still be live (it is counted expired).
+    ///
+    /// A value's drop is the host's code (a `Bytes::from_owner` runs its owner's): values
+    /// not restored are dropped one by one, and if one of those drops, or the eviction
+    /// listener, panics, everything restorable is still restored and the first panic is
+    /// re-raised once it is.
     pub fn restore_snapshot(&self, snapshot: Snapshot, now: SystemTime) -> SnapshotReport {
         // Each copy of a key was chosen and charged as an entry of its own, so copies took
         // the room of other keys, and all were reported restored though each replaced the
@@ -881,14 +895,17 @@ impl Cache {
             main: entry.main,
         });
         let clock_now = self.clock().now();
-        let mut report = self.restore(snapshot.saved_at, entries, now, clock_now);
+        let mut panicked = FirstPanic::default();
+        let mut report = self.restore(snapshot.saved_at, entries, now, clock_now, &mut panicked);
         for (entry, _) in superseded {
             let charge = charge_of(entry.value.len() as u64);
             report.entries += 1;
             report.bytes += charge;
             report.left_out += 1;
             report.left_out_bytes += charge;
+            panicked.catch(move || drop(entry));
         }
+        panicked.resume();
         report
     }
 
@@ -900,12 +917,16 @@ impl Cache {
     /// between the two readings. (The import read its own clock after collecting and
     /// sorting every entry, which made each restored entry live that much longer than its
     /// TTL — an expired entry could be returned.)
+    ///
+    /// The values not restored are dropped one by one, the first panic of a drop or of the
+    /// listener kept in `panicked` for the caller to re-raise (see [`Cache::import`]).
     fn restore(
         &self,
         saved_at: SystemTime,
         entries: impl Iterator<Item = Restorable>,
         now: SystemTime,
         clock_now: Timestamp,
+        panicked: &mut FirstPanic,
     ) -> SnapshotReport {
         let elapsed = since(saved_at, now);
         let mut report = SnapshotReport::new(saved_at);
@@ -917,6 +938,7 @@ impl Cache {
             let Some(ttl) = ttl_left(entry.ttl_remaining, elapsed) else {
                 report.expired += 1;
                 report.expired_bytes += charge;
+                panicked.catch(move || drop(entry));
                 continue;
             };
             let Some(value) = entry.value else {
@@ -933,7 +955,7 @@ impl Cache {
                 main: entry.main,
             });
         }
-        let outcome = self.import(images, clock_now);
+        let outcome = self.import(images, clock_now, panicked);
         report.restored = outcome.restored as u64;
         report.restored_bytes = outcome.restored_bytes;
         report.left_out += outcome.left_out as u64;
