@@ -1268,9 +1268,6 @@ impl Inner {
     /// caller to re-raise once its own work is done.
     fn purge_expired_into(&self, panicked: &mut FirstPanic) -> usize {
         let now = self.clock.now().as_nanos();
-        // Inserts that must evict later in this tick need not purge again.
-        self.purged_tick
-            .fetch_max(pass_tick(now), Ordering::Relaxed);
         let mut total = 0;
         let mut scratch = Vec::new();
         for index in 0..self.shards.len() {
@@ -1278,6 +1275,14 @@ impl Inner {
             total += self.expire_shard(index, now, &mut scratch, &mut removed);
             self.report(removed, panicked);
         }
+        // Inserts that must evict later in this tick need not purge again. Marked once every
+        // shard is done, not before: an insert of this tick that had to evict while the walk
+        // had yet to reach a shard holding expired entries found the tick's purge claimed,
+        // and evicted live entries for size around them. Until the mark, such an insert
+        // purges too: work done twice at worst, one shard lock at a time, and a shard
+        // already purged is passed over on its `earliest` deadline (see `expire_shard`).
+        self.purged_tick
+            .fetch_max(pass_tick(now), Ordering::Relaxed);
         total
     }
 

@@ -1656,3 +1656,71 @@ fn panicking_loader_strands_no_waiter_and_the_key_stays_loadable() {
     assert_eq!(cache.get(&k).as_deref(), Some(&b"third"[..]));
     assert_eq!(cache.inner.loads.in_flight(), 0);
 }
+
+/// Bug: `purge_expired` marked the tick purged before it walked the shards, so an insert that
+/// had to evict in the same tick, made while the purge had yet to reach a shard holding an
+/// expired entry, found the tick's purge claimed and evicted a live entry for size instead.
+/// The purge now marks the tick once every shard is done; until then such an insert purges
+/// too. Made deterministic by the listener, which the purge calls between shards: its first
+/// call holds the purge after shard 0 while this thread inserts.
+#[test]
+fn an_evicting_insert_during_a_purge_purges_the_shards_it_has_not_reached() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Barrier, Mutex};
+    use std::time::Duration;
+
+    let clock = crate::ManualClock::new();
+    let barrier = Arc::new(Barrier::new(2));
+    let causes: Arc<Mutex<Vec<RemovalCause>>> = Arc::default();
+    let (gate, heard, first) = (
+        Arc::clone(&barrier),
+        Arc::clone(&causes),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(4)
+        .shards(2)
+        .clock(clock.clone())
+        .eviction_listener(move |_, _, cause| {
+            heard.lock().expect("not poisoned").push(cause);
+            if first.swap(false, Ordering::SeqCst) {
+                // The purge has done shard 0 and not yet shard 1: the insert runs now.
+                gate.wait();
+                gate.wait();
+            }
+        })
+        .build()
+        .expect("valid config");
+    let shard_of = |k: &CacheKey| cache.inner.shard_of(cache.inner.hasher.hash(k));
+    let mut keys = (0..).map(key);
+    let mut take = |shard: usize| keys.by_ref().find(|k| shard_of(k) == shard).expect("keys");
+    let second = Ttl::seconds(1).expect("valid");
+    cache.insert_with_ttl(take(0), "x", second).expect("fits");
+    cache.insert_with_ttl(take(1), "y", second).expect("fits");
+    let live = [take(0), take(1)];
+    for k in live {
+        cache.insert(k, "live").expect("fits");
+    }
+    clock.advance(Duration::from_secs(2));
+    let new = [take(0), take(1)];
+    std::thread::scope(|scope| {
+        let purge = scope.spawn(|| cache.purge_expired());
+        barrier.wait();
+        // Into the room shard 0's expired entry left; then one that must evict, with shard
+        // 1's expired entry still stored.
+        for k in new {
+            cache.insert(k, "new").expect("fits");
+        }
+        barrier.wait();
+        purge.join().expect("the purge ends");
+    });
+    assert_eq!(cache.stats().evictions_size, 0, "no live entry evicted");
+    for k in live.iter().chain(&new) {
+        assert!(cache.contains_key(k));
+    }
+    assert_eq!(
+        *causes.lock().expect("not poisoned"),
+        [RemovalCause::Expired; 2]
+    );
+}
