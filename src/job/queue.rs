@@ -173,16 +173,12 @@
 //!   `memcpy` copies on its short path, and a submit copies the record into the slab. A
 //!   leader's followers are kept with it in `leaders` (the memo key's entry), not in the
 //!   record, where an empty list took 24 bytes of every job's (session 12: the copy went from
-//!   58 instructions to 29). A job of the fast path is copied from the `submit` argument
-//!   into the intake's buffer, and by the drain from there into its record, which is built
-//!   on the stack and then copied into the slab. (The push into the intake also built the
-//!   pair with the slot on the stack first, one copy more, until session 33 moved the
-//!   buffer's growth out of line: see `push_back_in_place`. The same for the drain, the slot
-//!   found and the slab grown before the job is taken out, still built the record on the
-//!   stack.) Session 20 tried three ways to copy it less (the jobs and their slots in two
-//!   deques; the intake holding whole records; the intake carrying only a new job's own
-//!   fields, the drain making the job again) and none cut the instructions a job (see the
-//!   README's queue section).
+//!   58 instructions to 29). A job of the fast path is copied four times, each hop through
+//!   the stack: its pair with the slot is built, then pushed into the intake; its record is
+//!   built from the intake, then stored in the slab. Session 20 tried three ways to copy it
+//!   less (the jobs and their slots in two deques; the intake holding whole records; the
+//!   intake carrying only a new job's own fields, the drain making the job again) and none
+//!   cut the instructions a job (see the README's queue section).
 //! * **Leases** form a doubly linked list threaded through the records, earliest deadline
 //!   first. Every lease lasts the same time and the clock is monotonic, so a new lease goes at
 //!   the back in O(1); completing unlinks in O(1); expiry reads the head. Nothing is allocated
@@ -1153,28 +1149,6 @@ fn hand_back(st: &mut State, intake: &mut Intake) {
         }
         intake.slots.give_back(slot);
     }
-}
-
-/// Pushes `value` at the back of `deque`, growing the buffer out of line, so that with room
-/// (nearly always) the value is written straight from where the caller has it into the
-/// buffer. With the growth inline in `push_back`, the call that grows sat between the value's
-/// making and its store, and the value was made on the stack and copied from there: the
-/// intake's push copied a job twice (callgrind, one thread, the bench's loop: about 33
-/// instructions a job).
-#[inline(always)]
-fn push_back_in_place<T>(deque: &mut VecDeque<T>, value: T) {
-    if deque.len() == deque.capacity() {
-        push_back_growing(deque, value);
-    } else {
-        deque.push_back(value);
-    }
-}
-
-/// [`push_back_in_place`] when the buffer is full.
-#[cold]
-#[inline(never)]
-fn push_back_growing<T>(deque: &mut VecDeque<T>, value: T) {
-    deque.push_back(value);
 }
 
 /// The hash of a job id in the index.
@@ -2817,7 +2791,7 @@ impl Inner {
         if intake.jobs.is_empty() {
             self.signals.pending.store(true, Ordering::Relaxed);
         }
-        push_back_in_place(&mut intake.jobs, Pending { job, slot });
+        intake.jobs.push_back(Pending { job, slot });
         intake.types = intake.types.and(TypeMask::one(job_type));
         drop(intake);
         // See *The intake* for why this cannot miss a taker about to sleep. Whether one
@@ -3719,21 +3693,6 @@ mod tests {
         assert_eq!(size_of::<Job>(), 216);
         assert_eq!(size_of::<IndexEntry>(), 24);
         assert_eq!(size_of::<WorkerId>(), 24);
-    }
-
-    #[test]
-    fn a_push_in_place_keeps_the_order_when_a_wrapped_buffer_grows() {
-        let mut deque = VecDeque::with_capacity(4);
-        let mut expected = VecDeque::new();
-        for i in 0..100 {
-            // Taking from the front now and then makes the ring wrap before it grows.
-            if i % 3 == 0 {
-                assert_eq!(deque.pop_front(), expected.pop_front());
-            }
-            push_back_in_place(&mut deque, i);
-            expected.push_back(i);
-        }
-        assert!(deque.iter().eq(expected.iter()));
     }
 
     #[test]
