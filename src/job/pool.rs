@@ -328,7 +328,11 @@ impl WorkerPoolBuilder {
     /// from one count for the whole process (a start that fails uses its numbers up too), so
     /// that no two pools' workers share a [`WorkerId`] (the one a job records, and a lease
     /// expiry names) even under one name; a pool started again has new numbers, not
-    /// `{name}-0` on.
+    /// `{name}-0` on. The thread takes the same name, but Linux keeps only its first 15
+    /// bytes, so tools that show thread names (`top -H`, a debugger) may show two workers
+    /// alike (`transcriber-1000` to `-1009` all as `transcriber-100`); the [`WorkerId`] is
+    /// never cut. A worker name of up to 15 bytes is also the cheapest to clone (see
+    /// [`WorkerId`]).
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
