@@ -252,11 +252,13 @@ struct Inner {
     bytes: Padded<AtomicU64>,
     entries: Padded<AtomicU64>,
     /// The expiry wheels' tick (see `expiry.rs`) up to which every shard has been purged:
-    /// by [`Cache::purge_expired`], or by the first insert of a later tick that had to evict
-    /// (see `Inner::store`). Read only by inserts that must evict, written once a tick.
+    /// by [`Cache::purge_expired`], or by an insert of a later tick that had to evict (see
+    /// `Inner::store`); set once such a walk is done, not when it starts (see
+    /// `Inner::mark_purged`). Read only by inserts that must evict; written by each walk, so
+    /// about once a tick (by the tick's first walk and any started before it ended).
     /// Counted in 64 bits ([`pass_tick`]), not as the wheels' 32-bit ticks: those stop at
     /// their last value 2^62 ns (about 146 years) after the clock's epoch, where no later
-    /// tick would ever have claimed a purge again. And counted from 1, so that the 0 it
+    /// tick would ever have needed a purge again. And counted from 1, so that the 0 it
     /// starts at is no tick: as tick 0 it said the clock's first tick had been purged, and
     /// no insert in it (the coarse clock's first second in the process) purged.
     purged_tick: AtomicU64,
@@ -751,7 +753,7 @@ fn deadline(now: u64, ttl_nanos: u64) -> u64 {
 }
 
 /// The expiry wheels' tick of `now` (see `expiry.rs`), in 64 bits and counted from 1: the
-/// wheels' own `tick_of` saturates at `u32::MAX` from 2^62 ns on, and a once-a-tick claim
+/// wheels' own `tick_of` saturates at `u32::MAX` from 2^62 ns on, and a once-a-tick mark
 /// made with it would see no tick after that one; and `Inner::purged_tick` starts at 0,
 /// which must be before every tick, the clock's first included. (At most 2^34, so adding 1
 /// cannot overflow.)
@@ -946,20 +948,26 @@ impl Inner {
             let old_charge = found.map(|slot| shard.charge_of(slot));
             // Expired entries go before live ones: an entry still stored after its deadline
             // holds budget that no reader can use, and the policy, which knows nothing of
-            // deadlines, would evict live entries (reported as `Size`) around it. So the
-            // first insert of each wheel tick that must evict purges every shard first, one
-            // lock at a time (then looks again: the key itself may have expired). Once a
-            // tick, not before every eviction: the wheel's current bucket holds the entries
-            // due later in the tick, and advancing it at every insert would visit them all.
-            // The claim is made where eviction would start, once the room is known to be
-            // short; an insert that fits never reads it.
+            // deadlines, would evict live entries (reported as `Size`) around it. So an
+            // insert that must evict purges every shard first, one lock at a time (then looks
+            // again: the key itself may have expired), unless a purge of this wheel tick has
+            // already walked every shard. Once a tick, not before every eviction: the wheel's
+            // current bucket holds the entries due later in the tick, and advancing it at
+            // every insert would visit them all. The tick is marked purged only once a walk
+            // is done (see `expire_all`), not when it starts: an insert that had to evict
+            // while another's walk had yet to reach a shard holding expired entries found the
+            // tick taken and evicted live entries around them. Until the mark, every insert
+            // of the tick that must evict walks too: work done twice at worst, and a shard
+            // already purged is passed over on its `earliest` deadline. The mark is read
+            // where eviction would start, once the room is known to be short; an insert that
+            // fits never reads it.
             let mut purge = false;
             let fits = match old_charge {
                 Some(old) => {
                     charge <= old
                         || self.try_reserve_bytes(charge - old)
                         || (EVICT && {
-                            purge = self.claim_expiry_pass(now);
+                            purge = self.expiry_pass_due(now);
                             !purge
                                 && self.make_room_for_growth(
                                     &mut shard,
@@ -974,7 +982,7 @@ impl Inner {
                 None => {
                     self.try_reserve(charge)
                         || (EVICT && {
-                            purge = self.claim_expiry_pass(now);
+                            purge = self.expiry_pass_due(now);
                             !purge && self.make_room(&mut shard, hash, charge, now, removed)
                         })
                 }
@@ -1275,14 +1283,7 @@ impl Inner {
             total += self.expire_shard(index, now, &mut scratch, &mut removed);
             self.report(removed, panicked);
         }
-        // Inserts that must evict later in this tick need not purge again. Marked once every
-        // shard is done, not before: an insert of this tick that had to evict while the walk
-        // had yet to reach a shard holding expired entries found the tick's purge claimed,
-        // and evicted live entries for size around them. Until the mark, such an insert
-        // purges too: work done twice at worst, one shard lock at a time, and a shard
-        // already purged is passed over on its `earliest` deadline (see `expire_shard`).
-        self.purged_tick
-            .fetch_max(pass_tick(now), Ordering::Relaxed);
+        self.mark_purged(now);
         total
     }
 
@@ -1307,23 +1308,35 @@ impl Inner {
         count
     }
 
-    /// Whether the calling insert, which must evict, is the first to find that the wheels'
-    /// tick has moved on since every shard was last purged; it then owns the purge of this
-    /// tick (see `Inner::store`).
-    fn claim_expiry_pass(&self, now: u64) -> bool {
-        let tick = pass_tick(now);
-        // A load first: the other evicting inserts of the tick only read the line.
-        self.purged_tick.load(Ordering::Relaxed) < tick
-            && self.purged_tick.fetch_max(tick, Ordering::Relaxed) < tick
+    /// Whether the calling insert, which must evict, finds that no purge has walked every
+    /// shard in the wheels' tick of `now`; it then purges them itself (see `Inner::store`).
+    /// Only a load: the evicting inserts of a tick after its first walk only read the line.
+    #[inline]
+    fn expiry_pass_due(&self, now: u64) -> bool {
+        self.purged_tick.load(Ordering::Relaxed) < pass_tick(now)
+    }
+
+    /// Marks the wheels' tick of `now` purged, once a walk (an insert's or
+    /// [`Cache::purge_expired`]'s) has purged every shard: inserts that must evict later in
+    /// this tick need not purge again. Not before the walk: an insert of this tick that had
+    /// to evict while the walk had yet to reach a shard holding expired entries would find
+    /// the tick purged, and evict live entries for size around them. Until the mark, such an
+    /// insert purges too: work done twice at worst, one shard lock at a time, and a shard
+    /// already purged is passed over on its `earliest` deadline (see `expire_shard`).
+    /// `fetch_max`: a walk that read the clock earlier, and ends later, never moves it back.
+    fn mark_purged(&self, now: u64) {
+        self.purged_tick
+            .fetch_max(pass_tick(now), Ordering::Relaxed);
     }
 
     /// Purges every shard of its expired entries, one shard lock at a time, for an insert
-    /// that reports them with its other removals.
+    /// that reports them with its other removals; then marks the tick purged.
     fn expire_all(&self, now: u64, removed: &mut Removed) {
         let mut scratch = Vec::new();
         for index in 0..self.shards.len() {
             self.expire_shard(index, now, &mut scratch, removed);
         }
+        self.mark_purged(now);
     }
 
     fn count_load(&self, ok: bool) {

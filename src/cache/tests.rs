@@ -7,6 +7,18 @@ fn key(i: u64) -> CacheKey {
     CacheKey::from_content(&i.to_le_bytes(), "t").expect("valid prefix")
 }
 
+/// Takes `key(0)`, `key(1)`, … in turn, each call the next that falls in shard `shard` (the
+/// keys passed over are not taken later): for tests that place entries in chosen shards.
+fn key_taker(cache: &Cache) -> impl FnMut(usize) -> CacheKey + '_ {
+    let mut keys = (0..).map(key);
+    move |shard| {
+        let inner = &cache.inner;
+        keys.by_ref()
+            .find(|k| inner.shard_of(inner.hasher.hash(k)) == shard)
+            .expect("keys")
+    }
+}
+
 /// Recounts every shard and checks the global counters and each shard's structure.
 /// Every value stored (an insert or an update) has left by exactly one removal cause or is
 /// still there.
@@ -974,9 +986,7 @@ fn hits_after_an_eviction_for_another_shard_reach_the_duels_shadows() {
         .shards(2)
         .build()
         .expect("valid config");
-    let shard_of = |k: &CacheKey| cache.inner.shard_of(cache.inner.hasher.hash(k));
-    let mut keys = (0..).map(key);
-    let mut take = |shard: usize| keys.by_ref().find(|k| shard_of(k) == shard).expect("keys");
+    let mut take = key_taker(&cache);
     let duel: Vec<CacheKey> = (0..64).map(|_| take(0)).collect();
     for &k in &duel {
         cache.insert(k, "v").expect("fits");
@@ -1692,9 +1702,7 @@ fn an_evicting_insert_during_a_purge_purges_the_shards_it_has_not_reached() {
         })
         .build()
         .expect("valid config");
-    let shard_of = |k: &CacheKey| cache.inner.shard_of(cache.inner.hasher.hash(k));
-    let mut keys = (0..).map(key);
-    let mut take = |shard: usize| keys.by_ref().find(|k| shard_of(k) == shard).expect("keys");
+    let mut take = key_taker(&cache);
     let second = Ttl::seconds(1).expect("valid");
     cache.insert_with_ttl(take(0), "x", second).expect("fits");
     cache.insert_with_ttl(take(1), "y", second).expect("fits");
@@ -1723,4 +1731,73 @@ fn an_evicting_insert_during_a_purge_purges_the_shards_it_has_not_reached() {
         *causes.lock().expect("not poisoned"),
         [RemovalCause::Expired; 2]
     );
+}
+
+/// Bug: the first insert of a tick that had to evict marked the tick purged before it walked
+/// the shards, so another insert of the same tick that had to evict while that walk had yet
+/// to reach a shard holding an expired entry found the purge claimed and evicted a live entry
+/// for size instead. The walk now marks the tick once every shard is done; until then such an
+/// insert purges too. An insert reports its removals only once its work is done, so the
+/// listener cannot hold its walk: shard 1's lock, held from a `remove_if` predicate, does,
+/// and the removal counters say how far each walk has gone.
+#[test]
+fn an_evicting_insert_during_another_inserts_purge_purges_the_shards_it_has_not_reached() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    let clock = crate::ManualClock::new();
+    let cache = &Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(5)
+        .shards(4)
+        .clock(clock.clone())
+        .build()
+        .expect("valid config");
+    let mut take = key_taker(cache);
+    // Shard 0: an entry due at 1 s and one due at 2 s; shard 1: one due at 1 s and a live one,
+    // whose lock `remove_if` holds below; shard 2: a live one. The cache is then full.
+    for (shard, ttl) in [(0, 1), (0, 2), (1, 1)] {
+        let expiring = take(shard);
+        cache
+            .insert_with_ttl(expiring, "x", Ttl::seconds(ttl).expect("valid"))
+            .expect("fits");
+    }
+    let (held, live) = (take(1), take(2));
+    cache.insert(held, "held").expect("fits");
+    cache.insert(live, "live").expect("fits");
+    let new = [take(3), take(2), take(2)];
+    let [first, filler, second] = new;
+    let expired = || cache.stats().evictions_expired;
+    let second_done = &AtomicBool::new(false);
+    // At 1.5 s and then 2.1 s: one wheel tick (2^30 to 2^31 ns) for both evicting inserts.
+    clock.advance(Duration::from_millis(1500));
+    std::thread::scope(|scope| {
+        cache.remove_if(&held, |_| {
+            scope.spawn(move || cache.insert(first, "first").expect("fits"));
+            // The first insert has purged shard 0 (of the entry due at 1 s), and waits at
+            // shard 1's lock for the rest of its walk.
+            while expired() < 1 {
+                std::thread::yield_now();
+            }
+            // Into the room that purge left, evicting nothing: the cache is full again.
+            cache.insert(filler, "filler").expect("fits");
+            clock.advance(Duration::from_millis(600));
+            scope.spawn(move || {
+                cache.insert(second, "second").expect("fits");
+                second_done.store(true, Ordering::SeqCst);
+            });
+            // Until the second insert is done (it evicted, the tick being claimed) or has
+            // purged shard 0 of the entry due at 2 s and waits at shard 1's lock in turn.
+            while !second_done.load(Ordering::SeqCst) && expired() < 2 {
+                std::thread::yield_now();
+            }
+            false
+        });
+    });
+    let stats = cache.stats();
+    assert_eq!(stats.evictions_size, 0, "no live entry evicted");
+    assert_eq!(stats.evictions_expired, 3);
+    for k in new.iter().chain([&held, &live]) {
+        assert!(cache.contains_key(k));
+    }
 }
