@@ -265,19 +265,7 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     let clock = ManualClock::new();
     let registry = registry_on(&clock);
     let metrics = CacheMetrics::register(&registry).unwrap();
-    let text = registry.render_prometheus();
-    assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
-    // No data to a reader as well: `None`, not `Some(NaN)`.
-    let last = |registry: &MetricsRegistry| {
-        let name = "memocache_cache_hit_ratio";
-        registry.aggregate(name, &Tags::new(), Aggregation::Last, 60 * SECOND)
-    };
-    assert_eq!(last(&registry), None);
-    let mut alerts = AlertEvaluator::new(registry.clone());
-    alerts
-        .add_rule(hit_ratio_low().with_aggregation(Aggregation::Last))
-        .unwrap();
-    assert_eq!(alerts.evaluate(), Vec::new());
+    assert_hit_ratio_is_no_data(&registry);
 
     // Published, the ratio is the cache's; registering again (as `record_cache` does on
     // every call) finds the gauge and leaves it as published.
@@ -288,7 +276,56 @@ fn the_hit_ratio_is_no_data_until_the_first_publish() {
     CacheMetrics::register(&registry).unwrap();
     let text = registry.render_prometheus();
     assert!(text.contains("\nmemocache_cache_hit_ratio 1\n"), "{text}");
-    assert_eq!(last(&registry), Some(1.0));
+    assert_eq!(last_hit_ratio(&registry), Some(1.0));
+}
+
+/// The hit ratio's last value, as a reader (and an alert rule on `Last`) gets it.
+fn last_hit_ratio(registry: &MetricsRegistry) -> Option<f64> {
+    let name = "memocache_cache_hit_ratio";
+    registry.aggregate(name, &Tags::new(), Aggregation::Last, 60 * SECOND)
+}
+
+/// Asserts that the hit ratio is "no data": rendered as NaN, `None` (not `Some(NaN)`) to a
+/// reader, and a "hit ratio below X" rule on its last value does not fire.
+fn assert_hit_ratio_is_no_data(registry: &MetricsRegistry) {
+    let text = registry.render_prometheus();
+    assert!(text.contains("\nmemocache_cache_hit_ratio NaN\n"), "{text}");
+    assert_eq!(last_hit_ratio(registry), None);
+    let mut alerts = AlertEvaluator::new(registry.clone());
+    alerts
+        .add_rule(hit_ratio_low().with_aggregation(Aggregation::Last))
+        .unwrap();
+    assert_eq!(alerts.evaluate(), Vec::new());
+}
+
+/// Bug: a host that registered `memocache_cache_hit_ratio` itself before the crate did (the
+/// crate's family whoever registers it first) created the gauge at 0, and the crate's
+/// registration, finding it, kept that 0: until the first publish a render showed
+/// `memocache_cache_hit_ratio 0` and a "hit ratio below X" rule on the last value fired. A
+/// series of the family starts as NaN whoever creates it; a value the host sets is its own
+/// and is kept until the crate publishes.
+#[test]
+fn the_hit_ratio_is_no_data_until_the_first_publish_when_the_host_registered_it_first() {
+    let clock = ManualClock::new();
+    let registry = registry_on(&clock);
+    let hosts = registry
+        .gauge("memocache_cache_hit_ratio", "", &[])
+        .unwrap();
+    assert_hit_ratio_is_no_data(&registry);
+    let metrics = CacheMetrics::register(&registry).unwrap();
+    assert_hit_ratio_is_no_data(&registry);
+
+    // The host's own value, set through its handle, is not taken back by a registration
+    // (`record_cache` registers at every call) until the crate publishes its own.
+    hosts.set(0.75);
+    CacheMetrics::register(&registry).unwrap();
+    assert_eq!(last_hit_ratio(&registry), Some(0.75));
+    let cache = Cache::builder().max_bytes(1 << 20).build().unwrap();
+    cache.insert(key(0), "x").unwrap();
+    cache.get(&key(0));
+    metrics.publish(&cache.stats());
+    assert_eq!(last_hit_ratio(&registry), Some(1.0));
+    assert_eq!(hosts.get(), 1.0, "one series, shared");
 }
 
 /// Checked, and held: the published figures follow the cache through a `clear` and a

@@ -34,9 +34,22 @@ pub(crate) struct CrateFamily {
     pub(crate) labels: &'static [&'static str],
     /// The help text rendered for it.
     pub(crate) help: &'static str,
+    /// Whether a series of it (a gauge's) starts as NaN, "no data", rather than 0: one whose
+    /// 0 would be read as a measurement (a hit ratio of 0 fires a "below X" rule) before the
+    /// crate first publishes it. Whoever creates the series, the crate or a host registering
+    /// the family first: the crate's registration never writes a series it finds.
+    pub(crate) starts_as_no_data: bool,
 }
 
 impl CrateFamily {
+    /// This gauge family, its series starting as NaN ("no data") rather than 0.
+    const fn starting_as_no_data(self) -> CrateFamily {
+        CrateFamily {
+            starts_as_no_data: true,
+            ..self
+        }
+    }
+
     /// Its label names, as a registry family holds them when fixed.
     pub(crate) fn label_set(&self) -> BTreeSet<String> {
         self.labels.iter().map(|&label| label.to_owned()).collect()
@@ -71,6 +84,7 @@ const fn family(
         kind,
         labels,
         help,
+        starts_as_no_data: false,
     }
 }
 
@@ -137,7 +151,8 @@ pub(crate) const CACHE_HIT_RATIO: CrateFamily = family(
     "memocache_cache_hit_ratio",
     &[],
     "Hits / (hits + misses) since the cache was built; NaN before the first read.",
-);
+)
+.starting_as_no_data();
 
 // --- the job queue (`QueueMetrics`) -----------------------------------------------------------
 

@@ -181,9 +181,12 @@ macro_rules! impl_handle {
 }
 
 impl_handle!(Counter, |_: &str, _: &Inner| Counter::default());
-impl_handle!(Gauge, |name: &str, registry: &Inner| Gauge::new(
-    registry.series(name)
-));
+impl_handle!(Gauge, |name: &str, registry: &Inner| {
+    // Looked up for each series created, whoever creates it (a host may register the
+    // family first), not for each lookup of a registered one.
+    let no_data = crate_family(name).is_some_and(|own| own.starts_as_no_data);
+    Gauge::new(registry.series(name), if no_data { f64::NAN } else { 0.0 })
+});
 impl_handle!(Histogram, |name: &str, registry: &Inner| {
     Histogram::new(registry.series(name))
 });
@@ -304,8 +307,12 @@ impl MetricsRegistry {
         self.get_or_register(name, help, labels)
     }
 
-    /// The gauge `name{labels}` (starting at 0), registered with `help` if new. Errors as
-    /// for [`MetricsRegistry::counter`].
+    /// The gauge `name{labels}`, registered with `help` if new. Errors as for
+    /// [`MetricsRegistry::counter`].
+    ///
+    /// A new gauge starts at 0; one of the crate's `memocache_cache_hit_ratio` starts as NaN
+    /// ("no data", see [`Gauge::set`]), as the crate's own registration creates it, so that
+    /// a "hit ratio below X" rule does not fire on it before the cache's first publish.
     pub fn gauge(
         &self,
         name: &str,
@@ -517,7 +524,8 @@ impl MetricsRegistry {
     ///   gauge was set to within the window, and a window it was not set in is the value it
     ///   held throughout: its current value (a gauge is a level, and one set only when it
     ///   changes has stood at that value all along). A gauge never set has no data for a
-    ///   window (its initial 0 was never measured), though `Last` reads that 0.
+    ///   window (its initial 0 was never measured), though `Last` reads that 0 (none, for a
+    ///   gauge starting as NaN: see [`gauge`](MetricsRegistry::gauge)).
     /// * Histograms: `Last` is the newest observation within the window; `Average` and
     ///   `Percentile` aggregate the observations within the window.
     /// * A histogram `h`'s `h_sum` and `h_count`, the series its exposition writes besides the
@@ -872,23 +880,6 @@ impl Batch<'_> {
         labels: &[(&str, &str)],
     ) -> Result<Gauge, MetricError> {
         self.get_or_register(family, labels)
-    }
-
-    /// [`Batch::gauge`], but a gauge the batch registers starts as NaN instead of 0: "no
-    /// data" to a scraper and to alert rules until it is first set. A gauge found registered
-    /// keeps its value.
-    pub(crate) fn gauge_starting_nan(
-        &self,
-        family: &CrateFamily,
-        labels: &[(&str, &str)],
-    ) -> Result<Gauge, MetricError> {
-        let before = self.added.borrow().len();
-        let gauge = self.gauge(family, labels)?;
-        if self.added.borrow().len() > before {
-            // NaN goes to no window: the history stays empty.
-            gauge.set(f64::NAN);
-        }
-        Ok(gauge)
     }
 
     /// [`MetricsRegistry::histogram`], in the batch.
@@ -1283,8 +1274,9 @@ impl Counter {
 
 struct GaugeCell {
     current: f64,
-    /// Whether it was ever set (or added to): the 0 it starts at is no measurement, so a
-    /// window of a gauge never set has no data rather than that 0 (see `aggregate_one`).
+    /// Whether it was ever set (or added to): the 0 it starts at (or NaN: see
+    /// [`Gauge::new`]) is no measurement, so a window of a gauge never set has no data rather
+    /// than that 0 (see `aggregate_one`).
     set: bool,
     history: MetricSeries,
 }
@@ -1313,9 +1305,10 @@ impl fmt::Debug for Gauge {
 }
 
 impl Gauge {
-    fn new(history: MetricSeries) -> Gauge {
+    /// A gauge at `start` (0, or NaN for "no data"), never set.
+    fn new(history: MetricSeries, start: f64) -> Gauge {
         Gauge(Arc::new(Mutex::new(GaugeCell {
-            current: 0.0,
+            current: start,
             set: false,
             history,
         })))

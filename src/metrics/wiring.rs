@@ -61,7 +61,9 @@
 //! 0.0 of [`CacheStats::hit_ratio`]: like an empty window, it is "no data" to an alert rule
 //! (no threshold meets NaN), where a 0 would fire every "hit ratio below X" rule on an idle
 //! system. The gauge is registered as `NaN` too, so it reads "no data" before the first
-//! publish as well.
+//! publish as well, whether the crate or the host registered it first; a registration never
+//! writes a gauge it finds, so a value a host sets through its own handle stays until the
+//! first publish.
 //!
 //! Explicit removals and replacements are not evictions (the cache did not choose them), so
 //! they are separate families; `sum(memocache_cache_evictions_total)` is what the policy and the
@@ -176,9 +178,10 @@ impl CacheMetrics {
             load_failures: counter(&families::CACHE_LOAD_FAILURES)?,
             entries: gauge(&families::CACHE_ENTRIES)?,
             bytes: gauge(&families::CACHE_BYTES)?,
-            // NaN until the first publish too: at 0, a render or a rule on the last value
-            // read a cache not yet published as one that never hit.
-            hit_ratio: registry.gauge_starting_nan(&families::CACHE_HIT_RATIO, &[])?,
+            // NaN until the first publish too (the family's series start so, whoever
+            // registers them: see `CrateFamily::starts_as_no_data`): at 0, a render or a rule
+            // on the last value read a cache not yet published as one that never hit.
+            hit_ratio: gauge(&families::CACHE_HIT_RATIO)?,
         })
     }
 
