@@ -81,6 +81,20 @@ impl FirstPanic {
             resume_unwind(payload);
         }
     }
+
+    /// Re-raises the kept panic, if any, unless this thread is already unwinding from another
+    /// panic: then the caller is a drop that unwinding runs, and a panic let out of it would
+    /// abort the process, so the payload is dropped (see [`drop_payload`]) and the other
+    /// panic goes on alone.
+    pub(crate) fn resume_unless_unwinding(self) {
+        if let Some(payload) = self.0 {
+            if std::thread::panicking() {
+                drop_payload(payload);
+            } else {
+                resume_unwind(payload);
+            }
+        }
+    }
 }
 
 /// Drops a caught panic's payload without letting a panic of its drop out. A payload is the

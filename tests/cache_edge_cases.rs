@@ -1328,6 +1328,74 @@ fn a_restore_goes_on_past_a_value_whose_store_failed_and_whose_drop_panics() {
     *slot.lock() = None;
 }
 
+/// Bug: dropping the last handle of a cache dropped the values it still stored all together,
+/// with its shards: a value whose drop panicked unwound out of the drop, and a second one,
+/// during that unwinding, aborted the process. They are now dropped one by one and the first
+/// panic is re-raised once all are; a cache dropped while its thread already unwinds from
+/// another panic (where a second panic let out would abort) drops them all and lets that
+/// panic go on alone. The listener hears of none of them: a dropped cache reports nothing.
+/// Run in a child process, so that the abort fails the test rather than the whole binary.
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_a_cache_whose_values_panic_when_dropped_drops_every_value() {
+    if !spawn_support::in_child(
+        "dropping_a_cache_whose_values_panic_when_dropped_drops_every_value",
+        1,
+    ) {
+        return;
+    }
+    let heard = Arc::new(AtomicUsize::new(0));
+    // A cache of eight values over four shards, a flag of its own for each value: every
+    // one's drop panics.
+    let filled = || {
+        let seen = Arc::clone(&heard);
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .shards(4)
+            .sweep_interval(Duration::from_secs(3600))
+            .eviction_listener(move |_, _, _| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .expect("valid");
+        let armed: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(true))).collect();
+        for (i, flag) in (0..).zip(&armed) {
+            let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
+            cache.insert(key(i), value).expect("fits");
+        }
+        (cache, armed)
+    };
+    let dropped =
+        |armed: &[Arc<AtomicBool>]| armed.iter().filter(|f| !f.load(Ordering::SeqCst)).count();
+
+    let (cache, armed) = filled();
+    let other = cache.clone();
+    drop(other);
+    assert_eq!(dropped(&armed), 0, "another handle keeps the values");
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || drop(cache)))
+        .expect_err("the first drop's panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the value's drop panicked")
+    );
+    assert_eq!(dropped(&armed), 8, "every value dropped");
+
+    let (cache, armed) = filled();
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _dropped_while_unwinding = cache;
+        panic!("the caller panicked");
+    }))
+    .expect_err("the caller's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
+    assert_eq!(dropped(&armed), 8, "every value dropped while unwinding");
+
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "a dropped cache reports nothing"
+    );
+}
+
 /// A listener that inserts into a full cache on every size eviction starts a chain: each
 /// insert evicts, which calls the listener, which inserts. The cache reports the chain's
 /// removals in a loop, not by nesting listener calls, so a 20,000-long chain runs on a

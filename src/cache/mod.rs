@@ -64,10 +64,11 @@
 //!   thread survives it). So does a removed value whose drop panics (the owner of a
 //!   `Bytes::from_owner`): values are dropped only after the books are settled and the locks
 //!   released, and a `clear`, a purge, a restore, a listener's report and any call that removed
-//!   more than one entry drop them one by one and go on. Removals made by the listener's own
-//!   calls are queued and reported after it returns, in a loop, never by a nested listener
-//!   call: a listener that inserts into a full cache cannot grow the stack without bound (see
-//!   `src/cache/listener.rs`).
+//!   more than one entry drop them one by one and go on. So does the drop of a cache's last
+//!   handle, which drops the values it still holds unreported (see [`Cache`]). Removals made
+//!   by the listener's own calls are queued and reported after it returns, in a loop, never
+//!   by a nested listener call: a listener that inserts into a full cache cannot grow the
+//!   stack without bound (see `src/cache/listener.rs`).
 
 mod builder;
 mod expiry;
@@ -236,6 +237,16 @@ struct Config {
 /// assert_eq!(&loaded[..], b"hello world");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Dropping the last handle ([`WeakCache`]s do not count) stops the sweeper thread and drops
+/// the values the cache still holds, without telling the eviction listener: a dropped cache
+/// reports nothing, as moka's does not. A value's drop is the host's code (a
+/// `Bytes::from_owner` runs its owner's): the values are dropped one by one, and if some of
+/// those drops panic, every value is still dropped and the first panic is then re-raised by
+/// the handle's drop. Dropped while its thread already unwinds from another panic, where a
+/// second panic let out would abort the process, the handle discards their panics instead and
+/// the other panic goes on. The sweeper holds a handle while it sweeps; if the last other one
+/// goes meanwhile, the values are dropped on the sweeper's thread, which a panic then ends.
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -1383,6 +1394,8 @@ impl Inner {
     }
 }
 
+/// The last handle's drop: stops the sweeper, then drops the values still stored one by one,
+/// re-raising the first panic of their drops once all are dropped (see [`Cache`]'s docs).
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(sweeper) = self.sweeper.get_mut().take() {
@@ -1393,6 +1406,19 @@ impl Drop for Inner {
                 let _ = sweeper.thread.join();
             }
         }
+        // A value's drop is the host's code (a `Bytes::from_owner` runs its owner's). Dropped
+        // with the shards, all together, one that panicked unwound out of the drop, and a
+        // second one, during that unwinding, aborted the process. The listener is not told:
+        // a dropped cache reports nothing, as moka's does not.
+        let mut panicked = FirstPanic::default();
+        for shard in std::mem::take(&mut self.shards) {
+            for record in shard.0.lock.into_inner().into_records() {
+                panicked.catch(move || drop(record));
+            }
+        }
+        // Dropped while this thread unwinds from another panic, the first panic is dropped
+        // instead: let out of this drop then, it would abort the process.
+        panicked.resume_unless_unwinding();
     }
 }
 

@@ -824,6 +824,14 @@ impl Shard {
         std::mem::replace(self, cleared).records.slots
     }
 
+    /// The records the shard holds, for the cache's drop to drop one by one. Taken by value,
+    /// not as [`Shard::clear`] takes them: a dropped cache needs no empty shards, and building
+    /// them, once the first shards' values were freed, cost malloc about 11 instructions an
+    /// entry (callgrind, a cache of 1,000,000 entries in 8 shards).
+    pub(super) fn into_records(self) -> impl Iterator<Item = Record> {
+        self.records.slots.into_iter().flatten()
+    }
+
     /// Whether a duel follows its LFU shadow; for tests.
     #[cfg(test)]
     pub(super) fn follows_lfu(&self) -> bool {
