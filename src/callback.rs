@@ -8,10 +8,11 @@
 //!   host's code; a panic let out at once would leave the call's other removals or
 //!   completions unreported and a call that works part by part (a cache's `clear`) half done.
 //!   So each callback runs under `catch_unwind`, [`FirstPanic`] keeps the first payload, and
-//!   the caller re-raises it once its work is done. Later payloads are dropped by
-//!   [`drop_payload`], which contains a panic of the payload's own drop: a payload is the
-//!   host's value too, and a drop that panicked there started a second unwind that cut the
-//!   rest short (or, past the first payload, aborted the process).
+//!   the caller re-raises it once its work is done (or drops it, if the call was made while
+//!   the thread unwinds from another panic: re-raised, it would abort). Later payloads are
+//!   dropped by [`drop_payload`], which contains a panic of the payload's own drop: a payload
+//!   is the host's value too, and a drop that panicked there started a second unwind that cut
+//!   the rest short (or, past the first payload, aborted the process).
 //! * **Callbacks never nest.** A callback may use the cache or the queue, and a call it makes
 //!   may remove entries or complete jobs, which calls a callback again. Called directly, each
 //!   such round nests one callback deeper on the stack with no bound but the host's: a cache
@@ -75,18 +76,12 @@ impl FirstPanic {
         }
     }
 
-    /// Re-raises the kept panic, if any.
-    pub(crate) fn resume(self) {
-        if let Some(payload) = self.0 {
-            resume_unwind(payload);
-        }
-    }
-
     /// Re-raises the kept panic, if any, unless this thread is already unwinding from another
-    /// panic: then the caller is a drop that unwinding runs, and a panic let out of it would
-    /// abort the process, so the payload is dropped (see [`drop_payload`]) and the other
-    /// panic goes on alone.
-    pub(crate) fn resume_unless_unwinding(self) {
+    /// panic: the call is then made from a drop that unwinding runs (a host's value whose drop
+    /// clears a cache, or the cache's own last handle), and a panic let out of it would abort
+    /// the process, so the payload is dropped (see [`drop_payload`]) and the other panic goes
+    /// on alone.
+    pub(crate) fn resume(self) {
         if let Some(payload) = self.0 {
             if std::thread::panicking() {
                 drop_payload(payload);

@@ -1396,6 +1396,69 @@ fn dropping_a_cache_whose_values_panic_when_dropped_drops_every_value() {
     );
 }
 
+/// A host's value whose drop calls the cache (here: clears it, removes a key) may be dropped
+/// while its thread unwinds from another panic. If a stored value's drop, or the listener,
+/// panics during that call, the call cannot re-raise it: a panic let out of a drop during
+/// unwinding aborts the process (it did). The call drops it instead, finishes its work, and
+/// the first panic goes on alone.
+#[test]
+fn a_cache_call_made_while_unwinding_drops_a_value_or_listener_panic_instead_of_aborting() {
+    if !spawn_support::in_child(
+        "a_cache_call_made_while_unwinding_drops_a_value_or_listener_panic_instead_of_aborting",
+        1,
+    ) {
+        return;
+    }
+    struct CallsOnDrop(Box<dyn FnMut()>);
+    impl Drop for CallsOnDrop {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
+    let armed = Arc::new(AtomicBool::new(true));
+    let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+    cache.insert(key(1), value).expect("fits");
+    cache.insert(key(2), &b"plain"[..]).expect("fits");
+    let clearing = cache.clone();
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _clears = CallsOnDrop(Box::new(move || clearing.clear()));
+        panic!("the caller panicked");
+    }))
+    .expect_err("the caller's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
+    assert!(!armed.load(Ordering::SeqCst), "the value was dropped");
+    assert_eq!(
+        (cache.len(), cache.size_bytes()),
+        (0, 0),
+        "the clear finished"
+    );
+
+    let heard = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&heard);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .eviction_listener(move |_, _, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            panic!("the listener panicked");
+        })
+        .build()
+        .expect("valid");
+    cache.insert(key(1), &b"one"[..]).expect("fits");
+    let removing = cache.clone();
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _removes = CallsOnDrop(Box::new(move || {
+            assert!(removing.remove(&key(1)).is_some());
+        }));
+        panic!("the caller panicked");
+    }))
+    .expect_err("the caller's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
+    assert_eq!(heard.load(Ordering::SeqCst), 1, "the listener was told");
+    assert!(!cache.contains_key(&key(1)), "the removal was made");
+}
+
 /// A listener that inserts into a full cache on every size eviction starts a chain: each
 /// insert evicts, which calls the listener, which inserts. The cache reports the chain's
 /// removals in a loop, not by nesting listener calls, so a 20,000-long chain runs on a

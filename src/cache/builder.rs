@@ -155,7 +155,9 @@ impl CacheBuilder {
     /// through a [`crate::WeakCache`]: the listener is part of the cache, so a [`Cache`]
     /// handle it holds keeps the cache, its values and its sweeper thread alive for ever. If
     /// it panics, the cache still finishes the call (every removal is reported) and then
-    /// re-raises the first panic to the caller. It is not called for the values a cache still
+    /// re-raises the first panic to the caller (unless the call was made while its thread
+    /// unwinds from another panic: the first is then dropped, as re-raising would abort the
+    /// process). It is not called for the values a cache still
     /// holds when its last handle is dropped: a dropped cache reports nothing (see [`Cache`]).
     ///
     /// Removals made by the listener's own calls (an insert into a full cache evicts) are not

@@ -61,7 +61,8 @@
 //!   removals are reported after its waiters are released. A panicking listener does not
 //!   stop the call's work: every removal is still reported and every shard of a `clear` or
 //!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
-//!   thread survives it). So does a removed value whose drop panics (the owner of a
+//!   thread survives it), or dropped if the call was made while its thread unwinds from
+//!   another panic (from a host's `Drop`), where re-raising it would abort the process. So does a removed value whose drop panics (the owner of a
 //!   `Bytes::from_owner`): values are dropped only after the books are settled and the locks
 //!   released, and a `clear`, a purge, a restore, a listener's report and any call that removed
 //!   more than one entry drop them one by one and go on. So does the drop of a cache's last
@@ -1418,7 +1419,7 @@ impl Drop for Inner {
         }
         // Dropped while this thread unwinds from another panic, the first panic is dropped
         // instead: let out of this drop then, it would abort the process.
-        panicked.resume_unless_unwinding();
+        panicked.resume();
     }
 }
 
