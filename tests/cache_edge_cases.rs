@@ -1396,6 +1396,15 @@ fn dropping_a_cache_whose_values_panic_when_dropped_drops_every_value() {
     );
 }
 
+/// Calls its closure when dropped: a host's value whose drop calls the cache.
+struct CallsOnDrop(Box<dyn FnMut()>);
+
+impl Drop for CallsOnDrop {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// A host's value whose drop calls the cache (here: clears it, removes a key) may be dropped
 /// while its thread unwinds from another panic. If a stored value's drop, or the listener,
 /// panics during that call, the call cannot re-raise it: a panic let out of a drop during
@@ -1409,13 +1418,6 @@ fn a_cache_call_made_while_unwinding_drops_a_value_or_listener_panic_instead_of_
     ) {
         return;
     }
-    struct CallsOnDrop(Box<dyn FnMut()>);
-    impl Drop for CallsOnDrop {
-        fn drop(&mut self) {
-            (self.0)();
-        }
-    }
-
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
     let armed = Arc::new(AtomicBool::new(true));
     let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
@@ -1457,6 +1459,49 @@ fn a_cache_call_made_while_unwinding_drops_a_value_or_listener_panic_instead_of_
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
     assert_eq!(heard.load(Ordering::SeqCst), 1, "the listener was told");
     assert!(!cache.contains_key(&key(1)), "the removal was made");
+}
+
+/// Bug: a call made while its thread unwinds from another panic (from a host's `Drop`) that
+/// removed a single value, with no listener, dropped that value as it was, so a drop of it
+/// that panicked unwound out of the host's `Drop` during unwinding and aborted the process:
+/// here an update replacing a value whose drop panics, and an insert evicting one. Such a
+/// call now drops the value under `catch_unwind` and drops its panic, as it does for several
+/// values or a listener.
+#[test]
+fn a_single_removal_made_while_unwinding_drops_a_value_panic_instead_of_aborting() {
+    if !spawn_support::in_child(
+        "a_single_removal_made_while_unwinding_drops_a_value_panic_instead_of_aborting",
+        1,
+    ) {
+        return;
+    }
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .build()
+        .expect("valid");
+    for call in ["update", "evicting insert"] {
+        let armed = Arc::new(AtomicBool::new(true));
+        let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+        cache.insert(key(1), value).expect("fits");
+        let storing = cache.clone();
+        let new_key = key(if call == "update" { 1 } else { 2 });
+        let payload = panic::catch_unwind(AssertUnwindSafe(move || {
+            let _stores = CallsOnDrop(Box::new(move || {
+                storing.insert(new_key, &b"new"[..]).expect("fits");
+            }));
+            panic!("the caller panicked");
+        }))
+        .expect_err("the caller's panic goes on");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
+        assert!(
+            !armed.load(Ordering::SeqCst),
+            "{call}: the value was dropped"
+        );
+        assert_eq!(cache.get(&new_key).as_deref(), Some(&b"new"[..]), "{call}");
+        assert_eq!(cache.len(), 1, "{call}");
+        cache.clear();
+    }
 }
 
 /// A listener that inserts into a full cache on every size eviction starts a chain: each

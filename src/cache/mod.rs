@@ -1253,13 +1253,16 @@ impl Inner {
     /// [`Inner::report`] drops them for the calls that work shard by shard: an insert that
     /// must evict may evict several entries and purge every shard of expired ones, and dropped
     /// together, a second value whose drop panicked, during the first one's unwinding,
-    /// aborted the process.
+    /// aborted the process. So does a call made while its thread unwinds from another panic
+    /// (from a host's `Drop`): a single value's drop that panicked, let out then, aborted the
+    /// process; under `catch_unwind` its panic is dropped (see [`FirstPanic::resume`]).
     #[inline]
     fn notify(&self, removed: Removed) {
         // Checked here, inline, so that a cache without a listener pays no call for a single
         // removal, the usual one of an evicting insert: dropping it under `catch_unwind` cost
         // such an insert about 90 instructions more (callgrind, `memocache replay`).
-        if self.listener.is_some() || removed.several() {
+        // `panicking` last: read only on that path, a load of the global panic count.
+        if self.listener.is_some() || removed.several() || std::thread::panicking() {
             let mut panicked = FirstPanic::default();
             self.report(removed, &mut panicked);
             panicked.resume();
