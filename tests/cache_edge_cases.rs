@@ -1396,6 +1396,59 @@ fn dropping_a_cache_whose_values_panic_when_dropped_drops_every_value() {
     );
 }
 
+/// Bug: the listener, which a cache's last handle drops with the cache, holds the host's
+/// values too (here a value it kept, whose drop panics). Dropped as a field of the cache,
+/// after the handle's drop re-raised a stored value's panic, or while the handle was dropped
+/// during unwinding from another panic, its drop's panic was let out during unwinding and
+/// aborted the process. It is now dropped under `catch_unwind`, as the values are: its panic
+/// is re-raised if it is the first, and dropped while the thread already unwinds.
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_a_cache_whose_listener_panics_when_dropped_does_not_abort() {
+    if !spawn_support::in_child(
+        "dropping_a_cache_whose_listener_panics_when_dropped_does_not_abort",
+        1,
+    ) {
+        return;
+    }
+    let built = || {
+        let kept_flag = Arc::new(AtomicBool::new(true));
+        let kept = Bytes::from_owner(DropPanicsOnce(Arc::clone(&kept_flag)));
+        let cache = Cache::builder()
+            .max_bytes(1 << 20)
+            .eviction_listener(move |_, _, _| assert_eq!(kept.len(), 1))
+            .build()
+            .expect("valid");
+        let stored_flag = Arc::new(AtomicBool::new(true));
+        let stored = Bytes::from_owner(DropPanicsOnce(Arc::clone(&stored_flag)));
+        cache.insert(key(1), stored).expect("fits");
+        (cache, [kept_flag, stored_flag])
+    };
+    let (cache, flags) = built();
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || drop(cache)))
+        .expect_err("the first drop's panic reaches the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the value's drop panicked")
+    );
+    assert!(
+        flags.iter().all(|f| !f.load(Ordering::SeqCst)),
+        "both dropped"
+    );
+
+    let (cache, flags) = built();
+    let payload = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _dropped_while_unwinding = cache;
+        panic!("the caller panicked");
+    }))
+    .expect_err("the caller's panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the caller panicked"));
+    assert!(
+        flags.iter().all(|f| !f.load(Ordering::SeqCst)),
+        "both dropped"
+    );
+}
+
 /// Calls its closure when dropped: a host's value whose drop calls the cache.
 struct CallsOnDrop(Box<dyn FnMut()>);
 

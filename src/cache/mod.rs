@@ -1399,7 +1399,8 @@ impl Inner {
 }
 
 /// The last handle's drop: stops the sweeper, then drops the values still stored one by one,
-/// re-raising the first panic of their drops once all are dropped (see [`Cache`]'s docs).
+/// and the listener, re-raising the first panic of their drops once all are dropped (see
+/// [`Cache`]'s docs).
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(sweeper) = self.sweeper.get_mut().take() {
@@ -1419,6 +1420,12 @@ impl Drop for Inner {
             for record in shard.0.lock.into_inner().into_records() {
                 panicked.catch(move || drop(record));
             }
+        }
+        // So is the listener's: what it captured is the host's (a listener that keeps the
+        // values it hears of holds them). Dropped as a field, after the first panic above was
+        // re-raised or while the thread unwinds, a panic of its drop aborted the process.
+        if let Some(listener) = self.listener.take() {
+            panicked.catch(move || drop(listener));
         }
         // Dropped while this thread unwinds from another panic, the first panic is dropped
         // instead: let out of this drop then, it would abort the process.
