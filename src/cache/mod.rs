@@ -62,14 +62,16 @@
 //!   stop the call's work: every removal is still reported and every shard of a `clear` or
 //!   `purge_expired` is done, then the first panic is re-raised to the caller (the sweeper
 //!   thread survives it), or dropped if the call was made while its thread unwinds from
-//!   another panic (from a host's `Drop`), where re-raising it would abort the process. So does a removed value whose drop panics (the owner of a
-//!   `Bytes::from_owner`): values are dropped only after the books are settled and the locks
-//!   released, and a `clear`, a purge, a restore, a listener's report and any call that removed
-//!   more than one entry drop them one by one and go on. So does the drop of a cache's last
-//!   handle, which drops the values it still holds unreported (see [`Cache`]). Removals made
-//!   by the listener's own calls are queued and reported after it returns, in a loop, never
-//!   by a nested listener call: a listener that inserts into a full cache cannot grow the
-//!   stack without bound (see `src/cache/listener.rs`).
+//!   another panic (from a host's `Drop`), where re-raising it would abort the process. So
+//!   does a removed value whose drop panics (the owner of a `Bytes::from_owner`): values are
+//!   dropped only after the books are settled and the locks released, and a `clear`, a purge,
+//!   a restore, a listener's report, any call that removed more than one entry and any call
+//!   made while its thread unwinds drop them one by one and go on. So does the drop of a
+//!   cache's last handle, which drops the values it still holds unreported, and then the
+//!   listener (see [`Cache`]). Removals made by the listener's own calls are queued and
+//!   reported after it returns, in a loop, never by a nested listener call: a listener that
+//!   inserts into a full cache cannot grow the stack without bound (see
+//!   `src/cache/listener.rs`).
 
 mod builder;
 mod expiry;
@@ -242,12 +244,13 @@ struct Config {
 /// Dropping the last handle ([`WeakCache`]s do not count) stops the sweeper thread and drops
 /// the values the cache still holds, without telling the eviction listener: a dropped cache
 /// reports nothing, as moka's does not. A value's drop is the host's code (a
-/// `Bytes::from_owner` runs its owner's): the values are dropped one by one, and if some of
-/// those drops panic, every value is still dropped and the first panic is then re-raised by
-/// the handle's drop. Dropped while its thread already unwinds from another panic, where a
-/// second panic let out would abort the process, the handle discards their panics instead and
-/// the other panic goes on. The sweeper holds a handle while it sweeps; if the last other one
-/// goes meanwhile, the values are dropped on the sweeper's thread, which a panic then ends.
+/// `Bytes::from_owner` runs its owner's): the values are dropped one by one, then the
+/// listener (what it captured is the host's too), and if some of those drops panic, every
+/// one is still dropped and the first panic is then re-raised by the handle's drop. Dropped
+/// while its thread already unwinds from another panic, where a second panic let out would
+/// abort the process, the handle discards their panics instead and the other panic goes on.
+/// The sweeper holds a handle while it sweeps; if the last other one goes meanwhile, the
+/// values are dropped on the sweeper's thread, which a panic then ends.
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
