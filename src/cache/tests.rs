@@ -1769,6 +1769,17 @@ fn an_evicting_insert_during_another_inserts_purge_purges_the_shards_it_has_not_
     let [first, filler, second] = new;
     let expired = || cache.stats().evictions_expired;
     let second_done = &AtomicBool::new(false);
+    // A bounded wait: a regression that never purges fails the test rather than hanging it.
+    let wait_until = |done: &dyn Fn() -> bool, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            std::thread::yield_now();
+        }
+    };
     // At 1.5 s and then 2.1 s: one wheel tick (2^30 to 2^31 ns) for both evicting inserts.
     clock.advance(Duration::from_millis(1500));
     std::thread::scope(|scope| {
@@ -1776,9 +1787,7 @@ fn an_evicting_insert_during_another_inserts_purge_purges_the_shards_it_has_not_
             scope.spawn(move || cache.insert(first, "first").expect("fits"));
             // The first insert has purged shard 0 (of the entry due at 1 s), and waits at
             // shard 1's lock for the rest of its walk.
-            while expired() < 1 {
-                std::thread::yield_now();
-            }
+            wait_until(&|| expired() >= 1, "the first insert purged shard 0");
             // Into the room that purge left, evicting nothing: the cache is full again.
             cache.insert(filler, "filler").expect("fits");
             clock.advance(Duration::from_millis(600));
@@ -1788,9 +1797,10 @@ fn an_evicting_insert_during_another_inserts_purge_purges_the_shards_it_has_not_
             });
             // Until the second insert is done (it evicted, the tick being claimed) or has
             // purged shard 0 of the entry due at 2 s and waits at shard 1's lock in turn.
-            while !second_done.load(Ordering::SeqCst) && expired() < 2 {
-                std::thread::yield_now();
-            }
+            wait_until(
+                &|| second_done.load(Ordering::SeqCst) || expired() >= 2,
+                "the second insert is done or purged shard 0",
+            );
             false
         });
     });
