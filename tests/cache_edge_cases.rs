@@ -1065,6 +1065,18 @@ impl Drop for DropPanicsOnce {
     }
 }
 
+impl DropPanicsOnce {
+    /// A value whose drop panics the first time one sharing `flag` is dropped.
+    fn value(flag: &Arc<AtomicBool>) -> Bytes {
+        Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)))
+    }
+}
+
+/// `n` armed flags, one for each value a test gives its own.
+fn armed_flags(n: usize) -> Vec<Arc<AtomicBool>> {
+    (0..n).map(|_| Arc::new(AtomicBool::new(true))).collect()
+}
+
 /// Bug: a value whose drop panicked unwound out of `clear` and `purge_expired` while the first
 /// shard's removals were dropped, leaving the other shards uncleared (or unpurged) and, with a
 /// listener, the rest of that shard's removals unreported: the books were right for what had
@@ -1089,7 +1101,7 @@ fn a_value_whose_drop_panics_does_not_cut_a_clear_or_purge_short() {
         let armed = Arc::new(AtomicBool::new(false));
         let fill = |ttl: Option<Ttl>| {
             for i in 0..100 {
-                let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+                let value = DropPanicsOnce::value(&armed);
                 match ttl {
                     Some(ttl) => cache.insert_with_ttl(key(i), value, ttl),
                     None => cache.insert(key(i), value),
@@ -1156,9 +1168,9 @@ fn an_insert_without_a_listener_survives_several_removed_values_whose_drops_pani
         .build()
         .expect("valid");
     // A flag of its own for each value: every one's drop panics.
-    let armed: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(true))).collect();
+    let armed = armed_flags(8);
     for (i, flag) in (0..).zip(&armed) {
-        let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
+        let value = DropPanicsOnce::value(flag);
         cache.insert_with_ttl(key(i), value, secs(1)).expect("fits");
     }
     clock.advance(Duration::from_secs(2));
@@ -1243,10 +1255,13 @@ fn a_restore_whose_left_out_values_panic_when_dropped_restores_what_fits() {
     clock.advance(Duration::from_secs(2));
     // A flag of its own for each value: every one's drop panics. Keys 10..18, ranked by key;
     // an earlier copy of key 17, superseded by the last, is left out too.
-    let armed: Vec<_> = (0..9).map(|_| Arc::new(AtomicBool::new(true))).collect();
-    let value = |flag: &Arc<AtomicBool>| Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
-    let mut entries = vec![(17, value(&armed[8]), 0)];
-    entries.extend((10..18).zip(&armed).map(|(i, flag)| (i, value(flag), i)));
+    let armed = armed_flags(9);
+    let mut entries = vec![(17, DropPanicsOnce::value(&armed[8]), 0)];
+    entries.extend(
+        (10..18)
+            .zip(&armed)
+            .map(|(i, flag)| (i, DropPanicsOnce::value(flag), i)),
+    );
     let snapshot = snapshot_of(entries);
     // Eight live entries do not fit the four entries' room: the restore purges the four
     // expired ones (the listener panics) and stores the four most valuable.
@@ -1304,7 +1319,7 @@ fn a_restore_goes_on_past_a_value_whose_store_failed_and_whose_drop_panics() {
     // key 1 (no room left: left out), then key 2 (replacing, needing no room).
     let snapshot = snapshot_of(vec![
         (0, Bytes::from_static(b"A"), 0),
-        (1, Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed))), 1),
+        (1, DropPanicsOnce::value(&armed), 1),
         (2, Bytes::from_static(b"C"), 2),
     ]);
     let payload = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -1358,9 +1373,9 @@ fn dropping_a_cache_whose_values_panic_when_dropped_drops_every_value() {
             })
             .build()
             .expect("valid");
-        let armed: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(true))).collect();
+        let armed = armed_flags(8);
         for (i, flag) in (0..).zip(&armed) {
-            let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(flag)));
+            let value = DropPanicsOnce::value(flag);
             cache.insert(key(i), value).expect("fits");
         }
         (cache, armed)
@@ -1413,14 +1428,14 @@ fn dropping_a_cache_whose_listener_panics_when_dropped_does_not_abort() {
     }
     let built = || {
         let kept_flag = Arc::new(AtomicBool::new(true));
-        let kept = Bytes::from_owner(DropPanicsOnce(Arc::clone(&kept_flag)));
+        let kept = DropPanicsOnce::value(&kept_flag);
         let cache = Cache::builder()
             .max_bytes(1 << 20)
             .eviction_listener(move |_, _, _| assert_eq!(kept.len(), 1))
             .build()
             .expect("valid");
         let stored_flag = Arc::new(AtomicBool::new(true));
-        let stored = Bytes::from_owner(DropPanicsOnce(Arc::clone(&stored_flag)));
+        let stored = DropPanicsOnce::value(&stored_flag);
         cache.insert(key(1), stored).expect("fits");
         (cache, [kept_flag, stored_flag])
     };
@@ -1473,7 +1488,7 @@ fn a_cache_call_made_while_unwinding_drops_a_value_or_listener_panic_instead_of_
     }
     let cache = Cache::builder().max_bytes(1 << 20).build().expect("valid");
     let armed = Arc::new(AtomicBool::new(true));
-    let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+    let value = DropPanicsOnce::value(&armed);
     cache.insert(key(1), value).expect("fits");
     cache.insert(key(2), &b"plain"[..]).expect("fits");
     let clearing = cache.clone();
@@ -1535,7 +1550,7 @@ fn a_single_removal_made_while_unwinding_drops_a_value_panic_instead_of_aborting
         .expect("valid");
     for call in ["update", "evicting insert"] {
         let armed = Arc::new(AtomicBool::new(true));
-        let value = Bytes::from_owner(DropPanicsOnce(Arc::clone(&armed)));
+        let value = DropPanicsOnce::value(&armed);
         cache.insert(key(1), value).expect("fits");
         let storing = cache.clone();
         let new_key = key(if call == "update" { 1 } else { 2 });
