@@ -143,13 +143,18 @@ fn a_snapshot_streamed_through_a_fifo_loads() {
     cache.save_snapshot(&path).expect("saves");
     let bytes = std::fs::read(&path).expect("reads");
 
-    let fifo = dir.path().join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("runs mkfifo");
-    assert!(status.success());
-    for (max_entries, kept) in [(100, 0..10), (4, 6..10)] {
+    // A FIFO for each load: one made once and reused hung a load for ever under load. A
+    // child process that another test of this binary forked while the first load held the
+    // pipe open kept a copy of its reading end until it exec'd; the second writer's open
+    // paired with that copy, wrote into the pipe and returned, the copy closed (taking the
+    // unread bytes with it), and the second load's open waited for a writer that had gone.
+    for (n, (max_entries, kept)) in [(100, 0..10), (4, 6..10)].into_iter().enumerate() {
+        let fifo = dir.path().join(format!("pipe{n}"));
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("runs mkfifo");
+        assert!(status.success());
         let writer = {
             let (fifo, bytes) = (fifo.clone(), bytes.clone());
             std::thread::spawn(move || std::fs::write(fifo, bytes).expect("writes the pipe"))
