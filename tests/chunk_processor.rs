@@ -764,7 +764,8 @@ fn an_input_length_claiming_far_more_than_it_holds_fails_as_truncated_not_on_all
 /// Bug: the hashing pass read the input to its end whatever its length said, so a run over an
 /// input that yields more than its length (`/dev/zero` through `process_path`, whose length is
 /// 0) hashed for ever before the split could refuse it. The pass now hashes the length and
-/// the split finds the input longer than it.
+/// the split finds the input longer than it. (`process_path` now refuses `/dev/zero` before
+/// reading it, as a device: see the test after this one.)
 #[test]
 fn an_input_yielding_more_than_its_length_is_refused_without_reading_it_to_its_end() {
     // 1 MiB of zeros stands for an endless input: the run must not read them all.
@@ -788,18 +789,57 @@ fn an_input_yielding_more_than_its_length_is_refused_without_reading_it_to_its_e
     );
     let read = (1 << 20) - endless.data.limit();
     assert!(read < 1 << 20, "read {read} bytes");
-    #[cfg(target_os = "linux")]
-    {
-        let err = processor(&cache(), 2, no_retry())
-            .process_path("/dev/zero", &f, RunOptions::new())
-            .unwrap_err();
+}
+
+/// Bug: `process_path` took any path, though a run reads its input twice (to hash it, then to
+/// split it). A FIFO's open waited for a writer, for ever with none; a directory opened and
+/// failed as "deriving a cache key failed: reading content to hash failed: Is a directory",
+/// naming no path. (The pipeline and the command refused such paths; this call, under them,
+/// did not.) What is not a regular file is now refused at once as `Open`, naming the path; a
+/// link to a FIFO too, and `/dev/zero`, which the hash pass now never reaches.
+#[cfg(unix)]
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("talk.wav");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("runs mkfifo");
+    assert!(made.success());
+    let link = dir.path().join("link.wav");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let mut paths = vec![dir.path().to_owned(), fifo, link];
+    if cfg!(target_os = "linux") {
+        paths.push("/dev/zero".into());
+    }
+    let count = paths.len();
+    let (done, outcome) = mpsc::channel();
+    // On its own thread: on the old code the FIFO's open never returns.
+    std::thread::spawn(move || {
+        let processor = processor(&cache(), 2, no_retry());
+        let f = |chunk: &AudioChunk| Ok::<_, String>(describe(chunk));
+        for path in paths {
+            let err = processor
+                .process_path(&path, &f, RunOptions::new())
+                .expect_err("refused");
+            let _ = done.send((
+                path,
+                err.to_string(),
+                matches!(err, ProcessError::Open { .. }),
+            ));
+        }
+    });
+    for _ in 0..count {
+        let (path, message, is_open) = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("refused within 30 s");
+        assert!(is_open, "{message}");
         assert!(
-            matches!(
-                err,
-                ProcessError::Split(SplitError::LongerThanGiven { given: 0, .. })
-            ),
-            "{err:?}"
+            message.starts_with(&format!("opening {} failed: ", path.display())),
+            "{message}"
         );
+        assert!(message.contains("not a regular file"), "{message}");
     }
 }
 

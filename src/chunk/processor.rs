@@ -285,7 +285,8 @@ pub struct ProcessOutput {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError<E> {
-    /// The input file could not be opened.
+    /// The input file could not be opened, or is not a regular file
+    /// ([`ChunkedProcessor::process_path`]).
     #[error("opening {path} failed: {source}")]
     Open {
         /// The path given.
@@ -498,6 +499,23 @@ impl Fingerprint {
                 .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()),
         }
     }
+}
+
+/// Refuses what is not a regular file. A run reads its input twice (to hash it for the key,
+/// then to cut it into chunks), and a pipe or a device cannot be read twice: a FIFO's open
+/// waited for a writer, perhaps forever, and with one its bytes went to the hashing; a
+/// directory opened and then failed as a key that could not be derived, naming no path.
+/// Shared with the [pipeline](crate::pipeline), which checks its requests' paths the same
+/// way before its jobs reach [`ChunkedProcessor::process_path`].
+pub(crate) fn regular_file(metadata: &std::fs::Metadata) -> io::Result<()> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "not a regular file (a directory, pipe or device): the input is read twice, to hash \
+         it and to cut it into chunks",
+    ))
 }
 
 /// What `process_path` checks before it stores a whole-file record: the file it opened, as it
@@ -911,6 +929,11 @@ impl ChunkedProcessor {
 
     /// Processes the file at `path`; see [`ChunkedProcessor::process_reader`].
     ///
+    /// `path` must name a regular file (or a link to one): the file is read twice, so a
+    /// directory, a pipe or a device is refused at once with [`ProcessError::Open`], before
+    /// anything is read (a FIFO's open would wait for a writer). For bytes that arrive
+    /// once, hand [`ChunkedProcessor::process_reader`] a seekable copy.
+    ///
     /// If the file's length or modification time changed between the start of the run and
     /// the storing of the whole-file record, the run stores no such record and fails with
     /// [`ProcessError::Changed`] (see the module docs).
@@ -1002,11 +1025,16 @@ impl ChunkedProcessor {
             path: path.to_owned(),
             source,
         };
+        // Checked before the open: opening a FIFO waits for a writer, perhaps forever.
+        regular_file(&std::fs::metadata(path).map_err(open_error)?).map_err(open_error)?;
         let file = File::open(path).map_err(open_error)?;
         // Taken before the hash pass, so that a rewrite during it shows too.
+        let metadata = file.metadata().map_err(open_error)?;
+        // Again on what was opened: the name may lead elsewhere since the check above.
+        regular_file(&metadata).map_err(open_error)?;
         let unchanged = Unchanged {
             path,
-            before: Fingerprint::of(&file.metadata().map_err(open_error)?),
+            before: Fingerprint::of(&metadata),
             file: &file,
         };
         self.run(&file, f, options, Some(&unchanged))

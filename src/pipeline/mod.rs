@@ -70,7 +70,7 @@ pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transc
 
 use crate::cache::Cache;
 use crate::callback::FirstPanic;
-use crate::chunk::processor::{Fingerprint, buffers_kept};
+use crate::chunk::processor::{Fingerprint, buffers_kept, regular_file};
 use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
@@ -1005,22 +1005,6 @@ fn start_workers(
             watch.ran(id, followers, Err(message.to_owned()));
         })
         .start()
-}
-
-/// Refuses what is not a regular file. The pipeline reads its input twice — here to hash it
-/// for the key, then in the job to cut it into chunks — and a pipe or a device cannot be read
-/// twice: a FIFO's hashing took its bytes and the job's open then waited for a writer that
-/// never came, forever, holding a worker (the `transcribe` command refused such inputs
-/// itself; the library call hung), and `/dev/zero` was hashed without end.
-fn regular_file(metadata: &std::fs::Metadata) -> std::io::Result<()> {
-    if metadata.is_file() {
-        return Ok(());
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        "not a regular file (a directory, pipe or device): the pipeline reads its input \
-         twice, to hash it and to cut it into chunks",
-    ))
 }
 
 /// A path as [`Request`] carries it: the bytes of its name on unix, where any bytes but NUL
