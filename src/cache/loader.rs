@@ -114,7 +114,11 @@ use crate::key::CacheKey;
 ///
 /// `LoadError<E>` implements [`std::error::Error`] when `E` does, so `?` converts it into a
 /// `Box<dyn Error>`; a loader error type that is not an `Error` (a `String`, say) is matched
-/// instead.
+/// instead. So is the error most code written with `?` returns, `Box<dyn Error + Send + Sync>`
+/// (or `anyhow::Error`): the standard library implements `Error` for a `Box<T>` of a sized `T`
+/// only, so `?` cannot convert a `LoadError` of it (the compiler says that
+/// `dyn Error + Send + Sync` has no size known at compile-time). The second example below
+/// matches it.
 ///
 /// ```
 /// use memocache::{Cache, CacheError, CacheKey, LoadError};
@@ -152,6 +156,37 @@ use crate::key::CacheKey;
 /// assert!(err.to_string().starts_with("the loaded value was not cached: an entry charged"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A loader whose error is a `Box<dyn Error + Send + Sync>`, and a caller that returns one:
+///
+/// ```
+/// use memocache::{Cache, CacheKey, LoadError};
+///
+/// type BoxError = Box<dyn std::error::Error + Send + Sync>;
+///
+/// // A loader written with `?`, as most are.
+/// fn transcribe(audio: &[u8]) -> Result<String, BoxError> {
+///     Ok(std::str::from_utf8(audio)?.to_uppercase())
+/// }
+///
+/// fn transcript(cache: &Cache, audio: &[u8]) -> Result<String, BoxError> {
+///     let key = CacheKey::from_content(audio, "transcript")?;
+///     let text = cache
+///         .try_get_or_insert_with(key, || transcribe(audio))
+///         .map_err(|e| match e {
+///             // Shared (`Arc`) with every caller that waited on this load: its message.
+///             LoadError::Loader(e) => BoxError::from(e.to_string()),
+///             LoadError::Cache(e) => BoxError::from(e),
+///         })?;
+///     Ok(String::from_utf8_lossy(&text).into_owned())
+/// }
+///
+/// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+/// assert_eq!(transcript(&cache, b"hello")?, "HELLO");
+/// let err = transcript(&cache, b"\xff").unwrap_err();
+/// assert!(err.to_string().starts_with("invalid utf-8"));
+/// # Ok::<(), BoxError>(())
+/// ```
 #[derive(Debug)]
 pub enum LoadError<E> {
     /// The loader returned an error (this call's loader, or the one it waited for).
@@ -161,6 +196,17 @@ pub enum LoadError<E> {
     /// waiting for the key would never end ([`CacheError::ReentrantLoad`],
     /// [`CacheError::LoadCycle`]).
     Cache(CacheError),
+}
+
+/// Cloned without `E: Clone`: the loader's error is shared, as it is among the callers that
+/// waited on one load.
+impl<E> Clone for LoadError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            LoadError::Loader(e) => LoadError::Loader(Arc::clone(e)),
+            LoadError::Cache(e) => LoadError::Cache(e.clone()),
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for LoadError<E> {

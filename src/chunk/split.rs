@@ -639,6 +639,24 @@ fn pcm_spec_ex(spec: PcmSpec) -> Result<hound::WavSpecEx, SplitError> {
 /// ```
 pub const DEFAULT_SPARE_BUFFERS: usize = 1;
 
+/// Where the stream stands: how it cuts, how far it has read and what it knows of the totals.
+/// Not the reader, which need not be `Debug`, nor any audio.
+impl<R: Read> fmt::Debug for ChunkStream<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("kind", &self.kind())
+            .field("unit_bytes", &self.layout.unit_bytes)
+            .field("chunk_units", &self.layout.chunk_units)
+            .field("overlap_units", &self.layout.overlap_units)
+            .field("next_index", &self.next_index)
+            .field("read_units", &self.read_units)
+            .field("total_chunks", &self.total_chunks())
+            .field("total_bytes", &self.total_bytes())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: Read> ChunkStream<R> {
     /// Keeps up to `n` spare chunk buffers (default [`DEFAULT_SPARE_BUFFERS`]): a
     /// chunk's buffer comes back when the last [`Bytes`] of it is dropped, and a later chunk

@@ -603,6 +603,13 @@ pub struct JobQueueBuilder {
     on_complete: Option<CompletionHook>,
 }
 
+/// [`JobQueue::builder`]: the defaults each setting's docs give.
+impl Default for JobQueueBuilder {
+    fn default() -> JobQueueBuilder {
+        JobQueue::builder()
+    }
+}
+
 impl fmt::Debug for JobQueueBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobQueueBuilder")
