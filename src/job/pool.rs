@@ -426,6 +426,10 @@ impl WorkerPoolBuilder {
 
 /// A pool of worker threads over a [`JobQueue`]; see the module docs.
 ///
+/// Keep it for as long as its workers should run: dropping it is
+/// [`shutdown(Shutdown::Now)`](WorkerPool::shutdown), so a pool started and not kept
+/// (`builder.start()?;` as a statement) stops at once, before it has run anything.
+///
 /// ```
 /// use memocache::{ConcurrencyLimit, Job, JobQueue, JobStatus, JobType, Shutdown, WorkerPool};
 ///
@@ -441,6 +445,7 @@ impl WorkerPoolBuilder {
 /// assert_eq!(queue.get(id).and_then(|j| j.result().cloned()), Some(b"trans".to_vec().into()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "dropping the pool stops its workers at once (`shutdown(Shutdown::Now)`)"]
 pub struct WorkerPool {
     queue: JobQueue,
     shared: Arc<Shared>,
