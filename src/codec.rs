@@ -3,7 +3,10 @@
 //! Every typed value ([`crate::Cache::insert_typed`]) and every snapshot record goes through
 //! [`encode`] / [`decode`], so the wire format is chosen here once: bincode 2's `standard`
 //! configuration (little-endian, variable-length integers). bincode 3.0.0 is a stub that does
-//! not build, hence the pin to 2.
+//! not build, hence the pin to 2. The encoding does not say what it holds, so serde attributes
+//! that need a self-describing format (`flatten`, `tag`, `untagged`, `skip_serializing_if`)
+//! do not round-trip: see [`crate::Cache::insert_typed`]. bincode's errors print as their
+//! `Debug` text; a [`CodecError`] says the common ones in words.
 //!
 //! A corrupt length prefix must produce an error, not a huge allocation. bincode allocates a
 //! string or byte buffer of the claimed length *before* reading its bytes, with only its decode
@@ -55,6 +58,7 @@
 
 mod bounded;
 
+use std::fmt;
 use std::marker::PhantomData;
 
 use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
@@ -84,7 +88,7 @@ const CONFIG: Config = config::standard().with_limit::<DECODE_LIMIT>();
 #[non_exhaustive]
 pub enum CodecError {
     /// Serialising the value failed.
-    #[error("encoding a value failed: {0}")]
+    #[error("encoding a value failed: {}", Reason(.0))]
     Encode(#[from] bincode::error::EncodeError),
     /// The bytes are not a valid encoding of the requested type.
     ///
@@ -93,7 +97,7 @@ pub enum CodecError {
     /// [`decode`]. Only [`decode_from`] gives `DecodeError::LimitExceeded`: its reader's length
     /// is unknown, so a claim beyond [`DECODE_LIMIT`] is refused before it is read, whether or
     /// not its bytes follow (see the module docs).
-    #[error("decoding a value as {type_name} failed: {source}")]
+    #[error("decoding a value as {type_name} failed: {}", Reason(.source))]
     Decode {
         /// The type asked for (`std::any::type_name`), so that a value stored as one type
         /// and read as another says so.
@@ -251,6 +255,82 @@ fn within_budget<T, V>(
         }),
         (Err(source), None) => Err(CodecError::Decode { type_name, source }),
         (Ok(value), None) => Ok(value),
+    }
+}
+
+/// bincode's error, in words. bincode prints its errors as their `Debug` text
+/// (`Serde(AnyNotSupported)`, `OtherString("invalid value: …")`), which says what is wrong
+/// only to a reader of bincode's source; the cases a host's own types run into are said here,
+/// the rest still as bincode names them.
+struct Reason<'a, E>(&'a E);
+
+/// What a type asks of a format that bincode's is not: self-describing.
+const NOT_SELF_DESCRIBING: &str = "the type reads its fields by what the bytes say they are \
+    (`deserialize_any`: a `#[serde(tag = ..)]` or `#[serde(untagged)]` enum, a \
+    `#[serde(flatten)]` field, a `serde_json::Value`), and bincode's encoding does not say \
+    what it holds: such a type can be stored but never read back";
+
+impl fmt::Display for Reason<'_, bincode::error::EncodeError> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use bincode::error::EncodeError;
+        match self.0 {
+            EncodeError::Serde(bincode::serde::EncodeError::SequenceMustHaveLength) => f.write_str(
+                "a sequence or map of unknown length (a `#[serde(flatten)]` field makes one) \
+                 cannot be encoded: bincode writes the length before the elements",
+            ),
+            EncodeError::Other(message) => f.write_str(message),
+            EncodeError::OtherString(message) => f.write_str(message),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Reason<'_, bincode::error::DecodeError> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use bincode::error::{AllowedEnumVariants, DecodeError, IntegerType};
+        match self.0 {
+            DecodeError::UnexpectedEnd { additional } => write!(
+                f,
+                "the bytes end at least {additional} byte(s) short of a whole value"
+            ),
+            // bincode's reading of some integers from a slice names the wrong type expected
+            // when the marker is reserved (a `u32` for a `u64`), so that one names none.
+            DecodeError::InvalidIntegerType {
+                found: IntegerType::Reserved,
+                ..
+            } => f.write_str("an integer starts with a reserved marker byte (255)"),
+            DecodeError::InvalidIntegerType { expected, found } => write!(
+                f,
+                "an integer is encoded as {}, too wide for the {} it is read as",
+                Reason(found),
+                Reason(expected)
+            ),
+            DecodeError::UnexpectedVariant {
+                type_name,
+                allowed: AllowedEnumVariants::Range { min, max },
+                found,
+            } => write!(
+                f,
+                "{type_name} has no variant {found} (its variants are numbered {min} to {max})"
+            ),
+            DecodeError::Utf8 { inner } => write!(f, "a string is not UTF-8: {inner}"),
+            DecodeError::InvalidBooleanValue(value) => {
+                write!(f, "a bool is encoded as {value}, neither 0 nor 1")
+            }
+            DecodeError::Serde(bincode::serde::DecodeError::AnyNotSupported) => {
+                f.write_str(NOT_SELF_DESCRIBING)
+            }
+            DecodeError::Other(message) => f.write_str(message),
+            DecodeError::OtherString(message) => f.write_str(message),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// `U64` as `u64`, `Usize` as `usize`.
+impl fmt::Display for Reason<'_, bincode::error::IntegerType> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format!("{:?}", self.0).to_lowercase())
     }
 }
 

@@ -68,3 +68,100 @@ fn a_load_error_clones_sharing_the_loaders_error() {
         })
     ));
 }
+
+/// A field the cache's codec cannot encode: `flatten` makes a map of unknown length.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Flattened {
+    text: String,
+    #[serde(flatten)]
+    meta: Meta,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    model: String,
+}
+
+/// An enum the codec stores but cannot read back: it needs a self-describing format.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Words(u32),
+    Text(String),
+}
+
+/// Bug: bincode prints its errors as their `Debug` text, and a typed value's error passed
+/// it on: `encoding the value failed: encoding a value failed: Serde(SequenceMustHaveLength)`
+/// for a `#[serde(flatten)]` field, `… failed: Serde(AnyNotSupported)` for an untagged enum,
+/// `InvalidIntegerType { expected: U64, found: Reserved }` for bytes that are no integer. Each
+/// now says what is wrong, once.
+#[test]
+fn a_typed_values_errors_say_what_is_wrong_in_words() {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("built");
+    let key = |name: &[u8]| CacheKey::from_content(name, "typed").expect("key");
+    let debug_text = ["Serde(", "{ expected", "OtherString", "UnexpectedVariant"];
+    let flattened = Flattened {
+        text: "hello".into(),
+        meta: Meta {
+            model: "small".into(),
+        },
+    };
+    let refused = cache
+        .insert_typed(key(b"flat"), &flattened)
+        .expect_err("flatten cannot be encoded")
+        .to_string();
+    assert_eq!(
+        refused,
+        "the value was not stored: encoding a value failed: a sequence or map of unknown length \
+         (a `#[serde(flatten)]` field makes one) cannot be encoded: bincode writes the length \
+         before the elements"
+    );
+    cache
+        .insert_typed(key(b"untagged"), &Untagged::Words(3))
+        .expect("stored");
+    let untagged = cache
+        .get_typed::<Untagged>(&key(b"untagged"))
+        .expect_err("never read back")
+        .to_string();
+    assert!(
+        untagged.ends_with(
+            "failed: the type reads its fields by what the bytes say they are \
+             (`deserialize_any`: a `#[serde(tag = ..)]` or `#[serde(untagged)]` enum, a \
+             `#[serde(flatten)]` field, a `serde_json::Value`), and bincode's encoding does not \
+             say what it holds: such a type can be stored but never read back"
+        ),
+        "{untagged}"
+    );
+    cache.insert(key(b"raw"), vec![0xffu8; 9]).expect("stored");
+    let reserved = cache
+        .get_typed::<u64>(&key(b"raw"))
+        .expect_err("no integer")
+        .to_string();
+    assert!(
+        reserved.ends_with("as u64 failed: an integer starts with a reserved marker byte (255)"),
+        "{reserved}"
+    );
+    cache.insert(key(b"wide"), vec![253u8; 9]).expect("stored");
+    let wide = cache
+        .get_typed::<u32>(&key(b"wide"))
+        .expect_err("too wide")
+        .to_string();
+    assert!(
+        wide.ends_with("failed: an integer is encoded as u64, too wide for the u32 it is read as"),
+        "{wide}"
+    );
+    cache.insert(key(b"option"), vec![7u8]).expect("stored");
+    let variant = cache
+        .get_typed::<Option<u8>>(&key(b"option"))
+        .expect_err("no such variant")
+        .to_string();
+    assert!(
+        variant.ends_with("failed: Option<T> has no variant 7 (its variants are numbered 0 to 1)"),
+        "{variant}"
+    );
+    for message in [refused, untagged, reserved, wide, variant] {
+        for debug in debug_text {
+            assert!(!message.contains(debug), "{message}");
+        }
+    }
+}

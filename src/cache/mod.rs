@@ -161,7 +161,7 @@ pub enum CacheError {
         max_bytes: u64,
     },
     /// A typed value could not be encoded.
-    #[error("encoding the value failed: {0}")]
+    #[error("the value was not stored: {0}")]
     Codec(#[source] Arc<CodecError>),
     /// The snapshot named by [`CacheBuilder::restore_from`] could not be restored.
     #[error("restoring the snapshot failed: {0}")]
@@ -562,6 +562,35 @@ impl Cache {
     ///
     /// Encoding does not check nesting: a value nested deeper than [`crate::codec::MAX_DEPTH`]
     /// is stored, but [`Cache::get_typed`] refuses it with [`CodecError::TooDeep`].
+    ///
+    /// The encoding is bincode's: compact, and silent on what it holds, so a type must read
+    /// back by its shape alone. Serde attributes that need more do not round-trip, and the
+    /// compiler cannot tell: a `#[serde(flatten)]` field is refused here
+    /// ([`CodecError::Encode`]); an internally tagged (`#[serde(tag = "..")]`) or untagged
+    /// enum, or a `serde_json::Value`, is stored, and every [`Cache::get_typed`] of it fails;
+    /// and a field skipped by `#[serde(skip_serializing_if = "..")]` writes nothing, so it
+    /// reads back from the bytes of the fields after it, an error or a wrong value. Give such
+    /// types a plain twin for the cache, or store them as bytes of a self-describing format.
+    ///
+    /// ```
+    /// use memocache::{Cache, CacheKey, CodecError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// #[serde(tag = "kind")]
+    /// enum Outcome {
+    ///     Text { text: String },
+    ///     Silence,
+    /// }
+    ///
+    /// let cache = Cache::builder().max_bytes(1 << 20).build()?;
+    /// let key = CacheKey::from_content(b"some audio", "outcome")?;
+    /// cache.insert_typed(key, &Outcome::Silence)?; // stored...
+    /// let err = cache.get_typed::<Outcome>(&key).err().expect("...but never read back");
+    /// assert!(matches!(&err, CodecError::AtKey { .. }));
+    /// assert!(err.to_string().contains("`#[serde(tag = ..)]` or `#[serde(untagged)]` enum"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insert_typed<T: Serialize + ?Sized>(
         &self,
         key: CacheKey,
