@@ -74,6 +74,11 @@ pub mod time;
 #[cfg(feature = "trace")]
 pub mod trace;
 
+/// The type of every stored value, from the `bytes` crate (1.x): what [`Cache::get`] returns
+/// and the eviction listener is given. Re-exported so that a host can name it (in a field, a
+/// function's signature, a listener written as a function) without depending on `bytes`
+/// itself.
+pub use bytes::Bytes;
 pub use cache::{
     Cache, CacheBuilder, CacheError, CacheStats, ConfigError, LoadError, RemovalCause, WeakCache,
 };

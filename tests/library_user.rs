@@ -165,3 +165,27 @@ fn a_typed_values_errors_say_what_is_wrong_in_words() {
         }
     }
 }
+
+/// A listener written as a function, as a host whose listener grows past a closure writes it.
+fn count_size_evictions(_key: &CacheKey, value: &memocache::Bytes, cause: memocache::RemovalCause) {
+    if cause == memocache::RemovalCause::Size {
+        assert!(!value.is_empty());
+    }
+}
+
+/// Bug: every value the cache gives is a `bytes::Bytes`, which the crate did not re-export, so
+/// a host could not name the type of `Cache::get`, or write its listener as a function,
+/// without adding the `bytes` crate itself (at a version that must match). It is
+/// `memocache::Bytes` now.
+#[test]
+fn a_host_names_the_value_type_through_the_crate() {
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .eviction_listener(count_size_evictions)
+        .build()
+        .expect("built");
+    let key = CacheKey::from_content(b"audio", "file").expect("key");
+    cache.insert(key, "hello").expect("stored");
+    let value: Option<memocache::Bytes> = cache.get(&key);
+    assert_eq!(value, Some(memocache::Bytes::from_static(b"hello")));
+}
