@@ -428,7 +428,8 @@ impl WorkerPoolBuilder {
 ///
 /// Keep it for as long as its workers should run: dropping it is
 /// [`shutdown(Shutdown::Now)`](WorkerPool::shutdown), so a pool started and not kept
-/// (`builder.start()?;` as a statement) stops at once, before it has run anything.
+/// (`builder.start()?;` as a statement) stops at once: a worker finishes the job it may have
+/// taken meanwhile, and the queue's other jobs wait for a pool that is kept.
 ///
 /// ```
 /// use memocache::{ConcurrencyLimit, Job, JobQueue, JobStatus, JobType, Shutdown, WorkerPool};

@@ -692,6 +692,10 @@ impl JobQueueBuilder {
     }
 
     /// Where memoized results are looked up and stored (default none).
+    ///
+    /// The store is called under the queue's lock (see [`crate::job::memo`]), so nothing it
+    /// runs may call this queue: such a call waits for the lock for ever, and so does every
+    /// other caller of the queue after it.
     #[must_use]
     pub fn memo_store(mut self, store: Arc<dyn MemoStore>) -> Self {
         self.memo = Some(store);
@@ -699,6 +703,13 @@ impl JobQueueBuilder {
     }
 
     /// Memoizes results in `cache` (shorthand for [`JobQueueBuilder::memo_store`]).
+    ///
+    /// The cache's eviction listener ([`crate::CacheBuilder::eviction_listener`]) then runs
+    /// under the queue's lock, for what the queue's lookups and stores remove (an insert
+    /// that evicts, a lookup that finds its entry expired): a listener that calls this queue,
+    /// even [`JobQueue::stats`], deadlocks the thread that stored (a pool's worker) and, with
+    /// the lock held for ever, the queue. Have such a listener hand its work to another
+    /// thread, or give the queue a cache of its own.
     #[must_use]
     pub fn cache(self, cache: Cache) -> Self {
         self.memo_store(Arc::new(cache))
