@@ -26,6 +26,14 @@
 //! The price of the second rule: a call made from inside a callback returns before its own
 //! callbacks run, and their panics go on to the outermost caller, not to that inner call.
 //! Calls from outside any callback report before they return.
+//!
+//! A third, for the cache's listener: **no listener call under a lock it may need.** A job
+//! queue calls its memo store (a cache) under the queue's lock, and an insert that evicts, or
+//! a lookup that finds its entry expired, told the cache's listener there: a listener that
+//! called the queue (its `stats`, a submit) waited for that lock for ever, on a pool's worker,
+//! and every caller of the queue after it. So the queue [holds](hold) listener calls on its
+//! thread while it calls the store; they are deferred as a nested report's are, and run, in
+//! order, once the queue's call has released its lock ([`run_held`]).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -51,6 +59,39 @@ thread_local! {
     /// The reports deferred by calls made from inside a callback, in the order they were
     /// made.
     static DEFERRED: RefCell<Vec<Deferred>> = const { RefCell::new(Vec::new()) };
+    /// Whether [`hold`] is in force on this thread: the cache's listener calls are deferred.
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Starts deferring the cache's listener calls on this thread (see the module docs); returns
+/// whether they were deferred already, for [`unhold`]. The caller must not unwind before
+/// [`unhold`] (a job queue's memo calls run under `catch_unwind`).
+pub(crate) fn hold() -> bool {
+    HELD.replace(true)
+}
+
+/// Ends [`hold`]: `was` is what it returned. What was deferred waits for [`run_held`].
+pub(crate) fn unhold(was: bool) {
+    HELD.set(was);
+}
+
+/// Runs the listener calls deferred by holds on this thread, once the lock they could need
+/// is released, and re-raises their first panic, as the call that made them would have. From
+/// inside a hold or a callback they are left to the outermost one, as a nested report's are.
+/// Out of line: only a job queue with a memo store calls it.
+#[cold]
+#[inline(never)]
+pub(crate) fn run_held() {
+    if !HELD.get() && PENDING.get() {
+        let mut panics = FirstPanic::default();
+        Turn::start().finish(&mut panics);
+        panics.resume();
+    }
+}
+
+/// Whether [`hold`] is in force on this thread.
+pub(crate) fn held() -> bool {
+    HELD.get()
 }
 
 /// The first panic caught from the host's callbacks during one call.

@@ -646,3 +646,102 @@ fn a_stored_result_of_one_type_does_not_answer_a_job_of_another() {
     let own = Job::keyed(JobType::Indexing, ["doc"], &b""[..]).expect("valid");
     assert!(queue.submit(own).is_ok());
 }
+
+/// Bug: the queue calls its memo store under its lock, and the cache told its eviction
+/// listener of what a store or a lookup removed right there, so a listener that called the
+/// queue (here only `stats`) waited for the queue's lock for ever: the completing thread (a
+/// pool's worker) hung, and every caller of the queue after it. The listener now hears of
+/// those removals once the queue's call has released its lock, on the same thread, before the
+/// call returns: an eviction by a store, an expiry found by a submit's lookup, and both on a
+/// pool's worker.
+#[test]
+fn a_cache_listener_may_call_the_queue_the_cache_memoizes() {
+    let (done, outcome) = std::sync::mpsc::channel();
+    // On its own thread: on the old code the first completion never returns.
+    thread::spawn(move || {
+        let clock = ManualClock::new();
+        let queue_slot: Arc<std::sync::OnceLock<JobQueue>> = Arc::default();
+        let heard: Arc<Mutex<Vec<(memocache::RemovalCause, u64)>>> = Arc::default();
+        let (slot, log) = (Arc::clone(&queue_slot), Arc::clone(&heard));
+        let cache = Cache::builder()
+            .max_bytes(1_000)
+            .shards(1)
+            .clock(clock.clone())
+            .eviction_listener(move |_key, _value, cause| {
+                if let Some(queue) = slot.get() {
+                    log.lock().push((cause, queue.stats().completed));
+                }
+            })
+            .build()
+            .expect("valid cache");
+        let queue = JobQueue::builder()
+            .cache(cache.clone())
+            .build()
+            .expect("valid");
+        assert!(queue_slot.set(queue.clone()).is_ok());
+        let worker = WorkerId::new("w");
+        // Each result takes about a third of the budget: the third store evicts.
+        for file in 1..=3 {
+            queue.submit(transcription(file)).expect("submit");
+            let lease = queue.try_next(&worker).expect("a job");
+            queue
+                .complete(&lease, vec![file; 300].into())
+                .expect("complete");
+        }
+        let evicted = heard.lock().clone();
+        // A submit whose lookup finds its entry expired.
+        let expiring = Job::transcription(&hash(9), "en", &b"audio"[..]).expect("valid");
+        cache
+            .insert_with_ttl(key(9), vec![9u8; 10], Ttl::seconds(1).expect("ttl"))
+            .expect("stored");
+        clock.advance(Duration::from_secs(2));
+        queue.submit(expiring).expect("submit");
+        let expired = heard.lock().last().copied();
+        // A pool's worker completing the job the expiry sent to it, its store evicting.
+        let pool = WorkerPool::builder(queue.clone())
+            .handler(JobType::Transcription, |_| Ok(vec![7u8; 300].into()))
+            .start()
+            .expect("started");
+        let stats = pool.shutdown(Shutdown::Drain);
+        let _ = done.send((evicted, expired, stats.completed, heard.lock().len()));
+    });
+    let (evicted, expired, pool_completed, heard) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no call waited for the queue's lock");
+    // Told after the completion whose store evicted: the queue already counted it.
+    assert_eq!(evicted, [(memocache::RemovalCause::Size, 3)]);
+    assert_eq!(expired, Some((memocache::RemovalCause::Expired, 3)));
+    assert_eq!(pool_completed, 1);
+    assert!(heard >= 3, "{heard}");
+}
+
+/// A listener told after the queue's lock is released panics out of the queue's call, as out
+/// of the cache's own calls, once the queue's work is done: the job completed and its result
+/// stored. (Told under the lock, its panic was caught as the store's and the store counted
+/// as failed, though the result was stored.)
+#[test]
+fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
+    let cache = Cache::builder()
+        .max_bytes(1_000)
+        .shards(1)
+        .eviction_listener(|_key, _value, _cause| panic!("listener bug"))
+        .build()
+        .expect("valid cache");
+    let queue = JobQueue::builder()
+        .cache(cache.clone())
+        .build()
+        .expect("valid");
+    let worker = WorkerId::new("w");
+    for file in 1..=3 {
+        queue.submit(transcription(file)).expect("submit");
+        let lease = queue.try_next(&worker).expect("a job");
+        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            queue.complete(&lease, vec![file; 300].into())
+        }));
+        // The third store evicts the first result.
+        assert_eq!(completed.is_err(), file == 3, "file {file}");
+        assert_eq!(queue.status(lease.job_id()), Some(JobStatus::Completed));
+    }
+    assert!(cache.contains_key(&key(3)));
+    assert_eq!(queue.stats().memo_store_failures, 0);
+}

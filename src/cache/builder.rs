@@ -160,9 +160,9 @@ impl CacheBuilder {
     /// process). It is not called for the values a cache still
     /// holds when its last handle is dropped: a dropped cache reports nothing (see [`Cache`]).
     ///
-    /// A cache that memoizes a job queue's results ([`crate::JobQueueBuilder::cache`]) calls
-    /// the listener under that queue's lock for the removals the queue's calls make, so a
-    /// listener that calls the queue deadlocks there (see that method).
+    /// A cache that memoizes a job queue's results ([`crate::JobQueueBuilder::cache`]) tells
+    /// the listener of the removals the queue's calls make once the queue's lock is released,
+    /// so the listener may call that queue too.
     ///
     /// Removals made by the listener's own calls (an insert into a full cache evicts) are not
     /// reported from inside it, which could nest without bound and overflow the stack: they

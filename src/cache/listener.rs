@@ -74,11 +74,12 @@ impl Removed {
 /// Reports `removed` to `listener`, keeping its first panic in `panicked` instead of
 /// unwinding: if a panic unwound through the cache, the other removals of the call would
 /// never be reported and a call that works shard by shard (`clear`, `purge_expired`) would
-/// stop half done — and the sweeper thread would die. From inside a listener call, only
+/// stop half done — and the sweeper thread would die. From inside a listener call, or while
+/// a job queue holds listener calls back (its lock held: see [`crate::callback`]), only
 /// defers `removed` to the outermost report on this thread.
 pub(super) fn report(listener: &Listener, removed: Removed, panicked: &mut FirstPanic) {
     let turn = Turn::start();
-    if turn.is_nested() {
+    if turn.is_nested() || callback::held() {
         let listener = Arc::clone(listener);
         callback::defer(move |panicked| tell(&listener, removed, panicked));
         return;

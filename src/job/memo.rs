@@ -45,8 +45,12 @@
 //! The lookups (at submit and at a takeover) and the store at completion happen under the
 //! queue's lock, which closes the race where a submit misses the store just before a leader's
 //! result lands and then, the leader being gone, runs the computation again. The price is
-//! that the store's own code runs under the queue's lock, so a store (for example a cache
-//! eviction listener) must never call back into the queue.
+//! that the store's own code runs under the queue's lock, so a store must never call back into
+//! the queue. A [`crate::Cache`]'s eviction listener may: the queue holds back the listener
+//! calls of the removals its lookups and stores make (an insert that evicts, a lookup that
+//! finds its entry expired) until it has released its lock, and they run on the same thread
+//! before the queue's call returns. Told under the lock, a listener that called the queue, even
+//! for its stats, waited for the lock for ever.
 //!
 //! # A store that panics
 //!
