@@ -647,6 +647,26 @@ fn a_stored_result_of_one_type_does_not_answer_a_job_of_another() {
     assert!(queue.submit(own).is_ok());
 }
 
+/// A queue memoizing into a cache on `clock` with `listener`, of 1,000 bytes in one shard:
+/// three results of 300 bytes fill it, and the third one's store evicts.
+fn memoizing_into_three_results(
+    clock: &ManualClock,
+    listener: impl Fn(&CacheKey, &Bytes, memocache::RemovalCause) + Send + Sync + 'static,
+) -> (Cache, JobQueue) {
+    let cache = Cache::builder()
+        .max_bytes(1_000)
+        .shards(1)
+        .clock(clock.clone())
+        .eviction_listener(listener)
+        .build()
+        .expect("valid cache");
+    let queue = JobQueue::builder()
+        .cache(cache.clone())
+        .build()
+        .expect("valid");
+    (cache, queue)
+}
+
 /// Bug: the queue calls its memo store under its lock, and the cache told its eviction
 /// listener of what a store or a lookup removed right there, so a listener that called the
 /// queue (here only `stats`) waited for the queue's lock for ever: the completing thread (a
@@ -663,21 +683,11 @@ fn a_cache_listener_may_call_the_queue_the_cache_memoizes() {
         let queue_slot: Arc<std::sync::OnceLock<JobQueue>> = Arc::default();
         let heard: Arc<Mutex<Vec<(memocache::RemovalCause, u64)>>> = Arc::default();
         let (slot, log) = (Arc::clone(&queue_slot), Arc::clone(&heard));
-        let cache = Cache::builder()
-            .max_bytes(1_000)
-            .shards(1)
-            .clock(clock.clone())
-            .eviction_listener(move |_key, _value, cause| {
-                if let Some(queue) = slot.get() {
-                    log.lock().push((cause, queue.stats().completed));
-                }
-            })
-            .build()
-            .expect("valid cache");
-        let queue = JobQueue::builder()
-            .cache(cache.clone())
-            .build()
-            .expect("valid");
+        let (cache, queue) = memoizing_into_three_results(&clock, move |_key, _value, cause| {
+            if let Some(queue) = slot.get() {
+                log.lock().push((cause, queue.stats().completed));
+            }
+        });
         assert!(queue_slot.set(queue.clone()).is_ok());
         let worker = WorkerId::new("w");
         // Each result takes about a third of the budget: the third store evicts.
@@ -721,16 +731,10 @@ fn a_cache_listener_may_call_the_queue_the_cache_memoizes() {
 /// as failed, though the result was stored.)
 #[test]
 fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
-    let cache = Cache::builder()
-        .max_bytes(1_000)
-        .shards(1)
-        .eviction_listener(|_key, _value, _cause| panic!("listener bug"))
-        .build()
-        .expect("valid cache");
-    let queue = JobQueue::builder()
-        .cache(cache.clone())
-        .build()
-        .expect("valid");
+    let (cache, queue) =
+        memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
+            panic!("listener bug")
+        });
     let worker = WorkerId::new("w");
     for file in 1..=3 {
         queue.submit(transcription(file)).expect("submit");

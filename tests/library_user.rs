@@ -132,33 +132,33 @@ fn a_typed_values_errors_say_what_is_wrong_in_words() {
         ),
         "{untagged}"
     );
-    cache.insert(key(b"raw"), vec![0xffu8; 9]).expect("stored");
-    let reserved = cache
-        .get_typed::<u64>(&key(b"raw"))
-        .expect_err("no integer")
-        .to_string();
-    assert!(
-        reserved.ends_with("as u64 failed: an integer starts with a reserved marker byte (255)"),
-        "{reserved}"
-    );
-    cache.insert(key(b"wide"), vec![253u8; 9]).expect("stored");
-    let wide = cache
-        .get_typed::<u32>(&key(b"wide"))
-        .expect_err("too wide")
-        .to_string();
-    assert!(
-        wide.ends_with("failed: an integer is encoded as u64, too wide for the u32 it is read as"),
-        "{wide}"
-    );
-    cache.insert(key(b"option"), vec![7u8]).expect("stored");
-    let variant = cache
-        .get_typed::<Option<u8>>(&key(b"option"))
-        .expect_err("no such variant")
-        .to_string();
-    assert!(
-        variant.ends_with("failed: Option<T> has no variant 7 (its variants are numbered 0 to 1)"),
-        "{variant}"
-    );
+    // Raw bytes read as a `T`: the message the decode error gives.
+    fn misread<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: &[u8]) -> String {
+        let cache = Cache::builder().max_bytes(1 << 20).build().expect("built");
+        let key = CacheKey::from_content(bytes, "raw").expect("key");
+        cache.insert(key, bytes.to_vec()).expect("stored");
+        let read = cache.get_typed::<T>(&key);
+        read.expect_err("does not decode").to_string()
+    }
+    let reserved = misread::<u64>(&[0xff; 9]);
+    let wide = misread::<u32>(&[253; 9]);
+    let variant = misread::<Option<u8>>(&[7]);
+    for (message, ending) in [
+        (
+            &reserved,
+            "as u64 failed: an integer starts with a reserved marker byte (255)",
+        ),
+        (
+            &wide,
+            "failed: an integer is encoded as u64, too wide for the u32 it is read as",
+        ),
+        (
+            &variant,
+            "failed: Option<T> has no variant 7 (its variants are numbered 0 to 1)",
+        ),
+    ] {
+        assert!(message.ends_with(ending), "{message}");
+    }
     for message in [refused, untagged, reserved, wide, variant] {
         for debug in debug_text {
             assert!(!message.contains(debug), "{message}");
