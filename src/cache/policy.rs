@@ -2219,6 +2219,7 @@ impl ShadowS3 {
 /// every counter halved after 10 × `words` increments. Sized as moka sizes it for a cache of
 /// up to 128 entries: 128 words, halved every 1,280 increments.
 #[derive(Debug)]
+#[cfg_attr(test, derive(Clone))]
 struct RowSketch {
     table: Vec<u64>,
     size: u32,
@@ -2293,6 +2294,7 @@ impl RowSketch {
 /// sketch, a hit moves the key to the MRU end, and a new key replaces the LRU end only if the
 /// sketch has seen it more often; else it is not kept.
 #[derive(Debug)]
+#[cfg_attr(test, derive(Clone))]
 struct ShadowLfu {
     /// LRU first.
     order: Vec<u64>,
@@ -2461,6 +2463,19 @@ impl S3Fifo {
         self.duel
             .as_deref_mut()
             .is_some_and(|duel| std::mem::take(&mut duel.refused))
+    }
+
+    /// Whether the LFU shadow would turn a new key of `hash` away if the shard evicted for it
+    /// now, its shadows in sync with it (no duel: no); for tests, which must pick such a key: a
+    /// key never seen is not always one, as the sketch may count it, through collisions in all
+    /// four rows, as often as the shadow's LRU end. Asks a copy, so the shadow hears nothing.
+    #[cfg(test)]
+    pub(super) fn lfu_shadow_turns_away(&self, hash: u64) -> bool {
+        self.duel.as_deref().is_some_and(|duel| {
+            let mut lfu = duel.lfu.clone();
+            lfu.access(hash);
+            !lfu.contains(hash)
+        })
     }
 
     /// Whether a duel follows its LFU shadow; for tests.

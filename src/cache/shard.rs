@@ -832,6 +832,14 @@ impl Shard {
         self.records.slots.into_iter().flatten()
     }
 
+    /// Whether the duel's LFU shadow would turn a new `key` away if the shard evicted for it now
+    /// (see `S3Fifo::lfu_shadow_turns_away`); for tests.
+    #[cfg(test)]
+    pub(super) fn lfu_shadow_turns_away(&self, key: &CacheKey) -> bool {
+        self.policy
+            .lfu_shadow_turns_away(self.records.hasher.hash(key))
+    }
+
     /// Whether a duel follows its LFU shadow; for tests.
     #[cfg(test)]
     pub(super) fn follows_lfu(&self) -> bool {
