@@ -749,3 +749,36 @@ fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
     assert!(cache.contains_key(&key(3)));
     assert_eq!(queue.stats().memo_store_failures, 0);
 }
+
+/// Bug: `complete_and_next` on a queue memoizing into a cache without a completion hook ran
+/// the held listener calls after it had leased the next job, and a listener that panicked
+/// unwound with that lease: the job stayed leased to nobody until its lease ran out, and then
+/// counted an attempt it never made (a pool's worker, which catches the panic, lost it so).
+/// As with a completion hook's panic, the job taken along is given back first.
+#[test]
+fn a_cache_listeners_panic_gives_back_the_job_complete_and_next_took() {
+    let (_cache, queue) =
+        memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
+            panic!("listener bug")
+        });
+    let worker = WorkerId::new("w");
+    for file in 1..=2 {
+        queue.submit(transcription(file)).expect("submit");
+        let lease = queue.try_next(&worker).expect("a job");
+        queue
+            .complete(&lease, vec![file; 300].into())
+            .expect("complete");
+    }
+    queue.submit(transcription(3)).expect("submit");
+    let next = queue.submit(transcription(4)).expect("submit");
+    let lease = queue.try_next(&worker).expect("job 3");
+    // The third store evicts the first result, and the listener panics.
+    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        queue.complete_and_next(&lease, vec![3; 300].into(), Duration::ZERO)
+    }));
+    assert!(completed.is_err());
+    assert_eq!(queue.status(lease.job_id()), Some(JobStatus::Completed));
+    assert_eq!(queue.status(next), Some(JobStatus::Queued));
+    let again = queue.try_next(&worker).expect("the job given back");
+    assert_eq!(again.job_id(), next);
+}
