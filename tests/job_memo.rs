@@ -782,3 +782,63 @@ fn a_cache_listeners_panic_gives_back_the_job_complete_and_next_took() {
     let again = queue.try_next(&worker).expect("the job given back");
     assert_eq!(again.job_id(), next);
 }
+
+/// A panic payload whose drop panics too.
+struct DropPanics;
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        panic!("the payload's drop has a bug too");
+    }
+}
+
+/// A memo store whose lookup panics with a [`DropPanics`] payload.
+#[derive(Debug)]
+struct LookupPanicsWithABadPayload;
+
+impl MemoStore for LookupPanicsWithABadPayload {
+    fn lookup(&self, _key: &CacheKey) -> Option<Bytes> {
+        std::panic::panic_any(DropPanics)
+    }
+
+    fn peek(&self, _key: &CacheKey) -> Option<Bytes> {
+        None
+    }
+
+    fn store(&self, _key: CacheKey, _value: Bytes) -> Result<(), memocache::job::MemoStoreError> {
+        Ok(())
+    }
+}
+
+/// Bug: the queue dropped the payload of a memo store's panic as it caught it, and a payload
+/// whose drop panicked unwound out of the submit, its job filed but never placed, and left the
+/// thread holding back every cache listener call it made from then on (the hold was never
+/// ended): a cache used on that thread told its listener nothing again. The payload's drop is
+/// contained, as for the host's other callbacks, and the lookup is a miss like any that panics.
+#[test]
+fn a_memo_lookups_panic_whose_payload_panics_on_drop_is_a_miss_and_holds_nothing_back() {
+    let queue = JobQueue::builder()
+        .memo_store(Arc::new(LookupPanicsWithABadPayload))
+        .build()
+        .expect("valid");
+    let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        queue.submit(transcription(1))
+    }));
+    let id = submitted.expect("no panic").expect("submitted");
+    assert_eq!(queue.status(id), Some(JobStatus::Queued));
+    assert_eq!(queue.stats().memo_lookup_failures, 1);
+    let heard = Arc::new(AtomicU64::new(0));
+    let told = Arc::clone(&heard);
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_entries(1)
+        .shards(1)
+        .eviction_listener(move |_key, _value, _cause| {
+            told.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .expect("valid cache");
+    cache.insert(key(1), &b"one"[..]).expect("insert");
+    cache.insert(key(2), &b"two"[..]).expect("insert");
+    assert_eq!(heard.load(Ordering::Relaxed), 1);
+}

@@ -1153,12 +1153,20 @@ fn memo_call<T>(panics: &mut u64, call: impl FnOnce() -> T) -> Option<T> {
     // The cache's listener calls are held back while the queue's lock is held: the queue's
     // call runs them once it has released it (`JobQueue::run_held`).
     let was = callback::hold();
-    let answer = catch_unwind(AssertUnwindSafe(call)).ok();
+    let answer = catch_unwind(AssertUnwindSafe(call));
     callback::unhold(was);
-    if answer.is_none() {
-        *panics += 1;
+    match answer {
+        Ok(answer) => Some(answer),
+        Err(payload) => {
+            // The payload is the host's value, and its drop may panic too: dropped here as
+            // it came, that panic unwound out of the transition (a submit's job filed and
+            // never placed) and, before the hold was ended, left every listener call on this
+            // thread held back for good.
+            callback::drop_payload(payload);
+            *panics += 1;
+            None
+        }
     }
-    answer
 }
 
 /// Removes the index entries of the records dropped since the last drain and gives their
