@@ -505,9 +505,7 @@ impl Fingerprint {
 /// then to cut it into chunks), and a pipe or a device cannot be read twice: a FIFO's open
 /// waited for a writer, perhaps forever, and with one its bytes went to the hashing; a
 /// directory opened and then failed as a key that could not be derived, naming no path.
-/// Shared with the [pipeline](crate::pipeline), which checks its requests' paths the same
-/// way before its jobs reach [`ChunkedProcessor::process_path`].
-pub(crate) fn regular_file(metadata: &std::fs::Metadata) -> io::Result<()> {
+fn regular_file(metadata: &std::fs::Metadata) -> io::Result<()> {
     if metadata.is_file() {
         return Ok(());
     }
@@ -516,6 +514,36 @@ pub(crate) fn regular_file(metadata: &std::fs::Metadata) -> io::Result<()> {
         "not a regular file (a directory, pipe or device): the input is read twice, to hash \
          it and to cut it into chunks",
     ))
+}
+
+/// Opens `path` for reading if it names a regular file (see [`regular_file`]), with the
+/// file's metadata as opened. Checked on the name first, so that a directory or a device is
+/// refused without being opened; then on what was opened (see [`open_checked`]), since the
+/// name may lead elsewhere by then. Shared with the [pipeline](crate::pipeline), which opens
+/// its requests' paths the same way before its jobs reach
+/// [`ChunkedProcessor::process_path`].
+pub(crate) fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    regular_file(&std::fs::metadata(path)?)?;
+    open_checked(path)
+}
+
+/// Opens `path` for reading without waiting, and refuses what is not a regular file. The
+/// open does not wait (`O_NONBLOCK`, on Linux): a FIFO put in the file's place after the
+/// name was checked (a link turned, a file renamed over) was opened as a FIFO, and the open
+/// waited for a writer, perhaps forever, before the check on the handle could refuse it. A
+/// regular file's reads ignore the flag.
+fn open_checked(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits().cast_signed(),
+    );
+    let file = options.open(path)?;
+    let metadata = file.metadata()?;
+    regular_file(&metadata)?;
+    Ok((file, metadata))
 }
 
 /// What `process_path` checks before it stores a whole-file record: the file it opened, as it
@@ -1025,13 +1053,8 @@ impl ChunkedProcessor {
             path: path.to_owned(),
             source,
         };
-        // Checked before the open: opening a FIFO waits for a writer, perhaps forever.
-        regular_file(&std::fs::metadata(path).map_err(open_error)?).map_err(open_error)?;
-        let file = File::open(path).map_err(open_error)?;
-        // Taken before the hash pass, so that a rewrite during it shows too.
-        let metadata = file.metadata().map_err(open_error)?;
-        // Again on what was opened: the name may lead elsewhere since the check above.
-        regular_file(&metadata).map_err(open_error)?;
+        // The metadata is taken before the hash pass, so that a rewrite during it shows too.
+        let (file, metadata) = open_regular(path).map_err(open_error)?;
         let unchanged = Unchanged {
             path,
             before: Fingerprint::of(&metadata),
@@ -1498,5 +1521,30 @@ mod tests {
         assert_eq!(retries.load(Ordering::Relaxed), u32::MAX);
         count_retry(&retries);
         assert_eq!(retries.load(Ordering::Relaxed), u32::MAX);
+    }
+
+    /// Bug: `process_path` (and the pipeline) checked the name, then opened it, then checked
+    /// the handle; a FIFO put in the file's place between the first check and the open was
+    /// opened as one, and the open waited for a writer for ever. The open is the step after
+    /// the name's check, so it is run on a FIFO here: it refuses at once, naming the kind.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_open_after_the_names_check_refuses_a_fifo_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("swapped.wav");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("runs mkfifo");
+        assert!(made.success());
+        let (done, opened) = std::sync::mpsc::channel();
+        // On its own thread: on the old code the open never returns (no writer comes).
+        std::thread::spawn(move || {
+            let _ = done.send(open_checked(&fifo).map(|_| ()).map_err(|e| e.kind()));
+        });
+        let opened = opened
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the open did not wait for a writer");
+        assert_eq!(opened, Err(io::ErrorKind::InvalidInput));
     }
 }

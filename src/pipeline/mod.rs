@@ -70,7 +70,7 @@ pub use engine::{CommandTranscriber, StandInTranscriber, TranscribeError, Transc
 
 use crate::cache::Cache;
 use crate::callback::FirstPanic;
-use crate::chunk::processor::{Fingerprint, buffers_kept, regular_file};
+use crate::chunk::processor::{Fingerprint, buffers_kept, open_regular};
 use crate::chunk::split::ChunkBuffers;
 use crate::chunk::{ChunkPlan, ChunkedProcessor, Progress, RunOptions, Segment, Timing};
 use crate::codec::{self, CodecError};
@@ -1079,13 +1079,8 @@ impl Pipeline {
             path: path.to_owned(),
             source,
         };
-        // Checked before the open: opening a FIFO waits for a writer, perhaps forever.
-        regular_file(&std::fs::metadata(path).map_err(read_error)?).map_err(read_error)?;
-        let file = std::fs::File::open(path).map_err(read_error)?;
-        // Taken before hashing, so that a rewrite during the hashing shows too.
-        let metadata = file.metadata().map_err(read_error)?;
-        // Again on what was opened: the name may lead elsewhere since the check above.
-        regular_file(&metadata).map_err(read_error)?;
+        // The metadata is taken before hashing, so that a rewrite during the hashing shows too.
+        let (file, metadata) = open_regular(path).map_err(read_error)?;
         let hashed = Fingerprint::of(&metadata);
         let file_hash = CacheKey::from_reader(std::io::BufReader::new(file), "file")
             .map_err(|e| match e {
