@@ -59,6 +59,7 @@
 mod bounded;
 
 use std::fmt;
+use std::io::ErrorKind;
 use std::marker::PhantomData;
 
 use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
@@ -293,6 +294,18 @@ impl fmt::Display for Reason<'_, bincode::error::DecodeError> {
                 f,
                 "the bytes end at least {additional} byte(s) short of a whole value"
             ),
+            // The reader path's ([`decode_from`]) two own errors.
+            DecodeError::Io { inner, additional } if inner.kind() == ErrorKind::UnexpectedEof => {
+                write!(
+                    f,
+                    "the input ends at least {additional} byte(s) short of a whole value"
+                )
+            }
+            DecodeError::Io { inner, .. } => write!(f, "reading the input failed: {inner}"),
+            DecodeError::LimitExceeded => write!(
+                f,
+                "a length claims more than the decode limit of {DECODE_LIMIT} bytes"
+            ),
             // bincode's reading of some integers from a slice names the wrong type expected
             // when the marker is reserved (a `u32` for a `u64`), so that one names none.
             DecodeError::InvalidIntegerType {
@@ -314,6 +327,7 @@ impl fmt::Display for Reason<'_, bincode::error::DecodeError> {
                 "{type_name} has no variant {found} (its variants are numbered {min} to {max})"
             ),
             DecodeError::Utf8 { inner } => write!(f, "a string is not UTF-8: {inner}"),
+            DecodeError::InvalidCharEncoding(_) => f.write_str("a char is not UTF-8"),
             DecodeError::InvalidBooleanValue(value) => {
                 write!(f, "a bool is encoded as {value}, neither 0 nor 1")
             }

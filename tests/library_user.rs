@@ -90,6 +90,15 @@ enum Untagged {
     Text(String),
 }
 
+/// Raw `bytes` read as a `T`: the message the decode error gives.
+fn misread<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: &[u8]) -> String {
+    let cache = Cache::builder().max_bytes(1 << 20).build().expect("built");
+    let key = CacheKey::from_content(bytes, "raw").expect("key");
+    cache.insert(key, bytes.to_vec()).expect("stored");
+    let read = cache.get_typed::<T>(&key);
+    read.expect_err("does not decode").to_string()
+}
+
 /// Bug: bincode prints its errors as their `Debug` text, and a typed value's error passed
 /// it on: `encoding the value failed: encoding a value failed: Serde(SequenceMustHaveLength)`
 /// for a `#[serde(flatten)]` field, `… failed: Serde(AnyNotSupported)` for an untagged enum,
@@ -132,14 +141,6 @@ fn a_typed_values_errors_say_what_is_wrong_in_words() {
         ),
         "{untagged}"
     );
-    // Raw bytes read as a `T`: the message the decode error gives.
-    fn misread<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: &[u8]) -> String {
-        let cache = Cache::builder().max_bytes(1 << 20).build().expect("built");
-        let key = CacheKey::from_content(bytes, "raw").expect("key");
-        cache.insert(key, bytes.to_vec()).expect("stored");
-        let read = cache.get_typed::<T>(&key);
-        read.expect_err("does not decode").to_string()
-    }
     let reserved = misread::<u64>(&[0xff; 9]);
     let wide = misread::<u32>(&[253; 9]);
     let variant = misread::<Option<u8>>(&[7]);
@@ -188,4 +189,35 @@ fn a_host_names_the_value_type_through_the_crate() {
     cache.insert(key, "hello").expect("stored");
     let value: Option<memocache::Bytes> = cache.get(&key);
     assert_eq!(value, Some(memocache::Bytes::from_static(b"hello")));
+}
+
+/// Bug: the codec's words left out a `char` that is no UTF-8, which still said
+/// `InvalidCharEncoding([255, 0, 0, 0])`, and the two errors of `codec::decode_from` that only
+/// a reader gives: one that ends early said `Io { inner: Error { kind: UnexpectedEof, message:
+/// "failed to fill whole buffer" }, additional: 8 }`, and a length past the decode limit
+/// `LimitExceeded`.
+#[test]
+fn a_char_that_is_no_utf8_and_a_reader_that_ends_early_are_said_in_words() {
+    let char_message = misread::<char>(&[0xff]);
+    assert!(
+        char_message.ends_with("as char failed: a char is not UTF-8"),
+        "{char_message}"
+    );
+    let short = memocache::codec::decode_from::<u64>(&mut &[0xfd, 1, 2][..])
+        .expect_err("too short")
+        .to_string();
+    assert_eq!(
+        short,
+        "decoding a value as u64 failed: the input ends at least 8 byte(s) short of a whole \
+         value"
+    );
+    let claim = [&[0xfd][..], &(1u64 << 33).to_le_bytes()].concat();
+    let past = memocache::codec::decode_from::<String>(&mut &claim[..])
+        .expect_err("past the limit")
+        .to_string();
+    assert_eq!(
+        past,
+        "decoding a value as alloc::string::String failed: a length claims more than the \
+         decode limit of 4294967296 bytes"
+    );
 }
