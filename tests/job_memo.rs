@@ -667,6 +667,13 @@ fn memoizing_into_three_results(
     (cache, queue)
 }
 
+/// [`memoizing_into_three_results`] with a listener that panics.
+fn memoizing_into_three_results_for_a_panicking_listener() -> (Cache, JobQueue) {
+    memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
+        panic!("listener bug")
+    })
+}
+
 /// Bug: the queue calls its memo store under its lock, and the cache told its eviction
 /// listener of what a store or a lookup removed right there, so a listener that called the
 /// queue (here only `stats`) waited for the queue's lock for ever: the completing thread (a
@@ -731,10 +738,7 @@ fn a_cache_listener_may_call_the_queue_the_cache_memoizes() {
 /// as failed, though the result was stored.)
 #[test]
 fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
-    let (cache, queue) =
-        memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
-            panic!("listener bug")
-        });
+    let (cache, queue) = memoizing_into_three_results_for_a_panicking_listener();
     let worker = WorkerId::new("w");
     for file in 1..=3 {
         queue.submit(transcription(file)).expect("submit");
@@ -757,10 +761,7 @@ fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
 /// As with a completion hook's panic, the job taken along is given back first.
 #[test]
 fn a_cache_listeners_panic_gives_back_the_job_complete_and_next_took() {
-    let (_cache, queue) =
-        memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
-            panic!("listener bug")
-        });
+    let (_cache, queue) = memoizing_into_three_results_for_a_panicking_listener();
     let worker = WorkerId::new("w");
     for file in 1..=2 {
         queue.submit(transcription(file)).expect("submit");
