@@ -843,3 +843,25 @@ fn a_memo_lookups_panic_whose_payload_panics_on_drop_is_a_miss_and_holds_nothing
     cache.insert(key(2), &b"two"[..]).expect("insert");
     assert_eq!(heard.load(Ordering::Relaxed), 1);
 }
+
+/// The same through a pool: its worker catches the listener's panic after the evicting store
+/// and goes on, and the job its completion took along is run, not left leased to nobody.
+#[test]
+fn a_pools_worker_runs_every_job_past_a_cache_listeners_panic() {
+    let (_cache, queue) = memoizing_into_three_results_for_a_panicking_listener();
+    let ids: Vec<_> = (1..=4)
+        .map(|file| queue.submit(transcription(file)).expect("submit"))
+        .collect();
+    let pool = WorkerPool::builder(queue.clone())
+        .handler(JobType::Transcription, |ctx| {
+            Ok(vec![ctx.payload().as_bytes()[0]; 300].into())
+        })
+        .concurrency(ConcurrencyLimit::new(1).expect("valid"))
+        .start()
+        .expect("started");
+    let stats = pool.shutdown(Shutdown::Drain);
+    assert_eq!(stats.completed, 4);
+    for id in ids {
+        assert_eq!(queue.status(id), Some(JobStatus::Completed));
+    }
+}

@@ -14,8 +14,9 @@
 //! running pool is taken straight again, and a handler that keeps returning it would spin a
 //! worker on that job for ever). A handler that **panics** is caught with `catch_unwind` and counts
 //! as a failed attempt with the panic message; the thread survives and takes the next job. So does
-//! a panic of the queue's completion hook, which runs on the completing worker: the completion
-//! stands, and a job leased along with it is given back.
+//! a panic of the queue's completion hook, or of the eviction listener of the cache it memoizes
+//! into, which run on the completing worker: the completion stands, and a job leased along with
+//! it is given back.
 //!
 //! Long handlers call [`JobContext::heartbeat`] to keep their lease; a refused heartbeat means
 //! the job was cancelled or taken back, and the handler should stop.

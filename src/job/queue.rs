@@ -710,7 +710,8 @@ impl JobQueueBuilder {
     /// its entry expired) once the queue's call has released its lock, on the same thread,
     /// before the call returns, so it may call the queue; a panic of it goes on to the
     /// caller of the queue's call once the queue's work is done, as it goes on to the caller
-    /// of the cache's own calls. (Told under the lock, a listener that called the queue, even
+    /// of the cache's own calls ([`JobQueue::complete_and_next`] first gives back the job it
+    /// leased, as on a completion hook's panic). (Told under the lock, a listener that called the queue, even
     /// [`JobQueue::stats`], waited for the lock for ever: a pool's worker stopped, and every
     /// caller of the queue after it.)
     #[must_use]
