@@ -66,8 +66,14 @@ thread_local! {
 /// Starts deferring the cache's listener calls on this thread (see the module docs); returns
 /// whether they were deferred already, for [`unhold`]. The caller must not unwind before
 /// [`unhold`] (a job queue's memo calls run under `catch_unwind`).
-pub(crate) fn hold() -> bool {
-    HELD.replace(true)
+///
+/// `None`, holding nothing, once the list deferred calls wait in is gone: the thread's
+/// thread-locals are being destroyed (a host's thread-local whose drop calls the queue). A
+/// call deferred then runs at once (see [`defer`]), which under the queue's lock is the
+/// deadlock holding prevents, so the caller must not make the calls it would have held.
+pub(crate) fn hold() -> Option<bool> {
+    DEFERRED.try_with(|_| ()).ok()?;
+    Some(HELD.replace(true))
 }
 
 /// Ends [`hold`]: `was` is what it returned. What was deferred waits for [`run_held`].

@@ -865,3 +865,69 @@ fn a_pools_worker_runs_every_job_past_a_cache_listeners_panic() {
         assert_eq!(queue.status(id), Some(JobStatus::Completed));
     }
 }
+
+/// Completes a memoized job on `queue` when dropped: a host's thread-local that finishes its
+/// work as its thread exits.
+struct CompletesOnDrop(Option<(JobQueue, Job)>);
+
+impl Drop for CompletesOnDrop {
+    fn drop(&mut self) {
+        if let Some((queue, job)) = self.0.take() {
+            let id = queue.submit(job).expect("submit");
+            let lease = queue.try_next(&WorkerId::new("w")).expect("the job");
+            assert_eq!(lease.job_id(), id);
+            queue
+                .complete(&lease, vec![4; 300].into())
+                .expect("complete");
+        }
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<CompletesOnDrop> =
+        const { std::cell::RefCell::new(CompletesOnDrop(None)) };
+}
+
+/// Bug: on a thread whose thread-locals were being destroyed, the list the queue holds
+/// listener calls back in could be gone already, and a call held then was told at once, under
+/// the queue's lock: a listener that called the queue (here `stats`) waited for it for ever,
+/// and the thread never ended. The queue leaves its memo store alone on such a thread. (A
+/// thread-local's destructor runs after those of the thread-locals first used after it:
+/// `AT_EXIT` is set up before the queue's first held listener call sets up that list.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_thread_local_that_completes_a_job_as_its_thread_exits_does_not_deadlock_the_queue() {
+    let queue_slot: Arc<std::sync::OnceLock<JobQueue>> = Arc::default();
+    let slot = Arc::clone(&queue_slot);
+    let (_cache, queue) =
+        memoizing_into_three_results(&ManualClock::new(), move |_key, _value, _cause| {
+            if let Some(queue) = slot.get() {
+                let _ = queue.stats();
+            }
+        });
+    assert!(queue_slot.set(queue.clone()).is_ok());
+    let exiting = queue.clone();
+    let thread = thread::spawn(move || {
+        AT_EXIT.with(|late| {
+            late.borrow_mut().0 = Some((exiting.clone(), transcription(4)));
+        });
+        let worker = WorkerId::new("w");
+        // The third store evicts: a listener call is held, and the list made.
+        for file in 1..=3 {
+            exiting.submit(transcription(file)).expect("submit");
+            let lease = exiting.try_next(&worker).expect("a job");
+            exiting
+                .complete(&lease, vec![file; 300].into())
+                .expect("complete");
+        }
+    });
+    let (done, ended) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(thread.join().is_ok());
+    });
+    let ended = ended
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the thread ended");
+    assert!(ended);
+    assert_eq!(queue.stats().completed, 4);
+}

@@ -1141,7 +1141,8 @@ impl Hasher for JobIdHasher {
 }
 
 /// Runs one call into the memo store, catching a panic; `None` if it panicked, which adds
-/// one to `panics` (the [`QueueStats`] counter for the kind of call).
+/// one to `panics` (the [`QueueStats`] counter for the kind of call), or if the call was not
+/// made (on a thread whose thread-locals are being destroyed; see below).
 ///
 /// The store is the host's code and runs under the queue's lock, in the middle of a
 /// transition (a submit's record is in the slab but not yet placed; a finished leader's
@@ -1152,8 +1153,11 @@ impl Hasher for JobIdHasher {
 /// so a call that returns does no more work than the call itself.
 fn memo_call<T>(panics: &mut u64, call: impl FnOnce() -> T) -> Option<T> {
     // The cache's listener calls are held back while the queue's lock is held: the queue's
-    // call runs them once it has released it (`JobQueue::run_held`).
-    let was = callback::hold();
+    // call runs them once it has released it (`JobQueue::run_held`). On a thread whose
+    // thread-locals are being destroyed they cannot be held, and told here, under the lock,
+    // a listener that called the queue waited for it for ever: the store is not asked then
+    // (a lookup misses, so the job runs; a result is not stored, which counts nothing).
+    let was = callback::hold()?;
     let answer = catch_unwind(AssertUnwindSafe(call));
     callback::unhold(was);
     match answer {
