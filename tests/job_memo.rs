@@ -667,6 +667,19 @@ fn memoizing_into_three_results(
     (cache, queue)
 }
 
+/// Runs and completes the jobs of files 1 to `last` on `queue`, one by one, each with a result
+/// of 300 bytes: in [`memoizing_into_three_results`]'s cache, the third store evicts.
+fn run_results_up_to(queue: &JobQueue, last: u8) {
+    let worker = WorkerId::new("w");
+    for file in 1..=last {
+        queue.submit(transcription(file)).expect("submit");
+        let lease = queue.try_next(&worker).expect("a job");
+        queue
+            .complete(&lease, vec![file; 300].into())
+            .expect("complete");
+    }
+}
+
 /// [`memoizing_into_three_results`] with a listener that panics.
 fn memoizing_into_three_results_for_a_panicking_listener() -> (Cache, JobQueue) {
     memoizing_into_three_results(&ManualClock::new(), |_key, _value, _cause| {
@@ -696,15 +709,7 @@ fn a_cache_listener_may_call_the_queue_the_cache_memoizes() {
             }
         });
         assert!(queue_slot.set(queue.clone()).is_ok());
-        let worker = WorkerId::new("w");
-        // Each result takes about a third of the budget: the third store evicts.
-        for file in 1..=3 {
-            queue.submit(transcription(file)).expect("submit");
-            let lease = queue.try_next(&worker).expect("a job");
-            queue
-                .complete(&lease, vec![file; 300].into())
-                .expect("complete");
-        }
+        run_results_up_to(&queue, 3);
         let evicted = heard.lock().clone();
         // A submit whose lookup finds its entry expired.
         let expiring = Job::transcription(&hash(9), "en", &b"audio"[..]).expect("valid");
@@ -762,14 +767,8 @@ fn a_cache_listeners_panic_goes_on_to_the_queues_caller_after_its_work() {
 #[test]
 fn a_cache_listeners_panic_gives_back_the_job_complete_and_next_took() {
     let (_cache, queue) = memoizing_into_three_results_for_a_panicking_listener();
+    run_results_up_to(&queue, 2);
     let worker = WorkerId::new("w");
-    for file in 1..=2 {
-        queue.submit(transcription(file)).expect("submit");
-        let lease = queue.try_next(&worker).expect("a job");
-        queue
-            .complete(&lease, vec![file; 300].into())
-            .expect("complete");
-    }
     queue.submit(transcription(3)).expect("submit");
     let next = queue.submit(transcription(4)).expect("submit");
     let lease = queue.try_next(&worker).expect("job 3");
@@ -911,15 +910,8 @@ fn a_thread_local_that_completes_a_job_as_its_thread_exits_does_not_deadlock_the
         AT_EXIT.with(|late| {
             late.borrow_mut().0 = Some((exiting.clone(), transcription(4)));
         });
-        let worker = WorkerId::new("w");
         // The third store evicts: a listener call is held, and the list made.
-        for file in 1..=3 {
-            exiting.submit(transcription(file)).expect("submit");
-            let lease = exiting.try_next(&worker).expect("a job");
-            exiting
-                .complete(&lease, vec![file; 300].into())
-                .expect("complete");
-        }
+        run_results_up_to(&exiting, 3);
     });
     let (done, ended) = std::sync::mpsc::channel();
     thread::spawn(move || {
