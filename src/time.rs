@@ -207,6 +207,25 @@ pub trait Clock: Send + Sync + fmt::Debug {
     }
 }
 
+/// A shared clock is a clock: an `Arc` of one, a [`SharedClock`] among them, reads the clock it
+/// holds, so that [`CacheBuilder::clock`](crate::CacheBuilder::clock) and
+/// [`JobQueueBuilder::clock`](crate::JobQueueBuilder::clock) take one handle of a clock a host
+/// gives to both (a [`ManualClock`] is also shared by cloning it).
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+
+    fn for_timing(&self) -> Option<SharedClock> {
+        (**self).for_timing()
+    }
+
+    fn resolution(&self) -> Duration {
+        (**self).resolution()
+    }
+}
+
 /// The clock to time work with where `clock` keeps time (see [`Clock::for_timing`]).
 pub(crate) fn timing_clock(clock: &SharedClock) -> SharedClock {
     clock.for_timing().unwrap_or_else(|| Arc::clone(clock))
@@ -255,8 +274,9 @@ impl Clock for SystemClock {
 /// 0.63); the queue's one-thread loop, with this session's other changes, ran at 0.87–0.91 of
 /// the `Mutex<BinaryHeap>` baseline's rate where it had run at 0.66–0.68. The price is resolution:
 /// by real time an entry may be served up to one tick past its deadline (see the
-/// [module docs](self)). As their default (or given to
-/// [`CacheBuilder::clock`](crate::CacheBuilder::clock)), the cache and the queue call it
+/// [module docs](self)). As their default (or given by type to
+/// [`CacheBuilder::clock`](crate::CacheBuilder::clock) or
+/// [`JobQueueBuilder::clock`](crate::JobQueueBuilder::clock)), the cache and the queue call it
 /// directly, inlined, not through a [`SharedClock`]'s vtable; given to them as a
 /// [`SharedClock`], it is read through the vtable, which costs a few instructions a read.
 ///
@@ -376,12 +396,12 @@ pub type SharedClock = Arc<dyn Clock>;
 /// [`SystemClock`], a host's own) is read through the vtable.
 ///
 /// A host that passes the coarse clock itself: [`CacheBuilder::clock`](crate::CacheBuilder::clock)
-/// knows the clock's type, so `clock(CoarseClock)` is recognised and read directly, as the
-/// default is. A clock given as a [`SharedClock`]
-/// ([`CacheBuilder::shared_clock`](crate::CacheBuilder::shared_clock),
-/// [`JobQueueBuilder::clock`](crate::JobQueueBuilder::clock)), even an `Arc::new(CoarseClock)`,
-/// is read through the vtable: the trait object does not say what it holds (`Clock` has no
-/// `Any` bound), and the readings are the same either way, only a few instructions dearer.
+/// and [`JobQueueBuilder::clock`](crate::JobQueueBuilder::clock) know the clock's type, so
+/// `clock(CoarseClock)` (or an `Arc<CoarseClock>`) is recognised and read directly, as the
+/// default is. A [`SharedClock`] (given to either, or to their `shared_clock`), even one made
+/// from an `Arc::new(CoarseClock)`, is read through the vtable: the trait object does not say
+/// what it holds (`Clock` has no `Any` bound), and the readings are the same either way, only
+/// a few instructions dearer.
 #[derive(Clone)]
 pub(crate) struct ClockHandle {
     clock: SharedClock,
@@ -406,10 +426,21 @@ impl ClockHandle {
         }
     }
 
-    /// `clock`, whose type is known here: a [`CoarseClock`] is read directly, as the default.
+    /// `clock`, whose type is known here: a [`CoarseClock`], or an `Arc` of one, is read
+    /// directly, as the default; a [`SharedClock`] is kept as it is (wrapped in another `Arc`,
+    /// each read would go through two vtables, and the accessors would hand out a clock other
+    /// than the one given).
     pub(crate) fn of<C: Clock + 'static>(clock: C) -> ClockHandle {
-        if (&clock as &dyn Any).is::<CoarseClock>() {
+        let any: &dyn Any = &clock;
+        if any.is::<CoarseClock>() {
             ClockHandle::coarse()
+        } else if let Some(coarse) = any.downcast_ref::<Arc<CoarseClock>>() {
+            ClockHandle {
+                clock: Arc::clone(coarse) as SharedClock,
+                coarse: true,
+            }
+        } else if let Some(shared) = any.downcast_ref::<SharedClock>() {
+            ClockHandle::shared(Arc::clone(shared))
         } else {
             ClockHandle::shared(Arc::new(clock))
         }
@@ -526,6 +557,42 @@ mod tests {
         manual.advance(Duration::from_secs(3));
         assert_eq!(handle.now(), Timestamp::from_nanos(3_000_000_000));
         assert_eq!(handle.get().now(), Timestamp::from_nanos(3_000_000_000));
+    }
+
+    /// Given by type, an `Arc` of the coarse clock is read directly and handed out as given;
+    /// a [`SharedClock`] is kept as it is, not wrapped in another `Arc` (so read through one
+    /// vtable, and handed out as the very handle given); an `Arc` of any other clock reads it.
+    #[test]
+    fn a_clock_handle_keeps_a_shared_clock_and_knows_an_arc_of_the_coarse_one() {
+        let coarse = Arc::new(CoarseClock);
+        let handle = ClockHandle::of(Arc::clone(&coarse));
+        assert!(handle.coarse);
+        let given: SharedClock = coarse;
+        assert!(Arc::ptr_eq(handle.get(), &given));
+
+        let shared: SharedClock = Arc::new(ManualClock::new());
+        let handle = ClockHandle::of(Arc::clone(&shared));
+        assert!(!handle.coarse);
+        assert!(Arc::ptr_eq(handle.get(), &shared));
+
+        let manual = Arc::new(ManualClock::new());
+        let handle = ClockHandle::of(Arc::clone(&manual));
+        manual.advance(Duration::from_secs(4));
+        assert_eq!(handle.now(), Timestamp::from_nanos(4_000_000_000));
+    }
+
+    /// An `Arc` of a clock answers for the clock it holds, not with the trait's defaults: a
+    /// shared coarse clock keeps its tick (a blocked take's shortest sleep) and its finer clock
+    /// to time work with.
+    #[test]
+    fn an_arc_of_a_clock_answers_as_the_clock_it_holds() {
+        let coarse: SharedClock = Arc::new(CoarseClock);
+        assert_eq!(coarse.resolution(), CoarseClock.resolution());
+        assert!(coarse.for_timing().is_some());
+        let nested = Arc::new(Arc::clone(&coarse));
+        assert_eq!(nested.resolution(), CoarseClock.resolution());
+        assert!(nested.for_timing().is_some());
+        assert!(Arc::new(ManualClock::new()).for_timing().is_none());
     }
 
     #[test]

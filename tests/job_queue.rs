@@ -8,7 +8,7 @@ use bytes::Bytes;
 use memocache::{
     Cache, CacheKey, Clock, CoarseClock, ConcurrencyLimit, Job, JobError, JobId, JobPriority,
     JobQueue, JobQueueBuilder, JobResult, JobStatus, JobType, Lease, ManualClock, QueueError,
-    RetryConfig, Shutdown, SystemClock, Timestamp, WorkerId, WorkerPool,
+    RetryConfig, SharedClock, Shutdown, SystemClock, Timestamp, Ttl, WorkerId, WorkerPool,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -18,7 +18,7 @@ fn cache() -> Cache {
 }
 
 fn builder(clock: &ManualClock) -> JobQueueBuilder {
-    JobQueue::builder().clock(Arc::new(clock.clone()))
+    JobQueue::builder().clock(clock.clone())
 }
 
 /// The queue `builder` makes, with a configuration the test expects to be valid.
@@ -320,6 +320,82 @@ fn lease_expiry_requeues_and_refuses_the_stale_completion() {
         Some(&b"ok"[..])
     );
     assert_eq!(queue.stats().lease_expirations, 1);
+}
+
+/// The queue's builder takes a clock by value, as the cache's does: a [`ManualClock`] given
+/// as it is (it took only a `SharedClock`, so `.clock(ManualClock::new())` did not compile)
+/// drives the queue's retry delays.
+#[test]
+fn a_manual_clock_given_by_value_drives_the_retry_delay() {
+    let clock = ManualClock::new();
+    let queue = built(
+        JobQueue::builder()
+            .clock(clock.clone())
+            .retry(RetryConfig::fixed(1, 5 * SEC)),
+    );
+    let id = submit(&queue, job(JobPriority::Medium));
+    let lease = queue.try_next(&w("w")).expect("ready");
+    queue.fail(&lease, "again").expect("current");
+    clock.advance(5 * SEC - Duration::from_nanos(1));
+    assert!(
+        queue.try_next(&w("w")).is_none(),
+        "the retry is not due yet"
+    );
+    clock.advance(Duration::from_nanos(1));
+    let retry = queue.try_next(&w("w")).expect("due on the manual clock");
+    assert_eq!((retry.job_id(), retry.attempt()), (id, 1));
+    assert_eq!(queue.clock().now(), Timestamp::from_nanos(5_000_000_000));
+}
+
+/// One `Arc<ManualClock>` given to a cache and to a queue is one timeline for both: a TTL and
+/// a lease of 10 s, both running 1 ns before 10 s, have both ended 1 ns after (the cache
+/// still serves an entry at its deadline, a lease has ended at its own). A [`SharedClock`] given to either builder, through
+/// `clock` or `shared_clock`, is kept as the very handle given.
+#[test]
+fn one_shared_manual_clock_drives_a_cache_and_a_queue() {
+    let clock = Arc::new(ManualClock::new());
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(Arc::clone(&clock))
+        .build()
+        .expect("valid");
+    let queue = built(
+        JobQueue::builder()
+            .clock(Arc::clone(&clock))
+            .lease(10 * SEC)
+            .retry(RetryConfig::fixed(1, Duration::ZERO)),
+    );
+    let key = CacheKey::from_content(b"k", "test").expect("valid key");
+    let ttl = Ttl::seconds(10).expect("positive");
+    cache.insert_with_ttl(key, &b"v"[..], ttl).expect("stored");
+    let id = submit(&queue, job(JobPriority::Medium));
+    let _abandoned = queue.try_next(&w("a")).expect("ready");
+
+    clock.advance(10 * SEC - Duration::from_nanos(1));
+    assert!(cache.get(&key).is_some(), "the TTL has not ended");
+    assert!(queue.try_next(&w("b")).is_none(), "the lease has not ended");
+    clock.advance(Duration::from_nanos(2));
+    assert!(
+        cache.get(&key).is_none(),
+        "the TTL ended on the shared clock"
+    );
+    let taken = queue
+        .try_next(&w("b"))
+        .expect("the lease ended on the shared clock");
+    assert_eq!((taken.job_id(), taken.attempt()), (id, 1));
+
+    let shared: SharedClock = clock;
+    let queues = [
+        JobQueue::builder().clock(Arc::clone(&shared)),
+        JobQueue::builder().shared_clock(Arc::clone(&shared)),
+    ];
+    for builder in queues {
+        assert!(Arc::ptr_eq(built(builder).clock(), &shared));
+    }
+    let cache = Cache::builder()
+        .max_bytes(1 << 20)
+        .clock(Arc::clone(&shared));
+    assert!(Arc::ptr_eq(cache.build().expect("valid").clock(), &shared));
 }
 
 #[test]

@@ -133,19 +133,25 @@ impl CacheBuilder {
     /// steps of a few milliseconds; [`crate::SystemClock`] for finer TTLs, at a cost on every
     /// hit — see [`crate::time`]).
     ///
-    /// The default is read by a direct call rather than through the trait object's vtable,
-    /// and so is a [`crate::CoarseClock`] given here, whose type this method sees.
+    /// Any [`Clock`] by value — a [`crate::ManualClock`] (whose clones share one time), an
+    /// `Arc` of a clock, a [`SharedClock`] — so that one clock given to a cache and to a
+    /// [`crate::JobQueue`] ([`crate::JobQueueBuilder::clock`], which takes the same) is one
+    /// timeline. The default is read by a direct call rather than through the trait object's
+    /// vtable, and so is a [`crate::CoarseClock`] (or an `Arc` of one) given here, whose type
+    /// this method sees; any other clock is read through the vtable, a [`SharedClock`] as the
+    /// very handle given.
     pub fn clock(mut self, clock: impl Clock + 'static) -> CacheBuilder {
         self.clock = ClockHandle::of(clock);
         self
     }
 
-    /// The clock, as a shared handle.
+    /// The clock, as a shared handle: the same as [`clock`](CacheBuilder::clock) given a
+    /// [`SharedClock`].
     ///
     /// It is read through the trait object's vtable, even an `Arc::new(CoarseClock)`, whose
     /// type the handle does not tell: the same readings as
     /// [`clock(CoarseClock)`](CacheBuilder::clock) or the default, at a few instructions more a
-    /// hit.
+    /// read.
     pub fn shared_clock(mut self, clock: SharedClock) -> CacheBuilder {
         self.clock = ClockHandle::shared(clock);
         self

@@ -262,7 +262,7 @@ use super::slab::{Slab, Slots};
 use crate::cache::Cache;
 use crate::callback::{self, FirstPanic, Turn};
 use crate::key::CacheKey;
-use crate::time::{ClockHandle, SharedClock, Timestamp};
+use crate::time::{Clock, ClockHandle, SharedClock, Timestamp};
 
 /// Finished jobs kept readable by default: enough for a caller to read the outcome of a job
 /// it just ran, few enough that the ring stays in a core's cache (about 260 KB of records).
@@ -598,7 +598,7 @@ pub struct JobQueueBuilder {
     aging_step: Option<Duration>,
     retain_finished: usize,
     dead_letter_capacity: usize,
-    clock: Option<SharedClock>,
+    clock: ClockHandle,
     memo: Option<Arc<dyn MemoStore>>,
     on_complete: Option<CompletionHook>,
 }
@@ -677,17 +677,33 @@ impl JobQueueBuilder {
         self
     }
 
-    /// The clock for delays, aging and leases (default [`CoarseClock`](crate::CoarseClock): a
-    /// few milliseconds' resolution, at a fraction of the cost of a read of
-    /// [`SystemClock`](crate::SystemClock)).
+    /// The clock for delays, aging and leases (default: [`crate::CoarseClock`], which moves in
+    /// steps of a few milliseconds; [`crate::SystemClock`] for finer delays, at a cost on
+    /// every submit, take and completion — see [`crate::time`]).
     ///
-    /// The default is read by a direct call; a clock given here, even an
-    /// `Arc::new(CoarseClock)`, is read through the trait object's vtable: the same readings,
-    /// at a few instructions more a read (about 20 a job of a one-thread
-    /// `complete_and_next` loop, callgrind), as the trait object does not say what it holds.
+    /// Any [`Clock`] by value — a [`crate::ManualClock`] (whose clones share one time), an
+    /// `Arc` of a clock, a [`SharedClock`] — so that one clock given to a queue and to a
+    /// [`Cache`] ([`crate::CacheBuilder::clock`], which takes the same) is one timeline. The
+    /// default is read by a direct call rather than through the trait object's vtable, and so
+    /// is a [`crate::CoarseClock`] (or an `Arc` of one) given here, whose type this method
+    /// sees; any other clock is read through the vtable, a [`SharedClock`] as the very handle
+    /// given.
     #[must_use]
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = Some(clock);
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = ClockHandle::of(clock);
+        self
+    }
+
+    /// The clock, as a shared handle: the same as [`clock`](JobQueueBuilder::clock) given a
+    /// [`SharedClock`].
+    ///
+    /// It is read through the trait object's vtable, even an `Arc::new(CoarseClock)`, whose
+    /// type the handle does not tell: the same readings as
+    /// [`clock(CoarseClock)`](JobQueueBuilder::clock) or the default, at a few instructions
+    /// more a read (about 20 a job of a one-thread `complete_and_next` loop, callgrind).
+    #[must_use]
+    pub fn shared_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = ClockHandle::shared(clock);
         self
     }
 
@@ -789,9 +805,7 @@ impl JobQueueBuilder {
                 signals: Padded(Signals::default()),
                 available: std::array::from_fn(|_| Condvar::new()),
                 room: Condvar::new(),
-                clock: self
-                    .clock
-                    .map_or_else(ClockHandle::coarse, ClockHandle::shared),
+                clock: self.clock,
                 memo: self.memo,
                 capacity: self.capacity,
                 retry: self.retry,
@@ -1322,7 +1336,7 @@ impl JobQueue {
             aging_step: Some(Duration::from_secs(30)),
             retain_finished: DEFAULT_RETAIN_FINISHED,
             dead_letter_capacity: 10_000,
-            clock: None,
+            clock: ClockHandle::coarse(),
             memo: None,
             on_complete: None,
         }
