@@ -1315,16 +1315,11 @@ impl Waiting {
 }
 
 impl JobQueue {
-    /// Runs the cache's listener calls held back while the call just made, which may have
-    /// reached the memo store, held the queue's lock (see [`crate::callback`]): told under
-    /// the lock, a listener that called the queue (even [`JobQueue::stats`]) waited for it for
-    /// ever. A queue without a store pays one test. (A submit runs them in
-    /// `Inner::submit_slow`, the only submit path that asks the store.)
+    /// [`Inner::run_held`], after a call that may have reached the memo store. (A submit
+    /// runs it in `Inner::submit_slow`, the only submit path that asks the store.)
     #[inline(always)]
     fn run_held(&self) {
-        if self.inner.memo.is_some() {
-            callback::run_held();
-        }
+        self.inner.run_held();
     }
 
     /// A builder with the defaults.
@@ -2966,10 +2961,19 @@ impl Inner {
     #[inline(never)]
     fn submit_slow(&self, job: Job, timeout: Option<Duration>) -> Result<JobId, QueueError> {
         let submitted = self.submit_locked(job, timeout);
+        self.run_held();
+        submitted
+    }
+
+    /// Runs the cache's listener calls held back while a call that has just released the
+    /// queue's lock asked the memo store under it (see [`crate::callback`]): told under the
+    /// lock, a listener that called the queue (even [`JobQueue::stats`]) waited for it for
+    /// ever. A queue without a store pays one test.
+    #[inline(always)]
+    fn run_held(&self) {
         if self.memo.is_some() {
             callback::run_held();
         }
-        submitted
     }
 
     /// [`Inner::submit_slow`] up to the release of the lock.
