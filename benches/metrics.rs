@@ -10,7 +10,6 @@
 //! Run with `cargo bench --bench metrics`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -35,11 +34,8 @@ impl Rng {
 
 /// A series holding `SAMPLES` values, one per nanosecond, with a retention of `SAMPLES` ns.
 fn full_series(clock: &ManualClock) -> MetricSeries {
-    let mut series = MetricSeries::with_clock(
-        "latency_ms",
-        Duration::from_nanos(SAMPLES),
-        Arc::new(clock.clone()),
-    );
+    let mut series =
+        MetricSeries::with_clock("latency_ms", Duration::from_nanos(SAMPLES), clock.clone());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..SAMPLES {
         clock.advance(NANO);

@@ -385,6 +385,16 @@ impl Clock for ManualClock {
 /// The clock handle the crate passes around.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// `clock` as a [`SharedClock`], for the types that take any clock by value. A `SharedClock`
+/// is kept as it is: wrapped in another `Arc`, each read would go through two vtables, and the
+/// accessors would hand out a clock other than the one given.
+pub(crate) fn share<C: Clock + 'static>(clock: C) -> SharedClock {
+    match (&clock as &dyn Any).downcast_ref::<SharedClock>() {
+        Some(shared) => Arc::clone(shared),
+        None => Arc::new(clock),
+    }
+}
+
 /// The clock as the cache and the job queue hold it: the [`SharedClock`] their accessors
 /// return, and whether it is their default [`CoarseClock`], which [`ClockHandle::now`] then
 /// reads by a direct, inlined call instead of through the trait object's vtable.
@@ -427,9 +437,7 @@ impl ClockHandle {
     }
 
     /// `clock`, whose type is known here: a [`CoarseClock`], or an `Arc` of one, is read
-    /// directly, as the default; a [`SharedClock`] is kept as it is (wrapped in another `Arc`,
-    /// each read would go through two vtables, and the accessors would hand out a clock other
-    /// than the one given).
+    /// directly, as the default; any other is [`share`]d.
     pub(crate) fn of<C: Clock + 'static>(clock: C) -> ClockHandle {
         let any: &dyn Any = &clock;
         if any.is::<CoarseClock>() {
@@ -439,10 +447,8 @@ impl ClockHandle {
                 clock: Arc::clone(coarse) as SharedClock,
                 coarse: true,
             }
-        } else if let Some(shared) = any.downcast_ref::<SharedClock>() {
-            ClockHandle::shared(Arc::clone(shared))
         } else {
-            ClockHandle::shared(Arc::new(clock))
+            ClockHandle::shared(share(clock))
         }
     }
 

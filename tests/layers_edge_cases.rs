@@ -440,7 +440,7 @@ fn an_infinite_value_equals_no_finite_threshold() {
     assert!(equal.check(5.0));
 
     let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(60));
+    let registry = MetricsRegistry::with_clock(clock.clone(), Duration::from_secs(60));
     let gauge = registry.gauge("level", "A level.", &[]).expect("valid");
     let (mut alerts, pager) = paged_alerts(&registry);
     alerts

@@ -8,7 +8,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::Duration;
 
 use memocache::{ManualClock, MetricSeries, MetricValue, MetricsRegistry, Tags};
@@ -73,8 +72,7 @@ const LEFT_OVER: isize = 64 * 1024;
 fn a_series_gives_back_the_memory_of_an_expired_burst() {
     let clock = ManualClock::new();
     let before = live();
-    let mut series =
-        MetricSeries::with_clock("burst", Duration::from_secs(10), Arc::new(clock.clone()));
+    let mut series = MetricSeries::with_clock("burst", Duration::from_secs(10), clock.clone());
     for i in 0..BURST {
         series
             .add_value(MetricValue::histogram(i as f64), Tags::new())
@@ -101,7 +99,7 @@ fn a_series_gives_back_the_memory_of_an_expired_burst() {
 #[test]
 fn a_registry_metric_that_goes_quiet_frees_its_expired_values_when_read() {
     let clock = ManualClock::new();
-    let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(10));
+    let registry = MetricsRegistry::with_clock(clock.clone(), Duration::from_secs(10));
     let latency = registry
         .histogram("latency_seconds", "Latency.", &[])
         .unwrap();

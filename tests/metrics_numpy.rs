@@ -4,7 +4,6 @@
 //! (random arrays of many sizes and distributions, `np.percentile` with the default `linear`
 //! method, `np.mean`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use memocache::{ManualClock, MetricSeries, MetricValue, Percentile, Tags};
@@ -41,7 +40,7 @@ const SECOND: Duration = Duration::from_secs(1);
 fn series_of(values: &[f64], retention_samples: usize) -> (MetricSeries, ManualClock) {
     let clock = ManualClock::new();
     let retention = SECOND * u32::try_from(retention_samples).unwrap();
-    let mut series = MetricSeries::with_clock("numpy", retention, Arc::new(clock.clone()));
+    let mut series = MetricSeries::with_clock("numpy", retention, clock.clone());
     for &v in values {
         clock.advance(SECOND);
         series

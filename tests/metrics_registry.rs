@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use memocache::metrics::wiring::QueueMetrics;
 use memocache::{
-    Aggregation, ManualClock, MetricError, MetricType, MetricsRegistry, Percentile, Tags,
+    Aggregation, ManualClock, MetricError, MetricSeries, MetricType, MetricValue, MetricsRegistry,
+    Percentile, SharedClock, Tags,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn registry() -> (MetricsRegistry, ManualClock) {
     let clock = ManualClock::new();
-    let r = MetricsRegistry::with_clock(Arc::new(clock.clone()), 60 * SECOND);
+    let r = MetricsRegistry::with_clock(clock.clone(), 60 * SECOND);
     (r, clock)
 }
 
@@ -23,6 +24,34 @@ fn tags(pairs: &[(&str, &str)]) -> Tags {
         .iter()
         .map(|&(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+#[test]
+fn metrics_take_a_clock_as_the_cache_and_queue_builders_do() {
+    // By value: the registry and a series read the clock the host keeps advancing.
+    let (r, clock) = registry();
+    let latency = r.histogram("latency", "", &[]).unwrap();
+    latency.observe(2.0).unwrap();
+    let median =
+        |h: &memocache::metrics::Histogram| h.percentiles(&[Percentile::p50()], 60 * SECOND);
+    assert_eq!(median(&latency), [2.0]);
+    clock.advance(61 * SECOND);
+    assert_eq!(
+        median(&latency),
+        [0.0],
+        "the sample aged out on the clock given by value"
+    );
+    let mut series = MetricSeries::with_clock("latency", 60 * SECOND, clock.clone());
+    series
+        .add_value(MetricValue::histogram(1.0), Tags::default())
+        .unwrap();
+    clock.advance(61 * SECOND);
+    assert_eq!(series.get_average(60 * SECOND), 0.0);
+
+    // Shared: kept as given, so the accessor hands back the very clock.
+    let shared: SharedClock = Arc::new(clock);
+    let r = MetricsRegistry::with_clock(Arc::clone(&shared), 60 * SECOND);
+    assert!(Arc::ptr_eq(r.clock(), &shared));
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `MetricSeries`: retention and window boundaries on a manual clock, rejected values, tags,
 //! and a property test against a naive model (the seed's list filtering and a full sort).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use memocache::metrics::Sample;
@@ -14,7 +13,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 fn series(retention: Duration) -> (MetricSeries, ManualClock) {
     let clock = ManualClock::new();
-    let s = MetricSeries::with_clock("latency", retention, Arc::new(clock.clone()));
+    let s = MetricSeries::with_clock("latency", retention, clock.clone());
     (s, clock)
 }
 

@@ -12,7 +12,6 @@
 //! `from_api_limit`, the 50/100 MB thresholds, `minutes(3)`, the job state machine), and
 //! `tests/metrics_numpy.rs` pins `calculate_percentile` against numpy.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -556,11 +555,7 @@ fn cache_entry_expiry_touch_and_update_follow_the_seed() {
 fn averages_match_the_seed_up_to_seven_values_and_numpy_beyond() {
     let clock = ManualClock::new();
     let average = |values: &[f64]| {
-        let mut series = MetricSeries::with_clock(
-            "m",
-            Duration::from_secs(3_600),
-            Arc::new(clock.clone()) as Arc<dyn Clock>,
-        );
+        let mut series = MetricSeries::with_clock("m", Duration::from_secs(3_600), clock.clone());
         for &v in values {
             series
                 .add_value(MetricValue::histogram(v), Tags::default())

@@ -11,7 +11,7 @@
 //! use std::time::Duration;
 //!
 //! let clock = ManualClock::new();
-//! let registry = MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(600));
+//! let registry = MetricsRegistry::with_clock(clock.clone(), Duration::from_secs(600));
 //! let depth = registry.gauge("memocache_queue_depth", "Jobs waiting.", &[])?;
 //!
 //! let mut alerts = AlertEvaluator::new(registry.clone());

@@ -78,7 +78,7 @@ use super::alert::Aggregation;
 use super::families::{CrateFamily, crate_family};
 use super::series::linear_percentiles;
 use super::{MetricError, MetricSeries, MetricType, MetricValue, Percentile, Tags};
-use crate::time::{SharedClock, system_clock};
+use crate::time::{Clock, SharedClock, share, system_clock};
 
 /// The quantiles a histogram exposes.
 const SUMMARY_QUANTILES: [Percentile; 3] = [Percentile::P50, Percentile::P95, Percentile::P99];
@@ -223,11 +223,14 @@ impl MetricsRegistry {
     }
 
     /// An empty registry reading time from `clock`, keeping gauge and histogram values for
-    /// `retention` (windows longer than that see only `retention`).
-    pub fn with_clock(clock: SharedClock, retention: Duration) -> MetricsRegistry {
+    /// `retention` (windows longer than that see only `retention`). The clock is taken as
+    /// [`crate::CacheBuilder::clock`] takes it: by value, or shared as an `Arc` or a
+    /// [`SharedClock`], which is then kept as given (and returned by
+    /// [`MetricsRegistry::clock`]).
+    pub fn with_clock(clock: impl Clock + 'static, retention: Duration) -> MetricsRegistry {
         MetricsRegistry {
             inner: Arc::new(Inner {
-                clock,
+                clock: share(clock),
                 retention,
                 families: RwLock::new(BTreeMap::new()),
             }),
@@ -542,10 +545,9 @@ impl MetricsRegistry {
     ///
     /// ```
     /// use memocache::{Aggregation, ManualClock, MetricsRegistry, Tags};
-    /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
-    /// let registry = MetricsRegistry::with_clock(Arc::new(ManualClock::new()), Duration::MAX);
+    /// let registry = MetricsRegistry::with_clock(ManualClock::new(), Duration::MAX);
     /// let ratio = registry.gauge("hit_ratio", "Hits / reads.", &[])?;
     /// let last = |r: &MetricsRegistry| {
     ///     r.aggregate("hit_ratio", &Tags::new(), Aggregation::Last, Duration::MAX)

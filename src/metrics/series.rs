@@ -5,7 +5,7 @@
 //!
 //! Samples live in two [`VecDeque`]s kept in lockstep: one of timestamps and (boxed, usually
 //! absent) tags, one of the bare `f64` values. Timestamps come from a monotonic
-//! [`Clock`](crate::Clock), so both deques are sorted by time and everything older than the
+//! [`Clock`], so both deques are sorted by time and everything older than the
 //! retention period is a prefix: [`MetricSeries::add_value`] pushes at the back and pops
 //! expired samples from the front, amortized O(1) per add; once the deques are a quarter full
 //! they shrink to twice their length, so the memory of a burst is given back (a `VecDeque`
@@ -72,7 +72,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{MetricError, MetricType, MetricValue, Percentile};
-use crate::time::{SharedClock, Timestamp, system_clock};
+use crate::time::{Clock, SharedClock, Timestamp, share, system_clock};
 
 /// Tags attached to a sample (the seed's `Dict[str, str]`).
 pub type Tags = BTreeMap<String, String>;
@@ -143,15 +143,11 @@ pub struct WindowStats {
 ///
 /// ```
 /// use memocache::{ManualClock, MetricSeries, MetricValue, Percentile, Tags};
-/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
-/// let mut latency = MetricSeries::with_clock(
-///     "job_latency_seconds",
-///     Duration::from_secs(600),
-///     Arc::new(clock.clone()),
-/// );
+/// let mut latency =
+///     MetricSeries::with_clock("job_latency_seconds", Duration::from_secs(600), clock.clone());
 /// for ms in 1..=100 {
 ///     clock.advance(Duration::from_secs(1));
 ///     latency.add_value(MetricValue::histogram(f64::from(ms) / 1000.0), Tags::default())?;
@@ -192,11 +188,13 @@ impl MetricSeries {
         MetricSeries::with_clock(name, retention_period, system_clock())
     }
 
-    /// An empty series reading time from `clock` (a [`crate::ManualClock`] in tests).
+    /// An empty series reading time from `clock` (a [`crate::ManualClock`] in tests), taken as
+    /// [`crate::CacheBuilder::clock`] takes it: by value, or shared as an `Arc` or a
+    /// [`SharedClock`], which is then kept as given.
     pub fn with_clock(
         name: impl Into<String>,
         retention_period: Duration,
-        clock: SharedClock,
+        clock: impl Clock + 'static,
     ) -> MetricSeries {
         MetricSeries {
             id: SeriesId::generate(),
@@ -205,7 +203,7 @@ impl MetricSeries {
             stamps: VecDeque::new(),
             values: VecDeque::new(),
             retention_period,
-            clock,
+            clock: share(clock),
         }
     }
 
@@ -583,7 +581,6 @@ fn pairwise_sum(
 mod tests {
     use super::*;
     use crate::time::ManualClock;
-    use std::sync::Arc;
 
     fn p(v: f64) -> Percentile {
         Percentile::new(v).unwrap()
@@ -636,7 +633,7 @@ mod tests {
     fn windows_straddling_the_deque_wrap_point() {
         // Pruning from the front makes the ring buffer wrap; windows must still be right.
         let clock = ManualClock::new();
-        let mut s = MetricSeries::with_clock("x", Duration::from_secs(10), Arc::new(clock.clone()));
+        let mut s = MetricSeries::with_clock("x", Duration::from_secs(10), clock.clone());
         for i in 0..1_000 {
             clock.advance(Duration::from_secs(1));
             s.add_value(MetricValue::gauge(f64::from(i)), Tags::new())

@@ -26,5 +26,5 @@ pub fn paged_alerts(registry: &MetricsRegistry) -> (AlertEvaluator, MemoryNotifi
 
 /// A registry on `clock` keeping ten minutes of samples.
 pub fn registry_on(clock: &(impl Clock + Clone + 'static)) -> MetricsRegistry {
-    MetricsRegistry::with_clock(Arc::new(clock.clone()), Duration::from_secs(600))
+    MetricsRegistry::with_clock(clock.clone(), Duration::from_secs(600))
 }
