@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Once, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,20 +16,8 @@ use proptest::prelude::*;
 #[cfg(target_os = "linux")]
 mod spawn_support;
 
-const INJECTED: &str = "injected panic";
-
-/// Keeps the default panic output for real failures but silences the injected panics.
-fn quiet_injected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&INJECTED) {
-                default(info);
-            }
-        }));
-    });
-}
+mod panic_support;
+use panic_support::{INJECTED, quiet_injected_panics};
 
 fn queue_with_immediate_retries(max_retries: u32) -> JobQueue {
     JobQueue::builder()

@@ -36,7 +36,7 @@
 //!   full jitter.
 //! * [`concurrency`] — [`ConcurrencyLimit`] (1–10), shared with the chunk layer.
 //! * [`queue`] — [`JobQueue`]: priorities, aging, delayed retries, leases, dead letter,
-//!   cancel, bounded capacity.
+//!   cancel, bounded capacity, waiting for a job to end.
 //! * [`pool`] — [`WorkerPool`]: a handler per job type, panics caught, graceful shutdown.
 //! * [`memo`] — [`MemoStore`]: memo hits, coalescing of identical jobs, storing results.
 
@@ -59,5 +59,6 @@ pub use pool::{
 };
 pub use queue::{
     JobCompletion, JobQueue, JobQueueBuilder, Lease, QueueConfigError, QueueError, QueueStats,
+    WaitError,
 };
 pub use retry::{Backoff, RetryConfig, RetryConfigError};
