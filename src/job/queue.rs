@@ -153,9 +153,9 @@
 //!   uncounts itself, and the last removes the watch. With nothing watched a finish pays one
 //!   test of the map's length (callgrind, one thread, the bench's loop, three and four runs:
 //!   `next` + `complete` 1,276–1,279 instructions a job before and 1,276–1,280 after,
-//!   `complete_and_next` 1,251–1,253 before and 1,254–1,255 after). A waiter sleeps until its job's lease deadline or a slice, as a
-//!   blocked take does, so that a lease that runs out on a last attempt ends its wait with
-//!   no other call.
+//!   `complete_and_next` 1,251–1,253 before and 1,254–1,255 after). A waiter sleeps until
+//!   its job's lease deadline or a slice, as a blocked take does, so that a lease that runs
+//!   out on a last attempt ends its wait with no other call.
 //! * **Cancel** is O(queue length) in the worst case (a `VecDeque` removal); it is rare, and
 //!   the hot paths stay free of tombstones.
 //!
