@@ -463,6 +463,7 @@ fn every_queue_statistic_is_published_under_its_name() {
         ("memocache_jobs{status=\"failed\"}", 1.0),
         ("memocache_jobs_delayed", 1.0),
         ("memocache_jobs_coalesced_waiting", 1.0),
+        ("memocache_job_waiters", 0.0),
         ("memocache_jobs_submitted_total", 9.0),
         ("memocache_jobs_rejected_total", 1.0),
         ("memocache_jobs_finished_total{status=\"completed\"}", 3.0),
@@ -516,6 +517,40 @@ fn every_queue_statistic_is_published_under_its_name() {
     let text = registry.render_prometheus();
     assert_eq!(sample(&text, "memocache_jobs_submitted_total"), 9.0);
     assert_eq!(sample(&text, "memocache_jobs{status=\"queued\"}"), 3.0);
+}
+
+#[test]
+fn callers_blocked_in_wait_are_published() {
+    let (_clock, registry, metrics) = queue_metrics();
+    let queue = JobQueue::builder().build().unwrap();
+    let id = queue
+        .submit(Job::new(JobType::Indexing, &b"x"[..]))
+        .unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.wait(id, 60 * SECOND))
+        })
+        .collect();
+    while queue.stats().waiters < 2 {
+        std::thread::yield_now();
+    }
+    metrics.publish(&queue.stats());
+    assert_eq!(
+        sample(&registry.render_prometheus(), "memocache_job_waiters"),
+        2.0
+    );
+
+    let lease = queue.try_next(&worker()).unwrap();
+    queue.complete(&lease, Vec::new().into()).unwrap();
+    for waiter in waiters {
+        assert!(waiter.join().unwrap().unwrap().status().is_terminal());
+    }
+    metrics.publish(&queue.stats());
+    assert_eq!(
+        sample(&registry.render_prometheus(), "memocache_job_waiters"),
+        0.0
+    );
 }
 
 #[test]

@@ -551,7 +551,7 @@ fn every_family_a_pipeline_registers_is_declared_only_as_the_pipeline_registers_
             found.extend(names.filter(|&n| n != "quantile").map(str::to_owned));
         }
     }
-    assert_eq!(families.len(), 29, "{families:?}");
+    assert_eq!(families.len(), 30, "{families:?}");
     let fresh = memocache::MetricsRegistry::new();
     for (name, (kind, labels)) in &families {
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();

@@ -175,6 +175,12 @@ pub(crate) const JOBS_COALESCED_WAITING: CrateFamily = family(
     &[],
     "Of the queued jobs, those coalesced onto an identical job.",
 );
+pub(crate) const JOB_WAITERS: CrateFamily = family(
+    Gauge,
+    "memocache_job_waiters",
+    &[],
+    "Callers blocked in JobQueue::wait until a job ends.",
+);
 pub(crate) const JOBS_SUBMITTED: CrateFamily = family(
     Counter,
     "memocache_jobs_submitted_total",
@@ -273,7 +279,7 @@ pub(crate) const TRANSCRIPTION_SAVED: CrateFamily = family(
 /// Every family of the table, which [`crate_family`] looks names up in. One left out would
 /// be declarable or registrable otherwise than the crate registers it: `tests/pipeline.rs`
 /// declares every family a pipeline renders, and expects each refused with another label.
-static CRATE_FAMILIES: [CrateFamily; 29] = [
+static CRATE_FAMILIES: [CrateFamily; 30] = [
     CACHE_HITS,
     CACHE_MISSES,
     CACHE_INSERTS,
@@ -288,6 +294,7 @@ static CRATE_FAMILIES: [CrateFamily; 29] = [
     JOBS,
     JOBS_DELAYED,
     JOBS_COALESCED_WAITING,
+    JOB_WAITERS,
     JOBS_SUBMITTED,
     JOBS_REJECTED,
     JOBS_FINISHED,

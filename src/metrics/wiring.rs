@@ -78,6 +78,7 @@
 //! | `memocache_jobs{status="failed"}` | gauge | `dead_letters` (failed jobs in the dead letter) |
 //! | `memocache_jobs_delayed` | gauge | `delayed` (of the queued, waiting out a retry delay) |
 //! | `memocache_jobs_coalesced_waiting` | gauge | `coalesced_waiting` (of the queued, followers) |
+//! | `memocache_job_waiters` | gauge | `waiters` (callers blocked in [`crate::JobQueue::wait`]) |
 //! | `memocache_jobs_submitted_total` | counter | `submitted` |
 //! | `memocache_jobs_rejected_total` | counter | `rejected_full` (backpressure) |
 //! | `memocache_jobs_finished_total{status="completed"}` | counter | `completed` |
@@ -256,6 +257,7 @@ pub struct QueueMetrics {
     dead_lettered: Gauge,
     delayed: Gauge,
     coalesced_waiting: Gauge,
+    waiters: Gauge,
     submitted: Counter,
     rejected: Counter,
     completed: Counter,
@@ -314,6 +316,7 @@ impl QueueMetrics {
             dead_lettered: depth("failed")?,
             delayed: gauge(&families::JOBS_DELAYED)?,
             coalesced_waiting: gauge(&families::JOBS_COALESCED_WAITING)?,
+            waiters: gauge(&families::JOB_WAITERS)?,
             submitted: counter(&families::JOBS_SUBMITTED)?,
             rejected: counter(&families::JOBS_REJECTED)?,
             completed: finished("completed")?,
@@ -358,6 +361,7 @@ impl QueueMetrics {
             (&self.dead_lettered, stats.dead_letters),
             (&self.delayed, stats.delayed),
             (&self.coalesced_waiting, stats.coalesced_waiting),
+            (&self.waiters, stats.waiters),
         ] {
             gauge.set(level as f64);
         }
