@@ -574,3 +574,79 @@ fn racing_registrations_have_one_winner_and_a_batch_is_seen_whole_or_not_at_all(
         assert_eq!(r.metric_type(LATENCY_COUNT), None);
     }
 }
+
+/// Bug: a series, once registered, stayed for the registry's life, history and all, and
+/// every alert rule on its name read it at each evaluation: a host labelling a gauge by file
+/// or request grew the registry, and each evaluation's work, without bound. A removed
+/// series is no longer rendered nor read, its firing alert resolves, and asking for it again
+/// starts a new one.
+#[test]
+fn a_removed_series_is_gone_from_rendering_reading_and_alerts() {
+    use memocache::metrics::AlertTransition;
+    use memocache::{AlertEvaluator, AlertRule, Severity, Threshold};
+
+    let (r, clock) = registry();
+    let mut alerts = AlertEvaluator::new(r.clone());
+    let rule = AlertRule::new(
+        "stuck",
+        "file_progress",
+        Threshold::greater_than(0.5).unwrap(),
+        Severity::Warning,
+        SECOND,
+    )
+    .with_aggregation(Aggregation::Last);
+    alerts.add_rule(rule).unwrap();
+    for file in 0..1000 {
+        let label = format!("{file}.wav");
+        let labels = [("file", label.as_str())];
+        r.gauge("file_progress", "", &labels).unwrap().set(1.0);
+        assert_eq!(alerts.evaluate().len(), 1, "fires for {label}");
+        assert!(r.remove("file_progress", &labels).unwrap());
+        let resolved = alerts.evaluate();
+        assert_eq!(resolved.len(), 1, "resolves once {label} is removed");
+        assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+        clock.advance(SECOND);
+    }
+    assert!(!r.render_prometheus().contains(".wav"), "no series left");
+    assert_eq!(
+        r.metric_type("file_progress"),
+        Some(MetricType::Gauge),
+        "the family stays"
+    );
+
+    let old = r
+        .counter("uploads_total", "", &[("file", "a"), ("tier", "")])
+        .unwrap();
+    old.inc_by(7);
+    assert!(
+        r.remove("uploads_total", &[("file", "a")]).unwrap(),
+        "an empty label is none"
+    );
+    assert!(
+        !r.remove("uploads_total", &[("file", "a")]).unwrap(),
+        "already removed"
+    );
+    assert!(!r.remove("never_registered", &[]).unwrap());
+    old.inc();
+    let new = r.counter("uploads_total", "", &[("file", "a")]).unwrap();
+    assert_eq!(new.get(), 0, "asked for again, the series starts anew");
+    assert!(
+        !r.render_prometheus()
+            .contains("uploads_total{file=\"a\"} 8")
+    );
+
+    assert!(matches!(
+        r.remove("bad name", &[]),
+        Err(MetricError::InvalidMetricName(_))
+    ));
+    let queue = memocache::JobQueue::builder().build().unwrap();
+    QueueMetrics::register(&r).unwrap().publish(&queue.stats());
+    assert!(matches!(
+        r.remove("memocache_jobs", &[("status", "queued")]),
+        Err(MetricError::CrateSeries(name)) if name == "memocache_jobs"
+    ));
+    assert!(
+        r.render_prometheus()
+            .contains("memocache_jobs{status=\"queued\"}")
+    );
+}

@@ -280,6 +280,10 @@ pub enum MetricError {
         /// The label names declared, or those of the series asked for, sorted.
         declared: Vec<String>,
     },
+    /// [`MetricsRegistry::remove`] was asked for a series of one of the crate's own families,
+    /// which the crate keeps publishing to.
+    #[error("metric `{0}` is one of memocache's own families: its series cannot be removed")]
+    CrateSeries(String),
     /// A metric name is already registered with another type.
     #[error("metric `{name}` is registered as a {registered}, not a {requested}")]
     TypeConflict {

@@ -133,12 +133,13 @@ impl Metrics {
         }
     }
 
-    /// Forgets the series `labels` (a failed [`Batch`] taking back what it added).
-    fn remove(&mut self, labels: &Tags) {
+    /// Forgets the series `labels` (a failed [`Batch`] taking back what it added, or
+    /// [`MetricsRegistry::remove`]): whether it was there.
+    fn remove(&mut self, labels: &Tags) -> bool {
         match self {
-            Metrics::Counter(map) => drop(map.remove(labels)),
-            Metrics::Gauge(map) => drop(map.remove(labels)),
-            Metrics::Histogram(map) => drop(map.remove(labels)),
+            Metrics::Counter(map) => map.remove(labels).is_some(),
+            Metrics::Gauge(map) => map.remove(labels).is_some(),
+            Metrics::Histogram(map) => map.remove(labels).is_some(),
         }
     }
 }
@@ -509,6 +510,45 @@ impl MetricsRegistry {
             batch.undo();
         }
         registered
+    }
+
+    /// Removes the series `name{labels}`: whether it was registered. The only way a series
+    /// leaves the registry: one registered for each value of a label that keeps changing (a
+    /// file, a request, a tenant) is kept, with its history, until removed, and every alert
+    /// rule on its name reads it at each evaluation, so a long-running host removes the
+    /// series it is done with, as Prometheus clients' `remove` does.
+    ///
+    /// Handles to the series still work, but what they record is no longer rendered nor
+    /// read; asking for the series again registers a new one, from zero. The family stays
+    /// (its type, help and declared labels), even with no series left. An alert firing or
+    /// pending on the series resolves at the next evaluation, as for a series with no value.
+    /// The crate's own families ([`wiring`](super::wiring)) are refused
+    /// ([`MetricError::CrateSeries`]): the crate keeps publishing to their handles.
+    ///
+    /// ```
+    /// use memocache::{MetricError, MetricsRegistry};
+    ///
+    /// let registry = MetricsRegistry::new();
+    /// registry.gauge("upload_progress", "", &[("file", "a.wav")])?.set(0.5);
+    /// assert!(registry.remove("upload_progress", &[("file", "a.wav")])?);
+    /// assert!(!registry.remove("upload_progress", &[("file", "a.wav")])?);
+    /// assert!(!registry.render_prometheus().contains("a.wav"));
+    /// assert!(matches!(
+    ///     registry.remove("memocache_jobs", &[("status", "queued")]),
+    ///     Err(MetricError::CrateSeries(_))
+    /// ));
+    /// # Ok::<(), MetricError>(())
+    /// ```
+    pub fn remove(&self, name: &str, labels: &[(&str, &str)]) -> Result<bool, MetricError> {
+        validate_metric_name(name)?;
+        let labels = to_tags(labels)?;
+        if crate_family(name).is_some() {
+            return Err(MetricError::CrateSeries(name.to_owned()));
+        }
+        let mut families = self.inner.families.write();
+        Ok(families
+            .get_mut(name)
+            .is_some_and(|family| family.metrics.remove(&labels)))
     }
 
     /// The type `name` is registered with, if it is.
@@ -920,7 +960,7 @@ impl Batch<'_> {
             if created {
                 families.remove(&name);
             } else if let Some(family) = families.get_mut(&name) {
-                family.metrics.remove(&labels);
+                let _ = family.metrics.remove(&labels);
             }
         }
     }
