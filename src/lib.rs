@@ -88,8 +88,8 @@ pub use job::{
     Backoff, ConcurrencyLimit, InvalidConcurrency, InvalidPriority, InvalidStateTransition, Job,
     JobContext, JobError, JobId, JobIdError, JobPayload, JobPriority, JobQueue, JobQueueBuilder,
     JobResult, JobStatus, JobType, Lease, MemoStore, PoolError, PoolStats, QueueConfigError,
-    QueueError, QueueStats, RetryConfig, RetryConfigError, Shutdown, WaitError, WorkerId,
-    WorkerPool,
+    QueueError, QueueStats, RetryConfig, RetryConfigError, Shutdown, WaitError, WeakJobQueue,
+    WorkerId, WorkerPool,
 };
 pub use key::{CacheKey, KeyBuilder, KeyError, Rejected};
 pub use metrics::{

@@ -168,7 +168,8 @@ impl CacheBuilder {
     ///
     /// A cache that memoizes a job queue's results ([`crate::JobQueueBuilder::cache`]) tells
     /// the listener of the removals the queue's calls make once the queue's lock is released,
-    /// so the listener may call that queue too.
+    /// so the listener may call that queue too, through a [`crate::WeakJobQueue`] (the queue
+    /// holds the cache, so a [`crate::JobQueue`] handle in the listener is a cycle too).
     ///
     /// Removals made by the listener's own calls (an insert into a full cache evicts) are not
     /// reported from inside it, which could nest without bound and overflow the stack: they

@@ -59,6 +59,6 @@ pub use pool::{
 };
 pub use queue::{
     JobCompletion, JobQueue, JobQueueBuilder, Lease, QueueConfigError, QueueError, QueueStats,
-    WaitError,
+    WaitError, WeakJobQueue,
 };
 pub use retry::{Backoff, RetryConfig, RetryConfigError};

@@ -261,7 +261,7 @@ use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -765,7 +765,9 @@ impl JobQueueBuilder {
     /// The cache's eviction listener ([`crate::CacheBuilder::eviction_listener`]) hears of
     /// what the queue's lookups and stores remove (an insert that evicts, a lookup that finds
     /// its entry expired) once the queue's call has released its lock, on the same thread,
-    /// before the call returns, so it may call the queue; a panic of it goes on to the
+    /// before the call returns, so it may call the queue (through a [`WeakJobQueue`]: the
+    /// queue holds the cache and so its listener, and a [`JobQueue`] handle the listener
+    /// holds keeps both alive for ever); a panic of it goes on to the
     /// caller of the queue's call once the queue's work is done, as it goes on to the caller
     /// of the cache's own calls ([`JobQueue::complete_and_next`] first gives back the job it
     /// leased, as on a completion hook's panic). (Told under the lock, a listener that called the queue, even
@@ -778,9 +780,11 @@ impl JobQueueBuilder {
 
     /// Calls `hook` once for every job that completes: by a worker, as a memo hit at submit, or
     /// with the leader it was coalesced onto. The hook runs on the completing thread after the
-    /// queue's lock is released, so it may call the queue; it should be quick, since that
-    /// thread is usually a worker. Failed and cancelled jobs are not reported (their counts are
-    /// in [`JobQueue::stats`]).
+    /// queue's lock is released, so it may call the queue — through a [`WeakJobQueue`]: the
+    /// hook is part of the queue, so a [`JobQueue`] handle it holds keeps the queue, its
+    /// memo cache and that cache's sweeper thread alive for ever. It should be quick, since
+    /// that thread is usually a worker. Failed and cancelled jobs are not reported (their
+    /// counts are in [`JobQueue::stats`]).
     ///
     /// A call the hook makes that completes jobs (a submit the memo store answers, a
     /// completion) returns before they are reported: they are reported on the same thread
@@ -889,6 +893,73 @@ impl fmt::Debug for JobQueue {
             .field("capacity", &self.inner.capacity)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// A handle to a [`JobQueue`] that does not keep it alive: for a completion hook
+/// ([`JobQueueBuilder::on_complete`]), or a memo cache's eviction listener, that calls the
+/// queue.
+///
+/// The hook is part of the queue, and the memo cache ([`JobQueueBuilder::cache`]) is held by
+/// it, listener and all, so a [`JobQueue`] handle captured by either is a cycle: the queue,
+/// its jobs, the memo cache and the cache's sweeper thread
+/// ([`crate::CacheBuilder::sweep_interval`]) are then never freed, even once every other
+/// handle is dropped. A `WeakJobQueue` breaks the cycle: [`WeakJobQueue::upgrade`] gives a
+/// handle for the length of a call, and `None` once the queue is gone.
+///
+/// ```
+/// use memocache::{Job, JobQueue, JobType, WeakJobQueue, WorkerId};
+/// use std::sync::{Arc, OnceLock};
+///
+/// let this: Arc<OnceLock<WeakJobQueue>> = Arc::default();
+/// let hook_this = Arc::clone(&this);
+/// let queue = JobQueue::builder()
+///     .on_complete(move |done| {
+///         // Follow each summary with an indexing job, on the same queue.
+///         if done.job_type == JobType::Summarization
+///             && let Some(queue) = hook_this.get().and_then(WeakJobQueue::upgrade)
+///         {
+///             let _ = queue.submit(Job::new(JobType::Indexing, &b"the summary"[..]));
+///         }
+///     })
+///     .build()?;
+/// this.set(queue.downgrade()).unwrap();
+/// queue.submit(Job::new(JobType::Summarization, &b"transcript"[..]))?;
+/// let lease = queue.try_next(&WorkerId::new("w")).expect("queued");
+/// queue.complete(&lease, b"summary".to_vec().into())?;
+/// assert_eq!(queue.stats().queued, 1, "the hook submitted the index job");
+/// let weak = queue.downgrade();
+/// drop(queue);
+/// assert!(weak.upgrade().is_none(), "the hook did not keep the queue alive");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct WeakJobQueue {
+    inner: Weak<Inner>,
+}
+
+impl JobQueue {
+    /// A [`WeakJobQueue`] handle to this queue: one that does not keep it alive.
+    pub fn downgrade(&self) -> WeakJobQueue {
+        WeakJobQueue {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+impl WeakJobQueue {
+    /// A handle to the queue, or `None` once its last [`JobQueue`] handle (a pool's workers
+    /// hold one each) has been dropped.
+    pub fn upgrade(&self) -> Option<JobQueue> {
+        self.inner.upgrade().map(|inner| JobQueue { inner })
+    }
+}
+
+impl fmt::Debug for WeakJobQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakJobQueue")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
     }
 }
 

@@ -383,6 +383,10 @@ impl PipelineBuilder {
     }
 
     /// A notification channel the alert rules can name.
+    ///
+    /// The pipeline holds the notifier: one that uses the pipeline holds it through a
+    /// [`std::sync::Weak`], as the progress callback does (see
+    /// [`on_progress`](PipelineBuilder::on_progress)).
     pub fn notifier(mut self, channel: impl Into<String>, notifier: Arc<dyn Notifier>) -> Self {
         self.channels.push((channel.into(), notifier));
         self
@@ -397,6 +401,11 @@ impl PipelineBuilder {
     /// [`PipelineBuilder::callback_wait`] (60 s by default) with
     /// [`PipelineError::WaitsOnCallback`], and so is any request whose job waits that long,
     /// not started, on one call of the callback.
+    ///
+    /// The pipeline's workers hold the callback, so a callback that holds the pipeline (to
+    /// ask it for transcripts) holds it through a [`std::sync::Weak`] of the host's
+    /// `Arc<Pipeline>`: an `Arc` it held would keep the pipeline, its cache and its worker
+    /// threads alive for ever, after every other handle was dropped.
     pub fn on_progress(mut self, callback: impl Fn(&FileProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(callback));
         self
