@@ -60,7 +60,10 @@
 //! A handler may shut down (or drop) the pool it runs in, but then nothing waits: the
 //! calling thread cannot wait for itself, and a drain's other workers wait for the caller's
 //! job. The call sets the mode and returns what the pool has done so far; the threads end
-//! on their own as they would have, the caller's once its handler returns.
+//! on their own as they would have, the caller's once its handler returns. To do so a
+//! handler holds the pool (in a `Mutex<Option<WorkerPool>>` it takes it out of): the
+//! workers hold their handlers, so that pool is stopped only when a handler or the host
+//! takes it out and shuts it down or drops it; left in, its threads run for ever.
 
 use std::any::Any;
 use std::fmt;
